@@ -1,0 +1,14 @@
+"""mmdiffseg: Stable Diffusion attention as a source of segmentation labels for MMSegmentation.
+
+Importing the package applies the mmengine work-arounds (:mod:`mmdiffseg.compat`) and registers
+every module in mmseg's registries, so a config needs only
+``custom_imports=dict(imports=['mmdiffseg'], allow_failed_imports=False)``.
+"""
+from . import compat
+
+compat.apply()
+
+from . import generators  # noqa: E402,F401  (registers MASK_GENERATORS)
+from .attention import AttentionMaps, CaptureRequest, CaptureSpec  # noqa: E402,F401
+
+__version__ = '0.1.0'

@@ -1,0 +1,180 @@
+"""What to capture from the U-Net (:class:`CaptureSpec`) and what comes back (:class:`AttentionMaps`).
+
+Conventions (DESIGN.md, "Contracts"):
+
+* A resolution is the side of the square token grid of a layer for the input actually used
+  (64, 32, 16, 8 for a 512x512 image in SD 1.x / 2.x-base).
+* Self-attention maps are ``(B, N, N)`` with ``N = r*r``: rows are queries, each row a distribution
+  over keys. Cross-attention maps are ``(B, N, T)`` with ``T`` text tokens (77). Tokens are
+  row-major (``y * r + x``).
+* Layers are named by the attention module's name in the U-Net, e.g.
+  ``'up_blocks.3.attentions.1.transformer_blocks.0.attn1'`` (``attn1`` = self, ``attn2`` = cross).
+* Head selections index the concatenation of the selected layers' heads in forward order,
+  layer-major (layer ``l``, head ``h`` -> ``l * heads + h``), as iSeg's released head lists do.
+* Everything is averaged on the fly: over the selected heads, over the selected layers (unless
+  ``per_layer``) and over the captured denoising steps. Buffers are float32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+
+KINDS = ('self', 'cross')
+
+
+@dataclass(frozen=True)
+class CaptureRequest:
+    """One averaged attention tensor to capture.
+
+    Args:
+        kind: ``'self'`` (attn1) or ``'cross'`` (attn2).
+        resolution: side of the token grid of the layers to read (64, 32, 16 or 8 at 512 input).
+        layers: names of the attention modules to read, all at ``resolution``; ``None`` = every
+            layer of that kind at that resolution.
+        heads: indices into the selected layers' heads, concatenated layer-major in forward
+            order; ``None`` = all heads.
+        per_layer: keep one map per layer (stacked on dim 1, forward order) instead of the mean.
+        name: key in :class:`AttentionMaps`; default ``f'{kind}{resolution}'`` (plus
+            ``'_layers'`` when ``per_layer``).
+    """
+
+    kind: str
+    resolution: int
+    layers: Optional[Tuple[str, ...]] = None
+    heads: Optional[Tuple[int, ...]] = None
+    per_layer: bool = False
+    name: Optional[str] = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f'CaptureRequest.kind must be one of {KINDS}, got {self.kind!r}')
+        if int(self.resolution) <= 0:
+            raise ValueError(f'CaptureRequest.resolution must be positive, got {self.resolution}')
+        if self.layers is not None:
+            object.__setattr__(self, 'layers', tuple(self.layers))
+        if self.heads is not None:
+            object.__setattr__(self, 'heads', tuple(int(h) for h in self.heads))
+        if self.name is None:
+            suffix = '_layers' if self.per_layer else ''
+            object.__setattr__(self, 'name', f'{self.kind}{self.resolution}{suffix}')
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    """The set of :class:`CaptureRequest` a generator needs from one U-Net pass (or denoising run).
+
+    Args:
+        requests: the tensors to capture; names must be unique.
+        steps: for ``generate``: indices of the denoising steps to average over (``None`` = all).
+    """
+
+    requests: Tuple[CaptureRequest, ...] = ()
+    steps: Optional[Tuple[int, ...]] = None
+
+    def __post_init__(self):
+        reqs = tuple(r if isinstance(r, CaptureRequest) else CaptureRequest(**r)
+                     for r in self.requests)
+        object.__setattr__(self, 'requests', reqs)
+        if self.steps is not None:
+            object.__setattr__(self, 'steps', tuple(int(s) for s in self.steps))
+        seen: Dict[str, CaptureRequest] = {}
+        for r in reqs:
+            if r.name in seen and seen[r.name] != r:
+                raise ValueError(f'CaptureSpec: two different requests are named {r.name!r}: '
+                                 f'{seen[r.name]} and {r}')
+            seen[r.name] = r
+
+    @property
+    def names(self) -> List[str]:
+        return [r.name for r in self.requests]
+
+    def merge(self, other: 'CaptureSpec') -> 'CaptureSpec':
+        """Union of two specs, so two generators can share one U-Net pass."""
+        if self.steps != other.steps:
+            raise ValueError(f'CaptureSpec.merge: step selections differ ({self.steps} vs '
+                             f'{other.steps})')
+        merged = list(self.requests)
+        merged += [r for r in other.requests if r not in merged]
+        return replace(self, requests=tuple(merged))
+
+
+@dataclass
+class AttentionMaps:
+    """Averaged attention captured from one batch.
+
+    Attributes:
+        maps: request name -> float32 tensor, ``(B, N, N)`` for self and ``(B, N, T)`` for cross
+            attention (``(B, L, N, ...)`` for ``per_layer`` requests).
+        prompts: the prompt of each sample (``''`` for the empty prompt).
+        token_positions: per sample, class name -> indices of its tokens in the prompt
+            (BOS = index 0), for every class name the prompt was built with.
+        image_size: ``(H, W)`` of the images given to the U-Net (after resizing).
+    """
+
+    maps: Dict[str, torch.Tensor]
+    prompts: List[str] = field(default_factory=list)
+    token_positions: List[Dict[str, List[int]]] = field(default_factory=list)
+    image_size: Tuple[int, int] = (512, 512)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        try:
+            return self.maps[name]
+        except KeyError:
+            raise KeyError(f'AttentionMaps has no {name!r}; captured: {sorted(self.maps)}. '
+                           'Add a CaptureRequest for it to the capture spec.') from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.maps
+
+    @property
+    def batch_size(self) -> int:
+        return next(iter(self.maps.values())).shape[0]
+
+    def to(self, device) -> 'AttentionMaps':
+        return replace(self, maps={k: v.to(device) for k, v in self.maps.items()})
+
+    def check_finite(self) -> None:
+        """Raise a ValueError naming the first map holding NaN or inf."""
+        for name, value in self.maps.items():
+            if not torch.isfinite(value).all():
+                raise ValueError(f'AttentionMaps[{name!r}] contains NaN or inf; check the model '
+                                 'dtype (fp16 attention needs an upcast softmax) and the inputs')
+
+    def class_token_columns(self, name: str, class_names: Sequence[Sequence[str]],
+                            token_offsets: Optional[Dict[str, Sequence[int]]] = None
+                            ) -> List[torch.Tensor]:
+        """Per sample, the cross-attention columns of each class, ``(N, C_b)`` float32.
+
+        Each class's column is the mean over its tokens (or over ``token_offsets[name]``, the
+        offsets within the class's tokens that iSeg selects, e.g. ``'potted plant': [1]``).
+
+        Raises:
+            KeyError: a class name has no recorded token positions for that sample.
+        """
+        cross = self[name]
+        columns = []
+        for b, names in enumerate(class_names):
+            positions = self.token_positions[b] if b < len(self.token_positions) else {}
+            cols = []
+            for cls in names:
+                if cls not in positions:
+                    raise KeyError(f'class {cls!r} is not in the prompt of sample {b} '
+                                   f'({self.prompts[b] if b < len(self.prompts) else ""!r}); '
+                                   f'prompt classes: {sorted(positions)}')
+                idx = list(positions[cls])
+                if token_offsets and cls in token_offsets:
+                    idx = [idx[o] for o in token_offsets[cls]]
+                cols.append(cross[b, :, idx].mean(dim=-1))
+            columns.append(torch.stack(cols, dim=-1) if cols else cross.new_zeros(cross.shape[1], 0))
+        return columns
+
+
+def merge_specs(specs: Iterable[CaptureSpec]) -> CaptureSpec:
+    """Union of several specs (see :meth:`CaptureSpec.merge`)."""
+    specs = list(specs)
+    merged = specs[0] if specs else CaptureSpec()
+    for spec in specs[1:]:
+        merged = merged.merge(spec)
+    return merged

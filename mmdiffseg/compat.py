@@ -1,0 +1,87 @@
+"""Work-arounds for known problems of mmengine 0.10.7 on torch >= 2.6 and Python 3.11.
+
+Applied once, when :mod:`mmdiffseg` is imported (tools import it first):
+
+* ``torch.load`` defaults to ``weights_only=True`` since torch 2.6, but mmengine's checkpoints
+  pickle ``HistoryBuffer`` and numpy objects, so ``--resume``, ``load_from`` and ``tools/test.py``
+  fail with ``UnpicklingError``. mmengine's own checkpoint loaders are wrapped to pass
+  ``weights_only=False`` (checkpoints written by mmengine runners are trusted input, as before
+  torch 2.6). Other ``torch.load`` callers keep torch's safe default.
+* mmengine decides whether a config is a "lazy import" config by asking if each imported module is
+  built in; on Python 3.11 frozen standard modules (``os``, ``os.path``...) report the origin
+  ``'frozen'`` and are taken for third-party modules, so a base-less config that imports ``os``
+  fails with a bare ``RuntimeError``. Frozen modules are treated as built in.
+* ``mmseg::`` config bases need ``pkg_resources`` at run time: the install pins
+  ``setuptools<82``; :func:`check_pkg_resources` turns its absence into a clear message.
+"""
+from __future__ import annotations
+
+import functools
+from importlib.util import find_spec
+
+_APPLIED = False
+
+
+def _trusting_torch_load(load):
+    @functools.wraps(load)
+    def wrapper(*args, **kwargs):
+        kwargs.setdefault('weights_only', False)
+        return load(*args, **kwargs)
+
+    return wrapper
+
+
+class _CheckpointTorch:
+    """``torch`` as seen from :mod:`mmengine.runner.checkpoint`, with a trusting ``load``."""
+
+    def __init__(self, torch_module):
+        self._torch = torch_module
+        self.load = _trusting_torch_load(torch_module.load)
+
+    def __getattr__(self, name):
+        return getattr(self._torch, name)
+
+
+def _patch_checkpoint_loading() -> None:
+    from mmengine.runner import checkpoint
+
+    if not isinstance(checkpoint.torch, _CheckpointTorch):
+        checkpoint.torch = _CheckpointTorch(checkpoint.torch)
+
+
+def _patch_builtin_module_check() -> None:
+    from mmengine.config import config, utils
+
+    original = utils._is_builtin_module
+    if getattr(original, '__mmdiffseg_patched__', False):
+        return
+
+    @functools.wraps(original)
+    def is_builtin_module(module_name: str) -> bool:
+        if not module_name.startswith('.'):
+            spec = find_spec(module_name.split('.')[0])
+            if spec is not None and spec.origin in ('frozen', 'built-in'):
+                return True
+        return original(module_name)
+
+    is_builtin_module.__mmdiffseg_patched__ = True
+    utils._is_builtin_module = is_builtin_module
+    config._is_builtin_module = is_builtin_module
+
+
+def check_pkg_resources() -> None:
+    """Fail clearly when ``pkg_resources`` (needed by ``mmseg::`` config bases) is missing."""
+    if find_spec('pkg_resources') is None:
+        raise ImportError(
+            'mmengine needs `pkg_resources` to read `mmseg::` config bases, and setuptools>=82 '
+            'no longer ships it: pip install "setuptools>=77,<82"')
+
+
+def apply() -> None:
+    """Apply every work-around once (idempotent)."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    _patch_checkpoint_loading()
+    _patch_builtin_module_check()
+    _APPLIED = True

@@ -1,0 +1,69 @@
+"""Tensor helpers shared by the generators: normalisations, symmetric KL, Otsu threshold.
+
+All work batched on CPU or GPU in float32.
+"""
+from __future__ import annotations
+
+import torch
+
+LOG_EPS = 1e-8
+
+
+def minmax_normalize(x: torch.Tensor, dims=(-2, -1), eps: float = 1e-8) -> torch.Tensor:
+    """``(x - min) / (max - min)`` over ``dims``; a constant map becomes all zeros."""
+    lo = x.amin(dim=dims, keepdim=True)
+    hi = x.amax(dim=dims, keepdim=True)
+    return (x - lo) / (hi - lo).clamp_min(eps)
+
+
+def safe_log(x: torch.Tensor, eps: float = LOG_EPS) -> torch.Tensor:
+    """``log(max(x, eps))`` in float32: no ``-inf``/NaN for zero probabilities."""
+    return x.float().clamp_min(eps).log()
+
+
+def symmetric_kl(p: torch.Tensor, q: torch.Tensor, eps: float = LOG_EPS) -> torch.Tensor:
+    """Pairwise symmetric KL ``0.5 * (KL(p_i || q_j) + KL(q_j || p_i))`` between rows.
+
+    DiffSeg's distance (Tian et al., Eq. 3), written as matrix products so no
+    ``(M, N, D)`` tensor is formed:
+    ``0.5 * (sum p log p + sum q log q - p . log q - q . log p)``.
+
+    Args:
+        p: ``(..., M, D)`` rows are distributions.
+        q: ``(..., N, D)``.
+
+    Returns:
+        ``(..., M, N)`` float32.
+    """
+    p, q = p.float(), q.float()
+    log_p, log_q = safe_log(p, eps), safe_log(q, eps)
+    self_p = (p * log_p).sum(-1)
+    self_q = (q * log_q).sum(-1)
+    cross = p @ log_q.transpose(-1, -2) + log_p @ q.transpose(-1, -2)
+    return 0.5 * (self_p.unsqueeze(-1) + self_q.unsqueeze(-2) - cross)
+
+
+def otsu_threshold(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
+    """Otsu's threshold of each map in a batch, as ``cv2.threshold(..., THRESH_OTSU)`` computes it.
+
+    ``x``: ``(B, ...)`` with values in ``[0, 1]``; each map is quantised to ``bins`` integer levels
+    (``floor(x * (bins - 1))``, as the released SeeDiff does with ``uint8(x * 255)``).
+
+    Returns:
+        ``(B,)`` thresholds in ``[0, 1]``: a value is foreground when its level is strictly
+        above ``threshold * (bins - 1)``.
+    """
+    b = x.shape[0]
+    levels = (x.reshape(b, -1).float().clamp(0, 1) * (bins - 1)).floor().long()
+    hist = torch.zeros(b, bins, device=x.device, dtype=torch.float64)
+    hist.scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float64))
+    prob = hist / hist.sum(1, keepdim=True)
+    grid = torch.arange(bins, device=x.device, dtype=torch.float64)
+    w0 = prob.cumsum(1)
+    mu0_sum = (prob * grid).cumsum(1)
+    mu_total = mu0_sum[:, -1:]
+    w1 = 1 - w0
+    between = (mu_total * w0 - mu0_sum) ** 2 / (w0 * w1).clamp_min(1e-12)
+    between = torch.where((w0 > 0) & (w1 > 0), between, torch.zeros_like(between))
+    level = between.argmax(1)
+    return level.float() / (bins - 1)
