@@ -1,4 +1,10 @@
 """The attention engine: reads Stable Diffusion's attention; knows nothing about masks."""
+from .capture import capture_attention, unet_attention_layers
+from .engine import DiffusionAttentionEngine, preprocess_images
 from .maps import AttentionMaps, CaptureRequest, CaptureSpec, merge_specs
+from .prompts import encode_prompts, enhance_class_tokens, format_prompts, token_positions
 
-__all__ = ['AttentionMaps', 'CaptureRequest', 'CaptureSpec', 'merge_specs']
+__all__ = ['AttentionMaps', 'CaptureRequest', 'CaptureSpec', 'merge_specs',
+           'DiffusionAttentionEngine', 'preprocess_images', 'capture_attention',
+           'unet_attention_layers', 'encode_prompts', 'enhance_class_tokens', 'format_prompts',
+           'token_positions']

@@ -1,0 +1,321 @@
+"""Capture averaged attention probabilities from a diffusers U-Net while it runs.
+
+Fused attention (SDPA, xFormers) never materialises the probabilities (ALGORITHMS.md 6.1), so the
+layers a :class:`~mmdiffseg.attention.maps.CaptureSpec` needs get a :class:`CaptureProcessor` that
+computes ``softmax(Q K^T * scale)`` explicitly (float32 softmax, ``upcast_attention`` honoured), uses
+it for the layer's output (``probs @ V``), and folds it into float32 buffers on the fly: mean over
+the requested heads, over the request's layers (unless ``per_layer``) and over the captured
+denoising steps, only for the conditional half of a classifier-free-guidance batch ``[uncond,
+cond]`` (ALGORITHMS.md 6.3). Query rows are processed in chunks, so no full ``(B*heads, N, N)``
+tensor is ever held. Every other layer keeps its own (fused) processor; :func:`capture_attention`
+restores the original processors on exit.
+
+Layer resolutions follow the U-Net layout (ALGORITHMS.md 0): ``down_blocks.i`` -> latent / 2**i,
+``mid_block`` -> the lowest resolution, ``up_blocks.j`` mirrored.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .maps import CaptureRequest, CaptureSpec
+
+#: bytes of float32 probabilities computed at once per captured layer (query rows are chunked):
+#: small chunks stay in the CPU caches, larger ones keep a GPU busy (benchmarks/bench_capture.py)
+CHUNK_BYTES = {'cpu': 4 * 2 ** 20, 'cuda': 16 * 2 ** 20}
+
+
+def default_chunk_bytes(device) -> int:
+    return CHUNK_BYTES.get(torch.device(device).type, CHUNK_BYTES['cuda'])
+
+_LAYER_NAME = re.compile(
+    r'^(?:(?P<group>down_blocks|up_blocks)\.(?P<block>\d+)|mid_block)\.attentions\.(?P<attn>\d+)'
+    r'\.transformer_blocks\.(?P<tblock>\d+)\.(?P<which>attn1|attn2)$')
+_GROUP_RANK = {'down_blocks': 0, None: 1, 'up_blocks': 2}
+
+
+@dataclass(frozen=True)
+class AttentionLayer:
+    """One attention module of the U-Net: its name, kind, token-grid side and head count."""
+
+    name: str
+    kind: str
+    resolution: int
+    heads: int
+
+
+def unet_attention_layers(unet, latent_size: int) -> List[AttentionLayer]:
+    """The U-Net's transformer attention layers in forward order, for a square latent of side
+    ``latent_size``.
+
+    Raises:
+        ValueError: ``latent_size`` is not divisible by the U-Net's total downsampling.
+    """
+    n_down, n_up = len(unet.down_blocks), len(unet.up_blocks)
+    factor = 2 ** (n_down - 1)
+    if latent_size % factor:
+        raise ValueError(f'latent size {latent_size} is not divisible by {factor} (the U-Net halves '
+                         f'it {n_down - 1} times): use an image size that is a multiple of '
+                         f'{factor * 8}')
+    layers = []
+    for key in unet.attn_processors:
+        name = key[:-len('.processor')]
+        match = _LAYER_NAME.match(name)
+        if match is None:
+            continue
+        group, block = match['group'], int(match['block'] or 0)
+        level = {'down_blocks': block, 'up_blocks': n_up - 1 - block, None: n_down - 1}[group]
+        sort_key = (_GROUP_RANK[group], block, int(match['attn']), int(match['tblock']),
+                    match['which'])
+        module = unet.get_submodule(name)
+        layers.append((sort_key, AttentionLayer(name, 'self' if match['which'] == 'attn1' else 'cross',
+                                                latent_size // 2 ** level, module.heads)))
+    return [layer for _, layer in sorted(layers, key=lambda item: item[0])]
+
+
+@dataclass
+class _Sink:
+    """Where one layer's probabilities go for one request."""
+
+    request: str
+    heads: Optional[torch.Tensor]  # local head indices, None = all heads
+    weight: float
+    slot: Optional[int]  # per-layer index, None = averaged over layers
+
+
+def _plan_request(request: CaptureRequest, layers: Sequence[AttentionLayer]) -> Dict[str, _Sink]:
+    """Layer name -> sink for one request; clear errors for unknown layers, resolutions, heads."""
+    of_kind = [l for l in layers if l.kind == request.kind]
+    valid_res = sorted({l.resolution for l in of_kind}, reverse=True)
+    at_res = [l for l in of_kind if l.resolution == request.resolution]
+    if not at_res:
+        raise ValueError(f'CaptureRequest {request.name!r}: no {request.kind}-attention layer at '
+                         f'resolution {request.resolution} for this input; valid resolutions: '
+                         f'{valid_res}')
+    if request.layers is not None:
+        by_name = {l.name: l for l in at_res}
+        unknown = [n for n in request.layers if n not in by_name]
+        if unknown:
+            raise ValueError(f'CaptureRequest {request.name!r}: unknown layer(s) {unknown} for '
+                             f'{request.kind} attention at resolution {request.resolution}; valid '
+                             f'layers: {[l.name for l in at_res]}')
+        if len(set(request.layers)) != len(request.layers):
+            raise ValueError(f'CaptureRequest {request.name!r}: layer listed twice in {request.layers}')
+        at_res = [l for l in at_res if l.name in set(request.layers)]  # forward order
+    offsets, total = [], 0
+    for layer in at_res:
+        offsets.append(total)
+        total += layer.heads
+    if request.heads is not None:
+        bad = [h for h in request.heads if not 0 <= h < total]
+        if bad or not request.heads:
+            raise ValueError(f'CaptureRequest {request.name!r}: head indices {bad or "[]"} out of range; '
+                             f'the {len(at_res)} selected layer(s) have {total} heads in all '
+                             f'(indices 0..{total - 1}, layer-major in forward order)')
+    plan = {}
+    for slot, (layer, start) in enumerate(zip(at_res, offsets)):
+        if request.heads is None:
+            heads, n_mean = None, layer.heads * (1 if request.per_layer else len(at_res))
+        else:
+            local = [h - start for h in request.heads if start <= h < start + layer.heads]
+            if not local:
+                if request.per_layer:
+                    raise ValueError(f'CaptureRequest {request.name!r}: per_layer needs at least one '
+                                     f'head of layer {layer.name!r} (its heads are {start}..'
+                                     f'{start + layer.heads - 1}); selected: {list(request.heads)}')
+                continue
+            heads = torch.tensor(local)
+            n_mean = len(local) if request.per_layer else len(request.heads)
+        plan[layer.name] = _Sink(request.name, heads, 1.0 / n_mean,
+                                 slot if request.per_layer else None)
+    return plan
+
+
+class CaptureSession:
+    """Buffers and step bookkeeping shared by the processors of one capture.
+
+    Args:
+        spec: what to capture.
+        layers: the U-Net's attention layers for this input (:func:`unet_attention_layers`).
+        batch_size: samples per U-Net call; a call with twice as many is a CFG batch
+            ``[uncond, cond]`` and only its second half is captured.
+        steps: indices of the U-Net calls to capture (``None`` = all).
+        chunk_bytes: float32 probability bytes computed at once per layer (``None``: by device).
+    """
+
+    def __init__(self, spec: CaptureSpec, layers: Sequence[AttentionLayer], batch_size: int,
+                 steps: Optional[Sequence[int]] = None, chunk_bytes: Optional[int] = None):
+        self.spec, self.batch_size, self.chunk_bytes = spec, int(batch_size), chunk_bytes
+        self.steps = None if steps is None else set(int(s) for s in steps)
+        self.layer_sinks: Dict[str, List[_Sink]] = {}
+        self.n_layers: Dict[str, int] = {}
+        for request in spec.requests:
+            plan = _plan_request(request, layers)
+            self.n_layers[request.name] = len(plan)
+            for name, sink in plan.items():
+                self.layer_sinks.setdefault(name, []).append(sink)
+        self.buffers: Dict[str, torch.Tensor] = {}
+        self.step = -1
+        self.captured_steps = 0
+        self.active = False
+
+    def begin_step(self) -> None:
+        """Called before each U-Net forward: decides whether this step is captured."""
+        self.step += 1
+        self.active = self.steps is None or self.step in self.steps
+        self.captured_steps += int(self.active)
+
+    def capture_rows(self, batch: int) -> slice:
+        """The batch rows to capture: all of them, or the conditional half of a CFG batch."""
+        if batch == self.batch_size:
+            return slice(0, batch)
+        if batch == 2 * self.batch_size:
+            return slice(self.batch_size, batch)
+        raise RuntimeError(f'attention capture expected a batch of {self.batch_size} samples (or '
+                           f'{2 * self.batch_size} with classifier-free guidance), got {batch}')
+
+    def buffer(self, sink: _Sink, n_query: int, n_key: int, device) -> torch.Tensor:
+        if sink.request not in self.buffers:
+            shape = (self.batch_size,) + ((self.n_layers[sink.request],) if sink.slot is not None
+                                          else ()) + (n_query, n_key)
+            self.buffers[sink.request] = torch.zeros(shape, dtype=torch.float32, device=device)
+        buf = self.buffers[sink.request]
+        return buf[:, sink.slot] if sink.slot is not None else buf
+
+    def results(self) -> Dict[str, torch.Tensor]:
+        """Request name -> averaged map (float32)."""
+        if self.captured_steps == 0:
+            raise RuntimeError(f'no U-Net step was captured (steps {sorted(self.steps or [])}, '
+                               f'{self.step + 1} step(s) run)')
+        missing = [r.name for r in self.spec.requests if r.name not in self.buffers]
+        if missing:
+            raise RuntimeError(f'attention of {missing} was never computed: the U-Net did not run '
+                               'the requested layers')
+        return {name: buf.div_(self.captured_steps) for name, buf in self.buffers.items()}
+
+
+class CaptureProcessor:
+    """Attention processor of one captured layer (diffusers ``Attention`` semantics, no SDPA).
+
+    Outside captured steps it defers to the layer's original processor.
+    """
+
+    def __init__(self, session: CaptureSession, sinks: List[_Sink], fallback):
+        self.session, self.sinks, self.fallback = session, sinks, fallback
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, *args, **kwargs):
+        if not self.session.active:
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb,
+                                 *args, **kwargs)
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = attn.to_q(hidden_states)
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        key, value = attn.to_k(context), attn.to_v(context)
+        head_dim = key.shape[-1] // attn.heads
+
+        def split(x):
+            return x.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+
+        query, key, value = split(query), split(key), split(value)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        rows = self.session.capture_rows(batch)
+        out = torch.empty_like(query)
+        if rows.start > 0:  # unconditional half of a CFG batch: fused attention
+            head = slice(0, rows.start)
+            out[head] = F.scaled_dot_product_attention(
+                query[head], key[head], value[head], scale=attn.scale,
+                attn_mask=None if attention_mask is None else attention_mask[head])
+        out[rows] = self._explicit_attention(
+            attn, query[rows], key[rows], value[rows],
+            None if attention_mask is None else attention_mask[rows])
+
+        hidden_states = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+    def _explicit_attention(self, attn, query, key, value, mask):
+        """``softmax(Q K^T * scale) @ V`` by chunks of query rows, feeding every sink per chunk."""
+        batch, heads, n_query, head_dim = query.shape
+        n_key = key.shape[2]
+        if attn.upcast_attention:
+            query, key = query.float(), key.float()
+        q3 = (query * attn.scale).reshape(batch * heads, n_query, head_dim)
+        k3t = key.reshape(batch * heads, n_key, head_dim).transpose(1, 2)
+        v3 = value.reshape(batch * heads, n_key, head_dim)
+        out = torch.empty(batch * heads, n_query, head_dim, dtype=value.dtype, device=value.device)
+        buffers = [self.session.buffer(s, n_query, n_key, query.device) for s in self.sinks]
+        chunk_bytes = self.session.chunk_bytes or default_chunk_bytes(query.device)
+        chunk = max(1, chunk_bytes // (4 * batch * heads * n_key))
+        for start in range(0, n_query, chunk):
+            end = min(start + chunk, n_query)
+            scores = torch.bmm(q3[:, start:end], k3t).float()
+            if mask is not None:
+                scores += mask[:, :, start:end].reshape(batch * heads, -1, n_key).float()
+            probs = scores.softmax(dim=-1)
+            del scores
+            out[:, start:end] = torch.bmm(probs.to(v3.dtype), v3)
+            per_head = probs.view(batch, heads, end - start, n_key)
+            head_sum = None
+            for sink, buf in zip(self.sinks, buffers):
+                if sink.heads is None:
+                    if head_sum is None:
+                        head_sum = per_head.sum(dim=1)
+                    summed = head_sum
+                else:
+                    summed = per_head.index_select(1, sink.heads.to(probs.device)).sum(dim=1)
+                buf[:, start:end].add_(summed, alpha=sink.weight)
+        return out.view(batch, heads, n_query, head_dim)
+
+
+@contextlib.contextmanager
+def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int,
+                      steps: Optional[Sequence[int]] = None,
+                      chunk_bytes: Optional[int] = None) -> Iterator[CaptureSession]:
+    """Install :class:`CaptureProcessor` on the layers ``spec`` needs for the duration of the block.
+
+    Every U-Net forward inside the block is one step; ``steps`` selects which are captured. Read
+    the maps with ``session.results()`` after the U-Net calls. The original processors are
+    restored on exit, also on errors.
+    """
+    layers = unet_attention_layers(unet, latent_size)
+    session = CaptureSession(spec, layers, batch_size, steps, chunk_bytes)
+    original = unet.attn_processors
+    installed = dict(original)
+    for name, sinks in session.layer_sinks.items():
+        key = f'{name}.processor'
+        installed[key] = CaptureProcessor(session, sinks, original[key])
+    hook = unet.register_forward_pre_hook(lambda module, args: session.begin_step())
+    unet.set_attn_processor(installed)
+    try:
+        yield session
+    finally:
+        hook.remove()
+        unet.set_attn_processor(dict(original))

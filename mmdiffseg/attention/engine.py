@@ -1,0 +1,268 @@
+"""DiffusionAttentionEngine: Stable Diffusion (diffusers) in, averaged attention maps out.
+
+``extract`` reads attention from real images the way DiffSeg and iSeg do (ALGORITHMS.md 1.1, 3.1):
+bilinear resize to a square, scale to [-1, 1], VAE posterior mean x scaling factor, optional
+``scheduler.add_noise`` with a fixed-seed noise, ONE U-Net forward at a fixed timestep with the
+prompt's embeddings (no classifier-free guidance). ``generate`` runs text-to-image sampling the way
+SeeDiff does (ALGORITHMS.md 2.1): the pipeline's scheduler, CFG with the uncond prompt, attention of
+the conditional half averaged over the denoising steps. Only what the capture spec asks for is
+computed explicitly (see :mod:`.capture`); nothing here knows about masks.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .capture import capture_attention
+from .maps import AttentionMaps, CaptureSpec
+from .prompts import encode_prompts, enhance_class_tokens, token_positions
+
+ImagesLike = Union[torch.Tensor, Sequence[Union[np.ndarray, torch.Tensor]]]
+
+
+def _folder_model_id(folder: Path) -> str:
+    """``<folder name>-<8 hex>``: the hash covers the pipeline index and the U-Net config."""
+    digest = hashlib.sha1()
+    for part in ('model_index.json', 'unet/config.json'):
+        path = folder / part
+        digest.update(path.read_bytes() if path.is_file() else b'')
+    return f'{folder.name}-{digest.hexdigest()[:8]}'
+
+
+def _to_rgb(image: torch.Tensor, where: str) -> torch.Tensor:
+    """``(C, H, W)`` with C in {1, 3, 4} -> float ``(3, H, W)`` in [0, 255]; alpha is dropped."""
+    if image.ndim != 3:
+        raise ValueError(f'{where}: expected an image (C,H,W) or (H,W,C), got shape {tuple(image.shape)}')
+    channels = image.shape[0]
+    if channels == 1:
+        image = image.expand(3, -1, -1)
+    elif channels == 4:
+        image = image[:3]
+    elif channels != 3:
+        raise ValueError(f'{where}: {channels} channels; only grayscale (1), RGB (3) and RGBA (4, '
+                         'alpha dropped) images are supported')
+    if image.is_floating_point():
+        return image.float()
+    if image.dtype != torch.uint8:
+        raise ValueError(f'{where}: dtype {image.dtype}; expected uint8 or float in [0, 255]')
+    return image.float()
+
+
+def _image_list(images: ImagesLike) -> List[torch.Tensor]:
+    """Split the accepted image inputs into a list of float ``(3, H, W)`` RGB tensors in [0, 255]."""
+    if isinstance(images, torch.Tensor):
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4:
+            raise ValueError(f'images: a tensor must be (B,C,H,W) or (C,H,W) RGB in [0,255], got shape '
+                             f'{tuple(images.shape)} (a 2-D tensor is ambiguous: add the channel '
+                             'and batch dimensions)')
+        return [_to_rgb(img, f'images[{i}]') for i, img in enumerate(images)]
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        images = list(images)
+    if not isinstance(images, (list, tuple)) or not images:
+        raise ValueError(f'images: expected a (B,3,H,W) tensor or a non-empty list of HxWx3 uint8 '
+                         f'arrays, got {type(images).__name__}')
+    out = []
+    for i, img in enumerate(images):
+        if isinstance(img, np.ndarray):
+            arr = torch.from_numpy(np.ascontiguousarray(img))
+            if arr.ndim == 2:  # grayscale
+                arr = arr[..., None]
+            if arr.ndim != 3:
+                raise ValueError(f'images[{i}]: expected an HxWx3 array, got shape {img.shape}')
+            out.append(_to_rgb(arr.permute(2, 0, 1), f'images[{i}]'))
+        elif isinstance(img, torch.Tensor):
+            out.append(_to_rgb(img, f'images[{i}]'))
+        else:
+            raise ValueError(f'images[{i}]: expected a numpy array or tensor, got {type(img).__name__}')
+    return out
+
+
+def preprocess_images(images: ImagesLike, image_size: int) -> torch.Tensor:
+    """Images -> ``(B, 3, S, S)`` float32 in [-1, 1]: bilinear resize (aspect not kept, as iSeg's
+    ``cv2.resize`` and DiffSeg's ``tf.image.resize``), then ``x / 127.5 - 1``."""
+    resized = [F.interpolate(img[None], size=(image_size, image_size), mode='bilinear',
+                             align_corners=False) for img in _image_list(images)]
+    return torch.cat(resized).clamp(0, 255) / 127.5 - 1.0
+
+
+class DiffusionAttentionEngine:
+    """A Stable Diffusion 1.x / 2.x-base pipeline that returns :class:`AttentionMaps`.
+
+    Build with :meth:`from_pretrained` (hub id or local diffusers folder) or from components.
+
+    Args:
+        vae, unet, text_encoder, tokenizer, scheduler: the pipeline's components.
+        model_id: name used in manifests and cache keys.
+        device, dtype: where and in which precision the models run (maps are always float32).
+        chunk_bytes: float32 bytes of attention probabilities computed at once per captured layer
+            (``None``: a default for the device, see :mod:`.capture`).
+    """
+
+    def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, model_id: str,
+                 device: Union[str, torch.device] = 'cpu', dtype: torch.dtype = torch.float32,
+                 chunk_bytes: Optional[int] = None):
+        self.device, self.dtype = torch.device(device), dtype
+        self.vae = vae.to(self.device, dtype).eval()
+        self.unet = unet.to(self.device, dtype).eval()
+        self.text_encoder = text_encoder.to(self.device, dtype).eval()
+        self.tokenizer, self.scheduler = tokenizer, scheduler
+        self.model_id, self.chunk_bytes = str(model_id), chunk_bytes
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @classmethod
+    def from_pretrained(cls, id_or_folder: Union[str, Path], dtype: torch.dtype = torch.float32,
+                        device: Union[str, torch.device] = 'cpu', **kwargs) -> 'DiffusionAttentionEngine':
+        """Load a Stable Diffusion pipeline with diffusers (hub id or local diffusers folder).
+
+        ``kwargs`` go to ``StableDiffusionPipeline.from_pretrained`` (e.g. ``variant='fp16'``,
+        ``revision``), except ``chunk_bytes`` which goes to the engine.
+
+        Raises:
+            OSError: the model is neither a local folder nor downloadable / in the hub cache.
+        """
+        from diffusers import StableDiffusionPipeline
+        chunk_bytes = kwargs.pop('chunk_bytes', None)
+        folder = Path(id_or_folder).expanduser()
+        is_folder = folder.is_dir()
+        source = str(folder.resolve()) if is_folder else str(id_or_folder)
+        try:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                source, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False,
+                **kwargs)
+        except (OSError, ValueError) as err:
+            if is_folder:
+                raise OSError(f'cannot load the Stable Diffusion folder {source}: {err}') from err
+            raise OSError(
+                f'cannot load Stable Diffusion model {source!r}: it is not a local folder and could '
+                f'not be downloaded or found in the Hugging Face cache (offline? HF_HUB_OFFLINE='
+                f'{__import__("os").environ.get("HF_HUB_OFFLINE", "")!r}). Download it on a machine '
+                f'with network access (e.g. `huggingface-cli download {source} --local-dir '
+                f'<folder>` or `StableDiffusionPipeline.from_pretrained({source!r})'
+                f'.save_pretrained(<folder>)`) and pass that local diffusers folder instead. '
+                f'Original error: {type(err).__name__}: {err}') from err
+        model_id = _folder_model_id(folder.resolve()) if is_folder else source
+        return cls(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler,
+                   model_id=model_id, device=device, dtype=dtype, chunk_bytes=chunk_bytes)
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _latent_size(self, height: int, width: int) -> int:
+        if height != width:
+            raise ValueError(f'attention capture needs a square image, got {height}x{width}')
+        if height % self.vae_scale_factor:
+            raise ValueError(f'image size {height} is not a multiple of the VAE factor '
+                             f'{self.vae_scale_factor}')
+        return height // self.vae_scale_factor
+
+    def _positions(self, prompts: Sequence[str],
+                   class_names: Optional[Sequence[Sequence[str]]]) -> List[Dict[str, List[int]]]:
+        if class_names is None:
+            return [{} for _ in prompts]
+        if len(class_names) != len(prompts):
+            raise ValueError(f'class_names has {len(class_names)} entries for {len(prompts)} prompts')
+        return [token_positions(self.tokenizer, p, names) for p, names in zip(prompts, class_names)]
+
+    @torch.no_grad()
+    def encode_images(self, images: ImagesLike, image_size: int = 512) -> torch.Tensor:
+        """VAE posterior mean x ``scaling_factor`` of the resized images, ``(B, 4, S/8, S/8)``."""
+        pixels = preprocess_images(images, image_size).to(self.device, self.dtype)
+        return self.vae.encode(pixels).latent_dist.mean * self.vae.config.scaling_factor
+
+    def _noise(self, noise: Union[int, torch.Tensor], latents: torch.Tensor) -> torch.Tensor:
+        """The same noise for every sample: from a CPU generator seeded with ``noise``, or given."""
+        if isinstance(noise, torch.Tensor):
+            if noise.shape[-3:] != latents.shape[-3:]:
+                raise ValueError(f'noise shape {tuple(noise.shape)} does not match the latents '
+                                 f'{tuple(latents.shape)}')
+            return noise.to(latents.device, latents.dtype).expand_as(latents)
+        eps = torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(int(noise)))
+        return eps.to(latents.device, latents.dtype).expand_as(latents)
+
+    # -- public API -------------------------------------------------------------------------
+    @torch.no_grad()
+    def extract(self, images: ImagesLike, prompts: Optional[Sequence[str]] = None,
+                class_names: Optional[Sequence[Sequence[str]]] = None, timestep: int = 300,
+                noise: Union[None, int, torch.Tensor] = None, token_enhance: float = 1.0,
+                token_offsets: Optional[Dict[str, Sequence[int]]] = None,
+                capture: CaptureSpec = CaptureSpec(), image_size: int = 512) -> AttentionMaps:
+        """Attention of one U-Net forward on real images (DiffSeg / iSeg extraction).
+
+        Args:
+            images: ``(B, 3, H, W)`` uint8 or float RGB in [0, 255], or a list of ``HxWx3`` uint8
+                arrays (grayscale and RGBA are converted).
+            prompts: one per image; ``None`` = the empty prompt ``""`` for every image.
+            class_names: per image, class names whose token positions to record (each must occur
+                in its prompt).
+            timestep: U-Net timestep (DiffSeg 300, iSeg 100).
+            noise: ``None`` = clean latents; an int seeds one Gaussian noise shared by all images;
+                a tensor is the noise. Added with ``scheduler.add_noise`` at ``timestep``.
+            token_enhance: iSeg's Cat-Cross factor on the class-token text embeddings.
+            token_offsets: class name -> offsets within its tokens to enhance (default: all).
+            capture: what to capture.
+            image_size: side of the square the images are resized to.
+        """
+        latent_size = self._latent_size(image_size, image_size)
+        latents = self.encode_images(images, image_size)
+        batch = latents.shape[0]
+        prompts = [''] * batch if prompts is None else list(prompts)
+        if len(prompts) != batch:
+            raise ValueError(f'{len(prompts)} prompts for {batch} images')
+        positions = self._positions(prompts, class_names)
+        t = torch.full((batch,), int(timestep), dtype=torch.long, device=self.device)
+        if noise is not None:
+            latents = self.scheduler.add_noise(latents, self._noise(noise, latents), t)
+        embeddings = encode_prompts(self.tokenizer, self.text_encoder, prompts)
+        embeddings = enhance_class_tokens(embeddings, positions, token_enhance, token_offsets)
+        with capture_attention(self.unet, capture, latent_size, batch,
+                               chunk_bytes=self.chunk_bytes) as session:
+            self.unet(latents, t, encoder_hidden_states=embeddings)
+        return AttentionMaps(session.results(), prompts, positions, (image_size, image_size))
+
+    def pipeline(self):
+        """A diffusers ``StableDiffusionPipeline`` sharing this engine's components."""
+        from diffusers import StableDiffusionPipeline
+        pipe = StableDiffusionPipeline(
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+            scheduler=self.scheduler, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    @torch.no_grad()
+    def generate(self, prompts: Union[str, Sequence[str]],
+                 class_names: Optional[Sequence[Sequence[str]]] = None, steps: int = 50,
+                 guidance_scale: float = 7.0, seed: Union[int, Sequence[int]] = 0,
+                 capture: CaptureSpec = CaptureSpec(), height: int = 512, width: int = 512,
+                 negative_prompt: str = '') -> Tuple[torch.Tensor, AttentionMaps]:
+        """Text -> images with the pipeline's scheduler, plus attention averaged over the
+        denoising steps (``capture.steps`` selects steps), conditional half only (SeeDiff).
+
+        Args:
+            seed: one int for all prompts (prompt ``i`` uses ``seed + i``) or one per prompt;
+                the initial latents come from CPU generators, so a seed gives the same images on
+                every device.
+
+        Returns:
+            ``(images, maps)``: uint8 ``(B, 3, height, width)`` RGB on the CPU and the maps.
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        seeds = [int(seed) + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
+        if len(seeds) != len(prompts):
+            raise ValueError(f'{len(seeds)} seeds for {len(prompts)} prompts')
+        latent_size = self._latent_size(height, width)
+        positions = self._positions(prompts, class_names)
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        with capture_attention(self.unet, capture, latent_size, len(prompts), steps=capture.steps,
+                               chunk_bytes=self.chunk_bytes) as session:
+            images = self.pipeline()(
+                prompts, height=height, width=width, num_inference_steps=steps,
+                guidance_scale=guidance_scale, negative_prompt=[negative_prompt] * len(prompts),
+                generator=generators, output_type='pt').images
+        images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+        return images, AttentionMaps(session.results(), prompts, positions, (height, width))

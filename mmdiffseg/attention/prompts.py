@@ -1,0 +1,100 @@
+"""Prompts: templates, where each class name sits among the prompt's tokens, text embeddings.
+
+Token positions index the tokenizer's padded sequence (BOS = 0), the columns of a cross-attention
+map. A class name may span several tokens ("potted plant", "tv monitor", "dining table"); its
+positions are those of the first occurrence of its token sequence in the prompt.
+
+Category-enhanced embeddings implement iSeg's Cat-Cross (ALGORITHMS.md 3.3, released
+``wsss/iSeg.py:test_step``): the text encoder's OUTPUT embeddings at the class tokens are
+multiplied by a factor (1.6) before they condition the U-Net.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import torch
+
+PHOTO_TEMPLATE = 'a photo of a {}'
+
+
+def format_prompts(class_names: Sequence[str], template: str = PHOTO_TEMPLATE) -> List[str]:
+    """One prompt per class name, e.g. ``'a photo of a {}'`` -> ``'a photo of a cat'``."""
+    if '{}' not in template:
+        raise ValueError(f'prompt template {template!r} has no "{{}}" placeholder for the class name')
+    return [template.format(name) for name in class_names]
+
+
+def prompt_token_ids(tokenizer, prompt: str) -> List[int]:
+    """The prompt's token ids as the U-Net sees them before padding (BOS ... EOS), truncated."""
+    return tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
+
+
+def _find(sequence: Sequence[int], pattern: Sequence[int]) -> int:
+    n = len(pattern)
+    for start in range(len(sequence) - n + 1):
+        if list(sequence[start:start + n]) == list(pattern):
+            return start
+    return -1
+
+
+def token_positions(tokenizer, prompt: str, class_names: Sequence[str]) -> Dict[str, List[int]]:
+    """Positions of each class name's tokens in ``prompt`` (BOS = 0), case-insensitive.
+
+    Raises:
+        ValueError: a class name is empty or its tokens do not occur in the (possibly truncated)
+            prompt; the message names the class and the prompt.
+    """
+    ids = prompt_token_ids(tokenizer, prompt.lower())
+    positions = {}
+    for name in class_names:
+        pattern = tokenizer(name.lower(), add_special_tokens=False).input_ids
+        if not pattern:
+            raise ValueError(f'class name {name!r} has no tokens (prompt {prompt!r})')
+        start = _find(ids, pattern)
+        if start < 0:
+            raise ValueError(
+                f'class {name!r} (tokens {pattern}) does not occur in prompt {prompt!r} '
+                f'(tokens {ids}, at most {tokenizer.model_max_length}); the prompt must contain the '
+                'class name as written, e.g. "a photo of a {}".format(name)')
+        positions[name] = list(range(start, start + len(pattern)))
+    return positions
+
+
+@torch.no_grad()
+def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str]) -> torch.Tensor:
+    """CLIP text-encoder output ``(B, 77, D)`` for ``prompts``, padded to the tokenizer's length,
+    as Stable Diffusion pipelines condition the U-Net (last hidden state, no attention mask)."""
+    tokens = tokenizer(list(prompts), padding='max_length', max_length=tokenizer.model_max_length,
+                       truncation=True, return_tensors='pt')
+    ids = tokens.input_ids.to(text_encoder.device)
+    use_mask = getattr(text_encoder.config, 'use_attention_mask', False)
+    mask = tokens.attention_mask.to(text_encoder.device) if use_mask else None
+    return text_encoder(ids, attention_mask=mask)[0]
+
+
+def enhance_class_tokens(embeddings: torch.Tensor, positions: Sequence[Mapping[str, Sequence[int]]],
+                         factor: float,
+                         token_offsets: Optional[Mapping[str, Sequence[int]]] = None) -> torch.Tensor:
+    """iSeg's Cat-Cross: scale the text embeddings at the class-token positions by ``factor``.
+
+    Args:
+        embeddings: ``(B, T, D)`` text-encoder output.
+        positions: per sample, class name -> token positions (:func:`token_positions`).
+        factor: multiplier (iSeg: 1.6); 1 returns ``embeddings`` unchanged.
+        token_offsets: class name -> offsets within the class's tokens to enhance (iSeg:
+            ``'potted plant': [1]``); other classes enhance all their tokens.
+    """
+    if factor == 1.0:
+        return embeddings
+    scale = torch.ones(embeddings.shape[:2], dtype=embeddings.dtype, device=embeddings.device)
+    for b, sample in enumerate(positions):
+        for name, idx in sample.items():
+            idx = list(idx)
+            if token_offsets and name in token_offsets:
+                try:
+                    idx = [idx[o] for o in token_offsets[name]]
+                except IndexError:
+                    raise ValueError(f'token_offsets[{name!r}] = {list(token_offsets[name])} but '
+                                     f'{name!r} has only {len(idx)} token(s)') from None
+            scale[b, idx] = factor
+    return embeddings * scale[..., None]
