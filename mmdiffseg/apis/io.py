@@ -241,6 +241,13 @@ def check_output_folder(folder) -> Path:
     return folder
 
 
+def check_resumable(out_dir, header: Dict[str, Any]) -> None:
+    """Before loading any model: the output folder is writable and, if it holds a manifest,
+    was made with the same settings (:class:`OutputWriteError` / :class:`UserInputError`)."""
+    rank, world_size = get_dist_info()
+    Manifest(check_output_folder(out_dir), header, rank, world_size).load()
+
+
 LoadFn = Callable[[WorkItem], Any]
 ComputeFn = Callable[[List[WorkItem], List[Any]], List[ItemOutput]]
 

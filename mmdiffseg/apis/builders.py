@@ -1,0 +1,109 @@
+"""Engine and generator set-up for the offline tools, with the checks that must pass before any
+work: the model exists, the generator config is valid, every class name is known."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import torch
+from mmengine.config import Config
+
+from ..registry import MASK_GENERATORS
+from .io import UserInputError
+
+#: ``--method`` -> registered generator type
+METHODS = {'iseg': 'ISeg', 'seediff': 'SeeDiff', 'diffseg': 'DiffSeg'}
+DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
+
+
+def check_model(model: str) -> str:
+    """A hub id or a diffusers folder; a folder-like name that does not hold a pipeline stops
+    the run here, naming the path. Returns the id or the folder's absolute path."""
+    path = Path(model).expanduser()
+    looks_local = path.exists() or model.startswith(('.', '/', '~')) or model.count('/') > 1
+    if not looks_local:
+        return model
+    if not (path / 'model_index.json').is_file():
+        raise UserInputError(
+            f'model {model!r} not found: expected a diffusers Stable Diffusion folder with '
+            f'model_index.json at {path.resolve()} (or a hub id such as '
+            '"stabilityai/stable-diffusion-2-1-base")')
+    return str(path.resolve())
+
+
+def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32'):
+    """:class:`DiffusionAttentionEngine` for ``model``; a load failure becomes a clear message."""
+    from ..attention.engine import DiffusionAttentionEngine
+    if dtype not in DTYPES:
+        raise UserInputError(f'unknown --dtype {dtype!r}; choose from {sorted(DTYPES)}')
+    try:
+        return DiffusionAttentionEngine.from_pretrained(model, dtype=DTYPES[dtype], device=device)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise UserInputError(f'cannot load Stable Diffusion model {model!r}: {exc}') from exc
+
+
+def generator_config(method: Optional[str] = None, config: Optional[str] = None,
+                     options: Optional[Dict] = None) -> Dict:
+    """The generator's config dict from a preset file (its ``generator`` entry) or ``--method``,
+    updated with ``options`` (``--cfg-options``-style overrides)."""
+    if config is not None:
+        if not Path(config).is_file():
+            raise UserInputError(f'generator config {config!r} not found')
+        cfg = Config.fromfile(config)
+        if 'generator' not in cfg:
+            raise UserInputError(f'{config} has no `generator = dict(type=...)` entry; it has: '
+                                 f'{sorted(cfg.keys())}')
+        gen_cfg = cfg.generator.to_dict()
+    elif method is not None:
+        if method.lower() not in METHODS:
+            raise UserInputError(f'unknown --method {method!r}; choose from {sorted(METHODS)}')
+        gen_cfg = dict(type=METHODS[method.lower()])
+    else:
+        raise UserInputError('give a generator: --method or --config')
+    gen_cfg.update(options or {})
+    return gen_cfg
+
+
+def build_generator(gen_cfg: Dict, classes: Optional[Sequence[str]]):
+    """Build the generator with ``classes`` (the label indices of the output)."""
+    cfg = dict(gen_cfg)
+    if classes is not None:
+        cfg['classes'] = list(classes)
+    try:
+        return MASK_GENERATORS.build(cfg)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserInputError(f'cannot build generator {cfg.get("type")!r}: {exc}') from exc
+
+
+def check_class_names(names: Iterable[str], known: Sequence[str], where: str) -> None:
+    """Stop before any work when ``names`` holds a name not in ``known``."""
+    unknown = sorted({n for n in names if n not in known})
+    if unknown:
+        raise UserInputError(f'unknown class name(s) {unknown} in {where}; known classes: '
+                             f'{list(known)}')
+
+
+def parse_options(pairs: Optional[List[str]]) -> Dict:
+    """``key=value`` overrides (values as Python literals where they parse, else strings)."""
+    import ast
+    options = {}
+    for pair in pairs or []:
+        if '=' not in pair:
+            raise UserInputError(f'--cfg-options takes key=value, got {pair!r}')
+        key, value = pair.split('=', 1)
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return options
+
+
+def pick_device(device: Union[str, torch.device]) -> str:
+    """``cuda`` becomes this rank's GPU under a distributed launcher."""
+    device = str(device)
+    if device == 'cuda' and 'LOCAL_RANK' in os.environ:
+        return f'cuda:{int(os.environ["LOCAL_RANK"])}'
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise UserInputError(f'--device {device} asked for but CUDA is not available')
+    return device

@@ -1,0 +1,71 @@
+"""What the offline tools' command lines share: engine/generator/run options, the launcher, and
+turning known errors into a clear message and an exit status."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, List, Optional
+
+from mmengine.dist import init_dist
+
+from .io import OutputWriteError, UserInputError
+
+DEFAULT_MODEL = 'stabilityai/stable-diffusion-2-1-base'
+#: exit statuses
+EXIT_BAD_INPUT = 2
+EXIT_WRITE_FAILED = 3
+
+
+def add_engine_args(parser: argparse.ArgumentParser, default_model: str = DEFAULT_MODEL) -> None:
+    parser.add_argument('--model', default=default_model,
+                        help='Stable Diffusion hub id or diffusers folder (default: %(default)s)')
+    parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N (default: cpu)')
+    parser.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
+    parser.add_argument('--batch-size', type=int, default=4,
+                        help='items per engine pass (GPU throughput grows with it)')
+
+
+def add_generator_args(parser: argparse.ArgumentParser, default_method: str) -> None:
+    parser.add_argument('--method', default=None,
+                        help=f'iseg, seediff or diffseg (default: {default_method} unless --config)')
+    parser.add_argument('--config', default=None,
+                        help='generator preset config (a file with `generator = dict(...)`)')
+    parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
+                        help='override generator options, e.g. pamr_iters=10')
+
+
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--out', required=True, help='output folder (created; resumable)')
+    parser.add_argument('--launcher', default='none', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='several GPUs: each rank takes its shard (torchrun ... --launcher pytorch)')
+
+
+def start_launcher(launcher: str) -> None:
+    if launcher != 'none':
+        init_dist(launcher)
+
+
+def run_cli(main: Callable[[Optional[List[str]]], object],
+            argv: Optional[List[str]] = None) -> int:
+    """Run a tool's ``main``; bad input and failed writes print one clear line on stderr and
+    exit non-zero (2 and 3) instead of a traceback."""
+    try:
+        main(argv)
+    except UserInputError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OutputWriteError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return EXIT_WRITE_FAILED
+    return 0
+
+
+def resolve_class_arg(value: str) -> List[str]:
+    """``--classes``: a dataset name (``voc``, ``cityscapes``, ...) or ``name,name,...``."""
+    from ..datasets.class_names import resolve_classes
+    if ',' in value:
+        return [name.strip() for name in value.split(',') if name.strip()]
+    try:
+        return resolve_classes(value)
+    except KeyError as exc:
+        raise UserInputError(str(exc.args[0])) from None

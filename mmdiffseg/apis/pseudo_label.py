@@ -1,0 +1,152 @@
+"""Real images -> label PNGs with a mask generator (iSeg by default), resumable.
+
+Images come from a folder or from an mmseg dataset config; image-level labels (the class names in
+each image) from a JSON file ``{"<id>": ["cat", "dog"], ...}`` or from ground-truth label maps
+(benchmarks). DiffSeg without classes makes unlabelled segment ids. Output: the VOC folder layout of
+:mod:`.folders` (``SegmentationClass/<id>.png``, split file, ``manifest.jsonl``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+from .builders import build_generator, check_class_names, check_model, load_engine
+from .folders import (IGNORE_INDEX, MASK_DIR, encode_label_png, list_images, palette_for,
+                      read_label_png, read_rgb, split_path)
+from .io import (ItemOutput, JobSummary, UserInputError, WorkItem, check_resumable,
+                 run_job)
+
+WORK_SIZE = 512
+
+
+def images_from_folder(folder) -> List[WorkItem]:
+    """One item per image file in ``folder``, id = file stem."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserInputError(f'image folder {folder} not found')
+    items = [WorkItem(p.stem, dict(image=str(p))) for p in list_images(folder)]
+    if not items:
+        raise UserInputError(f'no images in {folder}')
+    return items
+
+
+def images_from_dataset_config(config: str, split: str = 'train'):
+    """Items (image and ground-truth paths) and class names of ``<split>_dataloader.dataset`` in
+    an mmseg config."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+
+    cfg = Config.fromfile(config)
+    key = f'{split}_dataloader'
+    if key not in cfg:
+        raise UserInputError(f'{config} has no {key}; give --split train|val|test')
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    ds_cfg = cfg[key].dataset.to_dict()
+    ds_cfg.update(lazy_init=True, pipeline=[])
+    dataset = DATASETS.build(ds_cfg)
+    items = [WorkItem(Path(info['img_path']).stem,
+                      dict(image=info['img_path'], gt=info.get('seg_map_path')))
+             for info in dataset.load_data_list()]
+    if not items:
+        raise UserInputError(f'the {split} dataset of {config} lists no images')
+    return items, list(dataset.metainfo['classes'])
+
+
+def labels_from_file(path) -> Dict[str, List[str]]:
+    """Image-level labels from JSON: id -> list of class names."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f'cannot read image-level labels {path}: {exc}') from exc
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise UserInputError(f'{path}: expected {{"<image id>": ["class", ...], ...}}')
+    return {str(k): [str(n) for n in v] for k, v in data.items()}
+
+
+def labels_from_ground_truth(gt_paths: Dict[str, str], classes: Sequence[str],
+                             ignore: Sequence[str] = ('background',)) -> Dict[str, List[str]]:
+    """Image-level labels read off ground-truth label maps (the classes present, in index order,
+    without ``ignore`` names and 255)."""
+    labels = {}
+    for item_id, path in gt_paths.items():
+        present = np.unique(read_label_png(path))
+        names = [classes[i] for i in present if i < len(classes) and i != IGNORE_INDEX]
+        labels[item_id] = [n for n in names if n not in ignore]
+    return labels
+
+
+def to_work_size(rgb: np.ndarray, size: int = WORK_SIZE) -> np.ndarray:
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+@torch.no_grad()
+def label_batch(engine, generator, images: Sequence[np.ndarray],
+                class_names: Optional[List[List[str]]], out_sizes: Sequence[Tuple[int, int]]
+                ) -> List[np.ndarray]:
+    """One engine pass and the generator on a batch of square work-size images; labels resized
+    (nearest) to each ``out_sizes[b]`` as ``(H, W)`` uint8."""
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    names = class_names if class_names is not None else [[] for _ in images]
+    kwargs = generator.extract_kwargs(names)
+    maps = engine.extract(batch, capture=generator.capture_spec, **kwargs)
+    device = next(iter(maps.maps.values())).device
+    labels = generator(maps, batch.to(device), class_names).cpu().numpy()
+    return [cv2.resize(lab.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+            for lab, (h, w) in zip(labels, out_sizes)]
+
+
+def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
+                 classes: Optional[Sequence[str]], image_labels: Optional[Dict[str, List[str]]],
+                 batch_size: int = 4, device: str = 'cpu', dtype: str = 'float32',
+                 split: str = 'train', work_size: int = WORK_SIZE) -> JobSummary:
+    """Label ``items`` (payload ``image``) into ``out_dir``.
+
+    Args:
+        gen_cfg: generator config (``type`` + options); built with ``classes``.
+        classes: the label set (indices of the PNGs); ``None`` only for unlabelled DiffSeg.
+        image_labels: id -> class names present; ``None`` for unlabelled DiffSeg.
+
+    Raises:
+        UserInputError: before any work, for a missing model, an unknown class name, or an
+            image without image-level labels.
+    """
+    model = check_model(model)
+    generator = build_generator(gen_cfg, classes)
+    if image_labels is not None:
+        if classes is None:
+            raise UserInputError('image-level labels need --classes (the label set)')
+        missing = [it.id for it in items if it.id not in image_labels]
+        if missing:
+            raise UserInputError(f'{len(missing)} image(s) have no image-level labels, e.g. '
+                                 f'{missing[:5]}')
+        for it in items:
+            check_class_names(image_labels[it.id], classes, f'the labels of image {it.id}')
+    palette = palette_for(classes if classes is not None else [str(i) for i in range(255)])
+    header = dict(tool='pseudo_label', model=model, dtype=dtype, work_size=work_size,
+                  generator=dict(type=type(generator).__name__, **generator.config_dict()),
+                  classes=list(classes) if classes is not None else None)
+    check_resumable(out_dir, header)
+    engine = load_engine(model, device, dtype)
+    generator.to(engine.device if hasattr(engine, 'device') else device)
+
+    def load(item):
+        rgb = read_rgb(item.payload['image'])
+        return to_work_size(rgb, work_size), rgb.shape[:2]
+
+    def compute(batch, loaded):
+        names = [image_labels[it.id] for it in batch] if image_labels is not None else None
+        labels = label_batch(engine, generator, [img for img, _ in loaded], names,
+                             [hw for _, hw in loaded])
+        return [ItemOutput({f'{MASK_DIR}/{it.id}.png': encode_label_png(lab, palette)},
+                           dict(image=str(it.payload['image']),
+                                classes=names[i] if names else None))
+                for i, (it, lab) in enumerate(zip(batch, labels))]
+
+    return run_job(items, load, compute, out_dir, header, batch_size=batch_size,
+                   split_file=split_path(split))

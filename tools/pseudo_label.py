@@ -1,0 +1,82 @@
+"""Pseudo-label real images with a diffusion-attention generator (iSeg by default).
+
+    python tools/pseudo_label.py IMAGES_DIR --labels labels.json --classes voc --out work_dirs/pl
+    python tools/pseudo_label.py --dataset-config cfg.py --split train --labels-from-gt --out DIR
+    python tools/pseudo_label.py IMAGES_DIR --method diffseg --out DIR     # unlabelled segments
+
+Resumable (rerun the same command after an interruption); several GPUs with
+``torchrun --nproc-per-node N tools/pseudo_label.py ... --device cuda --launcher pytorch``.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import mmdiffseg  # noqa: F401  (registers the generators)
+from mmdiffseg.apis import cli
+from mmdiffseg.apis.builders import generator_config, parse_options, pick_device
+from mmdiffseg.apis.io import UserInputError
+from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
+                                         labels_from_file, labels_from_ground_truth, pseudo_label)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('images', nargs='?', help='folder of images (id = file stem)')
+    parser.add_argument('--dataset-config', help='an mmseg config whose dataset lists the images')
+    parser.add_argument('--split', default='train',
+                        help='which <split>_dataloader of --dataset-config; also the split file '
+                             'name written (default: train)')
+    parser.add_argument('--classes', default=None,
+                        help='label set: a dataset name (voc, cityscapes, ade20k, ...) or a '
+                             'comma-separated list (default: the dataset config\'s classes)')
+    labels = parser.add_mutually_exclusive_group()
+    labels.add_argument('--labels', help='JSON {"<id>": ["class", ...]}: image-level labels')
+    labels.add_argument('--labels-from-gt', nargs='?', const='', default=None, metavar='GT_DIR',
+                        help='read image-level labels off ground-truth PNGs (GT_DIR, or the '
+                             'dataset config\'s seg maps)')
+    cli.add_generator_args(parser, default_method='iseg')
+    cli.add_engine_args(parser)
+    cli.add_run_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if bool(args.images) == bool(args.dataset_config):
+        raise UserInputError('give an image folder or --dataset-config (one of them)')
+    if args.dataset_config:
+        items, classes = images_from_dataset_config(args.dataset_config, args.split)
+    else:
+        items, classes = images_from_folder(args.images), None
+    if args.classes:
+        classes = cli.resolve_class_arg(args.classes)
+    gen_cfg = generator_config(args.method or (None if args.config else 'iseg'), args.config,
+                               parse_options(args.cfg_options))
+    unlabelled = gen_cfg['type'] == 'DiffSeg' and classes is None
+    if args.labels:
+        image_labels = labels_from_file(args.labels)
+    elif args.labels_from_gt is not None:
+        if classes is None:
+            raise UserInputError('--labels-from-gt needs --classes (the GT label set)')
+        gt_dir = Path(args.labels_from_gt) if args.labels_from_gt else None
+        gt = {it.id: (gt_dir / f'{it.id}.png') if gt_dir else it.payload.get('gt') for it in items}
+        missing = [i for i, p in gt.items() if not p or not Path(p).is_file()]
+        if missing:
+            raise UserInputError(f'no ground truth for {len(missing)} image(s), e.g. {missing[:5]}')
+        image_labels = labels_from_ground_truth(gt, classes)
+    elif unlabelled:
+        image_labels = None
+    else:
+        raise UserInputError(f'{gen_cfg["type"]} needs image-level labels: --labels FILE or '
+                             '--labels-from-gt (or use --method diffseg without --classes)')
+    if classes is None and not unlabelled:
+        raise UserInputError('give --classes (the label set of the output PNGs)')
+    cli.start_launcher(args.launcher)
+    pseudo_label(items, args.out, args.model, gen_cfg, classes, image_labels,
+                 batch_size=args.batch_size, device=pick_device(args.device), dtype=args.dtype,
+                 split=args.split)
+
+
+if __name__ == '__main__':
+    sys.exit(cli.run_cli(main))
