@@ -1,1 +1,502 @@
-__all__ = []
+"""iSeg (Sun et al., arXiv 2409.03209) as released in linsun449/iseg.code (ALGORITHMS.md section 3).
+
+One conditional U-Net pass at t = 100 on the noised image; the prompt names the image's classes
+("Cat-Cross") and the engine multiplies the selected class-token embeddings by ``token_enhance``.
+Then, per image (all batched, float32):
+
+1. cross-attention at 16 and 32 (a head subset or all heads), each token map normalised to sum 1
+   over space, bilinear to 64, weighted 0.7 / 0.3 (``wsss/iSeg.py:process_cross_att``);
+2. cluster smoothing: k-means with symmetric KL on each pixel's token vector, the vector replaced by
+   its cluster's mean (``wsss/featurecluster.py:DFC_KL(32, 20, 64)``);
+3. each class's column (mean of its selected sub-tokens) refined ``iters`` times by the
+   entropy-reduced self-attention of one 64x64 layer (``iSeg.get_att_map``, "Ent-Self");
+4. bilinear to 512, per-class min-max, background score, argmax (``util/cam.py:cam_to_label``).
+
+Deliberate differences from the released code: float32 instead of fp16; divisions are guarded, so an
+all-zero or constant class column gives an all-zero map where the released code gives NaN; token
+positions come from the tokenizer (the released token counts are wrong for 'fire hydrant', which
+shifts every later class). The released k-means asks for 32 clusters but seeds a grid of step
+``64 // sqrt(32) = 11``, i.e. the 36 pixels ``{0, 11, 22, 33, 44, 55}^2``; that is what
+:func:`grid_seeds` reproduces. Clusters that lose all pixels are dropped, as released.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
+from ..registry import MASK_GENERATORS
+from .base import IGNORE_INDEX, MaskGenerator
+from .class_names import VOCABULARIES, prompt_name
+from .functional import minmax_normalize, symmetric_kl
+
+__all__ = [
+    'ISeg', 'ISEG_PRESETS', 'CROSS_LAYERS', 'SELF_LAYER', 'SD21_VOC_HEADS', 'normalize_maps',
+    'entropy_reduced_attention', 'refine_with_self_attention', 'grid_seeds', 'kl_kmeans',
+    'cluster_mean', 'assign_labels'
+]
+
+_TINY = torch.finfo(torch.float32).tiny
+
+#: cross-attention layers read at each resolution, in forward order (``wsss/arguments.py``).
+CROSS_LAYERS = {
+    16: ('down_blocks.2.attentions.0.transformer_blocks.0.attn2',
+         'down_blocks.2.attentions.1.transformer_blocks.0.attn2',
+         'up_blocks.1.attentions.0.transformer_blocks.0.attn2',
+         'up_blocks.1.attentions.1.transformer_blocks.0.attn2',
+         'up_blocks.1.attentions.2.transformer_blocks.0.attn2'),
+    32: ('down_blocks.1.attentions.1.transformer_blocks.0.attn2',
+         'up_blocks.2.attentions.0.transformer_blocks.0.attn2',
+         'up_blocks.2.attentions.1.transformer_blocks.0.attn2'),
+}
+SELF_LAYER = 'up_blocks.3.attentions.1.transformer_blocks.0.attn1'
+
+#: the VOC presets' hand-picked heads, indices into the layer-major concatenation of the heads of
+#: :data:`CROSS_LAYERS` (``wsss/iSeg.py``); they assume SD 2.1-base's head counts below.
+SD21_VOC_HEADS = {
+    32: (22, 5, 21, 13, 8, 27, 28, 6, 25),
+    16: (76, 1, 43, 17, 81, 6, 44, 27, 2, 8, 22, 20, 60, 78, 12, 83, 94, 47, 88, 96, 3, 33, 46, 52,
+         77, 93, 51, 58, 0, 13, 14, 19, 34, 41, 59, 87, 16, 24, 28, 30, 32),
+}
+SD21_HEADS_PER_LAYER = {16: 20, 32: 10}
+
+WSSS_PROMPT = 'a photograph of {classes} and other object and background, {bg_context}'
+#: the OVS script drops the ', ' before the context words (kept: it is what was evaluated).
+OVS_PROMPT = 'a photograph of {classes} and other object and background{bg_context}'
+#: context words as the released code really uses them: an implicit string concatenation on the
+#: next line is a separate statement, so only the first literal survives.
+VOC_BG_CONTEXT = 'ground, land, grass, tree, building, wall, sky, lake, water'
+COCO_BG_CONTEXT = 'ground, land, grass, tree, building, wall, sky, lake, water, river, sea, railway, '
+
+_COMMON = dict(timestep=100, noise_seed=1101, token_enhance=1.6, res_weights={16: 0.7, 32: 0.3},
+               self_heads=(1, 2), use_cluster=True, num_clusters=32, cluster_iters=20,
+               mask_size=512)
+#: the released settings per task (ALGORITHMS.md 3.6); ``configs/iseg/*.py`` hold the same.
+ISEG_PRESETS: Dict[str, Dict] = {
+    'wsss_voc': dict(vocabulary='voc', prompt_template=WSSS_PROMPT, bg_context=VOC_BG_CONTEXT,
+                     cross_heads='voc', iters=10, ent=0.015, cam_bg_thr=0.0, **_COMMON),
+    'wsss_coco': dict(vocabulary='coco_object', prompt_template=WSSS_PROMPT,
+                      bg_context=COCO_BG_CONTEXT, cross_heads=None, iters=10, ent=0.1,
+                      cam_bg_thr=0.45, **_COMMON),
+    'ovs_voc': dict(vocabulary='voc', prompt_template=OVS_PROMPT, bg_context=VOC_BG_CONTEXT,
+                    cross_heads='voc', iters=8, ent=0.015, cam_bg_thr=0.0, **_COMMON),
+    'ovs_context': dict(vocabulary='context59', prompt_template=OVS_PROMPT, bg_context='',
+                        cross_heads=None, iters=5, ent=0.002, cam_bg_thr=0.0, **_COMMON),
+    'ovs_coco_object': dict(vocabulary='coco_object', prompt_template=OVS_PROMPT,
+                            bg_context=COCO_BG_CONTEXT, cross_heads=None, iters=10, ent=0.2,
+                            cam_bg_thr=0.45, **_COMMON),
+}
+
+
+# -- tensor steps --------------------------------------------------------------------------------
+def normalize_maps(x: torch.Tensor) -> torch.Tensor:
+    """Each map (over the last dim) minus its minimum, divided by its sum (Ent-Self steps 1 and
+    6). A constant map becomes zeros."""
+    x = x - x.amin(dim=-1, keepdim=True)
+    return x / x.sum(dim=-1, keepdim=True).clamp_min(_TINY)
+
+
+def entropy_reduced_attention(self_attn: torch.Tensor, ent: float) -> torch.Tensor:
+    """Ent-Self steps 3-4: ``A / max_q A`` (per key column), then one closed-form gradient step on
+    the entropy, ``A + ent * log10(e * A)`` for ``A > 0``, clamped at 0, so entries below the root
+    ``a*`` of ``a + ent * log10(e a) = 0`` vanish. Rows are left unnormalised.
+
+    Args:
+        self_attn: ``(B, N, N)``, rows = queries.
+    """
+    a = self_attn / self_attn.amax(dim=-2, keepdim=True).clamp_min(_TINY)
+    if ent == 0:
+        return a
+    # log(0) = -inf survives the affine step and the clamp turns it into 0, as A = 0 is kept at 0.
+    step = a.log().add_(1.0).mul_(ent / math.log(10.0))
+    return step.add_(a).clamp_(min=0)
+
+
+def refine_with_self_attention(class_maps: torch.Tensor, transition: torch.Tensor,
+                               iters: int) -> torch.Tensor:
+    """Ent-Self steps 1, 5, 6: ``X = normalize_maps(X0)``; ``iters`` times
+    ``X <- normalize_maps(D^-1 T X)`` with ``D`` the row sums of ``T`` (computed as
+    ``X^T T^T``, which keeps the long axis contiguous).
+
+    Args:
+        class_maps: ``(B, C, N)`` one row per class.
+        transition: ``(B, N, N)`` from :func:`entropy_reduced_attention`, rows = queries.
+
+    Returns:
+        ``(B, C, N)``.
+    """
+    row_sum = transition.sum(dim=-1).clamp_min(_TINY).unsqueeze(1)
+    x = normalize_maps(class_maps)
+    for _ in range(iters):
+        x = normalize_maps(torch.bmm(x, transition.transpose(1, 2)) / row_sum)
+    return x
+
+
+def grid_seeds(side: int, num_clusters: int) -> torch.Tensor:
+    """Row-major indices of the released k-means seeds: a square grid of step
+    ``side // sqrt(num_clusters)`` from 0 (36 seeds for 32 clusters at 64)."""
+    step = int(side // math.sqrt(num_clusters))
+    if step < 1:
+        raise ValueError(f'ISeg: num_clusters={num_clusters} is more than a {side}x{side} grid holds')
+    coords = torch.arange(0, side, step)
+    return (coords[:, None] * side + coords[None, :]).flatten()
+
+
+def cluster_mean(values: torch.Tensor, clusters: torch.Tensor, num: int) -> torch.Tensor:
+    """Each row of ``values`` ``(B, N, D)`` replaced by the mean over its cluster
+    (``clusters`` ``(B, N)`` in ``[0, num)``)."""
+    onehot = F.one_hot(clusters, num).to(values.dtype)
+    means = onehot.transpose(1, 2) @ values / onehot.sum(1).clamp_min(1)[..., None]
+    return means.gather(1, clusters[..., None].expand(-1, -1, values.shape[-1]))
+
+
+def kl_kmeans(features: torch.Tensor, seeds: torch.Tensor, iters: int,
+              eps: float = 1e-5) -> torch.Tensor:
+    """K-means with the symmetric KL distance of ``DFC_KL``: zeros set to 1e-6, ``eps`` added to
+    both sides of each distance, ``iters`` assignment steps from the seed pixels' vectors; a
+    cluster left empty is dropped for good.
+
+    Args:
+        features: ``(B, N, D)`` non-negative.
+        seeds: ``(K,)`` pixel indices of the initial centres.
+
+    Returns:
+        ``(B, N)`` cluster ids in ``[0, K)``.
+    """
+    x = torch.where(features == 0, torch.full_like(features, 1e-6), features)
+    k = seeds.numel()
+    centres = x[:, seeds]
+    alive = torch.ones(x.shape[0], k, 1, dtype=torch.bool, device=x.device)
+    for step in range(iters):
+        dist = symmetric_kl(centres + eps, x + eps).masked_fill(~alive, float('inf'))
+        clusters = dist.argmin(dim=1)
+        if step + 1 < iters:
+            onehot = F.one_hot(clusters, k).to(x.dtype)
+            counts = onehot.sum(1)[..., None]
+            alive = counts > 0
+            centres = onehot.transpose(1, 2) @ x / counts.clamp_min(1)
+    return clusters
+
+
+def assign_labels(cams: torch.Tensor, valid: torch.Tensor, cam_bg_thr: float) -> torch.Tensor:
+    """``cam_to_label``: per pixel an index into ``[background, class_1, ..., class_C]``.
+
+    ``cam_bg_thr == 0``: background score ``(1 - max_c cam)^2``, argmax (ties go to background).
+    ``cam_bg_thr > 0``: scores below it are zeroed, argmax, pixels with no score are background.
+
+    Args:
+        cams: ``(B, C, H, W)`` in ``[0, 1]``.
+        valid: ``(B, C)`` bool, False for padding columns.
+    """
+    mask = valid[..., None, None]
+    if cam_bg_thr > 0:
+        cams = torch.where(mask & (cams >= cam_bg_thr), cams, torch.zeros_like(cams))
+        score, index = cams.max(dim=1)
+        return torch.where(score > 0, index + 1, torch.zeros_like(index))
+    cams = torch.where(mask, cams, torch.full_like(cams, -1.0))
+    background = (1 - cams.amax(dim=1, keepdim=True).clamp_min(0)) ** 2
+    return torch.cat([background, cams], dim=1).argmax(dim=1)
+
+
+def _cam_normalize(cams: torch.Tensor) -> torch.Tensor:
+    """``cam_to_label``'s per-class ``(x - min) / (max - min + 1e-6)``."""
+    cams = cams - cams.amin(dim=(-2, -1), keepdim=True)
+    return cams / (cams.amax(dim=(-2, -1), keepdim=True) + 1e-6)
+
+
+def _heads_per_resolution(unet_config: Mapping) -> Dict[int, int]:
+    """Heads per attention layer at 64 / 32 / 16 (512 input) from a diffusers U-Net config
+    (``attention_head_dim`` is the head count when ``num_attention_heads`` is unset)."""
+    heads = unet_config.get('num_attention_heads') or unet_config.get('attention_head_dim')
+    if isinstance(heads, int):
+        heads = [heads] * len(unet_config.get('block_out_channels', (0, 0, 0, 0)))
+    return {64: int(heads[0]), 32: int(heads[1]), 16: int(heads[2])}
+
+
+# -- the generator -------------------------------------------------------------------------------
+@MASK_GENERATORS.register_module()
+class ISeg(MaskGenerator):
+    """iSeg: Cat-Cross prompt, cluster-smoothed cross-attention, Ent-Self refinement.
+
+    Defaults are the released WSSS VOC settings; :data:`ISEG_PRESETS` (and ``configs/iseg/``) hold
+    all five released tasks. Released flag names in brackets.
+
+    Args:
+        classes: dataset class names (labels index this list); default: the vocabulary's.
+        vocabulary: ``'voc'``, ``'coco_object'``, ``'context59'`` (class names, the words prompts
+            use for them and the sub-tokens read) or ``None`` (readable words, all tokens).
+        prompt_names: dataset name -> prompt words, on top of the vocabulary's.
+        token_offsets: prompt words -> offsets of the sub-tokens read and enhanced, on top of the
+            vocabulary's (a word not listed uses all its tokens).
+        prompt_template: with ``{classes}`` (the words joined by ``' and '``) and ``{bg_context}``.
+        bg_context: context words appended to the prompt.
+        timestep: diffusion timestep of the single U-Net pass [``test_t``].
+        noise_seed: seed of the noise, the same for every image [``rand_seed``].
+        token_enhance: factor on the selected class-token embeddings [``enhanced``].
+        cross_heads: heads averaged per resolution: ``None`` = all [``att_mean``], ``'voc'`` = the
+            released hand-picked SD 2.1-base lists (:data:`SD21_VOC_HEADS`), or ``{res: [...]}``.
+        res_weights: weight of the cross-attention at 16 and 32.
+        self_heads: heads of :data:`SELF_LAYER` averaged for Ent-Self.
+        use_cluster: k-means smoothing of the cross-attention [``no_use_cluster``].
+        num_clusters: sets the seed grid as ``DFC_KL(num_clusters, ...)`` does (:func:`grid_seeds`).
+        cluster_iters: k-means assignment steps.
+        iters: Ent-Self refinement steps [``iter``].
+        ent: entropy-reduction strength [``ent``].
+        cam_bg_thr: 0 = background score ``(1 - max)^2``; > 0 = score threshold [``cam_bg_thr``].
+        mask_size: side the class maps are upsampled to before min-max [``test_mask_size``].
+        preset: name of the preset these settings come from (used in messages only).
+    """
+
+    method = 'iseg'
+
+    def __init__(self,
+                 classes: Optional[Sequence[str]] = None,
+                 vocabulary: Optional[str] = 'voc',
+                 prompt_names: Optional[Mapping[str, str]] = None,
+                 token_offsets: Optional[Mapping[str, Sequence[int]]] = None,
+                 prompt_template: str = WSSS_PROMPT,
+                 bg_context: str = VOC_BG_CONTEXT,
+                 timestep: int = 100,
+                 noise_seed: Optional[int] = 1101,
+                 token_enhance: float = 1.6,
+                 cross_heads='voc',
+                 res_weights: Mapping[int, float] = None,
+                 self_heads: Sequence[int] = (1, 2),
+                 use_cluster: bool = True,
+                 num_clusters: int = 32,
+                 cluster_iters: int = 20,
+                 iters: int = 10,
+                 ent: float = 0.015,
+                 cam_bg_thr: float = 0.0,
+                 mask_size: int = 512,
+                 preset: Optional[str] = None,
+                 ignore_index: int = IGNORE_INDEX):
+        if vocabulary is not None and vocabulary not in VOCABULARIES:
+            raise KeyError(f'ISeg: unknown vocabulary {vocabulary!r}; known: {sorted(VOCABULARIES)}')
+        vocab = VOCABULARIES.get(vocabulary, {}) if vocabulary else {}
+        if classes is None:
+            if not vocab:
+                raise ValueError('ISeg needs `classes` when `vocabulary` is None')
+            classes = vocab['classes']
+        super().__init__(classes=classes, ignore_index=ignore_index)
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f'ISeg: `classes` has duplicates: {self.classes}')
+        self.vocabulary = vocabulary
+        self.prompt_names = {**vocab.get('prompt_names', {}), **dict(prompt_names or {})}
+        self.token_offsets = {k: [int(o) for o in v] for k, v in
+                              {**vocab.get('token_offsets', {}), **dict(token_offsets or {})}.items()}
+        if '{classes}' not in prompt_template:
+            raise ValueError(f'ISeg: prompt_template must contain {{classes}}: {prompt_template!r}')
+        self.prompt_template = prompt_template
+        self.bg_context = bg_context
+        self.timestep = int(timestep)
+        self.noise_seed = noise_seed
+        self.token_enhance = float(token_enhance)
+        self.res_weights = {int(r): float(w) for r, w in
+                            (res_weights if res_weights is not None else {16: 0.7, 32: 0.3}).items()}
+        bad = sorted(set(self.res_weights) - set(CROSS_LAYERS))
+        if bad or not any(w > 0 for w in self.res_weights.values()) or \
+                any(w < 0 for w in self.res_weights.values()):
+            raise ValueError(f'ISeg: res_weights must weight resolutions {sorted(CROSS_LAYERS)} with '
+                             f'non-negative weights, not all zero; got {self.res_weights}')
+        self.cross_heads = self._check_cross_heads(cross_heads)
+        self.self_heads = tuple(int(h) for h in self_heads)
+        if not self.self_heads:
+            raise ValueError('ISeg: self_heads must name at least one head')
+        self.use_cluster = bool(use_cluster)
+        self.num_clusters = int(num_clusters)
+        self.cluster_iters = int(cluster_iters)
+        if self.num_clusters < 1 or self.cluster_iters < 1:
+            raise ValueError(f'ISeg: num_clusters and cluster_iters must be >= 1, got '
+                             f'{num_clusters} and {cluster_iters}')
+        if int(iters) < 0 or ent < 0:
+            raise ValueError(f'ISeg: iters and ent must be >= 0, got {iters} and {ent}')
+        self.iters = int(iters)
+        self.ent = float(ent)
+        if not 0 <= cam_bg_thr < 1:
+            raise ValueError(f'ISeg: cam_bg_thr must be in [0, 1), got {cam_bg_thr}')
+        self.cam_bg_thr = float(cam_bg_thr)
+        self.mask_size = int(mask_size)
+        self.preset = preset
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> 'ISeg':
+        """The released settings of one task (:data:`ISEG_PRESETS`), optionally changed."""
+        if name not in ISEG_PRESETS:
+            raise KeyError(f'ISeg: unknown preset {name!r}; known: {sorted(ISEG_PRESETS)}')
+        return cls(**{**ISEG_PRESETS[name], **overrides, 'preset': name})
+
+    def _check_cross_heads(self, cross_heads):
+        if cross_heads is None or cross_heads == 'voc':
+            return cross_heads
+        if isinstance(cross_heads, Mapping):
+            heads = {int(r): tuple(int(h) for h in v) for r, v in cross_heads.items()}
+            if set(heads) - set(CROSS_LAYERS):
+                raise ValueError(f'ISeg: cross_heads has resolutions {sorted(heads)}; only '
+                                 f'{sorted(CROSS_LAYERS)} are read')
+            return heads
+        raise ValueError(f"ISeg: cross_heads must be None, 'voc' or {{resolution: [heads]}}, "
+                         f'got {cross_heads!r}')
+
+    def _heads_at(self, resolution: int) -> Optional[tuple]:
+        if self.cross_heads is None:
+            return None
+        if self.cross_heads == 'voc':
+            return SD21_VOC_HEADS[resolution]
+        return self.cross_heads.get(resolution)
+
+    # -- what the engine must do -------------------------------------------------------------
+    @property
+    def capture_spec(self) -> CaptureSpec:
+        requests = [CaptureRequest('cross', r, layers=CROSS_LAYERS[r], heads=self._heads_at(r),
+                                   name=f'iseg_cross{r}')
+                    for r, w in sorted(self.res_weights.items()) if w > 0]
+        requests.append(CaptureRequest('self', 64, layers=(SELF_LAYER,), heads=self.self_heads,
+                                       name='iseg_self64'))
+        return CaptureSpec(tuple(requests))
+
+    def check_head_counts(self, unet_config: Mapping) -> None:
+        """Raise if the head selections do not fit the U-Net (a diffusers ``unet.config``).
+
+        The ``'voc'`` head lists are only meaningful for SD 2.1-base's 20 heads at 16 and 10 at 32;
+        for another model this raises (use ``cross_heads=None``, the mean over all heads)."""
+        heads = _heads_per_resolution(unet_config)
+        where = f"ISeg (preset {self.preset!r})" if self.preset else 'ISeg'
+        if self.cross_heads == 'voc':
+            for r, expected in SD21_HEADS_PER_LAYER.items():
+                if heads[r] != expected:
+                    raise ValueError(
+                        f"{where}: cross_heads='voc' are SD 2.1-base's hand-picked heads "
+                        f'({SD21_HEADS_PER_LAYER[16]} heads per layer at 16x16, '
+                        f'{SD21_HEADS_PER_LAYER[32]} at 32x32); this U-Net has {heads[16]} at '
+                        f'16x16 and {heads[32]} at 32x32. Use cross_heads=None (all heads).')
+        elif isinstance(self.cross_heads, dict):
+            for r, sel in self.cross_heads.items():
+                total = heads[r] * len(CROSS_LAYERS[r])
+                if sel and max(sel) >= total:
+                    raise ValueError(f'{where}: cross_heads[{r}] selects head {max(sel)} but the '
+                                     f'{len(CROSS_LAYERS[r])} layers at {r}x{r} have {total} heads')
+        if max(self.self_heads) >= heads[64]:
+            raise ValueError(f'{where}: self_heads {list(self.self_heads)} but {SELF_LAYER} has '
+                             f'{heads[64]} heads')
+
+    def prompt_word(self, name: str) -> str:
+        """The words naming dataset class ``name`` in the prompt."""
+        return self.prompt_names.get(name) or prompt_name(name)
+
+    def _foreground(self, names: Sequence[str]) -> List[str]:
+        """The names in ``names`` minus background (it is implied by the prompt); unknown names
+        raise."""
+        self.class_indices(names)
+        return [n for n in names if n != 'background']
+
+    def extract_kwargs(self, class_names: Sequence[Sequence[str]]) -> Dict:
+        words = [[self.prompt_word(n) for n in self._foreground(names)] for names in class_names]
+        prompts = [self.prompt_template.format(classes=' and '.join(w), bg_context=self.bg_context)
+                   for w in words]
+        return dict(prompts=prompts, class_names=words, timestep=self.timestep,
+                    noise=self.noise_seed, token_enhance=self.token_enhance,
+                    token_offsets={k: list(v) for k, v in self.token_offsets.items()})
+
+    # -- labels ------------------------------------------------------------------------------
+    def forward(self, maps: AttentionMaps, images: Optional[torch.Tensor] = None,
+                class_names: Optional[Sequence[Sequence[str]]] = None) -> torch.Tensor:
+        maps.check_finite()
+        self_attn = self._self_attention(maps)
+        b, n = self_attn.shape[:2]
+        if class_names is None or len(class_names) != b:
+            raise ValueError(f'ISeg needs the class names of each of the {b} images, got '
+                             f'{None if class_names is None else len(class_names)} lists')
+        out_size = tuple(images.shape[-2:]) if images is not None else tuple(maps.image_size)
+        names = [self._foreground(ns) for ns in class_names]
+        ids = [self.class_indices(ns) for ns in names]
+        num = max(len(ns) for ns in names)
+        if num == 0:
+            return torch.full((b, *out_size), self.background_index, dtype=torch.long,
+                              device=self_attn.device)
+
+        side = math.isqrt(n)
+        cross = self._aggregate_cross(maps, b, side)
+        if self.use_cluster:
+            seeds = grid_seeds(side, self.num_clusters).to(cross.device)
+            cross = cluster_mean(cross, kl_kmeans(cross, seeds, self.cluster_iters), seeds.numel())
+        columns, valid = self._class_columns(maps, cross, names, num)
+
+        transition = entropy_reduced_attention(self_attn, self.ent)
+        refined = refine_with_self_attention(columns.transpose(1, 2), transition, self.iters)
+        del transition
+        cams = refined.reshape(b, num, side, side)
+        cams = F.interpolate(cams, size=(self.mask_size, self.mask_size), mode='bilinear',
+                             align_corners=False)
+        cams = minmax_normalize(cams)
+        if out_size != (self.mask_size, self.mask_size):
+            cams = F.interpolate(cams, size=out_size, mode='bilinear', align_corners=False)
+        index = assign_labels(_cam_normalize(cams), valid, self.cam_bg_thr)
+
+        table = torch.full((b, num + 1), self.ignore_index, dtype=torch.long, device=index.device)
+        table[:, 0] = self.background_index
+        for i, row in enumerate(ids):
+            table[i, 1:len(row) + 1] = torch.tensor(row, dtype=torch.long)
+        return table.gather(1, index.flatten(1)).view(b, *out_size)
+
+    def _self_attention(self, maps: AttentionMaps) -> torch.Tensor:
+        sa = maps['iseg_self64']
+        n = sa.shape[-1]
+        if sa.dim() != 3 or sa.shape[1] != n or math.isqrt(n) ** 2 != n:
+            raise ValueError(f"ISeg: AttentionMaps['iseg_self64'] must be (B, N, N) over a square "
+                             f'grid, got {tuple(sa.shape)}')
+        return sa.float()
+
+    def _aggregate_cross(self, maps: AttentionMaps, b: int, side: int) -> torch.Tensor:
+        """``(B, side*side, T)``: per resolution, token maps normalised to sum 1 over space,
+        bilinear to ``side``, weighted sum."""
+        total = 0.0
+        for r, weight in sorted(self.res_weights.items()):
+            if weight == 0:
+                continue
+            name = f'iseg_cross{r}'
+            ca = maps[name].float()
+            if ca.dim() != 3 or ca.shape[:2] != (b, r * r):
+                raise ValueError(f'ISeg: AttentionMaps[{name!r}] must be ({b}, {r * r}, tokens), '
+                                 f'got {tuple(ca.shape)}')
+            ca = ca / ca.sum(dim=1, keepdim=True).clamp_min(_TINY)
+            grid = ca.transpose(1, 2).reshape(b, -1, r, r)
+            if r != side:
+                grid = F.interpolate(grid, size=(side, side), mode='bilinear', align_corners=False)
+            total = total + weight * grid
+        return total.flatten(2).transpose(1, 2)
+
+    def _class_columns(self, maps: AttentionMaps, cross: torch.Tensor,
+                       names: List[List[str]], num: int):
+        """``(B, N, num)`` class columns (zeros for padding) and the ``(B, num)`` valid mask."""
+        words = [[self.prompt_word(c) for c in ns] for ns in names]
+        for i, ws in enumerate(words):
+            positions = maps.token_positions[i] if i < len(maps.token_positions) else {}
+            for w in ws:
+                offsets = self.token_offsets.get(w)
+                if offsets and w in positions and max(offsets) >= len(positions[w]):
+                    raise ValueError(f'ISeg: token_offsets[{w!r}] = {offsets} but {w!r} has '
+                                     f'{len(positions[w])} token(s) in the prompt of sample {i}')
+        per_sample = replace(maps, maps={'iseg_cross': cross}).class_token_columns(
+            'iseg_cross', words, self.token_offsets)
+        columns = cross.new_zeros(cross.shape[0], cross.shape[1], num)
+        valid = torch.zeros(cross.shape[0], num, dtype=torch.bool, device=cross.device)
+        for i, col in enumerate(per_sample):
+            columns[i, :, :col.shape[1]] = col
+            valid[i, :col.shape[1]] = True
+        return columns, valid
+
+    def config_dict(self) -> Dict:
+        return dict(method=self.method, classes=list(self.classes),
+                    prompt_names=dict(self.prompt_names), token_offsets=dict(self.token_offsets),
+                    prompt_template=self.prompt_template, bg_context=self.bg_context,
+                    timestep=self.timestep, noise_seed=self.noise_seed,
+                    token_enhance=self.token_enhance, cross_heads=self.cross_heads,
+                    res_weights=dict(self.res_weights), self_heads=list(self.self_heads),
+                    use_cluster=self.use_cluster, num_clusters=self.num_clusters,
+                    cluster_iters=self.cluster_iters, iters=self.iters, ent=self.ent,
+                    cam_bg_thr=self.cam_bg_thr, mask_size=self.mask_size)

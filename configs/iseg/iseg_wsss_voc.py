@@ -1,0 +1,25 @@
+# iSeg, WSSS pseudo-labels, PASCAL VOC 2012 (released: VOC train 1,464, GT image labels; README 75.5 mIoU).
+# The released settings of linsun449/iseg.code (docs: ALGORITHMS.md section 3.6); the same values as
+# mmdiffseg.generators.iseg.ISEG_PRESETS['wsss_voc'] (tests/generators/test_iseg.py checks they agree).
+custom_imports = dict(imports=['mmdiffseg'], allow_failed_imports=False)
+model_id = 'stabilityai/stable-diffusion-2-1-base'
+generator = dict(
+    type='ISeg',
+    preset='wsss_voc',
+    vocabulary='voc',
+    prompt_template='a photograph of {classes} and other object and background, {bg_context}',
+    bg_context='ground, land, grass, tree, building, wall, sky, lake, water',
+    cross_heads='voc',
+    iters=10,
+    ent=0.015,
+    cam_bg_thr=0.0,
+    timestep=100,
+    noise_seed=1101,
+    token_enhance=1.6,
+    res_weights={16: 0.7, 32: 0.3},
+    self_heads=(1, 2),
+    use_cluster=True,
+    num_clusters=32,
+    cluster_iters=20,
+    mask_size=512,
+)

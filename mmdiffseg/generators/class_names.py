@@ -1,0 +1,99 @@
+"""Class names of the datasets iSeg was released for, and the words its prompts use for them.
+
+Labels use the dataset's names (mmseg's ``METAINFO['classes']`` order: ``'pottedplant'``,
+``'tvmonitor'``); prompts use readable words (``'potted plant'``). :func:`prompt_name` maps one to
+the other. The per-dataset vocabularies reproduce the words of iSeg's released name tables
+(``data/voc/voc_name20.py``, ``data/coco14/coco_name80.py``, ``data/voc_context/context_name59.py``
+of linsun449/iseg.code), e.g. VOC ``'aeroplane'`` is prompted as ``'plane'`` and COCO ``'person'`` as
+``'people'``. Token offsets (ALGORITHMS.md 3.3) say which of a word's CLIP sub-tokens iSeg reads and
+enhances (``'potted plant': [1]`` = only ``plant``); a word not listed uses all of its tokens.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+__all__ = [
+    'VOC_CLASSES', 'COCO_OBJECT_CLASSES', 'CONTEXT59_CLASSES', 'READABLE_NAMES', 'VOCABULARIES',
+    'prompt_name', 'prompt_names'
+]
+
+VOC_CLASSES = ('background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
+               'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
+               'sheep', 'sofa', 'train', 'tvmonitor')
+
+#: background + the 80 COCO object classes (mmseg's COCO-Stuff order of the things).
+COCO_OBJECT_CLASSES = (
+    'background', 'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck',
+    'boat', 'traffic light', 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat',
+    'dog', 'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella',
+    'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'sports ball', 'kite',
+    'baseball bat', 'baseball glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle',
+    'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange',
+    'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair', 'couch', 'potted plant',
+    'bed', 'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone',
+    'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase', 'scissors',
+    'teddy bear', 'hair drier', 'toothbrush')
+
+#: PASCAL Context 59 (mmseg ``PascalContextDataset59``; background is ignored there, not a class).
+CONTEXT59_CLASSES = (
+    'aeroplane', 'bag', 'bed', 'bedclothes', 'bench', 'bicycle', 'bird', 'boat', 'book', 'bottle',
+    'building', 'bus', 'cabinet', 'car', 'cat', 'ceiling', 'chair', 'cloth', 'computer', 'cow',
+    'cup', 'curtain', 'dog', 'door', 'fence', 'floor', 'flower', 'food', 'grass', 'ground', 'horse',
+    'keyboard', 'light', 'motorbike', 'mountain', 'mouse', 'person', 'plate', 'platform',
+    'pottedplant', 'road', 'rock', 'sheep', 'shelves', 'sidewalk', 'sign', 'sky', 'snow', 'sofa',
+    'table', 'track', 'train', 'tree', 'truck', 'tvmonitor', 'wall', 'water', 'window', 'wood')
+
+#: dataset names written as one word -> the words (any dataset, any method).
+READABLE_NAMES = {
+    'diningtable': 'dining table',
+    'pottedplant': 'potted plant',
+    'tvmonitor': 'tv monitor',
+}
+
+VOCABULARIES: Dict[str, Dict] = {
+    'voc': dict(
+        classes=VOC_CLASSES,
+        prompt_names={'aeroplane': 'plane', 'diningtable': 'dining table',
+                      'pottedplant': 'potted plant', 'tvmonitor': 'tv monitor'},
+        token_offsets={'dining table': [0, 1], 'potted plant': [1], 'tv monitor': [1]}),
+    'coco_object': dict(
+        classes=COCO_OBJECT_CLASSES,
+        prompt_names={'person': 'people', 'motorcycle': 'motorbike', 'airplane': 'plane',
+                      'couch': 'sofa', 'tv': 'tv monitor'},
+        # The released table assumes 2 tokens for 'fire hydrant' and reads the second; CLIP
+        # splits it into fire|hydr|ant, so [1, 2] reads the whole of 'hydrant' as intended.
+        token_offsets={'traffic light': [1], 'fire hydrant': [1, 2], 'stop sign': [0, 1],
+                       'parking meter': [0, 1], 'sports ball': [0, 1], 'baseball bat': [1],
+                       'baseball glove': [1], 'surfboard': [0, 1], 'tennis racket': [1],
+                       'wine glass': [1], 'hot dog': [0, 1], 'potted plant': [1],
+                       'dining table': [0, 1], 'tv monitor': [1], 'cell phone': [0, 1],
+                       'teddy bear': [0, 1], 'hair drier': [0, 1]}),
+    'context59': dict(
+        classes=CONTEXT59_CLASSES,
+        prompt_names={'aeroplane': 'plane', 'bedclothes': 'bedding', 'computer': 'laptop',
+                      'pottedplant': 'plant', 'tvmonitor': 'monitor'},
+        token_offsets={}),
+}
+
+
+def prompt_name(dataset_name: str, vocabulary: Optional[str] = None) -> str:
+    """The words naming ``dataset_name`` in a prompt.
+
+    Args:
+        dataset_name: a class name as the dataset spells it (``'pottedplant'``).
+        vocabulary: ``'voc'``, ``'coco_object'`` or ``'context59'`` for iSeg's released words of
+            that dataset; ``None`` for plain readable words (:data:`READABLE_NAMES`).
+    """
+    if vocabulary is not None:
+        if vocabulary not in VOCABULARIES:
+            raise KeyError(f'prompt_name: unknown vocabulary {vocabulary!r}; '
+                           f'known: {sorted(VOCABULARIES)}')
+        words = VOCABULARIES[vocabulary]['prompt_names'].get(dataset_name)
+        if words is not None:
+            return words
+    return READABLE_NAMES.get(dataset_name, dataset_name)
+
+
+def prompt_names(dataset_names, vocabulary: Optional[str] = None) -> List[str]:
+    """:func:`prompt_name` of each name."""
+    return [prompt_name(n, vocabulary) for n in dataset_names]
