@@ -241,7 +241,9 @@ class DiffusionAttentionEngine:
                  capture: CaptureSpec = CaptureSpec(), height: int = 512, width: int = 512,
                  negative_prompt: str = '') -> Tuple[torch.Tensor, AttentionMaps]:
         """Text -> images with the pipeline's scheduler, plus attention averaged over the
-        denoising steps (``capture.steps`` selects steps), conditional half only (SeeDiff).
+        denoising steps, conditional half only (SeeDiff). A step is one U-Net call:
+        ``capture.steps`` indexes ``scheduler.timesteps`` (PNDM, the SD configs' scheduler, makes
+        ``steps + 1`` calls, as in SeeDiff's loop over the timesteps).
 
         Args:
             seed: one int for all prompts (prompt ``i`` uses ``seed + i``) or one per prompt;

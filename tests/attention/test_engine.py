@@ -1,0 +1,142 @@
+"""DiffusionAttentionEngine: loading, image/latent/noise/prompt preparation, clear errors."""
+import numpy as np
+import pytest
+import torch
+
+from mmdiffseg.attention import (CaptureRequest, CaptureSpec, DiffusionAttentionEngine,
+                                 preprocess_images)
+
+SD1, SD2 = 'stable-diffusion-v1-4', 'stable-diffusion-2-1-base'
+SPEC = CaptureSpec([CaptureRequest('self', 8), CaptureRequest('cross', 4)])
+
+
+def _image(seed=0, size=64):
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def test_from_pretrained_loads_a_saved_folder(tiny_engine, sd_config_dir):
+    engine = tiny_engine(SD1)
+    assert engine.model_id.startswith('tiny-stable-diffusion-v1-4-') and len(engine.model_id) == 35
+    assert type(engine.unet).__name__ == 'UNet2DConditionModel'
+    assert type(engine.scheduler).__name__ == 'PNDMScheduler'
+    assert engine.vae.config.scaling_factor == pytest.approx(0.18215)
+    assert engine.device == torch.device('cpu') and engine.dtype == torch.float32
+    assert tiny_engine(SD2).model_id != engine.model_id
+
+
+def test_offline_hub_id_names_the_model_and_the_local_folder_way(monkeypatch):
+    import huggingface_hub.constants
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
+    with pytest.raises(OSError, match=r"'mmdiffseg-test/not-a-cached-model'.*local diffusers folder"):
+        DiffusionAttentionEngine.from_pretrained('mmdiffseg-test/not-a-cached-model')
+
+
+def test_preprocess_known_values_and_conversions():
+    rgb = np.zeros((2, 3, 3), dtype=np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 0, 255, 51
+    out = preprocess_images([rgb], 2)
+    assert out.shape == (1, 3, 2, 2)
+    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([-1.0, 1.0, -0.6]))
+    rgba = np.concatenate([rgb, np.full((2, 3, 1), 7, np.uint8)], axis=-1)
+    torch.testing.assert_close(preprocess_images([rgba], 2), out)
+    gray = np.full((4, 4), 255, np.uint8)
+    torch.testing.assert_close(preprocess_images([gray], 4), torch.ones(1, 3, 4, 4))
+    as_tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
+    torch.testing.assert_close(preprocess_images(as_tensor, 2), out)
+    # bilinear, half-pixel centres: 2 -> 4 columns of [0, 255]
+    ramp = np.zeros((1, 2, 3), np.uint8)
+    ramp[0, 1] = 255
+    row = preprocess_images([ramp], 4)[0, 0, 0]
+    torch.testing.assert_close(row, torch.tensor([0.0, 63.75, 191.25, 255.0]) / 127.5 - 1)
+
+
+@pytest.mark.parametrize('images, match', [
+    (torch.zeros(64, 64, dtype=torch.uint8), 'ambiguous'),
+    (torch.zeros(1, 5, 64, 64, dtype=torch.uint8), '5 channels'),
+    ([np.zeros((64, 64, 2), np.uint8)], '2 channels'),
+    ([np.zeros((64, 64, 3), np.int32)], 'dtype torch.int32'),
+    ('image.png', 'expected a'),
+])
+def test_bad_images_are_rejected_with_the_reason(images, match):
+    with pytest.raises(ValueError, match=match):
+        preprocess_images(images, 64)
+
+
+def test_rgba_and_grayscale_inputs_give_the_rgb_maps(tiny_engine):
+    engine = tiny_engine(SD2)
+    rgb = _image(1)
+    rgba = np.concatenate([rgb, np.full((64, 64, 1), 255, np.uint8)], axis=-1)
+    gray = rgb[..., 0]
+    maps = engine.extract([rgb, rgba, gray, np.repeat(gray[..., None], 3, -1)], capture=SPEC,
+                          image_size=64)
+    torch.testing.assert_close(maps['self8'][1], maps['self8'][0])
+    torch.testing.assert_close(maps['self8'][2], maps['self8'][3])
+    assert maps.prompts == [''] * 4 and maps.token_positions == [{}] * 4
+
+
+def test_extract_feeds_noised_posterior_mean_and_enhanced_class_tokens(tiny_engine):
+    engine = tiny_engine(SD2)
+    seen = {}
+    hook = engine.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.update(sample=args[0], t=args[1],
+                                                 context=kwargs['encoder_hidden_states']),
+        with_kwargs=True)
+    images = torch.from_numpy(np.stack([_image(2), _image(2)])).permute(0, 3, 1, 2)
+    prompt = 'a photo of a Potted Plant and a cat'
+    try:
+        maps = engine.extract(images, prompts=[prompt] * 2,
+                              class_names=[['potted plant', 'cat']] * 2, timestep=100, noise=1101,
+                              token_enhance=1.6, token_offsets={'potted plant': [1]}, capture=SPEC,
+                              image_size=64)
+    finally:
+        hook.remove()
+    assert maps.token_positions == [{'potted plant': [5, 6], 'cat': [9]}] * 2
+    with torch.no_grad():
+        mean = engine.vae.encode(images.float() / 127.5 - 1).latent_dist.mean * 0.18215
+        eps = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(1101))
+        alpha = engine.scheduler.alphas_cumprod[100]
+        expected = alpha.sqrt() * mean + (1 - alpha).sqrt() * eps
+        ids = engine.tokenizer([prompt], padding='max_length', max_length=77,
+                               return_tensors='pt').input_ids
+        plain = engine.text_encoder(ids)[0][0]
+    torch.testing.assert_close(seen['sample'], expected, atol=1e-5, rtol=1e-5)
+    assert seen['t'].tolist() == [100, 100]
+    factor = torch.ones(77, 1)
+    factor[[6, 9]] = 1.6  # 'plant' (offset 1 of 'potted plant') and 'cat'
+    torch.testing.assert_close(seen['context'][1], plain * factor)
+    # the same noise for every image: identical images give identical maps
+    torch.testing.assert_close(maps['self8'][0], maps['self8'][1])
+
+
+def test_noise_tensor_equals_its_seed_and_clean_latents_differ(tiny_engine):
+    engine = tiny_engine(SD2)
+    image = [_image(3)]
+    eps = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(5))
+    by_seed = engine.extract(image, noise=5, timestep=300, capture=SPEC, image_size=64)
+    by_tensor = engine.extract(image, noise=eps[None], timestep=300, capture=SPEC, image_size=64)
+    clean = engine.extract(image, timestep=300, capture=SPEC, image_size=64)
+    torch.testing.assert_close(by_seed['self8'], by_tensor['self8'])
+    assert not torch.allclose(by_seed['self8'], clean['self8'], atol=1e-4)
+
+
+def test_extract_errors_name_the_problem(tiny_engine):
+    engine = tiny_engine(SD2)
+    image = [_image(0)]
+    with pytest.raises(ValueError, match=r"'horse'.*'a photo of a cat'"):
+        engine.extract(image, prompts=['a photo of a cat'], class_names=[['horse']], capture=SPEC,
+                       image_size=64)
+    bad_layer = CaptureSpec([CaptureRequest('self', 8, layers=('up_blocks.9.attn1',))])
+    with pytest.raises(ValueError, match=r"unknown layer.*up_blocks\.9\.attn1.*valid layers: \['down_blocks\.0"):
+        engine.extract(image, capture=bad_layer, image_size=64)
+    with pytest.raises(ValueError, match=r'resolution 64 .*valid resolutions: \[8, 4, 2, 1\]'):
+        engine.extract(image, capture=CaptureSpec([CaptureRequest('self', 64)]), image_size=64)
+    with pytest.raises(ValueError, match=r'head indices \[20\] out of range.*20 heads'):
+        engine.extract(image, capture=CaptureSpec([CaptureRequest('cross', 2, heads=(0, 20))]),
+                       image_size=64)
+    with pytest.raises(ValueError, match='multiple of 64'):
+        engine.extract(image, capture=SPEC, image_size=72)
+    with pytest.raises(ValueError, match='2 prompts for 1 images'):
+        engine.extract(image, prompts=['a', 'b'], capture=SPEC, image_size=64)
+    with pytest.raises(ValueError, match='square'):
+        engine.generate(['a cat'], steps=1, capture=SPEC, height=64, width=128)

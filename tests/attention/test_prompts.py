@@ -1,0 +1,64 @@
+"""Token positions with the real CLIP tokenizers, prompt templates, Cat-Cross enhancement."""
+import pytest
+import torch
+from transformers import CLIPTokenizer
+
+from mmdiffseg.attention import enhance_class_tokens, format_prompts, token_positions
+from mmdiffseg.attention.prompts import prompt_token_ids
+
+
+@pytest.fixture(params=['stable-diffusion-v1-4', 'stable-diffusion-2-1-base'])
+def tokenizer(request, sd_config_dir):
+    return CLIPTokenizer.from_pretrained(sd_config_dir(request.param) / 'tokenizer')
+
+
+def test_real_token_ids(tokenizer):
+    assert prompt_token_ids(tokenizer, 'a photo of a cat') == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert tokenizer('potted plant', add_special_tokens=False).input_ids == [48581, 3912]
+
+
+def test_padding_differs_between_sd1_and_sd2(sd_config_dir):
+    pads = {name: CLIPTokenizer.from_pretrained(sd_config_dir(name) / 'tokenizer')(
+        '', padding='max_length', max_length=77).input_ids[2:4]
+        for name in ('stable-diffusion-v1-4', 'stable-diffusion-2-1-base')}
+    assert pads == {'stable-diffusion-v1-4': [49407, 49407], 'stable-diffusion-2-1-base': [0, 0]}
+
+
+def test_positions_of_single_and_multi_token_names(tokenizer):
+    prompt = 'A photograph of a Cat and a potted plant and a tv monitor and a dining table'
+    positions = token_positions(tokenizer, prompt, ['cat', 'Potted Plant', 'tv monitor', 'dining table'])
+    assert positions == {'cat': [5], 'Potted Plant': [8, 9], 'tv monitor': [12, 13],
+                         'dining table': [16, 17]}
+    ids = prompt_token_ids(tokenizer, prompt)
+    assert ids[8:10] == [48581, 3912]
+    assert token_positions(tokenizer, 'a cat and a cat', ['cat']) == {'cat': [2]}  # first occurrence
+
+
+def test_missing_or_truncated_class_is_a_clear_error(tokenizer):
+    with pytest.raises(ValueError, match=r"class 'horse'.*'a photo of a cat'"):
+        token_positions(tokenizer, 'a photo of a cat', ['horse'])
+    with pytest.raises(ValueError, match="class 'cats'"):
+        token_positions(tokenizer, 'a photo of a cat', ['cats'])
+    long_prompt = 'a photo of ' + 'very ' * 80 + 'cat'  # 'cat' falls beyond the 77 tokens
+    with pytest.raises(ValueError, match='at most 77'):
+        token_positions(tokenizer, long_prompt, ['cat'])
+
+
+def test_format_prompts():
+    assert format_prompts(['cat', 'potted plant']) == ['a photo of a cat', 'a photo of a potted plant']
+    assert format_prompts(['dog'], 'a long shot of a {}') == ['a long shot of a dog']
+    with pytest.raises(ValueError, match='placeholder'):
+        format_prompts(['dog'], 'a photo')
+
+
+def test_enhance_class_tokens_scales_only_the_selected_tokens():
+    emb = torch.arange(2 * 6 * 2, dtype=torch.float32).view(2, 6, 2)
+    positions = [{'cat': [2], 'potted plant': [4, 5]}, {'dining table': [1, 2]}]
+    out = enhance_class_tokens(emb, positions, 1.6, token_offsets={'potted plant': [1]})
+    factor = torch.ones(2, 6, 1)
+    factor[0, [2, 5]] = 1.6
+    factor[1, [1, 2]] = 1.6
+    torch.testing.assert_close(out, emb * factor)
+    assert enhance_class_tokens(emb, positions, 1.0) is emb
+    with pytest.raises(ValueError, match=r"token_offsets\['cat'\]"):
+        enhance_class_tokens(emb, positions, 1.6, token_offsets={'cat': [1]})
