@@ -1,0 +1,89 @@
+"""Looking at labels: overlays drawn by mmseg's ``SegLocalVisualizer`` and a contact sheet (a grid
+of overlay thumbnails) of a generated folder, to judge a dataset at a glance."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+from mmengine.structures import PixelData
+from mmseg.structures import SegDataSample
+from mmseg.visualization import SegLocalVisualizer
+
+from .folders import IMAGE_DIR, MASK_DIR, palette_for, read_label_png, read_rgb
+from .io import MANIFEST_NAME, UserInputError
+
+_names = itertools.count()
+
+
+def segment_classes(count: int = 255) -> List[str]:
+    """Names for unlabelled segment ids (DiffSeg): ``'0'``, ``'1'``, ..."""
+    return [str(i) for i in range(count)]
+
+
+class Overlayer:
+    """Draws label maps over images with ``SegLocalVisualizer`` (255 = unsure is not coloured)."""
+
+    def __init__(self, classes: Optional[Sequence[str]], alpha: float = 0.5):
+        self.classes = list(classes) if classes is not None else segment_classes()
+        self.palette = palette_for(self.classes)
+        self.visualizer = SegLocalVisualizer(name=f'mmdiffseg-overlay-{next(_names)}',
+                                             alpha=alpha)
+        self.visualizer.dataset_meta = dict(classes=self.classes, palette=self.palette)
+
+    def __call__(self, rgb: np.ndarray, labels: np.ndarray, with_labels: bool = True
+                 ) -> np.ndarray:
+        sample = SegDataSample(pred_sem_seg=PixelData(data=torch.from_numpy(
+            labels.astype(np.int64))[None]))
+        self.visualizer.add_datasample('overlay', rgb, sample, draw_gt=False,
+                                       with_labels=with_labels)
+        return self.visualizer.get_image()
+
+
+def _folder_items(folder: Path, limit: int):
+    """(id, image path, mask path) of a tool's output folder, in split/manifest order."""
+    manifest = folder / MANIFEST_NAME
+    if not manifest.is_file():
+        raise UserInputError(f'{folder} has no {MANIFEST_NAME}: not a folder written by '
+                             'synthesize / pseudo_label / segment')
+    lines = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    header, records = lines[0], lines[1:]
+    items = []
+    for record in records:
+        mask = folder / MASK_DIR / f'{record["id"]}.png'
+        image = folder / IMAGE_DIR / f'{record["id"]}.jpg'
+        image = image if image.is_file() else Path(record.get('image', ''))
+        if mask.is_file() and image.is_file() and record['id'] not in {i for i, _, _ in items}:
+            items.append((record['id'], image, mask))
+        if len(items) == limit:
+            break
+    return header.get('classes'), items
+
+
+def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64) -> np.ndarray:
+    """A ``(rows*thumb, cols*thumb, 3)`` RGB grid of overlay thumbnails (id written on each) of
+    the first ``max_items`` items of a generated folder; ``cols`` shrinks to the item count."""
+    folder = Path(folder)
+    classes, items = _folder_items(folder, max_items)
+    if not items:
+        raise UserInputError(f'{folder} holds no finished items to show')
+    overlay = Overlayer(classes)
+    cols = min(cols, len(items))
+    rows = math.ceil(len(items) / cols)
+    sheet = np.zeros((rows * thumb, cols * thumb, 3), dtype=np.uint8)
+    for k, (item_id, image, mask) in enumerate(items):
+        rgb, labels = read_rgb(image), read_label_png(mask)
+        if rgb.shape[:2] != labels.shape:
+            rgb = cv2.resize(rgb, labels.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        tile = cv2.resize(overlay(rgb, labels, with_labels=False), (thumb, thumb),
+                          interpolation=cv2.INTER_AREA)
+        cv2.putText(tile, item_id[:24], (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255),
+                    1, cv2.LINE_AA)
+        r, c = divmod(k, cols)
+        sheet[r * thumb:(r + 1) * thumb, c * thumb:(c + 1) * thumb] = tile
+    return sheet
