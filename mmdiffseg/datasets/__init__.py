@@ -1,1 +1,16 @@
-"""datasets"""
+"""mmseg transforms and datasets for training on generated labels (registered on import)."""
+from .class_names import DATASET_CLASSES, resolve_classes
+from .generated import (GeneratedLabelDataset, PseudoLabelADE20KDataset,
+                        PseudoLabelCityscapesDataset, PseudoLabelVOCDataset,
+                        SyntheticADE20KDataset, SyntheticCityscapesDataset, SyntheticVOCDataset)
+from .label_cache import LabelCache, image_key
+from .transforms import LoadImageLevelLabels, LoadPseudoLabel, PackPseudoLabelInputs
+from .unsupervised import Cityscapes27Dataset, COCOStuff27Dataset
+
+__all__ = [
+    'DATASET_CLASSES', 'resolve_classes', 'GeneratedLabelDataset', 'PseudoLabelADE20KDataset',
+    'PseudoLabelCityscapesDataset', 'PseudoLabelVOCDataset', 'SyntheticADE20KDataset',
+    'SyntheticCityscapesDataset', 'SyntheticVOCDataset', 'LabelCache', 'image_key',
+    'LoadImageLevelLabels', 'LoadPseudoLabel', 'PackPseudoLabelInputs', 'Cityscapes27Dataset',
+    'COCOStuff27Dataset'
+]

@@ -1,1 +1,5 @@
-"""evaluation"""
+"""Metrics for generated labels and unsupervised segments (registered in mmseg ``METRICS``)."""
+from .pseudo_label_metric import PseudoLabelMetric
+from .unsupervised_metric import HungarianMatchedIoU, match_segments
+
+__all__ = ['PseudoLabelMetric', 'HungarianMatchedIoU', 'match_segments']

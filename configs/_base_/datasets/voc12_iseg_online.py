@@ -1,0 +1,56 @@
+# PASCAL VOC 2012 (+ SBD aug) with image-level labels only: pixel labels are made online by iSeg
+# (DiffusionLabelPreprocessor) and cached; validation on the real masks.
+# Data: data/VOCdevkit/VOC2012 as in mmseg (JPEGImages, SegmentationClass[Aug],
+# ImageSets/Segmentation/{train,aug,val}.txt), plus image_labels.json:
+# {"2007_000032": ["aeroplane", "person"], ...} (image-level class names, no 'background').
+# Set `ann_file=None` in LoadImageLevelLabels to read them from the ground truth (oracle setting).
+_base_ = ['../generators/iseg_voc_sd21base.py']
+
+voc_data_root = 'data/VOCdevkit/VOC2012'
+voc_crop_size = (512, 512)
+voc_online_train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadImageLevelLabels', classes='voc', ann_file=voc_data_root + '/image_labels.json'),
+    dict(type='LoadPseudoLabel', cache={{_base_.label_cache}}),
+    dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=voc_crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackPseudoLabelInputs'),
+]
+voc_test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+voc_online_train_dataloader = dict(
+    batch_size=2,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        _delete_=True,
+        type='PascalVOCDataset',
+        data_root=voc_data_root,
+        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
+        ann_file='ImageSets/Segmentation/train.txt',
+        pipeline=voc_online_train_pipeline))
+voc_val_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        _delete_=True,
+        type='PascalVOCDataset',
+        data_root=voc_data_root,
+        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
+        ann_file='ImageSets/Segmentation/val.txt',
+        pipeline=voc_test_pipeline))
+# the preprocessor that makes the labels (merged into the stock SegDataPreProcessor settings)
+voc_online_data_preprocessor = dict(
+    type='DiffusionLabelPreprocessor',
+    label_cache={{_base_.label_cache}},
+    engine_dtype='float16',
+    label_batch_size=4)

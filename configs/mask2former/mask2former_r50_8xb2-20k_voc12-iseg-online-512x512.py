@@ -1,0 +1,24 @@
+# Weakly supervised VOC (iSeg): Mask2Former R50 trained on labels that iSeg makes online from
+# image-level class names (DiffusionLabelPreprocessor, cached in work_dirs/label_cache/...).
+# Data: see configs/_base_/datasets/voc12_iseg_online.py.
+_base_ = [
+    'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
+    '../_base_/datasets/voc12_iseg_online.py',
+]
+custom_imports = dict(
+    imports=['mmdet.models', 'mmdiffseg', 'mmdiffseg.datasets', 'mmdiffseg.models',
+             'mmdiffseg.evaluation'],
+    allow_failed_imports=False)
+
+num_classes = 21
+model = dict(
+    data_preprocessor={{_base_.voc_online_data_preprocessor}},
+    decode_head=dict(
+        num_classes=num_classes,
+        loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])))
+train_dataloader = {{_base_.voc_online_train_dataloader}}
+val_dataloader = {{_base_.voc_val_dataloader}}
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=20000, val_interval=2000)
+param_scheduler = [dict(type='PolyLR', eta_min=0, power=0.9, begin=0, end=20000, by_epoch=False)]
+default_hooks = dict(checkpoint=dict(interval=2000))

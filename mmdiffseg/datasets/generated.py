@@ -1,0 +1,241 @@
+"""Datasets of generated labels: synthetic image-mask folders and pseudo-label folders.
+
+Both are read as flat label folders written by ``tools/synthesize.py`` / ``tools/pseudo_label.py``:
+``<label_dir>/<image name><seg_map_suffix>`` holding the dataset's class indices (0-based, 255 =
+unsure; the generators' output convention), next to a ``manifest.jsonl`` (or ``manifest.json``)
+whose header records the class list. Each dataset keeps the metainfo (classes, palette) of the
+stock mmseg dataset it extends, so it mixes with real data in a ``ConcatDataset`` (for ADE20K, whose
+real labels use ``reduce_zero_label=True``, pass ``ignore_keys=['reduce_zero_label']`` and
+``LoadAnnotations()`` without a fixed ``reduce_zero_label``: each sample then carries its own).
+
+Loading fails with a clear error, never silently wrong labels, when: an image has no label file
+(a label folder made for other images), the manifest's classes differ from the dataset's, the
+files' convention disagrees with ``reduce_zero_label``, a pipeline forces the other convention, or a
+label file holds values outside the classes (e.g. Cityscapes labelIds instead of trainIds).
+"""
+from __future__ import annotations
+
+import json
+import os.path as osp
+from pathlib import Path
+from typing import List, Optional
+
+import mmengine
+import numpy as np
+from mmengine import fileio
+from mmseg.datasets import (ADE20KDataset, BaseSegDataset, CityscapesDataset,
+                            PascalVOCDataset)
+from mmseg.registry import DATASETS
+
+from ..generators.base import IGNORE_INDEX
+from .transforms import read_label_map
+
+MANIFEST_NAMES = ('manifest.jsonl', 'manifest.json')
+
+
+def read_manifest_header(folder: Path) -> Optional[dict]:
+    """The header of the manifest in ``folder`` (first line of ``manifest.jsonl``, or the object
+    in ``manifest.json``); None when there is none."""
+    for name in MANIFEST_NAMES:
+        path = folder / name
+        if path.is_file():
+            text = path.read_text()
+            first = text.splitlines()[0] if name.endswith('.jsonl') and text else text
+            try:
+                return json.loads(first)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f'{path}: the manifest header is not JSON ({exc})') from None
+    return None
+
+
+class GeneratedLabelDataset(BaseSegDataset):
+    """A flat folder of generated labels for images listed by ``ann_file`` or found in
+    ``data_prefix['img_path']``.
+
+    Args:
+        check_files: how many label files to read at start-up to check their values.
+        require_manifest: fail when the label folder has no manifest.
+        Other arguments: :class:`mmseg.datasets.BaseSegDataset`.
+    """
+
+    def __init__(self, *args, check_files: int = 8, require_manifest: bool = True, **kwargs):
+        self.check_files = check_files
+        self.require_manifest = require_manifest
+        self._check_pipeline_convention(kwargs.get('pipeline', []),
+                                        kwargs.get('reduce_zero_label', False))
+        super().__init__(*args, **kwargs)
+
+    # -- listing ---------------------------------------------------------------------------
+    def _image_paths(self) -> List[str]:
+        img_dir = self.data_prefix.get('img_path', '')
+        if self.ann_file and not osp.isdir(self.ann_file):
+            if not osp.isfile(self.ann_file):
+                raise FileNotFoundError(f'{type(self).__name__}: ann_file {self.ann_file} '
+                                        'not found')
+            names = [line.strip() for line in mmengine.list_from_file(self.ann_file)
+                     if line.strip()]
+            return [osp.join(img_dir, n + self.img_suffix) for n in names]
+        return sorted(osp.join(img_dir, p) for p in fileio.list_dir_or_file(
+            img_dir, list_dir=False, suffix=self.img_suffix, recursive=True))
+
+    def _label_path(self, img_path: str) -> str:
+        name = osp.basename(img_path)[:-len(self.img_suffix)]
+        return osp.join(self.data_prefix['seg_map_path'], name + self.seg_map_suffix)
+
+    def load_data_list(self) -> List[dict]:
+        if 'seg_map_path' not in self.data_prefix:
+            raise ValueError(f'{type(self).__name__}: data_prefix needs seg_map_path (the folder '
+                             'of generated labels)')
+        label_dir = Path(self.data_prefix['seg_map_path'])
+        images = self._image_paths()
+        if not images:
+            raise FileNotFoundError(f'{type(self).__name__}: no images ending in '
+                                    f'{self.img_suffix!r} in {self.data_prefix.get("img_path")}')
+        missing_images = [p for p in images if not osp.isfile(p)]
+        if missing_images:
+            raise FileNotFoundError(f'{type(self).__name__}: {len(missing_images)} listed image(s) '
+                                    f'do not exist, e.g. {missing_images[:3]}')
+        data_list = [dict(img_path=p, seg_map_path=self._label_path(p), label_map=self.label_map,
+                          reduce_zero_label=self.reduce_zero_label, seg_fields=[])
+                     for p in images]
+        self._check_label_folder(label_dir, data_list)
+        self._check_manifest(label_dir)
+        self._check_label_values(data_list[:self.check_files])
+        return data_list
+
+    # -- checks ----------------------------------------------------------------------------
+    def _check_label_folder(self, label_dir: Path, data_list: List[dict]) -> None:
+        if not label_dir.is_dir():
+            raise FileNotFoundError(f'{type(self).__name__}: label folder {label_dir} not found')
+        missing = [d['seg_map_path'] for d in data_list if not osp.isfile(d['seg_map_path'])]
+        if missing:
+            expected = {osp.basename(d['seg_map_path']) for d in data_list}
+            extra = [p.name for p in label_dir.glob('*' + self.seg_map_suffix)
+                     if p.name not in expected]
+            raise FileNotFoundError(
+                f'{type(self).__name__}: the label folder {label_dir} does not match the images: '
+                f'{len(missing)} of {len(data_list)} image(s) have no label, e.g. '
+                f'{[osp.basename(m) for m in missing[:3]]}; it holds {len(extra)} label(s) of '
+                f'other images, e.g. {extra[:3]}')
+
+    def _check_manifest(self, label_dir: Path) -> None:
+        header = None
+        for folder in (label_dir, label_dir.parent):
+            header = read_manifest_header(folder)
+            if header is not None:
+                break
+        if header is None:
+            if self.require_manifest:
+                raise FileNotFoundError(
+                    f'{type(self).__name__}: no manifest ({" / ".join(MANIFEST_NAMES)}) in '
+                    f'{label_dir} or its parent; it records the classes of the labels (pass '
+                    'require_manifest=False to skip the check)')
+            return
+        classes = list(self.metainfo['classes'])
+        if header.get('classes') is None and 'classes' in header:
+            raise ValueError(f'{type(self).__name__}: the labels in {label_dir} are unlabelled '
+                             'segment ids (made without class names), not classes')
+        if 'classes' in header and list(header['classes']) != classes:
+            raise ValueError(f'{type(self).__name__}: the labels in {label_dir} index the classes '
+                             f'{header["classes"]}, but this dataset has {classes}; regenerate '
+                             'them with this class list (e.g. --classes of the tool)')
+        written_rzl = bool(header.get('reduce_zero_label', False))
+        if written_rzl != bool(self.reduce_zero_label):
+            raise ValueError(
+                f'{type(self).__name__}: the labels in {label_dir} were written with '
+                f'reduce_zero_label={written_rzl} but the dataset uses '
+                f'reduce_zero_label={self.reduce_zero_label}')
+
+    def _check_label_values(self, data_list: List[dict]) -> None:
+        num_classes = len(self.metainfo['classes'])
+        for info in data_list:
+            label = read_label_map(info['seg_map_path'], self.reduce_zero_label, self.label_map)
+            values = np.unique(label)
+            bad = values[(values >= num_classes) & (values != IGNORE_INDEX)]
+            if bad.size:
+                raise ValueError(
+                    f'{type(self).__name__}: {info["seg_map_path"]} holds values {bad.tolist()} '
+                    f'outside the {num_classes} classes (reduce_zero_label='
+                    f'{self.reduce_zero_label}); wrong label convention? (Cityscapes labels must '
+                    'be trainIds, generated labels 0-based class indices)')
+
+    @classmethod
+    def _check_pipeline_convention(cls, pipeline, reduce_zero_label: bool) -> None:
+        for step in pipeline or []:
+            if isinstance(step, dict) and step.get('type') in ('LoadAnnotations',
+                                                              'mmseg.LoadAnnotations'):
+                forced = step.get('reduce_zero_label')
+                if forced is not None and bool(forced) != bool(reduce_zero_label):
+                    raise ValueError(
+                        f'{cls.__name__}: the pipeline has LoadAnnotations(reduce_zero_label='
+                        f'{forced}) but the dataset uses reduce_zero_label={reduce_zero_label}; '
+                        'use LoadAnnotations() so each dataset applies its own convention')
+
+
+def _synthetic_defaults(kwargs: dict) -> dict:
+    """The VOC folder layout ``tools/synthesize.py`` writes."""
+    kwargs.setdefault('data_prefix', dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
+    kwargs.setdefault('ann_file', 'ImageSets/Segmentation/train.txt')
+    kwargs.setdefault('img_suffix', '.jpg')
+    kwargs.setdefault('seg_map_suffix', '.png')
+    kwargs.setdefault('reduce_zero_label', False)
+    return kwargs
+
+
+@DATASETS.register_module()
+class SyntheticVOCDataset(GeneratedLabelDataset):
+    """Synthetic image-mask pairs (SeeDiff) with PASCAL VOC's 21 classes."""
+    METAINFO = PascalVOCDataset.METAINFO
+
+    def __init__(self, **kwargs):
+        super().__init__(**_synthetic_defaults(kwargs))
+
+
+@DATASETS.register_module()
+class SyntheticCityscapesDataset(GeneratedLabelDataset):
+    """Synthetic pairs with Cityscapes' 19 classes (SeeDiff's human / vehicle setting: labels use
+    only those train ids, everything else is 255)."""
+    METAINFO = CityscapesDataset.METAINFO
+
+    def __init__(self, **kwargs):
+        super().__init__(**_synthetic_defaults(kwargs))
+
+
+@DATASETS.register_module()
+class SyntheticADE20KDataset(GeneratedLabelDataset):
+    """Synthetic pairs with ADE20K's 150 classes (0-based labels, ``reduce_zero_label=False``)."""
+    METAINFO = ADE20KDataset.METAINFO
+
+    def __init__(self, **kwargs):
+        super().__init__(**_synthetic_defaults(kwargs))
+
+
+@DATASETS.register_module()
+class PseudoLabelVOCDataset(GeneratedLabelDataset):
+    """Real VOC images (``JPEGImages/*.jpg``) with a folder of generated labels
+    (``data_prefix=dict(img_path=..., seg_map_path=<label folder>)``)."""
+    METAINFO = PascalVOCDataset.METAINFO
+
+    def __init__(self, img_suffix='.jpg', seg_map_suffix='.png', **kwargs):
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)
+
+
+@DATASETS.register_module()
+class PseudoLabelCityscapesDataset(GeneratedLabelDataset):
+    """Real Cityscapes frames (``leftImg8bit/<split>/<city>/*_leftImg8bit.png``) with a flat folder
+    of generated labels named after the image file (``<frame>_leftImg8bit.png``, train ids)."""
+    METAINFO = CityscapesDataset.METAINFO
+
+    def __init__(self, img_suffix='_leftImg8bit.png', seg_map_suffix='_leftImg8bit.png',
+                 **kwargs):
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)
+
+
+@DATASETS.register_module()
+class PseudoLabelADE20KDataset(GeneratedLabelDataset):
+    """Real ADE20K images (``images/<split>/*.jpg``) with generated labels. Generated labels are
+    0-based (``reduce_zero_label=False``), unlike ADE20K's own annotations."""
+    METAINFO = ADE20KDataset.METAINFO
+
+    def __init__(self, img_suffix='.jpg', seg_map_suffix='.png', **kwargs):
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)

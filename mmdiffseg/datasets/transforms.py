@@ -1,0 +1,206 @@
+"""Pipeline transforms for training on generated labels.
+
+* :class:`LoadImageLevelLabels` puts the image-level class names (the weak supervision of iSeg /
+  WSSS) in ``results['image_labels']``, from an annotation file or from the ground truth.
+* :class:`LoadPseudoLabel` loads the cached label of the image (:class:`LabelCache`) as
+  ``gt_seg_map``, so every later transform (resize, crop, flip, rotate, pad) applies to it exactly
+  like ground truth. When the image is not cached yet it loads a *source-index map* instead: each
+  pixel holds the flat index ``y * W + x`` of the original pixel it shows. The geometric transforms
+  carry that map along like a label (nearest interpolation), and
+  :class:`~mmdiffseg.models.DiffusionLabelPreprocessor` later generates the label of the *original*
+  image on the GPU, caches it, and gathers it through the map: the training target equals what the
+  cached label would have given after the same augmentation, each image is labelled once, and
+  nothing but file reading happens in the dataloader workers.
+* :class:`PackPseudoLabelInputs` is ``PackSegInputs`` that also packs the index map and the keys
+  above for the preprocessor.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import mmcv
+import numpy as np
+import torch
+from mmcv.transforms import BaseTransform
+from mmengine import fileio
+from mmengine.structures import PixelData
+from mmseg.datasets.transforms import PackSegInputs
+from mmseg.registry import TRANSFORMS
+
+from ..generators.base import IGNORE_INDEX
+from .class_names import resolve_classes
+from .label_cache import LabelCache, image_key
+
+#: largest image (pixels) whose source indices fit the 24-bit encoding
+MAX_SOURCE_PIXELS = 1 << 24
+
+
+def encode_source_index(height: int, width: int) -> np.ndarray:
+    """``(H, W, 4)`` uint8 map of each pixel's flat index: channel 0 = 0 (valid), channels 1-3
+    the index in base 256. Padding (255 on every channel) and rotation borders (255, 0, 0, 0)
+    both set channel 0 and so decode as invalid."""
+    if height * width > MAX_SOURCE_PIXELS:
+        raise ValueError(f'image of {height}x{width} pixels is too large for the source-index map '
+                         f'(at most {MAX_SOURCE_PIXELS} pixels)')
+    index = np.arange(height * width, dtype=np.int64).reshape(height, width)
+    encoded = np.zeros((height, width, 4), dtype=np.uint8)
+    encoded[..., 1] = index >> 16
+    encoded[..., 2] = (index >> 8) & 255
+    encoded[..., 3] = index & 255
+    return encoded
+
+
+def decode_source_index(encoded: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`encode_source_index`: ``(H, W)`` int64, -1 where invalid (padding)."""
+    enc = encoded.astype(np.int64)
+    index = (enc[..., 1] << 16) | (enc[..., 2] << 8) | enc[..., 3]
+    index[enc[..., 0] != 0] = -1
+    return index
+
+
+def read_label_map(path: str, reduce_zero_label: bool = False,
+                   label_map: Optional[Dict[int, int]] = None) -> np.ndarray:
+    """A label PNG as mmseg's ``LoadAnnotations`` reads it (``reduce_zero_label``, ``label_map``)."""
+    label = mmcv.imfrombytes(fileio.get(path), flag='unchanged', backend='pillow')
+    label = label.squeeze().astype(np.uint8)
+    if reduce_zero_label:
+        label = label.astype(np.int64) - 1
+        label[label < 0] = IGNORE_INDEX
+        label[label == 254] = IGNORE_INDEX
+        label = label.astype(np.uint8)
+    if label_map:
+        source = label.copy()
+        for old, new in label_map.items():
+            label[source == old] = new
+    return label
+
+
+@TRANSFORMS.register_module()
+class LoadImageLevelLabels(BaseTransform):
+    """Image-level class names -> ``results['image_labels']`` (list of names).
+
+    Args:
+        classes: the dataset's classes (list, or a name: ``'voc'``, ``'cityscapes'``, ``'ade20k'``).
+        ann_file: JSON ``{image name without extension: [class names]}``. ``None``: take the
+            classes present in the ground truth (``seg_map_path``; benchmarks / oracle setting).
+        exclude: class names never listed (``'background'``: generators label it themselves).
+    """
+
+    def __init__(self, classes: Union[str, Sequence[str]], ann_file: Optional[str] = None,
+                 exclude: Sequence[str] = ('background', )):
+        self.classes = resolve_classes(classes)
+        self.ann_file = ann_file
+        self.exclude = set(exclude)
+        self._annotations: Optional[Dict[str, List[str]]] = None
+
+    def _load_annotations(self) -> Dict[str, List[str]]:
+        if self._annotations is None:
+            if not Path(self.ann_file).is_file():
+                raise FileNotFoundError(f'LoadImageLevelLabels: ann_file {self.ann_file} not found')
+            annotations = json.loads(Path(self.ann_file).read_text())
+            for image, names in annotations.items():
+                unknown = [n for n in names if n not in self.classes]
+                if unknown:
+                    raise KeyError(f'LoadImageLevelLabels: {self.ann_file} lists unknown class '
+                                   f'name(s) {unknown} for image {image!r}; known classes: '
+                                   f'{self.classes}')
+            self._annotations = annotations
+        return self._annotations
+
+    def _from_ground_truth(self, results: dict) -> List[str]:
+        label = read_label_map(results['seg_map_path'], results.get('reduce_zero_label', False),
+                               results.get('label_map'))
+        values = np.unique(label)
+        values = values[values != IGNORE_INDEX]
+        bad = values[values >= len(self.classes)]
+        if bad.size:
+            raise ValueError(
+                f'LoadImageLevelLabels: {results["seg_map_path"]} holds label values '
+                f'{bad.tolist()} outside the {len(self.classes)} classes; wrong label convention? '
+                f'(reduce_zero_label={results.get("reduce_zero_label", False)}; Cityscapes needs '
+                'labelTrainIds, ADE20K reduce_zero_label=True)')
+        return [self.classes[v] for v in values.tolist()]
+
+    def transform(self, results: dict) -> dict:
+        if self.ann_file is None:
+            names = self._from_ground_truth(results)
+        else:
+            image = Path(results['img_path']).stem
+            annotations = self._load_annotations()
+            if image not in annotations:
+                raise KeyError(f'LoadImageLevelLabels: image {image!r} ({results["img_path"]}) '
+                               f'has no entry in {self.ann_file}')
+            names = list(annotations[image])
+        results['image_labels'] = [n for n in names if n not in self.exclude]
+        return results
+
+    def __repr__(self) -> str:
+        source = self.ann_file or 'ground truth'
+        return f'{type(self).__name__}(source={source!r}, classes={len(self.classes)})'
+
+
+@TRANSFORMS.register_module()
+class LoadPseudoLabel(BaseTransform):
+    """The cached generated label of the image as ``gt_seg_map`` (see the module docstring).
+
+    Adds ``pseudo_label_key`` (SHA-1 of the image file) and ``pseudo_label_cached``. On a cache miss
+    ``gt_seg_map`` is the ``(H, W, 4)`` source-index map, packed apart by
+    :class:`PackPseudoLabelInputs`. Nothing here touches a GPU or a model.
+
+    Args:
+        cache: ``dict(cache_dir=..., model=..., generator=dict(type=...))``, the same dict the
+            preprocessor gets (:class:`LabelCache` arguments).
+    """
+
+    def __init__(self, cache: dict):
+        self.cache_cfg = dict(cache)
+        self._cache: Optional[LabelCache] = None
+
+    @property
+    def cache(self) -> LabelCache:
+        if self._cache is None:
+            self._cache = LabelCache(**self.cache_cfg)
+        return self._cache
+
+    def transform(self, results: dict) -> dict:
+        key = image_key(fileio.get(results['img_path']))
+        height, width = results['img'].shape[:2]
+        label = self.cache.load(key)
+        if label is not None and label.shape != (height, width):
+            raise ValueError(f'cached label {self.cache.path(key)} is {label.shape[::-1]} but the '
+                             f'image {results["img_path"]} is {(width, height)}')
+        results['pseudo_label_key'] = key
+        results['pseudo_label_cached'] = label is not None
+        results['gt_seg_map'] = label if label is not None else encode_source_index(height, width)
+        results.setdefault('seg_fields', []).append('gt_seg_map')
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(cache_dir={str(self.cache_cfg.get("cache_dir"))!r})'
+
+
+@TRANSFORMS.register_module()
+class PackPseudoLabelInputs(PackSegInputs):
+    """``PackSegInputs`` that keeps the image-level labels and pseudo-label keys in the metainfo
+    and packs an uncached sample's source-index map as ``data_sample.pseudo_label_index`` (int64
+    ``(1, H, W)``, -1 = padding) with an all-255 ``gt_sem_seg`` for the preprocessor to fill."""
+
+    EXTRA_META_KEYS = ('image_labels', 'pseudo_label_key', 'pseudo_label_cached')
+
+    def __init__(self, meta_keys=('img_path', 'seg_map_path', 'ori_shape', 'img_shape',
+                                  'pad_shape', 'scale_factor', 'flip', 'flip_direction',
+                                  'reduce_zero_label')):
+        super().__init__(meta_keys=tuple(meta_keys) + self.EXTRA_META_KEYS)
+
+    def transform(self, results: dict) -> dict:
+        index = None
+        if results.get('pseudo_label_cached') is False:
+            index = decode_source_index(results['gt_seg_map'])
+            results['gt_seg_map'] = np.full(index.shape, IGNORE_INDEX, dtype=np.uint8)
+        packed = super().transform(results)
+        if index is not None:
+            packed['data_samples'].pseudo_label_index = PixelData(
+                data=torch.from_numpy(index)[None])
+        return packed

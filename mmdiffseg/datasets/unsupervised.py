@@ -1,0 +1,40 @@
+"""The 27-class datasets of DiffSeg's unsupervised protocol (PiCIE / STEGO convention)."""
+from __future__ import annotations
+
+from mmseg.datasets import BaseSegDataset, CityscapesDataset
+from mmseg.registry import DATASETS
+
+from ..generators.base import IGNORE_INDEX
+from .class_names import (CITYSCAPES27_CLASSES, CITYSCAPES27_FIRST_LABEL_ID,
+                          COCOSTUFF27_CLASSES)
+
+
+@DATASETS.register_module()
+class Cityscapes27Dataset(CityscapesDataset):
+    """Cityscapes with the 27 classes of labelIds 7..33 (``*_gtFine_labelIds.png``); every other
+    labelId is ignored (255)."""
+    METAINFO = dict(classes=CITYSCAPES27_CLASSES,
+                    palette=[[(37 * i) % 256, (91 * i) % 256, (151 * i) % 256]
+                             for i in range(len(CITYSCAPES27_CLASSES))])
+
+    def __init__(self, img_suffix='_leftImg8bit.png', seg_map_suffix='_gtFine_labelIds.png',
+                 **kwargs):
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)
+
+    @classmethod
+    def get_label_map(cls, new_classes=None):
+        """labelIds -> 27-class indices (labelId - 7), anything else -> 255."""
+        first, count = CITYSCAPES27_FIRST_LABEL_ID, len(CITYSCAPES27_CLASSES)
+        return {label_id: (label_id - first if first <= label_id < first + count
+                           else IGNORE_INDEX) for label_id in range(IGNORE_INDEX)}
+
+
+@DATASETS.register_module()
+class COCOStuff27Dataset(BaseSegDataset):
+    """COCO-Stuff with the 27 coarse classes: label PNGs already hold 0..26, 255 = ignore."""
+    METAINFO = dict(classes=COCOSTUFF27_CLASSES,
+                    palette=[[(53 * i) % 256, (97 * i) % 256, (193 * i) % 256]
+                             for i in range(len(COCOSTUFF27_CLASSES))])
+
+    def __init__(self, img_suffix='.jpg', seg_map_suffix='.png', **kwargs):
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)

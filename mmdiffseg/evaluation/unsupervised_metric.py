@@ -1,0 +1,83 @@
+"""DiffSeg's unsupervised protocol: per-image Hungarian matching of segments to classes.
+
+Per image, the confusion between the ground-truth classes (rows, ``num_classes``) and the
+predicted segments (columns, padded to at least ``num_classes``) over labelled pixels is matched
+with ``scipy.optimize.linear_sum_assignment(maximize=True)``. A matched pair (class c, segment s)
+gives c ``TP = conf[c, s]``, ``FP = (pixels of s) - TP`` and ``FN = (pixels of c) - TP``, so pixels
+of unmatched segments (and unsure 255 predictions) are FN of their ground-truth class. TP/FP/FN
+are summed over the dataset: ``ACC = sum TP / labelled pixels``,
+``mIoU = nanmean(TP / (TP + FP + FN))`` (the PiCIE protocol DiffSeg's released benchmark follows).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+import numpy as np
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import print_log
+from mmseg.registry import METRICS
+from scipy.optimize import linear_sum_assignment
+
+
+def match_segments(gt: np.ndarray, pred: np.ndarray, num_classes: int,
+                   ignore_index: int = 255) -> np.ndarray:
+    """TP, FP, FN per class ``(3, num_classes)`` for one image (see the module docstring)."""
+    labelled = gt != ignore_index
+    gt, pred = gt[labelled].astype(np.int64), pred[labelled].astype(np.int64)
+    if gt.size and (gt.min() < 0 or gt.max() >= num_classes):
+        raise ValueError(f'ground truth holds values outside 0..{num_classes - 1} '
+                         f'(and {ignore_index}): {np.unique(gt).tolist()}')
+    assigned = pred != ignore_index
+    segments, seg_index = np.unique(pred[assigned], return_inverse=True)
+    width = max(num_classes, len(segments))
+    confusion = np.bincount(gt[assigned] * width + seg_index,
+                            minlength=num_classes * width).reshape(num_classes, width)
+    rows, cols = linear_sum_assignment(confusion, maximize=True)
+    tp = np.zeros(num_classes, dtype=np.int64)
+    fp = np.zeros(num_classes, dtype=np.int64)
+    tp[rows] = confusion[rows, cols]
+    fp[rows] = confusion[:, cols].sum(axis=0) - tp[rows]
+    fn = np.bincount(gt, minlength=num_classes) - tp
+    return np.stack([tp, fp, fn])
+
+
+@METRICS.register_module()
+class HungarianMatchedIoU(BaseMetric):
+    """ACC and mIoU of unlabelled segments after per-image Hungarian matching (COCO-Stuff-27,
+    Cityscapes-27).
+
+    ``pred_sem_seg`` holds segment ids (any non-negative integers, 255 = unassigned),
+    ``gt_sem_seg`` the class indices.
+
+    Args:
+        num_classes: number of ground-truth classes (27 for both benchmarks).
+        ignore_index: unlabelled ground truth / unassigned prediction.
+    """
+
+    default_prefix = None
+
+    def __init__(self, num_classes: int = 27, ignore_index: int = 255, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+
+    def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        for sample in data_samples:
+            pred = sample['pred_sem_seg']['data'].squeeze().cpu().numpy()
+            gt = sample['gt_sem_seg']['data'].squeeze().cpu().numpy()
+            if pred.shape != gt.shape:
+                raise ValueError(f'HungarianMatchedIoU: prediction {pred.shape} and ground truth '
+                                 f'{gt.shape} differ in size ({sample.get("img_path")})')
+            self.results.append(match_segments(gt, pred, self.num_classes, self.ignore_index))
+
+    def compute_metrics(self, results: List[np.ndarray]) -> Dict[str, float]:
+        tp, fp, fn = np.sum(results, axis=0).astype(np.float64)
+        labelled = tp + fn
+        with np.errstate(invalid='ignore', divide='ignore'):
+            iou = tp / (tp + fp + fn)
+        acc = tp.sum() / max(labelled.sum(), 1)
+        classes = self.dataset_meta.get('classes') if self.dataset_meta else None
+        if classes is not None:
+            rows = ', '.join(f'{c}: {100 * v:.1f}' for c, v in zip(classes, iou))
+            print_log(f'per-class IoU (Hungarian-matched): {rows}', logger='current')
+        return {'ACC': round(100 * float(acc), 2), 'mIoU': round(100 * float(np.nanmean(iou)), 2)}

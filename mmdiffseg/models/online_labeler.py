@@ -1,0 +1,146 @@
+"""Labels made inside the training loop, batched on the model's device, cached on disk.
+
+:class:`OnlineLabeler` holds the Stable Diffusion engine (loaded lazily, in the main process, on
+the model's device: dataloader workers never see it), the generator and the :class:`LabelCache`.
+For the samples whose label is not cached yet (``LoadPseudoLabel`` packed a source-index map
+instead), it reads the *original* images, generates their labels in batches, writes them to the
+cache, and gathers each augmented sample's target through its index map. The result is exactly
+the label the next epoch will load from the cache and augment like ground truth; each image is
+labelled once across epochs and runs.
+"""
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional, Sequence
+
+import mmcv
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine import fileio
+from mmengine.logging import MessageHub, print_log
+from mmengine.structures import PixelData
+
+from ..datasets.label_cache import LabelCache
+from ..generators.base import IGNORE_INDEX
+
+DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
+
+
+class OnlineLabeler:
+    """Engine + generator + cache (a plain object: nothing here enters the model's state dict).
+
+    Args:
+        cache: :class:`LabelCache` arguments (``cache_dir``, ``model``, ``generator``).
+        dtype: engine precision (``'float32'``, ``'float16'``, ``'bfloat16'``).
+        batch_size: images per engine call.
+        engine_kwargs: extra ``DiffusionAttentionEngine.from_pretrained`` arguments.
+    """
+
+    def __init__(self, cache: Dict, dtype: str = 'float32', batch_size: int = 4,
+                 engine_kwargs: Optional[Dict] = None):
+        if dtype not in DTYPES:
+            raise ValueError(f'OnlineLabeler: dtype must be one of {sorted(DTYPES)}, got {dtype!r}')
+        self.cache = LabelCache(**cache)
+        self.generator = self.cache.generator
+        self.dtype = DTYPES[dtype]
+        self.batch_size = int(batch_size)
+        self.engine_kwargs = dict(engine_kwargs or {})
+        self.engine = None
+        self.generated = 0
+
+    def load_engine(self, device: torch.device):
+        """The engine on ``device`` (loaded on first use)."""
+        if self.engine is None:
+            from ..attention import DiffusionAttentionEngine
+            self.engine = DiffusionAttentionEngine.from_pretrained(
+                self.cache.model, dtype=self.dtype, device=device, **self.engine_kwargs)
+            if self.engine.model_id != self.cache.model_id:
+                raise ValueError(f'the engine loaded from {self.cache.model} reports model_id '
+                                 f'{self.engine.model_id!r}, the label cache expects '
+                                 f'{self.cache.model_id!r}')
+        self.generator.to(self.engine.device)
+        return self.engine
+
+    # -- generation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, images: List[np.ndarray], class_names: List[List[str]],
+                 device: torch.device) -> List[np.ndarray]:
+        """Labels (uint8, each at its image's size) of RGB uint8 images, ``batch_size`` at a time."""
+        engine = self.load_engine(device)
+        labels = []
+        for start in range(0, len(images), self.batch_size):
+            chunk, names = images[start:start + self.batch_size], class_names[start:start + self.batch_size]
+            maps = engine.extract(chunk, capture=self.generator.capture_spec,
+                                  **self.generator.extract_kwargs(names))
+            size = tuple(maps.image_size)
+            work = torch.stack([
+                F.interpolate(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None]
+                              .float(), size=size, mode='bilinear', align_corners=False)[0]
+                for im in chunk]).to(engine.device)
+            out = self.generator(maps.to(engine.device), work, names)
+            for image, label in zip(chunk, out):
+                full = F.interpolate(label[None, None].float(), size=image.shape[:2],
+                                     mode='nearest')[0, 0]
+                labels.append(full.to(torch.uint8).cpu().numpy())
+        return labels
+
+    # -- training batches ------------------------------------------------------------------
+    def _cached_or_generated(self, samples: Sequence, device: torch.device) -> Dict[str, np.ndarray]:
+        """key -> label of the original image of every uncached sample (generating the
+        missing ones and writing them to the cache)."""
+        labels: Dict[str, np.ndarray] = {}
+        todo: Dict[str, object] = {}
+        for sample in samples:
+            key = sample.metainfo['pseudo_label_key']
+            if key in labels or key in todo:
+                continue
+            cached = self.cache.load(key)
+            if cached is None:
+                todo[key] = sample
+            else:
+                labels[key] = cached
+        if todo:
+            keys = list(todo)
+            images = [mmcv.imfrombytes(fileio.get(todo[k].metainfo['img_path']),
+                                       channel_order='rgb') for k in keys]
+            names = [list(todo[k].metainfo['image_labels']) for k in keys]
+            for key, label in zip(keys, self.generate(images, names, device)):
+                self.cache.save(key, label)
+                labels[key] = label
+            self.generated += len(keys)
+        return labels
+
+    def label_batch(self, data_samples: Sequence, device: torch.device) -> None:
+        """Fill ``gt_sem_seg`` of the samples packed with a source-index map, and log the batch's
+        label coverage, generation time and number of generated labels."""
+        for sample in data_samples:
+            if 'image_labels' not in sample.metainfo or 'pseudo_label_key' not in sample.metainfo:
+                raise KeyError('DiffusionLabelPreprocessor needs LoadImageLevelLabels, '
+                               'LoadPseudoLabel and PackPseudoLabelInputs in the train pipeline '
+                               f'(sample {sample.metainfo.get("img_path")} lacks their keys)')
+        uncached = [s for s in data_samples if 'pseudo_label_index' in s]
+        start, generated_before = time.perf_counter(), self.generated
+        labels = self._cached_or_generated(uncached, device) if uncached else {}
+        for sample in uncached:
+            index = sample.pseudo_label_index.data
+            source = torch.from_numpy(labels[sample.metainfo['pseudo_label_key']]).flatten()
+            target = torch.full(index.shape, IGNORE_INDEX, dtype=torch.int64)
+            valid = index >= 0
+            if valid.any() and int(index.max()) >= source.numel():
+                raise ValueError(f'the source-index map of {sample.metainfo["img_path"]} points '
+                                 'outside its label: was the image changed after loading?')
+            target[valid] = source[index[valid]].long()
+            sample.gt_sem_seg = PixelData(data=target)
+            del sample.pseudo_label_index
+        elapsed = time.perf_counter() - start
+        covered = sum(int((s.gt_sem_seg.data != IGNORE_INDEX).sum()) for s in data_samples)
+        total = sum(s.gt_sem_seg.data.numel() for s in data_samples)
+        hub = MessageHub.get_current_instance()
+        hub.update_scalar('train/label_coverage', covered / max(total, 1))
+        hub.update_scalar('train/label_time', elapsed)
+        hub.update_scalar('train/label_generated', float(self.generated - generated_before))
+        if generated_before == 0 and self.generated:
+            print_log(f'online labels: {self.cache.model} ({self.engine.model_id}) + '
+                      f'{type(self.generator).__name__}, cache {self.cache.cache_dir}',
+                      logger='current')

@@ -1,0 +1,81 @@
+"""Test (evaluate) a segmentor with an mmseg config (mmseg's ``tools/test.py`` interface).
+
+``checkpoint`` may be omitted for training-free models (e.g. DiffSeg's unsupervised evaluation
+with :class:`mmdiffseg.models.DiffusionSegmentor`).
+
+    python tools/test.py CONFIG [CHECKPOINT] [--work-dir DIR] [--out DIR] [--show] [--show-dir DIR]
+                         [--wait-time S] [--tta] [--cfg-options k=v ...] [--launcher ...]
+"""
+import argparse
+import os
+
+import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
+import mmdiffseg.datasets  # noqa: F401
+import mmdiffseg.evaluation  # noqa: F401
+import mmdiffseg.models  # noqa: F401
+from mmengine.config import Config, DictAction
+
+from train import LAUNCHERS, build_runner, work_dir_for
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (evaluate) a segmentor (mmseg + mmdiffseg)')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', nargs='?', default=None,
+                        help='checkpoint file (omit for training-free models)')
+    parser.add_argument('--work-dir', help='folder for the evaluation logs')
+    parser.add_argument('--out', help='folder to save the predictions (for offline evaluation)')
+    parser.add_argument('--show', action='store_true', help='show the predictions')
+    parser.add_argument('--show-dir', help='folder to save drawn predictions')
+    parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, key=value (lists: key="[a,b]")')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def enable_visualization(cfg: Config, show: bool, show_dir, wait_time: float) -> None:
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise RuntimeError('--show / --show-dir need default_hooks.visualization '
+                           "(dict(type='SegVisualizationHook'))")
+    hook['draw'] = True
+    if show:
+        hook['show'] = True
+        hook['wait_time'] = wait_time
+    if show_dir:
+        cfg.visualizer['save_dir'] = show_dir
+
+
+def enable_tta(cfg: Config) -> None:
+    if 'tta_pipeline' not in cfg or 'tta_model' not in cfg:
+        raise RuntimeError('--tta needs tta_pipeline and tta_model in the config')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = work_dir_for(cfg, args.config, args.work_dir)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
+    if args.tta:
+        enable_tta(cfg)
+    if args.out is not None:
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    build_runner(cfg).test()
+
+
+if __name__ == '__main__':
+    main()

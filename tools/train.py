@@ -1,0 +1,82 @@
+"""Train a segmentor with an mmseg config (mmseg's ``tools/train.py`` interface).
+
+``import mmdiffseg`` comes first: it applies the mmengine work-arounds (checkpoint loading under
+torch >= 2.6, base-less configs on Python 3.11) and registers mmdiffseg's datasets, transforms,
+models and metrics, so configs that use them resolve with or without ``custom_imports``.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume] [--amp] [--cfg-options k=v ...]
+                                 [--launcher none|pytorch|slurm|mpi]
+"""
+import argparse
+import logging
+import os
+import os.path as osp
+
+import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
+import mmdiffseg.datasets  # noqa: F401
+import mmdiffseg.evaluation  # noqa: F401
+import mmdiffseg.models  # noqa: F401
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
+
+LAUNCHERS = ['none', 'pytorch', 'slurm', 'mpi']
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a segmentor (mmseg + mmdiffseg)')
+    parser.add_argument('config', help='training config file')
+    parser.add_argument('--work-dir', help='folder for logs and checkpoints')
+    parser.add_argument('--resume', action='store_true',
+                        help='resume from the latest checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision (AmpOptimWrapper)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, key=value (lists: key="[a,b]")')
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def work_dir_for(cfg: Config, config_path: str, work_dir=None) -> str:
+    """Command line, then the config's ``work_dir``, then ``./work_dirs/<config name>``."""
+    if work_dir is not None:
+        return work_dir
+    if cfg.get('work_dir') is not None:
+        return cfg.work_dir
+    return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def enable_amp(cfg: Config) -> None:
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper == 'AmpOptimWrapper':
+        print_log('AMP is already enabled in the config', logger='current', level=logging.WARNING)
+        return
+    if wrapper != 'OptimWrapper':
+        raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, the config has {wrapper}')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def build_runner(cfg: Config):
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = work_dir_for(cfg, args.config, args.work_dir)
+    if args.amp:
+        enable_amp(cfg)
+    cfg.resume = args.resume
+    build_runner(cfg).train()
+
+
+if __name__ == '__main__':
+    main()
