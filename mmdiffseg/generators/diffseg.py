@@ -1,1 +1,294 @@
-__all__ = []
+"""DiffSeg (Tian et al., CVPR 2024): segments by merging self-attention maps under symmetric KL.
+
+Follows the released code (google/diffseg @77ea596, ``diffseg/segmentor.py``; ALGORITHMS.md section 1)
+step by step, vectorised and in float32 with guarded logs:
+
+1. ``aggregate_weights``: per resolution, key axes bilinearly upsampled to the finest grid and
+   renormalised, query axes repeated (nearest), weighted by ``r / sum(r)`` (paper Eq. 1-2).
+2. ``generate_sampling_grid`` + ``mask_merge`` iteration 0: 16x16 anchors; each anchor's proposal is
+   the mean of the pixel maps within symmetric KL ``tau_0`` (paper Eq. 3), all anchors at once as
+   two matrix products (the released code forms 16 chunks of 16x4096x64x64 in fp16 without epsilon,
+   where ``log(0)`` turns distances into NaN and silently drops merges).
+3. ``mask_merge`` iterations 1..N-1: greedy merging of proposals in order (already merged ones stay
+   candidates), one KL matrix per iteration.
+4. Optional k-means refinement initialised with the proposals (``refine``, as sklearn's KMeans).
+5. ``generate_masks``: proposals bilinearly upsampled to the output size, argmax ("NMS").
+
+Labelled mode (``classes`` given and class names passed): the prompt names the present classes and
+each segment takes a class from their cross-attention (the released demo's ``get_semantics`` with
+mean voting): class-token maps averaged over the cross-attention resolutions with equal weights and
+upsampled to the output size (rows of the captured maps already sum to one over the 77 tokens,
+which is the released per-pixel normalisation), each class map min-max normalised spatially (where
+the release L2-normalises, so that one threshold means the same in every image), and a segment
+takes the class with the highest mean score inside it; when that mean is below
+``score_threshold`` the segment is background (the ``'background'`` class, else ``ignore_index``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
+from ..registry import MASK_GENERATORS
+from .base import MaskGenerator
+from .functional import minmax_normalize, symmetric_kl
+from .kmeans import kmeans
+
+__all__ = ['DiffSeg', 'aggregate_self_attention', 'anchor_grid', 'anchor_proposals',
+           'merge_proposals', 'segments_from_proposals']
+
+_ARGMAX_CHUNK = 64  # proposals upsampled at once when taking the argmax
+
+
+def _side(n_tokens: int, what: str) -> int:
+    side = math.isqrt(n_tokens)
+    if side * side != n_tokens:
+        raise ValueError(f'DiffSeg: {what} has {n_tokens} tokens, not a square grid')
+    return side
+
+
+def aggregate_self_attention(attentions: Sequence[torch.Tensor], weights: Sequence[float],
+                             size: int) -> torch.Tensor:
+    """Released ``aggregate_weights`` for one image.
+
+    Args:
+        attentions: per resolution ``r``, ``(r*r, r*r)`` self-attention (rows = queries).
+        weights: one weight per resolution.
+        size: side of the output grid (64 for SD at 512); every ``r`` must divide it.
+
+    Returns:
+        ``(size*size, size*size)`` float32: row ``q`` is a distribution over the key grid.
+    """
+    n = size * size
+    out = None
+    for attn, weight in zip(attentions, weights):
+        r = _side(attn.shape[-1], f'self-attention {tuple(attn.shape)}')
+        rep = size // r
+        keys = attn.float().reshape(r * r, 1, r, r)
+        if r != size:
+            keys = F.interpolate(keys, size=(size, size), mode='bilinear', align_corners=False)
+        keys = keys.reshape(r * r, n)
+        keys = keys * (weight / keys.sum(-1, keepdim=True).clamp_min(torch.finfo(keys.dtype).tiny))
+        if out is None:
+            out = keys.new_zeros(n, n)
+        # query (y, x) of the fine grid reads coarse query (y // rep, x // rep): nearest repeat
+        out.view(r, rep, r, rep, n).add_(keys.view(r, 1, r, 1, n))
+    return out
+
+
+def anchor_grid(num_points: int, size: int = 64) -> torch.Tensor:
+    """Flat indices of the released ``generate_sampling_grid``: ``num_points`` per side, step
+    ``(size-1) // (num_points-1)``, centred (``{1, 5, ..., 61}`` for 16 points on 64), row-major."""
+    step = (size - 1) // (num_points - 1)
+    start = (size - 1 - step * (num_points - 1)) // 2
+    coords = start + step * torch.arange(num_points)
+    return (coords[:, None] * size + coords[None, :]).flatten()
+
+
+def anchor_proposals(attn: torch.Tensor, anchors: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Merging iteration 0: each anchor's proposal is the mean of the pixel maps within
+    symmetric KL ``threshold`` of the anchor's map. ``attn``: ``(N, D)``; returns ``(A, D)``."""
+    matched = (symmetric_kl(attn[anchors], attn) < threshold).float()
+    matched[torch.arange(len(anchors), device=anchors.device), anchors] = 1  # an anchor always matches itself
+    return (matched @ attn) / matched.sum(1, keepdim=True).clamp_min(1)
+
+
+def merge_proposals(proposals: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Merging iterations 1..N-1: in order, each proposal not yet merged is averaged with every
+    proposal within ``threshold`` (merged ones included) and they are marked merged."""
+    close = (symmetric_kl(proposals, proposals) < threshold).cpu()
+    close.fill_diagonal_(True)  # a proposal always matches itself (whatever the rounding)
+    merged = torch.zeros(len(proposals), dtype=torch.bool)
+    groups = []
+    for i in range(len(proposals)):
+        if merged[i]:
+            continue
+        merged[i] = True
+        merged |= close[i]
+        groups.append(close[i])
+    groups = torch.stack(groups).to(proposals)
+    return (groups @ proposals) / groups.sum(1, keepdim=True).clamp_min(1)
+
+
+def segments_from_proposals(proposals: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Argmax over the proposals ``(K, h, w)`` bilinearly upsampled to ``size``: ``(H, W)`` int64
+    proposal indices (the first one on ties, as ``argmax``)."""
+    best = None
+    for start in range(0, len(proposals), _ARGMAX_CHUNK):
+        chunk = F.interpolate(proposals[None, start:start + _ARGMAX_CHUNK], size=size,
+                              mode='bilinear', align_corners=False)[0]
+        value, index = chunk.max(0)
+        if best is None:
+            best, ids = value, index
+        else:
+            better = value > best
+            best = torch.where(better, value, best)
+            ids = torch.where(better, index + start, ids)
+    return ids
+
+
+@MASK_GENERATORS.register_module()
+class DiffSeg(MaskGenerator):
+    """DiffSeg: unsupervised segment ids from self-attention, or class labels with class names.
+
+    Args:
+        kl_thresholds: symmetric-KL threshold of each merging iteration (the number of iterations);
+            released: 1.1 x3 on COCO-Stuff-27, 0.9 x3 on Cityscapes and in the demo.
+        num_points: anchors per side of the grid (16 -> 256 anchors).
+        refine: k-means refinement of the proposals (released demo: True, benchmarks: False).
+        resolutions: self-attention resolutions to aggregate; the largest is the merging grid.
+        resolution_weights: aggregation weights; ``None`` = ``r / sum(r)`` as released.
+        cross_resolutions: cross-attention resolutions used to name segments (labelled mode).
+        score_threshold: labelled mode: a segment whose best mean class score (min-max normalised
+            cross-attention) is below this is background.
+        output_size: ``(H, W)`` of the labels; ``None`` = the images' size, else the maps' image size.
+        timestep: U-Net timestep of the single forward pass (released: 300, no noise).
+        classes: dataset class names for the labelled mode; ``None`` = unsupervised mode (segment
+            ids, class names ignored).
+        ignore_index: label of unsure pixels; never used as a segment id.
+    """
+
+    method = 'diffseg'
+
+    def __init__(self, kl_thresholds: Sequence[float] = (1.1, 1.1, 1.1), num_points: int = 16,
+                 refine: bool = False, resolutions: Sequence[int] = (64, 32, 16, 8),
+                 resolution_weights: Optional[Sequence[float]] = None,
+                 cross_resolutions: Sequence[int] = (64, 32, 16, 8),
+                 score_threshold: float = 0.4, output_size: Optional[Sequence[int]] = None,
+                 timestep: int = 300, classes: Optional[Sequence[str]] = None,
+                 ignore_index: int = 255):
+        super().__init__(classes=classes, ignore_index=ignore_index)
+        self.kl_thresholds = tuple(float(t) for t in kl_thresholds)
+        self.num_points = int(num_points)
+        self.refine = bool(refine)
+        self.resolutions = tuple(int(r) for r in resolutions)
+        self.cross_resolutions = tuple(int(r) for r in cross_resolutions)
+        self.score_threshold = float(score_threshold)
+        self.output_size = tuple(int(s) for s in output_size) if output_size else None
+        self.timestep = int(timestep)
+        if not self.kl_thresholds:
+            raise ValueError('DiffSeg.kl_thresholds must hold at least one threshold')
+        if not self.resolutions:
+            raise ValueError('DiffSeg.resolutions must hold at least one resolution')
+        self.grid_size = max(self.resolutions)
+        if any(self.grid_size % r for r in self.resolutions):
+            raise ValueError(f'DiffSeg.resolutions {self.resolutions} must all divide the largest')
+        if not 2 <= self.num_points <= self.grid_size:
+            raise ValueError(f'DiffSeg.num_points must be in [2, {self.grid_size}], '
+                             f'got {self.num_points}')
+        if resolution_weights is None:
+            total = sum(self.resolutions)
+            resolution_weights = [r / total for r in self.resolutions]
+        self.resolution_weights = tuple(float(w) for w in resolution_weights)
+        if len(self.resolution_weights) != len(self.resolutions):
+            raise ValueError(f'DiffSeg.resolution_weights has {len(self.resolution_weights)} '
+                             f'entries for {len(self.resolutions)} resolutions')
+
+    # -- what the engine must do -------------------------------------------------------------
+    @property
+    def capture_spec(self) -> CaptureSpec:
+        requests = [CaptureRequest('self', r) for r in self.resolutions]
+        if self.classes is not None:
+            requests += [CaptureRequest('cross', r) for r in self.cross_resolutions]
+        return CaptureSpec(tuple(requests))
+
+    def _named_classes(self, names: Sequence[str]) -> List[str]:
+        """The class names that get a prompt token (all but background), validated."""
+        self.class_indices(names)
+        return [n for n in names if n != 'background']
+
+    def extract_kwargs(self, class_names: Optional[Sequence[Sequence[str]]] = None) -> Dict:
+        """Unsupervised: the empty prompt (released). Labelled: ``'a photo of {c1} and {c2}'``."""
+        kwargs = dict(prompts=None, class_names=None, timestep=self.timestep, noise=None)
+        if self.classes is not None and class_names is not None:
+            named = [self._named_classes(names) for names in class_names]
+            kwargs['class_names'] = named
+            kwargs['prompts'] = ['a photo of ' + ' and '.join(n) if n else '' for n in named]
+        return kwargs
+
+    # -- labels ------------------------------------------------------------------------------
+    def proposals(self, attn: torch.Tensor) -> torch.Tensor:
+        """Merged (and optionally refined) proposals ``(K, size*size)`` of one aggregated map."""
+        anchors = anchor_grid(self.num_points, self.grid_size).to(attn.device)
+        proposals = anchor_proposals(attn, anchors, self.kl_thresholds[0])
+        for threshold in self.kl_thresholds[1:]:
+            proposals = merge_proposals(proposals, threshold)
+        if self.refine:
+            _, clusters = kmeans(attn, proposals)  # released: means of the final clusters
+            counts = torch.bincount(clusters, minlength=len(proposals))
+            sums = torch.zeros_like(proposals).index_add_(0, clusters, attn)
+            proposals = (sums / counts[:, None].clamp_min(1))[counts > 0]
+        return proposals
+
+    def segment_ids(self, maps: AttentionMaps, index: int, size: Tuple[int, int]) -> torch.Tensor:
+        """Segment ids ``(H, W)`` of sample ``index``: ``0..K-1``, skipping ``ignore_index``."""
+        attn = aggregate_self_attention([maps[f'self{r}'][index] for r in self.resolutions],
+                                        self.resolution_weights, self.grid_size)
+        g = self.grid_size
+        proposals = self.proposals(attn)
+        ids = segments_from_proposals(proposals.view(-1, g, g), size)
+        ids = torch.unique(ids, return_inverse=True)[1]
+        return ids + (ids >= self.ignore_index).long()
+
+    def class_scores(self, columns: Sequence[torch.Tensor], size: Tuple[int, int]
+                     ) -> torch.Tensor:
+        """``(C, H, W)`` class scores of one sample from its class-token columns ``(r*r, C)`` at
+        each cross-attention resolution: upsampled, averaged, min-max normalised per class."""
+        scores = 0
+        for column in columns:
+            side = _side(column.shape[0], f'cross-attention {tuple(column.shape)}')
+            grid = column.T.reshape(1, column.shape[1], side, side)
+            scores = scores + F.interpolate(grid, size=size, mode='bilinear', align_corners=False)
+        return minmax_normalize(scores[0] / len(columns))
+
+    def name_segments(self, segments: torch.Tensor, scores: torch.Tensor,
+                      names: Sequence[str]) -> torch.Tensor:
+        """Each segment takes the class of highest mean score inside it, or background."""
+        ids = torch.unique(segments, return_inverse=True)[1].flatten()
+        k = int(ids.max()) + 1
+        sums = scores.new_zeros(k, len(names)).index_add_(0, ids, scores.flatten(1).T)
+        means = sums / torch.bincount(ids, minlength=k)[:, None]
+        best, which = means.max(1)
+        class_ids = torch.tensor(self.class_indices(names), device=segments.device)
+        named = torch.where(best >= self.score_threshold, class_ids[which],
+                            torch.full_like(which, self.background_index))
+        return named[ids].view_as(segments)
+
+    def forward(self, maps: AttentionMaps, images: Optional[torch.Tensor] = None,
+                class_names: Optional[Sequence[Sequence[str]]] = None) -> torch.Tensor:
+        maps.check_finite()
+        size = self.output_size or (tuple(images.shape[-2:]) if images is not None
+                                    else tuple(maps.image_size))
+        labelled = self.classes is not None and class_names is not None
+        if labelled and len(class_names) != maps.batch_size:
+            raise ValueError(f'DiffSeg: {len(class_names)} class-name lists for a batch of '
+                             f'{maps.batch_size}')
+        named = [self._named_classes(names) for names in class_names] if labelled else None
+        columns = ([maps.class_token_columns(f'cross{r}', named) for r in self.cross_resolutions]
+                   if labelled else None)
+        labels = []
+        for b in range(maps.batch_size):
+            if labelled and not named[b]:
+                labels.append(torch.full(size, self.background_index, dtype=torch.long,
+                                         device=columns[0][b].device))
+                continue
+            segments = self.segment_ids(maps, b, size)
+            if labelled:
+                scores = self.class_scores([cols[b] for cols in columns], size)
+                segments = self.name_segments(segments, scores, named[b])
+            labels.append(segments)
+        return torch.stack(labels)
+
+    def config_dict(self) -> Dict:
+        return dict(method=self.method, kl_thresholds=list(self.kl_thresholds),
+                    num_points=self.num_points, refine=self.refine,
+                    resolutions=list(self.resolutions),
+                    resolution_weights=list(self.resolution_weights),
+                    cross_resolutions=list(self.cross_resolutions),
+                    score_threshold=self.score_threshold,
+                    output_size=list(self.output_size) if self.output_size else None,
+                    timestep=self.timestep, classes=self.classes,
+                    ignore_index=self.ignore_index)
