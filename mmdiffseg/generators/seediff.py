@@ -188,7 +188,11 @@ class SeeDiff(MaskGenerator):
                 if name not in positions:
                     raise KeyError(f'SeeDiff: class {name!r} is not in the prompt of sample {i}; '
                                    f'prompt classes: {sorted(positions)}')
-                tokens = [positions[name][o] for o in self.token_offsets.get(name, [0])]
+                offsets = self.token_offsets.get(name, [0])
+                if max(offsets) >= len(positions[name]):
+                    raise ValueError(f'SeeDiff: token_offsets[{name!r}] = {offsets} but the name '
+                                     f'has {len(positions[name])} prompt token(s)')
+                tokens = [positions[name][o] for o in offsets]
                 layer_maps = cross[i][..., tokens].transpose(1, 2).flatten(0, 1)  # (L*k, N)
                 flat = (layer_maps * self.num_heads).var(dim=-1) <= self.flat_layer_var
                 normed = minmax_normalize(layer_maps, dims=(-1, ))

@@ -1,0 +1,103 @@
+"""PAMR: hand-computed steps, invariants, edge alignment, early stop, bad input."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from mmdiffseg.generators.functional import minmax_normalize
+from mmdiffseg.generators.pamr import ORIGINAL_PAMR, PAMR
+
+
+def direct_pamr_step(image: np.ndarray, mask: np.ndarray, dilations, factor):
+    """One PAMR step written pixel by pixel from the formula (replicate border = clamped index;
+    std pooled over the 3x3 windows of all dilations, unbiased; channel mean; softmax)."""
+    k, h, w = image.shape
+    out = np.zeros_like(mask)
+    offsets = [(dy * d, dx * d) for d in dilations for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+               if (dy, dx) != (0, 0)]
+    for y, x in itertools.product(range(h), range(w)):
+        def at(arr, dy, dx):
+            return arr[..., min(max(y + dy, 0), h - 1), min(max(x + dx, 0), w - 1)]
+        logits = np.zeros(len(offsets))
+        for c in range(k):
+            window = [image[c, y, x]] * len(dilations) + [at(image[c], dy, dx)
+                                                          for dy, dx in offsets]
+            sigma = np.std(window, ddof=1)
+            logits += np.array([-abs(image[c, y, x] - at(image[c], dy, dx)) / (1e-8 + factor * sigma)
+                                for dy, dx in offsets]) / k
+        weights = np.exp(logits - logits.max())
+        weights /= weights.sum()
+        out[:, y, x] = sum(wt * at(mask, dy, dx) for wt, (dy, dx) in zip(weights, offsets))
+    return out
+
+
+def test_one_step_on_a_constant_image_is_the_neighbour_mean():
+    # flat image: every neighbour weighs 1/8; a single 1 in the centre of a 3x3 mask reaches
+    # every other pixel (replicate border) with weight 1/8 and leaves the centre at 0.
+    image = torch.full((1, 3, 3, 3), 100.0)
+    mask = torch.zeros(1, 1, 3, 3)
+    mask[0, 0, 1, 1] = 1
+    out = PAMR(num_iter=1)(image, mask)[0, 0]
+    expected = torch.full((3, 3), 1 / 8)
+    expected[1, 1] = 0
+    assert torch.allclose(out, expected, atol=1e-7)
+
+
+@pytest.mark.parametrize('dilations,factor,size', [((1, ), 0.2, 3), ((1, 2), 0.1, 5)])
+def test_one_step_equals_the_direct_formula(dilations, factor, size):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (3, size, size)).astype(np.float64)
+    mask = rng.random((2, size, size))
+    expected = direct_pamr_step(image, mask, dilations, factor)
+    out = PAMR(num_iter=1, dilations=dilations, sigma_factor=factor)(
+        torch.from_numpy(image)[None].float(), torch.from_numpy(mask)[None].float())
+    np.testing.assert_allclose(out[0].numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize('settings', [dict(num_iter=100), ORIGINAL_PAMR])
+def test_constant_mask_stays_constant(settings):
+    image = torch.rand(2, 3, 24, 20) * 255
+    mask = torch.full((2, 2, 24, 20), 0.7)
+    out = PAMR(**settings)(image, mask)
+    assert torch.allclose(out, mask, atol=1e-5)
+
+
+def test_mask_snaps_to_the_image_edge_and_does_not_leak():
+    # two flat regions split at x = 16; the mask is a soft ramp centred at x = 19 (wrong place)
+    image = torch.full((1, 3, 32, 32), 40.0)
+    image[..., 16:] = 200.0
+    x = torch.arange(32).float()
+    ramp = ((22 - x) / 12).clamp(0, 1)  # 1 up to x = 10, 0 from x = 22
+    mask = ramp.expand(1, 1, 32, 32).clone()
+    out = PAMR(num_iter=3000)(image, mask)[0, 0]
+    left, right = out[:, :16], out[:, 16:]
+    # no leak: each side stays within the range of its own initial values
+    assert right.max() <= mask[0, 0, :, 16:].max() + 1e-4
+    assert left.min() >= mask[0, 0, :, :16].min() - 1e-4
+    # each side has flattened to (close to) its own mean, and the edge is the image's
+    assert right.max() - right.min() < 0.02 and left.max() - left.min() < 0.02
+    binary = minmax_normalize(out) > 0.5
+    assert torch.equal(binary, (x < 16).expand(32, 32))
+
+
+def test_early_stop():
+    image = torch.rand(1, 3, 16, 16) * 255
+    mask = (torch.rand(1, 1, 16, 16) > 0.5).float()
+    exact = PAMR(num_iter=400)(image, mask)
+    # tol = 0 never stops early; a huge tol stops at the first check (check_every steps)
+    assert torch.equal(PAMR(num_iter=400, tol=0.0)(image, mask), exact)
+    assert torch.equal(PAMR(num_iter=400, tol=10.0, check_every=7)(image, mask),
+                       PAMR(num_iter=7)(image, mask))
+    # a small tol stops once steps change less than tol; the result stays close
+    early = PAMR(num_iter=400, tol=1e-4)(image, mask)
+    assert (early - exact).abs().max() < 1e-2
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match='PAMR'):
+        PAMR()(torch.rand(1, 3, 8, 8), torch.rand(1, 1, 8, 9))
+    with pytest.raises(ValueError, match='dilations'):
+        PAMR(dilations=(0, ))
+    with pytest.raises(ValueError, match='num_iter'):
+        PAMR(num_iter=-1)
