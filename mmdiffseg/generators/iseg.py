@@ -389,10 +389,11 @@ class ISeg(MaskGenerator):
         return self.prompt_names.get(name) or prompt_name(name)
 
     def _foreground(self, names: Sequence[str]) -> List[str]:
-        """The names in ``names`` minus background (it is implied by the prompt); unknown names
-        raise."""
-        self.class_indices(names)
-        return [n for n in names if n != 'background']
+        """The names in ``names`` minus background (the prompt implies it), once each, in dataset
+        order as released (which also keeps 'dog' ahead of 'hot dog' for the token search);
+        unknown names raise."""
+        ids = sorted(set(self.class_indices(names)))
+        return [self.classes[i] for i in ids if self.classes[i] != 'background']
 
     def extract_kwargs(self, class_names: Sequence[Sequence[str]]) -> Dict:
         words = [[self.prompt_word(n) for n in self._foreground(names)] for names in class_names]
