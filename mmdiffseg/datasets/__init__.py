@@ -5,12 +5,13 @@ from .generated import (GeneratedLabelDataset, PseudoLabelADE20KDataset,
                         SyntheticADE20KDataset, SyntheticCityscapesDataset, SyntheticVOCDataset)
 from .label_cache import LabelCache, image_key
 from .transforms import LoadImageLevelLabels, LoadPseudoLabel, PackPseudoLabelInputs
-from .unsupervised import Cityscapes27Dataset, COCOStuff27Dataset
+from .unsupervised import (Cityscapes27Dataset, CityscapesHumanVehicleDataset,
+                           COCOStuff27Dataset)
 
 __all__ = [
     'DATASET_CLASSES', 'resolve_classes', 'GeneratedLabelDataset', 'PseudoLabelADE20KDataset',
     'PseudoLabelCityscapesDataset', 'PseudoLabelVOCDataset', 'SyntheticADE20KDataset',
     'SyntheticCityscapesDataset', 'SyntheticVOCDataset', 'LabelCache', 'image_key',
-    'LoadImageLevelLabels', 'LoadPseudoLabel', 'PackPseudoLabelInputs', 'Cityscapes27Dataset',
+    'LoadImageLevelLabels', 'LoadPseudoLabel', 'PackPseudoLabelInputs', 'Cityscapes27Dataset', 'CityscapesHumanVehicleDataset',
     'COCOStuff27Dataset'
 ]

@@ -25,15 +25,19 @@ COCOSTUFF27_CLASSES = (
     'raw-material', 'textile', 'wall', 'window', 'building', 'ground', 'plant', 'sky', 'solid',
     'structural', 'water')
 
-#: the SeeDiff Cityscapes setting: the human and vehicle classes
-CITYSCAPES_THING_CLASSES = ('person', 'rider', 'car', 'truck', 'bus', 'train', 'motorcycle',
-                            'bicycle')
+#: SeeDiff's / DiffuMask's Cityscapes setting: two groups of train-id classes, plus background
+CITYSCAPES_GROUPS = {
+    'human': ('person', 'rider'),
+    'vehicle': ('car', 'truck', 'bus', 'train', 'motorcycle', 'bicycle'),
+}
+CITYSCAPES_HUMAN_VEHICLE_CLASSES = ('background', 'human', 'vehicle')
 
 DATASET_CLASSES = {
     'voc': tuple(PascalVOCDataset.METAINFO['classes']),
     'cityscapes': tuple(CityscapesDataset.METAINFO['classes']),
     'ade20k': tuple(ADE20KDataset.METAINFO['classes']),
     'cityscapes27': CITYSCAPES27_CLASSES,
+    'cityscapes_human_vehicle': CITYSCAPES_HUMAN_VEHICLE_CLASSES,
     'cocostuff27': COCOSTUFF27_CLASSES,
 }
 

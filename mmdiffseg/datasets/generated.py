@@ -29,6 +29,7 @@ from mmseg.registry import DATASETS
 
 from ..generators.base import IGNORE_INDEX
 from .transforms import read_label_map
+from .unsupervised import CityscapesHumanVehicleDataset
 
 MANIFEST_NAMES = ('manifest.jsonl', 'manifest.json')
 
@@ -193,9 +194,9 @@ class SyntheticVOCDataset(GeneratedLabelDataset):
 
 @DATASETS.register_module()
 class SyntheticCityscapesDataset(GeneratedLabelDataset):
-    """Synthetic pairs with Cityscapes' 19 classes (SeeDiff's human / vehicle setting: labels use
-    only those train ids, everything else is 255)."""
-    METAINFO = CityscapesDataset.METAINFO
+    """Synthetic pairs of SeeDiff's Cityscapes setting: background, human, vehicle (the classes of
+    :class:`CityscapesHumanVehicleDataset`, the matching real data)."""
+    METAINFO = CityscapesHumanVehicleDataset.METAINFO
 
     def __init__(self, **kwargs):
         super().__init__(**_synthetic_defaults(kwargs))

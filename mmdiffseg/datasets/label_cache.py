@@ -32,6 +32,12 @@ def image_key(image_bytes: bytes) -> str:
     return hashlib.sha1(image_bytes).hexdigest()
 
 
+def build_generator(cfg: Dict) -> MaskGenerator:
+    """A generator from its config, in mmdiffseg's scope (also inside an mmseg runner)."""
+    with DefaultScope.overwrite_default_scope('mmdiffseg'):
+        return MASK_GENERATORS.build(cfg)
+
+
 def model_identity(model: str) -> str:
     """``engine.model_id`` without loading the model: ``<folder name>-<config hash>`` for a local
     diffusers folder, the hub id otherwise."""
@@ -72,9 +78,7 @@ class LabelCache:
                  generator: Union[Dict, MaskGenerator]):
         self.cache_dir = Path(cache_dir)
         if not isinstance(generator, MaskGenerator):
-            # mmdiffseg's scope, also inside a runner whose default scope is mmseg
-            with DefaultScope.overwrite_default_scope('mmdiffseg'):
-                generator = MASK_GENERATORS.build(generator)
+            generator = build_generator(generator)
         self.generator = generator
         self.model = str(model)
         self.model_id = model_identity(self.model)

@@ -1,4 +1,5 @@
-"""The 27-class datasets of DiffSeg's unsupervised protocol (PiCIE / STEGO convention)."""
+"""Cityscapes and COCO-Stuff with other class sets: the 27 classes of DiffSeg's unsupervised
+protocol (PiCIE / STEGO convention) and SeeDiff's background / human / vehicle setting."""
 from __future__ import annotations
 
 from mmseg.datasets import BaseSegDataset, CityscapesDataset
@@ -6,6 +7,7 @@ from mmseg.registry import DATASETS
 
 from ..generators.base import IGNORE_INDEX
 from .class_names import (CITYSCAPES27_CLASSES, CITYSCAPES27_FIRST_LABEL_ID,
+                          CITYSCAPES_GROUPS, CITYSCAPES_HUMAN_VEHICLE_CLASSES,
                           COCOSTUFF27_CLASSES)
 
 
@@ -38,3 +40,21 @@ class COCOStuff27Dataset(BaseSegDataset):
 
     def __init__(self, img_suffix='.jpg', seg_map_suffix='.png', **kwargs):
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)
+
+
+@DATASETS.register_module()
+class CityscapesHumanVehicleDataset(CityscapesDataset):
+    """Cityscapes train ids grouped as in SeeDiff / DiffuMask: human (person, rider), vehicle (car,
+    truck, bus, train, motorcycle, bicycle), every other class background; 255 stays ignored."""
+    METAINFO = dict(classes=CITYSCAPES_HUMAN_VEHICLE_CLASSES,
+                    palette=[[0, 0, 0], [220, 20, 60], [0, 0, 142]])
+
+    @classmethod
+    def get_label_map(cls, new_classes=None):
+        """train id -> 0 (background), 1 (human) or 2 (vehicle)."""
+        train_classes = list(CityscapesDataset.METAINFO['classes'])
+        label_map = {i: 0 for i in range(len(train_classes))}
+        for group, members in CITYSCAPES_GROUPS.items():
+            for name in members:
+                label_map[train_classes.index(name)] = CITYSCAPES_HUMAN_VEHICLE_CLASSES.index(group)
+        return label_map

@@ -1,5 +1,6 @@
 """The GPU side inside training and testing (registered in mmseg ``MODELS``)."""
-from .online_labeler import OnlineLabeler
+from .online_labeler import AttentionLabeler, OnlineLabeler
 from .preprocessor import DiffusionLabelPreprocessor
+from .segmentor import DiffusionSegmentor
 
-__all__ = ['OnlineLabeler', 'DiffusionLabelPreprocessor']
+__all__ = ['AttentionLabeler', 'OnlineLabeler', 'DiffusionLabelPreprocessor', 'DiffusionSegmentor']

@@ -21,56 +21,55 @@ from mmengine import fileio
 from mmengine.logging import MessageHub, print_log
 from mmengine.structures import PixelData
 
-from ..datasets.label_cache import LabelCache
-from ..generators.base import IGNORE_INDEX
+from ..datasets.label_cache import LabelCache, build_generator
+from ..generators.base import IGNORE_INDEX, MaskGenerator
 
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
-class OnlineLabeler:
-    """Engine + generator + cache (a plain object: nothing here enters the model's state dict).
+class AttentionLabeler:
+    """Engine + generator: images -> labels on one device, batched (a plain object, so neither
+    the Stable Diffusion weights nor the generator enter the model's state dict).
 
     Args:
-        cache: :class:`LabelCache` arguments (``cache_dir``, ``model``, ``generator``).
+        model: Stable Diffusion hub id or diffusers folder (loaded on first use).
+        generator: the generator or its config (``MASK_GENERATORS``).
         dtype: engine precision (``'float32'``, ``'float16'``, ``'bfloat16'``).
         batch_size: images per engine call.
         engine_kwargs: extra ``DiffusionAttentionEngine.from_pretrained`` arguments.
     """
 
-    def __init__(self, cache: Dict, dtype: str = 'float32', batch_size: int = 4,
+    def __init__(self, model: str, generator, dtype: str = 'float32', batch_size: int = 4,
                  engine_kwargs: Optional[Dict] = None):
         if dtype not in DTYPES:
-            raise ValueError(f'OnlineLabeler: dtype must be one of {sorted(DTYPES)}, got {dtype!r}')
-        self.cache = LabelCache(**cache)
-        self.generator = self.cache.generator
+            raise ValueError(f'{type(self).__name__}: dtype must be one of {sorted(DTYPES)}, '
+                             f'got {dtype!r}')
+        self.model = str(model)
+        self.generator = generator if isinstance(generator, MaskGenerator) else \
+            build_generator(generator)
         self.dtype = DTYPES[dtype]
         self.batch_size = int(batch_size)
         self.engine_kwargs = dict(engine_kwargs or {})
         self.engine = None
-        self.generated = 0
 
     def load_engine(self, device: torch.device):
         """The engine on ``device`` (loaded on first use)."""
         if self.engine is None:
             from ..attention import DiffusionAttentionEngine
             self.engine = DiffusionAttentionEngine.from_pretrained(
-                self.cache.model, dtype=self.dtype, device=device, **self.engine_kwargs)
-            if self.engine.model_id != self.cache.model_id:
-                raise ValueError(f'the engine loaded from {self.cache.model} reports model_id '
-                                 f'{self.engine.model_id!r}, the label cache expects '
-                                 f'{self.cache.model_id!r}')
+                self.model, dtype=self.dtype, device=device, **self.engine_kwargs)
         self.generator.to(self.engine.device)
         return self.engine
 
-    # -- generation ------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, images: List[np.ndarray], class_names: List[List[str]],
+    def generate(self, images: List[np.ndarray], class_names: Optional[List[List[str]]],
                  device: torch.device) -> List[np.ndarray]:
-        """Labels (uint8, each at its image's size) of RGB uint8 images, ``batch_size`` at a time."""
+        """Labels (uint8, each at its image's size) of RGB uint8 ``HxWx3`` images."""
         engine = self.load_engine(device)
         labels = []
         for start in range(0, len(images), self.batch_size):
-            chunk, names = images[start:start + self.batch_size], class_names[start:start + self.batch_size]
+            chunk = images[start:start + self.batch_size]
+            names = None if class_names is None else class_names[start:start + self.batch_size]
             maps = engine.extract(chunk, capture=self.generator.capture_spec,
                                   **self.generator.extract_kwargs(names))
             size = tuple(maps.image_size)
@@ -84,6 +83,28 @@ class OnlineLabeler:
                                      mode='nearest')[0, 0]
                 labels.append(full.to(torch.uint8).cpu().numpy())
         return labels
+
+
+class OnlineLabeler(AttentionLabeler):
+    """:class:`AttentionLabeler` + :class:`LabelCache`, filling training batches.
+
+    Args:
+        cache: :class:`LabelCache` arguments (``cache_dir``, ``model``, ``generator``).
+        Other arguments: :class:`AttentionLabeler`.
+    """
+
+    def __init__(self, cache: Dict, **kwargs):
+        self.cache = LabelCache(**cache)
+        super().__init__(self.cache.model, self.cache.generator, **kwargs)
+        self.generated = 0
+
+    def load_engine(self, device: torch.device):
+        engine = super().load_engine(device)
+        if engine.model_id != self.cache.model_id:
+            raise ValueError(f'the engine loaded from {self.cache.model} reports model_id '
+                             f'{engine.model_id!r}, the label cache expects '
+                             f'{self.cache.model_id!r}')
+        return engine
 
     # -- training batches ------------------------------------------------------------------
     def _cached_or_generated(self, samples: Sequence, device: torch.device) -> Dict[str, np.ndarray]:

@@ -36,7 +36,7 @@ class DiffusionLabelPreprocessor(SegDataPreProcessor):
     def __init__(self, label_cache: Dict, engine_dtype: str = 'float32',
                  label_batch_size: int = 4, engine_kwargs: Optional[Dict] = None, **kwargs):
         super().__init__(**kwargs)
-        self.labeler = OnlineLabeler(label_cache, dtype=engine_dtype,
+        self.labeler = OnlineLabeler(cache=label_cache, dtype=engine_dtype,
                                      batch_size=label_batch_size, engine_kwargs=engine_kwargs)
 
     def forward(self, data: dict, training: bool = False) -> Dict[str, Any]:

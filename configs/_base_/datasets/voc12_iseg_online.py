@@ -52,5 +52,6 @@ voc_val_dataloader = dict(
 voc_online_data_preprocessor = dict(
     type='DiffusionLabelPreprocessor',
     label_cache={{_base_.label_cache}},
+    size=voc_crop_size,
     engine_dtype='float16',
     label_batch_size=4)

@@ -1,0 +1,20 @@
+# Cityscapes val in DiffSeg's unsupervised protocol: labelIds 7..33 -> 27 classes (rest ignored),
+# center square crop (1024x1024), image bilinear / label nearest resize to 512x512.
+# Data: data/cityscapes as in mmseg (leftImg8bit/val, gtFine/val with *_gtFine_labelIds.png).
+cityscapes27_test_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type='Cityscapes27Dataset',
+        data_root='data/cityscapes',
+        data_prefix=dict(img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations'),
+            dict(type='CenterCrop', crop_size=(1024, 1024)),
+            dict(type='Resize', scale=(512, 512), keep_ratio=False),
+            dict(type='PackSegInputs'),
+        ]))
+cityscapes27_test_evaluator = dict(type='HungarianMatchedIoU', num_classes=27)

@@ -1,0 +1,12 @@
+# ADE20K from iSeg pseudo labels of the training images (tools/pseudo_label.py), Mask2Former R50;
+# validated on real ADE20K val. Data: see configs/_base_/datasets/ade20k_generated.py.
+_base_ = [
+    'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
+    '../_base_/datasets/ade20k_generated.py',
+]
+custom_imports = dict(
+    imports=['mmdet.models', 'mmdiffseg', 'mmdiffseg.datasets', 'mmdiffseg.models',
+             'mmdiffseg.evaluation'],
+    allow_failed_imports=False)
+
+train_dataloader = {{_base_.ade_pseudo_train_dataloader}}

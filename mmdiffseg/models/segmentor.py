@@ -1,0 +1,71 @@
+"""``DiffusionSegmentor``: a training-free segmentor (engine + generator) for ``tools/test.py``.
+
+Runs a mask generator on the test images, e.g. DiffSeg's unsupervised protocol (segment ids,
+scored with :class:`~mmdiffseg.evaluation.HungarianMatchedIoU`) or iSeg / DiffSeg with class names
+from ``LoadImageLevelLabels`` (scored with ``IoUMetric`` / ``PseudoLabelMetric``).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.structures import PixelData
+from mmseg.models.segmentors import BaseSegmentor
+from mmseg.registry import MODELS
+
+from .online_labeler import AttentionLabeler
+
+
+@MODELS.register_module()
+class DiffusionSegmentor(BaseSegmentor):
+    """Segment images with Stable Diffusion attention and a mask generator; nothing to train.
+
+    Args:
+        sd_model: Stable Diffusion hub id or diffusers folder.
+        generator: generator config (``MASK_GENERATORS``).
+        use_image_labels: give each image's ``image_labels`` (``LoadImageLevelLabels``) to the
+            generator; False for unsupervised segment ids.
+        engine_dtype, batch_size, engine_kwargs: :class:`AttentionLabeler` arguments.
+        data_preprocessor: must keep RGB in [0, 255] (``SegDataPreProcessor`` without mean/std,
+            ``bgr_to_rgb=True``).
+    """
+
+    def __init__(self, sd_model: str, generator: Dict, use_image_labels: bool = False,
+                 engine_dtype: str = 'float32', batch_size: int = 4,
+                 engine_kwargs: Optional[Dict] = None, data_preprocessor: Optional[Dict] = None,
+                 init_cfg=None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.labeler = AttentionLabeler(sd_model, generator, dtype=engine_dtype,
+                                        batch_size=batch_size, engine_kwargs=engine_kwargs)
+        self.use_image_labels = use_image_labels
+
+    def predict(self, inputs: torch.Tensor, data_samples: Optional[List] = None) -> List:
+        images = [img.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+                  for img in inputs]
+        names = None
+        if self.use_image_labels:
+            names = [list(s.metainfo['image_labels']) for s in data_samples]
+        labels = self.labeler.generate(images, names, inputs.device)
+        for sample, label in zip(data_samples, labels):
+            label = torch.from_numpy(label.astype(np.int64))
+            height, width = sample.metainfo.get('img_shape', label.shape)[:2]
+            label = label[:height, :width]
+            if 'gt_sem_seg' in sample and sample.gt_sem_seg.shape != tuple(label.shape):
+                label = F.interpolate(label[None, None].float(), size=sample.gt_sem_seg.shape,
+                                      mode='nearest')[0, 0].long()
+            sample.pred_sem_seg = PixelData(data=label[None])
+        return data_samples
+
+    def loss(self, inputs, data_samples):
+        raise RuntimeError('DiffusionSegmentor is training-free: evaluate it with tools/test.py')
+
+    def _forward(self, inputs, data_samples=None):
+        raise RuntimeError('DiffusionSegmentor has no tensor mode; use predict')
+
+    def extract_feat(self, inputs):
+        raise RuntimeError('DiffusionSegmentor has no features; use predict')
+
+    def encode_decode(self, inputs, batch_img_metas):
+        raise RuntimeError('DiffusionSegmentor works on whole images; use predict')
