@@ -1,0 +1,360 @@
+"""DiffSeg: hand-checked pieces (symmetric KL, aggregation, anchor grid, merging, k-means) and known
+answers on attention built from real ground truth (VOC and COCO-Stuff-27 samples)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from scipy import ndimage
+from scipy.optimize import linear_sum_assignment
+
+from conftest import REPO
+from mmdiffseg.attention.maps import AttentionMaps
+from mmdiffseg.generators import DiffSeg
+from mmdiffseg.generators.diffseg import (aggregate_self_attention, anchor_grid,
+                                          anchor_proposals, merge_proposals)
+from mmdiffseg.generators.functional import symmetric_kl
+from mmdiffseg.generators.kmeans import kmeans
+from mmdiffseg.generators.testing import attention_from_labels, load_label_png
+from mmdiffseg.registry import MASK_GENERATORS
+
+VOC_CLASSES = ['background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
+               'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
+               'sheep', 'sofa', 'train', 'tvmonitor']
+VOC_SAMPLES = ['voc_val_0', 'voc_val_114', 'voc_val_582']
+# Synthetic self-attention of attention_from_labels is softmax((f_q + n_q).(f_k + n_k) / T): the
+# query's own term carries noise^2 * feature_dim / T extra logit, so at T = 0.1 rows turn into
+# deltas on the query (no two pixels within any KL threshold) from noise ~0.15 on. The working range
+# of DiffSeg on these maps is noise <= ~0.13; "moderate" is 0.1.
+TEMPERATURE = 0.1
+MODERATE_NOISE = 0.1
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def fill_void(labels: torch.Tensor) -> torch.Tensor:
+    """Void (255) pixels take their nearest labelled pixel's class, for building attention only:
+    attention_from_labels gives void tokens noise-only features, and its nearest-neighbour
+    sampling at 8x8 can turn a whole coarse cell into uniform attention. Scores still ignore them."""
+    void = labels.numpy() == 255
+    nearest = ndimage.distance_transform_edt(void, return_distances=False, return_indices=True)
+    return torch.from_numpy(labels.numpy()[tuple(nearest)])
+
+
+def hungarian_miou(pred: torch.Tensor, gt: torch.Tensor, min_fraction: float = 0.0) -> float:
+    """Per-image Hungarian-matched mIoU over the ground-truth classes present (255 ignored);
+    classes covering less than ``min_fraction`` of the image are ignored too."""
+    gt, pred = gt.flatten().numpy(), pred.flatten().numpy()
+    classes, counts = np.unique(gt[gt != 255], return_counts=True)
+    classes = classes[counts >= min_fraction * gt.size]
+    keep = np.isin(gt, classes)
+    gt, pred = gt[keep], pred[keep]
+    segments = np.unique(pred)
+    conf = (gt[:, None] == classes[None]).T.astype(np.int64) @ (pred[:, None] == segments[None])
+    rows, cols = linear_sum_assignment(conf, maximize=True)
+    tp = np.zeros(len(classes))
+    fp = np.zeros(len(classes))
+    tp[rows] = conf[rows, cols]
+    fp[rows] = conf[:, cols].sum(0) - tp[rows]
+    fn = conf.sum(1) - tp
+    return float(np.mean(tp / (tp + fp + fn)))
+
+
+def class_miou(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    """Plain mIoU over the ground-truth classes present (255 ignored)."""
+    labelled = gt != 255
+    ious = [((pred == c) & (gt == c)).sum() / (((pred == c) | (gt == c)) & labelled).sum()
+            for c in gt[labelled].unique()]
+    return float(torch.stack(ious).mean())
+
+
+def voc_labels(shared_data, names=VOC_SAMPLES):
+    return [load_label_png(shared_data('voc2012_val_samples', 'SegmentationClass', f'{n}.png'))
+            for n in names]
+
+
+def coco_samples(shared_data):
+    root = shared_data('coco_val_samples')
+    classes = json.loads((root / 'cocostuff27_classes.json').read_text())
+    return classes, [load_label_png(p) for p in sorted(root.glob('*/cocostuff27_derived/*.png'))]
+
+
+def synthetic(labels, classes, noise, seed=0):
+    return attention_from_labels(fill_void(labels)[None], classes, noise=noise,
+                                 temperature=TEMPERATURE, seed=seed)
+
+
+def uniform_maps(resolutions=(16, 8), batch=1):
+    return AttentionMaps({f'self{r}': torch.full((batch, r * r, r * r), 1.0 / (r * r))
+                          for r in resolutions}, image_size=(64, 64))
+
+
+# -- hand-checked pieces -------------------------------------------------------------------------
+def test_symmetric_kl_matrix_form_equals_direct_sums():
+    gen = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(5, 12, generator=gen) * 2, -1)
+    q = torch.softmax(torch.randn(7, 12, generator=gen) * 2, -1)
+    direct = torch.zeros(5, 7)
+    for i in range(5):
+        for j in range(7):
+            for d in range(12):
+                # the released formula: 0.5 sum x (log x - log y) - 0.5 sum y (log x - log y)
+                quotient = torch.log(p[i, d]) - torch.log(q[j, d])
+                direct[i, j] += 0.5 * p[i, d] * quotient - 0.5 * q[j, d] * quotient
+    half_sum = 0.5 * (torch.distributions.kl_divergence(
+        torch.distributions.Categorical(probs=p[:, None]), torch.distributions.Categorical(probs=q[None]))
+        + torch.distributions.kl_divergence(
+        torch.distributions.Categorical(probs=q[None]), torch.distributions.Categorical(probs=p[:, None])))
+    matrix = symmetric_kl(p, q)
+    torch.testing.assert_close(matrix, direct, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(matrix, half_sum, rtol=1e-5, atol=1e-5)
+    assert symmetric_kl(p, p).diagonal().abs().max() < 1e-5
+
+
+def bilinear_upsample(img: np.ndarray, size: int) -> np.ndarray:
+    """Half-pixel bilinear resize of a square map (tf.image.resize / align_corners=False)."""
+    n = img.shape[0]
+
+    def taps(i):
+        src = max((i + 0.5) * n / size - 0.5, 0.0)
+        lo = min(int(np.floor(src)), n - 1)
+        return lo, min(lo + 1, n - 1), src - lo
+
+    out = np.zeros((size, size))
+    for y in range(size):
+        y0, y1, wy = taps(y)
+        for x in range(size):
+            x0, x1, wx = taps(x)
+            out[y, x] = ((1 - wy) * ((1 - wx) * img[y0, x0] + wx * img[y0, x1])
+                         + wy * ((1 - wx) * img[y1, x0] + wx * img[y1, x1]))
+    return out
+
+
+def test_aggregation_equals_naive_per_query_transcription():
+    gen = torch.Generator().manual_seed(1)
+    resolutions, size = (8, 4, 2), 8
+    attn = [torch.softmax(torch.randn(r * r, r * r, generator=gen), -1) for r in resolutions]
+    weights = [r / sum(resolutions) for r in resolutions]
+    naive = np.zeros((size, size, size, size))
+    for a, r, w in zip(attn, resolutions, weights):
+        ratio = size // r
+        for qy in range(size):
+            for qx in range(size):
+                key_map = a[(qy // ratio) * r + qx // ratio].reshape(r, r).double().numpy()
+                up = bilinear_upsample(key_map, size)
+                naive[qy, qx] += w * up / up.sum()
+    ours = aggregate_self_attention(attn, weights, size)
+    np.testing.assert_allclose(ours.numpy(), naive.reshape(size * size, size * size),
+                               rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(ours.sum(-1), torch.ones(size * size))
+
+
+def test_anchor_grid_is_the_released_sampling_grid():
+    coords = list(range(1, 62, 4))
+    assert len(coords) == 16
+    assert anchor_grid(16, 64).tolist() == [y * 64 + x for y in coords for x in coords]
+    # 5 points: step 63 // 4 = 15, start (63 - 60) // 2 = 1; 3 points on 8: step 3, start 0
+    assert anchor_grid(5, 64).view(5, 5)[0].tolist() == [65, 80, 95, 110, 125]
+    assert anchor_grid(3, 8).tolist() == [0, 3, 6, 24, 27, 30, 48, 51, 54]
+
+
+def test_anchor_proposals_and_greedy_merge_by_hand():
+    # five 4-bin distributions: rows 0-1 and 3 close to each other, 2 and 4 elsewhere
+    attn = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.6, 0.2, 0.1, 0.1], [0.1, 0.1, 0.1, 0.7],
+                         [0.65, 0.15, 0.1, 0.1], [0.1, 0.1, 0.7, 0.1]])
+    kl = symmetric_kl(attn, attn)
+    proposals = anchor_proposals(attn, torch.tensor([0, 2]), threshold=0.1)
+    close = kl[[0, 2]] < 0.1
+    expected = torch.stack([attn[row].mean(0) for row in close])
+    torch.testing.assert_close(proposals, expected)
+    assert close[0].tolist() == [True, True, False, True, False]
+    # greedy in order; already merged proposals stay candidates: 0 takes {0,1,3}; 1 and 3 are
+    # skipped; 2 takes {2} only; 4 takes {4}
+    merged = merge_proposals(attn, threshold=0.1)
+    torch.testing.assert_close(merged, torch.stack([attn[[0, 1, 3]].mean(0), attn[2], attn[4]]))
+
+
+def test_released_fp16_log0_trap_is_avoided():
+    """Two proposals that differ only by probabilities below fp16's range: the released KL (fp16,
+    no epsilon) is NaN, so they never merge (and a NaN self-distance even drops a proposal in the
+    merge loop); ours is finite and merges them."""
+    base = torch.full((2, 64), 1.0 / 62)
+    base[0, 62:] = torch.tensor([1e-9, 0.0])
+    base[1, 62:] = torch.tensor([0.0, 1e-9])
+    base = base / base.sum(1, keepdim=True)
+    x, y = base.numpy().astype(np.float16)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        quotient = np.log(x) - np.log(y)
+        released = 0.5 * np.sum(x * quotient) - 0.5 * np.sum(y * quotient)
+        released_self = 0.5 * np.sum(x * (np.log(x) - np.log(x)))
+    assert np.isnan(released) and np.isnan(released_self)
+    ours = symmetric_kl(base, base)
+    assert torch.isfinite(ours).all() and ours.max() < 0.1
+    merged = merge_proposals(base, threshold=1.1)
+    torch.testing.assert_close(merged, base.mean(0, keepdim=True))
+    pixels = torch.cat([base, torch.full((1, 64), 1.0 / 64)])
+    proposals = anchor_proposals(pixels, torch.tensor([0]), threshold=1.1)
+    assert torch.isfinite(proposals).all()
+    torch.testing.assert_close(proposals[0], pixels.mean(0))
+
+
+def test_kmeans_lloyd_by_hand_and_empty_cluster_relocation():
+    x = torch.tensor([[0.0], [1.0], [10.0], [11.0]])
+    centers, labels = kmeans(x, torch.tensor([[0.0], [1.0]]))
+    # iteration 1: {0}, {1, 10, 11} -> 0, 7.33; iteration 2: {0, 1}, {10, 11} -> 0.5, 10.5
+    torch.testing.assert_close(centers, torch.tensor([[0.5], [10.5]]))
+    assert labels.tolist() == [0, 0, 1, 1]
+    # centres nobody picks take the points farthest from their centre (sklearn's relocation):
+    # all points go to 0 first; 11 (farthest) moves to centre 1, 10 to centre 2
+    centers, labels = kmeans(x, torch.tensor([[0.0], [100.0], [-100.0]]))
+    torch.testing.assert_close(centers, torch.tensor([[0.5], [11.0], [10.0]]))
+    assert labels.tolist() == [0, 0, 2, 1]
+    with pytest.raises(ValueError, match='initial centres'):
+        kmeans(x, torch.zeros(5, 1))
+
+
+# -- known answers -------------------------------------------------------------------------------
+def test_recovers_voc_segments(shared_data):
+    labels = voc_labels(shared_data)
+    generator = DiffSeg()
+    scores = []
+    for gt in labels:
+        maps, _ = synthetic(gt, VOC_CLASSES, MODERATE_NOISE)
+        pred = generator(maps, None, None)
+        assert pred.shape == (1, 512, 512) and pred.dtype == torch.int64
+        scores.append(hungarian_miou(pred[0], gt))
+    assert min(scores) >= 0.8, scores
+
+
+def test_coco_stuff_27_segments(shared_data):
+    """COCO's thin, interleaved segments (riders on horses, players on grass) are beyond a 64x64
+    merge: even the ground truth sampled at 64x64 scores 0.76-0.83 at 512, and DiffSeg's coarse
+    terms (47% of the weight at <= 32x32) merge some neighbours. Classes under 1% of the image
+    cannot hold an anchor (4-token spacing) and are left out of the score."""
+    classes, labels = coco_samples(shared_data)
+    generator = DiffSeg(kl_thresholds=(1.1, 1.1, 1.1))
+    scores = []
+    for gt in labels:
+        maps, _ = synthetic(gt, classes, MODERATE_NOISE)
+        scores.append(hungarian_miou(generator(maps, None, None)[0], gt, min_fraction=0.01))
+    assert np.mean(scores) >= 0.65 and min(scores) >= 0.6, scores
+
+
+def test_quality_degrades_gracefully_with_noise(shared_data):
+    """From the moderate level up, noise sharpens every row onto its own query until nothing
+    merges. (Below it, nearly noise-free rows make DiffSeg merge touching objects on some images:
+    a boundary anchor's coarse terms belong to the neighbour, so its proposal sits within 1.1 of
+    both; noise raises all distances, as a lower threshold would.)"""
+    labels = voc_labels(shared_data, ['voc_val_0', 'voc_val_582'])
+    small = [F.interpolate(gt[None, None].float(), size=(128, 128), mode='nearest')[0, 0].long()
+             for gt in labels]
+    generator = DiffSeg(output_size=(128, 128))
+    means = []
+    for noise in (MODERATE_NOISE, 0.14, 0.2):
+        means.append(np.mean([hungarian_miou(generator(synthetic(gt, VOC_CLASSES, noise)[0],
+                                                       None, None)[0], gt_small)
+                              for gt, gt_small in zip(labels, small)]))
+    assert all(later <= earlier + 0.03 for earlier, later in zip(means, means[1:])), means
+    assert means[0] >= 0.8 and means[-1] < 0.5 * means[0], means
+
+
+def test_labelled_mode_names_voc_segments(shared_data):
+    generator = DiffSeg(classes=VOC_CLASSES)
+    for gt in voc_labels(shared_data, ['voc_val_114', 'voc_val_582']):
+        maps, names = synthetic(gt, VOC_CLASSES, MODERATE_NOISE)
+        pred = generator(maps, None, names)
+        assert class_miou(pred[0], gt) >= 0.8
+
+
+def test_refinement_keeps_the_known_answer(shared_data):
+    gt = voc_labels(shared_data, ['voc_val_582'])[0]
+    maps, _ = synthetic(gt, VOC_CLASSES, MODERATE_NOISE)
+    assert hungarian_miou(DiffSeg(refine=True)(maps, None, None)[0], gt) >= 0.8
+
+
+# -- contract, degenerate inputs, configs ----------------------------------------------------------
+def test_capture_spec_and_extract_kwargs():
+    unsupervised = DiffSeg()
+    assert unsupervised.capture_spec.names == ['self64', 'self32', 'self16', 'self8']
+    kwargs = unsupervised.extract_kwargs([['cat']])
+    assert kwargs == dict(prompts=None, class_names=None, timestep=300, noise=None)
+    labelled = DiffSeg(classes=VOC_CLASSES, cross_resolutions=(16, 32))
+    assert labelled.capture_spec.names == ['self64', 'self32', 'self16', 'self8', 'cross16',
+                                           'cross32']
+    kwargs = labelled.extract_kwargs([['background', 'cat', 'dog'], []])
+    assert kwargs['prompts'] == ['a photo of cat and dog', '']
+    assert kwargs['class_names'] == [['cat', 'dog'], []]
+    with pytest.raises(KeyError, match='unicorn'):
+        labelled.extract_kwargs([['unicorn']])
+
+
+def test_uniform_attention_is_one_segment():
+    pred = DiffSeg(resolutions=(16, 8), output_size=(32, 48))(uniform_maps(batch=2), None, None)
+    assert pred.shape == (2, 32, 48) and (pred == 0).all()
+    maps = uniform_maps(batch=1)
+    maps.maps['cross16'] = torch.full((1, 256, 77), 1 / 77)
+    maps.token_positions = [{'cat': [4]}]
+    labelled = DiffSeg(classes=VOC_CLASSES, resolutions=(16, 8), cross_resolutions=(16,))
+    assert (labelled(maps, None, [['cat']]) == 0).all()  # flat class map: background
+
+
+def test_nan_and_inf_raise_naming_the_map():
+    maps = uniform_maps()
+    maps.maps['self16'][0, 3, 5] = float('nan')
+    with pytest.raises(ValueError, match='self16'):
+        DiffSeg(resolutions=(16, 8))(maps, None, None)
+    maps = uniform_maps()
+    maps.maps['self8'][0, 0, 0] = float('inf')
+    with pytest.raises(ValueError, match='self8'):
+        DiffSeg(resolutions=(16, 8))(maps, None, None)
+
+
+def test_empty_class_list_and_zero_cross_attention(shared_data):
+    gt = voc_labels(shared_data, ['voc_val_582'])[0]  # motorbike + person
+    maps, names = synthetic(gt, VOC_CLASSES, MODERATE_NOISE)
+    assert (DiffSeg(classes=VOC_CLASSES)(maps, None, [[]]) == 0).all()
+    without_background = [c for c in VOC_CLASSES if c != 'background']
+    assert (DiffSeg(classes=without_background)(maps, None, [[]]) == 255).all()
+    # the person token never attends: its pixels go to background, never to 'person'
+    for r in (64, 32, 16, 8):
+        maps.maps[f'cross{r}'][0, :, maps.token_positions[0]['person']] = 0
+    pred = DiffSeg(classes=VOC_CLASSES)(maps, None, names)[0]
+    person, motorbike = VOC_CLASSES.index('person'), VOC_CLASSES.index('motorbike')
+    assert not (pred == person).any()
+    assert ((pred == motorbike) & (gt == motorbike)).sum() > 0.8 * (gt == motorbike).sum()
+
+
+def test_segment_ids_never_use_the_ignore_index():
+    # every token an anchor peaked on itself, nothing merges (threshold 0): 256 segments
+    gen = torch.Generator().manual_seed(0)
+    logits = 10 * torch.eye(256) + torch.randn(256, 256, generator=gen)
+    maps = AttentionMaps({'self16': torch.softmax(logits, -1)[None]}, image_size=(16, 16))
+    pred = DiffSeg(kl_thresholds=(0.0,), resolutions=(16,), num_points=16)(maps, None, None)
+    ids = pred.unique()
+    assert len(ids) == 256 and 255 not in ids.tolist() and ids.max() == 256
+
+
+def test_bad_options_raise():
+    with pytest.raises(ValueError, match='resolutions'):
+        DiffSeg(resolutions=(64, 24))
+    with pytest.raises(ValueError, match='num_points'):
+        DiffSeg(resolutions=(8,), num_points=16)
+    with pytest.raises(ValueError, match='resolution_weights'):
+        DiffSeg(resolution_weights=(1.0,))
+    with pytest.raises(ValueError, match='kl_thresholds'):
+        DiffSeg(kl_thresholds=())
+
+
+@pytest.mark.parametrize('name, thresholds, refine', [
+    ('diffseg_sd14_coco-stuff-27.py', [1.1] * 3, False),
+    ('diffseg_sd14_cityscapes.py', [0.9] * 3, False),
+    ('diffseg_sd14_demo.py', [0.9] * 3, True)])
+def test_configs_build_the_released_presets(name, thresholds, refine):
+    cfg = Config.fromfile(REPO / 'configs' / 'diffseg' / name)
+    generator = MASK_GENERATORS.build(cfg.generator)
+    config = generator.config_dict()
+    assert isinstance(generator, DiffSeg) and cfg.model_id == 'CompVis/stable-diffusion-v1-4'
+    assert config['kl_thresholds'] == thresholds and config['refine'] is refine
+    assert config['num_points'] == 16 and config['timestep'] == 300
+    assert config['resolution_weights'] == pytest.approx([8 / 15, 4 / 15, 2 / 15, 1 / 15])
