@@ -1,0 +1,164 @@
+"""Synthetic and pseudo-label folders: loading, ConcatDataset with real data, clear errors."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import shared_path
+from mmengine.dataset import ConcatDataset
+from mmengine.registry import init_default_scope
+from mmseg.datasets import ADE20KDataset, PascalVOCDataset
+from mmseg.registry import DATASETS
+from PIL import Image
+
+import mmdiffseg  # noqa: F401
+import mmdiffseg.datasets  # noqa: F401
+from mmdiffseg.datasets import DATASET_CLASSES
+
+init_default_scope('mmseg')
+VOC_NAMES = ('voc_val_0', 'voc_val_1', 'voc_val_20')
+LOAD = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')]
+
+
+def write_manifest(folder, classes, **extra):
+    header = dict(tool='synthesize', classes=list(classes), **extra)
+    (folder / 'manifest.jsonl').write_text(json.dumps(header) + '\n'
+                                           + json.dumps(dict(id='x', files=[])) + '\n')
+
+
+def make_synthetic(root, names=VOC_NAMES, classes=DATASET_CLASSES['voc'], labels=None):
+    """The layout tools/synthesize.py writes, from the VOC samples (JPEG images)."""
+    voc = shared_path('voc2012_val_samples')
+    (root / 'JPEGImages').mkdir(parents=True)
+    (root / 'SegmentationClass').mkdir()
+    (root / 'ImageSets/Segmentation').mkdir(parents=True)
+    for name in names:
+        Image.open(voc / 'JPEGImages' / f'{name}.png').convert('RGB').save(
+            root / 'JPEGImages' / f'{name}.jpg')
+        label = labels(name) if labels else Image.open(voc / 'SegmentationClass' / f'{name}.png')
+        label.save(root / 'SegmentationClass' / f'{name}.png')
+    (root / 'ImageSets/Segmentation/train.txt').write_text('\n'.join(names) + '\n')
+    write_manifest(root, classes)
+    return root
+
+
+def test_synthetic_voc_loads_with_voc_metainfo(tmp_path):
+    ds = DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(make_synthetic(tmp_path)),
+                             pipeline=LOAD))
+    assert len(ds) == 3
+    assert ds.metainfo['classes'] == PascalVOCDataset.METAINFO['classes']
+    voc_gt = np.array(Image.open(shared_path('voc2012_val_samples', 'SegmentationClass',
+                                             'voc_val_0.png')))
+    assert np.array_equal(ds[0]['gt_seg_map'], voc_gt)
+
+
+def test_synthetic_mixes_with_real_voc(tmp_path):
+    synthetic = dict(type='SyntheticVOCDataset', data_root=str(make_synthetic(tmp_path / 's')),
+                     pipeline=LOAD)
+    real = dict(type='PascalVOCDataset', data_root=str(make_real_voc(tmp_path / 'r')),
+                img_suffix='.png', data_prefix=dict(img_path='JPEGImages',
+                                                    seg_map_path='SegmentationClass'),
+                ann_file='train.txt', pipeline=LOAD)
+    mixed = ConcatDataset([synthetic, real])
+    assert len(mixed) == 5
+    assert mixed.metainfo['classes'] == PascalVOCDataset.METAINFO['classes']
+    assert mixed[4]['gt_seg_map'].shape == mixed[4]['img'].shape[:2]
+
+
+def make_real_voc(root):
+    voc = shared_path('voc2012_val_samples')
+    shutil.copytree(voc, root, ignore=shutil.ignore_patterns('*.md', '*.txt'))
+    (root / 'train.txt').write_text('voc_val_0\nvoc_val_1\n')
+    return root
+
+
+def test_label_folder_that_does_not_match_images(tmp_path):
+    root = make_synthetic(tmp_path)
+    (root / 'SegmentationClass' / 'voc_val_1.png').rename(root / 'SegmentationClass' / 'other.png')
+    with pytest.raises(FileNotFoundError, match=r'does not match the images: 1 of 3.*voc_val_1.*'
+                       r'1 label\(s\) of other images.*other.png'):
+        DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD))
+
+
+def test_manifest_with_other_classes(tmp_path):
+    root = make_synthetic(tmp_path, classes=['background', 'cat'])
+    with pytest.raises(ValueError, match="index the classes \\['background', 'cat'\\]"):
+        DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD))
+
+
+def test_missing_manifest(tmp_path):
+    root = make_synthetic(tmp_path)
+    (root / 'manifest.jsonl').unlink()
+    with pytest.raises(FileNotFoundError, match='no manifest'):
+        DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD))
+    ds = DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD,
+                             require_manifest=False))
+    assert len(ds) == 3
+
+
+def test_cityscapes_label_ids_instead_of_train_ids(tmp_path):
+    """Label values outside the classes (here labelId 26 'car' for 3 classes) fail loudly."""
+    frame = shared_path('cityscapes_val_sample', 'gtFine/val/frankfurt',
+                        'frankfurt_000000_000294_gtFine_labelIds.png')
+    root = make_synthetic(tmp_path, names=('voc_val_0',),
+                          classes=DATASET_CLASSES['cityscapes_human_vehicle'],
+                          labels=lambda name: Image.open(frame).resize((513, 513), Image.NEAREST))
+    with pytest.raises(ValueError, match='outside the 3 classes.*wrong label convention'):
+        DATASETS.build(dict(type='SyntheticCityscapesDataset', data_root=str(root), pipeline=LOAD))
+
+
+def ade_pseudo_folder(tmp_path, reduce_zero_label_written=False):
+    """Generated labels (0-based) for the ADE20K samples, as tools/pseudo_label.py writes them."""
+    ade = shared_path('ade20k_val_samples')
+    labels = tmp_path / 'pseudo' / 'SegmentationClass'
+    labels.mkdir(parents=True)
+    for png in sorted((ade / 'annotations').glob('*.png')):
+        raw = np.array(Image.open(png)).astype(np.int64)
+        Image.fromarray(np.where(raw == 0, 255, raw - 1).astype(np.uint8)).save(labels / png.name)
+    extra = dict(reduce_zero_label=True) if reduce_zero_label_written else {}
+    write_manifest(labels.parent, DATASET_CLASSES['ade20k'], **extra)
+    return ade, labels
+
+
+def test_ade_pseudo_labels_equal_ade_ground_truth_and_mix(tmp_path):
+    ade, labels = ade_pseudo_folder(tmp_path)
+    pseudo = dict(type='PseudoLabelADE20KDataset',
+                  data_prefix=dict(img_path=str(ade / 'images'), seg_map_path=str(labels)),
+                  pipeline=LOAD)
+    real = dict(type='ADE20KDataset', data_prefix=dict(img_path=str(ade / 'images'),
+                                                       seg_map_path=str(ade / 'annotations')),
+                pipeline=LOAD)
+    with pytest.raises(ValueError, match='meta information'):  # reduce_zero_label differs
+        ConcatDataset([pseudo, real])
+    mixed = ConcatDataset([pseudo, real], ignore_keys=['reduce_zero_label'])
+    assert mixed.metainfo['classes'] == ADE20KDataset.METAINFO['classes']
+    for i in range(3):   # each sample applies its own convention: identical labels
+        assert np.array_equal(mixed[i]['gt_seg_map'], mixed[i + 3]['gt_seg_map'])
+
+
+def test_ade_convention_mix_ups(tmp_path):
+    ade, labels = ade_pseudo_folder(tmp_path, reduce_zero_label_written=True)
+    prefix = dict(img_path=str(ade / 'images'), seg_map_path=str(labels))
+    with pytest.raises(ValueError, match='written with reduce_zero_label=True but the dataset '
+                                         'uses reduce_zero_label=False'):
+        DATASETS.build(dict(type='PseudoLabelADE20KDataset', data_prefix=prefix, pipeline=LOAD))
+    with pytest.raises(ValueError, match=r'LoadAnnotations\(reduce_zero_label=True\)'):
+        DATASETS.build(dict(type='PseudoLabelADE20KDataset', data_prefix=prefix,
+                            pipeline=[dict(type='LoadAnnotations', reduce_zero_label=True)]))
+
+
+def test_cityscapes_27_and_human_vehicle_label_maps():
+    root = shared_path('cityscapes_val_sample')
+    prefix = dict(img_path=str(root / 'leftImg8bit/val'), seg_map_path=str(root / 'gtFine/val'))
+    ids = np.array(Image.open(root / 'gtFine/val/frankfurt/'
+                                     'frankfurt_000000_000294_gtFine_labelIds.png'))
+    train = np.array(Image.open(root / 'gtFine/val/frankfurt/'
+                                       'frankfurt_000000_000294_gtFine_labelTrainIds.png'))
+    c27 = DATASETS.build(dict(type='Cityscapes27Dataset', data_prefix=prefix, pipeline=LOAD))[0]
+    expected = np.where((ids >= 7) & (ids <= 33), ids.astype(np.int64) - 7, 255)
+    assert np.array_equal(c27['gt_seg_map'], expected)
+    hv = DATASETS.build(dict(type='CityscapesHumanVehicleDataset', data_prefix=prefix,
+                             pipeline=LOAD))[0]['gt_seg_map']
+    assert np.array_equal(hv == 1, np.isin(train, [11, 12]))
+    assert np.array_equal(hv == 2, np.isin(train, [13, 14, 15, 16, 17, 18]))
+    assert np.array_equal(hv == 255, train == 255)

@@ -1,0 +1,182 @@
+"""Image-level labels, the label cache and the source-index maps of LoadPseudoLabel."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+from mmengine.dataset import Compose
+from mmengine.registry import init_default_scope
+from PIL import Image
+
+import mmdiffseg  # noqa: F401
+from mmdiffseg.datasets import LabelCache, LoadImageLevelLabels, image_key
+from mmdiffseg.datasets.transforms import decode_source_index, encode_source_index
+from mmdiffseg.generators.base import MaskGenerator
+from mmdiffseg.registry import MASK_GENERATORS
+
+init_default_scope('mmseg')
+
+
+@MASK_GENERATORS.register_module(force=True)
+class FixedConfigGenerator(MaskGenerator):
+    """Only its config matters here (cache signatures)."""
+    method = 'fixed'
+
+    def __init__(self, classes=('background', 'cat'), level=1):
+        super().__init__(classes)
+        self.level = level
+
+    def config_dict(self):
+        return dict(method=self.method, classes=self.classes, level=self.level)
+
+
+def cache_cfg(tmp_path, level=1):
+    return dict(cache_dir=str(tmp_path / 'cache'), model='some/hub-model',
+                generator=dict(type='FixedConfigGenerator', level=level))
+
+
+def voc_sample(name='voc_val_0'):
+    root = shared_path('voc2012_val_samples')
+    return dict(img_path=str(root / 'JPEGImages' / f'{name}.png'),
+                seg_map_path=str(root / 'SegmentationClass' / f'{name}.png'),
+                reduce_zero_label=False, label_map=None, seg_fields=[])
+
+
+# -- source-index maps ----------------------------------------------------------------------------
+def test_source_index_round_trip_and_padding():
+    enc = encode_source_index(300, 700)
+    dec = decode_source_index(enc)
+    assert dec[0, 0] == 0 and dec[1, 0] == 700 and dec[-1, -1] == 300 * 700 - 1
+    assert np.array_equal(dec.ravel(), np.arange(300 * 700))
+    padded = np.full((2, 2, 4), 255, np.uint8)           # mmcv Pad with seg_pad_val=255
+    rotated_border = np.array([[[255, 0, 0, 0]]], np.uint8)  # cv2 border of a scalar 255
+    assert (decode_source_index(padded) == -1).all()
+    assert decode_source_index(rotated_border)[0, 0] == -1
+
+
+def test_source_index_rejects_huge_images():
+    with pytest.raises(ValueError, match='too large'):
+        encode_source_index(5000, 4000)
+
+
+GEOMETRY = [
+    dict(type='RandomResize', scale=(300, 150), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=(96, 128)),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='RandomRotate', prob=1.0, degree=20, pad_val=0, seg_pad_val=255),
+    dict(type='Pad', size=(160, 160), pad_val=dict(img=0, seg=255)),
+]
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_index_map_through_augmentation_equals_augmented_label(seed):
+    """Gathering the original label through the augmented index map gives exactly the label
+    augmented like ground truth (same random draws)."""
+    rng = np.random.RandomState(seed)
+    label = rng.randint(0, 21, size=(120, 170)).astype(np.uint8)
+    image = rng.randint(0, 255, size=(120, 170, 3)).astype(np.uint8)
+    pipeline = Compose(GEOMETRY)
+
+    def run(seg):
+        np.random.seed(seed)
+        return pipeline(dict(img=image.copy(), img_shape=image.shape[:2],
+                             ori_shape=image.shape[:2], gt_seg_map=seg,
+                             seg_fields=['gt_seg_map']))['gt_seg_map']
+
+    expected = run(label)
+    index = decode_source_index(run(encode_source_index(*label.shape)))
+    gathered = np.where(index >= 0, label.ravel()[np.clip(index, 0, None)], 255)
+    assert gathered.shape == expected.shape
+    assert np.array_equal(gathered, expected)
+    assert (expected == 255).any()  # the padding / rotation border was exercised
+
+
+# -- LoadImageLevelLabels ---------------------------------------------------------------------------
+def test_image_level_labels_from_ground_truth():
+    results = LoadImageLevelLabels(classes='voc')(voc_sample('voc_val_0'))
+    gt = np.array(Image.open(voc_sample('voc_val_0')['seg_map_path']))  # palette indices
+    voc = LoadImageLevelLabels(classes='voc').classes
+    expected = [voc[v] for v in np.unique(gt) if v not in (0, 255)]
+    assert results['image_labels'] == expected and expected
+
+
+def test_image_level_labels_ade_reduce_zero_label():
+    root = shared_path('ade20k_val_samples')
+    sample = dict(img_path=str(root / 'images/ADE_val_00000001.jpg'),
+                  seg_map_path=str(root / 'annotations/ADE_val_00000001.png'),
+                  reduce_zero_label=True, label_map=None)
+    names = LoadImageLevelLabels(classes='ade20k', exclude=())(sample)['image_labels']
+    raw = np.unique(np.array(Image.open(sample['seg_map_path'])))
+    ade = LoadImageLevelLabels(classes='ade20k').classes
+    assert names == [ade[v - 1] for v in raw if v != 0]
+
+
+def test_image_level_labels_convention_mix_up_is_an_error():
+    root = shared_path('cityscapes_val_sample')
+    frame = root / 'gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelIds.png'
+    sample = dict(img_path='x.png', seg_map_path=str(frame), reduce_zero_label=False)
+    with pytest.raises(ValueError, match='outside the 19 classes'):
+        LoadImageLevelLabels(classes='cityscapes')(sample)
+
+
+def test_image_level_labels_from_file_and_errors(tmp_path):
+    ann = tmp_path / 'labels.json'
+    ann.write_text(json.dumps({'voc_val_0': ['cat', 'person'], 'voc_val_1': ['dog']}))
+    t = LoadImageLevelLabels(classes='voc', ann_file=str(ann))
+    assert t(voc_sample('voc_val_0'))['image_labels'] == ['cat', 'person']
+    with pytest.raises(KeyError, match="'voc_val_20'.*has no entry"):
+        t(voc_sample('voc_val_20'))
+    ann.write_text(json.dumps({'voc_val_0': ['cat', 'kitten']}))
+    with pytest.raises(KeyError, match=r"unknown class name\(s\) \['kitten'\]"):
+        LoadImageLevelLabels(classes='voc', ann_file=str(ann))(voc_sample('voc_val_0'))
+
+
+# -- LabelCache and LoadPseudoLabel -------------------------------------------------------------------
+def test_label_cache_round_trip_and_signature(tmp_path):
+    cache = LabelCache(**cache_cfg(tmp_path))
+    key = image_key(b'image bytes')
+    assert cache.load(key) is None
+    label = np.array([[0, 1, 255], [1, 1, 0]], np.uint8)
+    cache.save(key, label)
+    assert np.array_equal(LabelCache(**cache_cfg(tmp_path)).load(key), label)
+    assert not list((tmp_path / 'cache').rglob('*.tmp'))
+    with pytest.raises(ValueError, match='written by another model / generator config'):
+        LabelCache(**cache_cfg(tmp_path, level=2)).load(key)
+    other_model = dict(cache_cfg(tmp_path), model='another/model')
+    with pytest.raises(ValueError, match='another model'):
+        LabelCache(**other_model).load(key)
+
+
+def test_load_pseudo_label_miss_then_hit(tmp_path):
+    sample = voc_sample('voc_val_1')
+    pipeline = Compose([dict(type='LoadImageFromFile'),
+                        dict(type='LoadImageLevelLabels', classes='voc'),
+                        dict(type='LoadPseudoLabel', cache=cache_cfg(tmp_path)),
+                        dict(type='PackPseudoLabelInputs')])
+    packed = pipeline(dict(sample))
+    ds = packed['data_samples']
+    h, w = packed['inputs'].shape[1:]
+    assert ds.metainfo['pseudo_label_cached'] is False
+    assert (ds.gt_sem_seg.data == 255).all()
+    assert torch.equal(ds.pseudo_label_index.data[0],
+                       torch.arange(h * w).reshape(h, w))
+    key = ds.metainfo['pseudo_label_key']
+    assert key == image_key(open(sample['img_path'], 'rb').read())
+
+    label = (np.arange(h * w) % 3).reshape(h, w).astype(np.uint8)
+    LabelCache(**cache_cfg(tmp_path)).save(key, label)
+    ds = pipeline(dict(sample))['data_samples']
+    assert ds.metainfo['pseudo_label_cached'] is True
+    assert 'pseudo_label_index' not in ds
+    assert torch.equal(ds.gt_sem_seg.data[0], torch.from_numpy(label).long())
+
+
+def test_load_pseudo_label_wrong_size_is_an_error(tmp_path):
+    sample = voc_sample('voc_val_1')
+    key = image_key(open(sample['img_path'], 'rb').read())
+    LabelCache(**cache_cfg(tmp_path)).save(key, np.zeros((5, 5), np.uint8))
+    pipeline = Compose([dict(type='LoadImageFromFile'),
+                        dict(type='LoadPseudoLabel', cache=cache_cfg(tmp_path))])
+    with pytest.raises(ValueError, match='is \\(5, 5\\) but the image'):
+        pipeline(dict(sample))

@@ -1,0 +1,70 @@
+"""Pseudo-label quality (IoU + coverage) and DiffSeg's Hungarian-matched protocol."""
+import numpy as np
+import pytest
+import torch
+from mmseg.registry import METRICS
+
+import mmdiffseg  # noqa: F401
+import mmdiffseg.evaluation  # noqa: F401
+from mmdiffseg.evaluation import match_segments
+
+
+def sample(pred, gt):
+    return dict(pred_sem_seg=dict(data=torch.tensor(pred)[None]),
+                gt_sem_seg=dict(data=torch.tensor(gt)[None]))
+
+
+def test_match_segments_hand_computed():
+    gt = np.array([[0, 0, 1, 1],
+                   [0, 0, 1, 1],
+                   [2, 2, 2, 255]])
+    # segment 7 covers class 0 and one pixel of class 2; segments 3 and 9 split class 1;
+    # segment 5 covers the rest of class 2
+    pred = np.array([[7, 7, 3, 9],
+                     [7, 7, 3, 9],
+                     [7, 5, 5, 5]])
+    tp, fp, fn = match_segments(gt, pred, num_classes=3)
+    # confusion rows (0,1,2) x segments (3,5,7,9): [[0,0,4,0],[2,0,0,2],[0,2,1,0]]
+    # best matching: 0->7 (4), 1->3 or 9 (2), 2->5 (2)
+    assert tp.tolist() == [4, 2, 2]
+    assert fp.tolist() == [1, 0, 0]
+    assert fn.tolist() == [0, 2, 1]   # the unmatched segment's pixels are FN of class 1
+
+
+def test_match_segments_more_classes_than_segments_and_unassigned():
+    gt = np.array([[0, 1, 2, 2]])
+    pred = np.array([[4, 4, 255, 4]])  # one segment, one unassigned pixel
+    tp, fp, fn = match_segments(gt, pred, num_classes=3)
+    assert tp.sum() == 1 and tp[[0, 1]].sum() == 1
+    assert fn[2] == 2 and fp.sum() == 2
+
+
+def test_hungarian_metric_accumulates_over_images():
+    metric = METRICS.build(dict(type='HungarianMatchedIoU', num_classes=3))
+    metric.dataset_meta = dict(classes=('a', 'b', 'c'))
+    gt1, pred1 = [[0, 0, 1, 1]], [[5, 5, 6, 6]]          # perfect
+    # image 2: 2 -> segment 1 (TP 2, FP 1), 0 -> segment 2 (TP 1, FN 1), 1 -> padding
+    gt2, pred2 = [[2, 2, 0, 0]], [[1, 1, 2, 1]]
+    metric.process({}, [sample(pred1, gt1), sample(pred2, gt2)])
+    result = metric.evaluate(2)
+    # TP = [3, 2, 2], FP = [0, 0, 1], FN = [1, 0, 0], 8 labelled pixels
+    assert result['ACC'] == pytest.approx(round(100 * 7 / 8, 2))
+    assert result['mIoU'] == pytest.approx(round(100 * (3 / 4 + 1 + 2 / 3) / 3, 2))
+
+
+def test_hungarian_metric_size_mismatch_is_an_error():
+    metric = METRICS.build(dict(type='HungarianMatchedIoU', num_classes=3))
+    with pytest.raises(ValueError, match='differ in size'):
+        metric.process({}, [sample([[0, 1]], [[0, 1, 1]])])
+
+
+def test_pseudo_label_metric_iou_and_coverage():
+    metric = METRICS.build(dict(type='PseudoLabelMetric', iou_metrics=['mIoU']))
+    metric.dataset_meta = dict(classes=('background', 'cat'))
+    gt = [[0, 0, 1, 1], [0, 0, 1, 1]]
+    pred = [[0, 255, 1, 1], [0, 0, 255, 0]]   # 2 unsure pixels of 8
+    metric.process({}, [sample(pred, gt)])
+    result = metric.evaluate(1)
+    assert result['coverage'] == 75.0
+    # background: TP 3, pred 4, gt 4 -> IoU 3/5; cat: TP 2, pred 2, gt 4 -> IoU 2/4
+    assert result['mIoU'] == pytest.approx(round(100 * (3 / 5 + 2 / 4) / 2, 2))
