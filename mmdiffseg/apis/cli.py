@@ -61,11 +61,8 @@ def run_cli(main: Callable[[Optional[List[str]]], object],
 
 
 def resolve_class_arg(value: str) -> List[str]:
-    """``--classes``: a dataset name (``voc``, ``cityscapes``, ...) or ``name,name,...``."""
-    from ..datasets.class_names import resolve_classes
-    if ',' in value:
-        return [name.strip() for name in value.split(',') if name.strip()]
-    try:
-        return resolve_classes(value)
-    except KeyError as exc:
-        raise UserInputError(str(exc.args[0])) from None
+    """``--classes``: a dataset name (``voc``, ``cityscapes``, ...) or ``name[,name...]``."""
+    from ..datasets.class_names import DATASET_CLASSES
+    if value in DATASET_CLASSES:
+        return list(DATASET_CLASSES[value])
+    return [name.strip() for name in value.split(',') if name.strip()]

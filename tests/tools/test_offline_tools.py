@@ -1,0 +1,287 @@
+"""The offline tools through their command lines, on the tiny random-weights SD 2.1-base and the
+VOC samples: outputs, resume after SIGKILL (byte-equal to an uninterrupted run), corrupt inputs,
+early errors, the contact sheet, and eval_labels against known answers."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from apis.unwritable import readonly_folder
+from conftest import REPO, shared_path
+
+VOC = ('voc2012_val_samples',)
+# tiny model: 1-4 heads per layer, so iSeg's SD 2.1 head lists do not apply; fewer PAMR steps
+ISEG_OPTIONS = ['--cfg-options', 'cross_heads=None', 'self_heads=[0]', 'cluster_iters=3',
+                'iters=3']
+SEEDIFF_OPTIONS = ['--cfg-options', 'pamr_iter=3', 'steps=1']
+ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+
+
+def tool_command(name, *args):
+    return [sys.executable, str(REPO / 'tools' / f'{name}.py'), *map(str, args)]
+
+
+def run_tool(name, *args, expect=0):
+    result = subprocess.run(tool_command(name, *args), cwd=REPO, env=ENV, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == expect, (
+        f'{name} exited {result.returncode}, expected {expect}\n{result.stdout[-3000:]}\n'
+        f'{result.stderr[-3000:]}')
+    return result
+
+
+@pytest.fixture(scope='module')
+def tiny_model():
+    from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+    return cached_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
+
+
+@pytest.fixture(scope='module')
+def voc_images(tmp_path_factory):
+    """Four VOC sample images and one truncated (corrupt) image file."""
+    src = shared_path(*VOC, 'JPEGImages')
+    folder = tmp_path_factory.mktemp('samples') / 'images'
+    folder.mkdir()
+    for name in ('voc_val_0', 'voc_val_1', 'voc_val_20', 'voc_val_23'):
+        (folder / f'{name}.png').write_bytes((src / f'{name}.png').read_bytes())
+    (folder / 'broken.png').write_bytes((src / 'voc_val_60.png').read_bytes()[:300])
+    return folder
+
+
+# image-level labels of the samples (the classes in their ground truth)
+IMAGE_LABELS = dict(voc_val_0=['aeroplane'], voc_val_1=['aeroplane'], voc_val_20=['sheep'],
+                    voc_val_23=['sheep'], broken=['cat'])
+
+
+def pseudo_label_args(model, images, out):
+    labels = images.parent / 'labels.json'
+    labels.write_text(json.dumps(IMAGE_LABELS))
+    return [images, '--classes', 'voc', '--labels', labels, '--model', model,
+            '--batch-size', '2', '--out', out, *ISEG_OPTIONS]
+
+
+@pytest.fixture(scope='module')
+def pseudo_labels(tiny_model, voc_images, tmp_path_factory):
+    """An uninterrupted iSeg pseudo-label run (the reference for the resume test)."""
+    out = tmp_path_factory.mktemp('pl') / 'out'
+    result = run_tool('pseudo_label', *pseudo_label_args(tiny_model, voc_images, out))
+    return out, result.stdout + result.stderr
+
+
+def masks(folder):
+    return {p.name: p.read_bytes() for p in sorted((folder / 'SegmentationClass').glob('*.png'))}
+
+
+def check_complete(folder, temp_files_allowed=False):
+    """Every image opens; no temp file is left (except right after a kill)."""
+    if not temp_files_allowed:
+        assert not [p for p in folder.rglob('*') if p.name.endswith('.tmp')]
+    for path in list(folder.rglob('*.png')) + list(folder.rglob('*.jpg')):
+        Image.open(path).load()
+
+
+def finished_ids(folder):
+    lines = (folder / 'manifest.jsonl').read_text().split('\n')[1:-1]  # complete lines only
+    return {json.loads(line)['id'] for line in lines}
+
+
+def kill_after_items(command, manifest, min_items, rng):
+    """Start ``command``, wait for ``min_items`` manifest records, SIGKILL it a random moment
+    later; returns the number of records then."""
+    proc = subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if manifest.is_file() and len(manifest.read_bytes().splitlines()) - 1 >= min_items:
+                break
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return len(manifest.read_bytes().splitlines()) - 1 if manifest.is_file() else 0
+
+
+def test_pseudo_label_writes_labels_and_skips_the_corrupt_image(pseudo_labels, voc_images):
+    out, log = pseudo_labels
+    assert 'made 4, skipped 0 (already done), failed 1' in log
+    assert 'broken' in log and 'truncated' in log
+    assert sorted(masks(out)) == [f'voc_val_{i}.png' for i in (0, 1, 20, 23)]
+    split = (out / 'ImageSets/Segmentation/train.txt').read_text().split()
+    assert split == ['voc_val_0', 'voc_val_1', 'voc_val_20', 'voc_val_23']
+    lines = [json.loads(line) for line in (out / 'manifest.jsonl').read_text().splitlines()]
+    header, records = lines[0], {r['id']: r for r in lines[1:]}
+    assert header['tool'] == 'pseudo_label' and header['generator']['type'] == 'ISeg'
+    assert records['voc_val_20']['classes'] == ['sheep']
+    for name in ('voc_val_0', 'voc_val_20'):
+        label = Image.open(out / 'SegmentationClass' / f'{name}.png')
+        assert label.mode == 'P' and label.getpalette()[3:6] == [128, 0, 0]  # VOC palette
+        assert label.size == Image.open(voc_images / f'{name}.png').size
+        allowed = {0, 255} | {header['classes'].index(c) for c in records[name]['classes']}
+        assert set(np.unique(np.array(label)).tolist()) <= allowed
+
+
+def test_pseudo_label_resumes_after_sigkill_to_the_same_result(pseudo_labels, tiny_model,
+                                                               voc_images, tmp_path):
+    reference, _ = pseudo_labels
+    out = tmp_path / 'out'
+    # same command, so the same batches: float results depend on the batch composition
+    command = tool_command('pseudo_label', *pseudo_label_args(tiny_model, voc_images, out))
+    rng = random.Random(5)
+    done = kill_after_items(command, out / 'manifest.jsonl', 1, rng)
+    done = kill_after_items(command, out / 'manifest.jsonl', done + 1, rng)
+    assert done >= 2
+    check_complete(out, temp_files_allowed=True)
+    done_ids = finished_ids(out)
+    before = {i: (out / 'SegmentationClass' / f'{i}.png').stat().st_mtime_ns for i in done_ids}
+    result = run_tool('pseudo_label', *command[2:])
+    assert f'skipped {len(done_ids)} (already done)' in result.stdout + result.stderr
+    check_complete(out)
+    assert masks(out) == masks(reference)
+    after = {i: (out / 'SegmentationClass' / f'{i}.png').stat().st_mtime_ns for i in done_ids}
+    assert after == before  # finished items are not redone
+
+
+def test_synthesize_is_deterministic_and_resumes_after_sigkill(tiny_model, tmp_path):
+    args = ['--classes', 'cat,dog', '--label-set', 'voc', '--images-per-class', '1', '--seed', '3',
+            '--prompt', 'a photo of a {}', '--prompt', 'a picture of a {}', '--model', tiny_model,
+            '--batch-size', '1', *SEEDIFF_OPTIONS]
+    run_tool('synthesize', *args, '--out', tmp_path / 'a')
+    command = tool_command('synthesize', *args, '--out', tmp_path / 'b')
+    kill_after_items(command, tmp_path / 'b' / 'manifest.jsonl', 1, random.Random(1))
+    result = run_tool('synthesize', *command[2:])
+    assert 'failed 0' in result.stdout + result.stderr
+    for name in ('a', 'b'):
+        check_complete(tmp_path / name)
+    files = sorted(p.relative_to(tmp_path / 'a') for p in (tmp_path / 'a').rglob('*.*g'))
+    assert [str(f) for f in files] == ['JPEGImages/cat_00000.jpg', 'JPEGImages/dog_00000.jpg',
+                                       'SegmentationClass/cat_00000.png',
+                                       'SegmentationClass/dog_00000.png']
+    for rel in files:
+        assert (tmp_path / 'a' / rel).read_bytes() == (tmp_path / 'b' / rel).read_bytes(), rel
+    lines = [json.loads(line) for line in (tmp_path / 'a/manifest.jsonl').read_text().splitlines()]
+    assert lines[0]['seed'] == 3 and lines[0]['classes'][8] == 'cat'
+    assert [r['prompt'] for r in lines[1:]] == ['a photo of a cat', 'a photo of a dog']
+    assert len({r['seed'] for r in lines[1:]}) == 2
+    label = np.array(Image.open(tmp_path / 'a/SegmentationClass/dog_00000.png'))
+    assert label.shape == (512, 512) and set(np.unique(label)) <= {0, 12, 255}
+    # a rerun of the finished command does nothing; other settings are refused
+    result = run_tool('synthesize', *args, '--out', tmp_path / 'a')
+    assert 'made 0, skipped 2' in result.stdout + result.stderr
+    args[args.index('--seed') + 1] = '4'
+    result = run_tool('synthesize', *args, '--out', tmp_path / 'a', expect=2)
+    assert 'seed: folder has 3, this run has 4' in result.stderr
+
+
+def test_segment_writes_masks_overlays_and_contact_sheets(tiny_model, tmp_path):
+    image = shared_path(*VOC, 'JPEGImages', 'voc_val_1.png')
+    out = tmp_path / 'seg'
+    run_tool('segment', image, '--classes', 'aeroplane,person', '--model', tiny_model, '--out',
+             out, '--thumb', '64', *ISEG_OPTIONS)
+    label = np.array(Image.open(out / 'SegmentationClass/voc_val_1.png'))
+    rgb = np.array(Image.open(image).convert('RGB'))
+    assert label.shape == rgb.shape[:2] and set(np.unique(label)) <= {0, 1, 2, 255}
+    overlay = np.array(Image.open(out / 'Overlays/voc_val_1.jpg'))
+    assert overlay.shape == rgb.shape
+    assert np.abs(overlay.astype(int) - rgb).mean() > 5  # coloured, not the plain image
+    assert Image.open(out / 'contact_sheet.jpg').size == (64, 64)
+
+    # a sheet of a folder written by another tool: grid of min(cols, n) x rows tiles
+    folder = tmp_path / 'fake'
+    for i in range(5):
+        gt = shared_path(*VOC, 'SegmentationClass', 'voc_val_20.png')
+        (folder / 'SegmentationClass').mkdir(parents=True, exist_ok=True)
+        (folder / 'SegmentationClass' / f'x{i}.png').write_bytes(gt.read_bytes())
+    src = shared_path(*VOC, 'JPEGImages', 'voc_val_20.png')
+    lines = [dict(tool='pseudo_label', classes=['background'] + ['c'] * 20)]
+    lines += [dict(id=f'x{i}', image=str(src), files=[]) for i in range(5)]
+    (folder / 'manifest.jsonl').write_text(''.join(json.dumps(x) + '\n' for x in lines))
+    run_tool('segment', '--contact-sheet', folder, '--cols', '3', '--thumb', '50', '--out',
+             tmp_path / 'sheet.jpg')
+    sheet = np.array(Image.open(tmp_path / 'sheet.jpg')).astype(int)
+    assert sheet.shape == (100, 150, 3)
+    assert sheet[55:, 105:].max() < 30  # the sixth tile is empty
+    plain = np.array(Image.open(src).convert('RGB').resize((50, 50), Image.BILINEAR)).astype(int)
+    assert np.abs(sheet[15:50, 50:100] - plain[15:50]).mean() > 10  # an overlay, not the image
+
+
+def test_bad_input_stops_before_any_work(tiny_model, voc_images, tmp_path):
+    labels = tmp_path / 'labels.json'
+    labels.write_text(json.dumps({f'voc_val_{i}': ['cat'] for i in (0, 1, 20, 23)} |
+                                 {'broken': ['unicorn']}))
+    out = tmp_path / 'out'
+    result = run_tool('pseudo_label', voc_images, '--labels', labels, '--classes', 'voc',
+                      '--model', tiny_model, '--out', out, expect=2)
+    assert "unknown class name(s) ['unicorn'] in the labels of image broken" in result.stderr
+    result = run_tool('pseudo_label', voc_images, '--labels-from-gt',
+                      shared_path(*VOC, 'SegmentationClass'), '--classes', 'voc', '--model',
+                      tiny_model, '--out', out, expect=2)
+    assert "no ground truth for 1 image(s), e.g. ['broken']" in result.stderr
+    result = run_tool('synthesize', '--classes', 'cat,unicorn', '--label-set', 'voc', '--model',
+                      tiny_model, '--out', out, expect=2)
+    assert "unknown class name(s) ['unicorn']" in result.stderr
+    result = run_tool('segment', voc_images, '--classes', 'cat', '--model',
+                      tmp_path / 'no_such_model', '--out', out, expect=2)
+    assert 'no_such_model' in result.stderr and 'model_index.json' in result.stderr
+    assert not out.exists()
+    assert 'Traceback' not in result.stderr
+
+
+def test_readonly_output_is_reported(tiny_model, voc_images, tmp_path):
+    with readonly_folder(tmp_path / 'ro') as folder:
+        result = run_tool('pseudo_label', *pseudo_label_args(tiny_model, voc_images,
+                                                             folder / 'out'), expect=3)
+    assert f'cannot write {folder}/out' in result.stderr
+    assert 'read-only' in result.stderr or 'permission denied' in result.stderr
+
+
+def _write_labels(folder, arrays):
+    folder.mkdir(parents=True)
+    for name, array in arrays.items():
+        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(folder / f'{name}.png')
+
+
+def test_eval_labels_on_voc_ground_truth_and_hand_computed_case(tmp_path):
+    gt = shared_path(*VOC, 'SegmentationClass')
+    result = run_tool('eval_labels', gt, '--gt', gt, '--out-json', tmp_path / 'voc.json')
+    report = json.loads((tmp_path / 'voc.json').read_text())
+    arrays = [np.array(Image.open(p)) for p in gt.glob('*.png')]
+    labelled = sum((a != 255).sum() for a in arrays) / sum(a.size for a in arrays)
+    assert report['mIoU'] == 100.0 and report['images'] == 10
+    assert report['coverage'] == pytest.approx(100 * labelled, abs=0.01)
+    assert report['per_class_iou']['sheep'] == 100.0 and np.isnan(report['per_class_iou']['sofa'])
+    assert '| sheep | 100.00 |' in result.stdout
+
+    # 2 images of 4x4: background 0, class 1 ("a"), class 2 ("b"), 255 = ignore / unsure
+    g1 = [[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 255]]
+    p1 = [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 255, 255]]
+    g2 = [[2, 2, 0, 0]] * 4
+    p2 = [[2, 0, 0, 0]] * 4
+    _write_labels(tmp_path / 'gt', dict(i1=g1, i2=g2))
+    _write_labels(tmp_path / 'pred', dict(i1=p1, i2=p2))
+    run_tool('eval_labels', tmp_path / 'pred', '--gt', tmp_path / 'gt', '--classes',
+             'background,a,b', '--out-json', tmp_path / 'hand.json')
+    report = json.loads((tmp_path / 'hand.json').read_text())
+    # a: GT 8 px, predicted 8 px, 4 right -> 4 / 12; b: GT 8, predicted 4, 4 right -> 4 / 8;
+    # background (labelled pixels): GT 7 + 8, predicted 6 + 12, right 2 + 8 -> 10 / 23
+    expected = dict(background=100 * 10 / 23, a=100 / 3, b=50.0)
+    assert report['per_class_iou'] == pytest.approx(expected, abs=0.01)
+    assert report['mIoU'] == pytest.approx(sum(expected.values()) / 3, abs=0.01)
+    assert report['coverage'] == pytest.approx(100 * 30 / 32)
+
+    # unlabelled segments: ids permuted per image -> Hungarian matching recovers them
+    _write_labels(tmp_path / 'seg', dict(i1=np.where(np.array(g1) == 255, 7, np.array(g1) + 5),
+                                         i2=np.array(g2) * 3))
+    run_tool('eval_labels', tmp_path / 'seg', '--gt', tmp_path / 'gt', '--classes',
+             'background,a,b', '--hungarian', '--out-json', tmp_path / 'hung.json')
+    report = json.loads((tmp_path / 'hung.json').read_text())
+    assert report['mIoU'] == 100.0 and report['ACC'] == 100.0
