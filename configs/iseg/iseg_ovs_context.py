@@ -1,25 +1,12 @@
 # iSeg, open-vocabulary segmentation, PASCAL Context 59 val (released: TagCLIP image labels; README 30.9 mIoU).
-# The released settings of linsun449/iseg.code (docs: ALGORITHMS.md section 3.6); the same values as
-# mmdiffseg.generators.iseg.ISEG_PRESETS['ovs_context'] (tests/generators/test_iseg.py checks they agree).
-custom_imports = dict(imports=['mmdiffseg'], allow_failed_imports=False)
-model_id = 'stabilityai/stable-diffusion-2-1-base'
+# Released settings (ALGORITHMS.md 3.6) = ISEG_PRESETS['ovs_context']. Context 59 has no background class, so
+# pixels the background score wins are labelled 255 (ignored, as mmseg's PascalContextDataset59 expects).
+_base_ = ['./iseg_ovs_voc.py']
 generator = dict(
-    type='ISeg',
     preset='ovs_context',
     vocabulary='context59',
-    prompt_template='a photograph of {classes} and other object and background{bg_context}',
     bg_context='',
     cross_heads=None,
     iters=5,
     ent=0.002,
-    cam_bg_thr=0.0,
-    timestep=100,
-    noise_seed=1101,
-    token_enhance=1.6,
-    res_weights={16: 0.7, 32: 0.3},
-    self_heads=(1, 2),
-    use_cluster=True,
-    num_clusters=32,
-    cluster_iters=20,
-    mask_size=512,
 )

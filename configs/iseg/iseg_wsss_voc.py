@@ -1,6 +1,6 @@
 # iSeg, WSSS pseudo-labels, PASCAL VOC 2012 (released: VOC train 1,464, GT image labels; README 75.5 mIoU).
-# The released settings of linsun449/iseg.code (docs: ALGORITHMS.md section 3.6); the same values as
-# mmdiffseg.generators.iseg.ISEG_PRESETS['wsss_voc'] (tests/generators/test_iseg.py checks they agree).
+# The released settings of linsun449/iseg.code (ALGORITHMS.md 3.6), the base of the other iSeg configs; every
+# config here equals mmdiffseg.generators.iseg.ISEG_PRESETS[preset] (tests/generators/test_iseg.py checks it).
 custom_imports = dict(imports=['mmdiffseg'], allow_failed_imports=False)
 model_id = 'stabilityai/stable-diffusion-2-1-base'
 generator = dict(

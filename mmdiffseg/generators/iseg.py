@@ -264,7 +264,7 @@ class ISeg(MaskGenerator):
                  noise_seed: Optional[int] = 1101,
                  token_enhance: float = 1.6,
                  cross_heads='voc',
-                 res_weights: Mapping[int, float] = None,
+                 res_weights: Optional[Mapping[int, float]] = None,
                  self_heads: Sequence[int] = (1, 2),
                  use_cluster: bool = True,
                  num_clusters: int = 32,
