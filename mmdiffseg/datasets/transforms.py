@@ -174,7 +174,9 @@ class LoadPseudoLabel(BaseTransform):
         results['pseudo_label_key'] = key
         results['pseudo_label_cached'] = label is not None
         results['gt_seg_map'] = label if label is not None else encode_source_index(height, width)
-        results.setdefault('seg_fields', []).append('gt_seg_map')
+        seg_fields = results.setdefault('seg_fields', [])
+        if 'gt_seg_map' not in seg_fields:
+            seg_fields.append('gt_seg_map')
         return results
 
     def __repr__(self) -> str:

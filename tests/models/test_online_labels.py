@@ -1,0 +1,159 @@
+"""DiffusionLabelPreprocessor with an injected engine and generator: labels of the original image,
+gathered through the augmentation, cached once, equal to the warm-cache (LoadPseudoLabel) path."""
+import copy
+
+import mmcv
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+from mmengine.dataset import Compose, pseudo_collate
+from mmengine.logging import MessageHub
+from mmengine.registry import init_default_scope
+from mmseg.registry import MODELS
+
+import mmdiffseg  # noqa: F401
+import mmdiffseg.datasets  # noqa: F401
+import mmdiffseg.models  # noqa: F401
+from mmdiffseg.attention import AttentionMaps, CaptureSpec
+from mmdiffseg.datasets import LabelCache
+from mmdiffseg.generators.base import MaskGenerator
+from mmdiffseg.registry import MASK_GENERATORS
+
+init_default_scope('mmseg')
+NAMES = ('voc_val_0', 'voc_val_1', 'voc_val_20')
+
+
+@MASK_GENERATORS.register_module(force=True)
+class BrightnessGenerator(MaskGenerator):
+    """Known answer: the first named class where red > threshold, background elsewhere."""
+    method = 'brightness'
+
+    def __init__(self, classes, threshold=128):
+        super().__init__(classes)
+        self.threshold = threshold
+
+    @property
+    def capture_spec(self):
+        return CaptureSpec()
+
+    def extract_kwargs(self, class_names):
+        return dict(class_names=class_names)
+
+    def forward(self, maps, images, class_names):
+        fg = torch.tensor([self.class_indices(n[:1])[0] if n else 0 for n in class_names])
+        bright = images[:, 0] > self.threshold
+        return torch.where(bright, fg[:, None, None], torch.zeros_like(fg)[:, None, None])
+
+    def config_dict(self):
+        return dict(method=self.method, classes=self.classes, threshold=self.threshold)
+
+
+class FakeEngine:
+    model_id = 'fake/sd'
+    device = torch.device('cpu')
+
+    def __init__(self):
+        self.calls = []
+
+    def extract(self, images, capture, class_names):
+        self.calls.append(len(images))
+        return AttentionMaps(maps={'none': torch.zeros(len(images), 1, 1)}, image_size=(64, 64))
+
+
+def expected_label(image_rgb, name_index, threshold=128):
+    """The generator's answer at 64x64 (bilinear), back at full size (nearest)."""
+    small = torch.nn.functional.interpolate(
+        torch.from_numpy(image_rgb).permute(2, 0, 1)[None].float(), size=(64, 64),
+        mode='bilinear', align_corners=False)[0, 0] > threshold
+    full = torch.nn.functional.interpolate(small[None, None].float(), size=image_rgb.shape[:2],
+                                           mode='nearest')[0, 0]
+    return (full * name_index).to(torch.uint8).numpy()
+
+
+@pytest.fixture
+def setup(tmp_path):
+    root = shared_path('voc2012_val_samples')
+    cache = dict(cache_dir=str(tmp_path / 'cache'), model='fake/sd',
+                 generator=dict(type='BrightnessGenerator', classes=list(
+                     mmdiffseg.datasets.DATASET_CLASSES['voc'])))
+    pipeline = Compose([
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadImageLevelLabels', classes='voc'),
+        dict(type='LoadPseudoLabel', cache=cache),
+        dict(type='RandomResize', scale=(200, 100), ratio_range=(0.5, 1.5), keep_ratio=True),
+        dict(type='RandomCrop', crop_size=(96, 96)),
+        dict(type='RandomFlip', prob=0.5),
+        dict(type='PackPseudoLabelInputs'),
+    ])
+    samples = [dict(img_path=str(root / 'JPEGImages' / f'{n}.png'),
+                    seg_map_path=str(root / 'SegmentationClass' / f'{n}.png'),
+                    reduce_zero_label=False, label_map=None, seg_fields=[]) for n in NAMES]
+    pre = MODELS.build(dict(type='DiffusionLabelPreprocessor', label_cache=cache,
+                            label_batch_size=2, mean=[0, 0, 0], std=[1, 1, 1], bgr_to_rgb=True,
+                            size=(96, 96)))
+    engine = FakeEngine()
+    pre.labeler.engine = engine
+    return pipeline, samples, pre, engine, cache
+
+
+def batch(pipeline, samples, seed):
+    np.random.seed(seed)
+    return pseudo_collate([pipeline(copy.deepcopy(s)) for s in samples])
+
+
+def test_cold_batch_labels_original_images_and_matches_warm_batch(setup):
+    pipeline, samples, pre, engine, cache = setup
+    cold = batch(pipeline, samples, seed=3)
+    assert all(s.metainfo['pseudo_label_cached'] is False for s in cold['data_samples'])
+    cold_out = pre(cold, training=True)
+    assert engine.calls == [2, 1]          # 3 images in batches of 2, once each
+
+    store = LabelCache(**cache)
+    for s in samples:
+        rgb = mmcv.imread(s['img_path'], channel_order='rgb')
+        names = mmdiffseg.datasets.LoadImageLevelLabels(classes='voc')(dict(s))['image_labels']
+        voc = list(mmdiffseg.datasets.DATASET_CLASSES['voc'])
+        key = mmdiffseg.datasets.image_key(open(s['img_path'], 'rb').read())
+        assert np.array_equal(store.load(key), expected_label(rgb, voc.index(names[0])))
+
+    warm = batch(pipeline, samples, seed=3)   # same augmentation draws, labels from the cache
+    assert all(s.metainfo['pseudo_label_cached'] is True for s in warm['data_samples'])
+    warm_out = pre(warm, training=True)
+    assert engine.calls == [2, 1]          # nothing generated
+    for c, w in zip(cold_out['data_samples'], warm_out['data_samples']):
+        assert torch.equal(c.gt_sem_seg.data, w.gt_sem_seg.data)
+        assert 'pseudo_label_index' not in c
+    assert torch.equal(cold_out['inputs'], warm_out['inputs'])
+    hub = MessageHub.get_current_instance()
+    assert hub.get_scalar('train/label_generated').current() == 0
+    coverage = hub.get_scalar('train/label_coverage').current()
+    assert 0 < coverage <= 1
+
+
+def test_same_image_twice_in_a_batch_is_generated_once(setup):
+    pipeline, samples, pre, engine, _ = setup
+    pre(batch(pipeline, [samples[0], samples[0]], seed=0), training=True)
+    assert engine.calls == [1]
+
+
+def test_missing_image_level_labels_is_an_error(setup):
+    _, samples, pre, _, cache = setup
+    no_labels = Compose([dict(type='LoadImageFromFile'),
+                         dict(type='LoadPseudoLabel', cache=cache),
+                         dict(type='PackPseudoLabelInputs')])
+    with pytest.raises(KeyError, match='LoadImageLevelLabels'):
+        pre(pseudo_collate([no_labels(dict(samples[0]))]), training=True)
+
+
+def test_engine_of_another_model_is_an_error(setup):
+    pipeline, samples, pre, engine, _ = setup
+    engine.model_id = 'other/sd'
+    with pytest.raises(ValueError, match="reports model_id 'other/sd'"):
+        pre(batch(pipeline, samples[:1], seed=0), training=True)
+
+
+def test_checkpoint_holds_no_engine_or_generator(setup):
+    pre = setup[2]
+    assert list(pre.state_dict()) == list(
+        MODELS.build(dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1])).state_dict())
