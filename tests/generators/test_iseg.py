@@ -363,3 +363,29 @@ def test_non_finite_maps_and_unknown_names_raise_clearly():
         gen(AttentionMaps(maps={'self64': torch.zeros(1, 4, 4)}), None, [['cat']])
     with pytest.raises(ValueError, match='cam_bg_thr'):
         ISeg(cam_bg_thr=1.5)
+
+
+# -- through the engine --------------------------------------------------------------------------
+def test_end_to_end_on_a_tiny_sd21_engine():
+    """Layer names, head checks and labels through the real engine (random weights)."""
+    from PIL import Image
+
+    from mmdiffseg.attention.testing import tiny_engine
+    engine = tiny_engine(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
+    with pytest.raises(ValueError, match=r"preset 'wsss_voc'"):
+        ISeg.from_preset('wsss_voc').check_head_counts(engine.unet.config)  # 1/2/4 heads
+    gen = ISeg.from_preset('wsss_voc', cross_heads=None, self_heads=(0,))
+    gen.check_head_counts(engine.unet.config)
+    order = [name for name, _ in engine.unet.named_modules()]
+    for layers in CROSS_LAYERS.values():
+        assert [order.index(n) for n in layers] == sorted(order.index(n) for n in layers)
+
+    image = np.array(Image.open(shared_path('voc2012_val_samples', 'JPEGImages',
+                                            'voc_val_582.png')).convert('RGB'))
+    names = [['person', 'motorbike']]
+    maps = engine.extract([image], capture=gen.capture_spec, **gen.extract_kwargs(names))
+    assert maps.token_positions == [{'motorbike': [4], 'person': [6]}]
+    labels = gen(maps, torch.zeros(1, 3, 64, 96), names)
+    assert labels.shape == (1, 64, 96)
+    assert set(labels.unique().tolist()) <= {0, VOC_CLASSES.index('motorbike'),
+                                             VOC_CLASSES.index('person')}
