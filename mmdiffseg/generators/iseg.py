@@ -18,6 +18,11 @@ positions come from the tokenizer (the released token counts are wrong for 'fire
 shifts every later class). The released k-means asks for 32 clusters but seeds a grid of step
 ``64 // sqrt(32) = 11``, i.e. the 36 pixels ``{0, 11, 22, 33, 44, 55}^2``; that is what
 :func:`grid_seeds` reproduces. Clusters that lose all pixels are dropped, as released.
+
+The VOC presets' hand-picked cross-attention heads only mean something on SD 2.1-base (20 heads per
+layer at 16x16, 10 at 32x32). Rather than fall back silently, :meth:`ISeg.check_head_counts` raises
+for another U-Net, naming the preset and the model's head counts; ``cross_heads=None`` (the mean of
+all heads, as the COCO / Context presets use) works on any model.
 """
 from __future__ import annotations
 
