@@ -1,5 +1,5 @@
-"""DiffSeg post-processing time per image at 512x512: mmdiffseg's DiffSeg vs a direct transcription of
-the released formulation (google/diffseg ``diffseg/segmentor.py``: ``aggregate_weights``,
+"""DiffSeg post-processing time per image at 512x512: mmdiffseg's DiffSeg vs a direct transcription
+of the released formulation (google/diffseg ``diffseg/segmentor.py``: ``aggregate_weights``,
 ``mask_merge``, ``generate_masks``), on the same synthetic attention built from VOC ground truth, in
 one run.
 

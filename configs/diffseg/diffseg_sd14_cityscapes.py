@@ -1,17 +1,5 @@
-# DiffSeg, unsupervised segments on Cityscapes-27 (all val frames, labelIds 7..33, center square crop,
-# 512x512; scored by per-image Hungarian matching). Released settings of google/diffseg
-# (benchmarks.ipynb; docs: ALGORITHMS.md 1.4): SD v1.4, empty prompt, one U-Net pass at t=300
-# without noise, all 16 self-attention layers (head and layer mean per resolution), KL thresholds
-# 0.9 x3, 16x16 anchors, no k-means refinement, bilinear x8 + argmax.
-custom_imports = dict(imports=['mmdiffseg'], allow_failed_imports=False)
-model_id = 'CompVis/stable-diffusion-v1-4'
-generator = dict(
-    type='DiffSeg',
-    kl_thresholds=(0.9, 0.9, 0.9),
-    num_points=16,
-    refine=False,
-    resolutions=(64, 32, 16, 8),
-    resolution_weights=None,   # r / sum(r): 8/15, 4/15, 2/15, 1/15
-    timestep=300,
-    output_size=(512, 512),
-)
+# DiffSeg, unsupervised segments on Cityscapes-27 (all val frames, labelIds 7..33, center square
+# crop, 512x512; scored by per-image Hungarian matching). Released settings of google/diffseg
+# (benchmarks.ipynb; docs: ALGORITHMS.md 1.4): as on COCO-Stuff-27 but KL thresholds 0.9 x3.
+_base_ = ['./diffseg_sd14_coco-stuff-27.py']
+generator = dict(kl_thresholds=(0.9, 0.9, 0.9))

@@ -1,7 +1,7 @@
 """DiffSeg (Tian et al., CVPR 2024): segments by merging self-attention maps under symmetric KL.
 
-Follows the released code (google/diffseg @77ea596, ``diffseg/segmentor.py``; ALGORITHMS.md section 1)
-step by step, vectorised and in float32 with guarded logs:
+Follows the released code (google/diffseg @77ea596, ``diffseg/segmentor.py``; ALGORITHMS.md
+section 1) step by step, vectorised and in float32 with guarded logs:
 
 1. ``aggregate_weights``: per resolution, key axes bilinearly upsampled to the finest grid and
    renormalised, query axes repeated (nearest), weighted by ``r / sum(r)`` (paper Eq. 1-2).
@@ -92,7 +92,8 @@ def anchor_proposals(attn: torch.Tensor, anchors: torch.Tensor, threshold: float
     """Merging iteration 0: each anchor's proposal is the mean of the pixel maps within
     symmetric KL ``threshold`` of the anchor's map. ``attn``: ``(N, D)``; returns ``(A, D)``."""
     matched = (symmetric_kl(attn[anchors], attn) < threshold).float()
-    matched[torch.arange(len(anchors), device=anchors.device), anchors] = 1  # an anchor always matches itself
+    rows = torch.arange(len(anchors), device=anchors.device)
+    matched[rows, anchors] = 1  # an anchor always matches itself (whatever the rounding)
     return (matched @ attn) / matched.sum(1, keepdim=True).clamp_min(1)
 
 
@@ -144,7 +145,8 @@ class DiffSeg(MaskGenerator):
         cross_resolutions: cross-attention resolutions used to name segments (labelled mode).
         score_threshold: labelled mode: a segment whose best mean class score (min-max normalised
             cross-attention) is below this is background.
-        output_size: ``(H, W)`` of the labels; ``None`` = the images' size, else the maps' image size.
+        output_size: ``(H, W)`` of the labels; ``None`` = the images' size, else the maps'
+            image size.
         timestep: U-Net timestep of the single forward pass (released: 300, no noise).
         classes: dataset class names for the labelled mode; ``None`` = unsupervised mode (segment
             ids, class names ignored).
@@ -179,6 +181,9 @@ class DiffSeg(MaskGenerator):
         if not 2 <= self.num_points <= self.grid_size:
             raise ValueError(f'DiffSeg.num_points must be in [2, {self.grid_size}], '
                              f'got {self.num_points}')
+        if self.classes is not None and not self.cross_resolutions:
+            raise ValueError('DiffSeg.cross_resolutions must not be empty when `classes` is set '
+                             '(segments are named from cross-attention)')
         if resolution_weights is None:
             total = sum(self.resolutions)
             resolution_weights = [r / total for r in self.resolutions]

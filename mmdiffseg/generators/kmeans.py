@@ -1,4 +1,4 @@
-"""Lloyd's k-means from given initial centres, as ``sklearn.cluster.KMeans(init=centres, n_init=1)``.
+"""Lloyd's k-means from given initial centres, as sklearn's ``KMeans(init=centres, n_init=1)``.
 
 DiffSeg's optional refinement (google/diffseg ``generate_masks``, ``refine=True``) clusters the 4096
 pixel attention maps with sklearn's KMeans initialised with the merged proposals; sklearn is not a

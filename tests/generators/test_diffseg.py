@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
+from torch.distributions import Categorical, kl_divergence
 
 from conftest import REPO
 from mmdiffseg.attention.maps import AttentionMaps
@@ -36,7 +37,8 @@ MODERATE_NOISE = 0.1
 def fill_void(labels: torch.Tensor) -> torch.Tensor:
     """Void (255) pixels take their nearest labelled pixel's class, for building attention only:
     attention_from_labels gives void tokens noise-only features, and its nearest-neighbour
-    sampling at 8x8 can turn a whole coarse cell into uniform attention. Scores still ignore them."""
+    sampling at 8x8 can turn a whole coarse cell into uniform attention. Scores still ignore
+    them."""
     void = labels.numpy() == 255
     nearest = ndimage.distance_transform_edt(void, return_distances=False, return_indices=True)
     return torch.from_numpy(labels.numpy()[tuple(nearest)])
@@ -102,10 +104,8 @@ def test_symmetric_kl_matrix_form_equals_direct_sums():
                 # the released formula: 0.5 sum x (log x - log y) - 0.5 sum y (log x - log y)
                 quotient = torch.log(p[i, d]) - torch.log(q[j, d])
                 direct[i, j] += 0.5 * p[i, d] * quotient - 0.5 * q[j, d] * quotient
-    half_sum = 0.5 * (torch.distributions.kl_divergence(
-        torch.distributions.Categorical(probs=p[:, None]), torch.distributions.Categorical(probs=q[None]))
-        + torch.distributions.kl_divergence(
-        torch.distributions.Categorical(probs=q[None]), torch.distributions.Categorical(probs=p[:, None])))
+    rows, cols = Categorical(probs=p[:, None]), Categorical(probs=q[None])
+    half_sum = 0.5 * (kl_divergence(rows, cols) + kl_divergence(cols, rows))
     matrix = symmetric_kl(p, q)
     torch.testing.assert_close(matrix, direct, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(matrix, half_sum, rtol=1e-5, atol=1e-5)
@@ -292,6 +292,8 @@ def test_capture_spec_and_extract_kwargs():
 def test_uniform_attention_is_one_segment():
     pred = DiffSeg(resolutions=(16, 8), output_size=(32, 48))(uniform_maps(batch=2), None, None)
     assert pred.shape == (2, 32, 48) and (pred == 0).all()
+    images = torch.zeros(1, 3, 20, 30)  # without output_size: the images' size
+    assert DiffSeg(resolutions=(16, 8))(uniform_maps(), images, None).shape == (1, 20, 30)
     maps = uniform_maps(batch=1)
     maps.maps['cross16'] = torch.full((1, 256, 77), 1 / 77)
     maps.token_positions = [{'cat': [4]}]
@@ -344,6 +346,8 @@ def test_bad_options_raise():
         DiffSeg(resolution_weights=(1.0,))
     with pytest.raises(ValueError, match='kl_thresholds'):
         DiffSeg(kl_thresholds=())
+    with pytest.raises(ValueError, match='cross_resolutions'):
+        DiffSeg(classes=VOC_CLASSES, cross_resolutions=())
 
 
 @pytest.mark.parametrize('name, thresholds, refine', [
