@@ -1,9 +1,10 @@
 """Shared set-up of the end-to-end tool tests: a small VOC folder, the tiny SD, test configs."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
+import contextlib
+import importlib.util
+import io
+import re
 import sys
 from pathlib import Path
 
@@ -48,19 +49,34 @@ def write_config(cfg: Config, path: Path) -> Path:
     return path
 
 
-def run_tool(tool: str, *args, cwd: Path) -> str:
-    """Run ``tools/<tool>.py`` in a fresh single-threaded Python; its output (raises on failure)."""
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONWARNINGS='ignore')
-    proc = subprocess.run([sys.executable, str(REPO / 'tools' / f'{tool}.py'), *map(str, args)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise AssertionError(f'tools/{tool}.py failed ({proc.returncode}):\n{output[-6000:]}')
-    return output
+def load_tool(tool: str):
+    """``tools/<tool>.py`` as a module (its ``main(argv)`` runs in this process, saving the
+    imports of a fresh interpreter)."""
+    tools = str(REPO / 'tools')
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
+    spec = importlib.util.spec_from_file_location(f'mmdiffseg_tools_{tool}', Path(tools, f'{tool}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def scalars(work_dir: Path) -> list:
-    """The training log's per-iteration scalars (mmengine's vis_data/scalars.json)."""
-    files = sorted(work_dir.glob('*/vis_data/scalars.json'))
-    assert files, f'no scalars.json under {work_dir}'
-    return [json.loads(line) for line in files[-1].read_text().splitlines() if line.strip()]
+def run_tool(tool: str, *args) -> str:
+    """Run ``tools/<tool>.py`` with ``args``; what it printed (stdout and stderr)."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+        load_tool(tool).main([str(a) for a in args])
+    return buffer.getvalue()
+
+
+def train_log(work_dir: Path) -> list:
+    """Per training iteration, the scalars of the run's text log (``name: value`` pairs of the
+    ``Iter(train)`` lines; the text log is per run even when runs share a process)."""
+    logs = sorted(work_dir.glob('*/*.log'))
+    assert logs, f'no log under {work_dir}'
+    rows = []
+    for line in logs[-1].read_text().splitlines():
+        if 'Iter(train)' in line:
+            rows.append({k: float(v) for k, v in
+                         re.findall(r'([A-Za-z_][\w.]*): (-?[0-9.]+(?:e[-+]?[0-9]+)?)', line)})
+    return rows

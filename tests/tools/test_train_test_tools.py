@@ -1,0 +1,105 @@
+"""End to end on CPU: tools/train.py and tools/test.py with the tiny Mask2Former configs.
+
+1. Online labels: a tiny random-weights SD + iSeg label the VOC samples inside training; the
+   cache is filled once, a second run generates nothing; tools/test.py reports mIoU.
+2. Synthetic folder -> fine-tune on real data from the synthetic checkpoint.
+"""
+import json
+import re
+import shutil
+
+import pytest
+from conftest import shared_path
+from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, make_voc_root, run_tool, set_label_cache,
+                         set_voc_data, train_log, write_config)
+from mmengine.config import Config
+from PIL import Image
+
+import mmdiffseg  # noqa: F401
+from mmdiffseg.datasets.label_cache import model_identity
+
+pytestmark = pytest.mark.slow
+TINY_SYNTHETIC = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-seediff-synthetic-128x128.py'
+TINY_FINETUNE = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-finetune-from-synthetic-128x128.py'
+
+
+@pytest.fixture(scope='module')
+def tiny_sd(tmp_path_factory):
+    from mmdiffseg.attention.testing import build_tiny_pipeline_folder
+    config_dir = shared_path('sd_configs', 'stable-diffusion-2-1-base')
+    return build_tiny_pipeline_folder(config_dir, tmp_path_factory.mktemp('sd') / 'tiny-sd21')
+
+
+def test_online_labels_cached_once_then_test_reports_miou(tmp_path, tiny_sd, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'voc')
+    cfg = Config.fromfile(str(TINY_ONLINE_CONFIG))
+    set_voc_data(cfg, root)
+    cache_dir = tmp_path / 'cache'
+    set_label_cache(cfg, dict(cache_dir=str(cache_dir), model=str(tiny_sd),
+                              generator=cfg.tiny_label_generator.to_dict()))
+    config = write_config(cfg, tmp_path / 'online.py')
+
+    run_tool('train', config, '--work-dir', tmp_path / 'run1')
+    labels = sorted(cache_dir.glob('??/*.png'))
+    assert len(labels) == 4                        # every training image, once
+    signature = json.loads((cache_dir / 'cache.json').read_text())
+    assert signature['model'] == model_identity(str(tiny_sd))
+    assert signature['generator']['method'] == 'iseg'
+    rows = train_log(tmp_path / 'run1')
+    assert len(rows) == 4 and rows[0]['label_generated'] == 2   # cold: the batch of 2
+    assert all('label_coverage' in r and 'label_time' in r for r in rows)
+    assert rows[-1]['label_generated'] < rows[0]['label_generated']  # epoch 2 reads the cache
+    stamps = {p: p.stat().st_mtime_ns for p in labels}
+
+    run_tool('train', config, '--work-dir', tmp_path / 'run2',
+             '--cfg-options', 'train_cfg.max_iters=2')
+    rows = train_log(tmp_path / 'run2')
+    assert len(rows) == 2 and all(r['label_generated'] == 0 for r in rows)
+    assert {p: p.stat().st_mtime_ns for p in sorted(cache_dir.glob('??/*.png'))} == stamps
+
+    out = run_tool('test', config, tmp_path / 'run1' / 'iter_4.pth', '--work-dir',
+                   tmp_path / 'eval')
+    miou = re.findall(r'mIoU: ([0-9.]+)', out)
+    assert miou and 0 <= float(miou[-1]) <= 100
+
+
+def make_synthetic_folder(root):
+    """The folder tools/synthesize.py writes (JPEG images, palette masks, split, manifest)."""
+    voc = shared_path('voc2012_val_samples')
+    names = ['voc_val_114', 'voc_val_166', 'voc_val_293', 'voc_val_417']
+    for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.open(voc / 'JPEGImages' / f'{name}.png').convert('RGB').save(
+            root / 'JPEGImages' / f'{name}.jpg')
+        shutil.copy(voc / 'SegmentationClass' / f'{name}.png', root / 'SegmentationClass')
+    (root / 'ImageSets/Segmentation/train.txt').write_text('\n'.join(names) + '\n')
+    from mmdiffseg.datasets import DATASET_CLASSES
+    (root / 'manifest.jsonl').write_text(json.dumps(
+        dict(tool='synthesize', classes=list(DATASET_CLASSES['voc']))) + '\n')
+    return root
+
+
+def test_synthetic_then_finetune_from_its_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    real = make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'voc')
+    cfg = Config.fromfile(str(TINY_SYNTHETIC))
+    cfg.train_dataloader.dataset.data_root = str(make_synthetic_folder(tmp_path / 'synthetic'))
+    for loader in (cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.update(data_root=str(real), img_suffix='.png')
+    run_tool('train', write_config(cfg, tmp_path / 'synthetic.py'), '--work-dir',
+             tmp_path / 'synthetic_run', '--cfg-options', 'train_cfg.max_iters=2')
+    checkpoint = tmp_path / 'synthetic_run' / 'iter_2.pth'
+    assert checkpoint.is_file()
+
+    cfg = Config.fromfile(str(TINY_FINETUNE))
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.update(data_root=str(real), img_suffix='.png')
+    cfg.load_from = str(checkpoint)
+    out = run_tool('train', write_config(cfg, tmp_path / 'finetune.py'), '--work-dir',
+                   tmp_path / 'finetune_run', '--cfg-options', 'train_cfg.max_iters=2')
+    log = next((tmp_path / 'finetune_run').glob('*/*.log')).read_text()
+    assert f'Load checkpoint from {checkpoint}' in log
+    assert len(train_log(tmp_path / 'finetune_run')) == 2
+    assert re.findall(r'mIoU: ([0-9.]+)', out)
