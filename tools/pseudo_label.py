@@ -72,7 +72,7 @@ def main(argv=None):
                              '--labels-from-gt (or use --method diffseg without --classes)')
     if classes is None and not unlabelled:
         raise UserInputError('give --classes (the label set of the output PNGs)')
-    cli.start_launcher(args.launcher)
+    cli.start_launcher(args.launcher, args.device)
     pseudo_label(items, args.out, args.model, gen_cfg, classes, image_labels,
                  batch_size=args.batch_size, device=pick_device(args.device), dtype=args.dtype,
                  split=args.split)

@@ -56,7 +56,7 @@ def main(argv=None):
                                parse_options(args.cfg_options))
     if names is None and gen_cfg['type'] != 'DiffSeg':
         raise UserInputError(f'{gen_cfg["type"]} needs --classes (only DiffSeg segments without)')
-    cli.start_launcher(args.launcher)
+    cli.start_launcher(args.launcher, args.device)
     summary = segment(items, args.out, args.model, gen_cfg, names, batch_size=args.batch_size,
                       device=pick_device(args.device), dtype=args.dtype)
     if summary.made or not (Path(args.out) / SHEET_NAME).is_file():

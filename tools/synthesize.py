@@ -50,7 +50,7 @@ def main(argv=None):
     label_set = args.label_set or ('voc' if args.classes == 'voc' else None)
     gen_cfg = generator_config(args.method or (None if args.config else 'seediff'), args.config,
                                parse_options(args.cfg_options))
-    cli.start_launcher(args.launcher)
+    cli.start_launcher(args.launcher, args.device)
     synthesize(names, args.out, args.model, gen_cfg,
                label_set=cli.resolve_class_arg(label_set) if label_set else None,
                images_per_class=args.images_per_class, prompts=args.prompt or [DEFAULT_TEMPLATE],

@@ -40,8 +40,15 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
                         help='several GPUs: each rank takes its shard (torchrun ... --launcher pytorch)')
 
 
-def start_launcher(launcher: str) -> None:
-    if launcher != 'none':
+def start_launcher(launcher: str, device: str) -> None:
+    """Join the process group: mmengine's ``init_dist`` (NCCL) on GPUs; for CPU ranks under
+    torchrun, torch.distributed's gloo backend (mmengine's launcher would pick a GPU)."""
+    if launcher == 'none':
+        return
+    if launcher == 'pytorch' and not str(device).startswith('cuda'):
+        import torch.distributed as dist
+        dist.init_process_group('gloo')
+    else:
         init_dist(launcher)
 
 

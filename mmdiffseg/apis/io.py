@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from mmengine.dist import barrier, get_dist_info
+from mmengine.dist import all_gather_object, barrier, get_dist_info
 from mmengine.logging import print_log
 from mmengine.utils import ProgressBar
 
@@ -236,8 +236,9 @@ def check_output_folder(folder) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _write_error(folder, exc) from exc
-    atomic_write(folder / '.write_test', b'')
-    (folder / '.write_test').unlink()
+    probe = folder / f'.write_test.r{get_dist_info()[0]}'
+    atomic_write(probe, b'')
+    probe.unlink()
     return folder
 
 
@@ -344,11 +345,18 @@ def run_job(items: Sequence[WorkItem], load: LoadFn, compute: ComputeFn, out_dir
             ids = sorted((r['id'] for r in finished if is_done(folder, r)),
                          key=lambda i: (order.get(i, len(order)), i))
             atomic_write(folder / split_file, ''.join(i + '\n' for i in ids).encode())
-    if world_size > 1:
-        barrier()
     summary.seconds = time.time() - start
-    prefix = f'[rank {rank}/{world_size}] ' if world_size > 1 else ''
-    print_log(f'{prefix}summary: {summary.line()}', logger='current')
-    for item_id, reason in summary.failed:
-        print_log(f'{prefix}failed: {item_id}: {reason}', logger='current')
+    if world_size > 1:
+        summary = _total(all_gather_object(summary))
+    if rank == 0:
+        print_log(f'summary: {summary.line()}', logger='current')
+        for item_id, reason in summary.failed:
+            print_log(f'failed: {item_id}: {reason}', logger='current')
     return summary
+
+
+def _total(parts: List[JobSummary]) -> JobSummary:
+    """All ranks' summaries as one (time = the slowest rank's)."""
+    return JobSummary(made=sum(p.made for p in parts), skipped=sum(p.skipped for p in parts),
+                      failed=[f for p in parts for f in p.failed],
+                      seconds=max(p.seconds for p in parts))

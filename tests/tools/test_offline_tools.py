@@ -172,6 +172,23 @@ def test_pseudo_label_resumes_after_sigkill_to_the_same_result(pseudo_labels, ti
 
 
 @pytest.mark.slow
+def test_two_cpu_ranks_under_torchrun_share_the_work(tiny_model, voc_images, tmp_path):
+    out = tmp_path / 'out'
+    command = [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2',
+               *tool_command('pseudo_label', *pseudo_label_args(tiny_model, voc_images, out),
+                             '--launcher', 'pytorch')[1:]]
+    result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'made 4, skipped 0 (already done), failed 1' in result.stdout + result.stderr
+    check_complete(out)
+    assert sorted(masks(out)) == [f'voc_val_{i}.png' for i in (0, 1, 20, 23)]
+    assert [p.name for p in out.glob('manifest*')] == ['manifest.jsonl']  # rank files merged
+    assert sorted(finished_ids(out)) == ['voc_val_0', 'voc_val_1', 'voc_val_20', 'voc_val_23']
+    assert len((out / 'ImageSets/Segmentation/train.txt').read_text().split()) == 4
+
+
+@pytest.mark.slow
 def test_synthesize_is_deterministic_and_resumes_after_sigkill(tiny_model, tmp_path):
     args = ['--classes', 'cat,dog', '--label-set', 'voc', '--images-per-class', '1', '--seed', '3',
             '--prompt', 'a photo of a {}', '--prompt', 'a picture of a {}', '--model', tiny_model,
