@@ -16,8 +16,9 @@ Defaults are SeeDiff's (ALGORITHMS.md 2.3 step 6): ``num_iter=5000``, ``dilation
 ``sigma_factor=0.2``; the original PAMR uses ``dilations=(1, 2, 4, 8, 12, 24)``,
 ``sigma_factor=0.1``, ``num_iter=10`` (:data:`ORIGINAL_PAMR`).
 
-The affinity is computed once; each iteration is one replicate pad and 8 * len(dilations) fused
-multiply-adds on shifted views (no unfold, no convolution), so it runs the same on CPU and GPU.
+The affinity is computed once; each iteration is 8 * len(dilations) fused multiply-adds on shifted
+views of one padded buffer plus a border refresh (no unfold, no convolution, no allocation), on CPU
+or GPU alike.
 """
 from __future__ import annotations
 
@@ -38,6 +39,14 @@ def _shifted_views(padded: torch.Tensor, pad: int, size, offsets):
     """Views of ``padded`` (padded by ``pad`` on each side) shifted by each ``(dy, dx)``."""
     h, w = size
     return [padded[..., pad + dy:pad + dy + h, pad + dx:pad + dx + w] for dy, dx in offsets]
+
+
+def _replicate_border(padded: torch.Tensor, pad: int) -> None:
+    """Refill the ``pad``-wide border of ``padded`` from its interior's edge pixels, in place."""
+    padded[..., pad:-pad, :pad] = padded[..., pad:-pad, pad:pad + 1]
+    padded[..., pad:-pad, -pad:] = padded[..., pad:-pad, -pad - 1:-pad]
+    padded[..., :pad, :] = padded[..., pad:pad + 1, :]
+    padded[..., -pad:, :] = padded[..., -pad - 1:-pad, :]
 
 
 class PAMR(torch.nn.Module):
@@ -80,34 +89,40 @@ class PAMR(torch.nn.Module):
         self.pad = max(dilations)
 
     def affinity(self, image: torch.Tensor) -> torch.Tensor:
-        """Neighbour weights ``(B, 1, P, H, W)``, ``P = 8 * len(dilations)``, summing to 1 over P."""
+        """Neighbour weights ``(B, 1, P, H, W)`` (``P = 8 * len(dilations)``, sum 1 over P)."""
         image = image.float()
-        size = image.shape[-2:]
-        padded = F.pad(image, [self.pad] * 4, mode='replicate')
-        window = torch.stack(
-            [image] + _shifted_views(padded, self.pad, size, self.offsets), dim=2)
-        centres = [image] * (len(self.dilations) - 1)  # the centre belongs to every window
-        window = torch.cat([window] + [c.unsqueeze(2) for c in centres], dim=2)
-        sigma = window.std(dim=2, keepdim=True)
-        diff = (window[:, :, 1:1 + len(self.offsets)] - image.unsqueeze(2)).abs()
-        logits = (-diff / (1e-8 + self.sigma_factor * sigma)).mean(dim=1, keepdim=True)
-        return logits.softmax(dim=2)
+        neighbours = _shifted_views(F.pad(image, [self.pad] * 4, mode='replicate'), self.pad,
+                                    image.shape[-2:], self.offsets)
+        taps = neighbours + [image] * len(self.dilations)  # the centre is in every window
+        mean = sum(taps) / len(taps)
+        sigma = (sum((t - mean).square() for t in taps) / (len(taps) - 1)).sqrt()
+        scale = 1e-8 + self.sigma_factor * sigma
+        logits = torch.stack([(-(n - image).abs() / scale).mean(dim=1) for n in neighbours], 1)
+        return logits.softmax(dim=1).unsqueeze(1)
 
     def propagate(self, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``num_iter`` steps of ``m <- sum_j w_j m_j`` with precomputed ``weights``."""
-        size = mask.shape[-2:]
+        """``num_iter`` steps of ``m <- sum_j w_j m_j`` with precomputed ``weights``.
+
+        The mask lives inside one replicate-padded buffer that the shifted views read; each step
+        writes the new mask into the buffer's interior and refreshes its border (no allocation).
+        """
+        p, (h, w) = self.pad, mask.shape[-2:]
+        padded = F.pad(mask, [p] * 4, mode='replicate')
+        inner = padded[..., p:p + h, p:p + w]
+        views = _shifted_views(padded, p, (h, w), self.offsets)
+        taps = weights.unbind(dim=2)
+        new = torch.empty_like(mask)
         for step in range(self.num_iter):
-            padded = F.pad(mask, [self.pad] * 4, mode='replicate')
-            views = _shifted_views(padded, self.pad, size, self.offsets)
-            new = views[0] * weights[:, :, 0]
-            for k in range(1, len(views)):
-                new.addcmul_(views[k], weights[:, :, k])
+            torch.mul(views[0], taps[0], out=new)
+            for view, tap in zip(views[1:], taps[1:]):
+                new.addcmul_(view, tap)
             converged = (self.tol is not None and (step + 1) % self.check_every == 0
-                         and (new - mask).abs().max().item() < self.tol)
-            mask = new
+                         and (new - inner).abs().max().item() < self.tol)
+            inner.copy_(new)
+            _replicate_border(padded, p)
             if converged:
                 break
-        return mask
+        return inner.clone()
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Refined masks, float32 ``(B, C, H, W)``.
