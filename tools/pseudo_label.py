@@ -13,7 +13,7 @@ from pathlib import Path
 
 import mmdiffseg  # noqa: F401  (registers the generators)
 from mmdiffseg.apis import cli
-from mmdiffseg.apis.builders import generator_config, parse_options, pick_device
+from mmdiffseg.apis.builders import pick_device
 from mmdiffseg.apis.io import UserInputError
 from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
                                          labels_from_file, labels_from_ground_truth, pseudo_label)
@@ -51,8 +51,7 @@ def main(argv=None):
         items, classes = images_from_folder(args.images), None
     if args.classes:
         classes = cli.resolve_class_arg(args.classes)
-    gen_cfg = generator_config(args.method or (None if args.config else 'iseg'), args.config,
-                               parse_options(args.cfg_options))
+    gen_cfg, model = cli.generator_and_model(args, 'iseg')
     unlabelled = gen_cfg['type'] == 'DiffSeg' and classes is None
     if args.labels:
         image_labels = labels_from_file(args.labels)
@@ -73,7 +72,7 @@ def main(argv=None):
     if classes is None and not unlabelled:
         raise UserInputError('give --classes (the label set of the output PNGs)')
     cli.start_launcher(args.launcher, args.device)
-    pseudo_label(items, args.out, args.model, gen_cfg, classes, image_labels,
+    pseudo_label(items, args.out, model, gen_cfg, classes, image_labels,
                  batch_size=args.batch_size, device=pick_device(args.device), dtype=args.dtype,
                  split=args.split)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import mmdiffseg  # noqa: F401  (registers the generators)
 from mmdiffseg.apis import cli
-from mmdiffseg.apis.builders import generator_config, parse_options, pick_device
+from mmdiffseg.apis.builders import pick_device
 from mmdiffseg.apis.folders import encode_jpeg
 from mmdiffseg.apis.io import UserInputError, atomic_write
 from mmdiffseg.apis.segment import segment, segment_items
@@ -52,12 +52,11 @@ def main(argv=None):
         raise UserInputError('give an image or folder to segment, or --contact-sheet FOLDER')
     items = segment_items(args.input)
     names = cli.resolve_class_arg(args.classes) if args.classes else None
-    gen_cfg = generator_config(args.method or (None if args.config else 'iseg'), args.config,
-                               parse_options(args.cfg_options))
+    gen_cfg, model = cli.generator_and_model(args, 'iseg')
     if names is None and gen_cfg['type'] != 'DiffSeg':
         raise UserInputError(f'{gen_cfg["type"]} needs --classes (only DiffSeg segments without)')
     cli.start_launcher(args.launcher, args.device)
-    summary = segment(items, args.out, args.model, gen_cfg, names, batch_size=args.batch_size,
+    summary = segment(items, args.out, model, gen_cfg, names, batch_size=args.batch_size,
                       device=pick_device(args.device), dtype=args.dtype)
     if summary.made or not (Path(args.out) / SHEET_NAME).is_file():
         sheet = Path(args.out) / SHEET_NAME

@@ -15,8 +15,10 @@ import sys
 
 import mmdiffseg  # noqa: F401  (registers the generators)
 from mmdiffseg.apis import cli
-from mmdiffseg.apis.builders import generator_config, parse_options, pick_device
+from mmdiffseg.apis.builders import pick_device
 from mmdiffseg.apis.synthesize import DEFAULT_TEMPLATE, SYNTH_CLASS_SETS, synthesize
+
+SD14 = 'CompVis/stable-diffusion-v1-4'
 
 
 def parse_args(argv):
@@ -29,14 +31,14 @@ def parse_args(argv):
                         help='mask indices: a dataset name (voc, cityscapes, ...) or a comma list; '
                              'default: voc for --classes voc, else background + the classes')
     parser.add_argument('--prompt', action='append', default=None,
-                        help=f'prompt template with {{}} for the class, repeatable (cycled per '
-                             f'image; default "{DEFAULT_TEMPLATE}")')
+                        help='prompt template with {} for the class, repeatable (cycled per '
+                             f'image; default: the --config preset\'s, else "{DEFAULT_TEMPLATE}")')
     parser.add_argument('--images-per-class', type=int, default=1)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--size', type=int, default=512, help='image side (default 512)')
     parser.add_argument('--split', default='train', help='split file name (default train)')
     cli.add_generator_args(parser, default_method='seediff')
-    cli.add_engine_args(parser, default_model='CompVis/stable-diffusion-v1-4')
+    cli.add_engine_args(parser, default_model=SD14)
     cli.add_run_args(parser)
     return parser.parse_args(argv)
 
@@ -48,12 +50,11 @@ def main(argv=None):
     else:
         names = [n.strip() for n in args.classes.split(',') if n.strip()]
     label_set = args.label_set or ('voc' if args.classes == 'voc' else None)
-    gen_cfg = generator_config(args.method or (None if args.config else 'seediff'), args.config,
-                               parse_options(args.cfg_options))
+    gen_cfg, model = cli.generator_and_model(args, 'seediff', SD14)
     cli.start_launcher(args.launcher, args.device)
-    synthesize(names, args.out, args.model, gen_cfg,
+    synthesize(names, args.out, model, gen_cfg,
                label_set=cli.resolve_class_arg(label_set) if label_set else None,
-               images_per_class=args.images_per_class, prompts=args.prompt or [DEFAULT_TEMPLATE],
+               images_per_class=args.images_per_class, prompts=args.prompt,
                seed=args.seed, batch_size=args.batch_size, device=pick_device(args.device),
                dtype=args.dtype, size=args.size, split=args.split)
 

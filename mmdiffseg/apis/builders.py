@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.config import Config
@@ -44,9 +44,11 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32'):
 
 
 def generator_config(method: Optional[str] = None, config: Optional[str] = None,
-                     options: Optional[Dict] = None) -> Dict:
+                     options: Optional[Dict] = None) -> Tuple[Dict, Optional[str]]:
     """The generator's config dict from a preset file (its ``generator`` entry) or ``--method``,
-    updated with ``options`` (``--cfg-options``-style overrides)."""
+    updated with ``options`` (``--cfg-options``-style overrides), and the preset's ``model_id``
+    (``None`` without one)."""
+    model_id = None
     if config is not None:
         if not Path(config).is_file():
             raise UserInputError(f'generator config {config!r} not found')
@@ -55,6 +57,7 @@ def generator_config(method: Optional[str] = None, config: Optional[str] = None,
             raise UserInputError(f'{config} has no `generator = dict(type=...)` entry; it has: '
                                  f'{sorted(cfg.keys())}')
         gen_cfg = cfg.generator.to_dict()
+        model_id = cfg.get('model_id')
     elif method is not None:
         if method.lower() not in METHODS:
             raise UserInputError(f'unknown --method {method!r}; choose from {sorted(METHODS)}')
@@ -62,7 +65,7 @@ def generator_config(method: Optional[str] = None, config: Optional[str] = None,
     else:
         raise UserInputError('give a generator: --method or --config')
     gen_cfg.update(options or {})
-    return gen_cfg
+    return gen_cfg, model_id
 
 
 def build_generator(gen_cfg: Dict, classes: Optional[Sequence[str]]):

@@ -17,8 +17,9 @@ EXIT_WRITE_FAILED = 3
 
 
 def add_engine_args(parser: argparse.ArgumentParser, default_model: str = DEFAULT_MODEL) -> None:
-    parser.add_argument('--model', default=default_model,
-                        help='Stable Diffusion hub id or diffusers folder (default: %(default)s)')
+    parser.add_argument('--model', default=None,
+                        help='Stable Diffusion hub id or diffusers folder (default: the --config '
+                             f'preset\'s model_id, else {default_model})')
     parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N (default: cpu)')
     parser.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
     parser.add_argument('--batch-size', type=int, default=4,
@@ -31,7 +32,16 @@ def add_generator_args(parser: argparse.ArgumentParser, default_method: str) -> 
     parser.add_argument('--config', default=None,
                         help='generator preset config (a file with `generator = dict(...)`)')
     parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
-                        help='override generator options, e.g. pamr_iters=10')
+                        help='override generator options, e.g. pamr_iter=10')
+
+
+def generator_and_model(args, default_method: str, default_model: str = DEFAULT_MODEL):
+    """``(generator config, model)`` from ``--method`` / ``--config`` / ``--cfg-options`` and
+    ``--model`` (else the preset's ``model_id``, else ``default_model``)."""
+    from .builders import generator_config, parse_options
+    method = args.method or (None if args.config else default_method)
+    gen_cfg, preset_model = generator_config(method, args.config, parse_options(args.cfg_options))
+    return gen_cfg, args.model or preset_model or default_model
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:

@@ -46,15 +46,16 @@ def synth_items(names: Sequence[str], images_per_class: int, seed: int) -> List[
 
 def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
                label_set: Optional[Sequence[str]] = None, images_per_class: int = 1,
-               prompts: Sequence[str] = (DEFAULT_TEMPLATE, ), seed: int = 0, batch_size: int = 4,
+               prompts: Optional[Sequence[str]] = None, seed: int = 0, batch_size: int = 4,
                device: str = 'cpu', dtype: str = 'float32', size: int = 512,
                split: str = 'train') -> JobSummary:
     """Synthesise ``images_per_class`` image/mask pairs per class name into ``out_dir``.
 
     Args:
         names: the classes to synthesise.
-        gen_cfg: generator config (SeeDiff-like: ``generate_kwargs``); ``prompts`` become its
-            ``prompt_templates``.
+        gen_cfg: generator config (SeeDiff-like: ``generate_kwargs``).
+        prompts: prompt templates (``{}`` = class name), cycled per image; ``None`` keeps the
+            config's ``prompt_templates`` (else :data:`DEFAULT_TEMPLATE`).
         label_set: the mask indices (e.g. VOC's 21 classes); every name must be in it. Default
             ``['background', *names]``.
 
@@ -67,11 +68,15 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
         raise UserInputError('no classes to synthesise')
     label_set = list(label_set) if label_set is not None else ['background'] + names
     check_class_names(names, label_set, '--classes')
-    bad = [p for p in prompts if '{}' not in p]
-    if bad:
-        raise UserInputError(f'prompt template(s) {bad} have no "{{}}" for the class name')
+    if prompts is not None:
+        bad = [p for p in prompts if '{}' not in p]
+        if bad or not prompts:
+            raise UserInputError(f'prompt template(s) {bad} have no "{{}}" for the class name')
+        gen_cfg = dict(gen_cfg, prompt_templates=list(prompts))
+    gen_cfg = dict(gen_cfg)
+    gen_cfg.setdefault('prompt_templates', [DEFAULT_TEMPLATE])
     model = check_model(model)
-    generator = build_generator(dict(gen_cfg, prompt_templates=list(prompts)), label_set)
+    generator = build_generator(gen_cfg, label_set)
     if not hasattr(generator, 'generate_kwargs'):
         raise UserInputError(f'{type(generator).__name__} cannot synthesise (no generate_kwargs); '
                              'use SeeDiff')

@@ -82,8 +82,9 @@ IMAGE_LABELS = dict(voc_val_0=['aeroplane'], voc_val_1=['aeroplane'], voc_val_20
 def pseudo_label_args(model, images, out):
     labels = images.parent / 'labels.json'
     labels.write_text(json.dumps(IMAGE_LABELS))
-    return [images, '--classes', 'voc', '--labels', labels, '--model', model,
-            '--batch-size', '2', '--out', out, *ISEG_OPTIONS]
+    return [images, '--classes', 'voc', '--labels', labels, '--model', model, '--config',
+            REPO / 'configs/iseg/iseg_wsss_voc.py', '--batch-size', '2', '--out', out,
+            *ISEG_OPTIONS]
 
 
 @pytest.fixture(scope='module')
@@ -192,7 +193,8 @@ def test_two_cpu_ranks_under_torchrun_share_the_work(tiny_model, voc_images, tmp
 def test_synthesize_is_deterministic_and_resumes_after_sigkill(tiny_model, tmp_path):
     args = ['--classes', 'cat,dog', '--label-set', 'voc', '--images-per-class', '1', '--seed', '3',
             '--prompt', 'a photo of a {}', '--prompt', 'a picture of a {}', '--model', tiny_model,
-            '--batch-size', '1', *SEEDIFF_OPTIONS]
+            '--config', REPO / 'configs/seediff/seediff_voc20_synth.py', '--batch-size', '1',
+            *SEEDIFF_OPTIONS]
     run_tool('synthesize', *args, '--out', tmp_path / 'a')
     command = tool_command('synthesize', *args, '--out', tmp_path / 'b')
     kill_after_items(command, tmp_path / 'b' / 'manifest.jsonl', 1, random.Random(1))
