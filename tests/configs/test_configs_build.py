@@ -5,7 +5,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
-from mmseg.registry import MODELS
+from mmseg.registry import METRICS, MODELS
 
 import mmdiffseg  # noqa: F401
 import mmdiffseg.datasets  # noqa: F401
@@ -37,6 +37,9 @@ def test_config_builds(path):
     for loader in LOADERS:
         if loader in cfg and cfg[loader].get('dataset'):
             Compose(cfg[loader].dataset.pipeline)
+    for key in ('val_evaluator', 'test_evaluator'):
+        if cfg.get(key):
+            METRICS.build(cfg[key])
     if cfg.model.get('data_preprocessor', {}).get('type') == 'DiffusionLabelPreprocessor':
         # online labels: the pipeline reads the cache the preprocessor writes
         steps = [s for s in cfg.train_dataloader.dataset.pipeline if s.type == 'LoadPseudoLabel']

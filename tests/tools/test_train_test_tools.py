@@ -103,3 +103,22 @@ def test_synthetic_then_finetune_from_its_checkpoint(tmp_path, monkeypatch):
     assert f'Load checkpoint from {checkpoint}' in log
     assert len(train_log(tmp_path / 'finetune_run')) == 2
     assert re.findall(r'mIoU: ([0-9.]+)', out)
+
+
+def test_diffseg_unsupervised_evaluation_without_checkpoint(tmp_path, tiny_sd, monkeypatch):
+    """tools/test.py runs the training-free DiffSeg config (Hungarian-matched ACC / mIoU)."""
+    monkeypatch.chdir(tmp_path)
+    cfg = Config.fromfile(str(REPO / 'configs/mask2former/'
+                                     'diffseg-sd14_cityscapes27-unsupervised-512x512.py'))
+    cfg.model.sd_model = str(tiny_sd)
+    cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
+    cfg.test_dataloader.dataset.data_root = str(shared_path('cityscapes_val_sample'))
+    for step in cfg.test_dataloader.dataset.pipeline:
+        if step['type'] == 'CenterCrop':
+            step['crop_size'] = (128, 128)
+    cfg.val_dataloader = cfg.test_dataloader
+    out = run_tool('test', write_config(cfg, tmp_path / 'diffseg.py'), '--work-dir',
+                   tmp_path / 'eval')
+    acc = re.findall(r'ACC: ([0-9.]+)', out)
+    miou = re.findall(r'mIoU: ([0-9.]+)', out)
+    assert acc and miou and 0 < float(acc[-1]) <= 100 and 0 < float(miou[-1]) <= 100

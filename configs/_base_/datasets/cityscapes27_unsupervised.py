@@ -7,6 +7,7 @@ cityscapes27_test_dataloader = dict(
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(
+        _delete_=True,
         type='Cityscapes27Dataset',
         data_root='data/cityscapes',
         data_prefix=dict(img_path='leftImg8bit/val', seg_map_path='gtFine/val'),
@@ -17,4 +18,4 @@ cityscapes27_test_dataloader = dict(
             dict(type='Resize', scale=(512, 512), keep_ratio=False),
             dict(type='PackSegInputs'),
         ]))
-cityscapes27_test_evaluator = dict(type='HungarianMatchedIoU', num_classes=27)
+cityscapes27_test_evaluator = dict(_delete_=True, type='HungarianMatchedIoU', num_classes=27)
