@@ -6,8 +6,21 @@ import pytest
 
 from mmdiffseg.apis.io import (ItemOutput, ItemSkipped, Manifest, OutputWriteError,
                                UserInputError, WorkItem, atomic_write, item_seed, run_job, shard)
+from unwritable import full_folder, readonly_folder
 
 HEADER = dict(tool='test', model='tiny', seed=0)
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    with readonly_folder(tmp_path / 'readonly') as path:
+        yield path
+
+
+@pytest.fixture
+def full_dir(tmp_path):
+    with full_folder(tmp_path / 'full') as path:
+        yield path
 
 
 def _job(calls):

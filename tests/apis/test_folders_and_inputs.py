@@ -1,0 +1,89 @@
+"""Folder conventions and input handling of the offline tools (no model needed)."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmdiffseg.apis.builders import check_model, parse_options
+from mmdiffseg.apis.folders import (IGNORE_COLOR, encode_label_png, palette_for, read_label_png,
+                                    read_rgb)
+from mmdiffseg.apis.io import ItemSkipped, UserInputError
+from mmdiffseg.apis.pseudo_label import images_from_dataset_config, labels_from_ground_truth
+from mmdiffseg.apis.synthesize import synth_items
+
+
+def test_label_png_keeps_indices_and_uses_the_voc_palette(tmp_path):
+    labels = np.array([[0, 1, 15], [20, 255, 1]], dtype=np.uint8)
+    classes = ['background', 'aeroplane', 'bicycle']
+    path = tmp_path / 'x.png'
+    path.write_bytes(encode_label_png(labels, palette_for(classes)))
+    img = Image.open(path)
+    assert img.mode == 'P'
+    palette = img.getpalette()
+    assert palette[0:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]
+    assert tuple(palette[3 * 255:3 * 256]) == IGNORE_COLOR
+    np.testing.assert_array_equal(read_label_png(path), labels)
+    with pytest.raises(ValueError, match='0..255'):
+        encode_label_png(np.array([[300]]), palette_for(classes))
+
+
+def test_custom_palette_is_fixed_and_background_black():
+    a, b = palette_for(['background', 'human', 'vehicle']), palette_for(['background', 'human'])
+    assert a[0] == [0, 0, 0] and a[:2] == b and a[1] != a[2]
+
+
+def test_read_rgb_names_an_unreadable_file(tmp_path):
+    good = tmp_path / 'g.png'
+    Image.fromarray(np.full((4, 5), 7, np.uint8)).save(good)  # greyscale -> RGB
+    assert read_rgb(good).shape == (4, 5, 3)
+    buf = io.BytesIO()
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (64, 64, 3), np.uint8)).save(
+        buf, format='PNG')
+    bad = tmp_path / 'bad.png'
+    bad.write_bytes(buf.getvalue()[:200])
+    with pytest.raises(ItemSkipped, match=str(bad)):
+        read_rgb(bad)
+    with pytest.raises(ItemSkipped, match='missing.jpg'):
+        read_rgb(tmp_path / 'missing.jpg')
+
+
+def test_labels_from_ground_truth(tmp_path):
+    Image.fromarray(np.array([[0, 3, 3], [255, 1, 0]], np.uint8)).save(tmp_path / 'a.png')
+    labels = labels_from_ground_truth({'a': tmp_path / 'a.png'}, ['background', 'x', 'y', 'z'])
+    assert labels == {'a': ['x', 'z']}
+
+
+def test_items_from_an_mmseg_dataset_config(tmp_path, shared_data):
+    root = shared_data('voc2012_val_samples')
+    split = tmp_path / 'val.txt'
+    split.write_text('voc_val_20\nvoc_val_0\n')
+    config = tmp_path / 'data.py'
+    config.write_text(
+        "val_dataloader = dict(dataset=dict(type='PascalVOCDataset', data_root=%r, "
+        "data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'), "
+        "img_suffix='.png', ann_file=%r, pipeline=[]))\n" % (str(root), str(split)))
+    items, classes = images_from_dataset_config(str(config), 'val')
+    assert [it.id for it in items] == ['voc_val_20', 'voc_val_0']
+    assert classes[0] == 'background' and classes[20] == 'tvmonitor'
+    assert items[1].payload['gt'].endswith('SegmentationClass/voc_val_0.png')
+    with pytest.raises(UserInputError, match='no train_dataloader'):
+        images_from_dataset_config(str(config), 'train')
+
+
+def test_synth_items_have_stable_ids_and_seeds():
+    items = synth_items(['potted plant', 'cat'], 2, seed=7)
+    assert [it.id for it in items] == ['potted-plant_00000', 'potted-plant_00001', 'cat_00000',
+                                       'cat_00001']
+    again = synth_items(['cat'], 3, seed=7)
+    assert again[1].payload['seed'] == items[3].payload['seed']  # independent of the class list
+    assert synth_items(['cat'], 1, seed=8)[0].payload['seed'] != again[0].payload['seed']
+
+
+def test_model_and_option_checks(tmp_path):
+    assert check_model('stabilityai/stable-diffusion-2-1-base') == \
+        'stabilityai/stable-diffusion-2-1-base'
+    with pytest.raises(UserInputError, match='model_index.json'):
+        check_model(str(tmp_path / 'nothing'))
+    assert parse_options(['iters=3', 'cross_heads=None', 'name=abc', 'heads=[0, 1]']) == \
+        dict(iters=3, cross_heads=None, name='abc', heads=[0, 1])
