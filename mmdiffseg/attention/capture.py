@@ -33,6 +33,7 @@ CHUNK_BYTES = {'cpu': 4 * 2 ** 20, 'cuda': 16 * 2 ** 20}
 def default_chunk_bytes(device) -> int:
     return CHUNK_BYTES.get(torch.device(device).type, CHUNK_BYTES['cuda'])
 
+
 _LAYER_NAME = re.compile(
     r'^(?:(?P<group>down_blocks|up_blocks)\.(?P<block>\d+)|mid_block)\.attentions\.(?P<attn>\d+)'
     r'\.transformer_blocks\.(?P<tblock>\d+)\.(?P<which>attn1|attn2)$')
@@ -160,6 +161,8 @@ class CaptureSession:
             for name, sink in plan.items():
                 self.layer_sinks.setdefault(name, []).append(sink)
         self.buffers: Dict[str, torch.Tensor] = {}
+        self._averaged = False
+        self._scratch: Dict[str, torch.Tensor] = {}
         self.step = -1
         self.captured_steps = 0
         self.active = False
@@ -187,8 +190,18 @@ class CaptureSession:
         buf = self.buffers[sink.request]
         return buf[:, sink.slot] if sink.slot is not None else buf
 
+    def scratch(self, slot: str, numel: int, dtype, device) -> torch.Tensor:
+        """A flat scratch tensor of ``numel`` elements, reused until a larger one is needed."""
+        held = self._scratch.get(slot)
+        if held is None or held.numel() < numel or held.dtype != dtype or held.device != device:
+            held = self._scratch[slot] = torch.empty(numel, dtype=dtype, device=device)
+        return held[:numel]
+
+    def release_scratch(self) -> None:
+        self._scratch.clear()
+
     def results(self) -> Dict[str, torch.Tensor]:
-        """Request name -> averaged map (float32)."""
+        """Request name -> averaged map (float32); the buffers are divided in place, once."""
         if self.captured_steps == 0:
             raise RuntimeError(f'no U-Net step was captured (steps {sorted(self.steps or [])}, '
                                f'{self.step + 1} step(s) run)')
@@ -196,7 +209,11 @@ class CaptureSession:
         if missing:
             raise RuntimeError(f'attention of {missing} was never computed: the U-Net did not run '
                                'the requested layers')
-        return {name: buf.div_(self.captured_steps) for name, buf in self.buffers.items()}
+        if not self._averaged:
+            for buf in self.buffers.values():
+                buf.div_(self.captured_steps)
+            self._averaged = True
+        return dict(self.buffers)
 
 
 class CaptureProcessor:
@@ -205,8 +222,15 @@ class CaptureProcessor:
     Outside captured steps it defers to the layer's original processor.
     """
 
-    def __init__(self, session: CaptureSession, sinks: List[_Sink], fallback):
-        self.session, self.sinks, self.fallback = session, sinks, fallback
+    def __init__(self, session: CaptureSession, layer: AttentionLayer, sinks: List[_Sink], fallback):
+        self.session, self.layer, self.sinks, self.fallback = session, layer, sinks, fallback
+        self._head_index: Dict[tuple, torch.Tensor] = {}
+
+    def _heads_on(self, i: int, device) -> torch.Tensor:
+        key = (i, device)
+        if key not in self._head_index:
+            self._head_index[key] = self.sinks[i].heads.to(device)
+        return self._head_index[key]
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, *args, **kwargs):
@@ -237,6 +261,9 @@ class CaptureProcessor:
             return x.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
 
         query, key, value = split(query), split(key), split(value)
+        if query.shape[2] != self.layer.resolution ** 2:
+            raise RuntimeError(f'{self.layer.name}: {query.shape[2]} query tokens, expected '
+                               f'{self.layer.resolution}x{self.layer.resolution} for this input')
         if attn.norm_q is not None:
             query = attn.norm_q(query)
         if attn.norm_k is not None:
@@ -262,35 +289,44 @@ class CaptureProcessor:
         return hidden_states / attn.rescale_output_factor
 
     def _explicit_attention(self, attn, query, key, value, mask):
-        """``softmax(Q K^T * scale) @ V`` by chunks of query rows, feeding every sink per chunk."""
+        """``softmax(Q K^T * scale) @ V`` by chunks of query rows, feeding every sink per chunk.
+
+        Scores, probabilities and head sums live in scratch tensors reused across chunks and
+        layers, so a capture allocates its buffers and little else."""
         batch, heads, n_query, head_dim = query.shape
-        n_key = key.shape[2]
+        n_key, rows = key.shape[2], batch * heads
         if attn.upcast_attention:
             query, key = query.float(), key.float()
-        q3 = (query * attn.scale).reshape(batch * heads, n_query, head_dim)
-        k3t = key.reshape(batch * heads, n_key, head_dim).transpose(1, 2)
-        v3 = value.reshape(batch * heads, n_key, head_dim)
-        out = torch.empty(batch * heads, n_query, head_dim, dtype=value.dtype, device=value.device)
+        q3 = (query * attn.scale).reshape(rows, n_query, head_dim)
+        k3t = key.reshape(rows, n_key, head_dim).transpose(1, 2)
+        v3 = value.reshape(rows, n_key, head_dim)
+        out = torch.empty(rows, n_query, head_dim, dtype=value.dtype, device=value.device)
         buffers = [self.session.buffer(s, n_query, n_key, query.device) for s in self.sinks]
         chunk_bytes = self.session.chunk_bytes or default_chunk_bytes(query.device)
-        chunk = max(1, chunk_bytes // (4 * batch * heads * n_key))
+        chunk = min(n_query, max(1, chunk_bytes // (4 * rows * n_key)))
+        scratch = self.session.scratch
+        scores_ws = scratch('scores', rows * chunk * n_key, q3.dtype, query.device)
+        probs_ws = scratch('probs', rows * chunk * n_key, torch.float32, query.device)
+        sum_ws = scratch('head_sum', batch * chunk * n_key, torch.float32, query.device)
         for start in range(0, n_query, chunk):
             end = min(start + chunk, n_query)
-            scores = torch.bmm(q3[:, start:end], k3t).float()
+            size = (end - start) * n_key
+            scores = torch.bmm(q3[:, start:end], k3t, out=scores_ws[:rows * size].view(rows, -1, n_key))
             if mask is not None:
-                scores += mask[:, :, start:end].reshape(batch * heads, -1, n_key).float()
-            probs = scores.softmax(dim=-1)
-            del scores
+                scores += mask[:, :, start:end].reshape(rows, -1, n_key)
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32,
+                                  out=probs_ws[:rows * size].view(rows, -1, n_key))
             out[:, start:end] = torch.bmm(probs.to(v3.dtype), v3)
             per_head = probs.view(batch, heads, end - start, n_key)
             head_sum = None
-            for sink, buf in zip(self.sinks, buffers):
+            for i, (sink, buf) in enumerate(zip(self.sinks, buffers)):
                 if sink.heads is None:
                     if head_sum is None:
-                        head_sum = per_head.sum(dim=1)
+                        head_sum = torch.sum(per_head, dim=1,
+                                             out=sum_ws[:batch * size].view(batch, -1, n_key))
                     summed = head_sum
                 else:
-                    summed = per_head.index_select(1, sink.heads.to(probs.device)).sum(dim=1)
+                    summed = per_head.index_select(1, self._heads_on(i, probs.device)).sum(dim=1)
                 buf[:, start:end].add_(summed, alpha=sink.weight)
         return out.view(batch, heads, n_query, head_dim)
 
@@ -307,11 +343,12 @@ def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int
     """
     layers = unet_attention_layers(unet, latent_size)
     session = CaptureSession(spec, layers, batch_size, steps, chunk_bytes)
+    by_name = {layer.name: layer for layer in layers}
     original = unet.attn_processors
     installed = dict(original)
     for name, sinks in session.layer_sinks.items():
         key = f'{name}.processor'
-        installed[key] = CaptureProcessor(session, sinks, original[key])
+        installed[key] = CaptureProcessor(session, by_name[name], sinks, original[key])
     hook = unet.register_forward_pre_hook(lambda module, args: session.begin_step())
     unet.set_attn_processor(installed)
     try:
@@ -319,3 +356,4 @@ def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int
     finally:
         hook.remove()
         unet.set_attn_processor(dict(original))
+        session.release_scratch()
