@@ -20,6 +20,7 @@ model = dict(
     batch_size=1,
     data_preprocessor=dict(type='SegDataPreProcessor', bgr_to_rgb=True))
 test_dataloader = {{_base_.cityscapes27_test_dataloader}}
-test_evaluator = {{_base_.cityscapes27_test_evaluator}}
 val_dataloader = test_dataloader
-val_evaluator = test_evaluator
+# replace the stock IoUMetric (each evaluator is its own dict: `_delete_` is used up by a merge)
+test_evaluator = dict(_delete_=True, type='HungarianMatchedIoU', num_classes=27)
+val_evaluator = dict(_delete_=True, type='HungarianMatchedIoU', num_classes=27)

@@ -18,4 +18,3 @@ cityscapes27_test_dataloader = dict(
             dict(type='Resize', scale=(512, 512), keep_ratio=False),
             dict(type='PackSegInputs'),
         ]))
-cityscapes27_test_evaluator = dict(_delete_=True, type='HungarianMatchedIoU', num_classes=27)
