@@ -64,11 +64,13 @@ def main():
     parser.add_argument('--batch-size', type=int, default=4)
     parser.add_argument('--full-size', action='store_true')
     parser.add_argument('--model', default=None, help='a real diffusers SD 2.1-base folder')
+    parser.add_argument('--methods', default='iseg,diffseg', help='pseudo_label generators')
     parser.add_argument('--synth-model', default=None, help='a real SD 1.4 folder for synthesize')
     parser.add_argument('--synth-steps', type=int, default=5)
     parser.add_argument('--synth-items', type=int, default=2)
     parser.add_argument('--pamr-iter', type=int, default=100)
     parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--images', type=int, default=10, help='VOC samples to label (max 10)')
     parser.add_argument('--tools', default='pseudo_label,segment,synthesize,eval_labels')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -83,23 +85,24 @@ def main():
     dtype = 'float16' if args.device.startswith('cuda') else 'float32'
     tools = args.tools.split(',')
     classes = resolve_classes('voc')
-    items = images_from_folder(VOC / 'JPEGImages')
+    items = images_from_folder(VOC / 'JPEGImages')[:args.images]
     labels = labels_from_ground_truth(
         {it.id: VOC / 'SegmentationClass' / f'{it.id}.png' for it in items}, classes)
     rows, work = [], Path(tempfile.mkdtemp(prefix='bench-offline-'))
     common = dict(batch_size=args.batch_size, device=args.device, dtype=dtype)
     opts = tiny_options(args.full_size or real)
+    iseg = 'iSeg WSSS VOC' + (', all heads' if opts else '')
     try:
         if 'pseudo_label' in tools:
-            s = pseudo_label(items, work / 'pl_iseg', model, dict(type='ISeg', **opts), classes,
-                             labels, **common)
-            rows.append(row('pseudo_label', iseg, model_name, device,
-                            args.batch_size, s))
-            s = pseudo_label(items, work / 'pl_diffseg', model, dict(type='DiffSeg'), None, None,
-                             **common)
-            rows.append(row('pseudo_label', 'DiffSeg unlabelled (defaults)', model_name, device,
-                            args.batch_size, s))
-        iseg = 'iSeg WSSS VOC' + (', all heads' if opts else '')
+            if 'iseg' in args.methods:
+                s = pseudo_label(items, work / 'pl_iseg', model, dict(type='ISeg', **opts),
+                                 classes, labels, **common)
+                rows.append(row('pseudo_label', iseg, model_name, device, args.batch_size, s))
+            if 'diffseg' in args.methods:
+                s = pseudo_label(items, work / 'pl_diffseg', model, dict(type='DiffSeg'), None,
+                                 None, **common)
+                rows.append(row('pseudo_label', 'DiffSeg unlabelled (defaults)', model_name,
+                                device, args.batch_size, s))
         if 'segment' in tools:
             s = segment(items, work / 'segment', model, dict(type='ISeg', **opts),
                         ['aeroplane', 'person', 'sheep'], **common)

@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from mmengine.dist import all_gather_object, barrier, get_dist_info
 from mmengine.logging import print_log
@@ -56,10 +56,11 @@ class WorkItem:
 
 @dataclass
 class ItemOutput:
-    """What a job made for one item: files (path relative to the output folder -> bytes) and the
-    manifest record (JSON-serialisable)."""
+    """What a job made for one item: files (path relative to the output folder -> bytes, or a
+    function returning them, called in the writer thread, e.g. PNG encoding) and the manifest
+    record (JSON-serialisable)."""
 
-    files: Dict[str, bytes]
+    files: Dict[str, Union[bytes, Callable[[], bytes]]]
     record: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -270,7 +271,7 @@ def run_job(items: Sequence[WorkItem], load: LoadFn, compute: ComputeFn, out_dir
             items, rewritten at the end (e.g. ``ImageSets/Segmentation/train.txt``).
 
     Returns:
-        This rank's :class:`JobSummary` (also printed as the final line).
+        The :class:`JobSummary` of all ranks (printed by rank 0 as the final line).
 
     Raises:
         UserInputError: the folder's manifest was made with other settings.
@@ -302,12 +303,29 @@ def run_job(items: Sequence[WorkItem], load: LoadFn, compute: ComputeFn, out_dir
                 loaded.append((it, exc))
         return loaded
 
-    with ThreadPoolExecutor(max(1, num_loaders)) as pool:
+    def write(item: WorkItem, output: ItemOutput) -> None:
+        """Files first (atomically), then the manifest line: the item is done only after both."""
+        for rel, data in output.files.items():
+            atomic_write(folder / rel, data() if callable(data) else data)
+        record = dict(output.record, id=item.id, files=sorted(output.files))
+        manifest.append(record)
+        done[item.id] = record
+        summary.made += 1
+        if bar:
+            bar.update()
+
+    # loaders read one or two batches ahead; one writer thread encodes and writes (in order)
+    # while the next batch computes; a failed write stops the run at the next batch
+    with ThreadPoolExecutor(max(1, num_loaders)) as pool, ThreadPoolExecutor(1) as writer:
         pending = [pool.submit(load_batch, b) for b in batches[:2]]
+        writes = []
         for index in range(len(batches)):
             loaded = pending.pop(0).result()
             if index + 2 < len(batches):
                 pending.append(pool.submit(load_batch, batches[index + 2]))
+            for future in [w for w in writes if w.done()]:
+                writes.remove(future)
+                future.result()
             if loaded is None:
                 continue
             good = [(it, data) for it, data in loaded if not isinstance(data, ItemSkipped)]
@@ -320,17 +338,10 @@ def run_job(items: Sequence[WorkItem], load: LoadFn, compute: ComputeFn, out_dir
             if not good or all(is_done(folder, done.get(it.id)) for it, _ in good):
                 continue
             outputs = compute([it for it, _ in good], [data for _, data in good])
-            for (it, _), output in zip(good, outputs):
-                if is_done(folder, done.get(it.id)):
-                    continue
-                for rel, data in output.files.items():
-                    atomic_write(folder / rel, data)
-                record = dict(output.record, id=it.id, files=sorted(output.files))
-                manifest.append(record)
-                done[it.id] = record
-                summary.made += 1
-                if bar:
-                    bar.update()
+            writes += [writer.submit(write, it, output) for (it, _), output in zip(good, outputs)
+                       if not is_done(folder, done.get(it.id))]
+        for future in writes:
+            future.result()
     if bar:
         progress_file.write('\n')
 

@@ -8,6 +8,7 @@ each image) from a JSON file ``{"<id>": ["cat", "dog"], ...}`` or from ground-tr
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -143,7 +144,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         names = [image_labels[it.id] for it in batch] if image_labels is not None else None
         labels = label_batch(engine, generator, [img for img, _ in loaded], names,
                              [hw for _, hw in loaded])
-        return [ItemOutput({f'{MASK_DIR}/{it.id}.png': encode_label_png(lab, palette)},
+        return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette)},
                            dict(image=str(it.payload['image']),
                                 classes=names[i] if names else None))
                 for i, (it, lab) in enumerate(zip(batch, labels))]

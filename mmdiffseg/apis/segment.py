@@ -3,6 +3,7 @@ with the same class names for every image)."""
 from __future__ import annotations
 
 from pathlib import Path
+from functools import partial
 from typing import Dict, List, Optional, Sequence
 
 from .builders import build_generator, check_model, load_engine
@@ -43,6 +44,9 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
     generator.to(engine.device)
     overlay = Overlayer(classes)
 
+    def draw(rgb, labels) -> bytes:
+        return encode_jpeg(overlay(rgb, labels))
+
     def load(item):
         rgb = read_rgb(item.payload['image'])
         return rgb, to_work_size(rgb, work_size)
@@ -51,8 +55,8 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         labels = label_batch(engine, generator, [small for _, small in loaded],
                              [list(present) for _ in batch] if present else None,
                              [rgb.shape[:2] for rgb, _ in loaded])
-        return [ItemOutput({f'{MASK_DIR}/{it.id}.png': encode_label_png(lab, palette),
-                            f'{OVERLAY_DIR}/{it.id}.jpg': encode_jpeg(overlay(rgb, lab))},
+        return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette),
+                            f'{OVERLAY_DIR}/{it.id}.jpg': partial(draw, rgb, lab)},
                            dict(image=str(it.payload['image'])))
                 for it, (rgb, _), lab in zip(batch, loaded, labels)]
 

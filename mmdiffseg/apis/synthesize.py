@@ -10,6 +10,7 @@ engine samples the image with classifier-free guidance and records the attention
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -102,9 +103,9 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
         with torch.no_grad():
             labels = generator(maps, images.float().to(engine.device), class_names).cpu().numpy()
         rgb = images.permute(0, 2, 3, 1).numpy()
-        return [ItemOutput({f'{IMAGE_DIR}/{it.id}.jpg': encode_jpeg(img),
-                            f'{MASK_DIR}/{it.id}.png': encode_label_png(lab.astype(np.uint8),
-                                                                        palette)},
+        return [ItemOutput({f'{IMAGE_DIR}/{it.id}.jpg': partial(encode_jpeg, img),
+                            f'{MASK_DIR}/{it.id}.png': partial(encode_label_png,
+                                                               lab.astype(np.uint8), palette)},
                            dict(prompt=p, seed=it.payload['seed'], class_name=it.payload['name']))
                 for it, img, lab, p in zip(batch, rgb, labels, item_prompts)]
 

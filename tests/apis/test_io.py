@@ -119,3 +119,17 @@ def test_full_disk_is_reported_and_leaves_no_partial_file(full_dir):
     with pytest.raises(OutputWriteError, match='disk is full'):
         atomic_write(full_dir / 'b.bin', big)
     assert sorted(p.name for p in full_dir.iterdir()) == ['a.bin']
+
+
+def test_full_disk_stops_the_job_with_a_clear_error(full_dir):
+    items = [WorkItem(f'item{i}') for i in range(6)]
+    blob = np.random.RandomState(0).bytes(20 * 1024)
+
+    def compute(batch, loaded):
+        return [ItemOutput({f'{it.id}.bin': blob}) for it in batch]
+
+    with pytest.raises(OutputWriteError, match='disk is full'):
+        run_job(items, lambda it: None, compute, full_dir, HEADER, batch_size=2)
+    records = Manifest(full_dir, HEADER).load()
+    assert records and all((full_dir / f'{i}.bin').stat().st_size == len(blob) for i in records)
+    assert not list(full_dir.glob('.*.tmp'))

@@ -57,9 +57,11 @@ def run_in_process(name, *args, expect=0):
 
 
 @pytest.fixture(scope='module')
-def tiny_model():
-    from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
-    return cached_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
+def tiny_model(tmp_path_factory):
+    """The tiny random-weights SD 2.1-base, saved once for this module's runs."""
+    from mmdiffseg.attention.testing import build_tiny_pipeline_folder
+    return build_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-2-1-base'),
+                                      tmp_path_factory.mktemp('tiny_sd'))
 
 
 @pytest.fixture(scope='module')
