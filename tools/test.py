@@ -15,7 +15,7 @@ import mmdiffseg.evaluation  # noqa: F401
 import mmdiffseg.models  # noqa: F401
 from mmengine.config import Config, DictAction
 
-from train import LAUNCHERS, build_runner, work_dir_for
+from train import LAUNCHERS, build_runner, load_config
 
 
 def parse_args(argv=None):
@@ -61,11 +61,7 @@ def enable_tta(cfg: Config) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = work_dir_for(cfg, args.config, args.work_dir)
+    cfg = load_config(args)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time)

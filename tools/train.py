@@ -50,6 +50,16 @@ def work_dir_for(cfg: Config, config_path: str, work_dir=None) -> str:
     return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
+def load_config(args) -> Config:
+    """The config with the command line's launcher, ``--cfg-options`` and work dir applied."""
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.work_dir = work_dir_for(cfg, args.config, args.work_dir)
+    return cfg
+
+
 def enable_amp(cfg: Config) -> None:
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper == 'AmpOptimWrapper':
@@ -67,11 +77,7 @@ def build_runner(cfg: Config):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    cfg.work_dir = work_dir_for(cfg, args.config, args.work_dir)
+    cfg = load_config(args)
     if args.amp:
         enable_amp(cfg)
     cfg.resume = args.resume

@@ -1,5 +1,6 @@
-# Synthetic-only VOC (SeeDiff): Mask2Former R50 trained on image-mask pairs made by tools/synthesize.py,
-# validated on real VOC 2012 val. Data: see configs/_base_/datasets/voc12_synthetic.py.
+# Synthetic-only VOC (SeeDiff): Mask2Former R50 trained on image-mask pairs
+# made by tools/synthesize.py, validated on real VOC 2012 val.
+# Data: see configs/_base_/datasets/voc12_synthetic.py.
 _base_ = [
     'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
     '../_base_/datasets/voc12_synthetic.py',

@@ -1,5 +1,6 @@
-# Synthetic-only VOC (SeeDiff): Mask2Former Swin-B (ImageNet-22k) trained on image-mask pairs made by tools/synthesize.py,
-# validated on real VOC 2012 val. Data: see configs/_base_/datasets/voc12_synthetic.py.
+# Synthetic-only VOC (SeeDiff): Mask2Former Swin-B (ImageNet-22k) trained on image-mask pairs
+# made by tools/synthesize.py, validated on real VOC 2012 val.
+# Data: see configs/_base_/datasets/voc12_synthetic.py.
 _base_ = [
     'mmseg::mask2former/mask2former_swin-b-in22k-384x384-pre_8xb2-160k_ade20k-640x640.py',
     '../_base_/datasets/voc12_synthetic.py',

@@ -12,6 +12,7 @@ __all__ = [
     'DATASET_CLASSES', 'resolve_classes', 'GeneratedLabelDataset', 'PseudoLabelADE20KDataset',
     'PseudoLabelCityscapesDataset', 'PseudoLabelVOCDataset', 'SyntheticADE20KDataset',
     'SyntheticCityscapesDataset', 'SyntheticVOCDataset', 'LabelCache', 'image_key',
-    'LoadImageLevelLabels', 'LoadPseudoLabel', 'PackPseudoLabelInputs', 'Cityscapes27Dataset', 'CityscapesHumanVehicleDataset',
+    'LoadImageLevelLabels', 'LoadPseudoLabel', 'PackPseudoLabelInputs', 'Cityscapes27Dataset',
+    'CityscapesHumanVehicleDataset',
     'COCOStuff27Dataset'
 ]

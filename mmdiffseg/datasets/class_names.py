@@ -20,10 +20,10 @@ CITYSCAPES27_FIRST_LABEL_ID = 7
 
 #: COCO-Stuff-27 coarse classes in the usual order (IIC / PiCIE / STEGO / DiffSeg)
 COCOSTUFF27_CLASSES = (
-    'electronic', 'appliance', 'food-things', 'furniture-things', 'indoor', 'kitchen', 'accessory', 'animal',
-    'outdoor', 'person', 'sports', 'vehicle', 'ceiling', 'floor', 'food-stuff', 'furniture-stuff',
-    'raw-material', 'textile', 'wall', 'window', 'building', 'ground', 'plant', 'sky', 'solid',
-    'structural', 'water')
+    'electronic', 'appliance', 'food-things', 'furniture-things', 'indoor', 'kitchen',
+    'accessory', 'animal', 'outdoor', 'person', 'sports', 'vehicle', 'ceiling', 'floor',
+    'food-stuff', 'furniture-stuff', 'raw-material', 'textile', 'wall', 'window', 'building',
+    'ground', 'plant', 'sky', 'solid', 'structural', 'water')
 
 #: SeeDiff's / DiffuMask's Cityscapes setting: two groups of train-id classes, plus background
 CITYSCAPES_GROUPS = {

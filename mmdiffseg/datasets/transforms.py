@@ -62,7 +62,7 @@ def decode_source_index(encoded: np.ndarray) -> np.ndarray:
 
 def read_label_map(path: str, reduce_zero_label: bool = False,
                    label_map: Optional[Dict[int, int]] = None) -> np.ndarray:
-    """A label PNG as mmseg's ``LoadAnnotations`` reads it (``reduce_zero_label``, ``label_map``)."""
+    """A label PNG read as mmseg's ``LoadAnnotations`` does (reduce_zero_label, label_map)."""
     label = mmcv.imfrombytes(fileio.get(path), flag='unchanged', backend='pillow')
     label = label.squeeze().astype(np.uint8)
     if reduce_zero_label:

@@ -107,7 +107,8 @@ class OnlineLabeler(AttentionLabeler):
         return engine
 
     # -- training batches ------------------------------------------------------------------
-    def _cached_or_generated(self, samples: Sequence, device: torch.device) -> Dict[str, np.ndarray]:
+    def _cached_or_generated(self, samples: Sequence,
+                             device: torch.device) -> Dict[str, np.ndarray]:
         """key -> label of the original image of every uncached sample (generating the
         missing ones and writing them to the cache)."""
         labels: Dict[str, np.ndarray] = {}

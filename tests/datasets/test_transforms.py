@@ -10,6 +10,7 @@ from mmengine.registry import init_default_scope
 from PIL import Image
 
 import mmdiffseg  # noqa: F401
+import mmdiffseg.datasets  # noqa: F401
 from mmdiffseg.datasets import LabelCache, LoadImageLevelLabels, image_key
 from mmdiffseg.datasets.transforms import decode_source_index, encode_source_index
 from mmdiffseg.generators.base import MaskGenerator
@@ -92,7 +93,7 @@ def test_index_map_through_augmentation_equals_augmented_label(seed):
     assert (expected == 255).any()  # the padding / rotation border was exercised
 
 
-# -- LoadImageLevelLabels ---------------------------------------------------------------------------
+# -- LoadImageLevelLabels -------------------------------------------------------------------------
 def test_image_level_labels_from_ground_truth():
     results = LoadImageLevelLabels(classes='voc')(voc_sample('voc_val_0'))
     gt = np.array(Image.open(voc_sample('voc_val_0')['seg_map_path']))  # palette indices
@@ -132,7 +133,7 @@ def test_image_level_labels_from_file_and_errors(tmp_path):
         LoadImageLevelLabels(classes='voc', ann_file=str(ann))(voc_sample('voc_val_0'))
 
 
-# -- LabelCache and LoadPseudoLabel -------------------------------------------------------------------
+# -- LabelCache and LoadPseudoLabel ---------------------------------------------------------------
 def test_label_cache_round_trip_and_signature(tmp_path):
     cache = LabelCache(**cache_cfg(tmp_path))
     key = image_key(b'image bytes')
@@ -180,3 +181,8 @@ def test_load_pseudo_label_wrong_size_is_an_error(tmp_path):
                         dict(type='LoadPseudoLabel', cache=cache_cfg(tmp_path))])
     with pytest.raises(ValueError, match='is \\(5, 5\\) but the image'):
         pipeline(dict(sample))
+
+
+def test_cocostuff27_classes_follow_the_sample_list():
+    names = json.loads(shared_path('coco_val_samples', 'cocostuff27_classes.json').read_text())
+    assert list(mmdiffseg.datasets.DATASET_CLASSES['cocostuff27']) == names

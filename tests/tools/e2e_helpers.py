@@ -55,7 +55,8 @@ def load_tool(tool: str):
     tools = str(REPO / 'tools')
     if tools not in sys.path:
         sys.path.insert(0, tools)
-    spec = importlib.util.spec_from_file_location(f'mmdiffseg_tools_{tool}', Path(tools, f'{tool}.py'))
+    spec = importlib.util.spec_from_file_location(f'mmdiffseg_tools_{tool}',
+                                                  Path(tools, f'{tool}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -19,8 +19,9 @@ import mmdiffseg  # noqa: F401
 from mmdiffseg.datasets.label_cache import model_identity
 
 pytestmark = pytest.mark.slow
-TINY_SYNTHETIC = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-seediff-synthetic-128x128.py'
-TINY_FINETUNE = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-finetune-from-synthetic-128x128.py'
+CONFIGS = REPO / 'configs' / 'mask2former'
+TINY_SYNTHETIC = CONFIGS / 'mask2former_tiny-cpu_voc12-seediff-synthetic-128x128.py'
+TINY_FINETUNE = CONFIGS / 'mask2former_tiny-cpu_voc12-finetune-from-synthetic-128x128.py'
 
 
 @pytest.fixture(scope='module')
@@ -108,8 +109,7 @@ def test_synthetic_then_finetune_from_its_checkpoint(tmp_path, monkeypatch):
 def test_diffseg_unsupervised_evaluation_without_checkpoint(tmp_path, tiny_sd, monkeypatch):
     """tools/test.py runs the training-free DiffSeg config (Hungarian-matched ACC / mIoU)."""
     monkeypatch.chdir(tmp_path)
-    cfg = Config.fromfile(str(REPO / 'configs/mask2former/'
-                                     'diffseg-sd14_cityscapes27-unsupervised-512x512.py'))
+    cfg = Config.fromfile(str(CONFIGS / 'diffseg-sd14_cityscapes27-unsupervised-512x512.py'))
     cfg.model.sd_model = str(tiny_sd)
     cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
     cfg.test_dataloader.dataset.data_root = str(shared_path('cityscapes_val_sample'))
