@@ -64,8 +64,15 @@ class AttentionLabeler:
     @torch.no_grad()
     def generate(self, images: List[np.ndarray], class_names: Optional[List[List[str]]],
                  device: torch.device) -> List[np.ndarray]:
-        """Labels (uint8, each at its image's size) of RGB uint8 ``HxWx3`` images."""
+        """Labels (uint8, each at its image's size) of RGB uint8 ``HxWx3`` images.
+
+        Runs outside any autocast region (``--amp`` wraps the preprocessor in one): the engine
+        keeps its own dtype and the generator gets float32 maps."""
         engine = self.load_engine(device)
+        with torch.autocast(device_type=torch.device(device).type, enabled=False):
+            return self._generate(engine, images, class_names)
+
+    def _generate(self, engine, images, class_names) -> List[np.ndarray]:
         labels = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]

@@ -5,20 +5,20 @@
 2. Synthetic folder -> fine-tune on real data from the synthetic checkpoint.
 """
 import json
+import os.path as osp
 import re
 import shutil
 
 import pytest
 from conftest import shared_path
-from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, make_voc_root, run_tool, set_label_cache,
-                         set_voc_data, train_log, write_config)
+from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, load_tool, make_voc_root, run_tool,
+                         set_label_cache, set_voc_data, train_log, write_config)
 from mmengine.config import Config
 from PIL import Image
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg.datasets.label_cache import model_identity
 
-pytestmark = pytest.mark.slow
 CONFIGS = REPO / 'configs' / 'mask2former'
 TINY_SYNTHETIC = CONFIGS / 'mask2former_tiny-cpu_voc12-seediff-synthetic-128x128.py'
 TINY_FINETUNE = CONFIGS / 'mask2former_tiny-cpu_voc12-finetune-from-synthetic-128x128.py'
@@ -31,6 +31,7 @@ def tiny_sd(tmp_path_factory):
     return build_tiny_pipeline_folder(config_dir, tmp_path_factory.mktemp('sd') / 'tiny-sd21')
 
 
+@pytest.mark.slow
 def test_online_labels_cached_once_then_test_reports_miou(tmp_path, tiny_sd, monkeypatch):
     monkeypatch.chdir(tmp_path)
     root = make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'voc')
@@ -82,6 +83,7 @@ def make_synthetic_folder(root):
     return root
 
 
+@pytest.mark.slow
 def test_synthetic_then_finetune_from_its_checkpoint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     real = make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'voc')
@@ -93,6 +95,11 @@ def test_synthetic_then_finetune_from_its_checkpoint(tmp_path, monkeypatch):
              tmp_path / 'synthetic_run', '--cfg-options', 'train_cfg.max_iters=2')
     checkpoint = tmp_path / 'synthetic_run' / 'iter_2.pth'
     assert checkpoint.is_file()
+    # --resume continues from the last checkpoint (mmengine checkpoints load under torch >= 2.6)
+    run_tool('train', tmp_path / 'synthetic.py', '--work-dir', tmp_path / 'synthetic_run',
+             '--resume', '--cfg-options', 'train_cfg.max_iters=3')
+    log = sorted((tmp_path / 'synthetic_run').glob('*/*.log'))[-1].read_text()
+    assert 'resumed epoch: 0, iter: 2' in log and 'Iter(train) [3/3]' in log
 
     cfg = Config.fromfile(str(TINY_FINETUNE))
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
@@ -106,6 +113,7 @@ def test_synthetic_then_finetune_from_its_checkpoint(tmp_path, monkeypatch):
     assert re.findall(r'mIoU: ([0-9.]+)', out)
 
 
+@pytest.mark.slow
 def test_diffseg_unsupervised_evaluation_without_checkpoint(tmp_path, tiny_sd, monkeypatch):
     """tools/test.py runs the training-free DiffSeg config (Hungarian-matched ACC / mIoU)."""
     monkeypatch.chdir(tmp_path)
@@ -122,3 +130,34 @@ def test_diffseg_unsupervised_evaluation_without_checkpoint(tmp_path, tiny_sd, m
     acc = re.findall(r'ACC: ([0-9.]+)', out)
     miou = re.findall(r'mIoU: ([0-9.]+)', out)
     assert acc and miou and 0 < float(acc[-1]) <= 100 and 0 < float(miou[-1]) <= 100
+
+
+def test_train_options():
+    train = load_tool('train')
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    train.enable_amp(cfg)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.loss_scale == 'dynamic'
+    with pytest.raises(ValueError, match='--amp needs optim_wrapper.type OptimWrapper'):
+        train.enable_amp(Config(dict(optim_wrapper=dict(type='ColossalAIOptimWrapper'))))
+    assert train.work_dir_for(Config({}), 'configs/x/abc.py') == osp.join('./work_dirs', 'abc')
+    assert train.work_dir_for(Config(dict(work_dir='w')), 'abc.py') == 'w'
+    assert train.work_dir_for(Config(dict(work_dir='w')), 'abc.py', 'cli') == 'cli'
+    args = train.parse_args(['c.py', '--cfg-options', 'a.b=1', 'c=[1,2]', '--launcher', 'pytorch'])
+    assert args.cfg_options == {'a.b': 1, 'c': [1, 2]} and args.launcher == 'pytorch'
+
+
+def test_test_options():
+    test = load_tool('test')
+    cfg = Config(dict(
+        model=dict(type='EncoderDecoder'), tta_model=dict(type='SegTTAModel'),
+        tta_pipeline=[dict(type='TestTimeAug')], test_dataloader=dict(dataset=dict(pipeline=[])),
+        default_hooks=dict(visualization=dict(type='SegVisualizationHook')),
+        visualizer=dict(type='SegLocalVisualizer')))
+    test.enable_tta(cfg)
+    assert cfg.model.type == 'SegTTAModel' and cfg.model.module.type == 'EncoderDecoder'
+    assert cfg.test_dataloader.dataset.pipeline == [dict(type='TestTimeAug')]
+    test.enable_visualization(cfg, show=False, show_dir='drawn', wait_time=2)
+    assert cfg.default_hooks.visualization.draw and cfg.visualizer.save_dir == 'drawn'
+    with pytest.raises(RuntimeError, match='--tta needs tta_pipeline'):
+        test.enable_tta(Config(dict(model=dict(type='EncoderDecoder'))))
+    assert test.parse_args(['c.py']).checkpoint is None
