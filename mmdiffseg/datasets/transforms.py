@@ -10,7 +10,9 @@
   :class:`~mmdiffseg.models.DiffusionLabelPreprocessor` later generates the label of the *original*
   image on the GPU, caches it, and gathers it through the map: the training target equals what the
   cached label would have given after the same augmentation, each image is labelled once, and
-  nothing but file reading happens in the dataloader workers.
+  nothing but file reading happens in the dataloader workers. (One difference: on a cache miss
+  ``RandomCrop(cat_max_ratio=...)`` sees the index map, not classes, so its class-balance retry
+  only applies from the second epoch on.)
 * :class:`PackPseudoLabelInputs` is ``PackSegInputs`` that also packs the index map and the keys
   above for the preprocessor.
 """
