@@ -40,7 +40,7 @@ PNG/JPEG, manifest appends with fsync); model loading and process start-up exclu
 10 VOC samples (513x513, worked on at 512x512). Written by `python benchmarks/bench_offline_tools.py`
 (`--device cuda` on a GPU, `--full-size` for the real-size architecture with random weights).
 "tiny" = random-weights SD 2.1-base with the real topology and tiny channels: its figures measure
-the tools' overhead and the attention-sized work (64x64 self-attention is full-size), not a real
+the tools' overhead and attention work at full token counts (4096 tokens at 64x64), not a real
 U-Net's cost. On a shared CPU the absolute figures move with the load.
 
 | tool | generator / settings | model | device | batch | items | seconds | items/s | date |
@@ -74,11 +74,13 @@ def main():
     parser.add_argument('--tools', default='pseudo_label,segment,synthesize,eval_labels')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+    from mmdiffseg.attention.testing import build_tiny_pipeline_folder
 
+    work = Path(tempfile.mkdtemp(prefix='bench-offline-'))
     real = args.model is not None
-    model = args.model or str(cached_tiny_pipeline_folder(
-        SHARED / 'sd_configs' / 'stable-diffusion-2-1-base', full_size=args.full_size))
+    model = args.model or str(build_tiny_pipeline_folder(
+        SHARED / 'sd_configs' / 'stable-diffusion-2-1-base', work / 'model',
+        full_size=args.full_size))
     synth_model = args.synth_model or (model if not real else None)
     model_name = 'real weights' if real else ('full-size random' if args.full_size else 'tiny')
     device = args.device if args.device != 'cpu' else f'cpu ({args.threads} thread)'
@@ -88,7 +90,7 @@ def main():
     items = images_from_folder(VOC / 'JPEGImages')[:args.images]
     labels = labels_from_ground_truth(
         {it.id: VOC / 'SegmentationClass' / f'{it.id}.png' for it in items}, classes)
-    rows, work = [], Path(tempfile.mkdtemp(prefix='bench-offline-'))
+    rows = []
     common = dict(batch_size=args.batch_size, device=args.device, dtype=dtype)
     opts = tiny_options(args.full_size or real)
     iseg = 'iSeg WSSS VOC' + (', all heads' if opts else '')
