@@ -39,7 +39,7 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32'):
         raise UserInputError(f'unknown --dtype {dtype!r}; choose from {sorted(DTYPES)}')
     try:
         return DiffusionAttentionEngine.from_pretrained(model, dtype=DTYPES[dtype], device=device)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         raise UserInputError(f'cannot load Stable Diffusion model {model!r}: {exc}') from exc
 
 

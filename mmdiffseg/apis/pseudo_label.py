@@ -134,7 +134,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
                   classes=list(classes) if classes is not None else None)
     check_resumable(out_dir, header)
     engine = load_engine(model, device, dtype)
-    generator.to(engine.device if hasattr(engine, 'device') else device)
+    generator.to(engine.device)
 
     def load(item):
         rgb = read_rgb(item.payload['image'])
