@@ -8,7 +8,7 @@ from . import compat
 
 compat.apply()
 
-from . import generators  # noqa: E402,F401  (registers MASK_GENERATORS)
+from . import datasets, evaluation, generators, models  # noqa: E402,F401  (registration)
 from .attention import AttentionMaps, CaptureRequest, CaptureSpec  # noqa: E402,F401
 
 __version__ = '0.1.0'
