@@ -5,7 +5,9 @@ atomically (temp file in the same folder, ``fsync``, ``os.replace``) and then on
 appended (``flush`` + ``fsync``), so after a kill at any instant every file on disk is complete and
 an item counts as done only when its manifest line and all its files exist. Resuming recomputes the
 one batch that was cut short (same batch composition and per-item seeds, so the result equals an
-uninterrupted run) but rewrites only the items that are missing.
+uninterrupted run) but rewrites only the items that are missing. Byte-equality needs the same
+``--batch-size`` and number of ranks: the U-Net's float results move at the 1e-8 level with the
+batch composition, which can flip near-tie pixels.
 
 The manifest's first line is a header with every setting that changes the output (model, generator
 config, prompts, seed...); resuming into a folder whose header differs is refused. With several
