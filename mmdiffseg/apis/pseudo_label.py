@@ -98,6 +98,9 @@ def label_batch(engine, generator, images: Sequence[np.ndarray],
     maps = engine.extract(batch, capture=generator.capture_spec, **kwargs)
     device = next(iter(maps.maps.values())).device
     labels = generator(maps, batch.to(device), class_names).cpu().numpy()
+    if labels.max() > IGNORE_INDEX:
+        raise ValueError(f'{type(generator).__name__} made label {labels.max()}; label PNGs hold '
+                         '0..254 (255 = unsure): for DiffSeg segments raise kl_thresholds')
     return [cv2.resize(lab.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
             for lab, (h, w) in zip(labels, out_sizes)]
 
