@@ -1,10 +1,10 @@
 """Cost of attention capture: full-size U-Net forward with a capture spec vs the plain fused forward.
 
-Times: CPU seconds of the process on CPU (robust to other jobs on the same cores), wall time
-after synchronisation on CUDA. The U-Net is the real Stable Diffusion 2-base architecture (``sd_configs/stable-diffusion-2-1-base``)
+The U-Net is the real Stable Diffusion 2-base architecture (``sd_configs/stable-diffusion-2-1-base``)
 with random weights; input a 512x512 image's latent (64x64), batch 1, t = 300. Runs alternate
-plain / captured after one warm-up of each; times are medians. Peak memory above the memory in
-use before the forward:
+plain / captured after one warm-up of each; times are medians: CPU seconds of the process on CPU
+(robust to other jobs on the same cores), wall time after synchronisation on CUDA. Peak memory
+above the memory in use before the forward:
 
 * CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.
 * CPU: the process's resident-set high-water mark (``VmHWM`` in ``/proc/self/status``), reset before
@@ -52,13 +52,15 @@ SPECS = {
 HEADER = """# Attention capture cost (full-size SD 2-base U-Net, random weights, 512x512, batch 1)
 
 Written by `benchmarks/bench_capture.py`. *plain* = the stock diffusers forward (SDPA everywhere);
-*capture* = the same forward with the spec's layers on `CaptureProcessor` (explicit softmax in query
-chunks, float32 head/layer means). Time: median of the runs after a warm-up. Peak: memory above what
-was in use before the forward (CUDA: `max_memory_allocated`; CPU: resident-set high-water mark
-reset through `/proc/self/clear_refs`). CPU times are the process's CPU seconds (`time.process_time`), not wall time: the
-development machine shares 2 cores with other jobs, which makes wall times meaningless; CUDA times are
-wall time after synchronisation. Extra = capture peak - plain peak; buffers = the float32 maps returned. Targets: time
-ratio <= 1.2, extra peak <= 2x buffers.
+*capture* = the same forward with the spec's layers on `CaptureProcessor` (explicit softmax in
+query chunks, float32 head/layer means). Time: median of the runs after a warm-up; on CPU the
+process's CPU seconds (`time.process_time`: the development machine shares its 2 cores with other
+jobs, which makes wall time meaningless), on CUDA wall time after synchronisation. Peak: memory
+above what was in use before the forward (CUDA: `max_memory_allocated`; CPU: resident-set
+high-water mark `VmHWM`, reset through `/proc/self/clear_refs`). Extra = capture peak - plain peak
+(the buffers are allocated at the first captured layer, so extra can be below the buffer size when
+that layer comes after the plain forward's peak); buffers = the float32 maps returned. Targets:
+time ratio <= 1.2, extra peak <= 2x buffers.
 
 | date (UTC) | device | threads | spec | chunk MiB | runs | plain s | capture s | ratio | plain peak MiB | capture peak MiB | extra MiB | buffers MiB | extra / buffers | max abs out diff |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|

@@ -27,7 +27,7 @@ from .maps import CaptureRequest, CaptureSpec
 
 #: bytes of float32 probabilities computed at once per captured layer (query rows are chunked):
 #: small chunks stay in the CPU caches, larger ones keep a GPU busy (benchmarks/bench_capture.py)
-CHUNK_BYTES = {'cpu': 4 * 2 ** 20, 'cuda': 16 * 2 ** 20}
+CHUNK_BYTES = {'cpu': 8 * 2 ** 20, 'cuda': 16 * 2 ** 20}
 
 
 def default_chunk_bytes(device) -> int:

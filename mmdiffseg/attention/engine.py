@@ -11,6 +11,8 @@ computed explicitly (see :mod:`.capture`); nothing here knows about masks.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -129,6 +131,8 @@ class DiffusionAttentionEngine:
         """
         from diffusers import StableDiffusionPipeline
         chunk_bytes = kwargs.pop('chunk_bytes', None)
+        if importlib.util.find_spec('accelerate') is None:  # diffusers would only warn and fall back
+            kwargs.setdefault('low_cpu_mem_usage', False)
         folder = Path(id_or_folder).expanduser()
         is_folder = folder.is_dir()
         source = str(folder.resolve()) if is_folder else str(id_or_folder)
@@ -142,7 +146,7 @@ class DiffusionAttentionEngine:
             raise OSError(
                 f'cannot load Stable Diffusion model {source!r}: it is not a local folder and could '
                 f'not be downloaded or found in the Hugging Face cache (offline? HF_HUB_OFFLINE='
-                f'{__import__("os").environ.get("HF_HUB_OFFLINE", "")!r}). Download it on a machine '
+                f'{os.environ.get("HF_HUB_OFFLINE", "")!r}). Download it on a machine '
                 f'with network access (e.g. `huggingface-cli download {source} --local-dir '
                 f'<folder>` or `StableDiffusionPipeline.from_pretrained({source!r})'
                 f'.save_pretrained(<folder>)`) and pass that local diffusers folder instead. '
