@@ -152,8 +152,13 @@ class DiffusionAttentionEngine:
                 f'.save_pretrained(<folder>)`) and pass that local diffusers folder instead. '
                 f'Original error: {type(err).__name__}: {err}') from err
         model_id = _folder_model_id(folder.resolve()) if is_folder else source
+        return cls.from_pipeline(pipe, model_id, device=device, dtype=dtype, chunk_bytes=chunk_bytes)
+
+    @classmethod
+    def from_pipeline(cls, pipe, model_id: str, **kwargs) -> 'DiffusionAttentionEngine':
+        """An engine on the components of a built diffusers ``StableDiffusionPipeline``."""
         return cls(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler,
-                   model_id=model_id, device=device, dtype=dtype, chunk_bytes=chunk_bytes)
+                   model_id=model_id, **kwargs)
 
     # -- helpers ----------------------------------------------------------------------------
     def _latent_size(self, height: int, width: int) -> int:

@@ -12,8 +12,10 @@ per level, like ``attention_head_dim=[5, 10, 20, 20]``), and shrinks channels an
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Union
@@ -100,13 +102,15 @@ def build_tiny_pipeline_folder(sd_config_dir: Union[str, Path], out_dir: Union[s
 def _cached_folder(src: str, full_size: bool, seed: int) -> Path:
     # a stable folder name gives a stable engine.model_id (name + config hash) across processes
     name = f'{"random" if full_size else "tiny"}-{Path(src).name}' + (f'-seed{seed}' if seed else '')
-    out = Path(tempfile.mkdtemp(prefix='mmdiffseg-')) / name
-    return build_tiny_pipeline_folder(src, out, full_size=full_size, seed=seed)
+    parent = tempfile.mkdtemp(prefix='mmdiffseg-')
+    atexit.register(shutil.rmtree, parent, ignore_errors=True)
+    return build_tiny_pipeline_folder(src, Path(parent) / name, full_size=full_size, seed=seed)
 
 
 def cached_tiny_pipeline_folder(sd_config_dir: Union[str, Path], *, full_size: bool = False,
                                 seed: int = 0) -> Path:
-    """:func:`build_tiny_pipeline_folder` into a temporary folder, once per process and arguments."""
+    """:func:`build_tiny_pipeline_folder` into a temporary folder, once per process and arguments
+    (removed when the process exits)."""
     return _cached_folder(str(Path(sd_config_dir).resolve()), bool(full_size), int(seed))
 
 

@@ -24,6 +24,20 @@ def test_from_pretrained_loads_a_saved_folder(tiny_engine, sd_config_dir):
     assert tiny_engine(SD2).model_id != engine.model_id
 
 
+def test_engine_from_built_components_matches_the_loaded_one(tiny_engine):
+    from diffusers import StableDiffusionPipeline
+    loaded = tiny_engine(SD2)
+    pipe = StableDiffusionPipeline(vae=loaded.vae, text_encoder=loaded.text_encoder,
+                                   tokenizer=loaded.tokenizer, unet=loaded.unet,
+                                   scheduler=loaded.scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    built = DiffusionAttentionEngine.from_pipeline(pipe, model_id='my-model')
+    assert built.model_id == 'my-model'
+    a = built.extract([_image(4)], prompts=['a cat'], capture=SPEC, image_size=64)
+    b = loaded.extract([_image(4)], prompts=['a cat'], capture=SPEC, image_size=64)
+    torch.testing.assert_close(a['cross4'], b['cross4'])
+
+
 def test_offline_hub_id_names_the_model_and_the_local_folder_way(monkeypatch):
     import huggingface_hub.constants
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
