@@ -1,10 +1,10 @@
-"""SeeDiff post-processing per image at 512x512: ours vs a direct transcription of the released code.
+"""SeeDiff post-processing per 512x512 image: ours vs a direct transcription of the released code.
 
 The transcription follows ``seediff_app.py:save_cross_attention`` step by step as ALGORITHMS.md 2.3
-describes it: per-layer CA normalisation in a loop, Otsu by ``cv2.threshold`` on ``uint16(x * 255)``,
-the similarity sum as a Python loop over seeds (one cosine row each, copied to the CPU as
-released), ``cv2.resize(INTER_CUBIC)``, and PAMR as the released module computes it (shift kernels
-applied with ``conv2d`` each step, then a product and a sum over neighbours). Both run the same
+describes it: per-layer CA normalisation in a loop, Otsu by ``cv2.threshold`` on
+``uint16(x * 255)``, the similarity sum as a Python loop over seeds (one cosine row each, copied
+to the CPU as released), ``cv2.resize(INTER_CUBIC)``, and PAMR as the released module computes it
+(shift kernels applied with ``conv2d`` each step, then a product and a sum over neighbours). Both run the same
 number of PAMR steps (5000 by default) on the same maps (built from a VOC ground-truth sample
 with ``attention_from_labels``) and image. Also times one PAMR step on its own.
 

@@ -24,7 +24,8 @@ def direct_pamr_step(image: np.ndarray, mask: np.ndarray, dilations, factor):
             window = [image[c, y, x]] * len(dilations) + [at(image[c], dy, dx)
                                                           for dy, dx in offsets]
             sigma = np.std(window, ddof=1)
-            logits += np.array([-abs(image[c, y, x] - at(image[c], dy, dx)) / (1e-8 + factor * sigma)
+            scale = 1e-8 + factor * sigma
+            logits += np.array([-abs(image[c, y, x] - at(image[c], dy, dx)) / scale
                                 for dy, dx in offsets]) / k
         weights = np.exp(logits - logits.max())
         weights /= weights.sum()
@@ -57,10 +58,11 @@ def test_one_step_equals_the_direct_formula(dilations, factor, size):
 
 @pytest.mark.parametrize('settings', [dict(num_iter=100), ORIGINAL_PAMR])
 def test_constant_mask_stays_constant(settings):
-    image = torch.rand(2, 3, 24, 20) * 255
+    image = torch.rand(2, 3, 24, 20, generator=torch.Generator().manual_seed(0)) * 255
     mask = torch.full((2, 2, 24, 20), 0.7)
     out = PAMR(**settings)(image, mask)
-    assert torch.allclose(out, mask, atol=1e-5)
+    # float32 weights sum to 1 within a few ulp: 100 steps may drift by ~1e-5, not more
+    assert torch.allclose(out, mask, atol=1e-4)
 
 
 def test_mask_snaps_to_the_image_edge_and_does_not_leak():
@@ -82,8 +84,9 @@ def test_mask_snaps_to_the_image_edge_and_does_not_leak():
 
 
 def test_early_stop():
-    image = torch.rand(1, 3, 16, 16) * 255
-    mask = (torch.rand(1, 1, 16, 16) > 0.5).float()
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 16, 16, generator=gen) * 255
+    mask = (torch.rand(1, 1, 16, 16, generator=gen) > 0.5).float()
     exact = PAMR(num_iter=400)(image, mask)
     # tol = 0 never stops early; a huge tol stops at the first check (check_every steps)
     assert torch.equal(PAMR(num_iter=400, tol=0.0)(image, mask), exact)

@@ -1,4 +1,4 @@
-"""SeeDiff: vectorised steps against direct forms, known answers on VOC ground truth, degenerate input.
+"""SeeDiff: vectorised steps vs direct forms, known answers on VOC ground truth, degenerate input.
 
 Known-answer maps come from ``attention_from_labels`` with ``temperature=0.5``: SeeDiff expands
 seeds through the cosine similarity of whole self-attention rows, which needs rows spread over
@@ -195,6 +195,12 @@ def test_no_seed_gives_all_background(column):
     assert labels.shape == (2, 64, 64) and (labels == 0).all()
     no_bg = SeeDiff(VOC[1:], pamr_iter=0)(maps, None, [['cat'], ['cat']])
     assert (no_bg == 255).all()
+
+
+def test_no_pixel_above_a_fixed_seed_threshold(voc_moderate):
+    _, _, image, maps, names = voc_moderate[0]
+    labels = SeeDiff(VOC, seed_rule='alpha', alpha=1.0, pamr_iter=5)(maps, image, names)
+    assert (labels == 0).all()
 
 
 def test_nan_is_reported_with_the_map_name():
