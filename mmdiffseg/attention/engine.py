@@ -27,8 +27,14 @@ from .prompts import encode_prompts, enhance_class_tokens, token_positions
 ImagesLike = Union[torch.Tensor, Sequence[Union[np.ndarray, torch.Tensor]]]
 
 
-def _folder_model_id(folder: Path) -> str:
-    """``<folder name>-<8 hex>``: the hash covers the pipeline index and the U-Net config."""
+def model_id_of(model: Union[str, Path]) -> str:
+    """The ``model_id`` an engine loaded from ``model`` gets, without loading it: the hub id, or
+    ``<folder name>-<8 hex>`` for a local diffusers folder (the hash covers the pipeline index and
+    the U-Net config)."""
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return str(model)
+    folder = folder.resolve()
     digest = hashlib.sha1()
     for part in ('model_index.json', 'unet/config.json'):
         path = folder / part
@@ -151,7 +157,7 @@ class DiffusionAttentionEngine:
                 f'<folder>` or `StableDiffusionPipeline.from_pretrained({source!r})'
                 f'.save_pretrained(<folder>)`) and pass that local diffusers folder instead. '
                 f'Original error: {type(err).__name__}: {err}') from err
-        model_id = _folder_model_id(folder.resolve()) if is_folder else source
+        model_id = model_id_of(source)
         return cls.from_pipeline(pipe, model_id, device=device, dtype=dtype, chunk_bytes=chunk_bytes)
 
     @classmethod

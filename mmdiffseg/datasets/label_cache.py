@@ -41,9 +41,8 @@ def build_generator(cfg: Dict) -> MaskGenerator:
 def model_identity(model: str) -> str:
     """``engine.model_id`` without loading the model: ``<folder name>-<config hash>`` for a local
     diffusers folder, the hub id otherwise."""
-    from ..attention.engine import _folder_model_id
-    folder = Path(model).expanduser()
-    return _folder_model_id(folder.resolve()) if folder.is_dir() else str(model)
+    from ..attention.engine import model_id_of
+    return model_id_of(model)
 
 
 def _canonical(value) -> object:
