@@ -1,22 +1,10 @@
 """Shared fixtures: the sample data folder and single-threaded torch (fastest on 2 cores)."""
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
+from sample_data import shared_path
+
 torch.set_num_threads(1)
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get('MMDIFFSEG_SHARED_DATA', REPO.parent / 'shared' / 'data'))
-
-
-def shared_path(*parts) -> Path:
-    """A path under the shared sample data; skips the test, naming the folder, when absent."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f'sample data not found: {path} (set MMDIFFSEG_SHARED_DATA)')
-    return path
 
 
 @pytest.fixture
@@ -26,6 +14,6 @@ def shared_data():
 
 @pytest.fixture
 def sd_config_dir():
-    def get(name: str) -> Path:
+    def get(name: str):
         return shared_path('sd_configs', name)
     return get

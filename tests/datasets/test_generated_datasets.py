@@ -4,7 +4,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import shared_path
+from sample_data import shared_path
 from mmengine.dataset import ConcatDataset
 from mmengine.registry import init_default_scope
 from mmseg.datasets import ADE20KDataset, PascalVOCDataset

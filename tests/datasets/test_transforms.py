@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from sample_data import shared_path
 from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
 from PIL import Image

@@ -11,7 +11,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from torch.distributions import Categorical, kl_divergence
 
-from conftest import REPO
+from sample_data import REPO
 from mmdiffseg.attention.maps import AttentionMaps
 from mmdiffseg.generators import DiffSeg
 from mmdiffseg.generators.diffseg import (aggregate_self_attention, anchor_grid,

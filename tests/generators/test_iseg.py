@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from sample_data import shared_path
 from mmengine.config import Config
 from mmseg.evaluation import IoUMetric
 

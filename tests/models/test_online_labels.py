@@ -6,7 +6,7 @@ import mmcv
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from sample_data import shared_path
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.logging import MessageHub
 from mmengine.registry import init_default_scope

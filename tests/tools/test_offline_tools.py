@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from apis.unwritable import readonly_folder
-from conftest import REPO, shared_path
+from sample_data import REPO, shared_path
 
 VOC = ('voc2012_val_samples',)
 # tiny model: 1-4 heads per layer, so iSeg's SD 2.1 head lists do not apply; fewer PAMR steps

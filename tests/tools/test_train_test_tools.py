@@ -10,7 +10,7 @@ import re
 import shutil
 
 import pytest
-from conftest import shared_path
+from sample_data import shared_path
 from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, load_tool, make_voc_root, run_tool,
                          set_label_cache, set_voc_data, train_log, write_config)
 from mmengine.config import Config
