@@ -19,7 +19,6 @@ from typing import Dict, Optional, Union
 
 import cv2
 import numpy as np
-from mmengine.registry import DefaultScope
 
 from ..generators.base import MaskGenerator
 from ..registry import MASK_GENERATORS
@@ -30,12 +29,6 @@ SIGNATURE_FILE = 'cache.json'
 def image_key(image_bytes: bytes) -> str:
     """SHA-1 of an image file's bytes."""
     return hashlib.sha1(image_bytes).hexdigest()
-
-
-def build_generator(cfg: Dict) -> MaskGenerator:
-    """A generator from its config, in mmdiffseg's scope (also inside an mmseg runner)."""
-    with DefaultScope.overwrite_default_scope('mmdiffseg'):
-        return MASK_GENERATORS.build(cfg)
 
 
 def model_identity(model: str) -> str:
@@ -77,7 +70,7 @@ class LabelCache:
                  generator: Union[Dict, MaskGenerator]):
         self.cache_dir = Path(cache_dir)
         if not isinstance(generator, MaskGenerator):
-            generator = build_generator(generator)
+            generator = MASK_GENERATORS.build(generator)
         self.generator = generator
         self.model = str(model)
         self.model_id = model_identity(self.model)

@@ -21,7 +21,8 @@ from mmengine import fileio
 from mmengine.logging import MessageHub, print_log
 from mmengine.structures import PixelData
 
-from ..datasets.label_cache import LabelCache, build_generator
+from ..datasets.label_cache import LabelCache
+from ..registry import MASK_GENERATORS
 from ..generators.base import IGNORE_INDEX, MaskGenerator
 
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
@@ -46,7 +47,7 @@ class AttentionLabeler:
                              f'got {dtype!r}')
         self.model = str(model)
         self.generator = generator if isinstance(generator, MaskGenerator) else \
-            build_generator(generator)
+            MASK_GENERATORS.build(generator)
         self.dtype = DTYPES[dtype]
         self.batch_size = int(batch_size)
         self.engine_kwargs = dict(engine_kwargs or {})
