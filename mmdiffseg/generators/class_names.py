@@ -12,36 +12,19 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
+from mmseg.datasets import COCOStuffDataset, PascalContextDataset59, PascalVOCDataset
+
 __all__ = [
     'VOC_CLASSES', 'COCO_OBJECT_CLASSES', 'CONTEXT59_CLASSES', 'READABLE_NAMES', 'VOCABULARIES',
     'prompt_name', 'prompt_names'
 ]
 
-VOC_CLASSES = ('background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
-               'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
-               'sheep', 'sofa', 'train', 'tvmonitor')
-
-#: background + the 80 COCO object classes (mmseg's COCO-Stuff order of the things).
-COCO_OBJECT_CLASSES = (
-    'background', 'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck',
-    'boat', 'traffic light', 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat',
-    'dog', 'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella',
-    'handbag', 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'sports ball', 'kite',
-    'baseball bat', 'baseball glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle',
-    'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange',
-    'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair', 'couch', 'potted plant',
-    'bed', 'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone',
-    'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase', 'scissors',
-    'teddy bear', 'hair drier', 'toothbrush')
-
+#: mmseg's class lists, so labels index the same classes as the stock datasets.
+VOC_CLASSES = tuple(PascalVOCDataset.METAINFO['classes'])
+#: background + the 80 COCO object classes (the things of mmseg's COCO-Stuff list, in order).
+COCO_OBJECT_CLASSES = ('background', ) + tuple(COCOStuffDataset.METAINFO['classes'][:80])
 #: PASCAL Context 59 (mmseg ``PascalContextDataset59``; background is ignored there, not a class).
-CONTEXT59_CLASSES = (
-    'aeroplane', 'bag', 'bed', 'bedclothes', 'bench', 'bicycle', 'bird', 'boat', 'book', 'bottle',
-    'building', 'bus', 'cabinet', 'car', 'cat', 'ceiling', 'chair', 'cloth', 'computer', 'cow',
-    'cup', 'curtain', 'dog', 'door', 'fence', 'floor', 'flower', 'food', 'grass', 'ground', 'horse',
-    'keyboard', 'light', 'motorbike', 'mountain', 'mouse', 'person', 'plate', 'platform',
-    'pottedplant', 'road', 'rock', 'sheep', 'shelves', 'sidewalk', 'sign', 'sky', 'snow', 'sofa',
-    'table', 'track', 'train', 'tree', 'truck', 'tvmonitor', 'wall', 'water', 'window', 'wood')
+CONTEXT59_CLASSES = tuple(PascalContextDataset59.METAINFO['classes'])
 
 #: dataset names written as one word -> the words (any dataset, any method).
 READABLE_NAMES = {
