@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from mmengine import Config
 from PIL import Image
 
-from sample_data import REPO
+from sample_data import REPO, shared_path
 from mmdiffseg.attention.maps import AttentionMaps
 from mmdiffseg.generators import SeeDiff
 from mmdiffseg.generators.seediff import (CROSS_NAME, SEEDIFF_SELF_LAYERS,
@@ -59,7 +59,6 @@ def load_sample(shared_data, name):
 @pytest.fixture(scope='module')
 def voc_moderate():
     """Per sample: labels, RGB image, maps at noise 0.1, class names."""
-    from sample_data import shared_path
     out = []
     for name in SAMPLES:
         labels, image = load_sample(shared_path, name)
