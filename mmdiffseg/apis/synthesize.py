@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..datasets.class_names import CITYSCAPES_HUMAN_VEHICLE_CLASSES, DATASET_CLASSES
 from .builders import build_generator, check_class_names, check_model, load_engine
 from .folders import IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, palette_for, split_path
 from .io import (ItemOutput, JobSummary, UserInputError, WorkItem, check_resumable,
@@ -23,10 +24,8 @@ from .io import (ItemOutput, JobSummary, UserInputError, WorkItem, check_resumab
 
 #: class sets to synthesise, by name (SeeDiff's VOC and Cityscapes settings)
 SYNTH_CLASS_SETS = {
-    'voc': ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
-            'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa',
-            'train', 'tvmonitor'),
-    'cityscapes': ('human', 'vehicle'),
+    'voc': DATASET_CLASSES['voc'][1:],  # the 20 object classes
+    'cityscapes': CITYSCAPES_HUMAN_VEHICLE_CLASSES[1:],  # human, vehicle
 }
 DEFAULT_TEMPLATE = 'a photo of a {}'
 
