@@ -32,15 +32,24 @@ def check_model(model: str) -> str:
     return str(path.resolve())
 
 
-def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32'):
-    """:class:`DiffusionAttentionEngine` for ``model``; a load failure becomes a clear message."""
+def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture=None,
+                image_size: int = 512):
+    """:class:`DiffusionAttentionEngine` for ``model``; a load failure, or a ``capture`` spec the
+    model cannot serve at ``image_size`` (e.g. iSeg's SD 2.1 head lists on SD 1.x), becomes a clear
+    message before any work."""
     from ..attention.engine import DiffusionAttentionEngine
     if dtype not in DTYPES:
         raise UserInputError(f'unknown --dtype {dtype!r}; choose from {sorted(DTYPES)}')
     try:
-        return DiffusionAttentionEngine.from_pretrained(model, dtype=DTYPES[dtype], device=device)
+        engine = DiffusionAttentionEngine.from_pretrained(model, dtype=DTYPES[dtype], device=device)
     except (OSError, ValueError) as exc:
         raise UserInputError(f'cannot load Stable Diffusion model {model!r}: {exc}') from exc
+    if capture is not None:
+        try:
+            engine.check_capture(capture, image_size)
+        except ValueError as exc:
+            raise UserInputError(f'the generator cannot run on {model!r}: {exc}') from exc
+    return engine
 
 
 def generator_config(method: Optional[str] = None, config: Optional[str] = None,

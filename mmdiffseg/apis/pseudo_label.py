@@ -136,7 +136,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
                   generator=dict(type=type(generator).__name__, **generator.config_dict()),
                   classes=list(classes) if classes is not None else None)
     check_resumable(out_dir, header)
-    engine = load_engine(model, device, dtype)
+    engine = load_engine(model, device, dtype, generator.capture_spec, work_size)
     generator.to(engine.device)
 
     def load(item):

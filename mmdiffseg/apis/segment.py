@@ -40,7 +40,7 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
                   generator=dict(type=type(generator).__name__, **generator.config_dict()),
                   classes=classes)
     check_resumable(out_dir, header)
-    engine = load_engine(model, device, dtype)
+    engine = load_engine(model, device, dtype, generator.capture_spec, work_size)
     generator.to(engine.device)
     overlay = Overlayer(classes)
 

@@ -86,7 +86,7 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
                   generator=dict(type=type(generator).__name__, **generator.config_dict()),
                   classes=label_set)
     check_resumable(out_dir, header)
-    engine = load_engine(model, device, dtype)
+    engine = load_engine(model, device, dtype, generator.capture_spec, size)
     generator.to(engine.device)
 
     def compute(batch: List[WorkItem], _loaded) -> List[ItemOutput]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .capture import capture_attention
+from .capture import CaptureSession, capture_attention, unet_attention_layers
 from .maps import AttentionMaps, CaptureSpec
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
 
@@ -165,6 +165,16 @@ class DiffusionAttentionEngine:
         """An engine on the components of a built diffusers ``StableDiffusionPipeline``."""
         return cls(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler,
                    model_id=model_id, **kwargs)
+
+    def check_capture(self, capture: CaptureSpec, image_size: int = 512) -> None:
+        """Check that this U-Net has every layer, resolution and head ``capture`` asks for at
+        ``image_size``, without running it (tools call this before any work).
+
+        Raises:
+            ValueError: naming the request and what the U-Net offers.
+        """
+        layers = unet_attention_layers(self.unet, self._latent_size(image_size, image_size))
+        CaptureSession(capture, layers, batch_size=1)
 
     # -- helpers ----------------------------------------------------------------------------
     def _latent_size(self, height: int, width: int) -> int:
