@@ -65,12 +65,6 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
     return buf.getvalue()
 
 
-def encode_png(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb.astype(np.uint8)).save(buf, format='PNG')
-    return buf.getvalue()
-
-
 def read_rgb(path) -> np.ndarray:
     """An image file as ``(H, W, 3)`` uint8 RGB; :class:`ItemSkipped` naming the file when it is
     missing, truncated or not an image."""
@@ -94,9 +88,3 @@ def list_images(folder, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> List[Path]:
     """Image files directly in ``folder`` (sorted by name)."""
     folder = Path(folder)
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file())
-
-
-def read_split(folder, split: Optional[str] = 'train') -> List[str]:
-    """Ids listed in a folder's split file."""
-    path = Path(folder) / split_path(split)
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
