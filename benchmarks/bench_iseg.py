@@ -11,7 +11,6 @@ Writes ``benchmarks/results/iseg.md`` (rows of other devices are kept).
 """
 import argparse
 import datetime
-import math
 import sys
 import time
 from pathlib import Path

@@ -10,9 +10,6 @@ import argparse
 import os
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
-import mmdiffseg.datasets  # noqa: F401
-import mmdiffseg.evaluation  # noqa: F401
-import mmdiffseg.models  # noqa: F401
 from mmengine.config import Config, DictAction
 
 from train import LAUNCHERS, build_runner, load_config

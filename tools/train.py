@@ -13,9 +13,6 @@ import os
 import os.path as osp
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
-import mmdiffseg.datasets  # noqa: F401
-import mmdiffseg.evaluation  # noqa: F401
-import mmdiffseg.models  # noqa: F401
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner

@@ -7,8 +7,7 @@ _base_ = [
     '../_base_/datasets/cityscapes27_unsupervised.py',
 ]
 custom_imports = dict(
-    imports=['mmdet.models', 'mmdiffseg', 'mmdiffseg.datasets', 'mmdiffseg.models',
-             'mmdiffseg.evaluation'],
+    imports=['mmdet.models', 'mmdiffseg'],
     allow_failed_imports=False)
 
 model = dict(

@@ -5,8 +5,7 @@ _base_ = [
     '../_base_/datasets/ade20k_generated.py',
 ]
 custom_imports = dict(
-    imports=['mmdet.models', 'mmdiffseg', 'mmdiffseg.datasets', 'mmdiffseg.models',
-             'mmdiffseg.evaluation'],
+    imports=['mmdet.models', 'mmdiffseg'],
     allow_failed_imports=False)
 
 train_dataloader = {{_base_.ade_pseudo_train_dataloader}}

@@ -5,8 +5,7 @@ _base_ = [
     '../_base_/datasets/voc12_iseg_online.py',
 ]
 custom_imports = dict(
-    imports=['mmdet.models', 'mmdiffseg', 'mmdiffseg.datasets', 'mmdiffseg.models',
-             'mmdiffseg.evaluation'],
+    imports=['mmdet.models', 'mmdiffseg'],
     allow_failed_imports=False)
 
 crop_size = (512, 512)

@@ -6,8 +6,7 @@ _base_ = [
     '../_base_/datasets/voc12_synthetic.py',
 ]
 custom_imports = dict(
-    imports=['mmdet.models', 'mmdiffseg', 'mmdiffseg.datasets', 'mmdiffseg.models',
-             'mmdiffseg.evaluation'],
+    imports=['mmdet.models', 'mmdiffseg'],
     allow_failed_imports=False)
 
 crop_size = (512, 512)
