@@ -155,6 +155,9 @@ class AttentionMaps:
             KeyError: a class name has no recorded token positions for that sample.
         """
         cross = self[name]
+        if cross.ndim != 3:
+            raise ValueError(f'class_token_columns needs a (B, N, T) cross-attention map; '
+                             f'{name!r} has shape {tuple(cross.shape)} (a per_layer request?)')
         columns = []
         for b, names in enumerate(class_names):
             positions = self.token_positions[b] if b < len(self.token_positions) else {}
