@@ -1,0 +1,87 @@
+"""CaptureSpec / AttentionMaps: merging specs, class columns, finiteness checks."""
+import pytest
+import torch
+
+from mmdiffseg.attention import AttentionMaps, CaptureRequest, CaptureSpec, merge_specs
+from mmdiffseg.registry import MASK_GENERATORS
+
+SD2 = 'stable-diffusion-2-1-base'
+
+
+def test_request_names_and_validation():
+    assert CaptureRequest('self', 64).name == 'self64'
+    assert CaptureRequest('cross', 16, per_layer=True).name == 'cross16_layers'
+    with pytest.raises(ValueError, match='kind'):
+        CaptureRequest('both', 64)
+    with pytest.raises(ValueError, match="two different requests are named 'x'"):
+        CaptureSpec((CaptureRequest('self', 64, name='x'), CaptureRequest('self', 32, name='x')))
+
+
+def test_merge_keeps_each_request_once_and_refuses_other_steps():
+    a = CaptureSpec((CaptureRequest('self', 64), CaptureRequest('self', 32)))
+    b = CaptureSpec((CaptureRequest('self', 32), CaptureRequest('cross', 16)))
+    merged = merge_specs([a, b])
+    assert merged.names == ['self64', 'self32', 'cross16']
+    with pytest.raises(ValueError, match='step selections differ'):
+        a.merge(CaptureSpec(b.requests, steps=(0, 1)))
+
+
+def test_merged_spec_serves_two_generators_in_one_pass(tiny_engine):
+    """One U-Net pass with DiffSeg's and (all-heads) iSeg's merged spec gives each generator the
+    same maps as its own pass."""
+    engine = tiny_engine(SD2)
+    diffseg = MASK_GENERATORS.build(dict(type='DiffSeg'))
+    iseg = MASK_GENERATORS.build(dict(type='ISeg', cross_heads=None, self_heads=[0]))
+    images = torch.randint(0, 256, (1, 3, 512, 512), dtype=torch.uint8)
+    kwargs = iseg.extract_kwargs([['cat']])
+    kwargs['noise'] = None  # DiffSeg runs without noise; share the same latent
+    merged = merge_specs([diffseg.capture_spec, iseg.capture_spec])
+    both = engine.extract(images, capture=merged, **kwargs)
+    alone = engine.extract(images, capture=iseg.capture_spec, **kwargs)
+    for name in iseg.capture_spec.names:
+        torch.testing.assert_close(both[name], alone[name], rtol=0, atol=1e-6)
+    alone = engine.extract(images, capture=diffseg.capture_spec, **kwargs)
+    for name in diffseg.capture_spec.names:
+        torch.testing.assert_close(both[name], alone[name], rtol=0, atol=1e-6)
+
+
+def _maps():
+    cross = torch.zeros(2, 4, 6)
+    cross[0, :, 4] = torch.tensor([1., 2., 3., 4.])
+    cross[0, :, 5] = torch.tensor([3., 2., 1., 0.])
+    cross[1, :, 2] = 7.0
+    return AttentionMaps({'cross2': cross, 'self2': torch.full((2, 4, 4), 0.25)},
+                         prompts=['a photo of potted plant', 'a cat'],
+                         token_positions=[{'potted plant': [4, 5]}, {'cat': [2]}],
+                         image_size=(8, 8))
+
+
+def test_class_token_columns_mean_over_tokens_or_the_selected_ones():
+    maps = _maps()
+    cols = maps.class_token_columns('cross2', [['potted plant'], ['cat']])
+    torch.testing.assert_close(cols[0][:, 0], torch.tensor([2., 2., 2., 2.]))
+    torch.testing.assert_close(cols[1][:, 0], torch.full((4,), 7.0))
+    plant_only = maps.class_token_columns('cross2', [['potted plant'], []],
+                                          token_offsets={'potted plant': [1]})
+    torch.testing.assert_close(plant_only[0][:, 0], torch.tensor([3., 2., 1., 0.]))
+    assert plant_only[1].shape == (4, 0)
+
+
+def test_class_token_columns_errors_name_the_problem():
+    maps = _maps()
+    with pytest.raises(KeyError, match="'dog' is not in the prompt of sample 1"):
+        maps.class_token_columns('cross2', [['potted plant'], ['dog']])
+    with pytest.raises(KeyError, match="no 'cross16'"):
+        maps.class_token_columns('cross16', [['cat']])
+    maps.maps['cross2_layers'] = torch.zeros(2, 3, 4, 6)
+    with pytest.raises(ValueError, match='per_layer'):
+        maps.class_token_columns('cross2_layers', [['potted plant'], ['cat']])
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf'), -float('inf')])
+def test_check_finite_names_the_map(bad):
+    maps = _maps()
+    maps.check_finite()
+    maps.maps['self2'][1, 2, 3] = bad
+    with pytest.raises(ValueError, match="'self2'"):
+        maps.check_finite()
