@@ -1,7 +1,8 @@
 """Attention maps with a known answer, built from a label map (tests and benchmarks).
 
 Self-attention: each segment gets a random unit feature, every token the feature of its segment plus
-Gaussian noise of std ``noise``; a row is ``softmax(f_q . f_k / temperature)`` over keys, so rows
+Gaussian noise of std ``noise`` (drawn separately for its query and its key role); a row is
+``softmax(q . k / temperature)`` over keys, so rows
 concentrate on keys of the query's own segment as the noise goes to zero (the structure DiffSeg and
 iSeg rely on). Cross-attention: a begin-of-text token holding most of the mass, as in Stable
 Diffusion, plus one token per present class name (two for names with a space) whose logit is raised
@@ -79,9 +80,12 @@ def attention_from_labels(labels: torch.Tensor, classes: Sequence[str], noise: f
         tok = torch.gather(feats, 1, ids[..., None].expand(-1, -1, feature_dim))
         unstructured = (ids == ignore_index)[..., None]
         tok = torch.where(unstructured, torch.zeros_like(tok), tok)
-        tok = tok + noise * torch.randn(tok.shape, generator=gen)
         if r in self_resolutions:
-            maps[f'self{r}'] = torch.softmax(tok @ tok.transpose(1, 2) / temperature, dim=-1)
+            # independent noise on the query and key sides, so a token's logit with itself
+            # carries no extra noise^2 * feature_dim term
+            query = tok + noise * torch.randn(tok.shape, generator=gen)
+            key = tok + noise * torch.randn(tok.shape, generator=gen)
+            maps[f'self{r}'] = torch.softmax(query @ key.transpose(1, 2) / temperature, dim=-1)
         if r in cross_resolutions:
             logits = noise * torch.randn(b, r * r, NUM_TOKENS, generator=gen)
             logits[..., 0] += cross_strength + 2.0  # begin-of-text sink, as in SD

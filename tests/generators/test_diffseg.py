@@ -25,10 +25,11 @@ VOC_CLASSES = ['background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', '
                'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
                'sheep', 'sofa', 'train', 'tvmonitor']
 VOC_SAMPLES = ['voc_val_0', 'voc_val_114', 'voc_val_582']
-# Synthetic self-attention of attention_from_labels is softmax((f_q + n_q).(f_k + n_k) / T): the
-# query's own term carries noise^2 * feature_dim / T extra logit, so at T = 0.1 rows turn into
-# deltas on the query (no two pixels within any KL threshold) from noise ~0.15 on. The working range
-# of DiffSeg on these maps is noise <= ~0.13; "moderate" is 0.1.
+# Synthetic self-attention of attention_from_labels is softmax((f_q + n_q).(f_k + n'_k) / T).
+# The noise-noise term alone has std noise^2 * sqrt(feature_dim) / T in logits (2.3 at noise
+# 0.2, T = 0.1, dim 32): from noise ~0.15 on every row is spiky on random keys and no two pixels
+# fall within the KL thresholds. DiffSeg's working range on these maps is noise <= ~0.13;
+# "moderate" is 0.1.
 TEMPERATURE = 0.1
 MODERATE_NOISE = 0.1
 
@@ -242,7 +243,7 @@ def test_coco_stuff_27_segments(shared_data):
 
 
 def test_quality_degrades_gracefully_with_noise(shared_data):
-    """From the moderate level up, noise sharpens every row onto its own query until nothing
+    """From the moderate level up, noise makes every row spiky on random keys until nothing
     merges. (Below it, nearly noise-free rows make DiffSeg merge touching objects on some images:
     a boundary anchor's coarse terms belong to the neighbour, so its proposal sits within 1.1 of
     both; noise raises all distances, as a lower threshold would.)"""
