@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
-import torch
 
+from ..models.online_labeler import label_images
 from .builders import build_generator, check_class_names, check_model, load_engine
 from .folders import (IGNORE_INDEX, MASK_DIR, encode_label_png, list_images, palette_for,
                       read_label_png, read_rgb, split_path)
@@ -86,25 +86,6 @@ def to_work_size(rgb: np.ndarray, size: int = WORK_SIZE) -> np.ndarray:
     return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-@torch.no_grad()
-def label_batch(engine, generator, images: Sequence[np.ndarray],
-                class_names: Optional[List[List[str]]], out_sizes: Sequence[Tuple[int, int]]
-                ) -> List[np.ndarray]:
-    """One engine pass and the generator on a batch of square work-size images; labels resized
-    (nearest) to each ``out_sizes[b]`` as ``(H, W)`` uint8."""
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
-    names = class_names if class_names is not None else [[] for _ in images]
-    kwargs = generator.extract_kwargs(names)
-    maps = engine.extract(batch, capture=generator.capture_spec, **kwargs)
-    device = next(iter(maps.maps.values())).device
-    labels = generator(maps, batch.to(device), class_names).cpu().numpy()
-    if labels.max() > IGNORE_INDEX:
-        raise ValueError(f'{type(generator).__name__} made label {labels.max()}; label PNGs hold '
-                         '0..254 (255 = unsure): for DiffSeg segments raise kl_thresholds')
-    return [cv2.resize(lab.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
-            for lab, (h, w) in zip(labels, out_sizes)]
-
-
 def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
                  classes: Optional[Sequence[str]], image_labels: Optional[Dict[str, List[str]]],
                  batch_size: int = 4, device: str = 'cpu', dtype: str = 'float32',
@@ -145,7 +126,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
 
     def compute(batch, loaded):
         names = [image_labels[it.id] for it in batch] if image_labels is not None else None
-        labels = label_batch(engine, generator, [img for img, _ in loaded], names,
+        labels = label_images(engine, generator, [img for img, _ in loaded], names,
                              [hw for _, hw in loaded])
         return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette)},
                            dict(image=str(it.payload['image']),

@@ -10,7 +10,8 @@ from .builders import build_generator, check_model, load_engine
 from .folders import (MASK_DIR, OVERLAY_DIR, encode_jpeg, encode_label_png, list_images,
                       palette_for, read_rgb, split_path)
 from .io import (ItemOutput, JobSummary, UserInputError, WorkItem, check_resumable, run_job)
-from .pseudo_label import WORK_SIZE, label_batch, to_work_size
+from ..models.online_labeler import label_images
+from .pseudo_label import WORK_SIZE, to_work_size
 from .visualize import Overlayer, segment_classes
 
 
@@ -52,7 +53,7 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         return rgb, to_work_size(rgb, work_size)
 
     def compute(batch, loaded):
-        labels = label_batch(engine, generator, [small for _, small in loaded],
+        labels = label_images(engine, generator, [small for _, small in loaded],
                              [list(present) for _ in batch] if present else None,
                              [rgb.shape[:2] for rgb, _ in loaded])
         return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette),

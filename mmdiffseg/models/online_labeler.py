@@ -11,7 +11,7 @@ labelled once across epochs and runs.
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import mmcv
 import numpy as np
@@ -26,6 +26,36 @@ from ..registry import MASK_GENERATORS
 from ..generators.base import IGNORE_INDEX, MaskGenerator
 
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
+
+
+@torch.no_grad()
+def label_images(engine, generator: MaskGenerator, images: Sequence[np.ndarray],
+                 class_names: Optional[List[List[str]]],
+                 out_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[np.ndarray]:
+    """One engine pass and the generator on RGB uint8 ``HxWx3`` images of any sizes.
+
+    The generator sees each image resized (bilinear) to the engine's working size; each label is
+    resized (nearest) to ``out_sizes[b]`` (default: its image's size) and returned as uint8.
+
+    Raises:
+        ValueError: a label above 255 (more DiffSeg segments than a uint8 map holds).
+    """
+    names = class_names if class_names is not None else [[] for _ in images]
+    maps = engine.extract(list(images), capture=generator.capture_spec,
+                          **generator.extract_kwargs(names))
+    size = tuple(maps.image_size)
+    work = torch.stack([
+        F.interpolate(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float(),
+                      size=size, mode='bilinear', align_corners=False)[0]
+        for im in images]).to(engine.device)
+    labels = generator(maps.to(engine.device), work, class_names)
+    if labels.max() > IGNORE_INDEX:
+        raise ValueError(f'{type(generator).__name__} made label {int(labels.max())}; uint8 label '
+                         'maps hold 0..254 (255 = unsure): for DiffSeg segments raise '
+                         'kl_thresholds')
+    sizes = out_sizes if out_sizes is not None else [im.shape[:2] for im in images]
+    return [F.interpolate(label[None, None].float(), size=tuple(hw), mode='nearest')[0, 0]
+            .to(torch.uint8).cpu().numpy() for label, hw in zip(labels, sizes)]
 
 
 class AttentionLabeler:
@@ -76,20 +106,9 @@ class AttentionLabeler:
     def _generate(self, engine, images, class_names) -> List[np.ndarray]:
         labels = []
         for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
             names = None if class_names is None else class_names[start:start + self.batch_size]
-            maps = engine.extract(chunk, capture=self.generator.capture_spec,
-                                  **self.generator.extract_kwargs(names))
-            size = tuple(maps.image_size)
-            work = torch.stack([
-                F.interpolate(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None]
-                              .float(), size=size, mode='bilinear', align_corners=False)[0]
-                for im in chunk]).to(engine.device)
-            out = self.generator(maps.to(engine.device), work, names)
-            for image, label in zip(chunk, out):
-                full = F.interpolate(label[None, None].float(), size=image.shape[:2],
-                                     mode='nearest')[0, 0]
-                labels.append(full.to(torch.uint8).cpu().numpy())
+            labels += label_images(engine, self.generator, images[start:start + self.batch_size],
+                                   names)
         return labels
 
 
