@@ -31,8 +31,8 @@ def make_voc_root(samples: Path, root: Path, names=VOC_IMAGES) -> Path:
 
 
 def set_label_cache(cfg: Config, cache: dict) -> None:
-    """The same label-cache settings in the preprocessor and in LoadPseudoLabel."""
-    cfg.model.data_preprocessor.label_cache = cache
+    """The label-cache settings (folder, model, generator) of LoadPseudoLabel, the one place a
+    config holds them (the preprocessor reads them from the samples)."""
     for step in cfg.train_dataloader.dataset.pipeline:
         if step['type'] == 'LoadPseudoLabel':
             step['cache'] = cache
