@@ -136,16 +136,22 @@ def signature_differences(stored: dict, current: dict) -> List[str]:
 
 def _atomic_write(path: Path, data: bytes, replace: bool = True) -> None:
     """Write ``data`` to a temporary file, then move it to ``path`` (``replace=False``: only
-    if ``path`` does not exist yet; :class:`FileExistsError` otherwise)."""
+    if ``path`` does not exist yet, :class:`FileExistsError` otherwise, where the file system
+    has hard links)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name, suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
+        try:
+            if not replace:
+                os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:   # no hard links here: plain replace
+            replace = True
         if replace:
             os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -1,8 +1,8 @@
 """Warm start and several training ranks, end to end on CPU (tiny Mask2Former, tiny random-weights
 SD 2.1-base + iSeg, VOC samples):
 
-1. tools/prefill_labels.py fills the online label cache (resumable), and training then generates
-   no label: the training log's counters say so.
+1. tools/prefill_labels.py fills the online label cache (two ranks under torchrun, then resumed
+   in one process), and training then generates no label: the training log's counters say so.
 2. Two training ranks (torchrun, gloo) meet the same image in their first batches: each image is
    labelled once across ranks and the cache holds one valid file per image.
 """
@@ -49,6 +49,22 @@ def labels_in(cache_dir):
     return sorted(cache_dir.glob('??/*.png'))
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def torchrun(cwd, script, *args):
+    """``script args`` as two CPU ranks under torchrun; what they printed."""
+    command = [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2',
+               '--master-port', str(free_port()), str(script), *map(str, args)]
+    result = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
 @pytest.mark.slow
 def test_prefill_resumes_then_training_generates_no_label(tmp_path, tiny_sd, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -57,8 +73,10 @@ def test_prefill_resumes_then_training_generates_no_label(tmp_path, tiny_sd, mon
     cache = tmp_path / 'cache'
     assert config_label_caches(cfg)[0]['cache_dir'] == str(cache)
 
-    out = run_tool('prefill_labels', config, '--batch-size', '2')
-    assert 'prefill: 4 images: made 4, already cached 0' in out
+    out = torchrun(tmp_path, REPO / 'tools' / 'prefill_labels.py', config, '--batch-size', '2',
+                   '--launcher', 'pytorch')            # two CPU ranks, one summary
+    assert out.count('prefill:') == 1
+    assert 'prefill: 4 images: made 4, already cached 0, made by another process 0' in out
     labels = labels_in(cache)
     assert len(labels) == 4 and not list(cache.rglob('*.lock')) and not list(cache.rglob('*.tmp'))
     for label in labels[:2]:             # an interrupted prefill: rerun resumes
@@ -75,12 +93,6 @@ def test_prefill_resumes_then_training_generates_no_label(tmp_path, tiny_sd, mon
     assert {p: p.stat().st_mtime_ns for p in labels_in(cache)} == stamps
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_training_ranks_label_each_image_once(tmp_path, tiny_sd):
     names = ('voc_val_0', 'voc_val_1', 'voc_val_20')
@@ -90,13 +102,8 @@ def test_two_training_ranks_label_each_image_once(tmp_path, tiny_sd):
     cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)  # CPU DDP
     cfg.log_level = 'DEBUG'              # one text log per rank
     config = write_config(cfg, tmp_path / 'ranks.py')
-    command = [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2',
-               '--master-port', str(free_port()), str(REPO / 'tests/tools/cpu_rank_train.py'),
-               str(config), '--launcher', 'pytorch', '--work-dir', str(tmp_path / 'run'),
-               '--cfg-options', 'train_cfg.max_iters=2']
-    result = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    torchrun(tmp_path, REPO / 'tests/tools/cpu_rank_train.py', config, '--launcher', 'pytorch',
+             '--work-dir', tmp_path / 'run', '--cfg-options', 'train_cfg.max_iters=2')
 
     made = [sum(r['label_generated'] for r in train_log(tmp_path / 'run', f'*_rank{rank}.log'))
             for rank in (0, 1)]
