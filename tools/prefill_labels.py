@@ -17,12 +17,11 @@ import sys
 def parse_args(argv=None):
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
-        description='Fill the online label cache of a training config (warm start)',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description='Fill the online label cache of a training config (warm start)')
     parser.add_argument('config', help='training config with online labels')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
-                        help='override config entries, key=value (the same as for train.py, so '
-                             'that the cache and model are the training run\'s)')
+                        help='override config entries, key=value (give the same as to train.py, '
+                             'so that the cache and model are the training run\'s; default: none)')
     parser.add_argument('--batch-size', type=int, default=None,
                         help='images per engine call (default: the preprocessor\'s '
                              'label_batch_size)')
@@ -35,7 +34,8 @@ def parse_args(argv=None):
                         help='dataloader workers reading images (default: the train '
                              'dataloader\'s num_workers)')
     parser.add_argument('--launcher', default='none', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        help='several GPUs: torchrun --nproc-per-node N ... --launcher pytorch')
+                        help='several GPUs: torchrun --nproc-per-node N ... --launcher pytorch '
+                             '(default: none)')
     return parser.parse_args(argv)
 
 

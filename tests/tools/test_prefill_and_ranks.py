@@ -45,6 +45,28 @@ def online_config(tmp_path, tiny_sd, names=None):
     return cfg
 
 
+MAIN_CONFIG = REPO / 'configs/mask2former/mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'
+
+
+def test_one_key_sets_the_model_of_a_config():
+    cfg = Config.fromfile(str(MAIN_CONFIG))
+    [cache] = config_label_caches(cfg)
+    assert cache['model'] == 'stabilityai/stable-diffusion-2-1-base'
+    cfg.merge_from_dict({'train_dataloader.dataset.pipeline.2.cache.model': '/models/sd21'})
+    assert [c['model'] for c in config_label_caches(cfg)] == ['/models/sd21']
+    assert 'label_cache' not in cfg.model.data_preprocessor
+    # inherited base variables keep the default: they are not what the run uses
+    assert cfg.label_cache.model == 'stabilityai/stable-diffusion-2-1-base'
+
+
+def test_prefill_refuses_a_config_without_online_labels():
+    from mmdiffseg.models.prefill import prefill
+    cfg = Config.fromfile(str(REPO / 'configs/mask2former/'
+                              'mask2former_tiny-cpu_voc12-seediff-synthetic-128x128.py'))
+    with pytest.raises(ValueError, match='no LoadPseudoLabel step'):
+        prefill(cfg, 'cpu')
+
+
 def labels_in(cache_dir):
     return sorted(cache_dir.glob('??/*.png'))
 
