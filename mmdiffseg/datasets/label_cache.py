@@ -174,9 +174,8 @@ class LabelCache:
             generator = MASK_GENERATORS.build(generator)
         self.generator = generator
         self.model = str(model)
-        identity = model_identity(self.model)
-        self.model_id = identity['id']
-        self.signature = _canonical({'model': identity, 'generator': generator.config_dict()})
+        self.signature = _canonical({'model': model_identity(self.model),
+                                     'generator': generator.config_dict()})
         self.wait_timeout = float(wait_timeout)
         self._signature_checked = False
 
@@ -185,7 +184,11 @@ class LabelCache:
         path = self.cache_dir / SIGNATURE_FILE
         if not path.exists():
             return None
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except ValueError as err:
+            raise ValueError(f'{path} is not a label-cache signature ({err}): the labels of '
+                             f'{self.cache_dir} are of unknown origin; delete the folder') from err
 
     def check_signature(self) -> bool:
         """True when the folder was written with this signature, False when it has none yet.

@@ -147,6 +147,13 @@ def test_label_cache_round_trip_and_signature(tmp_path):
         LabelCache(**other_model).load(key)
 
 
+def test_unreadable_signature_is_named(tmp_path):
+    (tmp_path / 'cache').mkdir()
+    (tmp_path / 'cache' / 'cache.json').write_text('{"model": ')
+    with pytest.raises(ValueError, match='cache.json is not a label-cache signature'):
+        LabelCache(**cache_cfg(tmp_path)).load(image_key(b'x'))
+
+
 def refusal_lines(error):
     """The 'key: cache ..., this run ...' lines of a refused cache's message."""
     return [line.strip() for line in str(error.value).splitlines() if ': cache ' in line]
