@@ -1,19 +1,24 @@
-"""Training-step cost of online labels: cold cache and warm cache against plain training.
+"""Training-step cost of online labels: cold cache and warm cache against plain training, and
+the warm start (``tools/prefill_labels.py``) per batch.
 
 One process, one config (the tiny CPU Mask2Former of
 ``configs/mask2former/mask2former_tiny-cpu_voc12-iseg-online-128x128.py``) on the VOC samples,
-three runs with batch 2:
+three runs with batch 2 and a prefill:
 
 * plain (``--steps`` iterations): the same model and augmentation with ground-truth labels
   (``LoadAnnotations``, ``SegDataPreProcessor``);
 * online, cold cache (5 iterations: each of the 10 images once): every sample is labelled by the
   tiny random-weights SD 2.1-base + iSeg in the preprocessor;
-* online, warm cache (``--steps`` iterations): labels loaded from the cache by ``LoadPseudoLabel``.
+* online, warm cache (``--steps`` iterations): labels loaded from the cache by ``LoadPseudoLabel``;
+* prefill (batch 2, into an empty cache): the CPU time of each batch of 2 images labelled by
+  ``mmdiffseg.models.prefill`` (``OnlineLabeler.labels`` calls), the work a cold step does before
+  its training step.
 
 A step's cost is the process CPU time between ``before_train_iter`` and ``after_train_iter``
 (robust to other jobs on shared cores; workers are off, so data loading is included), median over
-the steps after the first (which holds the engine load in the cold run). Appends a table to
-``benchmarks/results/online_training.md``.
+the steps after the first (which holds the engine load in the cold run and the prefill). Appends a
+table to ``benchmarks/results/online_training.md`` (the 2 cores are shared with other jobs: CPU
+time, not wall time, is compared).
 
     python benchmarks/bench_online_training.py [--steps 20] [--sd-config DIR] [--voc DIR]
 """
@@ -65,8 +70,8 @@ def plain_config(cfg: Config) -> Config:
     """The same config trained on ground truth."""
     cfg = Config(cfg.to_dict())
     cfg.model.data_preprocessor = {k: v for k, v in cfg.model.data_preprocessor.items()
-                                   if k not in ('label_cache', 'engine_dtype',
-                                                'label_batch_size', 'engine_kwargs')}
+                                   if k not in ('engine_dtype', 'label_batch_size',
+                                                'engine_kwargs')}
     cfg.model.data_preprocessor['type'] = 'SegDataPreProcessor'
     pipeline = []
     for step in cfg.train_dataloader.dataset.pipeline:
@@ -98,6 +103,27 @@ def run(cfg: Config, work_dir: Path, iters: int) -> list:
     return timer.steps
 
 
+def prefill_batches(cfg: Config, cache_dir: Path) -> list:
+    """CPU seconds of each labelled batch of a prefill of ``cfg``'s images into ``cache_dir``."""
+    from mmdiffseg.models.online_labeler import OnlineLabeler
+    from mmdiffseg.models.prefill import config_label_caches, prefill
+    cfg = Config(cfg.to_dict())
+    set_label_cache(cfg, dict(config_label_caches(cfg)[0], cache_dir=str(cache_dir)))
+    times, labels = [], OnlineLabeler.labels
+
+    def timed(self, *args, **kwargs):
+        start = time.process_time()
+        out = labels(self, *args, **kwargs)
+        times.append(time.process_time() - start)
+        return out
+    OnlineLabeler.labels = timed
+    try:
+        prefill(cfg, 'cpu', batch_size=2, workers=0, progress=False)
+    finally:
+        OnlineLabeler.labels = labels
+    return times
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--steps', type=int, default=20, help='iterations of the plain and '
@@ -123,11 +149,13 @@ def main(argv=None):
 
     steps = {'plain': run(plain_config(cfg), tmp / 'plain', args.steps),
              'online, cold cache': run(cfg, tmp / 'cold', cold_steps),
-             'online, warm cache': run(cfg, tmp / 'warm', args.steps)}
+             'online, warm cache': run(cfg, tmp / 'warm', args.steps),
+             'prefill, per batch of 2 images': prefill_batches(cfg, tmp / 'prefill-cache')}
     median = {name: statistics.median(s[1:]) for name, s in steps.items()}
     rows = [f'| {name} | {len(steps[name]) - 1} | {median[name]:.3f} | '
             f'{median[name] / median["plain"]:.2f} |' for name in steps]
-    header = '| run | steps timed | CPU s / step (median) | ratio to plain |\n|---|---|---|---|'
+    header = ('| run | steps (batches) timed | CPU s each (median) | ratio to plain |\n'
+              '|---|---|---|---|')
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     block = (f'\n### {stamp}, {platform.processor() or platform.machine()}, torch '
              f'{torch.__version__}, 1 thread, batch 2\n\n{header}\n' + '\n'.join(rows) + '\n')

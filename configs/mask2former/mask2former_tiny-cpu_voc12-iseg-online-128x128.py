@@ -1,7 +1,7 @@
 # CPU test / smoke config: the VOC iSeg online recipe with a shrunk Mask2Former, 128x128 crops,
-# 4 iterations, no dataloader workers. Set `label_cache.model` (in the preprocessor and in
-# LoadPseudoLabel) to a diffusers folder, e.g. the tiny random-weights SD of the tests, and point
-# the datasets at a VOC-layout folder.
+# 4 iterations, no dataloader workers. Set the label cache's model (LoadPseudoLabel, step 2 of the
+# train pipeline: `train_dataloader.dataset.pipeline.2.cache.model=FOLDER`) to a diffusers folder,
+# e.g. the tiny random-weights SD of the tests, and point the datasets at a VOC-layout folder.
 _base_ = [
     './mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py',
     '../_base_/models/mask2former_tiny_cpu.py',
@@ -13,7 +13,7 @@ tiny_label_cache = dict(
     model='work_dirs/tiny-stable-diffusion-2-1-base',
     generator={{_base_.tiny_label_generator}})
 model = dict(
-    data_preprocessor=dict(label_cache=tiny_label_cache, engine_dtype='float32', size=crop_size),
+    data_preprocessor=dict(engine_dtype='float32', size=crop_size),
     backbone={{_base_.tiny_backbone}},
     decode_head={{_base_.tiny_decode_head}})
 train_pipeline = [

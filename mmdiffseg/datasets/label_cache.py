@@ -1,21 +1,35 @@
 """Disk cache of generated labels: one label per image content, per model and generator config.
 
-Layout: ``cache_dir/cache.json`` holds the signature (model id + the generator's
+Layout: ``cache_dir/cache.json`` holds the signature (the model's identity + the generator's
 ``config_dict()``) the cache was written with; ``cache_dir/<k[:2]>/<k>.png`` holds the label of the
 image whose file bytes have SHA-1 ``k``, at the image's original size (uint8, 255 = unsure). The
 signature pins the whole folder to one model + generator config, so the effective key is image
 content + model + generator config; opening a folder written with another signature is an error
-(never silently reused labels). Writes are atomic (temporary file + ``os.replace``), so parallel
-ranks and interrupted runs never leave a half-written label.
+naming the settings that differ (never silently reused labels). Models compare by the hash of
+their diffusers configs, so the same model under another folder, node or hub id is the same model.
+
+Exactly once across processes (training ranks, dataloader prefetch, a prefill job running beside
+a training run): a label is made only by the process that holds the claim of its key, an
+exclusive ``flock`` on ``<k[:2]>/<k>.lock`` (:meth:`LabelCache.fetch_or_make`). Every claimer
+first checks whether the label exists; the owner writes the label atomically (temporary file +
+``os.replace``), removes the lock file once the label exists, then releases the lock; others
+wait for the label (or for the lock, then make it themselves if the owner died without writing
+it). The kernel releases the locks of a killed process, so a dead rank leaves no stale claim to
+time out, and its half-written temporary file is removed by the next owner of that key. Claims
+are never held while waiting for another's, so ranks cannot deadlock. The cache folder must be
+on a file system with working ``flock`` (local disks; NFS emulates it with POSIX locks).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -24,6 +38,8 @@ from ..generators.base import MaskGenerator
 from ..registry import MASK_GENERATORS
 
 SIGNATURE_FILE = 'cache.json'
+#: seconds between two looks at a label another process is making
+POLL_SECONDS = 0.05
 
 
 def image_key(image_bytes: bytes) -> str:
@@ -31,11 +47,44 @@ def image_key(image_bytes: bytes) -> str:
     return hashlib.sha1(image_bytes).hexdigest()
 
 
-def model_identity(model: str) -> str:
-    """``engine.model_id`` without loading the model: ``<folder name>-<config hash>`` for a local
-    diffusers folder, the hub id otherwise."""
+def _hub_snapshot(hub_id: str) -> Optional[str]:
+    """The local Hugging Face cache folder of a hub model whose configs are cached (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        found = [try_to_load_from_cache(hub_id, name)
+                 for name in ('model_index.json', 'unet/config.json')]
+    except ValueError:   # not a valid repo id (e.g. a missing local folder)
+        return None
+    if all(isinstance(path, str) for path in found):
+        return str(Path(found[0]).parent)
+    return None
+
+
+def label_path(cache_dir: Union[str, Path], key: str) -> Path:
+    """Where the label of content key ``key`` lives in ``cache_dir``."""
+    return Path(cache_dir) / key[:2] / f'{key}.png'
+
+
+def model_identity(model: str) -> Dict[str, Optional[str]]:
+    """``{'id': engine.model_id, 'config_hash': ...}`` without loading the model.
+
+    ``id`` is :func:`~mmdiffseg.attention.engine.model_id_of` (``<folder name>-<config hash>``
+    for a local diffusers folder, the hub id otherwise); ``config_hash`` is the hash part of the
+    id of the folder holding the model's configs (the hub cache's snapshot for a hub id whose
+    configs are cached; ``None`` when unknown)."""
     from ..attention.engine import model_id_of
-    return model_id_of(model)
+    folder = model if Path(model).expanduser().is_dir() else _hub_snapshot(model)
+    config_hash = model_id_of(folder).rsplit('-', 1)[1] if folder else None
+    return {'id': model_id_of(model), 'config_hash': config_hash}
+
+
+def same_model(a: Union[dict, str], b: Union[dict, str]) -> bool:
+    """Same model: equal config hashes when both are known, else equal ids (a plain string is
+    the id of a signature written before config hashes were stored)."""
+    a, b = ({'id': m, 'config_hash': None} if isinstance(m, str) else m for m in (a, b))
+    if a.get('config_hash') and b.get('config_hash'):
+        return a['config_hash'] == b['config_hash']
+    return a.get('id') == b.get('id')
 
 
 def _canonical(value) -> object:
@@ -43,17 +92,69 @@ def _canonical(value) -> object:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def canonical_cache_spec(cache: dict) -> dict:
+    """The :class:`LabelCache` arguments as plain JSON values (comparable, cheap to pickle).
+
+    Raises:
+        KeyError: ``cache_dir``, ``model`` or ``generator`` is missing, or a key is unknown.
+    """
+    spec = _canonical(dict(cache))
+    missing = [k for k in ('cache_dir', 'model', 'generator') if k not in spec]
+    unknown = sorted(set(spec) - {'cache_dir', 'model', 'generator', 'wait_timeout'})
+    if missing or unknown:
+        raise KeyError(f'label cache settings {spec}: missing {missing}, unknown {unknown}; '
+                       'expected dict(cache_dir=..., model=<hub id or diffusers folder>, '
+                       'generator=dict(type=...)[, wait_timeout=seconds])')
+    return spec
+
+
+def _flatten(value, prefix: str = '') -> Dict[str, object]:
+    if isinstance(value, dict):
+        flat = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f'{prefix}{key}.'))
+        return flat
+    return {prefix[:-1]: value}
+
+
+def signature_differences(stored: dict, current: dict) -> List[str]:
+    """``'key: cache <stored>, this run <current>'`` for each setting that differs (dotted keys;
+    the model compared with :func:`same_model`)."""
+    lines = []
+    if not same_model(stored.get('model', {}), current.get('model', {})):
+        lines.append(f'model: cache {json.dumps(stored.get("model"))}, this run '
+                     f'{json.dumps(current.get("model"))}')
+    old = _flatten({k: v for k, v in stored.items() if k != 'model'})
+    new = _flatten({k: v for k, v in current.items() if k != 'model'})
+    absent = '<absent>'
+    for key in sorted(set(old) | set(new)):
+        if old.get(key, absent) != new.get(key, absent):
+            lines.append(f'{key}: cache {json.dumps(old.get(key, absent))}, this run '
+                         f'{json.dumps(new.get(key, absent))}')
+    return lines
+
+
+def _atomic_write(path: Path, data: bytes, replace: bool = True) -> None:
+    """Write ``data`` to a temporary file, then move it to ``path`` (``replace=False``: only
+    if ``path`` does not exist yet, :class:`FileExistsError` otherwise, where the file system
+    has hard links)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name, suffix='.tmp')
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
+        try:
+            if not replace:
+                os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:   # no hard links here: plain replace
+            replace = True
+        if replace:
+            os.replace(tmp, path)
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 class LabelCache:
@@ -61,20 +162,21 @@ class LabelCache:
 
     Args:
         cache_dir: the cache folder (one per model + generator config).
-        model: the Stable Diffusion hub id or diffusers folder the labels come from (the signature
-            holds its ``engine.model_id``).
+        model: the Stable Diffusion hub id or diffusers folder the labels come from.
         generator: the generator (or its config dict, built with ``MASK_GENERATORS``).
+        wait_timeout: seconds to wait for a label another process is making before giving up.
     """
 
     def __init__(self, cache_dir: Union[str, Path], model: str,
-                 generator: Union[Dict, MaskGenerator]):
+                 generator: Union[Dict, MaskGenerator], wait_timeout: float = 600.0):
         self.cache_dir = Path(cache_dir)
         if not isinstance(generator, MaskGenerator):
             generator = MASK_GENERATORS.build(generator)
         self.generator = generator
         self.model = str(model)
-        self.model_id = model_identity(self.model)
-        self.signature = _canonical({'model': self.model_id, 'generator': generator.config_dict()})
+        self.signature = _canonical({'model': model_identity(self.model),
+                                     'generator': generator.config_dict()})
+        self.wait_timeout = float(wait_timeout)
         self._signature_checked = False
 
     # -- signature ---------------------------------------------------------------------------
@@ -82,38 +184,48 @@ class LabelCache:
         path = self.cache_dir / SIGNATURE_FILE
         if not path.exists():
             return None
-        return json.loads(path.read_text())
+        try:
+            return json.loads(path.read_text())
+        except ValueError as err:
+            raise ValueError(f'{path} is not a label-cache signature ({err}): the labels of '
+                             f'{self.cache_dir} are of unknown origin; delete the folder') from err
 
     def check_signature(self) -> bool:
         """True when the folder was written with this signature, False when it has none yet.
 
         Raises:
-            ValueError: the folder holds labels of another model or generator config.
+            ValueError: the folder holds labels of another model or generator config (the
+                message lists the settings that differ).
         """
         if self._signature_checked:
             return True
         stored = self._stored_signature()
         if stored is None:
             return False
-        if stored != self.signature:
+        differences = signature_differences(stored, self.signature)
+        if differences:
             raise ValueError(
-                f'label cache {self.cache_dir} was written by another model / generator config:\n'
-                f'  cache: {json.dumps(stored, sort_keys=True)}\n'
-                f'  this run: {json.dumps(self.signature, sort_keys=True)}\n'
-                'Use another cache_dir for this config (or delete the folder).')
+                f'label cache {self.cache_dir} holds labels made with other settings:\n  '
+                + '\n  '.join(differences) + '\nLabels of another model or generator config are '
+                'never reused: give this config another cache_dir (the `cache` of '
+                'LoadPseudoLabel in the train pipeline) or delete the folder.')
         self._signature_checked = True
         return True
 
-    def claim(self) -> None:
+    def sign(self) -> None:
         """Write the signature if the folder has none (else check it)."""
         if not self.check_signature():
-            _atomic_write(self.cache_dir / SIGNATURE_FILE,
-                          json.dumps(self.signature, indent=1, sort_keys=True).encode())
+            try:
+                _atomic_write(self.cache_dir / SIGNATURE_FILE,
+                              json.dumps(self.signature, indent=1, sort_keys=True).encode(),
+                              replace=False)
+            except FileExistsError:   # another process signed it first: check theirs
+                pass
             self.check_signature()
 
     # -- labels ------------------------------------------------------------------------------
     def path(self, key: str) -> Path:
-        return self.cache_dir / key[:2] / f'{key}.png'
+        return label_path(self.cache_dir, key)
 
     def load(self, key: str) -> Optional[np.ndarray]:
         """The cached ``(H, W)`` uint8 label of the image with content key ``key``, or None."""
@@ -130,7 +242,7 @@ class LabelCache:
 
     def save(self, key: str, label: np.ndarray) -> Path:
         """Store an ``(H, W)`` label with values in 0..255 (atomic)."""
-        self.claim()
+        self.sign()
         label = np.asarray(label)
         if label.ndim != 2 or label.min() < 0 or label.max() > 255:
             raise ValueError(f'LabelCache.save: expected an (H, W) label in 0..255, got shape '
@@ -144,3 +256,105 @@ class LabelCache:
 
     def __len__(self) -> int:
         return sum(1 for _ in self.cache_dir.glob('??/*.png'))
+
+    # -- exactly once across processes -------------------------------------------------------
+    def _lock_path(self, key: str) -> Path:
+        return self.cache_dir / key[:2] / f'{key}.lock'
+
+    def _try_claim(self, key: str) -> Optional[int]:
+        """The open, exclusively locked lock file of ``key``, or None if another process holds
+        it. The owner's host, pid and rank are written into it (for the timeout message)."""
+        path = self._lock_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError as err:
+            os.close(fd)
+            raise OSError(f'label cache {self.cache_dir}: cannot lock {path} ({err}); put '
+                          'cache_dir on a file system with file locks (a local disk, or NFS '
+                          'with locking)') from err
+        owner = dict(host=socket.gethostname(), pid=os.getpid(), rank=os.environ.get('RANK'),
+                     since=time.time())
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(owner).encode())
+        for stale in path.parent.glob(f'.{key}.png*.tmp'):   # left by a killed owner
+            stale.unlink(missing_ok=True)
+        return fd
+
+    def _release(self, key: str, fd: int) -> None:
+        """Unlock ``key``; its lock file goes once the label exists (never before: a waiter
+        that then locks a fresh lock file must find the label)."""
+        if self.path(key).exists():
+            self._lock_path(key).unlink(missing_ok=True)
+        os.close(fd)
+
+    def _owner(self, key: str) -> str:
+        try:
+            return self._lock_path(key).read_text() or 'unknown'
+        except OSError:
+            return 'unknown'
+
+    def fetch_or_make(self, keys: Sequence[str],
+                      make: Callable[[List[str]], Sequence[np.ndarray]]
+                      ) -> Tuple[Dict[str, np.ndarray], List[str], List[str]]:
+        """The label of every key, each made exactly once across processes.
+
+        Cached labels are loaded; the missing ones this process can claim are made with one
+        ``make(claimed keys)`` call per round and stored; labels other processes are making are
+        waited for (and made here if their owner died first).
+
+        Returns:
+            ``(labels by key, keys made here, keys waited for)``.
+
+        Raises:
+            TimeoutError: a label's owner held it longer than ``wait_timeout`` seconds.
+        """
+        labels: Dict[str, np.ndarray] = {}
+        made: List[str] = []
+        waited_since: Dict[str, float] = {}
+        pending = list(dict.fromkeys(keys))
+        while pending:
+            claimed: Dict[str, int] = {}
+            try:
+                for key in pending:
+                    label = self.load(key)
+                    fd = None if label is not None else self._try_claim(key)
+                    if fd is not None:
+                        label = self.load(key)   # finished between the look and the claim
+                        if label is None:
+                            claimed[key] = fd
+                            continue
+                        self._release(key, fd)
+                    if label is None:
+                        waited_since.setdefault(key, time.monotonic())
+                    else:
+                        labels[key] = label
+                if claimed:
+                    new = list(make(list(claimed)))
+                    if len(new) != len(claimed):
+                        raise RuntimeError(f'made {len(new)} labels for {len(claimed)} images')
+                    for key, label in zip(claimed, new):
+                        self.save(key, label)
+                        labels[key] = label
+                        made.append(key)
+            finally:
+                for key, fd in claimed.items():
+                    self._release(key, fd)
+            pending = [key for key in pending if key not in labels]
+            if pending and not claimed:
+                self._check_wait(pending, waited_since)
+                time.sleep(POLL_SECONDS)
+        return labels, made, [key for key in waited_since if key not in made]
+
+    def _check_wait(self, pending: Sequence[str], waited_since: Dict[str, float]) -> None:
+        now = time.monotonic()
+        for key in pending:
+            if now - waited_since[key] > self.wait_timeout:
+                raise TimeoutError(
+                    f'label cache {self.cache_dir}: waited {self.wait_timeout:.0f} s for the '
+                    f'label of {key}, claimed by {self._owner(key)} ({self._lock_path(key)}). '
+                    'If that process hangs, stop it; a killed owner releases its claim.')

@@ -12,7 +12,9 @@
   cached label would have given after the same augmentation, each image is labelled once, and
   nothing but file reading happens in the dataloader workers. (One difference: on a cache miss
   ``RandomCrop(cat_max_ratio=...)`` sees the index map, not classes, so its class-balance retry
-  only applies from the second epoch on.)
+  only applies from the second epoch on.) The label-cache settings (folder, Stable Diffusion
+  model, generator) are given once, to ``LoadPseudoLabel``; each sample carries them to the
+  preprocessor, so the two can never disagree.
 * :class:`PackPseudoLabelInputs` is ``PackSegInputs`` that also packs the index map and the keys
   above for the preprocessor.
 """
@@ -33,7 +35,7 @@ from mmseg.registry import TRANSFORMS
 
 from ..generators.base import IGNORE_INDEX
 from .class_names import resolve_classes
-from .label_cache import LabelCache, image_key
+from .label_cache import LabelCache, canonical_cache_spec, image_key
 
 #: largest image (pixels) whose source indices fit the 24-bit encoding
 MAX_SOURCE_PIXELS = 1 << 24
@@ -147,17 +149,20 @@ class LoadImageLevelLabels(BaseTransform):
 class LoadPseudoLabel(BaseTransform):
     """The cached generated label of the image as ``gt_seg_map`` (see the module docstring).
 
-    Adds ``pseudo_label_key`` (SHA-1 of the image file) and ``pseudo_label_cached``. On a cache miss
-    ``gt_seg_map`` is the ``(H, W, 4)`` source-index map, packed apart by
-    :class:`PackPseudoLabelInputs`. Nothing here touches a GPU or a model.
+    Adds ``pseudo_label_key`` (SHA-1 of the image file), ``pseudo_label_cached`` and
+    ``pseudo_label_cache`` (the label-cache settings, from which the preprocessor labels the
+    misses: the config holds them once, here). On a cache miss ``gt_seg_map`` is the
+    ``(H, W, 4)`` source-index map, packed apart by :class:`PackPseudoLabelInputs`. Nothing here
+    touches a GPU or a model.
 
     Args:
-        cache: ``dict(cache_dir=..., model=..., generator=dict(type=...))``, the same dict the
-            preprocessor gets (:class:`LabelCache` arguments).
+        cache: ``dict(cache_dir=..., model=<Stable Diffusion hub id or diffusers folder>,
+            generator=dict(type=...))`` (:class:`LabelCache` arguments): the one place of a
+            config that names the model and generator of its online labels.
     """
 
     def __init__(self, cache: dict):
-        self.cache_cfg = dict(cache)
+        self.cache_cfg = canonical_cache_spec(cache)
         self._cache: Optional[LabelCache] = None
 
     @property
@@ -175,6 +180,7 @@ class LoadPseudoLabel(BaseTransform):
                              f'image {results["img_path"]} is {(width, height)}')
         results['pseudo_label_key'] = key
         results['pseudo_label_cached'] = label is not None
+        results['pseudo_label_cache'] = self.cache_cfg
         results['gt_seg_map'] = label if label is not None else encode_source_index(height, width)
         seg_fields = results.setdefault('seg_fields', [])
         if 'gt_seg_map' not in seg_fields:
@@ -191,7 +197,8 @@ class PackPseudoLabelInputs(PackSegInputs):
     and packs an uncached sample's source-index map as ``data_sample.pseudo_label_index`` (int64
     ``(1, H, W)``, -1 = padding) with an all-255 ``gt_sem_seg`` for the preprocessor to fill."""
 
-    EXTRA_META_KEYS = ('image_labels', 'pseudo_label_key', 'pseudo_label_cached')
+    EXTRA_META_KEYS = ('image_labels', 'pseudo_label_key', 'pseudo_label_cached',
+                       'pseudo_label_cache')
 
     def __init__(self, meta_keys=('img_path', 'seg_map_path', 'ori_shape', 'img_shape',
                                   'pad_shape', 'scale_factor', 'flip', 'flip_direction',

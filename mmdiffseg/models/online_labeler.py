@@ -6,12 +6,14 @@ For the samples whose label is not cached yet (``LoadPseudoLabel`` packed a sour
 instead), it reads the *original* images, generates their labels in batches, writes them to the
 cache, and gathers each augmented sample's target through its index map. The result is exactly
 the label the next epoch will load from the cache and augment like ground truth; each image is
-labelled once across epochs and runs.
+labelled once across epochs, runs and training ranks (claims in :class:`LabelCache`).
+``tools/prefill_labels.py`` fills the same cache before training through the same
+:meth:`OnlineLabeler.labels`.
 """
 from __future__ import annotations
 
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import mmcv
 import numpy as np
@@ -21,7 +23,7 @@ from mmengine import fileio
 from mmengine.logging import MessageHub, print_log
 from mmengine.structures import PixelData
 
-from ..datasets.label_cache import LabelCache
+from ..datasets.label_cache import LabelCache, canonical_cache_spec
 from ..registry import MASK_GENERATORS
 from ..generators.base import IGNORE_INDEX, MaskGenerator
 
@@ -58,6 +60,18 @@ def label_images(engine, generator: MaskGenerator, images: Sequence[np.ndarray],
             .to(torch.uint8).cpu().numpy() for label, hw in zip(labels, sizes)]
 
 
+def engine_dtype(name: str, owner: str) -> torch.dtype:
+    """The torch dtype of ``'float32'``, ``'float16'`` or ``'bfloat16'``."""
+    if name not in DTYPES:
+        raise ValueError(f'{owner}: dtype must be one of {sorted(DTYPES)}, got {name!r}')
+    return DTYPES[name]
+
+
+def decode_rgb(image_bytes: bytes) -> np.ndarray:
+    """An image file's bytes as the labeler reads them: RGB uint8 ``HxWx3``."""
+    return mmcv.imfrombytes(image_bytes, channel_order='rgb')
+
+
 class AttentionLabeler:
     """Engine + generator: images -> labels on one device, batched (a plain object, so neither
     the Stable Diffusion weights nor the generator enter the model's state dict).
@@ -72,13 +86,10 @@ class AttentionLabeler:
 
     def __init__(self, model: str, generator, dtype: str = 'float32', batch_size: int = 4,
                  engine_kwargs: Optional[Dict] = None):
-        if dtype not in DTYPES:
-            raise ValueError(f'{type(self).__name__}: dtype must be one of {sorted(DTYPES)}, '
-                             f'got {dtype!r}')
         self.model = str(model)
         self.generator = generator if isinstance(generator, MaskGenerator) else \
             MASK_GENERATORS.build(generator)
-        self.dtype = DTYPES[dtype]
+        self.dtype = engine_dtype(dtype, type(self).__name__)
         self.batch_size = int(batch_size)
         self.engine_kwargs = dict(engine_kwargs or {})
         self.engine = None
@@ -112,65 +123,82 @@ class AttentionLabeler:
         return labels
 
 
-class OnlineLabeler(AttentionLabeler):
-    """:class:`AttentionLabeler` + :class:`LabelCache`, filling training batches.
+class OnlineLabeler:
+    """Labels of the training images a :class:`LabelCache` lacks, each made exactly once across
+    processes (:meth:`LabelCache.fetch_or_make`), batched on the model's device.
+
+    Bound on first use to the label-cache settings the samples carry (``LoadPseudoLabel``'s
+    ``cache``: folder, Stable Diffusion model, generator), so a config names them once.
 
     Args:
-        cache: :class:`LabelCache` arguments (``cache_dir``, ``model``, ``generator``).
-        Other arguments: :class:`AttentionLabeler`.
+        dtype, batch_size, engine_kwargs: :class:`AttentionLabeler` arguments.
     """
 
-    def __init__(self, cache: Dict, **kwargs):
-        self.cache = LabelCache(**cache)
-        super().__init__(self.cache.model, self.cache.generator, **kwargs)
+    def __init__(self, dtype: str = 'float32', batch_size: int = 4,
+                 engine_kwargs: Optional[Dict] = None):
+        engine_dtype(dtype, type(self).__name__)
+        self.options = dict(dtype=dtype, batch_size=batch_size, engine_kwargs=engine_kwargs)
+        self.spec: Optional[dict] = None
+        self.cache: Optional[LabelCache] = None
+        self.labeler: Optional[AttentionLabeler] = None
         self.generated = 0
+        self.waited = 0
 
-    def load_engine(self, device: torch.device):
-        engine = super().load_engine(device)
-        if engine.model_id != self.cache.model_id:
-            raise ValueError(f'the engine loaded from {self.cache.model} reports model_id '
-                             f'{engine.model_id!r}, the label cache expects '
-                             f'{self.cache.model_id!r}')
-        return engine
+    def bind(self, spec: Dict) -> LabelCache:
+        """The label cache of ``spec`` (``LabelCache`` arguments), built and checked on first
+        use; one labeler serves one cache."""
+        spec = canonical_cache_spec(spec)
+        if self.spec is None:
+            cache = LabelCache(**spec)
+            cache.check_signature()
+            self.labeler = AttentionLabeler(cache.model, cache.generator, **self.options)
+            self.spec, self.cache = spec, cache
+        elif spec != self.spec:
+            raise ValueError(f'one DiffusionLabelPreprocessor serves one label cache, but the '
+                             f'samples name two: {self.spec} and {spec}')
+        return self.cache
+
+    def labels(self, items: Dict[str, Tuple[Callable[[], np.ndarray], List[str]]],
+               device: torch.device) -> Dict[str, np.ndarray]:
+        """key -> label of each item ``(reader of its RGB uint8 image, its class names)``:
+        loaded from the cache, made here (batched) or waited for while another process makes it.
+        """
+        def make(keys: List[str]) -> List[np.ndarray]:
+            return self.labeler.generate([items[k][0]() for k in keys],
+                                         [list(items[k][1]) for k in keys], device)
+
+        labels, made, waited = self.cache.fetch_or_make(list(items), make)
+        self.generated += len(made)
+        self.waited += len(waited)
+        return labels
 
     # -- training batches ------------------------------------------------------------------
-    def _cached_or_generated(self, samples: Sequence,
-                             device: torch.device) -> Dict[str, np.ndarray]:
-        """key -> label of the original image of every uncached sample (generating the
-        missing ones and writing them to the cache)."""
-        labels: Dict[str, np.ndarray] = {}
-        todo: Dict[str, object] = {}
+    def _labels_of_samples(self, samples: Sequence,
+                           device: torch.device) -> Dict[str, np.ndarray]:
+        """key -> label of the original image of every uncached sample."""
+        items = {}
         for sample in samples:
-            key = sample.metainfo['pseudo_label_key']
-            if key in labels or key in todo:
-                continue
-            cached = self.cache.load(key)
-            if cached is None:
-                todo[key] = sample
-            else:
-                labels[key] = cached
-        if todo:
-            keys = list(todo)
-            images = [mmcv.imfrombytes(fileio.get(todo[k].metainfo['img_path']),
-                                       channel_order='rgb') for k in keys]
-            names = [list(todo[k].metainfo['image_labels']) for k in keys]
-            for key, label in zip(keys, self.generate(images, names, device)):
-                self.cache.save(key, label)
-                labels[key] = label
-            self.generated += len(keys)
-        return labels
+            self.bind(sample.metainfo['pseudo_label_cache'])
+            path = sample.metainfo['img_path']
+            items.setdefault(sample.metainfo['pseudo_label_key'],
+                             (lambda path=path: decode_rgb(fileio.get(path)),
+                              sample.metainfo['image_labels']))
+        return self.labels(items, device)
 
     def label_batch(self, data_samples: Sequence, device: torch.device) -> None:
         """Fill ``gt_sem_seg`` of the samples packed with a source-index map, and log the batch's
-        label coverage, generation time and number of generated labels."""
+        label coverage, generation time and number of labels generated / waited for (this
+        process)."""
         for sample in data_samples:
-            if 'image_labels' not in sample.metainfo or 'pseudo_label_key' not in sample.metainfo:
+            if not all(k in sample.metainfo for k in ('image_labels', 'pseudo_label_key',
+                                                       'pseudo_label_cache')):
                 raise KeyError('DiffusionLabelPreprocessor needs LoadImageLevelLabels, '
                                'LoadPseudoLabel and PackPseudoLabelInputs in the train pipeline '
                                f'(sample {sample.metainfo.get("img_path")} lacks their keys)')
         uncached = [s for s in data_samples if 'pseudo_label_index' in s]
-        start, generated_before = time.perf_counter(), self.generated
-        labels = self._cached_or_generated(uncached, device) if uncached else {}
+        start = time.perf_counter()
+        generated_before, waited_before = self.generated, self.waited
+        labels = self._labels_of_samples(uncached, device) if uncached else {}
         for sample in uncached:
             index = sample.pseudo_label_index.data
             source = torch.from_numpy(labels[sample.metainfo['pseudo_label_key']]).flatten()
@@ -189,7 +217,8 @@ class OnlineLabeler(AttentionLabeler):
         hub.update_scalar('train/label_coverage', covered / max(total, 1))
         hub.update_scalar('train/label_time', elapsed)
         hub.update_scalar('train/label_generated', float(self.generated - generated_before))
+        hub.update_scalar('train/label_waited', float(self.waited - waited_before))
         if generated_before == 0 and self.generated:
-            print_log(f'online labels: {self.cache.model} ({self.engine.model_id}) + '
-                      f'{type(self.generator).__name__}, cache {self.cache.cache_dir}',
+            print_log(f'online labels: {self.cache.model} ({self.labeler.engine.model_id}) + '
+                      f'{type(self.cache.generator).__name__}, cache {self.cache.cache_dir}',
                       logger='current')

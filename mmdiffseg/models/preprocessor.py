@@ -7,7 +7,8 @@ padding, this preprocessor generates the labels of the missing *original* images
 device (batched, in the main process), caches them, and gathers the augmented targets through the
 index maps. Generating on the original image rather than on the augmented one makes the target of
 an image the same function of its content in every epoch and run, and lets every later epoch load
-it from disk at no GPU cost.
+it from disk at no GPU cost. The label cache, Stable Diffusion model and generator come with the
+samples from ``LoadPseudoLabel(cache=...)``, the one place a config names them.
 """
 from __future__ import annotations
 
@@ -24,20 +25,21 @@ class DiffusionLabelPreprocessor(SegDataPreProcessor):
     """``SegDataPreProcessor`` + online labels from Stable Diffusion attention.
 
     Args:
-        label_cache: ``dict(cache_dir=..., model=<hub id or diffusers folder>,
-            generator=dict(type='ISeg', classes=..., ...))``; give the same dict to
-            ``LoadPseudoLabel(cache=...)`` in the train pipeline.
         engine_dtype: ``'float32'``, ``'float16'`` or ``'bfloat16'``.
         label_batch_size: images per engine call.
         engine_kwargs: extra ``DiffusionAttentionEngine.from_pretrained`` arguments.
         Other arguments: :class:`mmseg.models.SegDataPreProcessor`.
     """
 
-    def __init__(self, label_cache: Dict, engine_dtype: str = 'float32',
-                 label_batch_size: int = 4, engine_kwargs: Optional[Dict] = None, **kwargs):
+    def __init__(self, engine_dtype: str = 'float32', label_batch_size: int = 4,
+                 engine_kwargs: Optional[Dict] = None, **kwargs):
+        if 'label_cache' in kwargs:
+            raise TypeError('DiffusionLabelPreprocessor: label_cache is no longer an argument; '
+                            'the label cache, model and generator are set once, in '
+                            'LoadPseudoLabel(cache=...) of the train pipeline')
         super().__init__(**kwargs)
-        self.labeler = OnlineLabeler(cache=label_cache, dtype=engine_dtype,
-                                     batch_size=label_batch_size, engine_kwargs=engine_kwargs)
+        self.labeler = OnlineLabeler(dtype=engine_dtype, batch_size=label_batch_size,
+                                     engine_kwargs=engine_kwargs)
 
     def forward(self, data: dict, training: bool = False) -> Dict[str, Any]:
         if training:

@@ -41,7 +41,7 @@ def test_config_builds(path):
         if cfg.get(key):
             METRICS.build(cfg[key])
     if cfg.model.get('data_preprocessor', {}).get('type') == 'DiffusionLabelPreprocessor':
-        # online labels: the pipeline reads the cache the preprocessor writes
+        # online labels: one label cache (folder, model, generator), in LoadPseudoLabel only
         steps = [s for s in cfg.train_dataloader.dataset.pipeline if s.type == 'LoadPseudoLabel']
-        assert len(steps) == 1
-        assert steps[0].cache == cfg.model.data_preprocessor.label_cache
+        assert len(steps) == 1 and {'cache_dir', 'model', 'generator'} <= set(steps[0].cache)
+        assert 'label_cache' not in cfg.model.data_preprocessor

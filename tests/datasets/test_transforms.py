@@ -142,11 +142,63 @@ def test_label_cache_round_trip_and_signature(tmp_path):
     cache.save(key, label)
     assert np.array_equal(LabelCache(**cache_cfg(tmp_path)).load(key), label)
     assert not list((tmp_path / 'cache').rglob('*.tmp'))
-    with pytest.raises(ValueError, match='written by another model / generator config'):
-        LabelCache(**cache_cfg(tmp_path, level=2)).load(key)
     other_model = dict(cache_cfg(tmp_path), model='another/model')
-    with pytest.raises(ValueError, match='another model'):
+    with pytest.raises(ValueError, match='model: cache'):
         LabelCache(**other_model).load(key)
+
+
+def test_unreadable_signature_is_named(tmp_path):
+    (tmp_path / 'cache').mkdir()
+    (tmp_path / 'cache' / 'cache.json').write_text('{"model": ')
+    with pytest.raises(ValueError, match='cache.json is not a label-cache signature'):
+        LabelCache(**cache_cfg(tmp_path)).load(image_key(b'x'))
+
+
+def refusal_lines(error):
+    """The 'key: cache ..., this run ...' lines of a refused cache's message."""
+    return [line.strip() for line in str(error.value).splitlines() if ': cache ' in line]
+
+
+def test_refusal_names_only_the_settings_that_differ(tmp_path):
+    LabelCache(**cache_cfg(tmp_path)).sign()
+    with pytest.raises(ValueError, match='holds labels made with other settings') as refused:
+        LabelCache(**cache_cfg(tmp_path, level=2)).check_signature()
+    assert refusal_lines(refused) == ['generator.level: cache 1, this run 2']
+    with pytest.raises(ValueError) as refused:
+        LabelCache(**dict(cache_cfg(tmp_path), model='another/model')).check_signature()
+    [line] = refusal_lines(refused)
+    assert line.startswith('model: cache {') and '"another/model"' in line
+
+
+def sd_folder(root, config='stable-diffusion-2-1-base'):
+    """A diffusers folder's configs (all a model's identity is computed from)."""
+    source = shared_path('sd_configs', config)
+    (root / 'unet').mkdir(parents=True)
+    for part in ('model_index.json', 'unet/config.json'):
+        (root / part).write_bytes((source / part).read_bytes())
+    return str(root)
+
+
+def test_models_compare_by_config_hash_not_by_path(tmp_path, monkeypatch):
+    cached = dict(cache_cfg(tmp_path), model=sd_folder(tmp_path / 'node-a' / 'sd21'))
+    LabelCache(**cached).sign()
+    moved = sd_folder(tmp_path / 'node-b' / 'stable-diffusion-2-1-base-copy')
+    assert LabelCache(**dict(cached, model=moved)).check_signature()
+    # a hub id whose configs are in the local Hugging Face cache is that model too
+    import huggingface_hub.constants
+    snapshot = tmp_path / 'hub' / 'models--org--sd21' / 'snapshots' / 'abc123'
+    sd_folder(snapshot)
+    (tmp_path / 'hub' / 'models--org--sd21' / 'refs').mkdir()
+    (tmp_path / 'hub' / 'models--org--sd21' / 'refs' / 'main').write_text('abc123')
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path / 'hub'))
+    assert LabelCache(**dict(cached, model='org/sd21')).check_signature()
+    with pytest.raises(ValueError) as refused:   # not cached: only its id is known
+        LabelCache(**dict(cached, model='org/other-sd')).check_signature()
+    assert len(refusal_lines(refused)) == 1
+    other = sd_folder(tmp_path / 'sd15', 'stable-diffusion-v1-5')
+    with pytest.raises(ValueError, match='model: cache') as refused:
+        LabelCache(**dict(cached, model=other)).check_signature()
+    assert len(refusal_lines(refused)) == 1
 
 
 def test_load_pseudo_label_miss_then_hit(tmp_path):

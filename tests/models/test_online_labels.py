@@ -15,7 +15,7 @@ from mmseg.registry import MODELS
 import mmdiffseg  # noqa: F401
 import mmdiffseg.datasets  # noqa: F401
 import mmdiffseg.models  # noqa: F401
-from mmdiffseg.attention import AttentionMaps, CaptureSpec
+from mmdiffseg.attention import AttentionMaps, CaptureSpec, DiffusionAttentionEngine
 from mmdiffseg.datasets import LabelCache
 from mmdiffseg.generators.base import MaskGenerator
 from mmdiffseg.registry import MASK_GENERATORS
@@ -72,7 +72,7 @@ def expected_label(image_rgb, name_index, threshold=128):
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, monkeypatch):
     root = shared_path('voc2012_val_samples')
     cache = dict(cache_dir=str(tmp_path / 'cache'), model='fake/sd',
                  generator=dict(type='BrightnessGenerator', classes=list(
@@ -89,11 +89,11 @@ def setup(tmp_path):
     samples = [dict(img_path=str(root / 'JPEGImages' / f'{n}.png'),
                     seg_map_path=str(root / 'SegmentationClass' / f'{n}.png'),
                     reduce_zero_label=False, label_map=None, seg_fields=[]) for n in NAMES]
-    pre = MODELS.build(dict(type='DiffusionLabelPreprocessor', label_cache=cache,
-                            label_batch_size=2, mean=[0, 0, 0], std=[1, 1, 1], bgr_to_rgb=True,
-                            size=(96, 96)))
+    pre = MODELS.build(dict(type='DiffusionLabelPreprocessor', label_batch_size=2,
+                            mean=[0, 0, 0], std=[1, 1, 1], bgr_to_rgb=True, size=(96, 96)))
     engine = FakeEngine()
-    pre.labeler.engine = engine
+    monkeypatch.setattr(DiffusionAttentionEngine, 'from_pretrained',
+                        classmethod(lambda cls, model, **kwargs: engine))
     return pipeline, samples, pre, engine, cache
 
 
@@ -146,11 +146,18 @@ def test_missing_image_level_labels_is_an_error(setup):
         pre(pseudo_collate([no_labels(dict(samples[0]))]), training=True)
 
 
-def test_engine_of_another_model_is_an_error(setup):
-    pipeline, samples, pre, engine, _ = setup
-    engine.model_id = 'other/sd'
-    with pytest.raises(ValueError, match="reports model_id 'other/sd'"):
-        pre(batch(pipeline, samples[:1], seed=0), training=True)
+def test_the_label_cache_is_set_once_in_the_pipeline(setup, tmp_path):
+    pipeline, samples, pre, engine, cache = setup
+    with pytest.raises(TypeError, match=r'set once, in LoadPseudoLabel\(cache=...\)'):
+        MODELS.build(dict(type='DiffusionLabelPreprocessor', label_cache=cache))
+    pre(batch(pipeline, samples[:1], seed=0), training=True)
+    assert pre.labeler.cache.cache_dir == tmp_path / 'cache' and engine.calls == [1]
+    other = Compose([dict(type='LoadImageFromFile'),
+                     dict(type='LoadImageLevelLabels', classes='voc'),
+                     dict(type='LoadPseudoLabel', cache=dict(cache, cache_dir=str(tmp_path / 'x'))),
+                     dict(type='PackPseudoLabelInputs')])
+    with pytest.raises(ValueError, match='serves one label cache'):
+        pre(pseudo_collate([other(copy.deepcopy(samples[1]))]), training=True)
 
 
 def test_checkpoint_holds_no_engine_or_generator(setup):

@@ -31,8 +31,8 @@ def make_voc_root(samples: Path, root: Path, names=VOC_IMAGES) -> Path:
 
 
 def set_label_cache(cfg: Config, cache: dict) -> None:
-    """The same label-cache settings in the preprocessor and in LoadPseudoLabel."""
-    cfg.model.data_preprocessor.label_cache = cache
+    """The label-cache settings (folder, model, generator) of LoadPseudoLabel, the one place a
+    config holds them (the preprocessor reads them from the samples)."""
     for step in cfg.train_dataloader.dataset.pipeline:
         if step['type'] == 'LoadPseudoLabel':
             step['cache'] = cache
@@ -70,10 +70,11 @@ def run_tool(tool: str, *args) -> str:
     return buffer.getvalue()
 
 
-def train_log(work_dir: Path) -> list:
+def train_log(work_dir: Path, name: str = '*.log') -> list:
     """Per training iteration, the scalars of the run's text log (``name: value`` pairs of the
-    ``Iter(train)`` lines; the text log is per run even when runs share a process)."""
-    logs = sorted(work_dir.glob('*/*.log'))
+    ``Iter(train)`` lines; the text log is per run even when runs share a process). ``name``:
+    the log file's pattern (``*_rank1.log``: rank 1's log of a run with ``log_level='DEBUG'``)."""
+    logs = sorted(work_dir.glob(f'*/{name}'))
     assert logs, f'no log under {work_dir}'
     rows = []
     for line in logs[-1].read_text().splitlines():

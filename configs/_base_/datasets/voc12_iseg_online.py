@@ -4,6 +4,9 @@
 # ImageSets/Segmentation/{train,aug,val}.txt), plus image_labels.json:
 # {"2007_000032": ["aeroplane", "person"], ...} (image-level class names, no 'background').
 # Set `ann_file=None` in LoadImageLevelLabels to read them from the ground truth (oracle setting).
+# The Stable Diffusion model is set in one place, the label cache of LoadPseudoLabel (step 2):
+#   --cfg-options train_dataloader.dataset.pipeline.2.cache.model=/models/stable-diffusion-2-1-base
+# Warm start (label every training image before training): tools/prefill_labels.py CONFIG.
 _base_ = ['../generators/iseg_voc_sd21base.py']
 
 voc_data_root = 'data/VOCdevkit/VOC2012'
@@ -48,10 +51,10 @@ voc_val_dataloader = dict(
         data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
         ann_file='ImageSets/Segmentation/val.txt',
         pipeline=voc_test_pipeline))
-# the preprocessor that makes the labels (merged into the stock SegDataPreProcessor settings)
+# the preprocessor that makes the missing labels, with the label cache of the samples
+# (merged into the stock SegDataPreProcessor settings)
 voc_online_data_preprocessor = dict(
     type='DiffusionLabelPreprocessor',
-    label_cache={{_base_.label_cache}},
     size=voc_crop_size,
     engine_dtype='float16',
     label_batch_size=4)

@@ -1,9 +1,10 @@
 # iSeg (released WSSS VOC settings) on Stable Diffusion 2.1-base, for labels made online during
-# training. `sd_model` is a hub id or a local diffusers folder; the cache folder is tied to the
-# model + generator config (a different config needs a different `cache_dir`).
-sd_model = 'stabilityai/stable-diffusion-2-1-base'
-label_generator = dict(type='ISeg', vocabulary='voc')
+# training: the label-cache settings of LoadPseudoLabel(cache=...) in the train pipeline, the one
+# place of a config that names the Stable Diffusion model (hub id or local diffusers folder) and
+# the generator (the preprocessor reads them from the samples; tools/prefill_labels.py from here).
+# The folder holds the labels of one model + generator config: another generator config needs
+# another `cache_dir`; the same model from another folder, node or the hub is accepted.
 label_cache = dict(
     cache_dir='work_dirs/label_cache/iseg_voc_sd21base',
-    model=sd_model,
-    generator=label_generator)
+    model='stabilityai/stable-diffusion-2-1-base',
+    generator=dict(type='ISeg', vocabulary='voc'))

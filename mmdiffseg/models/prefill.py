@@ -1,0 +1,179 @@
+"""Warm start of online labels: label every training image of a config into its label cache.
+
+Reuses what the training run itself uses, so that the run then finds every label cached (same
+keys) and generates none: the config's train dataset (mmseg ``DATASETS``, its pipeline cut to
+``LoadImageLevelLabels``), the label cache of its ``LoadPseudoLabel``, the engine settings of its
+``DiffusionLabelPreprocessor`` and :meth:`OnlineLabeler.labels` (the same reading, batching and
+generator). Dataloader workers read, hash and decode the images; each rank of a
+``--launcher pytorch`` run takes every ``world_size``-th image, and the cache's claims keep each
+label made once where two ranks (or a training run) meet the same image. Resumable: images whose
+label is cached are skipped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from mmengine import fileio
+from mmengine.config import Config
+from mmengine.dist import all_reduce, get_dist_info
+from mmengine.utils import ProgressBar
+
+from ..datasets.label_cache import canonical_cache_spec, image_key, label_path
+from .online_labeler import OnlineLabeler, decode_rgb
+
+#: pipeline steps kept for the prefill (what the labels depend on besides the image file)
+PREFILL_STEPS = ('LoadImageLevelLabels', )
+
+
+def online_dataset_cfgs(dataset_cfg: dict) -> List[dict]:
+    """The dataset configs (``ConcatDataset`` / ``RepeatDataset``-style wrappers opened) whose
+    pipeline has a ``LoadPseudoLabel`` step."""
+    if 'datasets' in dataset_cfg:
+        return [d for sub in dataset_cfg['datasets'] for d in online_dataset_cfgs(sub)]
+    if 'dataset' in dataset_cfg:
+        return online_dataset_cfgs(dataset_cfg['dataset'])
+    steps = dataset_cfg.get('pipeline') or []
+    return [dataset_cfg] if any(s.get('type') == 'LoadPseudoLabel' for s in steps) else []
+
+
+def config_label_caches(cfg: Config) -> List[dict]:
+    """The label-cache settings (``LoadPseudoLabel(cache=...)``: ``cache_dir``, ``model``,
+    ``generator``) that a config's training run uses, in dataset order. These, not other copies
+    of the dict elsewhere in the config (inherited base variables), name the SD model in use."""
+    if not cfg.get('train_dataloader'):
+        return []
+    return [canonical_cache_spec(step['cache'])
+            for dataset in online_dataset_cfgs(cfg.train_dataloader.dataset)
+            for step in dataset['pipeline'] if step.get('type') == 'LoadPseudoLabel']
+
+
+@dataclasses.dataclass
+class PrefillSummary:
+    """Counts over all ranks."""
+    images: int = 0
+    made: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+    cache_dir: str = ''
+    cache_size: int = 0
+    interrupted: bool = False
+
+    def __str__(self) -> str:
+        elsewhere = self.images - self.made - self.cached
+        rate = self.made / self.seconds if self.seconds > 0 else 0.0
+        text = (f'prefill: {self.images} images: made {self.made}, already cached {self.cached}, '
+                f'made by another process {elsewhere}; {self.seconds:.1f} s ({rate:.2f} labels/s); '
+                f'{self.cache_dir} holds {self.cache_size} labels')
+        if self.interrupted:
+            text += '\ninterrupted: rerun the same command to resume (cached images are skipped)'
+        return text
+
+
+class _RankImages(torch.utils.data.Dataset):
+    """This rank's share of the datasets' images as ``(key, RGB image or None when its label is
+    cached, class names)`` (run in dataloader workers)."""
+
+    def __init__(self, datasets: List, cache_dir: str, rank: int, world_size: int):
+        self.datasets, self.cache_dir = datasets, cache_dir
+        index = [(d, i) for d, dataset in enumerate(datasets) for i in range(len(dataset))]
+        self.index = index[rank::world_size]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> Tuple[str, Optional[np.ndarray], List[str]]:
+        d, i = self.index[item]
+        results = self.datasets[d][i]
+        data = fileio.get(results['img_path'])
+        key = image_key(data)
+        cached = label_path(self.cache_dir, key).exists()
+        return key, None if cached else decode_rgb(data), list(results['image_labels'])
+
+
+def _build_datasets(dataset_cfgs: List[dict]) -> List:
+    from mmseg.registry import DATASETS
+    datasets = []
+    for dataset_cfg in dataset_cfgs:
+        cut = Config(dict(dataset_cfg)).to_dict()
+        cut['pipeline'] = [s for s in cut['pipeline'] if s.get('type') in PREFILL_STEPS]
+        datasets.append(DATASETS.build(cut))
+    return datasets
+
+
+def _labeler(cfg: Config, spec: dict, dtype: Optional[str],
+             batch_size: Optional[int]) -> OnlineLabeler:
+    pre = cfg.model.get('data_preprocessor') or {}
+    if pre.get('type') != 'DiffusionLabelPreprocessor':
+        raise ValueError('prefill: model.data_preprocessor is not a DiffusionLabelPreprocessor: '
+                         'the config does not train on online labels')
+    labeler = OnlineLabeler(dtype=dtype or pre.get('engine_dtype', 'float32'),
+                            batch_size=batch_size or pre.get('label_batch_size', 4),
+                            engine_kwargs=pre.get('engine_kwargs'))
+    labeler.bind(spec)
+    return labeler
+
+
+def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
+            dtype: Optional[str] = None, workers: Optional[int] = None,
+            progress: bool = True) -> PrefillSummary:
+    """Label every image of ``cfg``'s train dataset into its label cache (this rank's share).
+
+    Args:
+        cfg: a training config with online labels (``LoadPseudoLabel`` +
+            ``DiffusionLabelPreprocessor``).
+        device: where the engine runs (``cuda:N`` per rank under a launcher).
+        batch_size, dtype: engine batch and precision (default: the preprocessor's
+            ``label_batch_size`` and ``engine_dtype``).
+        workers: dataloader workers reading images (default: the train dataloader's).
+        progress: show a progress bar on rank 0.
+
+    Returns:
+        The summary over all ranks (also after Ctrl-C: what was made is kept).
+    """
+    dataset_cfgs = online_dataset_cfgs(cfg.train_dataloader.dataset)
+    specs = config_label_caches(cfg)
+    if not specs:
+        raise ValueError('prefill: the train pipeline has no LoadPseudoLabel step: nothing is '
+                         'labelled online in this config')
+    if any(spec != specs[0] for spec in specs):
+        raise ValueError(f'prefill: the train datasets use several label caches {specs}; the '
+                         'preprocessor serves one')
+    labeler = _labeler(cfg, specs[0], dtype, batch_size)
+    rank, world_size = get_dist_info()
+    images = _RankImages(_build_datasets(dataset_cfgs), str(labeler.cache.cache_dir), rank,
+                         world_size)
+    if workers is None:
+        workers = cfg.train_dataloader.get('num_workers', 0)
+    loader = torch.utils.data.DataLoader(images, batch_size=labeler.options['batch_size'],
+                                         num_workers=workers, collate_fn=list)
+    counts = torch.zeros(3, dtype=torch.float64)   # images, made, cached
+    bar = ProgressBar(len(images)) if progress and rank == 0 and len(images) else None
+    start, interrupted = time.perf_counter(), False
+    try:
+        for batch in loader:
+            todo: Dict[str, tuple] = {}
+            for key, image, names in batch:
+                if image is not None:
+                    todo.setdefault(key, (lambda image=image: image, names))
+            made_before = labeler.generated
+            if todo:
+                labeler.labels(todo, device)
+            counts += torch.tensor([len(batch), labeler.generated - made_before,
+                                    sum(image is None for _, image, _ in batch)],
+                                   dtype=torch.float64)
+            if bar is not None:
+                for _ in batch:
+                    bar.update()
+    except KeyboardInterrupt:
+        interrupted = True
+    if bar is not None:
+        print(flush=True)
+    all_reduce(counts)
+    return PrefillSummary(*(int(c) for c in counts.tolist()),
+                          seconds=time.perf_counter() - start,
+                          cache_dir=str(labeler.cache.cache_dir), cache_size=len(labeler.cache),
+                          interrupted=interrupted)

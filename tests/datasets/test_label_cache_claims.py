@@ -1,0 +1,125 @@
+"""LabelCache.fetch_or_make across real processes: each label made exactly once, no deadlock
+between processes asking for the same keys in opposite orders, a killed owner leaves no torn file
+and no claim to wait for, a hung owner is named after the timeout."""
+import json
+import multiprocessing
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import mmdiffseg  # noqa: F401
+import mmdiffseg.datasets.label_cache as label_cache
+from mmdiffseg.datasets import LabelCache
+from mmdiffseg.generators.base import MaskGenerator
+from mmdiffseg.registry import MASK_GENERATORS
+
+FORK = multiprocessing.get_context('fork')
+
+
+@MASK_GENERATORS.register_module(force=True)
+class ClaimTestGenerator(MaskGenerator):
+    method = 'claim-test'
+
+    def config_dict(self):
+        return dict(method=self.method)
+
+
+def spec(tmp_path, **kwargs):
+    return dict(cache_dir=str(tmp_path / 'cache'), model='some/model',
+                generator=dict(type='ClaimTestGenerator'), **kwargs)
+
+
+def label_of(key):
+    """A label that depends on the key only (so any maker writes the same)."""
+    return np.full((3, 4), int(key[-1]), np.uint8)
+
+
+def worker(cache_spec, keys, log, start, seconds):
+    """Fetch ``keys``; append the keys this process made to ``log`` (one JSON line per call)."""
+    def make(claimed):
+        time.sleep(seconds)
+        with open(log, 'a') as f:
+            f.write(json.dumps(claimed) + '\n')
+        return [label_of(k) for k in claimed]
+    start.wait()
+    labels, _, _ = LabelCache(**cache_spec).fetch_or_make(keys, make)
+    assert all(np.array_equal(labels[k], label_of(k)) for k in keys)
+
+
+def made_by(log):
+    return [k for line in log.read_text().splitlines() for k in json.loads(line)] \
+        if log.exists() else []
+
+
+def test_two_processes_make_each_label_once(tmp_path):
+    keys = [f'{i:02d}key{i}' for i in range(1, 6)]
+    start = FORK.Event()
+    logs = [tmp_path / 'a.jsonl', tmp_path / 'b.jsonl']
+    orders = [keys[:4], keys[::-1]]           # overlapping, in opposite orders
+    procs = [FORK.Process(target=worker, args=(spec(tmp_path), order, log, start, 0.3))
+             for order, log in zip(orders, logs)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    made = [made_by(log) for log in logs]
+    assert sorted(made[0] + made[1]) == keys          # each key made once, by one of them
+    cache = LabelCache(**spec(tmp_path))
+    assert len(cache) == len(keys)
+    assert all(np.array_equal(cache.load(k), label_of(k)) for k in keys)
+    leftovers = [p.name for p in (tmp_path / 'cache').rglob('*') if p.is_file()
+                 and p.suffix != '.png' and p.name != 'cache.json']
+    assert leftovers == []
+
+
+def hang_in_write(cache_spec, key, ready):
+    """Claim ``key`` and stop for good in the middle of writing its label."""
+    def stuck(*args):
+        open(ready, 'w').close()
+        time.sleep(600)
+    label_cache.os.replace = stuck
+    LabelCache(**cache_spec).fetch_or_make([key], lambda keys: [label_of(k) for k in keys])
+
+
+def start_hung_owner(tmp_path, key):
+    ready = tmp_path / 'ready'
+    proc = FORK.Process(target=hang_in_write, args=(spec(tmp_path), key, ready))
+    proc.start()
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert time.monotonic() < deadline and proc.is_alive()
+        time.sleep(0.02)
+    return proc
+
+
+def test_a_killed_owner_leaves_nothing_torn_and_no_claim(tmp_path):
+    key = 'ab' + '0' * 37 + '7'
+    owner = start_hung_owner(tmp_path, key)
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.join()
+    cache = LabelCache(**spec(tmp_path, wait_timeout=5))
+    folder = tmp_path / 'cache' / 'ab'
+    assert cache.load(key) is None and not cache.path(key).exists()
+    assert [p.suffix for p in folder.glob(f'.{key}*')] == ['.tmp']   # the unfinished write
+    start = time.monotonic()
+    labels, made, waited = cache.fetch_or_make([key], lambda keys: [label_of(k) for k in keys])
+    assert made == [key] and waited == [] and time.monotonic() - start < 2
+    assert sorted(p.name for p in folder.iterdir()) == [f'{key}.png']   # no temp, no lock
+    assert np.array_equal(cache.load(key), label_of(key))
+
+
+def test_waiting_for_a_hung_owner_times_out_naming_it(tmp_path):
+    key = 'cd' + '0' * 37 + '3'
+    owner = start_hung_owner(tmp_path, key)
+    try:
+        cache = LabelCache(**spec(tmp_path, wait_timeout=0.3))
+        with pytest.raises(TimeoutError, match=f'"pid": {owner.pid}'):
+            cache.fetch_or_make([key], lambda keys: pytest.fail('the owner is alive'))
+    finally:
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.join()

@@ -1,0 +1,144 @@
+"""Warm start and several training ranks, end to end on CPU (tiny Mask2Former, tiny random-weights
+SD 2.1-base + iSeg, VOC samples):
+
+1. tools/prefill_labels.py fills the online label cache (two ranks under torchrun, then resumed
+   in one process), and training then generates no label: the training log's counters say so.
+2. Two training ranks (torchrun, gloo) meet the same image in their first batches: each image is
+   labelled once across ranks and the cache holds one valid file per image.
+"""
+import os
+import socket
+import subprocess
+import sys
+
+import cv2
+import pytest
+from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, make_voc_root, run_tool, set_label_cache,
+                         set_voc_data, train_log, write_config)
+from mmengine.config import Config
+from sample_data import shared_path
+
+import mmdiffseg  # noqa: F401
+from mmdiffseg.models.prefill import config_label_caches
+
+ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1',
+           PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / 'tests' / 'tools'),
+                                       os.environ.get('PYTHONPATH', '')]))
+
+
+@pytest.fixture(scope='module')
+def tiny_sd(tmp_path_factory):
+    from mmdiffseg.attention.testing import build_tiny_pipeline_folder
+    config_dir = shared_path('sd_configs', 'stable-diffusion-2-1-base')
+    return build_tiny_pipeline_folder(config_dir, tmp_path_factory.mktemp('sd') / 'tiny-sd21')
+
+
+def online_config(tmp_path, tiny_sd, names=None):
+    """The tiny online config on a VOC folder of ``names``, its own cache, a short iSeg."""
+    root = make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'voc',
+                         **({'names': names} if names else {}))
+    cfg = Config.fromfile(str(TINY_ONLINE_CONFIG))
+    set_voc_data(cfg, root)
+    generator = dict(cfg.tiny_label_generator.to_dict(), iters=3, cluster_iters=3)
+    set_label_cache(cfg, dict(cache_dir=str(tmp_path / 'cache'), model=str(tiny_sd),
+                              generator=generator))
+    return cfg
+
+
+MAIN_CONFIG = REPO / 'configs/mask2former/mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'
+
+
+def test_one_key_sets_the_model_of_a_config():
+    cfg = Config.fromfile(str(MAIN_CONFIG))
+    [cache] = config_label_caches(cfg)
+    assert cache['model'] == 'stabilityai/stable-diffusion-2-1-base'
+    cfg.merge_from_dict({'train_dataloader.dataset.pipeline.2.cache.model': '/models/sd21'})
+    assert [c['model'] for c in config_label_caches(cfg)] == ['/models/sd21']
+    assert 'label_cache' not in cfg.model.data_preprocessor
+    # inherited base variables keep the default: they are not what the run uses
+    assert cfg.label_cache.model == 'stabilityai/stable-diffusion-2-1-base'
+
+
+def test_prefill_refuses_a_config_without_online_labels():
+    from mmdiffseg.models.prefill import prefill
+    cfg = Config.fromfile(str(REPO / 'configs/mask2former/'
+                              'mask2former_tiny-cpu_voc12-seediff-synthetic-128x128.py'))
+    with pytest.raises(ValueError, match='no LoadPseudoLabel step'):
+        prefill(cfg, 'cpu')
+
+
+def labels_in(cache_dir):
+    return sorted(cache_dir.glob('??/*.png'))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def torchrun(cwd, script, *args):
+    """``script args`` as two CPU ranks under torchrun; what they printed."""
+    command = [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2',
+               '--master-port', str(free_port()), str(script), *map(str, args)]
+    result = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_prefill_resumes_then_training_generates_no_label(tmp_path, tiny_sd, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = online_config(tmp_path, tiny_sd)
+    config = write_config(cfg, tmp_path / 'online.py')
+    cache = tmp_path / 'cache'
+    assert config_label_caches(cfg)[0]['cache_dir'] == str(cache)
+
+    out = torchrun(tmp_path, REPO / 'tools' / 'prefill_labels.py', config, '--batch-size', '2',
+                   '--launcher', 'pytorch')            # two CPU ranks, one summary
+    assert out.count('prefill:') == 1
+    assert 'prefill: 4 images: made 4, already cached 0, made by another process 0' in out
+    labels = labels_in(cache)
+    assert len(labels) == 4 and not list(cache.rglob('*.lock')) and not list(cache.rglob('*.tmp'))
+    for label in labels[:2]:             # an interrupted prefill: rerun resumes
+        label.unlink()
+    out = run_tool('prefill_labels', config, '--batch-size', '2')
+    assert 'made 2, already cached 2' in out and f'{cache} holds 4 labels' in out
+    stamps = {p: p.stat().st_mtime_ns for p in labels_in(cache)}
+
+    run_tool('train', config, '--work-dir', tmp_path / 'run', '--cfg-options',
+             'train_cfg.max_iters=2')
+    rows = train_log(tmp_path / 'run')
+    assert len(rows) == 2 and all(r['label_generated'] == 0 for r in rows)
+    assert all(r['label_coverage'] > 0 for r in rows)
+    assert {p: p.stat().st_mtime_ns for p in labels_in(cache)} == stamps
+
+
+@pytest.mark.slow
+def test_two_training_ranks_label_each_image_once(tmp_path, tiny_sd):
+    names = ('voc_val_0', 'voc_val_1', 'voc_val_20')
+    cfg = online_config(tmp_path, tiny_sd, names)
+    # unshuffled infinite stream 0,1,2,0,1,2,...: rank 0 takes [0, 2], rank 1 takes [1, 0]
+    cfg.train_dataloader.sampler = dict(type='InfiniteSampler', shuffle=False)
+    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)  # CPU DDP
+    cfg.log_level = 'DEBUG'              # one text log per rank
+    config = write_config(cfg, tmp_path / 'ranks.py')
+    torchrun(tmp_path, REPO / 'tests/tools/cpu_rank_train.py', config, '--launcher', 'pytorch',
+             '--work-dir', tmp_path / 'run', '--cfg-options', 'train_cfg.max_iters=2')
+
+    made = [sum(r['label_generated'] for r in train_log(tmp_path / 'run', f'*_rank{rank}.log'))
+            for rank in (0, 1)]
+    waited = [sum(r['label_waited'] for r in train_log(tmp_path / 'run', f'*_rank{rank}.log'))
+              for rank in (0, 1)]
+    print(f'labels made by rank 0, 1: {made}; waited for: {waited}')
+    assert sum(made) == len(names) and min(made) >= 1   # each image once, the work shared
+    assert sum(waited) <= 1                               # image 0, if the ranks met on it
+    cache = tmp_path / 'cache'
+    files = sorted(p.relative_to(cache).as_posix() for p in cache.rglob('*') if p.is_file())
+    assert files == sorted(['cache.json'] + [p.relative_to(cache).as_posix()
+                                             for p in labels_in(cache)])
+    sizes = sorted(cv2.imread(str(p), cv2.IMREAD_UNCHANGED).shape for p in labels_in(cache))
+    images = sorted(cv2.imread(str(tmp_path / 'voc' / 'JPEGImages' / f'{n}.png')).shape[:2]
+                    for n in names)
+    assert sizes == images                 # one valid label per image, at its size

@@ -1,0 +1,74 @@
+"""Label every training image of a config into its online label cache before training (warm
+start): the training run then loads every label and generates none.
+
+    python tools/prefill_labels.py CONFIG [--cfg-options k=v ...] [--batch-size N]
+        [--dtype float16] [--device cuda] [--workers N]
+    torchrun --nproc-per-node 8 tools/prefill_labels.py CONFIG --launcher pytorch
+
+Uses the config's train dataset, its label cache (``LoadPseudoLabel(cache=...)``), its
+``DiffusionLabelPreprocessor`` engine settings and the same labelling code as training. Each rank
+takes its share; rerun after an interruption to resume (cached images are skipped).
+"""
+import argparse
+import os
+import sys
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(
+        description='Fill the online label cache of a training config (warm start)')
+    parser.add_argument('config', help='training config with online labels')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                        help='override config entries, key=value (give the same as to train.py, '
+                             'so that the cache and model are the training run\'s; default: none)')
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help='images per engine call (default: the preprocessor\'s '
+                             'label_batch_size)')
+    parser.add_argument('--dtype', default=None, choices=['float32', 'float16', 'bfloat16'],
+                        help='engine precision (default: the preprocessor\'s engine_dtype)')
+    parser.add_argument('--device', default=None,
+                        help='cpu, cuda or cuda:N (default: cuda when available, one GPU per '
+                             'rank under a launcher)')
+    parser.add_argument('--workers', type=int, default=None,
+                        help='dataloader workers reading images (default: the train '
+                             'dataloader\'s num_workers)')
+    parser.add_argument('--launcher', default='none', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='several GPUs: torchrun --nproc-per-node N ... --launcher pytorch '
+                             '(default: none)')
+    return parser.parse_args(argv)
+
+
+def default_device(launcher: str) -> str:
+    import torch
+    if not torch.cuda.is_available():
+        return 'cpu'
+    return f'cuda:{os.environ.get("LOCAL_RANK", 0)}' if launcher != 'none' else 'cuda'
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import mmdiffseg  # noqa: F401  (work-arounds + registrations)
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmdiffseg.apis.cli import start_launcher
+    from mmdiffseg.models.prefill import prefill
+
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    device = args.device or default_device(args.launcher)
+    start_launcher(args.launcher, device)
+    summary = prefill(cfg, device, batch_size=args.batch_size, dtype=args.dtype,
+                      workers=args.workers)
+    from mmengine.dist import get_rank
+    if get_rank() == 0:
+        print(summary, flush=True)
+    if summary.interrupted:
+        sys.exit(130)
+
+
+if __name__ == '__main__':
+    main()
