@@ -1,0 +1,61 @@
+"""What a resumable job reports: a progress bar that never shares its line with a message, the
+summary (made, skipped, failed, time) and the interruption that carries it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Tuple
+
+from mmengine.utils import ProgressBar
+
+
+@dataclass
+class JobSummary:
+    made: int = 0
+    skipped: int = 0
+    failed: List[Tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        rate = self.made / self.seconds if self.seconds > 0 else 0.0
+        return (f'made {self.made}, skipped {self.skipped} (already done), '
+                f'failed {len(self.failed)}, {self.seconds:.1f} s ({rate:.2f} items/s)')
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`.io.run_job`: the items written so far are complete and recorded;
+    ``summary`` counts them. Rerunning the same job resumes."""
+
+    def __init__(self, summary: JobSummary):
+        super().__init__(summary)
+        self.summary = summary
+
+    def __str__(self) -> str:
+        return (f'interrupted: {self.summary.line()}; rerun the same command to resume '
+                '(finished items are kept)')
+
+
+class ProgressLine:
+    """mmengine's ``ProgressBar`` on a line of its own: :meth:`end_line` before any other output
+    (a skipped item, the summary, an error), so no message is printed on the bar's line."""
+
+    def __init__(self, total: int, file):
+        self.file = file
+        self.bar = ProgressBar(total, file=file)
+        self.open = True
+
+    def update(self) -> None:
+        self.bar.update()
+        self.open = True
+
+    def end_line(self) -> None:
+        if self.open:
+            self.file.write('\n')
+            self.file.flush()
+            self.open = False
+
+
+def total_summary(parts: List[JobSummary]) -> JobSummary:
+    """All ranks' summaries as one (time = the slowest rank's)."""
+    return JobSummary(made=sum(p.made for p in parts), skipped=sum(p.skipped for p in parts),
+                      failed=[f for p in parts for f in p.failed],
+                      seconds=max(p.seconds for p in parts))
