@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 from mmengine.dist import all_gather_object, barrier, get_dist_info
 from mmengine.logging import print_log
 
-from .progress import JobInterrupted, JobSummary, ProgressLine, total_summary
+from .progress import HoldInterrupt, JobInterrupted, JobSummary, ProgressLine, total_summary
 
 MANIFEST_NAME = 'manifest.jsonl'
 MANIFEST_VERSION = 1
@@ -305,7 +305,7 @@ def run_job(items: Sequence[WorkItem], load: LoadFn, compute: ComputeFn, out_dir
     summary = JobSummary()
     todo_count = sum(not is_done(folder, done.get(it.id)) for it in mine)
     summary.skipped = len(mine) - todo_count
-    bar = ProgressLine(todo_count, progress_file) if rank == 0 and todo_count else None
+    bar = ProgressLine(todo_count if rank == 0 else 0, progress_file)
 
     def load_batch(batch):
         if all(is_done(folder, done.get(it.id)) for it in batch):
@@ -326,52 +326,39 @@ def run_job(items: Sequence[WorkItem], load: LoadFn, compute: ComputeFn, out_dir
         manifest.append(record)
         done[item.id] = record
         summary.made += 1
-        if bar:
-            bar.update()
+        bar.update()
 
     # loaders read one or two batches ahead; one writer thread encodes and writes (in order)
-    # while the next batch computes; a failed write stops the run at the next batch
-    interrupted = False
-    try:
-        with ThreadPoolExecutor(max(1, num_loaders)) as pool, ThreadPoolExecutor(1) as writer:
-            try:
-                pending = [pool.submit(load_batch, b) for b in batches[:2]]
-                writes = []
-                for index in range(len(batches)):
-                    loaded = pending.pop(0).result()
-                    if index + 2 < len(batches):
-                        pending.append(pool.submit(load_batch, batches[index + 2]))
-                    for future in [w for w in writes if w.done()]:
-                        writes.remove(future)
-                        future.result()
-                    if loaded is None:
-                        continue
-                    good = [(it, data) for it, data in loaded if not isinstance(data, ItemSkipped)]
-                    for it, data in loaded:
-                        if isinstance(data, ItemSkipped) and not is_done(folder, done.get(it.id)):
-                            summary.failed.append((it.id, str(data)))
-                            if bar:
-                                bar.end_line()
-                            print_log(f'skipped {it.id}: {data}', logger='current')
-                            if bar:
-                                bar.update()
-                    if not good or all(is_done(folder, done.get(it.id)) for it, _ in good):
-                        continue
-                    outputs = compute([it for it, _ in good], [data for _, data in good])
-                    writes += [writer.submit(write, it, output)
-                               for (it, _), output in zip(good, outputs)
-                               if not is_done(folder, done.get(it.id))]
-                for future in writes:
-                    future.result()
-            except KeyboardInterrupt:
-                # no new batch starts; leaving the pools waits for the writes already handed to
-                # the writer, so every item counted as made is complete and in the manifest
-                interrupted = True
-                pool.shutdown(wait=False, cancel_futures=True)
-    finally:
-        if bar:
-            bar.end_line()  # whatever follows (summary, error, traceback) starts a fresh line
-    if interrupted:
+    # while the next batch computes; a failed write stops the run at the next batch; Ctrl-C
+    # stops it after the writes already handed to the writer (every item counted is complete)
+    with bar, ThreadPoolExecutor(max(1, num_loaders)) as pool, ThreadPoolExecutor(1) as writer, \
+            HoldInterrupt(pool) as interrupt:
+        pending = [pool.submit(load_batch, b) for b in batches[:2]]
+        writes = []
+        for index in range(len(batches)):
+            loaded = pending.pop(0).result()
+            if index + 2 < len(batches):
+                pending.append(pool.submit(load_batch, batches[index + 2]))
+            for future in [w for w in writes if w.done()]:
+                writes.remove(future)
+                future.result()
+            if loaded is None:
+                continue
+            good = [(it, data) for it, data in loaded if not isinstance(data, ItemSkipped)]
+            for it, data in loaded:
+                if isinstance(data, ItemSkipped) and not is_done(folder, done.get(it.id)):
+                    summary.failed.append((it.id, str(data)))
+                    bar.end_line()
+                    print_log(f'skipped {it.id}: {data}', logger='current')
+                    bar.update()
+            if not good or all(is_done(folder, done.get(it.id)) for it, _ in good):
+                continue
+            outputs = compute([it for it, _ in good], [data for _, data in good])
+            writes += [writer.submit(write, it, output) for (it, _), output in zip(good, outputs)
+                       if not is_done(folder, done.get(it.id))]
+        for future in writes:
+            future.result()
+    if interrupt.caught:
         summary.seconds = time.time() - start
         raise JobInterrupted(summary) from None
 

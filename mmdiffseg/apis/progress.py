@@ -35,23 +35,51 @@ class JobInterrupted(KeyboardInterrupt):
 
 
 class ProgressLine:
-    """mmengine's ``ProgressBar`` on a line of its own: :meth:`end_line` before any other output
-    (a skipped item, the summary, an error), so no message is printed on the bar's line."""
+    """mmengine's ``ProgressBar`` of ``total`` items (none when 0) on a line of its own:
+    :meth:`end_line` before any other output (a skipped item), and on leaving the ``with`` block
+    (the summary, an error), so no message is printed on the bar's line."""
 
     def __init__(self, total: int, file):
         self.file = file
-        self.bar = ProgressBar(total, file=file)
-        self.open = True
+        self.bar = ProgressBar(total, file=file) if total else None
+        self.open = self.bar is not None
 
     def update(self) -> None:
-        self.bar.update()
-        self.open = True
+        if self.bar is not None:
+            self.bar.update()
+            self.open = True
 
     def end_line(self) -> None:
         if self.open:
             self.file.write('\n')
             self.file.flush()
             self.open = False
+
+    def __enter__(self) -> 'ProgressLine':
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.end_line()
+
+
+class HoldInterrupt:
+    """Ctrl-C in the ``with`` block: the loads not yet started in ``pool`` are cancelled and the
+    ``KeyboardInterrupt`` is held (:attr:`caught`), so the enclosing executors finish the writes
+    already handed over before the job raises :class:`JobInterrupted`."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.caught = False
+
+    def __enter__(self) -> 'HoldInterrupt':
+        return self
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self.caught = True
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            return True
+        return False
 
 
 def total_summary(parts: List[JobSummary]) -> JobSummary:
