@@ -1,8 +1,10 @@
-"""Command-line options shared by the offline tools (pseudo_label, synthesize, segment).
+"""Command-line options shared by the offline tools (pseudo_label, synthesize, segment and
+eval_labels).
 
 Only ``argparse`` here: a tool parses its arguments before it imports mmdiffseg (torch, mmengine,
-mmseg, diffusers), so ``--help`` and usage errors answer at once. The values are interpreted in
-:mod:`mmdiffseg.apis.cli` (``auto`` defaults, class sets, exit statuses).
+mmseg, diffusers), so ``--help`` and usage errors answer at once. ``auto`` engine options are
+resolved right after parsing (:func:`resolve_auto`); class sets, generators and exit statuses are
+interpreted by :mod:`mmdiffseg.apis.cli`.
 """
 import argparse
 

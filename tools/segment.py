@@ -2,7 +2,7 @@
 
     python tools/segment.py photo.jpg --method iseg --classes cat,dog --out work_dirs/seg
     python tools/segment.py IMAGES_DIR --method diffseg --out work_dirs/seg   # unlabelled segments
-    python tools/segment.py --contact-sheet work_dirs/synth_voc              # -> its contact_sheet.jpg
+    python tools/segment.py --contact-sheet work_dirs/synth_voc  # its contact_sheet.jpg
 
 --out is always a folder. Segmenting writes SegmentationClass/<id>.png, Overlays/<id>.jpg (mmseg's
 SegLocalVisualizer) and contact_sheet.jpg into it. With --contact-sheet FOLDER (any folder written

@@ -5,9 +5,9 @@
         --prompt "a long shot of a {}" --out work_dirs/synth_cs
     python tools/synthesize.py --classes cat,dog --label-set voc --out DIR   # VOC indices
 
-Writes JPEGImages/, SegmentationClass/ (palette PNG, 255 = unsure), ImageSets/Segmentation/<split>.txt
-and manifest.jsonl (model, generator config, prompt and seed of every item). Deterministic for a
---seed; resumable (rerun the same command). Several GPUs:
+Writes JPEGImages/, SegmentationClass/ (palette PNG, 255 = unsure),
+ImageSets/Segmentation/<split>.txt and manifest.jsonl (model, generator config, prompt and seed of
+every item). Deterministic for a --seed; resumable (rerun the same command). Several GPUs:
 ``torchrun --nproc-per-node N tools/synthesize.py ... --launcher pytorch``.
 """
 import sys

@@ -92,7 +92,8 @@ def evaluate_labels(labels_dir, gt_dir, classes: Sequence[str], gt_suffix: str =
     covered = sum(r[4] for r in metric.results)
     total = sum(r[5] for r in metric.results)
     return dict(images=count, per_class_iou=_per_class(classes, per_class),
-                mIoU=_pct(np.nanmean(per_class)), aAcc=_pct(float(areas[0].sum()) / max(float(areas[3].sum()), 1.0)),
+                mIoU=_pct(np.nanmean(per_class)),
+                aAcc=_pct(float(areas[0].sum()) / max(float(areas[3].sum()), 1.0)),
                 coverage=_pct(covered / max(total, 1)))
 
 
