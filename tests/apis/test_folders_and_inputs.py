@@ -85,6 +85,23 @@ def test_read_rgb_reads_every_mode_as_mmseg_reads_it_for_training(tmp_path):
     assert read_rgb(tmp_path / 'rotated.jpg').shape == (64, 40, 3)  # portrait, as displayed
 
 
+def test_recorded_paths_resolve_from_any_directory(tmp_path, monkeypatch):
+    from mmdiffseg.apis.folders import record_path, resolve_record_path
+    (tmp_path / 'data' / 'images').mkdir(parents=True)
+    image = tmp_path / 'data' / 'images' / 'a.png'
+    image.write_bytes(b'x')
+    out = tmp_path / 'work' / 'out'
+    out.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / 'data')
+    recorded = record_path('images/a.png', out)  # as given on the command line
+    assert recorded == '../../data/images/a.png'
+    monkeypatch.chdir(tmp_path / 'work')
+    assert resolve_record_path(recorded, out).samefile(image)
+    # a record of an older run: relative to where that run started, found from there
+    monkeypatch.chdir(tmp_path / 'data')
+    assert resolve_record_path('images/a.png', out).samefile(image)
+
+
 def test_labels_from_ground_truth(tmp_path):
     Image.fromarray(np.array([[0, 3, 3], [255, 1, 0]], np.uint8)).save(tmp_path / 'a.png')
     labels = labels_from_ground_truth({'a': tmp_path / 'a.png'}, ['background', 'x', 'y', 'z'])
