@@ -1,4 +1,5 @@
-"""The README's Python API example runs as written (tiny random-weights SD 2-base, 2 images)."""
+"""The README's Python API example runs as written (tiny random-weights SD 2-base), with the image
+inputs it documents: a list of HxWx3 uint8 arrays of any sizes, or a (B, 3, H, W) tensor."""
 import numpy as np
 import torch
 from PIL import Image
@@ -14,26 +15,35 @@ def test_readme_python_api_end_to_end():
 
     folder = cached_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
     engine = DiffusionAttentionEngine.from_pretrained(folder, dtype=torch.float32, device='cpu')
-    voc = shared_path('voc2012_val_samples', 'JPEGImages')
-    images = torch.stack([
-        torch.from_numpy(np.array(Image.open(p).convert('RGB').resize((160, 128)))).permute(2, 0, 1)
-        for p in sorted(voc.glob('*.png'))[:2]])
+    voc = sorted(shared_path('voc2012_val_samples', 'JPEGImages').glob('*.png'))[:2]
+    # a list of HxWx3 uint8 arrays of different sizes
+    images = [np.array(Image.open(p).convert('RGB').resize(size))
+              for p, size in zip(voc, [(160, 128), (96, 120)])]
 
     iseg = MASK_GENERATORS.build(dict(type='ISeg', vocabulary='voc', cross_heads=None,
                                       self_heads=[0])).to(engine.device)
     names = [['dog', 'person'], ['cat']]
     maps = engine.extract(images, capture=iseg.capture_spec, **iseg.extract_kwargs(names))
-    labels = iseg(maps, images.float(), names)
-    assert labels.shape == (2, 128, 160) and labels.dtype == torch.int64
+    labels = iseg(maps, images, names)
+    assert [tuple(label.shape) for label in labels] == [(128, 160), (120, 96)]
     allowed = [{0, iseg.classes.index('dog'), iseg.classes.index('person')},
                {0, iseg.classes.index('cat')}]
     for b in range(2):
+        assert labels[b].dtype == torch.int64
         assert set(labels[b].unique().tolist()) <= allowed[b]
 
     diffseg = MASK_GENERATORS.build(dict(type='DiffSeg', kl_thresholds=(1.1,) * 3))
     maps = engine.extract(images, capture=diffseg.capture_spec, **diffseg.extract_kwargs(None))
-    segments = diffseg(maps, images.float(), None)
-    assert segments.shape == (2, 128, 160) and segments.min() >= 0 and segments.max() < 255
+    segments = diffseg(maps, images, None)
+    assert [tuple(s.shape) for s in segments] == [(128, 160), (120, 96)]
+    assert all(s.min() >= 0 and s.max() < 255 for s in segments)
+    # same-size images: the list and the (B, 3, H, W) tensor give the same labels
+    same = [images[0], images[0][::-1].copy()]
+    batch = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in same])
+    maps = engine.extract(batch, capture=diffseg.capture_spec, **diffseg.extract_kwargs(None))
+    from_tensor = diffseg(maps, batch, None)
+    assert from_tensor.shape == (2, 128, 160)
+    assert torch.equal(torch.stack(diffseg(maps, same, None)), from_tensor)
 
     seediff = MASK_GENERATORS.build(dict(type='SeeDiff', classes=['background', 'dog'],
                                          pamr_iter=5, steps=2))
@@ -41,6 +51,6 @@ def test_readme_python_api_end_to_end():
     gen_images, maps = engine.generate(kw['prompts'], class_names=kw['class_names'],
                                        steps=kw['steps'], guidance_scale=kw['guidance_scale'],
                                        seed=0, capture=seediff.capture_spec)
-    masks = seediff(maps, gen_images.float(), [['dog']])
+    masks = seediff(maps, gen_images, [['dog']])
     assert gen_images.shape == (1, 3, 512, 512) and gen_images.dtype == torch.uint8
-    assert set(masks.unique().tolist()) <= {0, 1}
+    assert masks.shape == (1, 512, 512) and set(masks.unique().tolist()) <= {0, 1}

@@ -4,41 +4,48 @@
     python tools/eval_labels.py work_dirs/diffseg --gt GT_DIR --classes cocostuff27 --hungarian
 
 LABELS is a tool's output folder (its SegmentationClass/ is read) or a folder of PNGs; ground
-truth PNGs are matched by file stem. --hungarian scores unlabelled segments (DiffSeg) after
-per-image Hungarian matching. --out-json writes the numbers.
+truth PNGs are matched by file stem. When the folder has a manifest (folders written by the
+tools), the classes its labels index must be --classes (else the scores would compare unrelated
+indices); a plain folder of PNGs is taken as indexing --classes. --hungarian scores unlabelled
+segments (DiffSeg) after per-image Hungarian matching. --out-json writes the numbers as strict
+JSON: a class absent from both labels and ground truth has IoU null (n/a in the table).
 """
-import argparse
-import json
 import sys
 
-from mmdiffseg.apis import cli
-from mmdiffseg.apis.eval_labels import evaluate_labels, evaluate_segments, format_report
-from mmdiffseg.apis.io import atomic_write
+import offline_args as opts
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    parser = opts.parser_for(__doc__, epilog='exit status:\n  0    scored\n  2    bad input '
+                             '(nothing scored)\n  3    --out-json cannot be written')
     parser.add_argument('labels', help='label folder (tool output or PNGs)')
     parser.add_argument('--gt', required=True, help='ground-truth PNG folder')
     parser.add_argument('--classes', default='voc',
-                        help='ground-truth classes: dataset name or comma list (default voc)')
-    parser.add_argument('--gt-suffix', default='.png')
+                        help=opts.classes_help('ground-truth classes', default='voc'))
+    parser.add_argument('--gt-suffix', default='.png', help='ground-truth file suffix')
     parser.add_argument('--hungarian', action='store_true',
                         help='labels are unlabelled segment ids: Hungarian-match them per image')
-    parser.add_argument('--out-json', help='also write the report as JSON here')
-    return parser.parse_args(argv)
+    parser.add_argument('--out-json', help='also write the report as JSON here (default: none)')
+    return opts.parse(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    # the package (torch, mmengine, mmseg) only now: --help and usage errors need none of it
+    from mmdiffseg.apis import cli
+    from mmdiffseg.apis.eval_labels import (evaluate_labels, evaluate_segments, format_report,
+                                            report_json)
+    from mmdiffseg.apis.io import atomic_write
     classes = cli.resolve_class_arg(args.classes)
     evaluate = evaluate_segments if args.hungarian else evaluate_labels
     report = evaluate(args.labels, args.gt, classes, args.gt_suffix)
     print(format_report(report))
     if args.out_json:
-        atomic_write(args.out_json, json.dumps(report, indent=1).encode())
+        atomic_write(args.out_json, report_json(report).encode())
+    return 0
 
 
 if __name__ == '__main__':
-    sys.exit(cli.run_cli(main))
+    arguments = parse_args()  # --help and usage errors answer before the imports of main
+    from mmdiffseg.apis.cli import run_cli
+    sys.exit(run_cli(main, arguments))

@@ -4,45 +4,48 @@
     python tools/pseudo_label.py --dataset-config cfg.py --split train --labels-from-gt --out DIR
     python tools/pseudo_label.py IMAGES_DIR --method diffseg --out DIR     # unlabelled segments
 
-Resumable (rerun the same command after an interruption); several GPUs with
-``torchrun --nproc-per-node N tools/pseudo_label.py ... --device cuda --launcher pytorch``.
+Images of any mode are read as mmseg reads them (EXIF orientation applied, 16-bit scaled to 8,
+grey and palette to RGB, alpha dropped). Resumable (rerun the same command after an interruption);
+several GPUs with ``torchrun --nproc-per-node N tools/pseudo_label.py ... --launcher pytorch``.
 """
-import argparse
 import sys
 from pathlib import Path
 
-import mmdiffseg  # noqa: F401  (registers the generators)
-from mmdiffseg.apis import cli
-from mmdiffseg.apis.builders import pick_device
-from mmdiffseg.apis.io import UserInputError
-from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
-                                         labels_from_file, labels_from_ground_truth, pseudo_label)
+import offline_args as opts
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('images', nargs='?', help='folder of images (id = file stem)')
+def parse_args(argv=None):
+    parser = opts.parser_for(__doc__)
+    parser.add_argument('images', nargs='?', help='folder of images, id = file stem (or give '
+                        '--dataset-config; default: none)')
     parser.add_argument('--dataset-config', help='an mmseg config whose dataset lists the images')
     parser.add_argument('--split', default='train',
-                        help='which <split>_dataloader of --dataset-config; also the split file '
-                             'name written (default: train)')
+                        help='which <split>_dataloader of --dataset-config; also the name of '
+                             'the split file written')
     parser.add_argument('--classes', default=None,
-                        help='label set: a dataset name (voc, cityscapes, ade20k, ...) or a '
-                             'comma-separated list (default: the dataset config\'s classes)')
+                        help=opts.classes_help('label set of the output PNGs',
+                                               default="the --dataset-config's classes"))
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument('--labels', help='JSON {"<id>": ["class", ...]}: image-level labels')
     labels.add_argument('--labels-from-gt', nargs='?', const='', default=None, metavar='GT_DIR',
                         help='read image-level labels off ground-truth PNGs (GT_DIR, or the '
-                             'dataset config\'s seg maps)')
-    cli.add_generator_args(parser, default_method='iseg')
-    cli.add_engine_args(parser)
-    cli.add_run_args(parser)
-    return parser.parse_args(argv)
+                             'dataset config\'s seg maps; default: off)')
+    opts.add_generator_args(parser, default_method='iseg')
+    opts.add_engine_args(parser)
+    opts.add_run_args(parser)
+    return opts.parse(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    # the package (torch, mmengine, mmseg) only now: --help and usage errors need none of it
+    import mmdiffseg  # noqa: F401  (registers the generators)
+    from mmdiffseg.apis import cli
+    from mmdiffseg.apis.builders import pick_device
+    from mmdiffseg.apis.io import UserInputError
+    from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
+                                             labels_from_file, labels_from_ground_truth,
+                                             pseudo_label)
     if bool(args.images) == bool(args.dataset_config):
         raise UserInputError('give an image folder or --dataset-config (one of them)')
     if args.dataset_config:
@@ -51,7 +54,7 @@ def main(argv=None):
         items, classes = images_from_folder(args.images), None
     if args.classes:
         classes = cli.resolve_class_arg(args.classes)
-    gen_cfg, model = cli.generator_and_model(args, 'iseg')
+    gen_cfg, model = cli.generator_and_model(args, 'iseg', opts.DEFAULT_MODEL)
     unlabelled = gen_cfg['type'] == 'DiffSeg' and classes is None
     if args.labels:
         image_labels = labels_from_file(args.labels)
@@ -72,10 +75,13 @@ def main(argv=None):
     if classes is None and not unlabelled:
         raise UserInputError('give --classes (the label set of the output PNGs)')
     cli.start_launcher(args.launcher, args.device)
-    pseudo_label(items, args.out, model, gen_cfg, classes, image_labels,
-                 batch_size=args.batch_size, device=pick_device(args.device), dtype=args.dtype,
-                 split=args.split)
+    summary = pseudo_label(items, args.out, model, gen_cfg, classes, image_labels,
+                           batch_size=args.batch_size, device=pick_device(args.device),
+                           dtype=args.dtype, split=args.split)
+    return cli.exit_status(summary, args.strict)
 
 
 if __name__ == '__main__':
-    sys.exit(cli.run_cli(main))
+    arguments = parse_args()  # --help and usage errors answer before the imports of main
+    from mmdiffseg.apis.cli import run_cli
+    sys.exit(run_cli(main, arguments))

@@ -5,59 +5,67 @@
         --prompt "a long shot of a {}" --out work_dirs/synth_cs
     python tools/synthesize.py --classes cat,dog --label-set voc --out DIR   # VOC indices
 
-Writes JPEGImages/, SegmentationClass/ (palette PNG, 255 = unsure), ImageSets/Segmentation/<split>.txt
-and manifest.jsonl (model, generator config, prompt and seed of every item). Deterministic for a
---seed; resumable (rerun the same command). Several GPUs:
-``torchrun --nproc-per-node N tools/synthesize.py ... --device cuda --launcher pytorch``.
+Writes JPEGImages/, SegmentationClass/ (palette PNG, 255 = unsure),
+ImageSets/Segmentation/<split>.txt and manifest.jsonl (model, generator config, prompt and seed of
+every item). Deterministic for a --seed; resumable (rerun the same command). Several GPUs:
+``torchrun --nproc-per-node N tools/synthesize.py ... --launcher pytorch``.
 """
-import argparse
 import sys
 
-import mmdiffseg  # noqa: F401  (registers the generators)
-from mmdiffseg.apis import cli
-from mmdiffseg.apis.builders import pick_device
-from mmdiffseg.apis.synthesize import DEFAULT_TEMPLATE, SYNTH_CLASS_SETS, synthesize
+import offline_args as opts
 
 SD14 = 'CompVis/stable-diffusion-v1-4'
+#: the names of ``mmdiffseg.apis.synthesize.SYNTH_CLASS_SETS``
+SYNTH_SETS = ('voc', 'cityscapes')
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None):
+    parser = opts.parser_for(__doc__)
     parser.add_argument('--classes', default='voc',
-                        help=f'class set ({", ".join(SYNTH_CLASS_SETS)}) or a comma-separated '
-                             'list (default: voc, its 20 classes)')
+                        help=opts.classes_help('classes to synthesise (voc: its 20 object '
+                                               'classes; cityscapes: human, vehicle)', SYNTH_SETS))
     parser.add_argument('--label-set', default=None,
-                        help='mask indices: a dataset name (voc, cityscapes, ...) or a comma list; '
-                             'default: voc for --classes voc, else background + the classes')
+                        help=opts.classes_help('mask indices', default='voc for --classes voc, '
+                                               'else background + the classes'))
     parser.add_argument('--prompt', action='append', default=None,
-                        help='prompt template with {} for the class, repeatable (cycled per '
-                             f'image; default: the --config preset\'s, else "{DEFAULT_TEMPLATE}")')
-    parser.add_argument('--images-per-class', type=int, default=1)
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--size', type=int, default=512, help='image side (default 512)')
-    parser.add_argument('--split', default='train', help='split file name (default train)')
-    cli.add_generator_args(parser, default_method='seediff')
-    cli.add_engine_args(parser, default_model=SD14)
-    cli.add_run_args(parser)
-    return parser.parse_args(argv)
+                        help='prompt template with {} for the class, repeatable, cycled per '
+                             'image (default: the --config preset\'s, else "a photo of a {}")')
+    parser.add_argument('--images-per-class', type=int, default=1, help='images per class')
+    parser.add_argument('--seed', type=int, default=0,
+                        help="run seed; each image's seed derives from it and the image id")
+    parser.add_argument('--size', type=int, default=512,
+                        help='image side in pixels. The generator reads attention at fixed token '
+                             'grids (SeeDiff: its released 16/32/64 layers), which SD 1.x/2.x-base '
+                             'have only at 512 px; a size without them is refused, naming the '
+                             'sizes that work')
+    parser.add_argument('--split', default='train', help='split file name')
+    opts.add_generator_args(parser, default_method='seediff')
+    opts.add_engine_args(parser, default_model=SD14)
+    opts.add_run_args(parser)
+    return opts.parse(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.classes in SYNTH_CLASS_SETS:
-        names = list(SYNTH_CLASS_SETS[args.classes])
-    else:
-        names = [n.strip() for n in args.classes.split(',') if n.strip()]
+    # the package (torch, mmengine, mmseg) only now: --help and usage errors need none of it
+    import mmdiffseg  # noqa: F401  (registers the generators)
+    from mmdiffseg.apis import cli
+    from mmdiffseg.apis.builders import pick_device
+    from mmdiffseg.apis.synthesize import SYNTH_CLASS_SETS, synthesize
+    names = cli.resolve_class_arg(args.classes, sets=SYNTH_CLASS_SETS)
     label_set = args.label_set or ('voc' if args.classes == 'voc' else None)
+    label_set = cli.resolve_class_arg(label_set, '--label-set') if label_set else None
     gen_cfg, model = cli.generator_and_model(args, 'seediff', SD14)
     cli.start_launcher(args.launcher, args.device)
-    synthesize(names, args.out, model, gen_cfg,
-               label_set=cli.resolve_class_arg(label_set) if label_set else None,
-               images_per_class=args.images_per_class, prompts=args.prompt,
-               seed=args.seed, batch_size=args.batch_size, device=pick_device(args.device),
-               dtype=args.dtype, size=args.size, split=args.split)
+    summary = synthesize(names, args.out, model, gen_cfg, label_set=label_set,
+                         images_per_class=args.images_per_class, prompts=args.prompt,
+                         seed=args.seed, batch_size=args.batch_size,
+                         device=pick_device(args.device), dtype=args.dtype, size=args.size,
+                         split=args.split)
+    return cli.exit_status(summary, args.strict)
 
 
 if __name__ == '__main__':
-    sys.exit(cli.run_cli(main))
+    arguments = parse_args()  # --help and usage errors answer before the imports of main
+    from mmdiffseg.apis.cli import run_cli
+    sys.exit(run_cli(main, arguments))

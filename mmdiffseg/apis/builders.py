@@ -3,6 +3,7 @@ work: the model exists, the generator config is valid, every class name is known
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -18,10 +19,13 @@ DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.
 
 
 def check_model(model: str) -> str:
-    """A hub id or a diffusers folder; a folder-like name that does not hold a pipeline stops
-    the run here, naming the path. Returns the id or the folder's absolute path."""
+    """A hub id or a diffusers folder; a name meant as a folder (it exists, starts with ``.``,
+    ``/`` or ``~``, has more than one ``/``, or its parent folder exists here) that does not hold
+    a pipeline stops the run here, naming the path. Returns the id or the folder's absolute
+    path."""
     path = Path(model).expanduser()
-    looks_local = path.exists() or model.startswith(('.', '/', '~')) or model.count('/') > 1
+    looks_local = (path.exists() or model.startswith(('.', '/', '~')) or model.count('/') > 1
+                   or (model.count('/') == 1 and path.parent.is_dir()))
     if not looks_local:
         return model
     if not (path / 'model_index.json').is_file():
@@ -34,22 +38,62 @@ def check_model(model: str) -> str:
 
 def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture=None,
                 image_size: int = 512):
-    """:class:`DiffusionAttentionEngine` for ``model``; a load failure, or a ``capture`` spec the
-    model cannot serve at ``image_size`` (e.g. iSeg's SD 2.1 head lists on SD 1.x), becomes a clear
-    message before any work."""
+    """:class:`DiffusionAttentionEngine` for ``model``; a load failure, an ``image_size`` at which
+    the model has not the attention resolutions ``capture`` reads, or a ``capture`` spec the
+    model cannot serve (e.g. iSeg's SD 2.1 head lists on SD 1.x) becomes a clear message before
+    any work."""
     from ..attention.engine import DiffusionAttentionEngine
     if dtype not in DTYPES:
         raise UserInputError(f'unknown --dtype {dtype!r}; choose from {sorted(DTYPES)}')
     try:
         engine = DiffusionAttentionEngine.from_pretrained(model, dtype=DTYPES[dtype], device=device)
     except (OSError, ValueError) as exc:
-        raise UserInputError(f'cannot load Stable Diffusion model {model!r}: {exc}') from exc
+        raise UserInputError(_load_failure(model, exc)) from exc
     if capture is not None:
+        check_image_size(engine, capture, image_size)
         try:
             engine.check_capture(capture, image_size)
         except ValueError as exc:
             raise UserInputError(f'the generator cannot run on {model!r}: {exc}') from exc
     return engine
+
+
+def _load_failure(model: str, exc: Exception) -> str:
+    """The engine's load error, once (it names the model), without the hub's pointer to a
+    stack trace the tools do not print; a name that is not a folder here is said to be
+    neither a folder nor a reachable hub id."""
+    reason = re.sub(r'\s*Please check out the root cause in the stacktrace above\.?', '',
+                    str(exc))
+    if Path(model).expanduser().is_dir():
+        return reason
+    return (f'model {model!r} is not a folder here ({Path(model).expanduser().resolve()} does '
+            'not exist) and could not be loaded as a Hugging Face hub id: pass a diffusers '
+            f'folder (with model_index.json) or a hub id that is cached or downloadable. {reason}')
+
+
+def check_image_size(engine, capture, image_size: int, largest: int = 2048) -> None:
+    """Refuse an ``image_size`` at which the U-Net has not the token grids ``capture`` reads,
+    naming the sizes at which it has them. Generators that read fixed resolutions (SeeDiff's
+    16/32/64 layers) fit one latent size: 512 px on SD 1.x/2.x-base. A spec that fits no size
+    is left to :meth:`~DiffusionAttentionEngine.check_capture`'s error (heads, layers)."""
+    def fits(size: int) -> bool:
+        try:
+            engine.check_capture(capture, size)
+        except ValueError:
+            return False
+        return True
+
+    if fits(image_size):
+        return
+    step = engine.vae_scale_factor * 2 ** (len(engine.unet.down_blocks) - 1)
+    valid = [size for size in range(step, largest + 1, step) if fits(size)]
+    if valid:
+        grids = sorted({r.resolution for r in capture.requests})
+        raise UserInputError(
+            f'image size {image_size} cannot be used: the generator reads attention at '
+            f'{"/".join(map(str, grids))} token grids, which this model has at image size(s) '
+            f'{valid} only (latent = image size / {engine.vae_scale_factor}, halved per U-Net '
+            'level); use one of those sizes')
 
 
 def generator_config(method: Optional[str] = None, config: Optional[str] = None,
@@ -86,6 +130,17 @@ def build_generator(gen_cfg: Dict, classes: Optional[Sequence[str]]):
         return MASK_GENERATORS.build(cfg)
     except (KeyError, TypeError, ValueError) as exc:
         raise UserInputError(f'cannot build generator {cfg.get("type")!r}: {exc}') from exc
+
+
+def job_header(tool: str, model: str, dtype: str, generator, classes: Optional[Sequence[str]],
+               **settings) -> Dict:
+    """The manifest header of a tool's job: every setting that changes its output. The model
+    is named by its id (``model_id_of``: the hub id, or a folder's name + config hash), so the
+    same model in another folder or on another node resumes the folder."""
+    from ..attention.engine import model_id_of
+    return dict(tool=tool, model=model_id_of(model), dtype=dtype,
+                generator=dict(type=type(generator).__name__, **generator.config_dict()),
+                classes=list(classes) if classes is not None else None, **settings)
 
 
 def check_class_names(names: Iterable[str], known: Sequence[str], where: str) -> None:

@@ -1,53 +1,31 @@
-"""What the offline tools' command lines share: engine/generator/run options, the launcher, and
-turning known errors into a clear message and an exit status."""
+"""What the offline tools do with their parsed options (``tools/offline_args.py`` defines them,
+without importing this package, so ``--help`` is instant): class sets, generator and model, the
+launcher, and known errors turned into one clear line and an exit status."""
 from __future__ import annotations
 
-import argparse
+import difflib
 import sys
-from typing import Callable, List, Optional
+from typing import Callable, List, Mapping, Optional, Sequence
 
+import torch
 from mmengine.dist import init_dist
 
-from .io import OutputWriteError, UserInputError
+from .io import JobInterrupted, JobSummary, OutputWriteError, UserInputError
 
-DEFAULT_MODEL = 'stabilityai/stable-diffusion-2-1-base'
 #: exit statuses
 EXIT_BAD_INPUT = 2
 EXIT_WRITE_FAILED = 3
+EXIT_ITEMS_FAILED = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
-def add_engine_args(parser: argparse.ArgumentParser, default_model: str = DEFAULT_MODEL) -> None:
-    parser.add_argument('--model', default=None,
-                        help='Stable Diffusion hub id or diffusers folder (default: the --config '
-                             f'preset\'s model_id, else {default_model})')
-    parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N (default: cpu)')
-    parser.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
-    parser.add_argument('--batch-size', type=int, default=4,
-                        help='items per engine pass (GPU throughput grows with it)')
-
-
-def add_generator_args(parser: argparse.ArgumentParser, default_method: str) -> None:
-    parser.add_argument('--method', default=None,
-                        help=f'iseg, seediff or diffseg (default: {default_method} unless --config)')
-    parser.add_argument('--config', default=None,
-                        help='generator preset config (a file with `generator = dict(...)`)')
-    parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
-                        help='override generator options, e.g. pamr_iter=10')
-
-
-def generator_and_model(args, default_method: str, default_model: str = DEFAULT_MODEL):
+def generator_and_model(args, default_method: str, default_model: str):
     """``(generator config, model)`` from ``--method`` / ``--config`` / ``--cfg-options`` and
     ``--model`` (else the preset's ``model_id``, else ``default_model``)."""
     from .builders import generator_config, parse_options
     method = args.method or (None if args.config else default_method)
     gen_cfg, preset_model = generator_config(method, args.config, parse_options(args.cfg_options))
     return gen_cfg, args.model or preset_model or default_model
-
-
-def add_run_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--out', required=True, help='output folder (created; resumable)')
-    parser.add_argument('--launcher', default='none', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        help='several GPUs: each rank takes its shard (torchrun ... --launcher pytorch)')
 
 
 def start_launcher(launcher: str, device: str) -> None:
@@ -62,24 +40,59 @@ def start_launcher(launcher: str, device: str) -> None:
         init_dist(launcher)
 
 
-def run_cli(main: Callable[[Optional[List[str]]], object],
-            argv: Optional[List[str]] = None) -> int:
-    """Run a tool's ``main``; bad input and failed writes print one clear line on stderr and
-    exit non-zero (2 and 3) instead of a traceback."""
+def run_cli(main: Callable, argv=None) -> int:
+    """Run a tool's ``main`` and return its exit status (``main``'s int, else 0). Bad input,
+    failed writes, a GPU out of memory and Ctrl-C print one clear line on stderr instead of a
+    traceback: statuses 2, 3, 3 and 130 (after the summary of what was made)."""
     try:
-        main(argv)
+        return main(argv) or 0
     except UserInputError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _fail(exc, EXIT_BAD_INPUT)
     except OutputWriteError as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return EXIT_WRITE_FAILED
+        return _fail(exc, EXIT_WRITE_FAILED)
+    except torch.cuda.OutOfMemoryError as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else ''
+        return _fail(f'the GPU ran out of memory ({first_line}); rerun with a smaller '
+                     '--batch-size (finished items are kept)', EXIT_WRITE_FAILED)
+    except JobInterrupted as exc:
+        return _fail(exc, EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        return _fail('interrupted before any item was made; rerun the same command to start',
+                     EXIT_INTERRUPTED)
+
+
+def _fail(message, status: int) -> int:
+    sys.stdout.flush()  # a half-written stdout line (progress) must not take the message
+    print(f'error: {message}', file=sys.stderr)
+    return status
+
+
+def exit_status(summary: JobSummary, strict: bool) -> int:
+    """0, or :data:`EXIT_ITEMS_FAILED` when ``strict`` and any item failed (named above in the
+    summary)."""
+    if strict and summary.failed:
+        print(f'error: {len(summary.failed)} item(s) failed (--strict)', file=sys.stderr)
+        return EXIT_ITEMS_FAILED
     return 0
 
 
-def resolve_class_arg(value: str) -> List[str]:
-    """``--classes``: a dataset name (``voc``, ``cityscapes``, ...) or ``name[,name...]``."""
-    from ..datasets.class_names import DATASET_CLASSES
-    if value in DATASET_CLASSES:
-        return list(DATASET_CLASSES[value])
-    return [name.strip() for name in value.split(',') if name.strip()]
+def resolve_class_arg(value: str, option: str = '--classes',
+                      sets: Optional[Mapping[str, Sequence[str]]] = None) -> List[str]:
+    """A class option's value: with a comma, a list of class names (``"cat,"`` is one class);
+    without, the name of a class set (``sets``, default the datasets': voc, cityscapes, ...).
+    Anything else (e.g. a misspelt ``vocc``) is refused, with the nearest set names."""
+    if sets is None:
+        from ..datasets.class_names import DATASET_CLASSES
+        sets = DATASET_CLASSES
+    if ',' in value:
+        names = [name.strip() for name in value.split(',') if name.strip()]
+        if not names:
+            raise UserInputError(f'{option} {value!r} names no class')
+        return names
+    if value in sets:
+        return list(sets[value])
+    close = difflib.get_close_matches(value, list(sets), n=3, cutoff=0.6)
+    hint = f'did you mean {" or ".join(repr(c) for c in close)}? ' if close else ''
+    raise UserInputError(
+        f'{option} {value!r} is not a class set; {hint}class sets: {", ".join(sets)}. A list of '
+        f'class names needs a comma (one class: {option} "{value},")')

@@ -7,6 +7,8 @@ segments (DiffSeg): per-image Hungarian matching (:func:`~mmdiffseg.evaluation.m
 """
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 from mmseg.evaluation import IoUMetric
 
+from ..datasets.generated import read_manifest_header
 from ..evaluation import PseudoLabelMetric, match_segments
 from .folders import IGNORE_INDEX, MASK_DIR, read_label_png
 from .io import UserInputError
@@ -32,6 +35,28 @@ def label_files(folder) -> Dict[str, Path]:
     return files
 
 
+def check_label_classes(labels_dir, classes: Sequence[str]) -> None:
+    """Refuse class labels whose folder's manifest says they index other classes than
+    ``classes`` (or are unlabelled segment ids); a folder without a manifest is not checked."""
+    folder = Path(labels_dir)
+    try:
+        header = read_manifest_header(folder) or read_manifest_header(folder.parent)
+    except ValueError as exc:
+        raise UserInputError(str(exc)) from exc
+    if header is None or 'classes' not in header:
+        return
+    if header['classes'] is None:
+        raise UserInputError(f'the labels in {folder} are unlabelled segment ids (made without '
+                             'class names): score them with --hungarian')
+    if list(header['classes']) != list(classes):
+        raise UserInputError(
+            f'the labels in {folder} index the classes {header["classes"]} (their manifest), '
+            f'but the ground truth is scored as {list(classes)} (--classes): the scores would '
+            'compare unrelated indices. Pass --classes with the labels\' classes (in their order) '
+            'and ground truth in that order, or regenerate the labels with the ground truth\'s '
+            'classes')
+
+
 def _pairs(labels_dir, gt_dir, gt_suffix: str):
     labels = label_files(labels_dir)
     gt_dir = Path(gt_dir)
@@ -48,7 +73,13 @@ def _pairs(labels_dir, gt_dir, gt_suffix: str):
 
 
 def evaluate_labels(labels_dir, gt_dir, classes: Sequence[str], gt_suffix: str = '.png') -> Dict:
-    """Per-class IoU (%), mIoU, aAcc and coverage of class labels (255 = unsure)."""
+    """Per-class IoU (%), mIoU, aAcc and coverage of class labels (255 = unsure); NaN for a
+    class absent from labels and ground truth.
+
+    Raises:
+        UserInputError: the folder's manifest names other classes (:func:`check_label_classes`).
+    """
+    check_label_classes(labels_dir, classes)
     metric = PseudoLabelMetric(ignore_index=IGNORE_INDEX)
     metric.dataset_meta = dict(classes=list(classes))
     count = 0
@@ -61,7 +92,8 @@ def evaluate_labels(labels_dir, gt_dir, classes: Sequence[str], gt_suffix: str =
     covered = sum(r[4] for r in metric.results)
     total = sum(r[5] for r in metric.results)
     return dict(images=count, per_class_iou=_per_class(classes, per_class),
-                mIoU=_pct(np.nanmean(per_class)), aAcc=_pct(float(areas[0].sum()) / max(float(areas[3].sum()), 1.0)),
+                mIoU=_pct(np.nanmean(per_class)),
+                aAcc=_pct(float(areas[0].sum()) / max(float(areas[3].sum()), 1.0)),
                 coverage=_pct(covered / max(total, 1)))
 
 
@@ -84,6 +116,15 @@ def _pct(value) -> float:
 
 def _per_class(classes: Sequence[str], iou: np.ndarray) -> Dict[str, float]:
     return {name: _pct(v) for name, v in zip(classes, iou)}
+
+
+def report_json(report: Dict) -> str:
+    """The report as strict JSON (RFC 8259 has no NaN): an undefined IoU is ``null``."""
+    def strict(value):
+        if isinstance(value, dict):
+            return {k: strict(v) for k, v in value.items()}
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+    return json.dumps(strict(report), indent=1, allow_nan=False)
 
 
 def format_report(report: Dict) -> str:

@@ -8,12 +8,13 @@ stock ``PascalVOCDataset`` / ``BaseSegDataset`` configs read (``img_suffix='.jpg
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import List, Sequence
 
 import numpy as np
 from mmseg.datasets import PascalVOCDataset
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .io import ItemSkipped
 
@@ -66,11 +67,18 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
 
 
 def read_rgb(path) -> np.ndarray:
-    """An image file as ``(H, W, 3)`` uint8 RGB; :class:`ItemSkipped` naming the file when it is
-    missing, truncated or not an image."""
+    """An image file as ``(H, W, 3)`` uint8 RGB, as mmseg's ``LoadImageFromFile`` (mmcv / OpenCV,
+    ``'color'``) reads it for training, so labels line up with the trained image: EXIF
+    orientation applied, 16-bit samples scaled to 8 bits (their high byte), grey and palette
+    images as RGB, alpha dropped. :class:`ItemSkipped` names a file that is missing, truncated
+    or not an image."""
     try:
         with Image.open(path) as img:
             img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+            if img.mode.startswith('I'):  # 16-bit grey ('I;16', 'I;16B', 'I')
+                grey = np.asarray(img).astype(np.int64).clip(0, 65535) >> 8
+                return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
             return np.asarray(img.convert('RGB')).copy()
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise ItemSkipped(f'cannot read image {path}: {exc}') from exc
@@ -81,7 +89,27 @@ def read_label_png(path) -> np.ndarray:
     with Image.open(path) as img:
         if img.mode not in ('P', 'L', 'I', 'I;16'):
             raise ValueError(f'{path}: a label map must be a palette or grey PNG, not {img.mode}')
-        return np.asarray(img).astype(np.uint8)
+        labels = np.asarray(img)
+    if labels.size and labels.max() > 255:
+        raise ValueError(f'{path}: label values up to {labels.max()}; label maps hold 0..255')
+    return labels.astype(np.uint8)
+
+
+def record_path(path, folder) -> str:
+    """How a manifest records an input file: relative to the output ``folder`` (POSIX
+    separators), so the record resolves from any working directory and still does when the
+    folder and the inputs move together."""
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(folder))).as_posix()
+
+
+def resolve_record_path(value: str, folder) -> Path:
+    """A path read from a manifest record of ``folder``: relative to the folder
+    (:func:`record_path`); records of older runs were relative to where that run started, so
+    such a path is tried as given when it is not found beside the folder."""
+    beside = Path(folder) / value
+    if beside.exists() or not Path(value).exists():
+        return beside
+    return Path(value)
 
 
 def list_images(folder, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> List[Path]:

@@ -25,11 +25,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from mmengine.dist import all_gather_object, barrier, get_dist_info
 from mmengine.logging import print_log
-from mmengine.utils import ProgressBar
+
+from .progress import HoldInterrupt, JobInterrupted, JobSummary, ProgressLine, total_summary
 
 MANIFEST_NAME = 'manifest.jsonl'
 MANIFEST_VERSION = 1
@@ -64,19 +65,6 @@ class ItemOutput:
 
     files: Dict[str, Union[bytes, Callable[[], bytes]]]
     record: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class JobSummary:
-    made: int = 0
-    skipped: int = 0
-    failed: List[Tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def line(self) -> str:
-        rate = self.made / self.seconds if self.seconds > 0 else 0.0
-        return (f'made {self.made}, skipped {self.skipped} (already done), '
-                f'failed {len(self.failed)}, {self.seconds:.1f} s ({rate:.2f} items/s)')
 
 
 def item_seed(base_seed: int, key: str) -> int:
@@ -174,12 +162,10 @@ class Manifest:
         return records
 
     def _check_header(self, path: Path, found: Dict) -> None:
+        found = _model_by_id(found)
         if found == self.header:
             return
-        keys = sorted(set(found) | set(self.header))
-        diffs = [f'  {k}: folder has {json.dumps(found.get(k))}, this run has '
-                 f'{json.dumps(self.header.get(k))}' for k in keys
-                 if found.get(k) != self.header.get(k)]
+        diffs = list(_differences(found, self.header))
         raise UserInputError(
             f'refusing to resume into {self.folder}: its manifest ({path.name}) was made with '
             'different settings:\n' + '\n'.join(diffs) +
@@ -223,6 +209,31 @@ class Manifest:
         return merged
 
 
+def _differences(found: Dict, expected: Dict, prefix: str = ''):
+    """One line per setting that differs; nested settings (the generator's) by dotted name, so
+    only the options that differ are named."""
+    for key in sorted(set(found) | set(expected)):
+        have, want = found.get(key), expected.get(key)
+        if have == want:
+            continue
+        if isinstance(have, dict) and isinstance(want, dict):
+            yield from _differences(have, want, f'{prefix}{key}.')
+        else:
+            yield (f'  {prefix}{key}: folder has {json.dumps(have)}, this run has '
+                   f'{json.dumps(want)}')
+
+
+def _model_by_id(header: Dict) -> Dict:
+    """Headers name the model by its id (``model_id_of``: folder name + config hash), so the same
+    model in another folder or on another node matches; an older header holding a folder's path
+    is read as that folder's id."""
+    model = header.get('model')
+    if not isinstance(model, str) or not Path(model).is_absolute() or not Path(model).is_dir():
+        return header
+    from ..attention.engine import model_id_of
+    return dict(header, model=model_id_of(model))
+
+
 def is_done(folder: Path, record: Optional[Dict]) -> bool:
     return record is not None and all((folder / f).is_file() for f in record.get('files', []))
 
@@ -258,7 +269,7 @@ ComputeFn = Callable[[List[WorkItem], List[Any]], List[ItemOutput]]
 
 def run_job(items: Sequence[WorkItem], load: LoadFn, compute: ComputeFn, out_dir,
             header: Dict[str, Any], batch_size: int = 1, split_file: Optional[str] = None,
-            num_loaders: int = 2, progress_file=sys.stdout) -> JobSummary:
+            num_loaders: int = 2, progress_file=None) -> JobSummary:
     """Run ``compute`` over ``items`` in fixed batches, resumably, on this rank's shard.
 
     Args:
@@ -278,8 +289,10 @@ def run_job(items: Sequence[WorkItem], load: LoadFn, compute: ComputeFn, out_dir
     Raises:
         UserInputError: the folder's manifest was made with other settings.
         OutputWriteError: a write failed (read-only folder, full disk): the run stops.
+        JobInterrupted: Ctrl-C; it carries the summary of what was made (all complete).
     """
     start = time.time()
+    progress_file = sys.stdout if progress_file is None else progress_file
     rank, world_size = get_dist_info()
     folder = check_output_folder(out_dir)
     manifest = Manifest(folder, header, rank, world_size)
@@ -292,7 +305,7 @@ def run_job(items: Sequence[WorkItem], load: LoadFn, compute: ComputeFn, out_dir
     summary = JobSummary()
     todo_count = sum(not is_done(folder, done.get(it.id)) for it in mine)
     summary.skipped = len(mine) - todo_count
-    bar = ProgressBar(todo_count, file=progress_file) if rank == 0 and todo_count else None
+    bar = ProgressLine(todo_count if rank == 0 else 0, progress_file)
 
     def load_batch(batch):
         if all(is_done(folder, done.get(it.id)) for it in batch):
@@ -313,12 +326,13 @@ def run_job(items: Sequence[WorkItem], load: LoadFn, compute: ComputeFn, out_dir
         manifest.append(record)
         done[item.id] = record
         summary.made += 1
-        if bar:
-            bar.update()
+        bar.update()
 
     # loaders read one or two batches ahead; one writer thread encodes and writes (in order)
-    # while the next batch computes; a failed write stops the run at the next batch
-    with ThreadPoolExecutor(max(1, num_loaders)) as pool, ThreadPoolExecutor(1) as writer:
+    # while the next batch computes; a failed write stops the run at the next batch; Ctrl-C
+    # stops it after the writes already handed to the writer (every item counted is complete)
+    with bar, ThreadPoolExecutor(max(1, num_loaders)) as pool, ThreadPoolExecutor(1) as writer, \
+            HoldInterrupt(pool) as interrupt:
         pending = [pool.submit(load_batch, b) for b in batches[:2]]
         writes = []
         for index in range(len(batches)):
@@ -334,9 +348,9 @@ def run_job(items: Sequence[WorkItem], load: LoadFn, compute: ComputeFn, out_dir
             for it, data in loaded:
                 if isinstance(data, ItemSkipped) and not is_done(folder, done.get(it.id)):
                     summary.failed.append((it.id, str(data)))
-                    print_log(f'\nskipped {it.id}: {data}', logger='current')
-                    if bar:
-                        bar.update()
+                    bar.end_line()
+                    print_log(f'skipped {it.id}: {data}', logger='current')
+                    bar.update()
             if not good or all(is_done(folder, done.get(it.id)) for it, _ in good):
                 continue
             outputs = compute([it for it, _ in good], [data for _, data in good])
@@ -344,8 +358,9 @@ def run_job(items: Sequence[WorkItem], load: LoadFn, compute: ComputeFn, out_dir
                        if not is_done(folder, done.get(it.id))]
         for future in writes:
             future.result()
-    if bar:
-        progress_file.write('\n')
+    if interrupt.caught:
+        summary.seconds = time.time() - start
+        raise JobInterrupted(summary) from None
 
     if world_size > 1:
         barrier()
@@ -360,16 +375,9 @@ def run_job(items: Sequence[WorkItem], load: LoadFn, compute: ComputeFn, out_dir
             atomic_write(folder / split_file, ''.join(i + '\n' for i in ids).encode())
     summary.seconds = time.time() - start
     if world_size > 1:
-        summary = _total(all_gather_object(summary))
+        summary = total_summary(all_gather_object(summary))
     if rank == 0:
         print_log(f'summary: {summary.line()}', logger='current')
         for item_id, reason in summary.failed:
             print_log(f'failed: {item_id}: {reason}', logger='current')
     return summary
-
-
-def _total(parts: List[JobSummary]) -> JobSummary:
-    """All ranks' summaries as one (time = the slowest rank's)."""
-    return JobSummary(made=sum(p.made for p in parts), skipped=sum(p.skipped for p in parts),
-                      failed=[f for p in parts for f in p.failed],
-                      seconds=max(p.seconds for p in parts))

@@ -16,9 +16,10 @@ import cv2
 import numpy as np
 
 from ..models.online_labeler import label_images
-from .builders import build_generator, check_class_names, check_model, load_engine
+from .builders import (build_generator, check_class_names, check_model, job_header,
+                       load_engine)
 from .folders import (IGNORE_INDEX, MASK_DIR, encode_label_png, list_images, palette_for,
-                      read_label_png, read_rgb, split_path)
+                      read_label_png, read_rgb, record_path, split_path)
 from .io import (ItemOutput, JobSummary, UserInputError, WorkItem, check_resumable,
                  run_job)
 
@@ -113,9 +114,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         for it in items:
             check_class_names(image_labels[it.id], classes, f'the labels of image {it.id}')
     palette = palette_for(classes if classes is not None else [str(i) for i in range(255)])
-    header = dict(tool='pseudo_label', model=model, dtype=dtype, work_size=work_size,
-                  generator=dict(type=type(generator).__name__, **generator.config_dict()),
-                  classes=list(classes) if classes is not None else None)
+    header = job_header('pseudo_label', model, dtype, generator, classes, work_size=work_size)
     check_resumable(out_dir, header)
     engine = load_engine(model, device, dtype, generator.capture_spec, work_size)
     generator.to(engine.device)
@@ -129,7 +128,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         labels = label_images(engine, generator, [img for img, _ in loaded], names,
                              [hw for _, hw in loaded])
         return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette)},
-                           dict(image=str(it.payload['image']),
+                           dict(image=record_path(it.payload['image'], out_dir),
                                 classes=names[i] if names else None))
                 for i, (it, lab) in enumerate(zip(batch, labels))]
 

@@ -6,9 +6,9 @@ from pathlib import Path
 from functools import partial
 from typing import Dict, List, Optional, Sequence
 
-from .builders import build_generator, check_model, load_engine
+from .builders import build_generator, check_model, job_header, load_engine
 from .folders import (MASK_DIR, OVERLAY_DIR, encode_jpeg, encode_label_png, list_images,
-                      palette_for, read_rgb, split_path)
+                      palette_for, read_rgb, record_path, split_path)
 from .io import (ItemOutput, JobSummary, UserInputError, WorkItem, check_resumable, run_job)
 from ..models.online_labeler import label_images
 from .pseudo_label import WORK_SIZE, to_work_size
@@ -37,9 +37,7 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
     generator = build_generator(gen_cfg, classes)
     present = None if classes is None else classes[1:]
     palette = palette_for(classes if classes is not None else segment_classes())
-    header = dict(tool='segment', model=model, dtype=dtype, work_size=work_size,
-                  generator=dict(type=type(generator).__name__, **generator.config_dict()),
-                  classes=classes)
+    header = job_header('segment', model, dtype, generator, classes, work_size=work_size)
     check_resumable(out_dir, header)
     engine = load_engine(model, device, dtype, generator.capture_spec, work_size)
     generator.to(engine.device)
@@ -58,7 +56,7 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
                              [rgb.shape[:2] for rgb, _ in loaded])
         return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette),
                             f'{OVERLAY_DIR}/{it.id}.jpg': partial(draw, rgb, lab)},
-                           dict(image=str(it.payload['image'])))
+                           dict(image=record_path(it.payload['image'], out_dir)))
                 for it, (rgb, _), lab in zip(batch, loaded, labels)]
 
     return run_job(items, load, compute, out_dir, header, batch_size=batch_size,

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from ..datasets.class_names import CITYSCAPES_HUMAN_VEHICLE_CLASSES, DATASET_CLASSES
-from .builders import build_generator, check_class_names, check_model, load_engine
+from .builders import (build_generator, check_class_names, check_model, job_header,
+                       load_engine)
 from .folders import IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, palette_for, split_path
 from .io import (ItemOutput, JobSummary, UserInputError, WorkItem, check_resumable,
                  item_seed, run_job)
@@ -82,9 +83,8 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
                              'use SeeDiff')
     items = synth_items(names, images_per_class, seed)
     palette = palette_for(label_set)
-    header = dict(tool='synthesize', model=model, dtype=dtype, size=size, seed=int(seed),
-                  generator=dict(type=type(generator).__name__, **generator.config_dict()),
-                  classes=label_set)
+    header = job_header('synthesize', model, dtype, generator, label_set, size=size,
+                        seed=int(seed))
     check_resumable(out_dir, header)
     engine = load_engine(model, device, dtype, generator.capture_spec, size)
     generator.to(engine.device)

@@ -15,8 +15,9 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
-from .folders import IMAGE_DIR, MASK_DIR, palette_for, read_label_png, read_rgb
-from .io import MANIFEST_NAME, UserInputError
+from .folders import (IMAGE_DIR, MASK_DIR, encode_jpeg, palette_for, read_label_png, read_rgb,
+                      resolve_record_path)
+from .io import MANIFEST_NAME, UserInputError, atomic_write
 
 _names = itertools.count()
 
@@ -46,20 +47,30 @@ class Overlayer:
 
 
 def _folder_items(folder: Path, limit: int):
-    """(id, image path, mask path) of a tool's output folder, in split/manifest order."""
+    """(id, image path, mask path) of a tool's output folder, in manifest order (image paths
+    resolved from the folder, whatever the working directory)."""
     manifest = folder / MANIFEST_NAME
     if not manifest.is_file():
         raise UserInputError(f'{folder} has no {MANIFEST_NAME}: not a folder written by '
                              'synthesize / pseudo_label / segment')
-    lines = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    lines = []
+    for line in manifest.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:  # a line being appended by a running job
+            break
+    if not lines:
+        raise UserInputError(f'{manifest} is empty: no finished items to show')
     header, records = lines[0], lines[1:]
-    items = []
+    items, seen = [], set()
     for record in records:
         mask = folder / MASK_DIR / f'{record["id"]}.png'
         image = folder / IMAGE_DIR / f'{record["id"]}.jpg'
-        image = image if image.is_file() else Path(record.get('image', ''))
-        if mask.is_file() and image.is_file() and record['id'] not in {i for i, _, _ in items}:
+        if not image.is_file() and record.get('image'):
+            image = resolve_record_path(record['image'], folder)
+        if mask.is_file() and image.is_file() and record['id'] not in seen:
             items.append((record['id'], image, mask))
+            seen.add(record['id'])
         if len(items) == limit:
             break
     return header.get('classes'), items
@@ -87,3 +98,9 @@ def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64) 
         r, c = divmod(k, cols)
         sheet[r * thumb:(r + 1) * thumb, c * thumb:(c + 1) * thumb] = tile
     return sheet
+
+
+def write_contact_sheet(folder, path, **kwargs) -> Path:
+    """:func:`contact_sheet` of ``folder`` written to ``path`` (JPEG, atomically)."""
+    atomic_write(path, encode_jpeg(contact_sheet(folder, **kwargs)))
+    return Path(path)

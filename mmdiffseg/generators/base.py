@@ -8,10 +8,13 @@ directly.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from dataclasses import replace
+from typing import Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
+from ..attention.engine import ImagesLike, _image_list
 from ..attention.maps import AttentionMaps, CaptureSpec
 
 IGNORE_INDEX = 255
@@ -65,6 +68,35 @@ class MaskGenerator(torch.nn.Module):
                            f'known classes: {self.classes}')
         return [self.classes.index(n) for n in names]
 
+    def __call__(self, maps: AttentionMaps, images: Optional[ImagesLike] = None,
+                 class_names: Optional[Sequence[Sequence[str]]] = None
+                 ) -> Union[torch.Tensor, List[torch.Tensor]]:
+        """:meth:`forward` on the images in any form ``engine.extract`` takes: a ``(B, 3, H, W)``
+        tensor (uint8 or float, 0..255) gives ``(B, H, W)`` labels; a list of ``HxWx3`` arrays
+        or ``(3, H, W)`` tensors (grey and RGBA converted) gives a list of ``(H_b, W_b)`` labels,
+        each at its image's size (images of one size are labelled together)."""
+        if images is None or isinstance(images, torch.Tensor):
+            if images is not None and not images.is_floating_point():
+                images = images.float()
+            return super().__call__(maps, images, class_names)
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = list(images)
+        rgb = _image_list(images)
+        if len(rgb) != maps.batch_size:
+            raise ValueError(f'{type(self).__name__}: {len(rgb)} images for attention maps of '
+                             f'{maps.batch_size}')
+        device = next(iter(maps.maps.values())).device
+        groups: Dict[tuple, List[int]] = {}
+        for i, image in enumerate(rgb):
+            groups.setdefault(tuple(image.shape[-2:]), []).append(i)
+        labels: List[Optional[torch.Tensor]] = [None] * len(rgb)
+        for members in groups.values():
+            names = None if class_names is None else [class_names[i] for i in members]
+            batch = torch.stack([rgb[i] for i in members]).to(device)
+            for i, label in zip(members, super().__call__(_samples(maps, members), batch, names)):
+                labels[i] = label
+        return labels
+
     def forward(self, maps: AttentionMaps, images: Optional[torch.Tensor],
                 class_names: Optional[Sequence[Sequence[str]]]) -> torch.Tensor:
         """Labels ``(B, H, W)`` int64 (dataset indices, :attr:`ignore_index` where unsure).
@@ -84,3 +116,12 @@ class MaskGenerator(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return ', '.join(f'{k}={v!r}' for k, v in self.config_dict().items())
+
+
+def _samples(maps: AttentionMaps, indices: Sequence[int]) -> AttentionMaps:
+    """The attention of the samples ``indices`` only."""
+    index = torch.as_tensor(list(indices), dtype=torch.long)
+    return replace(maps, maps={k: v[index.to(v.device)] for k, v in maps.maps.items()},
+                   prompts=[maps.prompts[i] for i in indices if i < len(maps.prompts)],
+                   token_positions=[maps.token_positions[i] for i in indices
+                                    if i < len(maps.token_positions)])

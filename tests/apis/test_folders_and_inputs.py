@@ -48,6 +48,60 @@ def test_read_rgb_names_an_unreadable_file(tmp_path):
         read_rgb(tmp_path / 'missing.jpg')
 
 
+def _images_of_every_mode(folder):
+    """PNGs in the modes users meet (16-bit grey and RGB, grey, grey + alpha, RGBA, palette with
+    and without transparency, 1-bit) and a JPEG whose EXIF says "rotate 90"."""
+    import cv2
+    rng = np.random.RandomState(0)
+    Image.fromarray(rng.randint(0, 65536, (6, 7)).astype(np.uint16)).save(folder / 'g16.png')
+    cv2.imwrite(str(folder / 'rgb16.png'), rng.randint(0, 65536, (6, 7, 3)).astype(np.uint16))
+    Image.fromarray(rng.randint(0, 256, (6, 7), np.uint8)).save(folder / 'l.png')
+    Image.fromarray(rng.randint(0, 256, (6, 7, 2), np.uint8), 'LA').save(folder / 'la.png')
+    Image.fromarray(rng.randint(0, 256, (6, 7, 4), np.uint8), 'RGBA').save(folder / 'rgba.png')
+    palette = Image.fromarray(rng.randint(0, 256, (6, 7, 3), np.uint8)).convert(
+        'P', palette=Image.ADAPTIVE, colors=8)
+    palette.save(folder / 'p.png')
+    palette.save(folder / 'p_transparent.png', transparency=0)
+    Image.fromarray(rng.randint(0, 2, (6, 7)).astype(bool)).save(folder / 'bits.png')
+    corner = np.zeros((40, 64, 3), np.uint8)
+    corner[:10, :20] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(corner).save(folder / 'rotated.jpg', exif=exif.tobytes(), quality=95)
+    return sorted(folder.iterdir())
+
+
+def test_read_rgb_reads_every_mode_as_mmseg_reads_it_for_training(tmp_path):
+    """The label of an image must line up with the image mmseg's LoadImageFromFile (mmcv,
+    OpenCV) gives the model: same orientation, same 8-bit values."""
+    import mmcv
+    for path in _images_of_every_mode(tmp_path):
+        rgb = read_rgb(path)
+        expected = mmcv.imread(str(path), flag='color', channel_order='rgb')
+        assert rgb.dtype == np.uint8 and rgb.shape == expected.shape, path.name
+        np.testing.assert_array_equal(rgb, expected, err_msg=path.name)
+    grey16 = np.asarray(Image.open(tmp_path / 'g16.png')).astype(np.int64)
+    np.testing.assert_array_equal(read_rgb(tmp_path / 'g16.png')[..., 1], grey16 >> 8)
+    assert read_rgb(tmp_path / 'rotated.jpg').shape == (64, 40, 3)  # portrait, as displayed
+
+
+def test_recorded_paths_resolve_from_any_directory(tmp_path, monkeypatch):
+    from mmdiffseg.apis.folders import record_path, resolve_record_path
+    (tmp_path / 'data' / 'images').mkdir(parents=True)
+    image = tmp_path / 'data' / 'images' / 'a.png'
+    image.write_bytes(b'x')
+    out = tmp_path / 'work' / 'out'
+    out.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / 'data')
+    recorded = record_path('images/a.png', out)  # as given on the command line
+    assert recorded == '../../data/images/a.png'
+    monkeypatch.chdir(tmp_path / 'work')
+    assert resolve_record_path(recorded, out).samefile(image)
+    # a record of an older run: relative to where that run started, found from there
+    monkeypatch.chdir(tmp_path / 'data')
+    assert resolve_record_path('images/a.png', out).samefile(image)
+
+
 def test_labels_from_ground_truth(tmp_path):
     Image.fromarray(np.array([[0, 3, 3], [255, 1, 0]], np.uint8)).save(tmp_path / 'a.png')
     labels = labels_from_ground_truth({'a': tmp_path / 'a.png'}, ['background', 'x', 'y', 'z'])

@@ -133,3 +133,111 @@ def test_full_disk_stops_the_job_with_a_clear_error(full_dir):
     records = Manifest(full_dir, HEADER).load()
     assert records and all((full_dir / f'{i}.bin').stat().st_size == len(blob) for i in records)
     assert not list(full_dir.glob('.*.tmp'))
+
+
+def test_header_mismatch_names_only_the_nested_options_that_differ(tmp_path):
+    items, load, compute = _job([])
+    generator = dict(type='ISeg', iters=3, ent=0.015, token_enhance=1.6, classes=['a', 'b'])
+    run_job(items[:1], load, compute, tmp_path, dict(HEADER, generator=generator))
+    with pytest.raises(UserInputError) as error:
+        run_job(items, load, compute, tmp_path, dict(HEADER, generator=dict(generator, iters=4)))
+    lines = str(error.value).splitlines()
+    assert [line for line in lines if line.startswith('  ')] == [
+        '  generator.iters: folder has 3, this run has 4']
+
+
+def test_a_header_naming_the_model_folder_resumes_under_the_model_id(tmp_path):
+    """Headers name the model by its id; a folder made when headers held the model's path
+    resumes when that path is the same model."""
+    from mmdiffseg.attention.engine import model_id_of
+    model = tmp_path / 'models' / 'sd'
+    model.mkdir(parents=True)
+    (model / 'model_index.json').write_text('{"_class_name": "StableDiffusionPipeline"}')
+    out = tmp_path / 'out'
+    Manifest(out, dict(HEADER, model=str(model))).start()  # an older folder's header
+    assert Manifest(out, dict(HEADER, model=model_id_of(model))).load() == {}
+    other = tmp_path / 'other' / 'sd'
+    other.mkdir(parents=True)
+    (other / 'model_index.json').write_text('{"_class_name": "OtherPipeline"}')
+    with pytest.raises(UserInputError, match=r'model: folder has "sd-[0-9a-f]{8}", this run'):
+        Manifest(out, dict(HEADER, model=model_id_of(other))).load()
+
+
+def test_ctrl_c_keeps_what_was_made_and_reports_it(tmp_path):
+    from mmdiffseg.apis.io import JobInterrupted
+    calls = []
+    items, load, compute = _job(calls)
+
+    def interrupted_compute(batch, loaded):
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return compute(batch, loaded)
+
+    with pytest.raises(JobInterrupted) as error:
+        run_job(items, load, interrupted_compute, tmp_path, HEADER, batch_size=3)
+    assert error.value.summary.made == 3
+    assert 'made 3' in str(error.value) and 'rerun the same command to resume' in str(error.value)
+    assert sorted(Manifest(tmp_path, HEADER).load()) == ['item0', 'item1', 'item2']
+    summary = run_job(items, load, compute, tmp_path, HEADER, batch_size=3)
+    assert (summary.made, summary.skipped) == (3, 3)
+
+
+SLOW_JOB = '''
+import sys, time
+from mmdiffseg.apis import cli
+from mmdiffseg.apis.io import ItemOutput, WorkItem, run_job
+
+def compute(batch, loaded):
+    if batch[0].id != 'item0':
+        time.sleep(60)
+    return [ItemOutput({f'{it.id}.txt': b'x'}) for it in batch]
+
+def main(argv):
+    run_job([WorkItem(f'item{i}') for i in range(4)], lambda it: None, compute, sys.argv[1],
+            dict(tool='test'))
+
+sys.exit(cli.run_cli(main))
+'''
+
+
+def test_ctrl_c_on_the_command_line_prints_a_summary_and_exits_130(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    proc = subprocess.Popen([sys.executable, '-c', SLOW_JOB, str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    deadline = time.time() + 240
+    while time.time() < deadline and not (tmp_path / 'item0.txt').is_file():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output
+    assert 'Traceback' not in output
+    assert 'error: interrupted: made 1, skipped 0 (already done), failed 0' in output
+    assert 'rerun the same command to resume' in output
+    assert sorted(p.name for p in tmp_path.glob('item*')) == ['item0.txt']
+
+
+def test_an_error_during_the_job_starts_on_a_fresh_line(full_dir):
+    import contextlib
+    import io
+
+    from mmdiffseg.apis import cli
+    items = [WorkItem(f'item{i}') for i in range(6)]
+    blob = np.random.RandomState(0).bytes(20 * 1024)
+    screen = io.StringIO()  # stdout and stderr as a terminal shows them
+
+    def main(argv):
+        run_job(items, lambda it: None, lambda b, _: [ItemOutput({f'{it.id}.bin': blob})
+                                                     for it in b],
+                full_dir, HEADER, batch_size=1, progress_file=screen)
+
+    with contextlib.redirect_stderr(screen), contextlib.redirect_stdout(screen):
+        assert cli.run_cli(main) == cli.EXIT_WRITE_FAILED
+    text = screen.getvalue()
+    assert '/6, ' in text  # the progress bar was drawn
+    assert '\nerror: cannot write' in text and 'disk is full' in text

@@ -1,0 +1,89 @@
+"""What a resumable job reports: a progress bar that never shares its line with a message, the
+summary (made, skipped, failed, time) and the interruption that carries it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Tuple
+
+from mmengine.utils import ProgressBar
+
+
+@dataclass
+class JobSummary:
+    made: int = 0
+    skipped: int = 0
+    failed: List[Tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        rate = self.made / self.seconds if self.seconds > 0 else 0.0
+        return (f'made {self.made}, skipped {self.skipped} (already done), '
+                f'failed {len(self.failed)}, {self.seconds:.1f} s ({rate:.2f} items/s)')
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`.io.run_job`: the items written so far are complete and recorded;
+    ``summary`` counts them. Rerunning the same job resumes."""
+
+    def __init__(self, summary: JobSummary):
+        super().__init__(summary)
+        self.summary = summary
+
+    def __str__(self) -> str:
+        return (f'interrupted: {self.summary.line()}; rerun the same command to resume '
+                '(finished items are kept)')
+
+
+class ProgressLine:
+    """mmengine's ``ProgressBar`` of ``total`` items (none when 0) on a line of its own:
+    :meth:`end_line` before any other output (a skipped item), and on leaving the ``with`` block
+    (the summary, an error), so no message is printed on the bar's line."""
+
+    def __init__(self, total: int, file):
+        self.file = file
+        self.bar = ProgressBar(total, file=file) if total else None
+        self.open = self.bar is not None
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update()
+            self.open = True
+
+    def end_line(self) -> None:
+        if self.open:
+            self.file.write('\n')
+            self.file.flush()
+            self.open = False
+
+    def __enter__(self) -> 'ProgressLine':
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.end_line()
+
+
+class HoldInterrupt:
+    """Ctrl-C in the ``with`` block: the loads not yet started in ``pool`` are cancelled and the
+    ``KeyboardInterrupt`` is held (:attr:`caught`), so the enclosing executors finish the writes
+    already handed over before the job raises :class:`JobInterrupted`."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.caught = False
+
+    def __enter__(self) -> 'HoldInterrupt':
+        return self
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self.caught = True
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            return True
+        return False
+
+
+def total_summary(parts: List[JobSummary]) -> JobSummary:
+    """All ranks' summaries as one (time = the slowest rank's)."""
+    return JobSummary(made=sum(p.made for p in parts), skipped=sum(p.skipped for p in parts),
+                      failed=[f for p in parts for f in p.failed],
+                      seconds=max(p.seconds for p in parts))

@@ -1,0 +1,105 @@
+"""The offline tools' options: class-set rule, auto engine defaults, --help (fast: no torch import;
+every default shown), exit statuses."""
+import importlib.util
+import re
+import subprocess
+import sys
+
+import pytest
+
+from mmdiffseg.apis import cli
+from mmdiffseg.apis.io import UserInputError
+from sample_data import REPO
+
+TOOLS = ('pseudo_label', 'synthesize', 'eval_labels', 'segment')
+
+
+def load_tool(name):
+    if str(REPO / 'tools') not in sys.path:
+        sys.path.insert(0, str(REPO / 'tools'))
+    spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_misspelt_class_set_is_refused_with_the_nearest_names():
+    with pytest.raises(UserInputError, match=r"--classes 'vocc' is not a class set; did you mean "
+                                             r"'voc'\?.*\(one class: --classes \"vocc,\"\)"):
+        cli.resolve_class_arg('vocc')
+    with pytest.raises(UserInputError, match='not a class set; class sets: voc, cityscapes'):
+        cli.resolve_class_arg('cat')  # no comma: a set name, never a one-class list
+    assert cli.resolve_class_arg('cat,') == ['cat']
+    assert cli.resolve_class_arg(' cat , potted plant,') == ['cat', 'potted plant']
+    assert len(cli.resolve_class_arg('voc')) == 21
+    sets = dict(voc=('a',), cityscapes=('b', 'c'))
+    with pytest.raises(UserInputError, match="--label-set 'cityscape'.*did you mean 'cityscapes'"):
+        cli.resolve_class_arg('cityscape', '--label-set', sets)
+
+
+def test_help_lists_every_class_set_and_synthesis_set():
+    from mmdiffseg.apis.synthesize import DEFAULT_TEMPLATE, SYNTH_CLASS_SETS
+    from mmdiffseg.datasets.class_names import DATASET_CLASSES
+    opts = load_tool('pseudo_label').opts
+    assert tuple(opts.DATASET_SETS) == tuple(DATASET_CLASSES)
+    synth = load_tool('synthesize')
+    assert tuple(synth.SYNTH_SETS) == tuple(SYNTH_CLASS_SETS)
+    parser_help = subprocess.run([sys.executable, str(REPO / 'tools/synthesize.py'), '--help'],
+                                 capture_output=True, text=True, cwd=REPO).stdout
+    assert DEFAULT_TEMPLATE in parser_help
+
+
+@pytest.mark.parametrize('cuda', [True, False])
+def test_engine_options_default_to_the_gpu_when_there_is_one(cuda, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    args = load_tool('pseudo_label').parse_args(['images', '--out', 'o'])
+    assert (args.device, args.dtype, args.batch_size) == (
+        ('cuda', 'float16', 16) if cuda else ('cpu', 'float32', 4))
+    args = load_tool('segment').parse_args(['x.png', '--device', 'cpu', '--batch-size', '2',
+                                            '--dtype', 'bfloat16', '--out', 'o'])
+    assert (args.device, args.dtype, args.batch_size) == ('cpu', 'bfloat16', 2)
+
+
+def test_help_imports_no_heavy_module_and_shows_every_default():
+    """--help parses before the package is imported (torch, mmengine: seconds), and every
+    option's help states its default (argparse's or in words)."""
+    script = ('import runpy, sys\n'
+              f'sys.path.insert(0, {str(REPO / "tools")!r})  # as `python tools/X.py` does\n'
+              f'for tool in {TOOLS!r}:\n'
+              f'    sys.argv = [tool, "--help"]\n'
+              f'    try:\n'
+              f'        runpy.run_path({str(REPO)!r} + f"/tools/{{tool}}.py", run_name="__main__")\n'
+              f'    except SystemExit:\n'
+              f'        pass\n'
+              'print("HEAVY", sorted(m for m in ("torch", "mmengine", "mmseg", "diffusers") '
+              'if m in sys.modules))\n')
+    result = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                            cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert 'HEAVY []' in result.stdout
+    for text in result.stdout.split('usage: ')[1:]:
+        usage, rest = text.split('\n\n', 1)
+        options = rest.split('options:\n')[1].split('\n\n')[0]
+        entries = re.split(r'\n(?=  -)', options)
+        assert len(entries) > 4
+        for entry in entries:
+            option = entry.split()[0].rstrip(',')
+            if option == '-h':
+                continue
+            required = re.search(rf'(?<!\[){option} ', usage)  # no default to show
+            assert 'default' in entry or required, f'no default in the help of:\n{entry}'
+
+
+def test_exit_statuses():
+    from mmdiffseg.apis.io import JobInterrupted, JobSummary
+    summary = JobSummary(made=2, failed=[('x', 'truncated')])
+    assert cli.exit_status(summary, strict=False) == 0
+    assert cli.exit_status(summary, strict=True) == cli.EXIT_ITEMS_FAILED == 4
+    assert cli.exit_status(JobSummary(made=3), strict=True) == 0
+
+    def interrupted(argv):
+        raise JobInterrupted(JobSummary(made=3, skipped=1))
+
+    assert cli.run_cli(interrupted) == 130
+    assert cli.run_cli(lambda argv: 4) == 4

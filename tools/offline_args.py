@@ -1,0 +1,125 @@
+"""Command-line options shared by the offline tools (pseudo_label, synthesize, segment and
+eval_labels).
+
+Only ``argparse`` here: a tool parses its arguments before it imports mmdiffseg (torch, mmengine,
+mmseg, diffusers), so ``--help`` and usage errors answer at once. ``auto`` engine options are
+resolved right after parsing (:func:`resolve_auto`); class sets, generators and exit statuses are
+interpreted by :mod:`mmdiffseg.apis.cli`.
+"""
+import argparse
+
+DEFAULT_MODEL = 'stabilityai/stable-diffusion-2-1-base'
+AUTO = 'auto'
+#: --batch-size auto: images per engine pass on a GPU / on the CPU
+AUTO_BATCH = {'cuda': 16, 'cpu': 4}
+
+#: the class sets of ``mmdiffseg.datasets.class_names.DATASET_CLASSES`` (names only: no import)
+DATASET_SETS = ('voc', 'cityscapes', 'ade20k', 'cityscapes27', 'cityscapes_human_vehicle',
+                'cocostuff27')
+CLASSES_RULE = ('a dataset name ({sets}) or a comma-separated list of class names; a value '
+                'without a comma must be a dataset name (one class: end it with a comma, '
+                '"cat,")')
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                    argparse.RawDescriptionHelpFormatter):
+    """The description as written (its example commands) and every option's default; an option
+    whose help explains its default in words keeps its words, a required one has none."""
+
+    def _get_help_string(self, action):
+        if action.required or 'default' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
+EXIT_STATUSES = '''exit status:
+  0    done (failed items, if any, are named in the summary)
+  2    bad input, found before any work (nothing written)
+  3    the output cannot be written (read-only, disk full) or the GPU ran out of memory
+  4    some items failed (with --strict)
+  130  interrupted (Ctrl-C): rerun the same command to resume'''
+
+
+def parser_for(description: str, epilog: str = EXIT_STATUSES) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=description, epilog=epilog,
+                                   formatter_class=HelpFormatter)
+
+
+def parse(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """``argv`` (a list, ``None`` = the command line) parsed, ``auto`` engine options resolved;
+    an already parsed namespace is returned as it is."""
+    if isinstance(argv, argparse.Namespace):
+        return argv
+    args = parser.parse_args(argv)
+    if getattr(args, 'device', None) is not None:
+        resolve_auto(args)
+    return args
+
+
+def resolve_auto(args: argparse.Namespace) -> None:
+    """``auto`` --device / --dtype / --batch-size replaced by their values on this machine (the
+    rules in their help); imports torch, so only after parsing."""
+    if args.device == AUTO:
+        import torch
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    on_cuda = str(args.device).startswith('cuda')
+    if args.dtype == AUTO:
+        args.dtype = 'float16' if on_cuda else 'float32'
+    if args.batch_size == AUTO:
+        args.batch_size = AUTO_BATCH['cuda' if on_cuda else 'cpu']
+
+
+def classes_help(what: str, sets=DATASET_SETS, default: str = '') -> str:
+    """Help of a class option: ``what`` it is, the rule for its value and its default."""
+    rule = CLASSES_RULE.format(sets=', '.join(sets))
+    return f'{what}: {rule}' + (f' (default: {default})' if default else '')
+
+
+def positive_int_or_auto(value: str):
+    if value == AUTO:
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a positive integer or "auto", got {value!r}')
+    if number < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer or "auto", got {value!r}')
+    return number
+
+
+def add_engine_args(parser: argparse.ArgumentParser, default_model: str = DEFAULT_MODEL) -> None:
+    parser.add_argument('--model', default=None,
+                        help='Stable Diffusion hub id or diffusers folder (default: the --config '
+                             f'preset\'s model_id, else {default_model})')
+    parser.add_argument('--device', default=AUTO,
+                        help='cpu, cuda or cuda:N; auto = cuda when a GPU is present, else cpu')
+    parser.add_argument('--dtype', default=AUTO,
+                        choices=[AUTO, 'float32', 'float16', 'bfloat16'],
+                        help='engine precision; auto = float16 on CUDA, float32 on the CPU')
+    parser.add_argument('--batch-size', type=positive_int_or_auto, default=AUTO,
+                        help=f'items per engine pass; auto = {AUTO_BATCH["cuda"]} on CUDA (lower '
+                             f'it if the GPU runs out of memory), {AUTO_BATCH["cpu"]} on the CPU. '
+                             'Resuming gives byte-identical files only with the same batch size')
+
+
+def add_generator_args(parser: argparse.ArgumentParser, default_method: str) -> None:
+    parser.add_argument('--method', default=None, type=str.lower,
+                        choices=['iseg', 'seediff', 'diffseg'],
+                        help=f'the generator (default: {default_method} unless --config)')
+    parser.add_argument('--config', default=None,
+                        help='generator preset config, a file with `generator = dict(...)` '
+                             '(default: none, the --method defaults)')
+    parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
+                        help='override generator options, e.g. pamr_iter=10 (default: none)')
+
+
+def add_run_args(parser: argparse.ArgumentParser, out_help: str = 'output folder (created; '
+                 'rerun the same command to resume)', out_required: bool = True) -> None:
+    parser.add_argument('--out', required=out_required, default=None, help=out_help)
+    parser.add_argument('--launcher', default='none', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='several GPUs: each rank takes its shard (torchrun ... --launcher '
+                             'pytorch)')
+    parser.add_argument('--strict', action='store_true',
+                        help='exit with status 4 when any item failed (unreadable image...); '
+                             'by default failed items are named in the summary and the exit '
+                             'status is 0')
