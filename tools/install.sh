@@ -59,11 +59,10 @@ echo "[4/4] import check"
 "$PY" - "$MMCV_OPS" <<'EOF'
 import sys
 
+import mmdiffseg  # first: it makes mmcv.ops importable without compiled kernels
 import torch
 import torchvision
 from mmcv.ops import MultiScaleDeformableAttention  # noqa: F401
-
-import mmdiffseg
 from mmdiffseg.compat import mmcv_has_compiled_ops
 
 compiled = mmcv_has_compiled_ops()
