@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Tuple
 from urllib.parse import urlparse
 
+import torch
 from mmengine.config import Config
 
 DATA_GUIDE = 'README "Data layout"'
@@ -68,11 +70,14 @@ def reachable(url: str, timeout: float = 3.0) -> bool:
 def walk(node, path: str = '') -> Iterator[Tuple[str, dict]]:
     """Every dict in a config tree with its dotted key path (list items by index, as
     ``--cfg-options`` writes them)."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) \
-        if isinstance(node, (list, tuple)) else ()
     if isinstance(node, dict):
         yield path, node
-    for key, value in items:
+        children = node.items()
+    elif isinstance(node, (list, tuple)):
+        children = enumerate(node)
+    else:
+        return
+    for key, value in children:
         yield from walk(value, f'{path}.{key}' if path else str(key))
 
 
@@ -152,11 +157,9 @@ def check_checkpoint(name: str, where: str) -> List[Missing]:
             except Exception as err:  # noqa: BLE001  (a torchvision built for another torch)
                 problem = f'does not import ({type(err).__name__}: {err})'
         if problem:
-            import torch
             return [Missing(f'torchvision, needed to load {name}, {problem}',
                             'bash tools/install.sh (torch with its torchvision), or pip install the '
                             f'torchvision built for torch {torch.__version__}', [where])]
-    import torch
     url = checkpoint_url(name)
     cache = Path(torch.hub.get_dir(), 'checkpoints')
     if (cache / os.path.basename(urlparse(url).path)).is_file() or reachable(url):
@@ -232,7 +235,6 @@ def check(cfg: Config, mode: str = 'train') -> List[Missing]:
         missing += check_sd_model(model, keys)
     if cfg.get('load_from'):
         missing += check_checkpoint(cfg.load_from, 'load_from')
-    import torch
     needs = _cuda_needs(cfg, mode, sections)
     if needs and not torch.cuda.is_available():
         missing.append(Missing('a CUDA device (torch sees none: torch '
@@ -268,6 +270,5 @@ def ensure_ready(cfg: Config, config: str, mode: str = 'train') -> None:
     """Exit (status 2, one message on stderr) when anything :func:`check` finds is missing."""
     missing = check(cfg, mode)
     if missing:
-        import sys
         print(report(missing, config, mode), file=sys.stderr)
         raise SystemExit(2)

@@ -1,4 +1,6 @@
 """The pre-flight check of tools/train.py and tools/test.py (mmdiffseg.preflight)."""
+import copy
+import functools
 import os
 import re
 import subprocess
@@ -6,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from e2e_helpers import REPO, TINY_ONLINE_CONFIG, make_voc_root, run_tool, set_label_cache
+from e2e_helpers import REPO, TINY_ONLINE_CONFIG, load_tool, make_voc_root, set_label_cache
 from mmengine.config import Config
 from sample_data import shared_path
 
@@ -77,8 +79,13 @@ def tiny_sd():
     return cached_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
 
 
+@functools.lru_cache(maxsize=1)
+def _tiny_online_config() -> Config:
+    return Config.fromfile(str(TINY_ONLINE_CONFIG))
+
+
 def tiny_online_config(tmp_path, sd_model) -> Config:
-    cfg = Config.fromfile(str(TINY_ONLINE_CONFIG))
+    cfg = copy.deepcopy(_tiny_online_config())
     root = make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'voc')
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         loader.dataset.update(data_root=str(root), img_suffix='.png')
@@ -161,14 +168,30 @@ def test_cuda_settings_need_a_gpu():
     assert preflight.check(cfg, 'train') == []
 
 
-def test_test_tool_stops_before_the_runner_and_can_skip(tmp_path, tiny_sd, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_tools_stop_before_the_runner_unless_skipped(tmp_path, tiny_sd, monkeypatch):
+    """A missing checkpoint stops tools/test.py (exit 2) before its runner is built;
+    --skip-preflight goes straight to the runner; tools/train.py checks too."""
     cfg = tiny_online_config(tmp_path, tiny_sd)
     config = tmp_path / 'tiny.py'
     cfg.dump(str(config))
-    with pytest.raises(SystemExit) as exit_info:
-        run_tool('test', config, tmp_path / 'missing.pth')
-    assert exit_info.value.code == 2
-    with pytest.raises(Exception) as error:   # past the check: the runner's own error
-        run_tool('test', config, tmp_path / 'missing.pth', '--skip-preflight')
-    assert not isinstance(error.value, SystemExit) and 'missing.pth' in str(error.value)
+    built = []
+
+    class RecordingRunner:
+        def __init__(self, cfg):
+            built.append(cfg)
+
+        def train(self):
+            pass
+
+        test = train
+
+    for name in ('test', 'train'):
+        tool = load_tool(name)
+        monkeypatch.setattr(tool, 'build_runner', RecordingRunner)
+        args = [str(config), str(tmp_path / 'missing.pth')] if name == 'test' else \
+            [str(config), '--cfg-options', f'load_from={tmp_path / "missing.pth"}']
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main(args)
+        assert exit_info.value.code == 2 and not built
+        tool.main(args + ['--skip-preflight'])
+        assert len(built) == 1 and built.pop().load_from == str(tmp_path / 'missing.pth')
