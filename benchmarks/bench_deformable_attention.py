@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import statistics
 import time
@@ -71,6 +72,15 @@ def seconds_per_call(path, args, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
+def cpu_name() -> str:
+    cpuinfo = Path('/proc/cpuinfo')
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu')
@@ -85,7 +95,7 @@ def main() -> None:
     except RuntimeError as err:   # no compiled ops, or no kernel for this device
         kernel = f'n/a ({str(err).splitlines()[0][:80]})'
     hardware = torch.cuda.get_device_name(0) if device == 'cuda' else \
-        f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
+        f'{cpu_name()}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores'
     table = [
         f'\n## {datetime.date.today()} {device}: {hardware}; torch {torch.__version__}, mmcv ops '
         f'{"compiled" if mmcv_has_compiled_ops() else "lite"}; crop {args.crop}, batch {BATCH}\n',
