@@ -104,9 +104,9 @@ def check_dataset(dataset: dict, where: str) -> List[Missing]:
     if dataset.get('ann_file') and not _join(root, dataset['ann_file']).is_file():
         missing.append(Missing(f'{kind} split file {_join(root, dataset["ann_file"])} not found',
                                _data_fix(dataset), [where]))
-    steps = [step.get('type') for step in dataset.get('pipeline', []) if isinstance(step, dict)]
-    reads_labels = 'LoadAnnotations' in steps or any(
-        step.get('type') == 'LoadImageLevelLabels' and step.get('ann_file') is None
+    reads_labels = any(
+        step.get('type') == 'LoadAnnotations' or
+        (step.get('type') == 'LoadImageLevelLabels' and step.get('ann_file') is None)
         for step in dataset.get('pipeline', []) if isinstance(step, dict))
     prefixes = dict(dataset.get('data_prefix') or {})
     for key, needed in (('img_path', True), ('seg_map_path', reads_labels)):
