@@ -205,7 +205,8 @@ def _cuda_needs(cfg: Config, mode: str, sections: Dict[str, object]) -> List[str
     if mode == 'train' and cfg.get('optim_wrapper', {}).get('type') == 'AmpOptimWrapper':
         needs.append('AMP (AmpOptimWrapper / --amp)')
     dist = cfg.get('env_cfg', {}).get('dist_cfg', {})
-    if cfg.get('launcher', 'none') != 'none' and dist.get('backend') == 'nccl':
+    # under torchrun without CUDA the ranks join with gloo (apis.cli.start_runner_launcher)
+    if cfg.get('launcher', 'none') not in ('none', 'pytorch') and dist.get('backend') == 'nccl':
         needs.append('the nccl distributed backend (env_cfg.dist_cfg.backend)')
     return needs
 

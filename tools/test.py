@@ -13,6 +13,7 @@ import argparse
 import os
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
+from mmdiffseg.apis.cli import start_runner_launcher
 from mmdiffseg.preflight import ensure_ready
 from mmengine.config import Config, DictAction
 
@@ -76,6 +77,7 @@ def main(argv=None):
         cfg.test_evaluator['keep_results'] = True
     if not args.skip_preflight:
         ensure_ready(cfg, args.config, 'test')
+    start_runner_launcher(cfg)
     build_runner(cfg).test()
 
 
