@@ -37,7 +37,8 @@ from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
 from .base import IGNORE_INDEX, MaskGenerator
 from .class_names import VOCABULARIES, prompt_name
-from .functional import minmax_normalize, symmetric_kl
+from .functional import minmax_normalize
+from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
 
 __all__ = [
     'ISeg', 'ISEG_PRESETS', 'CROSS_LAYERS', 'SELF_LAYER', 'SD21_VOC_HEADS', 'normalize_maps',
@@ -79,6 +80,7 @@ COCO_BG_CONTEXT = 'ground, land, grass, tree, building, wall, sky, lake, water, 
 
 _COMMON = dict(timestep=100, noise_seed=1101, token_enhance=1.6, res_weights={16: 0.7, 32: 0.3},
                self_heads=(1, 2), use_cluster=True, num_clusters=32, cluster_iters=20,
+               kmeans_precision='float16',
                mask_size=512)
 #: the released settings per task (ALGORITHMS.md 3.6); ``configs/iseg/*.py`` hold the same.
 ISEG_PRESETS: Dict[str, Dict] = {
@@ -139,52 +141,6 @@ def refine_with_self_attention(class_maps: torch.Tensor, transition: torch.Tenso
     for _ in range(iters):
         x = normalize_maps(torch.bmm(x, transition.transpose(1, 2)) / row_sum)
     return x
-
-
-def grid_seeds(side: int, num_clusters: int) -> torch.Tensor:
-    """Row-major indices of the released k-means seeds: a square grid of step
-    ``side // sqrt(num_clusters)`` from 0 (36 seeds for 32 clusters at 64)."""
-    step = int(side // math.sqrt(num_clusters))
-    if step < 1:
-        raise ValueError(f'ISeg: num_clusters={num_clusters} is more than a {side}x{side} grid holds')
-    coords = torch.arange(0, side, step)
-    return (coords[:, None] * side + coords[None, :]).flatten()
-
-
-def cluster_mean(values: torch.Tensor, clusters: torch.Tensor, num: int) -> torch.Tensor:
-    """Each row of ``values`` ``(B, N, D)`` replaced by the mean over its cluster
-    (``clusters`` ``(B, N)`` in ``[0, num)``)."""
-    onehot = F.one_hot(clusters, num).to(values.dtype)
-    means = onehot.transpose(1, 2) @ values / onehot.sum(1).clamp_min(1)[..., None]
-    return means.gather(1, clusters[..., None].expand(-1, -1, values.shape[-1]))
-
-
-def kl_kmeans(features: torch.Tensor, seeds: torch.Tensor, iters: int,
-              eps: float = 1e-5) -> torch.Tensor:
-    """K-means with the symmetric KL distance of ``DFC_KL``: zeros set to 1e-6, ``eps`` added to
-    both sides of each distance, ``iters`` assignment steps from the seed pixels' vectors; a
-    cluster left empty is dropped for good.
-
-    Args:
-        features: ``(B, N, D)`` non-negative.
-        seeds: ``(K,)`` pixel indices of the initial centres.
-
-    Returns:
-        ``(B, N)`` cluster ids in ``[0, K)``.
-    """
-    x = torch.where(features == 0, torch.full_like(features, 1e-6), features)
-    k = seeds.numel()
-    centres = x[:, seeds]
-    alive = torch.ones(x.shape[0], k, 1, dtype=torch.bool, device=x.device)
-    for step in range(iters):
-        dist = symmetric_kl(centres + eps, x + eps).masked_fill(~alive, float('inf'))
-        clusters = dist.argmin(dim=1)
-        if step + 1 < iters:
-            onehot = F.one_hot(clusters, k).to(x.dtype)
-            counts = onehot.sum(1)[..., None]
-            alive = counts > 0
-            centres = onehot.transpose(1, 2) @ x / counts.clamp_min(1)
-    return clusters
 
 
 def assign_labels(cams: torch.Tensor, valid: torch.Tensor, cam_bg_thr: float) -> torch.Tensor:
@@ -249,6 +205,8 @@ class ISeg(MaskGenerator):
         use_cluster: k-means smoothing of the cross-attention [``no_use_cluster``].
         num_clusters: sets the seed grid as ``DFC_KL(num_clusters, ...)`` does (:func:`grid_seeds`).
         cluster_iters: k-means assignment steps.
+        kmeans_precision: of the k-means distance (:func:`kl_kmeans`): ``'float16'`` as released
+            (``util/attn.py:kl_dis``), ``'float32'`` with guarded logs.
         iters: Ent-Self refinement steps [``iter``].
         ent: entropy-reduction strength [``ent``].
         cam_bg_thr: 0 = background score ``(1 - max)^2``; > 0 = score threshold [``cam_bg_thr``].
@@ -274,6 +232,7 @@ class ISeg(MaskGenerator):
                  use_cluster: bool = True,
                  num_clusters: int = 32,
                  cluster_iters: int = 20,
+                 kmeans_precision: str = 'float16',
                  iters: int = 10,
                  ent: float = 0.015,
                  cam_bg_thr: float = 0.0,
@@ -318,6 +277,11 @@ class ISeg(MaskGenerator):
         if self.num_clusters < 1 or self.cluster_iters < 1:
             raise ValueError(f'ISeg: num_clusters and cluster_iters must be >= 1, got '
                              f'{num_clusters} and {cluster_iters}')
+        if kmeans_precision not in KMEANS_PRECISIONS:
+            raise ValueError(f'ISeg: kmeans_precision must be one of {KMEANS_PRECISIONS} '
+                             f"('float16': the released k-means distance, 'float32': guarded "
+                             f'logs), got {kmeans_precision!r}')
+        self.kmeans_precision = kmeans_precision
         if int(iters) < 0 or ent < 0:
             raise ValueError(f'ISeg: iters and ent must be >= 0, got {iters} and {ent}')
         self.iters = int(iters)
@@ -429,7 +393,9 @@ class ISeg(MaskGenerator):
         cross = self._aggregate_cross(maps, b, side)
         if self.use_cluster:
             seeds = grid_seeds(side, self.num_clusters).to(cross.device)
-            cross = cluster_mean(cross, kl_kmeans(cross, seeds, self.cluster_iters), seeds.numel())
+            clusters = kl_kmeans(cross, seeds, self.cluster_iters,
+                                 precision=self.kmeans_precision)
+            cross = cluster_mean(cross, clusters, seeds.numel())
         columns, valid = self._class_columns(maps, cross, names, num)
 
         transition = entropy_reduced_attention(self_attn, self.ent)
@@ -504,5 +470,6 @@ class ISeg(MaskGenerator):
                     token_enhance=self.token_enhance, cross_heads=self.cross_heads,
                     res_weights=dict(self.res_weights), self_heads=list(self.self_heads),
                     use_cluster=self.use_cluster, num_clusters=self.num_clusters,
-                    cluster_iters=self.cluster_iters, iters=self.iters, ent=self.ent,
+                    cluster_iters=self.cluster_iters, kmeans_precision=self.kmeans_precision,
+                    iters=self.iters, ent=self.ent,
                     cam_bg_thr=self.cam_bg_thr, mask_size=self.mask_size)
