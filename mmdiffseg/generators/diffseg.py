@@ -291,10 +291,11 @@ class DiffSeg(MaskGenerator):
         g = self.grid_size
         proposals = self.proposals(attn)
         if not len(proposals):
-            print_log(f'DiffSeg: every anchor map of sample {index} holds a float16 zero, so the '
-                      "released first merging pass (merge_precision='float16') keeps no proposal "
-                      f'(the released code fails here); its pixels are left unsure '
-                      f"({self.ignore_index}). merge_precision='float32' keeps every anchor.",
+            print_log(f'DiffSeg: no anchor of sample {index} matched a pixel in the released '
+                      "first merging pass (merge_precision='float16': an anchor whose map holds "
+                      'a float16 zero matches nothing), so no proposal is left (the released '
+                      f'code fails here); its pixels are left unsure ({self.ignore_index}). '
+                      "merge_precision='float32' keeps every anchor.",
                       logger='current', level=logging.WARNING)
             return torch.full(size, self.ignore_index, dtype=torch.long, device=attn.device)
         ids = segments_from_proposals(proposals.view(-1, g, g), size)

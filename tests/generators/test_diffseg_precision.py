@@ -108,7 +108,7 @@ def test_an_image_whose_every_anchor_underflows_is_left_unsure(monkeypatch):
                                       cross_resolutions=(2,)), [['cat']])):
         assert (generator(maps, None, names) == 255).all()
     assert len(logged) == 2 and all(level == logging.WARNING for _, level in logged)
-    assert 'every anchor map of sample 0 holds a float16 zero' in logged[0][0]
+    assert 'no anchor of sample 0 matched a pixel' in logged[0][0]
     assert "merge_precision='float32' keeps every anchor" in logged[0][0]
     float32 = DiffSeg(resolutions=(2,), num_points=2, merge_precision='float32')
     assert float32(maps, None, None)[0].tolist() == [[0, 0], [1, 1]]
