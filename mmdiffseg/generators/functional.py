@@ -76,10 +76,10 @@ def float16_symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def elementwise_symmetric_kl(p: torch.Tensor, q: torch.Tensor, eps: float = 0.0,
                              dtype: torch.dtype = torch.float16, chunk: int = 64) -> torch.Tensor:
     """Pairwise symmetric KL evaluated term by term in ``dtype``, as both releases write it
-    (google/diffseg ``DiffSeg.KL``; iseg.code ``util/attn.py:kl_dis``): ``p + eps`` and ``q + eps``
-    cast to ``dtype``, ``r = log p - log q`` per term, ``0.5 * sum p r - 0.5 * sum q r``, every
-    operation in ``dtype`` over an ``(M, N, D)`` tensor (``chunk`` rows of ``p`` at a time). No guard:
-    a zero without ``eps`` gives NaN, as released.
+    (google/diffseg ``DiffSeg.KL``; iseg.code ``util/attn.py:kl_dis``): ``p`` and ``q`` cast to
+    ``dtype``, ``eps`` added, ``r = log p - log q`` per term, ``0.5 * sum p r - 0.5 * sum q r``,
+    every operation in ``dtype`` over an ``(M, N, D)`` tensor (``chunk`` rows of ``p`` at a time).
+    No guard: a zero without ``eps`` gives NaN, as released.
 
     Args:
         p: ``(M, D)``; q: ``(N, D)``.

@@ -13,12 +13,12 @@ Then, per image (all batched, float32):
 4. bilinear to 512, per-class min-max, background score, argmax (``util/cam.py:cam_to_label``).
 
 Deliberate differences from the released code: float32 instead of fp16 (except the k-means
-distance, below); divisions are guarded, so an
-all-zero or constant class column gives an all-zero map where the released code gives NaN; token
-positions come from the tokenizer (the released token counts are wrong for 'fire hydrant', which
-shifts every later class). The released k-means asks for 32 clusters but seeds a grid of step
-``64 // sqrt(32) = 11``, i.e. the 36 pixels ``{0, 11, 22, 33, 44, 55}^2``; that is what
-:func:`grid_seeds` reproduces. Clusters that lose all pixels are dropped, as released.
+distance, below); divisions are guarded, so an all-zero or constant class column gives an all-zero
+map where the released code gives NaN; token positions come from the tokenizer (the released
+token counts are wrong for 'fire hydrant', which shifts every later class). The released k-means
+asks for 32 clusters but seeds a grid of step ``64 // sqrt(32) = 11``, i.e. the 36 pixels
+``{0, 11, 22, 33, 44, 55}^2``; that is what :func:`grid_seeds` reproduces. Clusters that lose all
+pixels are dropped, as released.
 
 Released: the head lists of SD 2.1-base (the VOC presets' hand-picked cross-attention heads for its
 20 heads per layer at 16x16 and 10 at 32x32; self-attention heads 1 and 2 of its 5 at 64x64).
@@ -90,7 +90,8 @@ class ISeg(MaskGenerator):
         cross_heads: heads averaged per resolution: ``None`` = all [``att_mean``], ``'voc'`` = the
             released hand-picked SD 2.1-base lists (:data:`SD21_VOC_HEADS`), or ``{res: [...]}``.
         res_weights: weight of the cross-attention at 16 and 32.
-        self_heads: heads of :data:`SELF_LAYER` averaged for Ent-Self.
+        self_heads: heads of :data:`SELF_LAYER` averaged for Ent-Self (released: 1 and 2 of SD
+            2.1-base's 5); ``None`` = all.
         use_cluster: k-means smoothing of the cross-attention [``no_use_cluster``].
         num_clusters: sets the seed grid as ``DFC_KL(num_clusters, ...)`` does (:func:`grid_seeds`).
         cluster_iters: k-means assignment steps.
