@@ -83,7 +83,7 @@ def torchrun(cwd, script, *args):
                '--master-port', str(free_port()), str(script), *map(str, args)]
     result = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True,
                             timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     return result.stdout + result.stderr
 
 
