@@ -24,6 +24,7 @@ import argparse
 import datetime
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -32,12 +33,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmdiffseg.generators import SeeDiff
-from mmdiffseg.generators.pamr import GRAPH_STEPS, PAMR, run_in_chunks
-from mmdiffseg.generators.seediff import CROSS_NAME, SEEDIFF_SELF_LAYERS
-from mmdiffseg.generators.testing import attention_from_labels, load_label_png
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mmdiffseg.generators import SeeDiff  # noqa: E402
+from mmdiffseg.generators.pamr import GRAPH_STEPS, PAMR, run_in_chunks  # noqa: E402
+from mmdiffseg.generators.seediff import CROSS_NAME, SEEDIFF_SELF_LAYERS  # noqa: E402
+from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
+
 SAMPLE = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples'
 VOC = ('background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
        'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',

@@ -171,7 +171,7 @@ def fused_propagate(weights: torch.Tensor, mask: torch.Tensor, dilations: Sequen
     # explicit FMAs only (tl.fma): no contraction left to the compiler's default
     config = dict(HALO=steps * pad, TILE=size, num_warps=max(4, min(16, size * size // 256)),
                   enable_fp_fusion=False)
-    packed = mask.new_empty(b * grid[0] * len(weights[0]) * size * size, dtype=torch.float32)
+    packed = mask.new_empty(b * grid[0] * weights.shape[1] * size * size, dtype=torch.float32)
     _pack_weights_kernel[grid[0], b](weights.float().contiguous(), packed, h, w, tiles_x,
                                      NUM_TAPS=weights.shape[1], **config)
     state = [mask.float().contiguous().clone(), torch.empty_like(mask, dtype=torch.float32)]

@@ -198,7 +198,8 @@ class SeeDiff(MaskGenerator):
                     raise ValueError(f'SeeDiff: token_offsets[{name!r}] = {offsets} but the name '
                                      f'has {len(positions[name])} prompt token(s)')
                 tokens = [positions[name][o] for o in offsets]
-                layer_maps = cross[i][..., tokens].transpose(1, 2).flatten(0, 1)  # (L*k, N)
+                # (L*k, N); selected one by one: a list index would be a host-to-device copy
+                layer_maps = torch.stack([cross[i][..., t] for t in tokens], 1).flatten(0, 1)
                 flat = (layer_maps * self.num_heads).var(dim=-1) <= self.flat_layer_var
                 normed = minmax_normalize(layer_maps, dims=(-1, ))
                 normed = torch.where(flat[:, None], normed * 0.01, normed)
@@ -257,6 +258,14 @@ class SeeDiff(MaskGenerator):
                             device=device)
         if not any(indices):
             return labels
+        # built on the host and copied before any GPU work is queued: a pageable copy waits for
+        # the stream, so after PAMR it would hold the host until PAMR ends
+        valid = torch.zeros(batch, max(map(len, indices)), dtype=torch.bool)
+        lookup = torch.zeros(valid.shape, dtype=torch.long)
+        for i, idx in enumerate(indices):
+            valid[i, :len(idx)] = True
+            lookup[i, :len(idx)] = torch.tensor(idx, dtype=torch.long)
+        valid, lookup = valid.to(device), lookup.to(device)
 
         ca = self.class_cross_attention(maps, class_names)
         score = minmax_normalize(_resize(self.expansion_map(maps, ca), size))
@@ -264,12 +273,6 @@ class SeeDiff(MaskGenerator):
         if self.pamr.num_iter > 0:
             mask = minmax_normalize(self.pamr(images.to(device).float(), mask))
         foreground = mask > self.final_threshold
-        valid = torch.zeros(ca.shape[:2], dtype=torch.bool)  # built on the host, copied once
-        lookup = torch.zeros(ca.shape[:2], dtype=torch.long)
-        for i, idx in enumerate(indices):
-            valid[i, :len(idx)] = True
-            lookup[i, :len(idx)] = torch.tensor(idx, dtype=torch.long)
-        valid, lookup = valid.to(device), lookup.to(device)
         foreground &= valid[..., None, None]
         winner = score.masked_fill(~foreground, -1).argmax(dim=1, keepdim=True)
         claimed = foreground.any(dim=1)
