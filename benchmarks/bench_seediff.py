@@ -12,7 +12,7 @@ released formulation. Also: PAMR alone per step and for ``--pamr-iter`` steps (o
 the released conv2d module), the fused kernel's ``(K, T)`` settings (CUDA), a batch of 8 images
 (CUDA), and kernel launches per ``--pamr-iter`` steps of each path (CUDA: counted by the torch
 profiler; CPU: aten operations counted by the profiler, and the Triton path's launches counted
-under Triton's interpreter, which this script switches on for CPU runs).
+under Triton's interpreter in a child process).
 
     python benchmarks/bench_seediff.py [--device cuda] [--quick] [--repeats 1] [--pamr-iter 5000]
 
@@ -22,8 +22,10 @@ and keeps the others and the notes.
 """
 import argparse
 import datetime
+import json
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -195,8 +197,18 @@ def profiled_launches(fn, device):
 
 
 def interpreted_triton_launches(steps):
-    """Launches of the fused path for ``steps`` steps, counted under Triton's interpreter on a
-    small image, with the largest difference to the PyTorch steps."""
+    """Launches of the fused path for ``steps`` steps on a small image, counted under Triton's
+    interpreter in a child process (the variable must be set before Triton is first imported):
+    ``(step launches, packing launches, largest difference to the PyTorch steps)``."""
+    env = dict(os.environ, TRITON_INTERPRET='1',
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')])))
+    run = subprocess.run([sys.executable, __file__, '--count-interpreted-launches', str(steps)],
+                         env=env, capture_output=True, text=True, check=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def count_interpreted_launches(steps):
+    """The child of :func:`interpreted_triton_launches`: prints its JSON answer."""
     from mmdiffseg.generators import pamr_triton
     counts = {}
 
@@ -211,12 +223,9 @@ def interpreted_triton_launches(steps):
     image, mask = torch.rand(1, 3, 12, 12) * 255, torch.rand(1, 1, 12, 12)
     originals = pamr_triton._pamr_steps_kernel, pamr_triton._pack_weights_kernel
     pamr_triton._pamr_steps_kernel, pamr_triton._pack_weights_kernel = map(Counted, originals)
-    try:
-        fused = PAMR(steps, backend='triton')(image, mask)
-    finally:
-        pamr_triton._pamr_steps_kernel, pamr_triton._pack_weights_kernel = originals
+    fused = PAMR(steps, backend='triton')(image, mask)
     diff = (fused - PAMR(steps, backend='torch')(image, mask)).abs().max().item()
-    return counts[originals[0]], counts[originals[1]], diff
+    print(json.dumps([counts[originals[0]], counts[originals[1]], diff]))
 
 
 def launch_rows(device, image, steps):
@@ -267,6 +276,7 @@ def timing_rows(args, device, maps, names, rgb, image):
             agree = ((labels[0] != 0).cpu() == rel_mask).float().mean().item()
             rows.append((f'SeeDiff post-processing, 512x512, PAMR {args.pamr_iter} steps '
                          f'[{backend}]', t_ours, t_rel, f'mask agreement {agree * 100:.2f}%'))
+            print(rows[-1], flush=True)
 
         step_iter = args.pamr_iter if device.type == 'cuda' else 50
         weights = PAMR().affinity(image.float())
@@ -343,16 +353,18 @@ def main():
     parser.add_argument('--pamr-iter', type=int, default=None, help='default 5000 (500 --quick)')
     parser.add_argument('--threads', type=int, default=1, help='CPU threads (default 1)')
     parser.add_argument('--out', default=str(REPO / 'benchmarks' / 'results' / 'seediff.md'))
+    parser.add_argument('--count-interpreted-launches', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.count_interpreted_launches:
+        return count_interpreted_launches(args.count_interpreted_launches)
     args.pamr_iter = args.pamr_iter or (500 if args.quick else 5000)
     device = torch.device(args.device)
-    if device.type == 'cpu':
-        os.environ.setdefault('TRITON_INTERPRET', '1')  # before Triton is first imported
     torch.set_num_threads(args.threads)
     maps, names, rgb, source = sample_inputs(device)
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device)
-    rows = timing_rows(args, device, maps, names, rgb, image)
     launches = launch_rows(device, image, args.pamr_iter)
+    print(*launches, sep='\n', flush=True)
+    rows = timing_rows(args, device, maps, names, rgb, image)
 
     device_name = (torch.cuda.get_device_name(device) if device.type == 'cuda'
                    else f'CPU, {args.threads} thread(s)')
