@@ -275,9 +275,7 @@ class CaptureProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        out, lse = sdpa_with_lse(query, key, value, attention_mask)
-        self._add_maps(query, key, lse, attention_mask)
-
+        out = self.attend(attn, query, key, value, attention_mask)
         hidden_states = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states.to(query.dtype)))
         if input_ndim == 4:
@@ -286,8 +284,10 @@ class CaptureProcessor:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
 
-    def _add_maps(self, query, key, lse, mask) -> None:
-        """Fold the captured rows' probabilities into every sink's buffer."""
+    def attend(self, attn, query, key, value, mask) -> torch.Tensor:
+        """The SDPA output of ``(B, H, N, d)`` heads of module ``attn``; the captured rows'
+        probabilities are folded into every sink's buffer on the way."""
+        out, lse = sdpa_with_lse(query, key, value, mask)
         session, device = self.session, query.device
         rows = session.capture_rows(query.shape[0])
         n_query, n_key = query.shape[2], key.shape[2]
@@ -297,6 +297,7 @@ class CaptureProcessor:
         add_head_maps(query[rows], key[rows], None if lse is None else lse[rows],
                       None if mask is None else mask[rows], targets, backend=session.map_backend,
                       chunk_bytes=session.chunk_bytes, scratch=session.scratch)
+        return out
 
 
 @contextlib.contextmanager

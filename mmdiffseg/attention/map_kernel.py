@@ -12,7 +12,7 @@ Importing this module needs ``triton``; it is imported only when the Triton path
 """
 from __future__ import annotations
 
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import triton
@@ -90,11 +90,18 @@ def _row_lse_kernel(q_ptr, k_ptr, lse_ptr, n_query, n_key, head_dim, qk_scale,
 INTERPRETED = isinstance(_head_map_kernel, InterpretedFunction)
 
 
-def _tiles(n_query: int, n_key: int, head_dim: int) -> dict:
-    """Tile sizes: 128 x 128 (64 x 64 for head dims above 128, for shared memory), shrunk to small
-    token counts; ``tl.dot`` needs every side >= 16. Chosen without a GPU to tune on."""
+#: shared memory the tiles of Q and K may take, both pipeline stages together
+SHARED_MEMORY_BUDGET = 160 * 2 ** 10
+
+
+def _tiles(n_query: int, n_key: int, head_dim: int, element_bytes: int) -> dict:
+    """Tile sizes: 128 x 128, halved while two stages of Q and K tiles exceed the shared-memory
+    budget (head dims are padded to a power of two), shrunk to small token counts; ``tl.dot``
+    needs every side >= 16. Chosen without a GPU to tune on (benchmarks/check_map_kernel.py)."""
     block_d = max(16, triton.next_power_of_2(head_dim))
-    side = 64 if block_d > 128 else 128
+    side = 128
+    while side > 32 and 2 * (2 * side * block_d * element_bytes) > SHARED_MEMORY_BUDGET:
+        side //= 2
     block_m = min(side, max(16, triton.next_power_of_2(n_query)))
     block_n = min(side, max(16, triton.next_power_of_2(n_key)))
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
@@ -102,9 +109,11 @@ def _tiles(n_query: int, n_key: int, head_dim: int) -> dict:
 
 
 def _dot_options(query: torch.Tensor) -> dict:
-    # float32 logits must not go through TF32; the interpreter multiplies bfloat16 tiles wrongly
-    # (their raw bits), so on CPU they are converted to float32 first (products stay exact)
-    return dict(PRECISION='ieee', UPCAST=query.dtype == torch.bfloat16 and not query.is_cuda)
+    # float32 logits must not go through TF32 ('ieee'); fp16 / bf16 products are exact in the
+    # float32 accumulator anyway. The interpreter multiplies bfloat16 tiles wrongly (their raw
+    # bits), so on CPU they are converted to float32 first.
+    upcast = query.dtype == torch.bfloat16 and not query.is_cuda
+    return dict(UPCAST=upcast, PRECISION='ieee' if upcast or query.dtype == torch.float32 else 'tf32')
 
 
 def _check(query: torch.Tensor, key: torch.Tensor) -> None:
@@ -122,7 +131,7 @@ def row_lse(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tenso
     _check(query, key)
     batch, heads, n_query, head_dim = query.shape
     lse = torch.empty(batch, heads, n_query, dtype=torch.float32, device=query.device)
-    tiles = _tiles(n_query, key.shape[2], head_dim)
+    tiles = _tiles(n_query, key.shape[2], head_dim, query.element_size())
     grid = (triton.cdiv(n_query, tiles['BLOCK_M']), heads, batch)
     _row_lse_kernel[grid](query, key, lse, n_query, key.shape[2], head_dim, scale * LOG2E,
                           *query.stride(), *key.stride(), lse.stride(0), lse.stride(1),
@@ -132,7 +141,7 @@ def row_lse(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tenso
 
 def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, scale: float,
                   targets: Sequence[Tuple[torch.Tensor, List[Tuple[torch.Tensor, float]]]],
-                  scratch: Callable[..., torch.Tensor]) -> None:
+                  scratch: Callable[..., torch.Tensor], tiles: Optional[dict] = None) -> None:
     """For each ``(heads, sinks)`` of ``targets``: ``buffer += weight * sum_{h in heads}
     exp(q_h.k_h * scale - lse_h)`` for every ``(buffer, weight)`` of ``sinks``.
 
@@ -143,11 +152,13 @@ def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, sca
         sinks: float32 ``(B, N, K)`` buffers (any batch / row stride, unit column stride) and
             weights. Several sinks of one head set share one head sum (in ``scratch('head_sum',
             numel, dtype, device)``), added to each buffer with its weight.
+        tiles: launch configuration (``BLOCK_M``, ``BLOCK_N``, ``BLOCK_D``, ``num_warps``,
+            ``num_stages``) instead of the built-in choice (benchmarks/check_map_kernel.py tunes).
     """
     _check(query, key)
     batch, _, n_query, head_dim = query.shape
     n_key = key.shape[2]
-    tiles = _tiles(n_query, n_key, head_dim)
+    tiles = tiles or _tiles(n_query, n_key, head_dim, query.element_size())
     grid = (triton.cdiv(n_query, tiles['BLOCK_M']), triton.cdiv(n_key, tiles['BLOCK_N']), batch)
     for heads, sinks in targets:
         if len(sinks) == 1:
