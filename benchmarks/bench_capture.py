@@ -11,8 +11,9 @@ load from other processes hits all alike):
 * ``torch``: the same with the torch map path (on CUDA: the fallback without Triton);
 * ``old``: the capture path before issue 8, transcribed here (:class:`LegacyProcessor`).
 
-Times are medians: CPU seconds of the process on CPU (robust to other jobs on the same cores),
-wall time after synchronisation on CUDA. Peak memory above the memory in use before the forward:
+Times are the median and the minimum over ``--repeats`` runs: CPU seconds of the process on CPU
+(robust to other jobs on the same cores, not to their cache and memory traffic), wall time after
+synchronisation on CUDA. Peak memory above the memory in use before the forward:
 CUDA ``max_memory_allocated``; CPU the resident-set high-water mark (``VmHWM``, reset through
 ``/proc/self/clear_refs``; glibc mmaps the > 32 MiB buffers, so they show in full). Extra = path
 peak - plain peak, compared to the float32 maps returned (the output: 1x is unavoidable). Also
@@ -42,9 +43,10 @@ from mmdiffseg.attention import CaptureSpec, capture_attention
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'benchmarks' / 'results' / 'capture.md'
 SD_CONFIG = REPO.parent / 'shared' / 'data' / 'sd_configs' / 'stable-diffusion-2-1-base'
-TABLE = ('| date (UTC) | device | threads | spec | batch | path | runs | s (median) | ratio to plain '
-         '| peak MiB | extra MiB | buffers MiB | extra / buffers | max abs out diff | max abs map '
-         'diff vs new |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n')
+TABLE = ('| date (UTC) | device | threads | spec | batch | path | runs | s (median) | s (min) | ratio to '
+         'plain (median) | ratio (min) | peak MiB | extra MiB | buffers MiB | extra / buffers | max abs '
+         'out diff | max abs map diff vs new |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
+         '---|---|---|\n')
 
 
 def generator_specs(full_size: bool) -> dict:
@@ -179,14 +181,14 @@ def run_once(unet, inputs, meter, path, spec, map_backend):
 
 
 def bench(unet, inputs, meter, spec, paths, repeats, map_backend):
-    """Per path: median seconds, max peak, output and maps of its warm-up run."""
+    """Per path: median and min seconds, max peak, output and maps of its warm-up run."""
     runs = {p: [] for p in ('plain',) + tuple(paths)}
     first = {p: run_once(unet, inputs, meter, p, spec, map_backend) for p in runs}
     for _ in range(repeats):  # alternate, so load from other processes hits every path alike
         for path in runs:
             runs[path].append(run_once(unet, inputs, meter, path, spec, map_backend)[:2])
-    return {p: dict(seconds=statistics.median(r[0] for r in runs[p]), peak=max(r[1] for r in runs[p]),
-                    out=first[p][2], maps=first[p][3]) for p in runs}
+    return {p: dict(seconds=statistics.median(r[0] for r in runs[p]), best=min(r[0] for r in runs[p]),
+                    peak=max(r[1] for r in runs[p]), out=first[p][2], maps=first[p][3]) for p in runs}
 
 
 def max_diff(a: dict, b: dict) -> float:
@@ -239,7 +241,8 @@ def main(argv=None):
                 map_diff = f"{max_diff(r['maps'], result['new']['maps']):.1e}" if buffers and 'new' in result else '-'
                 stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')
                 row = (f"| {stamp} | {device} | {args.threads} | {spec_name} | {batch} | {path} | "
-                       f"{args.repeats} | {r['seconds']:.3f} | {r['seconds'] / plain['seconds']:.3f} | "
+                       f"{args.repeats} | {r['seconds']:.3f} | {r['best']:.3f} | "
+                       f"{r['seconds'] / plain['seconds']:.3f} | {r['best'] / plain['best']:.3f} | "
                        f"{r['peak'] / mib:.0f} | {extra / mib:.0f} | {buffers / mib:.1f} | {share} | "
                        f"{out_diff:.1e} | {map_diff} |")
                 print(row, flush=True)

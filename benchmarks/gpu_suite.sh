@@ -9,6 +9,8 @@
 # under benchmarks/results/ are left as they were.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+main() {  # parsed whole before it runs: editing this file during a run does not derail it
 OUT=${OUT:-work_dirs/gpu_suite}
 QUICK=${GPU_SUITE_QUICK:-0}
 mkdir -p "$OUT/steps"
@@ -37,7 +39,7 @@ step() {
   local name=$1 limit=$(( $2 * SCALE )) result=$3; shift 3
   local backup="" before=0 start=$SECONDS rc
   if [ -f "$result" ]; then backup="$OUT/steps/$name.before"; cp "$result" "$backup"; before=$(wc -l < "$result"); fi
-  echo "== $name (timeout ${limit}s): $*"
+  echo "== $name (timeout ${limit}s)"
   timeout -k 10 "$limit" "$@" > "$OUT/steps/$name.log" 2>&1
   rc=$?
   local status=ok
@@ -47,13 +49,13 @@ step() {
   tail -n 3 "$OUT/steps/$name.log"
   if [ -f "$result" ]; then
     { echo; echo "### $name"; echo; tail -n +"$(( before + 1 ))" "$result"; } >> "$OUT/rows.md"
-    cp "$result" "$OUT/steps/$name.md"
+    [ "$result" = "$OUT/steps/$name.md" ] || cp "$result" "$OUT/steps/$name.md"
     if [ -n "$backup" ]; then cp "$backup" "$result"; else case "$result" in benchmarks/results/*) git checkout -q -- "$result" 2>/dev/null || rm -f "$result";; esac; fi
   fi
 }
 
-R=benchmarks/results
-step probe 20 "$OUT/steps/probe.txt" python3 -c "
+local R=benchmarks/results S=$OUT/steps
+step probe 20 "$S/probe.md" python3 -c "
 import torch, mmdiffseg
 from mmdiffseg.attention.sdpa_lse import sdpa_with_lse
 from mmdiffseg.attention.head_maps import resolve_backend
@@ -69,19 +71,22 @@ for h, n, k, d in [(5, 4096, 4096, 64), (8, 4096, 4096, 40), (8, 256, 77, 160), 
         q = torch.randn(1, h, n, d, device=dev, dtype=dt); kv = torch.randn(1, h, k, d, device=dev, dtype=dt)
         choice = torch.ops.aten._fused_sdp_choice(q, kv, kv)
         lines.append(f'SDPA backend {choice} (1 flash, 2 efficient, 3 cudnn) for h{h} n{n} k{k} d{d} {dt}: LSE {\"yes\" if sdpa_with_lse(q, kv, kv)[1] is not None else \"no\"}')
-open('$OUT/steps/probe.txt', 'w').write('\n'.join(lines) + '\n'); print('\n'.join(lines))
+open('$S/probe.md', 'w').write('\n'.join(lines) + '\n'); print('\n'.join(lines))
 "
-step map_kernel 50 "$OUT/steps/map_kernel.txt" python3 benchmarks/check_map_kernel.py $DEV $KERNEL --out "$OUT/steps/map_kernel.txt"
-step capture 80 "$OUT/capture.md" python3 benchmarks/bench_capture.py $DEV $CAPTURE --out "$OUT/capture.md"
-step end_to_end 110 "$OUT/end_to_end.md" python3 benchmarks/bench_end_to_end.py $DEV $E2E --out "$OUT/end_to_end.md"
-step diffseg 25 "$OUT/diffseg.md" python3 benchmarks/bench_diffseg.py $DEV --out "$OUT/diffseg.md"
-step seediff 35 "$OUT/seediff.md" python3 benchmarks/bench_seediff.py $DEV $SEEDIFF --out "$OUT/seediff.md"
-step iseg 25 "$OUT/iseg.md" python3 benchmarks/bench_iseg.py $DEV $ISEG --out "$OUT/iseg.md"
+step map_kernel 50 "$S/map_kernel.md" python3 benchmarks/check_map_kernel.py $DEV $KERNEL --out "$S/map_kernel.md"
+step capture 80 "$S/capture.md" python3 benchmarks/bench_capture.py $DEV $CAPTURE --out "$S/capture.md"
+step end_to_end 110 "$S/end_to_end.md" python3 benchmarks/bench_end_to_end.py $DEV $E2E --out "$S/end_to_end.md"
+step diffseg 25 "$S/diffseg.md" python3 benchmarks/bench_diffseg.py $DEV --out "$S/diffseg.md"
+step seediff 35 "$S/seediff.md" python3 benchmarks/bench_seediff.py $DEV $SEEDIFF --out "$S/seediff.md"
+step iseg 25 "$S/iseg.md" python3 benchmarks/bench_iseg.py $DEV $ISEG --out "$S/iseg.md"
 step offline_tools 100 "$R/offline_tools.md" python3 benchmarks/bench_offline_tools.py $DEV $TOOLS
 step online_training 35 "$R/online_training.md" python3 benchmarks/bench_online_training.py $ONLINE
 
 { echo "# GPU suite results ($(date -u '+%Y-%m-%d %H:%M UTC'), quick=$QUICK)"; echo
   cat "$OUT/summary.md"; cat "$OUT/rows.md"; } > "$OUT/results.md"
 tar -czf "$OUT/logs.tar.gz" -C "$OUT" steps
-rm -rf "$OUT/steps" "$OUT/summary.md" "$OUT/rows.md" "$OUT"/*.md.tmp
+rm -rf "$OUT/steps" "$OUT/summary.md" "$OUT/rows.md"
 cat "$OUT/results.md"
+}
+
+main "$@"

@@ -225,7 +225,7 @@ class CaptureProcessor:
     """
 
     def __init__(self, session: CaptureSession, layer: AttentionLayer, sinks: List[_Sink], fallback):
-        self.session, self.layer, self.sinks, self.fallback = session, layer, sinks, fallback
+        self.session, self.layer, self.fallback = session, layer, fallback
         groups: Dict[Tuple[int, ...], List[_Sink]] = {}
         for sink in sinks:
             groups.setdefault(sink.heads or tuple(range(layer.heads)), []).append(sink)

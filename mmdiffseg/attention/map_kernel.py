@@ -149,7 +149,7 @@ def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, sca
         query, key: ``(B, H, N, d)`` and ``(B, H, K, d)``, any strides, fp16 / bf16 / fp32.
         lse: ``(B, H, N)`` float32 row log-sum-exp (natural log), any strides.
         heads: integer tensor of head indices on the device.
-        sinks: float32 ``(B, N, K)`` buffers (any batch / row stride, unit column stride) and
+        sinks: float32 ``(B, N, K)`` buffers (any strides, e.g. a per-layer slot) and
             weights. Several sinks of one head set share one head sum (in ``scratch('head_sum',
             numel, dtype, device)``), added to each buffer with its weight.
         tiles: launch configuration (``BLOCK_M``, ``BLOCK_N``, ``BLOCK_D``, ``num_warps``,

@@ -2,9 +2,10 @@
 
 Not collected by ``pytest tests`` (no ``test_`` prefix): ``test_map_kernel.py`` runs this file in a
 subprocess with ``TRITON_INTERPRET=1``, which Triton reads when a kernel is decorated, i.e. before
-``mmdiffseg.attention.map_kernel`` is imported. The interpreter takes about 20 ms per 128 x 128 tile
-and head, so 64x64 self-attention runs on a slice of 128 query rows against all 4096 keys (the
-kernel's indexing does not depend on the query count), 32x32 on 256 rows.
+``mmdiffseg.attention.map_kernel`` is imported. The interpreter takes tens of milliseconds per
+128 x 128 tile and head (float16 more: numpy multiplies it without BLAS), so 64x64 self-attention
+runs on a slice of 128 query rows against all 4096 keys (the kernel's indexing does not depend on
+the query count), 32x32 on 256 rows.
 """
 import math
 import os

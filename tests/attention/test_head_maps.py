@@ -88,3 +88,18 @@ def test_torch_path_half_precision_inputs_use_float32_logits(dtype):
                   scratch=_scratch)
     expected = torch.softmax(_logits(q, k), -1).mean(1)
     torch.testing.assert_close(buffer.double(), expected, atol=ATOL, rtol=RTOL)
+
+
+def test_cuda_chunk_is_sized_from_free_memory(monkeypatch):
+    from mmdiffseg.attention import head_maps
+    gib = 2 ** 30
+    free = {'driver': 2 * gib, 'reserved': 1 * gib, 'allocated': gib // 2}
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda device: (free['driver'], 80 * gib))
+    monkeypatch.setattr(torch.cuda, 'memory_reserved', lambda device: free['reserved'])
+    monkeypatch.setattr(torch.cuda, 'memory_allocated', lambda device: free['allocated'])
+    assert head_maps.default_chunk_bytes('cuda:0') == (2 * gib + gib // 2) // 4
+    free['driver'] = 60 * gib
+    assert head_maps.default_chunk_bytes('cuda') == gib  # capped
+    free.update(driver=0, reserved=0, allocated=0)
+    assert head_maps.default_chunk_bytes('cuda') == 16 * 2 ** 20  # floor
+    assert head_maps.default_chunk_bytes('cpu') == 8 * 2 ** 20
