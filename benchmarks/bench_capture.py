@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 import mmdiffseg.attention.capture as capture
 from mmdiffseg.attention import CaptureSpec, capture_attention
+from mmdiffseg.attention.head_maps import default_chunk_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'benchmarks' / 'results' / 'capture.md'
@@ -218,7 +219,9 @@ def main(argv=None):
     unet = build_unet(args.device, dtype, args.quick)
     specs = generator_specs(full_size=not args.quick)
     name = torch.cuda.get_device_name(args.device) if cuda else platform.processor() or platform.machine()
-    device = f'{args.device} {name} {args.dtype}' + (' (tiny U-Net)' if args.quick else '')
+    chunk = 'from free memory' if cuda else f'{default_chunk_bytes(args.device) / 2 ** 20:g} MiB'
+    device = (f'{args.device} {name} {args.dtype}, torch-path chunk {chunk}'
+              + (' (tiny U-Net)' if args.quick else ''))
     mib = 2 ** 20
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if not args.out.exists():

@@ -24,8 +24,9 @@ LOG2E = 1.4426950408889634
 BACKENDS = ('auto', 'torch', 'triton')
 
 #: bytes of float32 logits the torch path computes at once on CPU (whole query rows per chunk):
-#: small chunks stay in the caches (benchmarks/bench_capture.py)
-CPU_CHUNK_BYTES = 8 * 2 ** 20
+#: 32 MiB (400 query rows of a 64x64 SD 2 layer) keeps the matrix products efficient; 8 MiB made a
+#: 64x64 layer's maps 1.4x slower (benchmarks/results/capture.md)
+CPU_CHUNK_BYTES = 32 * 2 ** 20
 #: on CUDA a quarter of the memory free for tensors, within these bounds
 CUDA_CHUNK_BOUNDS = (16 * 2 ** 20, 2 ** 30)
 

@@ -102,4 +102,4 @@ def test_cuda_chunk_is_sized_from_free_memory(monkeypatch):
     assert head_maps.default_chunk_bytes('cuda') == gib  # capped
     free.update(driver=0, reserved=0, allocated=0)
     assert head_maps.default_chunk_bytes('cuda') == 16 * 2 ** 20  # floor
-    assert head_maps.default_chunk_bytes('cpu') == 8 * 2 ** 20
+    assert head_maps.default_chunk_bytes('cpu') == head_maps.CPU_CHUNK_BYTES
