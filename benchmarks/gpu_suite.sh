@@ -26,7 +26,7 @@ else
   CAPTURE="--dtype float16 --batch-size 1 16 --spec diffseg iseg seediff --repeats 5"
   E2E="--dtype float16 --batch-size 1 16 --seediff-batch 8 --steps 50 --repeats 1"
   KERNEL="--batch 16"; SEEDIFF="--pamr-iter 5000"; ISEG="--repeats 3"
-  TOOLS="--full-size --batch-size 8"; ONLINE="--steps 5"
+  TOOLS="--full-size --batch-size 8 --tools pseudo_label,eval_labels"; ONLINE="--steps 5"
 fi
 
 echo "| step | status | seconds |" > "$OUT/summary.md"
@@ -75,11 +75,11 @@ open('$S/probe.md', 'w').write('\n'.join(lines) + '\n'); print('\n'.join(lines))
 "
 step map_kernel 50 "$S/map_kernel.md" python3 benchmarks/check_map_kernel.py $DEV $KERNEL --out "$S/map_kernel.md"
 step capture 80 "$S/capture.md" python3 benchmarks/bench_capture.py $DEV $CAPTURE --out "$S/capture.md"
-step end_to_end 110 "$S/end_to_end.md" python3 benchmarks/bench_end_to_end.py $DEV $E2E --out "$S/end_to_end.md"
+step end_to_end 130 "$S/end_to_end.md" python3 benchmarks/bench_end_to_end.py $DEV $E2E --out "$S/end_to_end.md"
 step diffseg 25 "$S/diffseg.md" python3 benchmarks/bench_diffseg.py $DEV --out "$S/diffseg.md"
 step seediff 35 "$S/seediff.md" python3 benchmarks/bench_seediff.py $DEV $SEEDIFF --out "$S/seediff.md"
 step iseg 25 "$S/iseg.md" python3 benchmarks/bench_iseg.py $DEV $ISEG --out "$S/iseg.md"
-step offline_tools 100 "$R/offline_tools.md" python3 benchmarks/bench_offline_tools.py $DEV $TOOLS
+step offline_tools 80 "$R/offline_tools.md" python3 benchmarks/bench_offline_tools.py $DEV $TOOLS
 step online_training 35 "$R/online_training.md" python3 benchmarks/bench_online_training.py $ONLINE
 
 { echo "# GPU suite results ($(date -u '+%Y-%m-%d %H:%M UTC'), quick=$QUICK)"; echo
