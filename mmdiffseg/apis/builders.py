@@ -141,10 +141,10 @@ def build_generator(gen_cfg: Dict, classes: Optional[Sequence[str]]):
 def job_header(tool: str, model: str, dtype: str, generator, classes: Optional[Sequence[str]],
                **settings) -> Dict:
     """The manifest header of a tool's job: every setting that changes its output. The model
-    is named by its id (``model_id_of``: the hub id, or a folder's name + config hash), so the
-    same model in another folder or on another node resumes the folder."""
-    from ..attention.engine import model_id_of
-    return dict(tool=tool, model=model_id_of(model), dtype=dtype,
+    is recorded by its identity (:func:`~mmdiffseg.provenance.model_identity`: id and config
+    hash), so the same model in another folder or on another node resumes the folder."""
+    from ..provenance import model_identity
+    return dict(tool=tool, model=model_identity(model), dtype=dtype,
                 generator=dict(type=type(generator).__name__, **generator.config_dict()),
                 classes=list(classes) if classes is not None else None, **settings)
 

@@ -10,7 +10,6 @@ computed explicitly (see :mod:`.capture`); nothing here knows about masks.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -20,26 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..provenance import model_id_of
 from .capture import CaptureSession, capture_attention, unet_attention_layers
 from .maps import AttentionMaps, CaptureSpec
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
 
 ImagesLike = Union[torch.Tensor, Sequence[Union[np.ndarray, torch.Tensor]]]
-
-
-def model_id_of(model: Union[str, Path]) -> str:
-    """The ``model_id`` an engine loaded from ``model`` gets, without loading it: the hub id, or
-    ``<folder name>-<8 hex>`` for a local diffusers folder (the hash covers the pipeline index and
-    the U-Net config)."""
-    folder = Path(model).expanduser()
-    if not folder.is_dir():
-        return str(model)
-    folder = folder.resolve()
-    digest = hashlib.sha1()
-    for part in ('model_index.json', 'unet/config.json'):
-        path = folder / part
-        digest.update(path.read_bytes() if path.is_file() else b'')
-    return f'{folder.name}-{digest.hexdigest()[:8]}'
 
 
 def _to_rgb(image: torch.Tensor, where: str) -> torch.Tensor:
