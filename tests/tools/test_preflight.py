@@ -114,9 +114,9 @@ def test_each_missing_piece_is_named_with_its_setting(tmp_path, tiny_sd):
         f'Hugging Face cache {preflight_hf_cache()} (offline)',
         f'checkpoint {tmp_path}/iter_4.pth not found'}
     sd = missing[next(k for k in missing if k.startswith('Stable'))]
-    assert sd.where == ['model.data_preprocessor.label_cache.model',
-                        'train_dataloader.dataset.pipeline.2.cache.model']
-    assert 'model.data_preprocessor.label_cache.model=/path/to/diffusers-folder' in sd.fix
+    assert sd.where == ['train_dataloader.dataset.pipeline.2.cache.model']  # the one setting
+    assert '--cfg-options train_dataloader.dataset.pipeline.2.cache.model=/path/to/diffusers-folder' \
+        in sd.fix
     labels = missing[f'image-level labels {tmp_path}/labels.json not found']
     assert 'train_dataloader.dataset.pipeline.1.ann_file=None' in labels.fix
 
