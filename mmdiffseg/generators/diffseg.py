@@ -53,12 +53,12 @@ from mmengine.logging import print_log
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
 from .base import MaskGenerator
-from .functional import float16_symmetric_kl, symmetric_kl
-from .kmeans import kmeans
+from .functional import float16_symmetric_kl, host_to_device, symmetric_kl
+from .diffseg_merge import keep_matched, merge_pass, merge_proposals, refine_proposals
 from .segment_naming import segment_classes
 
 __all__ = ['DiffSeg', 'aggregate_self_attention', 'anchor_grid', 'anchor_proposals',
-           'merge_proposals', 'segments_from_proposals']
+           'merge_proposals', 'segments_from_proposals', 'compact_ids']
 
 _ARGMAX_CHUNK = 64  # proposals upsampled at once when taking the argmax
 MERGE_PRECISIONS = ('float16', 'float32')
@@ -100,12 +100,12 @@ def aggregate_self_attention(attentions: Sequence[torch.Tensor], weights: Sequen
     return out
 
 
-def anchor_grid(num_points: int, size: int = 64) -> torch.Tensor:
+def anchor_grid(num_points: int, size: int = 64, device=None) -> torch.Tensor:
     """Flat indices of the released ``generate_sampling_grid``: ``num_points`` per side, step
     ``(size-1) // (num_points-1)``, centred (``{1, 5, ..., 61}`` for 16 points on 64), row-major."""
     step = (size - 1) // (num_points - 1)
     start = (size - 1 - step * (num_points - 1)) // 2
-    coords = start + step * torch.arange(num_points)
+    coords = torch.arange(start, start + step * num_points, step, device=device)
     return (coords[:, None] * size + coords[None, :]).flatten()
 
 
@@ -134,30 +134,17 @@ def _mean_of_matched(matched: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
     return (matched @ attn) / matched.sum(1, keepdim=True).clamp_min(1)
 
 
-def merge_proposals(proposals: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Merging iterations 1..N-1: in order, each proposal not yet merged is averaged with every
-    proposal within ``threshold`` (merged ones included) and they are marked merged."""
-    close = (symmetric_kl(proposals, proposals) < threshold).cpu()
-    close.fill_diagonal_(True)  # a proposal always matches itself (whatever the rounding)
-    merged = torch.zeros(len(proposals), dtype=torch.bool)
-    groups = []
-    for i in range(len(proposals)):
-        if merged[i]:
-            continue
-        merged[i] = True
-        merged |= close[i]
-        groups.append(close[i])
-    groups = torch.stack(groups).to(proposals)
-    return (groups @ proposals) / groups.sum(1, keepdim=True).clamp_min(1)
-
-
-def segments_from_proposals(proposals: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+def segments_from_proposals(proposals: torch.Tensor, size: Tuple[int, int],
+                            kept: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Argmax over the proposals ``(K, h, w)`` bilinearly upsampled to ``size``: ``(H, W)`` int64
-    proposal indices (the first one on ties, as ``argmax``)."""
+    proposal indices (the first one on ties, as ``argmax``); ``kept`` ``(K,)``: the proposals
+    that compete (default: all)."""
     best = None
     for start in range(0, len(proposals), _ARGMAX_CHUNK):
         chunk = F.interpolate(proposals[None, start:start + _ARGMAX_CHUNK], size=size,
                               mode='bilinear', align_corners=False)[0]
+        if kept is not None:
+            chunk = chunk.masked_fill(~kept[start:start + _ARGMAX_CHUNK, None, None], -math.inf)
         value, index = chunk.max(0)
         if best is None:
             best, ids = value, index
@@ -166,6 +153,14 @@ def segments_from_proposals(proposals: torch.Tensor, size: Tuple[int, int]) -> t
             best = torch.where(better, value, best)
             ids = torch.where(better, index + start, ids)
     return ids
+
+
+def compact_ids(ids: torch.Tensor, count: int) -> torch.Tensor:
+    """Ids in ``[0, count)`` renumbered ``0..n-1`` in order of the ids used (``unique``'s
+    inverse), without a host sync."""
+    used = torch.zeros(count, dtype=torch.long, device=ids.device)
+    used.scatter_(0, ids.flatten(), 1)
+    return (used.cumsum(0) - 1)[ids]
 
 
 @MASK_GENERATORS.register_module()
@@ -263,44 +258,55 @@ class DiffSeg(MaskGenerator):
         return kwargs
 
     # -- labels ------------------------------------------------------------------------------
-    def proposals(self, attn: torch.Tensor) -> torch.Tensor:
-        """Merged (and optionally refined) proposals ``(K, size*size)`` of one aggregated map;
-        ``K`` may be 0 in the released precision (every anchor dropped)."""
-        anchors = anchor_grid(self.num_points, self.grid_size).to(attn.device)
-        proposals = anchor_proposals(attn, anchors, self.kl_thresholds[0], self.merge_precision)
+    def proposals(self, maps: AttentionMaps, samples: Sequence[int]
+                  ) -> Tuple[List[torch.Tensor], List[Optional[torch.Tensor]]]:
+        """Merged (and optionally refined) proposals ``(K_b, size*size)`` of the ``samples``, and
+        which of them compete in the argmax (``None``: all); ``K_b`` may be 0 in the released
+        precision (every anchor dropped). A host sync per merging pass, not per image."""
+        device = maps[f'self{self.grid_size}'].device
+        anchors = anchor_grid(self.num_points, self.grid_size, device=device)
+        attns, first = [], []
+        for b in samples:
+            attn = aggregate_self_attention([maps[f'self{r}'][b] for r in self.resolutions],
+                                            self.resolution_weights, self.grid_size)
+            first.append(anchor_proposals(attn, anchors, self.kl_thresholds[0],
+                                          self.merge_precision))
+            attns.append(attn if self.refine else None)
         # released: the NaN proposal of an anchor that matched nothing is NaN against every
         # proposal in the later passes (itself included), so it joins none and is skipped when
         # its turn comes; without later passes we drop it too (the release's argmax would read
         # NaN). float32: never empty, each anchor matches itself.
-        proposals = proposals[proposals.sum(1) > 0]
-        if not len(proposals):
-            return proposals
+        proposals = keep_matched(first)
         for threshold in self.kl_thresholds[1:]:
-            proposals = merge_proposals(proposals, threshold)
-        if self.refine:
-            _, clusters = kmeans(attn, proposals)  # released: means of the final clusters
-            counts = torch.bincount(clusters, minlength=len(proposals))
-            sums = torch.zeros_like(proposals).index_add_(0, clusters, attn)
-            proposals = (sums / counts[:, None].clamp_min(1))[counts > 0]
-        return proposals
+            proposals = merge_pass(proposals, threshold)
+        kept = [None] * len(proposals)
+        refined = [i for i, p in enumerate(proposals) if self.refine and len(p)]
+        if refined:  # released: the means of the final clusters, empty ones dropped
+            means, nonempty = refine_proposals([attns[i] for i in refined],
+                                               [proposals[i] for i in refined])
+            for i, mean, keep in zip(refined, means, nonempty):
+                proposals[i], kept[i] = mean, keep
+        return proposals, kept
 
-    def segment_ids(self, maps: AttentionMaps, index: int, size: Tuple[int, int]) -> torch.Tensor:
-        """Segment ids ``(H, W)`` of sample ``index``: ``0..K-1``, skipping ``ignore_index``."""
-        attn = aggregate_self_attention([maps[f'self{r}'][index] for r in self.resolutions],
-                                        self.resolution_weights, self.grid_size)
+    def segment_ids(self, maps: AttentionMaps, samples: Sequence[int], size: Tuple[int, int]
+                    ) -> List[Tuple[Optional[torch.Tensor], int]]:
+        """Per sample, its segment ids ``(H, W)`` numbered ``0..`` in proposal order and the
+        number of proposals, or ``(None, 0)`` if no proposal is left."""
         g = self.grid_size
-        proposals = self.proposals(attn)
-        if not len(proposals):
-            print_log(f'DiffSeg: no anchor of sample {index} matched a pixel in the released '
-                      "first merging pass (merge_precision='float16': an anchor whose map holds "
-                      'a float16 zero matches nothing), so no proposal is left (the released '
-                      f'code fails here); its pixels are left unsure ({self.ignore_index}). '
-                      "merge_precision='float32' keeps every anchor.",
-                      logger='current', level=logging.WARNING)
-            return torch.full(size, self.ignore_index, dtype=torch.long, device=attn.device)
-        ids = segments_from_proposals(proposals.view(-1, g, g), size)
-        ids = torch.unique(ids, return_inverse=True)[1]
-        return ids + (ids >= self.ignore_index).long()
+        out = []
+        for b, proposals, kept in zip(samples, *self.proposals(maps, samples)):
+            if not len(proposals):
+                print_log(f'DiffSeg: no anchor of sample {b} matched a pixel in the released '
+                          "first merging pass (merge_precision='float16': an anchor whose map "
+                          'holds a float16 zero matches nothing), so no proposal is left (the '
+                          'released code fails here); its pixels are left unsure '
+                          f"({self.ignore_index}). merge_precision='float32' keeps every anchor.",
+                          logger='current', level=logging.WARNING)
+                out.append((None, 0))
+                continue
+            ids = segments_from_proposals(proposals.view(-1, g, g), size, kept)
+            out.append((compact_ids(ids, len(proposals)), len(proposals)))
+        return out
 
     def class_scores(self, columns: Sequence[torch.Tensor], size: Tuple[int, int]
                      ) -> torch.Tensor:
@@ -314,11 +320,11 @@ class DiffSeg(MaskGenerator):
         return scores[0] / len(columns)
 
     def name_segments(self, segments: torch.Tensor, scores: torch.Tensor,
-                      names: Sequence[str]) -> torch.Tensor:
-        """Each segment takes a class by contrast with the class's background level
-        (:func:`~.segment_naming.segment_classes`), or background."""
-        which = segment_classes(segments, scores, self.min_contrast)
-        class_ids = torch.tensor(self.class_indices(names), device=segments.device)
+                      class_ids: torch.Tensor, num_segments: int) -> torch.Tensor:
+        """Each segment (ids ``0..num_segments-1``) takes a class by contrast with the class's
+        background level (:func:`~.segment_naming.segment_classes`; ``class_ids``: the dataset
+        index of each score map), or background."""
+        which = segment_classes(segments, scores, self.min_contrast, num_segments)
         return torch.where(which >= 0, class_ids[which.clamp_min(0)],
                            torch.full_like(which, self.background_index))
 
@@ -331,20 +337,36 @@ class DiffSeg(MaskGenerator):
         if labelled and len(class_names) != maps.batch_size:
             raise ValueError(f'DiffSeg: {len(class_names)} class-name lists for a batch of '
                              f'{maps.batch_size}')
-        named = [self._named_classes(names) for names in class_names] if labelled else None
-        columns = ([maps.class_token_columns(f'cross{r}', named) for r in self.cross_resolutions]
-                   if labelled else None)
+        device = maps[f'self{self.grid_size}'].device
+        samples = range(maps.batch_size)
+        if labelled:
+            named = [self._named_classes(names) for names in class_names]
+            most = max(map(len, named))
+            lookup = host_to_device([self.class_indices(n) + [0] * (most - len(n)) for n in named],
+                                    device)  # copied before any GPU work is queued
+            columns = [maps.class_token_columns(f'cross{r}', named)
+                       for r in self.cross_resolutions]
+            samples = [b for b in samples if named[b]]
+        segments = dict(zip(samples, self.segment_ids(maps, samples, size)))
+        if labelled:  # how many segments each image has: one host sync for the batch
+            found = [b for b in samples if segments[b][0] is not None]
+            counts = torch.stack([segments[b][0].max() + 1 for b in found]).tolist() \
+                if found else []
+            segments.update((b, (segments[b][0], n)) for b, n in zip(found, counts))
         labels = []
         for b in range(maps.batch_size):
-            if labelled and not named[b]:
+            ids, count = segments.get(b, (None, 0))
+            if b not in segments:  # labelled, no class named: all background
                 labels.append(torch.full(size, self.background_index, dtype=torch.long,
-                                         device=columns[0][b].device))
-                continue
-            segments = self.segment_ids(maps, b, size)
-            if labelled and not (segments == self.ignore_index).all():
+                                         device=device))
+            elif ids is None:
+                labels.append(torch.full(size, self.ignore_index, dtype=torch.long,
+                                         device=device))
+            elif labelled:
                 scores = self.class_scores([cols[b] for cols in columns], size)
-                segments = self.name_segments(segments, scores, named[b])
-            labels.append(segments)
+                labels.append(self.name_segments(ids, scores, lookup[b], count))
+            else:
+                labels.append(ids + (ids >= self.ignore_index).long())
         return torch.stack(labels)
 
     def config_dict(self) -> Dict:

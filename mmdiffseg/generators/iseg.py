@@ -43,7 +43,7 @@ from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
 from .base import IGNORE_INDEX, MaskGenerator
 from .class_names import VOCABULARIES, prompt_name
-from .functional import minmax_normalize
+from .functional import host_to_device, minmax_normalize
 from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention, normalize_maps,
                          refine_with_self_attention)
 from .iseg_presets import (CROSS_LAYERS, HEAD_LAYOUT_FIX, ISEG_PRESETS, SD21_HEADS_PER_LAYER,
@@ -274,20 +274,24 @@ class ISeg(MaskGenerator):
                              f'{None if class_names is None else len(class_names)} lists')
         out_size = tuple(images.shape[-2:]) if images is not None else tuple(maps.image_size)
         names = [self._foreground(ns) for ns in class_names]
-        ids = [self.class_indices(ns) for ns in names]
         num = max(len(ns) for ns in names)
         if num == 0:
             return torch.full((b, *out_size), self.background_index, dtype=torch.long,
                               device=self_attn.device)
+        # dataset index of each output slot [background, class_1, ...], -1 for padding: built on
+        # the host and copied before any GPU work is queued
+        table = [[self.background_index] + self.class_indices(ns) + [-1] * (num - len(ns))
+                 for ns in names]
+        table = host_to_device(table, self_attn.device)
 
         side = math.isqrt(n)
         cross = self._aggregate_cross(maps, b, side)
         if self.use_cluster:
-            seeds = grid_seeds(side, self.num_clusters).to(cross.device)
+            seeds = grid_seeds(side, self.num_clusters, device=cross.device)
             clusters = kl_kmeans(cross, seeds, self.cluster_iters,
                                  precision=self.kmeans_precision)
             cross = cluster_mean(cross, clusters, seeds.numel())
-        columns, valid = self._class_columns(maps, cross, names, num)
+        columns = self._class_columns(maps, cross, names, num)
 
         transition = entropy_reduced_attention(self_attn, self.ent)
         refined = refine_with_self_attention(columns.transpose(1, 2), transition, self.iters)
@@ -298,12 +302,8 @@ class ISeg(MaskGenerator):
         cams = minmax_normalize(cams)
         if out_size != (self.mask_size, self.mask_size):
             cams = F.interpolate(cams, size=out_size, mode='bilinear', align_corners=False)
-        index = assign_labels(cam_normalize(cams), valid, self.cam_bg_thr)
-
-        table = torch.full((b, num + 1), self.ignore_index, dtype=torch.long, device=index.device)
-        table[:, 0] = self.background_index
-        for i, row in enumerate(ids):
-            table[i, 1:len(row) + 1] = torch.tensor(row, dtype=torch.long)
+        index = assign_labels(cam_normalize(cams), table[:, 1:] >= 0, self.cam_bg_thr)
+        table = table.masked_fill(table < 0, self.ignore_index)
         return table.gather(1, index.flatten(1)).view(b, *out_size)
 
     def _self_attention(self, maps: AttentionMaps) -> torch.Tensor:
@@ -334,8 +334,8 @@ class ISeg(MaskGenerator):
         return total.flatten(2).transpose(1, 2)
 
     def _class_columns(self, maps: AttentionMaps, cross: torch.Tensor,
-                       names: List[List[str]], num: int):
-        """``(B, N, num)`` class columns (zeros for padding) and the ``(B, num)`` valid mask."""
+                       names: List[List[str]], num: int) -> torch.Tensor:
+        """``(B, N, num)`` class columns (zeros for padding)."""
         words = [[self.prompt_word(c) for c in ns] for ns in names]
         for i, ws in enumerate(words):
             positions = maps.token_positions[i] if i < len(maps.token_positions) else {}
@@ -346,12 +346,7 @@ class ISeg(MaskGenerator):
                                      f'{len(positions[w])} token(s) in the prompt of sample {i}')
         per_sample = replace(maps, maps={'iseg_cross': cross}).class_token_columns(
             'iseg_cross', words, self.token_offsets)
-        columns = cross.new_zeros(cross.shape[0], cross.shape[1], num)
-        valid = torch.zeros(cross.shape[0], num, dtype=torch.bool, device=cross.device)
-        for i, col in enumerate(per_sample):
-            columns[i, :, :col.shape[1]] = col
-            valid[i, :col.shape[1]] = True
-        return columns, valid
+        return torch.stack([F.pad(col, (0, num - col.shape[1])) for col in per_sample])
 
     def config_dict(self) -> Dict:
         return dict(method=self.method, classes=list(self.classes),

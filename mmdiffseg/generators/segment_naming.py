@@ -33,6 +33,7 @@ covers every segment, comes out background.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -43,22 +44,29 @@ __all__ = ['segment_classes']
 _LEVELS = 255  # otsu_threshold's quantisation (bins - 1)
 
 
-def segment_classes(segments: torch.Tensor, scores: torch.Tensor,
-                    min_contrast: float = 2.0) -> torch.Tensor:
+def segment_classes(segments: torch.Tensor, scores: torch.Tensor, min_contrast: float = 2.0,
+                    num_segments: Optional[int] = None) -> torch.Tensor:
     """The class each segment is named after, by contrast with the class's background level.
 
     Args:
         segments: ``(H, W)`` segment ids (any integers).
         scores: ``(C, H, W)`` non-negative class attention (raw shares, not normalised).
         min_contrast: how many times its class's background level a segment's mean must reach.
+        num_segments: if the ids are ``0..num_segments-1``, all used: they are taken as they are
+            (no ``unique``, which waits for the device on a GPU).
 
     Returns:
         ``(H, W)`` int64: per pixel, the index of its segment's class in ``scores``, ``-1`` for
         background.
     """
-    ids = torch.unique(segments, return_inverse=True)[1].flatten()
-    k = int(ids.max()) + 1
-    area = torch.bincount(ids, minlength=k).to(scores.dtype)
+    if num_segments is None:
+        ids = torch.unique(segments, return_inverse=True)[1].flatten()
+        num_segments = int(ids.max()) + 1
+    else:
+        ids = segments.flatten()
+    k = num_segments
+    area = torch.zeros(k, dtype=scores.dtype, device=scores.device)
+    area.index_add_(0, ids, torch.ones_like(ids, dtype=scores.dtype))
     sums = scores.new_zeros(k, scores.shape[0]).index_add_(0, ids, scores.flatten(1).T)
     mean = sums / area[:, None]  # (K, C)
 
