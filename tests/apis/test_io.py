@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from mmdiffseg.apis.io import (ItemOutput, ItemSkipped, Manifest, OutputWriteError,
-                               UserInputError, WorkItem, atomic_write, item_seed, run_job, shard)
+                               UserInputError, WorkItem, atomic_write, item_seed, shard)
+from mmdiffseg.apis.jobs import run_job
 from unwritable import full_folder, readonly_folder
 
 HEADER = dict(tool='test', model='tiny', seed=0)
@@ -77,11 +78,11 @@ def test_header_mismatch_is_refused_with_the_difference(tmp_path):
 def test_torn_line_without_newline_is_dropped_and_repaired(tmp_path):
     m = Manifest(tmp_path, HEADER)
     m.start()
-    m.append(dict(id='a', files=[]))
+    m.append_many([dict(id='a', files=[])])
     with open(m.path, 'ab') as f:
         f.write(b'{"id": "b", "files": []}')  # complete JSON, newline never written
     assert list(m.load()) == ['a']
-    m.append(dict(id='c', files=[]))
+    m.append_many([dict(id='c', files=[])])
     assert list(Manifest(tmp_path, HEADER).load()) == ['a', 'c']
 
 
@@ -185,7 +186,8 @@ def test_ctrl_c_keeps_what_was_made_and_reports_it(tmp_path):
 SLOW_JOB = '''
 import sys, time
 from mmdiffseg.apis import cli
-from mmdiffseg.apis.io import ItemOutput, WorkItem, run_job
+from mmdiffseg.apis.io import ItemOutput, WorkItem
+from mmdiffseg.apis.jobs import run_job
 
 def compute(batch, loaded):
     if batch[0].id != 'item0':
