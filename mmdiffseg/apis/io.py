@@ -258,10 +258,3 @@ def check_output_folder(folder) -> Path:
     atomic_write(probe, b'')
     probe.unlink()
     return folder
-
-
-def check_resumable(out_dir, header: Dict[str, Any]) -> None:
-    """Before loading any model: the output folder is writable and, if it holds a manifest,
-    was made with the same settings (:class:`OutputWriteError` / :class:`UserInputError`)."""
-    rank, world_size = get_dist_info()
-    Manifest(check_output_folder(out_dir), header, rank, world_size).load()

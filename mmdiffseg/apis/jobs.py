@@ -15,7 +15,6 @@ With several ranks (mmengine / torch.distributed launchers) each rank takes
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -55,16 +54,15 @@ def default_workers() -> int:
 
 def start_worker(parent_pid: int, _worker_id: Optional[int] = None) -> None:
     """First thing in every loader / writer process: Ctrl-C is left to the main process (no
-    traceback here; the process was forked with SIGINT blocked, so none slips in before this),
-    the process dies with the main process (Linux), and OpenCV uses one thread per process."""
+    traceback here; the process was forked with SIGINT blocked, so none slips in before this)
+    and the process dies with the main process (Linux). (OpenCV's thread count is left alone:
+    ``cv2.setNumThreads`` in a process forked after OpenCV started its threads never returns.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if sys.platform.startswith('linux'):
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent_pid:  # the main process died before the line above
             os._exit(1)
-    import cv2
-    cv2.setNumThreads(1)
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -102,26 +100,36 @@ def _collate(pairs, collate: Callable[[List[Any]], Any]) -> LoadedBatch:
                        collate([data for _, data in good]) if good else None, failed)
 
 
-def load_batches(items: Sequence[WorkItem], batches: Sequence[List[int]],
+class BatchLoader:
+    """The ``batches`` (lists of indices into ``items``), loaded in order, iterated once: ``load``
+    per item and ``collate`` (default ``list``) per batch in ``workers`` processes (``0``: here,
+    when iterated), each batch by one process, two batches ahead per process. The processes start
+    here and begin reading at once. Without ``load``, the batches' items as they are."""
+
+    def __init__(self, items: Sequence[WorkItem], batches: Sequence[List[int]],
                  load: Optional[Callable[[WorkItem], Any]],
                  collate: Optional[Callable[[List[Any]], Any]] = None, workers: int = 0,
-                 pin_memory: bool = False) -> Iterator[LoadedBatch]:
-    """The ``batches`` (lists of indices into ``items``), loaded in order: ``load`` per item and
-    ``collate`` (default ``list``) per batch in ``workers`` processes (``0``: here), each batch by
-    one process, two batches ahead per process. Without ``load``, the batches' items as they are.
-    """
-    if load is None:
-        for batch in batches:
-            yield LoadedBatch([items[i] for i in batch], None, [])
-        return
-    loader = DataLoader(_ItemReader(items, load), batch_sampler=batches,
-                        collate_fn=partial(_collate, collate=collate or list),
-                        num_workers=workers, pin_memory=pin_memory,
-                        worker_init_fn=partial(start_worker, os.getpid()) if workers else None,
-                        multiprocessing_context='fork' if workers else None)
-    with sigint_blocked():  # the loader processes start here
-        iterator = iter(loader)
-    yield from iterator
+                 pin_memory: bool = False):
+        if load is None:
+            self.iterator = iter([LoadedBatch([items[i] for i in b], None, []) for b in batches])
+            return
+        loader = DataLoader(_ItemReader(items, load), batch_sampler=batches,
+                            collate_fn=partial(_collate, collate=collate or list),
+                            num_workers=workers, pin_memory=pin_memory,
+                            worker_init_fn=partial(start_worker, os.getpid()) if workers else None,
+                            multiprocessing_context='fork' if workers else None)
+        with sigint_blocked():
+            self.iterator = iter(loader)
+
+    def __iter__(self) -> Iterator[LoadedBatch]:
+        return self.iterator
+
+    def __enter__(self) -> 'BatchLoader':
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        """Stop the loader processes (the DataLoader's iterator does when it is dropped)."""
+        self.iterator = iter(())
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -225,10 +233,11 @@ LoadFn = Callable[[WorkItem], Any]
 ComputeFn = Callable[[List[WorkItem], Any], List[ItemOutput]]
 
 
-def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: ComputeFn, out_dir,
-            header: Dict[str, Any], batch_size: int = 1, split_file: Optional[str] = None,
-            workers: Optional[int] = None, collate: Optional[Callable[[List[Any]], Any]] = None,
-            pin_memory: bool = False, progress_file=None) -> JobSummary:
+def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional[ComputeFn],
+            out_dir, header: Dict[str, Any], batch_size: int = 1,
+            split_file: Optional[str] = None, workers: Optional[int] = None,
+            collate: Optional[Callable[[List[Any]], Any]] = None, pin_memory: bool = False,
+            prepare: Optional[Callable[[], ComputeFn]] = None, progress_file=None) -> JobSummary:
     """Run ``compute`` over ``items`` in fixed batches, resumably, on this rank's shard.
 
     Args:
@@ -246,23 +255,26 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: ComputeF
             thread; ``None``: :func:`default_workers`). The output does not depend on it.
         collate: the loaded inputs of a batch -> what ``compute`` gets (default: the list),
             run in the loader process; ``pin_memory`` pins its tensors (CUDA).
+        prepare: instead of ``compute``, a function returning it, called once the loader and
+            writer processes run and before anything is written: the tools load the model here,
+            so the processes start from a process without it and the first batches are read
+            meanwhile. An error there leaves the folder as it was.
 
     Returns:
-        The :class:`JobSummary` of all ranks (printed by rank 0 as the final line).
+        The :class:`JobSummary` of all ranks (printed by rank 0 as the final line); its time
+        counts from the end of ``prepare``.
 
     Raises:
         UserInputError: the folder's manifest was made with other settings.
         OutputWriteError: a write failed (read-only folder, full disk): the run stops.
         JobInterrupted: Ctrl-C; it carries the summary of what was made (all complete).
     """
-    start = time.time()
     progress_file = sys.stdout if progress_file is None else progress_file
     rank, world_size = get_dist_info()
     folder = check_output_folder(out_dir)
     manifest = Manifest(folder, header, rank, world_size)
     done = manifest.load()
     remove_stale_temp_files(folder)
-    manifest.start()
 
     mine = shard(items, rank, world_size)
     finished = {it.id for it in mine if is_done(folder, done.get(it.id))}
@@ -285,11 +297,17 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: ComputeF
         print_log(f'skipped {item.id}: {reason}', logger='current')
         bar.update()
 
+    start = time.time()
     writer = OutputWriter(folder, manifest, workers, tmp_tag(), made, failed)
-    loaded_batches = load_batches(mine, todo, load, collate, workers, pin_memory)
     # Ctrl-C: the loaders stop, the writer commits what was handed over, then JobInterrupted
-    with bar, writer, HoldInterrupt() as interrupt, contextlib.closing(loaded_batches):
-        for batch in loaded_batches:
+    with bar, writer, BatchLoader(mine, todo, load, collate, workers, pin_memory) as loaded, \
+            HoldInterrupt() as interrupt:
+        if prepare is not None:
+            compute = prepare()
+            start = time.time()
+        manifest.start()
+        bar.start()
+        for batch in loaded:
             writer.raise_error()
             new = [it.id not in finished for it in batch.items]
             outputs = compute(batch.items, batch.data) if any(new) else []

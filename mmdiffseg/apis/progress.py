@@ -38,14 +38,18 @@ class JobInterrupted(KeyboardInterrupt):
 
 
 class ProgressLine:
-    """mmengine's ``ProgressBar`` of ``total`` items (none when 0) on a line of its own:
-    :meth:`end_line` before any other output (a skipped item), and on leaving the ``with`` block
-    (the summary, an error), so no message is printed on the bar's line."""
+    """mmengine's ``ProgressBar`` of ``total`` items (none when 0), drawn from :meth:`start`, on
+    a line of its own: :meth:`end_line` before any other output (a skipped item), and on leaving
+    the ``with`` block (the summary, an error), so no message is printed on the bar's line."""
 
     def __init__(self, total: int, file):
-        self.file = file
-        self.bar = ProgressBar(total, file=file) if total else None
-        self.open = self.bar is not None
+        self.file, self.total = file, total
+        self.bar, self.open = None, False
+
+    def start(self) -> None:
+        if self.total:
+            self.bar = ProgressBar(self.total, file=self.file)
+            self.open = True
 
     def update(self) -> None:
         if self.bar is not None:

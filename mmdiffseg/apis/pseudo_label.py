@@ -21,7 +21,7 @@ from .builders import (build_generator, check_class_names, check_model, job_head
                        load_engine)
 from .folders import (IGNORE_INDEX, MASK_DIR, encode_label_png, list_images, palette_for,
                       read_label_png, read_rgb, record_path, split_path)
-from .io import ItemOutput, JobSummary, UserInputError, WorkItem, check_resumable
+from .io import ItemOutput, JobSummary, UserInputError, WorkItem
 from .jobs import run_job
 
 WORK_SIZE = 512
@@ -140,16 +140,21 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
             check_class_names(image_labels[it.id], classes, f'the labels of image {it.id}')
     palette = palette_for(classes if classes is not None else [str(i) for i in range(255)])
     header = job_header('pseudo_label', model, dtype, generator, classes, work_size=work_size)
-    check_resumable(out_dir, header)
-    engine = load_engine(model, device, dtype, generator.capture_spec, work_size)
-    generator.to(engine.device)
 
-    def compute(batch, loaded):
-        images, sizes = loaded
-        names = [image_labels[it.id] for it in batch] if image_labels is not None else None
-        labels = label_images(engine, generator, images, names, sizes)
-        return label_outputs(batch, labels, names, palette, out_dir)
+    def prepare():
+        """The model (loaded while the loader processes read the first batches) and the GPU
+        work."""
+        engine = load_engine(model, device, dtype, generator.capture_spec, work_size)
+        generator.to(engine.device)
 
-    return run_job(items, partial(read_work_image, size=work_size), compute, out_dir, header,
+        def compute(batch, loaded):
+            images, sizes = loaded
+            names = [image_labels[it.id] for it in batch] if image_labels is not None else None
+            labels = label_images(engine, generator, images, names, sizes)
+            return label_outputs(batch, labels, names, palette, out_dir)
+        return compute
+
+    return run_job(items, partial(read_work_image, size=work_size), None, out_dir, header,
                    batch_size=batch_size, split_file=split_path(split), workers=workers,
-                   collate=stack_work_images, pin_memory=engine.device.type == 'cuda')
+                   collate=stack_work_images, pin_memory=torch.device(device).type == 'cuda',
+                   prepare=prepare)

@@ -13,7 +13,7 @@ from ..models.online_labeler import label_images
 from .builders import build_generator, check_model, job_header, load_engine
 from .folders import (MASK_DIR, OVERLAY_DIR, encode_jpeg, encode_label_png, list_images,
                       palette_for, read_rgb, record_path, split_path)
-from .io import ItemOutput, JobSummary, UserInputError, WorkItem, check_resumable
+from .io import ItemOutput, JobSummary, UserInputError, WorkItem
 from .jobs import run_job
 from .pseudo_label import WORK_SIZE, stack_work_images, to_work_size
 from .visualize import Overlayer, segment_classes
@@ -67,21 +67,27 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
     present = None if classes is None else classes[1:]
     palette = palette_for(classes if classes is not None else segment_classes())
     header = job_header('segment', model, dtype, generator, classes, work_size=work_size)
-    check_resumable(out_dir, header)
-    engine = load_engine(model, device, dtype, generator.capture_spec, work_size)
-    generator.to(engine.device)
     overlay_classes = tuple(classes) if classes is not None else None
 
-    def compute(batch, loaded):
-        images, sizes, rgbs = loaded
-        labels = label_images(engine, generator, images,
-                              [list(present) for _ in batch] if present else None, sizes)
-        return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette),
-                            f'{OVERLAY_DIR}/{it.id}.jpg': partial(overlay_jpeg, overlay_classes,
-                                                                  rgb.numpy(), lab)},
-                           dict(image=record_path(it.payload['image'], out_dir)))
-                for it, rgb, lab in zip(batch, rgbs, labels)]
+    def prepare():
+        """The model (loaded while the loader processes read the first batches) and the GPU
+        work; masks and overlays are encoded in the writer processes."""
+        engine = load_engine(model, device, dtype, generator.capture_spec, work_size)
+        generator.to(engine.device)
 
-    return run_job(items, partial(read_image_pair, size=work_size), compute, out_dir, header,
+        def compute(batch, loaded):
+            images, sizes, rgbs = loaded
+            labels = label_images(engine, generator, images,
+                                  [list(present) for _ in batch] if present else None, sizes)
+            return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab,
+                                                                    palette),
+                                f'{OVERLAY_DIR}/{it.id}.jpg': partial(
+                                    overlay_jpeg, overlay_classes, rgb.numpy(), lab)},
+                               dict(image=record_path(it.payload['image'], out_dir)))
+                    for it, rgb, lab in zip(batch, rgbs, labels)]
+        return compute
+
+    return run_job(items, partial(read_image_pair, size=work_size), None, out_dir, header,
                    batch_size=batch_size, split_file=split_path('segment'), workers=workers,
-                   collate=stack_image_pairs, pin_memory=engine.device.type == 'cuda')
+                   collate=stack_image_pairs, pin_memory=torch.device(device).type == 'cuda',
+                   prepare=prepare)
