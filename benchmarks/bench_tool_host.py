@@ -24,8 +24,11 @@ Per worker count, three rows:
   side slow the launching thread? (On a machine with fewer free cores than processes this also
   measures plain competition for cores.)
 
-``tool / GPU`` = the tool's rate over the stand-in's own rate, measured alone just before each
-run (same machine load); medians over ``--repeats``.
+``img/s (job)`` counts as the tool's summary does: from the end of ``prepare`` (in the tool, the
+model load, while the loader and writer processes start; here nothing) to the last manifest line.
+``img/s (steady)`` counts from the end of the first batch's GPU work to the end of the last one's:
+the rate of a dataset-scale run. ``tool / GPU`` = the steady rate over the stand-in's own rate,
+measured alone just before each run (same machine load); medians over ``--repeats``.
 
 Appends a table to ``--out`` naming the hardware. The 8-core figure is an extrapolation, not a
 measurement: min(8 / CPU seconds per image, 1 / main-process CPU seconds per image), i.e. the
@@ -127,22 +130,26 @@ def hardware() -> str:
 
 
 def run_tool_job(items, standin, names, palette, out_dir, batch_size, workers):
-    """The pseudo_label job with ``standin`` as the GPU work; (seconds, summary)."""
+    """The pseudo_label job with ``standin`` as the GPU work: (summary, steady images/s: from the
+    end of the first batch's GPU work to the end of the last one's)."""
     from mmdiffseg.apis.jobs import run_job
     from mmdiffseg.apis.pseudo_label import label_outputs, read_work_image, stack_work_images
+    ends = []
 
     def compute(batch, loaded):
         images, sizes = loaded
         labels = standin(batch)
+        ends.append((time.perf_counter(), len(batch)))
         assert [lab.shape for lab in labels] == [tuple(hw) for hw in sizes]
         return label_outputs(batch, labels, [names[it.id] for it in batch], palette, out_dir)
 
     with open(os.devnull, 'w') as quiet:
-        start = time.perf_counter()
-        summary = run_job(items, read_work_image, compute, out_dir, dict(tool='bench'),
+        # as in the tool, the job's time starts once prepare (there: the model load) returns
+        summary = run_job(items, read_work_image, None, out_dir, dict(tool='bench'),
                           batch_size=batch_size, workers=workers, collate=stack_work_images,
-                          progress_file=quiet)
-    return time.perf_counter() - start, summary
+                          prepare=lambda: compute, progress_file=quiet)
+    steady = sum(n for _, n in ends[1:]) / (ends[-1][0] - ends[0][0])
+    return summary, steady
 
 
 def standin_alone(standin, items, batch_size) -> float:
@@ -196,17 +203,17 @@ def main(argv=None):
                     alone = standin_alone(standin, items, args.batch_size) if rate else None
                     out = work / f'out-{len(rows)}-{repeat}'
                     before = cpu_seconds()
-                    seconds, summary = run_tool_job(items, standin, names, palette, out,
-                                                    args.batch_size, workers)
+                    summary, steady = run_tool_job(items, standin, names, palette, out,
+                                                   args.batch_size, workers)
                     after = cpu_seconds()
                     assert summary.made == len(items), summary.line()
-                    tool = len(items) / seconds
-                    runs.append((tool, tool / alone if alone else None,
+                    runs.append((summary.made / summary.seconds, steady,
+                                 steady / alone if alone else None,
                                  (after[0] - before[0]) / len(items),
                                  (after[1] - before[1]) / len(items)))
                     shutil.rmtree(out)
                 median = [statistics.median(r[k] for r in runs) if runs[0][k] is not None
-                          else None for k in range(4)]
+                          else None for k in range(5)]
                 rows.append((mode, workers, *median))
                 print(rows[-1], flush=True)
     finally:
@@ -219,14 +226,15 @@ def write_table(args, rows, machine: str, load: float) -> None:
     lines = [f'\n### {stamp}: {machine}, load average {load:.1f} at the start; {args.images} '
              f'JPEGs 513x513, batch {args.batch_size}, stand-in {args.gpu_rate:g} img/s, '
              f'median of {args.repeats}\n',
-             '| mode | workers | img/s | tool / GPU | CPU ms/img main | CPU ms/img workers '
-             '| 8-core capacity (extrapolated) |', '|---|---|---|---|---|---|---|']
-    for mode, workers, rate, share, main_cpu, kids_cpu in rows:
+             '| mode | workers | img/s (job) | img/s (steady) | tool / GPU (steady) '
+             '| CPU ms/img main | CPU ms/img workers | 8-core capacity (extrapolated) |',
+             '|---|---|---|---|---|---|---|---|']
+    for mode, workers, rate, steady, share, main_cpu, kids_cpu in rows:
         total = main_cpu + kids_cpu
         # 8 cores: the CPU seconds spread over 8 cores, the main process on at most one
         extra = (f'{min(8 / total, 1 / main_cpu):.0f} img/s' if mode == 'capacity' and workers
                  else '-')
-        lines.append(f'| {mode} | {workers} | {rate:.1f} | '
+        lines.append(f'| {mode} | {workers} | {rate:.1f} | {steady:.1f} | '
                      f'{f"{share:.0%}" if share is not None else "-"} | {1e3 * main_cpu:.1f} | '
                      f'{1e3 * kids_cpu:.1f} | {extra} |')
     args.out.parent.mkdir(parents=True, exist_ok=True)

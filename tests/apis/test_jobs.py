@@ -1,6 +1,6 @@
 """run_job with loader and writer processes: the output does not depend on --workers, corrupt
-inputs are named and counted from a worker process, finished batches are never read, kill -9 and
-Ctrl-C to the whole process group leave complete files, no traceback and no process behind."""
+inputs are named and counted from a worker process, finished batches are never read, kill -9
+leaves complete files and no process behind (Ctrl-C: test_io.py)."""
 import json
 import os
 import random
@@ -177,49 +177,6 @@ def test_kill_9_at_any_instant_then_rerun_equals_an_uninterrupted_run(images, tm
     assert {k: v for k, v in files.items() if k != 'manifest.jsonl'} == \
         {k: v for k, v in expected.items() if k != 'manifest.jsonl'}
     assert Manifest(out, HEADER).load() == Manifest(reference, HEADER).load()
-
-
-CTRL_C_JOB = '''
-import sys, time
-from mmdiffseg.apis import cli
-from mmdiffseg.apis.io import ItemOutput, WorkItem
-from mmdiffseg.apis.jobs import run_job
-
-def compute(batch, loaded):
-    if batch[0].id != 'item0':
-        time.sleep(60)
-    return [ItemOutput({f'{it.id}.txt': b'x'}) for it in batch]
-
-def main(argv):
-    run_job([WorkItem(f'item{i}') for i in range(8)], lambda it: it.id, compute, sys.argv[1],
-            dict(tool='test'), batch_size=2, workers=2)
-
-sys.exit(cli.run_cli(main))
-'''
-
-
-def test_ctrl_c_to_the_process_group_with_worker_processes(tmp_path):
-    """A terminal's Ctrl-C reaches every process of the job: the workers leave it to the main
-    process (no traceback anywhere), which finishes the writes, reports and exits 130."""
-    proc = subprocess.Popen([sys.executable, '-c', CTRL_C_JOB, str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED='1', PYTHONPATH=str(REPO)),
-                            start_new_session=True)
-    manifest = tmp_path / 'manifest.jsonl'
-    deadline = time.time() + 240
-    while time.time() < deadline and not (
-            manifest.is_file() and len(manifest.read_text().splitlines()) >= 3):
-        time.sleep(0.05)
-    time.sleep(0.5)
-    assert len(children_of(proc.pid)) >= 4  # two loader and two writer processes
-    os.killpg(proc.pid, signal.SIGINT)
-    output = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130, output
-    assert 'Traceback' not in output and 'KeyboardInterrupt' not in output, output
-    assert 'error: interrupted: made 2, skipped 0 (already done), failed 0' in output
-    assert sorted(p.name for p in tmp_path.glob('item*')) == ['item0.txt', 'item1.txt']
-    with pytest.raises(ProcessLookupError):
-        os.killpg(proc.pid, 0)  # the whole group is gone
 
 
 def test_the_workers_option_in_the_tools(monkeypatch):
