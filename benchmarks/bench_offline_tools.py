@@ -46,9 +46,12 @@ RESULTS = REPO / 'benchmarks' / 'results' / 'offline_tools.md'
 INTRO = """# Offline tools: throughput
 
 Items per second of the job itself (reading, engine pass, generator, encoding and atomic writes of
-PNG/JPEG, manifest appends with fsync); model loading and process start-up excluded. Inputs: the
-10 VOC samples (513x513, worked on at 512x512). Written by `python benchmarks/bench_offline_tools.py`
-(`--device cuda` on a GPU, `--full-size` for the real-size architecture with random weights).
+PNG/JPEG, manifest appends with fsync); model loading and process start-up excluded. Inputs: JPEG
+copies of the 10 VOC samples (513x513, worked on at 512x512), cycled to `--images`. Written by
+`python benchmarks/bench_offline_tools.py` (`--device cuda` on a GPU, `--full-size` for the
+real-size architecture with random weights). An `in-process label_images` row (the tool's GPU work
+alone, on batches read before timing) precedes each pseudo_label row, which shows the share of it
+the tool keeps.
 "tiny" = random-weights SD 2.1-base with the real topology and tiny channels: its figures measure
 the tools' overhead and attention work at full token counts (4096 tokens at 64x64), not a real
 U-Net's cost. On a shared CPU the absolute figures move with the load.

@@ -2,7 +2,8 @@
 pipeline with the GPU work replaced by a constant-time stand-in, against ``--workers``.
 
     python benchmarks/bench_tool_host.py [--images 320] [--batch-size 16] [--workers 0 1 2 4 8]
-        [--gpu-rate 45] [--gil-share 0.25] [--repeats 3] [--out benchmarks/results/tool_host.md]
+        [--gpu-rate 45] [--gil-share 0.25] [--modes capacity waiting gil] [--fsync-ms 0]
+        [--repeats 3] [--work-dir DIR] [--out benchmarks/results/tool_host.md]
 
 Inputs: JPEG copies (quality 90) of the VOC samples (513x513) in a temporary folder, cycled to
 ``--images`` files. Everything but the GPU work is the tool's own code: ``read_work_image`` and
@@ -14,7 +15,11 @@ calibrated alone, so contention for the GIL or a core slows it as it slows real 
 sleeps for the rest (the wait for the device); it returns each image's VOC ground truth at the
 image's size, so PNG encoding costs what real labels cost.
 
-Per worker count, three rows:
+The table's header names the machine and the measured latency of ``fsync`` on the output disk
+(``--work-dir``: put it on the disk the tools write to); ``--fsync-ms`` adds that many
+milliseconds to every ``fsync`` (a stand-in for network block storage, where it costs 5-30 ms).
+
+Per worker count, three rows (``--modes``):
 
 * ``capacity``: the stand-in returns at once; the most images/s the host side sustains here, and
   its CPU seconds per image (main process, and its loader + writer processes);
@@ -26,9 +31,11 @@ Per worker count, three rows:
 
 ``img/s (job)`` counts as the tool's summary does: from the end of ``prepare`` (in the tool, the
 model load, while the loader and writer processes start; here nothing) to the last manifest line.
-``img/s (steady)`` counts from the end of the first batch's GPU work to the end of the last one's:
-the rate of a dataset-scale run. ``tool / GPU`` = the steady rate over the stand-in's own rate,
-measured alone just before each run (same machine load); medians over ``--repeats``.
+``img/s (steady)`` counts the images after the first batch, from the end of the first batch's GPU
+work to the end of the job (every file and manifest line written): the rate of a dataset-scale
+run, without the start (the first batch read while nothing else runs). ``tool / GPU`` = the
+steady rate over the stand-in's own rate, measured alone just before each run (same machine
+load); medians over ``--repeats``.
 
 Appends a table to ``--out`` naming the hardware. The 8-core figure is an extrapolation, not a
 measurement: min(8 / CPU seconds per image, 1 / main-process CPU seconds per image), i.e. the
@@ -109,6 +116,31 @@ class GpuStandIn:
         return [self.labels[it.id] for it in batch]
 
 
+def fsync_latency_ms(folder: Path, count: int = 20) -> float:
+    """Median milliseconds of writing and fsyncing a 3 KB file in ``folder``."""
+    times = []
+    for i in range(count):
+        start = time.perf_counter()
+        with open(folder / f'fsync-probe-{i}', 'wb') as f:
+            f.write(os.urandom(3000))
+            f.flush()
+            os.fsync(f.fileno())
+        times.append(time.perf_counter() - start)
+        (folder / f'fsync-probe-{i}').unlink()
+    return 1e3 * statistics.median(times)
+
+
+def add_fsync_latency(ms: float) -> None:
+    """Slow storage stand-in: every ``os.fsync`` of this process and of the processes it forks
+    takes ``ms`` milliseconds more."""
+    real = os.fsync
+
+    def fsync(fd):
+        time.sleep(ms / 1e3)
+        real(fd)
+    os.fsync = fsync
+
+
 def cpu_seconds():
     """(CPU seconds of this process, of its finished child processes)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -130,16 +162,17 @@ def hardware() -> str:
 
 
 def run_tool_job(items, standin, names, palette, out_dir, batch_size, workers):
-    """The pseudo_label job with ``standin`` as the GPU work: (summary, steady images/s: from the
-    end of the first batch's GPU work to the end of the last one's)."""
+    """The pseudo_label job with ``standin`` as the GPU work: (summary, steady images/s: the
+    images after the first batch over the time from the end of its GPU work to the end of the
+    job, every file and manifest line written)."""
     from mmdiffseg.apis.jobs import run_job
     from mmdiffseg.apis.pseudo_label import label_outputs, read_work_image, stack_work_images
-    ends = []
+    first = []
 
     def compute(batch, loaded):
         images, sizes = loaded
         labels = standin(batch)
-        ends.append((time.perf_counter(), len(batch)))
+        first.append((time.perf_counter(), len(batch)))
         assert [lab.shape for lab in labels] == [tuple(hw) for hw in sizes]
         return label_outputs(batch, labels, [names[it.id] for it in batch], palette, out_dir)
 
@@ -148,8 +181,8 @@ def run_tool_job(items, standin, names, palette, out_dir, batch_size, workers):
         summary = run_job(items, read_work_image, None, out_dir, dict(tool='bench'),
                           batch_size=batch_size, workers=workers, collate=stack_work_images,
                           prepare=lambda: compute, progress_file=quiet)
-    steady = sum(n for _, n in ends[1:]) / (ends[-1][0] - ends[0][0])
-    return summary, steady
+    end = time.perf_counter()
+    return summary, (len(items) - first[0][1]) / (end - first[0][0])
 
 
 def standin_alone(standin, items, batch_size) -> float:
@@ -169,7 +202,13 @@ def main(argv=None):
                         help='images/s of the GPU stand-in (iSeg in-process on an H200: 45)')
     parser.add_argument('--gil-share', type=float, default=0.25,
                         help="share of the stand-in's time spent in GIL-holding Python")
+    parser.add_argument('--modes', nargs='+', default=['capacity', 'waiting', 'gil'],
+                        choices=['capacity', 'waiting', 'gil'])
+    parser.add_argument('--fsync-ms', type=float, default=0.0,
+                        help='milliseconds added to every fsync (slow storage stand-in)')
     parser.add_argument('--repeats', type=int, default=3, help='runs per row (median reported)')
+    parser.add_argument('--work-dir', type=Path, default=None,
+                        help='where inputs and outputs go (default: the system temp folder)')
     parser.add_argument('--out', type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     import mmdiffseg  # noqa: F401
@@ -178,7 +217,10 @@ def main(argv=None):
     from mmdiffseg.apis.pseudo_label import labels_from_ground_truth
     from mmdiffseg.datasets.class_names import resolve_classes
 
-    work = Path(tempfile.mkdtemp(prefix='bench-tool-host-'))
+    work = Path(tempfile.mkdtemp(prefix='bench-tool-host-', dir=args.work_dir))
+    fsync_ms = fsync_latency_ms(work)
+    if args.fsync_ms:
+        add_fsync_latency(args.fsync_ms)
     try:
         paths, sources = prepare_inputs(work, args.images)
         items = [WorkItem(p.stem, dict(image=str(p))) for p in paths]
@@ -192,9 +234,11 @@ def main(argv=None):
         palette = palette_for(classes)
         spins = calibrate_spin()
         rows, load = [], os.getloadavg()[0]
-        modes = [('capacity', 0.0, 0.0), ('GPU stand-in, waiting only', args.gpu_rate, 0.0),
-                 (f'GPU stand-in, {args.gil_share:.0%} GIL', args.gpu_rate, args.gil_share)]
-        for mode, rate, gil_share in modes:
+        modes = dict(capacity=('capacity', 0.0, 0.0),
+                     waiting=('GPU stand-in, waiting only', args.gpu_rate, 0.0),
+                     gil=(f'GPU stand-in, {args.gil_share:.0%} GIL', args.gpu_rate,
+                          args.gil_share))
+        for mode, rate, gil_share in (modes[name] for name in args.modes):
             standin = GpuStandIn(rate, gil_share, labels, spins)
             for workers in args.workers:
                 runs = []
@@ -218,14 +262,15 @@ def main(argv=None):
                 print(rows[-1], flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    write_table(args, rows, hardware(), load)
+    write_table(args, rows, hardware(), load, fsync_ms)
 
 
-def write_table(args, rows, machine: str, load: float) -> None:
+def write_table(args, rows, machine: str, load: float, fsync_ms: float) -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
-    lines = [f'\n### {stamp}: {machine}, load average {load:.1f} at the start; {args.images} '
-             f'JPEGs 513x513, batch {args.batch_size}, stand-in {args.gpu_rate:g} img/s, '
-             f'median of {args.repeats}\n',
+    slower = f' + {args.fsync_ms:g} ms added (stand-in)' if args.fsync_ms else ''
+    lines = [f'\n### {stamp}: {machine}, load average {load:.1f} at the start; fsync of 3 KB '
+             f'{fsync_ms:.1f} ms{slower}; {args.images} JPEGs 513x513, batch {args.batch_size}, '
+             f'stand-in {args.gpu_rate:g} img/s, median of {args.repeats}\n',
              '| mode | workers | img/s (job) | img/s (steady) | tool / GPU (steady) '
              '| CPU ms/img main | CPU ms/img workers | 8-core capacity (extrapolated) |',
              '|---|---|---|---|---|---|---|---|']

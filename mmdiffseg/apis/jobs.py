@@ -133,21 +133,31 @@ class BatchLoader:
 
 
 # -- writing ------------------------------------------------------------------------------------
-def write_files(folder: str, files: Dict[str, Any], tmp_tag: str) -> None:
-    """An item's files, each atomically (runs in a writer process: encoding happens here)."""
-    for rel, data in files.items():
-        atomic_write(Path(folder) / rel, data() if callable(data) else data, tmp_tag)
+def write_items(folder: str, items_files: List[Dict[str, Any]],
+                tmp_tag: str) -> List[Optional[BaseException]]:
+    """Some items' files, each atomically (in a writer process: encoding happens here); per item
+    the error that stopped its writing, or ``None``."""
+    errors = []
+    for files in items_files:
+        try:
+            for rel, data in files.items():
+                atomic_write(Path(folder) / rel, data() if callable(data) else data, tmp_tag)
+            errors.append(None)
+        except Exception as exc:  # noqa: B902  (reported by the committer, item by item)
+            errors.append(exc)
+    return errors
 
 
 class OutputWriter:
     """Encodes and writes finished items while later batches compute, and commits them.
 
-    Files go to a pool: ``workers`` processes (one thread with ``0``). A committer thread takes
-    the batches in order; for each it reports the items that failed to load, waits for the
-    batch's files, then appends the manifest lines of the items whose files were all written in
-    one write with one ``fsync`` and reports them made. An item is done only after both. The
-    first write error is kept and raised by :meth:`raise_error` (the job stops at its next batch)
-    or on leaving the ``with`` block, after every batch handed over is committed.
+    Files go to a pool: ``workers`` processes (one thread with ``0``), each batch cut into one
+    task per process. A committer thread takes the batches in order; for each it reports the
+    items that failed to load, waits for the batch's files, then appends the manifest lines of
+    the items whose files were all written in one write with one ``fsync`` and reports them
+    made. An item is done only after both. The first write error is kept and raised by
+    :meth:`raise_error` (the job stops at its next batch) or on leaving the ``with`` block, after
+    every batch handed over is committed.
 
     Args:
         made: called with ``(item, record)`` for each committed item (committer thread).
@@ -159,6 +169,7 @@ class OutputWriter:
                  failed: Callable[[WorkItem, str], None]):
         self.folder, self.manifest, self.tmp_tag = folder, manifest, tmp_tag
         self.made, self.failed = made, failed
+        self.tasks_per_batch = max(1, workers)
         self.pool = self._pool(workers)
         self.pending: queue.Queue = queue.Queue(maxsize=PENDING_BATCHES)
         self.error: Optional[BaseException] = None
@@ -180,9 +191,12 @@ class OutputWriter:
                failed: List[Tuple[WorkItem, str]]) -> None:
         """Hand over one batch: its finished outputs and the items that could not be loaded
         (waits while :data:`PENDING_BATCHES` batches are not committed yet)."""
-        futures = [self.pool.submit(write_files, str(self.folder), output.files, self.tmp_tag)
-                   for _, output in outputs]
-        self.pending.put((outputs, futures, failed))
+        size = -(-len(outputs) // self.tasks_per_batch)
+        chunks = [outputs[i:i + size] for i in range(0, len(outputs), size)] if outputs else []
+        futures = [self.pool.submit(write_items, str(self.folder),
+                                    [output.files for _, output in chunk], self.tmp_tag)
+                   for chunk in chunks]
+        self.pending.put((chunks, futures, failed))
 
     def raise_error(self) -> None:
         if self.error is not None:
@@ -198,17 +212,20 @@ class OutputWriter:
             except BaseException as exc:  # noqa: B902  (kept; raised by the main thread)
                 self.error = self.error or exc
 
-    def _commit(self, outputs, futures, failed) -> None:
+    def _commit(self, chunks, futures, failed) -> None:
         for item, reason in failed:
             self.failed(item, reason)
         written, error = [], None
-        for (item, output), future in zip(outputs, futures):
+        for chunk, future in zip(chunks, futures):
             try:
-                future.result()
-            except BaseException as exc:  # noqa: B902
-                error = error or exc
-                continue
-            written.append((item, dict(output.record, id=item.id, files=sorted(output.files))))
+                errors = future.result()
+            except BaseException as exc:  # noqa: B902  (a writer process died...)
+                errors = [exc] * len(chunk)
+            for (item, output), item_error in zip(chunk, errors):
+                if item_error is None:
+                    written.append((item, dict(output.record, id=item.id,
+                                               files=sorted(output.files))))
+                error = error or item_error
         self.manifest.append_many([record for _, record in written])
         for item, record in written:
             self.made(item, record)

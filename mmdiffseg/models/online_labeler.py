@@ -51,9 +51,10 @@ def label_images(engine, generator: MaskGenerator,
         images = images.to(engine.device, non_blocking=True)
         chw = list(images)
     else:
+        images = list(images)
         chw = [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1) for im in images]
-    maps = engine.extract(images if isinstance(images, torch.Tensor) else list(images),
-                          capture=generator.capture_spec, **generator.extract_kwargs(names))
+    maps = engine.extract(images, capture=generator.capture_spec,
+                          **generator.extract_kwargs(names))
     size = tuple(maps.image_size)
     work = torch.stack([
         F.interpolate(im[None].float(), size=size, mode='bilinear', align_corners=False)[0]
