@@ -1,74 +1,120 @@
-"""Cost of attention capture: full-size U-Net forward with a capture spec vs the plain fused forward.
+"""Cost of attention capture: one U-Net forward with a generator's capture spec vs the plain forward.
 
 The U-Net is the real Stable Diffusion 2-base architecture (``sd_configs/stable-diffusion-2-1-base``)
-with random weights; input a 512x512 image's latent (64x64), batch 1, t = 300. Runs alternate
-plain / captured after one warm-up of each; times are medians: CPU seconds of the process on CPU
-(robust to other jobs on the same cores), wall time after synchronisation on CUDA. Peak memory
-above the memory in use before the forward:
+with random weights (``--quick``: the tiny test U-Net of the same topology), input a 512x512
+image's latent (64x64), t = 300. Paths, timed in one run (after one warm-up each, alternating, so
+load from other processes hits all alike):
 
-* CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.
-* CPU: the process's resident-set high-water mark (``VmHWM`` in ``/proc/self/status``), reset before
-  each forward by writing 5 to ``/proc/self/clear_refs``. The aggregate buffers (> 32 MiB) are always
-  mmapped by glibc, so they show up in full; small freed blocks that glibc keeps in its heap count in
-  the baseline of the next run, for plain and captured runs alike (they alternate).
+* ``plain``: the stock diffusers forward (SDPA everywhere);
+* ``new``: capture as shipped: the SDPA call plus its row LSE, maps by ``--map-backend``
+  (``auto``: the Triton kernel on CUDA, torch chunks on CPU);
+* ``torch``: the same with the torch map path (on CUDA: the fallback without Triton);
+* ``old``: the capture path before issue 8, transcribed here (:class:`LegacyProcessor`).
 
-The extra peak of a captured forward is compared to the size of the aggregate float32 buffers it
-returns (they are the output, so at least 1x is unavoidable). Writes a markdown table row to
-``benchmarks/results/capture.md`` (appended when the file exists).
+Times are the median and the minimum over ``--repeats`` runs: CPU seconds of the process on CPU
+(robust to other jobs on the same cores, not to their cache and memory traffic), wall time after
+synchronisation on CUDA. Peak memory above the memory in use before the forward:
+CUDA ``max_memory_allocated``; CPU the resident-set high-water mark (``VmHWM``, reset through
+``/proc/self/clear_refs``; glibc mmaps the > 32 MiB buffers, so they show in full). Extra = path
+peak - plain peak, compared to the float32 maps returned (the output: 1x is unavoidable). Also
+checked: the U-Net output of each path against the plain one, and each path's maps against
+``new``'s. Appends one row per (spec, batch, path) to ``--out`` as it goes (the file ends with
+the table).
 
-    python benchmarks/bench_capture.py [--device cuda] [--spec diffseg iseg] [--repeats 3]
+    python benchmarks/bench_capture.py [--device cuda --dtype float16] [--spec diffseg iseg seediff]
+        [--batch-size 1 16] [--paths new old] [--repeats 3] [--quick]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
-import json
 import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from mmdiffseg.attention import CaptureRequest, CaptureSpec, capture_attention
+import mmdiffseg.attention.capture as capture
+from mmdiffseg.attention import CaptureSpec, capture_attention
+from mmdiffseg.attention.head_maps import default_chunk_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'benchmarks' / 'results' / 'capture.md'
-CONFIG = REPO.parent / 'shared' / 'data' / 'sd_configs' / 'stable-diffusion-2-1-base' / 'unet' / 'config.json'
-
-SPECS = {
-    # DiffSeg (ALGORITHMS.md 1.1): every self-attention layer, all heads, averaged per resolution
-    'diffseg': CaptureSpec([CaptureRequest('self', r) for r in (64, 32, 16, 8)]),
-    # iSeg WSSS (ALGORITHMS.md 3.1): 10 cross layers at 16/32, one 64-res self layer, all heads
-    'iseg': CaptureSpec([
-        CaptureRequest('cross', 16),
-        CaptureRequest('cross', 32, layers=('down_blocks.1.attentions.1.transformer_blocks.0.attn2',
-                                            'up_blocks.2.attentions.0.transformer_blocks.0.attn2',
-                                            'up_blocks.2.attentions.1.transformer_blocks.0.attn2')),
-        CaptureRequest('self', 64, layers=('up_blocks.3.attentions.1.transformer_blocks.0.attn1',)),
-    ]),
-}
-
-HEADER = """# Attention capture cost (full-size SD 2-base U-Net, random weights, 512x512, batch 1)
-
-Written by `benchmarks/bench_capture.py`. *plain* = the stock diffusers forward (SDPA everywhere);
-*capture* = the same forward with the spec's layers on `CaptureProcessor` (explicit softmax in
-query chunks, float32 head/layer means). Time: median of the runs after a warm-up; on CPU the
-process's CPU seconds (`time.process_time`: the development machine shares its 2 cores with other
-jobs, which makes wall time meaningless), on CUDA wall time after synchronisation. Peak: memory
-above what was in use before the forward (CUDA: `max_memory_allocated`; CPU: resident-set
-high-water mark `VmHWM`, reset through `/proc/self/clear_refs`). Extra = capture peak - plain peak
-(the buffers are allocated at the first captured layer, so extra can be below the buffer size when
-that layer comes after the plain forward's peak); buffers = the float32 maps returned. Targets:
-time ratio <= 1.2, extra peak <= 2x buffers.
-
-| date (UTC) | device | threads | spec | chunk MiB | runs | plain s | capture s | ratio | plain peak MiB | capture peak MiB | extra MiB | buffers MiB | extra / buffers | max abs out diff |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
-"""
+SD_CONFIG = REPO.parent / 'shared' / 'data' / 'sd_configs' / 'stable-diffusion-2-1-base'
+TABLE = ('| date (UTC) | device | threads | spec | batch | path | runs | s (median) | s (min) | ratio to '
+         'plain (median) | ratio (min) | peak MiB | extra MiB | buffers MiB | extra / buffers | max abs '
+         'out diff | max abs map diff vs new |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
+         '---|---|---|\n')
 
 
-class CpuPeak:
-    """Resident-set high-water mark of this process (Linux)."""
+def generator_specs(full_size: bool) -> dict:
+    """The released generators' capture specs (iSeg's SD 2.1 head lists need the full-size heads)."""
+    from mmdiffseg.generators import DiffSeg, ISeg, SeeDiff
+    iseg = ISeg() if full_size else ISeg(cross_heads=None, self_heads=[0])
+    return {'diffseg': DiffSeg().capture_spec, 'iseg': iseg.capture_spec,
+            'seediff': SeeDiff(classes=['background', 'dog']).capture_spec}
+
+
+class LegacyProcessor(capture.CaptureProcessor):
+    """The capture path before issue 8, for comparison: per chunk of query rows (8 MiB of float32
+    probabilities on CPU, 16 MiB on CUDA) ``softmax(Q K^T * scale)`` explicitly in float32 (fp16 /
+    bf16 logits upcast only with ``upcast_attention``), the output as ``probs @ V``, head sums from
+    the probabilities; the unconditional half of a CFG batch on SDPA."""
+
+    CHUNK_BYTES = {'cpu': 8 * 2 ** 20, 'cuda': 16 * 2 ** 20}
+
+    def attend(self, attn, query, key, value, mask):
+        rows = self.session.capture_rows(query.shape[0])
+        out = torch.empty_like(query)
+        if rows.start > 0:
+            head = slice(0, rows.start)
+            out[head] = F.scaled_dot_product_attention(
+                query[head], key[head], value[head], scale=attn.scale,
+                attn_mask=None if mask is None else mask[head])
+        out[rows] = self._explicit(attn, query[rows], key[rows], value[rows])
+        return out
+
+    def _explicit(self, attn, query, key, value):
+        batch, heads, n_query, head_dim = query.shape
+        n_key, rows, device = key.shape[2], batch * heads, query.device
+        if attn.upcast_attention:
+            query, key = query.float(), key.float()
+        q3 = (query * attn.scale).reshape(rows, n_query, head_dim)
+        k3t = key.reshape(rows, n_key, head_dim).transpose(1, 2)
+        v3 = value.reshape(rows, n_key, head_dim)
+        out = torch.empty(rows, n_query, head_dim, dtype=value.dtype, device=device)
+        groups = [(None if len(ids) == heads else torch.tensor(ids, device=device),
+                   [(self.session.buffer(s, n_query, n_key, device), s.weight) for s in sinks])
+                  for ids, sinks in self.groups]
+        chunk_bytes = self.session.chunk_bytes or self.CHUNK_BYTES.get(device.type, 16 * 2 ** 20)
+        chunk = min(n_query, max(1, chunk_bytes // (4 * rows * n_key)))
+        for start in range(0, n_query, chunk):
+            end = min(start + chunk, n_query)
+            probs = torch.softmax(torch.bmm(q3[:, start:end], k3t), dim=-1, dtype=torch.float32)
+            out[:, start:end] = torch.bmm(probs.to(v3.dtype), v3)
+            per_head = probs.view(batch, heads, end - start, n_key)
+            for index, sinks in groups:
+                summed = (per_head if index is None else per_head.index_select(1, index)).sum(dim=1)
+                for buffer, weight in sinks:
+                    buffer[:, start:end].add_(summed, alpha=weight)
+        return out.view(batch, heads, n_query, head_dim)
+
+
+@contextlib.contextmanager
+def legacy_processors():
+    original = capture.CaptureProcessor
+    capture.CaptureProcessor = LegacyProcessor
+    try:
+        yield
+    finally:
+        capture.CaptureProcessor = original
+
+
+class CpuMeter:
+    """Process CPU seconds and the resident-set high-water mark (Linux)."""
 
     @staticmethod
     def _status(field: str) -> int:
@@ -77,9 +123,7 @@ class CpuPeak:
                 return int(line.split()[1]) * 1024
         raise RuntimeError(f'{field} not in /proc/self/status')
 
-    @staticmethod
-    def clock() -> float:
-        return time.process_time()  # CPU seconds: robust to other processes sharing the cores
+    clock = staticmethod(time.process_time)
 
     def start(self) -> int:
         Path('/proc/self/clear_refs').write_text('5')
@@ -89,7 +133,7 @@ class CpuPeak:
         return self._status('VmHWM')
 
 
-class CudaPeak:
+class CudaMeter:
     @staticmethod
     def clock() -> float:
         torch.cuda.synchronize()
@@ -105,87 +149,109 @@ class CudaPeak:
         return torch.cuda.max_memory_allocated()
 
 
-def build_unet(device: str, dtype: torch.dtype):
+def build_unet(device: str, dtype: torch.dtype, quick: bool):
     from diffusers import UNet2DConditionModel
-    config = json.loads(CONFIG.read_text())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        unet = UNet2DConditionModel.from_config(config)
+    from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+    if quick:
+        unet = UNet2DConditionModel.from_pretrained(cached_tiny_pipeline_folder(SD_CONFIG) / 'unet')
+    else:
+        with torch.random.fork_rng(devices=[]), torch.device(device):
+            torch.manual_seed(0)
+            unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD_CONFIG / 'unet'))
     return unet.to(device, dtype).eval()
 
 
-def run_once(unet, inputs, meter, spec=None, chunk_bytes=None):
-    """(seconds, peak bytes above the start, output, buffer bytes)."""
+def run_once(unet, inputs, meter, path, spec, map_backend):
+    """(seconds, peak bytes above the start, output, maps)."""
     base = meter.start()
     start = meter.clock()
+    maps = {}
     with torch.no_grad():
-        if spec is None:
-            out, buffers = unet(*inputs[:2], encoder_hidden_states=inputs[2]).sample, 0
+        if path == 'plain':
+            out = unet(*inputs[:2], encoder_hidden_states=inputs[2]).sample
         else:
-            with capture_attention(unet, spec, latent_size=inputs[0].shape[-1], batch_size=1,
-                                   chunk_bytes=chunk_bytes) as session:
+            backend = 'torch' if path == 'torch' else map_backend
+            legacy = legacy_processors() if path == 'old' else contextlib.nullcontext()
+            with legacy, capture_attention(unet, spec, latent_size=inputs[0].shape[-1],
+                                           batch_size=inputs[0].shape[0],
+                                           map_backend=backend) as session:
                 out = unet(*inputs[:2], encoder_hidden_states=inputs[2]).sample
             maps = session.results()
-            buffers = sum(m.numel() * m.element_size() for m in maps.values())
     seconds = meter.clock() - start
-    peak = meter.peak() - base
-    return seconds, peak, out, buffers
+    return seconds, meter.peak() - base, out, maps
 
 
-def bench(unet, inputs, meter, spec, repeats, chunk_bytes):
-    run_once(unet, inputs, meter)
-    run_once(unet, inputs, meter, spec, chunk_bytes)
-    plain, captured = [], []
-    for _ in range(repeats):  # alternate, so load from other processes hits both alike
-        plain.append(run_once(unet, inputs, meter))
-        captured.append(run_once(unet, inputs, meter, spec, chunk_bytes))
-    diff = (plain[-1][2] - captured[-1][2]).abs().max().item()
-    return dict(plain_s=statistics.median(r[0] for r in plain),
-                capture_s=statistics.median(r[0] for r in captured),
-                plain_peak=max(r[1] for r in plain), capture_peak=max(r[1] for r in captured),
-                buffers=captured[-1][3], diff=diff)
+def bench(unet, inputs, meter, spec, paths, repeats, map_backend):
+    """Per path: median and min seconds, max peak, output and maps of its warm-up run."""
+    runs = {p: [] for p in ('plain',) + tuple(paths)}
+    first = {p: run_once(unet, inputs, meter, p, spec, map_backend) for p in runs}
+    for _ in range(repeats):  # alternate, so load from other processes hits every path alike
+        for path in runs:
+            runs[path].append(run_once(unet, inputs, meter, path, spec, map_backend)[:2])
+    return {p: dict(seconds=statistics.median(r[0] for r in runs[p]), best=min(r[0] for r in runs[p]),
+                    peak=max(r[1] for r in runs[p]), out=first[p][2], maps=first[p][3]) for p in runs}
 
 
-def main():
+def max_diff(a: dict, b: dict) -> float:
+    return max(((a[k].float() - b[k].float()).abs().max().item() for k in a), default=0.0)
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
-    parser.add_argument('--spec', nargs='+', default=['diffseg'], choices=sorted(SPECS))
+    parser.add_argument('--spec', nargs='+', default=['diffseg', 'iseg'],
+                        choices=['diffseg', 'iseg', 'seediff'])
+    parser.add_argument('--batch-size', type=int, nargs='+', default=[1])
+    parser.add_argument('--paths', nargs='+', default=None, choices=['new', 'torch', 'old'],
+                        help='capture paths besides plain (default: new old; on CUDA also torch)')
+    parser.add_argument('--map-backend', default='auto', choices=['auto', 'torch', 'triton'])
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--threads', type=int, default=1, help='CPU threads (torch.set_num_threads)')
-    parser.add_argument('--chunk-mib', type=float, nargs='+', default=[None],
-                        help='query-chunk sizes to try (default: the engine default for the device)')
+    parser.add_argument('--quick', action='store_true', help='tiny U-Net (smoke run of this script)')
     parser.add_argument('--out', type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    cuda = args.device.startswith('cuda')
+    paths = args.paths or (['new', 'torch', 'old'] if cuda else ['new', 'old'])
     dtype = getattr(torch, args.dtype)
-    meter = CudaPeak() if args.device.startswith('cuda') else CpuPeak()
-    unet = build_unet(args.device, dtype)
-    gen = torch.Generator().manual_seed(0)
-    inputs = (torch.randn(1, 4, 64, 64, generator=gen).to(args.device, dtype),
-              torch.tensor([300], device=args.device),
-              torch.randn(1, 77, unet.config.cross_attention_dim, generator=gen).to(args.device, dtype))
-    device_name = (torch.cuda.get_device_name(args.device) if args.device.startswith('cuda')
-                   else platform.processor() or platform.machine())
-    rows = []
-    for spec_name in args.spec:
-        for chunk_mib in args.chunk_mib:
-            chunk_bytes = None if chunk_mib is None else int(chunk_mib * 2 ** 20)
-            r = bench(unet, inputs, meter, SPECS[spec_name], args.repeats, chunk_bytes)
-            from mmdiffseg.attention.capture import default_chunk_bytes
-            chunk_shown = (chunk_bytes or default_chunk_bytes(args.device)) / 2 ** 20
-            mib = 2 ** 20
-            extra = r['capture_peak'] - r['plain_peak']
-            row = (f"| {datetime.datetime.utcnow():%Y-%m-%d %H:%M} | {args.device} {device_name} "
-                   f"{args.dtype} | {args.threads} | {spec_name} | {chunk_shown:g} | {args.repeats} | "
-                   f"{r['plain_s']:.2f} | {r['capture_s']:.2f} | {r['capture_s'] / r['plain_s']:.3f} | "
-                   f"{r['plain_peak'] / mib:.0f} | {r['capture_peak'] / mib:.0f} | {extra / mib:.0f} | "
-                   f"{r['buffers'] / mib:.1f} | {extra / r['buffers']:.2f} | {r['diff']:.1e} |")
-            print(row, flush=True)
-            rows.append(row)
+    meter = CudaMeter() if cuda else CpuMeter()
+    unet = build_unet(args.device, dtype, args.quick)
+    specs = generator_specs(full_size=not args.quick)
+    name = torch.cuda.get_device_name(args.device) if cuda else platform.processor() or platform.machine()
+    chunk = 'from free memory' if cuda else f'{default_chunk_bytes(args.device) / 2 ** 20:g} MiB'
+    device = (f'{args.device} {name} {args.dtype}, torch-path chunk {chunk}'
+              + (' (tiny U-Net)' if args.quick else ''))
+    mib = 2 ** 20
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    text = args.out.read_text() if args.out.exists() else HEADER
-    args.out.write_text(text + '\n'.join(rows) + '\n')
+    if not args.out.exists():
+        args.out.write_text(f'# Attention capture cost\n\n{TABLE}')
+    for batch in args.batch_size:
+        gen = torch.Generator().manual_seed(0)
+        inputs = (torch.randn(batch, 4, 64, 64, generator=gen).to(args.device, dtype),
+                  torch.tensor([300] * batch, device=args.device),
+                  torch.randn(batch, 77, unet.config.cross_attention_dim, generator=gen)
+                  .to(args.device, dtype))
+        for spec_name in args.spec:
+            spec: CaptureSpec = specs[spec_name]
+            result = bench(unet, inputs, meter, spec, paths, args.repeats, args.map_backend)
+            plain = result['plain']
+            for path, r in result.items():
+                buffers = sum(m.numel() * m.element_size() for m in r['maps'].values())
+                extra = r['peak'] - plain['peak']
+                share = f'{extra / buffers:.2f}' if buffers else '-'
+                out_diff = (r['out'].float() - plain['out'].float()).abs().max().item()
+                map_diff = f"{max_diff(r['maps'], result['new']['maps']):.1e}" if buffers and 'new' in result else '-'
+                stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')
+                row = (f"| {stamp} | {device} | {args.threads} | {spec_name} | {batch} | {path} | "
+                       f"{args.repeats} | {r['seconds']:.3f} | {r['best']:.3f} | "
+                       f"{r['seconds'] / plain['seconds']:.3f} | {r['best'] / plain['best']:.3f} | "
+                       f"{r['peak'] / mib:.0f} | {extra / mib:.0f} | {buffers / mib:.1f} | {share} | "
+                       f"{out_diff:.1e} | {map_diff} |")
+                print(row, flush=True)
+                with args.out.open('a') as f:
+                    f.write(row + '\n')
+            del result
 
 
 if __name__ == '__main__':

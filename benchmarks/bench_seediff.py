@@ -1,4 +1,4 @@
-"""SeeDiff post-processing per 512x512 image: ours vs a direct transcription of the released code.
+"""SeeDiff post-processing and PAMR per 512x512 image: ours vs the released code's formulation.
 
 The transcription follows ``seediff_app.py:save_cross_attention`` step by step as ALGORITHMS.md 2.3
 describes it: per-layer CA normalisation in a loop, Otsu by ``cv2.threshold`` on
@@ -6,14 +6,27 @@ describes it: per-layer CA normalisation in a loop, Otsu by ``cv2.threshold`` on
 to the CPU as released), ``cv2.resize(INTER_CUBIC)``, and PAMR as the released module computes it
 (shift kernels applied with ``conv2d`` each step, then a product and a sum over neighbours). Both run the same
 number of PAMR steps (5000 by default) on the same maps (built from a VOC ground-truth sample
-with ``attention_from_labels``) and image. Also times one PAMR step on its own.
+with ``attention_from_labels``) and image. Ours runs with each PAMR backend the device has
+(``torch``; on CUDA also ``graph`` and ``triton``, the default), with the label agreement to the
+released formulation. Also: PAMR alone per step and for ``--pamr-iter`` steps (ours per backend vs
+the released conv2d module), the fused kernel's ``(K, T)`` settings (CUDA), a batch of 8 images
+(CUDA), and kernel launches per ``--pamr-iter`` steps of each path (CUDA: counted by the torch
+profiler; CPU: aten operations counted by the profiler, and the Triton path's launches counted
+under Triton's interpreter in a child process).
 
-    python benchmarks/bench_seediff.py [--device cuda] [--repeats 1] [--pamr-iter 5000]
-Writes benchmarks/results/seediff.md (a table: method, ours s/img, released s/img, ratio, ...);
-a non-CPU run appends its rows to the existing table.
+    python benchmarks/bench_seediff.py [--device cuda] [--quick] [--repeats 1] [--pamr-iter 5000]
+
+``--quick``: 500 PAMR steps and fewer kernel settings (a smoke run; the targets need 5000).
+Writes benchmarks/results/seediff.md: one section per device; a run replaces its device's section
+and keeps the others and the notes.
 """
 import argparse
 import datetime
+import json
+import os
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,12 +35,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mmdiffseg.generators import SeeDiff
-from mmdiffseg.generators.pamr import PAMR
-from mmdiffseg.generators.seediff import CROSS_NAME, SEEDIFF_SELF_LAYERS
-from mmdiffseg.generators.testing import attention_from_labels, load_label_png
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mmdiffseg.generators import SeeDiff  # noqa: E402
+from mmdiffseg.generators.pamr import GRAPH_STEPS, PAMR, run_in_chunks  # noqa: E402
+from mmdiffseg.generators.seediff import CROSS_NAME, SEEDIFF_SELF_LAYERS  # noqa: E402
+from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
+
 SAMPLE = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples'
 VOC = ('background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
        'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
@@ -107,8 +122,8 @@ def released_mask(maps, token, image_hw3, pamr):
     return (minmax(refined) > 0.8).cpu()
 
 
-# -- the benchmark --------------------------------------------------------------------------------
-def sample_inputs(device):
+# -- inputs and timing ------------------------------------------------------------------------------
+def sample_inputs(device, batch=1):
     if SAMPLE.exists():
         labels = load_label_png(SAMPLE / 'SegmentationClass' / 'voc_val_20.png')
         from PIL import Image
@@ -120,8 +135,9 @@ def sample_inputs(device):
         labels = (((yy - 256) ** 2 + (xx - 200) ** 2) < 120 ** 2).long() * 17
         rgb = np.where(labels[..., None].numpy() > 0, 200, 60).astype(np.uint8).repeat(3, -1)
         source = 'synthetic disk (sheep)'
-    maps, names = attention_from_labels(labels[None], VOC, noise=0.1, temperature=0.5,
-                                        self_resolutions=(64, 32, 16), cross_resolutions=(16, ))
+    maps, names = attention_from_labels(labels[None].expand(batch, -1, -1), VOC, noise=0.1,
+                                        temperature=0.5, self_resolutions=(64, 32, 16),
+                                        cross_resolutions=(16, ))
     for r in SEEDIFF_SELF_LAYERS:
         maps.maps[f'seediff_self{r}'] = maps.maps.pop(f'self{r}')
     maps.maps[CROSS_NAME] = maps.maps.pop('cross16')[:, None]
@@ -141,62 +157,232 @@ def timed(fn, repeats, device):
     return best, out
 
 
+def backends(device):
+    if device.type != 'cuda':
+        return ['torch']
+    try:
+        import triton  # noqa: F401
+        return ['triton', 'graph', 'torch']
+    except ImportError:
+        return ['graph', 'torch']
+
+
+# -- launches per PAMR run ------------------------------------------------------------------------
+VIEW_OPS = {'aten::slice', 'aten::as_strided', 'aten::unbind', 'aten::select', 'aten::view',
+            'aten::reshape', 'aten::unsqueeze', 'aten::expand', 'aten::alias', 'aten::empty',
+            'aten::empty_like', 'aten::squeeze', 'aten::flatten', 'aten::detach'}
+HOST_LAUNCHES = re.compile(r'^(cudaLaunchKernel|cuLaunchKernel|cudaLaunchKernelExC?|cuLaunchKernelEx'
+                           r'|cudaGraphLaunch)')
+
+
+def profiled_launches(fn, device):
+    """``(host launches, GPU kernels)`` of ``fn()``: CUDA runtime launch calls and kernels on a
+    GPU; on a CPU the top-level compute operations (each would be one kernel on a GPU)."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda'
+                                           else [])
+    with profile(activities=activities) as prof:
+        fn()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+    events = prof.events()
+    if device.type == 'cuda':
+        host = sum(1 for e in events if HOST_LAUNCHES.match(e.name))
+        kernels = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA
+                      and not e.name.startswith(('Memcpy', 'Memset')))
+        return host, kernels
+    ops = sum(1 for e in events if e.cpu_parent is None and e.name.startswith('aten::')
+              and e.name not in VIEW_OPS)
+    return ops, ops
+
+
+def interpreted_triton_launches(steps):
+    """Launches of the fused path for ``steps`` steps on a small image, counted under Triton's
+    interpreter in a child process (the variable must be set before Triton is first imported):
+    ``(step launches, packing launches, largest difference to the PyTorch steps)``."""
+    env = dict(os.environ, TRITON_INTERPRET='1',
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')])))
+    run = subprocess.run([sys.executable, __file__, '--count-interpreted-launches', str(steps)],
+                         env=env, capture_output=True, text=True, check=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def count_interpreted_launches(steps):
+    """The child of :func:`interpreted_triton_launches`: prints its JSON answer."""
+    from mmdiffseg.generators import pamr_triton
+    counts = {}
+
+    class Counted:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            counts[self.kernel] = counts.get(self.kernel, 0) + 1
+            return self.kernel[grid]
+
+    image, mask = torch.rand(1, 3, 12, 12) * 255, torch.rand(1, 1, 12, 12)
+    originals = pamr_triton._pamr_steps_kernel, pamr_triton._pack_weights_kernel
+    pamr_triton._pamr_steps_kernel, pamr_triton._pack_weights_kernel = map(Counted, originals)
+    fused = PAMR(steps, backend='triton')(image, mask)
+    diff = (fused - PAMR(steps, backend='torch')(image, mask)).abs().max().item()
+    print(json.dumps([counts[originals[0]], counts[originals[1]], diff]))
+
+
+def launch_rows(device, image, steps):
+    """Rows ``(path, host launches, GPU kernels, how counted)`` for one ``steps``-step run."""
+    mask = (torch.rand(1, 1, 512, 512, device=device) > 0.5).float()
+    weights = PAMR().affinity(image.float())
+    rows = []
+    if device.type == 'cuda':
+        for backend in backends(device):
+            pamr = PAMR(steps, backend=backend)
+            pamr.propagate(weights, mask)  # compile / warm up outside the count
+            host, kernels = profiled_launches(lambda: pamr.propagate(weights, mask), device)
+            rows.append((f'ours, {backend}', host, kernels, 'torch profiler'))
+        conv = ConvPAMR(steps).to(device)
+        host, kernels = profiled_launches(lambda: conv(image.float(), mask), device)
+        return rows + [('released conv2d (incl. affinity)', host, kernels, 'torch profiler')]
+    def ops(run_steps):  # top-level aten operations of a run; per step from 0 and 50 steps
+        counts = [profiled_launches(lambda: run_steps(n), device)[0] for n in (0, 50)]
+        return counts[0] + (counts[1] - counts[0]) * steps / 50
+
+    torch_ops = ops(lambda n: PAMR(n, backend='torch').propagate(weights, mask))
+    rows.append(('ours, torch', torch_ops, torch_ops, 'aten ops (profiler), per step from 50'))
+    graphs = []
+    run_in_chunks(lambda n, measure: graphs.append(n), steps, GRAPH_STEPS, None, 10)
+    rows.append(('ours, graph', len(graphs), torch_ops, 'graph replays (driver); kernels as torch'))
+    step_launches, pack, diff = interpreted_triton_launches(40)
+    fused = step_launches * steps / 40 + pack
+    rows.append(('ours, triton', fused, fused, f'Triton interpreter (40 steps, 12x12), per step;'
+                 f' max diff to torch {diff:.1e}'))
+    conv_ops = ops(lambda n: ConvPAMR(n)(image.float(), mask))
+    return rows + [('released conv2d (incl. affinity)', conv_ops, conv_ops,
+                    'aten ops (profiler), per step from 50')]
+
+
+# -- timing rows ------------------------------------------------------------------------------------
+def timing_rows(args, device, maps, names, rgb, image):
+    """Rows ``(what, ours s, released s, extra)``."""
+    rows, token = [], maps.token_positions[0][names[0][0]][0]
+    released_pamr = ConvPAMR(args.pamr_iter).to(device)
+    with torch.no_grad():
+        t_rel, rel_mask = timed(lambda: released_mask(maps, token, rgb, released_pamr),
+                                args.repeats, device)
+        for backend in backends(device):
+            ours = SeeDiff(VOC, pamr_iter=args.pamr_iter, pamr_backend=backend).to(device)
+            if device.type == 'cuda':
+                ours(maps, image, names)  # compile / first-use costs outside the timing
+            t_ours, labels = timed(lambda: ours(maps, image, names), args.repeats, device)
+            agree = ((labels[0] != 0).cpu() == rel_mask).float().mean().item()
+            rows.append((f'SeeDiff post-processing, 512x512, PAMR {args.pamr_iter} steps '
+                         f'[{backend}]', t_ours, t_rel, f'mask agreement {agree * 100:.2f}%'))
+            print(rows[-1], flush=True)
+
+        step_iter = args.pamr_iter if device.type == 'cuda' else 50
+        weights = PAMR().affinity(image.float())
+        mask = (torch.rand(1, 1, 512, 512, device=device) > 0.5).float()
+        conv = ConvPAMR(step_iter).to(device)
+        t_conv, conv_out = timed(lambda: conv(image.float(), mask), args.repeats, device)
+        reference = None
+        for backend in backends(device):
+            pamr = PAMR(step_iter, backend=backend)
+            pamr.propagate(weights, mask)
+            t, out = timed(lambda: pamr.propagate(weights, mask), args.repeats, device)
+            reference = out if reference is None else reference
+            diff = (out - reference).abs().max().item()
+            rows.append((f'PAMR, one step at 512x512 (1 mask) [{backend}]', t / step_iter,
+                         t_conv / step_iter, f'{step_iter} steps timed; max diff to '
+                         f'{backends(device)[0]} {diff:.1e}, to released '
+                         f'{(out - conv_out).abs().max().item():.1e}'))
+            if device.type == 'cuda':
+                rows.append((f'PAMR, {step_iter} steps at 512x512 (1 mask) [{backend}]', t,
+                             t_conv, ''))
+        if device.type == 'cuda' and 'triton' in backends(device):
+            rows += kernel_setting_rows(args, weights, mask, t_conv, device)
+            rows += batch_rows(args, device, t_rel)
+    return rows
+
+
+def kernel_setting_rows(args, weights, mask, t_conv, device):
+    from mmdiffseg.generators.pamr_triton import fused_propagate
+    rows = []
+    settings = [(8, 64), (16, 64)] if args.quick else [(4, 32), (8, 32), (4, 64), (8, 64),
+                                                       (16, 64), (16, 128), (32, 128)]
+    for steps, tile in settings:
+        def run():
+            return fused_propagate(weights.flatten(1, 2), mask, (1, ), args.pamr_iter,
+                                   steps_per_launch=steps, tile=tile)
+        run()
+        t, _ = timed(run, args.repeats, device)
+        rows.append((f'PAMR, {args.pamr_iter} steps at 512x512, triton K={steps} T={tile}', t,
+                     t_conv, ''))
+    return rows
+
+
+def batch_rows(args, device, t_released):
+    if args.quick:
+        return []
+    maps, names, rgb, _ = sample_inputs(device, batch=8)
+    image = torch.from_numpy(rgb).permute(2, 0, 1)[None].expand(8, -1, -1, -1).to(device)
+    ours = SeeDiff(VOC, pamr_iter=args.pamr_iter).to(device)
+    ours(maps, image, names)
+    t, _ = timed(lambda: ours(maps, image, names), args.repeats, device)
+    return [(f'SeeDiff post-processing, batch of 8, per image, PAMR {args.pamr_iter} steps '
+             '[auto]', t / 8, t_released, 'released: one image at a time')]
+
+
+# -- results file ---------------------------------------------------------------------------------
+def write_section(path, device_name, text):
+    """Replace this device's ``## Results: ...`` section of ``path`` (keep all others)."""
+    title = f'## Results: {device_name}'
+    old = path.read_text() if path.exists() else '# SeeDiff post-processing benchmark\n'
+    parts = re.split(r'(?m)^(?=## )', old)
+    kept = [p for p in parts if not p.startswith(title + '\n')]
+    results = [p for p in kept if p.startswith('## Results: ')]
+    others = [p for p in kept if not p.startswith('## Results: ')]
+    body = others[:1] + sorted(results + [text]) + others[1:]
+    path.write_text(''.join(p if p.endswith('\n\n') else p.rstrip('\n') + '\n\n'
+                            for p in body).rstrip('\n') + '\n')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--quick', action='store_true', help='500 PAMR steps, fewer settings')
     parser.add_argument('--repeats', type=int, default=1)
-    parser.add_argument('--pamr-iter', type=int, default=5000)
+    parser.add_argument('--pamr-iter', type=int, default=None, help='default 5000 (500 --quick)')
     parser.add_argument('--threads', type=int, default=1, help='CPU threads (default 1)')
     parser.add_argument('--out', default=str(REPO / 'benchmarks' / 'results' / 'seediff.md'))
+    parser.add_argument('--count-interpreted-launches', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.count_interpreted_launches:
+        return count_interpreted_launches(args.count_interpreted_launches)
+    args.pamr_iter = args.pamr_iter or (500 if args.quick else 5000)
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
     maps, names, rgb, source = sample_inputs(device)
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device)
-    token = maps.token_positions[0][names[0][0]][0]
-
-    ours = SeeDiff(VOC, pamr_iter=args.pamr_iter).to(device)
-    released_pamr = ConvPAMR(args.pamr_iter).to(device)
-    with torch.no_grad():
-        t_ours, labels = timed(lambda: ours(maps, image, names), args.repeats, device)
-        t_rel, rel_mask = timed(lambda: released_mask(maps, token, rgb, released_pamr),
-                                args.repeats, device)
-        ours_mask = (labels[0] != 0).cpu()
-        agree = (ours_mask == rel_mask).float().mean().item()
-
-        steps = 50
-        weights = PAMR(steps).to(device).affinity(image.float())
-        mask = (torch.rand(1, 1, 512, 512, device=device) > 0.5).float()
-        t_step, _ = timed(lambda: PAMR(steps).propagate(weights, mask), args.repeats, device)
-        conv = ConvPAMR(steps).to(device)
-        t_conv_step, _ = timed(lambda: conv(image.float(), mask), args.repeats, device)
+    launches = launch_rows(device, image, args.pamr_iter)
+    print(*launches, sep='\n', flush=True)
+    rows = timing_rows(args, device, maps, names, rgb, image)
 
     device_name = (torch.cuda.get_device_name(device) if device.type == 'cuda'
                    else f'CPU, {args.threads} thread(s)')
     date = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
-    rows = [
-        (f'SeeDiff post-processing, 512x512, PAMR {args.pamr_iter} steps', t_ours, t_rel),
-        ('PAMR, one step at 512x512 (1 mask)', t_step / steps, t_conv_step / steps),
-    ]
-    lines = [
-        '# SeeDiff post-processing benchmark', '',
-        f'Input: {source}, maps from `attention_from_labels` (noise 0.1, temperature 0.5); '
-        f'best of {args.repeats} run(s); `python benchmarks/bench_seediff.py --device '
-        f'{args.device}`. Released formulation = per-seed cosine loop with CPU copies, cv2 Otsu '
-        'and resize, conv2d PAMR (see the script docstring). The PAMR-step row of the released '
-        'column includes its affinity once over 50 steps.', '',
-        f'Foreground masks of the two agree on {agree * 100:.2f}% of pixels.', '',
-        '| method | ours s/img | released-formulation s/img | ratio | device | date |',
-        '|---|---|---|---|---|---|',
-    ]
-    lines += [f'| {name} | {a:.4g} | {b:.4g} | {b / a:.1f}x | {device_name} | {date} |'
-              for name, a, b in rows]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    command = f'python benchmarks/bench_seediff.py --device {args.device}' + (
+        ' --quick' if args.quick else '') + f' --repeats {args.repeats}'
+    lines = [f'## Results: {device_name}', '',
+             f'`{command}` on {date}; input: {source}; best of {args.repeats} run(s).', '',
+             '| what | ours s/img | released-formulation s/img | ratio | notes |',
+             '|---|---|---|---|---|']
+    lines += [f'| {what} | {a:.4g} | {b:.4g} | {b / a:.1f}x | {extra} |'
+              for what, a, b, extra in rows]
+    lines += ['', f'Kernel launches per {args.pamr_iter}-step PAMR run (512x512, 1 mask):', '',
+              '| path | host launches | GPU kernels | counted by |', '|---|---|---|---|']
+    lines += [f'| {path} | {host:,.0f} | {kernels:,.0f} | {how} |'
+              for path, host, kernels, how in launches]
     text = '\n'.join(lines) + '\n'
-    if out.exists() and args.device != 'cpu':
-        text = out.read_text() + '\n' + '\n'.join(lines[-len(rows):]) + '\n'
-    out.write_text(text)
+    write_section(Path(args.out), device_name, text)
     print(text)
 
 

@@ -1,5 +1,10 @@
-"""The mmengine 0.10.7 work-arounds (mmdiffseg.compat) fix what they claim to fix."""
+"""The mmengine 0.10.7 / mmcv 2.1.0 work-arounds (mmdiffseg.compat) fix what they claim to fix."""
+import json
+import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,6 +12,8 @@ from mmengine.config import Config
 from mmengine.logging import HistoryBuffer
 
 import mmdiffseg  # noqa: F401  (applies the work-arounds)
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_mmengine_checkpoint_with_history_buffer_loads(tmp_path):
@@ -52,3 +59,102 @@ def test_compat_apply_is_idempotent():
     mmdiffseg.compat.apply()
     assert checkpoint.torch is patched  # not wrapped a second time
     assert checkpoint.torch._torch is torch
+
+
+# --- mmcv without compiled kernels (mmcv-lite, the default install) ----------------------------
+
+LITE_SCRIPT = '''
+import json, sys, torch
+sys.modules["mmcv._ext"] = None          # as mmcv-lite: no compiled kernels
+torch.cuda.is_available = lambda: True   # as on a GPU machine: mmcv would pick its CUDA kernel
+import mmdiffseg
+from mmcv.ops import MultiScaleDeformableAttention, nms, point_sample
+from mmcv.ops import multi_scale_deform_attn as msda
+from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
+
+torch.manual_seed(0)
+attn = MultiScaleDeformableAttention(embed_dims=16, num_heads=2, num_levels=2, num_points=2,
+                                     batch_first=True).eval()
+shapes = torch.tensor([[4, 4], [2, 2]])
+value = torch.rand(1, 20, 16)
+query = torch.rand(1, 5, 16)
+points = torch.rand(1, 5, 2, 2)
+torch.Tensor.is_cuda = property(lambda self: True)   # the forward's device test says "CUDA"
+out = attn(query, value=value, reference_points=points, spatial_shapes=shapes,
+           level_start_index=torch.tensor([0, 16]))
+del torch.Tensor.is_cuda
+offsets = attn.sampling_offsets(query).view(1, 5, 2, 2, 2, 2)
+weights = attn.attention_weights(query).view(1, 5, 2, 4).softmax(-1).view(1, 5, 2, 2, 2)
+normalizer = torch.stack([shapes[..., 1], shapes[..., 0]], -1)
+locations = points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+expected = attn.output_proj(multi_scale_deformable_attn_pytorch(
+    attn.value_proj(value).view(1, 20, 2, 8), shapes, locations, weights)) + query
+try:
+    nms(torch.rand(3, 4), torch.rand(3), 0.5)
+    error = ''
+except RuntimeError as err:
+    error = str(err)
+sampled = point_sample(torch.full((1, 1, 4, 4), 3.0), torch.full((1, 1, 2), 0.5))  # grid_sample
+print(json.dumps(dict(flag=msda.IS_CUDA_AVAILABLE, max_diff=float((out - expected).abs().max()),
+                      error=error, sampled=sampled.item())))
+'''
+
+
+def test_mmcv_ops_without_compiled_kernels_import_and_take_pytorch_paths(tmp_path):
+    """mmcv-lite: every op module imports; MultiScaleDeformableAttention runs mmcv's PyTorch
+    implementation even where mmcv would call its CUDA kernel; a compiled-only op names the fix."""
+    env = dict(os.environ, PYTHONPATH=f'{REPO}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
+    done = subprocess.run([sys.executable, '-c', LITE_SCRIPT], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result['flag'] is False
+    assert result['max_diff'] < 1e-6
+    assert "mmcv op 'nms' needs mmcv's compiled kernels" in result['error']
+    assert 'MMCV_OPS=compiled bash tools/install.sh' in result['error']
+    assert result['sampled'] == 3.0
+
+
+# --- mmcv with compiled kernels (MMCV_OPS=compiled) ---------------------------------------------
+
+def _compiled_ops() -> bool:
+    try:
+        import mmcv._ext  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_compiled = pytest.mark.skipif(not _compiled_ops(), reason='mmcv without compiled ops '
+                                    '(mmcv-lite); the compiled build: MMCV_OPS=compiled')
+
+
+@needs_compiled
+def test_compiled_mmcv_ops_are_left_alone():
+    from mmcv.ops import multi_scale_deform_attn as msda
+    from mmcv.utils import IS_CUDA_AVAILABLE, ext_loader
+
+    assert ext_loader.load_ext is not mmdiffseg.compat._kernels_not_built
+    assert msda.IS_CUDA_AVAILABLE == IS_CUDA_AVAILABLE
+    assert hasattr(msda.ext_module, 'ms_deform_attn_forward')
+
+
+@needs_compiled
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='mmcv has this kernel for CUDA only')
+def test_deformable_attention_kernel_equals_pytorch_path():
+    """Both paths of MultiScaleDeformableAttention give the same output and gradients."""
+    from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
+                                                  multi_scale_deformable_attn_pytorch)
+    torch.manual_seed(0)
+    shapes = torch.tensor([[16, 16], [8, 8], [4, 4]], device='cuda')
+    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    value = torch.rand(2, int((shapes[:, 0] * shapes[:, 1]).sum()), 4, 8, device='cuda',
+                       dtype=torch.float64, requires_grad=True)
+    locations = torch.rand(2, 30, 4, 3, 4, 2, device='cuda', dtype=torch.float64)
+    weights = torch.rand(2, 30, 4, 3, 4, device='cuda', dtype=torch.float64).softmax(-1)
+    kernel = MultiScaleDeformableAttnFunction.apply(value, shapes, starts, locations, weights, 64)
+    (grad_kernel,) = torch.autograd.grad(kernel.sum(), value)
+    pytorch = multi_scale_deformable_attn_pytorch(value, shapes, locations, weights)
+    (grad_pytorch,) = torch.autograd.grad(pytorch.sum(), value)
+    torch.testing.assert_close(kernel, pytorch)
+    torch.testing.assert_close(grad_kernel, grad_pytorch)

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Multi-GPU training with torch.distributed (mmengine's pytorch launcher):
 #   bash tools/dist_train.sh CONFIG GPUS [train.py options]
-# NNODES, NODE_RANK, PORT, MASTER_ADDR select multi-node runs.
+# NNODES, NODE_RANK, PORT, MASTER_ADDR select multi-node runs; PYTHON the interpreter (default: python).
+# Without CUDA the ranks run on the CPU (gloo), e.g. to try a config or in tests.
 set -euo pipefail
 CONFIG=$1
 GPUS=$2
 shift 2
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
-python -m torch.distributed.run \
+"${PYTHON:-python}" -m torch.distributed.run \
     --nnodes="${NNODES:-1}" \
     --node_rank="${NODE_RANK:-0}" \
     --master_addr="${MASTER_ADDR:-127.0.0.1}" \

@@ -5,11 +5,16 @@ with :class:`mmdiffseg.models.DiffusionSegmentor`).
 
     python tools/test.py CONFIG [CHECKPOINT] [--work-dir DIR] [--out DIR] [--show] [--show-dir DIR]
                          [--wait-time S] [--tta] [--cfg-options k=v ...] [--launcher ...]
+                         [--skip-preflight]
+
+The pre-flight check of ``tools/train.py`` runs first (data, weights, the checkpoint, CUDA).
 """
 import argparse
 import os
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
+from mmdiffseg.apis.cli import start_runner_launcher
+from mmdiffseg.preflight import ensure_ready
 from mmengine.config import Config, DictAction
 
 from train import LAUNCHERS, build_runner, load_config
@@ -28,6 +33,9 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, key=value (lists: key="[a,b]")')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    parser.add_argument('--skip-preflight', action='store_true',
+                        help='start without first checking that the data, weights and devices the '
+                             'config needs are there')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
@@ -67,6 +75,9 @@ def main(argv=None):
     if args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
+    if not args.skip_preflight:
+        ensure_ready(cfg, args.config, 'test')
+    start_runner_launcher(cfg)
     build_runner(cfg).test()
 
 

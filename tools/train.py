@@ -5,7 +5,10 @@ torch >= 2.6, base-less configs on Python 3.11) and registers mmdiffseg's datase
 models and metrics, so configs that use them resolve with or without ``custom_imports``.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume] [--amp] [--cfg-options k=v ...]
-                                 [--launcher none|pytorch|slurm|mpi]
+                                 [--launcher none|pytorch|slurm|mpi] [--skip-preflight]
+
+Before the runner is built, a pre-flight check (:mod:`mmdiffseg.preflight`) lists everything the
+config needs that is missing (data, image-level labels, weights, CUDA) with its fix, and exits 2.
 """
 import argparse
 import logging
@@ -13,6 +16,8 @@ import os
 import os.path as osp
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
+from mmdiffseg.apis.cli import start_runner_launcher
+from mmdiffseg.preflight import ensure_ready
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
@@ -32,6 +37,9 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, key=value (lists: key="[a,b]")')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+    parser.add_argument('--skip-preflight', action='store_true',
+                        help='start without first checking that the data, weights and devices the '
+                             'config needs are there')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -78,6 +86,9 @@ def main(argv=None):
     if args.amp:
         enable_amp(cfg)
     cfg.resume = args.resume
+    if not args.skip_preflight:
+        ensure_ready(cfg, args.config, 'train')
+    start_runner_launcher(cfg)
     build_runner(cfg).train()
 
 

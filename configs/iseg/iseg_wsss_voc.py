@@ -21,5 +21,8 @@ generator = dict(
     use_cluster=True,
     num_clusters=32,
     cluster_iters=20,
+    # as released: the k-means KL distance in float16 (util/attn.py kl_dis, + 1e-5); 'float32' for
+    # guarded logs (clusters differ on a few pixels)
+    kmeans_precision='float16',
     mask_size=512,
 )

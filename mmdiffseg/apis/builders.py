@@ -54,7 +54,13 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
         try:
             engine.check_capture(capture, image_size)
         except ValueError as exc:
-            raise UserInputError(f'the generator cannot run on {model!r}: {exc}') from exc
+            raise UserInputError(
+                f'the generator cannot run on {model!r}: {exc}'
+                + ('. Head indices belong to one U-Net layout (iSeg\'s released lists are SD '
+                   '2.1-base\'s): set cross_heads=None self_heads=None (the mean of all heads), '
+                   'e.g. --cfg-options cross_heads=None self_heads=None, or for SD 1.x use '
+                   '--config configs/iseg/iseg_wsss_voc_sd1x.py (or iseg_ovs_voc_sd1x.py)'
+                   if any(r.heads is not None for r in capture.requests) else '')) from exc
     return engine
 
 
@@ -135,10 +141,10 @@ def build_generator(gen_cfg: Dict, classes: Optional[Sequence[str]]):
 def job_header(tool: str, model: str, dtype: str, generator, classes: Optional[Sequence[str]],
                **settings) -> Dict:
     """The manifest header of a tool's job: every setting that changes its output. The model
-    is named by its id (``model_id_of``: the hub id, or a folder's name + config hash), so the
-    same model in another folder or on another node resumes the folder."""
-    from ..attention.engine import model_id_of
-    return dict(tool=tool, model=model_id_of(model), dtype=dtype,
+    is recorded by its identity (:func:`~mmdiffseg.provenance.model_identity`: id and config
+    hash), so the same model in another folder or on another node resumes the folder."""
+    from ..provenance import model_identity
+    return dict(tool=tool, model=model_identity(model), dtype=dtype,
                 generator=dict(type=type(generator).__name__, **generator.config_dict()),
                 classes=list(classes) if classes is not None else None, **settings)
 

@@ -40,6 +40,20 @@ def start_launcher(launcher: str, device: str) -> None:
         init_dist(launcher)
 
 
+def start_runner_launcher(cfg) -> None:
+    """Let an mmengine Runner start under ``torchrun`` on CPU-only machines (tests, CPU clusters).
+
+    mmengine's pytorch launcher calls ``torch.cuda.set_device``, so without a GPU the process group
+    is joined here with gloo (the Runner then skips its own ``init_dist``) and the model is wrapped
+    by DDP without device ids. Nothing changes where CUDA is available or without a launcher."""
+    import torch
+    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
+        return
+    start_launcher('pytorch', 'cpu')
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+
+
 def run_cli(main: Callable, argv=None) -> int:
     """Run a tool's ``main`` and return its exit status (``main``'s int, else 0). Bad input,
     failed writes, a GPU out of memory and Ctrl-C print one clear line on stderr instead of a

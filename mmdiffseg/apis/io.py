@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from mmengine.dist import get_dist_info
 
+from ..provenance import describe, setting_differences
 from .progress import JobInterrupted, JobSummary  # noqa: F401  (part of this module's API)
 
 MANIFEST_NAME = 'manifest.jsonl'
@@ -162,10 +163,10 @@ class Manifest:
         return records
 
     def _check_header(self, path: Path, found: Dict) -> None:
-        found = _model_by_id(found)
-        if found == self.header:
+        diffs = [f'  {key}: folder has {describe(have)}, this run has {describe(want)}'
+                 for key, have, want in setting_differences(found, self.header)]
+        if not diffs:
             return
-        diffs = list(_differences(found, self.header))
         raise UserInputError(
             f'refusing to resume into {self.folder}: its manifest ({path.name}) was made with '
             'different settings:\n' + '\n'.join(diffs) +
@@ -211,31 +212,6 @@ class Manifest:
         for path in self.folder.glob('manifest.rank*.jsonl'):
             path.unlink()
         return merged
-
-
-def _differences(found: Dict, expected: Dict, prefix: str = ''):
-    """One line per setting that differs; nested settings (the generator's) by dotted name, so
-    only the options that differ are named."""
-    for key in sorted(set(found) | set(expected)):
-        have, want = found.get(key), expected.get(key)
-        if have == want:
-            continue
-        if isinstance(have, dict) and isinstance(want, dict):
-            yield from _differences(have, want, f'{prefix}{key}.')
-        else:
-            yield (f'  {prefix}{key}: folder has {json.dumps(have)}, this run has '
-                   f'{json.dumps(want)}')
-
-
-def _model_by_id(header: Dict) -> Dict:
-    """Headers name the model by its id (``model_id_of``: folder name + config hash), so the same
-    model in another folder or on another node matches; an older header holding a folder's path
-    is read as that folder's id."""
-    model = header.get('model')
-    if not isinstance(model, str) or not Path(model).is_absolute() or not Path(model).is_dir():
-        return header
-    from ..attention.engine import model_id_of
-    return dict(header, model=model_id_of(model))
 
 
 def is_done(folder: Path, record: Optional[Dict]) -> bool:

@@ -1,14 +1,17 @@
 """Capture averaged attention probabilities from a diffusers U-Net while it runs.
 
-Fused attention (SDPA, xFormers) never materialises the probabilities (ALGORITHMS.md 6.1), so the
+Fused attention (SDPA, xFormers) never materialises the probabilities (ALGORITHMS.md 6.1). The
 layers a :class:`~mmdiffseg.attention.maps.CaptureSpec` needs get a :class:`CaptureProcessor` that
-computes ``softmax(Q K^T * scale)`` explicitly (float32 softmax, ``upcast_attention`` honoured), uses
-it for the layer's output (``probs @ V``), and folds it into float32 buffers on the fly: mean over
-the requested heads, over the request's layers (unless ``per_layer``) and over the captured
-denoising steps, only for the conditional half of a classifier-free-guidance batch ``[uncond,
-cond]`` (ALGORITHMS.md 6.3). Query rows are processed in chunks, so no full ``(B*heads, N, N)``
-tensor is ever held. Every other layer keeps its own (fused) processor; :func:`capture_attention`
-restores the original processors on exit.
+computes the layer's output with the same SDPA call as diffusers' ``AttnProcessor2_0`` (so the U-Net
+output and its speed do not depend on what is captured), takes each query row's log-sum-exp from
+the fused kernel (:mod:`.sdpa_lse`), and adds ``exp(q.k / sqrt(d) - lse)`` to float32 buffers on
+the fly (:mod:`.head_maps`: a fused Triton kernel on CUDA, query-row chunks in PyTorch elsewhere):
+mean over the requested heads, over the request's layers (unless ``per_layer``) and over the
+captured denoising steps, only for the conditional half of a classifier-free-guidance batch
+``[uncond, cond]`` (ALGORITHMS.md 6.3). No ``(B*heads, N, N)`` tensor is ever held. Logits are
+float32 whatever the model dtype (what ``upcast_attention`` asks for, and what the fused kernels
+do). Every other layer keeps its own processor; :func:`capture_attention` restores the original
+processors on exit.
 
 Layer resolutions follow the U-Net layout (ALGORITHMS.md 0): ``down_blocks.i`` -> latent / 2**i,
 ``mid_block`` -> the lowest resolution, ``up_blocks.j`` mirrored.
@@ -18,21 +21,13 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 
+from .head_maps import add_head_maps, resolve_backend
 from .maps import CaptureRequest, CaptureSpec
-
-#: bytes of float32 probabilities computed at once per captured layer (query rows are chunked):
-#: small chunks stay in the CPU caches, larger ones keep a GPU busy (benchmarks/bench_capture.py)
-CHUNK_BYTES = {'cpu': 8 * 2 ** 20, 'cuda': 16 * 2 ** 20}
-
-
-def default_chunk_bytes(device) -> int:
-    return CHUNK_BYTES.get(torch.device(device).type, CHUNK_BYTES['cuda'])
-
+from .sdpa_lse import sdpa_with_lse
 
 _LAYER_NAME = re.compile(
     r'^(?:(?P<group>down_blocks|up_blocks)\.(?P<block>\d+)|mid_block)\.attentions\.(?P<attn>\d+)'
@@ -84,7 +79,7 @@ class _Sink:
     """Where one layer's probabilities go for one request."""
 
     request: str
-    heads: Optional[torch.Tensor]  # local head indices, None = all heads
+    heads: Optional[Tuple[int, ...]]  # local head indices, None = all heads
     weight: float
     slot: Optional[int]  # per-layer index, None = averaged over layers
 
@@ -130,7 +125,7 @@ def _plan_request(request: CaptureRequest, layers: Sequence[AttentionLayer]) -> 
                                      f'head of layer {layer.name!r} (its heads are {start}..'
                                      f'{start + layer.heads - 1}); selected: {list(request.heads)}')
                 continue
-            heads = torch.tensor(local)
+            heads = tuple(local)
             n_mean = len(local) if request.per_layer else len(request.heads)
         plan[layer.name] = _Sink(request.name, heads, 1.0 / n_mean,
                                  slot if request.per_layer else None)
@@ -146,12 +141,18 @@ class CaptureSession:
         batch_size: samples per U-Net call; a call with twice as many is a CFG batch
             ``[uncond, cond]`` and only its second half is captured.
         steps: indices of the U-Net calls to capture (``None`` = all).
-        chunk_bytes: float32 probability bytes computed at once per layer (``None``: by device).
+        chunk_bytes: float32 logit bytes the torch map path computes at once per layer
+            (``None``: by device, :func:`~mmdiffseg.attention.head_maps.default_chunk_bytes`).
+        map_backend: ``'auto'`` (Triton kernel on CUDA, torch elsewhere), ``'torch'`` or
+            ``'triton'`` (:mod:`.head_maps`).
     """
 
     def __init__(self, spec: CaptureSpec, layers: Sequence[AttentionLayer], batch_size: int,
-                 steps: Optional[Sequence[int]] = None, chunk_bytes: Optional[int] = None):
+                 steps: Optional[Sequence[int]] = None, chunk_bytes: Optional[int] = None,
+                 map_backend: str = 'auto'):
+        resolve_backend(map_backend, 'cpu', masked=False)  # fail before any U-Net call
         self.spec, self.batch_size, self.chunk_bytes = spec, int(batch_size), chunk_bytes
+        self.map_backend = map_backend
         self.steps = None if steps is None else set(int(s) for s in steps)
         self.layer_sinks: Dict[str, List[_Sink]] = {}
         self.n_layers: Dict[str, int] = {}
@@ -217,19 +218,24 @@ class CaptureSession:
 
 
 class CaptureProcessor:
-    """Attention processor of one captured layer (diffusers ``Attention`` semantics, no SDPA).
+    """Attention processor of one captured layer: ``AttnProcessor2_0``'s computation, plus the
+    maps of its sinks. Sinks that average the same heads share one head sum.
 
     Outside captured steps it defers to the layer's original processor.
     """
 
     def __init__(self, session: CaptureSession, layer: AttentionLayer, sinks: List[_Sink], fallback):
-        self.session, self.layer, self.sinks, self.fallback = session, layer, sinks, fallback
+        self.session, self.layer, self.fallback = session, layer, fallback
+        groups: Dict[Tuple[int, ...], List[_Sink]] = {}
+        for sink in sinks:
+            groups.setdefault(sink.heads or tuple(range(layer.heads)), []).append(sink)
+        self.groups = list(groups.items())
         self._head_index: Dict[tuple, torch.Tensor] = {}
 
-    def _heads_on(self, i: int, device) -> torch.Tensor:
-        key = (i, device)
+    def _heads_on(self, heads: Tuple[int, ...], device) -> torch.Tensor:
+        key = (heads, device)
         if key not in self._head_index:
-            self._head_index[key] = self.sinks[i].heads.to(device)
+            self._head_index[key] = torch.tensor(heads, dtype=torch.int64, device=device)
         return self._head_index[key]
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
@@ -269,72 +275,36 @@ class CaptureProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        rows = self.session.capture_rows(batch)
-        out = torch.empty_like(query)
-        if rows.start > 0:  # unconditional half of a CFG batch: fused attention
-            head = slice(0, rows.start)
-            out[head] = F.scaled_dot_product_attention(
-                query[head], key[head], value[head], scale=attn.scale,
-                attn_mask=None if attention_mask is None else attention_mask[head])
-        out[rows] = self._explicit_attention(
-            attn, query[rows], key[rows], value[rows],
-            None if attention_mask is None else attention_mask[rows])
-
+        out = self.attend(attn, query, key, value, attention_mask)
         hidden_states = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
-        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states.to(query.dtype)))
         if input_ndim == 4:
             hidden_states = hidden_states.transpose(-1, -2).reshape(batch, channel, height, width)
         if attn.residual_connection:
             hidden_states = hidden_states + residual
         return hidden_states / attn.rescale_output_factor
 
-    def _explicit_attention(self, attn, query, key, value, mask):
-        """``softmax(Q K^T * scale) @ V`` by chunks of query rows, feeding every sink per chunk.
-
-        Scores, probabilities and head sums live in scratch tensors reused across chunks and
-        layers, so a capture allocates its buffers and little else."""
-        batch, heads, n_query, head_dim = query.shape
-        n_key, rows = key.shape[2], batch * heads
-        if attn.upcast_attention:
-            query, key = query.float(), key.float()
-        q3 = (query * attn.scale).reshape(rows, n_query, head_dim)
-        k3t = key.reshape(rows, n_key, head_dim).transpose(1, 2)
-        v3 = value.reshape(rows, n_key, head_dim)
-        out = torch.empty(rows, n_query, head_dim, dtype=value.dtype, device=value.device)
-        buffers = [self.session.buffer(s, n_query, n_key, query.device) for s in self.sinks]
-        chunk_bytes = self.session.chunk_bytes or default_chunk_bytes(query.device)
-        chunk = min(n_query, max(1, chunk_bytes // (4 * rows * n_key)))
-        scratch = self.session.scratch
-        scores_ws = scratch('scores', rows * chunk * n_key, q3.dtype, query.device)
-        probs_ws = scratch('probs', rows * chunk * n_key, torch.float32, query.device)
-        sum_ws = scratch('head_sum', batch * chunk * n_key, torch.float32, query.device)
-        for start in range(0, n_query, chunk):
-            end = min(start + chunk, n_query)
-            size = (end - start) * n_key
-            scores = torch.bmm(q3[:, start:end], k3t, out=scores_ws[:rows * size].view(rows, -1, n_key))
-            if mask is not None:
-                scores += mask[:, :, start:end].reshape(rows, -1, n_key)
-            probs = torch.softmax(scores, dim=-1, dtype=torch.float32,
-                                  out=probs_ws[:rows * size].view(rows, -1, n_key))
-            out[:, start:end] = torch.bmm(probs.to(v3.dtype), v3)
-            per_head = probs.view(batch, heads, end - start, n_key)
-            head_sum = None
-            for i, (sink, buf) in enumerate(zip(self.sinks, buffers)):
-                if sink.heads is None:
-                    if head_sum is None:
-                        head_sum = torch.sum(per_head, dim=1,
-                                             out=sum_ws[:batch * size].view(batch, -1, n_key))
-                    summed = head_sum
-                else:
-                    summed = per_head.index_select(1, self._heads_on(i, probs.device)).sum(dim=1)
-                buf[:, start:end].add_(summed, alpha=sink.weight)
-        return out.view(batch, heads, n_query, head_dim)
+    def attend(self, attn, query, key, value, mask) -> torch.Tensor:
+        """The SDPA output of ``(B, H, N, d)`` heads of module ``attn``; the captured rows'
+        probabilities are folded into every sink's buffer on the way."""
+        out, lse = sdpa_with_lse(query, key, value, mask)
+        session, device = self.session, query.device
+        rows = session.capture_rows(query.shape[0])
+        n_query, n_key = query.shape[2], key.shape[2]
+        targets = [(self._heads_on(heads, device),
+                    [(session.buffer(s, n_query, n_key, device), s.weight) for s in sinks])
+                   for heads, sinks in self.groups]
+        add_head_maps(query[rows], key[rows], None if lse is None else lse[rows],
+                      None if mask is None else mask[rows], targets, backend=session.map_backend,
+                      chunk_bytes=session.chunk_bytes, scratch=session.scratch)
+        return out
 
 
 @contextlib.contextmanager
 def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int,
                       steps: Optional[Sequence[int]] = None,
-                      chunk_bytes: Optional[int] = None) -> Iterator[CaptureSession]:
+                      chunk_bytes: Optional[int] = None,
+                      map_backend: str = 'auto') -> Iterator[CaptureSession]:
     """Install :class:`CaptureProcessor` on the layers ``spec`` needs for the duration of the block.
 
     Every U-Net forward inside the block is one step; ``steps`` selects which are captured. Read
@@ -342,7 +312,7 @@ def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int
     restored on exit, also on errors.
     """
     layers = unet_attention_layers(unet, latent_size)
-    session = CaptureSession(spec, layers, batch_size, steps, chunk_bytes)
+    session = CaptureSession(spec, layers, batch_size, steps, chunk_bytes, map_backend)
     by_name = {layer.name: layer for layer in layers}
     original = unet.attn_processors
     installed = dict(original)

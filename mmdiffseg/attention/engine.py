@@ -10,7 +10,6 @@ computed explicitly (see :mod:`.capture`); nothing here knows about masks.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -20,26 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..provenance import model_id_of
 from .capture import CaptureSession, capture_attention, unet_attention_layers
 from .maps import AttentionMaps, CaptureSpec
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
 
 ImagesLike = Union[torch.Tensor, Sequence[Union[np.ndarray, torch.Tensor]]]
-
-
-def model_id_of(model: Union[str, Path]) -> str:
-    """The ``model_id`` an engine loaded from ``model`` gets, without loading it: the hub id, or
-    ``<folder name>-<8 hex>`` for a local diffusers folder (the hash covers the pipeline index and
-    the U-Net config)."""
-    folder = Path(model).expanduser()
-    if not folder.is_dir():
-        return str(model)
-    folder = folder.resolve()
-    digest = hashlib.sha1()
-    for part in ('model_index.json', 'unet/config.json'):
-        path = folder / part
-        digest.update(path.read_bytes() if path.is_file() else b'')
-    return f'{folder.name}-{digest.hexdigest()[:8]}'
 
 
 def _to_rgb(image: torch.Tensor, where: str) -> torch.Tensor:
@@ -109,19 +94,22 @@ class DiffusionAttentionEngine:
         vae, unet, text_encoder, tokenizer, scheduler: the pipeline's components.
         model_id: name used in manifests and cache keys.
         device, dtype: where and in which precision the models run (maps are always float32).
-        chunk_bytes: float32 bytes of attention probabilities computed at once per captured layer
-            (``None``: a default for the device, see :mod:`.capture`).
+        chunk_bytes: float32 logit bytes the torch map path computes at once per captured layer
+            (``None``: from the device, see :mod:`.head_maps`).
+        map_backend: how maps are computed: ``'auto'`` (fused Triton kernel on CUDA, torch
+            elsewhere), ``'torch'`` or ``'triton'`` (:mod:`.head_maps`).
     """
 
     def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, model_id: str,
                  device: Union[str, torch.device] = 'cpu', dtype: torch.dtype = torch.float32,
-                 chunk_bytes: Optional[int] = None):
+                 chunk_bytes: Optional[int] = None, map_backend: str = 'auto'):
         self.device, self.dtype = torch.device(device), dtype
         self.vae = vae.to(self.device, dtype).eval()
         self.unet = unet.to(self.device, dtype).eval()
         self.text_encoder = text_encoder.to(self.device, dtype).eval()
         self.tokenizer, self.scheduler = tokenizer, scheduler
         self.model_id, self.chunk_bytes = str(model_id), chunk_bytes
+        self.map_backend = map_backend
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @classmethod
@@ -130,13 +118,14 @@ class DiffusionAttentionEngine:
         """Load a Stable Diffusion pipeline with diffusers (hub id or local diffusers folder).
 
         ``kwargs`` go to ``StableDiffusionPipeline.from_pretrained`` (e.g. ``variant='fp16'``,
-        ``revision``), except ``chunk_bytes`` which goes to the engine.
+        ``revision``), except ``chunk_bytes`` and ``map_backend`` which go to the engine.
 
         Raises:
             OSError: the model is neither a local folder nor downloadable / in the hub cache.
         """
         from diffusers import StableDiffusionPipeline
-        chunk_bytes = kwargs.pop('chunk_bytes', None)
+        options = dict(chunk_bytes=kwargs.pop('chunk_bytes', None),
+                       map_backend=kwargs.pop('map_backend', 'auto'))
         if importlib.util.find_spec('accelerate') is None:  # diffusers would only warn and fall back
             kwargs.setdefault('low_cpu_mem_usage', False)
         folder = Path(id_or_folder).expanduser()
@@ -158,7 +147,7 @@ class DiffusionAttentionEngine:
                 f'.save_pretrained(<folder>)`) and pass that local diffusers folder instead. '
                 f'Original error: {type(err).__name__}: {err}') from err
         model_id = model_id_of(source)
-        return cls.from_pipeline(pipe, model_id, device=device, dtype=dtype, chunk_bytes=chunk_bytes)
+        return cls.from_pipeline(pipe, model_id, device=device, dtype=dtype, **options)
 
     @classmethod
     def from_pipeline(cls, pipe, model_id: str, **kwargs) -> 'DiffusionAttentionEngine':
@@ -244,8 +233,8 @@ class DiffusionAttentionEngine:
             latents = self.scheduler.add_noise(latents, self._noise(noise, latents), t)
         embeddings = encode_prompts(self.tokenizer, self.text_encoder, prompts)
         embeddings = enhance_class_tokens(embeddings, positions, token_enhance, token_offsets)
-        with capture_attention(self.unet, capture, latent_size, batch,
-                               chunk_bytes=self.chunk_bytes) as session:
+        with capture_attention(self.unet, capture, latent_size, batch, chunk_bytes=self.chunk_bytes,
+                               map_backend=self.map_backend) as session:
             self.unet(latents, t, encoder_hidden_states=embeddings)
         return AttentionMaps(session.results(), prompts, positions, (image_size, image_size))
 
@@ -286,7 +275,7 @@ class DiffusionAttentionEngine:
         positions = self._positions(prompts, class_names)
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         with capture_attention(self.unet, capture, latent_size, len(prompts), steps=capture.steps,
-                               chunk_bytes=self.chunk_bytes) as session:
+                               chunk_bytes=self.chunk_bytes, map_backend=self.map_backend) as session:
             images = self.pipeline()(
                 prompts, height=height, width=width, num_inference_steps=steps,
                 guidance_scale=guidance_scale, negative_prompt=[negative_prompt] * len(prompts),

@@ -56,26 +56,23 @@ def _vae_config(config: dict, full_size: bool) -> dict:
                 layers_per_block=1)
 
 
-def build_tiny_pipeline_folder(sd_config_dir: Union[str, Path], out_dir: Union[str, Path], *,
-                               full_size: bool = False, seed: int = 0) -> Path:
-    """Build a random-weights Stable Diffusion pipeline and save it as a diffusers folder.
+def random_pipeline(sd_config_dir: Union[str, Path], *, full_size: bool = False, seed: int = 0,
+                    device: Union[str, torch.device] = 'cpu'):
+    """A random-weights Stable Diffusion ``StableDiffusionPipeline`` built in memory.
 
     Args:
         sd_config_dir: a diffusers SD 1.x / 2.x folder holding at least the configs and the tokenizer,
             e.g. ``../shared/data/sd_configs/stable-diffusion-2-1-base``.
-        out_dir: where to write the pipeline (created).
         full_size: keep the real sizes (cost and memory work) instead of the tiny test sizes.
         seed: seed of the random weights (the global torch RNG is left untouched).
-
-    Returns:
-        ``out_dir`` as a :class:`~pathlib.Path`, loadable with
-        ``StableDiffusionPipeline.from_pretrained``.
+        device: where the weights are created (``'cuda'`` initialises a full-size model in
+            seconds; the values then come from the CUDA generator).
     """
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     import diffusers
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    src, out_dir = Path(sd_config_dir), Path(out_dir)
+    src = Path(sd_config_dir)
     _read_json(src / 'model_index.json')
     text_config = CLIPTextConfig.from_pretrained(src / 'text_encoder')
     if not full_size:
@@ -83,16 +80,26 @@ def build_tiny_pipeline_folder(sd_config_dir: Union[str, Path], out_dir: Union[s
             setattr(text_config, key, value)
     scheduler_config = _read_json(src / 'scheduler' / 'scheduler_config.json')
     scheduler_cls = getattr(diffusers, scheduler_config['_class_name'])
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []), device:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel.from_config(
             _unet_config(_read_json(src / 'unet' / 'config.json'), full_size, text_config.hidden_size))
         vae = AutoencoderKL.from_config(_vae_config(_read_json(src / 'vae' / 'config.json'), full_size))
         text_encoder = CLIPTextModel(text_config)
-    pipe = StableDiffusionPipeline(
+    return StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=CLIPTokenizer.from_pretrained(src / 'tokenizer'),
         unet=unet, scheduler=scheduler_cls.from_config(scheduler_config), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)
+
+
+def build_tiny_pipeline_folder(sd_config_dir: Union[str, Path], out_dir: Union[str, Path], *,
+                               full_size: bool = False, seed: int = 0) -> Path:
+    """:func:`random_pipeline` saved as a diffusers folder ``out_dir`` (created); returns
+    ``out_dir`` as a :class:`~pathlib.Path`, loadable with ``StableDiffusionPipeline.from_pretrained``.
+    """
+    out_dir = Path(out_dir)
+    pipe = random_pipeline(sd_config_dir, full_size=full_size, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe.save_pretrained(out_dir)
     return out_dir

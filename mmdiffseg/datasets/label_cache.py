@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from ..generators.base import MaskGenerator
+from ..provenance import describe, model_identity, setting_differences
 from ..registry import MASK_GENERATORS
 
 SIGNATURE_FILE = 'cache.json'
@@ -47,44 +48,9 @@ def image_key(image_bytes: bytes) -> str:
     return hashlib.sha1(image_bytes).hexdigest()
 
 
-def _hub_snapshot(hub_id: str) -> Optional[str]:
-    """The local Hugging Face cache folder of a hub model whose configs are cached (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-        found = [try_to_load_from_cache(hub_id, name)
-                 for name in ('model_index.json', 'unet/config.json')]
-    except ValueError:   # not a valid repo id (e.g. a missing local folder)
-        return None
-    if all(isinstance(path, str) for path in found):
-        return str(Path(found[0]).parent)
-    return None
-
-
 def label_path(cache_dir: Union[str, Path], key: str) -> Path:
     """Where the label of content key ``key`` lives in ``cache_dir``."""
     return Path(cache_dir) / key[:2] / f'{key}.png'
-
-
-def model_identity(model: str) -> Dict[str, Optional[str]]:
-    """``{'id': engine.model_id, 'config_hash': ...}`` without loading the model.
-
-    ``id`` is :func:`~mmdiffseg.attention.engine.model_id_of` (``<folder name>-<config hash>``
-    for a local diffusers folder, the hub id otherwise); ``config_hash`` is the hash part of the
-    id of the folder holding the model's configs (the hub cache's snapshot for a hub id whose
-    configs are cached; ``None`` when unknown)."""
-    from ..attention.engine import model_id_of
-    folder = model if Path(model).expanduser().is_dir() else _hub_snapshot(model)
-    config_hash = model_id_of(folder).rsplit('-', 1)[1] if folder else None
-    return {'id': model_id_of(model), 'config_hash': config_hash}
-
-
-def same_model(a: Union[dict, str], b: Union[dict, str]) -> bool:
-    """Same model: equal config hashes when both are known, else equal ids (a plain string is
-    the id of a signature written before config hashes were stored)."""
-    a, b = ({'id': m, 'config_hash': None} if isinstance(m, str) else m for m in (a, b))
-    if a.get('config_hash') and b.get('config_hash'):
-        return a['config_hash'] == b['config_hash']
-    return a.get('id') == b.get('id')
 
 
 def _canonical(value) -> object:
@@ -106,32 +72,6 @@ def canonical_cache_spec(cache: dict) -> dict:
                        'expected dict(cache_dir=..., model=<hub id or diffusers folder>, '
                        'generator=dict(type=...)[, wait_timeout=seconds])')
     return spec
-
-
-def _flatten(value, prefix: str = '') -> Dict[str, object]:
-    if isinstance(value, dict):
-        flat = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f'{prefix}{key}.'))
-        return flat
-    return {prefix[:-1]: value}
-
-
-def signature_differences(stored: dict, current: dict) -> List[str]:
-    """``'key: cache <stored>, this run <current>'`` for each setting that differs (dotted keys;
-    the model compared with :func:`same_model`)."""
-    lines = []
-    if not same_model(stored.get('model', {}), current.get('model', {})):
-        lines.append(f'model: cache {json.dumps(stored.get("model"))}, this run '
-                     f'{json.dumps(current.get("model"))}')
-    old = _flatten({k: v for k, v in stored.items() if k != 'model'})
-    new = _flatten({k: v for k, v in current.items() if k != 'model'})
-    absent = '<absent>'
-    for key in sorted(set(old) | set(new)):
-        if old.get(key, absent) != new.get(key, absent):
-            lines.append(f'{key}: cache {json.dumps(old.get(key, absent))}, this run '
-                         f'{json.dumps(new.get(key, absent))}')
-    return lines
 
 
 def _atomic_write(path: Path, data: bytes, replace: bool = True) -> None:
@@ -202,7 +142,8 @@ class LabelCache:
         stored = self._stored_signature()
         if stored is None:
             return False
-        differences = signature_differences(stored, self.signature)
+        differences = [f'{key}: cache {describe(have)}, this run {describe(want)}'
+                       for key, have, want in setting_differences(stored, self.signature)]
         if differences:
             raise ValueError(
                 f'label cache {self.cache_dir} holds labels made with other settings:\n  '

@@ -1,46 +1,67 @@
 """DiffSeg (Tian et al., CVPR 2024): segments by merging self-attention maps under symmetric KL.
 
 Follows the released code (google/diffseg @77ea596, ``diffseg/segmentor.py``; ALGORITHMS.md
-section 1) step by step, vectorised and in float32 with guarded logs:
+section 1) step by step, vectorised:
 
 1. ``aggregate_weights``: per resolution, key axes bilinearly upsampled to the finest grid and
    renormalised, query axes repeated (nearest), weighted by ``r / sum(r)`` (paper Eq. 1-2).
 2. ``generate_sampling_grid`` + ``mask_merge`` iteration 0: 16x16 anchors; each anchor's proposal is
    the mean of the pixel maps within symmetric KL ``tau_0`` (paper Eq. 3), all anchors at once as
-   two matrix products (the released code forms 16 chunks of 16x4096x64x64 in fp16 without epsilon,
-   where ``log(0)`` turns distances into NaN and silently drops merges).
+   two matrix products.
 3. ``mask_merge`` iterations 1..N-1: greedy merging of proposals in order (already merged ones stay
    candidates), one KL matrix per iteration.
 4. Optional k-means refinement initialised with the proposals (``refine``, as sklearn's KMeans).
 5. ``generate_masks``: proposals bilinearly upsampled to the output size, argmax ("NMS").
 
+Merge precision (``merge_precision``), the one step where the two modes differ:
+
+* ``'float16'`` (default, the release: the published numbers come from it): iteration 0 casts
+  anchors and maps to float16 and takes ``log(a) - log(b)`` without epsilon. Aggregated maps hold
+  entries below float16's range, which become 0; ``0 * log 0`` is NaN and ``NaN < tau`` is false, so
+  an anchor whose map has a float16 zero matches nothing (not even itself) and its proposal is
+  dropped, and a pixel whose map has one joins no proposal (it still gets a segment from the
+  argmax). Downstream as released: the empty proposals (the release's ``0 / 0`` NaN rows) match
+  nothing in the later passes and are skipped, so only the kept anchors' proposals are merged,
+  refined and compete in the argmax; the later passes see maps whose entries are all at least
+  float16's smallest value, where the release's float64 KL and our float32 one agree. Where the
+  release would fail or read NaN we do the sensible thing: an image whose every anchor is dropped
+  (the release raises on the empty proposal list) gets ``ignore_index`` everywhere, with a warning;
+  with a single threshold (no later pass) the empty proposals are dropped before the argmax.
+  The float16 cast and the zero test are deterministic on any device; the distances are evaluated
+  from the float16-rounded maps as matrix products in float32 (the release sums float16 products;
+  they differ by float16 rounding, near the threshold only).
+* ``'float32'``: guarded logs (``log(max(x, 1e-8))``), every anchor kept, each matching itself.
+
 Labelled mode (``classes`` given and class names passed): the prompt names the present classes and
-each segment takes a class from their cross-attention (the released demo's ``get_semantics`` with
-mean voting): class-token maps averaged over the cross-attention resolutions with equal weights and
-upsampled to the output size (rows of the captured maps already sum to one over the 77 tokens,
-which is the released per-pixel normalisation), each class map min-max normalised spatially (where
-the release L2-normalises, so that one threshold means the same in every image), and a segment
-takes the class with the highest mean score inside it; when that mean is below
-``score_threshold`` the segment is background (the ``'background'`` class, else ``ignore_index``).
+each segment takes a class from their cross-attention: class-token maps averaged over the
+cross-attention resolutions with equal weights and upsampled to the output size (rows of the
+captured maps already sum to one over the 77 tokens, the released per-pixel normalisation), and a
+segment is named after the class it stands out for against that class's background level, or is
+background (:mod:`.segment_naming`, where the released ``get_semantics`` names every mask with its
+best caption noun).
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import print_log
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
 from .base import MaskGenerator
-from .functional import minmax_normalize, symmetric_kl
+from .functional import float16_symmetric_kl, symmetric_kl
 from .kmeans import kmeans
+from .segment_naming import segment_classes
 
 __all__ = ['DiffSeg', 'aggregate_self_attention', 'anchor_grid', 'anchor_proposals',
            'merge_proposals', 'segments_from_proposals']
 
 _ARGMAX_CHUNK = 64  # proposals upsampled at once when taking the argmax
+MERGE_PRECISIONS = ('float16', 'float32')
 
 
 def _side(n_tokens: int, what: str) -> int:
@@ -88,12 +109,28 @@ def anchor_grid(num_points: int, size: int = 64) -> torch.Tensor:
     return (coords[:, None] * size + coords[None, :]).flatten()
 
 
-def anchor_proposals(attn: torch.Tensor, anchors: torch.Tensor, threshold: float) -> torch.Tensor:
+def anchor_proposals(attn: torch.Tensor, anchors: torch.Tensor, threshold: float,
+                     precision: str = 'float32') -> torch.Tensor:
     """Merging iteration 0: each anchor's proposal is the mean of the pixel maps within
-    symmetric KL ``threshold`` of the anchor's map. ``attn``: ``(N, D)``; returns ``(A, D)``."""
+    symmetric KL ``threshold`` of the anchor's map. ``attn``: ``(N, D)``; returns ``(A, D)``.
+
+    ``precision='float16'`` (released): distances of :func:`float16_symmetric_kl`, NaN for an
+    anchor or pixel whose map has a float16 zero, so such an anchor matches nothing (its proposal
+    is all zeros, the release's ``0 / 0``) and such a pixel joins no proposal. ``'float32'``:
+    guarded logs, and every anchor matches itself.
+    """
+    if precision == 'float16':
+        # NaN < threshold is false; the threshold is compared in float16, as released
+        return _mean_of_matched(float16_symmetric_kl(attn[anchors], attn) < threshold, attn)
     matched = (symmetric_kl(attn[anchors], attn) < threshold).float()
     rows = torch.arange(len(anchors), device=anchors.device)
     matched[rows, anchors] = 1  # an anchor always matches itself (whatever the rounding)
+    return _mean_of_matched(matched, attn)
+
+
+def _mean_of_matched(matched: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    """Mean of the rows of ``attn`` each row of ``matched`` ``(A, N)`` selects (zeros if none)."""
+    matched = matched.float()
     return (matched @ attn) / matched.sum(1, keepdim=True).clamp_min(1)
 
 
@@ -143,14 +180,17 @@ class DiffSeg(MaskGenerator):
         resolutions: self-attention resolutions to aggregate; the largest is the merging grid.
         resolution_weights: aggregation weights; ``None`` = ``r / sum(r)`` as released.
         cross_resolutions: cross-attention resolutions used to name segments (labelled mode).
-        score_threshold: labelled mode: a segment whose best mean class score (min-max normalised
-            cross-attention) is below this is background.
+        min_contrast: labelled mode: how many times its class's background level a segment's
+            mean class attention must reach to be named (:mod:`.segment_naming`).
         output_size: ``(H, W)`` of the labels; ``None`` = the images' size, else the maps'
             image size.
         timestep: U-Net timestep of the single forward pass (released: 300, no noise).
         classes: dataset class names for the labelled mode; ``None`` = unsupervised mode (segment
             ids, class names ignored).
-        ignore_index: label of unsure pixels; never used as a segment id.
+        merge_precision: ``'float16'`` the released first merging pass (anchors whose maps
+            underflow float16 are dropped), ``'float32'`` guarded logs (every anchor kept); see
+            the module docstring.
+        ignore_index: label of unsure pixels (every anchor dropped); never a segment id.
     """
 
     method = 'diffseg'
@@ -159,16 +199,24 @@ class DiffSeg(MaskGenerator):
                  refine: bool = False, resolutions: Sequence[int] = (64, 32, 16, 8),
                  resolution_weights: Optional[Sequence[float]] = None,
                  cross_resolutions: Sequence[int] = (64, 32, 16, 8),
-                 score_threshold: float = 0.4, output_size: Optional[Sequence[int]] = None,
+                 min_contrast: float = 2.0, output_size: Optional[Sequence[int]] = None,
                  timestep: int = 300, classes: Optional[Sequence[str]] = None,
-                 ignore_index: int = 255):
+                 merge_precision: str = 'float16', ignore_index: int = 255):
         super().__init__(classes=classes, ignore_index=ignore_index)
+        if merge_precision not in MERGE_PRECISIONS:
+            raise ValueError(f'DiffSeg.merge_precision must be one of {MERGE_PRECISIONS} '
+                             f"('float16': the released first merging pass, 'float32': guarded "
+                             f'logs), got {merge_precision!r}')
+        self.merge_precision = merge_precision
         self.kl_thresholds = tuple(float(t) for t in kl_thresholds)
         self.num_points = int(num_points)
         self.refine = bool(refine)
         self.resolutions = tuple(int(r) for r in resolutions)
         self.cross_resolutions = tuple(int(r) for r in cross_resolutions)
-        self.score_threshold = float(score_threshold)
+        self.min_contrast = float(min_contrast)
+        if self.min_contrast < 1:
+            raise ValueError(f'DiffSeg.min_contrast must be >= 1 (a segment named after a class '
+                             f'must stand out from its background), got {min_contrast}')
         self.output_size = tuple(int(s) for s in output_size) if output_size else None
         self.timestep = int(timestep)
         if not self.kl_thresholds:
@@ -216,9 +264,17 @@ class DiffSeg(MaskGenerator):
 
     # -- labels ------------------------------------------------------------------------------
     def proposals(self, attn: torch.Tensor) -> torch.Tensor:
-        """Merged (and optionally refined) proposals ``(K, size*size)`` of one aggregated map."""
+        """Merged (and optionally refined) proposals ``(K, size*size)`` of one aggregated map;
+        ``K`` may be 0 in the released precision (every anchor dropped)."""
         anchors = anchor_grid(self.num_points, self.grid_size).to(attn.device)
-        proposals = anchor_proposals(attn, anchors, self.kl_thresholds[0])
+        proposals = anchor_proposals(attn, anchors, self.kl_thresholds[0], self.merge_precision)
+        # released: the NaN proposal of an anchor that matched nothing is NaN against every
+        # proposal in the later passes (itself included), so it joins none and is skipped when
+        # its turn comes; without later passes we drop it too (the release's argmax would read
+        # NaN). float32: never empty, each anchor matches itself.
+        proposals = proposals[proposals.sum(1) > 0]
+        if not len(proposals):
+            return proposals
         for threshold in self.kl_thresholds[1:]:
             proposals = merge_proposals(proposals, threshold)
         if self.refine:
@@ -234,33 +290,37 @@ class DiffSeg(MaskGenerator):
                                         self.resolution_weights, self.grid_size)
         g = self.grid_size
         proposals = self.proposals(attn)
+        if not len(proposals):
+            print_log(f'DiffSeg: no anchor of sample {index} matched a pixel in the released '
+                      "first merging pass (merge_precision='float16': an anchor whose map holds "
+                      'a float16 zero matches nothing), so no proposal is left (the released '
+                      f'code fails here); its pixels are left unsure ({self.ignore_index}). '
+                      "merge_precision='float32' keeps every anchor.",
+                      logger='current', level=logging.WARNING)
+            return torch.full(size, self.ignore_index, dtype=torch.long, device=attn.device)
         ids = segments_from_proposals(proposals.view(-1, g, g), size)
         ids = torch.unique(ids, return_inverse=True)[1]
         return ids + (ids >= self.ignore_index).long()
 
     def class_scores(self, columns: Sequence[torch.Tensor], size: Tuple[int, int]
                      ) -> torch.Tensor:
-        """``(C, H, W)`` class scores of one sample from its class-token columns ``(r*r, C)`` at
-        each cross-attention resolution: upsampled, averaged, min-max normalised per class."""
+        """``(C, H, W)`` class attention of one sample from its class-token columns ``(r*r, C)``
+        at each cross-attention resolution: upsampled and averaged (raw shares, not normalised)."""
         scores = 0
         for column in columns:
             side = _side(column.shape[0], f'cross-attention {tuple(column.shape)}')
             grid = column.T.reshape(1, column.shape[1], side, side)
             scores = scores + F.interpolate(grid, size=size, mode='bilinear', align_corners=False)
-        return minmax_normalize(scores[0] / len(columns))
+        return scores[0] / len(columns)
 
     def name_segments(self, segments: torch.Tensor, scores: torch.Tensor,
                       names: Sequence[str]) -> torch.Tensor:
-        """Each segment takes the class of highest mean score inside it, or background."""
-        ids = torch.unique(segments, return_inverse=True)[1].flatten()
-        k = int(ids.max()) + 1
-        sums = scores.new_zeros(k, len(names)).index_add_(0, ids, scores.flatten(1).T)
-        means = sums / torch.bincount(ids, minlength=k)[:, None]
-        best, which = means.max(1)
+        """Each segment takes a class by contrast with the class's background level
+        (:func:`~.segment_naming.segment_classes`), or background."""
+        which = segment_classes(segments, scores, self.min_contrast)
         class_ids = torch.tensor(self.class_indices(names), device=segments.device)
-        named = torch.where(best >= self.score_threshold, class_ids[which],
-                            torch.full_like(which, self.background_index))
-        return named[ids].view_as(segments)
+        return torch.where(which >= 0, class_ids[which.clamp_min(0)],
+                           torch.full_like(which, self.background_index))
 
     def forward(self, maps: AttentionMaps, images: Optional[torch.Tensor] = None,
                 class_names: Optional[Sequence[Sequence[str]]] = None) -> torch.Tensor:
@@ -281,7 +341,7 @@ class DiffSeg(MaskGenerator):
                                          device=columns[0][b].device))
                 continue
             segments = self.segment_ids(maps, b, size)
-            if labelled:
+            if labelled and not (segments == self.ignore_index).all():
                 scores = self.class_scores([cols[b] for cols in columns], size)
                 segments = self.name_segments(segments, scores, named[b])
             labels.append(segments)
@@ -293,7 +353,7 @@ class DiffSeg(MaskGenerator):
                     resolutions=list(self.resolutions),
                     resolution_weights=list(self.resolution_weights),
                     cross_resolutions=list(self.cross_resolutions),
-                    score_threshold=self.score_threshold,
+                    min_contrast=self.min_contrast,
                     output_size=list(self.output_size) if self.output_size else None,
                     timestep=self.timestep, classes=self.classes,
-                    ignore_index=self.ignore_index)
+                    merge_precision=self.merge_precision, ignore_index=self.ignore_index)

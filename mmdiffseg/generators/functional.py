@@ -1,6 +1,7 @@
 """Tensor helpers shared by the generators: normalisations, symmetric KL, Otsu threshold.
 
-All work batched on CPU or GPU in float32.
+All work batched on CPU or GPU in float32, except the two symmetric KLs that reproduce a release's
+float16 arithmetic (:func:`float16_symmetric_kl`, :func:`elementwise_symmetric_kl`).
 """
 from __future__ import annotations
 
@@ -41,6 +42,59 @@ def symmetric_kl(p: torch.Tensor, q: torch.Tensor, eps: float = LOG_EPS) -> torc
     self_q = (q * log_q).sum(-1)
     cross = p @ log_q.transpose(-1, -2) + log_p @ q.transpose(-1, -2)
     return 0.5 * (self_p.unsqueeze(-1) + self_q.unsqueeze(-2) - cross)
+
+
+def float16_zero_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` ``(..., N, D)`` holding a value that rounds to 0 in float16 (below about
+    ``3e-8``, half of float16's smallest subnormal): ``(..., N)`` bool."""
+    return (x.to(torch.float16) == 0).any(-1)
+
+
+def float16_symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The symmetric KL of DiffSeg's released first merging pass (google/diffseg ``mask_merge``
+    iteration 0): both sides cast to float16, ``log(p) - log(q)`` without epsilon.
+
+    A row with a float16 zero makes ``0 * log 0`` and ``0 * (log p - log 0)`` NaN there, so its
+    distance to every row is NaN (and ``NaN < tau`` is false): here those entries are NaN. The
+    other distances are those of the float16-rounded rows, evaluated as matrix products in float32
+    (the release sums float16 products; the two differ by float16 rounding, near the threshold
+    only) and rounded to float16, the dtype the release compares in.
+
+    Args:
+        p: ``(M, D)``; q: ``(N, D)``: rows are distributions.
+
+    Returns:
+        ``(M, N)`` float16 with NaN rows / columns for rows of ``p`` / ``q`` with a float16 zero.
+    """
+    p16, q16 = p.to(torch.float16), q.to(torch.float16)
+    # no float16 value is below the guard (6e-8 > LOG_EPS) except 0, whose entries become NaN
+    kl = symmetric_kl(p16, q16).to(torch.float16)
+    undefined = float16_zero_rows(p16)[:, None] | float16_zero_rows(q16)[None, :]
+    return kl.masked_fill(undefined, float('nan'))
+
+
+def elementwise_symmetric_kl(p: torch.Tensor, q: torch.Tensor, eps: float = 0.0,
+                             dtype: torch.dtype = torch.float16, chunk: int = 64) -> torch.Tensor:
+    """Pairwise symmetric KL evaluated term by term in ``dtype``, as both releases write it
+    (google/diffseg ``DiffSeg.KL``; iseg.code ``util/attn.py:kl_dis``): ``p`` and ``q`` cast to
+    ``dtype``, ``eps`` added, ``r = log p - log q`` per term, ``0.5 * sum p r - 0.5 * sum q r``,
+    every operation in ``dtype`` over an ``(M, N, D)`` tensor (``chunk`` rows of ``p`` at a time).
+    No guard: a zero without ``eps`` gives NaN, as released.
+
+    Args:
+        p: ``(M, D)``; q: ``(N, D)``.
+
+    Returns:
+        ``(M, N)`` in ``dtype``.
+    """
+    p, q = p.to(dtype) + eps, q.to(dtype) + eps
+    log_q = q.log()
+    out = []
+    for start in range(0, len(p), chunk):
+        rows = p[start:start + chunk, None]
+        quotient = rows.log() - log_q
+        out.append((rows * quotient).sum(-1) * 0.5 - (q * quotient).sum(-1) * 0.5)
+    return torch.cat(out)
 
 
 def otsu_threshold(x: torch.Tensor, bins: int = 256) -> torch.Tensor:

@@ -12,17 +12,23 @@ Then, per image (all batched, float32):
    entropy-reduced self-attention of one 64x64 layer (``iSeg.get_att_map``, "Ent-Self");
 4. bilinear to 512, per-class min-max, background score, argmax (``util/cam.py:cam_to_label``).
 
-Deliberate differences from the released code: float32 instead of fp16; divisions are guarded, so an
-all-zero or constant class column gives an all-zero map where the released code gives NaN; token
-positions come from the tokenizer (the released token counts are wrong for 'fire hydrant', which
-shifts every later class). The released k-means asks for 32 clusters but seeds a grid of step
-``64 // sqrt(32) = 11``, i.e. the 36 pixels ``{0, 11, 22, 33, 44, 55}^2``; that is what
-:func:`grid_seeds` reproduces. Clusters that lose all pixels are dropped, as released.
+Deliberate differences from the released code: float32 instead of fp16 (except the k-means
+distance, below); divisions are guarded, so an all-zero or constant class column gives an all-zero
+map where the released code gives NaN; token positions come from the tokenizer (the released
+token counts are wrong for 'fire hydrant', which shifts every later class). The released k-means
+asks for 32 clusters but seeds a grid of step ``64 // sqrt(32) = 11``, i.e. the 36 pixels
+``{0, 11, 22, 33, 44, 55}^2``; that is what :func:`grid_seeds` reproduces. Clusters that lose all
+pixels are dropped, as released.
 
-The VOC presets' hand-picked cross-attention heads only mean something on SD 2.1-base (20 heads per
-layer at 16x16, 10 at 32x32). Rather than fall back silently, :meth:`ISeg.check_head_counts` raises
-for another U-Net, naming the preset and the model's head counts; ``cross_heads=None`` (the mean of
-all heads, as the COCO / Context presets use) works on any model.
+Released: the head lists of SD 2.1-base (the VOC presets' hand-picked cross-attention heads for its
+20 heads per layer at 16x16 and 10 at 32x32; self-attention heads 1 and 2 of its 5 at 64x64).
+Ours: ``cross_heads=None`` / ``self_heads=None`` average all heads and work on any model; the
+``*_sd1x`` presets (``configs/iseg/iseg_{wsss,ovs}_voc_sd1x.py``) are the VOC tasks so adapted for
+SD 1.x. Nothing falls back silently: a head list the model does not have stops the tools before
+any work (the engine's capture check) and :meth:`ISeg.check_head_counts` raises, naming the fix.
+
+Precision: the released k-means evaluates its KL distance in float16 (``kmeans_precision='float16'``,
+the default, :func:`~.kmeans.kl_kmeans`); ``'float32'`` uses guarded logs.
 """
 from __future__ import annotations
 
@@ -37,181 +43,20 @@ from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
 from .base import IGNORE_INDEX, MaskGenerator
 from .class_names import VOCABULARIES, prompt_name
-from .functional import minmax_normalize, symmetric_kl
+from .functional import minmax_normalize
+from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention, normalize_maps,
+                         refine_with_self_attention)
+from .iseg_presets import (CROSS_LAYERS, HEAD_LAYOUT_FIX, ISEG_PRESETS, SD21_HEADS_PER_LAYER,
+                           SD21_VOC_HEADS, SELF_LAYER, VOC_BG_CONTEXT, WSSS_PROMPT)
+from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
 
 __all__ = [
-    'ISeg', 'ISEG_PRESETS', 'CROSS_LAYERS', 'SELF_LAYER', 'SD21_VOC_HEADS', 'normalize_maps',
-    'entropy_reduced_attention', 'refine_with_self_attention', 'grid_seeds', 'kl_kmeans',
-    'cluster_mean', 'assign_labels'
+    'ISeg', 'ISEG_PRESETS', 'HEAD_LAYOUT_FIX', 'CROSS_LAYERS', 'SELF_LAYER', 'SD21_VOC_HEADS',
+    'normalize_maps', 'entropy_reduced_attention', 'refine_with_self_attention', 'grid_seeds',
+    'kl_kmeans', 'cluster_mean', 'assign_labels'
 ]
 
 _TINY = torch.finfo(torch.float32).tiny
-
-#: cross-attention layers read at each resolution, in forward order (``wsss/arguments.py``).
-CROSS_LAYERS = {
-    16: ('down_blocks.2.attentions.0.transformer_blocks.0.attn2',
-         'down_blocks.2.attentions.1.transformer_blocks.0.attn2',
-         'up_blocks.1.attentions.0.transformer_blocks.0.attn2',
-         'up_blocks.1.attentions.1.transformer_blocks.0.attn2',
-         'up_blocks.1.attentions.2.transformer_blocks.0.attn2'),
-    32: ('down_blocks.1.attentions.1.transformer_blocks.0.attn2',
-         'up_blocks.2.attentions.0.transformer_blocks.0.attn2',
-         'up_blocks.2.attentions.1.transformer_blocks.0.attn2'),
-}
-SELF_LAYER = 'up_blocks.3.attentions.1.transformer_blocks.0.attn1'
-
-#: the VOC presets' hand-picked heads, indices into the layer-major concatenation of the heads of
-#: :data:`CROSS_LAYERS` (``wsss/iSeg.py``); they assume SD 2.1-base's head counts below.
-SD21_VOC_HEADS = {
-    32: (22, 5, 21, 13, 8, 27, 28, 6, 25),
-    16: (76, 1, 43, 17, 81, 6, 44, 27, 2, 8, 22, 20, 60, 78, 12, 83, 94, 47, 88, 96, 3, 33, 46, 52,
-         77, 93, 51, 58, 0, 13, 14, 19, 34, 41, 59, 87, 16, 24, 28, 30, 32),
-}
-SD21_HEADS_PER_LAYER = {16: 20, 32: 10}
-
-WSSS_PROMPT = 'a photograph of {classes} and other object and background, {bg_context}'
-#: the OVS script drops the ', ' before the context words (kept: it is what was evaluated).
-OVS_PROMPT = 'a photograph of {classes} and other object and background{bg_context}'
-#: context words as the released code really uses them: an implicit string concatenation on the
-#: next line is a separate statement, so only the first literal survives.
-VOC_BG_CONTEXT = 'ground, land, grass, tree, building, wall, sky, lake, water'
-COCO_BG_CONTEXT = 'ground, land, grass, tree, building, wall, sky, lake, water, river, sea, railway, '
-
-_COMMON = dict(timestep=100, noise_seed=1101, token_enhance=1.6, res_weights={16: 0.7, 32: 0.3},
-               self_heads=(1, 2), use_cluster=True, num_clusters=32, cluster_iters=20,
-               mask_size=512)
-#: the released settings per task (ALGORITHMS.md 3.6); ``configs/iseg/*.py`` hold the same.
-ISEG_PRESETS: Dict[str, Dict] = {
-    'wsss_voc': dict(vocabulary='voc', prompt_template=WSSS_PROMPT, bg_context=VOC_BG_CONTEXT,
-                     cross_heads='voc', iters=10, ent=0.015, cam_bg_thr=0.0, **_COMMON),
-    'wsss_coco': dict(vocabulary='coco_object', prompt_template=WSSS_PROMPT,
-                      bg_context=COCO_BG_CONTEXT, cross_heads=None, iters=10, ent=0.1,
-                      cam_bg_thr=0.45, **_COMMON),
-    'ovs_voc': dict(vocabulary='voc', prompt_template=OVS_PROMPT, bg_context=VOC_BG_CONTEXT,
-                    cross_heads='voc', iters=8, ent=0.015, cam_bg_thr=0.0, **_COMMON),
-    'ovs_context': dict(vocabulary='context59', prompt_template=OVS_PROMPT, bg_context='',
-                        cross_heads=None, iters=5, ent=0.002, cam_bg_thr=0.0, **_COMMON),
-    'ovs_coco_object': dict(vocabulary='coco_object', prompt_template=OVS_PROMPT,
-                            bg_context=COCO_BG_CONTEXT, cross_heads=None, iters=10, ent=0.2,
-                            cam_bg_thr=0.45, **_COMMON),
-}
-
-
-# -- tensor steps --------------------------------------------------------------------------------
-def normalize_maps(x: torch.Tensor) -> torch.Tensor:
-    """Each map (over the last dim) minus its minimum, divided by its sum (Ent-Self steps 1 and
-    6). A constant map becomes zeros."""
-    x = x - x.amin(dim=-1, keepdim=True)
-    return x / x.sum(dim=-1, keepdim=True).clamp_min(_TINY)
-
-
-def entropy_reduced_attention(self_attn: torch.Tensor, ent: float) -> torch.Tensor:
-    """Ent-Self steps 3-4: ``A / max_q A`` (per key column), then one closed-form gradient step on
-    the entropy, ``A + ent * log10(e * A)`` for ``A > 0``, clamped at 0, so entries below the root
-    ``a*`` of ``a + ent * log10(e a) = 0`` vanish. Rows are left unnormalised.
-
-    Args:
-        self_attn: ``(B, N, N)``, rows = queries.
-    """
-    a = self_attn / self_attn.amax(dim=-2, keepdim=True).clamp_min(_TINY)
-    if ent == 0:
-        return a
-    # log(0) = -inf survives the affine step and the clamp turns it into 0, as A = 0 is kept at 0.
-    step = a.log().add_(1.0).mul_(ent / math.log(10.0))
-    return step.add_(a).clamp_(min=0)
-
-
-def refine_with_self_attention(class_maps: torch.Tensor, transition: torch.Tensor,
-                               iters: int) -> torch.Tensor:
-    """Ent-Self steps 1, 5, 6: ``X = normalize_maps(X0)``; ``iters`` times
-    ``X <- normalize_maps(D^-1 T X)`` with ``D`` the row sums of ``T`` (computed as
-    ``X^T T^T``, which keeps the long axis contiguous).
-
-    Args:
-        class_maps: ``(B, C, N)`` one row per class.
-        transition: ``(B, N, N)`` from :func:`entropy_reduced_attention`, rows = queries.
-
-    Returns:
-        ``(B, C, N)``.
-    """
-    row_sum = transition.sum(dim=-1).clamp_min(_TINY).unsqueeze(1)
-    x = normalize_maps(class_maps)
-    for _ in range(iters):
-        x = normalize_maps(torch.bmm(x, transition.transpose(1, 2)) / row_sum)
-    return x
-
-
-def grid_seeds(side: int, num_clusters: int) -> torch.Tensor:
-    """Row-major indices of the released k-means seeds: a square grid of step
-    ``side // sqrt(num_clusters)`` from 0 (36 seeds for 32 clusters at 64)."""
-    step = int(side // math.sqrt(num_clusters))
-    if step < 1:
-        raise ValueError(f'ISeg: num_clusters={num_clusters} is more than a {side}x{side} grid holds')
-    coords = torch.arange(0, side, step)
-    return (coords[:, None] * side + coords[None, :]).flatten()
-
-
-def cluster_mean(values: torch.Tensor, clusters: torch.Tensor, num: int) -> torch.Tensor:
-    """Each row of ``values`` ``(B, N, D)`` replaced by the mean over its cluster
-    (``clusters`` ``(B, N)`` in ``[0, num)``)."""
-    onehot = F.one_hot(clusters, num).to(values.dtype)
-    means = onehot.transpose(1, 2) @ values / onehot.sum(1).clamp_min(1)[..., None]
-    return means.gather(1, clusters[..., None].expand(-1, -1, values.shape[-1]))
-
-
-def kl_kmeans(features: torch.Tensor, seeds: torch.Tensor, iters: int,
-              eps: float = 1e-5) -> torch.Tensor:
-    """K-means with the symmetric KL distance of ``DFC_KL``: zeros set to 1e-6, ``eps`` added to
-    both sides of each distance, ``iters`` assignment steps from the seed pixels' vectors; a
-    cluster left empty is dropped for good.
-
-    Args:
-        features: ``(B, N, D)`` non-negative.
-        seeds: ``(K,)`` pixel indices of the initial centres.
-
-    Returns:
-        ``(B, N)`` cluster ids in ``[0, K)``.
-    """
-    x = torch.where(features == 0, torch.full_like(features, 1e-6), features)
-    k = seeds.numel()
-    centres = x[:, seeds]
-    alive = torch.ones(x.shape[0], k, 1, dtype=torch.bool, device=x.device)
-    for step in range(iters):
-        dist = symmetric_kl(centres + eps, x + eps).masked_fill(~alive, float('inf'))
-        clusters = dist.argmin(dim=1)
-        if step + 1 < iters:
-            onehot = F.one_hot(clusters, k).to(x.dtype)
-            counts = onehot.sum(1)[..., None]
-            alive = counts > 0
-            centres = onehot.transpose(1, 2) @ x / counts.clamp_min(1)
-    return clusters
-
-
-def assign_labels(cams: torch.Tensor, valid: torch.Tensor, cam_bg_thr: float) -> torch.Tensor:
-    """``cam_to_label``: per pixel an index into ``[background, class_1, ..., class_C]``.
-
-    ``cam_bg_thr == 0``: background score ``(1 - max_c cam)^2``, argmax (ties go to background).
-    ``cam_bg_thr > 0``: scores below it are zeroed, argmax, pixels with no score are background.
-
-    Args:
-        cams: ``(B, C, H, W)`` in ``[0, 1]``.
-        valid: ``(B, C)`` bool, False for padding columns.
-    """
-    mask = valid[..., None, None]
-    if cam_bg_thr > 0:
-        cams = torch.where(mask & (cams >= cam_bg_thr), cams, torch.zeros_like(cams))
-        score, index = cams.max(dim=1)
-        return torch.where(score > 0, index + 1, torch.zeros_like(index))
-    cams = torch.where(mask, cams, torch.full_like(cams, -1.0))
-    background = (1 - cams.amax(dim=1, keepdim=True).clamp_min(0)) ** 2
-    return torch.cat([background, cams], dim=1).argmax(dim=1)
-
-
-def _cam_normalize(cams: torch.Tensor) -> torch.Tensor:
-    """``cam_to_label``'s per-class ``(x - min) / (max - min + 1e-6)``."""
-    cams = cams - cams.amin(dim=(-2, -1), keepdim=True)
-    return cams / (cams.amax(dim=(-2, -1), keepdim=True) + 1e-6)
-
 
 def _heads_per_resolution(unet_config: Mapping) -> Dict[int, int]:
     """Heads per attention layer at 64 / 32 / 16 (512 input) from a diffusers U-Net config
@@ -245,10 +90,13 @@ class ISeg(MaskGenerator):
         cross_heads: heads averaged per resolution: ``None`` = all [``att_mean``], ``'voc'`` = the
             released hand-picked SD 2.1-base lists (:data:`SD21_VOC_HEADS`), or ``{res: [...]}``.
         res_weights: weight of the cross-attention at 16 and 32.
-        self_heads: heads of :data:`SELF_LAYER` averaged for Ent-Self.
+        self_heads: heads of :data:`SELF_LAYER` averaged for Ent-Self (released: 1 and 2 of SD
+            2.1-base's 5); ``None`` = all.
         use_cluster: k-means smoothing of the cross-attention [``no_use_cluster``].
         num_clusters: sets the seed grid as ``DFC_KL(num_clusters, ...)`` does (:func:`grid_seeds`).
         cluster_iters: k-means assignment steps.
+        kmeans_precision: of the k-means distance (:func:`kl_kmeans`): ``'float16'`` as released
+            (``util/attn.py:kl_dis``), ``'float32'`` with guarded logs.
         iters: Ent-Self refinement steps [``iter``].
         ent: entropy-reduction strength [``ent``].
         cam_bg_thr: 0 = background score ``(1 - max)^2``; > 0 = score threshold [``cam_bg_thr``].
@@ -274,6 +122,7 @@ class ISeg(MaskGenerator):
                  use_cluster: bool = True,
                  num_clusters: int = 32,
                  cluster_iters: int = 20,
+                 kmeans_precision: str = 'float16',
                  iters: int = 10,
                  ent: float = 0.015,
                  cam_bg_thr: float = 0.0,
@@ -309,15 +158,20 @@ class ISeg(MaskGenerator):
             raise ValueError(f'ISeg: res_weights must weight resolutions {sorted(CROSS_LAYERS)} with '
                              f'non-negative weights, not all zero; got {self.res_weights}')
         self.cross_heads = self._check_cross_heads(cross_heads)
-        self.self_heads = tuple(int(h) for h in self_heads)
-        if not self.self_heads:
-            raise ValueError('ISeg: self_heads must name at least one head')
+        self.self_heads = None if self_heads is None else tuple(int(h) for h in self_heads)
+        if self.self_heads == ():
+            raise ValueError('ISeg: self_heads must name at least one head (None = all heads)')
         self.use_cluster = bool(use_cluster)
         self.num_clusters = int(num_clusters)
         self.cluster_iters = int(cluster_iters)
         if self.num_clusters < 1 or self.cluster_iters < 1:
             raise ValueError(f'ISeg: num_clusters and cluster_iters must be >= 1, got '
                              f'{num_clusters} and {cluster_iters}')
+        if kmeans_precision not in KMEANS_PRECISIONS:
+            raise ValueError(f'ISeg: kmeans_precision must be one of {KMEANS_PRECISIONS} '
+                             f"('float16': the released k-means distance, 'float32': guarded "
+                             f'logs), got {kmeans_precision!r}')
+        self.kmeans_precision = kmeans_precision
         if int(iters) < 0 or ent < 0:
             raise ValueError(f'ISeg: iters and ent must be >= 0, got {iters} and {ent}')
         self.iters = int(iters)
@@ -368,7 +222,7 @@ class ISeg(MaskGenerator):
         """Raise if the head selections do not fit the U-Net (a diffusers ``unet.config``).
 
         The ``'voc'`` head lists are only meaningful for SD 2.1-base's 20 heads at 16 and 10 at 32;
-        for another model this raises (use ``cross_heads=None``, the mean over all heads)."""
+        for another model this raises, naming the fix (:data:`HEAD_LAYOUT_FIX`)."""
         heads = _heads_per_resolution(unet_config)
         where = f"ISeg (preset {self.preset!r})" if self.preset else 'ISeg'
         if self.cross_heads == 'voc':
@@ -378,16 +232,17 @@ class ISeg(MaskGenerator):
                         f"{where}: cross_heads='voc' are SD 2.1-base's hand-picked heads "
                         f'({SD21_HEADS_PER_LAYER[16]} heads per layer at 16x16, '
                         f'{SD21_HEADS_PER_LAYER[32]} at 32x32); this U-Net has {heads[16]} at '
-                        f'16x16 and {heads[32]} at 32x32. Use cross_heads=None (all heads).')
+                        f'16x16 and {heads[32]} at 32x32: {HEAD_LAYOUT_FIX}.')
         elif isinstance(self.cross_heads, dict):
             for r, sel in self.cross_heads.items():
                 total = heads[r] * len(CROSS_LAYERS[r])
                 if sel and max(sel) >= total:
                     raise ValueError(f'{where}: cross_heads[{r}] selects head {max(sel)} but the '
-                                     f'{len(CROSS_LAYERS[r])} layers at {r}x{r} have {total} heads')
-        if max(self.self_heads) >= heads[64]:
+                                     f'{len(CROSS_LAYERS[r])} layers at {r}x{r} have {total} '
+                                     f'heads: {HEAD_LAYOUT_FIX}')
+        if self.self_heads and max(self.self_heads) >= heads[64]:
             raise ValueError(f'{where}: self_heads {list(self.self_heads)} but {SELF_LAYER} has '
-                             f'{heads[64]} heads')
+                             f'{heads[64]} heads: {HEAD_LAYOUT_FIX}')
 
     def prompt_word(self, name: str) -> str:
         """The words naming dataset class ``name`` in the prompt."""
@@ -429,7 +284,9 @@ class ISeg(MaskGenerator):
         cross = self._aggregate_cross(maps, b, side)
         if self.use_cluster:
             seeds = grid_seeds(side, self.num_clusters).to(cross.device)
-            cross = cluster_mean(cross, kl_kmeans(cross, seeds, self.cluster_iters), seeds.numel())
+            clusters = kl_kmeans(cross, seeds, self.cluster_iters,
+                                 precision=self.kmeans_precision)
+            cross = cluster_mean(cross, clusters, seeds.numel())
         columns, valid = self._class_columns(maps, cross, names, num)
 
         transition = entropy_reduced_attention(self_attn, self.ent)
@@ -441,7 +298,7 @@ class ISeg(MaskGenerator):
         cams = minmax_normalize(cams)
         if out_size != (self.mask_size, self.mask_size):
             cams = F.interpolate(cams, size=out_size, mode='bilinear', align_corners=False)
-        index = assign_labels(_cam_normalize(cams), valid, self.cam_bg_thr)
+        index = assign_labels(cam_normalize(cams), valid, self.cam_bg_thr)
 
         table = torch.full((b, num + 1), self.ignore_index, dtype=torch.long, device=index.device)
         table[:, 0] = self.background_index
@@ -502,7 +359,9 @@ class ISeg(MaskGenerator):
                     prompt_template=self.prompt_template, bg_context=self.bg_context,
                     timestep=self.timestep, noise_seed=self.noise_seed,
                     token_enhance=self.token_enhance, cross_heads=self.cross_heads,
-                    res_weights=dict(self.res_weights), self_heads=list(self.self_heads),
+                    res_weights=dict(self.res_weights),
+                    self_heads=None if self.self_heads is None else list(self.self_heads),
                     use_cluster=self.use_cluster, num_clusters=self.num_clusters,
-                    cluster_iters=self.cluster_iters, iters=self.iters, ent=self.ent,
+                    cluster_iters=self.cluster_iters, kmeans_precision=self.kmeans_precision,
+                    iters=self.iters, ent=self.ent,
                     cam_bg_thr=self.cam_bg_thr, mask_size=self.mask_size)

@@ -16,21 +16,32 @@ Defaults are SeeDiff's (ALGORITHMS.md 2.3 step 6): ``num_iter=5000``, ``dilation
 ``sigma_factor=0.2``; the original PAMR uses ``dilations=(1, 2, 4, 8, 12, 24)``,
 ``sigma_factor=0.1``, ``num_iter=10`` (:data:`ORIGINAL_PAMR`).
 
-The affinity is computed once; each iteration is 8 * len(dilations) fused multiply-adds on shifted
-views of one padded buffer plus a border refresh (no unfold, no convolution, no allocation), on CPU
-or GPU alike.
+The affinity is computed once. Propagation backends (``backend``), equal within float32 rounding:
+
+* ``'torch'``: each step is 8 * len(dilations) fused multiply-adds on shifted views of one padded
+  buffer plus a border refresh (no unfold, no convolution, no allocation); the CPU path.
+* ``'graph'``: the same steps recorded once into CUDA graphs and replayed (no per-step host
+  launches; the GPU still runs ~13 small kernels a step).
+* ``'triton'``: :mod:`~mmdiffseg.generators.pamr_triton`, up to ``steps_per_launch`` steps in one
+  fused kernel launch (the CUDA default when Triton is installed).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import importlib.util
+import os
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ['PAMR', 'ORIGINAL_PAMR']
+__all__ = ['PAMR', 'ORIGINAL_PAMR', 'BACKENDS', 'run_in_chunks']
 
 #: the settings of the original PAMR paper, for ``PAMR(**ORIGINAL_PAMR)``
 ORIGINAL_PAMR = dict(num_iter=10, dilations=(1, 2, 4, 8, 12, 24), sigma_factor=0.1)
+
+BACKENDS = ('auto', 'torch', 'graph', 'triton')
+#: steps per recorded CUDA graph (``backend='graph'``): ~13 kernels a step
+GRAPH_STEPS = 100
 
 _NEIGHBOURS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
 
@@ -49,6 +60,84 @@ def _replicate_border(padded: torch.Tensor, pad: int) -> None:
     padded[..., -pad:, :] = padded[..., -pad - 1:-pad, :]
 
 
+def run_in_chunks(advance: Callable[[int, bool], Optional[torch.Tensor]], num_iter: int,
+                  limit: int, tol: Optional[float], check_every: int) -> None:
+    """Drive ``num_iter`` steps as ``advance(n, measure)`` calls of at most ``limit`` steps.
+
+    Chunks end at every ``check_every``-th step when ``tol`` is set; there ``advance`` is asked to
+    ``measure`` and returns its last step's largest change (a 0-dim tensor), and the run stops
+    when that is below ``tol``: the same steps on every backend.
+    """
+    done = 0
+    while done < num_iter:
+        n = min(limit, num_iter - done)
+        if tol is not None:
+            n = min(n, check_every - done % check_every)
+        done += n
+        measure = tol is not None and done % check_every == 0
+        change = advance(n, measure)
+        if measure and change.item() < tol:
+            break
+
+
+class _ShiftedSteps:
+    """The PyTorch propagation: the mask lives inside one replicate-padded buffer that the shifted
+    views read; each step writes the new mask into the buffer's interior and refreshes its border
+    (no allocation, so the steps can also be recorded into a CUDA graph)."""
+
+    def __init__(self, weights: torch.Tensor, mask: torch.Tensor, pad: int, offsets):
+        h, w = mask.shape[-2:]
+        self.pad = pad
+        self.padded = F.pad(mask, [pad] * 4, mode='replicate')
+        self.inner = self.padded[..., pad:pad + h, pad:pad + w]
+        self.views = _shifted_views(self.padded, pad, (h, w), offsets)
+        self.taps = weights.unbind(dim=2)
+        self.new = torch.empty_like(mask)
+
+    def advance(self, n: int, measure: bool = False) -> Optional[torch.Tensor]:
+        """``n`` steps; with ``measure`` the last step's ``max |m_new - m_old|``."""
+        change = None
+        for step in range(n):
+            torch.mul(self.views[0], self.taps[0], out=self.new)
+            for view, tap in zip(self.views[1:], self.taps[1:]):
+                self.new.addcmul_(view, tap)
+            if measure and step == n - 1:
+                change = (self.new - self.inner).abs().max()
+            self.inner.copy_(self.new)
+            _replicate_border(self.padded, self.pad)
+        return change
+
+
+class _GraphedSteps:
+    """``_ShiftedSteps.advance(n, measure)`` recorded once per ``(n, measure)`` into a CUDA graph
+    (``torch.cuda.graph``) and replayed; the graphs live as long as this object."""
+
+    def __init__(self, steps: _ShiftedSteps):
+        self.steps = steps
+        self.graphs = {}
+
+    def __call__(self, n: int, measure: bool) -> Optional[torch.Tensor]:
+        if (n, measure) not in self.graphs:
+            self.graphs[n, measure] = self._record(n, measure)
+        graph, change = self.graphs[n, measure]
+        graph.replay()
+        return change
+
+    def _record(self, n: int, measure: bool):
+        # one warm-up step on a side stream (kernels loaded before capture), then undone
+        state = self.steps.padded.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            self.steps.advance(1, measure)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.steps.padded.copy_(state)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # records only: the state is unchanged until replay
+            change = self.steps.advance(n, measure)
+        return graph, change
+
+
 class PAMR(torch.nn.Module):
     """Refine masks ``(B, C, H, W)`` along the edges of images ``(B, K, H, W)``.
 
@@ -64,10 +153,16 @@ class PAMR(torch.nn.Module):
             ``tol`` per skipped step). ``None`` (default) runs exactly ``num_iter`` steps, as
             released.
         check_every: how often the ``tol`` test runs (a device sync on GPU).
+        backend: ``'auto'`` (``'triton'`` on CUDA when Triton is installed, ``'graph'`` on CUDA
+            without it, ``'torch'`` elsewhere), or one of ``'torch'``, ``'graph'`` (CUDA),
+            ``'triton'`` (CUDA, or CPU under ``TRITON_INTERPRET=1``): see the module docstring.
+        steps_per_launch: ``'triton'``: at most this many steps per kernel launch (see
+            :func:`~mmdiffseg.generators.pamr_triton.launch_plan`).
     """
 
     def __init__(self, num_iter: int = 5000, dilations: Sequence[int] = (1,),
-                 sigma_factor: float = 0.2, tol: Optional[float] = None, check_every: int = 10):
+                 sigma_factor: float = 0.2, tol: Optional[float] = None, check_every: int = 10,
+                 backend: str = 'auto', steps_per_launch: int = 8):
         super().__init__()
         dilations = tuple(int(d) for d in dilations)
         if int(num_iter) < 0:
@@ -80,11 +175,17 @@ class PAMR(torch.nn.Module):
             raise ValueError(f'PAMR: tol must be >= 0 or None, got {tol}')
         if int(check_every) < 1:
             raise ValueError(f'PAMR: check_every must be >= 1, got {check_every}')
+        if backend not in BACKENDS:
+            raise ValueError(f'PAMR: backend must be one of {BACKENDS}, got {backend!r}')
+        if int(steps_per_launch) < 1:
+            raise ValueError(f'PAMR: steps_per_launch must be >= 1, got {steps_per_launch}')
         self.num_iter = int(num_iter)
         self.dilations = dilations
         self.sigma_factor = float(sigma_factor)
         self.tol = tol
         self.check_every = int(check_every)
+        self.backend = backend
+        self.steps_per_launch = int(steps_per_launch)
         self.offsets = tuple((dy * d, dx * d) for d in dilations for dy, dx in _NEIGHBOURS)
         self.pad = max(dilations)
 
@@ -100,29 +201,36 @@ class PAMR(torch.nn.Module):
         logits = torch.stack([(-(n - image).abs() / scale).mean(dim=1) for n in neighbours], 1)
         return logits.softmax(dim=1).unsqueeze(1)
 
-    def propagate(self, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``num_iter`` steps of ``m <- sum_j w_j m_j`` with precomputed ``weights``.
+    def backend_for(self, device: torch.device) -> str:
+        """The backend that runs on ``device`` (resolves ``'auto'``; a clear error for a CUDA-only
+        backend elsewhere)."""
+        if self.backend == 'auto':
+            if device.type != 'cuda':
+                return 'torch'
+            return 'triton' if importlib.util.find_spec('triton') else 'graph'
+        interpreted = self.backend == 'triton' and os.environ.get('TRITON_INTERPRET') == '1'
+        if self.backend != 'torch' and device.type != 'cuda' and not interpreted:
+            raise ValueError(f"PAMR(backend={self.backend!r}) needs CUDA tensors (triton also runs "
+                             f"on CPU under TRITON_INTERPRET=1), got {device}; use backend='auto' "
+                             "or 'torch'")
+        return self.backend
 
-        The mask lives inside one replicate-padded buffer that the shifted views read; each step
-        writes the new mask into the buffer's interior and refreshes its border (no allocation).
-        """
-        p, (h, w) = self.pad, mask.shape[-2:]
-        padded = F.pad(mask, [p] * 4, mode='replicate')
-        inner = padded[..., p:p + h, p:p + w]
-        views = _shifted_views(padded, p, (h, w), self.offsets)
-        taps = weights.unbind(dim=2)
-        new = torch.empty_like(mask)
-        for step in range(self.num_iter):
-            torch.mul(views[0], taps[0], out=new)
-            for view, tap in zip(views[1:], taps[1:]):
-                new.addcmul_(view, tap)
-            converged = (self.tol is not None and (step + 1) % self.check_every == 0
-                         and (new - inner).abs().max().item() < self.tol)
-            inner.copy_(new)
-            _replicate_border(padded, p)
-            if converged:
-                break
-        return inner.clone()
+    def propagate(self, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``num_iter`` steps of ``m <- sum_j w_j m_j`` with precomputed ``weights``
+        ``(B, 1, P, H, W)``, on :meth:`backend_for` the mask's device."""
+        backend = self.backend_for(mask.device)
+        if backend == 'triton':
+            from .pamr_triton import fused_propagate
+            return fused_propagate(weights.flatten(1, 2), mask, self.dilations, self.num_iter,
+                                   self.tol, self.check_every, self.steps_per_launch)
+        steps = _ShiftedSteps(weights, mask, self.pad, self.offsets)
+        if backend == 'graph':
+            with torch.cuda.device(mask.device):
+                run_in_chunks(_GraphedSteps(steps), self.num_iter, GRAPH_STEPS, self.tol,
+                              self.check_every)
+        else:
+            run_in_chunks(steps.advance, self.num_iter, self.num_iter, self.tol, self.check_every)
+        return steps.inner.clone()
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Refined masks, float32 ``(B, C, H, W)``.
@@ -143,4 +251,4 @@ class PAMR(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return (f'num_iter={self.num_iter}, dilations={self.dilations}, '
-                f'sigma_factor={self.sigma_factor}, tol={self.tol}')
+                f'sigma_factor={self.sigma_factor}, tol={self.tol}, backend={self.backend!r}')

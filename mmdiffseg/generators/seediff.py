@@ -95,6 +95,9 @@ class SeeDiff(MaskGenerator):
         pamr_iter / pamr_dilations / pamr_sigma_factor / pamr_tol: :class:`PAMR` settings
             (SeeDiff: 5000, (1,), 0.2, exact). ``pamr_iter=0`` skips PAMR (then no image is needed
             and the output is ``M > threshold``).
+        pamr_backend: :class:`PAMR`'s ``backend`` (``'auto'``: the fused Triton kernel on CUDA,
+            PyTorch on CPU). An execution choice like the device (the backends agree within
+            float32 rounding), so it is not part of :meth:`config_dict` (the label-cache key).
         flat_layer_var: a 16x16 layer whose head-SUMMED class map has (unbiased) variance at most
             this is scaled by 0.01 after min-max (released: 1e-4 on the sum of SD 1.4's 8 heads).
         num_heads: heads per layer of the captured model; the engine gives the head mean, the
@@ -112,7 +115,8 @@ class SeeDiff(MaskGenerator):
     def __init__(self, classes: Sequence[str], seed_rule: str = 'otsu', alpha: float = 0.5,
                  threshold: float = 0.3, final_threshold: float = 0.8, pamr_iter: int = 5000,
                  pamr_dilations: Sequence[int] = (1,), pamr_sigma_factor: float = 0.2,
-                 pamr_tol: Optional[float] = None, flat_layer_var: float = 1e-4,
+                 pamr_tol: Optional[float] = None, pamr_backend: str = 'auto',
+                 flat_layer_var: float = 1e-4,
                  num_heads: int = 8, token_offsets: Optional[Dict[str, Sequence[int]]] = None,
                  prompt_templates: Sequence[str] = ('a photo of a {}',), steps: int = 50,
                  guidance_scale: float = 7.0, timestep: int = 300, noise=None,
@@ -131,7 +135,8 @@ class SeeDiff(MaskGenerator):
         self.alpha = float(alpha)
         self.threshold = float(threshold)
         self.final_threshold = float(final_threshold)
-        self.pamr = PAMR(pamr_iter, pamr_dilations, pamr_sigma_factor, pamr_tol)
+        self.pamr = PAMR(pamr_iter, pamr_dilations, pamr_sigma_factor, pamr_tol,
+                         backend=pamr_backend)
         self.flat_layer_var = float(flat_layer_var)
         self.num_heads = int(num_heads)
         self.token_offsets = {k: [int(o) for o in v] for k, v in (token_offsets or {}).items()}
@@ -193,7 +198,8 @@ class SeeDiff(MaskGenerator):
                     raise ValueError(f'SeeDiff: token_offsets[{name!r}] = {offsets} but the name '
                                      f'has {len(positions[name])} prompt token(s)')
                 tokens = [positions[name][o] for o in offsets]
-                layer_maps = cross[i][..., tokens].transpose(1, 2).flatten(0, 1)  # (L*k, N)
+                # (L*k, N); selected one by one: a list index would be a host-to-device copy
+                layer_maps = torch.stack([cross[i][..., t] for t in tokens], 1).flatten(0, 1)
                 flat = (layer_maps * self.num_heads).var(dim=-1) <= self.flat_layer_var
                 normed = minmax_normalize(layer_maps, dims=(-1, ))
                 normed = torch.where(flat[:, None], normed * 0.01, normed)
@@ -252,6 +258,14 @@ class SeeDiff(MaskGenerator):
                             device=device)
         if not any(indices):
             return labels
+        # built on the host and copied before any GPU work is queued: a pageable copy waits for
+        # the stream, so after PAMR it would hold the host until PAMR ends
+        valid = torch.zeros(batch, max(map(len, indices)), dtype=torch.bool)
+        lookup = torch.zeros(valid.shape, dtype=torch.long)
+        for i, idx in enumerate(indices):
+            valid[i, :len(idx)] = True
+            lookup[i, :len(idx)] = torch.tensor(idx, dtype=torch.long)
+        valid, lookup = valid.to(device), lookup.to(device)
 
         ca = self.class_cross_attention(maps, class_names)
         score = minmax_normalize(_resize(self.expansion_map(maps, ca), size))
@@ -259,11 +273,6 @@ class SeeDiff(MaskGenerator):
         if self.pamr.num_iter > 0:
             mask = minmax_normalize(self.pamr(images.to(device).float(), mask))
         foreground = mask > self.final_threshold
-        valid = torch.zeros(ca.shape[:2], dtype=torch.bool, device=device)
-        lookup = torch.zeros(ca.shape[:2], dtype=torch.long, device=device)
-        for i, idx in enumerate(indices):
-            valid[i, :len(idx)] = True
-            lookup[i, :len(idx)] = torch.tensor(idx, dtype=torch.long, device=device)
         foreground &= valid[..., None, None]
         winner = score.masked_fill(~foreground, -1).argmax(dim=1, keepdim=True)
         claimed = foreground.any(dim=1)

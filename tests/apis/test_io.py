@@ -147,21 +147,25 @@ def test_header_mismatch_names_only_the_nested_options_that_differ(tmp_path):
         '  generator.iters: folder has 3, this run has 4']
 
 
-def test_a_header_naming_the_model_folder_resumes_under_the_model_id(tmp_path):
-    """Headers name the model by its id; a folder made when headers held the model's path
-    resumes when that path is the same model."""
-    from mmdiffseg.attention.engine import model_id_of
-    model = tmp_path / 'models' / 'sd'
-    model.mkdir(parents=True)
-    (model / 'model_index.json').write_text('{"_class_name": "StableDiffusionPipeline"}')
+def test_a_header_naming_the_model_folder_resumes_under_the_model_identity(tmp_path):
+    """Headers record the model's identity (config hash): the same model in another folder, or
+    a folder made when headers held the model's path, resumes; another model is refused."""
+    from mmdiffseg.provenance import model_identity
+
+    def sd_folder(path, pipeline):
+        path.mkdir(parents=True)
+        (path / 'model_index.json').write_text(f'{{"_class_name": "{pipeline}"}}')
+        return path
+
+    model = sd_folder(tmp_path / 'models' / 'sd', 'StableDiffusionPipeline')
+    copy = sd_folder(tmp_path / 'node2' / 'sd-copy', 'StableDiffusionPipeline')
+    other = sd_folder(tmp_path / 'other' / 'sd', 'OtherPipeline')
     out = tmp_path / 'out'
     Manifest(out, dict(HEADER, model=str(model))).start()  # an older folder's header
-    assert Manifest(out, dict(HEADER, model=model_id_of(model))).load() == {}
-    other = tmp_path / 'other' / 'sd'
-    other.mkdir(parents=True)
-    (other / 'model_index.json').write_text('{"_class_name": "OtherPipeline"}')
-    with pytest.raises(UserInputError, match=r'model: folder has "sd-[0-9a-f]{8}", this run'):
-        Manifest(out, dict(HEADER, model=model_id_of(other))).load()
+    assert Manifest(out, dict(HEADER, model=model_identity(model))).load() == {}
+    assert Manifest(out, dict(HEADER, model=model_identity(copy))).load() == {}
+    with pytest.raises(UserInputError, match=r'  model: folder has ".*sd", this run has .*"sd-'):
+        Manifest(out, dict(HEADER, model=model_identity(other))).load()
 
 
 def test_ctrl_c_keeps_what_was_made_and_reports_it(tmp_path):

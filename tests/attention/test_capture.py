@@ -95,7 +95,7 @@ def test_capture_keeps_unet_output_and_restores_processors(tiny_engine):
         with capture_attention(unet, spec, LATENT, batch_size=2) as session:
             installed = unet.attn_processors
             captured = unet(latents, 300, encoder_hidden_states=context).sample
-    torch.testing.assert_close(captured, plain, atol=1e-5, rtol=1e-5)
+    assert torch.equal(captured, plain)  # the same SDPA call as the uncaptured layers
     for _ in range(2):  # results() averages once, however often it is read
         torch.testing.assert_close(session.results()['self8'].sum(-1), torch.ones(2, 64))
     capturing = sorted(k for k, p in installed.items() if isinstance(p, CaptureProcessor))
@@ -105,6 +105,21 @@ def test_capture_keeps_unet_output_and_restores_processors(tiny_engine):
     assert all(installed[k] is before[k] for k in before if k not in wanted)
     after = unet.attn_processors
     assert all(after[k] is before[k] for k in before)
+
+
+def test_capture_leaves_a_guidance_batch_output_unchanged(tiny_engine):
+    """Captured layers make the uncaptured layers' SDPA call on the whole CFG batch ``[uncond,
+    cond]`` (the old explicit path differed by ~1e-6 on the captured half)."""
+    unet = tiny_engine(SD2).unet
+    gen = torch.Generator().manual_seed(1)
+    latents, context = torch.randn(4, 4, 8, 8, generator=gen), torch.randn(4, 77, 32, generator=gen)
+    spec = CaptureSpec([CaptureRequest('self', 8), CaptureRequest('cross', 4, heads=(1,))])
+    with torch.no_grad():
+        plain = unet(latents, 500, encoder_hidden_states=context).sample
+        with capture_attention(unet, spec, LATENT, batch_size=2) as session:
+            captured = unet(latents, 500, encoder_hidden_states=context).sample
+    assert torch.equal(captured, plain)
+    assert session.results()['self8'].shape == (2, 64, 64)
 
 
 def test_processors_restored_after_an_error(tiny_engine):
@@ -162,22 +177,29 @@ def test_generate_without_guidance_captures_the_whole_batch(tiny_engine, record_
     assert torch.allclose(maps['self1'], torch.ones(1, 1, 1))  # a 1x1 grid attends to itself
 
 
-def test_upcast_attention_keeps_half_precision_maps_finite(sd_config_dir):
+def test_half_precision_logits_beyond_float16_range_give_float32_maps(sd_config_dir, record_inputs):
+    """q.k above 65504 overflows float16 logits (the old explicit path gave NaN maps unless
+    ``upcast_attention``); the maps are now built from float32 logits, like the fused SDPA output,
+    so ``upcast_attention`` changes nothing and the maps stay exact."""
     from mmdiffseg.attention import DiffusionAttentionEngine
     from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
     engine = DiffusionAttentionEngine.from_pretrained(cached_tiny_pipeline_folder(sd_config_dir(SD2)),
                                                       dtype=torch.float16)
-    attn = engine.unet.get_submodule(_layers(engine, 'self', 8)[0].name)
+    name = _layers(engine, 'self', 8)[0].name
+    attn = engine.unet.get_submodule(name)
     with torch.no_grad():
-        attn.to_q.weight.mul_(3e3)  # q.k overflows float16 (> 65504) unless upcast
+        attn.to_q.weight.mul_(3e3)  # q.k overflows float16 (> 65504)
         attn.to_k.weight.mul_(3e3)
-    spec = CaptureSpec([CaptureRequest('self', 8, layers=(_layers(engine, 'self', 8)[0].name,))])
-    overflow = engine.extract(_images(1), capture=spec, image_size=SIZE)['self8']
-    assert not torch.isfinite(overflow).all()
-    attn.upcast_attention = True
+    spec = CaptureSpec([CaptureRequest('self', 8, layers=(name,))])
+    recorder = record_inputs(engine.unet, [name])
     maps = engine.extract(_images(1), capture=spec, image_size=SIZE)
     maps.check_finite()
+    expected = recorder.naive_probs(name).mean(1)
+    assert expected.max() > 0.99  # logits this large make rows nearly one-hot
+    torch.testing.assert_close(maps['self8'].double(), expected, atol=2e-3, rtol=0)
     torch.testing.assert_close(maps['self8'].sum(-1), torch.ones(1, 64), atol=1e-5, rtol=0)
+    attn.upcast_attention = True
+    assert torch.equal(engine.extract(_images(1), capture=spec, image_size=SIZE)['self8'], maps['self8'])
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])

@@ -17,7 +17,7 @@ LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
 def test_configs_are_found():
-    assert len(CONFIGS) >= 13
+    assert len(CONFIGS) >= 15
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[p.stem for p in CONFIGS])

@@ -1,16 +1,14 @@
 """DiffSeg: hand-checked pieces (symmetric KL, aggregation, anchor grid, merging, k-means) and known
 answers on attention built from real ground truth (VOC and COCO-Stuff-27 samples)."""
-import json
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from scipy import ndimage
-from scipy.optimize import linear_sum_assignment
 from torch.distributions import Categorical, kl_divergence
 
+from diffseg_cases import (MODERATE_NOISE, VOC_CLASSES, coco_samples, hungarian_miou, synthetic,
+                           voc_labels)
 from sample_data import REPO
 from mmdiffseg.attention.maps import AttentionMaps
 from mmdiffseg.generators import DiffSeg
@@ -18,74 +16,7 @@ from mmdiffseg.generators.diffseg import (aggregate_self_attention, anchor_grid,
                                           anchor_proposals, merge_proposals)
 from mmdiffseg.generators.functional import symmetric_kl
 from mmdiffseg.generators.kmeans import kmeans
-from mmdiffseg.generators.testing import attention_from_labels, load_label_png
 from mmdiffseg.registry import MASK_GENERATORS
-
-VOC_CLASSES = ['background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
-               'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
-               'sheep', 'sofa', 'train', 'tvmonitor']
-VOC_SAMPLES = ['voc_val_0', 'voc_val_114', 'voc_val_582']
-# Synthetic self-attention of attention_from_labels is softmax((f_q + n_q).(f_k + n'_k) / T).
-# The noise-noise term alone has std noise^2 * sqrt(feature_dim) / T in logits (2.3 at noise
-# 0.2, T = 0.1, dim 32): from noise ~0.15 on every row is spiky on random keys and no two pixels
-# fall within the KL thresholds. DiffSeg's working range on these maps is noise <= ~0.13;
-# "moderate" is 0.1.
-TEMPERATURE = 0.1
-MODERATE_NOISE = 0.1
-
-
-# -- helpers -----------------------------------------------------------------------------------
-def fill_void(labels: torch.Tensor) -> torch.Tensor:
-    """Void (255) pixels take their nearest labelled pixel's class, for building attention only:
-    attention_from_labels gives void tokens noise-only features, and its nearest-neighbour
-    sampling at 8x8 can turn a whole coarse cell into uniform attention. Scores still ignore
-    them."""
-    void = labels.numpy() == 255
-    nearest = ndimage.distance_transform_edt(void, return_distances=False, return_indices=True)
-    return torch.from_numpy(labels.numpy()[tuple(nearest)])
-
-
-def hungarian_miou(pred: torch.Tensor, gt: torch.Tensor, min_fraction: float = 0.0) -> float:
-    """Per-image Hungarian-matched mIoU over the ground-truth classes present (255 ignored);
-    classes covering less than ``min_fraction`` of the image are ignored too."""
-    gt, pred = gt.flatten().numpy(), pred.flatten().numpy()
-    classes, counts = np.unique(gt[gt != 255], return_counts=True)
-    classes = classes[counts >= min_fraction * gt.size]
-    keep = np.isin(gt, classes)
-    gt, pred = gt[keep], pred[keep]
-    segments = np.unique(pred)
-    conf = (gt[:, None] == classes[None]).T.astype(np.int64) @ (pred[:, None] == segments[None])
-    rows, cols = linear_sum_assignment(conf, maximize=True)
-    tp = np.zeros(len(classes))
-    fp = np.zeros(len(classes))
-    tp[rows] = conf[rows, cols]
-    fp[rows] = conf[:, cols].sum(0) - tp[rows]
-    fn = conf.sum(1) - tp
-    return float(np.mean(tp / (tp + fp + fn)))
-
-
-def class_miou(pred: torch.Tensor, gt: torch.Tensor) -> float:
-    """Plain mIoU over the ground-truth classes present (255 ignored)."""
-    labelled = gt != 255
-    ious = [((pred == c) & (gt == c)).sum() / (((pred == c) | (gt == c)) & labelled).sum()
-            for c in gt[labelled].unique()]
-    return float(torch.stack(ious).mean())
-
-
-def voc_labels(shared_data, names=VOC_SAMPLES):
-    return [load_label_png(shared_data('voc2012_val_samples', 'SegmentationClass', f'{n}.png'))
-            for n in names]
-
-
-def coco_samples(shared_data):
-    root = shared_data('coco_val_samples')
-    classes = json.loads((root / 'cocostuff27_classes.json').read_text())
-    return classes, [load_label_png(p) for p in sorted(root.glob('*/cocostuff27_derived/*.png'))]
-
-
-def synthetic(labels, classes, noise, seed=0):
-    return attention_from_labels(fill_void(labels)[None], classes, noise=noise,
-                                 temperature=TEMPERATURE, seed=seed)
 
 
 def uniform_maps(resolutions=(16, 8), batch=1):
@@ -176,10 +107,11 @@ def test_anchor_proposals_and_greedy_merge_by_hand():
     torch.testing.assert_close(merged, torch.stack([attn[[0, 1, 3]].mean(0), attn[2], attn[4]]))
 
 
-def test_released_fp16_log0_trap_is_avoided():
+def test_released_fp16_log0_trap_is_avoided_in_float32_mode():
     """Two proposals that differ only by probabilities below fp16's range: the released KL (fp16,
     no epsilon) is NaN, so they never merge (and a NaN self-distance even drops a proposal in the
-    merge loop); ours is finite and merges them."""
+    merge loop); the float32 mode (and the later passes of both modes) is finite and merges
+    them. The release mode's first pass: test_diffseg_precision.py."""
     base = torch.full((2, 64), 1.0 / 62)
     base[0, 62:] = torch.tensor([1e-9, 0.0])
     base[1, 62:] = torch.tensor([0.0, 1e-9])
@@ -215,10 +147,18 @@ def test_kmeans_lloyd_by_hand_and_empty_cluster_relocation():
         kmeans(x, torch.zeros(5, 1))
 
 
-# -- known answers -------------------------------------------------------------------------------
+# -- known answers, float32 mode ------------------------------------------------------------------
+# The fixtures' self-attention (softmax at T = 0.1 over 4096 keys) holds entries far below float16's
+# range: the released first pass (the default) drops 87-228 of the 256 anchors at noise 0.1, and
+# the object of some images vanishes with its anchors (Hungarian mIoU 0.40 / 0.44 / 0.91 on
+# VOC_SAMPLES). These known answers are the float32 mode's; the release mode is held to the
+# released code in test_diffseg_precision.py.
+FLOAT32 = dict(merge_precision='float32')
+
+
 def test_recovers_voc_segments(shared_data):
     labels = voc_labels(shared_data)
-    generator = DiffSeg()
+    generator = DiffSeg(**FLOAT32)
     scores = []
     for gt in labels:
         maps, _ = synthetic(gt, VOC_CLASSES, MODERATE_NOISE)
@@ -234,7 +174,7 @@ def test_coco_stuff_27_segments(shared_data):
     terms (47% of the weight at <= 32x32) merge some neighbours. Classes under 1% of the image
     cannot hold an anchor (4-token spacing) and are left out of the score."""
     classes, labels = coco_samples(shared_data)
-    generator = DiffSeg(kl_thresholds=(1.1, 1.1, 1.1))
+    generator = DiffSeg(kl_thresholds=(1.1, 1.1, 1.1), **FLOAT32)
     scores = []
     for gt in labels:
         maps, _ = synthetic(gt, classes, MODERATE_NOISE)
@@ -250,7 +190,7 @@ def test_quality_degrades_gracefully_with_noise(shared_data):
     labels = voc_labels(shared_data, ['voc_val_0', 'voc_val_582'])
     small = [F.interpolate(gt[None, None].float(), size=(128, 128), mode='nearest')[0, 0].long()
              for gt in labels]
-    generator = DiffSeg(output_size=(128, 128))
+    generator = DiffSeg(output_size=(128, 128), **FLOAT32)
     means = []
     for noise in (MODERATE_NOISE, 0.14, 0.2):
         means.append(np.mean([hungarian_miou(generator(synthetic(gt, VOC_CLASSES, noise)[0],
@@ -260,18 +200,10 @@ def test_quality_degrades_gracefully_with_noise(shared_data):
     assert means[0] >= 0.8 and means[-1] < 0.5 * means[0], means
 
 
-def test_labelled_mode_names_voc_segments(shared_data):
-    generator = DiffSeg(classes=VOC_CLASSES)
-    for gt in voc_labels(shared_data, ['voc_val_114', 'voc_val_582']):
-        maps, names = synthetic(gt, VOC_CLASSES, MODERATE_NOISE)
-        pred = generator(maps, None, names)
-        assert class_miou(pred[0], gt) >= 0.8
-
-
 def test_refinement_keeps_the_known_answer(shared_data):
     gt = voc_labels(shared_data, ['voc_val_582'])[0]
     maps, _ = synthetic(gt, VOC_CLASSES, MODERATE_NOISE)
-    assert hungarian_miou(DiffSeg(refine=True)(maps, None, None)[0], gt) >= 0.8
+    assert hungarian_miou(DiffSeg(refine=True, **FLOAT32)(maps, None, None)[0], gt) >= 0.8
 
 
 # -- contract, degenerate inputs, configs ----------------------------------------------------------
@@ -329,11 +261,13 @@ def test_empty_class_list_and_zero_cross_attention(shared_data):
 
 
 def test_segment_ids_never_use_the_ignore_index():
-    # every token an anchor peaked on itself, nothing merges (threshold 0): 256 segments
+    # every token an anchor peaked on itself, nothing merges (threshold 0): 256 segments (float32
+    # mode: the released pass compares in float16, where a distance of 0 is not below 0)
     gen = torch.Generator().manual_seed(0)
     logits = 10 * torch.eye(256) + torch.randn(256, 256, generator=gen)
     maps = AttentionMaps({'self16': torch.softmax(logits, -1)[None]}, image_size=(16, 16))
-    pred = DiffSeg(kl_thresholds=(0.0,), resolutions=(16,), num_points=16)(maps, None, None)
+    pred = DiffSeg(kl_thresholds=(0.0,), resolutions=(16,), num_points=16, **FLOAT32)(
+        maps, None, None)
     ids = pred.unique()
     assert len(ids) == 256 and 255 not in ids.tolist() and ids.max() == 256
 
@@ -362,4 +296,5 @@ def test_configs_build_the_released_presets(name, thresholds, refine):
     assert isinstance(generator, DiffSeg) and cfg.model_id == 'CompVis/stable-diffusion-v1-4'
     assert config['kl_thresholds'] == thresholds and config['refine'] is refine
     assert config['num_points'] == 16 and config['timestep'] == 300
+    assert config['merge_precision'] == 'float16'  # the released first merging pass
     assert config['resolution_weights'] == pytest.approx([8 / 15, 4 / 15, 2 / 15, 1 / 15])

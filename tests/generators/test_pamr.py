@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmdiffseg.generators.functional import minmax_normalize
-from mmdiffseg.generators.pamr import ORIGINAL_PAMR, PAMR
+from mmdiffseg.generators.pamr import ORIGINAL_PAMR, PAMR, run_in_chunks
 
 
 def direct_pamr_step(image: np.ndarray, mask: np.ndarray, dilations, factor):
@@ -104,3 +104,33 @@ def test_bad_input_is_named():
         PAMR(dilations=(0, ))
     with pytest.raises(ValueError, match='num_iter'):
         PAMR(num_iter=-1)
+
+
+def test_chunked_driver_ends_chunks_at_the_checks_and_stops_below_tol():
+    calls, changes = [], iter([1.0, 0.1])
+
+    def advance(n, measure):
+        calls.append((n, measure))
+        return torch.tensor(next(changes)) if measure else None
+
+    run_in_chunks(advance, 15, 4, 0.5, 6)
+    # checks at steps 6 (change 1.0: go on) and 12 (0.1 < 0.5: stop); no chunk crosses a check
+    assert calls == [(4, False), (2, True), (4, False), (2, True)]
+    calls.clear()
+    run_in_chunks(advance, 10, 4, None, 6)
+    assert calls == [(4, False), (4, False), (2, False)]
+
+
+def test_backends_are_checked_and_cpu_runs_the_pytorch_path(monkeypatch):
+    image, mask = torch.rand(1, 3, 6, 5) * 255, torch.rand(1, 1, 6, 5)
+    assert PAMR(backend='auto').backend_for(torch.device('cpu')) == 'torch'
+    assert torch.equal(PAMR(num_iter=3, backend='auto')(image, mask),
+                       PAMR(num_iter=3, backend='torch')(image, mask))
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    for backend in ('graph', 'triton'):
+        with pytest.raises(ValueError, match=f"backend='{backend}'.*'auto' or 'torch'"):
+            PAMR(num_iter=3, backend=backend)(image, mask)
+    with pytest.raises(ValueError, match='backend must be one of'):
+        PAMR(backend='cuda')
+    with pytest.raises(ValueError, match='steps_per_launch'):
+        PAMR(steps_per_launch=0)

@@ -16,16 +16,18 @@ VOC_IMAGES = ('voc_val_0', 'voc_val_1', 'voc_val_20', 'voc_val_23')
 
 
 def make_voc_root(samples: Path, root: Path, names=VOC_IMAGES) -> Path:
-    """A VOC-layout folder (PNG images) with ``names`` in train.txt and val.txt."""
-    for sub in ('JPEGImages', 'SegmentationClass'):
+    """A VOC-layout folder (PNG images) with ``names`` in train.txt, val.txt and aug.txt (the
+    masks also as SegmentationClassAug)."""
+    for sub, source in (('JPEGImages', 'JPEGImages'), ('SegmentationClass', 'SegmentationClass'),
+                        ('SegmentationClassAug', 'SegmentationClass')):
         (root / sub).mkdir(parents=True, exist_ok=True)
         for name in names:
             link = root / sub / f'{name}.png'
             if not link.exists():
-                link.symlink_to(samples / sub / f'{name}.png')
+                link.symlink_to(samples / source / f'{name}.png')
     split = root / 'ImageSets' / 'Segmentation'
     split.mkdir(parents=True, exist_ok=True)
-    for part in ('train', 'val'):
+    for part in ('train', 'val', 'aug'):
         (split / f'{part}.txt').write_text('\n'.join(names) + '\n')
     return root
 

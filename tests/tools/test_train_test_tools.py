@@ -17,7 +17,7 @@ from mmengine.config import Config
 from PIL import Image
 
 import mmdiffseg  # noqa: F401
-from mmdiffseg.datasets.label_cache import model_identity
+from mmdiffseg.provenance import model_identity
 
 CONFIGS = REPO / 'configs' / 'mask2former'
 TINY_SYNTHETIC = CONFIGS / 'mask2former_tiny-cpu_voc12-seediff-synthetic-128x128.py'

@@ -1,7 +1,8 @@
-# PASCAL VOC 2012 (+ SBD aug) with image-level labels only: pixel labels are made online by iSeg
-# (DiffusionLabelPreprocessor) and cached; validation on the real masks.
-# Data: data/VOCdevkit/VOC2012 as in mmseg (JPEGImages, SegmentationClass[Aug],
-# ImageSets/Segmentation/{train,aug,val}.txt), plus image_labels.json:
+# PASCAL VOC 2012 + SBD (the 10,582-image aug split) with image-level labels only: pixel labels are
+# made online by iSeg (DiffusionLabelPreprocessor) and cached; validation on the real val masks.
+# Data (tools/dataset_converters/voc_aug.py writes what VOC + SBD lack; README "Data layout"):
+# data/VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, SegmentationClassAug,
+# ImageSets/Segmentation/{train,aug,val}.txt, image_labels.json}, the last
 # {"2007_000032": ["aeroplane", "person"], ...} (image-level class names, no 'background').
 # Set `ann_file=None` in LoadImageLevelLabels to read them from the ground truth (oracle setting).
 # The Stable Diffusion model is set in one place, the label cache of LoadPseudoLabel (step 2):
@@ -36,8 +37,8 @@ voc_online_train_dataloader = dict(
         _delete_=True,
         type='PascalVOCDataset',
         data_root=voc_data_root,
-        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
-        ann_file='ImageSets/Segmentation/train.txt',
+        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
+        ann_file='ImageSets/Segmentation/aug.txt',
         pipeline=voc_online_train_pipeline))
 voc_val_dataloader = dict(
     batch_size=1,

@@ -37,3 +37,15 @@ voc_real_train_dataloader = dict(
         data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
         ann_file='ImageSets/Segmentation/aug.txt',
         pipeline=voc_train_pipeline))
+# VOC aug images with pixel labels made offline by tools/pseudo_label.py from image_labels.json
+# (iSeg; README "Data layout" has the command, which lists the images by the online config's aug
+# split): data/pseudo_labels/voc12_iseg/{SegmentationClass/<id>.png, manifest.jsonl}
+voc_pseudo_train_dataloader = dict(
+    dataset=dict(
+        _delete_=True,
+        type='PseudoLabelVOCDataset',
+        data_root='',
+        data_prefix=dict(img_path='data/VOCdevkit/VOC2012/JPEGImages',
+                         seg_map_path='data/pseudo_labels/voc12_iseg/SegmentationClass'),
+        ann_file='data/VOCdevkit/VOC2012/ImageSets/Segmentation/aug.txt',
+        pipeline=voc_train_pipeline))

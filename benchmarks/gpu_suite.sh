@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Every benchmark with a CUDA mode, in one call, within 8 minutes on one H200 (per-step timeouts).
+#
+#   source .devkit/setup.sh && bash benchmarks/gpu_suite.sh       # on the GPU machine (see README)
+#   GPU_SUITE_QUICK=1 bash benchmarks/gpu_suite.sh                  # smoke run on a CPU (tiny sizes)
+#
+# Writes under $OUT (default work_dirs/gpu_suite): results.md (one table: step, status, seconds;
+# then every step's result rows) and logs.tar.gz (each step's log and result file). Tracked files
+# under benchmarks/results/ are left as they were.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+main() {  # parsed whole before it runs: editing this file during a run does not derail it
+OUT=${OUT:-work_dirs/gpu_suite}
+QUICK=${GPU_SUITE_QUICK:-0}
+mkdir -p "$OUT/steps"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [ "$QUICK" = 1 ]; then
+  DEV="--device cpu"; SCALE=6; export TRITON_INTERPRET=1
+  CAPTURE="--quick --repeats 1 --spec diffseg iseg --paths new old"
+  E2E="--quick --repeats 1 --steps 2"
+  KERNEL="--quick"; SEEDIFF="--pamr-iter 20"; ISEG="--repeats 1"
+  TOOLS="--images 2 --batch-size 2 --synth-steps 2 --synth-items 2 --pamr-iter 10"; ONLINE="--steps 3"
+else
+  DEV="--device cuda"; SCALE=1
+  CAPTURE="--dtype float16 --batch-size 1 16 --spec diffseg iseg seediff --repeats 5"
+  E2E="--dtype float16 --batch-size 1 16 --seediff-batch 8 --steps 50 --repeats 1"
+  KERNEL="--batch 16"; SEEDIFF="--pamr-iter 5000"; ISEG="--repeats 3"
+  TOOLS="--full-size --batch-size 8 --tools pseudo_label,eval_labels"; ONLINE="--steps 5"
+fi
+
+echo "| step | status | seconds |" > "$OUT/summary.md"
+echo "|---|---|---|" >> "$OUT/summary.md"
+: > "$OUT/rows.md"
+
+# step NAME TIMEOUT_S RESULT_FILE COMMAND...: runs COMMAND with a timeout, records its status and
+# the rows it added to RESULT_FILE (tracked result files are restored afterwards)
+step() {
+  local name=$1 limit=$(( $2 * SCALE )) result=$3; shift 3
+  local backup="" before=0 start=$SECONDS rc
+  if [ -f "$result" ]; then backup="$OUT/steps/$name.before"; cp "$result" "$backup"; before=$(wc -l < "$result"); fi
+  echo "== $name (timeout ${limit}s)"
+  timeout -k 10 "$limit" "$@" > "$OUT/steps/$name.log" 2>&1
+  rc=$?
+  local status=ok
+  [ $rc -eq 124 ] || [ $rc -eq 137 ] && status="timeout"
+  [ $rc -ne 0 ] && [ "$status" = ok ] && status="failed (rc $rc)"
+  echo "| $name | $status | $(( SECONDS - start )) |" >> "$OUT/summary.md"
+  tail -n 3 "$OUT/steps/$name.log"
+  if [ -f "$result" ]; then
+    { echo; echo "### $name"; echo; tail -n +"$(( before + 1 ))" "$result"; } >> "$OUT/rows.md"
+    [ "$result" = "$OUT/steps/$name.md" ] || cp "$result" "$OUT/steps/$name.md"
+    if [ -n "$backup" ]; then cp "$backup" "$result"; else case "$result" in benchmarks/results/*) git checkout -q -- "$result" 2>/dev/null || rm -f "$result";; esac; fi
+  fi
+}
+
+local R=benchmarks/results S=$OUT/steps
+step probe 20 "$S/probe.md" python3 -c "
+import torch, mmdiffseg
+from mmdiffseg.attention.sdpa_lse import sdpa_with_lse
+from mmdiffseg.attention.head_maps import resolve_backend
+dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+lines = [f'torch {torch.__version__}, device {torch.cuda.get_device_name(0) if dev == \"cuda\" else \"cpu\"}']
+try:
+    import triton; lines.append(f'triton {triton.__version__}')
+except ImportError:
+    lines.append('triton missing')
+lines.append(f'map backend on {dev}: {resolve_backend(\"auto\", dev, False)}')
+for h, n, k, d in [(5, 4096, 4096, 64), (8, 4096, 4096, 40), (8, 256, 77, 160), (10, 1024, 1024, 64)]:
+    for dt in (torch.float16, torch.float32):
+        q = torch.randn(1, h, n, d, device=dev, dtype=dt); kv = torch.randn(1, h, k, d, device=dev, dtype=dt)
+        choice = torch.ops.aten._fused_sdp_choice(q, kv, kv)
+        lines.append(f'SDPA backend {choice} (1 flash, 2 efficient, 3 cudnn) for h{h} n{n} k{k} d{d} {dt}: LSE {\"yes\" if sdpa_with_lse(q, kv, kv)[1] is not None else \"no\"}')
+open('$S/probe.md', 'w').write('\n'.join(lines) + '\n'); print('\n'.join(lines))
+"
+step cuda_tests 35 "$S/cuda_tests.md" sh -c "python3 -m pytest -q -p no:cacheprovider tests/generators/test_pamr_cuda.py > '$S/cuda_tests.md' 2>&1; rc=\$?; tail -n 15 '$S/cuda_tests.md'; exit \$rc"
+step map_kernel 50 "$S/map_kernel.md" python3 benchmarks/check_map_kernel.py $DEV $KERNEL --out "$S/map_kernel.md"
+step capture 70 "$S/capture.md" python3 benchmarks/bench_capture.py $DEV $CAPTURE --out "$S/capture.md"
+step end_to_end 115 "$S/end_to_end.md" python3 benchmarks/bench_end_to_end.py $DEV $E2E --out "$S/end_to_end.md"
+step diffseg 25 "$S/diffseg.md" python3 benchmarks/bench_diffseg.py $DEV --out "$S/diffseg.md"
+step seediff 35 "$S/seediff.md" python3 benchmarks/bench_seediff.py $DEV $SEEDIFF --out "$S/seediff.md"
+step iseg 25 "$S/iseg.md" python3 benchmarks/bench_iseg.py $DEV $ISEG --out "$S/iseg.md"
+step offline_tools 80 "$R/offline_tools.md" python3 benchmarks/bench_offline_tools.py $DEV $TOOLS
+step online_training 25 "$R/online_training.md" python3 benchmarks/bench_online_training.py $ONLINE
+
+{ echo "# GPU suite results ($(date -u '+%Y-%m-%d %H:%M UTC'), quick=$QUICK)"; echo
+  cat "$OUT/summary.md"; cat "$OUT/rows.md"; } > "$OUT/results.md"
+tar -czf "$OUT/logs.tar.gz" -C "$OUT" steps
+rm -rf "$OUT/steps" "$OUT/summary.md" "$OUT/rows.md"
+cat "$OUT/results.md"
+}
+
+main "$@"

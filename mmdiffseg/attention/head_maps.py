@@ -1,0 +1,135 @@
+"""Head-summed attention maps of one layer call, from Q, K and each query row's log-sum-exp.
+
+The probabilities SDPA used are ``p_h = exp(q_h.k * scale - lse_h)`` (``scale = 1/sqrt(d)``, the
+logits in float32 as every fused kernel forms them), so the maps need no output computation: for
+each set of heads, ``sum_h p_h`` is added with each sink's weight (``1 / heads averaged``, see
+:mod:`.capture`) into the float32 buffers. Two implementations:
+
+* ``'triton'`` (:mod:`.map_kernel`): one fused kernel per head set; the default on CUDA.
+* ``'torch'``: chunks of query rows, ``baddbmm`` folding ``-lse`` into the product of log2-scaled
+  logits, ``exp2`` in place, a head sum; CPU, and CUDA without Triton. Chunks hold whole rows, so
+  where no LSE is given (a mask, half precision on CPU, a backend without one) each chunk
+  normalises its rows itself.
+
+With an attention mask (SD has none) the torch path adds it to the logits, as SDPA does.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+
+LOG2E = 1.4426950408889634
+BACKENDS = ('auto', 'torch', 'triton')
+
+#: bytes of float32 logits the torch path computes at once on CPU (whole query rows per chunk):
+#: 32 MiB (400 query rows of a 64x64 SD 2 layer) keeps the matrix products efficient; 8 MiB made a
+#: 64x64 layer's maps 1.4x slower (benchmarks/results/capture.md)
+CPU_CHUNK_BYTES = 32 * 2 ** 20
+#: on CUDA a quarter of the memory free for tensors, within these bounds
+CUDA_CHUNK_BOUNDS = (16 * 2 ** 20, 2 ** 30)
+
+#: ``(head indices, [(buffer, weight), ...])``: the sinks that average the same heads of a layer
+Target = Tuple[torch.Tensor, List[Tuple[torch.Tensor, float]]]
+
+
+def default_chunk_bytes(device) -> int:
+    """Chunk budget of the torch path: fixed on CPU; on CUDA from the free memory (the driver's
+    free memory plus what PyTorch's allocator holds unused)."""
+    device = torch.device(device)
+    if device.type != 'cuda':
+        return CPU_CHUNK_BYTES
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    low, high = CUDA_CHUNK_BOUNDS
+    return int(min(high, max(low, free // 4)))
+
+
+def _map_kernel():
+    try:
+        from . import map_kernel
+    except ImportError:
+        return None
+    return map_kernel
+
+
+def resolve_backend(backend: str, device, masked: bool) -> str:
+    """``'auto'`` -> ``'triton'`` on CUDA when Triton imports, else ``'torch'``; a masked layer
+    always takes the torch path.
+
+    Raises:
+        ValueError: an unknown backend, or ``'triton'`` without the ``triton`` package.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f'map_backend must be one of {BACKENDS}, got {backend!r}')
+    if masked or backend == 'torch':
+        return 'torch'
+    if backend == 'auto':
+        cuda = torch.device(device).type == 'cuda'
+        return 'triton' if cuda and _map_kernel() is not None else 'torch'
+    if _map_kernel() is None:
+        raise ValueError("map_backend='triton' needs the triton package (pip install triton); "
+                         "use map_backend='torch' or 'auto'")
+    return 'triton'
+
+
+def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: Optional[torch.Tensor],
+                  mask: Optional[torch.Tensor], targets: Sequence[Target], *, backend: str = 'auto',
+                  chunk_bytes: Optional[int] = None,
+                  scratch: Callable[..., torch.Tensor]) -> None:
+    """Add each target's weighted head sums of ``softmax(q.k / sqrt(d) + mask)`` into its buffers.
+
+    Args:
+        query, key: ``(B, H, N, d)``, ``(B, H, K, d)`` (the captured batch rows only).
+        lse: ``(B, H, N)`` row log-sum-exp from the fused op, or ``None``.
+        mask: additive mask broadcastable to ``(B, H, N, K)``, or ``None``.
+        targets: per head set, the head indices (int64, on the device) and ``(buffer, weight)``.
+        scratch: ``scratch(slot, numel, dtype, device)`` -> a reusable flat tensor.
+    """
+    scale = 1.0 / math.sqrt(query.shape[-1])
+    if resolve_backend(backend, query.device, mask is not None) == 'triton':
+        kernel = _map_kernel()
+        if lse is None:
+            lse = kernel.row_lse(query, key, scale)
+        kernel.add_head_maps(query, key, lse, scale, targets, scratch)
+        return
+    chunk_bytes = chunk_bytes or default_chunk_bytes(query.device)
+    heads = query.shape[1]
+    for index, sinks in targets:
+        every = index.numel() == heads
+        _add_torch(*(t if t is None or every or t.shape[1] == 1 else t.index_select(1, index)
+                     for t in (query, key, lse, mask)), scale, sinks, chunk_bytes, scratch)
+
+
+def _add_torch(query, key, lse, mask, scale, sinks, chunk_bytes, scratch) -> None:
+    """The torch path for one head set (``query`` etc. already restricted to it)."""
+    batch, heads, n_query, head_dim = query.shape
+    n_key, rows, device = key.shape[2], batch * heads, query.device
+    q3 = (query.float() * (scale * LOG2E)).reshape(rows, n_query, head_dim)
+    k3t = key.float().reshape(rows, n_key, head_dim).transpose(1, 2)
+    bias = None if lse is None else (lse * -LOG2E).reshape(rows, n_query, 1)
+    mask2 = None if mask is None else mask.float() * LOG2E
+    chunk = min(n_query, max(1, chunk_bytes // (4 * rows * n_key)))
+    logits_ws = scratch('logits', rows * chunk * n_key, torch.float32, device)
+    sum_ws = scratch('head_sum', batch * chunk * n_key, torch.float32, device) if heads > 1 else None
+    for start in range(0, n_query, chunk):
+        end = min(start + chunk, n_query)
+        size = (end - start) * n_key
+        logits = logits_ws[:rows * size].view(rows, -1, n_key)
+        if bias is None:
+            torch.bmm(q3[:, start:end], k3t, out=logits)
+        else:
+            torch.baddbmm(bias[:, start:end], q3[:, start:end], k3t, out=logits)
+        per_head = logits.view(batch, heads, -1, n_key)
+        if mask2 is not None:
+            per_head.add_(mask2[:, :, start:end] if mask2.shape[2] > 1 else mask2)
+        if bias is None:
+            logits.sub_(logits.amax(dim=-1, keepdim=True))
+        logits.exp2_()
+        if bias is None:
+            logits.div_(logits.sum(dim=-1, keepdim=True))
+        summed = per_head[:, 0] if heads == 1 else torch.sum(
+            per_head, dim=1, out=sum_ws[:batch * size].view(batch, -1, n_key))
+        for buffer, weight in sinks:
+            buffer[:, start:end].add_(summed, alpha=weight)

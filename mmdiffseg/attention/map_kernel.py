@@ -1,0 +1,176 @@
+"""Fused Triton kernels for head-summed attention maps (CUDA; CPU tensors under ``TRITON_INTERPRET=1``).
+
+:func:`add_head_maps` adds ``weight * sum_h exp(q_h.k_h * scale - lse_h)`` over a list of heads into
+a float32 ``(B, N, K)`` buffer. One program owns a tile of (query rows x key columns) of one image
+and loops over the heads: the logits come from one ``tl.dot`` per head with float32 accumulation,
+the probabilities live in registers only (``exp2`` of log2-scaled logits), and the buffer is read
+and written once per tile. Key columns and query rows past the ends (77 text tokens, token counts
+that are not a tile multiple) are loaded as zeros and never stored. :func:`row_lse` computes the row
+LSE itself (online max / sum over key tiles) where the SDPA backend returns none.
+
+Importing this module needs ``triton``; it is imported only when the Triton path is used.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _head_map_kernel(q_ptr, k_ptr, lse_ptr, out_ptr, heads_ptr, n_heads, n_query, n_key, head_dim,
+                     qk_scale, weight, sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d,
+                     sl_b, sl_h, sl_n, so_b, so_n, so_k,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                     ACCUMULATE: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    b = tl.program_id(2).to(tl.int64)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    dims = tl.arange(0, BLOCK_D)
+    row_ok, col_ok, dim_ok = rows < n_query, cols < n_key, dims < head_dim
+    q_tile = q_ptr + b * sq_b + rows[:, None] * sq_n + dims[None, :] * sq_d
+    k_tile = k_ptr + b * sk_b + cols[None, :] * sk_n + dims[:, None] * sk_d  # K^T
+    lse_row = lse_ptr + b * sl_b + rows * sl_n
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for i in range(n_heads):
+        h = tl.load(heads_ptr + i).to(tl.int64)
+        q = tl.load(q_tile + h * sq_h, mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
+        kt = tl.load(k_tile + h * sk_h, mask=col_ok[None, :] & dim_ok[:, None], other=0.0)
+        if UPCAST:
+            q, kt = q.to(tl.float32), kt.to(tl.float32)
+        lse = tl.load(lse_row + h * sl_h, mask=row_ok, other=0.0)
+        logits = tl.dot(q, kt, input_precision=PRECISION)
+        acc += tl.exp2(logits * qk_scale - lse[:, None] * 1.4426950408889634)
+    acc = acc * weight
+    out = out_ptr + b * so_b + rows[:, None] * so_n + cols[None, :] * so_k
+    inside = row_ok[:, None] & col_ok[None, :]
+    if ACCUMULATE:
+        acc += tl.load(out, mask=inside, other=0.0)
+    tl.store(out, acc, mask=inside)
+
+
+@triton.jit
+def _row_lse_kernel(q_ptr, k_ptr, lse_ptr, n_query, n_key, head_dim, qk_scale,
+                    sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sl_b, sl_h,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                    UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    h = tl.program_id(1).to(tl.int64)
+    b = tl.program_id(2).to(tl.int64)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, BLOCK_D)
+    row_ok, dim_ok = rows < n_query, dims < head_dim
+    q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_n + dims[None, :] * sq_d,
+                mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+    top = tl.full([BLOCK_M], float('-inf'), dtype=tl.float32)
+    total = tl.zeros([BLOCK_M], dtype=tl.float32)
+    for start in range(0, n_key, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        col_ok = cols < n_key
+        kt = tl.load(k_ptr + b * sk_b + h * sk_h + cols[None, :] * sk_n + dims[:, None] * sk_d,
+                     mask=col_ok[None, :] & dim_ok[:, None], other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+        logits = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+        logits = tl.where(col_ok[None, :], logits, float('-inf'))
+        new_top = tl.maximum(top, tl.max(logits, axis=1))
+        total = total * tl.exp2(top - new_top) + tl.sum(tl.exp2(logits - new_top[:, None]), axis=1)
+        top = new_top
+    lse = (top + tl.log2(total)) * 0.6931471805599453
+    tl.store(lse_ptr + b * sl_b + h * sl_h + rows, lse, mask=row_ok)
+
+
+#: the kernels run in Triton's interpreter (``TRITON_INTERPRET=1`` when this module was imported)
+INTERPRETED = isinstance(_head_map_kernel, InterpretedFunction)
+
+
+#: shared memory the tiles of Q and K may take, both pipeline stages together
+SHARED_MEMORY_BUDGET = 160 * 2 ** 10
+
+
+def _tiles(n_query: int, n_key: int, head_dim: int, element_bytes: int) -> dict:
+    """Tile sizes: 128 x 128, halved while two stages of Q and K tiles exceed the shared-memory
+    budget (head dims are padded to a power of two), shrunk to small token counts; ``tl.dot``
+    needs every side >= 16. Chosen without a GPU to tune on (benchmarks/check_map_kernel.py)."""
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    side = 128
+    while side > 32 and 2 * (2 * side * block_d * element_bytes) > SHARED_MEMORY_BUDGET:
+        side //= 2
+    block_m = min(side, max(16, triton.next_power_of_2(n_query)))
+    block_n = min(side, max(16, triton.next_power_of_2(n_key)))
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+                num_warps=8 if block_m * block_n >= 128 * 128 else 4, num_stages=2)
+
+
+def _dot_options(query: torch.Tensor) -> dict:
+    # float32 logits must not go through TF32 ('ieee'); fp16 / bf16 products are exact in the
+    # float32 accumulator anyway. The interpreter multiplies bfloat16 tiles wrongly (their raw
+    # bits), so on CPU they are converted to float32 first.
+    upcast = query.dtype == torch.bfloat16 and not query.is_cuda
+    return dict(UPCAST=upcast, PRECISION='ieee' if upcast or query.dtype == torch.float32 else 'tf32')
+
+
+def _check(query: torch.Tensor, key: torch.Tensor) -> None:
+    if query.dtype != key.dtype or query.device != key.device:
+        raise ValueError(f'map kernel: query and key differ ({query.dtype} on {query.device} vs '
+                         f'{key.dtype} on {key.device})')
+    if not query.is_cuda and not INTERPRETED:
+        raise ValueError('map kernel: CPU tensors run only under the Triton interpreter '
+                         '(set TRITON_INTERPRET=1 before mmdiffseg.attention.map_kernel is '
+                         'imported); use the torch map backend on CPU')
+
+
+def row_lse(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
+    """``(B, H, N)`` float32 ``logsumexp_j(q.k_j * scale)`` of every head (natural log)."""
+    _check(query, key)
+    batch, heads, n_query, head_dim = query.shape
+    lse = torch.empty(batch, heads, n_query, dtype=torch.float32, device=query.device)
+    tiles = _tiles(n_query, key.shape[2], head_dim, query.element_size())
+    grid = (triton.cdiv(n_query, tiles['BLOCK_M']), heads, batch)
+    _row_lse_kernel[grid](query, key, lse, n_query, key.shape[2], head_dim, scale * LOG2E,
+                          *query.stride(), *key.stride(), lse.stride(0), lse.stride(1),
+                          **tiles, **_dot_options(query))
+    return lse
+
+
+def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, scale: float,
+                  targets: Sequence[Tuple[torch.Tensor, List[Tuple[torch.Tensor, float]]]],
+                  scratch: Callable[..., torch.Tensor], tiles: Optional[dict] = None) -> None:
+    """For each ``(heads, sinks)`` of ``targets``: ``buffer += weight * sum_{h in heads}
+    exp(q_h.k_h * scale - lse_h)`` for every ``(buffer, weight)`` of ``sinks``.
+
+    Args:
+        query, key: ``(B, H, N, d)`` and ``(B, H, K, d)``, any strides, fp16 / bf16 / fp32.
+        lse: ``(B, H, N)`` float32 row log-sum-exp (natural log), any strides.
+        heads: integer tensor of head indices on the device.
+        sinks: float32 ``(B, N, K)`` buffers (any strides, e.g. a per-layer slot) and
+            weights. Several sinks of one head set share one head sum (in ``scratch('head_sum',
+            numel, dtype, device)``), added to each buffer with its weight.
+        tiles: launch configuration (``BLOCK_M``, ``BLOCK_N``, ``BLOCK_D``, ``num_warps``,
+            ``num_stages``) instead of the built-in choice (benchmarks/check_map_kernel.py tunes).
+    """
+    _check(query, key)
+    batch, _, n_query, head_dim = query.shape
+    n_key = key.shape[2]
+    tiles = tiles or _tiles(n_query, n_key, head_dim, query.element_size())
+    grid = (triton.cdiv(n_query, tiles['BLOCK_M']), triton.cdiv(n_key, tiles['BLOCK_N']), batch)
+    for heads, sinks in targets:
+        if len(sinks) == 1:
+            (out, weight), accumulate = sinks[0], True
+        else:
+            out = scratch('head_sum', batch * n_query * n_key, torch.float32, query.device)
+            out, weight, accumulate = out.view(batch, n_query, n_key), 1.0, False
+        _head_map_kernel[grid](query, key, lse, out, heads, heads.numel(), n_query, n_key,
+                               head_dim, scale * LOG2E, weight, *query.stride(), *key.stride(),
+                               *lse.stride(), *out.stride(), ACCUMULATE=accumulate, **tiles,
+                               **_dot_options(query))
+        if len(sinks) > 1:
+            for buffer, weight in sinks:
+                buffer.add_(out, alpha=weight)
+

@@ -1,0 +1,62 @@
+"""iSeg's layer and head lists, prompts and per-task settings (linsun449/iseg.code, ALGORITHMS.md
+3.1-3.6), and our SD 1.x adaptation of the VOC tasks."""
+from typing import Dict
+
+#: cross-attention layers read at each resolution, in forward order (``wsss/arguments.py``).
+CROSS_LAYERS = {
+    16: ('down_blocks.2.attentions.0.transformer_blocks.0.attn2',
+         'down_blocks.2.attentions.1.transformer_blocks.0.attn2',
+         'up_blocks.1.attentions.0.transformer_blocks.0.attn2',
+         'up_blocks.1.attentions.1.transformer_blocks.0.attn2',
+         'up_blocks.1.attentions.2.transformer_blocks.0.attn2'),
+    32: ('down_blocks.1.attentions.1.transformer_blocks.0.attn2',
+         'up_blocks.2.attentions.0.transformer_blocks.0.attn2',
+         'up_blocks.2.attentions.1.transformer_blocks.0.attn2'),
+}
+SELF_LAYER = 'up_blocks.3.attentions.1.transformer_blocks.0.attn1'
+
+#: the VOC presets' hand-picked heads, indices into the layer-major concatenation of the heads of
+#: :data:`CROSS_LAYERS` (``wsss/iSeg.py``); they assume SD 2.1-base's head counts below.
+SD21_VOC_HEADS = {
+    32: (22, 5, 21, 13, 8, 27, 28, 6, 25),
+    16: (76, 1, 43, 17, 81, 6, 44, 27, 2, 8, 22, 20, 60, 78, 12, 83, 94, 47, 88, 96, 3, 33, 46, 52,
+         77, 93, 51, 58, 0, 13, 14, 19, 34, 41, 59, 87, 16, 24, 28, 30, 32),
+}
+SD21_HEADS_PER_LAYER = {16: 20, 32: 10}
+
+WSSS_PROMPT = 'a photograph of {classes} and other object and background, {bg_context}'
+#: the OVS script drops the ', ' before the context words (kept: it is what was evaluated).
+OVS_PROMPT = 'a photograph of {classes} and other object and background{bg_context}'
+#: context words as the released code really uses them: an implicit string concatenation on the
+#: next line is a separate statement, so only the first literal survives.
+VOC_BG_CONTEXT = 'ground, land, grass, tree, building, wall, sky, lake, water'
+COCO_BG_CONTEXT = 'ground, land, grass, tree, building, wall, sky, lake, water, river, sea, railway, '
+
+_COMMON = dict(timestep=100, noise_seed=1101, token_enhance=1.6, res_weights={16: 0.7, 32: 0.3},
+               self_heads=(1, 2), use_cluster=True, num_clusters=32, cluster_iters=20,
+               kmeans_precision='float16', mask_size=512)
+#: the released settings per task (ALGORITHMS.md 3.6); ``configs/iseg/*.py`` hold the same.
+ISEG_PRESETS: Dict[str, Dict] = {
+    'wsss_voc': dict(vocabulary='voc', prompt_template=WSSS_PROMPT, bg_context=VOC_BG_CONTEXT,
+                     cross_heads='voc', iters=10, ent=0.015, cam_bg_thr=0.0, **_COMMON),
+    'wsss_coco': dict(vocabulary='coco_object', prompt_template=WSSS_PROMPT,
+                      bg_context=COCO_BG_CONTEXT, cross_heads=None, iters=10, ent=0.1,
+                      cam_bg_thr=0.45, **_COMMON),
+    'ovs_voc': dict(vocabulary='voc', prompt_template=OVS_PROMPT, bg_context=VOC_BG_CONTEXT,
+                    cross_heads='voc', iters=8, ent=0.015, cam_bg_thr=0.0, **_COMMON),
+    'ovs_context': dict(vocabulary='context59', prompt_template=OVS_PROMPT, bg_context='',
+                        cross_heads=None, iters=5, ent=0.002, cam_bg_thr=0.0, **_COMMON),
+    'ovs_coco_object': dict(vocabulary='coco_object', prompt_template=OVS_PROMPT,
+                            bg_context=COCO_BG_CONTEXT, cross_heads=None, iters=10, ent=0.2,
+                            cam_bg_thr=0.45, **_COMMON),
+}
+#: our adaptation to SD 1.x (8 heads in every layer), not released: the VOC tasks with the mean of
+#: all heads where the release picks SD 2.1-base's (the COCO / Context presets already average
+#: the cross-attention heads; their self-attention heads (1, 2) exist on SD 1.x as well).
+SD1X_HEADS = dict(cross_heads=None, self_heads=None)
+ISEG_PRESETS.update({f'{task}_sd1x': {**ISEG_PRESETS[task], **SD1X_HEADS}
+                     for task in ('wsss_voc', 'ovs_voc')})
+#: what to change when a preset's head indices do not fit the model (error messages)
+HEAD_LAYOUT_FIX = ("set cross_heads=None self_heads=None (the mean of all heads), e.g. "
+                   "--cfg-options cross_heads=None self_heads=None, or for SD 1.x use "
+                   "configs/iseg/iseg_wsss_voc_sd1x.py / iseg_ovs_voc_sd1x.py")

@@ -1,0 +1,82 @@
+"""iSeg's per-image tensor steps after the cross-attention (linsun449/iseg.code ``wsss/iSeg.py``
+``get_att_map``, "Ent-Self", and ``util/cam.py:cam_to_label``), batched, float32, divisions guarded.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ['normalize_maps', 'entropy_reduced_attention', 'refine_with_self_attention',
+           'assign_labels', 'cam_normalize']
+
+_TINY = torch.finfo(torch.float32).tiny
+
+
+def normalize_maps(x: torch.Tensor) -> torch.Tensor:
+    """Each map (over the last dim) minus its minimum, divided by its sum (Ent-Self steps 1 and
+    6). A constant map becomes zeros."""
+    x = x - x.amin(dim=-1, keepdim=True)
+    return x / x.sum(dim=-1, keepdim=True).clamp_min(_TINY)
+
+
+def entropy_reduced_attention(self_attn: torch.Tensor, ent: float) -> torch.Tensor:
+    """Ent-Self steps 3-4: ``A / max_q A`` (per key column), then one closed-form gradient step on
+    the entropy, ``A + ent * log10(e * A)`` for ``A > 0``, clamped at 0, so entries below the root
+    ``a*`` of ``a + ent * log10(e a) = 0`` vanish. Rows are left unnormalised.
+
+    Args:
+        self_attn: ``(B, N, N)``, rows = queries.
+    """
+    a = self_attn / self_attn.amax(dim=-2, keepdim=True).clamp_min(_TINY)
+    if ent == 0:
+        return a
+    # log(0) = -inf survives the affine step and the clamp turns it into 0, as A = 0 is kept at 0.
+    step = a.log().add_(1.0).mul_(ent / math.log(10.0))
+    return step.add_(a).clamp_(min=0)
+
+
+def refine_with_self_attention(class_maps: torch.Tensor, transition: torch.Tensor,
+                               iters: int) -> torch.Tensor:
+    """Ent-Self steps 1, 5, 6: ``X = normalize_maps(X0)``; ``iters`` times
+    ``X <- normalize_maps(D^-1 T X)`` with ``D`` the row sums of ``T`` (computed as
+    ``X^T T^T``, which keeps the long axis contiguous).
+
+    Args:
+        class_maps: ``(B, C, N)`` one row per class.
+        transition: ``(B, N, N)`` from :func:`entropy_reduced_attention`, rows = queries.
+
+    Returns:
+        ``(B, C, N)``.
+    """
+    row_sum = transition.sum(dim=-1).clamp_min(_TINY).unsqueeze(1)
+    x = normalize_maps(class_maps)
+    for _ in range(iters):
+        x = normalize_maps(torch.bmm(x, transition.transpose(1, 2)) / row_sum)
+    return x
+
+
+def assign_labels(cams: torch.Tensor, valid: torch.Tensor, cam_bg_thr: float) -> torch.Tensor:
+    """``cam_to_label``: per pixel an index into ``[background, class_1, ..., class_C]``.
+
+    ``cam_bg_thr == 0``: background score ``(1 - max_c cam)^2``, argmax (ties go to background).
+    ``cam_bg_thr > 0``: scores below it are zeroed, argmax, pixels with no score are background.
+
+    Args:
+        cams: ``(B, C, H, W)`` in ``[0, 1]``.
+        valid: ``(B, C)`` bool, False for padding columns.
+    """
+    mask = valid[..., None, None]
+    if cam_bg_thr > 0:
+        cams = torch.where(mask & (cams >= cam_bg_thr), cams, torch.zeros_like(cams))
+        score, index = cams.max(dim=1)
+        return torch.where(score > 0, index + 1, torch.zeros_like(index))
+    cams = torch.where(mask, cams, torch.full_like(cams, -1.0))
+    background = (1 - cams.amax(dim=1, keepdim=True).clamp_min(0)) ** 2
+    return torch.cat([background, cams], dim=1).argmax(dim=1)
+
+
+def cam_normalize(cams: torch.Tensor) -> torch.Tensor:
+    """``cam_to_label``'s per-class ``(x - min) / (max - min + 1e-6)``."""
+    cams = cams - cams.amin(dim=(-2, -1), keepdim=True)
+    return cams / (cams.amax(dim=(-2, -1), keepdim=True) + 1e-6)

@@ -1,0 +1,107 @@
+"""Where labels come from: the identity of a Stable Diffusion model, and how two records of the
+settings behind a set of labels differ.
+
+A label cache (``cache.json``) and an offline tool's manifest header record the model and the
+settings their labels were made with; a run that finds a record made with other settings is
+refused with one line per setting that differs. Models compare by the hash of their diffusers
+configs, not by their path, so the same model in another folder, on another node or reached
+through the Hugging Face cache under its hub id is the same model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Dict, Iterator, Optional, Tuple, Union
+
+__all__ = ['model_id_of', 'model_identity', 'same_model', 'setting_differences']
+
+#: the files whose bytes make a model's config hash
+CONFIG_FILES = ('model_index.json', 'unet/config.json')
+ABSENT = '<absent>'
+
+
+def _config_hash(folder: Path) -> str:
+    digest = hashlib.sha1()
+    for part in CONFIG_FILES:
+        path = folder / part
+        digest.update(path.read_bytes() if path.is_file() else b'')
+    return digest.hexdigest()[:8]
+
+
+def model_id_of(model: Union[str, Path]) -> str:
+    """The ``model_id`` an engine loaded from ``model`` gets, without loading it: the hub id, or
+    ``<folder name>-<8 hex>`` for a local diffusers folder (the hash covers the pipeline index and
+    the U-Net config)."""
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return str(model)
+    folder = folder.resolve()
+    return f'{folder.name}-{_config_hash(folder)}'
+
+
+def _hub_snapshot(hub_id: str) -> Optional[Path]:
+    """The local Hugging Face cache folder of a hub model whose configs are cached (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        found = [try_to_load_from_cache(hub_id, name) for name in CONFIG_FILES]
+    except ValueError:   # not a valid repo id (e.g. a missing local folder)
+        return None
+    if all(isinstance(path, str) for path in found):
+        return Path(found[0]).parent
+    return None
+
+
+def model_identity(model: Union[str, Path]) -> Dict[str, Optional[str]]:
+    """``{'id': model_id_of(model), 'config_hash': ...}`` without loading the model; the config
+    hash is that of the folder holding the model's configs (the hub cache's snapshot for a hub id
+    whose configs are cached), ``None`` when unknown."""
+    folder = Path(model).expanduser()
+    folder = folder if folder.is_dir() else _hub_snapshot(str(model))
+    return {'id': model_id_of(model), 'config_hash': _config_hash(folder) if folder else None}
+
+
+def _as_identity(model) -> Dict[str, Optional[str]]:
+    """A recorded model: an identity dict, or a plain id / path (older records)."""
+    if isinstance(model, dict):
+        return model
+    if isinstance(model, str) and Path(model).is_absolute() and Path(model).is_dir():
+        return model_identity(model)
+    return {'id': model, 'config_hash': None}
+
+
+def same_model(a, b) -> bool:
+    """Same model: equal config hashes when both are known, else equal ids."""
+    a, b = _as_identity(a), _as_identity(b)
+    if a.get('config_hash') and b.get('config_hash'):
+        return a['config_hash'] == b['config_hash']
+    return a.get('id') == b.get('id')
+
+
+def _flatten(value, prefix: str = '') -> Dict[str, object]:
+    """Leaves of nested dicts by dotted key (an empty nested dict is a leaf)."""
+    if isinstance(value, dict) and (value or not prefix):
+        flat = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f'{prefix}{key}.'))
+        return flat
+    return {prefix[:-1]: value}
+
+
+def setting_differences(found: dict, expected: dict) -> Iterator[Tuple[str, object, object]]:
+    """``(dotted key, found value, expected value)`` for every setting that differs; the
+    ``model`` entries compare with :func:`same_model`, nested settings (a generator's) by their
+    dotted names, so only the options that differ are named. A missing key reads ``<absent>``."""
+    if not same_model(found.get('model'), expected.get('model')):
+        yield 'model', found.get('model'), expected.get('model')
+    old = _flatten({k: v for k, v in found.items() if k != 'model'})
+    new = _flatten({k: v for k, v in expected.items() if k != 'model'})
+    for key in sorted(set(old) | set(new)):
+        have, want = old.get(key, ABSENT), new.get(key, ABSENT)
+        if have != want:
+            yield key, have, want
+
+
+def describe(value) -> str:
+    """A recorded value as one short JSON string."""
+    return value if value == ABSENT else json.dumps(value, sort_keys=True)

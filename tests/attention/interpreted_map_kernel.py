@@ -1,0 +1,145 @@
+"""The Triton map kernels on CPU tensors through Triton's interpreter, against float64 references.
+
+Not collected by ``pytest tests`` (no ``test_`` prefix): ``test_map_kernel.py`` runs this file in a
+subprocess with ``TRITON_INTERPRET=1``, which Triton reads when a kernel is decorated, i.e. before
+``mmdiffseg.attention.map_kernel`` is imported. The interpreter takes tens of milliseconds per
+128 x 128 tile and head (float16 more: numpy multiplies it without BLAS), so 64x64 self-attention
+runs on a slice of 128 query rows against all 4096 keys (the kernel's indexing does not depend on
+the query count), 32x32 on 256 rows.
+"""
+import math
+import os
+
+import pytest
+import torch
+from sample_data import shared_path
+
+from mmdiffseg.attention import CaptureRequest, CaptureSpec
+from mmdiffseg.attention.head_maps import add_head_maps
+
+assert os.environ.get('TRITON_INTERPRET') == '1', 'run through tests/attention/test_map_kernel.py'
+from mmdiffseg.attention import map_kernel  # noqa: E402
+
+SD1, SD2 = 'stable-diffusion-v1-4', 'stable-diffusion-2-1-base'
+ATOL, RTOL = 2e-6, 1e-5  # float32 rounding of logits and sums
+
+
+def _qk(batch, heads, n_query, n_key, head_dim, dtype, seed=0):
+    """``(B, H, N, d)`` views of ``(B, N, H*d)`` projections, laid out as the processors get them."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(batch, n_query, heads, head_dim, generator=gen).to(dtype).transpose(1, 2)
+    k = torch.randn(batch, n_key, heads, head_dim, generator=gen).to(dtype).transpose(1, 2)
+    return q, k
+
+
+def _probs(q, k):
+    return torch.softmax(q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
+
+
+def _scratch(slot, numel, dtype, device):
+    return torch.empty(numel, dtype=dtype, device=device)
+
+
+def _maps(q, k, lse, heads, weight=1.0, buffer=None):
+    buffer = torch.zeros(q.shape[0], q.shape[2], k.shape[2]) if buffer is None else buffer
+    add_head_maps(q, k, lse, None, [(torch.tensor(heads), [(buffer, weight)])], backend='triton',
+                  scratch=_scratch)
+    return buffer
+
+
+# name: batch, heads, query tokens, key tokens, head dim, dtype, selected heads
+CASES = {  # numpy multiplies float16 slowly: the large cases are float32 / bfloat16
+    'sd1_self8x8_fp16_all_heads': (2, 8, 64, 64, 160, torch.float16, range(8)),
+    'sd1_cross16x16_fp32_subset': (2, 8, 256, 77, 160, torch.float32, (0, 3, 7)),
+    'sd1_cross32x32_bf16': (1, 8, 1024, 77, 80, torch.bfloat16, (5,)),
+    'sd1_cross64x64_bf16': (1, 8, 4096, 77, 40, torch.bfloat16, (6,)),
+    'sd2_self16x16_fp16_subset': (2, 20, 256, 256, 64, torch.float16, (2, 11, 19)),
+    'sd2_self32x32_fp32_256_query_rows': (1, 10, 256, 1024, 64, torch.float32, (3, 9)),
+    'sd2_self64x64_bf16_128_query_rows': (1, 5, 128, 4096, 64, torch.bfloat16, (4,)),
+    'sd2_cross8x8_fp32_all_heads': (2, 20, 64, 77, 64, torch.float32, range(20)),
+}
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_kernel_equals_float64_softmax_head_sum(case):
+    batch, heads, n_query, n_key, head_dim, dtype, selected = CASES[case]
+    q, k = _qk(batch, heads, n_query, n_key, head_dim, dtype)
+    probs = _probs(q, k)
+    lse = torch.logsumexp(q.double() @ k.double().transpose(-1, -2) / math.sqrt(head_dim), -1)
+    got = _maps(q, k, lse.float(), list(selected), weight=1 / len(selected))
+    expected = probs[:, list(selected)].mean(1)
+    torch.testing.assert_close(got.double(), expected, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_row_lse_kernel_for_backends_without_lse(dtype):
+    q, k = _qk(1, 4, 100, 77, 40, dtype, seed=1)  # neither count a tile multiple
+    expected = torch.logsumexp(q.double() @ k.double().transpose(-1, -2) / math.sqrt(40), -1)
+    torch.testing.assert_close(map_kernel.row_lse(q, k, 40 ** -0.5).double(), expected,
+                               atol=2e-6, rtol=0)
+    got = _maps(q, k, None, [0, 3])  # add_head_maps computes the LSE itself
+    torch.testing.assert_close(got.double(), _probs(q, k)[:, [0, 3]].sum(1), atol=ATOL, rtol=RTOL)
+
+
+def test_cfg_half_layer_slots_shared_head_sums_and_accumulation():
+    """The conditional half of a CFG batch (a strided view), two sinks on one head set (one head
+    sum, two weights), a per-layer slot of a ``(B, L, N, K)`` buffer, and accumulation onto an
+    earlier layer / step."""
+    q, k = _qk(4, 5, 256, 256, 64, torch.float16, seed=2)
+    q, k = q[2:], k[2:]
+    probs = _probs(q, k)
+    lse = torch.logsumexp(q.double() @ k.double().transpose(-1, -2) / 8.0, -1).float()
+    mean = torch.full((2, 256, 256), 0.25)
+    per_layer = torch.zeros(2, 3, 256, 256)
+    per_layer[:, 2] = 1.0
+    targets = [(torch.tensor([1, 4]), [(mean, 0.5), (per_layer[:, 1], 0.25)]),
+               (torch.tensor([0]), [(per_layer[:, 2], 2.0)])]
+    add_head_maps(q, k, lse, None, targets, backend='triton', scratch=_scratch)
+    pair = probs[:, [1, 4]].sum(1)
+    torch.testing.assert_close(mean.double(), 0.25 + 0.5 * pair, atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(per_layer[:, 1].double(), 0.25 * pair, atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(per_layer[:, 2].double(), 1 + 2 * probs[:, 0], atol=ATOL, rtol=RTOL)
+    assert not per_layer[:, 0].any()
+
+
+@pytest.fixture(scope='module')
+def engine():
+    """``engine(model, dtype, backend)``: tiny engines, one per model and dtype."""
+    from mmdiffseg.attention.testing import tiny_engine
+    built = {}
+
+    def get(model, dtype, backend):
+        if (model, dtype) not in built:
+            built[model, dtype] = tiny_engine(shared_path('sd_configs', model), dtype=dtype)
+        built[model, dtype].map_backend = backend
+        return built[model, dtype]
+    return get
+
+
+def _images(batch):
+    return torch.randint(0, 256, (batch, 3, 64, 64), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize('model,dtype', [(SD1, torch.float32), (SD2, torch.float16)])
+def test_engine_maps_equal_the_torch_path(engine, model, dtype):
+    """The whole capture (LSE from the CPU flash op in float32; from the row-LSE kernel in float16)
+    gives the torch path's maps: self and cross attention, a head subset, a mean and a per-layer
+    map of the same layers (one shared head sum)."""
+    spec = CaptureSpec([CaptureRequest('self', 8), CaptureRequest('cross', 4, heads=(0, 3, 5)),
+                        CaptureRequest('self', 2), CaptureRequest('self', 2, per_layer=True)])
+    kwargs = dict(prompts=['a photo of a cat', 'a dog'], capture=spec, image_size=64)
+    ref = engine(model, dtype, 'torch').extract(_images(2), **kwargs)
+    got = engine(model, dtype, 'triton').extract(_images(2), **kwargs)
+    for name in spec.names:
+        torch.testing.assert_close(got[name], ref[name], atol=ATOL, rtol=RTOL)
+
+
+def test_generate_with_guidance_maps_equal_the_torch_path(engine):
+    spec = CaptureSpec([CaptureRequest('cross', 4), CaptureRequest('self', 8, heads=(0,))])
+    kwargs = dict(steps=2, seed=[1, 2], capture=spec, height=64, width=64)
+    images, ref = engine(SD2, torch.float32, 'torch').generate(['a cat', 'a dog'], **kwargs)
+    again, got = engine(SD2, torch.float32, 'triton').generate(['a cat', 'a dog'], **kwargs)
+    assert torch.equal(images, again)
+    for name in spec.names:
+        torch.testing.assert_close(got[name], ref[name], atol=ATOL, rtol=RTOL)

@@ -1,0 +1,105 @@
+"""The SDPA call with row LSE and the torch map path, against float64 softmax references."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmdiffseg.attention.head_maps import add_head_maps
+from mmdiffseg.attention.sdpa_lse import sdpa_with_lse
+
+ATOL, RTOL = 2e-6, 1e-5
+
+
+def _qkv(batch, heads, n_query, n_key, head_dim, dtype=torch.float32, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, n, heads, head_dim, generator=gen).to(dtype).transpose(1, 2)
+            for n in (n_query, n_key, n_key)]
+
+
+def _logits(q, k, mask=None):
+    logits = q.double() @ k.double().transpose(-1, -2) / math.sqrt(q.shape[-1])
+    return logits if mask is None else logits + mask.double()
+
+
+def _scratch(slot, numel, dtype, device):
+    return torch.empty(numel, dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('heads,head_dim,n_key', [(8, 40, 64), (5, 64, 77), (10, 80, 64), (8, 160, 77)])
+def test_sdpa_output_is_the_plain_call_bit_for_bit(dtype, heads, head_dim, n_key):
+    q, k, v = _qkv(2, heads, 64, n_key, head_dim, dtype)
+    out, lse = sdpa_with_lse(q, k, v)
+    assert torch.equal(out, F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False))
+    if dtype == torch.float32:  # the CPU flash op's LSE
+        assert lse.dtype == torch.float32 and lse.shape == (2, heads, 64)
+        torch.testing.assert_close(lse.double(), torch.logsumexp(_logits(q, k), -1), atol=2e-6, rtol=0)
+    else:  # its half-precision LSE is ~2e-5 off: not used
+        assert lse is None
+
+
+def test_sdpa_with_a_mask_is_the_plain_masked_call_without_lse():
+    q, k, v = _qkv(1, 2, 16, 8, 16)
+    mask = torch.zeros(1, 1, 1, 8)
+    mask[..., 5:] = -10000.0
+    out, lse = sdpa_with_lse(q, k, v, mask)
+    assert lse is None
+    assert torch.equal(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+
+
+@pytest.mark.parametrize('with_lse', [True, False])
+def test_torch_path_chunks_subsets_and_shared_head_sums(with_lse):
+    """Chunks of 7 query rows (a remainder at the end), a head subset, two sinks sharing one head
+    sum with different weights, accumulation onto what the buffers held."""
+    q, k, _ = _qkv(2, 5, 40, 77, 64, seed=1)
+    probs = torch.softmax(_logits(q, k), -1)
+    lse = sdpa_with_lse(q, k, k)[1] if with_lse else None
+    first, second, single = torch.ones(2, 40, 77), torch.zeros(2, 40, 77), torch.zeros(2, 40, 77)
+    targets = [(torch.tensor([0, 2, 4]), [(first, 0.5), (second, 1 / 3)]),
+               (torch.tensor([3]), [(single, 1.0)])]
+    add_head_maps(q, k, lse, None, targets, backend='torch', chunk_bytes=4 * 3 * 7 * 77,
+                  scratch=_scratch)
+    subset = probs[:, [0, 2, 4]].sum(1)
+    torch.testing.assert_close(first.double(), 1 + 0.5 * subset, atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(second.double(), subset / 3, atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(single.double(), probs[:, 3], atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize('mask_shape', [(2, 1, 1, 9), (2, 3, 12, 9)])
+def test_torch_path_with_a_mask_is_the_masked_softmax(mask_shape):
+    q, k, _ = _qkv(2, 3, 12, 9, 16, seed=2)
+    mask = torch.zeros(mask_shape)
+    mask[..., -3:] = float('-inf')
+    mask[..., 0] = -2.0
+    buffer = torch.zeros(2, 12, 9)
+    add_head_maps(q, k, None, mask, [(torch.tensor([1, 2]), [(buffer, 0.5)])], backend='triton',
+                  scratch=_scratch)  # a masked layer takes the torch path whatever the backend
+    expected = torch.softmax(_logits(q, k, mask), -1)[:, [1, 2]].mean(1)
+    torch.testing.assert_close(buffer.double(), expected, atol=ATOL, rtol=RTOL)
+    assert not buffer[..., -3:].any()
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_torch_path_half_precision_inputs_use_float32_logits(dtype):
+    q, k, _ = _qkv(1, 4, 30, 77, 40, dtype, seed=3)
+    buffer = torch.zeros(1, 30, 77)
+    add_head_maps(q, k, None, None, [(torch.arange(4), [(buffer, 0.25)])], backend='auto',
+                  scratch=_scratch)
+    expected = torch.softmax(_logits(q, k), -1).mean(1)
+    torch.testing.assert_close(buffer.double(), expected, atol=ATOL, rtol=RTOL)
+
+
+def test_cuda_chunk_is_sized_from_free_memory(monkeypatch):
+    from mmdiffseg.attention import head_maps
+    gib = 2 ** 30
+    free = {'driver': 2 * gib, 'reserved': 1 * gib, 'allocated': gib // 2}
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda device: (free['driver'], 80 * gib))
+    monkeypatch.setattr(torch.cuda, 'memory_reserved', lambda device: free['reserved'])
+    monkeypatch.setattr(torch.cuda, 'memory_allocated', lambda device: free['allocated'])
+    assert head_maps.default_chunk_bytes('cuda:0') == (2 * gib + gib // 2) // 4
+    free['driver'] = 60 * gib
+    assert head_maps.default_chunk_bytes('cuda') == gib  # capped
+    free.update(driver=0, reserved=0, allocated=0)
+    assert head_maps.default_chunk_bytes('cuda') == 16 * 2 ** 20  # floor
+    assert head_maps.default_chunk_bytes('cpu') == head_maps.CPU_CHUNK_BYTES

@@ -1,0 +1,69 @@
+"""The fused Triton PAMR kernel against the PyTorch propagation, on CPU under Triton's interpreter.
+
+The kernel runs in a child process with ``TRITON_INTERPRET=1`` (the variable must be set before
+Triton is imported); the PyTorch references run here. Expected agreement: the kernel rounds as
+the PyTorch path does (product, then FMAs in the same order), so the results match to within the
+documented bound ``2 n P 2^-24 max|m|`` (in practice bit for bit on an FMA CPU).
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pamr_interpreted_cases import CASES, case_inputs
+from sample_data import REPO
+from mmdiffseg.generators.pamr import PAMR
+
+pytest.importorskip('triton', reason='triton is not installed (pip install triton: the tests '
+                    'extra); the fused PAMR kernel is tested under its interpreter')
+
+
+@pytest.fixture(scope='module')
+def fused_outputs(tmp_path_factory):
+    out = tmp_path_factory.mktemp('pamr_triton') / 'fused.pt'
+    script = Path(__file__).with_name('pamr_interpreted_cases.py')
+    env = dict(os.environ, TRITON_INTERPRET='1',
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')])))
+    run = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return torch.load(out)
+
+
+def reference(name):
+    shape, settings, _ = CASES[name]
+    image, mask = case_inputs(shape)
+    return PAMR(**settings, backend='torch')(image, mask), mask
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_fused_kernel_equals_the_pytorch_propagation(fused_outputs, name):
+    expected, mask = reference(name)
+    settings = CASES[name][1]
+    taps = 8 * len(settings.get('dilations', (1, )))
+    bound = 2 * settings['num_iter'] * taps * 2.0 ** -24 * mask.abs().max().item()
+    fused = fused_outputs[name]
+    assert fused.shape == expected.shape and fused.dtype == torch.float32
+    assert (fused - expected).abs().max().item() <= bound
+    assert not torch.equal(expected, mask)  # the steps moved the mask
+
+
+def test_fused_early_stop_stops_at_the_same_step(fused_outputs):
+    shape, settings, _ = CASES['early_stop']
+    image, mask = case_inputs(shape)
+    twelve = PAMR(**dict(settings, num_iter=12, tol=None))(image, mask)
+    assert torch.allclose(fused_outputs['early_stop'], twelve, rtol=0, atol=1e-6)
+    assert not torch.allclose(twelve, PAMR(**dict(settings, num_iter=15, tol=None))(image, mask),
+                              rtol=0, atol=1e-3)
+
+
+def test_launch_plan_keeps_the_halo_within_a_quarter_of_the_tile():
+    from mmdiffseg.generators.pamr_triton import launch_plan
+    assert launch_plan(1, 8, 64) == (8, 64)      # SeeDiff: 48x48 output pixels per tile
+    assert launch_plan(2, 8, 16) == (2, 16)
+    assert launch_plan(24, 8, 64) == (1, 128)    # original PAMR: one step, a larger tile
+    with pytest.raises(ValueError, match='tile a power of two'):
+        launch_plan(1, 8, 48)

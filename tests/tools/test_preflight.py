@@ -1,0 +1,197 @@
+"""The pre-flight check of tools/train.py and tools/test.py (mmdiffseg.preflight)."""
+import copy
+import functools
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from e2e_helpers import REPO, TINY_ONLINE_CONFIG, load_tool, make_voc_root, set_label_cache
+from mmengine.config import Config
+from sample_data import shared_path
+
+import mmdiffseg  # noqa: F401
+from mmdiffseg import preflight
+
+MAIN_CONFIG = 'configs/mask2former/mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'
+
+
+def readme_main_job() -> str:
+    """The README's main-job command (after the install), as written."""
+    text = (REPO / 'README.md').read_text()
+    section = text.split('## The two commands', 1)[1]
+    block = re.search(r'```bash\n(.*?)\n```', section, re.S).group(1)
+    return block.split('&&', 1)[1].strip()
+
+
+def fresh_clone(tmp_path):
+    """A folder laid out like a fresh clone (tools/ and configs/ of this checkout, no data,
+    no work_dirs) and an environment with empty caches, offline, without a GPU."""
+    clone = tmp_path / 'clone'
+    clone.mkdir()
+    for name in ('tools', 'configs'):
+        (clone / name).symlink_to(REPO / name)
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'hf'),
+               TORCH_HOME=str(tmp_path / 'torch'), CUDA_VISIBLE_DEVICES='',
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]))
+    return clone, env
+
+
+@pytest.fixture(autouse=True)
+def no_network_probes(monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    preflight.reachable.cache_clear()
+
+
+@pytest.mark.slow
+def test_readme_main_job_on_a_fresh_clone_lists_every_missing_piece_once(tmp_path):
+    clone, env = fresh_clone(tmp_path)
+    command = readme_main_job()
+    assert command == f'python tools/train.py {MAIN_CONFIG}'
+    done = subprocess.run([sys.executable, *command.split()[1:]], cwd=clone, env=env,
+                          capture_output=True, text=True, timeout=600)
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out[-3000:]
+    message = done.stderr[done.stderr.index('Pre-flight check'):]
+    assert out.count('Pre-flight check') == 1 and 'Traceback' not in out
+    expected = [
+        'PascalVOCDataset data root data/VOCdevkit/VOC2012 does not exist',
+        'image-level labels data/VOCdevkit/VOC2012/image_labels.json not found',
+        'torchvision://resnet50',
+        'Stable Diffusion weights',
+        'a CUDA device',
+    ]
+    items = re.findall(r'^\d+\. (.*)$', message, re.M)
+    assert len(items) == len(expected), message
+    for text in expected:
+        assert sum(text in item for item in items) == 1, (text, message)
+    assert message.count('   fix: ') == len(expected)
+    assert 'python tools/dataset_converters/voc_aug.py data/VOCdevkit' in message
+    assert '--skip-preflight' in message
+    assert len(out.splitlines()) < 60 and not (clone / 'work_dirs').exists()  # no runner, no log
+
+
+@pytest.fixture(scope='module')
+def tiny_sd():
+    from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+    return cached_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny_online_config() -> Config:
+    return Config.fromfile(str(TINY_ONLINE_CONFIG))
+
+
+def tiny_online_config(tmp_path, sd_model) -> Config:
+    cfg = copy.deepcopy(_tiny_online_config())
+    root = make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'voc')
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        loader.dataset.update(data_root=str(root), img_suffix='.png')
+    set_label_cache(cfg, dict(cache_dir=str(tmp_path / 'cache'), model=str(sd_model),
+                              generator=cfg.tiny_label_generator.to_dict()))
+    return cfg
+
+
+def test_complete_setup_passes(tmp_path, tiny_sd):
+    assert preflight.check(tiny_online_config(tmp_path, tiny_sd), 'train') == []
+    assert preflight.check(tiny_online_config(tmp_path, tiny_sd), 'test') == []
+
+
+def test_each_missing_piece_is_named_with_its_setting(tmp_path, tiny_sd):
+    cfg = tiny_online_config(tmp_path, tiny_sd)
+    root = tmp_path / 'voc'
+    (root / 'ImageSets/Segmentation/aug.txt').unlink()
+    cfg.train_dataloader.dataset.pipeline[1].ann_file = str(tmp_path / 'labels.json')
+    set_label_cache(cfg, dict(cache_dir='c', model=str(tmp_path / 'no-sd'), generator={}))
+    cfg.load_from = str(tmp_path / 'iter_4.pth')
+    missing = {m.what: m for m in preflight.check(cfg, 'train')}
+    assert set(missing) == {
+        f'PascalVOCDataset split file {root}/ImageSets/Segmentation/aug.txt not found',
+        f'image-level labels {tmp_path}/labels.json not found',
+        f"Stable Diffusion weights '{tmp_path}/no-sd': no such local folder, and not in the "
+        f'Hugging Face cache {preflight_hf_cache()} (offline)',
+        f'checkpoint {tmp_path}/iter_4.pth not found'}
+    sd = missing[next(k for k in missing if k.startswith('Stable'))]
+    assert sd.where == ['train_dataloader.dataset.pipeline.2.cache.model']  # the one setting
+    assert '--cfg-options train_dataloader.dataset.pipeline.2.cache.model=/path/to/diffusers-folder' \
+        in sd.fix
+    labels = missing[f'image-level labels {tmp_path}/labels.json not found']
+    assert 'train_dataloader.dataset.pipeline.1.ann_file=None' in labels.fix
+
+
+def preflight_hf_cache():
+    from huggingface_hub import constants
+    return constants.HF_HUB_CACHE
+
+
+def test_cached_weights_count_offline(tmp_path, monkeypatch):
+    """A backbone URL in the torch hub cache and a hub id in the Hugging Face cache are found;
+    offline, anything else is missing."""
+    from huggingface_hub import constants
+    url = 'https://download.example.org/weights/resnet-abc123.pth'
+    cfg = Config(dict(model=dict(
+        backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=url)),
+        data_preprocessor=dict(label_cache=dict(cache_dir='c', model='org/sd-model')))))
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'hf'))
+    missing = [m.what for m in preflight.check(cfg, 'test')]
+    assert len(missing) == 2 and url in missing[0] and "'org/sd-model'" in missing[1]
+
+    (tmp_path / 'torch/hub/checkpoints').mkdir(parents=True)
+    (tmp_path / 'torch/hub/checkpoints/resnet-abc123.pth').write_bytes(b'w')
+    snapshot = tmp_path / 'hf/models--org--sd-model/snapshots/0123abcd'
+    snapshot.mkdir(parents=True)
+    (snapshot / 'model_index.json').write_text('{}')
+    (tmp_path / 'hf/models--org--sd-model/refs').mkdir()
+    (tmp_path / 'hf/models--org--sd-model/refs/main').write_text('0123abcd')
+    assert preflight.check(cfg, 'test') == []
+
+
+def test_a_folder_without_model_index_is_not_a_diffusers_folder(tmp_path):
+    (tmp_path / 'sd').mkdir()
+    cfg = Config(dict(model=dict(type='DiffusionSegmentor', sd_model=str(tmp_path / 'sd'))))
+    (item,) = preflight.check(cfg, 'test')
+    assert 'has no model_index.json' in item.what and item.where == ['model.sd_model']
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message on a machine without CUDA')
+def test_cuda_settings_need_a_gpu():
+    cfg = Config(dict(model=dict(data_preprocessor=dict(engine_dtype='float16')),
+                      optim_wrapper=dict(type='AmpOptimWrapper')))
+    (item,) = preflight.check(cfg, 'train')
+    assert item.what.startswith('a CUDA device')
+    assert 'model.data_preprocessor.engine_dtype=float16' in item.fix and 'AMP' in item.fix
+    cfg.model.data_preprocessor.engine_dtype = 'float32'
+    cfg.optim_wrapper.type = 'OptimWrapper'
+    assert preflight.check(cfg, 'train') == []
+
+
+def test_tools_stop_before_the_runner_unless_skipped(tmp_path, tiny_sd, monkeypatch):
+    """A missing checkpoint stops tools/test.py (exit 2) before its runner is built;
+    --skip-preflight goes straight to the runner; tools/train.py checks too."""
+    cfg = tiny_online_config(tmp_path, tiny_sd)
+    config = tmp_path / 'tiny.py'
+    cfg.dump(str(config))
+    built = []
+
+    class RecordingRunner:
+        def __init__(self, cfg):
+            built.append(cfg)
+
+        def train(self):
+            pass
+
+        test = train
+
+    for name in ('test', 'train'):
+        tool = load_tool(name)
+        monkeypatch.setattr(tool, 'build_runner', RecordingRunner)
+        args = [str(config), str(tmp_path / 'missing.pth')] if name == 'test' else \
+            [str(config), '--cfg-options', f'load_from={tmp_path / "missing.pth"}']
+        with pytest.raises(SystemExit) as exit_info:
+            tool.main(args)
+        assert exit_info.value.code == 2 and not built
+        tool.main(args + ['--skip-preflight'])
+        assert len(built) == 1 and built.pop().load_from == str(tmp_path / 'missing.pth')

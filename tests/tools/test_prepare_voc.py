@@ -1,0 +1,205 @@
+"""tools/dataset_converters: a VOCdevkit + SBD release built here from the VOC samples becomes
+what the VOC configs read (aug split, SegmentationClassAug, image_labels.json)."""
+import importlib.util
+import json
+import sys
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from e2e_helpers import REPO
+from mmengine.config import Config
+from mmengine.dataset import Compose
+from mmengine.registry import init_default_scope
+from mmseg.registry import DATASETS
+from PIL import Image
+from sample_data import shared_path
+from scipy.io import savemat
+
+import mmdiffseg  # noqa: F401
+from mmdiffseg.datasets import DATASET_CLASSES
+
+CONVERTERS = REPO / 'tools' / 'dataset_converters'
+MAIN_CONFIG = REPO / 'configs/mask2former/mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'
+PSEUDO_CONFIG = REPO / 'configs/mask2former/mask2former_r50_8xb2-20k_voc12-iseg-pseudo-512x512.py'
+VOC = DATASET_CLASSES['voc']
+IDS = ['voc_val_0', 'voc_val_1', 'voc_val_114', 'voc_val_166', 'voc_val_20', 'voc_val_23',
+       'voc_val_293', 'voc_val_417', 'voc_val_582', 'voc_val_60']
+VOC_TRAIN, VOC_VAL = IDS[0:4], IDS[4:7]
+SBD_TRAIN, SBD_VAL = [IDS[2], IDS[3], IDS[7]], [IDS[5], IDS[8]]
+AUG = sorted({IDS[0], IDS[1], IDS[2], IDS[3], IDS[7], IDS[8]})  # (SBD + VOC train) - VOC val
+DIFFICULT = IDS[0]   # gets an extra difficult 'person' object
+
+
+def load(name):
+    if str(CONVERTERS) not in sys.path:
+        sys.path.insert(0, str(CONVERTERS))
+    spec = importlib.util.spec_from_file_location(f'converter_{name}', CONVERTERS / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def gt(image_id) -> np.ndarray:
+    return np.asarray(Image.open(shared_path('voc2012_val_samples', 'SegmentationClass',
+                                             f'{image_id}.png')))
+
+
+def sbd_version(image_id) -> np.ndarray:
+    """SBD masks have no 255 border; here they also differ from VOC's, to tell them apart."""
+    mask = gt(image_id).copy()
+    mask[mask == 255] = 0
+    return mask
+
+
+def write_xml(path, names, difficult=()):
+    root = ET.Element('annotation')
+    for name in names:
+        obj = ET.SubElement(root, 'object')
+        ET.SubElement(obj, 'name').text = f'\n\t\t{name}\n\t'   # whitespace as in some VOC files
+        ET.SubElement(obj, 'difficult').text = '1' if name in difficult else '0'
+        part = ET.SubElement(obj, 'part')
+        ET.SubElement(part, 'name').text = 'head'                # part names are no classes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path)
+
+
+def xml_names(image_id):
+    present = [VOC[v] for v in np.unique(gt(image_id)) if 0 < v < 255]
+    return present + (['person'] if image_id == DIFFICULT and 'person' not in present else [])
+
+
+def build_release(tmp_path):
+    """data/VOCdevkit/VOC2012 (JPEG images, masks, XML, train/val) and data/benchmark_RELEASE."""
+    voc = tmp_path / 'data/VOCdevkit/VOC2012'
+    sbd = tmp_path / 'data/benchmark_RELEASE/dataset'
+    for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
+        (voc / sub).mkdir(parents=True)
+    (sbd / 'cls').mkdir(parents=True)
+    samples = shared_path('voc2012_val_samples')
+    for image_id in IDS:
+        Image.open(samples / 'JPEGImages' / f'{image_id}.png').convert('RGB').save(
+            voc / 'JPEGImages' / f'{image_id}.jpg')
+        (voc / 'SegmentationClass' / f'{image_id}.png').write_bytes(
+            (samples / 'SegmentationClass' / f'{image_id}.png').read_bytes())
+        write_xml(voc / 'Annotations' / f'{image_id}.xml', xml_names(image_id),
+                  difficult=['person'] if image_id == DIFFICULT else [])
+    for image_id in SBD_TRAIN + SBD_VAL:
+        savemat(sbd / 'cls' / f'{image_id}.mat',
+                {'GTcls': {'Segmentation': sbd_version(image_id), 'CategoriesPresent': []}})
+    for name, ids in (('train', VOC_TRAIN), ('val', VOC_VAL)):
+        (voc / f'ImageSets/Segmentation/{name}.txt').write_text('\n'.join(ids) + '\n')
+    for name, ids in (('train', SBD_TRAIN), ('val', SBD_VAL)):
+        (sbd / f'{name}.txt').write_text('\n'.join(ids) + '\n')
+    return voc
+
+
+@pytest.fixture
+def prepared(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    voc = build_release(tmp_path)
+    load('voc_aug').main(['data/VOCdevkit', '--sbd', 'data/benchmark_RELEASE'])
+    return voc
+
+
+def test_aug_split_masks_and_xml_labels(prepared):
+    voc = prepared
+    assert (voc / 'ImageSets/Segmentation/aug.txt').read_text().split() == AUG
+    for image_id in AUG:
+        with Image.open(voc / 'SegmentationClassAug' / f'{image_id}.png') as png:
+            assert png.mode == 'P' and png.getpalette()[3:6] == [128, 0, 0]
+            expected = sbd_version(image_id) if image_id in SBD_TRAIN + SBD_VAL else gt(image_id)
+            np.testing.assert_array_equal(np.asarray(png), expected)
+    labels = json.loads((voc / 'image_labels.json').read_text())
+    assert sorted(labels) == sorted(set(AUG) | set(VOC_TRAIN) | set(VOC_VAL))
+    for image_id, names in labels.items():
+        assert names == [c for c in VOC if c in xml_names(image_id)]
+    assert 'person' in labels[DIFFICULT]      # difficult objects count (the WSSS convention)
+
+
+def test_main_config_loads_the_prepared_data(prepared):
+    """The real main config, unchanged (its relative data root), reads the written files through
+    its pipeline up to LoadImageLevelLabels; val reads the real masks."""
+    labels = json.loads((prepared / 'image_labels.json').read_text())
+    cfg = Config.fromfile(str(MAIN_CONFIG))
+    init_default_scope('mmseg')
+    train = cfg.train_dataloader.dataset
+    steps = [s.type for s in train.pipeline]
+    train.pipeline = train.pipeline[:steps.index('LoadImageLevelLabels') + 1]
+    dataset = DATASETS.build(train)
+    assert len(dataset) == len(AUG)
+    for index in range(len(dataset)):
+        item = dataset[index]
+        image_id = item['img_path'].split('/')[-1][:-4]
+        assert item['image_labels'] == labels[image_id] and item['img'].shape[2] == 3
+    val = cfg.val_dataloader.dataset
+    val.pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')]
+    item = DATASETS.build(val)[0]
+    np.testing.assert_array_equal(item['gt_seg_map'], gt(VOC_VAL[0]))
+
+
+def test_labels_from_masks_and_without_difficult(prepared):
+    voc_aug = load('voc_aug')
+    voc_aug.main(['data/VOCdevkit', '--sbd', 'data/benchmark_RELEASE', '--exclude-difficult'])
+    labels = json.loads((prepared / 'image_labels.json').read_text())
+    assert 'person' not in labels[DIFFICULT]
+    voc_aug.main(['data/VOCdevkit', '--sbd', 'data/benchmark_RELEASE', '--labels-from', 'gt'])
+    labels = json.loads((prepared / 'image_labels.json').read_text())
+    for image_id in AUG:
+        mask = sbd_version(image_id) if image_id in SBD_TRAIN + SBD_VAL else gt(image_id)
+        assert labels[image_id] == [VOC[v] for v in np.unique(mask) if 0 < v < 255]
+
+
+def test_pseudo_label_config_reads_a_pseudo_label_folder(prepared):
+    """The VOC config trained on offline labels lists the aug images and reads their labels."""
+    folder = prepared.parents[1] / 'pseudo_labels/voc12_iseg'
+    (folder / 'SegmentationClass').mkdir(parents=True)
+    for image_id in AUG:
+        (folder / 'SegmentationClass' / f'{image_id}.png').write_bytes(
+            (prepared / 'SegmentationClassAug' / f'{image_id}.png').read_bytes())
+    (folder / 'manifest.jsonl').write_text(json.dumps(dict(tool='pseudo_label',
+                                                           classes=list(VOC))) + '\n')
+    cfg = Config.fromfile(str(PSEUDO_CONFIG))
+    init_default_scope('mmseg')
+    dataset = cfg.train_dataloader.dataset
+    pipeline = Compose(dataset.pipeline[:2])
+    dataset = DATASETS.build(dataset)
+    assert len(dataset) == len(AUG)
+    item = pipeline(dataset.get_data_info(0))
+    assert item['gt_seg_map'].shape == item['img'].shape[:2]
+
+
+def test_missing_release_files_are_named(tmp_path):
+    with pytest.raises(SystemExit, match=r'split file .*train.txt not found \(VOC 2012: http'):
+        load('voc_aug').main([str(tmp_path / 'VOCdevkit')])
+
+
+def test_sample_folder_becomes_a_devkit_and_refuses_another(tmp_path):
+    voc_aug = load('voc_aug')
+    samples = shared_path('voc2012_val_samples')
+    voc_aug.main([str(tmp_path / 'devkit'), '--from-samples', str(samples)])
+    voc = tmp_path / 'devkit/VOC2012'
+    ids = sorted(p.stem for p in (samples / 'SegmentationClass').glob('*.png'))
+    for split in ('train', 'val', 'aug'):
+        assert (voc / f'ImageSets/Segmentation/{split}.txt').read_text().split() == ids
+    assert sorted(p.name for p in (voc / 'JPEGImages').iterdir()) == [f'{i}.jpg' for i in ids]
+    labels = json.loads((voc / 'image_labels.json').read_text())
+    assert labels['voc_val_582'] == ['motorbike', 'person']
+    (voc / 'ImageSets/Segmentation/train.txt').write_text('2007_000032\n')
+    with pytest.raises(SystemExit, match='already holds another dataset'):
+        voc_aug.main([str(tmp_path / 'devkit'), '--from-samples', str(samples)])
+
+
+def test_ade20k_image_labels_from_annotations(tmp_path):
+    """ADE20K annotations (0 = other) give the same classes as LoadImageLevelLabels reads off
+    the ground truth with reduce_zero_label."""
+    from mmdiffseg.datasets.transforms import LoadImageLevelLabels
+    annotations = shared_path('ade20k_val_samples', 'annotations')
+    out = tmp_path / 'image_labels.json'
+    load('image_labels').main([str(annotations), '--classes', 'ade20k', '--reduce-zero-label',
+                               '--out', str(out)])
+    labels = json.loads(out.read_text())
+    transform = LoadImageLevelLabels(classes='ade20k')
+    for path in sorted(annotations.glob('*.png')):
+        expected = transform(dict(seg_map_path=str(path), reduce_zero_label=True))['image_labels']
+        assert labels[path.stem] == expected and expected
