@@ -12,7 +12,9 @@ Applied once, when :mod:`mmdiffseg` is imported (tools import it first):
   ``'frozen'`` and are taken for third-party modules, so a base-less config that imports ``os``
   fails with a bare ``RuntimeError``. Frozen modules are treated as built in.
 * ``mmseg::`` config bases need ``pkg_resources`` at run time: the install pins
-  ``setuptools<82``; :func:`check_pkg_resources` turns its absence into a clear message.
+  ``setuptools<82``; :func:`check_pkg_resources` turns its absence into a clear message, and the
+  deprecation warning setuptools prints on every import of it (by mmengine, by mmseg's bases) is
+  silenced: it asks mmengine's authors to act, not the user.
 * mmcv built without its compiled kernels (``mmcv-lite``, i.e. ``MMCV_WITH_OPS=0``: the default of
   ``tools/install.sh``, no compiler, any torch) has every ``mmcv.ops`` Python module, but each one
   asks ``ext_loader.load_ext`` for ``mmcv._ext`` at import and fails. Without ``mmcv._ext`` the
@@ -136,6 +138,7 @@ def apply() -> None:
     global _APPLIED
     if _APPLIED:
         return
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
     _patch_mmcv_ops_without_kernels()
     _patch_checkpoint_loading()
     _patch_builtin_module_check()

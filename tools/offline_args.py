@@ -67,6 +67,8 @@ def resolve_auto(args: argparse.Namespace) -> None:
         args.dtype = 'float16' if on_cuda else 'float32'
     if args.batch_size == AUTO:
         args.batch_size = AUTO_BATCH['cuda' if on_cuda else 'cpu']
+    if args.workers == AUTO:
+        args.workers = None  # the package's default_workers()
 
 
 def classes_help(what: str, sets=DATASET_SETS, default: str = '') -> str:
@@ -75,16 +77,26 @@ def classes_help(what: str, sets=DATASET_SETS, default: str = '') -> str:
     return f'{what}: {rule}' + (f' (default: {default})' if default else '')
 
 
-def positive_int_or_auto(value: str):
+def int_or_auto(value: str, least: int = 1):
+    """An integer >= ``least``, or ``"auto"``."""
     if value == AUTO:
         return value
+    kind = 'positive' if least == 1 else 'non-negative'
     try:
         number = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a positive integer or "auto", got {value!r}')
-    if number < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer or "auto", got {value!r}')
+        number = None
+    if number is None or number < least:
+        raise argparse.ArgumentTypeError(f'expected a {kind} integer or "auto", got {value!r}')
     return number
+
+
+def positive_int_or_auto(value: str):
+    return int_or_auto(value, 1)
+
+
+def count_or_auto(value: str):
+    return int_or_auto(value, 0)
 
 
 def add_engine_args(parser: argparse.ArgumentParser, default_model: str = DEFAULT_MODEL) -> None:
@@ -100,6 +112,12 @@ def add_engine_args(parser: argparse.ArgumentParser, default_model: str = DEFAUL
                         help=f'items per engine pass; auto = {AUTO_BATCH["cuda"]} on CUDA (lower '
                              f'it if the GPU runs out of memory), {AUTO_BATCH["cpu"]} on the CPU. '
                              'Resuming gives byte-identical files only with the same batch size')
+    parser.add_argument('--workers', type=count_or_auto, default=AUTO,
+                        help='processes that read and resize the images, and as many that encode '
+                             'and write the outputs, so the GPU never waits for them; the output '
+                             'does not depend on it. 0 = read in the main process, write in one '
+                             'thread; auto = min(8, CPUs this process may use / ranks on this '
+                             'node)')
 
 
 def add_generator_args(parser: argparse.ArgumentParser, default_method: str) -> None:

@@ -77,7 +77,7 @@ def main(argv=None):
     cli.start_launcher(args.launcher, args.device)
     summary = pseudo_label(items, args.out, model, gen_cfg, classes, image_labels,
                            batch_size=args.batch_size, device=pick_device(args.device),
-                           dtype=args.dtype, split=args.split)
+                           dtype=args.dtype, split=args.split, workers=args.workers)
     return cli.exit_status(summary, args.strict)
 
 

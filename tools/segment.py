@@ -67,7 +67,7 @@ def main(argv=None):
         raise UserInputError(f'{gen_cfg["type"]} needs --classes (only DiffSeg segments without)')
     cli.start_launcher(args.launcher, args.device)
     summary = segment(items, args.out, model, gen_cfg, names, batch_size=args.batch_size,
-                      device=pick_device(args.device), dtype=args.dtype)
+                      device=pick_device(args.device), dtype=args.dtype, workers=args.workers)
     sheet = Path(args.out) / SHEET_NAME
     if summary.made or not sheet.is_file():
         write_contact_sheet(args.out, sheet, **sheet_args)

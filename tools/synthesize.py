@@ -61,7 +61,7 @@ def main(argv=None):
                          images_per_class=args.images_per_class, prompts=args.prompt,
                          seed=args.seed, batch_size=args.batch_size,
                          device=pick_device(args.device), dtype=args.dtype, size=args.size,
-                         split=args.split)
+                         split=args.split, workers=args.workers)
     return cli.exit_status(summary, args.strict)
 
 

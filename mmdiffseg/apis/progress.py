@@ -1,7 +1,10 @@
 """What a resumable job reports: a progress bar that never shares its line with a message, the
-summary (made, skipped, failed, time) and the interruption that carries it."""
+summary (made, skipped, failed, time) and the interruption that carries it; how Ctrl-C reaches
+only the main process of a job (its loader and writer processes leave it to the main one)."""
 from __future__ import annotations
 
+import contextlib
+import signal
 from dataclasses import dataclass, field
 from typing import List, Tuple
 
@@ -22,7 +25,7 @@ class JobSummary:
 
 
 class JobInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`.io.run_job`: the items written so far are complete and recorded;
+    """Ctrl-C during :func:`.jobs.run_job`: the items written so far are complete and recorded;
     ``summary`` counts them. Rerunning the same job resumes."""
 
     def __init__(self, summary: JobSummary):
@@ -35,14 +38,18 @@ class JobInterrupted(KeyboardInterrupt):
 
 
 class ProgressLine:
-    """mmengine's ``ProgressBar`` of ``total`` items (none when 0) on a line of its own:
-    :meth:`end_line` before any other output (a skipped item), and on leaving the ``with`` block
-    (the summary, an error), so no message is printed on the bar's line."""
+    """mmengine's ``ProgressBar`` of ``total`` items (none when 0), drawn from :meth:`start`, on
+    a line of its own: :meth:`end_line` before any other output (a skipped item), and on leaving
+    the ``with`` block (the summary, an error), so no message is printed on the bar's line."""
 
     def __init__(self, total: int, file):
-        self.file = file
-        self.bar = ProgressBar(total, file=file) if total else None
-        self.open = self.bar is not None
+        self.file, self.total = file, total
+        self.bar, self.open = None, False
+
+    def start(self) -> None:
+        if self.total:
+            self.bar = ProgressBar(self.total, file=self.file)
+            self.open = True
 
     def update(self) -> None:
         if self.bar is not None:
@@ -63,12 +70,11 @@ class ProgressLine:
 
 
 class HoldInterrupt:
-    """Ctrl-C in the ``with`` block: the loads not yet started in ``pool`` are cancelled and the
-    ``KeyboardInterrupt`` is held (:attr:`caught`), so the enclosing executors finish the writes
-    already handed over before the job raises :class:`JobInterrupted`."""
+    """Ctrl-C in the ``with`` block is held (:attr:`caught`) instead of raised, so the enclosing
+    blocks stop the loaders and finish the writes already handed over before the job raises
+    :class:`JobInterrupted`."""
 
-    def __init__(self, pool):
-        self.pool = pool
+    def __init__(self):
         self.caught = False
 
     def __enter__(self) -> 'HoldInterrupt':
@@ -77,9 +83,20 @@ class HoldInterrupt:
     def __exit__(self, kind, value, traceback) -> bool:
         if kind is not None and issubclass(kind, KeyboardInterrupt):
             self.caught = True
-            self.pool.shutdown(wait=False, cancel_futures=True)
             return True
         return False
+
+
+@contextlib.contextmanager
+def sigint_blocked():
+    """SIGINT blocked in this thread while the block forks worker processes: they inherit the
+    mask and ignore SIGINT before unblocking it, so a Ctrl-C at that instant prints no traceback
+    in a half-started worker; the main process gets it right after the block."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def total_summary(parts: List[JobSummary]) -> JobSummary:

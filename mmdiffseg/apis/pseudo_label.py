@@ -10,18 +10,19 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+import torch
 
 from ..models.online_labeler import label_images
 from .builders import (build_generator, check_class_names, check_model, job_header,
                        load_engine)
 from .folders import (IGNORE_INDEX, MASK_DIR, encode_label_png, list_images, palette_for,
                       read_label_png, read_rgb, record_path, split_path)
-from .io import (ItemOutput, JobSummary, UserInputError, WorkItem, check_resumable,
-                 run_job)
+from .io import ItemOutput, JobSummary, UserInputError, WorkItem
+from .jobs import run_job
 
 WORK_SIZE = 512
 
@@ -87,16 +88,40 @@ def to_work_size(rgb: np.ndarray, size: int = WORK_SIZE) -> np.ndarray:
     return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+def read_work_image(item: WorkItem, size: int = WORK_SIZE) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """An item's image at the working size and its original ``(H, W)`` (in a loader process)."""
+    rgb = read_rgb(item.payload['image'])
+    return to_work_size(rgb, size), rgb.shape[:2]
+
+
+def stack_work_images(loaded: List[Tuple[np.ndarray, Tuple[int, int]]]):
+    """A batch of :func:`read_work_image`: one ``(B, 3, S, S)`` uint8 tensor (pinned on CUDA,
+    so it reaches the GPU in one copy) and the original sizes."""
+    images = torch.from_numpy(np.stack([image for image, _ in loaded]))
+    return images.permute(0, 3, 1, 2).contiguous(), [hw for _, hw in loaded]
+
+
+def label_outputs(batch: Sequence[WorkItem], labels: Sequence[np.ndarray],
+                  names: Optional[List[List[str]]], palette, out_dir) -> List[ItemOutput]:
+    """The label PNG (encoded in a writer process) and manifest record of each item."""
+    return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette)},
+                       dict(image=record_path(it.payload['image'], out_dir),
+                            classes=names[i] if names else None))
+            for i, (it, lab) in enumerate(zip(batch, labels))]
+
+
 def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
                  classes: Optional[Sequence[str]], image_labels: Optional[Dict[str, List[str]]],
                  batch_size: int = 4, device: str = 'cpu', dtype: str = 'float32',
-                 split: str = 'train', work_size: int = WORK_SIZE) -> JobSummary:
+                 split: str = 'train', work_size: int = WORK_SIZE,
+                 workers: Optional[int] = None) -> JobSummary:
     """Label ``items`` (payload ``image``) into ``out_dir``.
 
     Args:
         gen_cfg: generator config (``type`` + options); built with ``classes``.
         classes: the label set (indices of the PNGs); ``None`` only for unlabelled DiffSeg.
         image_labels: id -> class names present; ``None`` for unlabelled DiffSeg.
+        workers: loader and writer processes (:func:`.jobs.run_job`; ``None``: the default).
 
     Raises:
         UserInputError: before any work, for a missing model, an unknown class name, or an
@@ -115,22 +140,21 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
             check_class_names(image_labels[it.id], classes, f'the labels of image {it.id}')
     palette = palette_for(classes if classes is not None else [str(i) for i in range(255)])
     header = job_header('pseudo_label', model, dtype, generator, classes, work_size=work_size)
-    check_resumable(out_dir, header)
-    engine = load_engine(model, device, dtype, generator.capture_spec, work_size)
-    generator.to(engine.device)
 
-    def load(item):
-        rgb = read_rgb(item.payload['image'])
-        return to_work_size(rgb, work_size), rgb.shape[:2]
+    def prepare():
+        """The model (loaded while the loader processes read the first batches) and the GPU
+        work."""
+        engine = load_engine(model, device, dtype, generator.capture_spec, work_size)
+        generator.to(engine.device)
 
-    def compute(batch, loaded):
-        names = [image_labels[it.id] for it in batch] if image_labels is not None else None
-        labels = label_images(engine, generator, [img for img, _ in loaded], names,
-                             [hw for _, hw in loaded])
-        return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette)},
-                           dict(image=record_path(it.payload['image'], out_dir),
-                                classes=names[i] if names else None))
-                for i, (it, lab) in enumerate(zip(batch, labels))]
+        def compute(batch, loaded):
+            images, sizes = loaded
+            names = [image_labels[it.id] for it in batch] if image_labels is not None else None
+            labels = label_images(engine, generator, images, names, sizes)
+            return label_outputs(batch, labels, names, palette, out_dir)
+        return compute
 
-    return run_job(items, load, compute, out_dir, header, batch_size=batch_size,
-                   split_file=split_path(split))
+    return run_job(items, partial(read_work_image, size=work_size), None, out_dir, header,
+                   batch_size=batch_size, split_file=split_path(split), workers=workers,
+                   collate=stack_work_images, pin_memory=torch.device(device).type == 'cuda',
+                   prepare=prepare)

@@ -2,16 +2,20 @@
 with the same class names for every image)."""
 from __future__ import annotations
 
+from functools import lru_cache, partial
 from pathlib import Path
-from functools import partial
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+import torch
+
+from ..models.online_labeler import label_images
 from .builders import build_generator, check_model, job_header, load_engine
 from .folders import (MASK_DIR, OVERLAY_DIR, encode_jpeg, encode_label_png, list_images,
                       palette_for, read_rgb, record_path, split_path)
-from .io import (ItemOutput, JobSummary, UserInputError, WorkItem, check_resumable, run_job)
-from ..models.online_labeler import label_images
-from .pseudo_label import WORK_SIZE, to_work_size
+from .io import ItemOutput, JobSummary, UserInputError, WorkItem
+from .jobs import run_job
+from .pseudo_label import WORK_SIZE, stack_work_images, to_work_size
 from .visualize import Overlayer, segment_classes
 
 
@@ -27,37 +31,63 @@ def segment_items(path) -> List[WorkItem]:
     raise UserInputError(f'{path}: no image file or folder of images')
 
 
+def read_image_pair(item: WorkItem, size: int = WORK_SIZE):
+    """(the image at the working size, its original size, the image as a tensor: it reaches the
+    main process through shared memory), in a loader process."""
+    rgb = read_rgb(item.payload['image'])
+    return to_work_size(rgb, size), rgb.shape[:2], torch.from_numpy(rgb)
+
+
+def stack_image_pairs(loaded: List[Tuple[np.ndarray, Tuple[int, int], torch.Tensor]]):
+    """``(work images (B, 3, S, S), original sizes, original images)`` of a batch."""
+    images, sizes = stack_work_images([(work, hw) for work, hw, _ in loaded])
+    return images, sizes, [rgb for _, _, rgb in loaded]
+
+
+@lru_cache(maxsize=4)
+def _overlayer(classes: Optional[Tuple[str, ...]]) -> Overlayer:
+    return Overlayer(classes)
+
+
+def overlay_jpeg(classes: Optional[Tuple[str, ...]], rgb: np.ndarray, labels: np.ndarray) -> bytes:
+    """The overlay picture of one image (drawn in a writer process, one visualiser each)."""
+    return encode_jpeg(_overlayer(classes)(rgb, labels))
+
+
 def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
             names: Optional[Sequence[str]], batch_size: int = 4, device: str = 'cpu',
-            dtype: str = 'float32', work_size: int = WORK_SIZE) -> JobSummary:
+            dtype: str = 'float32', work_size: int = WORK_SIZE,
+            workers: Optional[int] = None) -> JobSummary:
     """Label every image with the class names ``names`` (label set ``background`` + names;
-    ``None`` = unlabelled DiffSeg segments) and draw overlays (``Overlays/<id>.jpg``)."""
+    ``None`` = unlabelled DiffSeg segments) and draw overlays (``Overlays/<id>.jpg``);
+    ``workers``: loader and writer processes (:func:`.jobs.run_job`)."""
     model = check_model(model)
     classes = None if names is None else ['background'] + [n for n in names if n != 'background']
     generator = build_generator(gen_cfg, classes)
     present = None if classes is None else classes[1:]
     palette = palette_for(classes if classes is not None else segment_classes())
     header = job_header('segment', model, dtype, generator, classes, work_size=work_size)
-    check_resumable(out_dir, header)
-    engine = load_engine(model, device, dtype, generator.capture_spec, work_size)
-    generator.to(engine.device)
-    overlay = Overlayer(classes)
+    overlay_classes = tuple(classes) if classes is not None else None
 
-    def draw(rgb, labels) -> bytes:
-        return encode_jpeg(overlay(rgb, labels))
+    def prepare():
+        """The model (loaded while the loader processes read the first batches) and the GPU
+        work; masks and overlays are encoded in the writer processes."""
+        engine = load_engine(model, device, dtype, generator.capture_spec, work_size)
+        generator.to(engine.device)
 
-    def load(item):
-        rgb = read_rgb(item.payload['image'])
-        return rgb, to_work_size(rgb, work_size)
+        def compute(batch, loaded):
+            images, sizes, rgbs = loaded
+            labels = label_images(engine, generator, images,
+                                  [list(present) for _ in batch] if present else None, sizes)
+            return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab,
+                                                                    palette),
+                                f'{OVERLAY_DIR}/{it.id}.jpg': partial(
+                                    overlay_jpeg, overlay_classes, rgb.numpy(), lab)},
+                               dict(image=record_path(it.payload['image'], out_dir)))
+                    for it, rgb, lab in zip(batch, rgbs, labels)]
+        return compute
 
-    def compute(batch, loaded):
-        labels = label_images(engine, generator, [small for _, small in loaded],
-                             [list(present) for _ in batch] if present else None,
-                             [rgb.shape[:2] for rgb, _ in loaded])
-        return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette),
-                            f'{OVERLAY_DIR}/{it.id}.jpg': partial(draw, rgb, lab)},
-                           dict(image=record_path(it.payload['image'], out_dir)))
-                for it, (rgb, _), lab in zip(batch, loaded, labels)]
-
-    return run_job(items, load, compute, out_dir, header, batch_size=batch_size,
-                   split_file=split_path('segment'))
+    return run_job(items, partial(read_image_pair, size=work_size), None, out_dir, header,
+                   batch_size=batch_size, split_file=split_path('segment'), workers=workers,
+                   collate=stack_image_pairs, pin_memory=torch.device(device).type == 'cuda',
+                   prepare=prepare)

@@ -20,8 +20,8 @@ from ..datasets.class_names import CITYSCAPES_HUMAN_VEHICLE_CLASSES, DATASET_CLA
 from .builders import (build_generator, check_class_names, check_model, job_header,
                        load_engine)
 from .folders import IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, palette_for, split_path
-from .io import (ItemOutput, JobSummary, UserInputError, WorkItem, check_resumable,
-                 item_seed, run_job)
+from .io import ItemOutput, JobSummary, UserInputError, WorkItem, item_seed
+from .jobs import run_job
 
 #: class sets to synthesise, by name (SeeDiff's VOC and Cityscapes settings)
 SYNTH_CLASS_SETS = {
@@ -49,7 +49,7 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
                label_set: Optional[Sequence[str]] = None, images_per_class: int = 1,
                prompts: Optional[Sequence[str]] = None, seed: int = 0, batch_size: int = 4,
                device: str = 'cpu', dtype: str = 'float32', size: int = 512,
-               split: str = 'train') -> JobSummary:
+               split: str = 'train', workers: Optional[int] = None) -> JobSummary:
     """Synthesise ``images_per_class`` image/mask pairs per class name into ``out_dir``.
 
     Args:
@@ -59,6 +59,7 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
             config's ``prompt_templates`` (else :data:`DEFAULT_TEMPLATE`).
         label_set: the mask indices (e.g. VOC's 21 classes); every name must be in it. Default
             ``['background', *names]``.
+        workers: writer processes encoding the JPEGs and PNGs (:func:`.jobs.run_job`).
 
     Raises:
         UserInputError: before any work, for an unknown class name, a bad template or a
@@ -85,28 +86,35 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
     palette = palette_for(label_set)
     header = job_header('synthesize', model, dtype, generator, label_set, size=size,
                         seed=int(seed))
-    check_resumable(out_dir, header)
-    engine = load_engine(model, device, dtype, generator.capture_spec, size)
-    generator.to(engine.device)
 
-    def compute(batch: List[WorkItem], _loaded) -> List[ItemOutput]:
-        per_item = [generator.generate_kwargs([it.payload['name']], start=it.payload['index'])
-                    for it in batch]
-        first = per_item[0]
-        item_prompts = [k['prompts'][0] for k in per_item]
-        class_names = [k['class_names'][0] for k in per_item]
-        images, maps = engine.generate(
-            item_prompts, class_names=class_names, steps=first['steps'],
-            guidance_scale=first['guidance_scale'], seed=[it.payload['seed'] for it in batch],
-            capture=generator.capture_spec, height=size, width=size)
-        with torch.no_grad():
-            labels = generator(maps, images.float().to(engine.device), class_names).cpu().numpy()
-        rgb = images.permute(0, 2, 3, 1).numpy()
-        return [ItemOutput({f'{IMAGE_DIR}/{it.id}.jpg': partial(encode_jpeg, img),
-                            f'{MASK_DIR}/{it.id}.png': partial(encode_label_png,
-                                                               lab.astype(np.uint8), palette)},
-                           dict(prompt=p, seed=it.payload['seed'], class_name=it.payload['name']))
-                for it, img, lab, p in zip(batch, rgb, labels, item_prompts)]
+    def prepare():
+        """The model (loaded while the writer processes start) and the GPU work; images and
+        masks are encoded in the writer processes."""
+        engine = load_engine(model, device, dtype, generator.capture_spec, size)
+        generator.to(engine.device)
 
-    return run_job(items, lambda it: None, compute, out_dir, header, batch_size=batch_size,
-                   split_file=split_path(split))
+        def compute(batch: List[WorkItem], _loaded) -> List[ItemOutput]:
+            per_item = [generator.generate_kwargs([it.payload['name']],
+                                                  start=it.payload['index']) for it in batch]
+            first = per_item[0]
+            item_prompts = [k['prompts'][0] for k in per_item]
+            class_names = [k['class_names'][0] for k in per_item]
+            images, maps = engine.generate(
+                item_prompts, class_names=class_names, steps=first['steps'],
+                guidance_scale=first['guidance_scale'],
+                seed=[it.payload['seed'] for it in batch], capture=generator.capture_spec,
+                height=size, width=size)
+            with torch.no_grad():
+                labels = generator(maps, images.float().to(engine.device),
+                                   class_names).cpu().numpy()
+            rgb = images.permute(0, 2, 3, 1).numpy()
+            return [ItemOutput({f'{IMAGE_DIR}/{it.id}.jpg': partial(encode_jpeg, img),
+                                f'{MASK_DIR}/{it.id}.png': partial(
+                                    encode_label_png, lab.astype(np.uint8), palette)},
+                               dict(prompt=p, seed=it.payload['seed'],
+                                    class_name=it.payload['name']))
+                    for it, img, lab, p in zip(batch, rgb, labels, item_prompts)]
+        return compute
+
+    return run_job(items, None, None, out_dir, header, batch_size=batch_size,
+                   split_file=split_path(split), workers=workers, prepare=prepare)

@@ -13,7 +13,7 @@ labelled once across epochs, runs and training ranks (claims in :class:`LabelCac
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import mmcv
 import numpy as np
@@ -31,33 +31,53 @@ DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.
 
 
 @torch.no_grad()
-def label_images(engine, generator: MaskGenerator, images: Sequence[np.ndarray],
+def label_images(engine, generator: MaskGenerator,
+                 images: Union[Sequence[np.ndarray], torch.Tensor],
                  class_names: Optional[List[List[str]]],
                  out_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[np.ndarray]:
-    """One engine pass and the generator on RGB uint8 ``HxWx3`` images of any sizes.
+    """One engine pass and the generator on RGB uint8 ``HxWx3`` images of any sizes, or on a
+    ``(B, 3, H, W)`` uint8 tensor (the offline tools' loaded batch, pinned on CUDA: copied
+    without blocking, converted and resized on the device).
 
     The generator sees each image resized (bilinear) to the engine's working size; each label is
-    resized (nearest) to ``out_sizes[b]`` (default: its image's size) and returned as uint8.
+    resized (nearest) to ``out_sizes[b]`` (default: its image's size) on the device and the batch
+    comes back as uint8 in one copy.
 
     Raises:
         ValueError: a label above 255 (more DiffSeg segments than a uint8 map holds).
     """
     names = class_names if class_names is not None else [[] for _ in images]
-    maps = engine.extract(list(images), capture=generator.capture_spec,
+    if isinstance(images, torch.Tensor):
+        images = images.to(engine.device, non_blocking=True)
+        chw = list(images)
+    else:
+        images = list(images)
+        chw = [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1) for im in images]
+    maps = engine.extract(images, capture=generator.capture_spec,
                           **generator.extract_kwargs(names))
     size = tuple(maps.image_size)
     work = torch.stack([
-        F.interpolate(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float(),
-                      size=size, mode='bilinear', align_corners=False)[0]
-        for im in images]).to(engine.device)
+        F.interpolate(im[None].float(), size=size, mode='bilinear', align_corners=False)[0]
+        for im in chw]).to(engine.device)
     labels = generator(maps.to(engine.device), work, class_names)
-    if labels.max() > IGNORE_INDEX:
-        raise ValueError(f'{type(generator).__name__} made label {int(labels.max())}; uint8 label '
+    sizes = out_sizes if out_sizes is not None else [tuple(im.shape[-2:]) for im in chw]
+    return _labels_to_host(labels, sizes, type(generator).__name__)
+
+
+def _labels_to_host(labels: torch.Tensor, sizes: Sequence[Tuple[int, int]],
+                    generator_name: str) -> List[np.ndarray]:
+    """Each label resized (nearest) to its size where it is, then the whole batch and an
+    above-255 flag in one copy to the host (one synchronisation per batch)."""
+    resized = [F.interpolate(label[None, None].float(), size=tuple(hw), mode='nearest')
+               .to(torch.uint8).flatten() for label, hw in zip(labels, sizes)]
+    too_big = (labels > IGNORE_INDEX).any().to(torch.uint8).reshape(1)
+    host = torch.cat([too_big] + resized).cpu().numpy()
+    if host[0]:
+        raise ValueError(f'{generator_name} made label {int(labels.max())}; uint8 label '
                          'maps hold 0..254 (255 = unsure): for DiffSeg segments raise '
                          'kl_thresholds')
-    sizes = out_sizes if out_sizes is not None else [im.shape[:2] for im in images]
-    return [F.interpolate(label[None, None].float(), size=tuple(hw), mode='nearest')[0, 0]
-            .to(torch.uint8).cpu().numpy() for label, hw in zip(labels, sizes)]
+    ends = np.cumsum([h * w for h, w in sizes])[:-1]
+    return [part.reshape(tuple(hw)) for part, hw in zip(np.split(host[1:], ends), sizes)]
 
 
 def engine_dtype(name: str, owner: str) -> torch.dtype:

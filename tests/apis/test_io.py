@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from mmdiffseg.apis.io import (ItemOutput, ItemSkipped, Manifest, OutputWriteError,
-                               UserInputError, WorkItem, atomic_write, item_seed, run_job, shard)
+                               UserInputError, WorkItem, atomic_write, item_seed, shard)
+from mmdiffseg.apis.jobs import run_job
 from unwritable import full_folder, readonly_folder
 
 HEADER = dict(tool='test', model='tiny', seed=0)
@@ -77,11 +78,11 @@ def test_header_mismatch_is_refused_with_the_difference(tmp_path):
 def test_torn_line_without_newline_is_dropped_and_repaired(tmp_path):
     m = Manifest(tmp_path, HEADER)
     m.start()
-    m.append(dict(id='a', files=[]))
+    m.append_many([dict(id='a', files=[])])
     with open(m.path, 'ab') as f:
         f.write(b'{"id": "b", "files": []}')  # complete JSON, newline never written
     assert list(m.load()) == ['a']
-    m.append(dict(id='c', files=[]))
+    m.append_many([dict(id='c', files=[])])
     assert list(Manifest(tmp_path, HEADER).load()) == ['a', 'c']
 
 
@@ -189,7 +190,8 @@ def test_ctrl_c_keeps_what_was_made_and_reports_it(tmp_path):
 SLOW_JOB = '''
 import sys, time
 from mmdiffseg.apis import cli
-from mmdiffseg.apis.io import ItemOutput, WorkItem, run_job
+from mmdiffseg.apis.io import ItemOutput, WorkItem
+from mmdiffseg.apis.jobs import run_job
 
 def compute(batch, loaded):
     if batch[0].id != 'item0':
@@ -197,33 +199,47 @@ def compute(batch, loaded):
     return [ItemOutput({f'{it.id}.txt': b'x'}) for it in batch]
 
 def main(argv):
-    run_job([WorkItem(f'item{i}') for i in range(4)], lambda it: None, compute, sys.argv[1],
-            dict(tool='test'))
+    run_job([WorkItem(f'item{i}') for i in range(8)], lambda it: it.id, compute, sys.argv[1],
+            dict(tool='test'), batch_size=2, workers=2)
 
 sys.exit(cli.run_cli(main))
 '''
 
 
-def test_ctrl_c_on_the_command_line_prints_a_summary_and_exits_130(tmp_path):
+@pytest.mark.parametrize('to_group', [False, True], ids=['kill -INT', 'terminal Ctrl-C'])
+def test_ctrl_c_on_the_command_line_prints_a_summary_and_exits_130(tmp_path, to_group):
+    """SIGINT to the main process, or to every process of the job as a terminal's Ctrl-C: the
+    loader and writer processes leave it to the main process (no traceback anywhere), which
+    finishes the writes handed over, reports and exits 130, leaving no process behind."""
     import os
     import signal
     import subprocess
     import sys
     import time
+
+    from apis.test_jobs import children_of
     proc = subprocess.Popen([sys.executable, '-c', SLOW_JOB, str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'), start_new_session=True)
+    manifest = tmp_path / 'manifest.jsonl'
     deadline = time.time() + 240
-    while time.time() < deadline and not (tmp_path / 'item0.txt').is_file():
+    while time.time() < deadline and not (
+            manifest.is_file() and len(manifest.read_text().splitlines()) >= 3):
         time.sleep(0.05)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    assert len(children_of(proc.pid)) >= 4  # two loader and two writer processes
+    if to_group:
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, output
-    assert 'Traceback' not in output
-    assert 'error: interrupted: made 1, skipped 0 (already done), failed 0' in output
+    assert 'Traceback' not in output and 'KeyboardInterrupt' not in output, output
+    assert 'error: interrupted: made 2, skipped 0 (already done), failed 0' in output
     assert 'rerun the same command to resume' in output
-    assert sorted(p.name for p in tmp_path.glob('item*')) == ['item0.txt']
+    assert sorted(p.name for p in tmp_path.glob('item*')) == ['item0.txt', 'item1.txt']
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)  # the whole group is gone
 
 
 def test_an_error_during_the_job_starts_on_a_fresh_line(full_dir):

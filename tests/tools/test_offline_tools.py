@@ -186,6 +186,24 @@ def test_pseudo_label_resumes_after_sigkill_to_the_same_result(pseudo_labels, ti
 
 
 @pytest.mark.slow
+def test_pseudo_label_output_does_not_depend_on_the_loader_workers(pseudo_labels, tiny_model,
+                                                                    voc_images, tmp_path):
+    """The reference ran with the default --workers (loader and writer processes); reading in
+    the main process (0) or with one worker gives the same bytes, the corrupt image skipped,
+    named and counted whichever process read it."""
+    reference, _ = pseudo_labels
+    for workers in ('0', '1'):
+        out = tmp_path / workers
+        log = run_in_process('pseudo_label', *pseudo_label_args(tiny_model, voc_images, out),
+                             '--workers', workers)
+        assert 'made 4, skipped 0 (already done), failed 1' in log and 'broken' in log
+        assert masks(out) == masks(reference)
+        assert (out / 'manifest.jsonl').read_bytes() == (reference / 'manifest.jsonl').read_bytes()
+        split = 'ImageSets/Segmentation/train.txt'
+        assert (out / split).read_bytes() == (reference / split).read_bytes()
+
+
+@pytest.mark.slow
 def test_two_cpu_ranks_under_torchrun_share_the_work(tiny_model, voc_images, tmp_path):
     out = tmp_path / 'out'
     command = [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2',

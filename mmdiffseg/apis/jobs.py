@@ -1,0 +1,356 @@
+"""Resumable offline jobs that keep the GPU fed: :func:`run_job`.
+
+The main process keeps only the GPU work: it takes a loaded batch, runs ``compute`` and hands the
+outputs over. Batches are read in loader processes (a torch ``DataLoader``: decoding and resizing
+never hold the main process's GIL; batches pinned on CUDA), and an :class:`OutputWriter` encodes
+and writes finished items in a pool of processes while later batches compute, then commits each
+batch's manifest lines (one append, one ``fsync``) once every file of the batch is on disk (the
+folder's rules: :mod:`.io`). Worker processes never touch CUDA, ignore Ctrl-C (the main process
+finishes the writes already handed over, see :mod:`.progress`) and die with the main process, so
+after a ``kill -9`` no writer outlives the run.
+
+With several ranks (mmengine / torch.distributed launchers) each rank takes
+``items[rank::world_size]`` and keeps its own ``manifest.rank<r>.jsonl``; rank 0 merges them into
+``manifest.jsonl`` at the end.
+"""
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+from mmengine.dist import all_gather_object, barrier, get_dist_info
+from mmengine.logging import print_log
+from torch.utils.data import DataLoader, Dataset
+
+from .io import (ItemOutput, ItemSkipped, Manifest, WorkItem, atomic_write, check_output_folder,
+                 is_done, remove_stale_temp_files, shard, tmp_tag)
+from .progress import (HoldInterrupt, JobInterrupted, JobSummary, ProgressLine, sigint_blocked,
+                       total_summary)
+
+#: the most loader (and writer) processes chosen by default
+MAX_DEFAULT_WORKERS = 8
+#: batches handed to the writer and not yet committed before the main process waits
+PENDING_BATCHES = 4
+PR_SET_PDEATHSIG = 1
+
+
+def default_workers() -> int:
+    """``min(8, CPUs this process may use / ranks on this node)`` (torchrun's
+    ``LOCAL_WORLD_SIZE``), at least 1."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    ranks = max(1, int(os.environ.get('LOCAL_WORLD_SIZE', '1')))
+    return max(1, min(MAX_DEFAULT_WORKERS, (cpus or 1) // ranks))
+
+
+def start_worker(parent_pid: int, _worker_id: Optional[int] = None) -> None:
+    """First thing in every loader / writer process: Ctrl-C is left to the main process (no
+    traceback here; the process was forked with SIGINT blocked, so none slips in before this)
+    and the process dies with the main process (Linux). (OpenCV's thread count is left alone:
+    ``cv2.setNumThreads`` in a process forked after OpenCV started its threads never returns.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if sys.platform.startswith('linux'):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the main process died before the line above
+            os._exit(1)
+
+
+# -- loading ------------------------------------------------------------------------------------
+class LoadedBatch(NamedTuple):
+    """One batch as ``compute`` gets it: the items that loaded, ``collate`` of their data (its
+    tensors pinned on CUDA) and the items that could not be read, with the reason."""
+
+    items: List[WorkItem]
+    data: Any
+    failed: List[Tuple[WorkItem, str]]
+
+
+class _ItemReader(Dataset):
+    """``load`` of one item, in a loader process; an unreadable input becomes its
+    :class:`ItemSkipped` (named and counted by the main process, not fatal)."""
+
+    def __init__(self, items: Sequence[WorkItem], load: Callable[[WorkItem], Any]):
+        self.items, self.load = items, load
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int):
+        item = self.items[index]
+        try:
+            return item, self.load(item)
+        except ItemSkipped as exc:
+            return item, exc
+
+
+def _collate(pairs, collate: Callable[[List[Any]], Any]) -> LoadedBatch:
+    good = [(item, data) for item, data in pairs if not isinstance(data, ItemSkipped)]
+    failed = [(item, str(data)) for item, data in pairs if isinstance(data, ItemSkipped)]
+    return LoadedBatch([item for item, _ in good],
+                       collate([data for _, data in good]) if good else None, failed)
+
+
+class BatchLoader:
+    """The ``batches`` (lists of indices into ``items``), loaded in order, iterated once: ``load``
+    per item and ``collate`` (default ``list``) per batch in ``workers`` processes (``0``: here,
+    when iterated), each batch by one process, two batches ahead per process. The processes start
+    here and begin reading at once. Without ``load``, the batches' items as they are."""
+
+    def __init__(self, items: Sequence[WorkItem], batches: Sequence[List[int]],
+                 load: Optional[Callable[[WorkItem], Any]],
+                 collate: Optional[Callable[[List[Any]], Any]] = None, workers: int = 0,
+                 pin_memory: bool = False):
+        if load is None:
+            self.iterator = iter([LoadedBatch([items[i] for i in b], None, []) for b in batches])
+            return
+        loader = DataLoader(_ItemReader(items, load), batch_sampler=batches,
+                            collate_fn=partial(_collate, collate=collate or list),
+                            num_workers=workers, pin_memory=pin_memory,
+                            worker_init_fn=partial(start_worker, os.getpid()) if workers else None,
+                            multiprocessing_context='fork' if workers else None)
+        with sigint_blocked():
+            self.iterator = iter(loader)
+
+    def __iter__(self) -> Iterator[LoadedBatch]:
+        return self.iterator
+
+    def __enter__(self) -> 'BatchLoader':
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        """Stop the loader processes (the DataLoader's iterator does when it is dropped)."""
+        self.iterator = iter(())
+
+
+# -- writing ------------------------------------------------------------------------------------
+def write_items(folder: str, items_files: List[Dict[str, Any]],
+                tmp_tag: str) -> List[Optional[BaseException]]:
+    """Some items' files, each atomically (in a writer process: encoding happens here); per item
+    the error that stopped its writing, or ``None``."""
+    errors = []
+    for files in items_files:
+        try:
+            for rel, data in files.items():
+                atomic_write(Path(folder) / rel, data() if callable(data) else data, tmp_tag)
+            errors.append(None)
+        except Exception as exc:  # noqa: B902  (reported by the committer, item by item)
+            errors.append(exc)
+    return errors
+
+
+class OutputWriter:
+    """Encodes and writes finished items while later batches compute, and commits them.
+
+    Files go to a pool: ``workers`` processes (one thread with ``0``), each batch cut into one
+    task per process. A committer thread takes the batches in order; for each it reports the
+    items that failed to load, waits for the batch's files, then appends the manifest lines of
+    the items whose files were all written in one write with one ``fsync`` and reports them
+    made. An item is done only after both. The first write error is kept and raised by
+    :meth:`raise_error` (the job stops at its next batch) or on leaving the ``with`` block, after
+    every batch handed over is committed.
+
+    Args:
+        made: called with ``(item, record)`` for each committed item (committer thread).
+        failed: called with ``(item, reason)`` for each item that could not be loaded.
+    """
+
+    def __init__(self, folder: Path, manifest: Manifest, workers: int, tmp_tag: str,
+                 made: Callable[[WorkItem, Dict], None],
+                 failed: Callable[[WorkItem, str], None]):
+        self.folder, self.manifest, self.tmp_tag = folder, manifest, tmp_tag
+        self.made, self.failed = made, failed
+        self.tasks_per_batch = max(1, workers)
+        self.pool = self._pool(workers)
+        self.pending: queue.Queue = queue.Queue(maxsize=PENDING_BATCHES)
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._commit_batches, name='mmdiffseg-commit',
+                                       daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _pool(workers: int) -> Executor:
+        if not workers:
+            return ThreadPoolExecutor(1)
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('fork'),
+                                   initializer=start_worker, initargs=(os.getpid(),))
+        with sigint_blocked():  # forks every process now, before any other thread of the job
+            pool.submit(int)
+        return pool
+
+    def submit(self, outputs: List[Tuple[WorkItem, ItemOutput]],
+               failed: List[Tuple[WorkItem, str]]) -> None:
+        """Hand over one batch: its finished outputs and the items that could not be loaded
+        (waits while :data:`PENDING_BATCHES` batches are not committed yet)."""
+        size = -(-len(outputs) // self.tasks_per_batch)
+        chunks = [outputs[i:i + size] for i in range(0, len(outputs), size)] if outputs else []
+        futures = [self.pool.submit(write_items, str(self.folder),
+                                    [output.files for _, output in chunk], self.tmp_tag)
+                   for chunk in chunks]
+        self.pending.put((chunks, futures, failed))
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _commit_batches(self) -> None:
+        while True:
+            batch = self.pending.get()
+            if batch is None:
+                return
+            try:
+                self._commit(*batch)
+            except BaseException as exc:  # noqa: B902  (kept; raised by the main thread)
+                self.error = self.error or exc
+
+    def _commit(self, chunks, futures, failed) -> None:
+        for item, reason in failed:
+            self.failed(item, reason)
+        written, error = [], None
+        for chunk, future in zip(chunks, futures):
+            try:
+                errors = future.result()
+            except BaseException as exc:  # noqa: B902  (a writer process died...)
+                errors = [exc] * len(chunk)
+            for (item, output), item_error in zip(chunk, errors):
+                if item_error is None:
+                    written.append((item, dict(output.record, id=item.id,
+                                               files=sorted(output.files))))
+                error = error or item_error
+        self.manifest.append_many([record for _, record in written])
+        for item, record in written:
+            self.made(item, record)
+        if error is not None:
+            raise error
+
+    def __enter__(self) -> 'OutputWriter':
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        """Commit every batch handed over, stop the pool; raise a write error unless another
+        exception is already on its way."""
+        self.pending.put(None)
+        self.thread.join()
+        self.pool.shutdown(wait=True)
+        if kind is None:
+            self.raise_error()
+
+
+# -- the job ------------------------------------------------------------------------------------
+LoadFn = Callable[[WorkItem], Any]
+ComputeFn = Callable[[List[WorkItem], Any], List[ItemOutput]]
+
+
+def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional[ComputeFn],
+            out_dir, header: Dict[str, Any], batch_size: int = 1,
+            split_file: Optional[str] = None, workers: Optional[int] = None,
+            collate: Optional[Callable[[List[Any]], Any]] = None, pin_memory: bool = False,
+            prepare: Optional[Callable[[], ComputeFn]] = None, progress_file=None) -> JobSummary:
+    """Run ``compute`` over ``items`` in fixed batches, resumably, on this rank's shard.
+
+    Args:
+        items: every item of the job (all ranks), in a deterministic order.
+        load: reads one item's inputs in a loader process (``None``: the job reads nothing);
+            raises :class:`ItemSkipped` for an unusable input (named and counted, not fatal).
+        compute: ``(items, collate(their loaded inputs))`` -> one :class:`ItemOutput` per item
+            (the GPU work, in this process).
+        out_dir: output folder (created; must be writable).
+        header: the settings that determine the output, recorded in and checked against the
+            manifest header.
+        split_file: path (relative to ``out_dir``) of a file listing the ids of all finished
+            items, rewritten at the end (e.g. ``ImageSets/Segmentation/train.txt``).
+        workers: loader processes and writer processes each (``0``: load here, write in one
+            thread; ``None``: :func:`default_workers`). The output does not depend on it.
+        collate: the loaded inputs of a batch -> what ``compute`` gets (default: the list),
+            run in the loader process; ``pin_memory`` pins its tensors (CUDA).
+        prepare: instead of ``compute``, a function returning it, called once the loader and
+            writer processes run and before anything is written: the tools load the model here,
+            so the processes start from a process without it and the first batches are read
+            meanwhile. An error there leaves the folder as it was.
+
+    Returns:
+        The :class:`JobSummary` of all ranks (printed by rank 0 as the final line); its time
+        counts from the end of ``prepare``.
+
+    Raises:
+        UserInputError: the folder's manifest was made with other settings.
+        OutputWriteError: a write failed (read-only folder, full disk): the run stops.
+        JobInterrupted: Ctrl-C; it carries the summary of what was made (all complete).
+    """
+    progress_file = sys.stdout if progress_file is None else progress_file
+    rank, world_size = get_dist_info()
+    folder = check_output_folder(out_dir)
+    manifest = Manifest(folder, header, rank, world_size)
+    done = manifest.load()
+    remove_stale_temp_files(folder)
+
+    mine = shard(items, rank, world_size)
+    finished = {it.id for it in mine if is_done(folder, done.get(it.id))}
+    batches = [list(range(i, min(i + batch_size, len(mine))))
+               for i in range(0, len(mine), batch_size)]
+    # a batch of finished items is never read; one cut short is recomputed whole
+    todo = [b for b in batches if any(mine[i].id not in finished for i in b)]
+    summary = JobSummary(skipped=len(finished))
+    bar = ProgressLine(len(mine) - len(finished) if rank == 0 else 0, progress_file)
+    workers = default_workers() if workers is None else workers
+
+    def made(item: WorkItem, record: Dict) -> None:
+        done[item.id] = record
+        summary.made += 1
+        bar.update()
+
+    def failed(item: WorkItem, reason: str) -> None:
+        summary.failed.append((item.id, reason))
+        bar.end_line()
+        print_log(f'skipped {item.id}: {reason}', logger='current')
+        bar.update()
+
+    start = time.time()
+    writer = OutputWriter(folder, manifest, workers, tmp_tag(), made, failed)
+    # Ctrl-C: the loaders stop, the writer commits what was handed over, then JobInterrupted
+    with bar, writer, BatchLoader(mine, todo, load, collate, workers, pin_memory) as loaded, \
+            HoldInterrupt() as interrupt:
+        if prepare is not None:
+            compute = prepare()
+            start = time.time()
+        manifest.start()
+        bar.start()
+        for batch in loaded:
+            writer.raise_error()
+            new = [it.id not in finished for it in batch.items]
+            outputs = compute(batch.items, batch.data) if any(new) else []
+            writer.submit([(it, out) for it, out, is_new in zip(batch.items, outputs, new)
+                           if is_new], [(it, why) for it, why in batch.failed
+                                        if it.id not in finished])
+    if interrupt.caught:
+        summary.seconds = time.time() - start
+        raise JobInterrupted(summary) from None
+
+    if world_size > 1:
+        barrier()
+    if rank == 0:
+        rank_files = list(folder.glob('manifest.rank*.jsonl'))
+        merged = (manifest.merge_ranks([it.id for it in items]) if rank_files else
+                  list(manifest.load().values()))
+        if split_file:
+            order = {it.id: i for i, it in enumerate(items)}
+            ids = sorted((r['id'] for r in merged if is_done(folder, r)),
+                         key=lambda i: (order.get(i, len(order)), i))
+            atomic_write(folder / split_file, ''.join(i + '\n' for i in ids).encode())
+    summary.seconds = time.time() - start
+    if world_size > 1:
+        summary = total_summary(all_gather_object(summary))
+    if rank == 0:
+        print_log(f'summary: {summary.line()}', logger='current')
+        for item_id, reason in summary.failed:
+            print_log(f'failed: {item_id}: {reason}', logger='current')
+    return summary
