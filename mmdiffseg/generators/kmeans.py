@@ -169,14 +169,22 @@ def _cluster_centres(x: torch.Tensor, clusters: torch.Tensor, k: int, precision:
     """Each cluster's mean ``(B, K, D)`` (zeros for an empty one) and which clusters have pixels
     ``(B, K, 1)``.
 
-    ``'float16'``: each cluster's ``mean(0)`` as the release sums it on a CPU
-    (:func:`~.ordered_sums.cpu_order_cluster_sums`): the float16 cast of the centres turns
-    last-bit differences of another summation order (a matrix product) into different
-    assignments (up to 134 of 4096 pixels on the VOC test fixtures)."""
+    ``'float16'``: each cluster's ``mean(0)`` summed as the release sums it on a CPU: the float16
+    cast of the centres turns last-bit differences of another summation order (a matrix product)
+    into different assignments (up to 134 of 4096 pixels on the VOC test fixtures). On a CPU the
+    release's own per-cluster sums; on other devices :func:`~.ordered_sums.cpu_order_cluster_sums`
+    (the same bits without a host sync per cluster), so a GPU gives a CPU's clusters. (The
+    release run on a GPU sums in CUDA's order, which differs again, as it does between GPU
+    models.)"""
     onehot = F.one_hot(clusters, k).to(x.dtype)
     counts = onehot.sum(1)[..., None]
-    if precision == 'float16':
+    if precision != 'float16':
+        sums = onehot.transpose(1, 2) @ x
+    elif x.is_cuda:
         sums = cpu_order_cluster_sums(x, clusters, k)
     else:
-        sums = onehot.transpose(1, 2) @ x
+        sums = x.new_zeros(x.shape[0], k, x.shape[-1])
+        for image, assigned, out in zip(x, clusters, sums):
+            for c in assigned.unique():
+                out[c] = image[assigned == c].sum(0)
     return sums / counts.clamp_min(1), counts > 0

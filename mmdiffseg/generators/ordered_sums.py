@@ -23,10 +23,11 @@ The CPU's float32 ``sum`` over the rows of a ``(n, D)`` matrix (ATen ``SumKernel
   of the 4 lanes summed over the super-rows as above, the last ``n % 4`` rows added in order to
   lane 0, then lanes 1, 2, 3 added to lane 0 (:func:`_interleaved`).
 
-``mean(0)`` is that sum divided by the row count. The block size grows beyond 16 for more than
-``2 ** 19`` rows, so clusters are limited to ``2 ** 16`` pixels. With AVX-512 and more than two
-threads, ATen splits the columns of a cluster of more than 425 rows between threads at other
-boundaries, which this does not follow.
+``mean(0)`` is that sum divided by the row count. The block size grows beyond 16 for more than ``2
+** 19`` rows, so clusters are limited to ``2 ** 16`` pixels, and rows of fewer than 8 floats (one
+vector) are summed another way, so at least 8 columns are required (iSeg's have 77). With AVX-512
+and more than two threads, ATen splits the columns of a cluster of more than 425 rows between
+threads at other boundaries, which this does not follow.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ _BLOCK = 16
 _LEVELS = 3  # blocks, groups, runs; the runs are then added in order
 _LANES = 4  # row_sum's interleaved partial sums
 MAX_ROWS = 2 ** 16
+MIN_COLUMNS = 8
 
 
 def cascade_columns(d: int) -> int:
@@ -124,6 +126,9 @@ def cpu_order_cluster_sums(x: torch.Tensor, clusters: torch.Tensor, k: int) -> t
         clusters: ``(B, N)`` cluster ids in ``[0, k)``.
     """
     b, n, d = x.shape
+    if d < MIN_COLUMNS:
+        raise ValueError(f'cpu_order_cluster_sums: {d} columns; ATen sums fewer than '
+                         f'{MIN_COLUMNS} (one SIMD vector) another way, not reproduced here')
     if n > MAX_ROWS:
         raise ValueError(f'cpu_order_cluster_sums: {n} rows per image; the CPU summation order '
                          f'reproduced here holds up to {MAX_ROWS}')

@@ -1,0 +1,139 @@
+"""The generators' batched post-processing (few host syncs on a GPU) against the image-by-image
+formulation it replaces: the same bits, and sync counts that do not grow with the batch."""
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmdiffseg.generators import DiffSeg, ISeg
+from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names
+from mmdiffseg.generators.diffseg import compact_ids
+from mmdiffseg.generators.diffseg_merge import greedy_leaders
+from mmdiffseg.generators.kmeans import kmeans, kmeans_batch
+from mmdiffseg.generators.ordered_sums import cpu_order_cluster_sums
+from mmdiffseg.generators.testing import attention_from_labels
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'benchmarks'))
+from op_counts import count_ops  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # ATen's CPU sum order with one thread (see ordered_sums)
+    yield
+    torch.set_num_threads(threads)
+
+
+def sequential_leaders(close: torch.Tensor) -> torch.Tensor:
+    """The released greedy merge's loop: a proposal not yet merged leads, and marks its group."""
+    merged = torch.zeros(len(close), dtype=torch.bool)
+    leaders = torch.zeros(len(close), dtype=torch.bool)
+    for i in range(len(close)):
+        if not merged[i]:
+            leaders[i] = True
+            merged |= close[i]
+            merged[i] = True
+    return leaders
+
+
+def test_greedy_leaders_equal_the_released_loop_for_every_image_of_a_batch():
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        sizes = [int(s) for s in torch.randint(0, 40, (4,), generator=gen)]
+        density = float(torch.rand((), generator=gen)) * 0.3
+        close = []
+        for n in sizes:
+            c = torch.rand(n, n, generator=gen) < density
+            close.append((c | c.T).fill_diagonal_(True))  # symmetric, as a KL threshold makes it
+        leaders, counts = greedy_leaders(close)
+        for c, lead, count in zip(close, leaders, counts):
+            expected = sequential_leaders(c)
+            assert torch.equal(lead, expected), trial
+            assert count == int(expected.sum())
+
+
+def test_cluster_sums_in_cpu_order_equal_the_per_cluster_sums_bit_for_bit():
+    gen = torch.Generator().manual_seed(1)
+    for n, d, k in [(4096, 77, 36), (1024, 64, 9), (700, 100, 3), (37, 8, 4), (4096, 8, 2)]:
+        x = torch.rand(2, n, d, generator=gen) * torch.rand(2, n, 1, generator=gen) ** 4
+        labels = torch.randint(0, k - 1, (2, n), generator=gen)  # cluster k-1 left empty
+        labels[1, : n // 2] = 0  # one cluster of half the pixels (ATen's many-block path)
+        sums = cpu_order_cluster_sums(x, labels, k)
+        for b in range(2):
+            for c in range(k):
+                expected = x[b][labels[b] == c].sum(0)
+                assert torch.equal(sums[b, c], expected), (n, d, k, b, c)
+    with pytest.raises(ValueError, match='5 columns'):
+        cpu_order_cluster_sums(torch.rand(1, 10, 5), torch.zeros(1, 10, dtype=torch.long), 2)
+
+
+def test_kmeans_of_a_batch_equals_kmeans_of_each_set_and_relocates_an_empty_cluster():
+    gen = torch.Generator().manual_seed(2)
+    points = [torch.randn(n, 6, generator=gen) + 4 * torch.randint(0, 3, (n, 1), generator=gen)
+              for n in (300, 50, 120)]
+    inits = [p[:k].clone() for p, k in zip(points, (5, 3, 4))]
+    inits[1][2] = 1e3  # far from every point: empty after the first assignment
+    centers, labels = kmeans_batch(points, inits, check_every=3)
+    for p, init, c, lab in zip(points, inits, centers, labels):
+        c1, lab1 = kmeans(p, init)
+        assert torch.equal(c, c1) and torch.equal(lab, lab1)
+    # sklearn's relocation: the empty cluster takes the point farthest from its own centre, so
+    # every cluster ends with points and its centre is their mean
+    assert torch.bincount(labels[1], minlength=3).min() > 0
+    for k in range(3):
+        assert torch.allclose(centers[1][k], points[1][labels[1] == k].mean(0), atol=1e-5)
+
+
+def test_compact_ids_number_the_used_ids_in_order():
+    ids = torch.tensor([[7, 3, 3], [9, 0, 7]])
+    assert torch.equal(compact_ids(ids, 12), torch.unique(ids, return_inverse=True)[1])
+
+
+def voc_maps(batch, words, **kwargs):
+    from mmdiffseg.generators.testing import load_label_png
+    from sample_data import shared_path
+    paths = sorted(shared_path('voc2012_val_samples', 'SegmentationClass').glob('*.png'))
+    labels = torch.stack([load_label_png(paths[i], size=256) for i in range(batch)])
+    return attention_from_labels(labels, words, noise=0.15, **kwargs)
+
+
+def one_image(maps, b):
+    return replace(maps, maps={k: v[b:b + 1] for k, v in maps.maps.items()},
+                   prompts=maps.prompts[b:b + 1], token_positions=maps.token_positions[b:b + 1])
+
+
+def iseg_maps(batch):
+    words = prompt_names(VOC_CLASSES, 'voc')
+    maps, names = voc_maps(batch, words, self_resolutions=(64,), cross_resolutions=(32, 16))
+    for key in ('self64', 'cross16', 'cross32'):
+        maps.maps[f'iseg_{key}'] = maps.maps.pop(key)
+    return maps, [[VOC_CLASSES[words.index(w)] for w in ws] for ws in names]
+
+
+@pytest.mark.parametrize('make,labelled', [
+    (lambda: DiffSeg(refine=True), False),
+    (lambda: DiffSeg(classes=VOC_CLASSES, merge_precision='float32'), True),
+    (lambda: ISeg.from_preset('wsss_voc'), True)], ids=['diffseg-refine', 'diffseg-labelled', 'iseg'])
+def test_a_batch_gives_each_image_its_own_labels_with_syncs_that_do_not_grow(shared_data, make,
+                                                                            labelled):
+    generator = make()
+    build = iseg_maps if isinstance(generator, ISeg) else lambda n: voc_maps(n, VOC_CLASSES)
+    maps, names = build(3)
+    if not labelled:
+        names = None
+    batch, counts = count_ops(generator, maps, None, names)
+    alone = []
+    for b in range(3):
+        label, single = count_ops(generator, one_image(maps, b), None,
+                                  None if names is None else names[b:b + 1])
+        assert torch.equal(batch[b], label[0]), b
+        alone.append(single)
+    # the host waits once per pass or check for the whole batch: as often as for the image that
+    # needs the most (k-means iterations, merge rounds), not once per image
+    assert counts.syncs['item'] <= max(single.syncs['item'] for single in alone), \
+        (counts.describe(), [single.describe() for single in alone])
+    for reason in ('boolean mask', 'nonzero', 'unique', 'bincount'):
+        assert reason not in counts.syncs, counts.describe()
