@@ -173,9 +173,8 @@ def _cluster_centres(x: torch.Tensor, clusters: torch.Tensor, k: int, precision:
     cast of the centres turns last-bit differences of another summation order (a matrix product)
     into different assignments (up to 134 of 4096 pixels on the VOC test fixtures). On a CPU the
     release's own per-cluster sums; on other devices :func:`~.ordered_sums.cpu_order_cluster_sums`
-    (the same bits without a host sync per cluster), so a GPU gives a CPU's clusters. (The
-    release run on a GPU sums in CUDA's order, which differs again, as it does between GPU
-    models.)"""
+    (the same bits without a host sync per cluster; the release run on a GPU sums in CUDA's
+    order, which differs between GPU models too)."""
     onehot = F.one_hot(clusters, k).to(x.dtype)
     counts = onehot.sum(1)[..., None]
     if precision != 'float16':

@@ -1,0 +1,47 @@
+"""The generators' batched post-processing on a GPU against the same code on the CPU.
+
+Skipped without CUDA (on the CPU, ``test_batched_postprocessing.py`` checks the batched steps
+against the image-by-image formulation); a GPU session runs it in ``benchmarks/gpu_suite.sh``.
+"""
+import pytest
+import torch
+
+from mmdiffseg.generators.kmeans import kl_kmeans, grid_seeds, kmeans_batch
+from mmdiffseg.generators.ordered_sums import cpu_order_cluster_sums
+
+if not torch.cuda.is_available():
+    pytest.skip('needs a CUDA device', allow_module_level=True)
+
+
+def cross_attention(batch=2, pixels=4096, tokens=77, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.softmax(torch.randn(batch, pixels, tokens, generator=gen) * 3, -1)
+
+
+def test_cpu_order_sums_on_the_gpu_equal_the_cpu_sums_bit_for_bit():
+    torch.set_num_threads(1)
+    x = cross_attention()
+    labels = torch.randint(0, 35, (2, 4096), generator=torch.Generator().manual_seed(1))
+    sums = cpu_order_cluster_sums(x.cuda(), labels.cuda(), 36).cpu()
+    for b in range(2):
+        for c in range(36):
+            assert torch.equal(sums[b, c], x[b][labels[b] == c].sum(0)), (b, c)
+
+
+@pytest.mark.parametrize('precision', ['float16', 'float32'])
+def test_kl_kmeans_on_the_gpu_agrees_with_the_cpu(precision):
+    torch.set_num_threads(1)
+    x, seeds = cross_attention(), grid_seeds(64, 32)
+    cpu = kl_kmeans(x, seeds, 10, precision=precision)
+    gpu = kl_kmeans(x.cuda(), seeds.cuda(), 10, precision=precision).cpu()
+    # the distances' own sums run in another order on the GPU: rare last-bit differences
+    assert (gpu == cpu).float().mean() > 0.995
+
+
+def test_kmeans_batch_on_the_gpu_agrees_with_the_cpu():
+    x = [cross_attention(1, 1024, 64, seed)[0] for seed in range(3)]
+    inits = [p[:8] for p in x]
+    cpu = kmeans_batch(x, inits)[1]
+    gpu = kmeans_batch([p.cuda() for p in x], [i.cuda() for i in inits])[1]
+    for a, b in zip(cpu, gpu):
+        assert (a == b.cpu()).float().mean() > 0.995
