@@ -52,7 +52,8 @@ def cases(batch: int):
     labels = voc_batch(batch)
     maps, names = attention_from_labels(labels, VOC_CLASSES, noise=NOISE)
     for precision in ('float16', 'float32'):
-        yield f'DiffSeg unlabelled, merge {precision}', DiffSeg(merge_precision=precision), maps, None
+        yield (f'DiffSeg unlabelled, merge {precision}', DiffSeg(merge_precision=precision), maps,
+               None)
     yield 'DiffSeg labelled, merge float16', DiffSeg(classes=VOC_CLASSES), maps, names
     words = prompt_names(VOC_CLASSES, 'voc')  # iSeg's prompt words ('plane', 'potted plant')
     iseg_maps, _ = attention_from_labels(labels, words, noise=NOISE, self_resolutions=(64,),

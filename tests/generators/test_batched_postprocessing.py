@@ -116,7 +116,8 @@ def iseg_maps(batch):
 @pytest.mark.parametrize('make,labelled', [
     (lambda: DiffSeg(refine=True), False),
     (lambda: DiffSeg(classes=VOC_CLASSES, merge_precision='float32'), True),
-    (lambda: ISeg.from_preset('wsss_voc'), True)], ids=['diffseg-refine', 'diffseg-labelled', 'iseg'])
+    (lambda: ISeg.from_preset('wsss_voc'), True)],
+    ids=['diffseg-refine', 'diffseg-labelled', 'iseg'])
 def test_a_batch_gives_each_image_its_own_labels_with_syncs_that_do_not_grow(shared_data, make,
                                                                             labelled):
     generator = make()
