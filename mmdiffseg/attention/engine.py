@@ -46,7 +46,7 @@ def _to_rgb(image: torch.Tensor, where: str) -> torch.Tensor:
     return image.float()
 
 
-def _image_list(images: ImagesLike) -> List[torch.Tensor]:
+def image_list(images: ImagesLike) -> List[torch.Tensor]:
     """Split the accepted image inputs into a list of float ``(3, H, W)`` RGB tensors in [0, 255]."""
     if isinstance(images, torch.Tensor):
         if images.ndim == 3:
@@ -81,7 +81,7 @@ def preprocess_images(images: ImagesLike, image_size: int) -> torch.Tensor:
     """Images -> ``(B, 3, S, S)`` float32 in [-1, 1]: bilinear resize (aspect not kept, as iSeg's
     ``cv2.resize`` and DiffSeg's ``tf.image.resize``), then ``x / 127.5 - 1``."""
     resized = [F.interpolate(img[None], size=(image_size, image_size), mode='bilinear',
-                             align_corners=False) for img in _image_list(images)]
+                             align_corners=False) for img in image_list(images)]
     return torch.cat(resized).clamp(0, 255) / 127.5 - 1.0
 
 

@@ -136,10 +136,16 @@ class AttentionMaps:
         return replace(self, maps={k: v.to(device) for k, v in self.maps.items()})
 
     def check_finite(self) -> None:
-        """Raise a ValueError naming the first map holding NaN or inf."""
-        for name, value in self.maps.items():
-            # a sum is finite iff every entry is (probabilities never overflow float32)
-            if not torch.isfinite(value.sum()):
+        """Raise a ValueError naming the first map holding NaN or inf (one host sync for all
+        maps on a GPU)."""
+        if not self.maps:
+            return
+        # a sum is finite iff every entry is (probabilities never overflow float32)
+        device = next(iter(self.maps.values())).device
+        finite = torch.isfinite(torch.stack([v.float().sum().to(device)
+                                             for v in self.maps.values()])).tolist()
+        for name, ok in zip(self.maps, finite):
+            if not ok:
                 raise ValueError(f'AttentionMaps[{name!r}] contains NaN or inf; check the model '
                                  'dtype (fp16 attention needs an upcast softmax) and the inputs')
 
@@ -170,7 +176,8 @@ class AttentionMaps:
                 idx = list(positions[cls])
                 if token_offsets and cls in token_offsets:
                     idx = [idx[o] for o in token_offsets[cls]]
-                cols.append(cross[b, :, idx].mean(dim=-1))
+                # token by token: a list index would be a blocking host-to-device copy
+                cols.append(torch.stack([cross[b, :, i] for i in idx], -1).mean(dim=-1))
             columns.append(torch.stack(cols, dim=-1) if cols else cross.new_zeros(cross.shape[1], 0))
         return columns
 

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ..attention.engine import ImagesLike, _image_list
+from ..attention.engine import ImagesLike, image_list
 from ..attention.maps import AttentionMaps, CaptureSpec
 
 IGNORE_INDEX = 255
@@ -81,7 +81,7 @@ class MaskGenerator(torch.nn.Module):
             return super().__call__(maps, images, class_names)
         if isinstance(images, np.ndarray) and images.ndim == 4:
             images = list(images)
-        rgb = _image_list(images)
+        rgb = image_list(images)
         if len(rgb) != maps.batch_size:
             raise ValueError(f'{type(self).__name__}: {len(rgb)} images for attention maps of '
                              f'{maps.batch_size}')
