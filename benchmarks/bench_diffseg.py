@@ -79,23 +79,29 @@ def main():
     parser.add_argument('--repeats', type=int, default=1)
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--chunk', type=int, default=16, help='anchors per released KL chunk')
+    parser.add_argument('--cases', type=int, default=len(CASES),
+                        help=f'the first N of the {len(CASES)} cases (a smoke run: 1)')
+    parser.add_argument('--precisions', nargs='+', choices=list(PRECISIONS),
+                        default=list(PRECISIONS), help='merge precisions to run')
     parser.add_argument('--out', type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = args.device
     label = device_label(device, args.threads)
+    cases = CASES[:args.cases]
     inputs = []
-    for name, noise in CASES:
+    for name, noise in cases:
         gt = load_label_png(SAMPLES / f'{name}.png')[None]
         maps, _ = attention_from_labels(gt, VOC_CLASSES, noise=noise, seed=0,
                                         self_resolutions=RESOLUTIONS, cross_resolutions=())
         inputs.append(maps.to(device))
     rows = []
-    for precision, kl_dtype in PRECISIONS.items():
+    for precision in args.precisions:
+        kl_dtype = PRECISIONS[precision]
         generator = DiffSeg(kl_thresholds=THRESHOLDS, output_size=(512, 512),
                             merge_precision=precision).to(device)
         ours_t, ref_t, agree, counts = [], [], [], []
-        for (name, noise), maps in zip(CASES, inputs):
+        for (name, noise), maps in zip(cases, inputs):
             t_ours, ours = timed(lambda: generator(maps, None, None)[0], args.repeats, device)
             t_ref, ref = timed(lambda: diffseg_masks(
                 diffseg_aggregate([maps[f'self{r}'][0] for r in RESOLUTIONS]), THRESHOLDS,
@@ -117,11 +123,12 @@ def main():
         kept = [line for line in args.out.read_text().splitlines()
                 if line.startswith('| float') and f'| {label} |' not in line]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cases = ', '.join(f'{n} at noise {s}' for n, s in CASES)
+    described = ', '.join(f'{n} at noise {s}' for n, s in cases)
     args.out.write_text(
         '# DiffSeg post-processing per image (512x512 output), both merge precisions\n\n'
         'Attention maps -> segment ids only (no U-Net). Inputs: synthetic self-attention at '
-        f'64/32/16/8 (`attention_from_labels`, seed 0) for {cases}; tau 1.1 x3, refinement off. '
+        f'64/32/16/8 (`attention_from_labels`, seed 0) for {described}; tau 1.1 x3, refinement '
+        'off. '
         '"ours" = `DiffSeg(merge_precision=...)` (KL as two matrix products; float16: the released '
         'first pass, anchors and pixels whose maps have a float16 zero dropped; float32: guarded '
         'logs); "released formulation" = `mmdiffseg.generators.transcriptions.diffseg_masks`, a '
