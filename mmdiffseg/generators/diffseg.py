@@ -289,9 +289,9 @@ class DiffSeg(MaskGenerator):
         return proposals, kept
 
     def segment_ids(self, maps: AttentionMaps, samples: Sequence[int], size: Tuple[int, int]
-                    ) -> List[Tuple[Optional[torch.Tensor], int]]:
-        """Per sample, its segment ids ``(H, W)`` numbered ``0..`` in proposal order and the
-        number of proposals, or ``(None, 0)`` if no proposal is left."""
+                    ) -> List[Optional[torch.Tensor]]:
+        """Per sample, its segment ids ``(H, W)`` numbered ``0..`` in proposal order, or ``None``
+        if no proposal is left."""
         g = self.grid_size
         out = []
         for b, proposals, kept in zip(samples, *self.proposals(maps, samples)):
@@ -302,10 +302,10 @@ class DiffSeg(MaskGenerator):
                           'released code fails here); its pixels are left unsure '
                           f"({self.ignore_index}). merge_precision='float32' keeps every anchor.",
                           logger='current', level=logging.WARNING)
-                out.append((None, 0))
+                out.append(None)
                 continue
             ids = segments_from_proposals(proposals.view(-1, g, g), size, kept)
-            out.append((compact_ids(ids, len(proposals)), len(proposals)))
+            out.append(compact_ids(ids, len(proposals)))
         return out
 
     def class_scores(self, columns: Sequence[torch.Tensor], size: Tuple[int, int]
@@ -349,13 +349,12 @@ class DiffSeg(MaskGenerator):
             samples = [b for b in samples if named[b]]
         segments = dict(zip(samples, self.segment_ids(maps, samples, size)))
         if labelled:  # how many segments each image has: one host sync for the batch
-            found = [b for b in samples if segments[b][0] is not None]
-            counts = torch.stack([segments[b][0].max() + 1 for b in found]).tolist() \
-                if found else []
-            segments.update((b, (segments[b][0], n)) for b, n in zip(found, counts))
+            found = [b for b in samples if segments[b] is not None]
+            counts = dict(zip(found, torch.stack([segments[b].max() + 1 for b in found]).tolist()
+                              if found else []))
         labels = []
         for b in range(maps.batch_size):
-            ids, count = segments.get(b, (None, 0))
+            ids = segments.get(b)
             if b not in segments:  # labelled, no class named: all background
                 labels.append(torch.full(size, self.background_index, dtype=torch.long,
                                          device=device))
@@ -364,7 +363,7 @@ class DiffSeg(MaskGenerator):
                                          device=device))
             elif labelled:
                 scores = self.class_scores([cols[b] for cols in columns], size)
-                labels.append(self.name_segments(ids, scores, lookup[b], count))
+                labels.append(self.name_segments(ids, scores, lookup[b], counts[b]))
             else:
                 labels.append(ids + (ids >= self.ignore_index).long())
         return torch.stack(labels)
