@@ -10,6 +10,7 @@ dtype; the later iterations as a Python loop of float64 elementwise KLs; bilinea
 Agreement = pixels on which the two segmentations agree once their segments are matched one to one.
 
     python benchmarks/bench_diffseg.py [--device cuda] [--repeats 1] [--threads 1] [--chunk 16]
+        [--cases 4] [--precisions float16 float32]
 
 Writes ``benchmarks/results/diffseg.md`` (rows of other devices are kept). CPU times are the
 process's CPU seconds (robust to other jobs on shared cores), CUDA times wall seconds after
