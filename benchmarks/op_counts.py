@@ -19,6 +19,10 @@ aten operators each device call runs. Counted:
   pinned);
 * **loops**: Python iterations over a device tensor (``unbind``: the loop runs on the host).
 
+Triton kernels run on the CPU only under Triton's interpreter (``TRITON_INTERPRET=1``, set before
+Triton is imported); there each kernel launch counts as one launch and the interpreter's own
+copies are not counted.
+
 What is a device tensor: every tensor that exists when counting starts (the inputs, and caches
 built before), and whatever device calls make; factories with a ``device=`` argument (other than
 the string ``'cpu'``) make device tensors too. Host tensors are those made during the call from
@@ -33,7 +37,10 @@ under test, so branches taken on CUDA are the ones counted. CUDA-only difference
 """
 from __future__ import annotations
 
+import os
+import sys
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Tuple
 
@@ -100,11 +107,12 @@ class _AtenCounter(TorchDispatchMode):
         self.counts = counts
         self.host_call = False
         self.unchecked = False
+        self.paused = False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if self.host_call:
+        if self.host_call or self.paused:
             return out
         packet = func.overloadpacket
         if self.unchecked and packet in (aten._local_scalar_dense, aten.aminmax, aten.min,
@@ -142,6 +150,8 @@ class _CallCounter(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.aten.paused:
+            return func(*args, **kwargs)
         name = getattr(func, '__name__', '')
         if name == '__get__':
             prop = getattr(func.__self__, '__name__', '')
@@ -218,10 +228,35 @@ class _CallCounter(TorchFunctionMode):
         return 'device' if default else ''
 
 
+@contextmanager
+def _interpreted_triton_launches(counts: OpCounts, aten_counter: _AtenCounter):
+    """Counts each interpreted Triton kernel launch as one launch, and nothing inside it."""
+    interpreter = sys.modules.get('triton.runtime.interpreter')
+    if interpreter is None or os.environ.get('TRITON_INTERPRET') != '1':
+        yield
+        return
+    launch = interpreter.InterpretedFunction.run
+
+    def counted(self, *args, **kwargs):
+        counts.launches += 1
+        aten_counter.paused = True
+        try:
+            return launch(self, *args, **kwargs)
+        finally:
+            aten_counter.paused = False
+
+    interpreter.InterpretedFunction.run = counted
+    try:
+        yield
+    finally:
+        interpreter.InterpretedFunction.run = launch
+
+
 def count_ops(fn: Callable, *args, simulate_cuda: bool = True, **kwargs) -> Tuple[Any, OpCounts]:
     """``fn(*args, **kwargs)`` and what it would cost on CUDA, counted on the CPU."""
     counts = OpCounts()
     aten_counter = _AtenCounter(counts)
-    with aten_counter, _CallCounter(counts, aten_counter, simulate_cuda):
+    with aten_counter, _CallCounter(counts, aten_counter, simulate_cuda), \
+            _interpreted_triton_launches(counts, aten_counter):
         out = fn(*args, **kwargs)
     return out, counts

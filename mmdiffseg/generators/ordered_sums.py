@@ -28,12 +28,22 @@ The CPU's float32 ``sum`` over the rows of a ``(n, D)`` matrix (ATen ``SumKernel
 vector) are summed another way, so at least 8 columns are required (iSeg's have 77). With AVX-512
 and more than two threads, ATen splits the columns of a cluster of more than 425 rows between
 threads at other boundaries, which this does not follow.
+
+Two backends give the same bits: ``'torch'`` (here: ~250 batched operators per call) and
+``'triton'`` (:mod:`.ordered_sums_triton`: two kernel launches, one program per cluster walking its
+rows in that order); ``'auto'`` takes Triton on CUDA, or on any device under Triton's interpreter
+(``TRITON_INTERPRET=1``), when it is installed.
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import torch
 
-__all__ = ['cpu_order_cluster_sums', 'cascade_columns']
+__all__ = ['cpu_order_cluster_sums', 'cascade_columns', 'BACKENDS']
+
+BACKENDS = ('auto', 'torch', 'triton')
 
 _BLOCK = 16
 _LEVELS = 3  # blocks, groups, runs; the runs are then added in order
@@ -117,15 +127,37 @@ def _interleaved(rows: torch.Tensor, owner: torch.Tensor, index: torch.Tensor,
     return total
 
 
-def cpu_order_cluster_sums(x: torch.Tensor, clusters: torch.Tensor, k: int) -> torch.Tensor:
+def _resolve(backend: str, device: torch.device) -> str:
+    """``'auto'`` -> ``'triton'`` where a kernel can run (see the module docstring), else
+    ``'torch'``; a clear error for ``'triton'`` where it cannot."""
+    if backend not in BACKENDS:
+        raise ValueError(f'cpu_order_cluster_sums: backend must be one of {BACKENDS}, '
+                         f'got {backend!r}')
+    runs_here = device.type == 'cuda' or os.environ.get('TRITON_INTERPRET') == '1'
+    available = importlib.util.find_spec('triton') is not None
+    if backend == 'auto':
+        return 'triton' if runs_here and available else 'torch'
+    if backend == 'triton' and not (runs_here and available):
+        raise ValueError(f"cpu_order_cluster_sums(backend='triton') needs the triton package and "
+                         f"CUDA tensors (or TRITON_INTERPRET=1 on the CPU), got {device}; use "
+                         "backend='auto' or 'torch'")
+    return backend
+
+
+def cpu_order_cluster_sums(x: torch.Tensor, clusters: torch.Tensor, k: int,
+                           backend: str = 'auto') -> torch.Tensor:
     """``(B, K, D)``: for each image and cluster ``c``, ``x[b][clusters[b] == c].sum(0)`` as a CPU
     computes it (zeros for an empty cluster), on any device and without a host sync.
 
     Args:
         x: ``(B, N, D)`` float32 rows.
         clusters: ``(B, N)`` cluster ids in ``[0, k)``.
+        backend: ``'auto'``, ``'torch'`` or ``'triton'`` (the module docstring).
     """
     b, n, d = x.shape
+    if x.dtype != torch.float32:
+        raise ValueError(f'cpu_order_cluster_sums: float32 rows needed (the order reproduced is '
+                         f'that of a float32 sum), got {x.dtype}; cast with .float()')
     if d < MIN_COLUMNS:
         raise ValueError(f'cpu_order_cluster_sums: {d} columns; ATen sums fewer than '
                          f'{MIN_COLUMNS} (one SIMD vector) another way, not reproduced here')
@@ -138,6 +170,9 @@ def cpu_order_cluster_sums(x: torch.Tensor, clusters: torch.Tensor, k: int) -> t
     counts = torch.zeros(b * k, dtype=torch.long, device=x.device)
     counts.scatter_add_(0, owners, torch.ones_like(owners))
     split = cascade_columns(d)
+    if _resolve(backend, x.device) == 'triton':
+        from .ordered_sums_triton import triton_cluster_sums
+        return triton_cluster_sums(rows, counts, split).view(b, k, d)
     parts = []
     if split:
         parts.append(_cascade(rows[:, :split], counts, n))

@@ -1,0 +1,66 @@
+"""The Triton CPU-order cluster sums on CPU tensors through Triton's interpreter.
+
+Not collected by ``pytest tests`` (no ``test_`` prefix): ``test_ordered_sums_triton.py`` runs this
+file in a subprocess with ``TRITON_INTERPRET=1``, which Triton reads when a kernel is decorated.
+The references are the CPU's own ``x[cluster == c].sum(0)`` (one thread: ATen's order) and the
+PyTorch emulation; the kernel must equal both bit for bit.
+"""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmdiffseg.generators.ordered_sums import cpu_order_cluster_sums
+
+assert os.environ.get('TRITON_INTERPRET') == '1', \
+    'run through tests/generators/test_ordered_sums_triton.py'
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'benchmarks'))
+from op_counts import count_ops  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def rows_and_clusters(n, d, k, seed):
+    """Two images of ``n`` rows; cluster ``k - 1`` empty, image 1's first half in cluster 0."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, n, d, generator=gen) * torch.rand(2, n, 1, generator=gen) ** 4
+    clusters = torch.randint(0, k - 1, (2, n), generator=gen)
+    clusters[1, : n // 2] = 0
+    return x, clusters
+
+
+@pytest.mark.parametrize('n, d, k', [
+    (37, 8, 4),      # fewer rows than a block; 8 columns: row_sum only
+    (600, 77, 12),   # iSeg's 77 tokens: 64 columns multi_row_sum, 13 row_sum
+    (300, 200, 5),   # several column blocks of each kind
+    (4500, 9, 2),    # a cluster of more than 4096 rows: two runs
+])
+def test_kernel_sums_equal_the_cpu_sums_bit_for_bit(n, d, k):
+    x, clusters = rows_and_clusters(n, d, k, seed=n)
+    if n > 4096:
+        clusters[0, :4200] = 0
+    sums = cpu_order_cluster_sums(x, clusters, k, backend='triton')
+    assert torch.equal(sums, cpu_order_cluster_sums(x, clusters, k, backend='torch'))
+    for b in range(2):
+        for c in range(k):
+            assert torch.equal(sums[b, c], x[b][clusters[b] == c].sum(0)), (b, c)
+    assert not sums[:, k - 1].any()  # the empty cluster
+
+
+def test_auto_takes_the_kernel_here_with_two_launches_instead_of_hundreds():
+    x, clusters = rows_and_clusters(200, 77, 6, seed=0)
+    counted = {}
+    for backend in ('auto', 'torch'):
+        sums, counted[backend] = count_ops(cpu_order_cluster_sums, x, clusters, 6,
+                                           backend=backend)
+        assert counted[backend].syncs_total == 0, counted[backend].describe()
+    # sort, gather, counts, starts and the two kernels (13), against ~300 operators
+    assert counted['auto'].launches <= 16 and counted['torch'].launches >= 150

@@ -1,0 +1,68 @@
+"""The Triton kernel of the CPU-order cluster sums (iSeg's float16 k-means on a GPU).
+
+Its bit-for-bit cases run in a child pytest process under ``TRITON_INTERPRET=1``
+(``interpreted_ordered_sums.py``); this process checks the backend choice and its errors.
+"""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmdiffseg.generators.ordered_sums import cpu_order_cluster_sums
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None,
+                    reason='triton is not installed (a test extra: pip install -e ".[tests]")')
+def test_cluster_sums_kernel_under_the_triton_interpreter():
+    env = dict(os.environ, TRITON_INTERPRET='1')
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (str(REPO), str(REPO / 'tests'),
+                                                    env.get('PYTHONPATH')) if p)
+    run = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                          str(HERE / 'interpreted_ordered_sums.py')], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    report = run.stdout[-6000:] + run.stderr[-2000:]
+    assert run.returncode == 0, report
+    summary = run.stdout.strip().splitlines()[-1]
+    assert '5 passed' in summary and 'skipped' not in summary, report
+
+
+def test_backends_are_checked_and_the_cpu_takes_the_pytorch_path(monkeypatch):
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    x, clusters = torch.rand(1, 40, 8), torch.randint(0, 3, (1, 40))
+    assert torch.equal(cpu_order_cluster_sums(x, clusters, 3),
+                       cpu_order_cluster_sums(x, clusters, 3, backend='torch'))
+    with pytest.raises(ValueError, match=r"backend='triton'.*TRITON_INTERPRET=1.*'auto' or 'torch'"):
+        cpu_order_cluster_sums(x, clusters, 3, backend='triton')
+    with pytest.raises(ValueError, match='backend must be one of'):
+        cpu_order_cluster_sums(x, clusters, 3, backend='cuda')
+    with pytest.raises(ValueError, match=r'float32 rows needed.*\.float\(\)'):
+        cpu_order_cluster_sums(x.half(), clusters, 3)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='triton is not installed')
+@pytest.mark.parametrize('interleaved', [False, True])
+def test_kernel_compiles_for_an_h200_without_fused_multiply_adds(interleaved):
+    """Triton compiles for sm_90 without a GPU (its bundled ptxas): type errors show here, not in a
+    GPU session; and the sums are additions only, none contracted into an FMA."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from mmdiffseg.generators import ordered_sums_triton
+    kernel = ordered_sums_triton._cluster_sums_kernel
+    if not isinstance(kernel, triton.runtime.JITFunction):
+        pytest.skip('this process runs Triton interpreted')
+    signature = dict(rows_ptr='*fp32', starts_ptr='*i64', counts_ptr='*i64', out_ptr='*fp32',
+                     col_start='i32', col_end='i32', width='i32', INTERLEAVED='constexpr',
+                     BLOCK_D='constexpr')
+    source = ASTSource(fn=kernel, signature=signature,
+                       constexprs=dict(INTERLEAVED=interleaved, BLOCK_D=16 if interleaved else 64))
+    compiled = triton.compile(source, target=GPUTarget('cuda', 90, 32), options=dict(num_warps=4))
+    ptx = compiled.asm['ptx']
+    assert 'add.f32' in ptx and 'fma.rn.f32' not in ptx
