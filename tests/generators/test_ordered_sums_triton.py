@@ -45,24 +45,3 @@ def test_backends_are_checked_and_the_cpu_takes_the_pytorch_path(monkeypatch):
     with pytest.raises(ValueError, match=r'float32 rows needed.*\.float\(\)'):
         cpu_order_cluster_sums(x.half(), clusters, 3)
 
-
-@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='triton is not installed')
-@pytest.mark.parametrize('interleaved', [False, True])
-def test_kernel_compiles_for_an_h200_without_fused_multiply_adds(interleaved):
-    """Triton compiles for sm_90 without a GPU (its bundled ptxas): type errors show here, not in a
-    GPU session; and the sums are additions only, none contracted into an FMA."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    from mmdiffseg.generators import ordered_sums_triton
-    kernel = ordered_sums_triton._cluster_sums_kernel
-    if not isinstance(kernel, triton.runtime.JITFunction):
-        pytest.skip('this process runs Triton interpreted')
-    signature = dict(rows_ptr='*fp32', starts_ptr='*i64', counts_ptr='*i64', out_ptr='*fp32',
-                     col_start='i32', col_end='i32', width='i32', INTERLEAVED='constexpr',
-                     BLOCK_D='constexpr')
-    source = ASTSource(fn=kernel, signature=signature,
-                       constexprs=dict(INTERLEAVED=interleaved, BLOCK_D=16 if interleaved else 64))
-    compiled = triton.compile(source, target=GPUTarget('cuda', 90, 32), options=dict(num_warps=4))
-    ptx = compiled.asm['ptx']
-    assert 'add.f32' in ptx and 'fma.rn.f32' not in ptx
