@@ -8,6 +8,12 @@ in the default precision), iSeg's WSSS VOC preset in both k-means precisions; pe
 syncs by reason and the launches, in total and per image. A sync count that does not grow with
 the batch is the point: a GPU then waits a fixed number of times per batch, not per image.
 
+iSeg's float16 k-means sums its centres in a CPU's order (``ordered_sums``): on CUDA with Triton
+installed by two kernels per call, elsewhere by ~300 batched operators. The rows count the
+operators (Triton kernels run here only under its interpreter, far too slowly for whole batches);
+an extra row, marked *derived*, replaces each call's counted launches with the Triton backend's,
+counted on one call in a child process under ``TRITON_INTERPRET=1``.
+
     python benchmarks/bench_op_counts.py [--batch-size 1 8] [--label "this tree"]
         [--out benchmarks/results/op_counts.md]
 
@@ -18,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import subprocess
+from contextlib import contextmanager
 import sys
 from pathlib import Path
 
@@ -65,6 +73,53 @@ def cases(batch: int):
                ISeg.from_preset('wsss_voc', kmeans_precision=precision), iseg_maps, names)
 
 
+TRITON_CALL = """
+import sys, torch
+sys.path.insert(0, {here!r})
+from op_counts import count_ops
+from mmdiffseg.generators.ordered_sums import cpu_order_cluster_sums
+x, clusters = torch.rand(2, 300, 77), torch.randint(0, 6, (2, 300))
+print(count_ops(cpu_order_cluster_sums, x, clusters, 6, backend='triton')[1].launches)
+"""
+
+
+def triton_sums_launches() -> int:
+    """Launches of one ``cpu_order_cluster_sums`` call on the Triton backend (shape-independent)."""
+    env = dict(os.environ, TRITON_INTERPRET='1')
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (str(REPO), env.get('PYTHONPATH')) if p)
+    run = subprocess.run([sys.executable, '-c', TRITON_CALL.format(here=str(HERE))], env=env,
+                         capture_output=True, text=True)
+    if run.returncode:
+        sys.exit(f'bench_op_counts: counting the Triton cluster sums failed:\n{run.stderr[-2000:]}')
+    return int(run.stdout.split()[-1])
+
+
+@contextmanager
+def sums_calls(calls: list):
+    """Records the launches counted inside each ``cpu_order_cluster_sums`` call of k-means."""
+    from mmdiffseg.generators import kmeans
+    original = kmeans.cpu_order_cluster_sums
+
+    def counted(*args, **kwargs):
+        out, inner = count_ops(original, *args, **kwargs)
+        calls.append(inner.launches)
+        return out
+
+    kmeans.cpu_order_cluster_sums = counted
+    try:
+        yield
+    finally:
+        kmeans.cpu_order_cluster_sums = original
+
+
+def row(name, label, batch, counts, launches=None):
+    launches = counts.launches if launches is None else launches
+    reasons = ', '.join(f'{k} {v}' for k, v in sorted(counts.syncs.items())) or '-'
+    return (f'| {name} | {label} | {batch} | {counts.syncs_total} | '
+            f'{counts.syncs_total / batch:.1f} | {reasons} | {launches} | '
+            f'{launches / batch:.0f} | {counts.loops} |')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--batch-size', type=int, nargs='+', default=[1, 8])
@@ -78,15 +133,19 @@ def main():
     commit = subprocess.run(['git', '-C', str(source), 'rev-parse', '--short', 'HEAD'],
                             capture_output=True, text=True).stdout.strip() or 'unknown'
     label = args.label or f'commit {commit}'
+    per_triton_call = triton_sums_launches()
     rows = []
     for batch in args.batch_size:
         for name, generator, maps, names in cases(batch):
-            _, counts = count_ops(generator, maps, None, names)
-            reasons = ', '.join(f'{k} {v}' for k, v in sorted(counts.syncs.items())) or '-'
-            rows.append(f'| {name} | {label} | {batch} | {counts.syncs_total} | '
-                        f'{counts.syncs_total / batch:.1f} | {reasons} | {counts.launches} | '
-                        f'{counts.launches / batch:.0f} | {counts.loops} |')
-            print(rows[-1], flush=True)
+            calls = []
+            with sums_calls(calls):
+                _, counts = count_ops(generator, maps, None, names)
+            rows.append(row(name, label, batch, counts))
+            if calls:
+                launches = counts.launches - sum(calls) + per_triton_call * len(calls)
+                rows.append(row(f'{name}, Triton sums on CUDA (derived: {len(calls)} calls x '
+                                f'{per_triton_call} launches)', label, batch, counts, launches))
+            print('\n'.join(rows[-1 - bool(calls):]), flush=True)
     new = not args.out.exists()
     with open(args.out, 'a') as f:
         if new:
