@@ -63,7 +63,7 @@ def test_map_kernels(dtype, n_query, n_key, head_dim):
                          dict(tiles, ACCUMULATE=accumulate, **dot), **options)
 
 
-@pytest.mark.parametrize('dilations', [(1,), (1, 2)])  # SeeDiff's; original PAMR's takes 40 s
+@pytest.mark.parametrize('dilations', [(1,), (1, 2), (1, 2, 4, 8, 12, 24)])  # SeeDiff's, original
 def test_pamr_kernels_without_contractions(dilations):
     from mmdiffseg.generators import pamr_triton
     pad = max(dilations)
