@@ -9,11 +9,16 @@ ops); everything but the k-means distance runs in float32 (the released code run
 
     python benchmarks/bench_iseg.py [--device cuda] [--repeats 3] [--threads 1]
 
+On CUDA an extra float16 row sums the k-means centres with the PyTorch emulation of the CPU's
+order instead of the Triton kernel (``ordered_sums``): what a GPU machine without Triton runs.
+
 Writes ``benchmarks/results/iseg.md`` (rows of other devices are kept). CPU times are the process's
 CPU seconds, CUDA times wall seconds after synchronisation.
 """
 import argparse
+import contextlib
 import datetime
+import functools
 import sys
 from pathlib import Path
 
@@ -23,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench_diffseg import device_label, timed  # noqa: E402
-from mmdiffseg.generators import ISeg  # noqa: E402
+from mmdiffseg.generators import ISeg, kmeans  # noqa: E402
 from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
 from mmdiffseg.generators.transcriptions import iseg_postprocess  # noqa: E402
@@ -62,6 +67,18 @@ def released_args(maps, names, gen):
     return cross[16], cross[32], maps['iseg_self64'], token_sel
 
 
+@contextlib.contextmanager
+def sums_backend(backend: str):
+    """k-means centre sums on ``backend`` (``''``: the default) for the rows of this run."""
+    chosen = kmeans.cpu_order_cluster_sums
+    if backend:
+        kmeans.cpu_order_cluster_sums = functools.partial(chosen, backend=backend)
+    try:
+        yield
+    finally:
+        kmeans.cpu_order_cluster_sums = chosen
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu')
@@ -74,13 +91,17 @@ def main():
     inputs = build_inputs(device)
     label = device_label(device, args.threads)
     rows = []
-    for use_cluster, precision in ((True, 'float16'), (True, 'float32'), (False, 'float32')):
+    runs = [(True, 'float16', ''), (True, 'float32', ''), (False, 'float32', '')]
+    if torch.device(device).type == 'cuda':
+        runs.insert(1, (True, 'float16', 'torch'))
+    for use_cluster, precision, sums in runs:
         gen = ISeg.from_preset('wsss_voc', use_cluster=use_cluster,
                                kmeans_precision=precision).to(device)
         kl_dtype = getattr(torch, precision)
         ours_t, ref_t, agree = [], [], []
         for maps, names in inputs:
-            t_ours, ours = timed(lambda: gen(maps, None, names)[0], args.repeats, device)
+            with sums_backend(sums):
+                t_ours, ours = timed(lambda: gen(maps, None, names)[0], args.repeats, device)
             ref_in = released_args(maps, names, gen)
             t_ref, ref = timed(lambda: iseg_postprocess(
                 *ref_in, ent=gen.ent, iters=gen.iters, use_cluster=use_cluster,
@@ -92,6 +113,7 @@ def main():
         method = (f'iSeg wsss_voc, cluster on, k-means distance {precision}'
                   f'{" (released, default)" if precision == "float16" else ""}'
                   if use_cluster else 'iSeg wsss_voc, cluster off')
+        method += ', centre sums in PyTorch (no Triton)' if sums else ''
         ours_m, ref_m = sum(ours_t) / len(ours_t), sum(ref_t) / len(ref_t)
         rows.append(f'| {method} | {ours_m:.3f} | {ref_m:.3f} | {ref_m / ours_m:.2f}x | '
                     f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | {label} | '
