@@ -90,22 +90,23 @@ def _row_lse_kernel(q_ptr, k_ptr, lse_ptr, n_query, n_key, head_dim, qk_scale,
 INTERPRETED = isinstance(_head_map_kernel, InterpretedFunction)
 
 
-#: shared memory the tiles of Q and K may take, both pipeline stages together
-SHARED_MEMORY_BUDGET = 160 * 2 ** 10
-
-
 def _tiles(n_query: int, n_key: int, head_dim: int, element_bytes: int) -> dict:
-    """Tile sizes: 128 x 128, halved while two stages of Q and K tiles exceed the shared-memory
-    budget (head dims are padded to a power of two), shrunk to small token counts; ``tl.dot``
-    needs every side >= 16. Chosen without a GPU to tune on (benchmarks/check_map_kernel.py)."""
+    """Tile sizes: the largest that ptxas fits in sm_90's registers without spilling (swept on
+    the CPU by compiling for an H200: ``tests/test_triton_kernels_compile.py``): fp16 / bf16
+    128 x 64 (query x key rows) with 8 warps for head dims up to 64 (all of SD 2, SD 1's 64x64 and
+    32x32 layers), 64 x 64 with 8 warps for wider heads (SD 1's 80 and 160: a few spilled bytes at
+    most); float32 32 x 32 with 4 warps (its ``tl.dot`` is FMAs, larger tiles spill kilobytes).
+    Shrunk to small token counts; ``tl.dot`` needs every side >= 16. Timed on a GPU by
+    ``benchmarks/check_map_kernel.py`` (its tile sweep)."""
     block_d = max(16, triton.next_power_of_2(head_dim))
-    side = 128
-    while side > 32 and 2 * (2 * side * block_d * element_bytes) > SHARED_MEMORY_BUDGET:
-        side //= 2
-    block_m = min(side, max(16, triton.next_power_of_2(n_query)))
-    block_n = min(side, max(16, triton.next_power_of_2(n_key)))
+    if element_bytes == 4:
+        rows, cols = 32, 32
+    else:
+        rows, cols = (128, 64) if block_d <= 64 else (64, 64)
+    block_m = min(rows, max(16, triton.next_power_of_2(n_query)))
+    block_n = min(cols, max(16, triton.next_power_of_2(n_key)))
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-                num_warps=8 if block_m * block_n >= 128 * 128 else 4, num_stages=2)
+                num_warps=8 if block_m * block_n >= 64 * 64 else 4, num_stages=2)
 
 
 def _dot_options(query: torch.Tensor) -> dict:

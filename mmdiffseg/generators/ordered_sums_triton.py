@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ['triton_cluster_sums']
+__all__ = ['triton_cluster_sums', 'kernel_config']
 
 
 @triton.jit
@@ -72,6 +72,12 @@ def _cluster_sums_kernel(rows_ptr, starts_ptr, counts_ptr, out_ptr, col_start, c
     tl.store(out_ptr + owner * width + cols, total, mask=cols_ok)
 
 
+def kernel_config(columns: int, interleaved: bool) -> dict:
+    """Constexprs and options of a launch over ``columns`` columns."""
+    block = min(64, triton.next_power_of_2(columns))
+    return dict(INTERLEAVED=interleaved, BLOCK_D=block, num_warps=2 if block <= 32 else 4)
+
+
 def triton_cluster_sums(rows: torch.Tensor, counts: torch.Tensor, split: int) -> torch.Tensor:
     """``(O, D)`` sums of consecutive runs of ``rows`` (``counts[o]`` rows for owner ``o``, owner
     after owner), columns before ``split`` as ``multi_row_sum``, the others as ``row_sum``.
@@ -88,9 +94,7 @@ def triton_cluster_sums(rows: torch.Tensor, counts: torch.Tensor, split: int) ->
     out = rows.new_empty(len(counts), d)
     for low, high, interleaved in ((0, split, False), (split, d, True)):
         if high > low:
-            block = min(64, triton.next_power_of_2(high - low))
-            grid = (len(counts), triton.cdiv(high - low, block))
-            _cluster_sums_kernel[grid](rows, starts, counts, out, low, high, d,
-                                       INTERLEAVED=interleaved, BLOCK_D=block,
-                                       num_warps=2 if block <= 32 else 4)
+            config = kernel_config(high - low, interleaved)
+            grid = (len(counts), triton.cdiv(high - low, config['BLOCK_D']))
+            _cluster_sums_kernel[grid](rows, starts, counts, out, low, high, d, **config)
     return out

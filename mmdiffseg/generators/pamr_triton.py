@@ -44,7 +44,7 @@ import triton.language as tl
 
 from .pamr import run_in_chunks
 
-__all__ = ['fused_propagate', 'launch_plan']
+__all__ = ['fused_propagate', 'launch_plan', 'kernel_config']
 
 
 @triton.jit
@@ -148,6 +148,13 @@ def launch_plan(pad: int, steps_per_launch: int, tile: int) -> Tuple[int, int]:
     return steps, max(tile, triton.next_power_of_2(4 * pad * steps))
 
 
+def kernel_config(pad: int, steps: int, tile: int) -> dict:
+    """Constexprs and options of both kernels for :func:`launch_plan`'s ``(K, T)``: explicit FMAs
+    only (``tl.fma``), no contraction left to the compiler's default."""
+    return dict(HALO=steps * pad, TILE=tile, num_warps=max(4, min(16, tile * tile // 256)),
+                enable_fp_fusion=False)
+
+
 def fused_propagate(weights: torch.Tensor, mask: torch.Tensor, dilations: Sequence[int],
                     num_iter: int, tol: Optional[float] = None, check_every: int = 10,
                     steps_per_launch: int = 8, tile: int = 64) -> torch.Tensor:
@@ -168,9 +175,7 @@ def fused_propagate(weights: torch.Tensor, mask: torch.Tensor, dilations: Sequen
     out_size = size - 2 * steps * pad
     tiles_x = triton.cdiv(w, out_size)
     grid = (triton.cdiv(h, out_size) * tiles_x, b * c)
-    # explicit FMAs only (tl.fma): no contraction left to the compiler's default
-    config = dict(HALO=steps * pad, TILE=size, num_warps=max(4, min(16, size * size // 256)),
-                  enable_fp_fusion=False)
+    config = kernel_config(pad, steps, size)
     packed = mask.new_empty(b * grid[0] * weights.shape[1] * size * size, dtype=torch.float32)
     _pack_weights_kernel[grid[0], b](weights.float().contiguous(), packed, h, w, tiles_x,
                                      NUM_TAPS=weights.shape[1], **config)
