@@ -1,12 +1,13 @@
 """Every Triton kernel of the package compiles for an H200 (sm_90), on a machine without a GPU.
 
-Triton compiles to a cubin with the ``ptxas`` it bundles, so type errors, shared-memory overruns,
-register spills and FMA contractions show in CI instead of in a GPU session. The launch configurations are those the
-package picks for Stable Diffusion's shapes (SD 1.x head dims 40 / 80 / 160, SD 2.x 64; 64x64
+Triton compiles to a cubin with the ``ptxas`` it bundles (``benchmarks/sm90_compile.py``), so type
+errors, shared-memory overruns, register spills and FMA contractions show in CI instead of in a
+GPU session. The launch configurations are those the package picks for Stable Diffusion's shapes (SD 1.x head dims 40 / 80 / 160, SD 2.x 64; 64x64
 self-attention, 77 text tokens; SeeDiff's PAMR tiles). The interpreter tests check the numbers.
 """
 import importlib.util
-import re
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,37 +15,23 @@ if importlib.util.find_spec('triton') is None:
     pytest.skip('triton is not installed (a test extra: pip install -e ".[tests]")',
                 allow_module_level=True)
 
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
+from sm90_compile import SM90_SHARED_BYTES, compile_sm90  # noqa: E402
 
-H200 = GPUTarget('cuda', 90, 32)
-#: shared memory one block may use on sm_90 (227 KiB, with the opt-in)
-SM90_SHARED_BYTES = 227 * 1024
 POINTER = {'float16': '*fp16', 'bfloat16': '*bf16', 'float32': '*fp32'}
 BYTES = {'float16': 2, 'bfloat16': 2, 'float32': 4}
 
 
-@pytest.fixture
-def compile_for_h200(tmp_path, monkeypatch, capsys):
-    """``compile_for_h200(kernel, signature, constexprs, **options)`` -> ``(compiled, spilled
-    bytes)``: ``kernel`` compiled for sm_90 (``signature`` maps each argument to its Triton type; a
-    constexpr's value is in ``constexprs``), its register spills read from ptxas's log."""
-    monkeypatch.setenv('TRITON_CACHE_DIR', str(tmp_path))  # a cached kernel skips ptxas
-    monkeypatch.setenv('TRITON_DUMP_PTXAS_LOG', '1')
-
-    def compile_one(kernel, signature, constexprs, **options):
-        if not isinstance(kernel, triton.runtime.JITFunction):
+def compile_for_h200(kernel, signature, constexprs, **options):
+    """``(compiled, spilled bytes a thread)`` of ``kernel`` for sm_90, within its shared memory."""
+    try:
+        compiled, report = compile_sm90(kernel, signature, constexprs, **options)
+    except RuntimeError as error:
+        if 'interpreted' in str(error):
             pytest.skip('this process runs Triton interpreted')
-        signature = {name: signature.get(name, 'constexpr') for name in kernel.arg_names}
-        capsys.readouterr()
-        compiled = triton.compile(ASTSource(fn=kernel, signature=signature,
-                                            constexprs=constexprs), target=H200, options=options)
-        spills = re.findall(r'(\d+) bytes spill stores', capsys.readouterr().out)
-        assert compiled.metadata.shared <= SM90_SHARED_BYTES, compiled.metadata.shared
-        assert spills, 'no ptxas log (TRITON_DUMP_PTXAS_LOG)'
-        return compiled, sum(map(int, spills))
-    return compile_one
+        raise
+    assert compiled.metadata.shared <= SM90_SHARED_BYTES, compiled.metadata.shared
+    return compiled, report.spilled_bytes
 
 
 def ints(*names):
@@ -61,7 +48,7 @@ STRIDES = ints('sq_b', 'sq_h', 'sq_n', 'sq_d', 'sk_b', 'sk_h', 'sk_n', 'sk_d', '
     (4096, 77, 40),     # SD 1.x 64x64 cross-attention
     (64, 64, 160),      # SD 1.x 8x8 self-attention, the widest heads
 ])
-def test_map_kernels(compile_for_h200, dtype, n_query, n_key, head_dim):
+def test_map_kernels(dtype, n_query, n_key, head_dim):
     """The built-in tiles compile, and where nearly all the time goes (head dims up to 64: every
     layer of SD 2, SD 1's 64x64 and 32x32 ones) nothing spills to local memory; wider heads spill
     at most a few hundred bytes a thread in fp16 / bf16 (float32's FMA products spill kilobytes
@@ -85,7 +72,7 @@ def test_map_kernels(compile_for_h200, dtype, n_query, n_key, head_dim):
 
 
 @pytest.mark.parametrize('dilations', [(1,), (1, 2), (1, 2, 4, 8, 12, 24)])  # SeeDiff's, original
-def test_pamr_kernels_without_contractions(compile_for_h200, dilations):
+def test_pamr_kernels_without_contractions(dilations):
     from mmdiffseg.generators import pamr_triton
     pad = max(dilations)
     config = pamr_triton.kernel_config(pad, *pamr_triton.launch_plan(pad, 8, 64))
@@ -107,7 +94,7 @@ def test_pamr_kernels_without_contractions(compile_for_h200, dilations):
 
 
 @pytest.mark.parametrize('interleaved', [False, True])
-def test_cluster_sums_kernel_adds_only(compile_for_h200, interleaved):
+def test_cluster_sums_kernel_adds_only(interleaved):
     from mmdiffseg.generators import ordered_sums_triton
     config = ordered_sums_triton.kernel_config(13 if interleaved else 64, interleaved)  # iSeg's
     warps = config.pop('num_warps')
