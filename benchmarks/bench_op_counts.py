@@ -38,6 +38,7 @@ sys.path.insert(0, str(HERE))
 sys.path.append(str(REPO))  # after PYTHONPATH: another checkout given there wins
 
 from op_counts import count_ops  # noqa: E402
+from results_table import append_section  # noqa: E402
 
 SAMPLES = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples' / 'SegmentationClass'
 RESULTS = HERE / 'results' / 'op_counts.md'
@@ -146,24 +147,17 @@ def main():
                 rows.append(row(f'{name}, Triton sums on CUDA (derived: {len(calls)} calls x '
                                 f'{per_triton_call} launches)', label, batch, counts, launches))
             print('\n'.join(rows[-1 - bool(calls):]), flush=True)
-    new = not args.out.exists()
-    with open(args.out, 'a') as f:
-        if new:
-            f.write('# Generators: host syncs and kernel launches per batch (CPU proxy)\n\n'
-                    + __doc__.split('\n\n')[0].replace('\n', ' ') + '\n\n'
-                    'Syncs: reads of device data by the host (`.item()`, `.tolist()`, `.cpu()`, '
-                    'data-dependent output sizes: `nonzero`, boolean masks, `unique`, '
-                    '`bincount`) and blocking host-to-device copies. Launches: aten operators '
-                    'that do work, about one CUDA kernel each. Written by '
-                    '`python benchmarks/bench_op_counts.py`.\n')
-        f.write(f'\n### {datetime.date.today()}: {label}, VOC ground-truth attention '
-                f'(noise {NOISE}), torch {torch.__version__}\n\n'
-                '| generator | code | batch | syncs | syncs / image | by reason | launches '
-                '| launches / image | host loops over a tensor |\n'
-                '|---|---|---|---|---|---|---|---|---|\n')
-        f.write('\n'.join(rows) + '\n')
-    print(f'appended to {args.out}')
-
+    append_section(
+        args.out, 'Generators: host syncs and kernel launches per batch (CPU proxy)',
+        __doc__.split('\n\n')[0].replace('\n', ' ') + '\n\n'
+        'Syncs: reads of device data by the host (`.item()`, `.tolist()`, `.cpu()`, data-dependent '
+        'output sizes: `nonzero`, boolean masks, `unique`, `bincount`) and blocking host-to-device '
+        'copies. Launches: aten operators that do work, about one CUDA kernel each. Written by '
+        '`python benchmarks/bench_op_counts.py`.',
+        f'{datetime.date.today()}: {label}, VOC ground-truth attention (noise {NOISE}), torch '
+        f'{torch.__version__}',
+        ['generator', 'code', 'batch', 'syncs', 'syncs / image', 'by reason', 'launches',
+         'launches / image', 'host loops over a tensor'], rows)
 
 if __name__ == '__main__':
     main()

@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+from results_table import append_section  # noqa: E402
 from sm90_compile import compile_sm90  # noqa: E402
 from mmdiffseg.attention import map_kernel  # noqa: E402
 
@@ -70,19 +71,13 @@ def main():
                 rows.append(f'| {dtype} | {block_d} | {m}x{n}, {warps} warps{mark} | '
                             f'{measure(dtype, block_d, m, n, warps)} |')
                 print(rows[-1], flush=True)
-    new = not args.out.exists()
-    with open(args.out, 'a') as f:
-        if new:
-            f.write('# Triton map kernels on sm_90: registers and spills per tile\n\n'
-                    + ' '.join(__doc__.split('\n\n')[:2]).replace('\n', ' ') + '\n')
-        f.write(f'\n### {datetime.date.today()}: compiled for sm_90 on the CPU, triton '
-                f'{triton.__version__}\n\n'
-                '| dtype | head dim (padded) | tile (query x key), warps | map kernel registers '
-                '| map kernel spilled bytes | lse kernel registers | lse kernel spilled bytes '
-                '| shared KiB (lse) |\n|---|---|---|---|---|---|---|---|\n')
-        f.write('\n'.join(rows) + '\n')
-    print(f'appended to {args.out}')
-
+    append_section(
+        args.out, 'Triton map kernels on sm_90: registers and spills per tile',
+        ' '.join(__doc__.split('\n\n')[:2]).replace('\n', ' '),
+        f'{datetime.date.today()}: compiled for sm_90 on the CPU, triton {triton.__version__}',
+        ['dtype', 'head dim (padded)', 'tile (query x key), warps', 'map kernel registers',
+         'map kernel spilled bytes', 'lse kernel registers', 'lse kernel spilled bytes',
+         'shared KiB (lse)'], rows)
 
 if __name__ == '__main__':
     main()

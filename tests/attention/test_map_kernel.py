@@ -5,31 +5,20 @@ already have imported Triton or the kernel module, so the interpreted cases
 (``interpreted_map_kernel.py``) run in their own pytest process with the variable set.
 """
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from interpreted import run_interpreted
 
 import mmdiffseg.attention.head_maps as head_maps
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 
 
 @pytest.mark.skipif(importlib.util.find_spec('triton') is None,
                     reason='triton is not installed (a test extra: pip install -e ".[tests]")')
 def test_map_kernels_under_the_triton_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET='1')
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (str(REPO), env.get('PYTHONPATH')) if p)
-    run = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
-                          str(HERE / 'interpreted_map_kernel.py')], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=900)
-    report = run.stdout[-6000:] + run.stderr[-2000:]
-    assert run.returncode == 0, report
-    summary = run.stdout.strip().splitlines()[-1]
-    assert ' passed' in summary and 'skipped' not in summary, report
+    run_interpreted(HERE / 'interpreted_map_kernel.py', passed=15)
 
 
 def test_auto_backend_is_torch_on_cpu_and_for_masked_layers():

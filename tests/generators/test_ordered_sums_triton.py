@@ -4,33 +4,19 @@ Its bit-for-bit cases run in a child pytest process under ``TRITON_INTERPRET=1``
 (``interpreted_ordered_sums.py``); this process checks the backend choice and its errors.
 """
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from interpreted import run_interpreted
 
 from mmdiffseg.generators.ordered_sums import cpu_order_cluster_sums
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 
 
 @pytest.mark.skipif(importlib.util.find_spec('triton') is None,
                     reason='triton is not installed (a test extra: pip install -e ".[tests]")')
 def test_cluster_sums_kernel_under_the_triton_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET='1')
-    env['PYTHONPATH'] = os.pathsep.join(p for p in (str(REPO), str(REPO / 'tests'),
-                                                    env.get('PYTHONPATH')) if p)
-    run = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
-                          str(HERE / 'interpreted_ordered_sums.py')], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
-    report = run.stdout[-6000:] + run.stderr[-2000:]
-    assert run.returncode == 0, report
-    summary = run.stdout.strip().splitlines()[-1]
-    assert '5 passed' in summary and 'skipped' not in summary, report
+    run_interpreted(Path(__file__).with_name('interpreted_ordered_sums.py'), passed=5)
 
 
 def test_backends_are_checked_and_the_cpu_takes_the_pytorch_path(monkeypatch):
