@@ -29,7 +29,7 @@ vector) are summed another way, so at least 8 columns are required (iSeg's have 
 and more than two threads, ATen splits the columns of a cluster of more than 425 rows between
 threads at other boundaries, which this does not follow.
 
-Two backends give the same bits: ``'torch'`` (here: ~250 batched operators per call) and
+Two backends give the same bits: ``'torch'`` (here: ~300 batched operators per call) and
 ``'triton'`` (:mod:`.ordered_sums_triton`: two kernel launches, one program per cluster walking its
 rows in that order); ``'auto'`` takes Triton on CUDA, or on any device under Triton's interpreter
 (``TRITON_INTERPRET=1``), when it is installed.

@@ -1,7 +1,7 @@
 """The CPU-order cluster sums of :mod:`.ordered_sums` as two Triton kernel launches.
 
 :func:`~.ordered_sums.cpu_order_cluster_sums` in PyTorch reproduces ATen's CPU summation order
-with ~250 small operators per call (three levels of regrouping, each an in-order sum of 16
+with ~300 small operators per call (three levels of regrouping, each an in-order sum of 16
 slices), which makes iSeg's float16 k-means launch-bound on a GPU (~6,000 launches per batch).
 Here one program per (cluster, column block) walks its cluster's rows, already sorted by cluster,
 in that order, with the partial sums in registers (a group's 16 blocks side by side):
