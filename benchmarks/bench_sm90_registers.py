@@ -6,7 +6,8 @@ HBM), which a kernel bound by its exponentials and its map writes should not pay
 dtype (fp16; bf16 compiles the same way; float32, whose ``tl.dot`` is FMAs) and padded head dim
 (64: SD 2 and SD 1's 40; 128: SD 1's 80; 256: SD 1's 160), every tile of the GPU sweep in
 ``check_map_kernel.py`` (stages 2) and 32 x 32 (float32 at 256: up to 64 x 64): registers and
-spilled bytes of the map kernel and the row log-sum-exp kernel; the built-in choice is marked. Speed needs a GPU: ``check_map_kernel``.
+spilled bytes of the map kernel and the row log-sum-exp kernel, with the unit strides specialised as at run time; the built-in choice
+is marked. Speed needs a GPU: ``check_map_kernel``.
 
     python benchmarks/bench_sm90_registers.py [--dtypes float16 float32] [--out FILE]
 """
@@ -33,11 +34,20 @@ TILES = [(128, 128, 8), (128, 128, 4), (128, 64, 8), (128, 64, 4), (64, 128, 8),
          (64, 64, 8), (64, 64, 4), (32, 32, 4)]
 #: padded head dim -> (a head dim it stands for, query tokens, key tokens)
 HEADS = {64: (64, 4096, 4096), 128: (80, 1024, 1024), 256: (160, 256, 256)}
-INTS = ('n_heads', 'n_query', 'n_key', 'head_dim', 'sq_b', 'sq_h', 'sq_n', 'sq_d', 'sk_b', 'sk_h',
-        'sk_n', 'sk_d', 'sl_b', 'sl_h', 'sl_n', 'so_b', 'so_n', 'so_k')
+INTS = ('n_heads', 'n_query', 'n_key', 'head_dim', 'sq_b', 'sq_h', 'sq_n', 'sk_b', 'sk_h', 'sk_n',
+        'sl_b', 'sl_h', 'so_b', 'so_n')
+#: the innermost strides, 1 at run time (head dims, LSE rows, map rows are contiguous): Triton
+#: compiles an integer argument equal to 1 as a constant, and so does this
+UNIT_STRIDES = dict(sq_d=1, sk_d=1, sl_n=1, so_k=1)
+
+
+def unit_strides(kernel) -> dict:
+    """The :data:`UNIT_STRIDES` that ``kernel`` takes."""
+    return {name: 1 for name in UNIT_STRIDES if name in kernel.arg_names}
 
 
 def signature(dtype: str) -> dict:
+    """Argument types of both map kernels (the unit strides are constexprs)."""
     return dict(q_ptr=POINTER[dtype], k_ptr=POINTER[dtype], lse_ptr='*fp32', out_ptr='*fp32',
                 heads_ptr='*i64', qk_scale='fp32', weight='fp32', **{n: 'i32' for n in INTS})
 
@@ -48,7 +58,8 @@ def measure(dtype: str, block_d: int, rows: int, cols: int, warps: int) -> str:
     cells = []
     for kernel, extra in ((map_kernel._head_map_kernel, dict(ACCUMULATE=True)),
                           (map_kernel._row_lse_kernel, {})):
-        compiled, report = compile_sm90(kernel, signature(dtype), dict(tiles, **extra),
+        compiled, report = compile_sm90(kernel, signature(dtype),
+                                        dict(tiles, **extra, **unit_strides(kernel)),
                                         num_warps=warps, num_stages=2)
         cells += [str(report.registers), str(report.spilled_bytes)]
     return ' | '.join(cells) + f' | {compiled.metadata.shared // 1024}'

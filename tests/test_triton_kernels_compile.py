@@ -16,9 +16,9 @@ if importlib.util.find_spec('triton') is None:
                 allow_module_level=True)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
+from bench_sm90_registers import signature, unit_strides  # noqa: E402
 from sm90_compile import SM90_SHARED_BYTES, compile_sm90  # noqa: E402
 
-POINTER = {'float16': '*fp16', 'bfloat16': '*bf16', 'float32': '*fp32'}
 BYTES = {'float16': 2, 'bfloat16': 2, 'float32': 4}
 
 
@@ -38,10 +38,6 @@ def ints(*names):
     return {name: 'i32' for name in names}
 
 
-STRIDES = ints('sq_b', 'sq_h', 'sq_n', 'sq_d', 'sk_b', 'sk_h', 'sk_n', 'sk_d', 'sl_b', 'sl_h',
-               'sl_n', 'so_b', 'so_n', 'so_k')
-
-
 @pytest.mark.parametrize('dtype', ['float16', 'bfloat16', 'float32'])
 @pytest.mark.parametrize('n_query, n_key, head_dim', [
     (4096, 4096, 64),   # SD 2.x 64x64 self-attention (SD 1.x's, head dim 40, the same tiles)
@@ -58,16 +54,16 @@ def test_map_kernels(dtype, n_query, n_key, head_dim):
     tiles = map_kernel._tiles(n_query, n_key, head_dim, BYTES[dtype])
     options = {key: tiles.pop(key) for key in ('num_warps', 'num_stages')}
     dot = dict(UPCAST=False, PRECISION='ieee' if dtype == 'float32' else 'tf32')
-    tensors = dict(q_ptr=POINTER[dtype], k_ptr=POINTER[dtype], lse_ptr='*fp32', out_ptr='*fp32',
-                   heads_ptr='*i64', qk_scale='fp32', weight='fp32',
-                   **ints('n_heads', 'n_query', 'n_key', 'head_dim'), **STRIDES)
+    tensors = signature(dtype)
     limit = 0 if head_dim <= 64 else 1024 if dtype != 'float32' else float('inf')
-    _, spills = compile_for_h200(map_kernel._row_lse_kernel, tensors, dict(tiles, **dot),
-                                 **options)
+    lse = map_kernel._row_lse_kernel
+    _, spills = compile_for_h200(lse, tensors, dict(tiles, **dot, **unit_strides(lse)), **options)
     assert spills <= limit, (tiles, options, spills)
     for accumulate in (False, True):
-        _, spills = compile_for_h200(map_kernel._head_map_kernel, tensors,
-                                     dict(tiles, ACCUMULATE=accumulate, **dot), **options)
+        kernel = map_kernel._head_map_kernel
+        _, spills = compile_for_h200(
+            kernel, tensors, dict(tiles, ACCUMULATE=accumulate, **dot, **unit_strides(kernel)),
+            **options)
         assert spills <= limit, (tiles, options, spills)
 
 
