@@ -46,8 +46,8 @@ def ints(*names):
 ])
 def test_map_kernels(dtype, n_query, n_key, head_dim):
     """The built-in tiles compile, and where nearly all the time goes (head dims up to 64: every
-    layer of SD 2, SD 1's 64x64 and 32x32 ones) nothing spills to local memory; wider heads spill
-    at most a few hundred bytes a thread in fp16 / bf16 (float32's FMA products spill kilobytes
+    layer of SD 2, SD 1's 64x64 ones) nothing spills to local memory; wider heads spill at most
+    1 KB a thread in fp16 / bf16 (float32's FMA products spill kilobytes
     at any tile with this ptxas). A failure here after a Triton upgrade means: sweep the tiles
     again (``map_kernel._tiles``)."""
     from mmdiffseg.attention import map_kernel

@@ -93,12 +93,12 @@ INTERPRETED = isinstance(_head_map_kernel, InterpretedFunction)
 def _tiles(n_query: int, n_key: int, head_dim: int, element_bytes: int) -> dict:
     """Tile sizes: the largest that ptxas fits in sm_90's registers without spilling (compiled
     for an H200 on the CPU: ``benchmarks/bench_sm90_registers.py`` sweeps the tiles,
-    ``tests/test_triton_kernels_compile.py`` checks these): fp16 / bf16
-    128 x 64 (query x key rows) with 8 warps for head dims up to 64 (all of SD 2, SD 1's 64x64 and
-    32x32 layers), 64 x 64 with 8 warps for wider heads (SD 1's 80: none spilled; 160, its small
-    16x16 and 8x8 layers: 0.7 KB a thread); float32 32 x 32 with 4 warps (its ``tl.dot`` is FMAs, larger tiles spill kilobytes).
-    Shrunk to small token counts; ``tl.dot`` needs every side >= 16. Timed on a GPU by
-    ``benchmarks/check_map_kernel.py`` (its tile sweep)."""
+    ``tests/test_triton_kernels_compile.py`` checks these). fp16 / bf16: 128 x 64 (query x key
+    rows) with 8 warps for head dims up to 64 (every layer of SD 2, SD 1's 64x64 ones); 64 x 64
+    with 8 warps for wider heads (SD 1's 32x32 layers, head dim 80: nothing spilled; its 16x16 and
+    8x8 ones, 160: 0.7 KB a thread). float32: 32 x 32 with 4 warps (its ``tl.dot`` is FMAs; larger
+    tiles spill kilobytes). Shrunk to small token counts; ``tl.dot`` needs every side >= 16. Timed
+    on a GPU by ``benchmarks/check_map_kernel.py`` (its tile sweep)."""
     block_d = max(16, triton.next_power_of_2(head_dim))
     if element_bytes == 4:
         rows, cols = 32, 32
