@@ -2,8 +2,10 @@
 
 Triton compiles to a cubin with the ``ptxas`` it bundles (``benchmarks/sm90_compile.py``), so type
 errors, shared-memory overruns, register spills and FMA contractions show in CI instead of in a
-GPU session. The launch configurations are those the package picks for Stable Diffusion's shapes (SD 1.x head dims 40 / 80 / 160, SD 2.x 64; 64x64
-self-attention, 77 text tokens; SeeDiff's PAMR tiles). The interpreter tests check the numbers.
+GPU session. The launch configurations are those the package picks for Stable Diffusion's shapes
+(SD 1.x head dims 40 / 80 / 160, SD 2.x 64; 64x64 self-attention, 77 text tokens; SeeDiff's and
+the original PAMR's tiles), with the unit strides specialised as Triton does at run time. The
+interpreter tests check the numbers.
 """
 import importlib.util
 import sys
