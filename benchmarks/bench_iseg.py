@@ -94,18 +94,22 @@ def main():
     runs = [(True, 'float16', ''), (True, 'float32', ''), (False, 'float32', '')]
     if torch.device(device).type == 'cuda':
         runs.insert(1, (True, 'float16', 'torch'))
+    released = {}  # (cluster, precision, image) -> (seconds, labels): timed once per setting
     for use_cluster, precision, sums in runs:
         gen = ISeg.from_preset('wsss_voc', use_cluster=use_cluster,
                                kmeans_precision=precision).to(device)
         kl_dtype = getattr(torch, precision)
         ours_t, ref_t, agree = [], [], []
-        for maps, names in inputs:
+        for image, (maps, names) in enumerate(inputs):
             with sums_backend(sums):
                 t_ours, ours = timed(lambda: gen(maps, None, names)[0], args.repeats, device)
-            ref_in = released_args(maps, names, gen)
-            t_ref, ref = timed(lambda: iseg_postprocess(
-                *ref_in, ent=gen.ent, iters=gen.iters, use_cluster=use_cluster,
-                kl_dtype=kl_dtype), args.repeats, device)
+            key = (use_cluster, precision, image)
+            if key not in released:
+                ref_in = released_args(maps, names, gen)
+                released[key] = timed(lambda: iseg_postprocess(
+                    *ref_in, ent=gen.ent, iters=gen.iters, use_cluster=use_cluster,
+                    kl_dtype=kl_dtype), args.repeats, device)
+            t_ref, ref = released[key]
             table = torch.tensor([0] + sorted(gen.class_indices(names[0])), device=device)
             agree.append((table[ref] == ours).float().mean().item())
             ours_t.append(t_ours)
