@@ -25,6 +25,8 @@ from urllib.parse import urlparse
 import torch
 from mmengine.config import Config
 
+from .cuda_check import cuda_problem
+
 DATA_GUIDE = 'README "Data layout"'
 VOC_PREPARE = 'python tools/dataset_converters/voc_aug.py {devkit} --sbd data/benchmark_RELEASE'
 ELSEWHERE = '; or set data_root (and data_prefix) of the entries above to where yours is'
@@ -237,11 +239,10 @@ def check(cfg: Config, mode: str = 'train') -> List[Missing]:
     if cfg.get('load_from'):
         missing += check_checkpoint(cfg.load_from, 'load_from')
     needs = _cuda_needs(cfg, mode, sections)
-    if needs and not torch.cuda.is_available():
-        missing.append(Missing('a CUDA device (torch sees none: torch '
-                               f'{torch.__version__}, CUDA_VISIBLE_DEVICES='
-                               f'{os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")!r})',
-                               'run on a GPU machine; or change: ' + '; '.join(needs), ['config']))
+    problem = cuda_problem() if needs else None
+    if problem is not None:
+        missing.append(Missing(f'a CUDA device (torch sees none: {problem.reason})',
+                               f'{problem.fix}; or change: ' + '; '.join(needs), ['config']))
     return merge(missing)
 
 

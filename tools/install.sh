@@ -65,10 +65,15 @@ import torchvision
 from mmcv.ops import MultiScaleDeformableAttention  # noqa: F401
 from mmdiffseg.compat import mmcv_has_compiled_ops
 
+from mmdiffseg.cuda_check import cuda_problem, gpu_present
+
 compiled = mmcv_has_compiled_ops()
 if sys.argv[1] == 'compiled' and not compiled:
     sys.exit('install.sh: mmcv was installed but its compiled ops do not load (see the warning above)')
 print(f'mmdiffseg {mmdiffseg.__version__} installed: torch {torch.__version__}, torchvision '
       f'{torchvision.__version__}, mmcv ops {"compiled" if compiled else "lite (PyTorch paths)"}, '
       f'CUDA {"available" if torch.cuda.is_available() else "not available"}')
+problem = cuda_problem()
+if problem is not None and gpu_present():
+    print(f'install.sh: this machine has an NVIDIA GPU but torch cannot use it: {problem}')
 EOF

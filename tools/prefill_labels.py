@@ -41,7 +41,10 @@ def parse_args(argv=None):
 
 def default_device(launcher: str) -> str:
     import torch
+
+    from mmdiffseg.cuda_check import warn_if_gpu_unused
     if not torch.cuda.is_available():
+        warn_if_gpu_unused()
         return 'cpu'
     return f'cuda:{os.environ.get("LOCAL_RANK", 0)}' if launcher != 'none' else 'cuda'
 

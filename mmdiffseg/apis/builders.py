@@ -10,6 +10,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from mmengine.config import Config
 
+from ..cuda_check import cuda_problem
 from ..registry import MASK_GENERATORS
 from .io import UserInputError
 
@@ -173,10 +174,13 @@ def parse_options(pairs: Optional[List[str]]) -> Dict:
 
 
 def pick_device(device: Union[str, torch.device]) -> str:
-    """``cuda`` becomes this rank's GPU under a distributed launcher."""
+    """``cuda`` becomes this rank's GPU under a distributed launcher; a CUDA device torch cannot
+    use is refused with the reason and the fix (:func:`mmdiffseg.cuda_check.cuda_problem`)."""
     device = str(device)
+    problem = cuda_problem() if device.startswith('cuda') else None
+    if problem is not None:
+        raise UserInputError(f'--device {device} asked for but CUDA is not available: '
+                             f'{problem.reason}; fix: {problem.fix}; or pass --device cpu')
     if device == 'cuda' and 'LOCAL_RANK' in os.environ:
         return f'cuda:{int(os.environ["LOCAL_RANK"])}'
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise UserInputError(f'--device {device} asked for but CUDA is not available')
     return device

@@ -61,6 +61,27 @@ def test_engine_options_default_to_the_gpu_when_there_is_one(cuda, monkeypatch):
     assert (args.device, args.dtype, args.batch_size) == ('cpu', 'bfloat16', 2)
 
 
+@pytest.mark.parametrize('present', [False, True])
+def test_an_automatic_cpu_choice_warns_where_a_gpu_sits_unused(present, monkeypatch, capsys):
+    """A GPU torch cannot use (here: PyPI's CUDA 13 torch on a CUDA 12 driver) is named with the
+    fix when --device auto falls back to the CPU; a machine without a GPU gets no warning."""
+    import torch
+
+    from mmdiffseg import cuda_check
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(torch.version, 'cuda', '13.0')
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+    monkeypatch.setattr(cuda_check, 'nvidia_driver_version', lambda: (535, 104, 5))
+    monkeypatch.setattr(cuda_check, 'gpu_present', lambda: present)
+    args = load_tool('pseudo_label').parse_args(['images', '--out', 'o'])
+    assert args.device == 'cpu'
+    err = capsys.readouterr().err
+    assert ('has an NVIDIA GPU but torch cannot use it' in err) is present
+    assert ('driver 535.104.5 is too old' in err and 'whl/cu126' in err) is present
+    load_tool('pseudo_label').parse_args(['images', '--out', 'o', '--device', 'cpu'])
+    assert capsys.readouterr().err == ''
+
+
 def test_help_imports_no_heavy_module_and_shows_every_default():
     """--help parses before the package is imported (torch, mmengine: seconds), and every
     option's help states its default (argparse's or in words)."""

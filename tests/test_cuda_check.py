@@ -1,0 +1,89 @@
+"""Why torch sees no CUDA device: the diagnosis and where users meet it (tools, pre-flight)."""
+import subprocess
+import sys
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from mmdiffseg import cuda_check, preflight
+from mmdiffseg.apis.builders import pick_device
+from mmdiffseg.apis.io import UserInputError
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(),
+                                reason='diagnoses machines where torch cannot use CUDA')
+
+
+@pytest.fixture
+def cuda_build(monkeypatch):
+    """A CUDA 13 torch build with every GPU visible, as on a user's GPU machine."""
+    monkeypatch.setattr(torch.version, 'cuda', '13.0')
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+
+
+@pytest.mark.skipif(torch.version.cuda is None, reason='needs a CUDA build of torch')
+def test_cuda_build_without_a_driver_says_so_in_torch_words(monkeypatch):
+    """This machine as it is: PyPI's CUDA torch, no NVIDIA driver: torch's own error is quoted."""
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+    problem = cuda_check.cuda_problem()
+    assert problem.reason.startswith('no NVIDIA GPU or driver on this machine')
+    assert f'CUDA {torch.version.cuda}' in problem.reason
+    assert 'NVIDIA driver' in problem.reason.split(':', 1)[1]  # torch.cuda.init()'s message
+    assert 'GPU machine' in problem.fix
+
+
+def test_a_cpu_build_names_the_install_fix(monkeypatch):
+    monkeypatch.setattr(torch.version, 'cuda', None)
+    problem = cuda_check.cuda_problem()
+    assert 'CPU-only build' in problem.reason and 'bash tools/install.sh' in problem.fix
+
+
+def test_hidden_gpus_name_the_variable(cuda_build, monkeypatch):
+    for value in ('', '-1'):
+        monkeypatch.setenv('CUDA_VISIBLE_DEVICES', value)
+        problem = cuda_check.cuda_problem()
+        assert problem.reason == f'CUDA_VISIBLE_DEVICES={value!r} hides every GPU'
+        assert 'unset CUDA_VISIBLE_DEVICES' in problem.fix
+
+
+@pytest.mark.parametrize('driver, index', [((535, 104, 5), 'cu126'), ((470, 57, 2), 'cu118')])
+def test_a_driver_older_than_the_build_gets_a_torch_it_can_run(cuda_build, monkeypatch, driver,
+                                                               index):
+    """The common case on clusters: PyPI's CUDA 13 torch on a CUDA 12 (or 11) driver."""
+    monkeypatch.setattr(cuda_check, 'nvidia_driver_version', lambda: driver)
+    problem = cuda_check.cuda_problem()
+    have = '.'.join(map(str, driver))
+    assert problem.reason.startswith(f'the NVIDIA driver {have} is too old for torch')
+    assert 'CUDA 13.0 needs driver >= 580)' in problem.reason
+    assert f'https://download.pytorch.org/whl/{index} bash tools/install.sh' in problem.fix
+
+
+def test_a_new_enough_driver_falls_back_to_torch_words(cuda_build, monkeypatch):
+    monkeypatch.setattr(cuda_check, 'nvidia_driver_version', lambda: (590, 1))
+    monkeypatch.setattr(cuda_check, '_init_error', lambda: 'CUDA unknown error')
+    problem = cuda_check.cuda_problem()
+    assert problem.reason.endswith('cannot start CUDA: CUDA unknown error')
+
+
+def test_tools_refuse_cuda_with_the_reason(cuda_build, monkeypatch):
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '')
+    with pytest.raises(UserInputError) as err:
+        pick_device('cuda')
+    assert "CUDA_VISIBLE_DEVICES='' hides every GPU" in str(err.value)
+    assert 'or pass --device cpu' in str(err.value)
+    assert pick_device('cpu') == 'cpu'
+
+
+def test_preflight_names_the_reason_and_the_config_fix(cuda_build, monkeypatch):
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '-1')
+    cfg = Config(dict(model=dict(data_preprocessor=dict(engine_dtype='float16'))))
+    (item,) = preflight.check(cfg, 'train')
+    assert item.what == "a CUDA device (torch sees none: CUDA_VISIBLE_DEVICES='-1' hides every GPU)"
+    assert item.fix.startswith('unset CUDA_VISIBLE_DEVICES')
+    assert 'model.data_preprocessor.engine_dtype=float16' in item.fix
+
+
+def test_module_command_reports_and_fails_without_cuda():
+    done = subprocess.run([sys.executable, '-m', 'mmdiffseg.cuda_check'], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout.startswith('CUDA not available: '), done.stdout
