@@ -150,7 +150,7 @@ class CaptureSession:
     def __init__(self, spec: CaptureSpec, layers: Sequence[AttentionLayer], batch_size: int,
                  steps: Optional[Sequence[int]] = None, chunk_bytes: Optional[int] = None,
                  map_backend: str = 'auto'):
-        resolve_backend(map_backend, 'cpu', masked=False)  # fail before any U-Net call
+        resolve_backend(map_backend, None, masked=False)  # fail before any U-Net call
         self.spec, self.batch_size, self.chunk_bytes = spec, int(batch_size), chunk_bytes
         self.map_backend = map_backend
         self.steps = None if steps is None else set(int(s) for s in steps)

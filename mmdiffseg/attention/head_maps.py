@@ -20,6 +20,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..triton_support import triton_problem
+
 LOG2E = 1.4426950408889634
 BACKENDS = ('auto', 'torch', 'triton')
 
@@ -55,22 +57,27 @@ def _map_kernel():
 
 
 def resolve_backend(backend: str, device, masked: bool) -> str:
-    """``'auto'`` -> ``'triton'`` on CUDA when Triton imports, else ``'torch'``; a masked layer
-    always takes the torch path.
+    """``'auto'`` -> ``'triton'`` on a CUDA GPU the kernels run on
+    (:func:`mmdiffseg.triton_support.triton_problem`), else ``'torch'``; a masked layer always
+    takes the torch path. ``device=None`` checks only what needs no device (before a U-Net call).
 
     Raises:
-        ValueError: an unknown backend, or ``'triton'`` without the ``triton`` package.
+        ValueError: an unknown backend, or ``'triton'`` where the kernels cannot run.
     """
     if backend not in BACKENDS:
         raise ValueError(f'map_backend must be one of {BACKENDS}, got {backend!r}')
     if masked or backend == 'torch':
         return 'torch'
-    if backend == 'auto':
-        cuda = torch.device(device).type == 'cuda'
-        return 'triton' if cuda and _map_kernel() is not None else 'torch'
     if _map_kernel() is None:
-        raise ValueError("map_backend='triton' needs the triton package (pip install triton); "
-                         "use map_backend='torch' or 'auto'")
+        problem = 'the triton package is not installed (pip install triton)'
+    else:
+        problem = None if device is None else triton_problem(device)
+    if backend == 'auto':
+        cuda = device is not None and torch.device(device).type == 'cuda'
+        return 'triton' if cuda and problem is None else 'torch'
+    if problem is not None:
+        raise ValueError(f"map_backend='triton' cannot run here: {problem}; use "
+                         "map_backend='torch' or 'auto'")
     return 'triton'
 
 

@@ -31,15 +31,15 @@ threads at other boundaries, which this does not follow.
 
 Two backends give the same bits: ``'torch'`` (here: ~300 batched operators per call) and
 ``'triton'`` (:mod:`.ordered_sums_triton`: two kernel launches, one program per cluster walking its
-rows in that order); ``'auto'`` takes Triton on CUDA, or on any device under Triton's interpreter
-(``TRITON_INTERPRET=1``), when it is installed.
+rows in that order); ``'auto'`` takes Triton where it runs
+(:func:`mmdiffseg.triton_support.triton_problem`: CUDA GPUs of compute capability 8.0+, any device
+under Triton's interpreter ``TRITON_INTERPRET=1``).
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import torch
+
+from ..triton_support import triton_problem
 
 __all__ = ['cpu_order_cluster_sums', 'cascade_columns', 'BACKENDS']
 
@@ -133,14 +133,12 @@ def _resolve(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f'cpu_order_cluster_sums: backend must be one of {BACKENDS}, '
                          f'got {backend!r}')
-    runs_here = device.type == 'cuda' or os.environ.get('TRITON_INTERPRET') == '1'
-    available = importlib.util.find_spec('triton') is not None
+    problem = triton_problem(device)
     if backend == 'auto':
-        return 'triton' if runs_here and available else 'torch'
-    if backend == 'triton' and not (runs_here and available):
-        raise ValueError(f"cpu_order_cluster_sums(backend='triton') needs the triton package and "
-                         f"CUDA tensors (or TRITON_INTERPRET=1 on the CPU), got {device}; use "
-                         "backend='auto' or 'torch'")
+        return 'triton' if problem is None else 'torch'
+    if backend == 'triton' and problem is not None:
+        raise ValueError(f"cpu_order_cluster_sums(backend='triton') cannot run here: {problem}; "
+                         "use backend='auto' or 'torch'")
     return backend
 
 

@@ -27,12 +27,12 @@ The affinity is computed once. Propagation backends (``backend``), equal within 
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from ..triton_support import triton_problem
 
 __all__ = ['PAMR', 'ORIGINAL_PAMR', 'BACKENDS', 'run_in_chunks']
 
@@ -153,8 +153,8 @@ class PAMR(torch.nn.Module):
             ``tol`` per skipped step). ``None`` (default) runs exactly ``num_iter`` steps, as
             released.
         check_every: how often the ``tol`` test runs (a device sync on GPU).
-        backend: ``'auto'`` (``'triton'`` on CUDA when Triton is installed, ``'graph'`` on CUDA
-            without it, ``'torch'`` elsewhere), or one of ``'torch'``, ``'graph'`` (CUDA),
+        backend: ``'auto'`` (``'triton'`` on CUDA where the kernel runs: Triton installed,
+            compute capability 8.0+; ``'graph'`` on other CUDA GPUs, ``'torch'`` elsewhere), or one of ``'torch'``, ``'graph'`` (CUDA),
             ``'triton'`` (CUDA, or CPU under ``TRITON_INTERPRET=1``): see the module docstring.
         steps_per_launch: ``'triton'``: at most this many steps per kernel launch (see
             :func:`~mmdiffseg.generators.pamr_triton.launch_plan`).
@@ -202,17 +202,19 @@ class PAMR(torch.nn.Module):
         return logits.softmax(dim=1).unsqueeze(1)
 
     def backend_for(self, device: torch.device) -> str:
-        """The backend that runs on ``device`` (resolves ``'auto'``; a clear error for a CUDA-only
-        backend elsewhere)."""
+        """The backend that runs on ``device`` (resolves ``'auto'``; a clear error for a backend
+        that cannot run there)."""
+        problem = triton_problem(device)
         if self.backend == 'auto':
             if device.type != 'cuda':
                 return 'torch'
-            return 'triton' if importlib.util.find_spec('triton') else 'graph'
-        interpreted = self.backend == 'triton' and os.environ.get('TRITON_INTERPRET') == '1'
-        if self.backend != 'torch' and device.type != 'cuda' and not interpreted:
-            raise ValueError(f"PAMR(backend={self.backend!r}) needs CUDA tensors (triton also runs "
-                             f"on CPU under TRITON_INTERPRET=1), got {device}; use backend='auto' "
-                             "or 'torch'")
+            return 'triton' if problem is None else 'graph'
+        if self.backend == 'triton' and problem is not None:
+            raise ValueError(f"PAMR(backend='triton') cannot run here: {problem}; use "
+                             "backend='auto' or 'torch'")
+        if self.backend == 'graph' and device.type != 'cuda':
+            raise ValueError(f"PAMR(backend='graph') needs CUDA tensors, got {device}; use "
+                             "backend='auto' or 'torch'")
         return self.backend
 
     def propagate(self, weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ def test_auto_backend_is_torch_on_cpu_and_for_masked_layers():
 
 def test_triton_backend_without_triton_names_the_package(monkeypatch):
     monkeypatch.setattr(head_maps, '_map_kernel', lambda: None)
-    with pytest.raises(ValueError, match=r'needs the triton package \(pip install triton\)'):
+    with pytest.raises(ValueError, match=r'triton package is not installed \(pip install triton\)'):
         head_maps.resolve_backend('triton', 'cpu', masked=False)
 
 

@@ -1,0 +1,51 @@
+"""Where the package's Triton kernels may run: the one rule behind every ``backend='auto'``.
+
+The kernels (attention maps, PAMR, iSeg's cluster sums) run on CUDA GPUs of compute capability 8.0
+or newer (A100, RTX 30xx / 40xx, A10, L4, L40S, H100 / H200, Blackwell), the architectures CI
+compiles them for (``tests/test_triton_kernels_compile.py``: sm_80, sm_89, sm_90). Older GPUs
+(T4, V100: sm_75 / sm_70) get the PyTorch paths: there the map kernels' tiles for SD 1's widest
+heads need 128 KiB of shared memory, more than such a GPU has, and bfloat16 has no tensor cores.
+On the CPU, Triton's interpreter (``TRITON_INTERPRET=1``) runs them, for tests.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from typing import Optional, Union
+
+import torch
+
+#: oldest CUDA compute capability the kernels are compiled and checked for
+MIN_CAPABILITY = (8, 0)
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its interpreter (on CPU tensors)."""
+    return os.environ.get('TRITON_INTERPRET') == '1'
+
+
+@functools.lru_cache(maxsize=None)
+def _installed() -> bool:
+    return importlib.util.find_spec('triton') is not None
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int):
+    return torch.cuda.get_device_capability(index)
+
+
+def triton_problem(device: Union[str, torch.device]) -> Optional[str]:
+    """None where the Triton kernels can run on ``device``; else why not (for error messages)."""
+    if not _installed():
+        return 'the triton package is not installed (pip install triton)'
+    device = torch.device(device)
+    if device.type != 'cuda':
+        return None if interpreting() else (f'Triton kernels need a CUDA device (or '
+                                            f'TRITON_INTERPRET=1 on the CPU), got {device}')
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    major, minor = _capability(index)
+    if (major, minor) < MIN_CAPABILITY:
+        return (f'cuda:{index} is sm_{major}{minor}; the Triton kernels need compute capability '
+                f'{MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} or newer (A100, RTX 30xx and later)')
+    return None

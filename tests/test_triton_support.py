@@ -1,0 +1,70 @@
+"""Which GPUs get the Triton kernels: every ``backend='auto'`` follows one rule (compute capability
+8.0+), older GPUs get the PyTorch paths, an explicit ``'triton'`` there is refused with the fix.
+The GPU is described by its capability (no CUDA device is needed)."""
+import importlib.util
+
+import pytest
+import torch
+
+from mmdiffseg import triton_support
+from mmdiffseg.attention.head_maps import resolve_backend
+from mmdiffseg.generators import ordered_sums
+from mmdiffseg.generators.pamr import PAMR
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec('triton') is None,
+                                reason='triton is not installed (a test extra)')
+GPU = torch.device('cuda', 0)
+
+
+@pytest.fixture
+def capability(monkeypatch):
+    def set_capability(major, minor):
+        monkeypatch.setattr(triton_support, '_capability', lambda index: (major, minor))
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    return set_capability
+
+
+@pytest.mark.parametrize('major, minor', [(8, 0), (8, 6), (8, 9), (9, 0), (10, 0)])
+def test_ampere_and_newer_take_every_kernel(capability, major, minor):
+    capability(major, minor)
+    assert triton_support.triton_problem(GPU) is None
+    assert resolve_backend('auto', GPU, masked=False) == 'triton'
+    assert PAMR(backend='auto').backend_for(GPU) == 'triton'
+    assert ordered_sums._resolve('auto', GPU) == 'triton'
+
+
+@pytest.mark.parametrize('major, minor', [(7, 0), (7, 5)])  # V100, T4
+def test_older_gpus_take_the_pytorch_paths_and_refuse_triton_with_the_fix(capability, major,
+                                                                          minor):
+    capability(major, minor)
+    problem = triton_support.triton_problem(GPU)
+    assert problem.startswith(f'cuda:0 is sm_{major}{minor}') and '8.0 or newer' in problem
+    assert resolve_backend('auto', GPU, masked=False) == 'torch'
+    assert PAMR(backend='auto').backend_for(GPU) == 'graph'
+    assert ordered_sums._resolve('auto', GPU) == 'torch'
+    with pytest.raises(ValueError, match=rf"map_backend='triton' cannot run here: cuda:0 is "
+                                         rf"sm_{major}{minor}.*use map_backend='torch' or 'auto'"):
+        resolve_backend('triton', GPU, masked=False)
+    with pytest.raises(ValueError, match=rf"PAMR\(backend='triton'\) cannot run here: .*sm_{major}"):
+        PAMR(backend='triton').backend_for(GPU)
+    with pytest.raises(ValueError, match=r"backend='triton'\) cannot run here: .*'auto' or 'torch'"):
+        ordered_sums._resolve('triton', GPU)
+
+
+def test_the_cpu_runs_kernels_only_interpreted(monkeypatch):
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    assert 'TRITON_INTERPRET=1' in triton_support.triton_problem('cpu')
+    assert ordered_sums._resolve('auto', torch.device('cpu')) == 'torch'
+    monkeypatch.setenv('TRITON_INTERPRET', '1')
+    assert triton_support.triton_problem('cpu') is None
+    assert ordered_sums._resolve('auto', torch.device('cpu')) == 'triton'
+    assert resolve_backend('auto', 'cpu', masked=False) == 'torch'  # maps: the CPU's own path
+
+
+def test_without_triton_every_backend_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(triton_support, '_installed', lambda: False)
+    assert triton_support.triton_problem(GPU) == ('the triton package is not installed '
+                                                  '(pip install triton)')
+    assert PAMR(backend='auto').backend_for(GPU) == 'graph'
+    with pytest.raises(ValueError, match=r'pip install triton'):
+        ordered_sums._resolve('triton', GPU)
