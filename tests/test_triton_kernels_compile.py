@@ -1,8 +1,10 @@
-"""Every Triton kernel of the package compiles for an H200 (sm_90), on a machine without a GPU.
+"""Every Triton kernel of the package compiles for an H200 (sm_90), and fits the shared memory of
+the other GPUs it runs on (sm_80: A100, sm_89: RTX 40xx / L40S, whose 99 KiB sm_86 shares), on a
+machine without a GPU.
 
-Triton compiles to a cubin with the ``ptxas`` it bundles (``benchmarks/sm90_compile.py``), so type
-errors, shared-memory overruns, register spills and FMA contractions show in CI instead of in a
-GPU session. The launch configurations are those the package picks for Stable Diffusion's shapes
+Triton compiles to a cubin with the ``ptxas`` it bundles (``benchmarks/cubin_compile.py``), so
+type errors, shared-memory overruns, register spills and FMA contractions show in CI instead of in
+a GPU session. The launch configurations are those the package picks for Stable Diffusion's shapes
 (SD 1.x head dims 40 / 80 / 160, SD 2.x 64; 64x64 self-attention, 77 text tokens; SeeDiff's and
 the original PAMR's tiles), with the unit strides specialised as Triton does at run time. The
 interpreter tests check the numbers.
@@ -20,19 +22,26 @@ if importlib.util.find_spec('triton') is None:
 import triton  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
-from bench_sm90_registers import signature, unit_strides  # noqa: E402
-from sm90_compile import SM90_SHARED_BYTES, compile_sm90  # noqa: E402
+from bench_triton_registers import signature, unit_strides  # noqa: E402
+from cubin_compile import SHARED_BYTES, compile_cubin  # noqa: E402
+
+from mmdiffseg.triton_support import MIN_CAPABILITY  # noqa: E402
 
 BYTES = {'float16': 2, 'bfloat16': 2, 'float32': 4}
 
 
-def compile_for_h200(kernel, signature, constexprs, **options):
-    """``(compiled, spilled bytes a thread)`` of ``kernel`` for sm_90, within its shared memory."""
+def compile_for(arch, kernel, signature, constexprs, **options):
+    """``(compiled, spilled bytes a thread)`` of ``kernel`` for ``sm_{arch}``, within its shared
+    memory."""
     if not isinstance(kernel, triton.runtime.JITFunction):
         pytest.skip('this process runs Triton interpreted')
-    compiled, report = compile_sm90(kernel, signature, constexprs, **options)
-    assert compiled.metadata.shared <= SM90_SHARED_BYTES, compiled.metadata.shared
+    compiled, report = compile_cubin(kernel, signature, constexprs, arch=arch, **options)
+    assert compiled.metadata.shared <= SHARED_BYTES[arch], (arch, compiled.metadata.shared)
     return compiled, report.spilled_bytes
+
+
+def compile_for_h200(kernel, signature, constexprs, **options):
+    return compile_for(90, kernel, signature, constexprs, **options)
 
 
 def ints(*names):
@@ -102,3 +111,35 @@ def test_cluster_sums_kernel_adds_only(interleaved):
         config, num_warps=warps)
     ptx = compiled.asm['ptx']
     assert 'add.f32' in ptx and 'fma.rn.f32' not in ptx and spills == 0
+
+
+@pytest.mark.parametrize('arch', [80, 89])
+def test_the_largest_shared_memory_needs_fit_other_supported_gpus(arch):
+    """The configurations with the most shared memory (SD 1's 160-wide heads; original PAMR's 48
+    taps; iSeg's cluster sums) fit sm_80's 163 KiB and sm_89's 99 KiB. On sm_75 / sm_70 the map
+    kernels' wide-head tiles do not (128 KiB: ``benchmarks/results/triton_registers.md``), hence
+    ``mmdiffseg.triton_support.MIN_CAPABILITY``."""
+    assert (arch // 10, arch % 10) >= MIN_CAPABILITY
+    from mmdiffseg.attention import map_kernel
+    from mmdiffseg.generators import ordered_sums_triton, pamr_triton
+    for dtype in ('float16', 'float32'):
+        tiles = map_kernel._tiles(64, 64, 160, BYTES[dtype])
+        options = {key: tiles.pop(key) for key in ('num_warps', 'num_stages')}
+        dot = dict(UPCAST=False, PRECISION='ieee' if dtype == 'float32' else 'tf32')
+        for kernel, extra in ((map_kernel._row_lse_kernel, {}),
+                              (map_kernel._head_map_kernel, dict(ACCUMULATE=True))):
+            compile_for(arch, kernel, signature(dtype),
+                        dict(tiles, **extra, **dot, **unit_strides(kernel)), **options)
+    dilations = (1, 2, 4, 8, 12, 24)
+    config = pamr_triton.kernel_config(24, *pamr_triton.launch_plan(24, 8, 64))
+    options = {key: config.pop(key) for key in ('num_warps', 'enable_fp_fusion')}
+    compile_for(arch, pamr_triton._pamr_steps_kernel,
+                dict(src_ptr='*fp32', dst_ptr='*fp32', packed_ptr='*fp32', scratch_ptr='*fp32',
+                     change_ptr='*fp32', **ints('num_steps', 'channels', 'height', 'width',
+                                                'tiles_x')),
+                dict(config, DILATIONS=dilations, PAD=24), num_stages=1, **options)
+    config = ordered_sums_triton.kernel_config(64, False)
+    warps = config.pop('num_warps')
+    compile_for(arch, ordered_sums_triton._cluster_sums_kernel,
+                dict(rows_ptr='*fp32', starts_ptr='*i64', counts_ptr='*i64', out_ptr='*fp32',
+                     **ints('col_start', 'col_end', 'width')), config, num_warps=warps)

@@ -92,7 +92,7 @@ INTERPRETED = isinstance(_head_map_kernel, InterpretedFunction)
 
 def _tiles(n_query: int, n_key: int, head_dim: int, element_bytes: int) -> dict:
     """Tile sizes: the largest that ptxas fits in sm_90's registers without spilling (compiled
-    for an H200 on the CPU: ``benchmarks/bench_sm90_registers.py`` sweeps the tiles,
+    for an H200 on the CPU: ``benchmarks/bench_triton_registers.py`` sweeps the tiles,
     ``tests/test_triton_kernels_compile.py`` checks these). fp16 / bf16: 128 x 64 (query x key
     rows) with 8 warps for head dims up to 64 (every layer of SD 2, SD 1's 64x64 ones); 64 x 64
     with 8 warps for wider heads (SD 1's 32x32 layers, head dim 80: nothing spilled; its 16x16 and

@@ -1,12 +1,13 @@
-"""Compile a Triton kernel for an H200 (sm_90) on any machine, and read ptxas's register report.
+"""Compile a Triton kernel for an NVIDIA GPU architecture (default sm_90, the H200) on any machine,
+and read ptxas's register report.
 
 Triton lowers to PTX and runs the ``ptxas`` it bundles, which needs no GPU; with
 ``TRITON_DUMP_PTXAS_LOG=1`` it prints the registers a thread uses and the bytes it spills to
 local memory. A fresh cache directory per call makes ptxas run every time.
 
-    from sm90_compile import compile_sm90
-    compiled, report = compile_sm90(kernel, {'x_ptr': '*fp32', 'n': 'i32'}, {'BLOCK': 64},
-                                    num_warps=4)
+    from cubin_compile import compile_cubin
+    compiled, report = compile_cubin(kernel, {'x_ptr': '*fp32', 'n': 'i32'}, {'BLOCK': 64},
+                                     arch=90, num_warps=4)
     report.registers, report.spilled_bytes, compiled.metadata.shared
 """
 from __future__ import annotations
@@ -23,9 +24,11 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-H200 = GPUTarget('cuda', 90, 32)
-#: shared memory one block may use on sm_90 (227 KiB, with the opt-in)
-SM90_SHARED_BYTES = 227 * 1024
+#: shared memory one block may use, with the opt-in, per architecture: V100, T4 (below the
+#: package's Triton minimum, :mod:`mmdiffseg.triton_support`), A100, RTX 30xx / A10, RTX 40xx /
+#: L4 / L40S, H100 / H200
+SHARED_BYTES = {70: 96 * 1024, 75: 64 * 1024, 80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024,
+                90: 227 * 1024}
 
 
 @dataclass
@@ -34,21 +37,22 @@ class RegisterReport:
     spilled_bytes: int  # spill stores, bytes per thread
 
 
-def compile_sm90(kernel, signature: dict, constexprs: dict, **options):
-    """``kernel`` compiled for sm_90 and ptxas's report. ``signature`` maps arguments to Triton
-    types (``'*fp16'``, ``'i32'``...); arguments it leaves out are constexprs, valued in
+def compile_cubin(kernel, signature: dict, constexprs: dict, arch: int = 90, **options):
+    """``kernel`` compiled for ``sm_{arch}`` and ptxas's report. ``signature`` maps arguments to
+    Triton types (``'*fp16'``, ``'i32'``...); arguments it leaves out are constexprs, valued in
     ``constexprs``."""
     if not isinstance(kernel, triton.runtime.JITFunction):
-        raise RuntimeError('compile_sm90: Triton runs interpreted here (TRITON_INTERPRET=1)')
+        raise RuntimeError('compile_cubin: Triton runs interpreted here (TRITON_INTERPRET=1)')
     signature = {name: signature.get(name, 'constexpr') for name in kernel.arg_names}
     log = io.StringIO()
     with tempfile.TemporaryDirectory() as cache, \
             mock.patch.dict(os.environ, TRITON_CACHE_DIR=cache, TRITON_DUMP_PTXAS_LOG='1'), \
             contextlib.redirect_stdout(log):
         compiled = triton.compile(ASTSource(fn=kernel, signature=signature,
-                                            constexprs=constexprs), target=H200, options=options)
+                                            constexprs=constexprs),
+                                  target=GPUTarget('cuda', arch, 32), options=options)
     spills = re.findall(r'(\d+) bytes spill stores', log.getvalue())
     registers = re.findall(r'Used (\d+) registers', log.getvalue())
     if not spills or not registers:
-        raise RuntimeError(f'compile_sm90: no ptxas report in:\n{log.getvalue()[-2000:]}')
+        raise RuntimeError(f'compile_cubin: no ptxas report in:\n{log.getvalue()[-2000:]}')
     return compiled, RegisterReport(int(registers[-1]), sum(map(int, spills)))
