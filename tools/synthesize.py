@@ -34,10 +34,10 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0,
                         help="run seed; each image's seed derives from it and the image id")
     parser.add_argument('--size', type=int, default=512,
-                        help='image side in pixels. The generator reads attention at fixed token '
-                             'grids (SeeDiff: its released 16/32/64 layers), which SD 1.x/2.x-base '
-                             'have only at 512 px; a size without them is refused, naming the '
-                             'sizes that work')
+                        help='image side in pixels (default 512, as released). SeeDiff reads '
+                             'its 16/32/64 token grids at 512 px; at another size (a multiple of '
+                             '32, e.g. 768 for SD 2.x 768 models) the grids scale with it '
+                             '(768: 24/48/96)')
     parser.add_argument('--split', default='train', help='split file name')
     opts.add_generator_args(parser, default_method='seediff')
     opts.add_engine_args(parser, default_model=SD14)

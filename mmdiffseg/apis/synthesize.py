@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..datasets.class_names import CITYSCAPES_HUMAN_VEHICLE_CLASSES, DATASET_CLASSES
+from ..generators.seediff import resolutions_for
 from .builders import (build_generator, check_class_names, check_model, job_header,
                        load_engine)
 from .folders import IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, palette_for, split_path
@@ -29,6 +30,17 @@ SYNTH_CLASS_SETS = {
     'cityscapes': CITYSCAPES_HUMAN_VEHICLE_CLASSES[1:],  # human, vehicle
 }
 DEFAULT_TEMPLATE = 'a photo of a {}'
+#: SeeDiff's image size (its 16 / 32 / 64 token grids); other sizes scale the grids
+RELEASED_SIZE = 512
+
+
+def seediff_resolutions(size: int) -> List[int]:
+    """SeeDiff's token grids at ``size`` px (latent = size / 8 on SD 1.x / 2.x-base)."""
+    if size % 32:
+        raise UserInputError(f'--size {size}: SeeDiff reads a quarter, a half and all of the '
+                             'latent grid (image size / 8), so the size must be a multiple of 32 '
+                             '(e.g. 512, 640, 768)')
+    return list(resolutions_for(size // 8))
 
 
 def synth_items(names: Sequence[str], images_per_class: int, seed: int) -> List[WorkItem]:
@@ -59,6 +71,8 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
             config's ``prompt_templates`` (else :data:`DEFAULT_TEMPLATE`).
         label_set: the mask indices (e.g. VOC's 21 classes); every name must be in it. Default
             ``['background', *names]``.
+        size: image side in pixels; SeeDiff's token grids scale with it
+            (:func:`seediff_resolutions`) unless ``gen_cfg`` sets ``resolutions``.
         workers: writer processes encoding the JPEGs and PNGs (:func:`.jobs.run_job`).
 
     Raises:
@@ -77,6 +91,8 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
         gen_cfg = dict(gen_cfg, prompt_templates=list(prompts))
     gen_cfg = dict(gen_cfg)
     gen_cfg.setdefault('prompt_templates', [DEFAULT_TEMPLATE])
+    if gen_cfg.get('type') == 'SeeDiff' and size != RELEASED_SIZE:
+        gen_cfg.setdefault('resolutions', seediff_resolutions(size))
     model = check_model(model)
     generator = build_generator(gen_cfg, label_set)
     if not hasattr(generator, 'generate_kwargs'):

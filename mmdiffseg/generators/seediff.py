@@ -3,6 +3,9 @@
 Faithful to the released ``src/seediff_app.py:save_cross_attention`` (ALGORITHMS.md 2.2-2.4),
 written batched and vectorised:
 
+Token grids below are at 512 px (SD's latent 64), as released; ``resolutions`` scales them for
+other square sizes (768 px: 24, 48, 96), reading the same layers.
+
 1. Cross-attention at 16x16, per layer and per class token: each map min-max normalised (a layer
    whose head-summed map has variance <= ``flat_layer_var`` is scaled by 0.01), summed, min-max
    -> ``CA16``.
@@ -40,17 +43,31 @@ from .base import MaskGenerator
 from .functional import minmax_normalize, otsu_threshold
 from .pamr import PAMR
 
-__all__ = ['SeeDiff', 'SEEDIFF_SELF_LAYERS', 'summed_cosine_similarity', 'otsu_foreground']
+__all__ = ['SeeDiff', 'SEEDIFF_SELF_LAYERS', 'RELEASED_RESOLUTIONS', 'resolutions_for',
+           'summed_cosine_similarity', 'otsu_foreground']
 
-#: the one self-attention layer per resolution the released code reads (the first one stored,
-#: store order = forward order, up blocks listed first)
+#: the one self-attention layer per level the released code reads (the first one stored, store
+#: order = forward order, up blocks listed first), keyed by its token grid at 512 px
 SEEDIFF_SELF_LAYERS = {
     16: 'up_blocks.1.attentions.0.transformer_blocks.0.attn1',
     32: 'up_blocks.2.attentions.0.transformer_blocks.0.attn1',
     64: 'up_blocks.3.attentions.0.transformer_blocks.0.attn1',
 }
-CROSS_NAME = 'seediff_cross16'
+#: token grids of the seed level and the two refinement levels at 512 px (latent 64)
+RELEASED_RESOLUTIONS = tuple(SEEDIFF_SELF_LAYERS)
+#: the seed level's cross-attention, per layer
+CROSS_NAME = 'seediff_cross'
 SEED_RULES = ('otsu', 'alpha')
+
+
+def resolutions_for(latent_size: int) -> tuple:
+    """SeeDiff's token grids for a square latent of ``latent_size`` (image size / 8 on SD 1.x /
+    2.x): its quarter, half and itself, ``(16, 32, 64)`` at 512 px."""
+    if latent_size % 4:
+        raise ValueError(f'SeeDiff: the latent side ({latent_size}) must be a multiple of 4 (the '
+                         'U-Net halves it twice down to the seed level): image sizes that are '
+                         'multiples of 32')
+    return (latent_size // 4, latent_size // 2, latent_size)
 
 
 def self_name(resolution: int) -> str:
@@ -108,6 +125,10 @@ class SeeDiff(MaskGenerator):
         prompt_templates: for :meth:`generate_kwargs` / :meth:`extract_kwargs`; ``{}`` = class.
         steps / guidance_scale: denoising steps and CFG scale of the synthesis run.
         timestep / noise: for :meth:`extract_kwargs` on real images (an extension).
+        resolutions: token grids of the seed level and the two refinement levels (the layers of
+            :data:`SEEDIFF_SELF_LAYERS`): ``(16, 32, 64)`` at 512 px as released;
+            :func:`resolutions_for` the latent size at other sizes (``synthesize.py --size``
+            sets it).
     """
 
     method = 'seediff'
@@ -120,7 +141,7 @@ class SeeDiff(MaskGenerator):
                  num_heads: int = 8, token_offsets: Optional[Dict[str, Sequence[int]]] = None,
                  prompt_templates: Sequence[str] = ('a photo of a {}',), steps: int = 50,
                  guidance_scale: float = 7.0, timestep: int = 300, noise=None,
-                 ignore_index: int = 255):
+                 resolutions: Sequence[int] = RELEASED_RESOLUTIONS, ignore_index: int = 255):
         super().__init__(classes, ignore_index)
         if classes is None:
             raise ValueError('SeeDiff needs `classes` (its labels are class indices)')
@@ -145,13 +166,18 @@ class SeeDiff(MaskGenerator):
         self.guidance_scale = float(guidance_scale)
         self.timestep = int(timestep)
         self.noise = noise
+        self.resolutions = tuple(int(r) for r in resolutions)
+        seed, middle, top = (self.resolutions + (0, 0, 0))[:3]
+        if len(self.resolutions) != 3 or not 0 < seed < middle < top:
+            raise ValueError('SeeDiff: resolutions must be three increasing token grids (seed '
+                             f'level, then the two refinement levels), got {resolutions!r}')
 
     # -- what the engine must do -------------------------------------------------------------
     @property
     def capture_spec(self) -> CaptureSpec:
-        requests = [CaptureRequest('cross', 16, per_layer=True, name=CROSS_NAME)]
+        requests = [CaptureRequest('cross', self.resolutions[0], per_layer=True, name=CROSS_NAME)]
         requests += [CaptureRequest('self', r, layers=(layer, ), name=self_name(r))
-                     for r, layer in SEEDIFF_SELF_LAYERS.items()]
+                     for r, layer in self.self_layers.items()]
         return CaptureSpec(requests=tuple(requests))
 
     def _prompt(self, names: Sequence[str], index: int = 0) -> str:
@@ -175,16 +201,24 @@ class SeeDiff(MaskGenerator):
                     class_names=[list(names) for names in class_names],
                     timestep=self.timestep, noise=self.noise)
 
+    @property
+    def self_layers(self) -> Dict[int, str]:
+        """Token grid -> the self-attention layer read there."""
+        return dict(zip(self.resolutions, SEEDIFF_SELF_LAYERS.values()))
+
     # -- steps ---------------------------------------------------------------------------------
     def class_cross_attention(self, maps: AttentionMaps,
                               class_names: Sequence[Sequence[str]]) -> torch.Tensor:
-        """``CA16`` per class, ``(B, C_max, 256)`` (step 1), zero for padding classes."""
+        """``CA16`` per class, ``(B, C_max, 256)`` (step 1; the seed level's grid), zero for
+        padding classes."""
         cross = maps[CROSS_NAME].float()
         if cross.dim() == 3:  # one (mean) layer
             cross = cross.unsqueeze(1)
-        if cross.dim() != 4 or cross.shape[2] != 256:
-            raise ValueError(f'SeeDiff: AttentionMaps[{CROSS_NAME!r}] must be (B, layers, 256, '
-                             f'tokens) (16x16 cross-attention per layer), got {tuple(cross.shape)}')
+        side = self.resolutions[0]
+        if cross.dim() != 4 or cross.shape[2] != side ** 2:
+            raise ValueError(f'SeeDiff: AttentionMaps[{CROSS_NAME!r}] must be (B, layers, '
+                             f'{side ** 2}, tokens) ({side}x{side} cross-attention per layer), '
+                             f'got {tuple(cross.shape)}')
         b, _, n, _ = cross.shape
         out = cross.new_zeros(b, max([len(c) for c in class_names] + [1]), n)
         for i, names in enumerate(class_names):
@@ -221,13 +255,13 @@ class SeeDiff(MaskGenerator):
         return rows
 
     def expansion_map(self, maps: AttentionMaps, ca: torch.Tensor) -> torch.Tensor:
-        """``M64`` per class, ``(B, C, 64, 64)`` (steps 2-4)."""
+        """``M64`` per class, ``(B, C, 64, 64)`` (steps 2-4; the top level's grid)."""
         b, c, _ = ca.shape
+        side = self.resolutions[0]
         score = minmax_normalize(
-            summed_cosine_similarity(self._self_rows(maps, 16), self.seeds(ca).float()),
+            summed_cosine_similarity(self._self_rows(maps, side), self.seeds(ca).float()),
             dims=(-1, ))
-        side = 16
-        for r in (32, 64):
+        for r in self.resolutions[1:]:
             prior = _resize(score.view(b, c, side, side), (r, r)).flatten(2)
             background = ~otsu_foreground((prior * prior).flatten(0, 1)).view_as(prior)
             similarity = summed_cosine_similarity(self._self_rows(maps, r), background.float())
@@ -289,4 +323,4 @@ class SeeDiff(MaskGenerator):
                     token_offsets=self.token_offsets, prompt_templates=self.prompt_templates,
                     steps=self.steps, guidance_scale=self.guidance_scale,
                     timestep=self.timestep, noise=self.noise, ignore_index=self.ignore_index,
-                    self_layers={r: n for r, n in SEEDIFF_SELF_LAYERS.items()})
+                    self_layers=self.self_layers)

@@ -18,8 +18,8 @@ from PIL import Image
 from sample_data import REPO, shared_path
 from mmdiffseg.attention.maps import AttentionMaps
 from mmdiffseg.generators import SeeDiff
-from mmdiffseg.generators.seediff import (CROSS_NAME, SEEDIFF_SELF_LAYERS,
-                                          summed_cosine_similarity)
+from mmdiffseg.generators.seediff import (CROSS_NAME, RELEASED_RESOLUTIONS, SEEDIFF_SELF_LAYERS,
+                                          resolutions_for, summed_cosine_similarity)
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png
 from mmdiffseg.registry import MASK_GENERATORS
 
@@ -30,14 +30,14 @@ SAMPLES = ('voc_val_0', 'voc_val_1', 'voc_val_20', 'voc_val_23', 'voc_val_60', '
            'voc_val_166', 'voc_val_293', 'voc_val_417', 'voc_val_582')  # 582: motorbike + person
 
 
-def seediff_maps(labels, noise, seed=0, temperature=0.5):
+def seediff_maps(labels, noise, seed=0, temperature=0.5, resolutions=RELEASED_RESOLUTIONS):
     """Synthetic maps under SeeDiff's capture names (one cross-attention 'layer')."""
     maps, names = attention_from_labels(labels, VOC, noise=noise, temperature=temperature,
-                                        self_resolutions=(64, 32, 16), cross_resolutions=(16, ),
-                                        seed=seed)
-    for r in SEEDIFF_SELF_LAYERS:
+                                        self_resolutions=resolutions[::-1],
+                                        cross_resolutions=resolutions[:1], seed=seed)
+    for r in resolutions:
         maps.maps[f'seediff_self{r}'] = maps.maps.pop(f'self{r}')
-    maps.maps[CROSS_NAME] = maps.maps.pop('cross16')[:, None]
+    maps.maps[CROSS_NAME] = maps.maps.pop(f'cross{resolutions[0]}')[:, None]
     return maps, names
 
 
@@ -138,6 +138,29 @@ def test_known_answer_without_pamr(voc_moderate):
         assert min(per_class.values()) >= 0.7, (name, per_class)
         ious += list(per_class.values())
     assert np.mean(ious) >= 0.8, ious
+
+
+def test_known_answer_at_another_size():
+    """At 640 px (latent 80) SeeDiff reads the 20/40/80 grids of the same layers and finds the
+    objects as at 512; maps of the released grids are refused, naming the expected shape."""
+    resolutions = resolutions_for(80)
+    assert resolutions == (20, 40, 80) and resolutions_for(64) == RELEASED_RESOLUTIONS
+    generator = SeeDiff(VOC, pamr_iter=0, resolutions=resolutions)
+    assert [r.resolution for r in generator.capture_spec.requests] == [20, 20, 40, 80]
+    assert generator.config_dict()['self_layers'] == dict(zip(resolutions,
+                                                              SEEDIFF_SELF_LAYERS.values()))
+    for name in ('voc_val_20', 'voc_val_582'):  # a sheep; a motorbike and a person
+        labels, _ = load_sample(shared_path, name)
+        maps, names = seediff_maps(labels[None], noise=0.1, resolutions=resolutions)
+        per_class = class_ious(generator(maps, None, names)[0], labels)
+        assert min(per_class.values()) >= 0.7, (name, per_class)
+    maps, names = seediff_maps(labels[None], noise=0.1)
+    with pytest.raises(ValueError, match=r"must be \(B, layers, 400, tokens\) \(20x20"):
+        generator(maps, None, names)
+    with pytest.raises(ValueError, match='three increasing token grids'):
+        SeeDiff(VOC, resolutions=(32, 16, 64))
+    with pytest.raises(ValueError, match='multiple of 4'):
+        resolutions_for(66)
 
 
 def test_known_answer_with_pamr_on_the_real_image(voc_moderate):

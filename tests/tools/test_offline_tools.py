@@ -349,14 +349,31 @@ def test_readonly_output_is_reported(tiny_model, voc_images, tmp_path):
     assert 'read-only' in err or 'permission denied' in err
 
 
-def test_synthesize_refuses_a_size_the_generator_cannot_read(tiny_model, tmp_path):
+def test_synthesize_scales_seediff_grids_with_the_size(tiny_model, tmp_path):
+    """--size 256: SeeDiff reads the 8/16/32 grids (a quarter, a half and all of the 32 latent)
+    of the same layers and writes 256 px pairs; a size that is no multiple of 32, or grids fixed
+    by hand that the size lacks, are refused before any work."""
     out = tmp_path / 'out'
-    for size in ('256', '768', '500'):
-        err = run_in_process('synthesize', '--classes', 'cat,', '--model', tiny_model,
-                             '--size', size, '--device', 'cpu', '--out', out, expect=2)
-        assert (f'image size {size} cannot be used: the generator reads attention at 16/32/64 '
-                'token grids, which this model has at image size(s) [512] only') in err
-    assert not (out / 'manifest.jsonl').exists()
+    run_in_process('synthesize', '--classes', 'cat,', '--model', tiny_model, '--size', '256',
+                   '--device', 'cpu', '--out', out, *SEEDIFF_OPTIONS)
+    image = np.array(Image.open(out / 'JPEGImages/cat_00000.jpg'))
+    label = np.array(Image.open(out / 'SegmentationClass/cat_00000.png'))
+    assert image.shape == (256, 256, 3) and label.shape == (256, 256)
+    header = json.loads((out / 'manifest.jsonl').read_text().splitlines()[0])
+    assert header['size'] == 256
+    layers = header['generator']['self_layers']  # the released layers, at this size's grids
+    assert layers == {'8': 'up_blocks.1.attentions.0.transformer_blocks.0.attn1',
+                      '16': 'up_blocks.2.attentions.0.transformer_blocks.0.attn1',
+                      '32': 'up_blocks.3.attentions.0.transformer_blocks.0.attn1'}
+    err = run_in_process('synthesize', '--classes', 'cat,', '--model', tiny_model, '--size', '500',
+                         '--device', 'cpu', '--out', tmp_path / 'b', expect=2)
+    assert '--size 500: SeeDiff reads' in err and 'must be a multiple of 32' in err
+    err = run_in_process('synthesize', '--classes', 'cat,', '--model', tiny_model, '--size', '768',
+                         '--device', 'cpu', '--out', tmp_path / 'b', '--cfg-options',
+                         'resolutions=[16,32,64]', expect=2)
+    assert ('image size 768 cannot be used: the generator reads attention at 16/32/64 token '
+            'grids, which this model has at image size(s) [512] only') in err
+    assert not (tmp_path / 'b' / 'manifest.jsonl').exists()
 
 
 @pytest.mark.slow
