@@ -67,6 +67,9 @@ try:
     import triton; lines.append(f'triton {triton.__version__}')
 except ImportError:
     lines.append('triton missing')
+from mmdiffseg.triton_support import triton_problem
+from mmdiffseg.cuda_check import cuda_problem
+lines.append(f'CUDA: {cuda_problem() or \"usable\"}; Triton kernels: {triton_problem(dev) or \"run here\"}')
 lines.append(f'map backend on {dev}: {resolve_backend(\"auto\", dev, False)}')
 for h, n, k, d in [(5, 4096, 4096, 64), (8, 4096, 4096, 40), (8, 256, 77, 160), (10, 1024, 1024, 64)]:
     for dt in (torch.float16, torch.float32):
