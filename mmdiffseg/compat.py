@@ -17,20 +17,21 @@ Applied once, when :mod:`mmdiffseg` is imported (tools import it first):
   silenced: it asks mmengine's authors to act, not the user.
 * mmcv built without its compiled kernels (``mmcv-lite``, i.e. ``MMCV_WITH_OPS=0``: the default of
   ``tools/install.sh``, no compiler, any torch) has every ``mmcv.ops`` Python module, but each one
-  asks ``ext_loader.load_ext`` for ``mmcv._ext`` at import and fails. Without ``mmcv._ext`` the
-  loader returns stand-ins that raise a clear error only if a compiled-only op is called, and
-  ``MultiScaleDeformableAttention`` (Mask2Former's pixel decoder) is sent to mmcv's own
-  ``multi_scale_deformable_attn_pytorch`` on every device (mmcv already takes it on the CPU).
-  ``point_sample`` is plain ``grid_sample`` in mmcv and needs nothing. With compiled ops present
-  nothing is changed.
+  asks ``ext_loader.load_ext`` for ``mmcv._ext`` at import and fails. :mod:`mmdiffseg_mmcv_ops`
+  (outside this package, also run at interpreter start by the ``.pth`` file ``tools/install.sh``
+  writes, so that mmseg imports in any order) makes the loader return stand-ins that raise a
+  clear error only if a compiled-only op is called, and sends ``MultiScaleDeformableAttention``
+  (Mask2Former's pixel decoder) to mmcv's own ``multi_scale_deformable_attn_pytorch`` on every
+  device (mmcv already takes it on the CPU). ``point_sample`` is plain ``grid_sample`` in mmcv and
+  needs nothing. With compiled ops present nothing is changed.
 """
 from __future__ import annotations
 
 import functools
-import importlib
-import types
 import warnings
 from importlib.util import find_spec
+
+import mmdiffseg_mmcv_ops
 
 _APPLIED = False
 
@@ -90,47 +91,26 @@ def check_pkg_resources() -> None:
             'no longer ships it: pip install "setuptools>=77,<82"')
 
 
-COMPILED_OPS_FIX = 'MMCV_OPS=compiled bash tools/install.sh (README: "Install")'
-
-
 def mmcv_has_compiled_ops() -> bool:
     """Whether ``mmcv._ext`` (mmcv's compiled kernels) imports; warns when it exists but fails
     (built for another torch), since the PyTorch fallbacks then run instead."""
     if find_spec('mmcv') is None:
         raise ImportError('mmcv is not installed: bash tools/install.sh '
                           '(or pip install mmcv-lite==2.1.0)')
-    try:
-        importlib.import_module('mmcv._ext')
-    except ImportError as err:
-        if find_spec('mmcv._ext') is not None:
-            warnings.warn(f'mmcv\'s compiled ops do not load ({err}); using the PyTorch paths. '
-                          f'Rebuild them for this torch: {COMPILED_OPS_FIX}')
-        return False
-    return True
-
-
-def _kernels_not_built(name: str, funcs) -> types.SimpleNamespace:
-    """Stand-in for ``mmcv.utils.ext_loader.load_ext`` when mmcv has no compiled kernels."""
-
-    def stand_in(func):
-        def call(*args, **kwargs):
-            raise RuntimeError(f'mmcv op {func!r} needs mmcv\'s compiled kernels (mmcv.{name}), '
-                               f'which this mmcv build lacks: {COMPILED_OPS_FIX}')
-        return call
-
-    return types.SimpleNamespace(**{func: stand_in(func) for func in funcs})
+    if mmdiffseg_mmcv_ops.compiled_ops_load():
+        return True
+    if find_spec('mmcv._ext') is not None:
+        warnings.warn('mmcv\'s compiled ops do not load; using the PyTorch paths. Rebuild them '
+                      f'for this torch: {mmdiffseg_mmcv_ops.COMPILED_OPS_FIX}')
+    return False
 
 
 def _patch_mmcv_ops_without_kernels() -> None:
+    """:mod:`mmdiffseg_mmcv_ops`' patch, on the modules themselves (imported here)."""
     from mmcv.utils import ext_loader
-
-    if ext_loader.load_ext is _kernels_not_built or mmcv_has_compiled_ops():
-        return
-    ext_loader.load_ext = _kernels_not_built
+    mmdiffseg_mmcv_ops.patch_module(mmdiffseg_mmcv_ops.LOADER, ext_loader)
     from mmcv.ops import multi_scale_deform_attn
-
-    # its forward calls the compiled kernel on CUDA tensors only when this flag is set
-    multi_scale_deform_attn.IS_CUDA_AVAILABLE = False
+    mmdiffseg_mmcv_ops.patch_module(mmdiffseg_mmcv_ops.DEFORMABLE, multi_scale_deform_attn)
 
 
 def apply() -> None:

@@ -12,6 +12,7 @@ from mmengine.config import Config
 from mmengine.logging import HistoryBuffer
 
 import mmdiffseg  # noqa: F401  (applies the work-arounds)
+import mmdiffseg_mmcv_ops
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,6 +116,42 @@ def test_mmcv_ops_without_compiled_kernels_import_and_take_pytorch_paths(tmp_pat
     assert result['sampled'] == 3.0
 
 
+ORDER_SCRIPT = '''
+import json, site, sys
+sys.modules["mmcv._ext"] = None          # as mmcv-lite: no compiled kernels
+# as without the .pth file (this environment may have one), then, for "with", this one
+sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "PatchOnImport"]
+if sys.argv[1]:
+    site.addsitedir(sys.argv[1])         # runs the .pth file there, as at interpreter start
+try:
+    from mmseg.apis import init_model    # mmseg first: it imports mmcv.ops
+    from mmcv.ops import multi_scale_deform_attn as msda
+    result = dict(flag=msda.IS_CUDA_AVAILABLE, mmdiffseg="mmdiffseg" in sys.modules)
+except ImportError as err:
+    result = dict(error=str(err))
+print(json.dumps(result))
+'''
+
+
+def test_mmseg_imported_before_mmdiffseg_works_with_the_pth_file(tmp_path):
+    """mmcv-lite: `from mmseg.apis import init_model` before `import mmdiffseg` fails on
+    mmcv._ext, unless the .pth file tools/install.sh writes runs mmdiffseg_mmcv_ops at start
+    (without importing mmdiffseg, torch or mmcv there)."""
+    pth = mmdiffseg_mmcv_ops.write_pth(tmp_path)
+    assert pth.read_text().startswith('import ')  # site runs only lines that start so
+    env = dict(os.environ, PYTHONPATH=f'{REPO}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
+    results = {}
+    for name, folder in (('with', str(tmp_path)), ('without', '')):
+        done = subprocess.run([sys.executable, '-c', ORDER_SCRIPT, folder], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 'mmcv._ext' in results['without']['error']  # mmseg cannot import: the problem
+    assert results['with'] == dict(flag=False, mmdiffseg=False)
+    mmdiffseg_mmcv_ops.remove_pth(tmp_path)
+    assert not pth.exists()
+
+
 # --- mmcv with compiled kernels (MMCV_OPS=compiled) ---------------------------------------------
 
 def _compiled_ops() -> bool:
@@ -134,7 +171,7 @@ def test_compiled_mmcv_ops_are_left_alone():
     from mmcv.ops import multi_scale_deform_attn as msda
     from mmcv.utils import IS_CUDA_AVAILABLE, ext_loader
 
-    assert ext_loader.load_ext is not mmdiffseg.compat._kernels_not_built
+    assert ext_loader.load_ext is not mmdiffseg_mmcv_ops.kernels_not_built
     assert msda.IS_CUDA_AVAILABLE == IS_CUDA_AVAILABLE
     assert hasattr(msda.ext_module, 'ms_deform_attn_forward')
 

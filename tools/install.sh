@@ -9,7 +9,8 @@
 #               present): a matching wheel from MMCV_WHEELS (pip's PIP_FIND_LINKS) if there is one,
 #               else a source build (12-25 min on 2 cores for the CPU kernels, longer with CUDA);
 #  3. mmdiffseg (editable, with its tests extra) and mmengine, mmdet, mmseg, diffusers, transformers,
-#     with torch and torchvision held at what step 1 installed;
+#     with torch and torchvision held at what step 1 installed; for lite, a .pth file that makes
+#     mmcv.ops importable in any import order (mmdiffseg_mmcv_ops.py);
 #  4. an import check.
 #
 #   PYTHON            interpreter to install into (default: python3)
@@ -54,17 +55,21 @@ fi
 
 echo "[3/4] mmdiffseg and its dependencies"
 install --no-build-isolation -c "$held" -e ".[tests]"
+# lite: mmcv.ops importable whatever is imported first (mmseg before mmdiffseg too), through a
+# .pth line run at interpreter start (mmdiffseg_mmcv_ops.py); compiled: not needed
+if [ "$MMCV_OPS" = lite ]; then "$PY" -m mmdiffseg_mmcv_ops --write-pth; else "$PY" -m mmdiffseg_mmcv_ops --remove-pth; fi
 
 echo "[4/4] import check"
 "$PY" - "$MMCV_OPS" <<'EOF'
 import sys
 
-import mmdiffseg  # first: it makes mmcv.ops importable without compiled kernels
+if sys.argv[1] == 'lite':  # mmcv.ops importable before mmdiffseg is imported (the .pth file)
+    from mmseg.apis import init_model  # noqa: F401
+import mmdiffseg
 import torch
 import torchvision
 from mmcv.ops import MultiScaleDeformableAttention  # noqa: F401
 from mmdiffseg.compat import mmcv_has_compiled_ops
-
 from mmdiffseg.cuda_check import cuda_problem, gpu_present
 
 compiled = mmcv_has_compiled_ops()

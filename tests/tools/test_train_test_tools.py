@@ -53,6 +53,7 @@ def test_online_labels_cached_once_then_test_reports_miou(tmp_path, tiny_sd, mon
     assert all('label_coverage' in r and 'label_time' in r for r in rows)
     assert rows[-1]['label_generated'] < rows[0]['label_generated']  # epoch 2 reads the cache
     stamps = {p: p.stat().st_mtime_ns for p in labels}
+    check_label_pictures(tmp_path / 'run1', iters=(2, 4))
 
     run_tool('train', config, '--work-dir', tmp_path / 'run2',
              '--cfg-options', 'train_cfg.max_iters=2')
@@ -64,6 +65,15 @@ def test_online_labels_cached_once_then_test_reports_miou(tmp_path, tiny_sd, mon
                    tmp_path / 'eval')
     miou = re.findall(r'mIoU: ([0-9.]+)', out)
     assert miou and 0 <= float(miou[-1]) <= 100
+
+
+def check_label_pictures(work_dir, iters):
+    """OnlineLabelVisualizationHook (interval 2, one image) drew a training crop (at most 128 px)
+    with its label every 2 iterations (what is drawn: tests/models)."""
+    pictures = sorted(work_dir.glob('*/vis_data/vis_image/online_label_0_*.png'))
+    assert [int(p.stem.rsplit('_', 1)[1]) for p in pictures] == list(iters), pictures
+    for picture in pictures:
+        assert 32 <= min(Image.open(picture).size) <= max(Image.open(picture).size) <= 128
 
 
 def make_synthetic_folder(root):
