@@ -40,6 +40,8 @@ def test_online_labels_cached_once_then_test_reports_miou(tmp_path, tiny_sd, mon
     cache_dir = tmp_path / 'cache'
     set_label_cache(cfg, dict(cache_dir=str(cache_dir), model=str(tiny_sd),
                               generator=cfg.tiny_label_generator.to_dict()))
+    # the visualizer is a per-process instance by name: a fresh one saves under this run
+    cfg.visualizer.name = f'visualizer-{tmp_path.name}'
     config = write_config(cfg, tmp_path / 'online.py')
 
     run_tool('train', config, '--work-dir', tmp_path / 'run1')
