@@ -6,7 +6,8 @@ Linux is a CUDA 13 build, which needs driver 580 or newer (CUDA's minor-version 
 CUDA 11.x needs >= 450.80, 12.x >= 525.60, 13.x >= 580). The others: a CPU-only torch build, no
 driver, ``CUDA_VISIBLE_DEVICES`` hiding every GPU.
 
-``python -m mmdiffseg.cuda_check`` prints the diagnosis (exit status 0 when CUDA is usable, 1 if not).
+``python -m mmdiffseg.cuda_check`` prints the diagnosis (exit status 0 when CUDA is usable, else
+1).
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ import torch
 
 #: oldest Linux driver per CUDA major version that torch's bundled CUDA runtime runs on
 MIN_DRIVER = {11: (450, 80), 12: (525, 60), 13: (580, 0)}
-OLDER_CUDA_TORCH = ('TORCH_INDEX_URL=https://download.pytorch.org/whl/cu{cuda} bash tools/install.sh '
-                    '(a torch built for CUDA {dot}; TORCH_SPEC / TORCHVISION_SPEC pick a version '
-                    'that pytorch.org builds for it)')
+OLDER_CUDA_TORCH = ('TORCH_INDEX_URL=https://download.pytorch.org/whl/cu{cuda} '
+                    'bash tools/install.sh (a torch built for CUDA {dot}; TORCH_SPEC / '
+                    'TORCHVISION_SPEC pick a version that pytorch.org builds for it)')
 
 
 @dataclass
@@ -72,8 +73,9 @@ def cuda_problem() -> Optional[CudaProblem]:
     build = f'torch {torch.__version__}'
     if torch.version.cuda is None:
         return CudaProblem(f'{build} is a CPU-only build',
-                           'install a CUDA build: bash tools/install.sh (PyPI\'s torch for Linux is '
-                           'a CUDA build), or ' + OLDER_CUDA_TORCH.format(cuda='126', dot='12.6'))
+                           'install a CUDA build: bash tools/install.sh (PyPI\'s torch for Linux '
+                           'is a CUDA build), or ' +
+                           OLDER_CUDA_TORCH.format(cuda='126', dot='12.6'))
     visible = os.environ.get('CUDA_VISIBLE_DEVICES')
     if visible is not None and visible.strip() in ('', '-1'):
         return CudaProblem(f'CUDA_VISIBLE_DEVICES={visible!r} hides every GPU',
@@ -95,7 +97,8 @@ def cuda_problem() -> Optional[CudaProblem]:
         return CudaProblem(f'no NVIDIA GPU or driver on this machine ({build}, CUDA {cuda}'
                            + (f': {detail})' if detail else ')'),
                            'run on a GPU machine (nvidia-smi should list its GPUs)')
-    return CudaProblem(f'{build} (CUDA {cuda}) cannot start CUDA' + (f': {detail}' if detail else ''),
+    return CudaProblem(f'{build} (CUDA {cuda}) cannot start CUDA'
+                       + (f': {detail}' if detail else ''),
                        'check that nvidia-smi lists the GPU and that this process may use it')
 
 

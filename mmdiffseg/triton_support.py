@@ -9,6 +9,7 @@ On the CPU, Triton's interpreter (``TRITON_INTERPRET=1``) runs them, for tests.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -49,3 +50,11 @@ def triton_problem(device: Union[str, torch.device]) -> Optional[str]:
         return (f'cuda:{index} is sm_{major}{minor}; the Triton kernels need compute capability '
                 f'{MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} or newer (A100, RTX 30xx and later)')
     return None
+
+
+def on_device_of(tensor: torch.Tensor):
+    """The context a Triton launch on ``tensor`` needs: Triton launches on the current CUDA device,
+    which is not the tensor's after ``--device cuda:1`` without ``torch.cuda.set_device``; nothing
+    for CPU tensors (the interpreter)."""
+    cuda = tensor.device.type == 'cuda'
+    return torch.cuda.device(tensor.device) if cuda else contextlib.nullcontext()

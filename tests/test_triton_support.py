@@ -45,9 +45,11 @@ def test_older_gpus_take_the_pytorch_paths_and_refuse_triton_with_the_fix(capabi
     with pytest.raises(ValueError, match=rf"map_backend='triton' cannot run here: cuda:0 is "
                                          rf"sm_{major}{minor}.*use map_backend='torch' or 'auto'"):
         resolve_backend('triton', GPU, masked=False)
-    with pytest.raises(ValueError, match=rf"PAMR\(backend='triton'\) cannot run here: .*sm_{major}"):
+    with pytest.raises(ValueError,
+                       match=rf"PAMR\(backend='triton'\) cannot run here: .*sm_{major}"):
         PAMR(backend='triton').backend_for(GPU)
-    with pytest.raises(ValueError, match=r"backend='triton'\) cannot run here: .*'auto' or 'torch'"):
+    with pytest.raises(ValueError,
+                       match=r"backend='triton'\) cannot run here: .*'auto' or 'torch'"):
         ordered_sums._resolve('triton', GPU)
 
 
@@ -68,3 +70,17 @@ def test_without_triton_every_backend_says_how_to_install_it(monkeypatch):
     assert PAMR(backend='auto').backend_for(GPU) == 'graph'
     with pytest.raises(ValueError, match=r'pip install triton'):
         ordered_sums._resolve('triton', GPU)
+
+
+def test_launches_go_to_the_tensors_gpu():
+    """Triton launches on the current CUDA device: the kernels enter the tensors' device first
+    (``--device cuda:1`` without ``torch.cuda.set_device``); CPU tensors (the interpreter) need
+    nothing. A fake CUDA tensor stands for one on the second GPU."""
+    import contextlib
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        second_gpu = torch.empty(2, device='cuda:1')
+    guard = triton_support.on_device_of(second_gpu)
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    assert isinstance(triton_support.on_device_of(torch.empty(2)), contextlib.nullcontext)

@@ -19,6 +19,8 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
+from ..triton_support import on_device_of
+
 LOG2E = 1.4426950408889634
 
 
@@ -135,9 +137,10 @@ def row_lse(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tenso
     lse = torch.empty(batch, heads, n_query, dtype=torch.float32, device=query.device)
     tiles = _tiles(n_query, key.shape[2], head_dim, query.element_size())
     grid = (triton.cdiv(n_query, tiles['BLOCK_M']), heads, batch)
-    _row_lse_kernel[grid](query, key, lse, n_query, key.shape[2], head_dim, scale * LOG2E,
-                          *query.stride(), *key.stride(), lse.stride(0), lse.stride(1),
-                          **tiles, **_dot_options(query))
+    with on_device_of(query):
+        _row_lse_kernel[grid](query, key, lse, n_query, key.shape[2], head_dim, scale * LOG2E,
+                              *query.stride(), *key.stride(), lse.stride(0), lse.stride(1),
+                              **tiles, **_dot_options(query))
     return lse
 
 
@@ -168,10 +171,11 @@ def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, sca
         else:
             out = scratch('head_sum', batch * n_query * n_key, torch.float32, query.device)
             out, weight, accumulate = out.view(batch, n_query, n_key), 1.0, False
-        _head_map_kernel[grid](query, key, lse, out, heads, heads.numel(), n_query, n_key,
-                               head_dim, scale * LOG2E, weight, *query.stride(), *key.stride(),
-                               *lse.stride(), *out.stride(), ACCUMULATE=accumulate, **tiles,
-                               **_dot_options(query))
+        with on_device_of(query):
+            _head_map_kernel[grid](query, key, lse, out, heads, heads.numel(), n_query, n_key,
+                                   head_dim, scale * LOG2E, weight, *query.stride(),
+                                   *key.stride(), *lse.stride(), *out.stride(),
+                                   ACCUMULATE=accumulate, **tiles, **_dot_options(query))
         if len(sinks) > 1:
             for buffer, weight in sinks:
                 buffer.add_(out, alpha=weight)

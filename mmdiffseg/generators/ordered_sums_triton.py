@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..triton_support import on_device_of
+
 __all__ = ['triton_cluster_sums', 'kernel_config']
 
 
@@ -96,5 +98,6 @@ def triton_cluster_sums(rows: torch.Tensor, counts: torch.Tensor, split: int) ->
         if high > low:
             config = kernel_config(high - low, interleaved)
             grid = (len(counts), triton.cdiv(high - low, config['BLOCK_D']))
-            _cluster_sums_kernel[grid](rows, starts, counts, out, low, high, d, **config)
+            with on_device_of(rows):
+                _cluster_sums_kernel[grid](rows, starts, counts, out, low, high, d, **config)
     return out

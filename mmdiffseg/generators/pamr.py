@@ -154,8 +154,9 @@ class PAMR(torch.nn.Module):
             released.
         check_every: how often the ``tol`` test runs (a device sync on GPU).
         backend: ``'auto'`` (``'triton'`` on CUDA where the kernel runs: Triton installed,
-            compute capability 8.0+; ``'graph'`` on other CUDA GPUs, ``'torch'`` elsewhere), or one of ``'torch'``, ``'graph'`` (CUDA),
-            ``'triton'`` (CUDA, or CPU under ``TRITON_INTERPRET=1``): see the module docstring.
+            compute capability 8.0+; ``'graph'`` on other CUDA GPUs, ``'torch'`` elsewhere), or
+            one of ``'torch'``, ``'graph'`` (CUDA), ``'triton'`` (CUDA, or CPU under
+            ``TRITON_INTERPRET=1``): see the module docstring.
         steps_per_launch: ``'triton'``: at most this many steps per kernel launch (see
             :func:`~mmdiffseg.generators.pamr_triton.launch_plan`).
     """

@@ -42,6 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..triton_support import on_device_of
 from .pamr import run_in_chunks
 
 __all__ = ['fused_propagate', 'launch_plan', 'kernel_config']
@@ -177,15 +178,18 @@ def fused_propagate(weights: torch.Tensor, mask: torch.Tensor, dilations: Sequen
     grid = (triton.cdiv(h, out_size) * tiles_x, b * c)
     config = kernel_config(pad, steps, size)
     packed = mask.new_empty(b * grid[0] * weights.shape[1] * size * size, dtype=torch.float32)
-    _pack_weights_kernel[grid[0], b](weights.float().contiguous(), packed, h, w, tiles_x,
-                                     NUM_TAPS=weights.shape[1], **config)
+    with on_device_of(mask):
+        _pack_weights_kernel[grid[0], b](weights.float().contiguous(), packed, h, w, tiles_x,
+                                         NUM_TAPS=weights.shape[1], **config)
     state = [mask.float().contiguous().clone(), torch.empty_like(mask, dtype=torch.float32)]
     scratch = state[0].new_zeros(grid[0] * grid[1] * 2 * (size + 2 * pad) ** 2)
     change = state[0].new_empty(grid[0] * grid[1])
 
     def advance(n: int, measure: bool) -> Optional[torch.Tensor]:
-        _pamr_steps_kernel[grid](state[0], state[1], packed, scratch, change, n, c, h, w, tiles_x,
-                                 DILATIONS=tuple(dilations), PAD=pad, num_stages=1, **config)
+        with on_device_of(mask):
+            _pamr_steps_kernel[grid](state[0], state[1], packed, scratch, change, n, c, h, w,
+                                     tiles_x, DILATIONS=tuple(dilations), PAD=pad, num_stages=1,
+                                     **config)
         state.reverse()
         return change.max() if measure else None
 
