@@ -34,6 +34,20 @@ case "$MMCV_OPS" in
   *) echo "install.sh: MMCV_OPS must be 'lite' or 'compiled', not '$MMCV_OPS'" >&2; exit 2 ;;
 esac
 
+# the default torch from PyPI is a CUDA 13 build, which needs NVIDIA driver 580 or newer: on an
+# older driver it installs (2.7 GB) but never sees the GPU, so stop before and name the fix
+if [ -z "${TORCH_INDEX_URL:-}" ] && [ "$TORCH_SPEC" = torch==2.14.1 ] && command -v nvidia-smi >/dev/null; then
+  driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' ' || true)
+  if [[ "$driver" =~ ^[0-9]+ ]] && [ "${driver%%.*}" -lt 580 ]; then
+    echo "install.sh: this machine's NVIDIA driver is $driver; PyPI's $TORCH_SPEC is a CUDA 13 build," \
+         "which needs driver 580 or newer and would run on the CPU only. Either install a torch built" \
+         "for CUDA 12: TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 bash tools/install.sh" \
+         "(with a TORCH_SPEC / TORCHVISION_SPEC pair that index has, if it lacks these), or update" \
+         "the driver; TORCH_INDEX_URL=https://pypi.org/simple installs PyPI's build anyway." >&2
+    exit 2
+  fi
+fi
+
 echo "[1/4] $TORCH_SPEC $TORCHVISION_SPEC"
 install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC" "$TORCHVISION_SPEC"
 install "setuptools>=77,<82" wheel
