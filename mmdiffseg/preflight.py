@@ -213,12 +213,18 @@ def _cuda_needs(cfg: Config, mode: str, sections: Dict[str, object]) -> List[str
     return needs
 
 
+#: the config sections each mode reads (``'prefill'``: tools/prefill_labels.py, the training data
+#: and its label cache's model only; its device and dtype come from its own options)
+SECTIONS = {'train': ['model', 'train_dataloader', 'val_dataloader'],
+            'test': ['model', 'test_dataloader'], 'prefill': ['train_dataloader']}
+
+
 def check(cfg: Config, mode: str = 'train') -> List[Missing]:
-    """Everything ``cfg`` needs for ``mode`` (``'train'`` or ``'test'``) that is missing here."""
-    loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else []) \
-        if mode == 'train' else ['test_dataloader']
+    """Everything ``cfg`` needs for ``mode`` (``'train'``, ``'test'`` or ``'prefill'``) that is
+    missing here."""
+    names = [n for n in SECTIONS[mode] if n != 'val_dataloader' or cfg.get('val_cfg')]
     sections = {name: cfg[name].to_dict() if hasattr(cfg[name], 'to_dict') else cfg[name]
-                for name in ['model'] + loaders if cfg.get(name)}
+                for name in names if cfg.get(name)}
     missing: List[Missing] = []
     sd_models: Dict[str, List[str]] = {}
     for name, section in sections.items():
@@ -236,7 +242,7 @@ def check(cfg: Config, mode: str = 'train') -> List[Missing]:
                     sd_models.setdefault(node[key], []).append(f'{path}.{key}')
     for model, keys in sd_models.items():
         missing += check_sd_model(model, keys)
-    if cfg.get('load_from'):
+    if cfg.get('load_from') and mode != 'prefill':
         missing += check_checkpoint(cfg.load_from, 'load_from')
     needs = _cuda_needs(cfg, mode, sections)
     problem = cuda_problem() if needs else None

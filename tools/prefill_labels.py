@@ -2,12 +2,14 @@
 start): the training run then loads every label and generates none.
 
     python tools/prefill_labels.py CONFIG [--cfg-options k=v ...] [--batch-size N]
-        [--dtype float16] [--device cuda] [--workers N]
+        [--dtype float16] [--device cuda] [--workers N] [--skip-preflight]
     torchrun --nproc-per-node 8 tools/prefill_labels.py CONFIG --launcher pytorch
 
 Uses the config's train dataset, its label cache (``LoadPseudoLabel(cache=...)``), its
 ``DiffusionLabelPreprocessor`` engine settings and the same labelling code as training. Each rank
-takes its share; rerun after an interruption to resume (cached images are skipped).
+takes its share; rerun after an interruption to resume (cached images are skipped). First, as
+``tools/train.py`` does, a pre-flight check lists whatever of the training data, its image-level
+labels and the Stable Diffusion weights is missing, with the fixes (exit status 2).
 """
 import argparse
 import os
@@ -33,6 +35,9 @@ def parse_args(argv=None):
     parser.add_argument('--workers', type=int, default=None,
                         help='dataloader workers reading images (default: the train '
                              'dataloader\'s num_workers)')
+    parser.add_argument('--skip-preflight', action='store_true',
+                        help='skip the check that the training data, its image-level labels and '
+                             'the Stable Diffusion weights are here (mmdiffseg.preflight)')
     parser.add_argument('--launcher', default='none', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='several GPUs: torchrun --nproc-per-node N ... --launcher pytorch '
                              '(default: none)')
@@ -57,11 +62,14 @@ def main(argv=None):
 
     from mmdiffseg.apis.cli import start_launcher
     from mmdiffseg.models.prefill import prefill
+    from mmdiffseg.preflight import ensure_ready
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
+    if not args.skip_preflight:
+        ensure_ready(cfg, args.config, 'prefill')
     device = args.device or default_device(args.launcher)
     start_launcher(args.launcher, device)
     summary = prefill(cfg, device, batch_size=args.batch_size, dtype=args.dtype,

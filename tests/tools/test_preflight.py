@@ -195,3 +195,27 @@ def test_tools_stop_before_the_runner_unless_skipped(tmp_path, tiny_sd, monkeypa
         assert exit_info.value.code == 2 and not built
         tool.main(args + ['--skip-preflight'])
         assert len(built) == 1 and built.pop().load_from == str(tmp_path / 'missing.pth')
+
+
+def test_prefill_checks_only_what_it_reads(tmp_path, tiny_sd, capsys):
+    """tools/prefill_labels.py checks the training data, its image-level labels and the label
+    cache's model (not the backbone, validation data, load_from or CUDA settings) and stops with
+    the message before any work; --skip-preflight goes on to the labelling."""
+    cfg = tiny_online_config(tmp_path, tiny_sd)
+    cfg.load_from = str(tmp_path / 'iter_4.pth')                      # training needs it
+    cfg.model.data_preprocessor.engine_dtype = 'float16'            # so would a GPU run
+    cfg.val_dataloader.dataset.data_root = str(tmp_path / 'no-val')
+    assert preflight.check(cfg, 'prefill') == []
+    assert len(preflight.check(cfg, 'train')) >= 2
+    set_label_cache(cfg, dict(cache_dir=str(tmp_path / 'c'), model=str(tmp_path / 'no-sd'),
+                              generator=cfg.tiny_label_generator.to_dict()))
+    config = tmp_path / 'tiny.py'
+    cfg.dump(str(config))
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool('prefill_labels').main([str(config), '--device', 'cpu'])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and 'cannot prefill here yet; 1 thing is missing' in err
+    assert "Stable Diffusion weights '" in err and not (tmp_path / 'c').exists()
+    with pytest.raises(Exception) as error:  # past the check: the engine load names the folder
+        load_tool('prefill_labels').main([str(config), '--device', 'cpu', '--skip-preflight'])
+    assert 'no-sd' in str(error.value)
