@@ -74,6 +74,17 @@ def test_tools_refuse_cuda_with_the_reason(cuda_build, monkeypatch):
     assert pick_device('cpu') == 'cpu'
 
 
+def test_a_gpu_given_by_index_becomes_the_current_device(monkeypatch):
+    """--device cuda:1 (with CUDA usable, as described here) makes GPU 1 the current device;
+    plain cuda and the CPU leave it alone."""
+    calls = []
+    monkeypatch.setattr('mmdiffseg.apis.builders.cuda_problem', lambda: None)
+    monkeypatch.setattr(torch.cuda, 'set_device', calls.append)
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    assert [pick_device(d) for d in ('cuda:1', 'cuda', 'cpu')] == ['cuda:1', 'cuda', 'cpu']
+    assert calls == ['cuda:1']
+
+
 def test_preflight_names_the_reason_and_the_config_fix(cuda_build, monkeypatch):
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '-1')
     cfg = Config(dict(model=dict(data_preprocessor=dict(engine_dtype='float16'))))

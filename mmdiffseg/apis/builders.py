@@ -175,7 +175,9 @@ def parse_options(pairs: Optional[List[str]]) -> Dict:
 
 def pick_device(device: Union[str, torch.device]) -> str:
     """``cuda`` becomes this rank's GPU under a distributed launcher; a CUDA device torch cannot
-    use is refused with the reason and the fix (:func:`mmdiffseg.cuda_check.cuda_problem`)."""
+    use is refused with the reason and the fix (:func:`mmdiffseg.cuda_check.cuda_problem`). A
+    GPU given by index (``cuda:1``) becomes the process's current device, so that nothing (pinned
+    memory, Triton launches) sets up on GPU 0 as well."""
     device = str(device)
     problem = cuda_problem() if device.startswith('cuda') else None
     if problem is not None:
@@ -183,4 +185,6 @@ def pick_device(device: Union[str, torch.device]) -> str:
                              f'{problem.reason}; fix: {problem.fix}; or pass --device cpu')
     if device == 'cuda' and 'LOCAL_RANK' in os.environ:
         return f'cuda:{int(os.environ["LOCAL_RANK"])}'
+    if device.startswith('cuda:'):
+        torch.cuda.set_device(device)
     return device
