@@ -112,13 +112,21 @@ def warn_if_gpu_unused(stream=None) -> None:
 
 
 def main() -> int:
+    """Print the diagnosis; with CUDA, each GPU and whether the package's Triton kernels run on
+    it (:mod:`mmdiffseg.triton_support`) or the PyTorch paths do."""
     problem = cuda_problem()
-    if problem is None:
-        names = ', '.join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-        print(f'CUDA available: torch {torch.__version__} (CUDA {torch.version.cuda}), {names}')
-        return 0
-    print(f'CUDA not available: {problem}')
-    return 1
+    if problem is not None:
+        print(f'CUDA not available: {problem}')
+        return 1
+    from .triton_support import triton_problem
+    print(f'CUDA available: torch {torch.__version__} (CUDA {torch.version.cuda})')
+    for index in range(torch.cuda.device_count()):
+        major, minor = torch.cuda.get_device_capability(index)
+        why_not = triton_problem(torch.device('cuda', index))
+        path = 'run' if why_not is None else f'not used, the PyTorch paths run: {why_not}'
+        print(f'  cuda:{index} {torch.cuda.get_device_name(index)} (sm_{major}{minor}): Triton '
+              f'kernels {path}')
+    return 0
 
 
 if __name__ == '__main__':

@@ -98,3 +98,21 @@ def test_module_command_reports_and_fails_without_cuda():
     done = subprocess.run([sys.executable, '-m', 'mmdiffseg.cuda_check'], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 1 and done.stdout.startswith('CUDA not available: '), done.stdout
+
+
+def test_module_command_lists_each_gpu_and_its_kernel_path(monkeypatch, capsys):
+    """With CUDA (described here: an H200 and a T4), each GPU is listed with whether the Triton
+    kernels run on it."""
+    from mmdiffseg import triton_support
+    gpus = [('NVIDIA H200', (9, 0)), ('Tesla T4', (7, 5))]
+    monkeypatch.setattr(cuda_check, 'cuda_problem', lambda: None)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda i: gpus[i][0])
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda i: gpus[i][1])
+    monkeypatch.setattr(triton_support, '_capability', lambda i: gpus[i][1])
+    monkeypatch.setattr(triton_support, '_installed', lambda: True)
+    assert cuda_check.main() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == '  cuda:0 NVIDIA H200 (sm_90): Triton kernels run'
+    assert lines[2].startswith('  cuda:1 Tesla T4 (sm_75): Triton kernels not used, the PyTorch '
+                               'paths run: cuda:1 is sm_75')
