@@ -33,13 +33,18 @@ PTH_LINE = ("import importlib.util as u; u.find_spec('mmdiffseg_mmcv_ops') and "
             "__import__('mmdiffseg_mmcv_ops').install()\n")
 
 
-def compiled_ops_load() -> bool:
-    """Whether ``mmcv._ext`` (mmcv's compiled kernels) imports."""
+def compiled_ops_error():
+    """Why ``mmcv._ext`` (mmcv's compiled kernels) does not import; None when it does."""
     try:
         importlib.import_module('mmcv._ext')
-    except ImportError:
-        return False
-    return True
+    except ImportError as err:
+        return err
+    return None
+
+
+def compiled_ops_load() -> bool:
+    """Whether ``mmcv._ext`` (mmcv's compiled kernels) imports."""
+    return compiled_ops_error() is None
 
 
 def kernels_not_built(name: str, funcs) -> types.SimpleNamespace:

@@ -97,11 +97,12 @@ def mmcv_has_compiled_ops() -> bool:
     if find_spec('mmcv') is None:
         raise ImportError('mmcv is not installed: bash tools/install.sh '
                           '(or pip install mmcv-lite==2.1.0)')
-    if mmdiffseg_mmcv_ops.compiled_ops_load():
+    error = mmdiffseg_mmcv_ops.compiled_ops_error()
+    if error is None:
         return True
     if find_spec('mmcv._ext') is not None:
-        warnings.warn('mmcv\'s compiled ops do not load; using the PyTorch paths. Rebuild them '
-                      f'for this torch: {mmdiffseg_mmcv_ops.COMPILED_OPS_FIX}')
+        warnings.warn(f'mmcv\'s compiled ops do not load ({error}); using the PyTorch paths. '
+                      f'Rebuild them for this torch: {mmdiffseg_mmcv_ops.COMPILED_OPS_FIX}')
     return False
 
 

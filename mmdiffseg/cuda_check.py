@@ -90,8 +90,8 @@ def cuda_problem() -> Optional[CudaProblem]:
             f'the NVIDIA driver {have} is too old for {build} (CUDA {cuda} needs driver '
             f'>= {needed[0]}{f".{needed[1]:02d}" if needed[1] else ""})',
             'update the driver, or install a torch for the driver you have: ' +
-            OLDER_CUDA_TORCH.format(cuda='126' if driver[:2] >= MIN_DRIVER[12] else '118',
-                                    dot='12.6' if driver[:2] >= MIN_DRIVER[12] else '11.8'))
+            (OLDER_CUDA_TORCH.format(cuda='126', dot='12.6') if driver[:2] >= MIN_DRIVER[12]
+             else OLDER_CUDA_TORCH.format(cuda='118', dot='11.8')))
     detail = _init_error()
     if driver is None and not gpu_present():
         return CudaProblem(f'no NVIDIA GPU or driver on this machine ({build}, CUDA {cuda}'
@@ -103,10 +103,10 @@ def cuda_problem() -> Optional[CudaProblem]:
 
 
 def warn_if_gpu_unused(stream=None) -> None:
-    """One line on ``stream`` when the machine has a GPU that torch cannot use (an automatic device
-    choice is about to fall back to the CPU, tens of times slower)."""
-    problem = cuda_problem()
-    if problem is not None and gpu_present():
+    """One line on ``stream`` when the machine has a GPU that torch cannot use (after the install;
+    when an automatic device choice is about to fall back to the CPU, tens of times slower)."""
+    problem = cuda_problem() if gpu_present() else None  # no nvidia-smi, no CUDA start otherwise
+    if problem is not None:
         print(f'warning: this machine has an NVIDIA GPU but torch cannot use it, so the CPU is '
               f'used: {problem}', file=stream or sys.stderr)
 

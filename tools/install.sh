@@ -22,7 +22,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-TORCH_SPEC=${TORCH_SPEC:-torch==2.14.1}
+DEFAULT_TORCH_SPEC=torch==2.14.1  # PyPI's Linux build of it is a CUDA 13 build
+TORCH_SPEC=${TORCH_SPEC:-$DEFAULT_TORCH_SPEC}
 TORCHVISION_SPEC=${TORCHVISION_SPEC:-torchvision==0.29.1}
 MMCV_OPS=${MMCV_OPS:-lite}
 MMCV_WHEELS=${MMCV_WHEELS:-../shared/wheels}
@@ -36,7 +37,7 @@ esac
 
 # the default torch from PyPI is a CUDA 13 build, which needs NVIDIA driver 580 or newer: on an
 # older driver it installs (2.7 GB) but never sees the GPU, so stop before and name the fix
-if [ -z "${TORCH_INDEX_URL:-}" ] && [ "$TORCH_SPEC" = torch==2.14.1 ] && command -v nvidia-smi >/dev/null; then
+if [ -z "${TORCH_INDEX_URL:-}" ] && [ "$TORCH_SPEC" = "$DEFAULT_TORCH_SPEC" ] && command -v nvidia-smi >/dev/null; then
   driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' ' || true)
   if [[ "$driver" =~ ^[0-9]+ ]] && [ "${driver%%.*}" -lt 580 ]; then
     echo "install.sh: this machine's NVIDIA driver is $driver; PyPI's $TORCH_SPEC is a CUDA 13 build," \
@@ -84,7 +85,7 @@ import torch
 import torchvision
 from mmcv.ops import MultiScaleDeformableAttention  # noqa: F401
 from mmdiffseg.compat import mmcv_has_compiled_ops
-from mmdiffseg.cuda_check import cuda_problem, gpu_present
+from mmdiffseg.cuda_check import warn_if_gpu_unused
 
 compiled = mmcv_has_compiled_ops()
 if sys.argv[1] == 'compiled' and not compiled:
@@ -92,7 +93,5 @@ if sys.argv[1] == 'compiled' and not compiled:
 print(f'mmdiffseg {mmdiffseg.__version__} installed: torch {torch.__version__}, torchvision '
       f'{torchvision.__version__}, mmcv ops {"compiled" if compiled else "lite (PyTorch paths)"}, '
       f'CUDA {"available" if torch.cuda.is_available() else "not available"}')
-problem = cuda_problem()
-if problem is not None and gpu_present():
-    print(f'install.sh: this machine has an NVIDIA GPU but torch cannot use it: {problem}')
+warn_if_gpu_unused(sys.stdout)
 EOF

@@ -32,7 +32,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..triton_support import triton_problem
+from ..triton_support import on_device_of, triton_problem
 
 __all__ = ['PAMR', 'ORIGINAL_PAMR', 'BACKENDS', 'run_in_chunks']
 
@@ -228,7 +228,7 @@ class PAMR(torch.nn.Module):
                                    self.tol, self.check_every, self.steps_per_launch)
         steps = _ShiftedSteps(weights, mask, self.pad, self.offsets)
         if backend == 'graph':
-            with torch.cuda.device(mask.device):
+            with on_device_of(mask):
                 run_in_chunks(_GraphedSteps(steps), self.num_iter, GRAPH_STEPS, self.tol,
                               self.check_every)
         else:
