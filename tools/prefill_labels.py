@@ -60,7 +60,7 @@ def main(argv=None):
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from mmdiffseg.apis.cli import start_launcher
+    from mmdiffseg.apis.cli import leave_process_group, start_launcher
     from mmdiffseg.models.prefill import prefill
     from mmdiffseg.preflight import ensure_ready
 
@@ -75,7 +75,9 @@ def main(argv=None):
     summary = prefill(cfg, device, batch_size=args.batch_size, dtype=args.dtype,
                       workers=args.workers)
     from mmengine.dist import get_rank
-    if get_rank() == 0:
+    first_rank = get_rank() == 0
+    leave_process_group()
+    if first_rank:
         print(summary, flush=True)
     if summary.interrupted:
         sys.exit(130)

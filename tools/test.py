@@ -13,7 +13,7 @@ import argparse
 import os
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
-from mmdiffseg.apis.cli import start_runner_launcher
+from mmdiffseg.apis.cli import leave_process_group, start_runner_launcher
 from mmdiffseg.preflight import ensure_ready
 from mmengine.config import Config, DictAction
 
@@ -79,6 +79,7 @@ def main(argv=None):
         ensure_ready(cfg, args.config, 'test')
     start_runner_launcher(cfg)
     build_runner(cfg).test()
+    leave_process_group()
 
 
 if __name__ == '__main__':

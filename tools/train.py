@@ -16,7 +16,7 @@ import os
 import os.path as osp
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
-from mmdiffseg.apis.cli import start_runner_launcher
+from mmdiffseg.apis.cli import leave_process_group, start_runner_launcher
 from mmdiffseg.preflight import ensure_ready
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
@@ -90,6 +90,7 @@ def main(argv=None):
         ensure_ready(cfg, args.config, 'train')
     start_runner_launcher(cfg)
     build_runner(cfg).train()
+    leave_process_group()
 
 
 if __name__ == '__main__':

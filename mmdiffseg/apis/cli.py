@@ -40,6 +40,17 @@ def start_launcher(launcher: str, device: str) -> None:
         init_dist(launcher)
 
 
+def leave_process_group() -> None:
+    """Destroy the process group, if this process joined one, while the interpreter is whole.
+
+    torch.distributed's documented shutdown: without it, gloo's worker threads can be torn down
+    during interpreter finalization and abort the process ("terminate called without an active
+    exception", status 134) after the job finished."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def start_runner_launcher(cfg) -> None:
     """Let an mmengine Runner start under ``torchrun`` on CPU-only machines (tests, CPU clusters).
 
@@ -59,20 +70,22 @@ def run_cli(main: Callable, argv=None) -> int:
     failed writes, a GPU out of memory and Ctrl-C print one clear line on stderr instead of a
     traceback: statuses 2, 3, 3 and 130 (after the summary of what was made)."""
     try:
-        return main(argv) or 0
+        status = main(argv) or 0
     except UserInputError as exc:
-        return _fail(exc, EXIT_BAD_INPUT)
+        status = _fail(exc, EXIT_BAD_INPUT)
     except OutputWriteError as exc:
-        return _fail(exc, EXIT_WRITE_FAILED)
+        status = _fail(exc, EXIT_WRITE_FAILED)
     except torch.cuda.OutOfMemoryError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else ''
-        return _fail(f'the GPU ran out of memory ({first_line}); rerun with a smaller '
-                     '--batch-size (finished items are kept)', EXIT_WRITE_FAILED)
+        status = _fail(f'the GPU ran out of memory ({first_line}); rerun with a smaller '
+                       '--batch-size (finished items are kept)', EXIT_WRITE_FAILED)
     except JobInterrupted as exc:
-        return _fail(exc, EXIT_INTERRUPTED)
+        status = _fail(exc, EXIT_INTERRUPTED)
     except KeyboardInterrupt:
-        return _fail('interrupted before any item was made; rerun the same command to start',
-                     EXIT_INTERRUPTED)
+        status = _fail('interrupted before any item was made; rerun the same command to start',
+                       EXIT_INTERRUPTED)
+    leave_process_group()
+    return status
 
 
 def _fail(message, status: int) -> int:

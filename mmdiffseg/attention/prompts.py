@@ -63,13 +63,21 @@ def token_positions(tokenizer, prompt: str, class_names: Sequence[str]) -> Dict[
 @torch.no_grad()
 def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str]) -> torch.Tensor:
     """CLIP text-encoder output ``(B, 77, D)`` for ``prompts``, padded to the tokenizer's length,
-    as Stable Diffusion pipelines condition the U-Net (last hidden state, no attention mask)."""
-    tokens = tokenizer(list(prompts), padding='max_length', max_length=tokenizer.model_max_length,
+    as Stable Diffusion pipelines condition the U-Net (last hidden state, no attention mask).
+
+    Each distinct prompt is encoded once (a DiffSeg batch is ``B`` empty prompts: one encoder row,
+    not ``B``); every row is the encoder's output for its prompt."""
+    distinct = list(dict.fromkeys(prompts))
+    tokens = tokenizer(distinct, padding='max_length', max_length=tokenizer.model_max_length,
                        truncation=True, return_tensors='pt')
     ids = tokens.input_ids.to(text_encoder.device)
     use_mask = getattr(text_encoder.config, 'use_attention_mask', False)
     mask = tokens.attention_mask.to(text_encoder.device) if use_mask else None
-    return text_encoder(ids, attention_mask=mask)[0]
+    encoded = text_encoder(ids, attention_mask=mask)[0]
+    if len(distinct) == len(prompts):
+        return encoded
+    rows = {prompt: i for i, prompt in enumerate(distinct)}
+    return encoded[torch.tensor([rows[p] for p in prompts], device=encoded.device)]
 
 
 def enhance_class_tokens(embeddings: torch.Tensor, positions: Sequence[Mapping[str, Sequence[int]]],

@@ -62,3 +62,19 @@ def test_enhance_class_tokens_scales_only_the_selected_tokens():
     assert enhance_class_tokens(emb, positions, 1.0) is emb
     with pytest.raises(ValueError, match=r"token_offsets\['cat'\]"):
         enhance_class_tokens(emb, positions, 1.6, token_offsets={'cat': [1]})
+
+
+@pytest.mark.parametrize('name', ['stable-diffusion-v1-4', 'stable-diffusion-2-1-base'])
+def test_repeated_prompts_are_encoded_once_with_the_same_rows(tiny_engine, name):
+    from mmdiffseg.attention import encode_prompts
+    engine = tiny_engine(name)
+    batches = []
+    hook = engine.text_encoder.register_forward_pre_hook(lambda m, a: batches.append(len(a[0])))
+    prompts = ['', 'a photo of a cat', '', 'a photo of a dog', 'a photo of a cat', '']
+    encoded = encode_prompts(engine.tokenizer, engine.text_encoder, prompts)
+    hook.remove()
+    assert batches == [3] and encoded.shape[0] == len(prompts)
+    for prompt, row in zip(prompts, encoded):
+        alone = encode_prompts(engine.tokenizer, engine.text_encoder, [prompt])[0]
+        torch.testing.assert_close(row, alone, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(encoded[0], encoded[1])
