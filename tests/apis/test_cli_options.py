@@ -124,3 +124,20 @@ def test_exit_statuses():
 
     assert cli.run_cli(interrupted) == 130
     assert cli.run_cli(lambda argv: 4) == 4
+
+
+@pytest.mark.parametrize('fails', [False, True])
+def test_a_tool_leaves_its_process_group_before_it_exits(tmp_path, fails):
+    import torch.distributed as dist
+
+    def tool(argv):  # a one-rank gloo job, as start_launcher joins under torchrun without CUDA
+        dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0,
+                                world_size=1)
+        dist.barrier()
+        if fails:
+            raise UserInputError('bad input')
+        return 0
+
+    assert cli.run_cli(tool) == (cli.EXIT_BAD_INPUT if fails else 0)
+    assert not dist.is_initialized()
+    cli.leave_process_group()  # nothing joined: nothing to do
