@@ -26,6 +26,7 @@ import torch
 from mmengine.config import Config
 
 from .cuda_check import cuda_problem
+from .provenance import MOVED_HUB_IDS, withdrawn_model
 
 DATA_GUIDE = 'README "Data layout"'
 VOC_PREPARE = 'python tools/dataset_converters/voc_aug.py {devkit} --sbd data/benchmark_RELEASE'
@@ -182,6 +183,11 @@ def check_sd_model(model: str, keys: List[str]) -> List[Missing]:
         return [Missing(f'Stable Diffusion folder {model} has no model_index.json (not a diffusers '
                         'folder)', f'save the pipeline there with save_pretrained, or '
                         f'--cfg-options {settings}', keys)]
+    withdrawn = withdrawn_model(model)
+    if withdrawn:
+        return [Missing(f'Stable Diffusion weights: {withdrawn}',
+                        f'--cfg-options {" ".join(f"{k}={MOVED_HUB_IDS[model]}" for k in keys)}',
+                        keys)]
     from huggingface_hub import constants, try_to_load_from_cache
     if model.count('/') == 1 and not model.startswith(('.', '/', '~')):
         if isinstance(try_to_load_from_cache(model, 'model_index.json'), str) or \

