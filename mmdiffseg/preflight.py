@@ -196,7 +196,7 @@ def check_sd_model(model: str, keys: List[str]) -> List[Missing]:
     return [Missing(
         f'Stable Diffusion weights {model!r}: no such local folder, and not in the Hugging Face '
         f'cache {constants.HF_HUB_CACHE} ({"offline" if offline() else "not downloadable from here"})',
-        f'where there is network: huggingface-cli download {model} (then copy the cache here); or '
+        f'where there is network: hf download {model} (then copy the cache here); or '
         f'pass a local diffusers folder: --cfg-options {settings} (random weights for a smoke run: '
         'python tools/build_tiny_sd.py --out FOLDER)', keys)]
 

@@ -146,7 +146,7 @@ class DiffusionAttentionEngine:
                 f'cannot load Stable Diffusion model {source!r}: it is not a local folder and could '
                 f'not be downloaded or found in the Hugging Face cache (offline? HF_HUB_OFFLINE='
                 f'{os.environ.get("HF_HUB_OFFLINE", "")!r}). Download it on a machine '
-                f'with network access (e.g. `huggingface-cli download {source} --local-dir '
+                f'with network access (e.g. `hf download {source} --local-dir '
                 f'<folder>` or `StableDiffusionPipeline.from_pretrained({source!r})'
                 f'.save_pretrained(<folder>)`) and pass that local diffusers folder instead. '
                 f'Original error: {type(err).__name__}: {err}') from err
