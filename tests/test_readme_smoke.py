@@ -2,6 +2,7 @@
 smoke-commands markers, so README and test cannot drift apart)."""
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,9 @@ def test_readme_smoke_path_runs_as_written(tmp_path):
     (tmp_path / 'shared' / 'data').symlink_to(SHARED_DATA)   # ../shared/data, as in README
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
-    (bin_dir / 'python').symlink_to(sys.executable)
+    shim = bin_dir / 'python'   # a script, not a symlink: Python 3.13 finds no venv through one
+    shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    shim.chmod(0o755)
     env = dict(os.environ, PATH=f'{bin_dir}{os.pathsep}{os.environ["PATH"]}', HF_HUB_OFFLINE='1',
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]),
                OMP_NUM_THREADS='1')
