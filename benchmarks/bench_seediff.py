@@ -11,8 +11,9 @@ with ``attention_from_labels``) and image. Ours runs with each PAMR backend the 
 released formulation. Also: PAMR alone per step and for ``--pamr-iter`` steps (ours per backend vs
 the released conv2d module), the fused kernel's ``(K, T)`` settings (CUDA), a batch of 8 images
 (CUDA), and kernel launches per ``--pamr-iter`` steps of each path (CUDA: counted by the torch
-profiler; CPU: aten operations counted by the profiler, and the Triton path's launches counted
-under Triton's interpreter in a child process).
+profiler at 100 and 200 steps and extrapolated; CPU: aten operations counted by the profiler, and
+the Triton path's launches counted under Triton's interpreter in a child process). The timings
+come first; every row is printed as it is made.
 
     python benchmarks/bench_seediff.py [--device cuda] [--quick] [--repeats 1] [--pamr-iter 5000]
 
@@ -234,14 +235,25 @@ def launch_rows(device, image, steps):
     weights = PAMR().affinity(image.float())
     rows = []
     if device.type == 'cuda':
+        # profiled at 1 and 2 graph lengths and extrapolated (linear in the steps): a profile of
+        # every kernel of 5000 steps (1.3 M on the torch path) would take minutes
+        short, long = GRAPH_STEPS, 2 * GRAPH_STEPS
+
+        def counted(make):
+            for n in (short, long):
+                make(n)()  # compile / warm up outside the count
+            (h1, k1), (h2, k2) = (profiled_launches(make(n), device) for n in (short, long))
+            scale = (steps - short) / (long - short)
+            return h1 + (h2 - h1) * scale, k1 + (k2 - k1) * scale
+
+        how = f'torch profiler at {short} and {long} steps, extrapolated'
         for backend in backends(device):
-            pamr = PAMR(steps, backend=backend)
-            pamr.propagate(weights, mask)  # compile / warm up outside the count
-            host, kernels = profiled_launches(lambda: pamr.propagate(weights, mask), device)
-            rows.append((f'ours, {backend}', host, kernels, 'torch profiler'))
-        conv = ConvPAMR(steps).to(device)
-        host, kernels = profiled_launches(lambda: conv(image.float(), mask), device)
-        return rows + [('released conv2d (incl. affinity)', host, kernels, 'torch profiler')]
+            host, kernels = counted(lambda n: lambda: PAMR(n, backend=backend).propagate(weights,
+                                                                                         mask))
+            rows.append((f'ours, {backend}', host, kernels, how))
+        host, kernels = counted(lambda n: lambda: ConvPAMR(n).to(device)(image.float(), mask))
+        return rows + [('released conv2d (incl. affinity)', host, kernels, how)]
+
     def ops(run_steps):  # top-level aten operations of a run; per step from 0 and 50 steps
         counts = [profiled_launches(lambda: run_steps(n), device)[0] for n in (0, 50)]
         return counts[0] + (counts[1] - counts[0]) * steps / 50
@@ -294,9 +306,11 @@ def timing_rows(args, device, maps, names, rgb, image):
                          t_conv / step_iter, f'{step_iter} steps timed; max diff to '
                          f'{backends(device)[0]} {diff:.1e}, to released '
                          f'{(out - conv_out).abs().max().item():.1e}'))
+            print(rows[-1], flush=True)
             if device.type == 'cuda':
                 rows.append((f'PAMR, {step_iter} steps at 512x512 (1 mask) [{backend}]', t,
                              t_conv, ''))
+                print(rows[-1], flush=True)
         if device.type == 'cuda' and 'triton' in backends(device):
             rows += kernel_setting_rows(args, weights, mask, t_conv, device)
             rows += batch_rows(args, device, t_rel)
@@ -316,6 +330,7 @@ def kernel_setting_rows(args, weights, mask, t_conv, device):
         t, _ = timed(run, args.repeats, device)
         rows.append((f'PAMR, {args.pamr_iter} steps at 512x512, triton K={steps} T={tile}', t,
                      t_conv, ''))
+        print(rows[-1], flush=True)  # a step that runs out of time keeps what it printed
     return rows
 
 
@@ -362,9 +377,9 @@ def main():
     torch.set_num_threads(args.threads)
     maps, names, rgb, source = sample_inputs(device)
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device)
+    rows = timing_rows(args, device, maps, names, rgb, image)   # the targets first (printed)
     launches = launch_rows(device, image, args.pamr_iter)
     print(*launches, sep='\n', flush=True)
-    rows = timing_rows(args, device, maps, names, rgb, image)
 
     device_name = (torch.cuda.get_device_name(device) if device.type == 'cuda'
                    else f'CPU, {args.threads} thread(s)')

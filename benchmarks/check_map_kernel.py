@@ -104,25 +104,28 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cuda = args.device.startswith('cuda')
     layers = QUICK if args.quick else LAYERS
-    lines = ['| layer (heads, N, K, d) | dtype | max error / tolerance |', '|---|---|---|']
+    lines = []
+
+    def emit(*rows):  # printed as they come: a run that runs out of time keeps what it printed
+        lines.extend(rows)
+        print(*rows, sep='\n', flush=True)
+    emit('| layer (heads, N, K, d) | dtype | max error / tolerance |', '|---|---|---|')
     failed = False
     for (name, shape), dtype in itertools.product(layers.items(),
                                                   (torch.float16, torch.bfloat16, torch.float32)):
         ratio = check(name, shape, dtype, args.device)
         failed |= not ratio <= 1
-        lines.append(f'| {name} {shape} | {str(dtype)[6:]} | {ratio:.3f} |')
+        emit(f'| {name} {shape} | {str(dtype)[6:]} | {ratio:.3f} |')
     if cuda:
-        lines += ['', f'Times (ms, float16, batch {args.batch}, all heads):', '',
-                  '| layer | sdpa + lse | map kernel | torch maps | best tiles | ms |',
-                  '|---|---|---|---|---|---|']
+        emit('', f'Times (ms, float16, batch {args.batch}, all heads):', '',
+             '| layer | sdpa + lse | map kernel | torch maps | best tiles | ms |',
+             '|---|---|---|---|---|---|')
         for name, shape in layers.items():
             times, best = timings(shape, args.batch, args.device, sweep=name == 'sd2 self64')
-            lines.append(f"| {name} | {times['sdpa']:.3f} | {times['kernel']:.3f} | "
-                         f"{times['torch']:.3f} | {best[0]} | {best[1]:.3f} |")
-    text = '\n'.join(lines) + '\n'
-    print(text)
+            emit(f"| {name} | {times['sdpa']:.3f} | {times['kernel']:.3f} | "
+                 f"{times['torch']:.3f} | {best[0]} | {best[1]:.3f} |")
     if args.out:
-        args.out.write_text(text)
+        args.out.write_text('\n'.join(lines) + '\n')
     sys.exit(1 if failed else 0)
 
 
