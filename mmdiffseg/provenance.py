@@ -102,7 +102,12 @@ def same_model(a, b) -> bool:
     a, b = _as_identity(a), _as_identity(b)
     if a.get('config_hash') and b.get('config_hash'):
         return a['config_hash'] == b['config_hash']
-    return MOVED_HUB_IDS.get(a.get('id'), a.get('id')) == MOVED_HUB_IDS.get(b.get('id'), b.get('id'))
+    return _current_id(a.get('id')) == _current_id(b.get('id'))
+
+
+def _current_id(model_id):
+    """A withdrawn hub id's new home; any other id as it is."""
+    return MOVED_HUB_IDS.get(model_id, model_id)
 
 
 def _flatten(value, prefix: str = '') -> Dict[str, object]:

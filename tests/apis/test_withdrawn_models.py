@@ -14,7 +14,7 @@ from sample_data import REPO
 from mmdiffseg import preflight
 from mmdiffseg.apis.builders import load_engine
 from mmdiffseg.apis.io import UserInputError
-from mmdiffseg.attention import DiffusionAttentionEngine
+from mmdiffseg.attention import CaptureRequest, CaptureSpec, DiffusionAttentionEngine
 from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
 from mmdiffseg.provenance import MOVED_HUB_IDS, same_model, withdrawn_model
 
@@ -74,8 +74,15 @@ def test_a_cached_withdrawn_id_still_loads_offline(hub_cache, sd_config_dir):
     engine = DiffusionAttentionEngine.from_pretrained(OLD, cache_dir=str(hub_cache),
                                                       local_files_only=True)
     assert engine.model_id == OLD
-    maps = engine.extract(torch.zeros(1, 3, 64, 64, dtype=torch.uint8), image_size=64)
-    assert maps.prompts == ['']
+    image = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(0))
+    spec = CaptureSpec([CaptureRequest('self', 8), CaptureRequest('cross', 8)])
+    maps = engine.extract(image, image_size=64, capture=spec).maps
+    same = DiffusionAttentionEngine.from_pretrained(tiny).extract(image, image_size=64,
+                                                                  capture=spec).maps
+    assert maps.keys() == same.keys() and maps       # the cached weights, not others
+    for name in maps:
+        assert torch.equal(maps[name], same[name]), name
 
 
 def test_a_withdrawn_id_and_its_new_home_are_one_model_for_label_records(hub_cache):
