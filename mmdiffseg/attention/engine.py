@@ -85,6 +85,16 @@ def preprocess_images(images: ImagesLike, image_size: int) -> torch.Tensor:
     return torch.cat(resized).clamp(0, 255) / 127.5 - 1.0
 
 
+def _dtype_option(dtype: torch.dtype) -> Dict[str, torch.dtype]:
+    """The dtype keyword of ``DiffusionPipeline.from_pretrained``: ``dtype`` from diffusers 0.40 on
+    (where ``torch_dtype`` warns and is to go in 1.0), ``torch_dtype`` before (which ignores
+    ``dtype``)."""
+    import diffusers
+    from packaging.version import Version
+    new = Version(diffusers.__version__).release >= (0, 40)
+    return {'dtype' if new else 'torch_dtype': dtype}
+
+
 class DiffusionAttentionEngine:
     """A Stable Diffusion 1.x / 2.x-base pipeline that returns :class:`AttentionMaps`.
 
@@ -137,8 +147,8 @@ class DiffusionAttentionEngine:
             raise OSError(f'cannot load Stable Diffusion model: {withdrawn}')
         try:
             pipe = StableDiffusionPipeline.from_pretrained(
-                source, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False,
-                **kwargs)
+                source, **_dtype_option(dtype), safety_checker=None,
+                requires_safety_checker=False, **kwargs)
         except (OSError, ValueError) as err:
             if is_folder:
                 raise OSError(f'cannot load the Stable Diffusion folder {source}: {err}') from err

@@ -1,10 +1,13 @@
 """DiffusionAttentionEngine: loading, image/latent/noise/prompt preparation, clear errors."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from mmdiffseg.attention import (CaptureRequest, CaptureSpec, DiffusionAttentionEngine,
                                  preprocess_images)
+from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
 
 SD1, SD2 = 'stable-diffusion-v1-4', 'stable-diffusion-2-1-base'
 SPEC = CaptureSpec([CaptureRequest('self', 8), CaptureRequest('cross', 4)])
@@ -22,6 +25,17 @@ def test_from_pretrained_loads_a_saved_folder(tiny_engine, sd_config_dir):
     assert engine.vae.config.scaling_factor == pytest.approx(0.18215)
     assert engine.device == torch.device('cpu') and engine.dtype == torch.float32
     assert tiny_engine(SD2).model_id != engine.model_id
+
+
+def test_from_pretrained_applies_the_dtype_without_a_deprecation_warning(sd_config_dir):
+    """diffusers >= 0.40 renamed ``torch_dtype`` to ``dtype`` (the old name warns); older versions
+    ignore ``dtype``: the engine passes the name the installed diffusers honours."""
+    folder = cached_tiny_pipeline_folder(sd_config_dir(SD1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        engine = DiffusionAttentionEngine.from_pretrained(folder, dtype=torch.bfloat16)
+    assert {engine.unet.dtype, engine.vae.dtype, engine.text_encoder.dtype} == {torch.bfloat16}
+    assert not [w for w in caught if 'torch_dtype' in str(w.message)]
 
 
 def test_engine_from_built_components_matches_the_loaded_one(tiny_engine):
