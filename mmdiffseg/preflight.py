@@ -206,16 +206,17 @@ def _cuda_needs(cfg: Config, mode: str, sections: Dict[str, object]) -> List[str
     for name, section in sections.items():
         for path, node in walk(section, name):
             if str(node.get('device', '')).startswith('cuda'):
-                needs.append(f'{path}.device={node["device"]}')
+                needs.append(f'{path}.device={node["device"]} (--cfg-options {path}.device=cpu)')
             if node.get('engine_dtype') == 'float16':
-                needs.append(f'{path}.engine_dtype=float16 (set float32 to run the diffusion '
-                             'model on the CPU)')
+                needs.append(f'{path}.engine_dtype=float16 (--cfg-options {path}.engine_dtype='
+                             'float32 runs the diffusion model on the CPU)')
     if mode == 'train' and cfg.get('optim_wrapper', {}).get('type') == 'AmpOptimWrapper':
-        needs.append('AMP (AmpOptimWrapper / --amp)')
+        needs.append('optim_wrapper.type=AmpOptimWrapper (AMP: drop --amp, or give the config an '
+                     'OptimWrapper)')
     dist = cfg.get('env_cfg', {}).get('dist_cfg', {})
     # under torchrun without CUDA the ranks join with gloo (apis.cli.start_runner_launcher)
     if cfg.get('launcher', 'none') not in ('none', 'pytorch') and dist.get('backend') == 'nccl':
-        needs.append('the nccl distributed backend (env_cfg.dist_cfg.backend)')
+        needs.append('env_cfg.dist_cfg.backend=nccl (--cfg-options env_cfg.dist_cfg.backend=gloo)')
     return needs
 
 
@@ -254,7 +255,8 @@ def check(cfg: Config, mode: str = 'train') -> List[Missing]:
     problem = cuda_problem() if needs else None
     if problem is not None:
         missing.append(Missing(f'a CUDA device (torch sees none: {problem.reason})',
-                               f'{problem.fix}; or change: ' + '; '.join(needs), ['config']))
+                               f'{problem.fix}; or, to run without one, change what needs it: '
+                               + '; '.join(needs), ['config']))
     return merge(missing)
 
 

@@ -162,7 +162,8 @@ def test_cuda_settings_need_a_gpu():
                       optim_wrapper=dict(type='AmpOptimWrapper')))
     (item,) = preflight.check(cfg, 'train')
     assert item.what.startswith('a CUDA device')
-    assert 'model.data_preprocessor.engine_dtype=float16' in item.fix and 'AMP' in item.fix
+    assert '--cfg-options model.data_preprocessor.engine_dtype=float32' in item.fix
+    assert 'optim_wrapper.type=AmpOptimWrapper (AMP: drop --amp' in item.fix
     cfg.model.data_preprocessor.engine_dtype = 'float32'
     cfg.optim_wrapper.type = 'OptimWrapper'
     assert preflight.check(cfg, 'train') == []
