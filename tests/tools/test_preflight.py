@@ -158,13 +158,18 @@ def test_a_folder_without_model_index_is_not_a_diffusers_folder(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message on a machine without CUDA')
 def test_cuda_settings_need_a_gpu():
-    cfg = Config(dict(model=dict(data_preprocessor=dict(engine_dtype='float16')),
-                      optim_wrapper=dict(type='AmpOptimWrapper')))
+    """Each setting that needs CUDA is named with the --cfg-options that runs without it; applied,
+    they leave nothing missing."""
+    cfg = Config(dict(model=dict(data_preprocessor=dict(engine_dtype='float16', device='cuda:0')),
+                      optim_wrapper=dict(type='AmpOptimWrapper'), launcher='slurm',
+                      env_cfg=dict(dist_cfg=dict(backend='nccl'))))
     (item,) = preflight.check(cfg, 'train')
     assert item.what.startswith('a CUDA device')
-    assert '--cfg-options model.data_preprocessor.engine_dtype=float32' in item.fix
     assert 'optim_wrapper.type=AmpOptimWrapper (AMP: drop --amp' in item.fix
-    cfg.model.data_preprocessor.engine_dtype = 'float32'
+    options = dict(option.split('=') for option in re.findall(r'--cfg-options (\S+=\w+)', item.fix))
+    assert options == {'model.data_preprocessor.engine_dtype': 'float32',
+                       'model.data_preprocessor.device': 'cpu', 'env_cfg.dist_cfg.backend': 'gloo'}
+    cfg.merge_from_dict(options)
     cfg.optim_wrapper.type = 'OptimWrapper'
     assert preflight.check(cfg, 'train') == []
 
