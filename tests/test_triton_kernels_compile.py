@@ -50,22 +50,26 @@ def ints(*names):
 
 @pytest.mark.parametrize('dtype', ['float16', 'bfloat16', 'float32'])
 @pytest.mark.parametrize('n_query, n_key, head_dim', [
-    (4096, 4096, 64),   # SD 2.x 64x64 self-attention (SD 1.x's, head dim 40, the same tiles)
+    (4096, 4096, 64),   # SD 2.x 64x64 self-attention
+    (4096, 4096, 40),   # SD 1.x 64x64 self-attention (4 warps in fp16 / bf16)
     (4096, 77, 40),     # SD 1.x 64x64 cross-attention
     (64, 64, 160),      # SD 1.x 8x8 self-attention, the widest heads
 ])
 def test_map_kernels(dtype, n_query, n_key, head_dim):
-    """The built-in tiles compile, and where nearly all the time goes (head dims up to 64: every
-    layer of SD 2, SD 1's 64x64 ones) nothing spills to local memory; wider heads spill at most
-    1 KB a thread in fp16 / bf16 (float32's FMA products spill kilobytes
-    at any tile with this ptxas). A failure here after a Triton upgrade means: sweep the tiles
-    again (``map_kernel._tiles``)."""
+    """The built-in tiles compile, and where nearly all the time goes nothing spills to local
+    memory (head dim 64: every layer of SD 2), or little: SD 1's head dim 40 takes the 4-warp
+    tile the H200 sweep measured 1.4x faster than the 8-warp one that spills nothing (ptxas
+    reports ~1.2 KB a thread), and wider heads spill at most 1 KB a thread in fp16 / bf16
+    (float32's FMA products spill kilobytes at any tile with this ptxas). A failure here after a
+    Triton upgrade means: sweep the tiles again (``map_kernel._tiles``,
+    ``benchmarks/check_map_kernel.py``)."""
     from mmdiffseg.attention import map_kernel
     tiles = map_kernel._tiles(n_query, n_key, head_dim, BYTES[dtype])
     options = {key: tiles.pop(key) for key in ('num_warps', 'num_stages')}
     dot = dict(UPCAST=False, PRECISION='ieee' if dtype == 'float32' else 'tf32')
     tensors = signature(dtype)
-    limit = 0 if head_dim <= 64 else 1024 if dtype != 'float32' else float('inf')
+    limit = (float('inf') if dtype == 'float32' and head_dim > 64 else
+             1536 if head_dim == 40 and dtype != 'float32' else 0 if head_dim <= 64 else 1024)
     lse = map_kernel._row_lse_kernel
     _, spills = compile_for_h200(lse, tensors, dict(tiles, **dot, **unit_strides(lse)), **options)
     assert spills <= limit, (tiles, options, spills)

@@ -93,23 +93,28 @@ INTERPRETED = isinstance(_head_map_kernel, InterpretedFunction)
 
 
 def _tiles(n_query: int, n_key: int, head_dim: int, element_bytes: int) -> dict:
-    """Tile sizes: the largest that ptxas fits in sm_90's registers without spilling (compiled
-    for an H200 on the CPU: ``benchmarks/bench_triton_registers.py`` sweeps the tiles,
-    ``tests/test_triton_kernels_compile.py`` checks these). fp16 / bf16: 128 x 64 (query x key
-    rows) with 8 warps for head dims up to 64 (every layer of SD 2, SD 1's 64x64 ones); 64 x 64
-    with 8 warps for wider heads (SD 1's 32x32 layers, head dim 80: nothing spilled; its 16x16 and
-    8x8 ones, 160: 0.7 KB a thread). float32: 32 x 32 with 4 warps (its ``tl.dot`` is FMAs; larger
-    tiles spill kilobytes). Shrunk to small token counts; ``tl.dot`` needs every side >= 16. Timed
-    on a GPU by ``benchmarks/check_map_kernel.py`` (its tile sweep)."""
+    """Tile sizes, from the H200 sweep of ``benchmarks/check_map_kernel.py`` (batch 16, float16,
+    ``benchmarks/results/map_kernel.md``) and, where it has no figure, the largest tiles ptxas
+    fits in sm_90's registers (``benchmarks/bench_triton_registers.py``;
+    ``tests/test_triton_kernels_compile.py`` compiles these). fp16 / bf16, head dims up to 64:
+    128 x 64 (query x key rows); 8 warps for a full 64 (SD 2: 1.16 ms a 64x64 layer, the best of
+    the sweep 1.12), 4 warps for a padded one (SD 1's 40: 2.74 ms against 3.85 with 8 warps, the
+    best of the sweep, although ptxas reports ~1.2 KB of spills a thread). Wider heads (SD 1's
+    80 and 160): 64 x 64 with 8 warps (80: nothing spilled; 160: 0.7 KB a thread). float32:
+    32 x 32 with 4 warps (its ``tl.dot`` is FMAs; larger tiles spill kilobytes). Shrunk to small
+    token counts; ``tl.dot`` needs every side >= 16."""
     block_d = max(16, triton.next_power_of_2(head_dim))
     if element_bytes == 4:
-        rows, cols = 32, 32
+        rows, cols, warps = 32, 32, 4
+    elif block_d <= 64:
+        rows, cols, warps = 128, 64, 8 if head_dim == block_d else 4
     else:
-        rows, cols = (128, 64) if block_d <= 64 else (64, 64)
+        rows, cols, warps = 64, 64, 8
     block_m = min(rows, max(16, triton.next_power_of_2(n_query)))
     block_n = min(cols, max(16, triton.next_power_of_2(n_key)))
-    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-                num_warps=8 if block_m * block_n >= 64 * 64 else 4, num_stages=2)
+    if block_m * block_n < 64 * 64:
+        warps = 4
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, num_stages=2)
 
 
 def _dot_options(query: torch.Tensor) -> dict:

@@ -1,0 +1,72 @@
+"""The one-time check that lets a fused SDPA op's LSE into the maps (``verified_call``), on the
+CPU flash op: the check that admits cuDNN's LSE on a GPU accepts what is exact and rejects an
+LSE in other units, an LSE ~3e-5 off (the CPU op's own in half precision) and a changed output."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmdiffseg.attention import sdpa_lse
+from mmdiffseg.attention.sdpa_lse import LSE_TOLERANCE, verified_call
+
+
+def _qkv(dtype, heads=5, n_query=96, n_key=77, head_dim=64):
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(2, n, heads, head_dim, generator=gen).to(dtype).transpose(1, 2)
+            for n in (n_query, n_key, n_key)]
+
+
+class CountingOp:
+    """The CPU flash op, optionally with its LSE or output altered; counts its calls."""
+
+    def __init__(self, lse_fn=lambda lse: lse, out_fn=lambda out: out):
+        self.calls, self.lse_fn, self.out_fn = 0, lse_fn, out_fn
+
+    def __call__(self, q, k, v):
+        self.calls += 1
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)[:2]
+        return self.out_fn(out), self.lse_fn(lse)
+
+
+@pytest.fixture(autouse=True)
+def fresh_checks(monkeypatch):
+    monkeypatch.setattr(sdpa_lse, '_VERIFIED', {})
+
+
+def test_an_exact_op_is_admitted_once_and_then_called_without_a_check(monkeypatch):
+    q, k, v = _qkv(torch.float32)
+    op = CountingOp()
+    out, lse = verified_call('test', op, q, k, v)
+    assert torch.equal(out, F.scaled_dot_product_attention(q, k, v))
+    reference = torch.logsumexp(q.double() @ k.double().transpose(-1, -2) / 8, -1)
+    assert (lse.double() - reference).abs().max() <= LSE_TOLERANCE and lse.shape == (2, 5, 96)
+    plain_calls = []
+    with monkeypatch.context() as patch:
+        patch.setattr(sdpa_lse.F, 'scaled_dot_product_attention',
+                      lambda *a, **kw: plain_calls.append(1))
+        again = verified_call('test', op, q, k, v)
+    assert op.calls == 2 and not plain_calls and torch.equal(again[1], lse)
+    contiguous = q.contiguous()  # another signature (memory layout): checked on its own
+    assert verified_call('test', op, contiguous, k, v) is not None and op.calls == 3
+    assert sorted(s[3] for s in sdpa_lse._VERIFIED) == sorted([q.stride(), contiguous.stride()])
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_an_lse_a_few_1e5_off_is_refused(dtype):
+    q, k, v = _qkv(dtype)
+    op = CountingOp()
+    assert verified_call('test', op, q, k, v) is None
+    assert verified_call('test', op, q, k, v) is None and op.calls == 1  # not tried again
+
+
+@pytest.mark.parametrize('alter', [
+    dict(lse_fn=lambda lse: lse / math.log(2)),                    # log2 units
+    dict(lse_fn=lambda lse: lse.unsqueeze(-1).expand(-1, -1, -1, 2)),  # another layout
+    dict(out_fn=lambda out: torch.nextafter(out, out + 1)),        # the output's last bit
+])
+def test_other_units_layouts_or_outputs_are_refused(alter):
+    q, k, v = _qkv(torch.float32)
+    op = CountingOp(**alter)
+    assert verified_call('test', op, q, k, v) is None
+    assert verified_call('test', op, q, k, v) is None and op.calls == 1
