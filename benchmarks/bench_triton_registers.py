@@ -39,7 +39,7 @@ TILES = [(128, 128, 8), (128, 128, 4), (128, 64, 8), (128, 64, 4), (64, 128, 8),
          (64, 64, 8), (64, 64, 4), (32, 32, 4)]
 #: padded head dim -> (a head dim it stands for, query tokens, key tokens)
 HEADS = {64: (64, 4096, 4096), 128: (80, 1024, 1024), 256: (160, 256, 256)}
-INTS = ('n_heads', 'n_query', 'n_key', 'head_dim', 'sq_b', 'sq_h', 'sq_n', 'sk_b', 'sk_h', 'sk_n',
+INTS = ('n_heads', 'n_query', 'n_key', 'sq_b', 'sq_h', 'sq_n', 'sk_b', 'sk_h', 'sk_n',
         'sl_b', 'sl_h', 'so_b', 'so_n')
 #: the innermost strides, 1 at run time (head dims, LSE rows, map rows are contiguous): Triton
 #: compiles an integer argument equal to 1 as a constant, and so does this
@@ -59,7 +59,8 @@ def signature(dtype: str) -> dict:
 
 def measure(dtype: str, block_d: int, rows: int, cols: int, warps: int, arch: int) -> str:
     dot = dict(UPCAST=False, PRECISION='ieee' if dtype == 'float32' else 'tf32')
-    tiles = dict(BLOCK_M=rows, BLOCK_N=cols, BLOCK_D=block_d, **dot)
+    tiles = dict(BLOCK_M=rows, BLOCK_N=cols, BLOCK_D=block_d, HEAD_DIM=HEADS[block_d][0],
+                 HEAD_ALIGN=8, **dot)
     cells, shared = [], 0
     for kernel, extra in ((map_kernel._head_map_kernel, dict(ACCUMULATE=True)),
                           (map_kernel._row_lse_kernel, {})):

@@ -37,19 +37,22 @@ class RegisterReport:
     spilled_bytes: int  # spill stores, bytes per thread
 
 
-def compile_cubin(kernel, signature: dict, constexprs: dict, arch: int = 90, **options):
+def compile_cubin(kernel, signature: dict, constexprs: dict, arch: int = 90,
+                  divisible_by_16=(), **options):
     """``kernel`` compiled for ``sm_{arch}`` and ptxas's report. ``signature`` maps arguments to
     Triton types (``'*fp16'``, ``'i32'``...); arguments it leaves out are constexprs, valued in
-    ``constexprs``."""
+    ``constexprs``. ``divisible_by_16`` names the arguments Triton would see at run time as
+    multiples of 16 (pointers: 16-byte aligned), which it specialises on."""
     if not isinstance(kernel, triton.runtime.JITFunction):
         raise RuntimeError('compile_cubin: Triton runs interpreted here (TRITON_INTERPRET=1)')
+    attrs = {(kernel.arg_names.index(name),): [['tt.divisibility', 16]] for name in divisible_by_16}
     signature = {name: signature.get(name, 'constexpr') for name in kernel.arg_names}
     log = io.StringIO()
     with tempfile.TemporaryDirectory() as cache, \
             mock.patch.dict(os.environ, TRITON_CACHE_DIR=cache, TRITON_DUMP_PTXAS_LOG='1'), \
             contextlib.redirect_stdout(log):
         compiled = triton.compile(ASTSource(fn=kernel, signature=signature,
-                                            constexprs=constexprs),
+                                            constexprs=constexprs, attrs=attrs),
                                   target=GPUTarget('cuda', arch, 32), options=options)
     spills = re.findall(r'(\d+) bytes spill stores', log.getvalue())
     registers = re.findall(r'Used (\d+) registers', log.getvalue())

@@ -66,7 +66,8 @@ def test_map_kernels(dtype, n_query, n_key, head_dim):
     from mmdiffseg.attention import map_kernel
     tiles = map_kernel._tiles(n_query, n_key, head_dim, BYTES[dtype])
     options = {key: tiles.pop(key) for key in ('num_warps', 'num_stages')}
-    dot = dict(UPCAST=False, PRECISION='ieee' if dtype == 'float32' else 'tf32')
+    dot = dict(UPCAST=False, PRECISION='ieee' if dtype == 'float32' else 'tf32',
+               HEAD_DIM=head_dim, HEAD_ALIGN=8)
     tensors = signature(dtype)
     limit = (float('inf') if dtype == 'float32' and head_dim > 64 else
              1536 if head_dim == 40 and dtype != 'float32' else 0 if head_dim <= 64 else 1024)
@@ -79,6 +80,34 @@ def test_map_kernels(dtype, n_query, n_key, head_dim):
             kernel, tensors, dict(tiles, ACCUMULATE=accumulate, **dot, **unit_strides(kernel)),
             **options)
         assert spills <= limit, (tiles, options, spills)
+
+
+@pytest.mark.parametrize('kernel_name', ['_head_map_kernel', '_row_lse_kernel'])
+def test_sd1_heads_load_as_16_byte_vectors(kernel_name):
+    """SD 1's head dim 40 (head stride 40: neither is a multiple of 16, so Triton specialises on
+    neither at run time) loads Q and K as 16-byte vectors, as SD 2's 64 does: no 2-byte global
+    loads in the PTX. Compiled with what Triton knows at run time for a ``(16, 8, 4096, 40)``
+    float16 query of a U-Net (aligned pointers; token counts, batch and token strides multiples
+    of 16). Before ``HEAD_DIM`` / ``HEAD_ALIGN`` the map kernel issued 96 2-byte loads a head."""
+    import torch
+
+    from mmdiffseg.attention import map_kernel
+    kernel = getattr(map_kernel, kernel_name)
+    query = torch.empty(16, 4096, 8, 40, dtype=torch.float16).transpose(1, 2)
+    tiles = map_kernel._tiles(4096, 4096, 40, 2)
+    options = {key: tiles.pop(key) for key in ('num_warps', 'num_stages')}
+    extra = dict(ACCUMULATE=True) if 'ACCUMULATE' in kernel.arg_names else {}
+    constexprs = dict(tiles, **map_kernel._head_layout(query, query), UPCAST=False,
+                      PRECISION='tf32', **extra, **unit_strides(kernel))
+    aligned = ('q_ptr', 'k_ptr', 'lse_ptr', 'out_ptr', 'heads_ptr', 'n_query', 'n_key', 'sq_b',
+               'sq_n', 'sk_b', 'sk_n', 'sl_b', 'sl_h', 'so_b', 'so_n')
+    if not isinstance(kernel, triton.runtime.JITFunction):
+        pytest.skip('this process runs Triton interpreted')
+    compiled, _ = compile_cubin(kernel, signature('float16'), constexprs, arch=90,
+                                divisible_by_16=[n for n in aligned if n in kernel.arg_names],
+                                **options)
+    ptx = compiled.asm['ptx']
+    assert 'ld.global.v4' in ptx and 'ld.global.b16' not in ptx and 'ld.global.u16' not in ptx
 
 
 @pytest.mark.parametrize('dilations', [(1,), (1, 2), (1, 2, 4, 8, 12, 24)])  # SeeDiff's, original
@@ -129,7 +158,8 @@ def test_the_largest_shared_memory_needs_fit_other_supported_gpus(arch):
     for dtype in ('float16', 'float32'):
         tiles = map_kernel._tiles(64, 64, 160, BYTES[dtype])
         options = {key: tiles.pop(key) for key in ('num_warps', 'num_stages')}
-        dot = dict(UPCAST=False, PRECISION='ieee' if dtype == 'float32' else 'tf32')
+        dot = dict(UPCAST=False, PRECISION='ieee' if dtype == 'float32' else 'tf32',
+                   HEAD_DIM=160, HEAD_ALIGN=8)
         for kernel, extra in ((map_kernel._row_lse_kernel, {}),
                               (map_kernel._head_map_kernel, dict(ACCUMULATE=True))):
             compile_for(arch, kernel, signature(dtype),

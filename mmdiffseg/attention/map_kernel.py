@@ -25,24 +25,27 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _head_map_kernel(q_ptr, k_ptr, lse_ptr, out_ptr, heads_ptr, n_heads, n_query, n_key, head_dim,
+def _head_map_kernel(q_ptr, k_ptr, lse_ptr, out_ptr, heads_ptr, n_heads, n_query, n_key,
                      qk_scale, weight, sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d,
                      sl_b, sl_h, sl_n, so_b, so_n, so_k,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                     HEAD_DIM: tl.constexpr, HEAD_ALIGN: tl.constexpr,
                      ACCUMULATE: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     b = tl.program_id(2).to(tl.int64)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     dims = tl.arange(0, BLOCK_D)
-    row_ok, col_ok, dim_ok = rows < n_query, cols < n_key, dims < head_dim
+    row_ok, col_ok, dim_ok = rows < n_query, cols < n_key, dims < HEAD_DIM
     q_tile = q_ptr + b * sq_b + rows[:, None] * sq_n + dims[None, :] * sq_d
     k_tile = k_ptr + b * sk_b + cols[None, :] * sk_n + dims[:, None] * sk_d  # K^T
     lse_row = lse_ptr + b * sl_b + rows * sl_n
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for i in range(n_heads):
         h = tl.load(heads_ptr + i).to(tl.int64)
-        q = tl.load(q_tile + h * sq_h, mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
-        kt = tl.load(k_tile + h * sk_h, mask=col_ok[None, :] & dim_ok[:, None], other=0.0)
+        q = tl.load(q_tile + h * sq_h * HEAD_ALIGN, mask=row_ok[:, None] & dim_ok[None, :],
+                    other=0.0)
+        kt = tl.load(k_tile + h * sk_h * HEAD_ALIGN, mask=col_ok[None, :] & dim_ok[:, None],
+                     other=0.0)
         if UPCAST:
             q, kt = q.to(tl.float32), kt.to(tl.float32)
         lse = tl.load(lse_row + h * sl_h, mask=row_ok, other=0.0)
@@ -57,16 +60,17 @@ def _head_map_kernel(q_ptr, k_ptr, lse_ptr, out_ptr, heads_ptr, n_heads, n_query
 
 
 @triton.jit
-def _row_lse_kernel(q_ptr, k_ptr, lse_ptr, n_query, n_key, head_dim, qk_scale,
+def _row_lse_kernel(q_ptr, k_ptr, lse_ptr, n_query, n_key, qk_scale,
                     sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sl_b, sl_h,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                    HEAD_DIM: tl.constexpr, HEAD_ALIGN: tl.constexpr,
                     UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     h = tl.program_id(1).to(tl.int64)
     b = tl.program_id(2).to(tl.int64)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
-    row_ok, dim_ok = rows < n_query, dims < head_dim
-    q = tl.load(q_ptr + b * sq_b + h * sq_h + rows[:, None] * sq_n + dims[None, :] * sq_d,
+    row_ok, dim_ok = rows < n_query, dims < HEAD_DIM
+    q = tl.load(q_ptr + b * sq_b + h * sq_h * HEAD_ALIGN + rows[:, None] * sq_n + dims[None, :] * sq_d,
                 mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
@@ -75,7 +79,7 @@ def _row_lse_kernel(q_ptr, k_ptr, lse_ptr, n_query, n_key, head_dim, qk_scale,
     for start in range(0, n_key, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < n_key
-        kt = tl.load(k_ptr + b * sk_b + h * sk_h + cols[None, :] * sk_n + dims[:, None] * sk_d,
+        kt = tl.load(k_ptr + b * sk_b + h * sk_h * HEAD_ALIGN + cols[None, :] * sk_n + dims[:, None] * sk_d,
                      mask=col_ok[None, :] & dim_ok[:, None], other=0.0)
         if UPCAST:
             kt = kt.to(tl.float32)
@@ -125,6 +129,26 @@ def _dot_options(query: torch.Tensor) -> dict:
     return dict(UPCAST=upcast, PRECISION='ieee' if upcast or query.dtype == torch.float32 else 'tf32')
 
 
+def _head_layout(query: torch.Tensor, key: torch.Tensor) -> dict:
+    """``HEAD_DIM`` (a constant, so the masks of a padded head dim are known in 8-element runs)
+    and ``HEAD_ALIGN``: 8 where the head dim and both head strides are multiples of 8 (every SD
+    layer), which the kernels take the head strides in units of. Runtime integers that are not
+    multiples of 16 (SD 1's head dim and head stride 40) tell Triton nothing, and it loaded those
+    tiles 2 bytes at a time; with both known they are 16-byte vector loads
+    (``tests/test_triton_kernels_compile.py``)."""
+    head_dim = query.shape[-1]
+    align = 8 if head_dim % 8 == 0 and query.stride(1) % 8 == 0 and key.stride(1) % 8 == 0 else 1
+    return dict(HEAD_DIM=head_dim, HEAD_ALIGN=align)
+
+
+def _strides(query: torch.Tensor, key: torch.Tensor) -> list:
+    """Query and key strides, the head strides in ``HEAD_ALIGN`` units."""
+    align = _head_layout(query, key)['HEAD_ALIGN']
+    q, k = list(query.stride()), list(key.stride())
+    q[1], k[1] = q[1] // align, k[1] // align
+    return q + k
+
+
 def _check(query: torch.Tensor, key: torch.Tensor) -> None:
     if query.dtype != key.dtype or query.device != key.device:
         raise ValueError(f'map kernel: query and key differ ({query.dtype} on {query.device} vs '
@@ -143,9 +167,9 @@ def row_lse(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tenso
     tiles = _tiles(n_query, key.shape[2], head_dim, query.element_size())
     grid = (triton.cdiv(n_query, tiles['BLOCK_M']), heads, batch)
     with on_device_of(query):
-        _row_lse_kernel[grid](query, key, lse, n_query, key.shape[2], head_dim, scale * LOG2E,
-                              *query.stride(), *key.stride(), lse.stride(0), lse.stride(1),
-                              **tiles, **_dot_options(query))
+        _row_lse_kernel[grid](query, key, lse, n_query, key.shape[2], scale * LOG2E,
+                              *_strides(query, key), lse.stride(0), lse.stride(1),
+                              **tiles, **_head_layout(query, key), **_dot_options(query))
     return lse
 
 
@@ -178,9 +202,9 @@ def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, sca
             out, weight, accumulate = out.view(batch, n_query, n_key), 1.0, False
         with on_device_of(query):
             _head_map_kernel[grid](query, key, lse, out, heads, heads.numel(), n_query, n_key,
-                                   head_dim, scale * LOG2E, weight, *query.stride(),
-                                   *key.stride(), *lse.stride(), *out.stride(),
-                                   ACCUMULATE=accumulate, **tiles, **_dot_options(query))
+                                   scale * LOG2E, weight, *_strides(query, key), *lse.stride(),
+                                   *out.stride(), ACCUMULATE=accumulate, **tiles,
+                                   **_head_layout(query, key), **_dot_options(query))
         if len(sinks) > 1:
             for buffer, weight in sinks:
                 buffer.add_(out, alpha=weight)

@@ -57,6 +57,7 @@ CASES = {  # numpy multiplies float16 slowly: the large cases are float32 / bflo
     'sd2_self32x32_fp32_256_query_rows': (1, 10, 256, 1024, 64, torch.float32, (3, 9)),
     'sd2_self64x64_bf16_128_query_rows': (1, 5, 128, 4096, 64, torch.bfloat16, (4,)),
     'sd2_cross8x8_fp32_all_heads': (2, 20, 64, 77, 64, torch.float32, range(20)),
+    'head_dim_36_unaligned_fp32': (2, 3, 64, 77, 36, torch.float32, (0, 2)),  # HEAD_ALIGN 1
 }
 
 
