@@ -8,7 +8,7 @@ half of a CFG batch of 4, a head subset: maps against ``softmax`` in float64 (to
 ``plain sdpa`` = the uncaptured layer's ``scaled_dot_product_attention``, ``sdpa + lse`` = the
 captured layer's output with its LSE (:func:`~mmdiffseg.attention.sdpa_lse.sdpa_with_lse`),
 ``kernel`` = the maps (built-in tiles; for the 64x64 self-attention layers also the best of a
-sweep of 18 tile configurations), ``torch`` = the torch map path.
+sweep of 12 tile configurations), ``torch`` = the torch map path.
 Exits non-zero when a map is off. ``--quick`` runs small shapes (on CPU under
 ``TRITON_INTERPRET=1``: a smoke run of this script); ``--times-only`` skips the exactness part.
 
@@ -88,7 +88,7 @@ def timings(shape, batch, device, sweep: bool):
     if sweep:
         block_d = max(16, triton.next_power_of_2(head_dim))
         for bm, bn, (warps, stages) in itertools.product((64, 128, 256), (64, 128),
-                                                         ((4, 2), (8, 2), (8, 3))):
+                                                         ((4, 2), (8, 2))):
             tiles = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, num_warps=warps, num_stages=stages)
             try:
                 ms = triton.testing.do_bench(lambda: kernel(tiles))
