@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import weakref
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -45,6 +46,31 @@ class AttentionLayer:
     heads: int
 
 
+#: per U-Net, its transformer attention modules in forward order: ``(sort key, name, module)``
+_ATTENTION_MODULES: 'weakref.WeakKeyDictionary' = weakref.WeakKeyDictionary()
+
+
+def _attention_modules(unet) -> List[Tuple[tuple, str, torch.nn.Module]]:
+    """The U-Net's transformer attention modules in forward order. Walking a full-size U-Net's
+    ~1000 modules (and diffusers' ``attn_processors`` / ``set_attn_processor``) took ~15 ms of CPU
+    per capture session, which a GPU waits for at every batch; the list is kept per U-Net and
+    found again when one of its modules is no longer where it was."""
+    cached = _ATTENTION_MODULES.get(unet)
+    if cached is not None and all(unet.get_submodule(name) is module for _, name, module in cached):
+        return cached
+    found = []
+    for name, module in unet.named_modules():
+        match = _LAYER_NAME.match(name)
+        if match is None or not hasattr(module, 'set_processor'):
+            continue
+        sort_key = (_GROUP_RANK[match['group']], int(match['block'] or 0), int(match['attn']),
+                    int(match['tblock']), match['which'])
+        found.append((sort_key, name, module))
+    found.sort(key=lambda item: item[0])
+    _ATTENTION_MODULES[unet] = found
+    return found
+
+
 def unet_attention_layers(unet, latent_size: int) -> List[AttentionLayer]:
     """The U-Net's transformer attention layers in forward order, for a square latent of side
     ``latent_size``.
@@ -59,19 +85,11 @@ def unet_attention_layers(unet, latent_size: int) -> List[AttentionLayer]:
                          f'it {n_down - 1} times): use an image size that is a multiple of '
                          f'{factor * 8}')
     layers = []
-    for key in unet.attn_processors:
-        name = key[:-len('.processor')]
-        match = _LAYER_NAME.match(name)
-        if match is None:
-            continue
-        group, block = match['group'], int(match['block'] or 0)
-        level = {'down_blocks': block, 'up_blocks': n_up - 1 - block, None: n_down - 1}[group]
-        sort_key = (_GROUP_RANK[group], block, int(match['attn']), int(match['tblock']),
-                    match['which'])
-        module = unet.get_submodule(name)
-        layers.append((sort_key, AttentionLayer(name, 'self' if match['which'] == 'attn1' else 'cross',
-                                                latent_size // 2 ** level, module.heads)))
-    return [layer for _, layer in sorted(layers, key=lambda item: item[0])]
+    for (rank, block, _, _, which), name, module in _attention_modules(unet):
+        level = (block, n_down - 1, n_up - 1 - block)[rank]
+        layers.append(AttentionLayer(name, 'self' if which == 'attn1' else 'cross',
+                                     latent_size // 2 ** level, module.heads))
+    return layers
 
 
 @dataclass
@@ -314,16 +332,17 @@ def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int
     layers = unet_attention_layers(unet, latent_size)
     session = CaptureSession(spec, layers, batch_size, steps, chunk_bytes, map_backend)
     by_name = {layer.name: layer for layer in layers}
-    original = unet.attn_processors
-    installed = dict(original)
-    for name, sinks in session.layer_sinks.items():
-        key = f'{name}.processor'
-        installed[key] = CaptureProcessor(session, by_name[name], sinks, original[key])
+    modules = {name: module for _, name, module in _attention_modules(unet)}
+    original = {}
     hook = unet.register_forward_pre_hook(lambda module, args: session.begin_step())
-    unet.set_attn_processor(installed)
-    try:
+    try:  # only the captured modules change processor, and only they are restored
+        for name, sinks in session.layer_sinks.items():
+            original[name] = modules[name].processor
+            modules[name].set_processor(CaptureProcessor(session, by_name[name], sinks,
+                                                         original[name]))
         yield session
     finally:
         hook.remove()
-        unet.set_attn_processor(dict(original))
+        for name, processor in original.items():
+            modules[name].set_processor(processor)
         session.release_scratch()

@@ -122,6 +122,34 @@ def test_capture_leaves_a_guidance_batch_output_unchanged(tiny_engine):
     assert session.results()['self8'].shape == (2, 64, 64)
 
 
+
+def test_sessions_reuse_the_layer_walk_and_follow_a_replaced_module(tiny_engine, monkeypatch):
+    """The second session does not walk the U-Net's modules again; a module replaced in between
+    (same path, new object) is found, captured and restored, and the old one is left alone."""
+    import copy
+    unet = tiny_engine(SD2).unet
+    spec = CaptureSpec([CaptureRequest('self', 8)])
+    name = _layers(tiny_engine(SD2), 'self', 8)[0].name
+    with capture_attention(unet, spec, LATENT, batch_size=1):
+        pass
+    walks = []
+    for method in ('named_modules', 'named_children'):  # how torch and diffusers walk modules
+        walk = getattr(torch.nn.Module, method)
+        monkeypatch.setattr(torch.nn.Module, method, lambda self, *a, _walk=walk, **kw:
+                            walks.append(1) or _walk(self, *a, **kw))
+    with capture_attention(unet, spec, LATENT, batch_size=1):
+        pass
+    assert not walks
+    old = unet.get_submodule(name)
+    new = copy.deepcopy(old)
+    parent, child = name.rsplit('.', 1)
+    setattr(unet.get_submodule(parent), child, new)
+    kept = new.processor
+    with capture_attention(unet, spec, LATENT, batch_size=1):
+        assert isinstance(new.processor, CaptureProcessor)
+        assert not isinstance(old.processor, CaptureProcessor)
+    assert walks and new.processor is kept
+
 def test_processors_restored_after_an_error(tiny_engine):
     unet = tiny_engine(SD2).unet
     before = unet.attn_processors
