@@ -35,7 +35,7 @@ from torch.nn.attention import SDPBackend
 
 _FLASH = SDPBackend.FLASH_ATTENTION.value
 _EFFICIENT = SDPBackend.EFFICIENT_ATTENTION.value
-_CUDNN = SDPBackend.CUDNN_ATTENTION.value
+_CUDNN = getattr(getattr(SDPBackend, 'CUDNN_ATTENTION', None), 'value', None)  # torch >= 2.3
 #: natural-log units; an LSE off by ``x`` scales every map value of its row by ``exp(x)``
 LSE_TOLERANCE = 1e-5
 #: call signature -> whether the op gave SDPA's output and the row LSE (see :func:`verified_call`)
@@ -88,7 +88,16 @@ def verified_call(name: str, op: Callable, query: torch.Tensor, key: torch.Tenso
     state = _VERIFIED.get(signature)
     if state is False:
         return None
-    out, lse = op(query, key, value)
+    try:
+        out, lse = op(query, key, value)
+    except (RuntimeError, TypeError) as error:  # another torch's signature, an unsupported shape
+        if state:
+            raise
+        print_log(f'{name} SDPA with its LSE failed for query {tuple(query.shape)} '
+                  f'{query.dtype} ({error}); captured layers of this shape compute their own row '
+                  'statistics', logger='current')
+        _VERIFIED[signature] = False
+        return None
     batch, heads, n_query = query.shape[:3]
     if lse.numel() != batch * heads * n_query:
         print_log(f'{name} SDPA: an LSE of shape {tuple(lse.shape)} for query '

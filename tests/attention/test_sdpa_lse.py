@@ -70,3 +70,14 @@ def test_other_units_layouts_or_outputs_are_refused(alter):
     op = CountingOp(**alter)
     assert verified_call('test', op, q, k, v) is None
     assert verified_call('test', op, q, k, v) is None and op.calls == 1
+
+
+def test_an_op_that_raises_on_its_first_call_is_refused_for_good():
+    q, k, v = _qkv(torch.float32)
+
+    def op(*args):  # e.g. another torch's signature of the cuDNN op
+        calls.append(1)
+        raise TypeError('unexpected argument')
+    calls = []
+    assert verified_call('test', op, q, k, v) is None
+    assert verified_call('test', op, q, k, v) is None and len(calls) == 1
