@@ -10,7 +10,9 @@ ops); everything but the k-means distance runs in float32 (the released code run
     python benchmarks/bench_iseg.py [--device cuda] [--repeats 3] [--threads 1]
 
 On CUDA an extra float16 row sums the k-means centres with the PyTorch emulation of the CPU's
-order instead of the Triton kernel (``ordered_sums``): what a GPU machine without Triton runs.
+order instead of the Triton kernel (``ordered_sums``): what a GPU machine without Triton runs; and
+each default setting also runs on a batch of ``--batch`` images (default 16 on CUDA, as the tools
+run it; 0 = none), its time divided by the batch, against the released code's one image at a time.
 
 Writes ``benchmarks/results/iseg.md`` (rows of other devices are kept). CPU times are the process's
 CPU seconds, CUDA times wall seconds after synchronisation.
@@ -28,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench_diffseg import device_label, timed  # noqa: E402
+from mmdiffseg.attention import AttentionMaps  # noqa: E402
 from mmdiffseg.generators import ISeg, kmeans  # noqa: E402
 from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
@@ -38,6 +41,16 @@ IMAGES = ('voc_val_582', 'voc_val_0', 'voc_val_114')  # 2 classes, 1, 1
 RESULTS = REPO / 'benchmarks' / 'results' / 'iseg.md'
 HEADER = ('| method | ours s/img | released-formulation s/img | ratio | label agreement mean / min '
           '| device | date |\n|---|---|---|---|---|---|---|\n')
+
+
+def batched(inputs, size: int):
+    """``size`` samples cycled from ``inputs`` as one ``(AttentionMaps, class names)`` batch."""
+    picks = [inputs[i % len(inputs)] for i in range(size)]
+    maps = AttentionMaps({k: torch.cat([m[k] for m, _ in picks]) for k in picks[0][0].maps},
+                         prompts=[p for m, _ in picks for p in m.prompts],
+                         token_positions=[t for m, _ in picks for t in m.token_positions],
+                         image_size=picks[0][0].image_size)
+    return maps, [n for _, names in picks for n in names]
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -85,6 +98,8 @@ def main():
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
     parser.add_argument('--out', type=Path, default=RESULTS)
+    parser.add_argument('--batch', type=int, default=None,
+                        help='images per call of the batched rows (default 16 on CUDA, 0 on CPU)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = args.device
@@ -123,6 +138,21 @@ def main():
                     f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | {label} | '
                     f'{datetime.date.today()} |')
         print(rows[-1], flush=True)
+        batch = args.batch if args.batch is not None else 16 * (torch.device(device).type == 'cuda')
+        if batch and not sums:
+            maps, names = batched(inputs, batch)
+            t_ours, ours = timed(lambda: gen(maps, None, names), args.repeats, device)
+            agree = []
+            for i, labels in enumerate(ours):
+                image_maps, image_names = inputs[i % len(inputs)]
+                ref = released[(use_cluster, precision, i % len(inputs))][1]
+                table = torch.tensor([0] + sorted(gen.class_indices(image_names[0])), device=device)
+                agree.append((table[ref] == labels).float().mean().item())
+            rows.append(f'| {method}, batch of {batch}, per image | {t_ours / batch:.3f} | '
+                        f'{ref_m:.3f} | {ref_m * batch / t_ours:.2f}x | '
+                        f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | {label} | '
+                        f'{datetime.date.today()} |')
+            print(rows[-1], flush=True)
 
     kept = []
     if args.out.exists():
