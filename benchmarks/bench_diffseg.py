@@ -10,7 +10,11 @@ dtype; the later iterations as a Python loop of float64 elementwise KLs; bilinea
 Agreement = pixels on which the two segmentations agree once their segments are matched one to one.
 
     python benchmarks/bench_diffseg.py [--device cuda] [--repeats 1] [--threads 1] [--chunk 16]
-        [--cases 4] [--precisions float16 float32]
+        [--cases 4] [--precisions float16 float32] [--batch 16]
+
+On CUDA each precision also runs on a batch of ``--batch`` images (default 16, the tools' batch;
+0 = none; the cases cycled), its time divided by the batch, against the released code's one image
+at a time.
 
 Writes ``benchmarks/results/diffseg.md`` (rows of other devices are kept). CPU times are the
 process's CPU seconds (robust to other jobs on shared cores), CUDA times wall seconds after
@@ -29,6 +33,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mmdiffseg.attention import AttentionMaps  # noqa: E402
 from mmdiffseg.generators import DiffSeg  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
 from mmdiffseg.generators.transcriptions import (diffseg_aggregate, diffseg_masks,  # noqa: E402
@@ -62,6 +67,15 @@ def timed(fn, repeats, device):
     return (clock() - start) / repeats, out
 
 
+def batch_of(maps, size: int) -> AttentionMaps:
+    """``size`` one-image ``AttentionMaps`` cycled from ``maps``, as one batch."""
+    picks = [maps[i % len(maps)] for i in range(size)]
+    return AttentionMaps({k: torch.cat([m[k] for m in picks]) for k in picks[0].maps},
+                         prompts=[p for m in picks for p in m.prompts],
+                         token_positions=[t for m in picks for t in m.token_positions],
+                         image_size=picks[0].image_size)
+
+
 def device_label(device, threads):
     if device.startswith('cuda'):
         return f'{device} ({torch.cuda.get_device_name(0)})'
@@ -85,6 +99,8 @@ def main():
     parser.add_argument('--precisions', nargs='+', choices=list(PRECISIONS),
                         default=list(PRECISIONS), help='merge precisions to run')
     parser.add_argument('--out', type=Path, default=RESULTS)
+    parser.add_argument('--batch', type=int, default=None,
+                        help='images per call of a batched row (default 16 on CUDA, 0 on CPU)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = args.device
@@ -101,7 +117,7 @@ def main():
         kl_dtype = PRECISIONS[precision]
         generator = DiffSeg(kl_thresholds=THRESHOLDS, output_size=(512, 512),
                             merge_precision=precision).to(device)
-        ours_t, ref_t, agree, counts = [], [], [], []
+        ours_t, ref_t, agree, counts, refs = [], [], [], [], []
         for (name, noise), maps in zip(cases, inputs):
             t_ours, ours = timed(lambda: generator(maps, None, None)[0], args.repeats, device)
             t_ref, ref = timed(lambda: diffseg_masks(
@@ -109,6 +125,7 @@ def main():
                 kl_dtype, chunk=args.chunk), args.repeats, device)
             ours_t.append(t_ours)
             ref_t.append(t_ref)
+            refs.append(ref)
             agree.append(matched_agreement(ours, ref))
             counts.append(f'{len(ours.unique())}/{len(ref.unique())}')
             print(f'{precision} {name} noise {noise}: ours {t_ours:.3f} s, released {t_ref:.3f} s,'
@@ -119,6 +136,16 @@ def main():
                     f'{100 * min(agree):.2f}% | {", ".join(counts)} | {label} | '
                     f'{datetime.date.today()} |')
         print(rows[-1], flush=True)
+        batch = args.batch if args.batch is not None else 16 * (torch.device(device).type == 'cuda')
+        if batch:  # the tools' batch, against the released code's one image at a time
+            batched = batch_of(inputs, batch)
+            t_ours, ours = timed(lambda: generator(batched, None, None), args.repeats, device)
+            agree = [matched_agreement(o, refs[i % len(refs)]) for i, o in enumerate(ours)]
+            rows.append(f'| {precision}, batch of {batch}, per image | {t_ours / batch:.3f} | '
+                        f'{np.mean(ref_t):.3f} | {np.mean(ref_t) * batch / t_ours:.1f}x | '
+                        f'{100 * np.mean(agree):.2f}% / {100 * min(agree):.2f}% | - | {label} | '
+                        f'{datetime.date.today()} |')
+            print(rows[-1], flush=True)
     kept = []
     if args.out.exists():
         kept = [line for line in args.out.read_text().splitlines()

@@ -29,8 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_diffseg import device_label, timed  # noqa: E402
-from mmdiffseg.attention import AttentionMaps  # noqa: E402
+from bench_diffseg import batch_of, device_label, timed  # noqa: E402
 from mmdiffseg.generators import ISeg, kmeans  # noqa: E402
 from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
@@ -41,16 +40,6 @@ IMAGES = ('voc_val_582', 'voc_val_0', 'voc_val_114')  # 2 classes, 1, 1
 RESULTS = REPO / 'benchmarks' / 'results' / 'iseg.md'
 HEADER = ('| method | ours s/img | released-formulation s/img | ratio | label agreement mean / min '
           '| device | date |\n|---|---|---|---|---|---|---|\n')
-
-
-def batched(inputs, size: int):
-    """``size`` samples cycled from ``inputs`` as one ``(AttentionMaps, class names)`` batch."""
-    picks = [inputs[i % len(inputs)] for i in range(size)]
-    maps = AttentionMaps({k: torch.cat([m[k] for m, _ in picks]) for k in picks[0][0].maps},
-                         prompts=[p for m, _ in picks for p in m.prompts],
-                         token_positions=[t for m, _ in picks for t in m.token_positions],
-                         image_size=picks[0][0].image_size)
-    return maps, [n for _, names in picks for n in names]
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -140,7 +129,8 @@ def main():
         print(rows[-1], flush=True)
         batch = args.batch if args.batch is not None else 16 * (torch.device(device).type == 'cuda')
         if batch and not sums:
-            maps, names = batched(inputs, batch)
+            maps = batch_of([m for m, _ in inputs], batch)
+            names = [inputs[i % len(inputs)][1][0] for i in range(batch)]
             t_ours, ours = timed(lambda: gen(maps, None, names), args.repeats, device)
             agree = []
             for i, labels in enumerate(ours):

@@ -29,7 +29,7 @@ else
   DEV="--device cuda"; SCALE=1
   CAPTURE="--dtype float16 --batch-size 1 16 --spec diffseg iseg seediff --repeats 5"
   E2E="--dtype float16 --batch-size 1 16 --seediff-batch 8 --steps 50 --repeats 1"
-  KERNEL="--batch 16"; SEEDIFF="--pamr-iter 5000"; SEEDIFF_S=60; ISEG="--repeats 3"; DIFFSEG=""
+  KERNEL="--batch 16"; SEEDIFF="--pamr-iter 5000"; SEEDIFF_S=60; ISEG="--repeats 3"; DIFFSEG="--repeats 3"
   TOOLS="--full-size --batch-size 16 --images 480 --tools pseudo_label,eval_labels"; ONLINE="--steps 5"
   HOST="--images 160 --workers 0 2 8 --modes capacity waiting --gpu-rate 70 --repeats 1"
 fi
