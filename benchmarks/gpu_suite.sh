@@ -98,10 +98,10 @@ step cuda_tests 120 "$S/cuda_tests.md" sh -c "python3 -m pytest -q -p no:cachepr
 step map_kernel 120 "$S/map_kernel.md" python3 benchmarks/check_map_kernel.py $DEV $KERNEL --out "$S/map_kernel.md"
 step capture 70 "$S/capture.md" python3 benchmarks/bench_capture.py $DEV $CAPTURE --out "$S/capture.md"
 step end_to_end 95 "$S/end_to_end.md" python3 benchmarks/bench_end_to_end.py $DEV $E2E --out "$S/end_to_end.md"
-step diffseg 40 "$S/diffseg.md" python3 benchmarks/bench_diffseg.py $DEV $DIFFSEG --out "$S/diffseg.md"
+step diffseg 60 "$S/diffseg.md" python3 benchmarks/bench_diffseg.py $DEV $DIFFSEG --out "$S/diffseg.md"
 # quick: the released transcription alone takes 7-9 min on a CPU (SEEDIFF_S)
 step seediff $SEEDIFF_S "$S/seediff.md" python3 benchmarks/bench_seediff.py $DEV $SEEDIFF --out "$S/seediff.md"
-step iseg 40 "$S/iseg.md" python3 benchmarks/bench_iseg.py $DEV $ISEG --out "$S/iseg.md"
+step iseg 60 "$S/iseg.md" python3 benchmarks/bench_iseg.py $DEV $ISEG --out "$S/iseg.md"
 step offline_tools 110 "$R/offline_tools.md" python3 benchmarks/bench_offline_tools.py $DEV $TOOLS
 step tool_host 60 "$S/tool_host.md" python3 benchmarks/bench_tool_host.py $HOST --out "$S/tool_host.md"
 step online_training 90 "$R/online_training.md" python3 benchmarks/bench_online_training.py $ONLINE
