@@ -24,14 +24,14 @@ if [ "$QUICK" = 1 ]; then
   E2E="--quick --repeats 1 --steps 2"
   KERNEL="--quick"; SEEDIFF="--quick --pamr-iter 20"; SEEDIFF_S=150; ISEG="--repeats 1"; DIFFSEG="--cases 1 --precisions float16"
   TOOLS="--images 2 --batch-size 2 --synth-steps 2 --synth-items 2 --pamr-iter 10"; ONLINE="--steps 3"
-  HOST="--images 32 --workers 0 1 --modes capacity --repeats 1"
+  HOST="--images 32 --workers 0 1 --modes capacity --repeats 1"; SETUP_REPEATS=5
 else
   DEV="--device cuda"; SCALE=1
   CAPTURE="--dtype float16 --batch-size 1 16 --spec diffseg iseg seediff --repeats 5"
   E2E="--dtype float16 --batch-size 1 16 --seediff-batch 8 --steps 50 --repeats 1"
   KERNEL="--batch 16"; SEEDIFF="--pamr-iter 5000"; SEEDIFF_S=60; ISEG="--repeats 3"; DIFFSEG="--repeats 3"
   TOOLS="--full-size --batch-size 16 --images 480 --tools pseudo_label,eval_labels"; ONLINE="--steps 5"
-  HOST="--images 160 --workers 0 2 8 --modes capacity waiting --gpu-rate 70 --repeats 1"
+  HOST="--images 160 --workers 0 2 8 --modes capacity waiting --gpu-rate 70 --repeats 1"; SETUP_REPEATS=50
 fi
 
 echo "| step | status | seconds |" > "$OUT/summary.md"
@@ -97,6 +97,7 @@ open('$S/probe.md', 'w').write('\n'.join(lines) + '\n'); print('\n'.join(lines))
 step cuda_tests 120 "$S/cuda_tests.md" sh -c "python3 -m pytest -q -p no:cacheprovider tests/generators/test_pamr_cuda.py tests/generators/test_generators_cuda.py tests/attention/test_sdpa_lse_cuda.py > '$S/cuda_tests.md' 2>&1; rc=\$?; tail -n 15 '$S/cuda_tests.md'; exit \$rc"
 step map_kernel 120 "$S/map_kernel.md" python3 benchmarks/check_map_kernel.py $DEV $KERNEL --out "$S/map_kernel.md"
 step capture 70 "$S/capture.md" python3 benchmarks/bench_capture.py $DEV $CAPTURE --out "$S/capture.md"
+step capture_setup 30 "$S/capture_setup.md" python3 benchmarks/bench_capture_setup.py --repeats $SETUP_REPEATS --out "$S/capture_setup.md"
 step end_to_end 95 "$S/end_to_end.md" python3 benchmarks/bench_end_to_end.py $DEV $E2E --out "$S/end_to_end.md"
 step diffseg 60 "$S/diffseg.md" python3 benchmarks/bench_diffseg.py $DEV $DIFFSEG --out "$S/diffseg.md"
 # quick: the released transcription alone takes 7-9 min on a CPU (SEEDIFF_S)
