@@ -70,7 +70,8 @@ def main(argv=None):
     torch.set_num_threads(1)
     from diffusers import UNet2DConditionModel
     with torch.device('meta'):
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD_CONFIG / 'unet'))
+        config = UNet2DConditionModel.load_config(SD_CONFIG / 'unet')
+        unet = UNet2DConditionModel.from_config(config)
     rows = []
     for name, spec in generator_specs(full_size=True).items():
         ours = cpu_ms(lambda: capture.capture_attention(unet, spec, 64, 16), args.repeats)

@@ -140,8 +140,8 @@ def main():
                 agree.append((table[ref] == labels).float().mean().item())
             rows.append(f'| {method}, batch of {batch}, per image | {t_ours / batch:.3f} | '
                         f'{ref_m:.3f} | {ref_m * batch / t_ours:.2f}x | '
-                        f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | {label} | '
-                        f'{datetime.date.today()} |')
+                        f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | '
+                        f'{label} | {datetime.date.today()} |')
             print(rows[-1], flush=True)
 
     kept = []
