@@ -38,21 +38,22 @@ def entropy_reduced_attention(self_attn: torch.Tensor, ent: float) -> torch.Tens
 
 def refine_with_self_attention(class_maps: torch.Tensor, transition: torch.Tensor,
                                iters: int) -> torch.Tensor:
-    """Ent-Self steps 1, 5, 6: ``X = normalize_maps(X0)``; ``iters`` times
-    ``X <- normalize_maps(D^-1 T X)`` with ``D`` the row sums of ``T`` (computed as
-    ``X^T T^T``, which keeps the long axis contiguous).
+    """Ent-Self steps 1, 5, 6: ``X = normalize_maps(X0)``; ``A' = D^-1 A`` (each row of
+    ``transition`` divided by its sum, as released: in place, the caller's scratch); ``iters``
+    times ``X <- normalize_maps(A' X)``, computed as ``X A'^T`` (the long axis stays contiguous).
 
     Args:
         class_maps: ``(B, C, N)`` one row per class.
-        transition: ``(B, N, N)`` from :func:`entropy_reduced_attention`, rows = queries.
+        transition: ``(B, N, N)`` from :func:`entropy_reduced_attention`, rows = queries;
+            overwritten with ``A'``.
 
     Returns:
         ``(B, C, N)``.
     """
-    row_sum = transition.sum(dim=-1).clamp_min(_TINY).unsqueeze(1)
+    transition.div_(transition.sum(dim=-1, keepdim=True).clamp_min_(_TINY))
     x = normalize_maps(class_maps)
     for _ in range(iters):
-        x = normalize_maps(torch.bmm(x, transition.transpose(1, 2)) / row_sum)
+        x = normalize_maps(torch.bmm(x, transition.transpose(1, 2)))
     return x
 
 
