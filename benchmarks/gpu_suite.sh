@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark with a CUDA mode, in one call, within 8 minutes on one H200 (per-step timeouts).
+# Every benchmark with a CUDA mode, in one call of about 9 minutes on one H200 (per-step timeouts).
 #
 #   source .devkit/setup.sh && bash benchmarks/gpu_suite.sh       # on the GPU machine (see README)
 #   GPU_SUITE_QUICK=1 bash benchmarks/gpu_suite.sh                  # smoke run on a CPU (tiny sizes)
@@ -8,7 +8,8 @@
 # Writes under $OUT (default work_dirs/gpu_suite): results.md (one table: step, status, seconds;
 # then every step's result rows; rewritten after every step, so a run cut short keeps what it
 # measured) and logs.tar.gz (each step's log and result file). Tracked files under
-# benchmarks/results/ are left as they were. Measured on an H200 (2026-11-30): about 8 minutes.
+# benchmarks/results/ are left as they were. Measured on an H200 (2026-11-30): about 8 minutes, before the
+# capture_setup step and the batched post-processing rows were added.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
