@@ -97,7 +97,7 @@ def test_sd1_heads_load_as_16_byte_vectors(kernel_name):
     tiles = map_kernel._tiles(4096, 4096, 40, 2)
     options = {key: tiles.pop(key) for key in ('num_warps', 'num_stages')}
     extra = dict(ACCUMULATE=True) if 'ACCUMULATE' in kernel.arg_names else {}
-    constexprs = dict(tiles, **map_kernel._head_layout(query, query), UPCAST=False,
+    constexprs = dict(tiles, **map_kernel._head_layout(query, query)[1], UPCAST=False,
                       PRECISION='tf32', **extra, **unit_strides(kernel))
     aligned = ('q_ptr', 'k_ptr', 'lse_ptr', 'out_ptr', 'heads_ptr', 'n_query', 'n_key', 'sq_b',
                'sq_n', 'sk_b', 'sk_n', 'sl_b', 'sl_h', 'so_b', 'so_n')

@@ -70,7 +70,9 @@ def _row_lse_kernel(q_ptr, k_ptr, lse_ptr, n_query, n_key, qk_scale,
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
     row_ok, dim_ok = rows < n_query, dims < HEAD_DIM
-    q = tl.load(q_ptr + b * sq_b + h * sq_h * HEAD_ALIGN + rows[:, None] * sq_n + dims[None, :] * sq_d,
+    q_head = q_ptr + b * sq_b + h * sq_h * HEAD_ALIGN
+    k_head = k_ptr + b * sk_b + h * sk_h * HEAD_ALIGN
+    q = tl.load(q_head + rows[:, None] * sq_n + dims[None, :] * sq_d,
                 mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
@@ -79,7 +81,7 @@ def _row_lse_kernel(q_ptr, k_ptr, lse_ptr, n_query, n_key, qk_scale,
     for start in range(0, n_key, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < n_key
-        kt = tl.load(k_ptr + b * sk_b + h * sk_h * HEAD_ALIGN + cols[None, :] * sk_n + dims[:, None] * sk_d,
+        kt = tl.load(k_head + cols[None, :] * sk_n + dims[:, None] * sk_d,
                      mask=col_ok[None, :] & dim_ok[:, None], other=0.0)
         if UPCAST:
             kt = kt.to(tl.float32)
@@ -129,24 +131,18 @@ def _dot_options(query: torch.Tensor) -> dict:
     return dict(UPCAST=upcast, PRECISION='ieee' if upcast or query.dtype == torch.float32 else 'tf32')
 
 
-def _head_layout(query: torch.Tensor, key: torch.Tensor) -> dict:
-    """``HEAD_DIM`` (a constant, so the masks of a padded head dim are known in 8-element runs)
-    and ``HEAD_ALIGN``: 8 where the head dim and both head strides are multiples of 8 (every SD
-    layer), which the kernels take the head strides in units of. Runtime integers that are not
-    multiples of 16 (SD 1's head dim and head stride 40) tell Triton nothing, and it loaded those
-    tiles 2 bytes at a time; with both known they are 16-byte vector loads
-    (``tests/test_triton_kernels_compile.py``)."""
+def _head_layout(query: torch.Tensor, key: torch.Tensor) -> Tuple[list, dict]:
+    """The query and key strides, with the head strides in units of ``HEAD_ALIGN``, and the
+    constants ``HEAD_DIM`` (so the masks of a padded head dim are known in 8-element runs) and
+    ``HEAD_ALIGN``: 8 where the head dim and both head strides are multiples of 8 (every SD
+    layer), else 1. Runtime integers that are not multiples of 16 (SD 1's head dim and head stride
+    40) tell Triton nothing, and it loaded those tiles 2 bytes at a time; with both known they are
+    16-byte vector loads (``tests/test_triton_kernels_compile.py``)."""
     head_dim = query.shape[-1]
     align = 8 if head_dim % 8 == 0 and query.stride(1) % 8 == 0 and key.stride(1) % 8 == 0 else 1
-    return dict(HEAD_DIM=head_dim, HEAD_ALIGN=align)
-
-
-def _strides(query: torch.Tensor, key: torch.Tensor) -> list:
-    """Query and key strides, the head strides in ``HEAD_ALIGN`` units."""
-    align = _head_layout(query, key)['HEAD_ALIGN']
     q, k = list(query.stride()), list(key.stride())
     q[1], k[1] = q[1] // align, k[1] // align
-    return q + k
+    return q + k, dict(HEAD_DIM=head_dim, HEAD_ALIGN=align)
 
 
 def _check(query: torch.Tensor, key: torch.Tensor) -> None:
@@ -166,10 +162,11 @@ def row_lse(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tenso
     lse = torch.empty(batch, heads, n_query, dtype=torch.float32, device=query.device)
     tiles = _tiles(n_query, key.shape[2], head_dim, query.element_size())
     grid = (triton.cdiv(n_query, tiles['BLOCK_M']), heads, batch)
+    strides, layout = _head_layout(query, key)
     with on_device_of(query):
-        _row_lse_kernel[grid](query, key, lse, n_query, key.shape[2], scale * LOG2E,
-                              *_strides(query, key), lse.stride(0), lse.stride(1),
-                              **tiles, **_head_layout(query, key), **_dot_options(query))
+        _row_lse_kernel[grid](query, key, lse, n_query, key.shape[2], scale * LOG2E, *strides,
+                              lse.stride(0), lse.stride(1), **tiles, **layout,
+                              **_dot_options(query))
     return lse
 
 
@@ -194,6 +191,7 @@ def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, sca
     n_key = key.shape[2]
     tiles = tiles or _tiles(n_query, n_key, head_dim, query.element_size())
     grid = (triton.cdiv(n_query, tiles['BLOCK_M']), triton.cdiv(n_key, tiles['BLOCK_N']), batch)
+    strides, layout = _head_layout(query, key)
     for heads, sinks in targets:
         if len(sinks) == 1:
             (out, weight), accumulate = sinks[0], True
@@ -202,9 +200,9 @@ def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, sca
             out, weight, accumulate = out.view(batch, n_query, n_key), 1.0, False
         with on_device_of(query):
             _head_map_kernel[grid](query, key, lse, out, heads, heads.numel(), n_query, n_key,
-                                   scale * LOG2E, weight, *_strides(query, key), *lse.stride(),
-                                   *out.stride(), ACCUMULATE=accumulate, **tiles,
-                                   **_head_layout(query, key), **_dot_options(query))
+                                   scale * LOG2E, weight, *strides, *lse.stride(),
+                                   *out.stride(), ACCUMULATE=accumulate, **tiles, **layout,
+                                   **_dot_options(query))
         if len(sinks) > 1:
             for buffer, weight in sinks:
                 buffer.add_(out, alpha=weight)

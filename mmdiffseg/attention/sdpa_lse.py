@@ -88,23 +88,21 @@ def verified_call(name: str, op: Callable, query: torch.Tensor, key: torch.Tenso
     state = _VERIFIED.get(signature)
     if state is False:
         return None
+
+    def refuse(why: str) -> None:
+        _VERIFIED[signature] = False
+        print_log(f'{name} SDPA with its LSE, query {tuple(query.shape)} {query.dtype}: {why}; '
+                  'captured layers of this shape compute their own row statistics',
+                  logger='current')
     try:
         out, lse = op(query, key, value)
     except (RuntimeError, TypeError) as error:  # another torch's signature, an unsupported shape
         if state:
             raise
-        print_log(f'{name} SDPA with its LSE failed for query {tuple(query.shape)} '
-                  f'{query.dtype} ({error}); captured layers of this shape compute their own row '
-                  'statistics', logger='current')
-        _VERIFIED[signature] = False
-        return None
+        return refuse(f'failed ({error})')
     batch, heads, n_query = query.shape[:3]
     if lse.numel() != batch * heads * n_query:
-        print_log(f'{name} SDPA: an LSE of shape {tuple(lse.shape)} for query '
-                  f'{tuple(query.shape)}; captured layers of this shape compute their own row '
-                  'statistics', logger='current')
-        _VERIFIED[signature] = False
-        return None
+        return refuse(f'an LSE of shape {tuple(lse.shape)}')
     lse = lse.reshape(batch, heads, n_query)
     if state is None:
         plain = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
@@ -113,11 +111,8 @@ def verified_call(name: str, op: Callable, query: torch.Tensor, key: torch.Tenso
         reference = torch.logsumexp(logits / query.shape[-1] ** 0.5, -1)
         same = torch.equal(out, plain)
         error = (lse[0, :, rows].double() - reference).abs().max().item()
-        state = same and error <= LSE_TOLERANCE
-        if not state:
-            print_log(f'{name} SDPA with its LSE, query {tuple(query.shape)} {query.dtype}: '
-                      f'output {"equal to" if same else "other than"} the plain call\'s, LSE off '
-                      f'by {error:.1e} (tolerance {LSE_TOLERANCE:.0e}); captured layers of this '
-                      'shape compute their own row statistics', logger='current')
-    _VERIFIED.setdefault(signature, state)
-    return (out, lse) if state else None
+        if not same or error > LSE_TOLERANCE:
+            return refuse(f'output {"equal to" if same else "other than"} the plain call\'s, LSE '
+                          f'off by {error:.1e} (tolerance {LSE_TOLERANCE:.0e})')
+        _VERIFIED[signature] = True
+    return out, lse
