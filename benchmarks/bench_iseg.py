@@ -134,9 +134,8 @@ def main():
             t_ours, ours = timed(lambda: gen(maps, None, names), args.repeats, device)
             agree = []
             for i, labels in enumerate(ours):
-                image_maps, image_names = inputs[i % len(inputs)]
                 ref = released[(use_cluster, precision, i % len(inputs))][1]
-                table = torch.tensor([0] + sorted(gen.class_indices(image_names[0])), device=device)
+                table = torch.tensor([0] + sorted(gen.class_indices(names[i])), device=device)
                 agree.append((table[ref] == labels).float().mean().item())
             rows.append(f'| {method}, batch of {batch}, per image | {t_ours / batch:.3f} | '
                         f'{ref_m:.3f} | {ref_m * batch / t_ours:.2f}x | '
