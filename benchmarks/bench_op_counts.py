@@ -27,6 +27,7 @@ import datetime
 import os
 import subprocess
 from contextlib import contextmanager
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -54,16 +55,17 @@ def voc_batch(size: int) -> torch.Tensor:
 
 
 def cases(batch: int):
-    """(name, generator, maps, class names) per row."""
+    """(name, call, its arguments) per row."""
     from mmdiffseg.generators import DiffSeg, ISeg
     from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names
     from mmdiffseg.generators.testing import attention_from_labels
+    from bench_iseg import released_args  # after mmdiffseg: it puts this checkout on sys.path
     labels = voc_batch(batch)
     maps, names = attention_from_labels(labels, VOC_CLASSES, noise=NOISE)
     for precision in ('float16', 'float32'):
-        yield (f'DiffSeg unlabelled, merge {precision}', DiffSeg(merge_precision=precision), maps,
-               None)
-    yield 'DiffSeg labelled, merge float16', DiffSeg(classes=VOC_CLASSES), maps, names
+        yield (f'DiffSeg unlabelled, merge {precision}', DiffSeg(merge_precision=precision),
+               (maps, None, None))
+    yield 'DiffSeg labelled, merge float16', DiffSeg(classes=VOC_CLASSES), (maps, None, names)
     words = prompt_names(VOC_CLASSES, 'voc')  # iSeg's prompt words ('plane', 'potted plant')
     iseg_maps, _ = attention_from_labels(labels, words, noise=NOISE, self_resolutions=(64,),
                                          cross_resolutions=(32, 16))
@@ -71,7 +73,27 @@ def cases(batch: int):
         iseg_maps.maps[f'iseg_{key}'] = iseg_maps.maps.pop(key)
     for precision in ('float16', 'float32'):
         yield (f'iSeg WSSS VOC, k-means {precision}',
-               ISeg.from_preset('wsss_voc', kmeans_precision=precision), iseg_maps, names)
+               ISeg.from_preset('wsss_voc', kmeans_precision=precision), (iseg_maps, None, names))
+    no_cluster = ISeg.from_preset('wsss_voc', use_cluster=False)
+    yield 'iSeg WSSS VOC, cluster off', no_cluster, (iseg_maps, None, names)
+    yield ('iSeg WSSS VOC, cluster off, released formulation (image by image)',
+           released_iseg(no_cluster), [released_args(one_image(iseg_maps, b), names[b:b + 1],
+                                                     no_cluster) for b in range(batch)])
+
+
+def released_iseg(gen):
+    """The transcription of iSeg's released post-processing, one image after the other, on
+    arguments laid out beforehand (``bench_iseg.released_args``), as ``bench_iseg`` times it."""
+    from mmdiffseg.generators.transcriptions import iseg_postprocess
+    def run(*per_image):
+        return [iseg_postprocess(*args, ent=gen.ent, iters=gen.iters, use_cluster=gen.use_cluster)
+                for args in per_image]
+    return run
+
+
+def one_image(maps, b: int):
+    return replace(maps, maps={k: v[b:b + 1] for k, v in maps.maps.items()},
+                   token_positions=maps.token_positions[b:b + 1], prompts=maps.prompts[b:b + 1])
 
 
 TRITON_CALL = """
@@ -137,10 +159,10 @@ def main():
     per_triton_call = triton_sums_launches()
     rows = []
     for batch in args.batch_size:
-        for name, generator, maps, names in cases(batch):
+        for name, call, call_args in cases(batch):
             calls = []
             with sums_calls(calls):
-                _, counts = count_ops(generator, maps, None, names)
+                _, counts = count_ops(call, *call_args)
             rows.append(row(name, label, batch, counts))
             if calls:
                 launches = counts.launches - sum(calls) + per_triton_call * len(calls)

@@ -16,6 +16,7 @@ Conventions (DESIGN.md, "Contracts"):
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -142,10 +143,9 @@ class AttentionMaps:
             return
         # a sum is finite iff every entry is (probabilities never overflow float32)
         device = next(iter(self.maps.values())).device
-        finite = torch.isfinite(torch.stack([v.float().sum().to(device)
-                                             for v in self.maps.values()])).tolist()
-        for name, ok in zip(self.maps, finite):
-            if not ok:
+        sums = torch.stack([v.float().sum().to(device) for v in self.maps.values()]).tolist()
+        for name, total in zip(self.maps, sums):
+            if not math.isfinite(total):
                 raise ValueError(f'AttentionMaps[{name!r}] contains NaN or inf; check the model '
                                  'dtype (fp16 attention needs an upcast softmax) and the inputs')
 

@@ -8,8 +8,10 @@ merged. Proposal ``i`` is a leader iff no earlier leader is close to it, a recur
 solution is the fixed point of ``L <- valid & not (L @ strictly_upper(close))``; iterated from
 ``L = valid`` it is exact on the first ``t`` proposals after ``t`` rounds and usually converges in a
 few, so the device runs :data:`ROUNDS` rounds for all images at once and the host reads whether the
-next one changes anything (and how many leaders each image has) in one transfer. Every matrix
-product keeps the shapes of the image-by-image release, so the results are the same bits.
+next one changes anything (and how many leaders each image has) in one transfer; with at most
+:data:`ROUNDS` proposals per image, as many rounds as proposals are exact and need no check.
+Every matrix product keeps the shapes of the image-by-image release, so the results are the same
+bits.
 """
 from __future__ import annotations
 
@@ -57,6 +59,11 @@ def greedy_leaders(close: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], L
         return valid & ((leaders.float().unsqueeze(1) @ earlier).squeeze(1) == 0)
 
     leaders = valid
+    if k <= ROUNDS:  # exact on all k proposals after k rounds: nothing to check
+        for _ in range(k):
+            leaders = step(leaders)
+        counts = leaders.sum(1).tolist()
+        return [lead[:n] for lead, n in zip(leaders, sizes)], counts
     while True:
         for _ in range(ROUNDS):
             leaders = step(leaders)

@@ -41,8 +41,9 @@ def sequential_leaders(close: torch.Tensor) -> torch.Tensor:
 
 def test_greedy_leaders_equal_the_released_loop_for_every_image_of_a_batch():
     gen = torch.Generator().manual_seed(0)
-    for trial in range(20):
-        sizes = [int(s) for s in torch.randint(0, 40, (4,), generator=gen)]
+    for trial in range(30):
+        largest = 40 if trial < 20 else 5  # up to ROUNDS proposals: no convergence check
+        sizes = [int(s) for s in torch.randint(0, largest, (4,), generator=gen)]
         density = float(torch.rand((), generator=gen)) * 0.3
         close = []
         for n in sizes:

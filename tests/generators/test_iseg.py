@@ -1,7 +1,6 @@
 """iSeg: hand-checked Ent-Self steps, the released prompt and token selection with the real
 tokenizer, known answers on synthetic attention built from real VOC / COCO ground truth, presets,
 and degenerate inputs."""
-import math
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,7 @@ from mmdiffseg.generators import ISeg
 from mmdiffseg.generators.class_names import (CONTEXT59_CLASSES, COCO_OBJECT_CLASSES, VOC_CLASSES,
                                               prompt_name, prompt_names)
 from mmdiffseg.generators.iseg import (CROSS_LAYERS, ISEG_PRESETS, SELF_LAYER, SD21_VOC_HEADS,
-                                       assign_labels, cluster_mean, entropy_reduced_attention,
-                                       grid_seeds, kl_kmeans, refine_with_self_attention)
+                                       assign_labels, cluster_mean, grid_seeds, kl_kmeans)
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png
 from mmdiffseg.registry import MASK_GENERATORS
 
@@ -72,73 +70,6 @@ def run_voc(generator, gts, noise, seed=0):
 
 
 # -- Ent-Self by hand ----------------------------------------------------------------------------
-def entropy_root(ent):
-    """Root a* of a + ent * log10(e a) = 0 by bisection (entries below it vanish)."""
-    lo, hi = 1e-12, 1.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if mid + ent * math.log10(math.e * mid) < 0 else (lo, mid)
-    return lo
-
-
-@pytest.mark.parametrize('ent,root', [(0.015, 0.019), (0.1, 0.071), (0.2, 0.107), (0.002, 0.004)])
-def test_entropy_root_matches_the_documented_thresholds(ent, root):
-    assert entropy_root(ent) == pytest.approx(root, abs=1e-3)
-
-
-def test_one_ent_self_step_equals_the_formula():
-    ent = 0.015
-    a_star = entropy_root(ent)  # ~0.019 in units of the column max
-    # rows = queries; column maxima 0.8, 0.5, 0.4 (column 2 has an exact zero)
-    sa = torch.tensor([[0.8, 0.5 * 0.5, 0.0],
-                       [0.8 * (a_star * 0.9), 0.5, 0.4],
-                       [0.8 * (a_star * 1.1), 0.5 * 0.3, 0.4 * 0.02]])[None]
-    out = entropy_reduced_attention(sa, ent)[0]
-    scaled = (sa[0] / sa[0].amax(dim=0)).double()
-    expected = torch.where(scaled > 0, scaled + ent * torch.log10(math.e * scaled), scaled)
-    expected = expected.clamp(min=0)
-    assert torch.allclose(out.double(), expected, atol=1e-6)
-    assert out[1, 0] == 0  # 0.9 a*: below the root, zeroed
-    assert out[2, 0] > 0  # 1.1 a*: survives
-    assert out[0, 2] == 0  # zero stays zero
-    assert out[0, 0] == pytest.approx(1 + ent * math.log10(math.e))  # the column max
-    assert out[2, 2] == pytest.approx(0.02 + ent * math.log10(math.e * 0.02), abs=1e-6)
-
-
-def test_refinement_equals_a_naive_loop():
-    torch.manual_seed(0)
-    n, c, iters, ent = 6, 2, 3, 0.1
-    sa = torch.softmax(torch.randn(1, n, n) * 2, dim=-1)
-    x0 = torch.rand(1, n, c)
-    fast = refine_with_self_attention(x0.transpose(1, 2), entropy_reduced_attention(sa, ent), iters)
-
-    a = sa[0].double().numpy()
-    colmax = [max(a[q][k] for q in range(n)) for k in range(n)]
-    t = [[0.0] * n for _ in range(n)]
-    for q in range(n):
-        for k in range(n):
-            v = a[q][k] / colmax[k]
-            t[q][k] = max(0.0, v + ent * math.log10(math.e * v)) if v > 0 else 0.0
-        s = sum(t[q])
-        t[q] = [v / s for v in t[q]]
-    x = x0[0].double().numpy().tolist()
-
-    def renorm(x):
-        for j in range(c):
-            lo = min(x[i][j] for i in range(n))
-            for i in range(n):
-                x[i][j] -= lo
-            s = sum(x[i][j] for i in range(n))
-            for i in range(n):
-                x[i][j] /= s
-        return x
-
-    x = renorm(x)
-    for _ in range(iters):
-        x = renorm([[sum(t[i][k] * x[k][j] for k in range(n)) for j in range(c)] for i in range(n)])
-    assert np.allclose(fast[0].T.double().numpy(), np.array(x), atol=1e-6)
-
-
 def test_label_assignment_background_rules():
     cams = torch.tensor([[0.9, 0.5, 0.2, 0.0], [0.1, 0.6, 0.3, 0.0]]).view(1, 2, 1, 4)
     valid = torch.tensor([[True, True]])
