@@ -176,10 +176,20 @@ class AttentionMaps:
                 idx = list(positions[cls])
                 if token_offsets and cls in token_offsets:
                     idx = [idx[o] for o in token_offsets[cls]]
-                # token by token: a list index would be a blocking host-to-device copy
-                cols.append(torch.stack([cross[b, :, i] for i in idx], -1).mean(dim=-1))
+                cols.append(_token_mean(cross[b], idx))
             columns.append(torch.stack(cols, dim=-1) if cols else cross.new_zeros(cross.shape[1], 0))
         return columns
+
+
+def _token_mean(cross: torch.Tensor, idx: Sequence[int]) -> torch.Tensor:
+    """Mean of the ``(N, T)`` map's columns ``idx``: a view for one token, a slice for a run of
+    tokens (a word's sub-tokens), else token by token (a list index would be a blocking
+    host-to-device copy)."""
+    if len(idx) == 1:
+        return cross[:, idx[0]]
+    if list(idx) == list(range(idx[0], idx[0] + len(idx))):
+        return cross[:, idx[0]:idx[0] + len(idx)].mean(dim=-1)
+    return torch.stack([cross[:, i] for i in idx], -1).mean(dim=-1)
 
 
 def merge_specs(specs: Iterable[CaptureSpec]) -> CaptureSpec:

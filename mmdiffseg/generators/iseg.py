@@ -346,7 +346,8 @@ class ISeg(MaskGenerator):
                                      f'{len(positions[w])} token(s) in the prompt of sample {i}')
         per_sample = replace(maps, maps={'iseg_cross': cross}).class_token_columns(
             'iseg_cross', words, self.token_offsets)
-        return torch.stack([F.pad(col, (0, num - col.shape[1])) for col in per_sample])
+        return torch.stack([col if col.shape[1] == num else F.pad(col, (0, num - col.shape[1]))
+                            for col in per_sample])
 
     def config_dict(self) -> Dict:
         return dict(method=self.method, classes=list(self.classes),

@@ -67,6 +67,18 @@ def test_class_token_columns_mean_over_tokens_or_the_selected_ones():
     assert plant_only[1].shape == (4, 0)
 
 
+def test_class_token_columns_are_the_token_by_token_means_bit_for_bit():
+    # one token (a view), a run of sub-tokens (a slice), scattered offsets (token by token)
+    cross = torch.rand(1, 4096, 77, generator=torch.Generator().manual_seed(0))
+    positions = {'cat': [5], 'potted plant': [7, 8, 9, 10], 'fire hydrant': [12, 13, 14]}
+    maps = AttentionMaps({'cross': cross}, prompts=['p'], token_positions=[positions],
+                         image_size=(512, 512))
+    cols = maps.class_token_columns('cross', [list(positions)], {'fire hydrant': [0, 2]})[0]
+    for c, idx in enumerate(([5], [7, 8, 9, 10], [12, 14])):
+        expected = torch.stack([cross[0, :, i] for i in idx], -1).mean(-1)
+        assert torch.equal(cols[:, c], expected), idx
+
+
 def test_class_token_columns_errors_name_the_problem():
     maps = _maps()
     with pytest.raises(KeyError, match="'dog' is not in the prompt of sample 1"):
