@@ -61,6 +61,9 @@ __all__ = ['DiffSeg', 'aggregate_self_attention', 'anchor_grid', 'anchor_proposa
            'merge_proposals', 'segments_from_proposals', 'compact_ids']
 
 _ARGMAX_CHUNK = 64  # proposals upsampled at once when taking the argmax
+#: images aggregated and compared with their anchors at once (each holds ~0.3 GiB of float32 and
+#: float16 4096x4096 maps meanwhile): a few kernels for the group instead of ~60 an image
+FIRST_PASS_IMAGES = 8
 MERGE_PRECISIONS = ('float16', 'float32')
 
 
@@ -73,31 +76,40 @@ def _side(n_tokens: int, what: str) -> int:
 
 def aggregate_self_attention(attentions: Sequence[torch.Tensor], weights: Sequence[float],
                              size: int) -> torch.Tensor:
-    """Released ``aggregate_weights`` for one image.
+    """Released ``aggregate_weights``, for one image or a batch (any leading dims, each image's
+    values the same bits as alone).
 
     Args:
-        attentions: per resolution ``r``, ``(r*r, r*r)`` self-attention (rows = queries).
+        attentions: per resolution ``r``, ``(..., r*r, r*r)`` self-attention (rows = queries).
         weights: one weight per resolution.
         size: side of the output grid (64 for SD at 512); every ``r`` must divide it.
 
     Returns:
-        ``(size*size, size*size)`` float32: row ``q`` is a distribution over the key grid.
+        ``(..., size*size, size*size)`` float32: row ``q`` is a distribution over the key grid.
     """
     n = size * size
     out = None
     for attn, weight in zip(attentions, weights):
         r = _side(attn.shape[-1], f'self-attention {tuple(attn.shape)}')
-        rep = size // r
-        keys = attn.float().reshape(r * r, 1, r, r)
+        lead, rep = attn.shape[:-2], size // r
+        keys = attn.float().reshape(-1, 1, r, r)
         if r != size:
             keys = F.interpolate(keys, size=(size, size), mode='bilinear', align_corners=False)
-        keys = keys.reshape(r * r, n)
+        keys = keys.reshape(*lead, r * r, n)
         keys = keys * (weight / keys.sum(-1, keepdim=True).clamp_min(torch.finfo(keys.dtype).tiny))
         if out is None:
-            out = keys.new_zeros(n, n)
+            out = keys.new_zeros(*lead, n, n)
         # query (y, x) of the fine grid reads coarse query (y // rep, x // rep): nearest repeat
-        out.view(r, rep, r, rep, n).add_(keys.view(r, 1, r, 1, n))
+        out.view(*lead, r, rep, r, rep, n).add_(keys.view(*lead, r, 1, r, 1, n))
     return out
+
+
+def _images(maps: torch.Tensor, samples: List[int]) -> torch.Tensor:
+    """The rows ``samples`` of a batched map: a view if they are consecutive, else a gather
+    whose index is copied without a host sync."""
+    if samples == list(range(samples[0], samples[0] + len(samples))):
+        return maps[samples[0]:samples[0] + len(samples)]
+    return maps.index_select(0, host_to_device(samples, maps.device))
 
 
 def anchor_grid(num_points: int, size: int = 64, device=None) -> torch.Tensor:
@@ -112,26 +124,29 @@ def anchor_grid(num_points: int, size: int = 64, device=None) -> torch.Tensor:
 def anchor_proposals(attn: torch.Tensor, anchors: torch.Tensor, threshold: float,
                      precision: str = 'float32') -> torch.Tensor:
     """Merging iteration 0: each anchor's proposal is the mean of the pixel maps within
-    symmetric KL ``threshold`` of the anchor's map. ``attn``: ``(N, D)``; returns ``(A, D)``.
+    symmetric KL ``threshold`` of the anchor's map. ``attn``: ``(..., N, D)`` (one image or a
+    batch); returns ``(..., A, D)``.
 
     ``precision='float16'`` (released): distances of :func:`float16_symmetric_kl`, NaN for an
     anchor or pixel whose map has a float16 zero, so such an anchor matches nothing (its proposal
     is all zeros, the release's ``0 / 0``) and such a pixel joins no proposal. ``'float32'``:
     guarded logs, and every anchor matches itself.
     """
+    picked = attn.index_select(-2, anchors)
     if precision == 'float16':
         # NaN < threshold is false; the threshold is compared in float16, as released
-        return _mean_of_matched(float16_symmetric_kl(attn[anchors], attn) < threshold, attn)
-    matched = (symmetric_kl(attn[anchors], attn) < threshold).float()
+        return _mean_of_matched(float16_symmetric_kl(picked, attn) < threshold, attn)
+    matched = (symmetric_kl(picked, attn) < threshold).float()
     rows = torch.arange(len(anchors), device=anchors.device)
-    matched[rows, anchors] = 1  # an anchor always matches itself (whatever the rounding)
+    matched[..., rows, anchors] = 1  # an anchor always matches itself (whatever the rounding)
     return _mean_of_matched(matched, attn)
 
 
 def _mean_of_matched(matched: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """Mean of the rows of ``attn`` each row of ``matched`` ``(A, N)`` selects (zeros if none)."""
+    """Mean of the rows of ``attn`` each row of ``matched`` ``(..., A, N)`` selects (zeros if
+    none)."""
     matched = matched.float()
-    return (matched @ attn) / matched.sum(1, keepdim=True).clamp_min(1)
+    return (matched @ attn) / matched.sum(-1, keepdim=True).clamp_min(1)
 
 
 def segments_from_proposals(proposals: torch.Tensor, size: Tuple[int, int],
@@ -266,12 +281,14 @@ class DiffSeg(MaskGenerator):
         device = maps[f'self{self.grid_size}'].device
         anchors = anchor_grid(self.num_points, self.grid_size, device=device)
         attns, first = [], []
-        for b in samples:
-            attn = aggregate_self_attention([maps[f'self{r}'][b] for r in self.resolutions],
+        for start in range(0, len(samples), FIRST_PASS_IMAGES):
+            group = list(samples[start:start + FIRST_PASS_IMAGES])
+            attn = aggregate_self_attention([_images(maps[f'self{r}'], group)
+                                             for r in self.resolutions],
                                             self.resolution_weights, self.grid_size)
-            first.append(anchor_proposals(attn, anchors, self.kl_thresholds[0],
-                                          self.merge_precision))
-            attns.append(attn if self.refine else None)
+            found = anchor_proposals(attn, anchors, self.kl_thresholds[0], self.merge_precision)
+            first += [found[i] for i in range(len(group))]
+            attns += [attn[i] for i in range(len(group))] if self.refine else []
         # released: the NaN proposal of an anchor that matched nothing is NaN against every
         # proposal in the later passes (itself included), so it joins none and is skipped when
         # its turn comes; without later passes we drop it too (the release's argmax would read

@@ -20,7 +20,7 @@ from typing import List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .functional import host_to_device, symmetric_kl
+from .functional import host_to_device, kl_side, symmetric_kl
 from .kmeans import kmeans_batch
 
 __all__ = ['keep_matched', 'greedy_leaders', 'merge_proposals', 'merge_pass',
@@ -78,9 +78,14 @@ def greedy_leaders(close: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], L
 def merge_pass(proposals: Sequence[torch.Tensor], threshold: float) -> List[torch.Tensor]:
     """One greedy merging pass over each image's proposals ``(K_b, D)``: each leader's group
     averaged, in order."""
+    if not proposals:
+        return []
+    # each proposal's float32 values, logs and entropy term, for all images at once
+    sides = zip(*(part.split([len(p) for p in proposals]) for part in
+                  kl_side(torch.cat(list(proposals)))))
     close = []
-    for p in proposals:
-        within = symmetric_kl(p, p) < threshold
+    for side in sides:
+        within = symmetric_kl(side, side) < threshold
         close.append(within.fill_diagonal_(True))  # a proposal always matches itself
     leaders, counts = greedy_leaders(close)
     merged = []

@@ -80,15 +80,16 @@ def float16_symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     only) and rounded to float16, the dtype the release compares in.
 
     Args:
-        p: ``(M, D)``; q: ``(N, D)``: rows are distributions.
+        p: ``(..., M, D)``; q: ``(..., N, D)``: rows are distributions.
 
     Returns:
-        ``(M, N)`` float16 with NaN rows / columns for rows of ``p`` / ``q`` with a float16 zero.
+        ``(..., M, N)`` float16 with NaN rows / columns for rows of ``p`` / ``q`` with a float16
+        zero.
     """
     p16, q16 = p.to(torch.float16), q.to(torch.float16)
     # no float16 value is below the guard (6e-8 > LOG_EPS) except 0, whose entries become NaN
     kl = symmetric_kl(p16, q16).to(torch.float16)
-    undefined = float16_zero_rows(p16)[:, None] | float16_zero_rows(q16)[None, :]
+    undefined = float16_zero_rows(p16).unsqueeze(-1) | float16_zero_rows(q16).unsqueeze(-2)
     return kl.masked_fill(undefined, float('nan'))
 
 
