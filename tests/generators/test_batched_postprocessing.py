@@ -88,6 +88,28 @@ def test_kmeans_of_a_batch_equals_kmeans_of_each_set_and_relocates_an_empty_clus
         assert torch.allclose(centers[1][k], points[1][labels[1] == k].mean(0), atol=1e-5)
 
 
+@pytest.mark.parametrize('precision', ['float16', 'float32'])
+def test_diffseg_first_pass_in_groups_equals_each_image_alone(shared_data, precision):
+    # 11 images: a group of FIRST_PASS_IMAGES and a partial one; then every other image (a
+    # gather instead of a view), as labelled mode skips images without a named class
+    from mmdiffseg.generators.diffseg import FIRST_PASS_IMAGES
+    maps, _ = voc_maps(10, VOC_CLASSES, self_resolutions=(32, 16, 8), cross_resolutions=())
+    maps = batch_of_maps([maps, one_image(maps, 3)])
+    assert maps.batch_size > FIRST_PASS_IMAGES
+    generator = DiffSeg(resolutions=(32, 16, 8), merge_precision=precision)
+    for samples in (range(maps.batch_size), range(1, maps.batch_size, 2)):
+        proposals, _ = generator.proposals(maps, samples)
+        for b, batched in zip(samples, proposals):
+            alone, _ = generator.proposals(one_image(maps, b), [0])
+            assert torch.equal(batched, alone[0]), (list(samples), b)
+
+
+def batch_of_maps(parts):
+    return replace(parts[0], maps={k: torch.cat([p[k] for p in parts]) for k in parts[0].maps},
+                   prompts=[t for p in parts for t in p.prompts],
+                   token_positions=[t for p in parts for t in p.token_positions])
+
+
 def test_compact_ids_number_the_used_ids_in_order():
     ids = torch.tensor([[7, 3, 3], [9, 0, 7]])
     assert torch.equal(compact_ids(ids, 12), torch.unique(ids, return_inverse=True)[1])
