@@ -30,26 +30,31 @@ __all__ = ['keep_matched', 'greedy_leaders', 'merge_proposals', 'merge_pass',
 ROUNDS = 4
 
 
-def _first(mask: torch.Tensor, count: int) -> torch.Tensor:
-    """Indices of the ``count`` True entries of ``mask`` in order, without a host sync."""
-    return torch.argsort((~mask).to(torch.uint8), stable=True)[:count]
+def _firsts(masks: torch.Tensor, counts: Sequence[int]) -> List[torch.Tensor]:
+    """Per row of ``masks`` ``(B, K)``, the indices of its ``counts[b]`` True entries in order,
+    without a host sync (one stable sort for the batch)."""
+    order = torch.argsort((~masks).to(torch.uint8), dim=1, stable=True)
+    return [order[b, :count] for b, count in enumerate(counts)]
 
 
 def keep_matched(proposals: Sequence[torch.Tensor]) -> List[torch.Tensor]:
     """Each image's proposals without the empty ones (anchors that matched no pixel in the
-    released float16 pass), in order; one host sync for the batch."""
-    keep = [p.sum(1) > 0 for p in proposals]
-    counts = torch.stack([k.sum() for k in keep]).tolist() if keep else []
-    return [p[_first(k, c)] for p, k, c in zip(proposals, keep, counts)]
+    released float16 pass), in order; one host sync for the batch. The images' proposals
+    ``(A, D)`` come from the same anchors (same ``A``)."""
+    if not proposals:
+        return []
+    keep = torch.stack([p.sum(1) for p in proposals]) > 0
+    counts = keep.sum(1).tolist()
+    return [p[first] for p, first in zip(proposals, _firsts(keep, counts))]
 
 
 def greedy_leaders(close: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], List[int]]:
     """The leaders of the greedy merge of each image (``close``: ``(K_b, K_b)`` bool, row ``i``
-    the proposals within the threshold of ``i``), as ``(K_b,)`` masks, and their numbers."""
+    the proposals within the threshold of ``i``): their indices in order, and their numbers."""
     sizes = [c.shape[0] for c in close]
     k = max(sizes, default=0)
     if k == 0:
-        return [c.new_zeros(0) for c in close], [0] * len(close)
+        return [c.new_zeros(0, dtype=torch.long) for c in close], [0] * len(close)
     device = close[0].device
     valid = host_to_device([[True] * n + [False] * (k - n) for n in sizes], device, torch.bool)
     padded = torch.stack([F.pad(c, (0, k - n, 0, k - n)) for c, n in zip(close, sizes)])
@@ -63,7 +68,7 @@ def greedy_leaders(close: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], L
         for _ in range(k):
             leaders = step(leaders)
         counts = leaders.sum(1).tolist()
-        return [lead[:n] for lead, n in zip(leaders, sizes)], counts
+        return _firsts(leaders, counts), counts
     while True:
         for _ in range(ROUNDS):
             leaders = step(leaders)
@@ -72,7 +77,8 @@ def greedy_leaders(close: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], L
                            1).tolist()
         leaders = after
         if all(done for done, _ in status):
-            return [lead[:n] for lead, n in zip(leaders, sizes)], [n for _, n in status]
+            counts = [n for _, n in status]
+            return _firsts(leaders, counts), counts
 
 
 def merge_pass(proposals: Sequence[torch.Tensor], threshold: float) -> List[torch.Tensor]:
@@ -87,10 +93,9 @@ def merge_pass(proposals: Sequence[torch.Tensor], threshold: float) -> List[torc
     for side in sides:
         within = symmetric_kl(side, side) < threshold
         close.append(within.fill_diagonal_(True))  # a proposal always matches itself
-    leaders, counts = greedy_leaders(close)
     merged = []
-    for p, within, lead, count in zip(proposals, close, leaders, counts):
-        groups = within[_first(lead, count)].to(p)
+    for p, within, leaders in zip(proposals, close, greedy_leaders(close)[0]):
+        groups = within[leaders].to(p)
         merged.append((groups @ p) / groups.sum(1, keepdim=True).clamp_min(1))
     return merged
 
