@@ -52,10 +52,12 @@ def test_an_exact_op_is_admitted_once_and_then_called_without_a_check(monkeypatc
     assert sorted(s[3] for s in sdpa_lse._VERIFIED) == sorted([q.stride(), contiguous.stride()])
 
 
-@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
-def test_an_lse_a_few_1e5_off_is_refused(dtype):
-    q, k, v = _qkv(dtype)
-    op = CountingOp()
+@pytest.mark.parametrize('offset', [2e-5, -3e-5])
+def test_an_lse_a_few_1e5_off_is_refused(offset):
+    # what torch 2.9-2.14's half-precision CPU flash op gives (~3e-5; 6.5e-7 on 2.6-2.8), made
+    # explicit so the check does not depend on the torch version
+    q, k, v = _qkv(torch.float32)
+    op = CountingOp(lse_fn=lambda lse: lse + offset)
     assert verified_call('test', op, q, k, v) is None
     assert verified_call('test', op, q, k, v) is None and op.calls == 1  # not tried again
 
