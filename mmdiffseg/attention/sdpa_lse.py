@@ -35,7 +35,7 @@ from torch.nn.attention import SDPBackend
 
 _FLASH = SDPBackend.FLASH_ATTENTION.value
 _EFFICIENT = SDPBackend.EFFICIENT_ATTENTION.value
-_CUDNN = getattr(getattr(SDPBackend, 'CUDNN_ATTENTION', None), 'value', None)  # torch >= 2.3
+_CUDNN = SDPBackend.CUDNN_ATTENTION.value
 #: natural-log units; an LSE off by ``x`` scales every map value of its row by ``exp(x)``
 LSE_TOLERANCE = 1e-5
 #: call signature -> whether the op gave SDPA's output and the row LSE (see :func:`verified_call`)

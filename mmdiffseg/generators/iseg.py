@@ -44,7 +44,7 @@ from ..registry import MASK_GENERATORS
 from .base import IGNORE_INDEX, MaskGenerator
 from .class_names import VOCABULARIES, prompt_name
 from .functional import host_to_device, minmax_normalize
-from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention, normalize_maps,
+from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention,
                          refine_with_self_attention)
 from .iseg_presets import (CROSS_LAYERS, HEAD_LAYOUT_FIX, ISEG_PRESETS, SD21_HEADS_PER_LAYER,
                            SD21_VOC_HEADS, SELF_LAYER, VOC_BG_CONTEXT, WSSS_PROMPT)
@@ -52,7 +52,7 @@ from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
 
 __all__ = [
     'ISeg', 'ISEG_PRESETS', 'HEAD_LAYOUT_FIX', 'CROSS_LAYERS', 'SELF_LAYER', 'SD21_VOC_HEADS',
-    'normalize_maps', 'entropy_reduced_attention', 'refine_with_self_attention', 'grid_seeds',
+    'entropy_reduced_attention', 'refine_with_self_attention', 'grid_seeds',
     'kl_kmeans', 'cluster_mean', 'assign_labels'
 ]
 

@@ -7,17 +7,10 @@ import math
 
 import torch
 
-__all__ = ['normalize_maps', 'entropy_reduced_attention', 'refine_with_self_attention',
-           'assign_labels', 'cam_normalize']
+__all__ = ['entropy_reduced_attention', 'refine_with_self_attention', 'assign_labels',
+           'cam_normalize']
 
 _TINY = torch.finfo(torch.float32).tiny
-
-
-def normalize_maps(x: torch.Tensor) -> torch.Tensor:
-    """Each map (over the last dim) minus its minimum, divided by its sum (Ent-Self steps 1 and
-    6). A constant map becomes zeros."""
-    x = x - x.amin(dim=-1, keepdim=True)
-    return x / x.sum(dim=-1, keepdim=True).clamp_min(_TINY)
 
 
 def entropy_reduced_attention(self_attn: torch.Tensor, ent: float) -> torch.Tensor:
@@ -38,15 +31,16 @@ def entropy_reduced_attention(self_attn: torch.Tensor, ent: float) -> torch.Tens
 
 def refine_with_self_attention(class_maps: torch.Tensor, transition: torch.Tensor,
                                iters: int) -> torch.Tensor:
-    """Ent-Self steps 1, 5, 6: ``X = normalize_maps(X0)``; ``A' = D^-1 A`` (each row of
-    ``transition`` divided by its sum, as released: in place, the caller's scratch); ``iters``
-    times ``X <- normalize_maps(A' X)``, computed as ``X A'^T`` (the long axis stays contiguous).
+    """Ent-Self steps 1, 5, 6: ``X = N(X0)``; ``A' = D^-1 A`` (each row of ``transition``
+    divided by its sum, as released: in place, the caller's scratch); ``iters`` times
+    ``X <- N(A' X)``, computed as ``X A'^T`` (the long axis stays contiguous); ``N`` (steps 1
+    and 6) subtracts each map's minimum and divides by its sum.
 
     The loop runs the released operations, without guards: a map that is or becomes constant
     gives ``0 / 0`` there, a NaN that stays in its own row of ``X`` (the products mix the pixels of
-    one map only) and is turned into the all-zero map :func:`normalize_maps` gives, once, at the
-    end. Same values as guarding every step, 10 fewer kernel launches; the inputs must be finite
-    (:meth:`ISeg.forward` checks the maps).
+    one map only) and is turned into an all-zero map once, at the end: the values of guarding
+    every division, 10 fewer kernel launches. The inputs must be finite (:meth:`ISeg.forward`
+    checks the maps).
 
     Args:
         class_maps: ``(B, C, N)`` one row per class.

@@ -122,7 +122,6 @@ def test_capture_leaves_a_guidance_batch_output_unchanged(tiny_engine):
     assert session.results()['self8'].shape == (2, 64, 64)
 
 
-
 def test_sessions_reuse_the_layer_walk_and_follow_a_replaced_module(tiny_engine, monkeypatch):
     """The second session does not walk the U-Net's modules again; a module replaced in between
     (same path, new object) is found, captured and restored, and the old one is left alone."""
@@ -149,6 +148,7 @@ def test_sessions_reuse_the_layer_walk_and_follow_a_replaced_module(tiny_engine,
         assert isinstance(new.processor, CaptureProcessor)
         assert not isinstance(old.processor, CaptureProcessor)
     assert walks and new.processor is kept
+
 
 def test_processors_restored_after_an_error(tiny_engine):
     unet = tiny_engine(SD2).unet

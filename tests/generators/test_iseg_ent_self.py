@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmdiffseg.generators.iseg_steps import (entropy_reduced_attention, normalize_maps,
-                                             refine_with_self_attention)
+from mmdiffseg.generators.iseg_steps import entropy_reduced_attention, refine_with_self_attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'benchmarks'))
 from op_counts import count_ops  # noqa: E402
@@ -82,10 +81,18 @@ def test_refinement_equals_a_naive_loop():
     assert np.allclose(fast[0].T.double().numpy(), np.array(x), atol=1e-6)
 
 
+TINY = torch.finfo(torch.float32).tiny
+
+
+def normalize_maps(x):
+    """Ent-Self steps 1 and 6 with a guarded division: a constant map becomes zeros."""
+    x = x - x.amin(dim=-1, keepdim=True)
+    return x / x.sum(dim=-1, keepdim=True).clamp_min(TINY)
+
 
 def guarded_loop(class_maps, transition, iters):
-    """The loop as released, with every division guarded (:func:`normalize_maps`)."""
-    a = transition / transition.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    """The loop as released, with every division guarded."""
+    a = transition / transition.sum(dim=-1, keepdim=True).clamp_min(TINY)
     x = normalize_maps(class_maps)
     for _ in range(iters):
         x = normalize_maps(torch.bmm(x, a.transpose(1, 2)))
