@@ -141,9 +141,16 @@ class AttentionMaps:
         maps on a GPU)."""
         if not self.maps:
             return
-        # a sum is finite iff every entry is (probabilities never overflow float32)
+        # a sum is finite iff every entry is (probabilities never overflow float32); each map's
+        # float32 sum is written into one buffer (no float32 copy of a half-precision map)
         device = next(iter(self.maps.values())).device
-        sums = torch.stack([v.float().sum().to(device) for v in self.maps.values()]).tolist()
+        sums = torch.empty(len(self.maps), device=device)
+        for i, v in enumerate(self.maps.values()):
+            if v.device == device:
+                torch.sum(v, dim=tuple(range(v.dim())), dtype=torch.float32, out=sums[i])
+            else:
+                sums[i] = v.sum(dtype=torch.float32).to(device)
+        sums = sums.tolist()
         for name, total in zip(self.maps, sums):
             if not math.isfinite(total):
                 raise ValueError(f'AttentionMaps[{name!r}] contains NaN or inf; check the model '

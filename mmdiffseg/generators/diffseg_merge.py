@@ -56,29 +56,31 @@ def greedy_leaders(close: Sequence[torch.Tensor]) -> Tuple[List[torch.Tensor], L
     if k == 0:
         return [c.new_zeros(0, dtype=torch.long) for c in close], [0] * len(close)
     device = close[0].device
-    valid = host_to_device([[True] * n + [False] * (k - n) for n in sizes], device, torch.bool)
+    # leaders as 0/1 floats (B, 1, K): at first every proposal; padding is blocked throughout
+    leaders, blocked = host_to_device([[[[1.0] * n + [0.0] * (k - n)] for n in sizes],
+                                       [[[0.0] * n + [1.0] * (k - n)] for n in sizes]],
+                                      device, torch.float32)
     padded = torch.stack([F.pad(c, (0, k - n, 0, k - n)) for c, n in zip(close, sizes)])
     earlier = padded.triu(diagonal=1).float()  # [j, i]: j < i and j's group takes i
 
     def step(leaders: torch.Tensor) -> torch.Tensor:
-        return valid & ((leaders.float().unsqueeze(1) @ earlier).squeeze(1) == 0)
+        return (torch.baddbmm(blocked, leaders, earlier) == 0).float()
 
-    leaders = valid
     if k <= ROUNDS:  # exact on all k proposals after k rounds: nothing to check
         for _ in range(k):
             leaders = step(leaders)
+        leaders = leaders.squeeze(1) > 0
         counts = leaders.sum(1).tolist()
         return _firsts(leaders, counts), counts
     while True:
         for _ in range(ROUNDS):
             leaders = step(leaders)
         after = step(leaders)
-        status = torch.cat([(after == leaders).all(1, keepdim=True), after.sum(1, keepdim=True)],
-                           1).tolist()
+        status = torch.cat([(after == leaders).all(2), after.sum(2)], 1).tolist()
         leaders = after
         if all(done for done, _ in status):
-            counts = [n for _, n in status]
-            return _firsts(leaders, counts), counts
+            counts = [int(n) for _, n in status]
+            return _firsts(leaders.squeeze(1) > 0, counts), counts
 
 
 def merge_pass(proposals: Sequence[torch.Tensor], threshold: float) -> List[torch.Tensor]:

@@ -24,10 +24,11 @@ def host_to_device(values: Sequence, device, dtype: torch.dtype = torch.long) ->
 
 
 def minmax_normalize(x: torch.Tensor, dims=(-2, -1), eps: float = 1e-8) -> torch.Tensor:
-    """``(x - min) / (max - min)`` over ``dims``; a constant map becomes all zeros."""
-    lo = x.amin(dim=dims, keepdim=True)
-    hi = x.amax(dim=dims, keepdim=True)
-    return (x - lo) / (hi - lo).clamp_min(eps)
+    """``(x - min) / (max - min)`` over ``dims``; a constant map becomes all zeros. The minimum of
+    the result is exactly 0, and ``max - min`` is taken as the maximum of ``x - min`` (the same
+    value: rounding is monotonic), one launch fewer."""
+    x = x - x.amin(dim=dims, keepdim=True)
+    return x.div_(x.amax(dim=dims, keepdim=True).clamp_min(eps))
 
 
 def safe_log(x: torch.Tensor, eps: float = LOG_EPS) -> torch.Tensor:

@@ -278,11 +278,16 @@ class ISeg(MaskGenerator):
         if num == 0:
             return torch.full((b, *out_size), self.background_index, dtype=torch.long,
                               device=self_attn.device)
-        # dataset index of each output slot [background, class_1, ...], -1 for padding: built on
-        # the host and copied before any GPU work is queued
-        table = [[self.background_index] + self.class_indices(ns) + [-1] * (num - len(ns))
-                 for ns in names]
-        table = host_to_device(table, self_attn.device)
+        # the label of each output slot [background, class_1, ...] (ignore_index for padding) and,
+        # where some sample has padding, which class slots are real: built on the host and
+        # copied before any GPU work is queued
+        table = host_to_device([[self.background_index] + self.class_indices(ns)
+                                + [self.ignore_index] * (num - len(ns)) for ns in names],
+                               self_attn.device)
+        valid = None
+        if any(len(ns) < num for ns in names):
+            valid = host_to_device([[True] * len(ns) + [False] * (num - len(ns)) for ns in names],
+                                   self_attn.device, dtype=torch.bool)
 
         side = math.isqrt(n)
         cross = self._aggregate_cross(maps, b, side)
@@ -300,10 +305,10 @@ class ISeg(MaskGenerator):
         cams = F.interpolate(cams, size=(self.mask_size, self.mask_size), mode='bilinear',
                              align_corners=False)
         cams = minmax_normalize(cams)
-        if out_size != (self.mask_size, self.mask_size):
+        resized = out_size != (self.mask_size, self.mask_size)
+        if resized:
             cams = F.interpolate(cams, size=out_size, mode='bilinear', align_corners=False)
-        index = assign_labels(cam_normalize(cams), table[:, 1:] >= 0, self.cam_bg_thr)
-        table = table.masked_fill(table < 0, self.ignore_index)
+        index = assign_labels(cam_normalize(cams, zero_min=not resized), valid, self.cam_bg_thr)
         return table.gather(1, index.flatten(1)).view(b, *out_size)
 
     def _self_attention(self, maps: AttentionMaps) -> torch.Tensor:
@@ -317,7 +322,7 @@ class ISeg(MaskGenerator):
     def _aggregate_cross(self, maps: AttentionMaps, b: int, side: int) -> torch.Tensor:
         """``(B, side*side, T)``: per resolution, token maps normalised to sum 1 over space,
         bilinear to ``side``, weighted sum."""
-        total = 0.0
+        total = None
         for r, weight in sorted(self.res_weights.items()):
             if weight == 0:
                 continue
@@ -330,7 +335,7 @@ class ISeg(MaskGenerator):
             grid = ca.transpose(1, 2).reshape(b, -1, r, r)
             if r != side:
                 grid = F.interpolate(grid, size=(side, side), mode='bilinear', align_corners=False)
-            total = total + weight * grid
+            total = weight * grid if total is None else total.add_(grid, alpha=weight)
         return total.flatten(2).transpose(1, 2)
 
     def _class_columns(self, maps: AttentionMaps, cross: torch.Tensor,
@@ -346,6 +351,8 @@ class ISeg(MaskGenerator):
                                      f'{len(positions[w])} token(s) in the prompt of sample {i}')
         per_sample = replace(maps, maps={'iseg_cross': cross}).class_token_columns(
             'iseg_cross', words, self.token_offsets)
+        if len(per_sample) == 1:  # one sample has all the columns: no copy
+            return per_sample[0][None]
         return torch.stack([col if col.shape[1] == num else F.pad(col, (0, num - col.shape[1]))
                             for col in per_sample])
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 
@@ -24,9 +25,10 @@ def entropy_reduced_attention(self_attn: torch.Tensor, ent: float) -> torch.Tens
     a = self_attn / self_attn.amax(dim=-2, keepdim=True).clamp_min(_TINY)
     if ent == 0:
         return a
-    # log(0) = -inf survives the affine step and the clamp turns it into 0, as A = 0 is kept at 0.
-    step = a.log().add_(1.0).mul_(ent / math.log(10.0))
-    return step.add_(a).clamp_(min=0)
+    # ent * log10(e A) = c log(A) + c with c = ent / ln 10. log(0) = -inf survives the affine
+    # step and the clamp turns it into 0, as A = 0 is kept at 0.
+    c = ent / math.log(10.0)
+    return torch.add(a, a.log(), alpha=c).add_(c).clamp_(min=0)
 
 
 def refine_with_self_attention(class_maps: torch.Tensor, transition: torch.Tensor,
@@ -60,7 +62,8 @@ def refine_with_self_attention(class_maps: torch.Tensor, transition: torch.Tenso
     return x.nan_to_num_(nan=0.0)
 
 
-def assign_labels(cams: torch.Tensor, valid: torch.Tensor, cam_bg_thr: float) -> torch.Tensor:
+def assign_labels(cams: torch.Tensor, valid: Optional[torch.Tensor],
+                  cam_bg_thr: float) -> torch.Tensor:
     """``cam_to_label``: per pixel an index into ``[background, class_1, ..., class_C]``.
 
     ``cam_bg_thr == 0``: background score ``(1 - max_c cam)^2``, argmax (ties go to background).
@@ -68,19 +71,25 @@ def assign_labels(cams: torch.Tensor, valid: torch.Tensor, cam_bg_thr: float) ->
 
     Args:
         cams: ``(B, C, H, W)`` in ``[0, 1]``.
-        valid: ``(B, C)`` bool, False for padding columns.
+        valid: ``(B, C)`` bool, False for padding columns; None: every column is a class.
     """
-    mask = valid[..., None, None]
+    mask = None if valid is None else valid[..., None, None]
     if cam_bg_thr > 0:
-        cams = torch.where(mask & (cams >= cam_bg_thr), cams, torch.zeros_like(cams))
+        keep = cams >= cam_bg_thr
+        cams = torch.where(keep if mask is None else keep & mask, cams, torch.zeros_like(cams))
         score, index = cams.max(dim=1)
         return torch.where(score > 0, index + 1, torch.zeros_like(index))
+    if mask is None:  # scores in [0, 1]: the background's is too
+        return torch.cat([(1 - cams.amax(dim=1, keepdim=True)) ** 2, cams], dim=1).argmax(dim=1)
     cams = torch.where(mask, cams, torch.full_like(cams, -1.0))
     background = (1 - cams.amax(dim=1, keepdim=True).clamp_min(0)) ** 2
     return torch.cat([background, cams], dim=1).argmax(dim=1)
 
 
-def cam_normalize(cams: torch.Tensor) -> torch.Tensor:
-    """``cam_to_label``'s per-class ``(x - min) / (max - min + 1e-6)``."""
-    cams = cams - cams.amin(dim=(-2, -1), keepdim=True)
+def cam_normalize(cams: torch.Tensor, zero_min: bool = False) -> torch.Tensor:
+    """``cam_to_label``'s per-class ``(x - min) / (max - min + 1e-6)``. ``zero_min``: each map's
+    minimum is exactly 0 already (:func:`minmax_normalize`'s output), so the subtraction, which
+    would not change a bit, is skipped."""
+    if not zero_min:
+        cams = cams - cams.amin(dim=(-2, -1), keepdim=True)
     return cams / (cams.amax(dim=(-2, -1), keepdim=True) + 1e-6)

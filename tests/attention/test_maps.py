@@ -97,3 +97,10 @@ def test_check_finite_names_the_map(bad):
     maps.maps['self2'][1, 2, 3] = bad
     with pytest.raises(ValueError, match="'self2'"):
         maps.check_finite()
+    # a half-precision map is summed in float32 (no overflow at 65504), the others still named
+    maps.maps['self2'] = torch.full((2, 300, 300), 60000.0, dtype=torch.float16)
+    maps.check_finite()
+    maps.maps['cross2'] = maps.maps['cross2'].half()
+    maps.maps['cross2'][0, 0, 0] = bad
+    with pytest.raises(ValueError, match="'cross2'"):
+        maps.check_finite()

@@ -73,10 +73,11 @@ def run_voc(generator, gts, noise, seed=0):
 def test_label_assignment_background_rules():
     cams = torch.tensor([[0.9, 0.5, 0.2, 0.0], [0.1, 0.6, 0.3, 0.0]]).view(1, 2, 1, 4)
     valid = torch.tensor([[True, True]])
-    # bg = (1 - max)^2 = 0.01, 0.16, 0.49, 1.0
-    assert assign_labels(cams, valid, 0.0).flatten().tolist() == [1, 2, 0, 0]
-    # threshold 0.45: cams below are zeroed, no score left -> background
-    assert assign_labels(cams, valid, 0.45).flatten().tolist() == [1, 2, 0, 0]
+    # bg = (1 - max)^2 = 0.01, 0.16, 0.49, 1.0; valid None: no padding column
+    for v in (valid, None):
+        assert assign_labels(cams, v, 0.0).flatten().tolist() == [1, 2, 0, 0]
+        # threshold 0.45: cams below are zeroed, no score left -> background
+        assert assign_labels(cams, v, 0.45).flatten().tolist() == [1, 2, 0, 0]
     assert assign_labels(cams, torch.tensor([[True, False]]), 0.0).flatten().tolist() == [1, 1, 0, 0]
 
 
