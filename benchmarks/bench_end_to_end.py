@@ -6,7 +6,9 @@ Per method, on random-weights Stable Diffusion built in memory from ``../shared/
 * ``plain``: the engine calls without capture (an empty spec installs nothing: the stock diffusers
   forward; for SeeDiff the stock pipeline's sampling loop);
 * ``capture``: the same calls with the generator's capture spec (``--map-backend``);
-* ``method``: capture plus the generator's post-processing (labels from the maps).
+* ``method``: capture plus the generator's post-processing (labels from the maps);
+* ``post-processing``: the generator alone on the captured maps, timed apart (median of at least
+  3) so that its share is not read off two noisy end-to-end times.
 
 DiffSeg (SD 1.4, ``extract`` at t=300, empty prompt) and iSeg (SD 2.1-base, ``extract`` at t=100
 with its prompt, Cat-Cross and noise) take ``--batch-size`` random 512x512 images; SeeDiff (SD 1.4)
@@ -40,8 +42,9 @@ RESULTS = REPO / 'benchmarks' / 'results' / 'end_to_end.md'
 MODELS = {'diffseg': 'stable-diffusion-v1-4', 'iseg': 'stable-diffusion-2-1-base',
           'seediff': 'stable-diffusion-v1-4'}
 TABLE = ('| date (UTC) | device | method | model | batch | steps | map backend | compile | plain img/s '
-         '| capture img/s | method img/s | capture / plain time | max abs generated-image diff |\n'
-         '|---|---|---|---|---|---|---|---|---|---|---|---|---|\n')
+         '| capture img/s | method img/s | post-processing ms/img | capture / plain time '
+         '| max abs generated-image diff |\n'
+         '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n')
 
 
 def timed(fn, repeats: int, cuda: bool):
@@ -106,8 +109,9 @@ def method_calls(method: str, engine, batch: int, args):
 def bench_method(method: str, engine, batch: int, args, cuda: bool) -> str:
     run, post, spec = method_calls(method, engine, batch, args)
     plain_s, (plain_images, _) = timed(lambda: run(CaptureSpec()), args.repeats, cuda)
-    capture_s, (images, _) = timed(lambda: run(spec), args.repeats, cuda)
+    capture_s, (images, maps) = timed(lambda: run(spec), args.repeats, cuda)
     method_s, _ = timed(lambda: post(*run(spec)), args.repeats, cuda)
+    post_s, _ = timed(lambda: post(images, maps), max(args.repeats, 3), cuda)
     diff = (f'{(images.float() - plain_images.float()).abs().max().item():.0f}'
             if method == 'seediff' else '-')  # generated images; extract's are the inputs
     steps = args.steps if method == 'seediff' else 1
@@ -116,7 +120,8 @@ def bench_method(method: str, engine, batch: int, args, cuda: bool) -> str:
     model = ('tiny ' if args.quick else 'random full-size ') + MODELS[method]
     return (f'| {stamp} | {args.device} {name} {args.dtype} | {method} | {model} | {batch} | {steps} '
             f'| {args.map_backend} | {"yes" if args.compile else "no"} | {batch / plain_s:.2f} | '
-            f'{batch / capture_s:.2f} | {batch / method_s:.2f} | {capture_s / plain_s:.3f} | {diff} |')
+            f'{batch / capture_s:.2f} | {batch / method_s:.2f} | {1000 * post_s / batch:.1f} | '
+            f'{capture_s / plain_s:.3f} | {diff} |')
 
 
 def main(argv=None):
@@ -140,7 +145,10 @@ def main(argv=None):
     cuda = args.device.startswith('cuda')
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if not args.out.exists():
-        args.out.write_text(f'# End-to-end images per second\n\n{__doc__.split(chr(10) * 2)[1]}\n\n{TABLE}')
+        args.out.write_text(f'# End-to-end images per second\n\n{__doc__.split(chr(10) * 2)[1]}\n\n')
+    if TABLE.splitlines()[0] not in args.out.read_text():  # first run with these columns
+        with args.out.open('a') as f:
+            f.write(f'\n{TABLE}')
     engines = {}
     for method in args.methods:
         model = MODELS[method]
