@@ -11,7 +11,8 @@ section 1) step by step, vectorised:
 3. ``mask_merge`` iterations 1..N-1: greedy merging of proposals in order (already merged ones stay
    candidates), one KL matrix per iteration.
 4. Optional k-means refinement initialised with the proposals (``refine``, as sklearn's KMeans).
-5. ``generate_masks``: proposals bilinearly upsampled to the output size, argmax ("NMS").
+5. ``generate_masks``: proposals bilinearly upsampled to the output size, argmax ("NMS")
+   (:mod:`.diffseg_masks`).
 
 Merge precision (``merge_precision``), the one step where the two modes differ:
 
@@ -54,13 +55,13 @@ from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
 from .base import MaskGenerator
 from .functional import float16_symmetric_kl, host_to_device, symmetric_kl
+from .diffseg_masks import compact_ids, segments_from_proposals
 from .diffseg_merge import keep_matched, merge_pass, merge_proposals, refine_proposals
 from .segment_naming import segment_classes
 
 __all__ = ['DiffSeg', 'aggregate_self_attention', 'anchor_grid', 'anchor_proposals',
            'merge_proposals', 'segments_from_proposals', 'compact_ids']
 
-_ARGMAX_CHUNK = 64  # proposals upsampled at once when taking the argmax
 #: images aggregated and compared with their anchors at once (each holds ~0.3 GiB of float32 and
 #: float16 4096x4096 maps meanwhile): a few kernels for the group instead of ~60 an image
 FIRST_PASS_IMAGES = 8
@@ -147,35 +148,6 @@ def _mean_of_matched(matched: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
     none)."""
     matched = matched.float()
     return (matched @ attn) / matched.sum(-1, keepdim=True).clamp_min(1)
-
-
-def segments_from_proposals(proposals: torch.Tensor, size: Tuple[int, int],
-                            kept: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Argmax over the proposals ``(K, h, w)`` bilinearly upsampled to ``size``: ``(H, W)`` int64
-    proposal indices (the first one on ties, as ``argmax``); ``kept`` ``(K,)``: the proposals
-    that compete (default: all)."""
-    best = None
-    for start in range(0, len(proposals), _ARGMAX_CHUNK):
-        chunk = F.interpolate(proposals[None, start:start + _ARGMAX_CHUNK], size=size,
-                              mode='bilinear', align_corners=False)[0]
-        if kept is not None:
-            chunk = chunk.masked_fill(~kept[start:start + _ARGMAX_CHUNK, None, None], -math.inf)
-        value, index = chunk.max(0)
-        if best is None:
-            best, ids = value, index
-        else:
-            better = value > best
-            best = torch.where(better, value, best)
-            ids = torch.where(better, index + start, ids)
-    return ids
-
-
-def compact_ids(ids: torch.Tensor, count: int) -> torch.Tensor:
-    """Ids in ``[0, count)`` renumbered ``0..n-1`` in order of the ids used (``unique``'s
-    inverse), without a host sync."""
-    used = torch.zeros(count, dtype=torch.long, device=ids.device)
-    used.scatter_(0, ids.flatten(), 1)
-    return (used.cumsum(0) - 1)[ids]
 
 
 @MASK_GENERATORS.register_module()
@@ -305,12 +277,12 @@ class DiffSeg(MaskGenerator):
                 proposals[i], kept[i] = mean, keep
         return proposals, kept
 
-    def segment_ids(self, maps: AttentionMaps, samples: Sequence[int], size: Tuple[int, int]
-                    ) -> List[Optional[torch.Tensor]]:
-        """Per sample, its segment ids ``(H, W)`` numbered ``0..`` in proposal order, or ``None``
-        if no proposal is left."""
+    def segment_ids(self, maps: AttentionMaps, samples: Sequence[int], size: Tuple[int, int],
+                    skip: Optional[int] = None) -> List[Optional[torch.Tensor]]:
+        """Per sample, its segment ids ``(H, W)`` numbered ``0..`` in proposal order (``skip``:
+        an id that would be ``skip`` or more is one more), or ``None`` if no proposal is left."""
         g = self.grid_size
-        out = []
+        ids, counts, found = [], [], []
         for b, proposals, kept in zip(samples, *self.proposals(maps, samples)):
             if not len(proposals):
                 print_log(f'DiffSeg: no anchor of sample {b} matched a pixel in the released '
@@ -319,11 +291,17 @@ class DiffSeg(MaskGenerator):
                           'released code fails here); its pixels are left unsure '
                           f"({self.ignore_index}). merge_precision='float32' keeps every anchor.",
                           logger='current', level=logging.WARNING)
-                out.append(None)
                 continue
-            ids = segments_from_proposals(proposals.view(-1, g, g), size, kept)
-            out.append(compact_ids(ids, len(proposals)))
-        return out
+            ids.append(segments_from_proposals(proposals.view(-1, g, g), size, kept))
+            counts.append(len(proposals))
+            found.append(b)
+        out = dict.fromkeys(samples)
+        if ids:  # numbered for all images at once
+            ids = compact_ids(ids[0][None] if len(ids) == 1 else torch.stack(ids), max(counts))
+            if skip is not None and max(counts) > skip:  # ids < proposals
+                ids = ids + (ids >= skip).long()
+            out.update(zip(found, ids))
+        return [out[b] for b in samples]
 
     def class_scores(self, columns: Sequence[torch.Tensor], size: Tuple[int, int]
                      ) -> torch.Tensor:
@@ -364,7 +342,8 @@ class DiffSeg(MaskGenerator):
             columns = [maps.class_token_columns(f'cross{r}', named)
                        for r in self.cross_resolutions]
             samples = [b for b in samples if named[b]]
-        segments = dict(zip(samples, self.segment_ids(maps, samples, size)))
+        segments = dict(zip(samples, self.segment_ids(maps, samples, size,
+                                                      None if labelled else self.ignore_index)))
         if labelled:  # how many segments each image has: one host sync for the batch
             found = [b for b in samples if segments[b] is not None]
             counts = dict(zip(found, torch.stack([segments[b].max() + 1 for b in found]).tolist()
@@ -382,7 +361,7 @@ class DiffSeg(MaskGenerator):
                 scores = self.class_scores([cols[b] for cols in columns], size)
                 labels.append(self.name_segments(ids, scores, lookup[b], counts[b]))
             else:
-                labels.append(ids + (ids >= self.ignore_index).long())
+                labels.append(ids)
         return torch.stack(labels)
 
     def config_dict(self) -> Dict:

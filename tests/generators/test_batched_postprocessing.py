@@ -110,9 +110,11 @@ def batch_of_maps(parts):
                    token_positions=[t for p in parts for t in p.token_positions])
 
 
-def test_compact_ids_number_the_used_ids_in_order():
-    ids = torch.tensor([[7, 3, 3], [9, 0, 7]])
-    assert torch.equal(compact_ids(ids, 12), torch.unique(ids, return_inverse=True)[1])
+def test_compact_ids_number_each_images_used_ids_in_order():
+    ids = torch.tensor([[[7, 3], [3, 11]], [[9, 0], [7, 7]], [[5, 5], [5, 5]]])
+    compacted = compact_ids(ids, 12)
+    for image, ours in zip(ids, compacted):
+        assert torch.equal(ours, torch.unique(image, return_inverse=True)[1])
 
 
 def voc_maps(batch, words, **kwargs):

@@ -112,6 +112,15 @@ def test_an_image_whose_every_anchor_underflows_is_left_unsure(monkeypatch):
     assert "merge_precision='float32' keeps every anchor" in logged[0][0]
     float32 = DiffSeg(resolutions=(2,), num_points=2, merge_precision='float32')
     assert float32(maps, None, None)[0].tolist() == [[0, 0], [1, 1]]
+    # in a batch, the unsure image does not shift the others' segments
+    batch = AttentionMaps({'self2': torch.tensor([[A, B, C, C], [A, A, D, D], [C, C, C, B]])},
+                          image_size=(2, 2))
+    generator = DiffSeg(resolutions=(2,), num_points=2)
+    labels = generator(batch, None, None)
+    assert (labels[1] == 255).all() and labels[0].tolist() == [[0, 0], [1, 1]]
+    alone = AttentionMaps({'self2': batch['self2'][2:]}, image_size=(2, 2))
+    assert torch.equal(labels[2], generator(alone, None, None)[0])
+    assert len(labels[2].unique()) == 2
 
 
 def test_bad_precision_is_refused_naming_the_choices():
