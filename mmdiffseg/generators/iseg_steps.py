@@ -25,10 +25,11 @@ def entropy_reduced_attention(self_attn: torch.Tensor, ent: float) -> torch.Tens
     a = self_attn / self_attn.amax(dim=-2, keepdim=True).clamp_min(_TINY)
     if ent == 0:
         return a
-    # ent * log10(e A) = c log(A) + c with c = ent / ln 10. log(0) = -inf survives the affine
-    # step and the clamp turns it into 0, as A = 0 is kept at 0.
+    # ent * log10(e A) = c log(A) + c with c = ent / ln 10, in place on A's scratch (two N x N
+    # tensors at most). log(0) = -inf survives the affine step and the clamp turns it into 0, as
+    # A = 0 is kept at 0.
     c = ent / math.log(10.0)
-    return torch.add(a, a.log(), alpha=c).add_(c).clamp_(min=0)
+    return a.add_(a.log(), alpha=c).add_(c).clamp_(min=0)
 
 
 def refine_with_self_attention(class_maps: torch.Tensor, transition: torch.Tensor,
