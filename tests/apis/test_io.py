@@ -218,9 +218,12 @@ def test_ctrl_c_on_the_command_line_prints_a_summary_and_exits_130(tmp_path, to_
     import time
 
     from apis.test_jobs import children_of
+    # SIGINT at its default, as a terminal starts a command (a background job of a
+    # non-interactive shell, e.g. a CI runner's, inherits it ignored, and so would the job)
     proc = subprocess.Popen([sys.executable, '-c', SLOW_JOB, str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED='1'), start_new_session=True)
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'), start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     manifest = tmp_path / 'manifest.jsonl'
     deadline = time.time() + 240
     while time.time() < deadline and not (
