@@ -144,7 +144,7 @@ class AttentionMaps:
         # a sum is finite iff every entry is (probabilities never overflow float32); each map's
         # float32 sum is written into one buffer (no float32 copy of a half-precision map)
         device = next(iter(self.maps.values())).device
-        sums = torch.empty(len(self.maps), device=device)
+        sums = torch.empty(len(self.maps), dtype=torch.float32, device=device)
         for i, v in enumerate(self.maps.values()):
             if v.device == device:
                 torch.sum(v, dim=tuple(range(v.dim())), dtype=torch.float32, out=sums[i])
