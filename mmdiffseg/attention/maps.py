@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 KINDS = ('self', 'cross')
 
@@ -186,6 +187,18 @@ class AttentionMaps:
                 cols.append(_token_mean(cross[b], idx))
             columns.append(torch.stack(cols, dim=-1) if cols else cross.new_zeros(cross.shape[1], 0))
         return columns
+
+    def class_token_matrix(self, name: str, class_names: Sequence[Sequence[str]],
+                           token_offsets: Optional[Dict[str, Sequence[int]]] = None
+                           ) -> torch.Tensor:
+        """``(B, N, C)`` float32: each sample's :meth:`class_token_columns`, then zero columns up
+        to ``C``, the most classes of a sample (a batch of one: its columns, no copy)."""
+        columns = self.class_token_columns(name, class_names, token_offsets)
+        if len(columns) == 1:
+            return columns[0][None]
+        num = max(col.shape[1] for col in columns)
+        return torch.stack([col if col.shape[1] == num else F.pad(col, (0, num - col.shape[1]))
+                            for col in columns])
 
 
 def _token_mean(cross: torch.Tensor, idx: Sequence[int]) -> torch.Tensor:

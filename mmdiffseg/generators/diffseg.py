@@ -57,7 +57,7 @@ from .base import MaskGenerator
 from .functional import float16_symmetric_kl, host_to_device, symmetric_kl
 from .diffseg_masks import compact_ids, segments_from_proposals
 from .diffseg_merge import keep_matched, merge_pass, merge_proposals, refine_proposals
-from .segment_naming import segment_classes
+from .segment_naming import batch_segment_classes
 
 __all__ = ['DiffSeg', 'aggregate_self_attention', 'anchor_grid', 'anchor_proposals',
            'merge_proposals', 'segments_from_proposals', 'compact_ids']
@@ -278,9 +278,10 @@ class DiffSeg(MaskGenerator):
         return proposals, kept
 
     def segment_ids(self, maps: AttentionMaps, samples: Sequence[int], size: Tuple[int, int],
-                    skip: Optional[int] = None) -> List[Optional[torch.Tensor]]:
-        """Per sample, its segment ids ``(H, W)`` numbered ``0..`` in proposal order (``skip``:
-        an id that would be ``skip`` or more is one more), or ``None`` if no proposal is left."""
+                    skip: Optional[int] = None) -> Tuple[List[int], Optional[torch.Tensor]]:
+        """The samples that keep a proposal, and their segment ids ``(len(found), H, W)``
+        numbered ``0..`` in proposal order (``skip``: an id that would be ``skip`` or more is one
+        more); ``None`` if no sample does."""
         g = self.grid_size
         ids, counts, found = [], [], []
         for b, proposals, kept in zip(samples, *self.proposals(maps, samples)):
@@ -295,33 +296,46 @@ class DiffSeg(MaskGenerator):
             ids.append(segments_from_proposals(proposals.view(-1, g, g), size, kept))
             counts.append(len(proposals))
             found.append(b)
-        out = dict.fromkeys(samples)
-        if ids:  # numbered for all images at once
-            ids = compact_ids(ids[0][None] if len(ids) == 1 else torch.stack(ids), max(counts))
-            if skip is not None and max(counts) > skip:  # ids < proposals
-                ids = ids + (ids >= skip).long()
-            out.update(zip(found, ids))
-        return [out[b] for b in samples]
+        if not ids:
+            return found, None
+        # numbered for all images at once
+        ids = compact_ids(ids[0][None] if len(ids) == 1 else torch.stack(ids), max(counts))
+        if skip is not None and max(counts) > skip:  # ids < proposals
+            ids = ids + (ids >= skip).long()
+        return found, ids
 
     def class_scores(self, columns: Sequence[torch.Tensor], size: Tuple[int, int]
                      ) -> torch.Tensor:
-        """``(C, H, W)`` class attention of one sample from its class-token columns ``(r*r, C)``
-        at each cross-attention resolution: upsampled and averaged (raw shares, not normalised)."""
+        """``(B, C, H, W)`` class attention from the class-token columns ``(B, r*r, C)`` at each
+        cross-attention resolution: upsampled and averaged (raw shares, not normalised)."""
         scores = 0
         for column in columns:
-            side = _side(column.shape[0], f'cross-attention {tuple(column.shape)}')
-            grid = column.T.reshape(1, column.shape[1], side, side)
+            side = _side(column.shape[1], f'cross-attention {tuple(column.shape)}')
+            grid = column.transpose(1, 2).reshape(*column.shape[::2], side, side)
             scores = scores + F.interpolate(grid, size=size, mode='bilinear', align_corners=False)
-        return scores[0] / len(columns)
+        return scores / len(columns)
 
-    def name_segments(self, segments: torch.Tensor, scores: torch.Tensor,
-                      class_ids: torch.Tensor, num_segments: int) -> torch.Tensor:
-        """Each segment (ids ``0..num_segments-1``) takes a class by contrast with the class's
-        background level (:func:`~.segment_naming.segment_classes`; ``class_ids``: the dataset
-        index of each score map), or background."""
-        which = segment_classes(segments, scores, self.min_contrast, num_segments)
-        return torch.where(which >= 0, class_ids[which.clamp_min(0)],
-                           torch.full_like(which, self.background_index))
+    def name_segments(self, maps: AttentionMaps, named: List[List[str]], found: List[int],
+                      segments: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """The labels of samples ``found`` (``named``: every sample's prompt classes): each
+        segment takes a class by contrast with the class's background level
+        (:func:`~.segment_naming.batch_segment_classes`), or is background."""
+        device = segments.device
+        most = max(len(named[b]) for b in found)
+        # copied before the host waits for the segment counts below
+        class_ids = host_to_device([self.class_indices(named[b]) + [0] * (most - len(named[b]))
+                                    for b in found], device)
+        valid = None
+        if any(len(named[b]) < most for b in found):
+            valid = host_to_device([[True] * len(named[b]) + [False] * (most - len(named[b]))
+                                    for b in found], device, torch.bool)
+        columns = [_images(maps.class_token_matrix(f'cross{r}', named), found)[..., :most]
+                   for r in self.cross_resolutions]
+        counts = (segments.flatten(1).amax(1) + 1).tolist()  # one host sync for the batch
+        which = batch_segment_classes(segments, self.class_scores(columns, size), counts,
+                                      self.min_contrast, valid)
+        labels = class_ids.gather(1, which.clamp_min(0).flatten(1)).view_as(which)
+        return torch.where(which >= 0, labels, torch.full_like(which, self.background_index))
 
     def forward(self, maps: AttentionMaps, images: Optional[torch.Tensor] = None,
                 class_names: Optional[Sequence[Sequence[str]]] = None) -> torch.Tensor:
@@ -333,36 +347,22 @@ class DiffSeg(MaskGenerator):
             raise ValueError(f'DiffSeg: {len(class_names)} class-name lists for a batch of '
                              f'{maps.batch_size}')
         device = maps[f'self{self.grid_size}'].device
-        samples = range(maps.batch_size)
-        if labelled:
+        samples = list(range(maps.batch_size))
+        if labelled:  # a sample that names no class is all background
             named = [self._named_classes(names) for names in class_names]
-            most = max(map(len, named))
-            lookup = host_to_device([self.class_indices(n) + [0] * (most - len(n)) for n in named],
-                                    device)  # copied before any GPU work is queued
-            columns = [maps.class_token_columns(f'cross{r}', named)
-                       for r in self.cross_resolutions]
             samples = [b for b in samples if named[b]]
-        segments = dict(zip(samples, self.segment_ids(maps, samples, size,
-                                                      None if labelled else self.ignore_index)))
-        if labelled:  # how many segments each image has: one host sync for the batch
-            found = [b for b in samples if segments[b] is not None]
-            counts = dict(zip(found, torch.stack([segments[b].max() + 1 for b in found]).tolist()
-                              if found else []))
-        labels = []
-        for b in range(maps.batch_size):
-            ids = segments.get(b)
-            if b not in segments:  # labelled, no class named: all background
-                labels.append(torch.full(size, self.background_index, dtype=torch.long,
-                                         device=device))
-            elif ids is None:
-                labels.append(torch.full(size, self.ignore_index, dtype=torch.long,
-                                         device=device))
-            elif labelled:
-                scores = self.class_scores([cols[b] for cols in columns], size)
-                labels.append(self.name_segments(ids, scores, lookup[b], counts[b]))
-            else:
-                labels.append(ids)
-        return torch.stack(labels)
+        found, ids = self.segment_ids(maps, samples, size, None if labelled else self.ignore_index)
+        if found and labelled:
+            ids = self.name_segments(maps, named, found, ids, size)
+        if len(found) == maps.batch_size:
+            return ids
+        # the others: unsure (no proposal left) or background (no class named)
+        fill = [self.ignore_index if b in samples else self.background_index
+                for b in range(maps.batch_size)]
+        labels = host_to_device(fill, device)[:, None, None].repeat(1, *size)
+        if found:
+            labels.index_copy_(0, host_to_device(found, device), ids)
+        return labels
 
     def config_dict(self) -> Dict:
         return dict(method=self.method, kl_thresholds=list(self.kl_thresholds),

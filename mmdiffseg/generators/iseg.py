@@ -296,7 +296,7 @@ class ISeg(MaskGenerator):
             clusters = kl_kmeans(cross, seeds, self.cluster_iters,
                                  precision=self.kmeans_precision)
             cross = cluster_mean(cross, clusters, seeds.numel())
-        columns = self._class_columns(maps, cross, names, num)
+        columns = self._class_columns(maps, cross, names)
 
         transition = entropy_reduced_attention(self_attn, self.ent)
         refined = refine_with_self_attention(columns.transpose(1, 2), transition, self.iters)
@@ -339,8 +339,8 @@ class ISeg(MaskGenerator):
         return total.flatten(2).transpose(1, 2)
 
     def _class_columns(self, maps: AttentionMaps, cross: torch.Tensor,
-                       names: List[List[str]], num: int) -> torch.Tensor:
-        """``(B, N, num)`` class columns (zeros for padding)."""
+                       names: List[List[str]]) -> torch.Tensor:
+        """``(B, N, C)`` class columns, ``C`` the most classes of a sample (zeros for padding)."""
         words = [[self.prompt_word(c) for c in ns] for ns in names]
         for i, ws in enumerate(words):
             positions = maps.token_positions[i] if i < len(maps.token_positions) else {}
@@ -349,12 +349,8 @@ class ISeg(MaskGenerator):
                 if offsets and w in positions and max(offsets) >= len(positions[w]):
                     raise ValueError(f'ISeg: token_offsets[{w!r}] = {offsets} but {w!r} has '
                                      f'{len(positions[w])} token(s) in the prompt of sample {i}')
-        per_sample = replace(maps, maps={'iseg_cross': cross}).class_token_columns(
+        return replace(maps, maps={'iseg_cross': cross}).class_token_matrix(
             'iseg_cross', words, self.token_offsets)
-        if len(per_sample) == 1:  # one sample has all the columns: no copy
-            return per_sample[0][None]
-        return torch.stack([col if col.shape[1] == num else F.pad(col, (0, num - col.shape[1]))
-                            for col in per_sample])
 
     def config_dict(self) -> Dict:
         return dict(method=self.method, classes=list(self.classes),

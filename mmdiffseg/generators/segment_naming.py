@@ -33,20 +33,20 @@ covers every segment, comes out background.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
-from .functional import minmax_normalize, otsu_threshold
+from .functional import host_to_device, minmax_normalize, otsu_threshold
 
-__all__ = ['segment_classes']
+__all__ = ['segment_classes', 'batch_segment_classes']
 
 _LEVELS = 255  # otsu_threshold's quantisation (bins - 1)
 
 
 def segment_classes(segments: torch.Tensor, scores: torch.Tensor, min_contrast: float = 2.0,
                     num_segments: Optional[int] = None) -> torch.Tensor:
-    """The class each segment is named after, by contrast with the class's background level.
+    """The class each segment of one image is named after (:func:`batch_segment_classes`).
 
     Args:
         segments: ``(H, W)`` segment ids (any integers).
@@ -60,24 +60,57 @@ def segment_classes(segments: torch.Tensor, scores: torch.Tensor, min_contrast: 
         background.
     """
     if num_segments is None:
-        ids = torch.unique(segments, return_inverse=True)[1].flatten()
-        num_segments = int(ids.max()) + 1
-    else:
-        ids = segments.flatten()
-    k = num_segments
-    area = torch.zeros(k, dtype=scores.dtype, device=scores.device)
-    area.index_add_(0, ids, torch.ones_like(ids, dtype=scores.dtype))
-    sums = scores.new_zeros(k, scores.shape[0]).index_add_(0, ids, scores.flatten(1).T)
-    mean = sums / area[:, None]  # (K, C)
+        segments = torch.unique(segments, return_inverse=True)[1]
+        num_segments = int(segments.max()) + 1
+    return batch_segment_classes(segments[None], scores[None], [num_segments], min_contrast)[0]
 
-    level = minmax_normalize(mean, dims=(0,))  # per class over the segments, in [0, 1]
-    threshold = otsu_threshold(level.T[:, ids])  # per class, segments weighted by their pixels
+
+def batch_segment_classes(segments: torch.Tensor, scores: torch.Tensor,
+                          num_segments: Sequence[int], min_contrast: float = 2.0,
+                          class_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Steps 1-3 for a batch at once, each image's values the same as alone.
+
+    Args:
+        segments: ``(B, H, W)`` ids ``0..num_segments[b]-1`` of each image, all used.
+        scores: ``(B, C, H, W)`` non-negative class attention.
+        num_segments: the number of segments of each image.
+        min_contrast: how many times its class's background level a segment's mean must reach.
+        class_valid: ``(B, C)`` bool, False for padding score maps (None: all are classes).
+
+    Returns:
+        ``(B, H, W)`` int64: per pixel, the index of its segment's class, ``-1`` for background.
+    """
+    b, c = scores.shape[:2]
+    k = max(num_segments)
+    padded = any(n < k for n in num_segments)  # images with fewer segments: empty ones appended
+    ids = segments.flatten(1)
+    bins = ids if b == 1 else ids + host_to_device([[i * k] for i in range(b)], ids.device)
+    bins = bins.flatten()
+    area = torch.zeros(b * k, dtype=scores.dtype, device=scores.device)
+    area.index_add_(0, bins, torch.ones_like(bins, dtype=scores.dtype))
+    sums = scores.new_zeros(b * k, c).index_add_(0, bins, scores.flatten(2).transpose(1, 2)
+                                                 .reshape(-1, c))
+    area, sums = area.view(b, k), sums.view(b, k, c)
+    mean = sums / (area.clamp_min(1) if padded else area)[..., None]  # (B, K, C); empty ones 0
+
+    if padded:  # per class over the image's own segments, in [0, 1] (as minmax_normalize)
+        empty = host_to_device([[[False]] * n + [[True]] * (k - n) for n in num_segments],
+                               ids.device, torch.bool)
+        level = mean - mean.masked_fill(empty, math.inf).amin(1, keepdim=True)
+        level.div_(level.masked_fill(empty, -math.inf).amax(1, keepdim=True).clamp_min(1e-8))
+    else:
+        level = minmax_normalize(mean, dims=(1,))
+    # per class, segments weighted by their pixels
+    pixel_levels = level.transpose(1, 2).gather(2, ids[:, None, :].expand(b, c, ids.shape[1]))
+    threshold = otsu_threshold(pixel_levels.reshape(b * c, -1)).view(b, 1, c)
     high = (level * _LEVELS).floor() > (threshold * _LEVELS).round()
-    low_area = area[:, None] * ~high  # the lowest segment is always low: never all zero
-    background = (low_area * mean).sum(0) / low_area.sum(0)
+    low_area = area[..., None] * ~high  # the lowest segment is always low: never all zero
+    background = (low_area * mean).sum(1) / low_area.sum(1)  # (B, C)
     tiny = torch.finfo(scores.dtype).tiny
-    contrast = mean.clamp_min(tiny).log() - background.clamp_min(tiny).log()
+    contrast = mean.clamp_min(tiny).log() - background.clamp_min(tiny).log()[:, None]
     candidate = high & (contrast >= math.log(min_contrast))
-    _, which = contrast.masked_fill(~candidate, -math.inf).max(1)
-    named = torch.where(candidate.any(1), which, torch.full_like(which, -1))
-    return named[ids].view_as(segments)
+    if class_valid is not None:
+        candidate &= class_valid[:, None, :]
+    _, which = contrast.masked_fill(~candidate, -math.inf).max(2)
+    named = torch.where(candidate.any(2), which, torch.full_like(which, -1))
+    return named.gather(1, ids).view_as(segments)

@@ -1,4 +1,6 @@
 """DiffSeg's labelled mode: segments named by contrast with each class's background level."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from diffseg_cases import (MODERATE_NOISE, VOC_CLASSES, class_miou, hungarian_mi
                            voc_labels, with_hot_spot)
 from mmdiffseg.generators import DiffSeg
 from mmdiffseg.generators.functional import minmax_normalize
-from mmdiffseg.generators.segment_naming import segment_classes
+from mmdiffseg.generators.segment_naming import batch_segment_classes, segment_classes
 
 SMALL = dict(resolutions=(32, 16, 8), cross_resolutions=(32, 16, 8), output_size=(128, 128))
 
@@ -32,6 +34,24 @@ def test_an_object_with_a_hot_spot_is_named_and_a_silent_class_names_nothing():
     # below min_contrast nothing is named; one segment has no background to compare with
     assert (segment_classes(segments, scores, min_contrast=30) == -1).all()
     assert (segment_classes(torch.zeros(4, 8, dtype=torch.long), scores) == -1).all()
+
+
+def test_a_batch_names_each_image_as_alone_whatever_its_segments_and_classes():
+    gen = torch.Generator().manual_seed(1)
+    three = torch.tensor([[0] * 4 + [1] * 4] * 2 + [[0] * 4 + [2] * 4] * 2)  # 3 segments
+    two = torch.tensor([[0] * 6 + [1] * 2] * 4)  # 2 segments
+    cat = torch.full((4, 8), 0.002)
+    cat[:, :4] = 0.02
+    dog = 0.01 + 0.001 * torch.rand(4, 8, generator=gen)
+    lone = torch.full((4, 8), 0.001)
+    lone[:, 6:] = 0.05  # the second image's only class, on its segment 1
+    alone = [segment_classes(three, torch.stack([cat, dog]), num_segments=3),
+             segment_classes(two, lone[None], num_segments=2)]
+    assert (alone[0][:, :4] == 0).all() and (alone[1][:, 6:] == 0).all()
+    valid = torch.tensor([[True, True], [True, False]])
+    scores = torch.stack([torch.stack([cat, dog]), torch.stack([lone, torch.zeros(4, 8)])])
+    batch = batch_segment_classes(torch.stack([three, two]), scores, [3, 2], class_valid=valid)
+    assert torch.equal(batch, torch.stack(alone))
 
 
 @pytest.mark.parametrize('precision', ['float16', 'float32'])
@@ -63,6 +83,23 @@ def test_labelled_mode_names_voc_segments(shared_data):
     for gt in voc_labels(shared_data, ['voc_val_114', 'voc_val_582']):
         maps, names = synthetic(gt, VOC_CLASSES, MODERATE_NOISE)
         assert class_miou(generator(maps, None, names)[0], gt) >= 0.8
+
+
+def test_a_sample_naming_no_class_is_background_beside_named_ones(shared_data):
+    generator = DiffSeg(classes=VOC_CLASSES, merge_precision='float32', **SMALL)
+    gts = voc_labels(shared_data, ['voc_val_114', 'voc_val_582'])
+    parts = [synthetic(gt, VOC_CLASSES, MODERATE_NOISE, resolutions=SMALL['resolutions'])
+             for gt in gts]
+    (first, _), (second, _) = parts
+    maps = replace(first, maps={k: torch.cat([first[k], second[k], first[k]]) for k in first.maps},
+                   prompts=first.prompts + second.prompts + first.prompts,
+                   token_positions=first.token_positions + second.token_positions
+                   + first.token_positions)
+    names = [parts[0][1][0], parts[1][1][0], ['background']]
+    labels = generator(maps, None, names)
+    assert (labels[2] == 0).all() and (labels[0] != 0).any() and (labels[1] != 0).any()
+    for b, (part, part_names) in enumerate(parts):
+        assert torch.equal(labels[b], generator(part, None, part_names)[0])
 
 
 def test_bad_min_contrast_is_refused():
