@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
 from .base import MaskGenerator
-from .functional import minmax_normalize, otsu_threshold
+from .functional import host_to_device, minmax_normalize, otsu_threshold
 from .pamr import PAMR
 
 __all__ = ['SeeDiff', 'SEEDIFF_SELF_LAYERS', 'RELEASED_RESOLUTIONS', 'resolutions_for',
@@ -292,20 +292,21 @@ class SeeDiff(MaskGenerator):
                             device=device)
         if not any(indices):
             return labels
-        # built on the host and copied before any GPU work is queued: a pageable copy waits for
-        # the stream, so after PAMR it would hold the host until PAMR ends
-        valid = torch.zeros(batch, max(map(len, indices)), dtype=torch.bool)
-        lookup = torch.zeros(valid.shape, dtype=torch.long)
-        for i, idx in enumerate(indices):
-            valid[i, :len(idx)] = True
-            lookup[i, :len(idx)] = torch.tensor(idx, dtype=torch.long)
-        valid, lookup = valid.to(device), lookup.to(device)
+        # the dataset index of each class slot and which slots are real, built on the host and
+        # copied without a host-device sync; the images are moved before any GPU work is queued
+        # (a pageable copy waits for the stream: after the expansion it would hold the host)
+        most = max(map(len, indices))
+        lookup = host_to_device([idx + [0] * (most - len(idx)) for idx in indices], device)
+        valid = host_to_device([[True] * len(idx) + [False] * (most - len(idx))
+                                for idx in indices], device, torch.bool)
+        if images is not None:
+            images = images.to(device)
 
         ca = self.class_cross_attention(maps, class_names)
         score = minmax_normalize(_resize(self.expansion_map(maps, ca), size))
         mask = (score > self.threshold).float()
         if self.pamr.num_iter > 0:
-            mask = minmax_normalize(self.pamr(images.to(device).float(), mask))
+            mask = minmax_normalize(self.pamr(images.float(), mask))
         foreground = mask > self.final_threshold
         foreground &= valid[..., None, None]
         winner = score.masked_fill(~foreground, -1).argmax(dim=1, keepdim=True)

@@ -7,6 +7,8 @@ their segment, as Stable Diffusion's are. At the fixture's default 0.1 the rows 
 noise is per feature dimension (32 dims: noise 0.1 is a noise vector of norm ~0.57 against a unit
 segment feature), so 0.1 is the moderate level here.
 """
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -22,6 +24,9 @@ from mmdiffseg.generators.seediff import (CROSS_NAME, RELEASED_RESOLUTIONS, SEED
                                           resolutions_for, summed_cosine_similarity)
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png
 from mmdiffseg.registry import MASK_GENERATORS
+
+sys.path.insert(0, str(REPO / 'benchmarks'))
+from op_counts import count_ops  # noqa: E402
 
 VOC = ('background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
        'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
@@ -247,9 +252,11 @@ def test_mixed_batch_empty_and_present_classes(voc_moderate):
     name, labels, image, maps, names = voc_moderate[2]
     pair = AttentionMaps({k: v.expand(2, *v.shape[1:]) for k, v in maps.maps.items()},
                          maps.prompts * 2, maps.token_positions * 2, maps.image_size)
-    out = SeeDiff(VOC, pamr_iter=0)(pair, None, [[], names[0]])
+    out, counts = count_ops(SeeDiff(VOC, pamr_iter=0), pair, None, [[], names[0]])
     single = SeeDiff(VOC, pamr_iter=0)(maps, None, names)
     assert (out[0] == 0).all() and torch.equal(out[1], single[0])
+    # the host waits once (the finite check): the class tables are copied without a sync
+    assert counts.syncs_total == 1, counts.describe()
 
 
 # -- engine and config glue -------------------------------------------------------------------
