@@ -26,6 +26,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..transfer import host_to_device
 from .head_maps import add_head_maps, resolve_backend
 from .maps import CaptureRequest, CaptureSpec
 from .sdpa_lse import sdpa_with_lse
@@ -252,8 +253,8 @@ class CaptureProcessor:
 
     def _heads_on(self, heads: Tuple[int, ...], device) -> torch.Tensor:
         key = (heads, device)
-        if key not in self._head_index:
-            self._head_index[key] = torch.tensor(heads, dtype=torch.int64, device=device)
+        if key not in self._head_index:  # copied without waiting for the kernels queued
+            self._head_index[key] = host_to_device(list(heads), device)
         return self._head_index[key]
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..provenance import model_id_of, withdrawn_model
+from ..transfer import host_to_device
 from .capture import CaptureSession, capture_attention, unet_attention_layers
 from .maps import AttentionMaps, CaptureSpec
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
@@ -210,7 +211,7 @@ class DiffusionAttentionEngine:
                                  f'{tuple(latents.shape)}')
             return noise.to(latents.device, latents.dtype).expand_as(latents)
         eps = torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(int(noise)))
-        return eps.to(latents.device, latents.dtype).expand_as(latents)
+        return host_to_device(eps, latents.device, latents.dtype).expand_as(latents)
 
     # -- public API -------------------------------------------------------------------------
     @torch.no_grad()

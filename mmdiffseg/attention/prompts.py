@@ -14,6 +14,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 
+from ..transfer import host_to_device
+
 PHOTO_TEMPLATE = 'a photo of a {}'
 
 
@@ -70,14 +72,15 @@ def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str]) -> torch.Ten
     distinct = list(dict.fromkeys(prompts))
     tokens = tokenizer(distinct, padding='max_length', max_length=tokenizer.model_max_length,
                        truncation=True, return_tensors='pt')
-    ids = tokens.input_ids.to(text_encoder.device)
+    device = text_encoder.device
+    ids = host_to_device(tokens.input_ids, device)
     use_mask = getattr(text_encoder.config, 'use_attention_mask', False)
-    mask = tokens.attention_mask.to(text_encoder.device) if use_mask else None
-    encoded = text_encoder(ids, attention_mask=mask)[0]
-    if len(distinct) == len(prompts):
-        return encoded
+    mask = host_to_device(tokens.attention_mask, device) if use_mask else None
     rows = {prompt: i for i, prompt in enumerate(distinct)}
-    return encoded[torch.tensor([rows[p] for p in prompts], device=encoded.device)]
+    order = None if len(distinct) == len(prompts) else host_to_device(
+        [rows[p] for p in prompts], device)
+    encoded = text_encoder(ids, attention_mask=mask)[0]
+    return encoded if order is None else encoded[order]
 
 
 def enhance_class_tokens(embeddings: torch.Tensor, positions: Sequence[Mapping[str, Sequence[int]]],
@@ -94,7 +97,7 @@ def enhance_class_tokens(embeddings: torch.Tensor, positions: Sequence[Mapping[s
     """
     if factor == 1.0:
         return embeddings
-    scale = torch.ones(embeddings.shape[:2], dtype=embeddings.dtype, device=embeddings.device)
+    scale = torch.ones(embeddings.shape[:2])  # on the host, copied without a sync below
     for b, sample in enumerate(positions):
         for name, idx in sample.items():
             idx = list(idx)
@@ -105,4 +108,4 @@ def enhance_class_tokens(embeddings: torch.Tensor, positions: Sequence[Mapping[s
                     raise ValueError(f'token_offsets[{name!r}] = {list(token_offsets[name])} but '
                                      f'{name!r} has only {len(idx)} token(s)') from None
             scale[b, idx] = factor
-    return embeddings * scale[..., None]
+    return embeddings * host_to_device(scale, embeddings.device, embeddings.dtype)[..., None]

@@ -20,7 +20,8 @@ from typing import List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .functional import host_to_device, kl_side, symmetric_kl
+from ..transfer import host_to_device
+from .functional import kl_side, symmetric_kl
 from .kmeans import kmeans_batch
 
 __all__ = ['keep_matched', 'greedy_leaders', 'merge_proposals', 'merge_pass',

@@ -1,26 +1,15 @@
-"""Tensor helpers shared by the generators: normalisations, symmetric KL, Otsu threshold, host
-tables for the device.
+"""Tensor helpers shared by the generators: normalisations, symmetric KL, Otsu threshold.
 
 All work batched on CPU or GPU in float32, except the two symmetric KLs that reproduce a release's
 float16 arithmetic (:func:`float16_symmetric_kl`, :func:`elementwise_symmetric_kl`).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 
 LOG_EPS = 1e-8
-
-
-def host_to_device(values: Sequence, device, dtype: torch.dtype = torch.long) -> torch.Tensor:
-    """A small table built on the host, on ``device`` without a host-device sync: on CUDA staged
-    in pinned memory and copied with ``non_blocking`` (a pageable copy waits for every kernel
-    already queued)."""
-    table = torch.tensor(values, dtype=dtype)
-    if torch.device(device).type == 'cuda':
-        table = table.pin_memory()
-    return table.to(device, non_blocking=True)
 
 
 def minmax_normalize(x: torch.Tensor, dims=(-2, -1), eps: float = 1e-8) -> torch.Tensor:

@@ -43,7 +43,8 @@ from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
 from .base import IGNORE_INDEX, MaskGenerator
 from .class_names import VOCABULARIES, prompt_name
-from .functional import host_to_device, minmax_normalize
+from ..transfer import host_to_device
+from .functional import minmax_normalize
 from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention,
                          refine_with_self_attention)
 from .iseg_presets import (CROSS_LAYERS, HEAD_LAYOUT_FIX, ISEG_PRESETS, SD21_HEADS_PER_LAYER,

@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
 from .base import MaskGenerator
-from .functional import host_to_device, minmax_normalize, otsu_threshold
+from ..transfer import host_to_device
+from .functional import minmax_normalize, otsu_threshold
 from .pamr import PAMR
 
 __all__ = ['SeeDiff', 'SEEDIFF_SELF_LAYERS', 'RELEASED_RESOLUTIONS', 'resolutions_for',

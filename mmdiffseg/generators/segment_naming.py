@@ -37,7 +37,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from .functional import host_to_device, minmax_normalize, otsu_threshold
+from ..transfer import host_to_device
+from .functional import minmax_normalize, otsu_threshold
 
 __all__ = ['segment_classes', 'batch_segment_classes']
 

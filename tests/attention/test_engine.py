@@ -1,5 +1,7 @@
 """DiffusionAttentionEngine: loading, image/latent/noise/prompt preparation, clear errors."""
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,6 +137,21 @@ def test_extract_feeds_noised_posterior_mean_and_enhanced_class_tokens(tiny_engi
     torch.testing.assert_close(seen['context'][1], plain * factor)
     # the same noise for every image: identical images give identical maps
     torch.testing.assert_close(maps['self8'][0], maps['self8'][1])
+
+
+def test_extract_copies_its_host_tables_without_waiting_for_the_device(tiny_engine):
+    """Token ids, the repeated-prompt rows, the seeded noise, the Cat-Cross scales and each
+    captured layer's head index are built on the host after GPU work is queued: no copy may wait
+    for it (op_counts counts a blocking host-to-device copy as a sync; the images exist before, as
+    a device tensor)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'benchmarks'))
+    from op_counts import count_ops
+    engine = tiny_engine(SD2)
+    images = torch.from_numpy(np.stack([_image(4), _image(5)])).permute(0, 3, 1, 2)
+    _, counts = count_ops(engine.extract, images, prompts=['a photo of a cat'] * 2,
+                          class_names=[['cat']] * 2, timestep=100, noise=1101, token_enhance=1.6,
+                          capture=SPEC, image_size=64)
+    assert counts.syncs_total == 0, counts.describe()
 
 
 def test_noise_tensor_equals_its_seed_and_clean_latents_differ(tiny_engine):
