@@ -53,8 +53,8 @@ from mmengine.logging import print_log
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
-from .base import MaskGenerator
 from ..transfer import host_to_device
+from .base import MaskGenerator
 from .functional import float16_symmetric_kl, symmetric_kl
 from .diffseg_masks import compact_ids, segments_from_proposals
 from .diffseg_merge import keep_matched, merge_pass, merge_proposals, refine_proposals

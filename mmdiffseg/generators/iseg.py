@@ -41,9 +41,9 @@ import torch.nn.functional as F
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
+from ..transfer import host_to_device
 from .base import IGNORE_INDEX, MaskGenerator
 from .class_names import VOCABULARIES, prompt_name
-from ..transfer import host_to_device
 from .functional import minmax_normalize
 from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention,
                          refine_with_self_attention)

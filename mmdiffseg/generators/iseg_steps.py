@@ -1,5 +1,7 @@
 """iSeg's per-image tensor steps after the cross-attention (linsun449/iseg.code ``wsss/iSeg.py``
-``get_att_map``, "Ent-Self", and ``util/cam.py:cam_to_label``), batched, float32, divisions guarded.
+``get_att_map``, "Ent-Self", and ``util/cam.py:cam_to_label``), batched, float32; divisions are
+guarded except in the Ent-Self loop, which runs the released operations and turns a 0 / 0 map into
+zeros once, at the end.
 """
 from __future__ import annotations
 

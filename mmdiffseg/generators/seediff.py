@@ -39,8 +39,8 @@ import torch.nn.functional as F
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
-from .base import MaskGenerator
 from ..transfer import host_to_device
+from .base import MaskGenerator
 from .functional import minmax_normalize, otsu_threshold
 from .pamr import PAMR
 
