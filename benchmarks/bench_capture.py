@@ -8,6 +8,8 @@ load from other processes hits all alike):
 * ``plain``: the stock diffusers forward (SDPA everywhere);
 * ``new``: capture as shipped: the SDPA call plus its row LSE, maps by ``--map-backend``
   (``auto``: the Triton kernel on CUDA, torch chunks on CPU);
+* ``layerwise``: ``new`` with every layer's maps added as the layer runs (no deferred buffers,
+  :mod:`mmdiffseg.attention.deferred_maps`; they apply to the Triton backend from batch 4);
 * ``torch``: the same with the torch map path (on CUDA: the fallback without Triton);
 * ``old``: the capture path before issue 8, transcribed here (:class:`LegacyProcessor`).
 
@@ -22,7 +24,7 @@ checked: the U-Net output of each path against the plain one, and each path's ma
 the table).
 
     python benchmarks/bench_capture.py [--device cuda --dtype float16] [--spec diffseg iseg seediff]
-        [--batch-size 1 16] [--paths new old] [--repeats 3] [--quick]
+        [--batch-size 1 16] [--paths new layerwise old] [--repeats 3] [--quick]
 """
 from __future__ import annotations
 
@@ -33,12 +35,13 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
 
 import mmdiffseg.attention.capture as capture
-from mmdiffseg.attention import CaptureSpec, capture_attention
+from mmdiffseg.attention import CaptureSpec, capture_attention, deferred_maps
 from mmdiffseg.attention.head_maps import default_chunk_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,7 +175,9 @@ def run_once(unet, inputs, meter, path, spec, map_backend):
         else:
             backend = 'torch' if path == 'torch' else map_backend
             legacy = legacy_processors() if path == 'old' else contextlib.nullcontext()
-            with legacy, capture_attention(unet, spec, latent_size=inputs[0].shape[-1],
+            layerwise = (mock.patch.object(deferred_maps, 'DEFER_MIN_BYTES', float('inf'))
+                         if path == 'layerwise' else contextlib.nullcontext())
+            with legacy, layerwise, capture_attention(unet, spec, latent_size=inputs[0].shape[-1],
                                            batch_size=inputs[0].shape[0],
                                            map_backend=backend) as session:
                 out = unet(*inputs[:2], encoder_hidden_states=inputs[2]).sample
@@ -203,8 +208,10 @@ def main(argv=None):
     parser.add_argument('--spec', nargs='+', default=['diffseg', 'iseg'],
                         choices=['diffseg', 'iseg', 'seediff'])
     parser.add_argument('--batch-size', type=int, nargs='+', default=[1])
-    parser.add_argument('--paths', nargs='+', default=None, choices=['new', 'torch', 'old'],
-                        help='capture paths besides plain (default: new old; on CUDA also torch)')
+    parser.add_argument('--paths', nargs='+', default=None,
+                        choices=['new', 'layerwise', 'torch', 'old'],
+                        help='capture paths besides plain (default: new old; on CUDA also '
+                             'layerwise and torch)')
     parser.add_argument('--map-backend', default='auto', choices=['auto', 'torch', 'triton'])
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--threads', type=int, default=1, help='CPU threads (torch.set_num_threads)')
@@ -213,7 +220,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cuda = args.device.startswith('cuda')
-    paths = args.paths or (['new', 'torch', 'old'] if cuda else ['new', 'old'])
+    paths = args.paths or (['new', 'layerwise', 'torch', 'old'] if cuda else ['new', 'old'])
     dtype = getattr(torch, args.dtype)
     meter = CudaMeter() if cuda else CpuMeter()
     unet = build_unet(args.device, dtype, args.quick)

@@ -95,9 +95,9 @@ for h, n, k, d in [(5, 4096, 4096, 64), (8, 4096, 4096, 40), (8, 256, 77, 160), 
         lines.append(f'SDPA backend {choice} (1 flash, 2 efficient, 3 cudnn) for h{h} n{n} k{k} d{d} {dt}: LSE {\"yes\" if sdpa_with_lse(q, kv, kv)[1] is not None else \"no\"}')
 open('$S/probe.md', 'w').write('\n'.join(lines) + '\n'); print('\n'.join(lines))
 "
-step cuda_tests 120 "$S/cuda_tests.md" sh -c "python3 -m pytest -q -p no:cacheprovider tests/generators/test_pamr_cuda.py tests/generators/test_generators_cuda.py tests/attention/test_sdpa_lse_cuda.py > '$S/cuda_tests.md' 2>&1; rc=\$?; tail -n 15 '$S/cuda_tests.md'; exit \$rc"
+step cuda_tests 120 "$S/cuda_tests.md" sh -c "python3 -m pytest -q -p no:cacheprovider tests/generators/test_pamr_cuda.py tests/generators/test_generators_cuda.py tests/attention/test_sdpa_lse_cuda.py tests/attention/test_deferred_maps_cuda.py > '$S/cuda_tests.md' 2>&1; rc=\$?; tail -n 15 '$S/cuda_tests.md'; exit \$rc"
 step map_kernel 120 "$S/map_kernel.md" python3 benchmarks/check_map_kernel.py $DEV $KERNEL --out "$S/map_kernel.md"
-step capture 70 "$S/capture.md" python3 benchmarks/bench_capture.py $DEV $CAPTURE --out "$S/capture.md"
+step capture 85 "$S/capture.md" python3 benchmarks/bench_capture.py $DEV $CAPTURE --out "$S/capture.md"
 step capture_setup 30 "$S/capture_setup.md" python3 benchmarks/bench_capture_setup.py --repeats $SETUP_REPEATS --out "$S/capture_setup.md"
 step end_to_end 95 "$S/end_to_end.md" python3 benchmarks/bench_end_to_end.py $DEV $E2E --out "$S/end_to_end.md"
 step diffseg 60 "$S/diffseg.md" python3 benchmarks/bench_diffseg.py $DEV $DIFFSEG --out "$S/diffseg.md"

@@ -8,7 +8,9 @@ the fused kernel (:mod:`.sdpa_lse`), and adds ``exp(q.k / sqrt(d) - lse)`` to fl
 the fly (:mod:`.head_maps`: a fused Triton kernel on CUDA, query-row chunks in PyTorch elsewhere):
 mean over the requested heads, over the request's layers (unless ``per_layer``) and over the
 captured denoising steps, only for the conditional half of a classifier-free-guidance batch
-``[uncond, cond]`` (ALGORITHMS.md 6.3). No ``(B*heads, N, N)`` tensor is ever held. Logits are
+``[uncond, cond]`` (ALGORITHMS.md 6.3). Large layer-averaged maps on the Triton path are added once
+per forward for all their layers (:mod:`.deferred_maps`). No ``(B*heads, N, N)`` tensor is ever
+held. Logits are
 float32 whatever the model dtype (what ``upcast_attention`` asks for, and what the fused kernels
 do). Every other layer keeps its own processor; :func:`capture_attention` restores the original
 processors on exit.
@@ -27,6 +29,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from ..transfer import host_to_device
+from . import deferred_maps
 from .head_maps import add_head_maps, resolve_backend
 from .maps import CaptureRequest, CaptureSpec
 from .sdpa_lse import sdpa_with_lse
@@ -175,11 +178,19 @@ class CaptureSession:
         self.steps = None if steps is None else set(int(s) for s in steps)
         self.layer_sinks: Dict[str, List[_Sink]] = {}
         self.n_layers: Dict[str, int] = {}
+        # requests averaged over several layers, whose maps may be deferred
+        self.stashes: Dict[str, deferred_maps.LayerStash] = {}
+        head_counts = {layer.name: layer.heads for layer in layers}
         for request in spec.requests:
             plan = _plan_request(request, layers)
             self.n_layers[request.name] = len(plan)
             for name, sink in plan.items():
                 self.layer_sinks.setdefault(name, []).append(sink)
+            if (not request.per_layer and len(plan) > 1
+                    and len({sink.weight for sink in plan.values()}) == 1):
+                self.stashes[request.name] = deferred_maps.LayerStash(
+                    {name: (head_counts[name], sink.heads or range(head_counts[name]))
+                     for name, sink in plan.items()}, next(iter(plan.values())).weight)
         self.buffers: Dict[str, torch.Tensor] = {}
         self._averaged = False
         self._scratch: Dict[str, torch.Tensor] = {}
@@ -192,6 +203,26 @@ class CaptureSession:
         self.step += 1
         self.active = self.steps is None or self.step in self.steps
         self.captured_steps += int(self.active)
+        for stash in self.stashes.values():  # what an interrupted forward left
+            stash.pending.clear()
+
+    def end_step(self) -> None:
+        """Called after each U-Net forward: the staged layers' maps go into their buffers."""
+        for request, stash in self.stashes.items():
+            if stash.pending:
+                stash.flush(self.buffers[request], self.scratch)
+
+    def stage(self, sink: _Sink, layer: str, query, key, lse, buffer: torch.Tensor) -> bool:
+        """Stages ``layer``'s captured rows for ``sink`` where its maps are deferred
+        (:mod:`.deferred_maps`: a Triton-backend buffer of at least ``DEFER_MIN_BYTES``, averaged
+        over layers of one shape); False where the caller adds them now."""
+        stash = self.stashes.get(sink.request)
+        if (stash is None
+                or buffer.numel() * buffer.element_size() < deferred_maps.DEFER_MIN_BYTES
+                or not stash.accepts(query, key)):
+            return False
+        stash.add(layer, query, key, lse)
+        return True
 
     def capture_rows(self, batch: int) -> slice:
         """The batch rows to capture: all of them, or the conditional half of a CFG batch."""
@@ -219,6 +250,8 @@ class CaptureSession:
 
     def release_scratch(self) -> None:
         self._scratch.clear()
+        for stash in self.stashes.values():
+            stash.release()
 
     def results(self) -> Dict[str, torch.Tensor]:
         """Request name -> averaged map (float32); the buffers are divided in place, once."""
@@ -309,13 +342,23 @@ class CaptureProcessor:
         out, lse = sdpa_with_lse(query, key, value, mask)
         session, device = self.session, query.device
         rows = session.capture_rows(query.shape[0])
+        query, key, lse = query[rows], key[rows], None if lse is None else lse[rows]
         n_query, n_key = query.shape[2], key.shape[2]
-        targets = [(self._heads_on(heads, device),
-                    [(session.buffer(s, n_query, n_key, device), s.weight) for s in sinks])
-                   for heads, sinks in self.groups]
-        add_head_maps(query[rows], key[rows], None if lse is None else lse[rows],
-                      None if mask is None else mask[rows], targets, backend=session.map_backend,
-                      chunk_bytes=session.chunk_bytes, scratch=session.scratch)
+        deferrable = resolve_backend(session.map_backend, device, mask is not None) == 'triton'
+        targets = []
+        for heads, sinks in self.groups:
+            now = []
+            for sink in sinks:
+                buffer = session.buffer(sink, n_query, n_key, device)
+                if not (deferrable
+                        and session.stage(sink, self.layer.name, query, key, lse, buffer)):
+                    now.append((buffer, sink.weight))
+            if now:
+                targets.append((self._heads_on(heads, device), now))
+        if targets:
+            add_head_maps(query, key, lse, None if mask is None else mask[rows], targets,
+                          backend=session.map_backend, chunk_bytes=session.chunk_bytes,
+                          scratch=session.scratch)
         return out
 
 
@@ -335,7 +378,8 @@ def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int
     by_name = {layer.name: layer for layer in layers}
     modules = {name: module for _, name, module in _attention_modules(unet)}
     original = {}
-    hook = unet.register_forward_pre_hook(lambda module, args: session.begin_step())
+    hooks = (unet.register_forward_pre_hook(lambda module, args: session.begin_step()),
+             unet.register_forward_hook(lambda module, args, output: session.end_step()))
     try:  # only the captured modules change processor, and only they are restored
         for name, sinks in session.layer_sinks.items():
             original[name] = modules[name].processor
@@ -343,7 +387,8 @@ def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int
                                                          original[name]))
         yield session
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
         for name, processor in original.items():
             modules[name].set_processor(processor)
         session.release_scratch()

@@ -144,3 +144,57 @@ def test_generate_with_guidance_maps_equal_the_torch_path(engine):
     assert torch.equal(images, again)
     for name in spec.names:
         torch.testing.assert_close(got[name], ref[name], atol=ATOL, rtol=RTOL)
+
+
+@pytest.fixture
+def deferred(monkeypatch):
+    """Every layer-averaged buffer deferred (:mod:`mmdiffseg.attention.deferred_maps`); returns the
+    staged-layer count of each flush."""
+    from mmdiffseg.attention import deferred_maps
+    flushes, flush = [], deferred_maps.LayerStash.flush
+
+    def counted(stash, buffer, scratch):
+        flushes.append(len(stash.pending))
+        flush(stash, buffer, scratch)
+    monkeypatch.setattr(deferred_maps, 'DEFER_MIN_BYTES', 0)
+    monkeypatch.setattr(deferred_maps.LayerStash, 'flush', counted)
+    return flushes
+
+
+@pytest.mark.parametrize('model,dtype', [(SD1, torch.float32), (SD2, torch.float16)])
+def test_deferred_layers_give_the_torch_paths_maps(engine, deferred, model, dtype):
+    """Layer-averaged requests staged and summed by one launch per forward (float16: LSE from the
+    row-LSE kernel at staging): all five 8x8 self layers, a head subset spread over three of the
+    five 4x4 cross layers, beside a per-layer request of the same layers (never deferred)."""
+    spec = CaptureSpec([CaptureRequest('self', 8), CaptureRequest('cross', 4, heads=(1, 4, 9)),
+                        CaptureRequest('self', 8, per_layer=True)])
+    kwargs = dict(prompts=['a photo of a cat', 'a dog'], capture=spec, image_size=64)
+    ref = engine(model, dtype, 'torch').extract(_images(2), **kwargs)
+    assert deferred == []  # the torch path never stages
+    got = engine(model, dtype, 'triton').extract(_images(2), **kwargs)
+    assert sorted(deferred) == [2 if model == SD1 else 3, 5]  # one flush per averaged request
+    for name in spec.names:
+        torch.testing.assert_close(got[name], ref[name], atol=ATOL, rtol=RTOL)
+
+
+def test_deferred_layers_under_guidance_and_steps(engine, deferred):
+    """The conditional half of CFG batches, summed over the U-Net calls (one flush per call and
+    request)."""
+    spec = CaptureSpec([CaptureRequest('cross', 4), CaptureRequest('self', 8, heads=(1, 3))])
+    kwargs = dict(steps=2, seed=[1, 2], capture=spec, height=64, width=64)
+    images, ref = engine(SD2, torch.float32, 'torch').generate(['a cat', 'a dog'], **kwargs)
+    again, got = engine(SD2, torch.float32, 'triton').generate(['a cat', 'a dog'], **kwargs)
+    assert torch.equal(images, again)
+    # 3 U-Net calls (PNDM's 2 steps), each: the 5 cross layers, the 2 self layers holding heads
+    assert sorted(deferred) == [2] * 3 + [5] * 3
+    for name in spec.names:
+        torch.testing.assert_close(got[name], ref[name], atol=ATOL, rtol=RTOL)
+
+
+def test_small_buffers_are_not_deferred(engine, monkeypatch):
+    """At the default threshold the tiny models' buffers are added layer by layer."""
+    from mmdiffseg.attention import deferred_maps
+    monkeypatch.setattr(deferred_maps.LayerStash, 'add', lambda *args: pytest.fail('staged'))
+    spec = CaptureSpec([CaptureRequest('self', 8)])
+    engine(SD2, torch.float32, 'triton').extract(_images(1), prompts=['a cat'], capture=spec,
+                                                 image_size=64)
