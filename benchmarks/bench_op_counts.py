@@ -136,11 +136,14 @@ def sums_calls(calls: list):
 
 
 def row(name, label, batch, counts, launches=None):
+    """A table row; ``launches`` replaces the counted ones (derived rows: their bytes are not
+    known)."""
+    moved = '-' if launches is not None else f'{counts.bytes / batch / 2 ** 20:.0f}'
     launches = counts.launches if launches is None else launches
     reasons = ', '.join(f'{k} {v}' for k, v in sorted(counts.syncs.items())) or '-'
     return (f'| {name} | {label} | {batch} | {counts.syncs_total} | '
             f'{counts.syncs_total / batch:.1f} | {reasons} | {launches} | '
-            f'{launches / batch:.0f} | {counts.loops} |')
+            f'{launches / batch:.0f} | {moved} | {counts.loops} |')
 
 
 def main():
@@ -174,12 +177,14 @@ def main():
         __doc__.split('\n\n')[0].replace('\n', ' ') + '\n\n'
         'Syncs: reads of device data by the host (`.item()`, `.tolist()`, `.cpu()`, data-dependent '
         'output sizes: `nonzero`, boolean masks, `unique`, `bincount`) and blocking host-to-device '
-        'copies. Launches: aten operators that do work, about one CUDA kernel each. Written by '
+        'copies. Launches: aten operators that do work, about one CUDA kernel each. MiB moved: '
+        'what those operators read and write (each tensor argument and result once), the '
+        'traffic a GPU\'s memory-bound kernels take their time from. Written by '
         '`python benchmarks/bench_op_counts.py`.',
         f'{datetime.date.today()}: {label}, VOC ground-truth attention (noise {NOISE}), torch '
         f'{torch.__version__}',
         ['generator', 'code', 'batch', 'syncs', 'syncs / image', 'by reason', 'launches',
-         'launches / image', 'host loops over a tensor'], rows)
+         'launches / image', 'MiB moved / image', 'host loops over a tensor'], rows)
 
 if __name__ == '__main__':
     main()

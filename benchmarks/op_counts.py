@@ -7,6 +7,10 @@ aten operators each device call runs. Counted:
 
 * **launches**: aten operators of device calls that do work (views, allocations and scalar reads
   excluded), about one CUDA kernel each (a few, e.g. sort, unique or cuBLAS, launch more);
+* **bytes**: what those operators read and write, at least once each: the distinct elements of
+  every tensor argument and result (a broadcast dimension counts once; an in-place result counts
+  again, as the write it is), the memory traffic a GPU's elementwise and reduction kernels are
+  bound by;
 * **syncs**, by reason, the operations after which the host waits for the device on CUDA:
   ``item`` (``.item()``, ``bool(t)``, ``if t``, ``int(t)``: aten ``_local_scalar_dense``), ``D2H``
   (``.cpu()``, ``.to('cpu')``, ``.tolist()``, ``.numpy()``), ``H2D`` (a host tensor or a Python
@@ -77,6 +81,7 @@ class OpCounts:
     """What one call would cost on CUDA (see the module docstring)."""
 
     launches: int = 0
+    bytes: int = 0
     syncs: Counter = field(default_factory=Counter)
     async_h2d: int = 0
     loops: int = 0
@@ -87,13 +92,26 @@ class OpCounts:
 
     def describe(self) -> str:
         reasons = ', '.join(f'{k} {v}' for k, v in sorted(self.syncs.items())) or 'none'
-        return (f'{self.syncs_total} syncs ({reasons}), {self.launches} launches, '
+        return (f'{self.syncs_total} syncs ({reasons}), {self.launches} launches '
+                f'({self.bytes / 2 ** 20:.0f} MiB), '
                 f'{self.async_h2d} async copies, {self.loops} host loops')
 
 
 def _is_view(func) -> bool:
     return any(r.alias_info is not None and not r.alias_info.is_write
                for r in func._schema.returns)
+
+
+def _distinct_bytes(t: torch.Tensor) -> int:
+    count = 1
+    for size, stride in zip(t.shape, t.stride()):
+        count *= size if stride else min(size, 1)
+    return count * t.element_size()
+
+
+def _traffic(args, kwargs, out) -> int:
+    return sum(_distinct_bytes(t) for t in tree_flatten((args, kwargs, out))[0]
+               if isinstance(t, torch.Tensor))
 
 
 def _bool_indices(indices) -> int:
@@ -132,6 +150,7 @@ class _AtenCounter(TorchDispatchMode):
             self.counts.syncs['bincount'] += 2  # CUDA reads the input's min and max
         if packet not in NO_KERNEL and not _is_view(func):
             self.counts.launches += 1
+            self.counts.bytes += _traffic(args, kwargs, out)
         return out
 
 

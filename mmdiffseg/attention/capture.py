@@ -21,6 +21,7 @@ Layer resolutions follow the U-Net layout (ALGORITHMS.md 0): ``down_blocks.i`` -
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import weakref
 from dataclasses import dataclass
@@ -192,6 +193,7 @@ class CaptureSession:
                     {name: (head_counts[name], sink.heads or range(head_counts[name]))
                      for name, sink in plan.items()}, next(iter(plan.values())).weight)
         self.buffers: Dict[str, torch.Tensor] = {}
+        self._unset: set = set()  # deferred buffers not yet written
         self._averaged = False
         self._scratch: Dict[str, torch.Tensor] = {}
         self.step = -1
@@ -207,20 +209,23 @@ class CaptureSession:
             stash.pending.clear()
 
     def end_step(self) -> None:
-        """Called after each U-Net forward: the staged layers' maps go into their buffers."""
+        """Called after each U-Net forward: the staged layers' maps go into their buffers (the
+        first time written over: a deferred buffer is allocated uninitialised)."""
         for request, stash in self.stashes.items():
             if stash.pending:
-                stash.flush(self.buffers[request], self.scratch)
+                stash.flush(self.buffers[request], self.scratch, overwrite=request in self._unset)
+                self._unset.discard(request)
 
-    def stage(self, sink: _Sink, layer: str, query, key, lse, buffer: torch.Tensor) -> bool:
+    def stage(self, sink: _Sink, layer: str, query, key, lse) -> bool:
         """Stages ``layer``'s captured rows for ``sink`` where its maps are deferred
-        (:mod:`.deferred_maps`: a Triton-backend buffer of at least ``DEFER_MIN_BYTES``, averaged
-        over layers of one shape); False where the caller adds them now."""
+        (:mod:`.deferred_maps`); False where the caller adds them now."""
         stash = self.stashes.get(sink.request)
-        if (stash is None
-                or buffer.numel() * buffer.element_size() < deferred_maps.DEFER_MIN_BYTES
-                or not stash.accepts(query, key)):
+        shape = (self.batch_size, query.shape[2], key.shape[2])
+        if stash is None or not stash.accepts(query, key, 4 * math.prod(shape)):
             return False
+        if sink.request not in self.buffers:
+            self._unset.add(sink.request)
+            self.buffers[sink.request] = query.new_empty(shape, dtype=torch.float32)
         stash.add(layer, query, key, lse)
         return True
 
@@ -239,6 +244,9 @@ class CaptureSession:
                                           else ()) + (n_query, n_key)
             self.buffers[sink.request] = torch.zeros(shape, dtype=torch.float32, device=device)
         buf = self.buffers[sink.request]
+        if sink.request in self._unset:  # a deferred buffer that a layer adds to directly
+            self._unset.discard(sink.request)
+            buf.zero_()
         return buf[:, sink.slot] if sink.slot is not None else buf
 
     def scratch(self, slot: str, numel: int, dtype, device) -> torch.Tensor:
@@ -263,6 +271,8 @@ class CaptureSession:
             raise RuntimeError(f'attention of {missing} was never computed: the U-Net did not run '
                                'the requested layers')
         if not self._averaged:
+            for request in self._unset:  # staged, never flushed: an interrupted forward
+                self.buffers[request].zero_()
             for buf in self.buffers.values():
                 buf.div_(self.captured_steps)
             self._averaged = True
@@ -349,10 +359,8 @@ class CaptureProcessor:
         for heads, sinks in self.groups:
             now = []
             for sink in sinks:
-                buffer = session.buffer(sink, n_query, n_key, device)
-                if not (deferrable
-                        and session.stage(sink, self.layer.name, query, key, lse, buffer)):
-                    now.append((buffer, sink.weight))
+                if not (deferrable and session.stage(sink, self.layer.name, query, key, lse)):
+                    now.append((session.buffer(sink, n_query, n_key, device), sink.weight))
             if now:
                 targets.append((self._heads_on(heads, device), now))
         if targets:

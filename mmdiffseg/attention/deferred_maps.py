@@ -8,8 +8,9 @@ Triton backend, a buffer of at least :data:`DEFER_MIN_BYTES` therefore has its l
 query, key and row LSE copied into one staging tensor as each layer runs (about a tenth of the
 buffer's bytes per layer); when the U-Net forward ends, one launch of the same kernel
 (:func:`mmdiffseg.attention.map_kernel.add_head_maps`) sums every staged head in registers and
-adds ``weight x`` that sum to the buffer once. The maps are the same sums in another order
-(float32 rounding only); the U-Net output is untouched.
+adds ``weight x`` that sum to the buffer once (the first time writes it: the buffer is allocated uninitialised, not
+zeroed). The maps are the same sums in another order (float32 rounding only); the U-Net output
+is untouched.
 """
 from __future__ import annotations
 
@@ -49,9 +50,11 @@ class LayerStash:
         self.pending: Dict[str, None] = {}  # layers staged since the last flush, in order
         self._index: Dict[FrozenSet[str], torch.Tensor] = {}
 
-    def accepts(self, query: torch.Tensor, key: torch.Tensor) -> bool:
-        """Whether a layer's ``(B, H, N, d)`` query and key fit the staging tensors (the first
-        staged layer sets their shape, dtype and device)."""
+    def accepts(self, query: torch.Tensor, key: torch.Tensor, buffer_bytes: int) -> bool:
+        """Whether a layer's ``(B, H, N, d)`` query and key are staged: a buffer of at least
+        :data:`DEFER_MIN_BYTES`, and the shape, dtype and device of the first staged layer."""
+        if buffer_bytes < DEFER_MIN_BYTES:
+            return False
         if self.stage is None:
             return True
         q_stage, k_stage, _ = self.stage
@@ -76,8 +79,10 @@ class LayerStash:
             staged[:, start:start + value.shape[1]].copy_(value)
         self.pending[name] = None
 
-    def flush(self, buffer: torch.Tensor, scratch: Callable[..., torch.Tensor]) -> None:
-        """Add ``weight x`` the sum of the staged layers' selected heads to ``buffer``."""
+    def flush(self, buffer: torch.Tensor, scratch: Callable[..., torch.Tensor],
+              overwrite: bool = False) -> None:
+        """Add ``weight x`` the sum of the staged layers' selected heads to ``buffer`` (or write
+        it there: ``overwrite``, the buffer's first write, which then need not be zeroed)."""
         from . import map_kernel
         layers = frozenset(self.pending)
         if layers not in self._index:
@@ -85,7 +90,8 @@ class LayerStash:
             self._index[layers] = host_to_device(heads, buffer.device)
         query, key, lse = self.stage
         map_kernel.add_head_maps(query, key, lse, 1.0 / math.sqrt(query.shape[-1]),
-                                 [(self._index[layers], [(buffer, self.weight)])], scratch)
+                                 [(self._index[layers], [(buffer, self.weight)])], scratch,
+                                 overwrite=overwrite)
         self.pending.clear()
 
     def release(self) -> None:

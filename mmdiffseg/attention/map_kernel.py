@@ -172,7 +172,8 @@ def row_lse(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tenso
 
 def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, scale: float,
                   targets: Sequence[Tuple[torch.Tensor, List[Tuple[torch.Tensor, float]]]],
-                  scratch: Callable[..., torch.Tensor], tiles: Optional[dict] = None) -> None:
+                  scratch: Callable[..., torch.Tensor], tiles: Optional[dict] = None,
+                  overwrite: bool = False) -> None:
     """For each ``(heads, sinks)`` of ``targets``: ``buffer += weight * sum_{h in heads}
     exp(q_h.k_h * scale - lse_h)`` for every ``(buffer, weight)`` of ``sinks``.
 
@@ -185,6 +186,8 @@ def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, sca
             numel, dtype, device)``), added to each buffer with its weight.
         tiles: launch configuration (``BLOCK_M``, ``BLOCK_N``, ``BLOCK_D``, ``num_warps``,
             ``num_stages``) instead of the built-in choice (benchmarks/check_map_kernel.py tunes).
+        overwrite: write ``weight x`` the sum instead of adding it (the buffers' old contents are
+            never read).
     """
     _check(query, key)
     batch, _, n_query, head_dim = query.shape
@@ -194,7 +197,7 @@ def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, sca
     strides, layout = _head_layout(query, key)
     for heads, sinks in targets:
         if len(sinks) == 1:
-            (out, weight), accumulate = sinks[0], True
+            (out, weight), accumulate = sinks[0], not overwrite
         else:
             out = scratch('head_sum', batch * n_query * n_key, torch.float32, query.device)
             out, weight, accumulate = out.view(batch, n_query, n_key), 1.0, False
@@ -205,5 +208,8 @@ def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, sca
                                    **_dot_options(query))
         if len(sinks) > 1:
             for buffer, weight in sinks:
-                buffer.add_(out, alpha=weight)
+                if overwrite:
+                    torch.mul(out, weight, out=buffer)
+                else:
+                    buffer.add_(out, alpha=weight)
 

@@ -148,14 +148,17 @@ def test_generate_with_guidance_maps_equal_the_torch_path(engine):
 
 @pytest.fixture
 def deferred(monkeypatch):
-    """Every layer-averaged buffer deferred (:mod:`mmdiffseg.attention.deferred_maps`); returns the
-    staged-layer count of each flush."""
+    """Every layer-averaged buffer deferred (:mod:`mmdiffseg.attention.deferred_maps`); returns
+    ``(staged layers, overwrite)`` of each flush. A buffer's first flush writes it without reading
+    it: it is filled with NaN before, which an addition would keep."""
     from mmdiffseg.attention import deferred_maps
     flushes, flush = [], deferred_maps.LayerStash.flush
 
-    def counted(stash, buffer, scratch):
-        flushes.append(len(stash.pending))
-        flush(stash, buffer, scratch)
+    def counted(stash, buffer, scratch, overwrite=False):
+        flushes.append((len(stash.pending), overwrite))
+        if overwrite:
+            buffer.fill_(float('nan'))
+        flush(stash, buffer, scratch, overwrite)
     monkeypatch.setattr(deferred_maps, 'DEFER_MIN_BYTES', 0)
     monkeypatch.setattr(deferred_maps.LayerStash, 'flush', counted)
     return flushes
@@ -172,7 +175,8 @@ def test_deferred_layers_give_the_torch_paths_maps(engine, deferred, model, dtyp
     ref = engine(model, dtype, 'torch').extract(_images(2), **kwargs)
     assert deferred == []  # the torch path never stages
     got = engine(model, dtype, 'triton').extract(_images(2), **kwargs)
-    assert sorted(deferred) == [2 if model == SD1 else 3, 5]  # one flush per averaged request
+    # one flush per averaged request, its buffer's first write
+    assert sorted(deferred) == [(2 if model == SD1 else 3, True), (5, True)]
     for name in spec.names:
         torch.testing.assert_close(got[name], ref[name], atol=ATOL, rtol=RTOL)
 
@@ -186,7 +190,7 @@ def test_deferred_layers_under_guidance_and_steps(engine, deferred):
     again, got = engine(SD2, torch.float32, 'triton').generate(['a cat', 'a dog'], **kwargs)
     assert torch.equal(images, again)
     # 3 U-Net calls (PNDM's 2 steps), each: the 5 cross layers, the 2 self layers holding heads
-    assert sorted(deferred) == [2] * 3 + [5] * 3
+    assert sorted(deferred) == [(2, False)] * 2 + [(2, True)] + [(5, False)] * 2 + [(5, True)]
     for name in spec.names:
         torch.testing.assert_close(got[name], ref[name], atol=ATOL, rtol=RTOL)
 
@@ -198,3 +202,29 @@ def test_small_buffers_are_not_deferred(engine, monkeypatch):
     spec = CaptureSpec([CaptureRequest('self', 8)])
     engine(SD2, torch.float32, 'triton').extract(_images(1), prompts=['a cat'], capture=spec,
                                                  image_size=64)
+
+
+def test_a_layer_added_directly_to_a_deferred_buffer(engine, deferred, monkeypatch):
+    """A layer the stash does not take (here: the third of five) is added at once: to the
+    uninitialised buffer (filled with NaN here), which is zeroed first; the staged layers then add
+    to it."""
+    from mmdiffseg.attention import capture, deferred_maps
+    calls, accepts, stage = [], deferred_maps.LayerStash.accepts, capture.CaptureSession.stage
+
+    def third_refused(stash, *args):
+        calls.append(None)
+        return len(calls) != 3 and accepts(stash, *args)
+
+    def stage_on_garbage(session, sink, *args):
+        staged = stage(session, sink, *args)
+        if sink.request in session._unset:
+            session.buffers[sink.request].fill_(float('nan'))
+        return staged
+    monkeypatch.setattr(deferred_maps.LayerStash, 'accepts', third_refused)
+    monkeypatch.setattr(capture.CaptureSession, 'stage', stage_on_garbage)
+    spec = CaptureSpec([CaptureRequest('self', 8)])
+    kwargs = dict(prompts=['a cat', 'a dog'], capture=spec, image_size=64)
+    ref = engine(SD2, torch.float32, 'torch').extract(_images(2), **kwargs)
+    got = engine(SD2, torch.float32, 'triton').extract(_images(2), **kwargs)
+    assert deferred == [(4, False)]
+    torch.testing.assert_close(got['self8'], ref['self8'], atol=ATOL, rtol=RTOL)
