@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 from bench_capture import SD_CONFIG, generator_specs  # noqa: E402
 from bench_tool_host import hardware  # noqa: E402
 from results_table import append_section  # noqa: E402
-from mmdiffseg.attention import capture  # noqa: E402
+from mmdiffseg.attention import capture, unet_attention_layers  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -37,7 +37,7 @@ def walking_session(unet, spec, latent_size, batch_size):
     """The session as opened before: processors read with ``attn_processors``, installed and
     restored with ``set_attn_processor`` (the layer list comes from the cached walk here; the old
     code walked ``attn_processors`` once more for it: this side is a lower bound)."""
-    layers = capture.unet_attention_layers(unet, latent_size)
+    layers = unet_attention_layers(unet, latent_size)
     original = unet.attn_processors
     session = capture.CaptureSession(spec, layers, batch_size)
     installed = dict(original)

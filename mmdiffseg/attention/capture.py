@@ -15,15 +15,12 @@ float32 whatever the model dtype (what ``upcast_attention`` asks for, and what t
 do). Every other layer keeps its own processor; :func:`capture_attention` restores the original
 processors on exit.
 
-Layer resolutions follow the U-Net layout (ALGORITHMS.md 0): ``down_blocks.i`` -> latent / 2**i,
-``mid_block`` -> the lowest resolution, ``up_blocks.j`` mirrored.
+The U-Net's layers and their token grids come from :mod:`.unet_layers`.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import re
-import weakref
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -31,81 +28,10 @@ import torch
 
 from ..transfer import host_to_device
 from . import deferred_maps
-from .head_maps import add_head_maps, resolve_backend
+from .head_maps import add_resolved, resolve_backend
 from .maps import CaptureRequest, CaptureSpec
 from .sdpa_lse import sdpa_with_lse
-
-_LAYER_NAME = re.compile(
-    r'^(?:(?P<group>down_blocks|up_blocks)\.(?P<block>\d+)|mid_block)\.attentions\.(?P<attn>\d+)'
-    r'\.transformer_blocks\.(?P<tblock>\d+)\.(?P<which>attn1|attn2)$')
-_GROUP_RANK = {'down_blocks': 0, None: 1, 'up_blocks': 2}
-
-
-@dataclass(frozen=True)
-class AttentionLayer:
-    """One attention module of the U-Net: its name, kind, token-grid side and head count."""
-
-    name: str
-    kind: str
-    resolution: int
-    heads: int
-
-
-#: per U-Net, its transformer attention modules in forward order: ``(sort key, name, module)``
-_ATTENTION_MODULES: 'weakref.WeakKeyDictionary' = weakref.WeakKeyDictionary()
-
-
-def _attention_modules(unet) -> List[Tuple[tuple, str, torch.nn.Module]]:
-    """The U-Net's transformer attention modules in forward order. Walking a full-size U-Net's
-    ~1000 modules (and diffusers' ``attn_processors`` / ``set_attn_processor``) took ~15 ms of CPU
-    per capture session, which a GPU waits for at every batch; the list is kept per U-Net and
-    found again when one of its modules is no longer where it was."""
-    cached = _ATTENTION_MODULES.get(unet)
-    if cached is not None and all(_submodule(unet, name) is module for _, name, module in cached):
-        return cached
-    found = []
-    for name, module in unet.named_modules():
-        match = _LAYER_NAME.match(name)
-        if match is None or not hasattr(module, 'set_processor'):
-            continue
-        sort_key = (_GROUP_RANK[match['group']], int(match['block'] or 0), int(match['attn']),
-                    int(match['tblock']), match['which'])
-        found.append((sort_key, name, module))
-    found.sort(key=lambda item: item[0])
-    _ATTENTION_MODULES[unet] = found
-    return found
-
-
-def _submodule(root: torch.nn.Module, name: str) -> Optional[torch.nn.Module]:
-    """``root.get_submodule(name)`` or None, through the ``_modules`` dicts: ~20x faster than its
-    ``getattr`` chain on a diffusers model (``benchmarks/results/capture_setup.md``)."""
-    for part in name.split('.'):
-        root = root._modules.get(part)
-        if root is None:
-            return None
-    return root
-
-
-def unet_attention_layers(unet, latent_size: int) -> List[AttentionLayer]:
-    """The U-Net's transformer attention layers in forward order, for a square latent of side
-    ``latent_size``.
-
-    Raises:
-        ValueError: ``latent_size`` is not divisible by the U-Net's total downsampling.
-    """
-    n_down, n_up = len(unet.down_blocks), len(unet.up_blocks)
-    factor = 2 ** (n_down - 1)
-    if latent_size % factor:
-        raise ValueError(f'latent size {latent_size} is not divisible by {factor} (the U-Net halves '
-                         f'it {n_down - 1} times): use an image size that is a multiple of '
-                         f'{factor * 8}')
-    layers = []
-    for (rank, block, _, _, which), name, module in _attention_modules(unet):
-        level = (block, n_down - 1, n_up - 1 - block)[rank]
-        layers.append(AttentionLayer(name, 'self' if which == 'attn1' else 'cross',
-                                     latent_size // 2 ** level, module.heads))
-    return layers
-
+from .unet_layers import AttentionLayer, attention_modules, unet_attention_layers
 
 @dataclass
 class _Sink:
@@ -204,6 +130,7 @@ class CaptureSession:
                      for name, sink in plan.items()}, next(iter(plan.values())).weight)
         self.buffers: Dict[str, torch.Tensor] = {}
         self._unset: set = set()  # deferred buffers not yet written
+        self._backends: Dict[tuple, str] = {}
         self._averaged = False
         self._scratch: Dict[str, torch.Tensor] = {}
         self.step = -1
@@ -238,6 +165,14 @@ class CaptureSession:
             self.buffers[sink.request] = query.new_empty(shape, dtype=torch.float32)
         stash.add(layer, query, key, lse)
         return True
+
+    def backend(self, device, masked: bool) -> str:
+        """The map backend of a layer call (:func:`.head_maps.resolve_backend`, once per
+        session, device and masking)."""
+        key = (device, masked)
+        if key not in self._backends:
+            self._backends[key] = resolve_backend(self.map_backend, device, masked)
+        return self._backends[key]
 
     def capture_rows(self, batch: int) -> slice:
         """The batch rows to capture: all of them, or the conditional half of a CFG batch."""
@@ -364,19 +299,19 @@ class CaptureProcessor:
         rows = session.capture_rows(query.shape[0])
         query, key, lse = query[rows], key[rows], None if lse is None else lse[rows]
         n_query, n_key = query.shape[2], key.shape[2]
-        deferrable = resolve_backend(session.map_backend, device, mask is not None) == 'triton'
+        backend = session.backend(device, mask is not None)
         targets = []
         for heads, sinks in self.groups:
             now = []
             for sink in sinks:
-                if not (deferrable and session.stage(sink, self.layer.name, query, key, lse)):
+                if not (backend == 'triton'
+                        and session.stage(sink, self.layer.name, query, key, lse)):
                     now.append((session.buffer(sink, n_query, n_key, device), sink.weight))
             if now:
                 targets.append((self._heads_on(heads, device), now))
         if targets:
-            add_head_maps(query, key, lse, None if mask is None else mask[rows], targets,
-                          backend=session.map_backend, chunk_bytes=session.chunk_bytes,
-                          scratch=session.scratch)
+            add_resolved(query, key, lse, None if mask is None else mask[rows], targets, backend,
+                         session.chunk_bytes, session.scratch)
         return out
 
 
@@ -394,7 +329,7 @@ def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int
     layers = unet_attention_layers(unet, latent_size)
     session = CaptureSession(spec, layers, batch_size, steps, chunk_bytes, map_backend)
     by_name = {layer.name: layer for layer in layers}
-    modules = {name: module for _, name, module in _attention_modules(unet)}
+    modules = {name: module for _, name, module in attention_modules(unet)}
     original = {}
     hooks = (unet.register_forward_pre_hook(lambda module, args: session.begin_step()),
              unet.register_forward_hook(lambda module, args, output: session.end_step()))

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 
 from ..provenance import model_id_of, withdrawn_model
 from ..transfer import host_to_device
-from .capture import CaptureSession, capture_attention, unet_attention_layers
+from .capture import CaptureSession, capture_attention
 from .maps import AttentionMaps, CaptureSpec
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
+from .unet_layers import unet_attention_layers
 
 ImagesLike = Union[torch.Tensor, Sequence[Union[np.ndarray, torch.Tensor]]]
 

@@ -15,6 +15,7 @@ With an attention mask (SD has none) the torch path adds it to the logits, as SD
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -48,6 +49,7 @@ def default_chunk_bytes(device) -> int:
     return int(min(high, max(low, free // 4)))
 
 
+@functools.lru_cache(maxsize=None)
 def _map_kernel():
     try:
         from . import map_kernel
@@ -94,8 +96,16 @@ def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: Optional[torch.Te
         targets: per head set, the head indices (int64, on the device) and ``(buffer, weight)``.
         scratch: ``scratch(slot, numel, dtype, device)`` -> a reusable flat tensor.
     """
+    backend = resolve_backend(backend, query.device, mask is not None)
+    add_resolved(query, key, lse, mask, targets, backend, chunk_bytes, scratch)
+
+
+def add_resolved(query, key, lse, mask, targets: Sequence[Target], backend: str,
+                 chunk_bytes: Optional[int], scratch: Callable[..., torch.Tensor]) -> None:
+    """:func:`add_head_maps` on a backend :func:`resolve_backend` chose (``'torch'`` or
+    ``'triton'``): a capture session resolves it once, not at every layer."""
     scale = 1.0 / math.sqrt(query.shape[-1])
-    if resolve_backend(backend, query.device, mask is not None) == 'triton':
+    if backend == 'triton':
         kernel = _map_kernel()
         if lse is None:
             lse = kernel.row_lse(query, key, scale)

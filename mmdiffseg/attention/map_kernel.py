@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from ..triton_support import on_device_of
+from ..triton_support import ceil_div, next_power_of_2, on_device_of
 
 LOG2E = 1.4426950408889634
 
@@ -109,15 +109,15 @@ def _tiles(n_query: int, n_key: int, head_dim: int, element_bytes: int) -> dict:
     80 and 160): 64 x 64 with 8 warps (80: nothing spilled; 160: 0.7 KB a thread). float32:
     32 x 32 with 4 warps (its ``tl.dot`` is FMAs; larger tiles spill kilobytes). Shrunk to small
     token counts; ``tl.dot`` needs every side >= 16."""
-    block_d = max(16, triton.next_power_of_2(head_dim))
+    block_d = max(16, next_power_of_2(head_dim))
     if element_bytes == 4:
         rows, cols, warps = 32, 32, 4
     elif block_d <= 64:
         rows, cols, warps = 128, 64, 8 if head_dim == block_d else 4
     else:
         rows, cols, warps = 64, 64, 8
-    block_m = min(rows, max(16, triton.next_power_of_2(n_query)))
-    block_n = min(cols, max(16, triton.next_power_of_2(n_key)))
+    block_m = min(rows, max(16, next_power_of_2(n_query)))
+    block_n = min(cols, max(16, next_power_of_2(n_key)))
     if block_m * block_n < 64 * 64:
         warps = 4
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, num_stages=2)
@@ -161,7 +161,7 @@ def row_lse(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tenso
     batch, heads, n_query, head_dim = query.shape
     lse = torch.empty(batch, heads, n_query, dtype=torch.float32, device=query.device)
     tiles = _tiles(n_query, key.shape[2], head_dim, query.element_size())
-    grid = (triton.cdiv(n_query, tiles['BLOCK_M']), heads, batch)
+    grid = (ceil_div(n_query, tiles['BLOCK_M']), heads, batch)
     strides, layout = _head_layout(query, key)
     with on_device_of(query):
         _row_lse_kernel[grid](query, key, lse, n_query, key.shape[2], scale * LOG2E, *strides,
@@ -193,7 +193,7 @@ def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, sca
     batch, _, n_query, head_dim = query.shape
     n_key = key.shape[2]
     tiles = tiles or _tiles(n_query, n_key, head_dim, query.element_size())
-    grid = (triton.cdiv(n_query, tiles['BLOCK_M']), triton.cdiv(n_key, tiles['BLOCK_N']), batch)
+    grid = (ceil_div(n_query, tiles['BLOCK_M']), ceil_div(n_key, tiles['BLOCK_N']), batch)
     strides, layout = _head_layout(query, key)
     for heads, sinks in targets:
         if len(sinks) == 1:

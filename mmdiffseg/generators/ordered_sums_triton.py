@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..triton_support import on_device_of
+from ..triton_support import ceil_div, next_power_of_2, on_device_of
 
 __all__ = ['triton_cluster_sums', 'kernel_config']
 
@@ -76,7 +76,7 @@ def _cluster_sums_kernel(rows_ptr, starts_ptr, counts_ptr, out_ptr, col_start, c
 
 def kernel_config(columns: int, interleaved: bool) -> dict:
     """Constexprs and options of a launch over ``columns`` columns."""
-    block = min(64, triton.next_power_of_2(columns))
+    block = min(64, next_power_of_2(columns))
     return dict(INTERLEAVED=interleaved, BLOCK_D=block, num_warps=2 if block <= 32 else 4)
 
 
@@ -97,7 +97,7 @@ def triton_cluster_sums(rows: torch.Tensor, counts: torch.Tensor, split: int) ->
     for low, high, interleaved in ((0, split, False), (split, d, True)):
         if high > low:
             config = kernel_config(high - low, interleaved)
-            grid = (len(counts), triton.cdiv(high - low, config['BLOCK_D']))
+            grid = (len(counts), ceil_div(high - low, config['BLOCK_D']))
             with on_device_of(rows):
                 _cluster_sums_kernel[grid](rows, starts, counts, out, low, high, d, **config)
     return out

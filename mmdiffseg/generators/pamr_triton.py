@@ -42,7 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..triton_support import on_device_of
+from ..triton_support import ceil_div, next_power_of_2, on_device_of
 from .pamr import run_in_chunks
 
 __all__ = ['fused_propagate', 'launch_plan', 'kernel_config']
@@ -146,7 +146,7 @@ def launch_plan(pad: int, steps_per_launch: int, tile: int) -> Tuple[int, int]:
         raise ValueError(f'PAMR (triton): steps_per_launch must be >= 1 and tile a power of two '
                          f'>= 8, got {steps_per_launch} and {tile}')
     steps = max(1, min(steps_per_launch, tile // (4 * pad)))
-    return steps, max(tile, triton.next_power_of_2(4 * pad * steps))
+    return steps, max(tile, next_power_of_2(4 * pad * steps))
 
 
 def kernel_config(pad: int, steps: int, tile: int) -> dict:
@@ -174,8 +174,8 @@ def fused_propagate(weights: torch.Tensor, mask: torch.Tensor, dilations: Sequen
     pad = max(dilations)
     steps, size = launch_plan(pad, steps_per_launch, tile)
     out_size = size - 2 * steps * pad
-    tiles_x = triton.cdiv(w, out_size)
-    grid = (triton.cdiv(h, out_size) * tiles_x, b * c)
+    tiles_x = ceil_div(w, out_size)
+    grid = (ceil_div(h, out_size) * tiles_x, b * c)
     config = kernel_config(pad, steps, size)
     packed = mask.new_empty(b * grid[0] * weights.shape[1] * size * size, dtype=torch.float32)
     with on_device_of(mask):
