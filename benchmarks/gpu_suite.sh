@@ -99,6 +99,7 @@ step cuda_tests 120 "$S/cuda_tests.md" sh -c "python3 -m pytest -q -p no:cachepr
 step map_kernel 120 "$S/map_kernel.md" python3 benchmarks/check_map_kernel.py $DEV $KERNEL --out "$S/map_kernel.md"
 step capture 85 "$S/capture.md" python3 benchmarks/bench_capture.py $DEV $CAPTURE --out "$S/capture.md"
 step capture_setup 30 "$S/capture_setup.md" python3 benchmarks/bench_capture_setup.py --repeats $SETUP_REPEATS --out "$S/capture_setup.md"
+step capture_layer_host 30 "$S/capture_layer_host.md" python3 benchmarks/bench_capture_layer_host.py --out "$S/capture_layer_host.md"
 step end_to_end 95 "$S/end_to_end.md" python3 benchmarks/bench_end_to_end.py $DEV $E2E --out "$S/end_to_end.md"
 step diffseg 60 "$S/diffseg.md" python3 benchmarks/bench_diffseg.py $DEV $DIFFSEG --out "$S/diffseg.md"
 # quick: the released transcription alone takes 7-9 min on a CPU (SEEDIFF_S)
