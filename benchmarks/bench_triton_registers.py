@@ -5,9 +5,10 @@ evidence behind ``map_kernel._tiles`` and behind the compute-capability floor of
 
 A thread has at most 255 registers; what does not fit is spilled to local memory (L1, then
 HBM), which a kernel bound by its exponentials and its map writes should not pay for. Per input
-dtype (fp16; bf16 compiles the same way; float32, whose ``tl.dot`` is FMAs) and padded head dim
-(64: SD 2 and SD 1's 40; 128: SD 1's 80; 256: SD 1's 160), every tile of the GPU sweep in
-``check_map_kernel.py`` (stages 2) and 32 x 32 (float32 at 256: up to 64 x 64): registers and
+dtype (fp16; bf16 compiles the same way; float32, whose ``tl.dot`` is FMAs) and head dim (64:
+SD 2; 40, 80 and 160: SD 1, multiplied as two dots, 32 + 16, 64 + 16 and 128 + 32), every tile of
+the GPU sweep in ``check_map_kernel.py`` (stages 2) and 32 x 32 (float32 at 160: up to 64 x 64):
+registers and
 spilled bytes of the map kernel and the row log-sum-exp kernel, with the unit strides specialised
 as at run time, and the larger shared-memory need of the two against the architecture's limit;
 the built-in choice is marked. ``--tiles built-in`` compiles only the built-in tiles (a quick look
@@ -37,8 +38,9 @@ RESULTS = HERE / 'results' / 'triton_registers.md'
 POINTER = {'float16': '*fp16', 'bfloat16': '*bf16', 'float32': '*fp32'}
 TILES = [(128, 128, 8), (128, 128, 4), (128, 64, 8), (128, 64, 4), (64, 128, 8), (64, 128, 4),
          (64, 64, 8), (64, 64, 4), (32, 32, 4)]
-#: padded head dim -> (a head dim it stands for, query tokens, key tokens)
-HEADS = {64: (64, 4096, 4096), 128: (80, 1024, 1024), 256: (160, 256, 256)}
+#: SD's head dims -> (query tokens, key tokens) of a layer that has them (SD 2: 64 everywhere; SD 1:
+#: 40 at 64x64, 80 at 32x32, 160 below)
+HEADS = {64: (4096, 4096), 40: (4096, 4096), 80: (1024, 1024), 160: (256, 256)}
 INTS = ('n_heads', 'n_query', 'n_key', 'sq_b', 'sq_h', 'sq_n', 'sk_b', 'sk_h', 'sk_n',
         'sl_b', 'sl_h', 'so_b', 'so_n')
 #: the innermost strides, 1 at run time (head dims, LSE rows, map rows are contiguous): Triton
@@ -57,10 +59,18 @@ def signature(dtype: str) -> dict:
                 heads_ptr='*i64', qk_scale='fp32', weight='fp32', **{n: 'i32' for n in INTS})
 
 
-def measure(dtype: str, block_d: int, rows: int, cols: int, warps: int, arch: int) -> str:
+def dots(head_dim: int, element: int) -> str:
+    """How the kernels cover ``head_dim``: one dot (its padded width) or two."""
+    chosen = map_kernel._tiles(*HEADS[head_dim], head_dim, element)
+    width, rest = chosen['BLOCK_D'], chosen['REST_D']
+    return f'{head_dim} ({width} + {rest})' if rest else f'{head_dim} ({width})'
+
+
+def measure(dtype: str, head_dim: int, rows: int, cols: int, warps: int, arch: int) -> str:
     dot = dict(UPCAST=False, PRECISION='ieee' if dtype == 'float32' else 'tf32')
-    tiles = dict(BLOCK_M=rows, BLOCK_N=cols, BLOCK_D=block_d, HEAD_DIM=HEADS[block_d][0],
-                 HEAD_ALIGN=8, **dot)
+    chosen = map_kernel._tiles(*HEADS[head_dim], head_dim, 4 if dtype == 'float32' else 2)
+    tiles = dict(BLOCK_M=rows, BLOCK_N=cols, BLOCK_D=chosen['BLOCK_D'], REST_D=chosen['REST_D'],
+                 HEAD_DIM=head_dim, HEAD_ALIGN=8, **dot)
     cells, shared = [], 0
     for kernel, extra in ((map_kernel._head_map_kernel, dict(ACCUMULATE=True)),
                           (map_kernel._row_lse_kernel, {})):
@@ -87,15 +97,16 @@ def main():
     for arch in args.arch:
         for dtype in args.dtypes:
             element = 4 if dtype == 'float32' else 2
-            for block_d, (head_dim, n_query, n_key) in HEADS.items():
+            for head_dim, (n_query, n_key) in HEADS.items():
                 chosen = map_kernel._tiles(n_query, n_key, head_dim, element)
                 built_in = (chosen['BLOCK_M'], chosen['BLOCK_N'], chosen['num_warps'])
                 for m, n, warps in TILES if args.tiles == 'all' else [built_in]:
-                    if element == 4 and block_d == 256 and m * n > 64 * 64:
+                    if element == 4 and head_dim == 160 and m * n > 64 * 64:
                         continue  # spills kilobytes like the others, and takes minutes to compile
                     mark = ' (built-in)' if (m, n, warps) == built_in else ''
-                    rows.append(f'| sm_{arch} | {dtype} | {block_d} | {m}x{n}, {warps} warps{mark}'
-                                f' | {measure(dtype, block_d, m, n, warps, arch)} |')
+                    rows.append(f'| sm_{arch} | {dtype} | {dots(head_dim, element)} | {m}x{n}, '
+                                f'{warps} warps{mark} | '
+                                f'{measure(dtype, head_dim, m, n, warps, arch)} |')
                     print(rows[-1], flush=True)
     archs = ', '.join(f'sm_{a}' for a in args.arch)
     append_section(
@@ -103,7 +114,8 @@ def main():
         ' '.join(__doc__.split('\n\n')[:2]).replace('\n', ' '),
         f'{datetime.date.today()}: compiled for {archs} on the CPU, triton {triton.__version__}, '
         f'{args.tiles} tiles',
-        ['arch', 'dtype', 'head dim (padded)', 'tile (query x key), warps', 'map kernel registers',
+        ['arch', 'dtype', 'head dim (dot widths)', 'tile (query x key), warps',
+         'map kernel registers',
          'map kernel spilled bytes', 'lse kernel registers', 'lse kernel spilled bytes',
          'shared KiB (larger kernel) of the limit (fits)'], rows)
 

@@ -8,7 +8,8 @@ half of a CFG batch of 4, a head subset: maps against ``softmax`` in float64 (to
 ``plain sdpa`` = the uncaptured layer's ``scaled_dot_product_attention``, ``sdpa + lse`` = the
 captured layer's output with its LSE (:func:`~mmdiffseg.attention.sdpa_lse.sdpa_with_lse`),
 ``kernel`` = the maps (built-in tiles; for the 64x64 self-attention layers also the best of a
-sweep of 12 tile configurations), ``torch`` = the torch map path.
+sweep of 12 tile configurations, for SD 1's head dim 40 each both as two dots, 32 + 16, and as
+one padded to 64), ``torch`` = the torch map path.
 Exits non-zero when a map is off. ``--quick`` runs small shapes (on CPU under
 ``TRITON_INTERPRET=1``: a smoke run of this script); ``--times-only`` skips the exactness part.
 
@@ -86,17 +87,23 @@ def timings(shape, batch, device, sweep: bool):
                      q, k, lse, None, targets, backend='torch', scratch=scratch)))
     best = ('-', float('nan'))
     if sweep:
-        block_d = max(16, triton.next_power_of_2(head_dim))
-        for bm, bn, (warps, stages) in itertools.product((64, 128, 256), (64, 128),
-                                                         ((4, 2), (8, 2))):
-            tiles = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=block_d, num_warps=warps, num_stages=stages)
+        built_in = map_kernel._tiles(n_query, n_key, head_dim, q.element_size())
+        widths = [(built_in['BLOCK_D'], built_in['REST_D'])]
+        if built_in['REST_D']:  # SD 1's heads: also as one dot padded to a power of two
+            widths.append((triton.next_power_of_2(head_dim), 0))
+        for (bm, bn, (warps, stages)), (width, rest) in itertools.product(
+                itertools.product((64, 128, 256), (64, 128), ((4, 2), (8, 2))), widths):
+            tiles = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=width, REST_D=rest, num_warps=warps,
+                         num_stages=stages)
+            name = f'{bm}x{bn} w{warps} s{stages}' + (f' d{width}+{rest}' if rest else
+                                                       f' d{width}')
             try:
                 ms = triton.testing.do_bench(lambda: kernel(tiles))
             except Exception:  # out of shared memory or registers: not a candidate
                 continue
-            print(f'  tiles {bm}x{bn} w{warps} s{stages}: {ms:.3f} ms', flush=True)
+            print(f'  tiles {name}: {ms:.3f} ms', flush=True)
             if not ms >= best[1]:
-                best = (f'{bm}x{bn} w{warps} s{stages}', ms)
+                best = (name, ms)
     return times, best
 
 

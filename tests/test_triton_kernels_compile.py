@@ -59,10 +59,10 @@ def test_map_kernels(dtype, n_query, n_key, head_dim):
     """The built-in tiles compile, and where nearly all the time goes nothing spills to local
     memory (head dim 64: every layer of SD 2), or little: SD 1's head dim 40 takes the 4-warp
     tile the H200 sweep measured 1.4x faster than the 8-warp one that spills nothing (ptxas
-    reports ~1.2 KB a thread), and wider heads spill at most 1 KB a thread in fp16 / bf16
-    (float32's FMA products spill kilobytes at any tile with this ptxas). A failure here after a
-    Triton upgrade means: sweep the tiles again (``map_kernel._tiles``,
-    ``benchmarks/check_map_kernel.py``)."""
+    reports ~0.6 KB a thread since the head is two dots, 32 + 16; 1.2 KB as one padded to 64),
+    and wider heads spill at most 1 KB a thread in fp16 / bf16 (float32 160 as two dots: 0.3 KB
+    in the row-LSE kernel). A failure here after a Triton upgrade means: sweep the tiles again
+    (``map_kernel._tiles``, ``benchmarks/check_map_kernel.py``)."""
     from mmdiffseg.attention import map_kernel
     tiles = map_kernel._tiles(n_query, n_key, head_dim, BYTES[dtype])
     options = {key: tiles.pop(key) for key in ('num_warps', 'num_stages')}

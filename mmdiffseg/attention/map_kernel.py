@@ -25,31 +25,71 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _load_query(q_rows, sq_d, row_ok, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                REST_D: tl.constexpr, UPCAST: tl.constexpr):
+    """One head's query tile in the two parts :func:`_logits` multiplies (the second is the
+    first again where ``REST_D == 0``)."""
+    dims = tl.arange(0, BLOCK_D)
+    q = tl.load(q_rows + dims[None, :] * sq_d,
+                mask=row_ok[:, None] & (dims < HEAD_DIM)[None, :], other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+    q_rest = q
+    if REST_D > 0:
+        rest = BLOCK_D + tl.arange(0, REST_D)
+        q_rest = tl.load(q_rows + rest[None, :] * sq_d,
+                         mask=row_ok[:, None] & (rest < HEAD_DIM)[None, :], other=0.0)
+        if UPCAST:
+            q_rest = q_rest.to(tl.float32)
+    return q, q_rest
+
+
+@triton.jit
+def _logits(q, q_rest, k_cols, sk_d, col_ok, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+            REST_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """``q.k^T`` of one head for a (rows x cols) tile, float32: one ``tl.dot`` over the head dims
+    ``[0, BLOCK_D)`` and, where ``REST_D > 0``, a second over ``[BLOCK_D, BLOCK_D + REST_D)``
+    (zeros past ``HEAD_DIM``). SD 1's head dims 40 / 80 / 160 are 32 + 16 / 64 + 16 / 128 + 32:
+    a quarter to a third fewer products and operand registers than one dot padded to 64 / 128 /
+    256."""
+    dims = tl.arange(0, BLOCK_D)
+    kt = tl.load(k_cols + dims[:, None] * sk_d,
+                 mask=col_ok[None, :] & (dims < HEAD_DIM)[:, None], other=0.0)
+    if UPCAST:
+        kt = kt.to(tl.float32)
+    logits = tl.dot(q, kt, input_precision=PRECISION)
+    if REST_D > 0:
+        rest = BLOCK_D + tl.arange(0, REST_D)
+        kt = tl.load(k_cols + rest[:, None] * sk_d,
+                     mask=col_ok[None, :] & (rest < HEAD_DIM)[:, None], other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+        logits = tl.dot(q_rest, kt, acc=logits, input_precision=PRECISION)
+    return logits
+
+
+@triton.jit
 def _head_map_kernel(q_ptr, k_ptr, lse_ptr, out_ptr, heads_ptr, n_heads, n_query, n_key,
                      qk_scale, weight, sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d,
                      sl_b, sl_h, sl_n, so_b, so_n, so_k,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                     HEAD_DIM: tl.constexpr, HEAD_ALIGN: tl.constexpr,
+                     REST_D: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_ALIGN: tl.constexpr,
                      ACCUMULATE: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     b = tl.program_id(2).to(tl.int64)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    dims = tl.arange(0, BLOCK_D)
-    row_ok, col_ok, dim_ok = rows < n_query, cols < n_key, dims < HEAD_DIM
-    q_tile = q_ptr + b * sq_b + rows[:, None] * sq_n + dims[None, :] * sq_d
-    k_tile = k_ptr + b * sk_b + cols[None, :] * sk_n + dims[:, None] * sk_d  # K^T
+    row_ok, col_ok = rows < n_query, cols < n_key
+    q_rows = q_ptr + b * sq_b + rows[:, None] * sq_n
+    k_cols = k_ptr + b * sk_b + cols[None, :] * sk_n  # K^T
     lse_row = lse_ptr + b * sl_b + rows * sl_n
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for i in range(n_heads):
         h = tl.load(heads_ptr + i).to(tl.int64)
-        q = tl.load(q_tile + h * sq_h * HEAD_ALIGN, mask=row_ok[:, None] & dim_ok[None, :],
-                    other=0.0)
-        kt = tl.load(k_tile + h * sk_h * HEAD_ALIGN, mask=col_ok[None, :] & dim_ok[:, None],
-                     other=0.0)
-        if UPCAST:
-            q, kt = q.to(tl.float32), kt.to(tl.float32)
+        q, q_rest = _load_query(q_rows + h * sq_h * HEAD_ALIGN, sq_d, row_ok, HEAD_DIM, BLOCK_D,
+                                REST_D, UPCAST)
+        logits = _logits(q, q_rest, k_cols + h * sk_h * HEAD_ALIGN, sk_d, col_ok, HEAD_DIM,
+                         BLOCK_D, REST_D, UPCAST, PRECISION)
         lse = tl.load(lse_row + h * sl_h, mask=row_ok, other=0.0)
-        logits = tl.dot(q, kt, input_precision=PRECISION)
         acc += tl.exp2(logits * qk_scale - lse[:, None] * 1.4426950408889634)
     acc = acc * weight
     out = out_ptr + b * so_b + rows[:, None] * so_n + cols[None, :] * so_k
@@ -63,29 +103,22 @@ def _head_map_kernel(q_ptr, k_ptr, lse_ptr, out_ptr, heads_ptr, n_heads, n_query
 def _row_lse_kernel(q_ptr, k_ptr, lse_ptr, n_query, n_key, qk_scale,
                     sq_b, sq_h, sq_n, sq_d, sk_b, sk_h, sk_n, sk_d, sl_b, sl_h,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                    HEAD_DIM: tl.constexpr, HEAD_ALIGN: tl.constexpr,
+                    REST_D: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_ALIGN: tl.constexpr,
                     UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     h = tl.program_id(1).to(tl.int64)
     b = tl.program_id(2).to(tl.int64)
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    dims = tl.arange(0, BLOCK_D)
-    row_ok, dim_ok = rows < n_query, dims < HEAD_DIM
-    q_head = q_ptr + b * sq_b + h * sq_h * HEAD_ALIGN
+    row_ok = rows < n_query
+    q, q_rest = _load_query(q_ptr + b * sq_b + h * sq_h * HEAD_ALIGN + rows[:, None] * sq_n, sq_d,
+                            row_ok, HEAD_DIM, BLOCK_D, REST_D, UPCAST)
     k_head = k_ptr + b * sk_b + h * sk_h * HEAD_ALIGN
-    q = tl.load(q_head + rows[:, None] * sq_n + dims[None, :] * sq_d,
-                mask=row_ok[:, None] & dim_ok[None, :], other=0.0)
-    if UPCAST:
-        q = q.to(tl.float32)
     top = tl.full([BLOCK_M], float('-inf'), dtype=tl.float32)
     total = tl.zeros([BLOCK_M], dtype=tl.float32)
     for start in range(0, n_key, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < n_key
-        kt = tl.load(k_head + cols[None, :] * sk_n + dims[:, None] * sk_d,
-                     mask=col_ok[None, :] & dim_ok[:, None], other=0.0)
-        if UPCAST:
-            kt = kt.to(tl.float32)
-        logits = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+        logits = _logits(q, q_rest, k_head + cols[None, :] * sk_n, sk_d, col_ok, HEAD_DIM,
+                         BLOCK_D, REST_D, UPCAST, PRECISION) * qk_scale
         logits = tl.where(col_ok[None, :], logits, float('-inf'))
         new_top = tl.maximum(top, tl.max(logits, axis=1))
         total = total * tl.exp2(top - new_top) + tl.sum(tl.exp2(logits - new_top[:, None]), axis=1)
@@ -104,12 +137,18 @@ def _tiles(n_query: int, n_key: int, head_dim: int, element_bytes: int) -> dict:
     fits in sm_90's registers (``benchmarks/bench_triton_registers.py``;
     ``tests/test_triton_kernels_compile.py`` compiles these). fp16 / bf16, head dims up to 64:
     128 x 64 (query x key rows); 8 warps for a full 64 (SD 2: 1.16 ms a 64x64 layer, the best of
-    the sweep 1.12), 4 warps for a padded one (SD 1's 40: 2.74 ms against 3.85 with 8 warps, the
-    best of the sweep, although ptxas reports ~1.2 KB of spills a thread). Wider heads (SD 1's
-    80 and 160): 64 x 64 with 8 warps (80: nothing spilled; 160: 0.7 KB a thread). float32:
-    32 x 32 with 4 warps (its ``tl.dot`` is FMAs; larger tiles spill kilobytes). Shrunk to small
-    token counts; ``tl.dot`` needs every side >= 16."""
-    block_d = max(16, next_power_of_2(head_dim))
+    the sweep 1.12), 4 warps for SD 1's 40 (2.74 ms against 3.85 with 8 warps, the best of the
+    sweep, measured as one dot padded to 64 with 2-byte loads). Wider heads (SD 1's 80 and
+    160): 64 x 64 with 8 warps. float32: 32 x 32 with 4 warps (its ``tl.dot`` is FMAs; larger
+    tiles spill kilobytes). Shrunk to small token counts; ``tl.dot`` needs every side >= 16.
+    Head dims that are not a power of two are multiplied as two dots (:func:`_logits`: 40 = 32 +
+    16, 80 = 64 + 16, 160 = 128 + 32), which took sm_90's spills a thread from 1072 to 576 bytes
+    (40), 732 to 48 (160) and 896 / 8428 to none in float32 (80 / 160)."""
+    block_d = max(16, next_power_of_2(head_dim))  # one dot's padded width (the tile classes)
+    main = max(16, next_power_of_2(head_dim + 1) // 2)  # the largest power of two <= head_dim
+    rest = 0 if head_dim <= main else max(16, next_power_of_2(head_dim - main))
+    if main + rest >= block_d:  # two dots would multiply as much as one
+        main, rest = block_d, 0
     if element_bytes == 4:
         rows, cols, warps = 32, 32, 4
     elif block_d <= 64:
@@ -120,7 +159,8 @@ def _tiles(n_query: int, n_key: int, head_dim: int, element_bytes: int) -> dict:
     block_n = min(cols, max(16, next_power_of_2(n_key)))
     if block_m * block_n < 64 * 64:
         warps = 4
-    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=warps, num_stages=2)
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=main, REST_D=rest, num_warps=warps,
+                num_stages=2)
 
 
 def _dot_options(query: torch.Tensor) -> dict:
