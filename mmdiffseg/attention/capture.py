@@ -8,12 +8,11 @@ the fused kernel (:mod:`.sdpa_lse`), and adds ``exp(q.k / sqrt(d) - lse)`` to fl
 the fly (:mod:`.head_maps`: a fused Triton kernel on CUDA, query-row chunks in PyTorch elsewhere):
 mean over the requested heads, over the request's layers (unless ``per_layer``) and over the
 captured denoising steps, only for the conditional half of a classifier-free-guidance batch
-``[uncond, cond]`` (ALGORITHMS.md 6.3). Large layer-averaged maps on the Triton path are added once
-per forward for all their layers (:mod:`.deferred_maps`). No ``(B*heads, N, N)`` tensor is ever
-held. Logits are
-float32 whatever the model dtype (what ``upcast_attention`` asks for, and what the fused kernels
-do). Every other layer keeps its own processor; :func:`capture_attention` restores the original
-processors on exit.
+``[uncond, cond]`` (ALGORITHMS.md 6.3). Large layer-averaged maps on the Triton path are added
+once per forward for all their layers (:mod:`.deferred_maps`). No ``(B*heads, N, N)`` tensor is
+ever held. Logits are float32 whatever the model dtype (what ``upcast_attention`` asks for, and
+what the fused kernels do). Every other layer keeps its own processor; :func:`capture_attention`
+restores the original processors on exit.
 
 The U-Net's layers and their token grids come from :mod:`.unet_layers`.
 """
@@ -32,6 +31,7 @@ from .head_maps import add_resolved, resolve_backend
 from .maps import CaptureRequest, CaptureSpec
 from .sdpa_lse import sdpa_with_lse
 from .unet_layers import AttentionLayer, attention_modules, unet_attention_layers
+
 
 @dataclass
 class _Sink:

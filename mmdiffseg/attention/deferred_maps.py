@@ -8,9 +8,9 @@ Triton backend, a buffer of at least :data:`DEFER_MIN_BYTES` therefore has its l
 query, key and row LSE copied into one staging tensor as each layer runs (about a tenth of the
 buffer's bytes per layer); when the U-Net forward ends, one launch of the same kernel
 (:func:`mmdiffseg.attention.map_kernel.add_head_maps`) sums every staged head in registers and
-adds ``weight x`` that sum to the buffer once (the first time writes it: the buffer is allocated uninitialised, not
-zeroed). The maps are the same sums in another order (float32 rounding only); the U-Net output
-is untouched.
+adds ``weight x`` that sum to the buffer once (the first time writes it: the buffer is allocated
+uninitialised, not zeroed). The maps are the same sums in another order (float32 rounding only);
+the U-Net output is untouched.
 """
 from __future__ import annotations
 
