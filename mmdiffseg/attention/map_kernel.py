@@ -143,7 +143,7 @@ def _tiles(n_query: int, n_key: int, head_dim: int, element_bytes: int) -> dict:
     tiles spill kilobytes). Shrunk to small token counts; ``tl.dot`` needs every side >= 16.
     Head dims that are not a power of two are multiplied as two dots (:func:`_logits`: 40 = 32 +
     16, 80 = 64 + 16, 160 = 128 + 32), which took sm_90's spills a thread from 1072 to 576 bytes
-    (40), 732 to 48 (160) and 896 / 8428 to none in float32 (80 / 160)."""
+    (40), 712 to 48 (160) and 896 / 8428 to none in float32 (80 / 160)."""
     block_d = max(16, next_power_of_2(head_dim))  # one dot's padded width (the tile classes)
     main = max(16, next_power_of_2(head_dim + 1) // 2)  # the largest power of two <= head_dim
     rest = 0 if head_dim <= main else max(16, next_power_of_2(head_dim - main))
