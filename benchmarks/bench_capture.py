@@ -1,8 +1,9 @@
 """Cost of attention capture: one U-Net forward with a generator's capture spec vs the plain forward.
 
-The U-Net is the real Stable Diffusion 2-base architecture (``sd_configs/stable-diffusion-2-1-base``)
-with random weights (``--quick``: the tiny test U-Net of the same topology), input a 512x512
-image's latent (64x64), t = 300. Paths, timed in one run (after one warm-up each, alternating, so
+The U-Net is the real Stable Diffusion 2-base architecture (``sd_configs/stable-diffusion-2-1-base``;
+``--model stable-diffusion-v1-4``: SD 1.4's, DiffSeg's own model) with random weights
+(``--quick``: the tiny test U-Net of the same topology), input a 512x512 image's latent (64x64),
+t = 300. Paths, timed in one run (after one warm-up each, alternating, so
 load from other processes hits all alike):
 
 * ``plain``: the stock diffusers forward (SDPA everywhere);
@@ -24,6 +25,7 @@ checked: the U-Net output of each path against the plain one, and each path's ma
 the table).
 
     python benchmarks/bench_capture.py [--device cuda --dtype float16] [--spec diffseg iseg seediff]
+        [--model stable-diffusion-2-1-base|stable-diffusion-v1-4]
         [--batch-size 1 16] [--paths new layerwise old] [--repeats 3] [--quick]
 """
 from __future__ import annotations
@@ -46,7 +48,9 @@ from mmdiffseg.attention.head_maps import default_chunk_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'benchmarks' / 'results' / 'capture.md'
-SD_CONFIG = REPO.parent / 'shared' / 'data' / 'sd_configs' / 'stable-diffusion-2-1-base'
+SD_CONFIGS = REPO.parent / 'shared' / 'data' / 'sd_configs'
+MODELS = ('stable-diffusion-2-1-base', 'stable-diffusion-v1-4')
+SD_CONFIG = SD_CONFIGS / MODELS[0]
 TABLE = ('| date (UTC) | device | threads | spec | batch | path | runs | s (median) | s (min) | ratio to '
          'plain (median) | ratio (min) | peak MiB | extra MiB | buffers MiB | extra / buffers | max abs '
          'out diff | max abs map diff vs new |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
@@ -152,15 +156,16 @@ class CudaMeter:
         return torch.cuda.max_memory_allocated()
 
 
-def build_unet(device: str, dtype: torch.dtype, quick: bool):
+def build_unet(device: str, dtype: torch.dtype, quick: bool, model: str = MODELS[0]):
     from diffusers import UNet2DConditionModel
     from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+    config = SD_CONFIGS / model
     if quick:
-        unet = UNet2DConditionModel.from_pretrained(cached_tiny_pipeline_folder(SD_CONFIG) / 'unet')
+        unet = UNet2DConditionModel.from_pretrained(cached_tiny_pipeline_folder(config) / 'unet')
     else:
         with torch.random.fork_rng(devices=[]), torch.device(device):
             torch.manual_seed(0)
-            unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD_CONFIG / 'unet'))
+            unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config / 'unet'))
     return unet.to(device, dtype).eval()
 
 
@@ -207,6 +212,9 @@ def main(argv=None):
     parser.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
     parser.add_argument('--spec', nargs='+', default=['diffseg', 'iseg'],
                         choices=['diffseg', 'iseg', 'seediff'])
+    parser.add_argument('--model', default=MODELS[0], choices=MODELS,
+                        help="the U-Net's architecture (SD 1.4: DiffSeg's and SeeDiff's own model, "
+                             'head dims 40 / 80 / 160; iSeg\'s head lists are SD 2.1\'s)')
     parser.add_argument('--batch-size', type=int, nargs='+', default=[1])
     parser.add_argument('--paths', nargs='+', default=None,
                         choices=['new', 'layerwise', 'torch', 'old'],
@@ -218,16 +226,20 @@ def main(argv=None):
     parser.add_argument('--quick', action='store_true', help='tiny U-Net (smoke run of this script)')
     parser.add_argument('--out', type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.model != MODELS[0] and 'iseg' in args.spec:
+        parser.error(f"iSeg's released head lists are for {MODELS[0]}: use --spec diffseg seediff "
+                     f'with --model {args.model}')
     torch.set_num_threads(args.threads)
     cuda = args.device.startswith('cuda')
     paths = args.paths or (['new', 'layerwise', 'torch', 'old'] if cuda else ['new', 'old'])
     dtype = getattr(torch, args.dtype)
     meter = CudaMeter() if cuda else CpuMeter()
-    unet = build_unet(args.device, dtype, args.quick)
+    unet = build_unet(args.device, dtype, args.quick, args.model)
     specs = generator_specs(full_size=not args.quick)
     name = torch.cuda.get_device_name(args.device) if cuda else platform.processor() or platform.machine()
     chunk = 'from free memory' if cuda else f'{default_chunk_bytes(args.device) / 2 ** 20:g} MiB'
     device = (f'{args.device} {name} {args.dtype}, torch-path chunk {chunk}'
+              + (f', {args.model} U-Net' if args.model != MODELS[0] else '')
               + (' (tiny U-Net)' if args.quick else ''))
     mib = 2 ** 20
     args.out.parent.mkdir(parents=True, exist_ok=True)

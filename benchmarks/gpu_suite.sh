@@ -23,6 +23,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$QUICK" = 1 ]; then
   DEV="--device cpu"; SCALE=6; export TRITON_INTERPRET=1
   CAPTURE="--quick --repeats 1 --spec diffseg iseg --paths new old"
+  CAPTURE_SD1="--quick --repeats 1 --model stable-diffusion-v1-4 --spec diffseg --paths new old"
   E2E="--quick --repeats 1 --steps 2"
   KERNEL="--quick"; SEEDIFF="--quick --pamr-iter 20"; SEEDIFF_S=150; ISEG="--repeats 1"; DIFFSEG="--cases 1 --precisions float16"
   TOOLS="--images 2 --batch-size 2 --synth-steps 2 --synth-items 2 --pamr-iter 10"; ONLINE="--steps 3"
@@ -30,6 +31,7 @@ if [ "$QUICK" = 1 ]; then
 else
   DEV="--device cuda"; SCALE=1
   CAPTURE="--dtype float16 --batch-size 1 16 --spec diffseg iseg seediff --repeats 5"
+  CAPTURE_SD1="--dtype float16 --model stable-diffusion-v1-4 --batch-size 1 16 --spec diffseg --repeats 5 --paths new layerwise"
   E2E="--dtype float16 --batch-size 1 16 --seediff-batch 8 --steps 50 --repeats 1"
   KERNEL="--batch 16"; SEEDIFF="--pamr-iter 5000"; SEEDIFF_S=60; ISEG="--repeats 3"; DIFFSEG="--repeats 3"
   TOOLS="--full-size --batch-size 16 --images 480 --tools pseudo_label,eval_labels"; ONLINE="--steps 5"
@@ -99,6 +101,7 @@ open('$S/probe.md', 'w').write('\n'.join(lines) + '\n'); print('\n'.join(lines))
 step cuda_tests 120 "$S/cuda_tests.md" sh -c "python3 -m pytest -q -p no:cacheprovider tests/generators/test_pamr_cuda.py tests/generators/test_generators_cuda.py tests/attention/test_sdpa_lse_cuda.py tests/attention/test_deferred_maps_cuda.py > '$S/cuda_tests.md' 2>&1; rc=\$?; tail -n 15 '$S/cuda_tests.md'; exit \$rc"
 step map_kernel 150 "$S/map_kernel.md" python3 benchmarks/check_map_kernel.py $DEV $KERNEL --out "$S/map_kernel.md"
 step capture 85 "$S/capture.md" python3 benchmarks/bench_capture.py $DEV $CAPTURE --out "$S/capture.md"
+step capture_sd1 45 "$S/capture_sd1.md" python3 benchmarks/bench_capture.py $DEV $CAPTURE_SD1 --out "$S/capture_sd1.md"
 step capture_setup 30 "$S/capture_setup.md" python3 benchmarks/bench_capture_setup.py --repeats $SETUP_REPEATS --out "$S/capture_setup.md"
 step capture_layer_host 30 "$S/capture_layer_host.md" python3 benchmarks/bench_capture_layer_host.py --out "$S/capture_layer_host.md"
 step end_to_end 95 "$S/end_to_end.md" python3 benchmarks/bench_end_to_end.py $DEV $E2E --out "$S/end_to_end.md"
