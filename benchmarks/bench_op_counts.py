@@ -1,6 +1,7 @@
-"""Host/device synchronisations and kernel launches of each generator's post-processing, counted on
-the CPU (:mod:`op_counts`) as a proxy of what the same code costs on a GPU, where every sync
-stalls the launch queue and every launch costs a few microseconds.
+"""Host/device synchronisations, kernel launches and the bytes those kernels move in each
+generator's post-processing, counted on the CPU (:mod:`op_counts`) as a proxy of what the same code
+costs on a GPU, where every sync stalls the launch queue, every launch costs a few microseconds and
+memory-bound kernels take their time from the bytes they move.
 
 Inputs: attention built from VOC ground truth (``mmdiffseg.generators.testing``), the ten VOC
 samples cycled to the batch size. Rows: DiffSeg in both merge precisions (unlabelled, and labelled
