@@ -157,8 +157,10 @@ class CaptureSession:
         """Stages ``layer``'s captured rows for ``sink`` where its maps are deferred
         (:mod:`.deferred_maps`); False where the caller adds them now."""
         stash = self.stashes.get(sink.request)
+        if stash is None:
+            return False
         shape = (self.batch_size, query.shape[2], key.shape[2])
-        if stash is None or not stash.accepts(query, key, 4 * math.prod(shape)):
+        if not stash.accepts(query, key, 4 * math.prod(shape)):
             return False
         if sink.request not in self.buffers:
             self._unset.add(sink.request)

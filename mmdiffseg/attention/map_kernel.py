@@ -224,8 +224,9 @@ def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, sca
         sinks: float32 ``(B, N, K)`` buffers (any strides, e.g. a per-layer slot) and
             weights. Several sinks of one head set share one head sum (in ``scratch('head_sum',
             numel, dtype, device)``), added to each buffer with its weight.
-        tiles: launch configuration (``BLOCK_M``, ``BLOCK_N``, ``BLOCK_D``, ``num_warps``,
-            ``num_stages``) instead of the built-in choice (benchmarks/check_map_kernel.py tunes).
+        tiles: launch configuration (``BLOCK_M``, ``BLOCK_N``, ``BLOCK_D``, ``REST_D``,
+            ``num_warps``, ``num_stages``) instead of the built-in choice
+            (benchmarks/check_map_kernel.py tunes).
         overwrite: write ``weight x`` the sum instead of adding it (the buffers' old contents are
             never read).
     """
