@@ -22,8 +22,9 @@ import torch
 from ..transfer import host_to_device
 
 #: buffers from this size on are deferred: a 64x64 map at batch 4 or more. Below it the three
-#: copies a staged layer costs (launches the GPU waits for at small batches) outweigh the
-#: buffer traffic saved.
+#: copies a staged layer costs are launches the host must issue, and a small batch is host-bound
+#: (batch 1: ~30 ms a forward on an H200), while the buffer traffic saved is ~30 us a layer;
+#: a reasoned bound, to be set from ``bench_capture.py``'s new and layerwise rows on a GPU.
 DEFER_MIN_BYTES = 256 * 2 ** 20
 
 
