@@ -40,14 +40,22 @@ def start_launcher(launcher: str, device: str) -> None:
         init_dist(launcher)
 
 
-def leave_process_group() -> None:
-    """Destroy the process group, if this process joined one, while the interpreter is whole.
+def leave_process_group(barrier: bool = True) -> None:
+    """Destroy the process group, if this process joined one, while the interpreter is whole;
+    after a barrier (``barrier``: on the paths every rank takes), so that no rank tears down its
+    connections while another still talks to it.
 
     torch.distributed's documented shutdown: without it, gloo's worker threads can be torn down
     during interpreter finalization and abort the process ("terminate called without an active
-    exception", status 134) after the job finished."""
+    exception", status 134) after the job finished. Without the barrier the same abort still
+    came, rarely: a 2-rank CPU training run (``tests/tools/test_prefill_and_ranks.py``) failed
+    once in three fresh-clone CI runs on 2026-12-01, rank 0 aborting right after validation
+    (the barrier is the usual remedy; 8 runs without it and 6 with it all passed, so its effect
+    on a failure this rare is not shown)."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -84,7 +92,7 @@ def run_cli(main: Callable, argv=None) -> int:
     except KeyboardInterrupt:
         status = _fail('interrupted before any item was made; rerun the same command to start',
                        EXIT_INTERRUPTED)
-    leave_process_group()
+    leave_process_group(barrier=status == 0)  # a failed rank must not wait for the others
     return status
 
 
