@@ -7,11 +7,11 @@ until the copy has run).
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ['host_to_device']
+__all__ = ['host_to_device', 'padded_table']
 
 
 def host_to_device(values: Union[Sequence, torch.Tensor], device,
@@ -23,3 +23,17 @@ def host_to_device(values: Union[Sequence, torch.Tensor], device,
     if torch.device(device).type == 'cuda':
         table = table.pin_memory()
     return table.to(device, non_blocking=True)
+
+
+def padded_table(rows: Sequence[Sequence[int]], device, fill: int = 0
+                 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``rows`` (e.g. each sample's class indices) padded with ``fill`` to the longest, as one
+    int64 ``(len(rows), width)`` tensor on ``device``, and which entries are real as a bool tensor
+    of the same shape, ``None`` when no row is padded; both copied by :func:`host_to_device`."""
+    width = max(map(len, rows))
+    table = host_to_device([list(row) + [fill] * (width - len(row)) for row in rows], device)
+    if all(len(row) == width for row in rows):
+        return table, None
+    valid = host_to_device([[True] * len(row) + [False] * (width - len(row)) for row in rows],
+                           device, torch.bool)
+    return table, valid

@@ -31,3 +31,4 @@ def test_host_to_device_copies():
         return t + torch.tensor([1.0, 2.0, 3.0]).to(t.device, non_blocking=True)  # queued
     _, counts = count_ops(call, x)
     assert dict(counts.syncs) == {'H2D': 1} and counts.async_h2d == 1
+

@@ -53,7 +53,7 @@ from mmengine.logging import print_log
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
-from ..transfer import host_to_device
+from ..transfer import host_to_device, padded_table
 from .base import MaskGenerator
 from .functional import float16_symmetric_kl, symmetric_kl
 from .diffseg_masks import compact_ids, segments_from_proposals
@@ -321,15 +321,10 @@ class DiffSeg(MaskGenerator):
         """The labels of samples ``found`` (``named``: every sample's prompt classes): each
         segment takes a class by contrast with the class's background level
         (:func:`~.segment_naming.batch_segment_classes`), or is background."""
-        device = segments.device
-        most = max(len(named[b]) for b in found)
         # copied before the host waits for the segment counts below
-        class_ids = host_to_device([self.class_indices(named[b]) + [0] * (most - len(named[b]))
-                                    for b in found], device)
-        valid = None
-        if any(len(named[b]) < most for b in found):
-            valid = host_to_device([[True] * len(named[b]) + [False] * (most - len(named[b]))
-                                    for b in found], device, torch.bool)
+        class_ids, valid = padded_table([self.class_indices(named[b]) for b in found],
+                                        segments.device)
+        most = class_ids.shape[1]
         columns = [_images(maps.class_token_matrix(f'cross{r}', named), found)[..., :most]
                    for r in self.cross_resolutions]
         counts = (segments.flatten(1).amax(1) + 1).tolist()  # one host sync for the batch

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
-from ..transfer import host_to_device
+from ..transfer import padded_table
 from .base import IGNORE_INDEX, MaskGenerator
 from .class_names import VOCABULARIES, prompt_name
 from .functional import minmax_normalize
@@ -282,13 +282,9 @@ class ISeg(MaskGenerator):
         # the label of each output slot [background, class_1, ...] (ignore_index for padding) and,
         # where some sample has padding, which class slots are real: built on the host and
         # copied before any GPU work is queued
-        table = host_to_device([[self.background_index] + self.class_indices(ns)
-                                + [self.ignore_index] * (num - len(ns)) for ns in names],
-                               self_attn.device)
-        valid = None
-        if any(len(ns) < num for ns in names):
-            valid = host_to_device([[True] * len(ns) + [False] * (num - len(ns)) for ns in names],
-                                   self_attn.device, dtype=torch.bool)
+        table, valid = padded_table([[self.background_index] + self.class_indices(ns)
+                                     for ns in names], self_attn.device, self.ignore_index)
+        valid = None if valid is None else valid[:, 1:]
 
         side = math.isqrt(n)
         cross = self._aggregate_cross(maps, b, side)

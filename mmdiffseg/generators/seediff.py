@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
-from ..transfer import host_to_device
+from ..transfer import padded_table
 from .base import MaskGenerator
 from .functional import minmax_normalize, otsu_threshold
 from .pamr import PAMR
@@ -296,10 +296,7 @@ class SeeDiff(MaskGenerator):
         # the dataset index of each class slot and which slots are real, built on the host and
         # copied without a host-device sync; the images are moved before any GPU work is queued
         # (a pageable copy waits for the stream: after the expansion it would hold the host)
-        most = max(map(len, indices))
-        lookup = host_to_device([idx + [0] * (most - len(idx)) for idx in indices], device)
-        valid = host_to_device([[True] * len(idx) + [False] * (most - len(idx))
-                                for idx in indices], device, torch.bool)
+        lookup, valid = padded_table(indices, device)
         if images is not None:
             images = images.to(device)
 
@@ -309,7 +306,8 @@ class SeeDiff(MaskGenerator):
         if self.pamr.num_iter > 0:
             mask = minmax_normalize(self.pamr(images.float(), mask))
         foreground = mask > self.final_threshold
-        foreground &= valid[..., None, None]
+        if valid is not None:
+            foreground &= valid[..., None, None]
         winner = score.masked_fill(~foreground, -1).argmax(dim=1, keepdim=True)
         claimed = foreground.any(dim=1)
         class_label = torch.gather(lookup, 1, winner.flatten(1)).view(batch, *size)
