@@ -5,6 +5,7 @@
 #   source .devkit/setup.sh && bash benchmarks/gpu_suite.sh       # on the GPU machine (see README)
 #   GPU_SUITE_QUICK=1 bash benchmarks/gpu_suite.sh                  # smoke run on a CPU (tiny sizes)
 #   GPU_SUITE_STEPS="probe tool_host" bash benchmarks/gpu_suite.sh  # only these steps (a rerun)
+#   GPU_SUITE_BUDGET_S=300 bash benchmarks/gpu_suite.sh             # stop starting steps after 300 s
 #
 # Writes under $OUT (default work_dirs/gpu_suite): results.md (one table: step, status, seconds;
 # then every step's result rows; rewritten after every step, so a run cut short keeps what it
@@ -18,6 +19,7 @@ main() {  # parsed whole before it runs: editing this file during a run does not
 OUT=${OUT:-work_dirs/gpu_suite}
 QUICK=${GPU_SUITE_QUICK:-0}
 ONLY=${GPU_SUITE_STEPS:-}
+BUDGET=${GPU_SUITE_BUDGET_S:-0}  # seconds for the whole call (0: none); steps are cut to fit it
 mkdir -p "$OUT/steps"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$QUICK" = 1 ]; then
@@ -48,6 +50,13 @@ step() {
   local name=$1 limit=$(( $2 * SCALE )) result=$3; shift 3
   if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   local backup="" before=0 start=$SECONDS rc
+  if [ "$BUDGET" -gt 0 ]; then  # what is left of the call's budget, less 20 s (kill grace, results)
+    local left=$(( BUDGET - SECONDS - 20 ))
+    if [ "$left" -lt 15 ]; then
+      echo "| $name | skipped (GPU_SUITE_BUDGET_S=$BUDGET spent) | 0 |" >> "$OUT/summary.md"; report; return
+    fi
+    [ "$left" -lt "$limit" ] && limit=$left
+  fi
   if [ -f "$result" ]; then backup="$OUT/steps/$name.before"; cp "$result" "$backup"; before=$(wc -l < "$result"); fi
   echo "== $name (timeout ${limit}s)"
   timeout -k 10 "$limit" "$@" > "$OUT/steps/$name.log" 2>&1
