@@ -4,13 +4,15 @@ settings behind a set of labels differ.
 A label cache (``cache.json``) and an offline tool's manifest header record the model and the
 settings their labels were made with; a run that finds a record made with other settings is
 refused with one line per setting that differs. Models compare by the hash of their diffusers
-configs, not by their path, so the same model in another folder, on another node or reached
-through the Hugging Face cache under its hub id is the same model, and so is a withdrawn hub id
-and the repository that hosts its weights now (:data:`MOVED_HUB_IDS`).
+configs' settings, not by their path, so the same model in another folder (a copy, or the
+pipeline's ``save_pretrained``), on another node or reached through the Hugging Face cache under
+its hub id is the same model, and so is a withdrawn hub id and the repository that hosts its
+weights now (:data:`MOVED_HUB_IDS`).
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple, Union
@@ -18,7 +20,7 @@ from typing import Dict, Iterator, Optional, Tuple, Union
 __all__ = ['MOVED_HUB_IDS', 'withdrawn_model', 'model_id_of', 'model_identity', 'same_model',
            'setting_differences']
 
-#: the files whose bytes make a model's config hash
+#: the files whose settings make a model's config hash
 CONFIG_FILES = ('model_index.json', 'unet/config.json')
 ABSENT = '<absent>'
 
@@ -34,23 +36,92 @@ MOVED_HUB_IDS = {
 }
 
 
+def _init_defaults(class_name) -> Dict[str, object]:
+    """The keyword defaults of a diffusers class's ``__init__`` (its config defaults), as JSON
+    values; empty for a class diffusers does not have."""
+    import diffusers
+    cls = getattr(diffusers, class_name, None) if isinstance(class_name, str) else None
+    if not isinstance(cls, type):
+        return {}
+    return {name: json.loads(json.dumps(p.default, default=str))
+            for name, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _settings(part: str, text: str) -> object:
+    """What of a config file makes the model: for the pipeline index its class and each
+    component's class; for a component config the settings that differ from its class's
+    defaults. Bookkeeping (``_name_or_path``, ``_diffusers_version``) and defaults written out by
+    another diffusers version's ``save_pretrained`` drop out, so a saved copy of a hub model
+    hashes as the hub model. Text that is not a JSON object is taken as it is."""
+    try:
+        config = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(config, dict):
+        return text
+    if part == 'model_index.json':
+        return dict({name: value[1] for name, value in config.items()
+                     if isinstance(value, list) and len(value) == 2 and value[1]},
+                    _class_name=config.get('_class_name'))
+    defaults = _init_defaults(config.get('_class_name'))
+    return dict({key: value for key, value in config.items() if not key.startswith('_')
+                 and (key not in defaults or value != defaults[key])},
+                _class_name=config.get('_class_name'))
+
+
+def _weights_fingerprint(folder: Path) -> Optional[str]:
+    """A cheap fingerprint of the U-Net's weights, so that two models with the same configs (SD
+    1.4 and 1.5, a fine-tune) differ: the first row of every tensor of a safetensors file (read
+    through its memory map; a saved copy in the same dtype has the same rows), or the size and
+    the first and last MiB of another weights file; ``None`` without weights (configs only)."""
+    files = sorted(p for p in (folder / 'unet').glob('diffusion_pytorch_model*')
+                   if p.suffix in ('.safetensors', '.bin') and p.is_file())
+    if not files:
+        return None
+    path = next((p for p in files if p.name == 'diffusion_pytorch_model.safetensors'), files[0])
+    digest = hashlib.sha1()
+    if path.suffix == '.safetensors':
+        import torch
+        from safetensors import safe_open
+        with safe_open(str(path), framework='pt') as weights:
+            for name in sorted(weights.keys()):
+                row = weights.get_slice(name)
+                shape = row.get_shape()
+                first = row[:1] if shape else weights.get_tensor(name)
+                digest.update(name.encode() + str(shape).encode()
+                              + first.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    else:
+        size, mib = path.stat().st_size, 2 ** 20
+        with open(path, 'rb') as f:
+            digest.update(str(size).encode() + f.read(mib))
+            f.seek(max(size - mib, 0))
+            digest.update(f.read(mib))
+    return digest.hexdigest()
+
+
 def _config_hash(folder: Path) -> str:
     digest = hashlib.sha1()
     for part in CONFIG_FILES:
         path = folder / part
-        digest.update(path.read_bytes() if path.is_file() else b'')
+        settings = _settings(part, path.read_text()) if path.is_file() else None
+        digest.update(json.dumps(settings, sort_keys=True).encode() + b'\0')
+    digest.update(str(_weights_fingerprint(folder)).encode())
     return digest.hexdigest()[:8]
 
 
 def model_id_of(model: Union[str, Path]) -> str:
     """The ``model_id`` an engine loaded from ``model`` gets, without loading it: the hub id, or
-    ``<folder name>-<8 hex>`` for a local diffusers folder (the hash covers the pipeline index and
-    the U-Net config)."""
+    ``<folder name>-<8 hex>`` for a local diffusers folder (the hash covers the pipeline index,
+    the U-Net config and a fingerprint of the U-Net weights)."""
     folder = Path(model).expanduser()
-    if not folder.is_dir():
-        return str(model)
+    return _local_identity(folder)['id'] if folder.is_dir() else str(model)
+
+
+def _local_identity(folder: Path) -> Dict[str, str]:
     folder = folder.resolve()
-    return f'{folder.name}-{_config_hash(folder)}'
+    config_hash = _config_hash(folder)
+    return {'id': f'{folder.name}-{config_hash}', 'config_hash': config_hash}
 
 
 def _hub_snapshot(hub_id: str, cache_dir: Optional[str] = None) -> Optional[Path]:
@@ -80,11 +151,12 @@ def withdrawn_model(model: Union[str, Path], cache_dir: Optional[str] = None) ->
 
 def model_identity(model: Union[str, Path]) -> Dict[str, Optional[str]]:
     """``{'id': model_id_of(model), 'config_hash': ...}`` without loading the model; the config
-    hash is that of the folder holding the model's configs (the hub cache's snapshot for a hub id
-    whose configs are cached), ``None`` when unknown."""
-    folder = Path(model).expanduser()
-    folder = folder if folder.is_dir() else _hub_snapshot(str(model))
-    return {'id': model_id_of(model), 'config_hash': _config_hash(folder) if folder else None}
+    hash is that of the folder holding the model's configs and weights (the hub cache's snapshot
+    for a hub id whose configs are cached), ``None`` when unknown."""
+    if Path(model).expanduser().is_dir():
+        return _local_identity(Path(model).expanduser())
+    folder = _hub_snapshot(str(model))
+    return {'id': str(model), 'config_hash': _config_hash(folder) if folder else None}
 
 
 def _as_identity(model) -> Dict[str, Optional[str]]:

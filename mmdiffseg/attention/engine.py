@@ -97,6 +97,14 @@ def _dtype_option(dtype: torch.dtype) -> Dict[str, torch.dtype]:
     return {'dtype' if new else 'torch_dtype': dtype}
 
 
+def _placed(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """``module`` on ``device`` in ``dtype``, in eval mode; cast only when its dtype differs
+    (diffusers warns at every ``.to(dtype)`` of a model with float32-kept modules, even none)."""
+    if module.dtype != dtype:
+        module = module.to(dtype)
+    return module.to(device).eval()
+
+
 class DiffusionAttentionEngine:
     """A Stable Diffusion 1.x / 2.x-base pipeline that returns :class:`AttentionMaps`.
 
@@ -116,9 +124,8 @@ class DiffusionAttentionEngine:
                  device: Union[str, torch.device] = 'cpu', dtype: torch.dtype = torch.float32,
                  chunk_bytes: Optional[int] = None, map_backend: str = 'auto'):
         self.device, self.dtype = torch.device(device), dtype
-        self.vae = vae.to(self.device, dtype).eval()
-        self.unet = unet.to(self.device, dtype).eval()
-        self.text_encoder = text_encoder.to(self.device, dtype).eval()
+        self.vae, self.unet, self.text_encoder = (_placed(m, self.device, dtype)
+                                                  for m in (vae, unet, text_encoder))
         self.tokenizer, self.scheduler = tokenizer, scheduler
         self.model_id, self.chunk_bytes = str(model_id), chunk_bytes
         self.map_backend = map_backend

@@ -3,7 +3,7 @@ from .class_names import DATASET_CLASSES, resolve_classes
 from .generated import (GeneratedLabelDataset, PseudoLabelADE20KDataset,
                         PseudoLabelCityscapesDataset, PseudoLabelVOCDataset,
                         SyntheticADE20KDataset, SyntheticCityscapesDataset, SyntheticVOCDataset)
-from .label_cache import LabelCache, image_key
+from .label_cache import LabelCache, label_key
 from .transforms import LoadImageLevelLabels, LoadPseudoLabel, PackPseudoLabelInputs
 from .unsupervised import (Cityscapes27Dataset, CityscapesHumanVehicleDataset,
                            COCOStuff27Dataset)
@@ -11,7 +11,7 @@ from .unsupervised import (Cityscapes27Dataset, CityscapesHumanVehicleDataset,
 __all__ = [
     'DATASET_CLASSES', 'resolve_classes', 'GeneratedLabelDataset', 'PseudoLabelADE20KDataset',
     'PseudoLabelCityscapesDataset', 'PseudoLabelVOCDataset', 'SyntheticADE20KDataset',
-    'SyntheticCityscapesDataset', 'SyntheticVOCDataset', 'LabelCache', 'image_key',
+    'SyntheticCityscapesDataset', 'SyntheticVOCDataset', 'LabelCache', 'label_key',
     'LoadImageLevelLabels', 'LoadPseudoLabel', 'PackPseudoLabelInputs', 'Cityscapes27Dataset',
     'CityscapesHumanVehicleDataset',
     'COCOStuff27Dataset'

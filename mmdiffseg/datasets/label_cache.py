@@ -1,12 +1,16 @@
-"""Disk cache of generated labels: one label per image content, per model and generator config.
+"""Disk cache of generated labels: one label per image content and class names, per model and generator config.
 
 Layout: ``cache_dir/cache.json`` holds the signature (the model's identity + the generator's
-``config_dict()``) the cache was written with; ``cache_dir/<k[:2]>/<k>.png`` holds the label of the
-image whose file bytes have SHA-1 ``k``, at the image's original size (uint8, 255 = unsure). The
-signature pins the whole folder to one model + generator config, so the effective key is image
-content + model + generator config; opening a folder written with another signature is an error
-naming the settings that differ (never silently reused labels). Models compare by the hash of
-their diffusers configs, so the same model under another folder, node or hub id is the same model.
+``config_dict()``) the cache was written with; ``cache_dir/<k[:2]>/<k>.png`` holds the label made
+from the image file and the image-level class names whose SHA-1 is ``k`` (:func:`label_key`), at
+the image's original size (uint8, 255 = unsure). The signature pins the whole folder to one model
++ generator config, so the effective key is image content + class names + model + generator
+config; opening a folder written with another signature is an error naming the settings that
+differ (never silently reused labels). Models compare by the hash of their diffusers configs, so
+the same model under another folder, node or hub id is the same model. The engine's precision is
+not part of the key: it is the numerics of one method, like the GPU model or the batch size (float16
+and float32 labels differ on a few percent of pixels); the writer that made the folder's labels
+records it and a writer with another precision is refused (:meth:`LabelCache.check_signature`).
 
 Exactly once across processes (training ranks, dataloader prefetch, a prefill job running beside
 a training run): a label is made only by the process that holds the claim of its key, an
@@ -39,13 +43,22 @@ from ..provenance import describe, model_identity, setting_differences
 from ..registry import MASK_GENERATORS
 
 SIGNATURE_FILE = 'cache.json'
+#: the signature's record of how the labels were computed, checked against writers only
+WRITER_KEY = 'made_with'
 #: seconds between two looks at a label another process is making
 POLL_SECONDS = 0.05
 
 
-def image_key(image_bytes: bytes) -> str:
-    """SHA-1 of an image file's bytes."""
-    return hashlib.sha1(image_bytes).hexdigest()
+#: what a label's key is a hash of (recorded in the signature: a folder keyed otherwise is refused)
+KEY_SCHEME = 'sha1(image file bytes, image-level class names in order)'
+
+
+def label_key(image_bytes: bytes, class_names: Sequence[str]) -> str:
+    """The key of the label made from an image file and its image-level class names: iSeg,
+    SeeDiff and labelled DiffSeg prompt with the names, so another list is another label."""
+    digest = hashlib.sha1(image_bytes)
+    digest.update(b'\0' + json.dumps(list(class_names)).encode())
+    return digest.hexdigest()
 
 
 def label_path(cache_dir: Union[str, Path], key: str) -> Path:
@@ -105,17 +118,22 @@ class LabelCache:
         model: the Stable Diffusion hub id or diffusers folder the labels come from.
         generator: the generator (or its config dict, built with ``MASK_GENERATORS``).
         wait_timeout: seconds to wait for a label another process is making before giving up.
+        writer_dtype: the engine precision of a process that makes labels (``None``: this one
+            only reads); recorded by the first writer, and another writer's is refused.
     """
 
     def __init__(self, cache_dir: Union[str, Path], model: str,
-                 generator: Union[Dict, MaskGenerator], wait_timeout: float = 600.0):
+                 generator: Union[Dict, MaskGenerator], wait_timeout: float = 600.0,
+                 writer_dtype: Optional[str] = None):
         self.cache_dir = Path(cache_dir)
         if not isinstance(generator, MaskGenerator):
             generator = MASK_GENERATORS.build(generator)
         self.generator = generator
         self.model = str(model)
         self.signature = _canonical({'model': model_identity(self.model),
-                                     'generator': generator.config_dict()})
+                                     'generator': generator.config_dict(),
+                                     'label_key': KEY_SCHEME})
+        self.writer_dtype = writer_dtype
         self.wait_timeout = float(wait_timeout)
         self._signature_checked = False
 
@@ -142,6 +160,7 @@ class LabelCache:
         stored = self._stored_signature()
         if stored is None:
             return False
+        made_with = stored.pop(WRITER_KEY, {})
         differences = [f'{key}: cache {describe(have)}, this run {describe(want)}'
                        for key, have, want in setting_differences(stored, self.signature)]
         if differences:
@@ -150,15 +169,26 @@ class LabelCache:
                 + '\n  '.join(differences) + '\nLabels of another model or generator config are '
                 'never reused: give this config another cache_dir (the `cache` of '
                 'LoadPseudoLabel in the train pipeline) or delete the folder.')
+        written = made_with.get('dtype')
+        if self.writer_dtype is not None and written not in (None, self.writer_dtype):
+            raise ValueError(
+                f'label cache {self.cache_dir} holds labels made in {written}, and this run '
+                f'would add labels made in {self.writer_dtype}: set the engine precision '
+                f'to {written} (engine_dtype of the DiffusionLabelPreprocessor, --dtype of '
+                'prefill_labels.py), or give this config another cache_dir.')
         self._signature_checked = True
         return True
 
     def sign(self) -> None:
-        """Write the signature if the folder has none (else check it)."""
+        """Write the signature if the folder has none (else check it), with the writer's
+        precision."""
         if not self.check_signature():
+            record = dict(self.signature)
+            if self.writer_dtype is not None:
+                record[WRITER_KEY] = {'dtype': self.writer_dtype}
             try:
                 _atomic_write(self.cache_dir / SIGNATURE_FILE,
-                              json.dumps(self.signature, indent=1, sort_keys=True).encode(),
+                              json.dumps(record, indent=1, sort_keys=True).encode(),
                               replace=False)
             except FileExistsError:   # another process signed it first: check theirs
                 pass

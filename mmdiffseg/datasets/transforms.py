@@ -35,7 +35,7 @@ from mmseg.registry import TRANSFORMS
 
 from ..generators.base import IGNORE_INDEX
 from .class_names import resolve_classes
-from .label_cache import LabelCache, canonical_cache_spec, image_key
+from .label_cache import LabelCache, canonical_cache_spec, label_key
 
 #: largest image (pixels) whose source indices fit the 24-bit encoding
 MAX_SOURCE_PIXELS = 1 << 24
@@ -149,7 +149,8 @@ class LoadImageLevelLabels(BaseTransform):
 class LoadPseudoLabel(BaseTransform):
     """The cached generated label of the image as ``gt_seg_map`` (see the module docstring).
 
-    Adds ``pseudo_label_key`` (SHA-1 of the image file), ``pseudo_label_cached`` and
+    Adds ``pseudo_label_key`` (:func:`~.label_cache.label_key` of the image file and its
+    image-level class names, from :class:`LoadImageLevelLabels`), ``pseudo_label_cached`` and
     ``pseudo_label_cache`` (the label-cache settings, from which the preprocessor labels the
     misses: the config holds them once, here). On a cache miss ``gt_seg_map`` is the
     ``(H, W, 4)`` source-index map, packed apart by :class:`PackPseudoLabelInputs`. Nothing here
@@ -172,7 +173,10 @@ class LoadPseudoLabel(BaseTransform):
         return self._cache
 
     def transform(self, results: dict) -> dict:
-        key = image_key(fileio.get(results['img_path']))
+        if 'image_labels' not in results:
+            raise KeyError('LoadPseudoLabel needs LoadImageLevelLabels before it in the pipeline '
+                           f'(the label of {results["img_path"]} is made from its class names)')
+        key = label_key(fileio.get(results['img_path']), results['image_labels'])
         height, width = results['img'].shape[:2]
         label = self.cache.load(key)
         if label is not None and label.shape != (height, width):

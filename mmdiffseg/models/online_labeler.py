@@ -169,7 +169,7 @@ class OnlineLabeler:
         use; one labeler serves one cache."""
         spec = canonical_cache_spec(spec)
         if self.spec is None:
-            cache = LabelCache(**spec)
+            cache = LabelCache(**spec, writer_dtype=self.options['dtype'])
             cache.check_signature()
             self.labeler = AttentionLabeler(cache.model, cache.generator, **self.options)
             self.spec, self.cache = spec, cache
@@ -235,7 +235,9 @@ class OnlineLabeler:
         total = sum(s.gt_sem_seg.data.numel() for s in data_samples)
         hub = MessageHub.get_current_instance()
         hub.update_scalar('train/label_coverage', covered / max(total, 1))
-        hub.update_scalar('train/label_time', elapsed)
+        # not '*time*': mmengine's log processor would average it over 10 iterations, carried
+        # over a resume (a warm start would show the cold run's generation time)
+        hub.update_scalar('train/label_seconds', elapsed)
         hub.update_scalar('train/label_generated', float(self.generated - generated_before))
         hub.update_scalar('train/label_waited', float(self.waited - waited_before))
         if generated_before == 0 and self.generated:

@@ -22,7 +22,7 @@ from mmengine.config import Config
 from mmengine.dist import all_reduce, get_dist_info
 from mmengine.utils import ProgressBar
 
-from ..datasets.label_cache import canonical_cache_spec, image_key, label_path
+from ..datasets.label_cache import canonical_cache_spec, label_key, label_path
 from .online_labeler import OnlineLabeler, decode_rgb
 
 #: pipeline steps kept for the prefill (what the labels depend on besides the image file)
@@ -89,9 +89,10 @@ class _RankImages(torch.utils.data.Dataset):
         d, i = self.index[item]
         results = self.datasets[d][i]
         data = fileio.get(results['img_path'])
-        key = image_key(data)
+        names = list(results['image_labels'])
+        key = label_key(data, names)
         cached = label_path(self.cache_dir, key).exists()
-        return key, None if cached else decode_rgb(data), list(results['image_labels'])
+        return key, None if cached else decode_rgb(data), names
 
 
 def _build_datasets(dataset_cfgs: List[dict]) -> List:

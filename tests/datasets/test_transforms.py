@@ -11,7 +11,7 @@ from PIL import Image
 
 import mmdiffseg  # noqa: F401
 import mmdiffseg.datasets  # noqa: F401
-from mmdiffseg.datasets import LabelCache, LoadImageLevelLabels, image_key
+from mmdiffseg.datasets import LabelCache, LoadImageLevelLabels, label_key
 from mmdiffseg.datasets.transforms import decode_source_index, encode_source_index
 from mmdiffseg.generators.base import MaskGenerator
 from mmdiffseg.registry import MASK_GENERATORS
@@ -136,7 +136,7 @@ def test_image_level_labels_from_file_and_errors(tmp_path):
 # -- LabelCache and LoadPseudoLabel ---------------------------------------------------------------
 def test_label_cache_round_trip_and_signature(tmp_path):
     cache = LabelCache(**cache_cfg(tmp_path))
-    key = image_key(b'image bytes')
+    key = label_key(b'image bytes', ['cat'])
     assert cache.load(key) is None
     label = np.array([[0, 1, 255], [1, 1, 0]], np.uint8)
     cache.save(key, label)
@@ -151,7 +151,7 @@ def test_unreadable_signature_is_named(tmp_path):
     (tmp_path / 'cache').mkdir()
     (tmp_path / 'cache' / 'cache.json').write_text('{"model": ')
     with pytest.raises(ValueError, match='cache.json is not a label-cache signature'):
-        LabelCache(**cache_cfg(tmp_path)).load(image_key(b'x'))
+        LabelCache(**cache_cfg(tmp_path)).load(label_key(b'x', []))
 
 
 def refusal_lines(error):
@@ -215,7 +215,8 @@ def test_load_pseudo_label_miss_then_hit(tmp_path):
     assert torch.equal(ds.pseudo_label_index.data[0],
                        torch.arange(h * w).reshape(h, w))
     key = ds.metainfo['pseudo_label_key']
-    assert key == image_key(open(sample['img_path'], 'rb').read())
+    names = ds.metainfo['image_labels']
+    assert names and key == label_key(open(sample['img_path'], 'rb').read(), names)
 
     label = (np.arange(h * w) % 3).reshape(h, w).astype(np.uint8)
     LabelCache(**cache_cfg(tmp_path)).save(key, label)
@@ -227,9 +228,11 @@ def test_load_pseudo_label_miss_then_hit(tmp_path):
 
 def test_load_pseudo_label_wrong_size_is_an_error(tmp_path):
     sample = voc_sample('voc_val_1')
-    key = image_key(open(sample['img_path'], 'rb').read())
+    names = LoadImageLevelLabels(classes='voc')(dict(sample))['image_labels']
+    key = label_key(open(sample['img_path'], 'rb').read(), names)
     LabelCache(**cache_cfg(tmp_path)).save(key, np.zeros((5, 5), np.uint8))
     pipeline = Compose([dict(type='LoadImageFromFile'),
+                        dict(type='LoadImageLevelLabels', classes='voc'),
                         dict(type='LoadPseudoLabel', cache=cache_cfg(tmp_path))])
     with pytest.raises(ValueError, match='is \\(5, 5\\) but the image'):
         pipeline(dict(sample))

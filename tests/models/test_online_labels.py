@@ -114,7 +114,7 @@ def test_cold_batch_labels_original_images_and_matches_warm_batch(setup):
         rgb = mmcv.imread(s['img_path'], channel_order='rgb')
         names = mmdiffseg.datasets.LoadImageLevelLabels(classes='voc')(dict(s))['image_labels']
         voc = list(mmdiffseg.datasets.DATASET_CLASSES['voc'])
-        key = mmdiffseg.datasets.image_key(open(s['img_path'], 'rb').read())
+        key = mmdiffseg.datasets.label_key(open(s['img_path'], 'rb').read(), names)
         assert np.array_equal(store.load(key), expected_label(rgb, voc.index(names[0])))
 
     warm = batch(pipeline, samples, seed=3)   # same augmentation draws, labels from the cache

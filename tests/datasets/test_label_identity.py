@@ -1,0 +1,112 @@
+"""What a cached label is the label of: its image and class names (the key), the model (configs
+and weights, however the folder was saved) and the writer's precision (the signature)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from mmengine.dataset import Compose
+from mmengine.registry import init_default_scope
+from sample_data import shared_path
+
+import mmdiffseg.datasets  # noqa: F401 (registrations)
+from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+from mmdiffseg.datasets import LabelCache
+from mmdiffseg.generators.base import MaskGenerator
+from mmdiffseg.provenance import model_identity
+from mmdiffseg.registry import MASK_GENERATORS
+
+init_default_scope('mmseg')
+VOC = shared_path('voc2012_val_samples')
+
+
+@MASK_GENERATORS.register_module(force=True)
+class SignatureOnlyGenerator(MaskGenerator):
+    """Only its config matters here (cache signatures)."""
+
+    def config_dict(self):
+        return dict(classes=self.classes)
+
+
+def cache_cfg(tmp_path, model='some/hub-model'):
+    return dict(cache_dir=str(tmp_path / 'cache'), model=model,
+                generator=dict(type='SignatureOnlyGenerator', classes=['background', 'cat']))
+
+
+def load(tmp_path, names):
+    """``LoadPseudoLabel``'s result for voc_val_0 listed with ``names`` in the label file."""
+    ann = tmp_path / 'image_labels.json'
+    ann.write_text(json.dumps({'voc_val_0': names}))
+    pipeline = Compose([dict(type='LoadImageFromFile'),
+                        dict(type='LoadImageLevelLabels', classes='voc', ann_file=str(ann)),
+                        dict(type='LoadPseudoLabel', cache=cache_cfg(tmp_path))])
+    return pipeline(dict(img_path=str(VOC / 'JPEGImages' / 'voc_val_0.png'),
+                         reduce_zero_label=False, seg_fields=[]))
+
+
+def test_a_changed_class_list_is_another_label(tmp_path):
+    first = load(tmp_path, ['aeroplane'])
+    label = np.ones(first['img'].shape[:2], np.uint8)
+    LabelCache(**cache_cfg(tmp_path)).save(first['pseudo_label_key'], label)
+    assert load(tmp_path, ['aeroplane'])['pseudo_label_cached'] is True
+    for names in (['dog'], ['aeroplane', 'person'], ['person', 'aeroplane'], []):
+        again = load(tmp_path, names)
+        assert again['pseudo_label_cached'] is False, names
+        assert again['pseudo_label_key'] != first['pseudo_label_key']
+
+
+def test_load_pseudo_label_without_image_level_labels_names_the_missing_step(tmp_path):
+    pipeline = Compose([dict(type='LoadImageFromFile'),
+                        dict(type='LoadPseudoLabel', cache=cache_cfg(tmp_path))])
+    with pytest.raises(KeyError, match='needs LoadImageLevelLabels before it'):
+        pipeline(dict(img_path=str(VOC / 'JPEGImages' / 'voc_val_0.png'), seg_fields=[]))
+
+
+def test_a_cache_keyed_by_image_bytes_alone_is_refused(tmp_path):
+    """A folder signed before labels were keyed by their class names too."""
+    LabelCache(**cache_cfg(tmp_path)).sign()
+    signature = tmp_path / 'cache' / 'cache.json'
+    old = json.loads(signature.read_text())
+    del old['label_key']
+    signature.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r'label_key: cache <absent>, this run "sha1\(image'):
+        LabelCache(**cache_cfg(tmp_path)).check_signature()
+
+
+def test_the_first_writer_records_its_precision_and_another_writer_is_refused(tmp_path):
+    LabelCache(**cache_cfg(tmp_path), writer_dtype='float16').save('ab' * 20, np.zeros((2, 2)))
+    assert json.loads((tmp_path / 'cache' / 'cache.json').read_text())['made_with'] == {
+        'dtype': 'float16'}
+    assert LabelCache(**cache_cfg(tmp_path)).check_signature()          # a reader: any precision
+    assert LabelCache(**cache_cfg(tmp_path), writer_dtype='float16').check_signature()
+    with pytest.raises(ValueError, match='made in float16, and this run would add labels made '
+                                         'in float32: set the engine precision to float16'):
+        LabelCache(**cache_cfg(tmp_path), writer_dtype='float32').check_signature()
+
+
+@pytest.fixture(scope='module')
+def tiny_sd():
+    return cached_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
+
+
+def test_a_saved_copy_is_the_same_model_and_other_weights_are_not(tmp_path, tiny_sd):
+    from diffusers import StableDiffusionPipeline
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_sd), safety_checker=None)
+    pipe.save_pretrained(tmp_path / 'saved')      # writes _name_or_path and every default
+    config = json.loads((tmp_path / 'saved' / 'unet' / 'config.json').read_text())
+    assert '_name_or_path' in config
+    assert model_identity(tmp_path / 'saved')['config_hash'] == \
+        model_identity(tiny_sd)['config_hash']
+    shutil.copytree(tiny_sd, tmp_path / 'copy')
+    assert model_identity(tmp_path / 'copy')['config_hash'] == \
+        model_identity(tiny_sd)['config_hash']
+    with torch.no_grad():   # a fine-tune: same configs, one attention weight changed
+        pipe.unet.mid_block.attentions[0].transformer_blocks[0].attn2.to_q.weight[0, 0] += 1e-3
+    pipe.save_pretrained(tmp_path / 'tuned')
+    assert model_identity(tmp_path / 'tuned')['config_hash'] != \
+        model_identity(tiny_sd)['config_hash']
+    changed = dict(config, cross_attention_dim=config['cross_attention_dim'] + 1)
+    (tmp_path / 'copy' / 'unet' / 'config.json').write_text(json.dumps(changed))
+    assert model_identity(tmp_path / 'copy')['config_hash'] != \
+        model_identity(tiny_sd)['config_hash']
