@@ -1,55 +1,41 @@
-"""Pre-flight check of a training or test config, before the runner is built.
+"""Pre-flight check of a training, test or prefill config, before the runner is built.
 
 Everything the run would otherwise discover one failure at a time, deep into a long log: the data
-(root, split files, image and label folders), the image-level label file, backbone and ``load_from``
-checkpoints (a local file, or a URL / ``torchvision://`` / ``open-mmlab://`` name that is in the torch
-hub cache or downloadable), the Stable Diffusion weights (a local diffusers folder, or a hub id in the
-Hugging Face cache or downloadable) and a CUDA device where the config asks for one. Every missing
-piece is listed in one message with the command or setting that fixes it.
+(root, split files, image and label folders; :mod:`mmdiffseg.preflight_data`), the image-level
+label file (JSON, an entry for every training image, known class names), the generator options,
+backbone and ``load_from`` checkpoints (a local file, or a URL / ``torchvision://`` /
+``open-mmlab://`` name that is in the torch hub cache or downloadable; a test with a checkpoint
+needs no backbone init weights), the Stable Diffusion weights (a local diffusers folder, or a hub id
+in the Hugging Face cache or downloadable) and a CUDA device where the config asks for one
+(``engine_dtype=float16`` of the online labeler only where it labels: training and prefill). Every
+problem is listed in one message with the command or setting that fixes it.
 
 Offline (``HF_HUB_OFFLINE=1``) nothing is probed over the network: only the caches count.
 """
 from __future__ import annotations
 
 import functools
+import inspect
+import json
 import os
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 from urllib.parse import urlparse
 
 import torch
 from mmengine.config import Config
 
 from .cuda_check import cuda_problem
+from .preflight_data import Missing, check_dataset, check_image_level_labels, nearest
 from .provenance import MOVED_HUB_IDS, withdrawn_model
 
-DATA_GUIDE = 'README "Data layout"'
-VOC_PREPARE = 'python tools/dataset_converters/voc_aug.py {devkit} --sbd data/benchmark_RELEASE'
-ELSEWHERE = '; or set data_root (and data_prefix) of the entries above to where yours is'
-VOC_FIX = VOC_PREPARE + ' (VOC 2012 trainval + SBD, ' + DATA_GUIDE + ')' + ELSEWHERE
-DATA_FIXES = {
-    'PascalVOCDataset': VOC_FIX,
-    'Synthetic': 'python tools/synthesize.py ... --out {root} (README "Offline generation")' +
-                 ELSEWHERE,
-    'PseudoLabel': 'python tools/pseudo_label.py ... --out DIR (README "Offline generation")' +
-                   ELSEWHERE,
-}
-OTHER_DATA_FIX = 'prepare it as ' + DATA_GUIDE + ' says' + ELSEWHERE
+TINY_SD_BASE = 'stable-diffusion-2-1-base'
 CHECKPOINT_SCHEMES = ('http://', 'https://', 'torchvision://', 'modelzoo://', 'open-mmlab://',
                       'openmmlab://')
-
-
-@dataclass
-class Missing:
-    """One missing piece: what it is, which config entries need it, how to fix it."""
-    what: str
-    fix: str
-    where: List[str] = field(default_factory=list)
 
 
 def offline() -> bool:
@@ -82,54 +68,6 @@ def walk(node, path: str = '') -> Iterator[Tuple[str, dict]]:
         return
     for key, value in children:
         yield from walk(value, f'{path}.{key}' if path else str(key))
-
-
-def _join(root: str, path: str) -> Path:
-    return Path(path) if not root or os.path.isabs(path) else Path(root, path)
-
-
-def _data_fix(dataset: dict) -> str:
-    kind = str(dataset.get('type', ''))
-    template = next((fix for name, fix in DATA_FIXES.items() if kind.startswith(name)),
-                    OTHER_DATA_FIX)
-    root = dataset.get('data_root') or ''
-    return template.format(devkit=Path(root).parent if root else 'data/VOCdevkit', root=root)
-
-
-def check_dataset(dataset: dict, where: str) -> List[Missing]:
-    """Data root, split file and the image / label folders the pipeline reads."""
-    root = dataset.get('data_root') or ''
-    kind = dataset.get('type', 'dataset')
-    if root and not Path(root).is_dir():
-        return [Missing(f'{kind} data root {root} does not exist', _data_fix(dataset),
-                        [where])]
-    missing = []
-    if dataset.get('ann_file') and not _join(root, dataset['ann_file']).is_file():
-        missing.append(Missing(f'{kind} split file {_join(root, dataset["ann_file"])} not found',
-                               _data_fix(dataset), [where]))
-    reads_labels = any(
-        step.get('type') == 'LoadAnnotations' or
-        (step.get('type') == 'LoadImageLevelLabels' and step.get('ann_file') is None)
-        for step in dataset.get('pipeline', []) if isinstance(step, dict))
-    prefixes = dict(dataset.get('data_prefix') or {})
-    for key, needed in (('img_path', True), ('seg_map_path', reads_labels)):
-        if needed and prefixes.get(key) is not None and not _join(root, prefixes[key]).is_dir():
-            missing.append(Missing(f'{kind} folder {_join(root, prefixes[key])} not found',
-                                   _data_fix(dataset), [where]))
-    return missing
-
-
-def check_image_level_labels(step: dict, where: str) -> List[Missing]:
-    ann_file = step.get('ann_file')
-    if ann_file is None or Path(ann_file).is_file():
-        return []
-    classes = step.get('classes')
-    maker = VOC_PREPARE.format(devkit=Path(ann_file).parent.parent) + \
-        " (from VOC's XML annotations)" if classes == 'voc' else \
-        f'python tools/dataset_converters/image_labels.py LABEL_DIR --classes {classes} --out {ann_file}'
-    return [Missing(f'image-level labels {ann_file} not found',
-                    f'{maker}; or set {where}.ann_file=None to take them from the ground truth',
-                    [where])]
 
 
 def checkpoint_url(name: str) -> str:
@@ -197,23 +135,109 @@ def check_sd_model(model: str, keys: List[str]) -> List[Missing]:
         f'Stable Diffusion weights {model!r}: no such local folder, and not in the Hugging Face '
         f'cache {constants.HF_HUB_CACHE} ({"offline" if offline() else "not downloadable from here"})',
         f'where there is network: hf download {model} (then copy the cache here); or '
-        f'pass a local diffusers folder: --cfg-options {settings} (random weights for a smoke run: '
-        'python tools/build_tiny_sd.py --out FOLDER)', keys)]
+        f'pass a local diffusers folder: --cfg-options {settings} (random weights for a smoke run '
+        f'of the tiny-cpu configs: {tiny_sd_command()}; the full configs need the real SD '
+        "2.1-base's head counts for their iSeg head lists)", keys)]
 
 
-def _cuda_needs(cfg: Config, mode: str, sections: Dict[str, object]) -> List[str]:
+def tiny_sd_command() -> str:
+    """The command that writes the random-weights SD 2.1-base the tiny-cpu configs look for, from
+    the workspace's sample configs (README "A first run on the CPU") where they are."""
+    shared = os.environ.get('MMDIFFSEG_SHARED_DATA', Path(__file__).resolve().parents[2] /
+                            'shared' / 'data')
+    configs = Path(shared, 'sd_configs', TINY_SD_BASE)
+    source = min(os.path.relpath(configs), str(configs), key=len) if configs.is_dir() else \
+        'SD_CONFIG_DIR (a diffusers folder of SD 2.1-base configs + tokenizer, no weights)'
+    return f'python tools/build_tiny_sd.py {source} --out work_dirs/tiny-{TINY_SD_BASE}'
+
+
+def check_generator(generator: dict, where: str) -> List[Missing]:
+    """A generator config (``MASK_GENERATORS``): known type and options, values its constructor
+    accepts (built here: cheap, no model)."""
+    from .registry import MASK_GENERATORS
+    kind = generator.get('type')
+    cls = MASK_GENERATORS.get(kind) if isinstance(kind, str) else kind
+    if cls is None:
+        known = sorted(MASK_GENERATORS.module_dict)
+        near = nearest(str(kind), known)
+        return [Missing(f'{where}.type: unknown generator {kind!r}' +
+                        (f' (did you mean {near!r}?)' if near else ''),
+                        f'--cfg-options {where}.type={near or known[0]} (the generators: '
+                        f'{", ".join(known)})', [where])]
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = [key for key in generator if key != 'type' and key not in params]
+        options = [name for name in params if name not in generator]
+        found = []
+        for key in unknown:
+            near = nearest(key, options)
+            found.append(Missing(
+                f'{where}: unknown option {key!r}' + (f' (did you mean {near!r}?)' if near else ''),
+                f'set {where}.{near}={generator[key]!r} instead of {where}.{key} (in the config '
+                f'or --cfg-options)' if near else
+                f'remove {where}.{key} (the options of {cls.__name__}: {", ".join(params)})',
+                [where]))
+        if found:
+            return found
+    try:
+        MASK_GENERATORS.build(dict(generator))
+    except (TypeError, ValueError, KeyError, AssertionError) as err:
+        return [Missing(f'{where}: {err.args[0] if err.args else err}',
+                        f'correct {where} in the config or with --cfg-options {where}.OPTION=VALUE',
+                        [where])]
+    return []
+
+
+def _writer_dtype(cfg: Config, mode: str, dtype: Optional[str]) -> str:
+    """The precision labels are made in: a prefill's ``--dtype``, else the preprocessor's."""
+    pre = (cfg.get('model') or {}).get('data_preprocessor') or {}
+    return (dtype if mode == 'prefill' else None) or pre.get('engine_dtype', 'float32')
+
+
+def check_cache_precision(cache_dir: str, where: str, dtype: str) -> List[Missing]:
+    """A label cache whose labels were made in another precision than this run would add
+    (:class:`~mmdiffseg.datasets.LabelCache` refuses such a writer at its first label, maybe
+    hours into training)."""
+    try:
+        made = json.loads((Path(cache_dir) / 'cache.json').read_text()).get('made_with', {})
+    except (OSError, ValueError, AttributeError):
+        return []   # no folder or signature yet (an unreadable one is named at first use)
+    if made.get('dtype') in (None, dtype):
+        return []
+    return [Missing(f'label cache {cache_dir} holds labels made in {made["dtype"]}, this run '
+                    f'would add labels in {dtype}',
+                    f'make labels in {made["dtype"]} (--cfg-options model.data_preprocessor.'
+                    f'engine_dtype={made["dtype"]}, or --dtype {made["dtype"]} for '
+                    f'prefill_labels.py), or --cfg-options {where}.cache_dir=<another folder>',
+                    [f'{where}.cache_dir'])]
+
+
+def _cuda_needs(cfg: Config, mode: str, sections: Dict[str, object], dtype: Optional[str],
+                device: Optional[str]) -> List[str]:
     needs = []
     for name, section in sections.items():
         for path, node in walk(section, name):
             if str(node.get('device', '')).startswith('cuda'):
                 needs.append(f'{path}.device={node["device"]} (--cfg-options {path}.device=cpu)')
-            if node.get('engine_dtype') == 'float16':
+            # the online labeler (DiffusionLabelPreprocessor) labels in training only
+            labels_in_test = mode != 'test' or node.get('type') != 'DiffusionLabelPreprocessor'
+            if node.get('engine_dtype') == 'float16' and labels_in_test:
                 needs.append(f'{path}.engine_dtype=float16 (--cfg-options {path}.engine_dtype='
                              'float32 runs the diffusion model on the CPU)')
-    if mode == 'train' and cfg.get('optim_wrapper', {}).get('type') == 'AmpOptimWrapper':
+    if mode == 'prefill':   # prefill_labels.py: --dtype, else the preprocessor's engine_dtype
+        key = 'model.data_preprocessor.engine_dtype'
+        if dtype == 'float16':
+            needs.append('--dtype float16 (--dtype float32 runs the diffusion model on the CPU)')
+        elif dtype is None and ((cfg.get('model') or {}).get('data_preprocessor') or {}).get(
+                'engine_dtype') == 'float16':
+            needs.append(f'{key}=float16 (--cfg-options {key}=float32 runs the diffusion model '
+                         'on the CPU)')
+        if str(device or '').startswith('cuda'):
+            needs.append(f'--device {device} (--device cpu)')
+    if mode == 'train' and (cfg.get('optim_wrapper') or {}).get('type') == 'AmpOptimWrapper':
         needs.append('optim_wrapper.type=AmpOptimWrapper (AMP: drop --amp, or give the config an '
                      'OptimWrapper)')
-    dist = cfg.get('env_cfg', {}).get('dist_cfg', {})
+    dist = (cfg.get('env_cfg') or {}).get('dist_cfg') or {}
     # under torchrun without CUDA the ranks join with gloo (apis.cli.start_runner_launcher)
     if cfg.get('launcher', 'none') not in ('none', 'pytorch') and dist.get('backend') == 'nccl':
         needs.append('env_cfg.dist_cfg.backend=nccl (--cfg-options env_cfg.dist_cfg.backend=gloo)')
@@ -221,28 +245,40 @@ def _cuda_needs(cfg: Config, mode: str, sections: Dict[str, object]) -> List[str
 
 
 #: the config sections each mode reads (``'prefill'``: tools/prefill_labels.py, the training data
-#: and its label cache's model only; its device and dtype come from its own options)
+#: and its label cache only; its device and dtype: its own options, else the preprocessor's dtype)
 SECTIONS = {'train': ['model', 'train_dataloader', 'val_dataloader'],
             'test': ['model', 'test_dataloader'], 'prefill': ['train_dataloader']}
 
 
-def check(cfg: Config, mode: str = 'train') -> List[Missing]:
+def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
+          device: Optional[str] = None) -> List[Missing]:
     """Everything ``cfg`` needs for ``mode`` (``'train'``, ``'test'`` or ``'prefill'``) that is
-    missing here."""
+    missing or wrong here. ``dtype``, ``device``: the ``--dtype`` / ``--device`` of a prefill."""
     names = [n for n in SECTIONS[mode] if n != 'val_dataloader' or cfg.get('val_cfg')]
     sections = {name: cfg[name].to_dict() if hasattr(cfg[name], 'to_dict') else cfg[name]
                 for name in names if cfg.get(name)}
+    # tools/test.py passes its checkpoint as load_from: Runner.test loads it, never init_weights
+    init_weights = not (mode == 'test' and cfg.get('load_from'))
     missing: List[Missing] = []
     sd_models: Dict[str, List[str]] = {}
     for name, section in sections.items():
         for path, node in walk(section, name):
             if 'pipeline' in node and name != 'model':
-                missing += check_dataset(node, path)
-            if node.get('type') == 'LoadImageLevelLabels':
-                missing += check_image_level_labels(node, path)
-            if node.get('type') == 'Pretrained' and isinstance(node.get('checkpoint'), str):
+                problems = check_dataset(node, path)
+                missing += problems
+                for index, step in enumerate(node['pipeline'] or []):
+                    if isinstance(step, dict) and step.get('type') == 'LoadImageLevelLabels':
+                        missing += check_image_level_labels(
+                            step, f'{path}.pipeline.{index}', None if problems else node)
+            if isinstance(node.get('generator'), dict) and 'type' in node['generator']:
+                missing += check_generator(node['generator'], f'{path}.generator')
+                if 'cache_dir' in node and mode != 'test':
+                    missing += check_cache_precision(node['cache_dir'], path,
+                                                     _writer_dtype(cfg, mode, dtype))
+            if init_weights and node.get('type') == 'Pretrained' and \
+                    isinstance(node.get('checkpoint'), str):
                 missing += check_checkpoint(node['checkpoint'], f'{path}.checkpoint')
-            if isinstance(node.get('pretrained'), str):
+            if init_weights and isinstance(node.get('pretrained'), str):
                 missing += check_checkpoint(node['pretrained'], f'{path}.pretrained')
             for key in ('model', 'sd_model'):
                 if isinstance(node.get(key), str) and (key == 'sd_model' or 'cache_dir' in node):
@@ -251,7 +287,7 @@ def check(cfg: Config, mode: str = 'train') -> List[Missing]:
         missing += check_sd_model(model, keys)
     if cfg.get('load_from') and mode != 'prefill':
         missing += check_checkpoint(cfg.load_from, 'load_from')
-    needs = _cuda_needs(cfg, mode, sections)
+    needs = _cuda_needs(cfg, mode, sections, dtype, device)
     problem = cuda_problem() if needs else None
     if problem is not None:
         missing.append(Missing(f'a CUDA device (torch sees none: {problem.reason})',
@@ -273,18 +309,19 @@ def merge(missing: List[Missing]) -> List[Missing]:
 
 def report(missing: List[Missing], config: str, mode: str) -> str:
     lines = [f'Pre-flight check: {config} cannot {mode} here yet; {len(missing)} thing'
-             f'{"s are" if len(missing) > 1 else " is"} missing (nothing was started):', '']
+             f'{"s" if len(missing) > 1 else ""} to fix first (nothing was started):', '']
     for number, item in enumerate(missing, 1):
         lines += [f'{number}. {item.what}', f'   needed by: {", ".join(item.where)}',
                   f'   fix: {item.fix}']
-    lines += ['', 'Run the same command again once they are there (or skip this check with '
+    lines += ['', 'Run the same command again once they are fixed (or skip this check with '
               '--skip-preflight).']
     return '\n'.join(lines)
 
 
-def ensure_ready(cfg: Config, config: str, mode: str = 'train') -> None:
-    """Exit (status 2, one message on stderr) when anything :func:`check` finds is missing."""
-    missing = check(cfg, mode)
+def ensure_ready(cfg: Config, config: str, mode: str = 'train', dtype: Optional[str] = None,
+                 device: Optional[str] = None) -> None:
+    """Exit (status 2, one message on stderr) when :func:`check` finds anything."""
+    missing = check(cfg, mode, dtype, device)
     if missing:
         print(report(missing, config, mode), file=sys.stderr)
         raise SystemExit(2)

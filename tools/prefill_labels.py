@@ -69,7 +69,7 @@ def main(argv=None):
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     if not args.skip_preflight:
-        ensure_ready(cfg, args.config, 'prefill')
+        ensure_ready(cfg, args.config, 'prefill', dtype=args.dtype, device=args.device)
     device = args.device or default_device(args.launcher)
     start_launcher(args.launcher, device)
     summary = prefill(cfg, device, batch_size=args.batch_size, dtype=args.dtype,

@@ -1,7 +1,8 @@
 """Test (evaluate) a segmentor with an mmseg config (mmseg's ``tools/test.py`` interface).
 
-``checkpoint`` may be omitted for training-free models (e.g. DiffSeg's unsupervised evaluation
-with :class:`mmdiffseg.models.DiffusionSegmentor`).
+``CHECKPOINT`` may be omitted only for the training-free
+:class:`mmdiffseg.models.DiffusionSegmentor` (e.g. DiffSeg's unsupervised evaluation); any other
+model would be scored with its random initial weights, so it is refused (exit status 2).
 
     python tools/test.py CONFIG [CHECKPOINT] [--work-dir DIR] [--out DIR] [--show] [--show-dir DIR]
                          [--wait-time S] [--tta] [--cfg-options k=v ...] [--launcher ...]
@@ -11,6 +12,9 @@ The pre-flight check of ``tools/train.py`` runs first (data, weights, the checkp
 """
 import argparse
 import os
+import os.path as osp
+import sys
+from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
 from mmdiffseg.apis.cli import leave_process_group, start_runner_launcher
@@ -24,9 +28,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (evaluate) a segmentor (mmseg + mmdiffseg)')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', nargs='?', default=None,
-                        help='checkpoint file (omit for training-free models)')
+                        help='checkpoint file (omit only for the training-free '
+                             'DiffusionSegmentor)')
     parser.add_argument('--work-dir', help='folder for the evaluation logs')
-    parser.add_argument('--out', help='folder to save the predictions (for offline evaluation)')
+    parser.add_argument('--out', help='folder to save the predictions as PNGs (the metric\'s '
+                                      'output_dir)')
     parser.add_argument('--show', action='store_true', help='show the predictions')
     parser.add_argument('--show-dir', help='folder to save drawn predictions')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
@@ -43,7 +49,28 @@ def parse_args(argv=None):
     return args
 
 
+TRAINING_FREE = 'DiffusionSegmentor'
+
+
+def checkpoint_problem(cfg: Config, checkpoint: Optional[str]) -> Optional[str]:
+    """Why ``checkpoint`` (the CHECKPOINT argument) cannot be evaluated with ``cfg``, or None."""
+    if checkpoint is None:
+        if cfg.model.get('type') == TRAINING_FREE:
+            return None
+        return (f'CHECKPOINT is missing: {cfg.model.get("type")} needs trained weights (without '
+                'them it would be scored with its random initial weights); pass the .pth file '
+                'after CONFIG')
+    if '://' not in checkpoint and not osp.isfile(checkpoint):  # URLs: the pre-flight check
+        return f'CHECKPOINT {checkpoint}: file not found'
+    return None
+
+
 def enable_visualization(cfg: Config, show: bool, show_dir, wait_time: float) -> None:
+    if cfg.model.get('type') == TRAINING_FREE:
+        raise RuntimeError(f'--show / --show-dir: {TRAINING_FREE} predicts at the size of the test '
+                           "pipeline's label, mmseg's SegVisualizationHook draws on the image file "
+                           'at its own size, so predictions cannot be drawn; --out DIR saves '
+                           'them as PNGs')
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
         raise RuntimeError('--show / --show-dir need default_hooks.visualization '
@@ -67,6 +94,10 @@ def enable_tta(cfg: Config) -> None:
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args)
+    problem = checkpoint_problem(cfg, args.checkpoint)
+    if problem:
+        print(f'tools/test.py: error: {problem}', file=sys.stderr)
+        raise SystemExit(2)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
@@ -74,7 +105,6 @@ def main(argv=None):
         enable_tta(cfg)
     if args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
-        cfg.test_evaluator['keep_results'] = True
     if not args.skip_preflight:
         ensure_ready(cfg, args.config, 'test')
     start_runner_launcher(cfg)

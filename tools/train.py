@@ -14,13 +14,14 @@ import argparse
 import logging
 import os
 import os.path as osp
+from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
 from mmdiffseg.apis.cli import leave_process_group, start_runner_launcher
 from mmdiffseg.preflight import ensure_ready
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.runner import Runner
+from mmengine.runner import Runner, find_latest_checkpoint
 from mmseg.registry import RUNNERS
 
 LAUNCHERS = ['none', 'pytorch', 'slurm', 'mpi']
@@ -31,7 +32,8 @@ def parse_args(argv=None):
     parser.add_argument('config', help='training config file')
     parser.add_argument('--work-dir', help='folder for logs and checkpoints')
     parser.add_argument('--resume', action='store_true',
-                        help='resume from the latest checkpoint in the work dir')
+                        help='resume from the latest checkpoint in the work dir (none there yet: '
+                             'a new run, from the config\'s load_from weights if it sets them)')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision (AmpOptimWrapper)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -76,6 +78,20 @@ def enable_amp(cfg: Config) -> None:
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
 
+def resume_from_work_dir(cfg: Config) -> Optional[str]:
+    """``--resume``: continue the run in the work dir. mmengine resumes from ``load_from`` when a
+    config sets it (the fine-tune configs: the synthetic run's last checkpoint, the start weights),
+    so ``load_from`` becomes the work dir's latest checkpoint. With none there yet, a new run
+    starts (from ``load_from``'s weights only); the returned line says so, None when resuming."""
+    latest = find_latest_checkpoint(cfg.work_dir)
+    cfg.resume = latest is not None
+    if cfg.resume:
+        cfg.load_from = latest
+        return None
+    start = f"load_from's weights ({cfg.load_from})" if cfg.get('load_from') else 'scratch'
+    return f'--resume: no checkpoint in {cfg.work_dir} yet; a new run starts from {start}'
+
+
 def build_runner(cfg: Config):
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
@@ -86,10 +102,14 @@ def main(argv=None):
     if args.amp:
         enable_amp(cfg)
     cfg.resume = args.resume
+    fresh_start = resume_from_work_dir(cfg) if args.resume else None
     if not args.skip_preflight:
         ensure_ready(cfg, args.config, 'train')
     start_runner_launcher(cfg)
-    build_runner(cfg).train()
+    runner = build_runner(cfg)
+    if fresh_start:
+        print_log(fresh_start, logger='current', level=logging.WARNING)  # in the run's log
+    runner.train()
     leave_process_group()
 
 

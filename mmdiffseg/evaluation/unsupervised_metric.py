@@ -10,12 +10,15 @@ are summed over the dataset: ``ACC = sum TP / labelled pixels``,
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+import os.path as osp
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
+from mmengine.utils import mkdir_or_exist
 from mmseg.registry import METRICS
+from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 
@@ -52,25 +55,47 @@ class HungarianMatchedIoU(BaseMetric):
     Args:
         num_classes: number of ground-truth classes (27 for both benchmarks).
         ignore_index: unlabelled ground truth / unassigned prediction.
+        output_dir: folder for the predictions, ``<image name>.png`` holding the segment ids at
+            the evaluated size (``tools/test.py --out``), as mmseg's ``IoUMetric`` writes them.
+        format_only: only write the predictions (images without ground truth), no scores.
     """
 
     default_prefix = None
 
-    def __init__(self, num_classes: int = 27, ignore_index: int = 255, **kwargs):
+    def __init__(self, num_classes: int = 27, ignore_index: int = 255,
+                 output_dir: Optional[str] = None, format_only: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.output_dir = output_dir
+        if output_dir:
+            mkdir_or_exist(output_dir)  # every rank writes its share of the images
+        self.format_only = format_only
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
             pred = sample['pred_sem_seg']['data'].squeeze().cpu().numpy()
+            if self.output_dir is not None:
+                self.save_prediction(pred, sample['img_path'])
+            if self.format_only:
+                continue
             gt = sample['gt_sem_seg']['data'].squeeze().cpu().numpy()
             if pred.shape != gt.shape:
                 raise ValueError(f'HungarianMatchedIoU: prediction {pred.shape} and ground truth '
                                  f'{gt.shape} differ in size ({sample.get("img_path")})')
             self.results.append(match_segments(gt, pred, self.num_classes, self.ignore_index))
 
+    def save_prediction(self, pred: np.ndarray, img_path: str) -> None:
+        if pred.max(initial=0) > 255:
+            raise ValueError(f'HungarianMatchedIoU: segment ids up to {pred.max()} do not fit the '
+                             f'8-bit PNGs of output_dir ({img_path})')
+        name = osp.splitext(osp.basename(img_path))[0]
+        Image.fromarray(pred.astype(np.uint8)).save(osp.join(self.output_dir, f'{name}.png'))
+
     def compute_metrics(self, results: List[np.ndarray]) -> Dict[str, float]:
+        if self.format_only:
+            print_log(f'predictions are saved to {self.output_dir}', logger='current')
+            return {}
         tp, fp, fn = np.sum(results, axis=0).astype(np.float64)
         labelled = tp + fn
         with np.errstate(invalid='ignore', divide='ignore'):

@@ -35,7 +35,7 @@ def test_config_builds(path):
             __import__('mmseg.datasets', fromlist=[dataset_type]).__dict__[dataset_type]
         assert len(metainfo.METAINFO['classes']) == head.num_classes
     for loader in LOADERS:
-        if loader in cfg and cfg[loader].get('dataset'):
+        if cfg.get(loader) and cfg[loader].get('dataset'):   # test-only configs: no train
             Compose(cfg[loader].dataset.pipeline)
     for key in ('val_evaluator', 'test_evaluator'):
         if cfg.get(key):

@@ -174,45 +174,51 @@ def test_cuda_settings_need_a_gpu():
     assert preflight.check(cfg, 'train') == []
 
 
-def test_tools_stop_before_the_runner_unless_skipped(tmp_path, tiny_sd, monkeypatch):
-    """A missing checkpoint stops tools/test.py (exit 2) before its runner is built;
-    --skip-preflight goes straight to the runner; tools/train.py checks too."""
-    cfg = tiny_online_config(tmp_path, tiny_sd)
-    config = tmp_path / 'tiny.py'
-    cfg.dump(str(config))
+class RecordingRunner:
+    """Stands in for the runner: records the config it is built with."""
     built = []
 
-    class RecordingRunner:
-        def __init__(self, cfg):
-            built.append(cfg)
+    def __init__(self, cfg):
+        self.built.append(cfg)
 
-        def train(self):
-            pass
+    def train(self):
+        pass
 
-        test = train
+    test = train
 
+
+def test_tools_stop_before_the_runner_unless_skipped(tmp_path, tiny_sd, monkeypatch):
+    """Missing test data stops tools/test.py (exit 2) before its runner is built, a missing
+    load_from tools/train.py; --skip-preflight goes straight to the runner."""
+    cfg = tiny_online_config(tmp_path, tiny_sd)
+    cfg.test_dataloader.dataset.data_root = str(tmp_path / 'no-test-data')
+    config = tmp_path / 'tiny.py'
+    cfg.dump(str(config))
+    (tmp_path / 'iter_4.pth').write_bytes(b'w')
+    built = RecordingRunner.built = []
     for name in ('test', 'train'):
         tool = load_tool(name)
         monkeypatch.setattr(tool, 'build_runner', RecordingRunner)
-        args = [str(config), str(tmp_path / 'missing.pth')] if name == 'test' else \
-            [str(config), '--cfg-options', f'load_from={tmp_path / "missing.pth"}']
+        checkpoint = tmp_path / ('iter_4.pth' if name == 'test' else 'missing.pth')
+        args = [str(config), str(checkpoint)] if name == 'test' else \
+            [str(config), '--cfg-options', f'load_from={checkpoint}']
         with pytest.raises(SystemExit) as exit_info:
             tool.main(args)
         assert exit_info.value.code == 2 and not built
         tool.main(args + ['--skip-preflight'])
-        assert len(built) == 1 and built.pop().load_from == str(tmp_path / 'missing.pth')
+        assert len(built) == 1 and built.pop().load_from == str(checkpoint)
 
 
 def test_prefill_checks_only_what_it_reads(tmp_path, tiny_sd, capsys):
     """tools/prefill_labels.py checks the training data, its image-level labels and the label
-    cache's model (not the backbone, validation data, load_from or CUDA settings) and stops with
-    the message before any work; --skip-preflight goes on to the labelling."""
+    cache's model (not the backbone, validation data or load_from) and stops with the message
+    before any work; --skip-preflight goes on to the labelling."""
     cfg = tiny_online_config(tmp_path, tiny_sd)
     cfg.load_from = str(tmp_path / 'iter_4.pth')                      # training needs it
-    cfg.model.data_preprocessor.engine_dtype = 'float16'            # so would a GPU run
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'r50.pth'))
     cfg.val_dataloader.dataset.data_root = str(tmp_path / 'no-val')
     assert preflight.check(cfg, 'prefill') == []
-    assert len(preflight.check(cfg, 'train')) >= 2
+    assert len(preflight.check(cfg, 'train')) == 3
     set_label_cache(cfg, dict(cache_dir=str(tmp_path / 'c'), model=str(tmp_path / 'no-sd'),
                               generator=cfg.tiny_label_generator.to_dict()))
     config = tmp_path / 'tiny.py'
@@ -220,8 +226,73 @@ def test_prefill_checks_only_what_it_reads(tmp_path, tiny_sd, capsys):
     with pytest.raises(SystemExit) as exit_info:
         load_tool('prefill_labels').main([str(config), '--device', 'cpu'])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and 'cannot prefill here yet; 1 thing is missing' in err
+    assert exit_info.value.code == 2 and 'cannot prefill here yet; 1 thing to fix first' in err
     assert "Stable Diffusion weights '" in err and not (tmp_path / 'c').exists()
     with pytest.raises(Exception) as error:  # past the check: the engine load names the folder
         load_tool('prefill_labels').main([str(config), '--device', 'cpu', '--skip-preflight'])
     assert 'no-sd' in str(error.value)
+
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message without CUDA')
+
+
+@NO_CUDA
+def test_prefill_without_cuda_refuses_float16_as_training_does(tmp_path, tiny_sd):
+    """The labeler's engine_dtype=float16 (prefill's default dtype) needs CUDA as in training, with
+    the same --cfg-options fix; prefill's own --dtype / --device count when passed."""
+    cfg = tiny_online_config(tmp_path, tiny_sd)
+    cfg.model.data_preprocessor.engine_dtype = 'float16'
+    for mode in ('prefill', 'train'):
+        (item,) = preflight.check(cfg, mode)
+        assert item.what.startswith('a CUDA device') and \
+            '--cfg-options model.data_preprocessor.engine_dtype=float32' in item.fix
+    assert preflight.check(cfg, 'prefill', dtype='float32') == []
+    cfg.merge_from_dict({'model.data_preprocessor.engine_dtype': 'float32'})
+    assert preflight.check(cfg, 'prefill') == []
+    (item,) = preflight.check(cfg, 'prefill', dtype='float16', device='cuda')
+    assert '--dtype float16 (--dtype float32' in item.fix
+    assert '--device cuda (--device cpu)' in item.fix
+
+
+@NO_CUDA
+def test_testing_a_checkpoint_needs_no_init_weights_nor_the_labelers_gpu(tmp_path, monkeypatch):
+    """tools/test.py CONFIG CHECKPOINT on the CPU, offline: Runner.test loads the checkpoint (no
+    ImageNet backbone weights) and the online labeler's float16 engine runs only in training."""
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))          # no R50 in this cache
+    root = make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'voc')
+    cfg = Config.fromfile(str(REPO / MAIN_CONFIG))
+    cfg.test_dataloader.dataset.update(data_root=str(root), img_suffix='.png')
+    assert cfg.model.data_preprocessor.engine_dtype == 'float16'
+    whats = [item.what for item in preflight.check(cfg, 'test')]        # no checkpoint
+    assert len(whats) == 1 and 'torchvision://resnet50' in whats[0]
+    cfg.load_from = str(tmp_path / 'iter_20000.pth')
+    (item,) = preflight.check(cfg, 'test')
+    assert item.what == f'checkpoint {cfg.load_from} not found'
+    (tmp_path / 'iter_20000.pth').write_bytes(b'w')
+    assert preflight.check(cfg, 'test') == []
+    train = [item.what for item in preflight.check(cfg, 'train')]       # training still needs both
+    assert any('torchvision://resnet50' in w for w in train) and \
+        any(w.startswith('a CUDA device') for w in train)
+
+    tool = load_tool('test')                   # as tools/test.py calls it: the CHECKPOINT argument
+    monkeypatch.setattr(tool, 'build_runner', RecordingRunner)
+    built = RecordingRunner.built = []
+    tool.main([str(REPO / MAIN_CONFIG), cfg.load_from, '--work-dir', str(tmp_path / 'work'),
+               '--cfg-options', f'test_dataloader.dataset.data_root={root}',
+               'test_dataloader.dataset.img_suffix=.png'])
+    assert len(built) == 1 and built[0].load_from == cfg.load_from
+
+
+def test_the_tiny_sd_command_in_the_fix_runs(tmp_path, monkeypatch):
+    """The smoke-run command of the missing-weights fix parses and names a folder of SD configs
+    (it once lacked build_tiny_sd.py's positional argument)."""
+    shared_path('sd_configs', 'stable-diffusion-2-1-base')
+    monkeypatch.chdir(REPO)
+    (item,) = preflight.check(Config(dict(model=dict(sd_model=str(tmp_path / 'none')))), 'test')
+    command = re.search(r'python (tools/build_tiny_sd\.py [^;]*?)(?:;|\)|$)', item.fix).group(1)
+    assert 'tiny-cpu configs' in item.fix and "2.1-base's head counts" in item.fix
+    args = load_tool('build_tiny_sd').parse_args(command.split()[1:])
+    assert (args.sd_config_dir / 'model_index.json').is_file()
+    assert args.out.as_posix() == 'work_dirs/tiny-stable-diffusion-2-1-base'  # tiny-cpu configs'
+    tiny = Config.fromfile(str(TINY_ONLINE_CONFIG))
+    assert tiny.train_dataloader.dataset.pipeline[2].cache.model == args.out.as_posix()

@@ -2,21 +2,27 @@
 
 1. Online labels: a tiny random-weights SD + iSeg label the VOC samples inside training; the
    cache is filled once, a second run generates nothing; tools/test.py reports mIoU.
-2. Synthetic folder -> fine-tune on real data from the synthetic checkpoint.
+2. Synthetic folder -> fine-tune on real data from the synthetic checkpoint; --resume continues
+   the fine-tune run, not the synthetic one.
+3. DiffSeg's training-free evaluation (no checkpoint; --out writes the scored predictions).
 """
 import json
 import os.path as osp
 import re
 import shutil
 
+import numpy as np
 import pytest
+import torch
 from sample_data import shared_path
 from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, load_tool, make_voc_root, run_tool,
                          set_label_cache, set_voc_data, train_log, write_config)
 from mmengine.config import Config
+from mmseg.registry import DATASETS
 from PIL import Image
 
 import mmdiffseg  # noqa: F401
+from mmdiffseg.evaluation.unsupervised_metric import HungarianMatchedIoU, match_segments
 from mmdiffseg.provenance import model_identity
 
 CONFIGS = REPO / 'configs' / 'mask2former'
@@ -52,7 +58,7 @@ def test_online_labels_cached_once_then_test_reports_miou(tmp_path, tiny_sd, mon
     assert signature['generator']['method'] == 'iseg'
     rows = train_log(tmp_path / 'run1')
     assert len(rows) == 4 and rows[0]['label_generated'] == 2   # cold: the batch of 2
-    assert all('label_coverage' in r and 'label_time' in r for r in rows)
+    assert all('label_coverage' in r and 'label_seconds' in r for r in rows)
     assert rows[-1]['label_generated'] < rows[0]['label_generated']  # epoch 2 reads the cache
     stamps = {p: p.stat().st_mtime_ns for p in labels}
     check_label_pictures(tmp_path / 'run1', iters=(2, 4))
@@ -117,12 +123,22 @@ def test_synthetic_then_finetune_from_its_checkpoint(tmp_path, monkeypatch):
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         loader.dataset.update(data_root=str(real), img_suffix='.png')
     cfg.load_from = str(checkpoint)
+    # --resume with nothing in the work dir yet: a new run from load_from's weights
     out = run_tool('train', write_config(cfg, tmp_path / 'finetune.py'), '--work-dir',
-                   tmp_path / 'finetune_run', '--cfg-options', 'train_cfg.max_iters=2')
+                   tmp_path / 'finetune_run', '--resume', '--cfg-options', 'train_cfg.max_iters=2')
     log = next((tmp_path / 'finetune_run').glob('*/*.log')).read_text()
-    assert f'Load checkpoint from {checkpoint}' in log
+    assert f'Load checkpoint from {checkpoint}' in log and 'resumed' not in log
+    assert f'--resume: no checkpoint in {tmp_path / "finetune_run"} yet; a new run starts from ' \
+           f"load_from's weights ({checkpoint})" in log
     assert len(train_log(tmp_path / 'finetune_run')) == 2
     assert re.findall(r'mIoU: ([0-9.]+)', out)
+    # --resume again: the fine-tune run's own checkpoint, not load_from (the synthetic one)
+    run_tool('train', tmp_path / 'finetune.py', '--work-dir', tmp_path / 'finetune_run',
+             '--resume', '--cfg-options', 'train_cfg.max_iters=3')
+    log = sorted((tmp_path / 'finetune_run').glob('*/*.log'))[-1].read_text()
+    assert f'Load checkpoint from {tmp_path / "finetune_run" / "iter_2.pth"}' in log
+    assert f'Load checkpoint from {checkpoint}' not in log
+    assert 'resumed epoch: 0, iter: 2' in log and 'Iter(train) [3/3]' in log
 
 
 @pytest.mark.slow
@@ -138,10 +154,49 @@ def test_diffseg_unsupervised_evaluation_without_checkpoint(tmp_path, tiny_sd, m
             step['crop_size'] = (128, 128)
     cfg.val_dataloader = cfg.test_dataloader
     out = run_tool('test', write_config(cfg, tmp_path / 'diffseg.py'), '--work-dir',
-                   tmp_path / 'eval')
+                   tmp_path / 'eval', '--out', tmp_path / 'preds')
     acc = re.findall(r'ACC: ([0-9.]+)', out)
     miou = re.findall(r'mIoU: ([0-9.]+)', out)
     assert acc and miou and 0 < float(acc[-1]) <= 100 and 0 < float(miou[-1]) <= 100
+    # --out: the scored segment ids, at the evaluated size (the label after crop and resize)
+    sample = DATASETS.build(cfg.test_dataloader.dataset)[0]['data_samples']
+    gt = sample.gt_sem_seg.data.squeeze().numpy()
+    name = osp.splitext(osp.basename(sample.img_path))[0] + '.png'
+    assert [p.name for p in (tmp_path / 'preds').iterdir()] == [name]
+    pred = np.array(Image.open(tmp_path / 'preds' / name))
+    assert pred.shape == gt.shape == (512, 512)
+    tp, _, fn = match_segments(gt, pred, num_classes=27)
+    assert round(100 * tp.sum() / (tp + fn).sum(), 2) == float(acc[-1])
+
+
+def test_out_without_ground_truth_writes_predictions_only(tmp_path):
+    """``--out DIR --cfg-options test_evaluator.format_only=True`` (test images without labels):
+    HungarianMatchedIoU writes the predictions and scores nothing, as mmseg's IoUMetric does."""
+    metric = HungarianMatchedIoU(output_dir=str(tmp_path / 'preds'), format_only=True)
+    pred = torch.tensor([[[0, 3], [255, 3]]])
+    metric.process({}, [dict(pred_sem_seg=dict(data=pred), img_path='a/b/x_leftImg8bit.png')])
+    assert metric.compute_metrics(metric.results) == {}
+    saved = np.array(Image.open(tmp_path / 'preds' / 'x_leftImg8bit.png'))
+    assert saved.dtype == np.uint8 and saved.tolist() == [[0, 3], [255, 3]]
+    with pytest.raises(ValueError, match='segment ids up to 511 do not fit'):
+        metric.process({}, [dict(pred_sem_seg=dict(data=pred + 256), img_path='y.png')])
+
+
+def test_test_refuses_what_it_cannot_evaluate(tmp_path, monkeypatch, capsys):
+    """A model with weights needs CHECKPOINT (exit 2, before anything is built); a missing
+    CHECKPOINT file is named as such; DiffusionSegmentor runs without one but cannot be drawn."""
+    monkeypatch.chdir(tmp_path)
+    test = load_tool('test')
+    for argv, message in (([], 'CHECKPOINT is missing: EncoderDecoder needs trained weights'),
+                          (['gone.pth'], 'CHECKPOINT gone.pth: file not found')):
+        with pytest.raises(SystemExit) as exit_:
+            test.main([str(TINY_FINETUNE), *argv])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and 'load_from' not in err
+    diffseg = str(CONFIGS / 'diffseg-sd14_cityscapes27-unsupervised-512x512.py')
+    assert test.checkpoint_problem(Config.fromfile(diffseg), None) is None
+    with pytest.raises(RuntimeError, match='--show / --show-dir: DiffusionSegmentor predicts'):
+        test.main([diffseg, '--show-dir', 'drawn'])
 
 
 def test_train_options():

@@ -1,0 +1,222 @@
+"""Pre-flight checks of the data settings (part of :mod:`mmdiffseg.preflight`).
+
+Dataset folders and split files, each missing one with the fix that makes it (real data to
+download, a generated folder to write, a ``data_root`` one folder off), and the image-level label
+file of ``LoadImageLevelLabels``: valid JSON, an entry for every image of the split, known class
+names. Cheap: the split is listed by the dataset class itself (``lazy_init``, no image is read).
+"""
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+DATA_GUIDE = 'README "Data layout"'
+ELSEWHERE = '; or set data_root (and data_prefix) of the entries above to where yours is'
+VOC_PREPARE = ('python tools/dataset_converters/voc_aug.py {devkit} '
+               '--sbd {devkit.parent}/benchmark_RELEASE')
+VOC_FIX = ('download VOC 2012 trainval and SBD and unpack them into {devkit.parent} (' +
+           DATA_GUIDE + '; skip what is there), then ' + VOC_PREPARE)
+ADE_FIX = ('download http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip, then '
+           'unzip ADEChallengeData2016.zip -d {parent} (' + DATA_GUIDE + ')')
+CITYSCAPES_FIX = ('download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip '
+                  '(https://www.cityscapes-dataset.com/downloads/), unzip them into {root} and run '
+                  "mmseg's cityscapes.py converter (" + DATA_GUIDE + ')')
+SYNTHETIC_FIX = 'python tools/synthesize.py ... --out {out} (README "Offline generation")'
+PSEUDO_FIX = 'python tools/pseudo_label.py ... --out {out} (the command: ' + DATA_GUIDE + ')'
+OTHER_DATA_FIX = 'prepare it as ' + DATA_GUIDE + ' says'
+#: folders a data_root set one level too high holds
+DATASET_FOLDERS = ('VOC2012', 'ADEChallengeData2016')
+WHAT = {'ann_file': 'split file', 'img_path': 'folder', 'seg_map_path': 'folder'}
+EXAMPLES = 3
+
+
+@dataclass
+class Missing:
+    """One problem (most often a missing piece): what it is, which config entries need it, how to
+    fix it."""
+    what: str
+    fix: str
+    where: List[str] = field(default_factory=list)
+
+
+def _join(root: str, path: str) -> Path:
+    return Path(path) if not root or Path(path).is_absolute() else Path(root, path)
+
+
+def _holder(path: Path, folder: str) -> Optional[Path]:
+    """The folder that holds ``folder`` in ``path`` (None when ``path`` does not go through one)."""
+    return Path(*path.parts[:path.parts.index(folder)]) if folder in path.parts else None
+
+
+def data_fix(dataset: dict, path: Path, key: str) -> str:
+    """How to make ``path``, the ``key`` (``data_root``, ``ann_file``, ``img_path`` or
+    ``seg_map_path``) of ``dataset``: from the dataset type and which folder the path is in."""
+    kind = str(dataset.get('type', ''))
+    root = dataset.get('data_root') or ''
+    if kind.startswith('Synthetic'):
+        return SYNTHETIC_FIX.format(out=root or path.parent) + ELSEWHERE
+    if kind.startswith('PseudoLabel') and key == 'seg_map_path':
+        out = path.parent if path.name == 'SegmentationClass' else path
+        return PSEUDO_FIX.format(out=out) + ELSEWHERE
+    if 'VOC2012' in path.parts or 'VOC' in kind:
+        devkit = _holder(path, 'VOC2012') or Path('data/VOCdevkit')
+        return VOC_FIX.format(devkit=devkit) + ELSEWHERE
+    if 'ADEChallengeData2016' in path.parts or 'ADE20K' in kind:
+        return ADE_FIX.format(parent=_holder(path, 'ADEChallengeData2016') or 'data/ade') + \
+            ELSEWHERE
+    if 'cityscapes' in (part.lower() for part in path.parts) or 'Cityscapes' in kind:
+        return CITYSCAPES_FIX.format(root=root or 'data/cityscapes') + ELSEWHERE
+    return OTHER_DATA_FIX + ELSEWHERE
+
+
+def _one_level_off(root: str, missing: Sequence[str]) -> Optional[Tuple[Path, str]]:
+    """The folder ``root`` should be, with the reason, where it looks one folder off: a
+    sub-folder or the parent holds the first ``missing`` path, or a sub-folder is named like a
+    dataset root (``VOC2012/``)."""
+    if not root or Path(missing[0]).is_absolute():
+        return None
+    below = [d for d in Path(root).iterdir() if d.is_dir()]
+    for folder in below + [Path(root).parent]:
+        if Path(folder, missing[0]).exists():
+            return folder, f'{missing[0]} is in {folder}, not in {root}'
+    named = next((d for d in below if d.name in DATASET_FOLDERS), None)
+    return named and (named, f'it holds {named.name}/ but not {", ".join(missing)}')
+
+
+def check_dataset(dataset: dict, where: str) -> List[Missing]:
+    """Data root, split file and the image / label folders the pipeline reads."""
+    root = dataset.get('data_root') or ''
+    kind = dataset.get('type', 'dataset')
+    if root and not Path(root).is_dir():
+        return [Missing(f'{kind} data root {root} does not exist',
+                        data_fix(dataset, Path(root), 'data_root'), [where])]
+    reads_labels = any(
+        step.get('type') == 'LoadAnnotations' or
+        (step.get('type') == 'LoadImageLevelLabels' and step.get('ann_file') is None)
+        for step in dataset.get('pipeline', []) if isinstance(step, dict))
+    prefixes = dict(dataset.get('data_prefix') or {})
+    needed = {'ann_file': dataset.get('ann_file'), 'img_path': prefixes.get('img_path'),
+              'seg_map_path': prefixes.get('seg_map_path') if reads_labels else None}
+    missing = {key: path for key, path in needed.items() if path and not (
+        _join(root, path).is_file() if key == 'ann_file' else _join(root, path).is_dir())}
+    if not missing:
+        return []
+    off = _one_level_off(root, list(missing.values()))
+    if off:
+        return [Missing(f'{kind} data root {root} looks one folder off: {off[1]}',
+                        f'--cfg-options {where}.data_root={off[0]}', [where])]
+    return [Missing(f'{kind} {WHAT[key]} {_join(root, path)} not found',
+                    data_fix(dataset, _join(root, path), key), [where])
+            for key, path in missing.items()]
+
+
+def split_images(dataset: dict) -> Optional[List[str]]:
+    """The names (file stems, as ``LoadImageLevelLabels`` looks them up) of the images
+    ``dataset`` lists, by the dataset class itself; None where it cannot list them."""
+    from mmseg.registry import DATASETS
+    try:
+        data_list = DATASETS.build(dict(dataset, pipeline=[], lazy_init=True)).load_data_list()
+    except Exception:  # noqa: BLE001  (the dataset names its own problem when the run starts)
+        return None
+    return [Path(info['img_path']).stem for info in data_list]
+
+
+def _listing(dataset: dict) -> str:
+    root = dataset.get('data_root') or ''
+    if dataset.get('ann_file'):
+        return str(_join(root, dataset['ann_file']))
+    return str(_join(root, (dataset.get('data_prefix') or {}).get('img_path', '')))
+
+
+def nearest(name: str, classes: Sequence[str]) -> Optional[str]:
+    """The entry of ``classes`` closest to ``name`` (difflib; case ignored as a second try)."""
+    close = difflib.get_close_matches(name, classes, n=1) or \
+        difflib.get_close_matches(name.lower(), [c.lower() for c in classes], n=1)
+    return next((c for c in classes if c.lower() == close[0].lower()), None) if close else None
+
+
+def _examples(names: Sequence[str]) -> str:
+    return ', '.join(map(repr, names[:EXAMPLES])) + (', ...' if len(names) > EXAMPLES else '')
+
+
+def _unknown_names(labels: Dict[str, list], classes: Sequence[str], ann_file: str,
+                   classes_option, maker: str, where: str) -> List[Missing]:
+    unknown: Dict[str, List[str]] = {}
+    for image, names in labels.items():
+        for name in names:
+            if name not in classes:
+                unknown.setdefault(name, []).append(image)
+    if not unknown:
+        return []
+    shown = list(unknown)[:5]
+    near = {name: nearest(name, classes) for name in shown}
+    listed = '; '.join(
+        f'{name!r} ({len(unknown[name])} image(s), e.g. {_examples(unknown[name])})' +
+        (f', did you mean {near[name]!r}?' if near[name] else '') for name in shown)
+    edits = ', '.join(f'{name!r} -> {near[name]!r}' if near[name] else f'drop {name!r}'
+                      for name in shown)
+    if len(unknown) > len(shown):
+        listed, edits = f'{listed}; and {len(unknown) - len(shown)} more', f'{edits}, ...'
+    return [Missing(f'image-level labels {ann_file}: {len(unknown)} unknown class name(s): '
+                    f'{listed}',
+                    f'correct them in {ann_file} ({edits}; the classes are those of '
+                    f'classes={classes_option!r}), or remake the file: {maker}', [where])]
+
+
+def _labels_maker(option, ann_file: str, where: str, dataset: Optional[dict]) -> str:
+    """The command that writes the labels of ``LoadImageLevelLabels(classes=option)``."""
+    if option != 'voc':
+        classes = option if isinstance(option, str) else ','.join(option or [])
+        return (f'python tools/dataset_converters/image_labels.py LABEL_DIR --classes {classes} '
+                f'--out {ann_file}')
+    root = Path((dataset or {}).get('data_root') or 'data/VOCdevkit/VOC2012')
+    devkit = _holder(Path(ann_file), 'VOC2012') or _holder(root, 'VOC2012') or \
+        Path('data/VOCdevkit')
+    written = devkit / 'VOC2012' / 'image_labels.json'
+    return VOC_PREPARE.format(devkit=devkit) + " (from VOC's XML annotations)" + \
+        ('' if Path(ann_file) == written else f', then set {where}.ann_file={written}')
+
+
+def check_image_level_labels(step: dict, where: str,
+                             dataset: Optional[dict] = None) -> List[Missing]:
+    """The label file of a ``LoadImageLevelLabels`` step: there, JSON ``{image: [class names]}``,
+    known class names and (given its ``dataset``, whose folders are there) an entry for every
+    image of the split."""
+    from .datasets.class_names import resolve_classes
+    ann_file = step.get('ann_file')
+    if ann_file is None:
+        return []
+    option = step.get('classes')
+    maker = _labels_maker(option, ann_file, where, dataset)
+    ground_truth = f'; or set {where}.ann_file=None to take them from the ground truth'
+    if not Path(ann_file).is_file():
+        return [Missing(f'image-level labels {ann_file} not found', maker + ground_truth,
+                        [where])]
+    try:
+        labels = json.loads(Path(ann_file).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        return [Missing(f'image-level labels {ann_file} are not valid JSON ({err})',
+                        f'correct the file there, or remake it: {maker}', [where])]
+    if not isinstance(labels, dict) or not all(
+            isinstance(names, list) and all(isinstance(n, str) for n in names)
+            for names in labels.values()):
+        return [Missing(f'image-level labels {ann_file} are not a JSON object '
+                        '{"<image name>": ["<class name>", ...], ...}',
+                        f'remake it: {maker}', [where])]
+    try:
+        classes = resolve_classes(option)
+    except KeyError:   # the transform names it when built
+        return []
+    missing = _unknown_names(labels, classes, ann_file, option, maker, where)
+    images = split_images(dataset) if dataset is not None else None
+    absent = [image for image in images or [] if image not in labels]
+    if absent:
+        missing.append(Missing(
+            f'image-level labels {ann_file}: {len(absent)} of the {len(images)} images of the '
+            f'split ({_listing(dataset)}) have no entry (e.g. {_examples(absent)}); '
+            'training would stop with a KeyError when it reaches one',
+            f'remake the file for this split: {maker}{ground_truth}', [where]))
+    return missing

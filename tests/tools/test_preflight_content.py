@@ -1,0 +1,215 @@
+"""What pre-flight reads inside the files and settings (mmdiffseg.preflight / preflight_data): the
+image-level label file, generator options, and the fix it gives for each missing data path."""
+import json
+import re
+
+import pytest
+from e2e_helpers import REPO, VOC_IMAGES, load_tool, make_voc_root
+from mmengine.config import Config
+from sample_data import shared_path
+
+import mmdiffseg  # noqa: F401
+from mmdiffseg import preflight
+from mmdiffseg.datasets.transforms import LoadImageLevelLabels
+from mmdiffseg.registry import MASK_GENERATORS
+
+VOC_PSEUDO = 'configs/mask2former/mask2former_r50_8xb2-20k_voc12-iseg-pseudo-512x512.py'
+ADE_PSEUDO = 'configs/mask2former/mask2former_r50_8xb2-160k_ade20k-iseg-pseudo-512x512.py'
+LABELS_STEP = 'train_dataloader.dataset.pipeline.1'
+
+
+@pytest.fixture(autouse=True)
+def no_network_probes(monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    preflight.reachable.cache_clear()
+
+
+def voc_config(root, labels=None, generator=None) -> Config:
+    """A training config of the VOC sample folder ``root``: its aug split, the image-level labels
+    ``labels`` (a JSON file) and, given one, a label cache with ``generator``."""
+    pipeline = [dict(type='LoadImageFromFile'),
+                dict(type='LoadImageLevelLabels', classes='voc', ann_file=labels)]
+    if generator is not None:
+        pipeline.append(dict(type='LoadPseudoLabel', cache=dict(
+            cache_dir='c', model='org/sd', generator=generator)))
+    return Config(dict(train_dataloader=dict(dataset=dict(
+        type='PascalVOCDataset', data_root=str(root), ann_file='ImageSets/Segmentation/aug.txt',
+        img_suffix='.png', data_prefix=dict(img_path='JPEGImages',
+                                            seg_map_path='SegmentationClassAug'),
+        pipeline=pipeline))))
+
+
+@pytest.fixture
+def voc_root(tmp_path):
+    return make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'VOCdevkit' / 'VOC2012')
+
+
+def items(cfg, mode='train', **kwargs):
+    return {item.what: item for item in preflight.check(cfg, mode, **kwargs)}
+
+
+def transform_error(labels, image):
+    """What LoadImageLevelLabels (the training run) raises for ``image``, or None."""
+    try:
+        LoadImageLevelLabels('voc', str(labels)).transform(dict(img_path=f'x/{image}.png'))
+    except KeyError as err:
+        return err
+    return None
+
+
+# -- image-level labels ------------------------------------------------------------------------
+def test_images_without_an_entry_and_unknown_names_are_found_with_their_fix(tmp_path, voc_root):
+    """Both problems the training run meets only when it reaches the image (a KeyError) are in one
+    report, with the nearest class name; applying the fix leaves nothing to report."""
+    labels = tmp_path / 'labels.json'
+    entries = {name: ['aeroplane'] for name in VOC_IMAGES[1:]}   # VOC_IMAGES[0] has no entry
+    entries[VOC_IMAGES[1]] = ['aeroplan', 'person']
+    entries['not_in_the_split'] = ['Sheep']
+    labels.write_text(json.dumps(entries))
+    assert transform_error(labels, VOC_IMAGES[1]) is not None       # what training would meet
+    found = list(items(voc_config(voc_root, str(labels)), 'prefill').values())
+    assert len(found) == 2 and all(item.where == [LABELS_STEP] for item in found)
+    names, absent = found
+    assert "'aeroplan' (1 image(s), e.g. 'voc_val_1'), did you mean 'aeroplane'?" in names.what
+    assert "'Sheep' (1 image(s), e.g. 'not_in_the_split'), did you mean 'sheep'?" in names.what
+    assert f'1 of the {len(VOC_IMAGES)} images of the split' in absent.what
+    assert repr(VOC_IMAGES[0]) in absent.what and 'aeroplan' not in absent.what
+    assert 'voc_aug.py' in absent.fix and f'{LABELS_STEP}.ann_file=None' in absent.fix
+
+    for wrong, right in re.findall(r"'(\w+)' -> '(\w+)'", names.fix):   # the renames it names
+        for image, listed in entries.items():
+            entries[image] = [right if n == wrong else n for n in listed]
+    entries[VOC_IMAGES[0]] = ['bird']
+    labels.write_text(json.dumps(entries))
+    assert items(voc_config(voc_root, str(labels)), 'train') == {}
+    assert all(transform_error(labels, name) is None for name in VOC_IMAGES)
+
+
+def test_malformed_label_files_are_reported(tmp_path, voc_root):
+    labels = tmp_path / 'labels.json'
+    for text, problem in (('{"voc_val_0": ["aeroplane"],}', 'are not valid JSON (Expecting'),
+                          ('["aeroplane"]', 'are not a JSON object'),
+                          ('{"voc_val_0": "aeroplane"}', 'are not a JSON object')):
+        labels.write_text(text)
+        (item,) = preflight.check(voc_config(voc_root, str(labels)), 'train')
+        assert problem in item.what and item.where == [LABELS_STEP] and 'voc_aug.py' in item.fix
+
+
+def test_coverage_is_checked_against_a_large_split_quickly(tmp_path):
+    """VOC aug's 10,582 images: the split is listed by the dataset class, no image is opened."""
+    import time
+    root = tmp_path / 'VOC2012'
+    names = [f'2008_{i:06d}' for i in range(10582)]
+    (root / 'JPEGImages').mkdir(parents=True)
+    (root / 'ImageSets/Segmentation').mkdir(parents=True)
+    (root / 'ImageSets/Segmentation/aug.txt').write_text('\n'.join(names) + '\n')
+    labels = tmp_path / 'labels.json'
+    labels.write_text(json.dumps({name: ['cat'] for name in names[:-5]}))
+    start = time.monotonic()
+    (item,) = preflight.check(voc_config(root, str(labels)), 'prefill')
+    assert time.monotonic() - start < 5
+    assert "5 of the 10582 images" in item.what and "'2008_010577', '2008_010578', " \
+        "'2008_010579', ..." in item.what
+
+
+# -- generator options ---------------------------------------------------------------------------
+GENERATOR = f'{LABELS_STEP[:-1]}2.cache.generator'
+
+
+def generator_items(tmp_path, voc_root, generator):
+    found = preflight.check(voc_config(voc_root, generator=generator), 'train')
+    return [item for item in found if item.where == [GENERATOR]]
+
+
+def test_an_unknown_generator_option_names_the_key_and_the_nearest_option(tmp_path, voc_root):
+    generator = dict(type='ISeg', vocabulary='voc', iterz=3)
+    with pytest.raises(TypeError, match='iterz'):      # what the first batch would meet
+        MASK_GENERATORS.build(generator)
+    (item,) = generator_items(tmp_path, voc_root, generator)
+    assert item.what == f"{GENERATOR}: unknown option 'iterz' (did you mean 'iters'?)"
+    assert f'{GENERATOR}.iters=3 instead of {GENERATOR}.iterz' in item.fix
+    generator['iters'] = generator.pop('iterz')
+    assert generator_items(tmp_path, voc_root, generator) == []
+
+
+def test_the_generators_own_refusal_and_an_unknown_type_are_reported(tmp_path, voc_root):
+    (item,) = generator_items(tmp_path, voc_root, dict(type='ISeg', iters=-3))
+    assert item.what == f'{GENERATOR}: ISeg: iters and ent must be >= 0, got -3 and 0.015'
+    (item,) = generator_items(tmp_path, voc_root, dict(type='Iseg'))
+    assert item.what == f"{GENERATOR}.type: unknown generator 'Iseg' (did you mean 'ISeg'?)"
+    assert f'--cfg-options {GENERATOR}.type=ISeg' in item.fix
+
+
+# -- the fix for each missing data path ----------------------------------------------------------
+def test_pseudo_label_configs_send_real_data_to_its_download(tmp_path, monkeypatch):
+    """Only the pseudo-label folder comes from tools/pseudo_label.py; VOC's split file and images
+    and ADE20K's images are real data."""
+    monkeypatch.chdir(tmp_path)            # nothing of the data is here
+    fixes = {}
+    for config in (VOC_PSEUDO, ADE_PSEUDO):
+        for item in preflight.check(Config.fromfile(str(REPO / config)), 'train'):
+            fixes[item.what] = item.fix
+    pseudo = {what: fix for what, fix in fixes.items() if 'pseudo_label.py' in fix}
+    assert set(pseudo) == {
+        'PseudoLabelVOCDataset folder data/pseudo_labels/voc12_iseg/SegmentationClass not found',
+        'PseudoLabelADE20KDataset folder data/pseudo_labels/ade20k_iseg/SegmentationClass '
+        'not found'}
+    assert all('--out data/pseudo_labels/' in fix for fix in pseudo.values())
+    voc = ('PseudoLabelVOCDataset split file data/VOCdevkit/VOC2012/ImageSets/Segmentation/aug.txt '
+           'not found', 'PseudoLabelVOCDataset folder data/VOCdevkit/VOC2012/JPEGImages not found')
+    for what in voc:
+        assert 'voc_aug.py data/VOCdevkit --sbd data/benchmark_RELEASE' in fixes[what]
+    ade = 'PseudoLabelADE20KDataset folder data/ade/ADEChallengeData2016/images/training not found'
+    assert 'unzip ADEChallengeData2016.zip -d data/ade' in fixes[ade]
+
+
+def test_a_data_root_one_folder_off_is_named_with_the_right_one(tmp_path, voc_root):
+    cfg = voc_config(voc_root)
+    for wrong in (voc_root.parent, voc_root / 'JPEGImages'):     # too high, too low
+        cfg.train_dataloader.dataset.data_root = str(wrong)
+        (item,) = preflight.check(cfg, 'train')
+        assert 'looks one folder off' in item.what and 'voc_aug.py' not in item.fix
+        assert item.fix == f'--cfg-options train_dataloader.dataset.data_root={voc_root}'
+    cfg.merge_from_dict({'train_dataloader.dataset.data_root': str(voc_root)})
+    assert preflight.check(cfg, 'train') == []
+
+    empty = tmp_path / 'other' / 'VOC2012'                       # named like a dataset root
+    empty.mkdir(parents=True)
+    cfg.train_dataloader.dataset.data_root = str(empty.parent)
+    (item,) = preflight.check(cfg, 'train')
+    assert 'it holds VOC2012/ but not ImageSets/Segmentation/aug.txt' in item.what
+    assert item.fix.endswith(f'data_root={empty}')
+
+
+# -- one message from the tool -------------------------------------------------------------------
+def test_prefill_tool_stops_with_one_message_for_labels_and_generator(tmp_path, voc_root, capsys):
+    labels = tmp_path / 'labels.json'
+    labels.write_text(json.dumps({VOC_IMAGES[1]: ['aeroplan']}))
+    cfg = voc_config(voc_root, str(labels), dict(type='ISeg', iterz=3))
+    cfg.dump(str(tmp_path / 'cfg.py'))
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool('prefill_labels').main([str(tmp_path / 'cfg.py'), '--device', 'cpu'])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and 'Traceback' not in err and err.count('Pre-flight') == 1
+    assert "did you mean 'aeroplane'?" in err and f'3 of the {len(VOC_IMAGES)} images' in err
+    assert "unknown option 'iterz' (did you mean 'iters'?)" in err
+
+
+def test_a_label_cache_made_in_another_precision_is_named_before_training(tmp_path, voc_root):
+    from mmdiffseg.datasets import LabelCache
+    generator = dict(type='ISeg', vocabulary='voc')
+    cfg = voc_config(voc_root, generator=generator)
+    cache = cfg.train_dataloader.dataset.pipeline[2].cache
+    cache.cache_dir, cache.model = str(tmp_path / 'cache'), str(tmp_path / 'sd')
+    assert not [i for i in preflight.check(cfg, 'train') if 'holds labels made in' in i.what]
+    LabelCache(cache.cache_dir, cache.model, generator, writer_dtype='float16').sign()
+    for mode, dtype, engine_dtype in [('train', None, 'float32'), ('prefill', 'float32', None)]:
+        cfg.model = dict(data_preprocessor=dict(type='DiffusionLabelPreprocessor',
+                                                engine_dtype=engine_dtype or 'float16'))
+        (item,) = [i for i in preflight.check(cfg, mode, dtype=dtype)
+                   if 'holds labels made in' in i.what]
+        assert item.what.endswith('holds labels made in float16, this run would add labels in '
+                                  'float32')
+        assert 'engine_dtype=float16' in item.fix and 'cache_dir=<another folder>' in item.fix
+    cfg.model.data_preprocessor.engine_dtype = 'float16'
+    assert not [i for i in preflight.check(cfg, 'train') if 'holds labels made in' in i.what]
