@@ -3,12 +3,16 @@
     python tools/eval_labels.py work_dirs/pl --gt data/VOC2012/SegmentationClass --classes voc
     python tools/eval_labels.py work_dirs/diffseg --gt GT_DIR --classes cocostuff27 --hungarian
 
-LABELS is a tool's output folder (its SegmentationClass/ is read) or a folder of PNGs; ground
-truth PNGs are matched by file stem. When the folder has a manifest (folders written by the
-tools), the classes its labels index must be --classes (else the scores would compare unrelated
-indices); a plain folder of PNGs is taken as indexing --classes. --hungarian scores unlabelled
-segments (DiffSeg) after per-image Hungarian matching. --out-json writes the numbers as strict
-JSON: a class absent from both labels and ground truth has IoU null (n/a in the table).
+LABELS is a tool's output folder (its SegmentationClass/ is read) or a folder of PNGs. Ground
+truth is read as the --classes set's mmseg dataset reads it: file <label id><--gt-suffix> in --gt
+or its sub-folders (cityscapes: *_gtFine_labelTrainIds.png, a label id's _leftImg8bit dropped;
+cityscapes27: *_gtFine_labelIds.png), ADE20K's value 0 "other" and k class k-1
+(--reduce-zero-label); ground truth or labels holding values outside the classes are refused.
+When the folder has a manifest (folders written by the tools), the classes its labels index must
+be --classes (else the scores would compare unrelated indices); a plain folder of PNGs is taken
+as indexing --classes. --hungarian scores unlabelled segments (DiffSeg) after per-image Hungarian
+matching. --out-json writes the numbers as strict JSON: a class absent from both labels and
+ground truth has IoU null (n/a in the table).
 """
 import sys
 
@@ -22,7 +26,10 @@ def parse_args(argv=None):
     parser.add_argument('--gt', required=True, help='ground-truth PNG folder')
     parser.add_argument('--classes', default='voc',
                         help=opts.classes_help('ground-truth classes', default='voc'))
-    parser.add_argument('--gt-suffix', default='.png', help='ground-truth file suffix')
+    parser.add_argument('--gt-suffix', default=None,
+                        help="ground-truth file name = label id + this (default: the --classes "
+                             "dataset's, e.g. _gtFine_labelTrainIds.png for cityscapes, else .png)")
+    opts.add_reduce_zero_label_arg(parser)
     parser.add_argument('--hungarian', action='store_true',
                         help='labels are unlabelled segment ids: Hungarian-match them per image')
     parser.add_argument('--out-json', help='also write the report as JSON here (default: none)')
@@ -33,12 +40,14 @@ def main(argv=None):
     args = parse_args(argv)
     # the package (torch, mmengine, mmseg) only now: --help and usage errors need none of it
     from mmdiffseg.apis import cli
-    from mmdiffseg.apis.eval_labels import (evaluate_labels, evaluate_segments, format_report,
-                                            report_json)
+    from mmdiffseg.apis.eval_labels import (GroundTruthFormat, evaluate_labels,
+                                            evaluate_segments, format_report, report_json)
     from mmdiffseg.apis.io import atomic_write
     classes = cli.resolve_class_arg(args.classes)
+    gt_format = GroundTruthFormat.of_class_set(args.classes, args.gt_suffix,
+                                               args.reduce_zero_label)
     evaluate = evaluate_segments if args.hungarian else evaluate_labels
-    report = evaluate(args.labels, args.gt, classes, args.gt_suffix)
+    report = evaluate(args.labels, args.gt, classes, gt_format)
     print(format_report(report))
     if args.out_json:
         atomic_write(args.out_json, report_json(report).encode())

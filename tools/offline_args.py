@@ -95,12 +95,32 @@ def int_or_auto(value: str, least: int = 1):
     return number
 
 
+def positive_int(value: str) -> int:
+    """An integer >= 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {value!r}')
+    return number
+
+
 def positive_int_or_auto(value: str):
     return int_or_auto(value, 1)
 
 
 def count_or_auto(value: str):
     return int_or_auto(value, 0)
+
+
+def add_reduce_zero_label_arg(parser: argparse.ArgumentParser,
+                              source: str = "the --classes set's") -> None:
+    parser.add_argument('--reduce-zero-label', action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help='ground-truth value 0 is "other" (ignored) and k is class k-1, as '
+                             f"mmseg's reduce_zero_label (default: the dataset's, {source}: on "
+                             'for ade20k, off for the other sets)')
 
 
 def add_engine_args(parser: argparse.ArgumentParser, default_model: str = DEFAULT_MODEL) -> None:
@@ -124,13 +144,14 @@ def add_engine_args(parser: argparse.ArgumentParser, default_model: str = DEFAUL
                              'node)')
 
 
-def add_generator_args(parser: argparse.ArgumentParser, default_method: str) -> None:
-    parser.add_argument('--method', default=None, type=str.lower,
-                        choices=['iseg', 'seediff', 'diffseg'],
+def add_generator_args(parser: argparse.ArgumentParser, default_method: str,
+                       methods=('iseg', 'seediff', 'diffseg')) -> None:
+    parser.add_argument('--method', default=None, type=str.lower, choices=list(methods),
                         help=f'the generator (default: {default_method} unless --config)')
     parser.add_argument('--config', default=None,
-                        help='generator preset config, a file with `generator = dict(...)` '
-                             '(default: none, the --method defaults)')
+                        help='generator preset config, a file with `generator = dict(...)`; with '
+                             '--method, the preset must be of that generator (default: none, the '
+                             '--method defaults)')
     parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
                         help='override generator options, e.g. pamr_iter=10 (default: none)')
 

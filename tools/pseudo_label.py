@@ -4,6 +4,8 @@
     python tools/pseudo_label.py --dataset-config cfg.py --split train --labels-from-gt --out DIR
     python tools/pseudo_label.py IMAGES_DIR --method diffseg --out DIR     # unlabelled segments
 
+--labels-from-gt reads the ground truth as its mmseg dataset does (--dataset-config's dataset, else
+the --classes set's: ADE20K's value 0 is "other" and k class k-1, --reduce-zero-label).
 Images of any mode are read as mmseg reads them (EXIF orientation applied, 16-bit scaled to 8,
 grey and palette to RGB, alpha dropped). Resumable (rerun the same command after an interruption);
 several GPUs with ``torchrun --nproc-per-node N tools/pseudo_label.py ... --launcher pytorch``.
@@ -30,6 +32,12 @@ def parse_args(argv=None):
     labels.add_argument('--labels-from-gt', nargs='?', const='', default=None, metavar='GT_DIR',
                         help='read image-level labels off ground-truth PNGs (GT_DIR, or the '
                              'dataset config\'s seg maps; default: off)')
+    parser.add_argument('--gt-suffix', default=None,
+                        help='--labels-from-gt GT_DIR: ground-truth file name = image id (its '
+                             "stem) + this (default: the dataset's: --dataset-config's, else the "
+                             "--classes set's, e.g. _gtFine_labelTrainIds.png for cityscapes, "
+                             'else .png)')
+    opts.add_reduce_zero_label_arg(parser, "--dataset-config's, else the --classes set's")
     opts.add_generator_args(parser, default_method='iseg')
     opts.add_engine_args(parser)
     opts.add_run_args(parser)
@@ -43,11 +51,14 @@ def main(argv=None):
     from mmdiffseg.apis import cli
     from mmdiffseg.apis.builders import pick_device
     from mmdiffseg.apis.io import UserInputError
-    from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
-                                             labels_from_file, labels_from_ground_truth,
-                                             pseudo_label)
+    from mmdiffseg.apis.eval_labels import GroundTruthFormat, find_ground_truth
+    from mmdiffseg.apis.pseudo_label import (dataset_gt_format, images_from_dataset_config,
+                                             images_from_folder, labels_from_file,
+                                             labels_from_ground_truth, pseudo_label)
     if bool(args.images) == bool(args.dataset_config):
         raise UserInputError('give an image folder or --dataset-config (one of them)')
+    cli.check_launcher(args.launcher, 'pseudo_label')
+    device = pick_device(args.device)
     if args.dataset_config:
         items, classes = images_from_dataset_config(args.dataset_config, args.split)
     else:
@@ -61,12 +72,23 @@ def main(argv=None):
     elif args.labels_from_gt is not None:
         if classes is None:
             raise UserInputError('--labels-from-gt needs --classes (the GT label set)')
-        gt_dir = Path(args.labels_from_gt) if args.labels_from_gt else None
-        gt = {it.id: (gt_dir / f'{it.id}.png') if gt_dir else it.payload.get('gt') for it in items}
-        missing = [i for i, p in gt.items() if not p or not Path(p).is_file()]
-        if missing:
-            raise UserInputError(f'no ground truth for {len(missing)} image(s), e.g. {missing[:5]}')
-        image_labels = labels_from_ground_truth(gt, classes)
+        gt_format = (dataset_gt_format(args.dataset_config, args.split) if args.dataset_config
+                     else GroundTruthFormat.of_class_set(args.classes))
+        gt_format = gt_format.with_options(args.gt_suffix, args.reduce_zero_label)
+        if args.labels_from_gt:
+            gt = find_ground_truth([it.id for it in items], args.labels_from_gt, gt_format,
+                                   '--labels-from-gt', 'image(s)')
+        elif not args.dataset_config:
+            raise UserInputError('--labels-from-gt needs GT_DIR, the ground-truth folder (only '
+                                 "--dataset-config's images come with their seg maps)")
+        else:
+            gt = {it.id: it.payload.get('gt') for it in items}
+            missing = [p or i for i, p in gt.items() if not p or not Path(p).is_file()]
+            if missing:
+                raise UserInputError(f'no ground truth for {len(missing)} image(s) of '
+                                     f'{args.dataset_config}, e.g. {missing[:3]}: prepare its '
+                                     'seg maps, or pass --labels-from-gt GT_DIR')
+        image_labels = labels_from_ground_truth(gt, classes, gt_format=gt_format)
     elif unlabelled:
         image_labels = None
     else:
@@ -76,7 +98,7 @@ def main(argv=None):
         raise UserInputError('give --classes (the label set of the output PNGs)')
     cli.start_launcher(args.launcher, args.device)
     summary = pseudo_label(items, args.out, model, gen_cfg, classes, image_labels,
-                           batch_size=args.batch_size, device=pick_device(args.device),
+                           batch_size=args.batch_size, device=device,
                            dtype=args.dtype, split=args.split, workers=args.workers)
     return cli.exit_status(summary, args.strict)
 

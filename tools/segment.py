@@ -27,9 +27,12 @@ def parse_args(argv=None):
                                                'segments'))
     parser.add_argument('--contact-sheet', metavar='FOLDER',
                         help=f'only write {SHEET_NAME} of this generated folder (default: off)')
-    parser.add_argument('--cols', type=int, default=8, help='contact sheet columns')
-    parser.add_argument('--thumb', type=int, default=160, help='contact sheet tile side (px)')
-    parser.add_argument('--max-items', type=int, default=64, help='contact sheet tiles')
+    parser.add_argument('--cols', type=opts.positive_int, default=8,
+                        help='contact sheet columns')
+    parser.add_argument('--thumb', type=opts.positive_int, default=160,
+                        help='contact sheet tile side (px)')
+    parser.add_argument('--max-items', type=opts.positive_int, default=64,
+                        help='contact sheet tiles')
     opts.add_generator_args(parser, default_method='iseg')
     opts.add_engine_args(parser)
     opts.add_run_args(parser, out_required=False,
@@ -52,6 +55,11 @@ def main(argv=None):
         raise UserInputError(f'--out is a folder (the sheet is written to <out>/{SHEET_NAME}), '
                              f'got the file name {args.out!r}: pass its folder')
     if args.contact_sheet:
+        if args.input:
+            raise UserInputError(
+                f'give an input to segment ({args.input}) or --contact-sheet FOLDER (only the '
+                f'sheet of a folder already made), not both: segmenting writes '
+                f'<out>/{SHEET_NAME} itself')
         sheet = Path(args.out or args.contact_sheet) / SHEET_NAME
         write_contact_sheet(args.contact_sheet, sheet, **sheet_args)
         print(f'contact sheet of {args.contact_sheet}: {sheet}')
@@ -60,14 +68,19 @@ def main(argv=None):
         raise UserInputError('give an image or folder to segment, or --contact-sheet FOLDER')
     if not args.out:
         raise UserInputError('give --out, the output folder')
+    cli.check_launcher(args.launcher, 'segment')
+    device = pick_device(args.device)
     items = segment_items(args.input)
     names = cli.resolve_class_arg(args.classes) if args.classes else None
+    if names is not None and not [n for n in names if n != 'background']:
+        raise UserInputError(f'--classes {args.classes!r} names no class to look for '
+                             '(background is always label 0): name the objects, e.g. cat,dog')
     gen_cfg, model = cli.generator_and_model(args, 'iseg', opts.DEFAULT_MODEL)
     if names is None and gen_cfg['type'] != 'DiffSeg':
         raise UserInputError(f'{gen_cfg["type"]} needs --classes (only DiffSeg segments without)')
     cli.start_launcher(args.launcher, args.device)
     summary = segment(items, args.out, model, gen_cfg, names, batch_size=args.batch_size,
-                      device=pick_device(args.device), dtype=args.dtype, workers=args.workers)
+                      device=device, dtype=args.dtype, workers=args.workers)
     sheet = Path(args.out) / SHEET_NAME
     if summary.made or not sheet.is_file():
         write_contact_sheet(args.out, sheet, **sheet_args)

@@ -1,4 +1,5 @@
-"""Synthesise a segmentation dataset: Stable Diffusion images + attention masks (SeeDiff default).
+"""Synthesise a segmentation dataset: Stable Diffusion images + attention masks with SeeDiff (the
+generator that synthesises; iSeg and DiffSeg label real images: tools/pseudo_label.py).
 
     python tools/synthesize.py --classes voc --images-per-class 100 --out work_dirs/synth_voc
     python tools/synthesize.py --classes cityscapes --prompt "a photo of a {}" \
@@ -28,8 +29,9 @@ def parse_args(argv=None):
                         help=opts.classes_help('mask indices', default='voc for --classes voc, '
                                                'else background + the classes'))
     parser.add_argument('--prompt', action='append', default=None,
-                        help='prompt template with {} for the class, repeatable, cycled per '
-                             'image (default: the --config preset\'s, else "a photo of a {}")')
+                        help='prompt template with exactly one {} for the class, repeatable, '
+                             'cycled per image (default: the --config preset\'s, else '
+                             '"a photo of a {}")')
     parser.add_argument('--images-per-class', type=int, default=1, help='images per class')
     parser.add_argument('--seed', type=int, default=0,
                         help="run seed; each image's seed derives from it and the image id")
@@ -39,7 +41,7 @@ def parse_args(argv=None):
                              '32, e.g. 768 for SD 2.x 768 models) the grids scale with it '
                              '(768: 24/48/96)')
     parser.add_argument('--split', default='train', help='split file name')
-    opts.add_generator_args(parser, default_method='seediff')
+    opts.add_generator_args(parser, default_method='seediff', methods=('seediff',))
     opts.add_engine_args(parser, default_model=SD14)
     opts.add_run_args(parser)
     return opts.parse(parser, argv)
@@ -50,17 +52,27 @@ def main(argv=None):
     # the package (torch, mmengine, mmseg) only now: --help and usage errors need none of it
     import mmdiffseg  # noqa: F401  (registers the generators)
     from mmdiffseg.apis import cli
-    from mmdiffseg.apis.builders import pick_device
+    from mmdiffseg.apis.builders import (check_can_synthesise, check_prompt_templates,
+                                         pick_device)
     from mmdiffseg.apis.synthesize import SYNTH_CLASS_SETS, synthesize
+    cli.check_launcher(args.launcher, 'synthesize')
+    device = pick_device(args.device)
     names = cli.resolve_class_arg(args.classes, sets=SYNTH_CLASS_SETS)
     label_set = args.label_set or ('voc' if args.classes == 'voc' else None)
     label_set = cli.resolve_class_arg(label_set, '--label-set') if label_set else None
     gen_cfg, model = cli.generator_and_model(args, 'seediff', SD14)
+    check_can_synthesise(gen_cfg, f'the preset {args.config}' if args.config else '--method')
+    if args.prompt is not None:
+        check_prompt_templates(args.prompt, '--prompt')
+    elif 'prompt_templates' in gen_cfg:
+        templates = gen_cfg['prompt_templates']
+        check_prompt_templates([templates] if isinstance(templates, str) else templates,
+                               'prompt_templates of --config / --cfg-options')
     cli.start_launcher(args.launcher, args.device)
     summary = synthesize(names, args.out, model, gen_cfg, label_set=label_set,
                          images_per_class=args.images_per_class, prompts=args.prompt,
                          seed=args.seed, batch_size=args.batch_size,
-                         device=pick_device(args.device), dtype=args.dtype, size=args.size,
+                         device=device, dtype=args.dtype, size=args.size,
                          split=args.split, workers=args.workers)
     return cli.exit_status(summary, args.strict)
 

@@ -104,21 +104,37 @@ def check_image_size(engine, capture, image_size: int, largest: int = 2048) -> N
             'level); use one of those sizes')
 
 
+def read_config(path: str, what: str, option: str) -> Config:
+    """The mmengine config at ``path`` (given as ``option``); a missing file or one that fails
+    to run is a :class:`UserInputError` naming it."""
+    if not Path(path).is_file():
+        raise UserInputError(f'{what} {path} ({option}) not found')
+    try:
+        return Config.fromfile(path)
+    except Exception as exc:  # a config is a program: any failure to run it is bad input
+        raise UserInputError(f'cannot read {what} {path} ({option}): '
+                             f'{type(exc).__name__}: {exc}') from exc
+
+
 def generator_config(method: Optional[str] = None, config: Optional[str] = None,
                      options: Optional[Dict] = None) -> Tuple[Dict, Optional[str]]:
     """The generator's config dict from a preset file (its ``generator`` entry) or ``--method``,
     updated with ``options`` (``--cfg-options``-style overrides), and the preset's ``model_id``
-    (``None`` without one)."""
+    (``None`` without one). A preset and a ``method`` of another generator are refused."""
     model_id = None
     if config is not None:
-        if not Path(config).is_file():
-            raise UserInputError(f'generator config {config!r} not found')
-        cfg = Config.fromfile(config)
-        if 'generator' not in cfg:
+        cfg = read_config(config, 'generator config', '--config')
+        if 'generator' not in cfg or not isinstance(cfg.generator, dict):
             raise UserInputError(f'{config} has no `generator = dict(type=...)` entry; it has: '
                                  f'{sorted(cfg.keys())}')
         gen_cfg = cfg.generator.to_dict()
         model_id = cfg.get('model_id')
+        wanted = METHODS.get(str(method).lower()) if method is not None else None
+        if wanted is not None and gen_cfg.get('type') != wanted:
+            raise UserInputError(
+                f'--method {method} asks for {wanted} but the preset {config} (--config) holds '
+                f'a generator of type {gen_cfg.get("type")}: drop --method (the preset decides), '
+                f'or pass a {wanted} preset')
     elif method is not None:
         if method.lower() not in METHODS:
             raise UserInputError(f'unknown --method {method!r}; choose from {sorted(METHODS)}')
@@ -151,6 +167,34 @@ def job_header(tool: str, model: str, dtype: str, generator, classes: Optional[S
                 classes=list(classes) if classes is not None else None, **settings)
 
 
+def check_prompt_templates(templates: Sequence[str], where: str) -> None:
+    """Refuse a prompt template without exactly one ``{}`` (the class name) before any work;
+    literal braces are written ``{{`` and ``}}``."""
+    import string
+    for template in templates:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        except ValueError as exc:
+            raise UserInputError(f'prompt template {template!r} ({where}): {exc}; write literal '
+                                 'braces as {{ and }}') from exc
+        if fields != ['']:
+            raise UserInputError(
+                f'prompt template {template!r} ({where}) must hold exactly one {{}} (the class '
+                f'name), it has {len(fields)} field(s)'
+                + (f': {["{" + f + "}" for f in fields]}' if any(fields) else '')
+                + '; e.g. "a photo of a {}"')
+
+
+def check_can_synthesise(gen_cfg: Dict, where: str) -> None:
+    """Refuse a generator that labels real images but cannot synthesise (no
+    ``generate_kwargs``: iSeg, DiffSeg) before it is built."""
+    kind = MASK_GENERATORS.get(gen_cfg.get('type'))
+    if kind is not None and not hasattr(kind, 'generate_kwargs'):
+        raise UserInputError(f'{gen_cfg.get("type")} ({where}) cannot synthesise: it labels real '
+                             'images (tools/pseudo_label.py, tools/segment.py); synthesise with '
+                             'SeeDiff (--method seediff or a configs/seediff/ preset)')
+
+
 def check_class_names(names: Iterable[str], known: Sequence[str], where: str) -> None:
     """Stop before any work when ``names`` holds a name not in ``known``."""
     unknown = sorted({n for n in names if n not in known})
@@ -180,6 +224,11 @@ def pick_device(device: Union[str, torch.device]) -> str:
     GPU given by index (``cuda:1``) becomes the process's current device, so that nothing (pinned
     memory, Triton launches) sets up on GPU 0 as well."""
     device = str(device)
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise UserInputError(f'--device {device!r} is not a device: use cpu, cuda, cuda:N or '
+                             'auto') from exc
     problem = cuda_problem() if device.startswith('cuda') else None
     if problem is not None:
         raise UserInputError(f'--device {device} asked for but CUDA is not available: '

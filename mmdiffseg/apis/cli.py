@@ -4,6 +4,7 @@ launcher, and known errors turned into one clear line and an exit status."""
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from typing import Callable, List, Mapping, Optional, Sequence
 
@@ -26,6 +27,31 @@ def generator_and_model(args, default_method: str, default_model: str):
     method = args.method or (None if args.config else default_method)
     gen_cfg, preset_model = generator_config(method, args.config, parse_options(args.cfg_options))
     return gen_cfg, args.model or preset_model or default_model
+
+
+#: what each ``--launcher`` needs in the environment (set by the program that starts the ranks)
+LAUNCHER_ENV = {
+    'pytorch': (('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'),
+                'start it with torchrun: torchrun --nproc-per-node N tools/{tool}.py ... '
+                '--launcher pytorch'),
+    'slurm': (('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'),
+              'start it with srun: srun -n N python tools/{tool}.py ... --launcher slurm'),
+    'mpi': (('OMPI_COMM_WORLD_LOCAL_RANK', 'OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE',
+             'MASTER_ADDR'),
+            'start it with mpirun (Open MPI) and MASTER_ADDR set: MASTER_ADDR=HOST mpirun -np N '
+            'python tools/{tool}.py ... --launcher mpi'),
+}
+
+
+def check_launcher(launcher: str, tool: str) -> None:
+    """Refuse a ``--launcher`` whose rank variables are not set (the tool was not started by
+    torchrun / srun / mpirun), naming how to start it; ``none`` needs nothing."""
+    names, fix = LAUNCHER_ENV.get(launcher, ((), ''))
+    unset = [name for name in names if name not in os.environ]
+    if unset:
+        raise UserInputError(
+            f'--launcher {launcher} but {", ".join(unset)} not set: {fix.format(tool=tool)}; '
+            'or drop --launcher for one process')
 
 
 def start_launcher(launcher: str, device: str) -> None:

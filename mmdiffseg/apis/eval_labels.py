@@ -3,23 +3,195 @@
 Class labels: mmseg's IoU (:class:`~mmdiffseg.evaluation.PseudoLabelMetric`, unsure 255 counts as
 a miss) -> per-class IoU, mIoU, aAcc and coverage (share of pixels given a class). Unlabelled
 segments (DiffSeg): per-image Hungarian matching (:func:`~mmdiffseg.evaluation.match_segments`)
--> per-class IoU, mIoU and ACC.
+-> per-class IoU, mIoU and ACC. Ground truth is read as the class set's mmseg dataset reads it
+(:class:`GroundTruthFormat`: file suffix, ``reduce_zero_label``, label map).
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from mmseg.datasets import ADE20KDataset, CityscapesDataset, PascalVOCDataset
 from mmseg.evaluation import IoUMetric
+from PIL import UnidentifiedImageError
 
 from ..datasets.generated import read_manifest_header
+from ..datasets.unsupervised import (Cityscapes27Dataset, CityscapesHumanVehicleDataset,
+                                     COCOStuff27Dataset)
 from ..evaluation import PseudoLabelMetric, match_segments
 from .folders import IGNORE_INDEX, MASK_DIR, read_label_png
 from .io import UserInputError
+
+#: the mmseg dataset whose ground-truth files each class set of ``--classes`` names
+CLASS_SET_DATASETS = {
+    'voc': PascalVOCDataset, 'cityscapes': CityscapesDataset, 'ade20k': ADE20KDataset,
+    'cityscapes27': Cityscapes27Dataset, 'cityscapes_human_vehicle': CityscapesHumanVehicleDataset,
+    'cocostuff27': COCOStuff27Dataset}
+
+
+def _init_default(dataset_cls, name: str):
+    """The default of ``name`` in the first ``__init__`` of ``dataset_cls``'s MRO that has one."""
+    for klass in dataset_cls.__mro__:
+        init = klass.__dict__.get('__init__')
+        param = inspect.signature(init).parameters.get(name) if init else None
+        if param is not None and param.default is not inspect.Parameter.empty:
+            return param.default
+    return None
+
+
+def stem_suffix(img_suffix: Optional[str]) -> str:
+    """The part of an mmseg ``img_suffix`` left in an image's stem (``_leftImg8bit.png`` ->
+    ``_leftImg8bit``, ``.jpg`` -> ``''``)."""
+    img_suffix = img_suffix or ''
+    return img_suffix[:img_suffix.rfind('.')] if '.' in img_suffix else img_suffix
+
+
+@dataclass(frozen=True)
+class GroundTruthFormat:
+    """How ground-truth PNGs hold the classes, as an mmseg dataset reads them.
+
+    Args:
+        seg_map_suffix: ground-truth file = ``<id><seg_map_suffix>``.
+        id_suffix: the end of an image's stem that its ground truth's name lacks (Cityscapes'
+            ``_leftImg8bit``), removed from a label's id when no file matches the whole id.
+        reduce_zero_label: value 0 is "other" (ignored) and ``k`` is class ``k - 1`` (ADE20K).
+        label_map: file value -> class index, applied after ``reduce_zero_label``.
+    """
+
+    seg_map_suffix: str = '.png'
+    id_suffix: str = ''
+    reduce_zero_label: bool = False
+    label_map: Optional[Dict[int, int]] = None
+
+    @classmethod
+    def of_dataset(cls, dataset_cls) -> 'GroundTruthFormat':
+        """The defaults of an mmseg dataset class (its ``__init__`` and ``get_label_map``)."""
+        return cls(seg_map_suffix=_init_default(dataset_cls, 'seg_map_suffix') or '.png',
+                   id_suffix=stem_suffix(_init_default(dataset_cls, 'img_suffix')),
+                   reduce_zero_label=bool(_init_default(dataset_cls, 'reduce_zero_label')),
+                   label_map=dataset_cls.get_label_map(None) or None)
+
+    @classmethod
+    def of_class_set(cls, name: Optional[str], seg_map_suffix: Optional[str] = None,
+                     reduce_zero_label: Optional[bool] = None) -> 'GroundTruthFormat':
+        """The format of the dataset of class set ``name`` (:data:`CLASS_SET_DATASETS`; another
+        name or ``None``: plain PNGs of class indices), with the given settings overriding it."""
+        dataset_cls = CLASS_SET_DATASETS.get(name) if name else None
+        fmt = cls.of_dataset(dataset_cls) if dataset_cls is not None else cls()
+        return fmt.with_options(seg_map_suffix, reduce_zero_label)
+
+    def with_options(self, seg_map_suffix: Optional[str] = None,
+                     reduce_zero_label: Optional[bool] = None) -> 'GroundTruthFormat':
+        """This format with the settings that are not ``None`` replaced."""
+        changes = dict(seg_map_suffix=seg_map_suffix, reduce_zero_label=reduce_zero_label)
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def read(self, path, classes: Sequence[str]) -> np.ndarray:
+        """A ground-truth PNG as class indices (255 = ignore), as mmseg's ``LoadAnnotations``
+        reads it; values outside ``classes`` (a wrong convention) are refused."""
+        label = read_label_map_file(path, 'ground truth')
+        if self.reduce_zero_label:
+            label = label.astype(np.int64) - 1
+            label[(label < 0) | (label == IGNORE_INDEX - 1)] = IGNORE_INDEX
+            label = label.astype(np.uint8)
+        if self.label_map:
+            source = label.copy()
+            for old, new in self.label_map.items():
+                label[source == old] = new
+        bad = _outside(label, len(classes))
+        if bad:
+            raise UserInputError(
+                f'ground truth {path} holds values {bad} outside the {len(classes)} classes '
+                f'(0..{len(classes) - 1}, 255 = ignore; read with reduce_zero_label='
+                f'{self.reduce_zero_label}): {self._hint(bad, len(classes))}')
+        return label
+
+    def _hint(self, bad: List[int], count: int) -> str:
+        if 'labelIds' in self.seg_map_suffix and not self.label_map:
+            return ('Cityscapes labelIds are not train ids: score against '
+                    '*_gtFine_labelTrainIds.png (--gt-suffix _gtFine_labelTrainIds.png; mmseg\'s '
+                    'tools/dataset_converters/cityscapes.py writes them), or use --classes '
+                    'cityscapes27 for the 27 labelId classes')
+        if not self.reduce_zero_label and max(bad) == count:
+            return ('annotations whose 0 means "other" and k class k-1 (ADE20K) need '
+                    '--reduce-zero-label')
+        return ('wrong --classes for this ground truth, or a convention to set: '
+                '--reduce-zero-label for annotations whose 0 is "other" (ADE20K), '
+                '*_gtFine_labelTrainIds.png (--gt-suffix) for Cityscapes\' 19 classes')
+
+
+def _outside(label: np.ndarray, count: int) -> List[int]:
+    values = np.unique(label)
+    return [int(v) for v in values if v >= count and v != IGNORE_INDEX][:10]
+
+
+def read_label_map_file(path, what: str = 'label') -> np.ndarray:
+    """A class-index PNG; an unreadable, damaged or colour file is a :class:`UserInputError`
+    naming it and the fix."""
+    try:
+        return read_label_png(path)
+    except ValueError as exc:  # read_label_png's refusal: colour image or values over 255
+        raise UserInputError(
+            f'{what} {path} is not a label map ({exc}): {what} files must be palette or grey '
+            'PNGs of class indices (e.g. VOC\'s SegmentationClass, ADE20K\'s annotations, '
+            'Cityscapes\' *_gtFine_labelTrainIds.png), not colour images') from exc
+    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+        raise UserInputError(f'cannot read {what} {path} ({type(exc).__name__}: {exc}): the file '
+                             'is damaged or not a PNG; replace it or remove it') from exc
+
+
+def find_ground_truth(ids: Iterable[str], gt_dir, gt_format: GroundTruthFormat,
+                      option: str = '--gt', what: str = 'label(s)') -> Dict[str, Path]:
+    """id -> ground-truth file ``<id><suffix>`` (or the id less ``id_suffix``), in ``gt_dir`` or,
+    for files not found there, its sub-folders (Cityscapes' ``gtFine/val/<city>/``).
+
+    Raises:
+        UserInputError: a missing folder, an id without ground truth, or two files of one id.
+    """
+    gt_dir, suffix = Path(gt_dir), gt_format.seg_map_suffix
+    if not gt_dir.is_dir():
+        raise UserInputError(f'ground-truth folder {gt_dir} ({option}) not found')
+    ids = list(ids)
+
+    def keys(item_id: str) -> List[str]:
+        short = gt_format.id_suffix
+        return [item_id] + ([item_id[:-len(short)]] if short and item_id.endswith(short) else [])
+
+    found: Dict[str, Path] = {}
+    for item_id in ids:
+        path = next((gt_dir / f'{k}{suffix}' for k in keys(item_id)
+                     if (gt_dir / f'{k}{suffix}').is_file()), None)
+        if path is not None:
+            found[item_id] = path
+    if len(found) < len(ids):
+        nested: Dict[str, Path] = {}
+        for path in sorted(gt_dir.rglob(f'*{suffix}')):
+            key = path.name[:-len(suffix)]
+            if key in nested:
+                raise UserInputError(f'two ground-truth files named {path.name} under {gt_dir}: '
+                                     f'{nested[key]} and {path}; pass the folder of one split '
+                                     f'as {option}')
+            nested[key] = path
+        for item_id in ids:
+            if item_id not in found:
+                path = next((nested[k] for k in keys(item_id) if k in nested), None)
+                if path is not None:
+                    found[item_id] = path
+    missing = [i for i in ids if i not in found]
+    if missing:
+        example = keys(missing[0])[-1] + suffix
+        raise UserInputError(
+            f'no ground truth for {len(missing)} {what}, e.g. {missing[:5]}: looked in {gt_dir} '
+            f'({option}) and its sub-folders for files such as {example!r}. Pass the '
+            'ground-truth folder, and --gt-suffix with the end of its file names (e.g. '
+            '_gtFine_labelTrainIds.png for Cityscapes)')
+    return found
 
 
 def label_files(folder) -> Dict[str, Path]:
@@ -57,33 +229,46 @@ def check_label_classes(labels_dir, classes: Sequence[str]) -> None:
             'classes')
 
 
-def _pairs(labels_dir, gt_dir, gt_suffix: str):
+def _pairs(labels_dir, gt_dir, classes: Sequence[str], gt_format: GroundTruthFormat,
+           check_labels: bool):
     labels = label_files(labels_dir)
-    gt_dir = Path(gt_dir)
-    missing = [i for i in labels if not (gt_dir / f'{i}{gt_suffix}').is_file()]
-    if missing:
-        raise UserInputError(f'no ground truth in {gt_dir} for {len(missing)} label(s), e.g. '
-                             f'{missing[:5]}')
+    gt_paths = find_ground_truth(labels, gt_dir, gt_format)
     for item_id, path in labels.items():
-        pred, gt = read_label_png(path), read_label_png(gt_dir / f'{item_id}{gt_suffix}')
+        pred = read_label_map_file(path)
+        bad = _outside(pred, len(classes)) if check_labels else []
+        if bad:
+            raise UserInputError(
+                f'{path} holds label values {bad} outside the {len(classes)} classes of --classes '
+                '(255 = unsure): pass the classes the labels index, or --hungarian for '
+                'unlabelled segment ids')
+        gt = gt_format.read(gt_paths[item_id], classes)
         if pred.shape != gt.shape:
             raise UserInputError(f'{path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth '
-                                 f'is {gt.shape[1]}x{gt.shape[0]}')
+                                 f'{gt_paths[item_id]} is {gt.shape[1]}x{gt.shape[0]}')
         yield item_id, pred, gt
 
 
-def evaluate_labels(labels_dir, gt_dir, classes: Sequence[str], gt_suffix: str = '.png') -> Dict:
+def _gt_format(gt_format: Union[GroundTruthFormat, str, None]) -> GroundTruthFormat:
+    if isinstance(gt_format, GroundTruthFormat):
+        return gt_format
+    return GroundTruthFormat(seg_map_suffix=gt_format or '.png')
+
+
+def evaluate_labels(labels_dir, gt_dir, classes: Sequence[str],
+                    gt_format: Union[GroundTruthFormat, str, None] = None) -> Dict:
     """Per-class IoU (%), mIoU, aAcc and coverage of class labels (255 = unsure); NaN for a
-    class absent from labels and ground truth.
+    class absent from labels and ground truth. ``gt_format``: how the ground truth holds the
+    classes (a string: its file suffix; default plain ``.png`` class indices).
 
     Raises:
-        UserInputError: the folder's manifest names other classes (:func:`check_label_classes`).
+        UserInputError: the folder's manifest names other classes (:func:`check_label_classes`),
+            a file is missing or unreadable, or holds values outside ``classes``.
     """
     check_label_classes(labels_dir, classes)
     metric = PseudoLabelMetric(ignore_index=IGNORE_INDEX)
     metric.dataset_meta = dict(classes=list(classes))
     count = 0
-    for _, pred, gt in _pairs(labels_dir, gt_dir, gt_suffix):
+    for _, pred, gt in _pairs(labels_dir, gt_dir, classes, _gt_format(gt_format), True):
         metric.process({}, [dict(pred_sem_seg=dict(data=torch.from_numpy(pred).long()),
                                  gt_sem_seg=dict(data=torch.from_numpy(gt).long()))])
         count += 1
@@ -97,10 +282,12 @@ def evaluate_labels(labels_dir, gt_dir, classes: Sequence[str], gt_suffix: str =
                 coverage=_pct(covered / max(total, 1)))
 
 
-def evaluate_segments(labels_dir, gt_dir, classes: Sequence[str], gt_suffix: str = '.png') -> Dict:
-    """Hungarian-matched per-class IoU (%), mIoU and ACC of unlabelled segment ids."""
+def evaluate_segments(labels_dir, gt_dir, classes: Sequence[str],
+                      gt_format: Union[GroundTruthFormat, str, None] = None) -> Dict:
+    """Hungarian-matched per-class IoU (%), mIoU and ACC of unlabelled segment ids
+    (``gt_format`` as in :func:`evaluate_labels`)."""
     totals, count = np.zeros((3, len(classes)), dtype=np.int64), 0
-    for _, pred, gt in _pairs(labels_dir, gt_dir, gt_suffix):
+    for _, pred, gt in _pairs(labels_dir, gt_dir, classes, _gt_format(gt_format), False):
         totals += match_segments(gt, pred, len(classes), IGNORE_INDEX)
         count += 1
     tp, fp, fn = totals.astype(np.float64)

@@ -4,11 +4,13 @@ atomic writes, the JSON-lines manifest, sharding.
 A job is a list of :class:`WorkItem` cut into fixed batches. Each finished item's files are written
 atomically (temp file in the same folder, ``fsync``, ``os.replace``) and then its manifest line is
 appended (one append and one ``fsync`` per batch), so after a kill at any instant every file on
-disk is complete and an item counts as done only when its manifest line and all its files exist.
+disk is complete and an item counts as done only when its manifest line and all its files exist
+and the line was made from the item's current inputs (:func:`inputs_match`: its recorded
+``inputs`` and the fingerprint of its ``source`` file); an item whose inputs changed is redone.
 Resuming recomputes a batch that was cut short (same batch composition and per-item seeds, so the
-result equals an uninterrupted run) but rewrites only the items that are missing. Byte-equality
-needs the same ``--batch-size`` and number of ranks: the U-Net's float results move at the 1e-8
-level with the batch composition, which can flip near-tie pixels.
+result equals an uninterrupted run) but rewrites only the items that are missing or changed.
+Byte-equality needs the same ``--batch-size`` and number of ranks: the U-Net's float results move
+at the 1e-8 level with the batch composition, which can flip near-tie pixels.
 
 The manifest's first line is a header with every setting that changes the output (model, generator
 config, prompts, seed...); resuming into a folder whose header differs is refused. With several
@@ -23,7 +25,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from mmengine.dist import get_dist_info
 
@@ -49,10 +51,17 @@ class ItemSkipped(Exception):
 
 @dataclass
 class WorkItem:
-    """One unit of work: ``id`` names its outputs; ``payload`` is what the job needs to make it."""
+    """One unit of work: ``id`` names its outputs; ``payload`` is what the job needs to make it.
+
+    ``source`` (the input file the outputs are made from: its size, modification time and SHA-1
+    are recorded when it is loaded) and ``inputs`` (other JSON values the outputs depend on,
+    e.g. the image's class names; recorded) are compared on resume: a change redoes the item.
+    """
 
     id: str
     payload: Dict[str, Any] = field(default_factory=dict)
+    source: Optional[str] = None
+    inputs: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -218,14 +227,84 @@ def is_done(folder: Path, record: Optional[Dict]) -> bool:
     return record is not None and all((folder / f).is_file() for f in record.get('files', []))
 
 
+def _sha1(path) -> Tuple[os.stat_result, str]:
+    with open(path, 'rb') as f:
+        return os.fstat(f.fileno()), hashlib.sha1(f.read()).hexdigest()
+
+
+def file_fingerprint(path) -> Dict[str, Any]:
+    """``{size, mtime_ns, sha1}`` of a file (an item's ``source``, recorded as ``source``);
+    :class:`ItemSkipped` when it cannot be read."""
+    try:
+        stat, digest = _sha1(path)
+    except OSError as exc:
+        raise ItemSkipped(f'cannot read {path}: {exc}') from exc
+    return dict(size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha1=digest)
+
+
+def source_unchanged(path, recorded: Dict[str, Any]) -> bool:
+    """Whether the file ``path`` still has the recorded :func:`file_fingerprint`: the same size
+    and modification time (a ``stat``, as ``make`` and ``git`` check), or else the same SHA-1
+    (the file is read only when its time changed, e.g. after a copy)."""
+    try:
+        stat = os.stat(path)
+        if stat.st_size != recorded.get('size'):
+            return False
+        return (stat.st_mtime_ns == recorded.get('mtime_ns')
+                or _sha1(path)[1] == recorded.get('sha1'))
+    except OSError:  # gone or unreadable: not the recorded input
+        return False
+
+
+def inputs_match(item: WorkItem, record: Dict) -> Optional[bool]:
+    """Whether ``record`` (a finished item's manifest line) was made from ``item``'s current
+    ``inputs`` and ``source``; ``None`` when the record lacks some of them (made before they
+    were recorded), so it cannot be told."""
+    unknown = False
+    for key, value in item.inputs.items():
+        if key not in record:
+            unknown = True
+        elif record[key] != json.loads(json.dumps(value)):
+            return False
+    if item.source is not None:
+        if 'source' not in record:
+            unknown = True
+        elif not source_unchanged(item.source, record['source']):
+            return False
+    return None if unknown else True
+
+
+def _describe(item: WorkItem) -> str:
+    return item.source or ', '.join(f'{k}={v!r}' for k, v in item.payload.items())
+
+
+def check_unique_ids(items: Sequence[WorkItem]) -> None:
+    """Refuse two items with the same id (their outputs would overwrite each other)."""
+    seen: Dict[str, WorkItem] = {}
+    for item in items:
+        first = seen.setdefault(item.id, item)
+        if first is not item:
+            hint = (' (ids are file names without their extension): rename or move one of '
+                    'them' if item.source else '')
+            raise UserInputError(f'two inputs have the id {item.id!r}, so their outputs would '
+                                 f'overwrite each other: {_describe(first)} and '
+                                 f'{_describe(item)}; item ids must be unique{hint}')
+
+
 def shard(items: Sequence[WorkItem], rank: int, world_size: int) -> List[WorkItem]:
     """This rank's share: every ``world_size``-th item from ``rank`` (in the given order)."""
     return list(items[rank::world_size])
 
 
 def check_output_folder(folder) -> Path:
-    """Create ``folder`` and prove it writable before any work (clear error otherwise)."""
+    """Create ``folder`` and prove it writable before any work (clear error otherwise; a file
+    in its place is bad input)."""
     folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        what = f'--out {folder}' + ('' if existing == folder else f': {existing}')
+        raise UserInputError(f'{what} is a file; --out must be a folder (created if missing): '
+                             'give another path')
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

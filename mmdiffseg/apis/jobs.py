@@ -12,6 +12,10 @@ after a ``kill -9`` no writer outlives the run.
 With several ranks (mmengine / torch.distributed launchers) each rank takes
 ``items[rank::world_size]`` and keeps its own ``manifest.rank<r>.jsonl``; rank 0 merges them into
 ``manifest.jsonl`` at the end.
+
+Resuming skips the finished items made from the same inputs (:func:`.io.inputs_match`) and redoes
+those whose inputs changed (a corrected label list, another image under the same name): a loader
+process records each item's source file fingerprint as it reads the file.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
@@ -33,7 +38,8 @@ from mmengine.logging import print_log
 from torch.utils.data import DataLoader, Dataset
 
 from .io import (ItemOutput, ItemSkipped, Manifest, WorkItem, atomic_write, check_output_folder,
-                 is_done, remove_stale_temp_files, shard, tmp_tag)
+                 check_unique_ids, file_fingerprint, inputs_match, is_done,
+                 remove_stale_temp_files, shard, tmp_tag)
 from .progress import (HoldInterrupt, JobInterrupted, JobSummary, ProgressLine, sigint_blocked,
                        total_summary)
 
@@ -76,8 +82,10 @@ class LoadedBatch(NamedTuple):
 
 
 class _ItemReader(Dataset):
-    """``load`` of one item, in a loader process; an unreadable input becomes its
-    :class:`ItemSkipped` (named and counted by the main process, not fatal)."""
+    """``load`` of one item, in a loader process, and the item with its ``source`` file's
+    fingerprint in its ``inputs`` (the file was just read: its bytes come from the page cache);
+    an unreadable input becomes its :class:`ItemSkipped` (named and counted by the main
+    process, not fatal)."""
 
     def __init__(self, items: Sequence[WorkItem], load: Callable[[WorkItem], Any]):
         self.items, self.load = items, load
@@ -88,7 +96,11 @@ class _ItemReader(Dataset):
     def __getitem__(self, index: int):
         item = self.items[index]
         try:
-            return item, self.load(item)
+            data = self.load(item)
+            if item.source is not None:
+                item = replace(item, inputs=dict(item.inputs,
+                                                 source=file_fingerprint(item.source)))
+            return item, data
         except ItemSkipped as exc:
             return item, exc
 
@@ -153,11 +165,11 @@ class OutputWriter:
 
     Files go to a pool: ``workers`` processes (one thread with ``0``), each batch cut into one
     task per process. A committer thread takes the batches in order; for each it reports the
-    items that failed to load, waits for the batch's files, then appends the manifest lines of
-    the items whose files were all written in one write with one ``fsync`` and reports them
-    made. An item is done only after both. The first write error is kept and raised by
-    :meth:`raise_error` (the job stops at its next batch) or on leaving the ``with`` block, after
-    every batch handed over is committed.
+    items that failed to load, waits for the batch's files, then appends the manifest lines (the
+    output's record and the item's ``inputs``) of the items whose files were all written in one
+    write with one ``fsync`` and reports them made. An item is done only after both. The first
+    write error is kept and raised by :meth:`raise_error` (the job stops at its next batch) or on
+    leaving the ``with`` block, after every batch handed over is committed.
 
     Args:
         made: called with ``(item, record)`` for each committed item (committer thread).
@@ -223,7 +235,7 @@ class OutputWriter:
                 errors = [exc] * len(chunk)
             for (item, output), item_error in zip(chunk, errors):
                 if item_error is None:
-                    written.append((item, dict(output.record, id=item.id,
+                    written.append((item, dict(output.record, **item.inputs, id=item.id,
                                                files=sorted(output.files))))
                 error = error or item_error
         self.manifest.append_many([record for _, record in written])
@@ -277,38 +289,54 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
             so the processes start from a process without it and the first batches are read
             meanwhile. An error there leaves the folder as it was.
 
+    Resuming skips an item only when its record was made from the item's current ``source``
+    and ``inputs`` (:func:`.io.inputs_match`); an item whose inputs changed is redone (counted
+    as ``redone``; if it cannot be loaded now, its old files are removed and it is named as
+    failed), and a record older than these checks is kept (counted as ``unchecked``).
+
     Returns:
         The :class:`JobSummary` of all ranks (printed by rank 0 as the final line); its time
         counts from the end of ``prepare``.
 
     Raises:
-        UserInputError: the folder's manifest was made with other settings.
+        UserInputError: two items have the same id, ``out_dir`` is a file, or the folder's
+            manifest was made with other settings.
         OutputWriteError: a write failed (read-only folder, full disk): the run stops.
         JobInterrupted: Ctrl-C; it carries the summary of what was made (all complete).
     """
     progress_file = sys.stdout if progress_file is None else progress_file
     rank, world_size = get_dist_info()
+    check_unique_ids(items)
     folder = check_output_folder(out_dir)
     manifest = Manifest(folder, header, rank, world_size)
     done = manifest.load()
     remove_stale_temp_files(folder)
 
     mine = shard(items, rank, world_size)
-    finished = {it.id for it in mine if is_done(folder, done.get(it.id))}
+    finished, changed, unchecked = set(), set(), 0
+    for it in mine:
+        if is_done(folder, done.get(it.id)):
+            same = inputs_match(it, done[it.id])
+            (changed if same is False else finished).add(it.id)
+            unchecked += same is None
     batches = [list(range(i, min(i + batch_size, len(mine))))
                for i in range(0, len(mine), batch_size)]
     # a batch of finished items is never read; one cut short is recomputed whole
     todo = [b for b in batches if any(mine[i].id not in finished for i in b)]
-    summary = JobSummary(skipped=len(finished))
+    summary = JobSummary(skipped=len(finished), unchecked=unchecked)
     bar = ProgressLine(len(mine) - len(finished) if rank == 0 else 0, progress_file)
     workers = default_workers() if workers is None else workers
 
     def made(item: WorkItem, record: Dict) -> None:
         done[item.id] = record
         summary.made += 1
+        summary.redone += item.id in changed
         bar.update()
 
     def failed(item: WorkItem, reason: str) -> None:
+        if item.id in changed:  # its files were made from the old inputs
+            for rel in done[item.id].get('files', []):
+                (folder / rel).unlink(missing_ok=True)
         summary.failed.append((item.id, reason))
         bar.end_line()
         print_log(f'skipped {item.id}: {reason}', logger='current')

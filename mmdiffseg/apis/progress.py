@@ -17,11 +17,20 @@ class JobSummary:
     skipped: int = 0
     failed: List[Tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    #: of ``made``: items redone because their inputs changed since they were made
+    redone: int = 0
+    #: of ``skipped``: items whose records predate input checks (kept unchecked)
+    unchecked: int = 0
 
     def line(self) -> str:
         rate = self.made / self.seconds if self.seconds > 0 else 0.0
-        return (f'made {self.made}, skipped {self.skipped} (already done), '
-                f'failed {len(self.failed)}, {self.seconds:.1f} s ({rate:.2f} items/s)')
+        notes = [f'redone {self.redone} (inputs changed)'] if self.redone else []
+        if self.unchecked:
+            notes.append(f'{self.unchecked} of the skipped not checked for changed inputs '
+                         '(made by an older version)')
+        return '; '.join([f'made {self.made}, skipped {self.skipped} (already done), '
+                          f'failed {len(self.failed)}, {self.seconds:.1f} s ({rate:.2f} items/s)']
+                         + notes)
 
 
 class JobInterrupted(KeyboardInterrupt):
@@ -103,4 +112,6 @@ def total_summary(parts: List[JobSummary]) -> JobSummary:
     """All ranks' summaries as one (time = the slowest rank's)."""
     return JobSummary(made=sum(p.made for p in parts), skipped=sum(p.skipped for p in parts),
                       failed=[f for p in parts for f in p.failed],
-                      seconds=max(p.seconds for p in parts))
+                      seconds=max(p.seconds for p in parts),
+                      redone=sum(p.redone for p in parts),
+                      unchecked=sum(p.unchecked for p in parts))

@@ -19,8 +19,9 @@ import torch
 from ..models.online_labeler import label_images
 from .builders import (build_generator, check_class_names, check_model, job_header,
                        load_engine)
+from .eval_labels import GroundTruthFormat, stem_suffix
 from .folders import (IGNORE_INDEX, MASK_DIR, encode_label_png, list_images, palette_for,
-                      read_label_png, read_rgb, record_path, split_path)
+                      read_rgb, record_path, split_path)
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem
 from .jobs import run_job
 
@@ -32,29 +33,67 @@ def images_from_folder(folder) -> List[WorkItem]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserInputError(f'image folder {folder} not found')
-    items = [WorkItem(p.stem, dict(image=str(p))) for p in list_images(folder)]
+    items = [WorkItem(p.stem, dict(image=str(p)), source=str(p)) for p in list_images(folder)]
     if not items:
         raise UserInputError(f'no images in {folder}')
     return items
 
 
-def images_from_dataset_config(config: str, split: str = 'train'):
-    """Items (image and ground-truth paths) and class names of ``<split>_dataloader.dataset`` in
-    an mmseg config."""
-    from mmengine.config import Config
+def dataset_from_config(config: str, split: str = 'train'):
+    """``<split>_dataloader.dataset`` of an mmseg config, built without loading its list; a
+    missing or broken config, or data that is not where it says, is a :class:`UserInputError`."""
+    from mmengine import fileio
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
-    cfg = Config.fromfile(config)
+    from .builders import read_config
+    cfg = read_config(config, 'dataset config', '--dataset-config')
     key = f'{split}_dataloader'
     if key not in cfg:
         raise UserInputError(f'{config} has no {key}; give --split train|val|test')
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     ds_cfg = cfg[key].dataset.to_dict()
     ds_cfg.update(lazy_init=True, pipeline=[])
-    dataset = DATASETS.build(ds_cfg)
+    try:
+        dataset = DATASETS.build(ds_cfg)
+    except (AssertionError, OSError) as exc:
+        raise UserInputError(_missing_data(config, split, ds_cfg, exc)) from exc
+    paths = [dataset.data_prefix.get('img_path'), dataset.ann_file or None]
+    if any(p and not fileio.exists(p, dataset.backend_args) for p in paths):
+        raise UserInputError(_missing_data(config, split, ds_cfg, None))
+    return dataset
+
+
+def _missing_data(config: str, split: str, ds_cfg: Dict, exc: Optional[Exception]) -> str:
+    """Which of a dataset config's folders and files are missing, and the fix."""
+    root = Path(ds_cfg.get('data_root') or '')
+    wanted = [*(ds_cfg.get('data_prefix') or {}).values(), ds_cfg.get('ann_file')]
+    missing = [str(root / p) for p in wanted if p and not (root / p).exists()]
+    where = (f'{", ".join(missing)} not found' if missing
+             else f'{type(exc).__name__}: {exc}' if exc else 'its files are not found')
+    return (f'the {split} data of {config} (--dataset-config) is not there: {where} (data_root='
+            f'{str(root)!r}, relative to {Path.cwd()}). Prepare the dataset (README, "Data '
+            'layout"), run from the folder its data_root is relative to, or pass a config whose '
+            'data_root points at the data')
+
+
+def dataset_gt_format(config: str, split: str = 'train') -> GroundTruthFormat:
+    """How the dataset of :func:`dataset_from_config` reads its ground truth (suffix,
+    ``reduce_zero_label``, label map)."""
+    dataset = dataset_from_config(config, split)
+    return GroundTruthFormat(seg_map_suffix=dataset.seg_map_suffix,
+                             id_suffix=stem_suffix(dataset.img_suffix),
+                             reduce_zero_label=bool(dataset.reduce_zero_label),
+                             label_map=dataset.label_map or None)
+
+
+def images_from_dataset_config(config: str, split: str = 'train'):
+    """Items (image and ground-truth paths) and class names of ``<split>_dataloader.dataset`` in
+    an mmseg config."""
+    dataset = dataset_from_config(config, split)
     items = [WorkItem(Path(info['img_path']).stem,
-                      dict(image=info['img_path'], gt=info.get('seg_map_path')))
+                      dict(image=info['img_path'], gt=info.get('seg_map_path')),
+                      source=info['img_path'])
              for info in dataset.load_data_list()]
     if not items:
         raise UserInputError(f'the {split} dataset of {config} lists no images')
@@ -73,13 +112,21 @@ def labels_from_file(path) -> Dict[str, List[str]]:
 
 
 def labels_from_ground_truth(gt_paths: Dict[str, str], classes: Sequence[str],
-                             ignore: Sequence[str] = ('background',)) -> Dict[str, List[str]]:
+                             ignore: Sequence[str] = ('background',),
+                             gt_format: Optional[GroundTruthFormat] = None
+                             ) -> Dict[str, List[str]]:
     """Image-level labels read off ground-truth label maps (the classes present, in index order,
-    without ``ignore`` names and 255)."""
+    without ``ignore`` names and 255), read as ``gt_format`` says (default: plain class indices;
+    ADE20K's annotations need ``reduce_zero_label``).
+
+    Raises:
+        UserInputError: a map that is unreadable or holds values outside ``classes``.
+    """
+    gt_format = gt_format or GroundTruthFormat()
     labels = {}
     for item_id, path in gt_paths.items():
-        present = np.unique(read_label_png(path))
-        names = [classes[i] for i in present if i < len(classes) and i != IGNORE_INDEX]
+        present = np.unique(gt_format.read(path, classes))
+        names = [classes[i] for i in present if i != IGNORE_INDEX]
         labels[item_id] = [n for n in names if n not in ignore]
     return labels
 
@@ -138,6 +185,9 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
                                  f'{missing[:5]}')
         for it in items:
             check_class_names(image_labels[it.id], classes, f'the labels of image {it.id}')
+        # an item is redone when its class names change (recorded as ``classes``)
+        items = [WorkItem(it.id, it.payload, it.source,
+                          dict(it.inputs, classes=image_labels[it.id])) for it in items]
     palette = palette_for(classes if classes is not None else [str(i) for i in range(255)])
     header = job_header('pseudo_label', model, dtype, generator, classes, work_size=work_size)
 

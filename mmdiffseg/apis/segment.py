@@ -23,12 +23,25 @@ def segment_items(path) -> List[WorkItem]:
     """An image file or every image in a folder."""
     path = Path(path)
     if path.is_file():
-        return [WorkItem(path.stem, dict(image=str(path)))]
+        return [WorkItem(path.stem, dict(image=str(path)), source=str(path))]
     if path.is_dir():
-        items = [WorkItem(p.stem, dict(image=str(p))) for p in list_images(path)]
+        items = [WorkItem(p.stem, dict(image=str(p)), source=str(p)) for p in list_images(path)]
         if items:
             return items
     raise UserInputError(f'{path}: no image file or folder of images')
+
+
+def check_inputs_outside_output(items: Sequence[WorkItem], out_dir) -> None:
+    """Refuse input images in ``out_dir`` or its ``Overlays/`` / ``SegmentationClass/``: a
+    rerun would take the tool's own pictures (``contact_sheet.jpg``, overlays) as inputs."""
+    out = Path(out_dir).resolve()
+    written = {out, out / OVERLAY_DIR, out / MASK_DIR}
+    for folder in {Path(it.payload['image']).parent for it in items}:
+        if folder.resolve() in written:
+            raise UserInputError(
+                f'the input images in {folder} lie in a folder this run writes (--out '
+                f'{out_dir}): a rerun would take its outputs (contact_sheet.jpg, overlays) as '
+                f'inputs. Give --out another folder, e.g. --out {folder.resolve()}_segments')
 
 
 def read_image_pair(item: WorkItem, size: int = WORK_SIZE):
@@ -61,6 +74,7 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
     """Label every image with the class names ``names`` (label set ``background`` + names;
     ``None`` = unlabelled DiffSeg segments) and draw overlays (``Overlays/<id>.jpg``);
     ``workers``: loader and writer processes (:func:`.jobs.run_job`)."""
+    check_inputs_outside_output(items, out_dir)
     model = check_model(model)
     classes = None if names is None else ['background'] + [n for n in names if n != 'background']
     generator = build_generator(gen_cfg, classes)

@@ -44,12 +44,17 @@ def seediff_resolutions(size: int) -> List[int]:
 
 
 def synth_items(names: Sequence[str], images_per_class: int, seed: int) -> List[WorkItem]:
-    """Class-major item list; ids are ``<slug>_<index:05d>``."""
+    """Class-major item list; ids are ``<slug>_<index:05d>`` (two names with one slug are
+    refused: their items would share ids)."""
     if images_per_class < 1:
         raise UserInputError(f'--images-per-class must be at least 1, got {images_per_class}')
-    items = []
+    items, slugs = [], {}
     for name in names:
         slug = re.sub(r'[^0-9A-Za-z]+', '-', name).strip('-').lower() or 'class'
+        if slug in slugs:
+            raise UserInputError(f'--classes: {slugs[slug]!r} and {name!r} would both be written '
+                                 f'as {slug}_*; give each class once, under distinct names')
+        slugs[slug] = name
         for index in range(images_per_class):
             item_id = f'{slug}_{index:05d}'
             items.append(WorkItem(item_id, dict(name=name, index=index,

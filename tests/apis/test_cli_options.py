@@ -141,3 +141,32 @@ def test_a_tool_leaves_its_process_group_before_it_exits(tmp_path, fails):
     assert cli.run_cli(tool) == (cli.EXIT_BAD_INPUT if fails else 0)
     assert not dist.is_initialized()
     cli.leave_process_group()  # nothing joined: nothing to do
+
+
+def test_a_preset_of_another_generator_than_method_is_refused():
+    """--method and --config name one generator, or the run stops: a DiffSeg run that
+    silently ran iSeg's preset was the bug."""
+    from mmdiffseg.apis.builders import generator_config
+    preset = str(REPO / 'configs/iseg/iseg_wsss_voc.py')
+    with pytest.raises(UserInputError, match=r'--method diffseg asks for DiffSeg but the preset '
+                                             r'.* holds a generator of type ISeg'):
+        generator_config('diffseg', preset)
+    gen_cfg, _ = generator_config('ISEG', preset, {'iters': 3})
+    assert gen_cfg['type'] == 'ISeg' and gen_cfg['iters'] == 3
+    assert generator_config(None, preset)[0]['type'] == 'ISeg'
+
+
+def test_ground_truth_formats_follow_the_mmseg_datasets():
+    """Each class set reads ground truth as its mmseg dataset's defaults say."""
+    from mmdiffseg.apis.eval_labels import GroundTruthFormat
+    ade = GroundTruthFormat.of_class_set('ade20k')
+    assert ade.reduce_zero_label and ade.seg_map_suffix == '.png' and ade.label_map is None
+    cityscapes = GroundTruthFormat.of_class_set('cityscapes')
+    assert (cityscapes.seg_map_suffix, cityscapes.id_suffix, cityscapes.reduce_zero_label) == (
+        '_gtFine_labelTrainIds.png', '_leftImg8bit', False)
+    labelids = GroundTruthFormat.of_class_set('cityscapes27')
+    assert labelids.seg_map_suffix == '_gtFine_labelIds.png'
+    assert (labelids.label_map[7], labelids.label_map[33], labelids.label_map[6]) == (0, 26, 255)
+    assert GroundTruthFormat.of_class_set('voc') == GroundTruthFormat.of_class_set('cat,dog') == (
+        GroundTruthFormat())
+    assert GroundTruthFormat.of_class_set('ade20k', '_x.png', False) == GroundTruthFormat('_x.png')

@@ -264,3 +264,105 @@ def test_an_error_during_the_job_starts_on_a_fresh_line(full_dir):
     text = screen.getvalue()
     assert '/6, ' in text  # the progress bar was drawn
     assert '\nerror: cannot write' in text and 'disk is full' in text
+
+
+def _file_job(folder, calls, labels):
+    """Items made from the files in ``folder`` (``source``) and a label each (``inputs``);
+    each output holds the file's text and the label."""
+    items = [WorkItem(p.stem, dict(path=str(p)), source=str(p), inputs=dict(label=labels[p.stem]))
+             for p in sorted(folder.glob('*.txt'))]
+
+    def load(item):
+        text = open(item.payload['path']).read()
+        if text == 'corrupt':
+            raise ItemSkipped(f'{item.id} is corrupt')
+        return text
+
+    def compute(batch, loaded):
+        calls.extend(it.id for it in batch)
+        return [ItemOutput({f'out/{it.id}.txt': f'{text}:{it.inputs["label"]}'.encode()})
+                for it, text in zip(batch, loaded)]
+    return items, load, compute
+
+
+def test_an_item_whose_inputs_changed_is_redone_and_counted(tmp_path):
+    import hashlib
+    import os
+    src, out = tmp_path / 'src', tmp_path / 'out'
+    src.mkdir()
+    for name in 'abcd':
+        (src / f'{name}.txt').write_text(name * 3)
+    labels, calls = dict(a=['x'], b=['x'], c=['y'], d=['y']), []
+    summary = run_job(*_file_job(src, calls, labels), out, HEADER, batch_size=2,
+                      split_file='ids.txt')
+    record = Manifest(out, HEADER).load()['c']
+    assert record['label'] == ['y'] and record['source']['size'] == 3
+    assert record['source']['sha1'] == hashlib.sha1(b'ccc').hexdigest()
+
+    # same inputs, the files touched (a copy): nothing is redone
+    for path in src.iterdir():
+        os.utime(path, ns=(1, 1))
+    calls.clear()
+    summary = run_job(*_file_job(src, calls, labels), out, HEADER, batch_size=2)
+    assert (summary.made, summary.skipped, summary.redone, calls) == (0, 4, 0, [])
+    assert 'redone' not in summary.line() and 'not checked' not in summary.line()
+
+    # b's label corrected, c's file replaced by one of the same size: both redone, only they
+    (src / 'c.txt').write_text('CCC')
+    calls.clear()
+    summary = run_job(*_file_job(src, calls, dict(labels, b=['z'])), out, HEADER, batch_size=2)
+    assert calls == ['a', 'b', 'c', 'd']  # their batches, recomputed whole
+    assert (summary.made, summary.skipped, summary.redone) == (2, 2, 2)
+    assert 'made 2, skipped 2 (already done), failed 0' in summary.line()
+    assert summary.line().endswith('; redone 2 (inputs changed)')
+    assert (out / 'out/b.txt').read_text() == 'bbb:[\'z\']'
+    assert (out / 'out/c.txt').read_text() == 'CCC:[\'y\']'
+    assert Manifest(out, HEADER).load()['c']['source']['sha1'] == hashlib.sha1(b'CCC').hexdigest()
+
+    # d's file replaced by a corrupt one: named as failed; its old output is removed, and it
+    # is out of the split
+    (src / 'd.txt').write_text('corrupt')
+    summary = run_job(*_file_job(src, [], dict(labels, b=['z'])), out, HEADER, batch_size=2,
+                      split_file='ids.txt')
+    assert [item_id for item_id, _ in summary.failed] == ['d'] and summary.redone == 0
+    assert not (out / 'out/d.txt').exists()
+    assert (out / 'ids.txt').read_text().split() == ['a', 'b', 'c']
+
+
+def test_records_from_before_input_checks_are_kept_and_counted_unchecked(tmp_path):
+    src, out = tmp_path / 'src', tmp_path / 'out'
+    src.mkdir()
+    for name in 'ab':
+        (src / f'{name}.txt').write_text(name)
+    labels, calls = dict(a=['x'], b=['x']), []
+    run_job(*_file_job(src, calls, labels), out, HEADER)
+    path = out / 'manifest.jsonl'  # as an older version wrote it: no source fingerprint
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text(''.join(json.dumps({k: v for k, v in line.items() if k != 'source'}) + '\n'
+                            for line in lines))
+    (src / 'a.txt').write_text('A')  # cannot be told
+    calls.clear()
+    summary = run_job(*_file_job(src, calls, dict(labels, b=['z'])), out, HEADER)
+    assert calls == ['b']  # its label is recorded, so its change is seen
+    assert (summary.made, summary.skipped, summary.redone, summary.unchecked) == (1, 1, 1, 1)
+    assert summary.line().endswith('; redone 1 (inputs changed); 1 of the skipped not checked '
+                                   'for changed inputs (made by an older version)')
+
+
+def test_two_items_with_one_id_are_refused_before_any_work(tmp_path):
+    items = [WorkItem('x', source='imgs/x.jpg'), WorkItem('y', source='imgs/y.jpg'),
+             WorkItem('x', source='imgs/x.png')]
+    with pytest.raises(UserInputError, match=r"two inputs have the id 'x', so their outputs "
+                                             r"would overwrite each other: imgs/x.jpg and "
+                                             r"imgs/x.png; item ids must be unique"):
+        run_job(items, None, lambda b, _: [], tmp_path / 'out', HEADER)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_an_output_path_that_is_a_file_is_bad_input(tmp_path):
+    (tmp_path / 'file').write_text('')
+    items, load, compute = _job([])
+    with pytest.raises(UserInputError, match=r'--out .*/file is a file; --out must be a folder'):
+        run_job(items, load, compute, tmp_path / 'file', HEADER)
+    with pytest.raises(UserInputError, match=r'--out .*/file/sub: .*/file is a file'):
+        run_job(items, load, compute, tmp_path / 'file' / 'sub', HEADER)

@@ -1,6 +1,7 @@
 """run_job with loader and writer processes: the output does not depend on --workers, corrupt
 inputs are named and counted from a worker process, finished batches are never read, kill -9
 leaves complete files and no process behind (Ctrl-C: test_io.py)."""
+import hashlib
 import json
 import os
 import random
@@ -56,7 +57,8 @@ def images(tmp_path_factory):
         rgb = Image.open(path).convert('RGB')
         rgb.resize((200 + 20 * i, 150 + 10 * i)).save(folder / f'img{i}.jpg', quality=90)
     (folder / 'img3b.jpg').write_bytes((folder / 'img3.jpg').read_bytes()[:400])
-    return [WorkItem(p.stem, dict(image=str(p))) for p in sorted(folder.glob('*.jpg'))]
+    return [WorkItem(p.stem, dict(image=str(p)), source=str(p))
+            for p in sorted(folder.glob('*.jpg'))]
 
 
 def folder_bytes(folder: Path):
@@ -80,10 +82,16 @@ def test_the_output_does_not_depend_on_the_number_of_workers(images, tmp_path):
     assert len(np.unique(label)) > 1  # real content, not an empty map
     records = [json.loads(line) for line in files['manifest.jsonl'].decode().splitlines()[1:]]
     assert [r['id'] for r in records] == [f'img{i}' for i in range(7)]  # in item order
+    # each source's fingerprint, taken where it was read (a loader process, with workers)
+    image = Path(next(it.source for it in images if it.id == 'img5'))
+    assert records[5]['source'] == dict(size=image.stat().st_size,
+                                        mtime_ns=image.stat().st_mtime_ns,
+                                        sha1=hashlib.sha1(image.read_bytes()).hexdigest())
     assert not [p for p in Path(tmp_path).rglob('*.tmp')]
 
 
-def test_finished_batches_are_never_read_and_no_worker_outlives_the_job(images, tmp_path):
+def test_finished_batches_are_never_read_and_no_worker_outlives_the_job(images, tmp_path,
+                                                                      monkeypatch):
     import multiprocessing
     reads = tmp_path / 'reads'
     reads.mkdir()
@@ -109,6 +117,13 @@ def test_finished_batches_are_never_read_and_no_worker_outlives_the_job(images, 
     assert sorted({p.name.split('.')[0] for p in reads.iterdir()}) == ['img3', 'img3b', 'img4']
     assert (summary.made, summary.skipped, len(summary.failed)) == (1, 6, 1)
     assert not multiprocessing.active_children()
+    # a rerun checks the finished items' sources by their size and time: none is read to be
+    # hashed (the loader processes, forked, hash only the batch they read)
+    from mmdiffseg.apis import io
+    hashed, sha1 = [], io._sha1
+    monkeypatch.setattr(io, '_sha1', lambda path: hashed.append(path) or sha1(path))
+    summary = job()
+    assert (summary.made, summary.skipped, hashed) == (0, 7, [])
 
 
 KILLABLE_JOB = '''
@@ -116,7 +131,8 @@ import sys
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from apis.test_jobs import WorkItem, label_job
-items = [WorkItem(p.stem, dict(image=str(p))) for p in sorted(Path(sys.argv[1]).glob('*.jpg'))]
+items = [WorkItem(p.stem, dict(image=str(p)), source=str(p))
+         for p in sorted(Path(sys.argv[1]).glob('*.jpg'))]
 label_job(items, sys.argv[2], int(sys.argv[3]), batch_size=2, pause=0.4)
 '''
 
