@@ -198,8 +198,9 @@ def check_cache_precision(cache_dir: str, where: str, dtype: str) -> List[Missin
     """A label cache whose labels were made in another precision than this run would add
     (:class:`~mmdiffseg.datasets.LabelCache` refuses such a writer at its first label, maybe
     hours into training)."""
+    from .datasets.label_cache import SIGNATURE_FILE, WRITER_KEY
     try:
-        made = json.loads((Path(cache_dir) / 'cache.json').read_text()).get('made_with', {})
+        made = json.loads((Path(cache_dir) / SIGNATURE_FILE).read_text()).get(WRITER_KEY, {})
     except (OSError, ValueError, AttributeError):
         return []   # no folder or signature yet (an unreadable one is named at first use)
     if made.get('dtype') in (None, dtype):

@@ -12,10 +12,11 @@ weights now (:data:`MOVED_HUB_IDS`).
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple, Union
+
+from .class_defaults import init_defaults
 
 __all__ = ['MOVED_HUB_IDS', 'withdrawn_model', 'model_id_of', 'model_identity', 'same_model',
            'setting_differences']
@@ -43,9 +44,8 @@ def _init_defaults(class_name) -> Dict[str, object]:
     cls = getattr(diffusers, class_name, None) if isinstance(class_name, str) else None
     if not isinstance(cls, type):
         return {}
-    return {name: json.loads(json.dumps(p.default, default=str))
-            for name, p in inspect.signature(cls.__init__).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    return {name: json.loads(json.dumps(default, default=str))
+            for name, default in init_defaults(cls).items()}
 
 
 def _settings(part: str, text: str) -> object:

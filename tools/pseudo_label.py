@@ -52,17 +52,18 @@ def main(argv=None):
     from mmdiffseg.apis.builders import pick_device
     from mmdiffseg.apis.io import UserInputError
     from mmdiffseg.apis.eval_labels import GroundTruthFormat, find_ground_truth
-    from mmdiffseg.apis.pseudo_label import (dataset_gt_format, images_from_dataset_config,
-                                             images_from_folder, labels_from_file,
-                                             labels_from_ground_truth, pseudo_label)
+    from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
+                                             labels_from_file, labels_from_ground_truth,
+                                             pseudo_label)
     if bool(args.images) == bool(args.dataset_config):
         raise UserInputError('give an image folder or --dataset-config (one of them)')
     cli.check_launcher(args.launcher, 'pseudo_label')
     device = pick_device(args.device)
     if args.dataset_config:
-        items, classes = images_from_dataset_config(args.dataset_config, args.split)
+        items, classes, gt_format = images_from_dataset_config(args.dataset_config, args.split)
     else:
         items, classes = images_from_folder(args.images), None
+        gt_format = GroundTruthFormat.of_class_set(args.classes)
     if args.classes:
         classes = cli.resolve_class_arg(args.classes)
     gen_cfg, model = cli.generator_and_model(args, 'iseg', opts.DEFAULT_MODEL)
@@ -72,8 +73,6 @@ def main(argv=None):
     elif args.labels_from_gt is not None:
         if classes is None:
             raise UserInputError('--labels-from-gt needs --classes (the GT label set)')
-        gt_format = (dataset_gt_format(args.dataset_config, args.split) if args.dataset_config
-                     else GroundTruthFormat.of_class_set(args.classes))
         gt_format = gt_format.with_options(args.gt_suffix, args.reduce_zero_label)
         if args.labels_from_gt:
             gt = find_ground_truth([it.id for it in items], args.labels_from_gt, gt_format,

@@ -8,10 +8,10 @@ segments (DiffSeg): per-image Hungarian matching (:func:`~mmdiffseg.evaluation.m
 """
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
@@ -21,6 +21,7 @@ from mmseg.datasets import ADE20KDataset, CityscapesDataset, PascalVOCDataset
 from mmseg.evaluation import IoUMetric
 from PIL import UnidentifiedImageError
 
+from ..class_defaults import init_defaults
 from ..datasets.generated import read_manifest_header
 from ..datasets.unsupervised import (Cityscapes27Dataset, CityscapesHumanVehicleDataset,
                                      COCOStuff27Dataset)
@@ -33,16 +34,6 @@ CLASS_SET_DATASETS = {
     'voc': PascalVOCDataset, 'cityscapes': CityscapesDataset, 'ade20k': ADE20KDataset,
     'cityscapes27': Cityscapes27Dataset, 'cityscapes_human_vehicle': CityscapesHumanVehicleDataset,
     'cocostuff27': COCOStuff27Dataset}
-
-
-def _init_default(dataset_cls, name: str):
-    """The default of ``name`` in the first ``__init__`` of ``dataset_cls``'s MRO that has one."""
-    for klass in dataset_cls.__mro__:
-        init = klass.__dict__.get('__init__')
-        param = inspect.signature(init).parameters.get(name) if init else None
-        if param is not None and param.default is not inspect.Parameter.empty:
-            return param.default
-    return None
 
 
 def stem_suffix(img_suffix: Optional[str]) -> str:
@@ -70,12 +61,17 @@ class GroundTruthFormat:
     label_map: Optional[Dict[int, int]] = None
 
     @classmethod
-    def of_dataset(cls, dataset_cls) -> 'GroundTruthFormat':
-        """The defaults of an mmseg dataset class (its ``__init__`` and ``get_label_map``)."""
-        return cls(seg_map_suffix=_init_default(dataset_cls, 'seg_map_suffix') or '.png',
-                   id_suffix=stem_suffix(_init_default(dataset_cls, 'img_suffix')),
-                   reduce_zero_label=bool(_init_default(dataset_cls, 'reduce_zero_label')),
-                   label_map=dataset_cls.get_label_map(None) or None)
+    def of_dataset(cls, dataset) -> 'GroundTruthFormat':
+        """The settings of an mmseg dataset, or the defaults of a dataset class (its
+        ``__init__`` and ``get_label_map``: VOC's cannot be built without its split file)."""
+        if isinstance(dataset, type):
+            setting, label_map = init_defaults(dataset).get, dataset.get_label_map(None)
+        else:
+            setting, label_map = partial(getattr, dataset), dataset.label_map
+        return cls(seg_map_suffix=setting('seg_map_suffix') or '.png',
+                   id_suffix=stem_suffix(setting('img_suffix')),
+                   reduce_zero_label=bool(setting('reduce_zero_label')),
+                   label_map=label_map or None)
 
     @classmethod
     def of_class_set(cls, name: Optional[str], seg_map_suffix: Optional[str] = None,
@@ -100,10 +96,10 @@ class GroundTruthFormat:
             label = label.astype(np.int64) - 1
             label[(label < 0) | (label == IGNORE_INDEX - 1)] = IGNORE_INDEX
             label = label.astype(np.uint8)
-        if self.label_map:
-            source = label.copy()
-            for old, new in self.label_map.items():
-                label[source == old] = new
+        if self.label_map:   # one lookup, not a pass over the image per mapped value
+            table = np.arange(256, dtype=np.uint8)
+            table[list(self.label_map)] = list(self.label_map.values())
+            label = table[label]
         bad = _outside(label, len(classes))
         if bad:
             raise UserInputError(

@@ -19,7 +19,7 @@ import torch
 from ..models.online_labeler import label_images
 from .builders import (build_generator, check_class_names, check_model, job_header,
                        load_engine)
-from .eval_labels import GroundTruthFormat, stem_suffix
+from .eval_labels import GroundTruthFormat
 from .folders import (IGNORE_INDEX, MASK_DIR, encode_label_png, list_images, palette_for,
                       read_rgb, record_path, split_path)
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem
@@ -39,13 +39,14 @@ def images_from_folder(folder) -> List[WorkItem]:
     return items
 
 
-def dataset_from_config(config: str, split: str = 'train'):
-    """``<split>_dataloader.dataset`` of an mmseg config, built without loading its list; a
-    missing or broken config, or data that is not where it says, is a :class:`UserInputError`."""
-    from mmengine import fileio
+def images_from_dataset_config(config: str, split: str = 'train'):
+    """Items (image and ground-truth paths), class names and ground-truth format
+    (:class:`GroundTruthFormat`) of ``<split>_dataloader.dataset`` in an mmseg config; a missing
+    or broken config, or data that is not where it says, is a :class:`UserInputError`."""
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
+    from ..preflight_data import check_dataset
     from .builders import read_config
     cfg = read_config(config, 'dataset config', '--dataset-config')
     key = f'{split}_dataloader'
@@ -53,51 +54,24 @@ def dataset_from_config(config: str, split: str = 'train'):
         raise UserInputError(f'{config} has no {key}; give --split train|val|test')
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     ds_cfg = cfg[key].dataset.to_dict()
-    ds_cfg.update(lazy_init=True, pipeline=[])
+    problems = check_dataset(ds_cfg, f'{key}.dataset')
+    if problems:
+        raise UserInputError(
+            f'the {split} data of {config} (--dataset-config) is not there (paths relative to '
+            f'{Path.cwd()}): ' + '; '.join(f'{p.what} (fix: {p.fix})' for p in problems))
     try:
-        dataset = DATASETS.build(ds_cfg)
+        dataset = DATASETS.build(dict(ds_cfg, lazy_init=True, pipeline=[]))
+        data_list = dataset.load_data_list()
     except (AssertionError, OSError) as exc:
-        raise UserInputError(_missing_data(config, split, ds_cfg, exc)) from exc
-    paths = [dataset.data_prefix.get('img_path'), dataset.ann_file or None]
-    if any(p and not fileio.exists(p, dataset.backend_args) for p in paths):
-        raise UserInputError(_missing_data(config, split, ds_cfg, None))
-    return dataset
-
-
-def _missing_data(config: str, split: str, ds_cfg: Dict, exc: Optional[Exception]) -> str:
-    """Which of a dataset config's folders and files are missing, and the fix."""
-    root = Path(ds_cfg.get('data_root') or '')
-    wanted = [*(ds_cfg.get('data_prefix') or {}).values(), ds_cfg.get('ann_file')]
-    missing = [str(root / p) for p in wanted if p and not (root / p).exists()]
-    where = (f'{", ".join(missing)} not found' if missing
-             else f'{type(exc).__name__}: {exc}' if exc else 'its files are not found')
-    return (f'the {split} data of {config} (--dataset-config) is not there: {where} (data_root='
-            f'{str(root)!r}, relative to {Path.cwd()}). Prepare the dataset (README, "Data '
-            'layout"), run from the folder its data_root is relative to, or pass a config whose '
-            'data_root points at the data')
-
-
-def dataset_gt_format(config: str, split: str = 'train') -> GroundTruthFormat:
-    """How the dataset of :func:`dataset_from_config` reads its ground truth (suffix,
-    ``reduce_zero_label``, label map)."""
-    dataset = dataset_from_config(config, split)
-    return GroundTruthFormat(seg_map_suffix=dataset.seg_map_suffix,
-                             id_suffix=stem_suffix(dataset.img_suffix),
-                             reduce_zero_label=bool(dataset.reduce_zero_label),
-                             label_map=dataset.label_map or None)
-
-
-def images_from_dataset_config(config: str, split: str = 'train'):
-    """Items (image and ground-truth paths) and class names of ``<split>_dataloader.dataset`` in
-    an mmseg config."""
-    dataset = dataset_from_config(config, split)
+        raise UserInputError(f'cannot list the {split} data of {config} (--dataset-config): '
+                             f'{type(exc).__name__}: {exc}') from exc
     items = [WorkItem(Path(info['img_path']).stem,
                       dict(image=info['img_path'], gt=info.get('seg_map_path')),
                       source=info['img_path'])
-             for info in dataset.load_data_list()]
+             for info in data_list]
     if not items:
         raise UserInputError(f'the {split} dataset of {config} lists no images')
-    return items, list(dataset.metainfo['classes'])
+    return items, list(dataset.metainfo['classes']), GroundTruthFormat.of_dataset(dataset)
 
 
 def labels_from_file(path) -> Dict[str, List[str]]:

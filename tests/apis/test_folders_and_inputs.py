@@ -117,7 +117,7 @@ def test_items_from_an_mmseg_dataset_config(tmp_path, shared_data):
         "val_dataloader = dict(dataset=dict(type='PascalVOCDataset', data_root=%r, "
         "data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'), "
         "img_suffix='.png', ann_file=%r, pipeline=[]))\n" % (str(root), str(split)))
-    items, classes = images_from_dataset_config(str(config), 'val')
+    items, classes, _ = images_from_dataset_config(str(config), 'val')
     assert [it.id for it in items] == ['voc_val_20', 'voc_val_0']
     assert classes[0] == 'background' and classes[20] == 'tvmonitor'
     assert items[1].payload['gt'].endswith('SegmentationClass/voc_val_0.png')

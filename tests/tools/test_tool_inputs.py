@@ -198,7 +198,7 @@ def test_a_dataset_config_that_is_missing_broken_or_without_its_data(tmp_path, m
                          '--labels', 'image_labels.json', '--classes', 'voc', *common[1:],
                          expect=2)
     assert 'the train data of' in err and 'is not there' in err
-    assert 'data/VOCdevkit/VOC2012/JPEGImages' in err and 'Data layout' in err
+    assert 'data root data/VOCdevkit/VOC2012 does not exist' in err and 'Data layout' in err
     err = run_in_process('pseudo_label', shared_path(*VOC, 'JPEGImages'), '--classes', 'voc',
                          *common, expect=2)
     assert '--labels-from-gt needs GT_DIR' in err
