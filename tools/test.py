@@ -5,8 +5,8 @@
 model would be scored with its random initial weights, so it is refused (exit status 2).
 
     python tools/test.py CONFIG [CHECKPOINT] [--work-dir DIR] [--out DIR] [--show] [--show-dir DIR]
-                         [--wait-time S] [--tta] [--cfg-options k=v ...] [--launcher ...]
-                         [--skip-preflight]
+                         [--show-interval N] [--wait-time S] [--tta] [--cfg-options k=v ...]
+                         [--launcher ...] [--skip-preflight]
 
 The pre-flight check of ``tools/train.py`` runs first (data, weights, the checkpoint, CUDA).
 """
@@ -35,6 +35,9 @@ def parse_args(argv=None):
                                       'output_dir)')
     parser.add_argument('--show', action='store_true', help='show the predictions')
     parser.add_argument('--show-dir', help='folder to save drawn predictions')
+    parser.add_argument('--show-interval', type=int, default=None,
+                        help="draw every N-th test batch (default: the config's hook interval, "
+                             "mmseg's 50; 1 for DiffusionSegmentor)")
     parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, key=value (lists: key="[a,b]")')
@@ -65,17 +68,24 @@ def checkpoint_problem(cfg: Config, checkpoint: Optional[str]) -> Optional[str]:
     return None
 
 
-def enable_visualization(cfg: Config, show: bool, show_dir, wait_time: float) -> None:
+def enable_visualization(cfg: Config, show: bool, show_dir, wait_time: float,
+                         interval: Optional[int] = None) -> None:
+    """Turn the visualization hook on. DiffusionSegmentor predicts at the size of the test
+    pipeline's label (DiffSeg's protocol crops and resizes), so its predictions are drawn on the
+    model's input (``ModelInputVisualizationHook``) instead of the image file."""
     if cfg.model.get('type') == TRAINING_FREE:
-        raise RuntimeError(f'--show / --show-dir: {TRAINING_FREE} predicts at the size of the test '
-                           "pipeline's label, mmseg's SegVisualizationHook draws on the image file "
-                           'at its own size, so predictions cannot be drawn; --out DIR saves '
-                           'them as PNGs')
+        cfg.default_hooks['visualization'] = dict(type='ModelInputVisualizationHook')
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
         raise RuntimeError('--show / --show-dir need default_hooks.visualization '
                            "(dict(type='SegVisualizationHook'))")
     hook['draw'] = True
+    if interval is not None:
+        hook['interval'] = interval
+    every = hook.get('interval', 50 if hook['type'] == 'SegVisualizationHook' else 1)
+    if every > 1:
+        print(f'tools/test.py: drawing one test batch in {every} '
+              '(default_hooks.visualization.interval); --show-interval 1 draws them all')
     if show:
         hook['show'] = True
         hook['wait_time'] = wait_time
@@ -99,8 +109,11 @@ def main(argv=None):
         print(f'tools/test.py: error: {problem}', file=sys.stderr)
         raise SystemExit(2)
     cfg.load_from = args.checkpoint
+    if args.show_interval is not None and args.show_interval < 1:
+        print('tools/test.py: error: --show-interval must be >= 1', file=sys.stderr)
+        raise SystemExit(2)
     if args.show or args.show_dir:
-        enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
+        enable_visualization(cfg, args.show, args.show_dir, args.wait_time, args.show_interval)
     if args.tta:
         enable_tta(cfg)
     if args.out is not None:

@@ -11,13 +11,22 @@ from .class_names import (CITYSCAPES27_CLASSES, CITYSCAPES27_FIRST_LABEL_ID,
                           COCOSTUFF27_CLASSES)
 
 
+#: Cityscapes' own colours of the labelIds that are not train classes (its ``labels.py``)
+_NON_TRAIN_COLORS = {'parking': [250, 170, 160], 'rail track': [230, 150, 140],
+                     'guard rail': [180, 165, 180], 'bridge': [150, 100, 100],
+                     'tunnel': [150, 120, 90], 'polegroup': [153, 153, 153],
+                     'caravan': [0, 0, 90], 'trailer': [0, 0, 110]}
+
+
 @DATASETS.register_module()
 class Cityscapes27Dataset(CityscapesDataset):
     """Cityscapes with the 27 classes of labelIds 7..33 (``*_gtFine_labelIds.png``); every other
-    labelId is ignored (255)."""
+    labelId is ignored (255). Drawn in Cityscapes' colours (mmseg's for the train classes)."""
     METAINFO = dict(classes=CITYSCAPES27_CLASSES,
-                    palette=[[(37 * i) % 256, (91 * i) % 256, (151 * i) % 256]
-                             for i in range(len(CITYSCAPES27_CLASSES))])
+                    palette=[list(dict(zip(CityscapesDataset.METAINFO['classes'],
+                                           CityscapesDataset.METAINFO['palette']),
+                                       **_NON_TRAIN_COLORS)[name])
+                             for name in CITYSCAPES27_CLASSES])
 
     def __init__(self, img_suffix='_leftImg8bit.png', seg_map_suffix='_gtFine_labelIds.png',
                  **kwargs):
@@ -33,10 +42,11 @@ class Cityscapes27Dataset(CityscapesDataset):
 
 @DATASETS.register_module()
 class COCOStuff27Dataset(BaseSegDataset):
-    """COCO-Stuff with the 27 coarse classes: label PNGs already hold 0..26, 255 = ignore."""
+    """COCO-Stuff with the 27 coarse classes: label PNGs already hold 0..26, 255 = ignore. Fixed
+    colours, none black (mmseg's visualizer leaves ignored pixels black)."""
     METAINFO = dict(classes=COCOSTUFF27_CLASSES,
                     palette=[[(53 * i) % 256, (97 * i) % 256, (193 * i) % 256]
-                             for i in range(len(COCOSTUFF27_CLASSES))])
+                             for i in range(1, len(COCOSTUFF27_CLASSES) + 1)])
 
     def __init__(self, img_suffix='.jpg', seg_map_suffix='.png', **kwargs):
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)

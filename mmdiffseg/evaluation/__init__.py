@@ -1,5 +1,5 @@
 """Metrics for generated labels and unsupervised segments (registered in mmseg ``METRICS``)."""
 from .pseudo_label_metric import PseudoLabelMetric
-from .unsupervised_metric import HungarianMatchedIoU, match_segments
+from .unsupervised_metric import HungarianMatchedIoU, match_segments, matched_classes
 
-__all__ = ['PseudoLabelMetric', 'HungarianMatchedIoU', 'match_segments']
+__all__ = ['PseudoLabelMetric', 'HungarianMatchedIoU', 'match_segments', 'matched_classes']

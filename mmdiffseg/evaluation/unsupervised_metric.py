@@ -22,9 +22,9 @@ from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 
-def match_segments(gt: np.ndarray, pred: np.ndarray, num_classes: int,
-                   ignore_index: int = 255) -> np.ndarray:
-    """TP, FP, FN per class ``(3, num_classes)`` for one image (see the module docstring)."""
+def _matching(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int):
+    """Labelled pixels' ``(gt, pred)``, the predicted segment ids, their confusion with the
+    classes ``(num_classes, max(num_classes, segments))`` and the matched ``(classes, columns)``."""
     labelled = gt != ignore_index
     gt, pred = gt[labelled].astype(np.int64), pred[labelled].astype(np.int64)
     if gt.size and (gt.min() < 0 or gt.max() >= num_classes):
@@ -36,12 +36,37 @@ def match_segments(gt: np.ndarray, pred: np.ndarray, num_classes: int,
     confusion = np.bincount(gt[assigned] * width + seg_index,
                             minlength=num_classes * width).reshape(num_classes, width)
     rows, cols = linear_sum_assignment(confusion, maximize=True)
+    return gt, segments, confusion, rows, cols
+
+
+def match_segments(gt: np.ndarray, pred: np.ndarray, num_classes: int,
+                   ignore_index: int = 255) -> np.ndarray:
+    """TP, FP, FN per class ``(3, num_classes)`` for one image (see the module docstring)."""
+    gt, _, confusion, rows, cols = _matching(gt, pred, num_classes, ignore_index)
     tp = np.zeros(num_classes, dtype=np.int64)
     fp = np.zeros(num_classes, dtype=np.int64)
     tp[rows] = confusion[rows, cols]
     fp[rows] = confusion[:, cols].sum(axis=0) - tp[rows]
     fn = np.bincount(gt, minlength=num_classes) - tp
     return np.stack([tp, fp, fn])
+
+
+def matched_classes(gt: np.ndarray, pred: np.ndarray, num_classes: int,
+                    ignore_index: int = 255) -> np.ndarray:
+    """``pred`` with each segment replaced by the class it is matched to in this image (the
+    matching :func:`match_segments` scores); segments matched to no class, or seen only on
+    unlabelled pixels, become ``ignore_index``."""
+    _, segments, _, rows, cols = _matching(gt, pred, num_classes, ignore_index)
+    out = np.full(pred.shape, ignore_index, dtype=np.int64)
+    if segments.size == 0:
+        return out
+    found = cols < len(segments)  # columns past the segments are the confusion's padding
+    classes = np.full(len(segments), ignore_index, dtype=np.int64)
+    classes[cols[found]] = rows[found]
+    index = np.minimum(np.searchsorted(segments, pred), len(segments) - 1)
+    known = segments[index] == pred
+    out[known] = classes[index[known]]
+    return out
 
 
 @METRICS.register_module()

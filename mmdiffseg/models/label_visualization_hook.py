@@ -1,4 +1,6 @@
-"""``OnlineLabelVisualizationHook``: pictures of the labels a training run learns from.
+"""Pictures drawn on the image the model sees (after the pipeline), by the runner's visualizer.
+
+``OnlineLabelVisualizationHook``: the labels a training run learns from.
 
 Every ``interval`` training iterations, the first ``max_images`` images of the batch are drawn
 with their training labels (made online by :class:`~.preprocessor.DiffusionLabelPreprocessor` or
@@ -6,15 +8,31 @@ read from its cache, after the pipeline's augmentations: what the model is fitte
 runner's visualizer (mmseg's ``SegLocalVisualizer``), so they land wherever its ``vis_backends``
 write: ``<work_dir>/<timestamp>/vis_data/vis_image/online_label_<i>_<iter>.png`` with
 ``LocalVisBackend``, TensorBoard or W&B with theirs. Rank 0 only.
+
+``ModelInputVisualizationHook``: test / validation predictions of a model that predicts at the
+pipeline's size (:class:`~.segmentor.DiffusionSegmentor`: DiffSeg's protocol crops and resizes
+image and label together), where mmseg's ``SegVisualizationHook`` draws on the image file at its
+own size. ``tools/test.py --show / --show-dir`` puts it in place of mmseg's hook for such models.
 """
 from __future__ import annotations
 
 from typing import Optional
 
+import os.path as osp
+
 import numpy as np
+import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
+from mmengine.structures import PixelData
 from mmseg.registry import HOOKS
+
+from ..evaluation.unsupervised_metric import HungarianMatchedIoU, matched_classes
+
+
+def _rgb(packed: torch.Tensor) -> np.ndarray:
+    """``(H, W, 3)`` RGB uint8 of a packed ``(3, H, W)`` BGR image (``PackSegInputs``)."""
+    return np.ascontiguousarray(packed.cpu().flip(0).permute(1, 2, 0).numpy())
 
 
 @HOOKS.register_module()
@@ -45,6 +63,68 @@ class OnlineLabelVisualizationHook(Hook):
                 break
             if 'gt_sem_seg' not in sample:
                 continue
-            rgb = np.ascontiguousarray(image.cpu().flip(0).permute(1, 2, 0).numpy())  # from BGR
-            runner.visualizer.add_datasample(f'online_label_{i}', rgb, sample.cpu(),
+            runner.visualizer.add_datasample(f'online_label_{i}', _rgb(image), sample.cpu(),
                                              draw_gt=True, draw_pred=False, step=runner.iter + 1)
+
+
+@HOOKS.register_module()
+class ModelInputVisualizationHook(Hook):
+    """Draw test / validation predictions (beside the ground truth, where the sample has one) on
+    the image the model was given.
+
+    Unsupervised segment ids (a ``HungarianMatchedIoU`` evaluator) are drawn in the colour of the
+    class each segment is matched to in its image, as the metric scores it; segments matched to no
+    class are left undrawn. Without ground truth, segment ``s`` takes the colour of class
+    ``s mod classes``, without names. Files: ``<mode>_<image file name>_<step>.png`` (step: the
+    image's index in the run, from 1) with ``LocalVisBackend``.
+
+    Args:
+        draw: ``False`` turns the hook off (as mmseg's ``SegVisualizationHook``).
+        interval: draw the images of every ``interval``-th batch.
+        show: also show each picture in a window, for ``wait_time`` seconds.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, draw: bool = False, interval: int = 1, show: bool = False,
+                 wait_time: float = 0.):
+        if interval < 1:
+            raise ValueError(f'ModelInputVisualizationHook: interval must be >= 1, got {interval}')
+        self.draw, self.interval = bool(draw), int(interval)
+        self.show, self.wait_time = bool(show), float(wait_time)
+        self._drawn = 0
+
+    def after_val_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self._draw(runner, batch_idx, data_batch, outputs, 'val')
+
+    def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        self._draw(runner, batch_idx, data_batch, outputs, 'test')
+
+    def _draw(self, runner, batch_idx, data_batch, outputs, mode: str) -> None:
+        if (not self.draw or data_batch is None or not outputs or not is_main_process()
+                or not self.every_n_inner_iters(batch_idx, self.interval)):
+            return
+        evaluator = runner.test_evaluator if mode == 'test' else runner.val_evaluator
+        segments = next((m for m in evaluator.metrics if isinstance(m, HungarianMatchedIoU)), None)
+        for image, sample in zip(data_batch['inputs'], outputs):
+            self._drawn += 1
+            sample = sample.cpu()
+            if segments is not None:
+                sample = self._matched(sample, segments.num_classes, segments.ignore_index)
+            runner.visualizer.add_datasample(
+                f'{mode}_{osp.basename(sample.img_path)}', _rgb(image), sample, show=self.show,
+                wait_time=self.wait_time, step=self._drawn,
+                with_labels=segments is None or 'gt_sem_seg' in sample)
+
+    @staticmethod
+    def _matched(sample, num_classes: int, ignore_index: int):
+        """A copy of ``sample`` whose prediction holds classes instead of segment ids."""
+        pred = sample.pred_sem_seg.data[0].numpy()
+        if 'gt_sem_seg' in sample:
+            pred = matched_classes(sample.gt_sem_seg.data[0].numpy(), pred, num_classes,
+                                   ignore_index)
+        else:
+            pred = np.where(pred == ignore_index, ignore_index, pred % num_classes)
+        sample = sample.clone()
+        sample.pred_sem_seg = PixelData(data=torch.from_numpy(pred)[None])
+        return sample

@@ -162,3 +162,17 @@ def test_cityscapes_27_and_human_vehicle_label_maps():
     assert np.array_equal(hv == 1, np.isin(train, [11, 12]))
     assert np.array_equal(hv == 2, np.isin(train, [13, 14, 15, 16, 17, 18]))
     assert np.array_equal(hv == 255, train == 255)
+
+
+def test_unsupervised_class_sets_are_drawn_in_visible_colours():
+    """Cityscapes-27 in Cityscapes' own colours (its train classes as mmseg draws them); no class
+    of either 27-class set is black, the colour mmseg's visualizer leaves ignored pixels."""
+    from mmseg.datasets import CityscapesDataset
+    c27 = DATASETS.get('Cityscapes27Dataset').METAINFO
+    train = dict(zip(CityscapesDataset.METAINFO['classes'], CityscapesDataset.METAINFO['palette']))
+    colors = dict(zip(c27['classes'], map(tuple, c27['palette'])))
+    assert all(colors[name] == tuple(color) for name, color in train.items())
+    assert colors['road'] == (128, 64, 128) and colors['caravan'] == (0, 0, 90)
+    for meta in (c27, DATASETS.get('COCOStuff27Dataset').METAINFO):
+        assert len(meta['palette']) == len(meta['classes']) == 27
+        assert [0, 0, 0] not in [list(c) for c in meta['palette']]

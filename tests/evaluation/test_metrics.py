@@ -6,7 +6,7 @@ from mmseg.registry import METRICS
 
 import mmdiffseg  # noqa: F401
 import mmdiffseg.evaluation  # noqa: F401
-from mmdiffseg.evaluation import match_segments
+from mmdiffseg.evaluation import match_segments, matched_classes
 
 
 def sample(pred, gt):
@@ -37,6 +37,25 @@ def test_match_segments_more_classes_than_segments_and_unassigned():
     tp, fp, fn = match_segments(gt, pred, num_classes=3)
     assert tp.sum() == 1 and tp[[0, 1]].sum() == 1
     assert fn[2] == 2 and fp.sum() == 2
+
+
+def test_matched_classes_paints_each_segment_with_its_matched_class():
+    """The drawing of unsupervised predictions: the matching match_segments scores, as labels."""
+    gt = np.array([[0, 0, 1, 1],
+                   [0, 0, 1, 1],
+                   [2, 2, 2, 255]])
+    pred = np.array([[7, 7, 3, 3],
+                     [7, 7, 3, 9],      # 9: one pixel of class 1, loses to 3
+                     [5, 5, 5, 255]])   # 255: unassigned stays so
+    tp, _, _ = match_segments(gt, pred, num_classes=3)
+    assert tp.tolist() == [4, 3, 3]
+    assert matched_classes(gt, pred, num_classes=3).tolist() == [[0, 0, 1, 1],
+                                                                  [0, 0, 1, 255],
+                                                                  [2, 2, 2, 255]]
+    # more classes than segments; a segment seen only where the ground truth is unlabelled
+    gt, pred = np.array([[0, 1, 255]]), np.array([[4, 4, 8]])
+    assert matched_classes(gt, pred, num_classes=3).tolist() in ([[0, 0, 255]], [[1, 1, 255]])
+    assert matched_classes(gt, np.full((1, 3), 255), 3).tolist() == [[255, 255, 255]]
 
 
 def test_hungarian_metric_accumulates_over_images():

@@ -1,7 +1,8 @@
 """OnlineLabelVisualizationHook draws what the model is trained on: the packed (BGR) training
 image, in RGB, blended with its label's palette colour where the label has a class (with black
 where it is ignored, 255, as mmseg's visualizer draws); every ``interval`` iterations, at most
-``max_images`` images, rank 0 only."""
+``max_images`` images, rank 0 only. ModelInputVisualizationHook draws test predictions on the
+same packed image (DiffusionSegmentor predicts at the pipeline's size)."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,7 +12,8 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
-from mmdiffseg.models import OnlineLabelVisualizationHook
+from mmdiffseg.evaluation import HungarianMatchedIoU
+from mmdiffseg.models import ModelInputVisualizationHook, OnlineLabelVisualizationHook
 
 PALETTE = [[0, 0, 0], [200, 40, 10]]
 
@@ -66,3 +68,66 @@ def test_off_without_labels_or_batch_and_checks_its_options(runner):
     assert runner.drawn == []
     with pytest.raises(ValueError, match='interval and max_images must be >= 1'):
         OnlineLabelVisualizationHook(interval=0)
+
+
+# -- ModelInputVisualizationHook: test predictions drawn on the model's input --------------------
+def predicted(pred, gt=None):
+    """A test output on the 16x24 image of :func:`batch`."""
+    sample = SegDataSample(metainfo=dict(img_shape=(16, 24), img_path='/data/x_leftImg8bit.png'))
+    sample.pred_sem_seg = PixelData(data=torch.tensor(pred)[None])
+    if gt is not None:
+        sample.gt_sem_seg = PixelData(data=torch.tensor(gt)[None])
+    return sample
+
+
+def halves(left, right):
+    return np.concatenate([np.full((16, 12), left), np.full((16, 12), right)], axis=1)
+
+
+def test_input_hook_draws_segments_in_their_matched_classes(runner):
+    """Unsupervised ids (a HungarianMatchedIoU evaluator) are drawn as the classes they are matched
+    to: the prediction half of the picture equals the ground-truth half; the output is unchanged."""
+    runner.test_evaluator = SimpleNamespace(metrics=[HungarianMatchedIoU(num_classes=2)])
+    data, rgb = batch(1)
+    sample = predicted(halves(7, 3), gt=halves(0, 1))
+    ModelInputVisualizationHook(draw=True).after_test_iter(runner, 0, data, [sample])
+    [(name, step, picture)] = runner.drawn
+    assert (name, step, picture.shape) == ('test_x_leftImg8bit.png', 1, (16, 48, 3))
+    assert np.array_equal(picture[:, :24], picture[:, 24:])
+    image = rgb[4:].astype(float)                                       # under the names
+    assert np.abs(picture[4:, 24:36] - 0.5 * image[:, :12]).max() <= 1  # class 0: black
+    assert np.abs(picture[4:, 36:] - (0.5 * image[:, 12:] + 0.5 * np.array(PALETTE[1]))).max() <= 1
+    assert sample.pred_sem_seg.data.unique().tolist() == [3, 7]
+
+
+def test_input_hook_draws_classes_as_predicted_and_segments_without_truth(runner):
+    """With a class metric the prediction is drawn as it is (here: swapped classes); unsupervised
+    ids without ground truth take the colour of id mod classes, without names."""
+    runner.test_evaluator = SimpleNamespace(metrics=[])
+    data, rgb = batch(1)
+    hook = ModelInputVisualizationHook(draw=True)
+    hook.after_test_iter(runner, 0, data, [predicted(halves(1, 0), gt=halves(0, 1))])
+    picture = runner.drawn[0][2]
+    assert not np.array_equal(picture[:, :24], picture[:, 24:])
+    runner.test_evaluator = SimpleNamespace(metrics=[HungarianMatchedIoU(num_classes=2)])
+    hook.after_test_iter(runner, 1, data, [predicted(halves(4, 5))])
+    name, step, picture = runner.drawn[1]
+    assert step == 2 and picture.shape == (16, 24, 3)
+    image = rgb.astype(float)
+    assert np.abs(picture[:, :12] - 0.5 * image[:, :12]).max() <= 1             # 4 mod 2 = 0
+    assert np.abs(picture[:, 12:] - (0.5 * image[:, 12:] + 0.5 * np.array(PALETTE[1]))).max() <= 1
+
+
+def test_input_hook_interval_and_switches(runner):
+    runner.test_evaluator = runner.val_evaluator = SimpleNamespace(metrics=[])
+    data, _ = batch(1)
+    outputs = [predicted(halves(0, 1))]
+    hook = ModelInputVisualizationHook(draw=True, interval=2)
+    for i in range(4):
+        hook.after_val_iter(runner, i, data, outputs)
+    assert [(name, step) for name, step, _ in runner.drawn] == [
+        ('val_x_leftImg8bit.png', 1), ('val_x_leftImg8bit.png', 2)]
+    ModelInputVisualizationHook().after_test_iter(runner, 0, data, outputs)   # draw=False
+    assert len(runner.drawn) == 2
+    with pytest.raises(ValueError, match='interval must be >= 1'):
+        ModelInputVisualizationHook(interval=0)

@@ -154,7 +154,7 @@ def test_diffseg_unsupervised_evaluation_without_checkpoint(tmp_path, tiny_sd, m
             step['crop_size'] = (128, 128)
     cfg.val_dataloader = cfg.test_dataloader
     out = run_tool('test', write_config(cfg, tmp_path / 'diffseg.py'), '--work-dir',
-                   tmp_path / 'eval', '--out', tmp_path / 'preds')
+                   tmp_path / 'eval', '--out', tmp_path / 'preds', '--show-dir', 'drawn')
     acc = re.findall(r'ACC: ([0-9.]+)', out)
     miou = re.findall(r'mIoU: ([0-9.]+)', out)
     assert acc and miou and 0 < float(acc[-1]) <= 100 and 0 < float(miou[-1]) <= 100
@@ -167,6 +167,10 @@ def test_diffseg_unsupervised_evaluation_without_checkpoint(tmp_path, tiny_sd, m
     assert pred.shape == gt.shape == (512, 512)
     tp, _, fn = match_segments(gt, pred, num_classes=27)
     assert round(100 * tp.sum() / (tp + fn).sum(), 2) == float(acc[-1])
+    # --show-dir: ground truth | matched prediction, drawn on the model's 512x512 input
+    [picture] = tmp_path.glob('drawn/vis_data/vis_image/*.png')   # --show-dir as given
+    assert picture.name == f'test_{osp.basename(sample.img_path)}_1.png'
+    assert Image.open(picture).size == (1024, 512)
 
 
 def test_out_without_ground_truth_writes_predictions_only(tmp_path):
@@ -184,7 +188,7 @@ def test_out_without_ground_truth_writes_predictions_only(tmp_path):
 
 def test_test_refuses_what_it_cannot_evaluate(tmp_path, monkeypatch, capsys):
     """A model with weights needs CHECKPOINT (exit 2, before anything is built); a missing
-    CHECKPOINT file is named as such; DiffusionSegmentor runs without one but cannot be drawn."""
+    CHECKPOINT file is named as such; DiffusionSegmentor runs without one."""
     monkeypatch.chdir(tmp_path)
     test = load_tool('test')
     for argv, message in (([], 'CHECKPOINT is missing: EncoderDecoder needs trained weights'),
@@ -195,8 +199,9 @@ def test_test_refuses_what_it_cannot_evaluate(tmp_path, monkeypatch, capsys):
         assert exit_.value.code == 2 and message in err and 'load_from' not in err
     diffseg = str(CONFIGS / 'diffseg-sd14_cityscapes27-unsupervised-512x512.py')
     assert test.checkpoint_problem(Config.fromfile(diffseg), None) is None
-    with pytest.raises(RuntimeError, match='--show / --show-dir: DiffusionSegmentor predicts'):
-        test.main([diffseg, '--show-dir', 'drawn'])
+    with pytest.raises(SystemExit) as exit_:
+        test.main([diffseg, '--show-dir', 'drawn', '--show-interval', '0'])
+    assert exit_.value.code == 2 and '--show-interval must be >= 1' in capsys.readouterr().err
 
 
 def test_train_options():
@@ -213,7 +218,7 @@ def test_train_options():
     assert args.cfg_options == {'a.b': 1, 'c': [1, 2]} and args.launcher == 'pytorch'
 
 
-def test_test_options():
+def test_test_options(capsys):
     test = load_tool('test')
     cfg = Config(dict(
         model=dict(type='EncoderDecoder'), tta_model=dict(type='SegTTAModel'),
@@ -225,6 +230,14 @@ def test_test_options():
     assert cfg.test_dataloader.dataset.pipeline == [dict(type='TestTimeAug')]
     test.enable_visualization(cfg, show=False, show_dir='drawn', wait_time=2)
     assert cfg.default_hooks.visualization.draw and cfg.visualizer.save_dir == 'drawn'
+    assert 'one test batch in 50' in capsys.readouterr().out      # mmseg's default interval
+    test.enable_visualization(cfg, show=True, show_dir=None, wait_time=2, interval=1)
+    assert cfg.default_hooks.visualization.interval == 1 and capsys.readouterr().out == ''
+    # DiffusionSegmentor: drawn on the model's input, every image
+    cfg = Config(dict(model=dict(type='DiffusionSegmentor'), visualizer=dict(),
+                      default_hooks=dict(visualization=dict(type='SegVisualizationHook'))))
+    test.enable_visualization(cfg, show=False, show_dir='drawn', wait_time=2)
+    assert cfg.default_hooks.visualization == dict(type='ModelInputVisualizationHook', draw=True)
     with pytest.raises(RuntimeError, match='--tta needs tta_pipeline'):
         test.enable_tta(Config(dict(model=dict(type='EncoderDecoder'))))
     assert test.parse_args(['c.py']).checkpoint is None
