@@ -24,6 +24,11 @@ ADE_FIX = ('download http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeD
 CITYSCAPES_FIX = ('download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip '
                   '(https://www.cityscapes-dataset.com/downloads/), unzip them into {root} and run '
                   "mmseg's cityscapes.py converter (" + DATA_GUIDE + ')')
+COCOSTUFF_FIX = ('download http://images.cocodataset.org/zips/val2017.zip and '
+                 'http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/'
+                 'stuffthingmaps_trainval2017.zip, unzip them into {root}/images and '
+                 '{root}/annotations, and put the curated list Coco164kFull_Stuff_Coarse_7.txt '
+                 'of IIC / PiCIE / STEGO in {root}/curated/val2017 (' + DATA_GUIDE + ')')
 SYNTHETIC_FIX = 'python tools/synthesize.py ... --out {out} (README "Offline generation")'
 PSEUDO_FIX = 'python tools/pseudo_label.py ... --out {out} (the command: ' + DATA_GUIDE + ')'
 OTHER_DATA_FIX = 'prepare it as ' + DATA_GUIDE + ' says'
@@ -69,6 +74,8 @@ def data_fix(dataset: dict, path: Path, key: str) -> str:
             ELSEWHERE
     if 'cityscapes' in (part.lower() for part in path.parts) or 'Cityscapes' in kind:
         return CITYSCAPES_FIX.format(root=root or 'data/cityscapes') + ELSEWHERE
+    if 'coco_stuff164k' in path.parts or 'COCOStuff' in kind:
+        return COCOSTUFF_FIX.format(root=root or 'data/coco_stuff164k') + ELSEWHERE
     return OTHER_DATA_FIX + ELSEWHERE
 
 

@@ -5,7 +5,7 @@ from .generated import (GeneratedLabelDataset, PseudoLabelADE20KDataset,
                         SyntheticADE20KDataset, SyntheticCityscapesDataset, SyntheticVOCDataset)
 from .label_cache import LabelCache, label_key
 from .transforms import LoadImageLevelLabels, LoadPseudoLabel, PackPseudoLabelInputs
-from .unsupervised import (Cityscapes27Dataset, CityscapesHumanVehicleDataset,
+from .unsupervised import (CenterSquareCrop, Cityscapes27Dataset, CityscapesHumanVehicleDataset,
                            COCOStuff27Dataset)
 
 __all__ = [
@@ -13,6 +13,5 @@ __all__ = [
     'PseudoLabelCityscapesDataset', 'PseudoLabelVOCDataset', 'SyntheticADE20KDataset',
     'SyntheticCityscapesDataset', 'SyntheticVOCDataset', 'LabelCache', 'label_key',
     'LoadImageLevelLabels', 'LoadPseudoLabel', 'PackPseudoLabelInputs', 'Cityscapes27Dataset',
-    'CityscapesHumanVehicleDataset',
-    'COCOStuff27Dataset'
+    'CityscapesHumanVehicleDataset', 'COCOStuff27Dataset', 'CenterSquareCrop'
 ]

@@ -25,6 +25,28 @@ COCOSTUFF27_CLASSES = (
     'food-stuff', 'furniture-stuff', 'raw-material', 'textile', 'wall', 'window', 'building',
     'ground', 'plant', 'sky', 'solid', 'structural', 'water')
 
+#: COCO-Stuff's fine class ids in each COCO-Stuff-27 class: COCO's thing supercategories, then
+#: COCO-Stuff's stuff supercategories (its ``stuff_*2017.json``); 183 ('other') is in none.
+#: ``stuffthingmaps_trainval2017`` PNGs hold ``id - 1`` (255: unlabelled)
+COCOSTUFF27_FINE_IDS = {
+    'electronic': (72, 73, 74, 75, 76, 77), 'appliance': (78, 79, 80, 81, 82),
+    'food-things': tuple(range(52, 62)), 'furniture-things': (62, 63, 64, 65, 67, 70),
+    'indoor': (84, 85, 86, 87, 88, 89, 90), 'kitchen': (44, 46, 47, 48, 49, 50, 51),
+    'accessory': (27, 28, 31, 32, 33), 'animal': tuple(range(16, 26)),
+    'outdoor': (10, 11, 13, 14, 15), 'person': (1,), 'sports': tuple(range(34, 44)),
+    'vehicle': tuple(range(2, 10)), 'ceiling': (102, 103),
+    'floor': (101, 114, 115, 116, 117, 118), 'food-stuff': (121, 122, 153, 170),
+    'furniture-stuff': (98, 107, 108, 110, 112, 123, 130, 133, 156, 161, 165),
+    'raw-material': (100, 132, 139, 143),
+    'textile': (92, 93, 104, 105, 109, 131, 137, 141, 152, 167, 168),
+    'wall': tuple(range(171, 178)), 'window': (180, 181),
+    'building': (95, 96, 128, 151, 158, 166),
+    'ground': (111, 125, 126, 136, 140, 144, 145, 147, 149, 154, 159),
+    'plant': (94, 97, 119, 124, 129, 134, 142, 163, 169), 'sky': (106, 157),
+    'solid': (127, 135, 150, 160, 162, 182), 'structural': (99, 113, 138, 146, 164),
+    'water': (120, 148, 155, 178, 179),
+}
+
 #: SeeDiff's / DiffuMask's Cityscapes setting: two groups of train-id classes, plus background
 CITYSCAPES_GROUPS = {
     'human': ('person', 'rider'),

@@ -1,14 +1,27 @@
 """Cityscapes and COCO-Stuff with other class sets: the 27 classes of DiffSeg's unsupervised
-protocol (PiCIE / STEGO convention) and SeeDiff's background / human / vehicle setting."""
+protocol (PiCIE / STEGO convention) and SeeDiff's background / human / vehicle setting; the
+protocol's centre square crop."""
 from __future__ import annotations
 
+from mmcv.transforms import BaseTransform, CenterCrop
 from mmseg.datasets import BaseSegDataset, CityscapesDataset
-from mmseg.registry import DATASETS
+from mmseg.registry import DATASETS, TRANSFORMS
 
 from ..generators.base import IGNORE_INDEX
 from .class_names import (CITYSCAPES27_CLASSES, CITYSCAPES27_FIRST_LABEL_ID,
                           CITYSCAPES_GROUPS, CITYSCAPES_HUMAN_VEHICLE_CLASSES,
-                          COCOSTUFF27_CLASSES)
+                          COCOSTUFF27_CLASSES, COCOSTUFF27_FINE_IDS)
+
+
+@TRANSFORMS.register_module()
+class CenterSquareCrop(BaseTransform):
+    """The largest centred square of the image and its label (side: the shorter image side), as
+    DiffSeg's evaluation crops COCO-Stuff and Cityscapes before resizing to 512 (mmcv's
+    ``CenterCrop`` placement)."""
+
+    def transform(self, results: dict) -> dict:
+        side = min(results['img'].shape[:2])
+        return CenterCrop(crop_size=side).transform(results)
 
 
 #: Cityscapes' own colours of the labelIds that are not train classes (its ``labels.py``)
@@ -42,14 +55,31 @@ class Cityscapes27Dataset(CityscapesDataset):
 
 @DATASETS.register_module()
 class COCOStuff27Dataset(BaseSegDataset):
-    """COCO-Stuff with the 27 coarse classes: label PNGs already hold 0..26, 255 = ignore. Fixed
-    colours, none black (mmseg's visualizer leaves ignored pixels black)."""
+    """COCO-Stuff with the 27 coarse classes. Fixed colours, none black (mmseg's visualizer leaves
+    ignored pixels black).
+
+    Args:
+        fine_labels: the label PNGs are COCO-Stuff's own (``stuffthingmaps_trainval2017``: fine
+            class id - 1, 255 unlabelled), mapped on loading to the 27 classes by
+            :data:`~.class_names.COCOSTUFF27_FINE_IDS` ('other' and unlabelled: 255); ``False``:
+            they already hold 0..26 and 255.
+    """
     METAINFO = dict(classes=COCOSTUFF27_CLASSES,
                     palette=[[(53 * i) % 256, (97 * i) % 256, (193 * i) % 256]
                              for i in range(1, len(COCOSTUFF27_CLASSES) + 1)])
 
-    def __init__(self, img_suffix='.jpg', seg_map_suffix='.png', **kwargs):
+    def __init__(self, img_suffix='.jpg', seg_map_suffix='.png', fine_labels: bool = False,
+                 **kwargs):
+        self.fine_labels = bool(fine_labels)  # read by get_label_map in the base __init__
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)
+
+    def get_label_map(self, new_classes=None):
+        """Fine PNG value -> coarse class (every value, unlabelled ones to 255) or None."""
+        if not self.fine_labels:
+            return super().get_label_map(new_classes)
+        coarse = {fine - 1: COCOSTUFF27_CLASSES.index(name)
+                  for name, ids in COCOSTUFF27_FINE_IDS.items() for fine in ids}
+        return {value: coarse.get(value, IGNORE_INDEX) for value in range(IGNORE_INDEX)}
 
 
 @DATASETS.register_module()

@@ -176,3 +176,52 @@ def test_unsupervised_class_sets_are_drawn_in_visible_colours():
     for meta in (c27, DATASETS.get('COCOStuff27Dataset').METAINFO):
         assert len(meta['palette']) == len(meta['classes']) == 27
         assert [0, 0, 0] not in [list(c) for c in meta['palette']]
+
+
+def test_cocostuff_fine_ids_follow_the_supercategories():
+    """Every fine class in one coarse class; the COCO panoptic categories that keep their
+    COCO-Stuff id (every thing, unmerged stuff) agree with their supercategory."""
+    from mmdiffseg.datasets.class_names import COCOSTUFF27_CLASSES, COCOSTUFF27_FINE_IDS
+    coarse = {i: name for name, ids in COCOSTUFF27_FINE_IDS.items() for i in ids}
+    assert list(COCOSTUFF27_FINE_IDS) == list(COCOSTUFF27_CLASSES)
+    assert len(coarse) == sum(map(len, COCOSTUFF27_FINE_IDS.values())) == 80 + 91
+    assert sorted(coarse) == sorted(set(range(1, 183)) - {12, 26, 29, 30, 45, 66, 68, 69, 71,
+                                                          83, 91})
+    categories = json.loads(shared_path('coco_val_samples', 'panopticapi',
+                                        'panoptic_coco_categories.json').read_text())
+    checked = 0
+    for cat in categories:
+        if cat['id'] <= 182:
+            name = cat['supercategory']
+            if name in ('food', 'furniture'):
+                name += '-things' if cat['isthing'] else '-stuff'
+            assert coarse[cat['id']] == name, cat
+            checked += 1
+    assert checked >= 80 + 10
+
+
+def test_cocostuff27_reads_fine_labels_and_the_crop_is_square(tmp_path):
+    """fine_labels=True maps COCO-Stuff's PNG values (id - 1) to the 27 classes on loading,
+    'other' (183) and unlabelled to 255; CenterSquareCrop keeps the centred square."""
+    (tmp_path / 'img').mkdir()
+    (tmp_path / 'ann').mkdir()
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / 'img' / 'a.jpg')
+    fine = np.array([[0, 1, 71, 72, 91, 181],      # person, bicycle, tv, laptop, banner, wood
+                     [182, 255, 168, 170, 179, 11],  # other, unlabelled, tree, wall, window,
+                     #                                 a removed id (12)
+                     [0] * 6, [0] * 6], np.uint8)
+    Image.fromarray(fine).save(tmp_path / 'ann' / 'a.png')
+    prefix = dict(img_path=str(tmp_path / 'img'), seg_map_path=str(tmp_path / 'ann'))
+    pipeline = LOAD + [dict(type='CenterSquareCrop')]
+    sample = DATASETS.build(dict(type='COCOStuff27Dataset', data_prefix=prefix, fine_labels=True,
+                                 pipeline=pipeline))[0]
+    classes = DATASET_CLASSES['cocostuff27']
+    expected = [[classes.index(n) for n in ('vehicle', 'electronic', 'electronic', 'textile')],
+                [255] + [classes.index(n) for n in ('plant', 'wall', 'window')]]
+    assert sample['gt_seg_map'][:2].tolist() == expected          # columns 1..4 of 0..5
+    assert sample['img'].shape == (4, 4, 3)
+    as_is = DATASETS.build(dict(type='COCOStuff27Dataset', data_prefix=prefix, pipeline=LOAD))[0]
+    assert np.array_equal(as_is['gt_seg_map'], fine)
+    wide = DATASETS.build(dict(type='COCOStuff27Dataset', data_prefix=prefix, fine_labels=True,
+                               pipeline=LOAD))[0]['gt_seg_map']
+    assert wide[0, 0] == classes.index('person') and wide[1, 5] == wide[1, 0] == 255

@@ -296,3 +296,15 @@ def test_the_tiny_sd_command_in_the_fix_runs(tmp_path, monkeypatch):
     assert args.out.as_posix() == 'work_dirs/tiny-stable-diffusion-2-1-base'  # tiny-cpu configs'
     tiny = Config.fromfile(str(TINY_ONLINE_CONFIG))
     assert tiny.train_dataloader.dataset.pipeline[2].cache.model == args.out.as_posix()
+
+
+def test_diffseg_evaluation_data_fixes_name_their_downloads(tmp_path, monkeypatch):
+    """The DiffSeg evaluation configs' missing data comes with its download and layout."""
+    monkeypatch.chdir(tmp_path)
+    for name, url in (('cocostuff27', 'stuffthingmaps_trainval2017.zip'),
+                      ('cityscapes27', 'gtFine_trainvaltest.zip')):
+        cfg = Config.fromfile(str(REPO / 'configs/mask2former' /
+                                  f'diffseg-sd14_{name}-unsupervised-512x512.py'))
+        [data] = [m for m in preflight.check(cfg, 'test') if 'data root' in m.what]
+        assert data.where == ['test_dataloader.dataset'] and url in data.fix
+        assert ('curated/val2017' in data.fix) == (name == 'cocostuff27')

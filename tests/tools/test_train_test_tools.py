@@ -141,36 +141,67 @@ def test_synthetic_then_finetune_from_its_checkpoint(tmp_path, monkeypatch):
     assert 'resumed epoch: 0, iter: 2' in log and 'Iter(train) [3/3]' in log
 
 
+def coco_stuff_root(root):
+    """data/coco_stuff164k in miniature: the 2 COCO samples, COCO-Stuff-style fine labels (each
+    27-class label of the sample written as the first fine id of its class, minus 1), the
+    curated list."""
+    from mmdiffseg.datasets.class_names import COCOSTUFF27_FINE_IDS
+    samples = shared_path('coco_val_samples', 'panopticapi')
+    fine = np.full(256, 255, np.uint8)
+    fine[:27] = [ids[0] - 1 for ids in COCOSTUFF27_FINE_IDS.values()]
+    names = []
+    for label in sorted((samples / 'cocostuff27_derived').glob('*.png')):
+        for sub in ('images/val2017', 'annotations/val2017', 'curated/val2017'):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(samples / 'input_images' / f'{label.stem}.jpg', root / 'images/val2017')
+        Image.fromarray(fine[np.array(Image.open(label))]).save(
+            root / 'annotations/val2017' / label.name)
+        names.append(label.stem)
+    (root / 'curated/val2017/Coco164kFull_Stuff_Coarse_7.txt').write_text('\n'.join(names))
+    return root
+
+
 @pytest.mark.slow
-def test_diffseg_unsupervised_evaluation_without_checkpoint(tmp_path, tiny_sd, monkeypatch):
-    """tools/test.py runs the training-free DiffSeg config (Hungarian-matched ACC / mIoU)."""
+@pytest.mark.parametrize('dataset', ['cityscapes27', 'cocostuff27'])
+def test_diffseg_unsupervised_evaluation_without_checkpoint(tmp_path, tiny_sd, monkeypatch,
+                                                             dataset):
+    """tools/test.py runs the training-free DiffSeg configs (Hungarian-matched ACC / mIoU); the
+    scored predictions (--out) and pictures (--show-dir) are at the evaluated size."""
     monkeypatch.chdir(tmp_path)
-    cfg = Config.fromfile(str(CONFIGS / 'diffseg-sd14_cityscapes27-unsupervised-512x512.py'))
+    cfg = Config.fromfile(str(CONFIGS / f'diffseg-sd14_{dataset}-unsupervised-512x512.py'))
     cfg.model.sd_model = str(tiny_sd)
     cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
-    cfg.test_dataloader.dataset.data_root = str(shared_path('cityscapes_val_sample'))
-    for step in cfg.test_dataloader.dataset.pipeline:
-        if step['type'] == 'CenterCrop':
-            step['crop_size'] = (128, 128)
+    if dataset == 'cityscapes27':
+        cfg.test_dataloader.dataset.data_root = str(shared_path('cityscapes_val_sample'))
+        for step in cfg.test_dataloader.dataset.pipeline:
+            if step['type'] == 'CenterCrop':
+                step['crop_size'] = (128, 128)
+    else:
+        cfg.test_dataloader.dataset.data_root = str(coco_stuff_root(tmp_path / 'coco'))
     cfg.val_dataloader = cfg.test_dataloader
+    cfg.visualizer.name = f'visualizer-{tmp_path.name}'   # a per-process instance by name
     out = run_tool('test', write_config(cfg, tmp_path / 'diffseg.py'), '--work-dir',
                    tmp_path / 'eval', '--out', tmp_path / 'preds', '--show-dir', 'drawn')
     acc = re.findall(r'ACC: ([0-9.]+)', out)
     miou = re.findall(r'mIoU: ([0-9.]+)', out)
     assert acc and miou and 0 < float(acc[-1]) <= 100 and 0 < float(miou[-1]) <= 100
     # --out: the scored segment ids, at the evaluated size (the label after crop and resize)
-    sample = DATASETS.build(cfg.test_dataloader.dataset)[0]['data_samples']
-    gt = sample.gt_sem_seg.data.squeeze().numpy()
-    name = osp.splitext(osp.basename(sample.img_path))[0] + '.png'
-    assert [p.name for p in (tmp_path / 'preds').iterdir()] == [name]
-    pred = np.array(Image.open(tmp_path / 'preds' / name))
-    assert pred.shape == gt.shape == (512, 512)
-    tp, _, fn = match_segments(gt, pred, num_classes=27)
+    samples = [s['data_samples'] for s in DATASETS.build(cfg.test_dataloader.dataset)]
+    names = [osp.splitext(osp.basename(s.img_path))[0] + '.png' for s in samples]
+    assert sorted(p.name for p in (tmp_path / 'preds').iterdir()) == sorted(names)
+    scores = []
+    for sample, name in zip(samples, names):
+        gt = sample.gt_sem_seg.data.squeeze().numpy()
+        pred = np.array(Image.open(tmp_path / 'preds' / name))
+        assert pred.shape == gt.shape == (512, 512)
+        scores.append(match_segments(gt, pred, num_classes=27))
+    tp, _, fn = np.sum(scores, axis=0)
     assert round(100 * tp.sum() / (tp + fn).sum(), 2) == float(acc[-1])
     # --show-dir: ground truth | matched prediction, drawn on the model's 512x512 input
-    [picture] = tmp_path.glob('drawn/vis_data/vis_image/*.png')   # --show-dir as given
-    assert picture.name == f'test_{osp.basename(sample.img_path)}_1.png'
-    assert Image.open(picture).size == (1024, 512)
+    pictures = sorted(p.name for p in tmp_path.glob('drawn/vis_data/vis_image/*.png'))
+    assert pictures == sorted(f'test_{osp.basename(s.img_path)}_{i}.png'
+                              for i, s in enumerate(samples, 1))
+    assert all(Image.open(p).size == (1024, 512) for p in tmp_path.glob('drawn/**/*.png'))
 
 
 def test_out_without_ground_truth_writes_predictions_only(tmp_path):
