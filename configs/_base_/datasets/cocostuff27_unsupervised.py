@@ -1,5 +1,5 @@
-# COCO-Stuff-27 in DiffSeg's unsupervised protocol: the 2,175 curated val2017 images of IIC / PiCIE /
-# STEGO, COCO-Stuff's fine labels mapped to the 27 coarse classes (things by COCO supercategory,
+# COCO-Stuff-27 in DiffSeg's unsupervised protocol: the 2,175 curated val2017 images of IIC /
+# PiCIE / STEGO, COCO-Stuff's fine labels mapped to the 27 coarse classes (things by COCO supercategory,
 # stuff by COCO-Stuff's; 'other' and unlabelled ignored), centre square crop, image bilinear /
 # label nearest resize to 512x512.
 # Data: data/coco_stuff164k as in mmseg (images/val2017/*.jpg; annotations/val2017/*.png from
