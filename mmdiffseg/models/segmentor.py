@@ -42,16 +42,20 @@ class DiffusionSegmentor(BaseSegmentor):
         self.use_image_labels = use_image_labels
 
     def predict(self, inputs: torch.Tensor, data_samples: Optional[List] = None) -> List:
-        images = [img.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-                  for img in inputs]
+        """Each image as the pipeline made it: the data preprocessor's padding (a batch of
+        images of different sizes is padded to the largest) is cut off before the generator
+        sees it, so a prediction does not depend on the other images of its batch."""
+        images = []
+        for img, sample in zip(inputs, data_samples):
+            height, width = sample.metainfo.get('img_shape', img.shape[-2:])[:2]
+            images.append(img[:, :height, :width].clamp(0, 255).round().to(torch.uint8)
+                          .permute(1, 2, 0).cpu().numpy())
         names = None
         if self.use_image_labels:
             names = [list(s.metainfo['image_labels']) for s in data_samples]
         labels = self.labeler.generate(images, names, inputs.device)
         for sample, label in zip(data_samples, labels):
             label = torch.from_numpy(label.astype(np.int64))
-            height, width = sample.metainfo.get('img_shape', label.shape)[:2]
-            label = label[:height, :width]
             if 'gt_sem_seg' in sample and sample.gt_sem_seg.shape != tuple(label.shape):
                 label = F.interpolate(label[None, None].float(), size=sample.gt_sem_seg.shape,
                                       mode='nearest')[0, 0].long()

@@ -80,3 +80,26 @@ def test_a_batch_tensor_gives_the_labels_of_the_arrays(engine):
     for a, b in zip(from_arrays, from_batch):
         np.testing.assert_array_equal(a, b)
     assert len(np.unique(from_batch[1])) > 2 and from_batch[1][:15].min() >= 64
+
+
+def test_segmentor_labels_each_image_without_the_preprocessors_padding(engine):
+    """DiffusionSegmentor cuts the data preprocessor's test padding (``test_cfg`` size_divisor,
+    as Mask2Former configs set) off each image before labelling: the generator sees the
+    40x60 image, not the 64x64 canvas (whose quadrant would be 32x32, not 20x30)."""
+    from mmengine.registry import init_default_scope
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    from mmdiffseg.models import DiffusionSegmentor
+    init_default_scope('mmseg')
+    segmentor = DiffusionSegmentor('tiny', QuadrantLabels(7), data_preprocessor=dict(
+        type='SegDataPreProcessor', bgr_to_rgb=True, test_cfg=dict(size_divisor=32)))
+    segmentor.labeler.engine = engine
+    sample = SegDataSample(metainfo=dict(img_shape=(40, 60), ori_shape=(40, 60)))
+    sample.gt_sem_seg = PixelData(data=torch.zeros(1, 40, 60, dtype=torch.long))
+    data = segmentor.data_preprocessor(dict(inputs=[torch.zeros(3, 40, 60, dtype=torch.uint8)],
+                                            data_samples=[sample]), False)
+    assert data['inputs'].shape[-2:] == (64, 64)
+    [predicted] = segmentor.predict(**data)
+    [alone] = label_images(engine, QuadrantLabels(7), [np.zeros((40, 60, 3), np.uint8)], None)
+    assert np.array_equal(predicted.pred_sem_seg.data[0].numpy(), alone)
+    assert alone[:20, :30].min() == 7 == alone.max() and alone[20:].max() == 0
