@@ -3,7 +3,6 @@ work: the model exists, the generator config is valid, every class name is known
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -11,7 +10,6 @@ import torch
 from mmengine.config import Config
 
 from ..cuda_check import cuda_problem
-from ..provenance import withdrawn_model
 from ..registry import MASK_GENERATORS
 from .io import UserInputError
 
@@ -49,8 +47,8 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
         raise UserInputError(f'unknown --dtype {dtype!r}; choose from {sorted(DTYPES)}')
     try:
         engine = DiffusionAttentionEngine.from_pretrained(model, dtype=DTYPES[dtype], device=device)
-    except (OSError, ValueError) as exc:
-        raise UserInputError(_load_failure(model, exc)) from exc
+    except (OSError, ValueError) as exc:  # the engine's message names the model and the fix
+        raise UserInputError(str(exc)) from exc
     if capture is not None:
         check_image_size(engine, capture, image_size)
         try:
@@ -64,19 +62,6 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
                    '--config configs/iseg/iseg_wsss_voc_sd1x.py (or iseg_ovs_voc_sd1x.py)'
                    if any(r.heads is not None for r in capture.requests) else '')) from exc
     return engine
-
-
-def _load_failure(model: str, exc: Exception) -> str:
-    """The engine's load error, once (it names the model), without the hub's pointer to a
-    stack trace the tools do not print; a name that is not a folder here is said to be
-    neither a folder nor a reachable hub id."""
-    reason = re.sub(r'\s*Please check out the root cause in the stacktrace above\.?', '',
-                    str(exc))
-    if Path(model).expanduser().is_dir() or withdrawn_model(model):
-        return reason
-    return (f'model {model!r} is not a folder here ({Path(model).expanduser().resolve()} does '
-            'not exist) and could not be loaded as a Hugging Face hub id: pass a diffusers '
-            f'folder (with model_index.json) or a hub id that is cached or downloadable. {reason}')
 
 
 def check_image_size(engine, capture, image_size: int, largest: int = 2048) -> None:

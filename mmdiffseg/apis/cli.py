@@ -146,10 +146,7 @@ def resolve_class_arg(value: str, option: str = '--classes',
         from ..datasets.class_names import DATASET_CLASSES
         sets = DATASET_CLASSES
     if ',' in value:
-        names = [name.strip() for name in value.split(',') if name.strip()]
-        if not names:
-            raise UserInputError(f'{option} {value!r} names no class')
-        return names
+        return class_list(value, option)
     if value in sets:
         return list(sets[value])
     close = difflib.get_close_matches(value, list(sets), n=3, cutoff=0.6)
@@ -157,3 +154,19 @@ def resolve_class_arg(value: str, option: str = '--classes',
     raise UserInputError(
         f'{option} {value!r} is not a class set; {hint}class sets: {", ".join(sets)}. A list of '
         f'class names needs a comma (one class: {option} "{value},")')
+
+
+def class_list(value: str, option: str = '--classes') -> List[str]:
+    """The names of a comma-separated class list, stripped; one trailing comma ends the list
+    (``"cat,"`` is one class). An empty or blank name anywhere else (``cat,,dog``, ``,cat``,
+    ``cat,,``) is refused, naming its position: it would otherwise be dropped unseen."""
+    parts = value.split(',')
+    if len(parts) > 1 and not parts[-1].strip():
+        parts.pop()
+    for position, part in enumerate(parts, 1):
+        if not part.strip():
+            what = 'empty' if not part else f'blank ({part!r})'
+            raise UserInputError(f'{option} {value!r}: name {position} is {what}; separate '
+                                 f'names with single commas, e.g. {option} cat,dog (one class: '
+                                 f'{option} cat,)')
+    return [part.strip() for part in parts]

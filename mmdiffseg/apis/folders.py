@@ -16,7 +16,7 @@ import numpy as np
 from mmseg.datasets import PascalVOCDataset
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .io import ItemSkipped
+from .io import ItemFailed
 
 IMAGE_DIR = 'JPEGImages'
 MASK_DIR = 'SegmentationClass'
@@ -70,7 +70,7 @@ def read_rgb(path) -> np.ndarray:
     """An image file as ``(H, W, 3)`` uint8 RGB, as mmseg's ``LoadImageFromFile`` (mmcv / OpenCV,
     ``'color'``) reads it for training, so labels line up with the trained image: EXIF
     orientation applied, 16-bit samples scaled to 8 bits (their high byte), grey and palette
-    images as RGB, alpha dropped. :class:`ItemSkipped` names a file that is missing, truncated
+    images as RGB, alpha dropped. :class:`ItemFailed` names a file that is missing, truncated
     or not an image."""
     try:
         with Image.open(path) as img:
@@ -81,7 +81,7 @@ def read_rgb(path) -> np.ndarray:
                 return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
             return np.asarray(img.convert('RGB')).copy()
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise ItemSkipped(f'cannot read image {path}: {exc}') from exc
+        raise ItemFailed(f'cannot read image {path}: {exc}') from exc
 
 
 def read_label_png(path) -> np.ndarray:

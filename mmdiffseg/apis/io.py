@@ -19,13 +19,15 @@ its own ``manifest.rank<r>.jsonl``; rank 0 merges them into ``manifest.jsonl`` a
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set,
+                    Tuple, Union)
 
 from mmengine.dist import get_dist_info
 
@@ -45,8 +47,9 @@ class OutputWriteError(RuntimeError):
     """The output folder cannot be written (read-only, disk full, ...)."""
 
 
-class ItemSkipped(Exception):
-    """An input item that cannot be processed (corrupt image...): skipped, named and counted."""
+class ItemFailed(Exception):
+    """An input item that cannot be processed (corrupt image...): not made, named and counted as
+    failed; the job goes on."""
 
 
 @dataclass
@@ -172,6 +175,12 @@ class Manifest:
         return records
 
     def _check_header(self, path: Path, found: Dict) -> None:
+        """Refuse a folder made by another tool (said alone: its other settings differ anyway),
+        or by this tool with other settings (naming each that differs)."""
+        tool, this_tool = found.get('tool'), self.header.get('tool')
+        if tool and this_tool and tool != this_tool:
+            raise UserInputError(f'--out {self.folder} was made by {tool}.py, not {this_tool}.py: '
+                                 f'choose another --out (or rerun {tool}.py to resume it)')
         diffs = [f'  {key}: folder has {describe(have)}, this run has {describe(want)}'
                  for key, have, want in setting_differences(found, self.header)]
         if not diffs:
@@ -234,11 +243,11 @@ def _sha1(path) -> Tuple[os.stat_result, str]:
 
 def file_fingerprint(path) -> Dict[str, Any]:
     """``{size, mtime_ns, sha1}`` of a file (an item's ``source``, recorded as ``source``);
-    :class:`ItemSkipped` when it cannot be read."""
+    :class:`ItemFailed` when it cannot be read."""
     try:
         stat, digest = _sha1(path)
     except OSError as exc:
-        raise ItemSkipped(f'cannot read {path}: {exc}') from exc
+        raise ItemFailed(f'cannot read {path}: {exc}') from exc
     return dict(size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha1=digest)
 
 
@@ -272,6 +281,39 @@ def inputs_match(item: WorkItem, record: Dict) -> Optional[bool]:
         elif not source_unchanged(item.source, record['source']):
             return False
     return None if unknown else True
+
+
+class JobPlan(NamedTuple):
+    """This rank's share of a job (``mine``) against its output folder: the ids made from the
+    same inputs (``finished``) or from other ones (``changed``: redone), how many of
+    ``finished`` could not be checked (``unchecked``), and the batches still to compute
+    (``todo``: lists of indices into ``mine``)."""
+
+    mine: List[WorkItem]
+    finished: Set[str]
+    changed: Set[str]
+    unchecked: int
+    todo: List[List[int]]
+
+
+def plan_job(folder: Path, done: Dict[str, Dict], mine: List[WorkItem],
+             batch_size: int) -> JobPlan:
+    """What of ``mine`` is done: a record in ``done`` (the folder's manifest) whose files all
+    exist (:func:`is_done`) and that was made from the item's current inputs
+    (:func:`inputs_match`: recorded ``inputs`` and the ``source`` file's size and time, its
+    SHA-1 only when the time changed); decided before any model is built. ``mine`` is cut in
+    fixed batches of ``batch_size``: a batch of finished items is never read, one cut short is
+    recomputed whole."""
+    finished, changed, unchecked = set(), set(), 0
+    for it in mine:
+        if is_done(folder, done.get(it.id)):
+            same = inputs_match(it, done[it.id])
+            (changed if same is False else finished).add(it.id)
+            unchecked += same is None
+    batches = [list(range(i, min(i + batch_size, len(mine))))
+               for i in range(0, len(mine), batch_size)]
+    todo = [b for b in batches if any(mine[i].id not in finished for i in b)]
+    return JobPlan(mine, finished, changed, unchecked, todo)
 
 
 def _describe(item: WorkItem) -> str:
@@ -313,3 +355,22 @@ def check_output_folder(folder) -> Path:
     atomic_write(probe, b'')
     probe.unlink()
     return folder
+
+
+@contextlib.contextmanager
+def output_folder(folder) -> Iterator[Path]:
+    """:func:`check_output_folder` for the ``with`` block; when the check or the block raises
+    (bad input found at the model load, Ctrl-C), the folders made here (``folder`` and its
+    missing parents) are removed again if nothing was written into them. A folder that existed
+    before, or that holds anything, is kept."""
+    folder = Path(folder)
+    made = [path for path in (folder, *folder.parents) if not path.exists()]
+    try:
+        yield check_output_folder(folder)
+    except BaseException:
+        for path in made:  # innermost first; os.rmdir removes only an empty folder
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise

@@ -13,9 +13,10 @@ With several ranks (mmengine / torch.distributed launchers) each rank takes
 ``items[rank::world_size]`` and keeps its own ``manifest.rank<r>.jsonl``; rank 0 merges them into
 ``manifest.jsonl`` at the end.
 
-Resuming skips the finished items made from the same inputs (:func:`.io.inputs_match`) and redoes
-those whose inputs changed (a corrected label list, another image under the same name): a loader
-process records each item's source file fingerprint as it reads the file.
+Resuming leaves the finished items made from the same inputs as they are (:func:`.io.plan_job`,
+decided before the model is built: a rerun of a finished job builds none) and redoes those whose
+inputs changed (a corrected label list, another image under the same name): a loader process
+records each item's source file fingerprint as it reads the file.
 """
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ from mmengine.dist import all_gather_object, barrier, get_dist_info
 from mmengine.logging import print_log
 from torch.utils.data import DataLoader, Dataset
 
-from .io import (ItemOutput, ItemSkipped, Manifest, WorkItem, atomic_write, check_output_folder,
-                 check_unique_ids, file_fingerprint, inputs_match, is_done,
-                 remove_stale_temp_files, shard, tmp_tag)
+from .io import (ItemFailed, ItemOutput, Manifest, WorkItem, atomic_write, check_unique_ids,
+                 file_fingerprint, is_done, output_folder, plan_job, remove_stale_temp_files,
+                 shard, tmp_tag)
 from .progress import (HoldInterrupt, JobInterrupted, JobSummary, ProgressLine, sigint_blocked,
                        total_summary)
 
@@ -84,7 +85,7 @@ class LoadedBatch(NamedTuple):
 class _ItemReader(Dataset):
     """``load`` of one item, in a loader process, and the item with its ``source`` file's
     fingerprint in its ``inputs`` (the file was just read: its bytes come from the page cache);
-    an unreadable input becomes its :class:`ItemSkipped` (named and counted by the main
+    an unreadable input becomes its :class:`ItemFailed` (named and counted by the main
     process, not fatal)."""
 
     def __init__(self, items: Sequence[WorkItem], load: Callable[[WorkItem], Any]):
@@ -101,13 +102,13 @@ class _ItemReader(Dataset):
                 item = replace(item, inputs=dict(item.inputs,
                                                  source=file_fingerprint(item.source)))
             return item, data
-        except ItemSkipped as exc:
+        except ItemFailed as exc:
             return item, exc
 
 
 def _collate(pairs, collate: Callable[[List[Any]], Any]) -> LoadedBatch:
-    good = [(item, data) for item, data in pairs if not isinstance(data, ItemSkipped)]
-    failed = [(item, str(data)) for item, data in pairs if isinstance(data, ItemSkipped)]
+    good = [(item, data) for item, data in pairs if not isinstance(data, ItemFailed)]
+    failed = [(item, str(data)) for item, data in pairs if isinstance(data, ItemFailed)]
     return LoadedBatch([item for item, _ in good],
                        collate([data for _, data in good]) if good else None, failed)
 
@@ -272,7 +273,7 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
     Args:
         items: every item of the job (all ranks), in a deterministic order.
         load: reads one item's inputs in a loader process (``None``: the job reads nothing);
-            raises :class:`ItemSkipped` for an unusable input (named and counted, not fatal).
+            raises :class:`ItemFailed` for an unusable input (named and counted, not fatal).
         compute: ``(items, collate(their loaded inputs))`` -> one :class:`ItemOutput` per item
             (the GPU work, in this process).
         out_dir: output folder (created; must be writable).
@@ -287,12 +288,14 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         prepare: instead of ``compute``, a function returning it, called once the loader and
             writer processes run and before anything is written: the tools load the model here,
             so the processes start from a process without it and the first batches are read
-            meanwhile. An error there leaves the folder as it was.
+            meanwhile; not called when every item is done (no model is built). An error there
+            leaves the folder as it was (one this run created is removed again).
 
-    Resuming skips an item only when its record was made from the item's current ``source``
-    and ``inputs`` (:func:`.io.inputs_match`); an item whose inputs changed is redone (counted
-    as ``redone``; if it cannot be loaded now, its old files are removed and it is named as
-    failed), and a record older than these checks is kept (counted as ``unchecked``).
+    Resuming leaves an item as it is (counted as ``already_done``) only when its record was made
+    from the item's current ``source`` and ``inputs`` (:func:`plan_job`); an item whose inputs
+    changed is redone (counted as ``redone``; if it cannot be loaded now, its old files are
+    removed and it is named as failed), and a record older than these checks is kept (counted
+    as ``unchecked``).
 
     Returns:
         The :class:`JobSummary` of all ranks (printed by rank 0 as the final line); its time
@@ -307,62 +310,60 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
     progress_file = sys.stdout if progress_file is None else progress_file
     rank, world_size = get_dist_info()
     check_unique_ids(items)
-    folder = check_output_folder(out_dir)
-    manifest = Manifest(folder, header, rank, world_size)
-    done = manifest.load()
-    remove_stale_temp_files(folder)
+    with output_folder(out_dir) as folder:
+        manifest = Manifest(folder, header, rank, world_size)
+        done = manifest.load()
+        remove_stale_temp_files(folder)
+        plan = plan_job(folder, done, shard(items, rank, world_size), batch_size)
+        summary = JobSummary(already_done=len(plan.finished), unchecked=plan.unchecked)
+        bar = ProgressLine(len(plan.mine) - len(plan.finished) if rank == 0 else 0,
+                           progress_file)
+        workers = default_workers() if workers is None else workers
 
-    mine = shard(items, rank, world_size)
-    finished, changed, unchecked = set(), set(), 0
-    for it in mine:
-        if is_done(folder, done.get(it.id)):
-            same = inputs_match(it, done[it.id])
-            (changed if same is False else finished).add(it.id)
-            unchecked += same is None
-    batches = [list(range(i, min(i + batch_size, len(mine))))
-               for i in range(0, len(mine), batch_size)]
-    # a batch of finished items is never read; one cut short is recomputed whole
-    todo = [b for b in batches if any(mine[i].id not in finished for i in b)]
-    summary = JobSummary(skipped=len(finished), unchecked=unchecked)
-    bar = ProgressLine(len(mine) - len(finished) if rank == 0 else 0, progress_file)
-    workers = default_workers() if workers is None else workers
+        def made(item: WorkItem, record: Dict) -> None:
+            done[item.id] = record
+            summary.made += 1
+            summary.redone += item.id in plan.changed
+            bar.update()
 
-    def made(item: WorkItem, record: Dict) -> None:
-        done[item.id] = record
-        summary.made += 1
-        summary.redone += item.id in changed
-        bar.update()
+        def failed(item: WorkItem, reason: str) -> None:
+            if item.id in plan.changed:  # its files were made from the old inputs
+                for rel in done[item.id].get('files', []):
+                    (folder / rel).unlink(missing_ok=True)
+            summary.failed.append((item.id, reason))
+            bar.end_line()
+            print_log(f'failed {item.id}: {reason} (not made; counted as failed)',
+                      logger='current')
+            bar.update()
 
-    def failed(item: WorkItem, reason: str) -> None:
-        if item.id in changed:  # its files were made from the old inputs
-            for rel in done[item.id].get('files', []):
-                (folder / rel).unlink(missing_ok=True)
-        summary.failed.append((item.id, reason))
-        bar.end_line()
-        print_log(f'skipped {item.id}: {reason}', logger='current')
-        bar.update()
-
-    start = time.time()
-    writer = OutputWriter(folder, manifest, workers, tmp_tag(), made, failed)
-    # Ctrl-C: the loaders stop, the writer commits what was handed over, then JobInterrupted
-    with bar, writer, BatchLoader(mine, todo, load, collate, workers, pin_memory) as loaded, \
-            HoldInterrupt() as interrupt:
-        if prepare is not None:
-            compute = prepare()
-            start = time.time()
-        manifest.start()
-        bar.start()
-        for batch in loaded:
-            writer.raise_error()
-            new = [it.id not in finished for it in batch.items]
-            outputs = compute(batch.items, batch.data) if any(new) else []
-            writer.submit([(it, out) for it, out, is_new in zip(batch.items, outputs, new)
-                           if is_new], [(it, why) for it, why in batch.failed
-                                        if it.id not in finished])
-    if interrupt.caught:
+        start = time.time()
+        writer = OutputWriter(folder, manifest, workers, tmp_tag(), made, failed)
+        # Ctrl-C: the loaders stop, the writer commits what was handed over, then JobInterrupted
+        with bar, writer, BatchLoader(plan.mine, plan.todo, load, collate, workers,
+                                      pin_memory) as loaded, HoldInterrupt() as interrupt:
+            if prepare is not None and plan.todo:  # nothing to compute: no model is built
+                compute = prepare()
+                start = time.time()
+            manifest.start()
+            bar.start()
+            for batch in loaded:
+                writer.raise_error()
+                new = [it.id not in plan.finished for it in batch.items]
+                outputs = compute(batch.items, batch.data) if any(new) else []
+                writer.submit([(it, out) for it, out, is_new in zip(batch.items, outputs, new)
+                               if is_new], [(it, why) for it, why in batch.failed
+                                            if it.id not in plan.finished])
         summary.seconds = time.time() - start
-        raise JobInterrupted(summary) from None
+        if interrupt.caught:
+            raise JobInterrupted(summary) from None
+    return _finish(folder, manifest, items, split_file, summary)
 
+
+def _finish(folder: Path, manifest: Manifest, items: Sequence[WorkItem],
+            split_file: Optional[str], summary: JobSummary) -> JobSummary:
+    """After every rank's share: rank 0 merges the rank manifests and rewrites the split file
+    (every finished item, in ``items`` order) and prints the summary of all ranks (returned)."""
+    rank, world_size = get_dist_info()
     if world_size > 1:
         barrier()
     if rank == 0:
@@ -374,7 +375,6 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
             ids = sorted((r['id'] for r in merged if is_done(folder, r)),
                          key=lambda i: (order.get(i, len(order)), i))
             atomic_write(folder / split_file, ''.join(i + '\n' for i in ids).encode())
-    summary.seconds = time.time() - start
     if world_size > 1:
         summary = total_summary(all_gather_object(summary))
     if rank == 0:

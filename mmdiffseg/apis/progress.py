@@ -1,5 +1,5 @@
 """What a resumable job reports: a progress bar that never shares its line with a message, the
-summary (made, skipped, failed, time) and the interruption that carries it; how Ctrl-C reaches
+summary (made, already done, failed, time) and the interruption that carries it; how Ctrl-C reaches
 only the main process of a job (its loader and writer processes leave it to the main one)."""
 from __future__ import annotations
 
@@ -13,22 +13,26 @@ from mmengine.utils import ProgressBar
 
 @dataclass
 class JobSummary:
+    """What a job did, as its final line says (:meth:`line`): items made, already done (left
+    as they were), failed (id, reason), and the time from the end of the model load."""
+
     made: int = 0
-    skipped: int = 0
+    #: items found finished (made from the same inputs) and left as they are
+    already_done: int = 0
     failed: List[Tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     #: of ``made``: items redone because their inputs changed since they were made
     redone: int = 0
-    #: of ``skipped``: items whose records predate input checks (kept unchecked)
+    #: of ``already_done``: items whose records predate input checks (kept unchecked)
     unchecked: int = 0
 
     def line(self) -> str:
         rate = self.made / self.seconds if self.seconds > 0 else 0.0
         notes = [f'redone {self.redone} (inputs changed)'] if self.redone else []
         if self.unchecked:
-            notes.append(f'{self.unchecked} of the skipped not checked for changed inputs '
-                         '(made by an older version)')
-        return '; '.join([f'made {self.made}, skipped {self.skipped} (already done), '
+            notes.append(f'{self.unchecked} of the already-done items not checked for changed '
+                         'inputs (made by an older version)')
+        return '; '.join([f'made {self.made}, already done {self.already_done}, '
                           f'failed {len(self.failed)}, {self.seconds:.1f} s ({rate:.2f} items/s)']
                          + notes)
 
@@ -48,7 +52,7 @@ class JobInterrupted(KeyboardInterrupt):
 
 class ProgressLine:
     """mmengine's ``ProgressBar`` of ``total`` items (none when 0), drawn from :meth:`start`, on
-    a line of its own: :meth:`end_line` before any other output (a skipped item), and on leaving
+    a line of its own: :meth:`end_line` before any other output (a failed item), and on leaving
     the ``with`` block (the summary, an error), so no message is printed on the bar's line."""
 
     def __init__(self, total: int, file):
@@ -110,7 +114,8 @@ def sigint_blocked():
 
 def total_summary(parts: List[JobSummary]) -> JobSummary:
     """All ranks' summaries as one (time = the slowest rank's)."""
-    return JobSummary(made=sum(p.made for p in parts), skipped=sum(p.skipped for p in parts),
+    return JobSummary(made=sum(p.made for p in parts),
+                      already_done=sum(p.already_done for p in parts),
                       failed=[f for p in parts for f in p.failed],
                       seconds=max(p.seconds for p in parts),
                       redone=sum(p.redone for p in parts),

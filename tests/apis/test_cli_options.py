@@ -37,6 +37,20 @@ def test_a_misspelt_class_set_is_refused_with_the_nearest_names():
         cli.resolve_class_arg('cityscape', '--label-set', sets)
 
 
+def test_a_class_list_with_an_empty_name_is_refused_naming_its_position():
+    for value, problem in (('cat,,dog', 'name 2 is empty'), (',cat', 'name 1 is empty'),
+                           ('cat,,', 'name 2 is empty'), (',', 'name 1 is empty'),
+                           ('cat,  ,dog', "name 2 is blank ('  ')")):
+        with pytest.raises(UserInputError) as error:
+            cli.resolve_class_arg(value, '--label-set')
+        assert str(error.value) == (f'--label-set {value!r}: {problem}; separate names with '
+                                    'single commas, e.g. --label-set cat,dog (one class: '
+                                    '--label-set cat,)')
+    # one trailing comma ends a list, as in the one-class form
+    assert cli.resolve_class_arg('cat,dog,') == cli.resolve_class_arg('cat,dog') == ['cat', 'dog']
+    assert cli.resolve_class_arg('cat, ') == ['cat']
+
+
 def test_help_lists_every_class_set_and_synthesis_set():
     from mmdiffseg.apis.synthesize import DEFAULT_TEMPLATE, SYNTH_CLASS_SETS
     from mmdiffseg.datasets.class_names import DATASET_CLASSES
@@ -120,7 +134,7 @@ def test_exit_statuses():
     assert cli.exit_status(JobSummary(made=3), strict=True) == 0
 
     def interrupted(argv):
-        raise JobInterrupted(JobSummary(made=3, skipped=1))
+        raise JobInterrupted(JobSummary(made=3, already_done=1))
 
     assert cli.run_cli(interrupted) == 130
     assert cli.run_cli(lambda argv: 4) == 4

@@ -8,7 +8,7 @@ from PIL import Image
 from mmdiffseg.apis.builders import check_model, parse_options
 from mmdiffseg.apis.folders import (IGNORE_COLOR, encode_label_png, palette_for, read_label_png,
                                     read_rgb)
-from mmdiffseg.apis.io import ItemSkipped, UserInputError
+from mmdiffseg.apis.io import ItemFailed, UserInputError
 from mmdiffseg.apis.pseudo_label import images_from_dataset_config, labels_from_ground_truth
 from mmdiffseg.apis.synthesize import synth_items
 
@@ -42,9 +42,9 @@ def test_read_rgb_names_an_unreadable_file(tmp_path):
         buf, format='PNG')
     bad = tmp_path / 'bad.png'
     bad.write_bytes(buf.getvalue()[:200])
-    with pytest.raises(ItemSkipped, match=str(bad)):
+    with pytest.raises(ItemFailed, match=str(bad)):
         read_rgb(bad)
-    with pytest.raises(ItemSkipped, match='missing.jpg'):
+    with pytest.raises(ItemFailed, match='missing.jpg'):
         read_rgb(tmp_path / 'missing.jpg')
 
 

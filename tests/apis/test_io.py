@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from mmdiffseg.apis.io import (ItemOutput, ItemSkipped, Manifest, OutputWriteError,
+from mmdiffseg.apis.io import (ItemOutput, ItemFailed, Manifest, OutputWriteError,
                                UserInputError, WorkItem, atomic_write, item_seed, shard)
 from mmdiffseg.apis.jobs import run_job
 from unwritable import full_folder, readonly_folder
@@ -29,7 +29,7 @@ def _job(calls):
 
     def load(item):
         if item.payload['value'] == 3:
-            raise ItemSkipped('item3 is corrupt')
+            raise ItemFailed('item3 is corrupt')
         return item.payload['value']
 
     def compute(batch, loaded):
@@ -44,7 +44,7 @@ def test_run_job_resumes_without_redoing(tmp_path):
     calls = []
     items, load, compute = _job(calls)
     summary = run_job(items, load, compute, tmp_path, HEADER, batch_size=3, split_file='ids.txt')
-    assert (summary.made, summary.skipped, [f[0] for f in summary.failed]) == (6, 0, ['item3'])
+    assert (summary.made, summary.already_done, [f[0] for f in summary.failed]) == (6, 0, ['item3'])
     assert calls == [['item0', 'item1', 'item2'], ['item4', 'item5'], ['item6']]
     assert (tmp_path / 'out/item5.txt').read_text() == '25'
     assert (tmp_path / 'ids.txt').read_text().split() == [f'item{i}' for i in (0, 1, 2, 4, 5, 6)]
@@ -57,7 +57,7 @@ def test_run_job_resumes_without_redoing(tmp_path):
     summary = run_job(items, load, compute, tmp_path, HEADER, batch_size=3)
     # the batch holding item5 is recomputed whole (same composition), only item5 and item6 written
     assert calls == [['item4', 'item5'], ['item6']]
-    assert (summary.made, summary.skipped) == (2, 4)
+    assert (summary.made, summary.already_done) == (2, 4)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     # item5's old record (its file is gone) is superseded by the new one
     assert [r['id'] for r in lines[1:]] == ['item0', 'item1', 'item2', 'item4', 'item5', 'item5',
@@ -184,7 +184,7 @@ def test_ctrl_c_keeps_what_was_made_and_reports_it(tmp_path):
     assert 'made 3' in str(error.value) and 'rerun the same command to resume' in str(error.value)
     assert sorted(Manifest(tmp_path, HEADER).load()) == ['item0', 'item1', 'item2']
     summary = run_job(items, load, compute, tmp_path, HEADER, batch_size=3)
-    assert (summary.made, summary.skipped) == (3, 3)
+    assert (summary.made, summary.already_done) == (3, 3)
 
 
 SLOW_JOB = '''
@@ -238,7 +238,7 @@ def test_ctrl_c_on_the_command_line_prints_a_summary_and_exits_130(tmp_path, to_
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, output
     assert 'Traceback' not in output and 'KeyboardInterrupt' not in output, output
-    assert 'error: interrupted: made 2, skipped 0 (already done), failed 0' in output
+    assert 'error: interrupted: made 2, already done 0, failed 0' in output
     assert 'rerun the same command to resume' in output
     assert sorted(p.name for p in tmp_path.glob('item*')) == ['item0.txt', 'item1.txt']
     with pytest.raises(ProcessLookupError):
@@ -275,7 +275,7 @@ def _file_job(folder, calls, labels):
     def load(item):
         text = open(item.payload['path']).read()
         if text == 'corrupt':
-            raise ItemSkipped(f'{item.id} is corrupt')
+            raise ItemFailed(f'{item.id} is corrupt')
         return text
 
     def compute(batch, loaded):
@@ -304,7 +304,7 @@ def test_an_item_whose_inputs_changed_is_redone_and_counted(tmp_path):
         os.utime(path, ns=(1, 1))
     calls.clear()
     summary = run_job(*_file_job(src, calls, labels), out, HEADER, batch_size=2)
-    assert (summary.made, summary.skipped, summary.redone, calls) == (0, 4, 0, [])
+    assert (summary.made, summary.already_done, summary.redone, calls) == (0, 4, 0, [])
     assert 'redone' not in summary.line() and 'not checked' not in summary.line()
 
     # b's label corrected, c's file replaced by one of the same size: both redone, only they
@@ -312,8 +312,8 @@ def test_an_item_whose_inputs_changed_is_redone_and_counted(tmp_path):
     calls.clear()
     summary = run_job(*_file_job(src, calls, dict(labels, b=['z'])), out, HEADER, batch_size=2)
     assert calls == ['a', 'b', 'c', 'd']  # their batches, recomputed whole
-    assert (summary.made, summary.skipped, summary.redone) == (2, 2, 2)
-    assert 'made 2, skipped 2 (already done), failed 0' in summary.line()
+    assert (summary.made, summary.already_done, summary.redone) == (2, 2, 2)
+    assert 'made 2, already done 2, failed 0' in summary.line()
     assert summary.line().endswith('; redone 2 (inputs changed)')
     assert (out / 'out/b.txt').read_text() == 'bbb:[\'z\']'
     assert (out / 'out/c.txt').read_text() == 'CCC:[\'y\']'
@@ -344,8 +344,8 @@ def test_records_from_before_input_checks_are_kept_and_counted_unchecked(tmp_pat
     calls.clear()
     summary = run_job(*_file_job(src, calls, dict(labels, b=['z'])), out, HEADER)
     assert calls == ['b']  # its label is recorded, so its change is seen
-    assert (summary.made, summary.skipped, summary.redone, summary.unchecked) == (1, 1, 1, 1)
-    assert summary.line().endswith('; redone 1 (inputs changed); 1 of the skipped not checked '
+    assert (summary.made, summary.already_done, summary.redone, summary.unchecked) == (1, 1, 1, 1)
+    assert summary.line().endswith('; redone 1 (inputs changed); 1 of the already-done items not checked '
                                    'for changed inputs (made by an older version)')
 
 
@@ -366,3 +366,73 @@ def test_an_output_path_that_is_a_file_is_bad_input(tmp_path):
         run_job(items, load, compute, tmp_path / 'file', HEADER)
     with pytest.raises(UserInputError, match=r'--out .*/file/sub: .*/file is a file'):
         run_job(items, load, compute, tmp_path / 'file' / 'sub', HEADER)
+
+
+def test_a_folder_made_by_another_tool_is_refused_for_that_alone(tmp_path):
+    """Another tool's folder differs in most settings: the message names the tool, not them."""
+    items, load, compute = _job([])
+    out = tmp_path / 'out'
+    run_job(items[:1], load, compute, out, dict(HEADER, tool='pseudo_label', classes=['a']))
+    with pytest.raises(UserInputError) as error:
+        run_job(items, load, compute, out, dict(HEADER, tool='segment', classes=['b'], size=8))
+    assert str(error.value) == (f'--out {out} was made by pseudo_label.py, not segment.py: '
+                                'choose another --out (or rerun pseudo_label.py to resume it)')
+    with pytest.raises(UserInputError, match=r'different settings:\n  classes: folder has '):
+        run_job(items, load, compute, out, dict(HEADER, tool='pseudo_label', classes=['b']))
+
+
+def test_a_run_stopped_before_writing_leaves_no_folder_it_made(tmp_path):
+    """Bad input found at the model load (in ``prepare``): the folders the run made are removed
+    again; one that existed before, or that holds anything, is kept."""
+    items, load, _ = _job([])
+    existing = tmp_path / 'existing'
+    existing.mkdir()
+
+    def bad_model():
+        raise UserInputError('no such model')
+
+    for out in (tmp_path / 'a' / 'b' / 'out', existing, existing / 'sub'):
+        with pytest.raises(UserInputError, match='no such model'):
+            run_job(items, load, None, out, HEADER, prepare=bad_model)
+    assert [p.name for p in tmp_path.iterdir()] == ['existing']
+    assert list(existing.iterdir()) == []
+
+    def writes_then_fails():
+        (tmp_path / 'new' / 'notes.txt').write_text('kept')
+        bad_model()
+
+    with pytest.raises(UserInputError, match='no such model'):
+        run_job(items, load, None, tmp_path / 'new', HEADER, prepare=writes_then_fails)
+    assert (tmp_path / 'new' / 'notes.txt').read_text() == 'kept'
+
+
+def test_a_finished_job_is_not_prepared_again(tmp_path):
+    """A rerun with every item done from the same inputs builds no model (``prepare``) and
+    reports them all as already done; one missing output builds it."""
+    calls = []
+    items, load, compute = _job(calls)
+    items = items[:3]  # all readable
+
+    def no_model():
+        raise AssertionError('the model was built')
+
+    run_job(items, load, None, tmp_path, HEADER, batch_size=2, prepare=lambda: compute)
+    summary = run_job(items, load, None, tmp_path, HEADER, batch_size=2, prepare=no_model)
+    assert (summary.made, summary.already_done, summary.failed) == (0, 3, [])
+    assert summary.line().startswith('made 0, already done 3, failed 0, ')
+    (tmp_path / 'out/item2.txt').unlink()
+    with pytest.raises(AssertionError, match='the model was built'):
+        run_job(items, load, None, tmp_path, HEADER, batch_size=2, prepare=no_model)
+
+
+def test_an_unreadable_item_is_logged_and_counted_as_failed(tmp_path, monkeypatch):
+    from mmdiffseg.apis import jobs
+    logged = []
+    monkeypatch.setattr(jobs, 'print_log', lambda message, logger=None: logged.append(message))
+    items, load, compute = _job([])
+    run_job(items, load, compute, tmp_path, HEADER, batch_size=3)
+    assert 'failed item3: item3 is corrupt (not made; counted as failed)' in logged
+    assert logged[-2].startswith('summary: made 6, already done 0, failed 1, ')
+    logged.clear()
+    run_job(items, load, compute, tmp_path, HEADER, batch_size=3)
+    assert logged[-2].startswith('summary: made 0, already done 6, failed 1, ')

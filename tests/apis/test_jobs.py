@@ -115,7 +115,7 @@ def test_finished_batches_are_never_read_and_no_worker_outlives_the_job(images, 
         p.unlink()
     summary = job()
     assert sorted({p.name.split('.')[0] for p in reads.iterdir()}) == ['img3', 'img3b', 'img4']
-    assert (summary.made, summary.skipped, len(summary.failed)) == (1, 6, 1)
+    assert (summary.made, summary.already_done, len(summary.failed)) == (1, 6, 1)
     assert not multiprocessing.active_children()
     # a rerun checks the finished items' sources by their size and time: none is read to be
     # hashed (the loader processes, forked, hash only the batch they read)
@@ -123,7 +123,7 @@ def test_finished_batches_are_never_read_and_no_worker_outlives_the_job(images, 
     hashed, sha1 = [], io._sha1
     monkeypatch.setattr(io, '_sha1', lambda path: hashed.append(path) or sha1(path))
     summary = job()
-    assert (summary.made, summary.skipped, hashed) == (0, 7, [])
+    assert (summary.made, summary.already_done, hashed) == (0, 7, [])
 
 
 KILLABLE_JOB = '''
@@ -188,7 +188,7 @@ def test_kill_9_at_any_instant_then_rerun_equals_an_uninterrupted_run(images, tm
         killed.append((len(workers), len(Manifest(out, HEADER).load())))
     assert killed[0][0] == 4 and killed[0][1] < 7, killed  # the first kill hit a running job
     summary = label_job(images, out, 3, batch_size=2)  # the rerun, with other worker counts
-    assert summary.made + summary.skipped == 7
+    assert summary.made + summary.already_done == 7
     files, expected = folder_bytes(out), folder_bytes(reference)
     assert {k: v for k, v in files.items() if k != 'manifest.jsonl'} == \
         {k: v for k, v in expected.items() if k != 'manifest.jsonl'}

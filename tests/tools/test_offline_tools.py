@@ -54,13 +54,17 @@ def run_in_process(name, *args, expect=0):
     logger = MMLogger.get_current_instance()
     streams = [h for h in logger.handlers
                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    # the handlers' streams swapped, not set: setStream flushes the old one, which is closed
+    # when it was a test's capsys capture (the logger was made during that test)
+    previous = [h.stream for h in streams]
     with contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
-        previous = [h.setStream(out) for h in streams]
+        for handler in streams:
+            handler.stream = out
         try:
             code = cli.run_cli(module.main, [str(a) for a in args])
         finally:
             for handler, stream in zip(streams, previous):
-                handler.setStream(stream)
+                handler.stream = stream
     assert code == expect, out.getvalue()
     return out.getvalue()
 
@@ -142,10 +146,12 @@ def kill_after_items(command, manifest, min_items, rng):
 
 
 @pytest.mark.slow
-def test_pseudo_label_writes_labels_and_skips_the_corrupt_image(pseudo_labels, voc_images):
+def test_pseudo_label_writes_labels_and_names_the_corrupt_image_as_failed(pseudo_labels,
+                                                                         voc_images):
     out, log = pseudo_labels
-    assert 'made 4, skipped 0 (already done), failed 1' in log
-    assert 'broken' in log and 'truncated' in log
+    assert 'made 4, already done 0, failed 1' in log
+    assert f'failed broken: cannot read image {voc_images / "broken.png"}: ' in log
+    assert 'truncated' in log and '(not made; counted as failed)' in log
     assert sorted(masks(out)) == [f'voc_val_{i}.png' for i in (0, 1, 20, 23)]
     split = (out / 'ImageSets/Segmentation/train.txt').read_text().split()
     assert split == ['voc_val_0', 'voc_val_1', 'voc_val_20', 'voc_val_23']
@@ -178,7 +184,7 @@ def test_pseudo_label_resumes_after_sigkill_to_the_same_result(pseudo_labels, ti
     done_ids = finished_ids(out)
     before = {i: (out / 'SegmentationClass' / f'{i}.png').stat().st_mtime_ns for i in done_ids}
     result = run_tool('pseudo_label', *command[2:])
-    assert f'skipped {len(done_ids)} (already done)' in result.stdout + result.stderr
+    assert f'already done {len(done_ids)}' in result.stdout + result.stderr
     check_complete(out)
     assert masks(out) == masks(reference)
     after = {i: (out / 'SegmentationClass' / f'{i}.png').stat().st_mtime_ns for i in done_ids}
@@ -189,14 +195,14 @@ def test_pseudo_label_resumes_after_sigkill_to_the_same_result(pseudo_labels, ti
 def test_pseudo_label_output_does_not_depend_on_the_loader_workers(pseudo_labels, tiny_model,
                                                                     voc_images, tmp_path):
     """The reference ran with the default --workers (loader and writer processes); reading in
-    the main process (0) or with one worker gives the same bytes, the corrupt image skipped,
-    named and counted whichever process read it."""
+    the main process (0) or with one worker gives the same bytes, the corrupt image named and
+    counted as failed whichever process read it."""
     reference, _ = pseudo_labels
     for workers in ('0', '1'):
         out = tmp_path / workers
         log = run_in_process('pseudo_label', *pseudo_label_args(tiny_model, voc_images, out),
                              '--workers', workers)
-        assert 'made 4, skipped 0 (already done), failed 1' in log and 'broken' in log
+        assert 'made 4, already done 0, failed 1' in log and 'broken' in log
         assert masks(out) == masks(reference)
         assert (out / 'manifest.jsonl').read_bytes() == (reference / 'manifest.jsonl').read_bytes()
         split = 'ImageSets/Segmentation/train.txt'
@@ -212,7 +218,7 @@ def test_two_cpu_ranks_under_torchrun_share_the_work(tiny_model, voc_images, tmp
     result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert 'made 4, skipped 0 (already done), failed 1' in result.stdout + result.stderr
+    assert 'made 4, already done 0, failed 1' in result.stdout + result.stderr
     check_complete(out)
     assert sorted(masks(out)) == [f'voc_val_{i}.png' for i in (0, 1, 20, 23)]
     assert [p.name for p in out.glob('manifest*')] == ['manifest.jsonl']  # rank files merged
@@ -333,12 +339,24 @@ def test_a_missing_relative_model_path_is_reported_as_such(voc_images, tmp_path,
     assert "model 'models/sd21' not found" in err and 'model_index.json' in err
     assert str(tmp_path / 'models' / 'sd21') in err
     # no such folder here: it may be meant as a hub id (unreachable offline); one clear message
+    # saying each thing once, and the --out folder the run made is gone again
+    import huggingface_hub.constants
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
     err = run_in_process('segment', voc_images, '--classes', 'cat,', '--model', 'hub/sd21',
-                         '--out', tmp_path / 'out', expect=2)
+                         '--out', tmp_path / 'out' / 'seg', expect=2)
     message = err[err.index('error: '):]
-    assert f"{tmp_path / 'hub' / 'sd21'} does not exist" in message
-    assert message.count('cannot load Stable Diffusion model') <= 1
+    assert message.startswith("error: cannot load Stable Diffusion model 'hub/sd21': it is not a "
+                              f"folder here ({tmp_path / 'hub' / 'sd21'} does not exist), not in "
+                              'the local Hugging Face cache (')
+    assert ('and the Hub was not asked (offline mode: HF_HUB_OFFLINE is set). Fix: unset '
+            'HF_HUB_OFFLINE to download it, or pass a local diffusers folder (`hf download '
+            'hub/sd21 --local-dir FOLDER`') in message
+    for once in ("'hub/sd21'", 'cannot load', 'not a folder', 'Hugging Face cache',
+                 'HF_HUB_OFFLINE is set'):
+        assert message.count(once) == 1, once
     assert 'stacktrace' not in message and 'stack trace' not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['models']
 
 
 def test_readonly_output_is_reported(tiny_model, voc_images, tmp_path):
@@ -386,5 +404,5 @@ def test_same_model_in_another_folder_resumes_and_strict_counts_failures(
     moved = shutil.copytree(tiny_model, tmp_path / 'elsewhere' / Path(tiny_model).name)
     log = run_in_process('pseudo_label', *pseudo_label_args(moved, voc_images, out)[:-5],
                          '--strict', *ISEG_OPTIONS, expect=4)
-    assert 'made 0, skipped 4 (already done), failed 1' in log
+    assert 'made 0, already done 4, failed 1' in log
     assert 'error: 1 item(s) failed (--strict)' in log

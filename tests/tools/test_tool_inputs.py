@@ -276,3 +276,28 @@ def test_segment_refuses_empty_class_lists_sheet_sizes_and_input_with_a_sheet(tm
                          expect=2)
     assert 'or --contact-sheet FOLDER' in err and 'not both' in err
     assert not (tmp_path / 'o').exists() and not (tmp_path / 'contact_sheet.jpg').exists()
+
+
+def test_an_empty_class_name_is_refused_before_the_model_loads(tmp_path):
+    """An empty or blank name in a class list is refused, naming its position (it was dropped
+    unseen: "cat,,dog" ran as cat, dog); one trailing comma still ends a list ("cat,")."""
+    image = shared_path(*VOC, 'JPEGImages', 'voc_val_0.png')
+    out = tmp_path / 'o'
+    model = ['--model', NO_MODEL, '--device', 'cpu', '--out', out]
+    runs = [('segment', [image, '--classes'], 'cat,,dog', 'name 2 is empty'),
+            ('segment', [image, '--classes'], ',cat', 'name 1 is empty'),
+            ('pseudo_label', [image.parent, '--method', 'diffseg', '--classes'], 'cat,,',
+             'name 2 is empty'),
+            ('synthesize', ['--classes', 'cat,', '--label-set'], 'cat, ,dog',
+             "name 2 is blank (' ')")]
+    for tool, args, value, problem in runs:
+        err = run_in_process(tool, *args, value, *model, expect=2)
+        option = args[-1]
+        assert (f"error: {option} {value!r}: {problem}; separate names with single commas, e.g. "
+                f"{option} cat,dog (one class: {option} cat,)\n") in err
+        assert NO_MODEL not in err
+    err = run_in_process('eval_labels', tmp_path, '--gt', tmp_path, '--classes', 'a,,b', expect=2)
+    assert "--classes 'a,,b': name 2 is empty" in err
+    assert not out.exists()
+    err = run_in_process('segment', image, '--classes', 'cat,', *model, expect=2)
+    assert NO_MODEL in err  # the one-class list passes
