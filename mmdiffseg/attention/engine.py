@@ -107,8 +107,9 @@ def _placed(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -
 def _hub_reason(source: str, err: Exception) -> Tuple[str, str]:
     """(why the Hub did not give the model ``source``, the fix) from diffusers' load error
     ``err``, whose cause is the Hub's answer when diffusers asked it (else ``err`` is the
-    reason)."""
-    from huggingface_hub import errors
+    reason). The error classes are read from ``huggingface_hub.utils``, where every supported
+    version has them (``huggingface_hub.errors`` lacks some before 0.24)."""
+    from huggingface_hub import utils as errors
     cause = err.__cause__
     folder = (f'pass a local diffusers folder (`hf download {source} --local-dir FOLDER` on a '
               'machine with network, then pass FOLDER)')
