@@ -30,7 +30,8 @@ import torch
 from mmengine.config import Config
 
 from .cuda_check import cuda_problem
-from .preflight_data import Missing, check_dataset, check_image_level_labels, nearest
+from .preflight_data import (Missing, check_dataset, check_image_level_labels,
+                             check_listed_files, nearest)
 from .provenance import MOVED_HUB_IDS, withdrawn_model
 
 TINY_SD_BASE = 'stable-diffusion-2-1-base'
@@ -266,7 +267,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
         for path, node in walk(section, name):
             if 'pipeline' in node and name != 'model':
                 problems = check_dataset(node, path)
-                missing += problems
+                missing += problems or check_listed_files(node, path)
                 for index, step in enumerate(node['pipeline'] or []):
                     if isinstance(step, dict) and step.get('type') == 'LoadImageLevelLabels':
                         missing += check_image_level_labels(

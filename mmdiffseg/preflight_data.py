@@ -93,6 +93,15 @@ def _one_level_off(root: str, missing: Sequence[str]) -> Optional[Tuple[Path, st
     return named and (named, f'it holds {named.name}/ but not {", ".join(missing)}')
 
 
+def _reads_labels(dataset: dict) -> bool:
+    """Whether the pipeline reads the label maps (``LoadAnnotations``, or image-level labels
+    taken from them)."""
+    return any(
+        step.get('type') == 'LoadAnnotations' or
+        (step.get('type') == 'LoadImageLevelLabels' and step.get('ann_file') is None)
+        for step in dataset.get('pipeline', []) if isinstance(step, dict))
+
+
 def check_dataset(dataset: dict, where: str) -> List[Missing]:
     """Data root, split file and the image / label folders the pipeline reads."""
     root = dataset.get('data_root') or ''
@@ -100,10 +109,7 @@ def check_dataset(dataset: dict, where: str) -> List[Missing]:
     if root and not Path(root).is_dir():
         return [Missing(f'{kind} data root {root} does not exist',
                         data_fix(dataset, Path(root), 'data_root'), [where])]
-    reads_labels = any(
-        step.get('type') == 'LoadAnnotations' or
-        (step.get('type') == 'LoadImageLevelLabels' and step.get('ann_file') is None)
-        for step in dataset.get('pipeline', []) if isinstance(step, dict))
+    reads_labels = _reads_labels(dataset)
     prefixes = dict(dataset.get('data_prefix') or {})
     needed = {'ann_file': dataset.get('ann_file'), 'img_path': prefixes.get('img_path'),
               'seg_map_path': prefixes.get('seg_map_path') if reads_labels else None}
@@ -120,15 +126,46 @@ def check_dataset(dataset: dict, where: str) -> List[Missing]:
             for key, path in missing.items()]
 
 
+def _data_list(dataset: dict) -> Optional[List[dict]]:
+    """The entries of ``dataset`` (``img_path``, ``seg_map_path``, ...) as the dataset class
+    itself lists them, no image read; None where it cannot list them."""
+    from mmseg.registry import DATASETS
+    try:
+        return DATASETS.build(dict(dataset, pipeline=[], lazy_init=True)).load_data_list()
+    except Exception:  # noqa: BLE001  (the dataset names its own problem when the run starts)
+        return None
+
+
 def split_images(dataset: dict) -> Optional[List[str]]:
     """The names (file stems, as ``LoadImageLevelLabels`` looks them up) of the images
     ``dataset`` lists, by the dataset class itself; None where it cannot list them."""
-    from mmseg.registry import DATASETS
-    try:
-        data_list = DATASETS.build(dict(dataset, pipeline=[], lazy_init=True)).load_data_list()
-    except Exception:  # noqa: BLE001  (the dataset names its own problem when the run starts)
-        return None
-    return [Path(info['img_path']).stem for info in data_list]
+    data_list = _data_list(dataset)
+    return None if data_list is None else [Path(info['img_path']).stem for info in data_list]
+
+
+def check_listed_files(dataset: dict, where: str) -> List[Missing]:
+    """The image of every entry of the split, and its label map where the pipeline reads
+    them: a split file (``ann_file``) naming an image that is not there would stop the run with a
+    traceback when it reaches that image, maybe hours in. Run once the folders are there
+    (:func:`check_dataset`)."""
+    data_list = _data_list(dataset) or []
+    kind = dataset.get('type', 'dataset')
+    keys = ('img_path', 'seg_map_path') if _reads_labels(dataset) else ('img_path',)
+    missing = []
+    for key in keys:
+        absent = [str(info[key]) for info in data_list
+                  if info.get(key) and not Path(info[key]).is_file()]
+        if not absent:
+            continue
+        fix = data_fix(dataset, Path(absent[0]), key)
+        if dataset.get('ann_file'):
+            fix = (f'put the missing files there ({fix}), or remove their names from the split '
+                   f'file {_listing(dataset)}')
+        missing.append(Missing(
+            f'{kind}: {len(absent)} of the {len(data_list)} '
+            f'{"images" if key == "img_path" else "label maps"} of the split ({_listing(dataset)}) '
+            f'are not there (e.g. {_examples(absent)})', fix, [where]))
+    return missing
 
 
 def _listing(dataset: dict) -> str:

@@ -93,6 +93,15 @@ def enable_visualization(cfg: Config, show: bool, show_dir, wait_time: float,
         cfg.visualizer['save_dir'] = show_dir
 
 
+def wrap_training_free(cfg: Config) -> None:
+    """Ranks of the training-free DiffusionSegmentor (``tools/dist_test.sh``): torch's DDP refuses
+    a model without trainable parameters, so mmengine's ``MMSeparateDistributedDataParallel``
+    wraps it (it wraps only the submodules that have some; here none). A config's own
+    ``model_wrapper_cfg`` is kept; without a launcher the runner wraps nothing."""
+    if cfg.model.get('type') == TRAINING_FREE and cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(type='MMSeparateDistributedDataParallel')
+
+
 def enable_tta(cfg: Config) -> None:
     if 'tta_pipeline' not in cfg or 'tta_model' not in cfg:
         raise RuntimeError('--tta needs tta_pipeline and tta_model in the config')
@@ -120,6 +129,7 @@ def main(argv=None):
         cfg.test_evaluator['output_dir'] = args.out
     if not args.skip_preflight:
         ensure_ready(cfg, args.config, 'test')
+    wrap_training_free(cfg)
     start_runner_launcher(cfg)
     build_runner(cfg).test()
     leave_process_group()

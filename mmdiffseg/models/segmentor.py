@@ -6,7 +6,7 @@ from ``LoadImageLevelLabels`` (scored with ``IoUMetric`` / ``PseudoLabelMetric``
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -41,9 +41,23 @@ class DiffusionSegmentor(BaseSegmentor):
                                         batch_size=batch_size, engine_kwargs=engine_kwargs)
         self.use_image_labels = use_image_labels
 
-    def predict(self, inputs: torch.Tensor, data_samples: Optional[List] = None) -> List:
-        """Each image as the pipeline made it: the data preprocessor's padding (a batch of
-        images of different sizes is padded to the largest) is cut off before the generator
+    def test_step(self, data: dict) -> List:
+        """Each image through the data preprocessor alone, then the whole batch to
+        :meth:`predict`: mmseg's ``SegDataPreProcessor`` refuses a test batch of images of
+        different sizes (``test_dataloader.batch_size`` > 1 on VOC), the generator takes them."""
+        batch = [self.data_preprocessor(dict(inputs=[image], data_samples=[sample]), False)
+                 for image, sample in zip(data['inputs'], data['data_samples'])]
+        return self.predict([one['inputs'][0] for one in batch],
+                            [one['data_samples'][0] for one in batch])
+
+    def val_step(self, data: dict) -> List:
+        """As :meth:`test_step`."""
+        return self.test_step(data)
+
+    def predict(self, inputs: Union[torch.Tensor, List[torch.Tensor]],
+                data_samples: Optional[List] = None) -> List:
+        """Each ``(3, H, W)`` image (a batch tensor or a list of any sizes) as the pipeline made
+        it: padding of the data preprocessor (its ``test_cfg``) is cut off before the generator
         sees it, so a prediction does not depend on the other images of its batch."""
         images = []
         for img, sample in zip(inputs, data_samples):
@@ -53,7 +67,7 @@ class DiffusionSegmentor(BaseSegmentor):
         names = None
         if self.use_image_labels:
             names = [list(s.metainfo['image_labels']) for s in data_samples]
-        labels = self.labeler.generate(images, names, inputs.device)
+        labels = self.labeler.generate(images, names, inputs[0].device)
         for sample, label in zip(data_samples, labels):
             label = torch.from_numpy(label.astype(np.int64))
             if 'gt_sem_seg' in sample and sample.gt_sem_seg.shape != tuple(label.shape):

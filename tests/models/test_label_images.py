@@ -103,3 +103,32 @@ def test_segmentor_labels_each_image_without_the_preprocessors_padding(engine):
     [alone] = label_images(engine, QuadrantLabels(7), [np.zeros((40, 60, 3), np.uint8)], None)
     assert np.array_equal(predicted.pred_sem_seg.data[0].numpy(), alone)
     assert alone[:20, :30].min() == 7 == alone.max() and alone[20:].max() == 0
+
+
+def test_segmentor_tests_a_batch_of_images_of_different_sizes(engine):
+    """``test_dataloader.batch_size`` > 1 on images of different sizes (VOC): mmseg's
+    SegDataPreProcessor refuses such a test batch ('The image size in a batch should be the
+    same'); DiffusionSegmentor.test_step labels each image at its own size, as alone."""
+    from mmengine.registry import init_default_scope
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    from mmdiffseg.models import DiffusionSegmentor
+    init_default_scope('mmseg')
+    segmentor = DiffusionSegmentor('tiny', QuadrantLabels(7), data_preprocessor=dict(
+        type='SegDataPreProcessor', bgr_to_rgb=True))
+    segmentor.labeler.engine = engine
+    sizes = [(40, 60), (50, 30)]
+    samples = []
+    for size in sizes:
+        sample = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size))
+        sample.gt_sem_seg = PixelData(data=torch.zeros(1, *size, dtype=torch.long))
+        samples.append(sample)
+    data = dict(inputs=[torch.zeros(3, *size, dtype=torch.uint8) for size in sizes],
+                data_samples=samples)
+    for step in (segmentor.test_step, segmentor.val_step):
+        predicted = [s.pred_sem_seg.data[0].numpy() for s in step(data)]
+        alone = [label_images(engine, QuadrantLabels(7), [np.zeros((*size, 3), np.uint8)], None)[0]
+                 for size in sizes]
+        assert [p.shape for p in predicted] == sizes
+        for p, a in zip(predicted, alone):
+            np.testing.assert_array_equal(p, a)

@@ -103,6 +103,8 @@ def test_coverage_is_checked_against_a_large_split_quickly(tmp_path):
     (root / 'JPEGImages').mkdir(parents=True)
     (root / 'ImageSets/Segmentation').mkdir(parents=True)
     (root / 'ImageSets/Segmentation/aug.txt').write_text('\n'.join(names) + '\n')
+    for name in names:     # every listed image is there (pre-flight checks that too)
+        (root / 'JPEGImages' / f'{name}.png').touch()
     labels = tmp_path / 'labels.json'
     labels.write_text(json.dumps({name: ['cat'] for name in names[:-5]}))
     start = time.monotonic()

@@ -7,9 +7,13 @@
 3. DiffSeg's training-free evaluation (no checkpoint; --out writes the scored predictions).
 """
 import json
+import os
 import os.path as osp
 import re
 import shutil
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -232,6 +236,84 @@ def test_iseg_pseudo_masks_scored_on_voc_train_without_checkpoint(tmp_path, tiny
         assert mask.shape == (513, 513)
         found = {DATASET_CLASSES['voc'][v] for v in np.unique(mask)}
         assert found <= {'background', *labels[name]}, (name, found)
+
+
+@pytest.mark.slow
+def test_dist_test_runs_a_training_free_config_on_two_ranks(tmp_path, tiny_sd):
+    """``bash tools/dist_test.sh CONFIG GPUS`` (no CHECKPOINT) on the CPU: DDP refuses a model
+    without trainable parameters, so the DiffusionSegmentor's ranks are wrapped by mmengine's
+    MMSeparateDistributedDataParallel; the scores are those of one process."""
+    cfg = Config.fromfile(str(CONFIGS / 'diffseg-sd14_cocostuff27-unsupervised-512x512.py'))
+    cfg.model.sd_model = str(tiny_sd)
+    cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
+    cfg.test_dataloader.dataset.data_root = str(coco_stuff_root(tmp_path / 'coco'))
+    cfg.val_dataloader = cfg.test_dataloader
+    config = write_config(cfg, tmp_path / 'diffseg.py')
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(port), OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]))
+    done = subprocess.run(['bash', str(REPO / 'tools' / 'dist_test.sh'), str(config), '2',
+                           '--work-dir', str(tmp_path / 'ranks'), '--out', str(tmp_path / 'preds')],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    scores = re.findall(r'ACC: ([0-9.]+)  mIoU: ([0-9.]+)', done.stdout + done.stderr)
+    assert len(sorted((tmp_path / 'preds').iterdir())) == 2
+    one = run_tool('test', config, '--work-dir', tmp_path / 'one')
+    assert scores and scores[-1] == re.findall(r'ACC: ([0-9.]+)  mIoU: ([0-9.]+)', one)[-1]
+
+
+def dist_test_arguments(tmp_path, *argv):
+    """What ``tools/dist_test.sh argv`` gives torchrun (a stand-in PYTHON that prints its
+    arguments): exit status, ``--nproc_per_node``, test.py's arguments, stderr."""
+    stub = tmp_path / 'python'
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    done = subprocess.run(['bash', str(REPO / 'tools' / 'dist_test.sh'), *argv],
+                          env=dict(os.environ, PYTHON=str(stub)), capture_output=True, text=True)
+    args = done.stdout.splitlines()
+    nproc = next((a.split('=', 1)[1] for a in args if a.startswith('--nproc_per_node=')), None)
+    tool = next((i for i, a in enumerate(args) if a.endswith('tools/test.py')), len(args))
+    return done.returncode, nproc, args[tool + 1:], done.stderr
+
+
+def test_dist_test_checkpoint_is_optional_as_in_test_py(tmp_path):
+    """``dist_test.sh CONFIG GPUS`` (or CHECKPOINT given as "") for the training-free configs;
+    ``CONFIG CHECKPOINT GPUS`` as before; a missing GPUS count is named."""
+    launch = ['--launcher', 'pytorch']
+    assert dist_test_arguments(tmp_path, 'c.py', '2') == (0, '2', ['c.py', *launch], '')
+    assert dist_test_arguments(tmp_path, 'c.py', '2', '--out', 'o') == (
+        0, '2', ['c.py', *launch, '--out', 'o'], '')
+    assert dist_test_arguments(tmp_path, 'c.py', '', '2', '--out', 'o') == (
+        0, '2', ['c.py', *launch, '--out', 'o'], '')
+    assert dist_test_arguments(tmp_path, 'c.py', 'w.pth', '2', '--out', 'o') == (
+        0, '2', ['c.py', 'w.pth', *launch, '--out', 'o'], '')
+    (tmp_path / '3').write_text('')   # a checkpoint file named like a count is a checkpoint
+    assert dist_test_arguments(tmp_path, 'c.py', str(tmp_path / '3'), '2')[2] == [
+        'c.py', str(tmp_path / '3'), *launch]
+    for argv in (['c.py', 'w.pth'], ['c.py', 'w.pth', '--out', 'o'], ['c.py']):
+        status, nproc, _, err = dist_test_arguments(tmp_path, *argv)
+        assert status == 2 and nproc is None and 'dist_test.sh CONFIG [CHECKPOINT] GPUS' in err
+
+
+def test_training_free_ranks_are_wrapped_without_ddp():
+    """torch's DDP refuses DiffusionSegmentor (no trainable parameter): under a launcher
+    tools/test.py gives it MMSeparateDistributedDataParallel, which wraps none of it and tests
+    through the segmentor's own test_step; a config's own wrapper and other models are kept."""
+    from mmengine.registry import MODEL_WRAPPERS
+    from mmdiffseg.models import DiffusionSegmentor
+    test = load_tool('test')
+    cfg = Config(dict(model=dict(type='DiffusionSegmentor')))
+    test.wrap_training_free(cfg)
+    segmentor = DiffusionSegmentor('tiny', dict(type='DiffSeg'))
+    wrapped = MODEL_WRAPPERS.build(dict(cfg.model_wrapper_cfg, module=segmentor))
+    assert wrapped.module is segmentor and not any(p.requires_grad for p in wrapped.parameters())
+    for cfg in (Config(dict(model=dict(type='EncoderDecoder'))),
+                Config(dict(model=dict(type='DiffusionSegmentor'), model_wrapper_cfg=dict(a=1)))):
+        before = cfg.get('model_wrapper_cfg')
+        test.wrap_training_free(cfg)
+        assert cfg.get('model_wrapper_cfg') == before
 
 
 def test_out_without_ground_truth_writes_predictions_only(tmp_path):
