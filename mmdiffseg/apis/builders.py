@@ -60,7 +60,8 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
                    '2.1-base\'s): set cross_heads=None self_heads=None (the mean of all heads), '
                    'e.g. --cfg-options cross_heads=None self_heads=None, or for SD 1.x use '
                    '--config configs/iseg/iseg_wsss_voc_sd1x.py (or iseg_ovs_voc_sd1x.py)'
-                   if any(r.heads is not None for r in capture.requests) else '')) from exc
+                   if any(r.heads is not None and not r.heads_fix for r in capture.requests)
+                   else '')) from exc
     return engine
 
 

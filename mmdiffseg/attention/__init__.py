@@ -1,6 +1,7 @@
 """The attention engine: reads Stable Diffusion's attention; knows nothing about masks."""
 from .capture import capture_attention
-from .engine import DiffusionAttentionEngine, preprocess_images
+from .engine import DiffusionAttentionEngine
+from .images import preprocess_images
 from .maps import AttentionMaps, CaptureRequest, CaptureSpec, merge_specs
 from .prompts import encode_prompts, enhance_class_tokens, format_prompts, token_positions
 from .unet_layers import unet_attention_layers

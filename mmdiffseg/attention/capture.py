@@ -71,7 +71,8 @@ def _plan_request(request: CaptureRequest, layers: Sequence[AttentionLayer]) -> 
         if bad or not request.heads:
             raise ValueError(f'CaptureRequest {request.name!r}: head indices {bad or "[]"} out of range; '
                              f'the {len(at_res)} selected layer(s) have {total} heads in all '
-                             f'(indices 0..{total - 1}, layer-major in forward order)')
+                             f'(indices 0..{total - 1}, layer-major in forward order)'
+                             + (f'; fix: {request.heads_fix}' if request.heads_fix else ''))
     plan = {}
     for slot, (layer, start) in enumerate(zip(at_res, offsets)):
         if request.heads is None:

@@ -16,75 +16,14 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..provenance import model_id_of, withdrawn_model
 from ..transfer import host_to_device
 from .capture import CaptureSession, capture_attention
-from .maps import AttentionMaps, CaptureSpec
+from .images import ImagesLike, preprocess_images
+from .maps import AttentionMaps, CaptureSpec, as_capture_spec
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
 from .unet_layers import unet_attention_layers
-
-ImagesLike = Union[torch.Tensor, Sequence[Union[np.ndarray, torch.Tensor]]]
-
-
-def _to_rgb(image: torch.Tensor, where: str) -> torch.Tensor:
-    """``(C, H, W)`` with C in {1, 3, 4} -> float ``(3, H, W)`` in [0, 255]; alpha is dropped."""
-    if image.ndim != 3:
-        raise ValueError(f'{where}: expected an image (C,H,W) or (H,W,C), got shape {tuple(image.shape)}')
-    channels = image.shape[0]
-    if channels == 1:
-        image = image.expand(3, -1, -1)
-    elif channels == 4:
-        image = image[:3]
-    elif channels != 3:
-        raise ValueError(f'{where}: {channels} channels; only grayscale (1), RGB (3) and RGBA (4, '
-                         'alpha dropped) images are supported')
-    if image.is_floating_point():
-        return image.float()
-    if image.dtype != torch.uint8:
-        raise ValueError(f'{where}: dtype {image.dtype}; expected uint8 or float in [0, 255]')
-    return image.float()
-
-
-def image_list(images: ImagesLike) -> List[torch.Tensor]:
-    """Split the accepted image inputs into a list of float ``(3, H, W)`` RGB tensors in [0, 255]."""
-    if isinstance(images, torch.Tensor):
-        if images.ndim == 3:
-            images = images[None]
-        if images.ndim != 4:
-            raise ValueError(f'images: a tensor must be (B,C,H,W) or (C,H,W) RGB in [0,255], got shape '
-                             f'{tuple(images.shape)} (a 2-D tensor is ambiguous: add the channel '
-                             'and batch dimensions)')
-        return [_to_rgb(img, f'images[{i}]') for i, img in enumerate(images)]
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        images = list(images)
-    if not isinstance(images, (list, tuple)) or not images:
-        raise ValueError(f'images: expected a (B,3,H,W) tensor or a non-empty list of HxWx3 uint8 '
-                         f'arrays, got {type(images).__name__}')
-    out = []
-    for i, img in enumerate(images):
-        if isinstance(img, np.ndarray):
-            arr = torch.from_numpy(np.ascontiguousarray(img))
-            if arr.ndim == 2:  # grayscale
-                arr = arr[..., None]
-            if arr.ndim != 3:
-                raise ValueError(f'images[{i}]: expected an HxWx3 array, got shape {img.shape}')
-            out.append(_to_rgb(arr.permute(2, 0, 1), f'images[{i}]'))
-        elif isinstance(img, torch.Tensor):
-            out.append(_to_rgb(img, f'images[{i}]'))
-        else:
-            raise ValueError(f'images[{i}]: expected a numpy array or tensor, got {type(img).__name__}')
-    return out
-
-
-def preprocess_images(images: ImagesLike, image_size: int) -> torch.Tensor:
-    """Images -> ``(B, 3, S, S)`` float32 in [-1, 1]: bilinear resize (aspect not kept, as iSeg's
-    ``cv2.resize`` and DiffSeg's ``tf.image.resize``), then ``x / 127.5 - 1``."""
-    resized = [F.interpolate(img[None], size=(image_size, image_size), mode='bilinear',
-                             align_corners=False) for img in image_list(images)]
-    return torch.cat(resized).clamp(0, 255) / 127.5 - 1.0
-
 
 def _dtype_option(dtype: torch.dtype) -> Dict[str, torch.dtype]:
     """The dtype keyword of ``DiffusionPipeline.from_pretrained``: ``dtype`` from diffusers 0.40 on
@@ -94,6 +33,28 @@ def _dtype_option(dtype: torch.dtype) -> Dict[str, torch.dtype]:
     from packaging.version import Version
     new = Version(diffusers.__version__).release >= (0, 40)
     return {'dtype' if new else 'torch_dtype': dtype}
+
+
+DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
+
+
+def _torch_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
+    """``dtype`` as a torch floating dtype (also by name: ``'float16'``)."""
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    if isinstance(dtype, str) and dtype.replace('torch.', '') in DTYPES:
+        return DTYPES[dtype.replace('torch.', '')]
+    raise ValueError(f'dtype: expected a torch floating dtype or one of {sorted(DTYPES)}, got '
+                     f'{dtype!r}')
+
+
+def _torch_device(device: Union[str, torch.device]) -> torch.device:
+    """``device`` as a torch device, refused before any loading where CUDA is missing."""
+    device = torch.device(device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but torch.cuda.is_available() is False here; "
+                         "pass device='cpu' (or install a CUDA build of torch on a GPU machine)")
+    return device
 
 
 def _placed(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -165,8 +126,8 @@ class DiffusionAttentionEngine:
     def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, model_id: str,
                  device: Union[str, torch.device] = 'cpu', dtype: torch.dtype = torch.float32,
                  chunk_bytes: Optional[int] = None, map_backend: str = 'auto'):
-        self.device, self.dtype = torch.device(device), dtype
-        self.vae, self.unet, self.text_encoder = (_placed(m, self.device, dtype)
+        self.device, self.dtype = _torch_device(device), _torch_dtype(dtype)
+        self.vae, self.unet, self.text_encoder = (_placed(m, self.device, self.dtype)
                                                   for m in (vae, unet, text_encoder))
         self.tokenizer, self.scheduler = tokenizer, scheduler
         self.model_id, self.chunk_bytes = str(model_id), chunk_bytes
@@ -186,6 +147,7 @@ class DiffusionAttentionEngine:
                 withdrawn hub id names the repository that hosts its weights now).
         """
         from diffusers import StableDiffusionPipeline
+        dtype, device = _torch_dtype(dtype), _torch_device(device)
         options = dict(chunk_bytes=kwargs.pop('chunk_bytes', None),
                        map_backend=kwargs.pop('map_backend', 'auto'))
         if importlib.util.find_spec('accelerate') is None:  # diffusers would only warn and fall back
@@ -221,7 +183,7 @@ class DiffusionAttentionEngine:
             ValueError: naming the request and what the U-Net offers.
         """
         layers = unet_attention_layers(self.unet, self._latent_size(image_size, image_size))
-        CaptureSession(capture, layers, batch_size=1)
+        CaptureSession(as_capture_spec(capture), layers, batch_size=1)
 
     # -- helpers ----------------------------------------------------------------------------
     def _latent_size(self, height: int, width: int) -> int:
@@ -238,7 +200,19 @@ class DiffusionAttentionEngine:
             return [{} for _ in prompts]
         if len(class_names) != len(prompts):
             raise ValueError(f'class_names has {len(class_names)} entries for {len(prompts)} prompts')
+        for b, names in enumerate(class_names):
+            if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+                raise ValueError(f'class_names[{b}] = {names!r}: class_names holds one list of '
+                                 "names per prompt, e.g. [['dog', 'cat'], ['cat']]")
         return [token_positions(self.tokenizer, p, names) for p, names in zip(prompts, class_names)]
+
+    def _timestep(self, timestep: int) -> int:
+        """``timestep`` checked against the scheduler's training range."""
+        steps = self.scheduler.config.num_train_timesteps
+        if not 0 <= int(timestep) < steps:
+            raise ValueError(f'timestep={timestep}: the scheduler was trained on timesteps 0..'
+                             f'{steps - 1}; pass one of those (DiffSeg 300, iSeg 100)')
+        return int(timestep)
 
     @torch.no_grad()
     def encode_images(self, images: ImagesLike, image_size: int = 512) -> torch.Tensor:
@@ -266,12 +240,13 @@ class DiffusionAttentionEngine:
         """Attention of one U-Net forward on real images (DiffSeg / iSeg extraction).
 
         Args:
-            images: ``(B, 3, H, W)`` uint8 or float RGB in [0, 255], or a list of ``HxWx3`` uint8
-                arrays (grayscale and RGBA are converted).
-            prompts: one per image; ``None`` = the empty prompt ``""`` for every image.
+            images: ``(B, 3, H, W)`` uint8 or float RGB in [0, 255], or PIL images or ``HxWx3``
+                arrays, alone or in a list (grayscale and RGBA are converted; :mod:`.images`).
+            prompts: one per image, or one string for every image; ``None`` = the empty prompt
+                ``""`` for every image.
             class_names: per image, class names whose token positions to record (each must occur
                 in its prompt).
-            timestep: U-Net timestep (DiffSeg 300, iSeg 100).
+            timestep: U-Net timestep (DiffSeg 300, iSeg 100), within the scheduler's range.
             noise: ``None`` = clean latents; an int seeds one Gaussian noise shared by all images;
                 a tensor is the noise. Added with ``scheduler.add_noise`` at ``timestep``.
             token_enhance: iSeg's Cat-Cross factor on the class-token text embeddings.
@@ -280,13 +255,16 @@ class DiffusionAttentionEngine:
             image_size: side of the square the images are resized to.
         """
         latent_size = self._latent_size(image_size, image_size)
+        capture, timestep = as_capture_spec(capture), self._timestep(timestep)
         latents = self.encode_images(images, image_size)
         batch = latents.shape[0]
-        prompts = [''] * batch if prompts is None else list(prompts)
+        prompts = [prompts or ''] * batch if prompts is None or isinstance(prompts, str) \
+            else list(prompts)
         if len(prompts) != batch:
-            raise ValueError(f'{len(prompts)} prompts for {batch} images')
+            raise ValueError(f'prompts: {len(prompts)} for {batch} images (one per image, or one '
+                             'string for all)')
         positions = self._positions(prompts, class_names)
-        t = torch.full((batch,), int(timestep), dtype=torch.long, device=self.device)
+        t = torch.full((batch,), timestep, dtype=torch.long, device=self.device)
         if noise is not None:
             latents = self.scheduler.add_noise(latents, self._noise(noise, latents), t)
         embeddings = encode_prompts(self.tokenizer, self.text_encoder, prompts)
@@ -311,7 +289,8 @@ class DiffusionAttentionEngine:
                  class_names: Optional[Sequence[Sequence[str]]] = None, steps: int = 50,
                  guidance_scale: float = 7.0, seed: Union[int, Sequence[int]] = 0,
                  capture: CaptureSpec = CaptureSpec(), height: int = 512, width: int = 512,
-                 negative_prompt: str = '') -> Tuple[torch.Tensor, AttentionMaps]:
+                 negative_prompt: Union[str, Sequence[str]] = ''
+                 ) -> Tuple[torch.Tensor, AttentionMaps]:
         """Text -> images with the pipeline's scheduler, plus attention averaged over the
         denoising steps, conditional half only (SeeDiff). A step is one U-Net call:
         ``capture.steps`` indexes ``scheduler.timesteps`` (PNDM, the SD configs' scheduler, makes
@@ -321,22 +300,30 @@ class DiffusionAttentionEngine:
             seed: one int for all prompts (prompt ``i`` uses ``seed + i``) or one per prompt;
                 the initial latents come from CPU generators, so a seed gives the same images on
                 every device.
+            negative_prompt: the uncond prompt, one for all prompts or one per prompt.
 
         Returns:
             ``(images, maps)``: uint8 ``(B, 3, height, width)`` RGB on the CPU and the maps.
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        seeds = [int(seed) + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
-        if len(seeds) != len(prompts):
-            raise ValueError(f'{len(seeds)} seeds for {len(prompts)} prompts')
-        latent_size = self._latent_size(height, width)
+        seeds = [int(seed) + i for i in range(len(prompts))] if np.ndim(seed) == 0 \
+            else [int(s) for s in seed]
+        negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) \
+            else list(negative_prompt)
+        for what, values in (('seed', seeds), ('negative_prompt', negatives)):
+            if len(values) != len(prompts):
+                raise ValueError(f'{what}: {len(values)} for {len(prompts)} prompts (one per '
+                                 'prompt, or a single one)')
+        if int(steps) < 1:
+            raise ValueError(f'steps={steps}: at least one denoising step')
+        latent_size, capture = self._latent_size(height, width), as_capture_spec(capture)
         positions = self._positions(prompts, class_names)
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         with capture_attention(self.unet, capture, latent_size, len(prompts), steps=capture.steps,
                                chunk_bytes=self.chunk_bytes, map_backend=self.map_backend) as session:
             images = self.pipeline()(
                 prompts, height=height, width=width, num_inference_steps=steps,
-                guidance_scale=guidance_scale, negative_prompt=[negative_prompt] * len(prompts),
+                guidance_scale=guidance_scale, negative_prompt=negatives,
                 generator=generators, output_type='pt').images
         images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
         return images, AttentionMaps(session.results(), prompts, positions, (height, width))

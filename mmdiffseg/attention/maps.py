@@ -40,6 +40,8 @@ class CaptureRequest:
         per_layer: keep one map per layer (stacked on dim 1, forward order) instead of the mean.
         name: key in :class:`AttentionMaps`; default ``f'{kind}{resolution}'`` (plus
             ``'_layers'`` when ``per_layer``).
+        heads_fix: what to change when ``heads`` do not fit the model (the owner's options,
+            appended to the error); not part of the request's identity.
     """
 
     kind: str
@@ -48,6 +50,7 @@ class CaptureRequest:
     heads: Optional[Tuple[int, ...]] = None
     per_layer: bool = False
     name: Optional[str] = None
+    heads_fix: Optional[str] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -102,6 +105,18 @@ class CaptureSpec:
         return replace(self, requests=tuple(merged))
 
 
+def as_capture_spec(capture) -> CaptureSpec:
+    """``capture`` as a :class:`CaptureSpec`: a spec, one request, or a list of requests."""
+    if isinstance(capture, CaptureSpec):
+        return capture
+    if isinstance(capture, CaptureRequest):
+        return CaptureSpec((capture, ))
+    if isinstance(capture, (list, tuple)):
+        return CaptureSpec(tuple(capture))
+    raise TypeError(f'capture: expected a CaptureSpec (e.g. generator.capture_spec), a '
+                    f'CaptureRequest or a list of them, got {type(capture).__name__}')
+
+
 @dataclass
 class AttentionMaps:
     """Averaged attention captured from one batch.
@@ -125,13 +140,17 @@ class AttentionMaps:
             return self.maps[name]
         except KeyError:
             raise KeyError(f'AttentionMaps has no {name!r}; captured: {sorted(self.maps)}. '
-                           'Add a CaptureRequest for it to the capture spec.') from None
+                           "Extract with the generator's capture_spec (merge_specs for several "
+                           'generators) or add a CaptureRequest named so.') from None
 
     def __contains__(self, name: str) -> bool:
         return name in self.maps
 
     @property
     def batch_size(self) -> int:
+        if not self.maps:
+            raise ValueError('AttentionMaps holds no map (extracted with an empty capture spec): '
+                             "extract with capture=generator.capture_spec")
         return next(iter(self.maps.values())).shape[0]
 
     def to(self, device) -> 'AttentionMaps':

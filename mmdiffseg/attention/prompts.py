@@ -31,35 +31,54 @@ def prompt_token_ids(tokenizer, prompt: str) -> List[int]:
     return tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
 
 
-def _find(sequence: Sequence[int], pattern: Sequence[int]) -> int:
-    n = len(pattern)
-    for start in range(len(sequence) - n + 1):
-        if list(sequence[start:start + n]) == list(pattern):
-            return start
-    return -1
+def _occurrences(sequence: Sequence[int], pattern: Sequence[int]) -> List[int]:
+    """Start indices of ``pattern`` in ``sequence``, in order."""
+    n, pattern = len(pattern), list(pattern)
+    return [s for s in range(len(sequence) - n + 1) if list(sequence[s:s + n]) == pattern]
+
+
+def _missing_class(tokenizer, prompt: str, name: str, pattern: List[int],
+                   ids: List[int]) -> ValueError:
+    """The error of a class whose tokens are not among the prompt's (truncated) tokens."""
+    limit = tokenizer.model_max_length
+    full = tokenizer(prompt.lower(), verbose=False).input_ids
+    if len(full) > limit and _occurrences(full, pattern):
+        return ValueError(
+            f'class {name!r} lies beyond the first {limit} tokens of its prompt ({len(full)} '
+            f'tokens), which is all the text encoder reads: {prompt[:200]!r}...; name fewer '
+            'classes per image or use a shorter prompt template')
+    return ValueError(
+        f'class {name!r} (tokens {pattern}) does not occur in prompt {prompt!r} (tokens {ids}, at '
+        f'most {limit}); the prompt must contain the class name as written, e.g. '
+        '"a photo of a {}".format(name)')
 
 
 def token_positions(tokenizer, prompt: str, class_names: Sequence[str]) -> Dict[str, List[int]]:
-    """Positions of each class name's tokens in ``prompt`` (BOS = 0), case-insensitive.
+    """Positions of each class name's tokens in ``prompt`` (BOS = 0), case-insensitive: the
+    first occurrence outside the tokens of the longer names (``'dog'`` after ``'hot dog'`` is
+    the standalone word), else the first.
 
     Raises:
         ValueError: a class name is empty or its tokens do not occur in the (possibly truncated)
             prompt; the message names the class and the prompt.
     """
     ids = prompt_token_ids(tokenizer, prompt.lower())
-    positions = {}
-    for name in class_names:
-        pattern = tokenizer(name.lower(), add_special_tokens=False).input_ids
+    patterns = {name: tokenizer(name.lower(), add_special_tokens=False).input_ids
+                for name in class_names}
+    placed: Dict[tuple, List[int]] = {}  # token sequence -> its positions
+    for name in sorted(patterns, key=lambda n: -len(patterns[n])):  # stable: longer names first
+        pattern = tuple(patterns[name])
         if not pattern:
             raise ValueError(f'class name {name!r} has no tokens (prompt {prompt!r})')
-        start = _find(ids, pattern)
-        if start < 0:
-            raise ValueError(
-                f'class {name!r} (tokens {pattern}) does not occur in prompt {prompt!r} '
-                f'(tokens {ids}, at most {tokenizer.model_max_length}); the prompt must contain the '
-                'class name as written, e.g. "a photo of a {}".format(name)')
-        positions[name] = list(range(start, start + len(pattern)))
-    return positions
+        if pattern in placed:  # the same words in another case
+            continue
+        starts = _occurrences(ids, pattern)
+        if not starts:
+            raise _missing_class(tokenizer, prompt, name, list(pattern), ids)
+        taken = {i for idx in placed.values() for i in idx}
+        free = [s for s in starts if taken.isdisjoint(range(s, s + len(pattern)))]
+        placed[pattern] = list(range((free or starts)[0], (free or starts)[0] + len(pattern)))
+    return {name: list(placed[tuple(pattern)]) for name, pattern in patterns.items()}
 
 
 @torch.no_grad()

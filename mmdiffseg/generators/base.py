@@ -8,13 +8,14 @@ directly.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import replace
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 
-from ..attention.engine import ImagesLike, image_list
+from ..attention.images import ImagesLike, image_list
 from ..attention.maps import AttentionMaps, CaptureSpec
 
 IGNORE_INDEX = 255
@@ -59,28 +60,45 @@ class MaskGenerator(torch.nn.Module):
 
     def class_indices(self, names: Sequence[str]) -> List[int]:
         """Dataset indices of ``names``; a clear error for a name not in :attr:`classes`."""
+        owner = type(self).__name__
         if self.classes is None:
-            raise ValueError(f'{type(self).__name__} was built without `classes`, so class names '
+            raise ValueError(f'{owner} was built without `classes`, so class names '
                              f'{list(names)} cannot be mapped to label indices')
+        if isinstance(names, str):
+            raise ValueError(f'{owner}: class names {names!r} is a string; class names are one '
+                             "list per image, e.g. [['dog', 'person'], ['cat']]")
+        if not all(isinstance(n, str) for n in names):
+            indices = all(isinstance(n, (int, np.integer)) for n in names)
+            raise ValueError(f'{owner}: class names are strings from .classes, got {list(names)}'
+                             + ('; for dataset indices pass [generator.classes[i] for i in '
+                                'indices]' if indices else ''))
         missing = [n for n in names if n not in self.classes]
         if missing:
-            raise KeyError(f'{type(self).__name__}: unknown class name(s) {missing}; '
+            near = {n: difflib.get_close_matches(n, self.classes, n=1) for n in missing}
+            hints = ''.join(f' ({n!r}: did you mean {m[0]!r}?)' for n, m in near.items() if m)
+            raise KeyError(f'{owner}: unknown class name(s) {missing}{hints}; '
                            f'known classes: {self.classes}')
         return [self.classes.index(n) for n in names]
+
+    def name_lists(self, class_names) -> List[List[str]]:
+        """``class_names`` checked to be one list of names per image."""
+        if class_names is None or isinstance(class_names, str):
+            raise ValueError(f'{type(self).__name__} needs class names, one list per image, e.g. '
+                             f"[['dog', 'person'], ['cat']]; got {class_names!r}")
+        return list(class_names)
 
     def __call__(self, maps: AttentionMaps, images: Optional[ImagesLike] = None,
                  class_names: Optional[Sequence[Sequence[str]]] = None
                  ) -> Union[torch.Tensor, List[torch.Tensor]]:
         """:meth:`forward` on the images in any form ``engine.extract`` takes: a ``(B, 3, H, W)``
-        tensor (uint8 or float, 0..255) gives ``(B, H, W)`` labels; a list of ``HxWx3`` arrays
-        or ``(3, H, W)`` tensors (grey and RGBA converted) gives a list of ``(H_b, W_b)`` labels,
-        each at its image's size (images of one size are labelled together)."""
+        tensor (uint8 or float, 0..255) gives ``(B, H, W)`` labels; PIL images, ``HxWx3`` arrays
+        or ``(3, H, W)`` tensors, alone or in a list (grey and RGBA converted), give a list of
+        ``(H_b, W_b)`` labels, each at its image's size (images of one size are labelled
+        together)."""
         if images is None or isinstance(images, torch.Tensor):
             if images is not None and not images.is_floating_point():
                 images = images.float()
             return super().__call__(maps, images, class_names)
-        if isinstance(images, np.ndarray) and images.ndim == 4:
-            images = list(images)
         rgb = image_list(images)
         if len(rgb) != maps.batch_size:
             raise ValueError(f'{type(self).__name__}: {len(rgb)} images for attention maps of '

@@ -240,7 +240,7 @@ class DiffSeg(MaskGenerator):
         """Unsupervised: the empty prompt (released). Labelled: ``'a photo of {c1} and {c2}'``."""
         kwargs = dict(prompts=None, class_names=None, timestep=self.timestep, noise=None)
         if self.classes is not None and class_names is not None:
-            named = [self._named_classes(names) for names in class_names]
+            named = [self._named_classes(names) for names in self.name_lists(class_names)]
             kwargs['class_names'] = named
             kwargs['prompts'] = ['a photo of ' + ' and '.join(n) if n else '' for n in named]
         return kwargs

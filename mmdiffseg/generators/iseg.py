@@ -212,11 +212,13 @@ class ISeg(MaskGenerator):
     # -- what the engine must do -------------------------------------------------------------
     @property
     def capture_spec(self) -> CaptureSpec:
+        fix = (f"{HEAD_LAYOUT_FIX} (the released head lists are SD 2.1-base's; in Python: "
+               'ISeg(..., cross_heads=None, self_heads=None))')  # the engine's error names it
         requests = [CaptureRequest('cross', r, layers=CROSS_LAYERS[r], heads=self._heads_at(r),
-                                   name=f'iseg_cross{r}')
+                                   name=f'iseg_cross{r}', heads_fix=fix)
                     for r, w in sorted(self.res_weights.items()) if w > 0]
         requests.append(CaptureRequest('self', 64, layers=(SELF_LAYER,), heads=self.self_heads,
-                                       name='iseg_self64'))
+                                       name='iseg_self64', heads_fix=fix))
         return CaptureSpec(tuple(requests))
 
     def check_head_counts(self, unet_config: Mapping) -> None:
@@ -257,7 +259,8 @@ class ISeg(MaskGenerator):
         return [self.classes[i] for i in ids if self.classes[i] != 'background']
 
     def extract_kwargs(self, class_names: Sequence[Sequence[str]]) -> Dict:
-        words = [[self.prompt_word(n) for n in self._foreground(names)] for names in class_names]
+        words = [[self.prompt_word(n) for n in self._foreground(names)]
+                 for names in self.name_lists(class_names)]
         prompts = [self.prompt_template.format(classes=' and '.join(w), bg_context=self.bg_context)
                    for w in words]
         return dict(prompts=prompts, class_names=words, timestep=self.timestep,

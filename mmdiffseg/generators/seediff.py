@@ -32,7 +32,7 @@ PAMR needs the RGB image: ``images=None`` raises unless ``pamr_iter=0``.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -187,19 +187,25 @@ class SeeDiff(MaskGenerator):
 
     def generate_kwargs(self, class_names: Sequence[str], start: int = 0) -> Dict:
         """``engine.generate`` arguments to synthesise one image per class name (templates are
-        cycled from ``start``, e.g. the running image index). ``capture`` is added by the caller."""
+        cycled from ``start``, e.g. the running image index; one name: one image). ``capture``
+        is added by the caller."""
+        class_names = [class_names] if isinstance(class_names, str) else list(class_names)
         self.class_indices(class_names)
         return dict(prompts=[self._prompt([c], start + i) for i, c in enumerate(class_names)],
                     class_names=[[c] for c in class_names], steps=self.steps,
                     guidance_scale=self.guidance_scale)
 
+    def _segmented(self, names: Sequence[str]) -> List[str]:
+        """The classes of ``names`` to segment: validated, once each, without ``'background'``
+        (what no class claims)."""
+        self.class_indices(names)
+        return list(dict.fromkeys(n for n in names if n != 'background'))
+
     def extract_kwargs(self, class_names: Sequence[Sequence[str]]) -> Dict:
         """``engine.extract`` arguments for real images (an extension: one pass at ``timestep``
-        with the first template naming every present class)."""
-        for names in class_names:
-            self.class_indices(names)
-        return dict(prompts=[self._prompt(names) for names in class_names],
-                    class_names=[list(names) for names in class_names],
+        with the first template naming every present class but background)."""
+        named = [self._segmented(names) for names in self.name_lists(class_names)]
+        return dict(prompts=[self._prompt(names) for names in named], class_names=named,
                     timestep=self.timestep, noise=self.noise)
 
     @property
@@ -287,6 +293,7 @@ class SeeDiff(MaskGenerator):
             raise ValueError(f'SeeDiff: images must be ({batch}, 3, H, W) RGB, got '
                              f'{tuple(images.shape)}')
         size = tuple(images.shape[-2:]) if images is not None else tuple(maps.image_size)
+        class_names = [self._segmented(names) for names in class_names]
         indices = [self.class_indices(names) for names in class_names]
         device = maps[CROSS_NAME].device
         labels = torch.full((batch, *size), self.background_index, dtype=torch.long,

@@ -218,7 +218,85 @@ def test_extract_errors_name_the_problem(tiny_engine):
                        image_size=64)
     with pytest.raises(ValueError, match='multiple of 64'):
         engine.extract(image, capture=SPEC, image_size=72)
-    with pytest.raises(ValueError, match='2 prompts for 1 images'):
+    with pytest.raises(ValueError, match='prompts: 2 for 1 images'):
         engine.extract(image, prompts=['a', 'b'], capture=SPEC, image_size=64)
     with pytest.raises(ValueError, match='square'):
         engine.generate(['a cat'], steps=1, capture=SPEC, height=64, width=128)
+
+
+@pytest.mark.parametrize('scale, fix', [(1 / 255, r'\[0, 1\] image.*images \* 255'),
+                                        (2 / 255, r'\[-1, 1\] image.*\(images \+ 1\) \* 127\.5')])
+def test_float_images_in_diffusers_ranges_are_refused_with_the_fix(scale, fix):
+    """Read as 0..255, a [0, 1] or [-1, 1] image is black: refused, naming the conversion."""
+    rgb = torch.from_numpy(_image(6)).permute(2, 0, 1)[None].float()
+    image = rgb * scale - (1 if scale > 1 / 255 else 0)
+    with pytest.raises(ValueError, match=fix):
+        preprocess_images(image, 64)
+    with pytest.raises(ValueError, match=fix):
+        preprocess_images([image[0].permute(1, 2, 0).numpy()], 64)
+    undershoot = rgb.clone()
+    undershoot[0, 0, 0, 0] = -3.0  # a bicubic resize's undershoot of a 0..255 image
+    preprocess_images(undershoot, 64)
+    preprocess_images(torch.zeros(1, 3, 8, 8), 8)  # black is black in every range
+
+
+def test_pil_images_and_single_arrays_are_images():
+    from PIL import Image
+    rgb = _image(7, size=32)
+    expected = preprocess_images([rgb], 32)
+    for images in (Image.fromarray(rgb), [Image.fromarray(rgb)], rgb, rgb[None]):
+        torch.testing.assert_close(preprocess_images(images, 32), expected)
+    grey = Image.fromarray(rgb[..., 0])
+    torch.testing.assert_close(preprocess_images(grey, 32), preprocess_images([rgb[..., 0]], 32))
+
+
+@pytest.mark.parametrize('images, hint', [
+    (torch.zeros(2, 64, 48, 3, dtype=torch.uint8), r'images\.permute\(0, 3, 1, 2\)'),
+    ([np.zeros((3, 64, 48), np.uint8)], r'image\.transpose\(1, 2, 0\)'),
+])
+def test_channels_on_the_wrong_side_name_the_permutation(images, hint):
+    with pytest.raises(ValueError, match=hint):
+        preprocess_images(images, 64)
+
+
+def test_extract_arguments_are_checked_before_the_model_runs(tiny_engine):
+    engine = tiny_engine(SD2)
+    image = [_image(0)]
+    for timestep in (-1, 1000):  # -1 indexed the last alpha; 1000 an IndexError
+        with pytest.raises(ValueError, match=rf'timestep={timestep}.*0\.\.999'):
+            engine.extract(image, timestep=timestep, noise=0, capture=SPEC, image_size=64)
+    with pytest.raises(ValueError, match=r"class_names\[0\] = 'cat'.*one list of names"):
+        engine.extract(image, prompts=['a cat'], class_names=['cat'], capture=SPEC, image_size=64)
+    one = engine.extract(image * 2, prompts='a cat', class_names=[['cat']] * 2,
+                         capture=SPEC.requests[1], image_size=64)
+    assert one.prompts == ['a cat'] * 2 and one.token_positions == [{'cat': [2]}] * 2
+    listed = engine.extract(image * 2, prompts=['a cat'] * 2, capture=list(SPEC.requests),
+                            image_size=64)
+    torch.testing.assert_close(listed['cross4'], one['cross4'])
+    with pytest.raises(TypeError, match='capture: expected a CaptureSpec'):
+        engine.extract(image, capture='self8', image_size=64)
+
+
+def test_dtype_by_name_and_a_missing_cuda_are_named(sd_config_dir, monkeypatch):
+    folder = cached_tiny_pipeline_folder(sd_config_dir(SD1))
+    engine = DiffusionAttentionEngine.from_pretrained(folder, dtype='bfloat16')
+    assert engine.dtype == torch.bfloat16 and engine.unet.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match=r"dtype: .*'float16'.*got 'half16'"):
+        DiffusionAttentionEngine.from_pretrained(folder, dtype='half16')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    with pytest.raises(ValueError, match=r"device='cuda'.*device='cpu'"):
+        DiffusionAttentionEngine.from_pretrained(folder, device='cuda')
+
+
+def test_generate_seeds_negative_prompts_and_steps(tiny_engine):
+    engine = tiny_engine(SD1)
+    spec = CaptureSpec([CaptureRequest('self', 8)])
+    run = dict(prompts=['a cat', 'a dog'], steps=1, capture=spec, height=64, width=64)
+    images, _ = engine.generate(**run, seed=3)
+    for seed in (np.int64(3), torch.tensor(3), [3, 4]):
+        torch.testing.assert_close(engine.generate(**run, seed=seed)[0], images)
+    torch.testing.assert_close(engine.generate(**run, seed=3, negative_prompt=['', ''])[0], images)
+    with pytest.raises(ValueError, match='negative_prompt: 1 for 2 prompts'):
+        engine.generate(**run, negative_prompt=['blurry'])
+    with pytest.raises(ValueError, match='steps=0'):
+        engine.generate(**dict(run, steps=0))

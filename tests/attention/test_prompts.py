@@ -40,7 +40,7 @@ def test_missing_or_truncated_class_is_a_clear_error(tokenizer):
     with pytest.raises(ValueError, match="class 'cats'"):
         token_positions(tokenizer, 'a photo of a cat', ['cats'])
     long_prompt = 'a photo of ' + 'very ' * 80 + 'cat'  # 'cat' falls beyond the 77 tokens
-    with pytest.raises(ValueError, match='at most 77'):
+    with pytest.raises(ValueError, match=r'beyond the first 77 tokens of its prompt \(8\d tokens'):
         token_positions(tokenizer, long_prompt, ['cat'])
 
 
@@ -78,3 +78,16 @@ def test_repeated_prompts_are_encoded_once_with_the_same_rows(tiny_engine, name)
         alone = encode_prompts(engine.tokenizer, engine.text_encoder, [prompt])[0]
         torch.testing.assert_close(row, alone, rtol=1e-5, atol=1e-6)
     assert not torch.equal(encoded[0], encoded[1])
+
+
+def test_a_name_inside_a_longer_one_takes_its_own_occurrence(tokenizer):
+    """'dog' named after 'hot dog' is the standalone word, whatever the order of the names;
+    without another occurrence it shares the longer name's token; case variants share one."""
+    prompt = 'a photo of hot dog and dog and teddy bear and bear'
+    expected = {'hot dog': [4, 5], 'dog': [7], 'teddy bear': [9, 10], 'bear': [12]}
+    for names in (['hot dog', 'dog', 'teddy bear', 'bear'],
+                  ['dog', 'bear', 'hot dog', 'teddy bear']):
+        assert token_positions(tokenizer, prompt, names) == expected
+    assert token_positions(tokenizer, 'a photo of hot dog', ['dog', 'hot dog']) == {
+        'dog': [5], 'hot dog': [4, 5]}
+    assert token_positions(tokenizer, 'a cat and a cat', ['cat', 'Cat']) == {'cat': [2], 'Cat': [2]}

@@ -301,6 +301,27 @@ def test_non_finite_maps_and_unknown_names_raise_clearly():
         ISeg(cam_bg_thr=1.5)
 
 
+def test_class_name_mistakes_name_the_fix():
+    gen = ISeg.from_preset('wsss_voc')
+    with pytest.raises(ValueError, match=r"ISeg needs class names, one list per image.*got None"):
+        gen.extract_kwargs(None)
+    with pytest.raises(ValueError, match=r"'dog' is a string; class names are one list per image"):
+        gen.extract_kwargs(['dog', 'cat'])  # one flat list for two images
+    with pytest.raises(ValueError, match=r'got \[12\]; for dataset indices pass'):
+        gen.extract_kwargs([[12]])
+    with pytest.raises(KeyError, match=r"'potted plant': did you mean 'pottedplant'\?"):
+        gen(small_maps(), None, [['potted plant']])
+
+
+def test_a_single_pil_image_gives_one_label_at_its_size():
+    from PIL import Image
+    gen = ISeg.from_preset('wsss_voc', **FLOAT32)
+    image = Image.fromarray(np.zeros((30, 40, 3), np.uint8))
+    labels = gen(small_maps(), image, [['cat', 'dog']])
+    expected = gen(small_maps(), torch.zeros(1, 3, 30, 40), [['cat', 'dog']])
+    assert len(labels) == 1 and torch.equal(labels[0], expected[0])
+
+
 # -- through the engine --------------------------------------------------------------------------
 def test_end_to_end_on_a_tiny_sd21_engine():
     """Layer names, head checks and labels through the real engine (random weights)."""
@@ -310,6 +331,10 @@ def test_end_to_end_on_a_tiny_sd21_engine():
     engine = tiny_engine(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
     with pytest.raises(ValueError, match=r"preset 'wsss_voc'"):
         ISeg.from_preset('wsss_voc').check_head_counts(engine.unet.config)  # 1/2/4 heads
+    # through the engine (the Python API), the capture error names the same fix
+    with pytest.raises(ValueError, match=r"iseg_cross16.*out of range.*fix: set cross_heads=None "
+                                         r"self_heads=None.*ISeg\(\.\.\., cross_heads=None"):
+        engine.check_capture(ISeg.from_preset('wsss_voc').capture_spec)
     gen = ISeg.from_preset('wsss_voc', cross_heads=None, self_heads=(0,))
     gen.check_head_counts(engine.unet.config)
     order = [name for name, _ in engine.unet.named_modules()]

@@ -259,6 +259,19 @@ def test_mixed_batch_empty_and_present_classes(voc_moderate):
     assert counts.syncs_total == 1, counts.describe()
 
 
+def test_background_named_explicitly_is_what_no_class_claims(voc_moderate):
+    """'background' (a class of the label set) is no prompt class: the labels equal those
+    without it, and the extraction prompt leaves it (and repeats) out."""
+    generator = SeeDiff(VOC, pamr_iter=0)
+    name, labels, image, maps, names = voc_moderate[0]
+    plain = generator(maps, None, names)
+    assert torch.equal(generator(maps, None, [['background'] + names[0] * 2]), plain)
+    kwargs = generator.extract_kwargs([['background', 'cat', 'cat', 'dog']])
+    assert kwargs['prompts'] == ['a photo of a cat and dog']
+    assert kwargs['class_names'] == [['cat', 'dog']]
+    assert generator.generate_kwargs('cat')['class_names'] == [['cat']]
+
+
 # -- engine and config glue -------------------------------------------------------------------
 def test_capture_spec_and_engine_arguments():
     generator = SeeDiff(VOC, prompt_templates=['a photo of a {}', 'a long shot of a {}'])

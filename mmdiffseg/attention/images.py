@@ -1,0 +1,126 @@
+"""Image inputs of the engine and the generators: every accepted form -> float ``(3, H, W)`` RGB
+in [0, 255], and the U-Net's ``(B, 3, S, S)`` input in [-1, 1].
+
+Accepted: a ``(B, C, H, W)`` or ``(C, H, W)`` tensor; a PIL image, an ``HxWxC`` or ``HxW`` array
+or a ``(B, H, W, C)`` array; a list of those (any sizes). ``C`` is 1 (grey), 3 (RGB) or 4 (RGBA,
+alpha dropped); values are uint8 or float in 0..255.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+ImagesLike = Union[torch.Tensor, np.ndarray, Image.Image,
+                   Sequence[Union[np.ndarray, torch.Tensor, Image.Image]]]
+CHANNELS = (1, 3, 4)
+
+
+def _layout_hint(shape: Tuple[int, ...], channels_last: bool) -> str:
+    """How to fix an image whose channels sit on the other side."""
+    if channels_last and shape[0] in CHANNELS:
+        return ' (arrays are HxWxC: for a CxHxW array pass image.transpose(1, 2, 0))'
+    if not channels_last and shape[-1] in CHANNELS:
+        return (' (tensors are CxHxW: for an HxWxC tensor pass image.permute(2, 0, 1), for a '
+                'BxHxWxC batch images.permute(0, 3, 1, 2))')
+    return ''
+
+
+def _to_rgb(image: torch.Tensor, where: str, channels_last: bool = False) -> torch.Tensor:
+    """``(C, H, W)`` with C in {1, 3, 4} -> float ``(3, H, W)``; alpha is dropped."""
+    if image.ndim != 3:
+        raise ValueError(f'{where}: expected an image (C,H,W) or (H,W,C), got shape {tuple(image.shape)}')
+    channels = image.shape[0]
+    if channels not in CHANNELS:
+        shape = tuple(image.permute(1, 2, 0).shape) if channels_last else tuple(image.shape)
+        raise ValueError(f'{where}: {channels} channels in shape {shape}; only grayscale (1), '
+                         f'RGB (3) and RGBA (4, alpha dropped) images are supported'
+                         + _layout_hint(shape, channels_last))
+    if not image.is_floating_point() and image.dtype != torch.uint8:
+        raise ValueError(f'{where}: dtype {image.dtype}; expected uint8 or float in [0, 255]')
+    if channels == 1:
+        image = image.expand(3, -1, -1)
+    return image[:3].float()
+
+
+def _array_to_rgb(image, where: str) -> torch.Tensor:
+    """A PIL image or an ``HxWxC`` / ``HxW`` array -> float ``(3, H, W)``."""
+    if isinstance(image, Image.Image):
+        image = np.array(image.convert('RGB'))
+    arr = torch.from_numpy(np.ascontiguousarray(image))
+    if arr.ndim == 2:  # grayscale
+        arr = arr[..., None]
+    if arr.ndim != 3:
+        raise ValueError(f'{where}: expected an HxWx3 array, got shape {image.shape}')
+    return _to_rgb(arr.permute(2, 0, 1), where, channels_last=True)
+
+
+def _as_list(images: ImagesLike) -> list:
+    """The images as a list (a batch tensor is split in :func:`image_list`)."""
+    single_array = isinstance(images, np.ndarray) and images.ndim in (2, 3)
+    if single_array or isinstance(images, Image.Image):
+        return [images]
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images)
+    if not isinstance(images, (list, tuple)) or not len(images):
+        raise ValueError(f'images: expected a (B,3,H,W) tensor, a PIL image, an HxWx3 uint8 array '
+                         f'or a non-empty list of them, got {type(images).__name__}'
+                         + (' (empty)' if isinstance(images, (list, tuple)) else ''))
+    return list(images)
+
+
+def image_list(images: ImagesLike) -> List[torch.Tensor]:
+    """Split the accepted image inputs into a list of float ``(3, H, W)`` RGB tensors."""
+    if isinstance(images, torch.Tensor):
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4:
+            raise ValueError(f'images: a tensor must be (B,C,H,W) or (C,H,W) RGB in [0,255], got shape '
+                             f'{tuple(images.shape)} (a 2-D tensor is ambiguous: add the channel '
+                             'and batch dimensions)')
+        return [_to_rgb(img, f'images[{i}]') for i, img in enumerate(images)]
+    out = []
+    for i, img in enumerate(_as_list(images)):
+        if isinstance(img, torch.Tensor):
+            out.append(_to_rgb(img, f'images[{i}]'))
+        elif isinstance(img, (np.ndarray, Image.Image)):
+            out.append(_array_to_rgb(img, f'images[{i}]'))
+        else:
+            raise ValueError(f'images[{i}]: expected a numpy array, PIL image or tensor, got '
+                             f'{type(img).__name__}')
+    return out
+
+
+def _has_float(images: ImagesLike) -> bool:
+    """Whether any of the images is given as floats (uint8 is 0..255 by construction)."""
+    if isinstance(images, (torch.Tensor, np.ndarray)):
+        return images.dtype.is_floating_point if isinstance(images, torch.Tensor) \
+            else np.issubdtype(images.dtype, np.floating)
+    if isinstance(images, (list, tuple)):
+        return any(_has_float(img) for img in images)
+    return False
+
+
+def check_value_range(pixels: torch.Tensor) -> None:
+    """Refuse float images in [0, 1] or [-1, 1] (diffusers' conventions): read as 0..255 they
+    would be black. One host sync, for float inputs only."""
+    low, high = (float(v) for v in torch.aminmax(pixels))
+    if high <= 1 and (high > 0 or low < 0):
+        scale = '[-1, 1]' if low < 0 else '[0, 1]'
+        fix = '(images + 1) * 127.5' if low < 0 else 'images * 255'
+        raise ValueError(f'images: float values in [{low:.3g}, {high:.3g}] look like a {scale} '
+                         f'image; the engine and generators read RGB in 0..255: pass {fix} (or '
+                         'uint8 images)')
+
+
+def preprocess_images(images: ImagesLike, image_size: int) -> torch.Tensor:
+    """Images -> ``(B, 3, S, S)`` float32 in [-1, 1]: bilinear resize (aspect not kept, as iSeg's
+    ``cv2.resize`` and DiffSeg's ``tf.image.resize``), then ``x / 127.5 - 1``."""
+    resized = torch.cat([F.interpolate(img[None], size=(image_size, image_size), mode='bilinear',
+                                       align_corners=False) for img in image_list(images)])
+    if _has_float(images):
+        check_value_range(resized)
+    return resized.clamp(0, 255) / 127.5 - 1.0
