@@ -7,7 +7,8 @@ backbone and ``load_from`` checkpoints (a local file, or a URL / ``torchvision:/
 ``open-mmlab://`` name that is in the torch hub cache or downloadable; a test with a checkpoint
 needs no backbone init weights), the Stable Diffusion weights (a local diffusers folder, or a hub id
 in the Hugging Face cache or downloadable) and a CUDA device where the config asks for one
-(``engine_dtype=float16`` of the online labeler only where it labels: training and prefill). Every
+(``engine_dtype=float16`` of the online labeler only where it labels: training and prefill), and
+keys the model, datasets and metrics do not take (:mod:`mmdiffseg.preflight_options`). Every
 problem is listed in one message with the command or setting that fixes it.
 
 Offline (``HF_HUB_OFFLINE=1``) nothing is probed over the network: only the caches count.
@@ -32,6 +33,7 @@ from mmengine.config import Config
 from .cuda_check import cuda_problem
 from .preflight_data import (Missing, check_dataset, check_image_level_labels,
                              check_listed_files, nearest)
+from .preflight_options import check_options
 from .provenance import MOVED_HUB_IDS, withdrawn_model
 
 TINY_SD_BASE = 'stable-diffusion-2-1-base'
@@ -285,6 +287,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
             for key in ('model', 'sd_model'):
                 if isinstance(node.get(key), str) and (key == 'sd_model' or 'cache_dir' in node):
                     sd_models.setdefault(node[key], []).append(f'{path}.{key}')
+    missing += check_options(cfg, tuple(sections))
     for model, keys in sd_models.items():
         missing += check_sd_model(model, keys)
     if cfg.get('load_from') and mode != 'prefill':

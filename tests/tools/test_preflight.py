@@ -333,3 +333,24 @@ def test_images_and_labels_the_split_lists_are_there(tmp_path):
     (root / 'SegmentationClass/voc_val_1.png').symlink_to(
         shared_path('voc2012_val_samples', 'SegmentationClass', 'voc_val_1.png'))
     assert not [m for m in preflight.check(cfg, 'test') if 'of the split' in m.what]
+
+
+def test_misspelt_options_are_named_with_the_nearest_one(tmp_path):
+    """``--cfg-options model.sd_modle=...`` (and the like for datasets and metrics) would stop
+    the runner with a TypeError, or leave the real key unchanged: named before anything runs."""
+    cfg = Config.fromfile(str(REPO / 'configs/mask2former/'
+                              'diffseg-sd14_cityscapes27-unsupervised-512x512.py'))
+    cfg.merge_from_dict({'model.sd_modle': str(tmp_path), 'model.foo': 1,
+                         'test_dataloader.dataset.data_roto': 'x', 'test_evaluator.num_clases': 27})
+    found = {m.where[0]: m for m in preflight.check(cfg, 'test') if m.where[0].count('.') >= 1}
+    assert found['model.sd_modle'].what == \
+        "model: DiffusionSegmentor has no option 'sd_modle' (did you mean 'sd_model'?)"
+    assert found['model.sd_modle'].fix.startswith('set model.sd_model instead of model.sd_modle')
+    assert 'remove model.foo (the options of DiffusionSegmentor: ' in found['model.foo'].fix
+    assert "did you mean 'data_root'?" in found['test_dataloader.dataset.data_roto'].what
+    assert "HungarianMatchedIoU has no option 'num_clases' (did you mean 'num_classes'?)" in \
+        found['test_evaluator.num_clases'].what
+    for config in ('iseg-sd21base_voc12-train-pseudo-masks.py',
+                   'mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'):
+        cfg = Config.fromfile(str(REPO / 'configs/mask2former' / config))
+        assert preflight.check_options(cfg, ('model', 'train_dataloader', 'test_dataloader')) == []
