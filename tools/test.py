@@ -1,8 +1,9 @@
 """Test (evaluate) a segmentor with an mmseg config (mmseg's ``tools/test.py`` interface).
 
-``CHECKPOINT`` may be omitted only for the training-free
-:class:`mmdiffseg.models.DiffusionSegmentor` (e.g. DiffSeg's unsupervised evaluation); any other
-model would be scored with its random initial weights, so it is refused (exit status 2).
+``CHECKPOINT`` is omitted for the training-free :class:`mmdiffseg.models.DiffusionSegmentor`
+(e.g. DiffSeg's unsupervised evaluation), which has no weights to load: one given is refused, as
+is a missing one for any other model, which would be scored with its random initial weights
+(exit status 2).
 
     python tools/test.py CONFIG [CHECKPOINT] [--work-dir DIR] [--out DIR] [--show] [--show-dir DIR]
                          [--show-interval N] [--wait-time S] [--tta] [--cfg-options k=v ...]
@@ -63,6 +64,10 @@ def checkpoint_problem(cfg: Config, checkpoint: Optional[str]) -> Optional[str]:
         return (f'CHECKPOINT is missing: {cfg.model.get("type")} needs trained weights (without '
                 'them it would be scored with its random initial weights); pass the .pth file '
                 'after CONFIG')
+    if cfg.model.get('type') == TRAINING_FREE:
+        return (f'CHECKPOINT {checkpoint}: {TRAINING_FREE} is training-free, a checkpoint has '
+                'nothing to load into it (its Stable Diffusion weights: model.sd_model); leave '
+                'CHECKPOINT out, or give the config the checkpoint was trained with')
     if '://' not in checkpoint and not osp.isfile(checkpoint):  # URLs: the pre-flight check
         return f'CHECKPOINT {checkpoint}: file not found'
     return None

@@ -342,6 +342,13 @@ def test_test_refuses_what_it_cannot_evaluate(tmp_path, monkeypatch, capsys):
         assert exit_.value.code == 2 and message in err and 'load_from' not in err
     diffseg = str(CONFIGS / 'diffseg-sd14_cityscapes27-unsupervised-512x512.py')
     assert test.checkpoint_problem(Config.fromfile(diffseg), None) is None
+    # a checkpoint (say, a trained Mask2Former's) has nothing to load into DiffusionSegmentor
+    (tmp_path / 'm2f.pth').write_bytes(b'')
+    with pytest.raises(SystemExit) as exit_:
+        test.main([diffseg, str(tmp_path / 'm2f.pth')])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and 'DiffusionSegmentor is training-free, a checkpoint has ' \
+        'nothing to load into it' in err and 'leave CHECKPOINT out' in err
     with pytest.raises(SystemExit) as exit_:
         test.main([diffseg, '--show-dir', 'drawn', '--show-interval', '0'])
     assert exit_.value.code == 2 and '--show-interval must be >= 1' in capsys.readouterr().err
