@@ -23,6 +23,7 @@ from mmengine import fileio
 from mmengine.logging import MessageHub, print_log
 from mmengine.structures import PixelData
 
+from ..attention.images import image_list
 from ..datasets.label_cache import LabelCache, canonical_cache_spec
 from ..registry import MASK_GENERATORS
 from ..generators.base import IGNORE_INDEX, MaskGenerator
@@ -35,7 +36,8 @@ def label_images(engine, generator: MaskGenerator,
                  images: Union[Sequence[np.ndarray], torch.Tensor],
                  class_names: Optional[List[List[str]]],
                  out_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[np.ndarray]:
-    """One engine pass and the generator on RGB uint8 ``HxWx3`` images of any sizes, or on a
+    """One engine pass and the generator on RGB uint8 ``HxWx3`` images of any sizes (or any image
+    the engine takes: grey, RGBA, PIL; :func:`~mmdiffseg.attention.images.image_list`), or on a
     ``(B, 3, H, W)`` uint8 tensor (the offline tools' loaded batch, pinned on CUDA: copied
     without blocking, converted and resized on the device).
 
@@ -52,7 +54,7 @@ def label_images(engine, generator: MaskGenerator,
         chw = list(images)
     else:
         images = list(images)
-        chw = [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1) for im in images]
+        chw = image_list(images)
     maps = engine.extract(images, capture=generator.capture_spec,
                           **generator.extract_kwargs(names))
     size = tuple(maps.image_size)

@@ -132,3 +132,19 @@ def test_segmentor_tests_a_batch_of_images_of_different_sizes(engine):
         assert [p.shape for p in predicted] == sizes
         for p, a in zip(predicted, alone):
             np.testing.assert_array_equal(p, a)
+
+
+def test_grey_rgba_and_pil_images_are_labelled_as_their_rgb(engine):
+    """label_images takes what the engine takes: a grey array, an RGBA array and a PIL image get
+    the labels (attention and brightness) of the same picture given as RGB, at their sizes."""
+    from PIL import Image as PILImage
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    rgb[:20] = 255  # a bright half
+    grey = rgb[..., 0]
+    rgba = np.concatenate([rgb, np.full((40, 60, 1), 255, np.uint8)], axis=-1)
+    generator = AttentionAndBrightness(0)
+    expected = label_images(engine, generator, [rgb, np.repeat(grey[..., None], 3, -1)], None)
+    got = label_images(engine, generator, [PILImage.fromarray(rgb), grey, rgba], None)
+    for a, b in zip(got, expected + expected[:1]):
+        np.testing.assert_array_equal(a, b)
+    assert got[2].shape == (40, 60) and got[0][:10].min() >= 64
