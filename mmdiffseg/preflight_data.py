@@ -21,9 +21,10 @@ VOC_FIX = ('download VOC 2012 trainval and SBD and unpack them into {devkit.pare
            DATA_GUIDE + '; skip what is there), then ' + VOC_PREPARE)
 ADE_FIX = ('download http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip, then '
            'unzip ADEChallengeData2016.zip -d {parent} (' + DATA_GUIDE + ')')
-CITYSCAPES_FIX = ('download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip '
-                  '(https://www.cityscapes-dataset.com/downloads/), unzip them into {root} and run '
-                  "mmseg's cityscapes.py converter (" + DATA_GUIDE + ')')
+CITYSCAPES_DOWNLOAD = ('download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip '
+                       '(https://www.cityscapes-dataset.com/downloads/), unzip them into {root}')
+CITYSCAPES_FIX = (CITYSCAPES_DOWNLOAD + " and run mmseg's cityscapes.py converter (" + DATA_GUIDE
+                  + ')')
 COCOSTUFF_FIX = ('download http://images.cocodataset.org/zips/val2017.zip and '
                  'http://calvin.inf.ed.ac.uk/wp-content/uploads/data/cocostuffdataset/'
                  'stuffthingmaps_trainval2017.zip, unzip them into {root}/images and '
@@ -72,6 +73,9 @@ def data_fix(dataset: dict, path: Path, key: str) -> str:
     if 'ADEChallengeData2016' in path.parts or 'ADE20K' in kind:
         return ADE_FIX.format(parent=_holder(path, 'ADEChallengeData2016') or 'data/ade') + \
             ELSEWHERE
+    if kind == 'Cityscapes27Dataset':  # reads the *_labelIds.png as shipped: no converter
+        return (CITYSCAPES_DOWNLOAD.format(root=root or 'data/cityscapes') + f' ({DATA_GUIDE})'
+                + ELSEWHERE)
     if 'cityscapes' in (part.lower() for part in path.parts) or 'Cityscapes' in kind:
         return CITYSCAPES_FIX.format(root=root or 'data/cityscapes') + ELSEWHERE
     if 'coco_stuff164k' in path.parts or 'COCOStuff' in kind:

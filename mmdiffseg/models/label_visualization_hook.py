@@ -75,8 +75,8 @@ class ModelInputVisualizationHook(Hook):
     Unsupervised segment ids (a ``HungarianMatchedIoU`` evaluator) are drawn in the colour of the
     class each segment is matched to in its image, as the metric scores it; segments matched to no
     class are left undrawn. Without ground truth, segment ``s`` takes the colour of class
-    ``s mod classes``, without names. Files: ``<mode>_<image file name>_<step>.png`` (step: the
-    image's index in the run, from 1) with ``LocalVisBackend``.
+    ``s mod classes``, without names. Files: ``<mode>_<image file name>_<n>.png`` (``n``: the
+    picture's number in the run, from 1) with ``LocalVisBackend``; rank 0 draws its share.
 
     Args:
         draw: ``False`` turns the hook off (as mmseg's ``SegVisualizationHook``).

@@ -308,6 +308,7 @@ def test_diffseg_evaluation_data_fixes_name_their_downloads(tmp_path, monkeypatc
         [data] = [m for m in preflight.check(cfg, 'test') if 'data root' in m.what]
         assert data.where == ['test_dataloader.dataset'] and url in data.fix
         assert ('curated/val2017' in data.fix) == (name == 'cocostuff27')
+        assert 'converter' not in data.fix   # both read their label maps as shipped
 
 
 def test_images_and_labels_the_split_lists_are_there(tmp_path):

@@ -178,9 +178,6 @@ def test_diffseg_unsupervised_evaluation_without_checkpoint(tmp_path, tiny_sd, m
     cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
     if dataset == 'cityscapes27':
         cfg.test_dataloader.dataset.data_root = str(shared_path('cityscapes_val_sample'))
-        for step in cfg.test_dataloader.dataset.pipeline:
-            if step['type'] == 'CenterCrop':
-                step['crop_size'] = (128, 128)
     else:
         cfg.test_dataloader.dataset.data_root = str(coco_stuff_root(tmp_path / 'coco'))
     cfg.val_dataloader = cfg.test_dataloader

@@ -1,5 +1,6 @@
 # Cityscapes val in DiffSeg's unsupervised protocol: labelIds 7..33 -> 27 classes (rest ignored),
-# center square crop (1024x1024), image bilinear / label nearest resize to 512x512.
+# centre square crop (1024x1024 of a 2048x1024 frame), image bilinear / label nearest resize to
+# 512x512.
 # Data: data/cityscapes as in mmseg (leftImg8bit/val, gtFine/val with *_gtFine_labelIds.png).
 cityscapes27_test_dataloader = dict(
     batch_size=1,
@@ -14,7 +15,7 @@ cityscapes27_test_dataloader = dict(
         pipeline=[
             dict(type='LoadImageFromFile'),
             dict(type='LoadAnnotations'),
-            dict(type='CenterCrop', crop_size=(1024, 1024)),
+            dict(type='CenterSquareCrop'),  # 1024x1024 of a 2048x1024 frame
             dict(type='Resize', scale=(512, 512), keep_ratio=False),
             dict(type='PackSegInputs'),
         ]))
