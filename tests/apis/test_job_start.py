@@ -1,0 +1,96 @@
+"""What a job decides around its work: inputs refused before any work, the folder a stopped run
+made, a finished job that builds no model, an unreadable item counted as failed."""
+import pytest
+
+from mmdiffseg.apis.io import UserInputError, WorkItem
+from mmdiffseg.apis.jobs import run_job
+from test_io import HEADER, _job
+
+
+def test_two_items_with_one_id_are_refused_before_any_work(tmp_path):
+    items = [WorkItem('x', source='imgs/x.jpg'), WorkItem('y', source='imgs/y.jpg'),
+             WorkItem('x', source='imgs/x.png')]
+    with pytest.raises(UserInputError, match=r"two inputs have the id 'x', so their outputs "
+                                             r"would overwrite each other: imgs/x.jpg and "
+                                             r"imgs/x.png; item ids must be unique"):
+        run_job(items, None, lambda b, _: [], tmp_path / 'out', HEADER)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_an_output_path_that_is_a_file_is_bad_input(tmp_path):
+    (tmp_path / 'file').write_text('')
+    items, load, compute = _job([])
+    with pytest.raises(UserInputError, match=r'--out .*/file is a file; --out must be a folder'):
+        run_job(items, load, compute, tmp_path / 'file', HEADER)
+    with pytest.raises(UserInputError, match=r'--out .*/file/sub: .*/file is a file'):
+        run_job(items, load, compute, tmp_path / 'file' / 'sub', HEADER)
+
+
+def test_a_folder_made_by_another_tool_is_refused_for_that_alone(tmp_path):
+    """Another tool's folder differs in most settings: the message names the tool, not them."""
+    items, load, compute = _job([])
+    out = tmp_path / 'out'
+    run_job(items[:1], load, compute, out, dict(HEADER, tool='pseudo_label', classes=['a']))
+    with pytest.raises(UserInputError) as error:
+        run_job(items, load, compute, out, dict(HEADER, tool='segment', classes=['b'], size=8))
+    assert str(error.value) == (f'--out {out} was made by pseudo_label.py, not segment.py: '
+                                'choose another --out (or rerun pseudo_label.py to resume it)')
+    with pytest.raises(UserInputError, match=r'different settings:\n  classes: folder has '):
+        run_job(items, load, compute, out, dict(HEADER, tool='pseudo_label', classes=['b']))
+
+
+def test_a_run_stopped_before_writing_leaves_no_folder_it_made(tmp_path):
+    """Bad input found at the model load (in ``prepare``): the folders the run made are removed
+    again; one that existed before, or that holds anything, is kept."""
+    items, load, _ = _job([])
+    existing = tmp_path / 'existing'
+    existing.mkdir()
+
+    def bad_model():
+        raise UserInputError('no such model')
+
+    for out in (tmp_path / 'a' / 'b' / 'out', existing, existing / 'sub'):
+        with pytest.raises(UserInputError, match='no such model'):
+            run_job(items, load, None, out, HEADER, prepare=bad_model)
+    assert [p.name for p in tmp_path.iterdir()] == ['existing']
+    assert list(existing.iterdir()) == []
+
+    def writes_then_fails():
+        (tmp_path / 'new' / 'notes.txt').write_text('kept')
+        bad_model()
+
+    with pytest.raises(UserInputError, match='no such model'):
+        run_job(items, load, None, tmp_path / 'new', HEADER, prepare=writes_then_fails)
+    assert (tmp_path / 'new' / 'notes.txt').read_text() == 'kept'
+
+
+def test_a_finished_job_is_not_prepared_again(tmp_path):
+    """A rerun with every item done from the same inputs builds no model (``prepare``) and
+    reports them all as already done; one missing output builds it."""
+    calls = []
+    items, load, compute = _job(calls)
+    items = items[:3]  # all readable
+
+    def no_model():
+        raise AssertionError('the model was built')
+
+    run_job(items, load, None, tmp_path, HEADER, batch_size=2, prepare=lambda: compute)
+    summary = run_job(items, load, None, tmp_path, HEADER, batch_size=2, prepare=no_model)
+    assert (summary.made, summary.already_done, summary.failed) == (0, 3, [])
+    assert summary.line().startswith('made 0, already done 3, failed 0, ')
+    (tmp_path / 'out/item2.txt').unlink()
+    with pytest.raises(AssertionError, match='the model was built'):
+        run_job(items, load, None, tmp_path, HEADER, batch_size=2, prepare=no_model)
+
+
+def test_an_unreadable_item_is_logged_and_counted_as_failed(tmp_path, monkeypatch):
+    from mmdiffseg.apis import jobs
+    logged = []
+    monkeypatch.setattr(jobs, 'print_log', lambda message, logger=None: logged.append(message))
+    items, load, compute = _job([])
+    run_job(items, load, compute, tmp_path, HEADER, batch_size=3)
+    assert 'failed item3: item3 is corrupt (not made; counted as failed)' in logged
+    assert logged[-2].startswith('summary: made 6, already done 0, failed 1, ')
+    logged.clear()
+    run_job(items, load, compute, tmp_path, HEADER, batch_size=3)
+    assert logged[-2].startswith('summary: made 0, already done 6, failed 1, ')
