@@ -2,6 +2,7 @@
 work: the model exists, the generator config is valid, every class name is known."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -37,11 +38,12 @@ def check_model(model: str) -> str:
 
 
 def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture=None,
-                image_size: int = 512):
+                image_size: int = 512, generator=None):
     """:class:`DiffusionAttentionEngine` for ``model``; a load failure, an ``image_size`` at which
     the model has not the attention resolutions ``capture`` reads, or a ``capture`` spec the
     model cannot serve (e.g. iSeg's SD 2.1 head lists on SD 1.x) becomes a clear message before
-    any work."""
+    any work. The ``generator``'s settings that do not fit the model
+    (:meth:`~mmdiffseg.generators.MaskGenerator.model_notes`) are logged as warnings."""
     from ..attention.engine import DiffusionAttentionEngine
     if dtype not in DTYPES:
         raise UserInputError(f'unknown --dtype {dtype!r}; choose from {sorted(DTYPES)}')
@@ -62,7 +64,20 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
                    '--config configs/iseg/iseg_wsss_voc_sd1x.py (or iseg_ovs_voc_sd1x.py)'
                    if any(r.heads is not None and not r.heads_fix for r in capture.requests)
                    else '')) from exc
+    if generator is not None:
+        warn_model_notes(engine, generator, image_size)
     return engine
+
+
+def warn_model_notes(engine, generator, image_size: int) -> List[str]:
+    """Log (as warnings) and return what of ``generator`` does not fit ``engine``'s U-Net."""
+    from mmengine.logging import print_log
+    from ..attention.unet_layers import unet_attention_layers
+    layers = unet_attention_layers(engine.unet, image_size // engine.vae_scale_factor)
+    notes = generator.model_notes(layers)
+    for note in notes:
+        print_log(f'warning: {note}', logger='current', level=logging.WARNING)
+    return notes
 
 
 def check_image_size(engine, capture, image_size: int, largest: int = 2048) -> None:

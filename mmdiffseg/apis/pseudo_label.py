@@ -168,7 +168,8 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
     def prepare():
         """The model (loaded while the loader processes read the first batches) and the GPU
         work."""
-        engine = load_engine(model, device, dtype, generator.capture_spec, work_size)
+        engine = load_engine(model, device, dtype, generator.capture_spec, work_size,
+                             generator=generator)
         generator.to(engine.device)
 
         def compute(batch, loaded):

@@ -86,7 +86,8 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
     def prepare():
         """The model (loaded while the loader processes read the first batches) and the GPU
         work; masks and overlays are encoded in the writer processes."""
-        engine = load_engine(model, device, dtype, generator.capture_spec, work_size)
+        engine = load_engine(model, device, dtype, generator.capture_spec, work_size,
+                             generator=generator)
         generator.to(engine.device)
 
         def compute(batch, loaded):

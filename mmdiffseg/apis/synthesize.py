@@ -111,7 +111,8 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
     def prepare():
         """The model (loaded while the writer processes start) and the GPU work; images and
         masks are encoded in the writer processes."""
-        engine = load_engine(model, device, dtype, generator.capture_spec, size)
+        engine = load_engine(model, device, dtype, generator.capture_spec, size,
+                             generator=generator)
         generator.to(engine.device)
 
         def compute(batch: List[WorkItem], _loaded) -> List[ItemOutput]:

@@ -51,6 +51,12 @@ class MaskGenerator(torch.nn.Module):
         class-token enhancement). ``capture`` is added by the caller."""
         raise NotImplementedError
 
+    def model_notes(self, layers: Sequence) -> List[str]:
+        """Settings that do not fit the U-Net whose attention ``layers``
+        (:class:`~mmdiffseg.attention.unet_layers.AttentionLayer`) it reads, each with its fix:
+        the run can go on, but not as released. None by default."""
+        return []
+
     # -- labels ------------------------------------------------------------------------------
     @property
     def background_index(self) -> int:

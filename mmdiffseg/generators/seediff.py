@@ -201,6 +201,20 @@ class SeeDiff(MaskGenerator):
         self.class_indices(names)
         return list(dict.fromkeys(n for n in names if n != 'background'))
 
+    def model_notes(self, layers: Sequence) -> List[str]:
+        """``num_heads`` against the heads of the cross-attention layers read at
+        ``resolutions[0]``: the released flat-layer test sums SD 1.4's 8 heads."""
+        heads = sorted({layer.heads for layer in layers
+                        if layer.kind == 'cross' and layer.resolution == self.resolutions[0]})
+        if not heads or heads == [self.num_heads]:
+            return []
+        return [f'SeeDiff: num_heads={self.num_heads} but the {self.resolutions[0]}x'
+                f'{self.resolutions[0]} cross-attention layers of this U-Net have '
+                f'{"/".join(map(str, heads))} heads, so the flat-layer test (flat_layer_var, '
+                f'tuned on the sum of SD 1.4\'s 8 heads) reads another scale; set '
+                f'num_heads={heads[0]} (--cfg-options num_heads={heads[0]}) to sum this model\'s '
+                'heads as released']
+
     def extract_kwargs(self, class_names: Sequence[Sequence[str]]) -> Dict:
         """``engine.extract`` arguments for real images (an extension: one pass at ``timestep``
         with the first template naming every present class but background)."""

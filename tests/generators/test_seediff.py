@@ -298,3 +298,23 @@ def test_configs_build(config):
     assert (settings['steps'], settings['guidance_scale'], settings['threshold'],
             settings['final_threshold'], settings['pamr_iter']) == (50, 7.0, 0.3, 0.8, 5000)
     assert generator.classes[0] == 'background'
+
+
+def test_num_heads_that_do_not_fit_the_model_are_named_with_the_fix():
+    """The released flat-layer test sums SD 1.4's 8 heads: on a U-Net with other head counts at
+    16x16 (SD 2.x: 20; the tiny test model: its own) the tools log the setting that fits."""
+    from mmdiffseg.apis.builders import warn_model_notes
+    from mmdiffseg.attention.testing import tiny_engine
+    from mmdiffseg.attention.unet_layers import AttentionLayer
+    sd14 = [AttentionLayer(f'l{i}', kind, 16, 8) for i, kind in enumerate(('self', 'cross'))]
+    sd21 = [AttentionLayer('c', 'cross', 16, 20), AttentionLayer('s', 'self', 16, 5)]
+    seediff = SeeDiff(classes=['background', 'dog'])
+    assert seediff.model_notes(sd14) == []
+    [note] = seediff.model_notes(sd21)
+    assert 'num_heads=8' in note and '20 heads' in note and '--cfg-options num_heads=20' in note
+    assert SeeDiff(classes=['background', 'dog'], num_heads=20).model_notes(sd21) == []
+    assert warn_model_notes(tiny_engine(shared_path('sd_configs', 'stable-diffusion-v1-4')),
+                            seediff, 512) == []                  # 8 heads, as SD 1.4
+    [note] = warn_model_notes(tiny_engine(shared_path('sd_configs', 'stable-diffusion-2-1-base')),
+                              seediff, 512)                      # the tiny SD 2.1: 4 at 16x16
+    assert 'have 4 heads' in note and 'num_heads=4' in note
