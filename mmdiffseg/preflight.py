@@ -19,6 +19,7 @@ import functools
 import inspect
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -37,6 +38,8 @@ from .preflight_options import check_options
 from .provenance import MOVED_HUB_IDS, withdrawn_model
 
 TINY_SD_BASE = 'stable-diffusion-2-1-base'
+#: the workspace's sample SD configs (``sd_configs/<name>``) a model id may end in
+SD_CONFIG_NAME = re.compile(r'stable-diffusion-(v1-[45]|2-1-base)')
 CHECKPOINT_SCHEMES = ('http://', 'https://', 'torchvision://', 'modelzoo://', 'open-mmlab://',
                       'openmmlab://')
 
@@ -138,20 +141,33 @@ def check_sd_model(model: str, keys: List[str]) -> List[Missing]:
         f'Stable Diffusion weights {model!r}: no such local folder, and not in the Hugging Face '
         f'cache {constants.HF_HUB_CACHE} ({"offline" if offline() else "not downloadable from here"})',
         f'where there is network: hf download {model} (then copy the cache here); or '
-        f'pass a local diffusers folder: --cfg-options {settings} (random weights for a smoke run '
-        f'of the tiny-cpu configs: {tiny_sd_command()}; the full configs need the real SD '
-        "2.1-base's head counts for their iSeg head lists)", keys)]
+        f'pass a local diffusers folder: --cfg-options {settings} ({smoke_run_hint(model, keys)})',
+        keys)]
 
 
-def tiny_sd_command() -> str:
-    """The command that writes the random-weights SD 2.1-base the tiny-cpu configs look for, from
-    the workspace's sample configs (README "A first run on the CPU") where they are."""
+def tiny_sd_command(name: str = TINY_SD_BASE) -> str:
+    """The command that writes a random-weights SD ``name`` (a folder of the workspace's sample
+    configs, README "A first run on the CPU"; SD 2.1-base: what the tiny-cpu configs look for)."""
     shared = os.environ.get('MMDIFFSEG_SHARED_DATA', Path(__file__).resolve().parents[2] /
                             'shared' / 'data')
-    configs = Path(shared, 'sd_configs', TINY_SD_BASE)
+    configs = Path(shared, 'sd_configs', name)
     source = min(os.path.relpath(configs), str(configs), key=len) if configs.is_dir() else \
-        'SD_CONFIG_DIR (a diffusers folder of SD 2.1-base configs + tokenizer, no weights)'
-    return f'python tools/build_tiny_sd.py {source} --out work_dirs/tiny-{TINY_SD_BASE}'
+        f'SD_CONFIG_DIR (a diffusers folder of {name} configs + tokenizer, no weights)'
+    return f'python tools/build_tiny_sd.py {source} --out work_dirs/tiny-{name}'
+
+
+def smoke_run_hint(model: str, settings: List[str]) -> str:
+    """How to run without the real weights: a tiny random-weights copy of ``model``'s
+    architecture where the workspace has its configs (SD 1.4 / 1.5 / 2.1-base), else SD 2.1-base's,
+    which the tiny-cpu configs read."""
+    name = model.rstrip('/').rsplit('/', 1)[-1]
+    if name == TINY_SD_BASE or not SD_CONFIG_NAME.fullmatch(name):
+        return (f'random weights for a smoke run of the tiny-cpu configs: {tiny_sd_command()}; '
+                "the full configs need the real SD 2.1-base's head counts for their iSeg head "
+                'lists')
+    folder = f'work_dirs/tiny-{name}'
+    return (f'random weights for a smoke run: {tiny_sd_command(name)}, then --cfg-options '
+            + ' '.join(f'{key}={folder}' for key in settings))
 
 
 def check_generator(generator: dict, where: str) -> List[Missing]:

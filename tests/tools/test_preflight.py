@@ -298,6 +298,24 @@ def test_the_tiny_sd_command_in_the_fix_runs(tmp_path, monkeypatch):
     assert tiny.train_dataloader.dataset.pipeline[2].cache.model == args.out.as_posix()
 
 
+def test_the_smoke_run_hint_builds_the_configured_architecture(tmp_path, monkeypatch):
+    """A config on SD 1.4 (the DiffSeg ones) is told to build a tiny SD 1.4 and where to point
+    the setting at it; an id the workspace has no configs of gets the tiny-cpu configs' SD 2.1."""
+    shared_path('sd_configs', 'stable-diffusion-v1-4')
+    monkeypatch.chdir(REPO)
+    cfg = Config(dict(model=dict(sd_model='CompVis/stable-diffusion-v1-4')))
+    (item,) = preflight.check(cfg, 'test')
+    command = re.search(r'python (tools/build_tiny_sd\.py [^,]*?),', item.fix).group(1)
+    args = load_tool('build_tiny_sd').parse_args(command.split()[1:])
+    assert args.sd_config_dir.name == 'stable-diffusion-v1-4'
+    assert item.fix.endswith('then --cfg-options model.sd_model='
+                             'work_dirs/tiny-stable-diffusion-v1-4)')
+    assert 'iSeg' not in item.fix
+    cfg.model.sd_model = 'someone/my-finetuned-sd'
+    (item,) = preflight.check(cfg, 'test')
+    assert 'tiny-cpu configs' in item.fix and 'tiny-stable-diffusion-2-1-base' in item.fix
+
+
 def test_diffseg_evaluation_data_fixes_name_their_downloads(tmp_path, monkeypatch):
     """The DiffSeg evaluation configs' missing data comes with its download and layout."""
     monkeypatch.chdir(tmp_path)
