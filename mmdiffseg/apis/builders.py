@@ -10,13 +10,13 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from mmengine.config import Config
 
+from ..attention.engine import DTYPES
 from ..cuda_check import cuda_problem
 from ..registry import MASK_GENERATORS
 from .io import UserInputError
 
 #: ``--method`` -> registered generator type
 METHODS = {'iseg': 'ISeg', 'seediff': 'SeeDiff', 'diffseg': 'DiffSeg'}
-DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
 def check_model(model: str) -> str:
@@ -56,14 +56,8 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
         try:
             engine.check_capture(capture, image_size)
         except ValueError as exc:
-            raise UserInputError(
-                f'the generator cannot run on {model!r}: {exc}'
-                + ('. Head indices belong to one U-Net layout (iSeg\'s released lists are SD '
-                   '2.1-base\'s): set cross_heads=None self_heads=None (the mean of all heads), '
-                   'e.g. --cfg-options cross_heads=None self_heads=None, or for SD 1.x use '
-                   '--config configs/iseg/iseg_wsss_voc_sd1x.py (or iseg_ovs_voc_sd1x.py)'
-                   if any(r.heads is not None and not r.heads_fix for r in capture.requests)
-                   else '')) from exc
+            raise UserInputError(  # a request's heads_fix (iSeg's) is in the message
+                f'the generator cannot run on {model!r}: {exc}') from exc
     if generator is not None:
         warn_model_notes(engine, generator, image_size)
     return engine

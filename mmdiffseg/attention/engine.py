@@ -35,6 +35,7 @@ def _dtype_option(dtype: torch.dtype) -> Dict[str, torch.dtype]:
     return {'dtype' if new else 'torch_dtype': dtype}
 
 
+#: engine precisions by name (the tools' --dtype, the labelers' engine_dtype)
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 

@@ -8,7 +8,6 @@ directly.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import replace
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -17,6 +16,7 @@ import torch
 
 from ..attention.images import ImagesLike, image_list
 from ..attention.maps import AttentionMaps, CaptureSpec
+from ..preflight_data import nearest
 
 IGNORE_INDEX = 255
 
@@ -80,8 +80,8 @@ class MaskGenerator(torch.nn.Module):
                                 'indices]' if indices else ''))
         missing = [n for n in names if n not in self.classes]
         if missing:
-            near = {n: difflib.get_close_matches(n, self.classes, n=1) for n in missing}
-            hints = ''.join(f' ({n!r}: did you mean {m[0]!r}?)' for n, m in near.items() if m)
+            near = {n: nearest(n, self.classes) for n in missing}
+            hints = ''.join(f' ({n!r}: did you mean {m!r}?)' for n, m in near.items() if m)
             raise KeyError(f'{owner}: unknown class name(s) {missing}{hints}; '
                            f'known classes: {self.classes}')
         return [self.classes.index(n) for n in names]

@@ -23,12 +23,12 @@ from mmengine import fileio
 from mmengine.logging import MessageHub, print_log
 from mmengine.structures import PixelData
 
+from ..attention.engine import DTYPES
 from ..attention.images import image_list
 from ..datasets.label_cache import LabelCache, canonical_cache_spec
 from ..registry import MASK_GENERATORS
 from ..generators.base import IGNORE_INDEX, MaskGenerator
 
-DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
 @torch.no_grad()
