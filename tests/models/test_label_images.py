@@ -82,25 +82,40 @@ def test_a_batch_tensor_gives_the_labels_of_the_arrays(engine):
     assert len(np.unique(from_batch[1])) > 2 and from_batch[1][:15].min() >= 64
 
 
-def test_segmentor_labels_each_image_without_the_preprocessors_padding(engine):
-    """DiffusionSegmentor cuts the data preprocessor's test padding (``test_cfg`` size_divisor,
-    as Mask2Former configs set) off each image before labelling: the generator sees the
-    40x60 image, not the 64x64 canvas (whose quadrant would be 32x32, not 20x30)."""
+def segmentor_batch(engine, sizes, **preprocessor):
+    """A DiffusionSegmentor on ``engine`` labelling with ``QuadrantLabels(7)``, and a test batch
+    of black images of ``sizes`` as the dataloader packs it."""
     from mmengine.registry import init_default_scope
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     from mmdiffseg.models import DiffusionSegmentor
     init_default_scope('mmseg')
     segmentor = DiffusionSegmentor('tiny', QuadrantLabels(7), data_preprocessor=dict(
-        type='SegDataPreProcessor', bgr_to_rgb=True, test_cfg=dict(size_divisor=32)))
+        type='SegDataPreProcessor', bgr_to_rgb=True, **preprocessor))
     segmentor.labeler.engine = engine
-    sample = SegDataSample(metainfo=dict(img_shape=(40, 60), ori_shape=(40, 60)))
-    sample.gt_sem_seg = PixelData(data=torch.zeros(1, 40, 60, dtype=torch.long))
-    data = segmentor.data_preprocessor(dict(inputs=[torch.zeros(3, 40, 60, dtype=torch.uint8)],
-                                            data_samples=[sample]), False)
+    samples = []
+    for size in sizes:
+        sample = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size))
+        sample.gt_sem_seg = PixelData(data=torch.zeros(1, *size, dtype=torch.long))
+        samples.append(sample)
+    return segmentor, dict(inputs=[torch.zeros(3, *size, dtype=torch.uint8) for size in sizes],
+                           data_samples=samples)
+
+
+def labelled_alone(engine, size):
+    [label] = label_images(engine, QuadrantLabels(7), [np.zeros((*size, 3), np.uint8)], None)
+    return label
+
+
+def test_segmentor_labels_each_image_without_the_preprocessors_padding(engine):
+    """DiffusionSegmentor cuts the data preprocessor's test padding (``test_cfg`` size_divisor,
+    as Mask2Former configs set) off each image before labelling: the generator sees the
+    40x60 image, not the 64x64 canvas (whose quadrant would be 32x32, not 20x30)."""
+    segmentor, batch = segmentor_batch(engine, [(40, 60)], test_cfg=dict(size_divisor=32))
+    data = segmentor.data_preprocessor(batch, False)
     assert data['inputs'].shape[-2:] == (64, 64)
     [predicted] = segmentor.predict(**data)
-    [alone] = label_images(engine, QuadrantLabels(7), [np.zeros((40, 60, 3), np.uint8)], None)
+    alone = labelled_alone(engine, (40, 60))
     assert np.array_equal(predicted.pred_sem_seg.data[0].numpy(), alone)
     assert alone[:20, :30].min() == 7 == alone.max() and alone[20:].max() == 0
 
@@ -109,29 +124,13 @@ def test_segmentor_tests_a_batch_of_images_of_different_sizes(engine):
     """``test_dataloader.batch_size`` > 1 on images of different sizes (VOC): mmseg's
     SegDataPreProcessor refuses such a test batch ('The image size in a batch should be the
     same'); DiffusionSegmentor.test_step labels each image at its own size, as alone."""
-    from mmengine.registry import init_default_scope
-    from mmengine.structures import PixelData
-    from mmseg.structures import SegDataSample
-    from mmdiffseg.models import DiffusionSegmentor
-    init_default_scope('mmseg')
-    segmentor = DiffusionSegmentor('tiny', QuadrantLabels(7), data_preprocessor=dict(
-        type='SegDataPreProcessor', bgr_to_rgb=True))
-    segmentor.labeler.engine = engine
     sizes = [(40, 60), (50, 30)]
-    samples = []
-    for size in sizes:
-        sample = SegDataSample(metainfo=dict(img_shape=size, ori_shape=size))
-        sample.gt_sem_seg = PixelData(data=torch.zeros(1, *size, dtype=torch.long))
-        samples.append(sample)
-    data = dict(inputs=[torch.zeros(3, *size, dtype=torch.uint8) for size in sizes],
-                data_samples=samples)
+    segmentor, data = segmentor_batch(engine, sizes)
     for step in (segmentor.test_step, segmentor.val_step):
         predicted = [s.pred_sem_seg.data[0].numpy() for s in step(data)]
-        alone = [label_images(engine, QuadrantLabels(7), [np.zeros((*size, 3), np.uint8)], None)[0]
-                 for size in sizes]
         assert [p.shape for p in predicted] == sizes
-        for p, a in zip(predicted, alone):
-            np.testing.assert_array_equal(p, a)
+        for p, size in zip(predicted, sizes):
+            np.testing.assert_array_equal(p, labelled_alone(engine, size))
 
 
 def test_grey_rgba_and_pil_images_are_labelled_as_their_rgb(engine):
