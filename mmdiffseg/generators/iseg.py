@@ -25,7 +25,7 @@ Released: the head lists of SD 2.1-base (the VOC presets' hand-picked cross-atte
 Ours: ``cross_heads=None`` / ``self_heads=None`` average all heads and work on any model; the
 ``*_sd1x`` presets (``configs/iseg/iseg_{wsss,ovs}_voc_sd1x.py``) are the VOC tasks so adapted for
 SD 1.x. Nothing falls back silently: a head list the model does not have stops the tools before
-any work (the engine's capture check) and :meth:`ISeg.check_head_counts` raises, naming the fix.
+any work (the engine's capture check, :meth:`DiffusionAttentionEngine.check_capture`), naming the fix.
 
 Precision: the released k-means evaluates its KL distance in float16 (``kmeans_precision='float16'``,
 the default, :func:`~.kmeans.kl_kmeans`); ``'float32'`` uses guarded logs.
@@ -47,8 +47,8 @@ from .class_names import VOCABULARIES, prompt_name
 from .functional import minmax_normalize
 from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention,
                          refine_with_self_attention)
-from .iseg_presets import (CROSS_LAYERS, HEAD_LAYOUT_FIX, ISEG_PRESETS, SD21_HEADS_PER_LAYER,
-                           SD21_VOC_HEADS, SELF_LAYER, VOC_BG_CONTEXT, WSSS_PROMPT)
+from .iseg_presets import (CROSS_LAYERS, HEAD_LAYOUT_FIX, ISEG_PRESETS, SD21_VOC_HEADS, SELF_LAYER,
+                           VOC_BG_CONTEXT, WSSS_PROMPT)
 from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
 
 __all__ = [
@@ -58,14 +58,6 @@ __all__ = [
 ]
 
 _TINY = torch.finfo(torch.float32).tiny
-
-def _heads_per_resolution(unet_config: Mapping) -> Dict[int, int]:
-    """Heads per attention layer at 64 / 32 / 16 (512 input) from a diffusers U-Net config
-    (``attention_head_dim`` is the head count when ``num_attention_heads`` is unset)."""
-    heads = unet_config.get('num_attention_heads') or unet_config.get('attention_head_dim')
-    if isinstance(heads, int):
-        heads = [heads] * len(unet_config.get('block_out_channels', (0, 0, 0, 0)))
-    return {64: int(heads[0]), 32: int(heads[1]), 16: int(heads[2])}
 
 
 # -- the generator -------------------------------------------------------------------------------
@@ -220,32 +212,6 @@ class ISeg(MaskGenerator):
         requests.append(CaptureRequest('self', 64, layers=(SELF_LAYER,), heads=self.self_heads,
                                        name='iseg_self64', heads_fix=fix))
         return CaptureSpec(tuple(requests))
-
-    def check_head_counts(self, unet_config: Mapping) -> None:
-        """Raise if the head selections do not fit the U-Net (a diffusers ``unet.config``).
-
-        The ``'voc'`` head lists are only meaningful for SD 2.1-base's 20 heads at 16 and 10 at 32;
-        for another model this raises, naming the fix (:data:`HEAD_LAYOUT_FIX`)."""
-        heads = _heads_per_resolution(unet_config)
-        where = f"ISeg (preset {self.preset!r})" if self.preset else 'ISeg'
-        if self.cross_heads == 'voc':
-            for r, expected in SD21_HEADS_PER_LAYER.items():
-                if heads[r] != expected:
-                    raise ValueError(
-                        f"{where}: cross_heads='voc' are SD 2.1-base's hand-picked heads "
-                        f'({SD21_HEADS_PER_LAYER[16]} heads per layer at 16x16, '
-                        f'{SD21_HEADS_PER_LAYER[32]} at 32x32); this U-Net has {heads[16]} at '
-                        f'16x16 and {heads[32]} at 32x32: {HEAD_LAYOUT_FIX}.')
-        elif isinstance(self.cross_heads, dict):
-            for r, sel in self.cross_heads.items():
-                total = heads[r] * len(CROSS_LAYERS[r])
-                if sel and max(sel) >= total:
-                    raise ValueError(f'{where}: cross_heads[{r}] selects head {max(sel)} but the '
-                                     f'{len(CROSS_LAYERS[r])} layers at {r}x{r} have {total} '
-                                     f'heads: {HEAD_LAYOUT_FIX}')
-        if self.self_heads and max(self.self_heads) >= heads[64]:
-            raise ValueError(f'{where}: self_heads {list(self.self_heads)} but {SELF_LAYER} has '
-                             f'{heads[64]} heads: {HEAD_LAYOUT_FIX}')
 
     def prompt_word(self, name: str) -> str:
         """The words naming dataset class ``name`` in the prompt."""

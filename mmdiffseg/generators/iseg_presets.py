@@ -16,13 +16,12 @@ CROSS_LAYERS = {
 SELF_LAYER = 'up_blocks.3.attentions.1.transformer_blocks.0.attn1'
 
 #: the VOC presets' hand-picked heads, indices into the layer-major concatenation of the heads of
-#: :data:`CROSS_LAYERS` (``wsss/iSeg.py``); they assume SD 2.1-base's head counts below.
+#: :data:`CROSS_LAYERS` (``wsss/iSeg.py``); they assume SD 2.1-base's head counts (20 per layer at 16x16, 10 at 32x32).
 SD21_VOC_HEADS = {
     32: (22, 5, 21, 13, 8, 27, 28, 6, 25),
     16: (76, 1, 43, 17, 81, 6, 44, 27, 2, 8, 22, 20, 60, 78, 12, 83, 94, 47, 88, 96, 3, 33, 46, 52,
          77, 93, 51, 58, 0, 13, 14, 19, 34, 41, 59, 87, 16, 24, 28, 30, 32),
 }
-SD21_HEADS_PER_LAYER = {16: 20, 32: 10}
 
 WSSS_PROMPT = 'a photograph of {classes} and other object and background, {bg_context}'
 #: the OVS script drops the ', ' before the context words (kept: it is what was evaluated).

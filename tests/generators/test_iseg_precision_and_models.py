@@ -11,7 +11,7 @@ from PIL import Image
 
 from sample_data import REPO, shared_path
 from mmdiffseg.apis.io import UserInputError
-from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+from mmdiffseg.attention.testing import cached_tiny_pipeline_folder, check_capture_on_config
 from mmdiffseg.generators import ISeg
 from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names
 from mmdiffseg.generators.kmeans import grid_seeds, kl_kmeans
@@ -81,17 +81,15 @@ def test_released_head_lists_on_sd1x_stop_naming_the_fix(tiny_sd15, one_image, t
     assert 'cross_heads=None self_heads=None' in str(error.value)
     assert 'configs/iseg/iseg_wsss_voc_sd1x.py' in str(error.value)
     assert not list(tmp_path.rglob('*.png'))
-    sd15 = json.loads(shared_path('sd_configs', 'stable-diffusion-v1-5', 'unet',
-                                  'config.json').read_text())
-    with pytest.raises(ValueError, match=r'has 8 at 16x16.*cross_heads=None self_heads=None'):
-        ISeg.from_preset('wsss_voc').check_head_counts(sd15)
+    with pytest.raises(ValueError, match=r'have 40 heads.*cross_heads=None self_heads=None'):
+        check_capture_on_config(shared_path('sd_configs', 'stable-diffusion-v1-5'),
+                                ISeg.from_preset('wsss_voc').capture_spec)
 
 
 def test_the_sd1x_preset_labels_images_on_sd1x(tiny_sd15, one_image, tmp_path):
-    sd15 = json.loads(shared_path('sd_configs', 'stable-diffusion-v1-5', 'unet',
-                                  'config.json').read_text())
     for name in ('wsss_voc_sd1x', 'ovs_voc_sd1x'):
-        ISeg.from_preset(name).check_head_counts(sd15)
+        check_capture_on_config(shared_path('sd_configs', 'stable-diffusion-v1-5'),
+                                ISeg.from_preset(name).capture_spec)
     run_tool('pseudo_label', one_image / 'images', '--labels', one_image / 'labels.json',
              '--classes', 'voc', '--config', REPO / 'configs/iseg/iseg_wsss_voc_sd1x.py',
              '--model', tiny_sd15, '--out', tmp_path)
