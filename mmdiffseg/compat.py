@@ -12,7 +12,8 @@ Applied once, when :mod:`mmdiffseg` is imported (tools import it first):
   ``'frozen'`` and are taken for third-party modules, so a base-less config that imports ``os``
   fails with a bare ``RuntimeError``. Frozen modules are treated as built in.
 * ``mmseg::`` config bases need ``pkg_resources`` at run time: the install pins
-  ``setuptools<82``; :func:`check_pkg_resources` turns its absence into a clear message, and the
+  ``setuptools<82``; :func:`check_pkg_resources` (called by the tools before they read a config)
+  turns its absence into a clear message, and the
   deprecation warning setuptools prints on every import of it (by mmengine, by mmseg's bases) is
   silenced: it asks mmengine's authors to act, not the user.
 * mmcv built without its compiled kernels (``mmcv-lite``, i.e. ``MMCV_WITH_OPS=0``: the default of

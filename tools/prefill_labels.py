@@ -61,9 +61,11 @@ def main(argv=None):
     from mmengine.registry import init_default_scope
 
     from mmdiffseg.apis.cli import leave_process_group, start_launcher
+    from mmdiffseg.compat import check_pkg_resources
     from mmdiffseg.models.prefill import prefill
     from mmdiffseg.preflight import ensure_ready
 
+    check_pkg_resources()  # mmseg:: bases
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -209,6 +209,15 @@ def test_tools_stop_before_the_runner_unless_skipped(tmp_path, tiny_sd, monkeypa
         assert len(built) == 1 and built.pop().load_from == str(checkpoint)
 
 
+def test_config_tools_name_the_setuptools_fix_without_pkg_resources(monkeypatch):
+    """setuptools>=82 has no pkg_resources, which mmengine needs for mmseg:: bases: the config
+    tools stop naming the pin instead of mmengine's ModuleNotFoundError traceback."""
+    monkeypatch.setitem(sys.modules, 'pkg_resources', None)
+    for name in ('train', 'prefill_labels'):
+        with pytest.raises(ImportError, match=r'pip install "setuptools>=77,<82"'):
+            load_tool(name).main([str(REPO / MAIN_CONFIG)])
+
+
 def test_prefill_checks_only_what_it_reads(tmp_path, tiny_sd, capsys):
     """tools/prefill_labels.py checks the training data, its image-level labels and the label
     cache's model (not the backbone, validation data or load_from) and stops with the message
