@@ -52,12 +52,10 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
     except (OSError, ValueError) as exc:  # the engine's message names the model and the fix
         raise UserInputError(str(exc)) from exc
     if capture is not None:
-        check_image_size(engine, capture, image_size)
         try:
             engine.check_capture(capture, image_size)
-        except ValueError as exc:
-            raise UserInputError(  # a request's heads_fix (iSeg's) is in the message
-                f'the generator cannot run on {model!r}: {exc}') from exc
+        except ValueError as exc:  # it names the sizes that fit, or a request's heads_fix (iSeg's)
+            raise UserInputError(f'the generator cannot run on {model!r}: {exc}') from exc
     if generator is not None:
         warn_model_notes(engine, generator, image_size)
     return engine
@@ -72,31 +70,6 @@ def warn_model_notes(engine, generator, image_size: int) -> List[str]:
     for note in notes:
         print_log(f'warning: {note}', logger='current', level=logging.WARNING)
     return notes
-
-
-def check_image_size(engine, capture, image_size: int, largest: int = 2048) -> None:
-    """Refuse an ``image_size`` at which the U-Net has not the token grids ``capture`` reads,
-    naming the sizes at which it has them. Generators that read fixed resolutions (SeeDiff's
-    16/32/64 layers) fit one latent size: 512 px on SD 1.x/2.x-base. A spec that fits no size
-    is left to :meth:`~DiffusionAttentionEngine.check_capture`'s error (heads, layers)."""
-    def fits(size: int) -> bool:
-        try:
-            engine.check_capture(capture, size)
-        except ValueError:
-            return False
-        return True
-
-    if fits(image_size):
-        return
-    step = engine.vae_scale_factor * 2 ** (len(engine.unet.down_blocks) - 1)
-    valid = [size for size in range(step, largest + 1, step) if fits(size)]
-    if valid:
-        grids = sorted({r.resolution for r in capture.requests})
-        raise UserInputError(
-            f'image size {image_size} cannot be used: the generator reads attention at '
-            f'{"/".join(map(str, grids))} token grids, which this model has at image size(s) '
-            f'{valid} only (latent = image size / {engine.vae_scale_factor}, halved per U-Net '
-            'level); use one of those sizes')
 
 
 def read_config(path: str, what: str, option: str) -> Config:

@@ -178,13 +178,39 @@ class DiffusionAttentionEngine:
 
     def check_capture(self, capture: CaptureSpec, image_size: int = 512) -> None:
         """Check that this U-Net has every layer, resolution and head ``capture`` asks for at
-        ``image_size``, without running it (tools call this before any work).
+        ``image_size``, without running it (``extract``, ``generate`` and the tools call this
+        before any work).
 
         Raises:
-            ValueError: naming the request and what the U-Net offers.
+            ValueError: naming the request and what the U-Net offers, and the image sizes that
+                serve ``capture`` where other sizes do.
         """
+        capture = as_capture_spec(capture)
         layers = unet_attention_layers(self.unet, self._latent_size(image_size, image_size))
-        CaptureSession(as_capture_spec(capture), layers, batch_size=1)
+        try:
+            CaptureSession(capture, layers, batch_size=1)
+        except ValueError as exc:
+            sizes = self._capture_sizes(capture)
+            if not sizes:  # no size serves it: the request's error (heads, layers) says why
+                raise
+            grids = '/'.join(map(str, sorted({r.resolution for r in capture.requests})))
+            raise ValueError(
+                f'image size {image_size} cannot be used: the capture spec reads attention at '
+                f'{grids} token grids, which this model has at image size(s) {sizes} only '
+                f'(latent = image size / {self.vae_scale_factor}, halved per U-Net level); use '
+                f'one of those sizes. At {image_size}: {exc}') from exc
+
+    def _capture_sizes(self, capture: CaptureSpec, largest: int = 2048) -> List[int]:
+        """The image sizes up to ``largest`` at which the U-Net serves ``capture``."""
+        step = 2 ** (len(self.unet.down_blocks) - 1)  # the U-Net's downsampling of the latent
+        sizes = []
+        for latent in range(step, largest // self.vae_scale_factor + 1, step):
+            try:
+                CaptureSession(capture, unet_attention_layers(self.unet, latent), batch_size=1)
+            except ValueError:
+                continue
+            sizes.append(latent * self.vae_scale_factor)
+        return sizes
 
     # -- helpers ----------------------------------------------------------------------------
     def _latent_size(self, height: int, width: int) -> int:
@@ -218,8 +244,27 @@ class DiffusionAttentionEngine:
     @torch.no_grad()
     def encode_images(self, images: ImagesLike, image_size: int = 512) -> torch.Tensor:
         """VAE posterior mean x ``scaling_factor`` of the resized images, ``(B, 4, S/8, S/8)``."""
-        pixels = preprocess_images(images, image_size).to(self.device, self.dtype)
+        return self._encode(preprocess_images(images, image_size))
+
+    def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode_images` of images already given to :func:`preprocess_images`."""
+        pixels = pixels.to(self.device, self.dtype)
         return self.vae.encode(pixels).latent_dist.mean * self.vae.config.scaling_factor
+
+    def _check_capture_steps(self, capture: CaptureSpec, steps: int) -> None:
+        """Refuse ``capture.steps`` outside the U-Net calls the scheduler makes for ``steps``."""
+        if capture.steps is None:
+            return
+        scheduler = type(self.scheduler).from_config(self.scheduler.config)
+        scheduler.set_timesteps(steps)
+        calls = len(scheduler.timesteps)  # one U-Net call per timestep
+        bad = [s for s in capture.steps if not 0 <= s < calls]
+        if bad or not capture.steps:
+            raise ValueError(
+                f'capture.steps={capture.steps}: {bad or "no step"} out of range: it indexes '
+                f'U-Net calls (scheduler.timesteps), not denoising steps, and with steps={steps} '
+                f'the {type(self.scheduler).__name__} makes {calls} calls: indexes 0..{calls - 1}; '
+                'pass indexes in that range, or capture.steps=None for all')
 
     def _noise(self, noise: Union[int, torch.Tensor], latents: torch.Tensor) -> torch.Tensor:
         """The same noise for every sample: from a CPU generator seeded with ``noise``, or given."""
@@ -257,14 +302,16 @@ class DiffusionAttentionEngine:
         """
         latent_size = self._latent_size(image_size, image_size)
         capture, timestep = as_capture_spec(capture), self._timestep(timestep)
-        latents = self.encode_images(images, image_size)
-        batch = latents.shape[0]
+        self.check_capture(capture, image_size)
+        pixels = preprocess_images(images, image_size)
+        batch = pixels.shape[0]
         prompts = [prompts or ''] * batch if prompts is None or isinstance(prompts, str) \
             else list(prompts)
         if len(prompts) != batch:
             raise ValueError(f'prompts: {len(prompts)} for {batch} images (one per image, or one '
                              'string for all)')
         positions = self._positions(prompts, class_names)
+        latents = self._encode(pixels)
         t = torch.full((batch,), timestep, dtype=torch.long, device=self.device)
         if noise is not None:
             latents = self.scheduler.add_noise(latents, self._noise(noise, latents), t)
@@ -295,7 +342,8 @@ class DiffusionAttentionEngine:
         """Text -> images with the pipeline's scheduler, plus attention averaged over the
         denoising steps, conditional half only (SeeDiff). A step is one U-Net call:
         ``capture.steps`` indexes ``scheduler.timesteps`` (PNDM, the SD configs' scheduler, makes
-        ``steps + 1`` calls, as in SeeDiff's loop over the timesteps).
+        ``steps + 1`` calls from 2 steps on, as in SeeDiff's loop over the timesteps); an index
+        out of range is refused before any U-Net call.
 
         Args:
             seed: one int for all prompts (prompt ``i`` uses ``seed + i``) or one per prompt;
@@ -318,6 +366,8 @@ class DiffusionAttentionEngine:
         if int(steps) < 1:
             raise ValueError(f'steps={steps}: at least one denoising step')
         latent_size, capture = self._latent_size(height, width), as_capture_spec(capture)
+        self.check_capture(capture, height)
+        self._check_capture_steps(capture, int(steps))
         positions = self._positions(prompts, class_names)
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         with capture_attention(self.unet, capture, latent_size, len(prompts), steps=capture.steps,

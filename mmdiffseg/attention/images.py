@@ -94,33 +94,39 @@ def image_list(images: ImagesLike) -> List[torch.Tensor]:
     return out
 
 
-def _has_float(images: ImagesLike) -> bool:
-    """Whether any of the images is given as floats (uint8 is 0..255 by construction)."""
-    if isinstance(images, (torch.Tensor, np.ndarray)):
-        return images.dtype.is_floating_point if isinstance(images, torch.Tensor) \
-            else np.issubdtype(images.dtype, np.floating)
-    if isinstance(images, (list, tuple)):
-        return any(_has_float(img) for img in images)
-    return False
+def _given_as_float(images: ImagesLike, count: int) -> List[bool]:
+    """Per image of :func:`image_list`'s ``count``, whether it was given as floats (uint8 and
+    PIL images are 0..255 by construction)."""
+    if isinstance(images, torch.Tensor):
+        return [images.is_floating_point()] * count
+    return [img.is_floating_point() if isinstance(img, torch.Tensor)
+            else isinstance(img, np.ndarray) and np.issubdtype(img.dtype, np.floating)
+            for img in _as_list(images)]
 
 
-def check_value_range(pixels: torch.Tensor) -> None:
+def check_value_range(pixels: torch.Tensor, checked: Sequence[int]) -> None:
     """Refuse float images in [0, 1] or [-1, 1] (diffusers' conventions): read as 0..255 they
-    would be black. One host sync, for float inputs only."""
-    low, high = (float(v) for v in torch.aminmax(pixels))
-    if high <= 1 and (high > 0 or low < 0):
-        scale = '[-1, 1]' if low < 0 else '[0, 1]'
-        fix = '(images + 1) * 127.5' if low < 0 else 'images * 255'
-        raise ValueError(f'images: float values in [{low:.3g}, {high:.3g}] look like a {scale} '
-                         f'image; the engine and generators read RGB in 0..255: pass {fix} (or '
-                         'uint8 images)')
+    would be black. Each image of ``(B, 3, H, W)`` ``pixels`` whose index is in ``checked`` is
+    judged on its own values (one host sync)."""
+    lows, highs = torch.stack(torch.aminmax(pixels.flatten(1), dim=1)).tolist()
+    for i in checked:
+        low, high = lows[i], highs[i]
+        if high <= 1 and (high > 0 or low < 0):
+            scale = '[-1, 1]' if low < 0 else '[0, 1]'
+            fix = '(images + 1) * 127.5' if low < 0 else 'images * 255'
+            raise ValueError(f'images[{i}]: float values in [{low:.3g}, {high:.3g}] look like a '
+                             f'{scale} image; the engine and generators read RGB in 0..255: pass '
+                             f'{fix} (or uint8 images)')
 
 
 def preprocess_images(images: ImagesLike, image_size: int) -> torch.Tensor:
     """Images -> ``(B, 3, S, S)`` float32 in [-1, 1]: bilinear resize (aspect not kept, as iSeg's
-    ``cv2.resize`` and DiffSeg's ``tf.image.resize``), then ``x / 127.5 - 1``."""
+    ``cv2.resize`` and DiffSeg's ``tf.image.resize``), then ``x / 127.5 - 1``. Every image given
+    as floats goes through :func:`check_value_range`."""
+    rgb = image_list(images)
     resized = torch.cat([F.interpolate(img[None], size=(image_size, image_size), mode='bilinear',
-                                       align_corners=False) for img in image_list(images)])
-    if _has_float(images):
-        check_value_range(resized)
+                                       align_corners=False) for img in rgb])
+    floats = [i for i, is_float in enumerate(_given_as_float(images, len(rgb))) if is_float]
+    if floats:
+        check_value_range(resized, floats)
     return resized.clamp(0, 255) / 127.5 - 1.0

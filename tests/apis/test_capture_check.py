@@ -1,4 +1,5 @@
 """A generator the model cannot serve stops the tools before any work, with the reason."""
+import numpy as np
 import pytest
 
 import mmdiffseg  # noqa: F401
@@ -24,5 +25,12 @@ def test_a_spec_the_model_serves_passes_and_resolutions_are_checked(tiny_sd2):
     iseg = MASK_GENERATORS.build(dict(type='ISeg', cross_heads=None, self_heads=[0]))
     engine = load_engine(tiny_sd2, capture=iseg.capture_spec, image_size=512)
     # at 256 px the layers iSeg names sit at half the resolutions it asks for
-    with pytest.raises(ValueError, match=r"iseg_cross16': unknown layer.*resolution 16; valid"):
+    with pytest.raises(ValueError, match=r"image size 256 cannot be used: .*16/32/64 token grids, "
+                       r"which this model has at image size\(s\) \[512\] only.*use one of those "
+                       r"sizes\. At 256: .*iseg_cross16': unknown layer.*resolution 16; valid"):
         engine.check_capture(iseg.capture_spec, image_size=256)
+    diffseg = MASK_GENERATORS.build(dict(type='DiffSeg'))  # 64x64 self-attention: 32x32 at 256
+    with pytest.raises(ValueError, match=r'image size 256 cannot be used: .*8/16/32/64 token '
+                       r'grids.*image size\(s\) \[512\] only'):
+        engine.extract(np.zeros((8, 8, 3), np.uint8), capture=diffseg.capture_spec,
+                       image_size=256)

@@ -211,7 +211,9 @@ def test_extract_errors_name_the_problem(tiny_engine):
     bad_layer = CaptureSpec([CaptureRequest('self', 8, layers=('up_blocks.9.attn1',))])
     with pytest.raises(ValueError, match=r"unknown layer.*up_blocks\.9\.attn1.*valid layers: \['down_blocks\.0"):
         engine.extract(image, capture=bad_layer, image_size=64)
-    with pytest.raises(ValueError, match=r'resolution 64 .*valid resolutions: \[8, 4, 2, 1\]'):
+    with pytest.raises(ValueError, match=r'image size 64 cannot be used: .*reads attention at 64 '
+                       r'token grids.*image size\(s\) \[512, 1024, 2048\] only.*resolution 64 '
+                       r'.*valid resolutions: \[8, 4, 2, 1\]'):
         engine.extract(image, capture=CaptureSpec([CaptureRequest('self', 64)]), image_size=64)
     with pytest.raises(ValueError, match=r'head indices \[20\] out of range.*20 heads'):
         engine.extract(image, capture=CaptureSpec([CaptureRequest('cross', 2, heads=(0, 20))]),
@@ -240,6 +242,21 @@ def test_float_images_in_diffusers_ranges_are_refused_with_the_fix(scale, fix):
     preprocess_images(torch.zeros(1, 3, 8, 8), 8)  # black is black in every range
 
 
+def test_each_float_image_is_range_checked_alone():
+    """A [0, 1] image next to a 0..255 one (a uint8 array in a list, or another image of a float
+    batch) is refused, naming it; a float 0..255 image next to a uint8 one is read as before."""
+    rgb = _image(6)
+    unit = rgb.astype(np.float32) / 255
+    with pytest.raises(ValueError, match=r'images\[1\]: .*\[0, 1\] image.*images \* 255'):
+        preprocess_images([rgb, unit], 64)
+    batch = torch.from_numpy(np.stack([rgb, unit * 255])).permute(0, 3, 1, 2)
+    batch[1] /= 255
+    with pytest.raises(ValueError, match=r'images\[1\]: .*\[0, 1\] image'):
+        preprocess_images(batch, 64)
+    torch.testing.assert_close(preprocess_images([rgb, rgb.astype(np.float64)], 64),
+                               preprocess_images([rgb, rgb], 64))
+
+
 def test_pil_images_and_single_arrays_are_images():
     from PIL import Image
     rgb = _image(7, size=32)
@@ -262,6 +279,16 @@ def test_channels_on_the_wrong_side_name_the_permutation(images, hint):
 def test_extract_arguments_are_checked_before_the_model_runs(tiny_engine):
     engine = tiny_engine(SD2)
     image = [_image(0)]
+    encoded = []
+    hook = engine.vae.encoder.register_forward_pre_hook(lambda module, args: encoded.append(1))
+    try:
+        with pytest.raises(ValueError, match='prompts: 2 for 1 images'):
+            engine.extract(image, prompts=['a', 'b'], capture=SPEC, image_size=64)
+        with pytest.raises(ValueError, match='cannot be used'):
+            engine.extract(image, capture=CaptureRequest('self', 64), image_size=64)
+    finally:
+        hook.remove()
+    assert not encoded
     for timestep in (-1, 1000):  # -1 indexed the last alpha; 1000 an IndexError
         with pytest.raises(ValueError, match=rf'timestep={timestep}.*0\.\.999'):
             engine.extract(image, timestep=timestep, noise=0, capture=SPEC, image_size=64)
@@ -300,3 +327,22 @@ def test_generate_seeds_negative_prompts_and_steps(tiny_engine):
         engine.generate(**run, negative_prompt=['blurry'])
     with pytest.raises(ValueError, match='steps=0'):
         engine.generate(**dict(run, steps=0))
+
+
+def test_capture_steps_are_checked_before_the_unet_runs(tiny_engine):
+    """capture.steps index U-Net calls: PNDM makes steps + 1 of them (from 2 steps on)."""
+    engine = tiny_engine(SD1)
+    calls = []
+    hook = engine.unet.register_forward_pre_hook(lambda module, args: calls.append(1))
+    run = dict(prompts=['a cat'], steps=2, height=64, width=64)
+    try:
+        for steps, bad in (((0, 3), r'\[3\]'), ((), 'no step')):
+            with pytest.raises(ValueError, match=rf'capture.steps=.*: {bad} out of range: it '
+                               r'indexes U-Net calls .*with steps=2 the PNDMScheduler makes 3 '
+                               r'calls: indexes 0\.\.2'):
+                engine.generate(**run, capture=CaptureSpec(SPEC.requests, steps=steps))
+        assert not calls
+        _, maps = engine.generate(**run, capture=CaptureSpec(SPEC.requests, steps=(2,)))
+    finally:
+        hook.remove()
+    assert len(calls) == 3 and maps['self8'].shape == (1, 64, 64)

@@ -389,7 +389,7 @@ def test_synthesize_scales_seediff_grids_with_the_size(tiny_model, tmp_path):
     err = run_in_process('synthesize', '--classes', 'cat,', '--model', tiny_model, '--size', '768',
                          '--device', 'cpu', '--out', tmp_path / 'b', '--cfg-options',
                          'resolutions=[16,32,64]', expect=2)
-    assert ('image size 768 cannot be used: the generator reads attention at 16/32/64 token '
+    assert ('image size 768 cannot be used: the capture spec reads attention at 16/32/64 token '
             'grids, which this model has at image size(s) [512] only') in err
     assert not (tmp_path / 'b' / 'manifest.jsonl').exists()
 
