@@ -78,7 +78,11 @@ def _folder_items(folder: Path, limit: int):
 
 def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64) -> np.ndarray:
     """A ``(rows*thumb, cols*thumb, 3)`` RGB grid of overlay thumbnails (id written on each) of
-    the first ``max_items`` items of a generated folder; ``cols`` shrinks to the item count."""
+    the first ``max_items`` items of a generated folder; ``cols`` shrinks to the item count.
+    ``cols``, ``thumb`` or ``max_items`` below 1 is a :class:`UserInputError` (a ValueError)."""
+    for name, value in (('cols', cols), ('thumb', thumb), ('max_items', max_items)):
+        if value < 1:
+            raise UserInputError(f'contact_sheet: {name}={value}; pass {name} >= 1')
     folder = Path(folder)
     classes, items = _folder_items(folder, max_items)
     if not items:

@@ -6,11 +6,12 @@ import pytest
 from PIL import Image
 
 from mmdiffseg.apis.builders import check_model, parse_options
-from mmdiffseg.apis.folders import (IGNORE_COLOR, encode_label_png, palette_for, read_label_png,
-                                    read_rgb)
-from mmdiffseg.apis.io import ItemFailed, UserInputError
+from mmdiffseg.apis.folders import (IGNORE_COLOR, IMAGE_DIR, MASK_DIR, encode_jpeg,
+                                    encode_label_png, palette_for, read_label_png, read_rgb)
+from mmdiffseg.apis.io import MANIFEST_NAME, ItemFailed, UserInputError
 from mmdiffseg.apis.pseudo_label import images_from_dataset_config, labels_from_ground_truth
 from mmdiffseg.apis.synthesize import synth_items
+from mmdiffseg.apis.visualize import contact_sheet
 
 
 def test_label_png_keeps_indices_and_uses_the_voc_palette(tmp_path):
@@ -141,3 +142,21 @@ def test_model_and_option_checks(tmp_path):
         check_model(str(tmp_path / 'nothing'))
     assert parse_options(['iters=3', 'cross_heads=None', 'name=abc', 'heads=[0, 1]']) == \
         dict(iters=3, cross_heads=None, name='abc', heads=[0, 1])
+
+
+def test_contact_sheet_shows_max_items_and_refuses_sizes_below_one(tmp_path):
+    """As the tool's --max-items, --cols and --thumb: max_items=0 is refused, not 'all items'."""
+    classes = ['background', 'cat']
+    (tmp_path / IMAGE_DIR).mkdir()
+    (tmp_path / MASK_DIR).mkdir()
+    for name in ('a', 'b'):
+        (tmp_path / IMAGE_DIR / f'{name}.jpg').write_bytes(encode_jpeg(np.zeros((8, 8, 3))))
+        (tmp_path / MASK_DIR / f'{name}.png').write_bytes(
+            encode_label_png(np.ones((8, 8), np.uint8), palette_for(classes)))
+    (tmp_path / MANIFEST_NAME).write_text('{"classes": ["background", "cat"]}\n'
+                                          '{"id": "a"}\n{"id": "b"}\n')
+    assert contact_sheet(tmp_path, thumb=16).shape == (16, 32, 3)
+    assert contact_sheet(tmp_path, thumb=16, max_items=1).shape == (16, 16, 3)
+    for option in ('max_items', 'cols', 'thumb'):
+        with pytest.raises(ValueError, match=rf'contact_sheet: {option}=0; pass {option} >= 1'):
+            contact_sheet(tmp_path, **{option: 0})
