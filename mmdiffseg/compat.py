@@ -12,10 +12,9 @@ Applied once, when :mod:`mmdiffseg` is imported (tools import it first):
   ``'frozen'`` and are taken for third-party modules, so a base-less config that imports ``os``
   fails with a bare ``RuntimeError``. Frozen modules are treated as built in.
 * ``mmseg::`` config bases need ``pkg_resources`` at run time: the install pins
-  ``setuptools<82``; :func:`check_pkg_resources` (called by the tools before they read a config)
-  turns its absence into a clear message, and the
-  deprecation warning setuptools prints on every import of it (by mmengine, by mmseg's bases) is
-  silenced: it asks mmengine's authors to act, not the user.
+  ``setuptools<82``; :func:`config_fromfile` (the tools read configs with it) turns its absence
+  into a clear message, and the deprecation warning setuptools prints on every import of it (by
+  mmengine, by mmseg's bases) is silenced: it asks mmengine's authors to act, not the user.
 * mmcv built without its compiled kernels (``mmcv-lite``, i.e. ``MMCV_WITH_OPS=0``: the default of
   ``tools/install.sh``, no compiler, any torch) has every ``mmcv.ops`` Python module, but each one
   asks ``ext_loader.load_ext`` for ``mmcv._ext`` at import and fails. :mod:`mmdiffseg_mmcv_ops`
@@ -84,12 +83,18 @@ def _patch_builtin_module_check() -> None:
     config._is_builtin_module = is_builtin_module
 
 
-def check_pkg_resources() -> None:
-    """Fail clearly when ``pkg_resources`` (needed by ``mmseg::`` config bases) is missing."""
-    if find_spec('pkg_resources') is None:
-        raise ImportError(
-            'mmengine needs `pkg_resources` to read `mmseg::` config bases, and setuptools>=82 '
-            'no longer ships it: pip install "setuptools>=77,<82"')
+def config_fromfile(path):
+    """``mmengine.Config.fromfile(path)``; a failure for want of ``pkg_resources`` (which
+    ``mmseg::`` bases need and setuptools>=82 no longer ships) names the pin to install."""
+    from mmengine.config import Config
+    try:
+        return Config.fromfile(path)
+    except ModuleNotFoundError as exc:
+        if exc.name != 'pkg_resources':
+            raise
+        raise ImportError(f'{path}: mmengine needs `pkg_resources` to read `mmseg::` config bases, '
+                          'and setuptools>=82 no longer ships it: pip install "setuptools>=77,<82"'
+                          ) from exc
 
 
 def mmcv_has_compiled_ops() -> bool:

@@ -57,16 +57,14 @@ def default_device(launcher: str) -> str:
 def main(argv=None):
     args = parse_args(argv)
     import mmdiffseg  # noqa: F401  (work-arounds + registrations)
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     from mmdiffseg.apis.cli import leave_process_group, start_launcher
-    from mmdiffseg.compat import check_pkg_resources
+    from mmdiffseg.compat import config_fromfile
     from mmdiffseg.models.prefill import prefill
     from mmdiffseg.preflight import ensure_ready
 
-    check_pkg_resources()  # mmseg:: bases
-    cfg = Config.fromfile(args.config)
+    cfg = config_fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))

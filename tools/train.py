@@ -18,7 +18,7 @@ from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
 from mmdiffseg.apis.cli import leave_process_group, start_runner_launcher
-from mmdiffseg.compat import check_pkg_resources
+from mmdiffseg.compat import config_fromfile
 from mmdiffseg.preflight import ensure_ready
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
@@ -60,8 +60,7 @@ def work_dir_for(cfg: Config, config_path: str, work_dir=None) -> str:
 
 def load_config(args) -> Config:
     """The config with the command line's launcher, ``--cfg-options`` and work dir applied."""
-    check_pkg_resources()  # mmseg:: bases
-    cfg = Config.fromfile(args.config)
+    cfg = config_fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -11,6 +11,7 @@ import torch
 from mmengine.config import Config
 
 from ..attention.engine import DTYPES
+from ..compat import config_fromfile
 from ..cuda_check import cuda_problem
 from ..registry import MASK_GENERATORS
 from .io import UserInputError
@@ -78,7 +79,7 @@ def read_config(path: str, what: str, option: str) -> Config:
     if not Path(path).is_file():
         raise UserInputError(f'{what} {path} ({option}) not found')
     try:
-        return Config.fromfile(path)
+        return config_fromfile(path)
     except Exception as exc:  # a config is a program: any failure to run it is bad input
         raise UserInputError(f'cannot read {what} {path} ({option}): '
                              f'{type(exc).__name__}: {exc}') from exc

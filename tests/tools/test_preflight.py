@@ -209,13 +209,22 @@ def test_tools_stop_before_the_runner_unless_skipped(tmp_path, tiny_sd, monkeypa
         assert len(built) == 1 and built.pop().load_from == str(checkpoint)
 
 
-def test_config_tools_name_the_setuptools_fix_without_pkg_resources(monkeypatch):
-    """setuptools>=82 has no pkg_resources, which mmengine needs for mmseg:: bases: the config
-    tools stop naming the pin instead of mmengine's ModuleNotFoundError traceback."""
+def test_config_tools_name_the_setuptools_fix_without_pkg_resources(monkeypatch, tmp_path):
+    """setuptools>=82 has no pkg_resources, which mmengine needs for mmseg:: bases: the tools
+    stop naming the pin instead of mmengine's ModuleNotFoundError traceback; a config without
+    mmseg:: bases still loads."""
+    from mmdiffseg.apis.builders import read_config
+    from mmdiffseg.apis.io import UserInputError
     monkeypatch.setitem(sys.modules, 'pkg_resources', None)
+    fix = r'pip install "setuptools>=77,<82"'
     for name in ('train', 'prefill_labels'):
-        with pytest.raises(ImportError, match=r'pip install "setuptools>=77,<82"'):
+        with pytest.raises(ImportError, match=fix):
             load_tool(name).main([str(REPO / MAIN_CONFIG)])
+    with pytest.raises(UserInputError, match=r'--dataset-config.*' + re.escape(fix)):
+        read_config(str(REPO / MAIN_CONFIG), 'dataset config', '--dataset-config')
+    plain = tmp_path / 'plain.py'
+    plain.write_text('foo = 1\n')
+    assert read_config(str(plain), 'generator config', '--config').foo == 1
 
 
 def test_prefill_checks_only_what_it_reads(tmp_path, tiny_sd, capsys):
