@@ -1,11 +1,16 @@
 """DiffSeg's unsupervised protocol: per-image Hungarian matching of segments to classes.
 
 Per image, the confusion between the ground-truth classes (rows, ``num_classes``) and the
-predicted segments (columns, padded to at least ``num_classes``) over labelled pixels is matched
-with ``scipy.optimize.linear_sum_assignment(maximize=True)``. A matched pair (class c, segment s)
-gives c ``TP = conf[c, s]``, ``FP = (pixels of s) - TP`` and ``FN = (pixels of c) - TP``, so pixels
-of unmatched segments (and unsure 255 predictions) are FN of their ground-truth class. TP/FP/FN
-are summed over the dataset: ``ACC = sum TP / labelled pixels``,
+predicted segment ids (columns: the ids themselves, ``max(num_classes, largest id + 1)`` of them,
+the largest id taken over the whole image) over labelled pixels is matched with
+``scipy.optimize.linear_sum_assignment(maximize=True)``, as the released ``_fast_hist`` /
+``hungarian_matching`` (google/diffseg ``diffseg/utils.py``) lay it out. The layout matters: the
+absent classes' rows take the columns left over, with zero gain, so which segment an absent class
+takes (and is charged as FP) depends on the ids: DiffSeg's ids are its winning proposals' indices,
+which may skip proposals that win no pixel. A matched pair (class c, segment s) gives c
+``TP = conf[c, s]``, ``FP = (pixels of s) - TP`` and ``FN = (pixels of c) - TP``, so pixels of
+unmatched segments (and unsure 255 predictions) are FN of their ground-truth class. TP/FP/FN are
+summed over the dataset: ``ACC = sum TP / labelled pixels``,
 ``mIoU = nanmean(TP / (TP + FP + FN))`` (the PiCIE protocol DiffSeg's released benchmark follows).
 """
 from __future__ import annotations
@@ -23,26 +28,29 @@ from scipy.optimize import linear_sum_assignment
 
 
 def _matching(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int):
-    """Labelled pixels' ``(gt, pred)``, the predicted segment ids, their confusion with the
-    classes ``(num_classes, max(num_classes, segments))`` and the matched ``(classes, columns)``."""
+    """Labelled pixels' classes, the confusion of the classes with the segment ids
+    ``(num_classes, max(num_classes, largest id + 1))`` and the matched ``(classes, ids)``."""
+    pred = pred.astype(np.int64)
+    ids = pred[pred != ignore_index]
+    if ids.size and ids.min() < 0:
+        raise ValueError(f'segment ids must be non-negative, got {ids.min()}')
+    width = max(num_classes, int(ids.max()) + 1 if ids.size else 0)
     labelled = gt != ignore_index
-    gt, pred = gt[labelled].astype(np.int64), pred[labelled].astype(np.int64)
+    gt, pred = gt[labelled].astype(np.int64), pred[labelled]
     if gt.size and (gt.min() < 0 or gt.max() >= num_classes):
         raise ValueError(f'ground truth holds values outside 0..{num_classes - 1} '
                          f'(and {ignore_index}): {np.unique(gt).tolist()}')
     assigned = pred != ignore_index
-    segments, seg_index = np.unique(pred[assigned], return_inverse=True)
-    width = max(num_classes, len(segments))
-    confusion = np.bincount(gt[assigned] * width + seg_index,
+    confusion = np.bincount(gt[assigned] * width + pred[assigned],
                             minlength=num_classes * width).reshape(num_classes, width)
     rows, cols = linear_sum_assignment(confusion, maximize=True)
-    return gt, segments, confusion, rows, cols
+    return gt, confusion, rows, cols
 
 
 def match_segments(gt: np.ndarray, pred: np.ndarray, num_classes: int,
                    ignore_index: int = 255) -> np.ndarray:
     """TP, FP, FN per class ``(3, num_classes)`` for one image (see the module docstring)."""
-    gt, _, confusion, rows, cols = _matching(gt, pred, num_classes, ignore_index)
+    gt, confusion, rows, cols = _matching(gt, pred, num_classes, ignore_index)
     tp = np.zeros(num_classes, dtype=np.int64)
     fp = np.zeros(num_classes, dtype=np.int64)
     tp[rows] = confusion[rows, cols]
@@ -56,16 +64,13 @@ def matched_classes(gt: np.ndarray, pred: np.ndarray, num_classes: int,
     """``pred`` with each segment replaced by the class it is matched to in this image (the
     matching :func:`match_segments` scores); segments matched to no class, or seen only on
     unlabelled pixels, become ``ignore_index``."""
-    _, segments, _, rows, cols = _matching(gt, pred, num_classes, ignore_index)
+    _, confusion, rows, cols = _matching(gt, pred, num_classes, ignore_index)
+    seen = confusion[:, cols].sum(0) > 0  # ids of no labelled pixel (or padding) take no class
+    classes = np.full(confusion.shape[1], ignore_index, dtype=np.int64)
+    classes[cols[seen]] = rows[seen]
+    assigned = pred != ignore_index
     out = np.full(pred.shape, ignore_index, dtype=np.int64)
-    if segments.size == 0:
-        return out
-    found = cols < len(segments)  # columns past the segments are the confusion's padding
-    classes = np.full(len(segments), ignore_index, dtype=np.int64)
-    classes[cols[found]] = rows[found]
-    index = np.minimum(np.searchsorted(segments, pred), len(segments) - 1)
-    known = segments[index] == pred
-    out[known] = classes[index[known]]
+    out[assigned] = classes[pred[assigned].astype(np.int64)]
     return out
 
 

@@ -12,7 +12,11 @@ section 1) step by step, vectorised:
    candidates), one KL matrix per iteration.
 4. Optional k-means refinement initialised with the proposals (``refine``, as sklearn's KMeans).
 5. ``generate_masks``: proposals bilinearly upsampled to the output size, argmax ("NMS")
-   (:mod:`.diffseg_masks`).
+   (:mod:`.diffseg_masks`). A pixel's segment id is its winning proposal's index, as released: a
+   proposal that wins no pixel leaves its id unused, and the released per-image Hungarian matching
+   (:mod:`~mmdiffseg.evaluation.unsupervised_metric`) takes the ids as its columns, so the gaps
+   change which classes are charged the left-over segments. Labelled mode numbers the segments
+   ``0..n-1`` before naming them.
 
 Merge precision (``merge_precision``), the one step where the two modes differ:
 
@@ -279,10 +283,12 @@ class DiffSeg(MaskGenerator):
         return proposals, kept
 
     def segment_ids(self, maps: AttentionMaps, samples: Sequence[int], size: Tuple[int, int],
-                    skip: Optional[int] = None) -> Tuple[List[int], Optional[torch.Tensor]]:
-        """The samples that keep a proposal, and their segment ids ``(len(found), H, W)``
-        numbered ``0..`` in proposal order (``skip``: an id that would be ``skip`` or more is one
-        more); ``None`` if no sample does."""
+                    skip: Optional[int] = None, compact: bool = False
+                    ) -> Tuple[List[int], Optional[torch.Tensor]]:
+        """The samples that keep a proposal, and their segment ids ``(len(found), H, W)``: each
+        pixel's winning proposal index (released; ids of proposals that win nowhere unused), or
+        with ``compact`` the used ones renumbered ``0..n-1`` in order (``skip``: an id that would
+        be ``skip`` or more is one more); ``None`` if no sample does."""
         g = self.grid_size
         ids, counts, found = [], [], []
         for b, proposals, kept in zip(samples, *self.proposals(maps, samples)):
@@ -299,8 +305,9 @@ class DiffSeg(MaskGenerator):
             found.append(b)
         if not ids:
             return found, None
-        # numbered for all images at once
-        ids = compact_ids(ids[0][None] if len(ids) == 1 else torch.stack(ids), max(counts))
+        ids = ids[0][None] if len(ids) == 1 else torch.stack(ids)
+        if compact:  # numbered for all images at once
+            ids = compact_ids(ids, max(counts))
         if skip is not None and max(counts) > skip:  # ids < proposals
             ids = ids + (ids >= skip).long()
         return found, ids
@@ -347,7 +354,8 @@ class DiffSeg(MaskGenerator):
         if labelled:  # a sample that names no class is all background
             named = [self._named_classes(names) for names in class_names]
             samples = [b for b in samples if named[b]]
-        found, ids = self.segment_ids(maps, samples, size, None if labelled else self.ignore_index)
+        found, ids = self.segment_ids(maps, samples, size, None if labelled else self.ignore_index,
+                                      compact=labelled)
         if found and labelled:
             ids = self.name_segments(maps, named, found, ids, size)
         if len(found) == maps.batch_size:

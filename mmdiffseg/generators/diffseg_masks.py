@@ -1,6 +1,7 @@
 """DiffSeg's last step, ``generate_masks`` (google/diffseg ``diffseg/segmentor.py``; ALGORITHMS.md
 section 1, step 5): each image's proposals bilinearly upsampled to the output size, the argmax
-("NMS") over them, and the winning proposals numbered ``0..n-1`` in order.
+("NMS") over them (a pixel's id: its winning proposal's index, as released), and for the labelled
+mode the winning proposals numbered ``0..n-1`` in order.
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 from mmseg.registry import METRICS
+from scipy.optimize import linear_sum_assignment
 
 import mmdiffseg  # noqa: F401
 import mmdiffseg.evaluation  # noqa: F401
@@ -87,3 +88,32 @@ def test_pseudo_label_metric_iou_and_coverage():
     assert result['coverage'] == 75.0
     # background: TP 3, pred 4, gt 4 -> IoU 3/5; cat: TP 2, pred 2, gt 4 -> IoU 2/4
     assert result['mIoU'] == pytest.approx(round(100 * (3 / 5 + 2 / 4) / 2, 2))
+
+
+def released_counts(gt, pred, num_classes):
+    """TP, FP, FN of google/diffseg's ``hungarian_matching`` for one image, restated: the ids are
+    the columns, ``max(num_classes, largest id + 1)`` of them."""
+    width = max(num_classes, int(pred.max()) + 1)
+    labelled = gt != 255
+    hist = np.bincount(width * gt[labelled] + pred[labelled],
+                       minlength=num_classes * width).reshape(num_classes, width)
+    rows, cols = linear_sum_assignment(hist, maximize=True)
+    tp = hist[rows, cols]
+    return np.stack([tp, hist[:, cols].sum(0) - tp, hist.sum(1) - tp])
+
+
+@pytest.mark.parametrize('pred', [[[0, 0, 3, 1, 1, 1]],     # proposal 2 won no pixel
+                                  [[0, 0, 2, 1, 1, 1]],     # the same segments, no gap
+                                  [[5, 5, 2, 1, 1, 9]]])
+def test_match_segments_lays_out_the_ids_as_released(pred):
+    """The absent class 2 takes a left-over column at zero gain: with the ids 0, 1, 3 the released
+    layout (4 columns) leaves the one-pixel segment 3 unmatched, so it costs class 2 nothing; with
+    0, 1, 2 (3 columns) every column is matched and class 2 is charged its pixel as FP."""
+    gt, pred = np.array([[0, 0, 0, 1, 1, 255]]), np.array(pred)
+    ours = match_segments(gt, pred, num_classes=3)
+    np.testing.assert_array_equal(ours, released_counts(gt, pred, 3))
+    assert ours[0].tolist() == [2, 2, 0]
+    if pred.max() == 3:
+        assert ours[1].tolist() == [0, 0, 0]
+    elif pred.max() == 2:
+        assert ours[1].tolist() == [0, 0, 1]

@@ -16,6 +16,7 @@ from mmdiffseg.generators.diffseg import (aggregate_self_attention, anchor_grid,
                                           anchor_proposals, merge_proposals)
 from mmdiffseg.generators.functional import symmetric_kl
 from mmdiffseg.generators.kmeans import kmeans
+from mmdiffseg.generators.transcriptions import diffseg_aggregate, diffseg_masks
 from mmdiffseg.registry import MASK_GENERATORS
 
 
@@ -258,6 +259,27 @@ def test_empty_class_list_and_zero_cross_attention(shared_data):
     person, motorbike = VOC_CLASSES.index('person'), VOC_CLASSES.index('motorbike')
     assert not (pred == person).any()
     assert ((pred == motorbike) & (gt == motorbike)).sum() > 0.8 * (gt == motorbike).sum()
+
+
+def test_segment_ids_are_the_winning_proposals_indices():
+    """Released ``generate_masks``: a pixel's id is the index of the proposal that wins it, so a
+    proposal that wins nowhere leaves a gap (the released matching lays the ids out as columns).
+    Four pixels on a 2x2 grid, each an anchor, nothing merges (threshold 0.01): proposal 1, flat
+    at 0.25, is beaten everywhere (key 0 by 0.7, keys 1-2 by 0.4, key 3 by 0.7). Labelled mode
+    numbers the segments 0..n-1."""
+    rows = [[0.7, 0.1, 0.1, 0.1], [0.25] * 4, [0.1, 0.4, 0.4, 0.1], [0.1, 0.1, 0.1, 0.7]]
+    maps = AttentionMaps({'self2': torch.tensor(rows)[None]}, image_size=(2, 2))
+    options = dict(resolutions=(2,), num_points=2, kl_thresholds=(0.01,) * 3)
+    for precision in ('float16', 'float32'):
+        pred = DiffSeg(merge_precision=precision, **options)(maps, None, None)[0]
+        assert pred.tolist() == [[0, 2], [2, 3]], precision
+    released = diffseg_masks(diffseg_aggregate([torch.tensor(rows)], 2), (0.01,) * 3,
+                             torch.float16, num_points=2, out_size=(2, 2))
+    assert released.tolist() == [[0, 2], [2, 3]]
+    maps.maps['cross2'] = torch.full((1, 4, 77), 1 / 77)
+    maps.token_positions = [{'cat': [4]}]
+    labelled = DiffSeg(classes=VOC_CLASSES, cross_resolutions=(2,), **options)
+    assert labelled.segment_ids(maps, [0], (2, 2), compact=True)[1][0].tolist() == [[0, 1], [1, 2]]
 
 
 def test_segment_ids_never_use_the_ignore_index():
