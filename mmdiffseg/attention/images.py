@@ -121,8 +121,9 @@ def check_value_range(pixels: torch.Tensor, checked: Sequence[int]) -> None:
 
 def preprocess_images(images: ImagesLike, image_size: int) -> torch.Tensor:
     """Images -> ``(B, 3, S, S)`` float32 in [-1, 1]: bilinear resize (aspect not kept, as iSeg's
-    ``cv2.resize`` and DiffSeg's ``tf.image.resize``), then ``x / 127.5 - 1``. Every image given
-    as floats goes through :func:`check_value_range`."""
+    ``cv2.resize``; DiffSeg's release crops the centre square first, as the evaluation configs do
+    with ``CenterSquareCrop``), then ``x / 127.5 - 1``. Every image given as floats goes through
+    :func:`check_value_range`."""
     rgb = image_list(images)
     resized = torch.cat([F.interpolate(img[None], size=(image_size, image_size), mode='bilinear',
                                        align_corners=False) for img in rgb])

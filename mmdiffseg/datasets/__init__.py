@@ -6,12 +6,13 @@ from .generated import (GeneratedLabelDataset, PseudoLabelADE20KDataset,
 from .label_cache import LabelCache, label_key
 from .transforms import LoadImageLevelLabels, LoadPseudoLabel, PackPseudoLabelInputs
 from .unsupervised import (CenterSquareCrop, Cityscapes27Dataset, CityscapesHumanVehicleDataset,
-                           COCOStuff27Dataset)
+                           COCOStuff27Dataset, ResizeHalfPixelLabels)
 
 __all__ = [
     'DATASET_CLASSES', 'resolve_classes', 'GeneratedLabelDataset', 'PseudoLabelADE20KDataset',
     'PseudoLabelCityscapesDataset', 'PseudoLabelVOCDataset', 'SyntheticADE20KDataset',
     'SyntheticCityscapesDataset', 'SyntheticVOCDataset', 'LabelCache', 'label_key',
     'LoadImageLevelLabels', 'LoadPseudoLabel', 'PackPseudoLabelInputs', 'Cityscapes27Dataset',
-    'CityscapesHumanVehicleDataset', 'COCOStuff27Dataset', 'CenterSquareCrop'
+    'CityscapesHumanVehicleDataset', 'COCOStuff27Dataset', 'CenterSquareCrop',
+    'ResizeHalfPixelLabels'
 ]

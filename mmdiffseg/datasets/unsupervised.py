@@ -1,10 +1,12 @@
 """Cityscapes and COCO-Stuff with other class sets: the 27 classes of DiffSeg's unsupervised
 protocol (PiCIE / STEGO convention) and SeeDiff's background / human / vehicle setting; the
-protocol's centre square crop."""
+protocol's centre square crop and label resize."""
 from __future__ import annotations
 
-from mmcv.transforms import BaseTransform, CenterCrop
+import cv2
+from mmcv.transforms import BaseTransform
 from mmseg.datasets import BaseSegDataset, CityscapesDataset
+from mmseg.datasets.transforms import Resize
 from mmseg.registry import DATASETS, TRANSFORMS
 
 from ..generators.base import IGNORE_INDEX
@@ -15,13 +17,35 @@ from .class_names import (CITYSCAPES27_CLASSES, CITYSCAPES27_FIRST_LABEL_ID,
 
 @TRANSFORMS.register_module()
 class CenterSquareCrop(BaseTransform):
-    """The largest centred square of the image and its label (side: the shorter image side), as
-    DiffSeg's evaluation crops COCO-Stuff and Cityscapes before resizing to 512 (mmcv's
-    ``CenterCrop`` placement)."""
+    """The largest centred square of the image and its label maps (side: the shorter image side),
+    as DiffSeg's evaluation crops COCO-Stuff and Cityscapes before resizing to 512: offset
+    ``(h - side) // 2`` as released (``process_image``; mmcv's ``CenterCrop`` rounds half to
+    even, one pixel further for a quarter of COCO's sizes)."""
 
     def transform(self, results: dict) -> dict:
-        side = min(results['img'].shape[:2])
-        return CenterCrop(crop_size=side).transform(results)
+        height, width = results['img'].shape[:2]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        for key in ['img', *results.get('seg_fields', [])]:
+            results[key] = results[key][top:top + side, left:left + side]
+        results['img_shape'] = (side, side)
+        return results
+
+
+@TRANSFORMS.register_module()
+class ResizeHalfPixelLabels(Resize):
+    """mmseg's ``Resize`` whose label maps take the nearest source pixel of each output pixel's
+    centre (``cv2.INTER_NEAREST_EXACT``, as TF's and PIL's nearest) instead of
+    ``cv2.INTER_NEAREST``'s ``floor(d * scale)``: DiffSeg's evaluation resizes labels with
+    ``tf.image.resize(..., NEAREST_NEIGHBOR)`` (the two differ on 1-2% of COCO-Stuff-27 label
+    pixels at 512, and on every other row and column of a 2x reduction)."""
+
+    def _resize_seg(self, results: dict) -> None:
+        height, width = results['img_shape'][:2]  # the image is resized first
+        for key in results.get('seg_fields', []):
+            if results.get(key) is not None:
+                results[key] = cv2.resize(results[key], (width, height),
+                                          interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 #: Cityscapes' own colours of the labelIds that are not train classes (its ``labels.py``)

@@ -225,3 +225,29 @@ def test_cocostuff27_reads_fine_labels_and_the_crop_is_square(tmp_path):
     wide = DATASETS.build(dict(type='COCOStuff27Dataset', data_prefix=prefix, fine_labels=True,
                                pipeline=LOAD))[0]['gt_seg_map']
     assert wide[0, 0] == classes.index('person') and wide[1, 5] == wide[1, 0] == 255
+
+
+def test_center_square_crop_floors_the_offset_and_labels_resize_half_pixel():
+    """CenterSquareCrop: offset (h - side) // 2 as DiffSeg's process_image (mmcv's CenterCrop
+    rounds 1.5 to 2); ResizeHalfPixelLabels: label pixel d of the output reads source pixel
+    floor((d + 0.5) * in / out) (TF's / PIL's nearest), the image is mmseg's bilinear."""
+    from mmseg.registry import TRANSFORMS
+    img = np.arange(5 * 8 * 3, dtype=np.uint8).reshape(5, 8, 3)
+    label = np.arange(5 * 8, dtype=np.uint8).reshape(5, 8)
+    out = TRANSFORMS.build(dict(type='CenterSquareCrop')).transform(
+        dict(img=img, gt_seg_map=label, seg_fields=['gt_seg_map']))
+    assert np.array_equal(out['gt_seg_map'], label[:, 1:6])       # (8 - 5) // 2 = 1
+    assert np.array_equal(out['img'], img[:, 1:6]) and out['img_shape'] == (5, 5)
+
+    rng = np.random.default_rng(0)
+    resize = TRANSFORMS.build(dict(type='ResizeHalfPixelLabels', scale=(4, 3), keep_ratio=False))
+    for (h, w) in [(6, 8), (7, 5), (3, 4), (2, 2)]:
+        label = rng.integers(0, 27, (h, w), dtype=np.uint8)
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        out = resize.transform(dict(img=img.copy(), gt_seg_map=label, seg_fields=['gt_seg_map']))
+        rows = np.floor((np.arange(3) + 0.5) * h / 3).astype(int)
+        cols = np.floor((np.arange(4) + 0.5) * w / 4).astype(int)
+        assert np.array_equal(out['gt_seg_map'], label[rows][:, cols]), (h, w)
+        plain = TRANSFORMS.build(dict(type='Resize', scale=(4, 3), keep_ratio=False)).transform(
+            dict(img=img.copy(), gt_seg_map=label, seg_fields=['gt_seg_map']))
+        assert np.array_equal(out['img'], plain['img'])
