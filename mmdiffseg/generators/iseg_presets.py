@@ -23,6 +23,20 @@ SD21_VOC_HEADS = {
          77, 93, 51, 58, 0, 13, 14, 19, 34, 41, 59, 87, 16, 24, 28, 30, 32),
 }
 
+#: the class order of the released label ids (prompt order and the order the class maps meet in
+#: the argmax, whose ties go to the first) where it is not the dataset's: the release's Context 59
+#: ids (``data/voc_context/context_name59.py``: the VOC classes first), in mmseg's names.
+RELEASED_CLASS_ORDER = {
+    'context59': (
+        'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
+        'table', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train',
+        'tvmonitor', 'bag', 'bed', 'bench', 'book', 'building', 'cabinet', 'ceiling', 'cloth',
+        'computer', 'cup', 'door', 'fence', 'floor', 'flower', 'food', 'grass', 'ground',
+        'keyboard', 'light', 'mountain', 'mouse', 'curtain', 'platform', 'sign', 'plate', 'road',
+        'rock', 'shelves', 'sidewalk', 'sky', 'snow', 'bedclothes', 'track', 'tree', 'truck',
+        'wall', 'water', 'window', 'wood'),
+}
+
 WSSS_PROMPT = 'a photograph of {classes} and other object and background, {bg_context}'
 #: the OVS script drops the ', ' before the context words (kept: it is what was evaluated).
 OVS_PROMPT = 'a photograph of {classes} and other object and background{bg_context}'

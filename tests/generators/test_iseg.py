@@ -152,6 +152,84 @@ def test_vocabularies_match_mmseg_and_map_to_prompt_words():
     assert prompt_name('cat', 'voc') == 'cat'
 
 
+
+def test_context_classes_follow_the_released_label_order_in_prompt_and_ties():
+    """The released Context 59 ids put the VOC classes first (``context_name59.py``: person 15,
+    grass 36, sky 50), not mmseg's alphabetical order: the prompt lists an image's classes by
+    id and the argmax gives a tie to the lower id."""
+    gen = ISeg.from_preset('ovs_context', use_cluster=False)
+    kw = gen.extract_kwargs([['sky', 'grass', 'person']])
+    assert kw['prompts'] == ['a photograph of person and grass and sky and other object and '
+                             'background']
+    assert gen.config_dict()['class_order'][:20] == [
+        'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
+        'table', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train',
+        'tvmonitor']
+    assert 'class_order' not in ISeg.from_preset('wsss_voc').config_dict()  # dataset order
+    # a given order: the classes it lists first, the others after in dataset order
+    assert ISeg(class_order=['dog', 'cat']).extract_kwargs([['bird', 'cat', 'dog']])['prompts'][
+        0].startswith('a photograph of dog and cat and bird and other')
+    with pytest.raises(ValueError, match=r"class_order names \['dgo'\]"):
+        ISeg(class_order=['dgo'])
+
+    # 'grass' and 'person' read the same cross-attention column: every class pixel is a tie
+    g = torch.Generator().manual_seed(0)
+    words, positions = ['person', 'grass'], {'person': [4], 'grass': [6]}
+    maps = {'iseg_self64': torch.softmax(torch.randn(1, 4096, 4096, generator=g), -1)}
+    for r in (16, 32):
+        cross = torch.softmax(torch.randn(1, r * r, 77, generator=g), -1)
+        cross[..., 6] = cross[..., 4]
+        maps[f'iseg_cross{r}'] = cross
+    maps = AttentionMaps(maps, ['a photograph of person and grass'], [positions], (64, 64))
+    labels = gen(maps, None, [['grass', 'person']])
+    assert set(labels.unique().tolist()) == {CONTEXT59_CLASSES.index('person'), 255}
+    assert words == kw['class_names'][0][:2]
+
+
+def test_coco_token_positions_are_the_released_tables_miscount_included():
+    """The released COCO table counts 'fire hydrant' as 2 tokens (CLIP: fire|hydr|ant) and places
+    each class at previous start + 1 + count: every class after it is read and enhanced one token
+    early. The default reproduces that; token_table='tokenizer' reads each word's own tokens."""
+    from transformers import CLIPTokenizer
+
+    from mmdiffseg.attention.prompts import token_positions
+    tok = CLIPTokenizer.from_pretrained(
+        str(shared_path('sd_configs', 'stable-diffusion-2-1-base', 'tokenizer')))
+    image = [['bench', 'stop sign', 'person', 'fire hydrant']]
+    # released table (coco_name80.py): word -> (token count, offsets read)
+    table = {'people': (1, [0]), 'fire hydrant': (2, [1]), 'stop sign': (2, [0, 1]),
+             'bench': (1, [0])}
+    released, start = [], 4
+    for word in ['people', 'fire hydrant', 'stop sign', 'bench']:
+        released.append([start + o for o in table[word][1]])
+        start += 1 + table[word][0]
+    assert released == [[4], [7], [9, 10], [12]]
+
+    def read(gen):
+        kw = gen.extract_kwargs(image)
+        ids = tok(kw['prompts'][0]).input_ids
+        positions = token_positions(tok, kw['prompts'][0], kw['class_names'][0])
+        sel = [[positions[n][o] for o in kw['token_offsets'].get(n, range(len(positions[n])))]
+               for n in kw['class_names'][0]]
+        # the generator reads the columns the engine enhanced
+        cross = torch.arange(77.).expand(1, 4, 77)
+        maps = AttentionMaps({}, kw['prompts'], [positions])
+        columns = gen._class_columns(maps, cross, [gen._foreground(image[0])])[0, 0]
+        assert columns.tolist() == [sum(s) / len(s) for s in sel]
+        return sel, [tok.convert_ids_to_tokens(ids[i]) for s in sel for i in s]
+
+    sel, tokens = read(ISeg.from_preset('wsss_coco'))
+    assert sel == released
+    assert tokens == ['people</w>', 'hydr', 'and</w>', 'stop</w>', 'and</w>']
+    sel, tokens = read(ISeg.from_preset('wsss_coco', token_table='tokenizer'))
+    assert tokens == ['people</w>', 'hydr', 'ant</w>', 'stop</w>', 'sign</w>', 'bench</w>']
+    # the table's other words are one token each where it reads all of them (offset 0 = 'and')
+    gen = ISeg.from_preset('wsss_coco')
+    for name in COCO_OBJECT_CLASSES[1:]:
+        word = gen.prompt_word(name)
+        n = len(tok(word, add_special_tokens=False).input_ids)
+        assert n == (3 if word == 'fire hydrant' else 1) or word in gen.token_offsets, word
+
 # -- capture spec, presets, configs --------------------------------------------------------------
 def test_capture_spec_reads_the_released_layers_and_heads():
     spec = ISeg.from_preset('wsss_voc').capture_spec

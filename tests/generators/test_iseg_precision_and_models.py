@@ -35,7 +35,8 @@ def aggregated_cross(name, noise):
 
 
 def test_float16_kmeans_reproduces_the_released_clusters():
-    """Exactly, on VOC ground-truth attention at two noise levels; the float32 distance does not
+    """Those of the released formulation on our float32 maps (the transcription), exactly, on VOC
+    ground-truth attention at three noise levels; the float32 distance does not
     (it moves 29-239 of the 4096 pixels on the ten VOC samples at noise 0.1)."""
     moved = []
     for name, noise in (('voc_val_0', 0.1), ('voc_val_166', 0.15), ('voc_val_60', 0.3)):
