@@ -9,10 +9,11 @@ directly.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..attention.images import ImagesLike, image_list
 from ..attention.maps import AttentionMaps, CaptureSpec
@@ -110,16 +111,26 @@ class MaskGenerator(torch.nn.Module):
             raise ValueError(f'{type(self).__name__}: {len(rgb)} images for attention maps of '
                              f'{maps.batch_size}')
         device = next(iter(maps.maps.values())).device
-        groups: Dict[tuple, List[int]] = {}
-        for i, image in enumerate(rgb):
-            groups.setdefault(tuple(image.shape[-2:]), []).append(i)
         labels: List[Optional[torch.Tensor]] = [None] * len(rgb)
-        for members in groups.values():
+        for members in size_groups([image.shape[-2:] for image in rgb]).values():
             names = None if class_names is None else [class_names[i] for i in members]
             batch = torch.stack([rgb[i] for i in members]).to(device)
             for i, label in zip(members, super().__call__(_samples(maps, members), batch, names)):
                 labels[i] = label
         return labels
+
+    def labels_at(self, maps: AttentionMaps, images: Optional[torch.Tensor],
+                  class_names: Optional[Sequence[Sequence[str]]],
+                  sizes: Sequence[Tuple[int, int]]) -> List[torch.Tensor]:
+        """Each sample's labels at ``sizes[b]`` from one batched pass at the ``(B, 3, H, W)``
+        ``images``' size (the tools: images at the working size, labels at their files' sizes).
+        Here each label is resized by the nearest pixel centre (``'nearest-exact'``); a generator
+        whose last step is an argmax over score maps resizes the scores instead, as released."""
+        labels = self(maps, images, class_names)
+        return [label if tuple(label.shape) == tuple(size) else
+                F.interpolate(label[None, None].float(), size=tuple(size),
+                              mode='nearest-exact')[0, 0].long()
+                for label, size in zip(labels, sizes)]
 
     def forward(self, maps: AttentionMaps, images: Optional[torch.Tensor],
                 class_names: Optional[Sequence[Sequence[str]]]) -> torch.Tensor:
@@ -140,6 +151,14 @@ class MaskGenerator(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return ', '.join(f'{k}={v!r}' for k, v in self.config_dict().items())
+
+
+def size_groups(sizes: Sequence[Sequence[int]]) -> Dict[Tuple[int, int], List[int]]:
+    """The indices of each distinct ``(H, W)`` in ``sizes``, in order of first appearance."""
+    groups: Dict[Tuple[int, int], List[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(tuple(int(v) for v in size), []).append(i)
+    return groups
 
 
 def _samples(maps: AttentionMaps, indices: Sequence[int]) -> AttentionMaps:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
 from ..transfer import padded_table
-from .base import IGNORE_INDEX, MaskGenerator
+from .base import IGNORE_INDEX, MaskGenerator, size_groups
 from .class_names import VOCABULARIES, prompt_name
 from .functional import minmax_normalize
 from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention,
@@ -275,24 +275,47 @@ class ISeg(MaskGenerator):
     # -- labels ------------------------------------------------------------------------------
     def forward(self, maps: AttentionMaps, images: Optional[torch.Tensor] = None,
                 class_names: Optional[Sequence[Sequence[str]]] = None) -> torch.Tensor:
+        out_size = tuple(images.shape[-2:]) if images is not None else tuple(maps.image_size)
+        cams, table, valid = self._class_maps(maps, class_names)
+        if cams is None:
+            return table.new_full((table.shape[0], *out_size), self.background_index)
+        return self._assign(cams, table, valid, out_size)
+
+    def labels_at(self, maps: AttentionMaps, images: Optional[torch.Tensor],
+                  class_names: Optional[Sequence[Sequence[str]]],
+                  sizes: Sequence[Tuple[int, int]]) -> List[torch.Tensor]:
+        """The class maps bilinearly resized to each size, then min-max and argmax there, as
+        released (``wsss/iSeg.py`` resizes them to the label's size): the batch's work is shared,
+        the last step runs once per distinct size."""
+        cams, table, valid = self._class_maps(maps, class_names)
+        if cams is None:
+            return [table.new_full(tuple(size), self.background_index) for size in sizes]
+        labels: List[Optional[torch.Tensor]] = [None] * len(sizes)
+        for size, members in size_groups(sizes).items():
+            index = torch.as_tensor(members, device=cams.device)
+            for i, label in zip(members, self._assign(
+                    cams[index], table[index], None if valid is None else valid[index], size)):
+                labels[i] = label
+        return labels
+
+    def _class_maps(self, maps: AttentionMaps, class_names):
+        """``(cams, table, valid)``: the min-max class maps ``(B, C, mask_size, mask_size)``
+        (``None`` when no sample names a class), each output slot's label ``(B, C + 1)``
+        [background, class_1, ...] and which class slots are real (``None``: all)."""
         maps.check_finite()
         self_attn = self._self_attention(maps)
         b, n = self_attn.shape[:2]
         if class_names is None or len(class_names) != b:
             raise ValueError(f'ISeg needs the class names of each of the {b} images, got '
                              f'{None if class_names is None else len(class_names)} lists')
-        out_size = tuple(images.shape[-2:]) if images is not None else tuple(maps.image_size)
         names = [self._foreground(ns) for ns in class_names]
         num = max(len(ns) for ns in names)
-        if num == 0:
-            return torch.full((b, *out_size), self.background_index, dtype=torch.long,
-                              device=self_attn.device)
-        # the label of each output slot [background, class_1, ...] (ignore_index for padding) and,
-        # where some sample has padding, which class slots are real: built on the host and
-        # copied before any GPU work is queued
+        # built on the host and copied before any GPU work is queued
         table, valid = padded_table([[self.background_index] + self.class_indices(ns)
                                      for ns in names], self_attn.device, self.ignore_index)
         valid = None if valid is None else valid[:, 1:]
+        if num == 0:
+            return None, table, valid
 
         side = math.isqrt(n)
         cross = self._aggregate_cross(maps, b, side)
@@ -309,12 +332,17 @@ class ISeg(MaskGenerator):
         cams = refined.reshape(b, num, side, side)
         cams = F.interpolate(cams, size=(self.mask_size, self.mask_size), mode='bilinear',
                              align_corners=False)
-        cams = minmax_normalize(cams)
-        resized = out_size != (self.mask_size, self.mask_size)
+        return minmax_normalize(cams), table, valid
+
+    def _assign(self, cams: torch.Tensor, table: torch.Tensor, valid: Optional[torch.Tensor],
+                out_size: Tuple[int, int]) -> torch.Tensor:
+        """Labels ``(B, *out_size)``: the class maps resized to ``out_size``, background score,
+        argmax (``util/cam.py:cam_to_label``)."""
+        resized = tuple(out_size) != (self.mask_size, self.mask_size)
         if resized:
-            cams = F.interpolate(cams, size=out_size, mode='bilinear', align_corners=False)
+            cams = F.interpolate(cams, size=tuple(out_size), mode='bilinear', align_corners=False)
         index = assign_labels(cam_normalize(cams, zero_min=not resized), valid, self.cam_bg_thr)
-        return table.gather(1, index.flatten(1)).view(b, *out_size)
+        return table.gather(1, index.flatten(1)).view(cams.shape[0], *out_size)
 
     def _self_attention(self, maps: AttentionMaps) -> torch.Tensor:
         sa = maps['iseg_self64']

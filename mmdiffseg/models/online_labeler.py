@@ -41,9 +41,10 @@ def label_images(engine, generator: MaskGenerator,
     ``(B, 3, H, W)`` uint8 tensor (the offline tools' loaded batch, pinned on CUDA: copied
     without blocking, converted and resized on the device).
 
-    The generator sees each image resized (bilinear) to the engine's working size; each label is
-    resized (nearest) to ``out_sizes[b]`` (default: its image's size) on the device and the batch
-    comes back as uint8 in one copy.
+    The generator sees each image resized (bilinear) to the engine's working size and makes each
+    label at ``out_sizes[b]`` (default: its image's size) on the device
+    (:meth:`~mmdiffseg.generators.base.MaskGenerator.labels_at`); the batch comes back as uint8 in
+    one copy.
 
     Raises:
         ValueError: a label above 255 (more DiffSeg segments than a uint8 map holds).
@@ -61,21 +62,20 @@ def label_images(engine, generator: MaskGenerator,
     work = torch.stack([
         F.interpolate(im[None].float(), size=size, mode='bilinear', align_corners=False)[0]
         for im in chw]).to(engine.device)
-    labels = generator(maps.to(engine.device), work, class_names)
     sizes = out_sizes if out_sizes is not None else [tuple(im.shape[-2:]) for im in chw]
+    labels = generator.labels_at(maps.to(engine.device), work, class_names, sizes)
     return _labels_to_host(labels, sizes, type(generator).__name__)
 
 
-def _labels_to_host(labels: torch.Tensor, sizes: Sequence[Tuple[int, int]],
+def _labels_to_host(labels: Sequence[torch.Tensor], sizes: Sequence[Tuple[int, int]],
                     generator_name: str) -> List[np.ndarray]:
-    """Each label resized (nearest) to its size where it is, then the whole batch and an
-    above-255 flag in one copy to the host (one synchronisation per batch)."""
-    resized = [F.interpolate(label[None, None].float(), size=tuple(hw), mode='nearest')
-               .to(torch.uint8).flatten() for label, hw in zip(labels, sizes)]
-    too_big = (labels > IGNORE_INDEX).any().to(torch.uint8).reshape(1)
-    host = torch.cat([too_big] + resized).cpu().numpy()
+    """The batch's labels (each at its size) and an above-255 flag in one copy to the host (one
+    synchronisation per batch)."""
+    flat = torch.cat([label.flatten() for label in labels])
+    too_big = (flat > IGNORE_INDEX).any().reshape(1)
+    host = torch.cat([too_big.to(torch.uint8), flat.to(torch.uint8)]).cpu().numpy()
     if host[0]:
-        raise ValueError(f'{generator_name} made label {int(labels.max())}; uint8 label '
+        raise ValueError(f'{generator_name} made label {int(flat.max())}; uint8 label '
                          'maps hold 0..254 (255 = unsure): for DiffSeg segments raise '
                          'kl_thresholds')
     ends = np.cumsum([h * w for h, w in sizes])[:-1]
@@ -127,22 +127,22 @@ class AttentionLabeler:
 
     @torch.no_grad()
     def generate(self, images: List[np.ndarray], class_names: Optional[List[List[str]]],
-                 device: torch.device) -> List[np.ndarray]:
-        """Labels (uint8, each at its image's size) of RGB uint8 ``HxWx3`` images.
+                 device: torch.device,
+                 out_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[np.ndarray]:
+        """Labels (uint8, each at ``out_sizes[i]``, default its image's size) of RGB uint8
+        ``HxWx3`` images.
 
         Runs outside any autocast region (``--amp`` wraps the preprocessor in one): the engine
         keeps its own dtype and the generator gets float32 maps."""
         engine = self.load_engine(device)
         with torch.autocast(device_type=torch.device(device).type, enabled=False):
-            return self._generate(engine, images, class_names)
-
-    def _generate(self, engine, images, class_names) -> List[np.ndarray]:
-        labels = []
-        for start in range(0, len(images), self.batch_size):
-            names = None if class_names is None else class_names[start:start + self.batch_size]
-            labels += label_images(engine, self.generator, images[start:start + self.batch_size],
-                                   names)
-        return labels
+            labels = []
+            for start in range(0, len(images), self.batch_size):
+                batch = slice(start, start + self.batch_size)
+                labels += label_images(engine, self.generator, images[batch],
+                                       None if class_names is None else class_names[batch],
+                                       None if out_sizes is None else out_sizes[batch])
+            return labels
 
 
 class OnlineLabeler:

@@ -10,7 +10,6 @@ from typing import Dict, List, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmengine.structures import PixelData
 from mmseg.models.segmentors import BaseSegmentor
 from mmseg.registry import MODELS
@@ -67,13 +66,11 @@ class DiffusionSegmentor(BaseSegmentor):
         names = None
         if self.use_image_labels:
             names = [list(s.metainfo['image_labels']) for s in data_samples]
-        labels = self.labeler.generate(images, names, inputs[0].device)
+        sizes = [tuple(s.gt_sem_seg.shape) if 'gt_sem_seg' in s else image.shape[:2]
+                 for s, image in zip(data_samples, images)]  # scored at the ground truth's size
+        labels = self.labeler.generate(images, names, inputs[0].device, sizes)
         for sample, label in zip(data_samples, labels):
-            label = torch.from_numpy(label.astype(np.int64))
-            if 'gt_sem_seg' in sample and sample.gt_sem_seg.shape != tuple(label.shape):
-                label = F.interpolate(label[None, None].float(), size=sample.gt_sem_seg.shape,
-                                      mode='nearest')[0, 0].long()
-            sample.pred_sem_seg = PixelData(data=label[None])
+            sample.pred_sem_seg = PixelData(data=torch.from_numpy(label.astype(np.int64))[None])
         return data_samples
 
     def loss(self, inputs, data_samples):

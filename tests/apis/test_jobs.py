@@ -174,8 +174,9 @@ def test_kill_9_at_any_instant_then_rerun_equals_an_uninterrupted_run(images, tm
     for _ in range(2):
         proc = subprocess.Popen(job_command(images, out, 2), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while time.time() < deadline and not children_of(proc.pid):
+        deadline = time.time() + 120  # until its 2 loaders and 2 writers run (a loaded machine
+        while (time.time() < deadline and proc.poll() is None  # starts them slowly)
+               and len(children_of(proc.pid)) < 4):
             time.sleep(0.02)
         time.sleep(rng.uniform(0.1, 1.2))
         workers = children_of(proc.pid)

@@ -230,6 +230,25 @@ def test_coco_token_positions_are_the_released_tables_miscount_included():
         n = len(tok(word, add_special_tokens=False).input_ids)
         assert n == (3 if word == 'fire hydrant' else 1) or word in gen.token_offsets, word
 
+def test_labels_at_file_sizes_resize_the_class_maps_as_released(voc_gt):
+    """The tools' path (images at 512, labels at each file's size) gives what ISeg makes with
+    images at that size: the class maps resized to it, min-max and argmax there (the release's
+    path), for a batch mixing sizes and class counts."""
+    gts = torch.cat([voc_gt[0], voc_gt[-2]])
+    maps, words = synthetic(gts, VOC_WORDS, MODERATE_NOISE)
+    names = [[VOC_CLASSES[VOC_WORDS.index(w)] for w in ws] for ws in words]
+    gen = ISeg.from_preset('wsss_voc', **FLOAT32)
+    sizes = [(375, 500), (333, 500)]
+    labels = gen.labels_at(maps, torch.zeros(2, 3, 512, 512), names, sizes)
+    for i, size in enumerate(sizes):
+        released = gen(maps, torch.zeros(2, 3, *size), names)[i]
+        assert torch.equal(labels[i], released), size
+    at_512 = gen.labels_at(maps, torch.zeros(2, 3, 512, 512), names, [(512, 512)] * 2)
+    assert torch.equal(torch.stack(at_512), gen(maps, None, names))
+    empty = gen.labels_at(maps, None, [[], []], sizes)
+    assert [tuple(e.shape) for e in empty] == sizes and all((e == 0).all() for e in empty)
+
+
 # -- capture spec, presets, configs --------------------------------------------------------------
 def test_capture_spec_reads_the_released_layers_and_heads():
     spec = ISeg.from_preset('wsss_voc').capture_spec

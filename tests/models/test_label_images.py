@@ -49,6 +49,24 @@ def test_labels_come_back_at_each_image_size(engine):
     np.testing.assert_array_equal(resized[1], np.pad(np.full((2, 3), 7, np.uint8), ((0, 2), (0, 3))))
 
 
+def test_labels_are_resized_by_pixel_centres():
+    """A generator without its own labels_at: label pixel d of an output of side n reads working
+    pixel floor((d + 0.5) * 512 / n), the nearest centre (torch's 'nearest' read floor(d * 512 / n),
+    a neighbour's row or column at VOC sizes)."""
+    class Stripes(QuadrantLabels):
+        def forward(self, maps, images, class_names):
+            b, _, h, w = images.shape
+            rows = torch.arange(h)[:, None].expand(h, w)
+            return (rows * 7 + torch.arange(w)[None] % 5).expand(b, h, w) % 251
+    work = torch.zeros(1, 3, 512, 512)
+    full = Stripes(0)(None, work, None)[0]
+    for size in [(375, 500), (333, 500), (281, 500), (512, 512), (700, 1024)]:
+        label = Stripes(0).labels_at(None, work, None, [size])[0]
+        rows = ((torch.arange(size[0]) + 0.5) * 512 / size[0]).long()
+        cols = ((torch.arange(size[1]) + 0.5) * 512 / size[1]).long()
+        assert torch.equal(label, full[rows][:, cols]), size
+
+
 def test_labels_beyond_uint8_are_refused_not_wrapped(engine):
     with pytest.raises(ValueError, match='made label 300'):
         label_images(engine, QuadrantLabels(300), [np.zeros((64, 64, 3), np.uint8)], None)

@@ -62,12 +62,12 @@ class FakeEngine:
 
 
 def expected_label(image_rgb, name_index, threshold=128):
-    """The generator's answer at 64x64 (bilinear), back at full size (nearest)."""
+    """The generator's answer at 64x64 (bilinear), back at full size (nearest pixel centre)."""
     small = torch.nn.functional.interpolate(
         torch.from_numpy(image_rgb).permute(2, 0, 1)[None].float(), size=(64, 64),
         mode='bilinear', align_corners=False)[0, 0] > threshold
     full = torch.nn.functional.interpolate(small[None, None].float(), size=image_rgb.shape[:2],
-                                           mode='nearest')[0, 0]
+                                           mode='nearest-exact')[0, 0]
     return (full * name_index).to(torch.uint8).numpy()
 
 
