@@ -2,8 +2,11 @@
 # the pseudo masks iSeg makes from each image's image-level labels (released WSSS VOC settings,
 # SD 2.1-base in float16 as released), scored against the ground truth of VOC 2012 train (1,464
 # images) with mmseg's IoUMetric (released README: 75.5 mIoU). Predictions at each image's own size.
-# Data: data/VOCdevkit/VOC2012 with image_labels.json (tools/dataset_converters/voc_aug.py; README
-# "Data layout"). Pictures: --show-dir DIR; the masks as PNGs: --out DIR.
+# As released (wsss/iSeg.py, data/dataset.py): the image-level labels are the classes of the label
+# map scored, SegmentationClassAug. For the XML object lists of the other VOC configs instead:
+# pipeline[2].ann_file=data/VOCdevkit/VOC2012/image_labels.json.
+# Data: data/VOCdevkit/VOC2012 with SegmentationClassAug (tools/dataset_converters/voc_aug.py;
+# README "Data layout"). Pictures: --show-dir DIR; the masks as PNGs: --out DIR.
 _base_ = ['mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py']
 custom_imports = dict(imports=['mmdet.models', 'mmdiffseg'], allow_failed_imports=False)
 
@@ -26,13 +29,12 @@ test_dataloader = dict(
         _delete_=True,
         type='PascalVOCDataset',
         data_root=voc_data_root,
-        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
+        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
         ann_file='ImageSets/Segmentation/train.txt',
         pipeline=[
             dict(type='LoadImageFromFile'),
             dict(type='LoadAnnotations'),
-            dict(type='LoadImageLevelLabels', classes='voc',
-                 ann_file=voc_data_root + '/image_labels.json'),
+            dict(type='LoadImageLevelLabels', classes='voc'),  # the label map's classes
             dict(type='PackPseudoLabelInputs'),  # PackSegInputs + the image-level labels
         ]))
 val_dataloader = test_dataloader

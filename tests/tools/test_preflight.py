@@ -353,21 +353,21 @@ def test_images_and_labels_the_split_lists_are_there(tmp_path):
     root = make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'voc')
     split = root / 'ImageSets/Segmentation/train.txt'
     split.write_text(split.read_text() + 'voc_val_999\n')
-    (root / 'SegmentationClass/voc_val_1.png').unlink()
+    (root / 'SegmentationClassAug/voc_val_1.png').unlink()
     cfg = Config.fromfile(str(REPO / 'configs/mask2former/iseg-sd21base_voc12-train-pseudo-masks.py'))
     cfg.test_dataloader.dataset.update(data_root=str(root), img_suffix='.png')
     missing = {m.what: m for m in preflight.check(cfg, 'test') if 'of the split' in m.what}
     images = (f'PascalVOCDataset: 1 of the 5 images of the split ({split}) are not there (e.g. '
               f"'{root}/JPEGImages/voc_val_999.png')")
     labels = (f'PascalVOCDataset: 2 of the 5 label maps of the split ({split}) are not there '
-              f"(e.g. '{root}/SegmentationClass/voc_val_1.png', "
-              f"'{root}/SegmentationClass/voc_val_999.png')")
+              f"(e.g. '{root}/SegmentationClassAug/voc_val_1.png', "
+              f"'{root}/SegmentationClassAug/voc_val_999.png')")
     assert set(missing) == {images, labels}
     assert missing[images].where == ['test_dataloader.dataset']
     assert f'or remove their names from the split file {split}' in missing[images].fix
     assert 'voc_aug.py' in missing[labels].fix
     split.write_text(split.read_text().replace('voc_val_999\n', ''))
-    (root / 'SegmentationClass/voc_val_1.png').symlink_to(
+    (root / 'SegmentationClassAug/voc_val_1.png').symlink_to(
         shared_path('voc2012_val_samples', 'SegmentationClass', 'voc_val_1.png'))
     assert not [m for m in preflight.check(cfg, 'test') if 'of the split' in m.what]
 
