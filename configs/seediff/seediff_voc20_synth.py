@@ -28,9 +28,11 @@ generator = dict(
     flat_layer_var=1e-4,       # on the head-summed 16x16 layer map
     num_heads=8,               # SD 1.4 has 8 heads per layer
     # Class names are prompted as written ('pottedplant' -> CLIP tokens pot/ted/plant). Which
-    # tokens are read, as offsets within the name's tokens (default: the first, as released):
-    # released pottedplant = pot + plant; tvmonitor = tv + (released: the token after 'monitor',
-    # the end token; here 'monitor'); diningtable = din/ing/table (released reads 'ing', an
-    # off-by-one for 'table'; here 'table').
-    token_offsets=dict(pottedplant=[0, 2], tvmonitor=[0, 1], diningtable=[2]),
+    # tokens are read, as offsets from the name's first token (default [0], the first, as
+    # released). Released rules (seediff_app.py:aggregate_attention): pottedplant = pot + plant;
+    # tvmonitor = tv + the token two after it, which is the END token (tv/monitor/<end>);
+    # diningtable = the token after the first, 'ing' (din/ing/table). The last two are
+    # off-by-one accidents kept as released; the intended words are
+    # token_offsets=dict(pottedplant=[0, 2], tvmonitor=[0, 1], diningtable=[2]).
+    token_offsets=dict(pottedplant=[0, 2], tvmonitor=[0, 2], diningtable=[1]),
 )

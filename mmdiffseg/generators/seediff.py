@@ -59,6 +59,8 @@ RELEASED_RESOLUTIONS = tuple(SEEDIFF_SELF_LAYERS)
 #: the seed level's cross-attention, per layer
 CROSS_NAME = 'seediff_cross'
 SEED_RULES = ('otsu', 'alpha')
+#: Otsu histogram levels of :func:`otsu_foreground` (released: ``uint16``, 65536)
+OTSU_LEVELS = 1024
 
 
 def resolutions_for(latent_size: int) -> tuple:
@@ -87,11 +89,18 @@ def summed_cosine_similarity(rows: torch.Tensor, seeds: torch.Tensor) -> torch.T
 
 
 def otsu_foreground(x: torch.Tensor) -> torch.Tensor:
-    """Pixels of each map ``(B, ...)`` above Otsu's threshold, as ``cv2.threshold(uint(x * 255),
-    0, 255, THRESH_BINARY + THRESH_OTSU) > 0`` in the released code (``x`` clamped to [0, 1])."""
-    flat = x.reshape(x.shape[0], -1)
-    levels = (flat.float().clamp(0, 1) * 255).floor()
-    threshold = (otsu_threshold(flat) * 255).round()
+    """Pixels of each map ``(B, ...)`` of ``x >= 0`` above Otsu's threshold, as the released
+    ``cv2.threshold(uint16(x * 255), 0, 255, THRESH_BINARY + THRESH_OTSU) > 0``.
+
+    The levels ``floor(x * 255)`` are not clipped at 255: the squared bicubic priors of the
+    refinement levels overshoot 1 (a 2x bicubic resample of a [0, 1] map reaches 1.32, squared
+    1.75: level 445), and the released ``uint16`` input keeps those levels in Otsu's class
+    means. Levels above ``OTSU_LEVELS - 1`` are clipped.
+    """
+    flat = x.reshape(x.shape[0], -1).float()
+    levels = (flat.clamp_min(0) * 255).floor().clamp_max(OTSU_LEVELS - 1)
+    top = OTSU_LEVELS - 1  # otsu_threshold quantises floor(v * top): v = (level + 0.5) / top
+    threshold = (otsu_threshold((levels + 0.5) / top, bins=OTSU_LEVELS) * top).round()
     return (levels > threshold[:, None]).reshape(x.shape)
 
 
@@ -120,9 +129,11 @@ class SeeDiff(MaskGenerator):
             this is scaled by 0.01 after min-max (released: 1e-4 on the sum of SD 1.4's 8 heads).
         num_heads: heads per layer of the captured model; the engine gives the head mean, the
             released variance test sees ``num_heads * mean``.
-        token_offsets: per class, which of its prompt tokens to read (offsets within the class
-            name's tokens); default the first sub-token, as released. Each selected token's map
-            is normalised per layer and all are summed (the released pottedplant rule).
+        token_offsets: per class, which prompt tokens to read, as offsets from the class name's
+            first token; default ``[0]``, the first sub-token, as released. An offset may pass
+            the name's end, as the released rules do (tvmonitor ``[0, 2]``: 'tv' and the end
+            token). Each selected token's map is normalised per layer and all are summed (the
+            released pottedplant rule).
         prompt_templates: for :meth:`generate_kwargs` / :meth:`extract_kwargs`; ``{}`` = class.
         steps / guidance_scale: denoising steps and CFG scale of the synthesis run.
         timestep / noise: for :meth:`extract_kwargs` on real images (an extension).
@@ -249,10 +260,11 @@ class SeeDiff(MaskGenerator):
                     raise KeyError(f'SeeDiff: class {name!r} is not in the prompt of sample {i}; '
                                    f'prompt classes: {sorted(positions)}')
                 offsets = self.token_offsets.get(name, [0])
-                if max(offsets) >= len(positions[name]):
-                    raise ValueError(f'SeeDiff: token_offsets[{name!r}] = {offsets} but the name '
-                                     f'has {len(positions[name])} prompt token(s)')
-                tokens = [positions[name][o] for o in offsets]
+                tokens = [positions[name][0] + o for o in offsets]
+                if min(offsets) < 0 or max(tokens) >= cross.shape[-1]:
+                    raise ValueError(f'SeeDiff: token_offsets[{name!r}] = {offsets} reads tokens '
+                                     f'{tokens} of a {cross.shape[-1]}-token prompt (offsets '
+                                     f'count from the name\'s first token, at {positions[name][0]})')
                 # (L*k, N); selected one by one: a list index would be a host-to-device copy
                 layer_maps = torch.stack([cross[i][..., t] for t in tokens], 1).flatten(0, 1)
                 flat = (layer_maps * self.num_heads).var(dim=-1) <= self.flat_layer_var

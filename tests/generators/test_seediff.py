@@ -21,7 +21,8 @@ from sample_data import REPO, shared_path
 from mmdiffseg.attention.maps import AttentionMaps
 from mmdiffseg.generators import SeeDiff
 from mmdiffseg.generators.seediff import (CROSS_NAME, RELEASED_RESOLUTIONS, SEEDIFF_SELF_LAYERS,
-                                          resolutions_for, summed_cosine_similarity)
+                                          otsu_foreground, resolutions_for,
+                                          summed_cosine_similarity)
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png
 from mmdiffseg.registry import MASK_GENERATORS
 
@@ -108,6 +109,33 @@ def test_alpha_seed_rule_thresholds_the_squared_map():
     assert torch.equal(seeds, ca * ca > 0.5)
 
 
+def test_otsu_keeps_levels_above_255_hand_computed():
+    """Levels 0, 0, 100, 130, 400 (x * 255; 400: a bicubic overshoot above 1). Between-class
+    variances w0 w1 (mu0 - mu1)^2: split after 0: 0.24 * 210^2 = 10584; after 100: 0.24 *
+    (33.3 - 265)^2 = 12880; after 130: 0.16 * (57.5 - 400)^2 = 18769, the largest: only 400
+    is foreground. Clipped at 255 the largest is the split after 0 (6272 vs 6080, 6241)."""
+    levels = torch.tensor([[0.0, 0.0, 100.0, 130.0, 400.0]])
+    assert otsu_foreground((levels + 0.5) / 255).tolist() == [[False] * 4 + [True]]
+
+
+def test_otsu_on_overshooting_priors_equals_cv2():
+    # the refinement levels' input: squared 2x bicubic resamples of [0, 1] maps (above 1 in
+    # places), thresholded by cv2 on their uint16 levels as released
+    gen = torch.Generator().manual_seed(2)
+    coarse = torch.rand(12, 1, 16, 16, generator=gen) ** torch.linspace(0.3, 4, 12)[:, None,
+                                                                                 None, None]
+    coarse = (coarse - coarse.amin((2, 3), True)) / (coarse.amax((2, 3), True)
+                                                     - coarse.amin((2, 3), True))
+    prior = F.interpolate(coarse, size=(32, 32), mode='bicubic', align_corners=False)[:, 0]
+    squared = prior * prior
+    assert (squared.flatten(1).amax(1) > 1).all()
+    ours = otsu_foreground(squared)
+    for i, x in enumerate(squared.numpy()):
+        _, binary = cv2.threshold((x * 255).astype(np.uint16), 0, 255,
+                                  cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        assert torch.equal(ours[i], torch.from_numpy(binary > 0)), i
+
+
 def test_cross_attention_layers_are_normalised_then_summed():
     # two layers, one token each; layer 1's head-summed map is nearly flat -> scaled by 0.01
     n = 256
@@ -129,9 +157,49 @@ def test_cross_attention_layers_are_normalised_then_summed():
     two = SeeDiff(VOC, token_offsets={'pottedplant': [0, 1]}).class_cross_attention(
         maps, [['pottedplant']])
     assert torch.allclose(two[0, 0], bump, atol=1e-4)  # 1 + 0.01 bump, rescaled
-    with pytest.raises(ValueError, match='token_offsets'):
-        SeeDiff(VOC, token_offsets={'pottedplant': [2]}).class_cross_attention(
-            maps, [['pottedplant']])
+    for bad in ([77 - 5], [-1]):  # past the prompt's 77 tokens, before the name
+        with pytest.raises(ValueError, match='token_offsets'):
+            SeeDiff(VOC, token_offsets={'pottedplant': bad}).class_cross_attention(
+                maps, [['pottedplant']])
+
+
+def test_token_offsets_may_read_past_the_name_as_released():
+    """Released tvmonitor: 'tv' (5) and the token two after it (7, the end token), not
+    'monitor' (6): each layer's map normalised, the two summed."""
+    n = 256
+    cross = torch.zeros(1, 1, n, 77)
+    cross[0, 0, :, 5] = torch.linspace(0, 2, n)
+    cross[0, 0, :, 6] = torch.linspace(2, 0, n)
+    cross[0, 0, :64, 7] = 3
+    maps = AttentionMaps({CROSS_NAME: cross}, ['a photo of a tvmonitor'],
+                         [{'tvmonitor': [5, 6]}])
+    ca = SeeDiff(VOC, token_offsets={'tvmonitor': [0, 2]}).class_cross_attention(
+        maps, [['tvmonitor']])
+    expected = torch.linspace(0, 1, n) + (torch.arange(n) < 64).float()
+    expected = (expected - expected.min()) / (expected.max() - expected.min())
+    assert torch.allclose(ca[0, 0], expected, atol=1e-6)
+
+
+def test_voc_config_reads_the_released_tokens():
+    """The VOC preset reads, per class, the prompt tokens the released aggregation reads: the
+    first sub-token; pottedplant pot + plant, tvmonitor tv + the end token, diningtable 'ing'."""
+    from transformers import CLIPTokenizer
+    from mmdiffseg.attention.prompts import token_positions
+    tokenizer = CLIPTokenizer.from_pretrained(shared_path('sd_configs', 'stable-diffusion-v1-4',
+                                                          'tokenizer'))
+    cfg = Config.fromfile(str(REPO / 'configs' / 'seediff' / 'seediff_voc20_synth.py'))
+    generator = MASK_GENERATORS.build(cfg.generator)
+    expected = dict(pottedplant=['pot', 'plant</w>'], tvmonitor=['tv', '<|endoftext|>'],
+                    diningtable=['ing'], aeroplane=['aerop'], dog=['dog</w>'])
+    for name, words in expected.items():
+        prompt = generator.generate_kwargs([name])['prompts'][0]
+        ids = tokenizer(prompt, padding='max_length', max_length=77).input_ids
+        cross = torch.zeros(1, 1, 256, 77)
+        cross[0, 0, torch.arange(77), torch.arange(77)] = 1  # token t lights pixel t only
+        maps = AttentionMaps({CROSS_NAME: cross}, [prompt],
+                             [token_positions(tokenizer, prompt, [name])])
+        read = torch.nonzero(generator.class_cross_attention(maps, [[name]])[0, 0]).flatten()
+        assert tokenizer.convert_ids_to_tokens([ids[t] for t in read]) == words, name
 
 
 # -- known answers on VOC ground truth ------------------------------------------------------
