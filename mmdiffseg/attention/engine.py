@@ -376,5 +376,7 @@ class DiffusionAttentionEngine:
                 prompts, height=height, width=width, num_inference_steps=steps,
                 guidance_scale=guidance_scale, negative_prompt=negatives,
                 generator=generators, output_type='pt').images
-        images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+        # truncated to uint8 as SeeDiff's release (ptp_utils.latent2image: (x * 255).astype(uint8));
+        # diffusers' PIL output rounds, one level brighter on half the pixels, which PAMR feels
+        images = (images.float().clamp(0, 1) * 255).floor().to(torch.uint8).cpu()
         return images, AttentionMaps(session.results(), prompts, positions, (height, width))

@@ -327,6 +327,12 @@ def test_generate_seeds_negative_prompts_and_steps(tiny_engine):
         engine.generate(**run, negative_prompt=['blurry'])
     with pytest.raises(ValueError, match='steps=0'):
         engine.generate(**dict(run, steps=0))
+    # the pipeline's images truncated to uint8 as SeeDiff's release (diffusers' PIL output rounds)
+    alone, _ = engine.generate(**dict(run, prompts=['a cat']), seed=3)
+    pipe = engine.pipeline()(['a cat'], height=64, width=64, num_inference_steps=1,
+                             guidance_scale=7.0, generator=[torch.Generator().manual_seed(3)],
+                             output_type='pt').images
+    assert torch.equal(alone, (pipe.clamp(0, 1) * 255).floor().to(torch.uint8))
 
 
 def test_capture_steps_are_checked_before_the_unet_runs(tiny_engine):
