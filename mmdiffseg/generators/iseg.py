@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
-from ..transfer import padded_table
+from ..transfer import host_to_device, padded_table
 from .base import IGNORE_INDEX, MaskGenerator, size_groups
 from .class_names import VOCABULARIES, prompt_name
 from .functional import minmax_normalize
@@ -292,7 +292,7 @@ class ISeg(MaskGenerator):
             return [table.new_full(tuple(size), self.background_index) for size in sizes]
         labels: List[Optional[torch.Tensor]] = [None] * len(sizes)
         for size, members in size_groups(sizes).items():
-            index = torch.as_tensor(members, device=cams.device)
+            index = host_to_device(members, cams.device)  # no host-device sync
             for i, label in zip(members, self._assign(
                     cams[index], table[index], None if valid is None else valid[index], size)):
                 labels[i] = label
