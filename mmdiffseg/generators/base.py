@@ -125,7 +125,8 @@ class MaskGenerator(torch.nn.Module):
         """Each sample's labels at ``sizes[b]`` from one batched pass at the ``(B, 3, H, W)``
         ``images``' size (the tools: images at the working size, labels at their files' sizes).
         Here each label is resized by the nearest pixel centre (``'nearest-exact'``);
-        :class:`~.iseg.ISeg` resizes its class maps before the argmax instead, as released."""
+        :class:`~.iseg.ISeg` and unsupervised :class:`~.diffseg.DiffSeg` resize their score maps
+        before the argmax instead, as released."""
         labels = self(maps, images, class_names)
         return [label if tuple(label.shape) == tuple(size) else
                 F.interpolate(label[None, None].float(), size=tuple(size),

@@ -282,16 +282,16 @@ class DiffSeg(MaskGenerator):
                 proposals[i], kept[i] = mean, keep
         return proposals, kept
 
-    def segment_ids(self, maps: AttentionMaps, samples: Sequence[int], size: Tuple[int, int],
-                    skip: Optional[int] = None, compact: bool = False
-                    ) -> Tuple[List[int], Optional[torch.Tensor]]:
-        """The samples that keep a proposal, and their segment ids ``(len(found), H, W)``: each
-        pixel's winning proposal index (released; ids of proposals that win nowhere unused), or
-        with ``compact`` the used ones renumbered ``0..n-1`` in order (``skip``: an id that would
-        be ``skip`` or more is one more); ``None`` if no sample does."""
+    def segment_ids(self, maps: AttentionMaps, samples: Sequence[int],
+                    sizes: Sequence[Tuple[int, int]], skip: Optional[int] = None
+                    ) -> Tuple[List[int], List[torch.Tensor], List[int]]:
+        """The samples that keep a proposal, their segment ids (each ``(H, W)`` at its sample's
+        ``sizes[i]``: each pixel's winning proposal index, as released; ids of proposals that win
+        nowhere unused; ``skip``: an id that would be ``skip`` or more is one more) and their
+        proposal counts."""
         g = self.grid_size
         ids, counts, found = [], [], []
-        for b, proposals, kept in zip(samples, *self.proposals(maps, samples)):
+        for b, size, proposals, kept in zip(samples, sizes, *self.proposals(maps, samples)):
             if not len(proposals):
                 print_log(f'DiffSeg: no anchor of sample {b} matched a pixel in the released '
                           "first merging pass (merge_precision='float16': an anchor whose map "
@@ -300,17 +300,29 @@ class DiffSeg(MaskGenerator):
                           f"({self.ignore_index}). merge_precision='float32' keeps every anchor.",
                           logger='current', level=logging.WARNING)
                 continue
-            ids.append(segments_from_proposals(proposals.view(-1, g, g), size, kept))
+            segments = segments_from_proposals(proposals.view(-1, g, g), tuple(size), kept)
+            if skip is not None and len(proposals) > skip:  # ids < proposals
+                segments = segments + (segments >= skip).long()
+            ids.append(segments)
             counts.append(len(proposals))
             found.append(b)
-        if not ids:
-            return found, None
-        ids = ids[0][None] if len(ids) == 1 else torch.stack(ids)
-        if compact:  # numbered for all images at once
-            ids = compact_ids(ids, max(counts))
-        if skip is not None and max(counts) > skip:  # ids < proposals
-            ids = ids + (ids >= skip).long()
-        return found, ids
+        return found, ids, counts
+
+    def labels_at(self, maps: AttentionMaps, images: Optional[torch.Tensor],
+                  class_names: Optional[Sequence[Sequence[str]]],
+                  sizes: Sequence[Tuple[int, int]]) -> List[torch.Tensor]:
+        """Unsupervised segments at each size: the proposals bilinearly upsampled to it and the
+        argmax there (``generate_masks`` at the label's size); labelled mode and a fixed
+        ``output_size`` resize the labels (the base class)."""
+        if self.output_size or (self.classes is not None and class_names is not None):
+            return super().labels_at(maps, images, class_names, sizes)
+        maps.check_finite()
+        found, ids, _ = self.segment_ids(maps, range(maps.batch_size), sizes, self.ignore_index)
+        segments = dict(zip(found, ids))
+        device = maps[f'self{self.grid_size}'].device
+        return [segments[b] if b in segments else
+                torch.full(tuple(size), self.ignore_index, dtype=torch.long, device=device)
+                for b, size in enumerate(sizes)]
 
     def class_scores(self, columns: Sequence[torch.Tensor], size: Tuple[int, int]
                      ) -> torch.Tensor:
@@ -354,10 +366,11 @@ class DiffSeg(MaskGenerator):
         if labelled:  # a sample that names no class is all background
             named = [self._named_classes(names) for names in class_names]
             samples = [b for b in samples if named[b]]
-        found, ids = self.segment_ids(maps, samples, size, None if labelled else self.ignore_index,
-                                      compact=labelled)
-        if found and labelled:
-            ids = self.name_segments(maps, named, found, ids, size)
+        found, ids, counts = self.segment_ids(maps, samples, [size] * len(samples),
+                                              None if labelled else self.ignore_index)
+        ids = torch.stack(ids) if ids else None
+        if found and labelled:  # segments numbered 0..n-1, for all images at once
+            ids = self.name_segments(maps, named, found, compact_ids(ids, max(counts)), size)
         if len(found) == maps.batch_size:
             return ids
         # the others: unsure (no proposal left) or background (no class named)

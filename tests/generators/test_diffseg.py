@@ -14,6 +14,7 @@ from mmdiffseg.attention.maps import AttentionMaps
 from mmdiffseg.generators import DiffSeg
 from mmdiffseg.generators.diffseg import (aggregate_self_attention, anchor_grid,
                                           anchor_proposals, merge_proposals)
+from mmdiffseg.generators.diffseg_masks import compact_ids
 from mmdiffseg.generators.functional import symmetric_kl
 from mmdiffseg.generators.kmeans import kmeans
 from mmdiffseg.generators.transcriptions import diffseg_aggregate, diffseg_masks
@@ -279,7 +280,23 @@ def test_segment_ids_are_the_winning_proposals_indices():
     maps.maps['cross2'] = torch.full((1, 4, 77), 1 / 77)
     maps.token_positions = [{'cat': [4]}]
     labelled = DiffSeg(classes=VOC_CLASSES, cross_resolutions=(2,), **options)
-    assert labelled.segment_ids(maps, [0], (2, 2), compact=True)[1][0].tolist() == [[0, 1], [1, 2]]
+    _, ids, counts = labelled.segment_ids(maps, [0], [(2, 2)])
+    assert compact_ids(torch.stack(ids), max(counts))[0].tolist() == [[0, 1], [1, 2]]
+
+
+def test_labels_at_file_sizes_take_the_argmax_at_each_size(shared_data):
+    """The tools' path (labels at each file's size from one batch) equals DiffSeg run with
+    images of that size: the proposals upsampled to it and the argmax there, as the released
+    generate_masks does at its output size."""
+    labels = voc_labels(shared_data)[:2]
+    maps = [synthetic(gt, VOC_CLASSES, MODERATE_NOISE)[0] for gt in labels]
+    batch = AttentionMaps({k: torch.cat([m.maps[k] for m in maps]) for k in maps[0].maps},
+                          image_size=(512, 512))
+    generator = DiffSeg(**FLOAT32)
+    sizes = [(375, 500), (333, 500)]
+    at_sizes = generator.labels_at(batch, torch.zeros(2, 3, 512, 512), None, sizes)
+    for i, size in enumerate(sizes):
+        assert torch.equal(at_sizes[i], generator(maps[i], torch.zeros(1, 3, *size), None)[0])
 
 
 def test_segment_ids_never_use_the_ignore_index():
