@@ -16,7 +16,8 @@ CROSS_LAYERS = {
 SELF_LAYER = 'up_blocks.3.attentions.1.transformer_blocks.0.attn1'
 
 #: the VOC presets' hand-picked heads, indices into the layer-major concatenation of the heads of
-#: :data:`CROSS_LAYERS` (``wsss/iSeg.py``); they assume SD 2.1-base's head counts (20 per layer at 16x16, 10 at 32x32).
+#: :data:`CROSS_LAYERS` (``wsss/iSeg.py``); they assume SD 2.1-base's head counts (20 per layer at
+#: 16x16, 10 at 32x32).
 SD21_VOC_HEADS = {
     32: (22, 5, 21, 13, 8, 27, 28, 6, 25),
     16: (76, 1, 43, 17, 81, 6, 44, 27, 2, 8, 22, 20, 60, 78, 12, 83, 94, 47, 88, 96, 3, 33, 46, 52,

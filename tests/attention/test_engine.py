@@ -304,6 +304,27 @@ def test_extract_arguments_are_checked_before_the_model_runs(tiny_engine):
         engine.extract(image, capture='self8', image_size=64)
 
 
+def test_a_spec_that_fits_is_checked_once_per_image_size(tiny_engine, monkeypatch):
+    """extract and generate check their capture spec on every call: a spec the U-Net served
+    once at a size is not planned again (a layer walk and a session per batch otherwise)."""
+    import mmdiffseg.attention.engine as engine_module
+    engine = tiny_engine(SD2)
+    walks = []
+    layers = engine_module.unet_attention_layers
+    monkeypatch.setattr(engine_module, 'unet_attention_layers',
+                        lambda *args: walks.append(args[1]) or layers(*args))
+    spec = CaptureSpec([CaptureRequest('self', 8)])
+    for _ in range(3):
+        engine.check_capture(spec, 64)
+    engine.extract([_image(0)], capture=spec, image_size=64)
+    assert walks.count(8) == 1  # checked once for 3 checks and an extract
+    engine.check_capture(spec, 128)  # another size is checked anew
+    assert walks.count(16) == 1
+    for _ in range(2):  # a failed check is not remembered
+        with pytest.raises(ValueError, match='cannot be used'):
+            engine.check_capture(CaptureRequest('self', 64), 64)
+
+
 def test_dtype_by_name_and_a_missing_cuda_are_named(sd_config_dir, monkeypatch):
     folder = cached_tiny_pipeline_folder(sd_config_dir(SD1))
     engine = DiffusionAttentionEngine.from_pretrained(folder, dtype='bfloat16')
