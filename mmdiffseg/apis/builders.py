@@ -13,6 +13,7 @@ from mmengine.config import Config
 from ..attention.engine import DTYPES
 from ..compat import config_fromfile
 from ..cuda_check import cuda_problem
+from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY
 from ..registry import MASK_GENERATORS
 from .io import UserInputError
 
@@ -127,11 +128,13 @@ def build_generator(gen_cfg: Dict, classes: Optional[Sequence[str]]):
 
 def job_header(tool: str, model: str, dtype: str, generator, classes: Optional[Sequence[str]],
                **settings) -> Dict:
-    """The manifest header of a tool's job: every setting that changes its output. The model
+    """The manifest header of a tool's job: every setting that changes its output, and the
+    version of the label computation (:data:`~mmdiffseg.generators.base.LABELS_VERSION`). The model
     is recorded by its identity (:func:`~mmdiffseg.provenance.model_identity`: id and config
     hash), so the same model in another folder or on another node resumes the folder."""
     from ..provenance import model_identity
     return dict(tool=tool, model=model_identity(model), dtype=dtype,
+                **{LABELS_VERSION_KEY: LABELS_VERSION},
                 generator=dict(type=type(generator).__name__, **generator.config_dict()),
                 classes=list(classes) if classes is not None else None, **settings)
 

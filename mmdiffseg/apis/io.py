@@ -31,6 +31,7 @@ from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, Optional, S
 
 from mmengine.dist import get_dist_info
 
+from ..generators.base import older_labels_note
 from ..provenance import describe, setting_differences
 from .progress import JobInterrupted, JobSummary  # noqa: F401  (part of this module's API)
 
@@ -181,14 +182,16 @@ class Manifest:
         if tool and this_tool and tool != this_tool:
             raise UserInputError(f'--out {self.folder} was made by {tool}.py, not {this_tool}.py: '
                                  f'choose another --out (or rerun {tool}.py to resume it)')
-        diffs = [f'  {key}: folder has {describe(have)}, this run has {describe(want)}'
-                 for key, have, want in setting_differences(found, self.header)]
-        if not diffs:
+        differing = list(setting_differences(found, self.header))
+        if not differing:
             return
         raise UserInputError(
             f'refusing to resume into {self.folder}: its manifest ({path.name}) was made with '
-            'different settings:\n' + '\n'.join(diffs) +
-            '\nUse another --out folder, or rerun with the same settings.')
+            'different settings:\n'
+            + '\n'.join(f'  {key}: folder has {describe(have)}, this run has {describe(want)}'
+                         for key, have, want in differing)
+            + older_labels_note([key for key, _, _ in differing])
+            + '\nUse another --out folder, or rerun with the same settings.')
 
     def load(self) -> Dict[str, Dict]:
         """id -> record of every finished item in the folder (all rank files), checking headers

@@ -1,9 +1,10 @@
 """Disk cache of generated labels: one label per image content and class names, per model and generator config.
 
 Layout: ``cache_dir/cache.json`` holds the signature (the model's identity + the generator's
-``config_dict()``) the cache was written with; ``cache_dir/<k[:2]>/<k>.png`` holds the label made
-from the image file and the image-level class names whose SHA-1 is ``k`` (:func:`label_key`), at
-the image's original size (uint8, 255 = unsure). The signature pins the whole folder to one model
+``config_dict()`` + :data:`~mmdiffseg.generators.base.LABELS_VERSION`) the cache was written
+with; ``cache_dir/<k[:2]>/<k>.png`` holds the label made from the image file and the image-level
+class names whose SHA-1 is ``k`` (:func:`label_key`), at the image's original size (uint8,
+255 = unsure). The signature pins the whole folder to one model
 + generator config, so the effective key is image content + class names + model + generator
 config; opening a folder written with another signature is an error naming the settings that
 differ (never silently reused labels). Models compare by the hash of their diffusers configs, so
@@ -38,7 +39,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from ..generators.base import MaskGenerator
+from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY, MaskGenerator, older_labels_note
 from ..provenance import describe, model_identity, setting_differences
 from ..registry import MASK_GENERATORS
 
@@ -132,7 +133,8 @@ class LabelCache:
         self.model = str(model)
         self.signature = _canonical({'model': model_identity(self.model),
                                      'generator': generator.config_dict(),
-                                     'label_key': KEY_SCHEME})
+                                     'label_key': KEY_SCHEME,
+                                     LABELS_VERSION_KEY: LABELS_VERSION})
         self.writer_dtype = writer_dtype
         self.wait_timeout = float(wait_timeout)
         self._signature_checked = False
@@ -161,14 +163,16 @@ class LabelCache:
         if stored is None:
             return False
         made_with = stored.pop(WRITER_KEY, {})
-        differences = [f'{key}: cache {describe(have)}, this run {describe(want)}'
-                       for key, have, want in setting_differences(stored, self.signature)]
-        if differences:
+        differing = list(setting_differences(stored, self.signature))
+        if differing:
             raise ValueError(
                 f'label cache {self.cache_dir} holds labels made with other settings:\n  '
-                + '\n  '.join(differences) + '\nLabels of another model or generator config are '
-                'never reused: give this config another cache_dir (the `cache` of '
-                'LoadPseudoLabel in the train pipeline) or delete the folder.')
+                + '\n  '.join(f'{key}: cache {describe(have)}, this run {describe(want)}'
+                               for key, have, want in differing)
+                + older_labels_note([key for key, _, _ in differing])
+                + '\nLabels of another model or generator config are never reused: give this '
+                'config another cache_dir (the `cache` of LoadPseudoLabel in the train pipeline) '
+                'or delete the folder.')
         written = made_with.get('dtype')
         if self.writer_dtype is not None and written not in (None, self.writer_dtype):
             raise ValueError(

@@ -21,6 +21,24 @@ from ..preflight_data import nearest
 
 IGNORE_INDEX = 255
 
+#: The version of how labels are computed from a given model + generator config, recorded in
+#: label caches and tool manifests so labels of an older computation are never mixed with new
+#: ones. 1: labels made at the working size, then resized by torch ``'nearest'``; DiffSeg ids
+#: renumbered ``0..n-1``; SeeDiff's Otsu levels clipped at 255, its images rounded. 2: labels made
+#: at each image's size (:meth:`MaskGenerator.labels_at`), DiffSeg ids = proposal indices,
+#: SeeDiff's Otsu on unclipped levels and truncated images, as released.
+LABELS_VERSION = 2
+LABELS_VERSION_KEY = 'labels_version'
+
+
+def older_labels_note(differing_keys) -> str:
+    """A sentence for a refused folder whose labels come from another :data:`LABELS_VERSION`."""
+    if LABELS_VERSION_KEY not in differing_keys:
+        return ''
+    return (f'\n{LABELS_VERSION_KEY}: its labels were made by an earlier mmdiffseg, which computed '
+            f'them otherwise (mmdiffseg.generators.base.LABELS_VERSION), and are not mixed with '
+            f'version {LABELS_VERSION} labels.')
+
 
 class MaskGenerator(torch.nn.Module):
     """Base class of the mask generators.

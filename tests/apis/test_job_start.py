@@ -39,6 +39,27 @@ def test_a_folder_made_by_another_tool_is_refused_for_that_alone(tmp_path):
         run_job(items, load, compute, out, dict(HEADER, tool='pseudo_label', classes=['b']))
 
 
+def test_a_folder_of_an_earlier_label_computation_is_refused_with_the_reason(tmp_path):
+    """A tool's manifest records LABELS_VERSION: a folder made before it (no version) or with
+    another one is not resumed, so its labels are never mixed with those of this computation."""
+    from mmdiffseg.apis.builders import job_header
+    from mmdiffseg.generators import ISeg
+    from mmdiffseg.generators.base import LABELS_VERSION
+    items, load, compute = _job([])
+    header = job_header('pseudo_label', 'some/model', 'float32', ISeg(classes=['a']), ['a'])
+    assert header['labels_version'] == LABELS_VERSION
+    out = tmp_path / 'out'
+    run_job(items[:2], load, compute, out, {k: v for k, v in header.items()
+                                            if k != 'labels_version'})
+    with pytest.raises(UserInputError) as error:
+        run_job(items, load, compute, out, header)
+    assert (f'  labels_version: folder has <absent>, this run has {LABELS_VERSION}\n'
+            'labels_version: its labels were made by an earlier mmdiffseg') in str(error.value)
+    assert str(error.value).endswith('Use another --out folder, or rerun with the same settings.')
+    run_job(items, load, compute, tmp_path / 'new', header)     # the same header resumes
+    run_job(items, load, compute, tmp_path / 'new', header)
+
+
 def test_a_run_stopped_before_writing_leaves_no_folder_it_made(tmp_path):
     """Bad input found at the model load (in ``prepare``): the folders the run made are removed
     again; one that existed before, or that holds anything, is kept."""

@@ -170,6 +170,20 @@ def test_refusal_names_only_the_settings_that_differ(tmp_path):
     assert line.startswith('model: cache {') and '"another/model"' in line
 
 
+def test_a_cache_of_an_earlier_label_computation_is_refused_with_the_reason(tmp_path):
+    """cache.json records LABELS_VERSION: a folder signed before it (no version) is refused."""
+    from mmdiffseg.generators.base import LABELS_VERSION
+    LabelCache(**cache_cfg(tmp_path)).sign()
+    path = tmp_path / 'cache' / 'cache.json'
+    signature = json.loads(path.read_text())
+    assert signature.pop('labels_version') == LABELS_VERSION
+    path.write_text(json.dumps(signature))
+    with pytest.raises(ValueError) as refused:
+        LabelCache(**cache_cfg(tmp_path)).check_signature()
+    assert refusal_lines(refused) == [f'labels_version: cache <absent>, this run {LABELS_VERSION}']
+    assert 'its labels were made by an earlier mmdiffseg' in str(refused.value)
+
+
 def sd_folder(root, config='stable-diffusion-2-1-base'):
     """A diffusers folder's configs (all a model's identity is computed from)."""
     source = shared_path('sd_configs', config)
