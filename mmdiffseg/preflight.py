@@ -3,7 +3,7 @@
 Everything the run would otherwise discover one failure at a time, deep into a long log: the data
 (root, split files, image and label folders; :mod:`mmdiffseg.preflight_data`), the image-level
 label file (JSON, an entry for every training image, known class names), the generator options,
-backbone and ``load_from`` checkpoints (a local file, or a URL / ``torchvision://`` /
+a label cache made with other settings or in another precision than the run's, backbone and ``load_from`` checkpoints (a local file, or a URL / ``torchvision://`` /
 ``open-mmlab://`` name that is in the torch hub cache or downloadable; a test with a checkpoint
 needs no backbone init weights), the Stable Diffusion weights (a local diffusers folder, or a hub id
 in the Hugging Face cache or downloadable) and a CUDA device where the config asks for one
@@ -232,6 +232,27 @@ def check_cache_precision(cache_dir: str, where: str, dtype: str) -> List[Missin
                     [f'{where}.cache_dir'])]
 
 
+def check_cache_settings(cache: Dict, where: str) -> List[Missing]:
+    """A label cache made with another model, generator config or label computation
+    (:data:`~mmdiffseg.generators.base.LABELS_VERSION`) than this run's:
+    :class:`~mmdiffseg.datasets.LabelCache` refuses it at the first batch, once the model and
+    the data are built."""
+    from .datasets.label_cache import SIGNATURE_FILE, LabelCache
+    if not (Path(cache['cache_dir']) / SIGNATURE_FILE).is_file() or \
+            not isinstance(cache.get('model'), str):
+        return []
+    try:
+        LabelCache(cache['cache_dir'], cache['model'], cache['generator']).check_signature()
+    except (KeyError, TypeError):
+        return []   # the generator's options: check_generator names them
+    except ValueError as err:
+        what, *differences = str(err).splitlines()[:-1]
+        return [Missing(f'{what} {"; ".join(line.strip() for line in differences)}',
+                        f'--cfg-options {where}.cache_dir=<another folder>, or delete '
+                        f'{cache["cache_dir"]}', [f'{where}.cache_dir'])]
+    return []
+
+
 def _cuda_needs(cfg: Config, mode: str, sections: Dict[str, object], dtype: Optional[str],
                 device: Optional[str]) -> List[str]:
     needs = []
@@ -293,6 +314,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
             if isinstance(node.get('generator'), dict) and 'type' in node['generator']:
                 missing += check_generator(node['generator'], f'{path}.generator')
                 if 'cache_dir' in node and mode != 'test':
+                    missing += check_cache_settings(node, path)
                     missing += check_cache_precision(node['cache_dir'], path,
                                                      _writer_dtype(cfg, mode, dtype))
             if init_weights and node.get('type') == 'Pretrained' and \

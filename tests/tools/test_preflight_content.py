@@ -215,3 +215,35 @@ def test_a_label_cache_made_in_another_precision_is_named_before_training(tmp_pa
         assert 'engine_dtype=float16' in item.fix and 'cache_dir=<another folder>' in item.fix
     cfg.model.data_preprocessor.engine_dtype = 'float16'
     assert not [i for i in preflight.check(cfg, 'train') if 'holds labels made in' in i.what]
+
+
+def test_a_label_cache_made_with_other_settings_is_named_before_training(tmp_path, voc_root):
+    """Another generator option, or labels of an earlier label computation (a cache.json
+    without LABELS_VERSION): named by pre-flight with the fix, not at the first batch."""
+    from mmdiffseg.datasets import LabelCache
+    cfg = voc_config(voc_root, generator=dict(type='ISeg', vocabulary='voc'))
+    cache = cfg.train_dataloader.dataset.pipeline[2].cache
+    cache.cache_dir, cache.model = str(tmp_path / 'cache'), str(tmp_path / 'sd')
+    where = 'train_dataloader.dataset.pipeline.2.cache'
+
+    def named():
+        return [i for i in preflight.check(cfg, 'train') if 'other settings' in i.what]
+
+    assert not named()
+    LabelCache(cache.cache_dir, cache.model, dict(type='ISeg', vocabulary='voc', iters=3)).sign()
+    (item,) = named()
+    assert item.what == (f'label cache {cache.cache_dir} holds labels made with other settings: '
+                         'generator.iters: cache 3, this run 10')
+    assert item.where == [f'{where}.cache_dir']
+    assert item.fix == (f'--cfg-options {where}.cache_dir=<another folder>, or delete '
+                        f'{cache.cache_dir}')
+    signature = tmp_path / 'cache' / 'cache.json'
+    signature.unlink()
+    LabelCache(cache.cache_dir, cache.model, cache.generator.to_dict()).sign()
+    assert not named()
+    signature.write_text(json.dumps({k: v for k, v in json.loads(signature.read_text()).items()
+                                     if k != 'labels_version'}))
+    (item,) = named()
+    from mmdiffseg.generators.base import LABELS_VERSION
+    assert (f'labels_version: cache <absent>, this run {LABELS_VERSION}; labels_version: its '
+            'labels were made by an earlier mmdiffseg') in item.what
