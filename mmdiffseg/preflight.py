@@ -262,6 +262,9 @@ def _cuda_needs(cfg: Config, mode: str, sections: Dict[str, object], dtype: Opti
                 needs.append(f'{path}.device={node["device"]} (--cfg-options {path}.device=cpu)')
             # the online labeler (DiffusionLabelPreprocessor) labels in training only
             labels_in_test = mode != 'test' or node.get('type') != 'DiffusionLabelPreprocessor'
+            if node.get('noise_draw') == 'cuda_float16' and labels_in_test:
+                needs.append(f'{path}.noise_draw=cuda_float16 (--cfg-options {path}.noise_draw=cpu '
+                             'draws the noise on the CPU)')
             if node.get('engine_dtype') == 'float16' and labels_in_test:
                 needs.append(f'{path}.engine_dtype=float16 (--cfg-options {path}.engine_dtype='
                              'float32 runs the diffusion model on the CPU)')

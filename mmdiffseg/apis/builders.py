@@ -41,14 +41,19 @@ def check_model(model: str) -> str:
 
 def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture=None,
                 image_size: int = 512, generator=None):
-    """:class:`DiffusionAttentionEngine` for ``model``; a load failure, an ``image_size`` at which
-    the model has not the attention resolutions ``capture`` reads, or a ``capture`` spec the
-    model cannot serve (e.g. iSeg's SD 2.1 head lists on SD 1.x) becomes a clear message before
-    any work. The ``generator``'s settings that do not fit the model
+    """:class:`DiffusionAttentionEngine` for ``model``; a load failure, a generator whose noise
+    needs another device, an ``image_size`` at which the model has not the attention resolutions
+    ``capture`` reads, or a ``capture`` spec the model cannot serve (e.g. iSeg's SD 2.1 head lists
+    on SD 1.x) becomes a clear message before any work. The ``generator``'s settings that do not fit the model
     (:meth:`~mmdiffseg.generators.MaskGenerator.model_notes`) are logged as warnings."""
     from ..attention.engine import DiffusionAttentionEngine
+    from ..attention.noise import check_noise_draw
     if dtype not in DTYPES:
         raise UserInputError(f'unknown --dtype {dtype!r}; choose from {sorted(DTYPES)}')
+    try:  # iSeg's noise_draw='cuda_float16' needs a CUDA engine: said before the model loads
+        check_noise_draw(getattr(generator, 'noise_draw', 'cpu'), torch.device(device))
+    except ValueError as exc:
+        raise UserInputError(str(exc)) from exc
     try:
         engine = DiffusionAttentionEngine.from_pretrained(model, dtype=DTYPES[dtype], device=device)
     except (OSError, ValueError) as exc:  # the engine's message names the model and the fix

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from ..provenance import model_id_of, withdrawn_model
-from ..transfer import host_to_device
 from .capture import CaptureSession, capture_attention
 from .images import ImagesLike, preprocess_images
 from .maps import AttentionMaps, CaptureSpec, as_capture_spec
+from .noise import check_noise_draw, shared_noise
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
 from .unet_layers import unet_attention_layers
 
@@ -270,21 +270,12 @@ class DiffusionAttentionEngine:
                 f'the {type(self.scheduler).__name__} makes {calls} calls: indexes 0..{calls - 1}; '
                 'pass indexes in that range, or capture.steps=None for all')
 
-    def _noise(self, noise: Union[int, torch.Tensor], latents: torch.Tensor) -> torch.Tensor:
-        """The same noise for every sample: from a CPU generator seeded with ``noise``, or given."""
-        if isinstance(noise, torch.Tensor):
-            if noise.shape[-3:] != latents.shape[-3:]:
-                raise ValueError(f'noise shape {tuple(noise.shape)} does not match the latents '
-                                 f'{tuple(latents.shape)}')
-            return noise.to(latents.device, latents.dtype).expand_as(latents)
-        eps = torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(int(noise)))
-        return host_to_device(eps, latents.device, latents.dtype).expand_as(latents)
-
     # -- public API -------------------------------------------------------------------------
     @torch.no_grad()
     def extract(self, images: ImagesLike, prompts: Optional[Sequence[str]] = None,
                 class_names: Optional[Sequence[Sequence[str]]] = None, timestep: int = 300,
-                noise: Union[None, int, torch.Tensor] = None, token_enhance: float = 1.0,
+                noise: Union[None, int, torch.Tensor] = None, noise_draw: str = 'cpu',
+                token_enhance: float = 1.0,
                 token_offsets: Optional[Dict[str, Sequence[int]]] = None,
                 capture: CaptureSpec = CaptureSpec(), image_size: int = 512) -> AttentionMaps:
         """Attention of one U-Net forward on real images (DiffSeg / iSeg extraction).
@@ -299,6 +290,9 @@ class DiffusionAttentionEngine:
             timestep: U-Net timestep (DiffSeg 300, iSeg 100), within the scheduler's range.
             noise: ``None`` = clean latents; an int seeds one Gaussian noise shared by all images;
                 a tensor is the noise. Added with ``scheduler.add_noise`` at ``timestep``.
+            noise_draw: how a seeded noise is drawn: ``'cpu'`` (float32, CPU generator, the same
+                on every device) or ``'cuda_float16'`` (iSeg's release: CUDA generator, float16;
+                needs a CUDA engine).
             token_enhance: iSeg's Cat-Cross factor on the class-token text embeddings.
             token_offsets: class name -> offsets within its tokens to enhance (default: all).
             capture: what to capture.
@@ -307,6 +301,7 @@ class DiffusionAttentionEngine:
         latent_size = self._latent_size(image_size, image_size)
         capture, timestep = as_capture_spec(capture), self._timestep(timestep)
         self.check_capture(capture, image_size)
+        check_noise_draw(noise_draw, self.device)
         pixels = preprocess_images(images, image_size)
         batch = pixels.shape[0]
         prompts = [prompts or ''] * batch if prompts is None or isinstance(prompts, str) \
@@ -318,7 +313,7 @@ class DiffusionAttentionEngine:
         latents = self._encode(pixels)
         t = torch.full((batch,), timestep, dtype=torch.long, device=self.device)
         if noise is not None:
-            latents = self.scheduler.add_noise(latents, self._noise(noise, latents), t)
+            latents = self.scheduler.add_noise(latents, shared_noise(noise, latents, noise_draw), t)
         embeddings = encode_prompts(self.tokenizer, self.text_encoder, prompts)
         embeddings = enhance_class_tokens(embeddings, positions, token_enhance, token_offsets)
         with capture_attention(self.unet, capture, latent_size, batch, chunk_bytes=self.chunk_bytes,

@@ -16,10 +16,11 @@ Deliberate differences from the released code: float32 instead of fp16 (except t
 distance, below); divisions are guarded, so an all-zero or constant class column gives an all-zero
 map where the released code gives NaN. Token positions are the released table's by default,
 miscount included (:mod:`.iseg_tokens`: COCO's 'fire hydrant' shifts every later class one token
-early); ``token_table='tokenizer'`` reads every word's own tokens. The released k-means
-asks for 32 clusters but seeds a grid of step ``64 // sqrt(32) = 11``, i.e. the 36 pixels
-``{0, 11, 22, 33, 44, 55}^2``; that is what :func:`grid_seeds` reproduces. Clusters that lose all
-pixels are dropped, as released.
+early); ``token_table='tokenizer'`` reads every word's own tokens. The noise (seed 1101) is drawn
+by a CPU generator, the same on every device; ``noise_draw='cuda_float16'`` draws the release's
+(CUDA's generator, float16). The released k-means asks for 32 clusters but seeds a grid of step
+``64 // sqrt(32) = 11``, i.e. the 36 pixels ``{0, 11, 22, 33, 44, 55}^2``; that is what
+:func:`grid_seeds` reproduces. Clusters that lose all pixels are dropped, as released.
 
 Released: the head lists of SD 2.1-base (the VOC presets' hand-picked cross-attention heads for its
 20 heads per layer at 16x16 and 10 at 32x32; self-attention heads 1 and 2 of its 5 at 64x64).
@@ -44,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
+from ..attention.noise import NOISE_DRAWS
 from ..registry import MASK_GENERATORS
 from ..transfer import host_to_device, padded_table
 from .base import IGNORE_INDEX, MaskGenerator, size_groups
@@ -52,7 +54,8 @@ from .functional import minmax_normalize
 from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention,
                          refine_with_self_attention)
 from .iseg_presets import (CROSS_LAYERS, HEAD_LAYOUT_FIX, ISEG_PRESETS, RELEASED_CLASS_ORDER,
-                           SD21_VOC_HEADS, SELF_LAYER, VOC_BG_CONTEXT, WSSS_PROMPT)
+                           SD21_VOC_HEADS, SELF_LAYER, VOC_BG_CONTEXT, WSSS_PROMPT,
+                           check_cross_heads, heads_at)
 from .iseg_tokens import RELEASED_TOKEN_MISCOUNTS, TOKEN_TABLES, token_names
 from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
 
@@ -84,6 +87,8 @@ class ISeg(MaskGenerator):
         bg_context: context words appended to the prompt.
         timestep: diffusion timestep of the single U-Net pass [``test_t``].
         noise_seed: seed of the noise, the same for every image [``rand_seed``].
+        noise_draw: ``'cpu'``: drawn by a CPU generator (the same noise on every device);
+            ``'cuda_float16'``: by CUDA's generator in float16, the release's noise (needs CUDA).
         token_enhance: factor on the selected class-token embeddings [``enhanced``].
         cross_heads: heads averaged per resolution: ``None`` = all [``att_mean``], ``'voc'`` = the
             released hand-picked SD 2.1-base lists (:data:`SD21_VOC_HEADS`), or ``{res: [...]}``.
@@ -119,6 +124,7 @@ class ISeg(MaskGenerator):
                  bg_context: str = VOC_BG_CONTEXT,
                  timestep: int = 100,
                  noise_seed: Optional[int] = 1101,
+                 noise_draw: str = 'cpu',
                  token_enhance: float = 1.6,
                  cross_heads='voc',
                  res_weights: Optional[Mapping[int, float]] = None,
@@ -161,6 +167,9 @@ class ISeg(MaskGenerator):
         self.bg_context = bg_context
         self.timestep = int(timestep)
         self.noise_seed = noise_seed
+        if noise_draw not in NOISE_DRAWS:
+            raise ValueError(f'ISeg: noise_draw must be one of {NOISE_DRAWS}, got {noise_draw!r}')
+        self.noise_draw = noise_draw
         self.token_enhance = float(token_enhance)
         self.res_weights = {int(r): float(w) for r, w in
                             (res_weights if res_weights is not None else {16: 0.7, 32: 0.3}).items()}
@@ -169,7 +178,7 @@ class ISeg(MaskGenerator):
                 any(w < 0 for w in self.res_weights.values()):
             raise ValueError(f'ISeg: res_weights must weight resolutions {sorted(CROSS_LAYERS)} with '
                              f'non-negative weights, not all zero; got {self.res_weights}')
-        self.cross_heads = self._check_cross_heads(cross_heads)
+        self.cross_heads = check_cross_heads(cross_heads)
         self.self_heads = None if self_heads is None else tuple(int(h) for h in self_heads)
         if self.self_heads == ():
             raise ValueError('ISeg: self_heads must name at least one head (None = all heads)')
@@ -209,31 +218,12 @@ class ISeg(MaskGenerator):
             raise KeyError(f'ISeg: unknown preset {name!r}; known: {sorted(ISEG_PRESETS)}')
         return cls(**{**ISEG_PRESETS[name], **overrides, 'preset': name})
 
-    def _check_cross_heads(self, cross_heads):
-        if cross_heads is None or cross_heads == 'voc':
-            return cross_heads
-        if isinstance(cross_heads, Mapping):
-            heads = {int(r): tuple(int(h) for h in v) for r, v in cross_heads.items()}
-            if set(heads) - set(CROSS_LAYERS):
-                raise ValueError(f'ISeg: cross_heads has resolutions {sorted(heads)}; only '
-                                 f'{sorted(CROSS_LAYERS)} are read')
-            return heads
-        raise ValueError(f"ISeg: cross_heads must be None, 'voc' or {{resolution: [heads]}}, "
-                         f'got {cross_heads!r}')
-
-    def _heads_at(self, resolution: int) -> Optional[tuple]:
-        if self.cross_heads is None:
-            return None
-        if self.cross_heads == 'voc':
-            return SD21_VOC_HEADS[resolution]
-        return self.cross_heads.get(resolution)
-
     # -- what the engine must do -------------------------------------------------------------
     @property
     def capture_spec(self) -> CaptureSpec:
         fix = (f"{HEAD_LAYOUT_FIX} (the released head lists are SD 2.1-base's; in Python: "
                'ISeg(..., cross_heads=None, self_heads=None))')  # the engine's error names it
-        requests = [CaptureRequest('cross', r, layers=CROSS_LAYERS[r], heads=self._heads_at(r),
+        requests = [CaptureRequest('cross', r, layers=CROSS_LAYERS[r], heads=heads_at(self.cross_heads, r),
                                    name=f'iseg_cross{r}', heads_fix=fix)
                     for r, w in sorted(self.res_weights.items()) if w > 0]
         requests.append(CaptureRequest('self', 64, layers=(SELF_LAYER,), heads=self.self_heads,
@@ -269,7 +259,8 @@ class ISeg(MaskGenerator):
                                                bg_context=self.bg_context) for ns in names]
         placed, offsets = self._token_names(names)
         return dict(prompts=prompts, class_names=placed, timestep=self.timestep,
-                    noise=self.noise_seed, token_enhance=self.token_enhance,
+                    noise=self.noise_seed, noise_draw=self.noise_draw,
+                    token_enhance=self.token_enhance,
                     token_offsets=offsets)
 
     # -- labels ------------------------------------------------------------------------------
@@ -400,5 +391,6 @@ class ISeg(MaskGenerator):
                     # only where they change labels (older caches of the other tasks stay valid)
                     **({} if self.class_order == self.classes else
                        dict(class_order=list(self.class_order))),
+                    **({} if self.noise_draw == 'cpu' else dict(noise_draw=self.noise_draw)),
                     **(dict(token_table=self.token_table)
                        if self.vocabulary in RELEASED_TOKEN_MISCOUNTS else {}))

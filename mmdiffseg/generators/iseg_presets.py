@@ -1,6 +1,6 @@
 """iSeg's layer and head lists, prompts and per-task settings (linsun449/iseg.code, ALGORITHMS.md
 3.1-3.6), and our SD 1.x adaptation of the VOC tasks."""
-from typing import Dict
+from typing import Dict, Mapping, Optional
 
 #: cross-attention layers read at each resolution, in forward order (``wsss/arguments.py``).
 CROSS_LAYERS = {
@@ -74,3 +74,26 @@ ISEG_PRESETS.update({f'{task}_sd1x': {**ISEG_PRESETS[task], **SD1X_HEADS}
 HEAD_LAYOUT_FIX = ("set cross_heads=None self_heads=None (the mean of all heads), e.g. "
                    "--cfg-options cross_heads=None self_heads=None, or for SD 1.x use "
                    "configs/iseg/iseg_wsss_voc_sd1x.py / iseg_ovs_voc_sd1x.py")
+
+
+def check_cross_heads(cross_heads):
+    """``ISeg.cross_heads`` checked: ``None``, ``'voc'`` or ``{resolution: heads}``."""
+    if cross_heads is None or cross_heads == 'voc':
+        return cross_heads
+    if isinstance(cross_heads, Mapping):
+        heads = {int(r): tuple(int(h) for h in v) for r, v in cross_heads.items()}
+        if set(heads) - set(CROSS_LAYERS):
+            raise ValueError(f'ISeg: cross_heads has resolutions {sorted(heads)}; only '
+                             f'{sorted(CROSS_LAYERS)} are read')
+        return heads
+    raise ValueError(f"ISeg: cross_heads must be None, 'voc' or {{resolution: [heads]}}, "
+                     f'got {cross_heads!r}')
+
+
+def heads_at(cross_heads, resolution: int) -> Optional[tuple]:
+    """The heads a checked ``cross_heads`` averages at ``resolution`` (``None``: all)."""
+    if cross_heads is None:
+        return None
+    if cross_heads == 'voc':
+        return SD21_VOC_HEADS[resolution]
+    return cross_heads.get(resolution)

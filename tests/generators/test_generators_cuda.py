@@ -50,3 +50,18 @@ def test_kmeans_batch_on_the_gpu_agrees_with_the_cpu():
     gpu = kmeans_batch([p.cuda() for p in x], [i.cuda() for i in inits])[1]
     for a, b in zip(cpu, gpu):
         assert (a == b.cpu()).float().mean() > 0.995
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.float32])
+def test_cuda_float16_noise_is_the_released_isegs_draw(dtype):
+    """iSeg's release: ``torch.cuda.manual_seed(1101)``, then ``randn_like`` of its float16
+    ``(1, 4, 64, 64)`` latents; every image of a batch gets that noise, cast to the latents'."""
+    from mmdiffseg.attention.noise import shared_noise
+    torch.cuda.manual_seed(1101)
+    released = torch.randn_like(torch.empty(1, 4, 64, 64, device='cuda', dtype=torch.float16))
+    latents = torch.zeros(3, 4, 64, 64, device='cuda', dtype=dtype)
+    noise = shared_noise(1101, latents, 'cuda_float16')
+    assert noise.shape == latents.shape and noise.dtype == dtype
+    for b in range(3):
+        assert torch.equal(noise[b], released[0].to(dtype))
+    assert not torch.equal(shared_noise(1101, latents, 'cpu')[0], noise[0])

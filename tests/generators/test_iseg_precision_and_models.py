@@ -59,6 +59,19 @@ def test_kmeans_precision_is_checked_and_recorded():
         ISeg(kmeans_precision='half')
 
 
+def test_noise_draw_is_checked_passed_to_the_engine_and_recorded_where_not_the_default():
+    """'cuda_float16' (the release's noise) reaches extract and the signature; the default 'cpu'
+    stays out of it, so caches made before the option keep their key."""
+    assert ISeg().extract_kwargs([['cat']])['noise_draw'] == 'cpu'
+    assert 'noise_draw' not in ISeg().config_dict()
+    released = ISeg(noise_draw='cuda_float16')
+    assert released.extract_kwargs([['cat']])['noise_draw'] == 'cuda_float16'
+    assert released.config_dict()['noise_draw'] == 'cuda_float16'
+    with pytest.raises(ValueError, match=r"noise_draw must be one of \('cpu', 'cuda_float16'\), "
+                                         r"got 'cuda'"):
+        ISeg(noise_draw='cuda')
+
+
 # -- SD 1.x ----------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def tiny_sd15():

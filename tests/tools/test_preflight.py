@@ -273,6 +273,25 @@ def test_prefill_without_cuda_refuses_float16_as_training_does(tmp_path, tiny_sd
 
 
 @NO_CUDA
+def test_the_released_isegs_cuda_noise_needs_cuda_named_before_any_work(tmp_path, tiny_sd):
+    """iSeg's noise_draw='cuda_float16' in the label cache's generator: pre-flight names it with
+    its --cfg-options fix; the offline tools stop before the model loads (exit 2, no folder)."""
+    cfg = tiny_online_config(tmp_path, tiny_sd)
+    generator = 'train_dataloader.dataset.pipeline.2.cache.generator'
+    cfg.merge_from_dict({f'{generator}.noise_draw': 'cuda_float16'})
+    for mode in ('prefill', 'train'):
+        (item,) = preflight.check(cfg, mode)
+        assert item.what.startswith('a CUDA device') and \
+            f'--cfg-options {generator}.noise_draw=cpu draws the noise on the CPU' in item.fix
+    from mmdiffseg.apis.builders import load_engine
+    from mmdiffseg.apis.io import UserInputError
+    from mmdiffseg.generators import ISeg
+    with pytest.raises(UserInputError, match="noise_draw='cuda_float16'.*needs the engine on a "
+                                             "CUDA device, this one is on cpu"):
+        load_engine(str(tmp_path / 'not-loaded'), 'cpu', generator=ISeg(noise_draw='cuda_float16'))
+
+
+@NO_CUDA
 def test_testing_a_checkpoint_needs_no_init_weights_nor_the_labelers_gpu(tmp_path, monkeypatch):
     """tools/test.py CONFIG CHECKPOINT on the CPU, offline: Runner.test loads the checkpoint (no
     ImageNet backbone weights) and the online labeler's float16 engine runs only in training."""

@@ -1,0 +1,44 @@
+"""The noise :meth:`~mmdiffseg.attention.DiffusionAttentionEngine.extract` adds to the latents
+(iSeg: seeded, one draw shared by every image of a batch)."""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+
+from ..transfer import host_to_device
+
+#: how a seeded noise is drawn (see :func:`shared_noise`)
+NOISE_DRAWS = ('cpu', 'cuda_float16')
+
+
+def check_noise_draw(draw: str, device: torch.device) -> None:
+    """Refuse an unknown ``draw``, or ``'cuda_float16'`` for an engine off CUDA."""
+    if draw not in NOISE_DRAWS:
+        raise ValueError(f'noise_draw={draw!r}: one of {NOISE_DRAWS}')
+    if draw == 'cuda_float16' and torch.device(device).type != 'cuda':
+        raise ValueError(
+            f"noise_draw='cuda_float16' (the released iSeg's noise, drawn by CUDA's generator) "
+            f'needs the engine on a CUDA device, this one is on {device}: run on a GPU '
+            f"(--device cuda), or draw the noise on the CPU (noise_draw='cpu', the default)")
+
+
+def shared_noise(noise: Union[int, torch.Tensor], latents: torch.Tensor,
+                 draw: str = 'cpu') -> torch.Tensor:
+    """One noise for every sample of ``latents``: ``noise`` itself if a tensor, else seeded
+    with it and drawn by a CPU generator in float32 (``draw='cpu'``: the same on every device) or,
+    as iSeg's release does (``torch.cuda.manual_seed(seed)``, then ``randn_like`` of its float16
+    ``(1, 4, 64, 64)`` latents), by a CUDA generator in float16 (``'cuda_float16'``: Philox, the
+    same on every CUDA GPU)."""
+    if isinstance(noise, torch.Tensor):
+        if noise.shape[-3:] != latents.shape[-3:]:
+            raise ValueError(f'noise shape {tuple(noise.shape)} does not match the latents '
+                             f'{tuple(latents.shape)}')
+        return noise.to(latents.device, latents.dtype).expand_as(latents)
+    if draw == 'cuda_float16':
+        generator = torch.Generator(latents.device).manual_seed(int(noise))
+        eps = torch.randn((1, *latents.shape[1:]), generator=generator, device=latents.device,
+                          dtype=torch.float16)
+        return eps.to(latents.dtype).expand_as(latents)
+    eps = torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(int(noise)))
+    return host_to_device(eps, latents.device, latents.dtype).expand_as(latents)
