@@ -217,9 +217,12 @@ def test_iseg_pseudo_masks_scored_on_voc_train_without_checkpoint(tmp_path, tiny
     labels = {name: sorted({DATASET_CLASSES['voc'][v] for v in np.unique(np.array(Image.open(
         root / 'SegmentationClassAug' / f'{name}.png'))) if 0 < v < 255}) for name in VOC_IMAGES}
     cfg = Config.fromfile(str(CONFIGS / 'iseg-sd21base_voc12-train-pseudo-masks.py'))
-    # the tiny SD has fewer heads than SD 2.1-base: every cross head, self head 0
+    # the tiny SD has fewer heads than SD 2.1-base: every cross head, self head 0; on the CPU
+    # the noise is drawn by the CPU's generator (the config draws the release's, on CUDA)
+    assert cfg.model.generator.noise_draw == 'cuda_float16'
     cfg.model.update(sd_model=str(tiny_sd), engine_dtype='float32',
-                     generator=dict(type='ISeg', cross_heads=None, self_heads=[0]))
+                     generator=dict(type='ISeg', cross_heads=None, self_heads=[0],
+                                    noise_draw='cpu'))
     cfg.test_dataloader.update(num_workers=0, persistent_workers=False)
     cfg.test_dataloader.dataset.update(data_root=str(root), img_suffix='.png')
     cfg.val_dataloader = cfg.test_dataloader
