@@ -3,10 +3,11 @@
 Everything the run would otherwise discover one failure at a time, deep into a long log: the data
 (root, split files, image and label folders; :mod:`mmdiffseg.preflight_data`), the image-level
 label file (JSON, an entry for every training image, known class names), the generator options,
-a label cache made with other settings or in another precision than the run's, backbone and ``load_from`` checkpoints (a local file, or a URL / ``torchvision://`` /
-``open-mmlab://`` name that is in the torch hub cache or downloadable; a test with a checkpoint
-needs no backbone init weights), the Stable Diffusion weights (a local diffusers folder, or a hub id
-in the Hugging Face cache or downloadable) and a CUDA device where the config asks for one
+a label cache made with other settings or in another precision than the run's, backbone and
+``load_from`` checkpoints (a local file, or a URL / ``torchvision://`` / ``open-mmlab://`` name
+that is in the torch hub cache or downloadable; a test with a checkpoint needs no backbone init
+weights), the Stable Diffusion weights (a local diffusers folder, or a hub id in the Hugging Face
+cache or downloadable) and a CUDA device where the config asks for one
 (``engine_dtype=float16`` of the online labeler only where it labels: training and prefill), and
 keys the model, datasets and metrics do not take (:mod:`mmdiffseg.preflight_options`). Every
 problem is listed in one message with the command or setting that fixes it.
@@ -242,12 +243,15 @@ def check_cache_settings(cache: Dict, where: str) -> List[Missing]:
             not isinstance(cache.get('model'), str):
         return []
     try:
-        LabelCache(cache['cache_dir'], cache['model'], cache['generator']).check_signature()
-    except (KeyError, TypeError):
+        label_cache = LabelCache(cache['cache_dir'], cache['model'], cache['generator'])
+    except (KeyError, TypeError, ValueError):
         return []   # the generator's options: check_generator names them
-    except ValueError as err:
-        what, *differences = str(err).splitlines()[:-1]
-        return [Missing(f'{what} {"; ".join(line.strip() for line in differences)}',
+    try:
+        label_cache.check_signature()
+    except ValueError as err:   # the settings that differ, one a line, then the advice
+        what, *lines = str(err).splitlines()
+        details = '; '.join(line.strip() for line in lines[:-1])
+        return [Missing(f'{what} {details}'.strip(),
                         f'--cfg-options {where}.cache_dir=<another folder>, or delete '
                         f'{cache["cache_dir"]}', [f'{where}.cache_dir'])]
     return []

@@ -44,8 +44,9 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
     """:class:`DiffusionAttentionEngine` for ``model``; a load failure, a generator whose noise
     needs another device, an ``image_size`` at which the model has not the attention resolutions
     ``capture`` reads, or a ``capture`` spec the model cannot serve (e.g. iSeg's SD 2.1 head lists
-    on SD 1.x) becomes a clear message before any work. The ``generator``'s settings that do not fit the model
-    (:meth:`~mmdiffseg.generators.MaskGenerator.model_notes`) are logged as warnings."""
+    on SD 1.x) becomes a clear message before any work. The ``generator``'s settings that do not
+    fit the model (:meth:`~mmdiffseg.generators.MaskGenerator.model_notes`) are logged as
+    warnings."""
     from ..attention.engine import DiffusionAttentionEngine
     from ..attention.noise import check_noise_draw
     if dtype not in DTYPES:

@@ -223,8 +223,9 @@ class ISeg(MaskGenerator):
     def capture_spec(self) -> CaptureSpec:
         fix = (f"{HEAD_LAYOUT_FIX} (the released head lists are SD 2.1-base's; in Python: "
                'ISeg(..., cross_heads=None, self_heads=None))')  # the engine's error names it
-        requests = [CaptureRequest('cross', r, layers=CROSS_LAYERS[r], heads=heads_at(self.cross_heads, r),
-                                   name=f'iseg_cross{r}', heads_fix=fix)
+        requests = [CaptureRequest('cross', r, layers=CROSS_LAYERS[r],
+                                   heads=heads_at(self.cross_heads, r), name=f'iseg_cross{r}',
+                                   heads_fix=fix)
                     for r, w in sorted(self.res_weights.items()) if w > 0]
         requests.append(CaptureRequest('self', 64, layers=(SELF_LAYER,), heads=self.self_heads,
                                        name='iseg_self64', heads_fix=fix))

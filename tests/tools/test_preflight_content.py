@@ -247,3 +247,10 @@ def test_a_label_cache_made_with_other_settings_is_named_before_training(tmp_pat
     from mmdiffseg.generators.base import LABELS_VERSION
     assert (f'labels_version: cache <absent>, this run {LABELS_VERSION}; labels_version: its '
             'labels were made by an earlier mmdiffseg') in item.what
+    signature.write_text('{"model": ')              # unreadable: named as the cache says it
+    (item,) = [i for i in preflight.check(cfg, 'train') if 'label-cache signature' in i.what]
+    assert item.what.startswith(f'{signature} is not a label-cache signature')
+    cache.generator.iterz = 3                        # bad options: named by the generator check
+    whats = [i.what for i in preflight.check(cfg, 'train')]
+    assert any("unknown option 'iterz'" in w for w in whats)
+    assert not [w for w in whats if 'label-cache signature' in w or 'other settings' in w]
