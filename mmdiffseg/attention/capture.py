@@ -171,7 +171,10 @@ class CaptureSession:
 
     def backend(self, device, masked: bool) -> str:
         """The map backend of a layer call (:func:`.head_maps.resolve_backend`, once per
-        session, device and masking)."""
+        session, device and masking); under ``torch.compile`` the PyTorch path, which is traced
+        and compiled with the U-Net (the Triton path's staging would break the graph)."""
+        if torch.compiler.is_compiling():
+            return 'torch'
         key = (device, masked)
         if key not in self._backends:
             self._backends[key] = resolve_backend(self.map_backend, device, masked)

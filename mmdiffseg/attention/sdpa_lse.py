@@ -22,7 +22,9 @@ row LSE, in natural-log units, float32:
   (:func:`verified_call`); otherwise that signature keeps the plain call.
 
 Any other case (a mask, the math backend, half precision on CPU) calls SDPA itself and returns no
-LSE: the map code then computes its own row statistics (a second pass over ``Q K^T``).
+LSE: the map code then computes its own row statistics (a second pass over ``Q K^T``). So does a
+U-Net under ``torch.compile``: the backend choice is a Python int, which would break the graph at
+every captured layer, and SDPA in the graph is the call an uncaptured layer makes there.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def sdpa_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """``(output, lse)``: ``output`` equals ``AttnProcessor2_0``'s SDPA call on the same tensors
     bit for bit; ``lse`` is ``(B, H, N)`` float32 ``log sum_j exp(q.k_j / sqrt(d))`` or ``None``."""
-    if attn_mask is None:
+    if attn_mask is None and not torch.compiler.is_compiling():
         aten = torch.ops.aten
         backend = aten._fused_sdp_choice(query, key, value, None, 0.0, False)
         if query.device.type == 'cpu' and backend == _FLASH and query.dtype == torch.float32:

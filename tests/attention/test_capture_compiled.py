@@ -1,0 +1,49 @@
+"""Capture in a U-Net compiled with ``torch.compile``: the captured layers trace with the rest
+(dynamo's eager backend here: tracing without code generation, seconds on a CPU)."""
+import numpy as np
+import torch
+from torch._dynamo.utils import counters
+
+from mmdiffseg.attention import CaptureRequest, CaptureSpec, DiffusionAttentionEngine
+from mmdiffseg.attention.capture import CaptureSession
+from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+from mmdiffseg.attention.unet_layers import unet_attention_layers
+
+SPEC = CaptureSpec([CaptureRequest('self', 8), CaptureRequest('cross', 4, heads=(0, 1))])
+
+
+def images(seed):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
+
+
+def test_a_compiled_unet_captures_in_one_graph_with_eagers_maps(sd_config_dir):
+    """No graph break (the SDPA backend choice, a Python int, is not asked under compile), no
+    recompile for the next batch's new capture session, and the maps of the eager run within
+    float32 rounding (the row statistics come from the map path instead of the SDPA kernel)."""
+    torch.set_num_threads(1)
+    folder = cached_tiny_pipeline_folder(sd_config_dir('stable-diffusion-2-1-base'))
+    engine = DiffusionAttentionEngine.from_pretrained(folder)   # its own: the U-Net is compiled
+    kwargs = dict(prompts='a photo of a cat', capture=SPEC, image_size=64, noise=3, timestep=100)
+    eager = [engine.extract(images(seed), **kwargs) for seed in (0, 1)]
+    torch._dynamo.reset()
+    counters.clear()
+    engine.unet.compile(backend='eager')
+    compiled = [engine.extract(images(seed), **kwargs) for seed in (0, 1)]
+    assert not counters['graph_break'], list(counters['graph_break'])
+    assert counters['stats']['unique_graphs'] == 1
+    for want, got in zip(eager, compiled):
+        for name in ('self8', 'cross4'):
+            torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-7)
+    torch._dynamo.reset()
+
+
+def test_compiled_layers_take_the_pytorch_map_path(sd_config_dir, monkeypatch):
+    """The Triton path stages maps in Python state between layers; traced, the PyTorch path."""
+    from diffusers import UNet2DConditionModel
+    unet = UNet2DConditionModel.from_config(
+        UNet2DConditionModel.load_config(cached_tiny_pipeline_folder(
+            sd_config_dir('stable-diffusion-2-1-base')), subfolder='unet'))
+    session = CaptureSession(SPEC, unet_attention_layers(unet, 8), 1, None, None, 'triton')
+    monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+    assert session.backend(torch.device('cpu'), False) == 'torch'
