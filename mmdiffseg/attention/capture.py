@@ -27,7 +27,7 @@ import torch
 
 from ..transfer import host_to_device
 from . import deferred_maps
-from .head_maps import add_resolved, resolve_backend
+from .head_maps import add_resolved, default_chunk_bytes, resolve_backend
 from .maps import CaptureRequest, CaptureSpec
 from .sdpa_lse import sdpa_with_lse
 from .unet_layers import AttentionLayer, attention_modules, unet_attention_layers
@@ -112,6 +112,9 @@ class CaptureSession:
                  map_backend: str = 'auto'):
         resolve_backend(map_backend, None, masked=False)  # fail before any U-Net call
         self.spec, self.batch_size, self.chunk_bytes = spec, int(batch_size), chunk_bytes
+        #: the torch path's chunk in a U-Net under torch.compile, where free memory cannot be read
+        #: in the traced forward: read when the session starts (:func:`capture_attention`)
+        self.traced_chunk_bytes = chunk_bytes
         self.map_backend = map_backend
         self.steps = None if steps is None else set(int(s) for s in steps)
         self.layer_sinks: Dict[str, List[_Sink]] = {}
@@ -246,6 +249,8 @@ class CaptureProcessor:
         self._head_index: Dict[tuple, torch.Tensor] = {}
 
     def _heads_on(self, heads: Tuple[int, ...], device) -> torch.Tensor:
+        if torch.compiler.is_compiling():   # a constant of the graph (no pinned staging there)
+            return torch.tensor(heads, dtype=torch.long, device=device)
         key = (heads, device)
         if key not in self._head_index:  # copied without waiting for the kernels queued
             self._head_index[key] = host_to_device(list(heads), device)
@@ -316,9 +321,16 @@ class CaptureProcessor:
             if now:
                 targets.append((self._heads_on(heads, device), now))
         if targets:
+            chunk_bytes = (session.traced_chunk_bytes if torch.compiler.is_compiling()
+                           else session.chunk_bytes)
             add_resolved(query, key, lse, None if mask is None else mask[rows], targets, backend,
-                         session.chunk_bytes, session.scratch)
+                         chunk_bytes, session.scratch)
         return out
+
+
+def _compiled(module: torch.nn.Module) -> bool:
+    """Whether ``module.compile()`` was called (its forward then runs traced)."""
+    return getattr(module, '_compiled_call_impl', None) is not None
 
 
 @contextlib.contextmanager
@@ -334,6 +346,8 @@ def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int
     """
     layers = unet_attention_layers(unet, latent_size)
     session = CaptureSession(spec, layers, batch_size, steps, chunk_bytes, map_backend)
+    if chunk_bytes is None and spec.requests and _compiled(unet):
+        session.traced_chunk_bytes = default_chunk_bytes(unet.device)
     by_name = {layer.name: layer for layer in layers}
     modules = {name: module for _, name, module in attention_modules(unet)}
     original = {}

@@ -1,11 +1,13 @@
 """Capture in a U-Net compiled with ``torch.compile``: the captured layers trace with the rest
 (dynamo's eager backend here: tracing without code generation, seconds on a CPU)."""
 import numpy as np
+import pytest
 import torch
 from torch._dynamo.utils import counters
 
 from mmdiffseg.attention import CaptureRequest, CaptureSpec, DiffusionAttentionEngine
-from mmdiffseg.attention.capture import CaptureSession
+from mmdiffseg.attention.capture import CaptureSession, capture_attention
+from mmdiffseg.attention.head_maps import default_chunk_bytes
 from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
 from mmdiffseg.attention.unet_layers import unet_attention_layers
 
@@ -17,13 +19,18 @@ def images(seed):
     return [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
 
 
-def test_a_compiled_unet_captures_in_one_graph_with_eagers_maps(sd_config_dir):
-    """No graph break (the SDPA backend choice, a Python int, is not asked under compile), no
-    recompile for the next batch's new capture session, and the maps of the eager run within
-    float32 rounding (the row statistics come from the map path instead of the SDPA kernel)."""
+@pytest.mark.parametrize('device', [
+    'cpu', pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                         reason='needs a CUDA device'))])
+def test_a_compiled_unet_captures_in_one_graph_with_eagers_maps(sd_config_dir, device):
+    """No graph break (the SDPA backend choice, a Python int, is not asked under compile; on
+    CUDA neither the Triton staging nor the free memory), no recompile for the next batch's new
+    capture session, and the maps of the eager run within float32 rounding (the row statistics
+    come from the map path instead of the SDPA kernel)."""
     torch.set_num_threads(1)
     folder = cached_tiny_pipeline_folder(sd_config_dir('stable-diffusion-2-1-base'))
-    engine = DiffusionAttentionEngine.from_pretrained(folder)   # its own: the U-Net is compiled
+    # its own engine: the U-Net is compiled
+    engine = DiffusionAttentionEngine.from_pretrained(folder, device=device)
     kwargs = dict(prompts='a photo of a cat', capture=SPEC, image_size=64, noise=3, timestep=100)
     eager = [engine.extract(images(seed), **kwargs) for seed in (0, 1)]
     torch._dynamo.reset()
@@ -38,12 +45,20 @@ def test_a_compiled_unet_captures_in_one_graph_with_eagers_maps(sd_config_dir):
     torch._dynamo.reset()
 
 
-def test_compiled_layers_take_the_pytorch_map_path(sd_config_dir, monkeypatch):
-    """The Triton path stages maps in Python state between layers; traced, the PyTorch path."""
+def test_compiled_layers_take_the_pytorch_map_path_with_a_chunk_read_beforehand(
+        sd_config_dir, monkeypatch):
+    """The Triton path stages maps in Python state between layers: traced, the PyTorch path. Its
+    chunk comes from the free memory on CUDA, which a traced forward cannot read: a compiled
+    U-Net's session reads it when it starts."""
     from diffusers import UNet2DConditionModel
     unet = UNet2DConditionModel.from_config(
         UNet2DConditionModel.load_config(cached_tiny_pipeline_folder(
             sd_config_dir('stable-diffusion-2-1-base')), subfolder='unet'))
+    with capture_attention(unet, SPEC, 8, 1) as session:
+        assert session.traced_chunk_bytes is None
+    unet.compile()
+    with capture_attention(unet, SPEC, 8, 1) as session:
+        assert session.traced_chunk_bytes == default_chunk_bytes('cpu')
     session = CaptureSession(SPEC, unet_attention_layers(unet, 8), 1, None, None, 'triton')
     monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
     assert session.backend(torch.device('cpu'), False) == 'torch'
