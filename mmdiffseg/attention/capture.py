@@ -30,7 +30,7 @@ from . import deferred_maps
 from .head_maps import add_resolved, default_chunk_bytes, resolve_backend
 from .maps import CaptureRequest, CaptureSpec
 from .sdpa_lse import sdpa_with_lse
-from .unet_layers import AttentionLayer, attention_modules, unet_attention_layers
+from .unet_layers import AttentionLayer, attention_modules, compiled, unet_attention_layers
 
 
 @dataclass
@@ -328,11 +328,6 @@ class CaptureProcessor:
         return out
 
 
-def _compiled(module: torch.nn.Module) -> bool:
-    """Whether ``module.compile()`` was called (its forward then runs traced)."""
-    return getattr(module, '_compiled_call_impl', None) is not None
-
-
 @contextlib.contextmanager
 def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int,
                       steps: Optional[Sequence[int]] = None,
@@ -346,7 +341,7 @@ def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int
     """
     layers = unet_attention_layers(unet, latent_size)
     session = CaptureSession(spec, layers, batch_size, steps, chunk_bytes, map_backend)
-    if chunk_bytes is None and spec.requests and _compiled(unet):
+    if chunk_bytes is None and spec.requests and compiled(unet):
         session.traced_chunk_bytes = default_chunk_bytes(unet.device)
     by_name = {layer.name: layer for layer in layers}
     modules = {name: module for _, name, module in attention_modules(unet)}

@@ -37,7 +37,9 @@ def attention_modules(unet) -> List[Tuple[tuple, str, torch.nn.Module]]:
     """The U-Net's transformer attention modules in forward order. Walking a full-size U-Net's
     ~1000 modules (and diffusers' ``attn_processors`` / ``set_attn_processor``) took ~15 ms of CPU
     per capture session, which a GPU waits for at every batch; the list is kept per U-Net and
-    found again when one of its modules is no longer where it was."""
+    found again when one of its modules is no longer where it was. A U-Net wrapped by
+    ``torch.compile(unet)`` is read through the wrapper (its modules keep their names)."""
+    unet = bare_module(unet)
     cached = _ATTENTION_MODULES.get(unet)
     if cached is not None and all(_submodule(unet, name) is module for _, name, module in cached):
         return cached
@@ -52,6 +54,17 @@ def attention_modules(unet) -> List[Tuple[tuple, str, torch.nn.Module]]:
     found.sort(key=lambda item: item[0])
     _ATTENTION_MODULES[unet] = found
     return found
+
+
+def bare_module(module: torch.nn.Module) -> torch.nn.Module:
+    """``module``, or the module that ``torch.compile(module)`` wrapped."""
+    return getattr(module, '_orig_mod', module)
+
+
+def compiled(module: torch.nn.Module) -> bool:
+    """Whether ``module`` runs traced: wrapped by ``torch.compile`` or after ``module.compile()``."""
+    return module is not bare_module(module) or \
+        getattr(module, '_compiled_call_impl', None) is not None
 
 
 def _submodule(root: torch.nn.Module, name: str) -> Optional[torch.nn.Module]:

@@ -19,14 +19,16 @@ def images(seed):
     return [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
 
 
+@pytest.mark.parametrize('how', ['method', 'wrapper'])
 @pytest.mark.parametrize('device', [
     'cpu', pytest.param('cuda', marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                          reason='needs a CUDA device'))])
-def test_a_compiled_unet_captures_in_one_graph_with_eagers_maps(sd_config_dir, device):
+def test_a_compiled_unet_captures_in_one_graph_with_eagers_maps(sd_config_dir, device, how):
     """No graph break (the SDPA backend choice, a Python int, is not asked under compile; on
     CUDA neither the Triton staging nor the free memory), no recompile for the next batch's new
     capture session, and the maps of the eager run within float32 rounding (the row statistics
-    come from the map path instead of the SDPA kernel)."""
+    come from the map path instead of the SDPA kernel). ``unet.compile()`` and the wrapper of
+    ``torch.compile(unet)`` alike."""
     torch.set_num_threads(1)
     folder = cached_tiny_pipeline_folder(sd_config_dir('stable-diffusion-2-1-base'))
     # its own engine: the U-Net is compiled
@@ -35,7 +37,10 @@ def test_a_compiled_unet_captures_in_one_graph_with_eagers_maps(sd_config_dir, d
     eager = [engine.extract(images(seed), **kwargs) for seed in (0, 1)]
     torch._dynamo.reset()
     counters.clear()
-    engine.unet.compile(backend='eager')
+    if how == 'method':
+        engine.unet.compile(backend='eager')
+    else:   # the wrapper torch.compile(unet) returns: its layers are found through it
+        engine.unet = torch.compile(engine.unet, backend='eager')
     compiled = [engine.extract(images(seed), **kwargs) for seed in (0, 1)]
     assert not counters['graph_break'], list(counters['graph_break'])
     assert counters['stats']['unique_graphs'] == 1
@@ -56,6 +61,8 @@ def test_compiled_layers_take_the_pytorch_map_path_with_a_chunk_read_beforehand(
             sd_config_dir('stable-diffusion-2-1-base')), subfolder='unet'))
     with capture_attention(unet, SPEC, 8, 1) as session:
         assert session.traced_chunk_bytes is None
+    with capture_attention(torch.compile(unet), SPEC, 8, 1) as session:
+        assert session.traced_chunk_bytes == default_chunk_bytes('cpu')
     unet.compile()
     with capture_attention(unet, SPEC, 8, 1) as session:
         assert session.traced_chunk_bytes == default_chunk_bytes('cpu')
