@@ -112,9 +112,11 @@ class CaptureSession:
                  map_backend: str = 'auto'):
         resolve_backend(map_backend, None, masked=False)  # fail before any U-Net call
         self.spec, self.batch_size, self.chunk_bytes = spec, int(batch_size), chunk_bytes
-        #: the torch path's chunk in a U-Net under torch.compile, where free memory cannot be read
-        #: in the traced forward: read when the session starts (:func:`capture_attention`)
+        #: what a U-Net under torch.compile cannot find out in its traced forward, found when the
+        #: session starts (:func:`capture_attention`): the torch path's chunk (from free memory)
+        #: and the map backend of its unmasked layers (None: the torch path)
         self.traced_chunk_bytes = chunk_bytes
+        self.traced_backend: Optional[str] = None
         self.map_backend = map_backend
         self.steps = None if steps is None else set(int(s) for s in steps)
         self.layer_sinks: Dict[str, List[_Sink]] = {}
@@ -159,9 +161,10 @@ class CaptureSession:
 
     def stage(self, sink: _Sink, layer: str, query, key, lse) -> bool:
         """Stages ``layer``'s captured rows for ``sink`` where its maps are deferred
-        (:mod:`.deferred_maps`); False where the caller adds them now."""
+        (:mod:`.deferred_maps`); False where the caller adds them now, and always under
+        ``torch.compile`` (the stash is Python state kept between layers)."""
         stash = self.stashes.get(sink.request)
-        if stash is None:
+        if stash is None or torch.compiler.is_compiling():
             return False
         shape = (self.batch_size, query.shape[2], key.shape[2])
         if not stash.accepts(query, key, 4 * math.prod(shape)):
@@ -174,10 +177,11 @@ class CaptureSession:
 
     def backend(self, device, masked: bool) -> str:
         """The map backend of a layer call (:func:`.head_maps.resolve_backend`, once per
-        session, device and masking); under ``torch.compile`` the PyTorch path, which is traced
-        and compiled with the U-Net (the Triton path's staging would break the graph)."""
+        session, device and masking); under ``torch.compile`` the one resolved when the session
+        started, the PyTorch path for a masked layer: the Triton kernels are operators of the
+        graph there (:mod:`.map_kernel`), the PyTorch path is traced and compiled with the U-Net."""
         if torch.compiler.is_compiling():
-            return 'torch'
+            return 'torch' if masked else self.traced_backend or 'torch'
         key = (device, masked)
         if key not in self._backends:
             self._backends[key] = resolve_backend(self.map_backend, device, masked)
@@ -341,8 +345,10 @@ def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int
     """
     layers = unet_attention_layers(unet, latent_size)
     session = CaptureSession(spec, layers, batch_size, steps, chunk_bytes, map_backend)
-    if chunk_bytes is None and spec.requests and compiled(unet):
-        session.traced_chunk_bytes = default_chunk_bytes(unet.device)
+    if spec.requests and compiled(unet):
+        if chunk_bytes is None:
+            session.traced_chunk_bytes = default_chunk_bytes(unet.device)
+        session.traced_backend = resolve_backend(map_backend, unet.device, masked=False)
     by_name = {layer.name: layer for layer in layers}
     modules = {name: module for _, name, module in attention_modules(unet)}
     original = {}

@@ -15,7 +15,6 @@ With an attention mask (SD has none) the torch path adds it to the logits, as SD
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -49,13 +48,20 @@ def default_chunk_bytes(device) -> int:
     return int(min(high, max(low, free // 4)))
 
 
-@functools.lru_cache(maxsize=None)
+#: ``'module'`` -> :mod:`.map_kernel`, or None without triton, once looked up
+_MAP_KERNEL: dict = {}
+
+
 def _map_kernel():
-    try:
-        from . import map_kernel
-    except ImportError:
-        return None
-    return map_kernel
+    """The kernel module (imported at its first use), or None without triton. A plain lookup
+    after the first call: a U-Net under ``torch.compile`` calls it in its traced forward."""
+    if 'module' not in _MAP_KERNEL:
+        try:
+            from . import map_kernel
+        except ImportError:
+            map_kernel = None
+        _MAP_KERNEL['module'] = map_kernel
+    return _MAP_KERNEL['module']
 
 
 def resolve_backend(backend: str, device, masked: bool) -> str:

@@ -8,6 +8,11 @@ and written once per tile. Key columns and query rows past the ends (77 text tok
 that are not a tile multiple) are loaded as zeros and never stored. :func:`row_lse` computes the row
 LSE itself (online max / sum over key tiles) where the SDPA backend returns none.
 
+Both launch through the custom operators ``mmdiffseg::row_lse`` and ``mmdiffseg::add_head_map``
+when traced by ``torch.compile`` (a U-Net compiled with capture): the graph holds them as opaque
+calls instead of breaking at each launch. Eager calls launch directly (an operator call costs host
+time at every layer).
+
 Importing this module needs ``triton``; it is imported only when the Triton path is used.
 """
 from __future__ import annotations
@@ -198,6 +203,12 @@ def _check(query: torch.Tensor, key: torch.Tensor) -> None:
 def row_lse(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
     """``(B, H, N)`` float32 ``logsumexp_j(q.k_j * scale)`` of every head (natural log)."""
     _check(query, key)
+    if torch.compiler.is_compiling():
+        return torch.ops.mmdiffseg.row_lse(query, key, scale)
+    return _launch_row_lse(query, key, scale)
+
+
+def _launch_row_lse(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
     batch, heads, n_query, head_dim = query.shape
     lse = torch.empty(batch, heads, n_query, dtype=torch.float32, device=query.device)
     tiles = _tiles(n_query, key.shape[2], head_dim, query.element_size())
@@ -223,30 +234,30 @@ def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, sca
         heads: integer tensor of head indices on the device.
         sinks: float32 ``(B, N, K)`` buffers (any strides, e.g. a per-layer slot) and
             weights. Several sinks of one head set share one head sum (in ``scratch('head_sum',
-            numel, dtype, device)``), added to each buffer with its weight.
+            numel, dtype, device)``; a new tensor where traced), added to each buffer with its
+            weight.
         tiles: launch configuration (``BLOCK_M``, ``BLOCK_N``, ``BLOCK_D``, ``REST_D``,
             ``num_warps``, ``num_stages``) instead of the built-in choice
-            (benchmarks/check_map_kernel.py tunes).
+            (benchmarks/check_map_kernel.py tunes); eager calls only.
         overwrite: write ``weight x`` the sum instead of adding it (the buffers' old contents are
             never read).
     """
     _check(query, key)
-    batch, _, n_query, head_dim = query.shape
-    n_key = key.shape[2]
-    tiles = tiles or _tiles(n_query, n_key, head_dim, query.element_size())
-    grid = (ceil_div(n_query, tiles['BLOCK_M']), ceil_div(n_key, tiles['BLOCK_N']), batch)
-    strides, layout = _head_layout(query, key)
+    batch, _, n_query, _ = query.shape
+    traced = torch.compiler.is_compiling()
     for heads, sinks in targets:
         if len(sinks) == 1:
             (out, weight), accumulate = sinks[0], not overwrite
         else:
-            out = scratch('head_sum', batch * n_query * n_key, torch.float32, query.device)
-            out, weight, accumulate = out.view(batch, n_query, n_key), 1.0, False
-        with on_device_of(query):
-            _head_map_kernel[grid](query, key, lse, out, heads, heads.numel(), n_query, n_key,
-                                   scale * LOG2E, weight, *strides, *lse.stride(),
-                                   *out.stride(), ACCUMULATE=accumulate, **tiles, **layout,
-                                   **_dot_options(query))
+            numel = batch * n_query * key.shape[2]
+            out = (torch.empty(numel, dtype=torch.float32, device=query.device) if traced
+                   else scratch('head_sum', numel, torch.float32, query.device))
+            out, weight, accumulate = out.view(batch, n_query, -1), 1.0, False
+        if traced:
+            torch.ops.mmdiffseg.add_head_map(query, key, lse, out, heads, scale, weight,
+                                             accumulate)
+        else:
+            _launch_head_map(query, key, lse, out, heads, scale, weight, accumulate, tiles)
         if len(sinks) > 1:
             for buffer, weight in sinks:
                 if overwrite:
@@ -254,3 +265,40 @@ def add_head_maps(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, sca
                 else:
                     buffer.add_(out, alpha=weight)
 
+
+def _launch_head_map(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor,
+                     out: torch.Tensor, heads: torch.Tensor, scale: float, weight: float,
+                     accumulate: bool, tiles: Optional[dict]) -> None:
+    """One launch: ``out (+)= weight * sum_{h in heads} exp(q_h.k_h * scale - lse_h)``."""
+    batch, _, n_query, head_dim = query.shape
+    n_key = key.shape[2]
+    tiles = tiles or _tiles(n_query, n_key, head_dim, query.element_size())
+    grid = (ceil_div(n_query, tiles['BLOCK_M']), ceil_div(n_key, tiles['BLOCK_N']), batch)
+    strides, layout = _head_layout(query, key)
+    with on_device_of(query):
+        _head_map_kernel[grid](query, key, lse, out, heads, heads.numel(), n_query, n_key,
+                               scale * LOG2E, weight, *strides, *lse.stride(), *out.stride(),
+                               ACCUMULATE=accumulate, **tiles, **layout, **_dot_options(query))
+
+
+@torch.library.custom_op('mmdiffseg::row_lse', mutates_args=())
+def _row_lse_op(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
+    """:func:`row_lse` as an operator a compiled graph calls."""
+    return _launch_row_lse(query, key, scale)
+
+
+@_row_lse_op.register_fake
+def _(query, key, scale):
+    return query.new_empty(query.shape[:3], dtype=torch.float32)
+
+
+@torch.library.custom_op('mmdiffseg::add_head_map', mutates_args=('out',))
+def _head_map_op(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, out: torch.Tensor,
+                 heads: torch.Tensor, scale: float, weight: float, accumulate: bool) -> None:
+    """One launch of :func:`add_head_maps` as an operator a compiled graph calls."""
+    _launch_head_map(query, key, lse, out, heads, scale, weight, accumulate, None)
+
+
+@_head_map_op.register_fake
+def _(query, key, lse, out, heads, scale, weight, accumulate):
+    return None

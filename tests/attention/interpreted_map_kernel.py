@@ -228,3 +228,41 @@ def test_a_layer_added_directly_to_a_deferred_buffer(engine, deferred, monkeypat
     got = engine(SD2, torch.float32, 'triton').extract(_images(2), **kwargs)
     assert deferred == [(4, False)]
     torch.testing.assert_close(got['self8'], ref['self8'], atol=ATOL, rtol=RTOL)
+
+
+def test_a_compiled_unet_calls_the_kernels_as_graph_operators(engine, monkeypatch):
+    """``torch.compile`` with the Triton path (AOT autograd's functionalisation, which inductor
+    also runs, without code generation): the kernels are the graph's ``mmdiffseg::`` operators,
+    no graph break, no recompile for the next batch's session, the torch path never traced, and
+    the maps of the eager run (a head subset; a mean and a per-layer map of the same layers
+    sharing one head sum: a new tensor in the graph instead of the session's scratch)."""
+    from torch._dynamo.utils import counters
+
+    from mmdiffseg.attention import head_maps
+    spec = CaptureSpec([CaptureRequest('self', 8), CaptureRequest('cross', 4, heads=(0, 3, 5)),
+                        CaptureRequest('self', 2), CaptureRequest('self', 2, per_layer=True)])
+    kwargs = dict(prompts=['a photo of a cat', 'a dog'], capture=spec, image_size=64)
+    eager = engine(SD2, torch.float32, 'triton')
+    ref = [eager.extract(_images(2) + seed, **kwargs) for seed in (0, 1)]
+    compiled = tiny_engine_compiled(map_backend='triton')
+    launches, launch = [], map_kernel._launch_head_map
+    monkeypatch.setattr(map_kernel, '_launch_head_map',
+                        lambda *args: launches.append(None) or launch(*args))
+    monkeypatch.setattr(head_maps, '_add_torch', lambda *args: pytest.fail('torch path traced'))
+    torch._dynamo.reset()
+    counters.clear()
+    got = [compiled.extract(_images(2) + seed, **kwargs) for seed in (0, 1)]
+    assert not counters['graph_break'], list(counters['graph_break'])
+    assert counters['stats']['unique_graphs'] == 1
+    assert len(launches) == 2 * 13  # per batch: 5 + 5 + 3 layers of the three head sets
+    for want, have in zip(ref, got):
+        for name in spec.names:
+            torch.testing.assert_close(have[name], want[name], atol=ATOL, rtol=RTOL)
+    torch._dynamo.reset()
+
+
+def tiny_engine_compiled(**kwargs):
+    from mmdiffseg.attention.testing import tiny_engine
+    built = tiny_engine(shared_path('sd_configs', SD2), **kwargs)
+    built.unet.compile(backend='aot_eager')
+    return built

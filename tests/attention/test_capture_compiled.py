@@ -25,10 +25,10 @@ def images(seed):
                                                          reason='needs a CUDA device'))])
 def test_a_compiled_unet_captures_in_one_graph_with_eagers_maps(sd_config_dir, device, how):
     """No graph break (the SDPA backend choice, a Python int, is not asked under compile; on
-    CUDA neither the Triton staging nor the free memory), no recompile for the next batch's new
-    capture session, and the maps of the eager run within float32 rounding (the row statistics
-    come from the map path instead of the SDPA kernel). ``unet.compile()`` and the wrapper of
-    ``torch.compile(unet)`` alike."""
+    CUDA the Triton kernels are graph operators, nothing staged, no free memory read), no
+    recompile for the next batch's new capture session, and the maps of the eager run within
+    float32 rounding (the row statistics come from the map path instead of the SDPA kernel).
+    ``unet.compile()`` and the wrapper of ``torch.compile(unet)`` alike."""
     torch.set_num_threads(1)
     folder = cached_tiny_pipeline_folder(sd_config_dir('stable-diffusion-2-1-base'))
     # its own engine: the U-Net is compiled
@@ -50,22 +50,27 @@ def test_a_compiled_unet_captures_in_one_graph_with_eagers_maps(sd_config_dir, d
     torch._dynamo.reset()
 
 
-def test_compiled_layers_take_the_pytorch_map_path_with_a_chunk_read_beforehand(
+def test_a_compiled_unets_session_finds_its_chunk_and_backend_before_the_trace(
         sd_config_dir, monkeypatch):
-    """The Triton path stages maps in Python state between layers: traced, the PyTorch path. Its
-    chunk comes from the free memory on CUDA, which a traced forward cannot read: a compiled
-    U-Net's session reads it when it starts."""
+    """What a traced forward cannot find out is found when a compiled U-Net's session starts: the
+    torch path's chunk (from the free memory on CUDA) and the map backend (the Triton kernels are
+    graph operators there: ``interpreted_map_kernel.py`` compiles a U-Net with them). Traced, a
+    masked layer and a session that found none take the torch path."""
     from diffusers import UNet2DConditionModel
     unet = UNet2DConditionModel.from_config(
         UNet2DConditionModel.load_config(cached_tiny_pipeline_folder(
             sd_config_dir('stable-diffusion-2-1-base')), subfolder='unet'))
     with capture_attention(unet, SPEC, 8, 1) as session:
-        assert session.traced_chunk_bytes is None
+        assert (session.traced_chunk_bytes, session.traced_backend) == (None, None)
     with capture_attention(torch.compile(unet), SPEC, 8, 1) as session:
         assert session.traced_chunk_bytes == default_chunk_bytes('cpu')
+        assert session.traced_backend == 'torch'  # 'auto' on a CPU
     unet.compile()
-    with capture_attention(unet, SPEC, 8, 1) as session:
-        assert session.traced_chunk_bytes == default_chunk_bytes('cpu')
-    session = CaptureSession(SPEC, unet_attention_layers(unet, 8), 1, None, None, 'triton')
+    with capture_attention(unet, SPEC, 8, 1, chunk_bytes=2 ** 20) as session:
+        assert (session.traced_chunk_bytes, session.traced_backend) == (2 ** 20, 'torch')
     monkeypatch.setattr(torch.compiler, 'is_compiling', lambda: True)
+    session = CaptureSession(SPEC, unet_attention_layers(unet, 8), 1, None, None, 'triton')
     assert session.backend(torch.device('cpu'), False) == 'torch'
+    session.traced_backend = 'triton'
+    assert session.backend(torch.device('cpu'), False) == 'triton'
+    assert session.backend(torch.device('cpu'), True) == 'torch'
