@@ -4,6 +4,7 @@ protocol's centre square crop and label resize."""
 from __future__ import annotations
 
 import cv2
+import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.datasets import BaseSegDataset, CityscapesDataset
 from mmseg.datasets.transforms import Resize
@@ -34,11 +35,26 @@ class CenterSquareCrop(BaseTransform):
 
 @TRANSFORMS.register_module()
 class ResizeHalfPixelLabels(Resize):
-    """mmseg's ``Resize`` whose label maps take the nearest source pixel of each output pixel's
-    centre (``cv2.INTER_NEAREST_EXACT``, as TF's and PIL's nearest) instead of
-    ``cv2.INTER_NEAREST``'s ``floor(d * scale)``: DiffSeg's evaluation resizes labels with
-    ``tf.image.resize(..., NEAREST_NEIGHBOR)`` (the two differ on 1-2% of COCO-Stuff-27 label
-    pixels at 512, and on every other row and column of a 2x reduction)."""
+    """mmseg's ``Resize`` as DiffSeg's evaluation resizes (``tf.image.resize``).
+
+    * Label maps take the nearest source pixel of each output pixel's centre
+      (``cv2.INTER_NEAREST_EXACT``, as TF's and PIL's nearest) instead of ``cv2.INTER_NEAREST``'s
+      ``floor(d * scale)`` (the two differ on 1-2% of COCO-Stuff-27 label pixels at 512, and on
+      every other row and column of a 2x reduction).
+    * ``float_image=True`` (default): the image is resized in float32 and kept unrounded, as TF's
+      bilinear resize returns it (half-pixel centres, no antialiasing, as ``cv2.INTER_LINEAR``
+      and the engine's own resize). ``False``: mmseg's uint8 result (cv2's fixed-point bilinear,
+      rounded: 0.27 grey levels from TF's on average on COCO-like crops).
+    """
+
+    def __init__(self, *args, float_image: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.float_image = float_image
+
+    def _resize_img(self, results: dict) -> None:
+        if self.float_image and results.get('img') is not None:
+            results['img'] = results['img'].astype(np.float32)
+        super()._resize_img(results)
 
     def _resize_seg(self, results: dict) -> None:
         height, width = results['img_shape'][:2]  # the image is resized first

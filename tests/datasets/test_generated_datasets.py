@@ -230,7 +230,8 @@ def test_cocostuff27_reads_fine_labels_and_the_crop_is_square(tmp_path):
 def test_center_square_crop_floors_the_offset_and_labels_resize_half_pixel():
     """CenterSquareCrop: offset (h - side) // 2 as DiffSeg's process_image (mmcv's CenterCrop
     rounds 1.5 to 2); ResizeHalfPixelLabels: label pixel d of the output reads source pixel
-    floor((d + 0.5) * in / out) (TF's / PIL's nearest), the image is mmseg's bilinear."""
+    floor((d + 0.5) * in / out) (TF's / PIL's nearest), the image is mmseg's bilinear,
+    unrounded (``float_image=False``: mmseg's uint8 image)."""
     from mmseg.registry import TRANSFORMS
     img = np.arange(5 * 8 * 3, dtype=np.uint8).reshape(5, 8, 3)
     label = np.arange(5 * 8, dtype=np.uint8).reshape(5, 8)
@@ -250,4 +251,24 @@ def test_center_square_crop_floors_the_offset_and_labels_resize_half_pixel():
         assert np.array_equal(out['gt_seg_map'], label[rows][:, cols]), (h, w)
         plain = TRANSFORMS.build(dict(type='Resize', scale=(4, 3), keep_ratio=False)).transform(
             dict(img=img.copy(), gt_seg_map=label, seg_fields=['gt_seg_map']))
-        assert np.array_equal(out['img'], plain['img'])
+        rounded = TRANSFORMS.build(dict(type='ResizeHalfPixelLabels', scale=(4, 3),
+                                        keep_ratio=False, float_image=False)).transform(
+            dict(img=img.copy(), gt_seg_map=label, seg_fields=['gt_seg_map']))
+        assert np.array_equal(rounded['img'], plain['img']) and plain['img'].dtype == np.uint8
+        assert out['img'].dtype == np.float32
+        np.testing.assert_allclose(out['img'], plain['img'], atol=0.75)
+
+
+def test_the_protocols_image_resize_keeps_tfs_unrounded_bilinear_values():
+    """TF's bilinear resize (half-pixel centres, edges clamped, no antialiasing) returns floats:
+    a row [0, 1] doubled in width samples the source at x = -0.25, 0.25, 0.75, 1.25, i.e.
+    [0, 0.25, 0.75, 1]; mmseg's uint8 resize rounds that to [0, 0, 1, 1]."""
+    from mmseg.registry import TRANSFORMS
+    img = np.zeros((1, 2, 3), dtype=np.uint8)
+    img[:, 1] = 1
+    want = np.repeat(np.array([0, 0.25, 0.75, 1], dtype=np.float32)[None, :, None], 3, axis=2)
+    kept = TRANSFORMS.build(dict(type='ResizeHalfPixelLabels', scale=(4, 1), keep_ratio=False))
+    np.testing.assert_allclose(kept.transform(dict(img=img.copy()))['img'], want, atol=1e-6)
+    rounded = TRANSFORMS.build(dict(type='ResizeHalfPixelLabels', scale=(4, 1), keep_ratio=False,
+                                    float_image=False))
+    assert rounded.transform(dict(img=img.copy()))['img'][0, :, 0].tolist() == [0, 0, 1, 1]

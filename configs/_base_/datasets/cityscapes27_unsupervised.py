@@ -1,6 +1,6 @@
 # Cityscapes val in DiffSeg's unsupervised protocol: labelIds 7..33 -> 27 classes (rest ignored),
-# centre square crop (1024x1024 of a 2048x1024 frame), image bilinear / label nearest (half-pixel,
-# as TF's) resize to 512x512.
+# centre square crop (1024x1024 of a 2048x1024 frame), image bilinear (float32, unrounded) / label
+# nearest (half-pixel, as TF's) resize to 512x512.
 # Data: data/cityscapes as in mmseg (leftImg8bit/val, gtFine/val with *_gtFine_labelIds.png).
 cityscapes27_test_dataloader = dict(
     batch_size=1,

@@ -1,7 +1,7 @@
 # COCO-Stuff-27 in DiffSeg's unsupervised protocol: the 2,175 curated val2017 images of IIC / PiCIE
 # / STEGO, COCO-Stuff's fine labels mapped to the 27 coarse classes (things by COCO supercategory,
-# stuff by COCO-Stuff's; 'other' and unlabelled ignored), centre square crop, image bilinear / label
-# nearest (half-pixel, as TF's) resize to 512x512.
+# stuff by COCO-Stuff's; 'other' and unlabelled ignored), centre square crop, image bilinear
+# (float32, unrounded) / label nearest (half-pixel, as TF's) resize to 512x512.
 # Data: data/coco_stuff164k as in mmseg (images/val2017/*.jpg; annotations/val2017/*.png from
 # stuffthingmaps_trainval2017.zip, read as shipped), plus the curated list as
 # curated/val2017/Coco164kFull_Stuff_Coarse_7.txt (one image id per line): README "Data layout".
