@@ -5,7 +5,7 @@ Per method, on random-weights Stable Diffusion built in memory from ``../shared/
 
 * ``plain``: the engine calls without capture (an empty spec installs nothing: the stock diffusers
   forward; for SeeDiff the stock pipeline's sampling loop);
-* ``capture``: the same calls with the generator's capture spec (``--map-backend``);
+* ``capture``: the same calls with the generator's capture spec (a row per ``--map-backend``);
 * ``method``: capture plus the generator's post-processing (labels from the maps);
 * ``post-processing``: the generator alone on the captured maps, timed apart (median of at least
   3) so that its share is not read off two noisy end-to-end times.
@@ -15,10 +15,13 @@ with its prompt, Cat-Cross and noise) take ``--batch-size`` random 512x512 image
 generates ``--seediff-batch`` images with ``--steps`` PNDM steps and CFG 7. Times: median of
 ``--repeats`` after a warm-up; CUDA wall seconds after synchronisation, CPU process seconds.
 ``--compile`` compiles the U-Net (``nn.Module.compile``) for all three runs: an opt-in speed-up,
-not bit-exact against eager. Appends rows to ``--out``.
+not bit-exact against eager (with ``--map-backend triton torch``: the Triton kernels as graph
+operators against the PyTorch path compiled with the U-Net, one capture graph each). Appends rows
+to ``--out``.
 
     python benchmarks/bench_end_to_end.py [--device cuda --dtype float16] [--methods diffseg iseg seediff]
         [--batch-size 1 16] [--seediff-batch 8] [--steps 50] [--repeats 3] [--compile] [--quick]
+        [--map-backend auto|triton|torch ...]
 """
 from __future__ import annotations
 
@@ -67,8 +70,7 @@ def build_engine(model: str, args) -> DiffusionAttentionEngine:
     pipe = random_pipeline(SD_CONFIGS / model, full_size=not args.quick,
                            device=args.device if not args.quick else 'cpu')
     engine = DiffusionAttentionEngine.from_pipeline(pipe, f'random-{model}', device=args.device,
-                                                    dtype=getattr(torch, args.dtype),
-                                                    map_backend=args.map_backend)
+                                                    dtype=getattr(torch, args.dtype))
     if args.compile:
         engine.unet.compile()
     return engine
@@ -106,7 +108,8 @@ def method_calls(method: str, engine, batch: int, args):
     return run, post, gen.capture_spec
 
 
-def bench_method(method: str, engine, batch: int, args, cuda: bool) -> str:
+def bench_method(method: str, engine, batch: int, args, cuda: bool, backend: str) -> str:
+    engine.map_backend = backend
     run, post, spec = method_calls(method, engine, batch, args)
     plain_s, (plain_images, _) = timed(lambda: run(CaptureSpec()), args.repeats, cuda)
     capture_s, (images, maps) = timed(lambda: run(spec), args.repeats, cuda)
@@ -119,7 +122,7 @@ def bench_method(method: str, engine, batch: int, args, cuda: bool) -> str:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')
     model = ('tiny ' if args.quick else 'random full-size ') + MODELS[method]
     return (f'| {stamp} | {args.device} {name} {args.dtype} | {method} | {model} | {batch} | {steps} '
-            f'| {args.map_backend} | {"yes" if args.compile else "no"} | {batch / plain_s:.2f} | '
+            f'| {backend} | {"yes" if args.compile else "no"} | {batch / plain_s:.2f} | '
             f'{batch / capture_s:.2f} | {batch / method_s:.2f} | {1000 * post_s / batch:.1f} | '
             f'{capture_s / plain_s:.3f} | {diff} |')
 
@@ -135,7 +138,8 @@ def main(argv=None):
     parser.add_argument('--seediff-batch', type=int, default=1, help='prompts per generate call')
     parser.add_argument('--steps', type=int, default=50, help='SeeDiff sampling steps')
     parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--map-backend', default='auto', choices=['auto', 'torch', 'triton'])
+    parser.add_argument('--map-backend', nargs='+', default=['auto'],
+                        choices=['auto', 'torch', 'triton'], help='a row each')
     parser.add_argument('--compile', action='store_true', help='torch.compile the U-Net')
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--quick', action='store_true', help='tiny models (a smoke run)')
@@ -155,10 +159,11 @@ def main(argv=None):
         if model not in engines:
             engines[model] = build_engine(model, args)
         for batch in ([args.seediff_batch] if method == 'seediff' else args.batch_size):
-            row = bench_method(method, engines[model], batch, args, cuda)
-            print(row, flush=True)
-            with args.out.open('a') as f:
-                f.write(row + '\n')
+            for backend in args.map_backend:
+                row = bench_method(method, engines[model], batch, args, cuda, backend)
+                print(row, flush=True)
+                with args.out.open('a') as f:
+                    f.write(row + '\n')
 
 
 if __name__ == '__main__':

@@ -288,7 +288,7 @@ def _row_lse_op(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.T
 
 
 @_row_lse_op.register_fake
-def _(query, key, scale):
+def _row_lse_shape(query, key, scale):
     return query.new_empty(query.shape[:3], dtype=torch.float32)
 
 
@@ -300,5 +300,5 @@ def _head_map_op(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, out:
 
 
 @_head_map_op.register_fake
-def _(query, key, lse, out, heads, scale, weight, accumulate):
+def _head_map_shape(query, key, lse, out, heads, scale, weight, accumulate):
     return None
