@@ -2,7 +2,7 @@
 (iSeg: seeded, one draw shared by every image of a batch)."""
 from __future__ import annotations
 
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
@@ -12,11 +12,12 @@ from ..transfer import host_to_device
 NOISE_DRAWS = ('cpu', 'cuda_float16')
 
 
-def check_noise_draw(draw: str, device: torch.device) -> None:
-    """Refuse an unknown ``draw``, or ``'cuda_float16'`` for an engine off CUDA."""
+def check_noise_draw(draw: str, device: Optional[torch.device] = None) -> None:
+    """Refuse an unknown ``draw``, or ``'cuda_float16'`` for an engine off CUDA (``device``
+    None: the name only)."""
     if draw not in NOISE_DRAWS:
         raise ValueError(f'noise_draw={draw!r}: one of {NOISE_DRAWS}')
-    if draw == 'cuda_float16' and torch.device(device).type != 'cuda':
+    if draw == 'cuda_float16' and device is not None and torch.device(device).type != 'cuda':
         raise ValueError(
             f"noise_draw='cuda_float16' (the released iSeg's noise, drawn by CUDA's generator) "
             f'needs the engine on a CUDA device, this one is on {device}: run on a GPU '

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
-from ..attention.noise import NOISE_DRAWS
+from ..attention.noise import check_noise_draw
 from ..registry import MASK_GENERATORS
 from ..transfer import host_to_device, padded_table
 from .base import IGNORE_INDEX, MaskGenerator, size_groups
@@ -167,8 +167,7 @@ class ISeg(MaskGenerator):
         self.bg_context = bg_context
         self.timestep = int(timestep)
         self.noise_seed = noise_seed
-        if noise_draw not in NOISE_DRAWS:
-            raise ValueError(f'ISeg: noise_draw must be one of {NOISE_DRAWS}, got {noise_draw!r}')
+        check_noise_draw(noise_draw)
         self.noise_draw = noise_draw
         self.token_enhance = float(token_enhance)
         self.res_weights = {int(r): float(w) for r, w in
