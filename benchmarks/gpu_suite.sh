@@ -9,7 +9,8 @@
 #
 # Writes under $OUT (default work_dirs/gpu_suite): results.md (one table: step, status, seconds;
 # then every step's result rows; rewritten after every step, so a run cut short keeps what it
-# measured) and logs.tar.gz (each step's log and result file). Tracked files under
+# measured; at the end, the open issues' targets checked against those rows: benchmarks/targets.py)
+# and logs.tar.gz (each step's log and result file). Tracked files under
 # benchmarks/results/ are left as they were. Measured on an H200 (2026-11-30): about 8 minutes, before the
 # capture_setup step and the batched post-processing rows were added.
 set -uo pipefail
@@ -69,7 +70,12 @@ step() {
   echo "| $name | $status | $(( SECONDS - start )) |" >> "$OUT/summary.md"
   tail -n 3 "$OUT/steps/$name.log"
   if [ -f "$result" ]; then
-    { echo; echo "### $name"; echo; tail -n +"$(( before + 1 ))" "$result"; } >> "$OUT/rows.md"
+    # rows appended under a table already in the file get that table's header (its last one)
+    local header=""
+    if [ "$before" -gt 0 ] && tail -n +"$(( before + 1 ))" "$result" | head -n 1 | grep -q '^| '; then
+      header=$(head -n "$before" "$result" | awk '/^\|---/ { h = prev ORS $0 } { prev = $0 } END { print h }')
+    fi
+    { echo; echo "### $name"; echo; [ -n "$header" ] && echo "$header"; tail -n +"$(( before + 1 ))" "$result"; } >> "$OUT/rows.md"
     [ "$result" = "$OUT/steps/$name.md" ] || cp "$result" "$OUT/steps/$name.md"
     if [ -n "$backup" ]; then cp "$backup" "$result"; else case "$result" in benchmarks/results/*) git checkout -q -- "$result" 2>/dev/null || rm -f "$result";; esac; fi
   fi
@@ -129,8 +135,11 @@ step online_training 90 "$R/online_training.md" python3 benchmarks/bench_online_
 step end_to_end_compile 480 "$S/end_to_end_compile.md" python3 benchmarks/bench_end_to_end.py $DEV $E2E_COMPILE --out "$S/end_to_end_compile.md"
 
 report
+{ echo; echo "## Targets of the open issues (benchmarks/targets.py)"; echo
+  python3 benchmarks/targets.py "$OUT/results.md"; } > "$OUT/targets.md" 2>&1
+cat "$OUT/targets.md" >> "$OUT/results.md"
 tar -czf "$OUT/logs.tar.gz" -C "$OUT" steps
-rm -rf "$OUT/steps" "$OUT/summary.md" "$OUT/rows.md"
+rm -rf "$OUT/steps" "$OUT/summary.md" "$OUT/rows.md" "$OUT/targets.md"
 cat "$OUT/results.md"
 }
 

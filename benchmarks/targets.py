@@ -1,0 +1,150 @@
+"""The open issues' GPU targets, checked against the rows of GPU suite runs.
+
+Reads one or more ``results.md`` files written by ``gpu_suite.sh`` (each step's rows under
+``### <step>``, with their table's header) and prints one table: issue, target, the row it reads,
+the measured figure, and whether the target is met. Rows of fallback paths (the PyTorch or CUDA
+graph paths where Triton runs, tile sweeps) are listed as such, not judged. The suite appends
+this table to ``results.md`` when its last step has run; for two calls (or a call cut short),
+run it on the files fetched:
+
+    python benchmarks/targets.py call1/results.md call2/results.md
+
+Targets (issue #8: attention capture; #9: dataset-scale labelling):
+
+* #8, ``capture`` / ``capture_sd1`` (U-Net only, path ``new``): DiffSeg and iSeg specs at most
+  1.10x the plain forward at batch 1 and 16; extra peak memory at most 2x the map buffers.
+* #8, ``end_to_end``: SeeDiff's 50-step generation with capture at most 1.05x the plain pipeline;
+  DiffSeg and iSeg ``extract`` with capture at most 1.10x.
+* #9, ``diffseg``: the released float16 merging at least 20x the released formulation.
+* #9, ``iseg`` / ``seediff``: every default-path row at least 1x the released formulation;
+  SeeDiff's 5000-step PAMR at most 0.2 s an image.
+* #9, ``offline_tools``: ``pseudo_label`` at least 90% of the in-process rate at the same batch.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+#: step -> its rows, each a dict from column name to cell text
+Rows = Dict[str, List[Dict[str, str]]]
+#: issue, target, row, measured, verdict
+Check = Tuple[str, str, str, str, str]
+
+FALLBACK = re.compile(r'\[(torch|graph)\]|no Triton|triton K=')
+#: the suite's steps, whose ``### <step>`` headings start its sections (other ``###`` headings are
+#: a step's own rows)
+SUITE_STEPS = frozenset(re.findall(r'^step (\w+) ', (Path(__file__).parent / 'gpu_suite.sh')
+                                   .read_text(), re.M))
+
+
+def step_rows(text: str) -> Rows:
+    """Every step section's table rows, keyed by the header above them (a header is the line
+    before a ``|---`` line; a section's own subheadings belong to its step)."""
+    rows: Rows = {}
+    step, header = None, None
+    lines = text.splitlines()
+    for line, after in zip(lines, lines[1:] + ['']):
+        heading = line[4:].split(':')[0].strip() if line.startswith('### ') else None
+        if heading in SUITE_STEPS:
+            step, header = heading, None
+        elif step is None or not line.startswith('|') or line.startswith('|---'):
+            continue
+        elif after.startswith('|---'):
+            header = _cells(line)
+        elif header is not None and len(_cells(line)) == len(header):
+            rows.setdefault(step, []).append(dict(zip(header, _cells(line))))
+    return rows
+
+
+def _cells(line: str) -> List[str]:
+    return [cell.strip() for cell in line.strip().strip('|').split('|')]
+
+
+def _number(text: str) -> Optional[float]:
+    match = re.search(r'-?\d+(?:\.\d+)?(?:e[-+]?\d+)?', text)
+    return float(match.group()) if match else None
+
+
+def _verdict(value: Optional[float], limit: float, at_most: bool) -> str:
+    if value is None:
+        return 'unreadable'
+    return 'met' if (value <= limit if at_most else value >= limit) else 'NOT met'
+
+
+def _having(rows: Rows, step: str, *columns: str) -> Iterator[Dict[str, str]]:
+    """The step's rows of the table that has ``columns`` (a step may write several tables)."""
+    return (row for row in rows.get(step, []) if all(c in row for c in columns))
+
+
+def checks(rows: Rows) -> Iterator[Check]:
+    """Each target against each row that measures it."""
+    for step in ('capture', 'capture_sd1'):
+        for row in _having(rows, step, 'path', 'spec', 'ratio to plain (median)'):
+            if row['path'] != 'new' or row['spec'] not in ('diffseg', 'iseg'):
+                continue
+            what = f"{step}: {row['spec']} batch {row['batch']}, {row['device']}"
+            ratio = _number(row['ratio to plain (median)'])
+            yield '#8', 'capture <= 1.10x plain', what, f'{ratio}x', _verdict(ratio, 1.10, True)
+            memory = _number(row['extra / buffers'])
+            yield ('#8', 'extra peak memory <= 2x buffers', what, f'{memory}x',
+                   _verdict(memory, 2.0, True))
+    for row in _having(rows, 'end_to_end', 'method', 'capture / plain time'):
+        limit = 1.05 if row['method'] == 'seediff' else 1.10
+        ratio = _number(row['capture / plain time'])
+        yield ('#8', f'end to end capture <= {limit:.2f}x plain',
+               f"{row['method']} batch {row['batch']}, {row['steps']} step(s), {row['device']}",
+               f'{ratio}x', _verdict(ratio, limit, True))
+    for row in _having(rows, 'diffseg', 'merge precision', 'ratio'):
+        if row['merge precision'].startswith('float16'):
+            ratio = _number(row['ratio'])
+            yield ('#9', 'DiffSeg post-processing >= 20x released', row['device'], f'{ratio}x',
+                   _verdict(ratio, 20.0, False))
+    for step, column in (('iseg', 'method'), ('seediff', 'what')):
+        for row in _having(rows, step, column, 'ratio'):
+            ratio = _number(row['ratio'])
+            verdict = 'fallback path' if FALLBACK.search(row[column]) \
+                else _verdict(ratio, 1.0, False)
+            what = row[column] + (f", {row['device']}" if 'device' in row else '')
+            yield '#9', f'{step} post-processing >= 1x released', what, f'{ratio}x', verdict
+            if step == 'seediff' and row[column].startswith('PAMR, 5000 steps') \
+                    and '[triton]' in row[column]:
+                seconds = _number(row['ours s/img'])
+                yield ('#9', 'PAMR 5000 steps <= 0.2 s an image', row[column], f'{seconds} s',
+                       _verdict(seconds, 0.2, True))
+    for row in _having(rows, 'offline_tools', 'tool', 'generator / settings'):
+        share = re.search(r'\((\d+)% of in-process\)', row['generator / settings'])
+        if row['tool'] == 'pseudo_label' and share:
+            value = float(share.group(1))
+            yield ('#9', 'pseudo_label >= 90% of in-process', row['generator / settings'],
+                   f'{value:.0f}%', _verdict(value, 90.0, False))
+
+
+def table(results: List[Path]) -> str:
+    rows: Rows = {}
+    for path in results:
+        for step, found in step_rows(path.read_text()).items():
+            rows.setdefault(step, []).extend(found)
+    lines = ['| issue | target | row | measured | verdict |', '|---|---|---|---|---|']
+    lines += [f'| {" | ".join(check)} |' for check in checks(rows)]
+    if len(lines) == 2:
+        lines.append('| - | - | no row of a targeted step | - | - |')
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('results', type=Path, nargs='+', help="gpu_suite.sh's results.md files")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.results if not p.is_file()]
+    if missing:
+        print(f'targets: no such file: {", ".join(missing)}', file=sys.stderr)
+        return 2
+    print(table(args.results), end='')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The open issues' GPU targets (``benchmarks/targets.py``) read off a GPU suite's results, on rows
+in the formats the benchmarks write (figures of the H200 run of 2026-11-30 and made-up ones)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
+import targets  # noqa: E402
+
+CAPTURE_HEADER = ('| date (UTC) | device | threads | spec | batch | path | runs | s (median) | '
+                  's (min) | ratio to plain (median) | ratio (min) | peak MiB | extra MiB | '
+                  'buffers MiB | extra / buffers | max abs out diff | max abs map diff vs new |\n'
+                  + '|---' * 17 + '|\n')
+CALL_1 = f"""# GPU suite results (2026-11-30 16:11 UTC, quick=0)
+
+| step | status | seconds |
+|---|---|---|
+| capture | ok | 80 |
+
+### capture
+
+# Attention capture
+
+{CAPTURE_HEADER}| 2026-11-30 16:11 | cuda H200 | 1 | diffseg | 1 | plain | 5 | 0.027 | 0.027 | 1.000 | 1.000 | 74 | 0 | 0.0 | - | 0.0e+00 | - |
+| 2026-11-30 16:11 | cuda H200 | 1 | diffseg | 1 | new | 5 | 0.043 | 0.043 | 1.584 | 1.561 | 143 | 69 | 68.3 | 1.00 | 0.0e+00 | 0.0e+00 |
+| 2026-11-30 16:11 | cuda H200 | 1 | iseg | 16 | new | 5 | 0.048 | 0.047 | 1.050 | 1.040 | 2070 | 2600 | 1030.0 | 2.52 | 0.0e+00 | 0.0e+00 |
+| 2026-11-30 16:11 | cuda H200 | 1 | seediff | 16 | new | 5 | 0.064 | 0.059 | 1.380 | 1.268 | 2138 | 1098 | 1098.0 | 1.00 | 0.0e+00 | 0.0e+00 |
+
+### capture_layer_host
+
+### 2026-11-30 23:51 UTC: AMD EPYC
+
+| maps | code | diffusers processor us | capture extra us |
+|---|---|---|---|
+| added at once | this tree | 179 | 84 |
+
+### end_to_end
+
+| date (UTC) | device | method | model | batch | steps | map backend | compile | plain img/s | capture img/s | method img/s | post-processing ms/img | capture / plain time | max abs generated-image diff |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| 2026-11-30 16:12 | cuda H200 float16 | iseg | random full-size stable-diffusion-2-1-base | 16 | 1 | auto | no | 40.01 | 33.37 | 29.44 | 3.1 | 1.199 | - |
+| 2026-11-30 16:12 | cuda H200 float16 | seediff | random full-size stable-diffusion-v1-4 | 8 | 50 | auto | no | 2.84 | 2.73 | 2.57 | 20.0 | 1.042 | 0 |
+"""
+CALL_2 = """### diffseg
+
+# DiffSeg post-processing
+
+## Results
+
+| merge precision | ours s/img | released-formulation s/img | ratio | segment agreement mean / min | segments ours / released (per case) | device | date |
+|---|---|---|---|---|---|---|---|
+| float16 (released, default) | 0.005 | 0.094 | 17.8x | 100.00% / 100.00% | 1/1 | cuda (NVIDIA H200) | 2026-11-30 |
+| float32 | 0.005 | 0.124 | 24.8x | 99.87% / 99.48% | 2/2 | cuda (NVIDIA H200) | 2026-11-30 |
+
+### iseg
+
+| method | ours s/img | released-formulation s/img | ratio | label agreement mean / min | device | date |
+|---|---|---|---|---|---|---|
+| iSeg wsss_voc, cluster on, k-means distance float16 (released, default) | 0.017 | 0.058 | 3.34x | 100.00% / 100.00% | cuda (NVIDIA H200) | 2026-11-30 |
+| iSeg wsss_voc, cluster on, centre sums in PyTorch (no Triton) | 0.077 | 0.058 | 0.75x | 100.00% / 100.00% | cuda (NVIDIA H200) | 2026-11-30 |
+| iSeg wsss_voc, cluster off | 0.002 | 0.001 | 0.70x | 100.00% / 100.00% | cuda (NVIDIA H200) | 2026-11-30 |
+
+### probe
+
+| method | ours s/img | released-formulation s/img | ratio | label agreement mean / min | device | date |
+|---|---|---|---|---|---|---|
+| not iSeg's table: a step without targets | 1 | 1 | 0.1x | - | - | - |
+
+### seediff
+
+| what | ours s/img | released-formulation s/img | ratio | notes |
+|---|---|---|---|---|
+| SeeDiff post-processing, 512x512, PAMR 5000 steps [triton] | 0.02901 | 1.558 | 53.7x | mask agreement 100.00% |
+| SeeDiff post-processing, 512x512, PAMR 5000 steps [torch] | 0.8574 | 1.558 | 1.8x | mask agreement 100.00% |
+| PAMR, 5000 steps at 512x512 (1 mask) [triton] | 0.2127 | 0.3249 | 1.5x |  |
+| PAMR, 5000 steps at 512x512 (1 mask) [torch] | 0.8569 | 0.3249 | 0.4x |  |
+| PAMR, 5000 steps at 512x512, triton K=4 T=32 | 0.04067 | 0.3249 | 8.0x |  |
+
+| path | host launches | GPU kernels | counted by |
+|---|---|---|---|
+| ours, triton | 603 | 603 | torch profiler |
+
+### offline_tools
+
+| tool | generator / settings | model | device | batch | items | seconds | items/s | date |
+|---|---|---|---|---|---|---|---|---|
+| in-process label_images | DiffSeg unlabelled (defaults) | full-size random | cuda NVIDIA H200 | 16 | 160 | 2.2 | 72.0 | 2026-11-30 |
+| pseudo_label | DiffSeg unlabelled (defaults) (85% of in-process) | full-size random | cuda NVIDIA H200 | 16 | 160 | 2.6 | 61.095 | 2026-11-30 |
+| pseudo_label | iSeg WSSS VOC (95% of in-process) | full-size random | cuda NVIDIA H200 | 16 | 480 | 7.4 | 64.726 | 2026-11-30 |
+
+### iseg: timeout; the last 40 lines of its log
+
+```
+| not | a | row |
+```
+"""
+
+
+def test_each_target_is_judged_on_the_rows_that_measure_it(tmp_path):
+    (tmp_path / 'call1.md').write_text(CALL_1)
+    (tmp_path / 'call2.md').write_text(CALL_2)
+    lines = targets.table([tmp_path / 'call1.md', tmp_path / 'call2.md']).splitlines()
+    got = [tuple(cell.strip() for cell in line.strip('|').split('|')) for line in lines[2:]]
+    assert got == [
+        ('#8', 'capture <= 1.10x plain', 'capture: diffseg batch 1, cuda H200', '1.584x', 'NOT met'),
+        ('#8', 'extra peak memory <= 2x buffers', 'capture: diffseg batch 1, cuda H200', '1.0x', 'met'),
+        ('#8', 'capture <= 1.10x plain', 'capture: iseg batch 16, cuda H200', '1.05x', 'met'),
+        ('#8', 'extra peak memory <= 2x buffers', 'capture: iseg batch 16, cuda H200', '2.52x',
+         'NOT met'),
+        ('#8', 'end to end capture <= 1.10x plain', 'iseg batch 16, 1 step(s), cuda H200 float16',
+         '1.199x', 'NOT met'),
+        ('#8', 'end to end capture <= 1.05x plain', 'seediff batch 8, 50 step(s), cuda H200 float16',
+         '1.042x', 'met'),
+        ('#9', 'DiffSeg post-processing >= 20x released', 'cuda (NVIDIA H200)', '17.8x', 'NOT met'),
+        ('#9', 'iseg post-processing >= 1x released',
+         'iSeg wsss_voc, cluster on, k-means distance float16 (released, default), cuda (NVIDIA H200)', '3.34x', 'met'),
+        ('#9', 'iseg post-processing >= 1x released',
+         'iSeg wsss_voc, cluster on, centre sums in PyTorch (no Triton), cuda (NVIDIA H200)', '0.75x', 'fallback path'),
+        ('#9', 'iseg post-processing >= 1x released', 'iSeg wsss_voc, cluster off, cuda (NVIDIA H200)', '0.7x',
+         'NOT met'),
+        ('#9', 'seediff post-processing >= 1x released',
+         'SeeDiff post-processing, 512x512, PAMR 5000 steps [triton]', '53.7x', 'met'),
+        ('#9', 'seediff post-processing >= 1x released',
+         'SeeDiff post-processing, 512x512, PAMR 5000 steps [torch]', '1.8x', 'fallback path'),
+        ('#9', 'seediff post-processing >= 1x released',
+         'PAMR, 5000 steps at 512x512 (1 mask) [triton]', '1.5x', 'met'),
+        ('#9', 'PAMR 5000 steps <= 0.2 s an image', 'PAMR, 5000 steps at 512x512 (1 mask) [triton]',
+         '0.2127 s', 'NOT met'),
+        ('#9', 'seediff post-processing >= 1x released',
+         'PAMR, 5000 steps at 512x512 (1 mask) [torch]', '0.4x', 'fallback path'),
+        ('#9', 'seediff post-processing >= 1x released',
+         'PAMR, 5000 steps at 512x512, triton K=4 T=32', '8.0x', 'fallback path'),
+        ('#9', 'pseudo_label >= 90% of in-process',
+         'DiffSeg unlabelled (defaults) (85% of in-process)', '85%', 'NOT met'),
+        ('#9', 'pseudo_label >= 90% of in-process', 'iSeg WSSS VOC (95% of in-process)', '95%', 'met'),
+    ]
+
+
+def test_results_without_targeted_rows_say_so_and_a_missing_file_is_named(tmp_path, capsys):
+    (tmp_path / 'r.md').write_text('# GPU suite results\n\n### probe\n\ntorch 2.11\n')
+    assert 'no row of a targeted step' in targets.table([tmp_path / 'r.md'])
+    assert targets.main([str(tmp_path / 'gone.md')]) == 2
+    assert 'gone.md' in capsys.readouterr().err
