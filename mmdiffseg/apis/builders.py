@@ -40,13 +40,14 @@ def check_model(model: str) -> str:
 
 
 def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture=None,
-                image_size: int = 512, generator=None):
+                image_size: int = 512, generator=None, compile_backend: Optional[str] = None):
     """:class:`DiffusionAttentionEngine` for ``model``; a load failure, a generator whose noise
     needs another device, an ``image_size`` at which the model has not the attention resolutions
     ``capture`` reads, or a ``capture`` spec the model cannot serve (e.g. iSeg's SD 2.1 head lists
     on SD 1.x) becomes a clear message before any work. The ``generator``'s settings that do not
     fit the model (:meth:`~mmdiffseg.generators.MaskGenerator.model_notes`) are logged as
-    warnings."""
+    warnings. ``compile_backend``: ``torch.compile`` the U-Net with that backend (the tools'
+    ``--compile``); None: eager."""
     from ..attention.engine import DiffusionAttentionEngine
     from ..attention.noise import check_noise_draw
     if dtype not in DTYPES:
@@ -56,7 +57,9 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc
     try:
-        engine = DiffusionAttentionEngine.from_pretrained(model, dtype=DTYPES[dtype], device=device)
+        engine = DiffusionAttentionEngine.from_pretrained(
+            model, dtype=DTYPES[dtype], device=device,
+            compile_unet=bool(compile_backend) and dict(backend=compile_backend))
     except (OSError, ValueError) as exc:  # the engine's message names the model and the fix
         raise UserInputError(str(exc)) from exc
     if capture is not None:

@@ -135,7 +135,8 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
                  classes: Optional[Sequence[str]], image_labels: Optional[Dict[str, List[str]]],
                  batch_size: int = 4, device: str = 'cpu', dtype: str = 'float32',
                  split: str = 'train', work_size: int = WORK_SIZE,
-                 workers: Optional[int] = None) -> JobSummary:
+                 workers: Optional[int] = None,
+                 compile_backend: Optional[str] = None) -> JobSummary:
     """Label ``items`` (payload ``image``) into ``out_dir``.
 
     Args:
@@ -143,6 +144,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         classes: the label set (indices of the PNGs); ``None`` only for unlabelled DiffSeg.
         image_labels: id -> class names present; ``None`` for unlabelled DiffSeg.
         workers: loader and writer processes (:func:`.jobs.run_job`; ``None``: the default).
+        compile_backend: ``torch.compile`` the U-Net with this backend (:func:`.load_engine`).
 
     Raises:
         UserInputError: before any work, for a missing model, an unknown class name, or an
@@ -169,7 +171,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         """The model (loaded while the loader processes read the first batches) and the GPU
         work."""
         engine = load_engine(model, device, dtype, generator.capture_spec, work_size,
-                             generator=generator)
+                             generator=generator, compile_backend=compile_backend)
         generator.to(engine.device)
 
         def compute(batch, loaded):

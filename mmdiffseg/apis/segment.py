@@ -70,10 +70,11 @@ def overlay_jpeg(classes: Optional[Tuple[str, ...]], rgb: np.ndarray, labels: np
 def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
             names: Optional[Sequence[str]], batch_size: int = 4, device: str = 'cpu',
             dtype: str = 'float32', work_size: int = WORK_SIZE,
-            workers: Optional[int] = None) -> JobSummary:
+            workers: Optional[int] = None, compile_backend: Optional[str] = None) -> JobSummary:
     """Label every image with the class names ``names`` (label set ``background`` + names;
     ``None`` = unlabelled DiffSeg segments) and draw overlays (``Overlays/<id>.jpg``);
-    ``workers``: loader and writer processes (:func:`.jobs.run_job`)."""
+    ``workers``: loader and writer processes (:func:`.jobs.run_job`); ``compile_backend``: see
+    :func:`.load_engine`."""
     check_inputs_outside_output(items, out_dir)
     model = check_model(model)
     classes = None if names is None else ['background'] + [n for n in names if n != 'background']
@@ -87,7 +88,7 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         """The model (loaded while the loader processes read the first batches) and the GPU
         work; masks and overlays are encoded in the writer processes."""
         engine = load_engine(model, device, dtype, generator.capture_spec, work_size,
-                             generator=generator)
+                             generator=generator, compile_backend=compile_backend)
         generator.to(engine.device)
 
         def compute(batch, loaded):

@@ -66,7 +66,8 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
                label_set: Optional[Sequence[str]] = None, images_per_class: int = 1,
                prompts: Optional[Sequence[str]] = None, seed: int = 0, batch_size: int = 4,
                device: str = 'cpu', dtype: str = 'float32', size: int = 512,
-               split: str = 'train', workers: Optional[int] = None) -> JobSummary:
+               split: str = 'train', workers: Optional[int] = None,
+               compile_backend: Optional[str] = None) -> JobSummary:
     """Synthesise ``images_per_class`` image/mask pairs per class name into ``out_dir``.
 
     Args:
@@ -112,7 +113,7 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
         """The model (loaded while the writer processes start) and the GPU work; images and
         masks are encoded in the writer processes."""
         engine = load_engine(model, device, dtype, generator.capture_spec, size,
-                             generator=generator)
+                             generator=generator, compile_backend=compile_backend)
         generator.to(engine.device)
 
         def compute(batch: List[WorkItem], _loaded) -> List[ItemOutput]:

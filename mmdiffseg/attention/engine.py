@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -122,11 +122,15 @@ class DiffusionAttentionEngine:
             (``None``: from the device, see :mod:`.head_maps`).
         map_backend: how maps are computed: ``'auto'`` (fused Triton kernel on CUDA, torch
             elsewhere), ``'torch'`` or ``'triton'`` (:mod:`.head_maps`).
+        compile_unet: ``torch.compile`` the U-Net (``unet.compile()``; a dict: its options,
+            e.g. ``dict(backend='eager')``): opt-in, compiled at the first calls of each shape,
+            not bit-exact against eager; capture runs in the compiled graph.
     """
 
     def __init__(self, vae, unet, text_encoder, tokenizer, scheduler, model_id: str,
                  device: Union[str, torch.device] = 'cpu', dtype: torch.dtype = torch.float32,
-                 chunk_bytes: Optional[int] = None, map_backend: str = 'auto'):
+                 chunk_bytes: Optional[int] = None, map_backend: str = 'auto',
+                 compile_unet: Union[bool, Dict[str, Any]] = False):
         self.device, self.dtype = _torch_device(device), _torch_dtype(dtype)
         self.vae, self.unet, self.text_encoder = (_placed(m, self.device, self.dtype)
                                                   for m in (vae, unet, text_encoder))
@@ -135,6 +139,8 @@ class DiffusionAttentionEngine:
         self._served = set()  # (capture spec, image size) pairs check_capture has passed
         self.map_backend = map_backend
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        if compile_unet:
+            self.unet.compile(**({} if compile_unet is True else dict(compile_unet)))
 
     @classmethod
     def from_pretrained(cls, id_or_folder: Union[str, Path], dtype: torch.dtype = torch.float32,
@@ -142,7 +148,8 @@ class DiffusionAttentionEngine:
         """Load a Stable Diffusion pipeline with diffusers (hub id or local diffusers folder).
 
         ``kwargs`` go to ``StableDiffusionPipeline.from_pretrained`` (e.g. ``variant='fp16'``,
-        ``revision``), except ``chunk_bytes`` and ``map_backend`` which go to the engine.
+        ``revision``), except ``chunk_bytes``, ``map_backend`` and ``compile_unet`` which go to
+        the engine.
 
         Raises:
             OSError: the model is neither a local folder nor downloadable / in the hub cache (a
@@ -151,7 +158,8 @@ class DiffusionAttentionEngine:
         from diffusers import StableDiffusionPipeline
         dtype, device = _torch_dtype(dtype), _torch_device(device)
         options = dict(chunk_bytes=kwargs.pop('chunk_bytes', None),
-                       map_backend=kwargs.pop('map_backend', 'auto'))
+                       map_backend=kwargs.pop('map_backend', 'auto'),
+                       compile_unet=kwargs.pop('compile_unet', False))
         if importlib.util.find_spec('accelerate') is None:  # diffusers would only warn and fall back
             kwargs.setdefault('low_cpu_mem_usage', False)
         folder = Path(id_or_folder).expanduser()

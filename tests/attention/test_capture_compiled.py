@@ -74,3 +74,21 @@ def test_a_compiled_unets_session_finds_its_chunk_and_backend_before_the_trace(
     session.traced_backend = 'triton'
     assert session.backend(torch.device('cpu'), False) == 'triton'
     assert session.backend(torch.device('cpu'), True) == 'torch'
+
+
+def test_the_engine_option_compiles_its_unet(sd_config_dir, monkeypatch):
+    """``compile_unet``: True compiles with torch.compile's defaults, a dict with those options
+    (the tools' ``--compile BACKEND``); the default leaves the U-Net eager."""
+    from mmdiffseg.attention.unet_layers import compiled
+    folder = cached_tiny_pipeline_folder(sd_config_dir('stable-diffusion-2-1-base'))
+    options, compile_ = [], torch.nn.Module.compile
+
+    def spy(module, **kwargs):
+        options.append(kwargs)
+        return compile_(module, **kwargs)
+    monkeypatch.setattr(torch.nn.Module, 'compile', spy)
+    assert not compiled(DiffusionAttentionEngine.from_pretrained(folder).unet)
+    for option, given in ((True, {}), (dict(backend='eager'), dict(backend='eager'))):
+        engine = DiffusionAttentionEngine.from_pretrained(folder, compile_unet=option)
+        assert compiled(engine.unet) and options[-1] == given
+    assert len(options) == 2
