@@ -2,7 +2,7 @@
 start): the training run then loads every label and generates none.
 
     python tools/prefill_labels.py CONFIG [--cfg-options k=v ...] [--batch-size N]
-        [--dtype float16] [--device cuda] [--workers N] [--skip-preflight]
+        [--dtype float16] [--device cuda] [--workers N] [--compile [BACKEND]] [--skip-preflight]
     torchrun --nproc-per-node 8 tools/prefill_labels.py CONFIG --launcher pytorch
 
 Uses the config's train dataset, its label cache (``LoadPseudoLabel(cache=...)``), its
@@ -14,6 +14,8 @@ labels and the Stable Diffusion weights is missing, with the fixes (exit status 
 import argparse
 import os
 import sys
+
+from offline_args import COMPILE_BACKENDS
 
 
 def parse_args(argv=None):
@@ -35,6 +37,11 @@ def parse_args(argv=None):
     parser.add_argument('--workers', type=int, default=None,
                         help='dataloader workers reading images (default: the train '
                              'dataloader\'s num_workers)')
+    parser.add_argument('--compile', nargs='?', const='inductor', default=None,
+                        choices=COMPILE_BACKENDS, metavar='BACKEND',
+                        help='torch.compile the U-Net, as the offline tools\' --compile (sets '
+                             'model.data_preprocessor.engine_kwargs.compile_unet; default: the '
+                             'config\'s)')
     parser.add_argument('--skip-preflight', action='store_true',
                         help='skip the check that the training data, its image-level labels and '
                              'the Stable Diffusion weights are here (mmdiffseg.preflight)')
@@ -67,6 +74,9 @@ def main(argv=None):
     cfg = config_fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
+    if args.compile:
+        cfg.merge_from_dict({'model.data_preprocessor.engine_kwargs.compile_unet':
+                             dict(backend=args.compile)})
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     if not args.skip_preflight:
         ensure_ready(cfg, args.config, 'prefill', dtype=args.dtype, device=args.device)

@@ -13,6 +13,7 @@ import sys
 
 import cv2
 import pytest
+import torch
 from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, make_voc_root, run_tool, set_label_cache,
                          set_voc_data, train_log, write_config)
 from mmengine.config import Config
@@ -101,9 +102,14 @@ def test_prefill_resumes_then_training_generates_no_label(tmp_path, tiny_sd, mon
     assert 'prefill: 4 images: made 4, already cached 0, made by another process 0' in out
     labels = labels_in(cache)
     assert len(labels) == 4 and not list(cache.rglob('*.lock')) and not list(cache.rglob('*.tmp'))
-    for label in labels[:2]:             # an interrupted prefill: rerun resumes
+    for label in labels[:2]:             # an interrupted prefill: rerun resumes (compiled)
         label.unlink()
-    out = run_tool('prefill_labels', config, '--batch-size', '2')
+    backends, compile_ = [], torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, 'compile', lambda module, **kwargs: backends.append(
+        (type(module).__name__, kwargs)) or compile_(module, **kwargs))
+    out = run_tool('prefill_labels', config, '--batch-size', '2', '--compile', 'eager')
+    torch._dynamo.reset()
+    assert backends == [('UNet2DConditionModel', dict(backend='eager'))]
     assert 'made 2, already cached 2' in out and f'{cache} holds 4 labels' in out
     stamps = {p: p.stat().st_mtime_ns for p in labels_in(cache)}
 
