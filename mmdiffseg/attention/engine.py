@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from mmengine.logging import print_log
 
 from ..provenance import model_id_of, withdrawn_model
 from .capture import CaptureSession, capture_attention
@@ -140,7 +141,11 @@ class DiffusionAttentionEngine:
         self.map_backend = map_backend
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         if compile_unet:
-            self.unet.compile(**({} if compile_unet is True else dict(compile_unet)))
+            options = {} if compile_unet is True else dict(compile_unet)
+            self.unet.compile(**options)
+            print_log(f'the U-Net is compiled (torch.compile, {options or "defaults"}) by its '
+                      'first call of each input shape: the first batch waits for it (minutes '
+                      'with inductor)', logger='current')
 
     @classmethod
     def from_pretrained(cls, id_or_folder: Union[str, Path], dtype: torch.dtype = torch.float32,
