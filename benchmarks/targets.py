@@ -19,6 +19,8 @@ Targets (issue #8: attention capture; #9: dataset-scale labelling):
 * #9, ``iseg`` / ``seediff``: every default-path row at least 1x the released formulation;
   SeeDiff's 5000-step PAMR at most 0.2 s an image.
 * #9, ``offline_tools``: ``pseudo_label`` at least 90% of the in-process rate at the same batch.
+* ``end_to_end_compile`` (optional): no target; the map backend that captures faster in a compiled
+  U-Net, the one ``'auto'`` should take there.
 """
 from __future__ import annotations
 
@@ -120,6 +122,22 @@ def checks(rows: Rows) -> Iterator[Check]:
             value = float(share.group(1))
             yield ('#9', 'pseudo_label >= 90% of in-process', row['generator / settings'],
                    f'{value:.0f}%', _verdict(value, 90.0, False))
+    yield from _compiled_backends(rows)
+
+
+def _compiled_backends(rows: Rows) -> Iterator[Check]:
+    """#8's optional compile step: which map backend captures faster in a compiled U-Net (the
+    one ``'auto'`` should take there); no target, a comparison."""
+    speeds: Dict[Tuple[str, str, str], Dict[str, float]] = {}
+    for row in _having(rows, 'end_to_end_compile', 'method', 'map backend', 'capture img/s'):
+        key = (row['method'], row['batch'], row['device'])
+        speeds.setdefault(key, {})[row['map backend']] = _number(row['capture img/s']) or 0.0
+    for (method, batch, device), by_backend in speeds.items():
+        if len(by_backend) > 1:
+            best = max(by_backend, key=by_backend.get)
+            measured = ', '.join(f'{b} {v:g} img/s' for b, v in by_backend.items())
+            yield ('#8', 'compiled capture: the faster map backend',
+                   f'{method} batch {batch}, {device}', measured, f'{best} (comparison)')
 
 
 def table(results: List[Path]) -> str:
