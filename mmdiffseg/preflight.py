@@ -246,15 +246,15 @@ def check_cache_settings(cache: Dict, where: str) -> List[Missing]:
         label_cache = LabelCache(cache['cache_dir'], cache['model'], cache['generator'])
     except (KeyError, TypeError, ValueError):
         return []   # the generator's options: check_generator names them
+    fix = f'--cfg-options {where}.cache_dir=<another folder>, or delete {cache["cache_dir"]}'
     try:
-        label_cache.check_signature()
-    except ValueError as err:   # the settings that differ, one a line, then the advice
-        what, *lines = str(err).splitlines()
-        details = '; '.join(line.strip() for line in lines[:-1])
-        return [Missing(f'{what} {details}'.strip(),
-                        f'--cfg-options {where}.cache_dir=<another folder>, or delete '
-                        f'{cache["cache_dir"]}', [f'{where}.cache_dir'])]
-    return []
+        differing = label_cache.signature_differences()
+    except ValueError as err:   # an unreadable signature, named as LabelCache names it
+        return [Missing(str(err), fix, [f'{where}.cache_dir'])]
+    if not differing:
+        return []
+    return [Missing(f'label cache {cache["cache_dir"]} holds labels made with other settings: '
+                    + '; '.join(differing), fix, [f'{where}.cache_dir'])]
 
 
 def _cuda_needs(cfg: Config, mode: str, sections: Dict[str, object], dtype: Optional[str],

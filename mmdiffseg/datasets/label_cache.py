@@ -150,6 +150,23 @@ class LabelCache:
             raise ValueError(f'{path} is not a label-cache signature ({err}): the labels of '
                              f'{self.cache_dir} are of unknown origin; delete the folder') from err
 
+    def signature_differences(self, stored: Optional[dict] = None) -> Optional[List[str]]:
+        """The settings the folder's labels were made with that differ from this run's, a line
+        each (labels of an earlier label computation say so); None when it has no signature
+        yet. ``stored``: the folder's signature, already read.
+
+        Raises:
+            ValueError: the signature file is unreadable.
+        """
+        stored = self._stored_signature() if stored is None else stored
+        if stored is None:
+            return None
+        stored = {k: v for k, v in stored.items() if k != WRITER_KEY}
+        differing = list(setting_differences(stored, self.signature))
+        note = older_labels_note([key for key, _, _ in differing]).strip()
+        return [f'{key}: cache {describe(have)}, this run {describe(want)}'
+                for key, have, want in differing] + ([note] if note else [])
+
     def check_signature(self) -> bool:
         """True when the folder was written with this signature, False when it has none yet.
 
@@ -162,17 +179,15 @@ class LabelCache:
         stored = self._stored_signature()
         if stored is None:
             return False
-        made_with = stored.pop(WRITER_KEY, {})
-        differing = list(setting_differences(stored, self.signature))
+        differing = self.signature_differences(stored)
         if differing:
             raise ValueError(
                 f'label cache {self.cache_dir} holds labels made with other settings:\n  '
-                + '\n  '.join(f'{key}: cache {describe(have)}, this run {describe(want)}'
-                               for key, have, want in differing)
-                + older_labels_note([key for key, _, _ in differing])
+                + '\n  '.join(differing)
                 + '\nLabels of another model or generator config are never reused: give this '
                 'config another cache_dir (the `cache` of LoadPseudoLabel in the train pipeline) '
                 'or delete the folder.')
+        made_with = stored.get(WRITER_KEY, {})
         written = made_with.get('dtype')
         if self.writer_dtype is not None and written not in (None, self.writer_dtype):
             raise ValueError(
