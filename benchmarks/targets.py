@@ -3,7 +3,8 @@
 Reads one or more ``results.md`` files written by ``gpu_suite.sh`` (each step's rows under
 ``### <step>``, with their table's header) and prints one table: issue, target, the row it reads,
 the measured figure, and whether the target is met. Rows of fallback paths (the PyTorch or CUDA
-graph paths where Triton runs, tile sweeps) are listed as such, not judged. The suite appends
+graph paths where Triton runs, eager steps where CUDA graphs run, tile sweeps) are listed as
+such, not judged. The suite appends
 this table to ``results.md`` when its last step has run; for two calls (or a call cut short),
 run it on the files fetched:
 
@@ -35,7 +36,7 @@ Rows = Dict[str, List[Dict[str, str]]]
 #: issue, target, row, measured, verdict
 Check = Tuple[str, str, str, str, str]
 
-FALLBACK = re.compile(r'\[(torch|graph)\]|no Triton|triton K=')
+FALLBACK = re.compile(r'\[(torch|graph)\]|no Triton|no CUDA graph|triton K=')
 #: the suite's steps, whose ``### <step>`` headings start its sections (other ``###`` headings are
 #: a step's own rows)
 SUITE_STEPS = frozenset(re.findall(r'^step (\w+) ', (Path(__file__).parent / 'gpu_suite.sh')

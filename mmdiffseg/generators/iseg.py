@@ -51,6 +51,7 @@ from ..transfer import host_to_device, padded_table
 from .base import IGNORE_INDEX, MaskGenerator, size_groups
 from .class_names import VOCABULARIES, prompt_name
 from .functional import minmax_normalize
+from .iseg_ent_self import EntSelf
 from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention,
                          refine_with_self_attention)
 from .iseg_presets import (CROSS_LAYERS, HEAD_LAYOUT_FIX, ISEG_PRESETS, RELEASED_CLASS_ORDER,
@@ -102,6 +103,8 @@ class ISeg(MaskGenerator):
             (``util/attn.py:kl_dis``), ``'float32'`` with guarded logs.
         iters: Ent-Self refinement steps [``iter``].
         ent: entropy-reduction strength [``ent``].
+        ent_self_backend: how Ent-Self runs (same numbers): ``'torch'`` eagerly, ``'graph'`` from
+            CUDA graphs, ``'auto'`` graphs on CUDA for small batches (:mod:`.iseg_ent_self`).
         cam_bg_thr: 0 = background score ``(1 - max)^2``; > 0 = score threshold [``cam_bg_thr``].
         mask_size: side the class maps are upsampled to before min-max [``test_mask_size``].
         preset: name of the preset these settings come from (used in messages only).
@@ -135,6 +138,7 @@ class ISeg(MaskGenerator):
                  kmeans_precision: str = 'float16',
                  iters: int = 10,
                  ent: float = 0.015,
+                 ent_self_backend: str = 'auto',
                  cam_bg_thr: float = 0.0,
                  mask_size: int = 512,
                  preset: Optional[str] = None,
@@ -196,6 +200,7 @@ class ISeg(MaskGenerator):
             raise ValueError(f'ISeg: iters and ent must be >= 0, got {iters} and {ent}')
         self.iters = int(iters)
         self.ent = float(ent)
+        self.ent_self = EntSelf(ent_self_backend)
         if not 0 <= cam_bg_thr < 1:
             raise ValueError(f'ISeg: cam_bg_thr must be in [0, 1), got {cam_bg_thr}')
         self.cam_bg_thr = float(cam_bg_thr)
@@ -317,9 +322,7 @@ class ISeg(MaskGenerator):
             cross = cluster_mean(cross, clusters, seeds.numel())
         columns = self._class_columns(maps, cross, names)
 
-        transition = entropy_reduced_attention(self_attn, self.ent)
-        refined = refine_with_self_attention(columns.transpose(1, 2), transition, self.iters)
-        del transition
+        refined = self.ent_self(self_attn, columns.transpose(1, 2), self.ent, self.iters)
         cams = refined.reshape(b, num, side, side)
         cams = F.interpolate(cams, size=(self.mask_size, self.mask_size), mode='bilinear',
                              align_corners=False)

@@ -10,21 +10,31 @@ from typing import Optional
 
 import torch
 
-__all__ = ['entropy_reduced_attention', 'refine_with_self_attention', 'assign_labels',
-           'cam_normalize']
+__all__ = ['entropy_reduced_attention', 'column_max_normalize', 'reduce_entropy_',
+           'refine_with_self_attention', 'assign_labels', 'cam_normalize']
 
 _TINY = torch.finfo(torch.float32).tiny
 
 
 def entropy_reduced_attention(self_attn: torch.Tensor, ent: float) -> torch.Tensor:
-    """Ent-Self steps 3-4: ``A / max_q A`` (per key column), then one closed-form gradient step on
-    the entropy, ``A + ent * log10(e * A)`` for ``A > 0``, clamped at 0, so entries below the root
-    ``a*`` of ``a + ent * log10(e a) = 0`` vanish. Rows are left unnormalised.
+    """Ent-Self steps 3-4 (:func:`column_max_normalize`, then :func:`reduce_entropy_`).
 
     Args:
         self_attn: ``(B, N, N)``, rows = queries.
     """
-    a = self_attn / self_attn.amax(dim=-2, keepdim=True).clamp_min(_TINY)
+    return reduce_entropy_(column_max_normalize(self_attn), ent)
+
+
+def column_max_normalize(self_attn: torch.Tensor,
+                         out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Ent-Self step 3: ``A / max_q A`` (per key column), into ``out`` if given."""
+    return torch.div(self_attn, self_attn.amax(dim=-2, keepdim=True).clamp_min(_TINY), out=out)
+
+
+def reduce_entropy_(a: torch.Tensor, ent: float) -> torch.Tensor:
+    """Ent-Self step 4, in place: one closed-form gradient step on the entropy,
+    ``A + ent * log10(e * A)`` for ``A > 0``, clamped at 0, so entries below the root ``a*`` of
+    ``a + ent * log10(e a) = 0`` vanish. Rows are left unnormalised."""
     if ent == 0:
         return a
     # ent * log10(e A) = c log(A) + c with c = ent / ln 10, in place on A's scratch (two N x N

@@ -122,3 +122,33 @@ def test_refinement_launches_the_released_five_kernels_a_step():
     # A' once (sum, guard, divide), X0 (min, subtract, sum, divide), 10 x (product, min, subtract,
     # sum, divide), one NaN -> 0 at the end; no host sync
     assert counts.launches == 3 + 4 + 10 * 5 + 1 and counts.syncs_total == 0, counts.describe()
+
+
+def test_ent_self_backends_are_checked_and_the_cpu_runs_the_eager_steps():
+    import copy
+    import pickle
+    from mmdiffseg.generators import ISeg
+    from mmdiffseg.generators.iseg_ent_self import EntSelf
+    gen = torch.Generator().manual_seed(5)
+    sa = torch.softmax(torch.randn(2, 64, 64, generator=gen) * 3, dim=-1)
+    x0 = torch.rand(2, 64, 3, generator=gen).transpose(1, 2)
+    eager = refine_with_self_attention(x0, entropy_reduced_attention(sa, 0.015), 10)
+    assert torch.equal(EntSelf('auto')(sa, x0, 0.015, 10), eager)
+    assert EntSelf('auto').backend_for(sa) == 'torch'
+    with pytest.raises(ValueError, match=r"ent_self_backend='graph'.*cpu.*'auto' or 'torch'"):
+        EntSelf('graph')(sa, x0, 0.015, 10)
+    with pytest.raises(ValueError, match=r"ent_self_backend must be one of .*'cuda'"):
+        ISeg(ent_self_backend='cuda')
+    iseg = ISeg(ent_self_backend='torch')
+    for twin in (copy.deepcopy(iseg), pickle.loads(pickle.dumps(iseg))):
+        assert twin.ent_self.backend == 'torch' and twin.ent_self._graphs is None
+    assert 'ent_self' not in str(iseg.config_dict())  # the same labels either way
+
+
+def test_column_max_normalize_into_a_buffer_equals_the_new_tensor():
+    sa = torch.softmax(torch.randn(2, 16, 16), dim=-1)
+    buffer = torch.full_like(sa, float('nan'))
+    from mmdiffseg.generators.iseg_steps import column_max_normalize
+    assert column_max_normalize(sa, out=buffer) is buffer
+    assert torch.equal(buffer, column_max_normalize(sa))
+    assert torch.equal(buffer.amax(dim=-2), torch.ones(2, 16))
