@@ -103,6 +103,9 @@ def aggregate_self_attention(attentions: Sequence[torch.Tensor], weights: Sequen
             keys = F.interpolate(keys, size=(size, size), mode='bilinear', align_corners=False)
         keys = keys.reshape(*lead, r * r, n)
         keys = keys * (weight / keys.sum(-1, keepdim=True).clamp_min(torch.finfo(keys.dtype).tiny))
+        if out is None and r == size:  # 0 + x is x: no zero fill and add
+            out = keys
+            continue
         if out is None:
             out = keys.new_zeros(*lead, n, n)
         # query (y, x) of the fine grid reads coarse query (y // rep, x // rep): nearest repeat
