@@ -4,7 +4,7 @@ For one image, or a few, Ent-Self is a string of short kernels: column maxima, t
 over a 4096x4096 matrix, then 10 times a matrix product over a few class rows and a row minimum
 and sum (:mod:`.iseg_steps`), about 60 launches a batch. On a GPU their host cost outlasts the work:
 iSeg without clustering ran at 0.70x the released code at batch 1 on an H200. Here the steps after
-the column maxima are recorded once per input layout into a CUDA graph (``torch.cuda.graph``) and
+the column maxima are recorded once per input layout into a CUDA graph (:mod:`mmdiffseg.cuda_graphs`) and
 replayed; a batch then costs 3 launches (the column maxima, the division into the graph's input
 buffer, the class maps' copy), one replay and one copy out. The replay runs the eager kernels on the
 same buffers' layouts, so its numbers are the eager ones.
@@ -21,6 +21,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from ..cuda_graphs import record_graph
 from ..triton_support import on_device_of
 from .iseg_steps import column_max_normalize, reduce_entropy_, refine_with_self_attention
 
@@ -107,22 +108,12 @@ class _RecordedSteps:
         return out.clone()
 
     def _record(self, key, class_maps: torch.Tensor) -> torch.Tensor:
-        """Runs this batch eagerly on a side stream (the warm-up ``torch.cuda.graph`` asks for),
-        then records the same steps, which does not run them."""
+        """This batch's result, from the warm-up run of the steps the graph then records."""
         with torch.inference_mode(False):
             classes = torch.empty_strided(class_maps.shape, class_maps.stride(),
                                           dtype=torch.float32, device=class_maps.device)
         classes.copy_(class_maps)
-        current = torch.cuda.current_stream()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(current)
-        with torch.cuda.stream(stream):
-            result = self._steps(classes)
-        current.wait_stream(stream)
-        result.record_stream(current)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: the tools' loader and writer threads may use CUDA meanwhile
-        with torch.cuda.graph(graph, capture_error_mode='thread_local'):
-            out = self._steps(classes)
+        graph, result, out = record_graph(lambda: self._steps(classes),
+                                          lambda: self._steps(classes))
         self.graphs[key] = graph, classes, out
         return result

@@ -32,6 +32,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..cuda_graphs import record_graph
 from ..triton_support import on_device_of, triton_problem
 
 __all__ = ['PAMR', 'ORIGINAL_PAMR', 'BACKENDS', 'run_in_chunks']
@@ -124,17 +125,11 @@ class _GraphedSteps:
         return change
 
     def _record(self, n: int, measure: bool):
-        # one warm-up step on a side stream (kernels loaded before capture), then undone
+        # one warm-up step (kernels loaded before capture), undone; the capture runs nothing
         state = self.steps.padded.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            self.steps.advance(1, measure)
-        torch.cuda.current_stream().wait_stream(stream)
+        graph, _, change = record_graph(lambda: self.steps.advance(1, measure),
+                                        lambda: self.steps.advance(n, measure))
         self.steps.padded.copy_(state)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):  # records only: the state is unchanged until replay
-            change = self.steps.advance(n, measure)
         return graph, change
 
 
