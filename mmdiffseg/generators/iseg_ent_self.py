@@ -5,9 +5,10 @@ over a 4096x4096 matrix, then 10 times a matrix product over a few class rows an
 and sum (:mod:`.iseg_steps`), about 60 launches a batch. On a GPU their host cost outlasts the
 work: iSeg without clustering ran at 0.70x the released code at batch 1 on an H200. Here the steps
 after the column maxima are recorded once per input layout into a CUDA graph
-(:mod:`mmdiffseg.cuda_graphs`) and replayed; a batch then costs 3 launches (the column maxima, the
-division into the graph's input buffer, the class maps' copy), one replay and one copy out. The
-replay runs the eager kernels on the same buffers' layouts, so its numbers are the eager ones.
+(:mod:`mmdiffseg.cuda_graphs`) and replayed; a batch then costs 4 launches (the column maxima,
+their guard, the division into the graph's input buffer, the class maps' copy), one replay and one
+copy out. The replay runs the eager kernels on the same buffers' layouts, so its numbers are the
+eager ones.
 
 A graph keeps its input buffer, the batch's ``(B, N, N)`` float32 attention (64 MiB an image at
 64x64), and the entropy step's scratch of the same size. ``'auto'`` therefore records graphs only
