@@ -10,9 +10,9 @@ ops); everything but the k-means distance runs in float32 (the released code run
     python benchmarks/bench_iseg.py [--device cuda] [--repeats 3] [--threads 1]
 
 On CUDA an extra float16 row sums the k-means centres with the PyTorch emulation of the CPU's
-order instead of the Triton kernel (``ordered_sums``): what a GPU machine without Triton runs; an
-extra row without clustering runs Ent-Self eagerly instead of from CUDA graphs (``iseg_ent_self``);
-and
+order instead of the Triton kernel (``ordered_sums``): what a GPU machine without Triton runs; two
+extra rows (float16 clustering, and none) run the k-means smoothing and Ent-Self eagerly instead of
+from CUDA graphs (``iseg_graphs``); and
 each default setting also runs on a batch of ``--batch`` images (default 16 on CUDA, as the tools
 run it; 0 = none), its time divided by the batch, against the released code's one image at a time.
 
@@ -100,11 +100,12 @@ def main():
     runs = [(True, 'float16', ''), (True, 'float32', ''), (False, 'float32', '')]
     if torch.device(device).type == 'cuda':  # the fallbacks of the default path
         runs[1:1] = [(True, 'float16', 'sums')]
+        runs[2:2] = [(True, 'float16', 'eager')]
         runs.append((False, 'float32', 'eager'))
     released = {}  # (cluster, precision, image) -> (seconds, labels): timed once per setting
     for use_cluster, precision, variant in runs:
         gen = ISeg.from_preset('wsss_voc', use_cluster=use_cluster, kmeans_precision=precision,
-                               ent_self_backend='torch' if variant == 'eager' else 'auto')
+                               postprocess_backend='torch' if variant == 'eager' else 'auto')
         gen = gen.to(device)
         sums = 'torch' if variant == 'sums' else ''
         kl_dtype = getattr(torch, precision)
@@ -127,7 +128,7 @@ def main():
                   f'{" (released, default)" if precision == "float16" else ""}'
                   if use_cluster else 'iSeg wsss_voc, cluster off')
         method += {'sums': ', centre sums in PyTorch (no Triton)',
-                   'eager': ', Ent-Self eager (no CUDA graph)'}.get(variant, '')
+                   'eager': ', eager steps (no CUDA graph)'}.get(variant, '')
         ours_m, ref_m = sum(ours_t) / len(ours_t), sum(ref_t) / len(ref_t)
         rows.append(f'| {method} | {ours_m:.3f} | {ref_m:.3f} | {ref_m / ours_m:.2f}x | '
                     f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | {label} | '

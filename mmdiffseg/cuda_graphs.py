@@ -1,26 +1,30 @@
-"""Recording a string of short kernels into a CUDA graph (``torch.cuda.graph``), the one recipe
-behind the ``'graph'`` backends (PAMR's steps, iSeg's Ent-Self): where a step is many launches
-over small tensors, the host's launch cost outlasts the GPU's work; a replay is one launch.
+"""Strings of short kernels replayed from CUDA graphs (``torch.cuda.graph``): the one recipe
+behind the ``'graph'`` backends (PAMR's steps, iSeg's k-means smoothing and Ent-Self). Where a step
+is many launches over small tensors, the host's launch cost outlasts the GPU's work; a replay is
+one launch and runs the same kernels, so the same numbers.
 """
 from __future__ import annotations
 
-from typing import Callable, Tuple, TypeVar
+import warnings
+from typing import Callable, Dict, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
-__all__ = ['record_graph']
+from .triton_support import on_device_of
+
+__all__ = ['record_graph', 'GraphCache']
 
 T = TypeVar('T')
 W = TypeVar('W')
 
 
-def record_graph(warm_up: Callable[[], W], steps: Callable[[], T]
+def record_graph(warm_up: Callable[[], W], steps: Callable[[], T], pool=None
                  ) -> Tuple[torch.cuda.CUDAGraph, W, T]:
     """``(graph, warm-up result, recorded outputs)``: ``warm_up()`` runs eagerly on a side stream
     (``torch.cuda.graph`` asks for one: lazy initialisations happen outside the capture), then
     ``steps()`` is recorded, which does not run it: the tensors it reads and writes are the graph's
     buffers, refilled before each ``graph.replay()``; the outputs it returns are overwritten by each
-    replay. On the current CUDA device.
+    replay. On the current CUDA device; ``pool``: another graph's ``pool()``, to share its memory.
 
     The capture is ``'thread_local'``: the offline tools' loader and writer threads may use CUDA
     meanwhile."""
@@ -33,6 +37,97 @@ def record_graph(warm_up: Callable[[], W], steps: Callable[[], T]
     if isinstance(warm, torch.Tensor):  # made on the side stream, read on the current one
         warm.record_stream(current)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, capture_error_mode='thread_local'):
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode='thread_local'):
         out = steps()
     return graph, warm, out
+
+
+def _layout(t: torch.Tensor) -> Tuple:
+    return tuple(t.shape), t.stride(), t.dtype
+
+
+class GraphCache:
+    """``fn(*inputs) -> Tensor`` replayed from CUDA graphs, one recorded per layout of the inputs.
+
+    A call fills the graph's input buffers (a copy, or ``writers[i](input, out=buffer)`` where
+    input ``i`` is first transformed, e.g. normalised straight into the buffer), replays, and
+    returns a clone of the output. ``fn`` may overwrite its inputs (they are the buffers). Graphs
+    share the buffers of equal position and layout (a new class count reuses the buffer of a
+    64 MiB-an-image attention) and one memory pool for their intermediates: replays never overlap.
+    Past ``max_graphs`` graphs, or on another device, all are dropped. A first call records
+    (its result comes from the warm-up run). If recording fails (an operator a capture refuses),
+    the cache warns once and runs ``fn`` eagerly from then on.
+
+    Args:
+        fn: tensors in, one tensor out, no host synchronisation.
+        name: what runs, for the warning.
+        writers: per input position, ``writer(input, out=None)`` applied before ``fn``.
+    """
+
+    def __init__(self, fn: Callable[..., torch.Tensor], name: str,
+                 writers: Optional[Dict[int, Callable]] = None, max_graphs: int = 8):
+        self.fn, self.name = fn, name
+        self.writers = dict(writers or {})
+        self.max_graphs = max_graphs
+        self.failed = False
+        self._drop(None)
+
+    def _drop(self, device) -> None:
+        self.device = device
+        self.graphs: Dict[Tuple, Tuple] = {}  # input layouts -> (graph, buffers, output)
+        self.buffers: Dict[Tuple, torch.Tensor] = {}  # (position, layout) -> shared buffer
+        self.pool = None
+
+    def eager(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """``fn`` on the written inputs, without graphs."""
+        return self.fn(*(self.writers[i](t) if i in self.writers else t
+                         for i, t in enumerate(inputs)))
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.failed:
+            return self.eager(*inputs)
+        device = inputs[0].device
+        key = tuple(_layout(t) for t in inputs)
+        if device != self.device or (key not in self.graphs
+                                     and len(self.graphs) >= self.max_graphs):
+            self._drop(device)
+        with on_device_of(inputs[0]):
+            if key in self.graphs:
+                graph, buffers, out = self.graphs[key]
+                self._fill(buffers, inputs)
+                graph.replay()
+                return out.clone()
+            buffers = [self._buffer(i, t) for i, t in enumerate(inputs)]
+            self._fill(buffers, inputs)
+            try:
+                graph, result, out = record_graph(lambda: self.fn(*buffers),
+                                                  lambda: self.fn(*buffers), self.pool)
+            except RuntimeError as err:
+                warnings.warn(f'{self.name}: recording into a CUDA graph failed ({err}); it runs '
+                              f'eagerly from now on')
+                self.failed = True
+                self._drop(None)
+                return self.eager(*inputs)
+        self.pool = graph.pool()
+        self.graphs[key] = graph, buffers, out
+        return result
+
+    def _buffer(self, position: int, t: torch.Tensor) -> torch.Tensor:
+        key = (position, _layout(t))
+        if key not in self.buffers:
+            with torch.inference_mode(False):  # written again in or out of inference mode
+                self.buffers[key] = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype,
+                                                        device=t.device)
+        return self.buffers[key]
+
+    def _fill(self, buffers: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor]) -> None:
+        for i, (buffer, t) in enumerate(zip(buffers, inputs)):
+            if i in self.writers:
+                self.writers[i](t, out=buffer)
+            else:
+                buffer.copy_(t)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update(device=None, graphs={}, buffers={}, pool=None)
+        return state

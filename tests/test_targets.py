@@ -59,7 +59,7 @@ CALL_2 = """### diffseg
 | iSeg wsss_voc, cluster on, k-means distance float16 (released, default) | 0.017 | 0.058 | 3.34x | 100.00% / 100.00% | cuda (NVIDIA H200) | 2026-11-30 |
 | iSeg wsss_voc, cluster on, centre sums in PyTorch (no Triton) | 0.077 | 0.058 | 0.75x | 100.00% / 100.00% | cuda (NVIDIA H200) | 2026-11-30 |
 | iSeg wsss_voc, cluster off | 0.002 | 0.001 | 0.70x | 100.00% / 100.00% | cuda (NVIDIA H200) | 2026-11-30 |
-| iSeg wsss_voc, cluster off, Ent-Self eager (no CUDA graph) | 0.002 | 0.001 | 0.60x | 100.00% / 100.00% | cuda (NVIDIA H200) | 2026-11-30 |
+| iSeg wsss_voc, cluster off, eager steps (no CUDA graph) | 0.002 | 0.001 | 0.60x | 100.00% / 100.00% | cuda (NVIDIA H200) | 2026-11-30 |
 
 ### probe
 
@@ -127,7 +127,7 @@ def test_each_target_is_judged_on_the_rows_that_measure_it(tmp_path):
         ('#9', 'iseg post-processing >= 1x released', 'iSeg wsss_voc, cluster off, cuda (NVIDIA H200)', '0.7x',
          'NOT met'),
         ('#9', 'iseg post-processing >= 1x released',
-         'iSeg wsss_voc, cluster off, Ent-Self eager (no CUDA graph), cuda (NVIDIA H200)', '0.6x', 'fallback path'),
+         'iSeg wsss_voc, cluster off, eager steps (no CUDA graph), cuda (NVIDIA H200)', '0.6x', 'fallback path'),
         ('#9', 'seediff post-processing >= 1x released',
          'SeeDiff post-processing, 512x512, PAMR 5000 steps [triton]', '53.7x', 'met'),
         ('#9', 'seediff post-processing >= 1x released',

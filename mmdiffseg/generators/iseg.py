@@ -51,7 +51,7 @@ from ..transfer import host_to_device, padded_table
 from .base import IGNORE_INDEX, MaskGenerator, size_groups
 from .class_names import VOCABULARIES, prompt_name
 from .functional import minmax_normalize
-from .iseg_ent_self import EntSelf
+from .iseg_graphs import ISegSteps
 from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention,
                          refine_with_self_attention)
 from .iseg_presets import (CROSS_LAYERS, HEAD_LAYOUT_FIX, ISEG_PRESETS, RELEASED_CLASS_ORDER,
@@ -103,8 +103,9 @@ class ISeg(MaskGenerator):
             (``util/attn.py:kl_dis``), ``'float32'`` with guarded logs.
         iters: Ent-Self refinement steps [``iter``].
         ent: entropy-reduction strength [``ent``].
-        ent_self_backend: how Ent-Self runs (same numbers): ``'torch'`` eagerly, ``'graph'`` from
-            CUDA graphs, ``'auto'`` graphs on CUDA for small batches (:mod:`.iseg_ent_self`).
+        postprocess_backend: how k-means smoothing and Ent-Self run (same numbers): ``'torch'``
+            eagerly, ``'graph'`` from CUDA graphs, ``'auto'`` graphs on CUDA for small batches
+            (:mod:`.iseg_graphs`).
         cam_bg_thr: 0 = background score ``(1 - max)^2``; > 0 = score threshold [``cam_bg_thr``].
         mask_size: side the class maps are upsampled to before min-max [``test_mask_size``].
         preset: name of the preset these settings come from (used in messages only).
@@ -138,7 +139,7 @@ class ISeg(MaskGenerator):
                  kmeans_precision: str = 'float16',
                  iters: int = 10,
                  ent: float = 0.015,
-                 ent_self_backend: str = 'auto',
+                 postprocess_backend: str = 'auto',
                  cam_bg_thr: float = 0.0,
                  mask_size: int = 512,
                  preset: Optional[str] = None,
@@ -200,7 +201,7 @@ class ISeg(MaskGenerator):
             raise ValueError(f'ISeg: iters and ent must be >= 0, got {iters} and {ent}')
         self.iters = int(iters)
         self.ent = float(ent)
-        self.ent_self = EntSelf(ent_self_backend)
+        self.steps = ISegSteps(postprocess_backend)
         if not 0 <= cam_bg_thr < 1:
             raise ValueError(f'ISeg: cam_bg_thr must be in [0, 1), got {cam_bg_thr}')
         self.cam_bg_thr = float(cam_bg_thr)
@@ -315,14 +316,15 @@ class ISeg(MaskGenerator):
 
         side = math.isqrt(n)
         cross = self._aggregate_cross(maps, b, side)
+        graphed = self.steps.graphed(self_attn)
         if self.use_cluster:
             seeds = grid_seeds(side, self.num_clusters, device=cross.device)
-            clusters = kl_kmeans(cross, seeds, self.cluster_iters,
-                                 precision=self.kmeans_precision)
-            cross = cluster_mean(cross, clusters, seeds.numel())
+            cross = self.steps.smooth(cross, seeds, self.cluster_iters, self.kmeans_precision,
+                                      graphed)
         columns = self._class_columns(maps, cross, names)
 
-        refined = self.ent_self(self_attn, columns.transpose(1, 2), self.ent, self.iters)
+        refined = self.steps.ent_self(self_attn, columns.transpose(1, 2), self.ent, self.iters,
+                                      graphed)
         cams = refined.reshape(b, num, side, side)
         cams = F.interpolate(cams, size=(self.mask_size, self.mask_size), mode='bilinear',
                              align_corners=False)

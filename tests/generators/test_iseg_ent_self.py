@@ -124,25 +124,26 @@ def test_refinement_launches_the_released_five_kernels_a_step():
     assert counts.launches == 3 + 4 + 10 * 5 + 1 and counts.syncs_total == 0, counts.describe()
 
 
-def test_ent_self_backends_are_checked_and_the_cpu_runs_the_eager_steps():
+def test_postprocess_backends_are_checked_and_the_cpu_runs_the_eager_steps():
     import copy
     import pickle
     from mmdiffseg.generators import ISeg
-    from mmdiffseg.generators.iseg_ent_self import EntSelf
+    from mmdiffseg.generators.iseg_graphs import ISegSteps
     gen = torch.Generator().manual_seed(5)
     sa = torch.softmax(torch.randn(2, 64, 64, generator=gen) * 3, dim=-1)
     x0 = torch.rand(2, 64, 3, generator=gen).transpose(1, 2)
     eager = refine_with_self_attention(x0, entropy_reduced_attention(sa, 0.015), 10)
-    assert torch.equal(EntSelf('auto')(sa, x0, 0.015, 10), eager)
-    assert EntSelf('auto').backend_for(sa) == 'torch'
-    with pytest.raises(ValueError, match=r"ent_self_backend='graph'.*cpu.*'auto' or 'torch'"):
-        EntSelf('graph')(sa, x0, 0.015, 10)
-    with pytest.raises(ValueError, match=r"ent_self_backend must be one of .*'cuda'"):
-        ISeg(ent_self_backend='cuda')
-    iseg = ISeg(ent_self_backend='torch')
+    steps = ISegSteps('auto')
+    assert not steps.graphed(sa)
+    assert torch.equal(steps.ent_self(sa, x0, 0.015, 10, graphed=False), eager)
+    with pytest.raises(ValueError, match=r"postprocess_backend='graph'.*cpu.*'auto' or 'torch'"):
+        ISegSteps('graph').graphed(sa)
+    with pytest.raises(ValueError, match=r"postprocess_backend must be one of .*'cuda'"):
+        ISeg(postprocess_backend='cuda')
+    iseg = ISeg(postprocess_backend='torch')
     for twin in (copy.deepcopy(iseg), pickle.loads(pickle.dumps(iseg))):
-        assert twin.ent_self.backend == 'torch' and twin.ent_self._graphs is None
-    assert 'ent_self' not in str(iseg.config_dict())  # the same labels either way
+        assert twin.steps.backend == 'torch' and twin.steps._caches == {}
+    assert 'backend' not in str(iseg.config_dict())  # the same labels either way
 
 
 def test_column_max_normalize_into_a_buffer_equals_the_new_tensor():

@@ -1,0 +1,103 @@
+"""``GraphCache``'s bookkeeping on the CPU: which graph a call replays, what fills its buffers,
+which buffers graphs share, when graphs are dropped, and the eager fallback when recording fails.
+
+CUDA graphs need a GPU; here ``record_graph`` is replaced by a recorder whose "graph" re-runs the
+recorded steps on the same buffers into the same output tensor at each replay, which is what a
+CUDA graph does. A cache that replayed the wrong graph, left a buffer unfilled or shared one that
+must not be shared returns wrong numbers here. On a GPU the real graphs are checked by
+``tests/generators/test_iseg_graphs_cuda.py`` (the GPU suite's ``cuda_tests`` step).
+"""
+import pytest
+import torch
+
+from mmdiffseg import cuda_graphs
+from mmdiffseg.cuda_graphs import GraphCache
+
+
+class ReplayingGraph:
+    def __init__(self, steps, out):
+        self.steps, self.out = steps, out
+
+    def replay(self):
+        self.out.copy_(self.steps())
+
+    def pool(self):
+        return 'pool'
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    recorded = []
+
+    def record(warm_up, steps, pool=None):
+        warm = warm_up()
+        out = steps().clone()  # a recorded output: its own memory, rewritten by each replay
+        recorded.append(pool)
+        return ReplayingGraph(steps, out), warm, out
+    monkeypatch.setattr(cuda_graphs, 'record_graph', record)
+    return recorded
+
+
+def scale_rows(x, w):
+    """Overwrites its first input, as Ent-Self's steps do."""
+    return x.mul_(w[:, None]).cumsum(1)
+
+
+def test_each_call_gets_its_own_inputs_result(recorder):
+    cache = GraphCache(scale_rows, 'test', writers={0: lambda t, out=None: torch.mul(t, 2, out=out)})
+    gen = torch.Generator().manual_seed(0)
+    calls = [(torch.rand(3, 5, generator=gen), torch.rand(3, generator=gen)) for _ in range(3)]
+    calls += [(torch.rand(2, 5, generator=gen), torch.rand(2, generator=gen)), calls[1]]
+    for x, w in calls:
+        x_before = x.clone()
+        out = cache(x, w)
+        assert torch.equal(out, scale_rows(2 * x_before, w))
+        assert torch.equal(x, x_before)  # the caller's input is not the buffer fn overwrites
+    assert len(cache.graphs) == 2 and len(recorder) == 2
+    assert recorder == [None, 'pool']  # the second graph shares the first one's pool
+    first = cache(*calls[0])
+    second = cache(*calls[2])
+    assert not torch.equal(first, second)  # a returned result is a copy, not the graph's output
+
+
+def test_graphs_share_buffers_of_equal_layout_only(recorder):
+    cache = GraphCache(lambda big, small: big.sum(1)[:, None] * small, 'test')
+    big = torch.rand(2, 64)
+    for classes in (1, 3, 1, 4):
+        small = torch.rand(2, classes)
+        assert torch.allclose(cache(big, small), big.sum(1)[:, None] * small)
+    (_, b1, _), (_, b3, _), (_, b4, _) = cache.graphs.values()
+    assert b1[0] is b3[0] is b4[0]  # one buffer for the large input
+    assert len({id(b1[1]), id(b3[1]), id(b4[1])}) == 3
+    assert len(cache.buffers) == 4
+
+
+def test_too_many_layouts_drop_every_graph(recorder):
+    cache = GraphCache(lambda x: x * 3, 'test', max_graphs=2)
+    for n in (1, 2, 3):
+        assert torch.equal(cache(torch.ones(n)), torch.full((n, ), 3.0))
+    assert list(cache.graphs) == [(((3, ), (1, ), torch.float32), )]
+    assert len(cache.buffers) == 1
+
+
+def test_a_failed_recording_warns_once_and_runs_eagerly(monkeypatch):
+    def refuse(warm_up, steps, pool=None):
+        warm_up()
+        raise RuntimeError('operation not permitted when stream is capturing')
+    monkeypatch.setattr(cuda_graphs, 'record_graph', refuse)
+    cache = GraphCache(lambda x: x + 1, 'ISeg ent_self')
+    with pytest.warns(UserWarning, match=r'ISeg ent_self: recording into a CUDA graph failed '
+                                         r'\(operation not permitted.*eagerly from now on'):
+        assert torch.equal(cache(torch.zeros(2)), torch.ones(2))
+    monkeypatch.setattr(cuda_graphs, 'record_graph', None)  # never called again
+    assert torch.equal(cache(torch.ones(2)), torch.full((2, ), 2.0))
+
+
+def test_copies_carry_no_graphs(recorder):
+    import copy
+    import pickle
+    cache = GraphCache(lambda x: x * 3, 'test')
+    cache(torch.ones(2))
+    for twin in (copy.deepcopy(cache), pickle.loads(pickle.dumps(GraphCache(torch.neg, 'neg')))):
+        assert twin.graphs == {} and twin.buffers == {} and twin.pool is None
+    assert len(cache.graphs) == 1
