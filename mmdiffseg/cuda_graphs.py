@@ -65,7 +65,7 @@ class GraphCache:
     """
 
     def __init__(self, fn: Callable[..., torch.Tensor], name: str,
-                 writers: Optional[Dict[int, Callable]] = None, max_graphs: int = 8):
+                 writers: Optional[Dict[int, Callable]] = None, max_graphs: int = 16):
         self.fn, self.name = fn, name
         self.writers = dict(writers or {})
         self.max_graphs = max_graphs
