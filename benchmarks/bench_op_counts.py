@@ -45,6 +45,9 @@ from results_table import append_section  # noqa: E402
 SAMPLES = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples' / 'SegmentationClass'
 RESULTS = HERE / 'results' / 'op_counts.md'
 NOISE = 0.15
+#: rows of iSeg's smoothing and Ent-Self replayed from CUDA graphs (``iseg_graphs``): counted on
+#: a second call, the first having recorded the graphs
+GRAPH_ROW = 'CUDA graphs, replayed (counted as 1 launch each)'
 
 
 def voc_batch(size: int) -> torch.Tensor:
@@ -60,6 +63,7 @@ def cases(batch: int):
     from mmdiffseg.generators import DiffSeg, ISeg
     from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names
     from mmdiffseg.generators.testing import attention_from_labels
+    from mmdiffseg.generators.iseg_graphs import GRAPH_MAX_BYTES
     from bench_iseg import released_args  # after mmdiffseg: it puts this checkout on sys.path
     labels = voc_batch(batch)
     maps, names = attention_from_labels(labels, VOC_CLASSES, noise=NOISE)
@@ -77,6 +81,11 @@ def cases(batch: int):
                ISeg.from_preset('wsss_voc', kmeans_precision=precision), (iseg_maps, None, names))
     no_cluster = ISeg.from_preset('wsss_voc', use_cluster=False)
     yield 'iSeg WSSS VOC, cluster off', no_cluster, (iseg_maps, None, names)
+    if batch * 4096 ** 2 * 4 <= GRAPH_MAX_BYTES:  # where 'auto' replays CUDA graphs on CUDA
+        for name, cluster in (('k-means float16', True), ('cluster off', False)):
+            graphed = ISeg.from_preset('wsss_voc', use_cluster=cluster)
+            graphed.steps.graphed = lambda self_attn: True  # as on CUDA
+            yield f'iSeg WSSS VOC, {name}, {GRAPH_ROW}', graphed, (iseg_maps, None, names)
     yield ('iSeg WSSS VOC, cluster off, released formulation (image by image)',
            released_iseg(no_cluster), [released_args(one_image(iseg_maps, b), names[b:b + 1],
                                                      no_cluster) for b in range(batch)])
@@ -165,8 +174,12 @@ def main():
     for batch in args.batch_size:
         for name, call, call_args in cases(batch):
             calls = []
-            with sums_calls(calls):
+            if GRAPH_ROW in name:
+                count_ops(call, *call_args)  # records
                 _, counts = count_ops(call, *call_args)
+            else:
+                with sums_calls(calls):
+                    _, counts = count_ops(call, *call_args)
             rows.append(row(name, label, batch, counts))
             if calls:
                 launches = counts.launches - sum(calls) + per_triton_call * len(calls)

@@ -46,7 +46,7 @@ import sys
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, List, Tuple
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -271,11 +271,76 @@ def _interpreted_triton_launches(counts: OpCounts, aten_counter: _AtenCounter):
         interpreter.InterpretedFunction.run = launch
 
 
+#: the counts and counter of each ``count_ops`` call in progress, innermost last
+_ACTIVE: List[Tuple[OpCounts, _AtenCounter]] = []
+
+
+@contextmanager
+def _uncounted():
+    """Work the innermost count leaves out."""
+    aten = _ACTIVE[-1][1] if _ACTIVE else None
+    paused = aten is not None and aten.paused
+    if aten is not None:
+        aten.paused = True
+    try:
+        yield
+    finally:
+        if aten is not None:
+            aten.paused = paused
+
+
+class _ReplayedGraph:
+    """A CUDA graph's stand-in on the CPU: a replay is one launch of the count in progress, and
+    re-runs the recorded steps, uncounted, into the recorded output."""
+
+    def __init__(self, steps: Callable, out: torch.Tensor):
+        self.steps, self.out = steps, out
+
+    def replay(self):
+        if _ACTIVE:
+            _ACTIVE[-1][0].launches += 1
+        with _uncounted():
+            self.out.copy_(self.steps())
+
+    def pool(self):
+        return None
+
+
+def _record(warm_up, steps, pool=None):
+    """``mmdiffseg.cuda_graphs.record_graph`` as on CUDA: the warm-up counted as the eager run it
+    is, the capture launching nothing."""
+    warm = warm_up()
+    with _uncounted():
+        out = steps().clone()
+    return _ReplayedGraph(steps, out), warm, out
+
+
+@contextmanager
+def _replayed_cuda_graphs():
+    """CUDA graphs recorded through ``mmdiffseg.cuda_graphs`` made of :class:`_ReplayedGraph`."""
+    module = sys.modules.get('mmdiffseg.cuda_graphs')
+    if module is None:
+        yield
+        return
+    record, module.record_graph = module.record_graph, _record
+    try:
+        yield
+    finally:
+        module.record_graph = record
+
+
 def count_ops(fn: Callable, *args, simulate_cuda: bool = True, **kwargs) -> Tuple[Any, OpCounts]:
-    """``fn(*args, **kwargs)`` and what it would cost on CUDA, counted on the CPU."""
+    """``fn(*args, **kwargs)`` and what it would cost on CUDA, counted on the CPU. CUDA graphs
+    that ``fn`` is made to record through ``mmdiffseg.cuda_graphs`` on the CPU are stand-ins
+    (:class:`_ReplayedGraph`); a graph recorded under one count and replayed under another counts
+    its replays there."""
     counts = OpCounts()
     aten_counter = _AtenCounter(counts)
-    with aten_counter, _CallCounter(counts, aten_counter, simulate_cuda), \
-            _interpreted_triton_launches(counts, aten_counter):
-        out = fn(*args, **kwargs)
+    _ACTIVE.append((counts, aten_counter))
+    try:
+        with aten_counter, _CallCounter(counts, aten_counter, simulate_cuda), \
+                _interpreted_triton_launches(counts, aten_counter), _replayed_cuda_graphs():
+            out = fn(*args, **kwargs)
+    finally:
+        _ACTIVE.pop()
     return out, counts

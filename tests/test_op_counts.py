@@ -32,3 +32,18 @@ def test_host_to_device_copies():
     _, counts = count_ops(call, x)
     assert dict(counts.syncs) == {'H2D': 1} and counts.async_h2d == 1
 
+
+
+def test_cuda_graphs_recorded_through_the_package_count_one_launch_a_replay():
+    from mmdiffseg.cuda_graphs import GraphCache
+
+    def steps(x):  # three launches
+        return (x * 2).add_(1).neg_()
+    cache = GraphCache(steps, 'test')
+    x = torch.rand(5)
+    out, recording = count_ops(cache, x)  # fill (copy), warm-up (3); the capture launches nothing
+    assert torch.equal(out, steps(x)) and recording.launches == 1 + 3
+    y = torch.rand(5)
+    out, replay = count_ops(cache, y)  # fill, one replay, the copy out
+    assert torch.equal(out, steps(y)) and replay.launches == 3
+    assert torch.equal(cache(x), steps(x))  # a replay outside a count runs too
