@@ -45,8 +45,8 @@ from results_table import append_section  # noqa: E402
 SAMPLES = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples' / 'SegmentationClass'
 RESULTS = HERE / 'results' / 'op_counts.md'
 NOISE = 0.15
-#: rows of iSeg's smoothing and Ent-Self replayed from CUDA graphs (``iseg_graphs``): counted on
-#: a second call, the first having recorded the graphs
+#: rows of DiffSeg's first pass and iSeg's smoothing and Ent-Self replayed from CUDA graphs
+#: (``diffseg_first_pass``, ``iseg_graphs``): counted on a second call, the first having recorded
 GRAPH_ROW = 'CUDA graphs, replayed (counted as 1 launch each)'
 
 
@@ -63,13 +63,18 @@ def cases(batch: int):
     from mmdiffseg.generators import DiffSeg, ISeg
     from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names
     from mmdiffseg.generators.testing import attention_from_labels
-    from mmdiffseg.generators.iseg_graphs import GRAPH_MAX_BYTES
+    from mmdiffseg.cuda_graphs import AUTO_MAX_BYTES
     from bench_iseg import released_args  # after mmdiffseg: it puts this checkout on sys.path
     labels = voc_batch(batch)
     maps, names = attention_from_labels(labels, VOC_CLASSES, noise=NOISE)
     for precision in ('float16', 'float32'):
         yield (f'DiffSeg unlabelled, merge {precision}', DiffSeg(merge_precision=precision),
                (maps, None, None))
+    graphs = batch * 4096 ** 2 * 4 <= AUTO_MAX_BYTES  # where 'auto' replays CUDA graphs on CUDA
+    if graphs:
+        graphed = DiffSeg()
+        graphed.first_pass.graphed = lambda largest: True  # as on CUDA
+        yield f'DiffSeg unlabelled, merge float16, {GRAPH_ROW}', graphed, (maps, None, None)
     yield 'DiffSeg labelled, merge float16', DiffSeg(classes=VOC_CLASSES), (maps, None, names)
     words = prompt_names(VOC_CLASSES, 'voc')  # iSeg's prompt words ('plane', 'potted plant')
     iseg_maps, _ = attention_from_labels(labels, words, noise=NOISE, self_resolutions=(64,),
@@ -81,7 +86,7 @@ def cases(batch: int):
                ISeg.from_preset('wsss_voc', kmeans_precision=precision), (iseg_maps, None, names))
     no_cluster = ISeg.from_preset('wsss_voc', use_cluster=False)
     yield 'iSeg WSSS VOC, cluster off', no_cluster, (iseg_maps, None, names)
-    if batch * 4096 ** 2 * 4 <= GRAPH_MAX_BYTES:  # where 'auto' replays CUDA graphs on CUDA
+    if graphs:
         for name, cluster in (('k-means float16', True), ('cluster off', False)):
             graphed = ISeg.from_preset('wsss_voc', use_cluster=cluster)
             graphed.steps.graphed = lambda self_attn: True  # as on CUDA
@@ -180,7 +185,9 @@ def main():
             else:
                 with sums_calls(calls):
                     _, counts = count_ops(call, *call_args)
-            rows.append(row(name, label, batch, counts))
+            # a replay's traffic is not seen: no MiB for graph rows
+            rows.append(row(name, label, batch, counts,
+                            counts.launches if GRAPH_ROW in name else None))
             if calls:
                 launches = counts.launches - sum(calls) + per_triton_call * len(calls)
                 rows.append(row(f'{name}, Triton sums on CUDA (derived: {len(calls)} calls x '

@@ -103,8 +103,10 @@ def checks(rows: Rows) -> Iterator[Check]:
     for row in _having(rows, 'diffseg', 'merge precision', 'ratio'):
         if row['merge precision'].startswith('float16'):
             ratio = _number(row['ratio'])
-            yield ('#9', 'DiffSeg post-processing >= 20x released', row['device'], f'{ratio}x',
-                   _verdict(ratio, 20.0, False))
+            verdict = 'fallback path' if FALLBACK.search(row['merge precision']) \
+                else _verdict(ratio, 20.0, False)
+            yield ('#9', 'DiffSeg post-processing >= 20x released',
+                   f"{row['merge precision']}, {row['device']}", f'{ratio}x', verdict)
     for step, column in (('iseg', 'method'), ('seediff', 'what')):
         for row in _having(rows, step, column, 'ratio'):
             ratio = _number(row['ratio'])

@@ -12,7 +12,15 @@ import torch
 
 from .triton_support import on_device_of
 
-__all__ = ['record_graph', 'GraphCache']
+__all__ = ['record_graph', 'GraphCache', 'GraphedSteps', 'BACKENDS', 'AUTO_MAX_BYTES',
+           'check_backend', 'use_graphs']
+
+#: a generator's ``postprocess_backend``: eager, replayed from CUDA graphs, or the rule below
+BACKENDS = ('auto', 'torch', 'graph')
+#: ``'auto'`` replays CUDA graphs for batches whose largest map is at most this (4 images of
+#: 4096x4096 float32 self-attention): there launches outlast the GPU's work; a larger batch's
+#: kernels outlast their launches, and its graphs would keep more memory (a copy of that map)
+AUTO_MAX_BYTES = 256 * 2 ** 20
 
 T = TypeVar('T')
 W = TypeVar('W')
@@ -40,6 +48,25 @@ def record_graph(warm_up: Callable[[], W], steps: Callable[[], T], pool=None
     with torch.cuda.graph(graph, pool=pool, capture_error_mode='thread_local'):
         out = steps()
     return graph, warm, out
+
+
+def check_backend(backend: str, owner: str) -> str:
+    """``backend`` if it is one of :data:`BACKENDS`, else a clear error naming ``owner``."""
+    if backend not in BACKENDS:
+        raise ValueError(f'{owner}: postprocess_backend must be one of {BACKENDS}, got '
+                         f'{backend!r}')
+    return backend
+
+
+def use_graphs(backend: str, largest: torch.Tensor, owner: str) -> bool:
+    """Whether a batch whose largest map is ``largest`` replays CUDA graphs on ``backend``
+    (``'graph'`` off CUDA: a clear error naming ``owner``)."""
+    cuda = largest.device.type == 'cuda'
+    if backend == 'graph' and not cuda:
+        raise ValueError(f"{owner}(postprocess_backend='graph') needs CUDA tensors, got "
+                         f"{largest.device}; use postprocess_backend='auto' or 'torch'")
+    small = largest.numel() * largest.element_size() <= AUTO_MAX_BYTES
+    return backend == 'graph' or (backend == 'auto' and cuda and small)
 
 
 def _layout(t: torch.Tensor) -> Tuple:
@@ -131,3 +158,35 @@ class GraphCache:
         state = dict(self.__dict__)
         state.update(device=None, graphs={}, buffers={}, pool=None)
         return state
+
+
+class GraphedSteps:
+    """A generator's fixed-shape post-processing steps on its ``postprocess_backend``
+    (:data:`BACKENDS`), one :class:`GraphCache` per steps and settings. Copies and pickles carry
+    no graphs."""
+
+    def __init__(self, backend: str, owner: str):
+        self.backend = check_backend(backend, owner)
+        self.owner = owner
+        self._caches: Dict[Tuple, GraphCache] = {}
+
+    def graphed(self, largest: torch.Tensor) -> bool:
+        """Whether a batch whose largest map is ``largest`` replays CUDA graphs."""
+        return use_graphs(self.backend, largest, self.owner)
+
+    def run(self, settings: Tuple, steps: Callable[..., torch.Tensor], graphed: bool,
+            *inputs: torch.Tensor, writers: Optional[Dict[int, Callable]] = None
+            ) -> torch.Tensor:
+        """``steps(*inputs)`` (``settings``: what ``steps`` bakes in, its name first), from a
+        CUDA graph if ``graphed``."""
+        cache = self._caches.get(settings)
+        if cache is None:
+            self._caches[settings] = cache = GraphCache(steps, f'{self.owner} {settings[0]}',
+                                                        writers)
+        return cache(*inputs) if graphed else cache.eager(*inputs)
+
+    def __getstate__(self):
+        return {**self.__dict__, '_caches': {}}
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(backend={self.backend!r})'

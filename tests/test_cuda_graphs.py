@@ -3,9 +3,10 @@ which buffers graphs share, when graphs are dropped, and the eager fallback when
 
 CUDA graphs need a GPU; here ``record_graph`` is replaced by a recorder whose "graph" re-runs the
 recorded steps on the same buffers into the same output tensor at each replay, which is what a
-CUDA graph does. A cache that replayed the wrong graph, left a buffer unfilled or shared one that
-must not be shared returns wrong numbers here. On a GPU the real graphs are checked by
-``tests/generators/test_iseg_graphs_cuda.py`` (the GPU suite's ``cuda_tests`` step).
+CUDA graph does (the ``replaying_graphs`` fixture of ``conftest.py``). A cache that replayed the
+wrong graph, left a buffer unfilled or shared one that must not be shared returns wrong numbers
+here. On a GPU the real graphs are checked by ``tests/generators/test_postprocess_graphs_cuda.py``
+(the GPU suite's ``cuda_tests`` step).
 """
 import pytest
 import torch
@@ -14,36 +15,12 @@ from mmdiffseg import cuda_graphs
 from mmdiffseg.cuda_graphs import GraphCache
 
 
-class ReplayingGraph:
-    def __init__(self, steps, out):
-        self.steps, self.out = steps, out
-
-    def replay(self):
-        self.out.copy_(self.steps())
-
-    def pool(self):
-        return 'pool'
-
-
-@pytest.fixture
-def recorder(monkeypatch):
-    recorded = []
-
-    def record(warm_up, steps, pool=None):
-        warm = warm_up()
-        out = steps().clone()  # a recorded output: its own memory, rewritten by each replay
-        recorded.append(pool)
-        return ReplayingGraph(steps, out), warm, out
-    monkeypatch.setattr(cuda_graphs, 'record_graph', record)
-    return recorded
-
-
 def scale_rows(x, w):
     """Overwrites its first input, as Ent-Self's steps do."""
     return x.mul_(w[:, None]).cumsum(1)
 
 
-def test_each_call_gets_its_own_inputs_result(recorder):
+def test_each_call_gets_its_own_inputs_result(replaying_graphs):
     cache = GraphCache(scale_rows, 'test', writers={0: lambda t, out=None: torch.mul(t, 2, out=out)})
     gen = torch.Generator().manual_seed(0)
     calls = [(torch.rand(3, 5, generator=gen), torch.rand(3, generator=gen)) for _ in range(3)]
@@ -53,14 +30,14 @@ def test_each_call_gets_its_own_inputs_result(recorder):
         out = cache(x, w)
         assert torch.equal(out, scale_rows(2 * x_before, w))
         assert torch.equal(x, x_before)  # the caller's input is not the buffer fn overwrites
-    assert len(cache.graphs) == 2 and len(recorder) == 2
-    assert recorder == [None, 'pool']  # the second graph shares the first one's pool
+    assert len(cache.graphs) == 2 and len(replaying_graphs) == 2
+    assert replaying_graphs == [None, 'pool']  # the second graph shares the first one's pool
     first = cache(*calls[0])
     second = cache(*calls[2])
     assert not torch.equal(first, second)  # a returned result is a copy, not the graph's output
 
 
-def test_graphs_share_buffers_of_equal_layout_only(recorder):
+def test_graphs_share_buffers_of_equal_layout_only(replaying_graphs):
     cache = GraphCache(lambda big, small: big.sum(1)[:, None] * small, 'test')
     big = torch.rand(2, 64)
     for classes in (1, 3, 1, 4):
@@ -72,7 +49,7 @@ def test_graphs_share_buffers_of_equal_layout_only(recorder):
     assert len(cache.buffers) == 4
 
 
-def test_too_many_layouts_drop_every_graph(recorder):
+def test_too_many_layouts_drop_every_graph(replaying_graphs):
     cache = GraphCache(lambda x: x * 3, 'test', max_graphs=2)
     for n in (1, 2, 3):
         assert torch.equal(cache(torch.ones(n)), torch.full((n, ), 3.0))
@@ -93,7 +70,7 @@ def test_a_failed_recording_warns_once_and_runs_eagerly(monkeypatch):
     assert torch.equal(cache(torch.ones(2)), torch.full((2, ), 2.0))
 
 
-def test_copies_carry_no_graphs(recorder):
+def test_copies_carry_no_graphs(replaying_graphs):
     import copy
     import pickle
     cache = GraphCache(lambda x: x * 3, 'test')

@@ -48,7 +48,6 @@ best caption noun).
 from __future__ import annotations
 
 import logging
-import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -59,7 +58,8 @@ from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
 from ..transfer import host_to_device, padded_table
 from .base import MaskGenerator
-from .functional import float16_symmetric_kl, symmetric_kl
+from .diffseg_first_pass import (FIRST_PASS_IMAGES, FirstPass, aggregate_self_attention,
+                                 anchor_grid, anchor_proposals, grid_side, images_of)
 from .diffseg_masks import compact_ids, segments_from_proposals
 from .diffseg_merge import keep_matched, merge_pass, merge_proposals, refine_proposals
 from .segment_naming import batch_segment_classes
@@ -67,95 +67,7 @@ from .segment_naming import batch_segment_classes
 __all__ = ['DiffSeg', 'aggregate_self_attention', 'anchor_grid', 'anchor_proposals',
            'merge_proposals', 'segments_from_proposals', 'compact_ids']
 
-#: images aggregated and compared with their anchors at once (each holds ~0.3 GiB of float32 and
-#: float16 4096x4096 maps meanwhile): a few kernels for the group instead of ~60 an image
-FIRST_PASS_IMAGES = 8
 MERGE_PRECISIONS = ('float16', 'float32')
-
-
-def _side(n_tokens: int, what: str) -> int:
-    side = math.isqrt(n_tokens)
-    if side * side != n_tokens:
-        raise ValueError(f'DiffSeg: {what} has {n_tokens} tokens, not a square grid')
-    return side
-
-
-def aggregate_self_attention(attentions: Sequence[torch.Tensor], weights: Sequence[float],
-                             size: int) -> torch.Tensor:
-    """Released ``aggregate_weights``, for one image or a batch (any leading dims, each image's
-    values the same bits as alone).
-
-    Args:
-        attentions: per resolution ``r``, ``(..., r*r, r*r)`` self-attention (rows = queries).
-        weights: one weight per resolution.
-        size: side of the output grid (64 for SD at 512); every ``r`` must divide it.
-
-    Returns:
-        ``(..., size*size, size*size)`` float32: row ``q`` is a distribution over the key grid.
-    """
-    n = size * size
-    out = None
-    for attn, weight in zip(attentions, weights):
-        r = _side(attn.shape[-1], f'self-attention {tuple(attn.shape)}')
-        lead, rep = attn.shape[:-2], size // r
-        keys = attn.float().reshape(-1, 1, r, r)
-        if r != size:
-            keys = F.interpolate(keys, size=(size, size), mode='bilinear', align_corners=False)
-        keys = keys.reshape(*lead, r * r, n)
-        keys = keys * (weight / keys.sum(-1, keepdim=True).clamp_min(torch.finfo(keys.dtype).tiny))
-        if out is None and r == size:  # 0 + x is x: no zero fill and add
-            out = keys
-            continue
-        if out is None:
-            out = keys.new_zeros(*lead, n, n)
-        # query (y, x) of the fine grid reads coarse query (y // rep, x // rep): nearest repeat
-        out.view(*lead, r, rep, r, rep, n).add_(keys.view(*lead, r, 1, r, 1, n))
-    return out
-
-
-def _images(maps: torch.Tensor, samples: List[int]) -> torch.Tensor:
-    """The rows ``samples`` of a batched map: a view if they are consecutive, else a gather
-    whose index is copied without a host sync."""
-    if samples == list(range(samples[0], samples[0] + len(samples))):
-        return maps[samples[0]:samples[0] + len(samples)]
-    return maps.index_select(0, host_to_device(samples, maps.device))
-
-
-def anchor_grid(num_points: int, size: int = 64, device=None) -> torch.Tensor:
-    """Flat indices of the released ``generate_sampling_grid``: ``num_points`` per side, step
-    ``(size-1) // (num_points-1)``, centred (``{1, 5, ..., 61}`` for 16 points on 64), row-major."""
-    step = (size - 1) // (num_points - 1)
-    start = (size - 1 - step * (num_points - 1)) // 2
-    coords = torch.arange(start, start + step * num_points, step, device=device)
-    return (coords[:, None] * size + coords[None, :]).flatten()
-
-
-def anchor_proposals(attn: torch.Tensor, anchors: torch.Tensor, threshold: float,
-                     precision: str = 'float32') -> torch.Tensor:
-    """Merging iteration 0: each anchor's proposal is the mean of the pixel maps within
-    symmetric KL ``threshold`` of the anchor's map. ``attn``: ``(..., N, D)`` (one image or a
-    batch); returns ``(..., A, D)``.
-
-    ``precision='float16'`` (released): distances of :func:`float16_symmetric_kl`, NaN for an
-    anchor or pixel whose map has a float16 zero, so such an anchor matches nothing (its proposal
-    is all zeros, the release's ``0 / 0``) and such a pixel joins no proposal. ``'float32'``:
-    guarded logs, and every anchor matches itself.
-    """
-    picked = attn.index_select(-2, anchors)
-    if precision == 'float16':
-        # NaN < threshold is false; the threshold is compared in float16, as released
-        return _mean_of_matched(float16_symmetric_kl(picked, attn) < threshold, attn)
-    matched = (symmetric_kl(picked, attn) < threshold).float()
-    rows = torch.arange(len(anchors), device=anchors.device)
-    matched[..., rows, anchors] = 1  # an anchor always matches itself (whatever the rounding)
-    return _mean_of_matched(matched, attn)
-
-
-def _mean_of_matched(matched: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    """Mean of the rows of ``attn`` each row of ``matched`` ``(..., A, N)`` selects (zeros if
-    none)."""
-    matched = matched.float()
-    return (matched @ attn) / matched.sum(-1, keepdim=True).clamp_min(1)
 
 
 @MASK_GENERATORS.register_module()
@@ -180,6 +92,9 @@ class DiffSeg(MaskGenerator):
         merge_precision: ``'float16'`` the released first merging pass (anchors whose maps
             underflow float16 are dropped), ``'float32'`` guarded logs (every anchor kept); see
             the module docstring.
+        postprocess_backend: how the aggregation and the first merging pass run (same
+            numbers): ``'torch'`` eagerly, ``'graph'`` from CUDA graphs, ``'auto'`` graphs on
+            CUDA for small batches (:mod:`.diffseg_first_pass`).
         ignore_index: label of unsure pixels (every anchor dropped); never a segment id.
     """
 
@@ -191,13 +106,15 @@ class DiffSeg(MaskGenerator):
                  cross_resolutions: Sequence[int] = (64, 32, 16, 8),
                  min_contrast: float = 2.0, output_size: Optional[Sequence[int]] = None,
                  timestep: int = 300, classes: Optional[Sequence[str]] = None,
-                 merge_precision: str = 'float16', ignore_index: int = 255):
+                 merge_precision: str = 'float16', postprocess_backend: str = 'auto',
+                 ignore_index: int = 255):
         super().__init__(classes=classes, ignore_index=ignore_index)
         if merge_precision not in MERGE_PRECISIONS:
             raise ValueError(f'DiffSeg.merge_precision must be one of {MERGE_PRECISIONS} '
                              f"('float16': the released first merging pass, 'float32': guarded "
                              f'logs), got {merge_precision!r}')
         self.merge_precision = merge_precision
+        self.first_pass = FirstPass(postprocess_backend)
         self.kl_thresholds = tuple(float(t) for t in kl_thresholds)
         self.num_points = int(num_points)
         self.refine = bool(refine)
@@ -263,12 +180,20 @@ class DiffSeg(MaskGenerator):
         attns, first = [], []
         for start in range(0, len(samples), FIRST_PASS_IMAGES):
             group = list(samples[start:start + FIRST_PASS_IMAGES])
-            attn = aggregate_self_attention([_images(maps[f'self{r}'], group)
-                                             for r in self.resolutions],
-                                            self.resolution_weights, self.grid_size)
-            found = anchor_proposals(attn, anchors, self.kl_thresholds[0], self.merge_precision)
+            group_maps = [images_of(maps[f'self{r}'], group) for r in self.resolutions]
+            if self.refine:  # the refinement reads the aggregated maps too: eagerly
+                attn = aggregate_self_attention(group_maps, self.resolution_weights,
+                                                self.grid_size)
+                found = anchor_proposals(attn, anchors, self.kl_thresholds[0],
+                                         self.merge_precision)
+                attns += [attn[i] for i in range(len(group))]
+            else:
+                graphed = self.first_pass.graphed(group_maps[self.resolutions.index(
+                    self.grid_size)])
+                found = self.first_pass(group_maps, self.resolution_weights, self.grid_size,
+                                        anchors, self.kl_thresholds[0], self.merge_precision,
+                                        graphed)
             first += [found[i] for i in range(len(group))]
-            attns += [attn[i] for i in range(len(group))] if self.refine else []
         # released: the NaN proposal of an anchor that matched nothing is NaN against every
         # proposal in the later passes (itself included), so it joins none and is skipped when
         # its turn comes; without later passes we drop it too (the release's argmax would read
@@ -333,7 +258,7 @@ class DiffSeg(MaskGenerator):
         cross-attention resolution: upsampled and averaged (raw shares, not normalised)."""
         scores = 0
         for column in columns:
-            side = _side(column.shape[1], f'cross-attention {tuple(column.shape)}')
+            side = grid_side(column.shape[1], f'cross-attention {tuple(column.shape)}')
             grid = column.transpose(1, 2).reshape(*column.shape[::2], side, side)
             scores = scores + F.interpolate(grid, size=size, mode='bilinear', align_corners=False)
         return scores / len(columns)
@@ -347,7 +272,7 @@ class DiffSeg(MaskGenerator):
         class_ids, valid = padded_table([self.class_indices(named[b]) for b in found],
                                         segments.device)
         most = class_ids.shape[1]
-        columns = [_images(maps.class_token_matrix(f'cross{r}', named), found)[..., :most]
+        columns = [images_of(maps.class_token_matrix(f'cross{r}', named), found)[..., :most]
                    for r in self.cross_resolutions]
         counts = (segments.flatten(1).amax(1) + 1).tolist()  # one host sync for the batch
         which = batch_segment_classes(segments, self.class_scores(columns, size), counts,

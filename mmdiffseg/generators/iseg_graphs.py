@@ -13,49 +13,29 @@ are the eager ones.
 
 Ent-Self's graph keeps its input buffer, the batch's ``(B, N, N)`` float32 self-attention (64 MiB an
 image at 64x64), and the entropy step's scratch of the same size. ``'auto'`` therefore records
-graphs only for batches whose self-attention is at most :data:`GRAPH_MAX_BYTES` (4 images at
-64x64, 512 MiB kept), where launches dominate; a larger batch's kernels outlast their launches and
-run eagerly. The threshold is reasoned, not yet measured: ``benchmarks/bench_iseg.py --device
-cuda`` times both backends.
+graphs only for batches whose self-attention is at most
+:data:`~mmdiffseg.cuda_graphs.AUTO_MAX_BYTES` (4 images at 64x64, 512 MiB kept), where launches
+dominate; a larger batch's kernels outlast their launches and run eagerly. The threshold is
+reasoned, not yet measured: ``benchmarks/bench_iseg.py --device cuda`` times both backends.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
-
 import torch
 
-from ..cuda_graphs import GraphCache
+from ..cuda_graphs import GraphedSteps
 from .iseg_steps import column_max_normalize, reduce_entropy_, refine_with_self_attention
 from .kmeans import cluster_mean, kl_kmeans
 
-__all__ = ['ISegSteps', 'BACKENDS', 'GRAPH_MAX_BYTES']
-
-BACKENDS = ('auto', 'torch', 'graph')
-#: largest ``(B, N, N)`` float32 self-attention for which ``'auto'`` records CUDA graphs
-GRAPH_MAX_BYTES = 256 * 2 ** 20
+__all__ = ['ISegSteps']
 
 
-class ISegSteps:
+class ISegSteps(GraphedSteps):
     """k-means smoothing and Ent-Self (``iSeg.get_att_map``) on ``backend`` ``'torch'`` (eager),
-    ``'graph'`` (CUDA graphs, replayed) or ``'auto'`` (graphs on CUDA up to
-    :data:`GRAPH_MAX_BYTES` of self-attention). Copies and pickles carry no graphs."""
+    ``'graph'`` (CUDA graphs, replayed) or ``'auto'`` (graphs on CUDA for small batches:
+    :func:`~mmdiffseg.cuda_graphs.use_graphs`)."""
 
     def __init__(self, backend: str = 'auto'):
-        if backend not in BACKENDS:
-            raise ValueError(f'ISeg: postprocess_backend must be one of {BACKENDS}, got '
-                             f'{backend!r}')
-        self.backend = backend
-        self._caches: Dict[Tuple, GraphCache] = {}
-
-    def graphed(self, self_attn: torch.Tensor) -> bool:
-        """Whether this batch's steps replay CUDA graphs (a clear error for ``'graph'`` off
-        CUDA)."""
-        cuda = self_attn.device.type == 'cuda'
-        if self.backend == 'graph' and not cuda:
-            raise ValueError(f"ISeg(postprocess_backend='graph') needs CUDA tensors, got "
-                             f"{self_attn.device}; use postprocess_backend='auto' or 'torch'")
-        small = self_attn.numel() * self_attn.element_size() <= GRAPH_MAX_BYTES
-        return self.backend == 'graph' or (self.backend == 'auto' and cuda and small)
+        super().__init__(backend, 'ISeg')
 
     def smooth(self, cross: torch.Tensor, seeds: torch.Tensor, iters: int, precision: str,
                graphed: bool) -> torch.Tensor:
@@ -64,7 +44,7 @@ class ISegSteps:
         def steps(maps, seed_pixels):
             clusters = kl_kmeans(maps, seed_pixels, iters, precision=precision)
             return cluster_mean(maps, clusters, seed_pixels.numel())
-        return self._run(('smooth', iters, precision), steps, {}, graphed, cross, seeds)
+        return self.run(('smooth', iters, precision), steps, graphed, cross, seeds)
 
     def ent_self(self, self_attn: torch.Tensor, class_maps: torch.Tensor, ent: float,
                  iters: int, graphed: bool) -> torch.Tensor:
@@ -73,18 +53,5 @@ class ISegSteps:
         (:func:`~.iseg_steps.refine_with_self_attention`)."""
         def steps(transition, maps):
             return refine_with_self_attention(maps, reduce_entropy_(transition, ent), iters)
-        return self._run(('ent_self', ent, iters), steps, {0: column_max_normalize}, graphed,
-                         self_attn, class_maps)
-
-    def _run(self, settings, steps, writers, graphed: bool, *inputs):
-        cache = self._caches.get(settings)
-        if cache is None:
-            self._caches[settings] = cache = GraphCache(
-                steps, f'ISeg {settings[0]}', writers)
-        return cache(*inputs) if graphed else cache.eager(*inputs)
-
-    def __getstate__(self):
-        return {'backend': self.backend, '_caches': {}}
-
-    def __repr__(self) -> str:
-        return f'ISegSteps(backend={self.backend!r})'
+        return self.run(('ent_self', ent, iters), steps, graphed, self_attn, class_maps,
+                        writers={0: column_max_normalize})

@@ -1,14 +1,15 @@
-"""iSeg's k-means smoothing and Ent-Self replayed from CUDA graphs against the eager steps on the
-GPU.
+"""iSeg's k-means smoothing and Ent-Self, and DiffSeg's first pass, replayed from CUDA graphs
+against the eager steps on the GPU.
 
-Skipped without CUDA (the eager steps are checked on the CPU in ``test_iseg_ent_self.py``, the
-graph cache's bookkeeping in ``tests/test_cuda_graphs.py``); the GPU suite's ``cuda_tests`` step
-runs it.
+Skipped without CUDA (the eager steps are checked on the CPU in ``test_iseg_ent_self.py`` and the
+DiffSeg tests, the wiring in ``test_postprocess_graphs.py``, the graph cache's bookkeeping in
+``tests/test_cuda_graphs.py``); the GPU suite's ``cuda_tests`` step runs it.
 """
 import pytest
 import torch
 
-from mmdiffseg.generators.iseg_graphs import GRAPH_MAX_BYTES, ISegSteps
+from mmdiffseg.cuda_graphs import AUTO_MAX_BYTES
+from mmdiffseg.generators.iseg_graphs import ISegSteps
 from mmdiffseg.generators.kmeans import grid_seeds
 
 if not torch.cuda.is_available():
@@ -62,7 +63,7 @@ def test_smoothing_replays_give_each_batch_its_own_eager_result(precision):
 def test_auto_records_small_batches_only():
     sa = torch.empty(1, 4096, 4096, device='cuda')
     assert ISegSteps('auto').graphed(sa)
-    big = torch.empty(GRAPH_MAX_BYTES // (4 * 4096 * 4096) + 1, 4096, 4096, device='cuda')
+    big = torch.empty(AUTO_MAX_BYTES // (4 * 4096 * 4096) + 1, 4096, 4096, device='cuda')
     assert not ISegSteps('auto').graphed(big) and ISegSteps('graph').graphed(big)
     assert not ISegSteps('torch').graphed(sa)
 
@@ -104,3 +105,33 @@ def test_iseg_labels_are_the_same_with_and_without_graphs():
             out[backend] = [first, gen(maps, None, names)]
         for graphed in out['graph']:
             assert (graphed == out['torch'][0]).float().mean() > 0.999, use_cluster
+
+
+@pytest.mark.parametrize('precision', ['float16', 'float32'])
+def test_diffseg_first_pass_replays_give_each_batch_its_own_eager_result(precision):
+    from mmdiffseg.generators.diffseg_first_pass import FirstPass, anchor_grid
+    first_pass = FirstPass('graph')
+    anchors = anchor_grid(16, 64, device='cuda')
+    weights = [r / 120 for r in (64, 32, 16, 8)]
+    for batch, seed in [(1, 0), (1, 1), (2, 2), (1, 3)]:
+        gen = torch.Generator(device='cuda').manual_seed(seed)
+        maps = [torch.softmax(torch.randn(batch, r * r, r * r, generator=gen, device='cuda') * 4,
+                              dim=-1) for r in (64, 32, 16, 8)]
+        expected = first_pass(maps, weights, 64, anchors, 1.1, precision, graphed=False)
+        out = first_pass(maps, weights, 64, anchors, 1.1, precision, graphed=True)
+        assert torch.allclose(out, expected, rtol=1e-5, atol=1e-9), (batch, seed)
+    cache, = first_pass._caches.values()
+    assert len(cache.graphs) == 2 and not cache.failed
+
+
+def test_diffseg_segments_are_the_same_with_and_without_graphs():
+    from mmdiffseg.generators import DiffSeg
+    from mmdiffseg.generators.class_names import VOC_CLASSES
+    from mmdiffseg.generators.testing import attention_from_labels
+    labels = torch.zeros(2, 64, 64, dtype=torch.long)
+    labels[0, 10:40, 5:30], labels[1, 30:, 20:50], labels[1, :20, :20] = 12, 8, 15
+    maps = attention_from_labels(labels, VOC_CLASSES, noise=0.15, seed=0)[0].to('cuda')
+    eager = DiffSeg(postprocess_backend='torch')(maps)
+    graphed = DiffSeg(postprocess_backend='graph')
+    for _ in range(2):  # recorded, then replayed
+        assert (graphed(maps) == eager).float().mean() > 0.999
