@@ -77,6 +77,17 @@ def batch_of(maps, size: int) -> AttentionMaps:
                          image_size=picks[0].image_size)
 
 
+def graph_memory(steps, device) -> str:
+    """``', CUDA graphs keep N MiB'`` on CUDA: the input buffers of ``steps``' graphs
+    (:class:`mmdiffseg.cuda_graphs.GraphedSteps`) and every private graph memory pool of the
+    process (the caller keeps one graphed generator alive); ``''`` elsewhere or without graphs."""
+    if not device.startswith('cuda') or not steps.buffer_bytes():
+        return ''
+    pools = sum(s['total_size'] for s in torch.cuda.memory_snapshot()
+                if tuple(s.get('segment_pool_id', (0, 0))) != (0, 0))
+    return f', CUDA graphs keep {(steps.buffer_bytes() + pools) / 2 ** 20:.0f} MiB'
+
+
 def device_label(device, threads):
     if device.startswith('cuda'):
         return f'{device} ({torch.cuda.get_device_name(0)})'
@@ -139,7 +150,8 @@ def main():
                       f'{ref_t[i]:.3f} s, segments {counts[-1]}, agreement '
                       f'{100 * agree[-1]:.2f}%', flush=True)
             method = precision + (' (released, default)' if precision == 'float16' else '') + \
-                (', eager first pass (no CUDA graph)' if backend == 'torch' else '')
+                (', eager first pass (no CUDA graph)' if backend == 'torch' else
+                 graph_memory(generator.first_pass, device))
             rows.append(f'| {method} | {np.mean(ours_t):.3f} | {np.mean(ref_t):.3f} | '
                         f'{np.mean(ref_t) / np.mean(ours_t):.1f}x | {100 * np.mean(agree):.2f}% / '
                         f'{100 * min(agree):.2f}% | {", ".join(counts)} | {label} | '

@@ -31,7 +31,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_diffseg import batch_of, device_label, timed  # noqa: E402
+from bench_diffseg import batch_of, device_label, graph_memory, timed  # noqa: E402
 from mmdiffseg.generators import ISeg, kmeans  # noqa: E402
 from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
@@ -130,7 +130,8 @@ def main():
         method += {'sums': ', centre sums in PyTorch (no Triton)',
                    'eager': ', eager steps (no CUDA graph)'}.get(variant, '')
         ours_m, ref_m = sum(ours_t) / len(ours_t), sum(ref_t) / len(ref_t)
-        rows.append(f'| {method} | {ours_m:.3f} | {ref_m:.3f} | {ref_m / ours_m:.2f}x | '
+        kept = graph_memory(gen.steps, device) if not variant else ''
+        rows.append(f'| {method}{kept} | {ours_m:.3f} | {ref_m:.3f} | {ref_m / ours_m:.2f}x | '
                     f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | {label} | '
                     f'{datetime.date.today()} |')
         print(rows[-1], flush=True)

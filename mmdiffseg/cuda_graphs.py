@@ -1,5 +1,6 @@
 """Strings of short kernels replayed from CUDA graphs (``torch.cuda.graph``): the one recipe
-behind the ``'graph'`` backends (PAMR's steps, iSeg's k-means smoothing and Ent-Self). Where a step
+behind the ``'graph'`` backends (PAMR's steps, DiffSeg's first pass, iSeg's k-means smoothing and
+Ent-Self). Where a step
 is many launches over small tensors, the host's launch cost outlasts the GPU's work; a replay is
 one launch and runs the same kernels, so the same numbers.
 """
@@ -184,6 +185,11 @@ class GraphedSteps:
             self._caches[settings] = cache = GraphCache(steps, f'{self.owner} {settings[0]}',
                                                         writers)
         return cache(*inputs) if graphed else cache.eager(*inputs)
+
+    def buffer_bytes(self) -> int:
+        """Bytes of the input buffers the recorded graphs keep (their memory pools aside)."""
+        return sum(b.numel() * b.element_size() for cache in self._caches.values()
+                   for b in cache.buffers.values())
 
     def __getstate__(self):
         return {**self.__dict__, '_caches': {}}
