@@ -9,8 +9,10 @@ the batch only, so they are recorded once per batch layout into a CUDA graph
 (:class:`mmdiffseg.cuda_graphs.GraphCache`) and replayed: a group pays a copy of each resolution's
 maps into the graph's buffers, one replay and a copy of the proposals out. The later merging
 passes depend on the data (how many proposals survive) and run eagerly. The graph keeps a copy of
-the group's maps and the aggregated maps, about twice the 64x64 self-attention; ``'auto'`` records
-it for batches up to :data:`~mmdiffseg.cuda_graphs.AUTO_MAX_BYTES` of 64x64 maps (4 images).
+the group's maps and the peak of the steps' intermediates (the aggregated maps, their float16 and
+float32 sides and logs): about 370 MiB an image (the eager steps' peak, 302 MiB, measured on the
+CPU); ``'auto'`` records it for batches up to :data:`~mmdiffseg.cuda_graphs.AUTO_MAX_BYTES` of
+64x64 maps (4 images).
 """
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ two copies out. The replays run the eager kernels on buffers of the same layouts
 are the eager ones.
 
 Ent-Self's graph keeps its input buffer, the batch's ``(B, N, N)`` float32 self-attention (64 MiB an
-image at 64x64), and the entropy step's scratch of the same size. ``'auto'`` therefore records
-graphs only for batches whose self-attention is at most
+image at 64x64), and the entropy step's scratch of the same size (the k-means graph keeps tens of
+MiB). ``'auto'`` therefore records graphs only for batches whose self-attention is at most
 :data:`~mmdiffseg.cuda_graphs.AUTO_MAX_BYTES` (4 images at 64x64, 512 MiB kept), where launches
 dominate; a larger batch's kernels outlast their launches and run eagerly. The threshold is
 reasoned, not yet measured: ``benchmarks/bench_iseg.py --device cuda`` times both backends.
