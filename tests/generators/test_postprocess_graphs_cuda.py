@@ -69,17 +69,22 @@ def test_auto_records_small_batches_only():
 
 
 def test_a_replay_never_waits_for_the_host():
-    steps = ISegSteps('graph')
+    from mmdiffseg.generators.diffseg_first_pass import FirstPass, anchor_grid
+    steps, first_pass = ISegSteps('graph'), FirstPass('graph')
     sa, x0, cross = inputs(1, 3, 0)
-    seeds = grid_seeds(64, 32, device='cuda')
-    for _ in range(2):  # recorded, then replayed under the check
-        if _:
-            torch.cuda.set_sync_debug_mode('error')
-        try:
-            steps.smooth(cross, seeds, 20, 'float16', graphed=True)
-            steps.ent_self(sa, x0, 0.015, 10, graphed=True)
-        finally:
-            torch.cuda.set_sync_debug_mode('default')
+    seeds, anchors = grid_seeds(64, 32, device='cuda'), anchor_grid(16, 64, device='cuda')
+    maps = [torch.softmax(torch.rand(1, r * r, r * r, device='cuda'), -1) for r in (64, 32, 16, 8)]
+
+    def run():
+        steps.smooth(cross, seeds, 20, 'float16', graphed=True)
+        steps.ent_self(sa, x0, 0.015, 10, graphed=True)
+        first_pass(maps, [0.5, 0.25, 0.15, 0.1], 64, anchors, 1.1, 'float16', graphed=True)
+    run()  # records
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        run()
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
 
 
 def test_iseg_labels_are_the_same_with_and_without_graphs():
