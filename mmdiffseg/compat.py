@@ -24,16 +24,27 @@ Applied once, when :mod:`mmdiffseg` is imported (tools import it first):
   (Mask2Former's pixel decoder) to mmcv's own ``multi_scale_deformable_attn_pytorch`` on every
   device (mmcv already takes it on the CPU). ``point_sample`` is plain ``grid_sample`` in mmcv and
   needs nothing. With compiled ops present nothing is changed.
+* Stock notices that ask nothing of the user are kept out of a run's output: the warnings of
+  mmseg's ``SegVisualizationHook`` (``draw=False``, the configs' choice: ``tools/test.py
+  --show-dir`` draws predictions) and of ``torch.meshgrid`` called without ``indexing`` inside mmdet, and
+  (:func:`quiet_stock_notices`, on a runner's logger) mmengine's ``FileClient`` /
+  ``HardDiskBackend`` deprecation notices and ``IoUMetric``'s "prefix is not set".
 """
 from __future__ import annotations
 
 import functools
+import logging
 import warnings
 from importlib.util import find_spec
 
 import mmdiffseg_mmcv_ops
 
 _APPLIED = False
+#: the start of each stock mmengine / mmseg log notice :func:`quiet_stock_notices` drops
+STOCK_NOTICES = ('The prefix is not set in metric class', '"FileClient" will be deprecated',
+                 '"HardDiskBackend" is the alias of')
+#: the start of each stock warning :func:`apply` silences (see the module docstring)
+STOCK_WARNINGS = ('The draw is False', 'torch.meshgrid: in an upcoming release')
 
 
 def _trusting_torch_load(load):
@@ -120,12 +131,24 @@ def _patch_mmcv_ops_without_kernels() -> None:
     mmdiffseg_mmcv_ops.patch_module(mmdiffseg_mmcv_ops.DEFORMABLE, multi_scale_deform_attn)
 
 
+class _StockNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(STOCK_NOTICES)
+
+
+def quiet_stock_notices(logger: logging.Logger) -> None:
+    """Drops :data:`STOCK_NOTICES` from ``logger`` (a runner's ``MMLogger``; idempotent)."""
+    if not any(isinstance(f, _StockNotices) for f in logger.filters):
+        logger.addFilter(_StockNotices())
+
+
 def apply() -> None:
     """Apply every work-around once (idempotent)."""
     global _APPLIED
     if _APPLIED:
         return
-    warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+    for message in ('pkg_resources is deprecated', ) + STOCK_WARNINGS:
+        warnings.filterwarnings('ignore', message=message, category=UserWarning)
     _patch_mmcv_ops_without_kernels()
     _patch_checkpoint_loading()
     _patch_builtin_module_check()

@@ -195,3 +195,37 @@ def test_deformable_attention_kernel_equals_pytorch_path():
     (grad_pytorch,) = torch.autograd.grad(pytorch.sum(), value)
     torch.testing.assert_close(kernel, pytorch)
     torch.testing.assert_close(grad_kernel, grad_pytorch)
+
+
+def test_stock_notices_are_kept_out_of_a_runs_output():
+    import logging
+    import subprocess
+    import sys
+    from mmengine.logging import MMLogger
+    from mmdiffseg import compat
+    # in a fresh process: pytest restores the warning filters of its collection phase
+    warned = subprocess.run([sys.executable, '-c', (
+        'import warnings, mmdiffseg\n'
+        'for m in ("The draw is False, it means that the hook for visualization will not take", '
+        '"torch.meshgrid: in an upcoming release, it will be required to pass the indexing", '
+        '"a warning of this project"):\n'
+        '    warnings.warn(m, UserWarning)\n')], capture_output=True, text=True, timeout=120)
+    assert warned.returncode == 0, warned.stderr
+    assert 'a warning of this project' in warned.stderr
+    assert 'draw is False' not in warned.stderr and 'meshgrid' not in warned.stderr
+    logger = MMLogger.get_instance('stock-notices-test')
+    compat.quiet_stock_notices(logger)
+    compat.quiet_stock_notices(logger)
+    assert len(logger.filters) == 1
+    kept = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            kept.append(record.getMessage())
+    logger.addHandler(Keep())
+    for message in ('The prefix is not set in metric class IoUMetric.',
+                    '"FileClient" will be deprecated in future. Please use io functions',
+                    '"HardDiskBackend" is the alias of "LocalBackend"',
+                    'The prefix of the label cache is wrong'):
+        logger.warning(message)
+    assert kept == ['The prefix of the label cache is wrong']

@@ -18,7 +18,7 @@ from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
 from mmdiffseg.apis.cli import leave_process_group, start_runner_launcher
-from mmdiffseg.compat import config_fromfile
+from mmdiffseg.compat import config_fromfile, quiet_stock_notices
 from mmdiffseg.preflight import ensure_ready
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
@@ -94,7 +94,9 @@ def resume_from_work_dir(cfg: Config) -> Optional[str]:
 
 
 def build_runner(cfg: Config):
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    quiet_stock_notices(runner.logger)
+    return runner
 
 
 def main(argv=None):
