@@ -7,6 +7,7 @@ one launch and runs the same kernels, so the same numbers.
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from typing import Callable, Dict, Optional, Sequence, Tuple, TypeVar
 
 import torch
@@ -82,8 +83,9 @@ class GraphCache:
     returns a clone of the output. ``fn`` may overwrite its inputs (they are the buffers). Graphs
     share the buffers of equal position and layout (a new class count reuses the buffer of a
     64 MiB-an-image attention) and one memory pool for their intermediates: replays never overlap.
-    Past ``max_graphs`` graphs, or on another device, all are dropped. A first call records
-    (its result comes from the warm-up run). If recording fails (an operator a capture refuses),
+    Past ``max_graphs`` layouts the least recently used graph is dropped (and the buffers no
+    other graph uses); on another device, all are. A first call records (its result comes from
+    the warm-up run). If recording fails (an operator a capture refuses),
     the cache warns once and runs ``fn`` eagerly from then on.
 
     Args:
@@ -93,7 +95,7 @@ class GraphCache:
     """
 
     def __init__(self, fn: Callable[..., torch.Tensor], name: str,
-                 writers: Optional[Dict[int, Callable]] = None, max_graphs: int = 16):
+                 writers: Optional[Dict[int, Callable]] = None, max_graphs: int = 32):
         self.fn, self.name = fn, name
         self.writers = dict(writers or {})
         self.max_graphs = max_graphs
@@ -102,7 +104,8 @@ class GraphCache:
 
     def _drop(self, device) -> None:
         self.device = device
-        self.graphs: Dict[Tuple, Tuple] = {}  # input layouts -> (graph, buffers, output)
+        #: input layouts -> (graph, buffers, output), least recently used first
+        self.graphs: 'OrderedDict[Tuple, Tuple]' = OrderedDict()
         self.buffers: Dict[Tuple, torch.Tensor] = {}  # (position, layout) -> shared buffer
         self.pool = None
 
@@ -116,11 +119,11 @@ class GraphCache:
             return self.eager(*inputs)
         device = inputs[0].device
         key = tuple(_layout(t) for t in inputs)
-        if device != self.device or (key not in self.graphs
-                                     and len(self.graphs) >= self.max_graphs):
+        if device != self.device:
             self._drop(device)
         with on_device_of(inputs[0]):
             if key in self.graphs:
+                self.graphs.move_to_end(key)
                 graph, buffers, out = self.graphs[key]
                 self._fill(buffers, inputs)
                 graph.replay()
@@ -138,7 +141,14 @@ class GraphCache:
                 return self.eager(*inputs)
         self.pool = graph.pool()
         self.graphs[key] = graph, buffers, out
+        if len(self.graphs) > self.max_graphs:
+            self._evict_oldest()
         return result
+
+    def _evict_oldest(self) -> None:
+        self.graphs.popitem(last=False)
+        used = {id(b) for _, buffers, _ in self.graphs.values() for b in buffers}
+        self.buffers = {k: b for k, b in self.buffers.items() if id(b) in used}
 
     def _buffer(self, position: int, t: torch.Tensor) -> torch.Tensor:
         key = (position, _layout(t))
@@ -157,7 +167,7 @@ class GraphCache:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(device=None, graphs={}, buffers={}, pool=None)
+        state.update(device=None, graphs=OrderedDict(), buffers={}, pool=None)
         return state
 
 

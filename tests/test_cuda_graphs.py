@@ -49,12 +49,15 @@ def test_graphs_share_buffers_of_equal_layout_only(replaying_graphs):
     assert len(cache.buffers) == 4
 
 
-def test_too_many_layouts_drop_every_graph(replaying_graphs):
-    cache = GraphCache(lambda x: x * 3, 'test', max_graphs=2)
-    for n in (1, 2, 3):
-        assert torch.equal(cache(torch.ones(n)), torch.full((n, ), 3.0))
-    assert list(cache.graphs) == [(((3, ), (1, ), torch.float32), )]
-    assert len(cache.buffers) == 1
+def test_past_max_graphs_the_least_recently_used_goes(replaying_graphs):
+    cache = GraphCache(lambda x, w: x * w, 'test', max_graphs=2)
+    weights = {n: torch.rand(n) for n in (1, 2, 3)}
+    for n in (1, 2, 1, 3):  # 2 is the least recently used when 3 comes
+        assert torch.equal(cache(torch.ones(n), weights[n]), weights[n])
+    assert [layouts[0][0] for layouts in cache.graphs] == [(1, ), (3, )]
+    assert len(cache.buffers) == 4  # the buffers of 2 went with its graph
+    assert torch.equal(cache(torch.full((1, ), 2.0), weights[1]), 2 * weights[1])  # replayed
+    assert len(replaying_graphs) == 3
 
 
 def test_a_failed_recording_warns_once_and_runs_eagerly(monkeypatch):
