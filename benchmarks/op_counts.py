@@ -289,9 +289,10 @@ def _uncounted():
             aten.paused = paused
 
 
-class _ReplayedGraph:
-    """A CUDA graph's stand-in on the CPU: a replay is one launch of the count in progress, and
-    re-runs the recorded steps, uncounted, into the recorded output."""
+class ReplayedGraph:
+    """A CUDA graph's stand-in on the CPU: a replay re-runs the recorded steps on the same buffers,
+    uncounted, into the recorded output (what a CUDA graph does), and is one launch of the count
+    in progress. ``pool()`` is a token for the graphs recorded after it."""
 
     def __init__(self, steps: Callable, out: torch.Tensor):
         self.steps, self.out = steps, out
@@ -303,26 +304,27 @@ class _ReplayedGraph:
             self.out.copy_(self.steps())
 
     def pool(self):
-        return None
+        return 'pool'
 
 
-def _record(warm_up, steps, pool=None):
-    """``mmdiffseg.cuda_graphs.record_graph`` as on CUDA: the warm-up counted as the eager run it
-    is, the capture launching nothing."""
+def record_stand_in(warm_up, steps, pool=None):
+    """``mmdiffseg.cuda_graphs.record_graph`` on the CPU, as on CUDA: the warm-up runs (counted
+    as the eager run it is), the capture launches nothing: its output is the recorded steps' own
+    tensor, rewritten by each replay of the :class:`ReplayedGraph`."""
     warm = warm_up()
     with _uncounted():
         out = steps().clone()
-    return _ReplayedGraph(steps, out), warm, out
+    return ReplayedGraph(steps, out), warm, out
 
 
 @contextmanager
 def _replayed_cuda_graphs():
-    """CUDA graphs recorded through ``mmdiffseg.cuda_graphs`` made of :class:`_ReplayedGraph`."""
+    """CUDA graphs recorded through ``mmdiffseg.cuda_graphs`` made of :class:`ReplayedGraph`."""
     module = sys.modules.get('mmdiffseg.cuda_graphs')
     if module is None:
         yield
         return
-    record, module.record_graph = module.record_graph, _record
+    record, module.record_graph = module.record_graph, record_stand_in
     try:
         yield
     finally:
@@ -332,7 +334,7 @@ def _replayed_cuda_graphs():
 def count_ops(fn: Callable, *args, simulate_cuda: bool = True, **kwargs) -> Tuple[Any, OpCounts]:
     """``fn(*args, **kwargs)`` and what it would cost on CUDA, counted on the CPU. CUDA graphs
     that ``fn`` is made to record through ``mmdiffseg.cuda_graphs`` on the CPU are stand-ins
-    (:class:`_ReplayedGraph`); a graph recorded under one count and replayed under another counts
+    (:class:`ReplayedGraph`); a graph recorded under one count and replayed under another counts
     its replays there."""
     counts = OpCounts()
     aten_counter = _AtenCounter(counts)

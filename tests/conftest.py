@@ -1,9 +1,14 @@
 """Shared fixtures: the sample data folder, single-threaded torch (fastest on 2 cores), CUDA graphs
 stood in for on the CPU."""
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from sample_data import shared_path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))  # op_counts
 
 torch.set_num_threads(1)
 
@@ -20,31 +25,17 @@ def sd_config_dir():
     return get
 
 
-class ReplayingGraph:
-    """A CUDA graph's stand-in: each replay re-runs the recorded steps on the same buffers into the
-    same output tensor, which is what a CUDA graph does."""
-
-    def __init__(self, steps, out):
-        self.steps, self.out = steps, out
-
-    def replay(self):
-        self.out.copy_(self.steps())
-
-    def pool(self):
-        return 'pool'
-
-
 @pytest.fixture
 def replaying_graphs(monkeypatch):
-    """``mmdiffseg.cuda_graphs.record_graph`` recording :class:`ReplayingGraph` s on the CPU; the
+    """``mmdiffseg.cuda_graphs.record_graph`` recording stand-ins of CUDA graphs on the CPU
+    (``benchmarks/op_counts.py``: a replay re-runs the recorded steps on the graph's buffers); the
     fixture's value lists the ``pool`` argument of each recording."""
     from mmdiffseg import cuda_graphs
+    from op_counts import record_stand_in
     recorded = []
 
     def record(warm_up, steps, pool=None):
-        warm = warm_up()
-        out = steps().clone()  # a recorded output: its own memory, rewritten by each replay
         recorded.append(pool)
-        return ReplayingGraph(steps, out), warm, out
+        return record_stand_in(warm_up, steps, pool)
     monkeypatch.setattr(cuda_graphs, 'record_graph', record)
     return recorded
