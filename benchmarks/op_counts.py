@@ -300,7 +300,8 @@ class ReplayedGraph:
     def replay(self):
         if _ACTIVE:
             _ACTIVE[-1][0].launches += 1
-        with _uncounted():
+        # a graph writes its output's memory whatever the mode it was recorded in
+        with _uncounted(), torch.inference_mode(self.out.is_inference()):
             self.out.copy_(self.steps())
 
     def pool(self):
