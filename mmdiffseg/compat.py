@@ -26,8 +26,8 @@ Applied once, when :mod:`mmdiffseg` is imported (tools import it first):
   needs nothing. With compiled ops present nothing is changed.
 * Stock notices that ask nothing of the user are kept out of a run's output: the warnings of
   mmseg's ``SegVisualizationHook`` (``draw=False``, the configs' choice: ``tools/test.py
-  --show-dir`` draws predictions) and of ``torch.meshgrid`` called without ``indexing`` inside mmdet, and
-  (:func:`quiet_stock_notices`, on a runner's logger) mmengine's ``FileClient`` /
+  --show-dir`` draws predictions) and of ``torch.meshgrid`` called without ``indexing`` inside
+  mmdet, and (:func:`quiet_stock_notices`, on a runner's logger) mmengine's ``FileClient`` /
   ``HardDiskBackend`` deprecation notices and ``IoUMetric``'s "prefix is not set".
 """
 from __future__ import annotations

@@ -141,6 +141,8 @@ def test_postprocess_backends_are_checked_and_the_cpu_runs_the_eager_steps():
     with pytest.raises(ValueError, match=r"postprocess_backend must be one of .*'cuda'"):
         ISeg(postprocess_backend='cuda')
     iseg = ISeg(postprocess_backend='torch')
+    iseg.steps.ent_self(sa, x0, 0.015, 10, graphed=False)  # holds a cache from now on
+    assert len(iseg.steps._caches) == 1
     for twin in (copy.deepcopy(iseg), pickle.loads(pickle.dumps(iseg))):
         assert twin.steps.backend == 'torch' and twin.steps._caches == {}
     assert 'backend' not in str(iseg.config_dict())  # the same labels either way
