@@ -35,7 +35,7 @@ from mmengine.config import Config
 from .cuda_check import cuda_problem
 from .preflight_data import (Missing, check_dataset, check_image_level_labels,
                              check_listed_files, nearest)
-from .preflight_options import check_options
+from .preflight_options import check_cache_keys, check_head_layout, check_options, hub_id_like
 from .provenance import MOVED_HUB_IDS, withdrawn_model
 
 TINY_SD_BASE = 'stable-diffusion-2-1-base'
@@ -134,15 +134,18 @@ def check_sd_model(model: str, keys: List[str]) -> List[Missing]:
                         f'--cfg-options {" ".join(f"{k}={MOVED_HUB_IDS[model]}" for k in keys)}',
                         keys)]
     from huggingface_hub import constants, try_to_load_from_cache
-    if model.count('/') == 1 and not model.startswith(('.', '/', '~')):
-        if isinstance(try_to_load_from_cache(model, 'model_index.json'), str) or \
-                reachable(f'{constants.ENDPOINT}/{model}/resolve/main/model_index.json'):
-            return []
+    hub_id = hub_id_like(model)
+    if hub_id and (isinstance(try_to_load_from_cache(model, 'model_index.json'), str) or
+                   reachable(f'{constants.ENDPOINT}/{model}/resolve/main/model_index.json')):
+        return []
+    local = (f'pass a local diffusers folder: --cfg-options {settings} '
+             f'({smoke_run_hint(model, keys)})')
+    if not hub_id or Path(model.split('/')[0]).expanduser().is_dir():  # a path, not a hub id
+        return [Missing(f'Stable Diffusion folder {model!r} not found', local, keys)]
     return [Missing(
         f'Stable Diffusion weights {model!r}: no such local folder, and not in the Hugging Face '
         f'cache {constants.HF_HUB_CACHE} ({"offline" if offline() else "not downloadable from here"})',
-        f'where there is network: hf download {model} (then copy the cache here); or '
-        f'pass a local diffusers folder: --cfg-options {settings} ({smoke_run_hint(model, keys)})',
+        f'where there is network: hf download {model} (then copy the cache here); or {local}',
         keys)]
 
 
@@ -319,7 +322,13 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                         missing += check_image_level_labels(
                             step, f'{path}.pipeline.{index}', None if problems else node)
             if isinstance(node.get('generator'), dict) and 'type' in node['generator']:
-                missing += check_generator(node['generator'], f'{path}.generator')
+                if 'type' not in node:  # a label cache's settings (LoadPseudoLabel's cache)
+                    missing += check_cache_keys(node, path)
+                found = check_generator(node['generator'], f'{path}.generator')
+                model = node.get('sd_model', node.get('model') if 'type' not in node else None)
+                if not found and isinstance(model, str):
+                    found = check_head_layout(node['generator'], model, f'{path}.generator')
+                missing += found
                 if 'cache_dir' in node and mode != 'test':
                     missing += check_cache_settings(node, path)
                     missing += check_cache_precision(node['cache_dir'], path,
@@ -373,5 +382,6 @@ def ensure_ready(cfg: Config, config: str, mode: str = 'train', dtype: Optional[
     """Exit (status 2, one message on stderr) when :func:`check` finds anything."""
     missing = check(cfg, mode, dtype, device)
     if missing:
-        print(report(missing, config, mode), file=sys.stderr)
+        if os.environ.get('LOCAL_RANK', '0') == '0':  # once a machine under tools/dist_*.sh
+            print(report(missing, config, mode), file=sys.stderr)
         raise SystemExit(2)

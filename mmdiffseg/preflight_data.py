@@ -221,8 +221,8 @@ def _labels_maker(option, ann_file: str, where: str, dataset: Optional[dict]) ->
         return (f'python tools/dataset_converters/image_labels.py LABEL_DIR --classes {classes} '
                 f'--out {ann_file}')
     root = Path((dataset or {}).get('data_root') or 'data/VOCdevkit/VOC2012')
-    devkit = _holder(Path(ann_file), 'VOC2012') or _holder(root, 'VOC2012') or \
-        Path('data/VOCdevkit')
+    candidates = (root, Path(ann_file)) if dataset else (Path(ann_file), root)  # data found: there
+    devkit = next(filter(None, (_holder(c, 'VOC2012') for c in candidates)), Path('data/VOCdevkit'))
     written = devkit / 'VOC2012' / 'image_labels.json'
     return VOC_PREPARE.format(devkit=devkit) + " (from VOC's XML annotations)" + \
         ('' if Path(ann_file) == written else f', then set {where}.ann_file={written}')
@@ -241,6 +241,9 @@ def check_image_level_labels(step: dict, where: str,
     maker = _labels_maker(option, ann_file, where, dataset)
     ground_truth = f'; or set {where}.ann_file=None to take them from the ground truth'
     if not Path(ann_file).is_file():
+        beside = Path((dataset or {}).get('data_root') or '', Path(ann_file).name)
+        if dataset and beside.is_file():  # the data moved (data_root set), the file with it
+            maker = f'--cfg-options {where}.ann_file={beside} (the data root\'s); or {maker}'
         return [Missing(f'image-level labels {ann_file} not found', maker + ground_truth,
                         [where])]
     try:

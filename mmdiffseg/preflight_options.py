@@ -4,12 +4,17 @@
 A misspelt key (``--cfg-options model.sd_modle=...``, ``test_evaluator.num_clases=27``) would
 otherwise stop the run with a ``TypeError`` traceback when the runner builds that part, or go
 unnoticed while the pre-flight check names the setting the key was meant to change. Each unknown
-key is named with the nearest option of its class.
+key is named with the nearest option of its class. So are a generator's head lists that the
+model's U-Net lacks (iSeg's SD 2.1-base heads on SD 1.x), which would stop training at its first
+batch.
 """
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Iterator, List, Optional, Set, Tuple
+
+import torch
 
 from .preflight_data import Missing, nearest
 
@@ -36,16 +41,40 @@ def accepted_options(cls) -> Optional[Set[str]]:
     return None
 
 
+#: entries of a model part that other builders make (norm and activation layers, weight
+#: initialisation, the assigners of ``train_cfg``): not options of a class in ``MODELS``
+_BUILT_ELSEWHERE = frozenset({'norm_cfg', 'act_cfg', 'conv_cfg', 'init_cfg', 'train_cfg',
+                              'test_cfg'})
+#: a dataset's entries built from a registry: its transforms and the datasets it wraps
+_DATASET_CHILDREN = {'pipeline': 'TRANSFORMS', 'dataset': 'DATASETS', 'datasets': 'DATASETS'}
+
+
+def _nested(where: str, part: dict, registry_name: str) -> Iterator[Tuple[str, dict, str]]:
+    """``part`` and the typed dicts its registry's classes build from it, at any depth: a
+    model's backbone, head, losses and data preprocessor; a dataset's transforms."""
+    yield where, part, registry_name
+    for key, value in part.items():
+        child = (None if key in _BUILT_ELSEWHERE else 'MODELS') if registry_name == 'MODELS' \
+            else _DATASET_CHILDREN.get(key) if registry_name == 'DATASETS' else None
+        if child is None:
+            continue
+        items = enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]
+        for index, item in items:
+            if isinstance(item, dict) and 'type' in item:
+                yield from _nested(f'{where}.{key}' + ('' if index is None else f'.{index}'),
+                                   item, child)
+
+
 def _parts(cfg) -> Iterator[Tuple[str, dict, str]]:
     """``(config key, part, registry name)`` of the model, each dataloader's dataset and each
-    metric of the evaluators."""
+    metric of the evaluators, with the parts built inside them."""
     model = cfg.get('model')
     if isinstance(model, dict):
-        yield 'model', model, 'MODELS'
+        yield from _nested('model', model, 'MODELS')
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         dataset = (cfg.get(name) or {}).get('dataset')
         if isinstance(dataset, dict):
-            yield f'{name}.dataset', dataset, 'DATASETS'
+            yield from _nested(f'{name}.dataset', dataset, 'DATASETS')
     for name in ('val_evaluator', 'test_evaluator'):
         metrics = cfg.get(name)
         if isinstance(metrics, dict):
@@ -54,6 +83,30 @@ def _parts(cfg) -> Iterator[Tuple[str, dict, str]]:
             for index, metric in enumerate(metrics):
                 if isinstance(metric, dict):
                     yield f'{name}.{index}', metric, 'METRICS'
+
+
+def _unknown_key(where: str, owner: str, key: str, options: List[str]) -> Missing:
+    """A key ``owner`` does not take, with the nearest of its ``options``."""
+    near = nearest(key, options)
+    return Missing(
+        f'{where}: {owner} has no option {key!r}' + (f' (did you mean {near!r}?)' if near else ''),
+        (f'set {where}.{near} instead of {where}.{key} (in the config or --cfg-options)'
+         if near else f'remove {where}.{key} (the options of {owner}: {", ".join(options)})'),
+        [f'{where}.{key}'])
+
+
+def check_cache_keys(cache: dict, where: str) -> List[Missing]:
+    """The keys of a label cache's settings (``LoadPseudoLabel(cache=...)``): unknown ones with
+    the nearest key, missing required ones."""
+    from .datasets.label_cache import CACHE_KEYS
+    found = [_unknown_key(where, 'the label cache', key, list(CACHE_KEYS))
+             for key in sorted(cache) if key not in CACHE_KEYS]
+    for key in CACHE_KEYS[:3]:
+        if key not in cache:
+            found.append(Missing(f'{where}: the label cache has no {key!r} setting',
+                                 f'set {where}.{key} (in the config or --cfg-options)',
+                                 [f'{where}.{key}']))
+    return found
 
 
 def check_options(cfg, sections: Tuple[str, ...]) -> List[Missing]:
@@ -70,13 +123,53 @@ def check_options(cfg, sections: Tuple[str, ...]) -> List[Missing]:
         options = accepted_options(cls) if inspect.isclass(cls) else None
         if options is None:
             continue
-        for key in sorted(k for k in part if k != 'type' and k not in options
-                          and not (k.startswith('_') and k.endswith('_'))):  # _scope_
-            near = nearest(key, sorted(options))
-            found.append(Missing(
-                f'{where}: {cls.__name__} has no option {key!r}' +
-                (f' (did you mean {near!r}?)' if near else ''),
-                (f'set {where}.{near} instead of {where}.{key} (in the config or --cfg-options)'
-                 if near else f'remove {where}.{key} (the options of {cls.__name__}: '
-                 f'{", ".join(sorted(options))})'), [f'{where}.{key}']))
+        found += [_unknown_key(where, cls.__name__, key, sorted(options))
+                  for key in sorted(part) if key != 'type' and key not in options
+                  and not (key.startswith('_') and key.endswith('_'))]  # _scope_
     return found
+
+
+def hub_id_like(model: str) -> bool:
+    """Whether ``model`` can be a Hugging Face hub id (``org/name``) rather than only a path."""
+    return model.count('/') == 1 and not model.startswith(('.', '/', '~'))
+
+
+def _meta_unet(model: str):
+    """``model``'s U-Net built from its config on the meta device (no weights, no memory), where
+    the config is here: a local diffusers folder or the Hugging Face cache; else None."""
+    from huggingface_hub import try_to_load_from_cache
+    folder = Path(model).expanduser()
+    config = folder / 'unet' / 'config.json' if folder.is_dir() else \
+        try_to_load_from_cache(model, 'unet/config.json') if hub_id_like(model) else None
+    if not isinstance(config, (str, Path)) or not Path(config).is_file():
+        return None
+    from diffusers import UNet2DConditionModel
+    try:
+        with torch.device('meta'):
+            return UNet2DConditionModel.from_config(
+                UNet2DConditionModel.load_config(Path(config).parent))
+    except Exception:  # another architecture: the run's own checks name what does not fit
+        return None
+
+
+def check_head_layout(generator: dict, model: str, where: str) -> List[Missing]:
+    """Head indices of the generator's capture spec (``where``: its config key) that ``model``'s
+    U-Net does not have, checked as the engine does (at 512x512), without loading weights."""
+    from .attention.capture import CaptureSession
+    from .attention.unet_layers import unet_attention_layers
+    from .registry import MASK_GENERATORS
+    built = MASK_GENERATORS.build(dict(generator))
+    spec = getattr(built, 'capture_spec', None)
+    if spec is None or all(request.heads is None for request in spec.requests):
+        return []
+    unet = _meta_unet(model)
+    if unet is None:
+        return []
+    try:
+        CaptureSession(spec, unet_attention_layers(unet, 64), batch_size=1)
+    except ValueError as err:
+        fix = getattr(built, 'head_layout_fix', None)
+        return [Missing(f'{where} cannot run on {model!r}: {str(err).split("; fix: ")[0]}',
+                        fix(where) if fix else f'choose head indices {model!r} has in {where}',
+                        [where])]
+    return []

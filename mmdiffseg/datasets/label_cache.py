@@ -72,6 +72,10 @@ def _canonical(value) -> object:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
+#: the keys of a label cache's settings (``LoadPseudoLabel(cache=...)``), the first three required
+CACHE_KEYS = ('cache_dir', 'model', 'generator', 'wait_timeout')
+
+
 def canonical_cache_spec(cache: dict) -> dict:
     """The :class:`LabelCache` arguments as plain JSON values (comparable, cheap to pickle).
 
@@ -79,8 +83,8 @@ def canonical_cache_spec(cache: dict) -> dict:
         KeyError: ``cache_dir``, ``model`` or ``generator`` is missing, or a key is unknown.
     """
     spec = _canonical(dict(cache))
-    missing = [k for k in ('cache_dir', 'model', 'generator') if k not in spec]
-    unknown = sorted(set(spec) - {'cache_dir', 'model', 'generator', 'wait_timeout'})
+    missing = [k for k in CACHE_KEYS[:3] if k not in spec]
+    unknown = sorted(set(spec) - set(CACHE_KEYS))
     if missing or unknown:
         raise KeyError(f'label cache settings {spec}: missing {missing}, unknown {unknown}; '
                        'expected dict(cache_dir=..., model=<hub id or diffusers folder>, '

@@ -54,14 +54,14 @@ from .functional import minmax_normalize
 from .iseg_graphs import ISegSteps
 from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention,
                          refine_with_self_attention)
-from .iseg_presets import (CROSS_LAYERS, HEAD_LAYOUT_FIX, ISEG_PRESETS, RELEASED_CLASS_ORDER,
+from .iseg_presets import (CROSS_LAYERS, ISEG_PRESETS, RELEASED_CLASS_ORDER,
                            SD21_VOC_HEADS, SELF_LAYER, VOC_BG_CONTEXT, WSSS_PROMPT,
-                           check_cross_heads, heads_at)
+                           check_cross_heads, head_layout_fix, heads_at)
 from .iseg_tokens import RELEASED_TOKEN_MISCOUNTS, TOKEN_TABLES, token_names
 from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
 
 __all__ = [
-    'ISeg', 'ISEG_PRESETS', 'HEAD_LAYOUT_FIX', 'CROSS_LAYERS', 'SELF_LAYER', 'SD21_VOC_HEADS',
+    'ISeg', 'ISEG_PRESETS', 'CROSS_LAYERS', 'SELF_LAYER', 'SD21_VOC_HEADS',
     'entropy_reduced_attention', 'refine_with_self_attention', 'grid_seeds',
     'kl_kmeans', 'cluster_mean', 'assign_labels'
 ]
@@ -118,6 +118,8 @@ class ISeg(MaskGenerator):
     """
 
     method = 'iseg'
+    #: the fix pre-flight names when the head lists do not fit the model (``where``: config key)
+    head_layout_fix = staticmethod(head_layout_fix)
 
     def __init__(self,
                  classes: Optional[Sequence[str]] = None,
@@ -226,7 +228,7 @@ class ISeg(MaskGenerator):
     # -- what the engine must do -------------------------------------------------------------
     @property
     def capture_spec(self) -> CaptureSpec:
-        fix = (f"{HEAD_LAYOUT_FIX} (the released head lists are SD 2.1-base's; in Python: "
+        fix = (f"{head_layout_fix()} (the released head lists are SD 2.1-base's; in Python: "
                'ISeg(..., cross_heads=None, self_heads=None))')  # the engine's error names it
         requests = [CaptureRequest('cross', r, layers=CROSS_LAYERS[r],
                                    heads=heads_at(self.cross_heads, r), name=f'iseg_cross{r}',

@@ -70,10 +70,16 @@ ISEG_PRESETS: Dict[str, Dict] = {
 SD1X_HEADS = dict(cross_heads=None, self_heads=None)
 ISEG_PRESETS.update({f'{task}_sd1x': {**ISEG_PRESETS[task], **SD1X_HEADS}
                      for task in ('wsss_voc', 'ovs_voc')})
-#: what to change when a preset's head indices do not fit the model (error messages)
-HEAD_LAYOUT_FIX = ("set cross_heads=None self_heads=None (the mean of all heads), e.g. "
-                   "--cfg-options cross_heads=None self_heads=None, or for SD 1.x use "
-                   "configs/iseg/iseg_wsss_voc_sd1x.py / iseg_ovs_voc_sd1x.py")
+def head_layout_fix(where: str = '') -> str:
+    """What to change when a preset's head indices do not fit the model (error messages);
+    ``where``: the generator's config key (pre-flight of a training config), else the tools'
+    options and, for a training config, where the same keys go."""
+    keys = ' '.join(f'{where}{"." if where else ""}{k}=None' for k in ('cross_heads', 'self_heads'))
+    return (f'--cfg-options {keys} (the mean of all heads)' +
+            ('' if where else " with the tools; in a training config the same keys under its "
+             "label cache's generator (e.g. train_dataloader.dataset.pipeline.2.cache.generator."
+             'cross_heads=None)') + '; for SD 1.x the presets configs/iseg/iseg_wsss_voc_sd1x.py '
+            '/ iseg_ovs_voc_sd1x.py do this')
 
 
 def check_cross_heads(cross_heads):

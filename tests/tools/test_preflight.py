@@ -110,8 +110,7 @@ def test_each_missing_piece_is_named_with_its_setting(tmp_path, tiny_sd):
     assert set(missing) == {
         f'PascalVOCDataset split file {root}/ImageSets/Segmentation/aug.txt not found',
         f'image-level labels {tmp_path}/labels.json not found',
-        f"Stable Diffusion weights '{tmp_path}/no-sd': no such local folder, and not in the "
-        f'Hugging Face cache {preflight_hf_cache()} (offline)',
+        f"Stable Diffusion folder '{tmp_path}/no-sd' not found",
         f'checkpoint {tmp_path}/iter_4.pth not found'}
     sd = missing[next(k for k in missing if k.startswith('Stable'))]
     assert sd.where == ['train_dataloader.dataset.pipeline.2.cache.model']  # the one setting
@@ -119,11 +118,6 @@ def test_each_missing_piece_is_named_with_its_setting(tmp_path, tiny_sd):
         in sd.fix
     labels = missing[f'image-level labels {tmp_path}/labels.json not found']
     assert 'train_dataloader.dataset.pipeline.1.ann_file=None' in labels.fix
-
-
-def preflight_hf_cache():
-    from huggingface_hub import constants
-    return constants.HF_HUB_CACHE
 
 
 def test_cached_weights_count_offline(tmp_path, monkeypatch):
@@ -245,7 +239,8 @@ def test_prefill_checks_only_what_it_reads(tmp_path, tiny_sd, capsys):
         load_tool('prefill_labels').main([str(config), '--device', 'cpu'])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and 'cannot prefill here yet; 1 thing to fix first' in err
-    assert "Stable Diffusion weights '" in err and not (tmp_path / 'c').exists()
+    assert f"Stable Diffusion folder '{tmp_path}/no-sd' not found" in err
+    assert not (tmp_path / 'c').exists()
     with pytest.raises(Exception) as error:  # past the check: the engine load names the folder
         load_tool('prefill_labels').main([str(config), '--device', 'cpu', '--skip-preflight'])
     assert 'no-sd' in str(error.value)

@@ -183,6 +183,22 @@ def test_a_data_root_one_folder_off_is_named_with_the_right_one(tmp_path, voc_ro
     assert item.fix.endswith(f'data_root={empty}')
 
 
+
+def test_labels_left_behind_by_a_moved_data_root_point_to_the_data_roots_file(tmp_path, voc_root):
+    """data_root set to where the data moved, ann_file still at the config's default: the fix
+    names the data root's own image_labels.json (not a rebuild elsewhere)."""
+    (voc_root / 'image_labels.json').write_text(json.dumps({VOC_IMAGES[0]: ['person']}))
+    cfg = voc_config(voc_root, 'data/VOCdevkit/VOC2012/image_labels.json')
+    (item,) = preflight.check(cfg, 'train')
+    assert item.what == 'image-level labels data/VOCdevkit/VOC2012/image_labels.json not found'
+    assert item.fix.startswith(f'--cfg-options {LABELS_STEP}.ann_file='
+                               f'{voc_root}/image_labels.json')
+    assert f'voc_aug.py {voc_root.parent}' in item.fix  # a rebuild goes where the data is
+    (voc_root / 'image_labels.json').unlink()
+    (item,) = preflight.check(cfg, 'train')
+    assert item.fix.startswith(f'python tools/dataset_converters/voc_aug.py {voc_root.parent}')
+
+
 # -- one message from the tool -------------------------------------------------------------------
 def test_prefill_tool_stops_with_one_message_for_labels_and_generator(tmp_path, voc_root, capsys):
     labels = tmp_path / 'labels.json'
