@@ -217,7 +217,8 @@ def _unknown_names(labels: Dict[str, list], classes: Sequence[str], ann_file: st
 def _labels_maker(option, ann_file: str, where: str, dataset: Optional[dict]) -> str:
     """The command that writes the labels of ``LoadImageLevelLabels(classes=option)``."""
     if option != 'voc':
-        classes = option if isinstance(option, str) else ','.join(option or [])
+        classes = option if isinstance(option, str) else \
+            ','.join(option or []) + (',' if len(option or []) == 1 else '')  # one class: "cat,"
         return (f'python tools/dataset_converters/image_labels.py LABEL_DIR --classes {classes} '
                 f'--out {ann_file}')
     root = Path((dataset or {}).get('data_root') or 'data/VOCdevkit/VOC2012')

@@ -100,12 +100,22 @@ def int_or_auto(value: str, least: int = 1):
 
 def positive_int(value: str) -> int:
     """An integer >= 1."""
+    return _int_at_least(value, 1)
+
+
+def count(value: str) -> int:
+    """An integer >= 0."""
+    return _int_at_least(value, 0)
+
+
+def _int_at_least(value: str, least: int) -> int:
     try:
         number = int(value)
     except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {value!r}')
+        number = least - 1
+    if number < least:
+        kind = 'positive' if least == 1 else 'non-negative'
+        raise argparse.ArgumentTypeError(f'expected a {kind} integer, got {value!r}')
     return number
 
 
@@ -145,7 +155,7 @@ def add_engine_args(parser: argparse.ArgumentParser, default_model: str = DEFAUL
                              f'{", ".join(COMPILE_BACKENDS)}): opt-in; '
                              'the first batch of each shape compiles (minutes), labels may differ '
                              'from eager ones by float rounding; on a CPU it slows capture '
-                             '(default: eager)')
+                             '(default: off, the U-Net runs uncompiled)')
     parser.add_argument('--workers', type=count_or_auto, default=AUTO,
                         help='processes that read and resize the images, and as many that encode '
                              'and write the outputs, so the GPU never waits for them; the output '

@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from offline_args import COMPILE_BACKENDS
+from offline_args import COMPILE_BACKENDS, count, positive_int
 
 
 def parse_args(argv=None):
@@ -26,7 +26,7 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='override config entries, key=value (give the same as to train.py, '
                              'so that the cache and model are the training run\'s; default: none)')
-    parser.add_argument('--batch-size', type=int, default=None,
+    parser.add_argument('--batch-size', type=positive_int, default=None,
                         help='images per engine call (default: the preprocessor\'s '
                              'label_batch_size)')
     parser.add_argument('--dtype', default=None, choices=['float32', 'float16', 'bfloat16'],
@@ -34,7 +34,7 @@ def parse_args(argv=None):
     parser.add_argument('--device', default=None,
                         help='cpu, cuda or cuda:N (default: cuda when available, one GPU per '
                              'rank under a launcher)')
-    parser.add_argument('--workers', type=int, default=None,
+    parser.add_argument('--workers', type=count, default=None,
                         help='dataloader workers reading images (default: the train '
                              'dataloader\'s num_workers)')
     parser.add_argument('--compile', nargs='?', const='inductor', default=None,
@@ -48,7 +48,16 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', default='none', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='several GPUs: torchrun --nproc-per-node N ... --launcher pytorch '
                              '(default: none)')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.config):
+        parser.error(f'config file {args.config} not found')
+    if args.device is not None:
+        import torch
+        try:
+            torch.device(args.device)
+        except RuntimeError:
+            parser.error(f'--device {args.device!r} is not a device: use cpu, cuda or cuda:N')
+    return args
 
 
 def default_device(launcher: str) -> str:

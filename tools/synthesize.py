@@ -2,7 +2,7 @@
 generator that synthesises; iSeg and DiffSeg label real images: tools/pseudo_label.py).
 
     python tools/synthesize.py --classes voc --images-per-class 100 --out work_dirs/synth_voc
-    python tools/synthesize.py --classes cityscapes --prompt "a photo of a {}" \
+    python tools/synthesize.py --classes cityscapes --prompt "a photo of a {}" \\
         --prompt "a long shot of a {}" --out work_dirs/synth_cs
     python tools/synthesize.py --classes cat,dog --label-set voc --out DIR   # VOC indices
 

@@ -16,7 +16,7 @@ import numpy as np
 from mmseg.datasets import PascalVOCDataset
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .io import ItemFailed
+from .io import ItemFailed, UserInputError
 
 IMAGE_DIR = 'JPEGImages'
 MASK_DIR = 'SegmentationClass'
@@ -116,3 +116,19 @@ def list_images(folder, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> List[Path]:
     """Image files directly in ``folder`` (sorted by name)."""
     folder = Path(folder)
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file())
+
+
+def check_inputs_outside_output(items, out_dir, tail: str) -> None:
+    """Refuse input images (``items``' payload ``image``) in ``out_dir`` or its
+    ``SegmentationClass/`` / ``Overlays/``: the run would overwrite them (its label PNGs), or a
+    rerun would take its own pictures (``contact_sheet.jpg``, overlays) as inputs. ``tail``: the
+    name of the suggested other folder (``<input folder>_<tail>``)."""
+    out = Path(out_dir).resolve()
+    written = {out, out / OVERLAY_DIR, out / MASK_DIR}
+    for folder in {Path(it.payload['image']).parent for it in items}:
+        if folder.resolve() in written:
+            raise UserInputError(
+                f'the input images in {folder} lie in a folder this run writes (--out '
+                f'{out_dir}): it would overwrite them (label PNGs), or a rerun take its outputs '
+                f'(contact_sheet.jpg, overlays) as inputs. Give --out another folder, e.g. '
+                f'--out {folder.resolve()}_{tail}')

@@ -20,8 +20,8 @@ from ..models.online_labeler import label_images
 from .builders import (build_generator, check_class_names, check_model, job_header,
                        load_engine)
 from .eval_labels import GroundTruthFormat
-from .folders import (IGNORE_INDEX, MASK_DIR, encode_label_png, list_images, palette_for,
-                      read_rgb, record_path, split_path)
+from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encode_label_png,
+                      list_images, palette_for, read_rgb, record_path, split_path)
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem
 from .jobs import run_job
 
@@ -70,7 +70,9 @@ def images_from_dataset_config(config: str, split: str = 'train'):
                       source=info['img_path'])
              for info in data_list]
     if not items:
-        raise UserInputError(f'the {split} dataset of {config} lists no images')
+        listing = dataset.ann_file or dataset.data_prefix.get('img_path', dataset.data_root)
+        raise UserInputError(f'the {split} dataset of {config} lists no images ({listing} is '
+                             'empty)')
     return items, list(dataset.metainfo['classes']), GroundTruthFormat.of_dataset(dataset)
 
 
@@ -150,6 +152,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         UserInputError: before any work, for a missing model, an unknown class name, or an
             image without image-level labels.
     """
+    check_inputs_outside_output(items, out_dir, 'labels')
     model = check_model(model)
     generator = build_generator(gen_cfg, classes)
     if image_labels is not None:

@@ -11,8 +11,9 @@ import torch
 
 from ..models.online_labeler import label_images
 from .builders import build_generator, check_model, job_header, load_engine
-from .folders import (MASK_DIR, OVERLAY_DIR, encode_jpeg, encode_label_png, list_images,
-                      palette_for, read_rgb, record_path, split_path)
+from .folders import (MASK_DIR, OVERLAY_DIR, check_inputs_outside_output, encode_jpeg,
+                      encode_label_png, list_images, palette_for, read_rgb, record_path,
+                      split_path)
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem
 from .jobs import run_job
 from .pseudo_label import WORK_SIZE, stack_work_images, to_work_size
@@ -29,19 +30,6 @@ def segment_items(path) -> List[WorkItem]:
         if items:
             return items
     raise UserInputError(f'{path}: no image file or folder of images')
-
-
-def check_inputs_outside_output(items: Sequence[WorkItem], out_dir) -> None:
-    """Refuse input images in ``out_dir`` or its ``Overlays/`` / ``SegmentationClass/``: a
-    rerun would take the tool's own pictures (``contact_sheet.jpg``, overlays) as inputs."""
-    out = Path(out_dir).resolve()
-    written = {out, out / OVERLAY_DIR, out / MASK_DIR}
-    for folder in {Path(it.payload['image']).parent for it in items}:
-        if folder.resolve() in written:
-            raise UserInputError(
-                f'the input images in {folder} lie in a folder this run writes (--out '
-                f'{out_dir}): a rerun would take its outputs (contact_sheet.jpg, overlays) as '
-                f'inputs. Give --out another folder, e.g. --out {folder.resolve()}_segments')
 
 
 def read_image_pair(item: WorkItem, size: int = WORK_SIZE):
@@ -75,7 +63,7 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
     ``None`` = unlabelled DiffSeg segments) and draw overlays (``Overlays/<id>.jpg``);
     ``workers``: loader and writer processes (:func:`.jobs.run_job`); ``compile_backend``: see
     :func:`.load_engine`."""
-    check_inputs_outside_output(items, out_dir)
+    check_inputs_outside_output(items, out_dir, 'segments')
     model = check_model(model)
     classes = None if names is None else ['background'] + [n for n in names if n != 'background']
     generator = build_generator(gen_cfg, classes)

@@ -18,8 +18,7 @@ import torch
 
 from ..datasets.class_names import CITYSCAPES_HUMAN_VEHICLE_CLASSES, DATASET_CLASSES
 from ..generators.seediff import resolutions_for
-from .builders import (build_generator, check_class_names, check_model, job_header,
-                       load_engine)
+from .builders import build_generator, check_model, job_header, load_engine
 from .folders import IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, palette_for, split_path
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem, item_seed
 from .jobs import run_job
@@ -88,8 +87,16 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
     names = list(names)
     if not names:
         raise UserInputError('no classes to synthesise')
-    label_set = list(label_set) if label_set is not None else ['background'] + names
-    check_class_names(names, label_set, '--classes')
+    if label_set is None:
+        label_set = ['background'] + names
+    else:
+        label_set = list(label_set)
+        outside = sorted({n for n in names if n not in label_set})
+        if outside:
+            raise UserInputError(
+                f'--classes {outside} not in --label-set (the mask indices: {label_set}); '
+                'leave --label-set out for masks of background + the --classes, or give a '
+                '--label-set that holds them')
     if prompts is not None:
         bad = [p for p in prompts if '{}' not in p]
         if bad or not prompts:

@@ -139,10 +139,18 @@ def test_folders_that_would_lose_or_reuse_outputs_are_refused_before_any_work(
     for source in (images, overlays):
         err = run_in_process('segment', source, '--out', images, *segment, expect=2)
         assert (f'the input images in {source} lie in a folder this run writes (--out '
-                f'{images}): a rerun would take its outputs (contact_sheet.jpg, overlays) as '
-                f'inputs') in err
+                f'{images}): it would overwrite them (label PNGs), or a rerun take its outputs '
+                f'(contact_sheet.jpg, overlays) as inputs') in err
         assert f'--out {source.resolve()}_segments' in err
     assert sorted(p.name for p in images.iterdir()) == ['Overlays', 'voc_val_0.png']
+    # pseudo_label's: its label PNGs taken as images would be overwritten by their own labels
+    masks = images / 'SegmentationClass'
+    masks.mkdir()
+    shutil.copyfile(images / 'voc_val_0.png', masks / 'voc_val_0.png')
+    err = run_in_process('pseudo_label', masks, '--out', images, *unlabelled, expect=2)
+    assert f'the input images in {masks} lie in a folder this run writes' in err
+    assert f'--out {masks.resolve()}_labels' in err
+    assert (masks / 'voc_val_0.png').read_bytes() == (images / 'voc_val_0.png').read_bytes()
 
     # another tool's folder: said so, without listing the settings that differ with it
     labels = tmp_path / 'labels'

@@ -269,7 +269,8 @@ def test_bad_input_stops_before_any_work(tiny_model, voc_images, tmp_path):
     assert 'Traceback' not in result.stderr
     err = run_in_process('synthesize', '--classes', 'cat,unicorn', '--label-set', 'voc',
                          '--model', tiny_model, '--out', out, expect=2)
-    assert "unknown class name(s) ['unicorn']" in err
+    assert "--classes ['unicorn'] not in --label-set (the mask indices: ['background'," in err
+    assert 'leave --label-set out for masks of background + the --classes' in err
     err = run_in_process('segment', voc_images, '--classes', 'cat,', '--model',
                          tmp_path / 'no_such_model', '--out', out, expect=2)
     assert 'no_such_model' in err and 'model_index.json' in err

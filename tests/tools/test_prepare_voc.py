@@ -2,6 +2,7 @@
 what the VOC configs read (aug split, SegmentationClassAug, image_labels.json)."""
 import importlib.util
 import json
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
@@ -17,6 +18,7 @@ from sample_data import shared_path
 from scipy.io import savemat
 
 import mmdiffseg  # noqa: F401
+from mmdiffseg.apis.io import OutputWriteError, UserInputError
 from mmdiffseg.datasets import DATASET_CLASSES
 
 CONVERTERS = REPO / 'tools' / 'dataset_converters'
@@ -170,7 +172,7 @@ def test_pseudo_label_config_reads_a_pseudo_label_folder(prepared):
 
 
 def test_missing_release_files_are_named(tmp_path):
-    with pytest.raises(SystemExit, match=r'split file .*train.txt not found \(VOC 2012: http'):
+    with pytest.raises(UserInputError, match=r'split file .*train.txt not found \(VOC 2012: http'):
         load('voc_aug').main([str(tmp_path / 'VOCdevkit')])
 
 
@@ -186,8 +188,27 @@ def test_sample_folder_becomes_a_devkit_and_refuses_another(tmp_path):
     labels = json.loads((voc / 'image_labels.json').read_text())
     assert labels['voc_val_582'] == ['motorbike', 'person']
     (voc / 'ImageSets/Segmentation/train.txt').write_text('2007_000032\n')
-    with pytest.raises(SystemExit, match='already holds another dataset'):
+    with pytest.raises(UserInputError, match='already holds another dataset'):
         voc_aug.main([str(tmp_path / 'devkit'), '--from-samples', str(samples)])
+
+
+def test_a_split_that_cannot_be_made_writes_nothing(tmp_path, monkeypatch):
+    """Rerun on a --from-samples devkit (train = val): the aug split would be empty, which the
+    VOC configs would read as a dataset of no image; missing XML annotations are found before
+    the aug split is rewritten. Both leave every file as it was."""
+    monkeypatch.chdir(tmp_path)
+    voc_aug = load('voc_aug')
+    voc_aug.main(['devkit', '--from-samples', str(shared_path('voc2012_val_samples'))])
+    splits = tmp_path / 'devkit/VOC2012/ImageSets/Segmentation'
+    before = {p.name: p.read_bytes() for p in splits.iterdir()}
+    with pytest.raises(UserInputError, match='aug split would be empty: every image of .*train.txt'
+                                             ' is in val.txt and no --sbd was given'):
+        voc_aug.main(['devkit', '--labels-from', 'gt'])
+    (splits / 'val.txt').write_text('voc_val_0\n')
+    before['val.txt'] = (splits / 'val.txt').read_bytes()
+    with pytest.raises(UserInputError, match=r'images have no .*Annotations/<id>.xml .*nothing was'):
+        voc_aug.main(['devkit'])
+    assert {p.name: p.read_bytes() for p in splits.iterdir()} == before
 
 
 def test_ade20k_image_labels_from_annotations(tmp_path):
@@ -203,3 +224,26 @@ def test_ade20k_image_labels_from_annotations(tmp_path):
     for path in sorted(annotations.glob('*.png')):
         expected = transform(dict(seg_map_path=str(path), reduce_zero_label=True))['image_labels']
         assert labels[path.stem] == expected and expected
+
+
+def test_image_labels_read_a_class_set_as_its_dataset_does(tmp_path):
+    """ADE20K's reduce_zero_label is the default of --classes ade20k (as in the offline tools):
+    without it, 0 ("other") would be read as 'wall' and every class shifted. A misspelt class
+    set and an unwritable output are named, not turned into a one-class list or a traceback."""
+    image_labels = load('image_labels')
+    annotations = str(shared_path('ade20k_val_samples', 'annotations'))
+    outs = {}
+    for flag in ([], ['--reduce-zero-label'], ['--no-reduce-zero-label']):
+        outs[tuple(flag)] = out = tmp_path / f'labels{len(outs)}.json'
+        image_labels.main([annotations, '--classes', 'ade20k', *flag, '--out', str(out)])
+    assert outs[()].read_bytes() == outs[('--reduce-zero-label',)].read_bytes()
+    assert outs[()].read_bytes() != outs[('--no-reduce-zero-label',)].read_bytes()
+    with pytest.raises(UserInputError, match="'vocc' is not a class set; did you mean 'voc'"):
+        image_labels.main([annotations, '--classes', 'vocc', '--out', str(tmp_path / 'x.json')])
+    with pytest.raises(OutputWriteError):
+        image_labels.main([annotations, '--classes', 'ade20k', '--out', str(tmp_path)])
+    run = subprocess.run([sys.executable, str(CONVERTERS / 'image_labels.py'), annotations,
+                          '--classes', 'vocc', '--out', str(tmp_path / 'x.json')],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.startswith('error: --classes') and \
+        'Traceback' not in run.stderr

@@ -301,3 +301,18 @@ def test_an_empty_class_name_is_refused_before_the_model_loads(tmp_path):
     assert not out.exists()
     err = run_in_process('segment', image, '--classes', 'cat,', *model, expect=2)
     assert NO_MODEL in err  # the one-class list passes
+
+
+def test_prefill_refuses_bad_arguments_before_reading_the_config(tmp_path, capsys):
+    """A misspelt config path, device, worker or batch count: one usage line and status 2
+    (they were tracebacks, or a batch size of 0 silently replaced by the config's)."""
+    config = str(REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-iseg-online-128x128.py')
+    prefill = load_tool('prefill_labels')
+    for args, message in (([str(tmp_path / 'nope.py')], 'nope.py not found'),
+                          ([config, '--device', 'gpu'], "--device 'gpu' is not a device"),
+                          ([config, '--workers', '-1'], "expected a non-negative integer, got '-1'"),
+                          ([config, '--batch-size', '0'], "expected a positive integer, got '0'")):
+        with pytest.raises(SystemExit) as exit_info:
+            prefill.parse_args(args)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert prefill.parse_args([config, '--workers', '0', '--batch-size', '3']).workers == 0

@@ -2,32 +2,35 @@
 
 The file the weakly supervised configs (``LoadImageLevelLabels(ann_file=...)``) and
 ``tools/pseudo_label.py --labels`` read: ``{"<image id>": ["class", ...]}``, the classes present in
-each label map, 255 and ``background`` left out. For PASCAL VOC, ``voc_aug.py`` writes it from VOC's
+each label map, 255 and ``background`` left out. The maps are read as the class set's mmseg dataset
+reads them (ADE20K: 0 = "other", k = class k-1, mmseg's ``reduce_zero_label``; Cityscapes: its
+label map), as ``tools/eval_labels.py`` does. For PASCAL VOC, ``voc_aug.py`` writes it from VOC's
 own XML object annotations (the standard weak labels) or from the masks.
 
-    # ADE20K (annotations: 0 = "other", 1..150 = the classes, i.e. reduce_zero_label)
     python tools/dataset_converters/image_labels.py data/ade/ADEChallengeData2016/annotations/training \\
-        --classes ade20k --reduce-zero-label --out data/ade/ADEChallengeData2016/image_labels.json
+        --classes ade20k --out data/ade/ADEChallengeData2016/image_labels.json
 """
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
-import mmdiffseg  # noqa: F401  (work-arounds + registration)
-from mmdiffseg.apis.io import atomic_write
-from mmdiffseg.apis.pseudo_label import labels_from_ground_truth
-from mmdiffseg.datasets.class_names import DATASET_CLASSES, resolve_classes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: the shared options
+from offline_args import (HelpFormatter, add_reduce_zero_label_arg,  # noqa: E402
+                          classes_help, parse)
 
+import mmdiffseg  # noqa: F401,E402  (work-arounds + registration)
+from mmdiffseg.apis.cli import resolve_class_arg  # noqa: E402
+from mmdiffseg.apis.eval_labels import GroundTruthFormat  # noqa: E402
+from mmdiffseg.apis.io import UserInputError, atomic_write  # noqa: E402
+from mmdiffseg.apis.pseudo_label import labels_from_ground_truth  # noqa: E402
 
-def labels_from_label_maps(label_maps: Dict[str, Path], classes: Sequence[str],
-                           reduce_zero_label: bool = False) -> Dict[str, List[str]]:
-    """Image id -> the class names present in its label map (index order). With
-    ``reduce_zero_label`` value 0 is no class and value ``k`` is ``classes[k - 1]`` (ADE20K)."""
-    names = ['background', *classes] if reduce_zero_label else list(classes)
-    return labels_from_ground_truth({k: str(v) for k, v in label_maps.items()}, names)
+EPILOG = '''exit status:
+  0    done
+  2    bad input, found before any write
+  3    the output cannot be written'''
 
 
 def write_image_labels(labels: Dict[str, List[str]], out: Path) -> None:
@@ -37,29 +40,33 @@ def write_image_labels(labels: Dict[str, List[str]], out: Path) -> None:
 
 
 def parse_args(argv=None):
+    import argparse
     parser = argparse.ArgumentParser(
         description='image_labels.json from ground-truth label maps (the classes present)',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog=EPILOG, formatter_class=HelpFormatter)
     parser.add_argument('label_dir', type=Path, help='folder of label PNGs (<image id>.png)')
     parser.add_argument('--classes', required=True,
-                        help=f'class set ({", ".join(sorted(DATASET_CLASSES))}) or a,b,c')
-    parser.add_argument('--reduce-zero-label', action='store_true',
-                        help='label 0 is "other" and k is class k-1 (ADE20K annotations)')
+                        help=classes_help('the classes of the label maps'))
+    add_reduce_zero_label_arg(parser)
     parser.add_argument('--suffix', default='.png', help='label map suffix')
     parser.add_argument('--out', type=Path, required=True, help='the JSON file to write')
-    return parser.parse_args(argv)
+    return parse(parser, argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    classes = resolve_classes(args.classes if args.classes in DATASET_CLASSES
-                              else args.classes.split(','))
+    classes = resolve_class_arg(args.classes)
+    gt_format = GroundTruthFormat.of_class_set(args.classes, args.suffix, args.reduce_zero_label)
     maps = {p.name[:-len(args.suffix)]: p for p in sorted(args.label_dir.glob(f'*{args.suffix}'))}
     if not maps:
-        raise SystemExit(f'image_labels.py: no *{args.suffix} label maps in {args.label_dir}')
-    write_image_labels(labels_from_label_maps(maps, classes, args.reduce_zero_label), args.out)
-    print(f'{args.out}: image-level labels of {len(maps)} images')
+        raise UserInputError(f'no *{args.suffix} label maps in {args.label_dir}')
+    labels = labels_from_ground_truth({k: str(v) for k, v in maps.items()}, classes,
+                                      gt_format=gt_format)
+    write_image_labels(labels, args.out)
+    print(f'{args.out}: image-level labels of {len(maps)} images (read with reduce_zero_label='
+          f'{gt_format.reduce_zero_label})')
 
 
 if __name__ == '__main__':
-    main()
+    from mmdiffseg.apis.cli import run_cli
+    sys.exit(run_cli(main))

@@ -33,10 +33,11 @@ from mmengine.utils import track_progress
 from scipy.io import loadmat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from image_labels import labels_from_label_maps, write_image_labels  # noqa: E402
+from image_labels import write_image_labels  # noqa: E402
 
 from mmdiffseg.apis.folders import encode_jpeg, encode_label_png, palette_for, read_rgb  # noqa: E402
-from mmdiffseg.apis.io import atomic_write  # noqa: E402
+from mmdiffseg.apis.io import UserInputError, atomic_write  # noqa: E402
+from mmdiffseg.apis.pseudo_label import labels_from_ground_truth  # noqa: E402
 from mmdiffseg.datasets.class_names import DATASET_CLASSES  # noqa: E402
 
 VOC_CLASSES = DATASET_CLASSES['voc']
@@ -49,7 +50,7 @@ DOWNLOADS = ('VOC 2012: http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainv
 
 def read_split(path: Path) -> List[str]:
     if not path.is_file():
-        raise SystemExit(f'voc_aug.py: split file {path} not found ({DOWNLOADS})')
+        raise UserInputError(f'split file {path} not found ({DOWNLOADS})')
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -74,7 +75,7 @@ def xml_labels(path: Path, exclude_difficult: bool = False) -> List[str]:
     for obj in ET.parse(path).getroot().findall('object'):
         name = (obj.findtext('name') or '').strip()
         if name not in VOC_CLASSES:
-            raise SystemExit(f'voc_aug.py: {path}: unknown class {name!r} (VOC: {VOC_CLASSES[1:]})')
+            raise UserInputError(f'{path}: unknown class {name!r} (VOC: {VOC_CLASSES[1:]})')
         if not (exclude_difficult and (obj.findtext('difficult') or '0').strip() == '1'):
             names.add(name)
     return [c for c in VOC_CLASSES if c in names]
@@ -95,26 +96,31 @@ def build_aug_masks(voc: Path, aug: Sequence[str], sbd_cls: Path = None) -> None
         source = mat if mat is not None and mat.is_file() else \
             voc / 'SegmentationClass' / f'{image_id}.png'
         if not source.is_file():
-            raise SystemExit(f'voc_aug.py: no mask for {image_id} (neither SBD nor {source})')
+            raise UserInputError(f'no mask for {image_id} (neither SBD nor {source})')
         if not out.is_file():
             jobs.append((out, source))
     if jobs:
         track_progress(_write_mask, jobs)
 
 
+def check_annotations(voc: Path, ids: Sequence[str]) -> None:
+    """Every image of ``ids`` has its ``Annotations/<id>.xml`` (checked before any write)."""
+    missing = [i for i in ids if not (voc / 'Annotations' / f'{i}.xml').is_file()]
+    if missing:
+        raise UserInputError(f'{len(missing)} images have no {voc}/Annotations/<id>.xml (e.g. '
+                             f'{missing[:3]}); use --labels-from gt (nothing was written)')
+
+
 def image_labels(voc: Path, ids: Sequence[str], labels_from: str,
                  exclude_difficult: bool) -> Dict[str, List[str]]:
     if labels_from == 'xml':
-        missing = [i for i in ids if not (voc / 'Annotations' / f'{i}.xml').is_file()]
-        if missing:
-            raise SystemExit(f'voc_aug.py: {len(missing)} images have no {voc}/Annotations/<id>.xml '
-                             f'(e.g. {missing[:3]}); use --labels-from gt')
+        check_annotations(voc, ids)
         return {i: xml_labels(voc / 'Annotations' / f'{i}.xml', exclude_difficult) for i in ids}
     maps = {}
     for i in ids:
         aug = voc / 'SegmentationClassAug' / f'{i}.png'
-        maps[i] = aug if aug.is_file() else voc / 'SegmentationClass' / f'{i}.png'
-    return labels_from_label_maps(maps, VOC_CLASSES)
+        maps[i] = str(aug if aug.is_file() else voc / 'SegmentationClass' / f'{i}.png')
+    return labels_from_ground_truth(maps, VOC_CLASSES)
 
 
 def prepare_voc(devkit: Path, sbd: Path = None, labels_from: str = 'xml',
@@ -128,13 +134,21 @@ def prepare_voc(devkit: Path, sbd: Path = None, labels_from: str = 'xml',
         sbd_ids = read_split(dataset / 'train.txt') + read_split(dataset / 'val.txt')
         sbd_cls = dataset / 'cls'
     aug = aug_split(sbd_ids, train, val)
+    if not aug:
+        raise UserInputError(
+            f'the aug split would be empty: every image of {voc}/{SPLITS}/train.txt is in val.txt'
+            + ('' if sbd else ' and no --sbd was given') + ' (a devkit made with --from-samples '
+            'already has its aug split); nothing was written')
     missing = [i for i in aug if not (voc / 'JPEGImages' / f'{i}.jpg').is_file()]
     if missing:
-        raise SystemExit(f'voc_aug.py: {len(missing)} images of the aug split are not in '
-                         f'{voc}/JPEGImages (e.g. {missing[:3]}); is it VOC 2012?')
+        raise UserInputError(f'{len(missing)} images of the aug split are not in '
+                             f'{voc}/JPEGImages (e.g. {missing[:3]}); is it VOC 2012?')
+    labelled = sorted(set(aug).union(train, val))
+    if labels_from == 'xml':
+        check_annotations(voc, labelled)
     build_aug_masks(voc, aug, sbd_cls)
     write_split(voc, 'aug', aug)
-    labels = image_labels(voc, sorted(set(aug).union(train, val)), labels_from, exclude_difficult)
+    labels = image_labels(voc, labelled, labels_from, exclude_difficult)
     write_image_labels(labels, voc / 'image_labels.json')
     return dict(aug=aug, train=train, val=val)
 
@@ -146,13 +160,13 @@ def prepare_samples(samples: Path, devkit: Path) -> List[str]:
         if (samples / 'JPEGImages').is_dir() else {}
     ids = sorted(set(masks) & set(images))
     if not ids:
-        raise SystemExit(f'voc_aug.py: no image with a mask in {samples} (JPEGImages/*, '
-                         'SegmentationClass/*.png)')
+        raise UserInputError(f'no image with a mask in {samples} (JPEGImages/*, '
+                             'SegmentationClass/*.png)')
     voc = devkit / 'VOC2012'
     split = voc / SPLITS / 'train.txt'
     if split.is_file() and read_split(split) != ids:
-        raise SystemExit(f'voc_aug.py: {voc} already holds another dataset ({split}); '
-                         'choose another folder')
+        raise UserInputError(f'{voc} already holds another dataset ({split}); '
+                             'choose another folder')
     for image_id in ids:
         image = voc / 'JPEGImages' / f'{image_id}.jpg'
         if not image.is_file():
@@ -197,4 +211,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    from mmdiffseg.apis.cli import run_cli
+    sys.exit(run_cli(main))
