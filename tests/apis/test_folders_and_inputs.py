@@ -124,6 +124,10 @@ def test_items_from_an_mmseg_dataset_config(tmp_path, shared_data):
     assert items[1].payload['gt'].endswith('SegmentationClass/voc_val_0.png')
     with pytest.raises(UserInputError, match='no train_dataloader'):
         images_from_dataset_config(str(config), 'train')
+    split.write_text('')  # e.g. an aug split emptied by a converter: the file is named
+    with pytest.raises(UserInputError, match=f'the val dataset of .* lists no images \\({split} is '
+                                             'empty\\)'):
+        images_from_dataset_config(str(config), 'val')
 
 
 def test_synth_items_have_stable_ids_and_seeds():
