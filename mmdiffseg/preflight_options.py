@@ -14,7 +14,6 @@ import inspect
 from pathlib import Path
 from typing import Iterator, List, Optional, Set, Tuple
 
-import torch
 
 from .preflight_data import Missing, nearest
 
@@ -134,42 +133,34 @@ def hub_id_like(model: str) -> bool:
     return model.count('/') == 1 and not model.startswith(('.', '/', '~'))
 
 
-def _meta_unet(model: str):
-    """``model``'s U-Net built from its config on the meta device (no weights, no memory), where
-    the config is here: a local diffusers folder or the Hugging Face cache; else None."""
+def _model_folder(model: str) -> Optional[Path]:
+    """The folder holding ``model``'s ``unet/config.json``: a local diffusers folder, or its
+    snapshot in the Hugging Face cache; None where the config is not here."""
     from huggingface_hub import try_to_load_from_cache
     folder = Path(model).expanduser()
-    config = folder / 'unet' / 'config.json' if folder.is_dir() else \
-        try_to_load_from_cache(model, 'unet/config.json') if hub_id_like(model) else None
-    if not isinstance(config, (str, Path)) or not Path(config).is_file():
-        return None
-    from diffusers import UNet2DConditionModel
-    try:
-        with torch.device('meta'):
-            return UNet2DConditionModel.from_config(
-                UNet2DConditionModel.load_config(Path(config).parent))
-    except Exception:  # another architecture: the run's own checks name what does not fit
-        return None
+    if folder.is_dir():
+        return folder if (folder / 'unet' / 'config.json').is_file() else None
+    cached = try_to_load_from_cache(model, 'unet/config.json') if hub_id_like(model) else None
+    return Path(cached).parents[1] if isinstance(cached, str) else None
 
 
 def check_head_layout(generator: dict, model: str, where: str) -> List[Missing]:
     """Head indices of the generator's capture spec (``where``: its config key) that ``model``'s
-    U-Net does not have, checked as the engine does (at 512x512), without loading weights."""
-    from .attention.capture import CaptureSession
-    from .attention.unet_layers import unet_attention_layers
+    U-Net does not have, checked as the engine does, on its config (no weights)."""
+    from .attention.unet_layers import check_capture_on_config
     from .registry import MASK_GENERATORS
     built = MASK_GENERATORS.build(dict(generator))
     spec = getattr(built, 'capture_spec', None)
-    if spec is None or all(request.heads is None for request in spec.requests):
-        return []
-    unet = _meta_unet(model)
-    if unet is None:
+    folder = _model_folder(model)
+    if folder is None or spec is None or all(r.heads is None for r in spec.requests):
         return []
     try:
-        CaptureSession(spec, unet_attention_layers(unet, 64), batch_size=1)
+        check_capture_on_config(folder, spec)
     except ValueError as err:
         fix = getattr(built, 'head_layout_fix', None)
         return [Missing(f'{where} cannot run on {model!r}: {str(err).split("; fix: ")[0]}',
                         fix(where) if fix else f'choose head indices {model!r} has in {where}',
                         [where])]
+    except Exception:  # another architecture: the run's own checks name what does not fit
+        return []
     return []

@@ -28,11 +28,9 @@ generator = dict(
     flat_layer_var=1e-4,       # on the head-summed 16x16 layer map
     num_heads=8,               # SD 1.4 has 8 heads per layer
     # Class names are prompted as written ('pottedplant' -> CLIP tokens pot/ted/plant). Which
-    # tokens are read, as offsets from the name's first token (default [0], the first, as
-    # released). Released rules (seediff_app.py:aggregate_attention): pottedplant = pot + plant;
-    # tvmonitor = tv + the token two after it, which is the END token (tv/monitor/<end>);
-    # diningtable = the token after the first, 'ing' (din/ing/table). The last two are
-    # off-by-one accidents kept as released; the intended words are
+    # tokens are read, as offsets from the name's first token: SeeDiff's default, the released
+    # rules (seediff.RELEASED_TOKEN_OFFSETS: [0] except pot + plant; tv + the END token; 'ing' of
+    # din/ing/table), written out here. The intended words of the last two would be
     # token_offsets=dict(pottedplant=[0, 2], tvmonitor=[0, 1], diningtable=[2]).
     token_offsets=dict(pottedplant=[0, 2], tvmonitor=[0, 2], diningtable=[1]),
 )

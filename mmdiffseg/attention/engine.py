@@ -349,7 +349,7 @@ class DiffusionAttentionEngine:
                  class_names: Optional[Sequence[Sequence[str]]] = None, steps: int = 50,
                  guidance_scale: float = 7.0, seed: Union[int, Sequence[int]] = 0,
                  capture: CaptureSpec = CaptureSpec(), height: int = 512, width: int = 512,
-                 negative_prompt: Union[str, Sequence[str]] = ''
+                 negative_prompt: Union[str, Sequence[str], None] = None
                  ) -> Tuple[torch.Tensor, AttentionMaps]:
         """Text -> images with the pipeline's scheduler, plus attention averaged over the
         denoising steps, conditional half only (SeeDiff). A step is one U-Net call:
@@ -361,7 +361,8 @@ class DiffusionAttentionEngine:
             seed: one int for all prompts (prompt ``i`` uses ``seed + i``) or one per prompt;
                 the initial latents come from CPU generators, so a seed gives the same images on
                 every device.
-            negative_prompt: the uncond prompt, one for all prompts or one per prompt.
+            negative_prompt: the uncond prompt, one for all prompts or one per prompt; None:
+                the empty prompt (as diffusers and SeeDiff's release).
 
         Returns:
             ``(images, maps)``: uint8 ``(B, 3, height, width)`` RGB on the CPU and the maps.
@@ -369,6 +370,7 @@ class DiffusionAttentionEngine:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         seeds = [int(seed) + i for i in range(len(prompts))] if np.ndim(seed) == 0 \
             else [int(s) for s in seed]
+        negative_prompt = '' if negative_prompt is None else negative_prompt
         negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) \
             else list(negative_prompt)
         for what, values in (('seed', seeds), ('negative_prompt', negatives)):

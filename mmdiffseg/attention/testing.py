@@ -126,17 +126,3 @@ def tiny_engine(sd_config_dir: Union[str, Path], *, full_size: bool = False, see
     from .engine import DiffusionAttentionEngine
     folder = cached_tiny_pipeline_folder(sd_config_dir, full_size=full_size, seed=seed)
     return DiffusionAttentionEngine.from_pretrained(folder, **kwargs)
-
-
-def check_capture_on_config(sd_config_dir: Union[str, Path], capture, image_size: int = 512) -> None:
-    """:meth:`DiffusionAttentionEngine.check_capture` against the full-size U-Net of a real config,
-    built on the ``meta`` device (layers and head counts, no weights, no memory: milliseconds)."""
-    from diffusers import UNet2DConditionModel
-
-    from .capture import CaptureSession
-    from .maps import as_capture_spec
-    from .unet_layers import unet_attention_layers
-    with torch.device('meta'):
-        unet = UNet2DConditionModel.from_config(_read_json(Path(sd_config_dir) / 'unet' / 'config.json'))
-    layers = unet_attention_layers(unet, image_size // 8)
-    CaptureSession(as_capture_spec(capture), layers, batch_size=1)

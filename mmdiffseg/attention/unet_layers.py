@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import weakref
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
 
 import torch
 
@@ -96,3 +97,22 @@ def unet_attention_layers(unet, latent_size: int) -> List[AttentionLayer]:
         layers.append(AttentionLayer(name, 'self' if which == 'attn1' else 'cross',
                                      latent_size // 2 ** level, module.heads))
     return layers
+
+
+def check_capture_on_config(sd_folder: Union[str, Path], capture, image_size: int = 512) -> None:
+    """:meth:`DiffusionAttentionEngine.check_capture` against the full-size U-Net of a diffusers
+    folder's ``unet/config.json`` (weights need not be there), built on the ``meta`` device
+    (layers and head counts, no weights, no memory: milliseconds).
+
+    Raises:
+        ValueError: as the engine's check, naming the request and what the U-Net offers.
+    """
+    from diffusers import UNet2DConditionModel
+
+    from .capture import CaptureSession
+    from .maps import as_capture_spec
+    with torch.device('meta'):
+        unet = UNet2DConditionModel.from_config(
+            UNet2DConditionModel.load_config(Path(sd_folder) / 'unet'))
+    CaptureSession(as_capture_spec(capture), unet_attention_layers(unet, image_size // 8),
+                   batch_size=1)

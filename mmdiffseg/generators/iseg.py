@@ -56,7 +56,7 @@ from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention
                          refine_with_self_attention)
 from .iseg_presets import (CROSS_LAYERS, ISEG_PRESETS, RELEASED_CLASS_ORDER,
                            SD21_VOC_HEADS, SELF_LAYER, VOC_BG_CONTEXT, WSSS_PROMPT,
-                           check_cross_heads, head_layout_fix, heads_at)
+                           applies_preset, check_cross_heads, head_layout_fix, heads_at)
 from .iseg_tokens import RELEASED_TOKEN_MISCOUNTS, TOKEN_TABLES, token_names
 from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
 
@@ -108,7 +108,8 @@ class ISeg(MaskGenerator):
             (:mod:`.iseg_graphs`).
         cam_bg_thr: 0 = background score ``(1 - max)^2``; > 0 = score threshold [``cam_bg_thr``].
         mask_size: side the class maps are upsampled to before min-max [``test_mask_size``].
-        preset: name of the preset these settings come from (used in messages only).
+        preset: a task of :data:`ISEG_PRESETS` whose released settings fill every option not
+            given (``ISeg(preset='wsss_coco')``, ``dict(type='ISeg', preset='wsss_coco')``).
         class_order: order of an image's classes in its prompt and in the argmax (ties go to the
             first); names not listed follow in ``classes`` order. Default: the vocabulary's
             released label order where it is not the dataset's (:data:`RELEASED_CLASS_ORDER`:
@@ -121,6 +122,7 @@ class ISeg(MaskGenerator):
     #: the fix pre-flight names when the head lists do not fit the model (``where``: config key)
     head_layout_fix = staticmethod(head_layout_fix)
 
+    @applies_preset
     def __init__(self,
                  classes: Optional[Sequence[str]] = None,
                  vocabulary: Optional[str] = 'voc',
@@ -221,9 +223,7 @@ class ISeg(MaskGenerator):
     @classmethod
     def from_preset(cls, name: str, **overrides) -> 'ISeg':
         """The released settings of one task (:data:`ISEG_PRESETS`), optionally changed."""
-        if name not in ISEG_PRESETS:
-            raise KeyError(f'ISeg: unknown preset {name!r}; known: {sorted(ISEG_PRESETS)}')
-        return cls(**{**ISEG_PRESETS[name], **overrides, 'preset': name})
+        return cls(**overrides, preset=name)
 
     # -- what the engine must do -------------------------------------------------------------
     @property

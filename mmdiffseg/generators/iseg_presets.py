@@ -1,5 +1,7 @@
 """iSeg's layer and head lists, prompts and per-task settings (linsun449/iseg.code, ALGORITHMS.md
 3.1-3.6), and our SD 1.x adaptation of the VOC tasks."""
+import functools
+import inspect
 from typing import Dict, Mapping, Optional
 
 #: cross-attention layers read at each resolution, in forward order (``wsss/arguments.py``).
@@ -80,6 +82,25 @@ def head_layout_fix(where: str = '') -> str:
              "label cache's generator (e.g. train_dataloader.dataset.pipeline.2.cache.generator."
              'cross_heads=None)') + '; for SD 1.x the presets configs/iseg/iseg_wsss_voc_sd1x.py '
             '/ iseg_ovs_voc_sd1x.py do this')
+
+
+def applies_preset(init):
+    """``ISeg.__init__`` whose ``preset=NAME`` fills each option not passed from
+    ``ISEG_PRESETS[NAME]`` (``dict(type='ISeg', preset='wsss_coco')`` is that task's released
+    settings); the options passed override it. The signature stays ``init``'s."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def init_with_preset(self, *args, **kwargs):
+        bound = signature.bind_partial(self, *args, **kwargs)
+        name = bound.arguments.get('preset')
+        if name is not None:
+            if name not in ISEG_PRESETS:
+                raise KeyError(f'ISeg: unknown preset {name!r}; known: {sorted(ISEG_PRESETS)}')
+            for key, value in ISEG_PRESETS[name].items():
+                bound.arguments.setdefault(key, value)
+        return init(*bound.args, **bound.kwargs)
+    return init_with_preset
 
 
 def check_cross_heads(cross_heads):

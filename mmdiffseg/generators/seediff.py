@@ -44,8 +44,8 @@ from .base import MaskGenerator
 from .functional import minmax_normalize, otsu_threshold
 from .pamr import PAMR
 
-__all__ = ['SeeDiff', 'SEEDIFF_SELF_LAYERS', 'RELEASED_RESOLUTIONS', 'resolutions_for',
-           'summed_cosine_similarity', 'otsu_foreground']
+__all__ = ['SeeDiff', 'SEEDIFF_SELF_LAYERS', 'RELEASED_RESOLUTIONS', 'RELEASED_TOKEN_OFFSETS',
+           'resolutions_for', 'summed_cosine_similarity', 'otsu_foreground']
 
 #: the one self-attention layer per level the released code reads (the first one stored, store
 #: order = forward order, up blocks listed first), keyed by its token grid at 512 px
@@ -59,6 +59,12 @@ RELEASED_RESOLUTIONS = tuple(SEEDIFF_SELF_LAYERS)
 #: the seed level's cross-attention, per layer
 CROSS_NAME = 'seediff_cross'
 SEED_RULES = ('otsu', 'alpha')
+#: the release's token rules (``seediff_app.py:aggregate_attention``, ALGORITHMS.md 2.1), by class
+#: name, as offsets from the name's first CLIP token: pottedplant = pot + plant (pot/ted/plant);
+#: tvmonitor = tv + the token two after it, the end token (tv/monitor/<end>); diningtable = the
+#: token after the first, 'ing' (din/ing/table). The last two are off-by-one accidents kept as
+#: released; the intended words: ``token_offsets=dict(tvmonitor=[0, 1], diningtable=[2])``
+RELEASED_TOKEN_OFFSETS = {'pottedplant': (0, 2), 'tvmonitor': (0, 2), 'diningtable': (1,)}
 #: Otsu histogram levels of :func:`otsu_foreground` (released: ``uint16``, 65536)
 OTSU_LEVELS = 1024
 
@@ -130,8 +136,10 @@ class SeeDiff(MaskGenerator):
         num_heads: heads per layer of the captured model; the engine gives the head mean, the
             released variance test sees ``num_heads * mean``.
         token_offsets: per class, which prompt tokens to read, as offsets from the class name's
-            first token; default ``[0]``, the first sub-token, as released. An offset may pass
-            the name's end, as the released rules do (tvmonitor ``[0, 2]``: 'tv' and the end
+            first token; given entries replace those of their names in the default, which is
+            as released: ``[0]`` (the first sub-token), except the release's rules for three VOC
+            names (:data:`RELEASED_TOKEN_OFFSETS`, applied whatever the config). An offset may
+            pass the name's end, as those rules do (tvmonitor ``[0, 2]``: 'tv' and the end
             token). Each selected token's map is normalised per layer and all are summed (the
             released pottedplant rule).
         prompt_templates: for :meth:`generate_kwargs` / :meth:`extract_kwargs`; ``{}`` = class.
@@ -172,7 +180,8 @@ class SeeDiff(MaskGenerator):
                          backend=pamr_backend)
         self.flat_layer_var = float(flat_layer_var)
         self.num_heads = int(num_heads)
-        self.token_offsets = {k: [int(o) for o in v] for k, v in (token_offsets or {}).items()}
+        self.token_offsets = {k: [int(o) for o in v] for k, v in
+                              {**RELEASED_TOKEN_OFFSETS, **(token_offsets or {})}.items()}
         self.prompt_templates = list(prompt_templates)
         self.steps = int(steps)
         self.guidance_scale = float(guidance_scale)

@@ -129,8 +129,8 @@ class AttentionLabeler:
     def generate(self, images: List[np.ndarray], class_names: Optional[List[List[str]]],
                  device: torch.device,
                  out_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[np.ndarray]:
-        """Labels (uint8, each at ``out_sizes[i]``, default its image's size) of RGB uint8
-        ``HxWx3`` images.
+        """Labels (uint8, each at ``out_sizes[i]``, default its image's size) of RGB ``HxWx3``
+        images (uint8, or float 0..255).
 
         Runs outside any autocast region (``--amp`` wraps the preprocessor in one): the engine
         keeps its own dtype and the generator gets float32 maps."""

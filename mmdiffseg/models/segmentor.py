@@ -57,11 +57,14 @@ class DiffusionSegmentor(BaseSegmentor):
                 data_samples: Optional[List] = None) -> List:
         """Each ``(3, H, W)`` image (a batch tensor or a list of any sizes) as the pipeline made
         it: padding of the data preprocessor (its ``test_cfg``) is cut off before the generator
-        sees it, so a prediction does not depend on the other images of its batch."""
+        sees it, so a prediction does not depend on the other images of its batch. The values
+        are passed as they are, float32 0..255: unrounded where the pipeline resized in float
+        (DiffSeg's evaluation, ``ResizeHalfPixelLabels(float_image=True)``, as TF's resize),
+        the uint8 values otherwise."""
         images = []
         for img, sample in zip(inputs, data_samples):
             height, width = sample.metainfo.get('img_shape', img.shape[-2:])[:2]
-            images.append(img[:, :height, :width].clamp(0, 255).round().to(torch.uint8)
+            images.append(img[:, :height, :width].float().clamp(0, 255)
                           .permute(1, 2, 0).cpu().numpy())
         names = None
         if self.use_image_labels:

@@ -350,7 +350,8 @@ def test_generate_seeds_negative_prompts_and_steps(tiny_engine):
     images, _ = engine.generate(**run, seed=3)
     for seed in (np.int64(3), torch.tensor(3), [3, 4]):
         torch.testing.assert_close(engine.generate(**run, seed=seed)[0], images)
-    torch.testing.assert_close(engine.generate(**run, seed=3, negative_prompt=['', ''])[0], images)
+    for none in (['', ''], None):  # None: the empty prompt, as diffusers
+        torch.testing.assert_close(engine.generate(**run, seed=3, negative_prompt=none)[0], images)
     with pytest.raises(ValueError, match='negative_prompt: 1 for 2 prompts'):
         engine.generate(**run, negative_prompt=['blurry'])
     with pytest.raises(ValueError, match='steps=0'):

@@ -271,11 +271,22 @@ def test_config_files_equal_the_presets_and_build(name):
     gen = MASK_GENERATORS.build(cfg.generator)
     assert gen.config_dict() == ISeg.from_preset(name).config_dict()
     assert gen.preset == name
+    # preset= alone is the task's released settings (it was a label, ignored: VOC's settings)
+    assert MASK_GENERATORS.build(dict(type='ISeg', preset=name)).config_dict() == \
+        gen.config_dict()
+
+
+def test_a_preset_fills_only_the_options_not_given():
+    coco = ISeg(preset='wsss_coco', ent=0.2)
+    assert (coco.ent, coco.cam_bg_thr, coco.cross_heads, len(coco.classes)) == (0.2, 0.45, None, 81)
+    assert ISeg(None, 'voc', preset='wsss_coco').classes == ISeg().classes  # positional too
+    with pytest.raises(KeyError, match="unknown preset 'wsss_cocoo'"):
+        ISeg(preset='wsss_cocoo')
 
 
 def test_head_counts_are_checked_against_the_model():
     """The released head lists fit SD 2.1-base's full-size U-Net, not SD 1.5's (8 heads)."""
-    from mmdiffseg.attention.testing import check_capture_on_config
+    from mmdiffseg.attention.unet_layers import check_capture_on_config
     sd21 = shared_path('sd_configs', 'stable-diffusion-2-1-base')
     sd15 = shared_path('sd_configs', 'stable-diffusion-v1-5')
     check_capture_on_config(sd21, ISeg.from_preset('wsss_voc').capture_spec)

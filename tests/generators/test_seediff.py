@@ -180,17 +180,22 @@ def test_token_offsets_may_read_past_the_name_as_released():
     assert torch.allclose(ca[0, 0], expected, atol=1e-6)
 
 
-def test_voc_config_reads_the_released_tokens():
-    """The VOC preset reads, per class, the prompt tokens the released aggregation reads: the
-    first sub-token; pottedplant pot + plant, tvmonitor tv + the end token, diningtable 'ing'."""
+@pytest.mark.parametrize('built_from', ['preset', 'defaults'])
+def test_voc_config_reads_the_released_tokens(built_from):
+    """The VOC preset, and SeeDiff's defaults (the tools' ``--method seediff`` without a
+    preset), read per class the prompt tokens the released aggregation reads: the first
+    sub-token; pottedplant pot + plant, tvmonitor tv + the end token, diningtable 'ing'."""
     from transformers import CLIPTokenizer
     from mmdiffseg.attention.prompts import token_positions
     tokenizer = CLIPTokenizer.from_pretrained(shared_path('sd_configs', 'stable-diffusion-v1-4',
                                                           'tokenizer'))
     cfg = Config.fromfile(str(REPO / 'configs' / 'seediff' / 'seediff_voc20_synth.py'))
-    generator = MASK_GENERATORS.build(cfg.generator)
+    generator = MASK_GENERATORS.build(cfg.generator if built_from == 'preset' else
+                                      dict(type='SeeDiff', classes=cfg.classes))
     expected = dict(pottedplant=['pot', 'plant</w>'], tvmonitor=['tv', '<|endoftext|>'],
                     diningtable=['ing'], aeroplane=['aerop'], dog=['dog</w>'])
+    corrected = SeeDiff(VOC, token_offsets=dict(tvmonitor=[0, 1])).token_offsets
+    assert corrected == dict(pottedplant=[0, 2], tvmonitor=[0, 1], diningtable=[1])  # per name
     for name, words in expected.items():
         prompt = generator.generate_kwargs([name])['prompts'][0]
         ids = tokenizer(prompt, padding='max_length', max_length=77).input_ids

@@ -138,6 +138,19 @@ def test_segmentor_labels_each_image_without_the_preprocessors_padding(engine):
     assert alone[:20, :30].min() == 7 == alone.max() and alone[20:].max() == 0
 
 
+def test_segmentor_passes_the_pipelines_float_pixels_unrounded(engine, monkeypatch):
+    """DiffSeg's evaluation resizes the image in float32 and keeps it unrounded, as TF's
+    resize (``ResizeHalfPixelLabels``): the labeler gets those values, not uint8 ones."""
+    segmentor, batch = segmentor_batch(engine, [(8, 8)])
+    data = segmentor.data_preprocessor(batch, False)
+    data['inputs'] = data['inputs'] + 0.3
+    seen = []
+    monkeypatch.setattr(segmentor.labeler, 'generate',
+                        lambda images, *args: seen.extend(images) or [np.zeros((8, 8), np.uint8)])
+    segmentor.predict(**data)
+    assert seen[0].dtype == np.float32 and np.allclose(seen[0], 0.3)
+
+
 def test_segmentor_tests_a_batch_of_images_of_different_sizes(engine):
     """``test_dataloader.batch_size`` > 1 on images of different sizes (VOC): mmseg's
     SegDataPreProcessor refuses such a test batch ('The image size in a batch should be the
