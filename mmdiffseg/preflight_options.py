@@ -14,7 +14,6 @@ import inspect
 from pathlib import Path
 from typing import Iterator, List, Optional, Set, Tuple
 
-
 from .preflight_data import Missing, nearest
 
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

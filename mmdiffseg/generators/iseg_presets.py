@@ -72,6 +72,8 @@ ISEG_PRESETS: Dict[str, Dict] = {
 SD1X_HEADS = dict(cross_heads=None, self_heads=None)
 ISEG_PRESETS.update({f'{task}_sd1x': {**ISEG_PRESETS[task], **SD1X_HEADS}
                      for task in ('wsss_voc', 'ovs_voc')})
+
+
 def head_layout_fix(where: str = '') -> str:
     """What to change when a preset's head indices do not fit the model (error messages);
     ``where``: the generator's config key (pre-flight of a training config), else the tools'

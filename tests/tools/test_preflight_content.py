@@ -183,7 +183,6 @@ def test_a_data_root_one_folder_off_is_named_with_the_right_one(tmp_path, voc_ro
     assert item.fix.endswith(f'data_root={empty}')
 
 
-
 def test_labels_left_behind_by_a_moved_data_root_point_to_the_data_roots_file(tmp_path, voc_root):
     """data_root set to where the data moved, ann_file still at the config's default: the fix
     names the data root's own image_labels.json (not a rebuild elsewhere)."""
