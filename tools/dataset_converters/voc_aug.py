@@ -103,18 +103,13 @@ def build_aug_masks(voc: Path, aug: Sequence[str], sbd_cls: Path = None) -> None
         track_progress(_write_mask, jobs)
 
 
-def check_annotations(voc: Path, ids: Sequence[str]) -> None:
-    """Every image of ``ids`` has its ``Annotations/<id>.xml`` (checked before any write)."""
-    missing = [i for i in ids if not (voc / 'Annotations' / f'{i}.xml').is_file()]
-    if missing:
-        raise UserInputError(f'{len(missing)} images have no {voc}/Annotations/<id>.xml (e.g. '
-                             f'{missing[:3]}); use --labels-from gt (nothing was written)')
-
-
 def image_labels(voc: Path, ids: Sequence[str], labels_from: str,
                  exclude_difficult: bool) -> Dict[str, List[str]]:
     if labels_from == 'xml':
-        check_annotations(voc, ids)
+        missing = [i for i in ids if not (voc / 'Annotations' / f'{i}.xml').is_file()]
+        if missing:
+            raise UserInputError(f'{len(missing)} images have no {voc}/Annotations/<id>.xml (e.g. '
+                                 f'{missing[:3]}); use --labels-from gt (nothing was written)')
         return {i: xml_labels(voc / 'Annotations' / f'{i}.xml', exclude_difficult) for i in ids}
     maps = {}
     for i in ids:
@@ -144,11 +139,11 @@ def prepare_voc(devkit: Path, sbd: Path = None, labels_from: str = 'xml',
         raise UserInputError(f'{len(missing)} images of the aug split are not in '
                              f'{voc}/JPEGImages (e.g. {missing[:3]}); is it VOC 2012?')
     labelled = sorted(set(aug).union(train, val))
-    if labels_from == 'xml':
-        check_annotations(voc, labelled)
+    # the XML labels are read before any write; the masks' labels need SegmentationClassAug
+    xml = image_labels(voc, labelled, 'xml', exclude_difficult) if labels_from == 'xml' else None
     build_aug_masks(voc, aug, sbd_cls)
     write_split(voc, 'aug', aug)
-    labels = image_labels(voc, labelled, labels_from, exclude_difficult)
+    labels = xml if xml is not None else image_labels(voc, labelled, 'gt', exclude_difficult)
     write_image_labels(labels, voc / 'image_labels.json')
     return dict(aug=aug, train=train, val=val)
 
