@@ -11,7 +11,8 @@ from PIL import Image
 
 from sample_data import REPO, shared_path
 from mmdiffseg.apis.io import UserInputError
-from mmdiffseg.attention.testing import cached_tiny_pipeline_folder, check_capture_on_config
+from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+from mmdiffseg.attention.unet_layers import check_capture_on_config
 from mmdiffseg.generators import ISeg
 from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names
 from mmdiffseg.generators.kmeans import grid_seeds, kl_kmeans
