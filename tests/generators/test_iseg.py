@@ -304,8 +304,9 @@ def test_end_to_end_on_a_tiny_sd21_engine():
     from mmdiffseg.attention.testing import tiny_engine
     engine = tiny_engine(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
     # the capture check names the fix (1/2/4 heads here)
-    with pytest.raises(ValueError, match=r"iseg_cross16.*out of range.*fix: set cross_heads=None "
-                                         r"self_heads=None.*ISeg\(\.\.\., cross_heads=None"):
+    with pytest.raises(ValueError, match=r"iseg_cross16.*out of range.*fix: --cfg-options "
+                                         r"cross_heads=None self_heads=None.*ISeg\(\.\.\., "
+                                         r"cross_heads=None"):
         engine.check_capture(ISeg.from_preset('wsss_voc').capture_spec)
     gen = ISeg.from_preset('wsss_voc', cross_heads=None, self_heads=(0,))
     engine.check_capture(gen.capture_spec)
