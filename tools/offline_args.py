@@ -86,16 +86,7 @@ def classes_help(what: str, sets=DATASET_SETS, default: str = '') -> str:
 
 def int_or_auto(value: str, least: int = 1):
     """An integer >= ``least``, or ``"auto"``."""
-    if value == AUTO:
-        return value
-    kind = 'positive' if least == 1 else 'non-negative'
-    try:
-        number = int(value)
-    except ValueError:
-        number = None
-    if number is None or number < least:
-        raise argparse.ArgumentTypeError(f'expected a {kind} integer or "auto", got {value!r}')
-    return number
+    return value if value == AUTO else _int_at_least(value, least, ' or "auto"')
 
 
 def positive_int(value: str) -> int:
@@ -108,14 +99,15 @@ def count(value: str) -> int:
     return _int_at_least(value, 0)
 
 
-def _int_at_least(value: str, least: int) -> int:
+def _int_at_least(value: str, least: int, alternatives: str = '') -> int:
+    """``value`` as an integer >= ``least`` (1 or 0), else the error argparse prints."""
     try:
         number = int(value)
     except ValueError:
         number = least - 1
     if number < least:
         kind = 'positive' if least == 1 else 'non-negative'
-        raise argparse.ArgumentTypeError(f'expected a {kind} integer, got {value!r}')
+        raise argparse.ArgumentTypeError(f'expected a {kind} integer{alternatives}, got {value!r}')
     return number
 
 

@@ -2,6 +2,7 @@
 names: keys below the top level, the label cache's settings, head lists the model lacks, local
 folders, and the message of a distributed run."""
 import json
+import os
 import subprocess
 import sys
 
@@ -128,6 +129,6 @@ def test_distributed_ranks_print_the_report_once(tmp_path):
               'ensure_ready(Config.fromfile(sys.argv[1]), sys.argv[1])')
     for rank, printed in (('0', True), ('1', False)):
         run = subprocess.run([sys.executable, '-c', script, str(config)], capture_output=True,
-                             text=True, env={**preflight.os.environ, 'LOCAL_RANK': rank})
+                             text=True, env={**os.environ, 'LOCAL_RANK': rank})
         assert run.returncode == 2, run.stderr
         assert ('Pre-flight check:' in run.stderr) is printed, run.stderr

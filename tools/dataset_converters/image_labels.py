@@ -12,6 +12,7 @@ own XML object annotations (the standard weak labels) or from the masks.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -40,7 +41,6 @@ def write_image_labels(labels: Dict[str, List[str]], out: Path) -> None:
 
 
 def parse_args(argv=None):
-    import argparse
     parser = argparse.ArgumentParser(
         description='image_labels.json from ground-truth label maps (the classes present)',
         epilog=EPILOG, formatter_class=HelpFormatter)
