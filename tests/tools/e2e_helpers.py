@@ -5,6 +5,7 @@ import contextlib
 import importlib.util
 import io
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -13,6 +14,13 @@ from mmengine.config import Config
 REPO = Path(__file__).resolve().parents[2]
 TINY_ONLINE_CONFIG = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-iseg-online-128x128.py'
 VOC_IMAGES = ('voc_val_0', 'voc_val_1', 'voc_val_20', 'voc_val_23')
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now: torchrun rendezvous of tests running side by side."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def make_voc_root(samples: Path, root: Path, names=VOC_IMAGES) -> Path:

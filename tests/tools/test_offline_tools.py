@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from apis.unwritable import readonly_folder
+from e2e_helpers import free_port
 from sample_data import REPO, shared_path
 
 VOC = ('voc2012_val_samples',)
@@ -240,9 +241,10 @@ def test_pseudo_label_with_a_compiled_unet(pseudo_labels, tiny_model, voc_images
 @pytest.mark.slow
 def test_two_cpu_ranks_under_torchrun_share_the_work(tiny_model, voc_images, tmp_path):
     out = tmp_path / 'out'
+    tool = tool_command('pseudo_label', *pseudo_label_args(tiny_model, voc_images, out),
+                        '--launcher', 'pytorch')
     command = [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2',
-               *tool_command('pseudo_label', *pseudo_label_args(tiny_model, voc_images, out),
-                             '--launcher', 'pytorch')[1:]]
+               '--master-port', str(free_port()), *tool[1:]]
     result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

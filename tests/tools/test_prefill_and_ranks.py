@@ -7,15 +7,14 @@ SD 2.1-base + iSeg, VOC samples):
    labelled once across ranks and the cache holds one valid file per image.
 """
 import os
-import socket
 import subprocess
 import sys
 
 import cv2
 import pytest
 import torch
-from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, make_voc_root, run_tool, set_label_cache,
-                         set_voc_data, train_log, write_config)
+from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, free_port, make_voc_root, run_tool,
+                         set_label_cache, set_voc_data, train_log, write_config)
 from mmengine.config import Config
 from sample_data import shared_path
 
@@ -70,12 +69,6 @@ def test_prefill_refuses_a_config_without_online_labels():
 
 def labels_in(cache_dir):
     return sorted(cache_dir.glob('??/*.png'))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def torchrun(cwd, script, *args):

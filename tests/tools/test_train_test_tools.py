@@ -11,7 +11,6 @@ import os
 import os.path as osp
 import re
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from sample_data import shared_path
-from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, VOC_IMAGES, load_tool, make_voc_root,
+from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, VOC_IMAGES, free_port, load_tool, make_voc_root,
                          run_tool, set_label_cache, set_voc_data, train_log, write_config)
 from mmengine.config import Config
 from mmseg.registry import DATASETS
@@ -248,10 +247,7 @@ def test_dist_test_runs_a_training_free_config_on_two_ranks(tmp_path, tiny_sd):
     cfg.test_dataloader.dataset.data_root = str(coco_stuff_root(tmp_path / 'coco'))
     cfg.val_dataloader = cfg.test_dataloader
     config = write_config(cfg, tmp_path / 'diffseg.py')
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(port), OMP_NUM_THREADS='1',
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1',
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]))
     done = subprocess.run(['bash', str(REPO / 'tools' / 'dist_test.sh'), str(config), '2',
                            '--work-dir', str(tmp_path / 'ranks'), '--out', str(tmp_path / 'preds')],
