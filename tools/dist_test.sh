@@ -4,8 +4,8 @@
 #   bash tools/dist_test.sh CONFIG GPUS [test.py options]     # training-free DiffusionSegmentor
 # CHECKPOINT is left out (or given as "") for the training-free configs, as with tools/test.py; a
 # GPUS count alone after CONFIG (a number that is no file, followed by nothing or an option) says so.
-# NNODES, NODE_RANK, PORT, MASTER_ADDR select multi-node runs; PYTHON the interpreter (default: python).
-# Without CUDA the ranks run on the CPU (gloo), e.g. to try a config or in tests.
+# The pre-flight check runs once before torchrun starts the ranks (tools/dist_launch.sh, which
+# also names the variables for multi-node runs and the interpreter).
 set -euo pipefail
 USAGE="usage: bash tools/dist_test.sh CONFIG [CHECKPOINT] GPUS [test.py options]"
 if [[ $# -lt 2 ]]; then
@@ -28,12 +28,5 @@ if [[ $# -lt 1 || ! $1 =~ ^[1-9][0-9]*$ ]]; then
 fi
 GPUS=$1
 shift
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
-"${PYTHON:-python}" -m torch.distributed.run \
-    --nnodes="${NNODES:-1}" \
-    --node_rank="${NODE_RANK:-0}" \
-    --master_addr="${MASTER_ADDR:-127.0.0.1}" \
-    --nproc_per_node="$GPUS" \
-    --master_port="${PORT:-29500}" \
-    "$ROOT/tools/test.py" "$CONFIG" ${CHECKPOINT[@]+"${CHECKPOINT[@]}"} --launcher pytorch "$@"
+source "$(dirname "$0")/dist_launch.sh"
+dist_launch test "$GPUS" "$CONFIG" ${CHECKPOINT[@]+"${CHECKPOINT[@]}"} --launcher pytorch "$@"

@@ -1,18 +1,17 @@
 #!/usr/bin/env bash
 # Multi-GPU training with torch.distributed (mmengine's pytorch launcher):
 #   bash tools/dist_train.sh CONFIG GPUS [train.py options]
-# NNODES, NODE_RANK, PORT, MASTER_ADDR select multi-node runs; PYTHON the interpreter (default: python).
-# Without CUDA the ranks run on the CPU (gloo), e.g. to try a config or in tests.
+# The pre-flight check runs once before torchrun starts the ranks (tools/dist_launch.sh, which
+# also names the variables for multi-node runs and the interpreter).
 set -euo pipefail
+USAGE="usage: bash tools/dist_train.sh CONFIG GPUS [train.py options]"
+if [[ $# -lt 2 || ! $2 =~ ^[1-9][0-9]*$ ]]; then
+    echo "tools/dist_train.sh: GPUS (the number of processes) must be a positive integer, got '${2:-}'" >&2
+    echo "$USAGE" >&2
+    exit 2
+fi
 CONFIG=$1
 GPUS=$2
 shift 2
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-PYTHONPATH="$ROOT:${PYTHONPATH:-}" \
-"${PYTHON:-python}" -m torch.distributed.run \
-    --nnodes="${NNODES:-1}" \
-    --node_rank="${NODE_RANK:-0}" \
-    --master_addr="${MASTER_ADDR:-127.0.0.1}" \
-    --nproc_per_node="$GPUS" \
-    --master_port="${PORT:-29500}" \
-    "$ROOT/tools/train.py" "$CONFIG" --launcher pytorch "$@"
+source "$(dirname "$0")/dist_launch.sh"
+dist_launch train "$GPUS" "$CONFIG" --launcher pytorch "$@"

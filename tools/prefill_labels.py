@@ -15,14 +15,14 @@ import argparse
 import os
 import sys
 
-from offline_args import COMPILE_BACKENDS, count, positive_int
+from offline_args import COMPILE_BACKENDS, config_file, count, positive_int
 
 
 def parse_args(argv=None):
     from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
         description='Fill the online label cache of a training config (warm start)')
-    parser.add_argument('config', help='training config with online labels')
+    parser.add_argument('config', type=config_file, help='training config with online labels')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                         help='override config entries, key=value (give the same as to train.py, '
                              'so that the cache and model are the training run\'s; default: none)')
@@ -49,8 +49,6 @@ def parse_args(argv=None):
                         help='several GPUs: torchrun --nproc-per-node N ... --launcher pytorch '
                              '(default: none)')
     args = parser.parse_args(argv)
-    if not os.path.isfile(args.config):
-        parser.error(f'config file {args.config} not found')
     if args.device is not None:
         import torch
         try:

@@ -7,7 +7,7 @@ is a missing one for any other model, which would be scored with its random init
 
     python tools/test.py CONFIG [CHECKPOINT] [--work-dir DIR] [--out DIR] [--show] [--show-dir DIR]
                          [--show-interval N] [--wait-time S] [--tta] [--cfg-options k=v ...]
-                         [--launcher ...] [--skip-preflight]
+                         [--launcher ...] [--skip-preflight | --preflight-only]
 
 The pre-flight check of ``tools/train.py`` runs first (data, weights, the checkpoint, CUDA).
 """
@@ -18,16 +18,17 @@ import sys
 from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
-from mmdiffseg.apis.cli import leave_process_group, start_runner_launcher
-from mmdiffseg.preflight import ensure_ready
+from mmdiffseg.apis.cli import (add_preflight_options, leave_process_group, run_preflight,
+                                start_runner_launcher)
 from mmengine.config import Config, DictAction
 
+from offline_args import config_file
 from train import LAUNCHERS, build_runner, load_config
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (evaluate) a segmentor (mmseg + mmdiffseg)')
-    parser.add_argument('config', help='config file')
+    parser.add_argument('config', type=config_file, help='config file')
     parser.add_argument('checkpoint', nargs='?', default=None,
                         help='checkpoint file (omit only for the training-free '
                              'DiffusionSegmentor)')
@@ -43,9 +44,7 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, key=value (lists: key="[a,b]")')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
-    parser.add_argument('--skip-preflight', action='store_true',
-                        help='start without first checking that the data, weights and devices the '
-                             'config needs are there')
+    add_preflight_options(parser)
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
@@ -132,8 +131,8 @@ def main(argv=None):
         enable_tta(cfg)
     if args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
-    if not args.skip_preflight:
-        ensure_ready(cfg, args.config, 'test')
+    if run_preflight(args, cfg, args.config, 'test'):
+        return
     wrap_training_free(cfg)
     start_runner_launcher(cfg)
     build_runner(cfg).test()

@@ -5,10 +5,12 @@ torch >= 2.6, base-less configs on Python 3.11) and registers mmdiffseg's datase
 models and metrics, so configs that use them resolve with or without ``custom_imports``.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume] [--amp] [--cfg-options k=v ...]
-                                 [--launcher none|pytorch|slurm|mpi] [--skip-preflight]
+                                 [--launcher none|pytorch|slurm|mpi]
+                                 [--skip-preflight | --preflight-only]
 
 Before the runner is built, a pre-flight check (:mod:`mmdiffseg.preflight`) lists everything the
-config needs that is missing (data, image-level labels, weights, CUDA) with its fix, and exits 2.
+config needs that is missing (data, image-level labels, weights, CUDA) with its fix, and exits 2;
+``--preflight-only`` stops after it (exit 0 when nothing is missing).
 """
 import argparse
 import logging
@@ -17,20 +19,21 @@ import os.path as osp
 from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
-from mmdiffseg.apis.cli import leave_process_group, start_runner_launcher
+from mmdiffseg.apis.cli import (add_preflight_options, leave_process_group, run_preflight,
+                                start_runner_launcher)
 from mmdiffseg.compat import config_fromfile, quiet_stock_notices
-from mmdiffseg.preflight import ensure_ready
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
 from mmseg.registry import RUNNERS
+from offline_args import config_file
 
 LAUNCHERS = ['none', 'pytorch', 'slurm', 'mpi']
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a segmentor (mmseg + mmdiffseg)')
-    parser.add_argument('config', help='training config file')
+    parser.add_argument('config', type=config_file, help='training config file')
     parser.add_argument('--work-dir', help='folder for logs and checkpoints')
     parser.add_argument('--resume', action='store_true',
                         help='resume from the latest checkpoint in the work dir (none there yet: '
@@ -40,9 +43,7 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config entries, key=value (lists: key="[a,b]")')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
-    parser.add_argument('--skip-preflight', action='store_true',
-                        help='start without first checking that the data, weights and devices the '
-                             'config needs are there')
+    add_preflight_options(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -106,8 +107,8 @@ def main(argv=None):
         enable_amp(cfg)
     cfg.resume = args.resume
     fresh_start = resume_from_work_dir(cfg) if args.resume else None
-    if not args.skip_preflight:
-        ensure_ready(cfg, args.config, 'train')
+    if run_preflight(args, cfg, args.config, 'train'):
+        return
     start_runner_launcher(cfg)
     runner = build_runner(cfg)
     if fresh_start:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from e2e_helpers import REPO, TINY_ONLINE_CONFIG, set_label_cache
+from e2e_helpers import REPO, TINY_ONLINE_CONFIG, free_port, set_label_cache
 from mmengine.config import Config
 from sample_data import shared_path
 
@@ -118,12 +118,17 @@ def test_a_missing_folder_is_not_sent_to_the_hub(tmp_path, monkeypatch):
     assert missing.fix.startswith('where there is network: hf download someorg/sd21')
 
 
-def test_distributed_ranks_print_the_report_once(tmp_path):
-    """Under tools/dist_train.sh every rank runs pre-flight; only local rank 0 prints, all
-    exit 2."""
+def config_without_data(tmp_path):
     config = tmp_path / 'cfg.py'
     config.write_text("train_dataloader = dict(dataset=dict(type='PascalVOCDataset', "
                       f"data_root={json.dumps(str(tmp_path / 'none'))}, pipeline=[]))\n")
+    return config
+
+
+def test_distributed_ranks_print_the_report_once(tmp_path):
+    """Under torchrun (e.g. tools/prefill_labels.py's ranks) every rank runs pre-flight; only
+    local rank 0 prints, all exit 2."""
+    config = config_without_data(tmp_path)
     script = ('import sys; from mmengine.config import Config; import mmdiffseg; '
               'from mmdiffseg.preflight import ensure_ready; '
               'ensure_ready(Config.fromfile(sys.argv[1]), sys.argv[1])')
@@ -132,3 +137,33 @@ def test_distributed_ranks_print_the_report_once(tmp_path):
                              text=True, env={**os.environ, 'LOCAL_RANK': rank})
         assert run.returncode == 2, run.stderr
         assert ('Pre-flight check:' in run.stderr) is printed, run.stderr
+
+
+@pytest.mark.slow
+def test_dist_train_checks_once_before_any_rank_starts(tmp_path):
+    """tools/dist_train.sh runs the check once (--preflight-only) before torchrun: a config that
+    cannot train stops there, its report printed once, exit 2, and torchrun never starts; with
+    --preflight-only only the check runs, and a ready config exits 0."""
+    calls = tmp_path / 'calls.txt'
+    python = tmp_path / 'python'  # the interpreter the script runs, noting each start
+    python.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    env = {**os.environ, 'PYTHON': str(python), 'PORT': str(free_port())}
+
+    def dist_train(config, *options):
+        calls.write_text('')
+        done = subprocess.run(['bash', str(REPO / 'tools/dist_train.sh'), str(config), '2',
+                               *options], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        return done, calls.read_text().splitlines()
+
+    failed, started = dist_train(config_without_data(tmp_path))
+    assert failed.returncode == 2 and failed.stderr.count('Pre-flight check:') == 1, failed.stderr
+    assert 'data root' in failed.stderr and 'Traceback' not in failed.stderr
+    assert len(started) == 1 and started[0].endswith('--launcher pytorch --preflight-only')
+    ready = tmp_path / 'ready.py'
+    ready.write_text('work_dir = "w"\n')
+    checked, started = dist_train(ready, '--preflight-only')
+    assert checked.returncode == 0, checked.stderr
+    assert f'Pre-flight check: {ready} can train here' in checked.stdout
+    assert len(started) == 1 and 'torch.distributed.run' not in started[0]

@@ -316,3 +316,21 @@ def test_prefill_refuses_bad_arguments_before_reading_the_config(tmp_path, capsy
             prefill.parse_args(args)
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert prefill.parse_args([config, '--workers', '0', '--batch-size', '3']).workers == 0
+
+
+@pytest.mark.parametrize('tool', ['train', 'test', 'prefill_labels'])
+def test_a_config_path_that_is_no_file_is_named_with_the_nearest_configs(tool, tmp_path, capsys):
+    """A misspelt config path was a FileNotFoundError traceback from mmengine: now one usage line,
+    status 2, with the nearest config names of its folder; a folder or a missing folder is said."""
+    configs = REPO / 'configs/mask2former'
+    main = configs / 'mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'
+    parse = load_tool(tool).parse_args
+    for given, message in (
+            (str(main).replace('512x512', '512x51'), f'not found; did you mean {main} or '),
+            (str(tmp_path / 'nope.py'), f'config file {tmp_path}/nope.py not found\n'),
+            (str(tmp_path / 'no' / 'cfg.py'), f'not found: there is no folder {tmp_path}/no'),
+            (str(configs), f'{configs} is a folder: give one config file (.py) in it')):
+        with pytest.raises(SystemExit) as exit_info:
+            parse([given])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert parse([str(main)]).config == str(main)

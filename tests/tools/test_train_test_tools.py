@@ -261,16 +261,21 @@ def test_dist_test_runs_a_training_free_config_on_two_ranks(tmp_path, tiny_sd):
 
 def dist_test_arguments(tmp_path, *argv):
     """What ``tools/dist_test.sh argv`` gives torchrun (a stand-in PYTHON that prints its
-    arguments): exit status, ``--nproc_per_node``, test.py's arguments, stderr."""
+    arguments): exit status, ``--nproc_per_node``, test.py's arguments, stderr. The check that
+    runs once before torchrun must have been given the same arguments."""
     stub = tmp_path / 'python'
-    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@" ---\n')
     stub.chmod(0o755)
     done = subprocess.run(['bash', str(REPO / 'tools' / 'dist_test.sh'), *argv],
                           env=dict(os.environ, PYTHON=str(stub)), capture_output=True, text=True)
-    args = done.stdout.splitlines()
-    nproc = next((a.split('=', 1)[1] for a in args if a.startswith('--nproc_per_node=')), None)
-    tool = next((i for i, a in enumerate(args) if a.endswith('tools/test.py')), len(args))
-    return done.returncode, nproc, args[tool + 1:], done.stderr
+    calls = [call.split() for call in done.stdout.split('---') if call.strip()]
+    if not calls:
+        return done.returncode, None, [], done.stderr
+    check, ranks = calls
+    assert check[0].endswith('tools/test.py') and check[-1] == '--preflight-only'
+    assert ranks[-1] == '--skip-preflight' and ranks[-len(check):-1] == check[:-1]
+    nproc = next(a.split('=', 1)[1] for a in ranks if a.startswith('--nproc_per_node='))
+    return done.returncode, nproc, check[1:-1], done.stderr
 
 
 def test_dist_test_checkpoint_is_optional_as_in_test_py(tmp_path):
@@ -359,7 +364,8 @@ def test_train_options():
     assert train.work_dir_for(Config({}), 'configs/x/abc.py') == osp.join('./work_dirs', 'abc')
     assert train.work_dir_for(Config(dict(work_dir='w')), 'abc.py') == 'w'
     assert train.work_dir_for(Config(dict(work_dir='w')), 'abc.py', 'cli') == 'cli'
-    args = train.parse_args(['c.py', '--cfg-options', 'a.b=1', 'c=[1,2]', '--launcher', 'pytorch'])
+    args = train.parse_args([str(TINY_ONLINE_CONFIG), '--cfg-options', 'a.b=1', 'c=[1,2]',
+                             '--launcher', 'pytorch'])
     assert args.cfg_options == {'a.b': 1, 'c': [1, 2]} and args.launcher == 'pytorch'
 
 
@@ -385,4 +391,4 @@ def test_test_options(capsys):
     assert cfg.default_hooks.visualization == dict(type='ModelInputVisualizationHook', draw=True)
     with pytest.raises(RuntimeError, match='--tta needs tta_pipeline'):
         test.enable_tta(Config(dict(model=dict(type='EncoderDecoder'))))
-    assert test.parse_args(['c.py']).checkpoint is None
+    assert test.parse_args([str(TINY_ONLINE_CONFIG)]).checkpoint is None

@@ -1,0 +1,28 @@
+# Sourced by tools/dist_train.sh and tools/dist_test.sh:  dist_launch TOOL GPUS ARGS...
+# runs tools/TOOL.py ARGS on GPUS processes of this machine under torchrun, after the tool's
+# pre-flight check has run once here (--preflight-only): a config that cannot run stops with the
+# check's one list of what to fix and exit status 2, before any rank starts. The ranks skip the
+# check. With --skip-preflight in ARGS nothing is checked; with --preflight-only only that runs.
+# NNODES, NODE_RANK, PORT, MASTER_ADDR select multi-node runs; PYTHON the interpreter (default:
+# python). Without CUDA the ranks run on the CPU (gloo), e.g. to try a config or in tests.
+dist_launch() {
+    local tool gpus root
+    tool=$1
+    gpus=$2
+    shift 2
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    export PYTHONPATH="$root:${PYTHONPATH:-}"
+    if [[ " $* " == *" --preflight-only "* ]]; then
+        exec "${PYTHON:-python}" "$root/tools/$tool.py" "$@"
+    fi
+    if [[ " $* " != *" --skip-preflight "* ]]; then
+        "${PYTHON:-python}" "$root/tools/$tool.py" "$@" --preflight-only || exit $?
+    fi
+    "${PYTHON:-python}" -m torch.distributed.run \
+        --nnodes="${NNODES:-1}" \
+        --node_rank="${NODE_RANK:-0}" \
+        --master_addr="${MASTER_ADDR:-127.0.0.1}" \
+        --nproc_per_node="$gpus" \
+        --master_port="${PORT:-29500}" \
+        "$root/tools/$tool.py" "$@" --skip-preflight
+}
