@@ -177,7 +177,7 @@ def smoke_run_hint(model: str, settings: List[str]) -> str:
 def check_generator(generator: dict, where: str) -> List[Missing]:
     """A generator config (``MASK_GENERATORS``): known type and options, values its constructor
     accepts (built here: cheap, no model)."""
-    from .registry import MASK_GENERATORS
+    from .registry import MASK_GENERATORS, unknown_options
     kind = generator.get('type')
     cls = MASK_GENERATORS.get(kind) if isinstance(kind, str) else kind
     if cls is None:
@@ -188,23 +188,21 @@ def check_generator(generator: dict, where: str) -> List[Missing]:
                         f'--cfg-options {where}.type={near or known[0]} (the generators: '
                         f'{", ".join(known)})', [where])]
     params = inspect.signature(cls).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        unknown = [key for key in generator if key != 'type' and key not in params]
-        options = [name for name in params if name not in generator]
-        found = []
-        for key in unknown:
-            near = nearest(key, options)
-            found.append(Missing(
-                f'{where}: unknown option {key!r}' + (f' (did you mean {near!r}?)' if near else ''),
-                f'set {where}.{near}={generator[key]!r} instead of {where}.{key} (in the config '
-                f'or --cfg-options)' if near else
-                f'remove {where}.{key} (the options of {cls.__name__}: {", ".join(params)})',
-                [where]))
-        if found:
-            return found
+    options = [name for name in params if name not in generator]
+    found = []
+    for key in unknown_options(cls, generator):
+        near = nearest(key, options)
+        found.append(Missing(
+            f'{where}: unknown option {key!r}' + (f' (did you mean {near!r}?)' if near else ''),
+            f'set {where}.{near}={generator[key]!r} instead of {where}.{key} (in the config '
+            f'or --cfg-options)' if near else
+            f'remove {where}.{key} (the options of {cls.__name__}: {", ".join(params)})',
+            [where]))
+    if found:
+        return found
     try:
-        MASK_GENERATORS.build(dict(generator))
-    except (TypeError, ValueError, KeyError, AssertionError) as err:
+        MASK_GENERATORS.build(dict(generator)).config_dict()  # a custom one may lack it
+    except (TypeError, ValueError, KeyError, AssertionError, NotImplementedError) as err:
         return [Missing(f'{where}: {err.args[0] if err.args else err}',
                         f'correct {where} in the config or with --cfg-options {where}.OPTION=VALUE',
                         [where])]

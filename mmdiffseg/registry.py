@@ -5,15 +5,44 @@ can build them); transforms, datasets, metrics and models are registered directl
 registries so stock configs with ``default_scope='mmseg'`` find them after
 ``custom_imports=dict(imports=['mmdiffseg'])``.
 """
+import inspect
+from typing import List, Mapping
+
 from mmengine.registry import DefaultScope, Registry, build_from_cfg
 from mmseg.registry import MODELS
+
+
+def unknown_options(cls, options: Mapping) -> List[str]:
+    """The keys of ``options`` (``type`` aside) that ``cls`` does not take: none when it takes
+    ``**kwargs``."""
+    params = inspect.signature(cls).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return []
+    return [key for key in options if key != 'type' and key not in params]
+
+
+def unknown_options_error(cls, options: Mapping) -> TypeError:
+    """The error of ``cls`` given ``options`` it does not take, each with its nearest option."""
+    from .preflight_data import nearest
+    free = [name for name in inspect.signature(cls).parameters if name not in options]
+    named = []
+    for key in unknown_options(cls, options):
+        near = nearest(key, free)
+        named.append(f'{key!r}' + (f' (did you mean {near!r}?)' if near else ''))
+    return TypeError(f'{cls.__name__}: unknown option {", ".join(named)}; its options: '
+                     f'{", ".join(free)}')
 
 
 def _build_in_own_scope(cfg, registry, default_args=None):
     """Build from ``registry`` whatever the current default scope is: inside an mmseg runner the
     default scope is ``'mmseg'``, which would send the lookup of ``type='ISeg'`` to mmseg's
-    ``MODELS`` instead of this child registry."""
+    ``MODELS`` instead of this child registry. An option the class does not take is named with
+    the nearest one it does."""
     with DefaultScope.overwrite_default_scope(registry.scope):
+        kind = cfg.get('type')
+        cls = registry.get(kind) if isinstance(kind, str) else kind
+        if inspect.isclass(cls) and unknown_options(cls, cfg):
+            raise unknown_options_error(cls, cfg)
         return build_from_cfg(cfg, registry, default_args)
 
 

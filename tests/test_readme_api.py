@@ -1,5 +1,5 @@
-"""The README's Python API example runs as written (tiny random-weights SD 2-base), with the image
-inputs it documents: a list of HxWx3 uint8 arrays of any sizes, or a (B, 3, H, W) tensor."""
+"""The README's Python API example runs as written (tiny random-weights SD 2-base, SD 1.4 for
+SeeDiff), with the image inputs it documents: a list of HxWx3 uint8 arrays of any sizes, or a (B, 3, H, W) tensor."""
 import numpy as np
 import torch
 from PIL import Image
@@ -45,10 +45,13 @@ def test_readme_python_api_end_to_end():
     assert from_tensor.shape == (2, 128, 160)
     assert torch.equal(torch.stack(diffseg(maps, same, None)), from_tensor)
 
+    sd14 = DiffusionAttentionEngine.from_pretrained(
+        cached_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-v1-4')),
+        dtype=torch.float32, device='cpu')
     seediff = MASK_GENERATORS.build(dict(type='SeeDiff', classes=['background', 'dog'],
                                          pamr_iter=5, steps=2))
     kw = seediff.generate_kwargs(['dog'])
-    gen_images, maps = engine.generate(kw['prompts'], class_names=kw['class_names'],
+    gen_images, maps = sd14.generate(kw['prompts'], class_names=kw['class_names'],
                                        steps=kw['steps'], guidance_scale=kw['guidance_scale'],
                                        seed=0, capture=seediff.capture_spec)
     masks = seediff(maps, gen_images, [['dog']])

@@ -10,7 +10,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from mmengine.config import Config
 
-from ..attention.engine import DTYPES
+from ..attention.loading import DTYPES
 from ..compat import config_fromfile
 from ..cuda_check import cuda_problem
 from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY
@@ -76,6 +76,9 @@ def warn_model_notes(engine, generator, image_size: int) -> List[str]:
     """Log (as warnings) and return what of ``generator`` does not fit ``engine``'s U-Net."""
     from mmengine.logging import print_log
     from ..attention.unet_layers import unet_attention_layers
+    from ..generators.base import MaskGenerator
+    if type(generator).model_notes is MaskGenerator.model_notes:  # nothing to note: no U-Net walk
+        return []
     layers = unet_attention_layers(engine.unet, image_size // engine.vae_scale_factor)
     notes = generator.model_notes(layers)
     for note in notes:

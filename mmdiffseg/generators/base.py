@@ -120,10 +120,17 @@ class MaskGenerator(torch.nn.Module):
         or ``(3, H, W)`` tensors, alone or in a list (grey and RGBA converted), give a list of
         ``(H_b, W_b)`` labels, each at its image's size (images of one size are labelled
         together)."""
-        if images is None or isinstance(images, torch.Tensor):
-            if images is not None and not images.is_floating_point():
-                images = images.float()
-            return super().__call__(maps, images, class_names)
+        if images is None:
+            return super().__call__(maps, None, class_names)
+        if isinstance(images, torch.Tensor) and images.ndim == 4:  # the tools' batches: no sync
+            if images.shape[1] != 3 or images.shape[0] != maps.batch_size:
+                raise ValueError(f'{type(self).__name__}: images must be (B, 3, H, W) RGB with '
+                                 f'B={maps.batch_size} (the batch of the maps), got '
+                                 f'{tuple(images.shape)}' + (
+                                     '; for (B, H, W, 3) pass images.permute(0, 3, 1, 2)'
+                                     if images.shape[-1] == 3 else ''))
+            return super().__call__(maps, images if images.is_floating_point() else
+                                    images.float(), class_names)
         rgb = image_list(images)
         if len(rgb) != maps.batch_size:
             raise ValueError(f'{type(self).__name__}: {len(rgb)} images for attention maps of '
@@ -145,11 +152,18 @@ class MaskGenerator(torch.nn.Module):
         Here each label is resized by the nearest pixel centre (``'nearest-exact'``);
         :class:`~.iseg.ISeg` and unsupervised :class:`~.diffseg.DiffSeg` resize their score maps
         before the argmax instead, as released."""
+        self.check_sizes(maps, sizes)
         labels = self(maps, images, class_names)
         return [label if tuple(label.shape) == tuple(size) else
                 F.interpolate(label[None, None].float(), size=tuple(size),
                               mode='nearest-exact')[0, 0].long()
                 for label, size in zip(labels, sizes)]
+
+    def check_sizes(self, maps: AttentionMaps, sizes: Sequence[Tuple[int, int]]) -> None:
+        """:meth:`labels_at`'s ``sizes``: one ``(H, W)`` per image of ``maps``."""
+        if len(sizes) != maps.batch_size:
+            raise ValueError(f'{type(self).__name__}.labels_at: {len(sizes)} sizes for '
+                             f'{maps.batch_size} images (one (H, W) per image)')
 
     def forward(self, maps: AttentionMaps, images: Optional[torch.Tensor],
                 class_names: Optional[Sequence[Sequence[str]]]) -> torch.Tensor:
@@ -166,10 +180,15 @@ class MaskGenerator(torch.nn.Module):
 
     def config_dict(self) -> Dict:
         """Everything that changes the output, for manifests and cache keys."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f'{type(self).__name__}.config_dict() is not defined: return a dict of every option '
+            'that changes the labels (label caches and manifests are keyed on it)')
 
     def extra_repr(self) -> str:
-        return ', '.join(f'{k}={v!r}' for k, v in self.config_dict().items())
+        try:
+            return ', '.join(f'{k}={v!r}' for k, v in self.config_dict().items())
+        except NotImplementedError:
+            return ''  # a generator under construction still prints
 
 
 def size_groups(sizes: Sequence[Sequence[int]]) -> Dict[Tuple[int, int], List[int]]:

@@ -37,11 +37,11 @@ Merge precision (``merge_precision``), the one step where the two modes differ:
   they differ by float16 rounding, near the threshold only).
 * ``'float32'``: guarded logs (``log(max(x, 1e-8))``), every anchor kept, each matching itself.
 
-Labelled mode (``classes`` given and class names passed): the prompt names the present classes and
-each segment takes a class from their cross-attention: class-token maps averaged over the
-cross-attention resolutions with equal weights and upsampled to the output size (rows of the
-captured maps already sum to one over the 77 tokens, the released per-pixel normalisation), and a
-segment is named after the class it stands out for against that class's background level, or is
+Labelled mode (``classes`` given; each image's class names then required): the prompt names the
+present classes and each segment takes a class from their cross-attention: class-token maps averaged
+over the cross-attention resolutions with equal weights and upsampled to the output size (rows of
+the captured maps already sum to one over the 77 tokens, the released per-pixel normalisation), and
+a segment is named after the class it stands out for against that class's background level, or is
 background (:mod:`.segment_naming`, where the released ``get_semantics`` names every mask with its
 best caption noun).
 """
@@ -87,8 +87,8 @@ class DiffSeg(MaskGenerator):
         output_size: ``(H, W)`` of the labels; ``None`` = the images' size, else the maps'
             image size.
         timestep: U-Net timestep of the single forward pass (released: 300, no noise).
-        classes: dataset class names for the labelled mode; ``None`` = unsupervised mode (segment
-            ids, class names ignored).
+        classes: dataset class names for the labelled mode (class names required at every
+            call); ``None`` = unsupervised mode (segment ids, class names ignored).
         merge_precision: ``'float16'`` the released first merging pass (anchors whose maps
             underflow float16 are dropped), ``'float32'`` guarded logs (every anchor kept); see
             the module docstring.
@@ -155,6 +155,14 @@ class DiffSeg(MaskGenerator):
             requests += [CaptureRequest('cross', r) for r in self.cross_resolutions]
         return CaptureSpec(tuple(requests))
 
+    def _labelled(self, class_names) -> bool:
+        """Labelled mode (``classes`` set), which needs each image's class names."""
+        if self.classes is not None and class_names is None:
+            raise ValueError("DiffSeg was built with `classes` (labelled mode): pass the class "
+                             "names in each image, one list per image (e.g. [['dog'], ['cat']]), "
+                             'or build it without `classes` for unlabelled segment ids')
+        return self.classes is not None
+
     def _named_classes(self, names: Sequence[str]) -> List[str]:
         """The class names that get a prompt token (all but background), validated."""
         self.class_indices(names)
@@ -163,7 +171,7 @@ class DiffSeg(MaskGenerator):
     def extract_kwargs(self, class_names: Optional[Sequence[Sequence[str]]] = None) -> Dict:
         """Unsupervised: the empty prompt (released). Labelled: ``'a photo of {c1} and {c2}'``."""
         kwargs = dict(prompts=None, class_names=None, timestep=self.timestep, noise=None)
-        if self.classes is not None and class_names is not None:
+        if self._labelled(class_names):
             named = [self._named_classes(names) for names in self.name_lists(class_names)]
             kwargs['class_names'] = named
             kwargs['prompts'] = ['a photo of ' + ' and '.join(n) if n else '' for n in named]
@@ -242,8 +250,9 @@ class DiffSeg(MaskGenerator):
         """Unsupervised segments at each size: the proposals bilinearly upsampled to it and the
         argmax there (``generate_masks`` at the label's size); labelled mode and a fixed
         ``output_size`` resize the labels (the base class)."""
-        if self.output_size or (self.classes is not None and class_names is not None):
+        if self.output_size or self._labelled(class_names):
             return super().labels_at(maps, images, class_names, sizes)
+        self.check_sizes(maps, sizes)
         maps.check_finite()
         found, ids, _ = self.segment_ids(maps, range(maps.batch_size), sizes, self.ignore_index)
         segments = dict(zip(found, ids))
@@ -285,7 +294,7 @@ class DiffSeg(MaskGenerator):
         maps.check_finite()
         size = self.output_size or (tuple(images.shape[-2:]) if images is not None
                                     else tuple(maps.image_size))
-        labelled = self.classes is not None and class_names is not None
+        labelled = self._labelled(class_names)
         if labelled and len(class_names) != maps.batch_size:
             raise ValueError(f'DiffSeg: {len(class_names)} class-name lists for a batch of '
                              f'{maps.batch_size}')

@@ -286,6 +286,7 @@ class ISeg(MaskGenerator):
         """The class maps bilinearly resized to each size, then min-max and argmax there, as
         released (``wsss/iSeg.py`` resizes them to the label's size): the batch's work is shared,
         the last step runs once per distinct size."""
+        self.check_sizes(maps, sizes)
         cams, table, valid = self._class_maps(maps, class_names)
         if cams is None:
             return [table.new_full(tuple(size), self.background_index) for size in sizes]

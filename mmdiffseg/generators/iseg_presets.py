@@ -4,6 +4,8 @@ import functools
 import inspect
 from typing import Dict, Mapping, Optional
 
+from ..registry import unknown_options, unknown_options_error
+
 #: cross-attention layers read at each resolution, in forward order (``wsss/arguments.py``).
 CROSS_LAYERS = {
     16: ('down_blocks.2.attentions.0.transformer_blocks.0.attn2',
@@ -94,6 +96,8 @@ def applies_preset(init):
 
     @functools.wraps(init)
     def init_with_preset(self, *args, **kwargs):
+        if unknown_options(init, kwargs):
+            raise unknown_options_error(type(self), kwargs)
         bound = signature.bind_partial(self, *args, **kwargs)
         name = bound.arguments.get('preset')
         if name is not None:

@@ -23,7 +23,7 @@ from mmengine import fileio
 from mmengine.logging import MessageHub, print_log
 from mmengine.structures import PixelData
 
-from ..attention.engine import DTYPES
+from ..attention.loading import DTYPES
 from ..attention.images import image_list
 from ..datasets.label_cache import LabelCache, canonical_cache_spec
 from ..registry import MASK_GENERATORS
@@ -119,9 +119,11 @@ class AttentionLabeler:
     def load_engine(self, device: torch.device):
         """The engine on ``device`` (loaded on first use)."""
         if self.engine is None:
+            from ..apis.builders import warn_model_notes
             from ..attention import DiffusionAttentionEngine
             self.engine = DiffusionAttentionEngine.from_pretrained(
                 self.model, dtype=self.dtype, device=device, **self.engine_kwargs)
+            warn_model_notes(self.engine, self.generator, 512)  # what of it fits another model
         self.generator.to(self.engine.device)
         return self.engine
 

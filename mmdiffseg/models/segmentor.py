@@ -13,6 +13,7 @@ import torch
 from mmengine.structures import PixelData
 from mmseg.models.segmentors import BaseSegmentor
 from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 
 from .online_labeler import AttentionLabeler
 
@@ -60,7 +61,9 @@ class DiffusionSegmentor(BaseSegmentor):
         sees it, so a prediction does not depend on the other images of its batch. The values
         are passed as they are, float32 0..255: unrounded where the pipeline resized in float
         (DiffSeg's evaluation, ``ResizeHalfPixelLabels(float_image=True)``, as TF's resize),
-        the uint8 values otherwise."""
+        the uint8 values otherwise. Without ``data_samples`` each image gets a
+        ``SegDataSample`` of its own (a model with ``use_image_labels`` needs theirs)."""
+        data_samples = self._samples_for(inputs, data_samples)
         images = []
         for img, sample in zip(inputs, data_samples):
             height, width = sample.metainfo.get('img_shape', img.shape[-2:])[:2]
@@ -74,6 +77,27 @@ class DiffusionSegmentor(BaseSegmentor):
         labels = self.labeler.generate(images, names, inputs[0].device, sizes)
         for sample, label in zip(data_samples, labels):
             sample.pred_sem_seg = PixelData(data=torch.from_numpy(label.astype(np.int64))[None])
+        return data_samples
+
+    def _samples_for(self, inputs, data_samples: Optional[List]) -> List:
+        """``data_samples`` checked against the ``inputs`` (one each, with ``image_labels`` when
+        the generator reads them), or new ones when None."""
+        if data_samples is None:
+            if self.use_image_labels:
+                raise ValueError('DiffusionSegmentor(use_image_labels=True).predict needs '
+                                 "data_samples whose metainfo holds each image's image_labels "
+                                 '(LoadImageLevelLabels, then PackPseudoLabelInputs)')
+            return [SegDataSample(metainfo=dict(img_shape=tuple(img.shape[-2:])))
+                    for img in inputs]
+        if len(data_samples) != len(inputs):
+            raise ValueError(f'DiffusionSegmentor.predict: {len(data_samples)} data_samples for '
+                             f'{len(inputs)} images (one each)')
+        unlabelled = [i for i, s in enumerate(data_samples) if 'image_labels' not in s.metainfo]
+        if self.use_image_labels and unlabelled:
+            raise ValueError(f'DiffusionSegmentor(use_image_labels=True): data_samples '
+                             f'{unlabelled} have no image_labels in their metainfo: end the '
+                             'test pipeline with LoadImageLevelLabels and PackPseudoLabelInputs '
+                             '(PackSegInputs drops them)')
         return data_samples
 
     def loss(self, inputs, data_samples):

@@ -82,14 +82,14 @@ def test_a_hub_id_that_does_not_load_is_explained_once(cause, reason, fix, tmp_p
     once: the id, not a folder here, not in the local cache, what the Hub said, the fix."""
     from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError
 
-    from mmdiffseg.attention.engine import _hub_load_failure
+    from mmdiffseg.attention.loading import hub_load_failure
     error = OSError('Cannot load model org/x: the model is not fully cached locally (...) and an '
                     'error occurred while trying to fetch metadata from the Hub. Please check out '
                     'the root cause in the stacktrace above.')
     error.__cause__ = {'offline': OfflineModeIsEnabled('offline mode is enabled'),
                        'network': ConnectionError('[Errno -2] Name or service not known'),
                        'unknown': _hub_error(RepositoryNotFoundError, '404 Client Error')}[cause]
-    message = _hub_load_failure('org/x', error, cache_dir=str(tmp_path))
+    message = hub_load_failure('org/x', error, cache_dir=str(tmp_path))
     assert message.startswith("cannot load Stable Diffusion model 'org/x': it is not a folder "
                               f"here ({Path('org/x').resolve()} does not exist), not in the local "
                               f'Hugging Face cache ({tmp_path}), and {reason}. Fix: {fix}')
@@ -222,6 +222,10 @@ def test_extract_errors_name_the_problem(tiny_engine):
         engine.extract(image, capture=SPEC, image_size=72)
     with pytest.raises(ValueError, match='prompts: 2 for 1 images'):
         engine.extract(image, prompts=['a', 'b'], capture=SPEC, image_size=64)
+    with pytest.raises(ValueError, match=r'class_names: 2 lists for 1 images'):  # not "prompts"
+        engine.extract(image, class_names=[['cat'], ['dog']], capture=SPEC, image_size=64)
+    with pytest.raises(ValueError, match=r'token_enhance=2.0 .*pass class_names'):  # was a no-op
+        engine.extract(image, prompts='a cat', token_enhance=2.0, capture=SPEC, image_size=64)
     with pytest.raises(ValueError, match='square'):
         engine.generate(['a cat'], steps=1, capture=SPEC, height=64, width=128)
 
@@ -341,6 +345,8 @@ def test_dtype_by_name_and_a_missing_cuda_are_named(sd_config_dir, monkeypatch):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     with pytest.raises(ValueError, match=r"device='cuda'.*device='cpu'"):
         DiffusionAttentionEngine.from_pretrained(folder, device='cuda')
+    with pytest.raises(ValueError, match=r"device='gpu' is not a torch device: pass 'cuda'"):
+        DiffusionAttentionEngine.from_pretrained(folder, device='gpu')
 
 
 def test_generate_seeds_negative_prompts_and_steps(tiny_engine):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import mmdiffseg  # noqa: F401
-from mmdiffseg.attention import CaptureRequest, CaptureSpec
+from mmdiffseg.attention import AttentionMaps, CaptureRequest, CaptureSpec
 from mmdiffseg.attention.testing import tiny_engine
 from mmdiffseg.generators import MaskGenerator
 from mmdiffseg.models.online_labeler import label_images
@@ -59,9 +59,10 @@ def test_labels_are_resized_by_pixel_centres():
             rows = torch.arange(h)[:, None].expand(h, w)
             return (rows * 7 + torch.arange(w)[None] % 5).expand(b, h, w) % 251
     work = torch.zeros(1, 3, 512, 512)
-    full = Stripes(0)(None, work, None)[0]
+    maps = AttentionMaps({'self8': torch.zeros(1, 64, 64)}, [''], [{}], (512, 512))
+    full = Stripes(0)(maps, work, None)[0]
     for size in [(375, 500), (333, 500), (281, 500), (512, 512), (700, 1024)]:
-        label = Stripes(0).labels_at(None, work, None, [size])[0]
+        label = Stripes(0).labels_at(maps, work, None, [size])[0]
         rows = ((torch.arange(size[0]) + 0.5) * 512 / size[0]).long()
         cols = ((torch.arange(size[1]) + 0.5) * 512 / size[1]).long()
         assert torch.equal(label, full[rows][:, cols]), size
@@ -162,6 +163,25 @@ def test_segmentor_tests_a_batch_of_images_of_different_sizes(engine):
         assert [p.shape for p in predicted] == sizes
         for p, size in zip(predicted, sizes):
             np.testing.assert_array_equal(p, labelled_alone(engine, size))
+
+
+def test_segmentor_predicts_without_data_samples_and_checks_the_ones_given(engine):
+    """predict(images) failed in zip(inputs, None); two images with one sample gave one
+    prediction; a missing image_labels was a bare KeyError."""
+    sizes = [(40, 60), (50, 30)]
+    segmentor, data = segmentor_batch(engine, sizes)
+    predicted = segmentor.predict([image.float() for image in data['inputs']])
+    assert [s.pred_sem_seg.data[0].numpy().shape for s in predicted] == sizes
+    np.testing.assert_array_equal(predicted[1].pred_sem_seg.data[0].numpy(),
+                                  labelled_alone(engine, sizes[1]))
+    with pytest.raises(ValueError, match='1 data_samples for 2 images'):
+        segmentor.predict(data['inputs'], data['data_samples'][:1])
+    segmentor.use_image_labels = True
+    with pytest.raises(ValueError, match=r'data_samples \[0, 1\] have no image_labels.*'
+                                         'LoadImageLevelLabels and PackPseudoLabelInputs'):
+        segmentor.predict(data['inputs'], data['data_samples'])
+    with pytest.raises(ValueError, match=r'predict needs data_samples.*image_labels'):
+        segmentor.predict(data['inputs'])
 
 
 def test_grey_rgba_and_pil_images_are_labelled_as_their_rgb(engine):

