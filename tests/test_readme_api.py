@@ -1,5 +1,6 @@
 """The README's Python API example runs as written (tiny random-weights SD 2-base, SD 1.4 for
-SeeDiff), with the image inputs it documents: a list of HxWx3 uint8 arrays of any sizes, or a (B, 3, H, W) tensor."""
+SeeDiff), with the image inputs it documents: a list of HxWx3 uint8 arrays of any sizes, or a
+(B, 3, H, W) tensor."""
 import numpy as np
 import torch
 from PIL import Image

@@ -27,6 +27,7 @@ from .noise import check_noise_draw, shared_noise
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
 from .unet_layers import unet_attention_layers
 
+
 class DiffusionAttentionEngine:
     """A Stable Diffusion 1.x / 2.x-base pipeline that returns :class:`AttentionMaps`.
 

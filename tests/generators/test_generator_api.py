@@ -27,8 +27,8 @@ def two_images():
 
 
 def generators():
-    return [DiffSeg(kl_thresholds=(1.1,) * 3, merge_precision='float32'), ISeg(vocabulary='voc', cross_heads=None,
-                                                   self_heads=None, use_cluster=False)]
+    return [DiffSeg(kl_thresholds=(1.1,) * 3, merge_precision='float32'),
+            ISeg(vocabulary='voc', cross_heads=None, self_heads=None, use_cluster=False)]
 
 
 @pytest.mark.parametrize('generator', generators(), ids=['DiffSeg', 'ISeg'])
