@@ -129,7 +129,8 @@ def main(argv=None):
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time, args.show_interval)
     if args.tta:
         enable_tta(cfg)
-    if args.out is not None:
+    if args.out is not None:  # made on every rank: mmseg's IoUMetric makes it on rank 0 only
+        os.makedirs(args.out, exist_ok=True)
         cfg.test_evaluator['output_dir'] = args.out
     if run_preflight(args, cfg, args.config, 'test'):
         return

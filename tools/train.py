@@ -83,9 +83,13 @@ def enable_amp(cfg: Config) -> None:
 def resume_from_work_dir(cfg: Config) -> Optional[str]:
     """``--resume``: continue the run in the work dir. mmengine resumes from ``load_from`` when a
     config sets it (the fine-tune configs: the synthetic run's last checkpoint, the start weights),
-    so ``load_from`` becomes the work dir's latest checkpoint. With none there yet, a new run
-    starts (from ``load_from``'s weights only); the returned line says so, None when resuming."""
+    so ``load_from`` becomes the work dir's latest checkpoint (read in the work dir itself:
+    mmengine's ``last_checkpoint`` records the path the run had, another folder once the work
+    dir was moved or copied). With none there yet, a new run starts (from ``load_from``'s
+    weights only); the returned line says so, None when resuming."""
     latest = find_latest_checkpoint(cfg.work_dir)
+    if latest is not None and osp.isfile(osp.join(cfg.work_dir, osp.basename(latest))):
+        latest = osp.join(cfg.work_dir, osp.basename(latest))  # a moved or copied work dir
     cfg.resume = latest is not None
     if cfg.resume:
         cfg.load_from = latest

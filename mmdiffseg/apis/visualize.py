@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import torch
 from mmengine.structures import PixelData
-from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
 from .folders import (IMAGE_DIR, MASK_DIR, encode_jpeg, palette_for, read_label_png, read_rgb,
@@ -39,11 +38,11 @@ class Overlayer:
 
     def __call__(self, rgb: np.ndarray, labels: np.ndarray, with_labels: bool = True
                  ) -> np.ndarray:
-        sample = SegDataSample(pred_sem_seg=PixelData(data=torch.from_numpy(
-            labels.astype(np.int64))[None]))
-        self.visualizer.add_datasample('overlay', rgb, sample, draw_gt=False,
-                                       with_labels=with_labels)
-        return self.visualizer.get_image()
+        """The overlay, on every rank: the visualizer's drawing step itself, since its
+        ``add_datasample`` and ``get_image`` draw on rank 0 only (a tool under torchrun)."""
+        seg = PixelData(data=torch.from_numpy(labels.astype(np.int64))[None])
+        return self.visualizer._draw_sem_seg(rgb.astype(np.uint8), seg, self.classes,
+                                             self.palette, with_labels)
 
 
 def _folder_items(folder: Path, limit: int):

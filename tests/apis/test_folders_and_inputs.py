@@ -164,3 +164,19 @@ def test_contact_sheet_shows_max_items_and_refuses_sizes_below_one(tmp_path):
     for option in ('max_items', 'cols', 'thumb'):
         with pytest.raises(ValueError, match=rf'contact_sheet: {option}=0; pass {option} >= 1'):
             contact_sheet(tmp_path, **{option: 0})
+
+
+def test_overlays_are_drawn_on_every_rank(monkeypatch):
+    """segment.py under torchrun: mmseg's add_datasample / get_image draw on rank 0 only, so
+    rank 1 crashed on a None overlay; each rank draws the same picture."""
+    import mmengine.dist.utils
+    from mmdiffseg.apis.visualize import Overlayer
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    labels = np.zeros((24, 32), np.int64)
+    labels[:12] = 1
+    labels[20:] = 255
+    overlayer = Overlayer(['background', 'cat'])
+    first = overlayer(rgb, labels)
+    assert first.shape == rgb.shape and (first[:12] != rgb[:12]).any()
+    monkeypatch.setattr(mmengine.dist.utils, 'is_main_process', lambda: False)
+    np.testing.assert_array_equal(overlayer(rgb, labels), first)

@@ -369,6 +369,27 @@ def test_train_options():
     assert args.cfg_options == {'a.b': 1, 'c': [1, 2]} and args.launcher == 'pytorch'
 
 
+def test_resume_reads_a_moved_work_dir_and_test_makes_its_out_folder(tmp_path, monkeypatch):
+    """--resume in a moved or copied work dir loaded the path last_checkpoint recorded (the old
+    folder: gone, or another run's); tools/test.py --out makes its folder on every rank (mmseg's
+    IoUMetric made it on rank 0 only, so rank 1's first write failed)."""
+    train = load_tool('train')
+    moved = tmp_path / 'moved'
+    moved.mkdir()
+    (moved / 'iter_4.pth').write_bytes(b'w')
+    (moved / 'last_checkpoint').write_text(str(tmp_path / 'old' / 'iter_4.pth'))
+    cfg = Config(dict(work_dir=str(moved)))
+    assert train.resume_from_work_dir(cfg) is None
+    assert cfg.resume and cfg.load_from == str(moved / 'iter_4.pth')
+    test = load_tool('test')
+    monkeypatch.setattr(test, 'build_runner', lambda cfg: type('Runner', (), dict(
+        test=lambda self: None))())
+    out = tmp_path / 'preds' / 'voc'
+    test.main([str(TINY_ONLINE_CONFIG), str(moved / 'iter_4.pth'), '--out', str(out),
+               '--skip-preflight'])
+    assert out.is_dir()
+
+
 def test_test_options(capsys):
     test = load_tool('test')
     cfg = Config(dict(
