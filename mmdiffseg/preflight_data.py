@@ -130,14 +130,18 @@ def check_dataset(dataset: dict, where: str) -> List[Missing]:
             for key, path in missing.items()]
 
 
-def _data_list(dataset: dict) -> Optional[List[dict]]:
+def _listed(dataset: dict) -> Tuple[Optional[List[dict]], Optional[Exception]]:
     """The entries of ``dataset`` (``img_path``, ``seg_map_path``, ...) as the dataset class
-    itself lists them, no image read; None where it cannot list them."""
+    itself lists them, no image read; or None and why it cannot list them."""
     from mmseg.registry import DATASETS
     try:
-        return DATASETS.build(dict(dataset, pipeline=[], lazy_init=True)).load_data_list()
-    except Exception:  # noqa: BLE001  (the dataset names its own problem when the run starts)
-        return None
+        return DATASETS.build(dict(dataset, pipeline=[], lazy_init=True)).load_data_list(), None
+    except Exception as err:  # noqa: BLE001  (a stock dataset names its problem at the start)
+        return None, err
+
+
+def _data_list(dataset: dict) -> Optional[List[dict]]:
+    return _listed(dataset)[0]
 
 
 def split_images(dataset: dict) -> Optional[List[str]]:
@@ -152,8 +156,13 @@ def check_listed_files(dataset: dict, where: str) -> List[Missing]:
     them: a split file (``ann_file``) naming an image that is not there would stop the run with a
     traceback when it reaches that image, maybe hours in. Run once the folders are there
     (:func:`check_dataset`)."""
-    data_list = _data_list(dataset) or []
+    data_list, error = _listed(dataset)
     kind = dataset.get('type', 'dataset')
+    if error is not None and _checks_its_labels(dataset):  # a folder the run would refuse
+        return [Missing(str(error), f'correct what it names: {where}.data_prefix (img_path, '
+                        'seg_map_path) or the label folder (made by tools/pseudo_label.py or '
+                        'tools/synthesize.py with the classes of this dataset)', [where])]
+    data_list = data_list or []
     keys = ('img_path', 'seg_map_path') if _reads_labels(dataset) else ('img_path',)
     missing = []
     for key in keys:
@@ -170,6 +179,16 @@ def check_listed_files(dataset: dict, where: str) -> List[Missing]:
             f'{"images" if key == "img_path" else "label maps"} of the split ({_listing(dataset)}) '
             f'are not there (e.g. {_examples(absent)})', fix, [where]))
     return missing
+
+
+def _checks_its_labels(dataset: dict) -> bool:
+    """Whether ``dataset`` is one of mmdiffseg's generated-label datasets, which refuse a label
+    folder that does not match their images and classes when listing them."""
+    from mmseg.registry import DATASETS
+    from .datasets.generated import GeneratedLabelDataset
+    kind = dataset.get('type')
+    cls = DATASETS.get(kind) if isinstance(kind, str) else kind
+    return isinstance(cls, type) and issubclass(cls, GeneratedLabelDataset)
 
 
 def _listing(dataset: dict) -> str:

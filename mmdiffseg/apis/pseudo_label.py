@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..datasets.class_names import spelled_as
 from ..models.online_labeler import label_images
 from .builders import (build_generator, check_class_names, check_model, job_header,
                        load_engine)
@@ -163,6 +164,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
             raise UserInputError(f'{len(missing)} image(s) have no image-level labels, e.g. '
                                  f'{missing[:5]}')
         for it in items:
+            image_labels[it.id] = spelled_as(image_labels[it.id], classes)
             check_class_names(image_labels[it.id], classes, f'the labels of image {it.id}')
         # an item is redone when its class names change (recorded as ``classes``)
         items = [WorkItem(it.id, it.payload, it.source,

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..datasets.class_names import CITYSCAPES_HUMAN_VEHICLE_CLASSES, DATASET_CLASSES
+from ..datasets.class_names import CITYSCAPES_HUMAN_VEHICLE_CLASSES, DATASET_CLASSES, spelled_as
 from ..generators.seediff import resolutions_for
 from .builders import build_generator, check_model, job_header, load_engine
 from .folders import IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, palette_for, split_path
@@ -91,6 +91,7 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
         label_set = ['background'] + names
     else:
         label_set = list(label_set)
+        names = spelled_as(names, label_set)
         outside = sorted({n for n in names if n not in label_set})
         if outside:
             raise UserInputError(

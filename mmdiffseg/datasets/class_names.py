@@ -72,3 +72,10 @@ def resolve_classes(classes: Union[str, Sequence[str]]) -> List[str]:
                            '(or give the list of class names)')
         return list(DATASET_CLASSES[classes])
     return list(classes)
+
+
+def spelled_as(names: Sequence[str], classes: Sequence[str]) -> List[str]:
+    """Each of ``names`` as ``classes`` spell it where the two differ only by surrounding spaces
+    (mmseg's ADE20K class ``'bed '``: a user writes ``bed``); other names are kept as given."""
+    spelling = {c.strip(): c for c in classes}
+    return [n if n in classes else spelling.get(n.strip(), n) for n in names]

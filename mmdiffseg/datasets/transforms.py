@@ -34,7 +34,7 @@ from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import TRANSFORMS
 
 from ..generators.base import IGNORE_INDEX
-from .class_names import resolve_classes
+from .class_names import resolve_classes, spelled_as
 from .label_cache import LabelCache, canonical_cache_spec, label_key
 
 #: largest image (pixels) whose source indices fit the 24-bit encoding
@@ -136,7 +136,7 @@ class LoadImageLevelLabels(BaseTransform):
             if image not in annotations:
                 raise KeyError(f'LoadImageLevelLabels: image {image!r} ({results["img_path"]}) '
                                f'has no entry in {self.ann_file}')
-            names = list(annotations[image])
+            names = spelled_as(annotations[image], self.classes)
         results['image_labels'] = [n for n in names if n not in self.exclude]
         return results
 

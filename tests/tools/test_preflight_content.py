@@ -269,3 +269,19 @@ def test_a_label_cache_made_with_other_settings_is_named_before_training(tmp_pat
     whats = [i.what for i in preflight.check(cfg, 'train')]
     assert any("unknown option 'iterz'" in w for w in whats)
     assert not [w for w in whats if 'label-cache signature' in w or 'other settings' in w]
+
+
+def test_a_pseudo_label_folder_the_dataset_refuses_is_reported(tmp_path, voc_root):
+    """A generated-label folder that does not match the split (half made, another dataset's) was
+    passed by pre-flight, then the dataset refused it when the run built it."""
+    cfg = Config.fromfile(str(REPO / VOC_PSEUDO))
+    labels = tmp_path / 'pl' / 'SegmentationClass'
+    labels.mkdir(parents=True)
+    (labels / f'{VOC_IMAGES[0]}.png').write_bytes(b'')
+    cfg.train_dataloader.dataset.update(
+        data_root='', ann_file=str(voc_root / 'ImageSets/Segmentation/aug.txt'), img_suffix='.png',
+        data_prefix=dict(img_path=str(voc_root / 'JPEGImages'), seg_map_path=str(labels)))
+    found = [item for item in preflight.check(cfg, 'train') if 'does not match' in item.what]
+    assert len(found) == 1 and found[0].what.startswith(
+        f'PseudoLabelVOCDataset: the label folder {labels} does not match the images')
+    assert 'train_dataloader.dataset.data_prefix (img_path, seg_map_path)' in found[0].fix
