@@ -36,7 +36,10 @@ def images_from_folder(folder) -> List[WorkItem]:
         raise UserInputError(f'image folder {folder} not found')
     items = [WorkItem(p.stem, dict(image=str(p)), source=str(p)) for p in list_images(folder)]
     if not items:
-        raise UserInputError(f'no images in {folder}')
+        nested = sorted(d.name for d in folder.iterdir() if d.is_dir() and list_images(d))
+        raise UserInputError(f'no images in {folder}' + (
+            f'; its sub-folders {nested[:3]} hold images (Cityscapes\' cities): give one of '
+            'them, or --dataset-config for the whole split' if nested else ''))
     return items
 
 

@@ -9,7 +9,8 @@ from mmdiffseg.apis.builders import check_model, parse_options
 from mmdiffseg.apis.folders import (IGNORE_COLOR, IMAGE_DIR, MASK_DIR, encode_jpeg,
                                     encode_label_png, palette_for, read_label_png, read_rgb)
 from mmdiffseg.apis.io import MANIFEST_NAME, ItemFailed, UserInputError
-from mmdiffseg.apis.pseudo_label import images_from_dataset_config, labels_from_ground_truth
+from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
+                                         labels_from_ground_truth)
 from mmdiffseg.apis.synthesize import synth_items
 from mmdiffseg.apis.visualize import contact_sheet
 
@@ -107,6 +108,16 @@ def test_labels_from_ground_truth(tmp_path):
     Image.fromarray(np.array([[0, 3, 3], [255, 1, 0]], np.uint8)).save(tmp_path / 'a.png')
     labels = labels_from_ground_truth({'a': tmp_path / 'a.png'}, ['background', 'x', 'y', 'z'])
     assert labels == {'a': ['x', 'z']}
+
+
+def test_a_folder_of_city_folders_names_them(tmp_path):
+    """Cityscapes' leftImg8bit/train holds one folder per city: a bare "no images" before."""
+    (tmp_path / 'aachen').mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / 'aachen' / 'a_leftImg8bit.png')
+    with pytest.raises(UserInputError, match=r"no images in .*; its sub-folders \['aachen'\] "
+                                             'hold images.*--dataset-config'):
+        images_from_folder(tmp_path)
+    assert [it.id for it in images_from_folder(tmp_path / 'aachen')] == ['a_leftImg8bit']
 
 
 def test_items_from_an_mmseg_dataset_config(tmp_path, shared_data):

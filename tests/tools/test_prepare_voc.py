@@ -247,3 +247,21 @@ def test_image_labels_read_a_class_set_as_its_dataset_does(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 2 and run.stderr.startswith('error: --classes') and \
         'Traceback' not in run.stderr
+
+
+def test_cityscapes_image_labels_are_keyed_by_the_image_stems(tmp_path):
+    """image_labels.py on Cityscapes' gtFine/<split>: it found nothing in the city sub-folders,
+    read instanceIds with its .png default, and keyed frames without _leftImg8bit, which
+    LoadImageLevelLabels and pseudo_label.py look up."""
+    from mmdiffseg.datasets.transforms import LoadImageLevelLabels
+    sample = shared_path('cityscapes_val_sample')
+    out = tmp_path / 'image_labels.json'
+    load('image_labels').main([str(sample / 'gtFine' / 'val'), '--classes', 'cityscapes',
+                               '--out', str(out)])
+    image = sample / 'leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png'
+    from_file = LoadImageLevelLabels(classes='cityscapes', ann_file=str(out))(
+        dict(img_path=str(image)))['image_labels']
+    from_gt = LoadImageLevelLabels(classes='cityscapes')(dict(seg_map_path=str(
+        sample / 'gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelTrainIds.png')))
+    assert list(json.loads(out.read_text())) == [image.stem]
+    assert from_file == from_gt['image_labels'] and 'road' in from_file

@@ -9,6 +9,11 @@ own XML object annotations (the standard weak labels) or from the masks.
 
     python tools/dataset_converters/image_labels.py data/ade/ADEChallengeData2016/annotations/training \\
         --classes ade20k --out data/ade/ADEChallengeData2016/image_labels.json
+    python tools/dataset_converters/image_labels.py data/cityscapes/gtFine/train \\
+        --classes cityscapes --out data/cityscapes/image_labels.json
+
+Sub-folders are read too; ids are the images' file stems, as the datasets look them up
+(Cityscapes: ``<frame>_leftImg8bit`` for ``<frame>_gtFine_labelTrainIds.png``).
 """
 from __future__ import annotations
 
@@ -44,11 +49,14 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='image_labels.json from ground-truth label maps (the classes present)',
         epilog=EPILOG, formatter_class=HelpFormatter)
-    parser.add_argument('label_dir', type=Path, help='folder of label PNGs (<image id>.png)')
+    parser.add_argument('label_dir', type=Path,
+                        help='folder of label maps, sub-folders included (Cityscapes\' cities)')
     parser.add_argument('--classes', required=True,
                         help=classes_help('the classes of the label maps'))
     add_reduce_zero_label_arg(parser)
-    parser.add_argument('--suffix', default='.png', help='label map suffix')
+    parser.add_argument('--suffix', default=None,
+                        help="label map file = image id + this (default: the --classes set's "
+                             "dataset's, e.g. _gtFine_labelTrainIds.png for cityscapes, else .png)")
     parser.add_argument('--out', type=Path, required=True, help='the JSON file to write')
     return parse(parser, argv)
 
@@ -57,9 +65,17 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     classes = resolve_class_arg(args.classes)
     gt_format = GroundTruthFormat.of_class_set(args.classes, args.suffix, args.reduce_zero_label)
-    maps = {p.name[:-len(args.suffix)]: p for p in sorted(args.label_dir.glob(f'*{args.suffix}'))}
+    suffix = gt_format.seg_map_suffix
+    maps = {}
+    for path in sorted(args.label_dir.rglob(f'*{suffix}')):
+        image_id = path.name[:-len(suffix)] + gt_format.id_suffix  # the image's stem
+        if image_id in maps:
+            raise UserInputError(f'{maps[image_id]} and {path} are label maps of one image id '
+                                 f'{image_id!r}; give a folder that holds one of them')
+        maps[image_id] = path
     if not maps:
-        raise UserInputError(f'no *{args.suffix} label maps in {args.label_dir}')
+        raise UserInputError(f'no *{suffix} label maps in {args.label_dir} or its sub-folders '
+                             '(--suffix names the ending)')
     labels = labels_from_ground_truth({k: str(v) for k, v in maps.items()}, classes,
                                       gt_format=gt_format)
     write_image_labels(labels, args.out)
