@@ -32,8 +32,14 @@ def split_path(split: str = 'train') -> str:
 
 
 def palette_for(classes: Sequence[str]) -> List[List[int]]:
-    """One RGB colour per class: mmseg's VOC palette for VOC's classes (any prefix of its list,
-    matched by name), fixed pseudo-random colours otherwise."""
+    """One RGB colour per class: the palette of the mmseg dataset whose class list this is
+    (Cityscapes, ADE20K, ...); else mmseg's VOC colour of each VOC class name (VOC's classes,
+    any prefix of its list) and fixed pseudo-random colours for the others."""
+    from .eval_labels import CLASS_SET_DATASETS  # (imports this module)
+    for dataset in CLASS_SET_DATASETS.values():
+        meta = dataset.METAINFO
+        if list(classes) == list(meta['classes']) and meta.get('palette'):
+            return [list(color) for color in meta['palette']]
     voc = dict(zip(PascalVOCDataset.METAINFO['classes'], PascalVOCDataset.METAINFO['palette']))
     rng = np.random.RandomState(42)
     random = rng.randint(0, 256, size=(len(classes), 3)).tolist()

@@ -31,8 +31,18 @@ def test_label_png_keeps_indices_and_uses_the_voc_palette(tmp_path):
 
 
 def test_custom_palette_is_fixed_and_background_black():
-    a, b = palette_for(['background', 'human', 'vehicle']), palette_for(['background', 'human'])
+    a, b = palette_for(['background', 'kite', 'sail']), palette_for(['background', 'kite'])
     assert a[0] == [0, 0, 0] and a[:2] == b and a[1] != a[2]
+
+
+def test_a_datasets_class_list_takes_its_mmseg_palette():
+    """Cityscapes and ADE20K labels were drawn in pseudo-random colours (ADE's 'wall' green)."""
+    from mmseg.datasets import ADE20KDataset, CityscapesDataset
+    from mmdiffseg.datasets import CityscapesHumanVehicleDataset
+    for dataset in (ADE20KDataset, CityscapesDataset, CityscapesHumanVehicleDataset):
+        meta = dataset.METAINFO
+        assert palette_for(list(meta['classes'])) == [list(c) for c in meta['palette']]
+    assert palette_for(['background', 'human', 'vehicle'])[1:] == [[220, 20, 60], [0, 0, 142]]
 
 
 def test_read_rgb_names_an_unreadable_file(tmp_path):
