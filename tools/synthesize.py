@@ -17,17 +17,19 @@ import offline_args as opts
 
 SD14 = 'CompVis/stable-diffusion-v1-4'
 #: the names of ``mmdiffseg.apis.synthesize.SYNTH_CLASS_SETS``
-SYNTH_SETS = ('voc', 'cityscapes')
+SYNTH_SETS = ('voc', 'cityscapes', 'ade20k')
 
 
 def parse_args(argv=None):
     parser = opts.parser_for(__doc__)
     parser.add_argument('--classes', default='voc',
                         help=opts.classes_help('classes to synthesise (voc: its 20 object '
-                                               'classes; cityscapes: human, vehicle)', SYNTH_SETS))
+                                               'classes; cityscapes: human, vehicle; ade20k: its '
+                                               '150 classes)', SYNTH_SETS))
     parser.add_argument('--label-set', default=None,
-                        help=opts.classes_help('mask indices', default='voc for --classes voc, '
-                                               'else background + the classes'))
+                        help=opts.classes_help('mask indices', default='the set itself for '
+                                               '--classes voc or ade20k, else background + the '
+                                               'classes'))
     parser.add_argument('--prompt', action='append', default=None,
                         help='prompt template with exactly one {} for the class, repeatable, '
                              'cycled per image (default: the --config preset\'s, else '
@@ -54,11 +56,11 @@ def main(argv=None):
     from mmdiffseg.apis import cli
     from mmdiffseg.apis.builders import (check_can_synthesise, check_prompt_templates,
                                          pick_device)
-    from mmdiffseg.apis.synthesize import SYNTH_CLASS_SETS, synthesize
+    from mmdiffseg.apis.synthesize import OWN_LABEL_SETS, SYNTH_CLASS_SETS, synthesize
     cli.check_launcher(args.launcher, 'synthesize')
     device = pick_device(args.device)
     names = cli.resolve_class_arg(args.classes, sets=SYNTH_CLASS_SETS)
-    label_set = args.label_set or ('voc' if args.classes == 'voc' else None)
+    label_set = args.label_set or (args.classes if args.classes in OWN_LABEL_SETS else None)
     label_set = cli.resolve_class_arg(label_set, '--label-set') if label_set else None
     gen_cfg, model = cli.generator_and_model(args, 'seediff', SD14)
     check_can_synthesise(gen_cfg, f'the preset {args.config}' if args.config else '--method')

@@ -1,5 +1,7 @@
 # ADE20K synthetic-only (SeeDiff pairs from tools/synthesize.py with the 150 ADE20K classes),
-# Mask2Former R50; validated on real ADE20K val. Data: configs/_base_/datasets/ade20k_generated.py.
+# Mask2Former R50; validated on real ADE20K val. Data: configs/_base_/datasets/ade20k_generated.py:
+#   python tools/synthesize.py --classes ade20k --images-per-class 400 --out data/synthetic/ade20k_seediff
+# (masks index the 150 classes, 255 where no class; --classes bed,car --label-set ade20k: a subset)
 _base_ = [
     'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
     '../_base_/datasets/ade20k_generated.py',

@@ -23,11 +23,14 @@ from .folders import IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, palette
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem, item_seed
 from .jobs import run_job
 
-#: class sets to synthesise, by name (SeeDiff's VOC and Cityscapes settings)
+#: class sets to synthesise, by name (SeeDiff's VOC and Cityscapes settings; ADE20K's 150)
 SYNTH_CLASS_SETS = {
     'voc': DATASET_CLASSES['voc'][1:],  # the 20 object classes
     'cityscapes': CITYSCAPES_HUMAN_VEHICLE_CLASSES[1:],  # human, vehicle
+    'ade20k': DATASET_CLASSES['ade20k'],  # no background class: other pixels are 255
 }
+#: the class sets whose masks index their dataset's own classes (else background + the names)
+OWN_LABEL_SETS = ('voc', 'ade20k')
 DEFAULT_TEMPLATE = 'a photo of a {}'
 #: SeeDiff's image size (its 16 / 32 / 64 token grids); other sizes scale the grids
 RELEASED_SIZE = 512

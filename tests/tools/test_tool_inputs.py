@@ -348,3 +348,15 @@ def test_ade20k_bed_is_named_without_mmsegs_trailing_space(tmp_path):
     assert NO_MODEL in run_in_process('synthesize', '--classes', 'bed,car', *common, expect=2)
     err = run_in_process('synthesize', '--classes', 'bedd,car', *common, expect=2)
     assert "--classes ['bedd'] not in --label-set" in err
+
+
+def test_synthesize_takes_ade20ks_150_classes_into_its_own_label_set(monkeypatch, tmp_path):
+    """The ADE20K synthetic config's data had no command: --classes ade20k was no class set."""
+    api = importlib.import_module('mmdiffseg.apis.synthesize')
+    seen = {}
+    monkeypatch.setattr(api, 'synthesize', lambda names, out, model, gen_cfg, label_set=None,
+                        **kwargs: seen.update(names=names, label_set=label_set) or JobSummary())
+    load_tool('synthesize').main(['--classes', 'ade20k', '--device', 'cpu',
+                                  '--out', str(tmp_path / 'o')])
+    from mmdiffseg.datasets.class_names import DATASET_CLASSES
+    assert seen['names'] == seen['label_set'] == list(DATASET_CLASSES['ade20k'])
