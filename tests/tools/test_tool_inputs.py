@@ -64,6 +64,13 @@ def test_ade20k_labels_are_scored_against_its_one_based_annotations(tmp_path):
     assert 'holds values [150] outside the 150 classes' in err and 'need --reduce-zero-label' in err
     assert scores(tmp_path, tmp_path / 'pred150', '--gt', tmp_path / 'gt150',
                   '--classes', 'ade20k')['mIoU'] == 100.0
+    # the annotations scored against themselves: 100% (0.00 before: labels read 0-based)
+    assert scores(tmp_path, annotations, '--gt', annotations, '--classes', 'ade20k')['mIoU'] \
+        == 100.0
+    save(tmp_path / 'raw150' / 'x.png', [[0, 150, 3, 3]])  # annotations copied: the hint
+    err = run_in_process('eval_labels', tmp_path / 'raw150', '--gt', tmp_path / 'gt150',
+                         '--classes', 'ade20k', expect=2)
+    assert "not in the ground truth's reduce_zero_label convention" in err
 
 
 @pytest.fixture
