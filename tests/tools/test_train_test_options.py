@@ -1,0 +1,68 @@
+"""tools/train.py and tools/test.py options: --amp, work dirs, --resume (also in a moved work
+dir), --cfg-options, --tta, --show-dir and --out."""
+import os.path as osp
+
+import pytest
+from e2e_helpers import TINY_ONLINE_CONFIG, load_tool
+from mmengine.config import Config
+
+
+def test_train_options():
+    train = load_tool('train')
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    train.enable_amp(cfg)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.loss_scale == 'dynamic'
+    with pytest.raises(ValueError, match='--amp needs optim_wrapper.type OptimWrapper'):
+        train.enable_amp(Config(dict(optim_wrapper=dict(type='ColossalAIOptimWrapper'))))
+    assert train.work_dir_for(Config({}), 'configs/x/abc.py') == osp.join('./work_dirs', 'abc')
+    assert train.work_dir_for(Config(dict(work_dir='w')), 'abc.py') == 'w'
+    assert train.work_dir_for(Config(dict(work_dir='w')), 'abc.py', 'cli') == 'cli'
+    args = train.parse_args([str(TINY_ONLINE_CONFIG), '--cfg-options', 'a.b=1', 'c=[1,2]',
+                             '--launcher', 'pytorch'])
+    assert args.cfg_options == {'a.b': 1, 'c': [1, 2]} and args.launcher == 'pytorch'
+
+
+def test_resume_reads_a_moved_work_dir_and_test_makes_its_out_folder(tmp_path, monkeypatch):
+    """--resume in a moved or copied work dir loaded the path last_checkpoint recorded (the old
+    folder: gone, or another run's); tools/test.py --out makes its folder on every rank (mmseg's
+    IoUMetric made it on rank 0 only, so rank 1's first write failed)."""
+    train = load_tool('train')
+    moved = tmp_path / 'moved'
+    moved.mkdir()
+    (moved / 'iter_4.pth').write_bytes(b'w')
+    (moved / 'last_checkpoint').write_text(str(tmp_path / 'old' / 'iter_4.pth'))
+    cfg = Config(dict(work_dir=str(moved)))
+    assert train.resume_from_work_dir(cfg) is None
+    assert cfg.resume and cfg.load_from == str(moved / 'iter_4.pth')
+    test = load_tool('test')
+    monkeypatch.setattr(test, 'build_runner', lambda cfg: type('Runner', (), dict(
+        test=lambda self: None))())
+    out = tmp_path / 'preds' / 'voc'
+    test.main([str(TINY_ONLINE_CONFIG), str(moved / 'iter_4.pth'), '--out', str(out),
+               '--skip-preflight'])
+    assert out.is_dir()
+
+
+def test_test_options(capsys):
+    test = load_tool('test')
+    cfg = Config(dict(
+        model=dict(type='EncoderDecoder'), tta_model=dict(type='SegTTAModel'),
+        tta_pipeline=[dict(type='TestTimeAug')], test_dataloader=dict(dataset=dict(pipeline=[])),
+        default_hooks=dict(visualization=dict(type='SegVisualizationHook')),
+        visualizer=dict(type='SegLocalVisualizer')))
+    test.enable_tta(cfg)
+    assert cfg.model.type == 'SegTTAModel' and cfg.model.module.type == 'EncoderDecoder'
+    assert cfg.test_dataloader.dataset.pipeline == [dict(type='TestTimeAug')]
+    test.enable_visualization(cfg, show=False, show_dir='drawn', wait_time=2)
+    assert cfg.default_hooks.visualization.draw and cfg.visualizer.save_dir == 'drawn'
+    assert 'one test batch in 50' in capsys.readouterr().out      # mmseg's default interval
+    test.enable_visualization(cfg, show=True, show_dir=None, wait_time=2, interval=1)
+    assert cfg.default_hooks.visualization.interval == 1 and capsys.readouterr().out == ''
+    # DiffusionSegmentor: drawn on the model's input, every image
+    cfg = Config(dict(model=dict(type='DiffusionSegmentor'), visualizer=dict(),
+                      default_hooks=dict(visualization=dict(type='SegVisualizationHook'))))
+    test.enable_visualization(cfg, show=False, show_dir='drawn', wait_time=2)
+    assert cfg.default_hooks.visualization == dict(type='ModelInputVisualizationHook', draw=True)
+    with pytest.raises(RuntimeError, match='--tta needs tta_pipeline'):
+        test.enable_tta(Config(dict(model=dict(type='EncoderDecoder'))))
+    assert test.parse_args([str(TINY_ONLINE_CONFIG)]).checkpoint is None
