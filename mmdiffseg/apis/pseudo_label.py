@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..datasets.class_names import spelled_as
+from ..datasets.generated import GeneratedLabelDataset
 from ..models.online_labeler import label_images
 from .builders import (build_generator, check_class_names, check_model, job_header,
                        load_engine)
@@ -58,6 +59,14 @@ def images_from_dataset_config(config: str, split: str = 'train'):
         raise UserInputError(f'{config} has no {key}; give --split train|val|test')
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     ds_cfg = cfg[key].dataset.to_dict()
+    kind = DATASETS.get(ds_cfg.get('type')) if isinstance(ds_cfg.get('type'), str) else None
+    if isinstance(kind, type) and issubclass(kind, GeneratedLabelDataset):
+        images = (ds_cfg.get('data_prefix') or {}).get('img_path', '')
+        raise UserInputError(
+            f'the {split} dataset of {config} ({kind.__name__}) reads the labels this tool '
+            f'makes, so it cannot list the images to label: give their folder instead '
+            f'(IMAGES_DIR, e.g. {Path(ds_cfg.get("data_root") or "", images)}), or a config of '
+            'the real data (its val or test split)')
     problems = check_dataset(ds_cfg, f'{key}.dataset')
     if problems:
         raise UserInputError(

@@ -209,6 +209,13 @@ def test_a_dataset_config_that_is_missing_broken_or_without_its_data(tmp_path, m
     err = run_in_process('pseudo_label', shared_path(*VOC, 'JPEGImages'), '--classes', 'voc',
                          *common, expect=2)
     assert '--labels-from-gt needs GT_DIR' in err
+    # a config that trains on pseudo labels reads this tool's output: it was sent to run the
+    # command that had just failed
+    ade = REPO / 'configs/mask2former/mask2former_r50_8xb2-160k_ade20k-iseg-pseudo-512x512.py'
+    err = run_in_process('pseudo_label', '--dataset-config', ade, '--labels', 'l.json',
+                         *common[1:], expect=2)
+    assert '(PseudoLabelADE20KDataset) reads the labels this tool makes' in err
+    assert 'data/ade/ADEChallengeData2016/images/training' in err
     assert not (tmp_path / 'o').exists()
 
 
