@@ -231,8 +231,8 @@ def _pairs(labels_dir, gt_dir, classes: Sequence[str], gt_format: GroundTruthFor
     labels = label_files(labels_dir)
     gt_paths = find_ground_truth(labels, gt_dir, gt_format)
     for item_id, path in labels.items():
-        gt = gt_format.read(gt_paths[item_id], classes)
         if os.path.samefile(path, gt_paths[item_id]):  # the ground truth scored against itself
+            gt = gt_format.read(path, classes)
             yield item_id, gt, gt
             continue
         pred = read_label_map_file(path)
@@ -245,6 +245,7 @@ def _pairs(labels_dir, gt_dir, classes: Sequence[str], gt_format: GroundTruthFor
                     '; labels are read as class indices 0..N-1, not in the ground truth\'s '
                     'reduce_zero_label convention (0 = other, k = class k-1)'
                     if gt_format.reduce_zero_label else ''))
+        gt = gt_format.read(gt_paths[item_id], classes)
         if pred.shape != gt.shape:
             raise UserInputError(f'{path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth '
                                  f'{gt_paths[item_id]} is {gt.shape[1]}x{gt.shape[0]}')

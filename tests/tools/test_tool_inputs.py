@@ -4,6 +4,7 @@ refused with one message and exit status 2, before any model is loaded (no model
 a check that let the input through would reach the missing model and name it instead)."""
 import importlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -183,8 +184,13 @@ def test_unreadable_labels_and_ground_truth_are_named(bad_pngs, tmp_path):
                          '--classes', 'voc', '--model', NO_MODEL, '--device', 'cpu',
                          '--out', tmp_path / 'out', expect=2)
     assert f'cannot read ground truth {cut / "voc_val_1.png"}' in err and NO_MODEL not in err
-    err = run_in_process('eval_labels', gt, '--gt', gt, '--classes', 'background,cat', expect=2)
+    copied = tmp_path / 'copied'
+    shutil.copytree(gt, copied)
+    err = run_in_process('eval_labels', copied, '--gt', gt, '--classes', 'background,cat',
+                         expect=2)
     assert 'outside the 2 classes of --classes' in err
+    err = run_in_process('eval_labels', gt, '--gt', gt, '--classes', 'background,cat', expect=2)
+    assert 'ground truth' in err and 'outside the 2 classes' in err  # itself: read as ground truth
     assert 'Traceback' not in err and not (tmp_path / 'out').exists()
 
 
