@@ -269,7 +269,7 @@ def evaluate_labels(labels_dir, gt_dir, classes: Sequence[str],
             a file is missing or unreadable, or holds values outside ``classes``.
     """
     check_label_classes(labels_dir, classes)
-    metric = PseudoLabelMetric(ignore_index=IGNORE_INDEX)
+    metric = PseudoLabelMetric(ignore_index=IGNORE_INDEX, prefix='eval_labels')  # (unused: no notice)
     metric.dataset_meta = dict(classes=list(classes))
     count = 0
     for _, pred, gt in _pairs(labels_dir, gt_dir, classes, _gt_format(gt_format), True):

@@ -24,6 +24,7 @@ def test_eval_labels_on_voc_ground_truth_and_hand_computed_case(tmp_path):
     labelled = sum((a != 255).sum() for a in arrays) / sum(a.size for a in arrays)
     assert report['mIoU'] == 100.0 and report['images'] == 10
     assert report['coverage'] == pytest.approx(100 * labelled, abs=0.01)
+    assert 'prefix is not set' not in result.stdout + result.stderr  # mmengine's notice, each run
     assert report['per_class_iou']['sheep'] == 100.0 and report['per_class_iou']['sofa'] is None
     assert '| sheep | 100.00 |' in result.stdout and '| sofa | n/a |' in result.stdout
 
