@@ -158,7 +158,7 @@ def check_listed_files(dataset: dict, where: str) -> List[Missing]:
     (:func:`check_dataset`)."""
     data_list, error = _listed(dataset)
     kind = dataset.get('type', 'dataset')
-    if error is not None and _checks_its_labels(dataset):  # a folder the run would refuse
+    if error is not None and reads_generated_labels(dataset):  # a folder the run would refuse
         return [Missing(str(error), f'correct what it names: {where}.data_prefix (img_path, '
                         'seg_map_path) or the label folder (made by tools/pseudo_label.py or '
                         'tools/synthesize.py with the classes of this dataset)', [where])]
@@ -181,7 +181,7 @@ def check_listed_files(dataset: dict, where: str) -> List[Missing]:
     return missing
 
 
-def _checks_its_labels(dataset: dict) -> bool:
+def reads_generated_labels(dataset: dict) -> bool:
     """Whether ``dataset`` is one of mmdiffseg's generated-label datasets, which refuse a label
     folder that does not match their images and classes when listing them."""
     from mmseg.registry import DATASETS

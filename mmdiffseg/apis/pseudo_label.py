@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from ..datasets.class_names import spelled_as
-from ..datasets.generated import GeneratedLabelDataset
 from ..models.online_labeler import label_images
 from .builders import (build_generator, check_class_names, check_model, job_header,
                        load_engine)
@@ -51,7 +50,7 @@ def images_from_dataset_config(config: str, split: str = 'train'):
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
-    from ..preflight_data import check_dataset
+    from ..preflight_data import check_dataset, reads_generated_labels
     from .builders import read_config
     cfg = read_config(config, 'dataset config', '--dataset-config')
     key = f'{split}_dataloader'
@@ -59,11 +58,10 @@ def images_from_dataset_config(config: str, split: str = 'train'):
         raise UserInputError(f'{config} has no {key}; give --split train|val|test')
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     ds_cfg = cfg[key].dataset.to_dict()
-    kind = DATASETS.get(ds_cfg.get('type')) if isinstance(ds_cfg.get('type'), str) else None
-    if isinstance(kind, type) and issubclass(kind, GeneratedLabelDataset):
+    if reads_generated_labels(ds_cfg):
         images = (ds_cfg.get('data_prefix') or {}).get('img_path', '')
         raise UserInputError(
-            f'the {split} dataset of {config} ({kind.__name__}) reads the labels this tool '
+            f'the {split} dataset of {config} ({ds_cfg["type"]}) reads the labels this tool '
             f'makes, so it cannot list the images to label: give their folder instead '
             f'(IMAGES_DIR, e.g. {Path(ds_cfg.get("data_root") or "", images)}), or a config of '
             'the real data (its val or test split)')

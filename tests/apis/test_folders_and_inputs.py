@@ -197,7 +197,12 @@ def test_overlays_are_drawn_on_every_rank(monkeypatch):
     labels[:12] = 1
     labels[20:] = 255
     overlayer = Overlayer(['background', 'cat'])
-    first = overlayer(rgb, labels)
-    assert first.shape == rgb.shape and (first[:12] != rgb[:12]).any()
+    first = overlayer(rgb, labels, with_labels=False)
+    colours = np.zeros_like(rgb)  # each class in its palette colour, unsure (255) uncoloured
+    colours[labels == 1] = overlayer.palette[1]
+    colours[labels == 0] = overlayer.palette[0]
+    np.testing.assert_array_equal(first, (rgb * 0.5 + colours * 0.5).astype(np.uint8))
     monkeypatch.setattr(mmengine.dist.utils, 'is_main_process', lambda: False)
-    np.testing.assert_array_equal(overlayer(rgb, labels), first)
+    np.testing.assert_array_equal(overlayer(rgb, labels, with_labels=False), first)
+    named = overlayer(rgb, labels)  # with the class names written on it, on this rank too
+    assert named.shape == rgb.shape and (named != first).any()
