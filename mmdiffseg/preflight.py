@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 import torch
 from mmengine.config import Config
 
+from .attention.loading import single_file_checkpoint, single_file_problem
 from .cuda_check import cuda_problem
 from .preflight_data import (Missing, check_dataset, check_image_level_labels,
                              check_listed_files, nearest)
@@ -122,6 +123,11 @@ def check_sd_model(model: str, keys: List[str]) -> List[Missing]:
     """A local diffusers folder, or a hub id in the Hugging Face cache or downloadable."""
     folder = Path(model).expanduser()
     settings = ' '.join(f'{k}=/path/to/diffusers-folder' for k in keys)
+    checkpoint = single_file_checkpoint(model)
+    if checkpoint is not None:
+        why, fix = single_file_problem(checkpoint)
+        return [Missing(f'Stable Diffusion model {model!r}: {why}',
+                        f'{fix} (--cfg-options {" ".join(f"{k}=FOLDER" for k in keys)})', keys)]
     if folder.is_dir():
         if (folder / 'model_index.json').is_file():
             return []

@@ -10,7 +10,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from mmengine.config import Config
 
-from ..attention.loading import DTYPES
+from ..attention.loading import DTYPES, single_file_checkpoint, single_file_problem
 from ..compat import config_fromfile
 from ..cuda_check import cuda_problem
 from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY
@@ -31,6 +31,10 @@ def check_model(model: str) -> str:
                    or (model.count('/') == 1 and path.parent.is_dir()))
     if not looks_local:
         return model
+    checkpoint = single_file_checkpoint(model)
+    if checkpoint is not None:
+        why, fix = single_file_problem(checkpoint)
+        raise UserInputError(f'model {model!r}: {why}. Fix: {fix}')
     if not (path / 'model_index.json').is_file():
         raise UserInputError(
             f'model {model!r} not found: expected a diffusers Stable Diffusion folder with '

@@ -21,7 +21,8 @@ from mmengine.logging import print_log
 from ..provenance import model_id_of, withdrawn_model
 from .capture import CaptureSession, capture_attention
 from .images import ImagesLike, preprocess_images
-from .loading import dtype_option, hub_load_failure, placed, torch_device, torch_dtype
+from .loading import (dtype_option, hub_load_failure, placed, single_file_checkpoint,
+                      single_file_problem, torch_device, torch_dtype)
 from .maps import AttentionMaps, CaptureSpec, as_capture_spec
 from .noise import check_noise_draw, shared_noise
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
@@ -76,7 +77,8 @@ class DiffusionAttentionEngine:
 
         Raises:
             OSError: the model is neither a local folder nor downloadable / in the hub cache (a
-                withdrawn hub id names the repository that hosts its weights now).
+                withdrawn hub id names the repository that hosts its weights now), or is a
+                single-file checkpoint (the message gives the conversion into a folder).
         """
         from diffusers import StableDiffusionPipeline
         dtype, device = torch_dtype(dtype), torch_device(device)
@@ -85,6 +87,11 @@ class DiffusionAttentionEngine:
                        compile_unet=kwargs.pop('compile_unet', False))
         if importlib.util.find_spec('accelerate') is None:  # diffusers would only warn and fall back
             kwargs.setdefault('low_cpu_mem_usage', False)
+        checkpoint = single_file_checkpoint(id_or_folder)
+        if checkpoint is not None:
+            why, fix = single_file_problem(checkpoint)
+            raise OSError(f'cannot load Stable Diffusion model {str(id_or_folder)!r}: {why}. '
+                          f'Fix: {fix}')
         folder = Path(id_or_folder).expanduser()
         is_folder = folder.is_dir()
         source = str(folder.resolve()) if is_folder else str(id_or_folder)

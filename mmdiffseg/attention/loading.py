@@ -1,6 +1,7 @@
 """What :meth:`DiffusionAttentionEngine.from_pretrained <.engine.DiffusionAttentionEngine>` needs
 around diffusers' loading: the precision and device options checked, components placed, and the
-error of a model that neither is a folder here nor loads from the Hugging Face Hub."""
+error of a model that neither is a folder here nor loads from the Hugging Face Hub, and of a
+single-file checkpoint given where a diffusers folder is read."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,6 +53,37 @@ def placed(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) ->
     if module.dtype != dtype:
         module = module.to(dtype)
     return module.to(device).eval()
+
+
+#: file suffixes of single-file (original Stable Diffusion / A1111) checkpoints
+SINGLE_FILE_SUFFIXES = ('.safetensors', '.ckpt', '.pt', '.pth', '.bin')
+
+
+def single_file_checkpoint(model: Union[str, Path]) -> Optional[Path]:
+    """The single-file checkpoint ``model`` names: the file itself, or the only checkpoint file
+    of a folder without ``model_index.json`` (an original-format model repository); None for a
+    diffusers folder, a hub id or a missing path."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path.resolve()
+    if not path.is_dir() or (path / 'model_index.json').is_file():
+        return None
+    files = sorted(p for p in path.iterdir() if p.suffix in SINGLE_FILE_SUFFIXES and p.is_file())
+    return files[0].resolve() if len(files) == 1 else None
+
+
+def single_file_problem(checkpoint: Path) -> Tuple[str, str]:
+    """(why the single-file ``checkpoint`` is not loaded as it is, the one-off conversion into a
+    diffusers folder): diffusers' ``from_single_file``, which offline needs ``config``, the
+    diffusers folder or cached hub id of the model the checkpoint was trained from."""
+    return (f'{checkpoint} is a single-file checkpoint, and mmdiffseg reads diffusers folders '
+            '(their configs identify the model in label caches and serve the head checks before '
+            'any work)',
+            'convert it once: python -c "from diffusers import StableDiffusionPipeline as P; '
+            f"P.from_single_file('{checkpoint}', config='BASE').save_pretrained('FOLDER')\" "
+            'with BASE the hub id or diffusers folder of the model it was trained from (e.g. '
+            'stable-diffusion-v1-5/stable-diffusion-v1-5; it can be left out where the Hub is '
+            'reachable), then pass FOLDER as the model')
 
 
 def hub_reason(source: str, err: Exception) -> Tuple[str, str]:
