@@ -8,6 +8,8 @@ truth is read as the --classes set's mmseg dataset reads it: file <label id><--g
 or its sub-folders (cityscapes: *_gtFine_labelTrainIds.png, a label id's _leftImg8bit dropped;
 cityscapes27: *_gtFine_labelIds.png), ADE20K's value 0 "other" and k class k-1
 (--reduce-zero-label); ground truth or labels holding values outside the classes are refused.
+Labels are read as class indices, as the tools write them; predictions that tools/test.py --out
+wrote for ADE20K hold 0 for "other" and k for class k-1 and need --labels-reduce-zero-label.
 When the folder has a manifest (folders written by the tools), the classes its labels index must
 be --classes (else the scores would compare unrelated indices); a plain folder of PNGs is taken
 as indexing --classes. --hungarian scores unlabelled segments (DiffSeg) after per-image Hungarian
@@ -30,10 +32,18 @@ def parse_args(argv=None):
                         help="ground-truth file name = label id + this (default: the --classes "
                              "dataset's, e.g. _gtFine_labelTrainIds.png for cityscapes, else .png)")
     opts.add_reduce_zero_label_arg(parser)
+    parser.add_argument('--labels-reduce-zero-label', action='store_true',
+                        help='the label files hold 0 for "other" and k for class k-1 (mmseg\'s '
+                             'predictions of a reduce_zero_label dataset, e.g. tools/test.py '
+                             '--out on ADE20K); default: class indices, as the tools write them')
     parser.add_argument('--hungarian', action='store_true',
                         help='labels are unlabelled segment ids: Hungarian-match them per image')
     parser.add_argument('--out-json', help='also write the report as JSON here (default: none)')
-    return opts.parse(parser, argv)
+    args = opts.parse(parser, argv)
+    if args.hungarian and args.labels_reduce_zero_label:
+        parser.error('--labels-reduce-zero-label reads class labels; --hungarian scores '
+                     'unlabelled segment ids, which have no "other" value: give one of them')
+    return args
 
 
 def main(argv=None):
@@ -46,8 +56,11 @@ def main(argv=None):
     classes = cli.resolve_class_arg(args.classes)
     gt_format = GroundTruthFormat.of_class_set(args.classes, args.gt_suffix,
                                                args.reduce_zero_label)
-    evaluate = evaluate_segments if args.hungarian else evaluate_labels
-    report = evaluate(args.labels, args.gt, classes, gt_format)
+    if args.hungarian:
+        report = evaluate_segments(args.labels, args.gt, classes, gt_format)
+    else:
+        report = evaluate_labels(args.labels, args.gt, classes, gt_format,
+                                 args.labels_reduce_zero_label)
     print(format_report(report))
     if args.out_json:
         atomic_write(args.out_json, report_json(report).encode())

@@ -9,6 +9,7 @@ segments (DiffSeg): per-image Hungarian matching (:func:`~mmdiffseg.evaluation.m
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, replace
@@ -18,6 +19,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from mmengine.logging import print_log
 from mmseg.datasets import ADE20KDataset, CityscapesDataset, PascalVOCDataset
 from mmseg.evaluation import IoUMetric
 from PIL import UnidentifiedImageError
@@ -94,9 +96,7 @@ class GroundTruthFormat:
         reads it; values outside ``classes`` (a wrong convention) are refused."""
         label = read_label_map_file(path, 'ground truth')
         if self.reduce_zero_label:
-            label = label.astype(np.int64) - 1
-            label[(label < 0) | (label == IGNORE_INDEX - 1)] = IGNORE_INDEX
-            label = label.astype(np.uint8)
+            label = reduced_zero_label(label)
         if self.label_map:   # one lookup, not a pass over the image per mapped value
             table = np.arange(256, dtype=np.uint8)
             table[list(self.label_map)] = list(self.label_map.values())
@@ -121,6 +121,14 @@ class GroundTruthFormat:
         return ('wrong --classes for this ground truth, or a convention to set: '
                 '--reduce-zero-label for annotations whose 0 is "other" (ADE20K), '
                 '*_gtFine_labelTrainIds.png (--gt-suffix) for Cityscapes\' 19 classes')
+
+
+def reduced_zero_label(label: np.ndarray) -> np.ndarray:
+    """mmseg's ``reduce_zero_label`` reading: 0 ("other") becomes 255 (ignored), ``k`` class
+    ``k - 1``, 255 stays 255."""
+    label = label.astype(np.int64) - 1
+    label[(label < 0) | (label == IGNORE_INDEX - 1)] = IGNORE_INDEX
+    return label.astype(np.uint8)
 
 
 def _outside(label: np.ndarray, count: int) -> List[int]:
@@ -204,16 +212,23 @@ def label_files(folder) -> Dict[str, Path]:
     return files
 
 
-def check_label_classes(labels_dir, classes: Sequence[str]) -> None:
+def check_label_classes(labels_dir, classes: Sequence[str],
+                        reduce_zero_label: bool = False) -> bool:
     """Refuse class labels whose folder's manifest says they index other classes than
-    ``classes`` (or are unlabelled segment ids); a folder without a manifest is not checked."""
+    ``classes`` (or are unlabelled segment ids), or that are to be read in the
+    ``reduce_zero_label`` convention although a tool wrote them as class indices; a folder
+    without a manifest is not checked. Returns whether the folder has a manifest."""
     folder = Path(labels_dir)
     try:
         header = read_manifest_header(folder) or read_manifest_header(folder.parent)
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc
     if header is None or 'classes' not in header:
-        return
+        return header is not None
+    if reduce_zero_label:
+        raise UserInputError(f'the labels in {folder} were written by {header.get("tool", "a tool")}'
+                             ' as class indices (their manifest): leave out '
+                             '--labels-reduce-zero-label')
     if header['classes'] is None:
         raise UserInputError(f'the labels in {folder} are unlabelled segment ids (made without '
                              'class names): score them with --hungarian')
@@ -224,10 +239,11 @@ def check_label_classes(labels_dir, classes: Sequence[str]) -> None:
             'compare unrelated indices. Pass --classes with the labels\' classes (in their order) '
             'and ground truth in that order, or regenerate the labels with the ground truth\'s '
             'classes')
+    return True
 
 
 def _pairs(labels_dir, gt_dir, classes: Sequence[str], gt_format: GroundTruthFormat,
-           check_labels: bool):
+           check_labels: bool, labels_reduce_zero_label: bool = False):
     labels = label_files(labels_dir)
     gt_paths = find_ground_truth(labels, gt_dir, gt_format)
     for item_id, path in labels.items():
@@ -236,15 +252,18 @@ def _pairs(labels_dir, gt_dir, classes: Sequence[str], gt_format: GroundTruthFor
             yield item_id, gt, gt
             continue
         pred = read_label_map_file(path)
+        if labels_reduce_zero_label:
+            pred = reduced_zero_label(pred)
         bad = _outside(pred, len(classes)) if check_labels else []
         if bad:
             raise UserInputError(
                 f'{path} holds label values {bad} outside the {len(classes)} classes of --classes '
                 '(255 = unsure): pass the classes the labels index, or --hungarian for '
                 'unlabelled segment ids' + (
-                    '; labels are read as class indices 0..N-1, not in the ground truth\'s '
-                    'reduce_zero_label convention (0 = other, k = class k-1)'
-                    if gt_format.reduce_zero_label else ''))
+                    '; labels are read as class indices 0..N-1: labels in the ground truth\'s '
+                    'reduce_zero_label convention (0 = other, k = class k-1; tools/test.py --out '
+                    'writes ADE20K predictions so) need --labels-reduce-zero-label'
+                    if gt_format.reduce_zero_label and not labels_reduce_zero_label else ''))
         gt = gt_format.read(gt_paths[item_id], classes)
         if pred.shape != gt.shape:
             raise UserInputError(f'{path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth '
@@ -259,20 +278,31 @@ def _gt_format(gt_format: Union[GroundTruthFormat, str, None]) -> GroundTruthFor
 
 
 def evaluate_labels(labels_dir, gt_dir, classes: Sequence[str],
-                    gt_format: Union[GroundTruthFormat, str, None] = None) -> Dict:
+                    gt_format: Union[GroundTruthFormat, str, None] = None,
+                    labels_reduce_zero_label: bool = False) -> Dict:
     """Per-class IoU (%), mIoU, aAcc and coverage of class labels (255 = unsure); NaN for a
     class absent from labels and ground truth. ``gt_format``: how the ground truth holds the
     classes (a string: its file suffix; default plain ``.png`` class indices).
+    ``labels_reduce_zero_label``: the label files hold 0 for "other" and ``k`` for class
+    ``k - 1``, as mmseg's ``IoUMetric`` writes predictions of a ``reduce_zero_label`` dataset
+    (``tools/test.py --out`` on ADE20K); default: class indices, as the tools write them.
 
     Raises:
         UserInputError: the folder's manifest names other classes (:func:`check_label_classes`),
             a file is missing or unreadable, or holds values outside ``classes``.
     """
-    check_label_classes(labels_dir, classes)
+    gt_format = _gt_format(gt_format)
+    if not check_label_classes(labels_dir, classes, labels_reduce_zero_label) and \
+            gt_format.reduce_zero_label and not labels_reduce_zero_label:
+        print_log(f'note: the labels in {labels_dir} (no manifest) are read as class indices '
+                  f'0..{len(classes) - 1}, as the tools write them; predictions in the ground '
+                  "truth's convention (0 = other, k = class k-1: tools/test.py --out on ADE20K) "
+                  'need --labels-reduce-zero-label', logger='current', level=logging.WARNING)
     metric = PseudoLabelMetric(ignore_index=IGNORE_INDEX, prefix='eval_labels')  # (unused: no notice)
     metric.dataset_meta = dict(classes=list(classes))
     count = 0
-    for _, pred, gt in _pairs(labels_dir, gt_dir, classes, _gt_format(gt_format), True):
+    for _, pred, gt in _pairs(labels_dir, gt_dir, classes, gt_format, True,
+                              labels_reduce_zero_label):
         metric.process({}, [dict(pred_sem_seg=dict(data=torch.from_numpy(pred).long()),
                                  gt_sem_seg=dict(data=torch.from_numpy(gt).long()))])
         count += 1

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from e2e_helpers import load_tool
 from sample_data import shared_path
 from test_offline_tools import VOC, run_in_process, run_tool
 
@@ -80,3 +81,47 @@ def test_eval_labels_refuses_labels_made_for_other_classes(tmp_path):
     run_in_process('eval_labels', folder, '--gt', gt, '--hungarian')
     (folder / 'manifest.jsonl').unlink()
     assert 'mIoU: 100.00' in run_in_process('eval_labels', folder, '--gt', gt)
+
+
+def test_ade20k_predictions_written_by_mmseg_are_read_with_labels_reduce_zero_label(tmp_path,
+                                                                                  capsys):
+    """tools/test.py --out on ADE20K: mmseg's IoUMetric writes prediction k as k + 1. Scored as
+    class indices they are shifted one class (the note says so); --labels-reduce-zero-label reads
+    them as written. The ground truth: ADE20K's convention (0 = other, k = class k-1)."""
+    import torch
+    from mmseg.evaluation import IoUMetric
+
+    from mmdiffseg.datasets.class_names import resolve_classes
+    classes = resolve_classes('ade20k')
+    rng = np.random.default_rng(0)
+    gt_files = {f'ADE_val_{i}': rng.integers(0, 150, size=(8, 8)) for i in range(2)}  # no 150
+    _write_labels(tmp_path / 'gt', gt_files)
+    metric = IoUMetric(output_dir=str(tmp_path / 'out'), format_only=True)
+    metric.dataset_meta = dict(classes=classes)
+    for name, raw in gt_files.items():  # a perfect model: predicts each pixel's class
+        predicted = np.where(raw == 0, 0, raw - 1)  # "other" pixels predicted as class 0
+        metric.process({}, [dict(pred_sem_seg=dict(data=torch.from_numpy(predicted)[None]),
+                                 img_path=f'{name}.jpg', reduce_zero_label=True)])
+    written = {p.stem: np.array(Image.open(p)) for p in (tmp_path / 'out').glob('*.png')}
+    assert written.keys() == gt_files.keys() and written['ADE_val_0'].max() <= 150
+
+    shifted = run_in_process('eval_labels', tmp_path / 'out', '--gt', tmp_path / 'gt',
+                             '--classes', 'ade20k', '--out-json', tmp_path / 'shifted.json')
+    assert '--labels-reduce-zero-label' in shifted and '(no manifest)' in shifted
+    assert json.loads((tmp_path / 'shifted.json').read_text())['aAcc'] < 10
+    read = run_in_process('eval_labels', tmp_path / 'out', '--gt', tmp_path / 'gt', '--classes',
+                          'ade20k', '--labels-reduce-zero-label', '--out-json', tmp_path / 'r.json')
+    assert 'no manifest' not in read
+    report = json.loads((tmp_path / 'r.json').read_text())
+    assert report['aAcc'] == 100.0 and report['mIoU'] == 100.0
+
+    header = dict(tool='pseudo_label', manifest='mmdiffseg', classes=classes)
+    (tmp_path / 'out' / 'manifest.jsonl').write_text(json.dumps(header) + '\n')
+    err = run_in_process('eval_labels', tmp_path / 'out', '--gt', tmp_path / 'gt', '--classes',
+                         'ade20k', '--labels-reduce-zero-label', expect=2)
+    assert 'written by pseudo_label as class indices' in err
+    with pytest.raises(SystemExit) as exit_info:
+        load_tool('eval_labels').parse_args(['L', '--gt', 'G', '--hungarian',
+                                             '--labels-reduce-zero-label'])
+    assert exit_info.value.code == 2
+    assert '--hungarian scores unlabelled segment ids' in capsys.readouterr().err
