@@ -34,6 +34,7 @@ from mmengine.config import Config
 
 from .attention.loading import single_file_checkpoint, single_file_problem
 from .cuda_check import cuda_problem
+from .preflight_classes import check_dataset_classes, check_model_classes, dataset_classes
 from .preflight_data import (Missing, check_dataset, check_image_level_labels,
                              check_listed_files, nearest)
 from .preflight_options import check_cache_keys, check_head_layout, check_options, hub_id_like
@@ -316,15 +317,22 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
     init_weights = not (mode == 'test' and cfg.get('load_from'))
     missing: List[Missing] = []
     sd_models: Dict[str, List[str]] = {}
+    datasets: List[Tuple[str, List[str]]] = []  # (config key, the classes it reads labels as)
     for name, section in sections.items():
         for path, node in walk(section, name):
             if 'pipeline' in node and name != 'model':
+                disagree = check_dataset_classes(node, path)
+                missing += disagree
+                datasets += [(path, c) for c in [dataset_classes(node)] if c]
                 problems = check_dataset(node, path)
                 missing += problems or check_listed_files(node, path)
                 for index, step in enumerate(node['pipeline'] or []):
+                    key = f'{path}.pipeline.{index}'
+                    if any(key + '.classes' in m.where for m in disagree):
+                        continue  # its names checked against classes it is to change
                     if isinstance(step, dict) and step.get('type') == 'LoadImageLevelLabels':
                         missing += check_image_level_labels(
-                            step, f'{path}.pipeline.{index}', None if problems else node)
+                            step, key, None if problems else node)
             if isinstance(node.get('generator'), dict) and 'type' in node['generator']:
                 if 'type' not in node:  # a label cache's settings (LoadPseudoLabel's cache)
                     missing += check_cache_keys(node, path)
@@ -346,6 +354,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                 if isinstance(node.get(key), str) and (key == 'sd_model' or 'cache_dir' in node):
                     sd_models.setdefault(node[key], []).append(f'{path}.{key}')
     missing += check_options(cfg, tuple(sections))
+    missing += check_model_classes(sections.get('model') or {}, datasets)
     for model, keys in sd_models.items():
         missing += check_sd_model(model, keys)
     if cfg.get('load_from') and mode != 'prefill':

@@ -209,15 +209,18 @@ def _examples(names: Sequence[str]) -> str:
     return ', '.join(map(repr, names[:EXAMPLES])) + (', ...' if len(names) > EXAMPLES else '')
 
 
-def _unknown_names(labels: Dict[str, list], classes: Sequence[str], ann_file: str,
-                   classes_option, maker: str, where: str) -> List[Missing]:
+def unknown_names(labels: Dict[str, list], classes: Sequence[str]
+                  ) -> Optional[Tuple[int, str, str]]:
+    """The class names of image-level ``labels`` (image -> names) not in ``classes``: (how many,
+    each with its images and the nearest class, the edits that correct them); None when all
+    are known."""
     unknown: Dict[str, List[str]] = {}
     for image, names in labels.items():
         for name in names:
             if name not in classes:
                 unknown.setdefault(name, []).append(image)
     if not unknown:
-        return []
+        return None
     shown = list(unknown)[:5]
     near = {name: nearest(name, classes) for name in shown}
     listed = '; '.join(
@@ -227,8 +230,16 @@ def _unknown_names(labels: Dict[str, list], classes: Sequence[str], ann_file: st
                       for name in shown)
     if len(unknown) > len(shown):
         listed, edits = f'{listed}; and {len(unknown) - len(shown)} more', f'{edits}, ...'
-    return [Missing(f'image-level labels {ann_file}: {len(unknown)} unknown class name(s): '
-                    f'{listed}',
+    return len(unknown), listed, edits
+
+
+def _unknown_names(labels: Dict[str, list], classes: Sequence[str], ann_file: str,
+                   classes_option, maker: str, where: str) -> List[Missing]:
+    found = unknown_names(labels, classes)
+    if found is None:
+        return []
+    count, listed, edits = found
+    return [Missing(f'image-level labels {ann_file}: {count} unknown class name(s): {listed}',
                     f'correct them in {ann_file} ({edits}; the classes are those of '
                     f'classes={classes_option!r}), or remake the file: {maker}', [where])]
 

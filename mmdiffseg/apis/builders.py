@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.config import Config
@@ -181,14 +181,6 @@ def check_can_synthesise(gen_cfg: Dict, where: str) -> None:
         raise UserInputError(f'{gen_cfg.get("type")} ({where}) cannot synthesise: it labels real '
                              'images (tools/pseudo_label.py, tools/segment.py); synthesise with '
                              'SeeDiff (--method seediff or a configs/seediff/ preset)')
-
-
-def check_class_names(names: Iterable[str], known: Sequence[str], where: str) -> None:
-    """Stop before any work when ``names`` holds a name not in ``known``."""
-    unknown = sorted({n for n in names if n not in known})
-    if unknown:
-        raise UserInputError(f'unknown class name(s) {unknown} in {where}; known classes: '
-                             f'{list(known)}')
 
 
 def parse_options(pairs: Optional[List[str]]) -> Dict:

@@ -18,8 +18,8 @@ import torch
 
 from ..datasets.class_names import spelled_as
 from ..models.online_labeler import label_images
-from .builders import (build_generator, check_class_names, check_model, job_header,
-                       load_engine)
+from ..preflight_data import unknown_names
+from .builders import build_generator, check_model, job_header, load_engine
 from .eval_labels import GroundTruthFormat
 from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encode_label_png,
                       list_images, palette_for, read_rgb, record_path, split_path)
@@ -144,6 +144,16 @@ def label_outputs(batch: Sequence[WorkItem], labels: Sequence[np.ndarray],
             for i, (it, lab) in enumerate(zip(batch, labels))]
 
 
+def _keys_hint(missing: Sequence[str], image_labels: Dict[str, list]) -> str:
+    """Why image ids are missing from image-level labels keyed another way (a file name)."""
+    keyed = {Path(key).stem: key for key in image_labels if Path(key).suffix}
+    found = [keyed[i] for i in missing if i in keyed]
+    if not found:
+        return ''
+    return (f'; the labels are keyed by file names (e.g. {found[0]!r}): key them by the image '
+            f'name without its extension ({Path(found[0]).stem!r})')
+
+
 def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
                  classes: Optional[Sequence[str]], image_labels: Optional[Dict[str, List[str]]],
                  batch_size: int = 4, device: str = 'cpu', dtype: str = 'float32',
@@ -172,10 +182,14 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         missing = [it.id for it in items if it.id not in image_labels]
         if missing:
             raise UserInputError(f'{len(missing)} image(s) have no image-level labels, e.g. '
-                                 f'{missing[:5]}')
+                                 f'{missing[:5]}{_keys_hint(missing, image_labels)}')
         for it in items:
             image_labels[it.id] = spelled_as(image_labels[it.id], classes)
-            check_class_names(image_labels[it.id], classes, f'the labels of image {it.id}')
+        unknown = unknown_names({it.id: image_labels[it.id] for it in items}, classes)
+        if unknown:
+            raise UserInputError(f'the image-level labels hold {unknown[0]} unknown class '
+                                 f'name(s): {unknown[1]}. Fix: correct them ({unknown[2]}), or '
+                                 f'pass the --classes they name; the classes: {list(classes)}')
         # an item is redone when its class names change (recorded as ``classes``)
         items = [WorkItem(it.id, it.payload, it.source,
                           dict(it.inputs, classes=image_labels[it.id])) for it in items]

@@ -1,8 +1,9 @@
 """mmseg transforms and datasets for training on generated labels (registered on import)."""
 from .class_names import DATASET_CLASSES, resolve_classes
 from .generated import (GeneratedLabelDataset, PseudoLabelADE20KDataset,
-                        PseudoLabelCityscapesDataset, PseudoLabelVOCDataset,
-                        SyntheticADE20KDataset, SyntheticCityscapesDataset, SyntheticVOCDataset)
+                        PseudoLabelCityscapesDataset, PseudoLabelDataset, PseudoLabelVOCDataset,
+                        SyntheticADE20KDataset, SyntheticCityscapesDataset, SyntheticDataset,
+                        SyntheticVOCDataset)
 from .label_cache import LabelCache, label_key
 from .transforms import LoadImageLevelLabels, LoadPseudoLabel, PackPseudoLabelInputs
 from .unsupervised import (CenterSquareCrop, Cityscapes27Dataset, CityscapesHumanVehicleDataset,
@@ -10,9 +11,9 @@ from .unsupervised import (CenterSquareCrop, Cityscapes27Dataset, CityscapesHuma
 
 __all__ = [
     'DATASET_CLASSES', 'resolve_classes', 'GeneratedLabelDataset', 'PseudoLabelADE20KDataset',
-    'PseudoLabelCityscapesDataset', 'PseudoLabelVOCDataset', 'SyntheticADE20KDataset',
-    'SyntheticCityscapesDataset', 'SyntheticVOCDataset', 'LabelCache', 'label_key',
-    'LoadImageLevelLabels', 'LoadPseudoLabel', 'PackPseudoLabelInputs', 'Cityscapes27Dataset',
-    'CityscapesHumanVehicleDataset', 'COCOStuff27Dataset', 'CenterSquareCrop',
-    'ResizeHalfPixelLabels'
+    'PseudoLabelCityscapesDataset', 'PseudoLabelDataset', 'PseudoLabelVOCDataset',
+    'SyntheticADE20KDataset', 'SyntheticCityscapesDataset', 'SyntheticDataset',
+    'SyntheticVOCDataset', 'LabelCache', 'label_key', 'LoadImageLevelLabels', 'LoadPseudoLabel',
+    'PackPseudoLabelInputs', 'Cityscapes27Dataset', 'CityscapesHumanVehicleDataset',
+    'COCOStuff27Dataset', 'CenterSquareCrop', 'ResizeHalfPixelLabels'
 ]

@@ -4,9 +4,12 @@ Both are read as flat label folders written by ``tools/synthesize.py`` / ``tools
 ``<label_dir>/<image name><seg_map_suffix>`` holding the dataset's class indices (0-based, 255 =
 unsure; the generators' output convention), next to a ``manifest.jsonl`` (or ``manifest.json``)
 whose header records the class list. Each dataset keeps the metainfo (classes, palette) of the
-stock mmseg dataset it extends, so it mixes with real data in a ``ConcatDataset`` (for ADE20K, whose
-real labels use ``reduce_zero_label=True``, pass ``ignore_keys=['reduce_zero_label']`` and
+stock mmseg dataset it extends, so it mixes with real data in a ``ConcatDataset`` (for ADE20K,
+whose real labels use ``reduce_zero_label=True``, pass ``ignore_keys=['reduce_zero_label']`` and
 ``LoadAnnotations()`` without a fixed ``reduce_zero_label``: each sample then carries its own).
+:class:`SyntheticDataset` and :class:`PseudoLabelDataset` take any class list as ``metainfo``; a
+``metainfo`` the manifest records is read as it is (mmseg's ``label_map`` from the stock classes
+is not applied: the files already index the given classes).
 
 Loading fails with a clear error, never silently wrong labels, when: an image has no label file
 (a label folder made for other images), the manifest's classes differ from the dataset's, the
@@ -100,7 +103,10 @@ class GeneratedLabelDataset(BaseSegDataset):
                           reduce_zero_label=self.reduce_zero_label, seg_fields=[])
                      for p in images]
         self._check_label_folder(label_dir, data_list)
-        self._check_manifest(label_dir)
+        if self._check_manifest(label_dir):  # the files hold this dataset's indices already
+            self.label_map = self._metainfo['label_map'] = None
+            for info in data_list:
+                info['label_map'] = None
         self._check_label_values(data_list[:self.check_files])
         return data_list
 
@@ -119,7 +125,11 @@ class GeneratedLabelDataset(BaseSegDataset):
                 f'{[osp.basename(m) for m in missing[:3]]}; it holds {len(extra)} label(s) of '
                 f'other images, e.g. {extra[:3]}')
 
-    def _check_manifest(self, label_dir: Path) -> None:
+    def _check_manifest(self, label_dir: Path) -> bool:
+        """Refuse a label folder whose manifest records other classes (or segment ids, or the
+        other zero-label convention); True when it records this dataset's classes. Then the
+        files need no ``label_map``: mmseg's, made when ``metainfo`` overrides the stock
+        classes, maps the stock dataset's indices, which these files do not hold."""
         header = None
         for folder in (label_dir, label_dir.parent):
             header = read_manifest_header(folder)
@@ -131,7 +141,7 @@ class GeneratedLabelDataset(BaseSegDataset):
                     f'{type(self).__name__}: no manifest ({" / ".join(MANIFEST_NAMES)}) in '
                     f'{label_dir} or its parent; it records the classes of the labels (pass '
                     'require_manifest=False to skip the check)')
-            return
+            return False
         classes = list(self.metainfo['classes'])
         if header.get('classes') is None and 'classes' in header:
             raise ValueError(f'{type(self).__name__}: the labels in {label_dir} are unlabelled '
@@ -146,6 +156,7 @@ class GeneratedLabelDataset(BaseSegDataset):
                 f'{type(self).__name__}: the labels in {label_dir} were written with '
                 f'reduce_zero_label={written_rzl} but the dataset uses '
                 f'reduce_zero_label={self.reduce_zero_label}')
+        return 'classes' in header
 
     def _check_label_values(self, data_list: List[dict]) -> None:
         num_classes = len(self.metainfo['classes'])
@@ -181,6 +192,36 @@ def _synthetic_defaults(kwargs: dict) -> dict:
     kwargs.setdefault('seg_map_suffix', '.png')
     kwargs.setdefault('reduce_zero_label', False)
     return kwargs
+
+
+def _given_classes(cls_name: str, kwargs: dict) -> dict:
+    """``kwargs`` of a dataset of any class list, which ``metainfo=dict(classes=...)`` must give
+    (the classes the labels' manifest records, in its order)."""
+    if not (kwargs.get('metainfo') or {}).get('classes'):
+        raise ValueError(f'{cls_name} needs metainfo=dict(classes=[...]): the classes its labels '
+                         'index, as the label folder\'s manifest records them (the --classes of '
+                         'the tool that wrote them)')
+    return kwargs
+
+
+@DATASETS.register_module()
+class SyntheticDataset(GeneratedLabelDataset):
+    """Synthetic image-mask pairs of any class list (``tools/synthesize.py --classes a,b``), in
+    the layout that tool writes; ``metainfo=dict(classes=[...])`` gives the label set."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**_synthetic_defaults(_given_classes('SyntheticDataset', kwargs)))
+
+
+@DATASETS.register_module()
+class PseudoLabelDataset(GeneratedLabelDataset):
+    """Any images with a folder of generated labels of any class list (``tools/pseudo_label.py
+    --classes ...``); ``metainfo=dict(classes=[...])`` gives them, ``img_suffix`` the images'
+    file ending."""
+
+    def __init__(self, img_suffix='.jpg', seg_map_suffix='.png', **kwargs):
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
+                         **_given_classes('PseudoLabelDataset', kwargs))
 
 
 @DATASETS.register_module()

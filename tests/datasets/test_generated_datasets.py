@@ -272,3 +272,38 @@ def test_the_protocols_image_resize_keeps_tfs_unrounded_bilinear_values():
     rounded = TRANSFORMS.build(dict(type='ResizeHalfPixelLabels', scale=(4, 1), keep_ratio=False,
                                     float_image=False))
     assert rounded.transform(dict(img=img.copy()))['img'][0, :, 0].tolist() == [0, 0, 1, 1]
+
+
+def test_a_custom_class_list_is_read_as_the_files_hold_it(tmp_path):
+    """Labels written for a custom class list (their manifest records it) are read unmapped,
+    by the generic datasets or by a VOC one whose metainfo gives that list: mmseg's label map
+    from VOC's classes (person 15 -> 1, others -> 255) would erase them."""
+    classes = ['background', 'person', 'horse', 'cat', 'sheep']
+    values = {name: index for index, name in enumerate(VOC_NAMES, start=1)}  # 1, 2, 3
+
+    def label(name):
+        array = np.zeros((32, 32), dtype=np.uint8)
+        array[8:24, 8:24] = values[name]
+        array[0, 0] = 255
+        return Image.fromarray(array)
+    root = make_synthetic(tmp_path, classes=classes, labels=label)
+    for kind in ('SyntheticDataset', 'SyntheticVOCDataset'):
+        ds = DATASETS.build(dict(type=kind, data_root=str(root), pipeline=LOAD,
+                                 metainfo=dict(classes=classes)))
+        assert list(ds.metainfo['classes']) == classes and ds.label_map is None
+        for index, name in enumerate(VOC_NAMES):
+            assert sorted(np.unique(ds[index]['gt_seg_map'])) == [0, values[name], 255]
+    own = classes[:3] + ['couch']  # a name VOC lacks: only the generic datasets take it
+    write_manifest(root, own)
+    ds = DATASETS.build(dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
+                             metainfo=dict(classes=own), ann_file='ImageSets/Segmentation/train.txt',
+                             data_prefix=dict(img_path='JPEGImages',
+                                              seg_map_path='SegmentationClass')))
+    assert len(ds.metainfo['palette']) == 4
+    assert sorted(np.unique(ds[2]['gt_seg_map'])) == [0, 3, 255]
+    with pytest.raises(ValueError, match=r'SyntheticDataset needs metainfo=dict\(classes'):
+        DATASETS.build(dict(type='SyntheticDataset', data_root=str(root), pipeline=LOAD))
+    with pytest.raises(ValueError, match="index the classes \\['background', 'person', 'horse', "
+                                         "'couch'\\], but this dataset has"):
+        DATASETS.build(dict(type='SyntheticDataset', data_root=str(root), pipeline=LOAD,
+                            metainfo=dict(classes=classes[:3] + ['sheep'])))

@@ -258,12 +258,22 @@ def test_two_cpu_ranks_under_torchrun_share_the_work(tiny_model, voc_images, tmp
 
 def test_bad_input_stops_before_any_work(tiny_model, voc_images, tmp_path):
     labels = tmp_path / 'labels.json'
-    labels.write_text(json.dumps({f'voc_val_{i}': ['cat'] for i in (0, 1, 20, 23)} |
-                                 {'broken': ['unicorn']}))
+    labels.write_text(json.dumps({f'voc_val_{i}': ['cat'] for i in (0, 1, 20)} |
+                                 {'voc_val_23': ['sheeep'], 'broken': ['unicorn']}))
     out = tmp_path / 'out'
     result = run_tool('pseudo_label', voc_images, '--labels', labels, '--classes', 'voc',
                       '--model', tiny_model, '--out', out, expect=2)
-    assert "unknown class name(s) ['unicorn'] in the labels of image broken" in result.stderr
+    assert 'the image-level labels hold 2 unknown class name(s): ' in result.stderr  # all at once
+    assert "'sheeep' (1 image(s), e.g. 'voc_val_23'), did you mean 'sheep'?" in result.stderr
+    assert "'unicorn' (1 image(s), e.g. 'broken')" in result.stderr
+    assert "Fix: correct them (" in result.stderr and "'sheeep' -> 'sheep'" in result.stderr
+    labels.write_text(json.dumps({f'voc_val_{i}.png': ['cat'] for i in (0, 1, 20, 23)} |
+                                 {'broken.png': ['cat']}))
+    err = run_in_process('pseudo_label', voc_images, '--labels', labels, '--classes', 'voc',
+                         '--model', tiny_model, '--out', out, expect=2)
+    assert "5 image(s) have no image-level labels" in err
+    assert "keyed by file names (e.g. 'broken.png'): key them by the image name without its " \
+        "extension ('broken')" in err
     err = run_in_process('pseudo_label', voc_images, '--labels-from-gt',
                          shared_path(*VOC, 'SegmentationClass'), '--classes', 'voc', '--model',
                          tiny_model, '--out', out, expect=2)

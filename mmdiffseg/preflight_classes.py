@@ -1,0 +1,156 @@
+"""Pre-flight check that a config's class lists agree (part of :mod:`mmdiffseg.preflight`).
+
+A config names its classes in up to five places: the dataset (its class's ``METAINFO``, or
+``metainfo=dict(classes=...)``), ``LoadImageLevelLabels.classes`` (the class a ground-truth
+value or a label-file name stands for), the generator whose label indices the online labels
+are (a label cache's, or ``DiffusionSegmentor``'s), and the decode head's ``num_classes`` with
+its ``class_weight``. A label index must mean one class in all of them: otherwise training fits
+wrong targets without an error, or stops at its first iteration once the diffusion model has
+loaded (an index past the head's classes, a class weight of another length).
+"""
+from __future__ import annotations
+
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+from .preflight_data import Missing
+
+#: where a list is shown whole; longer ones by their first names and their count
+SHOWN = 8
+
+
+def dataset_classes(dataset: dict) -> Optional[List[str]]:
+    """The classes a dataset config reads its labels as: ``metainfo['classes']``, else its
+    registered class's ``METAINFO``; None where neither says (a wrapper, an unknown type)."""
+    from mmseg.registry import DATASETS
+    given = (dataset.get('metainfo') or {}).get('classes')
+    if given:
+        return list(given)
+    kind = dataset.get('type')
+    cls = DATASETS.get(kind) if isinstance(kind, str) else kind if isinstance(kind, type) else None
+    classes = (getattr(cls, 'METAINFO', None) or {}).get('classes')
+    return list(classes) if classes else None
+
+
+def describe(classes: Sequence[str]) -> str:
+    """A class list by its set name (``'voc'``) where it is one, else its names."""
+    from .datasets.class_names import DATASET_CLASSES
+    name = next((n for n, listed in DATASET_CLASSES.items() if _same(listed, classes)), None)
+    if name is not None:
+        return f"{name!r} ({len(classes)} classes)"
+    shown = list(classes) if len(classes) <= SHOWN else [*classes[:SHOWN - 2], '...']
+    return f'{shown} ({len(classes)} classes)'
+
+
+def _same(a: Sequence[str], b: Sequence[str]) -> bool:
+    """Equal lists, names compared without surrounding spaces (mmseg's ADE20K ``'bed '``)."""
+    return [str(n).strip() for n in a] == [str(n).strip() for n in b]
+
+
+def _first_difference(found: Sequence[str], expected: Sequence[str]) -> str:
+    for index, (a, b) in enumerate(zip(found, expected)):
+        if a.strip() != b.strip():
+            return f'; index {index} is {a!r} there but {b!r} in the dataset'
+    return ''
+
+
+def generator_classes(generator: dict) -> Optional[List[str]]:
+    """The classes the labels of a generator config index; None for unlabelled segments or a
+    generator that does not build (pre-flight's option check names why)."""
+    from .registry import MASK_GENERATORS
+    try:
+        built = MASK_GENERATORS.build(dict(generator))
+    except Exception:  # noqa: BLE001  (check_generator reports it)
+        return None
+    classes = getattr(built, 'classes', None)
+    return list(classes) if classes else None
+
+
+def _mismatch(key: str, what: str, found: List[str], expected: List[str], source: str,
+              fix: str) -> Missing:
+    return Missing(f'{key} ({what}) has the classes {describe(found)}, but the dataset reads its '
+                   f'labels as {describe(expected)} ({source}){_first_difference(found, expected)}'
+                   ': a label index would mean another class in each', fix, [key])
+
+
+def check_dataset_classes(dataset: dict, where: str) -> List[Missing]:
+    """``LoadImageLevelLabels.classes`` and the label cache's generator of the dataset's
+    pipeline against the dataset's classes."""
+    from .datasets.class_names import resolve_classes
+    expected = dataset_classes(dataset)
+    if expected is None:
+        return []
+    source = f'{where}.metainfo' if (dataset.get('metainfo') or {}).get('classes') else \
+        f"{dataset.get('type')}'s METAINFO"
+    missing = []
+    for index, step in enumerate(dataset.get('pipeline') or []):
+        if not isinstance(step, dict):
+            continue
+        key = f'{where}.pipeline.{index}'
+        if step.get('type') == 'LoadImageLevelLabels' and step.get('classes') is not None:
+            try:
+                found = resolve_classes(step['classes'])
+            except KeyError:  # the transform names an unknown set when built
+                continue
+            if not _same(found, expected):
+                missing.append(_mismatch(
+                    f'{key}.classes', 'the class each image-level name or ground-truth value '
+                    'stands for', found, expected, source,
+                    f"set {key}.classes to the dataset's classes, in their order"))
+        generator = (step.get('cache') or {}).get('generator') if step.get('type') == \
+            'LoadPseudoLabel' else None
+        found = generator_classes(generator) if isinstance(generator, dict) else None
+        if found is not None and not _same(found, expected):
+            missing.append(_mismatch(
+                f'{key}.cache.generator', 'the classes the online labels index', found, expected,
+                source, f"give the generator the dataset's classes, in their order "
+                f"({key}.cache.generator.classes=[...]; iSeg: also vocabulary=None for names "
+                "outside its vocabulary), or the dataset the generator's (metainfo=dict("
+                'classes=[...]))'))
+    return missing
+
+
+def check_model_classes(model: dict, datasets: List[Tuple[str, List[str]]]) -> List[Missing]:
+    """The heads' ``num_classes`` and ``loss_cls.class_weight`` (Mask2Former: one more, the
+    no-object class) and ``DiffusionSegmentor``'s generator against each dataset's classes
+    (once per class list: the first dataset that has it is named)."""
+    missing, seen = [], []
+    for where, classes in datasets:
+        if any(_same(classes, other) for other in seen):
+            continue
+        seen.append(classes)
+        for key, head in _heads(model):
+            count = head.get('num_classes')
+            if isinstance(count, int) and count != len(classes):
+                missing.append(Missing(
+                    f'{key}.num_classes is {count}, but {where} has {describe(classes)}',
+                    f'--cfg-options {key}.num_classes={len(classes)}, and a class_weight of its '
+                    'loss_cls to match', [f'{key}.num_classes']))
+                continue
+            weights = (head.get('loss_cls') or {}).get('class_weight')
+            extra = 1 if 'MaskFormer' in str(head.get('type')) or 'Mask2Former' in \
+                str(head.get('type')) else 0
+            if isinstance(weights, (list, tuple)) and len(weights) != len(classes) + extra:
+                missing.append(Missing(
+                    f'{key}.loss_cls.class_weight has {len(weights)} weights, but {where} has '
+                    f'{describe(classes)}' + (' and the no-object class' if extra else ''),
+                    f'set {key}.loss_cls.class_weight to {len(classes) + extra} weights, a '
+                    'weight per class' + (', then the no-object one' if extra else '') +
+                    f' (in the config: [1.0] * {len(classes)}' + (' + [0.1])' if extra else ')'),
+                    [f'{key}.loss_cls.class_weight']))
+        generator = model.get('generator') if model.get('type') == 'DiffusionSegmentor' else None
+        found = generator_classes(generator) if isinstance(generator, dict) else None
+        if found is not None and not _same(found, classes):
+            missing.append(_mismatch('model.generator', 'the classes its labels index', found,
+                                     classes, where, "give the generator the dataset's classes, "
+                                     'in their order (model.generator.classes=[...])'))
+    return missing
+
+
+def _heads(model: dict) -> Iterator[Tuple[str, dict]]:
+    for name in ('decode_head', 'auxiliary_head'):
+        heads = model.get(name)
+        if isinstance(heads, dict):
+            yield f'model.{name}', heads
+        elif isinstance(heads, (list, tuple)):
+            yield from ((f'model.{name}.{i}', h) for i, h in enumerate(heads)
+                        if isinstance(h, dict))

@@ -1,0 +1,130 @@
+"""Pre-flight: a config's class lists agree (mmdiffseg.preflight_classes). A custom dataset
+changes its classes in the dataset, LoadImageLevelLabels, the label cache's generator, the
+head's num_classes and its class_weight; each one left behind is named with its key."""
+import json
+
+import numpy as np
+import pytest
+from e2e_helpers import REPO
+from mmengine.config import Config
+
+import mmdiffseg  # noqa: F401
+from mmdiffseg import preflight
+from mmdiffseg.preflight_classes import check_dataset_classes, check_model_classes, dataset_classes
+
+TINY_ONLINE = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-iseg-online-128x128.py'
+MINE = ['background', 'person', 'horse', 'cat', 'couch', 'sheep']
+STEPS = 'train_dataloader.dataset.pipeline'
+CLASS_KEYS = ('classes', 'num_classes', 'class_weight', 'generator')
+
+
+@pytest.fixture(autouse=True)
+def no_network_probes(monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    preflight.reachable.cache_clear()
+
+
+def class_problems(options):
+    cfg = Config.fromfile(str(TINY_ONLINE))
+    for section in ('train_dataloader', 'val_dataloader'):
+        cfg.merge_from_dict({f'{section}.dataset.metainfo': dict(classes=MINE)})
+    cfg.merge_from_dict(options)
+    return {w: m for m in preflight.check(cfg, 'train') for w in m.where
+            if any(k in w for k in CLASS_KEYS)}
+
+
+def test_each_class_list_left_behind_is_named_with_its_key_and_fix():
+    found = class_problems({})
+    assert sorted(found) == ['model.decode_head.num_classes', f'{STEPS}.1.classes',
+                             f'{STEPS}.2.cache.generator']
+    step = found[f'{STEPS}.1.classes']
+    assert step.what.startswith(f"{STEPS}.1.classes (the class each image-level name or "
+                                "ground-truth value stands for) has the classes 'voc' (21 "
+                                "classes), but the dataset reads its labels as ['background', "
+                                "'person', 'horse', 'cat', 'couch', 'sheep'] (6 classes) "
+                                "(train_dataloader.dataset.metainfo); index 1 is 'aeroplane'")
+    assert step.fix == f"set {STEPS}.1.classes to the dataset's classes, in their order"
+    assert 'vocabulary=None' in found[f'{STEPS}.2.cache.generator'].fix
+    head = found['model.decode_head.num_classes']
+    assert head.what.startswith('model.decode_head.num_classes is 21, but train_dataloader.dataset')
+    assert head.fix.startswith('--cfg-options model.decode_head.num_classes=6')
+
+    generator = dict(type='ISeg', classes=MINE, vocabulary=None, cross_heads=None, self_heads=[0])
+    agreed = {f'{STEPS}.1.classes': MINE, f'{STEPS}.2.cache.generator': generator,
+              'model.decode_head.num_classes': 6}
+    found = class_problems(agreed)
+    assert list(found) == ['model.decode_head.loss_cls.class_weight']  # 22 weights left
+    assert found['model.decode_head.loss_cls.class_weight'].fix == (
+        'set model.decode_head.loss_cls.class_weight to 7 weights, a weight per class, then the '
+        'no-object one (in the config: [1.0] * 6 + [0.1])')
+    assert class_problems({**agreed, 'model.decode_head.loss_cls.class_weight': [1.0] * 6 + [0.1]}
+                          ) == {}
+
+    shuffled = dict(generator, classes=sorted(MINE))  # same names, other indices
+    found = class_problems({**agreed, f'{STEPS}.2.cache.generator': shuffled,
+                            'model.decode_head.loss_cls.class_weight': [1.0] * 7})
+    assert list(found) == [f'{STEPS}.2.cache.generator']
+    assert "index 1 is 'cat' there but 'person' in the dataset" in \
+        found[f'{STEPS}.2.cache.generator'].what
+
+
+@pytest.mark.parametrize('config', sorted(p.name for p in (REPO / 'configs').rglob('*.py')
+                                          if '_base_' not in p.parts))
+def test_every_shipped_config_agrees_with_itself(config):
+    """No shipped config has a class list that disagrees (ADE20K's 'bed ' included)."""
+    [path] = (REPO / 'configs').rglob(config)
+    cfg = Config.fromfile(str(path)).to_dict()
+    datasets, missing = [], []
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        for where, node in preflight.walk(cfg.get(name) or {}, name):
+            if 'pipeline' in node:
+                missing += check_dataset_classes(node, where)
+                datasets += [(where, dataset_classes(node))] if dataset_classes(node) else []
+    if isinstance(cfg.get('model'), dict):
+        missing += check_model_classes(cfg['model'], datasets)
+    assert missing == []
+
+
+def test_the_readme_custom_dataset_config_trains_on_the_tools_labels(tmp_path, monkeypatch):
+    """README "Your own images and classes": pseudo_label.py with a class list VOC lacks
+    ('couch'), then the README's config: its dataset reads the labels as written, and pre-flight
+    finds no class list that disagrees once val/test get the classes as its comment says."""
+    from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+    from mmseg.registry import DATASETS
+    from PIL import Image
+    from sample_data import shared_path
+    from test_offline_tools import ISEG_OPTIONS, run_in_process
+
+    readme = (REPO / 'README.md').read_text().split('**Your own images and classes.**')[1]
+    snippet = readme.split('```python\n')[1].split('```')[0]
+    classes = ['background', 'person', 'horse', 'couch']
+    assert f'classes = {classes}' in snippet
+    monkeypatch.chdir(tmp_path)
+    images = tmp_path / 'data/mine/images'
+    images.mkdir(parents=True)
+    voc = shared_path('voc2012_val_samples', 'JPEGImages')
+    for name in ('voc_val_0', 'voc_val_20'):
+        Image.open(voc / f'{name}.png').convert('RGB').save(images / f'{name}.jpg')
+    (tmp_path / 'data/mine/image_labels.json').write_text(
+        json.dumps({'voc_val_0': ['person'], 'voc_val_20': ['horse', 'couch']}))
+    model = cached_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
+    run_in_process('pseudo_label', 'data/mine/images', '--labels', 'data/mine/image_labels.json',
+                   '--classes', ','.join(classes), '--out', 'data/mine/pseudo_labels', '--model',
+                   model, '--device', 'cpu', *ISEG_OPTIONS)
+
+    config = tmp_path / 'mine.py'
+    config.write_text(snippet.replace("'./mask2former", f"'{REPO}/configs/mask2former/mask2former"))
+    cfg = Config.fromfile(str(config))
+    for name in ('val_dataloader', 'test_dataloader'):
+        cfg.merge_from_dict({f'{name}.dataset.type': 'BaseSegDataset',
+                             f'{name}.dataset.metainfo': dict(classes=classes)})
+    found = [m for m in preflight.check(cfg, 'train')
+             if any(k in w for w in m.where for k in CLASS_KEYS)]
+    assert found == []
+    dataset = DATASETS.build(dict(cfg.train_dataloader.dataset, pipeline=[
+        dict(type='LoadImageFromFile'), dict(type='mmseg.LoadAnnotations')]))
+    assert list(dataset.metainfo['classes']) == classes and len(dataset) == 2
+    for index, name in enumerate(('voc_val_0', 'voc_val_20')):
+        written = np.array(Image.open(f'data/mine/pseudo_labels/SegmentationClass/{name}.png'))
+        assert np.array_equal(dataset[index]['gt_seg_map'], written)
+    assert set(np.unique(dataset[1]['gt_seg_map'])) <= {0, 2, 3, 255}
