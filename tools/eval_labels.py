@@ -1,6 +1,7 @@
 """Score a label folder against ground truth: per-class IoU table, mIoU, coverage.
 
-    python tools/eval_labels.py work_dirs/pl --gt data/VOC2012/SegmentationClass --classes voc
+    python tools/eval_labels.py work_dirs/pl --gt data/VOCdevkit/VOC2012/SegmentationClass \\
+        --classes voc
     python tools/eval_labels.py work_dirs/diffseg --gt GT_DIR --classes cocostuff27 --hungarian
 
 LABELS is a tool's output folder (its SegmentationClass/ is read) or a folder of PNGs. Ground

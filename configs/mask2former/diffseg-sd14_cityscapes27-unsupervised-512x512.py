@@ -9,7 +9,7 @@ _base_ = [
     '../_base_/datasets/cityscapes27_unsupervised.py',
 ]
 custom_imports = dict(
-    imports=['mmdet.models', 'mmdiffseg'],
+    imports=['mmdiffseg', 'mmdet.models'],
     allow_failed_imports=False)
 
 model = dict(

@@ -8,7 +8,7 @@
 # Data: data/VOCdevkit/VOC2012 with SegmentationClassAug (tools/dataset_converters/voc_aug.py;
 # README "Data layout"). Pictures: --show-dir DIR; the masks as PNGs: --out DIR.
 _base_ = ['mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py']
-custom_imports = dict(imports=['mmdet.models', 'mmdiffseg'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmdiffseg', 'mmdet.models'], allow_failed_imports=False)
 
 voc_data_root = 'data/VOCdevkit/VOC2012'
 model = dict(

@@ -5,7 +5,7 @@ _base_ = [
     '../_base_/datasets/ade20k_generated.py',
 ]
 custom_imports = dict(
-    imports=['mmdet.models', 'mmdiffseg'],
+    imports=['mmdiffseg', 'mmdet.models'],
     allow_failed_imports=False)
 
 train_dataloader = {{_base_.ade_pseudo_train_dataloader}}

@@ -6,7 +6,7 @@ _base_ = [
     '../_base_/datasets/voc12_iseg_online.py',
 ]
 custom_imports = dict(
-    imports=['mmdet.models', 'mmdiffseg'],
+    imports=['mmdiffseg', 'mmdet.models'],
     allow_failed_imports=False)
 
 num_classes = 21

@@ -5,7 +5,7 @@ _base_ = [
     '../_base_/datasets/voc12_iseg_online.py',
 ]
 custom_imports = dict(
-    imports=['mmdet.models', 'mmdiffseg'],
+    imports=['mmdiffseg', 'mmdet.models'],
     allow_failed_imports=False)
 
 crop_size = (512, 512)
