@@ -71,7 +71,10 @@ def test_ade20k_labels_are_scored_against_its_one_based_annotations(tmp_path):
     save(tmp_path / 'raw150' / 'x.png', [[0, 150, 3, 3]])  # annotations copied: the hint
     err = run_in_process('eval_labels', tmp_path / 'raw150', '--gt', tmp_path / 'gt150',
                          '--classes', 'ade20k', expect=2)
-    assert "not in the ground truth's reduce_zero_label convention" in err
+    assert "labels in the ground truth's reduce_zero_label convention (0 = other, k = class k-1" \
+        in err and 'need --labels-reduce-zero-label' in err
+    assert scores(tmp_path, tmp_path / 'raw150', '--gt', tmp_path / 'gt150', '--classes', 'ade20k',
+                  '--labels-reduce-zero-label')['mIoU'] == 100.0
 
 
 @pytest.fixture
