@@ -11,7 +11,7 @@ import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 DATA_GUIDE = 'README "Data layout"'
 ELSEWHERE = '; or set data_root (and data_prefix) of the entries above to where yours is'
@@ -178,7 +178,36 @@ def check_listed_files(dataset: dict, where: str) -> List[Missing]:
             f'{kind}: {len(absent)} of the {len(data_list)} '
             f'{"images" if key == "img_path" else "label maps"} of the split ({_listing(dataset)}) '
             f'are not there (e.g. {_examples(absent)})', fix, [where]))
+    unreadable = _unreadable(str(info['img_path']) for info in data_list
+                             if info.get('img_path') and Path(info['img_path']).is_file())
+    if unreadable:
+        missing.append(Missing(
+            f'{kind}: {len(unreadable)} of the {len(data_list)} images of the split '
+            f'({_listing(dataset)}) are no image OpenCV reads (e.g. {unreadable[0][0]!r}: '
+            f'{unreadable[0][1]})', 'replace them with the images, or remove them' + (
+                f' (their names from the split file {_listing(dataset)})'
+                if dataset.get('ann_file') else ''), [where]))
     return missing
+
+
+def _unreadable(paths: Iterable[str]) -> List[Tuple[str, str]]:
+    """(path, why) of the files that are no image OpenCV reads, by their headers (not decoded:
+    a truncated image is named by the run): not an image, 32-bit samples, too many pixels."""
+    from PIL import Image, UnidentifiedImageError
+    from .apis.folders import MAX_IMAGE_PIXELS, open_image
+    found = []
+    for path in paths:
+        try:
+            with open_image(path) as img:
+                if img.mode == 'F' or (img.mode == 'I' and img.format == 'TIFF'):
+                    found.append((path, f'32-bit samples ({img.mode})'))
+                elif img.width * img.height > MAX_IMAGE_PIXELS:
+                    found.append((path, f'{img.width}x{img.height} pixels'))
+        except Image.DecompressionBombError:
+            found.append((path, f'more than {MAX_IMAGE_PIXELS} pixels'))
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+            found.append((path, f'not an image ({type(err).__name__})'))
+    return found
 
 
 def reads_generated_labels(dataset: dict) -> bool:

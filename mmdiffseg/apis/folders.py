@@ -25,6 +25,9 @@ IGNORE_INDEX = 255
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 #: colour of unsure pixels, as in VOC's own PNGs
 IGNORE_COLOR = (224, 224, 192)
+#: the largest image read, in pixels: OpenCV's (``CV_IO_MAX_IMAGE_PIXELS``), which mmseg's
+#: ``LoadImageFromFile`` reads training images with (Pillow stops at 179 Mpx by default)
+MAX_IMAGE_PIXELS = 2 ** 30
 
 
 def split_path(split: str = 'train') -> str:
@@ -77,9 +80,17 @@ def read_rgb(path) -> np.ndarray:
     ``'color'``) reads it for training, so labels line up with the trained image: EXIF
     orientation applied, 16-bit samples scaled to 8 bits (their high byte), grey and palette
     images as RGB, alpha dropped. :class:`ItemFailed` names a file that is missing, truncated
-    or not an image."""
+    or not an image, or one OpenCV cannot read either (32-bit samples, over
+    :data:`MAX_IMAGE_PIXELS`)."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
+            if img.mode == 'F' or (img.mode == 'I' and img.format == 'TIFF'):
+                raise ItemFailed(f'cannot read image {path}: 32-bit samples ({img.mode}), which '
+                                 "OpenCV and so mmseg's LoadImageFromFile do not read; convert it "
+                                 'to 8 or 16 bits per sample')
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise ItemFailed(f'cannot read image {path}: {img.width}x{img.height} pixels, '
+                                 f'more than OpenCV reads ({MAX_IMAGE_PIXELS}); split or shrink it')
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
             if img.mode.startswith('I'):  # 16-bit grey ('I;16', 'I;16B', 'I')
@@ -90,9 +101,15 @@ def read_rgb(path) -> np.ndarray:
         raise ItemFailed(f'cannot read image {path}: {exc}') from exc
 
 
+def open_image(path) -> Image.Image:
+    """``Image.open`` up to :data:`MAX_IMAGE_PIXELS` (Pillow's own limit is lower)."""
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_IMAGE_PIXELS // 2)  # 2x: error
+    return Image.open(path)
+
+
 def read_label_png(path) -> np.ndarray:
     """A label PNG (palette or grey) as ``(H, W)`` uint8 indices."""
-    with Image.open(path) as img:
+    with open_image(path) as img:
         if img.mode not in ('P', 'L', 'I', 'I;16'):
             raise ValueError(f'{path}: a label map must be a palette or grey PNG, not {img.mode}')
         labels = np.asarray(img)
@@ -119,9 +136,11 @@ def resolve_record_path(value: str, folder) -> Path:
 
 
 def list_images(folder, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> List[Path]:
-    """Image files directly in ``folder`` (sorted by name)."""
+    """Image files directly in ``folder`` (sorted by name); hidden files (``.name``: macOS's
+    ``._IMG_0001.JPG`` beside each copied photo) are not images."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file())
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file()
+                  and not p.name.startswith('.'))
 
 
 def check_inputs_outside_output(items, out_dir, tail: str) -> None:

@@ -37,30 +37,29 @@ from ..generators.base import IGNORE_INDEX
 from .class_names import resolve_classes, spelled_as
 from .label_cache import LabelCache, canonical_cache_spec, label_key
 
-#: largest image (pixels) whose source indices fit the 24-bit encoding
-MAX_SOURCE_PIXELS = 1 << 24
+#: largest image (pixels) whose source indices fit the 31-bit encoding (OpenCV reads up to 2^30)
+MAX_SOURCE_PIXELS = 1 << 31
 
 
 def encode_source_index(height: int, width: int) -> np.ndarray:
-    """``(H, W, 4)`` uint8 map of each pixel's flat index: channel 0 = 0 (valid), channels 1-3
-    the index in base 256. Padding (255 on every channel) and rotation borders (255, 0, 0, 0)
-    both set channel 0 and so decode as invalid."""
+    """``(H, W, 4)`` uint8 map of each pixel's flat index in base 256, most significant byte
+    first; the first byte stays below 128, so padding (255 on every channel) and rotation
+    borders (255, 0, 0, 0) decode as invalid."""
     if height * width > MAX_SOURCE_PIXELS:
         raise ValueError(f'image of {height}x{width} pixels is too large for the source-index map '
                          f'(at most {MAX_SOURCE_PIXELS} pixels)')
     index = np.arange(height * width, dtype=np.int64).reshape(height, width)
-    encoded = np.zeros((height, width, 4), dtype=np.uint8)
-    encoded[..., 1] = index >> 16
-    encoded[..., 2] = (index >> 8) & 255
-    encoded[..., 3] = index & 255
+    encoded = np.empty((height, width, 4), dtype=np.uint8)
+    for channel in range(4):
+        encoded[..., channel] = (index >> (8 * (3 - channel))) & 255
     return encoded
 
 
 def decode_source_index(encoded: np.ndarray) -> np.ndarray:
     """Inverse of :func:`encode_source_index`: ``(H, W)`` int64, -1 where invalid (padding)."""
     enc = encoded.astype(np.int64)
-    index = (enc[..., 1] << 16) | (enc[..., 2] << 8) | enc[..., 3]
-    index[enc[..., 0] != 0] = -1
+    index = (enc[..., 0] << 24) | (enc[..., 1] << 16) | (enc[..., 2] << 8) | enc[..., 3]
+    index[enc[..., 0] >= 128] = -1
     return index
 
 

@@ -89,9 +89,14 @@ def engine_dtype(name: str, owner: str) -> torch.dtype:
     return DTYPES[name]
 
 
-def decode_rgb(image_bytes: bytes) -> np.ndarray:
-    """An image file's bytes as the labeler reads them: RGB uint8 ``HxWx3``."""
-    return mmcv.imfrombytes(image_bytes, channel_order='rgb')
+def decode_rgb(image_bytes: bytes, path: str) -> np.ndarray:
+    """The bytes of the image file ``path`` as the labeler reads them (as ``LoadImageFromFile``'s
+    default OpenCV decode): RGB uint8 ``HxWx3``; a file OpenCV cannot decode is named."""
+    image = mmcv.imfrombytes(image_bytes, channel_order='bgr')
+    if image is None:
+        raise ValueError(f'cannot read image {path}: OpenCV cannot decode it (not an image, or '
+                         'damaged): replace it, or remove it from the dataset\'s split')
+    return mmcv.bgr2rgb(image)
 
 
 class AttentionLabeler:
@@ -205,7 +210,7 @@ class OnlineLabeler:
             self.bind(sample.metainfo['pseudo_label_cache'])
             path = sample.metainfo['img_path']
             items.setdefault(sample.metainfo['pseudo_label_key'],
-                             (lambda path=path: decode_rgb(fileio.get(path)),
+                             (lambda path=path: decode_rgb(fileio.get(path), path),
                               sample.metainfo['image_labels']))
         return self.labels(items, device)
 
@@ -225,7 +230,15 @@ class OnlineLabeler:
         labels = self._labels_of_samples(uncached, device) if uncached else {}
         for sample in uncached:
             index = sample.pseudo_label_index.data
-            source = torch.from_numpy(labels[sample.metainfo['pseudo_label_key']]).flatten()
+            label = labels[sample.metainfo['pseudo_label_key']]
+            loaded = tuple(sample.metainfo.get('ori_shape', label.shape))[:2]
+            if label.shape != loaded:
+                raise ValueError(
+                    f'{sample.metainfo["img_path"]} was loaded as {loaded[::-1]} (WxH) but the '
+                    f'labeler decodes it as {label.shape[::-1]}: online labels read images as '
+                    "LoadImageFromFile's defaults do (OpenCV, color_type='color', EXIF "
+                    'orientation applied); give the train pipeline\'s LoadImageFromFile those')
+            source = torch.from_numpy(label).flatten()
             target = torch.full(index.shape, IGNORE_INDEX, dtype=torch.int64)
             valid = index >= 0
             if valid.any() and int(index.max()) >= source.numel():

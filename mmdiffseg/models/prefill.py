@@ -92,7 +92,7 @@ class _RankImages(torch.utils.data.Dataset):
         names = list(results['image_labels'])
         key = label_key(data, names)
         cached = label_path(self.cache_dir, key).exists()
-        return key, None if cached else decode_rgb(data), names
+        return key, None if cached else decode_rgb(data, results['img_path']), names
 
 
 def _build_datasets(dataset_cfgs: List[dict]) -> List:

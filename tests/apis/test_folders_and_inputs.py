@@ -7,7 +7,8 @@ from PIL import Image
 
 from mmdiffseg.apis.builders import check_model, parse_options
 from mmdiffseg.apis.folders import (IGNORE_COLOR, IMAGE_DIR, MASK_DIR, encode_jpeg,
-                                    encode_label_png, palette_for, read_label_png, read_rgb)
+                                    encode_label_png, list_images, palette_for, read_label_png,
+                                    read_rgb)
 from mmdiffseg.apis.io import MANIFEST_NAME, ItemFailed, UserInputError
 from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
                                          labels_from_ground_truth)
@@ -58,6 +59,15 @@ def test_read_rgb_names_an_unreadable_file(tmp_path):
         read_rgb(bad)
     with pytest.raises(ItemFailed, match='missing.jpg'):
         read_rgb(tmp_path / 'missing.jpg')
+    for name, array in (('f.tif', np.ones((4, 5), np.float32)), ('i.tif', np.ones((4, 5), np.int32))):
+        Image.fromarray(array).save(tmp_path / name)  # OpenCV, so training, cannot read these
+        with pytest.raises(ItemFailed, match=f'{name}: 32-bit samples .* convert it to 8 or 16'):
+            read_rgb(tmp_path / name)
+    Image.fromarray(np.ones((4, 5), np.uint16)).save(tmp_path / 'u16.tif')  # 16-bit: read
+    assert read_rgb(tmp_path / 'u16.tif').shape == (4, 5, 3)
+    (tmp_path / '._g.png').write_bytes(b'\x00\x05\x16\x07')  # macOS AppleDouble beside a copy
+    assert [p.name for p in list_images(tmp_path)] == ['bad.png', 'f.tif', 'g.png', 'i.tif',
+                                                       'u16.tif']
 
 
 def _images_of_every_mode(folder):

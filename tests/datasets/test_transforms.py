@@ -56,9 +56,15 @@ def test_source_index_round_trip_and_padding():
     assert decode_source_index(rotated_border)[0, 0] == -1
 
 
-def test_source_index_rejects_huge_images():
+def test_source_index_of_a_large_photo_and_the_limit():
+    """A 24 Mpx photo's indices pass 2^24 (the first byte is used); past 2^31 pixels: refused."""
+    enc = encode_source_index(4000, 6000)
+    dec = decode_source_index(enc[::1999, ::2999])
+    assert dec.tolist() == [[0, 2999, 5998], [1999 * 6000, 1999 * 6000 + 2999, 1999 * 6000 + 5998],
+                            [3998 * 6000, 3998 * 6000 + 2999, 3998 * 6000 + 5998]]
+    assert enc[-1, -1, 0] == (4000 * 6000 - 1) >> 24 == 1
     with pytest.raises(ValueError, match='too large'):
-        encode_source_index(5000, 4000)
+        encode_source_index(50000, 50000)
 
 
 GEOMETRY = [

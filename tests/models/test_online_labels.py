@@ -164,3 +164,32 @@ def test_checkpoint_holds_no_engine_or_generator(setup):
     pre = setup[2]
     assert list(pre.state_dict()) == list(
         MODELS.build(dict(type='SegDataPreProcessor', mean=[0, 0, 0], std=[1, 1, 1])).state_dict())
+
+
+def test_images_the_labeler_decodes_otherwise_than_the_pipeline_are_named(setup, tmp_path):
+    """A photo with EXIF orientation 6 loaded with color_type='color_ignore_orientation' is not
+    the picture the labeler decodes (OpenCV's default applies the orientation): refused, not
+    labelled rotated. A file OpenCV cannot decode is named."""
+    from PIL import Image
+
+    from mmdiffseg.models.online_labeler import decode_rgb
+    _, samples, pre, _, cache = setup
+    photo = tmp_path / 'photo.jpg'
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees to display
+    Image.open(samples[0]['img_path']).convert('RGB').crop((0, 0, 400, 300)).save(photo, exif=exif)
+    for color_type, refused in (('color_ignore_orientation', True), ('color', False)):
+        pipeline = Compose([dict(type='LoadImageFromFile', color_type=color_type),
+                            dict(type='LoadImageLevelLabels', classes='voc', ann_file=None),
+                            dict(type='LoadPseudoLabel', cache=cache),
+                            dict(type='PackPseudoLabelInputs')])
+        data = pseudo_collate([pipeline(dict(samples[0], img_path=str(photo)))])
+        if refused:
+            with pytest.raises(ValueError, match=r'photo.jpg was loaded as \(400, 300\) \(WxH\) '
+                               r'but the labeler decodes it as \(300, 400\)'):
+                pre(data, training=True)
+        else:
+            label = pre(data, training=True)['data_samples'][0].gt_sem_seg.data
+            assert label.shape[-2:] == (400, 300)  # portrait, as displayed
+    with pytest.raises(ValueError, match='cannot read image x/notes.jpg: OpenCV cannot decode it'):
+        decode_rgb(b'plain text', 'x/notes.jpg')

@@ -285,3 +285,18 @@ def test_a_pseudo_label_folder_the_dataset_refuses_is_reported(tmp_path, voc_roo
     assert len(found) == 1 and found[0].what.startswith(
         f'PseudoLabelVOCDataset: the label folder {labels} does not match the images')
     assert 'train_dataloader.dataset.data_prefix (img_path, seg_map_path)' in found[0].fix
+
+
+def test_listed_files_that_are_no_image_are_named_before_training(voc_root):
+    """A split file naming a text file (a failed download saved as .png) passed pre-flight, then
+    stopped training with a traceback when it reached it."""
+    image = voc_root / 'JPEGImages' / f'{VOC_IMAGES[1]}.png'
+    image.unlink()  # a link to the sample
+    image.write_text('<html>404 not found</html>')
+    found = [item for what, item in items(voc_config(voc_root)).items() if 'OpenCV reads' in what]
+    assert len(found) == 1
+    assert found[0].what.startswith(f'PascalVOCDataset: 1 of the {len(VOC_IMAGES)} images of the '
+                                    'split')
+    assert f"(e.g. '{image}': not an image (UnidentifiedImageError))" in found[0].what
+    assert found[0].fix.startswith('replace them with the images, or remove them (their names '
+                                   'from the split file')
