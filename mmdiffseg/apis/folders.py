@@ -7,13 +7,13 @@ stock ``PascalVOCDataset`` / ``BaseSegDataset`` configs read (``img_suffix='.jpg
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
 from typing import List, Sequence
 
 import numpy as np
-from mmseg.datasets import PascalVOCDataset
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .io import ItemFailed, UserInputError
@@ -35,21 +35,26 @@ def split_path(split: str = 'train') -> str:
 
 
 def palette_for(classes: Sequence[str]) -> List[List[int]]:
-    """One RGB colour per class: the palette of the mmseg dataset whose class list this is
-    (Cityscapes, ADE20K, ...); else mmseg's VOC colour of each VOC class name (VOC's classes,
-    any prefix of its list) and fixed pseudo-random colours for the others."""
+    """One RGB colour per class, by name, so a class keeps its colour in every tool and list:
+    the palette of the mmseg dataset whose classes these are (its whole list, else the first of
+    VOC, Cityscapes, ADE20K, ... that has every name but ``'background'``), else VOC's colour of
+    a VOC name and a colour made from the name for the others; ``'background'`` is black where
+    that dataset has none. Names compare without surrounding spaces (ADE20K's ``'bed '``)."""
     from .eval_labels import CLASS_SET_DATASETS  # (imports this module)
-    for dataset in CLASS_SET_DATASETS.values():
-        meta = dataset.METAINFO
-        if list(classes) == list(meta['classes']) and meta.get('palette'):
-            return [list(color) for color in meta['palette']]
-    voc = dict(zip(PascalVOCDataset.METAINFO['classes'], PascalVOCDataset.METAINFO['palette']))
-    rng = np.random.RandomState(42)
-    random = rng.randint(0, 256, size=(len(classes), 3)).tolist()
-    colors = [list(voc.get(name, random[i])) for i, name in enumerate(classes)]
-    if classes and classes[0] == 'background':
-        colors[0] = [0, 0, 0]
-    return colors
+    names = [str(name).strip() for name in classes]
+    palettes = [{str(n).strip(): list(c) for n, c in zip(d.METAINFO['classes'],
+                                                         d.METAINFO['palette'])}
+                for d in CLASS_SET_DATASETS.values() if d.METAINFO.get('palette')]
+    wanted = set(names) - {'background'}
+    exact = [p for p in palettes if list(p) == names]
+    chosen = (exact or [p for p in palettes if wanted <= set(p)] or [palettes[0]])[0]
+    return [chosen.get(name) or ([0, 0, 0] if name == 'background' else _name_color(name))
+            for name in names]
+
+
+def _name_color(name: str) -> List[int]:
+    """A colour made from a class name (the same in every process and list)."""
+    return list(hashlib.sha1(name.encode()).digest()[:3])
 
 
 def encode_label_png(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> bytes:

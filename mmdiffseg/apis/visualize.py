@@ -14,8 +14,8 @@ import torch
 from mmengine.structures import PixelData
 from mmseg.visualization import SegLocalVisualizer
 
-from .folders import (IMAGE_DIR, MASK_DIR, encode_jpeg, palette_for, read_label_png, read_rgb,
-                      resolve_record_path)
+from .folders import (IGNORE_COLOR, IGNORE_INDEX, IMAGE_DIR, MASK_DIR, encode_jpeg, palette_for,
+                      read_label_png, read_rgb, resolve_record_path)
 from .io import MANIFEST_NAME, UserInputError, atomic_write
 
 _names = itertools.count()
@@ -27,11 +27,15 @@ def segment_classes(count: int = 255) -> List[str]:
 
 
 class Overlayer:
-    """Draws label maps over images with ``SegLocalVisualizer`` (255 = unsure is not coloured)."""
+    """Draws label maps over images with ``SegLocalVisualizer``; 255 (unsure) in the colour the
+    label PNGs give it, named ``'unsure'`` (mmseg leaves it undrawn, so it looks like black
+    classes such as VOC's background)."""
 
     def __init__(self, classes: Optional[Sequence[str]], alpha: float = 0.5):
-        self.classes = list(classes) if classes is not None else segment_classes()
-        self.palette = palette_for(self.classes)
+        classes = list(classes) if classes is not None else segment_classes()
+        gap = IGNORE_INDEX - len(classes)
+        self.classes = classes + [''] * gap + ['unsure']
+        self.palette = palette_for(classes) + [[0, 0, 0]] * gap + [list(IGNORE_COLOR)]
         self.visualizer = SegLocalVisualizer(name=f'mmdiffseg-overlay-{next(_names)}',
                                              alpha=alpha)
         self.visualizer.dataset_meta = dict(classes=self.classes, palette=self.palette)

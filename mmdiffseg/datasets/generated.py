@@ -65,6 +65,10 @@ class GeneratedLabelDataset(BaseSegDataset):
     def __init__(self, *args, check_files: int = 8, require_manifest: bool = True, **kwargs):
         self.check_files = check_files
         self.require_manifest = require_manifest
+        metainfo = kwargs.get('metainfo') or {}
+        if metainfo.get('classes') and not metainfo.get('palette'):  # the tools' colours
+            from ..apis.folders import palette_for
+            kwargs['metainfo'] = dict(metainfo, palette=palette_for(metainfo['classes']))
         self._check_pipeline_convention(kwargs.get('pipeline', []),
                                         kwargs.get('reduce_zero_label', False))
         super().__init__(*args, **kwargs)

@@ -46,6 +46,22 @@ def test_a_datasets_class_list_takes_its_mmseg_palette():
     assert palette_for(['background', 'human', 'vehicle'])[1:] == [[220, 20, 60], [0, 0, 142]]
 
 
+def test_a_class_keeps_its_colour_in_every_list():
+    """By name, not position: segment.py's background + Cityscapes' classes in Cityscapes'
+    colours (road was green), an ADE20K subset in ADE20K's, a name no dataset has the same in
+    every list."""
+    from mmseg.datasets import ADE20KDataset, CityscapesDataset
+    city = dict(zip(CityscapesDataset.METAINFO['classes'], CityscapesDataset.METAINFO['palette']))
+    colours = palette_for(['background', *city])
+    assert colours[0] == [0, 0, 0] and colours[1:] == [list(c) for c in city.values()]
+    ade = {n.strip(): list(c) for n, c in zip(ADE20KDataset.METAINFO['classes'],
+                                              ADE20KDataset.METAINFO['palette'])}
+    assert palette_for(['bed', 'car']) == palette_for(['background', 'bed', 'car'])[1:] == \
+        palette_for(['bed ', 'car']) == [ade['bed'], ade['car']]
+    assert palette_for(['background', 'person', 'couch'])[1] == [192, 128, 128]  # VOC's person
+    assert palette_for(['couch', 'kite'])[0] == palette_for(['background', 'kite', 'couch'])[2]
+
+
 def test_read_rgb_names_an_unreadable_file(tmp_path):
     good = tmp_path / 'g.png'
     Image.fromarray(np.full((4, 5), 7, np.uint8)).save(good)  # greyscale -> RGB
@@ -208,9 +224,10 @@ def test_overlays_are_drawn_on_every_rank(monkeypatch):
     labels[20:] = 255
     overlayer = Overlayer(['background', 'cat'])
     first = overlayer(rgb, labels, with_labels=False)
-    colours = np.zeros_like(rgb)  # each class in its palette colour, unsure (255) uncoloured
+    colours = np.zeros_like(rgb)  # each class in its palette colour, unsure (255) as in PNGs
     colours[labels == 1] = overlayer.palette[1]
     colours[labels == 0] = overlayer.palette[0]
+    colours[labels == 255] = IGNORE_COLOR  # mmseg leaves it black, like VOC's background
     np.testing.assert_array_equal(first, (rgb * 0.5 + colours * 0.5).astype(np.uint8))
     monkeypatch.setattr(mmengine.dist.utils, 'is_main_process', lambda: False)
     np.testing.assert_array_equal(overlayer(rgb, labels, with_labels=False), first)
