@@ -156,6 +156,7 @@ def check_listed_files(dataset: dict, where: str) -> List[Missing]:
     them: a split file (``ann_file``) naming an image that is not there would stop the run with a
     traceback when it reaches that image, maybe hours in. Run once the folders are there
     (:func:`check_dataset`)."""
+    from .apis.folders import same_name_image
     data_list, error = _listed(dataset)
     kind = dataset.get('type', 'dataset')
     if error is not None and reads_generated_labels(dataset):  # a folder the run would refuse
@@ -171,7 +172,10 @@ def check_listed_files(dataset: dict, where: str) -> List[Missing]:
         if not absent:
             continue
         fix = data_fix(dataset, Path(absent[0]), key)
-        if dataset.get('ann_file'):
+        named = same_name_image(absent[0]) if key == 'img_path' else None
+        if named:
+            fix = f'the images are named {named.name!r}: set {where}.img_suffix={named.suffix!r}'
+        elif dataset.get('ann_file'):
             fix = (f'put the missing files there ({fix}), or remove their names from the split '
                    f'file {_listing(dataset)}')
         missing.append(Missing(

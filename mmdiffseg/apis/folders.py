@@ -7,11 +7,12 @@ stock ``PascalVOCDataset`` / ``BaseSegDataset`` configs read (``img_suffix='.jpg
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import os
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -146,6 +147,14 @@ def list_images(folder, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> List[Path]:
     folder = Path(folder)
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file()
                   and not p.name.startswith('.'))
+
+
+def same_name_image(path) -> Optional[Path]:
+    """An image with the name of the missing image file ``path`` and another suffix (``x.JPG``
+    for ``x.jpg``); None where there is none."""
+    path = Path(path)
+    return next((p for p in sorted(path.parent.glob(glob.escape(path.stem) + '.*'))
+                 if p.suffix.lower() in IMAGE_SUFFIXES and p != path), None)
 
 
 def check_inputs_outside_output(items, out_dir, tail: str) -> None:

@@ -76,18 +76,30 @@ class GeneratedLabelDataset(BaseSegDataset):
     # -- listing ---------------------------------------------------------------------------
     def _image_paths(self) -> List[str]:
         img_dir = self.data_prefix.get('img_path', '')
+        if self.img_suffix is None:  # any image the tools read, by its name without suffix
+            from ..apis.folders import IMAGE_SUFFIXES
+            found = {}
+            for name in sorted(fileio.list_dir_or_file(img_dir, list_dir=False, recursive=True)):
+                stem, suffix = osp.splitext(name)
+                if suffix.lower() in IMAGE_SUFFIXES and not osp.basename(name).startswith('.'):
+                    found.setdefault(stem, osp.join(img_dir, name))
         if self.ann_file and not osp.isdir(self.ann_file):
             if not osp.isfile(self.ann_file):
                 raise FileNotFoundError(f'{type(self).__name__}: ann_file {self.ann_file} '
                                         'not found')
             names = [line.strip() for line in mmengine.list_from_file(self.ann_file)
                      if line.strip()]
+            if self.img_suffix is None:
+                return [found.get(n, osp.join(img_dir, n)) for n in names]
             return [osp.join(img_dir, n + self.img_suffix) for n in names]
+        if self.img_suffix is None:
+            return list(found.values())
         return sorted(osp.join(img_dir, p) for p in fileio.list_dir_or_file(
             img_dir, list_dir=False, suffix=self.img_suffix, recursive=True))
 
     def _label_path(self, img_path: str) -> str:
-        name = osp.basename(img_path)[:-len(self.img_suffix)]
+        name = osp.basename(img_path)
+        name = osp.splitext(name)[0] if self.img_suffix is None else name[:-len(self.img_suffix)]
         return osp.join(self.data_prefix['seg_map_path'], name + self.seg_map_suffix)
 
     def load_data_list(self) -> List[dict]:
@@ -101,8 +113,13 @@ class GeneratedLabelDataset(BaseSegDataset):
                                     f'{self.img_suffix!r} in {self.data_prefix.get("img_path")}')
         missing_images = [p for p in images if not osp.isfile(p)]
         if missing_images:
-            raise FileNotFoundError(f'{type(self).__name__}: {len(missing_images)} listed image(s) '
-                                    f'do not exist, e.g. {missing_images[:3]}')
+            from ..apis.folders import same_name_image
+            named = same_name_image(missing_images[0])
+            raise FileNotFoundError(
+                f'{type(self).__name__}: {len(missing_images)} listed image(s) do not exist, e.g. '
+                f'{missing_images[:3]}' + (f'; the images are named {named.name!r}: set '
+                                           f'img_suffix={named.suffix!r}, or img_suffix=None for '
+                                           'any image suffix' if named else ''))
         data_list = [dict(img_path=p, seg_map_path=self._label_path(p), label_map=self.label_map,
                           reduce_zero_label=self.reduce_zero_label, seg_fields=[])
                      for p in images]
@@ -220,10 +237,11 @@ class SyntheticDataset(GeneratedLabelDataset):
 @DATASETS.register_module()
 class PseudoLabelDataset(GeneratedLabelDataset):
     """Any images with a folder of generated labels of any class list (``tools/pseudo_label.py
-    --classes ...``); ``metainfo=dict(classes=[...])`` gives them, ``img_suffix`` the images'
-    file ending."""
+    --classes ...``); ``metainfo=dict(classes=[...])`` gives them. ``img_suffix=None`` (the
+    default): each image by its name with any suffix the tools read (``.jpg``, ``.JPG``,
+    ``.png``, ...), as the tools label a folder of mixed suffixes."""
 
-    def __init__(self, img_suffix='.jpg', seg_map_suffix='.png', **kwargs):
+    def __init__(self, img_suffix=None, seg_map_suffix='.png', **kwargs):
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
                          **_given_classes('PseudoLabelDataset', kwargs))
 

@@ -1,6 +1,7 @@
 """Synthetic and pseudo-label folders: loading, ConcatDataset with real data, clear errors."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -296,15 +297,23 @@ def test_a_custom_class_list_is_read_as_the_files_hold_it(tmp_path):
             assert sorted(np.unique(ds[index]['gt_seg_map'])) == [0, values[name], 255]
     own = classes[:3] + ['couch']  # a name VOC lacks: only the generic datasets take it
     write_manifest(root, own)
-    ds = DATASETS.build(dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
-                             metainfo=dict(classes=own), ann_file='ImageSets/Segmentation/train.txt',
-                             data_prefix=dict(img_path='JPEGImages',
-                                              seg_map_path='SegmentationClass')))
+    images = root / 'JPEGImages'  # a camera's and a converter's names: the tools label them all
+    (images / f'{VOC_NAMES[0]}.jpg').rename(images / f'{VOC_NAMES[0]}.JPG')
+    Image.open(images / f'{VOC_NAMES[1]}.jpg').save(images / f'{VOC_NAMES[1]}.png')
+    (images / f'{VOC_NAMES[1]}.jpg').unlink()
+    pseudo = dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
+                  ann_file='ImageSets/Segmentation/train.txt',
+                  data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
+    ds = DATASETS.build(dict(pseudo, metainfo=dict(classes=own)))
     assert ds.metainfo['palette'] == palette_for(own)  # the colours of the tools' label PNGs
+    assert [Path(ds.get_data_info(i)['img_path']).name for i in range(3)] == [
+        f'{VOC_NAMES[0]}.JPG', f'{VOC_NAMES[1]}.png', f'{VOC_NAMES[2]}.jpg']
     assert sorted(np.unique(ds[2]['gt_seg_map'])) == [0, 3, 255]
+    with pytest.raises(FileNotFoundError, match=f"the images are named '{VOC_NAMES[0]}.JPG': set "
+                       r"img_suffix='.JPG', or img_suffix=None for any image suffix"):
+        DATASETS.build(dict(pseudo, metainfo=dict(classes=own), img_suffix='.jpg'))
     with pytest.raises(ValueError, match=r'SyntheticDataset needs metainfo=dict\(classes'):
         DATASETS.build(dict(type='SyntheticDataset', data_root=str(root), pipeline=LOAD))
     with pytest.raises(ValueError, match="index the classes \\['background', 'person', 'horse', "
                                          "'couch'\\], but this dataset has"):
-        DATASETS.build(dict(type='SyntheticDataset', data_root=str(root), pipeline=LOAD,
-                            metainfo=dict(classes=classes[:3] + ['sheep'])))
+        DATASETS.build(dict(pseudo, metainfo=dict(classes=classes[:3] + ['sheep'])))

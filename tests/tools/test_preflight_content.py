@@ -96,15 +96,21 @@ def test_malformed_label_files_are_reported(tmp_path, voc_root):
 
 
 def test_coverage_is_checked_against_a_large_split_quickly(tmp_path):
-    """VOC aug's 10,582 images: the split is listed by the dataset class, no image is opened."""
+    """VOC aug's 10,582 images: the split is listed by the dataset class, and only the images'
+    headers are read (not decoded)."""
+    import os
     import time
+
+    from PIL import Image
     root = tmp_path / 'VOC2012'
     names = [f'2008_{i:06d}' for i in range(10582)]
     (root / 'JPEGImages').mkdir(parents=True)
     (root / 'ImageSets/Segmentation').mkdir(parents=True)
     (root / 'ImageSets/Segmentation/aug.txt').write_text('\n'.join(names) + '\n')
+    image = tmp_path / 'image.png'
+    Image.new('RGB', (500, 375)).save(image)
     for name in names:     # every listed image is there (pre-flight checks that too)
-        (root / 'JPEGImages' / f'{name}.png').touch()
+        os.link(image, root / 'JPEGImages' / f'{name}.png')
     labels = tmp_path / 'labels.json'
     labels.write_text(json.dumps({name: ['cat'] for name in names[:-5]}))
     start = time.monotonic()
@@ -300,3 +306,13 @@ def test_listed_files_that_are_no_image_are_named_before_training(voc_root):
     assert f"(e.g. '{image}': not an image (UnidentifiedImageError))" in found[0].what
     assert found[0].fix.startswith('replace them with the images, or remove them (their names '
                                    'from the split file')
+
+
+def test_images_of_another_suffix_get_the_img_suffix_to_set(voc_root):
+    """Listed x.jpg, found x.png (or a camera's x.JPG): the fix is img_suffix, not 'put the
+    missing files there'."""
+    cfg = voc_config(voc_root)
+    cfg.train_dataloader.dataset.img_suffix = '.jpg'
+    [found] = [item for what, item in items(cfg).items() if 'images of the split' in what]
+    assert found.fix == (f"the images are named '{VOC_IMAGES[0]}.png': set "
+                         "train_dataloader.dataset.img_suffix='.png'")
