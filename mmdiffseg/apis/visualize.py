@@ -80,8 +80,9 @@ def _folder_items(folder: Path, limit: int):
 
 
 def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64) -> np.ndarray:
-    """A ``(rows*thumb, cols*thumb, 3)`` RGB grid of overlay thumbnails (id written on each) of
-    the first ``max_items`` items of a generated folder; ``cols`` shrinks to the item count.
+    """A ``(rows*thumb, cols*thumb, 3)`` RGB grid of overlay thumbnails (each image's shape kept,
+    its id written on it) of the first ``max_items`` items of a generated folder; ``cols``
+    shrinks to the item count.
     ``cols``, ``thumb`` or ``max_items`` below 1 is a :class:`UserInputError` (a ValueError)."""
     for name, value in (('cols', cols), ('thumb', thumb), ('max_items', max_items)):
         if value < 1:
@@ -98,13 +99,23 @@ def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64) 
         rgb, labels = read_rgb(image), read_label_png(mask)
         if rgb.shape[:2] != labels.shape:
             rgb = cv2.resize(rgb, labels.shape[::-1], interpolation=cv2.INTER_LINEAR)
-        tile = cv2.resize(overlay(rgb, labels, with_labels=False), (thumb, thumb),
-                          interpolation=cv2.INTER_AREA)
+        tile = _letterboxed(overlay(rgb, labels, with_labels=False), thumb)
         cv2.putText(tile, item_id[:24], (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255),
                     1, cv2.LINE_AA)
         r, c = divmod(k, cols)
         sheet[r * thumb:(r + 1) * thumb, c * thumb:(c + 1) * thumb] = tile
     return sheet
+
+
+def _letterboxed(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` shrunk into a ``size`` x ``size`` tile, its shape kept (black bars)."""
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    tile = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = (size - h) // 2, (size - w) // 2
+    tile[top:top + h, left:left + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    return tile
 
 
 def write_contact_sheet(folder, path, **kwargs) -> Path:

@@ -207,6 +207,11 @@ def test_contact_sheet_shows_max_items_and_refuses_sizes_below_one(tmp_path):
     (tmp_path / MANIFEST_NAME).write_text('{"classes": ["background", "cat"]}\n'
                                           '{"id": "a"}\n{"id": "b"}\n')
     assert contact_sheet(tmp_path, thumb=16).shape == (16, 32, 3)
+    (tmp_path / IMAGE_DIR / 'a.jpg').write_bytes(encode_jpeg(np.full((8, 16, 3), 255)))
+    (tmp_path / MASK_DIR / 'a.png').write_bytes(
+        encode_label_png(np.ones((8, 16), np.uint8), palette_for(classes)))
+    wide = contact_sheet(tmp_path, thumb=16, max_items=1)  # 2:1 kept: black bars above, below
+    assert (wide[:4] == 0).all() and (wide[12:, 12:] == 0).all() and (wide[5:11, 12:] > 60).all()
     assert contact_sheet(tmp_path, thumb=16, max_items=1).shape == (16, 16, 3)
     for option in ('max_items', 'cols', 'thumb'):
         with pytest.raises(ValueError, match=rf'contact_sheet: {option}=0; pass {option} >= 1'):
