@@ -118,6 +118,7 @@ def main():
     device = args.device
     label = device_label(device, args.threads)
     cases = CASES[:args.cases]
+    run = f'{datetime.date.today()} ({len(cases)} case(s), {args.repeats} repeat(s))'
     inputs = []
     for name, noise in cases:
         gt = load_label_png(SAMPLES / f'{name}.png')[None]
@@ -155,7 +156,7 @@ def main():
             rows.append(f'| {method} | {np.mean(ours_t):.3f} | {np.mean(ref_t):.3f} | '
                         f'{np.mean(ref_t) / np.mean(ours_t):.1f}x | {100 * np.mean(agree):.2f}% / '
                         f'{100 * min(agree):.2f}% | {", ".join(counts)} | {label} | '
-                        f'{datetime.date.today()} |')
+                        f'{run} |')
             print(rows[-1], flush=True)
         generator = DiffSeg(kl_thresholds=THRESHOLDS, output_size=(512, 512),
                             merge_precision=precision).to(device)
@@ -167,18 +168,20 @@ def main():
             rows.append(f'| {precision}, batch of {batch}, per image | {t_ours / batch:.3f} | '
                         f'{np.mean(ref_t):.3f} | {np.mean(ref_t) * batch / t_ours:.1f}x | '
                         f'{100 * np.mean(agree):.2f}% / {100 * min(agree):.2f}% | - | {label} | '
-                        f'{datetime.date.today()} |')
+                        f'{run} |')
             print(rows[-1], flush=True)
-    kept = []
+    kept = []  # other devices' rows, and this device's rows of settings not measured now
+    measured = {row.split(' | ')[0] for row in rows}
     if args.out.exists():
-        kept = [line for line in args.out.read_text().splitlines()
-                if line.startswith('| float') and f'| {label} |' not in line]
+        kept = [line for line in args.out.read_text().splitlines() if line.startswith('| float')
+                and (f'| {label} |' not in line or line.split(' | ')[0] not in measured)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    described = ', '.join(f'{n} at noise {s}' for n, s in cases)
+    described = ', '.join(f'{n} at noise {s}' for n, s in CASES)
     args.out.write_text(
         '# DiffSeg post-processing per image (512x512 output), both merge precisions\n\n'
         'Attention maps -> segment ids only (no U-Net). Inputs: synthetic self-attention at '
-        f'64/32/16/8 (`attention_from_labels`, seed 0) for {described}; tau 1.1 x3, refinement '
+        f'64/32/16/8 (`attention_from_labels`, seed 0) for the first cases (the date column '
+        f'says how many) of {described}; tau 1.1 x3, refinement '
         'off. '
         '"ours" = `DiffSeg(merge_precision=...)` (KL as two matrix products; float16: the released '
         'first pass, anchors and pixels whose maps have a float16 zero dropped; float32: guarded '
@@ -187,11 +190,9 @@ def main():
         f'{args.chunk} x 4096 x 4096 chunks in the row\'s precision, Python merge loops). '
         '"segment agreement" = pixels on which both agree once segments are matched one to one '
         '(Hungarian), mean / min over the cases; "segments" lists the segment counts per case in '
-        f'the order above. Mean of {args.repeats} repeat(s) after one warm-up; CPU: process CPU '
+        'the order above. Mean of the repeats (date column) after one warm-up; CPU: process CPU '
         'seconds, CUDA: wall seconds. Written by `python benchmarks/bench_diffseg.py` '
-        '(`--device cuda` for a GPU).'
-        + ('' if any('| cuda' in row for row in kept + rows) else ' No CUDA row yet.')
-        + '\n\n' + HEADER + '\n'.join(kept + rows) + '\n')
+        '(`--device cuda` for a GPU).\n\n' + HEADER + '\n'.join(kept + rows) + '\n')
 
 
 if __name__ == '__main__':

@@ -96,6 +96,7 @@ def main():
     device = args.device
     inputs = build_inputs(device)
     label = device_label(device, args.threads)
+    run = f'{datetime.date.today()} ({args.repeats} repeat(s))'
     rows = []
     runs = [(True, 'float16', ''), (True, 'float32', ''), (False, 'float32', '')]
     if torch.device(device).type == 'cuda':  # the fallbacks of the default path
@@ -133,7 +134,7 @@ def main():
         kept = graph_memory(gen.steps, device) if not variant else ''
         rows.append(f'| {method}{kept} | {ours_m:.3f} | {ref_m:.3f} | {ref_m / ours_m:.2f}x | '
                     f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | {label} | '
-                    f'{datetime.date.today()} |')
+                    f'{run} |')
         print(rows[-1], flush=True)
         batch = args.batch if args.batch is not None else 16 * (torch.device(device).type == 'cuda')
         if batch and not variant:
@@ -148,13 +149,14 @@ def main():
             rows.append(f'| {method}, batch of {batch}, per image | {t_ours / batch:.3f} | '
                         f'{ref_m:.3f} | {ref_m * batch / t_ours:.2f}x | '
                         f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | '
-                        f'{label} | {datetime.date.today()} |')
+                        f'{label} | {run} |')
             print(rows[-1], flush=True)
 
-    kept = []
+    kept = []  # other devices' rows, and this device's rows of settings not measured now
+    measured = {row.split(' | ')[0] for row in rows}
     if args.out.exists():
-        kept = [line for line in args.out.read_text().splitlines()
-                if line.startswith('| iSeg') and f'| {label} |' not in line]
+        kept = [line for line in args.out.read_text().splitlines() if line.startswith('| iSeg')
+                and (f'| {label} |' not in line or line.split(' | ')[0] not in measured)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         '# iSeg post-processing time per image (512x512 output)\n\n'
@@ -164,10 +166,9 @@ def main():
         'distance in the row\'s precision on both sides. "released formulation" = '
         '`mmdiffseg.generators.transcriptions.iseg_postprocess`, a transcription of the released '
         'operations; "label agreement" = pixels where both give the same label, mean / min over '
-        f'the images. Mean of {args.repeats} repeats after one warm-up; CPU: process CPU seconds, '
+        'the images. Mean of the repeats (date column) after one warm-up; CPU: process CPU seconds, '
         'CUDA: wall seconds. Written by `python benchmarks/bench_iseg.py` (`--device cuda` for a '
-        'GPU).' + ('' if any('| cuda' in row for row in kept + rows) else ' No CUDA row yet.')
-        + ' Ours is dominated by the 4096x4096 Ent-Self pass (column max, log, 10 matrix '
+        'GPU). Ours is dominated by the 4096x4096 Ent-Self pass (column max, log, 10 matrix '
         'products) and, in float16, by the k-means distance evaluated term by term as released '
         '(a (36, 4096, 77) float16 tensor per step, slow on CPU); the released k-means also pays '
         'for per-cluster Python means and a 4096x4096 int64 co-membership matrix.\n\n'

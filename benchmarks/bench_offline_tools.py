@@ -127,7 +127,14 @@ def main():
     present = labels_from_ground_truth(
         {name: VOC / 'SegmentationClass' / f'{name}.png' for name in set(sources)}, classes)
     labels = {it.id: present[src] for it, src in zip(items, sources)}
-    rows = []
+    text = RESULTS.read_text() if RESULTS.is_file() else INTRO
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text.rstrip('\n') + '\n')
+
+    def emit(line: str) -> None:  # appended as made: a run cut short keeps its rows
+        with RESULTS.open('a') as f:
+            f.write(line + '\n')
+        print(line, flush=True)
     common = dict(batch_size=args.batch_size, device=args.device, dtype=dtype,
                   workers=args.workers)
     opts = tiny_options(args.full_size or real)
@@ -143,39 +150,35 @@ def main():
             for name, gen_cfg, label_set, image_labels in runs:
                 seconds = in_process_seconds(engine, gen_cfg, label_set, image_labels, items,
                                              args.batch_size, cuda)
-                rows.append(row('in-process label_images', name, model_name, device,
+                emit(row('in-process label_images', name, model_name, device,
                                 args.batch_size, len(items), seconds))
                 s = pseudo_label(items, work / f'pl_{gen_cfg["type"]}', model, gen_cfg,
                                  label_set, image_labels, **common)
                 share = (s.made / s.seconds) / (len(items) / seconds)
-                rows.append(row('pseudo_label', f'{name} ({share:.0%} of in-process)',
+                emit(row('pseudo_label', f'{name} ({share:.0%} of in-process)',
                                 model_name, device, args.batch_size, s.made, s.seconds))
             del engine
         if 'segment' in tools:
             s = segment(items, work / 'segment', model, dict(type='ISeg', **opts),
                         ['aeroplane', 'person', 'sheep'], **common)
-            rows.append(row('segment', f'{iseg} + overlays', model_name, device, args.batch_size,
+            emit(row('segment', f'{iseg} + overlays', model_name, device, args.batch_size,
                             s.made, s.seconds))
         if 'synthesize' in tools and synth_model:
             cfg = dict(type='SeeDiff', steps=args.synth_steps, pamr_iter=args.pamr_iter)
             s = synthesize(['cat', 'dog'], work / 'synth', synth_model, cfg,
                            images_per_class=max(1, args.synth_items // 2), **common)
-            rows.append(row('synthesize', f'SeeDiff, {args.synth_steps} steps, PAMR '
+            emit(row('synthesize', f'SeeDiff, {args.synth_steps} steps, PAMR '
                                           f'{args.pamr_iter} iters', model_name, device,
                             args.batch_size, s.made, s.seconds))
         if 'eval_labels' in tools:
             start = time.time()
             report = evaluate_labels(VOC / 'SegmentationClass', VOC / 'SegmentationClass', classes)
             seconds = time.time() - start
-            rows.append(f'| eval_labels | GT vs GT | - | cpu | - | {report["images"]} | '
+            emit(f'| eval_labels | GT vs GT | - | cpu | - | {report["images"]} | '
                         f'{seconds:.1f} | {report["images"] / seconds:.3f} | '
                         f'{datetime.date.today()} |')
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = RESULTS.read_text() if RESULTS.is_file() else INTRO
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text.rstrip('\n') + '\n' + '\n'.join(rows) + '\n')
-    print('\n'.join(rows))
 
 
 if __name__ == '__main__':

@@ -36,6 +36,8 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+#: where mmengine's runner trains (CUDA when there is one), and so where the prefill labels
+DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 sys.path.insert(0, str(REPO / 'tests' / 'tools'))
 
 import mmdiffseg  # noqa: E402,F401
@@ -104,7 +106,8 @@ def run(cfg: Config, work_dir: Path, iters: int) -> list:
 
 
 def prefill_batches(cfg: Config, cache_dir: Path) -> list:
-    """CPU seconds of each labelled batch of a prefill of ``cfg``'s images into ``cache_dir``."""
+    """CPU seconds of each labelled batch of a prefill of ``cfg``'s images into ``cache_dir``, on
+    the device the runs train on (the runner's: CUDA where there is one)."""
     from mmdiffseg.models.online_labeler import OnlineLabeler
     from mmdiffseg.models.prefill import config_label_caches, prefill
     cfg = Config(cfg.to_dict())
@@ -118,7 +121,7 @@ def prefill_batches(cfg: Config, cache_dir: Path) -> list:
         return out
     OnlineLabeler.labels = timed
     try:
-        prefill(cfg, 'cpu', batch_size=2, workers=0, progress=False)
+        prefill(cfg, DEVICE, batch_size=2, workers=0, progress=False)
     finally:
         OnlineLabeler.labels = labels
     return times
@@ -157,7 +160,9 @@ def main(argv=None):
     header = ('| run | steps (batches) timed | CPU s each (median) | ratio to plain |\n'
               '|---|---|---|---|')
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
-    block = (f'\n### {stamp}, {platform.processor() or platform.machine()}, torch '
+    where = (f'{torch.cuda.get_device_name(0)} (training and labelling), host '
+             if DEVICE == 'cuda' else '')
+    block = (f'\n### {stamp}, {where}{platform.processor() or platform.machine()}, torch '
              f'{torch.__version__}, 1 thread, batch 2\n\n{header}\n' + '\n'.join(rows) + '\n')
     if not RESULTS.exists():
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

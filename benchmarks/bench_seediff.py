@@ -288,7 +288,7 @@ def timing_rows(args, device, maps, names, rgb, image):
             agree = ((labels[0] != 0).cpu() == rel_mask).float().mean().item()
             rows.append((f'SeeDiff post-processing, 512x512, PAMR {args.pamr_iter} steps '
                          f'[{backend}]', t_ours, t_rel, f'mask agreement {agree * 100:.2f}%'))
-            print(rows[-1], flush=True)
+            print(table_row(*rows[-1]), flush=True)
 
         step_iter = args.pamr_iter if device.type == 'cuda' else 50
         weights = PAMR().affinity(image.float())
@@ -306,15 +306,21 @@ def timing_rows(args, device, maps, names, rgb, image):
                          t_conv / step_iter, f'{step_iter} steps timed; max diff to '
                          f'{backends(device)[0]} {diff:.1e}, to released '
                          f'{(out - conv_out).abs().max().item():.1e}'))
-            print(rows[-1], flush=True)
+            print(table_row(*rows[-1]), flush=True)
             if device.type == 'cuda':
                 rows.append((f'PAMR, {step_iter} steps at 512x512 (1 mask) [{backend}]', t,
                              t_conv, ''))
-                print(rows[-1], flush=True)
+                print(table_row(*rows[-1]), flush=True)
         if device.type == 'cuda' and 'triton' in backends(device):
             rows += kernel_setting_rows(args, weights, mask, t_conv, device)
             rows += batch_rows(args, device, t_rel)
     return rows
+
+
+def table_row(what: str, ours: float, released: float, notes: str) -> str:
+    """A row of the results table (printed as it is made: a run cut short keeps its rows in
+    the log, as the table would have them)."""
+    return f'| {what} | {ours:.4g} | {released:.4g} | {released / ours:.1f}x | {notes} |'
 
 
 def kernel_setting_rows(args, weights, mask, t_conv, device):
@@ -330,7 +336,7 @@ def kernel_setting_rows(args, weights, mask, t_conv, device):
         t, _ = timed(run, args.repeats, device)
         rows.append((f'PAMR, {args.pamr_iter} steps at 512x512, triton K={steps} T={tile}', t,
                      t_conv, ''))
-        print(rows[-1], flush=True)  # a step that runs out of time keeps what it printed
+        print(table_row(*rows[-1]), flush=True)  # a step that runs out of time keeps what it printed
     return rows
 
 
@@ -342,8 +348,10 @@ def batch_rows(args, device, t_released):
     ours = SeeDiff(VOC, pamr_iter=args.pamr_iter).to(device)
     ours(maps, image, names)
     t, _ = timed(lambda: ours(maps, image, names), args.repeats, device)
-    return [(f'SeeDiff post-processing, batch of 8, per image, PAMR {args.pamr_iter} steps '
-             '[auto]', t / 8, t_released, 'released: one image at a time')]
+    row = (f'SeeDiff post-processing, batch of 8, per image, PAMR {args.pamr_iter} steps [auto]',
+           t / 8, t_released, 'released: one image at a time')
+    print(table_row(*row), flush=True)
+    return [row]
 
 
 # -- results file ---------------------------------------------------------------------------------
@@ -390,8 +398,7 @@ def main():
              f'`{command}` on {date}; input: {source}; best of {args.repeats} run(s).', '',
              '| what | ours s/img | released-formulation s/img | ratio | notes |',
              '|---|---|---|---|---|']
-    lines += [f'| {what} | {a:.4g} | {b:.4g} | {b / a:.1f}x | {extra} |'
-              for what, a, b, extra in rows]
+    lines += [table_row(*r) for r in rows]
     lines += ['', f'Kernel launches per {args.pamr_iter}-step PAMR run (512x512, 1 mask):', '',
               '| path | host launches | GPU kernels | counted by |', '|---|---|---|---|']
     lines += [f'| {path} | {host:,.0f} | {kernels:,.0f} | {how} |'

@@ -2,7 +2,7 @@
 pipeline with the GPU work replaced by a constant-time stand-in, against ``--workers``.
 
     python benchmarks/bench_tool_host.py [--images 320] [--batch-size 16] [--workers 0 1 2 4 8]
-        [--gpu-rate 45] [--gil-share 0.25] [--modes capacity waiting gil] [--fsync-ms 0]
+        [--gpu-rate 70] [--gil-share 0.25] [--modes capacity waiting gil] [--fsync-ms 0]
         [--repeats 3] [--work-dir DIR] [--out benchmarks/results/tool_host.md]
 
 Inputs: JPEG copies (quality 90) of the VOC samples (513x513) in a temporary folder, cycled to
@@ -23,8 +23,8 @@ Per worker count, three rows (``--modes``):
 
 * ``capacity``: the stand-in returns at once; the most images/s the host side sustains here, and
   its CPU seconds per image (main process, and its loader + writer processes);
-* ``GPU stand-in, waiting only``: the stand-in at ``--gpu-rate`` (default 45 img/s, iSeg's
-  in-process rate on an H200 at batch 16), all of it a sleep: does the host side keep up?
+* ``GPU stand-in, waiting only``: the stand-in at ``--gpu-rate`` (default 70 img/s, iSeg's
+  in-process rate on an H200 at batch 16: 68-69 in ``offline_tools.md``), all of it a sleep: does the host side keep up?
 * ``GPU stand-in, 25% GIL``: the same with ``--gil-share`` of it GIL-holding Python: does the host
   side slow the launching thread? (On a machine with fewer free cores than processes this also
   measures plain competition for cores.)
@@ -198,8 +198,8 @@ def main(argv=None):
     parser.add_argument('--images', type=int, default=320)
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2, 4, 8])
-    parser.add_argument('--gpu-rate', type=float, default=45.0,
-                        help='images/s of the GPU stand-in (iSeg in-process on an H200: 45)')
+    parser.add_argument('--gpu-rate', type=float, default=70.0,
+                        help='images/s of the GPU stand-in (iSeg in-process on an H200: 68-69)')
     parser.add_argument('--gil-share', type=float, default=0.25,
                         help="share of the stand-in's time spent in GIL-holding Python")
     parser.add_argument('--modes', nargs='+', default=['capacity', 'waiting', 'gil'],

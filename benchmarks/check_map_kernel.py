@@ -109,7 +109,9 @@ def timings(shape, batch, device, sweep: bool):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--device', default='cuda')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
+                        help='default: cuda where there is one (else cpu: --quick under '
+                             'TRITON_INTERPRET=1)')
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--quick', action='store_true')
     parser.add_argument('--out', type=Path, default=None)

@@ -39,8 +39,8 @@ Check = Tuple[str, str, str, str, str]
 FALLBACK = re.compile(r'\[(torch|graph)\]|no Triton|no CUDA graph|triton K=')
 #: the suite's steps, whose ``### <step>`` headings start its sections (other ``###`` headings are
 #: a step's own rows)
-SUITE_STEPS = frozenset(re.findall(r'^step (\w+) ', (Path(__file__).parent / 'gpu_suite.sh')
-                                   .read_text(), re.M))
+SUITE_STEPS = frozenset(re.findall(r'^(?:.* && )?step (\w+) ', (Path(__file__).parent /
+                                                                'gpu_suite.sh').read_text(), re.M))
 
 
 def step_rows(text: str) -> Rows:
