@@ -34,7 +34,7 @@ from mmengine.config import Config
 
 from .attention.loading import single_file_checkpoint, single_file_problem
 from .cuda_check import cuda_problem
-from .preflight_classes import check_dataset_classes, check_model_classes, dataset_classes
+from .preflight_classes import check_dataset_classes, check_model_classes
 from .preflight_data import (Missing, check_dataset, check_image_level_labels,
                              check_listed_files, nearest)
 from .preflight_options import check_cache_keys, check_head_layout, check_options, hub_id_like
@@ -317,13 +317,13 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
     init_weights = not (mode == 'test' and cfg.get('load_from'))
     missing: List[Missing] = []
     sd_models: Dict[str, List[str]] = {}
-    datasets: List[Tuple[str, List[str]]] = []  # (config key, the classes it reads labels as)
+    datasets: List[Tuple[str, dict]] = []  # (config key, dataset config)
     for name, section in sections.items():
         for path, node in walk(section, name):
             if 'pipeline' in node and name != 'model':
                 disagree = check_dataset_classes(node, path)
                 missing += disagree
-                datasets += [(path, c) for c in [dataset_classes(node)] if c]
+                datasets.append((path, node))
                 problems = check_dataset(node, path)
                 missing += problems or check_listed_files(node, path)
                 for index, step in enumerate(node['pipeline'] or []):

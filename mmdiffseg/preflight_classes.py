@@ -54,15 +54,15 @@ def _first_difference(found: Sequence[str], expected: Sequence[str]) -> str:
 
 
 def generator_classes(generator: dict) -> Optional[List[str]]:
-    """The classes the labels of a generator config index; None for unlabelled segments or a
-    generator that does not build (pre-flight's option check names why)."""
+    """The classes the labels of a generator config index (``[]``: unlabelled segment ids, as
+    DiffSeg's without ``classes``); None for a generator that does not build (pre-flight's
+    option check names why)."""
     from .registry import MASK_GENERATORS
     try:
         built = MASK_GENERATORS.build(dict(generator))
     except Exception:  # noqa: BLE001  (check_generator reports it)
         return None
-    classes = getattr(built, 'classes', None)
-    return list(classes) if classes else None
+    return list(getattr(built, 'classes', None) or [])
 
 
 def _mismatch(key: str, what: str, found: List[str], expected: List[str], source: str,
@@ -99,7 +99,13 @@ def check_dataset_classes(dataset: dict, where: str) -> List[Missing]:
         generator = (step.get('cache') or {}).get('generator') if step.get('type') == \
             'LoadPseudoLabel' else None
         found = generator_classes(generator) if isinstance(generator, dict) else None
-        if found is not None and not _same(found, expected):
+        if found == []:
+            missing.append(Missing(
+                f'{key}.cache.generator makes unlabelled segment ids (no classes), which '
+                'training would read as class indices of the dataset',
+                f"give it the dataset's classes, in their order ({key}.cache.generator."
+                'classes=[...]: DiffSeg then names its segments)', [f'{key}.cache.generator']))
+        elif found is not None and not _same(found, expected):
             missing.append(_mismatch(
                 f'{key}.cache.generator', 'the classes the online labels index', found, expected,
                 source, f"give the generator the dataset's classes, in their order "
@@ -109,13 +115,16 @@ def check_dataset_classes(dataset: dict, where: str) -> List[Missing]:
     return missing
 
 
-def check_model_classes(model: dict, datasets: List[Tuple[str, List[str]]]) -> List[Missing]:
-    """The heads' ``num_classes`` and ``loss_cls.class_weight`` (Mask2Former: one more, the
-    no-object class) and ``DiffusionSegmentor``'s generator against each dataset's classes
-    (once per class list: the first dataset that has it is named)."""
-    missing, seen = [], []
-    for where, classes in datasets:
-        if any(_same(classes, other) for other in seen):
+def check_model_classes(model: dict, datasets: List[Tuple[str, dict]]) -> List[Missing]:
+    """What the model needs of the datasets (config key, dataset config) it reads: the heads'
+    ``num_classes`` and class weights (Mask2Former's ``loss_cls``: one more, the no-object
+    class; ``loss_decode``) and ``DiffusionSegmentor``'s generator against each dataset's
+    classes (once per class list), and the preprocessor that makes online labels where a
+    pipeline asks for them (``LoadPseudoLabel``)."""
+    missing, seen = _online_preprocessor(model, datasets), []
+    for where, dataset in datasets:
+        classes = dataset_classes(dataset)
+        if not classes or any(_same(classes, other) for other in seen):
             continue
         seen.append(classes)
         for key, head in _heads(model):
@@ -123,27 +132,69 @@ def check_model_classes(model: dict, datasets: List[Tuple[str, List[str]]]) -> L
             if isinstance(count, int) and count != len(classes):
                 missing.append(Missing(
                     f'{key}.num_classes is {count}, but {where} has {describe(classes)}',
-                    f'--cfg-options {key}.num_classes={len(classes)}, and a class_weight of its '
-                    'loss_cls to match', [f'{key}.num_classes']))
+                    f'--cfg-options {key}.num_classes={len(classes)}, and class weights of its '
+                    'loss to match', [f'{key}.num_classes']))
                 continue
-            weights = (head.get('loss_cls') or {}).get('class_weight')
-            extra = 1 if 'MaskFormer' in str(head.get('type')) or 'Mask2Former' in \
-                str(head.get('type')) else 0
-            if isinstance(weights, (list, tuple)) and len(weights) != len(classes) + extra:
-                missing.append(Missing(
-                    f'{key}.loss_cls.class_weight has {len(weights)} weights, but {where} has '
-                    f'{describe(classes)}' + (' and the no-object class' if extra else ''),
-                    f'set {key}.loss_cls.class_weight to {len(classes) + extra} weights, a '
-                    'weight per class' + (', then the no-object one' if extra else '') +
-                    f' (in the config: [1.0] * {len(classes)}' + (' + [0.1])' if extra else ')'),
-                    [f'{key}.loss_cls.class_weight']))
-        generator = model.get('generator') if model.get('type') == 'DiffusionSegmentor' else None
-        found = generator_classes(generator) if isinstance(generator, dict) else None
-        if found is not None and not _same(found, classes):
-            missing.append(_mismatch('model.generator', 'the classes its labels index', found,
-                                     classes, where, "give the generator the dataset's classes, "
-                                     'in their order (model.generator.classes=[...])'))
+            missing += _class_weights(key, head, classes, where)
+        missing += _segmentor_generator(model, classes, where)
     return missing
+
+
+def _class_weights(key: str, head: dict, classes: List[str], where: str) -> List[Missing]:
+    """The ``class_weight`` lists of a head's losses of another length than its classes."""
+    mask_former = 'MaskFormer' in str(head.get('type')) or 'Mask2Former' in str(head.get('type'))
+    losses = [('loss_cls', head.get('loss_cls'), 1 if mask_former else 0)]
+    decode = head.get('loss_decode')
+    losses += [(f'loss_decode.{i}' if isinstance(decode, (list, tuple)) else 'loss_decode', loss, 0)
+               for i, loss in enumerate(decode if isinstance(decode, (list, tuple)) else [decode])]
+    missing = []
+    for name, loss, extra in losses:
+        weights = loss.get('class_weight') if isinstance(loss, dict) else None
+        if isinstance(weights, (list, tuple)) and len(weights) != len(classes) + extra:
+            missing.append(Missing(
+                f'{key}.{name}.class_weight has {len(weights)} weights, but {where} has '
+                f'{describe(classes)}' + (' and the no-object class' if extra else ''),
+                f'set {key}.{name}.class_weight to {len(classes) + extra} weights, a weight per '
+                'class' + (', then the no-object one' if extra else '') +
+                f' (in the config: [1.0] * {len(classes)}' + (' + [0.1])' if extra else ')'),
+                [f'{key}.{name}.class_weight']))
+    return missing
+
+
+def _segmentor_generator(model: dict, classes: List[str], where: str) -> List[Missing]:
+    """``DiffusionSegmentor``'s generator: the dataset's classes, and the image-level labels a
+    generator of classes reads (iSeg, DiffSeg naming its segments)."""
+    generator = model.get('generator') if model.get('type') == 'DiffusionSegmentor' else None
+    found = generator_classes(generator) if isinstance(generator, dict) else None
+    if not found:
+        return []
+    if not _same(found, classes):
+        return [_mismatch('model.generator', 'the classes its labels index', found, classes,
+                          where, "give the generator the dataset's classes, in their order "
+                          '(model.generator.classes=[...])')]
+    if not model.get('use_image_labels'):
+        return [Missing('model.generator names classes, which it reads from each image\'s '
+                        'image-level labels, but model.use_image_labels is off: it would stop '
+                        'at the first image', '--cfg-options model.use_image_labels=True, with '
+                        'LoadImageLevelLabels and PackPseudoLabelInputs in the test pipeline',
+                        ['model.use_image_labels'])]
+    return []
+
+
+def _online_preprocessor(model: dict, datasets: List[Tuple[str, dict]]) -> List[Missing]:
+    """A pipeline's ``LoadPseudoLabel`` needs ``DiffusionLabelPreprocessor``, which makes the
+    labels: under another preprocessor every target stays 255 and the loss 0, silently."""
+    kind = (model.get('data_preprocessor') or {}).get('type')
+    if not model or str(kind).rsplit('.', 1)[-1] == 'DiffusionLabelPreprocessor':
+        return []
+    return [Missing(f'{where}.pipeline.{i} (LoadPseudoLabel) asks for online labels, but '
+                    f'model.data_preprocessor is {kind!r}, which does not make them: every '
+                    'target would be 255 (ignored) and the loss 0',
+                    '--cfg-options model.data_preprocessor.type=DiffusionLabelPreprocessor (it '
+                    'takes SegDataPreProcessor\'s options and engine_dtype, label_batch_size; '
+                    'as the ...-iseg-online configs)', ['model.data_preprocessor'])
+            for where, dataset in datasets for i, step in enumerate(dataset.get('pipeline') or [])
+            if isinstance(step, dict) and step.get('type') == 'LoadPseudoLabel'][:1]
 
 
 def _heads(model: dict) -> Iterator[Tuple[str, dict]]:

@@ -219,6 +219,11 @@ class OnlineLabeler:
         label coverage, generation time and number of labels generated / waited for (this
         process)."""
         for sample in data_samples:
+            # a sample with its own (1, H, W) label passes (a ConcatDataset's masks); not a
+            # source-index map that PackSegInputs packed as a label, (H, W, 4)
+            if 'pseudo_label_index' not in sample and 'gt_sem_seg' in sample and \
+                    sample.gt_sem_seg.data.shape[0] == 1:
+                continue
             if not all(k in sample.metainfo for k in ('image_labels', 'pseudo_label_key',
                                                        'pseudo_label_cache')):
                 raise KeyError('DiffusionLabelPreprocessor needs LoadImageLevelLabels, '

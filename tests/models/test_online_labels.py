@@ -193,3 +193,23 @@ def test_images_the_labeler_decodes_otherwise_than_the_pipeline_are_named(setup,
             assert label.shape[-2:] == (400, 300)  # portrait, as displayed
     with pytest.raises(ValueError, match='cannot read image x/notes.jpg: OpenCV cannot decode it'):
         decode_rgb(b'plain text', 'x/notes.jpg')
+
+
+def test_samples_with_their_own_masks_pass_through_a_mixed_batch(setup):
+    """A ConcatDataset of online-labelled images and images with masks (synthetic pairs, real
+    ground truth): the masks are kept, the others labelled; a source-index map that
+    PackSegInputs packed as a label is still refused."""
+    pipeline, samples, pre, engine, _ = setup
+    stock = Compose([dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+                     dict(type='RandomCrop', crop_size=(96, 96)), dict(type='PackSegInputs')])
+    np.random.seed(0)
+    with_mask = stock(copy.deepcopy(samples[1]))
+    truth = with_mask['data_samples'].gt_sem_seg.data.clone()
+    out = pre(pseudo_collate([pipeline(copy.deepcopy(samples[0])), with_mask]), training=True)
+    assert engine.calls == [1] and torch.equal(out['data_samples'][1].gt_sem_seg.data, truth)
+    packed_as_label = Compose([dict(type='LoadImageFromFile'),
+                               dict(type='LoadImageLevelLabels', classes='voc'),
+                               dict(type='LoadPseudoLabel', cache=setup[4]),
+                               dict(type='PackSegInputs')])
+    with pytest.raises(KeyError, match='PackPseudoLabelInputs'):
+        pre(pseudo_collate([packed_as_label(copy.deepcopy(samples[2]))]), training=True)

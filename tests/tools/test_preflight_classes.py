@@ -10,12 +10,13 @@ from mmengine.config import Config
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg import preflight
-from mmdiffseg.preflight_classes import check_dataset_classes, check_model_classes, dataset_classes
+from mmdiffseg.preflight_classes import check_dataset_classes, check_model_classes
 
 TINY_ONLINE = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-iseg-online-128x128.py'
 MINE = ['background', 'person', 'horse', 'cat', 'couch', 'sheep']
 STEPS = 'train_dataloader.dataset.pipeline'
-CLASS_KEYS = ('classes', 'num_classes', 'class_weight', 'generator')
+CLASS_KEYS = ('classes', 'num_classes', 'class_weight', 'generator', 'data_preprocessor',
+              'use_image_labels')
 
 
 @pytest.fixture(autouse=True)
@@ -68,6 +69,30 @@ def test_each_class_list_left_behind_is_named_with_its_key_and_fix():
         found[f'{STEPS}.2.cache.generator'].what
 
 
+def test_what_makes_online_labels_and_what_reads_them_is_checked():
+    """A stock SegDataPreProcessor under an online pipeline (every target 255, the loss 0),
+    unlabelled DiffSeg segments as online labels, an FCN-style loss_decode class_weight, and
+    DiffusionSegmentor's iSeg without image-level labels: each named before any work."""
+    found = class_problems({'model.data_preprocessor.type': 'SegDataPreProcessor'})
+    assert found['model.data_preprocessor'].what.startswith(
+        f"train_dataloader.dataset.pipeline.2 (LoadPseudoLabel) asks for online labels, but "
+        "model.data_preprocessor is 'SegDataPreProcessor'")
+    found = class_problems({f'{STEPS}.2.cache.generator': dict(_delete_=True, type='DiffSeg')})
+    assert 'makes unlabelled segment ids' in found[f'{STEPS}.2.cache.generator'].what
+    cfg = {'model': dict(decode_head=dict(type='FCNHead', num_classes=3, loss_decode=[
+        dict(type='CrossEntropyLoss', class_weight=[1.0] * 3),
+        dict(type='DiceLoss', class_weight=[1.0] * 4)]))}
+    [weights] = check_model_classes(cfg['model'], [('d', dict(metainfo=dict(classes=['a', 'b',
+                                                                               'c'])))])
+    assert weights.where == ['model.decode_head.loss_decode.1.class_weight']
+    assert weights.fix.endswith('to 3 weights, a weight per class (in the config: [1.0] * 3)')
+    segmentor = dict(type='DiffusionSegmentor', generator=dict(type='ISeg', preset='wsss_voc'))
+    [labels] = check_model_classes(segmentor, [('t', dict(type='PascalVOCDataset'))])
+    assert labels.where == ['model.use_image_labels']
+    assert check_model_classes(dict(segmentor, use_image_labels=True),
+                               [('t', dict(type='PascalVOCDataset'))]) == []
+
+
 @pytest.mark.parametrize('config', sorted(p.name for p in (REPO / 'configs').rglob('*.py')
                                           if '_base_' not in p.parts))
 def test_every_shipped_config_agrees_with_itself(config):
@@ -79,7 +104,7 @@ def test_every_shipped_config_agrees_with_itself(config):
         for where, node in preflight.walk(cfg.get(name) or {}, name):
             if 'pipeline' in node:
                 missing += check_dataset_classes(node, where)
-                datasets += [(where, dataset_classes(node))] if dataset_classes(node) else []
+                datasets.append((where, node))
     if isinstance(cfg.get('model'), dict):
         missing += check_model_classes(cfg['model'], datasets)
     assert missing == []
