@@ -6,7 +6,10 @@ value or a label-file name stands for), the generator whose label indices the on
 are (a label cache's, or ``DiffusionSegmentor``'s), and the decode head's ``num_classes`` with
 its ``class_weight``. A label index must mean one class in all of them: otherwise training fits
 wrong targets without an error, or stops at its first iteration once the diffusion model has
-loaded (an index past the head's classes, a class weight of another length).
+loaded (an index past the head's classes, a class weight of another length). Checked with them:
+what makes and reads those labels, i.e. the preprocessor an online pipeline needs and its
+values, unlabelled segment ids where class indices are trained, and the image-level labels a
+``DiffusionSegmentor`` generator of classes reads.
 """
 from __future__ import annotations
 
@@ -184,9 +187,12 @@ def _segmentor_generator(model: dict, classes: List[str], where: str) -> List[Mi
 def _online_preprocessor(model: dict, datasets: List[Tuple[str, dict]]) -> List[Missing]:
     """A pipeline's ``LoadPseudoLabel`` needs ``DiffusionLabelPreprocessor``, which makes the
     labels: under another preprocessor every target stays 255 and the loss 0, silently."""
-    kind = (model.get('data_preprocessor') or {}).get('type')
-    if not model or str(kind).rsplit('.', 1)[-1] == 'DiffusionLabelPreprocessor':
+    preprocessor = model.get('data_preprocessor') or {}
+    kind = preprocessor.get('type')
+    if not model:
         return []
+    if str(kind).rsplit('.', 1)[-1] == 'DiffusionLabelPreprocessor':
+        return _labeller_options(preprocessor)
     return [Missing(f'{where}.pipeline.{i} (LoadPseudoLabel) asks for online labels, but '
                     f'model.data_preprocessor is {kind!r}, which does not make them: every '
                     'target would be 255 (ignored) and the loss 0',
@@ -195,6 +201,25 @@ def _online_preprocessor(model: dict, datasets: List[Tuple[str, dict]]) -> List[
                     'as the ...-iseg-online configs)', ['model.data_preprocessor'])
             for where, dataset in datasets for i, step in enumerate(dataset.get('pipeline') or [])
             if isinstance(step, dict) and step.get('type') == 'LoadPseudoLabel'][:1]
+
+
+def _labeller_options(preprocessor: dict) -> List[Missing]:
+    """``DiffusionLabelPreprocessor``'s own values that its labeller refuses only once the
+    diffusion model has loaded."""
+    from .attention.loading import DTYPES
+    missing = []
+    dtype, batch = preprocessor.get('engine_dtype'), preprocessor.get('label_batch_size')
+    if dtype is not None and dtype not in DTYPES:
+        missing.append(Missing(f'model.data_preprocessor.engine_dtype is {dtype!r}',
+                               f'one of {sorted(DTYPES)} (--cfg-options '
+                               'model.data_preprocessor.engine_dtype=float16)',
+                               ['model.data_preprocessor.engine_dtype']))
+    if batch is not None and (not isinstance(batch, int) or batch < 1):
+        missing.append(Missing(f'model.data_preprocessor.label_batch_size is {batch!r}',
+                               'a whole number of images, at least 1 (--cfg-options '
+                               'model.data_preprocessor.label_batch_size=4)',
+                               ['model.data_preprocessor.label_batch_size']))
+    return missing
 
 
 def _heads(model: dict) -> Iterator[Tuple[str, dict]]:

@@ -77,6 +77,11 @@ def test_what_makes_online_labels_and_what_reads_them_is_checked():
     assert found['model.data_preprocessor'].what.startswith(
         f"train_dataloader.dataset.pipeline.2 (LoadPseudoLabel) asks for online labels, but "
         "model.data_preprocessor is 'SegDataPreProcessor'")
+    found = class_problems({'model.data_preprocessor.engine_dtype': 'float64',
+                            'model.data_preprocessor.label_batch_size': 0})
+    assert found['model.data_preprocessor.engine_dtype'].fix.startswith(
+        "one of ['bfloat16', 'float16', 'float32']")
+    assert found['model.data_preprocessor.label_batch_size'].what.endswith('is 0')
     found = class_problems({f'{STEPS}.2.cache.generator': dict(_delete_=True, type='DiffSeg')})
     assert 'makes unlabelled segment ids' in found[f'{STEPS}.2.cache.generator'].what
     cfg = {'model': dict(decode_head=dict(type='FCNHead', num_classes=3, loss_decode=[
