@@ -37,7 +37,8 @@ from .cuda_check import cuda_problem
 from .preflight_classes import check_dataset_classes, check_model_classes
 from .preflight_data import (Missing, check_dataset, check_image_level_labels,
                              check_listed_files, nearest)
-from .preflight_options import check_cache_keys, check_head_layout, check_options, hub_id_like
+from .preflight_options import (check_cache_keys, check_head_layout, check_options,
+                                generator_refusal, hub_id_like)
 from .provenance import MOVED_HUB_IDS, withdrawn_model
 
 TINY_SD_BASE = 'stable-diffusion-2-1-base'
@@ -210,9 +211,7 @@ def check_generator(generator: dict, where: str) -> List[Missing]:
     try:
         MASK_GENERATORS.build(dict(generator)).config_dict()  # a custom one may lack it
     except (TypeError, ValueError, KeyError, AssertionError, NotImplementedError) as err:
-        return [Missing(f'{where}: {err.args[0] if err.args else err}',
-                        f'correct {where} in the config or with --cfg-options {where}.OPTION=VALUE',
-                        [where])]
+        return [generator_refusal(generator, params, where, err)]
     return []
 
 

@@ -127,6 +127,26 @@ def check_options(cfg, sections: Tuple[str, ...]) -> List[Missing]:
     return found
 
 
+def generator_refusal(generator: dict, params, where: str, err: Exception) -> Missing:
+    """A generator config its constructor refused with ``err``, naming the one option to blame
+    (the config builds without it, its default standing in) where there is one."""
+    from .registry import MASK_GENERATORS
+    key = None
+    for name, param in params.items():
+        if name not in generator or param.default is param.empty:
+            continue
+        try:
+            MASK_GENERATORS.build({k: v for k, v in generator.items() if k != name}).config_dict()
+        except Exception:  # noqa: BLE001  (another option is refused too)
+            continue
+        key = name
+        break
+    return Missing(f'{where}{f".{key}={generator[key]!r}" if key else ""}: '
+                   f'{err.args[0] if err.args else err}',
+                   f'correct {where}.{key or "OPTION"} in the config or with --cfg-options' +
+                   (f' (its default: {params[key].default!r})' if key else ''), [where])
+
+
 def hub_id_like(model: str) -> bool:
     """Whether ``model`` can be a Hugging Face hub id (``org/name``) rather than only a path."""
     return model.count('/') == 1 and not model.startswith(('.', '/', '~'))
