@@ -104,6 +104,11 @@ def check_cache_keys(cache: dict, where: str) -> List[Missing]:
             found.append(Missing(f'{where}: the label cache has no {key!r} setting',
                                  f'set {where}.{key} (in the config or --cfg-options)',
                                  [f'{where}.{key}']))
+    timeout = cache.get('wait_timeout', 0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        found.append(Missing(f'{where}.wait_timeout is {timeout!r}: seconds to wait for a label '
+                             'another process is making', f'--cfg-options {where}.wait_timeout=600 '
+                             '(a number of seconds, the default)', [f'{where}.wait_timeout']))
     return found
 
 

@@ -80,6 +80,10 @@ def test_the_label_cache_settings_are_checked_key_by_key(tmp_path):
     typo = found[f"{CACHE}: the label cache has no option 'modle' (did you mean 'model'?)"]
     assert typo.fix.startswith(f'set {CACHE}.model instead of {CACHE}.modle')
     assert found[f"{CACHE}: the label cache has no 'model' setting"].where == [f'{CACHE}.model']
+    set_label_cache(cfg, dict(cache, model='x', wait_timeout='abc'))  # float('abc') at a batch
+    found = {m.what: m for m in preflight.check(cfg, 'train')}
+    assert found[f"{CACHE}.wait_timeout is 'abc': seconds to wait for a label another process is "
+                 'making'].fix.startswith(f'--cfg-options {CACHE}.wait_timeout=600')
 
 
 @pytest.mark.parametrize('sd', ['stable-diffusion-v1-4', 'stable-diffusion-2-1-base'])
