@@ -150,7 +150,8 @@ def main(argv=None):
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if not args.out.exists():
         args.out.write_text(f'# End-to-end images per second\n\n{__doc__.split(chr(10) * 2)[1]}\n\n')
-    if TABLE.splitlines()[0] not in args.out.read_text():  # first run with these columns
+    last = (args.out.read_text().rstrip('\n').splitlines() or [''])[-1]
+    if not last.startswith('| '):  # rows land under a header, not under prose
         with args.out.open('a') as f:
             f.write(f'\n{TABLE}')
     engines = {}

@@ -211,6 +211,9 @@ def main(argv=None):
                         help='where inputs and outputs go (default: the system temp folder)')
     parser.add_argument('--out', type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.images <= args.batch_size:
+        parser.error(f'--images {args.images} gives no batch after the first (--batch-size '
+                     f'{args.batch_size}), which the steady rate counts: pass more images')
     import mmdiffseg  # noqa: F401
     from mmdiffseg.apis.folders import palette_for, read_label_png
     from mmdiffseg.apis.io import WorkItem
