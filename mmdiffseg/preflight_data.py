@@ -198,17 +198,16 @@ def _unreadable(paths: Iterable[str]) -> List[Tuple[str, str]]:
     """(path, why) of the files that are no image OpenCV reads, by their headers (not decoded:
     a truncated image is named by the run): not an image, 32-bit samples, too many pixels."""
     from PIL import Image, UnidentifiedImageError
-    from .apis.folders import MAX_IMAGE_PIXELS, open_image
+    from .apis.folders import TOO_LARGE, open_image, opencv_refusal
     found = []
     for path in paths:
         try:
             with open_image(path) as img:
-                if img.mode == 'F' or (img.mode == 'I' and img.format == 'TIFF'):
-                    found.append((path, f'32-bit samples ({img.mode})'))
-                elif img.width * img.height > MAX_IMAGE_PIXELS:
-                    found.append((path, f'{img.width}x{img.height} pixels'))
+                refusal = opencv_refusal(img)
+                if refusal:
+                    found.append((path, refusal))
         except Image.DecompressionBombError:
-            found.append((path, f'more than {MAX_IMAGE_PIXELS} pixels'))
+            found.append((path, TOO_LARGE))
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
             found.append((path, f'not an image ({type(err).__name__})'))
     return found

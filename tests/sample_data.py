@@ -3,6 +3,8 @@
 Several folders have a ``conftest.py``, so ``from sample_data import`` would be ambiguous.
 """
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -17,3 +19,14 @@ def shared_path(*parts) -> Path:
     if not path.exists():
         pytest.skip(f'sample data not found: {path} (set MMDIFFSEG_SHARED_DATA)')
     return path
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A 1-bit grey PNG of that size whose pixels are not all there: what Pillow's open reads
+    (the header) without the memory of the image."""
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I',
+                                                                       zlib.crc32(kind + data))
+    header = struct.pack('>IIBBBBB', width, height, 1, 0, 0, 0, 0)  # 1-bit grey
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header)
+            + chunk(b'IDAT', zlib.compress(b'\0' * 64)) + chunk(b'IEND', b''))

@@ -26,6 +26,7 @@ from PIL import UnidentifiedImageError
 
 from ..class_defaults import init_defaults
 from ..datasets.generated import read_manifest_header
+from ..datasets.transforms import mapped_labels, reduced_zero_label
 from ..datasets.unsupervised import (Cityscapes27Dataset, CityscapesHumanVehicleDataset,
                                      COCOStuff27Dataset)
 from ..evaluation import PseudoLabelMetric, match_segments
@@ -97,10 +98,8 @@ class GroundTruthFormat:
         label = read_label_map_file(path, 'ground truth')
         if self.reduce_zero_label:
             label = reduced_zero_label(label)
-        if self.label_map:   # one lookup, not a pass over the image per mapped value
-            table = np.arange(256, dtype=np.uint8)
-            table[list(self.label_map)] = list(self.label_map.values())
-            label = table[label]
+        if self.label_map:
+            label = mapped_labels(label, self.label_map)
         bad = _outside(label, len(classes))
         if bad:
             raise UserInputError(
@@ -121,14 +120,6 @@ class GroundTruthFormat:
         return ('wrong --classes for this ground truth, or a convention to set: '
                 '--reduce-zero-label for annotations whose 0 is "other" (ADE20K), '
                 '*_gtFine_labelTrainIds.png (--gt-suffix) for Cityscapes\' 19 classes')
-
-
-def reduced_zero_label(label: np.ndarray) -> np.ndarray:
-    """mmseg's ``reduce_zero_label`` reading: 0 ("other") becomes 255 (ignored), ``k`` class
-    ``k - 1``, 255 stays 255."""
-    label = label.astype(np.int64) - 1
-    label[(label < 0) | (label == IGNORE_INDEX - 1)] = IGNORE_INDEX
-    return label.astype(np.uint8)
 
 
 def _outside(label: np.ndarray, count: int) -> List[int]:

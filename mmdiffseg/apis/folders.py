@@ -86,31 +86,43 @@ def read_rgb(path) -> np.ndarray:
     ``'color'``) reads it for training, so labels line up with the trained image: EXIF
     orientation applied, 16-bit samples scaled to 8 bits (their high byte), grey and palette
     images as RGB, alpha dropped. :class:`ItemFailed` names a file that is missing, truncated
-    or not an image, or one OpenCV cannot read either (32-bit samples, over
-    :data:`MAX_IMAGE_PIXELS`)."""
+    or not an image, or one OpenCV cannot read either (:func:`opencv_refusal`)."""
     try:
         with open_image(path) as img:
-            if img.mode == 'F' or (img.mode == 'I' and img.format == 'TIFF'):
-                raise ItemFailed(f'cannot read image {path}: 32-bit samples ({img.mode}), which '
-                                 "OpenCV and so mmseg's LoadImageFromFile do not read; convert it "
-                                 'to 8 or 16 bits per sample')
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise ItemFailed(f'cannot read image {path}: {img.width}x{img.height} pixels, '
-                                 f'more than OpenCV reads ({MAX_IMAGE_PIXELS}); split or shrink it')
+            refusal = opencv_refusal(img)
+            if refusal:
+                raise ItemFailed(f'cannot read image {path}: {refusal}')
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
             if img.mode.startswith('I'):  # 16-bit grey ('I;16', 'I;16B', 'I')
                 grey = np.asarray(img).astype(np.int64).clip(0, 65535) >> 8
                 return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
             return np.asarray(img.convert('RGB')).copy()
+    except Image.DecompressionBombError as exc:
+        raise ItemFailed(f'cannot read image {path}: {TOO_LARGE}') from exc
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         raise ItemFailed(f'cannot read image {path}: {exc}') from exc
 
 
+#: why an image :func:`open_image` refuses cannot be read
+TOO_LARGE = (f'more than the {MAX_IMAGE_PIXELS} pixels OpenCV (so mmseg\'s '
+             'LoadImageFromFile) reads; split or shrink it')
+
+
 def open_image(path) -> Image.Image:
-    """``Image.open`` up to :data:`MAX_IMAGE_PIXELS` (Pillow's own limit is lower)."""
+    """``Image.open`` up to :data:`MAX_IMAGE_PIXELS` (Pillow's own limit is lower); a larger
+    image raises ``Image.DecompressionBombError`` (:data:`TOO_LARGE`)."""
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_IMAGE_PIXELS // 2)  # 2x: error
     return Image.open(path)
+
+
+def opencv_refusal(img: Image.Image) -> Optional[str]:
+    """Why OpenCV, and so mmseg's ``LoadImageFromFile``, does not read the opened image ``img``
+    that Pillow reads (32-bit samples), with the fix; None when it does."""
+    if img.mode == 'F' or (img.mode == 'I' and img.format == 'TIFF'):
+        return (f'32-bit samples ({img.mode}), which OpenCV and so mmseg\'s LoadImageFromFile do '
+                'not read; convert it to 8 or 16 bits per sample')
+    return None
 
 
 def read_label_png(path) -> np.ndarray:

@@ -69,15 +69,24 @@ def read_label_map(path: str, reduce_zero_label: bool = False,
     label = mmcv.imfrombytes(fileio.get(path), flag='unchanged', backend='pillow')
     label = label.squeeze().astype(np.uint8)
     if reduce_zero_label:
-        label = label.astype(np.int64) - 1
-        label[label < 0] = IGNORE_INDEX
-        label[label == 254] = IGNORE_INDEX
-        label = label.astype(np.uint8)
-    if label_map:
-        source = label.copy()
-        for old, new in label_map.items():
-            label[source == old] = new
-    return label
+        label = reduced_zero_label(label)
+    return mapped_labels(label, label_map) if label_map else label
+
+
+def reduced_zero_label(label: np.ndarray) -> np.ndarray:
+    """mmseg's ``reduce_zero_label`` reading of uint8 labels: 0 ("other") becomes 255 (ignored),
+    ``k`` class ``k - 1``, 255 stays 255."""
+    label = label.astype(np.int64) - 1
+    label[(label < 0) | (label == IGNORE_INDEX - 1)] = IGNORE_INDEX
+    return label.astype(np.uint8)
+
+
+def mapped_labels(label: np.ndarray, label_map: Dict[int, int]) -> np.ndarray:
+    """uint8 labels through mmseg's ``label_map`` (file value -> class index), in one lookup
+    rather than a pass over the image per mapped value."""
+    table = np.arange(256, dtype=np.uint8)
+    table[list(label_map)] = list(label_map.values())
+    return table[label]
 
 
 @TRANSFORMS.register_module()

@@ -6,7 +6,7 @@ import re
 import pytest
 from e2e_helpers import REPO, VOC_IMAGES, load_tool, make_voc_root
 from mmengine.config import Config
-from sample_data import shared_path
+from sample_data import png_header, shared_path
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg import preflight
@@ -310,6 +310,9 @@ def test_listed_files_that_are_no_image_are_named_before_training(voc_root):
     assert f"(e.g. '{image}': not an image (UnidentifiedImageError))" in found[0].what
     assert found[0].fix.startswith('replace them with the images, or remove them (their names '
                                    'from the split file')
+    image.write_bytes(png_header(40000, 30000))  # 1.2 Gpx: past what OpenCV reads
+    [found] = [item for what, item in items(voc_config(voc_root)).items() if 'OpenCV reads' in what]
+    assert f"(e.g. '{image}': more than the 1073741824 pixels OpenCV" in found.what
 
 
 def test_images_of_another_suffix_get_the_img_suffix_to_set(voc_root):
