@@ -3,14 +3,17 @@
     python tools/eval_labels.py work_dirs/pl --gt data/VOCdevkit/VOC2012/SegmentationClass \\
         --classes voc
     python tools/eval_labels.py work_dirs/diffseg --gt GT_DIR --classes cocostuff27 --hungarian
+    python tools/eval_labels.py work_dirs/ade_test_out \\
+        --gt data/ade/ADEChallengeData2016/annotations/validation --classes ade20k \\
+        --labels-reduce-zero-label
 
 LABELS is a tool's output folder (its SegmentationClass/ is read) or a folder of PNGs. Ground
 truth is read as the --classes set's mmseg dataset reads it: file <label id><--gt-suffix> in --gt
 or its sub-folders (cityscapes: *_gtFine_labelTrainIds.png, a label id's _leftImg8bit dropped;
 cityscapes27: *_gtFine_labelIds.png), ADE20K's value 0 "other" and k class k-1
 (--reduce-zero-label); ground truth or labels holding values outside the classes are refused.
-Labels are read as class indices, as the tools write them; predictions that tools/test.py --out
-wrote for ADE20K hold 0 for "other" and k for class k-1 and need --labels-reduce-zero-label.
+Labels are read as class indices, as the tools write them; ADE20K predictions that
+tools/test.py --out wrote (class k as k+1, as mmseg writes them) need --labels-reduce-zero-label.
 When the folder has a manifest (folders written by the tools), the classes its labels index must
 be --classes (else the scores would compare unrelated indices); a plain folder of PNGs is taken
 as indexing --classes. --hungarian scores unlabelled segments (DiffSeg) after per-image Hungarian
