@@ -81,13 +81,13 @@ def test_read_rgb_names_an_unreadable_file(tmp_path):
         Image.fromarray(array).save(tmp_path / name)  # OpenCV, so training, cannot read these
         with pytest.raises(ItemFailed, match=f'{name}: 32-bit samples .* convert it to 8 or 16'):
             read_rgb(tmp_path / name)
-    Image.fromarray(np.ones((4, 5), np.uint16)).save(tmp_path / 'u16.tif')  # 16-bit: read
+    Image.fromarray(np.full((4, 5), 0x1234, np.uint16)).save(tmp_path / 'u16.tif')  # 16 bits
+    np.testing.assert_array_equal(read_rgb(tmp_path / 'u16.tif'), np.full((4, 5, 3), 0x12))  # 0x12
     huge = tmp_path / 'huge.png'  # a header of 40000x30000 (1.2 Gpx > OpenCV's 2^30): refused
     huge.write_bytes(png_header(40000, 30000))
     with pytest.raises(ItemFailed, match=r'huge.png: more than the 1073741824 pixels OpenCV'):
         read_rgb(huge)
     huge.unlink()
-    assert read_rgb(tmp_path / 'u16.tif').shape == (4, 5, 3)
     (tmp_path / '._g.png').write_bytes(b'\x00\x05\x16\x07')  # macOS AppleDouble beside a copy
     assert [p.name for p in list_images(tmp_path)] == ['bad.png', 'f.tif', 'g.png', 'i.tif',
                                                        'u16.tif']
