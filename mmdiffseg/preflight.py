@@ -34,7 +34,8 @@ from mmengine.config import Config
 
 from .attention.loading import single_file_checkpoint, single_file_problem
 from .cuda_check import cuda_problem
-from .preflight_classes import check_dataset_classes, check_model_classes
+from .preflight_classes import (check_dataset_classes, check_model_classes,
+                                check_segment_scoring)
 from .preflight_data import (Missing, check_dataset, check_image_level_labels,
                              check_listed_files, nearest)
 from .preflight_options import (check_cache_keys, check_head_layout, check_options,
@@ -305,6 +306,10 @@ SECTIONS = {'train': ['model', 'train_dataloader', 'val_dataloader'],
             'test': ['model', 'test_dataloader'], 'prefill': ['train_dataloader']}
 
 
+#: the evaluators each mode runs
+EVALUATORS = {'train': ['val_evaluator'], 'test': ['test_evaluator'], 'prefill': []}
+
+
 def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
           device: Optional[str] = None) -> List[Missing]:
     """Everything ``cfg`` needs for ``mode`` (``'train'``, ``'test'`` or ``'prefill'``) that is
@@ -354,6 +359,9 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                     sd_models.setdefault(node[key], []).append(f'{path}.{key}')
     missing += check_options(cfg, tuple(sections))
     missing += check_model_classes(sections.get('model') or {}, datasets)
+    missing += check_segment_scoring(sections.get('model') or {}, [
+        (key, cfg[key]) for key in EVALUATORS[mode] if cfg.get(key) and
+        (key != 'val_evaluator' or 'val_dataloader' in sections)])
     for model, keys in sd_models.items():
         missing += check_sd_model(model, keys)
     if cfg.get('load_from') and mode != 'prefill':

@@ -8,8 +8,8 @@ its ``class_weight``. A label index must mean one class in all of them: otherwis
 wrong targets without an error, or stops at its first iteration once the diffusion model has
 loaded (an index past the head's classes, a class weight of another length). Checked with them:
 what makes and reads those labels, i.e. the preprocessor an online pipeline needs and its
-values, unlabelled segment ids where class indices are trained, and the image-level labels a
-``DiffusionSegmentor`` generator of classes reads.
+values, unlabelled segment ids where class indices are trained or scored, and the image-level
+labels a ``DiffusionSegmentor`` generator of classes reads.
 """
 from __future__ import annotations
 
@@ -182,6 +182,32 @@ def _segmentor_generator(model: dict, classes: List[str], where: str) -> List[Mi
                         'LoadImageLevelLabels and PackPseudoLabelInputs in the test pipeline',
                         ['model.use_image_labels'])]
     return []
+
+
+def check_segment_scoring(model: dict, evaluators: Sequence[Tuple[str, object]]) -> List[Missing]:
+    """A ``DiffusionSegmentor`` of unlabelled segment ids (DiffSeg without ``classes``) scored by
+    a metric of class indices (``IoUMetric``, ``PseudoLabelMetric``): segment k is not class k,
+    so its mIoU is that of arbitrary names, near 0 and silent. Such ids are scored after a
+    Hungarian matching to the ground truth (DiffSeg's protocol, ``HungarianMatchedIoU``)."""
+    generator = model.get('generator') if model.get('type') == 'DiffusionSegmentor' else None
+    if not isinstance(generator, dict) or generator_classes(generator) != []:
+        return []
+    missing = []
+    for key, evaluator in evaluators:
+        metrics = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
+        for i, metric in enumerate(metrics):
+            kind = str(metric.get('type', '')).rsplit('.', 1)[-1] if isinstance(metric, dict) else ''
+            if kind in ('IoUMetric', 'PseudoLabelMetric', 'CityscapesMetric'):
+                where = key if metrics is not evaluator else f'{key}.{i}'
+                missing.append(Missing(
+                    f'{where} is {kind}, which scores class indices, but model.generator makes '
+                    'unlabelled segment ids (segment k is not class k): its mIoU would mean '
+                    'nothing', f'score segments after matching them to the ground truth: '
+                    f"{key}=dict(type='HungarianMatchedIoU', num_classes=<the dataset's class "
+                    'count>) (as configs/mask2former/diffseg-sd14_cityscapes27-unsupervised-'
+                    "512x512.py), or name the segments: model.generator.classes=[the dataset's "
+                    'classes] with model.use_image_labels=True', [where]))
+    return missing
 
 
 def _online_preprocessor(model: dict, datasets: List[Tuple[str, dict]]) -> List[Missing]:

@@ -10,7 +10,8 @@ from mmengine.config import Config
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg import preflight
-from mmdiffseg.preflight_classes import check_dataset_classes, check_model_classes
+from mmdiffseg.preflight_classes import (check_dataset_classes, check_model_classes,
+                                         check_segment_scoring)
 
 TINY_ONLINE = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-iseg-online-128x128.py'
 MINE = ['background', 'person', 'horse', 'cat', 'couch', 'sheep']
@@ -98,6 +99,27 @@ def test_what_makes_online_labels_and_what_reads_them_is_checked():
                                [('t', dict(type='PascalVOCDataset'))]) == []
 
 
+def test_unlabelled_segments_scored_as_class_indices_are_named():
+    """DiffSeg's segment ids under IoUMetric: segment k is not class k; the shipped
+    unsupervised config (HungarianMatchedIoU) passes, and so does DiffSeg naming classes."""
+    cfg = Config.fromfile(str(REPO / 'configs/mask2former/'
+                              'diffseg-sd14_cityscapes27-unsupervised-512x512.py'))
+    model = cfg.model.to_dict()
+    assert check_segment_scoring(model, [('test_evaluator', cfg.test_evaluator)]) == []
+    cfg.merge_from_dict({'test_evaluator': dict(_delete_=True, type='IoUMetric')})
+    [found] = check_segment_scoring(model, [('test_evaluator', cfg.test_evaluator)])
+    assert found.where == ['test_evaluator']
+    assert found.what.startswith('test_evaluator is IoUMetric, which scores class indices')
+    assert "test_evaluator=dict(type='HungarianMatchedIoU'" in found.fix
+    listed = [dict(type='mmseg.IoUMetric'), dict(type='HungarianMatchedIoU', num_classes=27)]
+    [found] = check_segment_scoring(model, [('val_evaluator', listed)])
+    assert found.where == ['val_evaluator.0']
+    named = dict(model, generator=dict(type='DiffSeg', classes=['road', 'car']))
+    assert check_segment_scoring(named, [('test_evaluator', cfg.test_evaluator)]) == []
+    found = {w for m in preflight.check(cfg, 'test') for w in m.where}
+    assert 'test_evaluator' in found
+
+
 @pytest.mark.parametrize('config', sorted(p.name for p in (REPO / 'configs').rglob('*.py')
                                           if '_base_' not in p.parts))
 def test_every_shipped_config_agrees_with_itself(config):
@@ -112,6 +134,8 @@ def test_every_shipped_config_agrees_with_itself(config):
                 datasets.append((where, node))
     if isinstance(cfg.get('model'), dict):
         missing += check_model_classes(cfg['model'], datasets)
+        missing += check_segment_scoring(cfg['model'], [
+            (key, cfg[key]) for key in ('val_evaluator', 'test_evaluator') if cfg.get(key)])
     assert missing == []
 
 
