@@ -122,9 +122,11 @@ def check_model_classes(model: dict, datasets: List[Tuple[str, dict]]) -> List[M
     """What the model needs of the datasets (config key, dataset config) it reads: the heads'
     ``num_classes`` and class weights (Mask2Former's ``loss_cls``: one more, the no-object
     class; ``loss_decode``) and ``DiffusionSegmentor``'s generator against each dataset's
-    classes (once per class list), and the preprocessor that makes online labels where a
-    pipeline asks for them (``LoadPseudoLabel``)."""
+    classes (once per class list) and its engine options, and the preprocessor that makes
+    online labels where a pipeline asks for them (``LoadPseudoLabel``)."""
     missing, seen = _online_preprocessor(model, datasets), []
+    if model.get('type') == 'DiffusionSegmentor':
+        missing += check_engine_kwargs(model, 'model')
     for where, dataset in datasets:
         classes = dataset_classes(dataset)
         if not classes or any(_same(classes, other) for other in seen):
@@ -245,7 +247,23 @@ def _labeller_options(preprocessor: dict) -> List[Missing]:
                                'a whole number of images, at least 1 (--cfg-options '
                                'model.data_preprocessor.label_batch_size=4)',
                                ['model.data_preprocessor.label_batch_size']))
-    return missing
+    return missing + check_engine_kwargs(preprocessor, 'model.data_preprocessor')
+
+
+def check_engine_kwargs(owner: dict, key: str) -> List[Missing]:
+    """``owner.engine_kwargs`` (a labeller's engine options) as the engine checks them before
+    loading the model: a misspelt key, a mistyped ``compile_unet`` / ``chunk_bytes`` /
+    ``map_backend``."""
+    from .attention.loading import ENGINE_OPTIONS, check_engine_options
+    options = dict(owner.get('engine_kwargs') or {})
+    engine = {name: options.pop(name) for name in ENGINE_OPTIONS if name in options}
+    try:
+        check_engine_options(engine.get('chunk_bytes'), engine.get('map_backend', 'auto'),
+                             engine.get('compile_unet', False), options)
+    except ValueError as err:
+        return [Missing(f'{key}.engine_kwargs: {err}', f'correct {key}.engine_kwargs (in the '
+                        'config, or --cfg-options)', [f'{key}.engine_kwargs'])]
+    return []
 
 
 def _heads(model: dict) -> Iterator[Tuple[str, dict]]:

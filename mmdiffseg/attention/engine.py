@@ -21,8 +21,8 @@ from mmengine.logging import print_log
 from ..provenance import model_id_of, withdrawn_model
 from .capture import CaptureSession, capture_attention
 from .images import ImagesLike, preprocess_images
-from .loading import (dtype_option, hub_load_failure, placed, single_file_checkpoint,
-                      single_file_problem, torch_device, torch_dtype)
+from .loading import (check_engine_options, dtype_option, hub_load_failure, placed,
+                      single_file_checkpoint, single_file_problem, torch_device, torch_dtype)
 from .maps import AttentionMaps, CaptureSpec, as_capture_spec
 from .noise import check_noise_draw, shared_noise
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
@@ -51,6 +51,7 @@ class DiffusionAttentionEngine:
                  device: Union[str, torch.device] = 'cpu', dtype: torch.dtype = torch.float32,
                  chunk_bytes: Optional[int] = None, map_backend: str = 'auto',
                  compile_unet: Union[bool, Dict[str, Any]] = False):
+        check_engine_options(chunk_bytes, map_backend, compile_unet, {})
         self.device, self.dtype = torch_device(device), torch_dtype(dtype)
         self.vae, self.unet, self.text_encoder = (placed(m, self.device, self.dtype)
                                                   for m in (vae, unet, text_encoder))
@@ -85,6 +86,7 @@ class DiffusionAttentionEngine:
         options = dict(chunk_bytes=kwargs.pop('chunk_bytes', None),
                        map_backend=kwargs.pop('map_backend', 'auto'),
                        compile_unet=kwargs.pop('compile_unet', False))
+        check_engine_options(**options, loading=kwargs)
         if importlib.util.find_spec('accelerate') is None:  # diffusers would only warn and fall back
             kwargs.setdefault('low_cpu_mem_usage', False)
         checkpoint = single_file_checkpoint(id_or_folder)

@@ -4,6 +4,7 @@ error of a model that neither is a folder here nor loads from the Hugging Face H
 single-file checkpoint given where a diffusers folder is read."""
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
@@ -127,3 +128,39 @@ def hub_load_failure(source: str, err: Exception, cache_dir: Optional[str] = Non
     return (f'cannot load Stable Diffusion model {source!r}: it is not a folder here '
             f'({Path(source).expanduser().resolve()} does not exist), '
             f'{"only partly in" if cached else "not in"} {cache}, and {reason}. Fix: {fix}')
+
+
+#: the engine's own options (``from_pretrained`` keeps them) and the diffusers loading options a
+#: misspelt key is compared with (any other key goes to diffusers, which warns when it is unused)
+ENGINE_OPTIONS = ('chunk_bytes', 'map_backend', 'compile_unet')
+LOADING_OPTIONS = ('variant', 'revision', 'cache_dir', 'local_files_only', 'use_safetensors',
+                   'token', 'low_cpu_mem_usage', 'device_map', 'force_download', 'proxies')
+
+
+def check_engine_options(chunk_bytes, map_backend: str, compile_unet, loading: Dict) -> None:
+    """Refuse, before any model loads, an engine option of the wrong kind and a loading key
+    that is a near miss of a known one (``chunk_byte``, ``varient``), which diffusers would
+    only warn about and ignore; ``torch_dtype`` / ``dtype`` would clash with the engine's dtype.
+
+    Raises:
+        ValueError: naming the option, its value and the fix.
+    """
+    from .head_maps import resolve_backend
+    resolve_backend(map_backend, None, masked=False)
+    if chunk_bytes is not None and (isinstance(chunk_bytes, bool) or
+                                    not isinstance(chunk_bytes, int) or chunk_bytes < 1):
+        raise ValueError(f'chunk_bytes must be a whole number of bytes (at least 1) or None '
+                         f'(sized from the device), got {chunk_bytes!r}')
+    if not isinstance(compile_unet, (bool, dict)):
+        raise ValueError(f'compile_unet must be True, False or a dict of torch.compile options '
+                         f"(e.g. dict(backend='eager')), got {compile_unet!r}")
+    for key in loading:
+        if key in ('torch_dtype', 'dtype'):
+            raise ValueError(f'{key} is not a loading option here: the engine loads in its own '
+                             'dtype (the dtype argument; engine_dtype in configs, --dtype in the '
+                             'tools)')
+        near = difflib.get_close_matches(key, ENGINE_OPTIONS + LOADING_OPTIONS, n=1, cutoff=0.75)
+        if near and key not in LOADING_OPTIONS:
+            raise ValueError(f'unknown engine option {key!r}: did you mean {near[0]!r}? (engine '
+                             f'options: {", ".join(ENGINE_OPTIONS)}; others go to diffusers\' '
+                             'StableDiffusionPipeline.from_pretrained)')

@@ -349,6 +349,26 @@ def test_dtype_by_name_and_a_missing_cuda_are_named(sd_config_dir, monkeypatch):
         DiffusionAttentionEngine.from_pretrained(folder, device='gpu')
 
 
+@pytest.mark.parametrize('options, match', [
+    (dict(chunk_byte=2 ** 20), r"unknown engine option 'chunk_byte': did you mean 'chunk_bytes'"),
+    (dict(varient='fp16'), r"unknown engine option 'varient': did you mean 'variant'"),
+    (dict(compile_unet='Ture'), r"compile_unet must be True, False or a dict.*got 'Ture'"),
+    (dict(map_backend='trition'), r"map_backend must be one of .*got 'trition'"),
+    (dict(chunk_bytes='1GiB'), r"chunk_bytes must be a whole number of bytes.*got '1GiB'"),
+    (dict(torch_dtype=torch.float16), r'torch_dtype is not a loading option here.*engine_dtype'),
+])
+def test_engine_options_are_checked_before_the_model_loads(options, match, monkeypatch):
+    """Misspelt or mistyped options fail before diffusers reads a file (it would ignore an
+    unknown key with a warning, and a bad engine option would fail after the load)."""
+    import diffusers
+
+    def never(*args, **kwargs):
+        raise AssertionError('the model was loaded before the options were checked')
+    monkeypatch.setattr(diffusers.StableDiffusionPipeline, 'from_pretrained', never)
+    with pytest.raises(ValueError, match=match):
+        DiffusionAttentionEngine.from_pretrained('/nowhere/sd', **options)
+
+
 def test_generate_seeds_negative_prompts_and_steps(tiny_engine):
     engine = tiny_engine(SD1)
     spec = CaptureSpec([CaptureRequest('self', 8)])

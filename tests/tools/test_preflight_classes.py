@@ -17,7 +17,7 @@ TINY_ONLINE = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-iseg-online
 MINE = ['background', 'person', 'horse', 'cat', 'couch', 'sheep']
 STEPS = 'train_dataloader.dataset.pipeline'
 CLASS_KEYS = ('classes', 'num_classes', 'class_weight', 'generator', 'data_preprocessor',
-              'use_image_labels')
+              'use_image_labels', 'engine_kwargs')
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +83,9 @@ def test_what_makes_online_labels_and_what_reads_them_is_checked():
     assert found['model.data_preprocessor.engine_dtype'].fix.startswith(
         "one of ['bfloat16', 'float16', 'float32']")
     assert found['model.data_preprocessor.label_batch_size'].what.endswith('is 0')
+    found = class_problems({'model.data_preprocessor.engine_kwargs': dict(compile_unet='Ture')})
+    assert found['model.data_preprocessor.engine_kwargs'].what.startswith(
+        'model.data_preprocessor.engine_kwargs: compile_unet must be True, False or a dict')
     found = class_problems({f'{STEPS}.2.cache.generator': dict(_delete_=True, type='DiffSeg')})
     assert 'makes unlabelled segment ids' in found[f'{STEPS}.2.cache.generator'].what
     cfg = {'model': dict(decode_head=dict(type='FCNHead', num_classes=3, loss_decode=[
@@ -97,6 +100,12 @@ def test_what_makes_online_labels_and_what_reads_them_is_checked():
     assert labels.where == ['model.use_image_labels']
     assert check_model_classes(dict(segmentor, use_image_labels=True),
                                [('t', dict(type='PascalVOCDataset'))]) == []
+    [options] = check_model_classes(dict(segmentor, use_image_labels=True,
+                                         engine_kwargs=dict(chunk_byte=2 ** 20)), [])
+    assert options.what == ("model.engine_kwargs: unknown engine option 'chunk_byte': did you "
+                            "mean 'chunk_bytes'? (engine options: chunk_bytes, map_backend, "
+                            "compile_unet; others go to diffusers' "
+                            "StableDiffusionPipeline.from_pretrained)")
 
 
 def test_unlabelled_segments_scored_as_class_indices_are_named():
