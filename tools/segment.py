@@ -33,6 +33,9 @@ def parse_args(argv=None):
                         help='contact sheet tile side (px)')
     parser.add_argument('--max-items', type=opts.positive_int, default=64,
                         help='contact sheet tiles')
+    parser.add_argument('--no-legend', dest='legend', action='store_false',
+                        help='contact sheet without the strip below that names the colour of '
+                             'each class shown (default: with it, for folders of named classes)')
     opts.add_generator_args(parser, default_method='iseg')
     opts.add_engine_args(parser)
     opts.add_run_args(parser, out_required=False,
@@ -50,7 +53,8 @@ def main(argv=None):
     from mmdiffseg.apis.io import UserInputError
     from mmdiffseg.apis.segment import segment, segment_items
     from mmdiffseg.apis.visualize import write_contact_sheet
-    sheet_args = dict(cols=args.cols, thumb=args.thumb, max_items=args.max_items)
+    sheet_args = dict(cols=args.cols, thumb=args.thumb, max_items=args.max_items,
+                      legend=args.legend)
     if args.out and Path(args.out).suffix.lower() in ('.jpg', '.jpeg', '.png'):
         raise UserInputError(f'--out is a folder (the sheet is written to <out>/{SHEET_NAME}), '
                              f'got the file name {args.out!r}: pass its folder')

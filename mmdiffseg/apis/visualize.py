@@ -79,10 +79,13 @@ def _folder_items(folder: Path, limit: int):
     return header.get('classes'), items
 
 
-def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64) -> np.ndarray:
-    """A ``(rows*thumb, cols*thumb, 3)`` RGB grid of overlay thumbnails (each image's shape kept,
-    its id written on it) of the first ``max_items`` items of a generated folder; ``cols``
-    shrinks to the item count.
+def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64,
+                  legend: bool = True) -> np.ndarray:
+    """An RGB grid of overlay thumbnails (``rows*thumb`` x ``cols*thumb``, each image's shape
+    kept, its id written on it) of the first ``max_items`` items of a generated folder; ``cols``
+    shrinks to the item count. With ``legend`` (and a folder of named classes) a strip below
+    names the colour of each class shown (and of 'unsure'), at least :data:`LEGEND_WIDTH` wide
+    (the grid is then padded on the right).
     ``cols``, ``thumb`` or ``max_items`` below 1 is a :class:`UserInputError` (a ValueError)."""
     for name, value in (('cols', cols), ('thumb', thumb), ('max_items', max_items)):
         if value < 1:
@@ -95,8 +98,10 @@ def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64) 
     cols = min(cols, len(items))
     rows = math.ceil(len(items) / cols)
     sheet = np.zeros((rows * thumb, cols * thumb, 3), dtype=np.uint8)
+    shown = set()
     for k, (item_id, image, mask) in enumerate(items):
         rgb, labels = read_rgb(image), read_label_png(mask)
+        shown.update(np.unique(labels).tolist())
         if rgb.shape[:2] != labels.shape:
             rgb = cv2.resize(rgb, labels.shape[::-1], interpolation=cv2.INTER_LINEAR)
         tile = _letterboxed(overlay(rgb, labels, with_labels=False), thumb)
@@ -104,7 +109,42 @@ def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64) 
                     1, cv2.LINE_AA)
         r, c = divmod(k, cols)
         sheet[r * thumb:(r + 1) * thumb, c * thumb:(c + 1) * thumb] = tile
-    return sheet
+    if not legend or classes is None:  # unlabelled segment ids: a colour names no class
+        return sheet
+    entries = [(overlay.classes[v], overlay.palette[v]) for v in sorted(shown)
+               if v < len(overlay.classes) and overlay.classes[v]]
+    strip = legend_strip(entries, max(sheet.shape[1], LEGEND_WIDTH))
+    if strip.shape[1] > sheet.shape[1]:
+        sheet = np.pad(sheet, ((0, 0), (0, strip.shape[1] - sheet.shape[1]), (0, 0)))
+    return np.concatenate([sheet, strip])
+
+
+#: the narrowest legend strip (px): a one-thumbnail sheet still names its classes legibly
+LEGEND_WIDTH = 320
+_ROW, _SWATCH, _FONT, _SCALE = 18, 12, cv2.FONT_HERSHEY_SIMPLEX, 0.4
+
+
+def legend_strip(entries: Sequence, width: int) -> np.ndarray:
+    """Rows of ``(name, RGB colour)`` entries, a swatch and the name each, wrapped at ``width``
+    px (a name too long for one row is cut to fit)."""
+    placed, x, y = [], 4, 0
+    for name, color in entries:
+        text = str(name).strip()
+        while text and 4 + _SWATCH + 4 + cv2.getTextSize(text, _FONT, _SCALE, 1)[0][0] > width - 4:
+            text = text[:-1]
+        size = _SWATCH + 4 + cv2.getTextSize(text, _FONT, _SCALE, 1)[0][0]
+        if x > 4 and x + size > width - 4:
+            x, y = 4, y + _ROW
+        placed.append((text, color, x, y))
+        x += size + 12
+    strip = np.full((y + _ROW + 4 if placed else 0, width, 3), 32, dtype=np.uint8)
+    for text, color, x, y in placed:
+        top = y + (_ROW - _SWATCH) // 2 + 2
+        strip[top - 1:top + _SWATCH + 1, x - 1:x + _SWATCH + 1] = 160  # a frame: black shows
+        strip[top:top + _SWATCH, x:x + _SWATCH] = color
+        cv2.putText(strip, text, (x + _SWATCH + 4, y + _ROW - 3), _FONT, _SCALE,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return strip
 
 
 def _letterboxed(image: np.ndarray, size: int) -> np.ndarray:

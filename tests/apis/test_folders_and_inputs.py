@@ -14,7 +14,7 @@ from mmdiffseg.apis.io import MANIFEST_NAME, ItemFailed, UserInputError
 from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
                                          labels_from_ground_truth)
 from mmdiffseg.apis.synthesize import synth_items
-from mmdiffseg.apis.visualize import contact_sheet
+from mmdiffseg.apis.visualize import LEGEND_WIDTH, contact_sheet, legend_strip
 
 
 def test_label_png_keeps_indices_and_uses_the_voc_palette(tmp_path):
@@ -213,13 +213,20 @@ def test_contact_sheet_shows_max_items_and_refuses_sizes_below_one(tmp_path):
             encode_label_png(np.ones((8, 8), np.uint8), palette_for(classes)))
     (tmp_path / MANIFEST_NAME).write_text('{"classes": ["background", "cat"]}\n'
                                           '{"id": "a"}\n{"id": "b"}\n')
-    assert contact_sheet(tmp_path, thumb=16).shape == (16, 32, 3)
+    assert contact_sheet(tmp_path, thumb=16, legend=False).shape == (16, 32, 3)
+    sheet = contact_sheet(tmp_path, thumb=16)  # a legend strip below, padded to LEGEND_WIDTH
+    assert sheet.shape == (16 + 22, LEGEND_WIDTH, 3) and (sheet[:16, 32:] == 0).all()
+    colors = {tuple(c) for c in sheet[16:].reshape(-1, 3)}
+    assert tuple(palette_for(classes)[1]) in colors  # the class shown: 'cat'
+    strip = legend_strip([('cat', [10, 200, 30]), ('a' * 200, [200, 10, 30])], 100)
+    assert strip.shape == (2 * 18 + 4, 100, 3)  # a name too long is cut to one row
+    assert (strip[18 + 5, 5] == [200, 10, 30]).all()
     (tmp_path / IMAGE_DIR / 'a.jpg').write_bytes(encode_jpeg(np.full((8, 16, 3), 255)))
     (tmp_path / MASK_DIR / 'a.png').write_bytes(
         encode_label_png(np.ones((8, 16), np.uint8), palette_for(classes)))
-    wide = contact_sheet(tmp_path, thumb=16, max_items=1)  # 2:1 kept: black bars above, below
+    wide = contact_sheet(tmp_path, thumb=16, max_items=1, legend=False)  # 2:1: bars above, below
     assert (wide[:4] == 0).all() and (wide[12:, 12:] == 0).all() and (wide[5:11, 12:] > 60).all()
-    assert contact_sheet(tmp_path, thumb=16, max_items=1).shape == (16, 16, 3)
+    assert contact_sheet(tmp_path, thumb=16, max_items=1, legend=False).shape == (16, 16, 3)
     for option in ('max_items', 'cols', 'thumb'):
         with pytest.raises(ValueError, match=rf'contact_sheet: {option}=0; pass {option} >= 1'):
             contact_sheet(tmp_path, **{option: 0})

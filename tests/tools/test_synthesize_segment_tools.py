@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from sample_data import REPO, shared_path
+
+from mmdiffseg.apis.visualize import LEGEND_WIDTH
 from test_offline_tools import (ISEG_OPTIONS, SEEDIFF_OPTIONS, VOC,  # noqa: F401 (a fixture)
                                 check_complete, kill_after_items, run_in_process, run_tool,
                                 tiny_model, tool_command)
@@ -61,14 +63,15 @@ def test_segment_writes_masks_overlays_and_contact_sheets(tiny_model, tmp_path, 
     overlay = np.array(Image.open(out / 'Overlays/voc_val_1.jpg'))
     assert overlay.shape == rgb.shape
     assert np.abs(overlay.astype(int) - rgb).mean() > 5  # coloured, not the plain image
-    assert Image.open(out / 'contact_sheet.jpg').size == (64, 64)
+    width, height = Image.open(out / 'contact_sheet.jpg').size  # the grid, a legend below
+    assert width == LEGEND_WIDTH and 64 + 22 <= height <= 64 + 40
 
     # the sheet of that folder from another working directory; --out is a folder everywhere
     monkeypatch.chdir(tmp_path)
     run_in_process('segment', '--contact-sheet', out, '--thumb', '48', '--out', 'sheet')
-    assert Image.open(tmp_path / 'sheet/contact_sheet.jpg').size == (48, 48)
+    assert Image.open(tmp_path / 'sheet/contact_sheet.jpg').size[1] > 48
     (out / 'contact_sheet.jpg').unlink()
-    run_in_process('segment', '--contact-sheet', out, '--thumb', '40')  # into the folder itself
+    run_in_process('segment', '--contact-sheet', out, '--thumb', '40', '--no-legend')  # in FOLDER
     assert Image.open(out / 'contact_sheet.jpg').size == (40, 40)
     err = run_in_process('segment', '--contact-sheet', out, '--out', 'sheet.jpg', expect=2)
     assert "--out is a folder (the sheet is written to <out>/contact_sheet.jpg)" in err
@@ -87,7 +90,8 @@ def test_segment_writes_masks_overlays_and_contact_sheets(tiny_model, tmp_path, 
     run_in_process('segment', '--contact-sheet', folder, '--cols', '3', '--thumb', '50', '--out',
                    tmp_path / 'sheets')
     sheet = np.array(Image.open(tmp_path / 'sheets/contact_sheet.jpg')).astype(int)
-    assert sheet.shape == (100, 150, 3)
+    assert sheet.shape[1:] == (LEGEND_WIDTH, 3) and (sheet[:100, 160:] < 30).all()
+    sheet = sheet[:100, :150]  # the grid, above the legend
     assert sheet[55:, 105:].max() < 30  # the sixth tile is empty
     plain = np.array(Image.open(src).convert('RGB').resize((50, 50), Image.BILINEAR)).astype(int)
     assert np.abs(sheet[15:50, 50:100] - plain[15:50]).mean() > 10  # an overlay, not the image
