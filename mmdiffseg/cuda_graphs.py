@@ -60,13 +60,18 @@ def check_backend(backend: str, owner: str) -> str:
     return backend
 
 
+def check_device(backend: str, device: torch.device, owner: str) -> None:
+    """A clear error naming ``owner`` for ``'graph'`` off CUDA."""
+    if backend == 'graph' and torch.device(device).type != 'cuda':
+        raise ValueError(f"{owner}(postprocess_backend='graph') needs CUDA tensors, got "
+                         f"{device}; use postprocess_backend='auto' or 'torch'")
+
+
 def use_graphs(backend: str, largest: torch.Tensor, owner: str) -> bool:
     """Whether a batch whose largest map is ``largest`` replays CUDA graphs on ``backend``
-    (``'graph'`` off CUDA: a clear error naming ``owner``)."""
+    (``'graph'`` off CUDA: :func:`check_device`'s error)."""
+    check_device(backend, largest.device, owner)
     cuda = largest.device.type == 'cuda'
-    if backend == 'graph' and not cuda:
-        raise ValueError(f"{owner}(postprocess_backend='graph') needs CUDA tensors, got "
-                         f"{largest.device}; use postprocess_backend='auto' or 'torch'")
     small = largest.numel() * largest.element_size() <= AUTO_MAX_BYTES
     return backend == 'graph' or (backend == 'auto' and cuda and small)
 
@@ -180,6 +185,10 @@ class GraphedSteps:
         self.backend = check_backend(backend, owner)
         self.owner = owner
         self._caches: Dict[Tuple, GraphCache] = {}
+
+    def check_device(self, device: torch.device) -> None:
+        """Refuse ``'graph'`` off CUDA (before any work on ``device``)."""
+        check_device(self.backend, device, self.owner)
 
     def graphed(self, largest: torch.Tensor) -> bool:
         """Whether a batch whose largest map is ``largest`` replays CUDA graphs."""

@@ -265,6 +265,13 @@ def check_cache_settings(cache: Dict, where: str) -> List[Missing]:
                     + '; '.join(differing), fix, [f'{where}.cache_dir'])]
 
 
+#: generator settings that run only on CUDA: their values, and the fix off CUDA
+CUDA_ONLY_SETTINGS = {
+    'noise_draw': (('cuda_float16',), 'cpu draws the noise on the CPU'),
+    'postprocess_backend': (('graph',), 'auto replays CUDA graphs only on a GPU'),
+    'pamr_backend': (('graph', 'triton'), 'auto takes the Triton kernel only on a GPU')}
+
+
 def _cuda_needs(cfg: Config, mode: str, sections: Dict[str, object], dtype: Optional[str],
                 device: Optional[str]) -> List[str]:
     needs = []
@@ -274,9 +281,9 @@ def _cuda_needs(cfg: Config, mode: str, sections: Dict[str, object], dtype: Opti
                 needs.append(f'{path}.device={node["device"]} (--cfg-options {path}.device=cpu)')
             # the online labeler (DiffusionLabelPreprocessor) labels in training only
             labels_in_test = mode != 'test' or node.get('type') != 'DiffusionLabelPreprocessor'
-            if node.get('noise_draw') == 'cuda_float16' and labels_in_test:
-                needs.append(f'{path}.noise_draw=cuda_float16 (--cfg-options {path}.noise_draw=cpu '
-                             'draws the noise on the CPU)')
+            for key, (values, fix) in CUDA_ONLY_SETTINGS.items():
+                if node.get(key) in values and labels_in_test:
+                    needs.append(f'{path}.{key}={node[key]} (--cfg-options {path}.{key}={fix})')
             if node.get('engine_dtype') == 'float16' and labels_in_test:
                 needs.append(f'{path}.engine_dtype=float16 (--cfg-options {path}.engine_dtype='
                              'float32 runs the diffusion model on the CPU)')

@@ -53,11 +53,11 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
     warnings. ``compile_backend``: ``torch.compile`` the U-Net with that backend (the tools'
     ``--compile``); None: eager."""
     from ..attention.engine import DiffusionAttentionEngine
-    from ..attention.noise import check_noise_draw
     if dtype not in DTYPES:
         raise UserInputError(f'unknown --dtype {dtype!r}; choose from {sorted(DTYPES)}')
-    try:  # iSeg's noise_draw='cuda_float16' needs a CUDA engine: said before the model loads
-        check_noise_draw(getattr(generator, 'noise_draw', 'cpu'), torch.device(device))
+    try:  # e.g. iSeg's noise_draw='cuda_float16' off CUDA: said before the model loads
+        if generator is not None:
+            generator.check_device(torch.device(device))
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc
     try:

@@ -70,6 +70,11 @@ class MaskGenerator(torch.nn.Module):
         class-token enhancement). ``capture`` is added by the caller."""
         raise NotImplementedError
 
+    def check_device(self, device: torch.device) -> None:
+        """Raise ValueError, naming the setting and its fix, for a setting that cannot run on
+        ``device`` (a CUDA-only backend or noise draw off CUDA): the tools ask before the model
+        loads. Nothing by default."""
+
     def model_notes(self, layers: Sequence) -> List[str]:
         """Settings that do not fit the U-Net whose attention ``layers``
         (:class:`~mmdiffseg.attention.unet_layers.AttentionLayer`) it reads, each with its fix:

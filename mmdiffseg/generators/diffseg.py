@@ -148,6 +148,9 @@ class DiffSeg(MaskGenerator):
                              f'entries for {len(self.resolutions)} resolutions')
 
     # -- what the engine must do -------------------------------------------------------------
+    def check_device(self, device: torch.device) -> None:
+        self.first_pass.check_device(device)
+
     @property
     def capture_spec(self) -> CaptureSpec:
         requests = [CaptureRequest('self', r) for r in self.resolutions]

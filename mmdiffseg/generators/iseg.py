@@ -225,6 +225,10 @@ class ISeg(MaskGenerator):
         """The released settings of one task (:data:`ISEG_PRESETS`), optionally changed."""
         return cls(**overrides, preset=name)
 
+    def check_device(self, device: torch.device) -> None:
+        check_noise_draw(self.noise_draw, device)
+        self.steps.check_device(device)
+
     # -- what the engine must do -------------------------------------------------------------
     @property
     def capture_spec(self) -> CaptureSpec:

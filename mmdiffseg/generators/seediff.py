@@ -221,6 +221,9 @@ class SeeDiff(MaskGenerator):
         self.class_indices(names)
         return list(dict.fromkeys(n for n in names if n != 'background'))
 
+    def check_device(self, device: torch.device) -> None:
+        self.pamr.backend_for(torch.device(device))
+
     def model_notes(self, layers: Sequence) -> List[str]:
         """``num_heads`` against the heads of the cross-attention layers read at
         ``resolutions[0]``: the released flat-layer test sums SD 1.4's 8 heads."""

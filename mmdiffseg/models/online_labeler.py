@@ -126,6 +126,7 @@ class AttentionLabeler:
         if self.engine is None:
             from ..apis.builders import warn_model_notes
             from ..attention import DiffusionAttentionEngine
+            self.generator.check_device(torch.device(device))  # before the model loads
             self.engine = DiffusionAttentionEngine.from_pretrained(
                 self.model, dtype=self.dtype, device=device, **self.engine_kwargs)
             warn_model_notes(self.engine, self.generator, 512)  # what of it fits another model

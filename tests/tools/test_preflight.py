@@ -268,22 +268,49 @@ def test_prefill_without_cuda_refuses_float16_as_training_does(tmp_path, tiny_sd
 
 
 @NO_CUDA
-def test_the_released_isegs_cuda_noise_needs_cuda_named_before_any_work(tmp_path, tiny_sd):
-    """iSeg's noise_draw='cuda_float16' in the label cache's generator: pre-flight names it with
-    its --cfg-options fix; the offline tools stop before the model loads (exit 2, no folder)."""
+@pytest.mark.parametrize('key, value, fix', [
+    ('noise_draw', 'cuda_float16', 'cpu draws the noise on the CPU'),
+    ('postprocess_backend', 'graph', 'auto replays CUDA graphs only on a GPU')])
+def test_cuda_only_generator_settings_are_named_before_any_work(tmp_path, tiny_sd, key, value,
+                                                                fix):
+    """iSeg's noise_draw='cuda_float16' or postprocess_backend='graph' in the label cache's
+    generator: pre-flight names it with its --cfg-options fix; the online labeler refuses it
+    before its model loads (it failed at the first batch)."""
     cfg = tiny_online_config(tmp_path, tiny_sd)
     generator = 'train_dataloader.dataset.pipeline.2.cache.generator'
-    cfg.merge_from_dict({f'{generator}.noise_draw': 'cuda_float16'})
+    cfg.merge_from_dict({f'{generator}.{key}': value})
     for mode in ('prefill', 'train'):
         (item,) = preflight.check(cfg, mode)
         assert item.what.startswith('a CUDA device') and \
-            f'--cfg-options {generator}.noise_draw=cpu draws the noise on the CPU' in item.fix
+            f'--cfg-options {generator}.{key}={fix}' in item.fix
+    from mmdiffseg.models.online_labeler import AttentionLabeler
+    labeler = AttentionLabeler(str(tmp_path / 'not-loaded'),
+                               dict(type='ISeg', cross_heads=None, **{key: value}))
+    with pytest.raises(ValueError, match=f"{key}='{value}'.*"):
+        labeler.load_engine(torch.device('cpu'))
+
+
+@NO_CUDA
+@pytest.mark.parametrize('generator, match', [
+    (dict(type='ISeg', noise_draw='cuda_float16'),
+     "noise_draw='cuda_float16'.*needs the engine on a CUDA device, this one is on cpu"),
+    (dict(type='ISeg', postprocess_backend='graph'),
+     r"ISeg\(postprocess_backend='graph'\) needs CUDA tensors, got cpu; use "
+     "postprocess_backend='auto' or 'torch'"),
+    (dict(type='DiffSeg', postprocess_backend='graph'),
+     r"DiffSeg\(postprocess_backend='graph'\) needs CUDA tensors"),
+    (dict(type='SeeDiff', classes=['cat'], pamr_backend='graph'),
+     r"PAMR\(backend='graph'\) needs CUDA tensors"),
+    (dict(type='SeeDiff', classes=['cat'], pamr_backend='triton'),
+     r"PAMR\(backend='triton'\) cannot run here")])
+def test_the_tools_refuse_cuda_only_settings_before_the_model_loads(tmp_path, generator, match):
+    """The offline tools' load_engine (exit 2, no folder left): before, the model loaded and the
+    first batch (or, for SeeDiff, the whole sampling) ran before the ValueError."""
     from mmdiffseg.apis.builders import load_engine
     from mmdiffseg.apis.io import UserInputError
-    from mmdiffseg.generators import ISeg
-    with pytest.raises(UserInputError, match="noise_draw='cuda_float16'.*needs the engine on a "
-                                             "CUDA device, this one is on cpu"):
-        load_engine(str(tmp_path / 'not-loaded'), 'cpu', generator=ISeg(noise_draw='cuda_float16'))
+    from mmdiffseg.registry import MASK_GENERATORS
+    with pytest.raises(UserInputError, match=match):
+        load_engine(str(tmp_path / 'not-loaded'), 'cpu', generator=MASK_GENERATORS.build(generator))
 
 
 @NO_CUDA
