@@ -67,9 +67,14 @@ class GroundTruthFormat:
     @classmethod
     def of_dataset(cls, dataset) -> 'GroundTruthFormat':
         """The settings of an mmseg dataset, or the defaults of a dataset class (its
-        ``__init__`` and ``get_label_map``: VOC's cannot be built without its split file)."""
+        ``__init__``'s, and the ``get_label_map`` of an instance holding them, as
+        ``COCOStuff27Dataset``'s reads its ``fine_labels``: VOC's cannot be built without its
+        split file)."""
         if isinstance(dataset, type):
-            setting, label_map = init_defaults(dataset).get, dataset.get_label_map(None)
+            defaults = init_defaults(dataset)
+            unbuilt = dataset.__new__(dataset)
+            unbuilt.__dict__.update(defaults)
+            setting, label_map = defaults.get, unbuilt.get_label_map(None)
         else:
             setting, label_map = partial(getattr, dataset), dataset.label_map
         return cls(seg_map_suffix=setting('seg_map_suffix') or '.png',

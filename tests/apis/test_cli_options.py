@@ -184,3 +184,5 @@ def test_ground_truth_formats_follow_the_mmseg_datasets():
     assert GroundTruthFormat.of_class_set('voc') == GroundTruthFormat.of_class_set('cat,dog') == (
         GroundTruthFormat())
     assert GroundTruthFormat.of_class_set('ade20k', '_x.png', False) == GroundTruthFormat('_x.png')
+    # its get_label_map reads the instance's fine_labels (a traceback from every tool before)
+    assert GroundTruthFormat.of_class_set('cocostuff27') == GroundTruthFormat()
