@@ -129,9 +129,18 @@ def check_model_classes(model: dict, datasets: List[Tuple[str, dict]]) -> List[M
         missing += check_engine_kwargs(model, 'model')
     for where, dataset in datasets:
         classes = dataset_classes(dataset)
-        if not classes or any(_same(classes, other) for other in seen):
+        if not classes or any(_same(classes, other) for _, other in seen):
             continue
-        seen.append(classes)
+        if seen:  # the first one (training's) is what the model learns: a later one differs
+            first, expected = seen[0]
+            missing.append(Missing(
+                f'{where} has the classes {describe(classes)}, but {first}, which the model '
+                f'learns, has {describe(expected)}{_first_difference(classes, expected)}: its '
+                'scores would compare another class with each prediction',
+                f'give {where} the classes of {first}, in their order '
+                f'({where}.metainfo=dict(classes=[...]))', [f'{where}.metainfo']))
+            continue
+        seen.append((where, classes))
         for key, head in _heads(model):
             count = head.get('num_classes')
             if isinstance(count, int) and count != len(classes):

@@ -23,8 +23,8 @@ def parse_args(argv=None):
                         help='an image or a folder of images (default: none, for --contact-sheet)')
     parser.add_argument('--classes', default=None,
                         help=opts.classes_help('class names to look for (label set: background + '
-                                               'them)', default='none: unlabelled DiffSeg '
-                                               'segments'))
+                                               'them)', default='none, which only '
+                                               '--method diffseg takes: unlabelled segments'))
     parser.add_argument('--contact-sheet', metavar='FOLDER',
                         help=f'only write {SHEET_NAME} of this generated folder (default: off)')
     parser.add_argument('--cols', type=opts.positive_int, default=8,

@@ -70,6 +70,22 @@ def test_each_class_list_left_behind_is_named_with_its_key_and_fix():
         found[f'{STEPS}.2.cache.generator'].what
 
 
+def test_a_validation_set_of_other_classes_is_named_not_the_head():
+    """The README's own-classes recipe with val_dataloader left on VOC: the val dataset is named
+    with the training classes as the fix (the head's num_classes was said to need 21)."""
+    cfg = Config.fromfile(str(TINY_ONLINE))
+    cfg.merge_from_dict({'train_dataloader.dataset.metainfo': dict(classes=MINE),
+                         'model.decode_head.num_classes': 6})
+    found = {w: m for m in preflight.check(cfg, 'train') for w in m.where}
+    assert 'model.decode_head.num_classes' not in found
+    item = found['val_dataloader.dataset.metainfo']
+    assert item.what.startswith("val_dataloader.dataset has the classes 'voc' (21 classes), but "
+                                'train_dataloader.dataset, which the model learns, has '
+                                "['background', 'person', 'horse', 'cat', 'couch', 'sheep']")
+    assert item.fix == ('give val_dataloader.dataset the classes of train_dataloader.dataset, '
+                        'in their order (val_dataloader.dataset.metainfo=dict(classes=[...]))')
+
+
 def test_what_makes_online_labels_and_what_reads_them_is_checked():
     """A stock SegDataPreProcessor under an online pipeline (every target 255, the loss 0),
     unlabelled DiffSeg segments as online labels, an FCN-style loss_decode class_weight, and
