@@ -5,7 +5,7 @@ A job is a list of :class:`WorkItem` cut into fixed batches. Each finished item'
 atomically (temp file in the same folder, ``fsync``, ``os.replace``) and then its manifest line is
 appended (one append and one ``fsync`` per batch), so after a kill at any instant every file on
 disk is complete and an item counts as done only when its manifest line and all its files exist
-and the line was made from the item's current inputs (:func:`inputs_match`: its recorded
+(at their recorded sizes) and the line was made from the item's current inputs (:func:`inputs_match`: its recorded
 ``inputs`` and the fingerprint of its ``source`` file); an item whose inputs changed is redone.
 Resuming recomputes a batch that was cut short (same batch composition and per-item seeds, so the
 result equals an uninterrupted run) but rewrites only the items that are missing or changed.
@@ -15,7 +15,8 @@ at the 1e-8 level with the batch composition, which can flip near-tie pixels.
 The manifest's first line is a header with every setting that changes the output (model, generator
 config, prompts, seed...); resuming into a folder whose header differs is refused. With several
 ranks (mmengine / torch.distributed launchers) each rank takes ``items[rank::world_size]`` and keeps
-its own ``manifest.rank<r>.jsonl``; rank 0 merges them into ``manifest.jsonl`` at the end.
+its own ``manifest.rank<r>.jsonl``; rank 0 merges them into ``manifest.jsonl`` at the end. One
+job at a time writes into a folder (:mod:`.folder_lock`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set,
@@ -197,7 +199,7 @@ class Manifest:
         """id -> record of every finished item in the folder (all rank files), checking headers
         and repairing this rank's torn last line."""
         records: Dict[str, Dict] = {}
-        for path in sorted(self.folder.glob('manifest*.jsonl')):
+        for path in manifest_files(self.folder):
             for record in self._read(path, repair=(path == self.path)):
                 records[record['id']] = record
         return records
@@ -230,13 +232,34 @@ class Manifest:
         merged = sorted(records.values(), key=lambda r: (rank.get(r['id'], len(rank)), r['id']))
         text = ''.join(json.dumps(r, sort_keys=True) + '\n' for r in [self.header] + merged)
         atomic_write(self.folder / MANIFEST_NAME, text.encode())
-        for path in self.folder.glob('manifest.rank*.jsonl'):
+        for path in manifest_files(self.folder, ranks_only=True):
             path.unlink()
         return merged
 
 
+def manifest_files(folder: Path, ranks_only: bool = False) -> List[Path]:
+    """The folder's manifest and its ranks' (``manifest.rank<r>.jsonl``), not a copy under
+    another name (``manifest_old.jsonl`` would be read as the folder's)."""
+    pattern = re.compile(r'manifest\.rank\d+\.jsonl' if ranks_only else
+                         r'manifest(\.rank\d+)?\.jsonl')
+    return sorted(p for p in Path(folder).glob('manifest*.jsonl') if pattern.fullmatch(p.name))
+
+
 def is_done(folder: Path, record: Optional[Dict]) -> bool:
-    return record is not None and all((folder / f).is_file() for f in record.get('files', []))
+    """Whether every file of a finished item's ``record`` is there, at its recorded size (a
+    file cut short or replaced by a damaged copy is redone; records older than the sizes are
+    checked for the files alone)."""
+    if record is None:
+        return False
+    sizes = record.get('sizes') or {}
+    for rel in record.get('files', []):
+        try:
+            size = (folder / rel).stat().st_size
+        except OSError:
+            return False
+        if rel in sizes and size != sizes[rel]:
+            return False
+    return True
 
 
 def _sha1(path) -> Tuple[os.stat_result, str]:

@@ -32,15 +32,17 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple,
+                    Union)
 
 from mmengine.dist import all_gather_object, barrier, get_dist_info
 from mmengine.logging import print_log
 from torch.utils.data import DataLoader, Dataset
 
+from .folder_lock import job_lock
 from .io import (ItemFailed, ItemOutput, Manifest, WorkItem, atomic_write, check_unique_ids,
-                 file_fingerprint, is_done, output_folder, plan_job, remove_stale_temp_files,
-                 shard, tmp_tag)
+                 file_fingerprint, is_done, manifest_files, output_folder, plan_job,
+                 remove_stale_temp_files, shard, tmp_tag)
 from .progress import (HoldInterrupt, JobInterrupted, JobSummary, ProgressLine, sigint_blocked,
                        total_summary)
 
@@ -147,18 +149,22 @@ class BatchLoader:
 
 # -- writing ------------------------------------------------------------------------------------
 def write_items(folder: str, items_files: List[Dict[str, Any]],
-                tmp_tag: str) -> List[Optional[BaseException]]:
+                tmp_tag: str) -> List[Union[Dict[str, int], BaseException]]:
     """Some items' files, each atomically (in a writer process: encoding happens here); per item
-    the error that stopped its writing, or ``None``."""
-    errors = []
+    the size of each file written (recorded, so that a resume finds a damaged file), or the
+    error that stopped its writing."""
+    results: List[Union[Dict[str, int], BaseException]] = []
     for files in items_files:
         try:
+            sizes = {}
             for rel, data in files.items():
-                atomic_write(Path(folder) / rel, data() if callable(data) else data, tmp_tag)
-            errors.append(None)
+                data = data() if callable(data) else data
+                atomic_write(Path(folder) / rel, data, tmp_tag)
+                sizes[rel] = len(data)
+            results.append(sizes)
         except Exception as exc:  # noqa: B902  (reported by the committer, item by item)
-            errors.append(exc)
-    return errors
+            results.append(exc)
+    return results
 
 
 class OutputWriter:
@@ -231,14 +237,15 @@ class OutputWriter:
         written, error = [], None
         for chunk, future in zip(chunks, futures):
             try:
-                errors = future.result()
+                results = future.result()
             except BaseException as exc:  # noqa: B902  (a writer process died...)
-                errors = [exc] * len(chunk)
-            for (item, output), item_error in zip(chunk, errors):
-                if item_error is None:
-                    written.append((item, dict(output.record, **item.inputs, id=item.id,
-                                               files=sorted(output.files))))
-                error = error or item_error
+                results = [exc] * len(chunk)
+            for (item, output), result in zip(chunk, results):
+                if isinstance(result, BaseException):
+                    error = error or result
+                    continue
+                written.append((item, dict(output.record, **item.inputs, id=item.id,
+                                           files=sorted(output.files), sizes=result)))
         self.manifest.append_many([record for _, record in written])
         for item, record in written:
             self.made(item, record)
@@ -279,8 +286,8 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         out_dir: output folder (created; must be writable).
         header: the settings that determine the output, recorded in and checked against the
             manifest header.
-        split_file: path (relative to ``out_dir``) of a file listing the ids of all finished
-            items, rewritten at the end (e.g. ``ImageSets/Segmentation/train.txt``).
+        split_file: path (relative to ``out_dir``) of a file listing the ids of the finished
+            ``items`` (not of other records in the folder), rewritten at the end (e.g. ``ImageSets/Segmentation/train.txt``).
         workers: loader processes and writer processes each (``0``: load here, write in one
             thread; ``None``: :func:`default_workers`). The output does not depend on it.
         collate: the loaded inputs of a batch -> what ``compute`` gets (default: the list),
@@ -302,15 +309,15 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         counts from the end of ``prepare``.
 
     Raises:
-        UserInputError: two items have the same id, ``out_dir`` is a file, or the folder's
-            manifest was made with other settings.
+        UserInputError: two items have the same id, ``out_dir`` is a file, another run is
+            writing into it (:mod:`.folder_lock`), or its manifest was made with other settings.
         OutputWriteError: a write failed (read-only folder, full disk): the run stops.
         JobInterrupted: Ctrl-C; it carries the summary of what was made (all complete).
     """
     progress_file = sys.stdout if progress_file is None else progress_file
     rank, world_size = get_dist_info()
     check_unique_ids(items)
-    with output_folder(out_dir) as folder:
+    with output_folder(out_dir) as folder, job_lock(folder):
         manifest = Manifest(folder, header, rank, world_size)
         done = manifest.load()
         remove_stale_temp_files(folder)
@@ -362,18 +369,18 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
 def _finish(folder: Path, manifest: Manifest, items: Sequence[WorkItem],
             split_file: Optional[str], summary: JobSummary) -> JobSummary:
     """After every rank's share: rank 0 merges the rank manifests and rewrites the split file
-    (every finished item, in ``items`` order) and prints the summary of all ranks (returned)."""
+    (every finished item of ``items``, in their order) and prints the summary of all ranks (returned)."""
     rank, world_size = get_dist_info()
     if world_size > 1:
         barrier()
     if rank == 0:
-        rank_files = list(folder.glob('manifest.rank*.jsonl'))
+        rank_files = manifest_files(folder, ranks_only=True)
         merged = (manifest.merge_ranks([it.id for it in items]) if rank_files else
                   list(manifest.load().values()))
-        if split_file:
+        if split_file:  # this job's finished items (not those of inputs gone since)
             order = {it.id: i for i, it in enumerate(items)}
-            ids = sorted((r['id'] for r in merged if is_done(folder, r)),
-                         key=lambda i: (order.get(i, len(order)), i))
+            ids = sorted((r['id'] for r in merged if r['id'] in order and is_done(folder, r)),
+                         key=order.get)
             atomic_write(folder / split_file, ''.join(i + '\n' for i in ids).encode())
     if world_size > 1:
         summary = total_summary(all_gather_object(summary))

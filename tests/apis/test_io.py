@@ -62,7 +62,8 @@ def test_run_job_resumes_without_redoing(tmp_path):
     # item5's old record (its file is gone) is superseded by the new one
     assert [r['id'] for r in lines[1:]] == ['item0', 'item1', 'item2', 'item4', 'item5', 'item5',
                                              'item6']
-    assert lines[-1] == dict(id='item6', files=['out/item6.txt'], square=36)
+    assert lines[-1] == dict(id='item6', files=['out/item6.txt'], sizes={'out/item6.txt': 2},
+                            square=36)
     assert not list(tmp_path.rglob('*.tmp'))
 
 

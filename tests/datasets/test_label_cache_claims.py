@@ -113,6 +113,41 @@ def test_a_killed_owner_leaves_nothing_torn_and_no_claim(tmp_path):
     assert np.array_equal(cache.load(key), label_of(key))
 
 
+def test_a_label_finished_between_the_look_and_the_claim_is_not_made_again(tmp_path,
+                                                                           monkeypatch):
+    """After claiming a key, fetch_or_make looks for the label once more: another process may
+    have finished it between this process's first look and its claim, and making it again wastes
+    a generator run."""
+    cache = LabelCache(**spec(tmp_path))
+    key = 'ab' + '0' * 38
+    cache.save(key, np.zeros((2, 2), np.uint8))  # another process finished it...
+    real_load, looks = LabelCache.load, []
+
+    def load(self, k):  # ...just after this process looked
+        looks.append(k)
+        return None if len(looks) == 1 else real_load(self, k)
+    monkeypatch.setattr(LabelCache, 'load', load)
+    _, made, _ = cache.fetch_or_make([key], lambda keys: [np.ones((2, 2), np.uint8)] * len(keys))
+    assert made == []
+
+
+def test_a_failed_owner_keeps_the_lock_file_so_two_makers_cannot_claim_at_once(tmp_path):
+    """An owner whose make failed releases its claim but leaves the lock file: a waiter already
+    holds that file open, and a new file in its place would let a third process claim the key
+    while the waiter makes it."""
+    import fcntl
+    owner, third = LabelCache(**spec(tmp_path)), LabelCache(**spec(tmp_path))
+    key = 'cd' + '1' * 38
+    fd = owner._try_claim(key)
+    waiter = os.open(owner._lock_path(key), os.O_RDWR)  # a waiter opened the lock file
+    owner._release(key, fd)  # the owner's make failed: no label written
+    fcntl.flock(waiter, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the waiter now holds the claim
+    try:
+        assert third._try_claim(key) is None  # nobody else may claim it meanwhile
+    finally:
+        os.close(waiter)
+
+
 def test_waiting_for_a_hung_owner_times_out_naming_it(tmp_path):
     key = 'cd' + '0' * 37 + '3'
     owner = start_hung_owner(tmp_path, key)

@@ -12,7 +12,8 @@ from PIL import Image
 import mmdiffseg  # noqa: F401
 import mmdiffseg.datasets  # noqa: F401
 from mmdiffseg.datasets import LabelCache, LoadImageLevelLabels, label_key
-from mmdiffseg.datasets.transforms import decode_source_index, encode_source_index
+from mmdiffseg.datasets.transforms import (decode_source_index, encode_source_index,
+                                           reduced_zero_label)
 from mmdiffseg.generators.base import MaskGenerator
 from mmdiffseg.registry import MASK_GENERATORS
 
@@ -117,6 +118,12 @@ def test_image_level_labels_ade_reduce_zero_label():
     raw = np.unique(np.array(Image.open(sample['seg_map_path'])))
     ade = LoadImageLevelLabels(classes='ade20k').classes
     assert names == [ade[v - 1] for v in raw if v != 0]
+
+
+def test_reduce_zero_label_keeps_the_ignore_index():
+    """mmseg's reduce_zero_label maps 0 to 255 and k to k - 1 but leaves 255 (ignored) at 255:
+    turned into 254, ignored pixels would be read as a class."""
+    assert reduced_zero_label(np.array([0, 1, 151, 255], np.uint8)).tolist() == [255, 0, 150, 255]
 
 
 def test_image_level_labels_convention_mix_up_is_an_error():
@@ -256,6 +263,23 @@ def test_load_pseudo_label_wrong_size_is_an_error(tmp_path):
                         dict(type='LoadPseudoLabel', cache=cache_cfg(tmp_path))])
     with pytest.raises(ValueError, match='is \\(5, 5\\) but the image'):
         pipeline(dict(sample))
+
+
+def test_a_cached_label_of_a_non_square_image_loads(tmp_path):
+    """A cached label's size is checked as (height, width): checked the other way round, the
+    label of every non-square image would be refused as the wrong size."""
+    img = tmp_path / 'wide.png'
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(img)
+    ann = tmp_path / 'labels.json'
+    ann.write_text(json.dumps({'wide': ['cat']}))
+    label = np.ones((30, 40), np.uint8)
+    LabelCache(**cache_cfg(tmp_path)).save(label_key(img.read_bytes(), ['cat']), label)
+    pipeline = Compose([dict(type='LoadImageFromFile'),
+                        dict(type='LoadImageLevelLabels', classes=['background', 'cat'],
+                             ann_file=str(ann)),
+                        dict(type='LoadPseudoLabel', cache=cache_cfg(tmp_path))])
+    out = pipeline(dict(img_path=str(img), seg_fields=[]))
+    assert out['pseudo_label_cached'] is True and out['gt_seg_map'].shape == (30, 40)
 
 
 def test_cocostuff27_classes_follow_the_sample_list():

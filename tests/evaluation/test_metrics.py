@@ -72,6 +72,21 @@ def test_hungarian_metric_accumulates_over_images():
     assert result['mIoU'] == pytest.approx(round(100 * (3 / 4 + 1 + 2 / 3) / 3, 2))
 
 
+def test_a_class_absent_everywhere_is_left_out_of_the_mean():
+    """A class in neither the ground truth nor the matches has no IoU (NaN) and is left out of
+    mIoU, as mmseg does: counted as 0 it would lower the score of a perfect prediction."""
+    metric = METRICS.build(dict(type='HungarianMatchedIoU', num_classes=3))
+    metric.process({}, [sample([[5, 5, 6, 6]], [[0, 0, 1, 1]])])
+    assert metric.evaluate(1)['mIoU'] == 100.0  # class 2 never appears: NaN, not 0
+
+
+def test_a_segment_seen_only_on_unlabelled_pixels_takes_no_class():
+    """matched_classes paints a class only on segments the matching saw on labelled pixels: a
+    segment lying wholly on ignored ground truth has no evidence and stays unassigned (255)."""
+    gt, pred = np.array([[0, 0, 255]]), np.array([[1, 1, 0]])
+    assert matched_classes(gt, pred, num_classes=3).tolist() == [[0, 0, 255]]
+
+
 def test_hungarian_metric_size_mismatch_is_an_error():
     metric = METRICS.build(dict(type='HungarianMatchedIoU', num_classes=3))
     with pytest.raises(ValueError, match='differ in size'):

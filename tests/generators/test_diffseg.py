@@ -109,6 +109,19 @@ def test_anchor_proposals_and_greedy_merge_by_hand():
     torch.testing.assert_close(merged, torch.stack([attn[[0, 1, 3]].mean(0), attn[2], attn[4]]))
 
 
+def test_each_merge_pass_uses_its_own_kl_threshold():
+    """Every merge pass merges at its own entry of ``kl_thresholds``: were the later passes to
+    reuse the first one, a config's per-pass thresholds would be silently ignored."""
+    labels = torch.zeros(64, 64, dtype=torch.long)
+    labels[:32, 32:], labels[32:, :32], labels[32:, 32:] = 1, 2, 3  # four quadrants
+    maps, _ = synthetic(labels, ['a', 'b', 'c', 'd'], MODERATE_NOISE)
+    ids = DiffSeg(merge_precision='float32', kl_thresholds=(1.1, 1.1))(maps, None, None)
+    assert len(ids.unique()) >= 4
+    # a huge second threshold merges every proposal into one
+    ids = DiffSeg(merge_precision='float32', kl_thresholds=(1.1, 1e4))(maps, None, None)
+    assert len(ids.unique()) == 1
+
+
 def test_released_fp16_log0_trap_is_avoided_in_float32_mode():
     """Two proposals that differ only by probabilities below fp16's range: the released KL (fp16,
     no epsilon) is NaN, so they never merge (and a NaN self-distance even drops a proposal in the

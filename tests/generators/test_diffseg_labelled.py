@@ -36,6 +36,19 @@ def test_an_object_with_a_hot_spot_is_named_and_a_silent_class_names_nothing():
     assert (segment_classes(torch.zeros(4, 8, dtype=torch.long), scores) == -1).all()
 
 
+def test_background_level_is_the_area_weighted_mean_of_the_low_segments():
+    """A class's background level weights each low segment by its area, so a sliver of a low
+    segment cannot drag the level and decide whether an object stands out by ``min_contrast``."""
+    segments = torch.zeros(100, dtype=torch.long)
+    segments[90:92] = 1  # a small low segment, mean 1.4
+    segments[92:] = 2  # the object, mean 2.3
+    scores = torch.tensor([1.0, 1.4, 2.3])[segments]
+    named = segment_classes(segments.view(10, 10), scores.view(1, 10, 10), min_contrast=2.0)
+    # low group {0, 1}: b = (90 * 1.0 + 2 * 1.4) / 92 = 1.009; 2.3 / b = 2.28 >= 2: named
+    # (the unweighted mean of the low segments, 1.2, would give 1.92 < 2: background)
+    assert named.flatten()[92:].eq(0).all() and named.flatten()[:92].eq(-1).all()
+
+
 def test_a_batch_names_each_image_as_alone_whatever_its_segments_and_classes():
     gen = torch.Generator().manual_seed(1)
     three = torch.tensor([[0] * 4 + [1] * 4] * 2 + [[0] * 4 + [2] * 4] * 2)  # 3 segments

@@ -2,11 +2,12 @@
 argument and the fix (they gave wrong-shaped labels, dropped images, or bare errors)."""
 import pytest
 import torch
+from sample_data import shared_path
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg.attention import CaptureRequest, CaptureSpec
 from mmdiffseg.datasets import DATASET_CLASSES
-from mmdiffseg.generators import DiffSeg, ISeg, MaskGenerator
+from mmdiffseg.generators import DiffSeg, ISeg, MaskGenerator, SeeDiff
 from mmdiffseg.generators.testing import attention_from_labels
 from mmdiffseg.registry import MASK_GENERATORS
 
@@ -118,9 +119,28 @@ def test_the_online_labeler_warns_what_of_its_generator_misfits_the_model(monkey
     from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
     from mmdiffseg.generators import SeeDiff
     from mmdiffseg.models.online_labeler import AttentionLabeler
-    from sample_data import shared_path
     logged = []
     monkeypatch.setattr(mmengine.logging, 'print_log', lambda msg, **kw: logged.append(msg))
     folder = cached_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
     AttentionLabeler(str(folder), SeeDiff(classes=['background', 'dog'])).load_engine('cpu')
     assert any('SeeDiff: num_heads=8 but' in msg for msg in logged), logged
+
+
+def test_num_heads_that_do_not_fit_the_model_are_named_with_the_fix():
+    """The released flat-layer test sums SD 1.4's 8 heads: on a U-Net with other head counts at
+    16x16 (SD 2.x: 20; the tiny test model: its own) the tools log the setting that fits."""
+    from mmdiffseg.apis.builders import warn_model_notes
+    from mmdiffseg.attention.testing import tiny_engine
+    from mmdiffseg.attention.unet_layers import AttentionLayer
+    sd14 = [AttentionLayer(f'l{i}', kind, 16, 8) for i, kind in enumerate(('self', 'cross'))]
+    sd21 = [AttentionLayer('c', 'cross', 16, 20), AttentionLayer('s', 'self', 16, 5)]
+    seediff = SeeDiff(classes=['background', 'dog'])
+    assert seediff.model_notes(sd14) == []
+    [note] = seediff.model_notes(sd21)
+    assert 'num_heads=8' in note and '20 heads' in note and '--cfg-options num_heads=20' in note
+    assert SeeDiff(classes=['background', 'dog'], num_heads=20).model_notes(sd21) == []
+    assert warn_model_notes(tiny_engine(shared_path('sd_configs', 'stable-diffusion-v1-4')),
+                            seediff, 512) == []                  # 8 heads, as SD 1.4
+    [note] = warn_model_notes(tiny_engine(shared_path('sd_configs', 'stable-diffusion-2-1-base')),
+                              seediff, 512)                      # the tiny SD 2.1: 4 at 16x16
+    assert 'have 4 heads' in note and 'num_heads=4' in note

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from sample_data import shared_path
 from mmengine.config import Config
 from mmseg.evaluation import IoUMetric
@@ -107,6 +108,20 @@ def test_kl_kmeans_keeps_token_profiles_apart_and_drops_empty_clusters():
     for k in clusters[0].unique()[:3]:
         members = clusters[0] == k
         assert torch.allclose(smoothed[0, members], noisy[0, members].mean(0).expand(int(members.sum()), 3))
+
+
+@pytest.mark.parametrize('precision', ['float16', 'float32'])
+def test_kl_kmeans_never_gives_pixels_back_to_a_dead_cluster(precision):
+    """A cluster that lost all its pixels stays dead: were it to compete again (at a zero centre),
+    pixels that attend to nothing would flock to it and add a spurious cluster."""
+    col = torch.arange(64 * 64) % 64
+    a = torch.tensor([0.7, 0.2, 0.1]) * 1e-3   # spatially normalised attention is ~1e-4
+    b = torch.tensor([0.1, 0.2, 0.7]) * 1e-3
+    feats = torch.where((col < 30)[:, None], a, b)
+    feats[col >= 60] = 1e-7                     # a seedless strip that attends to nothing
+    clusters = kl_kmeans(feats[None], grid_seeds(64, 32), 5, precision=precision)[0]
+    # identical seeds: the first seed of each side takes its side, the other 34 die for good
+    assert len(clusters.unique()) == 2
 
 
 # -- prompt and tokens ---------------------------------------------------------------------------
@@ -249,6 +264,27 @@ def test_labels_at_file_sizes_resize_the_class_maps_as_released(voc_gt):
     assert [tuple(e.shape) for e in empty] == sizes and all((e == 0).all() for e in empty)
 
 
+def test_labels_at_another_size_renormalise_each_resized_map(monkeypatch):
+    """Class maps resized to a file's size are min-max normalised there with the minimum
+    subtracted, as the release's cam_to_label does: resizing moves a map's minimum off 0, and
+    skipping the subtraction would move pixels between a class and background."""
+    torch.manual_seed(0)
+    cams = F.interpolate(torch.rand(1, 2, 8, 8), size=(512, 512), mode='bilinear')
+    cams = (cams - cams.amin((2, 3), keepdim=True)) / (cams.amax((2, 3), keepdim=True)
+                                                       - cams.amin((2, 3), keepdim=True))
+    table = torch.tensor([[0, 8, 12]])
+    gen = ISeg(vocabulary='voc')
+    monkeypatch.setattr(ISeg, 'check_sizes', lambda self, maps, sizes: None)
+    monkeypatch.setattr(ISeg, '_class_maps', lambda self, maps, names: (cams, table, None))
+    size = (100, 150)
+    got = gen.labels_at(None, None, [['cat', 'dog']], [size])[0]
+    small = F.interpolate(cams, size=size, mode='bilinear', align_corners=False)
+    small = (small - small.amin((2, 3), keepdim=True)) / (
+        small.amax((2, 3), keepdim=True) - small.amin((2, 3), keepdim=True) + 1e-6)
+    want = table[0][assign_labels(small, None, 0.0)[0]]
+    assert torch.equal(got, want)
+
+
 # -- capture spec, presets, configs --------------------------------------------------------------
 def test_capture_spec_reads_the_released_layers_and_heads():
     spec = ISeg.from_preset('wsss_voc').capture_spec
@@ -282,6 +318,12 @@ def test_a_preset_fills_only_the_options_not_given():
     assert ISeg(None, 'voc', preset='wsss_coco').classes == ISeg().classes  # positional too
     with pytest.raises(KeyError, match="unknown preset 'wsss_cocoo'"):
         ISeg(preset='wsss_cocoo')
+
+
+def test_the_voc_defaults_are_the_released_wsss_voc_preset():
+    """``ISeg(vocabulary='voc')``, the generator of the online-label config
+    (configs/_base_/generators/iseg_voc_sd21base.py), has every released WSSS VOC setting."""
+    assert ISeg(vocabulary='voc').config_dict() == ISeg(preset='wsss_voc').config_dict()
 
 
 def test_head_counts_are_checked_against_the_model():

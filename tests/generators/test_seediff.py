@@ -163,6 +163,22 @@ def test_cross_attention_layers_are_normalised_then_summed():
                 maps, [['pottedplant']])
 
 
+def test_the_flat_layer_test_reads_the_head_sum():
+    """A layer is flat when its head-SUMMED map has variance <= flat_layer_var, as released (SD
+    1.4's 8 heads summed): tested on the head mean, weak but real layers would be scaled by 0.01."""
+    n = 256
+    ramp, bump = torch.linspace(0, 1, n), (torch.arange(n) < 16).float()
+    cross = torch.zeros(1, 2, n, 77)
+    cross[0, 0, :, 5] = ramp * 0.5 + 0.1
+    cross[0, 1, :, 5] = 0.013 * bump  # head mean var ~1e-5 <= 1e-4, head sum (x8) ~6.4e-4 > 1e-4
+    assert (cross[0, 1, :, 5] * 8).var() > 1e-4 >= cross[0, 1, :, 5].var()
+    maps = AttentionMaps({CROSS_NAME: cross}, ['a photo of a cat'], [{'cat': [5]}])
+    ca = SeeDiff(VOC).class_cross_attention(maps, [['cat']])
+    expected = ramp + bump  # not flat: full weight
+    expected = (expected - expected.min()) / (expected.max() - expected.min())
+    assert torch.allclose(ca[0, 0], expected, atol=1e-6)
+
+
 def test_token_offsets_may_read_past_the_name_as_released():
     """Released tvmonitor: 'tv' (5) and the token two after it (7, the end token), not
     'monitor' (6): each layer's map normalised, the two summed."""
@@ -345,6 +361,20 @@ def test_background_named_explicitly_is_what_no_class_claims(voc_moderate):
     assert generator.generate_kwargs('cat')['class_names'] == [['cat']]
 
 
+def test_a_pixel_two_classes_claim_goes_to_the_higher_map(monkeypatch):
+    """Where two classes are both foreground, the pixel takes the class whose expansion map is
+    higher there: the (refined) mask is ~1 for both and would give it to the first class."""
+    x = torch.linspace(0, 1, 64)
+    m = torch.stack([1 - x, x])[:, None, :].expand(2, 64, 64)[None]  # class 0 left, 1 right
+    monkeypatch.setattr(SeeDiff, 'class_cross_attention', lambda self, maps, names: None)
+    monkeypatch.setattr(SeeDiff, 'expansion_map', lambda self, maps, ca: m.clone())
+    maps = AttentionMaps({CROSS_NAME: torch.zeros(1, 1, 256, 77)}, image_size=(64, 64))
+    labels = SeeDiff(VOC, pamr_iter=0)(maps, None, [['cat', 'dog']])[0]
+    # both maps > 0.3 in the middle; each pixel takes the class whose map is higher there
+    assert (labels[:, :31] == VOC.index('cat')).all()
+    assert (labels[:, 33:] == VOC.index('dog')).all()
+
+
 # -- engine and config glue -------------------------------------------------------------------
 def test_capture_spec_and_engine_arguments():
     generator = SeeDiff(VOC, prompt_templates=['a photo of a {}', 'a long shot of a {}'])
@@ -360,34 +390,3 @@ def test_capture_spec_and_engine_arguments():
     assert generator.extract_kwargs([['cat', 'dog']])['prompts'] == ['a photo of a cat and dog']
     with pytest.raises(KeyError):
         generator.generate_kwargs(['unicorn'])
-
-
-@pytest.mark.parametrize('config', ['seediff_voc20_synth.py',
-                                    'seediff_cityscapes_human_vehicle_synth.py'])
-def test_configs_build(config):
-    cfg = Config.fromfile(str(REPO / 'configs' / 'seediff' / config))
-    generator = MASK_GENERATORS.build(cfg.generator)
-    settings = generator.config_dict()
-    assert (settings['steps'], settings['guidance_scale'], settings['threshold'],
-            settings['final_threshold'], settings['pamr_iter']) == (50, 7.0, 0.3, 0.8, 5000)
-    assert generator.classes[0] == 'background'
-
-
-def test_num_heads_that_do_not_fit_the_model_are_named_with_the_fix():
-    """The released flat-layer test sums SD 1.4's 8 heads: on a U-Net with other head counts at
-    16x16 (SD 2.x: 20; the tiny test model: its own) the tools log the setting that fits."""
-    from mmdiffseg.apis.builders import warn_model_notes
-    from mmdiffseg.attention.testing import tiny_engine
-    from mmdiffseg.attention.unet_layers import AttentionLayer
-    sd14 = [AttentionLayer(f'l{i}', kind, 16, 8) for i, kind in enumerate(('self', 'cross'))]
-    sd21 = [AttentionLayer('c', 'cross', 16, 20), AttentionLayer('s', 'self', 16, 5)]
-    seediff = SeeDiff(classes=['background', 'dog'])
-    assert seediff.model_notes(sd14) == []
-    [note] = seediff.model_notes(sd21)
-    assert 'num_heads=8' in note and '20 heads' in note and '--cfg-options num_heads=20' in note
-    assert SeeDiff(classes=['background', 'dog'], num_heads=20).model_notes(sd21) == []
-    assert warn_model_notes(tiny_engine(shared_path('sd_configs', 'stable-diffusion-v1-4')),
-                            seediff, 512) == []                  # 8 heads, as SD 1.4
-    [note] = warn_model_notes(tiny_engine(shared_path('sd_configs', 'stable-diffusion-2-1-base')),
-                              seediff, 512)                      # the tiny SD 2.1: 4 at 16x16
-    assert 'have 4 heads' in note and 'num_heads=4' in note

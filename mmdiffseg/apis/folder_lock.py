@@ -1,0 +1,80 @@
+"""One job at a time in an output folder: an exclusive lock held by rank 0 for the whole job.
+
+Two runs writing into one ``--out`` would do the work twice, and a run with other settings could
+write its labels under the first run's manifest header (the header is written once the model has
+loaded, minutes after the check). The lock is taken before the manifest is read, so the second run
+is refused before any work, naming the process that holds it. It is a POSIX record lock
+(``lockf``): the kernel releases it when its process ends, however it ends (``kill -9`` included),
+and the job's loader and writer processes do not inherit it (an ``flock`` would be held until the
+last of them had died), so a stale lock file never blocks a rerun. The
+holder removes the file before releasing it, and a process that locked a file since removed tries
+again, so the folder is left as it was and two runs never hold two files.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import os
+import socket
+from pathlib import Path
+from typing import Iterator, Optional
+
+from mmengine.dist import broadcast_object_list, get_dist_info
+
+from .io import UserInputError
+
+LOCK_NAME = '.mmdiffseg-job.lock'
+
+
+def _try_lock(folder: Path) -> tuple:
+    """``(fd, None)`` holding the folder's lock, or ``(None, who holds it)``."""
+    path = folder / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or 'another process'
+            os.close(fd)
+            return None, holder
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder removed it meanwhile: lock the file there now
+    started = datetime.datetime.now().isoformat(timespec='seconds')
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}, started {started}'.encode(), 0)
+    return fd, None
+
+
+@contextlib.contextmanager
+def job_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s job lock for the ``with`` block (rank 0 takes it; every rank learns
+    whether it could, so all of them stop).
+
+    Raises:
+        UserInputError: another run holds it, named with its process and start time.
+    """
+    rank, world_size = get_dist_info()
+    fd: Optional[int] = None
+    holder = None
+    if rank == 0:
+        fd, holder = _try_lock(folder)
+    if world_size > 1:
+        shared = [holder]
+        broadcast_object_list(shared, src=0)
+        holder = shared[0]
+    if holder is not None:
+        raise UserInputError(
+            f'another run is writing into {folder} ({holder}): two runs in one folder would do '
+            'the work twice; wait for it to end (or stop it), then rerun to resume, or give '
+            'this run another --out')
+    try:
+        yield
+    finally:
+        if fd is not None:
+            (folder / LOCK_NAME).unlink(missing_ok=True)  # while held: see the module's note
+            os.close(fd)

@@ -1,0 +1,103 @@
+"""What a resumed job trusts in its output folder: one run at a time (the folder's lock), files at
+their recorded sizes, the folder's own manifests only, and a split file of this job's items."""
+import json
+import multiprocessing
+import time
+
+import pytest
+
+from mmdiffseg.apis.folder_lock import LOCK_NAME, job_lock
+from mmdiffseg.apis.io import ItemOutput, UserInputError, WorkItem
+from mmdiffseg.apis.jobs import run_job
+
+HEADER = dict(tool='test', model='tiny', seed=0)
+
+
+def _job(calls, files_per_item=1):
+    items = [WorkItem(f'item{i}', dict(value=i)) for i in range(5)]
+
+    def compute(batch, _):
+        calls.append([it.id for it in batch])
+        return [ItemOutput({f'out{k}/{it.id}.txt': str(it.payload['value'] ** 2).encode() * 3
+                            for k in range(files_per_item)}, {}) for it in batch]
+    return items, compute
+
+
+def _hold_lock(folder, ready):
+    with job_lock(folder):
+        ready.set()
+        time.sleep(120)  # until killed
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused_before_any_work(tmp_path):
+    """Two runs in one --out did the work twice, and one with other settings wrote its labels
+    under the first one's header; now the second is refused, naming the first run's process.
+    The lock goes with its holder (kill -9 too: the kernel drops it) and leaves no file."""
+    context = multiprocessing.get_context('fork')
+    ready = context.Event()
+    holder = context.Process(target=_hold_lock, args=(tmp_path, ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        calls = []
+        items, compute = _job(calls)
+        with pytest.raises(UserInputError, match=rf'another run is writing into {tmp_path} '
+                                                 rf'\(pid {holder.pid} on .*, started .*\): two '
+                                                 'runs in one folder would do the work twice'):
+            run_job(items, None, compute, tmp_path, HEADER)
+        assert calls == [] and not (tmp_path / 'manifest.jsonl').exists()
+        holder.kill()  # as kill -9: no cleanup ran, the file stays, its lock does not
+        holder.join(60)
+        assert (tmp_path / LOCK_NAME).exists()
+        assert run_job(items, None, compute, tmp_path, HEADER).made == 5
+        assert not (tmp_path / LOCK_NAME).exists()
+    finally:
+        holder.kill()
+        holder.join(60)
+
+
+def test_a_damaged_or_missing_output_file_is_made_again(tmp_path):
+    """An output cut short (a disk error, a bad copy) counted as done and stayed listed in the
+    split file; its recorded size now sends it back to the job, as a missing file does (also one
+    of several files of an item)."""
+    calls = []
+    items, compute = _job(calls, files_per_item=2)
+    run_job(items, None, compute, tmp_path, HEADER, split_file='ids.txt')
+    record = json.loads((tmp_path / 'manifest.jsonl').read_text().splitlines()[2])
+    assert record['sizes'] == {'out0/item1.txt': 3, 'out1/item1.txt': 3}
+    good = (tmp_path / 'out0/item1.txt').read_bytes()
+    (tmp_path / 'out0/item1.txt').write_bytes(good[:1])
+    (tmp_path / 'out1/item3.txt').unlink()
+    calls.clear()
+    summary = run_job(items, None, compute, tmp_path, HEADER, split_file='ids.txt')
+    assert (summary.made, summary.already_done) == (2, 3)
+    assert calls == [['item1'], ['item3']]
+    assert (tmp_path / 'out0/item1.txt').read_bytes() == good
+    assert (tmp_path / 'out1/item3.txt').is_file()
+
+
+def test_only_the_folders_own_manifests_are_read(tmp_path):
+    """A backup copy (manifest_old.jsonl) was read as the folder's manifest: its stale records
+    won (the item was redone on every rerun) and a merge folded it in."""
+    calls = []
+    items, compute = _job(calls)
+    run_job(items, None, compute, tmp_path, HEADER)
+    lines = (tmp_path / 'manifest.jsonl').read_text().splitlines()
+    stale = json.loads(lines[1])
+    stale['files'] = ['out0/gone.txt']  # a record no file backs
+    (tmp_path / 'manifest_old.jsonl').write_text('\n'.join([lines[0], json.dumps(stale)]) + '\n')
+    calls.clear()
+    summary = run_job(items, None, compute, tmp_path, HEADER)
+    assert (summary.made, summary.already_done, calls) == (0, 5, [])
+
+
+def test_the_split_file_lists_this_jobs_items(tmp_path):
+    """After an input is removed, the split file (a training config's ann_file) kept listing
+    it; it now lists the finished items of this run's inputs, in their order."""
+    calls = []
+    items, compute = _job(calls)
+    run_job(items, None, compute, tmp_path, HEADER, split_file='ids.txt')
+    summary = run_job(items[:2] + items[3:], None, compute, tmp_path, HEADER,
+                      split_file='ids.txt')
+    assert (summary.made, summary.already_done) == (0, 4)
+    assert (tmp_path / 'ids.txt').read_text().split() == ['item0', 'item1', 'item3', 'item4']
