@@ -1,7 +1,8 @@
 # CPU test / smoke config: the VOC iSeg online recipe with a shrunk Mask2Former, 128x128 crops,
-# 4 iterations, no dataloader workers. Set the label cache's model (LoadPseudoLabel, step 2 of the
-# train pipeline: `train_dataloader.dataset.pipeline.2.cache.model=FOLDER`) to a diffusers folder,
-# e.g. the tiny random-weights SD of the tests, and point the datasets at a VOC-layout folder.
+# 4 iterations, no dataloader workers. It reads work_dirs/tiny-stable-diffusion-2-1-base (the tiny
+# random-weights SD that tools/build_tiny_sd.py writes: README "A first run on the CPU") and
+# data/VOCdevkit/VOC2012; another diffusers folder:
+# --cfg-options train_dataloader.dataset.pipeline.2.cache.model=FOLDER.
 _base_ = [
     './mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py',
     '../_base_/models/mask2former_tiny_cpu.py',
