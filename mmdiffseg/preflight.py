@@ -20,6 +20,7 @@ import functools
 import inspect
 import json
 import os
+import tempfile
 import re
 import sys
 import urllib.error
@@ -241,6 +242,29 @@ def check_cache_precision(cache_dir: str, where: str, dtype: str) -> List[Missin
                     [f'{where}.cache_dir'])]
 
 
+def check_cache_writable(cache_dir: str, where: str) -> List[Missing]:
+    """A label cache folder the run cannot write (a read-only mount, no permission, a file in
+    its place): training and the prefill would stop at their first label, after the model
+    loaded. Probed with a temporary file in the folder or, where it is still to be made, in
+    the nearest folder above it."""
+    from .apis.io import WRITE_ERRORS
+    folder = Path(cache_dir).expanduser().absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    fix = f'--cfg-options {where}.cache_dir=<a folder you can write>'
+    if not existing.is_dir():
+        return [Missing(f'label cache folder {cache_dir}: {existing} is a file', fix,
+                        [f'{where}.cache_dir'])]
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix='.mmdiffseg-write-test')
+    except OSError as exc:
+        reason = WRITE_ERRORS.get(exc.errno, exc.strerror or str(exc))
+        return [Missing(f'label cache folder {cache_dir} cannot be written ({existing}: '
+                        f'{reason})', fix, [f'{where}.cache_dir'])]
+    os.close(handle)
+    os.unlink(probe)
+    return []
+
+
 def check_cache_settings(cache: Dict, where: str) -> List[Missing]:
     """A label cache made with another model, generator config or label computation
     (:data:`~mmdiffseg.generators.base.LABELS_VERSION`) than this run's:
@@ -353,6 +377,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                     found = check_head_layout(node['generator'], model, f'{path}.generator')
                 missing += found
                 if 'cache_dir' in node and mode != 'test':
+                    missing += check_cache_writable(node['cache_dir'], path)
                     missing += check_cache_settings(node, path)
                     missing += check_cache_precision(node['cache_dir'], path,
                                                      _writer_dtype(cfg, mode, dtype))

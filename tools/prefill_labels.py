@@ -101,4 +101,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    parse_args()  # --help and usage errors answer before the package's imports
+    from mmdiffseg.apis.cli import run_cli
+    sys.exit(run_cli(main))

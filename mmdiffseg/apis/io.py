@@ -88,10 +88,14 @@ def item_seed(base_seed: int, key: str) -> int:
     return int.from_bytes(digest[:4], 'little') & 0x7FFFFFFF
 
 
-def _write_error(path: Path, exc: OSError) -> OutputWriteError:
-    reason = {errno.ENOSPC: 'the disk is full', errno.EROFS: 'the file system is read-only',
-              errno.EACCES: 'permission denied', errno.EDQUOT: 'disk quota exceeded'}.get(
-                  exc.errno, exc.strerror or str(exc))
+#: why a write fails, by errno, where the place written to is at fault
+WRITE_ERRORS = {errno.ENOSPC: 'the disk is full', errno.EROFS: 'the file system is read-only',
+                errno.EACCES: 'permission denied', errno.EDQUOT: 'disk quota exceeded'}
+
+
+def write_error(path: Path, exc: OSError) -> OutputWriteError:
+    """``exc`` (writing ``path``) as one line with its reason (disk full, read-only...)."""
+    reason = WRITE_ERRORS.get(exc.errno, exc.strerror or str(exc))
     return OutputWriteError(f'cannot write {path}: {reason} ({type(exc).__name__}: {exc})')
 
 
@@ -118,7 +122,7 @@ def atomic_write(path, data: bytes, tag: Optional[str] = None) -> None:
             tmp.unlink()
         except OSError:
             pass
-        raise _write_error(path, exc) from exc
+        raise write_error(path, exc) from exc
 
 
 def remove_stale_temp_files(folder: Path) -> int:
@@ -222,7 +226,7 @@ class Manifest:
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
-            raise _write_error(self.path, exc) from exc
+            raise write_error(self.path, exc) from exc
 
     def merge_ranks(self, order: Sequence[str]) -> List[Dict]:
         """Rank 0 after a distributed run: all records into ``manifest.jsonl`` (in ``order``),
@@ -376,7 +380,7 @@ def check_output_folder(folder) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _write_error(folder, exc) from exc
+        raise write_error(folder, exc) from exc
     probe = folder / f'.write_test.r{get_dist_info()[0]}'
     atomic_write(probe, b'')
     probe.unlink()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -22,6 +23,7 @@ from mmengine.config import Config
 from mmengine.dist import all_reduce, get_dist_info
 from mmengine.utils import ProgressBar
 
+from ..apis.io import WRITE_ERRORS, write_error
 from ..datasets.label_cache import canonical_cache_spec, label_key, label_path
 from .online_labeler import OnlineLabeler, decode_rgb
 
@@ -171,6 +173,10 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                     bar.update()
     except KeyboardInterrupt:
         interrupted = True
+    except OSError as exc:  # a full disk, a read-only cache: one line (exit 3), the rest kept
+        if exc.errno not in WRITE_ERRORS:
+            raise
+        raise write_error(Path(exc.filename or labeler.cache.cache_dir), exc) from exc
     if bar is not None:
         print(flush=True)
     all_reduce(counts)

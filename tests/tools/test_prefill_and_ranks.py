@@ -16,6 +16,7 @@ import torch
 from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, free_port, make_voc_root, run_tool,
                          set_label_cache, set_voc_data, train_log, write_config)
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 from sample_data import shared_path
 
 import mmdiffseg  # noqa: F401
@@ -65,6 +66,30 @@ def test_prefill_refuses_a_config_without_online_labels():
                               'mask2former_tiny-cpu_voc12-seediff-synthetic-128x128.py'))
     with pytest.raises(ValueError, match='no LoadPseudoLabel step'):
         prefill(cfg, 'cpu')
+
+
+@pytest.mark.parametrize('errno_, reason', [(28, 'the disk is full'),
+                                            (30, 'the file system is read-only')])
+def test_a_cache_that_cannot_take_a_label_stops_the_prefill_with_one_line(
+        tmp_path, tiny_sd, monkeypatch, errno_, reason):
+    """A full disk or a read-only cache while labelling: the tools' write error (one line, exit
+    3), not the label cache's traceback; another OSError keeps its own (not called a write)."""
+    from mmdiffseg.apis.io import OutputWriteError
+    from mmdiffseg.models.online_labeler import OnlineLabeler
+    from mmdiffseg.models.prefill import prefill
+
+    def cannot_write(self, todo, device):
+        raise OSError(errno_, os.strerror(errno_), str(tmp_path / 'cache' / 'ab' / 'x.png'))
+    monkeypatch.setattr(OnlineLabeler, 'labels', cannot_write)
+    cfg = online_config(tmp_path, tiny_sd, names=['voc_val_0'])
+    with DefaultScope.overwrite_default_scope('mmseg'):  # as the tool's
+        with pytest.raises(OutputWriteError,
+                           match=f'cannot write {tmp_path}/cache/ab/x.png: {reason}'):
+            prefill(cfg, 'cpu', progress=False)
+        monkeypatch.setattr(OnlineLabeler, 'labels', lambda *a: (_ for _ in ()).throw(
+            OSError(2, 'No such file or directory', 'model_index.json')))
+        with pytest.raises(FileNotFoundError):
+            prefill(cfg, 'cpu', progress=False)
 
 
 def labels_in(cache_dir):

@@ -12,6 +12,8 @@ from e2e_helpers import REPO, TINY_ONLINE_CONFIG, load_tool, make_voc_root, set_
 from mmengine.config import Config
 from sample_data import shared_path
 
+from apis.unwritable import readonly_folder
+
 import mmdiffseg  # noqa: F401
 from mmdiffseg import preflight
 
@@ -97,6 +99,33 @@ def tiny_online_config(tmp_path, sd_model) -> Config:
 def test_complete_setup_passes(tmp_path, tiny_sd):
     assert preflight.check(tiny_online_config(tmp_path, tiny_sd), 'train') == []
     assert preflight.check(tiny_online_config(tmp_path, tiny_sd), 'test') == []
+
+
+def test_a_label_cache_folder_that_cannot_be_written_is_named(tmp_path, tiny_sd):
+    """A read-only cache_dir (or a file in its place) stopped training and the prefill at their
+    first label with a traceback, after the model loaded; a cache still to be made is probed in
+    the folder above it, and the probe leaves nothing behind."""
+    cfg = tiny_online_config(tmp_path, tiny_sd)
+    key = 'train_dataloader.dataset.pipeline.2.cache.cache_dir'
+    with readonly_folder(tmp_path / 'ro') as folder:
+        set_label_cache(cfg, dict(cfg.train_dataloader.dataset.pipeline[2].cache,
+                                  cache_dir=str(folder / 'cache')))
+        for mode in ('train', 'prefill'):
+            (item,) = preflight.check(cfg, mode)
+            assert item.what.startswith(f'label cache folder {folder}/cache cannot be written '
+                                        f'({folder}: ')
+            assert item.where == [key] and item.fix == (
+                f'--cfg-options {key}=<a folder you can write>')
+        assert preflight.check(cfg, 'test') == []  # testing writes no label
+    (tmp_path / 'file').write_text('')
+    set_label_cache(cfg, dict(cfg.train_dataloader.dataset.pipeline[2].cache,
+                              cache_dir=str(tmp_path / 'file' / 'cache')))
+    (item,) = preflight.check(cfg, 'train')
+    assert item.what == f'label cache folder {tmp_path}/file/cache: {tmp_path}/file is a file'
+    set_label_cache(cfg, dict(cfg.train_dataloader.dataset.pipeline[2].cache,
+                              cache_dir=str(tmp_path / 'new' / 'cache')))
+    assert preflight.check(cfg, 'train') == []
+    assert not list(tmp_path.rglob('.mmdiffseg-write-test*')) and not (tmp_path / 'new').exists()
 
 
 def test_each_missing_piece_is_named_with_its_setting(tmp_path, tiny_sd):
