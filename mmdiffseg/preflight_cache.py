@@ -1,0 +1,87 @@
+"""Pre-flight checks of a label cache folder (part of :mod:`mmdiffseg.preflight`): that this run
+can write it, and that the labels it holds were made as this run would make them (settings and
+precision). :class:`~mmdiffseg.datasets.LabelCache` finds each of these only at the first label,
+once the diffusion model has loaded."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from mmengine.config import Config
+
+from .preflight_data import Missing
+
+
+def writer_dtype(cfg: Config, mode: str, dtype: Optional[str]) -> str:
+    """The precision labels are made in: a prefill's ``--dtype``, else the preprocessor's."""
+    pre = (cfg.get('model') or {}).get('data_preprocessor') or {}
+    return (dtype if mode == 'prefill' else None) or pre.get('engine_dtype', 'float32')
+
+
+def check_cache_precision(cache_dir: str, where: str, dtype: str) -> List[Missing]:
+    """A label cache whose labels were made in another precision than this run would add
+    (:class:`~mmdiffseg.datasets.LabelCache` refuses such a writer at its first label, maybe
+    hours into training)."""
+    from .datasets.label_cache import SIGNATURE_FILE, WRITER_KEY
+    try:
+        made = json.loads((Path(cache_dir) / SIGNATURE_FILE).read_text()).get(WRITER_KEY, {})
+    except (OSError, ValueError, AttributeError):
+        return []   # no folder or signature yet (an unreadable one is named at first use)
+    if made.get('dtype') in (None, dtype):
+        return []
+    return [Missing(f'label cache {cache_dir} holds labels made in {made["dtype"]}, this run '
+                    f'would add labels in {dtype}',
+                    f'make labels in {made["dtype"]} (--cfg-options model.data_preprocessor.'
+                    f'engine_dtype={made["dtype"]}, or --dtype {made["dtype"]} for '
+                    f'prefill_labels.py), or --cfg-options {where}.cache_dir=<another folder>',
+                    [f'{where}.cache_dir'])]
+
+
+def check_cache_writable(cache_dir: str, where: str) -> List[Missing]:
+    """A label cache folder the run cannot write (a read-only mount, no permission, a file in
+    its place): training and the prefill would stop at their first label, after the model
+    loaded. Probed with a temporary file in the folder or, where it is still to be made, in
+    the nearest folder above it."""
+    from .apis.io import WRITE_ERRORS
+    folder = Path(cache_dir).expanduser().absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    fix = f'--cfg-options {where}.cache_dir=<a folder you can write>'
+    if not existing.is_dir():
+        return [Missing(f'label cache folder {cache_dir}: {existing} is a file', fix,
+                        [f'{where}.cache_dir'])]
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix='.mmdiffseg-write-test')
+    except OSError as exc:
+        reason = WRITE_ERRORS.get(exc.errno, exc.strerror or str(exc))
+        return [Missing(f'label cache folder {cache_dir} cannot be written ({existing}: '
+                        f'{reason})', fix, [f'{where}.cache_dir'])]
+    os.close(handle)
+    os.unlink(probe)
+    return []
+
+
+def check_cache_settings(cache: Dict, where: str) -> List[Missing]:
+    """A label cache made with another model, generator config or label computation
+    (:data:`~mmdiffseg.generators.base.LABELS_VERSION`) than this run's:
+    :class:`~mmdiffseg.datasets.LabelCache` refuses it at the first batch, once the model and
+    the data are built."""
+    from .datasets.label_cache import SIGNATURE_FILE, LabelCache
+    if not (Path(cache['cache_dir']) / SIGNATURE_FILE).is_file() or \
+            not isinstance(cache.get('model'), str):
+        return []
+    try:
+        label_cache = LabelCache(cache['cache_dir'], cache['model'], cache['generator'])
+    except (KeyError, TypeError, ValueError):
+        return []   # the generator's options: check_generator names them
+    fix = f'--cfg-options {where}.cache_dir=<another folder>, or delete {cache["cache_dir"]}'
+    try:
+        differing = label_cache.signature_differences()
+    except ValueError as err:   # an unreadable signature, named as LabelCache names it
+        return [Missing(str(err), fix, [f'{where}.cache_dir'])]
+    if not differing:
+        return []
+    return [Missing(f'label cache {cache["cache_dir"]} holds labels made with other settings: '
+                    + '; '.join(differing), fix, [f'{where}.cache_dir'])]
