@@ -86,10 +86,9 @@ def main(argv=None):
     summary = segment(items, args.out, model, gen_cfg, names, batch_size=args.batch_size,
                       device=device, dtype=args.dtype, workers=args.workers,
                       compile_backend=args.compile)
-    sheet = Path(args.out) / SHEET_NAME
-    if summary.made or not sheet.is_file():
-        write_contact_sheet(args.out, sheet, **sheet_args)
-        print(f'contact sheet: {sheet}')
+    sheet = Path(args.out) / SHEET_NAME  # drawn again: --cols, --thumb... may differ from before
+    write_contact_sheet(args.out, sheet, **sheet_args)
+    print(f'contact sheet: {sheet}')
     return cli.exit_status(summary, args.strict)
 
 

@@ -73,6 +73,11 @@ def test_segment_writes_masks_overlays_and_contact_sheets(tiny_model, tmp_path, 
     (out / 'contact_sheet.jpg').unlink()
     run_in_process('segment', '--contact-sheet', out, '--thumb', '40', '--no-legend')  # in FOLDER
     assert Image.open(out / 'contact_sheet.jpg').size == (40, 40)
+    # a rerun with nothing left to make draws the sheet anew, with its own options
+    run_tool('segment', image.name, '--classes', 'aeroplane,person', '--model', tiny_model,
+             '--out', out, '--thumb', '32', '--no-legend', '--device', 'cpu', *ISEG_OPTIONS,
+             cwd=image.parent)
+    assert Image.open(out / 'contact_sheet.jpg').size == (32, 32)
     err = run_in_process('segment', '--contact-sheet', out, '--out', 'sheet.jpg', expect=2)
     assert "--out is a folder (the sheet is written to <out>/contact_sheet.jpg)" in err
 
