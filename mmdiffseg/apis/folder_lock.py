@@ -6,21 +6,25 @@ loaded, minutes after the check). The lock is taken before the manifest is read,
 is refused before any work, naming the process that holds it. It is a POSIX record lock
 (``lockf``): the kernel releases it when its process ends, however it ends (``kill -9`` included),
 and the job's loader and writer processes do not inherit it (an ``flock`` would be held until the
-last of them had died), so a stale lock file never blocks a rerun. The
-holder removes the file before releasing it, and a process that locked a file since removed tries
-again, so the folder is left as it was and two runs never hold two files.
+last of them had died), so a stale lock file never blocks a rerun. The holder removes the file
+before releasing it, and a process that locked a file since removed tries again, so the folder is
+left as it was and two runs never hold two files. On a file system without locks the job runs
+unguarded, with a warning.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import fcntl
+import logging
 import os
 import socket
 from pathlib import Path
 from typing import Iterator, Optional
 
 from mmengine.dist import broadcast_object_list, get_dist_info
+from mmengine.logging import print_log
 
 from .io import UserInputError
 
@@ -34,10 +38,15 @@ def _try_lock(folder: Path) -> tuple:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as exc:
             holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or 'another process'
             os.close(fd)
-            return None, holder
+            if exc.errno in (errno.EACCES, errno.EAGAIN):
+                return None, holder
+            path.unlink(missing_ok=True)
+            print_log(f'cannot lock {path} ({exc}): a second run into this folder would not be '
+                      'stopped', logger='current', level=logging.WARNING)
+            return None, None
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 break

@@ -56,6 +56,25 @@ def test_a_second_run_into_a_folder_in_use_is_refused_before_any_work(tmp_path):
         holder.join(60)
 
 
+def test_a_file_system_without_locks_runs_the_job_unguarded(tmp_path, monkeypatch):
+    """Where the lock cannot be taken at all (ENOLCK: some network file systems) the job runs,
+    with a warning, and leaves no lock file; a held lock is told by EACCES / EAGAIN only."""
+    import errno
+
+    from mmdiffseg.apis import folder_lock
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, 'No locks available')
+    monkeypatch.setattr(folder_lock.fcntl, 'lockf', no_locks)
+    warned = []
+    monkeypatch.setattr(folder_lock, 'print_log', lambda message, **_: warned.append(message))
+    items, compute = _job([])
+    assert run_job(items, None, compute, tmp_path, HEADER).made == 5
+    assert [m.endswith('a second run into this folder would not be stopped') for m in warned] \
+        == [True]
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
 def test_a_damaged_or_missing_output_file_is_made_again(tmp_path):
     """An output cut short (a disk error, a bad copy) counted as done and stayed listed in the
     split file; its recorded size now sends it back to the job, as a missing file does (also one
