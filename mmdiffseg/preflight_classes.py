@@ -263,12 +263,9 @@ def check_engine_kwargs(owner: dict, key: str) -> List[Missing]:
     """``owner.engine_kwargs`` (a labeller's engine options) as the engine checks them before
     loading the model: a misspelt key, a mistyped ``compile_unet`` / ``chunk_bytes`` /
     ``map_backend``."""
-    from .attention.loading import ENGINE_OPTIONS, check_engine_options
-    options = dict(owner.get('engine_kwargs') or {})
-    engine = {name: options.pop(name) for name in ENGINE_OPTIONS if name in options}
+    from .attention.loading import check_engine_options
     try:
-        check_engine_options(engine.get('chunk_bytes'), engine.get('map_backend', 'auto'),
-                             engine.get('compile_unet', False), options)
+        check_engine_options(dict(owner.get('engine_kwargs') or {}))
     except ValueError as err:
         return [Missing(f'{key}.engine_kwargs: {err}', f'correct {key}.engine_kwargs (in the '
                         'config, or --cfg-options)', [f'{key}.engine_kwargs'])]

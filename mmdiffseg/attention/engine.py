@@ -51,7 +51,8 @@ class DiffusionAttentionEngine:
                  device: Union[str, torch.device] = 'cpu', dtype: torch.dtype = torch.float32,
                  chunk_bytes: Optional[int] = None, map_backend: str = 'auto',
                  compile_unet: Union[bool, Dict[str, Any]] = False):
-        check_engine_options(chunk_bytes, map_backend, compile_unet, {})
+        check_engine_options(dict(chunk_bytes=chunk_bytes, map_backend=map_backend,
+                                  compile_unet=compile_unet))
         self.device, self.dtype = torch_device(device), torch_dtype(dtype)
         self.vae, self.unet, self.text_encoder = (placed(m, self.device, self.dtype)
                                                   for m in (vae, unet, text_encoder))
@@ -82,11 +83,11 @@ class DiffusionAttentionEngine:
                 single-file checkpoint (the message gives the conversion into a folder).
         """
         from diffusers import StableDiffusionPipeline
+        check_engine_options(kwargs)
         dtype, device = torch_dtype(dtype), torch_device(device)
         options = dict(chunk_bytes=kwargs.pop('chunk_bytes', None),
                        map_backend=kwargs.pop('map_backend', 'auto'),
                        compile_unet=kwargs.pop('compile_unet', False))
-        check_engine_options(**options, loading=kwargs)
         if importlib.util.find_spec('accelerate') is None:  # diffusers would only warn and fall back
             kwargs.setdefault('low_cpu_mem_usage', False)
         checkpoint = single_file_checkpoint(id_or_folder)

@@ -137,16 +137,18 @@ LOADING_OPTIONS = ('variant', 'revision', 'cache_dir', 'local_files_only', 'use_
                    'token', 'low_cpu_mem_usage', 'device_map', 'force_download', 'proxies')
 
 
-def check_engine_options(chunk_bytes, map_backend: str, compile_unet, loading: Dict) -> None:
-    """Refuse, before any model loads, an engine option of the wrong kind and a loading key
-    that is a near miss of a known one (``chunk_byte``, ``varient``), which diffusers would
-    only warn about and ignore; ``torch_dtype`` / ``dtype`` would clash with the engine's dtype.
+def check_engine_options(options: Dict) -> None:
+    """Refuse, before any model loads, among ``from_pretrained``'s keyword arguments (a config's
+    ``engine_kwargs``), an engine option of the wrong kind and a loading key that is a near miss
+    of a known one (``chunk_byte``, ``varient``), which diffusers would only warn about and
+    ignore; ``torch_dtype`` / ``dtype`` would clash with the engine's dtype.
 
     Raises:
         ValueError: naming the option, its value and the fix.
     """
     from .head_maps import resolve_backend
-    resolve_backend(map_backend, None, masked=False)
+    chunk_bytes, compile_unet = options.get('chunk_bytes'), options.get('compile_unet', False)
+    resolve_backend(options.get('map_backend', 'auto'), None, masked=False)
     if chunk_bytes is not None and (isinstance(chunk_bytes, bool) or
                                     not isinstance(chunk_bytes, int) or chunk_bytes < 1):
         raise ValueError(f'chunk_bytes must be a whole number of bytes (at least 1) or None '
@@ -154,7 +156,7 @@ def check_engine_options(chunk_bytes, map_backend: str, compile_unet, loading: D
     if not isinstance(compile_unet, (bool, dict)):
         raise ValueError(f'compile_unet must be True, False or a dict of torch.compile options '
                          f"(e.g. dict(backend='eager')), got {compile_unet!r}")
-    for key in loading:
+    for key in sorted(set(options) - set(ENGINE_OPTIONS)):
         if key in ('torch_dtype', 'dtype'):
             raise ValueError(f'{key} is not a loading option here: the engine loads in its own '
                              'dtype (the dtype argument; engine_dtype in configs, --dtype in the '
