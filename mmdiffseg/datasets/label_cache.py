@@ -20,15 +20,18 @@ first checks whether the label exists; the owner writes the label atomically (te
 ``os.replace``), removes the lock file once the label exists, then releases the lock; others
 wait for the label (or for the lock, then make it themselves if the owner died without writing
 it). The kernel releases the locks of a killed process, so a dead rank leaves no stale claim to
-time out, and its half-written temporary file is removed by the next owner of that key. Claims
-are never held while waiting for another's, so ranks cannot deadlock. The cache folder must be
-on a file system with working ``flock`` (local disks; NFS emulates it with POSIX locks).
+time out, and its half-written temporary file is removed by the next owner of that key. A label
+file damaged from outside (a disk fault, a power loss before the data reached the disk) reads as
+missing and is made again. Claims are never held while waiting for another's, so ranks cannot
+deadlock. The cache folder must be on a file system with working ``flock`` (local disks; NFS
+emulates it with POSIX locks).
 """
 from __future__ import annotations
 
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -38,6 +41,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
+from mmengine.logging import print_log
 
 from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY, MaskGenerator, older_labels_note
 from ..provenance import describe, model_identity, setting_differences
@@ -92,6 +96,13 @@ def canonical_cache_spec(cache: dict) -> dict:
     return spec
 
 
+def read_label(path: Path) -> Optional[np.ndarray]:
+    """The ``(H, W)`` label stored at ``path``, or None if the file is missing, unreadable or not
+    single-channel (labels are written whole, so only outside damage makes one unreadable)."""
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.exists() else None
+    return label if label is not None and label.ndim == 2 else None
+
+
 def _atomic_write(path: Path, data: bytes, replace: bool = True) -> None:
     """Write ``data`` to a temporary file, then move it to ``path`` (``replace=False``: only
     if ``path`` does not exist yet, :class:`FileExistsError` otherwise, where the file system
@@ -142,6 +153,7 @@ class LabelCache:
         self.writer_dtype = writer_dtype
         self.wait_timeout = float(wait_timeout)
         self._signature_checked = False
+        self._damaged: set = set()   # damaged label files already logged
 
     # -- signature ---------------------------------------------------------------------------
     def _stored_signature(self) -> Optional[dict]:
@@ -222,16 +234,17 @@ class LabelCache:
         return label_path(self.cache_dir, key)
 
     def load(self, key: str) -> Optional[np.ndarray]:
-        """The cached ``(H, W)`` uint8 label of the image with content key ``key``, or None."""
+        """The cached ``(H, W)`` uint8 label of the image with content key ``key``, or None when
+        there is none or its file is damaged (logged once; :meth:`fetch_or_make` makes it
+        again and replaces the file)."""
         if not self.check_signature():
             return None
         path = self.path(key)
-        if not path.exists():
-            return None
-        label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if label is None or label.ndim != 2:
-            raise ValueError(f'label cache file {path} is unreadable or not a single-channel PNG; '
-                             'delete it to regenerate the label')
+        label = read_label(path)
+        if label is None and path.exists() and path not in self._damaged:
+            self._damaged.add(path)
+            print_log(f'label cache file {path} is damaged (unreadable or not a single-channel '
+                      'PNG): its label is made again', logger='current', level=logging.WARNING)
         return label
 
     def save(self, key: str, label: np.ndarray) -> Path:

@@ -24,7 +24,8 @@ from mmengine.dist import all_reduce, get_dist_info
 from mmengine.utils import ProgressBar
 
 from ..apis.io import WRITE_ERRORS, write_error
-from ..datasets.label_cache import canonical_cache_spec, label_key, label_path
+from ..datasets.label_cache import (canonical_cache_spec, label_key, label_path,
+                                      read_label)
 from .online_labeler import OnlineLabeler, decode_rgb
 
 #: pipeline steps kept for the prefill (what the labels depend on besides the image file)
@@ -93,7 +94,7 @@ class _RankImages(torch.utils.data.Dataset):
         data = fileio.get(results['img_path'])
         names = list(results['image_labels'])
         key = label_key(data, names)
-        cached = label_path(self.cache_dir, key).exists()
+        cached = read_label(label_path(self.cache_dir, key)) is not None
         return key, None if cached else decode_rgb(data, results['img_path']), names
 
 

@@ -113,6 +113,28 @@ def test_a_killed_owner_leaves_nothing_torn_and_no_claim(tmp_path):
     assert np.array_equal(cache.load(key), label_of(key))
 
 
+@pytest.mark.parametrize('damage', ['cut short', 'three channels'])
+def test_a_damaged_label_is_made_again_and_replaced(tmp_path, damage, monkeypatch):
+    """A label file damaged from outside (a disk fault; a power loss before its data reached the
+    disk) is not a cached label: it is made again, once, and its file replaced."""
+    import cv2
+    logged = []
+    monkeypatch.setattr(label_cache, 'print_log', lambda message, **_: logged.append(message))
+    cache = LabelCache(**spec(tmp_path))
+    key = 'ef' + '0' * 37 + '5'
+    path = cache.save(key, label_of(key))
+    if damage == 'cut short':
+        path.write_bytes(path.read_bytes()[:30])
+    else:
+        cv2.imwrite(str(path), np.zeros((3, 4, 3), np.uint8))
+    assert cache.load(key) is None and label_cache.read_label(path) is None
+    labels, made, _ = cache.fetch_or_make([key], lambda keys: [label_of(k) for k in keys])
+    assert made == [key] and np.array_equal(labels[key], label_of(key))
+    assert np.array_equal(label_cache.read_label(path), label_of(key))
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    assert len(logged) == 1 and f'label cache file {path} is damaged' in logged[0]
+
+
 def test_a_label_finished_between_the_look_and_the_claim_is_not_made_again(tmp_path,
                                                                            monkeypatch):
     """After claiming a key, fetch_or_make looks for the label once more: another process may

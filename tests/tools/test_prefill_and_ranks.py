@@ -120,8 +120,8 @@ def test_prefill_resumes_then_training_generates_no_label(tmp_path, tiny_sd, mon
     assert 'prefill: 4 images: made 4, already cached 0, made by another process 0' in out
     labels = labels_in(cache)
     assert len(labels) == 4 and not list(cache.rglob('*.lock')) and not list(cache.rglob('*.tmp'))
-    for label in labels[:2]:             # an interrupted prefill: rerun resumes (compiled)
-        label.unlink()
+    labels[0].unlink()                   # an interrupted prefill: rerun resumes (compiled)...
+    labels[1].write_bytes(labels[1].read_bytes()[:40])   # ...and redoes a damaged label
     backends, compile_ = [], torch.nn.Module.compile
     monkeypatch.setattr(torch.nn.Module, 'compile', lambda module, **kwargs: backends.append(
         (type(module).__name__, kwargs)) or compile_(module, **kwargs))
