@@ -22,18 +22,15 @@ by a CPU generator, the same on every device; ``noise_draw='cuda_float16'`` draw
 ``64 // sqrt(32) = 11``, i.e. the 36 pixels ``{0, 11, 22, 33, 44, 55}^2``; that is what
 :func:`grid_seeds` reproduces. Clusters that lose all pixels are dropped, as released.
 
-Released: the head lists of SD 2.1-base (the VOC presets' hand-picked cross-attention heads for its
-20 heads per layer at 16x16 and 10 at 32x32; self-attention heads 1 and 2 of its 5 at 64x64).
-Ours: ``cross_heads=None`` / ``self_heads=None`` average all heads and work on any model; the
-``*_sd1x`` presets (``configs/iseg/iseg_{wsss,ovs}_voc_sd1x.py``) are the VOC tasks so adapted for
-SD 1.x. Nothing falls back silently: a head list the model does not have stops the tools before
-any work (the engine's capture check, :meth:`DiffusionAttentionEngine.check_capture`), naming the fix.
+Heads: the VOC presets' hand-picked SD 2.1-base heads as released (cross-attention: of 20 per
+layer at 16x16 and 10 at 32x32; self-attention: 1 and 2 of 5 at 64x64); ``cross_heads=None`` /
+``self_heads=None`` average all heads on any model (the ``*_sd1x`` presets: VOC for SD 1.x). A
+head list the model lacks stops the tools before any work, naming the fix
+(:meth:`DiffusionAttentionEngine.check_capture`).
 
-Precision: the released k-means evaluates its KL distance in float16 (``kmeans_precision='float16'``,
-the default, :func:`~.kmeans.kl_kmeans`); ``'float32'`` uses guarded logs. The release computes
-everything up to the class columns in float16 (its maps, means and k-means inputs), ours in
-float32: on synthetic VOC maps the release's clusters differ from ours on 4-6% of the pixels,
-its labels on at most 0.2%.
+Precision: the k-means KL distance is float16 as released (``kmeans_precision='float16'``,
+:func:`~.kmeans.kl_kmeans`) or guarded float32. The release's maps, means and k-means inputs are
+float16, ours float32: on synthetic VOC maps clusters differ on 4-6% of pixels, labels on <= 0.2%.
 """
 from __future__ import annotations
 

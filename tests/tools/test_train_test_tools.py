@@ -42,7 +42,7 @@ def tiny_sd(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_online_labels_cached_once_then_test_reports_miou(tmp_path, tiny_sd, monkeypatch):
+def test_online_labels_are_made_once_cached_and_drawn(tmp_path, tiny_sd, monkeypatch):
     monkeypatch.chdir(tmp_path)
     root = make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'voc')
     cfg = Config.fromfile(str(TINY_ONLINE_CONFIG))
@@ -64,19 +64,9 @@ def test_online_labels_cached_once_then_test_reports_miou(tmp_path, tiny_sd, mon
     assert len(rows) == 4 and rows[0]['label_generated'] == 2   # cold: the batch of 2
     assert all('label_coverage' in r and 'label_seconds' in r for r in rows)
     assert rows[-1]['label_generated'] < rows[0]['label_generated']  # epoch 2 reads the cache
-    stamps = {p: p.stat().st_mtime_ns for p in labels}
     check_label_pictures(tmp_path / 'run1', iters=(2, 4))
-
-    run_tool('train', config, '--work-dir', tmp_path / 'run2',
-             '--cfg-options', 'train_cfg.max_iters=2')
-    rows = train_log(tmp_path / 'run2')
-    assert len(rows) == 2 and all(r['label_generated'] == 0 for r in rows)
-    assert {p: p.stat().st_mtime_ns for p in sorted(cache_dir.glob('??/*.png'))} == stamps
-
-    out = run_tool('test', config, tmp_path / 'run1' / 'iter_4.pth', '--work-dir',
-                   tmp_path / 'eval')
-    miou = re.findall(r'mIoU: ([0-9.]+)', out)
-    assert miou and 0 <= float(miou[-1]) <= 100
+    # a second run on the full cache generates nothing (test_prefill_and_ranks.py), and the
+    # checkpoint's mIoU through tools/test.py is the README's smoke path (test_readme_smoke.py)
 
 
 def check_label_pictures(work_dir, iters):
@@ -117,11 +107,6 @@ def test_synthetic_then_finetune_from_its_checkpoint(tmp_path, monkeypatch):
              tmp_path / 'synthetic_run', '--cfg-options', 'train_cfg.max_iters=2')
     checkpoint = tmp_path / 'synthetic_run' / 'iter_2.pth'
     assert checkpoint.is_file()
-    # --resume continues from the last checkpoint (mmengine checkpoints load under torch >= 2.6)
-    run_tool('train', tmp_path / 'synthetic.py', '--work-dir', tmp_path / 'synthetic_run',
-             '--resume', '--cfg-options', 'train_cfg.max_iters=3')
-    log = sorted((tmp_path / 'synthetic_run').glob('*/*.log'))[-1].read_text()
-    assert 'resumed epoch: 0, iter: 2' in log and 'Iter(train) [3/3]' in log
 
     cfg = Config.fromfile(str(TINY_FINETUNE))
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
@@ -136,7 +121,8 @@ def test_synthetic_then_finetune_from_its_checkpoint(tmp_path, monkeypatch):
            f"load_from's weights ({checkpoint})" in log
     assert len(train_log(tmp_path / 'finetune_run')) == 2
     assert re.findall(r'mIoU: ([0-9.]+)', out)
-    # --resume again: the fine-tune run's own checkpoint, not load_from (the synthetic one)
+    # --resume again: the fine-tune run's own checkpoint, not load_from (the synthetic one);
+    # mmengine checkpoints load under torch >= 2.6
     run_tool('train', tmp_path / 'finetune.py', '--work-dir', tmp_path / 'finetune_run',
              '--resume', '--cfg-options', 'train_cfg.max_iters=3')
     log = sorted((tmp_path / 'finetune_run').glob('*/*.log'))[-1].read_text()
