@@ -35,6 +35,7 @@ import contextlib
 import datetime
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from unittest import mock
@@ -42,11 +43,13 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
-import mmdiffseg.attention.capture as capture
-from mmdiffseg.attention import CaptureSpec, capture_attention, deferred_maps
-from mmdiffseg.attention.head_maps import default_chunk_bytes
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout, installed or not
+
+import mmdiffseg.attention.capture as capture  # noqa: E402
+from mmdiffseg.attention import CaptureSpec, capture_attention, deferred_maps  # noqa: E402
+from mmdiffseg.attention.head_maps import default_chunk_bytes  # noqa: E402
+
 RESULTS = REPO / 'benchmarks' / 'results' / 'capture.md'
 SD_CONFIGS = REPO.parent / 'shared' / 'data' / 'sd_configs'
 MODELS = ('stable-diffusion-2-1-base', 'stable-diffusion-v1-4')

@@ -17,15 +17,19 @@ import datetime
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-import mmdiffseg  # noqa: F401  (mmcv.ops importable without compiled kernels)
-from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout, installed or not
+
+import mmdiffseg  # noqa: E402,F401  (mmcv.ops importable without compiled kernels)
+from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,  # noqa: E402
                                               multi_scale_deformable_attn_pytorch)
-from mmdiffseg.compat import mmcv_has_compiled_ops
+from mmdiffseg.compat import mmcv_has_compiled_ops  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / 'results' / 'deformable_attention.md'
 HEADS, CHANNELS, POINTS, STRIDES, BATCH, LAYERS = 8, 256, 4, (8, 16, 32), 2, 6
@@ -93,7 +97,7 @@ def main() -> None:
     try:
         kernel = f'{seconds_per_call(kernel_path, data, device, args.repeats) * 1000:.1f} ms'
     except RuntimeError as err:   # no compiled ops, or no kernel for this device
-        kernel = f'n/a ({str(err).splitlines()[0][:80]})'
+        kernel = f'n/a ({str(err).splitlines()[0].split(", ")[0]})'   # its first clause
     hardware = torch.cuda.get_device_name(0) if device == 'cuda' else \
         f'{cpu_name()}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores'
     table = [

@@ -29,17 +29,20 @@ import argparse
 import datetime
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-import mmdiffseg  # noqa: F401  (registrations)
-from mmdiffseg.attention import CaptureSpec, DiffusionAttentionEngine
-from mmdiffseg.attention.testing import random_pipeline
-from mmdiffseg.generators import DiffSeg, ISeg, SeeDiff
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout, installed or not
+
+import mmdiffseg  # noqa: E402,F401  (registrations)
+from mmdiffseg.attention import CaptureSpec, DiffusionAttentionEngine  # noqa: E402
+from mmdiffseg.attention.testing import random_pipeline  # noqa: E402
+from mmdiffseg.generators import DiffSeg, ISeg, SeeDiff  # noqa: E402
+
 SD_CONFIGS = REPO.parent / 'shared' / 'data' / 'sd_configs'
 RESULTS = REPO / 'benchmarks' / 'results' / 'end_to_end.md'
 MODELS = {'diffseg': 'stable-diffusion-v1-4', 'iseg': 'stable-diffusion-2-1-base',

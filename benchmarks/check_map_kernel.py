@@ -26,9 +26,12 @@ from pathlib import Path
 
 import torch
 
-from mmdiffseg.attention import map_kernel
-from mmdiffseg.attention.head_maps import add_head_maps
-from mmdiffseg.attention.sdpa_lse import sdpa_with_lse
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout, installed or not
+
+from mmdiffseg.attention import map_kernel  # noqa: E402
+from mmdiffseg.attention.head_maps import add_head_maps  # noqa: E402
+from mmdiffseg.attention.sdpa_lse import sdpa_with_lse  # noqa: E402
 
 # name: heads, query tokens, key tokens, head dim
 LAYERS = {'sd1 self64': (8, 4096, 4096, 40), 'sd1 cross64': (8, 4096, 77, 40),

@@ -37,7 +37,7 @@ if [ "$QUICK" = 1 ]; then
   E2E_COMPILE="--quick --methods iseg --repeats 1 --compile --map-backend torch"  # interpreted Triton: too slow at 512 px
   KERNEL="--quick"; SEEDIFF="--quick --pamr-iter 20"; SEEDIFF_S=150; ISEG="--repeats 1"; DIFFSEG="--cases 1 --precisions float16"
   TOOLS="--images 2 --batch-size 2 --synth-steps 2 --synth-items 2 --pamr-iter 10"; ONLINE="--steps 3"
-  HOST="--images 32 --workers 0 1 --modes capacity --repeats 1"; SETUP_REPEATS=5
+  HOST="--images 32 --workers 0 1 --modes capacity --repeats 1"; SETUP_REPEATS=5; DEFORM="--crop 128 --repeats 2"
 else
   DEV="--device cuda"; SCALE=1
   CAPTURE="--dtype float16 --batch-size 1 16 --spec diffseg iseg seediff --repeats 5"
@@ -46,7 +46,7 @@ else
   E2E_COMPILE="--dtype float16 --methods iseg --batch-size 16 --repeats 3 --compile --map-backend triton torch"
   KERNEL="--batch 16"; SEEDIFF="--pamr-iter 5000"; SEEDIFF_S=60; ISEG="--repeats 3"; DIFFSEG="--repeats 3"
   TOOLS="--full-size --batch-size 16 --images 480 --tools pseudo_label,eval_labels"; ONLINE="--steps 5"
-  HOST="--images 160 --workers 0 2 8 --modes capacity waiting --gpu-rate 70 --repeats 1"; SETUP_REPEATS=50
+  HOST="--images 160 --workers 0 2 8 --modes capacity waiting --gpu-rate 70 --repeats 1"; SETUP_REPEATS=50; DEFORM="--repeats 10"
 fi
 
 echo "| step | status | seconds |" > "$OUT/summary.md"
@@ -129,6 +129,8 @@ step capture 85 "$S/capture.md" python3 benchmarks/bench_capture.py $DEV $CAPTUR
 step capture_sd1 45 "$S/capture_sd1.md" python3 benchmarks/bench_capture.py $DEV $CAPTURE_SD1 --out "$S/capture_sd1.md"
 step capture_setup 30 "$S/capture_setup.md" python3 benchmarks/bench_capture_setup.py --repeats $SETUP_REPEATS --out "$S/capture_setup.md"
 step capture_layer_host 30 "$S/capture_layer_host.md" python3 benchmarks/bench_capture_layer_host.py --out "$S/capture_layer_host.md"
+# Mask2Former's deformable attention, mmcv's PyTorch path (the .devkit's mmcv has no compiled ops)
+step deformable_attention 25 "$R/deformable_attention.md" python3 benchmarks/bench_deformable_attention.py $DEV $DEFORM
 step end_to_end 95 "$S/end_to_end.md" python3 benchmarks/bench_end_to_end.py $DEV $E2E --out "$S/end_to_end.md"
 step diffseg 60 "$S/diffseg.md" python3 benchmarks/bench_diffseg.py $DEV $DIFFSEG --out "$S/diffseg.md"
 # quick: the released transcription alone takes 7-9 min on a CPU (SEEDIFF_S)
