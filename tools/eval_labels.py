@@ -2,7 +2,8 @@
 
     python tools/eval_labels.py work_dirs/pl --gt data/VOCdevkit/VOC2012/SegmentationClass \\
         --classes voc
-    python tools/eval_labels.py work_dirs/diffseg --gt GT_DIR --classes cocostuff27 --hungarian
+    python tools/eval_labels.py work_dirs/diffseg --gt data/coco_stuff164k/annotations/val2017 \\
+        --classes cocostuff27 --fine-labels --hungarian
     python tools/eval_labels.py work_dirs/ade_test_out \\
         --gt data/ade/ADEChallengeData2016/annotations/validation --classes ade20k \\
         --labels-reduce-zero-label
@@ -11,9 +12,10 @@ LABELS is a tool's output folder (its SegmentationClass/ is read) or a folder of
 truth is read as the --classes set's mmseg dataset reads it: file <label id><--gt-suffix> in --gt
 or its sub-folders (cityscapes: *_gtFine_labelTrainIds.png, a label id's _leftImg8bit dropped;
 cityscapes27: *_gtFine_labelIds.png), ADE20K's value 0 "other" and k class k-1
-(--reduce-zero-label); ground truth or labels holding values outside the classes are refused.
-Labels are read as class indices, as the tools write them; ADE20K predictions that
-tools/test.py --out wrote (class k as k+1, as mmseg writes them) need --labels-reduce-zero-label.
+(--reduce-zero-label), COCO-Stuff's own fine label maps (--fine-labels); ground truth or labels
+holding values outside the classes are refused. Labels are read as class indices, as the tools
+write them; ADE20K predictions that tools/test.py --out wrote (class k as k+1, as mmseg writes
+them) need --labels-reduce-zero-label.
 When the folder has a manifest (folders written by the tools), the classes its labels index must
 be --classes (else the scores would compare unrelated indices); a plain folder of PNGs is taken
 as indexing --classes. --hungarian scores unlabelled segments (DiffSeg) after per-image Hungarian
@@ -36,6 +38,7 @@ def parse_args(argv=None):
                         help="ground-truth file name = label id + this (default: the --classes "
                              "dataset's, e.g. _gtFine_labelTrainIds.png for cityscapes, else .png)")
     opts.add_reduce_zero_label_arg(parser)
+    opts.add_fine_labels_arg(parser)
     parser.add_argument('--labels-reduce-zero-label', action='store_true',
                         help='the label files hold 0 for "other" and k for class k-1 (mmseg\'s '
                              'predictions of a reduce_zero_label dataset, e.g. tools/test.py '
@@ -59,7 +62,7 @@ def main(argv=None):
     from mmdiffseg.apis.io import atomic_write
     classes = cli.resolve_class_arg(args.classes)
     gt_format = GroundTruthFormat.of_class_set(args.classes, args.gt_suffix,
-                                               args.reduce_zero_label)
+                                               args.reduce_zero_label, args.fine_labels)
     if args.hungarian:
         report = evaluate_segments(args.labels, args.gt, classes, gt_format)
     else:

@@ -149,6 +149,14 @@ def add_reduce_zero_label_arg(parser: argparse.ArgumentParser,
                              'for ade20k, off for the other sets)')
 
 
+def add_fine_labels_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--fine-labels', action='store_true',
+                        help="ground truth is COCO-Stuff's own label maps "
+                             '(stuffthingmaps_trainval2017: fine class id - 1), read into the 27 '
+                             'classes as COCOStuff27Dataset(fine_labels=True) does (--classes '
+                             'cocostuff27; default: maps that hold the 27 classes)')
+
+
 def add_engine_args(parser: argparse.ArgumentParser, default_model: str = DEFAULT_MODEL) -> None:
     parser.add_argument('--model', default=None,
                         help='Stable Diffusion hub id or diffusers folder (default: the --config '

@@ -38,6 +38,7 @@ def parse_args(argv=None):
                              "--classes set's, e.g. _gtFine_labelTrainIds.png for cityscapes, "
                              'else .png)')
     opts.add_reduce_zero_label_arg(parser, "--dataset-config's, else the --classes set's")
+    opts.add_fine_labels_arg(parser)
     opts.add_generator_args(parser, default_method='iseg')
     opts.add_engine_args(parser)
     opts.add_run_args(parser)
@@ -60,10 +61,14 @@ def main(argv=None):
     cli.check_launcher(args.launcher, 'pseudo_label')
     device = pick_device(args.device)
     if args.dataset_config:
+        if args.fine_labels:
+            raise UserInputError(f'--fine-labels is for a ground-truth folder: the dataset of '
+                                 f'{args.dataset_config} reads its seg maps as its own '
+                                 'fine_labels setting says')
         items, classes, gt_format = images_from_dataset_config(args.dataset_config, args.split)
     else:
         items, classes = images_from_folder(args.images), None
-        gt_format = GroundTruthFormat.of_class_set(args.classes)
+        gt_format = GroundTruthFormat.of_class_set(args.classes, fine_labels=args.fine_labels)
     if args.classes:
         classes = cli.resolve_class_arg(args.classes)
     gen_cfg, model = cli.generator_and_model(args, 'iseg', opts.DEFAULT_MODEL)

@@ -57,21 +57,26 @@ class GroundTruthFormat:
             ``_leftImg8bit``), removed from a label's id when no file matches the whole id.
         reduce_zero_label: value 0 is "other" (ignored) and ``k`` is class ``k - 1`` (ADE20K).
         label_map: file value -> class index, applied after ``reduce_zero_label``.
+        fine_labels: COCO-Stuff's own label maps, read through its fine-to-27 ``label_map``
+            (``COCOStuff27Dataset(fine_labels=True)``); ``None``: the dataset has no such setting.
     """
 
     seg_map_suffix: str = '.png'
     id_suffix: str = ''
     reduce_zero_label: bool = False
     label_map: Optional[Dict[int, int]] = None
+    fine_labels: Optional[bool] = None
 
     @classmethod
-    def of_dataset(cls, dataset) -> 'GroundTruthFormat':
+    def of_dataset(cls, dataset, **settings) -> 'GroundTruthFormat':
         """The settings of an mmseg dataset, or the defaults of a dataset class (its
-        ``__init__``'s, and the ``get_label_map`` of an instance holding them, as
-        ``COCOStuff27Dataset``'s reads its ``fine_labels``: VOC's cannot be built without its
-        split file)."""
+        ``__init__``'s updated with ``settings``, and the ``get_label_map`` of an instance holding
+        them, as ``COCOStuff27Dataset``'s reads its ``fine_labels``: VOC's cannot be built without
+        its split file)."""
+        dataset_cls = dataset if isinstance(dataset, type) else type(dataset)
+        defaults = init_defaults(dataset_cls)
         if isinstance(dataset, type):
-            defaults = init_defaults(dataset)
+            defaults.update(settings)
             unbuilt = dataset.__new__(dataset)
             unbuilt.__dict__.update(defaults)
             setting, label_map = defaults.get, unbuilt.get_label_map(None)
@@ -80,15 +85,22 @@ class GroundTruthFormat:
         return cls(seg_map_suffix=setting('seg_map_suffix') or '.png',
                    id_suffix=stem_suffix(setting('img_suffix')),
                    reduce_zero_label=bool(setting('reduce_zero_label')),
-                   label_map=label_map or None)
+                   label_map=label_map or None,
+                   fine_labels=bool(setting('fine_labels')) if 'fine_labels' in defaults else None)
 
     @classmethod
     def of_class_set(cls, name: Optional[str], seg_map_suffix: Optional[str] = None,
-                     reduce_zero_label: Optional[bool] = None) -> 'GroundTruthFormat':
+                     reduce_zero_label: Optional[bool] = None,
+                     fine_labels: bool = False) -> 'GroundTruthFormat':
         """The format of the dataset of class set ``name`` (:data:`CLASS_SET_DATASETS`; another
-        name or ``None``: plain PNGs of class indices), with the given settings overriding it."""
+        name or ``None``: plain PNGs of class indices), with the given settings overriding it;
+        ``fine_labels``: COCO-Stuff's own label maps (``cocostuff27`` only)."""
         dataset_cls = CLASS_SET_DATASETS.get(name) if name else None
-        fmt = cls.of_dataset(dataset_cls) if dataset_cls is not None else cls()
+        if fine_labels and 'fine_labels' not in init_defaults(dataset_cls or object):
+            raise UserInputError(f'--fine-labels reads COCO-Stuff\'s own label maps into its 27 '
+                                 f'classes: it needs --classes cocostuff27, not {name}')
+        settings = dict(fine_labels=True) if fine_labels else {}
+        fmt = cls.of_dataset(dataset_cls, **settings) if dataset_cls is not None else cls()
         return fmt.with_options(seg_map_suffix, reduce_zero_label)
 
     def with_options(self, seg_map_suffix: Optional[str] = None,
@@ -114,6 +126,9 @@ class GroundTruthFormat:
         return label
 
     def _hint(self, bad: List[int], count: int) -> str:
+        if self.fine_labels is False:
+            return ('COCO-Stuff\'s own label maps (stuffthingmaps_trainval2017: fine class id - '
+                    '1) need --fine-labels, which maps them to the 27 classes')
         if 'labelIds' in self.seg_map_suffix and not self.label_map:
             return ('Cityscapes labelIds are not train ids: score against '
                     '*_gtFine_labelTrainIds.png (--gt-suffix _gtFine_labelTrainIds.png; mmseg\'s '

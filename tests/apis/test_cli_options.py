@@ -185,4 +185,4 @@ def test_ground_truth_formats_follow_the_mmseg_datasets():
         GroundTruthFormat())
     assert GroundTruthFormat.of_class_set('ade20k', '_x.png', False) == GroundTruthFormat('_x.png')
     # its get_label_map reads the instance's fine_labels (a traceback from every tool before)
-    assert GroundTruthFormat.of_class_set('cocostuff27') == GroundTruthFormat()
+    assert GroundTruthFormat.of_class_set('cocostuff27') == GroundTruthFormat(fine_labels=False)

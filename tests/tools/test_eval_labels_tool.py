@@ -125,3 +125,44 @@ def test_ade20k_predictions_written_by_mmseg_are_read_with_labels_reduce_zero_la
                                              '--labels-reduce-zero-label'])
     assert exit_info.value.code == 2
     assert '--hungarian scores unlabelled segment ids' in capsys.readouterr().err
+
+
+def test_cocostuff_own_label_maps_are_read_into_27_classes_with_fine_labels(tmp_path):
+    """COCO-Stuff's stuffthingmaps (fine id - 1; 'other' stuff and unlabelled: no coarse class)
+    as COCOStuff27Dataset(fine_labels=True) reads them: the 27-class maps they came from score
+    100; read as 27-class maps they are refused, naming --fine-labels; image_labels.py reads
+    the classes present the same way; --fine-labels with another class set is refused."""
+    from mmdiffseg.datasets.class_names import COCOSTUFF27_CLASSES, COCOSTUFF27_FINE_IDS
+    derived = shared_path('coco_val_samples', 'panopticapi', 'cocostuff27_derived')
+    coarse = {name: np.array(Image.open(p)) for name, p in
+              ((p.stem, p) for p in sorted(derived.glob('*.png')))}
+    to_fine = np.full(256, 255, np.uint8)   # each class as its last fine id - 1
+    to_fine[:27] = [COCOSTUFF27_FINE_IDS[name][-1] - 1 for name in COCOSTUFF27_CLASSES]
+    fine = {name: to_fine[label] for name, label in coarse.items()}
+    fine['000000142238'][:5, :5] = 182   # fine id 183, 'other' stuff: no coarse class
+    _write_labels(tmp_path / 'gt', fine)
+    _write_labels(tmp_path / 'labels', coarse)
+    args = [tmp_path / 'labels', '--gt', tmp_path / 'gt', '--classes', 'cocostuff27']
+    err = run_in_process('eval_labels', *args, expect=2)
+    assert 'outside the 27 classes' in err and 'need --fine-labels' in err
+    run_in_process('eval_labels', *args, '--fine-labels', '--out-json', tmp_path / 'r.json')
+    report = json.loads((tmp_path / 'r.json').read_text())
+    assert report['mIoU'] == 100.0 and report['images'] == 2
+    present = {COCOSTUFF27_CLASSES[v] for label in coarse.values() for v in np.unique(label)
+               if v != 255}
+    assert {k for k, v in report['per_class_iou'].items() if v is not None} == present
+
+    from mmdiffseg.apis.io import UserInputError
+    image_labels = load_tool('dataset_converters/image_labels')
+    image_labels.main([str(tmp_path / 'gt'), '--classes', 'cocostuff27', '--fine-labels',
+                       '--out', str(tmp_path / 'labels.json')])
+    written = json.loads((tmp_path / 'labels.json').read_text())
+    assert {k: set(v) for k, v in written.items()} == {
+        name: {COCOSTUFF27_CLASSES[v] for v in np.unique(label) if v != 255}
+        for name, label in coarse.items()}
+    with pytest.raises(UserInputError, match='it needs --classes cocostuff27, not voc'):
+        image_labels.main([str(tmp_path / 'gt'), '--classes', 'voc', '--fine-labels',
+                           '--out', str(tmp_path / 'x.json')])
+    err = run_in_process('pseudo_label', '--dataset-config', 'any.py', '--labels-from-gt',
+                         '--fine-labels', '--out', tmp_path / 'pl', expect=2)
+    assert '--fine-labels is for a ground-truth folder' in err

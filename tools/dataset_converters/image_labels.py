@@ -4,7 +4,7 @@ The file the weakly supervised configs (``LoadImageLevelLabels(ann_file=...)``) 
 ``tools/pseudo_label.py --labels`` read: ``{"<image id>": ["class", ...]}``, the classes present in
 each label map, 255 and ``background`` left out. The maps are read as the class set's mmseg dataset
 reads them (ADE20K: 0 = "other", k = class k-1, mmseg's ``reduce_zero_label``; Cityscapes: its
-label map), as ``tools/eval_labels.py`` does. For PASCAL VOC, ``voc_aug.py`` writes it from VOC's
+label map; COCO-Stuff's own maps: ``--fine-labels``), as ``tools/eval_labels.py`` does. For PASCAL VOC, ``voc_aug.py`` writes it from VOC's
 own XML object annotations (the standard weak labels) or from the masks.
 
     python tools/dataset_converters/image_labels.py data/ade/ADEChallengeData2016/annotations/training \\
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: the shared options
-from offline_args import (HelpFormatter, add_reduce_zero_label_arg,  # noqa: E402
-                          classes_help, parse)
+from offline_args import (HelpFormatter, add_fine_labels_arg,  # noqa: E402
+                          add_reduce_zero_label_arg, classes_help, parse)
 
 import mmdiffseg  # noqa: F401,E402  (work-arounds + registration)
 from mmdiffseg.apis.cli import resolve_class_arg  # noqa: E402
@@ -54,6 +54,7 @@ def parse_args(argv=None):
     parser.add_argument('--classes', required=True,
                         help=classes_help('the classes of the label maps'))
     add_reduce_zero_label_arg(parser)
+    add_fine_labels_arg(parser)
     parser.add_argument('--suffix', default=None,
                         help="label map file = image id + this (default: the --classes set's "
                              "dataset's, e.g. _gtFine_labelTrainIds.png for cityscapes, else .png)")
@@ -64,7 +65,8 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     classes = resolve_class_arg(args.classes)
-    gt_format = GroundTruthFormat.of_class_set(args.classes, args.suffix, args.reduce_zero_label)
+    gt_format = GroundTruthFormat.of_class_set(args.classes, args.suffix, args.reduce_zero_label,
+                                               args.fine_labels)
     suffix = gt_format.seg_map_suffix
     maps = {}
     for path in sorted(args.label_dir.rglob(f'*{suffix}')):
