@@ -126,12 +126,16 @@ def atomic_write(path, data: bytes, tag: Optional[str] = None) -> None:
 
 
 def remove_stale_temp_files(folder: Path) -> int:
-    """Delete this rank's temp files left by a killed run; returns how many."""
+    """Delete the temp files a killed run left: this rank's, and on rank 0 those of ranks this
+    run does not have (a killed run with more ranks; no rank of this run writes them, and the job
+    lock keeps other runs out). Returns how many."""
+    rank, world_size = get_dist_info()
     removed = 0
-    tag = tmp_tag()
-    for tmp in Path(folder).rglob(f'.*{tag}'):
-        tmp.unlink()
-        removed += 1
+    for tmp in Path(folder).rglob(f'.*.r*{TMP_SUFFIX}'):
+        owner = re.fullmatch(rf'\..+\.r(\d+){re.escape(TMP_SUFFIX)}', tmp.name)
+        if owner and (int(owner[1]) == rank or (rank == 0 and int(owner[1]) >= world_size)):
+            tmp.unlink(missing_ok=True)
+            removed += 1
     return removed
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from mmdiffseg.apis.io import (ItemOutput, ItemFailed, Manifest, OutputWriteError,
-                               UserInputError, WorkItem, atomic_write, item_seed, shard)
+                               UserInputError, WorkItem, atomic_write, item_seed,
+                               remove_stale_temp_files, shard)
 from mmdiffseg.apis.jobs import run_job
 from unwritable import full_folder, readonly_folder
 
@@ -38,6 +39,25 @@ def _job(calls):
                 for it, v in zip(batch, loaded)]
 
     return items, load, compute
+
+
+def test_temp_files_of_a_killed_run_are_removed_by_the_ranks_that_could_not_be_writing(
+        tmp_path, monkeypatch):
+    """A kill leaves each rank's temp files (``.<name>.r<rank>.tmp``). A rank removes its own; rank
+    0 also those of ranks the new run does not have (a 2-rank run resumed by one process): no rank
+    of this run writes them. Another rank's own temp files may be in use: they stay."""
+    import mmdiffseg.apis.io as io
+    names = ['.a.png.r0.tmp', 'sub/.b.png.r1.tmp', '.c.png.r2.tmp', 'keep.tmp', '.d.r1.tmp.png']
+    for name in names:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b'x')
+    monkeypatch.setattr(io, 'get_dist_info', lambda: (0, 2))   # rank 0 of 2
+    assert remove_stale_temp_files(tmp_path) == 2
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob('*') if p.is_file())
+    assert left == ['.d.r1.tmp.png', 'keep.tmp', 'sub/.b.png.r1.tmp']
+    monkeypatch.setattr(io, 'get_dist_info', lambda: (0, 1))   # one process resumes
+    assert remove_stale_temp_files(tmp_path) == 1
+    assert not (tmp_path / 'sub/.b.png.r1.tmp').exists() and (tmp_path / 'keep.tmp').exists()
 
 
 def test_run_job_resumes_without_redoing(tmp_path):
