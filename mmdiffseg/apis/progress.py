@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import List, Tuple
 
@@ -50,26 +51,61 @@ class JobInterrupted(KeyboardInterrupt):
                 '(finished items are kept)')
 
 
-class ProgressLine:
-    """mmengine's ``ProgressBar`` of ``total`` items (none when 0), drawn from :meth:`start`, on
-    a line of its own: :meth:`end_line` before any other output (a failed item), and on leaving
-    the ``with`` block (the summary, an error), so no message is printed on the bar's line."""
+#: a terminal's bar is redrawn at most this often (a redraw per item costs a write + flush)
+REDRAW_SECONDS = 0.2
+#: elsewhere (a log file, a batch system's output) one plain line this often, and at the end
+LOG_SECONDS = 30.0
 
-    def __init__(self, total: int, file):
-        self.file, self.total = file, total
+
+class ProgressLine:
+    """Progress of ``total`` items (none when 0), from :meth:`start`. On a terminal: mmengine's
+    ``ProgressBar``, redrawn at most every :data:`REDRAW_SECONDS`, on a line of its own
+    (:meth:`end_line` before any other output, e.g. a failed item, and on leaving the ``with``
+    block: the summary, an error). Elsewhere (``file`` is not a terminal): a plain line every
+    ``log_seconds`` and at the last item (done/total, rate, elapsed, ETA), so a log holds lines,
+    not one line of carriage returns per item."""
+
+    def __init__(self, total: int, file, log_seconds: float = LOG_SECONDS):
+        self.file, self.total, self.log_seconds = file, total, log_seconds
+        self.terminal = bool(getattr(file, 'isatty', lambda: False)())
         self.bar, self.open = None, False
+        self.done = self.pending = 0
+        self.started = self.shown = None
 
     def start(self) -> None:
         if self.total:
-            self.bar = ProgressBar(self.total, file=self.file)
-            self.open = True
+            self.started = self.shown = time.monotonic()
+            if self.terminal:
+                self.bar = ProgressBar(self.total, file=self.file)
+                self.open = True
 
     def update(self) -> None:
-        if self.bar is not None:
-            self.bar.update()
+        if self.started is None:
+            return
+        self.done += 1
+        self.pending += 1
+        now = time.monotonic()
+        every = REDRAW_SECONDS if self.terminal else self.log_seconds
+        if now - self.shown >= every or self.done == self.total:
+            self._show(now)
+
+    def _show(self, now: float) -> None:
+        if self.terminal:
+            self.bar.update(self.pending)
             self.open = True
+        else:
+            elapsed = now - self.started
+            rate = self.done / elapsed if elapsed > 0 else 0.0
+            eta = f'{(self.total - self.done) / rate:.0f} s' if rate > 0 else '-'
+            self.file.write(f'progress: {self.done}/{self.total} '
+                            f'({100 * self.done / self.total:.1f}%), {rate:.2f} items/s, '
+                            f'elapsed {elapsed:.0f} s, ETA {eta}\n')
+            self.file.flush()
+        self.pending, self.shown = 0, now
 
     def end_line(self) -> None:
+        if self.pending and self.terminal:
+            self._show(time.monotonic())
         if self.open:
             self.file.write('\n')
             self.file.flush()

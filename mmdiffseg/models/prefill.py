@@ -12,6 +12,7 @@ label is cached are skipped.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -21,11 +22,11 @@ import torch
 from mmengine import fileio
 from mmengine.config import Config
 from mmengine.dist import all_reduce, get_dist_info
-from mmengine.utils import ProgressBar
 
 from ..apis.io import WRITE_ERRORS, write_error
+from ..apis.progress import ProgressLine
 from ..datasets.label_cache import (canonical_cache_spec, label_key, label_path,
-                                      read_label)
+                                    read_label)
 from .online_labeler import OnlineLabeler, decode_rgb
 
 #: pipeline steps kept for the prefill (what the labels depend on besides the image file)
@@ -155,31 +156,29 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
     loader = torch.utils.data.DataLoader(images, batch_size=labeler.options['batch_size'],
                                          num_workers=workers, collate_fn=list)
     counts = torch.zeros(3, dtype=torch.float64)   # images, made, cached
-    bar = ProgressBar(len(images)) if progress and rank == 0 and len(images) else None
     start, interrupted = time.perf_counter(), False
-    try:
-        for batch in loader:
-            todo: Dict[str, tuple] = {}
-            for key, image, names in batch:
-                if image is not None:
-                    todo.setdefault(key, (lambda image=image: image, names))
-            made_before = labeler.generated
-            if todo:
-                labeler.labels(todo, device)
-            counts += torch.tensor([len(batch), labeler.generated - made_before,
-                                    sum(image is None for _, image, _ in batch)],
-                                   dtype=torch.float64)
-            if bar is not None:
+    with ProgressLine(len(images) if progress and rank == 0 else 0, sys.stdout) as bar:
+        bar.start()
+        try:
+            for batch in loader:
+                todo: Dict[str, tuple] = {}
+                for key, image, names in batch:
+                    if image is not None:
+                        todo.setdefault(key, (lambda image=image: image, names))
+                made_before = labeler.generated
+                if todo:
+                    labeler.labels(todo, device)
+                counts += torch.tensor([len(batch), labeler.generated - made_before,
+                                        sum(image is None for _, image, _ in batch)],
+                                       dtype=torch.float64)
                 for _ in batch:
                     bar.update()
-    except KeyboardInterrupt:
-        interrupted = True
-    except OSError as exc:  # a full disk, a read-only cache: one line (exit 3), the rest kept
-        if exc.errno not in WRITE_ERRORS:
-            raise
-        raise write_error(Path(exc.filename or labeler.cache.cache_dir), exc) from exc
-    if bar is not None:
-        print(flush=True)
+        except KeyboardInterrupt:
+            interrupted = True
+        except OSError as exc:  # a full disk, a read-only cache: one line (exit 3), the rest kept
+            if exc.errno not in WRITE_ERRORS:
+                raise
+            raise write_error(Path(exc.filename or labeler.cache.cache_dir), exc) from exc
     all_reduce(counts)
     return PrefillSummary(*(int(c) for c in counts.tolist()),
                           seconds=time.perf_counter() - start,

@@ -1,4 +1,5 @@
 """The resumable job runner: atomic writes, manifest (torn line, header check), resume, errors."""
+import io
 import json
 
 import numpy as np
@@ -266,6 +267,37 @@ def test_ctrl_c_on_the_command_line_prints_a_summary_and_exits_130(tmp_path, to_
         os.killpg(proc.pid, 0)  # the whole group is gone
 
 
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize('terminal', [True, False])
+def test_progress_is_a_throttled_bar_on_a_terminal_and_timed_lines_in_a_log(terminal,
+                                                                             monkeypatch):
+    """A terminal gets mmengine's bar, redrawn at most every 0.2 s; a log file (Slurm, nohup) a
+    plain line every 30 s and one at the last item, never a carriage return per item."""
+    from mmdiffseg.apis import progress
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, 'monotonic', lambda: clock[0])
+    screen = Terminal() if terminal else io.StringIO()
+    with progress.ProgressLine(1000, screen) as bar:
+        bar.start()
+        for _ in range(1000):
+            clock[0] += 0.125    # 8 items/s: 125 s in all
+            bar.update()
+    text = screen.getvalue()
+    if terminal:
+        assert 490 <= text.count('\r') <= 501 and text.endswith('\n')   # every other item
+        assert '1000/1000' in text.split('\r')[-1]
+    else:
+        assert '\r' not in text
+        lines = text.splitlines()
+        assert [line.split()[1] for line in lines] == ['240/1000', '480/1000', '720/1000',
+                                                       '960/1000', '1000/1000']
+        assert lines[0] == 'progress: 240/1000 (24.0%), 8.00 items/s, elapsed 30 s, ETA 95 s'
+
+
 def test_an_error_during_the_job_starts_on_a_fresh_line(full_dir):
     import contextlib
     import io
@@ -273,7 +305,7 @@ def test_an_error_during_the_job_starts_on_a_fresh_line(full_dir):
     from mmdiffseg.apis import cli
     items = [WorkItem(f'item{i}') for i in range(6)]
     blob = np.random.RandomState(0).bytes(20 * 1024)
-    screen = io.StringIO()  # stdout and stderr as a terminal shows them
+    screen = Terminal()  # stdout and stderr as a terminal shows them
 
     def main(argv):
         run_job(items, lambda it: None, lambda b, _: [ItemOutput({f'{it.id}.bin': blob})
