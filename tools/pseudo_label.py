@@ -92,7 +92,8 @@ def main(argv=None):
                 raise UserInputError(f'no ground truth for {len(missing)} image(s) of '
                                      f'{args.dataset_config}, e.g. {missing[:3]}: prepare its '
                                      'seg maps, or pass --labels-from-gt GT_DIR')
-        image_labels = labels_from_ground_truth(gt, classes, gt_format=gt_format)
+        image_labels = labels_from_ground_truth(gt, classes, gt_format=gt_format,
+                                                workers=args.workers)
     elif unlabelled:
         image_labels = None
     else:

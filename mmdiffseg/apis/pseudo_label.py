@@ -23,8 +23,8 @@ from .builders import build_generator, check_model, job_header, load_engine
 from .eval_labels import GroundTruthFormat
 from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encode_label_png,
                       list_images, palette_for, read_rgb, record_path, split_path)
-from .io import ItemOutput, JobSummary, UserInputError, WorkItem
-from .jobs import run_job
+from .io import ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem
+from .jobs import BatchLoader, default_workers, run_job
 
 WORK_SIZE = 512
 
@@ -98,23 +98,47 @@ def labels_from_file(path) -> Dict[str, List[str]]:
     return {str(k): [str(n) for n in v] for k, v in data.items()}
 
 
+#: ground-truth maps per read task; fewer maps than this are read in this process
+GT_CHUNK = 64
+
+
+def _classes_present(item: WorkItem, classes: Sequence[str], ignore: Sequence[str],
+                     gt_format: GroundTruthFormat) -> List[str]:
+    """The names of the classes in ``item``'s ground-truth map (in a loader process)."""
+    try:
+        present = np.unique(gt_format.read(item.payload['gt'], classes))
+    except UserInputError as exc:
+        raise ItemFailed(str(exc)) from exc
+    names = [classes[i] for i in present if i != IGNORE_INDEX]
+    return [n for n in names if n not in ignore]
+
+
 def labels_from_ground_truth(gt_paths: Dict[str, str], classes: Sequence[str],
                              ignore: Sequence[str] = ('background',),
-                             gt_format: Optional[GroundTruthFormat] = None
-                             ) -> Dict[str, List[str]]:
+                             gt_format: Optional[GroundTruthFormat] = None,
+                             workers: Optional[int] = None) -> Dict[str, List[str]]:
     """Image-level labels read off ground-truth label maps (the classes present, in index order,
     without ``ignore`` names and 255), read as ``gt_format`` says (default: plain class indices;
-    ADE20K's annotations need ``reduce_zero_label``).
+    ADE20K's annotations need ``reduce_zero_label``), in ``workers`` loader processes (``None``:
+    :func:`.jobs.default_workers`; ``0``, or fewer than :data:`GT_CHUNK` maps: here). A dataset's
+    maps take 3 ms each to read: 10k of them half a minute in one process.
 
     Raises:
         UserInputError: a map that is unreadable or holds values outside ``classes``.
     """
     gt_format = gt_format or GroundTruthFormat()
+    items = [WorkItem(item_id, dict(gt=path)) for item_id, path in gt_paths.items()]
+    batches = [list(range(i, min(i + GT_CHUNK, len(items))))
+               for i in range(0, len(items), GT_CHUNK)]
+    workers = default_workers() if workers is None else workers
+    read = partial(_classes_present, classes=list(classes), ignore=tuple(ignore),
+                   gt_format=gt_format)
     labels = {}
-    for item_id, path in gt_paths.items():
-        present = np.unique(gt_format.read(path, classes))
-        names = [classes[i] for i in present if i != IGNORE_INDEX]
-        labels[item_id] = [n for n in names if n not in ignore]
+    with BatchLoader(items, batches, read, workers=workers if len(batches) > 1 else 0) as loaded:
+        for batch in loaded:
+            if batch.failed:
+                raise UserInputError(batch.failed[0][1])
+            labels.update(zip((item.id for item in batch.items), batch.data))
     return labels
 
 
