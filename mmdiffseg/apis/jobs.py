@@ -363,20 +363,21 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         summary.seconds = time.time() - start
         if interrupt.caught:
             raise JobInterrupted(summary) from None
-    return _finish(folder, manifest, items, split_file, summary)
+    return _finish(folder, manifest, items, split_file, summary, done)
 
 
 def _finish(folder: Path, manifest: Manifest, items: Sequence[WorkItem],
-            split_file: Optional[str], summary: JobSummary) -> JobSummary:
-    """After every rank's share: rank 0 merges the rank manifests and rewrites the split file
-    (every finished item of ``items``, in their order) and prints the summary of all ranks (returned)."""
+            split_file: Optional[str], summary: JobSummary, done: Dict[str, Dict]) -> JobSummary:
+    """After every rank's share: rank 0 merges the rank manifests (one process: ``done``, the
+    records loaded and made, is the manifest) and rewrites the split file (every finished item
+    of ``items``, in their order) and prints the summary of all ranks (returned)."""
     rank, world_size = get_dist_info()
     if world_size > 1:
         barrier()
     if rank == 0:
         rank_files = manifest_files(folder, ranks_only=True)
         merged = (manifest.merge_ranks([it.id for it in items]) if rank_files else
-                  list(manifest.load().values()))
+                  list(done.values()))
         if split_file:  # this job's finished items (not those of inputs gone since)
             order = {it.id: i for i, it in enumerate(items)}
             ids = sorted((r['id'] for r in merged if r['id'] in order and is_done(folder, r)),
