@@ -173,6 +173,7 @@ class OnlineLabeler:
         self.labeler: Optional[AttentionLabeler] = None
         self.generated = 0
         self.waited = 0
+        self.announced = False
 
     def bind(self, spec: Dict) -> LabelCache:
         """The label cache of ``spec`` (``LabelCache`` arguments), built and checked on first
@@ -263,7 +264,20 @@ class OnlineLabeler:
         hub.update_scalar('train/label_seconds', elapsed)
         hub.update_scalar('train/label_generated', float(self.generated - generated_before))
         hub.update_scalar('train/label_waited', float(self.waited - waited_before))
+        self._announce(data_samples)
         if generated_before == 0 and self.generated:
-            print_log(f'online labels: {self.cache.model} ({self.labeler.engine.model_id}) + '
-                      f'{type(self.cache.generator).__name__}, cache {self.cache.cache_dir}',
+            print_log(f'online labels: making labels with {self.cache.model} '
+                      f'({self.labeler.engine.model_id}) + {type(self.cache.generator).__name__}',
                       logger='current')
+
+    def _announce(self, data_samples: Sequence) -> None:
+        """Log once which label cache the targets come from (a warm or prefilled run makes no
+        label, so the line of the first label made never comes)."""
+        spec = next((s.metainfo['pseudo_label_cache'] for s in data_samples
+                     if 'pseudo_label_cache' in s.metainfo), None)
+        if self.announced or spec is None:
+            return
+        print_log(f"online labels: cache {spec['cache_dir']} (model {spec['model']}, "
+                  f"{spec['generator']['type']}); labels not cached yet are made on first use",
+                  logger='current')
+        self.announced = True

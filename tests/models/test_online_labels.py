@@ -131,6 +131,32 @@ def test_cold_batch_labels_original_images_and_matches_warm_batch(setup):
     assert 0 < coverage <= 1
 
 
+def test_a_warm_run_names_its_label_cache_once(setup, monkeypatch):
+    """A run whose labels are all cached (prefilled, resumed) makes none: the log still names the
+    cache its targets come from, once; a run that makes labels also says with what, once."""
+    import importlib
+    online_labeler = importlib.import_module('mmdiffseg.models.online_labeler')
+    pipeline, samples, pre, engine, cache = setup
+    pre(batch(pipeline, samples, seed=3), training=True)      # fills the cache
+    logged = []
+    monkeypatch.setattr(online_labeler, 'print_log', lambda message, **_: logged.append(message))
+    warm_pre = MODELS.build(dict(type='DiffusionLabelPreprocessor', label_batch_size=2,
+                                 mean=[0, 0, 0], std=[1, 1, 1], bgr_to_rgb=True, size=(96, 96)))
+    for seed in (4, 5):
+        warm_pre(batch(pipeline, samples, seed=seed), training=True)
+    assert logged == [f"online labels: cache {cache['cache_dir']} (model fake/sd, "
+                      'BrightnessGenerator); labels not cached yet are made on first use']
+    logged.clear()
+    cold_pre = MODELS.build(dict(type='DiffusionLabelPreprocessor', label_batch_size=2,
+                                 mean=[0, 0, 0], std=[1, 1, 1], bgr_to_rgb=True, size=(96, 96)))
+    LabelCache(**cache).path(batch(pipeline, samples[:1], seed=0)['data_samples'][0]
+                             .metainfo['pseudo_label_key']).unlink()
+    for seed in (6, 7):
+        cold_pre(batch(pipeline, samples, seed=seed), training=True)
+    assert len(logged) == 2 and logged[0].startswith('online labels: cache ')
+    assert logged[1].startswith('online labels: making labels with fake/sd (')
+
+
 def test_same_image_twice_in_a_batch_is_generated_once(setup):
     pipeline, samples, pre, engine, _ = setup
     pre(batch(pipeline, [samples[0], samples[0]], seed=0), training=True)
