@@ -61,9 +61,9 @@ class ProgressLine:
     """Progress of ``total`` items (none when 0), from :meth:`start`. On a terminal: mmengine's
     ``ProgressBar``, redrawn at most every :data:`REDRAW_SECONDS`, on a line of its own
     (:meth:`end_line` before any other output, e.g. a failed item, and on leaving the ``with``
-    block: the summary, an error). Elsewhere (``file`` is not a terminal): a plain line every
-    ``log_seconds`` and at the last item (done/total, rate, elapsed, ETA), so a log holds lines,
-    not one line of carriage returns per item."""
+    block: the summary, an error). Elsewhere (``file`` is not a terminal): a plain line at the
+    start, every ``log_seconds`` and at the last item (done/total, rate, elapsed, ETA), so a log
+    holds lines, not one line of carriage returns per item."""
 
     def __init__(self, total: int, file, log_seconds: float = LOG_SECONDS):
         self.file, self.total, self.log_seconds = file, total, log_seconds
@@ -78,6 +78,9 @@ class ProgressLine:
             if self.terminal:
                 self.bar = ProgressBar(self.total, file=self.file)
                 self.open = True
+            else:
+                self.file.write(f'progress: 0/{self.total}\n')
+                self.file.flush()
 
     def update(self) -> None:
         if self.started is None:

@@ -276,7 +276,7 @@ class Terminal(io.StringIO):
 def test_progress_is_a_throttled_bar_on_a_terminal_and_timed_lines_in_a_log(terminal,
                                                                              monkeypatch):
     """A terminal gets mmengine's bar, redrawn at most every 0.2 s; a log file (Slurm, nohup) a
-    plain line every 30 s and one at the last item, never a carriage return per item."""
+    plain line at the start, every 30 s and at the last item, never a carriage return per item."""
     from mmdiffseg.apis import progress
     clock = [0.0]
     monkeypatch.setattr(progress.time, 'monotonic', lambda: clock[0])
@@ -293,9 +293,9 @@ def test_progress_is_a_throttled_bar_on_a_terminal_and_timed_lines_in_a_log(term
     else:
         assert '\r' not in text
         lines = text.splitlines()
-        assert [line.split()[1] for line in lines] == ['240/1000', '480/1000', '720/1000',
-                                                       '960/1000', '1000/1000']
-        assert lines[0] == 'progress: 240/1000 (24.0%), 8.00 items/s, elapsed 30 s, ETA 95 s'
+        assert [line.split()[1] for line in lines] == ['0/1000', '240/1000', '480/1000',
+                                                       '720/1000', '960/1000', '1000/1000']
+        assert lines[1] == 'progress: 240/1000 (24.0%), 8.00 items/s, elapsed 30 s, ETA 95 s'
 
 
 def test_an_error_during_the_job_starts_on_a_fresh_line(full_dir):
