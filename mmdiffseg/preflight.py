@@ -5,11 +5,10 @@ Everything the run would otherwise discover one failure at a time, deep into a l
 label file (JSON, an entry for every training image, known class names), the generator options,
 a label cache the run cannot write or made with other settings or in another precision than the
 run's (:mod:`mmdiffseg.preflight_cache`), the class lists (:mod:`mmdiffseg.preflight_classes`),
-backbone and
-``load_from`` checkpoints (a local file, or a URL / ``torchvision://`` / ``open-mmlab://`` name
-that is in the torch hub cache or downloadable; a test with a checkpoint needs no backbone init
-weights), the Stable Diffusion weights (a local diffusers folder, or a hub id in the Hugging Face
-cache or downloadable) and a CUDA device where the config asks for one
+backbone and ``load_from`` checkpoints (a local file, or a URL / ``torchvision://`` /
+``open-mmlab://`` name that is in the torch hub cache or downloadable; a test with a checkpoint
+needs no backbone init weights), the Stable Diffusion weights (a local diffusers folder, or a
+hub id in the Hugging Face cache or downloadable) and a CUDA device where the config asks for one
 (``engine_dtype=float16`` of the online labeler only where it labels: training and prefill), and
 keys the model, datasets and metrics do not take (:mod:`mmdiffseg.preflight_options`). Every
 problem is listed in one message with the command or setting that fixes it.

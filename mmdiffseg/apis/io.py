@@ -5,8 +5,9 @@ A job is a list of :class:`WorkItem` cut into fixed batches. Each finished item'
 atomically (temp file in the same folder, ``fsync``, ``os.replace``) and then its manifest line is
 appended (one append and one ``fsync`` per batch), so after a kill at any instant every file on
 disk is complete and an item counts as done only when its manifest line and all its files exist
-(at their recorded sizes) and the line was made from the item's current inputs (:func:`inputs_match`: its recorded
-``inputs`` and the fingerprint of its ``source`` file); an item whose inputs changed is redone.
+(at their recorded sizes) and the line was made from the item's current inputs
+(:func:`inputs_match`: its recorded ``inputs`` and the fingerprint of its ``source`` file); an
+item whose inputs changed is redone.
 Resuming recomputes a batch that was cut short (same batch composition and per-item seeds, so the
 result equals an uninterrupted run) but rewrites only the items that are missing or changed.
 Byte-equality needs the same ``--batch-size`` and number of ranks: the U-Net's float results move

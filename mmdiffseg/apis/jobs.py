@@ -287,7 +287,8 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         header: the settings that determine the output, recorded in and checked against the
             manifest header.
         split_file: path (relative to ``out_dir``) of a file listing the ids of the finished
-            ``items`` (not of other records in the folder), rewritten at the end (e.g. ``ImageSets/Segmentation/train.txt``).
+            ``items`` (not of other records in the folder), rewritten at the end (e.g.
+            ``ImageSets/Segmentation/train.txt``).
         workers: loader processes and writer processes each (``0``: load here, write in one
             thread; ``None``: :func:`default_workers`). The output does not depend on it.
         collate: the loaded inputs of a batch -> what ``compute`` gets (default: the list),
