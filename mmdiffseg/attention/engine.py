@@ -2,7 +2,8 @@
 
 ``extract`` reads attention from real images the way DiffSeg and iSeg do (ALGORITHMS.md 1.1, 3.1):
 bilinear resize to a square, scale to [-1, 1], VAE posterior mean x scaling factor, optional
-``scheduler.add_noise`` with a fixed-seed noise, ONE U-Net forward at a fixed timestep with the
+noise with a fixed seed (DDPM's ``add_noise`` on the model's betas, whatever sampler its folder
+names: :func:`.noise.training_noiser`), ONE U-Net forward at a fixed timestep with the
 prompt's embeddings (no classifier-free guidance). ``generate`` runs text-to-image sampling the way
 SeeDiff does (ALGORITHMS.md 2.1): the pipeline's scheduler, CFG with the uncond prompt, attention of
 the conditional half averaged over the denoising steps. Only what the capture spec asks for is
@@ -24,7 +25,7 @@ from .images import ImagesLike, preprocess_images
 from .loading import (check_engine_options, dtype_option, hub_load_failure, placed,
                       single_file_checkpoint, single_file_problem, torch_device, torch_dtype)
 from .maps import AttentionMaps, CaptureSpec, as_capture_spec
-from .noise import check_noise_draw, shared_noise
+from .noise import check_noise_draw, shared_noise, training_noiser
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
 from .unet_layers import unet_attention_layers
 
@@ -57,6 +58,7 @@ class DiffusionAttentionEngine:
         self.vae, self.unet, self.text_encoder = (placed(m, self.device, self.dtype)
                                                   for m in (vae, unet, text_encoder))
         self.tokenizer, self.scheduler = tokenizer, scheduler
+        self.noiser = training_noiser(scheduler.config)  # extract's add_noise, any sampler
         self.model_id, self.chunk_bytes = str(model_id), chunk_bytes
         self._served = set()  # (capture spec, image size) pairs check_capture has passed
         self.map_backend = map_backend
@@ -230,7 +232,7 @@ class DiffusionAttentionEngine:
                 in its prompt).
             timestep: U-Net timestep (DiffSeg 300, iSeg 100), within the scheduler's range.
             noise: ``None`` = clean latents; an int seeds one Gaussian noise shared by all images;
-                a tensor is the noise. Added with ``scheduler.add_noise`` at ``timestep``.
+                a tensor is the noise. Added by DDPM's ``add_noise`` at ``timestep``.
             noise_draw: how a seeded noise is drawn: ``'cpu'`` (float32, CPU generator, the same
                 on every device) or ``'cuda_float16'`` (iSeg's release: CUDA generator, float16;
                 needs a CUDA engine).
@@ -260,7 +262,7 @@ class DiffusionAttentionEngine:
         latents = self._encode(pixels)
         t = torch.full((batch,), timestep, dtype=torch.long, device=self.device)
         if noise is not None:
-            latents = self.scheduler.add_noise(latents, shared_noise(noise, latents, noise_draw), t)
+            latents = self.noiser.add_noise(latents, shared_noise(noise, latents, noise_draw), t)
         embeddings = encode_prompts(self.tokenizer, self.text_encoder, prompts)
         embeddings = enhance_class_tokens(embeddings, positions, token_enhance, token_offsets)
         with capture_attention(self.unet, capture, latent_size, batch, chunk_bytes=self.chunk_bytes,

@@ -2,11 +2,30 @@
 (iSeg: seeded, one draw shared by every image of a batch)."""
 from __future__ import annotations
 
-from typing import Optional, Union
+import inspect
+from typing import Mapping, Optional, Union
 
 import torch
 
 from ..transfer import host_to_device
+
+#: the scheduler settings that define the training noise schedule (the betas)
+SCHEDULE_KEYS = ('num_train_timesteps', 'beta_start', 'beta_end', 'beta_schedule', 'trained_betas',
+                 'rescale_betas_zero_snr')
+
+
+def training_noiser(config: Mapping):
+    """A DDPM scheduler on the betas of the model's scheduler ``config``: its ``add_noise`` is the
+    forward process q(x_t | x_0) the U-Net was trained on, which the releases add with their
+    DDPM/DDIM/PNDM schedulers. The folder's own scheduler class may add noise otherwise: the
+    Karras-sigma ones (Euler, LMS, Heun, KDPM2) leave the signal unscaled, DPM-Solver and UniPC
+    index their sigmas backwards before ``set_timesteps``; a fine-tune shipping one of them would
+    give other maps at the same timestep."""
+    from diffusers import DDPMScheduler
+    params = inspect.signature(DDPMScheduler.__init__).parameters
+    return DDPMScheduler(**{key: config[key] for key in SCHEDULE_KEYS
+                            if key in config and key in params})
+
 
 #: how a seeded noise is drawn (see :func:`shared_noise`)
 NOISE_DRAWS = ('cpu', 'cuda_float16')

@@ -8,6 +8,7 @@ directly.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from ..attention.images import ImagesLike, image_list
 from ..attention.maps import AttentionMaps, CaptureSpec
 from ..preflight_data import nearest
+from .options import check_whole
 
 IGNORE_INDEX = 255
 
@@ -40,6 +42,19 @@ def older_labels_note(differing_keys) -> str:
             f'version {LABELS_VERSION} labels.')
 
 
+def check_class_names(owner: str, classes: Sequence[str]) -> List[str]:
+    """``classes`` as a list of distinct non-empty strings (a repeated name's second label could
+    never be given: names are looked up by their first index)."""
+    if isinstance(classes, str) or not all(isinstance(c, str) and c.strip() for c in classes):
+        raise ValueError(f'{owner}: classes must be a list of class names (non-empty strings), '
+                         f'got {classes!r}')
+    repeated = sorted(c for c, n in Counter(classes).items() if n > 1)
+    if repeated:
+        raise ValueError(f'{owner}: classes names {repeated} more than once; each class needs '
+                         'one name (its label is its index in the list)')
+    return list(classes)
+
+
 class MaskGenerator(torch.nn.Module):
     """Base class of the mask generators.
 
@@ -56,8 +71,14 @@ class MaskGenerator(torch.nn.Module):
 
     def __init__(self, classes: Optional[Sequence[str]] = None, ignore_index: int = IGNORE_INDEX):
         super().__init__()
-        self.classes = list(classes) if classes is not None else None
-        self.ignore_index = int(ignore_index)
+        owner = type(self).__name__
+        self.classes = None if classes is None else check_class_names(owner, classes)
+        self.ignore_index = check_whole(owner, 'ignore_index', ignore_index, 0, IGNORE_INDEX)
+        if self.classes is not None and self.ignore_index < len(self.classes):
+            raise ValueError(f'{owner}: ignore_index={self.ignore_index} is the label of class '
+                             f'{self.classes[self.ignore_index]!r}; unsure pixels need a label of '
+                             f'their own, from {len(self.classes)} to {IGNORE_INDEX} (default '
+                             f'{IGNORE_INDEX})')
 
     # -- what the engine must do -------------------------------------------------------------
     @property

@@ -62,6 +62,7 @@ from .diffseg_first_pass import (FIRST_PASS_IMAGES, FirstPass, aggregate_self_at
                                  anchor_grid, anchor_proposals, grid_side, images_of)
 from .diffseg_masks import compact_ids, segments_from_proposals
 from .diffseg_merge import keep_matched, merge_pass, merge_proposals, refine_proposals
+from .options import check_flag, check_real, check_reals, check_whole, check_wholes
 from .segment_naming import batch_segment_classes
 
 __all__ = ['DiffSeg', 'aggregate_self_attention', 'anchor_grid', 'anchor_proposals',
@@ -115,17 +116,20 @@ class DiffSeg(MaskGenerator):
                              f'logs), got {merge_precision!r}')
         self.merge_precision = merge_precision
         self.first_pass = FirstPass(postprocess_backend)
-        self.kl_thresholds = tuple(float(t) for t in kl_thresholds)
-        self.num_points = int(num_points)
-        self.refine = bool(refine)
-        self.resolutions = tuple(int(r) for r in resolutions)
-        self.cross_resolutions = tuple(int(r) for r in cross_resolutions)
-        self.min_contrast = float(min_contrast)
-        if self.min_contrast < 1:
-            raise ValueError(f'DiffSeg.min_contrast must be >= 1 (a segment named after a class '
-                             f'must stand out from its background), got {min_contrast}')
-        self.output_size = tuple(int(s) for s in output_size) if output_size else None
-        self.timestep = int(timestep)
+        owner = 'DiffSeg'
+        self.kl_thresholds = check_reals(owner, 'kl_thresholds', kl_thresholds, '[1.1,1.1,1.1]',
+                                         low=0, low_open=True)
+        self.refine = check_flag(owner, 'refine', refine)
+        self.resolutions = check_wholes(owner, 'resolutions', resolutions, '[64,32,16,8]', low=1)
+        self.cross_resolutions = check_wholes(owner, 'cross_resolutions', cross_resolutions,
+                                              '[64,32,16,8]', low=1)
+        self.min_contrast = check_real(owner, 'min_contrast', min_contrast, low=1)
+        self.output_size = None if output_size is None else check_wholes(
+            owner, 'output_size', output_size, '[512,512]', low=1)
+        if self.output_size is not None and len(self.output_size) != 2:
+            raise ValueError(f'DiffSeg: output_size must be [height, width] or None, got '
+                             f'{output_size!r}')
+        self.timestep = check_whole(owner, 'timestep', timestep, low=0)
         if not self.kl_thresholds:
             raise ValueError('DiffSeg.kl_thresholds must hold at least one threshold')
         if not self.resolutions:
@@ -133,19 +137,21 @@ class DiffSeg(MaskGenerator):
         self.grid_size = max(self.resolutions)
         if any(self.grid_size % r for r in self.resolutions):
             raise ValueError(f'DiffSeg.resolutions {self.resolutions} must all divide the largest')
-        if not 2 <= self.num_points <= self.grid_size:
-            raise ValueError(f'DiffSeg.num_points must be in [2, {self.grid_size}], '
-                             f'got {self.num_points}')
+        self.num_points = check_whole(owner, 'num_points', num_points, 2, self.grid_size)
         if self.classes is not None and not self.cross_resolutions:
             raise ValueError('DiffSeg.cross_resolutions must not be empty when `classes` is set '
                              '(segments are named from cross-attention)')
         if resolution_weights is None:
             total = sum(self.resolutions)
             resolution_weights = [r / total for r in self.resolutions]
-        self.resolution_weights = tuple(float(w) for w in resolution_weights)
+        self.resolution_weights = check_reals(owner, 'resolution_weights', resolution_weights,
+                                              '[0.5,0.25,0.125,0.125]', low=0)
         if len(self.resolution_weights) != len(self.resolutions):
             raise ValueError(f'DiffSeg.resolution_weights has {len(self.resolution_weights)} '
                              f'entries for {len(self.resolutions)} resolutions')
+        if not any(self.resolution_weights):
+            raise ValueError('DiffSeg: resolution_weights are all 0, so no map is aggregated; '
+                             'weight at least one resolution (None: r / sum(r), as released)')
 
     # -- what the engine must do -------------------------------------------------------------
     def check_device(self, device: torch.device) -> None:

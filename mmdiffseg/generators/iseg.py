@@ -56,6 +56,8 @@ from .iseg_presets import (CROSS_LAYERS, ISEG_PRESETS, RELEASED_CLASS_ORDER,
                            applies_preset, check_cross_heads, head_layout_fix, heads_at)
 from .iseg_tokens import RELEASED_TOKEN_MISCOUNTS, TOKEN_TABLES, token_names
 from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
+from .options import (check_flag, check_real, check_template, check_token_offsets, check_whole,
+                      check_wholes)
 
 __all__ = [
     'ISeg', 'ISEG_PRESETS', 'CROSS_LAYERS', 'SELF_LAYER', 'SD21_VOC_HEADS',
@@ -155,8 +157,6 @@ class ISeg(MaskGenerator):
                 raise ValueError('ISeg needs `classes` when `vocabulary` is None')
             classes = vocab['classes']
         super().__init__(classes=classes, ignore_index=ignore_index)
-        if len(set(self.classes)) != len(self.classes):
-            raise ValueError(f'ISeg: `classes` has duplicates: {self.classes}')
         self.vocabulary = vocabulary
         self.prompt_names = {**vocab.get('prompt_names', {}), **dict(prompt_names or {})}
         if token_table not in TOKEN_TABLES:
@@ -164,19 +164,22 @@ class ISeg(MaskGenerator):
         self.token_table = token_table
         miscounts = RELEASED_TOKEN_MISCOUNTS.get(vocabulary, {}) if token_table == 'released' else {}
         self._miscounted = tuple(miscounts)
+        words = [self.prompt_word(c) for c in self.classes]
         self.token_offsets = {k: [int(o) for o in v] for k, v in
-                              {**vocab.get('token_offsets', {}), **miscounts,
-                               **dict(token_offsets or {})}.items()}
-        if '{classes}' not in prompt_template:
-            raise ValueError(f'ISeg: prompt_template must contain {{classes}}: {prompt_template!r}')
-        self.prompt_template = prompt_template
+                              {**vocab.get('token_offsets', {}), **miscounts}.items()}
+        self.token_offsets.update(check_token_offsets('ISeg', token_offsets, words,
+                                                      "classes' prompt words"))
+        self.prompt_template = check_template('ISeg', 'prompt_template', prompt_template,
+                                              'classes', optional=('bg_context',))
         self.bg_context = bg_context
-        self.timestep = int(timestep)
-        self.noise_seed = noise_seed
+        self.timestep = check_whole('ISeg', 'timestep', timestep, low=0)
+        self.noise_seed = None if noise_seed is None else check_whole('ISeg', 'noise_seed',
+                                                                      noise_seed)
         check_noise_draw(noise_draw)
         self.noise_draw = noise_draw
-        self.token_enhance = float(token_enhance)
-        self.res_weights = {int(r): float(w) for r, w in
+        self.token_enhance = check_real('ISeg', 'token_enhance', token_enhance, low=0,
+                                        low_open=True)
+        self.res_weights = {int(r): check_real('ISeg', f'res_weights[{r}]', w) for r, w in
                             (res_weights if res_weights is not None else {16: 0.7, 32: 0.3}).items()}
         bad = sorted(set(self.res_weights) - set(CROSS_LAYERS))
         if bad or not any(w > 0 for w in self.res_weights.values()) or \
@@ -184,29 +187,23 @@ class ISeg(MaskGenerator):
             raise ValueError(f'ISeg: res_weights must weight resolutions {sorted(CROSS_LAYERS)} with '
                              f'non-negative weights, not all zero; got {self.res_weights}')
         self.cross_heads = check_cross_heads(cross_heads)
-        self.self_heads = None if self_heads is None else tuple(int(h) for h in self_heads)
+        self.self_heads = None if self_heads is None else check_wholes(
+            'ISeg', 'self_heads', self_heads, '[1,2]', low=0)
         if self.self_heads == ():
             raise ValueError('ISeg: self_heads must name at least one head (None = all heads)')
-        self.use_cluster = bool(use_cluster)
-        self.num_clusters = int(num_clusters)
-        self.cluster_iters = int(cluster_iters)
-        if self.num_clusters < 1 or self.cluster_iters < 1:
-            raise ValueError(f'ISeg: num_clusters and cluster_iters must be >= 1, got '
-                             f'{num_clusters} and {cluster_iters}')
+        self.use_cluster = check_flag('ISeg', 'use_cluster', use_cluster)
+        self.num_clusters = check_whole('ISeg', 'num_clusters', num_clusters, low=1)
+        self.cluster_iters = check_whole('ISeg', 'cluster_iters', cluster_iters, low=1)
         if kmeans_precision not in KMEANS_PRECISIONS:
             raise ValueError(f'ISeg: kmeans_precision must be one of {KMEANS_PRECISIONS} '
                              f"('float16': the released k-means distance, 'float32': guarded "
                              f'logs), got {kmeans_precision!r}')
         self.kmeans_precision = kmeans_precision
-        if int(iters) < 0 or ent < 0:
-            raise ValueError(f'ISeg: iters and ent must be >= 0, got {iters} and {ent}')
-        self.iters = int(iters)
-        self.ent = float(ent)
+        self.iters = check_whole('ISeg', 'iters', iters, low=0)
+        self.ent = check_real('ISeg', 'ent', ent, low=0)
         self.steps = ISegSteps(postprocess_backend)
-        if not 0 <= cam_bg_thr < 1:
-            raise ValueError(f'ISeg: cam_bg_thr must be in [0, 1), got {cam_bg_thr}')
-        self.cam_bg_thr = float(cam_bg_thr)
-        self.mask_size = int(mask_size)
+        self.cam_bg_thr = check_real('ISeg', 'cam_bg_thr', cam_bg_thr, 0, 1, high_open=True)
+        self.mask_size = check_whole('ISeg', 'mask_size', mask_size, low=1)
         self.preset = preset
         unknown = sorted(set(class_order or ()) - set(self.classes))
         if unknown:

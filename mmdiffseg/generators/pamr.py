@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..cuda_graphs import record_graph
 from ..triton_support import on_device_of, triton_problem
+from .options import check_real, check_whole, check_wholes
 
 __all__ = ['PAMR', 'ORIGINAL_PAMR', 'BACKENDS', 'run_in_chunks']
 
@@ -160,30 +161,19 @@ class PAMR(torch.nn.Module):
                  sigma_factor: float = 0.2, tol: Optional[float] = None, check_every: int = 10,
                  backend: str = 'auto', steps_per_launch: int = 8):
         super().__init__()
-        dilations = tuple(int(d) for d in dilations)
-        if int(num_iter) < 0:
-            raise ValueError(f'PAMR: num_iter must be >= 0, got {num_iter}')
-        if not dilations or min(dilations) < 1:
-            raise ValueError(f'PAMR: dilations must be positive integers, got {dilations}')
-        if sigma_factor <= 0:
-            raise ValueError(f'PAMR: sigma_factor must be positive, got {sigma_factor}')
-        if tol is not None and tol < 0:
-            raise ValueError(f'PAMR: tol must be >= 0 or None, got {tol}')
-        if int(check_every) < 1:
-            raise ValueError(f'PAMR: check_every must be >= 1, got {check_every}')
+        self.num_iter = check_whole('PAMR', 'num_iter', num_iter, low=0)
+        self.dilations = check_wholes('PAMR', 'dilations', dilations, '[1,2]', low=1)
+        if not self.dilations:
+            raise ValueError('PAMR: dilations must name at least one dilation, e.g. [1]')
+        self.sigma_factor = check_real('PAMR', 'sigma_factor', sigma_factor, low=0, low_open=True)
+        self.tol = None if tol is None else check_real('PAMR', 'tol', tol, low=0)
+        self.check_every = check_whole('PAMR', 'check_every', check_every, low=1)
         if backend not in BACKENDS:
             raise ValueError(f'PAMR: backend must be one of {BACKENDS}, got {backend!r}')
-        if int(steps_per_launch) < 1:
-            raise ValueError(f'PAMR: steps_per_launch must be >= 1, got {steps_per_launch}')
-        self.num_iter = int(num_iter)
-        self.dilations = dilations
-        self.sigma_factor = float(sigma_factor)
-        self.tol = tol
-        self.check_every = int(check_every)
+        self.steps_per_launch = check_whole('PAMR', 'steps_per_launch', steps_per_launch, low=1)
         self.backend = backend
-        self.steps_per_launch = int(steps_per_launch)
-        self.offsets = tuple((dy * d, dx * d) for d in dilations for dy, dx in _NEIGHBOURS)
-        self.pad = max(dilations)
+        self.offsets = tuple((dy * d, dx * d) for d in self.dilations for dy, dx in _NEIGHBOURS)
+        self.pad = max(self.dilations)
 
     def affinity(self, image: torch.Tensor) -> torch.Tensor:
         """Neighbour weights ``(B, 1, P, H, W)`` (``P = 8 * len(dilations)``, sum 1 over P)."""

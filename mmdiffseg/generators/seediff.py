@@ -42,6 +42,7 @@ from ..registry import MASK_GENERATORS
 from ..transfer import padded_table
 from .base import MaskGenerator
 from .functional import minmax_normalize, otsu_threshold
+from .options import check_real, check_template, check_token_offsets, check_whole, check_wholes
 from .pamr import PAMR
 
 __all__ = ['SeeDiff', 'SEEDIFF_SELF_LAYERS', 'RELEASED_RESOLUTIONS', 'RELEASED_TOKEN_OFFSETS',
@@ -169,25 +170,29 @@ class SeeDiff(MaskGenerator):
             raise ValueError(f'SeeDiff: seed_rule must be one of {SEED_RULES}, got {seed_rule!r}')
         if isinstance(prompt_templates, str):
             prompt_templates = (prompt_templates, )
-        if not prompt_templates or any('{}' not in t for t in prompt_templates):
+        if not prompt_templates or isinstance(prompt_templates, dict):
             raise ValueError('SeeDiff: prompt_templates must be a non-empty list of strings with '
                              f'a "{{}}" for the class name, got {prompt_templates!r}')
+        self.prompt_templates = [check_template('SeeDiff', 'prompt_templates', t, '')
+                                 for t in prompt_templates]
         self.seed_rule = seed_rule
-        self.alpha = float(alpha)
-        self.threshold = float(threshold)
-        self.final_threshold = float(final_threshold)
+        self.alpha = check_real('SeeDiff', 'alpha', alpha, 0, 1, low_open=True)
+        self.threshold = check_real('SeeDiff', 'threshold', threshold, 0, 1, low_open=True,
+                                    high_open=True)
+        self.final_threshold = check_real('SeeDiff', 'final_threshold', final_threshold, 0, 1,
+                                          low_open=True, high_open=True)
         self.pamr = PAMR(pamr_iter, pamr_dilations, pamr_sigma_factor, pamr_tol,
                          backend=pamr_backend)
-        self.flat_layer_var = float(flat_layer_var)
-        self.num_heads = int(num_heads)
-        self.token_offsets = {k: [int(o) for o in v] for k, v in
-                              {**RELEASED_TOKEN_OFFSETS, **(token_offsets or {})}.items()}
-        self.prompt_templates = list(prompt_templates)
-        self.steps = int(steps)
-        self.guidance_scale = float(guidance_scale)
-        self.timestep = int(timestep)
+        self.flat_layer_var = check_real('SeeDiff', 'flat_layer_var', flat_layer_var, low=0)
+        self.num_heads = check_whole('SeeDiff', 'num_heads', num_heads, low=1)
+        self.token_offsets = {**{k: list(v) for k, v in RELEASED_TOKEN_OFFSETS.items()},
+                              **check_token_offsets(
+                                  'SeeDiff', token_offsets, self.classes, 'class names')}
+        self.steps = check_whole('SeeDiff', 'steps', steps, low=1)
+        self.guidance_scale = check_real('SeeDiff', 'guidance_scale', guidance_scale, low=0)
+        self.timestep = check_whole('SeeDiff', 'timestep', timestep, low=0)
         self.noise = noise
-        self.resolutions = tuple(int(r) for r in resolutions)
+        self.resolutions = check_wholes('SeeDiff', 'resolutions', resolutions, '[16,32,64]')
         seed, middle, top = (self.resolutions + (0, 0, 0))[:3]
         if len(self.resolutions) != 3 or not 0 < seed < middle < top:
             raise ValueError('SeeDiff: resolutions must be three increasing token grids (seed '

@@ -176,6 +176,22 @@ def test_extract_feeds_noised_posterior_mean_and_enhanced_class_tokens(tiny_engi
     torch.testing.assert_close(maps['self8'][0], maps['self8'][1])
 
 
+@pytest.mark.parametrize('sampler', ['EulerDiscreteScheduler', 'DPMSolverMultistepScheduler'])
+def test_extract_adds_the_training_noise_whatever_sampler_the_folder_names(tiny_engine, sampler):
+    """A fine-tune shipping an Euler or DPM-Solver scheduler: the same noised latents as with SD's
+    PNDM (Euler's add_noise leaves the signal unscaled; DPM-Solver's, before set_timesteps,
+    noises t=100 as about t=900)."""
+    import diffusers
+    engine = tiny_engine(SD2)
+    other = DiffusionAttentionEngine(
+        engine.vae, engine.unet, engine.text_encoder, engine.tokenizer,
+        getattr(diffusers, sampler).from_config(engine.scheduler.config), model_id='tiny')
+    image = [_image(3)]
+    kwargs = dict(noise=1101, timestep=100, capture=SPEC, image_size=64)
+    torch.testing.assert_close(other.extract(image, **kwargs)['self8'],
+                               engine.extract(image, **kwargs)['self8'])
+
+
 def test_extract_copies_its_host_tables_without_waiting_for_the_device(tiny_engine):
     """Token ids, the repeated-prompt rows, the seeded noise, the Cat-Cross scales and each
     captured layer's head index are built on the host after GPU work is queued: no copy may wait

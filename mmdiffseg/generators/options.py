@@ -1,0 +1,126 @@
+"""Generator options read strictly: each constructor argument is checked once, where it is given.
+
+Configs and ``--cfg-options`` hand the constructors strings, floats and lists; a value that would
+run but mean nothing (a NaN threshold, ``use_cluster='no'``, 36.9 clusters, a KL threshold of 0)
+is refused with the generator, the option, the range it must be in and the value, before any
+model loads.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import string
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..preflight_data import nearest
+
+__all__ = ['check_flag', 'check_real', 'check_reals', 'check_template', 'check_token_offsets',
+           'check_whole', 'check_wholes']
+
+
+def _range_text(low, high, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f'in {"(" if low_open else "["}{low}, {high}{")" if high_open else "]"}'
+    if low is not None:
+        return f'{">" if low_open else ">="} {low}'
+    if high is not None:
+        return f'{"<" if high_open else "<="} {high}'
+    return 'finite'
+
+
+def _in_range(value: float, low, high, low_open: bool, high_open: bool) -> bool:
+    if not math.isfinite(value):
+        return False
+    if low is not None and (value <= low if low_open else value < low):
+        return False
+    return high is None or (value < high if high_open else value <= high)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def check_real(owner: str, name: str, value, low: Optional[float] = None,
+               high: Optional[float] = None, low_open: bool = False,
+               high_open: bool = False) -> float:
+    """``value`` as a finite float in the range (bounds inclusive unless ``*_open``)."""
+    if not _is_number(value) or not _in_range(float(value), low, high, low_open, high_open):
+        raise ValueError(f'{owner}: {name} must be a number '
+                         f'{_range_text(low, high, low_open, high_open)}, got {value!r}')
+    return float(value)
+
+
+def check_whole(owner: str, name: str, value, low: Optional[int] = None,
+                high: Optional[int] = None) -> int:
+    """``value`` as an int in ``[low, high]``: an int, or a float without a fraction (36.9
+    clusters is refused, not truncated)."""
+    whole = _is_number(value) and math.isfinite(float(value)) and float(value).is_integer()
+    if not whole or not _in_range(float(value), low, high, False, False):
+        raise ValueError(f'{owner}: {name} must be a whole number '
+                         f'{_range_text(low, high, False, False)}, got {value!r}')
+    return int(value)
+
+
+def _sequence(owner: str, name: str, values, example: str) -> List:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(f'{owner}: {name} must be a list (e.g. {name}={example}), '
+                         f'got {values!r}')
+    return list(values)
+
+
+def check_reals(owner: str, name: str, values, example: str, **bounds) -> Tuple[float, ...]:
+    """A list of numbers, each as :func:`check_real` (the error names its index)."""
+    return tuple(check_real(owner, f'{name}[{i}]', v, **bounds)
+                 for i, v in enumerate(_sequence(owner, name, values, example)))
+
+
+def check_wholes(owner: str, name: str, values, example: str, **bounds) -> Tuple[int, ...]:
+    """A list of whole numbers, each as :func:`check_whole` (the error names its index)."""
+    return tuple(check_whole(owner, f'{name}[{i}]', v, **bounds)
+                 for i, v in enumerate(_sequence(owner, name, values, example)))
+
+
+def check_flag(owner: str, name: str, value) -> bool:
+    """A bool (``True``/``False``, numpy's, or 0/1): ``bool('false')`` would be True."""
+    if isinstance(value, (bool, np.bool_)) or (_is_number(value) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f'{owner}: {name} must be True or False, got {value!r}')
+
+
+def check_template(owner: str, name: str, value, field: str, optional: Sequence[str] = ()) -> str:
+    """A prompt template with one replacement field ``{field}`` (``''``: ``{}``) for the class
+    names, others only from ``optional``, and no stray brace (``str.format`` would fail on them
+    at the first batch)."""
+    slot = '{' + field + '}'
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None] \
+            if isinstance(value, str) else None
+    except ValueError:  # an unmatched brace
+        fields = None
+    if fields is None or fields.count(field) != 1 or not set(fields) <= {field, *optional}:
+        others = ''.join(f', {{{f}}}' for f in optional)
+        raise ValueError(f'{owner}: {name} must be a string with one {slot} where the class '
+                         f'names go (and no other field{" than " + others[2:] if others else ""}'
+                         f'; a literal brace is written twice), got {value!r}')
+    return value
+
+
+def check_token_offsets(owner: str, offsets, names: Sequence[str], what: str) -> dict:
+    """``{name: [offsets]}`` with each name among ``names`` (``what`` they are, for the error:
+    a misspelt key would silently leave that class at its default tokens) and each list of
+    offsets non-empty and non-negative."""
+    checked = {}
+    for name, values in dict(offsets or {}).items():
+        if name not in names:
+            near = nearest(str(name), list(names))
+            raise ValueError(f'{owner}: token_offsets names {name!r}, which is not one of the '
+                             f'{what}' + (f' (did you mean {near!r}?)' if near else
+                                          f': {", ".join(names)}'))
+        checked[name] = list(check_wholes(owner, f'token_offsets[{name!r}]', values, '[0]',
+                                          low=0))
+        if not checked[name]:
+            raise ValueError(f'{owner}: token_offsets[{name!r}] is empty; give the offsets of '
+                             'the tokens to read, e.g. [0] for the first')
+    return checked

@@ -1,0 +1,58 @@
+"""Generator options are read strictly: a value that would run but mean nothing is refused at
+construction, naming the generator, the option and its range."""
+import math
+
+import pytest
+
+from mmdiffseg.generators import DiffSeg, ISeg, SeeDiff
+from mmdiffseg.generators.options import check_flag, check_template, check_whole
+
+VOC = ['background', 'cat', 'dog']
+
+
+@pytest.mark.parametrize('build, match', [
+    (lambda: DiffSeg(kl_thresholds=(0.0, 1.1)), r'kl_thresholds\[0\] must be a number > 0'),
+    (lambda: DiffSeg(kl_thresholds=(math.nan,)), r'kl_thresholds\[0\] must be a number > 0'),
+    (lambda: DiffSeg(kl_thresholds=1.1), r'kl_thresholds must be a list \(e.g. kl_thresholds='),
+    (lambda: DiffSeg(kl_thresholds='abc'), 'kl_thresholds must be a list'),
+    (lambda: DiffSeg(resolution_weights=(0, 0, 0, 0)), 'resolution_weights are all 0'),
+    (lambda: DiffSeg(resolution_weights=(-1, 1, 1, 1)), r'resolution_weights\[0\] must be .*>= 0'),
+    (lambda: DiffSeg(num_points=15.9), 'num_points must be a whole number in'),
+    (lambda: DiffSeg(refine='False'), 'refine must be True or False'),
+    (lambda: DiffSeg(output_size=(0, 0)), r'output_size\[0\] must be a whole number >= 1'),
+    (lambda: DiffSeg(resolutions=(64, -32)), r'resolutions\[1\] must be a whole number >= 1'),
+    (lambda: SeeDiff(VOC, threshold=-1), r'threshold must be a number in \(0, 1\)'),
+    (lambda: SeeDiff(VOC, final_threshold=math.nan), 'final_threshold must be a number in'),
+    (lambda: SeeDiff(VOC, alpha=0), r'alpha must be a number in \(0, 1\]'),
+    (lambda: SeeDiff(VOC, steps=0), 'steps must be a whole number >= 1'),
+    (lambda: SeeDiff(VOC, prompt_templates=['a {x} {}']), 'one {} where the class names go'),
+    (lambda: SeeDiff(VOC, token_offsets={'dgo': [0]}), "names 'dgo'.*did you mean 'dog'"),
+    (lambda: SeeDiff(VOC, token_offsets={'cat': []}), r"token_offsets\['cat'\] is empty"),
+    (lambda: SeeDiff(VOC + ['cat']), r"classes names \['cat'\] more than once"),
+    (lambda: SeeDiff(VOC, ignore_index=0), "ignore_index=0 is the label of class 'background'"),
+    (lambda: DiffSeg(classes=VOC, ignore_index=300), 'ignore_index must be a whole number in'),
+    (lambda: ISeg(classes=VOC, vocabulary=None, ent=math.nan), 'ent must be a number >= 0'),
+    (lambda: ISeg(classes=VOC, vocabulary=None, ent='abc'), 'ent must be a number >= 0'),
+    (lambda: ISeg(classes=VOC, vocabulary=None, use_cluster='no'), 'use_cluster must be True'),
+    (lambda: ISeg(classes=VOC, vocabulary=None, num_clusters=36.9), 'num_clusters must be a who'),
+    (lambda: ISeg(classes=VOC, vocabulary=None, token_enhance=0), 'token_enhance must be a nu'),
+    (lambda: ISeg(classes=VOC, vocabulary=None, mask_size=0), 'mask_size must be a whole number'),
+    (lambda: ISeg(classes=VOC, vocabulary=None, prompt_template='{classes} {foo}'),
+     r'one {classes} where the class names go \(and no other field than {bg_context}'),
+    (lambda: ISeg(classes=VOC, vocabulary=None, token_offsets={'cta': [0]}),
+     "names 'cta'.*prompt words.*did you mean 'cat'"),
+])
+def test_a_meaningless_option_is_refused_naming_it_and_its_range(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_the_checks_keep_good_values_in_their_types():
+    assert check_whole('G', 'n', 36.0) == 36 and isinstance(check_whole('G', 'n', 36.0), int)
+    assert check_flag('G', 'f', 1) is True and check_flag('G', 'f', False) is False
+    with pytest.raises(ValueError, match='n must be a whole number'):
+        check_whole('G', 'n', True)  # a bool is no count
+    assert check_template('G', 't', 'a {{x}} {}', '') == 'a {{x}} {}'  # escaped braces
+    gen = ISeg(classes=VOC, vocabulary=None, token_offsets={'cat': [0.0]}, num_clusters=36.0)
+    assert gen.token_offsets['cat'] == [0] and gen.num_clusters == 36
+    assert SeeDiff(VOC, alpha=1.0, threshold=0.5).threshold == 0.5
