@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..attention.images import pil_rgb
 from .io import ItemFailed, UserInputError
 
 IMAGE_DIR = 'JPEGImages'
@@ -94,10 +95,7 @@ def read_rgb(path) -> np.ndarray:
                 raise ItemFailed(f'cannot read image {path}: {refusal}')
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
-            if img.mode.startswith('I'):  # 16-bit grey ('I;16', 'I;16B', 'I')
-                grey = np.asarray(img).astype(np.int64).clip(0, 65535) >> 8
-                return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
-            return np.asarray(img.convert('RGB')).copy()
+            return pil_rgb(img)
     except Image.DecompressionBombError as exc:
         raise ItemFailed(f'cannot read image {path}: {TOO_LARGE}') from exc
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:

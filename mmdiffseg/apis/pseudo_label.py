@@ -12,10 +12,10 @@ from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 import torch
 
+from ..attention.images import WORK_SIZE, resize_rgb
 from ..datasets.class_names import spelled_as
 from ..models.online_labeler import label_images
 from ..preflight_data import unknown_names
@@ -26,7 +26,6 @@ from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encod
 from .io import ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem
 from .jobs import BatchLoader, default_workers, run_job
 
-WORK_SIZE = 512
 
 
 def images_from_folder(folder) -> List[WorkItem]:
@@ -142,14 +141,10 @@ def labels_from_ground_truth(gt_paths: Dict[str, str], classes: Sequence[str],
     return labels
 
 
-def to_work_size(rgb: np.ndarray, size: int = WORK_SIZE) -> np.ndarray:
-    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
-
-
 def read_work_image(item: WorkItem, size: int = WORK_SIZE) -> Tuple[np.ndarray, Tuple[int, int]]:
     """An item's image at the working size and its original ``(H, W)`` (in a loader process)."""
     rgb = read_rgb(item.payload['image'])
-    return to_work_size(rgb, size), rgb.shape[:2]
+    return resize_rgb(rgb, size), rgb.shape[:2]
 
 
 def stack_work_images(loaded: List[Tuple[np.ndarray, Tuple[int, int]]]):

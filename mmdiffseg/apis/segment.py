@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..attention.images import WORK_SIZE, resize_rgb
 from ..models.online_labeler import label_images
 from .builders import build_generator, check_model, job_header, load_engine
 from .folders import (MASK_DIR, OVERLAY_DIR, check_inputs_outside_output, encode_jpeg,
@@ -16,7 +17,7 @@ from .folders import (MASK_DIR, OVERLAY_DIR, check_inputs_outside_output, encode
                       split_path)
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem
 from .jobs import run_job
-from .pseudo_label import WORK_SIZE, stack_work_images, to_work_size
+from .pseudo_label import stack_work_images
 from .visualize import Overlayer, segment_classes
 
 
@@ -36,7 +37,7 @@ def read_image_pair(item: WorkItem, size: int = WORK_SIZE):
     """(the image at the working size, its original size, the image as a tensor: it reaches the
     main process through shared memory), in a loader process."""
     rgb = read_rgb(item.payload['image'])
-    return to_work_size(rgb, size), rgb.shape[:2], torch.from_numpy(rgb)
+    return resize_rgb(rgb, size), rgb.shape[:2], torch.from_numpy(rgb)
 
 
 def stack_image_pairs(loaded: List[Tuple[np.ndarray, Tuple[int, int], torch.Tensor]]):

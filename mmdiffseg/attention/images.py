@@ -3,12 +3,14 @@ in [0, 255], and the U-Net's ``(B, 3, S, S)`` input in [-1, 1].
 
 Accepted: a ``(B, C, H, W)`` or ``(C, H, W)`` tensor; a PIL image, an ``HxWxC`` or ``HxW`` array
 or a ``(B, H, W, C)`` array; a list of those (any sizes). ``C`` is 1 (grey), 3 (RGB) or 4 (RGBA,
-alpha dropped); values are uint8 or float in 0..255.
+alpha dropped); values are uint8 or float in 0..255. Images on the host are resized as the offline
+tools' loaders resize them (:func:`resize_rgb`), so every route gives the same U-Net input.
 """
 from __future__ import annotations
 
 from typing import List, Sequence, Tuple, Union
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,25 @@ from PIL import Image
 ImagesLike = Union[torch.Tensor, np.ndarray, Image.Image,
                    Sequence[Union[np.ndarray, torch.Tensor, Image.Image]]]
 CHANNELS = (1, 3, 4)
+
+#: the side of the square the engine and the tools resize images to (the releases' 512)
+WORK_SIZE = 512
+
+
+def pil_rgb(image: Image.Image) -> np.ndarray:
+    """``HxWx3`` uint8 RGB of a PIL image as OpenCV (so mmseg's ``LoadImageFromFile``) reads its
+    file: 16-bit grey (``'I;16'``, ``'I'``) scaled to its high byte, where ``convert('RGB')``
+    would clip it to 255; grey, palette and RGBA as RGB."""
+    if image.mode.startswith('I'):
+        grey = np.asarray(image).astype(np.int64).clip(0, 65535) >> 8
+        return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
+    return np.asarray(image.convert('RGB')).copy()
+
+
+def resize_rgb(rgb: np.ndarray, size: int = WORK_SIZE) -> np.ndarray:
+    """``HxWx3`` at ``size x size`` (aspect not kept): OpenCV's bilinear on the uint8 image, as
+    the released iSeg's ``cv2.resize`` and the offline tools' loaders."""
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def _layout_hint(shape: Tuple[int, ...], channels_last: bool) -> str:
@@ -49,7 +70,7 @@ def _to_rgb(image: torch.Tensor, where: str, channels_last: bool = False) -> tor
 def _array_to_rgb(image, where: str) -> torch.Tensor:
     """A PIL image or an ``HxWxC`` / ``HxW`` array -> float ``(3, H, W)``."""
     if isinstance(image, Image.Image):
-        image = np.array(image.convert('RGB'))
+        image = pil_rgb(image)
     arr = torch.from_numpy(np.ascontiguousarray(image))
     if arr.ndim == 2:  # grayscale
         arr = arr[..., None]
@@ -119,15 +140,33 @@ def check_value_range(pixels: torch.Tensor, checked: Sequence[int]) -> None:
                              f'{fix} (or uint8 images)')
 
 
-def preprocess_images(images: ImagesLike, image_size: int) -> torch.Tensor:
-    """Images -> ``(B, 3, S, S)`` float32 in [-1, 1]: bilinear resize (aspect not kept, as iSeg's
-    ``cv2.resize``; DiffSeg's release crops the centre square first, as the evaluation configs do
-    with ``CenterSquareCrop``), then ``x / 127.5 - 1``. Every image given as floats goes through
-    :func:`check_value_range`."""
+def work_images(images: ImagesLike, image_size: int = WORK_SIZE
+                ) -> Tuple[List[torch.Tensor], List[Tuple[int, int]]]:
+    """Each image as ``(3, S, S)`` RGB on its device, and its original ``(H, W)``: a uint8 image
+    on the host through :func:`resize_rgb` (uint8), any other (float, or on a GPU) by torch's
+    bilinear (``align_corners=False``, float); one already ``S x S`` as it is."""
     rgb = image_list(images)
-    resized = torch.cat([F.interpolate(img[None], size=(image_size, image_size), mode='bilinear',
-                                       align_corners=False) for img in rgb])
-    floats = [i for i, is_float in enumerate(_given_as_float(images, len(rgb))) if is_float]
+    given_float = _given_as_float(images, len(rgb))
+    out = []
+    for i, img in enumerate(rgb):
+        if tuple(img.shape[-2:]) == (image_size, image_size):
+            out.append(img if given_float[i] else img.to(torch.uint8))
+        elif img.device.type == 'cpu' and not given_float[i]:
+            hwc = img.to(torch.uint8).permute(1, 2, 0).numpy()
+            out.append(torch.from_numpy(resize_rgb(hwc, image_size)).permute(2, 0, 1))
+        else:
+            out.append(F.interpolate(img[None], size=(image_size, image_size), mode='bilinear',
+                                     align_corners=False)[0])
+    return out, [tuple(img.shape[-2:]) for img in rgb]
+
+
+def preprocess_images(images: ImagesLike, image_size: int) -> torch.Tensor:
+    """Images -> ``(B, 3, S, S)`` float32 in [-1, 1]: :func:`work_images` (aspect not kept, as
+    iSeg's ``cv2.resize``; DiffSeg's release crops the centre square first, as the evaluation
+    configs do with ``CenterSquareCrop``), then ``x / 127.5 - 1``. Every image given as floats
+    goes through :func:`check_value_range`."""
+    resized = torch.stack([img.float() for img in work_images(images, image_size)[0]])
+    floats = [i for i, is_float in enumerate(_given_as_float(images, len(resized))) if is_float]
     if floats:
         check_value_range(resized, floats)
     return resized.clamp(0, 255) / 127.5 - 1.0

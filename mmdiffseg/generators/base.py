@@ -28,8 +28,11 @@ IGNORE_INDEX = 255
 #: ones. 1: labels made at the working size, then resized by torch ``'nearest'``; DiffSeg ids
 #: renumbered ``0..n-1``; SeeDiff's Otsu levels clipped at 255, its images rounded. 2: labels made
 #: at each image's size (:meth:`MaskGenerator.labels_at`), DiffSeg ids = proposal indices,
-#: SeeDiff's Otsu on unclipped levels and truncated images, as released.
-LABELS_VERSION = 2
+#: SeeDiff's Otsu on unclipped levels and truncated images, as released. 3: every route resizes a
+#: uint8 image to the working size as the tools' loaders do (OpenCV, uint8; the label cache's and
+#: the Python API's were resized by torch in float), and noise is added by DDPM's forward process
+#: whatever sampler the model's folder names.
+LABELS_VERSION = 3
 LABELS_VERSION_KEY = 'labels_version'
 
 

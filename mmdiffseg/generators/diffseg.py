@@ -232,8 +232,9 @@ class DiffSeg(MaskGenerator):
                     ) -> Tuple[List[int], List[torch.Tensor], List[int]]:
         """The samples that keep a proposal, their segment ids (each ``(H, W)`` at its sample's
         ``sizes[i]``: each pixel's winning proposal index, as released; ids of proposals that win
-        nowhere unused; ``skip``: an id that would be ``skip`` or more is one more) and their
-        proposal counts."""
+        nowhere unused; ``skip``: an id that would be ``skip`` or more is one more, and a sample
+        with more than ``skip`` proposals numbers the ids it uses ``0..n-1``, so that a uint8 map
+        holds them) and their proposal counts."""
         g = self.grid_size
         ids, counts, found = [], [], []
         for b, size, proposals, kept in zip(samples, sizes, *self.proposals(maps, samples)):
@@ -247,6 +248,12 @@ class DiffSeg(MaskGenerator):
                 continue
             segments = segments_from_proposals(proposals.view(-1, g, g), tuple(size), kept)
             if skip is not None and len(proposals) > skip:  # ids < proposals
+                print_log(f'DiffSeg: sample {b} has {len(proposals)} proposals, more than a uint8 '
+                          f'label map holds beside ignore_index={skip}: its segment ids are the '
+                          'used ones numbered 0..n-1 in proposal order (released: the proposal '
+                          'indices); fewer proposals: raise kl_thresholds',
+                          logger='current', level=logging.WARNING)
+                segments = compact_ids(segments[None], len(proposals))[0]
                 segments = segments + (segments >= skip).long()
             ids.append(segments)
             counts.append(len(proposals))

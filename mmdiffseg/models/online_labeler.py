@@ -24,7 +24,7 @@ from mmengine.logging import MessageHub, print_log
 from mmengine.structures import PixelData
 
 from ..attention.loading import DTYPES
-from ..attention.images import image_list
+from ..attention.images import WORK_SIZE, work_images
 from ..datasets.label_cache import LabelCache, canonical_cache_spec
 from ..registry import MASK_GENERATORS
 from ..generators.base import IGNORE_INDEX, MaskGenerator
@@ -38,31 +38,34 @@ def label_images(engine, generator: MaskGenerator,
                  out_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[np.ndarray]:
     """One engine pass and the generator on RGB uint8 ``HxWx3`` images of any sizes (or any image
     the engine takes: grey, RGBA, PIL; :func:`~mmdiffseg.attention.images.image_list`), or on a
-    ``(B, 3, H, W)`` uint8 tensor (the offline tools' loaded batch, pinned on CUDA: copied
-    without blocking, converted and resized on the device).
+    ``(B, 3, S, S)`` uint8 tensor (the offline tools' loaded batch, already at the working size
+    and pinned on CUDA: copied without blocking, converted on the device).
 
-    The generator sees each image resized (bilinear) to the engine's working size and makes each
-    label at ``out_sizes[b]`` (default: its image's size) on the device
-    (:meth:`~mmdiffseg.generators.base.MaskGenerator.labels_at`); the batch comes back as uint8 in
-    one copy.
+    Images are resized to the working size as the tools' loaders resize them
+    (:func:`~mmdiffseg.attention.images.work_images`: OpenCV on the host for uint8), so an image
+    gets the same label from the tools, the label cache and this function. The generator sees
+    them so and makes each label at ``out_sizes[b]`` (default: its image's size) on the device
+    (:meth:`~mmdiffseg.generators.base.MaskGenerator.labels_at`); the batch comes back as uint8
+    in one copy.
 
     Raises:
         ValueError: a label above 255 (more DiffSeg segments than a uint8 map holds).
     """
     names = class_names if class_names is not None else [[] for _ in images]
-    if isinstance(images, torch.Tensor):
-        images = images.to(engine.device, non_blocking=True)
-        chw = list(images)
+    if isinstance(images, torch.Tensor) and tuple(images.shape[-2:]) == (WORK_SIZE, WORK_SIZE):
+        in_sizes = [tuple(images.shape[-2:])] * len(images)
     else:
-        images = list(images)
-        chw = image_list(images)
+        resized, in_sizes = work_images(images, WORK_SIZE)
+        images = torch.stack(resized if all(r.dtype == torch.uint8 for r in resized)
+                             else [r.float() for r in resized])
+    images = images.to(engine.device, non_blocking=True)
     maps = engine.extract(images, capture=generator.capture_spec,
                           **generator.extract_kwargs(names))
     size = tuple(maps.image_size)
-    work = torch.stack([
-        F.interpolate(im[None].float(), size=size, mode='bilinear', align_corners=False)[0]
-        for im in chw]).to(engine.device)
-    sizes = out_sizes if out_sizes is not None else [tuple(im.shape[-2:]) for im in chw]
+    work = images.float()
+    if tuple(work.shape[-2:]) != size:
+        work = F.interpolate(work, size=size, mode='bilinear', align_corners=False)
+    sizes = out_sizes if out_sizes is not None else in_sizes
     labels = generator.labels_at(maps.to(engine.device), work, class_names, sizes)
     return _labels_to_host(labels, sizes, type(generator).__name__)
 

@@ -111,10 +111,13 @@ def test_preprocess_known_values_and_conversions():
     torch.testing.assert_close(preprocess_images([gray], 4), torch.ones(1, 3, 4, 4))
     as_tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
     torch.testing.assert_close(preprocess_images(as_tensor, 2), out)
-    # bilinear, half-pixel centres: 2 -> 4 columns of [0, 255]
+    # bilinear, half-pixel centres: 2 -> 4 columns of [0, 255]; a uint8 image as the tools'
+    # loaders resize it (OpenCV, rounded to uint8), a float one by torch
     ramp = np.zeros((1, 2, 3), np.uint8)
     ramp[0, 1] = 255
     row = preprocess_images([ramp], 4)[0, 0, 0]
+    torch.testing.assert_close(row, torch.tensor([0.0, 64.0, 191.0, 255.0]) / 127.5 - 1)
+    row = preprocess_images([ramp.astype(np.float32)], 4)[0, 0, 0]
     torch.testing.assert_close(row, torch.tensor([0.0, 63.75, 191.25, 255.0]) / 127.5 - 1)
 
 

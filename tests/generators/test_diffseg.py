@@ -324,6 +324,21 @@ def test_segment_ids_never_use_the_ignore_index():
     assert len(ids) == 256 and 255 not in ids.tolist() and ids.max() == 256
 
 
+def test_more_proposals_than_a_uint8_map_holds_number_the_used_ones():
+    """256 proposals (nothing merges) on a 4x4 output: at most 16 win; their ids are numbered
+    0..n-1 in proposal order, where the proposal indices (up to 255, then 256) would not fit
+    beside ignore_index (a tool run stopped on 'made label 256')."""
+    gen = torch.Generator().manual_seed(0)
+    logits = 10 * torch.eye(256) + torch.randn(256, 256, generator=gen)
+    maps = AttentionMaps({'self16': torch.softmax(logits, -1)[None]}, image_size=(16, 16))
+    diffseg = DiffSeg(kl_thresholds=(1e-3,), resolutions=(16,), num_points=16, **FLOAT32)
+    [big] = diffseg.labels_at(maps, None, None, [(16, 16)])
+    [small] = diffseg.labels_at(maps, None, None, [(4, 4)])
+    ids = small.unique()
+    assert ids.tolist() == list(range(len(ids))) and len(ids) <= 16
+    assert big.max() == 256  # every proposal used: 0..254, then 256 past the ignore index
+
+
 def test_bad_options_raise():
     with pytest.raises(ValueError, match='resolutions'):
         DiffSeg(resolutions=(64, 24))
