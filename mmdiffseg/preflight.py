@@ -33,6 +33,7 @@ import torch
 from mmengine.config import Config
 
 from .attention.loading import single_file_checkpoint, single_file_problem
+from .attention.model_check import folder_problems
 from .cuda_check import cuda_problem
 from .preflight_cache import (check_cache_precision, check_cache_settings,
                               check_cache_writable, writer_dtype)
@@ -135,7 +136,9 @@ def check_sd_model(model: str, keys: List[str]) -> List[Missing]:
                         f'{fix} (--cfg-options {" ".join(f"{k}=FOLDER" for k in keys)})', keys)]
     if folder.is_dir():
         if (folder / 'model_index.json').is_file():
-            return []
+            return [Missing(f'Stable Diffusion folder {model}: {problem}',
+                            f'pass a Stable Diffusion 1.x / 2.x diffusers folder: --cfg-options '
+                            f'{settings}', keys) for problem in folder_problems(folder)]
         return [Missing(f'Stable Diffusion folder {model} has no model_index.json (not a diffusers '
                         'folder)', f'save the pipeline there with save_pretrained, or '
                         f'--cfg-options {settings}', keys)]

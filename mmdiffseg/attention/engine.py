@@ -25,6 +25,7 @@ from .images import ImagesLike, preprocess_images
 from .loading import (check_engine_options, dtype_option, hub_load_failure, placed,
                       single_file_checkpoint, single_file_problem, torch_device, torch_dtype)
 from .maps import AttentionMaps, CaptureSpec, as_capture_spec
+from .model_check import config_problems, folder_problems
 from .noise import check_noise_draw, shared_noise, training_noiser
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
 from .unet_layers import unet_attention_layers
@@ -100,6 +101,11 @@ class DiffusionAttentionEngine:
         folder = Path(id_or_folder).expanduser()
         is_folder = folder.is_dir()
         source = str(folder.resolve()) if is_folder else str(id_or_folder)
+        problems = folder_problems(folder, kwargs.get('variant')) if \
+            (folder / 'model_index.json').is_file() else []
+        if problems:
+            raise OSError(f'cannot read the Stable Diffusion folder {source}: '
+                          + '; '.join(problems))
         withdrawn = None if is_folder else withdrawn_model(source, kwargs.get('cache_dir'))
         if withdrawn:
             raise OSError(f'cannot load Stable Diffusion model: {withdrawn}')
@@ -111,6 +117,10 @@ class DiffusionAttentionEngine:
             if is_folder:
                 raise OSError(f'cannot load the Stable Diffusion folder {source}: {err}') from err
             raise OSError(hub_load_failure(source, err, kwargs.get('cache_dir'))) from err
+        problems = config_problems(pipe.unet.config, pipe.vae.config,
+                                   pipe.text_encoder.config.to_dict())
+        if problems:  # a hub id: its configs are known once loaded
+            raise OSError(f'cannot read Stable Diffusion model {source!r}: ' + '; '.join(problems))
         model_id = model_id_of(source)
         return cls.from_pipeline(pipe, model_id, device=device, dtype=dtype, **options)
 
@@ -180,7 +190,7 @@ class DiffusionAttentionEngine:
                                  "names per prompt, e.g. [['dog', 'cat'], ['cat']]")
         return [token_positions(self.tokenizer, p, names) for p, names in zip(prompts, class_names)]
 
-    def _timestep(self, timestep: int) -> int:
+    def check_timestep(self, timestep: int) -> int:
         """``timestep`` checked against the scheduler's training range."""
         steps = self.scheduler.config.num_train_timesteps
         if not 0 <= int(timestep) < steps:
@@ -242,7 +252,7 @@ class DiffusionAttentionEngine:
             image_size: side of the square the images are resized to.
         """
         latent_size = self._latent_size(image_size, image_size)
-        capture, timestep = as_capture_spec(capture), self._timestep(timestep)
+        capture, timestep = as_capture_spec(capture), self.check_timestep(timestep)
         self.check_capture(capture, image_size)
         check_noise_draw(noise_draw, self.device)
         pixels = preprocess_images(images, image_size)

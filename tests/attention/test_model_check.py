@@ -1,0 +1,79 @@
+"""Folders StableDiffusionPipeline loads but the engine cannot run (inpainting, SDXL, no tokenizer,
+variant-only weights, a text encoder of another width) are refused before any weight loads, by
+the engine, the tools and pre-flight, naming what is wrong and the fix."""
+import json
+import shutil
+
+import pytest
+
+from mmdiffseg.attention import DiffusionAttentionEngine
+from mmdiffseg.attention.model_check import folder_problems
+from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+
+
+def _edit(path, **changes):
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def _fp16_only(folder):
+    for weights in folder.glob('*/*.safetensors'):
+        weights.rename(weights.with_name(weights.stem + '.fp16.safetensors'))
+
+
+VARIANTS = {
+    'inpainting': (lambda f: _edit(f / 'unet' / 'config.json', in_channels=9),
+                   'the U-Net takes 9 input channels where the VAE makes 4 (an inpainting'),
+    'sdxl': (lambda f: _edit(f / 'model_index.json', _class_name='StableDiffusionXLPipeline',
+                             text_encoder_2=['transformers', 'CLIPTextModelWithProjection']),
+             'it is an SDXL model (StableDiffusionXLPipeline: two text encoders)'),
+    'added_embeddings': (lambda f: _edit(f / 'unet' / 'config.json',
+                                         addition_embed_type='text_time'),
+                         "addition_embed_type='text_time'"),
+    'text_width': (lambda f: _edit(f / 'unet' / 'config.json', cross_attention_dim=64),
+                   'cross-attends to 64-wide text but the text encoder makes 32-wide'),
+    'no_tokenizer': (lambda f: shutil.rmtree(f / 'tokenizer'), 'it has no tokenizer/'),
+    'empty_tokenizer': (lambda f: [p.unlink() for p in (f / 'tokenizer').glob('tokenizer.json')],
+                        'its tokenizer/ has no vocab.json or tokenizer.json'),
+    'fp16_only': (_fp16_only, "unet/ holds only fp16-variant weights (diffusion_pytorch_model."
+                              "fp16.safetensors): load with variant='fp16'"),
+}
+
+
+@pytest.fixture
+def variant(tmp_path, sd_config_dir):
+    def make(name):
+        folder = tmp_path / name
+        shutil.copytree(cached_tiny_pipeline_folder(sd_config_dir('stable-diffusion-v1-4')), folder)
+        VARIANTS[name][0](folder)
+        return folder
+    return make
+
+
+@pytest.mark.parametrize('name', sorted(VARIANTS))
+def test_the_engine_refuses_a_folder_it_cannot_run_before_loading(variant, name):
+    folder = variant(name)
+    assert any(VARIANTS[name][1] in problem for problem in folder_problems(folder))
+    with pytest.raises(OSError, match=f'cannot read the Stable Diffusion folder .*{name}: '):
+        DiffusionAttentionEngine.from_pretrained(folder)
+
+
+def test_variant_weights_load_when_asked_for(variant):
+    folder = variant('fp16_only')
+    assert folder_problems(folder, variant='fp16') == []
+    assert "no weights of variant 'bf16'" in folder_problems(folder, variant='bf16')[0]
+    engine = DiffusionAttentionEngine.from_pretrained(folder, variant='fp16')
+    assert engine.unet.config.in_channels == 4
+
+
+def test_the_tools_and_preflight_name_the_problem(variant, sd_config_dir):
+    from mmdiffseg import preflight
+    from mmdiffseg.apis.builders import check_model
+    from mmdiffseg.apis.io import UserInputError
+    folder = variant('inpainting')
+    with pytest.raises(UserInputError, match='takes 9 input channels'):
+        check_model(str(folder))
+    [missing] = preflight.check_sd_model(str(folder), ['model.sd_model'])
+    assert 'takes 9 input channels' in missing.what and 'model.sd_model=' in missing.fix
+    assert folder_problems(cached_tiny_pipeline_folder(sd_config_dir('stable-diffusion-2-1-base'))) == []
