@@ -40,7 +40,7 @@ def parse_args(argv=None):
     parser.add_argument('--size', type=int, default=512,
                         help='image side in pixels (default 512, as released). SeeDiff reads '
                              'its 16/32/64 token grids at 512 px; at another size (a multiple of '
-                             '32, e.g. 768 for SD 2.x 768 models) the grids scale with it '
+                             '64, e.g. 768 for SD 2.x 768 models) the grids scale with it '
                              '(768: 24/48/96)')
     parser.add_argument('--split', default='train', help='split file name')
     opts.add_generator_args(parser, default_method='seediff', methods=('seediff',))

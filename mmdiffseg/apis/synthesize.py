@@ -2,7 +2,9 @@
 
 Each item is one image of one class: id ``<class>_<index>``, prompt = template ``index % len``
 filled with the class name, seed derived from the run seed and the id (:func:`.io.item_seed`), so
-an item's image and mask do not depend on the batch, the shard or where a run was resumed. The
+an item's initial noise does not depend on the batch, the shard or where a run was resumed (its
+pixels do, within the rounding of batched U-Net calls over the steps: byte-identical for the same
+batch size and ranks, README "Batch size"). The
 engine samples the image with classifier-free guidance and records the attention; the generator
 (SeeDiff by default) turns it into the mask. Output: ``JPEGImages/<id>.jpg``,
 ``SegmentationClass/<id>.png`` (indices into the label set, 255 = unsure), split file, manifest.
@@ -38,10 +40,10 @@ RELEASED_SIZE = 512
 
 def seediff_resolutions(size: int) -> List[int]:
     """SeeDiff's token grids at ``size`` px (latent = size / 8 on SD 1.x / 2.x-base)."""
-    if size % 32:
+    if size % 64:
         raise UserInputError(f'--size {size}: SeeDiff reads a quarter, a half and all of the '
-                             'latent grid (image size / 8), so the size must be a multiple of 32 '
-                             '(e.g. 512, 640, 768)')
+                             'latent grid (image size / 8), which the U-Net halves three times, '
+                             'so the size must be a multiple of 64 (e.g. 512, 576, 640, 768)')
     return list(resolutions_for(size // 8))
 
 

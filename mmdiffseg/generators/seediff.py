@@ -73,10 +73,9 @@ OTSU_LEVELS = 1024
 def resolutions_for(latent_size: int) -> tuple:
     """SeeDiff's token grids for a square latent of ``latent_size`` (image size / 8 on SD 1.x /
     2.x): its quarter, half and itself, ``(16, 32, 64)`` at 512 px."""
-    if latent_size % 4:
-        raise ValueError(f'SeeDiff: the latent side ({latent_size}) must be a multiple of 4 (the '
-                         'U-Net halves it twice down to the seed level): image sizes that are '
-                         'multiples of 32')
+    if latent_size % 8:
+        raise ValueError(f'SeeDiff: the latent side ({latent_size}) must be a multiple of 8 (the '
+                         'U-Net halves it three times): image sizes that are multiples of 64')
     return (latent_size // 4, latent_size // 2, latent_size)
 
 

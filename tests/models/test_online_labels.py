@@ -62,9 +62,11 @@ class FakeEngine:
 
 
 def expected_label(image_rgb, name_index, threshold=128):
-    """The generator's answer at 64x64 (bilinear), back at full size (nearest pixel centre)."""
+    """The generator's answer at 64x64 (the image at the working size as the tools' loaders
+    resize it, then bilinear to the fake engine's 64), back at full size (nearest centre)."""
+    from mmdiffseg.attention.images import resize_rgb
     small = torch.nn.functional.interpolate(
-        torch.from_numpy(image_rgb).permute(2, 0, 1)[None].float(), size=(64, 64),
+        torch.from_numpy(resize_rgb(image_rgb)).permute(2, 0, 1)[None].float(), size=(64, 64),
         mode='bilinear', align_corners=False)[0, 0] > threshold
     full = torch.nn.functional.interpolate(small[None, None].float(), size=image_rgb.shape[:2],
                                            mode='nearest-exact')[0, 0]

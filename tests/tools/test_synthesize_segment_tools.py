@@ -104,7 +104,7 @@ def test_segment_writes_masks_overlays_and_contact_sheets(tiny_model, tmp_path, 
 
 def test_synthesize_scales_seediff_grids_with_the_size(tiny_model, tmp_path):
     """--size 256: SeeDiff reads the 8/16/32 grids (a quarter, a half and all of the 32 latent)
-    of the same layers and writes 256 px pairs; a size that is no multiple of 32, or grids fixed
+    of the same layers and writes 256 px pairs; a size that is no multiple of 64, or grids fixed
     by hand that the size lacks, are refused before any work."""
     out = tmp_path / 'out'
     run_in_process('synthesize', '--classes', 'cat,', '--model', tiny_model, '--size', '256',
@@ -118,9 +118,9 @@ def test_synthesize_scales_seediff_grids_with_the_size(tiny_model, tmp_path):
     assert layers == {'8': 'up_blocks.1.attentions.0.transformer_blocks.0.attn1',
                       '16': 'up_blocks.2.attentions.0.transformer_blocks.0.attn1',
                       '32': 'up_blocks.3.attentions.0.transformer_blocks.0.attn1'}
-    err = run_in_process('synthesize', '--classes', 'cat,', '--model', tiny_model, '--size', '500',
+    err = run_in_process('synthesize', '--classes', 'cat,', '--model', tiny_model, '--size', '544',
                          '--device', 'cpu', '--out', tmp_path / 'b', expect=2)
-    assert '--size 500: SeeDiff reads' in err and 'must be a multiple of 32' in err
+    assert '--size 544: SeeDiff reads' in err and 'must be a multiple of 64' in err
     err = run_in_process('synthesize', '--classes', 'cat,', '--model', tiny_model, '--size', '768',
                          '--device', 'cpu', '--out', tmp_path / 'b', '--cfg-options',
                          'resolutions=[16,32,64]', expect=2)
