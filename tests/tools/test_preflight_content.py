@@ -142,11 +142,11 @@ def test_an_unknown_generator_option_names_the_key_and_the_nearest_option(tmp_pa
 
 def test_the_generators_own_refusal_and_an_unknown_type_are_reported(tmp_path, voc_root):
     (item,) = generator_items(tmp_path, voc_root, dict(type='ISeg', iters=-3))
-    assert item.what == f'{GENERATOR}.iters=-3: ISeg: iters and ent must be >= 0, got -3 and 0.015'
+    assert item.what == f'{GENERATOR}.iters=-3: ISeg: iters must be a whole number >= 0, got -3'
     assert item.fix == (f'correct {GENERATOR}.iters in the config or with --cfg-options (its '
                         'default: 10)')
     (item,) = generator_items(tmp_path, voc_root, dict(type='ISeg', iters='abc'))  # a typed value
-    assert item.what == f"{GENERATOR}.iters='abc': invalid literal for int() with base 10: 'abc'"
+    assert item.what == f"{GENERATOR}.iters='abc': ISeg: iters must be a whole number >= 0, got 'abc'"
     (item,) = generator_items(tmp_path, voc_root, dict(type='Iseg'))
     assert item.what == f"{GENERATOR}.type: unknown generator 'Iseg' (did you mean 'ISeg'?)"
     assert f'--cfg-options {GENERATOR}.type=ISeg' in item.fix
