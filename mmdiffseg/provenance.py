@@ -22,7 +22,15 @@ __all__ = ['MOVED_HUB_IDS', 'withdrawn_model', 'model_id_of', 'model_identity', 
            'setting_differences']
 
 #: the files whose settings make a model's config hash
-CONFIG_FILES = ('model_index.json', 'unet/config.json')
+CONFIG_FILES = ('model_index.json', 'unet/config.json', 'vae/config.json',
+                'text_encoder/config.json', 'scheduler/scheduler_config.json')
+#: the components whose weights are fingerprinted
+WEIGHTED = ('unet', 'vae', 'text_encoder')
+#: what of the text encoder's (transformers) config is its architecture; the rest is bookkeeping
+#: that another transformers version writes otherwise (its weights tell fine-tunes apart)
+TEXT_ENCODER_KEYS = ('architectures', 'hidden_size', 'intermediate_size', 'num_hidden_layers',
+                     'num_attention_heads', 'max_position_embeddings', 'vocab_size', 'hidden_act',
+                     'projection_dim')
 ABSENT = '<absent>'
 
 #: hub ids withdrawn from the Hugging Face Hub -> the repository that hosts the same weights now.
@@ -64,22 +72,26 @@ def _settings(part: str, text: str) -> object:
         return dict({name: value[1] for name, value in config.items()
                      if isinstance(value, list) and len(value) == 2 and value[1]},
                     _class_name=config.get('_class_name'))
+    if part.startswith('text_encoder/'):
+        return {key: config.get(key) for key in TEXT_ENCODER_KEYS}
     defaults = _init_defaults(config.get('_class_name'))
     return dict({key: value for key, value in config.items() if not key.startswith('_')
                  and (key not in defaults or value != defaults[key])},
                 _class_name=config.get('_class_name'))
 
 
-def _weights_fingerprint(folder: Path) -> Optional[str]:
-    """A cheap fingerprint of the U-Net's weights, so that two models with the same configs (SD
-    1.4 and 1.5, a fine-tune) differ: the first row of every tensor of a safetensors file (read
-    through its memory map; a saved copy in the same dtype has the same rows), or the size and
-    the first and last MiB of another weights file; ``None`` without weights (configs only)."""
-    files = sorted(p for p in (folder / 'unet').glob('diffusion_pytorch_model*')
+def _weights_fingerprint(folder: Path, component: str) -> Optional[str]:
+    """A cheap fingerprint of a component's weights, so that two models with the same configs
+    (SD 1.4 and 1.5, a fine-tune, a swapped VAE, a trained text encoder) differ: the first row of
+    every tensor of a safetensors file (read through its memory map; a saved copy in the same
+    dtype has the same rows), or the size and the first and last MiB of another weights file;
+    ``None`` without weights (configs only)."""
+    files = sorted(p for p in (folder / component).glob('*')
                    if p.suffix in ('.safetensors', '.bin') and p.is_file())
     if not files:
         return None
-    path = next((p for p in files if p.name == 'diffusion_pytorch_model.safetensors'), files[0])
+    path = next((p for p in files if p.suffix == '.safetensors' and p.name.count('.') == 1),
+                files[0])
     digest = hashlib.sha1()
     if path.suffix == '.safetensors':
         import torch
@@ -106,14 +118,16 @@ def _config_hash(folder: Path) -> str:
         path = folder / part
         settings = _settings(part, path.read_text()) if path.is_file() else None
         digest.update(json.dumps(settings, sort_keys=True).encode() + b'\0')
-    digest.update(str(_weights_fingerprint(folder)).encode())
+    for component in WEIGHTED:
+        digest.update(str(_weights_fingerprint(folder, component)).encode())
     return digest.hexdigest()[:8]
 
 
 def model_id_of(model: Union[str, Path]) -> str:
     """The ``model_id`` an engine loaded from ``model`` gets, without loading it: the hub id, or
     ``<folder name>-<8 hex>`` for a local diffusers folder (the hash covers the pipeline index,
-    the U-Net config and a fingerprint of the U-Net weights)."""
+    the U-Net, VAE, text-encoder and scheduler settings and a fingerprint of the U-Net's, the
+    VAE's and the text encoder's weights)."""
     folder = Path(model).expanduser()
     return _local_identity(folder)['id'] if folder.is_dir() else str(model)
 
