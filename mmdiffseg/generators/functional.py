@@ -12,12 +12,19 @@ import torch
 LOG_EPS = 1e-8
 
 
-def minmax_normalize(x: torch.Tensor, dims=(-2, -1), eps: float = 1e-8) -> torch.Tensor:
-    """``(x - min) / (max - min)`` over ``dims``; a constant map becomes all zeros. The minimum of
-    the result is exactly 0, and ``max - min`` is taken as the maximum of ``x - min`` (the same
+def minmax_normalize(x: torch.Tensor, dims=(-2, -1), eps: float = 1e-8,
+                     flat: float = 0.0) -> torch.Tensor:
+    """``(x - min) / (max - min)`` over ``dims``; a constant map becomes all zeros, and so does,
+    with ``flat > 0``, a map whose spread is at most ``flat`` times its largest magnitude (float
+    rounding around a constant, which min-max would stretch to [0, 1]). The minimum of the
+    result is exactly 0, and ``max - min`` is taken as the maximum of ``x - min`` (the same
     value: rounding is monotonic), one launch fewer."""
+    size = x.abs().amax(dim=dims, keepdim=True) if flat > 0 else None
     x = x - x.amin(dim=dims, keepdim=True)
-    return x.div_(x.amax(dim=dims, keepdim=True).clamp_min(eps))
+    spread = x.amax(dim=dims, keepdim=True).clamp_min(eps)
+    if size is not None:
+        spread = spread.masked_fill(spread <= flat * size, float('inf'))
+    return x.div_(spread)
 
 
 def safe_log(x: torch.Tensor, eps: float = LOG_EPS) -> torch.Tensor:

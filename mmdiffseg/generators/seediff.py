@@ -65,6 +65,10 @@ SEED_RULES = ('otsu', 'alpha')
 #: tvmonitor = tv + the token two after it, the end token (tv/monitor/<end>); diningtable = the
 #: token after the first, 'ing' (din/ing/table). The last two are off-by-one accidents kept as
 #: released; the intended words: ``token_offsets=dict(tvmonitor=[0, 1], diningtable=[2])``
+#: ``SeeDiff.pamr_flat``'s default: a PAMR output whose spread is at most this times its values
+#: has converged to a constant (a flat image, a small synthesis); the release min-max stretches its
+#: float32 rounding into a mask (IoU 0.001 on a flat grey image with known-answer maps)
+FLAT_PAMR_OUTPUT = 1e-5
 RELEASED_TOKEN_OFFSETS = {'pottedplant': (0, 2), 'tvmonitor': (0, 2), 'diningtable': (1,)}
 #: Otsu histogram levels of :func:`otsu_foreground` (released: ``uint16``, 65536)
 OTSU_LEVELS = 1024
@@ -128,6 +132,9 @@ class SeeDiff(MaskGenerator):
         pamr_iter / pamr_dilations / pamr_sigma_factor / pamr_tol: :class:`PAMR` settings
             (SeeDiff: 5000, (1,), 0.2, exact). ``pamr_iter=0`` skips PAMR (then no image is needed
             and the output is ``M > threshold``).
+        pamr_flat: a PAMR output whose spread is at most this times its values (converged to a
+            constant: a flat image, a small synthesis) is no mask; 0: min-max as released, which
+            stretches its float32 rounding into a mask that differs between devices.
         pamr_backend: :class:`PAMR`'s ``backend`` (``'auto'``: the fused Triton kernel on CUDA,
             PyTorch on CPU). An execution choice like the device (the backends agree within
             float32 rounding), so it is not part of :meth:`config_dict` (the label-cache key).
@@ -157,6 +164,7 @@ class SeeDiff(MaskGenerator):
                  threshold: float = 0.3, final_threshold: float = 0.8, pamr_iter: int = 5000,
                  pamr_dilations: Sequence[int] = (1,), pamr_sigma_factor: float = 0.2,
                  pamr_tol: Optional[float] = None, pamr_backend: str = 'auto',
+                 pamr_flat: float = FLAT_PAMR_OUTPUT,
                  flat_layer_var: float = 1e-4,
                  num_heads: int = 8, token_offsets: Optional[Dict[str, Sequence[int]]] = None,
                  prompt_templates: Sequence[str] = ('a photo of a {}',), steps: int = 50,
@@ -182,6 +190,7 @@ class SeeDiff(MaskGenerator):
                                           low_open=True, high_open=True)
         self.pamr = PAMR(pamr_iter, pamr_dilations, pamr_sigma_factor, pamr_tol,
                          backend=pamr_backend)
+        self.pamr_flat = check_real('SeeDiff', 'pamr_flat', pamr_flat, low=0)
         self.flat_layer_var = check_real('SeeDiff', 'flat_layer_var', flat_layer_var, low=0)
         self.num_heads = check_whole('SeeDiff', 'num_heads', num_heads, low=1)
         self.token_offsets = {**{k: list(v) for k, v in RELEASED_TOKEN_OFFSETS.items()},
@@ -352,8 +361,8 @@ class SeeDiff(MaskGenerator):
         ca = self.class_cross_attention(maps, class_names)
         score = minmax_normalize(_resize(self.expansion_map(maps, ca), size))
         mask = (score > self.threshold).float()
-        if self.pamr.num_iter > 0:
-            mask = minmax_normalize(self.pamr(images.float(), mask))
+        if self.pamr.num_iter > 0:  # a PAMR output flat to rounding is no mask (all zeros)
+            mask = minmax_normalize(self.pamr(images.float(), mask), flat=self.pamr_flat)
         foreground = mask > self.final_threshold
         if valid is not None:
             foreground &= valid[..., None, None]
@@ -368,6 +377,7 @@ class SeeDiff(MaskGenerator):
                     final_threshold=self.final_threshold, pamr_iter=self.pamr.num_iter,
                     pamr_dilations=list(self.pamr.dilations),
                     pamr_sigma_factor=self.pamr.sigma_factor, pamr_tol=self.pamr.tol,
+                    pamr_flat=self.pamr_flat,
                     flat_layer_var=self.flat_layer_var, num_heads=self.num_heads,
                     token_offsets=self.token_offsets, prompt_templates=self.prompt_templates,
                     steps=self.steps, guidance_scale=self.guidance_scale,

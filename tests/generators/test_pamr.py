@@ -134,3 +134,19 @@ def test_backends_are_checked_and_cpu_runs_the_pytorch_path(monkeypatch):
         PAMR(backend='cuda')
     with pytest.raises(ValueError, match='steps_per_launch'):
         PAMR(steps_per_launch=0)
+
+
+def test_a_converged_flat_output_is_no_mask_where_min_max_would_stretch_its_rounding():
+    """A flat grey image: 5000 PAMR steps spread a square's mask to 0.25 everywhere, within
+    float32 rounding (2.4e-7); min-max made half the image foreground from that noise (released),
+    SeeDiff's flat guard makes it none. A real spread is untouched."""
+    from mmdiffseg.generators.seediff import FLAT_PAMR_OUTPUT
+    image = torch.full((1, 3, 64, 64), 128.)
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 16:48, 16:48] = 1
+    out = PAMR(num_iter=5000)(image, mask)
+    assert 0 < float(out.max() - out.min()) < 1e-6
+    assert (minmax_normalize(out) > 0.8).float().mean() > 0.1
+    assert minmax_normalize(out, flat=FLAT_PAMR_OUTPUT).eq(0).all()
+    sharp = PAMR(num_iter=10)(image, mask)
+    assert torch.equal(minmax_normalize(sharp, flat=FLAT_PAMR_OUTPUT), minmax_normalize(sharp))
