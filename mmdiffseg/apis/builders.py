@@ -82,6 +82,12 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
         except ValueError as exc:
             raise UserInputError(f'{type(generator).__name__}: {exc}') from exc
         warn_model_notes(engine, generator, image_size)
+    trained = engine.unet.config.sample_size * engine.vae_scale_factor
+    if isinstance(trained, int) and trained != image_size:
+        from mmengine.logging import print_log
+        print_log(f'warning: {model} was trained on {trained} px images and runs here at '
+                  f'{image_size} px (synthesize.py: --size {trained})', logger='current',
+                  level=logging.WARNING)
     return engine
 
 

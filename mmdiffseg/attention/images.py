@@ -165,7 +165,12 @@ def preprocess_images(images: ImagesLike, image_size: int) -> torch.Tensor:
     iSeg's ``cv2.resize``; DiffSeg's release crops the centre square first, as the evaluation
     configs do with ``CenterSquareCrop``), then ``x / 127.5 - 1``. Every image given as floats
     goes through :func:`check_value_range`."""
-    resized = torch.stack([img.float() for img in work_images(images, image_size)[0]])
+    if isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[1] == 3 and \
+            tuple(images.shape[-2:]) == (image_size, image_size) and \
+            (images.dtype == torch.uint8 or images.is_floating_point()):
+        resized = images.float()  # a batch at the size (the tools'): one conversion
+    else:
+        resized = torch.stack([img.float() for img in work_images(images, image_size)[0]])
     floats = [i for i, is_float in enumerate(_given_as_float(images, len(resized))) if is_float]
     if floats:
         check_value_range(resized, floats)
