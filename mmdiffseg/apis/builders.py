@@ -199,15 +199,18 @@ def check_can_synthesise(gen_cfg: Dict, where: str) -> None:
 
 
 def parse_options(pairs: Optional[List[str]]) -> Dict:
-    """``key=value`` overrides (values as Python literals where they parse, else strings)."""
+    """``key=value`` overrides (values as Python literals where they parse, ``true``, ``false``
+    and ``none`` in any case as mmengine's ``--cfg-options`` reads them, else strings)."""
     import ast
+    words = {'true': True, 'false': False, 'none': None}
     options = {}
     for pair in pairs or []:
         if '=' not in pair:
             raise UserInputError(f'--cfg-options takes key=value, got {pair!r}')
         key, value = pair.split('=', 1)
         try:
-            options[key] = ast.literal_eval(value)
+            options[key] = words[value.lower()] if value.lower() in words else \
+                ast.literal_eval(value)
         except (ValueError, SyntaxError):
             options[key] = value
     return options

@@ -202,3 +202,12 @@ def test_the_default_model_is_the_one_each_method_was_released_on(tmp_path):
     given = dict(run, model=str(tmp_path))
     assert generator_and_model(Namespace(method='diffseg', **given), 'iseg', 'other')[1] == \
         str(tmp_path)
+
+
+def test_cfg_options_read_true_false_none_as_mmengine_does_and_a_bad_flag_is_named():
+    from mmdiffseg.apis.builders import build_generator, parse_options
+    options = parse_options(['use_cluster=false', 'iters=3', 'self_heads=None', 'x=no'])
+    assert options == {'use_cluster': False, 'iters': 3, 'self_heads': None, 'x': 'no'}
+    assert build_generator(dict(type='ISeg', use_cluster=False), None).use_cluster is False
+    with pytest.raises(UserInputError, match="use_cluster must be True or False, got 'no'"):
+        build_generator(dict(type='ISeg', use_cluster='no'), None)
