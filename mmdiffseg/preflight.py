@@ -125,8 +125,9 @@ def check_checkpoint(name: str, where: str) -> List[Missing]:
                     f'into {cache}, or set {where}=/path/to/file.pth', [where])]
 
 
-def check_sd_model(model: str, keys: List[str]) -> List[Missing]:
-    """A local diffusers folder, or a hub id in the Hugging Face cache or downloadable."""
+def check_sd_model(model: str, keys: List[str], variant: Optional[str] = None) -> List[Missing]:
+    """A local diffusers folder the engine can run (with the weights ``variant`` the engine
+    loads, its ``engine_kwargs``), or a hub id in the Hugging Face cache or downloadable."""
     folder = Path(model).expanduser()
     settings = ' '.join(f'{k}=/path/to/diffusers-folder' for k in keys)
     checkpoint = single_file_checkpoint(model)
@@ -138,7 +139,7 @@ def check_sd_model(model: str, keys: List[str]) -> List[Missing]:
         if (folder / 'model_index.json').is_file():
             return [Missing(f'Stable Diffusion folder {model}: {problem}',
                             f'pass a Stable Diffusion 1.x / 2.x diffusers folder: --cfg-options '
-                            f'{settings}', keys) for problem in folder_problems(folder)]
+                            f'{settings}', keys) for problem in folder_problems(folder, variant)]
         return [Missing(f'Stable Diffusion folder {model} has no model_index.json (not a diffusers '
                         'folder)', f'save the pipeline there with save_pretrained, or '
                         f'--cfg-options {settings}', keys)]
@@ -326,8 +327,10 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
     missing += check_segment_scoring(sections.get('model') or {}, [
         (key, cfg[key]) for key in EVALUATORS[mode] if cfg.get(key) and
         (key != 'val_evaluator' or 'val_dataloader' in sections)])
+    engine_kwargs = ((cfg.get('model') or {}).get('data_preprocessor') or {}).get(
+        'engine_kwargs') or {}
     for model, keys in sd_models.items():
-        missing += check_sd_model(model, keys)
+        missing += check_sd_model(model, keys, engine_kwargs.get('variant'))
     if cfg.get('load_from') and mode != 'prefill':
         missing += check_checkpoint(cfg.load_from, 'load_from')
     needs = _cuda_needs(cfg, mode, sections, dtype, device)

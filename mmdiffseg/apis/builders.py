@@ -173,19 +173,11 @@ def job_header(tool: str, model: str, dtype: str, generator, classes: Optional[S
 def check_prompt_templates(templates: Sequence[str], where: str) -> None:
     """Refuse a prompt template without exactly one ``{}`` (the class name) before any work;
     literal braces are written ``{{`` and ``}}``."""
-    import string
+    from ..generators.options import template_problem
     for template in templates:
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-        except ValueError as exc:
-            raise UserInputError(f'prompt template {template!r} ({where}): {exc}; write literal '
-                                 'braces as {{ and }}') from exc
-        if fields != ['']:
-            raise UserInputError(
-                f'prompt template {template!r} ({where}) must hold exactly one {{}} (the class '
-                f'name), it has {len(fields)} field(s)'
-                + (f': {["{" + f + "}" for f in fields]}' if any(fields) else '')
-                + '; e.g. "a photo of a {}"')
+        problem = template_problem(template)
+        if problem:
+            raise UserInputError(f'prompt template {template!r} ({where}): {problem}')
 
 
 def check_can_synthesise(gen_cfg: Dict, where: str) -> None:

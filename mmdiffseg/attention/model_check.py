@@ -57,15 +57,15 @@ def _weights_problem(folder: Path, component: str, variant: Optional[str]) -> Op
     files = sorted(f.name for f in (folder / component).iterdir() if f.suffix in WEIGHT_SUFFIXES)
     variants = sorted({_variant(name) for name in files} - {None})
     plain = [name for name in files if _variant(name) is None]
-    if variant is not None:
-        return None if variant in variants else (
-            f"{component}/ has no weights of variant {variant!r} (found: {files or 'none'})")
-    if plain:
+    if plain or variant in variants:  # diffusers takes the plain weights where the variant's lack
         return None
+    if variant is not None:
+        return f"{component}/ has no weights of variant {variant!r} (found: {files or 'none'})"
     if variants:
         return (f'{component}/ holds only {"/".join(variants)}-variant weights ({files[0]}): '
                 f"load with variant={variants[0]!r} (Python: from_pretrained(..., variant="
-                f"{variants[0]!r})), or save a plain copy once: python -c \"from diffusers import "
+                f"{variants[0]!r}); configs: model.data_preprocessor.engine_kwargs.variant="
+                f"{variants[0]}), or save a plain copy once: python -c \"from diffusers import "
                 f"StableDiffusionPipeline as P; P.from_pretrained('{folder}', variant="
                 f"'{variants[0]}').save_pretrained('FOLDER')\" and pass FOLDER")
     return f'{component}/ has no weights (*.safetensors or *.bin)'

@@ -17,7 +17,7 @@ import numpy as np
 from ..preflight_data import nearest
 
 __all__ = ['check_flag', 'check_real', 'check_reals', 'check_template', 'check_token_offsets',
-           'check_whole', 'check_wholes']
+           'check_whole', 'check_wholes', 'template_problem']
 
 
 def _range_text(low, high, low_open: bool, high_open: bool) -> str:
@@ -38,6 +38,12 @@ def _in_range(value: float, low, high, low_open: bool, high_open: bool) -> bool:
     return high is None or (value < high if high_open else value <= high)
 
 
+def _plain(value):
+    """A numpy array or scalar, or a torch tensor, as the Python value(s) it holds."""
+    return value.tolist() if hasattr(value, 'tolist') and not isinstance(value, (str, bytes)) \
+        else value
+
+
 def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
@@ -46,6 +52,7 @@ def check_real(owner: str, name: str, value, low: Optional[float] = None,
                high: Optional[float] = None, low_open: bool = False,
                high_open: bool = False) -> float:
     """``value`` as a finite float in the range (bounds inclusive unless ``*_open``)."""
+    value = _plain(value)
     if not _is_number(value) or not _in_range(float(value), low, high, low_open, high_open):
         raise ValueError(f'{owner}: {name} must be a number '
                          f'{_range_text(low, high, low_open, high_open)}, got {value!r}')
@@ -56,6 +63,7 @@ def check_whole(owner: str, name: str, value, low: Optional[int] = None,
                 high: Optional[int] = None) -> int:
     """``value`` as an int in ``[low, high]``: an int, or a float without a fraction (36.9
     clusters is refused, not truncated)."""
+    value = _plain(value)
     whole = _is_number(value) and math.isfinite(float(value)) and float(value).is_integer()
     if not whole or not _in_range(float(value), low, high, False, False):
         raise ValueError(f'{owner}: {name} must be a whole number '
@@ -64,6 +72,7 @@ def check_whole(owner: str, name: str, value, low: Optional[int] = None,
 
 
 def _sequence(owner: str, name: str, values, example: str) -> List:
+    values = _plain(values)
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise ValueError(f'{owner}: {name} must be a list (e.g. {name}={example}), '
                          f'got {values!r}')
@@ -84,26 +93,36 @@ def check_wholes(owner: str, name: str, values, example: str, **bounds) -> Tuple
 
 def check_flag(owner: str, name: str, value) -> bool:
     """A bool (``True``/``False``, numpy's, or 0/1): ``bool('false')`` would be True."""
+    value = _plain(value)
     if isinstance(value, (bool, np.bool_)) or (_is_number(value) and value in (0, 1)):
         return bool(value)
     raise ValueError(f'{owner}: {name} must be True or False, got {value!r}')
 
 
-def check_template(owner: str, name: str, value, field: str, optional: Sequence[str] = ()) -> str:
-    """A prompt template with one replacement field ``{field}`` (``''``: ``{}``) for the class
-    names, others only from ``optional``, and no stray brace (``str.format`` would fail on them
-    at the first batch)."""
+def template_problem(value, field: str = '', optional: Sequence[str] = ()) -> Optional[str]:
+    """Why ``value`` is no prompt template with one replacement field ``{field}`` (``''``: ``{}``)
+    for the class names and others only from ``optional`` (``str.format`` would fail on it at the
+    first batch), or None."""
     slot = '{' + field + '}'
+    if not isinstance(value, str):
+        return f'it is a {type(value).__name__}, not a string with {slot} for the class names'
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None] \
-            if isinstance(value, str) else None
-    except ValueError:  # an unmatched brace
-        fields = None
-    if fields is None or fields.count(field) != 1 or not set(fields) <= {field, *optional}:
-        others = ''.join(f', {{{f}}}' for f in optional)
-        raise ValueError(f'{owner}: {name} must be a string with one {slot} where the class '
-                         f'names go (and no other field{" than " + others[2:] if others else ""}'
-                         f'; a literal brace is written twice), got {value!r}')
+        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+    except ValueError as exc:  # an unmatched brace
+        return f'{exc}; write literal braces as {{{{ and }}}}'
+    if fields.count(field) == 1 and set(fields) <= {field, *optional}:
+        return None
+    others = f' and otherwise only {", ".join("{" + f + "}" for f in optional)}' if optional else ''
+    return (f'it must hold exactly one {slot} (the class names){others}, it has {len(fields)} '
+            'field(s)' + (f': {["{" + f + "}" for f in fields]}' if any(fields) else '')
+            + f'; e.g. "a photo of a {slot}"')
+
+
+def check_template(owner: str, name: str, value, field: str, optional: Sequence[str] = ()) -> str:
+    """``value`` if it is a prompt template (:func:`template_problem`), else a ValueError."""
+    problem = template_problem(value, field, optional)
+    if problem:
+        raise ValueError(f'{owner}: {name} {value!r}: {problem}')
     return value
 
 

@@ -65,6 +65,11 @@ def test_variant_weights_load_when_asked_for(variant):
     assert "no weights of variant 'bf16'" in folder_problems(folder, variant='bf16')[0]
     engine = DiffusionAttentionEngine.from_pretrained(folder, variant='fp16')
     assert engine.unet.config.in_channels == 4
+    from mmdiffseg import preflight
+    assert preflight.check_sd_model(str(folder), ['model.sd_model'], variant='fp16') == []
+    for weights in (folder / 'vae').glob('*.fp16.safetensors'):  # diffusers falls back to plain
+        weights.rename(weights.with_name(weights.name.replace('.fp16', '')))
+    assert folder_problems(folder, variant='fp16') == []
 
 
 def test_the_tools_and_preflight_name_the_problem(variant, sd_config_dir):

@@ -25,7 +25,8 @@ VOC = ['background', 'cat', 'dog']
     (lambda: SeeDiff(VOC, final_threshold=math.nan), 'final_threshold must be a number in'),
     (lambda: SeeDiff(VOC, alpha=0), r'alpha must be a number in \(0, 1\]'),
     (lambda: SeeDiff(VOC, steps=0), 'steps must be a whole number >= 1'),
-    (lambda: SeeDiff(VOC, prompt_templates=['a {x} {}']), 'one {} where the class names go'),
+    (lambda: SeeDiff(VOC, prompt_templates=['a {x} {}']),
+     r"prompt_templates 'a {x} {}': it must hold exactly one {} \(the class names\), it has 2"),
     (lambda: SeeDiff(VOC, token_offsets={'dgo': [0]}), "names 'dgo'.*did you mean 'dog'"),
     (lambda: SeeDiff(VOC, token_offsets={'cat': []}), r"token_offsets\['cat'\] is empty"),
     (lambda: SeeDiff(VOC + ['cat']), r"classes names \['cat'\] more than once"),
@@ -38,7 +39,7 @@ VOC = ['background', 'cat', 'dog']
     (lambda: ISeg(classes=VOC, vocabulary=None, token_enhance=0), 'token_enhance must be a nu'),
     (lambda: ISeg(classes=VOC, vocabulary=None, mask_size=0), 'mask_size must be a whole number'),
     (lambda: ISeg(classes=VOC, vocabulary=None, prompt_template='{classes} {foo}'),
-     r'one {classes} where the class names go \(and no other field than {bg_context}'),
+     r'exactly one {classes} \(the class names\) and otherwise only {bg_context}, it has 2'),
     (lambda: ISeg(classes=VOC, vocabulary=None, token_offsets={'cta': [0]}),
      "names 'cta'.*prompt words.*did you mean 'cat'"),
 ])
@@ -56,3 +57,9 @@ def test_the_checks_keep_good_values_in_their_types():
     gen = ISeg(classes=VOC, vocabulary=None, token_offsets={'cat': [0.0]}, num_clusters=36.0)
     assert gen.token_offsets['cat'] == [0] and gen.num_clusters == 36
     assert SeeDiff(VOC, alpha=1.0, threshold=0.5).threshold == 0.5
+    import numpy as np
+    import torch
+    from_arrays = DiffSeg(kl_thresholds=np.full(3, 1.1), resolutions=torch.tensor([64, 32, 16, 8]),
+                          num_points=np.array(16), min_contrast=torch.tensor(2.0))
+    assert from_arrays.kl_thresholds == (1.1,) * 3 and from_arrays.num_points == 16
+    assert ISeg(classes=VOC, vocabulary=None, self_heads=np.array([1, 2])).self_heads == (1, 2)
