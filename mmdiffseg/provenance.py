@@ -19,7 +19,7 @@ from typing import Dict, Iterator, Optional, Tuple, Union
 from .class_defaults import init_defaults
 
 __all__ = ['MOVED_HUB_IDS', 'withdrawn_model', 'model_id_of', 'model_identity', 'same_model',
-           'setting_differences']
+           'sampler_settings', 'setting_differences']
 
 #: the files whose settings make a model's config hash
 CONFIG_FILES = ('model_index.json', 'unet/config.json', 'vae/config.json',
@@ -72,37 +72,64 @@ def _settings(part: str, text: str) -> object:
         return dict({name: value[1] for name, value in config.items()
                      if isinstance(value, list) and len(value) == 2 and value[1]},
                     _class_name=config.get('_class_name'))
-    if part.startswith('text_encoder/'):
-        return {key: config.get(key) for key in TEXT_ENCODER_KEYS}
+    if part.startswith('text_encoder/'):  # an absent key is its default (a saved copy writes it)
+        defaults = _text_encoder_defaults(config.get('model_type'))
+        return {key: config.get(key, defaults.get(key)) for key in TEXT_ENCODER_KEYS}
+    if part.startswith('scheduler/'):  # the noise schedule; the sampler class is the tool's
+        from .attention.noise import SCHEDULE_KEYS
+        defaults = _init_defaults('DDPMScheduler')
+        return {key: config.get(key, defaults.get(key)) for key in SCHEDULE_KEYS}
+    return _component_settings(config)
+
+
+def _component_settings(config: Dict) -> Dict:
+    """A diffusers component config's class and the settings that differ from its defaults."""
     defaults = _init_defaults(config.get('_class_name'))
     return dict({key: value for key, value in config.items() if not key.startswith('_')
                  and (key not in defaults or value != defaults[key])},
                 _class_name=config.get('_class_name'))
 
 
+def sampler_settings(model: Union[str, Path]) -> Optional[Dict]:
+    """The sampler of ``model`` (its scheduler's class and settings, which the model identity
+    leaves out: extract's noise does not depend on them, ``generate``'s images do); None when
+    its configs are not here."""
+    folder = Path(model).expanduser()
+    folder = folder if folder.is_dir() else _hub_snapshot(str(model))
+    path = folder / 'scheduler' / 'scheduler_config.json' if folder else None
+    try:
+        return _component_settings(json.loads(path.read_text())) if path else None
+    except (OSError, ValueError):
+        return None
+
+
+def _text_encoder_defaults(model_type) -> Dict[str, object]:
+    """The config defaults of the transformers text encoder ``model_type`` (CLIP's); empty for
+    another."""
+    if model_type != 'clip_text_model':
+        return {}
+    from transformers import CLIPTextConfig
+    return CLIPTextConfig().to_dict()
+
+
 def _weights_fingerprint(folder: Path, component: str) -> Optional[str]:
     """A cheap fingerprint of a component's weights, so that two models with the same configs
-    (SD 1.4 and 1.5, a fine-tune, a swapped VAE, a trained text encoder) differ: the first row of
-    every tensor of a safetensors file (read through its memory map; a saved copy in the same
-    dtype has the same rows), or the size and the first and last MiB of another weights file;
-    ``None`` without weights (configs only)."""
+    (SD 1.4 and 1.5, a fine-tune, a swapped VAE, a trained text encoder) differ: the shape and
+    first row of every floating tensor of its safetensors files, every shard (read through their
+    memory maps), in an order of their own, not by name: a saved copy in the same dtype, which
+    renames old attention weights and drops integer buffers (``position_ids``), has the same rows.
+    Another weights file: its size and first and last MiB. ``None`` without weights."""
     files = sorted(p for p in (folder / component).glob('*')
                    if p.suffix in ('.safetensors', '.bin') and p.is_file())
     if not files:
         return None
-    path = next((p for p in files if p.suffix == '.safetensors' and p.name.count('.') == 1),
-                files[0])
+    plain = [p for p in files if p.suffix == '.safetensors' and len(p.name.split('.')) == 2]
+    shards = plain or [p for p in files if p.suffix == '.safetensors']
+    path = files[0]
     digest = hashlib.sha1()
-    if path.suffix == '.safetensors':
-        import torch
-        from safetensors import safe_open
-        with safe_open(str(path), framework='pt') as weights:
-            for name in sorted(weights.keys()):
-                row = weights.get_slice(name)
-                shape = row.get_shape()
-                first = row[:1] if shape else weights.get_tensor(name)
-                digest.update(name.encode() + str(shape).encode()
-                              + first.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    if shards:
+        for row in sorted(_first_rows(shards)):
+            digest.update(row)
     else:
         size, mib = path.stat().st_size, 2 ** 20
         with open(path, 'rb') as f:
@@ -110,6 +137,22 @@ def _weights_fingerprint(folder: Path, component: str) -> Optional[str]:
             f.seek(max(size - mib, 0))
             digest.update(f.read(mib))
     return digest.hexdigest()
+
+
+def _first_rows(paths) -> Iterator[bytes]:
+    """``shape + first row`` bytes of each floating tensor in the safetensors ``paths``."""
+    import torch
+    from safetensors import safe_open
+    for path in paths:
+        with safe_open(str(path), framework='pt') as weights:
+            for name in weights.keys():
+                row = weights.get_slice(name)
+                if row.get_dtype() not in ('F16', 'BF16', 'F32', 'F64'):
+                    continue
+                shape = row.get_shape()
+                first = row[:1] if shape else weights.get_tensor(name)
+                yield (str(shape).encode()
+                       + first.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
 
 
 def _config_hash(folder: Path) -> str:

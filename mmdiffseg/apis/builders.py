@@ -49,14 +49,16 @@ def check_model(model: str) -> str:
 
 
 def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture=None,
-                image_size: int = 512, generator=None, compile_backend: Optional[str] = None):
+                image_size: int = 512, generator=None, compile_backend: Optional[str] = None,
+                size_option: bool = False):
     """:class:`DiffusionAttentionEngine` for ``model``; a load failure, a generator whose noise
     needs another device, an ``image_size`` at which the model has not the attention resolutions
     ``capture`` reads, or a ``capture`` spec the model cannot serve (e.g. iSeg's SD 2.1 head lists
     on SD 1.x) becomes a clear message before any work. The ``generator``'s settings that do not
     fit the model (:meth:`~mmdiffseg.generators.MaskGenerator.model_notes`) are logged as
     warnings. ``compile_backend``: ``torch.compile`` the U-Net with that backend (the tools'
-    ``--compile``); None: eager."""
+    ``--compile``); None: eager. ``size_option``: the tool sets ``image_size`` (``--size``),
+    which the warning for a model trained at another size names."""
     from ..attention.engine import DiffusionAttentionEngine
     if dtype not in DTYPES:
         raise UserInputError(f'unknown --dtype {dtype!r}; choose from {sorted(DTYPES)}')
@@ -85,9 +87,9 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
     trained = engine.unet.config.sample_size * engine.vae_scale_factor
     if isinstance(trained, int) and trained != image_size:
         from mmengine.logging import print_log
-        print_log(f'warning: {model} was trained on {trained} px images and runs here at '
-                  f'{image_size} px (synthesize.py: --size {trained})', logger='current',
-                  level=logging.WARNING)
+        fix = f'pass --size {trained}' if size_option else 'the tool works at 512 px'
+        print_log(f'{model} was trained on {trained} px images and runs here at {image_size} px '
+                  f'({fix})', logger='current', level=logging.WARNING)
     return engine
 
 

@@ -20,6 +20,7 @@ import torch
 
 from ..datasets.class_names import CITYSCAPES_HUMAN_VEHICLE_CLASSES, DATASET_CLASSES, spelled_as
 from ..generators.seediff import resolutions_for
+from ..provenance import sampler_settings
 from .builders import build_generator, check_model, job_header, load_engine
 from .folders import IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, palette_for, split_path
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem, item_seed
@@ -120,13 +121,14 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
     items = synth_items(names, images_per_class, seed)
     palette = palette_for(label_set)
     header = job_header('synthesize', model, dtype, generator, label_set, size=size,
-                        seed=int(seed))
+                        seed=int(seed), sampler=sampler_settings(model))
 
     def prepare():
         """The model (loaded while the writer processes start) and the GPU work; images and
         masks are encoded in the writer processes."""
         engine = load_engine(model, device, dtype, generator.capture_spec, size,
-                             generator=generator, compile_backend=compile_backend)
+                             generator=generator, compile_backend=compile_backend,
+                             size_option=True)
         generator.to(engine.device)
 
         def compute(batch: List[WorkItem], _loaded) -> List[ItemOutput]:

@@ -57,7 +57,7 @@ from mmengine.logging import print_log
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..registry import MASK_GENERATORS
 from ..transfer import host_to_device, padded_table
-from .base import MaskGenerator
+from .base import IGNORE_INDEX, MaskGenerator
 from .diffseg_first_pass import (FIRST_PASS_IMAGES, FirstPass, aggregate_self_attention,
                                  anchor_grid, anchor_proposals, grid_side, images_of)
 from .diffseg_masks import compact_ids, segments_from_proposals
@@ -233,7 +233,7 @@ class DiffSeg(MaskGenerator):
         """The samples that keep a proposal, their segment ids (each ``(H, W)`` at its sample's
         ``sizes[i]``: each pixel's winning proposal index, as released; ids of proposals that win
         nowhere unused; ``skip``: an id that would be ``skip`` or more is one more, and a sample
-        with more than ``skip`` proposals numbers the ids it uses ``0..n-1``, so that a uint8 map
+        with more than 255 proposals numbers the ids it uses ``0..n-1``, so that a uint8 map
         holds them) and their proposal counts."""
         g = self.grid_size
         ids, counts, found = [], [], []
@@ -247,13 +247,14 @@ class DiffSeg(MaskGenerator):
                           logger='current', level=logging.WARNING)
                 continue
             segments = segments_from_proposals(proposals.view(-1, g, g), tuple(size), kept)
-            if skip is not None and len(proposals) > skip:  # ids < proposals
-                print_log(f'DiffSeg: sample {b} has {len(proposals)} proposals, more than a uint8 '
-                          f'label map holds beside ignore_index={skip}: its segment ids are the '
-                          'used ones numbered 0..n-1 in proposal order (released: the proposal '
-                          'indices); fewer proposals: raise kl_thresholds',
+            if skip is not None and len(proposals) > IGNORE_INDEX:  # ids up to len: no uint8
+                print_log(f'DiffSeg: sample {b} has {len(proposals)} proposals, more ids than a '
+                          f'uint8 label map holds beside ignore_index={skip}: its segment ids '
+                          'are the used ones numbered 0..n-1 in proposal order (released: the '
+                          'proposal indices); fewer proposals: raise kl_thresholds',
                           logger='current', level=logging.WARNING)
                 segments = compact_ids(segments[None], len(proposals))[0]
+            if skip is not None and len(proposals) > skip:  # ids < proposals
                 segments = segments + (segments >= skip).long()
             ids.append(segments)
             counts.append(len(proposals))

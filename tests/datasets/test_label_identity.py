@@ -133,3 +133,31 @@ def test_every_component_and_the_noise_schedule_are_part_of_the_model(tmp_path, 
     hashes = {name: model_identity(tmp_path / name)['config_hash']
               for name in ('vae', 'text', 'betas')}
     assert base not in hashes.values() and len(set(hashes.values())) == 3
+
+
+def test_a_resaved_resharded_or_resampled_copy_is_the_same_model(tmp_path, tiny_sd):
+    """What a save_pretrained copy changes and labels do not: a text-encoder key written out at
+    its default, old tensor names renamed, integer buffers dropped, weights split in shards; and
+    the sampler class (extract noises with DDPM on the same betas)."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file, save_file
+    base = model_identity(tiny_sd)['config_hash']
+    copy = tmp_path / 'copy'
+    shutil.copytree(tiny_sd, copy)
+    for part, edit in (('text_encoder/config.json', lambda c: c.pop('max_position_embeddings')),
+                       ('scheduler/scheduler_config.json',
+                        lambda c: c.update(_class_name='EulerDiscreteScheduler'))):
+        config = json.loads((copy / part).read_text())
+        edit(config)
+        (copy / part).write_text(json.dumps(config))
+    vae = copy / 'vae' / 'diffusion_pytorch_model.safetensors'
+    tensors = load_file(vae)
+    name = sorted(tensors)[0]
+    tensors['renamed.' + name] = tensors.pop(name)
+    tensors['position_ids'] = torch.arange(77)[None]
+    save_file(tensors, vae)
+    shutil.rmtree(copy / 'unet')
+    UNet2DConditionModel.from_pretrained(tiny_sd / 'unet').save_pretrained(
+        copy / 'unet', max_shard_size='200KB')
+    assert len(list((copy / 'unet').glob('*.safetensors'))) > 1
+    assert model_identity(copy)['config_hash'] == base

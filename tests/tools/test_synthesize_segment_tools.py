@@ -113,7 +113,7 @@ def test_synthesize_scales_seediff_grids_with_the_size(tiny_model, tmp_path):
     label = np.array(Image.open(out / 'SegmentationClass/cat_00000.png'))
     assert image.shape == (256, 256, 3) and label.shape == (256, 256)
     header = json.loads((out / 'manifest.jsonl').read_text().splitlines()[0])
-    assert header['size'] == 256
+    assert header['size'] == 256 and header['sampler']['_class_name'] == 'PNDMScheduler'
     layers = header['generator']['self_layers']  # the released layers, at this size's grids
     assert layers == {'8': 'up_blocks.1.attentions.0.transformer_blocks.0.attn1',
                       '16': 'up_blocks.2.attentions.0.transformer_blocks.0.attn1',
