@@ -27,7 +27,7 @@ def _range_text(low, high, low_open: bool, high_open: bool) -> str:
         return f'{">" if low_open else ">="} {low}'
     if high is not None:
         return f'{"<" if high_open else "<="} {high}'
-    return 'finite'
+    return '(finite)'
 
 
 def _in_range(value: float, low, high, low_open: bool, high_open: bool) -> bool:
