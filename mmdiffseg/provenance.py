@@ -182,10 +182,12 @@ def _local_identity(folder: Path) -> Dict[str, str]:
 
 
 def _hub_snapshot(hub_id: str, cache_dir: Optional[str] = None) -> Optional[Path]:
-    """The local Hugging Face cache folder of a hub model whose configs are cached (no network)."""
+    """The local Hugging Face cache folder of a hub model whose pipeline index and U-Net config
+    are cached (no network; the other configs are hashed where they are there, as in a folder)."""
     try:
         from huggingface_hub import try_to_load_from_cache
-        found = [try_to_load_from_cache(hub_id, name, cache_dir=cache_dir) for name in CONFIG_FILES]
+        found = [try_to_load_from_cache(hub_id, name, cache_dir=cache_dir)
+                 for name in CONFIG_FILES[:2]]
     except ValueError:   # not a valid repo id (e.g. a missing local folder)
         return None
     if all(isinstance(path, str) for path in found):
