@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple, Union
 
@@ -103,6 +104,13 @@ def sampler_settings(model: Union[str, Path]) -> Optional[Dict]:
         return None
 
 
+def weights_variant(name: str) -> Optional[str]:
+    """``'fp16'`` of ``model.fp16.safetensors`` or ``model.fp16-00001-of-00002.safetensors``;
+    None for plain weights (``model.safetensors``, ``model-00001-of-00002.safetensors``)."""
+    parts = name.split('.')
+    return re.sub(r'-\d+-of-\d+$', '', parts[-2]) if len(parts) > 2 else None
+
+
 def _text_encoder_defaults(model_type) -> Dict[str, object]:
     """The config defaults of the transformers text encoder ``model_type`` (CLIP's); empty for
     another."""
@@ -123,7 +131,7 @@ def _weights_fingerprint(folder: Path, component: str) -> Optional[str]:
                    if p.suffix in ('.safetensors', '.bin') and p.is_file())
     if not files:
         return None
-    plain = [p for p in files if p.suffix == '.safetensors' and len(p.name.split('.')) == 2]
+    plain = [p for p in files if p.suffix == '.safetensors' and weights_variant(p.name) is None]
     shards = plain or [p for p in files if p.suffix == '.safetensors']
     path = files[0]
     digest = hashlib.sha1()
@@ -169,8 +177,8 @@ def _config_hash(folder: Path) -> str:
 def model_id_of(model: Union[str, Path]) -> str:
     """The ``model_id`` an engine loaded from ``model`` gets, without loading it: the hub id, or
     ``<folder name>-<8 hex>`` for a local diffusers folder (the hash covers the pipeline index,
-    the U-Net, VAE, text-encoder and scheduler settings and a fingerprint of the U-Net's, the
-    VAE's and the text encoder's weights)."""
+    the U-Net, VAE and text-encoder settings, the noise schedule and a fingerprint of the
+    U-Net's, the VAE's and the text encoder's weights)."""
     folder = Path(model).expanduser()
     return _local_identity(folder)['id'] if folder.is_dir() else str(model)
 

@@ -84,8 +84,9 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
         except ValueError as exc:
             raise UserInputError(f'{type(generator).__name__}: {exc}') from exc
         warn_model_notes(engine, generator, image_size)
-    trained = engine.unet.config.sample_size * engine.vae_scale_factor
-    if isinstance(trained, int) and trained != image_size:
+    sample_size = engine.unet.config.sample_size  # latent side (a list for non-square models)
+    trained = sample_size * engine.vae_scale_factor if isinstance(sample_size, int) else None
+    if trained is not None and trained != image_size:
         from mmengine.logging import print_log
         fix = f'pass --size {trained}' if size_option else 'the tool works at 512 px'
         print_log(f'{model} was trained on {trained} px images and runs here at {image_size} px '

@@ -27,7 +27,6 @@ from .io import ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem
 from .jobs import BatchLoader, default_workers, run_job
 
 
-
 def images_from_folder(folder) -> List[WorkItem]:
     """One item per image file in ``folder``, id = file stem."""
     folder = Path(folder)

@@ -117,9 +117,9 @@ class DiffusionAttentionEngine:
             if is_folder:
                 raise OSError(f'cannot load the Stable Diffusion folder {source}: {err}') from err
             raise OSError(hub_load_failure(source, err, kwargs.get('cache_dir'))) from err
-        problems = config_problems(pipe.unet.config, pipe.vae.config,
-                                   pipe.text_encoder.config.to_dict())
-        if problems:  # a hub id: its configs are known once loaded
+        problems = [] if is_folder else config_problems(  # a hub id: configs known once loaded
+            pipe.unet.config, pipe.vae.config, pipe.text_encoder.config.to_dict())
+        if problems:
             raise OSError(f'cannot read Stable Diffusion model {source!r}: ' + '; '.join(problems))
         model_id = model_id_of(source)
         return cls.from_pipeline(pipe, model_id, device=device, dtype=dtype, **options)

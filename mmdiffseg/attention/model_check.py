@@ -8,16 +8,15 @@ width without complaint; each then failed at the first U-Net call, mid-run, with
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from ..provenance import WEIGHTED, weights_variant
 
 __all__ = ['config_problems', 'folder_problems']
 
 #: the components every Stable Diffusion folder has
 COMPONENTS = ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler')
-#: the components that hold weights
-WEIGHTED = ('unet', 'vae', 'text_encoder')
 WEIGHT_SUFFIXES = ('.safetensors', '.bin')
 SUPPORTED = 'Stable Diffusion 1.x and 2.x text-to-image models (StableDiffusionPipeline folders)'
 
@@ -47,16 +46,10 @@ def _json(path: Path) -> Optional[Dict]:
         return None  # missing or broken: diffusers' own error names the file
 
 
-def _variant(name: str) -> Optional[str]:
-    """``'fp16'`` of ``model.fp16.safetensors`` or ``model.fp16-00001-of-00002.safetensors``."""
-    parts = name.split('.')
-    return re.sub(r'-\d+-of-\d+$', '', parts[-2]) if len(parts) > 2 else None
-
-
 def _weights_problem(folder: Path, component: str, variant: Optional[str]) -> Optional[str]:
     files = sorted(f.name for f in (folder / component).iterdir() if f.suffix in WEIGHT_SUFFIXES)
-    variants = sorted({_variant(name) for name in files} - {None})
-    plain = [name for name in files if _variant(name) is None]
+    variants = sorted({weights_variant(name) for name in files} - {None})
+    plain = [name for name in files if weights_variant(name) is None]
     if plain or variant in variants:  # diffusers takes the plain weights where the variant's lack
         return None
     if variant is not None:

@@ -65,11 +65,11 @@ SEED_RULES = ('otsu', 'alpha')
 #: tvmonitor = tv + the token two after it, the end token (tv/monitor/<end>); diningtable = the
 #: token after the first, 'ing' (din/ing/table). The last two are off-by-one accidents kept as
 #: released; the intended words: ``token_offsets=dict(tvmonitor=[0, 1], diningtable=[2])``
+RELEASED_TOKEN_OFFSETS = {'pottedplant': (0, 2), 'tvmonitor': (0, 2), 'diningtable': (1,)}
 #: ``SeeDiff.pamr_flat``'s default: a PAMR output whose spread is at most this times its values
 #: has converged to a constant (a flat image, a small synthesis); the release min-max stretches its
 #: float32 rounding into a mask (IoU 0.001 on a flat grey image with known-answer maps)
 FLAT_PAMR_OUTPUT = 1e-5
-RELEASED_TOKEN_OFFSETS = {'pottedplant': (0, 2), 'tvmonitor': (0, 2), 'diningtable': (1,)}
 #: Otsu histogram levels of :func:`otsu_foreground` (released: ``uint16``, 65536)
 OTSU_LEVELS = 1024
 
