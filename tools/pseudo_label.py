@@ -105,7 +105,7 @@ def main(argv=None):
     summary = pseudo_label(items, args.out, model, gen_cfg, classes, image_labels,
                            batch_size=args.batch_size, device=device,
                            dtype=args.dtype, split=args.split, workers=args.workers,
-                           compile_backend=args.compile)
+                           compile_backend=args.compile, variant=args.variant)
     return cli.exit_status(summary, args.strict)
 
 

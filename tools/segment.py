@@ -85,7 +85,7 @@ def main(argv=None):
     cli.start_launcher(args.launcher, args.device)
     summary = segment(items, args.out, model, gen_cfg, names, batch_size=args.batch_size,
                       device=device, dtype=args.dtype, workers=args.workers,
-                      compile_backend=args.compile)
+                      compile_backend=args.compile, variant=args.variant)
     sheet = Path(args.out) / SHEET_NAME  # drawn again: --cols, --thumb... may differ from before
     write_contact_sheet(args.out, sheet, **sheet_args)
     print(f'contact sheet: {sheet}')

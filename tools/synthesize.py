@@ -75,7 +75,8 @@ def main(argv=None):
                          images_per_class=args.images_per_class, prompts=args.prompt,
                          seed=args.seed, batch_size=args.batch_size,
                          device=device, dtype=args.dtype, size=args.size,
-                         split=args.split, workers=args.workers, compile_backend=args.compile)
+                         split=args.split, workers=args.workers, compile_backend=args.compile,
+                         variant=args.variant)
     return cli.exit_status(summary, args.strict)
 
 

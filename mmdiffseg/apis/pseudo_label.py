@@ -177,7 +177,8 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
                  batch_size: int = 4, device: str = 'cpu', dtype: str = 'float32',
                  split: str = 'train', work_size: int = WORK_SIZE,
                  workers: Optional[int] = None,
-                 compile_backend: Optional[str] = None) -> JobSummary:
+                 compile_backend: Optional[str] = None,
+                 variant: Optional[str] = None) -> JobSummary:
     """Label ``items`` (payload ``image``) into ``out_dir``.
 
     Args:
@@ -185,14 +186,15 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         classes: the label set (indices of the PNGs); ``None`` only for unlabelled DiffSeg.
         image_labels: id -> class names present; ``None`` for unlabelled DiffSeg.
         workers: loader and writer processes (:func:`.jobs.run_job`; ``None``: the default).
-        compile_backend: ``torch.compile`` the U-Net with this backend (:func:`.load_engine`).
+        compile_backend, variant: the U-Net's ``torch.compile`` backend and the weights variant
+            to load (:func:`.load_engine`).
 
     Raises:
         UserInputError: before any work, for a missing model, an unknown class name, or an
             image without image-level labels.
     """
     check_inputs_outside_output(items, out_dir, 'labels')
-    model = check_model(model)
+    model = check_model(model, variant)
     generator = build_generator(gen_cfg, classes)
     if image_labels is not None:
         if classes is None:
@@ -212,13 +214,14 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         items = [WorkItem(it.id, it.payload, it.source,
                           dict(it.inputs, classes=image_labels[it.id])) for it in items]
     palette = palette_for(classes if classes is not None else [str(i) for i in range(255)])
-    header = job_header('pseudo_label', model, dtype, generator, classes, work_size=work_size)
+    header = job_header('pseudo_label', model, dtype, generator, classes, work_size=work_size,
+                        variant=variant)
 
     def prepare():
         """The model (loaded while the loader processes read the first batches) and the GPU
         work."""
         engine = load_engine(model, device, dtype, generator.capture_spec, work_size,
-                             generator=generator, compile_backend=compile_backend)
+                             generator=generator, compile_backend=compile_backend, variant=variant)
         generator.to(engine.device)
 
         def compute(batch, loaded):

@@ -59,25 +59,27 @@ def overlay_jpeg(classes: Optional[Tuple[str, ...]], rgb: np.ndarray, labels: np
 def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
             names: Optional[Sequence[str]], batch_size: int = 4, device: str = 'cpu',
             dtype: str = 'float32', work_size: int = WORK_SIZE,
-            workers: Optional[int] = None, compile_backend: Optional[str] = None) -> JobSummary:
+            workers: Optional[int] = None, compile_backend: Optional[str] = None,
+            variant: Optional[str] = None) -> JobSummary:
     """Label every image with the class names ``names`` (label set ``background`` + names;
     ``None`` = unlabelled DiffSeg segments) and draw overlays (``Overlays/<id>.jpg``);
-    ``workers``: loader and writer processes (:func:`.jobs.run_job`); ``compile_backend``: see
-    :func:`.load_engine`."""
+    ``workers``: loader and writer processes (:func:`.jobs.run_job`); ``compile_backend``,
+    ``variant``: see :func:`.load_engine`."""
     check_inputs_outside_output(items, out_dir, 'segments')
-    model = check_model(model)
+    model = check_model(model, variant)
     classes = None if names is None else ['background'] + [n for n in names if n != 'background']
     generator = build_generator(gen_cfg, classes)
     present = None if classes is None else classes[1:]
     palette = palette_for(classes if classes is not None else segment_classes())
-    header = job_header('segment', model, dtype, generator, classes, work_size=work_size)
+    header = job_header('segment', model, dtype, generator, classes, work_size=work_size,
+                        variant=variant)
     overlay_classes = tuple(classes) if classes is not None else None
 
     def prepare():
         """The model (loaded while the loader processes read the first batches) and the GPU
         work; masks and overlays are encoded in the writer processes."""
         engine = load_engine(model, device, dtype, generator.capture_spec, work_size,
-                             generator=generator, compile_backend=compile_backend)
+                             generator=generator, compile_backend=compile_backend, variant=variant)
         generator.to(engine.device)
 
         def compute(batch, loaded):

@@ -72,7 +72,8 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
                prompts: Optional[Sequence[str]] = None, seed: int = 0, batch_size: int = 4,
                device: str = 'cpu', dtype: str = 'float32', size: int = 512,
                split: str = 'train', workers: Optional[int] = None,
-               compile_backend: Optional[str] = None) -> JobSummary:
+               compile_backend: Optional[str] = None,
+               variant: Optional[str] = None) -> JobSummary:
     """Synthesise ``images_per_class`` image/mask pairs per class name into ``out_dir``.
 
     Args:
@@ -85,6 +86,8 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
         size: image side in pixels; SeeDiff's token grids scale with it
             (:func:`seediff_resolutions`) unless ``gen_cfg`` sets ``resolutions``.
         workers: writer processes encoding the JPEGs and PNGs (:func:`.jobs.run_job`).
+        compile_backend, variant: the U-Net's ``torch.compile`` backend and the weights variant
+            to load (:func:`.load_engine`).
 
     Raises:
         UserInputError: before any work, for an unknown class name, a bad template or a
@@ -113,21 +116,21 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
     gen_cfg.setdefault('prompt_templates', [DEFAULT_TEMPLATE])
     if gen_cfg.get('type') == 'SeeDiff' and size != RELEASED_SIZE:
         gen_cfg.setdefault('resolutions', seediff_resolutions(size))
-    model = check_model(model)
+    model = check_model(model, variant)
     generator = build_generator(gen_cfg, label_set)
     if not hasattr(generator, 'generate_kwargs'):
         raise UserInputError(f'{type(generator).__name__} cannot synthesise (no generate_kwargs); '
                              'use SeeDiff')
     items = synth_items(names, images_per_class, seed)
     palette = palette_for(label_set)
-    header = job_header('synthesize', model, dtype, generator, label_set, size=size,
-                        seed=int(seed), sampler=sampler_settings(model))
+    header = job_header('synthesize', model, dtype, generator, label_set, variant=variant,
+                        size=size, seed=int(seed), sampler=sampler_settings(model))
 
     def prepare():
         """The model (loaded while the writer processes start) and the GPU work; images and
         masks are encoded in the writer processes."""
         engine = load_engine(model, device, dtype, generator.capture_spec, size,
-                             generator=generator, compile_backend=compile_backend,
+                             generator=generator, compile_backend=compile_backend, variant=variant,
                              size_option=True)
         generator.to(engine.device)
 

@@ -56,9 +56,10 @@ def _weights_problem(folder: Path, component: str, variant: Optional[str]) -> Op
         return f"{component}/ has no weights of variant {variant!r} (found: {files or 'none'})"
     if variants:
         return (f'{component}/ holds only {"/".join(variants)}-variant weights ({files[0]}): '
-                f"load with variant={variants[0]!r} (Python: from_pretrained(..., variant="
-                f"{variants[0]!r}); configs: model.data_preprocessor.engine_kwargs.variant="
-                f"{variants[0]}), or save a plain copy once: python -c \"from diffusers import "
+                f'load with variant={variants[0]!r} (tools: --variant {variants[0]}; Python: '
+                f'from_pretrained(..., variant={variants[0]!r}); configs: '
+                f'model.data_preprocessor.engine_kwargs.variant={variants[0]}), or save a plain '
+                f"copy once: python -c \"from diffusers import "
                 f"StableDiffusionPipeline as P; P.from_pretrained('{folder}', variant="
                 f"'{variants[0]}').save_pretrained('FOLDER')\" and pass FOLDER")
     return f'{component}/ has no weights (*.safetensors or *.bin)'
