@@ -27,8 +27,8 @@ def test_the_tools_load_variant_weights_with_variant(tmp_path, sd_config_dir):
     images.mkdir()
     shutil.copy(shared_path(*VOC, 'JPEGImages', 'voc_val_1.png'), images)
     out = tmp_path / 'out'
-    args = [images, '--classes', 'aeroplane,person', '--model', model, '--device', 'cpu', '--out', out,
-            *ISEG_OPTIONS]
+    args = [images, '--classes', 'aeroplane,person', '--model', model, '--device', 'cpu',
+            '--out', out, *ISEG_OPTIONS]
 
     err = run_in_process('segment', *args, expect=2)
     assert "holds only fp16-variant weights" in err and '(tools: --variant fp16;' in err
