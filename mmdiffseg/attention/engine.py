@@ -198,13 +198,9 @@ class DiffusionAttentionEngine:
                              f'{steps - 1}; pass one of those (DiffSeg 300, iSeg 100)')
         return int(timestep)
 
-    @torch.no_grad()
-    def encode_images(self, images: ImagesLike, image_size: int = 512) -> torch.Tensor:
-        """VAE posterior mean x ``scaling_factor`` of the resized images, ``(B, 4, S/8, S/8)``."""
-        return self._encode(preprocess_images(images, image_size))
-
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        """:meth:`encode_images` of images already given to :func:`preprocess_images`."""
+        """VAE posterior mean x ``scaling_factor`` of images given to :func:`preprocess_images`,
+        ``(B, 4, S/8, S/8)``."""
         pixels = pixels.to(self.device, self.dtype)
         return self.vae.encode(pixels).latent_dist.mean * self.vae.config.scaling_factor
 
