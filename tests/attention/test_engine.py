@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmdiffseg.attention import (CaptureRequest, CaptureSpec, DiffusionAttentionEngine,
-                                 preprocess_images)
+from mmdiffseg.attention import CaptureRequest, CaptureSpec, DiffusionAttentionEngine
 from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
 
 SD1, SD2 = 'stable-diffusion-v1-4', 'stable-diffusion-2-1-base'
@@ -97,40 +96,6 @@ def test_a_hub_id_that_does_not_load_is_explained_once(cause, reason, fix, tmp_p
     for once in ("'org/x'", 'Hugging Face cache', 'not a folder', 'Fix:', 'Hub'):
         assert message.count(once) == 1, once
     assert 'stacktrace' not in message and 'Cannot load model' not in message
-
-
-def test_preprocess_known_values_and_conversions():
-    rgb = np.zeros((2, 3, 3), dtype=np.uint8)
-    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 0, 255, 51
-    out = preprocess_images([rgb], 2)
-    assert out.shape == (1, 3, 2, 2)
-    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([-1.0, 1.0, -0.6]))
-    rgba = np.concatenate([rgb, np.full((2, 3, 1), 7, np.uint8)], axis=-1)
-    torch.testing.assert_close(preprocess_images([rgba], 2), out)
-    gray = np.full((4, 4), 255, np.uint8)
-    torch.testing.assert_close(preprocess_images([gray], 4), torch.ones(1, 3, 4, 4))
-    as_tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
-    torch.testing.assert_close(preprocess_images(as_tensor, 2), out)
-    # bilinear, half-pixel centres: 2 -> 4 columns of [0, 255]; a uint8 image as the tools'
-    # loaders resize it (OpenCV, rounded to uint8), a float one by torch
-    ramp = np.zeros((1, 2, 3), np.uint8)
-    ramp[0, 1] = 255
-    row = preprocess_images([ramp], 4)[0, 0, 0]
-    torch.testing.assert_close(row, torch.tensor([0.0, 64.0, 191.0, 255.0]) / 127.5 - 1)
-    row = preprocess_images([ramp.astype(np.float32)], 4)[0, 0, 0]
-    torch.testing.assert_close(row, torch.tensor([0.0, 63.75, 191.25, 255.0]) / 127.5 - 1)
-
-
-@pytest.mark.parametrize('images, match', [
-    (torch.zeros(64, 64, dtype=torch.uint8), 'ambiguous'),
-    (torch.zeros(1, 5, 64, 64, dtype=torch.uint8), '5 channels'),
-    ([np.zeros((64, 64, 2), np.uint8)], '2 channels'),
-    ([np.zeros((64, 64, 3), np.int32)], 'dtype torch.int32'),
-    ('image.png', 'expected a'),
-])
-def test_bad_images_are_rejected_with_the_reason(images, match):
-    with pytest.raises(ValueError, match=match):
-        preprocess_images(images, 64)
 
 
 def test_rgba_and_grayscale_inputs_give_the_rgb_maps(tiny_engine):
@@ -247,56 +212,6 @@ def test_extract_errors_name_the_problem(tiny_engine):
         engine.extract(image, prompts='a cat', token_enhance=2.0, capture=SPEC, image_size=64)
     with pytest.raises(ValueError, match='square'):
         engine.generate(['a cat'], steps=1, capture=SPEC, height=64, width=128)
-
-
-@pytest.mark.parametrize('scale, fix', [(1 / 255, r'\[0, 1\] image.*images \* 255'),
-                                        (2 / 255, r'\[-1, 1\] image.*\(images \+ 1\) \* 127\.5')])
-def test_float_images_in_diffusers_ranges_are_refused_with_the_fix(scale, fix):
-    """Read as 0..255, a [0, 1] or [-1, 1] image is black: refused, naming the conversion."""
-    rgb = torch.from_numpy(_image(6)).permute(2, 0, 1)[None].float()
-    image = rgb * scale - (1 if scale > 1 / 255 else 0)
-    with pytest.raises(ValueError, match=fix):
-        preprocess_images(image, 64)
-    with pytest.raises(ValueError, match=fix):
-        preprocess_images([image[0].permute(1, 2, 0).numpy()], 64)
-    undershoot = rgb.clone()
-    undershoot[0, 0, 0, 0] = -3.0  # a bicubic resize's undershoot of a 0..255 image
-    preprocess_images(undershoot, 64)
-    preprocess_images(torch.zeros(1, 3, 8, 8), 8)  # black is black in every range
-
-
-def test_each_float_image_is_range_checked_alone():
-    """A [0, 1] image next to a 0..255 one (a uint8 array in a list, or another image of a float
-    batch) is refused, naming it; a float 0..255 image next to a uint8 one is read as before."""
-    rgb = _image(6)
-    unit = rgb.astype(np.float32) / 255
-    with pytest.raises(ValueError, match=r'images\[1\]: .*\[0, 1\] image.*images \* 255'):
-        preprocess_images([rgb, unit], 64)
-    batch = torch.from_numpy(np.stack([rgb, unit * 255])).permute(0, 3, 1, 2)
-    batch[1] /= 255
-    with pytest.raises(ValueError, match=r'images\[1\]: .*\[0, 1\] image'):
-        preprocess_images(batch, 64)
-    torch.testing.assert_close(preprocess_images([rgb, rgb.astype(np.float64)], 64),
-                               preprocess_images([rgb, rgb], 64))
-
-
-def test_pil_images_and_single_arrays_are_images():
-    from PIL import Image
-    rgb = _image(7, size=32)
-    expected = preprocess_images([rgb], 32)
-    for images in (Image.fromarray(rgb), [Image.fromarray(rgb)], rgb, rgb[None]):
-        torch.testing.assert_close(preprocess_images(images, 32), expected)
-    grey = Image.fromarray(rgb[..., 0])
-    torch.testing.assert_close(preprocess_images(grey, 32), preprocess_images([rgb[..., 0]], 32))
-
-
-@pytest.mark.parametrize('images, hint', [
-    (torch.zeros(2, 64, 48, 3, dtype=torch.uint8), r'images\.permute\(0, 3, 1, 2\)'),
-    ([np.zeros((3, 64, 48), np.uint8)], r'image\.transpose\(1, 2, 0\)'),
-])
-def test_channels_on_the_wrong_side_name_the_permutation(images, hint):
-    with pytest.raises(ValueError, match=hint):
-        preprocess_images(images, 64)
 
 
 def test_extract_arguments_are_checked_before_the_model_runs(tiny_engine):
