@@ -11,6 +11,7 @@ from test_preflight import NO_CUDA, tiny_online_config, tiny_sd  # noqa: F401 (a
 from mmdiffseg import preflight
 
 
+@NO_CUDA
 def test_cuda_settings_need_a_gpu():
     """Each setting that needs CUDA is named with the --cfg-options that runs without it; applied,
     they leave nothing missing."""
