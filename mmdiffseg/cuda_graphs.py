@@ -37,7 +37,10 @@ def record_graph(warm_up: Callable[[], W], steps: Callable[[], T], pool=None
     replay. On the current CUDA device; ``pool``: another graph's ``pool()``, to share its memory.
 
     The capture is ``'thread_local'``: the offline tools' loader and writer threads may use CUDA
-    meanwhile."""
+    meanwhile. It runs on the warm-up's side stream, made on the current device (torch's default
+    capture stream is one per process, on the device that recorded first). A capture that fails
+    leaves the caller on its own stream (``torch.cuda.graph`` does not when ending the capture
+    fails)."""
     current = torch.cuda.current_stream()
     stream = torch.cuda.Stream()
     stream.wait_stream(current)
@@ -47,8 +50,11 @@ def record_graph(warm_up: Callable[[], W], steps: Callable[[], T], pool=None
     if isinstance(warm, torch.Tensor):  # made on the side stream, read on the current one
         warm.record_stream(current)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool, capture_error_mode='thread_local'):
-        out = steps()
+    try:
+        with torch.cuda.graph(graph, pool=pool, stream=stream, capture_error_mode='thread_local'):
+            out = steps()
+    finally:
+        torch.cuda.set_stream(current)
     return graph, warm, out
 
 

@@ -8,6 +8,8 @@ wrong graph, left a buffer unfilled or shared one that must not be shared return
 here. On a GPU the real graphs are checked by ``tests/generators/test_postprocess_graphs_cuda.py``
 (the GPU suite's ``cuda_tests`` step).
 """
+import contextlib
+
 import pytest
 import torch
 
@@ -71,6 +73,33 @@ def test_a_failed_recording_warns_once_and_runs_eagerly(monkeypatch):
         assert torch.equal(cache(torch.zeros(2)), torch.ones(2))
     monkeypatch.setattr(cuda_graphs, 'record_graph', None)  # never called again
     assert torch.equal(cache(torch.ones(2)), torch.full((2, ), 2.0))
+
+
+def test_a_capture_that_fails_to_end_leaves_the_caller_on_its_stream(monkeypatch):
+    """``torch.cuda.graph``'s exit, when ending the capture raises, skips restoring the stream it
+    switched to: ``record_graph`` restores the caller's, so the eager fallback does not run on the
+    capture stream (torch.cuda's stream calls stood in for)."""
+    class Stream:
+        def wait_stream(self, other):
+            pass
+    current, streams = Stream(), []
+
+    class CaptureEndFails:
+        def __init__(self, graph, pool=None, stream=None, capture_error_mode=None):
+            self.stream = stream
+
+        def __enter__(self):
+            streams.append(self.stream)
+
+        def __exit__(self, *exc):
+            raise RuntimeError('operation not permitted when stream is capturing')
+    for name, value in dict(current_stream=lambda: current, Stream=Stream, CUDAGraph=object,
+                            stream=lambda s: contextlib.nullcontext(), graph=CaptureEndFails,
+                            set_stream=streams.append).items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    with pytest.raises(RuntimeError, match='stream is capturing'):
+        cuda_graphs.record_graph(lambda: None, lambda: None)
+    assert len(streams) == 2 and streams[0] is not current and streams[-1] is current
 
 
 def test_copies_carry_no_graphs(replaying_graphs):

@@ -108,8 +108,11 @@ def anchor_proposals(attn: torch.Tensor, anchors: torch.Tensor, threshold: float
         # NaN < threshold is false; the threshold is compared in float16, as released
         return _mean_of_matched(float16_symmetric_kl(picked, attn) < threshold, attn)
     matched = (symmetric_kl(picked, attn) < threshold).float()
-    rows = torch.arange(len(anchors), device=anchors.device)
-    matched[..., rows, anchors] = 1  # an anchor always matches itself (whatever the rounding)
+    # an anchor always matches itself (whatever the rounding); a scatter of a number, not an
+    # indexed assignment, whose value is a CPU tensor copied to the GPU: a sync a CUDA graph
+    # refuses
+    own = anchors.view(-1, 1).expand(*matched.shape[:-1], 1)
+    matched.scatter_(-1, own, 1.0)
     return _mean_of_matched(matched, attn)
 
 
