@@ -75,13 +75,26 @@ def test_tools_refuse_cuda_with_the_reason(cuda_build, monkeypatch):
 
 
 def test_a_gpu_given_by_index_becomes_the_current_device(monkeypatch):
-    """--device cuda:1 (with CUDA usable, as described here) makes GPU 1 the current device;
-    plain cuda and the CPU leave it alone."""
+    """--device cuda:1 (with two usable GPUs, as described here) makes GPU 1 the current device;
+    plain cuda and the CPU leave it alone; a rank's GPU is its LOCAL_RANK. A GPU this machine
+    lacks is named with the ones it has (it was a traceback from torch.cuda.set_device)."""
     calls = []
     monkeypatch.setattr('mmdiffseg.apis.builders.cuda_problem', lambda: None)
     monkeypatch.setattr(torch.cuda, 'set_device', calls.append)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
     monkeypatch.delenv('LOCAL_RANK', raising=False)
     assert [pick_device(d) for d in ('cuda:1', 'cuda', 'cpu')] == ['cuda:1', 'cuda', 'cpu']
+    assert calls == ['cuda:1']
+    with pytest.raises(UserInputError, match=r'--device cuda:2: this machine has 2 GPU\(s\), '
+                                             r'cuda:0 to cuda:1; pass one of them'):
+        pick_device('cuda:2')
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    assert pick_device('cuda') == 'cuda:1' and pick_device('cpu') == 'cpu'
+    monkeypatch.setenv('LOCAL_RANK', '2')
+    with pytest.raises(UserInputError, match=r'LOCAL_RANK=2 would use cuda:2, but this machine '
+                                             r'has 2 GPU\(s\): launch at most 2 rank\(s\) per '
+                                             r'node \(torchrun --nproc-per-node 2\)'):
+        pick_device('cuda')
     assert calls == ['cuda:1']
 
 

@@ -12,7 +12,6 @@ takes its share; rerun after an interruption to resume (cached images are skippe
 labels and the Stable Diffusion weights is missing, with the fixes (exit status 2).
 """
 import argparse
-import os
 import sys
 
 from offline_args import COMPILE_BACKENDS, config_file, count, positive_int
@@ -58,14 +57,16 @@ def parse_args(argv=None):
     return args
 
 
-def default_device(launcher: str) -> str:
+def default_device() -> str:
+    """``cuda`` where a GPU is (:func:`~mmdiffseg.apis.builders.pick_device` makes it this rank's
+    under a launcher), else ``cpu``."""
     import torch
 
     from mmdiffseg.cuda_check import warn_if_gpu_unused
     if not torch.cuda.is_available():
         warn_if_gpu_unused()
         return 'cpu'
-    return f'cuda:{os.environ.get("LOCAL_RANK", 0)}' if launcher != 'none' else 'cuda'
+    return 'cuda'
 
 
 def main(argv=None):
@@ -73,6 +74,7 @@ def main(argv=None):
     import mmdiffseg  # noqa: F401  (work-arounds + registrations)
     from mmengine.registry import init_default_scope
 
+    from mmdiffseg.apis.builders import pick_device
     from mmdiffseg.apis.cli import leave_process_group, start_launcher
     from mmdiffseg.compat import config_fromfile
     from mmdiffseg.models.prefill import prefill
@@ -87,7 +89,7 @@ def main(argv=None):
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     if not args.skip_preflight:
         ensure_ready(cfg, args.config, 'prefill', dtype=args.dtype, device=args.device)
-    device = args.device or default_device(args.launcher)
+    device = pick_device(args.device or default_device())
     start_launcher(args.launcher, device)
     summary = prefill(cfg, device, batch_size=args.batch_size, dtype=args.dtype,
                       workers=args.workers)

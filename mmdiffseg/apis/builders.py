@@ -230,8 +230,17 @@ def pick_device(device: Union[str, torch.device]) -> str:
     if problem is not None:
         raise UserInputError(f'--device {device} asked for but CUDA is not available: '
                              f'{problem.reason}; fix: {problem.fix}; or pass --device cpu')
+    count = torch.cuda.device_count() if device.startswith('cuda') else 0
     if device == 'cuda' and 'LOCAL_RANK' in os.environ:
-        return f'cuda:{int(os.environ["LOCAL_RANK"])}'
+        rank = int(os.environ['LOCAL_RANK'])
+        if rank >= count:
+            raise UserInputError(f'the rank with LOCAL_RANK={rank} would use cuda:{rank}, but this '
+                                 f'machine has {count} GPU(s): launch at most {count} rank(s) per '
+                                 f'node (torchrun --nproc-per-node {count}), or pass --device cpu')
+        return f'cuda:{rank}'
     if device.startswith('cuda:'):
+        if torch.device(device).index >= count:
+            raise UserInputError(f'--device {device}: this machine has {count} GPU(s), cuda:0 to '
+                                 f'cuda:{count - 1}; pass one of them')
         torch.cuda.set_device(device)
     return device

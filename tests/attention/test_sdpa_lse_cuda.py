@@ -10,6 +10,9 @@ import torch.nn.functional as F
 
 from mmdiffseg.attention.sdpa_lse import LSE_TOLERANCE, sdpa_with_lse
 
+#: ``torch.ops.aten._fused_sdp_choice``'s answer when no fused kernel serves the call
+MATH = 0
+
 if not torch.cuda.is_available():
     pytest.skip('needs a CUDA device', allow_module_level=True)
 
@@ -26,6 +29,9 @@ def test_output_is_the_plain_call_and_the_lse_is_used(dtype, heads, n_query, n_k
     for _ in range(2):  # the first call of a cuDNN signature is the checked one
         out, lse = sdpa_with_lse(q, k, v)
         assert torch.equal(out, F.scaled_dot_product_attention(q, k, v)), backend
+    if backend == MATH:  # no fused kernel for this dtype here (bfloat16 before sm_80)
+        assert lse is None
+        return
     assert lse is not None, f'no LSE from SDPA backend {backend} (1 flash, 2 efficient, 3 cudnn)'
     logits = q[1, :, :256].double() @ k[1].double().transpose(-1, -2) / math.sqrt(head_dim)
     error = (lse[1, :, :256].double() - torch.logsumexp(logits, -1)).abs().max().item()

@@ -8,6 +8,7 @@ import torch
 
 from mmdiffseg.generators.kmeans import kl_kmeans, grid_seeds, kmeans_batch
 from mmdiffseg.generators.ordered_sums import cpu_order_cluster_sums
+from mmdiffseg.triton_support import triton_problem
 
 if not torch.cuda.is_available():
     pytest.skip('needs a CUDA device', allow_module_level=True)
@@ -20,6 +21,8 @@ def cross_attention(batch=2, pixels=4096, tokens=77, seed=0):
 
 @pytest.mark.parametrize('backend', ['torch', 'triton'])
 def test_cpu_order_sums_on_the_gpu_equal_the_cpu_sums_bit_for_bit(backend):
+    if backend == 'triton' and triton_problem('cuda') is not None:
+        pytest.skip(triton_problem('cuda'))  # e.g. a T4: the torch order sums run there
     torch.set_num_threads(1)
     x = cross_attention()
     labels = torch.randint(0, 35, (2, 4096), generator=torch.Generator().manual_seed(1))

@@ -106,7 +106,7 @@ def test_the_sd1x_preset_labels_images_on_sd1x(tiny_sd15, one_image, tmp_path):
                                 ISeg.from_preset(name).capture_spec)
     run_tool('pseudo_label', one_image / 'images', '--labels', one_image / 'labels.json',
              '--classes', 'voc', '--config', REPO / 'configs/iseg/iseg_wsss_voc_sd1x.py',
-             '--model', tiny_sd15, '--out', tmp_path)
+             '--model', tiny_sd15, '--out', tmp_path, '--device', 'cpu')
     labels = np.array(Image.open(tmp_path / 'SegmentationClass' / 'voc_val_582.png'))
     assert labels.shape == (513, 513)
     assert set(np.unique(labels)) <= {0, VOC_CLASSES.index('motorbike'),

@@ -22,7 +22,9 @@ from sample_data import shared_path
 import mmdiffseg  # noqa: F401
 from mmdiffseg.models.prefill import config_label_caches
 
+# CPU ranks, also on a machine with GPUs (two ranks on one GPU's machine would ask for cuda:1)
 ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1',
+           CUDA_VISIBLE_DEVICES='',
            PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / 'tests' / 'tools'),
                                        os.environ.get('PYTHONPATH', '')]))
 

@@ -179,7 +179,6 @@ def test_a_folder_without_model_index_is_not_a_diffusers_folder(tmp_path):
     assert 'has no model_index.json' in item.what and item.where == ['model.sd_model']
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message on a machine without CUDA')
 class RecordingRunner:
     """Stands in for the runner: records the config it is built with."""
     built = []

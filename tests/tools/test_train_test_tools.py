@@ -234,6 +234,7 @@ def test_dist_test_runs_a_training_free_config_on_two_ranks(tmp_path, tiny_sd):
     cfg.val_dataloader = cfg.test_dataloader
     config = write_config(cfg, tmp_path / 'diffseg.py')
     env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1',
+               CUDA_VISIBLE_DEVICES='',  # CPU ranks, also where one GPU would serve two ranks
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]))
     done = subprocess.run(['bash', str(REPO / 'tools' / 'dist_test.sh'), str(config), '2',
                            '--work-dir', str(tmp_path / 'ranks'), '--out', str(tmp_path / 'preds')],
