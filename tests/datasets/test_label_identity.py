@@ -127,12 +127,14 @@ def test_every_component_and_the_noise_schedule_are_part_of_the_model(tmp_path, 
         vae[0] -= 1e-3
         text[0] += 1e-3
     pipe.save_pretrained(tmp_path / 'text')
-    shutil.copytree(tiny_sd, tmp_path / 'betas')
-    scheduler = tmp_path / 'betas' / 'scheduler' / 'scheduler_config.json'
-    scheduler.write_text(json.dumps(dict(json.loads(scheduler.read_text()), beta_end=0.02)))
+    for name, part, change in (('betas', 'scheduler/scheduler_config.json', dict(beta_end=0.02)),
+                               ('latent_scale', 'vae/config.json', dict(scaling_factor=0.2))):
+        shutil.copytree(tiny_sd, tmp_path / name)
+        config = tmp_path / name / part
+        config.write_text(json.dumps(dict(json.loads(config.read_text()), **change)))
     hashes = {name: model_identity(tmp_path / name)['config_hash']
-              for name in ('vae', 'text', 'betas')}
-    assert base not in hashes.values() and len(set(hashes.values())) == 3
+              for name in ('vae', 'text', 'betas', 'latent_scale')}
+    assert base not in hashes.values() and len(set(hashes.values())) == 4
 
 
 def test_a_resaved_resharded_or_resampled_copy_is_the_same_model(tmp_path, tiny_sd):
@@ -145,8 +147,11 @@ def test_a_resaved_resharded_or_resampled_copy_is_the_same_model(tmp_path, tiny_
     copy = tmp_path / 'copy'
     shutil.copytree(tiny_sd, copy)
     for part, edit in (('text_encoder/config.json', lambda c: c.pop('max_position_embeddings')),
+                       ('vae/config.json', lambda c: c.pop('act_fn')),  # its default, 'silu'
                        ('scheduler/scheduler_config.json',
-                        lambda c: c.update(_class_name='EulerDiscreteScheduler'))):
+                        lambda c: c.update(_class_name='EulerDiscreteScheduler')),
+                       ('scheduler/scheduler_config.json',
+                        lambda c: c.pop('num_train_timesteps'))):  # DDPM's default, 1000
         config = json.loads((copy / part).read_text())
         edit(config)
         (copy / part).write_text(json.dumps(config))
@@ -156,6 +161,9 @@ def test_a_resaved_resharded_or_resampled_copy_is_the_same_model(tmp_path, tiny_
     tensors['renamed.' + name] = tensors.pop(name)
     tensors['position_ids'] = torch.arange(77)[None]
     save_file(tensors, vae)
+    # variant weights beside the plain ones: a load without the variant reads the plain ones
+    save_file({key: value + 1 for key, value in tensors.items()},
+              vae.with_name('diffusion_pytorch_model.fp16.safetensors'))
     shutil.rmtree(copy / 'unet')
     UNet2DConditionModel.from_pretrained(tiny_sd / 'unet').save_pretrained(
         copy / 'unet', max_shard_size='200KB')
