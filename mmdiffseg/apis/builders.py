@@ -72,7 +72,7 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
         engine = DiffusionAttentionEngine.from_pretrained(
             model, dtype=DTYPES[dtype], device=device,
             compile_unet=dict(backend=compile_backend) if compile_backend else False,
-            **({'variant': variant} if variant else {}))
+            variant=variant)
     except (OSError, ValueError) as exc:  # the engine's message names the model and the fix
         raise UserInputError(str(exc)) from exc
     if capture is not None:
