@@ -15,7 +15,7 @@ import dataclasses
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -122,6 +122,23 @@ def _labeler(cfg: Config, spec: dict, dtype: Optional[str],
     return labeler
 
 
+def _full_batches(loader: torch.utils.data.DataLoader, batch_size: int,
+                  settle: Callable[[list, int, int], None]) -> Iterator[list]:
+    """The loader's uncached images regrouped into batches of ``batch_size`` (the last one
+    shorter), so that a resumed prefill runs the engine at full batches; cached images are
+    settled as they arrive (``settle(entries, cached, made)``)."""
+    pending: list = []
+    for batch in loader:
+        cached = [entry for entry in batch if entry[1] is None]
+        settle(cached, len(cached), 0)
+        pending += [entry for entry in batch if entry[1] is not None]
+        while len(pending) >= batch_size:
+            yield pending[:batch_size]
+            del pending[:batch_size]
+    if pending:
+        yield pending
+
+
 def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
             dtype: Optional[str] = None, workers: Optional[int] = None,
             progress: bool = True) -> PrefillSummary:
@@ -159,20 +176,18 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
     start, interrupted = time.perf_counter(), False
     with ProgressLine(len(images) if progress and rank == 0 else 0, sys.stdout) as bar:
         bar.start()
+
+        def settle(entries: list, cached: int, made: int) -> None:
+            counts.add_(torch.tensor([len(entries), made, cached], dtype=torch.float64))
+            for _ in entries:
+                bar.update()
+
         try:
-            for batch in loader:
-                todo: Dict[str, tuple] = {}
-                for key, image, names in batch:
-                    if image is not None:
-                        todo.setdefault(key, (lambda image=image: image, names))
+            for entries in _full_batches(loader, labeler.options['batch_size'], settle):
+                todo = {key: (lambda image=image: image, names) for key, image, names in entries}
                 made_before = labeler.generated
-                if todo:
-                    labeler.labels(todo, device)
-                counts += torch.tensor([len(batch), labeler.generated - made_before,
-                                        sum(image is None for _, image, _ in batch)],
-                                       dtype=torch.float64)
-                for _ in batch:
-                    bar.update()
+                labeler.labels(todo, device)
+                settle(entries, 0, labeler.generated - made_before)
         except KeyboardInterrupt:
             interrupted = True
         except OSError as exc:  # a full disk, a read-only cache: one line (exit 3), the rest kept

@@ -94,6 +94,32 @@ def test_a_cache_that_cannot_take_a_label_stops_the_prefill_with_one_line(
             prefill(cfg, 'cpu', progress=False)
 
 
+def test_a_resumed_prefill_runs_the_engine_at_full_batches(tmp_path, tiny_sd, monkeypatch):
+    """Every other image cached: the loader's batches of 2 hold one uncached image each, which
+    are regrouped into one engine batch of 2 (not two batches of 1); the counts stay exact."""
+    from mmdiffseg.models import prefill as prefill_module
+    from mmdiffseg.models.online_labeler import OnlineLabeler
+    batches, reads = [], iter(range(100))
+
+    def label(self, todo, device):
+        batches.append(sorted(todo))
+        self.generated += len(todo)
+    monkeypatch.setattr(OnlineLabeler, 'labels', label)
+    monkeypatch.setattr(prefill_module, 'read_label',
+                        lambda path: None if next(reads) % 2 else 'cached')
+    cfg = online_config(tmp_path, tiny_sd)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        summary = prefill_module.prefill(cfg, 'cpu', batch_size=2, workers=0, progress=False)
+    assert [len(batch) for batch in batches] == [2]
+    assert (summary.images, summary.made, summary.cached) == (4, 2, 2)
+    batches.clear()
+    with DefaultScope.overwrite_default_scope('mmseg'):   # none cached, batch 3: 3 + 1
+        monkeypatch.setattr(prefill_module, 'read_label', lambda path: None)
+        summary = prefill_module.prefill(cfg, 'cpu', batch_size=3, workers=0, progress=False)
+    assert [len(batch) for batch in batches] == [3, 1]
+    assert (summary.images, summary.made, summary.cached) == (4, 4, 0)
+
+
 def labels_in(cache_dir):
     return sorted(cache_dir.glob('??/*.png'))
 
