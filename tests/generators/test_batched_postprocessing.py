@@ -12,7 +12,7 @@ from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names
 from mmdiffseg.generators.diffseg import compact_ids
 from mmdiffseg.generators.diffseg_merge import greedy_leaders
 from mmdiffseg.generators.kmeans import kmeans, kmeans_batch
-from mmdiffseg.generators.ordered_sums import cpu_order_cluster_sums
+from mmdiffseg.generators.ordered_sums import cascade_columns, cpu_order_cluster_sums
 from mmdiffseg.generators.testing import attention_from_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'benchmarks'))
@@ -69,6 +69,25 @@ def test_cluster_sums_in_cpu_order_equal_the_per_cluster_sums_bit_for_bit():
                 assert torch.equal(sums[b, c], expected), (n, d, k, b, c)
     with pytest.raises(ValueError, match='5 columns'):
         cpu_order_cluster_sums(torch.rand(1, 10, 5), torch.zeros(1, 10, dtype=torch.long), 2)
+
+
+def test_cluster_sums_past_one_run_of_16_cubed_rows_keep_the_cpu_order():
+    """A cluster of more than 16 ** 3 rows: ATen's third accumulator level (runs of 16 groups of
+    16 blocks) shapes the bits (a cascade of two levels differs here)."""
+    gen = torch.Generator().manual_seed(3)
+    n = 3 * 16 ** 3 + 100
+    x = torch.rand(1, n, 70, generator=gen) * torch.rand(1, n, 1, generator=gen) ** 4 * 1e3
+    labels = (torch.rand(1, n, generator=gen) < 0.02).long()   # cluster 0: ~98% of the rows
+    sums = cpu_order_cluster_sums(x, labels, 2)
+    for c in range(2):
+        assert torch.equal(sums[0, c], x[0][labels[0] == c].sum(0)), c
+
+
+@pytest.mark.parametrize('capability, columns', [('AVX2', 96), ('AVX512', 64), ('DEFAULT', 96)])
+def test_the_cascade_takes_whole_groups_of_four_simd_vectors(monkeypatch, capability, columns):
+    """100 columns: groups of 4 x 8 floats (AVX2) end at 96, of 4 x 16 (AVX-512) at 64."""
+    monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability', lambda: capability)
+    assert cascade_columns(100) == columns and cascade_columns(77) == 64
 
 
 def test_kmeans_of_a_batch_equals_kmeans_of_each_set_and_relocates_an_empty_cluster():
