@@ -15,6 +15,7 @@ from mmdiffseg.generators import DiffSeg
 from mmdiffseg.generators.diffseg import (aggregate_self_attention, anchor_grid,
                                           anchor_proposals, merge_proposals)
 from mmdiffseg.generators.diffseg_masks import compact_ids
+from mmdiffseg.generators.diffseg_merge import refine_proposals
 from mmdiffseg.generators.functional import symmetric_kl
 from mmdiffseg.generators.kmeans import kmeans
 from mmdiffseg.generators.transcriptions import diffseg_aggregate, diffseg_masks
@@ -109,6 +110,24 @@ def test_anchor_proposals_and_greedy_merge_by_hand():
     torch.testing.assert_close(merged, torch.stack([attn[[0, 1, 3]].mean(0), attn[2], attn[4]]))
 
 
+def test_a_map_at_exactly_the_threshold_is_not_merged_and_an_anchor_always_matches_itself():
+    """Released ``KL(anchor, attns) < kl_threshold``: strictly below, in both passes. Float32 mode:
+    an anchor joins its own proposal however small the threshold (its self-distance may round
+    above it)."""
+    attn = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.6, 0.2, 0.1, 0.1]])
+    at = symmetric_kl(attn, attn)[0, 1].item()
+    above = float(np.nextafter(np.float32(at), np.float32(np.inf)))
+    assert anchor_proposals(attn, torch.tensor([0]), threshold=at, precision='float32')[0] \
+        .equal(attn[0])
+    torch.testing.assert_close(anchor_proposals(attn, torch.tensor([0]), threshold=above,
+                                                precision='float32')[0], attn.mean(0))
+    assert merge_proposals(attn, threshold=at).equal(attn)
+    torch.testing.assert_close(merge_proposals(attn, threshold=above), attn.mean(0)[None])
+    for threshold in (0.0, -1.0):   # no pixel within: each anchor's proposal is its own map
+        assert anchor_proposals(attn, torch.tensor([1, 0]), threshold,
+                                precision='float32').equal(attn[[1, 0]])
+
+
 def test_each_merge_pass_uses_its_own_kl_threshold():
     """Every merge pass merges at its own entry of ``kl_thresholds``: were the later passes to
     reuse the first one, a config's per-pass thresholds would be silently ignored."""
@@ -176,6 +195,17 @@ def test_kmeans_stops_when_the_centres_shift_less_than_tol_times_the_mean_varian
     centers, labels = kmeans(x, init, tol=1e9)
     torch.testing.assert_close(centers, one_step)
     assert labels.tolist() == [0, 0, 1, 1]      # the labels of the centres returned
+
+
+def test_refinement_keeps_only_the_clusters_that_hold_pixels():
+    """Released ``generate_masks(refine=True)``: the means of the k-means clusters, those without
+    pixels dropped. Ten identical pixel maps and two proposals: every pixel picks the first
+    centre (ties go to the first), so the second cluster ends empty."""
+    attn = torch.tensor([[0.4, 0.3, 0.2, 0.1]]).repeat(10, 1)
+    proposals = torch.tensor([[0.4, 0.3, 0.2, 0.1], [0.1, 0.2, 0.3, 0.4]])
+    (means,), (kept,) = refine_proposals([attn], [proposals])
+    assert kept.tolist() == [True, False]
+    torch.testing.assert_close(means[0], attn[0])
 
 
 # -- known answers, float32 mode ------------------------------------------------------------------
