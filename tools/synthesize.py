@@ -36,7 +36,10 @@ def parse_args(argv=None):
                              '"a photo of a {}")')
     parser.add_argument('--images-per-class', type=int, default=1, help='images per class')
     parser.add_argument('--seed', type=int, default=0,
-                        help="run seed; each image's seed derives from it and the image id")
+                        help="run seed; each image's seed derives from it (--seed-per-image)")
+    parser.add_argument('--seed-per-image', choices=('hash', 'index'), default='hash',
+                        help="hash: a hash of --seed and the image id (default); index: --seed + "
+                             "the image's index in its class (SeeDiff's release: --seed 200000)")
     parser.add_argument('--size', type=int, default=512,
                         help='image side in pixels (default 512, as released). SeeDiff reads '
                              'its 16/32/64 token grids at 512 px; at another size (a multiple of '
@@ -73,7 +76,8 @@ def main(argv=None):
     cli.start_launcher(args.launcher, args.device)
     summary = synthesize(names, args.out, model, gen_cfg, label_set=label_set,
                          images_per_class=args.images_per_class, prompts=args.prompt,
-                         seed=args.seed, batch_size=args.batch_size,
+                         seed=args.seed, seed_per_image=args.seed_per_image,
+                         batch_size=args.batch_size,
                          device=device, dtype=args.dtype, size=args.size,
                          split=args.split, workers=args.workers, compile_backend=args.compile,
                          variant=args.variant)

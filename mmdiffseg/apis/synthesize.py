@@ -1,10 +1,11 @@
 """Prompts -> synthetic image + mask pairs (SeeDiff's setting), resumable and deterministic.
 
 Each item is one image of one class: id ``<class>_<index>``, prompt = template ``index % len``
-filled with the class name, seed derived from the run seed and the id (:func:`.io.item_seed`), so
-an item's initial noise does not depend on the batch, the shard or where a run was resumed (its
-pixels do, within the rounding of batched U-Net calls over the steps: byte-identical for the same
-batch size and ranks, README "Batch size"). The
+filled with the class name, seed derived from the run seed and the id (:func:`.io.item_seed`), or
+with ``seed_per_image='index'`` the run seed plus the index (SeeDiff's release: image ``k`` of a
+class from seed ``200000 + k``). An item's initial noise does not depend on the batch, the shard
+or where a run was resumed (its pixels do, within the rounding of batched U-Net calls over the
+steps: byte-identical for the same batch size and ranks, README "Batch size"). The
 engine samples the image with classifier-free guidance and records the attention; the generator
 (SeeDiff by default) turns it into the mask. Output: ``JPEGImages/<id>.jpg``,
 ``SegmentationClass/<id>.png`` (indices into the label set, 255 = unsure), split file, manifest.
@@ -37,6 +38,10 @@ OWN_LABEL_SETS = ('voc', 'ade20k')
 DEFAULT_TEMPLATE = 'a photo of a {}'
 #: SeeDiff's image size (its 16 / 32 / 64 token grids); other sizes scale the grids
 RELEASED_SIZE = 512
+#: how each image's seed follows from the run seed: a hash of it and the image id, or the run seed
+#: plus the image's index in its class (``seediff_main_origin.py``: ``200000 + k`` in its first
+#: process, ``torch.Generator().manual_seed`` of a CPU float32 draw, as the engine's)
+SEED_PER_IMAGE = ('hash', 'index')
 
 
 def seediff_resolutions(size: int) -> List[int]:
@@ -48,11 +53,14 @@ def seediff_resolutions(size: int) -> List[int]:
     return list(resolutions_for(size // 8))
 
 
-def synth_items(names: Sequence[str], images_per_class: int, seed: int) -> List[WorkItem]:
+def synth_items(names: Sequence[str], images_per_class: int, seed: int,
+                seed_per_image: str = 'hash') -> List[WorkItem]:
     """Class-major item list; ids are ``<slug>_<index:05d>`` (two names with one slug are
-    refused: their items would share ids)."""
+    refused: their items would share ids); seeds by ``seed_per_image`` (:data:`SEED_PER_IMAGE`)."""
     if images_per_class < 1:
         raise UserInputError(f'--images-per-class must be at least 1, got {images_per_class}')
+    if seed_per_image not in SEED_PER_IMAGE:
+        raise UserInputError(f'--seed-per-image {seed_per_image!r}: one of {SEED_PER_IMAGE}')
     items, slugs = [], {}
     for name in names:
         slug = re.sub(r'[^0-9A-Za-z]+', '-', name).strip('-').lower() or 'class'
@@ -62,8 +70,8 @@ def synth_items(names: Sequence[str], images_per_class: int, seed: int) -> List[
         slugs[slug] = name
         for index in range(images_per_class):
             item_id = f'{slug}_{index:05d}'
-            items.append(WorkItem(item_id, dict(name=name, index=index,
-                                                seed=item_seed(seed, item_id))))
+            item = item_seed(seed, item_id) if seed_per_image == 'hash' else int(seed) + index
+            items.append(WorkItem(item_id, dict(name=name, index=index, seed=item)))
     return items
 
 
@@ -73,7 +81,7 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
                device: str = 'cpu', dtype: str = 'float32', size: int = 512,
                split: str = 'train', workers: Optional[int] = None,
                compile_backend: Optional[str] = None,
-               variant: Optional[str] = None) -> JobSummary:
+               variant: Optional[str] = None, seed_per_image: str = 'hash') -> JobSummary:
     """Synthesise ``images_per_class`` image/mask pairs per class name into ``out_dir``.
 
     Args:
@@ -88,6 +96,8 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
         workers: writer processes encoding the JPEGs and PNGs (:func:`.jobs.run_job`).
         compile_backend, variant: the U-Net's ``torch.compile`` backend and the weights variant
             to load (:func:`.load_engine`).
+        seed_per_image: ``'hash'`` (each image's seed a hash of ``seed`` and its id) or
+            ``'index'`` (``seed`` + its index in its class; ``seed=200000``: SeeDiff's release).
 
     Raises:
         UserInputError: before any work, for an unknown class name, a bad template or a
@@ -121,10 +131,11 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
     if not hasattr(generator, 'generate_kwargs'):
         raise UserInputError(f'{type(generator).__name__} cannot synthesise (no generate_kwargs); '
                              'use SeeDiff')
-    items = synth_items(names, images_per_class, seed)
+    items = synth_items(names, images_per_class, seed, seed_per_image)
     palette = palette_for(label_set)
     header = job_header('synthesize', model, dtype, generator, label_set, variant=variant,
-                        size=size, seed=int(seed), sampler=sampler_settings(model))
+                        size=size, seed=int(seed), sampler=sampler_settings(model),
+                        **({} if seed_per_image == 'hash' else {'seed_per_image': seed_per_image}))
 
     def prepare():
         """The model (loaded while the writer processes start) and the GPU work; images and

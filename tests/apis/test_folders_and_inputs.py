@@ -217,6 +217,11 @@ def test_synth_items_have_stable_ids_and_seeds():
     again = synth_items(['cat'], 3, seed=7)
     assert again[1].payload['seed'] == items[3].payload['seed']  # independent of the class list
     assert synth_items(['cat'], 1, seed=8)[0].payload['seed'] != again[0].payload['seed']
+    # SeeDiff's release: image k of every class from seed 200000 + k
+    released = synth_items(['cat', 'dog'], 3, seed=200000, seed_per_image='index')
+    assert [it.payload['seed'] for it in released] == [200000, 200001, 200002] * 2
+    with pytest.raises(UserInputError, match="--seed-per-image 'random': one of"):
+        synth_items(['cat'], 1, seed=0, seed_per_image='random')
 
 
 def test_model_and_option_checks(tmp_path):

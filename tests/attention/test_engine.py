@@ -324,6 +324,25 @@ def test_generate_seeds_negative_prompts_and_steps(tiny_engine):
     assert torch.equal(alone, (pipe.clamp(0, 1) * 255).floor().to(torch.uint8))
 
 
+def test_generate_starts_from_seediffs_released_initial_noise(tiny_engine):
+    """SeeDiff's release draws an image's initial latent as ``torch.randn((1, 4, H/8, W/8),
+    generator=torch.Generator().manual_seed(seed))`` (CPU, float32; ``ptp_utils.init_latent``);
+    ``generate`` starts each prompt from that very draw (PNDM scales it by 1), so a seed, e.g.
+    ``synthesize.py --seed 200000 --seed-per-image index``, names the release's starting noise."""
+    engine = tiny_engine(SD1)
+    inputs = []
+    hook = engine.unet.register_forward_pre_hook(lambda module, args: inputs.append(args[0]))
+    try:
+        engine.generate(['a cat', 'a dog'], steps=1, seed=[200000, 200007], height=64, width=64,
+                        capture=CaptureSpec([CaptureRequest('self', 8)]))
+    finally:
+        hook.remove()
+    shape = (1, engine.unet.config.in_channels, 8, 8)
+    released = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+                          for seed in (200000, 200007)])
+    assert torch.equal(inputs[0], torch.cat([released, released]))   # [uncond, cond] halves
+
+
 def test_capture_steps_are_checked_before_the_unet_runs(tiny_engine):
     """capture.steps index U-Net calls: PNDM makes steps + 1 of them (from 2 steps on)."""
     engine = tiny_engine(SD1)

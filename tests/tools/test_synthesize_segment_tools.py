@@ -127,3 +127,20 @@ def test_synthesize_scales_seediff_grids_with_the_size(tiny_model, tmp_path):
     assert ('image size 768 cannot be used: the capture spec reads attention at 16/32/64 token '
             'grids, which this model has at image size(s) [512] only') in err
     assert not (tmp_path / 'b' / 'manifest.jsonl').exists()
+
+
+def test_synthesize_seeds_images_by_index_as_released_on_request(tiny_model, tmp_path):
+    """--seed-per-image index: image k of each class starts from seed --seed + k (SeeDiff's
+    release: 200000 + k); the header records the rule, so a rerun under the default is refused
+    rather than mixing two seed rules in one folder."""
+    out = tmp_path / 'out'
+    args = ['--classes', 'cat,', '--images-per-class', '2', '--model', tiny_model, '--size', '256',
+            '--device', 'cpu', '--out', out, '--seed', '200000', *SEEDIFF_OPTIONS]
+    run_in_process('synthesize', *args, '--seed-per-image', 'index')
+    header, *records = [json.loads(line) for line in
+                        (out / 'manifest.jsonl').read_text().splitlines()]
+    assert header['seed'] == 200000 and header['seed_per_image'] == 'index'
+    assert sorted((r['id'], r['seed']) for r in records) == [('cat_00000', 200000),
+                                                            ('cat_00001', 200001)]
+    err = run_in_process('synthesize', *args, expect=2)
+    assert 'seed_per_image: folder has "index", this run has <absent>' in err
