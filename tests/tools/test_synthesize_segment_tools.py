@@ -140,7 +140,7 @@ def test_synthesize_seeds_images_by_index_as_released_on_request(tiny_model, tmp
     header, *records = [json.loads(line) for line in
                         (out / 'manifest.jsonl').read_text().splitlines()]
     assert header['seed'] == 200000 and header['seed_per_image'] == 'index'
-    assert sorted((r['id'], r['seed']) for r in records) == [('cat_00000', 200000),
-                                                            ('cat_00001', 200001)]
+    seeds = sorted((r['id'], r['seed']) for r in records)
+    assert seeds == [('cat_00000', 200000), ('cat_00001', 200001)]
     err = run_in_process('synthesize', *args, expect=2)
     assert 'seed_per_image: folder has "index", this run has <absent>' in err
