@@ -332,6 +332,8 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
             done[item.id] = record
             summary.made += 1
             summary.redone += item.id in plan.changed
+            if record.get('labelled') == 0:
+                summary.unlabelled.append(item.id)
             bar.update()
 
         def failed(item: WorkItem, reason: str) -> None:
@@ -388,6 +390,6 @@ def _finish(folder: Path, manifest: Manifest, items: Sequence[WorkItem],
         summary = total_summary(all_gather_object(summary))
     if rank == 0:
         print_log(f'summary: {summary.line()}', logger='current')
-        for item_id, reason in summary.failed:
-            print_log(f'failed: {item_id}: {reason}', logger='current')
+        for line in summary.details():
+            print_log(line, logger='current')
     return summary

@@ -11,6 +11,9 @@ from typing import List, Tuple
 
 from mmengine.utils import ProgressBar
 
+#: the all-unsure labels a summary names by id
+UNLABELLED_SHOWN = 20
+
 
 @dataclass
 class JobSummary:
@@ -26,16 +29,31 @@ class JobSummary:
     redone: int = 0
     #: of ``already_done``: items whose records predate input checks (kept unchecked)
     unchecked: int = 0
+    #: of ``made``: items whose label is all unsure (255), e.g. no proposal or seed was found
+    unlabelled: List[str] = field(default_factory=list)
 
     def line(self) -> str:
         rate = self.made / self.seconds if self.seconds > 0 else 0.0
         notes = [f'redone {self.redone} (inputs changed)'] if self.redone else []
+        if self.unlabelled:
+            notes.append(f'{len(self.unlabelled)} of the labels made all unsure (255)')
         if self.unchecked:
             notes.append(f'{self.unchecked} of the already-done items not checked for changed '
                          'inputs (made by an older version)')
         return '; '.join([f'made {self.made}, already done {self.already_done}, '
                           f'failed {len(self.failed)}, {self.seconds:.1f} s ({rate:.2f} items/s)']
                          + notes)
+
+    def details(self) -> List[str]:
+        """The lines after :meth:`line`: each failed item with its reason, and the first
+        :data:`UNLABELLED_SHOWN` all-unsure labels (the manifest's ``labelled`` names all)."""
+        lines = [f'failed: {item_id}: {reason}' for item_id, reason in self.failed]
+        if self.unlabelled:
+            more = len(self.unlabelled) - UNLABELLED_SHOWN
+            lines.append('all unsure (255): ' + ', '.join(self.unlabelled[:UNLABELLED_SHOWN]) +
+                         (f' and {more} more' if more > 0 else '') +
+                         ' (the manifest records each label\'s labelled share as "labelled")')
+        return lines
 
 
 class JobInterrupted(KeyboardInterrupt):
@@ -158,4 +176,5 @@ def total_summary(parts: List[JobSummary]) -> JobSummary:
                       failed=[f for p in parts for f in p.failed],
                       seconds=max(p.seconds for p in parts),
                       redone=sum(p.redone for p in parts),
-                      unchecked=sum(p.unchecked for p in parts))
+                      unchecked=sum(p.unchecked for p in parts),
+                      unlabelled=[u for p in parts for u in p.unlabelled])

@@ -22,7 +22,8 @@ from ..preflight_data import unknown_names
 from .builders import build_generator, check_model, job_header, load_engine
 from .eval_labels import GroundTruthFormat
 from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encode_label_png,
-                      list_images, palette_for, read_rgb, record_path, split_path)
+                      labelled_share, list_images, palette_for, read_rgb, record_path,
+                      split_path)
 from .io import ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem
 from .jobs import BatchLoader, default_workers, run_job
 
@@ -158,7 +159,7 @@ def label_outputs(batch: Sequence[WorkItem], labels: Sequence[np.ndarray],
     """The label PNG (encoded in a writer process) and manifest record of each item."""
     return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette)},
                        dict(image=record_path(it.payload['image'], out_dir),
-                            classes=names[i] if names else None))
+                            classes=names[i] if names else None, labelled=labelled_share(lab)))
             for i, (it, lab) in enumerate(zip(batch, labels))]
 
 

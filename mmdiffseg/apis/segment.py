@@ -13,8 +13,8 @@ from ..attention.images import WORK_SIZE, resize_rgb
 from ..models.online_labeler import label_images
 from .builders import build_generator, check_model, job_header, load_engine
 from .folders import (MASK_DIR, OVERLAY_DIR, check_inputs_outside_output, encode_jpeg,
-                      encode_label_png, list_images, palette_for, read_rgb, record_path,
-                      split_path)
+                      encode_label_png, labelled_share, list_images, palette_for, read_rgb,
+                      record_path, split_path)
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem
 from .jobs import run_job
 from .pseudo_label import stack_work_images
@@ -90,7 +90,8 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
                                                                     palette),
                                 f'{OVERLAY_DIR}/{it.id}.jpg': partial(
                                     overlay_jpeg, overlay_classes, rgb.numpy(), lab)},
-                               dict(image=record_path(it.payload['image'], out_dir)))
+                               dict(image=record_path(it.payload['image'], out_dir),
+                                    labelled=labelled_share(lab)))
                     for it, rgb, lab in zip(batch, rgbs, labels)]
         return compute
 

@@ -23,7 +23,8 @@ from ..datasets.class_names import CITYSCAPES_HUMAN_VEHICLE_CLASSES, DATASET_CLA
 from ..generators.seediff import resolutions_for
 from ..provenance import sampler_settings
 from .builders import build_generator, check_model, job_header, load_engine
-from .folders import IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, palette_for, split_path
+from .folders import (IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, labelled_share,
+                      palette_for, split_path)
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem, item_seed
 from .jobs import run_job
 
@@ -164,7 +165,8 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
                                 f'{MASK_DIR}/{it.id}.png': partial(
                                     encode_label_png, lab.astype(np.uint8), palette)},
                                dict(prompt=p, seed=it.payload['seed'],
-                                    class_name=it.payload['name']))
+                                    class_name=it.payload['name'],
+                                    labelled=labelled_share(lab)))
                     for it, img, lab, p in zip(batch, rgb, labels, item_prompts)]
         return compute
 

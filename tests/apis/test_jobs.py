@@ -227,3 +227,42 @@ def test_a_write_error_in_a_writer_process_stops_the_job(tmp_path):
     records = Manifest(tmp_path, HEADER).load()
     assert 'item2' not in records and {'item0', 'item1', 'item3'} <= set(records)
     assert all((tmp_path / f'{i}.txt').is_file() for i in records)
+
+
+def test_labels_that_come_out_all_unsure_are_counted_and_named(images, tmp_path):
+    """A label with no labelled pixel (255 everywhere: no seed, no proposal) is written and
+    recorded like any other, but the summary counts and names it; every record holds its
+    labelled share (one labelled pixel: 0.0001, never 0)."""
+    out = tmp_path / 'out'
+    readable = [it for it in images if it.id != 'img3b']
+
+    def compute(batch, loaded):
+        labels = threshold_labels(batch, loaded)
+        for it, label in zip(batch, labels):
+            if it.id in ('img1', 'img2', 'img4'):
+                label[:] = 255
+            if it.id == 'img2':
+                label[0, 0] = 1
+        return label_outputs(batch, labels, None, PALETTE, out)
+    summary = run_job(readable, partial(read_work_image, size=32), compute, out, HEADER,
+                      batch_size=3, workers=0, collate=stack_work_images)
+    assert summary.unlabelled == ['img1', 'img4']
+    assert summary.line().endswith('; 2 of the labels made all unsure (255)')
+    assert summary.details() == ['all unsure (255): img1, img4 (the manifest records each '
+                                 'label\'s labelled share as "labelled")']
+    records = [json.loads(line) for line in (out / 'manifest.jsonl').read_text().splitlines()]
+    shares = {r['id']: r['labelled'] for r in records[1:]}
+    assert shares['img1'] == shares['img4'] == 0.0 and shares['img2'] == 0.0001
+    for item_id in ('img0', 'img5'):
+        label = np.array(Image.open(out / 'SegmentationClass' / f'{item_id}.png'))
+        assert shares[item_id] == 1.0 and (label != 255).all()
+
+
+def test_a_summary_names_the_first_twenty_unsure_labels_of_all_ranks():
+    from mmdiffseg.apis.progress import JobSummary, total_summary
+    ranks = [JobSummary(made=15, unlabelled=[f'a{i}' for i in range(15)]),
+             JobSummary(made=10, unlabelled=[f'b{i}' for i in range(10)])]
+    total = total_summary(ranks)
+    assert total.unlabelled == [f'a{i}' for i in range(15)] + [f'b{i}' for i in range(10)]
+    [line] = total.details()
+    assert line.startswith('all unsure (255): a0, a1, ') and ', b4 and 5 more (' in line
