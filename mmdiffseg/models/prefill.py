@@ -27,6 +27,7 @@ from ..apis.io import WRITE_ERRORS, write_error
 from ..apis.progress import ProgressLine
 from ..datasets.label_cache import (canonical_cache_spec, label_key, label_path,
                                     read_label)
+from ..generators.base import IGNORE_INDEX
 from .online_labeler import OnlineLabeler, decode_rgb
 
 #: pipeline steps kept for the prefill (what the labels depend on besides the image file)
@@ -65,6 +66,8 @@ class PrefillSummary:
     cache_dir: str = ''
     cache_size: int = 0
     interrupted: bool = False
+    #: of the labels made (here or by another process): those all unsure (255 everywhere)
+    unsure: int = 0
 
     def __str__(self) -> str:
         elsewhere = self.images - self.made - self.cached
@@ -72,6 +75,10 @@ class PrefillSummary:
         text = (f'prefill: {self.images} images: made {self.made}, already cached {self.cached}, '
                 f'made by another process {elsewhere}; {self.seconds:.1f} s ({rate:.2f} labels/s); '
                 f'{self.cache_dir} holds {self.cache_size} labels')
+        if self.unsure:
+            text += (f'\n{self.unsure} of the labels made (here or by another process) are all '
+                     'unsure (255): the generator found nothing in those images, and training '
+                     'learns nothing from them')
         if self.interrupted:
             text += '\ninterrupted: rerun the same command to resume (cached images are skipped)'
         return text
@@ -172,13 +179,13 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
         workers = cfg.train_dataloader.get('num_workers', 0)
     loader = torch.utils.data.DataLoader(images, batch_size=labeler.options['batch_size'],
                                          num_workers=workers, collate_fn=list)
-    counts = torch.zeros(3, dtype=torch.float64)   # images, made, cached
+    counts = torch.zeros(4, dtype=torch.float64)   # images, made, cached, all unsure
     start, interrupted = time.perf_counter(), False
     with ProgressLine(len(images) if progress and rank == 0 else 0, sys.stdout) as bar:
         bar.start()
 
-        def settle(entries: list, cached: int, made: int) -> None:
-            counts.add_(torch.tensor([len(entries), made, cached], dtype=torch.float64))
+        def settle(entries: list, cached: int, made: int, unsure: int = 0) -> None:
+            counts.add_(torch.tensor([len(entries), made, cached, unsure], dtype=torch.float64))
             for _ in entries:
                 bar.update()
 
@@ -186,8 +193,9 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
             for entries in _full_batches(loader, labeler.options['batch_size'], settle):
                 todo = {key: (lambda image=image: image, names) for key, image, names in entries}
                 made_before = labeler.generated
-                labeler.labels(todo, device)
-                settle(entries, 0, labeler.generated - made_before)
+                labels = labeler.labels(todo, device)
+                settle(entries, 0, labeler.generated - made_before,
+                       sum(int((label == IGNORE_INDEX).all()) for label in labels.values()))
         except KeyboardInterrupt:
             interrupted = True
         except OSError as exc:  # a full disk, a read-only cache: one line (exit 3), the rest kept
@@ -195,7 +203,7 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                 raise
             raise write_error(Path(exc.filename or labeler.cache.cache_dir), exc) from exc
     all_reduce(counts)
-    return PrefillSummary(*(int(c) for c in counts.tolist()),
-                          seconds=time.perf_counter() - start,
+    images, made, cached, unsure = (int(c) for c in counts.tolist())
+    return PrefillSummary(images, made, cached, seconds=time.perf_counter() - start,
                           cache_dir=str(labeler.cache.cache_dir), cache_size=len(labeler.cache),
-                          interrupted=interrupted)
+                          interrupted=interrupted, unsure=unsure)

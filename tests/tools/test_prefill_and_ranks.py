@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import pytest
 import torch
 from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, free_port, make_voc_root, run_tool,
@@ -96,7 +97,8 @@ def test_a_cache_that_cannot_take_a_label_stops_the_prefill_with_one_line(
 
 def test_a_resumed_prefill_runs_the_engine_at_full_batches(tmp_path, tiny_sd, monkeypatch):
     """Every other image cached: the loader's batches of 2 hold one uncached image each, which
-    are regrouped into one engine batch of 2 (not two batches of 1); the counts stay exact."""
+    are regrouped into one engine batch of 2 (not two batches of 1); the counts stay exact, and
+    labels that come out all unsure (255) are counted."""
     from mmdiffseg.models import prefill as prefill_module
     from mmdiffseg.models.online_labeler import OnlineLabeler
     batches, reads = [], iter(range(100))
@@ -104,6 +106,7 @@ def test_a_resumed_prefill_runs_the_engine_at_full_batches(tmp_path, tiny_sd, mo
     def label(self, todo, device):
         batches.append(sorted(todo))
         self.generated += len(todo)
+        return {key: np.full((4, 4), 255 if i == 0 else 0, np.uint8) for i, key in enumerate(todo)}
     monkeypatch.setattr(OnlineLabeler, 'labels', label)
     monkeypatch.setattr(prefill_module, 'read_label',
                         lambda path: None if next(reads) % 2 else 'cached')
@@ -111,13 +114,14 @@ def test_a_resumed_prefill_runs_the_engine_at_full_batches(tmp_path, tiny_sd, mo
     with DefaultScope.overwrite_default_scope('mmseg'):
         summary = prefill_module.prefill(cfg, 'cpu', batch_size=2, workers=0, progress=False)
     assert [len(batch) for batch in batches] == [2]
-    assert (summary.images, summary.made, summary.cached) == (4, 2, 2)
+    assert (summary.images, summary.made, summary.cached, summary.unsure) == (4, 2, 2, 1)
+    assert '1 of the labels made (here or by another process) are all unsure (255)' in str(summary)
     batches.clear()
     with DefaultScope.overwrite_default_scope('mmseg'):   # none cached, batch 3: 3 + 1
         monkeypatch.setattr(prefill_module, 'read_label', lambda path: None)
         summary = prefill_module.prefill(cfg, 'cpu', batch_size=3, workers=0, progress=False)
     assert [len(batch) for batch in batches] == [3, 1]
-    assert (summary.images, summary.made, summary.cached) == (4, 4, 0)
+    assert (summary.images, summary.made, summary.cached, summary.unsure) == (4, 4, 0, 2)
 
 
 def labels_in(cache_dir):
