@@ -11,8 +11,9 @@ from typing import List, Tuple
 
 from mmengine.utils import ProgressBar
 
-#: the all-unsure labels a summary names by id
-UNLABELLED_SHOWN = 20
+#: the failed items and the all-unsure labels a summary names by id (each failure was also
+#: logged when it happened)
+SHOWN_IN_SUMMARY = 20
 
 
 @dataclass
@@ -45,12 +46,16 @@ class JobSummary:
                          + notes)
 
     def details(self) -> List[str]:
-        """The lines after :meth:`line`: each failed item with its reason, and the first
-        :data:`UNLABELLED_SHOWN` all-unsure labels (the manifest's ``labelled`` names all)."""
-        lines = [f'failed: {item_id}: {reason}' for item_id, reason in self.failed]
+        """The lines after :meth:`line`: the first :data:`SHOWN_IN_SUMMARY` failed items with
+        their reasons and all-unsure labels (the manifest's ``labelled`` names every one)."""
+        lines = [f'failed: {item_id}: {reason}'
+                 for item_id, reason in self.failed[:SHOWN_IN_SUMMARY]]
+        if len(self.failed) > SHOWN_IN_SUMMARY:
+            lines.append(f'failed: {len(self.failed) - SHOWN_IN_SUMMARY} more (each named in the '
+                         'log above)')
         if self.unlabelled:
-            more = len(self.unlabelled) - UNLABELLED_SHOWN
-            lines.append('all unsure (255): ' + ', '.join(self.unlabelled[:UNLABELLED_SHOWN]) +
+            more = len(self.unlabelled) - SHOWN_IN_SUMMARY
+            lines.append('all unsure (255): ' + ', '.join(self.unlabelled[:SHOWN_IN_SUMMARY]) +
                          (f' and {more} more' if more > 0 else '') +
                          ' (the manifest records each label\'s labelled share as "labelled")')
         return lines

@@ -258,11 +258,19 @@ def test_labels_that_come_out_all_unsure_are_counted_and_named(images, tmp_path)
         assert shares[item_id] == 1.0 and (label != 255).all()
 
 
-def test_a_summary_names_the_first_twenty_unsure_labels_of_all_ranks():
+def test_a_summary_names_the_first_twenty_failures_and_unsure_labels_of_all_ranks():
+    """Each failure is logged when it happens; the recap after the summary line names at most
+    20 of each kind, so that a job with thousands of bad inputs does not log them twice."""
     from mmdiffseg.apis.progress import JobSummary, total_summary
-    ranks = [JobSummary(made=15, unlabelled=[f'a{i}' for i in range(15)]),
-             JobSummary(made=10, unlabelled=[f'b{i}' for i in range(10)])]
+    ranks = [JobSummary(made=15, unlabelled=[f'a{i}' for i in range(15)],
+                        failed=[(f'x{i}', 'truncated') for i in range(3)]),
+             JobSummary(made=10, unlabelled=[f'b{i}' for i in range(10)],
+                        failed=[(f'y{i}', 'unreadable') for i in range(19)])]
     total = total_summary(ranks)
     assert total.unlabelled == [f'a{i}' for i in range(15)] + [f'b{i}' for i in range(10)]
-    [line] = total.details()
-    assert line.startswith('all unsure (255): a0, a1, ') and ', b4 and 5 more (' in line
+    *failed, more, unsure = total.details()
+    assert failed == [f'failed: x{i}: truncated' for i in range(3)] + \
+        [f'failed: y{i}: unreadable' for i in range(17)]
+    assert more == 'failed: 2 more (each named in the log above)'
+    assert unsure.startswith('all unsure (255): a0, a1, ') and ', b4 and 5 more (' in unsure
+    assert JobSummary(failed=[('x', 'truncated')]).details() == ['failed: x: truncated']
