@@ -71,8 +71,8 @@ def synth_items(names: Sequence[str], images_per_class: int, seed: int,
         slugs[slug] = name
         for index in range(images_per_class):
             item_id = f'{slug}_{index:05d}'
-            item = item_seed(seed, item_id) if seed_per_image == 'hash' else int(seed) + index
-            items.append(WorkItem(item_id, dict(name=name, index=index, seed=item)))
+            own = item_seed(seed, item_id) if seed_per_image == 'hash' else int(seed) + index
+            items.append(WorkItem(item_id, dict(name=name, index=index, seed=own)))
     return items
 
 
