@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 from mmseg.registry import METRICS
+from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 import mmdiffseg  # noqa: F401
@@ -132,3 +133,48 @@ def test_match_segments_lays_out_the_ids_as_released(pred):
         assert ours[1].tolist() == [0, 0, 0]
     elif pred.max() == 2:
         assert ours[1].tolist() == [0, 0, 1]
+
+
+def test_acc_divides_by_labelled_pixels_not_by_matched_segment_pixels():
+    """ACC = sum TP / labelled pixels: the pixels of a segment left unmatched (here segment 6 on
+    one class-0 pixel) count as misses, so a prediction with an extra segment is not perfect."""
+    metric = METRICS.build(dict(type='HungarianMatchedIoU', num_classes=2))
+    metric.process({}, [sample([[5, 5, 6, 7]], [[0, 0, 0, 1]])])
+    result = metric.evaluate(1)
+    # 0 -> 5 (TP 2, FN 1: the pixel of 6), 1 -> 7 (TP 1): TP 3 of 4 labelled pixels
+    assert result['ACC'] == 75.0
+    assert result['mIoU'] == pytest.approx(round(100 * (2 / 3 + 1) / 2, 2))
+
+
+def test_match_segments_refuses_negative_ids_and_classes_out_of_range():
+    """A negative segment id would alias another (class, id) cell of the flattened confusion
+    (class 1, id -1 = class 0, id 1) and a ground-truth value of num_classes does not fit its
+    rows: both are refused with the reason, not scored."""
+    with pytest.raises(ValueError, match='segment ids must be non-negative, got -1'):
+        match_segments(np.array([[0, 1]]), np.array([[0, -1]]), num_classes=2)
+    with pytest.raises(ValueError, match=r'outside 0\.\.2 .*\[0, 3\]'):
+        match_segments(np.array([[0, 3]]), np.array([[0, 255]]), num_classes=3)
+
+
+def test_saved_predictions_refuse_ids_past_255(tmp_path):
+    """output_dir holds 8-bit PNGs: segment id 256 would be written as 0, another segment, so it
+    is refused; 255 (unassigned) is written as it is."""
+    metric = METRICS.build(dict(type='HungarianMatchedIoU', num_classes=2,
+                                output_dir=str(tmp_path), format_only=True))
+    with pytest.raises(ValueError, match='segment ids up to 256 do not fit'):
+        metric.process({}, [dict(sample([[0, 256]], [[0, 1]]), img_path='a.jpg')])
+    metric.process({}, [dict(sample([[0, 255], [3, 3]], [[0, 1], [1, 1]]), img_path='b.jpg')])
+    assert np.array(Image.open(tmp_path / 'b.png')).tolist() == [[0, 255], [3, 3]]
+
+
+def test_pseudo_label_coverage_adds_up_over_batches():
+    """Coverage is counted for every image of every batch (process called once per batch, as the
+    evaluator and tools/eval_labels.py do), not only the first batch's."""
+    metric = METRICS.build(dict(type='PseudoLabelMetric', iou_metrics=['mIoU']))
+    metric.dataset_meta = dict(classes=('background', 'cat'))
+    metric.process({}, [sample([[0, 255]], [[0, 0]])])
+    metric.process({}, [sample([[1, 1]], [[1, 1]]), sample([[255, 255]], [[1, 1]])])
+    result = metric.evaluate(3)
+    assert result['coverage'] == 50.0   # 3 of 6 pixels have a class
+    # background: TP 1, GT 2 -> 1/2; cat: TP 2, GT 4 -> 2/4
+    assert result['mIoU'] == 50.0
