@@ -283,3 +283,30 @@ def test_overlays_are_drawn_on_every_rank(monkeypatch):
     np.testing.assert_array_equal(overlayer(rgb, labels, with_labels=False), first)
     named = overlayer(rgb, labels)  # with the class names written on it, on this rank too
     assert named.shape == rgb.shape and (named != first).any()
+
+
+def test_label_values_outside_a_byte_are_refused_not_wrapped(tmp_path):
+    """Label PNGs hold 0..255: a negative label written as uint8 would become 255 (unsure), and a
+    16-bit label map's 256 would be read as 0 (class 0); both are refused."""
+    with pytest.raises(ValueError, match=r'0\.\.255, got -1\.\.2'):
+        encode_label_png(np.array([[-1, 2]]), palette_for(['background', 'cat']))
+    path = tmp_path / 'wide.png'
+    Image.fromarray(np.array([[0, 256]], dtype=np.uint16)).save(path)
+    with pytest.raises(ValueError, match='label values up to 256'):
+        read_label_png(path)
+    Image.fromarray(np.array([[0, 255]], dtype=np.uint16)).save(path)
+    assert read_label_png(path).tolist() == [[0, 255]]
+
+
+def test_a_record_beside_the_folder_wins_over_one_from_the_working_directory(tmp_path,
+                                                                             monkeypatch):
+    """A record is relative to its folder; only when nothing is there is it tried as given (an
+    older run's record): a file of the same relative name under the working directory is not
+    taken instead of the one beside the folder."""
+    from mmdiffseg.apis.folders import resolve_record_path
+    for root in ('out', 'cwd'):
+        (tmp_path / root / 'images').mkdir(parents=True)
+        (tmp_path / root / 'images' / 'a.png').write_bytes(root.encode())
+    monkeypatch.chdir(tmp_path / 'cwd')
+    assert resolve_record_path('images/a.png', tmp_path / 'out').read_bytes() == b'out'
+    assert resolve_record_path('images/a.png', tmp_path / 'elsewhere').read_bytes() == b'cwd'

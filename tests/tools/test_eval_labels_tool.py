@@ -166,3 +166,41 @@ def test_cocostuff_own_label_maps_are_read_into_27_classes_with_fine_labels(tmp_
     err = run_in_process('pseudo_label', '--dataset-config', 'any.py', '--labels-from-gt',
                          '--fine-labels', '--out', tmp_path / 'pl', expect=2)
     assert '--fine-labels is for a ground-truth folder' in err
+
+
+def test_aacc_is_right_pixels_over_labelled_ground_truth(tmp_path):
+    """aAcc counts an unsure (255) label on a labelled pixel as wrong: its denominator is the
+    labelled ground truth, not the pixels that received a class."""
+    from mmdiffseg.apis.eval_labels import evaluate_labels
+    _write_labels(tmp_path / 'gt', dict(a=[[0, 0], [1, 1]]))
+    _write_labels(tmp_path / 'pred', dict(a=[[0, 255], [1, 0]]))
+    report = evaluate_labels(tmp_path / 'pred', tmp_path / 'gt', ['x', 'y'])
+    assert report['aAcc'] == 50.0 and report['coverage'] == 75.0   # 2 right of 4, 3 given
+    # x: TP 1, predicted 2, GT 2 -> 1/3; y: TP 1, predicted 1, GT 2 -> 1/2
+    assert report['per_class_iou'] == pytest.approx(dict(x=100 / 3, y=50.0), abs=0.01)
+
+
+def test_hungarian_acc_counts_unmatched_segments_as_misses(tmp_path):
+    """--hungarian ACC = matched pixels / labelled pixels: the pixel of segment 6, which no class
+    takes (class 0 is matched to segment 5), is a miss."""
+    from mmdiffseg.apis.eval_labels import evaluate_segments
+    _write_labels(tmp_path / 'gt', dict(a=[[0, 0], [0, 1]]))
+    _write_labels(tmp_path / 'seg', dict(a=[[5, 5], [6, 7]]))
+    report = evaluate_segments(tmp_path / 'seg', tmp_path / 'gt', ['x', 'y'])
+    assert report['ACC'] == 75.0
+    assert report['per_class_iou'] == dict(x=round(100 * 2 / 3, 2), y=100.0)
+
+
+def test_an_id_not_ending_in_the_image_suffix_keeps_its_whole_name(tmp_path):
+    """Only an id ending in the dataset's image suffix (Cityscapes' _leftImg8bit) is looked up
+    without it: 'a_flipped_v02' (as long as '_leftImg8bit') has no ground truth and is reported,
+    not scored against a.png."""
+    from mmdiffseg.apis.eval_labels import GroundTruthFormat, find_ground_truth
+    from mmdiffseg.apis.io import UserInputError
+    _write_labels(tmp_path / 'gt', dict(a=[[0]]))
+    fmt = GroundTruthFormat(id_suffix='_leftImg8bit')
+    assert find_ground_truth(['a_leftImg8bit'], tmp_path / 'gt', fmt) == {
+        'a_leftImg8bit': tmp_path / 'gt' / 'a.png'}
+    with pytest.raises(UserInputError, match=r"no ground truth for 1 label\(s\), e.g. "
+                                             r"\['a_flipped_v02'\]"):
+        find_ground_truth(['a_flipped_v02'], tmp_path / 'gt', fmt)
