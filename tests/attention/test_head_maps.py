@@ -103,3 +103,19 @@ def test_cuda_chunk_is_sized_from_free_memory(monkeypatch):
     free.update(driver=0, reserved=0, allocated=0)
     assert head_maps.default_chunk_bytes('cuda') == 16 * 2 ** 20  # floor
     assert head_maps.default_chunk_bytes('cpu') == head_maps.CPU_CHUNK_BYTES
+
+
+def test_torch_path_chunks_a_per_query_mask_with_its_rows():
+    """A mask with one row per query is sliced with the query chunk: in chunks of 5 rows (the
+    last one 2) each query gets its own row (row i blocks key i mod 9) of the masked softmax."""
+    q, k, _ = _qkv(1, 2, 12, 9, 16, seed=4)
+    mask = torch.zeros(1, 2, 12, 9)
+    rows = torch.arange(12)
+    mask[:, :, rows, rows % 9] = float('-inf')
+    mask[:, 1, :, 0] -= 1.5   # and the heads differ
+    buffer = torch.zeros(1, 12, 9)
+    add_head_maps(q, k, None, mask, [(torch.arange(2), [(buffer, 0.5)])], backend='torch',
+                  chunk_bytes=4 * 2 * 9 * 5, scratch=_scratch)
+    expected = torch.softmax(_logits(q, k, mask), -1).mean(1)
+    torch.testing.assert_close(buffer.double(), expected, atol=ATOL, rtol=RTOL)
+    assert not buffer[0, rows, rows % 9].any()

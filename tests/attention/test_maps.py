@@ -104,3 +104,39 @@ def test_check_finite_names_the_map(bad):
     maps.maps['cross2'][0, 0, 0] = bad
     with pytest.raises(ValueError, match="'cross2'"):
         maps.check_finite()
+
+
+def test_a_request_needs_a_positive_resolution_and_merges_need_equal_steps_both_ways():
+    """A resolution of 0 names no layer grid; a spec averaging steps (0, 1) does not take in one
+    averaging every step (nor the reverse): one pass serves one step selection."""
+    with pytest.raises(ValueError, match='resolution must be positive, got 0'):
+        CaptureRequest('self', 0)
+    every = CaptureSpec((CaptureRequest('self', 64),))
+    some = CaptureSpec((CaptureRequest('cross', 16),), steps=(0, 1))
+    for a, b in ((every, some), (some, every)):
+        with pytest.raises(ValueError, match='step selections differ'):
+            a.merge(b)
+
+
+def test_class_token_matrix_pads_each_sample_with_zero_columns_after_its_classes():
+    """Samples with fewer classes keep their columns first (column c = class c of the sample)
+    and get zero columns after them, up to the batch's most classes."""
+    maps = _maps()
+    maps.token_positions[0]['cat'] = [5]
+    matrix = maps.class_token_matrix('cross2', [['potted plant', 'cat'], ['cat']])
+    assert matrix.shape == (2, 4, 2)
+    torch.testing.assert_close(matrix[0], torch.tensor([[2., 3.], [2., 2.], [2., 1.], [2., 0.]]))
+    torch.testing.assert_close(matrix[1, :, 0], torch.full((4,), 7.0))
+    assert not matrix[1, :, 1].any()
+
+
+def test_class_columns_refuse_offsets_past_a_class_and_samples_without_positions():
+    """An offset past a class's tokens reads no token of it, and a sample without recorded
+    token positions has no classes: both are errors, not another token's or sample's column."""
+    maps = _maps()
+    with pytest.raises(IndexError):
+        maps.class_token_columns('cross2', [['potted plant'], ['cat']],
+                                 token_offsets={'cat': [1]})
+    maps.token_positions = maps.token_positions[:1]
+    with pytest.raises(KeyError, match="'potted plant' is not in the prompt of sample 1"):
+        maps.class_token_columns('cross2', [['potted plant'], ['potted plant']])
