@@ -245,6 +245,22 @@ def test_coco_token_positions_are_the_released_tables_miscount_included():
         n = len(tok(word, add_special_tokens=False).input_ids)
         assert n == (3 if word == 'fire hydrant' else 1) or word in gen.token_offsets, word
 
+def test_token_names_shift_the_words_after_a_miscounted_one():
+    """Words after the word the released table counts one token short are placed as 'and <word>'
+    with their own offsets (offset 0, the 'and', for a word without); the words before and the
+    miscounted word keep their names and offsets; a second miscounted word is refused."""
+    from mmdiffseg.generators.iseg_tokens import token_names
+    offsets = {'fire hydrant': [1], 'stop sign': [0, 1]}
+    names, table = token_names(['person', 'fire hydrant', 'stop sign', 'bench'], offsets,
+                               miscounted=['fire hydrant'])
+    assert names == ['person', 'fire hydrant', 'and stop sign', 'and bench']
+    assert table == {'fire hydrant': [1], 'stop sign': [0, 1], 'and stop sign': [0, 1],
+                     'and bench': [0]}
+    with pytest.raises(ValueError, match='two miscounted words in one prompt'):
+        token_names(['fire hydrant', 'bench', 'stop sign'], offsets,
+                    miscounted=['fire hydrant', 'stop sign'])
+
+
 def test_labels_at_file_sizes_resize_the_class_maps_as_released(voc_gt):
     """The tools' path (images at 512, labels at each file's size) gives what ISeg makes with
     images at that size: the class maps resized to it, min-max and argmax there (the release's

@@ -12,7 +12,7 @@ from sample_data import shared_path
 from mmdiffseg.generators import ISeg
 from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names
 from mmdiffseg.generators.functional import minmax_normalize
-from mmdiffseg.generators.iseg_steps import cam_normalize
+from mmdiffseg.generators.iseg_steps import assign_labels, cam_normalize
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png
 from mmdiffseg.generators.transcriptions import iseg_postprocess
 
@@ -55,3 +55,11 @@ def test_cam_normalize_after_minmax_skips_a_subtraction_that_changes_no_bit():
     maps[1, 2] *= 1e-9  # range below min-max's eps
     normed = minmax_normalize(maps)
     assert torch.equal(cam_normalize(normed, zero_min=True), cam_normalize(normed))
+
+
+def test_a_score_equal_to_cam_bg_thr_keeps_its_class():
+    """The released cam_to_label zeroes scores strictly below bkg_thre
+    (``reshape_cam[reshape_cam < bkg_thre] = 0``): a score equal to it still labels the pixel."""
+    cams = torch.tensor([[0.5, 0.25, 0.125], [0.25, 0.5, 0.375]]).view(1, 2, 1, 3)
+    for valid in (None, torch.tensor([[True, True]])):
+        assert assign_labels(cams, valid, 0.5).flatten().tolist() == [1, 2, 0]
