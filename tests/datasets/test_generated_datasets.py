@@ -317,3 +317,37 @@ def test_a_custom_class_list_is_read_as_the_files_hold_it(tmp_path):
     with pytest.raises(ValueError, match="index the classes \\['background', 'person', 'horse', "
                                          "'couch'\\], but this dataset has"):
         DATASETS.build(dict(pseudo, metainfo=dict(classes=classes[:3] + ['sheep'])))
+
+
+def test_a_label_value_equal_to_the_class_count_is_refused(tmp_path):
+    """Two classes index 0 and 1: a label file holding 2 (one past the last class) is refused at
+    start-up, as any value outside the classes is; 255 (unsure) is not."""
+    def label(name):
+        return Image.fromarray(np.array([[0, 1], [255, 2 if name == VOC_NAMES[0] else 1]],
+                                        dtype=np.uint8))
+    root = make_synthetic(tmp_path, classes=['background', 'cat'], labels=label)
+    with pytest.raises(ValueError, match=r'holds values \[2\] outside the 2 classes'):
+        DATASETS.build(dict(type='SyntheticDataset', data_root=str(root), pipeline=LOAD,
+                            metainfo=dict(classes=['background', 'cat'])))
+
+
+def test_a_dataset_reading_reduce_zero_label_refuses_0_based_labels(tmp_path):
+    """The convention check works both ways: labels written 0-based (the manifest has no
+    reduce_zero_label) are refused by a dataset set to reduce_zero_label=True, and so is a
+    pipeline forcing LoadAnnotations(reduce_zero_label=False) on it."""
+    root = make_synthetic(tmp_path)
+    with pytest.raises(ValueError, match='written with reduce_zero_label=False but the dataset '
+                                         'uses reduce_zero_label=True'):
+        DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD,
+                            reduce_zero_label=True))
+    with pytest.raises(ValueError, match=r'LoadAnnotations\(reduce_zero_label=False\) but the '
+                                         'dataset uses reduce_zero_label=True'):
+        DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), reduce_zero_label=True,
+                            pipeline=[dict(type='LoadAnnotations', reduce_zero_label=False)]))
+
+
+def test_cityscapes_27_label_map_takes_label_ids_7_to_33_only():
+    """The 27 classes are labelIds 7..33 (class = labelId - 7); 6 and 34 are no class (255)."""
+    from mmdiffseg.datasets import Cityscapes27Dataset
+    label_map = Cityscapes27Dataset.get_label_map()
+    assert [label_map[i] for i in (0, 6, 7, 8, 33, 34, 254)] == [255, 255, 0, 1, 26, 255, 255]

@@ -201,3 +201,49 @@ def test_two_training_ranks_label_each_image_once(tmp_path, tiny_sd):
     images = sorted(cv2.imread(str(tmp_path / 'voc' / 'JPEGImages' / f'{n}.png')).shape[:2]
                     for n in names)
     assert sizes == images                 # one valid label per image, at its size
+
+
+def test_each_rank_takes_every_world_size_th_image_of_all_datasets():
+    """Ranks share the images of every dataset (in dataset order) round-robin, so two ranks
+    label disjoint halves and together all of them."""
+    from mmdiffseg.models.prefill import _RankImages
+    shares = [_RankImages([range(3), range(2)], 'cache', rank, 2).index for rank in (0, 1)]
+    assert shares == [[(0, 0), (0, 2), (1, 1)], [(0, 1), (1, 0)]]
+    assert _RankImages([range(3), range(2)], 'cache', 0, 1).index == [
+        (0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+
+
+def test_the_caches_of_every_wrapped_dataset_are_found_and_must_agree():
+    """ConcatDataset's datasets and RepeatDataset's dataset are opened: each LoadPseudoLabel's
+    cache is found, and two different caches are refused (the preprocessor serves one)."""
+    from mmdiffseg.models.prefill import prefill
+
+    def online(cache_dir):
+        cache = dict(cache_dir=cache_dir, model='/models/sd21', generator=dict(type='ISeg'))
+        return dict(type='VOC', pipeline=[dict(type='LoadImageFromFile'),
+                                          dict(type='LoadPseudoLabel', cache=cache)])
+    plain = dict(type='VOC', pipeline=[dict(type='LoadAnnotations')])
+    concat = dict(type='ConcatDataset', datasets=[
+        online('/a'), plain, dict(type='RepeatDataset', times=2, dataset=online('/b'))])
+    cfg = Config(dict(train_dataloader=dict(dataset=concat)))
+    assert [c['cache_dir'] for c in config_label_caches(cfg)] == ['/a', '/b']
+    with pytest.raises(ValueError, match='several label caches'):
+        prefill(cfg, 'cpu', progress=False)
+
+
+def test_images_labelled_by_another_process_are_not_counted_as_made(tmp_path, tiny_sd,
+                                                                    monkeypatch):
+    """The summary counts as made the labels this process generated (another process or rank may
+    make some of a batch meanwhile): made + cached + made elsewhere = images."""
+    from mmdiffseg.models import prefill as prefill_module
+    from mmdiffseg.models.online_labeler import OnlineLabeler
+
+    def label(self, todo, device):
+        self.generated += 1   # the first of each batch; another process made the others
+    monkeypatch.setattr(OnlineLabeler, 'labels', label)
+    monkeypatch.setattr(prefill_module, 'read_label', lambda path: None)
+    cfg = online_config(tmp_path, tiny_sd)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        summary = prefill_module.prefill(cfg, 'cpu', batch_size=2, workers=0, progress=False)
+    assert (summary.images, summary.made, summary.cached) == (4, 2, 0)
+    assert 'made 2, already cached 0, made by another process 2' in str(summary)
