@@ -240,6 +240,7 @@ def test_images_labelled_by_another_process_are_not_counted_as_made(tmp_path, ti
 
     def label(self, todo, device):
         self.generated += 1   # the first of each batch; another process made the others
+        return {key: np.zeros((4, 4), np.uint8) for key in todo}
     monkeypatch.setattr(OnlineLabeler, 'labels', label)
     monkeypatch.setattr(prefill_module, 'read_label', lambda path: None)
     cfg = online_config(tmp_path, tiny_sd)
