@@ -120,7 +120,7 @@ def add_resolved(query, key, lse, mask, targets: Sequence[Target], backend: str,
     chunk_bytes = chunk_bytes or default_chunk_bytes(query.device)
     heads = query.shape[1]
     for index, sinks in targets:
-        every = index.numel() == heads
+        every = index.numel() == heads  # head lists hold distinct heads (CaptureRequest)
         _add_torch(*(t if t is None or every or t.shape[1] == 1 else t.index_select(1, index)
                      for t in (query, key, lse, mask)), scale, sinks, chunk_bytes, scratch)
 

@@ -59,11 +59,16 @@ class CaptureRequest:
             raise ValueError(f'CaptureRequest.resolution must be positive, got {self.resolution}')
         if self.layers is not None:
             object.__setattr__(self, 'layers', tuple(self.layers))
-        if self.heads is not None:
-            object.__setattr__(self, 'heads', tuple(int(h) for h in self.heads))
         if self.name is None:
             suffix = '_layers' if self.per_layer else ''
             object.__setattr__(self, 'name', f'{self.kind}{self.resolution}{suffix}')
+        if self.heads is not None:
+            heads = tuple(int(h) for h in self.heads)
+            twice = sorted({h for h in heads if heads.count(h) > 1})
+            if twice:  # a mean over the listed heads counts each once (as the layers)
+                raise ValueError(f'CaptureRequest {self.name!r}: head(s) {twice} listed twice in '
+                                 f'{heads}; list each head once')
+            object.__setattr__(self, 'heads', heads)
 
 
 @dataclass(frozen=True)

@@ -202,6 +202,11 @@ def test_extract_errors_name_the_problem(tiny_engine):
     with pytest.raises(ValueError, match=r'head indices \[20\] out of range.*20 heads'):
         engine.extract(image, capture=CaptureSpec([CaptureRequest('cross', 2, heads=(0, 20))]),
                        image_size=64)
+    # a head listed twice: refused, as a layer listed twice is (a layer's shortcut for "all its
+    # heads" took (0, 0, 1, 2) of a 4-head layer as all four)
+    with pytest.raises(ValueError, match=r"'cross2': head\(s\) \[0, 5\] listed twice in "
+                                         r'\(5, 0, 1, 0, 5\); list each head once$'):
+        CaptureRequest('cross', 2, heads=[5, 0, 1, 0, 5])
     with pytest.raises(ValueError, match='multiple of 64'):
         engine.extract(image, capture=SPEC, image_size=72)
     with pytest.raises(ValueError, match='prompts: 2 for 1 images'):
