@@ -2,11 +2,12 @@
 
 The main process keeps only the GPU work: it takes a loaded batch, runs ``compute`` and hands the
 outputs over. Batches are read in loader processes (a torch ``DataLoader``: decoding and resizing
-never hold the main process's GIL; batches pinned on CUDA), and an :class:`OutputWriter` encodes
-and writes finished items in a pool of processes while later batches compute, then commits each
-batch's manifest lines (one append, one ``fsync``) once every file of the batch is on disk (the
-folder's rules: :mod:`.io`). Worker processes never touch CUDA, ignore Ctrl-C (the main process
-finishes the writes already handed over, see :mod:`.progress`) and die with the main process, so
+never hold the main process's GIL; batches pinned on CUDA), and an
+:class:`~.output_writer.OutputWriter` encodes and writes finished items in a pool of processes
+while later batches compute, then commits each batch's manifest lines (one append, one ``fsync``)
+once every file of the batch is on disk (the folder's rules: :mod:`.io`). Worker processes never
+touch CUDA, ignore Ctrl-C (the main process finishes the writes already handed over, see
+:mod:`.progress`; a second Ctrl-C meanwhile abandons them) and die with the main process, so
 after a ``kill -9`` no writer outlives the run.
 
 With several ranks (mmengine / torch.distributed launchers) each rank takes
@@ -20,20 +21,13 @@ records each item's source file fingerprint as it reads the file.
 """
 from __future__ import annotations
 
-import ctypes
-import multiprocessing
 import os
-import queue
-import signal
 import sys
-import threading
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple,
-                    Union)
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from mmengine.dist import all_gather_object, barrier, get_dist_info
 from mmengine.logging import print_log
@@ -43,14 +37,12 @@ from .folder_lock import job_lock
 from .io import (ItemFailed, ItemOutput, Manifest, WorkItem, atomic_write, check_unique_ids,
                  file_fingerprint, is_done, manifest_files, output_folder, plan_job,
                  remove_stale_temp_files, shard, tmp_tag)
+from .output_writer import OutputWriter
 from .progress import (HoldInterrupt, JobInterrupted, JobSummary, ProgressLine, sigint_blocked,
-                       total_summary)
+                       start_worker, total_summary)
 
 #: the most loader (and writer) processes chosen by default
 MAX_DEFAULT_WORKERS = 8
-#: batches handed to the writer and not yet committed before the main process waits
-PENDING_BATCHES = 4
-PR_SET_PDEATHSIG = 1
 
 
 def default_workers() -> int:
@@ -59,19 +51,6 @@ def default_workers() -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
     ranks = max(1, int(os.environ.get('LOCAL_WORLD_SIZE', '1')))
     return max(1, min(MAX_DEFAULT_WORKERS, (cpus or 1) // ranks))
-
-
-def start_worker(parent_pid: int, _worker_id: Optional[int] = None) -> None:
-    """First thing in every loader / writer process: Ctrl-C is left to the main process (no
-    traceback here; the process was forked with SIGINT blocked, so none slips in before this)
-    and the process dies with the main process (Linux). (OpenCV's thread count is left alone:
-    ``cv2.setNumThreads`` in a process forked after OpenCV started its threads never returns.)"""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    if sys.platform.startswith('linux'):
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent_pid:  # the main process died before the line above
-            os._exit(1)
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -145,124 +124,6 @@ class BatchLoader:
     def __exit__(self, *exc_info) -> None:
         """Stop the loader processes (the DataLoader's iterator does when it is dropped)."""
         self.iterator = iter(())
-
-
-# -- writing ------------------------------------------------------------------------------------
-def write_items(folder: str, items_files: List[Dict[str, Any]],
-                tmp_tag: str) -> List[Union[Dict[str, int], BaseException]]:
-    """Some items' files, each atomically (in a writer process: encoding happens here); per item
-    the size of each file written (recorded, so that a resume finds a damaged file), or the
-    error that stopped its writing."""
-    results: List[Union[Dict[str, int], BaseException]] = []
-    for files in items_files:
-        try:
-            sizes = {}
-            for rel, data in files.items():
-                data = data() if callable(data) else data
-                atomic_write(Path(folder) / rel, data, tmp_tag)
-                sizes[rel] = len(data)
-            results.append(sizes)
-        except Exception as exc:  # noqa: B902  (reported by the committer, item by item)
-            results.append(exc)
-    return results
-
-
-class OutputWriter:
-    """Encodes and writes finished items while later batches compute, and commits them.
-
-    Files go to a pool: ``workers`` processes (one thread with ``0``), each batch cut into one
-    task per process. A committer thread takes the batches in order; for each it reports the
-    items that failed to load, waits for the batch's files, then appends the manifest lines (the
-    output's record and the item's ``inputs``) of the items whose files were all written in one
-    write with one ``fsync`` and reports them made. An item is done only after both. The first
-    write error is kept and raised by :meth:`raise_error` (the job stops at its next batch) or on
-    leaving the ``with`` block, after every batch handed over is committed.
-
-    Args:
-        made: called with ``(item, record)`` for each committed item (committer thread).
-        failed: called with ``(item, reason)`` for each item that could not be loaded.
-    """
-
-    def __init__(self, folder: Path, manifest: Manifest, workers: int, tmp_tag: str,
-                 made: Callable[[WorkItem, Dict], None],
-                 failed: Callable[[WorkItem, str], None]):
-        self.folder, self.manifest, self.tmp_tag = folder, manifest, tmp_tag
-        self.made, self.failed = made, failed
-        self.tasks_per_batch = max(1, workers)
-        self.pool = self._pool(workers)
-        self.pending: queue.Queue = queue.Queue(maxsize=PENDING_BATCHES)
-        self.error: Optional[BaseException] = None
-        self.thread = threading.Thread(target=self._commit_batches, name='mmdiffseg-commit',
-                                       daemon=True)
-        self.thread.start()
-
-    @staticmethod
-    def _pool(workers: int) -> Executor:
-        if not workers:
-            return ThreadPoolExecutor(1)
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('fork'),
-                                   initializer=start_worker, initargs=(os.getpid(),))
-        with sigint_blocked():  # forks every process now, before any other thread of the job
-            pool.submit(int)
-        return pool
-
-    def submit(self, outputs: List[Tuple[WorkItem, ItemOutput]],
-               failed: List[Tuple[WorkItem, str]]) -> None:
-        """Hand over one batch: its finished outputs and the items that could not be loaded
-        (waits while :data:`PENDING_BATCHES` batches are not committed yet)."""
-        size = -(-len(outputs) // self.tasks_per_batch)
-        chunks = [outputs[i:i + size] for i in range(0, len(outputs), size)] if outputs else []
-        futures = [self.pool.submit(write_items, str(self.folder),
-                                    [output.files for _, output in chunk], self.tmp_tag)
-                   for chunk in chunks]
-        self.pending.put((chunks, futures, failed))
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def _commit_batches(self) -> None:
-        while True:
-            batch = self.pending.get()
-            if batch is None:
-                return
-            try:
-                self._commit(*batch)
-            except BaseException as exc:  # noqa: B902  (kept; raised by the main thread)
-                self.error = self.error or exc
-
-    def _commit(self, chunks, futures, failed) -> None:
-        for item, reason in failed:
-            self.failed(item, reason)
-        written, error = [], None
-        for chunk, future in zip(chunks, futures):
-            try:
-                results = future.result()
-            except BaseException as exc:  # noqa: B902  (a writer process died...)
-                results = [exc] * len(chunk)
-            for (item, output), result in zip(chunk, results):
-                if isinstance(result, BaseException):
-                    error = error or result
-                    continue
-                written.append((item, dict(output.record, **item.inputs, id=item.id,
-                                           files=sorted(output.files), sizes=result)))
-        self.manifest.append_many([record for _, record in written])
-        for item, record in written:
-            self.made(item, record)
-        if error is not None:
-            raise error
-
-    def __enter__(self) -> 'OutputWriter':
-        return self
-
-    def __exit__(self, kind, value, traceback) -> None:
-        """Commit every batch handed over, stop the pool; raise a write error unless another
-        exception is already on its way."""
-        self.pending.put(None)
-        self.thread.join()
-        self.pool.shutdown(wait=True)
-        if kind is None:
-            self.raise_error()
 
 
 # -- the job ------------------------------------------------------------------------------------
@@ -348,21 +209,26 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
 
         start = time.time()
         writer = OutputWriter(folder, manifest, workers, tmp_tag(), made, failed)
-        # Ctrl-C: the loaders stop, the writer commits what was handed over, then JobInterrupted
-        with bar, writer, BatchLoader(plan.mine, plan.todo, load, collate, workers,
-                                      pin_memory) as loaded, HoldInterrupt() as interrupt:
-            if prepare is not None and plan.todo:  # nothing to compute: no model is built
-                compute = prepare()
-                start = time.time()
-            manifest.start()
-            bar.start()
-            for batch in loaded:
-                writer.raise_error()
-                new = [it.id not in plan.finished for it in batch.items]
-                outputs = compute(batch.items, batch.data) if any(new) else []
-                writer.submit([(it, out) for it, out, is_new in zip(batch.items, outputs, new)
-                               if is_new], [(it, why) for it, why in batch.failed
-                                            if it.id not in plan.finished])
+        # Ctrl-C: the loaders stop, the writer commits what was handed over, then JobInterrupted;
+        # a second Ctrl-C meanwhile: the writer abandons the writes in flight
+        try:
+            with bar, writer, BatchLoader(plan.mine, plan.todo, load, collate, workers,
+                                          pin_memory) as loaded, HoldInterrupt() as interrupt:
+                if prepare is not None and plan.todo:  # nothing to compute: no model is built
+                    compute = prepare()
+                    start = time.time()
+                manifest.start()
+                bar.start()
+                for batch in loaded:
+                    writer.raise_error()
+                    new = [it.id not in plan.finished for it in batch.items]
+                    outputs = compute(batch.items, batch.data) if any(new) else []
+                    writer.submit([(it, out) for it, out, is_new in zip(batch.items, outputs, new)
+                                   if is_new], [(it, why) for it, why in batch.failed
+                                                if it.id not in plan.finished])
+        except KeyboardInterrupt:
+            summary.seconds = time.time() - start
+            raise JobInterrupted(summary, abandoned=writer.abandoned) from None
         summary.seconds = time.time() - start
         if interrupt.caught:
             raise JobInterrupted(summary) from None

@@ -4,10 +4,13 @@ only the main process of a job (its loader and writer processes leave it to the 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from mmengine.utils import ProgressBar
 
@@ -63,21 +66,25 @@ class JobSummary:
 
 class JobInterrupted(KeyboardInterrupt):
     """Ctrl-C during :func:`.jobs.run_job`: the items written so far are complete and recorded;
-    ``summary`` counts them. Rerunning the same job resumes."""
+    ``summary`` counts them. Rerunning the same job resumes. ``abandoned``: a second Ctrl-C
+    stopped the writes still in flight (those items are not made)."""
 
-    def __init__(self, summary: JobSummary):
+    def __init__(self, summary: JobSummary, abandoned: bool = False):
         super().__init__(summary)
-        self.summary = summary
+        self.summary, self.abandoned = summary, abandoned
 
     def __str__(self) -> str:
-        return (f'interrupted: {self.summary.line()}; rerun the same command to resume '
-                '(finished items are kept)')
+        how = ('interrupted without waiting for the writes in flight (their items are not made)'
+               if self.abandoned else 'interrupted')
+        return (f'{how}: {self.summary.line()}; rerun the same command to resume (finished '
+                'items are kept)')
 
 
 #: a terminal's bar is redrawn at most this often (a redraw per item costs a write + flush)
 REDRAW_SECONDS = 0.2
 #: elsewhere (a log file, a batch system's output) one plain line this often, and at the end
 LOG_SECONDS = 30.0
+PR_SET_PDEATHSIG = 1
 
 
 class ProgressLine:
@@ -172,6 +179,19 @@ def sigint_blocked():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def start_worker(parent_pid: int, _worker_id: Optional[int] = None) -> None:
+    """First thing in every loader / writer process: Ctrl-C is left to the main process (no
+    traceback here; the process was forked with SIGINT blocked, so none slips in before this)
+    and the process dies with the main process (Linux). (OpenCV's thread count is left alone:
+    ``cv2.setNumThreads`` in a process forked after OpenCV started its threads never returns.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if sys.platform.startswith('linux'):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the main process died before the line above
+            os._exit(1)
 
 
 def total_summary(parts: List[JobSummary]) -> JobSummary:

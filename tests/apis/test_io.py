@@ -209,64 +209,6 @@ def test_ctrl_c_keeps_what_was_made_and_reports_it(tmp_path):
     assert (summary.made, summary.already_done) == (3, 3)
 
 
-SLOW_JOB = '''
-import sys, time
-from mmdiffseg.apis import cli
-from mmdiffseg.apis.io import ItemOutput, WorkItem
-from mmdiffseg.apis.jobs import run_job
-
-def compute(batch, loaded):
-    if batch[0].id != 'item0':
-        time.sleep(60)
-    return [ItemOutput({f'{it.id}.txt': b'x'}) for it in batch]
-
-def main(argv):
-    run_job([WorkItem(f'item{i}') for i in range(8)], lambda it: it.id, compute, sys.argv[1],
-            dict(tool='test'), batch_size=2, workers=2)
-
-sys.exit(cli.run_cli(main))
-'''
-
-
-@pytest.mark.parametrize('to_group', [False, True], ids=['kill -INT', 'terminal Ctrl-C'])
-def test_ctrl_c_on_the_command_line_prints_a_summary_and_exits_130(tmp_path, to_group):
-    """SIGINT to the main process, or to every process of the job as a terminal's Ctrl-C: the
-    loader and writer processes leave it to the main process (no traceback anywhere), which
-    finishes the writes handed over, reports and exits 130, leaving no process behind."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from apis.test_jobs import children_of
-    # SIGINT at its default, as a terminal starts a command (a background job of a
-    # non-interactive shell, e.g. a CI runner's, inherits it ignored, and so would the job)
-    proc = subprocess.Popen([sys.executable, '-c', SLOW_JOB, str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED='1'), start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    manifest = tmp_path / 'manifest.jsonl'
-    deadline = time.time() + 240
-    while time.time() < deadline and not (
-            manifest.is_file() and len(manifest.read_text().splitlines()) >= 3):
-        time.sleep(0.05)
-    time.sleep(0.5)
-    assert len(children_of(proc.pid)) >= 4  # two loader and two writer processes
-    if to_group:
-        os.killpg(proc.pid, signal.SIGINT)
-    else:
-        proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130, output
-    assert 'Traceback' not in output and 'KeyboardInterrupt' not in output, output
-    assert 'error: interrupted: made 2, already done 0, failed 0' in output
-    assert 'rerun the same command to resume' in output
-    assert sorted(p.name for p in tmp_path.glob('item*')) == ['item0.txt', 'item1.txt']
-    with pytest.raises(ProcessLookupError):
-        os.killpg(proc.pid, 0)  # the whole group is gone
-
-
 class Terminal(io.StringIO):
     def isatty(self):
         return True
@@ -300,7 +242,6 @@ def test_progress_is_a_throttled_bar_on_a_terminal_and_timed_lines_in_a_log(term
 
 def test_an_error_during_the_job_starts_on_a_fresh_line(full_dir):
     import contextlib
-    import io
 
     from mmdiffseg.apis import cli
     items = [WorkItem(f'item{i}') for i in range(6)]
