@@ -113,3 +113,24 @@ def test_the_sd1x_preset_labels_images_on_sd1x(tiny_sd15, one_image, tmp_path):
                                       VOC_CLASSES.index('person')}
     header = json.loads((tmp_path / 'manifest.jsonl').read_text().splitlines()[0])
     assert header['generator']['cross_heads'] is None and header['generator']['self_heads'] is None
+
+
+def test_own_head_lists_per_resolution_are_read_and_checked():
+    """``cross_heads={resolution: heads}``: indices into the layer-major heads of that
+    resolution's layers (keys as a config or a JSON header give them); a resolution left out
+    averages all its heads; other resolutions and forms are refused."""
+    gen = ISeg.from_preset('wsss_voc', cross_heads={'16': [0, 41], 32: (3,)})
+    heads = {r.name: r.heads for r in gen.capture_spec.requests}
+    assert (heads['iseg_cross16'], heads['iseg_cross32']) == ((0, 41), (3,))
+    check_capture_on_config(shared_path('sd_configs', 'stable-diffusion-2-1-base'),
+                            gen.capture_spec)  # 5 layers x 20 heads at 16x16
+    with pytest.raises(ValueError, match='have 40 heads'):  # SD 1.5: 5 layers x 8 heads
+        check_capture_on_config(shared_path('sd_configs', 'stable-diffusion-v1-5'),
+                                gen.capture_spec)
+    heads = {r.name: r.heads for r in ISeg(cross_heads={16: [1]}).capture_spec.requests}
+    assert (heads['iseg_cross16'], heads['iseg_cross32']) == ((1,), None)
+    with pytest.raises(ValueError, match=r'cross_heads has resolutions \[16, 64\]; only '
+                                         r'\[16, 32\] are read'):
+        ISeg(cross_heads={16: [1], 64: [0]})
+    with pytest.raises(ValueError, match=r"cross_heads must be None, 'voc' or"):
+        ISeg(cross_heads='coco')
