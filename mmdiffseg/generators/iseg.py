@@ -303,9 +303,10 @@ class ISeg(MaskGenerator):
         maps.check_finite()
         self_attn = self._self_attention(maps)
         b, n = self_attn.shape[:2]
-        if class_names is None or len(class_names) != b:
+        class_names = self.name_lists(class_names)
+        if len(class_names) != b:
             raise ValueError(f'ISeg needs the class names of each of the {b} images, got '
-                             f'{None if class_names is None else len(class_names)} lists')
+                             f'{len(class_names)} lists')
         names = [self._foreground(ns) for ns in class_names]
         num = max(len(ns) for ns in names)
         # built on the host and copied before any GPU work is queued

@@ -73,6 +73,35 @@ def test_labelled_diffseg_needs_the_class_names(two_images):
             call()
 
 
+@pytest.mark.parametrize('class_names, match', [
+    ('dog', r"needs class names, one list per image, e.g. \[\['dog', 'person'\], \['cat'\]\]; "
+            r"got 'dog'"),
+    (None, 'needs class names, one list per image'),
+    (['dog', 'cat'], r"class names 'dog' is a string; class names are one list per image"),
+    ([[12], [8]], r'class names are strings from .classes, got \[12\]; for dataset indices pass '
+                  r'\[generator.classes\[i\] for i in indices\]'),
+    ([['dog']], 'needs the class names of each of the 2 images, got 1 lists'),
+    ([['dgo'], ['cat']], r"unknown class name\(s\) \['dgo'\] \('dgo': did you mean 'dog'\?\)"),
+])
+def test_class_name_mistakes_are_named_with_the_fix(class_names, match, two_images):
+    with pytest.raises((ValueError, KeyError), match=match):
+        generators()[1](two_images[0], None, class_names)
+
+
+def test_images_without_image_level_labels_are_all_background(two_images):
+    """iSeg with no foreground class in the whole batch labels every pixel background (the
+    released loop over classes draws no map)."""
+    labels = generators()[1](two_images[0], None, [[], ['background']])
+    assert labels.shape == (2, 64, 64)
+    assert set(labels.unique().tolist()) == {VOC.index('background')}
+
+
+def test_a_generator_without_classes_cannot_map_names():
+    with pytest.raises(ValueError, match=r"DiffSeg was built without `classes`, so class names "
+                                         r"\['dog'\] cannot be mapped to label indices"):
+        DiffSeg().class_indices(['dog'])
+
+
 def test_an_unknown_option_names_the_generator_and_the_nearest_option():
     for build in (lambda: MASK_GENERATORS.build(dict(type='ISeg', iter=3)),
                   lambda: ISeg(iter=3)):

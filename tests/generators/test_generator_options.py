@@ -47,10 +47,34 @@ VOC = ['background', 'cat', 'dog']
      r'exactly one {classes} \(the class names\) and otherwise only {bg_context}, it has 2'),
     (lambda: ISeg(classes=VOC, vocabulary=None, token_offsets={'cta': [0]}),
      "names 'cta'.*prompt words.*did you mean 'cat'"),
+    (lambda: ISeg(vocabulary=None), 'ISeg needs `classes` when `vocabulary` is None'),
+    (lambda: ISeg(token_table='coco'), "token_table must be one of .*got 'coco'"),
+    (lambda: ISeg(res_weights={16: 0.7, 64: 0.3}), r'res_weights must weight resolutions \[16, '
+                                                    r'32\] with non-negative weights'),
+    (lambda: ISeg(res_weights={16: 0, 32: 0}), 'not all zero'),
+    (lambda: ISeg(res_weights={16: 1.2, 32: -0.2}), 'non-negative weights'),
+    (lambda: ISeg(self_heads=[]), r'self_heads must name at least one head \(None = all heads\)'),
+    (lambda: SeeDiff(None), 'SeeDiff needs `classes`'),
+    (lambda: SeeDiff(VOC, seed_rule='kmeans'), "seed_rule must be one of .*got 'kmeans'"),
+    (lambda: SeeDiff(VOC, prompt_templates=[]), 'prompt_templates must be a non-empty list'),
+    (lambda: SeeDiff(VOC, prompt_templates={'cat': 'a {}'}), 'must be a non-empty list'),
+    (lambda: DiffSeg(classes='cat,dog'), r"classes must be a list of class names \(non-empty "
+                                         r"strings\), got 'cat,dog'"),
+    (lambda: DiffSeg(classes=['cat', ' ']), 'classes must be a list of class names'),
 ])
 def test_a_meaningless_option_is_refused_naming_it_and_its_range(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_an_unknown_vocabulary_is_named_with_the_known_ones():
+    with pytest.raises(KeyError, match=r"unknown vocabulary 'vocc'; known: \[.*'voc'"):
+        ISeg(vocabulary='vocc')
+
+
+def test_a_single_prompt_template_string_is_one_template():
+    assert SeeDiff(VOC, prompt_templates='a picture of a {}').prompt_templates == [
+        'a picture of a {}']
 
 
 def test_the_checks_keep_good_values_in_their_types():
