@@ -180,3 +180,31 @@ def test_waiting_for_a_hung_owner_times_out_naming_it(tmp_path):
     finally:
         os.kill(owner.pid, signal.SIGKILL)
         owner.join()
+
+
+def test_the_first_signature_wins_and_folders_without_hard_links_sign(tmp_path, monkeypatch):
+    """Two processes signing a new cache at once: the second finds the first's signature and
+    checks it (a hard link refuses to replace it); where the file system has no hard links the
+    signature is written by a plain replace. No temporary file is left either way."""
+    cache = LabelCache(**spec(tmp_path), writer_dtype='float16')
+    real_link = os.link
+
+    def signed_meanwhile(src, dst):  # another process signs between the check and the link
+        monkeypatch.setattr(label_cache.os, 'link', real_link)
+        LabelCache(**spec(tmp_path), writer_dtype='float32').sign()
+        return real_link(src, dst)
+
+    monkeypatch.setattr(label_cache.os, 'link', signed_meanwhile)
+    with pytest.raises(ValueError, match='holds labels made in float32, and this run would add '
+                                         'labels made in float16'):
+        cache.sign()
+    assert sorted(p.name for p in (tmp_path / 'cache').iterdir()) == ['cache.json']
+
+    def no_links(src, dst):
+        raise PermissionError(1, 'Operation not permitted')
+
+    monkeypatch.setattr(label_cache.os, 'link', no_links)
+    other = tmp_path / 'other'
+    LabelCache(**dict(spec(tmp_path), cache_dir=str(other)), writer_dtype='float16').sign()
+    assert json.loads((other / 'cache.json').read_text())['made_with'] == {'dtype': 'float16'}
+    assert sorted(p.name for p in other.iterdir()) == ['cache.json']
