@@ -351,3 +351,27 @@ def test_cityscapes_27_label_map_takes_label_ids_7_to_33_only():
     from mmdiffseg.datasets import Cityscapes27Dataset
     label_map = Cityscapes27Dataset.get_label_map()
     assert [label_map[i] for i in (0, 6, 7, 8, 33, 34, 254)] == [255, 255, 0, 1, 26, 255, 255]
+
+
+def test_cityscapes_pseudo_labels_and_synthetic_ade20k_load_as_written(tmp_path):
+    """Cityscapes frames in city folders with the flat label folder pseudo_label.py writes
+    (``<frame>_leftImg8bit.png``, train ids); synthetic ADE20K pairs keep 0-based labels."""
+    city = shared_path('cityscapes_val_sample')
+    frame = 'frankfurt_000000_000294'
+    labels = tmp_path / 'pseudo' / 'SegmentationClass'
+    labels.mkdir(parents=True)
+    train_ids = city / 'gtFine/val/frankfurt' / f'{frame}_gtFine_labelTrainIds.png'
+    shutil.copy(train_ids, labels / f'{frame}_leftImg8bit.png')
+    write_manifest(labels.parent, DATASET_CLASSES['cityscapes'])
+    ds = DATASETS.build(dict(type='PseudoLabelCityscapesDataset', data_root=str(city),
+                             data_prefix=dict(img_path='leftImg8bit/val', seg_map_path=str(labels)),
+                             pipeline=LOAD))
+    assert len(ds) == 1 and ds[0]['img_path'].endswith(f'frankfurt/{frame}_leftImg8bit.png')
+    assert np.array_equal(ds[0]['gt_seg_map'], np.array(Image.open(train_ids)))
+
+    ade = np.arange(513 * 513).reshape(513, 513) % 150
+    root = make_synthetic(tmp_path / 'ade', names=VOC_NAMES[:1], classes=DATASET_CLASSES['ade20k'],
+                          labels=lambda name: Image.fromarray(ade.astype(np.uint8)))
+    ds = DATASETS.build(dict(type='SyntheticADE20KDataset', data_root=str(root), pipeline=LOAD))
+    assert ds.metainfo['classes'] == ADE20KDataset.METAINFO['classes']
+    assert not ds.reduce_zero_label and np.array_equal(ds[0]['gt_seg_map'], ade)
