@@ -12,7 +12,7 @@ from mmdiffseg.apis.folders import (IGNORE_COLOR, IMAGE_DIR, MASK_DIR, encode_jp
                                     read_rgb)
 from mmdiffseg.apis.io import MANIFEST_NAME, ItemFailed, UserInputError
 from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
-                                         labels_from_ground_truth)
+                                         labels_from_file, labels_from_ground_truth)
 from mmdiffseg.apis.synthesize import synth_items
 from mmdiffseg.apis.visualize import LEGEND_WIDTH, contact_sheet, legend_strip
 
@@ -310,3 +310,25 @@ def test_a_record_beside_the_folder_wins_over_one_from_the_working_directory(tmp
     monkeypatch.chdir(tmp_path / 'cwd')
     assert resolve_record_path('images/a.png', tmp_path / 'out').read_bytes() == b'out'
     assert resolve_record_path('images/a.png', tmp_path / 'elsewhere').read_bytes() == b'cwd'
+
+
+@pytest.mark.parametrize('text, match', [
+    (None, r'cannot read image-level labels .*labels.json: \[Errno 2\]'),
+    ('{"a": ["cat"],}', r'cannot read image-level labels .*labels.json: Expecting'),
+    ('[["cat"]]', r'labels.json: expected \{"<image id>": \["class", ...\], ...\}'),
+    ('{"a": "cat"}', r'expected \{"<image id>": \["class", ...\], ...\}'),
+])
+def test_image_level_label_files_that_cannot_be_read_are_named(tmp_path, text, match):
+    path = tmp_path / 'labels.json'
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(UserInputError, match=match):
+        labels_from_file(path)
+
+
+def test_image_level_labels_are_read_as_names_and_a_missing_image_folder_is_named(tmp_path):
+    path = tmp_path / 'labels.json'
+    path.write_text('{"2008_000123": ["cat", "dog"], "7": []}')
+    assert labels_from_file(path) == {'2008_000123': ['cat', 'dog'], '7': []}
+    with pytest.raises(UserInputError, match=f'image folder {tmp_path / "images"} not found'):
+        images_from_folder(tmp_path / 'images')
