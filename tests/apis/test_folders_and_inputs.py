@@ -312,6 +312,27 @@ def test_a_record_beside_the_folder_wins_over_one_from_the_working_directory(tmp
     assert resolve_record_path('images/a.png', tmp_path / 'elsewhere').read_bytes() == b'cwd'
 
 
+
+def test_contact_sheet_names_a_folder_it_cannot_show_and_stops_at_a_line_being_written(tmp_path):
+    with pytest.raises(UserInputError, match=r'has no manifest.jsonl: not a folder written by '
+                                             r'synthesize / pseudo_label / segment'):
+        contact_sheet(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_text('')
+    with pytest.raises(UserInputError, match=r'manifest.jsonl is empty: no finished items'):
+        contact_sheet(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_text('{"classes": null}\n{"id": "a"}\n')
+    with pytest.raises(UserInputError, match='holds no finished items to show'):  # no files
+        contact_sheet(tmp_path)
+    (tmp_path / IMAGE_DIR).mkdir()
+    (tmp_path / MASK_DIR).mkdir()
+    for name in ('a', 'b'):  # segment ids at half the image's size
+        (tmp_path / IMAGE_DIR / f'{name}.jpg').write_bytes(encode_jpeg(np.full((16, 16, 3), 255)))
+        (tmp_path / MASK_DIR / f'{name}.png').write_bytes(
+            encode_label_png(np.eye(8, dtype=np.uint8), palette_for(['0', '1'])))
+    (tmp_path / MANIFEST_NAME).write_text('{"classes": null}\n{"id": "a"}\n{"id": "b", "fi')
+    sheet = contact_sheet(tmp_path, thumb=16, legend=False)  # b's line is being appended
+    assert sheet.shape == (16, 16, 3) and sheet.max() > 200
+
 @pytest.mark.parametrize('text, match', [
     (None, r'cannot read image-level labels .*labels.json: \[Errno 2\]'),
     ('{"a": ["cat"],}', r'cannot read image-level labels .*labels.json: Expecting'),
