@@ -312,7 +312,6 @@ def test_a_record_beside_the_folder_wins_over_one_from_the_working_directory(tmp
     assert resolve_record_path('images/a.png', tmp_path / 'elsewhere').read_bytes() == b'cwd'
 
 
-
 def test_contact_sheet_names_a_folder_it_cannot_show_and_stops_at_a_line_being_written(tmp_path):
     with pytest.raises(UserInputError, match=r'has no manifest.jsonl: not a folder written by '
                                              r'synthesize / pseudo_label / segment'):
@@ -332,6 +331,7 @@ def test_contact_sheet_names_a_folder_it_cannot_show_and_stops_at_a_line_being_w
     (tmp_path / MANIFEST_NAME).write_text('{"classes": null}\n{"id": "a"}\n{"id": "b", "fi')
     sheet = contact_sheet(tmp_path, thumb=16, legend=False)  # b's line is being appended
     assert sheet.shape == (16, 16, 3) and sheet.max() > 200
+
 
 @pytest.mark.parametrize('text, match', [
     (None, r'cannot read image-level labels .*labels.json: \[Errno 2\]'),
