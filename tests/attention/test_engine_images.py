@@ -91,3 +91,23 @@ def test_pil_images_and_single_arrays_are_images():
 def test_channels_on_the_wrong_side_name_the_permutation(images, hint):
     with pytest.raises(ValueError, match=hint):
         preprocess_images(images, 64)
+
+
+def test_a_dark_image_in_minus_one_to_zero_is_refused_and_an_undershoot_is_clamped():
+    """A [-1, 1] image with nothing above 0 (a night shot) is still a [-1, 1] image; a 0..255
+    image's undershoot below 0 (a bicubic resize's) becomes -1, not less."""
+    rgb = torch.from_numpy(_image(6)).permute(2, 0, 1)[None].float()
+    with pytest.raises(ValueError, match=r'\[-1, 1\] image'):
+        preprocess_images(rgb / 255 - 1, 64)
+    undershoot = rgb.clone()
+    undershoot[0, 0, 0, 0] = -3.0
+    undershoot[0, 1, 0, 0] = 260.0
+    out = preprocess_images(undershoot, 64)
+    assert out[0, 0, 0, 0] == -1 and out[0, 1, 0, 0] == 1
+
+
+def test_fractional_float_images_keep_their_values():
+    """A float image already at the working size, given in a list, is not rounded to uint8."""
+    image = np.full((4, 4, 3), 100.5, np.float32)
+    out = preprocess_images([image], 4)
+    torch.testing.assert_close(out, torch.full((1, 3, 4, 4), 100.5 / 127.5 - 1))

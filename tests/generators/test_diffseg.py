@@ -14,7 +14,7 @@ from mmdiffseg.attention.maps import AttentionMaps
 from mmdiffseg.generators import DiffSeg
 from mmdiffseg.generators.diffseg import (aggregate_self_attention, anchor_grid,
                                           anchor_proposals, merge_proposals)
-from mmdiffseg.generators.diffseg_masks import compact_ids
+from mmdiffseg.generators.diffseg_masks import compact_ids, segments_from_proposals
 from mmdiffseg.generators.diffseg_merge import refine_proposals
 from mmdiffseg.generators.functional import symmetric_kl
 from mmdiffseg.generators.transcriptions import diffseg_aggregate, diffseg_masks
@@ -351,6 +351,19 @@ def test_more_proposals_than_a_uint8_map_holds_number_the_used_ones():
     ids = small.unique()
     assert ids.tolist() == list(range(len(ids))) and len(ids) <= 16
     assert big.max() == 256  # every proposal used: 0..254, then 256 past the ignore index
+
+
+def test_proposal_argmax_over_chunks_equals_one_argmax_and_ties_take_the_first():
+    """More proposals than one upsampling chunk (64): the same ids as one argmax over them all;
+    on ties the first proposal wins across chunks too; ``kept=False`` proposals never win."""
+    props = torch.rand(130, 4, 4, generator=torch.Generator().manual_seed(0))
+    full = F.interpolate(props[None], size=(8, 8), mode='bilinear', align_corners=False)[0]
+    assert torch.equal(segments_from_proposals(props, (8, 8)), full.argmax(0))
+    assert segments_from_proposals(torch.ones(130, 4, 4), (8, 8)).eq(0).all()
+    kept = torch.zeros(130, dtype=torch.bool)
+    kept[[3, 70, 129]] = True
+    ids = segments_from_proposals(props, (8, 8), kept)
+    assert torch.equal(ids, torch.tensor([3, 70, 129])[full[kept].argmax(0)])
 
 
 def test_bad_options_raise():

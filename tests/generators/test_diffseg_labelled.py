@@ -119,3 +119,26 @@ def test_bad_min_contrast_is_refused():
     with pytest.raises(ValueError, match='min_contrast'):
         DiffSeg(classes=VOC_CLASSES, min_contrast=0.5)
     assert np.isclose(DiffSeg(classes=VOC_CLASSES).config_dict()['min_contrast'], 2.0)
+
+
+def test_a_segment_at_exactly_min_contrast_is_named():
+    """``min_contrast`` is a floor a segment may reach: means 1, 1, 2 over three equal
+    segments put the last alone in the high group, at exactly twice the background level 1."""
+    segments = torch.tensor([[0, 0, 1, 1, 2, 2]] * 2)
+    scores = torch.tensor([1.0, 1.0, 2.0])[segments][None]
+    named = segment_classes(segments, scores, min_contrast=2.0)
+    assert named[:, 4:].eq(0).all() and named[:, :4].eq(-1).all()
+    assert segment_classes(segments, scores, min_contrast=2.01).eq(-1).all()
+
+
+def test_a_padded_image_is_named_as_alone_on_an_otsu_tie():
+    """Means 10, 20, 30 over 3, 4, 3 pixels: levels 0, 0.5, 1 make Otsu's two splits tie, so the
+    levels must be the image's own min-max, exactly as alone, when a batch pads it with empty
+    segments (their mean 0 is no minimum: levels 1/3, 2/3, 1 would break the tie otherwise)."""
+    segments = torch.tensor([0] * 3 + [1] * 4 + [2] * 3)[None].expand(2, 10)
+    scores = torch.tensor([10.0, 20.0, 30.0])[segments][None]
+    alone = segment_classes(segments, scores, num_segments=3)
+    other = (torch.arange(10) % 4)[None].expand(2, 10)  # 4 segments: the first image is padded
+    batch = batch_segment_classes(torch.stack([segments, other]),
+                                  torch.stack([scores, torch.ones(1, 2, 10)]), [3, 4])
+    assert torch.equal(batch[0], alone)

@@ -150,3 +150,23 @@ def test_a_converged_flat_output_is_no_mask_where_min_max_would_stretch_its_roun
     assert minmax_normalize(out, flat=FLAT_PAMR_OUTPUT).eq(0).all()
     sharp = PAMR(num_iter=10)(image, mask)
     assert torch.equal(minmax_normalize(sharp, flat=FLAT_PAMR_OUTPUT), minmax_normalize(sharp))
+
+
+def test_early_stop_is_at_the_first_check_whose_own_step_moved_less_than_tol():
+    """``tol`` is tested on the step that ends each ``check_every`` block, as its largest
+    change (not the block's first step, not a mean): the run equals a plain run to that step."""
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 12, 12, generator=gen) * 255
+    mask = (torch.rand(1, 1, 12, 12, generator=gen) > 0.5).float()
+    runs = [mask] + [PAMR(num_iter=i)(image, mask) for i in range(1, 41)]
+    changes = [float((b - a).abs().max()) for a, b in zip(runs, runs[1:])]
+    tol, every = 0.1, 5
+    stop = next(t for t in range(every, 41, every) if changes[t - 1] < tol)
+    assert every < stop < 40  # not the first check, not the end
+    assert changes[stop - every] >= tol  # the block's first step would not have stopped
+    assert torch.equal(PAMR(num_iter=400, tol=tol, check_every=every)(image, mask), runs[stop])
+
+
+def test_image_and_mask_batches_must_match():
+    with pytest.raises(ValueError, match='batch size'):
+        PAMR(num_iter=1)(torch.rand(2, 3, 8, 8), torch.rand(1, 1, 8, 8))
