@@ -82,6 +82,8 @@ def test_pil_images_and_single_arrays_are_images():
         torch.testing.assert_close(preprocess_images(images, 32), expected)
     grey = Image.fromarray(rgb[..., 0])
     torch.testing.assert_close(preprocess_images(grey, 32), preprocess_images([rgb[..., 0]], 32))
+    torch.testing.assert_close(preprocess_images(rgb[..., 0], 32),  # a bare HxW array
+                               preprocess_images([rgb[..., 0]], 32))
 
 
 @pytest.mark.parametrize('images, hint', [

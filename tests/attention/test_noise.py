@@ -18,6 +18,8 @@ def test_a_noise_tensor_is_shared_and_its_shape_checked():
     latents = torch.zeros(2, 4, 8, 8)
     noise = torch.randn(1, 4, 8, 8)
     assert torch.equal(shared_noise(noise, latents), noise.expand(2, 4, 8, 8))
+    half = shared_noise(noise, latents.half())
+    assert half.dtype == torch.float16 and torch.equal(half, noise.half().expand(2, 4, 8, 8))
     for bad in (torch.randn(1, 3, 8, 8), torch.randn(4, 8, 9)):
         with pytest.raises(ValueError, match='noise shape .* does not match the latents'):
             shared_noise(bad, latents)

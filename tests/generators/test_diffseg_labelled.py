@@ -142,3 +142,14 @@ def test_a_padded_image_is_named_as_alone_on_an_otsu_tie():
     batch = batch_segment_classes(torch.stack([segments, other]),
                                   torch.stack([scores, torch.ones(1, 2, 10)]), [3, 4])
     assert torch.equal(batch[0], alone)
+
+
+def test_segment_ids_may_be_any_integers():
+    """Ids 7, 42, 1000 name the same segments as 0, 1, 2 (gaps are no segments)."""
+    segments = torch.tensor([[0] * 4 + [1] * 4] * 2 + [[0] * 4 + [2] * 4] * 2)
+    cat = torch.full((4, 8), 0.002)
+    cat[:, :4] = 0.02
+    named = segment_classes(segments, cat[None])
+    assert (named[:, :4] == 0).all() and (named[:, 4:] == -1).all()
+    sparse = torch.tensor([7, 42, 1000])[segments]
+    assert torch.equal(segment_classes(sparse, cat[None]), named)
