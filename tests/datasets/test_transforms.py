@@ -12,6 +12,7 @@ from PIL import Image
 import mmdiffseg  # noqa: F401
 import mmdiffseg.datasets  # noqa: F401
 from mmdiffseg.datasets import LabelCache, LoadImageLevelLabels, label_key
+from mmdiffseg.datasets import transforms
 from mmdiffseg.datasets.transforms import (decode_source_index, encode_source_index,
                                            reduced_zero_label)
 from mmdiffseg.generators.base import MaskGenerator
@@ -66,6 +67,20 @@ def test_source_index_of_a_large_photo_and_the_limit():
     assert enc[-1, -1, 0] == (4000 * 6000 - 1) >> 24 == 1
     with pytest.raises(ValueError, match='too large'):
         encode_source_index(50000, 50000)
+
+
+def test_source_index_limit_is_inclusive_and_its_last_index_decodes(monkeypatch):
+    """The size limit is inclusive (checked at a small patched limit); the last index of an image
+    at the real limit, 2^31 - 1, has first byte 127 and decodes; any first byte from 128 up is
+    invalid, not only 255."""
+    last = np.array([[[127, 255, 255, 255]]], np.uint8)
+    assert decode_source_index(last)[0, 0] == transforms.MAX_SOURCE_PIXELS - 1
+    high = np.array([[[128, 0, 0, 0], [200, 1, 2, 3], [254, 255, 255, 255]]], np.uint8)
+    assert decode_source_index(high).tolist() == [[-1, -1, -1]]
+    monkeypatch.setattr(transforms, 'MAX_SOURCE_PIXELS', 12)   # the comparison, at a small size
+    assert decode_source_index(encode_source_index(3, 4)).max() == 11
+    with pytest.raises(ValueError, match='too large'):
+        encode_source_index(1, 13)
 
 
 GEOMETRY = [
@@ -285,3 +300,33 @@ def test_a_cached_label_of_a_non_square_image_loads(tmp_path):
 def test_cocostuff27_classes_follow_the_sample_list():
     names = json.loads(shared_path('coco_val_samples', 'cocostuff27_classes.json').read_text())
     assert list(mmdiffseg.datasets.DATASET_CLASSES['cocostuff27']) == names
+
+
+def test_a_rotation_after_load_pseudo_label_moves_the_index_map(tmp_path):
+    """LoadPseudoLabel lists gt_seg_map in seg_fields, so transforms that go by seg_fields
+    (mmseg's RandomRotate) carry the index map with the image: the corners become border
+    (-1) and the centre pixel still shows the original centre."""
+    sample = voc_sample('voc_val_1')
+    pipeline = Compose([dict(type='LoadImageFromFile'),
+                        dict(type='LoadImageLevelLabels', classes='voc'),
+                        dict(type='LoadPseudoLabel', cache=cache_cfg(tmp_path)),
+                        dict(type='RandomRotate', prob=1.0, degree=(30, 30), seg_pad_val=255),
+                        dict(type='PackPseudoLabelInputs')])
+    ds = pipeline(dict(sample))['data_samples']
+    index = ds.pseudo_label_index.data[0]
+    h, w = index.shape
+    assert index[0, 0] == index[-1, -1] == -1
+    assert index[h // 2, w // 2] == (h // 2) * w + w // 2
+
+
+def test_pack_pseudo_label_inputs_keeps_ground_truth_of_a_test_pipeline():
+    """A test pipeline without LoadPseudoLabel (DiffusionSegmentor with image labels) packs its
+    ground truth as PackSegInputs does, with the image labels and no index map."""
+    sample = voc_sample('voc_val_0')
+    pipeline = Compose([dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+                        dict(type='LoadImageLevelLabels', classes='voc'),
+                        dict(type='PackPseudoLabelInputs')])
+    ds = pipeline(dict(sample))['data_samples']
+    truth = np.array(Image.open(sample['seg_map_path']))
+    assert 'pseudo_label_index' not in ds and ds.metainfo['image_labels']
+    assert torch.equal(ds.gt_sem_seg.data[0], torch.from_numpy(truth).long())

@@ -228,3 +228,64 @@ def test_a_16_bit_pil_image_is_read_by_its_high_byte_as_the_tools_read_its_file(
         [rgb] = image_list(img)
     np.testing.assert_array_equal(rgb.permute(1, 2, 0).numpy(), read_rgb(tmp_path / 'g16.png'))
     assert rgb.max() < 255 and len(rgb.unique()) > 100  # scaled, not clipped to 255
+
+
+def test_unsure_pixels_255_pass_as_255(engine):
+    """255 is the ignore index ('unsure'), a valid uint8 label; only values above it are refused."""
+    [label] = label_images(engine, QuadrantLabels(255), [np.zeros((8, 8, 3), np.uint8)], None)
+    assert label[:4, :4].min() == 255 and label[4:].max() == 0
+
+
+class Bright(QuadrantLabels):
+    """1 where the working image's red channel is above 127, and its value where above 255."""
+
+    def forward(self, maps, images, class_names):
+        red = images[:, 0].round().long()
+        return torch.where(red > 255, red, (red > 127).long())
+
+
+def test_segmentor_crops_padding_of_a_bright_image_and_clamps_its_values(engine):
+    """A white 40x60 image padded (black) to 64x64: the generator sees white only, not the
+    canvas; float pixels above 255 (a float resize's overshoot) reach it as 255."""
+    segmentor, batch = segmentor_batch(engine, [(40, 60)], test_cfg=dict(size_divisor=32))
+    segmentor.labeler.generator = Bright(0)
+    batch['inputs'] = [torch.full((3, 40, 60), 255, dtype=torch.uint8)]
+    data = segmentor.data_preprocessor(batch, False)
+    [predicted] = segmentor.predict(**data)
+    assert (predicted.pred_sem_seg.data == 1).all()
+    [predicted] = segmentor.predict([data['inputs'][0, :, :40, :60] + 45.0],
+                                    [predicted.clone()])
+    assert (predicted.pred_sem_seg.data == 1).all()
+
+
+def test_segmentor_predicts_at_the_ground_truths_size_in_batches_of_one(engine):
+    """Each prediction has its ground truth's size (not its image's), also when the labeler
+    runs one image per engine call."""
+    from mmengine.structures import PixelData
+    segmentor, data = segmentor_batch(engine, [(40, 60), (50, 30)])
+    segmentor.labeler.batch_size = 1
+    truth_sizes = [(20, 30), (100, 60)]
+    for sample, size in zip(data['data_samples'], truth_sizes):
+        sample.gt_sem_seg = PixelData(data=torch.zeros(1, *size, dtype=torch.long))
+    predicted = [s.pred_sem_seg.data[0].numpy() for s in segmentor.test_step(data)]
+    assert [p.shape for p in predicted] == truth_sizes
+    expected = np.zeros((100, 60), np.uint8)
+    expected[:50, :30] = 7
+    np.testing.assert_array_equal(predicted[1], expected)
+
+
+class CountNames(QuadrantLabels):
+    """Labels every pixel with the number of class names its image was given (0 without)."""
+
+    def forward(self, maps, images, class_names):
+        counts = [len(names) for names in class_names] if class_names else [0] * len(images)
+        return torch.tensor(counts)[:, None, None].expand(len(images), *images.shape[-2:])
+
+
+def test_segmentor_gives_the_generator_each_images_class_names(engine):
+    segmentor, data = segmentor_batch(engine, [(8, 8), (8, 8)])
+    segmentor.labeler.generator, segmentor.use_image_labels = CountNames(0), True
+    for sample, names in zip(data['data_samples'], (['cat'], ['cat', 'dog', 'person'])):
+        sample.set_metainfo(dict(image_labels=names))
+    predicted = segmentor.test_step(data)
+    assert [s.pred_sem_seg.data.unique().tolist() for s in predicted] == [[1], [3]]

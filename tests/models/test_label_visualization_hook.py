@@ -68,6 +68,8 @@ def test_off_without_labels_or_batch_and_checks_its_options(runner):
     assert runner.drawn == []
     with pytest.raises(ValueError, match='interval and max_images must be >= 1'):
         OnlineLabelVisualizationHook(interval=0)
+    with pytest.raises(ValueError, match='got 1 and 0'):
+        OnlineLabelVisualizationHook(interval=1, max_images=0)
 
 
 # -- ModelInputVisualizationHook: test predictions drawn on the model's input --------------------
@@ -98,6 +100,9 @@ def test_input_hook_draws_segments_in_their_matched_classes(runner):
     assert np.abs(picture[4:, 24:36] - 0.5 * image[:, :12]).max() <= 1  # class 0: black
     assert np.abs(picture[4:, 36:] - (0.5 * image[:, 12:] + 0.5 * np.array(PALETTE[1]))).max() <= 1
     assert sample.pred_sem_seg.data.unique().tolist() == [3, 7]
+    named = np.abs(picture[:, 36:].astype(float) - (0.5 * rgb[:, 12:] + 0.5 * np.array(
+        PALETTE[1]))).max(-1) > 60   # the class name written in the matched 'sheep' half
+    assert named.any() and not named[4:].any()
 
 
 def test_input_hook_draws_classes_as_predicted_and_segments_without_truth(runner):
@@ -131,3 +136,16 @@ def test_input_hook_interval_and_switches(runner):
     assert len(runner.drawn) == 2
     with pytest.raises(ValueError, match='interval must be >= 1'):
         ModelInputVisualizationHook(interval=0)
+
+
+def test_input_hook_leaves_ignored_segments_undrawn_without_truth(runner):
+    """Without ground truth a segment id becomes class id mod classes, but the ignore index
+    (255) stays ignored (darkened), not class 255 mod 2 = 1."""
+    runner.test_evaluator = SimpleNamespace(metrics=[HungarianMatchedIoU(num_classes=2)])
+    data, rgb = batch(1)
+    ModelInputVisualizationHook(draw=True).after_test_iter(
+        runner, 0, data, [predicted(halves(255, 3))])
+    picture = runner.drawn[0][2].astype(float)
+    image = rgb.astype(float)
+    assert np.abs(picture[:, :12] - 0.5 * image[:, :12]).max() <= 1
+    assert np.abs(picture[:, 12:] - (0.5 * image[:, 12:] + 0.5 * np.array(PALETTE[1]))).max() <= 1

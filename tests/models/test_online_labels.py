@@ -241,3 +241,66 @@ def test_samples_with_their_own_masks_pass_through_a_mixed_batch(setup):
                                dict(type='PackSegInputs')])
     with pytest.raises(KeyError, match='PackPseudoLabelInputs'):
         pre(pseudo_collate([packed_as_label(copy.deepcopy(samples[2]))]), training=True)
+
+
+def test_an_index_map_one_past_its_label_is_named(setup):
+    """Indices run 0..H*W-1: an index of H*W (an image changed after loading) is refused by name,
+    not an IndexError."""
+    _, samples, pre, _, cache = setup
+    plain = Compose([dict(type='LoadImageFromFile'),
+                     dict(type='LoadImageLevelLabels', classes='voc'),
+                     dict(type='LoadPseudoLabel', cache=cache),
+                     dict(type='PackPseudoLabelInputs')])
+    data = pseudo_collate([plain(copy.deepcopy(samples[0]))])
+    index = data['data_samples'][0].pseudo_label_index.data
+    index[0, -1, -1] = index.numel()
+    with pytest.raises(ValueError, match='voc_val_0.png points outside its label'):
+        pre(data, training=True)
+
+
+def test_a_label_another_process_makes_is_waited_for_and_counted(setup, monkeypatch):
+    """A key claimed elsewhere is not made here: the batch waits for its label, gathers it and
+    logs it as waited for (label_waited 1, label_generated 0)."""
+    import threading
+    pipeline, samples, pre, engine, cache = setup
+    data = batch(pipeline, samples[:1], seed=0)
+    key = data['data_samples'][0].metainfo['pseudo_label_key']
+    other = LabelCache(**cache)
+    fd = other._try_claim(key)          # the claim of another rank
+    height, width = mmcv.imread(samples[0]['img_path']).shape[:2]
+    waiting, check_wait = threading.Event(), LabelCache._check_wait
+    monkeypatch.setattr(LabelCache, '_check_wait',
+                        lambda self, *args: waiting.set() or check_wait(self, *args))
+
+    def finish():                       # the other rank stores its label once we wait
+        waiting.wait(60)
+        other.save(key, np.full((height, width), 4, np.uint8))
+        other._release(key, fd)
+
+    owner = threading.Thread(target=finish)
+    owner.start()
+    out = pre(data, training=True)
+    owner.join()
+    assert waiting.is_set() and engine.calls == []
+    target = out['data_samples'][0].gt_sem_seg.data
+    assert set(target.unique().tolist()) <= {4, 255} and (target == 4).any()
+    hub = MessageHub.get_current_instance()
+    assert hub.get_scalar('train/label_waited').current() == 1
+    assert hub.get_scalar('train/label_generated').current() == 0
+
+
+def test_the_labelers_precision_is_recorded_and_another_is_refused(setup):
+    """Online labels record the engine precision that made them in the cache; a run at another
+    precision may read them but not add to them."""
+    import json
+    pipeline, samples, _, engine, cache = setup
+    half = MODELS.build(dict(type='DiffusionLabelPreprocessor', engine_dtype='float16',
+                             mean=[0, 0, 0], std=[1, 1, 1], bgr_to_rgb=True, size=(96, 96)))
+    half(batch(pipeline, samples[:1], seed=0), training=True)
+    record = json.loads((LabelCache(**cache).cache_dir / 'cache.json').read_text())
+    assert record['made_with'] == {'dtype': 'float16'}
+    full = MODELS.build(dict(type='DiffusionLabelPreprocessor', engine_dtype='float32',
+                             mean=[0, 0, 0], std=[1, 1, 1], bgr_to_rgb=True, size=(96, 96)))
+    with pytest.raises(ValueError, match='set the engine precision to float16'):
+        full(batch(pipeline, samples[1:2], seed=0), training=True)
+    assert engine.calls == [1]

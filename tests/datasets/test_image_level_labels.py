@@ -1,0 +1,48 @@
+"""LoadImageLevelLabels reading ground truth as mmseg's LoadAnnotations does (label_map, the
+class-count bound) and annotation files keyed by image names that hold dots."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmdiffseg.datasets import LoadImageLevelLabels
+from mmdiffseg.datasets.transforms import mapped_labels
+
+
+def label_png(path, values):
+    """A 1-row label PNG holding ``values``."""
+    Image.fromarray(np.array([values], np.uint8)).save(path)
+    return str(path)
+
+
+def test_mapped_labels_maps_file_values_to_classes():
+    """label_map is {file value: class}: mapped values move, the others stay."""
+    label = np.array([[0, 1, 2, 3, 255]], np.uint8)
+    assert mapped_labels(label, {1: 5, 3: 0}).tolist() == [[0, 5, 2, 0, 255]]
+
+
+def test_image_level_labels_apply_the_label_map(tmp_path):
+    seg = label_png(tmp_path / 'gt.png', [0, 3, 3, 5, 255])
+    sample = dict(img_path='x.png', seg_map_path=seg, reduce_zero_label=False)
+    plain = LoadImageLevelLabels(classes='voc')(dict(sample))['image_labels']
+    assert plain == ['bird', 'bottle']
+    mapped = LoadImageLevelLabels(classes='voc')(dict(sample, label_map={3: 8, 5: 12}))
+    assert mapped['image_labels'] == ['cat', 'dog']
+
+
+def test_a_label_value_equal_to_the_class_count_is_refused(tmp_path):
+    """Values 0..n-1 name the n classes; n itself is outside them (an error, not an IndexError)."""
+    classes = ['background', 'cat']
+    inside = dict(img_path='x.png', seg_map_path=label_png(tmp_path / 'a.png', [0, 1]))
+    assert LoadImageLevelLabels(classes=classes)(inside)['image_labels'] == ['cat']
+    outside = dict(img_path='x.png', seg_map_path=label_png(tmp_path / 'b.png', [1, 2]))
+    with pytest.raises(ValueError, match=r'values \[2\] outside the 2 classes'):
+        LoadImageLevelLabels(classes=classes)(outside)
+
+
+def test_annotation_keys_are_file_names_without_the_last_extension(tmp_path):
+    ann = tmp_path / 'labels.json'
+    ann.write_text(json.dumps({'frame.001': ['cat'], 'frame': ['dog']}))
+    t = LoadImageLevelLabels(classes='voc', ann_file=str(ann))
+    assert t(dict(img_path='/data/frame.001.png'))['image_labels'] == ['cat']
