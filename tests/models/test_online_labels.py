@@ -304,3 +304,18 @@ def test_the_labelers_precision_is_recorded_and_another_is_refused(setup):
     with pytest.raises(ValueError, match='set the engine precision to float16'):
         full(batch(pipeline, samples[1:2], seed=0), training=True)
     assert engine.calls == [1]
+
+
+def test_a_sample_with_only_some_of_the_keys_is_refused(setup):
+    """PackSegInputs told to keep image_labels still drops the pseudo-label keys and packs the
+    index map as a label: refused, not trained on as classes."""
+    _, samples, pre, _, cache = setup
+    partial = Compose([dict(type='LoadImageFromFile'),
+                       dict(type='LoadImageLevelLabels', classes='voc'),
+                       dict(type='LoadPseudoLabel', cache=cache),
+                       dict(type='PackSegInputs', meta_keys=('img_path', 'ori_shape', 'img_shape',
+                                                             'image_labels'))])
+    data = pseudo_collate([partial(copy.deepcopy(samples[0]))])
+    assert 'image_labels' in data['data_samples'][0].metainfo
+    with pytest.raises(KeyError, match='PackPseudoLabelInputs'):
+        pre(data, training=True)
