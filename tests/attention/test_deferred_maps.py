@@ -46,3 +46,42 @@ def test_layers_are_staged_at_their_head_offsets_and_a_flush_sums_the_selected_o
     stash.add('b', qb, kb, lb)   # a flush of layer b alone: its own head only
     stash.flush(torch.zeros(1, 3, 5), lambda *a: None)
     assert calls[1] == ([4], 1 / 3, False)
+
+
+def test_a_layer_is_staged_only_with_layers_of_its_shapes_dtype_and_device():
+    """The staging tensors hold the first staged layer's query rows, head size, key count, dtype
+    and device: a layer differing in any of them is not staged (it is added at once)."""
+    q, k, lse = _qkl(1, 2)
+    stash = LayerStash({'a': (2, [0]), 'b': (2, [1])}, 0.5)
+    stash.add('a', q, k, lse)
+    assert stash.accepts(q, k, DEFER_MIN_BYTES)
+    others = {'query rows': _qkl(1, 2, n_query=4), 'head size': _qkl(1, 2, head_dim=4),
+              'key count': _qkl(1, 2, n_key=6), 'dtype': (q.half(), k.half(), lse),
+              'device': (q.to('meta'), k.to('meta'), lse)}
+    for what, (query, key, _) in others.items():
+        assert not stash.accepts(query, key, DEFER_MIN_BYTES), what
+
+
+def test_a_released_stash_drops_its_staging_tensors():
+    """At the session's end the staging tensors go (their memory with them): a stash released
+    holds none and stages the next layer afresh, whatever its batch size."""
+    stash = LayerStash({'a': (2, [0])}, 1.0)
+    stash.add('a', *_qkl(1, 2))
+    stash.release()
+    assert stash.stage is None and not stash.pending
+    q, k, lse = _qkl(3, 2)
+    assert stash.accepts(q, k, DEFER_MIN_BYTES)
+    stash.add('a', q, k, lse)
+    assert torch.equal(stash.stage[0], q)
+
+
+def test_a_half_precision_layer_is_staged_as_is_with_its_float32_lse():
+    """Query and key are staged in the layer's precision (the kernel reads them so); the row LSE
+    stays float32: 1000.125 survives, which float16 would round to 1000."""
+    q, k, lse = _qkl(1, 2)
+    lse = torch.full_like(lse, 1000.125)
+    stash = LayerStash({'a': (2, [0])}, 1.0)
+    stash.add('a', q.half(), k.half(), lse)
+    query, key, staged_lse = stash.stage
+    assert query.dtype == key.dtype == torch.float16 and torch.equal(query, q.half())
+    assert staged_lse.dtype == torch.float32 and torch.equal(staged_lse, lse)

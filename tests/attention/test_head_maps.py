@@ -119,3 +119,30 @@ def test_torch_path_chunks_a_per_query_mask_with_its_rows():
     expected = torch.softmax(_logits(q, k, mask), -1).mean(1)
     torch.testing.assert_close(buffer.double(), expected, atol=ATOL, rtol=RTOL)
     assert not buffer[0, rows, rows % 9].any()
+
+
+@pytest.mark.parametrize('chunk_bytes, chunk', [(4 * 6 * 77 * 5, 5), (4 * 6 * 77 * 6 - 1, 5),
+                                                (1, 1), (None, 40)])
+def test_chunk_bytes_bounds_the_logits_workspace(chunk_bytes, chunk):
+    """The float32 logits of all 6 (batch x head) rows computed at once fit ``chunk_bytes``:
+    whole query rows, at least one however small the budget, all 40 under the CPU default;
+    the maps are the same whatever the chunk."""
+    q, k, _ = _qkv(2, 3, 40, 77, 16, seed=5)
+    asked = {}
+
+    def scratch(slot, numel, dtype, device):
+        asked[slot] = numel
+        return torch.empty(numel, dtype=dtype, device=device)
+    buffer = torch.zeros(2, 40, 77)
+    add_head_maps(q, k, None, None, [(torch.arange(3), [(buffer, 1 / 3)])], backend='torch',
+                  chunk_bytes=chunk_bytes, scratch=scratch)
+    assert asked['logits'] == 6 * chunk * 77
+    expected = torch.softmax(_logits(q, k), -1).mean(1)
+    torch.testing.assert_close(buffer.double(), expected, atol=ATOL, rtol=RTOL)
+
+
+def test_devices_other_than_cuda_get_the_fixed_chunk_budget():
+    """Only CUDA sizes the chunk from free memory; any other device (here 'meta', as MPS or
+    XPU) gets the CPU budget without asking CUDA."""
+    from mmdiffseg.attention import head_maps
+    assert head_maps.default_chunk_bytes('meta') == head_maps.CPU_CHUNK_BYTES

@@ -140,3 +140,16 @@ def test_class_columns_refuse_offsets_past_a_class_and_samples_without_positions
     maps.token_positions = maps.token_positions[:1]
     with pytest.raises(KeyError, match="'potted plant' is not in the prompt of sample 1"):
         maps.class_token_columns('cross2', [['potted plant'], ['potted plant']])
+
+
+def test_a_capture_given_as_one_request_a_list_or_a_tuple_is_the_same_spec():
+    """``capture=`` takes a spec, one request, or its requests as a list or a tuple (e.g. a
+    spec's ``requests``); anything else is refused naming what is expected."""
+    from mmdiffseg.attention.maps import as_capture_spec
+    requests = (CaptureRequest('self', 8), CaptureRequest('cross', 4))
+    spec = CaptureSpec(requests)
+    assert as_capture_spec(spec) is spec
+    assert as_capture_spec(list(requests)) == spec and as_capture_spec(requests) == spec
+    assert as_capture_spec(requests[0]) == CaptureSpec(requests[:1])
+    with pytest.raises(TypeError, match='expected a CaptureSpec.*got str'):
+        as_capture_spec('self8')
