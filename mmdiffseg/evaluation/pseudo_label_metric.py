@@ -28,6 +28,8 @@ class PseudoLabelMetric(IoUMetric):
             self.results[start + i] = tuple(self.results[start + i]) + (covered, pred.numel())
 
     def compute_metrics(self, results: List[tuple]) -> Dict[str, float]:
+        if self.format_only:  # labels written, nothing counted: no scores (no coverage of 0)
+            return super().compute_metrics(results)
         covered = sum(r[4] for r in results)
         total = sum(r[5] for r in results)
         metrics = super().compute_metrics([r[:4] for r in results])
