@@ -110,3 +110,69 @@ def test_copies_carry_no_graphs(replaying_graphs):
     for twin in (copy.deepcopy(cache), pickle.loads(pickle.dumps(GraphCache(torch.neg, 'neg')))):
         assert twin.graphs == {} and twin.buffers == {} and twin.pool is None
     assert len(cache.graphs) == 1
+
+
+def test_auto_replays_graphs_up_to_auto_max_bytes_of_a_cuda_map():
+    """'auto' replays graphs for a CUDA batch whose largest map holds at most AUTO_MAX_BYTES
+    (bytes, not elements: twice the float16 elements fit), never on the CPU; 'graph' always
+    (on CUDA), 'torch' never. Fake CUDA tensors: shapes and devices without a GPU."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from mmdiffseg.cuda_graphs import AUTO_MAX_BYTES, use_graphs
+    with FakeTensorMode():
+        at_limit = torch.empty(AUTO_MAX_BYTES // 4, device='cuda')
+        past = torch.empty(AUTO_MAX_BYTES // 4 + 1, device='cuda')
+        half = torch.empty(AUTO_MAX_BYTES // 4 + 1, device='cuda', dtype=torch.float16)
+    assert use_graphs('auto', at_limit, 'x') and use_graphs('auto', half, 'x')
+    assert not use_graphs('auto', past, 'x') and use_graphs('graph', past, 'x')
+    assert not use_graphs('torch', at_limit, 'x')
+    assert not use_graphs('auto', torch.empty(4), 'x')
+
+
+def test_an_input_of_another_dtype_gets_its_own_graph(replaying_graphs):
+    """A float64 call after a float32 one of the same shape is not squeezed through the float32
+    graph's buffer: its result keeps float64 and its digits."""
+    cache = GraphCache(lambda x: x / 3, 'test')
+    cache(torch.ones(2))
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    out = cache(x)
+    assert out.dtype == torch.float64 and torch.equal(out, x / 3)
+    assert len(cache.graphs) == 2
+
+
+def test_on_another_device_the_graphs_are_dropped_and_recorded_there(replaying_graphs):
+    """The graphs and buffers of one device are not replayed for inputs on another (here the
+    meta device stands for a second GPU): they are dropped and a graph is recorded there."""
+    cache = GraphCache(lambda x: x * 3, 'test')
+    assert torch.equal(cache(torch.ones(2)), torch.full((2, ), 3.0))
+    out = cache(torch.ones(2, device='meta'))
+    assert out.device.type == 'meta' and len(replaying_graphs) == 2
+    assert [b.device.type for b in cache.buffers.values()] == ['meta']
+    assert torch.equal(cache(torch.ones(2)), torch.full((2, ), 3.0))
+
+
+def test_the_eager_fallback_writes_the_inputs_and_leaves_the_callers(monkeypatch):
+    """When recording fails, the call that found out returns what every later (eager) call
+    would: fn on the written input (here doubled), and the caller's tensor is not overwritten."""
+    def refuse(warm_up, steps, pool=None):
+        raise RuntimeError('operation not permitted when stream is capturing')
+    monkeypatch.setattr(cuda_graphs, 'record_graph', refuse)
+    double = {0: lambda t, out=None: torch.mul(t, 2, out=out)}
+    cache = GraphCache(scale_rows, 'test', writers=double)
+    x, w = torch.ones(2, 3), torch.tensor([1.0, 3.0])
+    with pytest.warns(UserWarning, match='eagerly from now on'):
+        first = cache(x, w)
+    assert torch.equal(first, scale_rows(2 * torch.ones(2, 3), w))
+    assert torch.equal(first, cache(x, w))
+    assert torch.equal(x, torch.ones(2, 3))
+
+
+def test_graphed_steps_record_only_graphed_calls_and_count_buffer_bytes(replaying_graphs):
+    """GraphedSteps.run records a graph only when asked (graphed=True); buffer_bytes is the bytes
+    of the recorded graphs' input buffers (float64: 8 a value)."""
+    from mmdiffseg.cuda_graphs import GraphedSteps
+    steps = GraphedSteps('auto', 'Test')
+    x = torch.arange(6, dtype=torch.float64)
+    assert torch.equal(steps.run(('neg', ), torch.neg, False, x), -x)
+    assert replaying_graphs == [] and steps.buffer_bytes() == 0
+    assert torch.equal(steps.run(('neg', ), torch.neg, True, x), -x)
+    assert len(replaying_graphs) == 1 and steps.buffer_bytes() == 6 * 8

@@ -261,6 +261,17 @@ def test_center_square_crop_floors_the_offset_and_labels_resize_half_pixel():
         np.testing.assert_allclose(out['img'], plain['img'], atol=0.75)
 
 
+def test_center_square_crop_of_a_portrait_image_keeps_the_middle_rows():
+    """A portrait image (COCO has many) is cropped in height: rows (h - side) // 2 on."""
+    from mmseg.registry import TRANSFORMS
+    img = np.arange(8 * 5 * 3, dtype=np.uint8).reshape(8, 5, 3)
+    label = np.arange(8 * 5, dtype=np.uint8).reshape(8, 5)
+    out = TRANSFORMS.build(dict(type='CenterSquareCrop')).transform(
+        dict(img=img, gt_seg_map=label, seg_fields=['gt_seg_map']))
+    assert np.array_equal(out['gt_seg_map'], label[1:6])           # (8 - 5) // 2 = 1
+    assert np.array_equal(out['img'], img[1:6]) and out['img_shape'] == (5, 5)
+
+
 def test_the_protocols_image_resize_keeps_tfs_unrounded_bilinear_values():
     """TF's bilinear resize (half-pixel centres, edges clamped, no antialiasing) returns floats:
     a row [0, 1] doubled in width samples the source at x = -0.25, 0.25, 0.75, 1.25, i.e.

@@ -175,8 +175,10 @@ def test_waiting_for_a_hung_owner_times_out_naming_it(tmp_path):
     owner = start_hung_owner(tmp_path, key)
     try:
         cache = LabelCache(**spec(tmp_path, wait_timeout=0.3))
+        start = time.monotonic()
         with pytest.raises(TimeoutError, match=f'"pid": {owner.pid}'):
             cache.fetch_or_make([key], lambda keys: pytest.fail('the owner is alive'))
+        assert 0.3 <= time.monotonic() - start < 2.0   # after wait_timeout, not much later
     finally:
         os.kill(owner.pid, signal.SIGKILL)
         owner.join()
@@ -208,3 +210,33 @@ def test_the_first_signature_wins_and_folders_without_hard_links_sign(tmp_path, 
     LabelCache(**dict(spec(tmp_path), cache_dir=str(other)), writer_dtype='float16').sign()
     assert json.loads((other / 'cache.json').read_text())['made_with'] == {'dtype': 'float16'}
     assert sorted(p.name for p in other.iterdir()) == ['cache.json']
+
+
+def test_a_label_made_here_after_waiting_is_counted_as_made_only(tmp_path):
+    """The owner of a key gives up without a label while this process waits: this process then
+    claims and makes it, and reports it as made, not also as waited for (the online labeler
+    adds both counts to its logs)."""
+    import threading
+    key = 'ef' + '1' * 38
+    owner = LabelCache(**spec(tmp_path))
+    fd = owner._try_claim(key)
+    threading.Timer(0.2, owner._release, (key, fd)).start()   # its make failed
+    labels, made, waited = LabelCache(**spec(tmp_path, wait_timeout=30)).fetch_or_make(
+        [key], lambda keys: [label_of(k) for k in keys])
+    assert made == [key] and waited == []
+    assert np.array_equal(labels[key], label_of(key))
+
+
+def test_a_make_that_returns_too_few_labels_is_an_error(tmp_path):
+    """make() must return one label per claimed key: a short list is refused (not zipped to the
+    first keys, the rest claimed and made again without end), nothing is stored and the claims
+    are released."""
+    cache = LabelCache(**spec(tmp_path))
+    keys = ['aa' + '0' * 37 + '1', 'aa' + '0' * 37 + '2']
+    with pytest.raises(RuntimeError, match='made 1 labels for 2 images'):
+        cache.fetch_or_make(keys, lambda claimed: [label_of(claimed[0])])
+    assert len(cache) == 0
+    for key in keys:   # no claim left behind
+        fd = LabelCache(**spec(tmp_path))._try_claim(key)
+        assert fd is not None
+        os.close(fd)

@@ -56,6 +56,19 @@ def test_a_changed_class_list_is_another_label(tmp_path):
         assert again['pseudo_label_key'] != first['pseudo_label_key']
 
 
+def test_a_label_key_is_stable_and_takes_the_names_in_their_order():
+    """The key of an image and its names is the SHA-1 of the file bytes, a NUL and the JSON list
+    of the names, as the caches on disk were filled (another byte layout would leave every cached
+    label unfound under the same signature); the names' order is the prompt's, so another order
+    is another label."""
+    import hashlib
+    from mmdiffseg.datasets import label_key
+    image = b'\x89PNG image bytes'
+    assert label_key(image, ('aeroplane', 'person')) == hashlib.sha1(
+        image + b'\0' + b'["aeroplane", "person"]').hexdigest()
+    assert label_key(image, ['aeroplane', 'person']) != label_key(image, ['person', 'aeroplane'])
+
+
 def test_load_pseudo_label_without_image_level_labels_names_the_missing_step(tmp_path):
     pipeline = Compose([dict(type='LoadImageFromFile'),
                         dict(type='LoadPseudoLabel', cache=cache_cfg(tmp_path))])

@@ -175,6 +175,30 @@ def test_label_cache_round_trip_and_signature(tmp_path):
         LabelCache(**other_model).load(key)
 
 
+def test_cache_settings_name_missing_and_unknown_keys():
+    """LoadPseudoLabel(cache=...) needs cache_dir, model and generator; a misspelt key (here
+    wait_timout) is refused, not silently dropped with the default timeout."""
+    from mmdiffseg.datasets.label_cache import canonical_cache_spec
+    full = dict(cache_dir='c', model='m', generator=dict(type='FixedConfigGenerator'))
+    assert canonical_cache_spec(dict(full, wait_timeout=5))['wait_timeout'] == 5
+    with pytest.raises(KeyError, match=r"missing \['generator'\], unknown \[\]"):
+        canonical_cache_spec(dict(cache_dir='c', model='m'))
+    with pytest.raises(KeyError, match=r"missing \[\], unknown \['wait_timout'\]"):
+        canonical_cache_spec(dict(full, wait_timout=5))
+
+
+def test_label_cache_refuses_values_outside_a_byte(tmp_path):
+    """Stored labels are uint8 PNGs: -1 or 256 would be written as another class (255, 0), so
+    they are refused and nothing is written; 255 (unsure) is stored as it is."""
+    cache = LabelCache(**cache_cfg(tmp_path))
+    for bad in ([[-1, 0]], [[256, 0]]):
+        with pytest.raises(ValueError, match='expected an \\(H, W\\) label in 0..255'):
+            cache.save('ab' * 20, np.array(bad))
+    assert cache.load('ab' * 20) is None and len(cache) == 0
+    cache.save('cd' * 20, np.array([[255, 0]]))
+    assert cache.load('cd' * 20).tolist() == [[255, 0]]
+
+
 def test_unreadable_signature_is_named(tmp_path):
     (tmp_path / 'cache').mkdir()
     (tmp_path / 'cache' / 'cache.json').write_text('{"model": ')

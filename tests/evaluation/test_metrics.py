@@ -178,3 +178,73 @@ def test_pseudo_label_coverage_adds_up_over_batches():
     assert result['coverage'] == 50.0   # 3 of 6 pixels have a class
     # background: TP 1, GT 2 -> 1/2; cat: TP 2, GT 4 -> 2/4
     assert result['mIoU'] == 50.0
+
+
+def test_fewer_ids_than_classes_still_laid_out_num_classes_wide():
+    """With ids 0..2 and 4 classes the confusion keeps the released 4 columns (a padding column
+    3): the absent classes 0 and 1 take the left-over columns, so absent class 1 is charged the
+    pixel of segment 1 as FP and class 3 is matched to the mixed segment 2. Dropping the padding
+    changes which class pays, and the image's mIoU (1/3 instead of (0 + 1/2 + 1/3) / 3)."""
+    gt, pred = np.array([[2, 3, 2, 3]]), np.array([[0, 2, 2, 1]])
+    counts = match_segments(gt, pred, num_classes=4)
+    np.testing.assert_array_equal(counts, released_counts(gt, pred, 4))
+    assert counts.tolist() == [[0, 0, 1, 1], [0, 1, 0, 1], [0, 0, 1, 1]]
+    metric = METRICS.build(dict(type='HungarianMatchedIoU', num_classes=4))
+    metric.process({}, [sample(pred.tolist(), gt.tolist())])
+    assert metric.evaluate(1) == dict(ACC=50.0, mIoU=round(100 * (0 + 1 / 2 + 1 / 3) / 3, 2))
+
+
+def test_match_segments_of_8_bit_maps_as_read_from_pngs():
+    """Label PNGs are read as uint8 (tools/eval_labels.py --hungarian): class 26 of 27 must not
+    wrap around in the flattened confusion index (26 * 27 = 702 > 255); the counts equal those
+    of the same maps as int64."""
+    gt = np.array([[26, 26, 26, 0], [0, 13, 255, 13]], dtype=np.uint8)
+    pred = np.array([[3, 3, 3, 200], [200, 255, 7, 5]], dtype=np.uint8)
+    counts = match_segments(gt, pred, num_classes=27)
+    np.testing.assert_array_equal(counts, match_segments(gt.astype(np.int64),
+                                                         pred.astype(np.int64), 27))
+    tp, fp, fn = counts
+    assert (tp[26], tp[0], tp[13]) == (3, 2, 1) and tp.sum() == 6
+    assert fp.sum() == 0 and fn.sum() == 1   # the unassigned pixel of class 13
+
+
+def test_hungarian_metric_rounds_to_two_decimals_and_refuses_transposed_maps():
+    """ACC / mIoU are percentages to 2 decimals; a prediction with the ground truth's pixel
+    count but another shape (transposed) is refused, not compared pixel by pixel."""
+    metric = METRICS.build(dict(type='HungarianMatchedIoU', num_classes=2))
+    metric.process({}, [sample([[4, 4, 5]], [[0, 0, 0]])])   # 0 -> 4 (TP 2, FN 1)
+    assert metric.evaluate(1) == dict(ACC=66.67, mIoU=66.67)
+    with pytest.raises(ValueError, match='differ in size'):
+        metric.process({}, [sample([[0, 1, 1], [0, 1, 1]], [[0, 1], [0, 1], [0, 1]])])
+
+
+def test_hungarian_metric_writes_predictions_and_scores(tmp_path):
+    """output_dir without format_only (tools/test.py --out on a labelled set): the segment ids
+    are written and the images are scored."""
+    metric = METRICS.build(dict(type='HungarianMatchedIoU', num_classes=2,
+                                output_dir=str(tmp_path)))
+    metric.process({}, [dict(sample([[9, 9], [4, 4]], [[1, 1], [0, 0]]), img_path='d/x.jpg')])
+    assert np.array(Image.open(tmp_path / 'x.png')).tolist() == [[9, 9], [4, 4]]
+    assert metric.evaluate(1) == dict(ACC=100.0, mIoU=100.0)
+
+
+def test_pseudo_label_coverage_follows_ignore_index_and_rounds():
+    """Coverage counts the pixels that are not the metric's ignore_index (here 254, so 255 is
+    a class value), as a percentage to 2 decimals."""
+    classes = tuple(f'c{i}' for i in range(256))
+    metric = METRICS.build(dict(type='PseudoLabelMetric', iou_metrics=['mIoU'], ignore_index=254))
+    metric.dataset_meta = dict(classes=classes)
+    metric.process({}, [sample([[254, 255, 254]], [[0, 255, 0]])])
+    assert metric.evaluate(1)['coverage'] == 33.33
+
+
+def test_pseudo_label_metric_format_only_writes_labels_and_scores_nothing(tmp_path):
+    """format_only (labels without ground truth): the labels are written, as IoUMetric does,
+    and no score is reported (no coverage of 0 for images that were never counted)."""
+    metric = METRICS.build(dict(type='PseudoLabelMetric', format_only=True,
+                                output_dir=str(tmp_path)))
+    metric.dataset_meta = dict(classes=('background', 'cat'))
+    metric.process({}, [dict(pred_sem_seg=dict(data=torch.tensor([[[0, 1], [1, 255]]])),
+                             img_path='d/y.jpg')])
+    assert np.array(Image.open(tmp_path / 'y.png')).tolist() == [[0, 1], [1, 255]]
+    assert metric.evaluate(1) == {}
