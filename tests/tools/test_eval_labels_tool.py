@@ -204,3 +204,73 @@ def test_an_id_not_ending_in_the_image_suffix_keeps_its_whole_name(tmp_path):
     with pytest.raises(UserInputError, match=r"no ground truth for 1 label\(s\), e.g. "
                                              r"\['a_flipped_v02'\]"):
         find_ground_truth(['a_flipped_v02'], tmp_path / 'gt', fmt)
+
+
+def test_ground_truth_is_reduced_before_its_label_map(tmp_path):
+    """As mmseg's LoadAnnotations: reduce_zero_label (0 -> 255, k -> k - 1) first, then the
+    label map on the reduced values."""
+    from mmdiffseg.apis.eval_labels import GroundTruthFormat
+    _write_labels(tmp_path / 'gt', dict(a=[[1, 2, 0]]))
+    fmt = GroundTruthFormat(reduce_zero_label=True, label_map={0: 1, 1: 0})
+    assert fmt.read(tmp_path / 'gt' / 'a.png', ['x', 'y']).tolist() == [[1, 0, 255]]
+
+
+def test_only_a_value_equal_to_the_class_count_suggests_reduce_zero_label(tmp_path):
+    """Value N with N classes is ADE20K's 1-based last class (--reduce-zero-label); a value past
+    N is the wrong class list or convention."""
+    from mmdiffseg.apis.eval_labels import GroundTruthFormat
+    from mmdiffseg.apis.io import UserInputError
+    _write_labels(tmp_path / 'gt', dict(n=[[0, 2]], past=[[0, 7]]))
+    with pytest.raises(UserInputError, match='holds values \\[2\\].*need --reduce-zero-label'):
+        GroundTruthFormat().read(tmp_path / 'gt' / 'n.png', ['x', 'y'])
+    with pytest.raises(UserInputError, match='holds values \\[7\\].*wrong --classes') as error:
+        GroundTruthFormat().read(tmp_path / 'gt' / 'past.png', ['x', 'y'])
+    assert 'annotations whose 0 means "other"' not in str(error.value)
+
+
+def test_two_ground_truth_files_of_one_name_in_sub_folders_are_refused(tmp_path):
+    """gtFine/train/a/x.png and gtFine/val/b/x.png: which one scores x is not guessed."""
+    from mmdiffseg.apis.eval_labels import GroundTruthFormat, find_ground_truth
+    from mmdiffseg.apis.io import UserInputError
+    _write_labels(tmp_path / 'gt' / 'train' / 'a', dict(x=[[0]]))
+    _write_labels(tmp_path / 'gt' / 'val' / 'b', dict(x=[[1]]))
+    with pytest.raises(UserInputError, match='two ground-truth files named x.png under'):
+        find_ground_truth(['x'], tmp_path / 'gt', GroundTruthFormat())
+
+
+def test_a_label_of_another_size_than_its_ground_truth_is_refused(tmp_path):
+    from mmdiffseg.apis.eval_labels import evaluate_labels, evaluate_segments
+    from mmdiffseg.apis.io import UserInputError
+    _write_labels(tmp_path / 'gt', dict(a=np.zeros((2, 3))))
+    _write_labels(tmp_path / 'pred', dict(a=np.zeros((3, 2))))
+    for evaluate in (evaluate_labels, evaluate_segments):
+        with pytest.raises(UserInputError, match=r'a.png is 2x3 but its ground truth .* is 3x2'):
+            evaluate(tmp_path / 'pred', tmp_path / 'gt', ['x', 'y'])
+
+
+def test_hungarian_iou_counts_the_pixels_a_segment_takes_from_another_class(tmp_path):
+    """Segment 5 (matched to x) also covers a pixel of y: IoU x = 2 / 3 (a false positive),
+    y = 1 / 2 (a miss); ACC 3 of 4."""
+    from mmdiffseg.apis.eval_labels import evaluate_segments
+    _write_labels(tmp_path / 'gt', dict(a=[[0, 0], [1, 1]]))
+    _write_labels(tmp_path / 'seg', dict(a=[[5, 5], [5, 6]]))
+    report = evaluate_segments(tmp_path / 'seg', tmp_path / 'gt', ['x', 'y'])
+    assert report['per_class_iou'] == dict(x=round(100 * 2 / 3, 2), y=50.0)
+    assert report['ACC'] == 75.0
+
+
+def test_the_zero_label_note_is_only_for_labels_read_as_class_indices_without_manifest(
+        tmp_path):
+    """Ground truth in the reduce_zero_label convention: labels without a manifest read as class
+    indices get the note; not with --labels-reduce-zero-label, nor a folder with a manifest (a
+    tool's output, even one whose header names no classes)."""
+    _write_labels(tmp_path / 'gt', dict(a=[[1, 2]]))
+    _write_labels(tmp_path / 'plain', dict(a=[[1, 1]]))
+    _write_labels(tmp_path / 'tool', dict(a=[[0, 1]]))
+    (tmp_path / 'tool' / 'manifest.jsonl').write_text('{"manifest": "mmdiffseg", "tool": "x"}\n')
+    args = ['--gt', tmp_path / 'gt', '--classes', 'a,b', '--reduce-zero-label']
+    # each folder once: mmengine prints a repeated warning once per process
+    assert '(no manifest)' not in run_in_process('eval_labels', tmp_path / 'plain', *args,
+                                                 '--labels-reduce-zero-label')
+    assert 'note:' not in run_in_process('eval_labels', tmp_path / 'tool', *args)
+    assert '(no manifest)' in run_in_process('eval_labels', tmp_path / 'plain', *args)

@@ -1,0 +1,115 @@
+"""The contact sheet of a tool's folder: which items it shows (each once, images found through
+their record), how the grid is laid out, and what its legend names."""
+import json
+
+import numpy as np
+import pytest
+
+from mmdiffseg.apis.folders import (IGNORE_COLOR, IMAGE_DIR, MASK_DIR, encode_jpeg,
+                                    encode_label_png, palette_for)
+from mmdiffseg.apis.io import MANIFEST_NAME
+from mmdiffseg.apis.visualize import contact_sheet
+
+CLASSES = ['background', 'cat']
+
+
+def _folder(folder, labels, classes=CLASSES, image=None, records=None):
+    """A tool's folder: per id a white JPEG (``image`` shape, default the label's) and its label
+    PNG; the manifest lists ``records`` (default one per id)."""
+    (folder / IMAGE_DIR).mkdir(parents=True)
+    (folder / MASK_DIR).mkdir()
+    for item_id, label in labels.items():
+        label = np.asarray(label, np.uint8)
+        shape = image or label.shape
+        (folder / IMAGE_DIR / f'{item_id}.jpg').write_bytes(encode_jpeg(np.full((*shape, 3), 255)))
+        (folder / MASK_DIR / f'{item_id}.png').write_bytes(
+            encode_label_png(label, palette_for(classes or ['0', '1'])))
+    lines = [dict(classes=classes)] + (records or [dict(id=i) for i in labels])
+    (folder / MANIFEST_NAME).write_text(''.join(json.dumps(line) + '\n' for line in lines))
+    return folder
+
+
+def _colours(array):
+    return {tuple(c) for c in array.reshape(-1, 3)}
+
+
+def test_an_item_redone_is_shown_once(tmp_path):
+    """A resumed run appends a second record for a redone item: one tile per item."""
+    ones = np.ones((8, 8))
+    folder = _folder(tmp_path, dict(a=ones, b=ones),
+                     records=[dict(id='a'), dict(id='a'), dict(id='b')])
+    assert contact_sheet(folder, thumb=16, legend=False).shape == (16, 32, 3)
+
+
+def test_images_outside_the_folder_are_found_through_their_record(tmp_path):
+    """pseudo_label / segment folders hold no JPEGImages: the image is the recorded input path,
+    relative to the folder."""
+    folder = _folder(tmp_path / 'out', dict(a=np.ones((8, 8))),
+                     records=[dict(id='a', image='../inputs/a.png')])
+    (tmp_path / 'inputs').mkdir()
+    (folder / IMAGE_DIR / 'a.jpg').rename(tmp_path / 'inputs' / 'a.png')
+    sheet = contact_sheet(folder, thumb=16, legend=False)
+    assert sheet.shape == (16, 16, 3) and sheet[8:].mean() > 100
+
+
+def test_items_fill_rows_of_cols_tiles(tmp_path):
+    """3 items in 2 columns: 2 rows, the last tile of the second row empty."""
+    folder = _folder(tmp_path, {k: np.ones((8, 8)) for k in 'abc'})
+    sheet = contact_sheet(folder, cols=2, thumb=16, legend=False)
+    assert sheet.shape == (32, 32, 3)
+    assert sheet[16:, :16].max() > 100 and (sheet[16:, 16:] == 0).all()
+
+
+def test_an_image_larger_than_its_label_is_scaled_to_the_label(tmp_path):
+    """A 16x32 image with its 8x16 label (labels at a lower resolution): one 2:1 tile, black
+    bars above and below."""
+    folder = _folder(tmp_path, dict(a=np.ones((8, 16))), image=(16, 32))
+    tile = contact_sheet(folder, thumb=16, legend=False)
+    assert tile.shape == (16, 16, 3)
+    assert (tile[:4] == 0).all() and (tile[13:] == 0).all() and (tile[5:11, 12:] > 60).all()
+
+
+def test_segment_ids_get_no_legend(tmp_path):
+    """Unlabelled segments (classes null): a colour names no class, so no legend strip."""
+    folder = _folder(tmp_path, dict(a=np.eye(8)), classes=None)
+    assert contact_sheet(folder, thumb=16).shape == (16, 16, 3)
+
+
+def test_the_legend_names_the_classes_of_every_item_and_unsure(tmp_path):
+    """'cat' only in the first item, unsure (255) only in the second: both in the legend."""
+    first, second = np.ones((8, 8)), np.zeros((8, 8))
+    second[:2] = 255
+    strip = contact_sheet(_folder(tmp_path, dict(a=first, b=second)), thumb=16)[16:]
+    assert tuple(palette_for(CLASSES)[1]) in _colours(strip)
+    assert IGNORE_COLOR in _colours(strip)
+
+
+def test_values_past_the_classes_are_not_in_the_legend(tmp_path):
+    """A label value without a class name (5 of 2 classes) adds no legend entry."""
+    plain = np.ones((8, 8))
+    odd = plain.copy()
+    odd[0, 0] = 5
+    sheets = [contact_sheet(_folder(tmp_path / name, dict(a=label)), thumb=16)
+              for name, label in (('plain', plain), ('odd', odd))]
+    np.testing.assert_array_equal(sheets[0][16:], sheets[1][16:])
+
+
+@pytest.mark.parametrize('cols', [1, 3])
+def test_tiles_go_along_rows(tmp_path, cols):
+    """Item k at row k // cols, column k % cols: the white image in the last item's tile."""
+    labels = {k: np.ones((8, 8)) for k in 'abc'}
+    folder = _folder(tmp_path, labels)
+    (folder / IMAGE_DIR / 'a.jpg').write_bytes(encode_jpeg(np.zeros((8, 8, 3))))
+    (folder / IMAGE_DIR / 'b.jpg').write_bytes(encode_jpeg(np.zeros((8, 8, 3))))
+    sheet = contact_sheet(folder, cols=cols, thumb=16, legend=False)
+    r, c = divmod(2, cols)
+    assert sheet[r * 16 + 8, c * 16 + 8].min() > 100
+    assert sheet[8, 8].max() < 100
+
+
+def test_a_legend_name_too_long_is_cut_inside_the_strip():
+    """Nothing of a name is drawn in the strip's right margin (4 px)."""
+    from mmdiffseg.apis.visualize import legend_strip
+    strip = legend_strip([('m' * 200, [10, 200, 30])], 100)
+    assert strip.shape == (18 + 4, 100, 3)
+    assert (strip[:, -4:] == 32).all() and strip[:, 30:96].max() > 200

@@ -1,0 +1,68 @@
+"""The writer that commits a job's finished items (OutputWriter, no job run): which items are
+committed when some cannot be written, which error is raised, and nothing committed after it is
+abandoned."""
+import threading
+
+import pytest
+
+from mmdiffseg.apis.io import ItemOutput, Manifest, OutputWriteError, WorkItem
+from mmdiffseg.apis.output_writer import OutputWriter
+
+HEADER = dict(tool='test', model='tiny', seed=0)
+
+
+def _writer(folder, workers, made):
+    manifest = Manifest(folder, HEADER)
+    manifest.start()
+    writer = OutputWriter(folder, manifest, workers, '.t.tmp',
+                          lambda item, record: made.append(item.id), lambda item, reason: None)
+    return writer, manifest
+
+
+def test_the_items_written_are_committed_and_the_first_write_error_is_raised(tmp_path):
+    """In one batch, i0 is written and i1, i2 cannot be (their folders are files): i0 is
+    committed (manifest line, reported made); the error raised names i1's file, the first."""
+    for name in ('f1', 'f2'):
+        (tmp_path / name).write_text('')
+    made = []
+    outputs = [(WorkItem(f'i{k}'), ItemOutput({f'f{k}/x.bin': b'x'})) for k in (0, 1, 2)]
+    with pytest.raises(OutputWriteError, match=r'cannot write .*/f1/x\.bin'):
+        with _writer(tmp_path, 0, made)[0] as writer:
+            writer.submit(outputs, [])
+    assert made == ['i0'] and list(Manifest(tmp_path, HEADER).load()) == ['i0']
+    assert (tmp_path / 'f0/x.bin').read_bytes() == b'x'
+
+
+def test_an_error_of_the_job_is_not_replaced_by_a_write_error(tmp_path):
+    """When the job itself fails while a write error is pending, the job's error is raised."""
+    (tmp_path / 'f1').write_text('')
+    with pytest.raises(ZeroDivisionError):
+        with _writer(tmp_path, 0, [])[0] as writer:
+            writer.submit([(WorkItem('i1'), ItemOutput({'f1/x.bin': b'x'}))], [])
+            1 / 0
+
+
+def test_a_batch_that_cannot_reach_a_writer_process_is_an_error_not_skipped(tmp_path):
+    """Files a writer process cannot receive (a lambda does not pickle) fail the batch with an
+    error; the items are not committed, and not silently dropped."""
+    made = []
+    with pytest.raises(Exception, match='pickle'):
+        with _writer(tmp_path, 1, made)[0] as writer:
+            writer.submit([(WorkItem('a'), ItemOutput({'a.bin': lambda: b'x'}))], [])
+    assert made == [] and Manifest(tmp_path, HEADER).load() == {}
+
+
+def test_nothing_is_committed_after_the_writer_is_abandoned(tmp_path):
+    """A batch still being written when the writer is abandoned (second Ctrl-C) is not committed,
+    even if its files get written after."""
+    release, made = threading.Event(), []
+
+    def slow():
+        release.wait(10)
+        return b'x'
+    writer, manifest = _writer(tmp_path, 0, made)
+    writer.submit([(WorkItem('a'), ItemOutput({'a.bin': slow}))], [])
+    writer.abandon()
+    release.set()
+    writer.__exit__(None, None, None)   # the committer takes the batch, then stops
+    assert made == [] and manifest.load() == {}
