@@ -273,14 +273,13 @@ class CaptureProcessor:
             batch, channel, height, width = hidden_states.shape
             hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
         batch = hidden_states.shape[0]
-        if attention_mask is not None:
-            keys = (hidden_states if encoder_hidden_states is None else encoder_hidden_states)
-            attention_mask = attn.prepare_attention_mask(attention_mask, keys.shape[1], batch)
-            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         query = attn.to_q(hidden_states)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if attention_mask is not None:  # the norms keep the key count
+            attention_mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
+            attention_mask = attention_mask.view(batch, attn.heads, -1, attention_mask.shape[-1])
         if encoder_hidden_states is not None and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
         key, value = attn.to_k(context), attn.to_v(context)
