@@ -10,24 +10,30 @@ on any device.
 The CPU's float32 ``sum`` over the rows of a ``(n, D)`` matrix (ATen ``SumKernel.cpp``,
 ``vectorized_outer_sum``) treats the columns in two ways, each column on its own:
 
-* the columns in whole groups of four SIMD vectors (the first 64 of 77 with AVX2's 8 floats or
-  AVX-512's 16: :func:`cascade_columns`) by ``multi_row_sum``: rows added in blocks of 16 into a
-  first accumulator, starting from zero; after each block the first accumulator is added into a
-  second one (and reset), after every 16 blocks the second into a third, after every 16 of those
-  the third into a fourth; rows after the last full block go into the first accumulator, and the
-  result is ``((a1 + a2) + a3) + a4``. Appending zero rows changes nothing (``x + 0`` is exact and
-  a final ``a + b`` equals ``b + a``), so this equals summing the rows padded with zeros to a
-  multiple of ``16 ** 3``: each block of 16 in order, each group of 16 block sums in order, each
-  run of 16 group sums in order, and the runs in order (:func:`_cascade`);
+* the columns in whole groups of four SIMD vectors of 8 floats (the first 64 of 77): ATen runs its
+  ``sum`` kernel with AVX2 vectors on AVX-512 CPUs too (measured: 32-column groups on an AVX-512
+  CPU); fewer than 8 columns take the scalar loop, whose groups are 4 columns. These go through
+  ``multi_row_sum``: rows added in blocks of 16 into a first accumulator, starting from zero; after
+  each block the first accumulator is added into a second one (and reset), after every 16 blocks
+  the second into a third, after every 16 of those the third into a fourth; rows after the last
+  full block go into the first accumulator, and the result is ``((a1 + a2) + a3) + a4``. Appending
+  zero rows changes nothing (``x + 0`` is exact and a final ``a + b`` equals ``b + a``), so this
+  equals summing the rows padded with zeros to a multiple of ``16 ** 3``: each block of 16 in
+  order, each group of 16 block sums in order, each run of 16 group sums in order, and the runs in
+  order (:func:`_cascade`);
 * the other columns by ``row_sum``: the rows as ``n // 4`` super-rows of 4 consecutive rows, each
   of the 4 lanes summed over the super-rows as above, the last ``n % 4`` rows added in order to
   lane 0, then lanes 1, 2, 3 added to lane 0 (:func:`_interleaved`).
 
+With more than one thread and at least ``2 ** 15`` elements (``n * D``), ATen splits the columns
+between threads at multiples of 32 (``parallel_dim_reduction``), and each part is grouped on its
+own: when a part holds only the last ``D % 32 < 8`` columns, their first 4 take the scalar loop's
+``multi_row_sum`` (:func:`column_split`). Measured against ``sum`` for 22 column counts from 2 to
+260 and 1 to 64 threads.
+
 ``mean(0)`` is that sum divided by the row count. The block size grows beyond 16 for more than ``2
-** 19`` rows, so clusters are limited to ``2 ** 16`` pixels, and rows of fewer than 8 floats (one
-vector) are summed another way, so at least 8 columns are required (iSeg's have 77). With AVX-512
-and more than two threads, ATen splits the columns of a cluster of more than 425 rows between
-threads at other boundaries, which this does not follow.
+** 19`` rows, so clusters are limited to ``2 ** 16`` pixels, and a single column is summed another
+way, so at least 2 columns are required (iSeg's have 77).
 
 Two backends give the same bits: ``'torch'`` (here: ~300 batched operators per call) and
 ``'triton'`` (:mod:`.ordered_sums_triton`: two kernel launches, one program per cluster walking its
@@ -37,11 +43,13 @@ under Triton's interpreter ``TRITON_INTERPRET=1``).
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..triton_support import triton_problem
 
-__all__ = ['cpu_order_cluster_sums', 'cascade_columns', 'BACKENDS']
+__all__ = ['cpu_order_cluster_sums', 'column_split', 'BACKENDS']
 
 BACKENDS = ('auto', 'torch', 'triton')
 
@@ -49,13 +57,29 @@ _BLOCK = 16
 _LEVELS = 3  # blocks, groups, runs; the runs are then added in order
 _LANES = 4  # row_sum's interleaved partial sums
 MAX_ROWS = 2 ** 16
-MIN_COLUMNS = 8
+MIN_COLUMNS = 2
+_VECTOR = 8  # floats per vector of ATen's sum kernel (AVX2's, on AVX-512 CPUs too)
+_GROUP = 4 * _VECTOR  # multi_row_sum's columns; also the 128-byte rounding of the thread split
+_PARALLEL_ELEMENTS = 2 ** 15  # at::internal::GRAIN_SIZE: fewer elements are summed on one thread
 
 
-def cascade_columns(d: int) -> int:
-    """How many of ``d`` columns ATen sums with ``multi_row_sum`` (whole groups of 4 vectors)."""
-    floats = 16 if torch.backends.cpu.get_cpu_capability().startswith('AVX512') else 8
-    return d // (4 * floats) * (4 * floats)
+def _grouped(width: int) -> int:
+    """Leading columns of a part of ``width`` columns that ``multi_row_sum`` takes."""
+    return width // _GROUP * _GROUP if width >= _VECTOR else width // _LANES * _LANES
+
+
+def column_split(d: int, threads: int) -> tuple[int, int]:
+    """``(low, high)``: of ``d`` columns, a cluster's first ``low`` are summed by
+    ``multi_row_sum`` when it has fewer than ``2 ** 15 / d`` rows, its first ``high`` otherwise
+    (``high > low`` only where ATen's thread split leaves the last ``d % 32 < 8`` columns a part
+    of their own)."""
+    whole = d // _GROUP * _GROUP
+    low = _grouped(d)
+    parts = min(threads, d)
+    step = -(-d // parts)  # at::parallel_for's columns per thread
+    first = -(-whole // step)  # the first thread starting at or past the last whole group
+    alone = whole > 0 and first < parts and first * step < d
+    return low, (whole + _grouped(d - whole) if alone else low)
 
 
 def _sum_in_order(units: torch.Tensor) -> torch.Tensor:
@@ -143,7 +167,7 @@ def _resolve(backend: str, device: torch.device) -> str:
 
 
 def cpu_order_cluster_sums(x: torch.Tensor, clusters: torch.Tensor, k: int,
-                           backend: str = 'auto') -> torch.Tensor:
+                           backend: str = 'auto', threads: int | None = None) -> torch.Tensor:
     """``(B, K, D)``: for each image and cluster ``c``, ``x[b][clusters[b] == c].sum(0)`` as a CPU
     computes it (zeros for an empty cluster), on any device and without a host sync.
 
@@ -151,6 +175,9 @@ def cpu_order_cluster_sums(x: torch.Tensor, clusters: torch.Tensor, k: int,
         x: ``(B, N, D)`` float32 rows.
         clusters: ``(B, N)`` cluster ids in ``[0, k)``.
         backend: ``'auto'``, ``'torch'`` or ``'triton'`` (the module docstring).
+        threads: the CPU threads of the ``sum`` reproduced (default: this process's
+            ``torch.get_num_threads()``); only column counts with ``D % 32`` in ``[4, 8)`` depend
+            on it.
     """
     b, n, d = x.shape
     if x.dtype != torch.float32:
@@ -158,7 +185,7 @@ def cpu_order_cluster_sums(x: torch.Tensor, clusters: torch.Tensor, k: int,
                          f'that of a float32 sum), got {x.dtype}; cast with .float()')
     if d < MIN_COLUMNS:
         raise ValueError(f'cpu_order_cluster_sums: {d} columns; ATen sums fewer than '
-                         f'{MIN_COLUMNS} (one SIMD vector) another way, not reproduced here')
+                         f'{MIN_COLUMNS} another way, not reproduced here')
     if n > MAX_ROWS:
         raise ValueError(f'cpu_order_cluster_sums: {n} rows per image; the CPU summation order '
                          f'reproduced here holds up to {MAX_ROWS}')
@@ -167,14 +194,31 @@ def cpu_order_cluster_sums(x: torch.Tensor, clusters: torch.Tensor, k: int,
     rows, owner = x.reshape(b * n, d)[order], owners[order]
     counts = torch.zeros(b * k, dtype=torch.long, device=x.device)
     counts.scatter_add_(0, owners, torch.ones_like(owners))
-    split = cascade_columns(d)
+    low, high = column_split(d, torch.get_num_threads() if threads is None else threads)
     if _resolve(backend, x.device) == 'triton':
         from .ordered_sums_triton import triton_cluster_sums
-        return triton_cluster_sums(rows, counts, split).view(b, k, d)
-    parts = []
-    if split:
-        parts.append(_cascade(rows[:, :split], counts, n))
-    if split < d:
-        index = torch.arange(b * n, device=x.device) - (counts.cumsum(0) - counts)[owner]
-        parts.append(_interleaved(rows[:, split:], owner, index, counts, n))
-    return torch.cat(parts, 1).view(b, k, d)
+        sums = functools.partial(triton_cluster_sums, rows, counts)
+    else:
+        sums = functools.partial(_torch_cluster_sums, rows, owner, counts, n)
+    out = sums(((0, high, False), (high, d, True)))
+    if high > low:  # these columns go to row_sum in clusters summed on one thread
+        one_thread = (counts * d < _PARALLEL_ELEMENTS)[:, None]
+        out[:, low:high] = torch.where(one_thread, sums(((low, high, True),))[:, low:high],
+                                       out[:, low:high])
+    return out.view(b, k, d)
+
+
+def _torch_cluster_sums(rows: torch.Tensor, owner: torch.Tensor, counts: torch.Tensor, most: int,
+                        ranges) -> torch.Tensor:
+    """``(O, D)``: for each ``(low, high, interleaved)`` of ``ranges``, those columns of each
+    owner's sum by ``row_sum`` (``interleaved``) or ``multi_row_sum``; the others left unset."""
+    out = rows.new_empty(len(counts), rows.shape[1])
+    for low, high, interleaved in ranges:
+        if high <= low:
+            continue
+        if interleaved:
+            index = torch.arange(len(rows), device=rows.device) - (counts.cumsum(0) - counts)[owner]
+            out[:, low:high] = _interleaved(rows[:, low:high], owner, index, counts, most)
+        else:
+            out[:, low:high] = _cascade(rows[:, low:high], counts, most)
+    return out

@@ -1,4 +1,5 @@
-"""The CPU-order cluster sums of :mod:`.ordered_sums` as two Triton kernel launches.
+"""The CPU-order cluster sums of :mod:`.ordered_sums` in two Triton kernel launches (three where
+ATen's thread split changes how a few columns are summed: :func:`~.ordered_sums.column_split`).
 
 :func:`~.ordered_sums.cpu_order_cluster_sums` in PyTorch reproduces ATen's CPU summation order
 with ~300 small operators per call (three levels of regrouping, each an in-order sum of 16
@@ -6,10 +7,10 @@ slices), which makes iSeg's float16 k-means launch-bound on a GPU (~6,000 launch
 Here one program per (cluster, column block) walks its cluster's rows, already sorted by cluster,
 in that order, with the partial sums in registers (a group's 16 blocks side by side):
 
-* columns ``[0, split)`` (``multi_row_sum``): blocks of 16 rows summed in order from zero, groups
+* columns summed by ``multi_row_sum``: blocks of 16 rows summed in order from zero, groups
   of 16 block sums, runs of 16 group sums, and the runs, each in order from zero; rows past the
   cluster's end read as zeros, which is the padding of :func:`~.ordered_sums._cascade`;
-* columns ``[split, D)`` (``row_sum``): the same cascade for each of 4 interleaved lanes (rows
+* columns summed by ``row_sum``: the same cascade for each of 4 interleaved lanes (rows
   ``4 s + lane``), the last ``count % 4`` rows added in order to lane 0, then lanes 1, 2, 3.
 
 Only float32 additions are involved, each rounded once as IEEE requires, so the result is the
@@ -80,21 +81,22 @@ def kernel_config(columns: int, interleaved: bool) -> dict:
     return dict(INTERLEAVED=interleaved, BLOCK_D=block, num_warps=2 if block <= 32 else 4)
 
 
-def triton_cluster_sums(rows: torch.Tensor, counts: torch.Tensor, split: int) -> torch.Tensor:
+def triton_cluster_sums(rows: torch.Tensor, counts: torch.Tensor, ranges) -> torch.Tensor:
     """``(O, D)`` sums of consecutive runs of ``rows`` (``counts[o]`` rows for owner ``o``, owner
-    after owner), columns before ``split`` as ``multi_row_sum``, the others as ``row_sum``.
+    after owner): one launch per ``(low, high, interleaved)`` of ``ranges``, those columns as
+    ``row_sum`` (``interleaved``) or ``multi_row_sum``; the other columns left unset.
 
     Args:
         rows: ``(R, D)`` float32, grouped by owner in row order.
         counts: ``(O,)`` rows per owner.
-        split: :func:`~.ordered_sums.cascade_columns` of ``D``.
+        ranges: column ranges and their way of summing (:func:`~.ordered_sums.column_split`).
     """
     rows = rows.contiguous()
     d = rows.shape[1]
     counts = counts.contiguous()
     starts = counts.cumsum(0) - counts
     out = rows.new_empty(len(counts), d)
-    for low, high, interleaved in ((0, split, False), (split, d, True)):
+    for low, high, interleaved in ranges:
         if high > low:
             config = kernel_config(high - low, interleaved)
             grid = (len(counts), ceil_div(high - low, config['BLOCK_D']))

@@ -2,7 +2,7 @@
 
 Not collected by ``pytest tests`` (no ``test_`` prefix): ``test_ordered_sums_triton.py`` runs this
 file in a subprocess with ``TRITON_INTERPRET=1``, which Triton reads when a kernel is decorated.
-The references are the CPU's own ``x[cluster == c].sum(0)`` (one thread: ATen's order) and the
+The references are the CPU's own ``x[cluster == c].sum(0)`` (on the threads given) and the
 PyTorch emulation; the kernel must equal both bit for bit.
 """
 import os
@@ -37,18 +37,21 @@ def rows_and_clusters(n, d, k, seed):
     return x, clusters
 
 
-@pytest.mark.parametrize('n, d, k', [
-    (37, 8, 4),      # fewer rows than a block; 8 columns: row_sum only
-    (600, 77, 12),   # iSeg's 77 tokens: 64 columns multi_row_sum, 13 row_sum
-    (300, 200, 5),   # several column blocks of each kind
-    (4500, 9, 2),    # a cluster of more than 4096 rows: two runs
+@pytest.mark.parametrize('n, d, k, threads', [
+    (37, 8, 4, 1),      # fewer rows than a block; 8 columns: row_sum only
+    (600, 77, 12, 1),   # iSeg's 77 tokens: 64 columns multi_row_sum, 13 row_sum
+    (300, 200, 5, 1),   # several column blocks of each kind
+    (4500, 9, 2, 1),    # a cluster of more than 4096 rows: two runs
+    (700, 100, 3, 16),  # a third launch: columns 96-99 summed as ATen's thread parts sum them
 ])
-def test_kernel_sums_equal_the_cpu_sums_bit_for_bit(n, d, k):
+def test_kernel_sums_equal_the_cpu_sums_bit_for_bit(n, d, k, threads):
     x, clusters = rows_and_clusters(n, d, k, seed=n)
     if n > 4096:
         clusters[0, :4200] = 0
-    sums = cpu_order_cluster_sums(x, clusters, k, backend='triton')
-    assert torch.equal(sums, cpu_order_cluster_sums(x, clusters, k, backend='torch'))
+    sums = cpu_order_cluster_sums(x, clusters, k, backend='triton', threads=threads)
+    assert torch.equal(sums, cpu_order_cluster_sums(x, clusters, k, backend='torch',
+                                                    threads=threads))
+    torch.set_num_threads(threads)
     for b in range(2):
         for c in range(k):
             assert torch.equal(sums[b, c], x[b][clusters[b] == c].sum(0)), (b, c)

@@ -12,7 +12,7 @@ from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names
 from mmdiffseg.generators.diffseg import compact_ids
 from mmdiffseg.generators.diffseg_merge import greedy_leaders
 from mmdiffseg.generators.kmeans import kmeans, kmeans_batch
-from mmdiffseg.generators.ordered_sums import cascade_columns, cpu_order_cluster_sums
+from mmdiffseg.generators.ordered_sums import column_split, cpu_order_cluster_sums
 from mmdiffseg.generators.testing import attention_from_labels
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'benchmarks'))
@@ -56,19 +56,26 @@ def test_greedy_leaders_equal_the_released_loop_for_every_image_of_a_batch():
             assert count == int(expected.sum())
 
 
-def test_cluster_sums_in_cpu_order_equal_the_per_cluster_sums_bit_for_bit():
+@pytest.mark.parametrize('threads', [1, 2, 16])
+def test_cluster_sums_in_cpu_order_equal_the_per_cluster_sums_bit_for_bit(threads):
+    """Sums on 1, 2 and 16 CPU threads (ATen splits the columns of a large cluster between
+    threads); 100 and 68 columns: with 16 threads the last 4 go to a part of their own."""
     gen = torch.Generator().manual_seed(1)
-    for n, d, k in [(4096, 77, 36), (1024, 64, 9), (700, 100, 3), (37, 8, 4), (4096, 8, 2)]:
+    cases = [(4096, 77, 36), (1024, 64, 9), (700, 100, 3), (1100, 68, 2), (37, 8, 4), (4096, 8, 2),
+             (9000, 5, 2)]
+    for n, d, k in cases:
         x = torch.rand(2, n, d, generator=gen) * torch.rand(2, n, 1, generator=gen) ** 4
         labels = torch.randint(0, k - 1, (2, n), generator=gen)  # cluster k-1 left empty
         labels[1, : n // 2] = 0  # one cluster of half the pixels (ATen's many-block path)
-        sums = cpu_order_cluster_sums(x, labels, k)
+        torch.set_num_threads(threads)
+        expected = [[x[b][labels[b] == c].sum(0) for c in range(k)] for b in range(2)]
+        torch.set_num_threads(1)
+        sums = cpu_order_cluster_sums(x, labels, k, threads=threads)
         for b in range(2):
             for c in range(k):
-                expected = x[b][labels[b] == c].sum(0)
-                assert torch.equal(sums[b, c], expected), (n, d, k, b, c)
-    with pytest.raises(ValueError, match='5 columns'):
-        cpu_order_cluster_sums(torch.rand(1, 10, 5), torch.zeros(1, 10, dtype=torch.long), 2)
+                assert torch.equal(sums[b, c], expected[b][c]), (n, d, k, b, c)
+    with pytest.raises(ValueError, match='1 columns'):
+        cpu_order_cluster_sums(torch.rand(1, 10, 1), torch.zeros(1, 10, dtype=torch.long), 2)
 
 
 def test_cluster_sums_past_one_run_of_16_cubed_rows_keep_the_cpu_order():
@@ -83,11 +90,18 @@ def test_cluster_sums_past_one_run_of_16_cubed_rows_keep_the_cpu_order():
         assert torch.equal(sums[0, c], x[0][labels[0] == c].sum(0)), c
 
 
-@pytest.mark.parametrize('capability, columns', [('AVX2', 96), ('AVX512', 64), ('DEFAULT', 96)])
-def test_the_cascade_takes_whole_groups_of_four_simd_vectors(monkeypatch, capability, columns):
-    """100 columns: groups of 4 x 8 floats (AVX2) end at 96, of 4 x 16 (AVX-512) at 64."""
-    monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability', lambda: capability)
-    assert cascade_columns(100) == columns and cascade_columns(77) == 64
+@pytest.mark.parametrize('d, threads, split', [
+    (77, 16, (64, 64)),   # iSeg's: 13 trailing columns (>= one vector) go to row_sum either way
+    (100, 1, (96, 96)),   # three groups of 32 columns, 4 left over
+    (100, 2, (96, 96)),   # threads start at columns 0 and 50 -> parts [0, 32) and [32, 100)
+    (100, 16, (96, 100)),  # 7 columns each: the thread at 98 starts a part [96, 100)
+    (100, 24, (96, 96)),  # 5 columns each: 95 rounds to 64, 100 is past the end
+    (68, 16, (64, 68)),   # 5 each: 65 rounds to 64
+    (103, 16, (96, 100)),  # 7 trailing columns: the first 4 in the scalar loop's group
+    (6, 1, (4, 4)),       # fewer than a vector: the scalar loop
+])
+def test_the_column_split_follows_atens_groups_and_thread_parts(d, threads, split):
+    assert column_split(d, threads) == split
 
 
 def test_kmeans_of_a_batch_equals_kmeans_of_each_set_and_relocates_an_empty_cluster():
