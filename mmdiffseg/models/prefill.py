@@ -163,7 +163,6 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
     Returns:
         The summary over all ranks (also after Ctrl-C: what was made is kept).
     """
-    dataset_cfgs = online_dataset_cfgs(cfg.train_dataloader.dataset)
     specs = config_label_caches(cfg)
     if not specs:
         raise ValueError('prefill: the train pipeline has no LoadPseudoLabel step: nothing is '
@@ -173,6 +172,7 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                          'preprocessor serves one')
     labeler = _labeler(cfg, specs[0], dtype, batch_size)
     rank, world_size = get_dist_info()
+    dataset_cfgs = online_dataset_cfgs(cfg.train_dataloader.dataset)
     images = _RankImages(_build_datasets(dataset_cfgs), str(labeler.cache.cache_dir), rank,
                          world_size)
     if workers is None:

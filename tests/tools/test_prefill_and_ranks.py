@@ -69,6 +69,9 @@ def test_prefill_refuses_a_config_without_online_labels():
                               'mask2former_tiny-cpu_voc12-seediff-synthetic-128x128.py'))
     with pytest.raises(ValueError, match='no LoadPseudoLabel step'):
         prefill(cfg, 'cpu')
+    # a test-only config (no train_dataloader) is refused the same way, not with AttributeError
+    with pytest.raises(ValueError, match='no LoadPseudoLabel step'):
+        prefill(Config(dict(model=cfg.model.to_dict())), 'cpu')
 
 
 @pytest.mark.parametrize('errno_, reason', [(28, 'the disk is full'),
