@@ -5,6 +5,7 @@ import torch
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg.attention import AttentionMaps, CaptureRequest, CaptureSpec
+from mmdiffseg.attention.images import WORK_SIZE
 from mmdiffseg.attention.testing import tiny_engine
 from mmdiffseg.generators import MaskGenerator
 from mmdiffseg.models.online_labeler import label_images
@@ -289,3 +290,28 @@ def test_segmentor_gives_the_generator_each_images_class_names(engine):
         sample.set_metainfo(dict(image_labels=names))
     predicted = segmentor.test_step(data)
     assert [s.pred_sem_seg.data.unique().tolist() for s in predicted] == [[1], [3]]
+
+
+def test_a_label_of_256_is_refused(engine):
+    """The first value a uint8 map cannot hold (it would wrap to 0) is refused."""
+    with pytest.raises(ValueError, match='QuadrantLabels made label 256; uint8 label maps'):
+        label_images(engine, QuadrantLabels(256), [np.zeros((8, 8, 3), np.uint8)], None)
+
+
+class Names(QuadrantLabels):
+    """Records the class names the engine is asked for."""
+
+    def extract_kwargs(self, class_names):
+        self.asked = class_names
+        return {}
+
+
+def test_a_batch_tensor_at_the_working_size_gives_a_label_per_image(engine):
+    """A loaded ``(B, 3, 512, 512)`` batch without ``out_sizes``: one 512x512 label per image;
+    without class names the engine gets an empty list per image."""
+    generator = Names(7)
+    batch = torch.zeros(2, 3, WORK_SIZE, WORK_SIZE, dtype=torch.uint8)
+    labels = label_images(engine, generator, batch, None)
+    assert [lab.shape for lab in labels] == [(WORK_SIZE, WORK_SIZE)] * 2
+    assert labels[1][0, 0] == 7 and labels[1][-1, -1] == 0
+    assert generator.asked == [[], []]

@@ -287,6 +287,8 @@ def test_a_label_another_process_makes_is_waited_for_and_counted(setup, monkeypa
     hub = MessageHub.get_current_instance()
     assert hub.get_scalar('train/label_waited').current() == 1
     assert hub.get_scalar('train/label_generated').current() == 0
+    pre(batch(pipeline, samples[:1], seed=1), training=True)   # cached now: nothing waited
+    assert hub.get_scalar('train/label_waited').current() == 0
 
 
 def test_the_labelers_precision_is_recorded_and_another_is_refused(setup):
@@ -319,3 +321,25 @@ def test_a_sample_with_only_some_of_the_keys_is_refused(setup):
     assert 'image_labels' in data['data_samples'][0].metainfo
     with pytest.raises(KeyError, match='PackPseudoLabelInputs'):
         pre(data, training=True)
+
+
+def test_padding_is_unsure_and_the_logged_coverage_counts_it(setup):
+    """Pixels of the index map at -1 (padding) get 255; the others the label at their index.
+    The logged coverage is the share of pixels that are not 255 (label 0 is covered)."""
+    _, samples, pre, _, cache = setup
+    plain = Compose([dict(type='LoadImageFromFile'),
+                     dict(type='LoadImageLevelLabels', classes='voc'),
+                     dict(type='LoadPseudoLabel', cache=cache),
+                     dict(type='PackPseudoLabelInputs')])
+    data = pseudo_collate([plain(copy.deepcopy(samples[0]))])
+    index = data['data_samples'][0].pseudo_label_index.data
+    index[0, :3] = -1                  # three padded rows
+    height = index.shape[1]
+    target = pre(data, training=True)['data_samples'][0].gt_sem_seg.data[0]
+    label = LabelCache(**cache).load(data['data_samples'][0].metainfo['pseudo_label_key'])
+    assert (target[:3] == 255).all()
+    assert torch.equal(target[3:], torch.from_numpy(label[3:]).long())
+    assert (target[3:] == 0).any() and (target[3:] != 0).any()
+    hub = MessageHub.get_current_instance()
+    assert hub.get_scalar('train/label_coverage').current() == pytest.approx(1 - 3 / height)
+    assert hub.get_scalar('train/label_seconds').current() > 0

@@ -251,3 +251,20 @@ def test_images_labelled_by_another_process_are_not_counted_as_made(tmp_path, ti
         summary = prefill_module.prefill(cfg, 'cpu', batch_size=2, workers=0, progress=False)
     assert (summary.images, summary.made, summary.cached) == (4, 2, 0)
     assert 'made 2, already cached 0, made by another process 2' in str(summary)
+
+
+def test_a_cache_of_other_settings_is_refused_even_when_every_image_is_in_it(
+        tmp_path, tiny_sd, monkeypatch):
+    """The workers skip cached images by their files alone: the cache's record is checked when
+    the prefill starts, so a folder of another generator config's labels is not passed as
+    'already cached'."""
+    from mmdiffseg.datasets import LabelCache
+    from mmdiffseg.models import prefill as prefill_module
+    cfg = online_config(tmp_path, tiny_sd)
+    [spec] = config_label_caches(cfg)
+    LabelCache(**dict(spec, generator=dict(spec['generator'], iters=4))).sign()
+    monkeypatch.setattr(prefill_module, 'read_label', lambda path: 'cached')
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        with pytest.raises(ValueError, match=r'holds labels made with other settings:\n  '
+                           r'generator\.iters'):
+            prefill_module.prefill(cfg, 'cpu', workers=0, progress=False)
