@@ -315,3 +315,13 @@ def test_a_batch_tensor_at_the_working_size_gives_a_label_per_image(engine):
     assert [lab.shape for lab in labels] == [(WORK_SIZE, WORK_SIZE)] * 2
     assert labels[1][0, 0] == 7 and labels[1][-1, -1] == 0
     assert generator.asked == [[], []]
+
+
+def test_a_segmentor_built_with_image_labels_asks_for_them():
+    from mmseg.registry import MODELS
+    import mmdiffseg.models  # noqa: F401
+    segmentor = MODELS.build(dict(type='DiffusionSegmentor', sd_model='tiny',
+                                  generator=dict(type='ISeg'), use_image_labels=True))
+    assert segmentor.use_image_labels is True
+    with pytest.raises(ValueError, match=r'use_image_labels=True\)\.predict needs data_samples'):
+        segmentor.predict([torch.zeros(3, 8, 8)])

@@ -343,3 +343,11 @@ def test_padding_is_unsure_and_the_logged_coverage_counts_it(setup):
     hub = MessageHub.get_current_instance()
     assert hub.get_scalar('train/label_coverage').current() == pytest.approx(1 - 3 / height)
     assert hub.get_scalar('train/label_seconds').current() > 0
+
+
+def test_validation_batches_are_not_labelled(setup):
+    """Only training batches are labelled: a validation batch of images without labels passes."""
+    _, samples, pre, engine, _ = setup
+    images_only = Compose([dict(type='LoadImageFromFile'), dict(type='PackSegInputs')])
+    out = pre(pseudo_collate([images_only(copy.deepcopy(samples[0]))]), training=False)
+    assert engine.calls == [] and 'gt_sem_seg' not in out['data_samples'][0]
