@@ -149,3 +149,19 @@ def test_input_hook_leaves_ignored_segments_undrawn_without_truth(runner):
     image = rgb.astype(float)
     assert np.abs(picture[:, :12] - 0.5 * image[:, :12]).max() <= 1
     assert np.abs(picture[:, 12:] - (0.5 * image[:, 12:] + 0.5 * np.array(PALETTE[1]))).max() <= 1
+
+
+def test_input_hook_reads_the_validation_evaluator_and_shows_when_asked(runner):
+    """Validation pictures match segments by the val evaluator's metric (the test one differs);
+    ``show`` puts each picture in a window for ``wait_time`` seconds."""
+    runner.val_evaluator = SimpleNamespace(metrics=[HungarianMatchedIoU(num_classes=2)])
+    runner.test_evaluator = SimpleNamespace(metrics=[])
+    shown = []
+    runner.visualizer.show = lambda image, win_name='', wait_time=0., **_: shown.append(
+        (win_name, wait_time))
+    data, _ = batch(1)
+    hook = ModelInputVisualizationHook(draw=True, show=True, wait_time=2)
+    hook.after_val_iter(runner, 0, data, [predicted(halves(7, 3), gt=halves(0, 1))])
+    [(name, _, picture)] = runner.drawn
+    assert name == 'val_x_leftImg8bit.png' and np.array_equal(picture[:, :24], picture[:, 24:])
+    assert shown == [('val_x_leftImg8bit.png', 2.0)]
