@@ -4,7 +4,6 @@ import pytest
 import torch
 from mmseg.registry import MODELS
 
-import mmdiffseg.models  # noqa: F401
 from mmdiffseg.attention import CaptureRequest, CaptureSpec, DiffusionAttentionEngine
 from mmdiffseg.attention.testing import tiny_engine
 from mmdiffseg.generators import MaskGenerator

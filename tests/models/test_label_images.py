@@ -319,7 +319,6 @@ def test_a_batch_tensor_at_the_working_size_gives_a_label_per_image(engine):
 
 def test_a_segmentor_built_with_image_labels_asks_for_them():
     from mmseg.registry import MODELS
-    import mmdiffseg.models  # noqa: F401
     segmentor = MODELS.build(dict(type='DiffusionSegmentor', sd_model='tiny',
                                   generator=dict(type='ISeg'), use_image_labels=True))
     assert segmentor.use_image_labels is True
