@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from mmengine.config import Config
+from sample_data import shared_path
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_ONLINE_CONFIG = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-iseg-online-128x128.py'
@@ -52,6 +53,18 @@ def set_voc_data(cfg: Config, root: Path, img_suffix: str = '.png') -> None:
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         loader.dataset.data_root = str(root)
         loader.dataset.img_suffix = img_suffix
+
+
+def online_config(tmp_path: Path, tiny_sd: Path, names=None) -> Config:
+    """The tiny online config on a VOC folder of ``names``, its own cache, a short iSeg."""
+    root = make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'voc',
+                         **({'names': names} if names else {}))
+    cfg = Config.fromfile(str(TINY_ONLINE_CONFIG))
+    set_voc_data(cfg, root)
+    generator = dict(cfg.tiny_label_generator.to_dict(), iters=3, cluster_iters=3)
+    set_label_cache(cfg, dict(cache_dir=str(tmp_path / 'cache'), model=str(tiny_sd),
+                              generator=generator))
+    return cfg
 
 
 def write_config(cfg: Config, path: Path) -> Path:

@@ -14,11 +14,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from e2e_helpers import (REPO, TINY_ONLINE_CONFIG, free_port, make_voc_root, run_tool,
-                         set_label_cache, set_voc_data, train_log, write_config)
+from e2e_helpers import REPO, free_port, online_config, run_tool, train_log, write_config
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
-from sample_data import shared_path
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg.models.prefill import config_label_caches
@@ -28,25 +26,6 @@ ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERE
            CUDA_VISIBLE_DEVICES='',
            PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / 'tests' / 'tools'),
                                        os.environ.get('PYTHONPATH', '')]))
-
-
-@pytest.fixture(scope='module')
-def tiny_sd(tmp_path_factory):
-    from mmdiffseg.attention.testing import build_tiny_pipeline_folder
-    config_dir = shared_path('sd_configs', 'stable-diffusion-2-1-base')
-    return build_tiny_pipeline_folder(config_dir, tmp_path_factory.mktemp('sd') / 'tiny-sd21')
-
-
-def online_config(tmp_path, tiny_sd, names=None):
-    """The tiny online config on a VOC folder of ``names``, its own cache, a short iSeg."""
-    root = make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'voc',
-                         **({'names': names} if names else {}))
-    cfg = Config.fromfile(str(TINY_ONLINE_CONFIG))
-    set_voc_data(cfg, root)
-    generator = dict(cfg.tiny_label_generator.to_dict(), iters=3, cluster_iters=3)
-    set_label_cache(cfg, dict(cache_dir=str(tmp_path / 'cache'), model=str(tiny_sd),
-                              generator=generator))
-    return cfg
 
 
 MAIN_CONFIG = REPO / 'configs/mask2former/mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'

@@ -5,20 +5,12 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
-from sample_data import shared_path
-from test_prefill_and_ranks import online_config
+from e2e_helpers import online_config
 
 from mmdiffseg.datasets import label_key
 from mmdiffseg.models import prefill as prefill_module
 from mmdiffseg.models.online_labeler import OnlineLabeler
 from mmdiffseg.models.prefill import PrefillSummary, _full_batches, online_dataset_cfgs
-
-
-@pytest.fixture(scope='module')
-def tiny_sd(tmp_path_factory):
-    from mmdiffseg.attention.testing import build_tiny_pipeline_folder
-    config_dir = shared_path('sd_configs', 'stable-diffusion-2-1-base')
-    return build_tiny_pipeline_folder(config_dir, tmp_path_factory.mktemp('sd') / 'tiny-sd21')
 
 
 def test_the_summary_counts_rate_and_notes():

@@ -34,13 +34,6 @@ TINY_SYNTHETIC = CONFIGS / 'mask2former_tiny-cpu_voc12-seediff-synthetic-128x128
 TINY_FINETUNE = CONFIGS / 'mask2former_tiny-cpu_voc12-finetune-from-synthetic-128x128.py'
 
 
-@pytest.fixture(scope='module')
-def tiny_sd(tmp_path_factory):
-    from mmdiffseg.attention.testing import build_tiny_pipeline_folder
-    config_dir = shared_path('sd_configs', 'stable-diffusion-2-1-base')
-    return build_tiny_pipeline_folder(config_dir, tmp_path_factory.mktemp('sd') / 'tiny-sd21')
-
-
 @pytest.mark.slow
 def test_online_labels_are_made_once_cached_and_drawn(tmp_path, tiny_sd, monkeypatch):
     monkeypatch.chdir(tmp_path)
