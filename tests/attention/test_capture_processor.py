@@ -69,3 +69,27 @@ def test_other_module_layouts_keep_the_output_and_give_their_softmax(kind):
     torch.testing.assert_close(maps, want, rtol=1e-5, atol=1e-6)
     if kind == 'cross':
         assert maps[1, :, -2:].max() < 1e-30 and maps[0, :, -2:].min() > 1e-3
+
+
+def test_a_guidance_batch_takes_the_conditional_rows_of_the_mask():
+    """``[uncond, cond]`` with a mask per row: the captured map is the conditional row's, masked
+    by its own mask row, not the unconditional one's."""
+    attn = _module('cross')
+    gen = torch.Generator().manual_seed(2)
+    hidden = torch.randn(2, CHANNELS, SIDE, SIDE, generator=gen)
+    context = torch.randn(2, TOKENS, 12, generator=gen)
+    mask = torch.zeros(2, TOKENS)
+    mask[0, :1] = -10000.0   # unconditional row: first token masked
+    mask[1, -2:] = -10000.0  # conditional row: last two tokens masked
+    layer = AttentionLayer('block.attn', 'cross', SIDE, HEADS)
+    session = CaptureSession(CaptureSpec([CaptureRequest('cross', SIDE, name='maps')]), [layer],
+                             batch_size=1, map_backend='torch')
+    processor = CaptureProcessor(session, layer, session.layer_sinks['block.attn'],
+                                 AttnProcessor2_0())
+    with torch.no_grad():
+        session.begin_step()
+        processor(attn, hidden, context, mask, None)
+        want = _expected_maps(attn, hidden, context, mask, None)[1:]
+    maps = session.results()['maps']
+    torch.testing.assert_close(maps, want, rtol=1e-5, atol=1e-6)
+    assert maps[0, :, -2:].max() < 1e-30 and maps[0, :, 0].min() > 1e-3

@@ -1,0 +1,140 @@
+"""Capture planning and session bookkeeping on hand-made layer lists: requests a U-Net cannot
+serve are refused with the request, the layers and the fix named; results() refuses a capture
+that saw nothing and averages once."""
+import pytest
+import torch
+
+from mmdiffseg.attention import CaptureRequest, CaptureSpec
+from mmdiffseg.attention.capture import CaptureSession, capture_attention
+from mmdiffseg.attention.unet_layers import AttentionLayer
+
+# two 4x4 self-attention layers of 2 heads (forward order), one 4x4 cross layer
+LAYERS = [AttentionLayer('down.attn1', 'self', 4, 2), AttentionLayer('down.attn2', 'cross', 4, 2),
+          AttentionLayer('up.attn1', 'self', 4, 2)]
+
+
+def _session(*requests, steps=None):
+    return CaptureSession(CaptureSpec(list(requests)), LAYERS, batch_size=1, steps=steps,
+                          map_backend='torch')
+
+
+def test_a_layer_listed_twice_is_refused():
+    with pytest.raises(ValueError, match=r"CaptureRequest 'self4': layer listed twice in "
+                                         r"\('up\.attn1', 'up\.attn1'\)"):
+        _session(CaptureRequest('self', 4, layers=('up.attn1', 'up.attn1')))
+
+
+def test_an_empty_head_list_is_refused_with_the_valid_range():
+    """``heads=()`` would select nothing (a map never written); the error gives the range."""
+    with pytest.raises(ValueError, match=r"CaptureRequest 'self4': head indices \[\] out of range; "
+                       r'the 2 selected layer\(s\) have 4 heads in all \(indices 0\.\.3, '
+                       r'layer-major in forward order\)$'):
+        _session(CaptureRequest('self', 4, heads=()))
+
+
+def test_a_head_past_the_end_names_the_owners_fix():
+    request = CaptureRequest('self', 4, heads=(1, 4), heads_fix='pass self_heads=None')
+    with pytest.raises(ValueError, match=r'head indices \[4\] out of range; the 2 selected '
+                       r'layer\(s\) have 4 heads in all \(indices 0\.\.3, layer-major in forward '
+                       r'order\); fix: pass self_heads=None$'):
+        _session(request)
+
+
+def test_per_layer_needs_a_head_of_every_selected_layer():
+    """A per-layer map of a layer none of whose heads is selected would stay zero."""
+    with pytest.raises(ValueError, match=r"CaptureRequest 'self4_layers': per_layer needs at "
+                       r"least one head of layer 'up\.attn1' \(its heads are 2\.\.3\); "
+                       r'selected: \[0, 1\]'):
+        _session(CaptureRequest('self', 4, heads=(0, 1), per_layer=True))
+    session = _session(CaptureRequest('self', 4, heads=(0, 1)))  # a mean: the layer is skipped
+    assert list(session.layer_sinks) == ['down.attn1']
+
+
+def test_results_refuse_a_capture_without_a_captured_step():
+    session = _session(CaptureRequest('self', 4), steps=(5,))
+    session.begin_step()
+    session.begin_step()
+    with pytest.raises(RuntimeError, match=r'no U-Net step was captured \(steps \[5\], 2 '
+                                           r'step\(s\) run\)'):
+        session.results()
+
+
+def test_results_refuse_a_request_whose_layers_never_ran():
+    session = _session(CaptureRequest('self', 4), CaptureRequest('cross', 4))
+    session.begin_step()
+    session.buffer(session.layer_sinks['down.attn1'][0], 16, 16, 'cpu').add_(2.0)
+    with pytest.raises(RuntimeError, match=r"attention of \['cross4'\] was never computed: the "
+                                           'U-Net did not run the requested layers'):
+        session.results()
+
+
+def test_results_divide_by_the_captured_steps_once():
+    session = _session(CaptureRequest('self', 4))
+    sink = session.layer_sinks['down.attn1'][0]
+    for _ in range(2):
+        session.begin_step()
+        session.buffer(sink, 16, 16, 'cpu').add_(3.0)
+    first = session.results()['self4'].clone()
+    assert torch.equal(first, torch.full((1, 16, 16), 3.0))
+    assert torch.equal(session.results()['self4'], first)  # read again: not divided again
+
+
+def test_scratch_is_reallocated_for_another_dtype():
+    session = _session(CaptureRequest('self', 4))
+    cpu = torch.device('cpu')
+    held = session.scratch('logits', 8, torch.float32, cpu)
+    assert session.scratch('logits', 4, torch.float32, cpu).data_ptr() == held.data_ptr()
+    other = session.scratch('logits', 4, torch.float64, cpu)
+    assert other.dtype == torch.float64 and other.shape == (4,)
+
+
+def test_a_forward_after_the_block_is_no_step_of_the_session(tiny_engine):
+    """The session's step hooks leave the U-Net with its processors."""
+    unet = tiny_engine('stable-diffusion-2-1-base').unet
+    args = (torch.zeros(1, 4, 8, 8), 10)
+    with torch.no_grad():
+        with capture_attention(unet, CaptureSpec([CaptureRequest('self', 8)]), 8,
+                               batch_size=1) as session:
+            unet(*args, encoder_hidden_states=torch.zeros(1, 77, 32))
+        unet(*args, encoder_hidden_states=torch.zeros(1, 77, 32))
+    assert (session.step, session.captured_steps) == (0, 1)
+
+
+def _rows(heads, seed=0):
+    """A layer's captured ``(1, heads, 16, 8)`` query and key and their row LSE."""
+    gen = torch.Generator().manual_seed(seed)
+    q, k = (torch.randn(1, heads, 16, 8, generator=gen) for _ in range(2))
+    return q, k, torch.logsumexp(q @ k.transpose(-1, -2) / 8 ** 0.5, -1)
+
+
+def test_an_interrupted_forward_leaves_zero_maps(monkeypatch):
+    """Staged layers of a forward that never ended are dropped when the next step begins (an
+    uncaptured step ends with nothing to add), and the staged buffer, allocated uninitialised,
+    reads as zeros."""
+    pytest.importorskip('triton')
+    from mmdiffseg.attention import deferred_maps
+    monkeypatch.setattr(deferred_maps, 'DEFER_MIN_BYTES', 0)
+    session = _session(CaptureRequest('self', 4), steps=(0,))
+    session.begin_step()
+    assert session.stage(session.layer_sinks['down.attn1'][0], 'down.attn1', *_rows(2))
+    session.buffers['self4'].fill_(float('nan'))  # what new_empty may hold
+    session.begin_step()  # step 1, not captured: the forward of step 0 raised midway
+    session.end_step()
+    assert torch.equal(session.results()['self4'], torch.zeros(1, 16, 16))
+
+
+def test_layers_of_unequal_head_weights_are_not_staged(monkeypatch):
+    """A mean over layers of 2 and 4 heads weighs their heads 1/4 and 1/8: one staged sum with
+    one weight cannot give it, so each layer is added at once."""
+    pytest.importorskip('triton')
+    from mmdiffseg.attention import deferred_maps
+    monkeypatch.setattr(deferred_maps, 'DEFER_MIN_BYTES', 0)
+    layers = [AttentionLayer('down.attn1', 'self', 4, 2), AttentionLayer('up.attn1', 'self', 4, 4)]
+    session = CaptureSession(CaptureSpec([CaptureRequest('self', 4)]), layers, batch_size=1)
+    sinks = [session.layer_sinks[name][0] for name in ('down.attn1', 'up.attn1')]
+    assert [sink.weight for sink in sinks] == [1 / 4, 1 / 8]
+    session.begin_step()
+    assert not session.stage(sinks[0], 'down.attn1', *_rows(2))
+    same = CaptureSession(CaptureSpec([CaptureRequest('self', 4)]), LAYERS, batch_size=1)
+    same.begin_step()
+    assert same.stage(same.layer_sinks['down.attn1'][0], 'down.attn1', *_rows(2))
