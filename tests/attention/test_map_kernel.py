@@ -43,3 +43,50 @@ def test_compiled_kernels_refuse_cpu_tensors_with_the_fix():
     q = torch.zeros(1, 1, 16, 16)
     with pytest.raises(ValueError, match='TRITON_INTERPRET=1'):
         map_kernel.row_lse(q, q, 0.25)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='triton is not installed')
+@pytest.mark.parametrize('head_dim', [8, 36, 40, 64, 80, 160])
+@pytest.mark.parametrize('tokens', [(1, 77), (4, 4), (64, 77), (4096, 4096)])
+def test_tiles_are_dot_shapes_covering_the_head(head_dim, tokens):
+    """``tl.dot`` needs every side >= 16 and a power of two: the query and key tiles (also for
+    a 1x1 grid) and both head-dim parts, which together cover the head."""
+    from mmdiffseg.attention import map_kernel
+    for element_bytes in (2, 4):
+        tiles = map_kernel._tiles(*tokens, head_dim, element_bytes)
+        parts = [tiles['BLOCK_M'], tiles['BLOCK_N'], tiles['BLOCK_D']] + (
+            [tiles['REST_D']] if tiles['REST_D'] else [])
+        assert all(p >= 16 and p & (p - 1) == 0 for p in parts), tiles
+        assert tiles['BLOCK_D'] + tiles['REST_D'] >= head_dim
+        assert tiles['BLOCK_D'] < head_dim or tiles['REST_D'] == 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='triton is not installed')
+def test_head_layout_aligns_only_heads_of_8_element_multiples():
+    """Head strides are passed in units of 8 only where the head dim and both head strides are
+    multiples of 8; a head stride of 12 (a slice of wider heads) stays in elements."""
+    import torch
+
+    from mmdiffseg.attention import map_kernel
+    sd = torch.zeros(2, 77, 8, 40).transpose(1, 2)  # (B, H, N, d) view of (B, N, H*d)
+    strides, layout = map_kernel._head_layout(sd, sd)
+    assert layout == dict(HEAD_DIM=40, HEAD_ALIGN=8)
+    assert strides == [77 * 320, 5, 320, 1] * 2
+    sliced = torch.zeros(2, 77, 8, 12)[..., :8].transpose(1, 2)  # head dim 8, head stride 12
+    for query, key in ((sliced, sd[..., :8]), (sd[..., :8], sliced)):
+        strides, layout = map_kernel._head_layout(query, key)
+        assert layout == dict(HEAD_DIM=8, HEAD_ALIGN=1)
+        assert strides[1] == query.stride(1) and strides[5] == key.stride(1)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='triton is not installed')
+def test_float32_logits_never_use_tf32_and_mixed_inputs_are_refused():
+    import torch
+
+    from mmdiffseg.attention import map_kernel
+    q = torch.zeros(1, 1, 16, 16)
+    assert map_kernel._dot_options(q) == dict(UPCAST=False, PRECISION='ieee')
+    assert map_kernel._dot_options(q.bfloat16()) == dict(UPCAST=True, PRECISION='ieee')
+    with pytest.raises(ValueError, match=r'map kernel: query and key differ \(torch\.float32 on '
+                                         r'cpu vs torch\.float16 on cpu\)'):
+        map_kernel.row_lse(q, q.half(), 0.25)

@@ -25,7 +25,8 @@ class CountingOp:
 
     def __call__(self, q, k, v):
         self.calls += 1
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False)[:2]
+        op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        out, lse = op(q, k, v, 0.0, False)[:2]
         return self.out_fn(out), self.lse_fn(lse)
 
 
@@ -66,6 +67,7 @@ def test_an_lse_a_few_1e5_off_is_refused(offset):
     dict(lse_fn=lambda lse: lse / math.log(2)),                    # log2 units
     dict(lse_fn=lambda lse: lse.unsqueeze(-1).expand(-1, -1, -1, 2)),  # another layout
     dict(out_fn=lambda out: torch.nextafter(out, out + 1)),        # the output's last bit
+    dict(lse_fn=lambda lse: torch.cat([lse[..., :1], lse[..., :-1]], -1)),  # rows shifted
 ])
 def test_other_units_layouts_or_outputs_are_refused(alter):
     q, k, v = _qkv(torch.float32)
@@ -83,3 +85,41 @@ def test_an_op_that_raises_on_its_first_call_is_refused_for_good():
     calls = []
     assert verified_call('test', op, q, k, v) is None
     assert verified_call('test', op, q, k, v) is None and len(calls) == 1
+
+
+def test_cpu_float32_gives_sdpas_output_and_the_row_lse():
+    """The CPU flash op's LSE is used in float32 only (its half-precision LSE is ~2e-5 off) and
+    never with a mask (the op takes none): those return SDPA's output alone."""
+    q, k, v = _qkv(torch.float32, n_query=40, n_key=24, head_dim=16)
+    out, lse = sdpa_lse.sdpa_with_lse(q, k, v)
+    assert torch.equal(out, F.scaled_dot_product_attention(q, k, v))
+    reference = torch.logsumexp(q.double() @ k.double().transpose(-1, -2) / 4, -1)
+    assert lse.shape == (2, 5, 40) and (lse.double() - reference).abs().max() <= LSE_TOLERANCE
+    mask = torch.zeros(2, 1, 1, 24)
+    mask[..., -3:] = -10000.0
+    out, lse = sdpa_lse.sdpa_with_lse(q, k, v, mask)
+    assert lse is None and torch.equal(out, F.scaled_dot_product_attention(q, k, v, mask))
+    half = [x.to(torch.float16) for x in (q, k, v)]
+    out, lse = sdpa_lse.sdpa_with_lse(*half)
+    assert lse is None and torch.equal(out, F.scaled_dot_product_attention(*half))
+
+
+def test_an_admitted_op_that_fails_later_raises():
+    """Once a signature's op passed its check, an error of a later call is a real failure:
+    raised, not hidden behind the slower path."""
+    q, k, v = _qkv(torch.float32)
+    op = CountingOp()
+    assert verified_call('test', op, q, k, v) is not None
+
+    def failing(*args):
+        raise RuntimeError('out of memory')
+    with pytest.raises(RuntimeError, match='out of memory'):
+        verified_call('test', failing, q, k, v)
+
+
+def test_a_signature_of_another_dtype_is_checked_on_its_own():
+    q, k, v = _qkv(torch.float32)
+    assert verified_call('test', CountingOp(), q, k, v) is not None
+    doubled = [x.double() for x in (q, k, v)]
+    assert [x.stride() for x in doubled] == [x.stride() for x in (q, k, v)]
+    assert verified_call('test', CountingOp(lse_fn=lambda lse: lse + 1e-3), *doubled) is None
