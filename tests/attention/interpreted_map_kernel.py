@@ -25,7 +25,7 @@ ATOL, RTOL = 2e-6, 1e-5  # float32 rounding of logits and sums
 
 
 def _qk(batch, heads, n_query, n_key, head_dim, dtype, seed=0):
-    """``(B, H, N, d)`` views of ``(B, N, H*d)`` projections, laid out as the processors get them."""
+    """``(B, H, N, d)`` views of ``(B, N, H*d)`` projections, as the processors get them."""
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(batch, n_query, heads, head_dim, generator=gen).to(dtype).transpose(1, 2)
     k = torch.randn(batch, n_key, heads, head_dim, generator=gen).to(dtype).transpose(1, 2)
@@ -101,6 +101,35 @@ def test_cfg_half_layer_slots_shared_head_sums_and_accumulation():
     torch.testing.assert_close(per_layer[:, 1].double(), 0.25 * pair, atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(per_layer[:, 2].double(), 1 + 2 * probs[:, 0], atol=ATOL, rtol=RTOL)
     assert not per_layer[:, 0].any()
+
+
+@pytest.mark.parametrize('n_sinks', [1, 2])
+def test_overwrite_writes_without_reading(n_sinks):
+    """``overwrite``: each buffer (NaN before, which an addition would keep) gets ``weight x``
+    the head sum, for one sink and for sinks sharing one head sum."""
+    q, k = _qk(2, 3, 20, 24, 16, torch.float32, seed=4)
+    lse = torch.logsumexp(q.double() @ k.double().transpose(-1, -2) / 4.0, -1).float()
+    buffers = [torch.full((2, 20, 24), float('nan')) for _ in range(n_sinks)]
+    weights = [0.5, 3.0][:n_sinks]
+    targets = [(torch.tensor([0, 2]), list(zip(buffers, weights)))]
+    map_kernel.add_head_maps(q, k, lse, 0.25, targets, _scratch, overwrite=True)
+    pair = _probs(q, k)[:, [0, 2]].sum(1)
+    for buffer, weight in zip(buffers, weights):
+        torch.testing.assert_close(buffer.double(), weight * pair, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.float32])
+def test_graph_operators_fake_shapes_match_their_kernels(dtype):
+    """The operators a compiled graph calls: registered shapes and dtypes (a float32 LSE for
+    half-precision queries too) and the mutated buffer agree with the launches."""
+    q, k = _qk(1, 2, 20, 24, 16, dtype, seed=5)
+    torch.library.opcheck(torch.ops.mmdiffseg.row_lse, (q, k, 0.25),
+                          test_utils=('test_schema', 'test_faketensor'))
+    lse = map_kernel.row_lse(q, k, 0.25)
+    assert lse.dtype == torch.float32
+    args = (q, k, lse, torch.zeros(1, 20, 24), torch.tensor([1]), 0.25, 2.0, True)
+    torch.library.opcheck(torch.ops.mmdiffseg.add_head_map, args,
+                          test_utils=('test_schema', 'test_faketensor'))
 
 
 @pytest.fixture(scope='module')
@@ -232,11 +261,11 @@ def test_a_layer_added_directly_to_a_deferred_buffer(engine, deferred, monkeypat
 
 def test_a_compiled_unet_calls_the_kernels_as_graph_operators(engine, monkeypatch):
     """``torch.compile`` with the Triton path (inductor: AOT autograd's functionalisation, then
-    C++ code for the CPU around the kernels, about half a minute): the kernels are the graph's ``mmdiffseg::``
-    operators, no graph break, no recompile for the next batch's session, the torch path never
-    traced, and the maps of the eager run (a head subset; a mean and a per-layer map of the same
-    layers sharing one head sum: a new tensor in the graph instead of the session's scratch,
-    written through a view of the per-layer buffer)."""
+    C++ code for the CPU around the kernels, about half a minute): the kernels are the graph's
+    ``mmdiffseg::`` operators, no graph break, no recompile for the next batch's session, the
+    torch path never traced, and the maps of the eager run (a head subset; a mean and a
+    per-layer map of the same layers sharing one head sum: a new tensor in the graph instead of
+    the session's scratch, written through a view of the per-layer buffer)."""
     from torch._dynamo.utils import counters
 
     from mmdiffseg.attention import head_maps

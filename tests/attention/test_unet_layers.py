@@ -26,9 +26,15 @@ def test_eleven_transformer_blocks_are_in_forward_order():
     assert resolutions == {('down_blocks', 8), ('mid_block', 4), ('up_blocks', 8)}
 
 
-def test_a_removed_block_is_dropped_from_the_kept_layer_list():
-    unet = _unet()
-    assert any(name.startswith('mid_block') for _, name, _ in attention_modules(unet))
-    unet.mid_block = None  # a module tree without the kept path
+def test_a_removed_attention_block_is_dropped_from_the_kept_layer_list():
+    """A block list replaced by a shorter one (the kept path ``down_blocks.0.attentions.1`` gone)
+    and a mid block set to None: the layers are found again, without them."""
+    unet = _unet(layers_per_block=2)
+    kept = [name for _, name, _ in attention_modules(unet)]
+    assert any(name.startswith('down_blocks.0.attentions.1.') for name in kept)
+    block = unet.down_blocks[0]
+    block.attentions = torch.nn.ModuleList([block.attentions[0]])
+    unet.mid_block = None
     names = [name for _, name, _ in attention_modules(unet)]
-    assert names and not any(name.startswith('mid_block') for name in names)
+    assert names == [name for name in kept if not name.startswith(
+        ('down_blocks.0.attentions.1.', 'mid_block.'))]
