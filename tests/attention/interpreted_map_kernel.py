@@ -268,7 +268,7 @@ def test_a_compiled_unet_calls_the_kernels_as_graph_operators(engine, monkeypatc
     the session's scratch, written through a view of the per-layer buffer)."""
     from torch._dynamo.utils import counters
 
-    from mmdiffseg.attention import head_maps
+    from mmdiffseg.attention import deferred_maps, head_maps
     spec = CaptureSpec([CaptureRequest('self', 8), CaptureRequest('cross', 4, heads=(0, 3, 5)),
                         CaptureRequest('self', 2), CaptureRequest('self', 2, per_layer=True)])
     kwargs = dict(prompts=['a photo of a cat', 'a dog'], capture=spec, image_size=64)
@@ -279,6 +279,7 @@ def test_a_compiled_unet_calls_the_kernels_as_graph_operators(engine, monkeypatc
     monkeypatch.setattr(map_kernel, '_launch_head_map',
                         lambda *args: launches.append(None) or launch(*args))
     monkeypatch.setattr(head_maps, '_add_torch', lambda *args: pytest.fail('torch path traced'))
+    monkeypatch.setattr(deferred_maps, 'DEFER_MIN_BYTES', 0)  # traced: never staged
     torch._dynamo.reset()
     counters.clear()
     got = [compiled.extract(_images(2) + seed, **kwargs) for seed in (0, 1)]

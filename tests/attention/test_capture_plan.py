@@ -138,3 +138,11 @@ def test_layers_of_unequal_head_weights_are_not_staged(monkeypatch):
     same = CaptureSession(CaptureSpec([CaptureRequest('self', 4)]), LAYERS, batch_size=1)
     same.begin_step()
     assert same.stage(same.layer_sinks['down.attn1'][0], 'down.attn1', *_rows(2))
+
+
+def test_capture_rows_are_the_batch_or_the_conditional_half():
+    session = CaptureSession(CaptureSpec([CaptureRequest('self', 4)]), LAYERS, batch_size=2)
+    assert session.capture_rows(2) == slice(0, 2) and session.capture_rows(4) == slice(2, 4)
+    with pytest.raises(RuntimeError, match=r'attention capture expected a batch of 2 samples \(or '
+                                           r'4 with classifier-free guidance\), got 3$'):
+        session.capture_rows(3)
