@@ -155,3 +155,45 @@ def test_column_max_normalize_into_a_buffer_equals_the_new_tensor():
     assert column_max_normalize(sa, out=buffer) is buffer
     assert torch.equal(buffer, column_max_normalize(sa))
     assert torch.equal(buffer.amax(dim=-2), torch.ones(2, 16))
+
+
+def test_a_key_no_query_attends_stays_zero_through_the_column_maxima():
+    """An all-zero column of the self-attention gives zeros, not 0 / 0, and no NaN downstream."""
+    from mmdiffseg.generators.iseg_steps import column_max_normalize
+    sa = torch.tensor([[[0.5, 0.0, 0.5], [0.25, 0.0, 0.75], [1.0, 0.0, 0.0]]])
+    out = column_max_normalize(sa)
+    assert torch.equal(out, torch.tensor([[[0.5, 0.0, 2 / 3], [0.25, 0.0, 1.0], [1.0, 0.0, 0.0]]]))
+    x = refine_with_self_attention(torch.tensor([[[1.0, 0.0, 3.0]]]),
+                                   entropy_reduced_attention(sa, 0.015), 2)
+    assert torch.isfinite(x).all() and x.sum() == pytest.approx(1.0)
+
+
+def test_ent_zero_leaves_the_attention_unchanged_zeros_included():
+    """``ent=0``: no entropy step, so an exact zero stays 0 (0 * log 0 would be NaN)."""
+    from mmdiffseg.generators.iseg_steps import reduce_entropy_
+    a = torch.tensor([[0.0, 0.5], [1.0, 0.25]])
+    assert torch.equal(reduce_entropy_(a.clone(), 0.0), a)
+
+
+def test_one_steps_object_runs_each_setting_with_its_own_steps():
+    """The steps are cached per setting: a second ``ent`` / ``iters`` / k-means precision on the
+    same :class:`ISegSteps` gives what a fresh one gives, not the first setting's result."""
+    from mmdiffseg.generators.iseg_graphs import ISegSteps
+    from mmdiffseg.generators.kmeans import cluster_mean, grid_seeds, kl_kmeans
+    gen = torch.Generator().manual_seed(5)
+    sa = torch.softmax(torch.randn(1, 64, 64, generator=gen) * 3, dim=-1)
+    x0 = torch.rand(1, 2, 64, generator=gen)
+    steps = ISegSteps('torch')
+    for ent, iters in ((0.015, 10), (0.2, 10), (0.2, 3)):
+        expected = refine_with_self_attention(x0, entropy_reduced_attention(sa, ent), iters)
+        assert torch.equal(steps.ent_self(sa, x0, ent, iters, graphed=False), expected)
+    # near-uniform token profiles: float16 distances cluster them otherwise than float32
+    cross = torch.softmax(torch.randn(1, 1024, 8, generator=gen) * 0.05, dim=-1)
+    seeds = grid_seeds(32, 16)
+    results = []
+    for precision, iters in (('float16', 5), ('float32', 5), ('float32', 1)):
+        clusters = kl_kmeans(cross, seeds, iters, precision=precision)
+        expected = cluster_mean(cross, clusters, seeds.numel())
+        results.append(steps.smooth(cross, seeds, iters, precision, graphed=False))
+        assert torch.equal(results[-1], expected), (precision, iters)
+    assert not torch.equal(results[0], results[1]) and not torch.equal(results[1], results[2])

@@ -63,3 +63,13 @@ def test_a_score_equal_to_cam_bg_thr_keeps_its_class():
     cams = torch.tensor([[0.5, 0.25, 0.125], [0.25, 0.5, 0.375]]).view(1, 2, 1, 3)
     for valid in (None, torch.tensor([[True, True]])):
         assert assign_labels(cams, valid, 0.5).flatten().tolist() == [1, 2, 0]
+
+
+def test_a_padding_column_never_takes_a_pixel_whatever_its_score():
+    """Padding columns (``valid`` False) lose to the background under both rules, even scored 1."""
+    cams = torch.tensor([[0.5, 0.3, 0.0], [1.0, 1.0, 1.0]]).view(1, 2, 1, 3)
+    valid = torch.tensor([[True, False]])
+    # threshold 0.45: column 1 alone keeps a score at pixel 0, none elsewhere
+    assert assign_labels(cams, valid, 0.45).flatten().tolist() == [1, 0, 0]
+    # no threshold: background (1 - 0.5)^2 = 0.25 < 0.5, 0.49 > 0.3, 1 > 0
+    assert assign_labels(cams, valid, 0.0).flatten().tolist() == [1, 0, 0]
