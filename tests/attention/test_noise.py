@@ -32,3 +32,18 @@ def test_the_cuda_draw_is_refused_off_cuda_and_unknown_draws_by_name():
         check_noise_draw('cuda_float16', torch.device('cpu'))
     with pytest.raises(ValueError, match='one of'):
         check_noise_draw('gpu')
+
+
+def test_the_training_noiser_takes_the_models_betas_and_skips_foreign_keys():
+    """SD's scaled-linear betas (``linspace(sqrt b0, sqrt b1, T) ** 2``) from the folder's
+    scheduler config, whatever scheduler class it names; keys DDPM lacks are left out."""
+    from mmdiffseg.attention.noise import training_noiser
+    config = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                  beta_schedule='scaled_linear', use_karras_sigmas=True, _class_name='Euler')
+    noiser = training_noiser(config)
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    torch.testing.assert_close(noiser.betas.double(), betas, rtol=1e-5, atol=1e-9)
+    x0, eps = torch.ones(1, 1, 1, 1), torch.zeros(1, 1, 1, 1)
+    noised = noiser.add_noise(x0, eps, torch.tensor([100]))
+    expected = torch.prod(1 - betas[:101]).sqrt()
+    assert noised.item() == pytest.approx(expected.item(), rel=1e-5)
