@@ -62,3 +62,20 @@ def test_placed_casts_to_the_dtype_and_sets_eval_mode():
     assert out.weight.dtype == torch.float16 and not out.training
     same = loading.placed(out, torch.device('cpu'), torch.float16)
     assert same.weight.dtype == torch.float16
+
+
+def test_a_hub_id_with_only_its_index_cached_is_called_partly_cached(tmp_path):
+    """A Hugging Face cache holding the id's ``model_index.json`` but not its components: the
+    message says "only partly in" the cache (a download cut short), not "not in"."""
+    snapshot = tmp_path / 'models--org--x' / 'snapshots' / ('a' * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / 'model_index.json').write_text('{}')
+    (tmp_path / 'models--org--x' / 'refs').mkdir()
+    (tmp_path / 'models--org--x' / 'refs' / 'main').write_text('a' * 40)
+    error = OSError('Cannot load model org/x')
+    error.__cause__ = ConnectionError('[Errno -2] Name or service not known')
+    message = loading.hub_load_failure('org/x', error, cache_dir=str(tmp_path))
+    assert f'exist), only partly in the local Hugging Face cache ({tmp_path}), and ' in message
+    assert 'not in the' not in message
+    other = loading.hub_load_failure('org/y', error, cache_dir=str(tmp_path))
+    assert f'exist), not in the local Hugging Face cache ({tmp_path}), and ' in other
