@@ -134,3 +134,28 @@ def test_own_head_lists_per_resolution_are_read_and_checked():
         ISeg(cross_heads={16: [1], 64: [0]})
     with pytest.raises(ValueError, match=r"cross_heads must be None, 'voc' or"):
         ISeg(cross_heads='coco')
+    # numpy indices become ints: the settings stay JSON (label caches and headers record them)
+    gen = ISeg(cross_heads={16: np.array([1, 2])})
+    assert json.loads(json.dumps(gen.config_dict()))['cross_heads'] == {'16': [1, 2]}
+
+
+def test_the_self_attention_is_read_where_the_release_reads_it():
+    """The released code takes self-attention from the 64x64 up block's second transformer
+    (``up_blocks[3].attentions[1].attn1``), heads 1 and 2, in every preset."""
+    for name in ('wsss_voc', 'wsss_coco', 'ovs_context'):
+        [req] = [r for r in ISeg.from_preset(name).capture_spec.requests
+                 if r.name == 'iseg_self64']
+        assert req.layers == ('up_blocks.3.attentions.1.transformer_blocks.0.attn1',)
+        assert req.heads == (1, 2)
+
+
+def test_the_head_layout_fix_names_the_keys_where_they_are_given():
+    """Without a config key: the tools' options and where a training config keeps them; with
+    one (pre-flight of a config): that key's options only."""
+    tools = ISeg.head_layout_fix()
+    assert tools.startswith('--cfg-options cross_heads=None self_heads=None (the mean of all '
+                            'heads) with the tools; in a training config the same keys under')
+    keyed = ISeg.head_layout_fix('model.gen')
+    assert keyed.startswith('--cfg-options model.gen.cross_heads=None model.gen.self_heads=None '
+                            '(the mean of all heads); for SD 1.x the presets')
+    assert 'with the tools' not in keyed
