@@ -1,6 +1,7 @@
 """DiffusionLabelPreprocessor with an injected engine and generator: labels of the original image,
 gathered through the augmentation, cached once, equal to the warm-cache (LoadPseudoLabel) path."""
 import copy
+from typing import Optional
 
 import mmcv
 import numpy as np
@@ -71,6 +72,15 @@ def expected_label(image_rgb, name_index, threshold=128):
     full = torch.nn.functional.interpolate(small[None, None].float(), size=image_rgb.shape[:2],
                                            mode='nearest-exact')[0, 0]
     return (full * name_index).to(torch.uint8).numpy()
+
+
+def unaugmented(cache: dict, pack: Optional[dict] = None) -> Compose:
+    """The online pipeline without augmentation: load, image-level labels, ``cache``, ``pack``
+    (default ``PackPseudoLabelInputs``)."""
+    return Compose([dict(type='LoadImageFromFile'),
+                    dict(type='LoadImageLevelLabels', classes='voc'),
+                    dict(type='LoadPseudoLabel', cache=cache),
+                    pack or dict(type='PackPseudoLabelInputs')])
 
 
 @pytest.fixture
@@ -180,10 +190,7 @@ def test_the_label_cache_is_set_once_in_the_pipeline(setup, tmp_path):
         MODELS.build(dict(type='DiffusionLabelPreprocessor', label_cache=cache))
     pre(batch(pipeline, samples[:1], seed=0), training=True)
     assert pre.labeler.cache.cache_dir == tmp_path / 'cache' and engine.calls == [1]
-    other = Compose([dict(type='LoadImageFromFile'),
-                     dict(type='LoadImageLevelLabels', classes='voc'),
-                     dict(type='LoadPseudoLabel', cache=dict(cache, cache_dir=str(tmp_path / 'x'))),
-                     dict(type='PackPseudoLabelInputs')])
+    other = unaugmented(dict(cache, cache_dir=str(tmp_path / 'x')))
     with pytest.raises(ValueError, match='serves one label cache'):
         pre(pseudo_collate([other(copy.deepcopy(samples[1]))]), training=True)
 
@@ -235,10 +242,7 @@ def test_samples_with_their_own_masks_pass_through_a_mixed_batch(setup):
     truth = with_mask['data_samples'].gt_sem_seg.data.clone()
     out = pre(pseudo_collate([pipeline(copy.deepcopy(samples[0])), with_mask]), training=True)
     assert engine.calls == [1] and torch.equal(out['data_samples'][1].gt_sem_seg.data, truth)
-    packed_as_label = Compose([dict(type='LoadImageFromFile'),
-                               dict(type='LoadImageLevelLabels', classes='voc'),
-                               dict(type='LoadPseudoLabel', cache=setup[4]),
-                               dict(type='PackSegInputs')])
+    packed_as_label = unaugmented(setup[4], dict(type='PackSegInputs'))
     with pytest.raises(KeyError, match='PackPseudoLabelInputs'):
         pre(pseudo_collate([packed_as_label(copy.deepcopy(samples[2]))]), training=True)
 
@@ -247,10 +251,7 @@ def test_an_index_map_one_past_its_label_is_named(setup):
     """Indices run 0..H*W-1: an index of H*W (an image changed after loading) is refused by name,
     not an IndexError."""
     _, samples, pre, _, cache = setup
-    plain = Compose([dict(type='LoadImageFromFile'),
-                     dict(type='LoadImageLevelLabels', classes='voc'),
-                     dict(type='LoadPseudoLabel', cache=cache),
-                     dict(type='PackPseudoLabelInputs')])
+    plain = unaugmented(cache)
     data = pseudo_collate([plain(copy.deepcopy(samples[0]))])
     index = data['data_samples'][0].pseudo_label_index.data
     index[0, -1, -1] = index.numel()
@@ -312,11 +313,8 @@ def test_a_sample_with_only_some_of_the_keys_is_refused(setup):
     """PackSegInputs told to keep image_labels still drops the pseudo-label keys and packs the
     index map as a label: refused, not trained on as classes."""
     _, samples, pre, _, cache = setup
-    partial = Compose([dict(type='LoadImageFromFile'),
-                       dict(type='LoadImageLevelLabels', classes='voc'),
-                       dict(type='LoadPseudoLabel', cache=cache),
-                       dict(type='PackSegInputs', meta_keys=('img_path', 'ori_shape', 'img_shape',
-                                                             'image_labels'))])
+    partial = unaugmented(cache, dict(type='PackSegInputs', meta_keys=(
+        'img_path', 'ori_shape', 'img_shape', 'image_labels')))
     data = pseudo_collate([partial(copy.deepcopy(samples[0]))])
     assert 'image_labels' in data['data_samples'][0].metainfo
     with pytest.raises(KeyError, match='PackPseudoLabelInputs'):
@@ -327,10 +325,7 @@ def test_padding_is_unsure_and_the_logged_coverage_counts_it(setup):
     """Pixels of the index map at -1 (padding) get 255; the others the label at their index.
     The logged coverage is the share of pixels that are not 255 (label 0 is covered)."""
     _, samples, pre, _, cache = setup
-    plain = Compose([dict(type='LoadImageFromFile'),
-                     dict(type='LoadImageLevelLabels', classes='voc'),
-                     dict(type='LoadPseudoLabel', cache=cache),
-                     dict(type='PackPseudoLabelInputs')])
+    plain = unaugmented(cache)
     data = pseudo_collate([plain(copy.deepcopy(samples[0]))])
     index = data['data_samples'][0].pseudo_label_index.data
     index[0, :3] = -1                  # three padded rows
