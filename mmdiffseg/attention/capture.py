@@ -142,9 +142,14 @@ class CaptureSession:
         self.step = -1
         self.captured_steps = 0
         self.active = False
+        self.in_forward = False  # a forward began and has not returned
+        self.unfinished: List[int] = []  # captured steps whose forward raised midway
 
     def begin_step(self) -> None:
         """Called before each U-Net forward: decides whether this step is captured."""
+        if self.in_forward and self.active:
+            self.unfinished.append(self.step)
+        self.in_forward = True
         self.step += 1
         self.active = self.steps is None or self.step in self.steps
         self.captured_steps += int(self.active)
@@ -154,6 +159,7 @@ class CaptureSession:
     def end_step(self) -> None:
         """Called after each U-Net forward: the staged layers' maps go into their buffers (the
         first time written over: a deferred buffer is allocated uninitialised)."""
+        self.in_forward = False
         for request, stash in self.stashes.items():
             if stash.pending:
                 stash.flush(self.buffers[request], self.scratch, overwrite=request in self._unset)
@@ -220,7 +226,17 @@ class CaptureSession:
             stash.release()
 
     def results(self) -> Dict[str, torch.Tensor]:
-        """Request name -> averaged map (float32); the buffers are divided in place, once."""
+        """Request name -> averaged map (float32); the buffers are divided in place, once.
+
+        Raises:
+            RuntimeError: no step was captured, a requested layer never ran, or a captured
+                step's forward raised midway (caught inside the block): its maps are partial.
+        """
+        unfinished = self.unfinished + ([self.step] if self.in_forward and self.active else [])
+        if unfinished:
+            raise RuntimeError(f'the U-Net forward of captured step(s) {unfinished} did not '
+                               'finish (an error was caught inside the capture block), so the '
+                               'maps hold part of it: capture again in a new block')
         if self.captured_steps == 0:
             raise RuntimeError(f'no U-Net step was captured (steps {sorted(self.steps or [])}, '
                                f'{self.step + 1} step(s) run)')
@@ -229,8 +245,6 @@ class CaptureSession:
             raise RuntimeError(f'attention of {missing} was never computed: the U-Net did not run '
                                'the requested layers')
         if not self._averaged:
-            for request in self._unset:  # staged, never flushed: an interrupted forward
-                self.buffers[request].zero_()
             for buf in self.buffers.values():
                 buf.div_(self.captured_steps)
             self._averaged = True
@@ -340,8 +354,9 @@ def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int
     """Install :class:`CaptureProcessor` on the layers ``spec`` needs for the duration of the block.
 
     Every U-Net forward inside the block is one step; ``steps`` selects which are captured. Read
-    the maps with ``session.results()`` after the U-Net calls. The original processors are
-    restored on exit, also on errors.
+    the maps with ``session.results()`` after the U-Net calls; it refuses them where a captured
+    step's forward raised midway and the error was caught inside the block (some of its layers
+    were added). The original processors are restored on exit, also on errors.
     """
     layers = unet_attention_layers(unet, latent_size)
     session = CaptureSession(spec, layers, batch_size, steps, chunk_bytes, map_backend)

@@ -63,6 +63,7 @@ def test_results_refuse_a_request_whose_layers_never_ran():
     session = _session(CaptureRequest('self', 4), CaptureRequest('cross', 4))
     session.begin_step()
     session.buffer(session.layer_sinks['down.attn1'][0], 16, 16, 'cpu').add_(2.0)
+    session.end_step()
     with pytest.raises(RuntimeError, match=r"attention of \['cross4'\] was never computed: the "
                                            'U-Net did not run the requested layers'):
         session.results()
@@ -74,6 +75,7 @@ def test_results_divide_by_the_captured_steps_once():
     for _ in range(2):
         session.begin_step()
         session.buffer(sink, 16, 16, 'cpu').add_(3.0)
+        session.end_step()
     first = session.results()['self4'].clone()
     assert torch.equal(first, torch.full((1, 16, 16), 3.0))
     assert torch.equal(session.results()['self4'], first)  # read again: not divided again
@@ -107,20 +109,35 @@ def _rows(heads, seed=0):
     return q, k, torch.logsumexp(q @ k.transpose(-1, -2) / 8 ** 0.5, -1)
 
 
-def test_an_interrupted_forward_leaves_zero_maps(monkeypatch):
-    """Staged layers of a forward that never ended are dropped when the next step begins (an
-    uncaptured step ends with nothing to add), and the staged buffer, allocated uninitialised,
-    reads as zeros."""
-    pytest.importorskip('triton')
-    from mmdiffseg.attention import deferred_maps
-    monkeypatch.setattr(deferred_maps, 'DEFER_MIN_BYTES', 0)
-    session = _session(CaptureRequest('self', 4), steps=(0,))
-    session.begin_step()
-    assert session.stage(session.layer_sinks['down.attn1'][0], 'down.attn1', *_rows(2))
-    session.buffers['self4'].fill_(float('nan'))  # what new_empty may hold
-    session.begin_step()  # step 1, not captured: the forward of step 0 raised midway
-    session.end_step()
-    assert torch.equal(session.results()['self4'], torch.zeros(1, 16, 16))
+def test_a_captured_forward_that_raised_inside_the_block_is_not_averaged_in(tiny_engine):
+    """A forward that raises midway (caught inside the block) has added some of its layers'
+    maps: results() refuses them by step; a raise in an uncaptured step changes no map."""
+    unet = tiny_engine('stable-diffusion-2-1-base').unet
+    args, text = (torch.zeros(1, 4, 8, 8), 10), torch.zeros(1, 77, 32)
+    spec = CaptureSpec([CaptureRequest('self', 8), CaptureRequest('self', 4)])
+    last = unet.up_blocks[-1]
+
+    def fail_at_the_last_block(module, inputs):
+        raise RuntimeError('out of memory')
+    with torch.no_grad():
+        for raising_step, refused in ((0, True), (1, False)):
+            with capture_attention(unet, spec, 8, batch_size=1, steps=(0, 2)) as session:
+                for step in range(3):
+                    hook = (last.register_forward_pre_hook(fail_at_the_last_block)
+                            if step == raising_step else None)
+                    try:
+                        unet(*args, encoder_hidden_states=text)
+                    except RuntimeError:
+                        assert step == raising_step
+                    finally:
+                        if hook is not None:
+                            hook.remove()
+            if refused:
+                with pytest.raises(RuntimeError, match=r'the U-Net forward of captured step\(s\) '
+                                                       r'\[0\] did not finish'):
+                    session.results()
+            else:
+                assert set(session.results()) == {'self8', 'self4'}
 
 
 def test_layers_of_unequal_head_weights_are_not_staged(monkeypatch):

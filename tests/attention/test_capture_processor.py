@@ -89,6 +89,7 @@ def test_a_guidance_batch_takes_the_conditional_rows_of_the_mask():
     with torch.no_grad():
         session.begin_step()
         processor(attn, hidden, context, mask, None)
+        session.end_step()
         want = _expected_maps(attn, hidden, context, mask, None)[1:]
     maps = session.results()['maps']
     torch.testing.assert_close(maps, want, rtol=1e-5, atol=1e-6)
