@@ -113,6 +113,7 @@ class LoadImageLevelLabels(BaseTransform):
                 raise FileNotFoundError(f'LoadImageLevelLabels: ann_file {self.ann_file} not found')
             annotations = json.loads(Path(self.ann_file).read_text())
             for image, names in annotations.items():
+                names = annotations[image] = spelled_as(names, self.classes)
                 unknown = [n for n in names if n not in self.classes]
                 if unknown:
                     raise KeyError(f'LoadImageLevelLabels: {self.ann_file} lists unknown class '
@@ -144,7 +145,7 @@ class LoadImageLevelLabels(BaseTransform):
             if image not in annotations:
                 raise KeyError(f'LoadImageLevelLabels: image {image!r} ({results["img_path"]}) '
                                f'has no entry in {self.ann_file}')
-            names = spelled_as(annotations[image], self.classes)
+            names = annotations[image]
         results['image_labels'] = [n for n in names if n not in self.exclude]
         return results
 

@@ -46,3 +46,15 @@ def test_annotation_keys_are_file_names_without_the_last_extension(tmp_path):
     ann.write_text(json.dumps({'frame.001': ['cat'], 'frame': ['dog']}))
     t = LoadImageLevelLabels(classes='voc', ann_file=str(ann))
     assert t(dict(img_path='/data/frame.001.png'))['image_labels'] == ['cat']
+
+
+def test_annotation_names_written_without_mmseg_spaces_are_accepted(tmp_path):
+    """ADE20K's class is spelled 'bed ' by mmseg; an annotation file saying 'bed' names it (the
+    check of unknown names goes by that spelling) and the sample lists it as mmseg spells it."""
+    ann = tmp_path / 'labels.json'
+    ann.write_text(json.dumps({'room': ['bed', 'wall']}))
+    t = LoadImageLevelLabels(classes='ade20k', ann_file=str(ann))
+    assert t(dict(img_path='/data/room.jpg'))['image_labels'] == ['bed ', 'wall']
+    ann.write_text(json.dumps({'room': ['bed', 'beds']}))
+    with pytest.raises(KeyError, match=r"unknown class name\(s\) \['beds'\] for image 'room'"):
+        LoadImageLevelLabels(classes='ade20k', ann_file=str(ann))(dict(img_path='room.jpg'))

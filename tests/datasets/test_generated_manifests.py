@@ -1,0 +1,114 @@
+"""The manifest header of a generated label folder: a pretty-printed ``manifest.json``, segment
+ids, class order, and a header without classes (the stock label map then still applies)."""
+import json
+
+import numpy as np
+import pytest
+from mmseg.registry import DATASETS
+from PIL import Image
+from test_generated_datasets import LOAD, VOC_NAMES, make_synthetic
+
+from mmdiffseg.datasets.generated import read_manifest_header
+
+
+def one_value_labels(value):
+    return lambda name: Image.fromarray(np.full((4, 4), value, np.uint8))
+
+
+def test_a_pretty_printed_manifest_json_is_read_whole(tmp_path):
+    header = dict(tool='pseudo_label', classes=['background', 'cat'])
+    (tmp_path / 'manifest.json').write_text(json.dumps(header, indent=2))
+    assert read_manifest_header(tmp_path) == header
+    (tmp_path / 'manifest.json').write_text('{"classes": [')
+    with pytest.raises(ValueError, match='manifest.json: the manifest header is not JSON'):
+        read_manifest_header(tmp_path)
+
+
+def test_segment_ids_and_classes_in_another_order_are_refused(tmp_path):
+    classes = ['background', 'cat']
+    root = make_synthetic(tmp_path, classes=classes, labels=one_value_labels(1))
+    cfg = dict(type='SyntheticDataset', data_root=str(root), pipeline=LOAD,
+               metainfo=dict(classes=classes))
+    assert len(DATASETS.build(cfg)) == len(VOC_NAMES)
+    (root / 'manifest.jsonl').write_text(json.dumps(dict(tool='segment', classes=None)) + '\n')
+    with pytest.raises(ValueError, match='are unlabelled segment ids'):
+        DATASETS.build(cfg)
+    (root / 'manifest.jsonl').write_text(json.dumps(dict(classes=classes[::-1])) + '\n')
+    with pytest.raises(ValueError, match=r"index the classes \['cat', 'background'\], but this "
+                                         r"dataset has \['background', 'cat'\]"):
+        DATASETS.build(cfg)
+
+
+def test_a_header_without_classes_keeps_the_stock_label_map(tmp_path):
+    """VOC-indexed labels (cat = 8) under a manifest that records no classes, read by a VOC
+    dataset narrowed to (background, cat): mmseg's label map still takes 8 to 1."""
+    root = make_synthetic(tmp_path, labels=one_value_labels(8))
+    (root / 'manifest.jsonl').write_text(json.dumps(dict(tool='synthesize')) + '\n')
+    ds = DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD,
+                             metainfo=dict(classes=['background', 'cat'])))
+    assert ds.label_map[8] == 1 and ds.get_data_info(0)['label_map'] == ds.label_map
+    assert np.unique(ds[0]['gt_seg_map']).tolist() == [1]
+
+
+def test_check_files_sets_how_many_label_files_are_read_at_start_up(tmp_path):
+    """A bad value in the second label file: found when two files are checked, not with one."""
+    def labels(name):
+        return Image.fromarray(np.full((4, 4), 7 if name == VOC_NAMES[1] else 1, np.uint8))
+    root = make_synthetic(tmp_path, classes=['background', 'cat'], labels=labels)
+    cfg = dict(type='SyntheticDataset', data_root=str(root), pipeline=LOAD,
+               metainfo=dict(classes=['background', 'cat']))
+    assert len(DATASETS.build(dict(cfg, check_files=1))) == len(VOC_NAMES)
+    with pytest.raises(ValueError, match=rf'{VOC_NAMES[1]}.png holds values \[7\] outside'):
+        DATASETS.build(dict(cfg, check_files=2))
+
+
+def test_the_start_up_check_reads_values_with_reduce_zero_label(tmp_path):
+    """Files written with reduce_zero_label hold class k as k + 1: the last class (file value 2
+    of two classes) loads, and file value 3 is the one outside the classes."""
+    classes = ['cat', 'dog']
+    root = make_synthetic(tmp_path, classes=classes, labels=one_value_labels(2))
+    (root / 'manifest.jsonl').write_text(
+        json.dumps(dict(classes=classes, reduce_zero_label=True)) + '\n')
+    cfg = dict(type='SyntheticDataset', data_root=str(root), pipeline=LOAD,
+               metainfo=dict(classes=classes), reduce_zero_label=True)
+    assert np.unique(DATASETS.build(cfg)[0]['gt_seg_map']).tolist() == [1]
+    one_value_labels(3)(None).save(root / 'SegmentationClass' / f'{VOC_NAMES[0]}.png')
+    with pytest.raises(ValueError, match=r'holds values \[2\] outside the 2 classes'):
+        DATASETS.build(cfg)
+
+
+def test_pseudo_labels_of_a_whole_folder_skip_hidden_files_and_blank_list_lines(tmp_path):
+    """Without ann_file (data_root joined to '' is a folder, not a list) every image of the
+    folder is read, but not hidden files such as macOS's '._' copies; a list with a blank line
+    reads the names it gives."""
+    classes = ['background', 'cat']
+    root = make_synthetic(tmp_path, classes=classes, labels=one_value_labels(1))
+    (root / 'JPEGImages' / f'._{VOC_NAMES[0]}.jpg').write_bytes(b'\0\0')
+    cfg = dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
+               metainfo=dict(classes=classes),
+               data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
+    ds = DATASETS.build(cfg)
+    assert [ds.get_data_info(i)['img_path'] for i in range(len(ds))] == [
+        str(root / 'JPEGImages' / f'{name}.jpg') for name in sorted(VOC_NAMES)]
+    (root / 'list.txt').write_text(f'{VOC_NAMES[2]}\n\n{VOC_NAMES[0]}\n')
+    ds = DATASETS.build(dict(cfg, ann_file='list.txt'))
+    assert [ds.get_data_info(i)['img_path'] for i in range(len(ds))] == [
+        str(root / 'JPEGImages' / f'{name}.jpg') for name in (VOC_NAMES[2], VOC_NAMES[0])]
+
+
+def test_synthetic_datasets_read_the_train_list_by_default(tmp_path):
+    """The synthesize tool's layout: the images of ImageSets/Segmentation/train.txt, in its
+    order, not every image of the folder."""
+    root = make_synthetic(tmp_path)
+    (root / 'ImageSets/Segmentation/train.txt').write_text(f'{VOC_NAMES[2]}\n{VOC_NAMES[1]}\n')
+    ds = DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD))
+    assert [ds.get_data_info(i)['img_path'] for i in range(len(ds))] == [
+        str(root / 'JPEGImages' / f'{name}.jpg') for name in (VOC_NAMES[2], VOC_NAMES[1])]
+
+
+def test_a_data_prefix_without_the_label_folder_is_named(tmp_path):
+    root = make_synthetic(tmp_path, classes=['background', 'cat'], labels=one_value_labels(1))
+    with pytest.raises(ValueError, match=r'PseudoLabelDataset: data_prefix needs seg_map_path'):
+        DATASETS.build(dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
+                            metainfo=dict(classes=['background', 'cat']),
+                            data_prefix=dict(img_path='JPEGImages')))
