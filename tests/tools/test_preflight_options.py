@@ -13,7 +13,7 @@ from sample_data import shared_path
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg import preflight
-from mmdiffseg.preflight_options import check_cache_keys, check_options
+from mmdiffseg.preflight_options import accepted_options, check_cache_keys, check_options
 
 SECTIONS = ('model', 'train_dataloader', 'val_dataloader', 'test_dataloader')
 MAIN_CONFIG = REPO / 'configs/mask2former/mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'
@@ -171,3 +171,68 @@ def test_dist_train_checks_once_before_any_rank_starts(tmp_path):
     assert checked.returncode == 0, checked.stderr
     assert f'Pre-flight check: {ready} can train here' in checked.stdout
     assert len(started) == 1 and 'torch.distributed.run' not in started[0]
+
+
+def test_accepted_options_follow_kwargs_up_the_bases_without_self():
+    """Named and keyword-only arguments, up the bases while ``**kwargs`` passes them on; never
+    ``self`` nor ``*args``; None where ``**kwargs`` reaches ``object``."""
+    class Base:
+        def __init__(self, depth, *args, width=2):
+            pass
+
+    class Child(Base):
+        def __init__(self, name, *, scale=1.0, **kwargs):
+            super().__init__(**kwargs)
+
+    class Open:
+        def __init__(self, **kwargs):
+            pass
+
+    assert accepted_options(Child) == {'name', 'scale', 'depth', 'width'}
+    assert accepted_options(Open) is None
+
+
+def test_datasets_a_concat_dataset_wraps_are_checked_with_their_index():
+    """``ConcatDataset(datasets=[...])``: each wrapped dataset's keys, named by its index."""
+    cfg = Config.fromfile(str(TINY_ONLINE_CONFIG))
+    inner = cfg.train_dataloader.dataset
+    cfg.train_dataloader.dataset = dict(type='ConcatDataset', datasets=[inner, inner])
+    cfg.merge_from_dict({'train_dataloader.dataset.datasets.1.data_roto': 'y'})
+    [found] = check_options(cfg, SECTIONS)
+    where = 'train_dataloader.dataset.datasets.1'
+    assert found.where == [f'{where}.data_roto']
+    assert found.what == f"{where}: PascalVOCDataset has no option 'data_roto' (did you mean " \
+        "'data_root'?)"
+
+
+def test_metrics_of_an_evaluator_list_are_named_by_their_index():
+    """A list of metrics names each by its index; a single metric by the evaluator's key."""
+    cfg = Config.fromfile(str(TINY_ONLINE_CONFIG))
+    cfg.val_evaluator = [dict(type='IoUMetric'), dict(type='IoUMetric', iou_metric=['mIoU'])]
+    cfg.test_evaluator = dict(type='IoUMetric', num_clases=21)
+    found = {m.where[0]: m for m in check_options(cfg, SECTIONS)}
+    assert set(found) == {'val_evaluator.1.iou_metric', 'test_evaluator.num_clases'}
+    assert found['val_evaluator.1.iou_metric'].fix.startswith(
+        'set val_evaluator.1.iou_metrics instead of val_evaluator.1.iou_metric')
+
+
+@pytest.mark.parametrize('key', ['cache_dir', 'model', 'generator'])
+def test_each_required_label_cache_setting_is_named_when_missing(key):
+    """``cache_dir``, ``model`` and ``generator`` are required; ``wait_timeout`` is not."""
+    cache = dict(cache_dir='c', model='m', generator=dict(type='ISeg'))
+    del cache[key]
+    [found] = check_cache_keys(cache, 'x.cache')
+    assert found.what == f"x.cache: the label cache has no {key!r} setting"
+    assert found.fix == f'set x.cache.{key} (in the config or --cfg-options)'
+    assert found.where == [f'x.cache.{key}']
+
+
+@pytest.mark.parametrize('timeout,refused', [(True, True), (-1, True), ('600', True),
+                                             (0, False), (2.5, False), (600, False)])
+def test_a_wait_timeout_must_be_a_number_of_seconds(timeout, refused):
+    """``wait_timeout=True`` is a bool, not seconds; a negative or text value is refused too."""
+    cache = dict(cache_dir='c', model='m', generator=dict(type='ISeg'), wait_timeout=timeout)
+    found = check_cache_keys(cache, 'x.cache')
+    assert [m.where for m in found] == ([['x.cache.wait_timeout']] if refused else [])
+    if refused:
+        assert found[0].what.startswith(f'x.cache.wait_timeout is {timeout!r}: seconds')

@@ -1,0 +1,54 @@
+"""Pre-flight checks of a label cache folder (mmdiffseg.preflight_cache), called directly: the
+precision labels are made in, a folder that cannot be written, and a signature made by other
+settings."""
+from apis.unwritable import readonly_folder
+from mmengine.config import Config
+
+import mmdiffseg  # noqa: F401
+from mmdiffseg.datasets import LabelCache
+from mmdiffseg.preflight_cache import (check_cache_precision, check_cache_settings,
+                                       check_cache_writable, writer_dtype)
+
+GENERATOR = dict(type='ISeg', vocabulary='voc')
+
+
+def test_the_writer_precision_is_the_prefills_dtype_else_the_preprocessors():
+    """``--dtype`` counts only for a prefill; else the preprocessor's, float32 by default."""
+    cfg = Config(dict(model=dict(data_preprocessor=dict(engine_dtype='bfloat16'))))
+    assert writer_dtype(cfg, 'prefill', 'float16') == 'float16'
+    assert writer_dtype(cfg, 'train', 'float16') == 'bfloat16'
+    assert writer_dtype(cfg, 'prefill', None) == 'bfloat16'
+    assert writer_dtype(Config(dict(model=dict())), 'train', None) == 'float32'
+    assert writer_dtype(Config(dict()), 'prefill', None) == 'float32'
+
+
+def test_a_signature_that_is_no_json_object_is_left_to_the_first_use(tmp_path):
+    """A ``cache.json`` holding a list is no signature: not read as one here (the cache names
+    it when it first reads it)."""
+    (tmp_path / 'cache.json').write_text('["made_with"]')
+    assert check_cache_precision(str(tmp_path), 'x.cache', 'float32') == []
+    assert check_cache_precision(str(tmp_path / 'none'), 'x.cache', 'float32') == []
+
+
+def test_an_existing_cache_folder_that_cannot_be_written_is_named_with_the_reason(tmp_path):
+    """The folder itself is probed when it exists (its parent may be writable), and the reason
+    is given in words: permission denied, or a read-only file system."""
+    with readonly_folder(tmp_path / 'ro') as folder:
+        (item,) = check_cache_writable(str(folder), 'x.cache')
+        reason = item.what.split(f'({folder}: ', 1)[1]
+        assert item.what.startswith(f'label cache folder {folder} cannot be written ({folder}: ')
+        assert reason in ('permission denied)', 'the file system is read-only)')
+        assert item.where == ['x.cache.cache_dir']
+    assert check_cache_writable(str(tmp_path / 'a' / 'b'), 'x.cache') == []
+
+
+def test_settings_are_compared_only_for_a_signed_cache_of_a_model_name(tmp_path):
+    """No signature, a model that is no name, or generator options the generator refuses (the
+    option check names those): nothing to compare here."""
+    cache = dict(cache_dir=str(tmp_path), model='org/sd', generator=dict(GENERATOR, iters=3))
+    assert check_cache_settings(cache, 'x.cache') == []
+    LabelCache(str(tmp_path), 'org/sd', GENERATOR).sign()
+    assert len(check_cache_settings(cache, 'x.cache')) == 1
+    assert check_cache_settings(dict(cache, model=['org/sd']), 'x.cache') == []
+    assert check_cache_settings(dict(cache, generator=dict(GENERATOR, iters=-1)),
+                                'x.cache') == []
