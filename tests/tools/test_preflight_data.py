@@ -1,0 +1,73 @@
+"""Pre-flight data checks (mmdiffseg.preflight_data) called directly: the fix named for each
+kind of missing data path, and a ``data_root`` one folder off."""
+from pathlib import Path
+
+from mmdiffseg.preflight_data import (COCOSTUFF_FIX, ELSEWHERE, PSEUDO_FIX, SYNTHETIC_FIX,
+                                      check_dataset, check_listed_files, data_fix)
+
+
+def test_generated_folders_are_made_where_the_dataset_reads_them():
+    """Synthetic data is written to the data root (else beside the path); pseudo labels to the
+    folder holding ``SegmentationClass``."""
+    synthetic = dict(type='SyntheticVOCDataset', data_root='data/synth')
+    assert data_fix(synthetic, Path('data/synth/img/train'), 'img_path') == \
+        SYNTHETIC_FIX.format(out='data/synth') + ELSEWHERE
+    assert data_fix(dict(type='SyntheticVOCDataset'), Path('a/b/img'), 'img_path') == \
+        SYNTHETIC_FIX.format(out='a/b') + ELSEWHERE
+    pseudo = dict(type='PseudoLabelDataset', data_root='r')
+    assert data_fix(pseudo, Path('out/SegmentationClass'), 'seg_map_path') == \
+        PSEUDO_FIX.format(out='out') + ELSEWHERE
+    assert data_fix(pseudo, Path('out/labels'), 'seg_map_path') == \
+        PSEUDO_FIX.format(out='out/labels') + ELSEWHERE
+
+
+def test_coco_stuff_is_named_by_its_dataset_type_outside_its_folder():
+    """A COCO-Stuff dataset whose root has another name still gets the COCO-Stuff downloads."""
+    dataset = dict(type='COCOStuffDataset', data_root='/data/coco')
+    assert data_fix(dataset, Path('/data/coco/images'), 'img_path') == \
+        COCOSTUFF_FIX.format(root='/data/coco') + ELSEWHERE
+
+
+def test_an_absolute_split_file_is_not_blamed_on_the_data_root(tmp_path):
+    """A data root holding ``VOC2012/`` looks one folder off only for paths inside it: an
+    absolute split file that is missing is named as such."""
+    (tmp_path / 'VOC2012').mkdir()
+    split = tmp_path / 'elsewhere' / 'train.txt'
+    dataset = dict(type='PascalVOCDataset', data_root=str(tmp_path), ann_file=str(split))
+    (item,) = check_dataset(dataset, 'train_dataloader.dataset')
+    assert item.what == f'PascalVOCDataset split file {split} not found'
+    dataset['ann_file'] = 'train.txt'
+    (item,) = check_dataset(dataset, 'train_dataloader.dataset')
+    assert item.what == (f'PascalVOCDataset data root {tmp_path} looks one folder off: it holds '
+                         'VOC2012/ but not train.txt')
+    assert item.fix == f'--cfg-options train_dataloader.dataset.data_root={tmp_path}/VOC2012'
+
+
+def test_a_data_root_that_is_a_file_is_named_as_missing(tmp_path):
+    """A file in the data root's place is no data root: named with the fix, nothing under it
+    looked for."""
+    (tmp_path / 'voc').write_text('')
+    dataset = dict(type='PascalVOCDataset', data_root=str(tmp_path / 'voc'), ann_file='a.txt')
+    (item,) = check_dataset(dataset, 'train_dataloader.dataset')
+    assert item.what == f'PascalVOCDataset data root {tmp_path}/voc does not exist'
+    assert item.fix == data_fix(dataset, tmp_path / 'voc', 'data_root')
+
+
+def test_a_split_file_must_be_a_file_and_an_image_folder_a_folder(tmp_path):
+    """A folder where the split file should be, and a file where the image folder should be,
+    are each named as missing."""
+    (tmp_path / 'split').mkdir()
+    (tmp_path / 'JPEGImages').write_text('')
+    dataset = dict(type='PascalVOCDataset', data_root=str(tmp_path), ann_file='split',
+                   data_prefix=dict(img_path='JPEGImages'))
+    found = [m.what for m in check_dataset(dataset, 'train_dataloader.dataset')]
+    assert found == [f'PascalVOCDataset split file {tmp_path}/split not found',
+                     f'PascalVOCDataset folder {tmp_path}/JPEGImages not found']
+
+
+def test_a_stock_dataset_that_cannot_list_its_split_is_left_to_the_folder_check(tmp_path):
+    """Only mmdiffseg's generated-label datasets have their listing error reported here; a
+    stock dataset's (a missing split file) is what check_dataset names."""
+    dataset = dict(type='PascalVOCDataset', data_root=str(tmp_path), ann_file='none.txt',
+                   data_prefix=dict(img_path='.'))
+    assert check_listed_files(dataset, 'train_dataloader.dataset') == []
