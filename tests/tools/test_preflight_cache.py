@@ -4,7 +4,6 @@ settings."""
 from apis.unwritable import readonly_folder
 from mmengine.config import Config
 
-import mmdiffseg  # noqa: F401
 from mmdiffseg.datasets import LabelCache
 from mmdiffseg.preflight_cache import (check_cache_precision, check_cache_settings,
                                        check_cache_writable, writer_dtype)

@@ -66,7 +66,8 @@ def test_misspelt_keys_below_the_top_level_are_named_with_their_full_key():
     assert set(found) == set(expected)
     for key, (owner, near) in expected.items():
         where, typo = key.rsplit('.', 1)
-        assert found[key].what == f'{where}: {owner} has no option {typo!r} (did you mean {near!r}?)'
+        assert found[key].what == (f'{where}: {owner} has no option {typo!r} '
+                                   f'(did you mean {near!r}?)')
         assert found[key].fix.startswith(f'set {where}.{near} instead of {key}')
 
 
