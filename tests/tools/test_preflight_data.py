@@ -3,7 +3,8 @@ kind of missing data path, and a ``data_root`` one folder off."""
 from pathlib import Path
 
 from mmdiffseg.preflight_data import (COCOSTUFF_FIX, ELSEWHERE, PSEUDO_FIX, SYNTHETIC_FIX,
-                                      check_dataset, check_listed_files, data_fix)
+                                      check_dataset, check_listed_files, data_fix,
+                                      unknown_names)
 
 
 def test_generated_folders_are_made_where_the_dataset_reads_them():
@@ -71,3 +72,17 @@ def test_a_stock_dataset_that_cannot_list_its_split_is_left_to_the_folder_check(
     dataset = dict(type='PascalVOCDataset', data_root=str(tmp_path), ann_file='none.txt',
                    data_prefix=dict(img_path='.'))
     assert check_listed_files(dataset, 'train_dataloader.dataset') == []
+
+
+def test_unknown_class_names_are_listed_five_at_most_with_their_edits():
+    """Up to five unknown names, each with its images (three at most) and the nearest class
+    (case ignored as a second try) or ``drop``; the rest counted."""
+    labels = {'i1': ['PERSON', 'qqqq'], 'i2': ['qqqq'], 'i3': ['qqqq', 'cat'], 'i4': ['u1'],
+              'i5': ['u2'], 'i6': ['u3'], 'i7': ['u4']}
+    count, listed, edits = unknown_names(labels, ['cat', 'dog', 'person'])
+    assert count == 6
+    assert listed == ("'PERSON' (1 image(s), e.g. 'i1'), did you mean 'person'?; "
+                      "'qqqq' (3 image(s), e.g. 'i1', 'i2', 'i3'); 'u1' (1 image(s), e.g. 'i4'); "
+                      "'u2' (1 image(s), e.g. 'i5'); 'u3' (1 image(s), e.g. 'i6'); and 1 more")
+    assert edits == "'PERSON' -> 'person', drop 'qqqq', drop 'u1', drop 'u2', drop 'u3', ..."
+    assert unknown_names({'i1': ['cat']}, ['cat']) is None
