@@ -10,8 +10,8 @@ from mmengine.config import Config
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg import preflight
-from mmdiffseg.preflight_classes import (check_dataset_classes, check_model_classes,
-                                         check_segment_scoring)
+from mmdiffseg.preflight_classes import (_first_difference, check_dataset_classes,
+                                         check_model_classes, check_segment_scoring, describe)
 
 TINY_ONLINE = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-iseg-online-128x128.py'
 MINE = ['background', 'person', 'horse', 'cat', 'couch', 'sheep']
@@ -92,7 +92,7 @@ def test_what_makes_online_labels_and_what_reads_them_is_checked():
     DiffusionSegmentor's iSeg without image-level labels: each named before any work."""
     found = class_problems({'model.data_preprocessor.type': 'SegDataPreProcessor'})
     assert found['model.data_preprocessor'].what.startswith(
-        f"train_dataloader.dataset.pipeline.2 (LoadPseudoLabel) asks for online labels, but "
+        "train_dataloader.dataset.pipeline.2 (LoadPseudoLabel) asks for online labels, but "
         "model.data_preprocessor is 'SegDataPreProcessor'")
     found = class_problems({'model.data_preprocessor.engine_dtype': 'float64',
                             'model.data_preprocessor.label_batch_size': 0})
@@ -107,8 +107,8 @@ def test_what_makes_online_labels_and_what_reads_them_is_checked():
     cfg = {'model': dict(decode_head=dict(type='FCNHead', num_classes=3, loss_decode=[
         dict(type='CrossEntropyLoss', class_weight=[1.0] * 3),
         dict(type='DiceLoss', class_weight=[1.0] * 4)]))}
-    [weights] = check_model_classes(cfg['model'], [('d', dict(metainfo=dict(classes=['a', 'b',
-                                                                               'c'])))])
+    dataset = dict(metainfo=dict(classes=['a', 'b', 'c']))
+    [weights] = check_model_classes(cfg['model'], [('d', dataset)])
     assert weights.where == ['model.decode_head.loss_decode.1.class_weight']
     assert weights.fix.endswith('to 3 weights, a weight per class (in the config: [1.0] * 3)')
     segmentor = dict(type='DiffusionSegmentor', generator=dict(type='ISeg', preset='wsss_voc'))
@@ -207,3 +207,14 @@ def test_the_readme_custom_dataset_config_trains_on_the_tools_labels(tmp_path, m
         written = np.array(Image.open(f'data/mine/pseudo_labels/SegmentationClass/{name}.png'))
         assert np.array_equal(dataset[index]['gt_seg_map'], written)
     assert set(np.unique(dataset[1]['gt_seg_map'])) <= {0, 2, 3, 255}
+
+
+def test_class_lists_are_shown_whole_up_to_eight_names_and_compared_without_spaces():
+    """Eight names are shown whole, nine by their first six; the first difference names both
+    lists' entries in order, and surrounding spaces (ADE20K's ``'bed '``) are no difference."""
+    eight = [f'c{i}' for i in range(8)]
+    assert describe(eight) == f'{eight} (8 classes)'
+    assert describe(eight + ['c8']) == f"{eight[:6] + ['...']} (9 classes)"
+    assert _first_difference(['a', 'b '], ['a', 'c']) == \
+        "; index 1 is 'b ' there but 'c' in the dataset"
+    assert _first_difference(['bed ', 'x'], ['bed', 'x']) == ''
