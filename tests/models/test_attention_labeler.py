@@ -4,31 +4,24 @@ import pytest
 import torch
 from mmseg.registry import MODELS
 
-from mmdiffseg.attention import CaptureRequest, CaptureSpec, DiffusionAttentionEngine
+from mmdiffseg.attention import DiffusionAttentionEngine
 from mmdiffseg.attention.testing import tiny_engine
-from mmdiffseg.generators import MaskGenerator
 from mmdiffseg.models.online_labeler import AttentionLabeler
 from sample_data import shared_path
+from test_label_images import QuadrantLabels
 
 
-class Zeros(MaskGenerator):
+class Zeros(QuadrantLabels):
     """Label 0 everywhere; records the dtype of a matrix product on the images (what autocast
     would lower) and the devices it is moved to."""
 
     def __init__(self):
-        super().__init__()
+        super().__init__(0)
         self.moved_to, self.product_dtype = [], None
-
-    @property
-    def capture_spec(self):
-        return CaptureSpec((CaptureRequest('self', 8),))
-
-    def extract_kwargs(self, class_names):
-        return {}
 
     def forward(self, maps, images, class_names):
         self.product_dtype = torch.mm(images.flatten(1)[:, :4], torch.ones(4, 1)).dtype
-        return torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.int64)
+        return super().forward(maps, images, class_names)
 
     def to(self, *args, **kwargs):
         self.moved_to.append(torch.device(args[0]))
