@@ -12,3 +12,9 @@ def test_ci_runs_the_readme_test_command():
                 if line.strip() and not line.startswith('#')]
     assert readme_command in ci_lines, (readme_command, ci_lines)
     assert ci_lines[-1] == readme_command  # the last thing CI does
+
+
+def test_a_hanging_test_fails_instead_of_holding_ci(pytestconfig):
+    """pytest-timeout (a test extra) is active with the limit set in pyproject.toml."""
+    assert pytestconfig.pluginmanager.hasplugin('timeout')
+    assert 0 < float(pytestconfig.getini('timeout')) <= 900

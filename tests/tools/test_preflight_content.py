@@ -208,6 +208,22 @@ def test_labels_left_behind_by_a_moved_data_root_point_to_the_data_roots_file(tm
     assert item.fix.startswith(f'python tools/dataset_converters/voc_aug.py {voc_root.parent}')
 
 
+@pytest.mark.parametrize('classes', [['person'], ['person', 'dog']])
+def test_the_command_that_remakes_labels_of_a_class_list_reads_back_that_list(
+        tmp_path, voc_root, classes):
+    """``LoadImageLevelLabels(classes=[...])`` with its file absent: the fix's ``--classes``
+    value is read by the converter as the same list (one class keeps its trailing comma, or
+    the tool would look for a class set named ``person``)."""
+    from mmdiffseg.apis.cli import resolve_class_arg
+    cfg = voc_config(voc_root, str(tmp_path / 'labels.json'))
+    cfg.train_dataloader.dataset.pipeline[1].classes = classes
+    cfg.train_dataloader.dataset.metainfo = dict(classes=classes)
+    (item,) = preflight.check(cfg, 'train')
+    assert 'tools/dataset_converters/image_labels.py LABEL_DIR --classes ' in item.fix
+    value = re.search(r'--classes (\S+)', item.fix).group(1)
+    assert resolve_class_arg(value) == classes
+
+
 # -- one message from the tool -------------------------------------------------------------------
 def test_prefill_tool_stops_with_one_message_for_labels_and_generator(tmp_path, voc_root, capsys):
     labels = tmp_path / 'labels.json'
