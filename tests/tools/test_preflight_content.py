@@ -85,14 +85,33 @@ def test_images_without_an_entry_and_unknown_names_are_found_with_their_fix(tmp_
     assert all(transform_error(labels, name) is None for name in VOC_IMAGES)
 
 
+def test_an_image_listed_with_no_class_is_covered(tmp_path, voc_root):
+    """``[]`` (background only) is an entry, as the transform reads it: not a missing one."""
+    labels = tmp_path / 'labels.json'
+    labels.write_text(json.dumps({name: [] if name == VOC_IMAGES[0] else ['person']
+                                  for name in VOC_IMAGES}))
+    assert items(voc_config(voc_root, str(labels)), 'train') == {}
+    step = LoadImageLevelLabels('voc', str(labels))
+    assert step.transform(dict(img_path=f'x/{VOC_IMAGES[0]}.png'))['image_labels'] == []
+
+
 def test_malformed_label_files_are_reported(tmp_path, voc_root):
     labels = tmp_path / 'labels.json'
     for text, problem in (('{"voc_val_0": ["aeroplane"],}', 'are not valid JSON (Expecting'),
                           ('["aeroplane"]', 'are not a JSON object'),
-                          ('{"voc_val_0": "aeroplane"}', 'are not a JSON object')):
+                          ('{"voc_val_0": "aeroplane"}', 'are not a JSON object'),
+                          ('{"voc_val_0": [1, 15]}', 'are not a JSON object')):  # indices
         labels.write_text(text)
         (item,) = preflight.check(voc_config(voc_root, str(labels)), 'train')
         assert problem in item.what and item.where == [LABELS_STEP] and 'voc_aug.py' in item.fix
+
+
+def test_an_empty_label_file_setting_is_not_read_as_none(voc_root):
+    """``ann_file=''`` (e.g. ``--cfg-options ...ann_file=``) is a file that is not there, as
+    the transform finds at the first image, not the ground truth that ``None`` selects."""
+    (item,) = preflight.check(voc_config(voc_root, ''), 'train')
+    assert item.what == 'image-level labels  not found' and item.where == [LABELS_STEP]
+    assert f'set {LABELS_STEP}.ann_file=None to take them from the ground truth' in item.fix
 
 
 def test_coverage_is_checked_against_a_large_split_quickly(tmp_path):
@@ -206,6 +225,22 @@ def test_labels_left_behind_by_a_moved_data_root_point_to_the_data_roots_file(tm
     (voc_root / 'image_labels.json').unlink()
     (item,) = preflight.check(cfg, 'train')
     assert item.fix.startswith(f'python tools/dataset_converters/voc_aug.py {voc_root.parent}')
+    assert f', then set {LABELS_STEP}.ann_file={voc_root}/image_labels.json' in item.fix
+    cfg = voc_config(voc_root, str(voc_root / 'image_labels.json'))  # where the rebuild writes
+    (item,) = preflight.check(cfg, 'train')
+    assert item.fix.startswith(f'python tools/dataset_converters/voc_aug.py {voc_root.parent}')
+    assert ', then set' not in item.fix
+
+
+def test_a_label_file_in_the_working_folder_is_not_offered_for_a_missing_data_root(
+        tmp_path, monkeypatch):
+    """With the data root absent, the file of that name in the working folder is no evidence
+    that the data moved: the fix is the rebuild, not that file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'image_labels.json').write_text(json.dumps({VOC_IMAGES[0]: ['person']}))
+    cfg = voc_config(tmp_path / 'absent' / 'VOC2012', 'data/VOCdevkit/VOC2012/image_labels.json')
+    labels = items(cfg)['image-level labels data/VOCdevkit/VOC2012/image_labels.json not found']
+    assert labels.fix.startswith('python tools/dataset_converters/voc_aug.py')
 
 
 @pytest.mark.parametrize('classes', [['person'], ['person', 'dog']])
