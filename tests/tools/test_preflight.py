@@ -342,6 +342,7 @@ def test_images_and_labels_the_split_lists_are_there(tmp_path):
     split = root / 'ImageSets/Segmentation/train.txt'
     split.write_text(split.read_text() + 'voc_val_999\n')
     (root / 'SegmentationClassAug/voc_val_1.png').unlink()
+    (root / 'SegmentationClassAug/voc_val_1.png').mkdir()   # a folder of that name is no file
     cfg = Config.fromfile(str(REPO / 'configs/mask2former/iseg-sd21base_voc12-train-pseudo-masks.py'))
     cfg.test_dataloader.dataset.update(data_root=str(root), img_suffix='.png')
     missing = {m.what: m for m in preflight.check(cfg, 'test') if 'of the split' in m.what}
@@ -355,6 +356,7 @@ def test_images_and_labels_the_split_lists_are_there(tmp_path):
     assert f'or remove their names from the split file {split}' in missing[images].fix
     assert 'voc_aug.py' in missing[labels].fix
     split.write_text(split.read_text().replace('voc_val_999\n', ''))
+    (root / 'SegmentationClassAug/voc_val_1.png').rmdir()
     (root / 'SegmentationClassAug/voc_val_1.png').symlink_to(
         shared_path('voc2012_val_samples', 'SegmentationClass', 'voc_val_1.png'))
     assert not [m for m in preflight.check(cfg, 'test') if 'of the split' in m.what]
