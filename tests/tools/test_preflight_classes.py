@@ -86,6 +86,20 @@ def test_a_validation_set_of_other_classes_is_named_not_the_head():
                         'in their order (val_dataloader.dataset.metainfo=dict(classes=[...]))')
 
 
+@pytest.mark.parametrize('head', ['MaskFormerHead', 'Mask2FormerHead'])
+def test_mask_classification_heads_weigh_the_no_object_class_too(head):
+    """MaskFormer's and Mask2Former's ``loss_cls`` weighs ``num_classes + 1`` classes."""
+    dataset = [('d', dict(metainfo=dict(classes=['a', 'b', 'c'])))]
+
+    def model(weights):
+        return dict(decode_head=dict(type=head, num_classes=3,
+                                     loss_cls=dict(type='CrossEntropyLoss', class_weight=weights)))
+    [weights] = check_model_classes(model([1.0] * 3), dataset)
+    assert weights.where == ['model.decode_head.loss_cls.class_weight']
+    assert weights.fix.endswith('then the no-object one (in the config: [1.0] * 3 + [0.1])')
+    assert check_model_classes(model([1.0] * 3 + [0.1]), dataset) == []
+
+
 def test_what_makes_online_labels_and_what_reads_them_is_checked():
     """A stock SegDataPreProcessor under an online pipeline (every target 255, the loss 0),
     unlabelled DiffSeg segments as online labels, an FCN-style loss_decode class_weight, and
