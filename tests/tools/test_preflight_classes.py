@@ -155,6 +155,8 @@ def test_unlabelled_segments_scored_as_class_indices_are_named():
     assert found.where == ['val_evaluator.0']
     named = dict(model, generator=dict(type='DiffSeg', classes=['road', 'car']))
     assert check_segment_scoring(named, [('test_evaluator', cfg.test_evaluator)]) == []
+    misspelt = dict(model, generator=dict(type='DiffSeg', kl_threshol=1.1))   # named elsewhere
+    assert check_segment_scoring(misspelt, [('test_evaluator', cfg.test_evaluator)]) == []
     found = {w for m in preflight.check(cfg, 'test') for w in m.where}
     assert 'test_evaluator' in found
 
