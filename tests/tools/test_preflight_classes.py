@@ -150,6 +150,9 @@ def test_unlabelled_segments_scored_as_class_indices_are_named():
     assert found.where == ['test_evaluator']
     assert found.what.startswith('test_evaluator is IoUMetric, which scores class indices')
     assert "test_evaluator=dict(type='HungarianMatchedIoU'" in found.fix
+    for kind in ('PseudoLabelMetric', 'CityscapesMetric'):   # the other class-index metrics
+        [found] = check_segment_scoring(model, [('test_evaluator', dict(type=kind))])
+        assert found.what.startswith(f'test_evaluator is {kind}, which scores class indices')
     listed = [dict(type='mmseg.IoUMetric'), dict(type='HungarianMatchedIoU', num_classes=27)]
     [found] = check_segment_scoring(model, [('val_evaluator', listed)])
     assert found.where == ['val_evaluator.0']
