@@ -10,6 +10,7 @@ from mmengine.config import Config
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg import preflight
+from mmdiffseg.datasets.class_names import DATASET_CLASSES
 from mmdiffseg.preflight_classes import (_first_difference, check_dataset_classes,
                                          check_model_classes, check_segment_scoring, describe)
 
@@ -237,3 +238,15 @@ def test_class_lists_are_shown_whole_up_to_eight_names_and_compared_without_spac
     assert _first_difference(['a', 'b '], ['a', 'c']) == \
         "; index 1 is 'b ' there but 'c' in the dataset"
     assert _first_difference(['bed ', 'x'], ['bed', 'x']) == ''
+    stripped = [name.strip() for name in DATASET_CLASSES['ade20k']]    # 'bed ' written 'bed'
+    assert describe(stripped) == "'ade20k' (150 classes)"
+    ade = dict(type='ADE20KDataset', pipeline=[dict(type='LoadImageLevelLabels', classes=stripped)])
+    assert check_dataset_classes(ade, 'd') == []
+
+
+def test_an_empty_class_list_is_a_list_that_disagrees_not_an_absent_one():
+    voc = dict(type='PascalVOCDataset', pipeline=[dict(type='LoadImageLevelLabels', classes=[])])
+    [found] = check_dataset_classes(voc, 'd')
+    assert found.where == ['d.pipeline.0.classes']
+    assert found.what.startswith('d.pipeline.0.classes (the class each image-level name or '
+                                 "ground-truth value stands for) has the classes [] (0 classes)")
