@@ -109,11 +109,16 @@ def test_what_makes_online_labels_and_what_reads_them_is_checked():
     assert found['model.data_preprocessor'].what.startswith(
         "train_dataloader.dataset.pipeline.2 (LoadPseudoLabel) asks for online labels, but "
         "model.data_preprocessor is 'SegDataPreProcessor'")
+    online = dict(pipeline=[dict(type='LoadPseudoLabel'), dict(type='LoadPseudoLabel')])
+    stock = dict(data_preprocessor=dict(type='SegDataPreProcessor'))
+    assert len(check_model_classes(stock, [('a', online), ('b', online)])) == 1   # said once
     found = class_problems({'model.data_preprocessor.engine_dtype': 'float64',
                             'model.data_preprocessor.label_batch_size': 0})
     assert found['model.data_preprocessor.engine_dtype'].fix.startswith(
         "one of ['bfloat16', 'float16', 'float32']")
     assert found['model.data_preprocessor.label_batch_size'].what.endswith('is 0')
+    found = class_problems({'model.data_preprocessor.engine_dtype': ''})   # not "the default"
+    assert found['model.data_preprocessor.engine_dtype'].what.endswith("is ''")
     found = class_problems({'model.data_preprocessor.engine_kwargs': dict(compile_unet='Ture')})
     assert found['model.data_preprocessor.engine_kwargs'].what.startswith(
         'model.data_preprocessor.engine_kwargs: compile_unet must be True, False or a dict')
