@@ -255,3 +255,15 @@ def test_an_empty_class_list_is_a_list_that_disagrees_not_an_absent_one():
     assert found.where == ['d.pipeline.0.classes']
     assert found.what.startswith('d.pipeline.0.classes (the class each image-level name or '
                                  "ground-truth value stands for) has the classes [] (0 classes)")
+
+
+def test_auxiliary_heads_are_checked_by_their_index():
+    """mmseg's ``auxiliary_head`` (one head, or a list of them) predicts the classes too."""
+    three = [('d', dict(metainfo=dict(classes=['a', 'b', 'c'])))]
+    model = dict(decode_head=dict(type='FCNHead', num_classes=3),
+                 auxiliary_head=[dict(type='FCNHead', num_classes=3),
+                                 dict(type='FCNHead', num_classes=4)])
+    [found] = check_model_classes(model, three)
+    assert found.where == ['model.auxiliary_head.1.num_classes']
+    [found] = check_model_classes(dict(model, auxiliary_head=model['auxiliary_head'][1]), three)
+    assert found.where == ['model.auxiliary_head.num_classes']
