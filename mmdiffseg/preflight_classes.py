@@ -22,11 +22,12 @@ SHOWN = 8
 
 
 def dataset_classes(dataset: dict) -> Optional[List[str]]:
-    """The classes a dataset config reads its labels as: ``metainfo['classes']``, else its
-    registered class's ``METAINFO``; None where neither says (a wrapper, an unknown type)."""
+    """The classes a dataset config reads its labels as: ``metainfo['classes']`` (an empty list
+    too: mmseg then maps every label to 255), else its registered class's ``METAINFO``; None
+    where neither says (a wrapper, an unknown type)."""
     from mmseg.registry import DATASETS
     given = (dataset.get('metainfo') or {}).get('classes')
-    if given:
+    if given is not None:
         return list(given)
     kind = dataset.get('type')
     cls = DATASETS.get(kind) if isinstance(kind, str) else kind if isinstance(kind, type) else None
@@ -82,6 +83,12 @@ def check_dataset_classes(dataset: dict, where: str) -> List[Missing]:
     expected = dataset_classes(dataset)
     if expected is None:
         return []
+    if expected == []:
+        return [Missing(f'{where}.metainfo.classes is empty: mmseg then maps every label value '
+                        'to 255 (ignored), so nothing would be learnt or scored',
+                        f"list the classes ({where}.metainfo=dict(classes=[...])), or remove "
+                        f"{where}.metainfo to read them as {dataset.get('type')} does",
+                        [f'{where}.metainfo'])]
     source = f'{where}.metainfo' if (dataset.get('metainfo') or {}).get('classes') else \
         f"{dataset.get('type')}'s METAINFO"
     missing = []

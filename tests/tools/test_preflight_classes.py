@@ -262,8 +262,20 @@ def test_auxiliary_heads_are_checked_by_their_index():
     three = [('d', dict(metainfo=dict(classes=['a', 'b', 'c'])))]
     model = dict(decode_head=dict(type='FCNHead', num_classes=3),
                  auxiliary_head=[dict(type='FCNHead', num_classes=3),
-                                 dict(type='FCNHead', num_classes=4)])
+                                 dict(type='FCNHead', num_classes=2)])   # one short
     [found] = check_model_classes(model, three)
     assert found.where == ['model.auxiliary_head.1.num_classes']
+    model['auxiliary_head'][1]['num_classes'] = 4
     [found] = check_model_classes(dict(model, auxiliary_head=model['auxiliary_head'][1]), three)
     assert found.where == ['model.auxiliary_head.num_classes']
+
+
+def test_an_empty_dataset_class_list_is_named_not_read_as_the_default():
+    """``metainfo=dict(classes=[])``: mmseg maps every label to 255 (not the class's own list)."""
+    from mmseg.datasets import PascalVOCDataset
+    assert set(PascalVOCDataset.get_label_map([]).values()) == {255}
+    voc = dict(type='PascalVOCDataset', metainfo=dict(classes=[]),
+               pipeline=[dict(type='LoadImageLevelLabels', classes='voc')])
+    [found] = check_dataset_classes(voc, 'd')
+    assert found.where == ['d.metainfo'] and 'every label value to 255' in found.what
+    assert found.fix.endswith('or remove d.metainfo to read them as PascalVOCDataset does')
