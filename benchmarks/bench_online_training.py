@@ -38,7 +38,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 #: where mmengine's runner trains (CUDA when there is one), and so where the prefill labels
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
-sys.path.insert(0, str(REPO / 'tests' / 'tools'))
+sys.path[:0] = [str(REPO / 'tests' / 'tools'), str(REPO / 'tests')]  # e2e_helpers, sample_data
 
 import mmdiffseg  # noqa: E402,F401
 import mmdiffseg.datasets  # noqa: E402,F401
