@@ -1,5 +1,8 @@
 """The generators called from Python with the wrong things: each mistake is refused naming the
 argument and the fix (they gave wrong-shaped labels, dropped images, or bare errors)."""
+from types import SimpleNamespace
+
+import numpy as np
 import pytest
 import torch
 from sample_data import shared_path
@@ -8,6 +11,7 @@ import mmdiffseg  # noqa: F401
 from mmdiffseg.attention import CaptureRequest, CaptureSpec
 from mmdiffseg.datasets import DATASET_CLASSES
 from mmdiffseg.generators import DiffSeg, ISeg, MaskGenerator, SeeDiff
+from mmdiffseg.generators.base import LABELS_VERSION, older_labels_note, size_groups
 from mmdiffseg.generators.testing import attention_from_labels
 from mmdiffseg.registry import MASK_GENERATORS
 
@@ -173,3 +177,67 @@ def test_num_heads_that_do_not_fit_the_model_are_named_with_the_fix():
     [note] = warn_model_notes(tiny_engine(shared_path('sd_configs', 'stable-diffusion-2-1-base')),
                               seediff, 512)                      # the tiny SD 2.1: 4 at 16x16
     assert 'have 4 heads' in note and 'num_heads=4' in note
+
+
+def test_ignore_index_takes_any_label_after_the_classes():
+    """Unsure pixels may take the first label past the classes (not one of theirs); without a
+    class named background, background pixels get that label too."""
+    generator = MaskGenerator(['cat', 'dog'], ignore_index=2)
+    assert generator.ignore_index == 2 and generator.background_index == 2
+    assert MaskGenerator(['cat', 'background'], ignore_index=7).background_index == 1
+    with pytest.raises(ValueError, match=r"^MaskGenerator: ignore_index=1 is the label of class "
+                                         r"'dog'; unsure pixels need a label of their own, from 2 "
+                                         r"to 255 \(default 255\)$"):
+        MaskGenerator(['cat', 'dog'], ignore_index=1)
+
+
+def test_class_name_errors_hint_only_what_applies():
+    """numpy ints get the indices hint; a name with no near class gets no "did you mean"."""
+    generator = MaskGenerator(['cat', 'dog'])
+    with pytest.raises(ValueError, match='12.*; for dataset indices pass'):
+        generator.class_indices([np.int64(12)])
+    with pytest.raises(KeyError) as error:
+        generator.class_indices(['cat', 'xyzzy'])
+    assert error.value.args[0] == ("MaskGenerator: unknown class name(s) ['xyzzy']; "
+                                   "known classes: ['cat', 'dog']")
+    assert generator.class_indices(['dog', 'cat']) == [1, 0]
+
+
+class FixedLabels(MaskGenerator):
+    """Returns the labels it was given, whatever the maps."""
+
+    def __init__(self, labels):
+        super().__init__()
+        self.labels = labels
+
+    def forward(self, maps, images, class_names):
+        self.images = images
+        return self.labels
+
+
+def test_labels_at_resizes_by_the_nearest_pixel_centre():
+    """Two columns to three: pixel centres 1/3, 1, 5/3 of the old width read columns 0, 1, 1
+    (torch's plain 'nearest' reads 0, 0, 1)."""
+    generator = FixedLabels(torch.tensor([[[0, 1]], [[2, 3]]]))
+    maps = SimpleNamespace(batch_size=2)
+    small, same = generator.labels_at(maps, None, None, [(1, 3), (1, 2)])
+    assert small.tolist() == [[0, 1, 1]] and same.tolist() == [[2, 3]]
+
+
+def test_images_of_one_size_are_grouped_in_order_of_first_appearance():
+    assert size_groups([(2, 3), torch.tensor([4, 5]), (2, 3)]) == {(2, 3): [0, 2], (4, 5): [1]}
+
+
+def test_the_older_labels_note_is_given_only_for_a_labels_version_difference():
+    assert older_labels_note(['timestep']) == ''
+    note = older_labels_note(['timestep', 'labels_version'])
+    assert note.startswith('\nlabels_version: its labels were made by an earlier mmdiffseg')
+    assert note.endswith(f'are not mixed with version {LABELS_VERSION} labels.')
+
+
+def test_a_uint8_image_batch_reaches_forward_as_float():
+    """The tools' uint8 batches are handed to forward as float (0..255), as it documents."""
+    generator = FixedLabels(torch.zeros(1, 2, 2, dtype=torch.long))
+    images = torch.full((1, 3, 2, 2), 200, dtype=torch.uint8)
+    generator(SimpleNamespace(batch_size=1), images, None)
+    assert generator.images.dtype == torch.float32 and generator.images.max().item() == 200.0

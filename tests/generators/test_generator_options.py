@@ -92,3 +92,26 @@ def test_the_checks_keep_good_values_in_their_types():
                           num_points=np.array(16), min_contrast=torch.tensor(2.0))
     assert from_arrays.kl_thresholds == (1.1,) * 3 and from_arrays.num_points == 16
     assert ISeg(classes=VOC, vocabulary=None, self_heads=np.array([1, 2])).self_heads == (1, 2)
+
+
+def test_a_bound_is_applied_and_written_as_open_or_closed():
+    """The boundary value passes a closed bound and fails an open one; the message writes the
+    bound the check applied."""
+    from mmdiffseg.generators.options import check_real
+    assert check_real('G', 'x', 1, high=1) == 1.0 and check_real('G', 'x', 0, low=0) == 0.0
+    with pytest.raises(ValueError, match=r'^G: x must be a number < 1, got 1$'):
+        check_real('G', 'x', 1, high=1, high_open=True)
+    with pytest.raises(ValueError, match=r'^G: x must be a number <= 1, got 1.5$'):
+        check_real('G', 'x', 1.5, high=1)
+    with pytest.raises(ValueError, match=r'^G: x must be a number in \[0, 1\), got 1$'):
+        check_real('G', 'x', 1, low=0, high=1, high_open=True)
+    assert check_whole('G', 'n', 1, low=1, high=1) == 1
+
+
+def test_a_real_option_given_as_an_int_is_kept_as_a_float():
+    """``--cfg-options alpha=1`` gives an int: the option holds the float (cache keys and
+    manifests record it as 1.0, as a config writing 1.0 does)."""
+    from mmdiffseg.generators.options import check_real, check_reals
+    value = check_real('G', 'x', 3)
+    assert value == 3.0 and type(value) is float
+    assert [type(v) for v in check_reals('G', 'xs', [1, 2.5], '[1.0]')] == [float, float]

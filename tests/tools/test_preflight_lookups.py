@@ -1,0 +1,149 @@
+"""Pre-flight's offline look-ups, smoke-run hints, generator options and CUDA needs
+(mmdiffseg.preflight), each on a small hand-made case."""
+import pytest
+import torch
+from mmengine.config import Config
+
+import mmdiffseg  # noqa: F401
+from mmdiffseg import preflight
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason='checks the message without CUDA')
+
+
+@pytest.fixture(autouse=True)
+def no_network_probes(monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    preflight.reachable.cache_clear()
+    yield
+    preflight.reachable.cache_clear()
+
+
+@pytest.mark.parametrize('value, expected', [
+    ('1', True), ('true', True), ('YES', True), ('On', True),
+    ('0', False), ('', False), ('false', False), ('off', False)])
+def test_hf_hub_offline_is_read_as_huggingface_hub_reads_it(monkeypatch, value, expected):
+    """huggingface_hub takes 1/true/yes/on (any case) as offline: so must the pre-flight, or it
+    probes the network where the hub would not."""
+    monkeypatch.setenv('HF_HUB_OFFLINE', value)
+    assert preflight.offline() is expected
+
+
+def hf_cache(tmp_path, monkeypatch, model: str, *, has_index: bool):
+    """A Hugging Face cache holding ``model`` at main, with model_index.json or with the hub's
+    record that the file does not exist (``.no_exist``)."""
+    from huggingface_hub import constants
+    repo = tmp_path / 'hf' / ('models--' + model.replace('/', '--'))
+    folder = repo / ('snapshots' if has_index else '.no_exist') / '0123abcd'
+    folder.mkdir(parents=True)
+    (folder / 'model_index.json').write_text('{}' if has_index else '')
+    (repo / 'refs').mkdir()
+    (repo / 'refs/main').write_text('0123abcd')
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'hf'))
+
+
+def test_a_cached_no_such_file_record_is_not_the_weights(tmp_path, monkeypatch):
+    """The hub caches "model_index.json does not exist" for a repo: that is no diffusers model,
+    and offline it is reported missing with the download command."""
+    monkeypatch.chdir(tmp_path)
+    hf_cache(tmp_path, monkeypatch, 'org/not-diffusers', has_index=False)
+    (item,) = preflight.check_sd_model('org/not-diffusers', ['model.sd_model'])
+    assert item.what.startswith("Stable Diffusion weights 'org/not-diffusers': no such local "
+                                'folder, and not in the Hugging Face cache')
+    assert item.what.endswith('(offline)') and item.where == ['model.sd_model']
+    assert item.fix.startswith('where there is network: hf download org/not-diffusers (then')
+    hf_cache(tmp_path / 'b', monkeypatch, 'org/sd', has_index=True)
+    assert preflight.check_sd_model('org/sd', ['model.sd_model']) == []
+
+
+def test_a_missing_local_folder_that_looks_like_a_hub_id_is_a_folder(tmp_path, monkeypatch):
+    """``work_dirs/tiny-sd`` is hub-id shaped, but work_dirs is here: its fix is the local
+    folder, not an hf download of a repo named work_dirs/tiny-sd."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr('huggingface_hub.constants.HF_HUB_CACHE', str(tmp_path / 'hf'))
+    (tmp_path / 'work_dirs').mkdir()
+    (item,) = preflight.check_sd_model('work_dirs/tiny-sd', ['model.sd_model'])
+    assert item.what == "Stable Diffusion folder 'work_dirs/tiny-sd' not found"
+    assert 'hf download' not in item.fix
+    assert item.fix.startswith('pass a local diffusers folder: --cfg-options '
+                               'model.sd_model=/path/to/diffusers-folder (')
+
+
+def test_a_model_named_like_a_sample_config_but_longer_gets_the_tiny_cpu_hint():
+    """Only the workspace's SD config names themselves get a tiny copy of their own: an
+    inpainting variant of SD 1.4 has no configs there, so the hint is the tiny-cpu SD 2.1."""
+    hint = preflight.smoke_run_hint('someone/stable-diffusion-v1-4-inpainting', ['model.sd_model'])
+    assert hint.startswith('random weights for a smoke run of the tiny-cpu configs: ')
+    assert '--out work_dirs/tiny-stable-diffusion-2-1-base;' in hint and 'inpainting' not in hint
+    own = preflight.smoke_run_hint('CompVis/stable-diffusion-v1-4/', ['a.b', 'c'])
+    assert own.endswith('then --cfg-options a.b=work_dirs/tiny-stable-diffusion-v1-4 '
+                        'c=work_dirs/tiny-stable-diffusion-v1-4')
+
+
+def test_an_unknown_option_is_not_pointed_at_one_already_set():
+    """``iter`` next to ``iters``: renaming it to iters would overwrite the set value, so the fix
+    is to remove it; alone, the fix renames it to the option it was meant to be."""
+    (item,) = preflight.check_generator(dict(type='ISeg', iters=2, iter=3), 'cache.generator')
+    assert item.what == "cache.generator: unknown option 'iter'"
+    assert item.fix.startswith('remove cache.generator.iter (the options of ISeg: classes, ')
+    (item,) = preflight.check_generator(dict(type='ISeg', iter=3), 'cache.generator')
+    assert item.what == "cache.generator: unknown option 'iter' (did you mean 'iters'?)"
+    assert item.fix == ('set cache.generator.iters=3 instead of cache.generator.iter (in the '
+                        'config or --cfg-options)')
+    (item,) = preflight.check_generator(dict(type='DifSeg'), 'g')
+    assert item.what == "g.type: unknown generator 'DifSeg' (did you mean 'DiffSeg'?)"
+    assert item.fix == '--cfg-options g.type=DiffSeg (the generators: DiffSeg, ISeg, SeeDiff)'
+
+
+def test_a_folder_in_place_of_a_checkpoint_is_no_checkpoint(tmp_path):
+    """A folder named like the checkpoint file is reported with the setting to change."""
+    (tmp_path / 'iter_4.pth').mkdir()
+    key = 'model.backbone.init_cfg.checkpoint'
+    (item,) = preflight.check_checkpoint(str(tmp_path / 'iter_4.pth'), key)
+    assert item.what == f'checkpoint {tmp_path}/iter_4.pth not found' and item.where == [key]
+    assert item.fix == f'train the run that writes it first, or set {key}=/path/to/file.pth'
+
+
+def cuda_fix(cfg: dict, mode: str = 'train', **kwargs) -> str:
+    (item,) = preflight.check(Config(cfg), mode, **kwargs)
+    assert item.what.startswith('a CUDA device (torch sees none: ') and item.where == ['config']
+    return item.fix
+
+
+@NO_CUDA
+def test_any_cuda_device_index_needs_a_gpu():
+    """``device='cuda:1'`` (a setting or prefill's --device) needs CUDA as ``'cuda'`` does."""
+    fix = cuda_fix(dict(model=dict(data_preprocessor=dict(device='cuda:1'))))
+    assert fix.endswith('; or, to run without one, change what needs it: '
+                        'model.data_preprocessor.device=cuda:1 (--cfg-options '
+                        'model.data_preprocessor.device=cpu)')
+    fix = cuda_fix(dict(train_dataloader=dict(dataset=dict())), 'prefill', device='cuda:1')
+    assert fix.endswith('change what needs it: --device cuda:1 (--device cpu)')
+    assert preflight.check(Config(dict(train_dataloader=dict(dataset=dict()))), 'prefill',
+                           device='cpu') == []
+
+
+@NO_CUDA
+def test_nccl_needs_a_gpu_only_where_the_launcher_keeps_it():
+    """Under torchrun (launcher='pytorch') the ranks join with gloo without CUDA; slurm and mpi
+    keep nccl, which needs one."""
+    dist = dict(env_cfg=dict(dist_cfg=dict(backend='nccl')))
+    for launcher in ('none', 'pytorch'):
+        assert preflight.check(Config(dict(dist, launcher=launcher)), 'train') == []
+    for launcher in ('slurm', 'mpi'):
+        assert cuda_fix(dict(dist, launcher=launcher)).endswith(
+            'env_cfg.dist_cfg.backend=nccl (--cfg-options env_cfg.dist_cfg.backend=gloo)')
+
+
+@NO_CUDA
+def test_amp_and_the_labelers_float16_are_needs_of_training_only():
+    """AMP is a training setting, and the online labeler's float16 engine runs only where
+    it labels: neither needs a GPU for a test."""
+    amp = dict(optim_wrapper=dict(type='AmpOptimWrapper'))
+    assert 'optim_wrapper.type=AmpOptimWrapper (AMP: drop --amp' in cuda_fix(amp)
+    assert preflight.check(Config(amp), 'test') == []
+    labeler = dict(model=dict(data_preprocessor=dict(type='DiffusionLabelPreprocessor',
+                                                     engine_dtype='float16')))
+    key = 'model.data_preprocessor.engine_dtype'
+    assert cuda_fix(labeler).endswith(
+        f'{key}=float16 (--cfg-options {key}=float32 runs the diffusion model on the CPU)')
+    assert preflight.check(Config(labeler), 'test') == []
