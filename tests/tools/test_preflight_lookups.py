@@ -147,3 +147,14 @@ def test_amp_and_the_labelers_float16_are_needs_of_training_only():
     assert cuda_fix(labeler).endswith(
         f'{key}=float16 (--cfg-options {key}=float32 runs the diffusion model on the CPU)')
     assert preflight.check(Config(labeler), 'test') == []
+
+
+def test_only_a_label_caches_model_or_an_sd_model_key_is_taken_for_stable_diffusion(tmp_path):
+    """``model`` is a Stable Diffusion model beside ``cache_dir`` (a label cache) or as
+    ``sd_model``; another component's ``model`` string (a timm name) is not looked up."""
+    cfg = Config(dict(model=dict(type='EncoderDecoder', backbone=dict(
+        type='mmpretrain.TIMMBackbone', model='convnext_tiny'))))
+    assert not [m for m in preflight.check(cfg, 'test') if 'Stable Diffusion' in m.what]
+    cfg.model.backbone.cache_dir = str(tmp_path)                  # now a label cache's setting
+    [found] = [m for m in preflight.check(cfg, 'test') if 'Stable Diffusion' in m.what]
+    assert found.where == ['model.backbone.model']
