@@ -1,0 +1,140 @@
+"""What the tools' shared command-line layer does: the exit status and the one stderr line of
+each known failure, the launcher checks, the pre-flight switches and the model a preset names."""
+from argparse import Namespace
+
+import pytest
+import torch
+
+from mmdiffseg.apis import cli
+from mmdiffseg.apis.io import JobSummary, UserInputError
+
+RANK_VARS = ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+
+
+def raising(error):
+    def main(argv):
+        raise error
+    return main
+
+
+def test_a_gpu_out_of_memory_names_its_first_line_and_the_batch_size_fix(capsys):
+    error = torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 2.00 GiB\n'
+                                        'Of the allocated memory 70 GiB is allocated by PyTorch')
+    assert cli.run_cli(raising(error)) == cli.EXIT_WRITE_FAILED == 3
+    out, err = capsys.readouterr()
+    assert out == ''
+    assert err == ('error: the GPU ran out of memory (CUDA out of memory. Tried to allocate '
+                   '2.00 GiB); rerun with a smaller --batch-size (finished items are kept)\n')
+
+
+def test_ctrl_c_before_any_item_exits_130_with_one_line_on_stderr(capsys):
+    assert cli.run_cli(raising(KeyboardInterrupt())) == cli.EXIT_INTERRUPTED == 130
+    out, err = capsys.readouterr()
+    assert out == ''
+    assert err == ('error: interrupted before any item was made; rerun the same command to '
+                   'start\n')
+
+
+def test_a_tool_that_returns_nothing_exits_0_and_bad_input_goes_to_stderr(capsys):
+    assert cli.run_cli(lambda argv: None) == 0
+    assert cli.run_cli(raising(UserInputError('--size 7 is not a multiple of 64'))) == 2
+    assert capsys.readouterr() == ('', 'error: --size 7 is not a multiple of 64\n')
+
+
+def test_strict_names_the_failed_count_and_the_option(capsys):
+    summary = JobSummary(made=1, failed=[('a', 'truncated'), ('b', 'unreadable')])
+    assert cli.exit_status(summary, strict=True) == cli.EXIT_ITEMS_FAILED
+    assert capsys.readouterr().err == 'error: 2 item(s) failed (--strict)\n'
+
+
+@pytest.mark.parametrize('fails', [False, True])
+def test_only_a_rank_that_succeeded_waits_at_the_barrier(tmp_path, fails, monkeypatch):
+    """A failed rank leaves at once: waiting for ranks that will not come would hang it."""
+    import torch.distributed as dist
+    barriers = []
+    monkeypatch.setattr(dist, 'barrier', lambda *a, **k: barriers.append(1))
+
+    def tool(argv):
+        dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0,
+                                world_size=1)
+        if fails:
+            raise UserInputError('bad input')
+
+    cli.run_cli(tool)
+    assert not dist.is_initialized() and barriers == ([] if fails else [1])
+
+
+def test_a_launcher_names_each_variable_it_lacks_and_none_needs_nothing(monkeypatch):
+    for name in RANK_VARS:
+        monkeypatch.setenv(name, '0')
+    cli.check_launcher('pytorch', 'segment')
+    monkeypatch.delenv('MASTER_PORT')
+    with pytest.raises(UserInputError) as error:
+        cli.check_launcher('pytorch', 'segment')
+    assert str(error.value) == (
+        '--launcher pytorch but MASTER_PORT not set: start it with torchrun: torchrun '
+        '--nproc-per-node N tools/segment.py ... --launcher pytorch; or drop --launcher for one '
+        'process')
+    for name in RANK_VARS:
+        monkeypatch.delenv(name, raising=False)
+    cli.check_launcher('none', 'segment')
+
+
+@pytest.mark.parametrize('launcher,device,joined', [
+    ('pytorch', 'cpu', 'gloo'), ('pytorch', 'cuda:0', 'init_dist pytorch'),
+    ('slurm', 'cpu', 'init_dist slurm'), ('none', 'cuda', None)])
+def test_cpu_ranks_under_torchrun_join_with_gloo_and_gpus_with_mmengine(launcher, device, joined,
+                                                                       monkeypatch):
+    import torch.distributed as dist
+    calls = []
+    monkeypatch.setattr(dist, 'init_process_group', lambda backend: calls.append(backend))
+    monkeypatch.setattr(cli, 'init_dist', lambda name: calls.append(f'init_dist {name}'))
+    cli.start_launcher(launcher, device)
+    assert calls == ([joined] if joined else [])
+
+
+@pytest.mark.parametrize('launcher,wrapper,started', [
+    ('pytorch', None, True), ('pytorch', dict(type='Mine'), True), ('slurm', None, False),
+    ('none', None, False)])
+def test_a_runner_joins_with_gloo_only_under_torchrun_without_cuda(launcher, wrapper, started,
+                                                                  monkeypatch):
+    from mmengine.config import Config
+    calls = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(cli, 'start_launcher', lambda *args: calls.append(args))
+    cfg = Config(dict(launcher=launcher, model_wrapper_cfg=wrapper))
+    cli.start_runner_launcher(cfg)
+    assert calls == ([('pytorch', 'cpu')] if started else [])
+    expected = wrapper or (dict(type='MMDistributedDataParallel', device_ids=None)
+                           if started else None)
+    assert cfg.model_wrapper_cfg == expected
+
+
+def test_preflight_runs_unless_skipped_and_preflight_only_ends_the_tool(monkeypatch, capsys):
+    from mmdiffseg import preflight
+    checked = []
+    monkeypatch.setattr(preflight, 'ensure_ready', lambda *args: checked.append(args))
+    args = Namespace(skip_preflight=True, preflight_only=False)
+    assert cli.run_preflight(args, 'cfg', 'a.py', 'train') is False and checked == []
+    args.skip_preflight = False
+    assert cli.run_preflight(args, 'cfg', 'a.py', 'train') is False
+    assert checked == [('cfg', 'a.py', 'train')] and capsys.readouterr().out == ''
+    args.preflight_only = True
+    assert cli.run_preflight(args, 'cfg', 'a.py', 'test') is True
+    assert capsys.readouterr().out == ('Pre-flight check: a.py can test here (nothing was '
+                                       'started).\n')
+
+
+def test_a_presets_model_comes_before_the_generators_released_model(tmp_path):
+    preset = tmp_path / 'preset.py'
+    preset.write_text("generator = dict(type='DiffSeg')\nmodel_id = 'me/my-sd'\n")
+    run = dict(method=None, config=str(preset), cfg_options=None)
+    assert cli.generator_and_model(Namespace(model=None, **run), 'iseg', 'x') == (
+        dict(type='DiffSeg'), 'me/my-sd')
+    assert cli.generator_and_model(Namespace(model='other/sd', **run), 'iseg', 'x')[1] == \
+        'other/sd'
+
+
+def test_a_misspelt_class_set_lists_every_near_name():
+    with pytest.raises(UserInputError, match=r"did you mean 'cityscapes' or 'cityscapes27'\? "):
+        cli.resolve_class_arg('cityscape')

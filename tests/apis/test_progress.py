@@ -1,0 +1,114 @@
+"""A job's summary line and recap, the ranks' total, and the progress line's edge cases (no items,
+a job stopped part-way on a terminal and in a log)."""
+import io
+
+import pytest
+
+from mmdiffseg.apis import progress
+from mmdiffseg.apis.progress import JobInterrupted, JobSummary, ProgressLine, total_summary
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_summary_line_counts_made_items_per_second_to_a_tenth_of_a_second():
+    summary = JobSummary(made=6, already_done=4, failed=[('x', 'truncated')], seconds=2.5)
+    assert summary.line() == 'made 6, already done 4, failed 1, 2.5 s (2.40 items/s)'
+    assert JobSummary().line() == 'made 0, already done 0, failed 0, 0.0 s (0.00 items/s)'
+
+
+def test_the_summary_line_adds_each_note_in_order():
+    summary = JobSummary(made=3, already_done=5, seconds=1.0, redone=1, unchecked=2,
+                         unlabelled=['a', 'b'])
+    assert summary.line() == (
+        'made 3, already done 5, failed 0, 1.0 s (3.00 items/s); redone 1 (inputs changed); '
+        '2 of the labels made all unsure (255); 2 of the already-done items not checked for '
+        'changed inputs (made by an older version)')
+
+
+def test_exactly_twenty_failures_and_unsure_labels_are_all_named_with_no_more_line():
+    ids = [f'i{n}' for n in range(progress.SHOWN_IN_SUMMARY)]
+    lines = JobSummary(failed=[(i, 'bad') for i in ids], unlabelled=ids).details()
+    assert lines[:-1] == [f'failed: {i}: bad' for i in ids]
+    assert lines[-1] == ('all unsure (255): ' + ', '.join(ids) + ' (the manifest records each '
+                         'label\'s labelled share as "labelled")')
+
+
+@pytest.mark.parametrize('abandoned', [False, True])
+def test_an_interruption_says_what_was_made_and_whether_writes_were_dropped(abandoned):
+    text = str(JobInterrupted(JobSummary(made=2, seconds=1.0), abandoned))
+    how = ('interrupted without waiting for the writes in flight (their items are not made)'
+           if abandoned else 'interrupted')
+    assert text == (f'{how}: made 2, already done 0, failed 0, 1.0 s (2.00 items/s); rerun the '
+                    'same command to resume (finished items are kept)')
+
+
+def test_the_ranks_total_adds_every_count_and_takes_the_slowest_time():
+    ranks = [JobSummary(made=2, already_done=3, failed=[('a', 'x')], seconds=4.0, redone=1,
+                        unchecked=2, unlabelled=['u']),
+             JobSummary(made=5, already_done=1, seconds=9.0, redone=2, unchecked=0),
+             JobSummary(made=1, already_done=0, failed=[('b', 'y')], seconds=1.0, unchecked=4)]
+    assert total_summary(ranks) == JobSummary(made=8, already_done=4,
+                                              failed=[('a', 'x'), ('b', 'y')], seconds=9.0,
+                                              redone=3, unchecked=6, unlabelled=['u'])
+
+
+@pytest.mark.parametrize('screen', [Terminal, io.StringIO])
+def test_a_job_with_nothing_to_do_shows_no_progress(screen):
+    file = screen()
+    with ProgressLine(0, file) as bar:
+        bar.start()
+        bar.update()
+    assert file.getvalue() == ''
+
+
+def test_a_log_stopped_part_way_ends_on_its_last_timed_line(monkeypatch):
+    """A failure mid-job in a log: no extra line and no stray newline before the error."""
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, 'monotonic', lambda: clock[0])
+    log = io.StringIO()
+    with ProgressLine(10, log, log_seconds=2.0) as bar:
+        bar.start()
+        for _ in range(5):
+            clock[0] += 1.0
+            bar.update()
+    assert log.getvalue() == (
+        'progress: 0/10\n'
+        'progress: 2/10 (20.0%), 1.00 items/s, elapsed 2 s, ETA 8 s\n'
+        'progress: 4/10 (40.0%), 1.00 items/s, elapsed 4 s, ETA 6 s\n')
+
+
+def test_a_terminal_bar_stopped_part_way_shows_every_item_done(monkeypatch):
+    """Items done since the last redraw are drawn before the line ends (e.g. on an error)."""
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, 'monotonic', lambda: clock[0])
+    screen = Terminal()
+    with ProgressLine(10, screen) as bar:
+        bar.start()
+        for _ in range(7):
+            clock[0] += 0.15  # a redraw every other item
+            bar.update()
+    draws = screen.getvalue().split('\r')
+    assert ' 7/10,' in draws[-1] and screen.getvalue().endswith('\n')
+    assert [n for n in range(11) if any(f' {n}/10,' in d for d in draws)] == [0, 2, 4, 6, 7]
+
+
+def test_only_ctrl_c_is_held_and_any_other_error_goes_through():
+    with progress.HoldInterrupt() as held:
+        raise KeyboardInterrupt
+    assert held.caught
+    with pytest.raises(ValueError, match='bad batch'):
+        with progress.HoldInterrupt() as held:
+            raise ValueError('bad batch')
+    assert not held.caught
+
+
+def test_ctrl_c_is_blocked_only_inside_the_fork_block():
+    import signal
+    blocked = lambda: signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # noqa: E731
+    assert not blocked()
+    with progress.sigint_blocked():
+        assert blocked()
+    assert not blocked()
