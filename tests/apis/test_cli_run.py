@@ -83,8 +83,8 @@ def test_a_launcher_names_each_variable_it_lacks_and_none_needs_nothing(monkeypa
 @pytest.mark.parametrize('launcher,device,joined', [
     ('pytorch', 'cpu', 'gloo'), ('pytorch', 'cuda:0', 'init_dist pytorch'),
     ('slurm', 'cpu', 'init_dist slurm'), ('none', 'cuda', None)])
-def test_cpu_ranks_under_torchrun_join_with_gloo_and_gpus_with_mmengine(launcher, device, joined,
-                                                                       monkeypatch):
+def test_cpu_ranks_under_torchrun_join_with_gloo_and_gpus_with_mmengine(
+        launcher, device, joined, monkeypatch):
     import torch.distributed as dist
     calls = []
     monkeypatch.setattr(dist, 'init_process_group', lambda backend: calls.append(backend))
@@ -96,8 +96,8 @@ def test_cpu_ranks_under_torchrun_join_with_gloo_and_gpus_with_mmengine(launcher
 @pytest.mark.parametrize('launcher,wrapper,started', [
     ('pytorch', None, True), ('pytorch', dict(type='Mine'), True), ('slurm', None, False),
     ('none', None, False)])
-def test_a_runner_joins_with_gloo_only_under_torchrun_without_cuda(launcher, wrapper, started,
-                                                                  monkeypatch):
+def test_a_runner_joins_with_gloo_only_under_torchrun_without_cuda(
+        launcher, wrapper, started, monkeypatch):
     from mmengine.config import Config
     calls = []
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)

@@ -107,7 +107,9 @@ def test_only_ctrl_c_is_held_and_any_other_error_goes_through():
 
 def test_ctrl_c_is_blocked_only_inside_the_fork_block():
     import signal
-    blocked = lambda: signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # noqa: E731
+
+    def blocked():
+        return signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     assert not blocked()
     with progress.sigint_blocked():
         assert blocked()
