@@ -129,3 +129,59 @@ def test_module_command_lists_each_gpu_and_its_kernel_path(monkeypatch, capsys):
     assert lines[1] == '  cuda:0 NVIDIA H200 (sm_90): Triton kernels run'
     assert lines[2].startswith('  cuda:1 Tesla T4 (sm_75): Triton kernels not used, the PyTorch '
                                'paths run: cuda:1 is sm_75')
+
+
+@pytest.mark.parametrize('driver, index', [((525, 60, 13), 'cu126'), ((525, 59), 'cu118'),
+                                           ((525, 30), 'cu118'), ((450, 80), 'cu118')])
+def test_the_cu126_advice_starts_at_the_cuda_12_minimum_driver(cuda_build, monkeypatch, driver,
+                                                                index):
+    """Driver 525.60 is the first to run a CUDA 12 torch; anything older is sent to cu118."""
+    monkeypatch.setattr(cuda_check, 'nvidia_driver_version', lambda: driver)
+    assert f'/whl/{index} bash tools/install.sh' in cuda_check.cuda_problem().fix
+
+
+def test_a_driver_at_the_builds_minimum_is_new_enough(monkeypatch):
+    """Exactly the minimum driver is not "too old": torch's own words are given instead."""
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+    monkeypatch.setattr(cuda_check, '_init_error', lambda: 'CUDA unknown error')
+    for cuda, driver in (('13.0', (580, 0, 2)), ('12.4', (525, 60)), ('11.8', (450, 80, 2))):
+        monkeypatch.setattr(torch.version, 'cuda', cuda)
+        monkeypatch.setattr(cuda_check, 'nvidia_driver_version', lambda: driver)
+        assert 'cannot start CUDA' in cuda_check.cuda_problem().reason
+    monkeypatch.setattr(cuda_check, 'nvidia_driver_version', lambda: (450, 66))
+    assert 'CUDA 11.8 needs driver >= 450.80)' in cuda_check.cuda_problem().reason
+
+
+def test_a_cpu_build_is_sent_to_the_cuda_12_6_index(monkeypatch):
+    monkeypatch.setattr(torch.version, 'cuda', None)
+    problem = cuda_check.cuda_problem()
+    assert 'TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 bash' in problem.fix
+    assert str(problem) == f'{problem.reason}; fix: {problem.fix}'
+
+
+def test_blank_cuda_visible_devices_hides_every_gpu(cuda_build, monkeypatch):
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', ' ')
+    assert cuda_check.cuda_problem().reason == "CUDA_VISIBLE_DEVICES=' ' hides every GPU"
+
+
+@pytest.mark.parametrize('output, version', [('535.104.05\n535.104.05\n', (535, 104, 5)),
+                                             ('580.65\n', (580, 65)), ('', None),
+                                             ('N/A\n', None)])
+def test_the_driver_version_is_read_from_nvidia_smi(tmp_path, monkeypatch, output, version):
+    """nvidia-smi prints one line per GPU; no output or a non-number gives no version."""
+    smi = tmp_path / 'nvidia-smi'
+    smi.write_text(f'#!/bin/sh\nprintf {output!r}\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv('PATH', str(tmp_path))
+    assert cuda_check.nvidia_driver_version() == version
+    monkeypatch.setenv('PATH', str(tmp_path / 'none'))
+    assert cuda_check.nvidia_driver_version() is None
+
+
+def test_no_warning_about_an_unused_gpu_without_a_gpu():
+    """This machine has no NVIDIA GPU: nothing to warn about (the tools call this on the CPU)."""
+    import io
+    assert not cuda_check.gpu_present()
+    stream = io.StringIO()
+    cuda_check.warn_if_gpu_unused(stream)
+    assert stream.getvalue() == ''

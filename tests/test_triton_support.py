@@ -84,3 +84,26 @@ def test_launches_go_to_the_tensors_gpu():
     guard = triton_support.on_device_of(second_gpu)
     assert isinstance(guard, torch.cuda.device) and guard.idx == 1
     assert isinstance(triton_support.on_device_of(torch.empty(2)), contextlib.nullcontext)
+
+
+def test_only_triton_interpret_1_turns_the_interpreter_on(monkeypatch):
+    for value in ('0', '', 'yes'):
+        monkeypatch.setenv('TRITON_INTERPRET', value)
+        assert 'TRITON_INTERPRET=1 on the CPU), got cpu' in triton_support.triton_problem('cpu')
+
+
+def test_a_gpu_without_an_index_is_the_current_one(capability, monkeypatch):
+    """``'cuda'`` means the current device (here described as GPU 1, a T4)."""
+    capability(7, 5)
+    monkeypatch.setattr(torch.cuda, 'current_device', lambda: 1)
+    assert triton_support.triton_problem('cuda').startswith('cuda:1 is sm_75; ')
+
+
+def test_the_host_helpers_match_tritons():
+    import triton
+    assert [triton_support.ceil_div(a, 4) for a in (0, 1, 4, 5, 8, 9)] == [0, 1, 1, 2, 2, 3]
+    assert [triton_support.next_power_of_2(n) for n in (0, 1, 2, 3, 4, 5, 64, 65)] == \
+        [0, 1, 2, 4, 4, 8, 64, 128]
+    for n in range(1, 300):
+        assert triton_support.next_power_of_2(n) == triton.next_power_of_2(n)
+        assert triton_support.ceil_div(n, 7) == triton.cdiv(n, 7)
