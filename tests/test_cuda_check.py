@@ -133,8 +133,8 @@ def test_module_command_lists_each_gpu_and_its_kernel_path(monkeypatch, capsys):
 
 @pytest.mark.parametrize('driver, index', [((525, 60, 13), 'cu126'), ((525, 59), 'cu118'),
                                            ((525, 30), 'cu118'), ((450, 80), 'cu118')])
-def test_the_cu126_advice_starts_at_the_cuda_12_minimum_driver(cuda_build, monkeypatch, driver,
-                                                                index):
+def test_the_cu126_advice_starts_at_the_cuda_12_minimum_driver(cuda_build, monkeypatch,
+                                                               driver, index):
     """Driver 525.60 is the first to run a CUDA 12 torch; anything older is sent to cu118."""
     monkeypatch.setattr(cuda_check, 'nvidia_driver_version', lambda: driver)
     assert f'/whl/{index} bash tools/install.sh' in cuda_check.cuda_problem().fix

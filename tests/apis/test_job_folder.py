@@ -120,3 +120,57 @@ def test_the_split_file_lists_this_jobs_items(tmp_path):
                       split_file='ids.txt')
     assert (summary.made, summary.already_done) == (0, 4)
     assert (tmp_path / 'ids.txt').read_text().split() == ['item0', 'item1', 'item3', 'item4']
+
+
+def test_the_split_file_keeps_the_items_order_one_id_a_line(tmp_path):
+    """The split file lists ids in the items' order (not sorted: item10 before item2), each line
+    ended, as mmseg's ann_file reader expects."""
+    items = [WorkItem(f'item{i}', dict(value=i)) for i in (10, 2, 1)]
+    run_job(items, None, lambda batch, _: [ItemOutput({f'{it.id}.txt': b'x'}, {}) for it in batch],
+            tmp_path, HEADER, split_file='ids.txt')
+    assert (tmp_path / 'ids.txt').read_text() == 'item10\nitem2\nitem1\n'
+
+
+def _hold_empty_lock(folder, ready):
+    import fcntl
+    import os
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    ready.set()
+    time.sleep(120)  # until killed
+
+
+@pytest.mark.timeout(120)
+def test_a_lock_held_without_a_name_is_refused_as_another_process(tmp_path):
+    """A holder that wrote nothing (yet) into the lock file is named 'another process'."""
+    context = multiprocessing.get_context('fork')
+    ready = context.Event()
+    holder = context.Process(target=_hold_empty_lock, args=(tmp_path, ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(UserInputError, match=rf'writing into {tmp_path} \(another process\)'):
+            with job_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.join(60)
+
+
+@pytest.mark.timeout(120)
+def test_the_holder_is_named_without_what_the_lock_file_held_before(tmp_path):
+    """A longer text left in the lock file (a killed run) is replaced, not overwritten in part."""
+    (tmp_path / LOCK_NAME).write_text('x' * 150)
+    context = multiprocessing.get_context('fork')
+    ready = context.Event()
+    holder = context.Process(target=_hold_lock, args=(tmp_path, ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(UserInputError, match=rf'\(pid {holder.pid} on [^,]+, started '
+                                                 r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\): two'):
+            with job_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.join(60)
