@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_mmengine_checkpoint_with_history_buffer_loads(tmp_path):
     """torch>=2.6 defaults to weights_only=True, which rejects the HistoryBuffer that every
     mmengine runner checkpoint carries in its message hub; mmengine's loaders must still read it."""
+    from mmengine.runner import checkpoint
     from mmengine.runner.checkpoint import _load_checkpoint
 
     path = tmp_path / 'iter_1.pth'
@@ -29,6 +30,8 @@ def test_mmengine_checkpoint_with_history_buffer_loads(tmp_path):
 
     with pytest.raises(Exception, match='weights_only|Unpickl'):
         torch.load(path)  # torch's own default stays safe
+    with pytest.raises(Exception, match='weights_only|Unpickl'):
+        checkpoint.torch.load(path, weights_only=True)  # a caller's explicit choice is kept
     ckpt = _load_checkpoint(str(path), map_location='cpu')
     assert torch.equal(ckpt['state_dict']['w'], torch.ones(2))
     assert ckpt['message_hub']['loss'].current() == 0.5
@@ -37,11 +40,13 @@ def test_mmengine_checkpoint_with_history_buffer_loads(tmp_path):
 def test_baseless_config_with_stdlib_import_loads(tmp_path):
     cfg_file = tmp_path / 'plain.py'
     cfg_file.write_text(textwrap.dedent('''
+        import json
         import os
         data_root = os.path.join('data', 'VOCdevkit')
+        size = json.loads('[512]')
     '''))
     cfg = Config.fromfile(str(cfg_file))
-    assert cfg.data_root == 'data/VOCdevkit'
+    assert cfg.data_root == 'data/VOCdevkit' and cfg.size == [512]
 
 
 def test_mmseg_scoped_base_resolves(tmp_path):
@@ -208,11 +213,12 @@ def test_stock_notices_are_kept_out_of_a_runs_output():
         'import warnings, mmdiffseg\n'
         'for m in ("The draw is False, it means that the hook for visualization will not take", '
         '"torch.meshgrid: in an upcoming release, it will be required to pass the indexing", '
-        '"a warning of this project"):\n'
+        '"pkg_resources is deprecated as an API", "a warning of this project"):\n'
         '    warnings.warn(m, UserWarning)\n')], capture_output=True, text=True, timeout=120)
     assert warned.returncode == 0, warned.stderr
     assert 'a warning of this project' in warned.stderr
     assert 'draw is False' not in warned.stderr and 'meshgrid' not in warned.stderr
+    assert 'pkg_resources' not in warned.stderr
     logger = MMLogger.get_instance('stock-notices-test')
     compat.quiet_stock_notices(logger)
     compat.quiet_stock_notices(logger)
@@ -229,3 +235,13 @@ def test_stock_notices_are_kept_out_of_a_runs_output():
                     'The prefix of the label cache is wrong'):
         logger.warning(message)
     assert kept == ['The prefix of the label cache is wrong']
+
+
+def test_mmcv_lite_reports_no_compiled_ops_without_a_warning():
+    """mmcv-lite has no mmcv._ext: no compiled ops, and nothing to rebuild (no warning)."""
+    import warnings
+    if _compiled_ops():
+        pytest.skip('mmcv with compiled ops')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert mmdiffseg.compat.mmcv_has_compiled_ops() is False
