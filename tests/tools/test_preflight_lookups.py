@@ -91,7 +91,9 @@ def test_an_unknown_option_is_not_pointed_at_one_already_set():
                         'config or --cfg-options)')
     (item,) = preflight.check_generator(dict(type='DifSeg'), 'g')
     assert item.what == "g.type: unknown generator 'DifSeg' (did you mean 'DiffSeg'?)"
-    assert item.fix == '--cfg-options g.type=DiffSeg (the generators: DiffSeg, ISeg, SeeDiff)'
+    assert item.fix.startswith('--cfg-options g.type=DiffSeg (the generators: ')
+    listed = item.fix.split('(the generators: ')[1].rstrip(')').split(', ')
+    assert {'DiffSeg', 'ISeg', 'SeeDiff'} <= set(listed) and listed == sorted(listed)  # + tests'
 
 
 def test_a_folder_in_place_of_a_checkpoint_is_no_checkpoint(tmp_path):
