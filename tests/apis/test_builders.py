@@ -1,0 +1,99 @@
+"""The offline tools' set-up checks (mmdiffseg.apis.builders): which model names are folders,
+engine load errors, the trained-size warning, configs, --method, generators and job headers."""
+import shutil
+
+import pytest
+
+from mmdiffseg.apis.builders import (build_generator, check_model, generator_config, job_header,
+                                     load_engine, parse_options, read_config)
+from mmdiffseg.apis.io import UserInputError
+from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+from mmdiffseg.generators import DiffSeg, ISeg
+from sample_data import REPO, shared_path
+
+
+@pytest.fixture(scope='module')
+def tiny_sd2():
+    """The tiny SD 2.1-base folder: latent 64, VAE factor 8, so trained at 512 px."""
+    return cached_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
+
+
+def test_names_meant_as_folders_are_checked_and_hub_ids_pass(tmp_path, monkeypatch):
+    """More than one '/' or an existing parent folder makes a name a folder (refused without
+    model_index.json); 'org/name' whose 'org' is no folder here is a hub id."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'models').mkdir()
+    for name in ('models/sd21', 'org/name/sub'):
+        with pytest.raises(UserInputError) as error:
+            check_model(name)
+        assert str(error.value).startswith(f"model '{name}' not found: expected a diffusers "
+                                           'Stable Diffusion folder with model_index.json at '
+                                           f'{tmp_path / name} ')
+    assert check_model('org/name') == 'org/name'
+
+
+def test_a_model_folder_is_returned_as_its_absolute_path(tiny_sd2, tmp_path, monkeypatch):
+    shutil.copytree(tiny_sd2, tmp_path / 'sd')
+    monkeypatch.chdir(tmp_path)
+    assert check_model('./sd') == str(tmp_path / 'sd')
+
+
+def test_an_unknown_dtype_and_a_bad_device_are_refused_by_name(tiny_sd2):
+    with pytest.raises(UserInputError, match=r"^unknown --dtype 'float64'; choose from "
+                                             r"\['bfloat16', 'float16', 'float32'\]$"):
+        load_engine(str(tiny_sd2), dtype='float64')
+    with pytest.raises(UserInputError, match="device='gpu' is not a torch device"):
+        load_engine(str(tiny_sd2), device='gpu')
+
+
+@pytest.mark.parametrize('size, size_option, note', [
+    (256, False, 'the tool works at 512 px'), (1024, True, 'pass --size 512'), (512, True, None)])
+def test_a_size_other_than_the_models_training_size_is_warned_with_the_fix(
+        tiny_sd2, monkeypatch, size, size_option, note):
+    import mmengine.logging
+    logged = []
+    monkeypatch.setattr(mmengine.logging, 'print_log', lambda msg, **kw: logged.append(msg))
+    load_engine(str(tiny_sd2), image_size=size, size_option=size_option)
+    expected = [f'{tiny_sd2} was trained on 512 px images and runs here at {size} px ({note})']
+    assert logged == (expected if note else [])
+
+
+def test_a_config_path_that_is_a_folder_is_named_as_not_found(tmp_path):
+    with pytest.raises(UserInputError) as error:
+        read_config(str(tmp_path), 'generator config', '--config')
+    assert str(error.value) == f'generator config {tmp_path} (--config) not found'
+
+
+def test_method_names_are_read_in_any_case():
+    assert generator_config('DiffSeg') == (dict(type='DiffSeg'), None)
+    assert generator_config('SEEDIFF') == (dict(type='SeeDiff'), None)
+    with pytest.raises(UserInputError, match='--method DIFFSEG asks for DiffSeg but the preset'):
+        generator_config('DIFFSEG', str(REPO / 'configs/iseg/iseg_wsss_voc.py'))
+    with pytest.raises(UserInputError, match=r"unknown --method 'segdiff'; choose from "
+                                             r"\['diffseg', 'iseg', 'seediff'\]"):
+        generator_config('segdiff')
+
+
+def test_the_job_header_records_a_weights_variant_only_when_one_is_loaded():
+    """A folder made before --variant existed resumes: no 'variant' key without one."""
+    plain = job_header('segment', 'some/model', 'float16', ISeg(classes=['a']), ['a'])
+    assert 'variant' not in plain and plain['dtype'] == 'float16' and plain['classes'] == ['a']
+    fp16 = job_header('segment', 'some/model', 'float16', ISeg(classes=['a']), ['a'],
+                      variant='fp16')
+    assert fp16 == dict(plain, variant='fp16')
+
+
+def test_a_timestep_outside_the_schedulers_range_is_refused_naming_the_generator(tiny_sd2):
+    with pytest.raises(UserInputError, match=r'^DiffSeg: timestep=1000: the scheduler was '
+                                             r'trained on timesteps 0\.\.999;'):
+        load_engine(str(tiny_sd2), generator=DiffSeg(timestep=1000))
+
+
+def test_the_generator_is_built_with_every_class_given():
+    assert build_generator(dict(type='ISeg'), ['background', 'cat']).classes == [
+        'background', 'cat']
+
+
+def test_cfg_options_read_words_in_any_case_and_keep_text_that_is_no_literal():
+    assert parse_options(['a=TRUE', 'b=False', 'c=NONE', 'd=a photo of a {}', 'e=x=1']) == dict(
+        a=True, b=False, c=None, d='a photo of a {}', e='x=1')
