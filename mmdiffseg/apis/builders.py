@@ -113,6 +113,9 @@ def warn_model_notes(engine, generator, image_size: int) -> List[str]:
 def read_config(path: str, what: str, option: str) -> Config:
     """The mmengine config at ``path`` (given as ``option``); a missing file or one that fails
     to run is a :class:`UserInputError` naming it."""
+    if Path(path).is_dir():
+        raise UserInputError(f'{what} {path} ({option}) is a folder: give the config file in '
+                             'it (a .py file)')
     if not Path(path).is_file():
         raise UserInputError(f'{what} {path} ({option}) not found')
     try:

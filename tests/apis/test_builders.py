@@ -80,10 +80,14 @@ def test_compile_reaches_the_engine(tiny_sd2, monkeypatch):
     assert any("torch.compile, {'backend': 'eager'}" in msg for msg in logged), logged
 
 
-def test_a_config_path_that_is_a_folder_is_named_as_not_found(tmp_path):
+def test_a_config_path_that_is_a_folder_or_absent_is_named_so(tmp_path):
     with pytest.raises(UserInputError) as error:
         read_config(str(tmp_path), 'generator config', '--config')
-    assert str(error.value) == f'generator config {tmp_path} (--config) not found'
+    assert str(error.value) == (f'generator config {tmp_path} (--config) is a folder: give the '
+                                'config file in it (a .py file)')
+    with pytest.raises(UserInputError) as error:
+        read_config(str(tmp_path / 'iseg.py'), 'generator config', '--config')
+    assert str(error.value) == f'generator config {tmp_path}/iseg.py (--config) not found'
 
 
 def test_a_preset_gives_its_model_and_needs_a_generator_dict(tmp_path):
