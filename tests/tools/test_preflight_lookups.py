@@ -160,3 +160,141 @@ def test_only_a_label_caches_model_or_an_sd_model_key_is_taken_for_stable_diffus
     cfg.model.backbone.cache_dir = str(tmp_path)                  # now a label cache's setting
     [found] = [m for m in preflight.check(cfg, 'test') if 'Stable Diffusion' in m.what]
     assert found.where == ['model.backbone.model']
+
+
+def hub_checkpoints(tmp_path, monkeypatch):
+    """An empty torch hub cache; its checkpoints folder (not made)."""
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
+    return tmp_path / 'hub' / 'checkpoints'
+
+
+def test_a_remote_checkpoint_is_looked_up_in_the_hub_cache_by_its_url(tmp_path, monkeypatch):
+    """``torchvision://`` (torchvision is installed here) and ``open-mmlab://`` names under
+    mmengine's old names resolve to the URL mmengine downloads; missing offline, the fix is a wget
+    into the hub cache; once the file is there nothing is missing."""
+    from mmengine.runner import checkpoint as ckpt
+    cache, key = hub_checkpoints(tmp_path, monkeypatch), 'model.backbone.init_cfg.checkpoint'
+    url = ckpt.get_torchvision_models()['resnet50']
+    (item,) = preflight.check_checkpoint('torchvision://resnet50', key)
+    assert item.what == (f'pretrained weights torchvision://resnet50 ({url}): not in the torch '
+                         f'hub cache {cache} and offline') and item.where == [key]
+    assert item.fix == (f'download it where there is network (wget -P {cache} {url}) and copy '
+                        f'it into {cache}, or set {key}=/path/to/file.pth')
+    cache.mkdir(parents=True)
+    (cache / url.rsplit('/', 1)[1]).write_bytes(b'')
+    assert preflight.check_checkpoint('torchvision://resnet50', key) == []
+    # resnet50_caffe: mmengine's deprecated name of detectron/resnet50_caffe
+    assert ckpt.get_deprecated_model_names()['resnet50_caffe'] == 'detectron/resnet50_caffe'
+    assert preflight.checkpoint_url('open-mmlab://resnet50_caffe') == \
+        ckpt.get_external_models()['detectron/resnet50_caffe']
+
+
+def test_a_checkpoint_url_is_downloadable_only_below_http_400(tmp_path, monkeypatch):
+    """Online, a URL that answers with an error status (400 and above) or not at all is "not
+    downloadable from here"; a redirect-like status below 400 counts as reachable."""
+    import urllib.error
+    import urllib.request
+    monkeypatch.delenv('HF_HUB_OFFLINE')
+    hub_checkpoints(tmp_path, monkeypatch)
+    status = {}
+
+    def urlopen(request, timeout):
+        if status['code'] is None:
+            raise urllib.error.URLError('no route to host')
+        raise urllib.error.HTTPError(request.full_url, status['code'], 'status', {}, None)
+
+    monkeypatch.setattr(urllib.request, 'urlopen', urlopen)
+    for code, reachable in ((399, True), (400, False), (404, False), (None, False)):
+        status['code'] = code
+        preflight.reachable.cache_clear()
+        assert preflight.reachable('https://example.org/w.pth') is reachable, code
+    (item,) = preflight.check_checkpoint('https://example.org/w.pth', 'load_from')
+    assert item.what.endswith('and not downloadable from here')
+
+
+@NO_CUDA
+def test_the_triton_pamr_kernel_needs_a_gpu():
+    """``pamr_backend='triton'`` runs only on CUDA, as ``'graph'`` does."""
+    key = 'model.data_preprocessor.pamr_backend'
+    fix = cuda_fix(dict(model=dict(data_preprocessor=dict(pamr_backend='triton'))))
+    assert fix.endswith(f'{key}=triton (--cfg-options {key}=auto takes the Triton kernel only '
+                        'on a GPU)')
+
+
+def test_the_validation_data_is_checked_only_where_training_validates(tmp_path):
+    """Without ``val_cfg`` the runner never builds ``val_dataloader`` nor runs ``val_evaluator``:
+    a missing validation set or a metric of class indices for DiffSeg's segment ids is no
+    problem then."""
+    cfg = Config(dict(
+        model=dict(type='DiffusionSegmentor', generator=dict(type='DiffSeg')),
+        val_dataloader=dict(dataset=dict(type='PascalVOCDataset', pipeline=[],
+                                          data_root=str(tmp_path / 'none'))),
+        val_evaluator=dict(type='IoUMetric')))
+    assert not [m for m in preflight.check(cfg) if any('val_' in w for w in m.where)]
+    cfg.val_cfg = dict(type='ValLoop')
+    where = [w for m in preflight.check(cfg) for w in m.where if 'val_' in w]
+    assert 'val_evaluator' in where and any(w.startswith('val_dataloader.') for w in where)
+
+
+def diffusers_folder(folder, weights: str):
+    """A diffusers folder layout of SD (no real weights: only the file names are read)."""
+    folder.mkdir()
+    (folder / 'model_index.json').write_text('{"_class_name": "StableDiffusionPipeline"}')
+    for component in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler'):
+        (folder / component).mkdir()
+    (folder / 'tokenizer' / 'vocab.json').write_text('{}')
+    for component in ('unet', 'vae', 'text_encoder'):
+        (folder / component / weights).write_bytes(b'')
+    return folder
+
+
+def test_variant_only_weights_pass_where_the_labeler_loads_that_variant(tmp_path):
+    """fp16-only weights are refused unless ``engine_kwargs.variant='fp16'``, which the engine
+    passes to from_pretrained."""
+    folder = diffusers_folder(tmp_path / 'sd', 'diffusion_pytorch_model.fp16.safetensors')
+    cfg = Config(dict(model=dict(data_preprocessor=dict(sd_model=str(folder)))))
+    found = preflight.check(cfg, 'test')
+    assert [m.what.split(': ', 1)[1][:40] for m in found] == [
+        'unet/ holds only fp16-variant weights (d', 'vae/ holds only fp16-variant weights (di',
+        'text_encoder/ holds only fp16-variant we']
+    cfg.model.data_preprocessor.engine_kwargs = dict(variant='fp16')
+    assert preflight.check(cfg, 'test') == []
+
+
+def test_the_report_numbers_each_missing_piece_once_from_one():
+    """Entries naming the same piece merge, each config key listed once, the first fix kept;
+    the report numbers them 1, 2, ..."""
+    from mmdiffseg.preflight_data import Missing
+    missing = preflight.merge([Missing('data root x', 'make x', ['a']),
+                               Missing('weights y', 'get y', ['b']),
+                               Missing('data root x', 'make x again', ['c', 'a'])])
+    assert [(m.what, m.fix, m.where) for m in missing] == [
+        ('data root x', 'make x', ['a', 'c']), ('weights y', 'get y', ['b'])]
+    assert preflight.report(missing, 'cfg.py', 'test').splitlines()[:8] == [
+        'Pre-flight check: cfg.py cannot test here yet; 2 things to fix first (nothing was '
+        'started):', '', '1. data root x', '   needed by: a, c', '   fix: make x',
+        '2. weights y', '   needed by: b', '   fix: get y']
+
+
+def test_a_test_run_does_not_write_the_training_label_cache(tmp_path):
+    """A test never writes the label cache of the training pipeline or the labeler: a file in
+    the cache folder's place is a problem to train, none to test."""
+    (tmp_path / 'file').write_text('')
+    cache = dict(cache_dir=str(tmp_path / 'file' / 'cache'), model=str(tmp_path),
+                 generator=dict(type='ISeg'))
+    cfg = Config(dict(model=dict(data_preprocessor=dict(label_cache=cache))))
+    key = 'model.data_preprocessor.label_cache.cache_dir'
+    assert [m.what for m in preflight.check(cfg, 'train') if key in m.where] == [
+        f'label cache folder {tmp_path}/file/cache: {tmp_path}/file is a file']
+    assert not [m for m in preflight.check(cfg, 'test') if key in m.where]
+
+
+def test_the_report_is_printed_without_a_local_rank(tmp_path, monkeypatch, capsys):
+    """Outside torchrun (no LOCAL_RANK) the one process prints the report, then exits 2."""
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(
+        type='PascalVOCDataset', data_root=str(tmp_path / 'none'), pipeline=[]))))
+    with pytest.raises(SystemExit) as stop:
+        preflight.ensure_ready(cfg, 'cfg.py')
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith('Pre-flight check: cfg.py cannot train here yet; ')
