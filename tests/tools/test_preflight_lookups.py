@@ -227,8 +227,8 @@ def test_the_validation_data_is_checked_only_where_training_validates(tmp_path):
     problem then."""
     cfg = Config(dict(
         model=dict(type='DiffusionSegmentor', generator=dict(type='DiffSeg')),
-        val_dataloader=dict(dataset=dict(type='PascalVOCDataset', pipeline=[],
-                                          data_root=str(tmp_path / 'none'))),
+        val_dataloader=dict(dataset=dict(
+            type='PascalVOCDataset', pipeline=[], data_root=str(tmp_path / 'none'))),
         val_evaluator=dict(type='IoUMetric')))
     assert not [m for m in preflight.check(cfg) if any('val_' in w for w in m.where)]
     cfg.val_cfg = dict(type='ValLoop')
@@ -298,3 +298,25 @@ def test_the_report_is_printed_without_a_local_rank(tmp_path, monkeypatch, capsy
         preflight.ensure_ready(cfg, 'cfg.py')
     assert stop.value.code == 2
     assert capsys.readouterr().err.startswith('Pre-flight check: cfg.py cannot train here yet; ')
+
+
+def test_image_level_labels_are_matched_to_the_split_only_once_its_folders_are_there(tmp_path):
+    """While a folder of the dataset is missing, that folder is the one thing reported: the
+    label file's entries are checked against the split once the data is complete."""
+    import shutil
+
+    from e2e_helpers import make_voc_root
+    from sample_data import shared_path
+    root = make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'VOCdevkit' / 'VOC2012')
+    (tmp_path / 'labels.json').write_text('{}')
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(
+        type='PascalVOCDataset', data_root=str(root), ann_file='ImageSets/Segmentation/aug.txt',
+        img_suffix='.png', data_prefix=dict(img_path='JPEGImages',
+                                            seg_map_path='SegmentationClassAug'),
+        pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+                  dict(type='LoadImageLevelLabels', classes='voc',
+                       ann_file=str(tmp_path / 'labels.json'))]))))
+    assert any('have no entry' in m.what for m in preflight.check(cfg))
+    shutil.rmtree(root / 'SegmentationClassAug')
+    assert [m.what for m in preflight.check(cfg)] == [
+        f'PascalVOCDataset folder {root}/SegmentationClassAug not found']
