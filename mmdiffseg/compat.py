@@ -10,7 +10,10 @@ Applied once, when :mod:`mmdiffseg` is imported (tools import it first):
 * mmengine decides whether a config is a "lazy import" config by asking if each imported module is
   built in; on Python 3.11 frozen standard modules (``os``, ``os.path``...) report the origin
   ``'frozen'`` and are taken for third-party modules, so a base-less config that imports ``os``
-  fails with a bare ``RuntimeError``. Frozen modules are treated as built in.
+  fails with a bare ``RuntimeError``. In a virtual environment mmengine also takes every other
+  standard module (``json``, ``collections``, ``math``...) for a third-party one: it looks for
+  them under the venv's prefix, not the base Python's. Frozen modules and the modules of the
+  standard library's folders (``sysconfig``'s ``stdlib``, ``platstdlib``) are built in.
 * ``mmseg::`` config bases need ``pkg_resources`` at run time: the install pins
   ``setuptools<82``; :func:`config_fromfile` (the tools read configs with it) turns its absence
   into a clear message, and the deprecation warning setuptools prints on every import of it (by
@@ -34,6 +37,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sysconfig
 import warnings
 from importlib.util import find_spec
 
@@ -81,11 +86,19 @@ def _patch_builtin_module_check() -> None:
     if getattr(original, '__mmdiffseg_patched__', False):
         return
 
+    stdlib = tuple(os.path.join(os.path.abspath(sysconfig.get_paths()[key]), '')
+                   for key in ('stdlib', 'platstdlib'))
+
     @functools.wraps(original)
     def is_builtin_module(module_name: str) -> bool:
         if not module_name.startswith('.'):
             spec = find_spec(module_name.split('.')[0])
-            if spec is not None and spec.origin in ('frozen', 'built-in'):
+            origin = getattr(spec, 'origin', None) or ''
+            if origin in ('frozen', 'built-in'):
+                return True
+            origin = os.path.abspath(origin) if origin else ''
+            if origin.startswith(stdlib) and not any(
+                    part in ('site-packages', 'dist-packages') for part in origin.split(os.sep)):
                 return True
         return original(module_name)
 

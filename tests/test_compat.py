@@ -49,6 +49,16 @@ def test_baseless_config_with_stdlib_import_loads(tmp_path):
     assert cfg.data_root == 'data/VOCdevkit' and cfg.size == [512]
 
 
+def test_standard_modules_are_built_in_from_a_virtual_environment(tmp_path, monkeypatch):
+    """In a venv mmengine looks for the standard library under the venv's prefix and takes
+    ``json`` for a third-party module (its lazy import then raises a bare RuntimeError)."""
+    from mmengine.config import utils
+    monkeypatch.setattr(utils, 'PYTHON_ROOT_DIR', str(tmp_path / 'venv'))   # as in a venv
+    assert utils._is_builtin_module('json') and utils._is_builtin_module('collections.abc')
+    assert not utils._is_builtin_module('numpy') and not utils._is_builtin_module('mmseg')
+    test_baseless_config_with_stdlib_import_loads(tmp_path)
+
+
 def test_mmseg_scoped_base_resolves(tmp_path):
     cfg_file = tmp_path / 'child.py'
     cfg_file.write_text("_base_ = ['mmseg::_base_/default_runtime.py']\nfoo = 1\n")
