@@ -22,7 +22,8 @@ import torch
 from ..datasets.class_names import CITYSCAPES_HUMAN_VEHICLE_CLASSES, DATASET_CLASSES, spelled_as
 from ..generators.seediff import resolutions_for
 from ..provenance import sampler_settings
-from .builders import build_generator, check_model, job_header, load_engine
+from .builders import (build_generator, check_can_synthesise, check_model, job_header,
+                       load_engine)
 from .folders import (IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, labelled_share,
                       palette_for, split_path)
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem, item_seed
@@ -118,6 +119,7 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
                 f'--classes {outside} not in --label-set (the mask indices: {label_set}); '
                 'leave --label-set out for masks of background + the --classes, or give a '
                 '--label-set that holds them')
+    check_can_synthesise(gen_cfg, 'gen_cfg')  # before the templates it would not take
     if prompts is not None:
         bad = [p for p in prompts if '{}' not in p]
         if bad or not prompts:
