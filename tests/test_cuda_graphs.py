@@ -176,3 +176,28 @@ def test_graphed_steps_record_only_graphed_calls_and_count_buffer_bytes(replayin
     assert replaying_graphs == [] and steps.buffer_bytes() == 0
     assert torch.equal(steps.run(('neg', ), torch.neg, True, x), -x)
     assert len(replaying_graphs) == 1 and steps.buffer_bytes() == 6 * 8
+
+
+def test_an_input_of_another_stride_gets_its_own_graph_and_keeps_its_layout(replaying_graphs):
+    """A transposed input of a recorded shape is not copied into the contiguous buffer: it gets
+    a graph of its own whose result has the layout the eager call gives."""
+    cache = GraphCache(lambda x: x * 2, 'test')
+    cache(torch.ones(2, 3))
+    x = torch.arange(6.0).view(3, 2).t()
+    out = cache(x)
+    assert torch.equal(out, x * 2) and out.stride() == (x * 2).stride() == (1, 2)
+    assert len(cache.graphs) == 2
+
+
+def test_graphed_steps_copies_and_pickles_carry_no_caches(replaying_graphs):
+    """A GraphedSteps that ran a local function (not picklable) still pickles, and its copies
+    start with no caches: they record their own graphs."""
+    import copy
+    import pickle
+    from mmdiffseg.cuda_graphs import GraphedSteps
+    steps = GraphedSteps('auto', 'Test')
+    x = torch.ones(2)
+    assert torch.equal(steps.run(('add', ), lambda t: t + 1, True, x), x + 1)
+    for twin in (copy.deepcopy(steps), pickle.loads(pickle.dumps(steps))):
+        assert twin._caches == {} and twin.backend == 'auto' and twin.owner == 'Test'
+    assert len(steps._caches) == 1
