@@ -1,5 +1,6 @@
 """What a resumed job trusts in its output folder: one run at a time (the folder's lock), files at
 their recorded sizes, the folder's own manifests only, and a split file of this job's items."""
+import contextlib
 import json
 import multiprocessing
 import time
@@ -29,16 +30,27 @@ def _hold_lock(folder, ready):
         time.sleep(120)  # until killed
 
 
+@contextlib.contextmanager
+def lock_holder(hold, folder):
+    """A forked process that holds ``folder``'s lock through ``hold`` until it is killed (as by
+    kill -9), at the latest when the block ends."""
+    context = multiprocessing.get_context('fork')
+    ready = context.Event()
+    holder = context.Process(target=hold, args=(folder, ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        yield holder
+    finally:
+        holder.kill()
+        holder.join(60)
+
+
 def test_a_second_run_into_a_folder_in_use_is_refused_before_any_work(tmp_path):
     """Two runs in one --out did the work twice, and one with other settings wrote its labels
     under the first one's header; now the second is refused, naming the first run's process.
     The lock goes with its holder (kill -9 too: the kernel drops it) and leaves no file."""
-    context = multiprocessing.get_context('fork')
-    ready = context.Event()
-    holder = context.Process(target=_hold_lock, args=(tmp_path, ready))
-    holder.start()
-    try:
-        assert ready.wait(60)
+    with lock_holder(_hold_lock, tmp_path) as holder:
         calls = []
         items, compute = _job(calls)
         with pytest.raises(UserInputError, match=rf'another run is writing into {tmp_path} '
@@ -51,9 +63,6 @@ def test_a_second_run_into_a_folder_in_use_is_refused_before_any_work(tmp_path):
         assert (tmp_path / LOCK_NAME).exists()
         assert run_job(items, None, compute, tmp_path, HEADER).made == 5
         assert not (tmp_path / LOCK_NAME).exists()
-    finally:
-        holder.kill()
-        holder.join(60)
 
 
 def test_a_file_system_without_locks_runs_the_job_unguarded(tmp_path, monkeypatch):
@@ -143,34 +152,18 @@ def _hold_empty_lock(folder, ready):
 @pytest.mark.timeout(120)
 def test_a_lock_held_without_a_name_is_refused_as_another_process(tmp_path):
     """A holder that wrote nothing (yet) into the lock file is named 'another process'."""
-    context = multiprocessing.get_context('fork')
-    ready = context.Event()
-    holder = context.Process(target=_hold_empty_lock, args=(tmp_path, ready))
-    holder.start()
-    try:
-        assert ready.wait(60)
+    with lock_holder(_hold_empty_lock, tmp_path):
         with pytest.raises(UserInputError, match=rf'writing into {tmp_path} \(another process\)'):
             with job_lock(tmp_path):
                 pass
-    finally:
-        holder.kill()
-        holder.join(60)
 
 
 @pytest.mark.timeout(120)
 def test_the_holder_is_named_without_what_the_lock_file_held_before(tmp_path):
     """A longer text left in the lock file (a killed run) is replaced, not overwritten in part."""
     (tmp_path / LOCK_NAME).write_text('x' * 150)
-    context = multiprocessing.get_context('fork')
-    ready = context.Event()
-    holder = context.Process(target=_hold_lock, args=(tmp_path, ready))
-    holder.start()
-    try:
-        assert ready.wait(60)
+    with lock_holder(_hold_lock, tmp_path) as holder:
         with pytest.raises(UserInputError, match=rf'\(pid {holder.pid} on [^,]+, started '
                                                  r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\): two'):
             with job_lock(tmp_path):
                 pass
-    finally:
-        holder.kill()
-        holder.join(60)
