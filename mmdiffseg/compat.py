@@ -93,12 +93,12 @@ def _patch_builtin_module_check() -> None:
     def is_builtin_module(module_name: str) -> bool:
         if not module_name.startswith('.'):
             spec = find_spec(module_name.split('.')[0])
-            origin = getattr(spec, 'origin', None) or ''
+            origin = getattr(spec, 'origin', None)
             if origin in ('frozen', 'built-in'):
                 return True
-            origin = os.path.abspath(origin) if origin else ''
-            if origin.startswith(stdlib) and not any(
-                    part in ('site-packages', 'dist-packages') for part in origin.split(os.sep)):
+            parts = os.path.abspath(origin).split(os.sep) if origin else []
+            if os.sep.join(parts).startswith(stdlib) and \
+                    not {'site-packages', 'dist-packages'} & set(parts):
                 return True
         return original(module_name)
 

@@ -3,6 +3,7 @@ engine load errors, the trained-size warning, configs, --method, generators and 
 import shutil
 
 import pytest
+import torch
 
 from mmdiffseg.apis.builders import (build_generator, check_model, generator_config, job_header,
                                      load_engine, parse_options, read_config)
@@ -49,7 +50,11 @@ def test_a_folder_with_only_variant_weights_loads_with_that_variant(tiny_sd2, tm
         with pytest.raises(UserInputError, match='unet/ holds only fp16-variant weights'):
             refuse(str(folder))
     assert check_model(str(folder), variant='fp16') == str(folder)
-    assert load_engine(str(folder), variant='fp16').unet is not None
+    from safetensors.torch import load_file
+    name, saved = next(iter(load_file(weights.with_name(
+        'diffusion_pytorch_model.fp16.safetensors')).items()))
+    loaded = load_engine(str(folder), variant='fp16').unet.state_dict()[name]
+    assert torch.equal(loaded.float().cpu(), saved.float())   # the variant's weights, loaded
 
 
 def test_an_unknown_dtype_and_a_bad_device_are_refused_by_name(tiny_sd2):
