@@ -307,8 +307,8 @@ def check_image_level_labels(step: dict, where: str,
         beside = Path((dataset or {}).get('data_root') or '', Path(ann_file).name)
         if dataset and beside.is_file():  # the data moved (data_root set), the file with it
             maker = f'--cfg-options {where}.ann_file={beside} (the data root\'s); or {maker}'
-        return [Missing(f'image-level labels {ann_file} not found', maker + ground_truth,
-                        [where])]
+        shown = ann_file or "'' (an empty ann_file)"
+        return [Missing(f'image-level labels {shown} not found', maker + ground_truth, [where])]
     try:
         labels = json.loads(Path(ann_file).read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

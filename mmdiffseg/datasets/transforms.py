@@ -110,7 +110,8 @@ class LoadImageLevelLabels(BaseTransform):
     def _load_annotations(self) -> Dict[str, List[str]]:
         if self._annotations is None:
             if not Path(self.ann_file).is_file():
-                raise FileNotFoundError(f'LoadImageLevelLabels: ann_file {self.ann_file} not found')
+                raise FileNotFoundError(f'LoadImageLevelLabels: ann_file {self.ann_file!r} not '
+                                        'found (None takes the labels from the ground truth)')
             annotations = json.loads(Path(self.ann_file).read_text())
             for image, names in annotations.items():
                 names = annotations[image] = spelled_as(names, self.classes)

@@ -58,3 +58,15 @@ def test_annotation_names_written_without_mmseg_spaces_are_accepted(tmp_path):
     ann.write_text(json.dumps({'room': ['bed', 'beds']}))
     with pytest.raises(KeyError, match=r"unknown class name\(s\) \['beds'\] for image 'room'"):
         LoadImageLevelLabels(classes='ade20k', ann_file=str(ann))(dict(img_path='room.jpg'))
+
+
+@pytest.mark.parametrize('ann_file', ['', 'missing.json'])
+def test_a_missing_label_file_is_named_quoted_with_the_ground_truth_alternative(tmp_path,
+                                                                               ann_file):
+    """An absent file (an empty setting included, which ``None`` is not) names the setting as
+    given, quoted, and how to read the labels from the ground truth instead."""
+    step = LoadImageLevelLabels(classes='voc', ann_file=ann_file and str(tmp_path / ann_file))
+    with pytest.raises(FileNotFoundError) as err:
+        step(dict(img_path='x.png'))
+    assert repr(step.ann_file) in str(err.value)
+    assert 'None takes the labels from the ground truth' in str(err.value)

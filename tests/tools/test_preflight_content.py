@@ -111,7 +111,8 @@ def test_an_empty_label_file_setting_is_not_read_as_none(voc_root):
     """``ann_file=''`` (e.g. ``--cfg-options ...ann_file=``) is a file that is not there, as
     the transform finds at the first image, not the ground truth that ``None`` selects."""
     (item,) = preflight.check(voc_config(voc_root, ''), 'train')
-    assert item.what == 'image-level labels  not found' and item.where == [LABELS_STEP]
+    assert item.what == "image-level labels '' (an empty ann_file) not found"
+    assert item.where == [LABELS_STEP]
     assert f'set {LABELS_STEP}.ann_file=None to take them from the ground truth' in item.fix
 
 
