@@ -61,8 +61,7 @@ def test_annotation_names_written_without_mmseg_spaces_are_accepted(tmp_path):
 
 
 @pytest.mark.parametrize('ann_file', ['', 'missing.json'])
-def test_a_missing_label_file_is_named_quoted_with_the_ground_truth_alternative(tmp_path,
-                                                                               ann_file):
+def test_a_missing_label_file_is_named_with_the_ground_truth_alternative(tmp_path, ann_file):
     """An absent file (an empty setting included, which ``None`` is not) names the setting as
     given, quoted, and how to read the labels from the ground truth instead."""
     step = LoadImageLevelLabels(classes='voc', ann_file=ann_file and str(tmp_path / ann_file))
