@@ -2,6 +2,7 @@
 between processes asking for the same keys in opposite orders, a killed owner leaves no torn file
 and no claim to wait for, a hung owner is named after the timeout."""
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -119,7 +120,8 @@ def test_a_damaged_label_is_made_again_and_replaced(tmp_path, damage, monkeypatc
     disk) is not a cached label: it is made again, once, and its file replaced."""
     import cv2
     logged = []
-    monkeypatch.setattr(label_cache, 'print_log', lambda message, **_: logged.append(message))
+    monkeypatch.setattr(label_cache, 'print_log',
+                        lambda message, **kwargs: logged.append((message, kwargs['level'])))
     cache = LabelCache(**spec(tmp_path))
     key = 'ef' + '0' * 37 + '5'
     path = cache.save(key, label_of(key))
@@ -132,7 +134,8 @@ def test_a_damaged_label_is_made_again_and_replaced(tmp_path, damage, monkeypatc
     assert made == [key] and np.array_equal(labels[key], label_of(key))
     assert np.array_equal(label_cache.read_label(path), label_of(key))
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
-    assert len(logged) == 1 and f'label cache file {path} is damaged' in logged[0]
+    [(message, level)] = logged   # once, as a warning
+    assert f'label cache file {path} is damaged' in message and level == logging.WARNING
 
 
 def test_a_label_finished_between_the_look_and_the_claim_is_not_made_again(tmp_path,
@@ -151,6 +154,10 @@ def test_a_label_finished_between_the_look_and_the_claim_is_not_made_again(tmp_p
     monkeypatch.setattr(LabelCache, 'load', load)
     _, made, _ = cache.fetch_or_make([key], lambda keys: [np.ones((2, 2), np.uint8)] * len(keys))
     assert made == []
+    assert not cache._lock_path(key).exists()   # the claim taken for nothing is released
+    fd = LabelCache(**spec(tmp_path))._try_claim(key)
+    assert fd is not None
+    os.close(fd)
 
 
 def test_a_failed_owner_keeps_the_lock_file_so_two_makers_cannot_claim_at_once(tmp_path):
@@ -240,3 +247,18 @@ def test_a_make_that_returns_too_few_labels_is_an_error(tmp_path):
         fd = LabelCache(**spec(tmp_path))._try_claim(key)
         assert fd is not None
         os.close(fd)
+
+
+def test_a_claim_overwrites_a_longer_record_of_an_earlier_owner(tmp_path):
+    """A lock file left by an owner whose make failed keeps its record; the next owner's record
+    replaces it whole, so a waiter's timeout message names the present owner, not a mix."""
+    cache = LabelCache(**spec(tmp_path))
+    key = 'cd' + '2' * 38
+    cache._lock_path(key).parent.mkdir(parents=True)
+    cache._lock_path(key).write_text(json.dumps(dict(host='h' * 200, pid=1, rank='7')))
+    fd = cache._try_claim(key)
+    try:
+        owner = json.loads(cache._owner(key))
+        assert owner['pid'] == os.getpid() and owner['host'] != 'h' * 200
+    finally:
+        cache._release(key, fd)

@@ -181,6 +181,11 @@ def test_cache_settings_name_missing_and_unknown_keys():
     from mmdiffseg.datasets.label_cache import canonical_cache_spec
     full = dict(cache_dir='c', model='m', generator=dict(type='FixedConfigGenerator'))
     assert canonical_cache_spec(dict(full, wait_timeout=5))['wait_timeout'] == 5
+    # plain JSON values: a config's tuple and a Path compare equal to the stored list and str
+    from pathlib import Path
+    assert canonical_cache_spec(dict(full, cache_dir=Path('c'), generator=dict(
+        type='FixedConfigGenerator', sizes=(1, 2)))) == dict(
+        full, generator=dict(type='FixedConfigGenerator', sizes=[1, 2]))
     with pytest.raises(KeyError, match=r"missing \['generator'\], unknown \[\]"):
         canonical_cache_spec(dict(cache_dir='c', model='m'))
     with pytest.raises(KeyError, match=r"missing \[\], unknown \['wait_timout'\]"):
@@ -197,6 +202,18 @@ def test_label_cache_refuses_values_outside_a_byte(tmp_path):
     assert cache.load('ab' * 20) is None and len(cache) == 0
     cache.save('cd' * 20, np.array([[255, 0]]))
     assert cache.load('cd' * 20).tolist() == [[255, 0]]
+    with pytest.raises(ValueError, match=r'expected an \(H, W\) label .*shape \(2, 2, 3\)'):
+        cache.save('ef' * 20, np.zeros((2, 2, 3), np.uint8))   # a colour image is no label
+    assert not cache.path('ef' * 20).exists()
+
+
+def test_a_label_of_any_integer_or_bool_dtype_is_stored_as_uint8(tmp_path):
+    """A uint16 label comes back uint8 (not a 16-bit PNG), a bool mask as 0/1 (not 0/255)."""
+    cache = LabelCache(**cache_cfg(tmp_path))
+    for i, label in enumerate([np.array([[3, 255]], np.uint16), np.array([[True, False]])]):
+        cache.save(f'{i}' * 40, label)
+        back = cache.load(f'{i}' * 40)
+        assert back.dtype == np.uint8 and back.tolist() == label.astype(np.uint8).tolist()
 
 
 def test_unreadable_signature_is_named(tmp_path):
