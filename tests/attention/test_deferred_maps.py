@@ -85,3 +85,18 @@ def test_a_half_precision_layer_is_staged_as_is_with_its_float32_lse():
     query, key, staged_lse = stash.stage
     assert query.dtype == key.dtype == torch.float16 and torch.equal(query, q.half())
     assert staged_lse.dtype == torch.float32 and torch.equal(staged_lse, lse)
+
+
+def test_the_lse_and_the_flush_use_the_head_sizes_scale(monkeypatch):
+    """A layer staged without an LSE has it computed with ``1/sqrt(head size)`` (head size 4,
+    not the 3 query rows), and the flush sums with that same scale."""
+    scales = []
+    monkeypatch.setattr(map_kernel, 'row_lse', lambda q, k, scale: (
+        scales.append(('lse', scale)), torch.zeros(q.shape[:3]))[1])
+    monkeypatch.setattr(map_kernel, 'add_head_maps', lambda q, k, lse, scale, *a, **kw: (
+        scales.append(('flush', scale))))
+    stash = LayerStash({'a': (2, [0, 1])}, 0.5)
+    q, k, _ = _qkl(1, 2, n_query=3, head_dim=4)
+    stash.add('a', q, k, None)
+    stash.flush(torch.zeros(1, 3, 5), lambda *a: None)
+    assert scales == [('lse', 0.5), ('flush', 0.5)]

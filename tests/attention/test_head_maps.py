@@ -146,3 +146,40 @@ def test_devices_other_than_cuda_get_the_fixed_chunk_budget():
     XPU) gets the CPU budget without asking CUDA."""
     from mmdiffseg.attention import head_maps
     assert head_maps.default_chunk_bytes('meta') == head_maps.CPU_CHUNK_BYTES
+
+
+def test_rows_without_lse_are_normalised_stably_for_large_logits():
+    """Without an LSE (a mask, half precision on CPU) each row is shifted by its maximum first:
+    logits of several hundred (2**400 overflows float32) still give the softmax, not NaN."""
+    q, k, _ = _qkv(1, 2, 10, 12, 16, seed=6)
+    q = q * 150.0
+    assert _logits(q, k).abs().max() > 300
+    buffer = torch.zeros(1, 10, 12)
+    add_head_maps(q, k, None, torch.zeros(1, 1, 1, 12), [(torch.arange(2), [(buffer, 0.5)])],
+                  backend='torch', scratch=_scratch)
+    expected = torch.softmax(_logits(q, k), -1).mean(1)
+    torch.testing.assert_close(buffer.double(), expected, atol=ATOL, rtol=RTOL)
+
+
+def test_a_mask_shared_by_all_queries_is_added_to_every_chunk():
+    """A ``(B, 1, 1, K)`` mask (one row for every query) applies to each chunk of query rows,
+    not only the first: chunks of 4 rows over 10 queries, key 2 blocked everywhere."""
+    q, k, _ = _qkv(2, 3, 10, 6, 16, seed=7)
+    mask = torch.zeros(2, 1, 1, 6)
+    mask[:, :, :, 2] = float('-inf')
+    mask[1, :, :, 4] = -3.0
+    buffer = torch.zeros(2, 10, 6)
+    add_head_maps(q, k, None, mask, [(torch.tensor([0, 2]), [(buffer, 0.5)])], backend='torch',
+                  chunk_bytes=4 * 4 * 6 * 4, scratch=_scratch)
+    expected = torch.softmax(_logits(q, k, mask), -1)[:, [0, 2]].mean(1)
+    torch.testing.assert_close(buffer.double(), expected, atol=ATOL, rtol=RTOL)
+    assert not buffer[..., 2].any()
+
+
+def test_backend_before_a_device_is_known():
+    """``device=None`` (before the U-Net call) checks only the backend: 'auto' and 'torch' are
+    the torch path, 'triton' is kept for the device check at the call."""
+    from mmdiffseg.attention.head_maps import resolve_backend
+    assert resolve_backend('auto', None, masked=False) == 'torch'
+    assert resolve_backend('torch', None, masked=False) == 'torch'
+    assert resolve_backend('triton', None, masked=False) == 'triton'

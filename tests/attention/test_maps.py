@@ -153,3 +153,69 @@ def test_a_capture_given_as_one_request_a_list_or_a_tuple_is_the_same_spec():
     assert as_capture_spec(requests[0]) == CaptureSpec(requests[:1])
     with pytest.raises(TypeError, match='expected a CaptureSpec.*got str'):
         as_capture_spec('self8')
+
+
+def test_a_head_listed_twice_is_refused_however_often_it_is_repeated():
+    """Each repeated head is named once, in order, with the list as given."""
+    with pytest.raises(ValueError, match=r"'cross16': head\(s\) \[0, 2\] listed twice in "
+                                         r"\(0, 3, 0, 2, 0, 2\); list each head once"):
+        CaptureRequest('cross', 16, heads=[0, 3, 0, 2, 0, 2])
+
+
+def test_layers_heads_and_steps_given_as_lists_or_tensors_make_the_same_spec():
+    """Layers, heads and steps are stored as tuples of plain values: a request or spec built from
+    lists, a range or a tensor equals (and hashes as) the one built from tuples of ints, so that
+    merging them keeps one copy and their step selections agree."""
+    layer = 'up_blocks.3.attentions.1.transformer_blocks.0.attn1'
+    as_tuples = CaptureRequest('self', 64, layers=(layer,), heads=(0, 2))
+    as_lists = CaptureRequest('self', 64, layers=[layer], heads=torch.tensor([0, 2]))
+    assert as_lists == as_tuples and as_lists in {as_tuples}
+    assert all(type(h) is int for h in as_lists.heads)
+    spec = CaptureSpec((as_tuples,), steps=(0, 1))
+    merged = spec.merge(CaptureSpec([as_lists], steps=range(2)))
+    assert merged == spec and merged.steps == (0, 1) and hash(merged) == hash(spec)
+
+
+def test_a_request_listed_twice_is_kept_and_merges_keep_the_steps():
+    """Two equal requests under one name are one request, not a clash; a merge keeps the
+    (equal) step selection of both specs; merging no spec gives the empty spec."""
+    request = CaptureRequest('self', 32)
+    assert CaptureSpec((request, CaptureRequest('self', 32))).names == ['self32', 'self32']
+    a = CaptureSpec((request,), steps=(3, 5))
+    b = CaptureSpec((CaptureRequest('cross', 16),), steps=(3, 5))
+    merged = merge_specs([a, b])
+    assert merged.steps == (3, 5) and merged.names == ['self32', 'cross16']
+    assert merge_specs([]) == CaptureSpec()
+
+
+def test_batch_size_is_the_first_dim_and_empty_maps_say_how_to_extract():
+    """The batch size reads the first dim of a map (here 2 samples of 4 tokens); maps extracted
+    with an empty spec have none and say which spec to extract with; they are finite."""
+    assert _maps().batch_size == 2
+    empty = AttentionMaps({})
+    with pytest.raises(ValueError, match='holds no map.*capture=generator.capture_spec'):
+        empty.batch_size
+    empty.check_finite()
+
+
+def test_a_missing_map_names_what_was_captured():
+    with pytest.raises(KeyError, match=r"no 'self64'; captured: \['cross2', 'self2'\]\. "
+                                       r'Extract with the generator'):
+        _maps()['self64']
+
+
+def test_class_token_matrix_of_one_sample_keeps_the_batch_dim():
+    """A batch of one is ``(1, N, C)`` like any other batch."""
+    maps = _maps()
+    maps.maps['cross2'] = maps.maps['cross2'][:1]
+    matrix = maps.class_token_matrix('cross2', [['potted plant']])
+    assert matrix.shape == (1, 4, 1)
+    torch.testing.assert_close(matrix[0, :, 0], torch.tensor([2., 2., 2., 2.]))
+
+
+def test_an_offset_past_a_class_is_refused_even_beside_a_valid_one():
+    """Offsets [1, 2] of a two-token class: offset 2 reads no token of the class, and the class
+    does not silently fall back to offset 1 alone."""
+    with pytest.raises(IndexError):
+        _maps().class_token_columns('cross2', [['potted plant'], ['cat']],
+                                    token_offsets={'potted plant': [1, 2]})
