@@ -1,11 +1,16 @@
 """Which files the offline tools take as images and how they name them: suffixes in any case,
 no folders, a same-name image of another suffix, 16-bit netpbm images, recorded paths that lead
-nowhere, and inputs given by a relative path inside the output folder."""
+nowhere, inputs given by a relative path inside the output folder or its label folder, the
+labelled share a manifest records and the JPEG quality of written images."""
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
-from mmdiffseg.apis.folders import (check_inputs_outside_output, list_images, read_rgb,
-                                    resolve_record_path, same_name_image)
+from mmdiffseg.apis.folders import (MASK_DIR, check_inputs_outside_output, encode_jpeg,
+                                    labelled_share, list_images, read_rgb, resolve_record_path,
+                                    same_name_image)
 from mmdiffseg.apis.io import UserInputError, WorkItem
 
 
@@ -53,3 +58,35 @@ def test_inputs_given_by_a_relative_path_inside_the_output_folder_are_refused(tm
     with pytest.raises(UserInputError, match='lie in a folder this run writes'):
         check_inputs_outside_output(items, tmp_path / 'imgs', 'labels')
     check_inputs_outside_output(items, tmp_path / 'out', 'labels')
+
+
+def test_inputs_in_the_label_folder_of_the_output_are_refused_with_another_out(tmp_path):
+    """Images in <out>/SegmentationClass would be overwritten by the label PNGs."""
+    inside = tmp_path / 'out' / MASK_DIR
+    inside.mkdir(parents=True)
+    items = [WorkItem('a', dict(image=str(inside / 'a.png')))]
+    with pytest.raises(UserInputError) as error:
+        check_inputs_outside_output(items, tmp_path / 'out', 'labels')
+    assert f'input images in {inside} lie in a folder this run writes' in str(error.value)
+    assert f'--out {inside.resolve()}_labels' in str(error.value)
+
+
+def test_labelled_share_rounds_to_4_decimals_but_never_to_0_for_a_labelled_pixel():
+    """1 labelled pixel of 100 000 is 0.00001, recorded as 0.0001; all unsure is 0.0."""
+    few = np.full((100, 1000), 255, dtype=np.uint8)
+    few[0, 0] = 3
+    assert labelled_share(few) == 0.0001
+    assert labelled_share(np.full((2, 2), 255, dtype=np.uint8)) == 0.0
+    assert labelled_share(np.array([[0, 255, 255], [1, 2, 255]], dtype=np.uint8)) == 0.5
+    assert labelled_share(np.array([[1, 1, 255]], dtype=np.uint8)) == 0.6667
+
+
+def test_images_are_written_as_jpeg_of_quality_95():
+    """The default quality is 95: the same bytes as Pillow's JPEG at quality 95, not 90."""
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+
+    def pillow_jpeg(quality):
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, format='JPEG', quality=quality)
+        return buf.getvalue()
+    assert encode_jpeg(rgb) == pillow_jpeg(95) != pillow_jpeg(90)

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from mmdiffseg.apis.io import (Manifest, UserInputError, WorkItem, check_unique_ids,
-                               file_fingerprint, inputs_match, item_seed,
+                               file_fingerprint, inputs_match, is_done, item_seed, manifest_files,
                                remove_stale_temp_files)
 
 HEADER = dict(tool='test', model='tiny', seed=0)
@@ -102,6 +102,9 @@ def test_inputs_are_compared_as_the_json_the_manifest_holds(tmp_path):
     assert inputs_match(item, record) is True
     assert inputs_match(item, {k: v for k, v in record.items() if k != 'classes'}) is None
     assert inputs_match(item, dict(record, classes=['cat'])) is False
+    # one input unrecorded (older) and another changed: changed, not unknown
+    older = {k: v for k, v in record.items() if k != 'classes'}
+    assert inputs_match(item, dict(older, size=[256, 256])) is False
 
 
 def test_the_same_input_listed_twice_is_refused():
@@ -109,3 +112,46 @@ def test_the_same_input_listed_twice_is_refused():
     with pytest.raises(UserInputError, match=r"two inputs have the id 'x'.*imgs/x.jpg and "
                                              r"imgs/x.jpg"):
         check_unique_ids([WorkItem('x', source='imgs/x.jpg'), WorkItem('x', source='imgs/x.jpg')])
+
+
+def test_a_header_without_a_tool_is_refused_by_its_settings_not_as_another_tools(tmp_path):
+    """Only two named tools that differ are "made by another tool"; a header that names none
+    differs in the setting 'tool', named as such."""
+    Manifest(tmp_path, dict(model='tiny', seed=0)).start()
+    with pytest.raises(UserInputError) as error:
+        Manifest(tmp_path, HEADER).load()
+    assert 'made by' not in str(error.value)
+    assert 'tool: folder has <absent>, this run has "test"' in str(error.value)
+
+
+def test_only_the_manifest_and_rank_manifests_are_the_folders(tmp_path):
+    """Copies whose names merely start like a manifest's are not read."""
+    names = ['manifest.jsonl', 'manifest.rank1.jsonl', 'manifest.jsonl.bak.jsonl',
+             'manifest.rank1.jsonl.old.jsonl', 'manifest_old.jsonl']
+    for name in names:
+        (tmp_path / name).write_text('')
+    assert [p.name for p in manifest_files(tmp_path)] == names[:2]
+    assert [p.name for p in manifest_files(tmp_path, ranks_only=True)] == names[1:2]
+
+
+def test_an_output_file_longer_or_shorter_than_recorded_is_not_done(tmp_path):
+    """A file replaced by another copy is redone whether it grew or shrank; a record without
+    sizes (older) is checked for the files alone."""
+    (tmp_path / 'a.png').write_bytes(b'12345')
+    record = dict(id='a', files=['a.png'], sizes={'a.png': 5})
+    assert is_done(tmp_path, record)
+    for size in (4, 6):
+        assert not is_done(tmp_path, dict(record, sizes={'a.png': size}))
+    assert is_done(tmp_path, dict(id='a', files=['a.png']))
+    assert not is_done(tmp_path, dict(id='a', files=['a.png', 'b.png']))
+    assert not is_done(tmp_path, None)
+
+
+def test_items_without_a_source_are_named_by_their_payload_without_the_file_name_hint():
+    """Synthesised items have no file: named by their payload, and no advice to rename files."""
+    with pytest.raises(UserInputError) as error:
+        check_unique_ids([WorkItem('cat_0', dict(prompt='a cat', seed=1)),
+                          WorkItem('cat_0', dict(prompt='a cat', seed=2))])
+    assert str(error.value) == (
+        "two inputs have the id 'cat_0', so their outputs would overwrite each other: "
+        "prompt='a cat', seed=1 and prompt='a cat', seed=2; item ids must be unique")

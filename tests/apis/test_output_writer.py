@@ -66,3 +66,33 @@ def test_nothing_is_committed_after_the_writer_is_abandoned(tmp_path):
     release.set()
     writer.__exit__(None, None, None)   # the committer takes the batch, then stops
     assert made == [] and manifest.load() == {}
+
+
+def test_each_record_holds_its_own_files_sizes_and_inputs_and_failed_items_are_reported(
+        tmp_path):
+    """A record lists its item's files (sorted), the size of each, and the item's inputs, and
+    nothing of the other items of its batch; an item that could not be loaded is reported."""
+    manifest = Manifest(tmp_path, HEADER)
+    manifest.start()
+    made, failed = [], []
+    outputs = [(WorkItem('a', inputs=dict(classes=['cat'])),
+                ItemOutput({'z/a.png': b'xx', 'a/a.jpg': b'x'}, dict(labelled=0.5))),
+               (WorkItem('b'), ItemOutput({'z/b.png': b'xyz'}))]
+    with OutputWriter(tmp_path, manifest, 0, '.t.tmp', lambda item, record: made.append(record),
+                      lambda item, reason: failed.append((item.id, reason))) as writer:
+        writer.submit(outputs, [(WorkItem('c'), 'c.jpg is truncated')])
+    expected = {'a': dict(id='a', files=['a/a.jpg', 'z/a.png'], classes=['cat'], labelled=0.5,
+                          sizes={'a/a.jpg': 1, 'z/a.png': 2}),
+                'b': dict(id='b', files=['z/b.png'], sizes={'z/b.png': 3})}
+    assert Manifest(tmp_path, HEADER).load() == expected
+    assert made == list(expected.values())
+    assert failed == [('c', 'c.jpg is truncated')]
+
+
+def test_the_first_batchs_write_error_is_raised_not_a_later_ones(tmp_path):
+    for name in ('f1', 'f2'):
+        (tmp_path / name).write_text('')
+    with pytest.raises(OutputWriteError, match=r'cannot write .*/f1/x\.bin'):
+        with _writer(tmp_path, 0, [])[0] as writer:
+            for k in (1, 2):
+                writer.submit([(WorkItem(f'i{k}'), ItemOutput({f'f{k}/x.bin': b'x'}))], [])

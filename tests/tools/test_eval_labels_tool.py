@@ -274,3 +274,52 @@ def test_the_zero_label_note_is_only_for_labels_read_as_class_indices_without_ma
                                                  '--labels-reduce-zero-label')
     assert 'note:' not in run_in_process('eval_labels', tmp_path / 'tool', *args)
     assert '(no manifest)' in run_in_process('eval_labels', tmp_path / 'plain', *args)
+
+
+def test_a_class_sets_ground_truth_settings_can_be_turned_off_by_an_option(tmp_path):
+    """ADE20K's ground truth is read with reduce_zero_label unless False is given; a given
+    suffix replaces the dataset's."""
+    from mmdiffseg.apis.eval_labels import GroundTruthFormat
+    assert GroundTruthFormat.of_class_set('ade20k').reduce_zero_label is True
+    fmt = GroundTruthFormat.of_class_set('ade20k', '.tif', reduce_zero_label=False)
+    assert fmt.reduce_zero_label is False and fmt.seg_map_suffix == '.tif'
+    assert GroundTruthFormat.of_class_set('cityscapes').id_suffix == '_leftImg8bit'
+
+
+def test_the_stem_suffix_keeps_all_but_the_last_extension():
+    from mmdiffseg.apis.eval_labels import stem_suffix
+    assert stem_suffix('_rgb.v2.png') == '_rgb.v2'
+    assert stem_suffix('.jpg') == '' and stem_suffix(None) == '' and stem_suffix('_x') == '_x'
+
+
+def test_out_of_range_ground_truth_names_its_first_ten_values(tmp_path):
+    from mmdiffseg.apis.eval_labels import GroundTruthFormat
+    from mmdiffseg.apis.io import UserInputError
+    _write_labels(tmp_path / 'gt', dict(a=[list(range(14)) + [255]]))
+    with pytest.raises(UserInputError) as error:
+        GroundTruthFormat().read(tmp_path / 'gt' / 'a.png', ['x', 'y'])
+    assert f'{tmp_path / "gt" / "a.png"} holds values {list(range(2, 12))} outside the 2 ' \
+           'classes (0..1, 255 = ignore; read with reduce_zero_label=False)' in str(error.value)
+
+
+def test_a_missing_cityscapes_ground_truth_is_named_by_the_file_looked_for(tmp_path):
+    """The example names the file without the image suffix, as Cityscapes' ground truth is."""
+    from mmdiffseg.apis.eval_labels import GroundTruthFormat, find_ground_truth
+    from mmdiffseg.apis.io import UserInputError
+    (tmp_path / 'gt').mkdir()
+    fmt = GroundTruthFormat('_gtFine_labelTrainIds.png', id_suffix='_leftImg8bit')
+    with pytest.raises(UserInputError) as error:
+        find_ground_truth(['x_leftImg8bit'], tmp_path / 'gt', fmt, option='--gt')
+    assert (f"looked in {tmp_path / 'gt'} (--gt) and its sub-folders for files such as "
+            "'x_gtFine_labelTrainIds.png'") in str(error.value)
+
+
+def test_labels_of_the_same_classes_in_another_order_are_refused(tmp_path):
+    """Index 0 is 'a' in the labels but 'b' in --classes: unrelated indices."""
+    from mmdiffseg.apis.eval_labels import check_label_classes
+    from mmdiffseg.apis.io import UserInputError
+    tmp_path.joinpath('manifest.jsonl').write_text('{"tool": "x", "classes": ["a", "b"]}\n')
+    assert check_label_classes(tmp_path, ['a', 'b']) is True
+    with pytest.raises(UserInputError, match=r"index the classes \['a', 'b'\] \(their manifest\), "
+                                             r"but the ground truth is scored as \['b', 'a'\]"):
+        check_label_classes(tmp_path, ['b', 'a'])
