@@ -113,3 +113,57 @@ def test_fractional_float_images_keep_their_values():
     image = np.full((4, 4, 3), 100.5, np.float32)
     out = preprocess_images([image], 4)
     torch.testing.assert_close(out, torch.full((1, 3, 4, 4), 100.5 / 127.5 - 1))
+
+
+@pytest.mark.parametrize('empty', [[], ()])
+def test_an_empty_image_list_is_refused_as_empty(empty):
+    with pytest.raises(ValueError, match=rf'non-empty list of them, got {type(empty).__name__} '
+                                         r'\(empty\)$'):
+        preprocess_images(empty, 64)
+
+
+def test_a_single_chw_tensor_is_a_batch_of_one():
+    batch = torch.from_numpy(_image(8, size=48)).permute(2, 0, 1)[None]
+    for size in (48, 64):
+        out = preprocess_images(batch[0], size)
+        assert out.shape == (1, 3, size, size)
+        torch.testing.assert_close(out, preprocess_images(batch, size))
+
+
+def test_a_uint8_tensor_is_neither_range_checked_nor_resized_as_floats():
+    """uint8 is 0..255 by construction: a dark one (values 0 and 1) is read as it is, and one of
+    another size is resized as its array is (OpenCV), not by torch's float bilinear."""
+    dark = torch.from_numpy(np.random.default_rng(0).integers(0, 2, (1, 3, 8, 8), np.uint8))
+    torch.testing.assert_close(preprocess_images(dark, 8), dark.float() / 127.5 - 1)
+    rgb = _image(9, size=48)
+    tensor = torch.from_numpy(rgb).permute(2, 0, 1)
+    expected = preprocess_images([rgb], 64)
+    assert torch.equal(preprocess_images(tensor[None], 64), expected)
+    assert not torch.equal(preprocess_images(tensor[None].float(), 64), expected)
+
+
+def test_a_float64_array_in_zero_to_one_is_refused():
+    unit = _image(6).astype(np.float64) / 255
+    with pytest.raises(ValueError, match=r'images\[0\]: .*\[0, 1\] image.*images \* 255'):
+        preprocess_images([unit], 64)
+
+
+def test_an_integer_tensor_at_the_working_size_is_refused_by_its_dtype():
+    with pytest.raises(ValueError, match=r'images\[0\]: dtype torch\.int32; expected uint8 or '
+                                         r'float in \[0, 255\]'):
+        preprocess_images(torch.full((1, 3, 64, 64), 200, dtype=torch.int32), 64)
+
+
+def test_work_images_return_the_original_sizes():
+    from mmdiffseg.attention.images import work_images
+    images = [np.zeros((40, 60, 3), np.uint8), torch.zeros(3, 20, 30), np.zeros((32, 32), np.uint8)]
+    out, sizes = work_images(images, 32)
+    assert sizes == [(40, 60), (20, 30), (32, 32)]
+    assert [tuple(img.shape) for img in out] == [(3, 32, 32)] * 3
+    assert [img.dtype for img in out] == [torch.uint8, torch.float32, torch.uint8]
+
+
+def test_a_fractional_float_image_keeps_its_values_through_a_resize():
+    image = np.full((2, 2, 3), 100.5, np.float32)
+    out = preprocess_images([image], 4)
+    torch.testing.assert_close(out, torch.full((1, 3, 4, 4), 100.5 / 127.5 - 1))
