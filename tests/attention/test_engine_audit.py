@@ -1,0 +1,58 @@
+"""DiffusionAttentionEngine: the VAE factor of the image size, the model's own latent scaling
+factor, and what reaches the U-Net."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from mmdiffseg.attention import CaptureRequest, CaptureSpec, DiffusionAttentionEngine
+
+SD1, SD2 = 'stable-diffusion-v1-4', 'stable-diffusion-2-1-base'
+SPEC = CaptureSpec([CaptureRequest('self', 8)])
+
+
+def _image(seed=0, size=64):
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def test_an_image_size_off_the_vae_factor_is_refused_naming_it(tiny_engine):
+    """68 px is 8.5 latents: refused by the VAE factor before anything runs."""
+    engine = tiny_engine(SD2)
+    with pytest.raises(ValueError, match=r'^image size 68 is not a multiple of the VAE factor 8$'):
+        engine.extract([_image(0)], capture=SPEC, image_size=68)
+    with pytest.raises(ValueError, match=r'^image size 68 is not a multiple of the VAE factor 8$'):
+        engine.generate(['a cat'], steps=1, capture=SPEC, height=68, width=68)
+
+
+def test_latents_are_scaled_by_the_models_own_scaling_factor(tiny_engine):
+    """A VAE whose config names another scaling factor than SD's 0.18215: its latents are
+    scaled by it."""
+    engine = tiny_engine(SD2)
+    vae = copy.deepcopy(engine.vae)
+    vae.register_to_config(scaling_factor=0.5)
+    other = DiffusionAttentionEngine(vae, engine.unet, engine.text_encoder, engine.tokenizer,
+                                     engine.scheduler, model_id='tiny')
+    seen = []
+    hook = engine.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    image = torch.from_numpy(_image(3)).permute(2, 0, 1)[None]
+    try:
+        other.extract(image, capture=SPEC, image_size=64)
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        mean = vae.encode(image.float() / 127.5 - 1).latent_dist.mean
+    torch.testing.assert_close(seen[0], mean * 0.5)
+
+
+def test_generate_refuses_a_grid_the_size_lacks_before_the_unet_runs(tiny_engine):
+    engine = tiny_engine(SD1)
+    calls = []
+    hook = engine.unet.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match=r'image size 64 cannot be used: .*64 token grids'):
+            engine.generate(['a cat'], steps=1, capture=CaptureRequest('self', 64), height=64,
+                            width=64)
+    finally:
+        hook.remove()
+    assert not calls
