@@ -27,14 +27,17 @@ def _scratch(slot, numel, dtype, device):
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize('heads,head_dim,n_key', [(8, 40, 64), (5, 64, 77), (10, 80, 64), (8, 160, 77)])
+@pytest.mark.parametrize('heads,head_dim,n_key',
+                         [(8, 40, 64), (5, 64, 77), (10, 80, 64), (8, 160, 77)])
 def test_sdpa_output_is_the_plain_call_bit_for_bit(dtype, heads, head_dim, n_key):
     q, k, v = _qkv(2, heads, 64, n_key, head_dim, dtype)
     out, lse = sdpa_with_lse(q, k, v)
-    assert torch.equal(out, F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False))
+    plain = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
+    assert torch.equal(out, plain)
     if dtype == torch.float32:  # the CPU flash op's LSE
         assert lse.dtype == torch.float32 and lse.shape == (2, heads, 64)
-        torch.testing.assert_close(lse.double(), torch.logsumexp(_logits(q, k), -1), atol=2e-6, rtol=0)
+        torch.testing.assert_close(lse.double(), torch.logsumexp(_logits(q, k), -1), atol=2e-6,
+                                   rtol=0)
     else:  # its half-precision LSE is ~2e-5 off: not used
         assert lse is None
 

@@ -83,8 +83,8 @@ def test_eval_labels_refuses_labels_made_for_other_classes(tmp_path):
     assert 'mIoU: 100.00' in run_in_process('eval_labels', folder, '--gt', gt)
 
 
-def test_ade20k_predictions_written_by_mmseg_are_read_with_labels_reduce_zero_label(tmp_path,
-                                                                                  capsys):
+def test_ade20k_predictions_written_by_mmseg_are_read_with_labels_reduce_zero_label(
+        tmp_path, capsys):
     """tools/test.py --out on ADE20K: mmseg's IoUMetric writes prediction k as k + 1. Scored as
     class indices they are shifted one class (the note says so); --labels-reduce-zero-label reads
     them as written. The ground truth: ADE20K's convention (0 = other, k = class k-1)."""

@@ -167,7 +167,8 @@ def test_the_generators_own_refusal_and_an_unknown_type_are_reported(tmp_path, v
     assert item.fix == (f'correct {GENERATOR}.iters in the config or with --cfg-options (its '
                         'default: 10)')
     (item,) = generator_items(tmp_path, voc_root, dict(type='ISeg', iters='abc'))  # a typed value
-    assert item.what == f"{GENERATOR}.iters='abc': ISeg: iters must be a whole number >= 0, got 'abc'"
+    assert item.what == \
+        f"{GENERATOR}.iters='abc': ISeg: iters must be a whole number >= 0, got 'abc'"
     (item,) = generator_items(tmp_path, voc_root, dict(type='Iseg'))
     assert item.what == f"{GENERATOR}.type: unknown generator 'Iseg' (did you mean 'ISeg'?)"
     assert f'--cfg-options {GENERATOR}.type=ISeg' in item.fix
