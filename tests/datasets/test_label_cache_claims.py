@@ -177,6 +177,7 @@ def test_a_failed_owner_keeps_the_lock_file_so_two_makers_cannot_claim_at_once(t
         os.close(waiter)
 
 
+@pytest.mark.timeout(60)   # a wait that never ends (a timer restarted at each poll) fails here
 def test_waiting_for_a_hung_owner_times_out_naming_it(tmp_path):
     key = 'cd' + '0' * 37 + '3'
     owner = start_hung_owner(tmp_path, key)
