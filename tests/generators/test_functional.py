@@ -1,6 +1,7 @@
 """The tensor helpers of mmdiffseg.generators.functional on small hand-computed cases."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,3 +90,19 @@ def test_otsu_threshold_hand_computed():
     the levels 1, 1, 2, 2: 1/2). A value above 1 counts as 1."""
     x = torch.tensor([[0.0, 0.5, 1.0, 1.0], [0.3, 0.45, 1.0, 1.0], [0.3, 0.45, 1.0, 1.7]])
     assert otsu_threshold(x, bins=3).tolist() == [0.5, 0.0, 0.0]
+
+
+def test_otsu_threshold_equals_cv2_on_byte_maps_with_mass_at_the_top_level():
+    """256 levels, maps whose top level 255 holds many pixels (the total mean then depends on
+    it): the foreground ``level > threshold * 255`` is cv2's ``THRESH_OTSU`` mask."""
+    cv2 = pytest.importorskip('cv2')
+    gen = torch.Generator().manual_seed(3)
+    levels = (torch.rand(6, 32, 32, generator=gen) ** torch.linspace(0.2, 3, 6)[:, None, None]
+              * 255).floor()
+    levels[:, :10] = 255
+    levels[3, :20] = 255
+    thresholds = otsu_threshold(levels / 255)
+    for level, threshold in zip(levels, thresholds):
+        _, binary = cv2.threshold(level.numpy().astype(np.uint8), 0, 255,
+                                  cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        assert torch.equal(level > (threshold * 255).round(), torch.from_numpy(binary > 0))
