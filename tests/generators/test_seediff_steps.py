@@ -279,3 +279,22 @@ def test_self_layers_follow_the_resolutions():
     assert generator.self_layers == dict(zip((18, 36, 72), SEEDIFF_SELF_LAYERS.values()))
     assert [r.name for r in generator.capture_spec.requests] == [
         CROSS_NAME, 'seediff_self18', 'seediff_self36', 'seediff_self72']
+
+
+def test_alpha_seeds_are_strictly_above_alpha():
+    """``seed_rule='alpha'``: seeds where ``CA16^2 > alpha``; 0.5^2 = 0.25 exactly is no seed."""
+    ca = torch.tensor([[[0.5, 1.0, 0.2, 0.6]]])
+    seeds = SeeDiff(CLASSES, seed_rule='alpha', alpha=0.25).seeds(ca)
+    assert seeds.tolist() == [[[False, True, False, True]]]
+
+
+def test_no_note_when_no_cross_layer_is_at_the_seed_grid():
+    """``model_notes`` compares ``num_heads`` with the heads of the cross-attention layers at
+    the seed grid only; a model listing none there (or only other kinds/grids) gets no note."""
+    from types import SimpleNamespace as Layer
+    generator = SeeDiff(CLASSES)
+    assert generator.model_notes([]) == []
+    assert generator.model_notes([Layer(kind='self', resolution=16, heads=5),
+                                  Layer(kind='cross', resolution=32, heads=5)]) == []
+    [note] = generator.model_notes([Layer(kind='cross', resolution=16, heads=5)])
+    assert 'num_heads=8' in note and 'set num_heads=5' in note
