@@ -176,3 +176,34 @@ def test_an_offset_past_a_words_last_token_is_refused():
     gen = ISeg(use_cluster=False, token_offsets={'cat': [1]})
     with pytest.raises(ValueError, match=r"token_offsets\['cat'\] = \[1\] but 'cat' has 1 tok"):
         gen(maps, None, names)
+
+
+def test_the_device_check_refuses_graphs_off_cuda_before_any_work():
+    """``check_device`` (run before the engine starts) refuses the backend and the noise draw
+    that need CUDA, naming the option."""
+    cpu = torch.device('cpu')
+    ISeg(postprocess_backend='auto').check_device(cpu)
+    with pytest.raises(ValueError, match=r"ISeg\(postprocess_backend='graph'\) needs CUDA"):
+        ISeg(postprocess_backend='graph').check_device(cpu)
+    with pytest.raises(ValueError, match="noise_draw='cuda_float16'"):
+        ISeg(noise_draw='cuda_float16').check_device(cpu)
+
+
+def test_a_padding_slot_takes_no_pixel_at_any_output_size(monkeypatch):
+    """A sample with fewer classes than the batch's widest has padding slots; whatever their
+    maps hold, neither forward nor labels_at (a size per sample) gives them a pixel."""
+    cams = torch.zeros(2, 2, 512, 512)
+    cams[0, 0, :, :256] = 1.0          # sample 0: one class, left half
+    cams[0, 1, :, 256:] = 1.0          # its padding slot scores 1 on the right half
+    cams[1, 0, :256] = cams[1, 1, 256:] = 1.0
+    table = torch.tensor([[0, CAT, 255], [0, CAT, DOG]])
+    valid = torch.tensor([[True, False], [True, True]])
+    gen = ISeg()
+    monkeypatch.setattr(ISeg, 'check_sizes', lambda self, maps, sizes: None)
+    monkeypatch.setattr(ISeg, '_class_maps', lambda self, maps, names: (cams, table, valid))
+    names = [['cat'], ['cat', 'dog']]
+    images = torch.zeros(2, 3, 64, 64)
+    for labels in (gen.forward(None, images, names),
+                   gen.labels_at(None, images, names, [(64, 64)] * 2)):
+        assert set(labels[0].unique().tolist()) == {0, CAT}
+        assert set(labels[1].unique().tolist()) == {CAT, DOG}
