@@ -20,3 +20,25 @@ def test_kl_kmeans_on_small_maps_with_zeros_equals_the_released_dfc_kl(precision
         expected, _ = iseg_clusters(x, kl_dtype, number_cluster=4, stage_num=5)
         ours = kl_kmeans(x.flatten(1).T[None], grid_seeds(8, 4), 5, precision=precision)[0]
         assert torch.equal(torch.unique(ours, return_inverse=True)[1], expected), trial
+
+
+def test_greedy_leaders_of_a_chain_of_four():
+    """Chain 0-1-2-3 (each close to its neighbours only): 0 leads and takes 1; 2 leads and takes
+    3; so the leaders are 0 and 2. From "all leaders", two rounds of the recurrence give 0, 2, 3
+    (exact on the first t + 1 proposals after t rounds): a third is needed."""
+    from mmdiffseg.generators.diffseg_merge import greedy_leaders
+    close = torch.eye(4, dtype=torch.bool)
+    for i in range(3):
+        close[i, i + 1] = close[i + 1, i] = True
+    small = torch.tensor([[True, True], [True, True]])
+    (leaders, pair), counts = greedy_leaders([close, small])
+    assert leaders.tolist() == [0, 2] and pair.tolist() == [0] and counts == [2, 1]
+
+
+def test_a_merge_threshold_of_zero_keeps_every_proposal_as_it_is():
+    """No pair is within a threshold of 0 (or below): each proposal leads a group of itself
+    only, whatever its rounded self-distance, so the pass returns the proposals unchanged."""
+    from mmdiffseg.generators.diffseg_merge import merge_proposals
+    proposals = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.6, 0.2, 0.1, 0.1], [0.1, 0.2, 0.3, 0.4]])
+    for threshold in (0.0, -1.0):
+        assert merge_proposals(proposals, threshold).equal(proposals)
