@@ -42,3 +42,21 @@ def test_a_merge_threshold_of_zero_keeps_every_proposal_as_it_is():
     proposals = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.6, 0.2, 0.1, 0.1], [0.1, 0.2, 0.3, 0.4]])
     for threshold in (0.0, -1.0):
         assert merge_proposals(proposals, threshold).equal(proposals)
+
+
+def test_a_pixel_at_exactly_the_float16_threshold_is_not_matched_in_release_mode():
+    """Release mode compares the float16 distance with the threshold in float16, strictly
+    (``kl < threshold``): a pixel map whose distance equals the threshold stays out of the
+    anchor's proposal, one just above it joins."""
+    import numpy as np
+
+    from mmdiffseg.generators.diffseg_first_pass import anchor_proposals
+    from mmdiffseg.generators.functional import float16_symmetric_kl
+    attn = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.6, 0.2, 0.1, 0.1]])
+    at = float16_symmetric_kl(attn[:1], attn)[0, 1].item()
+    above = float(np.nextafter(np.float16(at), np.float16(np.inf)))
+    assert at > 0
+    alone = anchor_proposals(attn, torch.tensor([0]), threshold=at, precision='float16')[0]
+    torch.testing.assert_close(alone, attn[0])
+    both = anchor_proposals(attn, torch.tensor([0]), threshold=above, precision='float16')[0]
+    torch.testing.assert_close(both, attn.mean(0))
