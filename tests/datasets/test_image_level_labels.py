@@ -69,3 +69,24 @@ def test_a_missing_label_file_is_named_with_the_ground_truth_alternative(tmp_pat
         step(dict(img_path='x.png'))
     assert repr(step.ann_file) in str(err.value)
     assert 'None takes the labels from the ground truth' in str(err.value)
+
+
+def test_annotation_file_names_drop_the_excluded_classes(tmp_path):
+    """'background' listed in an annotation file is dropped as from ground truth (generators
+    label it themselves); ``exclude=()`` keeps it, in the file's order."""
+    ann = tmp_path / 'labels.json'
+    ann.write_text(json.dumps({'room': ['dog', 'background', 'cat']}))
+    sample = dict(img_path='/data/room.jpg')
+    default = LoadImageLevelLabels(classes='voc', ann_file=str(ann))(dict(sample))
+    assert default['image_labels'] == ['dog', 'cat']
+    kept = LoadImageLevelLabels(classes='voc', ann_file=str(ann), exclude=())(dict(sample))
+    assert kept['image_labels'] == ['dog', 'background', 'cat']
+
+
+def test_a_ground_truth_pixel_of_the_ignore_index_names_no_class(tmp_path):
+    """Ground-truth values 255 (ignored) are no class; with ``exclude=()`` background (0) is
+    listed, classes in index order whatever their pixel order."""
+    seg = label_png(tmp_path / 'gt.png', [255, 12, 0, 8, 255])
+    sample = dict(img_path='x.png', seg_map_path=seg, reduce_zero_label=False)
+    out = LoadImageLevelLabels(classes='voc', exclude=())(sample)
+    assert out['image_labels'] == ['background', 'cat', 'dog']

@@ -1,13 +1,16 @@
-"""LoadPseudoLabel: the label key follows the order of the image-level names, and a
-``gt_seg_map`` already in ``seg_fields`` is listed once (so a flip applies once)."""
+"""LoadPseudoLabel: the label key follows the order of the image-level names, a ``gt_seg_map``
+already in ``seg_fields`` is listed once (so a flip applies once), and a packed miss carries
+what the online labeler needs."""
 import json
 
 import numpy as np
+import torch
 from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
 from PIL import Image
 
 from mmdiffseg.datasets import LabelCache, label_key
+from mmdiffseg.datasets.label_cache import canonical_cache_spec
 from mmdiffseg.generators.base import MaskGenerator
 from mmdiffseg.registry import MASK_GENERATORS
 
@@ -54,3 +57,18 @@ def test_a_listed_gt_seg_map_is_not_listed_twice_and_flips_once(tmp_path):
     assert out['pseudo_label_cached'] is True
     assert out['seg_fields'] == ['gt_seg_map']
     assert out['gt_seg_map'].tolist() == [[2, 1, 0], [5, 4, 3]]
+
+
+def test_a_packed_miss_carries_the_label_cache_settings_and_key(tmp_path):
+    """The online labeler binds its cache from the sample's ``pseudo_label_cache`` metainfo: the
+    packed sample holds the canonical settings given to LoadPseudoLabel, the key of the image
+    bytes and names, and the identity index map of the 2x3 image."""
+    img, cache, load = setup(tmp_path, ['cat'])
+    pack = dict(type='PackPseudoLabelInputs')
+    packed = Compose(load + [pack])(dict(img_path=str(img), seg_fields=[]))
+    meta = packed['data_samples'].metainfo
+    assert meta['pseudo_label_cache'] == canonical_cache_spec(cache)
+    assert meta['pseudo_label_key'] == label_key(img.read_bytes(), ['cat'])
+    assert meta['pseudo_label_cached'] is False and meta['image_labels'] == ['cat']
+    index = packed['data_samples'].pseudo_label_index.data
+    assert index.dtype == torch.int64 and index.tolist() == [[[0, 1, 2], [3, 4, 5]]]
