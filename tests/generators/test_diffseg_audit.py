@@ -27,17 +27,6 @@ def test_defaults_are_the_released_coco_stuff_settings():
     assert generator.merge_precision == 'float16' and generator.grid_size == 64
 
 
-@pytest.mark.parametrize('kwargs,name', [
-    (dict(output_size=(64, 64, 3)), 'output_size'),
-    (dict(timestep=-1), 'timestep'),
-    (dict(resolutions=()), 'resolutions'),
-    (dict(num_points=1), 'num_points'),
-])
-def test_bad_options_are_named(kwargs, name):
-    with pytest.raises(ValueError, match=name):
-        DiffSeg(**kwargs)
-
-
 def test_the_merging_grid_is_the_largest_resolution_in_any_order():
     """Resolutions listed small-first: the grid is still the largest (16), and uniform attention
     there is one segment."""

@@ -61,6 +61,20 @@ VOC = ['background', 'cat', 'dog']
     (lambda: DiffSeg(classes='cat,dog'), r"classes must be a list of class names \(non-empty "
                                          r"strings\), got 'cat,dog'"),
     (lambda: DiffSeg(classes=['cat', ' ']), 'classes must be a list of class names'),
+    (lambda: DiffSeg(output_size=(64, 64, 3)), r'output_size must be \[height, width\] or None'),
+    (lambda: DiffSeg(timestep=-1), 'timestep must be a whole number >= 0, got -1'),
+    (lambda: DiffSeg(resolutions=()), 'DiffSeg.resolutions must hold at least one resolution'),
+    (lambda: DiffSeg(num_points=1), r'num_points must be a whole number in \[2, 64\], got 1'),
+    (lambda: SeeDiff(VOC, threshold=1), r'threshold must be a number in \(0, 1\), got 1'),
+    (lambda: SeeDiff(VOC, final_threshold=1), r'final_threshold must be a number in \(0, 1\)'),
+    (lambda: ISeg(timestep=-1), 'timestep must be a whole number >= 0'),
+    (lambda: ISeg(num_clusters=0), 'num_clusters must be a whole number >= 1'),
+    (lambda: ISeg(cluster_iters=0), 'cluster_iters must be a whole number >= 1'),
+    (lambda: ISeg(iters=-1), 'iters must be a whole number >= 0'),
+    (lambda: ISeg(cam_bg_thr=1.0), r'cam_bg_thr must be a number in \[0, 1\)'),
+    (lambda: ISeg(cam_bg_thr=-0.1), r'cam_bg_thr must be a number in \[0, 1\)'),
+    (lambda: ISeg(kmeans_precision='half'), "kmeans_precision must be one of .*got 'half'"),
+    (lambda: ISeg(self_heads=[1, -1]), r'self_heads\[1\] must be a whole number >= 0'),
 ])
 def test_a_meaningless_option_is_refused_naming_it_and_its_range(build, match):
     with pytest.raises(ValueError, match=match):

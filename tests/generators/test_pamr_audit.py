@@ -24,15 +24,15 @@ def test_default_check_every_stops_only_at_multiples_of_ten():
     assert torch.equal(PAMR(num_iter=50, tol=10.0)(image, mask), PAMR(num_iter=10)(image, mask))
 
 
-@pytest.mark.parametrize('kwargs,name', [
-    (dict(dilations=()), 'at least one dilation'),
-    (dict(sigma_factor=0.0), 'sigma_factor'),
-    (dict(sigma_factor=-0.2), 'sigma_factor'),
-    (dict(tol=-1e-3), 'tol'),
-    (dict(check_every=0), 'check_every'),
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(dilations=()), r'dilations must name at least one dilation, e.g. \[1\]'),
+    (dict(sigma_factor=0.0), 'sigma_factor must be a number > 0, got 0.0'),
+    (dict(sigma_factor=-0.2), 'sigma_factor must be a number > 0, got -0.2'),
+    (dict(tol=-1e-3), 'tol must be a number >= 0, got -0.001'),
+    (dict(check_every=0), 'check_every must be a whole number >= 1, got 0'),
 ])
-def test_bad_options_are_named(kwargs, name):
-    with pytest.raises(ValueError, match=name):
+def test_bad_options_are_named_with_their_range(kwargs, match):
+    with pytest.raises(ValueError, match=f'PAMR: {match}'):
         PAMR(**kwargs)
 
 

@@ -223,14 +223,6 @@ def test_one_class_list_per_sample(lists):
         SeeDiff(CLASSES, pamr_iter=0)(blank_maps(2), None, lists)
 
 
-@pytest.mark.parametrize('option', ['threshold', 'final_threshold'])
-def test_thresholds_of_one_are_refused(option):
-    """Both thresholds compare maps min-max normalised to [0, 1] with ``>``: at 1 nothing
-    could ever be foreground."""
-    with pytest.raises(ValueError, match=fr'{option} must be a number in \(0, 1\)'):
-        SeeDiff(CLASSES, **{option: 1})
-
-
 # -- PAMR options, engine arguments, the label-cache key --------------------------------------
 def test_pamr_tol_and_backend_reach_pamr(monkeypatch):
     """``pamr_tol`` stops PAMR at its first check (every 10 steps) when the change is below it
