@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
+from mmdiffseg.attention.maps import AttentionMaps
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png
 
 VOC_CLASSES = ['background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
@@ -113,3 +114,9 @@ def with_hot_spot(maps, labels, name, factor, resolutions):
             *= factor
         maps.maps[f'cross{r}'][0] = cross / cross.sum(-1, keepdim=True)
     return maps
+
+
+def uniform_maps(resolutions=(16, 8), batch=1):
+    """Uniform self-attention at ``resolutions`` (one segment), for a 64x64 image."""
+    return AttentionMaps({f'self{r}': torch.full((batch, r * r, r * r), 1.0 / (r * r))
+                          for r in resolutions}, image_size=(64, 64))

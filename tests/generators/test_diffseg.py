@@ -8,7 +8,7 @@ from mmengine.config import Config
 from torch.distributions import Categorical, kl_divergence
 
 from diffseg_cases import (MODERATE_NOISE, VOC_CLASSES, coco_samples, hungarian_miou, synthetic,
-                           voc_labels)
+                           uniform_maps, voc_labels)
 from sample_data import REPO
 from mmdiffseg.attention.maps import AttentionMaps
 from mmdiffseg.generators import DiffSeg
@@ -19,11 +19,6 @@ from mmdiffseg.generators.diffseg_merge import refine_proposals
 from mmdiffseg.generators.functional import symmetric_kl
 from mmdiffseg.generators.transcriptions import diffseg_aggregate, diffseg_masks
 from mmdiffseg.registry import MASK_GENERATORS
-
-
-def uniform_maps(resolutions=(16, 8), batch=1):
-    return AttentionMaps({f'self{r}': torch.full((batch, r * r, r * r), 1.0 / (r * r))
-                          for r in resolutions}, image_size=(64, 64))
 
 
 # -- hand-checked pieces -------------------------------------------------------------------------

@@ -3,7 +3,7 @@ labels_at checks, an unsure image beside refinement, class scores, naming gapped
 import pytest
 import torch
 
-from diffseg_cases import VOC_CLASSES
+from diffseg_cases import VOC_CLASSES, uniform_maps
 from mmdiffseg.attention.maps import AttentionMaps
 from mmdiffseg.generators import DiffSeg
 
@@ -12,11 +12,6 @@ from mmdiffseg.generators import DiffSeg
 E = 1e-8
 A, B = [0.7, 0.2, 0.1 - E, E], [0.6, 0.2, 0.1, 0.1]
 C, D = [0.05, 0.05, 0.2, 0.7], [E, 0.1, 0.2 - E, 0.7]
-
-
-def uniform_maps(resolutions=(16, 8), batch=1):
-    return AttentionMaps({f'self{r}': torch.full((batch, r * r, r * r), 1.0 / (r * r))
-                          for r in resolutions}, image_size=(32, 32))
 
 
 def test_defaults_are_the_released_coco_stuff_settings():
@@ -33,7 +28,7 @@ def test_the_merging_grid_is_the_largest_resolution_in_any_order():
     generator = DiffSeg(resolutions=(8, 16), num_points=4)
     assert generator.grid_size == 16
     labels = generator(uniform_maps((8, 16)))
-    assert labels.shape == (1, 32, 32) and labels.eq(0).all()
+    assert labels.shape == (1, 64, 64) and labels.eq(0).all()
 
 
 def test_labelled_mode_needs_one_class_name_list_per_image():
