@@ -91,3 +91,47 @@ def test_a_name_inside_a_longer_one_takes_its_own_occurrence(tokenizer):
     assert token_positions(tokenizer, 'a photo of hot dog', ['dog', 'hot dog']) == {
         'dog': [5], 'hot dog': [4, 5]}
     assert token_positions(tokenizer, 'a cat and a cat', ['cat', 'Cat']) == {'cat': [2], 'Cat': [2]}
+
+
+def test_a_name_overlapping_a_longer_one_past_its_first_token_takes_its_free_occurrence(tokenizer):
+    """An occurrence is taken when ANY of its tokens belongs to a longer name, not only its first:
+    'hot dog' whose 'dog' is the first token of 'dog house roof' moves to its other occurrence."""
+    prompt = 'a photo of hot dog house roof and hot dog'
+    assert prompt_token_ids(tokenizer, prompt)[4:11] == prompt_token_ids(
+        tokenizer, 'hot dog house roof and hot dog')[1:-1]  # one token per word
+    assert token_positions(tokenizer, prompt, ['hot dog', 'dog house roof']) == {
+        'hot dog': [9, 10], 'dog house roof': [5, 6, 7]}
+
+
+def test_a_capitalised_class_past_the_77_tokens_is_named_as_truncated(tokenizer):
+    """The truncation message reads the whole prompt case-insensitively, as the positions do."""
+    long_prompt = 'a photo of ' + 'very ' * 80 + 'Cat'
+    with pytest.raises(ValueError, match=r"class 'Cat' lies beyond the first 77 tokens"):
+        token_positions(tokenizer, long_prompt, ['Cat'])
+
+
+@pytest.mark.parametrize('name', ['stable-diffusion-v1-4', 'stable-diffusion-2-1-base'])
+def test_encoded_rows_are_the_unmasked_padded_encoder_output(tiny_engine, name):
+    """As Stable Diffusion pipelines condition the U-Net: the prompt padded to 77 tokens, the text
+    encoder called without an attention mask (a mask would change the padding rows)."""
+    from mmdiffseg.attention import encode_prompts
+    engine = tiny_engine(name)
+    prompts = ['a photo of a cat', '']
+    ids = engine.tokenizer(prompts, padding='max_length', max_length=77,
+                           return_tensors='pt').input_ids
+    with torch.no_grad():
+        expected = engine.text_encoder(ids)[0]
+    encoded = encode_prompts(engine.tokenizer, engine.text_encoder, prompts)
+    assert encoded.shape == expected.shape == (2, 77, expected.shape[-1])
+    torch.testing.assert_close(encoded, expected, rtol=0, atol=0)
+
+
+def test_enhanced_half_precision_embeddings_stay_half():
+    """The scale is applied in the embeddings' dtype: float16 text embeddings condition a float16
+    U-Net, and 1.6 x a float16 value is the float16 product."""
+    emb = torch.linspace(-3, 3, 2 * 4 * 3).view(2, 4, 3).half()
+    out = enhance_class_tokens(emb, [{'cat': [1]}, {'cat': [2, 3]}], 1.6)
+    assert out.dtype == torch.float16
+    factor = torch.ones(2, 4, 1, dtype=torch.float16)
+    factor[0, 1] = factor[1, 2:] = 1.6
+    assert torch.equal(out, emb * factor)
