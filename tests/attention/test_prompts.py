@@ -104,7 +104,7 @@ def test_a_name_overlapping_a_longer_one_past_its_first_token_takes_its_free_occ
 
 
 def test_a_capitalised_class_past_the_77_tokens_is_named_as_truncated(tokenizer):
-    """The truncation message reads the whole prompt case-insensitively, as the positions do."""
+    """The truncation message names a capitalised class found past the 77 tokens."""
     long_prompt = 'a photo of ' + 'very ' * 80 + 'Cat'
     with pytest.raises(ValueError, match=r"class 'Cat' lies beyond the first 77 tokens"):
         token_positions(tokenizer, long_prompt, ['Cat'])
@@ -135,3 +135,17 @@ def test_enhanced_half_precision_embeddings_stay_half():
     factor = torch.ones(2, 4, 1, dtype=torch.float16)
     factor[0, 1] = factor[1, 2:] = 1.6
     assert torch.equal(out, emb * factor)
+
+
+def test_a_class_absent_from_a_long_prompt_is_not_called_truncated(tokenizer):
+    """A prompt past 77 tokens that lacks the class altogether gets the 'does not occur' error, not
+    the truncation one (which would send the user to shorten a prompt that never had it)."""
+    long_prompt = 'a photo of ' + 'very ' * 80 + 'cat'
+    with pytest.raises(ValueError, match=r"class 'horse' \(tokens \[\d+\]\) does not occur"):
+        token_positions(tokenizer, long_prompt, ['horse'])
+
+
+def test_an_empty_class_name_is_refused(tokenizer):
+    """An empty name has no tokens: refused by name, never placed at no position."""
+    with pytest.raises(ValueError, match=r"class name '' has no tokens"):
+        token_positions(tokenizer, 'a photo of a cat', ['cat', ''])
