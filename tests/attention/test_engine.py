@@ -259,6 +259,7 @@ def test_a_spec_that_fits_is_checked_once_per_image_size(tiny_engine, monkeypatc
     once at a size is not planned again (a layer walk and a session per batch otherwise)."""
     import mmdiffseg.attention.engine as engine_module
     engine = tiny_engine(SD2)
+    monkeypatch.setattr(engine, '_served', set())  # the shared engine served earlier tests
     walks = []
     layers = engine_module.unet_attention_layers
     monkeypatch.setattr(engine_module, 'unet_attention_layers',
