@@ -1,5 +1,10 @@
-"""Mutation audit of generated.py: which manifest a label folder's header is read from."""
+"""Mutation audit of generated.py: which manifest a label folder's header is read from, and
+the errors naming a missing list, image set or label folder."""
 import json
+
+import pytest
+from mmseg.registry import DATASETS
+from test_generated_datasets import LOAD, make_synthetic
 
 from mmdiffseg.datasets.generated import read_manifest_header
 
@@ -12,3 +17,19 @@ def test_manifest_jsonl_is_read_before_manifest_json(tmp_path):
     assert read_manifest_header(tmp_path) == dict(classes=['a'])
     (tmp_path / 'manifest.jsonl').unlink()
     assert read_manifest_header(tmp_path) == dict(classes=['b'])
+
+
+def test_a_missing_list_image_folder_or_label_folder_is_named(tmp_path):
+    """Each missing input gets its own error naming it: the ann_file list, images with the
+    suffix, the label folder (not a generic 'no such file' or an empty dataset)."""
+    root = make_synthetic(tmp_path / 'r', classes=['background', 'cat'])
+    cfg = dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
+               metainfo=dict(classes=['background', 'cat']), img_suffix='.jpg',
+               data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
+    with pytest.raises(FileNotFoundError, match=r'ann_file \S+/nolist.txt not found'):
+        DATASETS.build(dict(cfg, ann_file='nolist.txt'))
+    with pytest.raises(FileNotFoundError, match=r"no images ending in '.bmp' in \S+JPEGImages"):
+        DATASETS.build(dict(cfg, img_suffix='.bmp'))
+    with pytest.raises(FileNotFoundError, match=r'label folder \S+/nolabels not found'):
+        DATASETS.build(dict(cfg, data_prefix=dict(img_path='JPEGImages',
+                                                  seg_map_path='nolabels')))
