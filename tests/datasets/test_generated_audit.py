@@ -4,9 +4,12 @@ import json
 
 import pytest
 from mmseg.registry import DATASETS
-from test_generated_datasets import LOAD, make_synthetic
+from test_generated_datasets import LOAD, VOC_NAMES, make_synthetic
 
+from mmdiffseg.datasets import DATASET_CLASSES
 from mmdiffseg.datasets.generated import read_manifest_header
+
+VOC = DATASET_CLASSES['voc']
 
 
 def test_manifest_jsonl_is_read_before_manifest_json(tmp_path):
@@ -33,3 +36,15 @@ def test_a_missing_list_image_folder_or_label_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r'label folder \S+/nolabels not found'):
         DATASETS.build(dict(cfg, data_prefix=dict(img_path='JPEGImages',
                                                   seg_map_path='nolabels')))
+
+
+def test_an_ann_file_that_is_a_folder_lists_every_image_as_mmseg_does(tmp_path):
+    """ann_file naming a folder (mmseg's BaseSegDataset then scans the images) is no list: every
+    image of img_path is read, sorted, not 'ann_file not found'."""
+    root = make_synthetic(tmp_path / 'r')
+    ds = DATASETS.build(dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
+                             metainfo=dict(classes=list(VOC)), img_suffix='.jpg',
+                             ann_file='ImageSets', data_prefix=dict(
+                                 img_path='JPEGImages', seg_map_path='SegmentationClass')))
+    assert [ds.get_data_info(i)['img_path'] for i in range(len(ds))] == [
+        str(root / 'JPEGImages' / f'{name}.jpg') for name in sorted(VOC_NAMES)]
