@@ -45,3 +45,45 @@ def test_label_names_are_not_checked_against_classes_the_fix_replaces(tmp_path):
     (item,) = preflight.check(Config(dict(train_dataloader=dict(dataset=dataset))), 'train')
     assert item.where == ['train_dataloader.dataset.pipeline.0.classes']
     assert "index 1 is 'dog' there but 'person' in the dataset" in item.what
+
+
+def test_each_required_label_cache_key_is_named_and_wait_timeout_is_seconds():
+    """cache_dir, model and generator are required (wait_timeout is not); wait_timeout is a
+    number of seconds, 0 included, never a bool or a negative number."""
+    from mmdiffseg.preflight_options import check_cache_keys
+    full = dict(cache_dir='c', model='m', generator=dict(type='ISeg'))
+    assert check_cache_keys(full, 'x.cache') == []
+    assert check_cache_keys(dict(full, wait_timeout=0), 'x.cache') == []
+    for key in ('cache_dir', 'model', 'generator'):
+        (item,) = check_cache_keys({k: v for k, v in full.items() if k != key}, 'x.cache')
+        assert item.what == f"x.cache: the label cache has no {key!r} setting"
+        assert item.where == [f'x.cache.{key}']
+    for bad in (True, -1, '5'):
+        (item,) = check_cache_keys(dict(full, wait_timeout=bad), 'x.cache')
+        assert item.what.startswith(f'x.cache.wait_timeout is {bad!r}: seconds')
+
+
+def test_a_cache_is_refused_only_for_a_recorded_other_precision(tmp_path):
+    """A signature with no writer dtype (or the run's) passes; one made in float16 is named
+    for a float32 run, with the settings that make float16 labels."""
+    from mmdiffseg.preflight_cache import check_cache_precision
+    signature = tmp_path / 'cache.json'
+    for made in ({}, {'dtype': 'float32'}):
+        signature.write_text(json.dumps({'made_with': made}))
+        assert check_cache_precision(str(tmp_path), 'x.cache', 'float32') == []
+    signature.write_text(json.dumps({'made_with': {'dtype': 'float16'}}))
+    (item,) = check_cache_precision(str(tmp_path), 'x.cache', 'float32')
+    assert item.what == (f'label cache {tmp_path} holds labels made in float16, this run would '
+                         'add labels in float32')
+    assert 'engine_dtype=float16' in item.fix and '--dtype float16' in item.fix
+    assert item.where == ['x.cache.cache_dir']
+
+
+def test_a_file_in_place_of_the_cache_or_above_it_is_named(tmp_path):
+    """A file where the cache folder (or a folder above it) should be cannot hold the cache."""
+    from mmdiffseg.preflight_cache import check_cache_writable
+    (tmp_path / 'f').write_text('')
+    for cache_dir in (tmp_path / 'f', tmp_path / 'f' / 'sub'):
+        (item,) = check_cache_writable(str(cache_dir), 'x.cache')
+        assert item.what == f'label cache folder {cache_dir}: {tmp_path / "f"} is a file'
+        assert item.where == ['x.cache.cache_dir']
