@@ -87,3 +87,17 @@ def test_a_file_in_place_of_the_cache_or_above_it_is_named(tmp_path):
         (item,) = check_cache_writable(str(cache_dir), 'x.cache')
         assert item.what == f'label cache folder {cache_dir}: {tmp_path / "f"} is a file'
         assert item.where == ['x.cache.cache_dir']
+
+
+def test_image_level_labels_from_the_ground_truth_need_the_label_folder(tmp_path):
+    """``LoadImageLevelLabels`` without a label file reads the label maps: their folder is then
+    needed as by ``LoadAnnotations``; with a label file it is not."""
+    from mmdiffseg.preflight_data import check_dataset
+    (tmp_path / 'img').mkdir()
+    step = dict(type='LoadImageLevelLabels', ann_file=None)
+    dataset = dict(type='BaseSegDataset', data_root=str(tmp_path),
+                   data_prefix=dict(img_path='img', seg_map_path='ann'), pipeline=[step])
+    (item,) = check_dataset(dataset, 'd')
+    assert item.what == f'BaseSegDataset folder {tmp_path / "ann"} not found'
+    step['ann_file'] = 'labels.json'
+    assert check_dataset(dataset, 'd') == []
