@@ -47,22 +47,6 @@ def test_label_names_are_not_checked_against_classes_the_fix_replaces(tmp_path):
     assert "index 1 is 'dog' there but 'person' in the dataset" in item.what
 
 
-def test_each_required_label_cache_key_is_named_and_wait_timeout_is_seconds():
-    """cache_dir, model and generator are required (wait_timeout is not); wait_timeout is a
-    number of seconds, 0 included, never a bool or a negative number."""
-    from mmdiffseg.preflight_options import check_cache_keys
-    full = dict(cache_dir='c', model='m', generator=dict(type='ISeg'))
-    assert check_cache_keys(full, 'x.cache') == []
-    assert check_cache_keys(dict(full, wait_timeout=0), 'x.cache') == []
-    for key in ('cache_dir', 'model', 'generator'):
-        (item,) = check_cache_keys({k: v for k, v in full.items() if k != key}, 'x.cache')
-        assert item.what == f"x.cache: the label cache has no {key!r} setting"
-        assert item.where == [f'x.cache.{key}']
-    for bad in (True, -1, '5'):
-        (item,) = check_cache_keys(dict(full, wait_timeout=bad), 'x.cache')
-        assert item.what.startswith(f'x.cache.wait_timeout is {bad!r}: seconds')
-
-
 def test_a_cache_is_refused_only_for_a_recorded_other_precision(tmp_path):
     """A signature with no writer dtype (or the run's) passes; one made in float16 is named
     for a float32 run, with the settings that make float16 labels."""
@@ -101,3 +85,15 @@ def test_image_level_labels_from_the_ground_truth_need_the_label_folder(tmp_path
     assert item.what == f'BaseSegDataset folder {tmp_path / "ann"} not found'
     step['ann_file'] = 'labels.json'
     assert check_dataset(dataset, 'd') == []
+
+
+def test_a_cache_signed_with_the_runs_own_settings_passes(tmp_path):
+    """The settings check names a cache only where a setting differs."""
+    from mmdiffseg.datasets import LabelCache
+    from mmdiffseg.preflight_cache import check_cache_settings
+    generator = dict(type='ISeg', vocabulary='voc')
+    LabelCache(str(tmp_path), 'org/sd', generator).sign()
+    cache = dict(cache_dir=str(tmp_path), model='org/sd', generator=generator)
+    assert check_cache_settings(cache, 'x.cache') == []
+    (item,) = check_cache_settings(dict(cache, model='org/other'), 'x.cache')
+    assert item.what.startswith(f'label cache {tmp_path} holds labels made with other settings: ')
