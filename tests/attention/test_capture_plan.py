@@ -111,7 +111,8 @@ def _rows(heads, seed=0):
 
 def test_a_captured_forward_that_raised_inside_the_block_is_not_averaged_in(tiny_engine):
     """A forward that raises midway (caught inside the block) has added some of its layers'
-    maps: results() refuses them by step; a raise in an uncaptured step changes no map."""
+    maps: results() refuses them by step, also when it was the last step (no later step began);
+    a raise in an uncaptured step changes no map."""
     unet = tiny_engine('stable-diffusion-2-1-base').unet
     args, text = (torch.zeros(1, 4, 8, 8), 10), torch.zeros(1, 77, 32)
     spec = CaptureSpec([CaptureRequest('self', 8), CaptureRequest('self', 4)])
@@ -120,7 +121,7 @@ def test_a_captured_forward_that_raised_inside_the_block_is_not_averaged_in(tiny
     def fail_at_the_last_block(module, inputs):
         raise RuntimeError('out of memory')
     with torch.no_grad():
-        for raising_step, refused in ((0, True), (1, False)):
+        for raising_step, refused in ((0, True), (1, False), (2, True)):
             with capture_attention(unet, spec, 8, batch_size=1, steps=(0, 2)) as session:
                 for step in range(3):
                     hook = (last.register_forward_pre_hook(fail_at_the_last_block)
@@ -134,7 +135,7 @@ def test_a_captured_forward_that_raised_inside_the_block_is_not_averaged_in(tiny
                             hook.remove()
             if refused:
                 with pytest.raises(RuntimeError, match=r'the U-Net forward of captured step\(s\) '
-                                                       r'\[0\] did not finish'):
+                                                       rf'\[{raising_step}\] did not finish'):
                     session.results()
             else:
                 assert set(session.results()) == {'self8', 'self4'}
