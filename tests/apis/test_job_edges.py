@@ -1,0 +1,93 @@
+"""run_job at the edges of its batches: a batch whose every input fails to load, a rerun whose only
+missing item still fails (no GPU work for the finished ones beside it), a finished item that
+cannot be read now, records without a labelled share, and the time counted after ``prepare``."""
+import time
+
+from mmdiffseg.apis.io import ItemFailed, ItemOutput, WorkItem
+from mmdiffseg.apis.jobs import run_job
+from test_io import HEADER, _job
+
+
+def test_a_batch_whose_every_input_fails_is_counted_without_collating_nothing(tmp_path):
+    """``collate`` gets only the loaded inputs: a batch of unreadable items alone is never
+    collated (``stack_work_images`` of nothing would stop the job) and is counted as failed."""
+    items, load, compute = _job([])
+    collated = []
+
+    def collate(values):
+        assert values, 'collate called with no inputs'
+        collated.append(list(values))
+        return values
+
+    summary = run_job(items, load, compute, tmp_path, HEADER, batch_size=1, workers=0,
+                      collate=collate)
+    assert summary.made == 6
+    assert summary.failed == [('item3', 'item3 is corrupt')]
+    assert collated == [[v] for v in (0, 1, 2, 4, 5, 6)]
+
+
+def test_a_rerun_computes_nothing_for_a_batch_whose_only_missing_item_fails_again(tmp_path):
+    """Batches are fixed: item2 (done) shares its batch with item3 (unreadable). A rerun reads
+    the batch again but hands no finished item to ``compute`` (the GPU work)."""
+    calls = []
+    items, load, compute = _job(calls)
+    run_job(items, load, compute, tmp_path, HEADER, batch_size=2, workers=0)
+    assert calls == [['item0', 'item1'], ['item2'], ['item4', 'item5'], ['item6']]
+    calls.clear()
+    summary = run_job(items, load, compute, tmp_path, HEADER, batch_size=2, workers=0)
+    assert calls == []
+    assert (summary.made, summary.already_done) == (0, 6)
+    assert summary.failed == [('item3', 'item3 is corrupt')]
+
+
+def test_a_finished_item_that_fails_to_load_now_is_kept_and_not_counted_failed(tmp_path):
+    """A finished item read again beside a missing one (same batch) and failing this time is
+    still done: its output stays, it is not named as failed, the missing one is made."""
+    items = [WorkItem(f'item{i}', dict(value=i)) for i in range(2)]
+    broken = set()
+
+    def load(item):
+        if item.id in broken:
+            raise ItemFailed(f'{item.id} unreadable now')
+        return item.payload['value']
+
+    def compute(batch, loaded):
+        return [ItemOutput({f'{it.id}.txt': str(v).encode()}, dict(value=v))
+                for it, v in zip(batch, loaded)]
+
+    run_job(items, load, compute, tmp_path, HEADER, batch_size=2, workers=0)
+    (tmp_path / 'item1.txt').unlink()
+    broken.add('item0')
+    summary = run_job(items, load, compute, tmp_path, HEADER, batch_size=2, workers=0)
+    assert (summary.made, summary.already_done, summary.failed) == (1, 1, [])
+    assert (tmp_path / 'item0.txt').read_text() == '0'
+    assert (tmp_path / 'item1.txt').read_text() == '1'
+
+
+def test_only_a_labelled_share_of_zero_counts_a_label_as_all_unsure(tmp_path):
+    """``labelled`` 0 names the item; a positive share or a record without one (a tool that
+    records no share) does not."""
+    items = [WorkItem(name, dict(share=share))
+             for name, share in (('none', None), ('zero', 0.0), ('half', 0.5))]
+
+    def compute(batch, _loaded):
+        return [ItemOutput({f'{it.id}.txt': b'x'},
+                           {} if it.payload['share'] is None else
+                           dict(labelled=it.payload['share'])) for it in batch]
+
+    summary = run_job(items, None, compute, tmp_path, HEADER, batch_size=3, workers=0)
+    assert summary.made == 3
+    assert summary.unlabelled == ['zero']
+
+
+def test_the_time_counts_from_the_end_of_prepare(tmp_path):
+    """A slow model load (``prepare``) is not in the summary's time (nor in its rate)."""
+    items, load, compute = _job([])
+
+    def slow_prepare():
+        time.sleep(1.0)
+        return compute
+
+    summary = run_job(items[:2], load, None, tmp_path, HEADER, workers=0, prepare=slow_prepare)
+    assert summary.made == 2
+    assert summary.seconds < 0.8
