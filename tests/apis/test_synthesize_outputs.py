@@ -73,3 +73,24 @@ def test_each_item_of_a_batch_gets_its_own_record_image_and_label(tmp_path, monk
     assert np.array_equal(png, expected)
     png = np.asarray(Image.open(io.BytesIO(outputs[1].files[f'{MASK_DIR}/dog_00000.png']())))
     assert (png == 255).all()
+
+
+def test_a_run_of_separators_is_one_dash_in_an_id():
+    """Slugs collapse each run of characters outside [0-9A-Za-z] to one dash."""
+    items = synth_api.synth_items(['potted  plant / pot', 'a--b'], 1, seed=0)
+    assert [it.id for it in items] == ['potted-plant-pot_00000', 'a-b_00000']
+
+
+def test_seediff_grids_scale_below_the_released_size_and_a_configs_own_grids_are_kept(
+        tmp_path, monkeypatch):
+    """Any size other than 512 scales SeeDiff's grids (448 px: latent 56 -> 14, 28, 56); grids
+    the config sets are kept at any size."""
+    headers = []
+    monkeypatch.setattr(synth_api, 'run_job', lambda items, r, c, out, header, **kw:
+                        headers.append(header))
+    synth_api.synthesize(['cat'], tmp_path, HUB_ID, dict(type='SeeDiff'), size=448)
+    synth_api.synthesize(['cat'], tmp_path, HUB_ID,
+                         dict(type='SeeDiff', resolutions=[16, 32, 64]), size=576)
+    assert synth_api.seediff_resolutions(448) == [14, 28, 56]
+    assert sorted(headers[0]['generator']['self_layers']) == [14, 28, 56]
+    assert sorted(headers[1]['generator']['self_layers']) == [16, 32, 64]
