@@ -91,3 +91,14 @@ def test_the_time_counts_from_the_end_of_prepare(tmp_path):
     summary = run_job(items[:2], load, None, tmp_path, HEADER, workers=0, prepare=slow_prepare)
     assert summary.made == 2
     assert summary.seconds < 0.8
+
+
+def test_a_resumed_jobs_progress_counts_only_the_items_left(tmp_path):
+    """The progress line's total is what is left to make, not the job's size."""
+    import io
+    items, load, compute = _job([])
+    run_job(items, load, compute, tmp_path, HEADER, workers=0, progress_file=io.StringIO())
+    (tmp_path / 'out/item5.txt').unlink()
+    log = io.StringIO()
+    run_job(items, load, compute, tmp_path, HEADER, workers=0, progress_file=log)
+    assert log.getvalue().splitlines()[0] == 'progress: 0/2'
