@@ -102,3 +102,24 @@ def test_a_resumed_jobs_progress_counts_only_the_items_left(tmp_path):
     log = io.StringIO()
     run_job(items, load, compute, tmp_path, HEADER, workers=0, progress_file=log)
     assert log.getvalue().splitlines()[0] == 'progress: 0/2'
+
+
+def test_an_item_whose_inputs_changed_and_now_fail_loses_its_old_files(tmp_path):
+    """Its files were made from the old inputs: they are removed and the item named as failed;
+    an unchanged item beside it keeps its files."""
+    def items(version):
+        return [WorkItem('a', dict(value=1), inputs=dict(v=version)),
+                WorkItem('b', dict(value=2), inputs=dict(v=0))]
+
+    def load(item):
+        if item.inputs['v'] == 2:
+            raise ItemFailed('a is unreadable now')
+        return item.payload['value']
+
+    def compute(batch, loaded):
+        return [ItemOutput({f'{it.id}.txt': str(v).encode()}, {}) for it, v in zip(batch, loaded)]
+
+    run_job(items(1), load, compute, tmp_path, HEADER, workers=0)
+    summary = run_job(items(2), load, compute, tmp_path, HEADER, workers=0)
+    assert summary.failed == [('a', 'a is unreadable now')]
+    assert not (tmp_path / 'a.txt').exists() and (tmp_path / 'b.txt').read_text() == '2'
