@@ -1,9 +1,12 @@
 """run_job at the edges of its batches: a batch whose every input fails to load, a rerun whose only
 missing item still fails (no GPU work for the finished ones beside it), a finished item that
-cannot be read now, records without a labelled share, and the time counted after ``prepare``."""
+cannot be read now, records without a labelled share, the time counted after ``prepare``, and a
+write error met at the next batches."""
 import time
 
-from mmdiffseg.apis.io import ItemFailed, ItemOutput, WorkItem
+import pytest
+
+from mmdiffseg.apis.io import ItemFailed, ItemOutput, OutputWriteError, WorkItem
 from mmdiffseg.apis.jobs import run_job
 from test_io import HEADER, _job
 
@@ -123,3 +126,22 @@ def test_an_item_whose_inputs_changed_and_now_fail_loses_its_old_files(tmp_path)
     summary = run_job(items(2), load, compute, tmp_path, HEADER, workers=0)
     assert summary.failed == [('a', 'a is unreadable now')]
     assert not (tmp_path / 'a.txt').exists() and (tmp_path / 'b.txt').read_text() == '2'
+
+
+def test_a_write_error_stops_the_job_at_its_next_batches(tmp_path):
+    """A batch's file cannot be written (its folder is a file): the error is raised within the
+    next batches, not after computing every batch of the job (which might take hours on a GPU)."""
+    (tmp_path / 'blocked').write_text('')
+    items = [WorkItem(f'item{i}', dict(value=i)) for i in range(10)]
+    calls = []
+
+    def compute(batch, _loaded):
+        calls.append(batch[0].id)
+        if len(calls) > 1:
+            time.sleep(0.3)  # the GPU work; the writer thread meets the error meanwhile
+        folder = 'blocked' if batch[0].id == 'item0' else 'out'
+        return [ItemOutput({f'{folder}/{it.id}.txt': b'x'}, {}) for it in batch]
+
+    with pytest.raises(OutputWriteError, match=r'blocked/item0\.txt'):
+        run_job(items, None, compute, tmp_path, HEADER, batch_size=1, workers=0)
+    assert len(calls) <= 4, calls
