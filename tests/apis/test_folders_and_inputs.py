@@ -351,5 +351,7 @@ def test_image_level_labels_are_read_as_names_and_a_missing_image_folder_is_name
     path = tmp_path / 'labels.json'
     path.write_text('{"2008_000123": ["cat", "dog"], "7": []}')
     assert labels_from_file(path) == {'2008_000123': ['cat', 'dog'], '7': []}
+    path.write_text('{"a": [7, "cat"]}')  # a number is read as the name it spells
+    assert labels_from_file(path) == {'a': ['7', 'cat']}
     with pytest.raises(UserInputError, match=f'image folder {tmp_path / "images"} not found'):
         images_from_folder(tmp_path / 'images')
