@@ -97,3 +97,12 @@ def test_a_cache_signed_with_the_runs_own_settings_passes(tmp_path):
     assert check_cache_settings(cache, 'x.cache') == []
     (item,) = check_cache_settings(dict(cache, model='org/other'), 'x.cache')
     assert item.what.startswith(f'label cache {tmp_path} holds labels made with other settings: ')
+
+
+def test_a_generator_without_head_indices_is_not_checked_at_a_guessed_input_size(sd_config_dir):
+    """Only head indices are checked on the model's config (built for 512-pixel input): DiffSeg's
+    resolutions 32..4 fit a 256-pixel run on SD 2.1-base and are not refused."""
+    from mmdiffseg.preflight_options import check_head_layout
+    folder = str(sd_config_dir('stable-diffusion-2-1-base'))
+    generator = dict(type='DiffSeg', resolutions=(32, 16, 8, 4), num_points=4)
+    assert check_head_layout(generator, folder, 'model.generator') == []
