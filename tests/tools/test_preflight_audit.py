@@ -106,3 +106,14 @@ def test_a_generator_without_head_indices_is_not_checked_at_a_guessed_input_size
     folder = str(sd_config_dir('stable-diffusion-2-1-base'))
     generator = dict(type='DiffSeg', resolutions=(32, 16, 8, 4), num_points=4)
     assert check_head_layout(generator, folder, 'model.generator') == []
+
+
+def test_a_scoped_label_preprocessor_type_makes_online_labels_and_has_its_values_checked():
+    """``mmseg.DiffusionLabelPreprocessor`` (the registry resolves the scope) makes the online
+    labels: not named as a stock preprocessor; its own values are still checked."""
+    from mmdiffseg.preflight_classes import check_model_classes
+    online = [('train_dataloader.dataset', dict(pipeline=[dict(type='LoadPseudoLabel')]))]
+    model = dict(data_preprocessor=dict(type='mmseg.DiffusionLabelPreprocessor',
+                                        engine_dtype='float64'))
+    (item,) = check_model_classes(model, online)
+    assert item.where == ['model.data_preprocessor.engine_dtype']
