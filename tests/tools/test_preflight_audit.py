@@ -117,3 +117,15 @@ def test_a_scoped_label_preprocessor_type_makes_online_labels_and_has_its_values
                                         engine_dtype='float64'))
     (item,) = check_model_classes(model, online)
     assert item.where == ['model.data_preprocessor.engine_dtype']
+
+
+def test_cityscapes27_data_needs_no_label_converter(tmp_path):
+    """Cityscapes27Dataset reads the ``*_labelIds.png`` as shipped: its missing data is fixed by
+    the download alone; mmseg's CityscapesDataset (``*_labelTrainIds``) also needs the
+    converter."""
+    from mmdiffseg.preflight_data import check_dataset
+    root = str(tmp_path / 'cityscapes')
+    (item,) = check_dataset(dict(type='Cityscapes27Dataset', data_root=root), 'd')
+    assert f'unzip them into {root}' in item.fix and 'converter' not in item.fix
+    (item,) = check_dataset(dict(type='CityscapesDataset', data_root=root), 'd')
+    assert f"unzip them into {root} and run mmseg's cityscapes.py converter" in item.fix
