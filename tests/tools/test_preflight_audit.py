@@ -129,3 +129,15 @@ def test_cityscapes27_data_needs_no_label_converter(tmp_path):
     assert f'unzip them into {root}' in item.fix and 'converter' not in item.fix
     (item,) = check_dataset(dict(type='CityscapesDataset', data_root=root), 'd')
     assert f"unzip them into {root} and run mmseg's cityscapes.py converter" in item.fix
+
+
+def test_a_label_file_that_is_not_utf8_text_is_named_not_raised(tmp_path):
+    """An image-level label file of other bytes (not UTF-8) is a problem to report, as invalid
+    JSON is, not a traceback of the check."""
+    from mmdiffseg.preflight_data import check_image_level_labels
+    labels = tmp_path / 'labels.json'
+    labels.write_bytes(b'\xff\xfe{\x00}\x00')
+    step = dict(type='LoadImageLevelLabels', ann_file=str(labels), classes=['cat'])
+    (item,) = check_image_level_labels(step, 'p.1')
+    assert item.what.startswith(f'image-level labels {labels} are not valid JSON (')
+    assert item.where == ['p.1'] and item.fix.startswith('correct the file there, or remake it: ')
