@@ -1,0 +1,61 @@
+"""Mutation audit of class_names.py: COCO-Stuff-27's fine ids checked against COCO's own category
+list (the panoptic categories of the shared sample data), and the list / spelling helpers."""
+import json
+
+from sample_data import shared_path
+
+from mmdiffseg.datasets import DATASET_CLASSES, resolve_classes
+from mmdiffseg.datasets.class_names import (COCOSTUFF27_CLASSES, COCOSTUFF27_FINE_IDS,
+                                            spelled_as)
+
+#: COCO's thing supercategories named as COCO-Stuff-27 names them
+THING_NAMES = {'food': 'food-things', 'furniture': 'furniture-things'}
+
+
+def coco_categories():
+    return json.loads(shared_path('coco_val_samples', 'panopticapi',
+                                  'panoptic_coco_categories.json').read_text())
+
+
+def test_thing_classes_hold_the_coco_ids_of_their_supercategory():
+    """Each thing class holds exactly the ids COCO files under that supercategory (person: 1
+    alone, vehicle: 2-9, ...); the 12 thing classes come first, in the usual order."""
+    things = {}
+    for cat in coco_categories():
+        if cat['isthing']:
+            name = THING_NAMES.get(cat['supercategory'], cat['supercategory'])
+            things.setdefault(name, []).append(cat['id'])
+    assert set(COCOSTUFF27_CLASSES[:12]) == set(things)
+    for name, ids in things.items():
+        assert sorted(COCOSTUFF27_FINE_IDS[name]) == sorted(ids), name
+
+
+def test_every_stuff_id_is_in_exactly_one_stuff_class():
+    """COCO-Stuff's 91 stuff ids 92..182 are split among the 15 stuff classes, each id once
+    (183 'other' in none); the unmerged stuff ids of the panoptic list fall in the class of their
+    supercategory (e.g. wall-brick 171 in wall)."""
+    stuff = [fine for name in COCOSTUFF27_CLASSES[12:] for fine in COCOSTUFF27_FINE_IDS[name]]
+    assert sorted(stuff) == list(range(92, 183))
+    for cat in coco_categories():
+        if not cat['isthing'] and cat['id'] < 183:
+            assert cat['id'] in COCOSTUFF27_FINE_IDS[cat['supercategory']], cat['name']
+    assert set(COCOSTUFF27_FINE_IDS['sky']) == {106, 157}   # clouds, sky-other
+
+
+def test_a_given_class_list_comes_back_as_a_new_list():
+    """resolve_classes returns a list for a tuple too, and a copy the caller may change."""
+    given = ('a', 'b')
+    assert resolve_classes(given) == ['a', 'b']
+    names = ['a']
+    resolved = resolve_classes(names)
+    resolved.append('c')
+    assert names == ['a']
+
+
+def test_names_take_the_spelling_of_the_classes_with_spaces():
+    """mmseg's ADE20K class 'bed ': 'bed' and ' bed' become 'bed '; names
+    that are classes already or are no class stay as given."""
+    ade = DATASET_CLASSES['ade20k']
+    assert 'bed ' in ade
+    assert spelled_as(['bed', ' bed', 'wall', 'unicorn'], ade) == ['bed ', 'bed ', 'wall',
+                                                                   'unicorn']
