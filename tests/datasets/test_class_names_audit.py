@@ -1,11 +1,15 @@
 """Mutation audit of class_names.py: COCO-Stuff-27's fine ids checked against COCO's own category
-list (the panoptic categories of the shared sample data), and the list / spelling helpers."""
+list (the panoptic categories of the shared sample data), Cityscapes-27's names against a real
+frame's labelIds and trainIds, and the list / spelling helpers."""
 import json
 
+import numpy as np
+from PIL import Image
 from sample_data import shared_path
 
 from mmdiffseg.datasets import DATASET_CLASSES, resolve_classes
-from mmdiffseg.datasets.class_names import (COCOSTUFF27_CLASSES, COCOSTUFF27_FINE_IDS,
+from mmdiffseg.datasets.class_names import (CITYSCAPES27_CLASSES, CITYSCAPES27_FIRST_LABEL_ID,
+                                            COCOSTUFF27_CLASSES, COCOSTUFF27_FINE_IDS,
                                             spelled_as)
 
 #: COCO's thing supercategories named as COCO-Stuff-27 names them
@@ -59,3 +63,22 @@ def test_names_take_the_spelling_of_the_classes_with_spaces():
     assert 'bed ' in ade
     assert spelled_as(['bed', ' bed', 'wall', 'unicorn'], ade) == ['bed ', 'bed ', 'wall',
                                                                    'unicorn']
+
+
+def test_cityscapes_27_names_the_class_of_each_label_id():
+    """In a real Cityscapes frame, the pixels of labelId L mostly have trainId T (the two maps
+    were downsampled apart: edges differ): the 27-class list names at L - 7 the train class T
+    (road 7, sidewalk 8, building 11, ...)."""
+    folder = shared_path('cityscapes_val_sample', 'gtFine', 'val', 'frankfurt')
+    frame = 'frankfurt_000000_000294_gtFine_'
+    ids = np.array(Image.open(folder / f'{frame}labelIds.png')).ravel()
+    train = np.array(Image.open(folder / f'{frame}labelTrainIds.png')).ravel()
+    train_classes = DATASET_CLASSES['cityscapes']
+    named = {}
+    for label_id in np.unique(ids[train != 255]):
+        counts = np.bincount(train[(ids == label_id) & (train != 255)])
+        named[int(label_id)] = train_classes[int(counts.argmax())]
+    assert {7: 'road', 8: 'sidewalk', 11: 'building'}.items() <= named.items()
+    for label_id, name in named.items():
+        if label_id >= CITYSCAPES27_FIRST_LABEL_ID:
+            assert CITYSCAPES27_CLASSES[label_id - CITYSCAPES27_FIRST_LABEL_ID] == name

@@ -1,8 +1,13 @@
 """Mutation audit of prefill.py: the labeler's engine settings come from the config's
-DiffusionLabelPreprocessor unless the prefill's arguments give them."""
+DiffusionLabelPreprocessor unless the prefill's arguments give them; the summary is over all
+ranks."""
+import numpy as np
+import torch
 from e2e_helpers import online_config
 from mmengine.registry import DefaultScope
 
+from mmdiffseg.models import prefill as prefill_module
+from mmdiffseg.models.online_labeler import OnlineLabeler
 from mmdiffseg.models.prefill import _labeler, config_label_caches
 
 
@@ -19,3 +24,25 @@ def test_the_labeler_takes_dtype_batch_and_engine_kwargs_from_the_preprocessor(t
     assert given == dict(dtype='float16', batch_size=3,
                          engine_kwargs=dict(attention_slicing=True))
     assert overridden == dict(given, dtype='bfloat16', batch_size=5)
+
+
+def test_the_summary_adds_up_the_counts_of_every_rank(tmp_path, tiny_sd, monkeypatch):
+    """The counts (images, made, cached, all unsure) are summed over the ranks (all_reduce)
+    before the summary: another rank's 3 images (1 made, 2 cached, 1 all unsure) are added to
+    this rank's 4 images, all made and all unsure."""
+    def label(self, todo, device):
+        self.generated += len(todo)
+        labels = {key: np.full((4, 4), 255, np.uint8) for key in todo}
+        for key, made in labels.items():
+            self.cache.save(key, made)
+        return labels
+
+    def other_rank(counts):
+        counts.add_(torch.tensor([3, 1, 2, 1], dtype=counts.dtype))
+    monkeypatch.setattr(OnlineLabeler, 'labels', label)
+    monkeypatch.setattr(prefill_module, 'all_reduce', other_rank)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        summary = prefill_module.prefill(online_config(tmp_path, tiny_sd), 'cpu', batch_size=2,
+                                         workers=0, progress=False)
+    assert (summary.images, summary.made, summary.cached, summary.unsure) == (7, 5, 2, 5)
+    assert summary.cache_size == 4
