@@ -1,49 +1,12 @@
-"""Mutation audit of class_names.py: COCO-Stuff-27's fine ids checked against COCO's own category
-list (the panoptic categories of the shared sample data), Cityscapes-27's names against a real
-frame's labelIds and trainIds, and the list / spelling helpers."""
-import json
-
+"""Mutation audit of class_names.py: Cityscapes-27's names against a real frame's labelIds and
+trainIds, and the list / spelling helpers (COCO-Stuff-27's fine ids: test_generated_datasets)."""
 import numpy as np
 from PIL import Image
 from sample_data import shared_path
 
 from mmdiffseg.datasets import DATASET_CLASSES, resolve_classes
 from mmdiffseg.datasets.class_names import (CITYSCAPES27_CLASSES, CITYSCAPES27_FIRST_LABEL_ID,
-                                            COCOSTUFF27_CLASSES, COCOSTUFF27_FINE_IDS,
                                             spelled_as)
-
-#: COCO's thing supercategories named as COCO-Stuff-27 names them
-THING_NAMES = {'food': 'food-things', 'furniture': 'furniture-things'}
-
-
-def coco_categories():
-    return json.loads(shared_path('coco_val_samples', 'panopticapi',
-                                  'panoptic_coco_categories.json').read_text())
-
-
-def test_thing_classes_hold_the_coco_ids_of_their_supercategory():
-    """Each thing class holds exactly the ids COCO files under that supercategory (person: 1
-    alone, vehicle: 2-9, ...); the 12 thing classes come first, in the usual order."""
-    things = {}
-    for cat in coco_categories():
-        if cat['isthing']:
-            name = THING_NAMES.get(cat['supercategory'], cat['supercategory'])
-            things.setdefault(name, []).append(cat['id'])
-    assert set(COCOSTUFF27_CLASSES[:12]) == set(things)
-    for name, ids in things.items():
-        assert sorted(COCOSTUFF27_FINE_IDS[name]) == sorted(ids), name
-
-
-def test_every_stuff_id_is_in_exactly_one_stuff_class():
-    """COCO-Stuff's 91 stuff ids 92..182 are split among the 15 stuff classes, each id once
-    (183 'other' in none); the unmerged stuff ids of the panoptic list fall in the class of their
-    supercategory (e.g. wall-brick 171 in wall)."""
-    stuff = [fine for name in COCOSTUFF27_CLASSES[12:] for fine in COCOSTUFF27_FINE_IDS[name]]
-    assert sorted(stuff) == list(range(92, 183))
-    for cat in coco_categories():
-        if not cat['isthing'] and cat['id'] < 183:
-            assert cat['id'] in COCOSTUFF27_FINE_IDS[cat['supercategory']], cat['name']
-    assert set(COCOSTUFF27_FINE_IDS['sky']) == {106, 157}   # clouds, sky-other
 
 
 def test_a_given_class_list_comes_back_as_a_new_list():
