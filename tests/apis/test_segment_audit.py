@@ -1,0 +1,63 @@
+"""segment's items, header and batch work: a single image's id is its name without the suffix, the
+header records the work size (a folder made at another size is not resumed), and each image of a
+batch gets its own labelled share and its own picture under its overlay."""
+import importlib
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mmdiffseg.apis.folders import MASK_DIR, OVERLAY_DIR
+from mmdiffseg.apis.segment import overlay_jpeg, read_image_pair, segment_items, stack_image_pairs
+
+segment_api = importlib.import_module('mmdiffseg.apis.segment')
+HUB_ID = 'test-org/not-downloaded'  # a hub id: checked and recorded, never loaded here
+
+
+def _capture_job(monkeypatch):
+    captured = {}
+
+    def capture(items, read, _unused, out_dir, header, **kwargs):
+        captured.update(items=items, header=header, **kwargs)
+    monkeypatch.setattr(segment_api, 'run_job', capture)
+    return captured
+
+
+def test_one_image_is_one_item_named_by_its_stem(tmp_path):
+    """As in a folder, the id (the output names) drops the suffix: photo.jpg -> photo.png."""
+    Image.new('RGB', (4, 4)).save(tmp_path / 'photo.jpg')
+    items = segment_items(tmp_path / 'photo.jpg')
+    assert [it.id for it in items] == ['photo'] == [it.id for it in segment_items(tmp_path)]
+    assert items[0].payload == dict(image=str(tmp_path / 'photo.jpg'))
+
+
+def test_the_header_records_the_work_size(tmp_path, monkeypatch):
+    job = _capture_job(monkeypatch)
+    Image.new('RGB', (4, 4)).save(tmp_path / 'a.png')
+    headers = []
+    for size in (256, 512):
+        segment_api.segment(segment_items(tmp_path), tmp_path / 'out', HUB_ID,
+                            dict(type='ISeg'), ['cat'], work_size=size)
+        headers.append(job['header'])
+    assert [h['work_size'] for h in headers] == [256, 512]
+
+
+def test_each_image_of_a_batch_gets_its_own_share_and_overlay_picture(tmp_path, monkeypatch):
+    job = _capture_job(monkeypatch)
+    labels = [np.array([[1, 255, 255]], np.uint8), np.array([[255, 255], [255, 1]], np.uint8)]
+    monkeypatch.setattr(segment_api, 'load_engine',
+                        lambda *args, **kwargs: SimpleNamespace(device=torch.device('cpu')))
+    monkeypatch.setattr(segment_api, 'label_images', lambda *args: labels)
+    Image.new('RGB', (3, 1), (200, 0, 0)).save(tmp_path / 'a.png')
+    Image.new('RGB', (2, 2), (0, 0, 200)).save(tmp_path / 'b.png')
+    items = segment_items(tmp_path)
+    segment_api.segment(items, tmp_path / 'out', HUB_ID, dict(type='ISeg'), ['cat'])
+    loaded = stack_image_pairs([read_image_pair(it, size=8) for it in items])
+    assert loaded[1] == [(1, 3), (2, 2)] and [r.shape[:2] for r in loaded[2]] == [(1, 3), (2, 2)]
+    outputs = job['prepare']()(items, loaded)
+    assert [o.record['labelled'] for o in outputs] == [0.3333, 0.25]
+    for it, out, rgb, lab in zip(items, outputs, loaded[2], labels):
+        assert list(out.files) == [f'{MASK_DIR}/{it.id}.png', f'{OVERLAY_DIR}/{it.id}.jpg']
+        assert out.files[f'{OVERLAY_DIR}/{it.id}.jpg']() == overlay_jpeg(
+            ('background', 'cat'), rgb.numpy(), lab)
