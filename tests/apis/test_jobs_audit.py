@@ -66,3 +66,22 @@ def test_a_failed_item_is_logged_on_a_line_of_its_own_after_the_bar(tmp_path, mo
     before, after = screen.getvalue().split('failed item1: item1 is corrupt', 1)
     assert '/3, ' in before and before.endswith('\n')
     assert after.startswith(' (not made; counted as failed)\n')
+
+
+def test_a_one_process_rerun_merges_the_rank_manifests_a_killed_two_rank_run_left(tmp_path):
+    """Its ranks' records are resumed, then written into manifest.jsonl in the items' order and
+    the rank files removed, as after a finished distributed run."""
+    import json
+    run_job(_items(), None, _compute, tmp_path, HEADER, workers=0)
+    header, *records = (tmp_path / 'manifest.jsonl').read_text().splitlines()
+    (tmp_path / 'manifest.jsonl').unlink()
+    (tmp_path / 'manifest.rank0.jsonl').write_text('\n'.join([header, records[2]]) + '\n')
+    (tmp_path / 'manifest.rank1.jsonl').write_text('\n'.join([header, *records[:2]]) + '\n')
+    summary = run_job(_items(), None, _compute, tmp_path, HEADER, split_file='ids.txt',
+                      workers=0)
+    assert (summary.made, summary.already_done) == (0, 3)
+    assert sorted(p.name for p in tmp_path.glob('manifest*')) == ['manifest.jsonl']
+    lines = (tmp_path / 'manifest.jsonl').read_text().splitlines()
+    assert json.loads(lines[0]) == json.loads(header)
+    assert [json.loads(line)['id'] for line in lines[1:]] == ['item0', 'item1', 'item2']
+    assert (tmp_path / 'ids.txt').read_text() == 'item0\nitem1\nitem2\n'
