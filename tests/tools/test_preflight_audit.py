@@ -2,18 +2,13 @@
 hand-made case (no model, no network: HF_HUB_OFFLINE=1)."""
 import json
 
-import pytest
 from mmengine.config import Config
 
+import test_preflight_lookups
 from mmdiffseg import preflight
 
 
-@pytest.fixture(autouse=True)
-def no_network_probes(monkeypatch):
-    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
-    preflight.reachable.cache_clear()
-    yield
-    preflight.reachable.cache_clear()
+no_network_probes = test_preflight_lookups.no_network_probes  # the same autouse fixture
 
 
 def test_a_checkpoint_path_under_home_is_found(tmp_path, monkeypatch):
