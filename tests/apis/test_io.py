@@ -9,6 +9,7 @@ from mmdiffseg.apis.io import (ItemOutput, ItemFailed, Manifest, OutputWriteErro
                                UserInputError, WorkItem, atomic_write, item_seed,
                                remove_stale_temp_files, shard)
 from mmdiffseg.apis.jobs import run_job
+from test_progress import Terminal
 from unwritable import full_folder, readonly_folder
 
 HEADER = dict(tool='test', model='tiny', seed=0)
@@ -207,11 +208,6 @@ def test_ctrl_c_keeps_what_was_made_and_reports_it(tmp_path):
     assert sorted(Manifest(tmp_path, HEADER).load()) == ['item0', 'item1', 'item2']
     summary = run_job(items, load, compute, tmp_path, HEADER, batch_size=3)
     assert (summary.made, summary.already_done) == (3, 3)
-
-
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
 
 
 @pytest.mark.parametrize('terminal', [True, False])

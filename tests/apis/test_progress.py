@@ -1,5 +1,6 @@
 """A job's summary line and recap, the ranks' total, and the progress line's edge cases (no items,
-a job stopped part-way on a terminal and in a log)."""
+a job stopped part-way on a terminal and in a log, a line ended early for a message), and the
+rate of a job under a second."""
 import io
 
 import pytest
@@ -17,6 +18,8 @@ def test_the_summary_line_counts_made_items_per_second_to_a_tenth_of_a_second():
     summary = JobSummary(made=6, already_done=4, failed=[('x', 'truncated')], seconds=2.5)
     assert summary.line() == 'made 6, already done 4, failed 1, 2.5 s (2.40 items/s)'
     assert JobSummary().line() == 'made 0, already done 0, failed 0, 0.0 s (0.00 items/s)'
+    assert JobSummary(made=3, seconds=0.5).line() == (  # under a second: its true rate
+        'made 3, already done 0, failed 0, 0.5 s (6.00 items/s)')
 
 
 def test_the_summary_line_adds_each_note_in_order():
@@ -114,3 +117,16 @@ def test_ctrl_c_is_blocked_only_inside_the_fork_block():
     with progress.sigint_blocked():
         assert blocked()
     assert not blocked()
+
+
+def test_a_terminal_line_ended_before_a_message_is_not_ended_again_on_leaving():
+    """A failed item logged last (the bar's line ended for it): no blank line after it."""
+    screen = Terminal()
+    with ProgressLine(10, screen) as bar:
+        bar.start()
+        for _ in range(3):
+            bar.update()
+        bar.end_line()
+        screen.write('failed: x\n')
+    assert ' 3/10,' in screen.getvalue()
+    assert screen.getvalue().count('\n') == 2 and screen.getvalue().endswith('\nfailed: x\n')

@@ -8,28 +8,19 @@ import torch
 from mmengine.dataset import pseudo_collate
 from mmseg.structures import SegDataSample
 import test_online_labels
-from test_online_labels import FakeEngine, unaugmented
+from test_online_labels import BrightnessGenerator, FakeEngine, unaugmented
 
-from mmdiffseg.attention import CaptureSpec
-from mmdiffseg.generators import MaskGenerator
 from mmdiffseg.models.online_labeler import label_images
 
 setup = test_online_labels.setup  # the fixture
 
 
-class NamesSeen(MaskGenerator):
+class NamesSeen(BrightnessGenerator):
     """Label 0 everywhere; records the class names each call of the generator gets."""
 
     def __init__(self):
-        super().__init__()
+        super().__init__(None)
         self.seen = []
-
-    @property
-    def capture_spec(self):
-        return CaptureSpec()
-
-    def extract_kwargs(self, class_names):
-        return dict(class_names=class_names)
 
     def forward(self, maps, images, class_names):
         self.seen.append(class_names)
