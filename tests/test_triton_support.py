@@ -107,3 +107,14 @@ def test_the_host_helpers_match_tritons():
     for n in range(1, 300):
         assert triton_support.next_power_of_2(n) == triton.next_power_of_2(n)
         assert triton_support.ceil_div(n, 7) == triton.cdiv(n, 7)
+
+
+@pytest.mark.parametrize('device', ['meta', 'mps'])
+def test_devices_other_than_cuda_and_cpu_are_refused_by_name(monkeypatch, device):
+    """Only CUDA devices are asked for their capability; any other device (not only the CPU) is
+    refused outside the interpreter with the device named."""
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    monkeypatch.setattr(triton_support, '_capability',
+                        lambda index: pytest.fail('capability asked of a non-CUDA device'))
+    assert triton_support.triton_problem(device) == (
+        f'Triton kernels need a CUDA device (or TRITON_INTERPRET=1 on the CPU), got {device}')

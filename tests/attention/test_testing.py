@@ -40,3 +40,36 @@ def test_same_seed_same_weights(sd_config_dir, tmp_path):
 def test_missing_config_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match='model_index.json'):
         build_tiny_pipeline_folder(tmp_path / 'nothing', tmp_path / 'out')
+
+
+def test_the_seed_alone_fixes_the_weights(sd_config_dir):
+    """The weights depend on ``seed`` only, not on the global RNG's state at the call."""
+    from mmdiffseg.attention.testing import random_pipeline
+    src = sd_config_dir('stable-diffusion-v1-4')
+    weights = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        weights.append(random_pipeline(src, seed=3).unet.conv_in.weight)
+    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
+
+
+def test_cached_folders_of_different_seeds_have_different_names(sd_config_dir):
+    """The folder name enters the engine's model id: two seeds (different weights) must not
+    share it."""
+    src = sd_config_dir('stable-diffusion-v1-4')
+    assert cached_tiny_pipeline_folder(src).name == 'tiny-stable-diffusion-v1-4'
+    assert cached_tiny_pipeline_folder(src, seed=3).name == 'tiny-stable-diffusion-v1-4-seed3'
+
+
+def test_tiny_engine_passes_its_options_on(sd_config_dir):
+    """``tiny_engine(..., dtype=...)`` builds the engine in that dtype (tests of half-precision
+    paths rely on it)."""
+    from mmdiffseg.attention.testing import tiny_engine
+    engine = tiny_engine(sd_config_dir('stable-diffusion-2-1-base'), dtype=torch.float16)
+    assert engine.unet.dtype == torch.float16
+
+
+def test_missing_config_folder_lists_the_expected_parts(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r'\(model_index\.json, unet/, vae/, '
+                                                r'text_encoder/, tokenizer/, scheduler/\)'):
+        build_tiny_pipeline_folder(tmp_path / 'nothing', tmp_path / 'out')
