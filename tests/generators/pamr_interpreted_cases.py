@@ -22,6 +22,10 @@ CASES = {
     # the largest change falls below 0.1 at step 12 (a check: 12 % 3 == 0), the runs stop there
     'early_stop': ((1, 1, 9, 10), dict(num_iter=60, tol=0.1, check_every=3),
                    dict(tile=16, steps_per_launch=4)),
+    # a single spike: the largest change is a decrease (1 at step 1, 0.40 at step 2) while the
+    # largest increase is below tol from step 1 on: the runs stop at step 2
+    'early_stop_spike': ((1, 1, 9, 10), dict(num_iter=20, tol=0.5, check_every=1),
+                         dict(tile=16, steps_per_launch=4)),
 }
 
 
@@ -32,10 +36,20 @@ def case_inputs(shape):
     return torch.rand(b, 3, h, w, generator=gen) * 255, torch.rand(b, c, h, w, generator=gen)
 
 
+def inputs(name):
+    """The image and mask of case ``name`` (:func:`case_inputs`; a lone 1 in zeros for the
+    spike case)."""
+    image, mask = case_inputs(CASES[name][0])
+    if name == 'early_stop_spike':
+        mask = torch.zeros_like(mask)
+        mask[..., 4, 5] = 1.0
+    return image, mask
+
+
 def run_fused(name):
     from mmdiffseg.generators.pamr_triton import fused_propagate
-    shape, settings, options = CASES[name]
-    image, mask = case_inputs(shape)
+    _, settings, options = CASES[name]
+    image, mask = inputs(name)
     if options is None:
         return PAMR(**settings, backend='triton')(image, mask)
     pamr = PAMR(**settings)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pamr_interpreted_cases import CASES, case_inputs
+from pamr_interpreted_cases import CASES, case_inputs, inputs
 from sample_data import REPO
 from mmdiffseg.generators.pamr import PAMR
 
@@ -34,9 +34,8 @@ def fused_outputs(tmp_path_factory):
 
 
 def reference(name):
-    shape, settings, _ = CASES[name]
-    image, mask = case_inputs(shape)
-    return PAMR(**settings, backend='torch')(image, mask), mask
+    image, mask = inputs(name)
+    return PAMR(**CASES[name][1], backend='torch')(image, mask), mask
 
 
 @pytest.mark.parametrize('name', sorted(CASES))
@@ -67,3 +66,23 @@ def test_launch_plan_keeps_the_halo_within_a_quarter_of_the_tile():
     assert launch_plan(24, 8, 64) == (1, 128)    # original PAMR: one step, a larger tile
     with pytest.raises(ValueError, match='tile a power of two'):
         launch_plan(1, 8, 48)
+
+
+@pytest.mark.parametrize('steps, tile', [(0, 64), (8, 4), (8, 0)])
+def test_launch_plan_refuses_no_steps_and_tiles_below_8(steps, tile):
+    """The documented limits: at least one step a launch, a tile of 8 or more."""
+    from mmdiffseg.generators.pamr_triton import launch_plan
+    with pytest.raises(ValueError, match=rf'>= 1 and tile a power of two >= 8, got {steps} and '
+                                         rf'{tile}'):
+        launch_plan(1, steps, tile)
+
+
+def test_fused_early_stop_measures_decreases_too(fused_outputs):
+    """The stop test takes the largest absolute change: on a lone spike (a decrease of 1, then
+    0.40, while no pixel rises by 0.5) the run with ``tol=0.5`` checked every step stops after
+    step 2, as two plain steps."""
+    image, mask = inputs('early_stop_spike')
+    settings = dict(CASES['early_stop_spike'][1], tol=None)
+    two = PAMR(**dict(settings, num_iter=2))(image, mask)
+    torch.testing.assert_close(fused_outputs['early_stop_spike'], two, rtol=0, atol=1e-6)
+    assert not torch.allclose(two, PAMR(**dict(settings, num_iter=1))(image, mask), atol=1e-2)
