@@ -90,3 +90,25 @@ def test_float32_logits_never_use_tf32_and_mixed_inputs_are_refused():
     with pytest.raises(ValueError, match=r'map kernel: query and key differ \(torch\.float32 on '
                                          r'cpu vs torch\.float16 on cpu\)'):
         map_kernel.row_lse(q, q.half(), 0.25)
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='triton is not installed')
+@pytest.mark.parametrize('head_dim, parts', [(24, (32, 0)), (56, (64, 0)), (40, (32, 16)),
+                                             (36, (32, 16)), (64, (64, 0)), (80, (64, 16))])
+def test_head_dims_split_in_two_dots_only_where_that_multiplies_less(head_dim, parts):
+    """Two dots (a power of two plus a rest) only where they are narrower than one dot padded to
+    the next power of two: 24 = 16 + 16 and 56 = 32 + 32 stay one dot of 32 / 64."""
+    from mmdiffseg.attention import map_kernel
+    tiles = map_kernel._tiles(64, 77, head_dim, 2)
+    assert (tiles['BLOCK_D'], tiles['REST_D']) == parts
+
+
+@pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='triton is not installed')
+def test_query_and_key_on_different_devices_are_refused():
+    import torch
+
+    from mmdiffseg.attention import map_kernel
+    q = torch.zeros(1, 1, 16, 16)
+    with pytest.raises(ValueError, match=r'map kernel: query and key differ \(torch\.float32 on '
+                                         r'cpu vs torch\.float32 on meta\)'):
+        map_kernel.row_lse(q, q.to('meta'), 0.25)
