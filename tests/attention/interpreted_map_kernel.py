@@ -297,3 +297,17 @@ def tiny_engine_compiled(backend, **kwargs):
     built = tiny_engine(shared_path('sd_configs', SD2), **kwargs)
     built.unet.compile(backend=backend)
     return built
+
+
+@pytest.mark.parametrize('head_dim', [8, 36])
+def test_columns_past_the_head_dim_never_enter_the_product(head_dim):
+    """Heads sliced from wider rows whose extra columns are NaN (read by the padded dot widths
+    16 and 32 + 16 unless masked on both operands): the maps stay the float64 softmax."""
+    gen = torch.Generator().manual_seed(6)
+    wide = torch.randn(2, 2, 44, 3, head_dim + 12, generator=gen)
+    wide[..., head_dim:] = float('nan')
+    q = wide[0, :, :20, :, :head_dim].transpose(1, 2)  # (B, H, N, d), head stride d + 12
+    k = wide[1, :, :24, :, :head_dim].transpose(1, 2)
+    lse = torch.logsumexp(q.double() @ k.double().transpose(-1, -2) / math.sqrt(head_dim), -1)
+    got = _maps(q, k, lse.float(), [0, 2])
+    torch.testing.assert_close(got.double(), _probs(q, k)[:, [0, 2]].sum(1), atol=ATOL, rtol=RTOL)
