@@ -1,0 +1,74 @@
+"""In-process checks of tools/offline_args.py: argument types, ``auto`` resolution, defaults."""
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[2] / 'tools' / 'offline_args.py'
+_SPEC = importlib.util.spec_from_file_location('offline_args_under_test', _PATH)
+opts = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(opts)
+
+
+def _engine_parser():
+    parser = opts.parser_for('test')
+    opts.add_engine_args(parser)
+    opts.add_generator_args(parser, 'iseg')
+    return parser
+
+
+@pytest.mark.parametrize('device,dtype,batch', [('cpu', 'float32', 4), ('cuda', 'float16', 16),
+                                                ('cuda:1', 'float16', 16)])
+def test_auto_engine_options_follow_the_device(device, dtype, batch):
+    """--dtype/--batch-size auto: float16 and 16 on any CUDA device (cuda:N too), float32 and 4
+    on the CPU; --workers auto is None (the package default), not 0."""
+    args = opts.parse(_engine_parser(), ['--device', device])
+    assert (args.device, args.dtype, args.batch_size, args.workers) == (device, dtype, batch,
+                                                                        None)
+
+
+def test_explicit_engine_options_are_kept():
+    """Given values are not replaced by the auto rules."""
+    args = opts.parse(_engine_parser(), ['--device', 'cpu', '--dtype', 'bfloat16',
+                                         '--batch-size', '3', '--workers', '0'])
+    assert (args.dtype, args.batch_size, args.workers) == ('bfloat16', 3, 0)
+
+
+def test_parse_returns_a_namespace_unchanged():
+    """An already parsed namespace is passed through as it is."""
+    given = argparse.Namespace(device='cuda', dtype='auto')
+    assert opts.parse(_engine_parser(), given) is given
+
+
+@pytest.mark.parametrize('value', ['1x', '', 'AUTO', '2.0'])
+def test_integer_options_refuse_non_integers(value):
+    """A value that is no integer (nor exactly "auto") is an argparse error, whatever least."""
+    for least in (0, 1):
+        with pytest.raises(argparse.ArgumentTypeError, match='integer or "auto"'):
+            opts.int_or_auto(value, least)
+    with pytest.raises(argparse.ArgumentTypeError, match='expected a non-negative integer'):
+        opts.count(value)
+
+
+def test_integer_bounds():
+    """count accepts 0, positive_int does not; auto passes through."""
+    assert opts.count('0') == 0 and opts.positive_int('1') == 1
+    assert opts.count_or_auto('auto') == 'auto'
+    with pytest.raises(argparse.ArgumentTypeError, match="positive integer, got '0'"):
+        opts.positive_int('0')
+
+
+def test_compile_and_method_options():
+    """--compile alone means inductor; --method is case-insensitive."""
+    args = _engine_parser().parse_args(['--compile', '--method', 'DiffSeg'])
+    assert (args.compile, args.method) == ('inductor', 'diffseg')
+    assert _engine_parser().parse_args([]).compile is None
+
+
+def test_help_keeps_worded_defaults():
+    """An option whose help explains its default in words gets no '(default: ...)' appended;
+    others do."""
+    text = ' '.join(_engine_parser().format_help().split())
+    assert '(default: None)' not in text
+    assert "(default: auto)" in text
