@@ -1,0 +1,52 @@
+"""tools/dataset_converters/image_labels.py on tiny hand-made VOC label maps (known answers)."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from e2e_helpers import REPO
+from PIL import Image
+
+from mmdiffseg.apis.io import UserInputError
+
+_PATH = REPO / 'tools' / 'dataset_converters' / 'image_labels.py'
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location('image_labels_under_test', _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _mask(path, values):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.array(values, dtype=np.uint8)).save(path)
+
+
+def test_classes_present_sorted_by_id_background_and_255_left_out(tmp_path):
+    """VOC ids 8 = cat, 15 = person, 1 = aeroplane; 0 and 255 are not labels. The file lists the
+    ids in sorted order, whatever order the folders are read in."""
+    root = tmp_path / 'maps'
+    _mask(root / 'a' / 'z.png', [[0, 8], [255, 8]])
+    _mask(root / 'b' / 'y.png', [[15, 1], [0, 0]])
+    out = tmp_path / 'labels.json'
+    _tool().main([str(root), '--classes', 'voc', '--out', str(out)])
+    text = out.read_text()
+    assert json.loads(text) == {'z': ['cat'], 'y': ['aeroplane', 'person']}
+    assert text.index('"y"') < text.index('"z"')
+
+
+def test_one_id_twice_and_an_empty_folder_are_refused(tmp_path):
+    """Two maps of one image id in sub-folders, or no map at all, is a named input error and
+    nothing is written."""
+    root = tmp_path / 'maps'
+    _mask(root / 'a' / 'x.png', [[8]])
+    _mask(root / 'b' / 'x.png', [[15]])
+    out = tmp_path / 'labels.json'
+    with pytest.raises(UserInputError, match="label maps of one image id 'x'"):
+        _tool().main([str(root), '--classes', 'voc', '--out', str(out)])
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(UserInputError, match=r'no \*\.png label maps in'):
+        _tool().main([str(tmp_path / 'empty'), '--classes', 'voc', '--out', str(out)])
+    assert not out.exists()
