@@ -50,3 +50,22 @@ def test_one_id_twice_and_an_empty_folder_are_refused(tmp_path):
     with pytest.raises(UserInputError, match=r'no \*\.png label maps in'):
         _tool().main([str(tmp_path / 'empty'), '--classes', 'voc', '--out', str(out)])
     assert not out.exists()
+
+
+def test_voc_xml_labels_in_class_order_and_unknown_names_refused(tmp_path):
+    """voc_aug's XML labels: each class once, in VOC class order (person after dog though
+    listed first), difficult kept unless excluded; a name outside VOC is an input error."""
+    spec = importlib.util.spec_from_file_location(
+        'voc_aug_under_test', REPO / 'tools' / 'dataset_converters' / 'voc_aug.py')
+    voc_aug = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(voc_aug)
+    objects = [('person', 0), ('dog', 1), ('person', 0)]
+    xml = tmp_path / 'a.xml'
+    xml.write_text('<annotation>' + ''.join(
+        f'<object><name>{n}</name><difficult>{d}</difficult></object>' for n, d in objects)
+        + '</annotation>')
+    assert voc_aug.xml_labels(xml) == ['dog', 'person']
+    assert voc_aug.xml_labels(xml, exclude_difficult=True) == ['person']
+    xml.write_text('<annotation><object><name>unicorn</name></object></annotation>')
+    with pytest.raises(UserInputError, match="unknown class 'unicorn'"):
+        voc_aug.xml_labels(xml)
