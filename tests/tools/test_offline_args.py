@@ -43,7 +43,8 @@ def test_parse_returns_a_namespace_unchanged():
 
 @pytest.mark.parametrize('value', ['1x', '', 'AUTO', '2.0'])
 def test_integer_options_refuse_non_integers(value):
-    """A value that is no integer (nor exactly "auto") is an argparse error, whatever least."""
+    """A value that is no integer (nor exactly "auto") is an argparse error, for either lower
+    bound."""
     for least in (0, 1):
         with pytest.raises(argparse.ArgumentTypeError, match='integer or "auto"'):
             opts.int_or_auto(value, least)
