@@ -6,7 +6,6 @@ import torch
 from mmseg.registry import METRICS
 from PIL import Image
 
-import mmdiffseg.evaluation  # noqa: F401
 from mmdiffseg.evaluation import HungarianMatchedIoU, matched_classes
 
 
