@@ -63,13 +63,27 @@ def test_self_attention_without_noise_follows_the_segments():
     assert attn.shape == (64, 64)
     assert torch.allclose(attn.sum(-1), torch.ones(64))
     flat = labels[0].flatten()
-    for q in (1, 36, 63):  # background, potted plant, cat
+    for q in (1, 32, 63):  # background, potted plant, cat
         own = flat == flat[q]
         assert torch.allclose(attn[q][own], attn[q][own][0].expand(int(own.sum())))
         assert attn[q][own].min() > attn[q][~own].max()
     assert torch.allclose(attn[0], torch.full((64,), 1 / 64))  # void: zero features
     small = maps.maps['self4'][0]
     assert torch.allclose(small[0], torch.full((16,), 1 / 16))  # the void pixel is kept at 4x4
+
+
+def test_self_attention_logits_scale_with_one_over_the_temperature():
+    """Noise 0 and one seed (the same features): ``log(a_own / a_other) = (1 - cos) / T``, so
+    it is 5 times larger at ``T = 0.1`` than at ``T = 0.5``."""
+    labels = labels_8x8()
+    ratio = {}
+    for t in (0.1, 0.5):
+        maps, _ = attention_from_labels(labels, CLASSES, noise=0.0, self_resolutions=(8,),
+                                        cross_resolutions=(), temperature=t)
+        row = maps.maps['self8'][0, 36].double()  # a cat pixel; key 32 is a potted plant's
+        ratio[t] = torch.log(row[36] / row[32])
+    assert ratio[0.1] > 0
+    assert torch.allclose(ratio[0.1], 5 * ratio[0.5], rtol=1e-4)
 
 
 def test_query_and_key_noise_are_drawn_apart():
