@@ -73,15 +73,17 @@ def test_self_attention_without_noise_follows_the_segments():
 
 
 def test_self_attention_logits_scale_with_one_over_the_temperature():
-    """Noise 0 and one seed (the same features): ``log(a_own / a_other) = (1 - cos) / T``, so
-    it is 5 times larger at ``T = 0.1`` than at ``T = 0.5``."""
+    """Noise 0 and one seed (the same unit features): ``log(a_own / a_other) = (1 - cos) / T``
+    from either segment, 5 times larger at ``T = 0.1`` than at ``T = 0.5``."""
     labels = labels_8x8()
     ratio = {}
     for t in (0.1, 0.5):
         maps, _ = attention_from_labels(labels, CLASSES, noise=0.0, self_resolutions=(8,),
                                         cross_resolutions=(), temperature=t)
-        row = maps.maps['self8'][0, 36].double()  # a cat pixel; key 32 is a potted plant's
-        ratio[t] = torch.log(row[36] / row[32])
+        attn = maps.maps['self8'][0].double()  # pixel 36 is a cat's, 32 a potted plant's
+        ratio[t] = torch.log(attn[36, 36] / attn[36, 32])
+        # unit features: the same (1 - cos) / T seen from the other segment
+        assert torch.allclose(ratio[t], torch.log(attn[32, 32] / attn[32, 36]), rtol=1e-4)
     assert ratio[0.1] > 0
     assert torch.allclose(ratio[0.1], 5 * ratio[0.5], rtol=1e-4)
 
