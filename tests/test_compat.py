@@ -13,6 +13,7 @@ from mmengine.logging import HistoryBuffer
 
 import mmdiffseg  # noqa: F401  (applies the work-arounds)
 import mmdiffseg_mmcv_ops
+from mmdiffseg.compat import config_fromfile
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -255,3 +256,17 @@ def test_mmcv_lite_reports_no_compiled_ops_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         assert mmdiffseg.compat.mmcv_has_compiled_ops() is False
+
+
+def test_only_a_missing_pkg_resources_is_reworded(monkeypatch):
+    """A config's own missing module is raised as it is; only pkg_resources gets the pin."""
+    def missing(name):
+        def fromfile(path):
+            raise ModuleNotFoundError(f'No module named {name!r}', name=name)
+        return fromfile
+    monkeypatch.setattr(Config, 'fromfile', missing('my_plugin'))
+    with pytest.raises(ModuleNotFoundError, match='my_plugin'):
+        config_fromfile('c.py')
+    monkeypatch.setattr(Config, 'fromfile', missing('pkg_resources'))
+    with pytest.raises(ImportError, match=r'c\.py: .*setuptools>=77,<82'):
+        config_fromfile('c.py')

@@ -12,9 +12,10 @@ import contextlib
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from mmdiffseg import cuda_graphs
-from mmdiffseg.cuda_graphs import GraphCache
+from mmdiffseg.cuda_graphs import AUTO_MAX_BYTES, GraphCache, use_graphs
 
 
 def scale_rows(x, w):
@@ -201,3 +202,14 @@ def test_graphed_steps_copies_and_pickles_carry_no_caches(replaying_graphs):
     for twin in (copy.deepcopy(steps), pickle.loads(pickle.dumps(steps))):
         assert twin._caches == {} and twin.backend == 'auto' and twin.owner == 'Test'
     assert len(steps._caches) == 1
+
+
+def test_auto_limit_is_four_4096_square_float32_self_attentions():
+    """AUTO_MAX_BYTES is what its comment says: 4 images of 4096x4096 float32 self-attention
+    (256 MiB), so such a batch still replays graphs on 'auto' and a fifth image does not."""
+    assert AUTO_MAX_BYTES == 4 * 4096 * 4096 * 4
+    with FakeTensorMode():
+        four = torch.empty(4, 4096, 4096, device='cuda')
+        five = torch.empty(5, 4096, 4096, device='cuda')
+    assert use_graphs('auto', four, 'x')
+    assert not use_graphs('auto', five, 'x')

@@ -1,4 +1,6 @@
 """Pseudo-label quality (IoU + coverage) and DiffSeg's Hungarian-matched protocol."""
+import inspect
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from scipy.optimize import linear_sum_assignment
 
 import mmdiffseg  # noqa: F401
 import mmdiffseg.evaluation  # noqa: F401
-from mmdiffseg.evaluation import match_segments, matched_classes
+from mmdiffseg.evaluation import HungarianMatchedIoU, match_segments, matched_classes
 
 
 def sample(pred, gt):
@@ -248,3 +250,30 @@ def test_pseudo_label_metric_format_only_writes_labels_and_scores_nothing(tmp_pa
                              img_path='d/y.jpg')])
     assert np.array(Image.open(tmp_path / 'y.png')).tolist() == [[0, 1], [1, 255]]
     assert metric.evaluate(1) == {}
+
+
+def test_unassigned_pixels_stay_unassigned_when_segment_0_is_matched():
+    """An unsure (255) prediction is drawn as 255 even where segment 0, matched to class 0,
+    exists: it is not read as segment 0 (hand-matched: 0 -> class 0, 1 -> class 1)."""
+    gt = np.array([[0, 0, 1, 1]])
+    pred = np.array([[0, 255, 1, 255]])
+    assert matched_classes(gt, pred, num_classes=2).tolist() == [[0, 255, 1, 255]]
+
+
+def test_format_only_needs_no_ground_truth(tmp_path):
+    """format_only (images without ground truth): samples without ``gt_sem_seg`` are written,
+    not matched, and nothing is scored."""
+    metric = METRICS.build(dict(type='HungarianMatchedIoU', num_classes=2,
+                                output_dir=str(tmp_path), format_only=True))
+    metric.process({}, [dict(pred_sem_seg=dict(data=torch.tensor([[[3, 3], [0, 1]]])),
+                             img_path='a/b.jpg')])
+    assert metric.results == []
+    assert np.array(Image.open(tmp_path / 'b.png')).tolist() == [[3, 3], [0, 1]]
+    assert metric.compute_metrics(metric.results) == {}
+
+
+def test_default_class_count_is_the_27_of_both_benchmarks():
+    """COCO-Stuff-27 and Cityscapes-27 both score 27 classes: the default."""
+    default = inspect.signature(HungarianMatchedIoU).parameters['num_classes'].default
+    assert default == 27
+    assert HungarianMatchedIoU().num_classes == 27
