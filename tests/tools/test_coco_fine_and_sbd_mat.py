@@ -1,0 +1,108 @@
+"""Known answers for two converter paths: image_labels.py ``--fine-labels`` (COCO-Stuff's fine
+maps read into the 27 classes) and voc_aug.py's SBD ``cls/<id>.mat`` reader."""
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import scipy.sparse
+from e2e_helpers import REPO
+from PIL import Image
+from scipy.io import savemat
+
+CONVERTERS = REPO / 'tools' / 'dataset_converters'
+
+
+def _load(name):
+    if str(CONVERTERS) not in sys.path:
+        sys.path.insert(0, str(CONVERTERS))
+    spec = importlib.util.spec_from_file_location(f'fine_sbd_{name}', CONVERTERS / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _png(path, values):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.array(values, dtype=np.uint8)).save(path)
+
+
+def test_fine_labels_map_fine_ids_to_the_27_classes(tmp_path):
+    """PNG value v is fine id v + 1 (class_names.COCOSTUFF27_FINE_IDS): 0 -> id 1 person,
+    9 -> id 10 outdoor, 16 -> id 17 animal, 105 -> id 106 sky, 170 -> id 171 wall,
+    179 -> id 180 window; 11 (id 12), 65 (id 66) are unused COCO ids, 182 is id 183 'other'
+    and 255 unlabelled: none is a class. Map 'c' holds only values below 27, which read
+    without --fine-labels would be electronic, person, vehicle, raw-material instead."""
+    root = tmp_path / 'stuffthingmaps'
+    _png(root / 'a.png', [[0, 16], [105, 182], [255, 0]])
+    _png(root / 'b.png', [[170, 179], [65, 11]])
+    _png(root / 'c.png', [[0, 9], [16, 11]])
+    out = tmp_path / 'labels.json'
+    _load('image_labels').main([str(root), '--classes', 'cocostuff27', '--fine-labels',
+                                '--out', str(out)])
+    assert json.loads(out.read_text()) == {'a': ['animal', 'person', 'sky'],
+                                           'b': ['wall', 'window'],
+                                           'c': ['animal', 'outdoor', 'person']}
+    (root / 'a.png').unlink()
+    (root / 'b.png').unlink()
+    _load('image_labels').main([str(root), '--classes', 'cocostuff27', '--out', str(out)])
+    assert json.loads(out.read_text()) == {
+        'c': ['electronic', 'person', 'vehicle', 'raw-material']}
+
+
+def _sbd_mat(path, segmentation):
+    """An SBD ``cls/<id>.mat``: struct GTcls with Boundaries (a cell of sparse maps per class),
+    Segmentation and CategoriesPresent, as in the SBD release."""
+    present = [v for v in np.unique(segmentation) if v]
+    boundaries = np.empty((20, 1), dtype=object)
+    for k in range(20):
+        boundaries[k, 0] = scipy.sparse.csc_matrix(segmentation.shape, dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    savemat(path, {'GTcls': {'Boundaries': boundaries, 'Segmentation': segmentation,
+                             'CategoriesPresent': np.array(present, dtype=np.uint8)[:, None]}})
+
+
+def test_sbd_mask_reads_the_segmentation_of_an_sbd_struct(tmp_path):
+    """A 2 x 3 mask (not square: rows stay rows) with VOC's highest class 20 and one category
+    present (a 1 x 1 CategoriesPresent) comes back as the same uint8 class indices, also from
+    a mask stored as double, as MATLAB writes an unconverted array."""
+    voc_aug = _load('voc_aug')
+    mask = np.array([[0, 15, 15], [20, 0, 15]], dtype=np.uint8)
+    _sbd_mat(tmp_path / 'a.mat', mask)
+    got = voc_aug.sbd_mask(tmp_path / 'a.mat')
+    assert got.dtype == np.uint8 and got.shape == (2, 3)
+    np.testing.assert_array_equal(got, mask)
+    one = np.array([[0, 7], [7, 7], [0, 0]], dtype=np.uint8)
+    _sbd_mat(tmp_path / 'b.mat', one.astype(np.float64))
+    got = voc_aug.sbd_mask(tmp_path / 'b.mat')
+    assert got.dtype == np.uint8 and got.shape == (3, 2)
+    np.testing.assert_array_equal(got, one)
+
+
+def test_sbd_given_as_its_dataset_folder(tmp_path):
+    """--sbd may name SBD's ``dataset`` folder itself (cls/, train.txt, val.txt in it): its
+    images join the aug split and their masks come from the .mat files."""
+    voc = tmp_path / 'VOCdevkit' / 'VOC2012'
+    sbd = tmp_path / 'sbd_dataset'
+    ids = ['i0', 'i1', 'i2']
+    for image_id in ids:
+        (voc / 'JPEGImages').mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(voc / 'JPEGImages' / f'{image_id}.jpg')
+        _png(voc / 'SegmentationClass' / f'{image_id}.png', [[0, 1, 1], [0, 0, 1]])
+    splits = voc / 'ImageSets' / 'Segmentation'
+    splits.mkdir(parents=True)
+    (splits / 'train.txt').write_text('i0\n')
+    (splits / 'val.txt').write_text('i1\n')
+    sbd_masks = {'i0': np.array([[3, 3, 0], [0, 0, 0]], np.uint8),
+                 'i2': np.array([[0, 0, 0], [12, 12, 12]], np.uint8)}
+    for image_id, mask in sbd_masks.items():
+        _sbd_mat(sbd / 'cls' / f'{image_id}.mat', mask)
+    (sbd / 'train.txt').write_text('i2\n')
+    (sbd / 'val.txt').write_text('i0\n')
+    _load('voc_aug').main([str(tmp_path / 'VOCdevkit'), '--sbd', str(sbd), '--labels-from', 'gt'])
+    assert (splits / 'aug.txt').read_text().split() == ['i0', 'i2']
+    for image_id, mask in sbd_masks.items():
+        with Image.open(voc / 'SegmentationClassAug' / f'{image_id}.png') as png:
+            np.testing.assert_array_equal(np.asarray(png), mask)
+    labels = json.loads((voc / 'image_labels.json').read_text())
+    assert labels == {'i0': ['bird'], 'i1': ['aeroplane'], 'i2': ['dog']}
