@@ -27,7 +27,11 @@ def check_model(model: str, variant: Optional[str] = None) -> str:
     ``/`` or ``~``, has more than one ``/``, or its parent folder exists here) that does not hold
     a pipeline the engine can run with the weights ``variant`` (``--variant``) stops the run here,
     naming the path. Returns the id or the folder's absolute path."""
-    path = Path(model).expanduser()
+    try:
+        path = Path(model).expanduser()
+    except RuntimeError as exc:  # '~name' of no user here
+        raise UserInputError(f'model {model!r}: {model.split("/")[0]!r} is no user\'s home '
+                             f"folder here ({exc}); give the folder's full path") from exc
     looks_local = (path.exists() or model.startswith(('.', '/', '~')) or model.count('/') > 1
                    or (model.count('/') == 1 and path.parent.is_dir()))
     if not looks_local:
