@@ -1,0 +1,57 @@
+"""The names the overlays give label values: every DiffSeg segment id 0..254 is a segment of
+its own, 255 is 'unsure'."""
+import numpy as np
+
+from mmdiffseg.apis.folders import IGNORE_COLOR, palette_for
+from mmdiffseg.apis.visualize import Overlayer, segment_classes
+
+
+def test_segment_ids_0_to_254_are_named_and_255_is_unsure():
+    """segment_classes() names the 255 ids a label PNG can hold besides 255; an unnamed
+    overlay draws segment 254 in its own colour, not the black of a gap."""
+    names = segment_classes()
+    assert len(names) == 255 and names[0] == '0' and names[-1] == '254'
+    overlay = Overlayer(None)
+    assert overlay.classes[:255] == names and overlay.classes[255] == 'unsure'
+    assert list(overlay.palette[254]) == list(palette_for(names)[254]) != [0, 0, 0]
+    assert list(overlay.palette[255]) == list(IGNORE_COLOR)
+
+
+def test_a_black_legend_swatch_has_a_light_frame():
+    """VOC's background is black: its 12 px swatch is ringed by one light (160) pixel each side,
+    so it shows on the dark (32) strip."""
+    from mmdiffseg.apis.visualize import legend_strip
+    strip = legend_strip([('background', [0, 0, 0])], 200)
+    rows, cols = np.nonzero((strip == 0).all(axis=2))
+    top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
+    assert (bottom - top, right - left) == (11, 11)
+    assert (strip[top:bottom + 1, left:right + 1] == 0).all()
+    ring = strip[top - 1:bottom + 2, left - 1:right + 2].copy()
+    ring[1:-1, 1:-1] = 160
+    assert (ring == 160).all()
+
+
+def test_no_legend_entries_make_no_strip_rows():
+    """Nothing to name (e.g. only values past the classes): the strip has no rows."""
+    from mmdiffseg.apis.visualize import legend_strip
+    assert legend_strip([], 100).shape == (0, 100, 3)
+
+
+def test_an_item_whose_image_is_gone_is_left_out(tmp_path):
+    """Two finished items, one image deleted since: one tile, no error."""
+    import json
+
+    from mmdiffseg.apis.folders import IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png
+    from mmdiffseg.apis.io import MANIFEST_NAME
+    from mmdiffseg.apis.visualize import contact_sheet
+    (tmp_path / IMAGE_DIR).mkdir()
+    (tmp_path / MASK_DIR).mkdir()
+    for item_id in 'ab':
+        (tmp_path / IMAGE_DIR / f'{item_id}.jpg').write_bytes(
+            encode_jpeg(np.full((8, 8, 3), 255)))
+        (tmp_path / MASK_DIR / f'{item_id}.png').write_bytes(
+            encode_label_png(np.ones((8, 8), np.uint8), palette_for(['0', '1'])))
+    (tmp_path / MANIFEST_NAME).write_text(''.join(
+        json.dumps(line) + '\n' for line in (dict(classes=None), dict(id='a'), dict(id='b'))))
+    (tmp_path / IMAGE_DIR / 'a.jpg').unlink()
+    assert contact_sheet(tmp_path, thumb=16).shape == (16, 16, 3)
