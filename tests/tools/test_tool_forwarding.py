@@ -1,0 +1,143 @@
+"""What the thin tool scripts hand on to mmdiffseg.apis: each option's value (and each default)
+reaches the job function, with the job itself stubbed (no model is loaded)."""
+import importlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from e2e_helpers import TINY_ONLINE_CONFIG, load_tool
+from mmdiffseg.apis.io import JobSummary
+
+
+def capture(monkeypatch, module, name):
+    """Replace ``module.name`` by a stub that records its arguments; returns the record."""
+    api = importlib.import_module(module)
+    seen = {}
+
+    def job(*args, **kwargs):
+        seen.update(args=args, **kwargs)
+        return JobSummary()
+    monkeypatch.setattr(api, name, job)
+    return seen
+
+
+def test_synthesize_defaults_reach_the_job(monkeypatch, tmp_path):
+    """One image per class at 512 px, run seed 0 hashed per image, split train, no templates."""
+    seen = capture(monkeypatch, 'mmdiffseg.apis.synthesize', 'synthesize')
+    assert load_tool('synthesize').main(['--classes', 'cat,dog', '--device', 'cpu',
+                                         '--out', str(tmp_path / 'o')]) == 0
+    assert seen['args'][0] == ['cat', 'dog'] and seen['label_set'] is None
+    assert (seen['images_per_class'], seen['size'], seen['seed']) == (1, 512, 0)
+    assert (seen['seed_per_image'], seen['split'], seen['prompts']) == ('hash', 'train', None)
+
+
+def test_synthesize_options_reach_the_job(monkeypatch, tmp_path):
+    seen = capture(monkeypatch, 'mmdiffseg.apis.synthesize', 'synthesize')
+    load_tool('synthesize').main([
+        '--classes', 'cat,', '--label-set', 'voc', '--images-per-class', '3', '--seed', '7',
+        '--seed-per-image', 'index', '--size', '256', '--split', 'extra', '--prompt',
+        'a {} here', '--prompt', 'two {}', '--batch-size', '2', '--device', 'cpu',
+        '--out', str(tmp_path / 'o')])
+    assert seen['label_set'][0] == 'background' and len(seen['label_set']) == 21
+    assert (seen['images_per_class'], seen['size'], seen['seed']) == (3, 256, 7)
+    assert (seen['seed_per_image'], seen['split']) == ('index', 'extra')
+    assert seen['prompts'] == ['a {} here', 'two {}'] and seen['batch_size'] == 2
+
+
+@pytest.fixture
+def one_image(tmp_path):
+    folder = tmp_path / 'images'
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / 'a.png')
+    labels = tmp_path / 'labels.json'
+    labels.write_text('{"a": ["cat"]}')
+    return folder, labels
+
+
+def test_pseudo_label_options_reach_the_job(monkeypatch, one_image, tmp_path):
+    folder, labels = one_image
+    seen = capture(monkeypatch, 'mmdiffseg.apis.pseudo_label', 'pseudo_label')
+    load_tool('pseudo_label').main([str(folder), '--labels', str(labels), '--classes', 'voc',
+                                    '--split', 'val', '--batch-size', '3', '--device', 'cpu',
+                                    '--out', str(tmp_path / 'o')])
+    items, _, _, _, classes, image_labels = seen['args']
+    assert [it.id for it in items] == ['a'] and classes[:2] == ['background', 'aeroplane']
+    assert image_labels == {'a': ['cat']}
+    assert (seen['split'], seen['batch_size']) == ('val', 3)
+
+
+def test_pseudo_label_without_classes_is_refused_for_a_labelled_generator(one_image, tmp_path):
+    """iSeg (the default) labels with --classes: none given is a usage error (status 2)."""
+    folder, labels = one_image
+    from test_offline_tools import run_in_process
+    err = run_in_process('pseudo_label', folder, '--labels', labels, '--device', 'cpu',
+                         '--out', tmp_path / 'o', expect=2)
+    assert 'give --classes' in err
+
+
+def test_segment_sheet_settings_and_where_the_sheet_goes(monkeypatch, tmp_path):
+    """The sheet of --contact-sheet FOLDER goes to <--out>/contact_sheet.jpg when --out is
+    given, drawn with the sheet options (defaults: 8 columns, legend on)."""
+    visualize = importlib.import_module('mmdiffseg.apis.visualize')
+    calls = []
+    monkeypatch.setattr(visualize, 'write_contact_sheet',
+                        lambda folder, path, **kw: calls.append((folder, path, kw)))
+    tool = load_tool('segment')
+    assert tool.main(['--contact-sheet', str(tmp_path / 'f'), '--out', str(tmp_path / 'o')]) == 0
+    assert str(calls[-1][1]) == str(tmp_path / 'o' / 'contact_sheet.jpg')
+    assert calls[-1][2] == dict(cols=8, thumb=160, max_items=64, legend=True)
+    tool.main(['--contact-sheet', str(tmp_path / 'f'), '--cols', '3', '--no-legend'])
+    assert str(calls[-1][1]) == str(tmp_path / 'f' / 'contact_sheet.jpg')
+    assert calls[-1][2]['cols'] == 3 and calls[-1][2]['legend'] is False
+
+
+def test_prefill_hands_on_its_options_and_exits_130_when_interrupted(monkeypatch):
+    """--compile alone means inductor, set in the config's engine kwargs; batch size, dtype and
+    workers reach the prefill; an interrupted prefill exits 130 (as Ctrl-C)."""
+    prefill = importlib.import_module('mmdiffseg.models.prefill')
+    seen = {}
+
+    class Summary:
+        interrupted = True
+
+    def stub(cfg, device, **kwargs):
+        seen.update(cfg=cfg, device=device, **kwargs)
+        return Summary()
+    monkeypatch.setattr(prefill, 'prefill', stub)
+    with pytest.raises(SystemExit) as stop:
+        load_tool('prefill_labels').main([
+            str(TINY_ONLINE_CONFIG), '--skip-preflight', '--compile', '--batch-size', '2',
+            '--workers', '0', '--dtype', 'bfloat16', '--device', 'cpu',
+            '--cfg-options', 'train_dataloader.batch_size=5'])
+    assert stop.value.code == 130
+    engine = seen['cfg'].model.data_preprocessor.engine_kwargs
+    assert engine['compile_unet'] == dict(backend='inductor')
+    assert seen['cfg'].train_dataloader.batch_size == 5
+    assert (seen['batch_size'], seen['workers'], seen['dtype']) == (2, 0, 'bfloat16')
+
+
+@pytest.mark.parametrize('name', ['sheet.jpg', 'sheet.JPEG', 'sheet.png'])
+def test_segment_refuses_an_image_file_name_as_out(tmp_path, name):
+    """--out is a folder: an image file name (any case) is a usage error, status 2."""
+    from test_offline_tools import run_in_process
+    err = run_in_process('segment', '--contact-sheet', tmp_path, '--out', tmp_path / name,
+                         expect=2)
+    assert '--out is a folder' in err and name in err
+
+
+def test_train_and_test_hand_on_the_launcher_and_the_wait_time(monkeypatch):
+    """--launcher reaches the config (mmengine starts the ranks from it); --wait-time the
+    visualization hook of --show."""
+    train = load_tool('train')
+    args = train.parse_args([str(TINY_ONLINE_CONFIG), '--launcher', 'slurm', '--work-dir', 'w'])
+    cfg = train.load_config(args)
+    assert cfg.launcher == 'slurm' and cfg.work_dir == 'w'
+    test = load_tool('test')
+    seen = {}
+    monkeypatch.setattr(test, 'run_preflight', lambda args, cfg, *a: seen.update(cfg=cfg) or True)
+    test.main([str(TINY_ONLINE_CONFIG), __file__, '--show', '--wait-time', '0.5',
+               '--show-interval', '3', '--skip-preflight'])
+    hook = seen['cfg'].default_hooks.visualization
+    assert (hook.show, hook.wait_time, hook.interval) == (True, 0.5, 3)
+    assert seen['cfg'].load_from == __file__
