@@ -25,7 +25,43 @@ def test_the_split_names_the_split_file_and_defaults_to_train(monkeypatch, tmp_p
 def test_items_are_class_major_with_their_own_class_name(monkeypatch, tmp_path):
     """Two images of each class: cat 0, cat 1, dog 0, dog 1, each item naming its class."""
     job = run(monkeypatch, tmp_path, images_per_class=2)
-    assert [it.id for it in job['items']] == ['cat_00000', 'cat_00001', 'dog_00000',
-                                               'dog_00001']
+    ids = ['cat_00000', 'cat_00001', 'dog_00000', 'dog_00001']
+    assert [it.id for it in job['items']] == ids
     assert [(it.payload['name'], it.payload['index']) for it in job['items']] == [
         ('cat', 0), ('cat', 1), ('dog', 0), ('dog', 1)]
+
+
+def test_each_item_of_a_batch_is_labelled_with_its_own_class(monkeypatch, tmp_path):
+    """A batch of a cat and a dog: the engine and the generator get ['cat'] and ['dog']."""
+    import torch
+    seen = {}
+
+    class Generator:
+        capture_spec = None
+
+        def config_dict(self):
+            return dict(prompt_templates=['a {}'])
+
+        def to(self, device):
+            return self
+
+        def generate_kwargs(self, names, start=0):
+            return dict(prompts=[f'a {names[0]}'], class_names=[list(names)], steps=1,
+                        guidance_scale=1.0)
+
+        def __call__(self, maps, images, class_names):
+            seen['generator'] = class_names
+            return torch.zeros(len(images), 8, 8, dtype=torch.long)
+
+    class Engine:
+        device = torch.device('cpu')
+
+        def generate(self, prompts, class_names, **kwargs):
+            seen['engine'] = class_names
+            return torch.zeros(len(prompts), 3, 8, 8, dtype=torch.uint8), None
+
+    monkeypatch.setattr(synth_api, 'load_engine', lambda *args, **kwargs: Engine())
+    monkeypatch.setattr(synth_api, 'build_generator', lambda cfg, classes: Generator())
+    job = run(monkeypatch, tmp_path, size=64)
+    job['prepare']()(job['items'], None)
+    assert seen['engine'] == seen['generator'] == [['cat'], ['dog']]

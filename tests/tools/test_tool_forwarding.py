@@ -141,3 +141,35 @@ def test_train_and_test_hand_on_the_launcher_and_the_wait_time(monkeypatch):
     hook = seen['cfg'].default_hooks.visualization
     assert (hook.show, hook.wait_time, hook.interval) == (True, 0.5, 3)
     assert seen['cfg'].load_from == __file__
+
+
+def test_pseudo_label_reads_ground_truth_under_the_gt_suffix(monkeypatch, one_image, tmp_path):
+    """--gt-suffix names the ground-truth file of image ``a``: a_gt.png, whose values 0 and 8
+    are VOC's background and cat."""
+    folder, _ = one_image
+    gt = tmp_path / 'gt'
+    gt.mkdir()
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:4] = 8
+    Image.fromarray(mask).save(gt / 'a_gt.png')
+    seen = capture(monkeypatch, 'mmdiffseg.apis.pseudo_label', 'pseudo_label')
+    load_tool('pseudo_label').main([str(folder), '--labels-from-gt', str(gt), '--gt-suffix',
+                                    '_gt.png', '--classes', 'voc', '--device', 'cpu',
+                                    '--out', str(tmp_path / 'o')])
+    assert seen['args'][5] == {'a': ['cat']}
+
+
+def test_pseudo_label_and_segment_refuse_contradicting_inputs(one_image, tmp_path):
+    """Usage errors (status 2) before any model: a folder and --dataset-config together,
+    --fine-labels with --dataset-config, segmenting with iSeg without --classes."""
+    from test_offline_tools import run_in_process
+    folder, labels = one_image
+    out = ['--device', 'cpu', '--out', tmp_path / 'o']
+    err = run_in_process('pseudo_label', folder, '--dataset-config', tmp_path / 'c.py',
+                         '--labels', labels, '--classes', 'voc', *out, expect=2)
+    assert 'give an image folder or --dataset-config (one of them)' in err
+    err = run_in_process('pseudo_label', '--dataset-config', tmp_path / 'c.py', '--fine-labels',
+                         '--labels', labels, *out, expect=2)
+    assert '--fine-labels is for a ground-truth folder' in err
+    err = run_in_process('segment', folder / 'a.png', *out, expect=2)
+    assert 'ISeg needs --classes' in err
