@@ -161,7 +161,8 @@ def test_pseudo_label_reads_ground_truth_under_the_gt_suffix(monkeypatch, one_im
 
 def test_pseudo_label_and_segment_refuse_contradicting_inputs(one_image, tmp_path):
     """Usage errors (status 2) before any model: a folder and --dataset-config together,
-    --fine-labels with --dataset-config, segmenting with iSeg without --classes."""
+    --fine-labels with --dataset-config, DiffSeg with --classes but no image-level labels,
+    segmenting with iSeg without --classes."""
     from test_offline_tools import run_in_process
     folder, labels = one_image
     out = ['--device', 'cpu', '--out', tmp_path / 'o']
@@ -171,5 +172,8 @@ def test_pseudo_label_and_segment_refuse_contradicting_inputs(one_image, tmp_pat
     err = run_in_process('pseudo_label', '--dataset-config', tmp_path / 'c.py', '--fine-labels',
                          '--labels', labels, *out, expect=2)
     assert '--fine-labels is for a ground-truth folder' in err
+    err = run_in_process('pseudo_label', folder, '--method', 'diffseg', '--classes', 'voc', *out,
+                         expect=2)
+    assert 'DiffSeg needs image-level labels' in err
     err = run_in_process('segment', folder / 'a.png', *out, expect=2)
     assert 'ISeg needs --classes' in err
