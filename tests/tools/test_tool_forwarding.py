@@ -177,3 +177,20 @@ def test_pseudo_label_and_segment_refuse_contradicting_inputs(one_image, tmp_pat
     assert 'DiffSeg needs image-level labels' in err
     err = run_in_process('segment', folder / 'a.png', *out, expect=2)
     assert 'ISeg needs --classes' in err
+
+
+def test_classes_given_override_the_dataset_configs(monkeypatch, tmp_path):
+    """--classes is the label set even when --dataset-config's dataset has its own (ADE20K)."""
+    from sample_data import shared_path
+    annotations = shared_path('ade20k_val_samples', 'annotations')
+    config = tmp_path / 'ade.py'
+    config.write_text(f'val_dataloader = dict(dataset=dict(type="ADE20KDataset", data_root='
+                      f'{str(annotations.parent)!r}, data_prefix=dict(img_path="images", '
+                      'seg_map_path="annotations")))\n')
+    labels = tmp_path / 'labels.json'
+    labels.write_text('{}')
+    seen = capture(monkeypatch, 'mmdiffseg.apis.pseudo_label', 'pseudo_label')
+    load_tool('pseudo_label').main(['--dataset-config', str(config), '--split', 'val',
+                                    '--labels', str(labels), '--classes', 'cat,dog',
+                                    '--device', 'cpu', '--out', str(tmp_path / 'o')])
+    assert 'cat' in seen['args'][4] and 'wall' not in seen['args'][4]
