@@ -194,3 +194,13 @@ def test_classes_given_override_the_dataset_configs(monkeypatch, tmp_path):
                                     '--labels', str(labels), '--classes', 'cat,dog',
                                     '--device', 'cpu', '--out', str(tmp_path / 'o')])
     assert 'cat' in seen['args'][4] and 'wall' not in seen['args'][4]
+
+
+def test_resume_in_an_empty_work_dir_starts_a_new_run_from_load_from(tmp_path):
+    """No checkpoint yet: no resume (mmengine would resume from load_from's weights, with their
+    optimizer state and iteration), load_from kept, and the warning names it."""
+    from mmengine.config import Config
+    cfg = Config(dict(work_dir=str(tmp_path), load_from='start.pth'))
+    note = load_tool('train').resume_from_work_dir(cfg)
+    assert cfg.resume is False and cfg.load_from == 'start.pth'
+    assert "load_from's weights (start.pth)" in note
