@@ -1,6 +1,5 @@
 """The offline tools' options: class-set rule, auto engine defaults, --help (fast: no torch import;
 every default shown), exit statuses."""
-import importlib.util
 import re
 import subprocess
 import sys
@@ -10,17 +9,9 @@ import pytest
 from mmdiffseg.apis import cli
 from mmdiffseg.apis.io import UserInputError
 from sample_data import REPO
+from tool_modules import load_tool
 
 TOOLS = ('pseudo_label', 'synthesize', 'eval_labels', 'segment')
-
-
-def load_tool(name):
-    if str(REPO / 'tools') not in sys.path:
-        sys.path.insert(0, str(REPO / 'tools'))
-    spec = importlib.util.spec_from_file_location(f'tool_{name}', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_misspelt_class_set_is_refused_with_the_nearest_names():

@@ -197,7 +197,7 @@ def test_kill_9_at_any_instant_then_rerun_equals_an_uninterrupted_run(images, tm
 
 
 def test_the_workers_option_in_the_tools(monkeypatch):
-    from test_cli_options import load_tool
+    from tool_modules import load_tool
     from mmdiffseg.apis.jobs import default_workers
     tool = load_tool('pseudo_label')
     assert tool.parse_args(['images', '--out', 'o', '--device', 'cpu']).workers is None

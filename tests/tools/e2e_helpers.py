@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import re
 import socket
-import sys
 from pathlib import Path
 
 from mmengine.config import Config
 from sample_data import shared_path
+from tool_modules import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_ONLINE_CONFIG = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-iseg-online-128x128.py'
@@ -70,19 +69,6 @@ def online_config(tmp_path: Path, tiny_sd: Path, names=None) -> Config:
 def write_config(cfg: Config, path: Path) -> Path:
     cfg.dump(str(path))
     return path
-
-
-def load_tool(tool: str):
-    """``tools/<tool>.py`` as a module (its ``main(argv)`` runs in this process, saving the
-    imports of a fresh interpreter)."""
-    tools = str(REPO / 'tools')
-    if tools not in sys.path:
-        sys.path.insert(0, tools)
-    spec = importlib.util.spec_from_file_location(f'mmdiffseg_tools_{tool}',
-                                                  Path(tools, f'{tool}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_tool(tool: str, *args) -> str:

@@ -1,25 +1,12 @@
 """Known answers for two converter paths: image_labels.py ``--fine-labels`` (COCO-Stuff's fine
 maps read into the 27 classes) and voc_aug.py's SBD ``cls/<id>.mat`` reader."""
-import importlib.util
 import json
-import sys
 
 import numpy as np
 import scipy.sparse
-from e2e_helpers import REPO
 from PIL import Image
 from scipy.io import savemat
-
-CONVERTERS = REPO / 'tools' / 'dataset_converters'
-
-
-def _load(name):
-    if str(CONVERTERS) not in sys.path:
-        sys.path.insert(0, str(CONVERTERS))
-    spec = importlib.util.spec_from_file_location(f'fine_sbd_{name}', CONVERTERS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tool_modules import load_converter
 
 
 def _png(path, values):
@@ -38,14 +25,14 @@ def test_fine_labels_map_fine_ids_to_the_27_classes(tmp_path):
     _png(root / 'b.png', [[170, 179], [65, 11]])
     _png(root / 'c.png', [[0, 9], [16, 11]])
     out = tmp_path / 'labels.json'
-    _load('image_labels').main([str(root), '--classes', 'cocostuff27', '--fine-labels',
-                                '--out', str(out)])
+    load_converter('image_labels').main([str(root), '--classes', 'cocostuff27', '--fine-labels',
+                                         '--out', str(out)])
     assert json.loads(out.read_text()) == {'a': ['animal', 'person', 'sky'],
                                            'b': ['wall', 'window'],
                                            'c': ['animal', 'outdoor', 'person']}
     (root / 'a.png').unlink()
     (root / 'b.png').unlink()
-    _load('image_labels').main([str(root), '--classes', 'cocostuff27', '--out', str(out)])
+    load_converter('image_labels').main([str(root), '--classes', 'cocostuff27', '--out', str(out)])
     assert json.loads(out.read_text()) == {
         'c': ['electronic', 'person', 'vehicle', 'raw-material']}
 
@@ -66,7 +53,7 @@ def test_sbd_mask_reads_the_segmentation_of_an_sbd_struct(tmp_path):
     """A 2 x 3 mask (not square: rows stay rows) with VOC's highest class 20 and one category
     present (a 1 x 1 CategoriesPresent) comes back as the same uint8 class indices, also from
     a mask stored as double, as MATLAB writes an unconverted array."""
-    voc_aug = _load('voc_aug')
+    voc_aug = load_converter('voc_aug')
     mask = np.array([[0, 15, 15], [20, 0, 15]], dtype=np.uint8)
     _sbd_mat(tmp_path / 'a.mat', mask)
     got = voc_aug.sbd_mask(tmp_path / 'a.mat')
@@ -99,7 +86,8 @@ def test_sbd_given_as_its_dataset_folder(tmp_path):
         _sbd_mat(sbd / 'cls' / f'{image_id}.mat', mask)
     (sbd / 'train.txt').write_text('i2\n')
     (sbd / 'val.txt').write_text('i0\n')
-    _load('voc_aug').main([str(tmp_path / 'VOCdevkit'), '--sbd', str(sbd), '--labels-from', 'gt'])
+    load_converter('voc_aug').main([str(tmp_path / 'VOCdevkit'), '--sbd', str(sbd),
+                                    '--labels-from', 'gt'])
     assert (splits / 'aug.txt').read_text().split() == ['i0', 'i2']
     for image_id, mask in sbd_masks.items():
         with Image.open(voc / 'SegmentationClassAug' / f'{image_id}.png') as png:

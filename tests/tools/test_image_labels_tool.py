@@ -1,22 +1,12 @@
 """tools/dataset_converters/image_labels.py on tiny hand-made VOC label maps (known answers)."""
-import importlib.util
 import json
 
 import numpy as np
 import pytest
-from e2e_helpers import REPO
 from PIL import Image
+from tool_modules import load_converter
 
 from mmdiffseg.apis.io import UserInputError
-
-_PATH = REPO / 'tools' / 'dataset_converters' / 'image_labels.py'
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location('image_labels_under_test', _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _mask(path, values):
@@ -31,7 +21,7 @@ def test_classes_present_sorted_by_id_background_and_255_left_out(tmp_path):
     _mask(root / 'a' / 'z.png', [[0, 8], [255, 8]])
     _mask(root / 'b' / 'y.png', [[15, 1], [0, 0]])
     out = tmp_path / 'labels.json'
-    _tool().main([str(root), '--classes', 'voc', '--out', str(out)])
+    load_converter('image_labels').main([str(root), '--classes', 'voc', '--out', str(out)])
     text = out.read_text()
     assert json.loads(text) == {'z': ['cat'], 'y': ['aeroplane', 'person']}
     assert text.index('"y"') < text.index('"z"')
@@ -45,20 +35,18 @@ def test_one_id_twice_and_an_empty_folder_are_refused(tmp_path):
     _mask(root / 'b' / 'x.png', [[15]])
     out = tmp_path / 'labels.json'
     with pytest.raises(UserInputError, match="label maps of one image id 'x'"):
-        _tool().main([str(root), '--classes', 'voc', '--out', str(out)])
+        load_converter('image_labels').main([str(root), '--classes', 'voc', '--out', str(out)])
     (tmp_path / 'empty').mkdir()
     with pytest.raises(UserInputError, match=r'no \*\.png label maps in'):
-        _tool().main([str(tmp_path / 'empty'), '--classes', 'voc', '--out', str(out)])
+        load_converter('image_labels').main([str(tmp_path / 'empty'), '--classes', 'voc',
+                                             '--out', str(out)])
     assert not out.exists()
 
 
 def test_voc_xml_labels_in_class_order_and_unknown_names_refused(tmp_path):
     """voc_aug's XML labels: each class once, in VOC class order (person after dog though
     listed first), difficult kept unless excluded; a name outside VOC is an input error."""
-    spec = importlib.util.spec_from_file_location(
-        'voc_aug_under_test', REPO / 'tools' / 'dataset_converters' / 'voc_aug.py')
-    voc_aug = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(voc_aug)
+    voc_aug = load_converter('voc_aug')
     objects = [('person', 0), ('dog', 1), ('person', 0)]
     xml = tmp_path / 'a.xml'
     xml.write_text('<annotation>' + ''.join(

@@ -1,14 +1,10 @@
 """In-process checks of tools/offline_args.py: argument types, ``auto`` resolution, defaults."""
 import argparse
-import importlib.util
-from pathlib import Path
 
 import pytest
+from tool_modules import load_tool
 
-_PATH = Path(__file__).resolve().parents[2] / 'tools' / 'offline_args.py'
-_SPEC = importlib.util.spec_from_file_location('offline_args_under_test', _PATH)
-opts = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(opts)
+opts = load_tool('offline_args')
 
 
 def _engine_parser():

@@ -1,6 +1,5 @@
 """tools/dataset_converters: a VOCdevkit + SBD release built here from the VOC samples becomes
 what the VOC configs read (aug split, SegmentationClassAug, image_labels.json)."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from mmseg.registry import DATASETS
 from PIL import Image
 from sample_data import shared_path
 from scipy.io import savemat
+from tool_modules import load_converter
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg.apis.io import OutputWriteError, UserInputError
@@ -31,15 +31,6 @@ VOC_TRAIN, VOC_VAL = IDS[0:4], IDS[4:7]
 SBD_TRAIN, SBD_VAL = [IDS[2], IDS[3], IDS[7]], [IDS[5], IDS[8]]
 AUG = sorted({IDS[0], IDS[1], IDS[2], IDS[3], IDS[7], IDS[8]})  # (SBD + VOC train) - VOC val
 DIFFICULT = IDS[0]   # gets an extra difficult 'person' object
-
-
-def load(name):
-    if str(CONVERTERS) not in sys.path:
-        sys.path.insert(0, str(CONVERTERS))
-    spec = importlib.util.spec_from_file_location(f'converter_{name}', CONVERTERS / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def gt(image_id) -> np.ndarray:
@@ -100,7 +91,7 @@ def build_release(tmp_path):
 def prepared(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     voc = build_release(tmp_path)
-    load('voc_aug').main(['data/VOCdevkit', '--sbd', 'data/benchmark_RELEASE'])
+    load_converter('voc_aug').main(['data/VOCdevkit', '--sbd', 'data/benchmark_RELEASE'])
     return voc
 
 
@@ -141,7 +132,7 @@ def test_main_config_loads_the_prepared_data(prepared):
 
 
 def test_labels_from_masks_and_without_difficult(prepared):
-    voc_aug = load('voc_aug')
+    voc_aug = load_converter('voc_aug')
     voc_aug.main(['data/VOCdevkit', '--sbd', 'data/benchmark_RELEASE', '--exclude-difficult'])
     labels = json.loads((prepared / 'image_labels.json').read_text())
     assert 'person' not in labels[DIFFICULT]
@@ -173,11 +164,11 @@ def test_pseudo_label_config_reads_a_pseudo_label_folder(prepared):
 
 def test_missing_release_files_are_named(tmp_path):
     with pytest.raises(UserInputError, match=r'split file .*train.txt not found \(VOC 2012: http'):
-        load('voc_aug').main([str(tmp_path / 'VOCdevkit')])
+        load_converter('voc_aug').main([str(tmp_path / 'VOCdevkit')])
 
 
 def test_sample_folder_becomes_a_devkit_and_refuses_another(tmp_path):
-    voc_aug = load('voc_aug')
+    voc_aug = load_converter('voc_aug')
     samples = shared_path('voc2012_val_samples')
     voc_aug.main([str(tmp_path / 'devkit'), '--from-samples', str(samples)])
     voc = tmp_path / 'devkit/VOC2012'
@@ -197,7 +188,7 @@ def test_a_split_that_cannot_be_made_writes_nothing(tmp_path, monkeypatch):
     VOC configs would read as a dataset of no image; missing XML annotations are found before
     the aug split is rewritten. Both leave every file as it was."""
     monkeypatch.chdir(tmp_path)
-    voc_aug = load('voc_aug')
+    voc_aug = load_converter('voc_aug')
     voc_aug.main(['devkit', '--from-samples', str(shared_path('voc2012_val_samples'))])
     splits = tmp_path / 'devkit/VOC2012/ImageSets/Segmentation'
     before = {p.name: p.read_bytes() for p in splits.iterdir()}
@@ -217,8 +208,8 @@ def test_ade20k_image_labels_from_annotations(tmp_path):
     from mmdiffseg.datasets.transforms import LoadImageLevelLabels
     annotations = shared_path('ade20k_val_samples', 'annotations')
     out = tmp_path / 'image_labels.json'
-    load('image_labels').main([str(annotations), '--classes', 'ade20k', '--reduce-zero-label',
-                               '--out', str(out)])
+    load_converter('image_labels').main([str(annotations), '--classes', 'ade20k',
+                                         '--reduce-zero-label', '--out', str(out)])
     labels = json.loads(out.read_text())
     transform = LoadImageLevelLabels(classes='ade20k')
     for path in sorted(annotations.glob('*.png')):
@@ -230,7 +221,7 @@ def test_image_labels_read_a_class_set_as_its_dataset_does(tmp_path):
     """ADE20K's reduce_zero_label is the default of --classes ade20k (as in the offline tools):
     without it, 0 ("other") would be read as 'wall' and every class shifted. A misspelt class
     set and an unwritable output are named, not turned into a one-class list or a traceback."""
-    image_labels = load('image_labels')
+    image_labels = load_converter('image_labels')
     annotations = str(shared_path('ade20k_val_samples', 'annotations'))
     outs = {}
     for flag in ([], ['--reduce-zero-label'], ['--no-reduce-zero-label']):
@@ -256,8 +247,8 @@ def test_cityscapes_image_labels_are_keyed_by_the_image_stems(tmp_path):
     from mmdiffseg.datasets.transforms import LoadImageLevelLabels
     sample = shared_path('cityscapes_val_sample')
     out = tmp_path / 'image_labels.json'
-    load('image_labels').main([str(sample / 'gtFine' / 'val'), '--classes', 'cityscapes',
-                               '--out', str(out)])
+    load_converter('image_labels').main([str(sample / 'gtFine' / 'val'), '--classes',
+                                         'cityscapes', '--out', str(out)])
     image = sample / 'leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png'
     from_file = LoadImageLevelLabels(classes='cityscapes', ann_file=str(out))(
         dict(img_path=str(image)))['image_labels']
