@@ -67,3 +67,27 @@ def test_auto_takes_the_kernel_here_with_two_launches_instead_of_hundreds():
         assert counted[backend].syncs_total == 0, counted[backend].describe()
     # sort, gather, counts, starts and the two kernels (13), against ~300 operators
     assert counted['auto'].launches <= 16 and counted['torch'].launches >= 150
+
+
+def test_runs_of_4096_rows_are_summed_apart_then_added():
+    """Known answers for clusters of more than 4096 rows (lane rows for ``row_sum``): in column
+    0 (``multi_row_sum``) and 32 (``row_sum``, lane 0) two 1s in the second half of the first run
+    vanish one by one into 2 ** 24 (ties to even); in columns 1 and 33 two 1s in the second run
+    add to 2 first, then to 2 ** 24, which keeps them. Runs of 2048 rows, or the groups added
+    straight to the total, give the other answer."""
+    n, d = 17603, 35  # cluster 0: the first 17600 rows (4400 a lane); cluster 1: the last 3
+    x = torch.zeros(1, n, d)
+    x[0, 0, :] = 2.0 ** 24
+    x[0, [2048, 2304], 0] = x[0, [4096, 4352], 1] = 1.0
+    x[0, [4 * 2048, 4 * 2304], 32] = x[0, [4 * 4096, 4 * 4352], 33] = 1.0
+    x[0, n - 3:] = 0.5
+    clusters = torch.zeros(1, n, dtype=torch.long)
+    clusters[0, n - 3:] = 1
+    sums = cpu_order_cluster_sums(x, clusters, 2, backend='triton', threads=1)
+    big = 2.0 ** 24
+    expected = torch.full((d, ), big)
+    expected[[1, 33]] = big + 2
+    assert torch.equal(sums[0, 0], expected)
+    assert torch.equal(sums[0, 1], torch.full((d, ), 1.5))
+    assert torch.equal(sums[0, 0], x[0, :n - 3].sum(0))
+    assert torch.equal(sums, cpu_order_cluster_sums(x, clusters, 2, backend='torch', threads=1))

@@ -16,7 +16,7 @@ from mmdiffseg.generators.ordered_sums import cpu_order_cluster_sums
 @pytest.mark.skipif(importlib.util.find_spec('triton') is None,
                     reason='triton is not installed (a test extra: pip install -e ".[tests]")')
 def test_cluster_sums_kernel_under_the_triton_interpreter():
-    run_interpreted(Path(__file__).with_name('interpreted_ordered_sums.py'), passed=6)
+    run_interpreted(Path(__file__).with_name('interpreted_ordered_sums.py'), passed=7)
 
 
 def test_backends_are_checked_and_the_cpu_takes_the_pytorch_path(monkeypatch):
