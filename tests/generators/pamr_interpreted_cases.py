@@ -26,6 +26,11 @@ CASES = {
     # largest increase is below tol from step 1 on: the runs stop at step 2
     'early_stop_spike': ((1, 1, 9, 10), dict(num_iter=20, tol=0.5, check_every=1),
                          dict(tile=16, steps_per_launch=4)),
+    # ones and a bump of 0.005: the exact change is below tol at step 1, where the stale rows
+    # just past a tile's output (one step reads the zero ring) change by ~0.3; 2 x 3 tiles of
+    # 14 x 14 on a wide image, so tile rows and columns differ in number
+    'early_stop_halo': ((1, 1, 20, 31), dict(num_iter=4, tol=0.01, check_every=1),
+                        dict(tile=16, steps_per_launch=1)),
 }
 
 
@@ -38,11 +43,14 @@ def case_inputs(shape):
 
 def inputs(name):
     """The image and mask of case ``name`` (:func:`case_inputs`; a lone 1 in zeros for the
-    spike case)."""
+    spike case, ones and a small bump for the halo case)."""
     image, mask = case_inputs(CASES[name][0])
     if name == 'early_stop_spike':
         mask = torch.zeros_like(mask)
         mask[..., 4, 5] = 1.0
+    if name == 'early_stop_halo':
+        mask = torch.ones_like(mask)
+        mask[..., 5, 7] += 0.005
     return image, mask
 
 

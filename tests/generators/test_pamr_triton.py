@@ -92,3 +92,14 @@ def test_fused_kernel_leaves_the_callers_mask_alone(fused_outputs):
     """The steps ping-pong between the kernel's own buffers: the input mask (float32 and
     contiguous, so ``.float().contiguous()`` returns it as is) is never written."""
     assert fused_outputs['masks_untouched'] is True
+
+
+def test_fused_change_covers_only_the_exact_output_pixels(fused_outputs):
+    """The stop test reads the change of each tile's output pixels only: on ones and a bump of
+    0.005 (``tol=0.01``, one step a launch) the run stops after step 1, as one plain step, though
+    the block rows next to the output (stale after a step) change by far more than ``tol``."""
+    image, mask = inputs('early_stop_halo')
+    settings = dict(CASES['early_stop_halo'][1], tol=None)
+    one = PAMR(**dict(settings, num_iter=1))(image, mask)
+    torch.testing.assert_close(fused_outputs['early_stop_halo'], one, rtol=0, atol=1e-6)
+    assert not torch.allclose(one, PAMR(**dict(settings, num_iter=4))(image, mask), atol=1e-5)
