@@ -1,7 +1,15 @@
 """iSeg's released layer and head lists (ALGORITHMS.md 3.1-3.2, from ``wsss/arguments.py`` and
 ``wsss/iSeg.py``): the head indices count heads layer-major over the layers in forward order, so
 both the lists and the layers' order are pinned here against the documented release."""
-from mmdiffseg.generators.iseg_presets import CROSS_LAYERS, SD21_VOC_HEADS
+import re
+from pathlib import Path
+
+import pytest
+
+from mmdiffseg.generators.iseg_presets import (CROSS_LAYERS, ISEG_PRESETS, RELEASED_CLASS_ORDER,
+                                               SD21_VOC_HEADS, head_layout_fix)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def attn2(block: str, attention: int) -> str:
@@ -28,3 +36,44 @@ def test_voc_head_lists_are_the_released_ones_in_their_order():
     for r, total in ((16, 5 * 20), (32, 3 * 10)):
         heads = SD21_VOC_HEADS[r]
         assert len(set(heads)) == len(heads) and max(heads) < total
+
+
+def test_an_unknown_preset_is_refused_naming_the_known_ones():
+    """A misspelt preset names every known one (the fix), not just the bad name."""
+    from mmdiffseg.generators.iseg import ISeg
+    with pytest.raises(KeyError) as error:
+        ISeg(preset='wsss_vco')
+    assert "'wsss_vco'" in str(error.value)
+    assert str(sorted(ISEG_PRESETS)) in str(error.value)
+    assert {'wsss_voc_sd1x', 'ovs_voc_sd1x', 'ovs_context'} <= set(ISEG_PRESETS)
+
+
+def test_the_head_layout_fix_key_is_where_a_training_config_keeps_its_generator():
+    """The fix's training-config key (``train_dataloader.dataset.pipeline.2.cache.generator``)
+    is the label cache's ISeg generator in the online iSeg training config, and setting the
+    two keys there as the fix says gives a generator that averages all heads."""
+    from mmdiffseg.compat import config_fromfile
+    from mmdiffseg.registry import MASK_GENERATORS
+    fix = head_layout_fix()
+    [key] = re.findall(r'train_dataloader\.[\w.]+\.generator', fix)
+    cfg = config_fromfile(str(REPO / 'configs/mask2former/'
+                              'mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'))
+    node = cfg
+    for part in key.split('.'):
+        node = node[int(part)] if part.isdigit() else node[part]
+    assert node['type'] == 'ISeg'
+    cfg.merge_from_dict({f'{key}.{k}': None for k in ('cross_heads', 'self_heads')})
+    gen = MASK_GENERATORS.build(cfg.train_dataloader.dataset.pipeline[2].cache.generator)
+    assert (gen.cross_heads, gen.self_heads) == (None, None)
+
+
+def test_released_context_order_is_a_permutation_of_the_dataset_classes():
+    """Every Context 59 class once, VOC's 20 first in VOC's order, and the documented released
+    ids (1-based, 0 = background): person 15, grass 36, sky 50."""
+    from mmseg.datasets import PascalContextDataset59, PascalVOCDataset
+    order = RELEASED_CLASS_ORDER['context59']
+    assert sorted(order) == sorted(PascalContextDataset59.METAINFO['classes'])
+    voc = [c for c in PascalVOCDataset.METAINFO['classes'] if c != 'background']
+    assert [{'diningtable': 'table'}.get(c, c) for c in voc] == list(order[:20])
+    assert (order.index('person') + 1, order.index('grass') + 1, order.index('sky') + 1) == \
+        (15, 36, 50)
