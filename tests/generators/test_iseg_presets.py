@@ -46,6 +46,8 @@ def test_an_unknown_preset_is_refused_naming_the_known_ones():
     assert "'wsss_vco'" in str(error.value)
     assert str(sorted(ISEG_PRESETS)) in str(error.value)
     assert {'wsss_voc_sd1x', 'ovs_voc_sd1x', 'ovs_context'} <= set(ISEG_PRESETS)
+    with pytest.raises(KeyError, match="unknown preset ''"):  # only None means no preset
+        ISeg(preset='')
 
 
 def test_the_head_layout_fix_key_is_where_a_training_config_keeps_its_generator():
