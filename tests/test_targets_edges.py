@@ -49,8 +49,9 @@ def test_capture_targets_at_their_bounds_in_both_capture_steps(tmp_path):
 
 def test_post_processing_and_tool_targets_at_their_bounds(tmp_path):
     """>= targets are met at the bound exactly (20x, 1x, 90%) and missed just below; PAMR's 0.2 s
-    is met at 2.0e-01 s (an exponent cell); ``[graph]`` rows are fallbacks; only pseudo_label's
-    share is judged; end to end SeeDiff is met at 1.05x exactly."""
+    is met at 2.0e-01 s (an exponent cell) and read on 5000-step rows only; ``[graph]`` rows are
+    fallbacks; a step's table without a ratio is not read; only pseudo_label's share is judged;
+    end to end SeeDiff is met at 1.05x exactly."""
     text = """
 ### end_to_end
 
@@ -80,6 +81,11 @@ def test_post_processing_and_tool_targets_at_their_bounds(tmp_path):
 |---|---|---|
 | PAMR, 5000 steps at 512x512 (1 mask) [triton] | 2.0e-01 | 1.0x |
 | PAMR, 5000 steps at 512x512 (1 mask) [graph] | 0.5 | 0.9x |
+| PAMR, one step at 512x512 (1 mask) [triton] | 0.5 | 2.0x |
+
+| what | graphs keep MiB |
+|---|---|
+| PAMR [triton] | 12 |
 
 ### offline_tools
 
@@ -106,6 +112,8 @@ def test_post_processing_and_tool_targets_at_their_bounds(tmp_path):
             ('0.2 s', 'met'),
         ('seediff post-processing >= 1x released',
          'PAMR, 5000 steps at 512x512 (1 mask) [graph]'): ('0.9x', 'fallback path'),
+        ('seediff post-processing >= 1x released',
+         'PAMR, one step at 512x512 (1 mask) [triton]'): ('2.0x', 'met'),
         ('pseudo_label >= 90% of in-process', 'iSeg (90% of in-process)'): ('90%', 'met'),
         ('pseudo_label >= 90% of in-process', 'DiffSeg (89% of in-process)'): ('89%', 'NOT met'),
     }
@@ -153,3 +161,13 @@ def test_compiled_backend_comparison_needs_two_readable_backends(tmp_path):
     got = judged(tmp_path, COMPILE % 'failed')
     assert got == {('compiled capture: the faster map backend', 'iseg batch 16, gpu'):
                    ('triton 0 img/s, torch 38.2 img/s', 'torch (comparison)')}
+
+
+def test_main_prints_the_table_and_names_every_missing_file(tmp_path, capsys):
+    """Exit 0 with the table on stdout for files that exist; exit 2 naming each missing one."""
+    (tmp_path / 'r.md').write_text('### iseg\n' + ISEG % 'main')
+    assert targets.main([str(tmp_path / 'r.md')]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith('| issue | target |') and '| iSeg main, gpu | 2.0x | met |' in out
+    assert targets.main([str(tmp_path / 'r.md'), str(tmp_path / 'gone.md')]) == 2
+    assert 'gone.md' in capsys.readouterr().err
