@@ -91,11 +91,21 @@ def _component_settings(config: Dict) -> Dict:
                 _class_name=config.get('_class_name'))
 
 
+def model_path(model: Union[str, Path]) -> Path:
+    """``model`` as a path with ``~`` expanded; a ``~name`` of no user on this machine is refused
+    with the model and the fix named (pathlib's own error names neither)."""
+    try:
+        return Path(model).expanduser()
+    except RuntimeError as exc:  # '~name' of no user here
+        raise ValueError(f'model {str(model)!r}: {str(model).split("/")[0]!r} is no user\'s home '
+                         f"folder here ({exc}); give the folder's full path") from exc
+
+
 def sampler_settings(model: Union[str, Path]) -> Optional[Dict]:
     """The sampler of ``model`` (its scheduler's class and settings, which the model identity
     leaves out: extract's noise does not depend on them, ``generate``'s images do); None when
     its configs are not here."""
-    folder = Path(model).expanduser()
+    folder = model_path(model)
     folder = folder if folder.is_dir() else _hub_snapshot(str(model))
     path = folder / 'scheduler' / 'scheduler_config.json' if folder else None
     try:
@@ -179,7 +189,7 @@ def model_id_of(model: Union[str, Path]) -> str:
     ``<folder name>-<8 hex>`` for a local diffusers folder (the hash covers the pipeline index,
     the U-Net, VAE and text-encoder settings, the noise schedule and a fingerprint of the
     U-Net's, the VAE's and the text encoder's weights)."""
-    folder = Path(model).expanduser()
+    folder = model_path(model)
     return _local_identity(folder)['id'] if folder.is_dir() else str(model)
 
 
@@ -208,7 +218,7 @@ def withdrawn_model(model: Union[str, Path], cache_dir: Optional[str] = None) ->
     whose configs are not in the local Hugging Face cache (``cache_dir``, default the hub's);
     ``None`` otherwise (a cached copy of a withdrawn id still loads)."""
     new = MOVED_HUB_IDS.get(str(model))
-    if new is None or Path(model).expanduser().is_dir() or \
+    if new is None or model_path(model).is_dir() or \
             _hub_snapshot(str(model), cache_dir) is not None:
         return None
     return (f'{str(model)!r} was withdrawn from the Hugging Face Hub and is not in the local cache; '
@@ -220,8 +230,9 @@ def model_identity(model: Union[str, Path]) -> Dict[str, Optional[str]]:
     """``{'id': model_id_of(model), 'config_hash': ...}`` without loading the model; the config
     hash is that of the folder holding the model's configs and weights (the hub cache's snapshot
     for a hub id whose configs are cached), ``None`` when unknown."""
-    if Path(model).expanduser().is_dir():
-        return _local_identity(Path(model).expanduser())
+    folder = model_path(model)
+    if folder.is_dir():
+        return _local_identity(folder)
     folder = _hub_snapshot(str(model))
     return {'id': str(model), 'config_hash': _config_hash(folder) if folder else None}
 

@@ -15,6 +15,7 @@ from ..attention.model_check import folder_problems
 from ..compat import config_fromfile
 from ..cuda_check import cuda_problem
 from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY
+from ..provenance import model_path
 from ..registry import MASK_GENERATORS
 from .io import UserInputError
 
@@ -28,10 +29,9 @@ def check_model(model: str, variant: Optional[str] = None) -> str:
     a pipeline the engine can run with the weights ``variant`` (``--variant``) stops the run here,
     naming the path. Returns the id or the folder's absolute path."""
     try:
-        path = Path(model).expanduser()
-    except RuntimeError as exc:  # '~name' of no user here
-        raise UserInputError(f'model {model!r}: {model.split("/")[0]!r} is no user\'s home '
-                             f"folder here ({exc}); give the folder's full path") from exc
+        path = model_path(model)
+    except ValueError as exc:  # a '~name' of no user: bad input, exit status 2
+        raise UserInputError(str(exc)) from exc
     looks_local = (path.exists() or model.startswith(('.', '/', '~')) or model.count('/') > 1
                    or (model.count('/') == 1 and path.parent.is_dir()))
     if not looks_local:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from mmengine.logging import print_log
 
-from ..provenance import model_id_of, withdrawn_model
+from ..provenance import model_id_of, model_path, withdrawn_model
 from .capture import CaptureSession, capture_attention
 from .images import ImagesLike, preprocess_images
 from .loading import (check_engine_options, dtype_option, hub_load_failure, placed,
@@ -98,7 +98,7 @@ class DiffusionAttentionEngine:
             why, fix = single_file_problem(checkpoint)
             raise OSError(f'cannot load Stable Diffusion model {str(id_or_folder)!r}: {why}. '
                           f'Fix: {fix}')
-        folder = Path(id_or_folder).expanduser()
+        folder = model_path(id_or_folder)
         is_folder = folder.is_dir()
         source = str(folder.resolve()) if is_folder else str(id_or_folder)
         problems = folder_problems(folder, kwargs.get('variant')) if \

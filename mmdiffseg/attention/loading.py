@@ -10,6 +10,8 @@ from typing import Dict, Optional, Tuple, Union
 
 import torch
 
+from ..provenance import model_path
+
 
 def dtype_option(dtype: torch.dtype) -> Dict[str, torch.dtype]:
     """The dtype keyword of ``DiffusionPipeline.from_pretrained``: ``dtype`` from diffusers 0.40 on
@@ -64,7 +66,7 @@ def single_file_checkpoint(model: Union[str, Path]) -> Optional[Path]:
     """The single-file checkpoint ``model`` names: the file itself, or the only checkpoint file
     of a folder without ``model_index.json`` (an original-format model repository); None for a
     diffusers folder, a hub id or a missing path."""
-    path = Path(model).expanduser()
+    path = model_path(model)
     if path.is_file():
         return path.resolve()
     if not path.is_dir() or (path / 'model_index.json').is_file():
@@ -126,7 +128,7 @@ def hub_load_failure(source: str, err: Exception, cache_dir: Optional[str] = Non
     reason, fix = hub_reason(source, err)
     cache = f'the local Hugging Face cache ({cache_dir or constants.HF_HUB_CACHE})'
     return (f'cannot load Stable Diffusion model {source!r}: it is not a folder here '
-            f'({Path(source).expanduser().resolve()} does not exist), '
+            f'({model_path(source).resolve()} does not exist), '
             f'{"only partly in" if cached else "not in"} {cache}, and {reason}. Fix: {fix}')
 
 

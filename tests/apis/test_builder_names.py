@@ -28,3 +28,15 @@ def test_a_tilde_name_of_no_user_is_a_named_input_error(tmp_path, monkeypatch):
         with pytest.raises(UserInputError, match=f"model '{name}': '~no-such-user-sd21' is no "
                                                  "user's home folder here"):
             check_model(name)
+
+
+def test_a_tilde_name_of_no_user_is_named_by_the_api_and_the_model_identity_too():
+    """The same refusal below the tools (a training config's ``model_id``, the Python API): the
+    engine's loader and the model identity name the model instead of pathlib's bare error."""
+    from mmdiffseg.attention import DiffusionAttentionEngine
+    from mmdiffseg.provenance import model_id_of
+    name = '~no-such-user-sd21/model'
+    for call in (model_id_of, DiffusionAttentionEngine.from_pretrained):
+        with pytest.raises(ValueError, match=f"model '{name}': '~no-such-user-sd21' is no user's "
+                                             "home folder here.*give the folder's full path"):
+            call(name)
