@@ -22,6 +22,11 @@ Targets (issue #8: attention capture; #9: dataset-scale labelling):
 * #9, ``offline_tools``: ``pseudo_label`` at least 90% of the in-process rate at the same batch.
 * ``end_to_end_compile`` (optional): no target; the map backend that captures faster in a compiled
   U-Net, the one ``'auto'`` should take there.
+
+A target left unjudged is named too: a row that a full GPU run of a step writes (``EXPECTED``) but
+that step's section lacks gets ``NO ROW`` (a step cut short, a benchmark that skipped a case; a
+quick CPU run writes fewer rows), and the targeted steps in none of the files are listed on one
+line, so a table of two calls shows at a glance whether every target was measured.
 """
 from __future__ import annotations
 
@@ -41,11 +46,38 @@ FALLBACK = re.compile(r'\[(torch|graph)\]|no Triton|no CUDA graph|triton K=')
 #: a step's own rows)
 SUITE_STEPS = frozenset(re.findall(r'^(?:.* && )?step (\w+) ', (Path(__file__).parent /
                                                                 'gpu_suite.sh').read_text(), re.M))
+#: issue, target, step, the row a full GPU run of the step writes, and a pattern per column that
+#: row's cells match (none of them naming a fallback path)
+EXPECTED: Tuple[Tuple[str, str, str, str, Dict[str, str]], ...] = (
+    *(('#8', 'capture <= 1.10x plain', step, f'{spec} batch {batch}',
+       {'path': '^new$', 'spec': f'^{spec}$', 'batch': f'^{batch}$'})
+      for step, specs in (('capture', ('diffseg', 'iseg')), ('capture_sd1', ('diffseg',)))
+      for spec in specs for batch in (1, 16)),
+    *(('#8', 'end to end capture <= 1.10x plain', 'end_to_end', f'{method} batch {batch}',
+       {'method': f'^{method}$', 'batch': f'^{batch}$'})
+      for method in ('diffseg', 'iseg') for batch in (1, 16)),
+    ('#8', 'end to end capture <= 1.05x plain', 'end_to_end', 'seediff', {'method': '^seediff$'}),
+    ('#9', 'DiffSeg post-processing >= 20x released', 'diffseg', 'float16 (released, default)',
+     {'merge precision': r'^float16 \(released, default\)'}),
+    ('#9', 'iseg post-processing >= 1x released', 'iseg', 'cluster on, float16 (released, default)',
+     {'method': r'cluster on, k-means distance float16 \(released, default\)'}),
+    ('#9', 'iseg post-processing >= 1x released', 'iseg', 'cluster off',
+     {'method': 'cluster off'}),
+    ('#9', 'seediff post-processing >= 1x released', 'seediff',
+     'SeeDiff post-processing, PAMR 5000 steps [triton]',
+     {'what': r'^SeeDiff post-processing, .*PAMR 5000 steps \[triton\]'}),
+    ('#9', 'PAMR 5000 steps <= 0.2 s an image', 'seediff', 'PAMR, 5000 steps [triton]',
+     {'what': r'^PAMR, 5000 steps .*\[triton\]'}),
+    *(('#9', 'pseudo_label >= 90% of in-process', 'offline_tools', f'pseudo_label, {generator}',
+       {'tool': '^pseudo_label$', 'generator / settings': rf'^{generator}.*% of in-process\)'})
+      for generator in ('iSeg', 'DiffSeg')),
+)
 
 
 def step_rows(text: str) -> Rows:
     """Every step section's table rows, keyed by the header above them (a header is the line
-    before a ``|---`` line; a section's own subheadings belong to its step)."""
+    before a ``|---`` line; a section's own subheadings belong to its step). A step whose section
+    is there has a key, with no rows if it wrote none."""
     rows: Rows = {}
     step, header = None, None
     lines = text.splitlines()
@@ -53,6 +85,7 @@ def step_rows(text: str) -> Rows:
         heading = line[4:].split(':')[0].strip() if line.startswith('### ') else None
         if heading in SUITE_STEPS:
             step, header = heading, None
+            rows.setdefault(step, [])
         elif step is None or not line.startswith('|') or line.startswith('|---'):
             continue
         elif after.startswith('|---'):
@@ -143,15 +176,26 @@ def _compiled_backends(rows: Rows) -> Iterator[Check]:
                    f'{method} batch {batch}, {device}', measured, f'{best} (comparison)')
 
 
+def unjudged(rows: Rows) -> Iterator[Check]:
+    """Each expected row that a step's section lacks, then one line naming the targeted steps
+    with no section at all."""
+    for issue, target, step, what, patterns in EXPECTED:
+        if step in rows and not any(
+                all(re.search(p, row.get(c, '')) and not FALLBACK.search(row[c])
+                    for c, p in patterns.items()) for row in rows[step]):
+            yield issue, target, f'{step}: {what}', '-', f'NO ROW ({step} ran: see its status)'
+    absent = [step for step in dict.fromkeys(e[2] for e in EXPECTED) if step not in rows]
+    if absent:
+        yield '-', '-', f'steps in none of these files: {", ".join(absent)}', '-', 'not judged'
+
+
 def table(results: List[Path]) -> str:
     rows: Rows = {}
     for path in results:
         for step, found in step_rows(path.read_text()).items():
             rows.setdefault(step, []).extend(found)
     lines = ['| issue | target | row | measured | verdict |', '|---|---|---|---|---|']
-    lines += [f'| {" | ".join(check)} |' for check in checks(rows)]
-    if len(lines) == 2:
-        lines.append('| - | - | no row of a targeted step | - | - |')
+    lines += [f'| {" | ".join(check)} |' for check in (*checks(rows), *unjudged(rows))]
     return '\n'.join(lines) + '\n'
 
 
