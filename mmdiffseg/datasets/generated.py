@@ -82,7 +82,13 @@ class GeneratedLabelDataset(BaseSegDataset):
             for name in sorted(fileio.list_dir_or_file(img_dir, list_dir=False, recursive=True)):
                 stem, suffix = osp.splitext(name)
                 if suffix.lower() in IMAGE_SUFFIXES and not osp.basename(name).startswith('.'):
-                    found.setdefault(stem, osp.join(img_dir, name))
+                    if stem in found:  # one label file for two images: the tools refuse them too
+                        raise ValueError(
+                            f'{type(self).__name__}: two images are named {stem!r}: '
+                            f'{found[stem]} and {osp.join(img_dir, name)}, but one label file '
+                            f'{self._label_path(found[stem])} would stand for both; rename or '
+                            'move one, or set img_suffix to the suffix of the images to read')
+                    found[stem] = osp.join(img_dir, name)
         if self.ann_file and not osp.isdir(self.ann_file):
             if not osp.isfile(self.ann_file):
                 raise FileNotFoundError(f'{type(self).__name__}: ann_file {self.ann_file} '
@@ -239,7 +245,9 @@ class PseudoLabelDataset(GeneratedLabelDataset):
     """Any images with a folder of generated labels of any class list (``tools/pseudo_label.py
     --classes ...``); ``metainfo=dict(classes=[...])`` gives them. ``img_suffix=None`` (the
     default): each image by its name with any suffix the tools read (``.jpg``, ``.JPG``,
-    ``.png``, ...), as the tools label a folder of mixed suffixes."""
+    ``.png``, ...), as the tools label a folder of mixed suffixes (two images of one name,
+    ``x.jpg`` and ``x.png``, are refused, as the tools refuse them: one label file would stand
+    for both)."""
 
     def __init__(self, img_suffix=None, seg_map_suffix='.png', **kwargs):
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,

@@ -1,6 +1,7 @@
 """The manifest header of a generated label folder: a pretty-printed ``manifest.json``, segment
 ids, class order, and a header without classes (the stock label map then still applies)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,6 +95,32 @@ def test_pseudo_labels_of_a_whole_folder_skip_hidden_files_and_blank_list_lines(
     ds = DATASETS.build(dict(cfg, ann_file='list.txt'))
     assert [ds.get_data_info(i)['img_path'] for i in range(len(ds))] == [
         str(root / 'JPEGImages' / f'{name}.jpg') for name in (VOC_NAMES[2], VOC_NAMES[0])]
+
+
+def test_two_images_of_one_name_are_refused_unless_a_suffix_picks_one(tmp_path):
+    """x.jpg and x.png beside each other would share the label x.png (the tools refuse such a
+    folder too): refused naming both files and the label, whether a list names x or not; with
+    img_suffix='.jpg' the JPEGs alone are read."""
+    classes = ['background', 'cat']
+    root = make_synthetic(tmp_path, classes=classes, labels=one_value_labels(1))
+    (root / 'JPEGImages' / f'{VOC_NAMES[1]}.png').write_bytes(
+        (root / 'JPEGImages' / f'{VOC_NAMES[1]}.jpg').read_bytes())
+    cfg = dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
+               metainfo=dict(classes=classes),
+               data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
+    for extra in (dict(), dict(ann_file='ImageSets/Segmentation/train.txt')):
+        with pytest.raises(ValueError) as refused:
+            DATASETS.build(dict(cfg, **extra))
+        message = str(refused.value)
+        assert message.startswith(f"PseudoLabelDataset: two images are named '{VOC_NAMES[1]}': ")
+        for path in (root / 'JPEGImages' / f'{VOC_NAMES[1]}.jpg',
+                     root / 'JPEGImages' / f'{VOC_NAMES[1]}.png',
+                     root / 'SegmentationClass' / f'{VOC_NAMES[1]}.png'):
+            assert str(path) in message
+        assert 'rename or move one, or set img_suffix' in message
+    ds = DATASETS.build(dict(cfg, img_suffix='.jpg'))
+    assert [Path(ds.get_data_info(i)['img_path']).name for i in range(len(ds))] == [
+        f'{name}.jpg' for name in sorted(VOC_NAMES)]
 
 
 def test_synthetic_datasets_read_the_train_list_by_default(tmp_path):
