@@ -173,19 +173,16 @@ def exit_status(summary: JobSummary, strict: bool) -> int:
 def resolve_class_arg(value: str, option: str = '--classes',
                       sets: Optional[Mapping[str, Sequence[str]]] = None) -> List[str]:
     """A class option's value: with a comma, a list of class names (``"cat,"`` is one class);
-    without, the name of a class set (``sets``, default the datasets': voc, cityscapes, ...; in
-    any case, ``VOC`` too). Anything else (e.g. a misspelt ``vocc``) is refused, with the nearest
-    set names."""
+    without, the name of a class set (``sets``, default the datasets': voc, cityscapes, ...).
+    Anything else (e.g. a misspelt ``vocc``) is refused, with the nearest set names."""
     if sets is None:
         from ..datasets.class_names import DATASET_CLASSES
         sets = DATASET_CLASSES
     if ',' in value:
         return class_list(value, option)
-    by_case = {name.lower(): name for name in sets}
-    if value in sets or value.lower() in by_case:
-        return list(sets[value if value in sets else by_case[value.lower()]])
-    close = [by_case[c] for c in difflib.get_close_matches(value.lower(), list(by_case), n=3,
-                                                           cutoff=0.6)]
+    if value in sets:
+        return list(sets[value])
+    close = difflib.get_close_matches(value, list(sets), n=3, cutoff=0.6)
     hint = f'did you mean {" or ".join(repr(c) for c in close)}? ' if close else ''
     raise UserInputError(
         f'{option} {value!r} is not a class set; {hint}class sets: {", ".join(sets)}. A list of '

@@ -28,20 +28,6 @@ def test_a_misspelt_class_set_is_refused_with_the_nearest_names():
         cli.resolve_class_arg('cityscape', '--label-set', sets)
 
 
-def test_a_class_set_is_named_in_any_case():
-    """``VOC`` and ``ADE20K`` are the sets voc and ade20k; a misspelling in capitals gets the
-    set's own spelling as the hint; a set whose name has capitals is found as written and in
-    lower case."""
-    assert cli.resolve_class_arg('VOC') == cli.resolve_class_arg('voc')
-    assert cli.resolve_class_arg('ADE20K') == cli.resolve_class_arg('ade20k')
-    with pytest.raises(UserInputError, match=r"'CITYSCAPE' is not a class set; did you mean "
-                                             r"'cityscapes'"):
-        cli.resolve_class_arg('CITYSCAPE')
-    sets = dict(MySet=('a', 'b'))
-    assert cli.resolve_class_arg('MySet', sets=sets) == ['a', 'b']
-    assert cli.resolve_class_arg('myset', sets=sets) == ['a', 'b']
-
-
 def test_a_class_list_with_an_empty_name_is_refused_naming_its_position():
     for value, problem in (('cat,,dog', 'name 2 is empty'), (',cat', 'name 1 is empty'),
                            ('cat,,', 'name 2 is empty'), (',', 'name 1 is empty'),
