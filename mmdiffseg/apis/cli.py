@@ -182,7 +182,9 @@ def resolve_class_arg(value: str, option: str = '--classes',
         return class_list(value, option)
     if value in sets:
         return list(sets[value])
-    close = difflib.get_close_matches(value, list(sets), n=3, cutoff=0.6)
+    by_case = {name.lower(): name for name in sets}  # 'VOC' is close to 'voc' too
+    close = [by_case[c] for c in difflib.get_close_matches(value.lower(), list(by_case), n=3,
+                                                           cutoff=0.6)]
     hint = f'did you mean {" or ".join(repr(c) for c in close)}? ' if close else ''
     raise UserInputError(
         f'{option} {value!r} is not a class set; {hint}class sets: {", ".join(sets)}. A list of '

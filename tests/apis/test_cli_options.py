@@ -26,6 +26,10 @@ def test_a_misspelt_class_set_is_refused_with_the_nearest_names():
     sets = dict(voc=('a',), cityscapes=('b', 'c'))
     with pytest.raises(UserInputError, match="--label-set 'cityscape'.*did you mean 'cityscapes'"):
         cli.resolve_class_arg('cityscape', '--label-set', sets)
+    for capitals, name in (('VOC', 'voc'), ('CITYSCAPE', 'cityscapes'), ('Ade20K', 'ade20k')):
+        with pytest.raises(UserInputError, match=rf"'{capitals}' is not a class set; did you "
+                                                 rf"mean '{name}'\?"):
+            cli.resolve_class_arg(capitals)  # set names are lower case, as the tools key on them
 
 
 def test_a_class_list_with_an_empty_name_is_refused_naming_its_position():
