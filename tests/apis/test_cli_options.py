@@ -28,7 +28,7 @@ def test_a_misspelt_class_set_is_refused_with_the_nearest_names():
         cli.resolve_class_arg('cityscape', '--label-set', sets)
     for capitals, name in (('VOC', 'voc'), ('CITYSCAPE', 'cityscapes'), ('Ade20K', 'ade20k')):
         with pytest.raises(UserInputError, match=rf"'{capitals}' is not a class set; did you "
-                                                 rf"mean '{name}'\?"):
+                                                 rf"mean '{name}'"):
             cli.resolve_class_arg(capitals)  # set names are lower case, as the tools key on them
 
 
