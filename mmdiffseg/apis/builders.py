@@ -141,6 +141,10 @@ def generator_config(method: Optional[str] = None, config: Optional[str] = None,
             raise UserInputError(f'{config} has no `generator = dict(type=...)` entry; it has: '
                                  f'{sorted(cfg.keys())}')
         gen_cfg = cfg.generator.to_dict()
+        if 'type' not in gen_cfg:
+            raise UserInputError(f'the generator of {config} (--config) has no type: write '
+                                 f'`generator = dict(type=..., ...)` with one of '
+                                 f'{sorted(METHODS.values())}')
         model_id = cfg.get('model_id')
         wanted = METHODS.get(str(method).lower()) if method is not None else None
         if wanted is not None and gen_cfg.get('type') != wanted:

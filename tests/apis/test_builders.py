@@ -148,3 +148,22 @@ def test_the_generator_is_built_with_every_class_given():
 def test_cfg_options_read_words_in_any_case_and_keep_text_that_is_no_literal():
     assert parse_options(['a=TRUE', 'b=False', 'c=NONE', 'd=a photo of a {}', 'e=x=1']) == dict(
         a=True, b=False, c=None, d='a photo of a {}', e='x=1')
+
+
+def test_a_generator_is_needed_from_method_or_config():
+    """The tools always pass one; an API call with neither is refused naming both options."""
+    with pytest.raises(UserInputError) as error:
+        generator_config()
+    assert str(error.value) == 'give a generator: --method or --config'
+
+
+def test_a_preset_generator_without_a_type_is_refused_naming_the_types(tmp_path):
+    """``generator = dict(iters=3)``: a traceback in every tool before (synthesize's registry
+    lookup of None, pseudo_label's gen_cfg['type']; segment: a build error)."""
+    preset = tmp_path / 'typeless.py'
+    preset.write_text('generator = dict(iters=3)\n')
+    with pytest.raises(UserInputError) as error:
+        generator_config(None, str(preset))
+    assert str(error.value) == (f'the generator of {preset} (--config) has no type: write '
+                                "`generator = dict(type=..., ...)` with one of "
+                                "['DiffSeg', 'ISeg', 'SeeDiff']")
