@@ -72,7 +72,7 @@ def images_from_dataset_config(config: str, split: str = 'train'):
     try:
         dataset = DATASETS.build(dict(ds_cfg, lazy_init=True, pipeline=[]))
         data_list = dataset.load_data_list()
-    except (AssertionError, OSError) as exc:
+    except (AssertionError, OSError, KeyError, TypeError, ValueError) as exc:
         raise UserInputError(f'cannot list the {split} data of {config} (--dataset-config): '
                              f'{type(exc).__name__}: {exc}') from exc
     items = [WorkItem(Path(info['img_path']).stem,

@@ -210,6 +210,25 @@ def test_items_from_an_mmseg_dataset_config(tmp_path, shared_data):
         images_from_dataset_config(str(config), 'val')
 
 
+@pytest.mark.parametrize('dataset, error', [
+    ("type='PascalVOCDataset', ann_file=''", 'AssertionError: '),  # mmseg's bare assert
+    ("type='PascalVOCDataset'", "TypeError: .*missing 1 required positional argument: 'ann_file'"),
+    ("type='PascalVOCDataset', ann_file='', metainfo=dict(classes=('cat', 'zebra'))",
+     r"ValueError: new classes \('cat', 'zebra'\) is not a subset"),
+    ("type='NoSuchDataset'", "KeyError: 'NoSuchDataset is not in the mmseg::dataset registry"),
+])
+def test_a_dataset_the_class_cannot_list_is_named_with_the_config(tmp_path, dataset, error):
+    """The folders are there (the preflight passes) but the dataset class refuses the settings:
+    one line naming the config and mmseg's reason (a traceback before, but for the assert)."""
+    (tmp_path / 'JPEGImages').mkdir()
+    config = tmp_path / 'data.py'
+    config.write_text(f"val_dataloader = dict(dataset=dict({dataset}, data_root={str(tmp_path)!r}, "
+                      "data_prefix=dict(img_path='JPEGImages'), pipeline=[]))\n")
+    with pytest.raises(UserInputError, match=f'^cannot list the val data of {config} '
+                                             fr'\(--dataset-config\): {error}'):
+        images_from_dataset_config(str(config), 'val')
+
+
 def test_synth_items_have_stable_ids_and_seeds():
     items = synth_items(['potted plant', 'cat'], 2, seed=7)
     assert [it.id for it in items] == ['potted-plant_00000', 'potted-plant_00001', 'cat_00000',
