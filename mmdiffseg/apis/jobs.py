@@ -67,13 +67,10 @@ class _ItemReader(Dataset):
     """``load`` of one item, in a loader process, and the item with its ``source`` file's
     fingerprint in its ``inputs`` (the file was just read: its bytes come from the page cache);
     an unreadable input becomes its :class:`ItemFailed` (named and counted by the main
-    process, not fatal)."""
+    process, not fatal). No ``__len__``: the DataLoader indexes it by its ``batch_sampler``."""
 
     def __init__(self, items: Sequence[WorkItem], load: Callable[[WorkItem], Any]):
         self.items, self.load = items, load
-
-    def __len__(self) -> int:
-        return len(self.items)
 
     def __getitem__(self, index: int):
         item = self.items[index]

@@ -1,7 +1,8 @@
 """Which files the offline tools take as images and how they name them: suffixes in any case,
 no folders, a same-name image of another suffix, 16-bit netpbm images, recorded paths that lead
 nowhere, inputs given by a relative path inside the output folder or its label folder, the
-labelled share a manifest records and the JPEG quality of written images."""
+labelled share a manifest records, the JPEG quality of written images and the shape a label
+PNG takes."""
 import io
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mmdiffseg.apis.folders import (MASK_DIR, check_inputs_outside_output, encode_jpeg,
-                                    labelled_share, list_images, read_rgb, resolve_record_path,
+                                    encode_label_png, labelled_share, list_images, read_rgb, resolve_record_path,
                                     same_name_image)
 from mmdiffseg.apis.io import UserInputError, WorkItem
 
@@ -90,3 +91,12 @@ def test_images_are_written_as_jpeg_of_quality_95():
         Image.fromarray(rgb).save(buf, format='JPEG', quality=quality)
         return buf.getvalue()
     assert encode_jpeg(rgb) == pillow_jpeg(95) != pillow_jpeg(90)
+
+
+@pytest.mark.parametrize('shape', [(1, 2, 3), (2, 3, 3), (6,)])
+def test_a_label_png_is_made_only_of_an_h_w_array(shape):
+    """A batch of one or an RGB array would be written as a wrong image (or fail in PIL): the
+    shape is named instead."""
+    with pytest.raises(ValueError) as error:
+        encode_label_png(np.zeros(shape, np.uint8), [[0, 0, 0]])
+    assert str(error.value) == f'labels must be (H, W), got shape {shape}'
