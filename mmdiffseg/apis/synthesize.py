@@ -131,9 +131,6 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
         gen_cfg.setdefault('resolutions', seediff_resolutions(size))
     model = check_model(model, variant)
     generator = build_generator(gen_cfg, label_set)
-    if not hasattr(generator, 'generate_kwargs'):
-        raise UserInputError(f'{type(generator).__name__} cannot synthesise (no generate_kwargs); '
-                             'use SeeDiff')
     items = synth_items(names, images_per_class, seed, seed_per_image)
     palette = palette_for(label_set)
     header = job_header('synthesize', model, dtype, generator, label_set, variant=variant,

@@ -1,6 +1,10 @@
 """What synthesize hands to run_job: the split file it names, the items in class-major order and
-the writer settings (a stand-in job; no model is loaded)."""
+the writer settings (a stand-in job; no model is loaded); no job without classes."""
 import importlib
+
+import pytest
+
+from mmdiffseg.apis.io import UserInputError
 
 synth_api = importlib.import_module('mmdiffseg.apis.synthesize')
 
@@ -65,3 +69,13 @@ def test_each_item_of_a_batch_is_labelled_with_its_own_class(monkeypatch, tmp_pa
     job = run(monkeypatch, tmp_path, size=64)
     job['prepare']()(job['items'], None)
     assert seen['engine'] == seen['generator'] == [['cat'], ['dog']]
+
+
+def test_no_classes_is_refused_before_any_work(monkeypatch, tmp_path):
+    """An empty class list (the API; the tool's --classes always names some) makes no job and
+    no folder."""
+    monkeypatch.setattr(synth_api, 'run_job', lambda *a, **kw: pytest.fail('a job was run'))
+    with pytest.raises(UserInputError) as error:
+        synth_api.synthesize([], tmp_path / 'out', 'test-org/not-downloaded', dict(type='SeeDiff'))
+    assert str(error.value) == 'no classes to synthesise'
+    assert not (tmp_path / 'out').exists()
