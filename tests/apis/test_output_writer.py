@@ -96,3 +96,47 @@ def test_the_first_batchs_write_error_is_raised_not_a_later_ones(tmp_path):
         with _writer(tmp_path, 0, [])[0] as writer:
             for k in (1, 2):
                 writer.submit([(WorkItem(f'i{k}'), ItemOutput({f'f{k}/x.bin': b'x'}))], [])
+
+
+def test_leaving_the_block_on_a_ctrl_c_abandons_the_writes_in_flight(tmp_path):
+    """A Ctrl-C out of the block (the second one: the job holds the first) does not wait for the
+    batch still being written, commits nothing of it, and goes on as KeyboardInterrupt."""
+    release, made = threading.Event(), []
+
+    def slow():
+        release.wait(10)
+        return b'x'
+    writer, manifest = _writer(tmp_path, 0, made)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with writer:
+                writer.submit([(WorkItem('a'), ItemOutput({'a.bin': slow}))], [])
+                raise KeyboardInterrupt
+        assert writer.abandoned and not release.is_set()  # left before the write ended
+    finally:
+        release.set()
+    writer.pending.put(None)  # the committer stops once it has taken the batch (not committed)
+    writer.thread.join(10)
+    assert made == [] and manifest.load() == {}
+
+
+def test_abandoning_kills_the_writer_processes_by_the_pools_own_call_where_it_has_one(tmp_path):
+    """Python 3.14's ProcessPoolExecutor.kill_workers is used when there (no private process
+    table read); pending tasks are cancelled without waiting."""
+    calls = []
+
+    class Pool:
+        _processes = None  # (read only by the fallback, which would fail on it)
+
+        def kill_workers(self):
+            calls.append('kill_workers')
+
+        def shutdown(self, wait, cancel_futures):
+            calls.append(('shutdown', wait, cancel_futures))
+    writer, _ = _writer(tmp_path, 0, [])
+    writer.pool.shutdown()
+    writer.pool = Pool()
+    writer.abandon()
+    assert calls == ['kill_workers', ('shutdown', False, True)]
+    writer.pending.put(None)
+    writer.thread.join(10)
