@@ -1,0 +1,59 @@
+"""eval_labels' refusals of the folders it is given: a label folder or ground-truth folder that is
+not there, a label folder without PNGs, and a label folder whose manifest header is damaged;
+each one line naming the folder (or file) and, for the ground truth, the option."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmdiffseg.apis.eval_labels import (GroundTruthFormat, evaluate_labels, find_ground_truth,
+                                        label_files)
+from mmdiffseg.apis.folders import MASK_DIR
+from mmdiffseg.apis.io import UserInputError
+
+CLASSES = ['background', 'cat']
+
+
+def _label(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(path)
+
+
+def test_a_ground_truth_folder_that_is_not_there_is_named_with_its_option(tmp_path):
+    """tools/pseudo_label.py passes --labels-from-gt as the option; eval_labels' default --gt."""
+    missing = tmp_path / 'gt'
+    with pytest.raises(UserInputError) as error:
+        find_ground_truth(['a'], missing, GroundTruthFormat(), '--labels-from-gt')
+    assert str(error.value) == f'ground-truth folder {missing} (--labels-from-gt) not found'
+    _label(tmp_path / 'labels' / 'a.png')
+    with pytest.raises(UserInputError) as error:
+        evaluate_labels(tmp_path / 'labels', missing, CLASSES)
+    assert str(error.value) == f'ground-truth folder {missing} (--gt) not found'
+
+
+def test_a_label_folder_that_is_not_there_or_holds_no_pngs_is_named(tmp_path):
+    """A tool's output folder is read in its SegmentationClass/, which the message names."""
+    with pytest.raises(UserInputError) as error:
+        label_files(tmp_path / 'nothing')
+    assert str(error.value) == f'label folder {tmp_path / "nothing"} not found'
+    (tmp_path / 'out' / MASK_DIR).mkdir(parents=True)
+    (tmp_path / 'out' / MASK_DIR / 'a.jpg').write_bytes(b'x')  # not a label PNG
+    with pytest.raises(UserInputError) as error:
+        label_files(tmp_path / 'out')
+    assert str(error.value) == f'no label PNGs in {tmp_path / "out" / MASK_DIR}'
+    _label(tmp_path / 'out' / MASK_DIR / 'b.png')
+    assert label_files(tmp_path / 'out') == {'b': tmp_path / 'out' / MASK_DIR / 'b.png'}
+
+
+@pytest.mark.parametrize('where', ['.', MASK_DIR])
+def test_a_damaged_manifest_header_is_one_line_naming_the_file(tmp_path, where):
+    """The manifest beside the labels, or in the output folder above its SegmentationClass/: a
+    header that is not JSON stops the scoring with its path, not a traceback."""
+    labels = tmp_path / 'out' / where
+    _label(labels / 'a.png')
+    _label(tmp_path / 'gt' / 'a.png')
+    manifest = tmp_path / 'out' / 'manifest.jsonl'
+    manifest.write_text('{"classes": ["background", \n')
+    with pytest.raises(UserInputError, match=f'^{manifest}: the manifest header is not JSON '):
+        evaluate_labels(labels, tmp_path / 'gt', CLASSES)
+    manifest.write_text('{"classes": ["background", "cat"]}\n')  # repaired: scored
+    assert evaluate_labels(labels, tmp_path / 'gt', CLASSES)['images'] == 1
