@@ -1,7 +1,11 @@
 """A job's summary line and recap, the ranks' total, and the progress line's edge cases (no items,
-a job stopped part-way on a terminal and in a log, a line ended early for a message), and the
-rate of a job under a second."""
+a job stopped part-way on a terminal and in a log, a line ended early for a message), the
+rate of a job under a second, and how a loader / writer process starts (Ctrl-C, parent death)."""
+import ctypes
 import io
+import os
+import signal
+import sys
 
 import pytest
 
@@ -130,3 +134,40 @@ def test_a_terminal_line_ended_before_a_message_is_not_ended_again_on_leaving():
         screen.write('failed: x\n')
     assert ' 3/10,' in screen.getvalue()
     assert screen.getvalue().count('\n') == 2 and screen.getvalue().endswith('\nfailed: x\n')
+
+
+def _in_worker(parent_pid):
+    """Fork as the loaders and writers are forked (SIGINT blocked), run ``start_worker`` in
+    the child; its exit status and what it found: SIGINT ignored, SIGINT unblocked, and the
+    signal the kernel sends it when its parent dies (``PR_GET_PDEATHSIG``)."""
+    read_end, write_end = os.pipe()
+    with progress.sigint_blocked():
+        pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            progress.start_worker(parent_pid)
+            death = ctypes.c_int(0)
+            ctypes.CDLL(None).prctl(2, ctypes.byref(death))  # PR_GET_PDEATHSIG
+            found = (signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+                     signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []), death.value)
+            os.write(write_end, repr(found).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as reader:
+        found = reader.read()
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), found
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='prctl: Linux')
+def test_a_worker_ignores_ctrl_c_and_dies_with_its_parent():
+    """Ctrl-C is the main process's (ignored, then unblocked: none stays pending to kill the
+    worker later), and a SIGKILL is asked for when the main process dies."""
+    assert _in_worker(os.getpid()) == (0, repr((True, False, int(signal.SIGKILL))))
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='prctl: Linux')
+def test_a_worker_whose_parent_is_already_gone_exits_at_once():
+    """The main process died before the worker asked for the SIGKILL: its parent is another
+    process now, so it exits (status 1) instead of running on as an orphan."""
+    assert _in_worker(-1) == (1, '')
