@@ -1,13 +1,14 @@
 """The resumable job runner: atomic writes, manifest (torn line, header check), resume, errors."""
 import io
 import json
+import os
 
 import numpy as np
 import pytest
 
 from mmdiffseg.apis.io import (ItemOutput, ItemFailed, Manifest, OutputWriteError,
-                               UserInputError, WorkItem, atomic_write, item_seed,
-                               remove_stale_temp_files, shard)
+                               UserInputError, WorkItem, atomic_write, file_fingerprint,
+                               item_seed, remove_stale_temp_files, shard, source_unchanged)
 from mmdiffseg.apis.jobs import run_job
 from test_progress import Terminal
 from unwritable import full_folder, readonly_folder
@@ -337,3 +338,50 @@ def test_records_from_before_input_checks_are_kept_and_counted_unchecked(tmp_pat
     assert (summary.made, summary.already_done, summary.redone, summary.unchecked) == (1, 1, 1, 1)
     assert summary.line().endswith('; redone 1 (inputs changed); 1 of the already-done items not checked '
                                    'for changed inputs (made by an older version)')
+
+
+@pytest.mark.parametrize('text', ['', '\n\n', '{"tool": "test"}'])
+def test_a_manifest_without_a_complete_header_line_is_refused(tmp_path, text):
+    """Empty, blank, or a header cut before its newline: not a folder of this tool's making."""
+    (tmp_path / 'manifest.jsonl').write_text(text)
+    with pytest.raises(UserInputError) as error:
+        Manifest(tmp_path, HEADER).load()
+    assert str(error.value) == (f'{tmp_path / "manifest.jsonl"} has no header line; remove the '
+                                'folder or pick another --out')
+
+
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full')
+def test_a_manifest_append_that_fails_is_a_write_error_naming_the_manifest(tmp_path):
+    """The disk fills at the manifest line (after the item's files): the run stops with the
+    reason, as for the files."""
+    manifest = Manifest(tmp_path, HEADER)
+    manifest.path.symlink_to('/dev/full')
+    with pytest.raises(OutputWriteError, match=f'^cannot write {manifest.path}: the disk is full '
+                                               r'\(OSError: \[Errno 28\]'):
+        manifest.append_many([dict(id='a')])
+
+
+def test_a_source_that_cannot_be_read_fails_its_item_only(tmp_path):
+    """The source is fingerprinted after the load (here a load that does not read it): one
+    that is gone by then names the item as failed; the job goes on."""
+    (tmp_path / 'a.txt').write_text('a')
+    items = [WorkItem(name, source=str(tmp_path / f'{name}.txt')) for name in 'ab']
+    summary = run_job(items, lambda item: item.id, lambda batch, _: [
+        ItemOutput({f'{it.id}.out': b'x'}) for it in batch], tmp_path / 'out', HEADER, workers=0)
+    assert summary.made == 1 and [item_id for item_id, _ in summary.failed] == ['b']
+    assert summary.failed[0][1].startswith(f'cannot read {tmp_path / "b.txt"}: [Errno 2] ')
+    with pytest.raises(ItemFailed, match=f'^cannot read {tmp_path / "b.txt"}: '):
+        file_fingerprint(tmp_path / 'b.txt')
+
+
+def test_a_source_gone_or_unreadable_is_not_the_recorded_one(tmp_path):
+    """Checked on resume: a missing file, or a folder now where the file was (same size, other
+    time, no bytes to hash), answers False rather than stopping the run."""
+    path = tmp_path / 'a.txt'
+    path.write_text('a')
+    recorded = file_fingerprint(path)
+    assert source_unchanged(path, recorded)
+    path.unlink()
+    assert not source_unchanged(path, recorded)
+    path.mkdir()
+    assert not source_unchanged(path, dict(recorded, size=os.stat(path).st_size))
