@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from mmdiffseg.apis.folders import (MASK_DIR, check_inputs_outside_output, encode_jpeg,
-                                    encode_label_png, labelled_share, list_images, read_rgb, resolve_record_path,
-                                    same_name_image)
+                                    encode_label_png, labelled_share, list_images, read_rgb,
+                                    resolve_record_path, same_name_image)
 from mmdiffseg.apis.io import UserInputError, WorkItem
 
 
