@@ -143,16 +143,17 @@ def _in_worker(parent_pid):
     read_end, write_end = os.pipe()
     with progress.sigint_blocked():
         pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        try:
-            progress.start_worker(parent_pid)
-            death = ctypes.c_int(0)
-            ctypes.CDLL(None).prctl(2, ctypes.byref(death))  # PR_GET_PDEATHSIG
-            found = (signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
-                     signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []), death.value)
-            os.write(write_end, repr(found).encode())
-        finally:
-            os._exit(0)
+        if pid == 0:  # the child, still in the block: never returns into pytest
+            try:
+                progress.start_worker(parent_pid)
+                death = ctypes.c_int(0)
+                ctypes.CDLL(None).prctl(2, ctypes.byref(death))  # PR_GET_PDEATHSIG
+                found = (signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+                         signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []),
+                         death.value)
+                os.write(write_end, repr(found).encode())
+            finally:
+                os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end) as reader:
         found = reader.read()
