@@ -241,3 +241,42 @@ def test_a_uint8_image_batch_reaches_forward_as_float():
     images = torch.full((1, 3, 2, 2), 200, dtype=torch.uint8)
     generator(SimpleNamespace(batch_size=1), images, None)
     assert generator.images.dtype == torch.float32 and generator.images.max().item() == 200.0
+
+
+def test_diffseg_labelled_or_at_a_fixed_size_resizes_its_labels_at_each_size(two_images):
+    """Labelled DiffSeg's labels_at gives class indices (its segment ids named), and DiffSeg with
+    an ``output_size`` gives its labels made at that size, resized by the nearest pixel; the
+    unsupervised proposals' argmax at each size is for neither."""
+    maps, names = two_images
+    labelled = DiffSeg(classes=VOC, kl_thresholds=(1.1,) * 3, cross_resolutions=(16,),
+                       merge_precision='float32')
+    dog, cat = VOC.index('dog'), VOC.index('cat')
+    for label, size in zip(labelled.labels_at(maps, None, names, [(8, 8), (4, 6)]),
+                           [(8, 8), (4, 6)]):
+        assert tuple(label.shape) == size and set(label.unique().tolist()) <= {0, dog, cat}
+        assert label.max() in (dog, cat)
+    fixed = DiffSeg(kl_thresholds=(1.1,) * 3, merge_precision='float32', output_size=(4, 4))
+    at_4 = fixed(maps, None, None)
+    got = fixed.labels_at(maps, None, None, [(8, 8), (4, 4)])
+    assert torch.equal(got[0], at_4[0].repeat_interleave(2, 0).repeat_interleave(2, 1))
+    assert torch.equal(got[1], at_4[1])
+
+
+def test_isegs_cross_maps_of_another_grid_are_named():
+    """A cross-attention map whose rows are not the r x r grid its name says is refused naming
+    the map and the shape expected."""
+    maps, names = attention_from_labels(torch.zeros(2, 64, 64, dtype=torch.long), VOC,
+                                        self_resolutions=(64,), cross_resolutions=(16, 32))
+    maps.maps['iseg_self64'] = maps.maps['self64']
+    maps.maps['iseg_cross32'] = maps.maps['cross32']
+    maps.maps['iseg_cross16'] = maps.maps['cross32']  # 1024 rows where 16 x 16 = 256 belong
+    iseg = ISeg(vocabulary='voc', cross_heads=None, self_heads=None, use_cluster=False)
+    with pytest.raises(ValueError, match=r"ISeg: AttentionMaps\['iseg_cross16'\] must be "
+                                         r"\(2, 256, tokens\), got \(2, 1024, 77\)"):
+        iseg(maps, None, [['dog'], ['cat']])
+
+
+def test_seediff_without_class_names_says_what_it_needs(two_images):
+    with pytest.raises(ValueError, match=r'^SeeDiff needs class_names \(per sample, the classes '
+                                         r'to segment\)$'):
+        SeeDiff(classes=VOC)(two_images[0], None, None)
