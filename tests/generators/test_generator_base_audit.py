@@ -136,3 +136,18 @@ def test_the_dataset_index_hint_is_given_only_for_integer_names():
     with pytest.raises(ValueError) as error:
         generator.class_indices([None])
     assert str(error.value) == 'Recorder: class names are strings from .classes, got [None]'
+
+
+def test_what_a_generator_must_define_raises_until_defined_and_model_notes_default_to_none():
+    """capture_spec, extract_kwargs and forward are the subclass's to write: the base raises
+    NotImplementedError (a custom generator that leaves one out fails at once, not with a None
+    spec, no prompts or no labels); model_notes has nothing to say by default."""
+    base = MaskGenerator(['cat', 'dog'])
+    with pytest.raises(NotImplementedError):
+        base.capture_spec
+    with pytest.raises(NotImplementedError):
+        base.extract_kwargs([['cat']])
+    with pytest.raises(NotImplementedError):
+        base(three_samples(), None, [['cat']] * 3)
+    assert base.model_notes([object()]) == []
+    assert Recorder().model_notes([]) == []

@@ -1,4 +1,5 @@
 """Mutation audit of segmentor.py: DiffusionSegmentor's engine settings reach its labeler."""
+import pytest
 import torch
 
 from mmdiffseg.models import DiffusionSegmentor
@@ -14,3 +15,17 @@ def test_the_engine_settings_reach_the_labeler_and_default_to_float32_batches_of
     assert given.engine is None
     default = DiffusionSegmentor('tiny', dict(type='ISeg')).labeler
     assert (default.dtype, default.batch_size, default.engine_kwargs) == (torch.float32, 4, {})
+
+
+def test_the_training_and_tensor_modes_refuse_with_what_to_use_instead():
+    """A training-free, whole-image model: loss, the tensor mode, features and encode_decode
+    each raise a RuntimeError naming what to use instead (the model is not loaded)."""
+    model = DiffusionSegmentor('tiny', dict(type='ISeg'))
+    image = torch.zeros(1, 3, 8, 8)
+    for call, fix in ((lambda: model.loss(image, []), r'training-free: evaluate it with '
+                                                       r'tools/test\.py'),
+                      (lambda: model._forward(image), 'no tensor mode; use predict'),
+                      (lambda: model.extract_feat(image), 'no features; use predict'),
+                      (lambda: model.encode_decode(image, [{}]), 'whole images; use predict')):
+        with pytest.raises(RuntimeError, match=f'^DiffusionSegmentor (is|has|works on) .*{fix}$'):
+            call()
