@@ -22,8 +22,8 @@ def test_the_training_and_tensor_modes_refuse_with_what_to_use_instead():
     each raise a RuntimeError naming what to use instead (the model is not loaded)."""
     model = DiffusionSegmentor('tiny', dict(type='ISeg'))
     image = torch.zeros(1, 3, 8, 8)
-    for call, fix in ((lambda: model.loss(image, []), r'training-free: evaluate it with '
-                                                       r'tools/test\.py'),
+    for call, fix in ((lambda: model.loss(image, []),
+                       r'training-free: evaluate it with tools/test\.py'),
                       (lambda: model._forward(image), 'no tensor mode; use predict'),
                       (lambda: model.extract_feat(image), 'no features; use predict'),
                       (lambda: model.encode_decode(image, [{}]), 'whole images; use predict')):
