@@ -79,3 +79,51 @@ def test_the_output_is_a_contiguous_tensor_of_its_own():
     assert out.shape == (1, 2, 6, 5) and out.dtype == torch.float32
     assert out.is_contiguous()
     assert out.untyped_storage().nbytes() == out.numel() * out.element_size()
+
+
+def test_repr_names_every_setting():
+    assert repr(PAMR(num_iter=3, dilations=[1, 2], sigma_factor=0.5, tol=0.01, backend='torch')) \
+        == "PAMR(num_iter=3, dilations=(1, 2), sigma_factor=0.5, tol=0.01, backend='torch')"
+
+
+class _ReplayedSteps:
+    """A CUDA graph stand-in on the CPU: a replay runs the recorded steps and writes their result
+    into the tensor the recording returned (as a replay overwrites a graph's outputs)."""
+
+    def __init__(self, steps, out):
+        self.steps, self.out = steps, out
+
+    def replay(self):
+        change = self.steps()
+        if change is not None:
+            self.out.copy_(change)
+
+
+@pytest.mark.parametrize('settings, recorded, unlike', [
+    (dict(num_iter=207), [False, False], 206), (dict(num_iter=95, tol=5e-3), [True], 95)])
+def test_graph_backends_recordings_leave_the_mask_as_the_pytorch_steps(monkeypatch, settings,
+                                                                       recorded, unlike):
+    """``backend='graph'`` on a CPU stand-in of CUDA graphs (the capture here runs its steps,
+    the warm-up always does): what recording did to the mask is undone, and the replays'
+    measured change is the recorded steps' (not the warm-up's), so the graphed run equals the
+    PyTorch steps. One recording per chunk length and measuring: 207 steps are chunks of 100,
+    100, 7; with ``tol``, 10-step chunks that measure, until one moved less than ``tol``
+    (before the 95th step: a step more or less shows in the mask)."""
+    from mmdiffseg.generators import pamr as pamr_module
+    recordings = []
+
+    def record(warm_up, steps, pool=None):
+        warm = warm_up()
+        out = steps()
+        recordings.append(out is not None)
+        return _ReplayedSteps(steps, out), warm, out
+    monkeypatch.setattr(pamr_module, 'record_graph', record)
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, 5, 6, generator=gen) * 255
+    mask = (torch.rand(1, 2, 5, 6, generator=gen) > 0.5).float()
+    graphed = PAMR(backend='graph', **settings)
+    monkeypatch.setattr(graphed, 'backend_for', lambda device: 'graph')
+    want = PAMR(backend='torch', **settings)(image, mask)
+    assert torch.equal(graphed(image, mask), want)
+    assert recordings == recorded
+    assert not torch.equal(PAMR(num_iter=unlike)(image, mask), want)
