@@ -213,3 +213,45 @@ def test_auto_limit_is_four_4096_square_float32_self_attentions():
         five = torch.empty(5, 4096, 4096, device='cuda')
     assert use_graphs('auto', four, 'x')
     assert not use_graphs('auto', five, 'x')
+
+
+def test_a_recording_returns_the_warm_up_result_marked_as_used_on_the_callers_stream(
+        monkeypatch):
+    """The warm-up runs on the side stream and its tensor is marked used on the caller's stream
+    (the caller reads it; freed, its block must not go to the side stream's next allocation
+    before that read); the steps run inside the capture, on that side stream; the graph, the
+    warm-up's result and the steps' outputs come back, with the caller's stream current again
+    (torch.cuda's stream calls stood in for)."""
+    class Stream:
+        def wait_stream(self, other):
+            pass
+    current, events = Stream(), []
+
+    class Capture:
+        def __init__(self, graph, pool=None, stream=None, capture_error_mode=None):
+            self.stream = stream
+
+        def __enter__(self):
+            events.append(('capture', self.stream))
+
+        def __exit__(self, *exc):
+            events.append(('captured', ))
+    for name, value in dict(current_stream=lambda: current, Stream=Stream, CUDAGraph=list,
+                            stream=lambda s: contextlib.nullcontext(events.append(('on', s))),
+                            graph=Capture,
+                            set_stream=lambda s: events.append(('set', s))).items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    monkeypatch.setattr(torch.Tensor, 'record_stream',
+                        lambda t, s: events.append(('used on', s)), raising=False)
+    warm = torch.ones(2)
+    graph, got_warm, out = cuda_graphs.record_graph(lambda: warm,
+                                                    lambda: events.append(('steps', )) or 'out')
+    side = events[0][1]
+    assert side is not current and graph == [] and got_warm is warm and out == 'out'
+    assert events == [('on', side), ('used on', current), ('capture', side), ('steps', ),
+                      ('captured', ), ('set', current)]
+
+
+def test_graphed_steps_repr_names_the_backend():
+    from mmdiffseg.cuda_graphs import GraphedSteps
+    assert repr(GraphedSteps('graph', 'ISeg')) == "GraphedSteps(backend='graph')"
