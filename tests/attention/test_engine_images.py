@@ -37,6 +37,12 @@ def test_preprocess_known_values_and_conversions():
     ([np.zeros((64, 64, 2), np.uint8)], '2 channels'),
     ([np.zeros((64, 64, 3), np.int32)], 'dtype torch.int32'),
     ('image.png', 'expected a'),
+    ([torch.zeros(64, 64)], r'^images\[0\]: expected an image \(C,H,W\) or \(H,W,C\), got shape '
+                            r'\(64, 64\)$'),
+    ([np.zeros((1, 64, 64, 3), np.uint8)], r'^images\[0\]: expected an HxWx3 array, got shape '
+                                           r'\(1, 64, 64, 3\)$'),
+    ([torch.zeros(3, 8, 8), 'b.png'], r'^images\[1\]: expected a numpy array, PIL image or '
+                                      r'tensor, got str$'),
 ])
 def test_bad_images_are_rejected_with_the_reason(images, match):
     with pytest.raises(ValueError, match=match):
