@@ -199,6 +199,8 @@ def test_batch_size_is_the_first_dim_and_empty_maps_say_how_to_extract():
 
 
 def test_a_missing_map_names_what_was_captured():
+    """Indexing a missing map names the captured ones; ``in`` asks without raising."""
+    assert 'self2' in _maps() and 'cross2' in _maps() and 'self64' not in _maps()
     with pytest.raises(KeyError, match=r"no 'self64'; captured: \['cross2', 'self2'\]\. "
                                        r'Extract with the generator'):
         _maps()['self64']
