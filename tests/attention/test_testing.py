@@ -73,3 +73,22 @@ def test_missing_config_folder_lists_the_expected_parts(tmp_path):
     with pytest.raises(FileNotFoundError, match=r'\(model_index\.json, unet/, vae/, '
                                                 r'text_encoder/, tokenizer/, scheduler/\)'):
         build_tiny_pipeline_folder(tmp_path / 'nothing', tmp_path / 'out')
+
+
+def test_full_size_keeps_the_real_configs(sd_config_dir):
+    """``full_size=True`` (cost and memory work) builds the model of the real configs, unshrunk
+    (on the meta device here: the configs without the weights' memory)."""
+    from mmdiffseg.attention.testing import random_pipeline
+    src = sd_config_dir('stable-diffusion-2-1-base')
+    pipe = random_pipeline(src, full_size=True, device='meta')
+
+    def real(part, name='config.json'):
+        return json.loads((src / part / name).read_text())
+    unet, vae = real('unet'), real('vae')
+    for key in ('block_out_channels', 'attention_head_dim', 'cross_attention_dim',
+                'norm_num_groups'):
+        assert pipe.unet.config[key] == unet[key], key
+    for key in ('block_out_channels', 'norm_num_groups', 'layers_per_block'):
+        assert pipe.vae.config[key] == vae[key], key
+    assert pipe.text_encoder.config.hidden_size == real('text_encoder')['hidden_size']
+    assert pipe.unet.device.type == 'meta'
