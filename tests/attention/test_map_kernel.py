@@ -34,6 +34,21 @@ def test_triton_backend_without_triton_names_the_package(monkeypatch):
         head_maps.resolve_backend('triton', 'cpu', masked=False)
 
 
+def test_a_kernel_module_that_cannot_be_imported_is_no_kernel(monkeypatch):
+    """Without triton, importing the kernel module fails: the lookup answers None (once, then
+    from its cache), so 'auto' takes the torch path and 'triton' is refused naming the package."""
+    import sys
+
+    import mmdiffseg.attention
+    monkeypatch.setitem(sys.modules, 'mmdiffseg.attention.map_kernel', None)  # import fails
+    monkeypatch.delattr(mmdiffseg.attention, 'map_kernel', raising=False)
+    monkeypatch.setattr(head_maps, '_MAP_KERNEL', {})
+    assert head_maps._map_kernel() is None and head_maps._MAP_KERNEL == {'module': None}
+    assert head_maps.resolve_backend('auto', 'cuda', masked=False) == 'torch'
+    with pytest.raises(ValueError, match=r'triton package is not installed \(pip install triton\)'):
+        head_maps.resolve_backend('triton', 'cuda', masked=False)
+
+
 @pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='triton is not installed')
 def test_compiled_kernels_refuse_cpu_tensors_with_the_fix():
     import torch
