@@ -214,6 +214,23 @@ def test_torch_words_are_the_first_line_of_its_error(monkeypatch):
     assert cuda_check._init_error() == 'RuntimeError'
 
 
+def test_a_cuda_start_without_an_error_adds_no_words_and_a_usable_cuda_is_no_problem(
+        cuda_build, monkeypatch):
+    """torch.cuda.init() that raises nothing leaves the reason without a quote (no ': ');
+    torch seeing a CUDA device is no problem at all."""
+    monkeypatch.setattr(torch.cuda, 'init', lambda: None)
+    assert cuda_check._init_error() == ''
+    build = f'torch {torch.__version__}'
+    monkeypatch.setattr(cuda_check, 'nvidia_driver_version', lambda: (580, 65, 6))
+    assert cuda_check.cuda_problem().reason == f'{build} (CUDA 13.0) cannot start CUDA'
+    monkeypatch.setattr(cuda_check, 'nvidia_driver_version', lambda: None)
+    monkeypatch.setattr(cuda_check, 'gpu_present', lambda: False)
+    assert cuda_check.cuda_problem().reason == (f'no NVIDIA GPU or driver on this machine '
+                                                f'({build}, CUDA 13.0)')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert cuda_check.cuda_problem() is None
+
+
 def test_an_empty_nvidia_gpu_folder_is_no_gpu(tmp_path, monkeypatch):
     """/proc/driver/nvidia/gpus lists one folder per GPU: empty (a driver, no GPU) is none;
     /dev/nvidia0 alone is one (the paths are moved under tmp_path)."""
