@@ -85,3 +85,41 @@ def test_the_tools_and_preflight_name_the_problem(variant, sd_config_dir):
     [missing] = preflight.check_sd_model(str(folder), ['model.sd_model'])
     assert 'takes 9 input channels' in missing.what and 'model.sd_model=' in missing.fix
     assert folder_problems(cached_tiny_pipeline_folder(sd_config_dir('stable-diffusion-2-1-base'))) == []
+
+
+def test_a_hub_id_the_engine_cannot_run_is_refused_once_loaded(
+        tmp_path, sd_config_dir, monkeypatch):
+    """A hub id's configs are known only once diffusers has loaded it: an inpainting model (a
+    U-Net of 9 input channels, its own weights) from the local Hugging Face cache is refused
+    then, naming the id and what is wrong."""
+    import huggingface_hub.constants
+    import torch
+    from diffusers import UNet2DConditionModel
+    snapshot = tmp_path / 'models--org--inpainting' / 'snapshots' / ('0' * 40)
+    shutil.copytree(cached_tiny_pipeline_folder(sd_config_dir('stable-diffusion-v1-4')), snapshot)
+    config = UNet2DConditionModel.load_config(snapshot / 'unet')
+    with torch.random.fork_rng():
+        UNet2DConditionModel.from_config(dict(config, in_channels=9)).save_pretrained(
+            snapshot / 'unet')
+    (snapshot.parents[1] / 'refs').mkdir()
+    (snapshot.parents[1] / 'refs' / 'main').write_text('0' * 40)
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', True)
+    with pytest.raises(OSError, match=r"^cannot read Stable Diffusion model 'org/inpainting': the "
+                                      r'U-Net takes 9 input channels where the VAE makes 4 '):
+        DiffusionAttentionEngine.from_pretrained('org/inpainting', cache_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize('broken', ['empty', 'index_not_json'])
+def test_a_folder_diffusers_cannot_load_is_named_with_its_error(tmp_path, sd_config_dir, broken):
+    """An empty folder, or a model folder whose model_index.json is not JSON, is named as the
+    folder (not sent to the Hub's explanations) with diffusers' words on what is wrong."""
+    if broken == 'index_not_json':
+        tmp_path = tmp_path / 'model'
+        shutil.copytree(cached_tiny_pipeline_folder(sd_config_dir('stable-diffusion-v1-4')),
+                        tmp_path)
+        (tmp_path / 'model_index.json').write_text('{')
+    with pytest.raises(OSError, match=f'^cannot load the Stable Diffusion folder {tmp_path}: .*'
+                                      'model_index.json') as error:
+        DiffusionAttentionEngine.from_pretrained(tmp_path)
+    assert error.value.__cause__ is not None and 'Hub' not in str(error.value)
