@@ -2,6 +2,7 @@
 hand-made case (no model, no network: HF_HUB_OFFLINE=1)."""
 import json
 
+import torch
 from mmengine.config import Config
 
 import test_preflight_lookups
@@ -136,3 +137,52 @@ def test_a_label_file_that_is_not_utf8_text_is_named_not_raised(tmp_path):
     (item,) = check_image_level_labels(step, 'p.1')
     assert item.what.startswith(f'image-level labels {labels} are not valid JSON (')
     assert item.where == ['p.1'] and item.fix.startswith('correct the file there, or remake it: ')
+
+
+def test_a_checkpoint_url_that_answers_is_downloadable(tmp_path, monkeypatch):
+    """Online, a URL whose HEAD request succeeds is reachable: the checkpoint is not missing."""
+    import urllib.request
+    monkeypatch.delenv('HF_HUB_OFFLINE')
+    test_preflight_lookups.hub_checkpoints(tmp_path, monkeypatch)
+    monkeypatch.setattr(urllib.request, 'urlopen', lambda request, timeout: object())
+    assert preflight.reachable('https://example.org/w.pth') is True
+    assert preflight.check_checkpoint('https://example.org/w.pth', 'load_from') == []
+
+
+def test_a_torchvision_that_is_absent_or_does_not_import_is_named_with_the_fix(monkeypatch):
+    """``torchvision://`` weights need torchvision: one not installed, or built for another torch
+    (its import fails), is named with the install command rather than failing in mmengine."""
+    import builtins
+    key = 'model.backbone.init_cfg.checkpoint'
+    fix = ('bash tools/install.sh (torch with its torchvision), or pip install the torchvision '
+           f'built for torch {torch.__version__}')
+    real_import = builtins.__import__
+
+    def broken_import(name, *args, **kwargs):
+        if name == 'torchvision':
+            raise RuntimeError('operator torchvision::nms does not exist')
+        return real_import(name, *args, **kwargs)
+    with monkeypatch.context() as patch:
+        patch.setattr(builtins, '__import__', broken_import)
+        (item,) = preflight.check_checkpoint('torchvision://resnet50', key)
+    assert item.what == ('torchvision, needed to load torchvision://resnet50, does not import '
+                         '(RuntimeError: operator torchvision::nms does not exist)')
+    assert item.fix == fix and item.where == [key]
+    monkeypatch.setattr(preflight, 'find_spec', lambda name: None)
+    (item,) = preflight.check_checkpoint('modelzoo://resnet50', key)
+    assert item.what == 'torchvision, needed to load modelzoo://resnet50, is not installed'
+    assert item.fix == fix
+
+
+def test_a_models_pretrained_weights_are_checked_unless_a_test_loads_a_checkpoint(tmp_path):
+    """``model.pretrained`` (mmseg's older key of backbone weights) is looked for as
+    ``init_cfg.checkpoint`` is; tools/test.py's checkpoint (``load_from``) replaces it."""
+    weights = tmp_path / 'r50.pth'
+    cfg = Config(dict(model=dict(type='EncoderDecoder', pretrained=str(weights))))
+    (item,) = [m for m in preflight.check(cfg, 'train') if m.where == ['model.pretrained']]
+    assert item.what == f'checkpoint {weights} not found'
+    assert item.fix.endswith('or set model.pretrained=/path/to/file.pth')
+    cfg.load_from = str(tmp_path / 'iter_4.pth')
+    assert not [m for m in preflight.check(cfg, 'test') if 'model.pretrained' in m.where]
+    weights.write_bytes(b'')
+    assert not [m for m in preflight.check(cfg, 'train') if 'model.pretrained' in m.where]
