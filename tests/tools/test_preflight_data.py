@@ -2,9 +2,14 @@
 kind of missing data path, and a ``data_root`` one folder off."""
 from pathlib import Path
 
+import numpy as np
+import pytest
+from PIL import Image
+
+from mmdiffseg.datasets.transforms import LoadImageLevelLabels
 from mmdiffseg.preflight_data import (COCOSTUFF_FIX, ELSEWHERE, PSEUDO_FIX, SYNTHETIC_FIX,
-                                      check_dataset, check_listed_files, data_fix,
-                                      unknown_names)
+                                      check_dataset, check_image_level_labels,
+                                      check_listed_files, data_fix, unknown_names)
 
 
 def test_generated_folders_are_made_where_the_dataset_reads_them():
@@ -86,3 +91,31 @@ def test_unknown_class_names_are_listed_five_at_most_with_their_edits():
                       "'u2' (1 image(s), e.g. 'i5'); 'u3' (1 image(s), e.g. 'i6'); and 1 more")
     assert edits == "'PERSON' -> 'person', drop 'qqqq', drop 'u1', drop 'u2', drop 'u3', ..."
     assert unknown_names({'i1': ['cat']}, ['cat']) is None
+
+
+def test_an_image_of_32_bit_samples_is_named_with_the_folder_the_split_lists(tmp_path):
+    """A float TIFF (Pillow reads it, OpenCV does not) in a split listed by its image folder (no
+    split file): named with that folder, and the fix names no split file."""
+    (tmp_path / 'img').mkdir()
+    image = tmp_path / 'img' / 'a.tif'
+    Image.fromarray(np.zeros((2, 3), np.float32)).save(image)
+    dataset = dict(type='BaseSegDataset', data_root=str(tmp_path), img_suffix='.tif',
+                   data_prefix=dict(img_path='img'), pipeline=[])
+    (item,) = check_listed_files(dataset, 'd')
+    assert item.what.startswith(f"BaseSegDataset: 1 of the 1 images of the split ({tmp_path}/img) "
+                                f"are no image OpenCV reads (e.g. '{image}': 32-bit samples (F)")
+    assert item.what.endswith('convert it to 8 or 16 bits per sample)')
+    assert item.fix == 'replace them with the images, or remove them' and item.where == ['d']
+
+
+def test_label_names_under_an_unknown_class_set_are_left_to_the_transform(tmp_path):
+    """An unknown class-set name gives no names to check the label file against: nothing is
+    reported here, and the transform refuses the set, naming it, when the run builds it."""
+    labels = tmp_path / 'labels.json'
+    labels.write_text('{"a": ["dog"]}')
+    step = dict(type='LoadImageLevelLabels', ann_file=str(labels), classes='nosuch')
+    assert check_image_level_labels(step, 'p.1') == []
+    with pytest.raises(KeyError, match="unknown class set 'nosuch'"):
+        LoadImageLevelLabels('nosuch', str(labels))
+    (item,) = check_image_level_labels(dict(step, classes=['cat']), 'p.1')
+    assert "'dog' (1 image(s), e.g. 'a')" in item.what
