@@ -279,3 +279,34 @@ def test_an_empty_dataset_class_list_is_named_not_read_as_the_default():
     [found] = check_dataset_classes(voc, 'd')
     assert found.where == ['d.metainfo'] and 'every label value to 255' in found.what
     assert found.fix.endswith('or remove d.metainfo to read them as PascalVOCDataset does')
+
+
+def test_only_the_known_class_lists_of_a_dataset_and_its_pipeline_are_compared():
+    """A dataset whose classes are unknown (an unregistered type, no metainfo) has nothing to
+    compare with; a pipeline step that is no dict, and a step naming an unknown class set (the
+    transform refuses it when built), are passed over; the step after them is still checked."""
+    step = dict(type='LoadImageLevelLabels', classes=['b', 'a'])
+    assert check_dataset_classes(dict(type='NoSuchDataset', pipeline=[step]), 'd') == []
+    dataset = dict(type='NoSuchDataset', metainfo=dict(classes=['a', 'b']), pipeline=[
+        print, dict(type='LoadImageLevelLabels', classes='nosuch'), step])
+    (item,) = check_dataset_classes(dataset, 'd')
+    assert item.where == ['d.pipeline.2.classes']
+    assert "index 0 is 'b' there but 'a' in the dataset" in item.what
+
+
+def test_a_segmentors_generator_of_other_classes_than_the_dataset_is_named():
+    """``DiffusionSegmentor``'s generator indexing VOC's 21 classes on a dataset of two: each
+    label index would mean another class."""
+    segmentor = dict(type='DiffusionSegmentor', use_image_labels=True,
+                     generator=dict(type='ISeg', preset='wsss_voc'))
+    dataset = dict(metainfo=dict(classes=['background', 'person']))
+    (item,) = check_model_classes(segmentor, [('t', dataset)])
+    assert item.where == ['model.generator']
+    assert item.what.startswith("model.generator (the classes its labels index) has the classes "
+                                "'voc' (21 classes), but the dataset reads its labels as "
+                                "['background', 'person'] (2 classes) (t); index 1 is "
+                                "'aeroplane' there but 'person' in the dataset")
+    assert item.fix == ("give the generator the dataset's classes, in their order "
+                        '(model.generator.classes=[...])')
+    dataset['metainfo']['classes'] = DATASET_CLASSES['voc']
+    assert check_model_classes(segmentor, [('t', dataset)]) == []
