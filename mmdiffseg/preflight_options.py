@@ -27,8 +27,6 @@ def accepted_options(cls) -> Optional[Set[str]]:
         init = klass.__dict__.get('__init__')
         if init is None:
             continue
-        if klass is object:
-            return None
         try:
             params = inspect.signature(init).parameters
         except (TypeError, ValueError):

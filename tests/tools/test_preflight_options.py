@@ -192,6 +192,11 @@ def test_accepted_options_follow_kwargs_up_the_bases_without_self():
     assert accepted_options(Child) == {'name', 'scale', 'depth', 'width'}
     assert accepted_options(Open) is None
 
+    class Opaque(Base):
+        __init__ = max   # a builtin without a signature: its options cannot be known
+
+    assert accepted_options(Opaque) is None
+
 
 def test_datasets_a_concat_dataset_wraps_are_checked_with_their_index():
     """``ConcatDataset(datasets=[...])``: each wrapped dataset's keys, named by its index."""
@@ -237,3 +242,24 @@ def test_a_wait_timeout_must_be_a_number_of_seconds(timeout, refused):
     assert [m.where for m in found] == ([['x.cache.wait_timeout']] if refused else [])
     if refused:
         assert found[0].what.startswith(f'x.cache.wait_timeout is {timeout!r}: seconds')
+
+
+def test_a_generator_refused_for_two_options_names_none_of_them_alone():
+    """Without either bad option the generator is still refused: no one option is to blame, so
+    the message is the generator's own and the fix names no key; one bad option is named."""
+    where = 'model.generator'
+    (item,) = preflight.check_generator(dict(type='DiffSeg', kl_thresholds=[], resolutions=[]),
+                                        where)
+    assert item.what == f'{where}: DiffSeg.kl_thresholds must hold at least one threshold'
+    assert item.fix == f'correct {where}.OPTION in the config or with --cfg-options'
+    (item,) = preflight.check_generator(dict(type='DiffSeg', kl_thresholds=[]), where)
+    assert item.what.startswith(f'{where}.kl_thresholds=[]: ')
+
+
+def test_head_lists_are_not_checked_on_a_unet_config_that_does_not_load(tmp_path):
+    """A ``unet/config.json`` diffusers cannot read is no head-layout problem (the model check
+    names the folder): the generator's heads are not refused for it."""
+    (tmp_path / 'unet').mkdir()
+    (tmp_path / 'unet' / 'config.json').write_text('not json')
+    generator = dict(type='ISeg', preset='wsss_voc')   # SD 2.1-base's head lists
+    assert preflight.check_head_layout(generator, str(tmp_path), 'model.generator') == []
