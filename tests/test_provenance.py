@@ -143,3 +143,36 @@ def test_the_pipeline_index_counts_each_components_class():
     assert _settings('model_index.json', json.dumps(index)) == {
         '_class_name': 'StableDiffusionPipeline', 'unet': 'UNet2DConditionModel',
         'text_encoder': 'CLIPTextModel'}
+
+
+def test_a_component_of_a_class_diffusers_lacks_keeps_all_its_settings():
+    """No defaults are known for a custom component class (or none named): every setting but
+    the bookkeeping counts."""
+    import json
+    from mmdiffseg.provenance import _settings
+    config = {'_class_name': 'MyUNet', '_diffusers_version': '0.30.0', 'sample_size': 64}
+    assert _settings('unet/config.json', json.dumps(config)) == {
+        '_class_name': 'MyUNet', 'sample_size': 64}
+    assert _settings('vae/config.json', '{"block_out_channels": [4]}') == {
+        '_class_name': None, 'block_out_channels': [4]}
+
+
+def test_a_config_file_that_is_no_json_object_is_hashed_as_its_text():
+    """Not JSON, or JSON of another kind than an object: the text itself stands for it."""
+    from mmdiffseg.provenance import _settings
+    for text in ('not json {', '[1, 2]', '"unet"'):
+        assert _settings('unet/config.json', text) == text
+
+
+def test_the_sampler_of_a_folder_without_a_readable_scheduler_config_is_unknown(tmp_path):
+    """No ``scheduler/scheduler_config.json``, or one that is not JSON: None, not an error; a
+    readable one gives its class and the settings off the class's defaults."""
+    from mmdiffseg.provenance import sampler_settings
+    (tmp_path / 'scheduler').mkdir()
+    assert sampler_settings(tmp_path) is None
+    config = tmp_path / 'scheduler' / 'scheduler_config.json'
+    config.write_text('{"_class_name": "DDIMScheduler", ')
+    assert sampler_settings(tmp_path) is None
+    config.write_text('{"_class_name": "DDIMScheduler", "beta_start": 0.00085, '
+                      '"num_train_timesteps": 1000}')   # 1000: DDIMScheduler's default
+    assert sampler_settings(tmp_path) == {'_class_name': 'DDIMScheduler', 'beta_start': 0.00085}
