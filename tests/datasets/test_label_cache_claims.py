@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import time
 
 import numpy as np
@@ -263,3 +264,55 @@ def test_a_claim_overwrites_a_longer_record_of_an_earlier_owner(tmp_path):
         assert owner['pid'] == os.getpid() and owner['host'] != 'h' * 200
     finally:
         cache._release(key, fd)
+
+
+def test_a_folder_without_a_signature_has_no_differences_to_list(tmp_path):
+    """Before the first label the folder has no signature: None (nothing to compare); once
+    signed with this run's settings: none differ."""
+    cache = LabelCache(**spec(tmp_path))
+    assert cache.signature_differences() is None
+    cache.sign()
+    assert cache.signature_differences() == []
+
+
+def test_a_label_opencv_cannot_encode_is_refused_by_its_key(tmp_path, monkeypatch):
+    """OpenCV's failure flag is not ignored: no label file is written for the key."""
+    cache = LabelCache(**spec(tmp_path))
+    monkeypatch.setattr(label_cache.cv2, 'imencode', lambda ext, image: (False, None))
+    with pytest.raises(RuntimeError, match='^could not encode the label of 01key1 as PNG$'):
+        cache.save('01key1', label_of('01key1'))
+    assert not cache.path('01key1').exists()
+
+
+def test_a_file_system_without_locks_is_named_with_the_fix(tmp_path, monkeypatch):
+    """A lock refused for another reason than another owner (ENOLCK: NFS without locking) names
+    the cache, the lock file and where to put the cache; the lock file is not left open."""
+    import errno
+
+    def flock(fd, operation):
+        raise OSError(errno.ENOLCK, 'No locks available')
+    cache = LabelCache(**spec(tmp_path))
+    monkeypatch.setattr(label_cache.fcntl, 'flock', flock)
+    open_files = len(os.listdir('/proc/self/fd'))
+    with pytest.raises(OSError) as raised:
+        cache._try_claim('01key1')
+    assert str(raised.value) == (
+        f'label cache {cache.cache_dir}: cannot lock {cache._lock_path("01key1")} ([Errno '
+        f'{errno.ENOLCK}] No locks available); put cache_dir on a file system with file locks '
+        '(a local disk, or NFS with locking)')
+    assert len(os.listdir('/proc/self/fd')) == open_files
+
+
+def test_the_owner_of_a_claim_whose_lock_file_is_gone_is_unknown(tmp_path):
+    """The timeout message names a claim's owner; a lock file already removed (or empty) names
+    none; a held claim names this host and process."""
+    cache = LabelCache(**spec(tmp_path))
+    assert cache._owner('01key1') == 'unknown'
+    fd = cache._try_claim('01key1')
+    try:
+        owner = json.loads(cache._owner('01key1'))
+        assert (owner['host'], owner['pid']) == (socket.gethostname(), os.getpid())
+    finally:
+        os.close(fd)
+    cache._lock_path('01key1').write_text('')
+    assert cache._owner('01key1') == 'unknown'
