@@ -371,3 +371,17 @@ def test_pack_pseudo_label_inputs_keeps_ground_truth_of_a_test_pipeline():
     truth = np.array(Image.open(sample['seg_map_path']))
     assert 'pseudo_label_index' not in ds and ds.metainfo['image_labels']
     assert torch.equal(ds.gt_sem_seg.data[0], torch.from_numpy(truth).long())
+
+
+def test_the_pipeline_as_logged_names_each_steps_source_of_labels(tmp_path):
+    """A pipeline's repr (logged by the runner) names where the image-level labels come from
+    and the label cache's folder."""
+    cache = dict(cache_dir=str(tmp_path / 'cache'), model='some/model',
+                 generator=dict(type='FixedConfigGenerator'))
+    logged = repr(Compose([dict(type='LoadImageLevelLabels', classes='voc'),
+                           dict(type='LoadImageLevelLabels', classes=['a', 'b'],
+                                ann_file='labels.json'),
+                           dict(type='LoadPseudoLabel', cache=cache)]))
+    assert "LoadImageLevelLabels(source='ground truth', classes=21)" in logged
+    assert "LoadImageLevelLabels(source='labels.json', classes=2)" in logged
+    assert f"LoadPseudoLabel(cache_dir='{tmp_path / 'cache'}')" in logged
