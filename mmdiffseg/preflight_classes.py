@@ -99,7 +99,7 @@ def check_dataset_classes(dataset: dict, where: str) -> List[Missing]:
         if step.get('type') == 'LoadImageLevelLabels' and step.get('classes') is not None:
             try:
                 found = resolve_classes(step['classes'])
-            except KeyError:  # the transform names an unknown set when built
+            except KeyError:  # named by check_image_level_labels
                 continue
             if not _same(found, expected):
                 missing.append(_mismatch(

@@ -295,12 +295,18 @@ def check_image_level_labels(step: dict, where: str,
                              dataset: Optional[dict] = None) -> List[Missing]:
     """The label file of a ``LoadImageLevelLabels`` step: there, JSON ``{image: [class names]}``,
     known class names and (given its ``dataset``, whose folders are there) an entry for every
-    image of the split."""
-    from .datasets.class_names import resolve_classes
+    image of the split; first, a class set it names that is none (the transform would refuse it
+    only once the run builds the dataset, after the model)."""
+    from .datasets.class_names import DATASET_CLASSES, resolve_classes
+    option = step.get('classes')
+    if isinstance(option, str) and option not in DATASET_CLASSES:
+        return [Missing(f'{where}.classes {option!r} is no class set',
+                        f'set {where}.classes to one of {", ".join(DATASET_CLASSES)} (lower '
+                        "case), or to the list of the dataset's class names, in their order",
+                        [f'{where}.classes'])]
     ann_file = step.get('ann_file')
     if ann_file is None:
         return []
-    option = step.get('classes')
     maker = _labels_maker(option, ann_file, where, dataset)
     ground_truth = f'; or set {where}.ann_file=None to take them from the ground truth'
     if not Path(ann_file).is_file():
@@ -320,10 +326,7 @@ def check_image_level_labels(step: dict, where: str,
         return [Missing(f'image-level labels {ann_file} are not a JSON object '
                         '{"<image name>": ["<class name>", ...], ...}',
                         f'remake it: {maker}', [where])]
-    try:
-        classes = resolve_classes(option)
-    except KeyError:   # the transform names it when built
-        return []
+    classes = resolve_classes(option)
     missing = _unknown_names(labels, classes, ann_file, option, maker, where)
     images = split_images(dataset) if dataset is not None else None
     absent = [image for image in images or [] if image not in labels]

@@ -108,13 +108,19 @@ def test_an_image_of_32_bit_samples_is_named_with_the_folder_the_split_lists(tmp
     assert item.fix == 'replace them with the images, or remove them' and item.where == ['d']
 
 
-def test_label_names_under_an_unknown_class_set_are_left_to_the_transform(tmp_path):
-    """An unknown class-set name gives no names to check the label file against: nothing is
-    reported here, and the transform refuses the set, naming it, when the run builds it."""
+def test_an_unknown_class_set_is_named_before_its_label_file_is_read(tmp_path):
+    """A class-set name that is none ('nosuch', 'VOC') is reported under the step's classes,
+    naming the sets, whether the label file is there, missing or left to the ground truth (the
+    transform would refuse it only when the run builds the dataset, after the model)."""
     labels = tmp_path / 'labels.json'
     labels.write_text('{"a": ["dog"]}')
     step = dict(type='LoadImageLevelLabels', ann_file=str(labels), classes='nosuch')
-    assert check_image_level_labels(step, 'p.1') == []
+    for given in (step, dict(step, ann_file=str(tmp_path / 'gone.json')),
+                  dict(step, ann_file=None), dict(step, classes='VOC')):
+        (item,) = check_image_level_labels(given, 'p.1')
+        assert item.what == f"p.1.classes {given['classes']!r} is no class set"
+        assert item.where == ['p.1.classes']
+        assert item.fix.startswith('set p.1.classes to one of voc, cityscapes, ade20k, ')
     with pytest.raises(KeyError, match="unknown class set 'nosuch'"):
         LoadImageLevelLabels('nosuch', str(labels))
     (item,) = check_image_level_labels(dict(step, classes=['cat']), 'p.1')
