@@ -106,13 +106,19 @@ def check_capture_on_config(sd_folder: Union[str, Path], capture, image_size: in
 
     Raises:
         ValueError: as the engine's check, naming the request and what the U-Net offers.
+        OSError: the config cannot be read, or diffusers builds no U-Net from it (its own
+            ``ValueError``s too: they are no fault of the capture).
     """
     from diffusers import UNet2DConditionModel
 
     from .capture import CaptureSession
     from .maps import as_capture_spec
-    with torch.device('meta'):
-        unet = UNet2DConditionModel.from_config(
-            UNet2DConditionModel.load_config(Path(sd_folder) / 'unet'))
+    config = Path(sd_folder) / 'unet'
+    try:
+        with torch.device('meta'):
+            unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config))
+    except (ValueError, TypeError, KeyError) as err:
+        raise OSError(f'{config / "config.json"}: diffusers builds no U-Net from it '
+                      f'({type(err).__name__}: {err})') from err
     CaptureSession(as_capture_spec(capture), unet_attention_layers(unet, image_size // 8),
                    batch_size=1)

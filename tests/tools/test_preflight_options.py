@@ -263,3 +263,21 @@ def test_head_lists_are_not_checked_on_a_unet_config_that_does_not_load(tmp_path
     (tmp_path / 'unet' / 'config.json').write_text('not json')
     generator = dict(type='ISeg', preset='wsss_voc')   # SD 2.1-base's head lists
     assert preflight.check_head_layout(generator, str(tmp_path), 'model.generator') == []
+
+
+def test_a_unet_config_diffusers_refuses_is_not_blamed_on_the_head_lists(tmp_path, sd_config_dir):
+    """SD 2.1-base's config with one up block removed: diffusers refuses it (a ValueError, as a
+    head-layout error is), which is no reason to advise ``cross_heads=None``; the engine's check
+    raises it as an OSError naming the file."""
+    from mmdiffseg.attention.unet_layers import check_capture_on_config
+    from mmdiffseg.generators import ISeg
+    config = json.loads((sd_config_dir('stable-diffusion-2-1-base') / 'unet' /
+                         'config.json').read_text())
+    config['up_block_types'] = config['up_block_types'][1:]
+    (tmp_path / 'unet').mkdir()
+    (tmp_path / 'unet' / 'config.json').write_text(json.dumps(config))
+    generator = dict(type='ISeg', preset='wsss_voc')
+    assert preflight.check_head_layout(generator, str(tmp_path), 'model.generator') == []
+    with pytest.raises(OSError, match=rf'{tmp_path}/unet/config.json: diffusers builds no U-Net '
+                                      r'from it \(ValueError: Must provide the same number'):
+        check_capture_on_config(tmp_path, ISeg.from_preset('wsss_voc').capture_spec)
