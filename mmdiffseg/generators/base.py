@@ -86,13 +86,15 @@ class MaskGenerator(torch.nn.Module):
     # -- what the engine must do -------------------------------------------------------------
     @property
     def capture_spec(self) -> CaptureSpec:
-        raise NotImplementedError
+        raise self._undefined('capture_spec', 'return the CaptureSpec of the attention the '
+                              'generator reads (the engine captures that only)')
 
     def extract_kwargs(self, class_names: Sequence[Sequence[str]]) -> Dict:
         """Keyword arguments for ``DiffusionAttentionEngine.extract`` for a batch whose samples
         contain ``class_names[b]`` (prompts, class names for token positions, timestep, noise,
         class-token enhancement). ``capture`` is added by the caller."""
-        raise NotImplementedError
+        raise self._undefined('extract_kwargs()', 'return the keyword arguments of '
+                              'DiffusionAttentionEngine.extract for a batch (prompts, timestep...)')
 
     def check_device(self, device: torch.device) -> None:
         """Raise ValueError, naming the setting and its fix, for a setting that cannot run on
@@ -205,13 +207,16 @@ class MaskGenerator(torch.nn.Module):
                 ``maps.image_size``.
             class_names: per sample, the names (from :attr:`classes`) present in the image.
         """
-        raise NotImplementedError
+        raise self._undefined('forward()', 'turn the captured maps into labels (B, H, W)')
 
     def config_dict(self) -> Dict:
         """Everything that changes the output, for manifests and cache keys."""
-        raise NotImplementedError(
-            f'{type(self).__name__}.config_dict() is not defined: return a dict of every option '
-            'that changes the labels (label caches and manifests are keyed on it)')
+        raise self._undefined('config_dict()', 'return a dict of every option that changes the '
+                              'labels (label caches and manifests are keyed on it)')
+
+    def _undefined(self, member: str, what: str) -> NotImplementedError:
+        """The error of a member a generator class must define, saying what it should do."""
+        return NotImplementedError(f'{type(self).__name__}.{member} is not defined: {what}')
 
     def extra_repr(self) -> str:
         try:

@@ -143,11 +143,14 @@ def test_what_a_generator_must_define_raises_until_defined_and_model_notes_defau
     NotImplementedError (a custom generator that leaves one out fails at once, not with a None
     spec, no prompts or no labels); model_notes has nothing to say by default."""
     base = MaskGenerator(['cat', 'dog'])
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(NotImplementedError, match=r'^MaskGenerator.capture_spec is not defined: '
+                                                  'return the CaptureSpec'):
         base.capture_spec
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(NotImplementedError, match=r'^MaskGenerator.extract_kwargs\(\) is not '
+                                                  'defined: return the keyword arguments'):
         base.extract_kwargs([['cat']])
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(NotImplementedError, match=r'^MaskGenerator.forward\(\) is not defined: '
+                                                  r'turn the captured maps into labels'):
         base(three_samples(), None, [['cat']] * 3)
     assert base.model_notes([object()]) == []
     assert Recorder().model_notes([]) == []
