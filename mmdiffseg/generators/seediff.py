@@ -333,8 +333,7 @@ class SeeDiff(MaskGenerator):
                 class_names: Optional[Sequence[Sequence[str]]]) -> torch.Tensor:
         maps.check_finite()
         batch = maps.batch_size
-        if class_names is None:
-            raise ValueError('SeeDiff needs class_names (per sample, the classes to segment)')
+        class_names = self.name_lists(class_names)
         if len(class_names) != batch:
             raise ValueError(f'SeeDiff: {len(class_names)} class-name lists for a batch of {batch}')
         if images is None and self.pamr.num_iter > 0:

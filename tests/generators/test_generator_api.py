@@ -277,6 +277,10 @@ def test_isegs_cross_maps_of_another_grid_are_named():
 
 
 def test_seediff_without_class_names_says_what_it_needs(two_images):
-    with pytest.raises(ValueError, match=r'^SeeDiff needs class_names \(per sample, the classes '
-                                         r'to segment\)$'):
-        SeeDiff(classes=VOC)(two_images[0], None, None)
+    """No names, or one string for the batch: the message every generator gives, with an
+    example of one list per image."""
+    for given in (None, 'cat'):
+        with pytest.raises(ValueError, match=r"^SeeDiff needs class names, one list per image, "
+                                             rf"e.g. \[\['dog', 'person'\], \['cat'\]\]; got "
+                                             rf"{given!r}$"):
+            SeeDiff(classes=VOC)(two_images[0], None, given)
