@@ -1,5 +1,6 @@
 """tools/train.py and tools/test.py options: --amp, work dirs, --resume (also in a moved work
 dir), --cfg-options, --tta, --show-dir and --out."""
+import logging
 import os.path as osp
 
 import pytest
@@ -66,3 +67,33 @@ def test_test_options(capsys):
     with pytest.raises(RuntimeError, match='--tta needs tta_pipeline'):
         test.enable_tta(Config(dict(model=dict(type='EncoderDecoder'))))
     assert test.parse_args([str(TINY_ONLINE_CONFIG)]).checkpoint is None
+
+
+def test_amp_and_tta_reach_the_config_the_run_is_built_from(tmp_path, monkeypatch):
+    """``train.py --amp`` and ``test.py --tta`` change the config handed to the run (seen at the
+    pre-flight step, which then stops the tool); a config already on AMP is left as it is, with a
+    warning; ``--show`` without a visualization hook is refused naming the hook to add."""
+    train, test = load_tool('train'), load_tool('test')
+    seen = []
+    for tool in (train, test):
+        monkeypatch.setattr(tool, 'run_preflight', lambda args, cfg, *_: seen.append(cfg) or True)
+    train.main([str(TINY_ONLINE_CONFIG), '--amp'])
+    train.main([str(TINY_ONLINE_CONFIG)])
+    amp, plain = seen[-2:]
+    assert amp.optim_wrapper.type == 'AmpOptimWrapper' and amp.optim_wrapper.loss_scale == 'dynamic'
+    assert plain.optim_wrapper.type == 'OptimWrapper' and 'loss_scale' not in plain.optim_wrapper
+    warned = []
+    monkeypatch.setattr(train, 'print_log', lambda msg, **kw: warned.append((msg, kw['level'])))
+    on_amp = Config(dict(optim_wrapper=dict(type='AmpOptimWrapper', loss_scale=512.0)))
+    train.enable_amp(on_amp)
+    assert on_amp.optim_wrapper == dict(type='AmpOptimWrapper', loss_scale=512.0)
+    assert warned == [('AMP is already enabled in the config', logging.WARNING)]
+    cfg = Config(dict(model=dict(type='EncoderDecoder'), default_hooks=dict()))
+    with pytest.raises(RuntimeError, match=r"--show / --show-dir need default_hooks.visualization "
+                                           r"\(dict\(type='SegVisualizationHook'\)\)"):
+        test.enable_visualization(cfg, show=True, show_dir=None, wait_time=1)
+    monkeypatch.setattr(test, 'enable_tta', lambda cfg: cfg.merge_from_dict(dict(tta_seen=True)))
+    (tmp_path / 'iter_1.pth').write_bytes(b'w')
+    for extra in (['--tta'], []):
+        test.main([str(TINY_ONLINE_CONFIG), str(tmp_path / 'iter_1.pth'), *extra])
+    assert seen[-2].get('tta_seen') and not seen[-1].get('tta_seen')
