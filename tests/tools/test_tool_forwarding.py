@@ -162,7 +162,8 @@ def test_pseudo_label_reads_ground_truth_under_the_gt_suffix(monkeypatch, one_im
 def test_pseudo_label_and_segment_refuse_contradicting_inputs(one_image, tmp_path):
     """Usage errors (status 2) before any model: a folder and --dataset-config together,
     --fine-labels with --dataset-config, DiffSeg with --classes but no image-level labels,
-    segmenting with iSeg without --classes."""
+    segmenting with iSeg without --classes; --labels-from-gt without --classes or (for an image
+    folder) its GT_DIR; segment without an input or without --out."""
     from test_offline_tools import run_in_process
     folder, labels = one_image
     out = ['--device', 'cpu', '--out', tmp_path / 'o']
@@ -177,6 +178,15 @@ def test_pseudo_label_and_segment_refuse_contradicting_inputs(one_image, tmp_pat
     assert 'DiffSeg needs image-level labels' in err
     err = run_in_process('segment', folder / 'a.png', *out, expect=2)
     assert 'ISeg needs --classes' in err
+    err = run_in_process('pseudo_label', folder, '--labels-from-gt', folder, *out, expect=2)
+    assert 'error: --labels-from-gt needs --classes (the GT label set)' in err
+    err = run_in_process('pseudo_label', folder, '--labels-from-gt', '--classes', 'voc', *out,
+                         expect=2)
+    assert 'error: --labels-from-gt needs GT_DIR, the ground-truth folder' in err
+    err = run_in_process('segment', '--device', 'cpu', expect=2)
+    assert 'error: give an image or folder to segment, or --contact-sheet FOLDER' in err
+    err = run_in_process('segment', folder, '--classes', 'voc', '--device', 'cpu', expect=2)
+    assert 'error: give --out, the output folder' in err
 
 
 def test_classes_given_override_the_dataset_configs(monkeypatch, tmp_path):
