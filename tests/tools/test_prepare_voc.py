@@ -256,3 +256,30 @@ def test_cityscapes_image_labels_are_keyed_by_the_image_stems(tmp_path):
         sample / 'gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelTrainIds.png')))
     assert list(json.loads(out.read_text())) == [image.stem]
     assert from_file == from_gt['image_labels'] and 'road' in from_file
+
+
+def test_a_release_missing_images_or_masks_and_an_empty_sample_folder_are_named(tmp_path):
+    """An aug-split image missing from JPEGImages (not VOC 2012), an image without SBD's or VOC's
+    mask, and a sample folder without image-mask pairs: each refused naming what is missing and
+    where, and no aug split or label file is written."""
+    voc_aug = load_converter('voc_aug')
+    voc = build_release(tmp_path)
+    release = ['--sbd', str(tmp_path / 'data/benchmark_RELEASE')]
+    (voc / 'JPEGImages' / f'{SBD_TRAIN[0]}.jpg').unlink()
+    with pytest.raises(UserInputError, match=rf"1 images of the aug split are not in {voc}/"
+                                             rf"JPEGImages \(e.g. \['{SBD_TRAIN[0]}'\]\); is it "
+                                             'VOC 2012?'):
+        voc_aug.main([str(tmp_path / 'data/VOCdevkit'), *release])
+    voc = build_release(tmp_path / 'second')
+    (tmp_path / 'second/data/benchmark_RELEASE/dataset/cls' / f'{IDS[7]}.mat').unlink()
+    (voc / 'SegmentationClass' / f'{IDS[7]}.png').unlink()   # an SBD-only image: no VOC mask
+    with pytest.raises(UserInputError, match=rf"no mask for {IDS[7]} \(neither SBD nor "
+                                             rf"{voc}/SegmentationClass/{IDS[7]}.png\)"):
+        voc_aug.main([str(tmp_path / 'second/data/VOCdevkit'), '--sbd',
+                      str(tmp_path / 'second/data/benchmark_RELEASE')])
+    for root in (tmp_path, tmp_path / 'second'):
+        assert not (root / 'data/VOCdevkit/VOC2012/ImageSets/Segmentation/aug.txt').exists()
+        assert not (root / 'data/VOCdevkit/VOC2012/image_labels.json').exists()
+    (tmp_path / 'samples/JPEGImages').mkdir(parents=True)
+    with pytest.raises(UserInputError, match=rf'no image with a mask in {tmp_path}/samples '):
+        voc_aug.main([str(tmp_path / 'devkit'), '--from-samples', str(tmp_path / 'samples')])
