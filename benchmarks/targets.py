@@ -181,7 +181,7 @@ def unjudged(rows: Rows) -> Iterator[Check]:
     with no section at all."""
     for issue, target, step, what, patterns in EXPECTED:
         if step in rows and not any(
-                all(re.search(p, row.get(c, '')) and not FALLBACK.search(row[c])
+                all(re.search(p, row.get(c, '')) and not FALLBACK.search(row.get(c, ''))
                     for c, p in patterns.items()) for row in rows[step]):
             yield issue, target, f'{step}: {what}', '-', f'NO ROW ({step} ran: see its status)'
     absent = [step for step in dict.fromkeys(e[2] for e in EXPECTED) if step not in rows]

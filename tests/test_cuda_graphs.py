@@ -76,14 +76,26 @@ def test_a_failed_recording_warns_once_and_runs_eagerly(monkeypatch):
     assert torch.equal(cache(torch.ones(2)), torch.full((2, ), 2.0))
 
 
+class _Stream:
+    def wait_stream(self, other):
+        pass
+
+
+def stand_in_streams(monkeypatch, capture, **calls):
+    """torch.cuda's streams, ``capture`` as ``torch.cuda.graph`` and ``calls`` stood in for (no
+    GPU); returns the caller's stream."""
+    current = _Stream()
+    for name, value in dict(current_stream=lambda: current, Stream=_Stream, graph=capture,
+                            **calls).items():
+        monkeypatch.setattr(torch.cuda, name, value)
+    return current
+
+
 def test_a_capture_that_fails_to_end_leaves_the_caller_on_its_stream(monkeypatch):
     """``torch.cuda.graph``'s exit, when ending the capture raises, skips restoring the stream it
     switched to: ``record_graph`` restores the caller's, so the eager fallback does not run on the
     capture stream (torch.cuda's stream calls stood in for)."""
-    class Stream:
-        def wait_stream(self, other):
-            pass
-    current, streams = Stream(), []
+    streams = []
 
     class CaptureEndFails:
         def __init__(self, graph, pool=None, stream=None, capture_error_mode=None):
@@ -94,10 +106,9 @@ def test_a_capture_that_fails_to_end_leaves_the_caller_on_its_stream(monkeypatch
 
         def __exit__(self, *exc):
             raise RuntimeError('operation not permitted when stream is capturing')
-    for name, value in dict(current_stream=lambda: current, Stream=Stream, CUDAGraph=object,
-                            stream=lambda s: contextlib.nullcontext(), graph=CaptureEndFails,
-                            set_stream=streams.append).items():
-        monkeypatch.setattr(torch.cuda, name, value)
+    current = stand_in_streams(monkeypatch, CaptureEndFails, CUDAGraph=object,
+                               stream=lambda s: contextlib.nullcontext(),
+                               set_stream=streams.append)
     with pytest.raises(RuntimeError, match='stream is capturing'):
         cuda_graphs.record_graph(lambda: None, lambda: None)
     assert len(streams) == 2 and streams[0] is not current and streams[-1] is current
@@ -222,10 +233,7 @@ def test_a_recording_returns_the_warm_up_result_marked_as_used_on_the_callers_st
     before that read); the steps run inside the capture, on that side stream; the graph, the
     warm-up's result and the steps' outputs come back, with the caller's stream current again
     (torch.cuda's stream calls stood in for)."""
-    class Stream:
-        def wait_stream(self, other):
-            pass
-    current, events = Stream(), []
+    events = []
 
     class Capture:
         def __init__(self, graph, pool=None, stream=None, capture_error_mode=None):
@@ -236,11 +244,9 @@ def test_a_recording_returns_the_warm_up_result_marked_as_used_on_the_callers_st
 
         def __exit__(self, *exc):
             events.append(('captured', ))
-    for name, value in dict(current_stream=lambda: current, Stream=Stream, CUDAGraph=list,
-                            stream=lambda s: contextlib.nullcontext(events.append(('on', s))),
-                            graph=Capture,
-                            set_stream=lambda s: events.append(('set', s))).items():
-        monkeypatch.setattr(torch.cuda, name, value)
+    current = stand_in_streams(monkeypatch, Capture, CUDAGraph=list,
+                               stream=lambda s: contextlib.nullcontext(events.append(('on', s))),
+                               set_stream=lambda s: events.append(('set', s)))
     monkeypatch.setattr(torch.Tensor, 'record_stream',
                         lambda t, s: events.append(('used on', s)), raising=False)
     warm = torch.ones(2)
