@@ -162,8 +162,19 @@ def generator_config(method: Optional[str] = None, config: Optional[str] = None,
     return gen_cfg, model_id
 
 
+def check_generator_type(gen_cfg: Dict, where: str) -> None:
+    """Refuse a generator config without a registered ``type`` (a Python API caller's dict:
+    the tools' presets are checked in :func:`generator_config`) naming the registered ones."""
+    kind = gen_cfg.get('type') if isinstance(gen_cfg, dict) else None
+    if not isinstance(kind, str) or MASK_GENERATORS.get(kind) is None:
+        found = 'has no type' if kind is None else f'has type {kind!r}, which is not registered'
+        raise UserInputError(f'the generator config ({where}) {found}: give dict(type=..., '
+                             f'...) with one of {sorted(MASK_GENERATORS.module_dict)}')
+
+
 def build_generator(gen_cfg: Dict, classes: Optional[Sequence[str]]):
     """Build the generator with ``classes`` (the label indices of the output)."""
+    check_generator_type(gen_cfg, 'gen_cfg')
     cfg = dict(gen_cfg)
     if classes is not None:
         cfg['classes'] = list(classes)
@@ -201,8 +212,9 @@ def check_prompt_templates(templates: Sequence[str], where: str) -> None:
 def check_can_synthesise(gen_cfg: Dict, where: str) -> None:
     """Refuse a generator that labels real images but cannot synthesise (no
     ``generate_kwargs``: iSeg, DiffSeg) before it is built."""
-    kind = MASK_GENERATORS.get(gen_cfg.get('type'))
-    if kind is not None and not hasattr(kind, 'generate_kwargs'):
+    check_generator_type(gen_cfg, where)
+    kind = MASK_GENERATORS.get(gen_cfg['type'])
+    if not hasattr(kind, 'generate_kwargs'):
         raise UserInputError(f'{gen_cfg.get("type")} ({where}) cannot synthesise: it labels real '
                              'images (tools/pseudo_label.py, tools/segment.py); synthesise with '
                              'SeeDiff (--method seediff or a configs/seediff/ preset)')

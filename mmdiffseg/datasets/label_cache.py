@@ -251,9 +251,10 @@ class LabelCache:
         """Store an ``(H, W)`` label with values in 0..255 (atomic)."""
         self.sign()
         label = np.asarray(label)
-        if label.ndim != 2 or label.min() < 0 or label.max() > 255:
+        if label.ndim != 2 or not label.size or label.min() < 0 or label.max() > 255:
+            span = f'[{label.min()}, {label.max()}]' if label.size else 'empty'
             raise ValueError(f'LabelCache.save: expected an (H, W) label in 0..255, got shape '
-                             f'{label.shape}, range [{label.min()}, {label.max()}]')
+                             f'{label.shape}, range {span}')
         ok, png = cv2.imencode('.png', label.astype(np.uint8))
         if not ok:
             raise RuntimeError(f'could not encode the label of {key} as PNG')

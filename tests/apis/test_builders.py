@@ -106,12 +106,36 @@ def test_a_preset_gives_its_model_and_needs_a_generator_dict(tmp_path):
 
 
 def test_only_generators_without_generate_kwargs_are_refused_for_synthesis():
-    """An unknown type is left to the build, which names the registered ones."""
     from mmdiffseg.apis.builders import check_can_synthesise
     with pytest.raises(UserInputError, match=r'^DiffSeg \(--method\) cannot synthesise'):
         check_can_synthesise(dict(type='DiffSeg'), '--method')
     check_can_synthesise(dict(type='SeeDiff'), '--method')
-    check_can_synthesise(dict(type='NoSuchGenerator'), '--method')
+
+
+@pytest.mark.parametrize('gen_cfg, found', [
+    (dict(steps=2), 'has no type'),
+    (dict(type='NoSuchGenerator'), "has type 'NoSuchGenerator', which is not registered"),
+    (dict(type=None), 'has no type')])
+def test_an_api_generator_config_without_a_registered_type_is_refused_naming_the_types(
+        gen_cfg, found):
+    """A Python caller's ``gen_cfg`` (the tools' presets are checked by ``generator_config``):
+    synthesize() died in mmengine's ``Registry.get`` with a TypeError for a dict without a type;
+    the build and the synthesis check now say the same line, naming the registered types."""
+    from mmdiffseg.apis.builders import check_can_synthesise
+    expected = (f"the generator config (gen_cfg) {found}: give dict(type=..., ...) with one of "
+                "['DiffSeg', 'ISeg', 'SeeDiff']")
+    for check in (lambda: check_can_synthesise(gen_cfg, 'gen_cfg'),
+                  lambda: build_generator(gen_cfg, ['background', 'cat'])):
+        with pytest.raises(UserInputError) as error:
+            check()
+        assert str(error.value) == expected
+
+
+def test_synthesize_refuses_a_typeless_generator_before_the_model_is_looked_at(tmp_path):
+    from mmdiffseg.apis.synthesize import synthesize
+    with pytest.raises(UserInputError, match=r'^the generator config \(gen_cfg\) has no type'):
+        synthesize(['cat'], tmp_path / 'out', str(tmp_path / 'no-model'), dict(steps=2))
+    assert not (tmp_path / 'out').exists()
 
 
 def test_method_names_are_read_in_any_case():

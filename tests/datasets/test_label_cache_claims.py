@@ -284,6 +284,21 @@ def test_a_label_opencv_cannot_encode_is_refused_by_its_key(tmp_path, monkeypatc
     assert not cache.path('01key1').exists()
 
 
+@pytest.mark.parametrize('label, found', [
+    (np.zeros((0, 4), np.uint8), 'shape (0, 4), range empty'),
+    (np.zeros((2, 3, 1), np.uint8), 'shape (2, 3, 1), range [0, 0]'),
+    (np.full((2, 2), 256, np.int32), 'shape (2, 2), range [256, 256]'),
+    (np.full((2, 2), -1, np.int32), 'shape (2, 2), range [-1, -1]')])
+def test_a_label_that_is_no_hw_map_in_0_to_255_is_refused_and_not_written(tmp_path, label,
+                                                                         found):
+    """An empty label was a numpy reduction error instead of this message."""
+    cache = LabelCache(**spec(tmp_path))
+    with pytest.raises(ValueError) as error:
+        cache.save('01key1', label)
+    assert str(error.value) == f'LabelCache.save: expected an (H, W) label in 0..255, got {found}'
+    assert not cache.path('01key1').exists()
+
+
 def test_a_file_system_without_locks_is_named_with_the_fix(tmp_path, monkeypatch):
     """A lock refused for another reason than another owner (ENOLCK: NFS without locking) names
     the cache, the lock file and where to put the cache; the lock file is not left open."""
