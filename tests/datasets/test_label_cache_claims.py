@@ -289,8 +289,8 @@ def test_a_label_opencv_cannot_encode_is_refused_by_its_key(tmp_path, monkeypatc
     (np.zeros((2, 3, 1), np.uint8), 'shape (2, 3, 1), range [0, 0]'),
     (np.full((2, 2), 256, np.int32), 'shape (2, 2), range [256, 256]'),
     (np.full((2, 2), -1, np.int32), 'shape (2, 2), range [-1, -1]')])
-def test_a_label_that_is_no_hw_map_in_0_to_255_is_refused_and_not_written(tmp_path, label,
-                                                                         found):
+def test_a_label_that_is_no_hw_map_in_0_to_255_is_refused_and_not_written(
+        tmp_path, label, found):
     """An empty label was a numpy reduction error instead of this message."""
     cache = LabelCache(**spec(tmp_path))
     with pytest.raises(ValueError) as error:
