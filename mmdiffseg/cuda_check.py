@@ -111,6 +111,15 @@ def warn_if_gpu_unused(stream=None) -> None:
               f'used: {problem}', file=stream or sys.stderr)
 
 
+def auto_device() -> str:
+    """The automatic device choice of the tools: ``cuda`` where torch can use a GPU, else ``cpu``
+    (with :func:`warn_if_gpu_unused`'s line when a GPU is there but unusable)."""
+    if torch.cuda.is_available():
+        return 'cuda'
+    warn_if_gpu_unused()
+    return 'cpu'
+
+
 def main() -> int:
     """Print the diagnosis; with CUDA, each GPU and whether the package's Triton kernels run on
     it (:mod:`mmdiffseg.triton_support`) or the PyTorch paths do."""

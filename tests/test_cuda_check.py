@@ -245,3 +245,22 @@ def test_an_empty_nvidia_gpu_folder_is_no_gpu(tmp_path, monkeypatch):
     (tmp_path / 'dev').mkdir()
     (tmp_path / 'dev/nvidia0').touch()
     assert cuda_check.gpu_present()
+
+
+def test_the_automatic_device_is_cuda_where_torch_can_use_it_else_the_cpu_with_the_reason(
+        monkeypatch, capsys):
+    """One choice for every tool's ``--device auto`` and prefill's default: an unusable GPU is
+    said on stderr (the CPU is tens of times slower), no GPU is silent."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert cuda_check.auto_device() == 'cuda'
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.setattr(cuda_check, 'gpu_present', lambda: False)
+    assert cuda_check.auto_device() == 'cpu'
+    assert capsys.readouterr().err == ''
+    monkeypatch.setattr(cuda_check, 'gpu_present', lambda: True)
+    monkeypatch.setattr(cuda_check, 'cuda_problem',
+                        lambda: cuda_check.CudaProblem('the driver is too old', 'update it'))
+    assert cuda_check.auto_device() == 'cpu'
+    err = capsys.readouterr().err
+    assert err.startswith('warning: this machine has an NVIDIA GPU but torch cannot use it, so '
+                          'the CPU is used: the driver is too old')

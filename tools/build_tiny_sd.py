@@ -31,8 +31,11 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     if not (args.sd_config_dir / 'model_index.json').is_file():
+        inside = sorted(str(found.parent)
+                        for found in args.sd_config_dir.glob('*/model_index.json'))
         raise SystemExit(f'build_tiny_sd.py: {args.sd_config_dir} has no model_index.json '
-                         '(expected a diffusers folder of configs and tokenizer)')
+                         '(expected a diffusers folder of configs and tokenizer)'
+                         + (f'; the model folders in it: {", ".join(inside)}' if inside else ''))
     folder = build_tiny_pipeline_folder(args.sd_config_dir, args.out, full_size=args.full_size,
                                         seed=args.seed)
     print(f'{folder}: random-weights pipeline ({"full" if args.full_size else "tiny"} size)')

@@ -65,12 +65,8 @@ def resolve_auto(args: argparse.Namespace) -> None:
     """``auto`` --device / --dtype / --batch-size replaced by their values on this machine (the
     rules in their help); imports torch, so only after parsing."""
     if args.device == AUTO:
-        import torch
-
-        from mmdiffseg.cuda_check import warn_if_gpu_unused
-        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
-        if args.device == 'cpu':
-            warn_if_gpu_unused()
+        from mmdiffseg.cuda_check import auto_device
+        args.device = auto_device()
     on_cuda = str(args.device).startswith('cuda')
     if args.dtype == AUTO:
         args.dtype = 'float16' if on_cuda else 'float32'

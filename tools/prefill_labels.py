@@ -57,18 +57,6 @@ def parse_args(argv=None):
     return args
 
 
-def default_device() -> str:
-    """``cuda`` where a GPU is (:func:`~mmdiffseg.apis.builders.pick_device` makes it this rank's
-    under a launcher), else ``cpu``."""
-    import torch
-
-    from mmdiffseg.cuda_check import warn_if_gpu_unused
-    if not torch.cuda.is_available():
-        warn_if_gpu_unused()
-        return 'cpu'
-    return 'cuda'
-
-
 def main(argv=None):
     args = parse_args(argv)
     import mmdiffseg  # noqa: F401  (work-arounds + registrations)
@@ -77,6 +65,7 @@ def main(argv=None):
     from mmdiffseg.apis.builders import pick_device
     from mmdiffseg.apis.cli import leave_process_group, start_launcher
     from mmdiffseg.compat import config_fromfile
+    from mmdiffseg.cuda_check import auto_device
     from mmdiffseg.models.prefill import prefill
     from mmdiffseg.preflight import ensure_ready
 
@@ -89,7 +78,7 @@ def main(argv=None):
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     if not args.skip_preflight:
         ensure_ready(cfg, args.config, 'prefill', dtype=args.dtype, device=args.device)
-    device = pick_device(args.device or default_device())
+    device = pick_device(args.device or auto_device())
     start_launcher(args.launcher, device)
     summary = prefill(cfg, device, batch_size=args.batch_size, dtype=args.dtype,
                       workers=args.workers)

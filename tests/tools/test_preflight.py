@@ -304,6 +304,24 @@ def test_the_tiny_sd_command_in_the_fix_runs(tmp_path, monkeypatch):
     assert tiny.train_dataloader.dataset.pipeline[2].cache.model == args.out.as_posix()
 
 
+def test_tiny_sd_from_a_folder_without_model_index_names_the_model_folders_in_it(tmp_path):
+    """The usual slip: the folder of all the configs instead of one model's; nothing is
+    written."""
+    configs = shared_path('sd_configs')
+    out = tmp_path / 'tiny'
+    with pytest.raises(SystemExit) as stop:
+        load_tool('build_tiny_sd').main([str(configs), '--out', str(out)])
+    models = ', '.join(str(configs / name) for name in (
+        'stable-diffusion-2-1-base', 'stable-diffusion-v1-4', 'stable-diffusion-v1-5'))
+    assert str(stop.value) == (f'build_tiny_sd.py: {configs} has no model_index.json (expected '
+                               'a diffusers folder of configs and tokenizer); the model folders '
+                               f'in it: {models}')
+    with pytest.raises(SystemExit, match=r'\(expected a diffusers folder of configs and '
+                                         r'tokenizer\)$'):
+        load_tool('build_tiny_sd').main([str(tmp_path), '--out', str(out)])
+    assert not out.exists()
+
+
 def test_the_smoke_run_hint_builds_the_configured_architecture(tmp_path, monkeypatch):
     """A config on SD 1.4 (the DiffSeg ones) is told to build a tiny SD 1.4 and where to point
     the setting at it; an id the workspace has no configs of gets the tiny-cpu configs' SD 2.1."""
