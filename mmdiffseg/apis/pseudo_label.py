@@ -28,8 +28,11 @@ from .io import ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem
 from .jobs import BatchLoader, default_workers, run_job
 
 
-def images_from_folder(folder) -> List[WorkItem]:
-    """One item per image file in ``folder``, id = file stem."""
+def images_from_folder(folder, whole: str = ', or --dataset-config for the whole split'
+                       ) -> List[WorkItem]:
+    """One item per image file in ``folder``, id = file stem. A folder whose images are all in
+    sub-folders (Cityscapes' cities) is refused naming them, and ``whole``: how to take them
+    all."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserInputError(f'image folder {folder} not found')
@@ -38,7 +41,7 @@ def images_from_folder(folder) -> List[WorkItem]:
         nested = sorted(d.name for d in folder.iterdir() if d.is_dir() and list_images(d))
         raise UserInputError(f'no images in {folder}' + (
             f'; its sub-folders {nested[:3]} hold images (Cityscapes\' cities): give one of '
-            'them, or --dataset-config for the whole split' if nested else ''))
+            f'them{whole}' if nested else ''))
     return items
 
 

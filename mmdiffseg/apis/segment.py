@@ -13,24 +13,22 @@ from ..attention.images import WORK_SIZE, resize_rgb
 from ..models.online_labeler import label_images
 from .builders import build_generator, check_model, job_header, load_engine
 from .folders import (MASK_DIR, OVERLAY_DIR, check_inputs_outside_output, encode_jpeg,
-                      encode_label_png, labelled_share, list_images, palette_for, read_rgb,
+                      encode_label_png, labelled_share, palette_for, read_rgb,
                       record_path, split_path)
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem
 from .jobs import run_job
-from .pseudo_label import stack_work_images
+from .pseudo_label import images_from_folder, stack_work_images
 from .visualize import Overlayer, segment_classes
 
 
 def segment_items(path) -> List[WorkItem]:
-    """An image file or every image in a folder."""
+    """An image file or every image in a folder (:func:`.pseudo_label.images_from_folder`)."""
     path = Path(path)
     if path.is_file():
         return [WorkItem(path.stem, dict(image=str(path)), source=str(path))]
-    if path.is_dir():
-        items = [WorkItem(p.stem, dict(image=str(p)), source=str(p)) for p in list_images(path)]
-        if items:
-            return items
-    raise UserInputError(f'{path}: no image file or folder of images')
+    if not path.exists():
+        raise UserInputError(f'{path}: no such image file or folder of images')
+    return images_from_folder(path, whole='')
 
 
 def read_image_pair(item: WorkItem, size: int = WORK_SIZE):

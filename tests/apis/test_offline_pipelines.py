@@ -94,9 +94,23 @@ def test_synthesize_refuses_no_templates_and_a_generator_that_cannot(tmp_path, j
     assert not job_args
 
 
-def test_segment_items_refuse_a_folder_without_images(tmp_path):
-    with pytest.raises(UserInputError, match='no image file or folder of images'):
+def test_segment_items_refuse_a_folder_without_images_naming_sub_folders_with_some(tmp_path):
+    """As pseudo_label's image folders, without pseudo_label's --dataset-config advice (a
+    folder of COCO samples in sub-folders said only 'no image file or folder of images')."""
+    with pytest.raises(UserInputError) as error:
         segment_items(tmp_path)
+    assert str(error.value) == f'no images in {tmp_path}'
+    (tmp_path / 'val2017').mkdir()
+    Image.new('RGB', (4, 4)).save(tmp_path / 'val2017' / 'a.png')
+    with pytest.raises(UserInputError) as error:
+        segment_items(tmp_path)
+    assert str(error.value) == (f"no images in {tmp_path}; its sub-folders ['val2017'] hold "
+                                "images (Cityscapes' cities): give one of them")
+    with pytest.raises(UserInputError) as error:
+        segment_items(tmp_path / 'photo.jpg')
+    assert str(error.value) == f'{tmp_path / "photo.jpg"}: no such image file or folder of images'
+    assert [it.id for it in segment_items(tmp_path / 'val2017')] == ['a']
+    assert [it.id for it in segment_items(tmp_path / 'val2017' / 'a.png')] == ['a']
 
 
 def test_segment_puts_background_first_once(tmp_path, job_args):
