@@ -110,7 +110,7 @@ def warn_model_notes(engine, generator, image_size: int) -> List[str]:
     layers = unet_attention_layers(engine.unet, image_size // engine.vae_scale_factor)
     notes = generator.model_notes(layers)
     for note in notes:
-        print_log(f'warning: {note}', logger='current', level=logging.WARNING)
+        print_log(note, logger='current', level=logging.WARNING)
     return notes
 
 

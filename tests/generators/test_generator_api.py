@@ -159,9 +159,16 @@ def test_the_online_labeler_warns_what_of_its_generator_misfits_the_model(monkey
     assert any('SeeDiff: num_heads=8 but' in msg for msg in logged), logged
 
 
-def test_num_heads_that_do_not_fit_the_model_are_named_with_the_fix():
+def test_num_heads_that_do_not_fit_the_model_are_named_with_the_fix(monkeypatch):
     """The released flat-layer test sums SD 1.4's 8 heads: on a U-Net with other head counts at
-    16x16 (SD 2.x: 20; the tiny test model: its own) the tools log the setting that fits."""
+    16x16 (SD 2.x: 20; the tiny test model: its own) the tools log the setting that fits, as a
+    warning whose text is the note (once read 'WARNING - warning: SeeDiff: ...')."""
+    import logging
+
+    import mmengine.logging
+    logged = []
+    monkeypatch.setattr(mmengine.logging, 'print_log',
+                        lambda msg, logger=None, level=logging.INFO: logged.append((msg, level)))
     from mmdiffseg.apis.builders import warn_model_notes
     from mmdiffseg.attention.testing import tiny_engine
     from mmdiffseg.attention.unet_layers import AttentionLayer
@@ -177,6 +184,7 @@ def test_num_heads_that_do_not_fit_the_model_are_named_with_the_fix():
     [note] = warn_model_notes(tiny_engine(shared_path('sd_configs', 'stable-diffusion-2-1-base')),
                               seediff, 512)                      # the tiny SD 2.1: 4 at 16x16
     assert 'have 4 heads' in note and 'num_heads=4' in note
+    assert logged == [(note, logging.WARNING)] and note.startswith('SeeDiff: num_heads=8 but ')
 
 
 def test_ignore_index_takes_any_label_after_the_classes():
