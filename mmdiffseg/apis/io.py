@@ -6,8 +6,8 @@ atomically (temp file in the same folder, ``fsync``, ``os.replace``) and then it
 appended (one append and one ``fsync`` per batch), so after a kill at any instant every file on
 disk is complete and an item counts as done only when its manifest line and all its files exist
 (at their recorded sizes) and the line was made from the item's current inputs
-(:func:`inputs_match`: its recorded ``inputs`` and the fingerprint of its ``source`` file); an
-item whose inputs changed is redone.
+(:func:`.job_plan.inputs_match`: its recorded ``inputs`` and the fingerprint of its ``source``
+file); an item whose inputs changed is redone.
 Resuming recomputes a batch that was cut short (same batch composition and per-item seeds, so the
 result equals an uninterrupted run) but rewrites only the items that are missing or changed.
 Byte-equality needs the same ``--batch-size`` and number of ranks: the U-Net's float results move
@@ -29,8 +29,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Set,
-                    Tuple, Union)
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
 from mmengine.dist import get_dist_info
 
@@ -252,103 +251,6 @@ def manifest_files(folder: Path, ranks_only: bool = False) -> List[Path]:
     pattern = re.compile(r'manifest\.rank\d+\.jsonl' if ranks_only else
                          r'manifest(\.rank\d+)?\.jsonl')
     return sorted(p for p in Path(folder).glob('manifest*.jsonl') if pattern.fullmatch(p.name))
-
-
-def is_done(folder: Path, record: Optional[Dict]) -> bool:
-    """Whether every file of a finished item's ``record`` is there, at its recorded size (a
-    file cut short or replaced by a damaged copy is redone; records older than the sizes are
-    checked for the files alone)."""
-    if record is None:
-        return False
-    sizes = record.get('sizes') or {}
-    for rel in record.get('files', []):
-        try:
-            size = (folder / rel).stat().st_size
-        except OSError:
-            return False
-        if rel in sizes and size != sizes[rel]:
-            return False
-    return True
-
-
-def _sha1(path) -> Tuple[os.stat_result, str]:
-    with open(path, 'rb') as f:
-        return os.fstat(f.fileno()), hashlib.sha1(f.read()).hexdigest()
-
-
-def file_fingerprint(path) -> Dict[str, Any]:
-    """``{size, mtime_ns, sha1}`` of a file (an item's ``source``, recorded as ``source``);
-    :class:`ItemFailed` when it cannot be read."""
-    try:
-        stat, digest = _sha1(path)
-    except OSError as exc:
-        raise ItemFailed(f'cannot read {path}: {exc}') from exc
-    return dict(size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha1=digest)
-
-
-def source_unchanged(path, recorded: Dict[str, Any]) -> bool:
-    """Whether the file ``path`` still has the recorded :func:`file_fingerprint`: the same size
-    and modification time (a ``stat``, as ``make`` and ``git`` check), or else the same SHA-1
-    (the file is read only when its time changed, e.g. after a copy)."""
-    try:
-        stat = os.stat(path)
-        if stat.st_size != recorded.get('size'):
-            return False
-        return (stat.st_mtime_ns == recorded.get('mtime_ns')
-                or _sha1(path)[1] == recorded.get('sha1'))
-    except OSError:  # gone or unreadable: not the recorded input
-        return False
-
-
-def inputs_match(item: WorkItem, record: Dict) -> Optional[bool]:
-    """Whether ``record`` (a finished item's manifest line) was made from ``item``'s current
-    ``inputs`` and ``source``; ``None`` when the record lacks some of them (made before they
-    were recorded), so it cannot be told."""
-    unknown = False
-    for key, value in item.inputs.items():
-        if key not in record:
-            unknown = True
-        elif record[key] != json.loads(json.dumps(value)):
-            return False
-    if item.source is not None:
-        if 'source' not in record:
-            unknown = True
-        elif not source_unchanged(item.source, record['source']):
-            return False
-    return None if unknown else True
-
-
-class JobPlan(NamedTuple):
-    """This rank's share of a job (``mine``) against its output folder: the ids made from the
-    same inputs (``finished``) or from other ones (``changed``: redone), how many of
-    ``finished`` could not be checked (``unchecked``), and the batches still to compute
-    (``todo``: lists of indices into ``mine``)."""
-
-    mine: List[WorkItem]
-    finished: Set[str]
-    changed: Set[str]
-    unchecked: int
-    todo: List[List[int]]
-
-
-def plan_job(folder: Path, done: Dict[str, Dict], mine: List[WorkItem],
-             batch_size: int) -> JobPlan:
-    """What of ``mine`` is done: a record in ``done`` (the folder's manifest) whose files all
-    exist (:func:`is_done`) and that was made from the item's current inputs
-    (:func:`inputs_match`: recorded ``inputs`` and the ``source`` file's size and time, its
-    SHA-1 only when the time changed); decided before any model is built. ``mine`` is cut in
-    fixed batches of ``batch_size``: a batch of finished items is never read, one cut short is
-    recomputed whole."""
-    finished, changed, unchecked = set(), set(), 0
-    for it in mine:
-        if is_done(folder, done.get(it.id)):
-            same = inputs_match(it, done[it.id])
-            (changed if same is False else finished).add(it.id)
-            unchecked += same is None
-    batches = [list(range(i, min(i + batch_size, len(mine))))
-               for i in range(0, len(mine), batch_size)]
-    todo = [b for b in batches if any(mine[i].id not in finished for i in b)]
-    return JobPlan(mine, finished, changed, unchecked, todo)
 
 
 def _describe(item: WorkItem) -> str:

@@ -14,10 +14,10 @@ With several ranks (mmengine / torch.distributed launchers) each rank takes
 ``items[rank::world_size]`` and keeps its own ``manifest.rank<r>.jsonl``; rank 0 merges them into
 ``manifest.jsonl`` at the end.
 
-Resuming leaves the finished items made from the same inputs as they are (:func:`.io.plan_job`,
-decided before the model is built: a rerun of a finished job builds none) and redoes those whose
-inputs changed (a corrected label list, another image under the same name): a loader process
-records each item's source file fingerprint as it reads the file.
+Resuming leaves the finished items made from the same inputs as they are
+(:func:`.job_plan.plan_job`, decided before the model is built: a rerun of a finished job builds
+none) and redoes those whose inputs changed (a corrected label list, another image under the same
+name): a loader process records each item's source file fingerprint as it reads the file.
 """
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .folder_lock import job_lock
 from .io import (ItemFailed, ItemOutput, Manifest, WorkItem, atomic_write, check_unique_ids,
-                 file_fingerprint, is_done, manifest_files, output_folder, plan_job,
-                 remove_stale_temp_files, shard, tmp_tag)
+                 manifest_files, output_folder, remove_stale_temp_files, shard, tmp_tag)
+from .job_plan import file_fingerprint, is_done, plan_job
 from .output_writer import OutputWriter
 from .progress import (HoldInterrupt, JobInterrupted, JobSummary, ProgressLine, sigint_blocked,
                        start_worker, total_summary)

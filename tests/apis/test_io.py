@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from mmdiffseg.apis.io import (ItemOutput, ItemFailed, Manifest, OutputWriteError,
-                               UserInputError, WorkItem, atomic_write, file_fingerprint,
-                               item_seed, remove_stale_temp_files, shard, source_unchanged)
+                               UserInputError, WorkItem, atomic_write, item_seed,
+                               remove_stale_temp_files, shard)
+from mmdiffseg.apis.job_plan import file_fingerprint, source_unchanged
 from mmdiffseg.apis.jobs import run_job
 from test_progress import Terminal
 from unwritable import full_folder, readonly_folder

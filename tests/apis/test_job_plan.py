@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from mmdiffseg.apis.io import (Manifest, UserInputError, WorkItem, check_unique_ids,
-                               file_fingerprint, inputs_match, is_done, item_seed, manifest_files,
-                               remove_stale_temp_files)
+from mmdiffseg.apis.io import (Manifest, UserInputError, WorkItem, check_unique_ids, item_seed,
+                               manifest_files, remove_stale_temp_files)
+from mmdiffseg.apis.job_plan import file_fingerprint, inputs_match, is_done
 
 HEADER = dict(tool='test', model='tiny', seed=0)
 

@@ -119,9 +119,9 @@ def test_finished_batches_are_never_read_and_no_worker_outlives_the_job(images, 
     assert not multiprocessing.active_children()
     # a rerun checks the finished items' sources by their size and time: none is read to be
     # hashed (the loader processes, forked, hash only the batch they read)
-    from mmdiffseg.apis import io
-    hashed, sha1 = [], io._sha1
-    monkeypatch.setattr(io, '_sha1', lambda path: hashed.append(path) or sha1(path))
+    from mmdiffseg.apis import job_plan
+    hashed, sha1 = [], job_plan._sha1
+    monkeypatch.setattr(job_plan, '_sha1', lambda path: hashed.append(path) or sha1(path))
     summary = job()
     assert (summary.made, summary.already_done, hashed) == (0, 7, [])
 
