@@ -37,8 +37,9 @@ VARIANTS = {
     'text_width': (lambda f: _edit(f / 'unet' / 'config.json', cross_attention_dim=64),
                    'cross-attends to 64-wide text but the text encoder makes 32-wide'),
     'no_tokenizer': (lambda f: shutil.rmtree(f / 'tokenizer'), 'it has no tokenizer/'),
-    'empty_tokenizer': (lambda f: [p.unlink() for p in (f / 'tokenizer').glob('tokenizer.json')],
-                        'its tokenizer/ has no vocab.json or tokenizer.json'),
+    'empty_tokenizer': (lambda f: [(f / 'tokenizer' / name).unlink(missing_ok=True)
+                                   for name in ('vocab.json', 'tokenizer.json')],
+                        'its tokenizer/ has no vocab.json or tokenizer.json'),  # 4.x saves both
     'fp16_only': (_fp16_only, "unet/ holds only fp16-variant weights (diffusion_pytorch_model."
                               "fp16.safetensors): load with variant='fp16'"),
 }
