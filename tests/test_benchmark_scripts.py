@@ -63,3 +63,24 @@ def test_the_readme_device_calls_measure_every_target_in_the_first_call():
     stated = re.search(r'step limits add up to (\d+) s and (\d+) s', readme)
     assert stated and [int(x) for x in stated.groups()] == [sum(limits[s] for s in call)
                                                             for call in (first, second)]
+
+
+def test_the_device_stack_rehearsal_names_what_it_needs_before_building_anything(tmp_path):
+    """Without ``.devkit/`` (``prepare_device.sh`` not run) or without a command it stops at
+    once, naming the missing step, before its ~5 GB environment is built."""
+    import shutil
+    (tmp_path / 'benchmarks').mkdir()
+    script = tmp_path / 'benchmarks' / 'rehearse_device_stack.sh'
+    shutil.copy(REPO / 'benchmarks' / 'rehearse_device_stack.sh', script)
+    env = {'PATH': '/usr/bin:/bin', 'REHEARSAL_DIR': str(tmp_path / 'stack')}
+
+    def run(*args):
+        return subprocess.run(['bash', str(script), *args], capture_output=True, text=True,
+                              env=env, timeout=60)
+    done = run('true')
+    assert (done.returncode, done.stderr) == (
+        2, 'no .devkit/: run bash benchmarks/prepare_device.sh first\n')
+    (tmp_path / '.devkit' / 'whl').mkdir(parents=True)
+    done = run()
+    assert done.returncode == 2 and done.stderr.startswith('usage: ')
+    assert not (tmp_path / 'stack').exists()
