@@ -122,8 +122,11 @@ def test_an_api_generator_config_without_a_registered_type_is_refused_naming_the
     synthesize() died in mmengine's ``Registry.get`` with a TypeError for a dict without a type;
     the build and the synthesis check now say the same line, naming the registered types."""
     from mmdiffseg.apis.builders import check_can_synthesise
+    from mmdiffseg.registry import MASK_GENERATORS
+    registered = sorted(MASK_GENERATORS.module_dict)  # other tests' generators too, by the order
+    assert {'DiffSeg', 'ISeg', 'SeeDiff'} <= set(registered)
     expected = (f"the generator config (gen_cfg) {found}: give dict(type=..., ...) with one of "
-                "['DiffSeg', 'ISeg', 'SeeDiff']")
+                f"{registered}")
     for check in (lambda: check_can_synthesise(gen_cfg, 'gen_cfg'),
                   lambda: build_generator(gen_cfg, ['background', 'cat'])):
         with pytest.raises(UserInputError) as error:
