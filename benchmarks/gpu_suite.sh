@@ -104,8 +104,8 @@ from mmdiffseg.attention.sdpa_lse import sdpa_with_lse
 from mmdiffseg.attention.head_maps import resolve_backend
 dev = 'cuda' if torch.cuda.is_available() else 'cpu'
 lines = [f'torch {torch.__version__}, device {torch.cuda.get_device_name(0) if dev == \"cuda\" else \"cpu\"}']
-import diffusers, transformers
-lines.append(f'diffusers {diffusers.__version__}, transformers {transformers.__version__}')
+import sys, numpy, diffusers, transformers
+lines.append(f'Python {sys.version.split()[0]}, numpy {numpy.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}')
 try:
     import triton; lines.append(f'triton {triton.__version__}')
 except ImportError:
