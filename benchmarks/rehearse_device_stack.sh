@@ -10,8 +10,8 @@
 #   bash benchmarks/rehearse_device_stack.sh python3 -m pytest -q -n 2 -p no:cacheprovider tests
 #   bash benchmarks/rehearse_device_stack.sh env GPU_SUITE_QUICK=1 OUT=/tmp/suite312 bash benchmarks/gpu_suite.sh
 #
-# REHEARSAL_DIR (default /tmp/device-stack) holds the venv (~5 GB) and the kit's install; it is
-# reused when present. numpy is held below 2.4: Triton 3.6's interpreter (the CPU runs of the
+# REHEARSAL_DIR (default /tmp/device-stack) holds the venv (~5 GB) and the kit's install; both
+# are reused (the install until .devkit/ changes), so runs may overlap. numpy is held below 2.4: Triton 3.6's interpreter (the CPU runs of the
 # kernels) fails with numpy 2.4 and later, which the GPU machine's compiled kernels never meet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,9 +30,13 @@ if [ ! -x "$dir/venv/bin/python3" ]; then
     rich pyyaml regex safetensors requests pillow matplotlib tqdm filelock fsspec six \
     pytest-xdist pytest-timeout
 fi
-rm -rf "$dir/site"
-"$dir/venv/bin/pip" install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target "$dir/site" .devkit/whl/*.whl
-cp .devkit/sitecustomize.py "$dir/site/"
+kit=$(cd .devkit && ls -l whl sitecustomize.py | sha1sum | cut -c1-40)
+if [ "$(cat "$dir/site/.kit" 2>/dev/null)" != "$kit" ]; then  # the kit changed: install it again
+  rm -rf "$dir/site"
+  "$dir/venv/bin/pip" install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$dir/site" .devkit/whl/*.whl
+  cp .devkit/sitecustomize.py "$dir/site/"
+  echo "$kit" > "$dir/site/.kit"
+fi
 PATH="$dir/venv/bin:$PATH" PYTHONPATH="$dir/site:$PWD" PYTHONUNBUFFERED=1 MMCV_LITE_PURE_MSDA=1 \
   "$@"
