@@ -11,8 +11,9 @@
 #   bash benchmarks/rehearse_device_stack.sh env GPU_SUITE_QUICK=1 OUT=/tmp/suite312 bash benchmarks/gpu_suite.sh
 #
 # REHEARSAL_DIR (default /tmp/device-stack) holds the venv (~5 GB) and the kit's install; both
-# are reused (the install until .devkit/ changes), so runs may overlap. numpy is held below 2.4: Triton 3.6's interpreter (the CPU runs of the
-# kernels) fails with numpy 2.4 and later, which the GPU machine's compiled kernels never meet.
+# are reused (the install until .devkit/ changes), so runs may overlap. numpy is held below 2.4:
+# Triton 3.6's interpreter (the CPU runs of the kernels) fails with numpy 2.4 and later, which the
+# GPU machine's compiled kernels never meet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d .devkit/whl ] || { echo "no .devkit/: run bash benchmarks/prepare_device.sh first" >&2; exit 2; }

@@ -162,19 +162,22 @@ def generator_config(method: Optional[str] = None, config: Optional[str] = None,
     return gen_cfg, model_id
 
 
-def check_generator_type(gen_cfg: Dict, where: str) -> None:
-    """Refuse a generator config without a registered ``type`` (a Python API caller's dict:
-    the tools' presets are checked in :func:`generator_config`) naming the registered ones."""
+def generator_class(gen_cfg: Dict, where: str) -> type:
+    """The registered class of a generator config's ``type``; a config without one (a Python
+    API caller's dict: the tools' presets are checked in :func:`generator_config`) is refused
+    naming the registered ones."""
     kind = gen_cfg.get('type') if isinstance(gen_cfg, dict) else None
-    if not isinstance(kind, str) or MASK_GENERATORS.get(kind) is None:
-        found = 'has no type' if kind is None else f'has type {kind!r}, which is not registered'
-        raise UserInputError(f'the generator config ({where}) {found}: give dict(type=..., '
+    found = MASK_GENERATORS.get(kind) if isinstance(kind, str) else None
+    if found is None:
+        said = 'has no type' if kind is None else f'has type {kind!r}, which is not registered'
+        raise UserInputError(f'the generator config ({where}) {said}: give dict(type=..., '
                              f'...) with one of {sorted(MASK_GENERATORS.module_dict)}')
+    return found
 
 
 def build_generator(gen_cfg: Dict, classes: Optional[Sequence[str]]):
     """Build the generator with ``classes`` (the label indices of the output)."""
-    check_generator_type(gen_cfg, 'gen_cfg')
+    generator_class(gen_cfg, 'gen_cfg')
     cfg = dict(gen_cfg)
     if classes is not None:
         cfg['classes'] = list(classes)
@@ -211,11 +214,10 @@ def check_prompt_templates(templates: Sequence[str], where: str) -> None:
 
 def check_can_synthesise(gen_cfg: Dict, where: str) -> None:
     """Refuse a generator that labels real images but cannot synthesise (no
-    ``generate_kwargs``: iSeg, DiffSeg) before it is built."""
-    check_generator_type(gen_cfg, where)
-    kind = MASK_GENERATORS.get(gen_cfg['type'])
-    if not hasattr(kind, 'generate_kwargs'):
-        raise UserInputError(f'{gen_cfg.get("type")} ({where}) cannot synthesise: it labels real '
+    ``generate_kwargs``: iSeg, DiffSeg), or a config without a registered type
+    (:func:`generator_class`), before it is built."""
+    if not hasattr(generator_class(gen_cfg, where), 'generate_kwargs'):
+        raise UserInputError(f'{gen_cfg["type"]} ({where}) cannot synthesise: it labels real '
                              'images (tools/pseudo_label.py, tools/segment.py); synthesise with '
                              'SeeDiff (--method seediff or a configs/seediff/ preset)')
 
