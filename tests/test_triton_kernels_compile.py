@@ -120,13 +120,15 @@ def test_pamr_kernels_without_contractions(dilations):
         pamr_triton._pack_weights_kernel,
         dict(weight_ptr='*fp32', packed_ptr='*fp32', **ints('height', 'width', 'tiles_x')),
         dict(config, NUM_TAPS=8 * len(dilations)), **options)
-    assert spills <= (0 if len(dilations) <= 2 else 64)  # a copy, once per call
+    assert spills == 0, spills  # a copy, once per call
     steps_kernel, spills = compile_for_h200(
         pamr_triton._pamr_steps_kernel,
         dict(src_ptr='*fp32', dst_ptr='*fp32', packed_ptr='*fp32', scratch_ptr='*fp32',
              change_ptr='*fp32', **ints('num_steps', 'channels', 'height', 'width', 'tiles_x')),
         dict(config, DILATIONS=tuple(dilations), PAD=pad), num_stages=1, **options)
-    assert spills <= (0 if len(dilations) <= 2 else 1024)  # original PAMR's 48 taps: ~0.9 KB
+    # original PAMR's 48 taps on a 128 tile, 32 rows a pass: none (Triton 3.8), 12 B (3.6); in
+    # one pass 0.9 KB and 24 KB
+    assert spills <= (0 if len(dilations) <= 2 else 16), spills
     ptx = steps_kernel.asm['ptx']
     assert 'fma.rn.f32' in ptx  # tl.fma, as torch's addcmul_
     assert 'mul.rn.f32' in ptx or 'mul.f32' in ptx  # the first product, rounded on its own

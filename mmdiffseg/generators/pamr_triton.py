@@ -16,8 +16,9 @@ launch-bound on a GPU. Here one launch runs up to ``K`` steps:
   exact and are the only ones written out.
 * The weights are packed once per call, tile by tile and tap-major (``_pack_weights_kernel``), so
   that every weight and neighbour address is one pointer per pixel plus a constant: no index
-  tensors live across the step loop (64 registers a thread, no spills, for ``T = 64`` with 16
-  warps on sm_90).
+  tensors live across the step loop. A step runs over the block 4096 pixels at a time (``STRIP``
+  rows: 8 a thread with 16 warps), so the original PAMR's 48 taps on a 128 tile do not spill
+  registers either (64 registers a thread on sm_90).
 * Each program also writes the largest change of its last step over its output pixels, so the
   ``tol`` early stop reads one small buffer (one sync per check, at the PyTorch path's steps).
 
@@ -54,11 +55,13 @@ def _clamp(index, low, high):
 
 
 @triton.jit
-def _working_block(tile, tiles_x, height, width, HALO: tl.constexpr, TILE: tl.constexpr):
-    """Block coordinates ``(r, c)``, image coordinates ``(rows, cols)`` of one tile's working
-    block, and the image index each block pixel copies (replicate padding = clamped index)."""
+def _working_block(tile, tiles_x, height, width, first_row, HALO: tl.constexpr,
+                   TILE: tl.constexpr, ROWS: tl.constexpr):
+    """Block coordinates ``(r, c)``, image coordinates ``(rows, cols)`` of ``ROWS`` rows of one
+    tile's working block from its row ``first_row``, and the image index each block pixel copies
+    (replicate padding = clamped index)."""
     out_size: tl.constexpr = TILE - 2 * HALO
-    r = tl.arange(0, TILE)[:, None]
+    r = first_row + tl.arange(0, ROWS)[:, None]
     c = tl.arange(0, TILE)[None, :]
     rows = (tile // tiles_x) * out_size - HALO + r
     cols = (tile % tiles_x) * out_size - HALO + c
@@ -68,73 +71,92 @@ def _working_block(tile, tiles_x, height, width, HALO: tl.constexpr, TILE: tl.co
 
 @triton.jit
 def _pack_weights_kernel(weight_ptr, packed_ptr, height, width, tiles_x, NUM_TAPS: tl.constexpr,
-                         HALO: tl.constexpr, TILE: tl.constexpr):
+                         HALO: tl.constexpr, TILE: tl.constexpr, STRIP: tl.constexpr):
     """Each tile's weights, tap-major and contiguous per tile: ``packed[b, tile, tap, r, c]``."""
     tile = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
-    r, c, rows, cols, source = _working_block(tile, tiles_x, height, width, HALO, TILE)
-    weights = weight_ptr + batch * NUM_TAPS * height * width + source
+    weights = weight_ptr + batch * NUM_TAPS * height * width
     packed = packed_ptr + (batch * tl.num_programs(0) + tile) * (NUM_TAPS * TILE * TILE)
-    for tap in range(NUM_TAPS):  # a loop, not unrolled: 48 unrolled taps take ~50 s to compile
-        tl.store(packed + tap * (TILE * TILE) + r * TILE + c,
-                 tl.load(weights + tap * height * width))
+    for first in range(0, TILE, STRIP):
+        r, c, rows, cols, source = _working_block(tile, tiles_x, height, width, first, HALO,
+                                                  TILE, STRIP)
+        for tap in range(NUM_TAPS):  # a loop, not unrolled: 48 unrolled taps take ~50 s to compile
+            tl.store(packed + tap * (TILE * TILE) + r * TILE + c,
+                     tl.load(weights + tap * height * width + source))
 
 
 @triton.jit
 def _pamr_steps_kernel(src_ptr, dst_ptr, packed_ptr, scratch_ptr, change_ptr, num_steps, channels,
                        height, width, tiles_x, DILATIONS: tl.constexpr, PAD: tl.constexpr,
-                       HALO: tl.constexpr, TILE: tl.constexpr):
+                       HALO: tl.constexpr, TILE: tl.constexpr, STRIP: tl.constexpr):
     """``num_steps`` (<= HALO / PAD) steps on one tile of one mask plane: src -> dst.
 
     Scratch: two halves of ``(TILE + 2 PAD)^2`` (the block and a ring that keeps the neighbour
     reads of the block's edge in bounds), so every neighbour and weight address is a constant
-    offset from one pointer per pixel."""
+    offset from one pointer per pixel. A step runs over the block ``STRIP`` rows at a time (a
+    run-time loop: a 128 tile's 48 taps in one pass spilled 24 KB a thread under Triton 3.6)."""
     tile = tl.program_id(0)
     plane = tl.program_id(1).to(tl.int64)
     STRIDE: tl.constexpr = TILE + 2 * PAD
     HALF: tl.constexpr = STRIDE * STRIDE
-    r, c, rows, cols, source = _working_block(tile, tiles_x, height, width, HALO, TILE)
-    top = rows - r  # (TILE, 1): the block's first image row, broadcast
-    left = cols - c
-    here = (r + PAD) * STRIDE + (c + PAD)
-    # outside the image a block pixel repeats the clamped pixel (its replicate source)
-    outside = (rows < 0) | (rows >= height) | (cols < 0) | (cols >= width)
-    replica = ((_clamp(rows, 0, height - 1) - top + PAD) * STRIDE
-               + (_clamp(cols, 0, width - 1) - left + PAD))
-    on_border = tl.max(tl.max(outside.to(tl.int32), axis=1), axis=0) > 0
+    out_size: tl.constexpr = TILE - 2 * HALO
+    top = (tile // tiles_x) * out_size - HALO  # the block's first image row and column
+    left = (tile % tiles_x) * out_size - HALO
+    on_border = (top < 0) | (top + TILE > height) | (left < 0) | (left + TILE > width)
     plane_size = height * width
-    masks = scratch_ptr + (plane * tl.num_programs(0) + tile) * (2 * HALF) + here
-    taps = (packed_ptr + ((plane // channels) * tl.num_programs(0) + tile)
-            * (8 * len(DILATIONS) * TILE * TILE) + r * TILE + c)
-    tl.store(masks, tl.load(src_ptr + plane * plane_size + source))
+    block = scratch_ptr + (plane * tl.num_programs(0) + tile) * (2 * HALF)
+    packed = (packed_ptr + ((plane // channels) * tl.num_programs(0) + tile)
+              * (8 * len(DILATIONS) * TILE * TILE))
+    for first in range(0, TILE, STRIP):
+        r, c, rows, cols, source = _working_block(tile, tiles_x, height, width, first, HALO,
+                                                  TILE, STRIP)
+        tl.store(block + (r + PAD) * STRIDE + (c + PAD),
+                 tl.load(src_ptr + plane * plane_size + source))
     tl.debug_barrier()
     for step in range(num_steps):
-        read = masks + (step % 2) * HALF
-        acc = tl.zeros([TILE, TILE], tl.float32)  # overwritten by the first product
-        for k in tl.static_range(len(DILATIONS)):  # neighbours in PAMR.offsets order
-            for dy in tl.static_range(-1, 2):
-                for dx in tl.static_range(-1, 2):
-                    if dy != 0 or dx != 0:
-                        tap = k * 8 + (dy + 1) * 3 + (dx + 1) - (dy * 3 + dx > 0)
-                        value = tl.load(read + (dy * STRIDE + dx) * DILATIONS[k])
-                        weight = tl.load(taps + tap * (TILE * TILE))
-                        if tap == 0:
-                            acc = value * weight
-                        else:  # as torch's addcmul_: one rounding per multiply-add
-                            acc = tl.fma(value, weight, acc)
-        write = masks + ((step + 1) % 2) * HALF
-        tl.store(write, acc)
-        if on_border:  # refresh the replicate padding
+        read = block + (step % 2) * HALF
+        write = block + ((step + 1) % 2) * HALF
+        for first in range(0, TILE, STRIP):
+            r = first + tl.arange(0, STRIP)[:, None]
+            c = tl.arange(0, TILE)[None, :]
+            here = (r + PAD) * STRIDE + (c + PAD)
+            taps = packed + r * TILE + c
+            acc = tl.zeros([STRIP, TILE], tl.float32)  # overwritten by the first product
+            for k in tl.static_range(len(DILATIONS)):  # neighbours in PAMR.offsets order
+                for dy in tl.static_range(-1, 2):
+                    for dx in tl.static_range(-1, 2):
+                        if dy != 0 or dx != 0:
+                            tap = k * 8 + (dy + 1) * 3 + (dx + 1) - (dy * 3 + dx > 0)
+                            value = tl.load(read + here + (dy * STRIDE + dx) * DILATIONS[k])
+                            weight = tl.load(taps + tap * (TILE * TILE))
+                            if tap == 0:
+                                acc = value * weight
+                            else:  # as torch's addcmul_: one rounding per multiply-add
+                                acc = tl.fma(value, weight, acc)
+            tl.store(write + here, acc)
+        if on_border:  # refresh the replicate padding (outside the image: the clamped pixel)
             tl.debug_barrier()
-            tl.store(write, tl.load(write - here + replica, mask=outside), mask=outside)
+            for first in range(0, TILE, STRIP):
+                r, c, rows, cols, source = _working_block(tile, tiles_x, height, width, first,
+                                                          HALO, TILE, STRIP)
+                outside = (rows < 0) | (rows >= height) | (cols < 0) | (cols >= width)
+                replica = ((_clamp(rows, 0, height - 1) - top + PAD) * STRIDE
+                           + (_clamp(cols, 0, width - 1) - left + PAD))
+                tl.store(write + (r + PAD) * STRIDE + (c + PAD),
+                         tl.load(write + replica, mask=outside), mask=outside)
         tl.debug_barrier()
-    new = tl.load(masks + (num_steps % 2) * HALF)
-    old = tl.load(masks + ((num_steps + 1) % 2) * HALF)
-    out_size: tl.constexpr = TILE - 2 * HALO
-    inside = ((r >= HALO) & (r < HALO + out_size) & (c >= HALO) & (c < HALO + out_size)
-              & ~outside)
-    tl.store(dst_ptr + plane * plane_size + rows * width + cols, new, mask=inside)
-    change = tl.max(tl.max(tl.where(inside, tl.abs(new - old), 0.0), axis=1), axis=0)
+    change = 0.0
+    for first in range(0, TILE, STRIP):
+        r, c, rows, cols, source = _working_block(tile, tiles_x, height, width, first, HALO,
+                                                  TILE, STRIP)
+        here = (r + PAD) * STRIDE + (c + PAD)
+        new = tl.load(block + (num_steps % 2) * HALF + here)
+        old = tl.load(block + ((num_steps + 1) % 2) * HALF + here)
+        inside = ((r >= HALO) & (r < HALO + out_size) & (c >= HALO) & (c < HALO + out_size)
+                  & (rows < height) & (cols < width))
+        tl.store(dst_ptr + plane * plane_size + rows * width + cols, new, mask=inside)
+        change = tl.maximum(change, tl.max(tl.max(tl.where(inside, tl.abs(new - old), 0.0),
+                                                  axis=1), axis=0))
     tl.store(change_ptr + plane * tl.num_programs(0) + tile, change)
 
 
@@ -150,10 +172,11 @@ def launch_plan(pad: int, steps_per_launch: int, tile: int) -> Tuple[int, int]:
 
 
 def kernel_config(pad: int, steps: int, tile: int) -> dict:
-    """Constexprs and options of both kernels for :func:`launch_plan`'s ``(K, T)``: explicit FMAs
-    only (``tl.fma``), no contraction left to the compiler's default."""
-    return dict(HALO=steps * pad, TILE=tile, num_warps=max(4, min(16, tile * tile // 256)),
-                enable_fp_fusion=False)
+    """Constexprs and options of both kernels for :func:`launch_plan`'s ``(K, T)``: blocks of at
+    most 4096 pixels a pass (``STRIP`` rows; 8 a thread with 16 warps) and explicit FMAs only
+    (``tl.fma``), no contraction left to the compiler's default."""
+    return dict(HALO=steps * pad, TILE=tile, STRIP=min(tile, 4096 // tile),
+                num_warps=max(4, min(16, tile * tile // 256)), enable_fp_fusion=False)
 
 
 def fused_propagate(weights: torch.Tensor, mask: torch.Tensor, dilations: Sequence[int],
