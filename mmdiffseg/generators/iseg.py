@@ -53,7 +53,8 @@ from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention
                          refine_with_self_attention)
 from .iseg_presets import (CROSS_LAYERS, ISEG_PRESETS, RELEASED_CLASS_ORDER,
                            SD21_VOC_HEADS, SELF_LAYER, VOC_BG_CONTEXT, WSSS_PROMPT,
-                           applies_preset, check_cross_heads, head_layout_fix, heads_at)
+                           applies_preset, check_cross_heads, check_res_weights,
+                           head_layout_fix, heads_at)
 from .iseg_tokens import RELEASED_TOKEN_MISCOUNTS, TOKEN_TABLES, token_names
 from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
 from .options import (check_flag, check_real, check_template, check_token_offsets, check_whole,
@@ -179,13 +180,7 @@ class ISeg(MaskGenerator):
         self.noise_draw = noise_draw
         self.token_enhance = check_real('ISeg', 'token_enhance', token_enhance, low=0,
                                         low_open=True)
-        self.res_weights = {int(r): check_real('ISeg', f'res_weights[{r}]', w) for r, w in
-                            (res_weights if res_weights is not None else {16: 0.7, 32: 0.3}).items()}
-        bad = sorted(set(self.res_weights) - set(CROSS_LAYERS))
-        if bad or not any(w > 0 for w in self.res_weights.values()) or \
-                any(w < 0 for w in self.res_weights.values()):
-            raise ValueError(f'ISeg: res_weights must weight resolutions {sorted(CROSS_LAYERS)} with '
-                             f'non-negative weights, not all zero; got {self.res_weights}')
+        self.res_weights = check_res_weights(res_weights)
         self.cross_heads = check_cross_heads(cross_heads)
         self.self_heads = None if self_heads is None else check_wholes(
             'ISeg', 'self_heads', self_heads, '[1,2]', low=0)

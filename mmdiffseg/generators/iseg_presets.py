@@ -5,6 +5,7 @@ import inspect
 from typing import Dict, Mapping, Optional
 
 from ..registry import unknown_options, unknown_options_error
+from .options import check_real
 
 #: cross-attention layers read at each resolution, in forward order (``wsss/arguments.py``).
 CROSS_LAYERS = {
@@ -121,6 +122,18 @@ def check_cross_heads(cross_heads):
         return heads
     raise ValueError(f"ISeg: cross_heads must be None, 'voc' or {{resolution: [heads]}}, "
                      f'got {cross_heads!r}')
+
+
+def check_res_weights(res_weights) -> Dict[int, float]:
+    """``ISeg.res_weights`` checked: ``{resolution: weight}`` over :data:`CROSS_LAYERS`'
+    resolutions, non-negative, not all zero (``None``: the released 0.7 / 0.3, step 1)."""
+    weights = {int(r): check_real('ISeg', f'res_weights[{r}]', w) for r, w in
+               (res_weights if res_weights is not None else {16: 0.7, 32: 0.3}).items()}
+    if (set(weights) - set(CROSS_LAYERS) or not any(w > 0 for w in weights.values())
+            or any(w < 0 for w in weights.values())):
+        raise ValueError(f'ISeg: res_weights must weight resolutions {sorted(CROSS_LAYERS)} with '
+                         f'non-negative weights, not all zero; got {weights}')
+    return weights
 
 
 def heads_at(cross_heads, resolution: int) -> Optional[tuple]:
