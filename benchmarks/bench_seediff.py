@@ -1,10 +1,8 @@
 """SeeDiff post-processing and PAMR per 512x512 image: ours vs the released code's formulation.
 
-The transcription follows ``seediff_app.py:save_cross_attention`` step by step as ALGORITHMS.md 2.3
-describes it: per-layer CA normalisation in a loop, Otsu by ``cv2.threshold`` on
-``uint16(x * 255)``, the similarity sum as a Python loop over seeds (one cosine row each, copied
-to the CPU as released), ``cv2.resize(INTER_CUBIC)``, and PAMR as the released module computes it
-(shift kernels applied with ``conv2d`` each step, then a product and a sum over neighbours). Both run the same
+The released formulation is ``mmdiffseg.generators.transcriptions.seediff_mask`` (a transcription
+of ``seediff_app.py:save_cross_attention``, ALGORITHMS.md 2.3, with PAMR as the released module
+computes it: shift kernels applied with ``conv2d`` each step). Both run the same
 number of PAMR steps (5000 by default) on the same maps (built from a VOC ground-truth sample
 with ``attention_from_labels``) and image. Ours runs with each PAMR backend the device has
 (``torch``; on CUDA also ``graph`` and ``triton``, the default), with the label agreement to the
@@ -31,10 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -43,84 +39,12 @@ from mmdiffseg.generators import SeeDiff  # noqa: E402
 from mmdiffseg.generators.pamr import GRAPH_STEPS, PAMR, run_in_chunks  # noqa: E402
 from mmdiffseg.generators.seediff import CROSS_NAME, SEEDIFF_SELF_LAYERS  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
+from mmdiffseg.generators.transcriptions import ConvPAMR, seediff_mask  # noqa: E402
 
 SAMPLE = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples'
 VOC = ('background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
        'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
        'sheep', 'sofa', 'train', 'tvmonitor')
-
-
-# -- the released formulation, transcribed ----------------------------------------------------
-class ConvPAMR(torch.nn.Module):
-    """PAMR as the released module runs it: every step convolves the mask with 8 one-hot shift
-    kernels (replicate padding) into a (B, C, 8, H, W) tensor, multiplies by the affinity and
-    sums over the neighbours."""
-
-    def __init__(self, num_iter, sigma_factor=0.2):
-        super().__init__()
-        self.num_iter, self.sigma_factor = num_iter, sigma_factor
-        places = [(i, j) for i in range(3) for j in range(3)]
-        shift = torch.zeros(9, 1, 3, 3)
-        for k, (i, j) in enumerate(places):
-            shift[k, 0, i, j] = 1
-        self.register_buffer('window', shift)                  # 9 taps incl. the centre
-        self.register_buffer('neighbours', shift[[k for k in range(9) if k != 4]])
-
-    def taps(self, x, kernel):
-        b, k, h, w = x.shape
-        out = F.conv2d(F.pad(x.reshape(b * k, 1, h, w), [1] * 4, mode='replicate'), kernel)
-        return out.reshape(b, k, -1, h, w)
-
-    def forward(self, image, mask):
-        sigma = self.taps(image, self.window).std(2, keepdim=True)
-        diff = (self.taps(image, self.neighbours) - image.unsqueeze(2)).abs()
-        affinity = (-diff / (1e-8 + self.sigma_factor * sigma)).mean(1, keepdim=True).softmax(2)
-        for _ in range(self.num_iter):
-            mask = (self.taps(mask, self.neighbours) * affinity).sum(2)
-        return mask
-
-
-def minmax(x):
-    return (x - x.min()) / (x.max() - x.min())
-
-
-def otsu_mask(x):
-    """cv2 Otsu on uint16(x * 255) as released; returns a flat bool numpy array."""
-    levels = (x * 255).astype(np.uint16)
-    _, binary = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return binary.reshape(-1) > 0
-
-
-def loop_similarity(rows, seed_idx):
-    """sum over seeds of cos(rows, rows[s]), one seed at a time, accumulated on the CPU."""
-    cos = torch.nn.CosineSimilarity(dim=1)
-    total = torch.zeros(rows.shape[0])
-    for s in seed_idx:
-        total = total + cos(rows, rows[s].unsqueeze(0)).cpu()
-    return total.numpy()
-
-
-def released_mask(maps, token, image_hw3, pamr):
-    """The released single-class post-processing on sample 0 (numpy/cv2 with a torch PAMR)."""
-    layers = []
-    for layer in maps[CROSS_NAME][0]:
-        m = layer[:, token] * 8  # released sums 8 heads
-        layers.append(minmax(m) * (0.01 if m.var() <= 1e-4 else 1))
-    ca = minmax(torch.stack(layers).sum(0)).cpu().numpy()
-    seeds = np.nonzero(otsu_mask((ca * ca).reshape(16, 16)))[0]
-    current = minmax(loop_similarity(maps['seediff_self16'][0], seeds)).reshape(16, 16)
-    for r in (32, 64):
-        prior = cv2.resize(current, (r, r), interpolation=cv2.INTER_CUBIC)
-        background = np.nonzero(~otsu_mask(prior * prior))[0]
-        sim = loop_similarity(maps[f'seediff_self{r}'][0], background)
-        current = minmax(minmax(1 - sim).reshape(r, r) * minmax(prior))
-    h, w = image_hw3.shape[:2]
-    final = minmax(cv2.resize(current, (w, h), interpolation=cv2.INTER_CUBIC))
-    device = maps[CROSS_NAME].device
-    mask = torch.from_numpy(final > 0.3).float()[None, None].to(device)
-    image = torch.from_numpy(image_hw3).permute(2, 0, 1)[None].float().to(device)
-    refined = pamr(image, mask)[0, 0]
-    return (minmax(refined) > 0.8).cpu()
 
 
 # -- inputs and timing ------------------------------------------------------------------------------
@@ -278,7 +202,7 @@ def timing_rows(args, device, maps, names, rgb, image):
     rows, token = [], maps.token_positions[0][names[0][0]][0]
     released_pamr = ConvPAMR(args.pamr_iter).to(device)
     with torch.no_grad():
-        t_rel, rel_mask = timed(lambda: released_mask(maps, token, rgb, released_pamr),
+        t_rel, rel_mask = timed(lambda: seediff_mask(maps, token, rgb, released_pamr),
                                 args.repeats, device)
         for backend in backends(device):
             ours = SeeDiff(VOC, pamr_iter=args.pamr_iter, pamr_backend=backend).to(device)

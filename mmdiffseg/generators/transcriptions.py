@@ -11,20 +11,26 @@ float16 (the released setting) or float32 (the numerically clean variant).
   Generalised from the released 64x64 grid to ``size`` so tests can run it on small grids.
 * iSeg (linsun449/iseg.code ``wsss/featurecluster.py:DFC_KL`` with ``util/attn.py:kl_dis``,
   ``wsss/iSeg.py:process_cross_att`` / ``get_att_map``, ``util/cam.py:cam_to_label``).
+* SeeDiff (``seediff_app.py:save_cross_attention``, ALGORITHMS.md 2.3) for one class of one
+  image: per-layer normalisation in a loop, Otsu by ``cv2.threshold`` on ``uint16(x * 255)``, the
+  similarity sums as Python loops over seeds (one cosine row each, copied to the CPU),
+  ``cv2.resize(INTER_CUBIC)``, and PAMR as the released module computes it (:class:`ConvPAMR`).
 """
 from __future__ import annotations
 
 from typing import Sequence, Tuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
 from .functional import elementwise_symmetric_kl
+from .seediff import CROSS_NAME
 
 __all__ = ['matched_agreement', 'diffseg_aggregate', 'diffseg_masks', 'iseg_clusters',
-           'iseg_postprocess']
+           'iseg_postprocess', 'ConvPAMR', 'seediff_mask']
 
 
 def matched_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -166,3 +172,78 @@ def iseg_postprocess(cross16: torch.Tensor, cross32: torch.Tensor, self64: torch
     cam = flat.reshape(b, c, h, w)
     cam = torch.cat([torch.pow(1 - cam.amax(dim=1, keepdim=True), 2), cam], dim=1)
     return cam.argmax(dim=1)[0]
+
+
+class ConvPAMR(torch.nn.Module):
+    """PAMR as the released module runs it: every step convolves the mask with 8 one-hot shift
+    kernels (replicate padding) into a (B, C, 8, H, W) tensor, multiplies by the affinity and
+    sums over the neighbours."""
+
+    def __init__(self, num_iter, sigma_factor=0.2):
+        super().__init__()
+        self.num_iter, self.sigma_factor = num_iter, sigma_factor
+        places = [(i, j) for i in range(3) for j in range(3)]
+        shift = torch.zeros(9, 1, 3, 3)
+        for k, (i, j) in enumerate(places):
+            shift[k, 0, i, j] = 1
+        self.register_buffer('window', shift)                  # 9 taps incl. the centre
+        self.register_buffer('neighbours', shift[[k for k in range(9) if k != 4]])
+
+    def taps(self, x, kernel):
+        b, k, h, w = x.shape
+        out = F.conv2d(F.pad(x.reshape(b * k, 1, h, w), [1] * 4, mode='replicate'), kernel)
+        return out.reshape(b, k, -1, h, w)
+
+    def forward(self, image, mask):
+        sigma = self.taps(image, self.window).std(2, keepdim=True)
+        diff = (self.taps(image, self.neighbours) - image.unsqueeze(2)).abs()
+        affinity = (-diff / (1e-8 + self.sigma_factor * sigma)).mean(1, keepdim=True).softmax(2)
+        for _ in range(self.num_iter):
+            mask = (self.taps(mask, self.neighbours) * affinity).sum(2)
+        return mask
+
+
+def _minmax(x):
+    return (x - x.min()) / (x.max() - x.min())
+
+
+def _otsu_mask(x):
+    """cv2 Otsu on uint16(x * 255) as released; returns a flat bool numpy array."""
+    levels = (x * 255).astype(np.uint16)
+    _, binary = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return binary.reshape(-1) > 0
+
+
+def _loop_similarity(rows, seed_idx):
+    """sum over seeds of cos(rows, rows[s]), one seed at a time, accumulated on the CPU."""
+    cos = torch.nn.CosineSimilarity(dim=1)
+    total = torch.zeros(rows.shape[0])
+    for s in seed_idx:
+        total = total + cos(rows, rows[s].unsqueeze(0)).cpu()
+    return total.numpy()
+
+
+def seediff_mask(maps, token, image_hw3, pamr, num_heads=8, resolutions=(16, 32, 64)):
+    """The released single-class post-processing of sample 0 (numpy / cv2, a torch PAMR):
+    ``(H, W)`` bool. ``resolutions``: the seed grid and the two expansion grids (released: 16,
+    32, 64; smaller ones keep tests fast, the released loops cost minutes at 64)."""
+    seed, *grids = resolutions
+    layers = []
+    for layer in maps[CROSS_NAME][0]:
+        m = layer[:, token] * num_heads  # released sums SD 1.4's 8 heads; ours are means
+        layers.append(_minmax(m) * (0.01 if m.var() <= 1e-4 else 1))
+    ca = _minmax(torch.stack(layers).sum(0)).cpu().numpy()
+    seeds = np.nonzero(_otsu_mask((ca * ca).reshape(seed, seed)))[0]
+    current = _minmax(_loop_similarity(maps[f'seediff_self{seed}'][0], seeds)).reshape(seed, seed)
+    for r in grids:
+        prior = cv2.resize(current, (r, r), interpolation=cv2.INTER_CUBIC)
+        background = np.nonzero(~_otsu_mask(prior * prior))[0]
+        sim = _loop_similarity(maps[f'seediff_self{r}'][0], background)
+        current = _minmax(_minmax(1 - sim).reshape(r, r) * _minmax(prior))
+    h, w = image_hw3.shape[:2]
+    final = _minmax(cv2.resize(current, (w, h), interpolation=cv2.INTER_CUBIC))
+    device = maps[CROSS_NAME].device
+    mask = torch.from_numpy(final > 0.3).float()[None, None].to(device)
+    image = torch.from_numpy(image_hw3).permute(2, 0, 1)[None].float().to(device)
+    refined = pamr(image, mask)[0, 0]
+    return (_minmax(refined) > 0.8).cpu()
