@@ -1,10 +1,12 @@
 """The transcriptions of the released post-processing checked themselves: ``matched_agreement``
 on hand-counted partitions; DiffSeg's anchor grid at the released size and its strict threshold;
 iSeg's cluster-smoothing path (``iseg_postprocess`` with ``use_cluster=True``) against ISeg with
-cluster smoothing on, and its mean over a class's read tokens."""
+cluster smoothing on, and its mean over a class's read tokens; SeeDiff's conv2d PAMR against
+the formula."""
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sample_data import shared_path
@@ -13,13 +15,15 @@ from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names
 from mmdiffseg.generators.diffseg_first_pass import anchor_grid
 from mmdiffseg.generators.functional import elementwise_symmetric_kl
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png
-from mmdiffseg.generators.transcriptions import (_diffseg_grid, diffseg_aggregate, diffseg_masks,
-                                                 iseg_postprocess, matched_agreement)
+from mmdiffseg.generators.transcriptions import (ConvPAMR, _diffseg_grid, diffseg_aggregate,
+                                                 diffseg_masks, iseg_postprocess,
+                                                 matched_agreement)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'benchmarks'))
 from bench_iseg import released_args  # noqa: E402
 from test_iseg_released import voc_attention  # noqa: E402
+from test_pamr import direct_pamr_step  # noqa: E402
 
 
 def test_matched_agreement_matches_segments_one_to_one():
@@ -119,3 +123,16 @@ def test_cluster_smoothing_path_labels_equal_iseg_with_clustering_on():
     unsmoothed = slots[iseg_postprocess(*args, ent=gen.ent, iters=gen.iters, use_cluster=False)]
     assert torch.equal(ours, smoothed)
     assert (smoothed != unsmoothed).any()
+
+
+def test_seediffs_conv2d_pamr_step_is_the_pamr_formula():
+    """The released PAMR module as transcribed (shift-kernel convolutions, ``ConvPAMR``): one
+    step equals the formula written pixel by pixel (SeeDiff's one dilation, factor 0.2), on an
+    image with flat patches and edges, two mask channels."""
+    gen = torch.Generator().manual_seed(3)
+    image = torch.rand(1, 3, 7, 6, generator=gen) * 255
+    image[..., :3, :3] = 40.0
+    mask = torch.rand(1, 2, 7, 6, generator=gen)
+    got = ConvPAMR(1).double()(image.double(), mask.double())[0].numpy()
+    expected = direct_pamr_step(image[0].double().numpy(), mask[0].double().numpy(), (1,), 0.2)
+    assert np.allclose(got, expected, rtol=0, atol=1e-12)
