@@ -1,6 +1,7 @@
-"""Every benchmark script starts as the GPU suite starts it (``PYTHONPATH`` = the checkout, run
-from elsewhere): its imports resolve and its ``--help`` prints. A script that cannot start costs a
-GPU session's few minutes, and only shows there."""
+"""Every benchmark script starts as the GPU suite starts it (``PYTHONPATH`` = the checkout before
+any given one, run from elsewhere): its imports resolve and its ``--help`` prints. A script that
+cannot start costs a GPU session's few minutes, and only shows there."""
+import os
 import subprocess
 import sys
 
@@ -32,7 +33,8 @@ def test_every_benchmark_script_starts(tmp_path):
     scripts = sorted(str(p) for p in (REPO / 'benchmarks').glob('bench_*.py'))
     assert len(scripts) >= 10
     done = subprocess.run([sys.executable, '-c', HARNESS, *scripts], cwd=tmp_path,
-                          env={'PATH': '/usr/bin:/bin', 'PYTHONPATH': str(REPO),
+                          env={'PATH': '/usr/bin:/bin', 'PYTHONPATH': os.pathsep.join(
+                               filter(None, [str(REPO), os.environ.get('PYTHONPATH')])),
                                'HOME': str(tmp_path)},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

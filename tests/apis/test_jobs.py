@@ -169,7 +169,8 @@ def children_of(pid: int):
 def test_kill_9_at_any_instant_then_rerun_equals_an_uninterrupted_run(images, tmp_path):
     reference, out = tmp_path / 'reference', tmp_path / 'out'
     label_job(images, reference, 2, batch_size=2)
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS='1')
+    env = dict(os.environ, OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get('PYTHONPATH')])))
     rng, killed = random.Random(3), []
     for _ in range(2):
         proc = subprocess.Popen(job_command(images, out, 2), env=env,
