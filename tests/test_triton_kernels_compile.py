@@ -110,11 +110,13 @@ def test_sd1_heads_load_as_16_byte_vectors(kernel_name):
     assert 'ld.global.v4' in ptx and 'ld.global.b16' not in ptx and 'ld.global.u16' not in ptx
 
 
-@pytest.mark.parametrize('dilations', [(1,), (1, 2), (1, 2, 4, 8, 12, 24)])  # SeeDiff's, original
-def test_pamr_kernels_without_contractions(dilations):
+@pytest.mark.parametrize('dilations, steps, tile', [
+    ((1,), 8, 64), ((1, 2), 8, 64), ((1, 2, 4, 8, 12, 24), 8, 64),  # SeeDiff's, the original's
+    ((1,), 16, 128)])  # bench_seediff's sweep: 1.9 KB spilled (Triton 3.6) in one pass
+def test_pamr_kernels_without_contractions(dilations, steps, tile):
     from mmdiffseg.generators import pamr_triton
     pad = max(dilations)
-    config = pamr_triton.kernel_config(pad, *pamr_triton.launch_plan(pad, 8, 64))
+    config = pamr_triton.kernel_config(pad, *pamr_triton.launch_plan(pad, steps, tile))
     options = {key: config.pop(key) for key in ('num_warps', 'enable_fp_fusion')}
     _, spills = compile_for_h200(
         pamr_triton._pack_weights_kernel,
