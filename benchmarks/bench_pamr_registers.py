@@ -40,8 +40,8 @@ PACK_ARGS = dict(weight_ptr='*fp32', packed_ptr='*fp32',
 
 
 def measure(dilations, steps: int, tile: int, strip: int, arch: int) -> list:
-    """Cells: registers and spilled bytes of the steps and packing kernels, their PTX global
-    loads a step, and whether the shared memory fits ``arch``."""
+    """Cells: the tile and its rows a pass, warps, registers and spilled bytes of the steps and
+    packing kernels, and whether their shared memory fits ``arch``."""
     pad = max(dilations)
     config = dict(pamr_triton.kernel_config(pad, *pamr_triton.launch_plan(pad, steps, tile)),
                   STRIP=strip)

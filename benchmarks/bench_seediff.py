@@ -36,14 +36,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mmdiffseg.generators import SeeDiff  # noqa: E402
-from mmdiffseg.generators.class_names import VOC_CLASSES  # noqa: E402
+from mmdiffseg.generators.class_names import VOC_CLASSES as VOC  # noqa: E402
 from mmdiffseg.generators.pamr import GRAPH_STEPS, PAMR, run_in_chunks  # noqa: E402
 from mmdiffseg.generators.seediff import CROSS_NAME, SEEDIFF_SELF_LAYERS  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
 from mmdiffseg.generators.transcriptions import ConvPAMR, seediff_mask  # noqa: E402
 
 SAMPLE = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples'
-VOC = VOC_CLASSES
 
 
 # -- inputs and timing ------------------------------------------------------------------------------

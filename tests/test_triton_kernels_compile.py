@@ -22,6 +22,7 @@ if importlib.util.find_spec('triton') is None:
 import triton  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
+from bench_pamr_registers import PACK_ARGS, STEPS_ARGS  # noqa: E402
 from bench_triton_registers import signature, unit_strides  # noqa: E402
 from cubin_compile import SHARED_BYTES, compile_cubin  # noqa: E402
 
@@ -119,14 +120,11 @@ def test_pamr_kernels_without_contractions(dilations, steps, tile):
     config = pamr_triton.kernel_config(pad, *pamr_triton.launch_plan(pad, steps, tile))
     options = {key: config.pop(key) for key in ('num_warps', 'enable_fp_fusion')}
     _, spills = compile_for_h200(
-        pamr_triton._pack_weights_kernel,
-        dict(weight_ptr='*fp32', packed_ptr='*fp32', **ints('height', 'width', 'tiles_x')),
-        dict(config, NUM_TAPS=8 * len(dilations)), **options)
+        pamr_triton._pack_weights_kernel, PACK_ARGS, dict(config, NUM_TAPS=8 * len(dilations)),
+        **options)
     assert spills == 0, spills  # a copy, once per call
     steps_kernel, spills = compile_for_h200(
-        pamr_triton._pamr_steps_kernel,
-        dict(src_ptr='*fp32', dst_ptr='*fp32', packed_ptr='*fp32', scratch_ptr='*fp32',
-             change_ptr='*fp32', **ints('num_steps', 'channels', 'height', 'width', 'tiles_x')),
+        pamr_triton._pamr_steps_kernel, STEPS_ARGS,
         dict(config, DILATIONS=tuple(dilations), PAD=pad), num_stages=1, **options)
     # original PAMR's 48 taps on a 128 tile, 32 rows a pass: none (Triton 3.8), 12 B (3.6); in
     # one pass 0.9 KB and 24 KB
@@ -171,10 +169,7 @@ def test_the_largest_shared_memory_needs_fit_other_supported_gpus(arch):
     dilations = (1, 2, 4, 8, 12, 24)
     config = pamr_triton.kernel_config(24, *pamr_triton.launch_plan(24, 8, 64))
     options = {key: config.pop(key) for key in ('num_warps', 'enable_fp_fusion')}
-    compile_for(arch, pamr_triton._pamr_steps_kernel,
-                dict(src_ptr='*fp32', dst_ptr='*fp32', packed_ptr='*fp32', scratch_ptr='*fp32',
-                     change_ptr='*fp32', **ints('num_steps', 'channels', 'height', 'width',
-                                                'tiles_x')),
+    compile_for(arch, pamr_triton._pamr_steps_kernel, STEPS_ARGS,
                 dict(config, DILATIONS=dilations, PAD=24), num_stages=1, **options)
     config = ordered_sums_triton.kernel_config(64, False)
     warps = config.pop('num_warps')

@@ -182,11 +182,8 @@ class ConvPAMR(torch.nn.Module):
     def __init__(self, num_iter, sigma_factor=0.2):
         super().__init__()
         self.num_iter, self.sigma_factor = num_iter, sigma_factor
-        places = [(i, j) for i in range(3) for j in range(3)]
-        shift = torch.zeros(9, 1, 3, 3)
-        for k, (i, j) in enumerate(places):
-            shift[k, 0, i, j] = 1
-        self.register_buffer('window', shift)                  # 9 taps incl. the centre
+        shift = torch.eye(9).reshape(9, 1, 3, 3)  # one-hot 3x3 kernels, row by row
+        self.register_buffer('window', shift)      # 9 taps incl. the centre
         self.register_buffer('neighbours', shift[[k for k in range(9) if k != 4]])
 
     def taps(self, x, kernel):

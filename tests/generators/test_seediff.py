@@ -20,7 +20,7 @@ from PIL import Image
 from sample_data import REPO, shared_path
 from mmdiffseg.attention.maps import AttentionMaps
 from mmdiffseg.generators import SeeDiff
-from mmdiffseg.generators.class_names import VOC_CLASSES
+from mmdiffseg.generators.class_names import VOC_CLASSES as VOC
 from mmdiffseg.generators.seediff import (CROSS_NAME, RELEASED_RESOLUTIONS, SEEDIFF_SELF_LAYERS,
                                           otsu_foreground, resolutions_for,
                                           summed_cosine_similarity)
@@ -30,7 +30,6 @@ from mmdiffseg.registry import MASK_GENERATORS
 sys.path.insert(0, str(REPO / 'benchmarks'))
 from op_counts import count_ops  # noqa: E402
 
-VOC = VOC_CLASSES
 SAMPLES = ('voc_val_0', 'voc_val_1', 'voc_val_20', 'voc_val_23', 'voc_val_60', 'voc_val_114',
            'voc_val_166', 'voc_val_293', 'voc_val_417', 'voc_val_582')  # 582: motorbike + person
 
