@@ -6,6 +6,7 @@
 #   GPU_SUITE_QUICK=1 bash benchmarks/gpu_suite.sh                  # smoke run on a CPU (tiny sizes)
 #   GPU_SUITE_STEPS="probe tool_host" bash benchmarks/gpu_suite.sh  # only these steps (a rerun)
 #   GPU_SUITE_BUDGET_S=300 bash benchmarks/gpu_suite.sh             # stop starting steps after 300 s
+#   GPU_SUITE_DRY_RUN=1 bash benchmarks/gpu_suite.sh                # print each step's command only
 #
 # Writes under $OUT (default work_dirs/gpu_suite): results.md (one table: step, status, seconds;
 # then every step's result rows; rewritten after every step, so a run cut short keeps what it
@@ -21,13 +22,15 @@ OUT=${OUT:-work_dirs/gpu_suite}
 QUICK=${GPU_SUITE_QUICK:-0}
 ONLY=${GPU_SUITE_STEPS:-}
 BUDGET=${GPU_SUITE_BUDGET_S:-0}  # seconds for the whole call (0: none); steps are cut to fit it
+DRY=${GPU_SUITE_DRY_RUN:-0}  # 1: a line a step, its name, a tab and its command (shell-quoted),
+                             # in place of running it; nothing is written
 if [ -n "$ONLY" ]; then  # a misspelt step would run nothing and look like a finished call
   local known; known=$(grep -oE '^(.* && )?step [a-z0-9_]+ [0-9$]' benchmarks/gpu_suite.sh | awk '{print $(NF-1)}')
   for name in $ONLY; do
     grep -qx "$name" <<< "$known" || { echo "gpu_suite.sh: no step '$name' (GPU_SUITE_STEPS); the steps: $(echo $known)" >&2; exit 2; }
   done
 fi
-mkdir -p "$OUT/steps"
+[ "$DRY" = 1 ] || mkdir -p "$OUT/steps"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$QUICK" = 1 ]; then
   DEV="--device cpu"; SCALE=6; export TRITON_INTERPRET=1
@@ -49,15 +52,18 @@ else
   HOST="--images 160 --workers 0 2 8 --modes capacity waiting --gpu-rate 70 --repeats 1"; SETUP_REPEATS=50; DEFORM="--repeats 10"
 fi
 
-echo "| step | status | seconds |" > "$OUT/summary.md"
-echo "|---|---|---|" >> "$OUT/summary.md"
-: > "$OUT/rows.md"
+if [ "$DRY" != 1 ]; then
+  echo "| step | status | seconds |" > "$OUT/summary.md"
+  echo "|---|---|---|" >> "$OUT/summary.md"
+  : > "$OUT/rows.md"
+fi
 
 # step NAME TIMEOUT_S RESULT_FILE COMMAND...: runs COMMAND with a timeout, records its status and
 # the rows it added to RESULT_FILE (tracked result files are restored afterwards)
 step() {
   local name=$1 limit=$(( $2 * SCALE )) result=$3; shift 3
   if [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
+  if [ "$DRY" = 1 ]; then printf '%s\t' "$name"; printf '%q ' "$@"; echo; return; fi
   local backup="" before=0 start=$SECONDS rc
   if [ "$BUDGET" -gt 0 ]; then  # what is left of the call's budget, less 20 s (kill grace, results)
     local left=$(( BUDGET - SECONDS - 20 ))
@@ -144,6 +150,7 @@ step online_training 90 "$R/online_training.md" python3 benchmarks/bench_online_
 # path (a capture graph each)
 [[ " $ONLY " == *" end_to_end_compile "* ]] && step end_to_end_compile 480 "$S/end_to_end_compile.md" python3 benchmarks/bench_end_to_end.py $DEV $E2E_COMPILE --out "$S/end_to_end_compile.md"
 
+[ "$DRY" = 1 ] && return
 report
 { echo; echo "## Targets of the open issues (benchmarks/targets.py)"; echo
   python3 benchmarks/targets.py "$OUT/results.md"; } > "$OUT/targets.md" 2>&1

@@ -1,0 +1,138 @@
+"""Every command the GPU suite starts and every tool or benchmark command the READMEs show is
+accepted by its script's argument parser, option names, choices and values included. The suite's
+CUDA commands run only on a lent GPU, whose minutes a misspelt option would waste; a README
+command that fails to parse is a newcomer's first error. Parsed, not run: the scripts'
+``parse_args`` stops them once their options are read."""
+import json
+import re
+import shlex
+import subprocess
+import sys
+
+from sample_data import REPO
+
+#: runs each ``[script, *args]`` of argv[1] (JSON) up to its parsed options, in one interpreter;
+#: prints the failures (argparse's error line) as JSON
+HARNESS = r'''
+import argparse, contextlib, io, json, runpy, sys
+
+class Parsed(Exception):
+    pass
+
+parse = argparse.ArgumentParser.parse_args
+def parse_and_stop(self, args=None, namespace=None):
+    parse(self, args, namespace)
+    raise Parsed
+argparse.ArgumentParser.parse_args = parse_and_stop
+
+failed = []
+for script, *args in json.loads(sys.argv[1]):
+    saved, sys.argv = list(sys.path), [script, *args]
+    sys.path.insert(0, script.rsplit('/', 1)[0])
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            runpy.run_path(script, run_name='__main__')
+        failed.append([script, *args, 'ran without parsing its options'])
+    except Parsed:
+        pass
+    except SystemExit as exit_:
+        failed.append([script, *args, f'exit {exit_.code}: {err.getvalue().strip()[-300:]}'])
+    except Exception as exc:
+        failed.append([script, *args, repr(exc)])
+    sys.path[:] = saved
+print(json.dumps(failed))
+'''
+
+#: what a README's placeholder stands for where the parser checks it (config files must exist)
+MAIN_CONFIG = 'configs/mask2former/mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'
+PLACEHOLDERS = {'CONFIG': MAIN_CONFIG, 'CFG.py': MAIN_CONFIG}
+
+
+def parse_failures(commands):
+    """The commands (argv lists, script first) that their script's parser refuses."""
+    done = subprocess.run([sys.executable, '-c', HARNESS, json.dumps(commands)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def suite_commands(quick: bool):
+    """The ``python3 benchmarks/...`` commands of every step of the GPU suite (the optional one
+    too), as its dry run prints them."""
+    suite = (REPO / 'benchmarks' / 'gpu_suite.sh').read_text()
+    steps = re.findall(r'^(?:.* && )?step ([a-z0-9_]+) ', suite, re.M)
+    env = {'PATH': '/usr/bin:/bin', 'GPU_SUITE_DRY_RUN': '1', 'GPU_SUITE_QUICK': str(int(quick)),
+           'GPU_SUITE_STEPS': ' '.join(steps)}
+    done = subprocess.run(['bash', 'benchmarks/gpu_suite.sh'], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split('\t', 1) for line in done.stdout.splitlines())
+    assert sorted(lines) == sorted(steps)
+    return [shlex.split(line)[1:] for line in lines.values()
+            if line.startswith('python3 benchmarks/')]
+
+
+def readme_commands(readme: str):
+    """The ``python tools/...`` and ``python benchmarks/...`` commands of a README's code (fenced
+    blocks, continued lines joined, comments too, and inline spans), placeholders filled; usage
+    lines with ``[optional]`` parts and ``tools/X.py`` are left out."""
+    text = (REPO / readme).read_text()
+    blocks = re.findall(r'```\w*\n(.*?)```', text, re.S)
+    spans = [re.sub(r'\\\n\s*#?\s*', ' ', block) for block in blocks]
+    spans = [line for block in spans for line in block.splitlines()]
+    prose = re.sub(r'```\w*\n.*?```', '', text, flags=re.S)
+    spans += [' '.join(span.replace('\\\n', ' ').split())
+              for span in re.findall(r'`([^`]+)`', prose)]
+    commands = []
+    for span in spans:
+        for part in re.split(r'&&|;|\s#\s', span):
+            found = re.search(r'(?:python3?|torchrun(?: --[\w-]+ \w+)*) ((?:tools|benchmarks)/'
+                              r'\S+\.py(?: .*)?)$', part.strip().replace(' \\ ', ' '))
+            placeholder = re.match(r'\w+/[A-Z]\.py', found.group(1)) if found else True
+            if not placeholder and '[' not in found.group(1):
+                commands.append([PLACEHOLDERS.get(word, word)
+                                 for word in shlex.split(found.group(1))])
+    return commands
+
+
+def benchmark_table_commands():
+    """The README's Benchmarks table: each script with every ``[optional]`` part given (the
+    first of ``a|b`` alternatives)."""
+    text = (REPO / 'README.md').read_text().split('## Benchmarks', 1)[1].split('\n## ', 1)[0]
+    commands = []
+    for cell in re.findall(r'^\| `((?:bench|check)_\w+\.py [^`]*)`', text, re.M):
+        cell = re.sub(r'(\S+)\\\|\S+', r'\1', cell).replace('[', ' ').replace(']', ' ')
+        commands.append(['benchmarks/' + cell.split()[0], *cell.split()[1:]])
+    return commands
+
+
+def test_every_gpu_suite_command_parses():
+    commands = suite_commands(quick=False) + suite_commands(quick=True)
+    assert len(commands) >= 2 * 13
+    assert parse_failures(commands) == []
+
+
+def test_every_readme_tool_and_benchmark_command_parses():
+    commands = (readme_commands('README.md') + readme_commands('benchmarks/README.md')
+                + benchmark_table_commands())
+    scripts = {argv[0] for argv in commands}
+    assert {'tools/pseudo_label.py', 'tools/synthesize.py', 'tools/train.py', 'tools/test.py',
+            'tools/eval_labels.py', 'tools/segment.py', 'tools/prefill_labels.py',
+            'benchmarks/bench_capture.py', 'benchmarks/targets.py'} <= scripts
+    assert parse_failures(commands) == []
+
+
+def test_a_misspelt_option_or_value_is_a_failure():
+    """The check itself: an unknown option, a value outside the choices, and a missing config
+    are each reported; a good command is not."""
+    good = ['benchmarks/bench_capture.py', '--device', 'cuda', '--spec', 'diffseg']
+    failures = parse_failures([good, ['benchmarks/bench_capture.py', '--devise', 'cuda'],
+                               ['benchmarks/bench_capture.py', '--spec', 'difseg'],
+                               ['tools/train.py', 'configs/mask2former/nothing.py']])
+    assert [f[:2] for f in failures] == [['benchmarks/bench_capture.py', '--devise'],
+                                         ['benchmarks/bench_capture.py', '--spec'],
+                                         ['tools/train.py', 'configs/mask2former/nothing.py']]
+    assert 'unrecognized arguments: --devise' in failures[0][-1]
+    assert "invalid choice: 'difseg'" in failures[1][-1]
+    assert 'not found' in failures[2][-1]
