@@ -3,6 +3,7 @@ accepted by its script's argument parser, option names, choices and values inclu
 CUDA commands run only on a lent GPU, whose minutes a misspelt option would waste; a README
 command that fails to parse is a newcomer's first error. Parsed, not run: the scripts'
 ``parse_args`` stops them once their options are read."""
+import ast
 import json
 import re
 import shlex
@@ -46,7 +47,7 @@ print(json.dumps(failed))
 
 #: what a README's placeholder stands for where the parser checks it (config files must exist)
 MAIN_CONFIG = 'configs/mask2former/mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'
-PLACEHOLDERS = {'CONFIG': MAIN_CONFIG, 'CFG.py': MAIN_CONFIG}
+PLACEHOLDERS = {'CONFIG': MAIN_CONFIG, 'CFG.py': MAIN_CONFIG, 'cfg.py': MAIN_CONFIG}
 
 
 def parse_failures(commands):
@@ -74,23 +75,32 @@ def suite_commands(quick: bool):
 
 
 def readme_commands(readme: str):
-    """The ``python tools/...`` and ``python benchmarks/...`` commands of a README's code (fenced
-    blocks, continued lines joined, comments too, and inline spans), placeholders filled; usage
-    lines with ``[optional]`` parts and ``tools/X.py`` are left out."""
+    """The commands of a README's code: fenced blocks (continued lines joined, comments too) and
+    inline spans."""
     text = (REPO / readme).read_text()
     blocks = re.findall(r'```\w*\n(.*?)```', text, re.S)
-    spans = [re.sub(r'\\\n\s*#?\s*', ' ', block) for block in blocks]
-    spans = [line for block in spans for line in block.splitlines()]
     prose = re.sub(r'```\w*\n.*?```', '', text, flags=re.S)
-    spans += [' '.join(span.replace('\\\n', ' ').split())
-              for span in re.findall(r'`([^`]+)`', prose)]
+    return commands_in(blocks + [' '.join(span.replace('\\\n', ' ').split()) for span in
+                                 re.findall(r'`([^`]+)`', prose)])
+
+
+def tool_docstring_commands():
+    """The commands of the tools' docstrings (their ``--help`` shows them)."""
+    paths = sorted((REPO / 'tools').glob('*.py')) + sorted((REPO / 'tools').glob('*/*.py'))
+    return commands_in(filter(None, (ast.get_docstring(ast.parse(path.read_text()))
+                                     for path in paths)))
+
+
+def commands_in(texts):
+    """The ``python tools/...`` and ``python benchmarks/...`` commands in ``texts``, placeholders
+    filled; usage lines with ``[optional]`` parts or ``...`` and ``tools/X.py`` are left out."""
+    lines = [line for text in texts for line in re.sub(r'\\\n\s*#?\s*', ' ', text).splitlines()]
     commands = []
-    for span in spans:
-        for part in re.split(r'&&|;|\s#\s', span):
+    for line in lines:
+        for part in re.split(r'&&|;|\s#\s', ' '.join(line.split())):
             found = re.search(r'(?:python3?|torchrun(?: --[\w-]+ \w+)*) ((?:tools|benchmarks)/'
-                              r'\S+\.py(?: .*)?)$', part.strip().replace(' \\ ', ' '))
-            placeholder = re.match(r'\w+/[A-Z]\.py', found.group(1)) if found else True
-            if not placeholder and '[' not in found.group(1):
+                              r'\S+\.py(?: .*)?)$', part.strip())
+            if found and not re.match(r'\w+/[A-Z]\.py|.*(\[|\.\.\.)', found.group(1)):
                 commands.append([PLACEHOLDERS.get(word, word)
                                  for word in shlex.split(found.group(1))])
     return commands
@@ -113,9 +123,9 @@ def test_every_gpu_suite_command_parses():
     assert parse_failures(commands) == []
 
 
-def test_every_readme_tool_and_benchmark_command_parses():
+def test_every_documented_tool_and_benchmark_command_parses():
     commands = (readme_commands('README.md') + readme_commands('benchmarks/README.md')
-                + benchmark_table_commands())
+                + benchmark_table_commands() + tool_docstring_commands())
     scripts = {argv[0] for argv in commands}
     assert {'tools/pseudo_label.py', 'tools/synthesize.py', 'tools/train.py', 'tools/test.py',
             'tools/eval_labels.py', 'tools/segment.py', 'tools/prefill_labels.py',
