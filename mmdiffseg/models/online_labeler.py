@@ -30,7 +30,6 @@ from ..registry import MASK_GENERATORS
 from ..generators.base import IGNORE_INDEX, MaskGenerator
 
 
-
 @torch.no_grad()
 def label_images(engine, generator: MaskGenerator,
                  images: Union[Sequence[np.ndarray], torch.Tensor],
@@ -237,7 +236,10 @@ class OnlineLabeler:
         uncached = [s for s in data_samples if 'pseudo_label_index' in s]
         start = time.perf_counter()
         generated_before, waited_before = self.generated, self.waited
-        labels = self._labels_of_samples(uncached, device) if uncached else {}
+        try:
+            labels = self._labels_of_samples(uncached, device) if uncached else {}
+        except torch.cuda.OutOfMemoryError as exc:
+            raise torch.cuda.OutOfMemoryError(self._memory_advice(exc)) from exc
         for sample in uncached:
             index = sample.pseudo_label_index.data
             label = labels[sample.metainfo['pseudo_label_key']]
@@ -272,6 +274,22 @@ class OnlineLabeler:
             print_log(f'online labels: making labels with {self.cache.model} '
                       f'({self.labeler.engine.model_id}) + {type(self.cache.generator).__name__}',
                       logger='current')
+
+    def _memory_advice(self, exc: BaseException) -> str:
+        """What to change when making a batch's labels ran the GPU out of memory: the labeler
+        shares the GPU with the segmentor being trained."""
+        batch, dtype = self.options['batch_size'], self.options['dtype']
+        first_line = (str(exc).splitlines() or [''])[0]
+        smaller = [f'model.data_preprocessor.label_batch_size={batch // 2}'] if batch > 1 else []
+        if dtype == 'float32':
+            smaller.append('model.data_preprocessor.engine_dtype=float16')
+        return (f'the GPU ran out of memory making online labels ({first_line}) beside the '
+                f'model being trained (label_batch_size {batch}, engine_dtype {dtype}). Labels '
+                f'made before are kept in {self.cache.cache_dir}. '
+                'Make the labels before training, when the GPU holds only the diffusion model: '
+                'python tools/prefill_labels.py CONFIG (training then loads none)'
+                + (f', or --cfg-options {" ".join(smaller)}' if smaller else '')
+                + '; then rerun training (--resume continues from its last checkpoint)')
 
     def _announce(self, data_samples: Sequence) -> None:
         """Log once which label cache the targets come from (a warm or prefilled run makes no

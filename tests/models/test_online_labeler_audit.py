@@ -1,6 +1,8 @@
 """Mutation audit of online_labeler.py: the key check of uncached samples, and class names
 passed to the generator as given (None stays None)."""
 import copy
+import fcntl
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,3 +59,36 @@ def test_an_uncached_sample_without_image_labels_is_refused_by_name(setup):
                                        'PackPseudoLabelInputs'):
         pre(data, training=True)
     assert engine.calls == []
+
+
+def test_a_gpu_out_of_memory_names_the_fixes_and_keeps_the_cache_usable(setup, monkeypatch):
+    """The labeler shares the GPU with the model being trained: running out of memory while
+    labelling names prefill_labels.py and the two preprocessor options to lower (by their config
+    keys), stays a CUDA out-of-memory error, and releases its claims, so the rerun labels the
+    same images without waiting for a dead claim."""
+    pipeline, samples, pre, engine, cache = setup
+    extract = engine.extract
+
+    def out_of_memory(*args, **kwargs):
+        if len(engine.calls) == 1:  # the batch's second engine call
+            raise torch.cuda.OutOfMemoryError(
+                'CUDA out of memory. Tried to allocate 2.00 GiB\ndetails')
+        return extract(*args, **kwargs)
+    monkeypatch.setattr(engine, 'extract', out_of_memory)
+    data = pseudo_collate([unaugmented(cache)(copy.deepcopy(s)) for s in samples])
+    with pytest.raises(torch.cuda.OutOfMemoryError) as raised:
+        pre(copy.deepcopy(data), training=True)
+    message = str(raised.value)
+    assert 'making online labels (CUDA out of memory. Tried to allocate 2.00 GiB)' in message
+    assert 'label_batch_size 2, engine_dtype float32' in message
+    assert ('python tools/prefill_labels.py CONFIG (training then loads none), or --cfg-options '
+            'model.data_preprocessor.label_batch_size=1 '
+            'model.data_preprocessor.engine_dtype=float16;') in message
+    assert cache['cache_dir'] in message
+    assert isinstance(raised.value.__cause__, torch.cuda.OutOfMemoryError)
+    for lock in Path(cache['cache_dir']).rglob('*.lock'):  # released: lockable again
+        with open(lock) as file:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    monkeypatch.setattr(engine, 'extract', extract)
+    out = pre(data, training=True)
+    assert all((s.gt_sem_seg.data != 255).any() for s in out['data_samples'])
