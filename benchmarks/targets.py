@@ -22,6 +22,8 @@ Targets (issue #8: attention capture; #9: dataset-scale labelling):
 * #9, ``offline_tools``: ``pseudo_label`` at least 90% of the in-process rate at the same batch.
 * ``end_to_end_compile`` (optional): no target; the map backend that captures faster in a compiled
   U-Net, the one ``'auto'`` should take there.
+* ``seediff``'s sweep of the fused PAMR's launch settings: no target; the fastest ``(K, T)``
+  against ``fused_propagate``'s default, which it should replace where faster.
 
 A target left unjudged is named too: a row that a full GPU run of a step writes (``EXPECTED``) but
 that step's section lacks gets ``NO ROW`` (a step cut short, a benchmark that skipped a case; a
@@ -46,6 +48,10 @@ FALLBACK = re.compile(r'\[(torch|graph)\]|no Triton|no CUDA graph|triton K=')
 #: a step's own rows)
 SUITE_STEPS = frozenset(re.findall(r'^(?:.* && )?step (\w+) ', (Path(__file__).parent /
                                                                 'gpu_suite.sh').read_text(), re.M))
+#: ``fused_propagate``'s default ``(steps_per_launch, tile)``, read from its signature (this
+#: script runs without the package's imports)
+PAMR_DEFAULT = re.search(r'steps_per_launch: int = (\d+), tile: int = (\d+)', (
+    Path(__file__).parents[1] / 'mmdiffseg' / 'generators' / 'pamr_triton.py').read_text()).groups()
 #: issue, target, step, the row a full GPU run of the step writes, and a pattern per column that
 #: row's cells match (none of them naming a fallback path)
 EXPECTED: Tuple[Tuple[str, str, str, str, Dict[str, str]], ...] = (
@@ -159,6 +165,7 @@ def checks(rows: Rows) -> Iterator[Check]:
             yield ('#9', 'pseudo_label >= 90% of in-process', row['generator / settings'],
                    f'{value:.0f}%', _verdict(value, 90.0, False))
     yield from _compiled_backends(rows)
+    yield from _pamr_launch_settings(rows)
 
 
 def _compiled_backends(rows: Rows) -> Iterator[Check]:
@@ -174,6 +181,27 @@ def _compiled_backends(rows: Rows) -> Iterator[Check]:
             measured = ', '.join(f'{b} {v:g} img/s' for b, v in by_backend.items())
             yield ('#8', 'compiled capture: the faster map backend',
                    f'{method} batch {batch}, {device}', measured, f'{best} (comparison)')
+
+
+def _pamr_launch_settings(rows: Rows) -> Iterator[Check]:
+    """#9's PAMR sweep (``seediff`` on CUDA): the fastest launch setting, ``K`` steps a launch on
+    ``T``-pixel tiles, against ``fused_propagate``'s default; no target, a comparison (a faster
+    setting should become the default)."""
+    times: Dict[Tuple[str, str], Dict[Tuple[str, str], float]] = {}
+    for row in _having(rows, 'seediff', 'what', 'ours s/img'):
+        found = re.search(r'^PAMR, (\d+) steps .*triton K=(\d+) T=(\d+)', row['what'])
+        seconds = _number(row['ours s/img'])
+        if found and seconds is not None:
+            key = (found.group(1), row.get('device', ''))
+            times.setdefault(key, {})[found.group(2, 3)] = seconds
+    for (steps, device), by_setting in times.items():
+        if len(by_setting) > 1:
+            best = min(by_setting, key=by_setting.get)
+            measured = ', '.join(f'K={k} T={t} {s:g} s' for (k, t), s in by_setting.items())
+            yield ('#9', 'PAMR launch setting: the fastest (K, T)',
+                   f'{steps} steps' + (f', {device}' if device else ''), measured,
+                   f'K={best[0]} T={best[1]} (comparison; default K={PAMR_DEFAULT[0]} '
+                   f'T={PAMR_DEFAULT[1]})')
 
 
 def unjudged(rows: Rows) -> Iterator[Check]:

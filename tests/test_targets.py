@@ -322,6 +322,35 @@ def test_compiled_backend_comparison_needs_two_readable_backends(tmp_path):
                    ('triton 0 img/s, torch 38.2 img/s', 'torch (comparison)')}
 
 
+PAMR_SWEEP = """### seediff
+
+| what | ours s/img | released-formulation s/img | ratio | notes |
+|---|---|---|---|---|
+| PAMR, 5000 steps at 512x512 (1 mask) [triton] | 0.02 | 0.32 | 16.0x |  |
+| PAMR, 5000 steps at 512x512, triton K=8 T=64 | 0.021 | 0.32 | 15.2x |  |
+| PAMR, 5000 steps at 512x512, triton K=16 T=128 | %s | 0.32 | 1x |  |
+| PAMR, 5000 steps at 512x512, triton K=4 T=32 | 0.04 | 0.32 | 8.0x |  |
+"""
+
+
+def test_the_pamr_sweep_names_its_fastest_setting_beside_the_default():
+    """The sweep's rows (fallback rows, not judged as targets) are compared: the fastest setting is
+    named with ``fused_propagate``'s default; an unreadable time never wins."""
+    import inspect
+    from mmdiffseg.generators.pamr_triton import fused_propagate
+    defaults = inspect.signature(fused_propagate).parameters
+    assert targets.PAMR_DEFAULT == (str(defaults['steps_per_launch'].default),
+                                    str(defaults['tile'].default))
+    for cell, fastest in (('0.011', 'K=16 T=128'), ('failed', 'K=8 T=64')):
+        checks = [c for c in targets.checks(targets.step_rows(PAMR_SWEEP % cell))
+                  if c[1] == 'PAMR launch setting: the fastest (K, T)']
+        assert [c[2:] for c in checks] == [(
+            '5000 steps', 'K=8 T=64 0.021 s, ' + ('K=16 T=128 0.011 s, ' if cell != 'failed'
+                                                  else '') + 'K=4 T=32 0.04 s',
+            f'{fastest} (comparison; default K={defaults["steps_per_launch"].default} '
+            f'T={defaults["tile"].default})')]
+
+
 def test_main_prints_the_table_and_names_every_missing_file(tmp_path, capsys):
     """Exit 0 with the table on stdout for files that exist; exit 2 naming each missing one."""
     (tmp_path / 'r.md').write_text('### iseg\n' + ISEG % 'main')
