@@ -5,7 +5,7 @@
 #   source .devkit/setup.sh && bash benchmarks/gpu_suite.sh       # on the GPU machine (see README)
 #   GPU_SUITE_QUICK=1 bash benchmarks/gpu_suite.sh                  # smoke run on a CPU (tiny sizes)
 #   GPU_SUITE_STEPS="probe tool_host" bash benchmarks/gpu_suite.sh  # only these steps (a rerun)
-#   GPU_SUITE_BUDGET_S=300 bash benchmarks/gpu_suite.sh             # stop starting steps after 300 s
+#   GPU_SUITE_BUDGET_S=300 bash benchmarks/gpu_suite.sh             # steps cut to fit 300 s
 #   GPU_SUITE_DRY_RUN=1 bash benchmarks/gpu_suite.sh                # print each step's command only
 #
 # Writes under $OUT (default work_dirs/gpu_suite): results.md (one table: step, status, seconds;
