@@ -6,10 +6,11 @@ each set of heads, ``sum_h p_h`` is added with each sink's weight (``1 / heads a
 :mod:`.capture`) into the float32 buffers. Two implementations:
 
 * ``'triton'`` (:mod:`.map_kernel`): one fused kernel per head set; the default on CUDA.
-* ``'torch'``: chunks of query rows, ``baddbmm`` folding ``-lse`` into the product of log2-scaled
-  logits, ``exp2`` in place, a head sum; CPU, and CUDA without Triton. Chunks hold whole rows, so
-  where no LSE is given (a mask, half precision on CPU, a backend without one) each chunk
-  normalises its rows itself.
+* ``'torch'``: chunks of query rows, one matrix product giving the log2-scaled logits less each
+  row's log2-sum-exp (``-lse * log2 e`` as one more column of ``q`` against a column of ones in
+  ``k``: no separate pass adds it), ``exp2`` in place, a head sum; CPU, and CUDA without Triton.
+  Chunks hold whole rows, so where no LSE is given (a mask, half precision on CPU, a backend
+  without one) each chunk normalises its rows itself.
 
 With an attention mask (SD has none) the torch path adds it to the logits, as SDPA does.
 """
@@ -127,32 +128,47 @@ def add_resolved(query, key, lse, mask, targets: Sequence[Target], backend: str,
 
 def _add_torch(query, key, lse, mask, scale, sinks, chunk_bytes, scratch) -> None:
     """The torch path for one head set (``query`` etc. already restricted to it)."""
-    batch, heads, n_query, head_dim = query.shape
+    batch, heads, n_query, _ = query.shape
     n_key, rows, device = key.shape[2], batch * heads, query.device
-    q3 = (query.float() * (scale * LOG2E)).reshape(rows, n_query, head_dim)
-    k3t = key.float().reshape(rows, n_key, head_dim).transpose(1, 2)
-    bias = None if lse is None else (lse * -LOG2E).reshape(rows, n_query, 1)
+    q3, k3t = _logit_factors(query, key, lse, scale)
     mask2 = None if mask is None else mask.float() * LOG2E
     chunk = min(n_query, max(1, chunk_bytes // (4 * rows * n_key)))
     logits_ws = scratch('logits', rows * chunk * n_key, torch.float32, device)
-    sum_ws = scratch('head_sum', batch * chunk * n_key, torch.float32, device) if heads > 1 else None
+    sum_ws = (scratch('head_sum', batch * chunk * n_key, torch.float32, device) if heads > 1
+              else None)
     for start in range(0, n_query, chunk):
         end = min(start + chunk, n_query)
         size = (end - start) * n_key
         logits = logits_ws[:rows * size].view(rows, -1, n_key)
-        if bias is None:
-            torch.bmm(q3[:, start:end], k3t, out=logits)
-        else:
-            torch.baddbmm(bias[:, start:end], q3[:, start:end], k3t, out=logits)
+        torch.bmm(q3[:, start:end], k3t, out=logits)
         per_head = logits.view(batch, heads, -1, n_key)
         if mask2 is not None:
             per_head.add_(mask2[:, :, start:end] if mask2.shape[2] > 1 else mask2)
-        if bias is None:
+        if lse is None:
             logits.sub_(logits.amax(dim=-1, keepdim=True))
         logits.exp2_()
-        if bias is None:
+        if lse is None:
             logits.div_(logits.sum(dim=-1, keepdim=True))
         summed = per_head[:, 0] if heads == 1 else torch.sum(
             per_head, dim=1, out=sum_ws[:batch * size].view(batch, -1, n_key))
         for buffer, weight in sinks:
             buffer[:, start:end].add_(summed, alpha=weight)
+
+
+def _logit_factors(query, key, lse, scale) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(q, k^T)``, ``(rows, N, w)`` and ``(rows, w, K)`` float32, whose product is the logits
+    times ``log2 e`` less, where ``lse`` is given, each row's ``lse * log2 e``: ``q`` gains the
+    column ``-lse * log2 e`` and ``k`` a column of ones, so the product is ``log2 p`` at once (a
+    bias added by ``baddbmm`` cost one more pass over the logits: a fifth of the maps' CPU time)."""
+    batch, heads, n_query, head_dim = query.shape
+    rows, n_key = batch * heads, key.shape[2]
+    if lse is None:
+        return ((query.float() * (scale * LOG2E)).reshape(rows, n_query, head_dim),
+                key.float().reshape(rows, n_key, head_dim).transpose(1, 2))
+    q3 = torch.empty(rows, n_query, head_dim + 1, dtype=torch.float32, device=query.device)
+    k3 = torch.empty(rows, n_key, head_dim + 1, dtype=torch.float32, device=key.device)
+    torch.mul(query.reshape(rows, n_query, head_dim), scale * LOG2E, out=q3[..., :head_dim])
+    torch.mul(lse.reshape(rows, n_query), -LOG2E, out=q3[..., head_dim])
+    k3[..., :head_dim] = key.reshape(rows, n_key, head_dim)
+    k3[..., head_dim] = 1.0
+    return q3, k3.transpose(1, 2)
