@@ -130,7 +130,7 @@ def _add_torch(query, key, lse, mask, scale, sinks, chunk_bytes, scratch) -> Non
     """The torch path for one head set (``query`` etc. already restricted to it)."""
     batch, heads, n_query, _ = query.shape
     n_key, rows, device = key.shape[2], batch * heads, query.device
-    q3, k3t = _logit_factors(query, key, lse, scale)
+    q3, k3t = _logit_factors(query, key, lse, scale, scratch)
     mask2 = None if mask is None else mask.float() * LOG2E
     chunk = min(n_query, max(1, chunk_bytes // (4 * rows * n_key)))
     logits_ws = scratch('logits', rows * chunk * n_key, torch.float32, device)
@@ -155,19 +155,21 @@ def _add_torch(query, key, lse, mask, scale, sinks, chunk_bytes, scratch) -> Non
             buffer[:, start:end].add_(summed, alpha=weight)
 
 
-def _logit_factors(query, key, lse, scale) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``(q, k^T)``, ``(rows, N, w)`` and ``(rows, w, K)`` float32, whose product is the logits
-    times ``log2 e`` less, where ``lse`` is given, each row's ``lse * log2 e``: ``q`` gains the
-    column ``-lse * log2 e`` and ``k`` a column of ones, so the product is ``log2 p`` at once (a
-    bias added by ``baddbmm`` cost one more pass over the logits: a fifth of the maps' CPU time)."""
+def _logit_factors(query, key, lse, scale, scratch) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(q, k^T)``, ``(rows, N, w)`` and ``(rows, w, K)`` float32 (in scratch), whose product is
+    the logits times ``log2 e`` less, where ``lse`` is given, each row's ``lse * log2 e``: ``q``
+    gains the column ``-lse * log2 e`` and ``k`` a column of ones, so the product is ``log2 p`` at
+    once (a bias added by ``baddbmm`` cost one more pass over the logits: a fifth of the maps' CPU
+    time)."""
     batch, heads, n_query, head_dim = query.shape
-    rows, n_key = batch * heads, key.shape[2]
+    rows, n_key, width = batch * heads, key.shape[2], head_dim + (lse is not None)
+    q3 = scratch('q_factor', rows * n_query * width, torch.float32, query.device)
+    q3 = q3.view(rows, n_query, width)
+    q3[..., :head_dim].copy_(query.reshape(rows, n_query, head_dim)).mul_(scale * LOG2E)
     if lse is None:
-        return ((query.float() * (scale * LOG2E)).reshape(rows, n_query, head_dim),
-                key.float().reshape(rows, n_key, head_dim).transpose(1, 2))
-    q3 = torch.empty(rows, n_query, head_dim + 1, dtype=torch.float32, device=query.device)
-    k3 = torch.empty(rows, n_key, head_dim + 1, dtype=torch.float32, device=key.device)
-    torch.mul(query.reshape(rows, n_query, head_dim), scale * LOG2E, out=q3[..., :head_dim])
+        return q3, key.float().reshape(rows, n_key, head_dim).transpose(1, 2)
+    k3 = scratch('k_factor', rows * n_key * width, torch.float32, key.device)
+    k3 = k3.view(rows, n_key, width)
     torch.mul(lse.reshape(rows, n_query), -LOG2E, out=q3[..., head_dim])
     k3[..., :head_dim] = key.reshape(rows, n_key, head_dim)
     k3[..., head_dim] = 1.0
