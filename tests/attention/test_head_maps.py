@@ -23,7 +23,9 @@ def _logits(q, k, mask=None):
 
 
 def _scratch(slot, numel, dtype, device):
-    return torch.empty(numel, dtype=dtype, device=device)
+    """A slot as a session hands it out, holding what an earlier layer left (NaN here): anything
+    the map path reads without writing first shows in the maps."""
+    return torch.full((numel,), float('nan'), dtype=dtype, device=device)
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
@@ -83,11 +85,15 @@ def test_torch_path_with_a_mask_is_the_masked_softmax(mask_shape):
     assert not buffer[..., -3:].any()
 
 
+@pytest.mark.parametrize('with_lse', [False, True])
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
-def test_torch_path_half_precision_inputs_use_float32_logits(dtype):
+def test_torch_path_half_precision_inputs_use_float32_logits(dtype, with_lse):
+    """Without an LSE (the CPU's half-precision SDPA gives none) and with one (CUDA without
+    Triton): the inputs are scaled after their conversion to float32."""
     q, k, _ = _qkv(1, 4, 30, 77, 40, dtype, seed=3)
+    lse = torch.logsumexp(_logits(q, k), -1).float() if with_lse else None
     buffer = torch.zeros(1, 30, 77)
-    add_head_maps(q, k, None, None, [(torch.arange(4), [(buffer, 0.25)])], backend='auto',
+    add_head_maps(q, k, lse, None, [(torch.arange(4), [(buffer, 0.25)])], backend='torch',
                   scratch=_scratch)
     expected = torch.softmax(_logits(q, k), -1).mean(1)
     torch.testing.assert_close(buffer.double(), expected, atol=ATOL, rtol=RTOL)
@@ -135,7 +141,7 @@ def test_chunk_bytes_bounds_the_logits_workspace(chunk_bytes, chunk):
 
     def scratch(slot, numel, dtype, device):
         asked[slot] = numel
-        return torch.empty(numel, dtype=dtype, device=device)
+        return _scratch(slot, numel, dtype, device)
     buffer = torch.zeros(2, 40, 77)
     add_head_maps(q, k, None, None, [(torch.arange(3), [(buffer, 1 / 3)])], backend='torch',
                   chunk_bytes=chunk_bytes, scratch=scratch)
