@@ -62,10 +62,16 @@ CROSS_NAME = 'seediff_cross'
 SEED_RULES = ('otsu', 'alpha')
 #: the release's token rules (``seediff_app.py:aggregate_attention``, ALGORITHMS.md 2.1), by class
 #: name, as offsets from the name's first CLIP token: pottedplant = pot + plant (pot/ted/plant);
-#: tvmonitor = tv + the token two after it, the end token (tv/monitor/<end>); diningtable = the
-#: token after the first, 'ing' (din/ing/table). The last two are off-by-one accidents kept as
-#: released; the intended words: ``token_offsets=dict(tvmonitor=[0, 1], diningtable=[2])``
-RELEASED_TOKEN_OFFSETS = {'pottedplant': (0, 2), 'tvmonitor': (0, 2), 'diningtable': (1,)}
+#: tvmonitor, and COCO's 'cell phone' and 'parking meter', = the first token + the token two after
+#: it, the end token (tv/monitor/<end>, cell/phone/<end>); diningtable = the token after the first,
+#: 'ing' (din/ing/table). All but pottedplant are off-by-one accidents kept as released; the
+#: intended words: ``token_offsets={'tvmonitor': [0, 1], 'cell phone': [0, 1], 'parking meter':
+#: [0, 1], 'diningtable': [2]}``
+RELEASED_TOKEN_OFFSETS = {'pottedplant': (0, 2), 'tvmonitor': (0, 2), 'cell phone': (0, 2),
+                          'parking meter': (0, 2), 'diningtable': (1,)}
+#: the rules :meth:`SeeDiff.config_dict` records whatever the classes, as it has since the first
+#: version (label caches and manifests keep their keys); the others only for a class present
+ALWAYS_RECORDED_TOKEN_RULES = ('pottedplant', 'tvmonitor', 'diningtable')
 #: ``SeeDiff.pamr_flat``'s default: a PAMR output whose spread is at most this times its values
 #: has converged to a constant (a flat image, a small synthesis); the release min-max stretches its
 #: float32 rounding into a mask (IoU 0.001 on a flat grey image with known-answer maps)
@@ -145,10 +151,10 @@ class SeeDiff(MaskGenerator):
         token_offsets: per class, which prompt tokens to read, as offsets from the class name's
             first token; given entries replace those of their names in the default, which is
             as released: ``[0]`` (the first sub-token), except the release's rules for three VOC
-            names (:data:`RELEASED_TOKEN_OFFSETS`, applied whatever the config). An offset may
-            pass the name's end, as those rules do (tvmonitor ``[0, 2]``: 'tv' and the end
-            token). Each selected token's map is normalised per layer and all are summed (the
-            released pottedplant rule).
+            and two COCO names (:data:`RELEASED_TOKEN_OFFSETS`, applied whatever the config).
+            An offset may pass the name's end, as those rules do (tvmonitor ``[0, 2]``: 'tv' and
+            the end token). Each selected token's map is normalised per layer and all are summed
+            (the released pottedplant rule).
         prompt_templates: for :meth:`generate_kwargs` / :meth:`extract_kwargs`; ``{}`` = class.
         steps / guidance_scale: denoising steps and CFG scale of the synthesis run.
         timestep / noise: for :meth:`extract_kwargs` on real images (an extension).
@@ -378,7 +384,9 @@ class SeeDiff(MaskGenerator):
                     pamr_sigma_factor=self.pamr.sigma_factor, pamr_tol=self.pamr.tol,
                     pamr_flat=self.pamr_flat,
                     flat_layer_var=self.flat_layer_var, num_heads=self.num_heads,
-                    token_offsets=self.token_offsets, prompt_templates=self.prompt_templates,
+                    token_offsets={name: offsets for name, offsets in self.token_offsets.items()
+                                   if name in self.classes or name in ALWAYS_RECORDED_TOKEN_RULES},
+                    prompt_templates=self.prompt_templates,
                     steps=self.steps, guidance_scale=self.guidance_scale,
                     timestep=self.timestep, noise=self.noise, ignore_index=self.ignore_index,
                     self_layers=self.self_layers)

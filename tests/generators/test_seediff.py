@@ -200,7 +200,6 @@ def test_voc_config_reads_the_released_tokens(built_from):
     preset), read per class the prompt tokens the released aggregation reads: the first
     sub-token; pottedplant pot + plant, tvmonitor tv + the end token, diningtable 'ing'."""
     from transformers import CLIPTokenizer
-    from mmdiffseg.attention.prompts import token_positions
     tokenizer = CLIPTokenizer.from_pretrained(shared_path('sd_configs', 'stable-diffusion-v1-4',
                                                           'tokenizer'))
     cfg = Config.fromfile(str(REPO / 'configs' / 'seediff' / 'seediff_voc20_synth.py'))
@@ -209,7 +208,39 @@ def test_voc_config_reads_the_released_tokens(built_from):
     expected = dict(pottedplant=['pot', 'plant</w>'], tvmonitor=['tv', '<|endoftext|>'],
                     diningtable=['ing'], aeroplane=['aerop'], dog=['dog</w>'])
     corrected = SeeDiff(VOC, token_offsets=dict(tvmonitor=[0, 1])).token_offsets
-    assert corrected == dict(pottedplant=[0, 2], tvmonitor=[0, 1], diningtable=[1])  # per name
+    assert corrected == {'pottedplant': [0, 2], 'tvmonitor': [0, 1], 'cell phone': [0, 2],
+                         'parking meter': [0, 2], 'diningtable': [1]}  # per name
+    _assert_tokens_read(tokenizer, generator, expected)
+
+
+def test_coco_names_read_the_released_tokens():
+    """The release's rule for COCO's 'cell phone' and 'parking meter' (the one tvmonitor has):
+    the first token and the end token two after it; ``token_offsets`` gives the intended words."""
+    from transformers import CLIPTokenizer
+    tokenizer = CLIPTokenizer.from_pretrained(shared_path('sd_configs', 'stable-diffusion-v1-4',
+                                                          'tokenizer'))
+    classes = ['background', 'cell phone', 'parking meter', 'dog']
+    _assert_tokens_read(tokenizer, SeeDiff(classes), {
+        'cell phone': ['cell</w>', '<|endoftext|>'],
+        'parking meter': ['parking</w>', '<|endoftext|>'], 'dog': ['dog</w>']})
+    intended = {'cell phone': [0, 1], 'parking meter': [0, 1]}
+    _assert_tokens_read(tokenizer, SeeDiff(classes, token_offsets=intended), {
+        'cell phone': ['cell</w>', 'phone</w>'], 'parking meter': ['parking</w>', 'meter</w>']})
+    # the label-cache / manifest key: the VOC rules as recorded before the COCO ones were added
+    # (a folder made earlier resumes), the COCO ones only where those classes are labelled
+    voc_rules = {'pottedplant': [0, 2], 'tvmonitor': [0, 2], 'diningtable': [1]}
+    assert SeeDiff(VOC).config_dict()['token_offsets'] == voc_rules
+    assert SeeDiff(['road', 'car']).config_dict()['token_offsets'] == voc_rules
+    assert SeeDiff(classes).config_dict()['token_offsets'] == {
+        **voc_rules, 'cell phone': [0, 2], 'parking meter': [0, 2]}
+    assert SeeDiff(classes, token_offsets=intended).config_dict()['token_offsets'] == {
+        **voc_rules, **intended}
+
+
+def _assert_tokens_read(tokenizer, generator, expected):
+    """Each class of ``expected`` reads exactly its listed prompt tokens (through maps in which
+    token t lights pixel t only)."""
+    from mmdiffseg.attention.prompts import token_positions
     for name, words in expected.items():
         prompt = generator.generate_kwargs([name])['prompts'][0]
         ids = tokenizer(prompt, padding='max_length', max_length=77).input_ids
