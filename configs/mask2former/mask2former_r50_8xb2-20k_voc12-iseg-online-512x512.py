@@ -16,6 +16,7 @@ model = dict(
         num_classes=num_classes,
         loss_cls=dict(class_weight=[1.0] * num_classes + [0.1])))
 train_dataloader = {{_base_.voc_online_train_dataloader}}
+custom_hooks = {{_base_.voc_online_custom_hooks}}
 val_dataloader = {{_base_.voc_val_dataloader}}
 test_dataloader = val_dataloader
 train_cfg = dict(max_iters=20000, val_interval=2000)

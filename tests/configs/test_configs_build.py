@@ -40,7 +40,11 @@ def test_config_builds(path):
     for key in ('val_evaluator', 'test_evaluator'):
         if cfg.get(key):
             METRICS.build(cfg[key])
-    if cfg.model.get('data_preprocessor', {}).get('type') == 'DiffusionLabelPreprocessor':
+    online = cfg.model.get('data_preprocessor', {}).get('type') == 'DiffusionLabelPreprocessor'
+    # pictures of the online labels in the online-label configs, not in those of stored labels
+    hooks = [h.type for h in cfg.get('custom_hooks', [])]
+    assert ('OnlineLabelVisualizationHook' in hooks) == online, hooks
+    if online:
         # online labels: one label cache (folder, model, generator), in LoadPseudoLabel only
         steps = [s for s in cfg.train_dataloader.dataset.pipeline if s.type == 'LoadPseudoLabel']
         assert len(steps) == 1 and {'cache_dir', 'model', 'generator'} <= set(steps[0].cache)
