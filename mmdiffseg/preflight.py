@@ -35,6 +35,7 @@ from mmengine.config import Config
 from .attention.loading import single_file_checkpoint, single_file_problem
 from .attention.model_check import folder_problems
 from .cuda_check import cuda_problem
+from .models.prefill import first_unlabelled_image
 from .preflight_cache import (check_cache_precision, check_cache_settings,
                               check_cache_writable, writer_dtype)
 from .preflight_classes import (check_dataset_classes, check_model_classes,
@@ -312,8 +313,10 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                 if 'cache_dir' in node and mode != 'test':
                     missing += check_cache_writable(node['cache_dir'], path)
                     missing += check_cache_settings(node, path)
-                    missing += check_cache_precision(node['cache_dir'], path,
-                                                     writer_dtype(cfg, mode, dtype))
+                    missing += check_cache_precision(
+                        node['cache_dir'], path, writer_dtype(cfg, mode, dtype),
+                        functools.partial(first_unlabelled_image, cfg, node['cache_dir'])
+                        if mode == 'train' else None)
             if init_weights and node.get('type') == 'Pretrained' and \
                     isinstance(node.get('checkpoint'), str):
                 missing += check_checkpoint(node['checkpoint'], f'{path}.checkpoint')

@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from mmengine.config import Config
 
@@ -21,10 +21,13 @@ def writer_dtype(cfg: Config, mode: str, dtype: Optional[str]) -> str:
     return (dtype if mode == 'prefill' else None) or pre.get('engine_dtype', 'float32')
 
 
-def check_cache_precision(cache_dir: str, where: str, dtype: str) -> List[Missing]:
+def check_cache_precision(cache_dir: str, where: str, dtype: str,
+                          unlabelled: Optional[Callable[[], Optional[str]]] = None
+                          ) -> List[Missing]:
     """A label cache whose labels were made in another precision than this run would add
     (:class:`~mmdiffseg.datasets.LabelCache` refuses such a writer at its first label, maybe
-    hours into training)."""
+    hours into training). ``unlabelled``: for a run that only adds the labels the cache lacks
+    (training), the first image without one, or None: a full cache is read in any precision."""
     from .datasets.label_cache import SIGNATURE_FILE, WRITER_KEY
     try:
         made = json.loads((Path(cache_dir) / SIGNATURE_FILE).read_text()).get(WRITER_KEY, {})
@@ -32,8 +35,17 @@ def check_cache_precision(cache_dir: str, where: str, dtype: str) -> List[Missin
         return []   # no folder or signature yet (an unreadable one is named at first use)
     if made.get('dtype') in (None, dtype):
         return []
+    example = ''
+    if unlabelled is not None:
+        try:
+            image = unlabelled()
+        except Exception:  # noqa: BLE001  the data checks name what keeps the data from loading
+            image = ''
+        if image is None:
+            return []
+        example = f' (for {image}, which has no label there)' if image else ''
     return [Missing(f'label cache {cache_dir} holds labels made in {made["dtype"]}, this run '
-                    f'would add labels in {dtype}',
+                    f'would add labels in {dtype}{example}',
                     f'make labels in {made["dtype"]} (--cfg-options model.data_preprocessor.'
                     f'engine_dtype={made["dtype"]}, or --dtype {made["dtype"]} for '
                     f'prefill_labels.py), or --cfg-options {where}.cache_dir=<another folder>',

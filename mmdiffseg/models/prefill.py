@@ -22,6 +22,7 @@ import torch
 from mmengine import fileio
 from mmengine.config import Config
 from mmengine.dist import all_reduce, get_dist_info
+from mmengine.registry import DefaultScope
 
 from ..apis.io import WRITE_ERRORS, write_error
 from ..apis.progress import ProgressLine
@@ -96,14 +97,42 @@ class _RankImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, item: int) -> Tuple[str, Optional[np.ndarray], List[str]]:
+    def lookup(self, item: int) -> Tuple[dict, bytes, str, bool]:
+        """The dataset's results for the image, its file's bytes, its label key and whether
+        its label is cached."""
         d, i = self.index[item]
         results = self.datasets[d][i]
         data = fileio.get(results['img_path'])
-        names = list(results['image_labels'])
-        key = label_key(data, names)
-        cached = read_label(label_path(self.cache_dir, key)) is not None
-        return key, None if cached else decode_rgb(data, results['img_path']), names
+        key = label_key(data, list(results['image_labels']))
+        return results, data, key, read_label(label_path(self.cache_dir, key)) is not None
+
+    def __getitem__(self, item: int) -> Tuple[str, Optional[np.ndarray], List[str]]:
+        results, data, key, cached = self.lookup(item)
+        image = None if cached else decode_rgb(data, results['img_path'])
+        return key, image, list(results['image_labels'])
+
+
+def training_label_keys(cfg: Config, cache_dir: str) -> Iterator[Tuple[str, str, bool]]:
+    """``(image path, label key, whether its label is cached)`` of each training image of the
+    datasets whose ``LoadPseudoLabel`` caches in ``cache_dir``, read and keyed as training keys
+    it."""
+    def caches_here(dataset_cfg: dict) -> bool:
+        return any(step.get('type') == 'LoadPseudoLabel'
+                   and (step.get('cache') or {}).get('cache_dir') == cache_dir
+                   for step in dataset_cfg['pipeline'])
+    dataset_cfgs = [d for d in online_dataset_cfgs(cfg.train_dataloader.dataset) if caches_here(d)]
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmseg')):
+        images = _RankImages(_build_datasets(dataset_cfgs), cache_dir, 0, 1)
+    for item in range(len(images)):
+        results, _, key, cached = images.lookup(item)
+        yield results['img_path'], key, cached
+
+
+def first_unlabelled_image(cfg: Config, cache_dir: str) -> Optional[str]:
+    """The first training image whose label ``cache_dir`` lacks, or None when every one has its
+    label (:func:`training_label_keys`)."""
+    return next((path for path, _, cached in training_label_keys(cfg, cache_dir) if not cached),
+                None)
 
 
 def _build_datasets(dataset_cfgs: List[dict]) -> List:
