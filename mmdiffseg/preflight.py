@@ -45,6 +45,7 @@ from .preflight_data import (Missing, check_dataset, check_image_level_labels,
 from .preflight_options import (check_cache_keys, check_head_layout, check_options,
                                 generator_refusal, hub_id_like)
 from .provenance import MOVED_HUB_IDS, withdrawn_model
+from .registry import config_type
 
 TINY_SD_BASE = 'stable-diffusion-2-1-base'
 #: the workspace's sample SD configs (``sd_configs/<name>``) a model id may end in
@@ -238,7 +239,7 @@ def _cuda_needs(cfg: Config, mode: str, sections: Dict[str, object], dtype: Opti
             if str(node.get('device', '')).startswith('cuda'):
                 needs.append(f'{path}.device={node["device"]} (--cfg-options {path}.device=cpu)')
             # the online labeler (DiffusionLabelPreprocessor) labels in training only
-            labels_in_test = mode != 'test' or node.get('type') != 'DiffusionLabelPreprocessor'
+            labels_in_test = mode != 'test' or config_type(node) != 'DiffusionLabelPreprocessor'
             for key, (values, fix) in CUDA_ONLY_SETTINGS.items():
                 if node.get(key) in values and labels_in_test:
                     needs.append(f'{path}.{key}={node[key]} (--cfg-options {path}.{key}={fix})')
@@ -299,7 +300,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                     key = f'{path}.pipeline.{index}'
                     if any(key + '.classes' in m.where for m in disagree):
                         continue  # its names checked against classes it is to change
-                    if isinstance(step, dict) and step.get('type') == 'LoadImageLevelLabels':
+                    if config_type(step) == 'LoadImageLevelLabels':
                         missing += check_image_level_labels(
                             step, key, None if problems else node)
             if isinstance(node.get('generator'), dict) and 'type' in node['generator']:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from .preflight_data import Missing
+from .registry import config_type
 
 #: where a list is shown whole; longer ones by their first names and their count
 SHOWN = 8
@@ -96,7 +97,7 @@ def check_dataset_classes(dataset: dict, where: str) -> List[Missing]:
         if not isinstance(step, dict):
             continue
         key = f'{where}.pipeline.{index}'
-        if step.get('type') == 'LoadImageLevelLabels' and step.get('classes') is not None:
+        if config_type(step) == 'LoadImageLevelLabels' and step.get('classes') is not None:
             try:
                 found = resolve_classes(step['classes'])
             except KeyError:  # named by check_image_level_labels
@@ -106,8 +107,8 @@ def check_dataset_classes(dataset: dict, where: str) -> List[Missing]:
                     f'{key}.classes', 'the class each image-level name or ground-truth value '
                     'stands for', found, expected, source,
                     f"set {key}.classes to the dataset's classes, in their order"))
-        generator = (step.get('cache') or {}).get('generator') if step.get('type') == \
-            'LoadPseudoLabel' else None
+        generator = ((step.get('cache') or {}).get('generator')
+                     if config_type(step) == 'LoadPseudoLabel' else None)
         found = generator_classes(generator) if isinstance(generator, dict) else None
         if found == []:
             missing.append(Missing(
@@ -132,7 +133,7 @@ def check_model_classes(model: dict, datasets: List[Tuple[str, dict]]) -> List[M
     classes (once per class list) and its engine options, and the preprocessor that makes
     online labels where a pipeline asks for them (``LoadPseudoLabel``)."""
     missing, seen = _online_preprocessor(model, datasets), []
-    if model.get('type') == 'DiffusionSegmentor':
+    if config_type(model) == 'DiffusionSegmentor':
         missing += check_engine_kwargs(model, 'model')
     for where, dataset in datasets:
         classes = dataset_classes(dataset)
@@ -185,7 +186,7 @@ def _class_weights(key: str, head: dict, classes: List[str], where: str) -> List
 def _segmentor_generator(model: dict, classes: List[str], where: str) -> List[Missing]:
     """``DiffusionSegmentor``'s generator: the dataset's classes, and the image-level labels a
     generator of classes reads (iSeg, DiffSeg naming its segments)."""
-    generator = model.get('generator') if model.get('type') == 'DiffusionSegmentor' else None
+    generator = model.get('generator') if config_type(model) == 'DiffusionSegmentor' else None
     found = generator_classes(generator) if isinstance(generator, dict) else None
     if not found:
         return []
@@ -207,14 +208,14 @@ def check_segment_scoring(model: dict, evaluators: Sequence[Tuple[str, object]])
     a metric of class indices (``IoUMetric``, ``PseudoLabelMetric``): segment k is not class k,
     so its mIoU is that of arbitrary names, near 0 and silent. Such ids are scored after a
     Hungarian matching to the ground truth (DiffSeg's protocol, ``HungarianMatchedIoU``)."""
-    generator = model.get('generator') if model.get('type') == 'DiffusionSegmentor' else None
+    generator = model.get('generator') if config_type(model) == 'DiffusionSegmentor' else None
     if not isinstance(generator, dict) or generator_classes(generator) != []:
         return []
     missing = []
     for key, evaluator in evaluators:
         metrics = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
         for i, metric in enumerate(metrics):
-            kind = str(metric.get('type', '')).rsplit('.', 1)[-1] if isinstance(metric, dict) else ''
+            kind = config_type(metric)
             if kind in ('IoUMetric', 'PseudoLabelMetric', 'CityscapesMetric'):
                 where = key if metrics is not evaluator else f'{key}.{i}'
                 missing.append(Missing(
@@ -235,7 +236,7 @@ def _online_preprocessor(model: dict, datasets: List[Tuple[str, dict]]) -> List[
     kind = preprocessor.get('type')
     if not model:
         return []
-    if str(kind).rsplit('.', 1)[-1] == 'DiffusionLabelPreprocessor':
+    if config_type(preprocessor) == 'DiffusionLabelPreprocessor':
         return _labeller_options(preprocessor)
     return [Missing(f'{where}.pipeline.{i} (LoadPseudoLabel) asks for online labels, but '
                     f'model.data_preprocessor is {kind!r}, which does not make them: every '
@@ -244,7 +245,7 @@ def _online_preprocessor(model: dict, datasets: List[Tuple[str, dict]]) -> List[
                     'takes SegDataPreProcessor\'s options and engine_dtype, label_batch_size; '
                     'as the ...-iseg-online configs)', ['model.data_preprocessor'])
             for where, dataset in datasets for i, step in enumerate(dataset.get('pipeline') or [])
-            if isinstance(step, dict) and step.get('type') == 'LoadPseudoLabel'][:1]
+            if config_type(step) == 'LoadPseudoLabel'][:1]
 
 
 def _labeller_options(preprocessor: dict) -> List[Missing]:

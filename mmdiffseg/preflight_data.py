@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .registry import config_type
+
 DATA_GUIDE = 'README "Data layout"'
 ELSEWHERE = '; or set data_root (and data_prefix) of the entries above to where yours is'
 VOC_PREPARE = ('python tools/dataset_converters/voc_aug.py {devkit} '
@@ -101,8 +103,8 @@ def _reads_labels(dataset: dict) -> bool:
     """Whether the pipeline reads the label maps (``LoadAnnotations``, or image-level labels
     taken from them)."""
     return any(
-        step.get('type') == 'LoadAnnotations' or
-        (step.get('type') == 'LoadImageLevelLabels' and step.get('ann_file') is None)
+        config_type(step) == 'LoadAnnotations' or
+        (config_type(step) == 'LoadImageLevelLabels' and step.get('ann_file') is None)
         for step in dataset.get('pipeline', []) if isinstance(step, dict))
 
 

@@ -12,6 +12,15 @@ from mmengine.registry import DefaultScope, Registry, build_from_cfg
 from mmseg.registry import MODELS
 
 
+def config_type(cfg) -> str:
+    """The class name a config dict builds, without a registry scope (``'mmseg.LoadPseudoLabel'``
+    -> ``'LoadPseudoLabel'``; a class given as ``type`` -> its name); ``''`` for anything else."""
+    kind = cfg.get('type') if isinstance(cfg, Mapping) else None
+    if inspect.isclass(kind):
+        return kind.__name__
+    return kind.rsplit('.', 1)[-1] if isinstance(kind, str) else ''
+
+
 def unknown_options(cls, options: Mapping) -> List[str]:
     """The keys of ``options`` (``type`` aside) that ``cls`` does not take: none when it takes
     ``**kwargs``."""

@@ -31,6 +31,7 @@ from mmseg.datasets import (ADE20KDataset, BaseSegDataset, CityscapesDataset,
 from mmseg.registry import DATASETS
 
 from ..generators.base import IGNORE_INDEX
+from ..registry import config_type
 from .transforms import read_label_map
 from .unsupervised import CityscapesHumanVehicleDataset
 
@@ -201,8 +202,7 @@ class GeneratedLabelDataset(BaseSegDataset):
     @classmethod
     def _check_pipeline_convention(cls, pipeline, reduce_zero_label: bool) -> None:
         for step in pipeline or []:
-            if isinstance(step, dict) and step.get('type') in ('LoadAnnotations',
-                                                              'mmseg.LoadAnnotations'):
+            if config_type(step) == 'LoadAnnotations':
                 forced = step.get('reduce_zero_label')
                 if forced is not None and bool(forced) != bool(reduce_zero_label):
                     raise ValueError(

@@ -29,6 +29,7 @@ from ..apis.progress import ProgressLine
 from ..datasets.label_cache import (canonical_cache_spec, label_key, label_path,
                                     read_label)
 from ..generators.base import IGNORE_INDEX
+from ..registry import config_type
 from .online_labeler import OnlineLabeler, decode_rgb
 
 #: pipeline steps kept for the prefill (what the labels depend on besides the image file)
@@ -43,7 +44,7 @@ def online_dataset_cfgs(dataset_cfg: dict) -> List[dict]:
     if 'dataset' in dataset_cfg:
         return online_dataset_cfgs(dataset_cfg['dataset'])
     steps = dataset_cfg.get('pipeline') or []
-    return [dataset_cfg] if any(s.get('type') == 'LoadPseudoLabel' for s in steps) else []
+    return [dataset_cfg] if any(config_type(s) == 'LoadPseudoLabel' for s in steps) else []
 
 
 def config_label_caches(cfg: Config) -> List[dict]:
@@ -54,7 +55,7 @@ def config_label_caches(cfg: Config) -> List[dict]:
         return []
     return [canonical_cache_spec(step['cache'])
             for dataset in online_dataset_cfgs(cfg.train_dataloader.dataset)
-            for step in dataset['pipeline'] if step.get('type') == 'LoadPseudoLabel']
+            for step in dataset['pipeline'] if config_type(step) == 'LoadPseudoLabel']
 
 
 @dataclasses.dataclass
@@ -117,7 +118,7 @@ def training_label_keys(cfg: Config, cache_dir: str) -> Iterator[Tuple[str, str,
     datasets whose ``LoadPseudoLabel`` caches in ``cache_dir``, read and keyed as training keys
     it."""
     def caches_here(dataset_cfg: dict) -> bool:
-        return any(step.get('type') == 'LoadPseudoLabel'
+        return any(config_type(step) == 'LoadPseudoLabel'
                    and (step.get('cache') or {}).get('cache_dir') == cache_dir
                    for step in dataset_cfg['pipeline'])
     dataset_cfgs = [d for d in online_dataset_cfgs(cfg.train_dataloader.dataset) if caches_here(d)]
@@ -140,7 +141,7 @@ def _build_datasets(dataset_cfgs: List[dict]) -> List:
     datasets = []
     for dataset_cfg in dataset_cfgs:
         cut = Config(dict(dataset_cfg)).to_dict()
-        cut['pipeline'] = [s for s in cut['pipeline'] if s.get('type') in PREFILL_STEPS]
+        cut['pipeline'] = [s for s in cut['pipeline'] if config_type(s) in PREFILL_STEPS]
         datasets.append(DATASETS.build(cut))
     return datasets
 
@@ -148,7 +149,7 @@ def _build_datasets(dataset_cfgs: List[dict]) -> List:
 def _labeler(cfg: Config, spec: dict, dtype: Optional[str],
              batch_size: Optional[int]) -> OnlineLabeler:
     pre = cfg.model.get('data_preprocessor') or {}
-    if pre.get('type') != 'DiffusionLabelPreprocessor':
+    if config_type(pre) != 'DiffusionLabelPreprocessor':
         raise ValueError('prefill: model.data_preprocessor is not a DiffusionLabelPreprocessor: '
                          'the config does not train on online labels')
     labeler = OnlineLabeler(dtype=dtype or pre.get('engine_dtype', 'float32'),

@@ -7,7 +7,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from e2e_helpers import online_config
 
-from mmdiffseg.datasets import label_key
+from mmdiffseg.datasets import LoadPseudoLabel, label_key
 from mmdiffseg.models import prefill as prefill_module
 from mmdiffseg.models.online_labeler import OnlineLabeler
 from mmdiffseg.models.prefill import PrefillSummary, _full_batches, online_dataset_cfgs
@@ -41,6 +41,25 @@ def test_only_datasets_with_online_labels_are_prefilled():
     online = dict(type='VOC', pipeline=[dict(type='LoadPseudoLabel', cache={})])
     masks = dict(type='VOC', pipeline=[dict(type='LoadAnnotations')])
     assert online_dataset_cfgs(dict(type='ConcatDataset', datasets=[masks, online])) == [online]
+    # a type with its registry's scope, as mmengine builds it, or the class itself
+    scoped = dict(type='VOC', pipeline=[dict(type='mmseg.LoadPseudoLabel', cache={})])
+    given = dict(type='VOC', pipeline=[dict(type=LoadPseudoLabel, cache={})])
+    assert online_dataset_cfgs(dict(type='ConcatDataset', datasets=[scoped, given])) == [
+        scoped, given]
+
+
+def test_a_scoped_online_step_needs_the_labelling_preprocessor():
+    """Pre-flight reads ``mmseg.LoadPseudoLabel`` as the step it builds: without the
+    preprocessor that makes the labels every target would stay 255."""
+    from mmdiffseg.preflight_classes import check_model_classes
+    dataset = dict(type='PascalVOCDataset', pipeline=[dict(type='mmseg.LoadPseudoLabel')])
+    (item,) = check_model_classes(dict(data_preprocessor=dict(type='SegDataPreProcessor')),
+                                  [('train_dataloader.dataset', dataset)])
+    assert item.what.startswith('train_dataloader.dataset.pipeline.0 (LoadPseudoLabel) asks for '
+                                'online labels, but model.data_preprocessor is '
+                                "'SegDataPreProcessor'")
+    assert check_model_classes(dict(data_preprocessor=dict(
+        type='mmseg.DiffusionLabelPreprocessor')), [('train_dataloader.dataset', dataset)]) == []
 
 
 def test_arguments_override_the_preprocessor_and_ranks_share_quietly(

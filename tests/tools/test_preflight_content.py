@@ -276,58 +276,6 @@ def test_prefill_tool_stops_with_one_message_for_labels_and_generator(tmp_path, 
     assert "unknown option 'iterz' (did you mean 'iters'?)" in err
 
 
-def test_a_label_cache_made_in_another_precision_is_named_before_training(tmp_path, voc_root):
-    from mmdiffseg.datasets import LabelCache
-    generator = dict(type='ISeg', vocabulary='voc')
-    cfg = voc_config(voc_root, generator=generator)
-    cache = cfg.train_dataloader.dataset.pipeline[2].cache
-    cache.cache_dir, cache.model = str(tmp_path / 'cache'), str(tmp_path / 'sd')
-    assert not [i for i in preflight.check(cfg, 'train') if 'holds labels made in' in i.what]
-    LabelCache(cache.cache_dir, cache.model, generator, writer_dtype='float16').sign()
-    for mode, dtype, engine_dtype in [('train', None, 'float32'), ('prefill', 'float32', None)]:
-        cfg.model = dict(data_preprocessor=dict(type='DiffusionLabelPreprocessor',
-                                                engine_dtype=engine_dtype or 'float16'))
-        (item,) = [i for i in preflight.check(cfg, mode, dtype=dtype)
-                   if 'holds labels made in' in i.what]
-        # training names an image it would label (the first of the split); a prefill adds labels
-        example = f' (for {voc_root}/JPEGImages/{VOC_IMAGES[0]}.png, which has no label there)'
-        assert item.what.endswith('holds labels made in float16, this run would add labels in '
-                                  'float32' + (example if mode == 'train' else ''))
-        assert 'engine_dtype=float16' in item.fix and 'cache_dir=<another folder>' in item.fix
-    cfg.model.data_preprocessor.engine_dtype = 'float16'
-    assert not [i for i in preflight.check(cfg, 'train') if 'holds labels made in' in i.what]
-
-
-def test_a_full_label_cache_made_in_another_precision_is_read(tmp_path, voc_root):
-    """Training on a cache that holds every training image's label adds none, so it reads
-    labels of any precision (README); one missing label and it would add one: refused."""
-    import numpy as np
-    from mmdiffseg.datasets import LabelCache
-    from mmdiffseg.models.prefill import training_label_keys
-    generator = dict(type='ISeg', vocabulary='voc')
-    cfg = voc_config(voc_root, generator=generator)
-    cache = cfg.train_dataloader.dataset.pipeline[2].cache
-    cache.cache_dir, cache.model = str(tmp_path / 'cache'), str(tmp_path / 'sd')
-    cfg.model = dict(data_preprocessor=dict(type='DiffusionLabelPreprocessor',
-                                            engine_dtype='float32'))
-    store = LabelCache(cache.cache_dir, cache.model, generator, writer_dtype='bfloat16')
-    store.sign()
-    keys = [(path, key) for path, key, cached in training_label_keys(cfg, cache.cache_dir)]
-    assert len(keys) == len(VOC_IMAGES)
-    for path, key in keys[:-1]:
-        store.save(key, np.zeros((4, 4), np.uint8))
-
-    def refusals(mode='train', **kwargs):
-        return [i.what for i in preflight.check(cfg, mode, **kwargs)
-                if 'holds labels made in' in i.what]
-    assert refusals() == [f'label cache {cache.cache_dir} holds labels made in bfloat16, this run '
-                          f'would add labels in float32 (for {keys[-1][0]}, which has no label '
-                          'there)']
-    store.save(keys[-1][1], np.zeros((4, 4), np.uint8))
-    assert refusals() == []
-    assert len(refusals('prefill', dtype='float32')) == 1  # a prefill in float32 adds labels
-
-
 def test_a_label_cache_made_with_other_settings_is_named_before_training(tmp_path, voc_root):
     """Another generator option, or labels of an earlier label computation (a cache.json
     without LABELS_VERSION): named by pre-flight with the fix, not at the first batch."""

@@ -1,0 +1,64 @@
+"""Pre-flight of a label cache made in another precision than the run's: named before training
+where the run would add a label, read where the cache holds every training image's label."""
+import numpy as np
+import pytest
+from e2e_helpers import VOC_IMAGES, make_voc_root
+from sample_data import shared_path
+from test_preflight_content import voc_config
+
+from mmdiffseg import preflight
+from mmdiffseg.datasets import LabelCache
+from mmdiffseg.models.prefill import training_label_keys
+
+
+@pytest.fixture
+def voc_root(tmp_path):
+    return make_voc_root(shared_path('voc2012_val_samples'), tmp_path / 'VOCdevkit' / 'VOC2012')
+
+
+def test_a_label_cache_made_in_another_precision_is_named_before_training(tmp_path, voc_root):
+    generator = dict(type='ISeg', vocabulary='voc')
+    cfg = voc_config(voc_root, generator=generator)
+    cache = cfg.train_dataloader.dataset.pipeline[2].cache
+    cache.cache_dir, cache.model = str(tmp_path / 'cache'), str(tmp_path / 'sd')
+    assert not [i for i in preflight.check(cfg, 'train') if 'holds labels made in' in i.what]
+    LabelCache(cache.cache_dir, cache.model, generator, writer_dtype='float16').sign()
+    for mode, dtype, engine_dtype in [('train', None, 'float32'), ('prefill', 'float32', None)]:
+        cfg.model = dict(data_preprocessor=dict(type='DiffusionLabelPreprocessor',
+                                                engine_dtype=engine_dtype or 'float16'))
+        (item,) = [i for i in preflight.check(cfg, mode, dtype=dtype)
+                   if 'holds labels made in' in i.what]
+        # training names an image it would label (the first of the split); a prefill adds labels
+        example = f' (for {voc_root}/JPEGImages/{VOC_IMAGES[0]}.png, which has no label there)'
+        assert item.what.endswith('holds labels made in float16, this run would add labels in '
+                                  'float32' + (example if mode == 'train' else ''))
+        assert 'engine_dtype=float16' in item.fix and 'cache_dir=<another folder>' in item.fix
+    cfg.model.data_preprocessor.engine_dtype = 'float16'
+    assert not [i for i in preflight.check(cfg, 'train') if 'holds labels made in' in i.what]
+
+
+def test_a_full_label_cache_made_in_another_precision_is_read(tmp_path, voc_root):
+    """Training on a cache that holds every training image's label adds none, so it reads
+    labels of any precision (README); one missing label and it would add one: refused."""
+    generator = dict(type='ISeg', vocabulary='voc')
+    cfg = voc_config(voc_root, generator=generator)
+    cache = cfg.train_dataloader.dataset.pipeline[2].cache
+    cache.cache_dir, cache.model = str(tmp_path / 'cache'), str(tmp_path / 'sd')
+    cfg.model = dict(data_preprocessor=dict(type='DiffusionLabelPreprocessor',
+                                            engine_dtype='float32'))
+    store = LabelCache(cache.cache_dir, cache.model, generator, writer_dtype='bfloat16')
+    store.sign()
+    keys = [(path, key) for path, key, cached in training_label_keys(cfg, cache.cache_dir)]
+    assert len(keys) == len(VOC_IMAGES)
+    for path, key in keys[:-1]:
+        store.save(key, np.zeros((4, 4), np.uint8))
+
+    def refusals(mode='train', **kwargs):
+        return [i.what for i in preflight.check(cfg, mode, **kwargs)
+                if 'holds labels made in' in i.what]
+    assert refusals() == [f'label cache {cache.cache_dir} holds labels made in bfloat16, this run '
+                          f'would add labels in float32 (for {keys[-1][0]}, which has no label '
+                          'there)']
+    store.save(keys[-1][1], np.zeros((4, 4), np.uint8))
+    assert refusals() == []
+    assert len(refusals('prefill', dtype='float32')) == 1  # a prefill in float32 adds labels
