@@ -5,9 +5,9 @@
     python tools/segment.py --contact-sheet work_dirs/synth_voc  # its contact_sheet.jpg
 
 --out is always a folder. Segmenting writes SegmentationClass/<id>.png, Overlays/<id>.jpg (mmseg's
-SegLocalVisualizer) and contact_sheet.jpg into it. With --contact-sheet FOLDER (any folder written
-by synthesize / pseudo_label / segment, from any working directory) only the sheet is made:
-<out>/contact_sheet.jpg, by default in FOLDER itself.
+SegLocalVisualizer) and contact_sheet.jpg (unless no item finished) into it. With --contact-sheet
+FOLDER (any folder written by synthesize / pseudo_label / segment, from any working directory)
+only the sheet is made: <out>/contact_sheet.jpg, by default in FOLDER itself.
 """
 import sys
 from pathlib import Path
@@ -87,8 +87,11 @@ def main(argv=None):
                       device=device, dtype=args.dtype, workers=args.workers,
                       compile_backend=args.compile, variant=args.variant)
     sheet = Path(args.out) / SHEET_NAME  # drawn again: --cols, --thumb... may differ from before
-    write_contact_sheet(args.out, sheet, **sheet_args)
-    print(f'contact sheet: {sheet}')
+    if summary.made or summary.already_done:
+        write_contact_sheet(args.out, sheet, **sheet_args)
+        print(f'contact sheet: {sheet}')
+    else:  # every item failed: the failures above say why, a sheet would show nothing
+        print('contact sheet: not drawn, no item finished')
     return cli.exit_status(summary, args.strict)
 
 

@@ -24,7 +24,7 @@ from .eval_labels import GroundTruthFormat
 from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encode_label_png,
                       labelled_share, list_images, palette_for, read_rgb, record_path,
                       split_path)
-from .io import ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem
+from .io import ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem, check_unique_ids
 from .jobs import BatchLoader, default_workers, run_job
 
 
@@ -45,21 +45,23 @@ def images_from_folder(folder, whole: str = ', or --dataset-config for the whole
     return items
 
 
-def images_from_dataset_config(config: str, split: str = 'train'):
-    """Items (image and ground-truth paths), class names and ground-truth format
-    (:class:`GroundTruthFormat`) of ``<split>_dataloader.dataset`` in an mmseg config; a missing
-    or broken config, or data that is not where it says, is a :class:`UserInputError`."""
-    from mmengine.registry import init_default_scope
+def inner_dataset_cfgs(ds_cfg: dict, where: str) -> List[Tuple[str, dict]]:
+    """The datasets a dataset config lists images from, in order, each with its place in the
+    config (for ``--cfg-options``): wrappers opened (``ConcatDataset``'s ``datasets``, all of
+    them; ``RepeatDataset``'s and others' ``dataset``, once); a plain dataset is itself."""
+    if 'datasets' in ds_cfg:
+        return [pair for i, sub in enumerate(ds_cfg['datasets'])
+                for pair in inner_dataset_cfgs(sub, f'{where}.datasets.{i}')]
+    if 'dataset' in ds_cfg:
+        return inner_dataset_cfgs(ds_cfg['dataset'], f'{where}.dataset')
+    return [(where, ds_cfg)]
+
+
+def _dataset_items(ds_cfg: dict, where: str, config: str, split: str):
+    """Items, class names and ground-truth format of one (unwrapped) dataset config."""
     from mmseg.registry import DATASETS
 
     from ..preflight_data import check_dataset, reads_generated_labels
-    from .builders import read_config
-    cfg = read_config(config, 'dataset config', '--dataset-config')
-    key = f'{split}_dataloader'
-    if key not in cfg:
-        raise UserInputError(f'{config} has no {key}; give --split train|val|test')
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    ds_cfg = cfg[key].dataset.to_dict()
     if reads_generated_labels(ds_cfg):
         images = (ds_cfg.get('data_prefix') or {}).get('img_path', '')
         raise UserInputError(
@@ -67,7 +69,7 @@ def images_from_dataset_config(config: str, split: str = 'train'):
             f'makes, so it cannot list the images to label: give their folder instead '
             f'(IMAGES_DIR, e.g. {Path(ds_cfg.get("data_root") or "", images)}), or a config of '
             'the real data (its val or test split)')
-    problems = check_dataset(ds_cfg, f'{key}.dataset')
+    problems = check_dataset(ds_cfg, where)
     if problems:
         raise UserInputError(
             f'the {split} data of {config} (--dataset-config) is not there (paths relative to '
@@ -87,6 +89,39 @@ def images_from_dataset_config(config: str, split: str = 'train'):
         raise UserInputError(f'the {split} dataset of {config} lists no images ({listing} is '
                              'empty)')
     return items, list(dataset.metainfo['classes']), GroundTruthFormat.of_dataset(dataset)
+
+
+def images_from_dataset_config(config: str, split: str = 'train'):
+    """Items (image and ground-truth paths), class names and ground-truth format
+    (:class:`GroundTruthFormat`) of ``<split>_dataloader.dataset`` in an mmseg config, wrappers
+    opened (:func:`inner_dataset_cfgs`); a missing or broken config, data that is not where it
+    says, inner datasets of other classes or label formats, or one image id twice
+    (:func:`.io.check_unique_ids`) is a :class:`UserInputError`."""
+    from mmengine.registry import init_default_scope
+
+    from .builders import read_config
+    cfg = read_config(config, 'dataset config', '--dataset-config')
+    key = f'{split}_dataloader'
+    if key not in cfg:
+        raise UserInputError(f'{config} has no {key}; give --split train|val|test')
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    inner = inner_dataset_cfgs(cfg[key].dataset.to_dict(), f'{key}.dataset')
+    if not inner:
+        raise UserInputError(f'the {split} dataset of {config} wraps no dataset (datasets=[]): '
+                             'list the datasets to label in it')
+    listed = [(where, _dataset_items(ds_cfg, where, config, split)) for where, ds_cfg in inner]
+    (first, (_, classes, gt_format)), items = listed[0], []
+    for where, (own, own_classes, own_format) in listed:
+        for what, value, expected in (('classes', own_classes, classes),
+                                      ('label format', own_format, gt_format)):
+            if value != expected:
+                raise UserInputError(
+                    f'the {split} datasets of {config} differ in their {what}: {first} has '
+                    f'{expected}, {where} {value}; label them one at a time (a config whose '
+                    f'{key}.dataset is one of them)')
+        items += own
+    check_unique_ids(items)
+    return items, classes, gt_format
 
 
 def labels_from_file(path) -> Dict[str, List[str]]:

@@ -44,25 +44,35 @@ RELEASED_SIZE = 512
 #: plus the image's index in its class (``seediff_main_origin.py``: ``200000 + k`` in its first
 #: process, ``torch.Generator().manual_seed`` of a CPU float32 draw, as the engine's)
 SEED_PER_IMAGE = ('hash', 'index')
+#: the seeds ``torch.Generator.manual_seed`` takes (a negative one wraps to 2**64 + seed)
+SEED_RANGE = (-2 ** 63, 2 ** 64 - 1)
 
 
 def seediff_resolutions(size: int) -> List[int]:
     """SeeDiff's token grids at ``size`` px (latent = size / 8 on SD 1.x / 2.x-base)."""
-    if size % 64:
+    if size < 64 or size % 64:
         raise UserInputError(f'--size {size}: SeeDiff reads a quarter, a half and all of the '
                              'latent grid (image size / 8), which the U-Net halves three times, '
-                             'so the size must be a multiple of 64 (e.g. 512, 576, 640, 768)')
+                             'so the size must be a multiple of 64 and at least 64 (e.g. 512, '
+                             '576, 640, 768)')
     return list(resolutions_for(size // 8))
 
 
 def synth_items(names: Sequence[str], images_per_class: int, seed: int,
                 seed_per_image: str = 'hash') -> List[WorkItem]:
     """Class-major item list; ids are ``<slug>_<index:05d>`` (two names with one slug are
-    refused: their items would share ids); seeds by ``seed_per_image`` (:data:`SEED_PER_IMAGE`)."""
+    refused: their items would share ids); seeds by ``seed_per_image`` (:data:`SEED_PER_IMAGE`),
+    'index' seeds all within :data:`SEED_RANGE`."""
     if images_per_class < 1:
         raise UserInputError(f'--images-per-class must be at least 1, got {images_per_class}')
     if seed_per_image not in SEED_PER_IMAGE:
         raise UserInputError(f'--seed-per-image {seed_per_image!r}: one of {SEED_PER_IMAGE}')
+    low, high = SEED_RANGE
+    if seed_per_image == 'index' and not low <= int(seed) <= high - (images_per_class - 1):
+        raise UserInputError(
+            f'--seed {seed}: with --seed-per-image index the images of a class are seeded '
+            f'{seed} to {int(seed) + images_per_class - 1}, and torch takes seeds from {low} to '
+            f'{high}; pass a --seed from {low} to {high - (images_per_class - 1)}')
     items, slugs = [], {}
     for name in names:
         slug = re.sub(r'[^0-9A-Za-z]+', '-', name).strip('-').lower() or 'class'

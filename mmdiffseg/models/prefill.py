@@ -26,6 +26,7 @@ from mmengine.registry import DefaultScope
 
 from ..apis.io import WRITE_ERRORS, write_error
 from ..apis.progress import ProgressLine
+from ..apis.pseudo_label import inner_dataset_cfgs
 from ..datasets.label_cache import (canonical_cache_spec, label_key, label_path,
                                     read_label)
 from ..generators.base import IGNORE_INDEX
@@ -37,14 +38,10 @@ PREFILL_STEPS = ('LoadImageLevelLabels', )
 
 
 def online_dataset_cfgs(dataset_cfg: dict) -> List[dict]:
-    """The dataset configs (``ConcatDataset`` / ``RepeatDataset``-style wrappers opened) whose
-    pipeline has a ``LoadPseudoLabel`` step."""
-    if 'datasets' in dataset_cfg:
-        return [d for sub in dataset_cfg['datasets'] for d in online_dataset_cfgs(sub)]
-    if 'dataset' in dataset_cfg:
-        return online_dataset_cfgs(dataset_cfg['dataset'])
-    steps = dataset_cfg.get('pipeline') or []
-    return [dataset_cfg] if any(config_type(s) == 'LoadPseudoLabel' for s in steps) else []
+    """The dataset configs (wrappers opened: :func:`~mmdiffseg.apis.pseudo_label.
+    inner_dataset_cfgs`) whose pipeline has a ``LoadPseudoLabel`` step."""
+    return [inner for _, inner in inner_dataset_cfgs(dataset_cfg, 'dataset')
+            if any(config_type(s) == 'LoadPseudoLabel' for s in inner.get('pipeline') or [])]
 
 
 def config_label_caches(cfg: Config) -> List[dict]:

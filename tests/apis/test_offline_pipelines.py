@@ -47,8 +47,8 @@ def test_a_folder_hint_names_only_sub_folders_that_hold_images(tmp_path):
 def test_seediff_grids_are_a_quarter_half_and_all_of_the_latent():
     assert seediff_resolutions(512) == [16, 32, 64]
     assert seediff_resolutions(576) == [18, 36, 72]
-    for size in (544, 520):
-        with pytest.raises(UserInputError, match=f'--size {size}: .*multiple of 64'):
+    for size in (544, 520, 0, -64):
+        with pytest.raises(UserInputError, match=f'--size {size}: .*of 64 and at least 64'):
             seediff_resolutions(size)
 
 
@@ -63,6 +63,24 @@ def test_synth_ids_are_lowercase_slugs_and_each_image_of_a_class_has_its_own_see
         synth_items(['cat'], 0, seed=5)
     with pytest.raises(UserInputError, match="'tv monitor' and 'TV-Monitor' would both be"):
         synth_items(['tv monitor', 'TV-Monitor'], 1, seed=5)
+
+
+def test_index_seeds_stay_within_what_torch_generators_take():
+    """--seed-per-image index seeds --seed .. --seed + n - 1, all in ``SEED_RANGE``, which is
+    torch's own: its ends are taken, one past either is refused (hash seeds are 31 bits)."""
+    low, high = synth_api.SEED_RANGE
+    for seed, past in ((low, low - 1), (high, high + 1)):
+        torch.Generator().manual_seed(seed)
+        with pytest.raises(ValueError, match='Overflow'):
+            torch.Generator().manual_seed(past)
+    assert [it.payload['seed'] for it in synth_items(['cat'], 3, high - 2, 'index')] == [
+        high - 2, high - 1, high]
+    assert synth_items(['cat'], 1, low, 'index')[0].payload['seed'] == low
+    for seed, count in ((high - 1, 3), (low - 1, 1), (2 ** 70, 1)):
+        with pytest.raises(UserInputError, match=rf'^--seed {seed}: .*pass a --seed from {low} '
+                                                 rf'to {high - count + 1}$'):
+            synth_items(['cat'], count, seed, 'index')
+    assert synth_items(['cat'], 2, 2 ** 70)[1].payload['seed'] < 2 ** 31
 
 
 def test_synthesize_masks_index_background_then_the_classes(tmp_path, job_args):

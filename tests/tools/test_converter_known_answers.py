@@ -129,6 +129,16 @@ def test_one_id_twice_and_an_empty_folder_are_refused(tmp_path):
     assert not out.exists()
 
 
+def test_a_missing_label_folder_is_refused_as_not_found(tmp_path):
+    """Not as a folder without maps, which sends the user to --suffix."""
+    missing, out = tmp_path / 'no_such_maps', tmp_path / 'labels.json'
+    with pytest.raises(UserInputError) as error:
+        load_converter('image_labels').main([str(missing), '--classes', 'voc', '--out', str(out)])
+    assert str(error.value) == (f'label map folder {missing} not found: give the folder that '
+                                'holds the ground-truth label maps')
+    assert not out.exists()
+
+
 def test_voc_xml_labels_in_class_order_and_unknown_names_refused(tmp_path):
     """voc_aug's XML labels: each class once, in VOC class order (person after dog though
     listed first), difficult kept unless excluded; a name outside VOC is an input error."""

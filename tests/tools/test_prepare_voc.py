@@ -162,6 +162,32 @@ def test_pseudo_label_config_reads_a_pseudo_label_folder(prepared):
     assert item['gt_seg_map'].shape == item['img'].shape[:2]
 
 
+def test_sbd_masks_replace_voc_ones_and_stay_on_a_rerun_without(tmp_path, monkeypatch):
+    """SBD's mask wins where both exist, whichever run came first: a rerun with --sbd replaces
+    the VOC masks a run without it wrote, a rerun without keeps SBD's, and a rerun with --sbd
+    after that rewrites nothing."""
+    monkeypatch.chdir(tmp_path)
+    voc = build_release(tmp_path)
+    voc_aug = load_converter('voc_aug')
+    both = [i for i in VOC_TRAIN if i in SBD_TRAIN + SBD_VAL]
+    assert both
+    masks = {i: voc / 'SegmentationClassAug' / f'{i}.png' for i in VOC_TRAIN}
+
+    def check(sbd_ids):
+        for image_id, path in masks.items():
+            expected = sbd_version(image_id) if image_id in sbd_ids else gt(image_id)
+            np.testing.assert_array_equal(np.asarray(Image.open(path)), expected, image_id)
+    voc_aug.main(['data/VOCdevkit'])
+    check([])
+    voc_aug.main(['data/VOCdevkit', '--sbd', 'data/benchmark_RELEASE'])
+    check(both)
+    written = {i: p.stat().st_mtime_ns for i, p in masks.items()}
+    voc_aug.main(['data/VOCdevkit'])
+    voc_aug.main(['data/VOCdevkit', '--sbd', 'data/benchmark_RELEASE'])
+    check(both)
+    assert {i: p.stat().st_mtime_ns for i, p in masks.items()} == written
+
+
 def test_missing_release_files_are_named(tmp_path):
     with pytest.raises(UserInputError, match=r'split file .*train.txt not found \(VOC 2012: http'):
         load_converter('voc_aug').main([str(tmp_path / 'VOCdevkit')])

@@ -102,6 +102,23 @@ def test_segment_writes_masks_overlays_and_contact_sheets(tiny_model, tmp_path, 
     assert np.abs(sheet[15:50, 50:100] - plain[15:50]).mean() > 10  # an overlay, not the image
 
 
+def test_segment_with_every_item_failed_exits_as_documented_without_a_sheet(tiny_model,
+                                                                            tmp_path):
+    """Items that fail are counted (exit 0, or 4 with --strict), not bad input (2): when none
+    finished, the contact sheet is skipped with a note rather than refused."""
+    folder = tmp_path / 'bad'
+    folder.mkdir()
+    image = shared_path(*VOC, 'JPEGImages', 'voc_val_1.png')
+    (folder / 'a.png').write_bytes(image.read_bytes()[:2000])  # truncated
+    args = [folder, '--classes', 'aeroplane,', '--model', tiny_model, '--workers', '0',
+            '--device', 'cpu', '--out', tmp_path / 'seg', *ISEG_OPTIONS]
+    log = run_in_process('segment', *args)
+    assert 'failed 1' in log and 'contact sheet: not drawn, no item finished' in log
+    assert not (tmp_path / 'seg' / 'contact_sheet.jpg').exists()
+    log = run_in_process('segment', *args, '--strict', expect=4)
+    assert 'error: 1 item(s) failed (--strict)' in log and 'no finished items' not in log
+
+
 def test_synthesize_scales_seediff_grids_with_the_size(tiny_model, tmp_path):
     """--size 256: SeeDiff reads the 8/16/32 grids (a quarter, a half and all of the 32 latent)
     of the same layers and writes 256 px pairs; a size that is no multiple of 64, or grids fixed
@@ -144,3 +161,24 @@ def test_synthesize_seeds_images_by_index_as_released_on_request(tiny_model, tmp
     assert seeds == [('cat_00000', 200000), ('cat_00001', 200001)]
     err = run_in_process('synthesize', *args, expect=2)
     assert 'seed_per_image: folder has "index", this run has <absent>' in err
+
+
+def test_synthesize_refuses_sizes_below_64_and_seeds_past_torchs(tiny_model, tmp_path):
+    """Before any work (exit 2, nothing written): --size 0 or below names --size, not the
+    SeeDiff grids it would make; with --seed-per-image index the last image's seed (--seed +
+    images per class - 1) must be one torch takes, 2**64 - 1 at most (which is made)."""
+    args = ['--classes', 'cat,', '--model', tiny_model, '--device', 'cpu', *SEEDIFF_OPTIONS]
+    for size in ('0', '-64'):
+        err = run_in_process('synthesize', *args, '--size', size, '--out', tmp_path / 'b',
+                             expect=2)
+        assert f'--size {size}: SeeDiff reads' in err and 'a multiple of 64 and at least 64' in err
+    index = [*args, '--size', '256', '--images-per-class', '2', '--seed-per-image', 'index']
+    err = run_in_process('synthesize', *index, '--seed', str(2 ** 64 - 1), '--out',
+                         tmp_path / 'b', expect=2)
+    assert (f'--seed {2 ** 64 - 1}: with --seed-per-image index the images of a class are '
+            f'seeded {2 ** 64 - 1} to {2 ** 64}, and torch takes seeds from {-2 ** 63} to '
+            f'{2 ** 64 - 1}; pass a --seed from {-2 ** 63} to {2 ** 64 - 2}') in err
+    assert not (tmp_path / 'b').exists()
+    run_in_process('synthesize', *index, '--seed', str(2 ** 64 - 2), '--out', tmp_path / 'out')
+    records = (tmp_path / 'out' / 'manifest.jsonl').read_text().splitlines()[1:]
+    assert sorted(json.loads(r)['seed'] for r in records) == [2 ** 64 - 2, 2 ** 64 - 1]

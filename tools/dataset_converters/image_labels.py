@@ -4,10 +4,12 @@ The file the weakly supervised configs (``LoadImageLevelLabels(ann_file=...)``) 
 ``tools/pseudo_label.py --labels`` read: ``{"<image id>": ["class", ...]}``, the classes present in
 each label map, 255 and ``background`` left out. The maps are read as the class set's mmseg dataset
 reads them (ADE20K: 0 = "other", k = class k-1, mmseg's ``reduce_zero_label``; Cityscapes: its
-label map; COCO-Stuff's own maps: ``--fine-labels``), as ``tools/eval_labels.py`` does. For PASCAL VOC, ``voc_aug.py`` writes it from VOC's
-own XML object annotations (the standard weak labels) or from the masks.
+label map; COCO-Stuff's own maps: ``--fine-labels``), as ``tools/eval_labels.py`` does. For PASCAL
+VOC, ``voc_aug.py`` writes it from VOC's own XML object annotations (the standard weak labels) or
+from the masks.
 
-    python tools/dataset_converters/image_labels.py data/ade/ADEChallengeData2016/annotations/training \\
+    python tools/dataset_converters/image_labels.py \\
+        data/ade/ADEChallengeData2016/annotations/training \\
         --classes ade20k --out data/ade/ADEChallengeData2016/image_labels.json
     python tools/dataset_converters/image_labels.py data/cityscapes/gtFine/train \\
         --classes cityscapes --out data/cityscapes/image_labels.json
@@ -64,6 +66,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if not args.label_dir.is_dir():
+        raise UserInputError(f'label map folder {args.label_dir} not found: give the folder that '
+                             'holds the ground-truth label maps')
     classes = resolve_class_arg(args.classes)
     gt_format = GroundTruthFormat.of_class_set(args.classes, args.suffix, args.reduce_zero_label,
                                                args.fine_labels)

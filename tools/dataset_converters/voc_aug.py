@@ -4,9 +4,11 @@
 
 writes, under ``data/VOCdevkit/VOC2012``:
 
-* ``SegmentationClassAug/<id>.png``: palette PNGs (pixels = class indices, VOC's colours) from SBD's
-  ``dataset/cls/<id>.mat`` (``GTcls.Segmentation``); images of VOC train that SBD lacks get their VOC
-  mask. Where both exist the SBD mask is taken, as in the usual ``SegmentationClassAug``.
+* ``SegmentationClassAug/<id>.png``: palette PNGs (pixels = class indices, VOC's colours) from
+  SBD's ``dataset/cls/<id>.mat`` (``GTcls.Segmentation``); images of VOC train that SBD lacks get
+  their VOC mask. Where both exist the SBD mask is taken, as in the usual ``SegmentationClassAug``:
+  a rerun with ``--sbd`` replaces a mask that is not SBD's (VOC's, from a run without it), a rerun
+  without keeps every mask there.
 * ``ImageSets/Segmentation/aug.txt``: the augmented training split, (SBD train + SBD val + VOC
   train) minus VOC val: 10,582 images with the full releases. Without ``--sbd``: VOC train.
 * ``image_labels.json``: image-level labels of every image of train, val and aug,
@@ -43,9 +45,9 @@ from mmdiffseg.datasets.class_names import DATASET_CLASSES  # noqa: E402
 VOC_CLASSES = DATASET_CLASSES['voc']
 PALETTE = palette_for(VOC_CLASSES)
 SPLITS = 'ImageSets/Segmentation'
-DOWNLOADS = ('VOC 2012: http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar; '
-             'SBD: http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/'
-             'benchmark.tgz (README "Data layout")')
+DOWNLOADS = ('VOC 2012: http://host.robots.ox.ac.uk/pascal/VOC/voc2012/'
+             'VOCtrainval_11-May-2012.tar; SBD: http://www.eecs.berkeley.edu/Research/Projects/CS/'
+             'vision/grouping/semantic_contours/benchmark.tgz (README "Data layout")')
 
 
 def read_split(path: Path) -> List[str]:
@@ -58,13 +60,14 @@ def write_split(voc: Path, name: str, ids: Sequence[str]) -> None:
     atomic_write(voc / SPLITS / f'{name}.txt', ''.join(f'{i}\n' for i in ids).encode())
 
 
-def aug_split(sbd_ids: Sequence[str], voc_train: Sequence[str], voc_val: Sequence[str]) -> List[str]:
+def aug_split(sbd_ids: Sequence[str], voc_train: Sequence[str],
+              voc_val: Sequence[str]) -> List[str]:
     """(SBD train + val + VOC train) minus VOC val, sorted."""
     return sorted(set(sbd_ids).union(voc_train) - set(voc_val))
 
 
 def sbd_mask(path: Path) -> np.ndarray:
-    """The class-index mask of an SBD ``cls/<id>.mat`` (struct ``GTcls``, field ``Segmentation``)."""
+    """The class-index mask of an SBD ``cls/<id>.mat`` (``GTcls.Segmentation``)."""
     return np.asarray(loadmat(str(path), squeeze_me=True, struct_as_record=False)
                       ['GTcls'].Segmentation, dtype=np.uint8)
 
@@ -82,13 +85,20 @@ def xml_labels(path: Path, exclude_difficult: bool = False) -> List[str]:
 
 
 def _write_mask(job) -> None:
+    """``out`` from ``source``: VOC's PNG copied, or an SBD ``.mat`` encoded (unless ``out``
+    already holds that encoding)."""
     out, source = job
-    atomic_write(out, encode_label_png(sbd_mask(source), PALETTE) if source.suffix == '.mat'
-                 else source.read_bytes())
+    if source.suffix != '.mat':
+        atomic_write(out, source.read_bytes())
+        return
+    data = encode_label_png(sbd_mask(source), PALETTE)
+    if not out.is_file() or out.read_bytes() != data:
+        atomic_write(out, data)
 
 
 def build_aug_masks(voc: Path, aug: Sequence[str], sbd_cls: Path = None) -> None:
-    """``SegmentationClassAug``: SBD masks where SBD has the image, else VOC's own mask."""
+    """``SegmentationClassAug``: SBD masks where SBD has the image (replacing any other mask
+    there), else VOC's own mask (an existing mask kept: it may be SBD's)."""
     jobs = []
     for image_id in aug:
         out = voc / 'SegmentationClassAug' / f'{image_id}.png'
@@ -97,7 +107,7 @@ def build_aug_masks(voc: Path, aug: Sequence[str], sbd_cls: Path = None) -> None
             voc / 'SegmentationClass' / f'{image_id}.png'
         if not source.is_file():
             raise UserInputError(f'no mask for {image_id} (neither SBD nor {source})')
-        if not out.is_file():
+        if source is mat or not out.is_file():
             jobs.append((out, source))
     if jobs:
         track_progress(_write_mask, jobs)
