@@ -14,8 +14,6 @@ from pathlib import Path
 
 import offline_args as opts
 
-SHEET_NAME = 'contact_sheet.jpg'
-
 
 def parse_args(argv=None):
     parser = opts.parser_for(__doc__)
@@ -26,7 +24,8 @@ def parse_args(argv=None):
                                                'them)', default='none, which only '
                                                '--method diffseg takes: unlabelled segments'))
     parser.add_argument('--contact-sheet', metavar='FOLDER',
-                        help=f'only write {SHEET_NAME} of this generated folder (default: off)')
+                        help='only write the contact sheet (contact_sheet.jpg) of this '
+                             'generated folder (default: off)')
     parser.add_argument('--cols', type=opts.positive_int, default=8,
                         help='contact sheet columns')
     parser.add_argument('--thumb', type=opts.positive_int, default=160,
@@ -50,6 +49,7 @@ def main(argv=None):
     import mmdiffseg  # noqa: F401  (registers the generators)
     from mmdiffseg.apis import cli
     from mmdiffseg.apis.builders import pick_device
+    from mmdiffseg.apis.folders import SHEET_NAME
     from mmdiffseg.apis.io import UserInputError
     from mmdiffseg.apis.segment import segment, segment_items
     from mmdiffseg.apis.visualize import write_contact_sheet

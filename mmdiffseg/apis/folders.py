@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import itertools
 import os
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -18,11 +19,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..attention.images import pil_rgb
-from .io import ItemFailed, UserInputError
+from .io import MANIFEST_NAME, ItemFailed, UserInputError, manifest_files
 
 IMAGE_DIR = 'JPEGImages'
 MASK_DIR = 'SegmentationClass'
 OVERLAY_DIR = 'Overlays'
+#: ``tools/segment.py``'s contact sheet in its ``--out``
+SHEET_NAME = 'contact_sheet.jpg'
 IGNORE_INDEX = 255
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 #: colour of unsure pixels, as in VOC's own PNGs
@@ -178,14 +181,65 @@ def same_name_image(path) -> Optional[Path]:
 def check_inputs_outside_output(items, out_dir, tail: str) -> None:
     """Refuse input images (``items``' payload ``image``) in ``out_dir`` or its
     ``SegmentationClass/`` / ``Overlays/``: the run would overwrite them (its label PNGs), or a
-    rerun would take its own pictures (``contact_sheet.jpg``, overlays) as inputs. ``tail``: the
-    name of the suggested other folder (``<input folder>_<tail>``)."""
+    rerun would take its own pictures (``contact_sheet.jpg``, overlays) as inputs; and ground
+    truth (payload ``gt``) in its ``SegmentationClass/``, which the label PNGs would replace.
+    ``tail``: the name of the suggested other folder (``<input folder>_<tail>``)."""
     out = Path(out_dir).resolve()
     written = {out, out / OVERLAY_DIR, out / MASK_DIR}
-    for folder in {Path(it.payload['image']).parent for it in items}:
+    for folder in sorted({Path(it.payload['image']).parent for it in items}):
         if folder.resolve() in written:
             raise UserInputError(
                 f'the input images in {folder} lie in a folder this run writes (--out '
                 f'{out_dir}): it would overwrite them (label PNGs), or a rerun take its outputs '
                 f'(contact_sheet.jpg, overlays) as inputs. Give --out another folder, e.g. '
                 f'--out {folder.resolve()}_{tail}')
+    for folder in sorted({Path(it.payload['gt']).parent for it in items if it.payload.get('gt')}):
+        if folder.resolve() == out / MASK_DIR:
+            raise UserInputError(
+                f'the ground truth in {folder} lies where this run writes its label PNGs (--out '
+                f'{out_dir}): they would replace it. Give --out another folder, e.g. '
+                f'--out {out}_{tail}')
+
+
+#: the files each offline tool writes into its ``--out`` besides its manifest and split file, by
+#: the ``tool`` of its job header (``{}``: an item's id)
+TOOL_OUTPUTS = {'pseudo_label': (f'{MASK_DIR}/{{}}.png',),
+                'segment': (f'{MASK_DIR}/{{}}.png', f'{OVERLAY_DIR}/{{}}.jpg', SHEET_NAME),
+                'synthesize': (f'{IMAGE_DIR}/{{}}.jpg', f'{MASK_DIR}/{{}}.png')}
+
+
+def files_in_the_way(folder, tool: Optional[str], ids: Sequence[str],
+                     split_file: Optional[str] = None, most: int = 2) -> List[str]:
+    """Up to ``most`` files already in ``folder`` (paths relative to it) that a job of ``tool``
+    over the item ``ids`` would replace: its ``split_file`` and its :data:`TOOL_OUTPUTS` (each
+    sub-folder listed once, not a look-up per item)."""
+    patterns = TOOL_OUTPUTS.get(tool, ())
+    present = {}
+    for sub in {os.path.dirname(p) for p in patterns if '{}' in p}:
+        try:
+            present[sub] = set(os.listdir(os.path.join(folder, sub)))
+        except OSError:  # not there (or not a folder): nothing in the way
+            present[sub] = set()
+    per_item = (p.format(i) for i in ids for p in patterns if '{}' in p)
+    candidates = itertools.chain(
+        (rel for rel in itertools.chain([split_file] if split_file else [],
+                                        (p for p in patterns if '{}' not in p))
+         if os.path.lexists(os.path.join(folder, rel))),
+        (rel for rel in per_item
+         if os.path.basename(rel) in present[os.path.dirname(rel)]))
+    return list(itertools.islice(candidates, most))
+
+
+def foreign_folder_refusal(folder, tool: Optional[str], ids: Sequence[str],
+                           split_file: Optional[str] = None) -> Optional[str]:
+    """Why a job must not write into ``folder``: it holds files the job would replace
+    (:func:`files_in_the_way`) and no manifest, so it is not a job folder to resume (a dataset,
+    a folder of the user's); None when it may."""
+    if manifest_files(Path(folder)):
+        return None
+    found = files_in_the_way(folder, tool, ids, split_file)
+    if not found:
+        return None
+    return (f'--out {folder} is not a job folder (it has no {MANIFEST_NAME} to resume) and '
+            f'already holds files this run would replace, e.g. {", ".join(found)}: give '
+            'another --out, or an empty or new folder')

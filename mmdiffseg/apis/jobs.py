@@ -29,13 +29,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-from mmengine.dist import all_gather_object, barrier, get_dist_info
+from mmengine.dist import all_gather_object, barrier, broadcast_object_list, get_dist_info
 from mmengine.logging import print_log
 from torch.utils.data import DataLoader, Dataset
 
 from .folder_lock import job_lock
-from .io import (ItemFailed, ItemOutput, Manifest, WorkItem, atomic_write, check_unique_ids,
-                 manifest_files, output_folder, remove_stale_temp_files, shard, tmp_tag)
+from .folders import foreign_folder_refusal
+from .io import (ItemFailed, ItemOutput, Manifest, UserInputError, WorkItem, atomic_write,
+                 check_unique_ids, manifest_files, output_folder, remove_stale_temp_files, shard,
+                 tmp_tag)
 from .job_plan import file_fingerprint, is_done, plan_job
 from .output_writer import OutputWriter
 from .progress import (HoldInterrupt, JobInterrupted, JobSummary, ProgressLine, sigint_blocked,
@@ -169,7 +171,9 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
 
     Raises:
         UserInputError: two items have the same id, ``out_dir`` is a file, another run is
-            writing into it (:mod:`.folder_lock`), or its manifest was made with other settings.
+            writing into it (:mod:`.folder_lock`), its manifest was made with other settings, or
+            it has none but holds files the job would replace (a dataset's labels, a split file:
+            :func:`.folders.foreign_folder_refusal`).
         OutputWriteError: a write failed (read-only folder, full disk): the run stops.
         JobInterrupted: Ctrl-C; it carries the summary of what was made (all complete).
     """
@@ -177,6 +181,7 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
     rank, world_size = get_dist_info()
     check_unique_ids(items)
     with output_folder(out_dir) as folder, job_lock(folder):
+        _check_job_folder(folder, header, items, split_file)
         manifest = Manifest(folder, header, rank, world_size)
         done = manifest.load()
         remove_stale_temp_files(folder)
@@ -230,6 +235,20 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         if interrupt.caught:
             raise JobInterrupted(summary) from None
     return _finish(folder, manifest, items, split_file, summary, done)
+
+
+def _check_job_folder(folder: Path, header: Dict[str, Any], items: Sequence[WorkItem],
+                      split_file: Optional[str]) -> None:
+    """Refuse a folder that is no job folder but holds files the job would replace
+    (:func:`.folders.foreign_folder_refusal`). Rank 0 looks and tells the others, which wait
+    for its answer, so no rank has written into the folder yet."""
+    rank, world_size = get_dist_info()
+    refusal = [foreign_folder_refusal(folder, header.get('tool'), [it.id for it in items],
+                                      split_file) if rank == 0 else None]
+    if world_size > 1:
+        broadcast_object_list(refusal, src=0)
+    if refusal[0]:
+        raise UserInputError(refusal[0])
 
 
 def _finish(folder: Path, manifest: Manifest, items: Sequence[WorkItem],
