@@ -53,6 +53,7 @@ def main(argv=None):
     from mmdiffseg.apis.builders import pick_device
     from mmdiffseg.apis.io import UserInputError
     from mmdiffseg.apis.eval_labels import GroundTruthFormat, find_ground_truth
+    from mmdiffseg.apis.folders import check_ground_truth_outside_output
     from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
                                              labels_from_file, labels_from_ground_truth,
                                              pseudo_label)
@@ -82,6 +83,7 @@ def main(argv=None):
         if args.labels_from_gt:
             gt = find_ground_truth([it.id for it in items], args.labels_from_gt, gt_format,
                                    '--labels-from-gt', 'image(s)')
+            check_ground_truth_outside_output(gt.values(), args.out, 'labels')
         elif not args.dataset_config:
             raise UserInputError('--labels-from-gt needs GT_DIR, the ground-truth folder (only '
                                  "--dataset-config's images come with their seg maps)")

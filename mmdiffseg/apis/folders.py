@@ -193,7 +193,15 @@ def check_inputs_outside_output(items, out_dir, tail: str) -> None:
                 f'{out_dir}): it would overwrite them (label PNGs), or a rerun take its outputs '
                 f'(contact_sheet.jpg, overlays) as inputs. Give --out another folder, e.g. '
                 f'--out {folder.resolve()}_{tail}')
-    for folder in sorted({Path(it.payload['gt']).parent for it in items if it.payload.get('gt')}):
+    check_ground_truth_outside_output([it.payload['gt'] for it in items if it.payload.get('gt')],
+                                      out_dir, tail)
+
+
+def check_ground_truth_outside_output(paths, out_dir, tail: str) -> None:
+    """Refuse ground-truth files (``--dataset-config``'s seg maps, ``--labels-from-gt GT_DIR``'s
+    maps) in ``out_dir``'s ``SegmentationClass/``, which the label PNGs would replace."""
+    out = Path(out_dir).resolve()
+    for folder in sorted({Path(path).parent for path in paths}):
         if folder.resolve() == out / MASK_DIR:
             raise UserInputError(
                 f'the ground truth in {folder} lies where this run writes its label PNGs (--out '

@@ -214,3 +214,21 @@ def test_resume_in_an_empty_work_dir_starts_a_new_run_from_load_from(tmp_path):
     note = load_tool('train').resume_from_work_dir(cfg)
     assert cfg.resume is False and cfg.load_from == 'start.pth'
     assert "load_from's weights (start.pth)" in note
+
+
+def test_ground_truth_in_the_labels_folder_of_a_job_folder_is_refused(one_image, tmp_path):
+    """--labels-from-gt GT_DIR where the run writes its label PNGs (<out>/SegmentationClass)
+    stops before any model, even in a job folder (a manifest), which the check of folders
+    holding files in the way lets through."""
+    from test_offline_tools import run_in_process
+    folder, _ = one_image
+    out = tmp_path / 'o'
+    (out / 'SegmentationClass').mkdir(parents=True)
+    (out / 'manifest.jsonl').write_text('')
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(out / 'SegmentationClass' / 'a.png')
+    err = run_in_process('pseudo_label', folder, '--labels-from-gt', out / 'SegmentationClass',
+                         '--classes', 'voc', '--device', 'cpu', '--out', out, expect=2)
+    assert (f'error: the ground truth in {out}/SegmentationClass lies where this run writes its '
+            f'label PNGs (--out {out}): they would replace it') in err
+    assert sorted(p.name for p in out.rglob('*')) == ['SegmentationClass', 'a.png',
+                                                      'manifest.jsonl']
