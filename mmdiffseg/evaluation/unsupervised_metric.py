@@ -26,6 +26,10 @@ from mmseg.registry import METRICS
 from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
+#: the largest segment id scored: the confusion has a column per id up to the largest (released
+#: layout), so an id of 2**40 would ask for terabytes; 16-bit label maps fit
+MAX_SEGMENT_ID = 2 ** 16 - 1
+
 
 def _matching(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int):
     """Labelled pixels' classes, the confusion of the classes with the segment ids
@@ -34,6 +38,10 @@ def _matching(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: 
     ids = pred[pred != ignore_index]
     if ids.size and ids.min() < 0:
         raise ValueError(f'segment ids must be non-negative, got {ids.min()}')
+    if ids.size and ids.max() > MAX_SEGMENT_ID:
+        raise ValueError(f'segment ids up to {MAX_SEGMENT_ID} are scored (a confusion column per '
+                         f'id, as released), got {ids.max()}: renumber the segments first '
+                         '(np.unique(pred, return_inverse=True) keeps their order)')
     width = max(num_classes, int(ids.max()) + 1 if ids.size else 0)
     labelled = gt != ignore_index
     gt, pred = gt[labelled].astype(np.int64), pred[labelled]
@@ -79,7 +87,7 @@ class HungarianMatchedIoU(BaseMetric):
     """ACC and mIoU of unlabelled segments after per-image Hungarian matching (COCO-Stuff-27,
     Cityscapes-27).
 
-    ``pred_sem_seg`` holds segment ids (any non-negative integers, 255 = unassigned),
+    ``pred_sem_seg`` holds segment ids (integers 0 to :data:`MAX_SEGMENT_ID`, 255 = unassigned),
     ``gt_sem_seg`` the class indices.
 
     Args:

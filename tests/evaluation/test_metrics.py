@@ -108,6 +108,29 @@ def test_pseudo_label_metric_iou_and_coverage():
     assert result['mIoU'] == pytest.approx(round(100 * (3 / 5 + 2 / 4) / 2, 2))
 
 
+def test_pseudo_label_metric_with_one_class_does_not_score_unsure_pixels():
+    """One class (``--classes cat,``): 2 of 4 pixels right, 2 unsure -> IoU 2 / 4, as with more
+    classes (mmseg's ``histc`` counted the unsure pixels as predictions of the class: 2 / 6)."""
+    metric = METRICS.build(dict(type='PseudoLabelMetric', iou_metrics=['mIoU']))
+    metric.dataset_meta = dict(classes=('cat',))
+    metric.process({}, [sample([[0, 0], [255, 255]], [[0, 0], [0, 0]])])
+    result = metric.evaluate(1)
+    assert result['mIoU'] == 50.0 and result['aAcc'] == 50.0 and result['coverage'] == 50.0
+
+
+@pytest.mark.parametrize('num_classes', [2, 3, 5])
+def test_pseudo_label_areas_equal_mmseg_iou_metric_from_two_classes(num_classes):
+    from mmseg.evaluation import IoUMetric
+    from mmdiffseg.evaluation import PseudoLabelMetric
+    gen = torch.Generator().manual_seed(num_classes)
+    pred = torch.randint(0, num_classes + 1, (32, 32), generator=gen)
+    label = torch.randint(0, num_classes + 1, (32, 32), generator=gen)
+    pred[pred == num_classes], label[label == num_classes] = 255, 255
+    for ours, theirs in zip(PseudoLabelMetric.intersect_and_union(pred, label, num_classes, 255),
+                            IoUMetric.intersect_and_union(pred, label, num_classes, 255)):
+        assert torch.equal(ours, theirs)
+
+
 def released_counts(gt, pred, num_classes):
     """TP, FP, FN of google/diffseg's ``hungarian_matching`` for one image, restated: the ids are
     the columns, ``max(num_classes, largest id + 1)`` of them."""
@@ -156,6 +179,17 @@ def test_match_segments_refuses_negative_ids_and_classes_out_of_range():
         match_segments(np.array([[0, 1]]), np.array([[0, -1]]), num_classes=2)
     with pytest.raises(ValueError, match=r'outside 0\.\.2 .*\[0, 3\]'):
         match_segments(np.array([[0, 3]]), np.array([[0, 255]]), num_classes=3)
+
+
+def test_segment_ids_past_16_bits_are_refused_not_allocated():
+    """A column per id up to the largest: ids past 65535 are refused with the fix (an id of
+    2**40 asked numpy for 216 TiB); 65535 itself is scored."""
+    tp, _, _ = match_segments(np.array([[0, 1]]), np.array([[7, 65535]]), num_classes=2)
+    assert tp.tolist() == [1, 1]
+    for big in (65536, 2 ** 40):
+        with pytest.raises(ValueError, match=f'segment ids up to 65535 are scored .* got {big}: '
+                                             'renumber'):
+            match_segments(np.array([[0, 1]]), np.array([[0, big]]), num_classes=2)
 
 
 def test_saved_predictions_refuse_ids_past_255(tmp_path):
