@@ -238,7 +238,9 @@ class DiffusionAttentionEngine:
                 in its prompt).
             timestep: U-Net timestep (DiffSeg 300, iSeg 100), within the scheduler's range.
             noise: ``None`` = clean latents; an int seeds one Gaussian noise shared by all images;
-                a tensor is the noise. Added by DDPM's ``add_noise`` at ``timestep``.
+                a tensor is the noise: ``(4, h, w)`` or ``(1, 4, h, w)`` for all images,
+                ``(B, 4, h, w)`` one per image (``h = w = image_size / 8``). Added by DDPM's
+                ``add_noise`` at ``timestep``.
             noise_draw: how a seeded noise is drawn: ``'cpu'`` (float32, CPU generator, the same
                 on every device) or ``'cuda_float16'`` (iSeg's release: CUDA generator, float16;
                 needs a CUDA engine).
@@ -310,6 +312,9 @@ class DiffusionAttentionEngine:
             ``(images, maps)``: uint8 ``(B, 3, height, width)`` RGB on the CPU and the maps.
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError(f'prompts={prompts}: generate needs at least one prompt (one image '
+                             'per prompt): pass a string or a non-empty list of strings')
         seeds = [int(seed) + i for i in range(len(prompts))] if np.ndim(seed) == 0 \
             else [int(s) for s in seed]
         negative_prompt = '' if negative_prompt is None else negative_prompt

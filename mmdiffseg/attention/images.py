@@ -61,7 +61,11 @@ def _to_rgb(image: torch.Tensor, where: str, channels_last: bool = False) -> tor
                          f'RGB (3) and RGBA (4, alpha dropped) images are supported'
                          + _layout_hint(shape, channels_last))
     if not image.is_floating_point() and image.dtype != torch.uint8:
-        raise ValueError(f'{where}: dtype {image.dtype}; expected uint8 or float in [0, 255]')
+        high, byte = (('(image >> 8).astype(np.uint8)', 'image.astype(np.uint8)') if channels_last
+                      else ('(image.int() >> 8).to(torch.uint8)', 'image.to(torch.uint8)'))
+        raise ValueError(f'{where}: dtype {image.dtype}; expected uint8 or float in [0, 255]: '
+                         f'pass a 16-bit image as its high byte, {high} (as 16-bit files are '
+                         f'read), an integer image in 0..255 as {byte}')
     if channels == 1:
         image = image.expand(3, -1, -1)
     return image[:3].float()

@@ -23,6 +23,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from .prompts import selected_tokens
+
 KINDS = ('self', 'cross')
 
 
@@ -191,6 +193,7 @@ class AttentionMaps:
 
         Raises:
             KeyError: a class name has no recorded token positions for that sample.
+            ValueError: an offset lies past its class's tokens.
         """
         cross = self[name]
         if cross.ndim != 3:
@@ -205,10 +208,8 @@ class AttentionMaps:
                     raise KeyError(f'class {cls!r} is not in the prompt of sample {b} '
                                    f'({self.prompts[b] if b < len(self.prompts) else ""!r}); '
                                    f'prompt classes: {sorted(positions)}')
-                idx = list(positions[cls])
-                if token_offsets and cls in token_offsets:
-                    idx = [idx[o] for o in token_offsets[cls]]
-                cols.append(_token_mean(cross[b], idx))
+                cols.append(_token_mean(cross[b], selected_tokens(cls, positions[cls],
+                                                                  token_offsets)))
             columns.append(torch.stack(cols, dim=-1) if cols else cross.new_zeros(cross.shape[1], 0))
         return columns
 

@@ -45,15 +45,19 @@ def check_noise_draw(draw: str, device: Optional[torch.device] = None) -> None:
 
 def shared_noise(noise: Union[int, torch.Tensor], latents: torch.Tensor,
                  draw: str = 'cpu') -> torch.Tensor:
-    """One noise for every sample of ``latents``: ``noise`` itself if a tensor, else seeded
-    with it and drawn by a CPU generator in float32 (``draw='cpu'``: the same on every device) or,
-    as iSeg's release does (``torch.cuda.manual_seed(seed)``, then ``randn_like`` of its float16
-    ``(1, 4, 64, 64)`` latents), by a CUDA generator in float16 (``'cuda_float16'``: Philox, the
-    same on every CUDA GPU)."""
+    """The noise of ``latents`` ``(B, 4, h, w)``: a tensor ``noise`` as it is (``(4, h, w)`` or
+    ``(1, 4, h, w)``: one for every sample; ``(B, 4, h, w)``: one per sample), else one noise for
+    every sample, seeded with ``noise`` and drawn by a CPU generator in float32 (``draw='cpu'``:
+    the same on every device) or, as iSeg's release does (``torch.cuda.manual_seed(seed)``, then
+    ``randn_like`` of its float16 ``(1, 4, 64, 64)`` latents), by a CUDA generator in float16
+    (``'cuda_float16'``: Philox, the same on every CUDA GPU)."""
     if isinstance(noise, torch.Tensor):
-        if noise.shape[-3:] != latents.shape[-3:]:
+        one = tuple(latents.shape[1:])
+        if tuple(noise.shape) not in (one, (1, *one), tuple(latents.shape)):
             raise ValueError(f'noise shape {tuple(noise.shape)} does not match the latents '
-                             f'{tuple(latents.shape)}')
+                             f'{tuple(latents.shape)}: pass a noise of shape {one} or '
+                             f'{(1, *one)} (one for every image) or {tuple(latents.shape)} '
+                             '(one per image)')
         return noise.to(latents.device, latents.dtype).expand_as(latents)
     if draw == 'cuda_float16':
         generator = torch.Generator(latents.device).manual_seed(int(noise))

@@ -102,6 +102,20 @@ def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str]) -> torch.Ten
     return encoded if order is None else encoded[order]
 
 
+def selected_tokens(name: str, positions: Sequence[int],
+                    token_offsets: Optional[Mapping[str, Sequence[int]]] = None) -> List[int]:
+    """The token ``positions`` of class ``name``, or those at its ``token_offsets`` (offsets
+    within the class's tokens, iSeg: ``'potted plant': [1]``)."""
+    positions = list(positions)
+    if not token_offsets or name not in token_offsets:
+        return positions
+    offsets = list(token_offsets[name])
+    if not all(0 <= o < len(positions) for o in offsets):  # a negative one would count back
+        raise ValueError(f'token_offsets[{name!r}] = {offsets} but {name!r} has only '
+                         f'{len(positions)} token(s): pass offsets in 0..{len(positions) - 1}')
+    return [positions[o] for o in offsets]
+
+
 def enhance_class_tokens(embeddings: torch.Tensor, positions: Sequence[Mapping[str, Sequence[int]]],
                          factor: float,
                          token_offsets: Optional[Mapping[str, Sequence[int]]] = None) -> torch.Tensor:
@@ -119,12 +133,5 @@ def enhance_class_tokens(embeddings: torch.Tensor, positions: Sequence[Mapping[s
     scale = torch.ones(embeddings.shape[:2])  # on the host, copied without a sync below
     for b, sample in enumerate(positions):
         for name, idx in sample.items():
-            idx = list(idx)
-            if token_offsets and name in token_offsets:
-                try:
-                    idx = [idx[o] for o in token_offsets[name]]
-                except IndexError:
-                    raise ValueError(f'token_offsets[{name!r}] = {list(token_offsets[name])} but '
-                                     f'{name!r} has only {len(idx)} token(s)') from None
-            scale[b, idx] = factor
+            scale[b, selected_tokens(name, idx, token_offsets)] = factor
     return embeddings * host_to_device(scale, embeddings.device, embeddings.dtype)[..., None]

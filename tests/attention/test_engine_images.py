@@ -173,3 +173,26 @@ def test_a_fractional_float_image_keeps_its_values_through_a_resize():
     image = np.full((2, 2, 3), 100.5, np.float32)
     out = preprocess_images([image], 4)
     torch.testing.assert_close(out, torch.full((1, 3, 4, 4), 100.5 / 127.5 - 1))
+
+
+def test_a_16_bit_array_is_refused_naming_the_high_byte_its_pil_image_reads_as():
+    """A 16-bit PIL image (``'I;16'``) is read as its high byte; the same array is refused
+    (its bit depth is not in an integer dtype), naming that conversion."""
+    from PIL import Image
+    wide = np.random.default_rng(0).integers(0, 65536, (64, 64), dtype=np.uint16)
+    with pytest.raises(ValueError, match=r'^images\[0\]: dtype torch\.uint16; expected uint8 or '
+                                         r'float in \[0, 255\]: pass a 16-bit image as its high '
+                                         r'byte, \(image >> 8\)\.astype\(np\.uint8\)'):
+        preprocess_images([wide], 64)
+    torch.testing.assert_close(preprocess_images([(wide >> 8).astype(np.uint8)], 64),
+                               preprocess_images(Image.fromarray(wide), 64))
+
+
+@pytest.mark.parametrize('image, fix', [
+    (np.full((64, 64, 3), 200, np.int64), r'image\.astype\(np\.uint8\)'),
+    (torch.full((3, 64, 64), 200, dtype=torch.int64), r'image\.to\(torch\.uint8\)'),
+])
+def test_an_int64_image_is_refused_naming_the_conversion_of_values_in_0_to_255(image, fix):
+    with pytest.raises(ValueError, match=r'^images\[0\]: dtype torch\.int64; .*an integer '
+                                         rf'image in 0\.\.255 as {fix}$'):
+        preprocess_images([image], 64)

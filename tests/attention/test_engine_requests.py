@@ -2,6 +2,7 @@
 before any work, and the image size the maps record."""
 import numpy as np
 import pytest
+import torch
 
 from mmdiffseg.attention import CaptureRequest, CaptureSpec
 
@@ -68,3 +69,29 @@ def test_maps_record_the_image_size_the_unet_saw(tiny_engine):
     assert maps.image_size == (64, 64)
     _, maps = engine.generate(['a cat'], steps=1, capture=spec, height=64, width=64)
     assert maps.image_size == (64, 64)
+
+
+def test_extract_refuses_a_noise_for_another_batch_size(tiny_engine):
+    """Two noises for three images: a ValueError naming the shapes that fit, not a broadcast
+    error."""
+    engine = tiny_engine(SD2)
+    with pytest.raises(ValueError, match=r'noise shape \(2, 4, 8, 8\) does not match the latents '
+                       r'\(3, 4, 8, 8\): pass a noise of shape \(4, 8, 8\) or \(1, 4, 8, 8\)'):
+        engine.extract([_image(0)] * 3, noise=torch.randn(2, 4, 8, 8), capture=SPEC,
+                       image_size=64)
+
+
+@pytest.mark.parametrize('prompts', [[], ()])
+def test_generate_refuses_no_prompt_before_the_unet(tiny_engine, prompts):
+    """No prompt is no image: refused by name, not an IndexError inside the tokenizer."""
+    engine = tiny_engine(SD2)
+    calls = []
+    hook = engine.unet.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match=r'^prompts=\[\]: generate needs at least one '
+                                             r'prompt .*pass a string or a non-empty list'):
+            engine.generate(prompts, steps=1, capture=[CaptureRequest('cross', 8)], height=64,
+                            width=64)
+    finally:
+        hook.remove()
+    assert not calls

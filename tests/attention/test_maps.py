@@ -134,9 +134,13 @@ def test_class_columns_refuse_offsets_past_a_class_and_samples_without_positions
     """An offset past a class's tokens reads no token of it, and a sample without recorded
     token positions has no classes: both are errors, not another token's or sample's column."""
     maps = _maps()
-    with pytest.raises(IndexError):
+    with pytest.raises(ValueError, match=r"^token_offsets\['cat'\] = \[1\] but 'cat' has only "
+                                         r'1 token\(s\): pass offsets in 0\.\.0$'):
         maps.class_token_columns('cross2', [['potted plant'], ['cat']],
                                  token_offsets={'cat': [1]})
+    with pytest.raises(ValueError, match=r"= \[-1\] but 'cat' has only 1 token"):  # not the last
+        maps.class_token_columns('cross2', [['potted plant'], ['cat']],
+                                 token_offsets={'cat': [-1]})
     maps.token_positions = maps.token_positions[:1]
     with pytest.raises(KeyError, match="'potted plant' is not in the prompt of sample 1"):
         maps.class_token_columns('cross2', [['potted plant'], ['potted plant']])
@@ -218,6 +222,7 @@ def test_class_token_matrix_of_one_sample_keeps_the_batch_dim():
 def test_an_offset_past_a_class_is_refused_even_beside_a_valid_one():
     """Offsets [1, 2] of a two-token class: offset 2 reads no token of the class, and the class
     does not silently fall back to offset 1 alone."""
-    with pytest.raises(IndexError):
+    with pytest.raises(ValueError, match=r"token_offsets\['potted plant'\] = \[1, 2\] but "
+                                         r"'potted plant' has only 2 token\(s\)"):
         _maps().class_token_columns('cross2', [['potted plant'], ['cat']],
                                     token_offsets={'potted plant': [1, 2]})

@@ -1,4 +1,6 @@
 """The engine's shared noise (:func:`shared_noise`) and its draw check, without a model."""
+import re
+
 import pytest
 import torch
 
@@ -47,3 +49,18 @@ def test_the_training_noiser_takes_the_models_betas_and_skips_foreign_keys():
     noised = noiser.add_noise(x0, eps, torch.tensor([100]))
     expected = torch.prod(1 - betas[:101]).sqrt()
     assert noised.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_a_noise_tensor_for_another_batch_is_refused_naming_the_shapes_that_fit():
+    """A batch of 3 takes a noise of (4, 8, 8), (1, 4, 8, 8) or (3, 4, 8, 8) (one per sample,
+    used as it is); another leading size or an extra dimension is refused, not broadcast."""
+    latents = torch.zeros(3, 4, 8, 8)
+    per_sample = torch.randn(3, 4, 8, 8)
+    assert torch.equal(shared_noise(per_sample, latents), per_sample)
+    assert torch.equal(shared_noise(per_sample[0], latents), per_sample[0].expand(3, 4, 8, 8))
+    for bad in (torch.randn(2, 4, 8, 8), torch.randn(1, 1, 4, 8, 8), torch.randn(3, 3, 4, 8, 8)):
+        with pytest.raises(ValueError, match=rf'^noise shape {re.escape(str(tuple(bad.shape)))} '
+                           r'does not match the latents \(3, 4, 8, 8\): pass a noise of shape '
+                           r'\(4, 8, 8\) or \(1, 4, 8, 8\) \(one for every image\) or '
+                           r'\(3, 4, 8, 8\) \(one per image\)$'):
+            shared_noise(bad, latents)
