@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -62,31 +62,75 @@ def placed(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) ->
 SINGLE_FILE_SUFFIXES = ('.safetensors', '.ckpt', '.pt', '.pth', '.bin')
 
 
-def single_file_checkpoint(model: Union[str, Path]) -> Optional[Path]:
-    """The single-file checkpoint ``model`` names: the file itself, or the only checkpoint file
-    of a folder without ``model_index.json`` (an original-format model repository); None for a
-    diffusers folder, a hub id or a missing path."""
-    path = model_path(model)
-    if path.is_file():
-        return path.resolve()
-    if not path.is_dir() or (path / 'model_index.json').is_file():
+def _checkpoints(folder: Path) -> List[Path]:
+    """The single-file checkpoints in ``folder``, sorted."""
+    return sorted(p.resolve() for p in folder.iterdir()
+                  if p.suffix in SINGLE_FILE_SUFFIXES and p.is_file())
+
+
+def _diffusers_root(path: Path) -> Optional[Path]:
+    """The diffusers folder (it holds ``model_index.json``) that the existing ``path`` is part
+    of, up to two levels up (``unet/``, ``unet/diffusion_pytorch_model.safetensors``); else
+    None."""
+    if not path.exists():
         return None
-    files = sorted(p for p in path.iterdir() if p.suffix in SINGLE_FILE_SUFFIXES and p.is_file())
-    return files[0].resolve() if len(files) == 1 else None
+    return next((p for p in path.resolve().parents[:2] if (p / 'model_index.json').is_file()),
+                None)
 
 
-def single_file_problem(checkpoint: Path) -> Tuple[str, str]:
-    """(why the single-file ``checkpoint`` is not loaded as it is, the one-off conversion into a
-    diffusers folder): diffusers' ``from_single_file``, which offline needs ``config``, the
-    diffusers folder or cached hub id of the model the checkpoint was trained from."""
-    return (f'{checkpoint} is a single-file checkpoint, and mmdiffseg reads diffusers folders '
-            '(their configs identify the model in label caches and serve the head checks before '
-            'any work)',
-            'convert it once: python -c "from diffusers import StableDiffusionPipeline as P; '
-            f"P.from_single_file('{checkpoint}', config='BASE').save_pretrained('FOLDER')\" "
+def single_file_checkpoint(model: Union[str, Path]) -> Optional[Path]:
+    """The local path ``model`` names that is no diffusers folder, for :func:`single_file_problem`
+    to explain: a file (a single-file checkpoint where its suffix is one of
+    ``SINGLE_FILE_SUFFIXES``), a part of a diffusers folder (``unet/``, ``model_index.json``), the
+    only checkpoint file of a folder without ``model_index.json`` (an original-format model
+    repository) or that folder where it has several; None for a diffusers folder, a hub id, a
+    missing path or a folder of no checkpoint."""
+    path = model_path(model)
+    if path.is_dir() and (path / 'model_index.json').is_file():
+        return None
+    if path.is_file() or _diffusers_root(path) is not None:
+        return path.resolve()
+    files = _checkpoints(path) if path.is_dir() else []
+    return files[0] if len(files) == 1 else path.resolve() if files else None
+
+
+def _conversion(checkpoint: Path, which: str = 'it') -> str:
+    """The one-off conversion of the single-file ``checkpoint`` into a diffusers folder."""
+    return (f'convert {which} once: python -c "from diffusers import StableDiffusionPipeline as '
+            f"P; P.from_single_file('{checkpoint}', config='BASE').save_pretrained('FOLDER')\" "
             'with BASE the hub id or diffusers folder of the model it was trained from (e.g. '
             'stable-diffusion-v1-5/stable-diffusion-v1-5; it can be left out where the Hub is '
             'reachable), then pass FOLDER as the model')
+
+
+#: why a single-file checkpoint is not read as it is
+READS_FOLDERS = ('mmdiffseg reads diffusers folders (their configs identify the model in label '
+                 'caches and serve the head checks before any work)')
+
+
+def single_file_problem(checkpoint: Path) -> Tuple[str, str]:
+    """(why the path :func:`single_file_checkpoint` gave is not loaded as it is, the fix): the
+    diffusers folder to pass instead of a part of it; else for a single-file checkpoint (or a
+    folder of several) the one-off conversion into a diffusers folder by diffusers'
+    ``from_single_file``, which offline needs ``config``, the diffusers folder or cached hub id
+    of the model the checkpoint was trained from."""
+    root = _diffusers_root(checkpoint)
+    if root is not None:
+        part = checkpoint.relative_to(root).as_posix()
+        part = f'the file {part}' if checkpoint.is_file() else f'the {part}/ part'
+        whose = 'the diffusers folder' if checkpoint.parent != root else \
+            'its folder' if checkpoint.is_file() else 'its parent'
+        return f'{checkpoint} is {part} of a diffusers folder', f'pass {whose} {root}'
+    if checkpoint.is_dir():
+        files = _checkpoints(checkpoint)
+        return (f'{checkpoint} has no model_index.json but {len(files)} single-file checkpoints '
+                f'({", ".join(f.name for f in files)}), and {READS_FOLDERS}',
+                _conversion(files[0], f'one of them (e.g. {files[0].name})'))
+    if checkpoint.suffix not in SINGLE_FILE_SUFFIXES:
+        return (f'{checkpoint} is a file, neither a diffusers folder nor a single-file checkpoint '
+                f'({", ".join("*" + s for s in SINGLE_FILE_SUFFIXES)})',
+                'pass a diffusers Stable Diffusion folder (one with model_index.json)')
+    return f'{checkpoint} is a single-file checkpoint, and {READS_FOLDERS}', _conversion(checkpoint)
 
 
 def hub_reason(source: str, err: Exception) -> Tuple[str, str]:
@@ -120,6 +164,11 @@ def hub_load_failure(source: str, err: Exception, cache_dir: Optional[str] = Non
     reason once (not a folder, not in the local Hugging Face cache, what the Hub said) and the
     fix, without diffusers' pointer to a stack trace the tools do not print."""
     from huggingface_hub import constants, try_to_load_from_cache
+
+    from ..preflight_options import hub_id_like
+    if not hub_id_like(source):  # a path (no org/name id): the Hub has nothing to say on it
+        return (f'cannot load Stable Diffusion model {source!r}: no such folder '
+                f'({model_path(source).resolve()} does not exist). Fix: check the path')
     try:
         cached = isinstance(try_to_load_from_cache(source, 'model_index.json',
                                                    cache_dir=cache_dir), str)

@@ -46,20 +46,43 @@ def _json(path: Path) -> Optional[Dict]:
         return None  # missing or broken: diffusers' own error names the file
 
 
-def _weights_problem(folder: Path, component: str, variant: Optional[str]) -> Optional[str]:
-    files = sorted(f.name for f in (folder / component).iterdir() if f.suffix in WEIGHT_SUFFIXES)
+def _weights(folder: Path, component: str) -> List[str]:
+    """The weight file names of ``folder``'s ``component``, sorted."""
+    return sorted(f.name for f in (folder / component).iterdir() if f.suffix in WEIGHT_SUFFIXES)
+
+
+def _variant_problem(weights: Dict[str, List[str]], variant: Optional[str]) -> Optional[str]:
+    """The ``variant`` asked for where no component of ``weights`` (file names by component)
+    has it but plain weights are there: diffusers then refuses the folder ("no such modeling
+    files are available") rather than take them."""
+    found = {weights_variant(name) for names in weights.values() for name in names}
+    if variant is None or variant in found or None not in found:
+        return None
+    names = sorted('plain' if v is None else v for v in found)
+    return (f"no component ({', '.join(c + '/' for c in weights)}) has variant {variant!r} "
+            f'weights (found: {", ".join(names)}): drop the variant {_variant_setting(None)}')
+
+
+def _variant_setting(variant: Optional[str]) -> str:
+    """Where each entry point takes the weights ``variant`` (None: the plain weights)."""
+    tools = f'--variant {variant}' if variant else 'leave out --variant'
+    return (f'(tools: {tools}; Python: from_pretrained(..., variant={variant!r}); configs: '
+            f'model.data_preprocessor.engine_kwargs.variant={variant})')
+
+
+def _weights_problem(folder: Path, component: str, files: List[str],
+                     variant: Optional[str]) -> Optional[str]:
     variants = sorted({weights_variant(name) for name in files} - {None})
     plain = [name for name in files if weights_variant(name) is None]
-    if plain or variant in variants:  # diffusers takes the plain weights where the variant's lack
+    # where another component has the variant's weights, diffusers takes this one's plain ones
+    if plain or variant in variants:
         return None
     if variant is not None:
         return f"{component}/ has no weights of variant {variant!r} (found: {files or 'none'})"
     if variants:
         return (f'{component}/ holds only {"/".join(variants)}-variant weights ({files[0]}): '
-                f'load with variant={variants[0]!r} (tools: --variant {variants[0]}; Python: '
-                f'from_pretrained(..., variant={variants[0]!r}); configs: '
-                f'model.data_preprocessor.engine_kwargs.variant={variants[0]}), or save a plain '
-                f"copy once: python -c \"from diffusers import "
+                f'load with variant={variants[0]!r} {_variant_setting(variants[0])}, or save a '
+                f"plain copy once: python -c \"from diffusers import "
                 f"StableDiffusionPipeline as P; P.from_pretrained('{folder}', variant="
                 f"'{variants[0]}').save_pretrained('FOLDER')\" and pass FOLDER")
     return f'{component}/ has no weights (*.safetensors or *.bin)'
@@ -68,7 +91,8 @@ def _weights_problem(folder: Path, component: str, variant: Optional[str]) -> Op
 def folder_problems(folder: Path, variant: Optional[str] = None) -> List[str]:
     """What keeps the diffusers ``folder`` (it has a ``model_index.json``) from running in the
     engine: an SDXL or other pipeline, a missing component or tokenizer, weights only of a
-    variant not asked for, configs that do not fit (:func:`config_problems`)."""
+    variant not asked for, a variant asked for that no component has, configs that do not fit
+    (:func:`config_problems`)."""
     folder = Path(folder)
     index = _json(folder / 'model_index.json') or {}
     kind = index.get('_class_name', '?')
@@ -81,7 +105,10 @@ def folder_problems(folder: Path, variant: Optional[str] = None) -> List[str]:
     if tokenizer.is_dir() and not any((tokenizer / name).is_file()
                                       for name in ('vocab.json', 'tokenizer.json')):
         problems.append('its tokenizer/ has no vocab.json or tokenizer.json')
-    problems += [problem for c in WEIGHTED if c not in missing
-                 for problem in [_weights_problem(folder, c, variant)] if problem]
+    weights = {c: _weights(folder, c) for c in WEIGHTED if c not in missing}
+    lacking = _variant_problem(weights, variant)
+    problems += [lacking] if lacking else []
+    problems += [problem for c, files in weights.items() if not (lacking and files)
+                 for problem in [_weights_problem(folder, c, files, variant)] if problem]
     configs = {c: _json(folder / c / 'config.json') or {} for c in WEIGHTED}
     return problems + config_problems(configs['unet'], configs['vae'], configs['text_encoder'])

@@ -23,15 +23,15 @@ def test_dtypes_by_name_and_non_floating_ones_refused():
             loading.torch_dtype(bad)
 
 
-def test_a_single_file_is_found_only_where_it_is_the_folders_one_checkpoint(tmp_path):
+def test_a_single_file_is_found_where_it_is_the_folders_one_checkpoint(tmp_path):
     one = tmp_path / 'original'
     one.mkdir()
     (one / 'README.md').write_text('x')
     (one / 'model.ckpt').write_bytes(b'0')
     assert loading.single_file_checkpoint(one) == (one / 'model.ckpt').resolve()
     assert loading.single_file_checkpoint(one / 'model.ckpt') == (one / 'model.ckpt').resolve()
-    (one / 'ema.safetensors').write_bytes(b'0')  # two checkpoints: which one is unknown
-    assert loading.single_file_checkpoint(one) is None
+    (one / 'ema.safetensors').write_bytes(b'0')  # two checkpoints: the folder, to name both
+    assert loading.single_file_checkpoint(one) == one.resolve()
     diffusers_folder = tmp_path / 'diffusers'
     diffusers_folder.mkdir()
     (diffusers_folder / 'model_index.json').write_text('{}')

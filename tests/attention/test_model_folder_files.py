@@ -60,7 +60,13 @@ def test_variant_only_weights_name_their_variant_in_every_fix(tmp_path):
                               "variant='bf16'); configs: "
                               'model.data_preprocessor.engine_kwargs.variant=bf16)')
     assert folder_problems(tmp_path, variant='bf16') == []
-    # a variant asked for where there are plain weights: diffusers falls back to them
+    # a variant no component has: diffusers refuses the folder, named once
+    assert folder_problems(tmp_path, variant='fp16') == [
+        "no component (unet/, vae/, text_encoder/) has variant 'fp16' weights (found: bf16, "
+        'plain): drop the variant (tools: leave out --variant; Python: from_pretrained(..., '
+        'variant=None); configs: model.data_preprocessor.engine_kwargs.variant=None)']
+    # one component has it: diffusers takes the others' plain weights, where they have them
+    (tmp_path / 'unet' / 'diffusion_pytorch_model.fp16.safetensors').write_bytes(b'')
     assert folder_problems(tmp_path, variant='fp16') == [
         "text_encoder/ has no weights of variant 'fp16' (found: ['model.bf16.safetensors'])"]
     (tmp_path / 'text_encoder' / 'model.safetensors').write_bytes(b'')

@@ -1,0 +1,81 @@
+"""Local paths that are no diffusers folder, as the engine names them before any loading: a part
+of a diffusers folder (its parent or folder is the fix), a folder of several single-file
+checkpoints (each named), a file that is no checkpoint, a missing path (no Hub advice); and a
+variant that no component of a folder has."""
+import json
+
+import pytest
+
+from mmdiffseg.attention import DiffusionAttentionEngine, loading
+from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+
+
+def _diffusers_folder(root):
+    """A diffusers folder's index and a U-Net of config and (empty) weights: no model loads."""
+    (root / 'unet').mkdir(parents=True)
+    (root / 'model_index.json').write_text(json.dumps({'_class_name': 'StableDiffusionPipeline'}))
+    (root / 'unet' / 'config.json').write_text('{}')
+    (root / 'unet' / 'diffusion_pytorch_model.safetensors').write_bytes(b'')
+    return root
+
+
+def _refusal(model, **kwargs):
+    with pytest.raises(OSError) as error:
+        DiffusionAttentionEngine.from_pretrained(model, **kwargs)
+    return str(error.value)
+
+
+@pytest.mark.parametrize('part,fix', [
+    ('unet', 'the unet/ part of a diffusers folder. Fix: pass its parent {root}'),
+    ('model_index.json', 'the file model_index.json of a diffusers folder. Fix: pass its folder '
+                         '{root}'),
+    ('unet/diffusion_pytorch_model.safetensors',
+     'the file unet/diffusion_pytorch_model.safetensors of a diffusers folder. Fix: pass the '
+     'diffusers folder {root}')])
+def test_a_part_of_a_diffusers_folder_names_the_folder(tmp_path, part, fix):
+    root = _diffusers_folder(tmp_path / 'model')
+    message = _refusal(root / part)
+    assert message == (f"cannot load Stable Diffusion model '{root / part}': {root / part} is "
+                       + fix.format(root=root))
+    assert 'single-file' not in message
+
+
+def test_several_checkpoints_are_each_named_with_a_conversion(tmp_path):
+    for name in ('a.safetensors', 'b-emaonly.safetensors', 'notes.txt'):
+        (tmp_path / name).write_bytes(b'')
+    message = _refusal(tmp_path)
+    assert (f'{tmp_path} has no model_index.json but 2 single-file checkpoints (a.safetensors, '
+            'b-emaonly.safetensors), and mmdiffseg reads diffusers folders') in message
+    checkpoint = tmp_path / 'a.safetensors'
+    assert (f"Fix: convert one of them (e.g. a.safetensors) once: python -c \"from diffusers "
+            f"import StableDiffusionPipeline as P; P.from_single_file('{checkpoint}'" in message)
+
+
+def test_a_file_of_another_suffix_is_no_checkpoint(tmp_path):
+    (tmp_path / 'model.yaml').write_text('model: {}')
+    message = _refusal(tmp_path / 'model.yaml')
+    assert (f'{tmp_path / "model.yaml"} is a file, neither a diffusers folder nor a single-file '
+            'checkpoint (*.safetensors, *.ckpt, *.pt, *.pth, *.bin). Fix: pass a diffusers '
+            'Stable Diffusion folder (one with model_index.json)') in message
+    assert 'convert' not in message
+
+
+@pytest.mark.parametrize('path', ['/data/models/sd-v1-5', './models/sd21', '~/x', 'a/b/c'])
+def test_a_missing_path_is_told_to_check_the_path_not_to_download(path):
+    error = OSError('Cannot load model')
+    error.__cause__ = ConnectionError('no network')
+    message = loading.hub_load_failure(path, error)
+    assert message == (f'cannot load Stable Diffusion model {path!r}: no such folder '
+                       f'({loading.model_path(path).resolve()} does not exist). Fix: check the '
+                       'path')
+    assert 'hf download org/x' in loading.hub_load_failure('org/x', error)
+
+
+def test_a_variant_no_component_has_is_refused_before_loading(sd_config_dir):
+    folder = cached_tiny_pipeline_folder(sd_config_dir('stable-diffusion-2-1-base'))
+    message = _refusal(folder, variant='fp16')
+    assert message == (f"cannot read the Stable Diffusion folder {folder.resolve()}: no component "
+                       "(unet/, vae/, text_encoder/) has variant 'fp16' weights (found: plain): "
+                       'drop the variant (tools: leave out --variant; Python: '
+                       'from_pretrained(..., variant=None); configs: '
+                       'model.data_preprocessor.engine_kwargs.variant=None)')
