@@ -37,7 +37,7 @@ from .attention.model_check import folder_problems
 from .cuda_check import cuda_problem
 from .models.prefill import first_unlabelled_image
 from .preflight_cache import (check_cache_precision, check_cache_settings,
-                              check_cache_writable, writer_dtype)
+                              check_cache_writable, check_label_mixing_transforms, writer_dtype)
 from .preflight_classes import (check_dataset_classes, check_model_classes,
                                 check_segment_scoring)
 from .preflight_data import (Missing, check_dataset, check_image_level_labels,
@@ -296,6 +296,8 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                 datasets.append((path, node))
                 problems = check_dataset(node, path)
                 missing += problems or check_listed_files(node, path)
+                if mode == 'train' and name == 'train_dataloader':
+                    missing += check_label_mixing_transforms(cfg, node, path)
                 for index, step in enumerate(node['pipeline'] or []):
                     key = f'{path}.pipeline.{index}'
                     if any(key + '.classes' in m.where for m in disagree):

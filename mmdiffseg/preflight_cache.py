@@ -13,6 +13,13 @@ from typing import Callable, Dict, List, Optional
 from mmengine.config import Config
 
 from .preflight_data import Missing
+from .registry import config_type
+
+#: mmseg transforms a cold cache's source-index map cannot pass (the map is a 4-byte code of
+#: each pixel's place in its own image): a bilinear rotation of the seg maps blends the codes,
+#: a mosaic mixes four images on one 2-D canvas; cached labels pass them as class maps
+LABEL_MIXING_TRANSFORMS = {'RandomRotFlip': 'rotates the seg maps bilinearly',
+                           'RandomMosaic': 'mixes four images'}
 
 
 def writer_dtype(cfg: Config, mode: str, dtype: Optional[str]) -> str:
@@ -50,6 +57,34 @@ def check_cache_precision(cache_dir: str, where: str, dtype: str,
                     f'engine_dtype={made["dtype"]}, or --dtype {made["dtype"]} for '
                     f'prefill_labels.py), or --cfg-options {where}.cache_dir=<another folder>',
                     [f'{where}.cache_dir'])]
+
+
+def check_label_mixing_transforms(cfg: Config, dataset: dict, where: str) -> List[Missing]:
+    """A training pipeline with a transform of :data:`LABEL_MIXING_TRANSFORMS` over online labels
+    (its own or a wrapped dataset's ``LoadPseudoLabel``) whose cache lacks a training image's
+    label: the label made during training would come out wrong, or the run stop mid-way."""
+    from .models.prefill import first_unlabelled_image, online_dataset_cfgs
+    mixing = [kind for kind in map(config_type, dataset.get('pipeline') or [])
+              if kind in LABEL_MIXING_TRANSFORMS]
+    if not mixing:
+        return []
+    caches = sorted({(step.get('cache') or {}).get('cache_dir')
+                     for inner in online_dataset_cfgs(dataset) for step in inner['pipeline']
+                     if config_type(step) == 'LoadPseudoLabel'} - {None})
+    for cache_dir in caches:
+        try:
+            image = first_unlabelled_image(cfg, cache_dir)
+        except Exception:  # noqa: BLE001  the data checks name what keeps the data from loading
+            image = ''
+        if image is not None:
+            return [Missing(
+                f'{where}.pipeline has {mixing[0]}, which {LABEL_MIXING_TRANSFORMS[mixing[0]]}: '
+                'a label made during training cannot pass it'
+                + (f' (the label of {image}, for one, is not in {cache_dir} yet)' if image else ''),
+                'label every training image first: python tools/prefill_labels.py CONFIG (the '
+                f'same --cfg-options), then train; or leave {mixing[0]} out',
+                [f'{where}.pipeline'])]
+    return []
 
 
 def check_cache_writable(cache_dir: str, where: str) -> List[Missing]:

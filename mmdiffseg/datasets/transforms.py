@@ -186,8 +186,15 @@ class LoadPseudoLabel(BaseTransform):
         if 'image_labels' not in results:
             raise KeyError('LoadPseudoLabel needs LoadImageLevelLabels before it in the pipeline '
                            f'(the label of {results["img_path"]} is made from its class names)')
-        key = label_key(fileio.get(results['img_path']), results['image_labels'])
         height, width = results['img'].shape[:2]
+        loaded = tuple(results.get('ori_shape', (height, width)))[:2]
+        if loaded != (height, width):  # the label is made at the file's size, then moved
+            raise ValueError(
+                f'LoadPseudoLabel: the image {results["img_path"]} is {(width, height)} here but '
+                f'{loaded[::-1]} as loaded: put LoadPseudoLabel right after LoadImageFromFile / '
+                'LoadImageLevelLabels, before any transform that resizes, crops or pads (the '
+                'label is made on the image as loaded and those transforms move it)')
+        key = label_key(fileio.get(results['img_path']), results['image_labels'])
         label = self.cache.load(key)
         if label is not None and label.shape != (height, width):
             raise ValueError(f'cached label {self.cache.path(key)} is {label.shape[::-1]} but the '

@@ -72,3 +72,17 @@ def test_a_packed_miss_carries_the_label_cache_settings_and_key(tmp_path):
     assert meta['pseudo_label_cached'] is False and meta['image_labels'] == ['cat']
     index = packed['data_samples'].pseudo_label_index.data
     assert index.dtype == torch.int64 and index.tolist() == [[[0, 1, 2], [3, 4, 5]]]
+
+
+def test_a_transform_that_moves_the_image_before_it_is_refused(tmp_path):
+    """The label (or its source-index map) is made at the image's size as loaded: after a
+    resize or crop it would be placed wrong (0.9% of pixels right on a cold cache), so the
+    order is refused with the fix."""
+    import pytest
+    img, _, load = setup(tmp_path, ['cat'])
+    resize = dict(type='Resize', scale=(6, 4), keep_ratio=False)
+    with pytest.raises(ValueError, match=r"^LoadPseudoLabel: the image .*pic\.png is \(6, 4\) here "
+                                         r'but \(3, 2\) as loaded: put LoadPseudoLabel right after'):
+        Compose(load[:2] + [resize, load[2]])(dict(img_path=str(img), seg_fields=[]))
+    assert Compose(load + [resize])(dict(img_path=str(img), seg_fields=[]))['gt_seg_map'].shape \
+        == (4, 6, 4)  # after it: the source-index map moves with the image

@@ -1,5 +1,7 @@
-"""Pre-flight of a label cache made in another precision than the run's: named before training
-where the run would add a label, read where the cache holds every training image's label."""
+"""Pre-flight checks that depend on whether the label cache holds every training image's label:
+a cache made in another precision than the run's (named where the run would add a label, read
+where it is full), and transforms a label made during training cannot pass (RandomRotFlip,
+RandomMosaic: refused until the cache is full)."""
 import numpy as np
 import pytest
 from e2e_helpers import VOC_IMAGES, make_voc_root
@@ -62,3 +64,39 @@ def test_a_full_label_cache_made_in_another_precision_is_read(tmp_path, voc_root
     store.save(keys[-1][1], np.zeros((4, 4), np.uint8))
     assert refusals() == []
     assert len(refusals('prefill', dtype='float32')) == 1  # a prefill in float32 adds labels
+
+
+def test_transforms_that_mix_labels_need_every_label_cached(tmp_path, voc_root):
+    """RandomRotFlip blends a cold cache's source-index map (89-93% of the targets wrong, or an
+    error mid-run), RandomMosaic mixes four images: refused, naming the fix, until every training
+    image's label is cached; a RandomMosaic of a wrapper over the online dataset counts too."""
+    generator = dict(type='ISeg', vocabulary='voc')
+    cfg = voc_config(voc_root, generator=generator)
+    cache = cfg.train_dataloader.dataset.pipeline[2].cache
+    cache.cache_dir, cache.model = str(tmp_path / 'cache'), str(tmp_path / 'sd')
+    cfg.model = dict(data_preprocessor=dict(type='DiffusionLabelPreprocessor'))
+    rotate = dict(type='RandomRotFlip', rotate_prob=1.0, flip_prob=0.0, degree=20)
+    cfg.train_dataloader.dataset.pipeline.append(rotate)
+
+    def refusals():
+        return [(i.what, i.fix) for i in preflight.check(cfg, 'train') if 'cannot pass' in i.what]
+    ((what, fix),) = refusals()
+    assert what == ('train_dataloader.dataset.pipeline has RandomRotFlip, which rotates the seg '
+                    'maps bilinearly: a label made during training cannot pass it (the label of '
+                    f'{voc_root}/JPEGImages/{VOC_IMAGES[0]}.png, for one, is not in '
+                    f'{cache.cache_dir} yet)')
+    assert fix.startswith('label every training image first: python tools/prefill_labels.py')
+    store = LabelCache(cache.cache_dir, cache.model, generator, writer_dtype='float32')
+    store.sign()
+    for _, key, _ in training_label_keys(cfg, cache.cache_dir):
+        store.save(key, np.zeros((4, 4), np.uint8))
+    assert refusals() == []
+    cfg.train_dataloader.dataset.pipeline.pop()
+    cfg.train_dataloader.dataset = dict(type='MultiImageMixDataset',
+                                        dataset=cfg.train_dataloader.dataset,
+                                        pipeline=[dict(type='RandomMosaic', prob=1.0)])
+    assert refusals() == []  # every label cached
+    store.path(next(training_label_keys(cfg, cache.cache_dir))[1]).unlink()
+    ((what, _),) = refusals()
+    assert what.startswith('train_dataloader.dataset.pipeline has RandomMosaic, which mixes four '
+                           'images: a label made during training cannot pass it')
