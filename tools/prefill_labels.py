@@ -63,7 +63,7 @@ def main(argv=None):
     from mmengine.registry import init_default_scope
 
     from mmdiffseg.apis.builders import pick_device
-    from mmdiffseg.apis.cli import leave_process_group, start_launcher
+    from mmdiffseg.apis.cli import check_launcher, leave_process_group, start_launcher
     from mmdiffseg.compat import config_fromfile
     from mmdiffseg.cuda_check import auto_device
     from mmdiffseg.models.prefill import prefill
@@ -79,6 +79,7 @@ def main(argv=None):
     if not args.skip_preflight:
         ensure_ready(cfg, args.config, 'prefill', dtype=args.dtype, device=args.device)
     device = pick_device(args.device or auto_device())
+    check_launcher(args.launcher, 'prefill_labels')
     start_launcher(args.launcher, device)
     summary = prefill(cfg, device, batch_size=args.batch_size, dtype=args.dtype,
                       workers=args.workers)

@@ -127,6 +127,10 @@ def main(argv=None):
         raise SystemExit(2)
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time, args.show_interval)
+    if args.tta and cfg.model.get('type') == TRAINING_FREE:
+        print(f'tools/test.py: error: --tta: {TRAINING_FREE} makes labels, not the logits that '
+              'test-time augmentation merges; drop --tta', file=sys.stderr)
+        raise SystemExit(2)
     if args.tta:
         enable_tta(cfg)
     if args.out is not None:  # made on every rank: mmseg's IoUMetric makes it on rank 0 only
@@ -135,7 +139,7 @@ def main(argv=None):
     if run_preflight(args, cfg, args.config, 'test'):
         return
     wrap_training_free(cfg)
-    start_runner_launcher(cfg)
+    start_runner_launcher(cfg, 'test')
     build_runner(cfg).test()
     leave_process_group()
 

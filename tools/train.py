@@ -113,7 +113,7 @@ def main(argv=None):
     fresh_start = resume_from_work_dir(cfg) if args.resume else None
     if run_preflight(args, cfg, args.config, 'train'):
         return
-    start_runner_launcher(cfg)
+    start_runner_launcher(cfg, 'train')
     runner = build_runner(cfg)
     if fresh_start:
         print_log(fresh_start, logger='current', level=logging.WARNING)  # in the run's log

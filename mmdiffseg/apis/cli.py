@@ -93,13 +93,20 @@ def leave_process_group(barrier: bool = True) -> None:
         dist.destroy_process_group()
 
 
-def start_runner_launcher(cfg) -> None:
+def start_runner_launcher(cfg, tool: str) -> None:
     """Let an mmengine Runner start under ``torchrun`` on CPU-only machines (tests, CPU clusters).
 
-    mmengine's pytorch launcher calls ``torch.cuda.set_device``, so without a GPU the process group
-    is joined here with gloo (the Runner then skips its own ``init_dist``) and the model is wrapped
-    by DDP without device ids. Nothing changes where CUDA is available or without a launcher."""
+    A launcher whose rank variables are not set stops ``tools/<tool>.py`` with the way to start
+    it (:func:`check_launcher`, exit 2; after the pre-flight, which ``tools/dist_launch.sh`` runs
+    outside torchrun). mmengine's pytorch launcher calls ``torch.cuda.set_device``, so without a
+    GPU the process group is joined here with gloo (the Runner then skips its own ``init_dist``)
+    and the model is wrapped by DDP without device ids. Nothing changes where CUDA is available
+    or without a launcher."""
     import torch
+    try:
+        check_launcher(cfg.get('launcher', 'none'), tool)
+    except UserInputError as exc:
+        sys.exit(_fail(exc, EXIT_BAD_INPUT))
     if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
         return
     start_launcher('pytorch', 'cpu')

@@ -72,11 +72,8 @@ class DiffusionSegmentor(BaseSegmentor):
         names = None
         if self.use_image_labels:
             names = [list(s.metainfo['image_labels']) for s in data_samples]
-        # scored at the ground truth's size; else at the image's as loaded, as mmseg's
-        # segmentors predict (--out, --show-dir)
-        sizes = [tuple(s.gt_sem_seg.shape) if 'gt_sem_seg' in s else
-                 tuple(s.metainfo.get('ori_shape', image.shape[:2]))[:2]
-                 for s, image in zip(data_samples, images)]
+        sizes = [tuple(s.gt_sem_seg.shape) if 'gt_sem_seg' in s else image.shape[:2]
+                 for s, image in zip(data_samples, images)]  # scored at the ground truth's size
         labels = self.labeler.generate(images, names, inputs[0].device, sizes)
         for sample, label in zip(data_samples, labels):
             sample.pred_sem_seg = PixelData(data=torch.from_numpy(label.astype(np.int64))[None])

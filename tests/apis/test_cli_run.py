@@ -102,8 +102,10 @@ def test_a_runner_joins_with_gloo_only_under_torchrun_without_cuda(
     calls = []
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     monkeypatch.setattr(cli, 'start_launcher', lambda *args: calls.append(args))
+    for name in cli.LAUNCHER_ENV.get(launcher, ((), ''))[0]:  # started by torchrun / srun
+        monkeypatch.setenv(name, '0')
     cfg = Config(dict(launcher=launcher, model_wrapper_cfg=wrapper))
-    cli.start_runner_launcher(cfg)
+    cli.start_runner_launcher(cfg, 'train')
     assert calls == ([('pytorch', 'cpu')] if started else [])
     expected = wrapper or (dict(type='MMDistributedDataParallel', device_ids=None)
                            if started else None)
@@ -146,3 +148,19 @@ def test_cfg_options_split_at_the_first_equals_and_a_pair_without_one_is_named()
     with pytest.raises(UserInputError) as error:
         parse_options(['iters=3', 'use_cluster'])
     assert str(error.value) == "--cfg-options takes key=value, got 'use_cluster'"
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_a_runner_tool_not_started_by_its_launcher_stops_with_how_to_start_it(
+        tool, monkeypatch, capsys):
+    """tools/train.py / test.py --launcher pytorch outside torchrun: exit 2 naming torchrun, as
+    the offline tools do (was mmengine's rendezvous traceback, exit 1)."""
+    from mmengine.config import Config
+    for name in cli.LAUNCHER_ENV['pytorch'][0]:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit) as stop:
+        cli.start_runner_launcher(Config(dict(launcher='pytorch')), tool)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        'error: --launcher pytorch but RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not '
+        f'set: start it with torchrun: torchrun --nproc-per-node N tools/{tool}.py')

@@ -29,25 +29,3 @@ def test_the_training_and_tensor_modes_refuse_with_what_to_use_instead():
                       (lambda: model.encode_decode(image, [{}]), 'whole images; use predict')):
         with pytest.raises(RuntimeError, match=f'^DiffusionSegmentor (is|has|works on) .*{fix}$'):
             call()
-
-
-def test_without_ground_truth_predictions_are_at_the_size_the_image_was_loaded_at():
-    """As mmseg's segmentors predict (``--out`` PNGs, ``--show-dir`` overlays): a 97x131 image
-    resized to 47x64 by the test pipeline is labelled at 97x131; with ground truth, at its
-    size."""
-    from mmseg.structures import SegDataSample
-    from mmengine.structures import PixelData
-    seen = []
-
-    class Labeler:
-        def generate(self, images, names, device, sizes):
-            seen.append(sizes)
-            return [torch.zeros(size).numpy() for size in sizes]
-    model = DiffusionSegmentor('tiny', dict(type='ISeg'))
-    model.labeler = Labeler()
-    meta = dict(img_shape=(47, 64), ori_shape=(97, 131))
-    samples = model.predict(torch.zeros(1, 3, 47, 64), [SegDataSample(metainfo=meta)])
-    assert seen == [[(97, 131)]] and samples[0].pred_sem_seg.shape == (97, 131)
-    scored = SegDataSample(metainfo=meta, gt_sem_seg=PixelData(data=torch.zeros(1, 40, 50)))
-    model.predict(torch.zeros(1, 3, 47, 64), [scored])
-    assert seen[-1] == [(40, 50)]

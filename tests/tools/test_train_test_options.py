@@ -97,3 +97,16 @@ def test_amp_and_tta_reach_the_config_the_run_is_built_from(tmp_path, monkeypatc
     for extra in (['--tta'], []):
         test.main([str(TINY_ONLINE_CONFIG), str(tmp_path / 'iter_1.pth'), *extra])
     assert seen[-2].get('tta_seen') and not seen[-1].get('tta_seen')
+
+
+def test_tta_of_a_training_free_config_stops_before_any_model(capsys):
+    """--tta swaps in the ADE20K TTA pipeline (no image-level labels) and merges logits the
+    DiffusionSegmentor does not make: it crashed after the model ran; now exit 2 with the fix."""
+    config = osp.join(osp.dirname(str(TINY_ONLINE_CONFIG)),
+                      'diffseg-sd14_cityscapes27-unsupervised-512x512.py')
+    with pytest.raises(SystemExit) as stop:
+        load_tool('test').main([config, '--tta'])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        'tools/test.py: error: --tta: DiffusionSegmentor makes labels, not the logits that '
+        'test-time augmentation merges; drop --tta\n')
