@@ -35,9 +35,9 @@ from mmengine.config import Config
 from .attention.loading import single_file_checkpoint, single_file_problem
 from .attention.model_check import folder_problems
 from .cuda_check import cuda_problem
-from .models.prefill import first_unlabelled_image
 from .preflight_cache import (check_cache_precision, check_cache_settings,
-                              check_cache_writable, check_label_mixing_transforms, writer_dtype)
+                              check_cache_writable, check_label_mixing_transforms,
+                              unlabelled_finder, writer_dtype)
 from .preflight_classes import (check_dataset_classes, check_model_classes,
                                 check_segment_scoring)
 from .preflight_data import (Missing, check_dataset, check_image_level_labels,
@@ -286,6 +286,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
     # tools/test.py passes its checkpoint as load_from: Runner.test loads it, never init_weights
     init_weights = not (mode == 'test' and cfg.get('load_from'))
     missing: List[Missing] = []
+    unlabelled = unlabelled_finder(cfg)  # training images read once, where a check needs it
     sd_models: Dict[str, List[str]] = {}
     datasets: List[Tuple[str, dict]] = []  # (config key, dataset config)
     for name, section in sections.items():
@@ -297,7 +298,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                 problems = check_dataset(node, path)
                 missing += problems or check_listed_files(node, path)
                 if mode == 'train' and name == 'train_dataloader':
-                    missing += check_label_mixing_transforms(cfg, node, path)
+                    missing += check_label_mixing_transforms(node, path, unlabelled)
                 for index, step in enumerate(node['pipeline'] or []):
                     key = f'{path}.pipeline.{index}'
                     if any(key + '.classes' in m.where for m in disagree):
@@ -318,8 +319,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                     missing += check_cache_settings(node, path)
                     missing += check_cache_precision(
                         node['cache_dir'], path, writer_dtype(cfg, mode, dtype),
-                        functools.partial(first_unlabelled_image, cfg, node['cache_dir'])
-                        if mode == 'train' else None)
+                        unlabelled if mode == 'train' else None)
             if init_weights and node.get('type') == 'Pretrained' and \
                     isinstance(node.get('checkpoint'), str):
                 missing += check_checkpoint(node['checkpoint'], f'{path}.checkpoint')

@@ -28,13 +28,31 @@ def writer_dtype(cfg: Config, mode: str, dtype: Optional[str]) -> str:
     return (dtype if mode == 'prefill' else None) or pre.get('engine_dtype', 'float32')
 
 
+def unlabelled_finder(cfg: Config) -> Callable[[str], Optional[str]]:
+    """``cache_dir`` -> the first training image of ``cfg`` whose label it lacks (None: it holds
+    them all; ``''`` where the training data cannot be read, which the data checks name). Each
+    cache is looked through once (every training image read and hashed), however many checks
+    ask."""
+    from .models.prefill import first_unlabelled_image
+    found: Dict[str, Optional[str]] = {}
+
+    def first_unlabelled(cache_dir: str) -> Optional[str]:
+        if cache_dir not in found:
+            try:
+                found[cache_dir] = first_unlabelled_image(cfg, cache_dir)
+            except Exception:  # noqa: BLE001  the data checks name what keeps it from loading
+                found[cache_dir] = ''
+        return found[cache_dir]
+    return first_unlabelled
+
+
 def check_cache_precision(cache_dir: str, where: str, dtype: str,
-                          unlabelled: Optional[Callable[[], Optional[str]]] = None
+                          unlabelled: Optional[Callable[[str], Optional[str]]] = None
                           ) -> List[Missing]:
     """A label cache whose labels were made in another precision than this run would add
     (:class:`~mmdiffseg.datasets.LabelCache` refuses such a writer at its first label, maybe
-    hours into training). ``unlabelled``: for a run that only adds the labels the cache lacks
-    (training), the first image without one, or None: a full cache is read in any precision."""
+    hours into training). ``unlabelled`` (:func:`unlabelled_finder`): for a run that only adds
+    the labels the cache lacks (training); a full cache is read in any precision."""
     from .datasets.label_cache import SIGNATURE_FILE, WRITER_KEY
     try:
         made = json.loads((Path(cache_dir) / SIGNATURE_FILE).read_text()).get(WRITER_KEY, {})
@@ -42,15 +60,10 @@ def check_cache_precision(cache_dir: str, where: str, dtype: str,
         return []   # no folder or signature yet (an unreadable one is named at first use)
     if made.get('dtype') in (None, dtype):
         return []
-    example = ''
-    if unlabelled is not None:
-        try:
-            image = unlabelled()
-        except Exception:  # noqa: BLE001  the data checks name what keeps the data from loading
-            image = ''
-        if image is None:
-            return []
-        example = f' (for {image}, which has no label there)' if image else ''
+    image = unlabelled(cache_dir) if unlabelled is not None else ''
+    if image is None:
+        return []
+    example = f' (for {image}, which has no label there)' if image else ''
     return [Missing(f'label cache {cache_dir} holds labels made in {made["dtype"]}, this run '
                     f'would add labels in {dtype}{example}',
                     f'make labels in {made["dtype"]} (--cfg-options model.data_preprocessor.'
@@ -59,11 +72,13 @@ def check_cache_precision(cache_dir: str, where: str, dtype: str,
                     [f'{where}.cache_dir'])]
 
 
-def check_label_mixing_transforms(cfg: Config, dataset: dict, where: str) -> List[Missing]:
+def check_label_mixing_transforms(dataset: dict, where: str,
+                                  unlabelled: Callable[[str], Optional[str]]) -> List[Missing]:
     """A training pipeline with a transform of :data:`LABEL_MIXING_TRANSFORMS` over online labels
     (its own or a wrapped dataset's ``LoadPseudoLabel``) whose cache lacks a training image's
-    label: the label made during training would come out wrong, or the run stop mid-way."""
-    from .models.prefill import first_unlabelled_image, online_dataset_cfgs
+    label (``unlabelled``: :func:`unlabelled_finder`): the label made during training would come
+    out wrong, or the run stop mid-way."""
+    from .models.prefill import online_dataset_cfgs
     mixing = [kind for kind in map(config_type, dataset.get('pipeline') or [])
               if kind in LABEL_MIXING_TRANSFORMS]
     if not mixing:
@@ -72,10 +87,7 @@ def check_label_mixing_transforms(cfg: Config, dataset: dict, where: str) -> Lis
                      for inner in online_dataset_cfgs(dataset) for step in inner['pipeline']
                      if config_type(step) == 'LoadPseudoLabel'} - {None})
     for cache_dir in caches:
-        try:
-            image = first_unlabelled_image(cfg, cache_dir)
-        except Exception:  # noqa: BLE001  the data checks name what keeps the data from loading
-            image = ''
+        image = unlabelled(cache_dir)
         if image is not None:
             return [Missing(
                 f'{where}.pipeline has {mixing[0]}, which {LABEL_MIXING_TRANSFORMS[mixing[0]]}: '

@@ -222,20 +222,20 @@ def files_in_the_way(folder, tool: Optional[str], ids: Sequence[str],
     over the item ``ids`` would replace: its ``split_file`` and its :data:`TOOL_OUTPUTS` (each
     sub-folder listed once, not a look-up per item)."""
     patterns = TOOL_OUTPUTS.get(tool, ())
-    present = {}
-    for sub in {os.path.dirname(p) for p in patterns if '{}' in p}:
-        try:
-            present[sub] = set(os.listdir(os.path.join(folder, sub)))
-        except OSError:  # not there (or not a folder): nothing in the way
-            present[sub] = set()
+    fixed = [rel for rel in [split_file] * bool(split_file) + [p for p in patterns if '{}' not in p]
+             if os.path.lexists(os.path.join(folder, rel))]
+    listed = {}
+
+    def present(rel: str) -> bool:
+        sub, name = os.path.split(rel)
+        if sub not in listed:
+            try:
+                listed[sub] = set(os.listdir(os.path.join(folder, sub)))
+            except OSError:  # not there (or not a folder): nothing in the way
+                listed[sub] = set()
+        return name in listed[sub]
     per_item = (p.format(i) for i in ids for p in patterns if '{}' in p)
-    candidates = itertools.chain(
-        (rel for rel in itertools.chain([split_file] if split_file else [],
-                                        (p for p in patterns if '{}' not in p))
-         if os.path.lexists(os.path.join(folder, rel))),
-        (rel for rel in per_item
-         if os.path.basename(rel) in present[os.path.dirname(rel)]))
-    return list(itertools.islice(candidates, most))
+    return list(itertools.islice(itertools.chain(fixed, filter(present, per_item)), most))
 
 
 def foreign_folder_refusal(folder, tool: Optional[str], ids: Sequence[str],

@@ -100,3 +100,23 @@ def test_transforms_that_mix_labels_need_every_label_cached(tmp_path, voc_root):
     ((what, _),) = refusals()
     assert what.startswith('train_dataloader.dataset.pipeline has RandomMosaic, which mixes four '
                            'images: a label made during training cannot pass it')
+
+
+def test_the_training_images_are_read_once_for_both_checks(tmp_path, voc_root, monkeypatch):
+    """A cache of another precision and a RandomRotFlip both ask whether a label is missing:
+    both are named, from one look through the training images (each read and hashed)."""
+    from mmdiffseg.models import prefill
+    generator = dict(type='ISeg', vocabulary='voc')
+    cfg = voc_config(voc_root, generator=generator)
+    cache = cfg.train_dataloader.dataset.pipeline[2].cache
+    cache.cache_dir, cache.model = str(tmp_path / 'cache'), str(tmp_path / 'sd')
+    cfg.model = dict(data_preprocessor=dict(type='DiffusionLabelPreprocessor'))
+    cfg.train_dataloader.dataset.pipeline.append(dict(type='RandomRotFlip'))
+    LabelCache(cache.cache_dir, cache.model, generator, writer_dtype='float16').sign()
+    looks = []
+    first = prefill.first_unlabelled_image
+    monkeypatch.setattr(prefill, 'first_unlabelled_image',
+                        lambda *args: looks.append(args[1]) or first(*args))
+    named = [i.what for i in preflight.check(cfg, 'train')
+             if 'holds labels made in' in i.what or 'cannot pass' in i.what]
+    assert len(named) == 2 and looks == [cache.cache_dir]
