@@ -165,6 +165,16 @@ def check_listed_files(dataset: dict, where: str) -> List[Missing]:
         return [Missing(str(error), f'correct what it names: {where}.data_prefix (img_path, '
                         'seg_map_path) or the label folder (made by tools/pseudo_label.py or '
                         'tools/synthesize.py with the classes of this dataset)', [where])]
+    if data_list == []:  # mmengine would stop at the first batch on an empty concatenation
+        listing = Path(_listing(dataset))
+        if dataset.get('ann_file'):
+            return [Missing(f'{kind}: the split file {listing} lists no images',
+                            'write the names of its images in it, one per line, without '
+                            'suffix', [where])]
+        return [Missing(f'{kind}: the image folder {listing} holds no images (with the '
+                        "dataset's img_suffix)", f'put the images there ('
+                        f'{data_fix(dataset, listing, "img_path")}), or set {where}.img_suffix '
+                        'to their suffix', [where])]
     data_list = data_list or []
     keys = ('img_path', 'seg_map_path') if _reads_labels(dataset) else ('img_path',)
     missing = []

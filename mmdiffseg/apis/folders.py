@@ -139,9 +139,19 @@ def read_label_png(path) -> np.ndarray:
     with open_image(path) as img:
         if img.mode not in ('P', 'L', 'I', 'I;16'):
             raise ValueError(f'{path}: a label map must be a palette or grey PNG, not {img.mode}')
-        labels = np.asarray(img)
+        return label_indices(np.asarray(img), path)
+
+
+def label_indices(labels: np.ndarray, path) -> np.ndarray:
+    """Decoded label-map pixels as ``(H, W)`` uint8 indices; a ``ValueError`` naming ``path``
+    for a colour image (several values per pixel) or values past 255 (a 16-bit file), which a
+    cast to uint8 would turn into other classes."""
+    if labels.ndim != 2:
+        raise ValueError(f'{path}: a label map must be a palette or grey PNG (one class index '
+                         f'per pixel), not an image of {labels.shape[-1]} channels')
     if labels.size and labels.max() > 255:
-        raise ValueError(f'{path}: label values up to {labels.max()}; label maps hold 0..255')
+        raise ValueError(f'{path}: label values up to {labels.max()}; label maps hold 0..255 '
+                         '(save it as an 8-bit grey or palette PNG)')
     return labels.astype(np.uint8)
 
 

@@ -115,6 +115,9 @@ class GeneratedLabelDataset(BaseSegDataset):
                              'of generated labels)')
         label_dir = Path(self.data_prefix['seg_map_path'])
         images = self._image_paths()
+        if not images and self.ann_file and not osp.isdir(self.ann_file):
+            raise FileNotFoundError(f'{type(self).__name__}: the split file {self.ann_file} lists '
+                                    'no images: write their names in it, one per line')
         if not images:
             raise FileNotFoundError(f'{type(self).__name__}: no images ending in '
                                     f'{self.img_suffix!r} in {self.data_prefix.get("img_path")}')

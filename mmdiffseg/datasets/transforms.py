@@ -65,9 +65,11 @@ def decode_source_index(encoded: np.ndarray) -> np.ndarray:
 
 def read_label_map(path: str, reduce_zero_label: bool = False,
                    label_map: Optional[Dict[int, int]] = None) -> np.ndarray:
-    """A label PNG read as mmseg's ``LoadAnnotations`` does (reduce_zero_label, label_map)."""
-    label = mmcv.imfrombytes(fileio.get(path), flag='unchanged', backend='pillow')
-    label = label.squeeze().astype(np.uint8)
+    """A label PNG read as mmseg's ``LoadAnnotations`` does (reduce_zero_label, label_map); a
+    colour or 16-bit file is refused, naming it (:func:`~..apis.folders.label_indices`)."""
+    from ..apis.folders import label_indices
+    label = label_indices(mmcv.imfrombytes(fileio.get(path), flag='unchanged', backend='pillow'),
+                          path)
     if reduce_zero_label:
         label = reduced_zero_label(label)
     return mapped_labels(label, label_map) if label_map else label

@@ -3,6 +3,8 @@ protocol (PiCIE / STEGO convention) and SeeDiff's background / human / vehicle s
 protocol's centre square crop and label resize."""
 from __future__ import annotations
 
+from typing import Dict, Optional
+
 import cv2
 import numpy as np
 from mmcv.transforms import BaseTransform
@@ -71,8 +73,30 @@ _NON_TRAIN_COLORS = {'parking': [250, 170, 160], 'rail track': [230, 150, 140],
                      'caravan': [0, 0, 90], 'trailer': [0, 0, 110]}
 
 
+def with_class_subset(protocol: Optional[Dict[int, int]], subset: Optional[Dict[int, int]]
+                      ) -> Optional[Dict[int, int]]:
+    """A protocol's label map (file value -> class index) followed by mmseg's map of a
+    ``metainfo`` class subset or order (class index -> new index, 255 dropped)."""
+    if protocol is None or subset is None:
+        return subset if protocol is None else protocol
+    return {value: subset.get(index, IGNORE_INDEX) for value, index in protocol.items()}
+
+
+class ColoursByClassName:
+    """Dataset mixin: with a ``metainfo`` class subset, each class keeps its colour, taken by
+    name (mmseg's ``_update_palette`` takes the colour at each label-map key, a file value here,
+    not a class index: an IndexError past the palette, other classes' colours before it)."""
+
+    def _update_palette(self) -> list:
+        palette, classes = self._metainfo.get('palette', []), self._metainfo.get('classes', [])
+        if len(palette) <= len(classes):
+            return super()._update_palette()
+        colours = dict(zip(self.METAINFO['classes'], palette))
+        return type(palette)(colours[name] for name in classes)
+
+
 @DATASETS.register_module()
-class Cityscapes27Dataset(CityscapesDataset):
+class Cityscapes27Dataset(ColoursByClassName, CityscapesDataset):
     """Cityscapes with the 27 classes of labelIds 7..33 (``*_gtFine_labelIds.png``); every other
     labelId is ignored (255). Drawn in Cityscapes' colours (mmseg's for the train classes)."""
     METAINFO = dict(classes=CITYSCAPES27_CLASSES,
@@ -87,14 +111,16 @@ class Cityscapes27Dataset(CityscapesDataset):
 
     @classmethod
     def get_label_map(cls, new_classes=None):
-        """labelIds -> 27-class indices (labelId - 7), anything else -> 255."""
+        """labelIds -> 27-class indices (labelId - 7), anything else -> 255; then a
+        ``metainfo`` class subset's renumbering."""
         first, count = CITYSCAPES27_FIRST_LABEL_ID, len(CITYSCAPES27_CLASSES)
-        return {label_id: (label_id - first if first <= label_id < first + count
-                           else IGNORE_INDEX) for label_id in range(IGNORE_INDEX)}
+        protocol = {label_id: (label_id - first if first <= label_id < first + count
+                               else IGNORE_INDEX) for label_id in range(IGNORE_INDEX)}
+        return with_class_subset(protocol, super().get_label_map(new_classes))
 
 
 @DATASETS.register_module()
-class COCOStuff27Dataset(BaseSegDataset):
+class COCOStuff27Dataset(ColoursByClassName, BaseSegDataset):
     """COCO-Stuff with the 27 coarse classes. Fixed colours, none black (mmseg's visualizer leaves
     ignored pixels black).
 
@@ -114,16 +140,17 @@ class COCOStuff27Dataset(BaseSegDataset):
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)
 
     def get_label_map(self, new_classes=None):
-        """Fine PNG value -> coarse class (every value, unlabelled ones to 255) or None."""
-        if not self.fine_labels:
-            return super().get_label_map(new_classes)
+        """Fine PNG value -> coarse class (every value, unlabelled ones to 255) with
+        ``fine_labels``; then a ``metainfo`` class subset's renumbering (None: neither)."""
         coarse = {fine - 1: COCOSTUFF27_CLASSES.index(name)
                   for name, ids in COCOSTUFF27_FINE_IDS.items() for fine in ids}
-        return {value: coarse.get(value, IGNORE_INDEX) for value in range(IGNORE_INDEX)}
+        protocol = ({value: coarse.get(value, IGNORE_INDEX) for value in range(IGNORE_INDEX)}
+                    if self.fine_labels else None)
+        return with_class_subset(protocol, super().get_label_map(new_classes))
 
 
 @DATASETS.register_module()
-class CityscapesHumanVehicleDataset(CityscapesDataset):
+class CityscapesHumanVehicleDataset(ColoursByClassName, CityscapesDataset):
     """Cityscapes train ids grouped as in SeeDiff / DiffuMask: human (person, rider), vehicle (car,
     truck, bus, train, motorcycle, bicycle), every other class background; 255 stays ignored."""
     METAINFO = dict(classes=CITYSCAPES_HUMAN_VEHICLE_CLASSES,
@@ -131,10 +158,11 @@ class CityscapesHumanVehicleDataset(CityscapesDataset):
 
     @classmethod
     def get_label_map(cls, new_classes=None):
-        """train id -> 0 (background), 1 (human) or 2 (vehicle)."""
+        """train id -> 0 (background), 1 (human) or 2 (vehicle); then a ``metainfo`` class
+        subset's renumbering."""
         train_classes = list(CityscapesDataset.METAINFO['classes'])
         label_map = {i: 0 for i in range(len(train_classes))}
         for group, members in CITYSCAPES_GROUPS.items():
             for name in members:
                 label_map[train_classes.index(name)] = CITYSCAPES_HUMAN_VEHICLE_CLASSES.index(group)
-        return label_map
+        return with_class_subset(label_map, super().get_label_map(new_classes))

@@ -123,6 +123,11 @@ class DiffSeg(MaskGenerator):
         self.resolutions = check_wholes(owner, 'resolutions', resolutions, '[64,32,16,8]', low=1)
         self.cross_resolutions = check_wholes(owner, 'cross_resolutions', cross_resolutions,
                                               '[64,32,16,8]', low=1)
+        for name, values in (('resolutions', self.resolutions),
+                             ('cross_resolutions', self.cross_resolutions)):
+            if len(set(values)) != len(values):  # one map counted twice, its weight doubled
+                raise ValueError(f'DiffSeg: {name} {list(values)} names a resolution more than '
+                                 'once; list each once, e.g. [64,32,16,8]')
         self.min_contrast = check_real(owner, 'min_contrast', min_contrast, low=1)
         self.output_size = None if output_size is None else check_wholes(
             owner, 'output_size', output_size, '[512,512]', low=1)

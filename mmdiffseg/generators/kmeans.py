@@ -112,7 +112,9 @@ def grid_seeds(side: int, num_clusters: int, device=None) -> torch.Tensor:
     ``side // sqrt(num_clusters)`` from 0 (36 seeds for 32 clusters at 64)."""
     step = int(side // math.sqrt(num_clusters))
     if step < 1:
-        raise ValueError(f'ISeg: num_clusters={num_clusters} is more than a {side}x{side} grid holds')
+        raise ValueError(f'ISeg: num_clusters={num_clusters} is more than the {side}x{side} '
+                         f'self-attention grid of these images holds: set num_clusters to at most '
+                         f'{side * side} (released: 32)')
     coords = torch.arange(0, side, step, device=device)
     return (coords[:, None] * side + coords[None, :]).flatten()
 

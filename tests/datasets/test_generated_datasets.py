@@ -82,6 +82,14 @@ def test_label_folder_that_does_not_match_images(tmp_path):
         DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD))
 
 
+def test_an_empty_split_file_is_named_not_the_full_image_folder(tmp_path):
+    root = make_synthetic(tmp_path)
+    (root / 'ImageSets/Segmentation/train.txt').write_text('\n')
+    with pytest.raises(FileNotFoundError, match=r'SyntheticVOCDataset: the split file '
+                       r'.*train.txt lists no images'):
+        DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD))
+
+
 def test_manifest_with_other_classes(tmp_path):
     root = make_synthetic(tmp_path, classes=['background', 'cat'])
     with pytest.raises(ValueError, match="index the classes \\['background', 'cat'\\]"):

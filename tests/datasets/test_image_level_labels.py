@@ -90,3 +90,20 @@ def test_a_ground_truth_pixel_of_the_ignore_index_names_no_class(tmp_path):
     sample = dict(img_path='x.png', seg_map_path=seg, reduce_zero_label=False)
     out = LoadImageLevelLabels(classes='voc', exclude=())(sample)
     assert out['image_labels'] == ['background', 'cat', 'dog']
+
+
+@pytest.mark.parametrize('mode, values, why', [
+    ('I;16', [0, 271], r'label values up to 271; label maps hold 0\.\.255'),
+    ('RGB', [0, 15], 'a label map must be a palette or grey PNG')])
+def test_a_16_bit_or_colour_label_file_is_refused_not_wrapped(tmp_path, mode, values, why):
+    """A 16-bit label of value 271 was read as 271 mod 256 = 15 ('person', an image label the
+    image does not have), a colour one as an (H, W, 3) map: both refused, naming the file, as
+    the offline tools' reader refuses them (one reader, ``apis.folders.label_indices``)."""
+    path = tmp_path / 'gt.png'
+    array = np.array([values], np.uint16)
+    image = (Image.fromarray(array.astype(np.uint8)).convert('RGB') if mode == 'RGB'
+             else Image.fromarray(array.astype(np.int32)).convert('I;16'))
+    image.save(path)
+    sample = dict(img_path='x.png', seg_map_path=str(path))
+    with pytest.raises(ValueError, match=f'{path}: {why}'):
+        LoadImageLevelLabels(classes='voc')(sample)

@@ -374,6 +374,16 @@ def test_bad_options_raise():
         DiffSeg(classes=VOC_CLASSES, cross_resolutions=())
 
 
+def test_a_resolution_listed_twice_is_refused():
+    """[64, 32, 32, 8] for [64, 32, 16, 8] would aggregate the 32x32 maps twice (weights
+    r / sum(r) doubled for them) and drop the 16x16 ones: refused, naming the option."""
+    with pytest.raises(ValueError, match=r'DiffSeg: resolutions \[64, 32, 32, 8\] names a '
+                                         r'resolution more than once'):
+        DiffSeg(resolutions=(64, 32, 32, 8))
+    with pytest.raises(ValueError, match=r'cross_resolutions \[16, 16\] names a resolution'):
+        DiffSeg(classes=VOC_CLASSES, cross_resolutions=(16, 16))
+
+
 @pytest.mark.parametrize('name, thresholds, refine', [
     ('diffseg_sd14_coco-stuff-27.py', [1.1] * 3, False),
     ('diffseg_sd14_cityscapes.py', [0.9] * 3, False),

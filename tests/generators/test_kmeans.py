@@ -63,7 +63,8 @@ def test_grid_seeds_refuse_more_clusters_than_the_grid_holds():
     from mmdiffseg.generators.kmeans import grid_seeds
     assert grid_seeds(4, 4).tolist() == [0, 2, 8, 10]
     assert grid_seeds(2, 4).tolist() == [0, 1, 2, 3]
-    with pytest.raises(ValueError, match=r'ISeg: num_clusters=5 is more than a 2x2 grid holds'):
+    with pytest.raises(ValueError, match=r'ISeg: num_clusters=5 is more than the 2x2 self-'
+                                         r'attention grid .* set num_clusters to at most 4'):
         grid_seeds(2, 5)
 
 

@@ -125,3 +125,22 @@ def test_an_unknown_class_set_is_named_before_its_label_file_is_read(tmp_path):
         LoadImageLevelLabels('nosuch', str(labels))
     (item,) = check_image_level_labels(dict(step, classes=['cat']), 'p.1')
     assert "'dog' (1 image(s), e.g. 'a')" in item.what
+
+
+def test_an_empty_split_is_named_before_the_run_starts(tmp_path):
+    """An empty split file, or an image folder with no image of the suffix, lists no images:
+    named with its path (mmengine would stop at the first batch, on an empty concatenation)."""
+    (tmp_path / 'img').mkdir()
+    (tmp_path / 'ann').mkdir()
+    (tmp_path / 'train.txt').write_text('')
+    dataset = dict(type='BaseSegDataset', data_root=str(tmp_path), img_suffix='.jpg',
+                   data_prefix=dict(img_path='img', seg_map_path='ann'), pipeline=[])
+    (item,) = check_listed_files(dict(dataset, ann_file='train.txt'), 'd')
+    assert item.what == f'BaseSegDataset: the split file {tmp_path}/train.txt lists no images'
+    assert item.fix.startswith('write the names of its images in it') and item.where == ['d']
+    (item,) = check_listed_files(dataset, 'd')
+    assert item.what.startswith(f'BaseSegDataset: the image folder {tmp_path}/img holds no '
+                                'images')
+    assert item.fix.endswith('or set d.img_suffix to their suffix')
+    Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(tmp_path / 'img' / 'a.jpg')
+    assert check_listed_files(dataset, 'd') == []
