@@ -176,11 +176,17 @@ def generator_class(gen_cfg: Dict, where: str) -> type:
 
 
 def build_generator(gen_cfg: Dict, classes: Optional[Sequence[str]]):
-    """Build the generator with ``classes`` (the label indices of the output)."""
+    """Build the generator with ``classes`` (the label indices of the output). A preset's
+    ``token_offsets`` for its own classes that ``classes`` leaves out are dropped (the VOC
+    preset run for ``--classes dog,``); any other key still meets the generator's check."""
     generator_class(gen_cfg, 'gen_cfg')
     cfg = dict(gen_cfg)
     if classes is not None:
         cfg['classes'] = list(classes)
+        left_out = set(gen_cfg.get('classes') or ()) - set(classes)
+        if isinstance(cfg.get('token_offsets'), dict):
+            cfg['token_offsets'] = {name: offsets for name, offsets in cfg['token_offsets'].items()
+                                    if name not in left_out}
     try:
         return MASK_GENERATORS.build(cfg)
     except (KeyError, TypeError, ValueError) as exc:

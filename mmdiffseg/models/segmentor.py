@@ -47,7 +47,11 @@ class DiffusionSegmentor(BaseSegmentor):
         different sizes (``test_dataloader.batch_size`` > 1 on VOC), the generator takes them."""
         batch = [self.data_preprocessor(dict(inputs=[image], data_samples=[sample]), False)
                  for image, sample in zip(data['inputs'], data['data_samples'])]
-        return self.predict([one['inputs'][0] for one in batch],
+        # the preprocessor casts to float: a uint8 image goes back to uint8 (its values are
+        # whole, no mean / std here), to be resized as every other route resizes it
+        return self.predict([one['inputs'][0].to(image.dtype) if image.dtype == torch.uint8
+                             else one['inputs'][0]
+                             for image, one in zip(data['inputs'], batch)],
                             [one['data_samples'][0] for one in batch])
 
     def val_step(self, data: dict) -> List:
@@ -59,16 +63,19 @@ class DiffusionSegmentor(BaseSegmentor):
         """Each ``(3, H, W)`` image (a batch tensor or a list of any sizes) as the pipeline made
         it: padding of the data preprocessor (its ``test_cfg``) is cut off before the generator
         sees it, so a prediction does not depend on the other images of its batch. The values
-        are passed as they are, float32 0..255: unrounded where the pipeline resized in float
-        (DiffSeg's evaluation, ``ResizeHalfPixelLabels(float_image=True)``, as TF's resize),
-        the uint8 values otherwise. Without ``data_samples`` each image gets a
-        ``SegDataSample`` of its own (a model with ``use_image_labels`` needs theirs)."""
+        are passed as they are: a uint8 image as uint8, resized to the model's size as the
+        tools, the online labels and the Python API resize it (OpenCV, as iSeg's release); a
+        float one (a pipeline that resized in float: DiffSeg's evaluation,
+        ``ResizeHalfPixelLabels(float_image=True)``, as TF's resize) as float32 0..255,
+        unrounded. Without ``data_samples`` each image gets a ``SegDataSample`` of its own (a
+        model with ``use_image_labels`` needs theirs)."""
         data_samples = self._samples_for(inputs, data_samples)
         images = []
         for img, sample in zip(inputs, data_samples):
             height, width = sample.metainfo.get('img_shape', img.shape[-2:])[:2]
-            images.append(img[:, :height, :width].float().clamp(0, 255)
-                          .permute(1, 2, 0).cpu().numpy())
+            img = img[:, :height, :width]
+            img = img if img.dtype == torch.uint8 else img.float().clamp(0, 255)
+            images.append(img.permute(1, 2, 0).cpu().numpy())
         names = None
         if self.use_image_labels:
             names = [list(s.metainfo['image_labels']) for s in data_samples]

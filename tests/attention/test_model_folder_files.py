@@ -101,3 +101,14 @@ def test_an_xl_pipeline_class_is_refused_without_a_second_text_encoder(tmp_path)
     (folder / 'model_index.json').write_text(json.dumps(index))
     [problem] = folder_problems(folder)
     assert problem.startswith('it is an SDXL model (StableDiffusionXLPipeline: two text encoders)')
+
+
+def test_a_folder_of_configs_without_any_weights_names_how_to_make_some(tmp_path):
+    """The workspace's sd_configs folders (configs + tokenizer, no weights) passed as the model:
+    one problem naming the two ways out, not three bare 'has no weights'."""
+    folder = _folder(tmp_path, weights={'unet': (), 'vae': (), 'text_encoder': ()})
+    assert folder_problems(folder) == [
+        'it holds configs but no weights (unet/, vae/, text_encoder/: no *.safetensors or *.bin): '
+        "pass a folder with the weights (a download, or a pipeline's save_pretrained), or, for "
+        'random weights of this architecture (a smoke run), make one: python '
+        f'tools/build_tiny_sd.py {folder} --out DIR']

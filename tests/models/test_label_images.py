@@ -153,6 +153,25 @@ def test_segmentor_passes_the_pipelines_float_pixels_unrounded(engine, monkeypat
     assert seen[0].dtype == np.float32 and np.allclose(seen[0], 0.3)
 
 
+def test_segmentor_gives_a_uint8_pipelines_pixels_as_uint8_as_the_tools_do(engine, monkeypatch):
+    """The data preprocessor casts each image to float; a uint8 pipeline's image reached the
+    labeler as float32 and was resized by torch's float bilinear, not as the tools, the online
+    labels and the Python API resize uint8 (OpenCV, as iSeg's release): the iSeg evaluation
+    config scored other masks than tools/pseudo_label.py made. test_step gives it back as the
+    same uint8 RGB pixels; a float pipeline's image stays float."""
+    segmentor, batch = segmentor_batch(engine, [(40, 60), (8, 8)])
+    bgr = torch.randint(0, 256, (3, 40, 60), generator=torch.Generator().manual_seed(0),
+                        dtype=torch.uint8)
+    batch['inputs'] = [bgr, torch.full((3, 8, 8), 0.3)]
+    seen = []
+    monkeypatch.setattr(segmentor.labeler, 'generate',
+                        lambda images, *args: seen.extend(images) or
+                        [np.zeros(im.shape[:2], np.uint8) for im in images])
+    segmentor.test_step(batch)
+    assert seen[0].dtype == np.uint8 and np.array_equal(seen[0], bgr.flip(0).permute(1, 2, 0))
+    assert seen[1].dtype == np.float32 and np.allclose(seen[1], 0.3)
+
+
 def test_segmentor_tests_a_batch_of_images_of_different_sizes(engine):
     """``test_dataloader.batch_size`` > 1 on images of different sizes (VOC): mmseg's
     SegDataPreProcessor refuses such a test batch ('The image size in a batch should be the
