@@ -1,7 +1,8 @@
-"""Cost of attention capture: one U-Net forward with a generator's capture spec vs the plain forward.
+"""Cost of attention capture: one U-Net forward with a generator's capture spec vs the plain one.
 
-The U-Net is the real Stable Diffusion 2-base architecture (``sd_configs/stable-diffusion-2-1-base``;
-``--model stable-diffusion-v1-4``: SD 1.4's, DiffSeg's own model) with random weights
+The U-Net is the real Stable Diffusion 2-base architecture
+(``sd_configs/stable-diffusion-2-1-base``; ``--model stable-diffusion-v1-4``: SD 1.4's, DiffSeg's
+own model) with random weights
 (``--quick``: the tiny test U-Net of the same topology), input a 512x512 image's latent (64x64),
 t = 300. Paths, timed in one run (after one warm-up each, alternating, so
 load from other processes hits all alike):
@@ -46,22 +47,24 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout, installed or not
 
+from cli_args import positive_int  # noqa: E402
 import mmdiffseg.attention.capture as capture  # noqa: E402
 from mmdiffseg.attention import CaptureSpec, capture_attention, deferred_maps  # noqa: E402
 from mmdiffseg.attention.head_maps import default_chunk_bytes  # noqa: E402
+from results_table import append_row  # noqa: E402
 
 RESULTS = REPO / 'benchmarks' / 'results' / 'capture.md'
 SD_CONFIGS = REPO.parent / 'shared' / 'data' / 'sd_configs'
 MODELS = ('stable-diffusion-2-1-base', 'stable-diffusion-v1-4')
 SD_CONFIG = SD_CONFIGS / MODELS[0]
-TABLE = ('| date (UTC) | device | threads | spec | batch | path | runs | s (median) | s (min) | ratio to '
-         'plain (median) | ratio (min) | peak MiB | extra MiB | buffers MiB | extra / buffers | max abs '
-         'out diff | max abs map diff vs new |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
-         '---|---|---|\n')
+TABLE = ('| date (UTC) | device | threads | spec | batch | path | runs | s (median) | s (min) | '
+         'ratio to plain (median) | ratio (min) | peak MiB | extra MiB | buffers MiB | '
+         'extra / buffers | max abs out diff | max abs map diff vs new |\n'
+         + '|---' * 17 + '|\n')
 
 
 def generator_specs(full_size: bool) -> dict:
-    """The released generators' capture specs (iSeg's SD 2.1 head lists need the full-size heads)."""
+    """The released generators' capture specs (iSeg's SD 2.1 head lists need full-size heads)."""
     from mmdiffseg.generators import DiffSeg, ISeg, SeeDiff
     iseg = ISeg() if full_size else ISeg(cross_heads=None, self_heads=[0])
     return {'diffseg': DiffSeg().capture_spec, 'iseg': iseg.capture_spec,
@@ -168,7 +171,8 @@ def build_unet(device: str, dtype: torch.dtype, quick: bool, model: str = MODELS
     else:
         with torch.random.fork_rng(devices=[]), torch.device(device):
             torch.manual_seed(0)
-            unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(config / 'unet'))
+            unet = UNet2DConditionModel.from_config(
+                UNet2DConditionModel.load_config(config / 'unet'))
     return unet.to(device, dtype).eval()
 
 
@@ -185,9 +189,9 @@ def run_once(unet, inputs, meter, path, spec, map_backend):
             legacy = legacy_processors() if path == 'old' else contextlib.nullcontext()
             layerwise = (mock.patch.object(deferred_maps, 'DEFER_MIN_BYTES', float('inf'))
                          if path == 'layerwise' else contextlib.nullcontext())
-            with legacy, layerwise, capture_attention(unet, spec, latent_size=inputs[0].shape[-1],
-                                           batch_size=inputs[0].shape[0],
-                                           map_backend=backend) as session:
+            with legacy, layerwise, capture_attention(
+                    unet, spec, latent_size=inputs[0].shape[-1], batch_size=inputs[0].shape[0],
+                    map_backend=backend) as session:
                 out = unet(*inputs[:2], encoder_hidden_states=inputs[2]).sample
             maps = session.results()
     seconds = meter.clock() - start
@@ -201,8 +205,9 @@ def bench(unet, inputs, meter, spec, paths, repeats, map_backend):
     for _ in range(repeats):  # alternate, so load from other processes hits every path alike
         for path in runs:
             runs[path].append(run_once(unet, inputs, meter, path, spec, map_backend)[:2])
-    return {p: dict(seconds=statistics.median(r[0] for r in runs[p]), best=min(r[0] for r in runs[p]),
-                    peak=max(r[1] for r in runs[p]), out=first[p][2], maps=first[p][3]) for p in runs}
+    return {p: dict(seconds=statistics.median(r[0] for r in runs[p]),
+                    best=min(r[0] for r in runs[p]), peak=max(r[1] for r in runs[p]),
+                    out=first[p][2], maps=first[p][3]) for p in runs}
 
 
 def max_diff(a: dict, b: dict) -> float:
@@ -218,15 +223,17 @@ def main(argv=None):
     parser.add_argument('--model', default=MODELS[0], choices=MODELS,
                         help="the U-Net's architecture (SD 1.4: DiffSeg's and SeeDiff's own model, "
                              'head dims 40 / 80 / 160; iSeg\'s head lists are SD 2.1\'s)')
-    parser.add_argument('--batch-size', type=int, nargs='+', default=[1])
+    parser.add_argument('--batch-size', type=positive_int, nargs='+', default=[1])
     parser.add_argument('--paths', nargs='+', default=None,
                         choices=['new', 'layerwise', 'torch', 'old'],
                         help='capture paths besides plain (default: new old; on CUDA also '
                              'layerwise and torch)')
     parser.add_argument('--map-backend', default='auto', choices=['auto', 'torch', 'triton'])
-    parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--threads', type=int, default=1, help='CPU threads (torch.set_num_threads)')
-    parser.add_argument('--quick', action='store_true', help='tiny U-Net (smoke run of this script)')
+    parser.add_argument('--repeats', type=positive_int, default=3)
+    parser.add_argument('--threads', type=positive_int, default=1,
+                        help='CPU threads (torch.set_num_threads)')
+    parser.add_argument('--quick', action='store_true',
+                        help='tiny U-Net (smoke run of this script)')
     parser.add_argument('--out', type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.model != MODELS[0] and 'iseg' in args.spec:
@@ -239,15 +246,13 @@ def main(argv=None):
     meter = CudaMeter() if cuda else CpuMeter()
     unet = build_unet(args.device, dtype, args.quick, args.model)
     specs = generator_specs(full_size=not args.quick)
-    name = torch.cuda.get_device_name(args.device) if cuda else platform.processor() or platform.machine()
+    name = (torch.cuda.get_device_name(args.device) if cuda
+            else platform.processor() or platform.machine())
     chunk = 'from free memory' if cuda else f'{default_chunk_bytes(args.device) / 2 ** 20:g} MiB'
     device = (f'{args.device} {name} {args.dtype}, torch-path chunk {chunk}'
               + (f', {args.model} U-Net' if args.model != MODELS[0] else '')
               + (' (tiny U-Net)' if args.quick else ''))
     mib = 2 ** 20
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not args.out.exists():
-        args.out.write_text(f'# Attention capture cost\n\n{TABLE}')
     for batch in args.batch_size:
         gen = torch.Generator().manual_seed(0)
         inputs = (torch.randn(batch, 4, 64, 64, generator=gen).to(args.device, dtype),
@@ -263,16 +268,16 @@ def main(argv=None):
                 extra = r['peak'] - plain['peak']
                 share = f'{extra / buffers:.2f}' if buffers else '-'
                 out_diff = (r['out'].float() - plain['out'].float()).abs().max().item()
-                map_diff = f"{max_diff(r['maps'], result['new']['maps']):.1e}" if buffers and 'new' in result else '-'
+                map_diff = (f"{max_diff(r['maps'], result['new']['maps']):.1e}"
+                            if buffers and 'new' in result else '-')
                 stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')
                 row = (f"| {stamp} | {device} | {args.threads} | {spec_name} | {batch} | {path} | "
                        f"{args.repeats} | {r['seconds']:.3f} | {r['best']:.3f} | "
                        f"{r['seconds'] / plain['seconds']:.3f} | {r['best'] / plain['best']:.3f} | "
-                       f"{r['peak'] / mib:.0f} | {extra / mib:.0f} | {buffers / mib:.1f} | {share} | "
-                       f"{out_diff:.1e} | {map_diff} |")
+                       f"{r['peak'] / mib:.0f} | {extra / mib:.0f} | {buffers / mib:.1f} | "
+                       f"{share} | {out_diff:.1e} | {map_diff} |")
                 print(row, flush=True)
-                with args.out.open('a') as f:
-                    f.write(row + '\n')
+                append_row(args.out, row, '# Attention capture cost\n', TABLE)
             del result
 
 

@@ -35,6 +35,7 @@ sys.path.append(str(HERE.parent))  # after PYTHONPATH: another checkout given th
 
 import mmdiffseg  # noqa: E402,F401  (first: bench_tool_host puts this checkout on sys.path)
 from bench_tool_host import hardware  # noqa: E402
+from cli_args import positive_int  # noqa: E402
 from results_table import append_section  # noqa: E402
 
 
@@ -79,7 +80,7 @@ def extra_us(deferred: bool, repeats: int, calls: int = 300) -> tuple:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--repeats', type=int, default=20)
+    parser.add_argument('--repeats', type=positive_int, default=20)
     parser.add_argument('--label', default='this tree')
     parser.add_argument('--out', type=Path, default=HERE / 'results' / 'capture_layer_host.md')
     args = parser.parse_args(argv)
@@ -95,8 +96,8 @@ def main(argv=None):
     append_section(args.out, 'Captured layer: host time above diffusers\' processor',
                    __doc__.split('\n\n')[0].replace('\n', ' '),
                    f'{stamp}: {hardware()}, torch {torch.__version__}, 1 thread, median of '
-                   f'{args.repeats} rounds', ('maps', 'code', 'diffusers processor us',
-                                               'capture extra us'), rows)
+                   f'{args.repeats} rounds',
+                   ('maps', 'code', 'diffusers processor us', 'capture extra us'), rows)
 
 
 if __name__ == '__main__':

@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_capture import SD_CONFIG, generator_specs  # noqa: E402
 from bench_tool_host import hardware  # noqa: E402
+from cli_args import positive_int  # noqa: E402
 from results_table import append_section  # noqa: E402
 from mmdiffseg.attention import capture, unet_attention_layers  # noqa: E402
 
@@ -64,7 +65,7 @@ def cpu_ms(open_session, repeats: int) -> float:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--repeats', type=int, default=50)
+    parser.add_argument('--repeats', type=positive_int, default=50)
     parser.add_argument('--out', type=Path, default=HERE / 'results' / 'capture_setup.md')
     args = parser.parse_args(argv)
     torch.set_num_threads(1)

@@ -26,6 +26,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout, installed or not
 
+from cli_args import positive_int  # noqa: E402
 import mmdiffseg  # noqa: E402,F401  (mmcv.ops importable without compiled kernels)
 from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,  # noqa: E402
                                               multi_scale_deformable_attn_pytorch)
@@ -88,8 +89,8 @@ def cpu_name() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--crop', type=int, default=512)
-    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--crop', type=positive_int, default=512)
+    parser.add_argument('--repeats', type=positive_int, default=10)
     args = parser.parse_args()
     device = torch.device(args.device).type
     data = inputs(args.crop, args.device)

@@ -34,6 +34,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cli_args import non_negative_int, positive_int  # noqa: E402
 from mmdiffseg.attention import AttentionMaps  # noqa: E402
 from mmdiffseg.generators import DiffSeg  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
@@ -103,15 +104,16 @@ def device_label(device, threads):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--repeats', type=int, default=1)
-    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
-    parser.add_argument('--chunk', type=int, default=16, help='anchors per released KL chunk')
-    parser.add_argument('--cases', type=int, default=len(CASES),
+    parser.add_argument('--repeats', type=positive_int, default=1)
+    parser.add_argument('--threads', type=positive_int, default=1, help='torch CPU threads')
+    parser.add_argument('--chunk', type=positive_int, default=16,
+                        help='anchors per released KL chunk')
+    parser.add_argument('--cases', type=positive_int, default=len(CASES),
                         help=f'the first N of the {len(CASES)} cases (a smoke run: 1)')
     parser.add_argument('--precisions', nargs='+', choices=list(PRECISIONS),
                         default=list(PRECISIONS), help='merge precisions to run')
     parser.add_argument('--out', type=Path, default=RESULTS)
-    parser.add_argument('--batch', type=int, default=None,
+    parser.add_argument('--batch', type=non_negative_int, default=None,
                         help='images per call of a batched row (default 16 on CUDA, 0 on CPU)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

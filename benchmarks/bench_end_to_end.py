@@ -19,9 +19,9 @@ not bit-exact against eager (with ``--map-backend triton torch``: the Triton ker
 operators against the PyTorch path compiled with the U-Net, one capture graph each). Appends rows
 to ``--out``.
 
-    python benchmarks/bench_end_to_end.py [--device cuda --dtype float16] [--methods diffseg iseg seediff]
-        [--batch-size 1 16] [--seediff-batch 8] [--steps 50] [--repeats 3] [--compile] [--quick]
-        [--map-backend auto|triton|torch ...]
+    python benchmarks/bench_end_to_end.py [--device cuda --dtype float16]
+        [--methods diffseg iseg seediff] [--batch-size 1 16] [--seediff-batch 8] [--steps 50]
+        [--repeats 3] [--compile] [--quick] [--map-backend auto|triton|torch ...]
 """
 from __future__ import annotations
 
@@ -38,18 +38,20 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout, installed or not
 
+from cli_args import positive_int  # noqa: E402
 import mmdiffseg  # noqa: E402,F401  (registrations)
 from mmdiffseg.attention import CaptureSpec, DiffusionAttentionEngine  # noqa: E402
 from mmdiffseg.attention.testing import random_pipeline  # noqa: E402
 from mmdiffseg.generators import DiffSeg, ISeg, SeeDiff  # noqa: E402
+from results_table import append_row  # noqa: E402
 
 SD_CONFIGS = REPO.parent / 'shared' / 'data' / 'sd_configs'
 RESULTS = REPO / 'benchmarks' / 'results' / 'end_to_end.md'
 MODELS = {'diffseg': 'stable-diffusion-v1-4', 'iseg': 'stable-diffusion-2-1-base',
           'seediff': 'stable-diffusion-v1-4'}
-TABLE = ('| date (UTC) | device | method | model | batch | steps | map backend | compile | plain img/s '
-         '| capture img/s | method img/s | post-processing ms/img | capture / plain time '
-         '| max abs generated-image diff |\n'
+TABLE = ('| date (UTC) | device | method | model | batch | steps | map backend | compile '
+         '| plain img/s | capture img/s | method img/s | post-processing ms/img '
+         '| capture / plain time | max abs generated-image diff |\n'
          '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n')
 
 
@@ -121,11 +123,12 @@ def bench_method(method: str, engine, batch: int, args, cuda: bool, backend: str
     diff = (f'{(images.float() - plain_images.float()).abs().max().item():.0f}'
             if method == 'seediff' else '-')  # generated images; extract's are the inputs
     steps = args.steps if method == 'seediff' else 1
-    name = torch.cuda.get_device_name(args.device) if cuda else platform.processor() or platform.machine()
+    name = (torch.cuda.get_device_name(args.device) if cuda
+            else platform.processor() or platform.machine())
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')
     model = ('tiny ' if args.quick else 'random full-size ') + MODELS[method]
-    return (f'| {stamp} | {args.device} {name} {args.dtype} | {method} | {model} | {batch} | {steps} '
-            f'| {backend} | {"yes" if args.compile else "no"} | {batch / plain_s:.2f} | '
+    return (f'| {stamp} | {args.device} {name} {args.dtype} | {method} | {model} | {batch} '
+            f'| {steps} | {backend} | {"yes" if args.compile else "no"} | {batch / plain_s:.2f} | '
             f'{batch / capture_s:.2f} | {batch / method_s:.2f} | {1000 * post_s / batch:.1f} | '
             f'{capture_s / plain_s:.3f} | {diff} |')
 
@@ -136,27 +139,22 @@ def main(argv=None):
     parser.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
     parser.add_argument('--methods', nargs='+', default=['diffseg', 'iseg', 'seediff'],
                         choices=['diffseg', 'iseg', 'seediff'])
-    parser.add_argument('--batch-size', type=int, nargs='+', default=[1],
+    parser.add_argument('--batch-size', type=positive_int, nargs='+', default=[1],
                         help='images per extract call (DiffSeg, iSeg)')
-    parser.add_argument('--seediff-batch', type=int, default=1, help='prompts per generate call')
-    parser.add_argument('--steps', type=int, default=50, help='SeeDiff sampling steps')
-    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--seediff-batch', type=positive_int, default=1,
+                        help='prompts per generate call')
+    parser.add_argument('--steps', type=positive_int, default=50, help='SeeDiff sampling steps')
+    parser.add_argument('--repeats', type=positive_int, default=3)
     parser.add_argument('--map-backend', nargs='+', default=['auto'],
                         choices=['auto', 'torch', 'triton'], help='a row each')
     parser.add_argument('--compile', action='store_true', help='torch.compile the U-Net')
-    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--threads', type=positive_int, default=1)
     parser.add_argument('--quick', action='store_true', help='tiny models (a smoke run)')
     parser.add_argument('--out', type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cuda = args.device.startswith('cuda')
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if not args.out.exists():
-        args.out.write_text(f'# End-to-end images per second\n\n{__doc__.split(chr(10) * 2)[1]}\n\n')
-    last = (args.out.read_text().rstrip('\n').splitlines() or [''])[-1]
-    if not last.startswith('| '):  # rows land under a header, not under prose
-        with args.out.open('a') as f:
-            f.write(f'\n{TABLE}')
+    preamble = f'# End-to-end images per second\n\n{__doc__.split(chr(10) * 2)[1]}\n'
     engines = {}
     for method in args.methods:
         model = MODELS[method]
@@ -166,8 +164,8 @@ def main(argv=None):
             for backend in args.map_backend:
                 row = bench_method(method, engines[model], batch, args, cuda, backend)
                 print(row, flush=True)
-                with args.out.open('a') as f:
-                    f.write(row + '\n')
+                # the header comes with the first row: a run that fails before it adds nothing
+                append_row(args.out, row, preamble, TABLE)
 
 
 if __name__ == '__main__':

@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench_diffseg import batch_of, device_label, graph_memory, timed  # noqa: E402
+from cli_args import non_negative_int, positive_int  # noqa: E402
 from mmdiffseg.generators import ISeg, kmeans  # noqa: E402
 from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
@@ -86,10 +87,10 @@ def sums_backend(backend: str):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--repeats', type=int, default=3)
-    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads')
+    parser.add_argument('--repeats', type=positive_int, default=3)
+    parser.add_argument('--threads', type=positive_int, default=1, help='torch CPU threads')
     parser.add_argument('--out', type=Path, default=RESULTS)
-    parser.add_argument('--batch', type=int, default=None,
+    parser.add_argument('--batch', type=non_negative_int, default=None,
                         help='images per call of the batched rows (default 16 on CUDA, 0 on CPU)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -161,14 +162,16 @@ def main():
     args.out.write_text(
         '# iSeg post-processing time per image (512x512 output)\n\n'
         'Attention maps -> labels only (no U-Net). Inputs: synthetic attention from 3 VOC ground '
-        'truths (`attention_from_labels`, noise 0.15; 64x64 self-attention, 16/32 cross-attention), '
-        'WSSS VOC preset (10 Ent-Self iterations, k-means 36 seeds x 20 steps), the k-means '
-        'distance in the row\'s precision on both sides. "released formulation" = '
+        'truths (`attention_from_labels`, noise 0.15; 64x64 self-attention, 16/32 '
+        'cross-attention), WSSS VOC preset (10 Ent-Self iterations, k-means 36 seeds x 20 '
+        'steps), the k-means distance in the row\'s precision on both sides. "released '
+        'formulation" = '
         '`mmdiffseg.generators.transcriptions.iseg_postprocess`, a transcription of the released '
         'operations; "label agreement" = pixels where both give the same label, mean / min over '
-        'the images. Mean of the repeats (date column) after one warm-up; CPU: process CPU seconds, '
-        'CUDA: wall seconds. Written by `python benchmarks/bench_iseg.py` (`--device cuda` for a '
-        'GPU). Ours is dominated by the 4096x4096 Ent-Self pass (column max, log, 10 matrix '
+        'the images. Mean of the repeats (date column) after one warm-up; CPU: process CPU '
+        'seconds, CUDA: wall seconds. Written by `python benchmarks/bench_iseg.py` (`--device '
+        'cuda` for a GPU). Ours is dominated by the 4096x4096 Ent-Self pass (column max, log, '
+        '10 matrix '
         'products) and, in float16, by the k-means distance evaluated term by term as released '
         '(a (36, 4096, 77) float16 tensor per step, slow on CPU); the released k-means also pays '
         'for per-cluster Python means and a 4096x4096 int64 co-membership matrix.\n\n'

@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import mmdiffseg  # noqa: E402,F401
 from bench_tool_host import prepare_inputs  # noqa: E402
+from cli_args import comma_names, non_negative_int, positive_int  # noqa: E402
 from mmdiffseg.apis.builders import build_generator, load_engine  # noqa: E402
 from mmdiffseg.apis.eval_labels import evaluate_labels  # noqa: E402
 from mmdiffseg.apis.io import WorkItem  # noqa: E402
@@ -40,6 +41,8 @@ from mmdiffseg.apis.synthesize import synthesize  # noqa: E402
 from mmdiffseg.datasets.class_names import resolve_classes  # noqa: E402
 from mmdiffseg.models.online_labeler import label_images  # noqa: E402
 
+TOOLS = ('pseudo_label', 'segment', 'synthesize', 'eval_labels')
+METHODS = ('iseg', 'diffseg')
 SHARED = REPO.parent / 'shared' / 'data'
 VOC = SHARED / 'voc2012_val_samples'
 RESULTS = REPO / 'benchmarks' / 'results' / 'offline_tools.md'
@@ -91,19 +94,23 @@ def in_process_seconds(engine, gen_cfg, classes, labels, items, batch_size, cuda
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--batch-size', type=int, default=4)
+    parser.add_argument('--batch-size', type=positive_int, default=4)
     parser.add_argument('--full-size', action='store_true')
     parser.add_argument('--model', default=None, help='a real diffusers SD 2.1-base folder')
-    parser.add_argument('--methods', default='iseg,diffseg', help='pseudo_label generators')
+    parser.add_argument('--methods', type=comma_names(METHODS), default=','.join(METHODS),
+                        help=f'pseudo_label generators, comma-separated: {", ".join(METHODS)}')
     parser.add_argument('--synth-model', default=None, help='a real SD 1.4 folder for synthesize')
-    parser.add_argument('--synth-steps', type=int, default=5)
-    parser.add_argument('--synth-items', type=int, default=2)
-    parser.add_argument('--pamr-iter', type=int, default=100)
-    parser.add_argument('--threads', type=int, default=1)
-    parser.add_argument('--images', type=int, default=None,
+    parser.add_argument('--synth-steps', type=positive_int, default=5)
+    parser.add_argument('--synth-items', type=positive_int, default=2)
+    parser.add_argument('--pamr-iter', type=non_negative_int, default=100,
+                        help='SeeDiff\'s PAMR iterations in synthesize (0: no PAMR)')
+    parser.add_argument('--threads', type=positive_int, default=1)
+    parser.add_argument('--images', type=positive_int, default=None,
                         help='images to label (default: 64 on CUDA, 10 on the CPU)')
-    parser.add_argument('--workers', type=int, default=None, help='the tools\' --workers')
-    parser.add_argument('--tools', default='pseudo_label,segment,synthesize,eval_labels')
+    parser.add_argument('--workers', type=non_negative_int, default=None,
+                        help='the tools\' --workers')
+    parser.add_argument('--tools', type=comma_names(TOOLS), default=','.join(TOOLS),
+                        help=f'comma-separated: {", ".join(TOOLS)}')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from mmdiffseg.attention.testing import build_tiny_pipeline_folder
@@ -119,10 +126,11 @@ def main():
     device = (f'{args.device} {torch.cuda.get_device_name()}' if cuda else
               f'cpu ({args.threads} thread)')
     dtype = 'float16' if cuda else 'float32'
-    tools = args.tools.split(',')
+    tools = args.tools
     classes = resolve_classes('voc')
     (work / 'images').mkdir()
-    paths, sources = prepare_inputs(work / 'images', args.images or (64 if cuda else 10))
+    count = args.images if args.images is not None else 64 if cuda else 10
+    paths, sources = prepare_inputs(work / 'images', count)
     items = [WorkItem(p.stem, dict(image=str(p))) for p in paths]
     present = labels_from_ground_truth(
         {name: VOC / 'SegmentationClass' / f'{name}.png' for name in set(sources)}, classes)
@@ -151,32 +159,32 @@ def main():
                 seconds = in_process_seconds(engine, gen_cfg, label_set, image_labels, items,
                                              args.batch_size, cuda)
                 emit(row('in-process label_images', name, model_name, device,
-                                args.batch_size, len(items), seconds))
+                         args.batch_size, len(items), seconds))
                 s = pseudo_label(items, work / f'pl_{gen_cfg["type"]}', model, gen_cfg,
                                  label_set, image_labels, **common)
                 share = (s.made / s.seconds) / (len(items) / seconds)
                 emit(row('pseudo_label', f'{name} ({share:.0%} of in-process)',
-                                model_name, device, args.batch_size, s.made, s.seconds))
+                         model_name, device, args.batch_size, s.made, s.seconds))
             del engine
         if 'segment' in tools:
             s = segment(items, work / 'segment', model, dict(type='ISeg', **opts),
                         ['aeroplane', 'person', 'sheep'], **common)
             emit(row('segment', f'{iseg} + overlays', model_name, device, args.batch_size,
-                            s.made, s.seconds))
+                     s.made, s.seconds))
         if 'synthesize' in tools and synth_model:
             cfg = dict(type='SeeDiff', steps=args.synth_steps, pamr_iter=args.pamr_iter)
             s = synthesize(['cat', 'dog'], work / 'synth', synth_model, cfg,
                            images_per_class=max(1, args.synth_items // 2), **common)
             emit(row('synthesize', f'SeeDiff, {args.synth_steps} steps, PAMR '
-                                          f'{args.pamr_iter} iters', model_name, device,
-                            args.batch_size, s.made, s.seconds))
+                     f'{args.pamr_iter} iters', model_name, device, args.batch_size, s.made,
+                     s.seconds))
         if 'eval_labels' in tools:
             start = time.time()
             report = evaluate_labels(VOC / 'SegmentationClass', VOC / 'SegmentationClass', classes)
             seconds = time.time() - start
             emit(f'| eval_labels | GT vs GT | - | cpu | - | {report["images"]} | '
-                        f'{seconds:.1f} | {report["images"] / seconds:.3f} | '
-                        f'{datetime.date.today()} |')
+                 f'{seconds:.1f} | {report["images"] / seconds:.3f} | '
+                 f'{datetime.date.today()} |')
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

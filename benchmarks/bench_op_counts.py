@@ -40,6 +40,7 @@ sys.path.insert(0, str(HERE))
 sys.path.append(str(REPO))  # after PYTHONPATH: another checkout given there wins
 
 from op_counts import count_ops  # noqa: E402
+from cli_args import positive_int  # noqa: E402
 from results_table import append_section  # noqa: E402
 
 SAMPLES = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples' / 'SegmentationClass'
@@ -100,6 +101,7 @@ def released_iseg(gen):
     """The transcription of iSeg's released post-processing, one image after the other, on
     arguments laid out beforehand (``bench_iseg.released_args``), as ``bench_iseg`` times it."""
     from mmdiffseg.generators.transcriptions import iseg_postprocess
+
     def run(*per_image):
         return [iseg_postprocess(*args, ent=gen.ent, iters=gen.iters, use_cluster=gen.use_cluster)
                 for args in per_image]
@@ -163,7 +165,7 @@ def row(name, label, batch, counts, launches=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--batch-size', type=int, nargs='+', default=[1, 8])
+    parser.add_argument('--batch-size', type=positive_int, nargs='+', default=[1, 8])
     parser.add_argument('--label', default=None, help='what the rows measure (default: the '
                         'package\'s git commit)')
     parser.add_argument('--out', type=Path, default=RESULTS)
@@ -206,6 +208,7 @@ def main():
         f'{torch.__version__}',
         ['generator', 'code', 'batch', 'syncs', 'syncs / image', 'by reason', 'launches',
          'launches / image', 'MiB moved / image', 'host loops over a tensor'], rows)
+
 
 if __name__ == '__main__':
     main()

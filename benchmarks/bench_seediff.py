@@ -35,6 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cli_args import positive_int  # noqa: E402
 from mmdiffseg.generators import SeeDiff  # noqa: E402
 from mmdiffseg.generators.class_names import VOC_CLASSES as VOC  # noqa: E402
 from mmdiffseg.generators.pamr import GRAPH_STEPS, PAMR, run_in_chunks  # noqa: E402
@@ -45,7 +46,7 @@ from mmdiffseg.generators.transcriptions import ConvPAMR, seediff_mask  # noqa: 
 SAMPLE = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples'
 
 
-# -- inputs and timing ------------------------------------------------------------------------------
+# -- inputs and timing -----------------------------------------------------------------------------
 def sample_inputs(device, batch=1):
     if SAMPLE.exists():
         labels = load_label_png(SAMPLE / 'SegmentationClass' / 'voc_val_20.png')
@@ -94,8 +95,8 @@ def backends(device):
 VIEW_OPS = {'aten::slice', 'aten::as_strided', 'aten::unbind', 'aten::select', 'aten::view',
             'aten::reshape', 'aten::unsqueeze', 'aten::expand', 'aten::alias', 'aten::empty',
             'aten::empty_like', 'aten::squeeze', 'aten::flatten', 'aten::detach'}
-HOST_LAUNCHES = re.compile(r'^(cudaLaunchKernel|cuLaunchKernel|cudaLaunchKernelExC?|cuLaunchKernelEx'
-                           r'|cudaGraphLaunch)')
+HOST_LAUNCHES = re.compile(r'^(cudaLaunchKernel|cuLaunchKernel|cudaLaunchKernelExC?'
+                           r'|cuLaunchKernelEx|cudaGraphLaunch)')
 
 
 def profiled_launches(fn, device):
@@ -194,7 +195,7 @@ def launch_rows(device, image, steps):
                     'aten ops (profiler), per step from 50')]
 
 
-# -- timing rows ------------------------------------------------------------------------------------
+# -- timing rows -----------------------------------------------------------------------------------
 def timing_rows(args, device, maps, names, rgb, image):
     """Rows ``(what, ours s, released s, extra)``."""
     rows, token = [], maps.token_positions[0][names[0][0]][0]
@@ -258,7 +259,7 @@ def kernel_setting_rows(args, weights, mask, t_conv, device):
         t, _ = timed(run, args.repeats, device)
         rows.append((f'PAMR, {args.pamr_iter} steps at 512x512, triton K={steps} T={tile}', t,
                      t_conv, ''))
-        print(table_row(*rows[-1]), flush=True)  # a step that runs out of time keeps what it printed
+        print(table_row(*rows[-1]), flush=True)  # a step cut short keeps what it printed
     return rows
 
 
@@ -294,11 +295,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--quick', action='store_true', help='500 PAMR steps, fewer settings')
-    parser.add_argument('--repeats', type=int, default=1)
-    parser.add_argument('--pamr-iter', type=int, default=None, help='default 5000 (500 --quick)')
-    parser.add_argument('--threads', type=int, default=1, help='CPU threads (default 1)')
+    parser.add_argument('--repeats', type=positive_int, default=1)
+    parser.add_argument('--pamr-iter', type=positive_int, default=None,
+                        help='default 5000 (500 --quick)')
+    parser.add_argument('--threads', type=positive_int, default=1, help='CPU threads (default 1)')
     parser.add_argument('--out', default=str(REPO / 'benchmarks' / 'results' / 'seediff.md'))
-    parser.add_argument('--count-interpreted-launches', type=int, help=argparse.SUPPRESS)
+    parser.add_argument('--count-interpreted-launches', type=positive_int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.count_interpreted_launches:
         return count_interpreted_launches(args.count_interpreted_launches)

@@ -60,6 +60,8 @@ from typing import Dict, List
 
 import numpy as np
 
+from cli_args import non_negative_int, positive_int
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 VOC = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples'
@@ -197,9 +199,9 @@ def standin_alone(standin, items, batch_size) -> float:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--images', type=int, default=320)
-    parser.add_argument('--batch-size', type=int, default=16)
-    parser.add_argument('--workers', type=int, nargs='+', default=[0, 1, 2, 4, 8])
+    parser.add_argument('--images', type=positive_int, default=320)
+    parser.add_argument('--batch-size', type=positive_int, default=16)
+    parser.add_argument('--workers', type=non_negative_int, nargs='+', default=[0, 1, 2, 4, 8])
     parser.add_argument('--gpu-rate', type=float, default=70.0,
                         help='images/s of the GPU stand-in (iSeg in-process on an H200: 68-69)')
     parser.add_argument('--gil-share', type=float, default=0.25,
@@ -208,7 +210,8 @@ def main(argv=None):
                         choices=['capacity', 'waiting', 'gil'])
     parser.add_argument('--fsync-ms', type=float, default=0.0,
                         help='milliseconds added to every fsync (slow storage stand-in)')
-    parser.add_argument('--repeats', type=int, default=3, help='runs per row (median reported)')
+    parser.add_argument('--repeats', type=positive_int, default=3,
+                        help='runs per row (median reported)')
     parser.add_argument('--work-dir', type=Path, default=None,
                         help='where inputs and outputs go (default: the system temp folder)')
     parser.add_argument('--out', type=Path, default=RESULTS)

@@ -29,9 +29,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout, installed or not
 
+from cli_args import positive_int  # noqa: E402
 from mmdiffseg.attention import map_kernel  # noqa: E402
 from mmdiffseg.attention.head_maps import add_head_maps  # noqa: E402
 from mmdiffseg.attention.sdpa_lse import sdpa_with_lse  # noqa: E402
+from mmdiffseg.triton_support import triton_problem  # noqa: E402
 
 # name: heads, query tokens, key tokens, head dim
 LAYERS = {'sd1 self64': (8, 4096, 4096, 40), 'sd1 cross64': (8, 4096, 77, 40),
@@ -64,7 +66,8 @@ def check(name, shape, dtype, device) -> float:
     worst = 0.0
     for b in range(2):
         for rows in torch.arange(n_query, device=device).split(1024):
-            logits = q[2 + b, subset][:, rows].double() @ k[2 + b, subset].double().transpose(-1, -2)
+            logits = (q[2 + b, subset][:, rows].double()
+                      @ k[2 + b, subset].double().transpose(-1, -2))
             ref = torch.softmax(logits / math.sqrt(head_dim), -1).mean(0)
             err = (buffer[b, rows].double() - ref).abs() / (2e-6 + 1e-5 * ref.abs())
             worst = max(worst, err.max().item())
@@ -98,8 +101,8 @@ def timings(shape, batch, device, sweep: bool):
                 itertools.product((64, 128, 256), (64, 128), ((4, 2), (8, 2))), widths):
             tiles = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=width, REST_D=rest, num_warps=warps,
                          num_stages=stages)
-            name = f'{bm}x{bn} w{warps} s{stages}' + (f' d{width}+{rest}' if rest else
-                                                       f' d{width}')
+            name = f'{bm}x{bn} w{warps} s{stages}' + (f' d{width}+{rest}' if rest
+                                                      else f' d{width}')
             try:
                 ms = triton.testing.do_bench(lambda: kernel(tiles))
             except Exception:  # out of shared memory or registers: not a candidate
@@ -115,12 +118,21 @@ def main(argv=None):
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                         help='default: cuda where there is one (else cpu: --quick under '
                              'TRITON_INTERPRET=1)')
-    parser.add_argument('--batch', type=int, default=16)
+    parser.add_argument('--batch', type=positive_int, default=16)
     parser.add_argument('--quick', action='store_true')
     parser.add_argument('--out', type=Path, default=None)
     parser.add_argument('--times-only', action='store_true', help='skip the exactness checks')
     args = parser.parse_args(argv)
     cuda = args.device.startswith('cuda')
+    # at once, not after the first shapes' set-up: where the Triton kernels cannot run, say how
+    if cuda and not torch.cuda.is_available():
+        parser.error(f'--device {args.device}: no CUDA device here; run it on a CUDA GPU, or on '
+                     'the CPU as TRITON_INTERPRET=1 python benchmarks/check_map_kernel.py '
+                     '--device cpu --quick')
+    problem = triton_problem(args.device) if cuda or not args.times_only else None
+    if problem:
+        parser.error(f'{problem}: run it on a CUDA GPU, or on the CPU as TRITON_INTERPRET=1 '
+                     'python benchmarks/check_map_kernel.py --device cpu --quick')
     layers = QUICK if args.quick else LAYERS
     lines = []
 

@@ -24,6 +24,12 @@ ONLY=${GPU_SUITE_STEPS:-}
 BUDGET=${GPU_SUITE_BUDGET_S:-0}  # seconds for the whole call (0: none); steps are cut to fit it
 DRY=${GPU_SUITE_DRY_RUN:-0}  # 1: a line a step, its name, a tab and its command (shell-quoted),
                              # in place of running it; nothing is written
+# a misspelt setting would run another suite than the one asked for (the full settings, no budget,
+# no dry run): refused, as a misspelt step is
+case $QUICK in 0|1) ;; *) echo "gpu_suite.sh: GPU_SUITE_QUICK='$QUICK': give 0 (the full settings) or 1 (a smoke run)" >&2; exit 2;; esac
+[[ $BUDGET =~ ^[0-9]+$ ]] || { echo "gpu_suite.sh: GPU_SUITE_BUDGET_S='$BUDGET': give whole seconds (0: no budget), e.g. 300" >&2; exit 2; }
+BUDGET=$((10#$BUDGET))
+case $DRY in 0|1) ;; *) echo "gpu_suite.sh: GPU_SUITE_DRY_RUN='$DRY': give 0 (run the steps) or 1 (print their commands)" >&2; exit 2;; esac
 if [ -n "$ONLY" ]; then  # a misspelt step would run nothing and look like a finished call
   local known; known=$(grep -oE '^(.* && )?step [a-z0-9_]+ [0-9$]' benchmarks/gpu_suite.sh | awk '{print $(NF-1)}')
   for name in $ONLY; do

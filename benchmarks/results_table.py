@@ -17,3 +17,21 @@ def append_section(out: Path, title: str, intro: str, heading: str, columns: Seq
         f.write(f'\n### {heading}\n\n| ' + ' | '.join(columns) + ' |\n|'
                 + '---|' * len(columns) + '\n' + '\n'.join(rows) + '\n')
     print(f'appended to {out}')
+
+
+def append_row(out: Path, row: str, preamble: str, header: str) -> None:
+    """Appends ``row`` to ``out`` under a table: ``header`` (the column line and its ``|---`` line)
+    goes first where the file does not end in a table (a row, or a header that a run cut short
+    before its first row left), and a new file starts with ``preamble``. The header lands with a
+    row only, so a run that fails before its first row leaves the file as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = out.read_text() if out.exists() else ''
+    last = (text.rstrip('\n').splitlines() or [''])[-1]
+    with open(out, 'a') as f:
+        if not text:
+            f.write(preamble.rstrip('\n') + '\n' if preamble else '')
+        elif not text.endswith('\n'):
+            f.write('\n')
+        if not last.startswith('|'):
+            f.write(('\n' if text or preamble else '') + header.rstrip('\n') + '\n')
+        f.write(row + '\n')

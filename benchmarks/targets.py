@@ -32,7 +32,10 @@ Targets (issue #8: attention capture; #9: dataset-scale labelling):
 A target left unjudged is named too: a row that a full GPU run of a step writes (``EXPECTED``) but
 that step's section lacks gets ``NO ROW`` (a step cut short, a benchmark that skipped a case; a
 quick CPU run writes fewer rows), and the targeted steps in none of the files are listed on one
-line, so a table of two calls shows at a glance whether every target was measured.
+line, so a table of two calls shows at a glance whether every target was measured. A file it
+cannot read as the suite writes it (not UTF-8 text, a table without a column that a target reads,
+a ``workers`` cell that is not a whole number) stops it with exit 2 and a message naming the file,
+the step's table and what is wrong.
 """
 from __future__ import annotations
 
@@ -42,8 +45,36 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
+
+class ResultsError(Exception):
+    """A results file that cannot be read as the suite writes it (its message names the file, the
+    table and what is wrong)."""
+
+
+class Row(dict):
+    """A table row: column name -> cell text; it knows its file and step, so that a column the
+    table lacks is named (:class:`ResultsError`) where a target reads it, not as a ``KeyError``."""
+
+    def __init__(self, cells: Dict[str, str], source: str = 'results', step: str = '?'):
+        super().__init__(cells)
+        self.source, self.step = source, step
+
+    def where(self) -> str:
+        return f"{self.source}: step {self.step}'s table ({' | '.join(self)})"
+
+    def __missing__(self, column: str):
+        raise ResultsError(f"{self.where()} has no column '{column}'")
+
+    def integer(self, column: str) -> int:
+        try:
+            return int(self[column])
+        except ValueError:
+            raise ResultsError(f"{self.where()}: column '{column}' holds {self[column]!r}, not a "
+                               'whole number') from None
+
+
 #: step -> its rows, each a dict from column name to cell text
-Rows = Dict[str, List[Dict[str, str]]]
+Rows = Dict[str, List[Row]]
 #: issue, target, row, measured, verdict
 Check = Tuple[str, str, str, str, str]
 
@@ -84,10 +115,10 @@ EXPECTED: Tuple[Tuple[str, str, str, str, Dict[str, str]], ...] = (
 )
 
 
-def step_rows(text: str) -> Rows:
+def step_rows(text: str, source: str = 'results') -> Rows:
     """Every step section's table rows, keyed by the header above them (a header is the line
     before a ``|---`` line; a section's own subheadings belong to its step). A step whose section
-    is there has a key, with no rows if it wrote none."""
+    is there has a key, with no rows if it wrote none. ``source`` names the text in errors."""
     rows: Rows = {}
     step, header = None, None
     lines = text.splitlines()
@@ -101,7 +132,7 @@ def step_rows(text: str) -> Rows:
         elif after.startswith('|---'):
             header = _cells(line)
         elif header is not None and len(_cells(line)) == len(header):
-            rows.setdefault(step, []).append(dict(zip(header, _cells(line))))
+            rows.setdefault(step, []).append(Row(dict(zip(header, _cells(line))), source, step))
     return rows
 
 
@@ -186,7 +217,7 @@ def _host_side(rows: Rows) -> Iterator[Check]:
             yield ('#9', 'host side on 8 cores >= 4x the GPU rate',
                    f"tool_host: capacity, {row['workers']} workers", f'{value:g}x',
                    _verdict(value, 4.0, False))
-    steady = {int(row['workers']): _number(row['img/s (steady)']) for row in capacity}
+    steady = {row.integer('workers'): _number(row['img/s (steady)']) for row in capacity}
     if len(steady) > 1 and None not in steady.values():
         fewest, most = min(steady), max(steady)
         yield ('#9', 'host side scales with workers', 'tool_host: capacity, steady img/s',
@@ -246,7 +277,12 @@ def unjudged(rows: Rows) -> Iterator[Check]:
 def table(results: List[Path]) -> str:
     rows: Rows = {}
     for path in results:
-        for step, found in step_rows(path.read_text()).items():
+        try:
+            text = path.read_text(encoding='utf-8')
+        except UnicodeDecodeError as err:
+            raise ResultsError(f'{path}: not UTF-8 text ({err.reason} at byte {err.start}): not a '
+                               "results file that gpu_suite.sh wrote") from None
+        for step, found in step_rows(text, str(path)).items():
             rows.setdefault(step, []).extend(found)
     lines = ['| issue | target | row | measured | verdict |', '|---|---|---|---|---|']
     lines += [f'| {" | ".join(check)} |' for check in (*checks(rows), *unjudged(rows))]
@@ -261,7 +297,11 @@ def main(argv=None) -> int:
     if missing:
         print(f'targets: no such file: {", ".join(missing)}', file=sys.stderr)
         return 2
-    print(table(args.results), end='')
+    try:
+        print(table(args.results), end='')
+    except ResultsError as err:
+        print(f'targets: {err}', file=sys.stderr)
+        return 2
     return 0
 
 

@@ -364,3 +364,34 @@ def test_main_prints_the_table_and_names_every_missing_file(tmp_path, capsys):
     assert out.startswith('| issue | target |') and '| iSeg main, gpu | 2.0x | met |' in out
     assert targets.main([str(tmp_path / 'r.md'), str(tmp_path / 'gone.md')]) == 2
     assert 'gone.md' in capsys.readouterr().err
+
+
+#: results files that the suite does not write (a reviewer's inputs), and what the error says
+UNREADABLE = {
+    'cap.md': ('### capture\n\n| path | spec | ratio to plain (median) |\n|---|---|---|\n'
+               '| new | diffseg | 1.05 |\n',
+               "step capture's table (path | spec | ratio to plain (median)) has no column "
+               "'batch'"),
+    'e2e.md': ('### end_to_end\n\n| method | capture / plain time |\n|---|---|\n'
+               '| iseg | 1.02 |\n',
+               "step end_to_end's table (method | capture / plain time) has no column 'batch'"),
+    'ts.md': ('### tool_host\n\n| mode | workers | img/s (steady) |\n|---|---|---|\n'
+              '| capacity | two | 10 |\n| capacity | 0 | 5 |\n',
+              "step tool_host's table (mode | workers | img/s (steady)): column 'workers' holds "
+              "'two', not a whole number"),
+}
+
+
+def test_a_file_it_cannot_read_is_named_with_what_is_wrong(tmp_path, capsys):
+    """A table without a column a target reads, a worker count that is not a whole number, a file
+    that is not UTF-8: exit 2 and one line naming the file, the step's table and the fault (no
+    traceback), also when another file given is fine."""
+    (tmp_path / 'good.md').write_text('### iseg\n' + ISEG % 'fine')
+    for name, (text, says) in UNREADABLE.items():
+        (tmp_path / name).write_text(text)
+        assert targets.main([str(tmp_path / 'good.md'), str(tmp_path / name)]) == 2
+        assert capsys.readouterr() == ('', f'targets: {tmp_path / name}: {says}\n')
+    (tmp_path / 'bin.md').write_bytes(b'\xff\xfe\x00bad')
+    assert targets.main([str(tmp_path / 'bin.md')]) == 2
+    out, err = capsys.readouterr()
+    assert out == '' and err.startswith(f'targets: {tmp_path / "bin.md"}: not UTF-8 text'), err

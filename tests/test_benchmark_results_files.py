@@ -1,0 +1,64 @@
+"""The benchmarks that append rows to a results table write its header with their first row:
+a run that fails before measuring anything (``--device cuda`` where there is no driver) leaves the
+file as it was, and a header that an earlier run left without rows is not stacked on."""
+import sys
+
+import pytest
+
+from sample_data import REPO
+
+sys.path.insert(0, str(REPO / 'benchmarks'))
+import bench_end_to_end  # noqa: E402
+
+HEADER = '| a | b |\n|---|---|\n'
+
+
+def test_append_row_writes_the_header_only_where_no_table_ends_the_file(tmp_path):
+    """A new file: preamble, header, row; after prose: a header; after a row or after a header
+    left without rows (its ``|---|`` line last): the row alone; a last line without its newline
+    keeps its own line."""
+    from results_table import append_row
+    out = tmp_path / 'new' / 'r.md'
+    append_row(out, '| 1 | 2 |', '# Title\n\nprose\n', HEADER)
+    append_row(out, '| 3 | 4 |', '# Title\n', HEADER)
+    assert out.read_text() == '# Title\n\nprose\n\n' + HEADER + '| 1 | 2 |\n| 3 | 4 |\n'
+    for before, after in (('prose\n', 'prose\n\n' + HEADER), ('prose', 'prose\n\n' + HEADER),
+                          ('x\n\n' + HEADER, 'x\n\n' + HEADER),
+                          ('x\n\n' + HEADER + '\n', 'x\n\n' + HEADER + '\n'),
+                          (HEADER + '| 0 | 0 |', HEADER + '| 0 | 0 |\n')):
+        out.write_text(before)
+        append_row(out, '| 5 | 6 |', '# unused\n', HEADER)
+        assert out.read_text() == after + '| 5 | 6 |\n', before
+
+
+def test_end_to_end_writes_no_header_before_its_first_row(tmp_path, monkeypatch):
+    """Two runs that fail building the engine leave no file (before: a header each, stacked);
+    on a file that such runs left (a header last, no rows) the rows go under that header; on a
+    file that ends in prose they get one header."""
+    out = tmp_path / 'end_to_end.md'
+
+    def no_driver(model, args):
+        raise RuntimeError('Found no NVIDIA driver on your system')
+    monkeypatch.setattr(bench_end_to_end, 'build_engine', no_driver)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match='no NVIDIA driver'):
+            bench_end_to_end.main(['--device', 'cuda', '--methods', 'iseg', '--out', str(out)])
+    assert not out.exists()
+
+    monkeypatch.setattr(bench_end_to_end, 'build_engine', lambda model, args: object())
+    monkeypatch.setattr(bench_end_to_end, 'bench_method', lambda method, engine, batch, args,
+                        cuda, backend: f'| {method} | {batch} | {backend} |')
+    rows = '| diffseg | 1 | auto |\n| diffseg | 2 | auto |\n| seediff | 1 | auto |\n'
+    argv = ['--methods', 'diffseg', 'seediff', '--batch-size', '1', '2', '--out', str(out)]
+    left = '# End-to-end\n\nprose\n\n' + bench_end_to_end.TABLE
+    for before, after in ((left, left), ('# End-to-end\n\nprose\n',
+                                         '# End-to-end\n\nprose\n\n' + bench_end_to_end.TABLE)):
+        out.write_text(before)
+        bench_end_to_end.main(argv)
+        assert out.read_text() == after + rows
+    out.unlink()
+    bench_end_to_end.main(argv)
+    text = out.read_text()
+    assert text.startswith('# End-to-end images per second\n\nPer method, on random-weights')
+    assert text.endswith('\n\n' + bench_end_to_end.TABLE + rows)
+    assert text.count('| date (UTC) |') == 1
