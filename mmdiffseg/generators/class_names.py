@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
-from mmseg.datasets import COCOStuffDataset, PascalContextDataset59, PascalVOCDataset
+from mmseg.datasets import (ADE20KDataset, COCOStuffDataset, PascalContextDataset59,
+                            PascalVOCDataset)
 
 __all__ = [
-    'VOC_CLASSES', 'COCO_OBJECT_CLASSES', 'CONTEXT59_CLASSES', 'READABLE_NAMES', 'VOCABULARIES',
+    'VOC_CLASSES', 'COCO_OBJECT_CLASSES', 'CONTEXT59_CLASSES', 'ADE20K_CLASSES', 'READABLE_NAMES',
+    'VOCABULARIES',
     'prompt_name', 'prompt_names'
 ]
 
@@ -25,6 +27,8 @@ VOC_CLASSES = tuple(PascalVOCDataset.METAINFO['classes'])
 COCO_OBJECT_CLASSES = ('background', ) + tuple(COCOStuffDataset.METAINFO['classes'][:80])
 #: PASCAL Context 59 (mmseg ``PascalContextDataset59``; background is ignored there, not a class).
 CONTEXT59_CLASSES = tuple(PascalContextDataset59.METAINFO['classes'])
+#: ADE20K's 150 classes (mmseg ``ADE20KDataset``; no background: its 0, "other", is ignored).
+ADE20K_CLASSES = tuple(ADE20KDataset.METAINFO['classes'])
 
 #: dataset names written as one word -> the words (any dataset, any method).
 READABLE_NAMES = {
@@ -56,6 +60,8 @@ VOCABULARIES: Dict[str, Dict] = {
         prompt_names={'aeroplane': 'plane', 'bedclothes': 'bedding', 'computer': 'laptop',
                       'pottedplant': 'plant', 'tvmonitor': 'monitor'},
         token_offsets={}),
+    # not released (iSeg has no ADE20K task): mmseg's names as the words, every token read
+    'ade20k': dict(classes=ADE20K_CLASSES, prompt_names={}, token_offsets={}),
 }
 
 

@@ -80,7 +80,8 @@ class ISeg(MaskGenerator):
     Args:
         classes: dataset class names (labels index this list); default: the vocabulary's.
         vocabulary: ``'voc'``, ``'coco_object'``, ``'context59'`` (class names, the words prompts
-            use for them and the sub-tokens read) or ``None`` (readable words, all tokens).
+            use for them and the sub-tokens read), ``'ade20k'`` (not released: mmseg's names,
+            all tokens) or ``None`` (readable words, all tokens).
         prompt_names: dataset name -> prompt words, on top of the vocabulary's.
         token_offsets: prompt words -> offsets of the sub-tokens read and enhanced, on top of the
             vocabulary's (a word not listed uses all its tokens).

@@ -69,6 +69,12 @@ ISEG_PRESETS: Dict[str, Dict] = {
                             bg_context=COCO_BG_CONTEXT, cross_heads=None, iters=10, ent=0.2,
                             cam_bg_thr=0.45, **_COMMON),
 }
+#: not released (iSeg has no ADE20K task): the many-class WSSS COCO settings (all heads, the
+#: stronger entropy reduction, the 0.45 score threshold: below it a pixel is unsure, 255) with
+#: ADE20K's names and no background-context words (COCO's ground, wall, sky, tree ... are ADE20K
+#: classes: prompted as background they would take those classes' pixels).
+ISEG_PRESETS['wsss_ade20k'] = {**ISEG_PRESETS['wsss_coco'], 'vocabulary': 'ade20k',
+                               'bg_context': ''}
 #: our adaptation to SD 1.x (8 heads in every layer), not released: the VOC tasks with the mean of
 #: all heads where the release picks SD 2.1-base's (the COCO / Context presets already average
 #: the cross-attention heads; their self-attention heads (1, 2) exist on SD 1.x as well).
