@@ -5,6 +5,10 @@
 # * synthetic pairs by tools/synthesize.py: data/synthetic/ade20k_seediff (VOC layout).
 # To mix either with real ADE20K, use ConcatDataset(..., ignore_keys=['reduce_zero_label']) and
 # LoadAnnotations() without reduce_zero_label in every pipeline (each sample carries its own).
+# Mask2Former and 255: mmseg's head leaves 255 out of the classes, but mmdet's mask and dice point
+# losses (and the matching costs) count a 255 pixel as a negative for every query's mask. ADE20K
+# has no background class, so a synthetic image is 255 outside its one object: its walls, floors,
+# sky are trained as belonging to no query's mask. A head ignoring them is not here yet.
 ade_crop_size = (512, 512)
 ade_generated_train_pipeline = [
     dict(type='LoadImageFromFile'),
