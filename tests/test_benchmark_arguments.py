@@ -5,55 +5,13 @@ as ``args.x or default``, the default in silence), a misspelt ``--tools`` / ``--
 Parsed, not run (the parsers' ``parse_args`` stops each script once its options are read). Also:
 ``check_map_kernel.py`` stops at once where the Triton kernels cannot run, and the GPU suite
 refuses a misspelt ``GPU_SUITE_QUICK`` / ``GPU_SUITE_BUDGET_S`` / ``GPU_SUITE_DRY_RUN``."""
-import json
 import subprocess
 import sys
 
 import pytest
 
+from parse_only import parse_results
 from sample_data import REPO
-
-#: runs each ``[script, *args]`` of argv[1] (JSON) up to its parsed options, in one interpreter;
-#: prints per command its exit code and stderr (refused), or its parsed options and the type of
-#: each integer option (parsed)
-HARNESS = r'''
-import argparse, contextlib, io, json, runpy, sys
-
-class Parsed(Exception):
-    pass
-
-parse = argparse.ArgumentParser.parse_args
-def parse_and_stop(self, args=None, namespace=None):
-    raise Parsed(self, parse(self, args, namespace))
-argparse.ArgumentParser.parse_args = parse_and_stop
-
-def type_name(action):
-    kind = action.type
-    return None if kind is None else f'{getattr(kind, "__module__", "?")}.{kind.__qualname__}'
-
-results = []
-for script, *args in json.loads(sys.argv[1]):
-    saved, sys.argv = list(sys.path), [script, *args]
-    sys.path.insert(0, script.rsplit('/', 1)[0])
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            runpy.run_path(script, run_name='__main__')
-        result = dict(outcome='ran without parsing its options')
-    except Parsed as done:
-        parser, namespace = done.args
-        result = dict(outcome='parsed', options={k: repr(v) for k, v in vars(namespace).items()},
-                      types={a.option_strings[0]: type_name(a) for a in parser._actions
-                             if a.option_strings and a.type is not None and not a.choices
-                             and a.type not in (str, float) and 'Path' not in type_name(a)})
-    except SystemExit as exit_:
-        result = dict(outcome=f'exit {exit_.code}', stderr=err.getvalue().strip()[-600:])
-    except Exception as exc:
-        result = dict(outcome=repr(exc))
-    sys.path[:] = saved
-    results.append(result)
-print(json.dumps(results))
-'''
 
 SCRIPTS = sorted(f'benchmarks/{p.name}' for p in (REPO / 'benchmarks').glob('*.py')
                  if p.name.startswith('bench_') or p.name == 'check_map_kernel.py')
@@ -100,11 +58,7 @@ def parsed():
     """Each command of ``SCRIPTS`` (no options), ``REFUSED`` and ``ACCEPTED`` -> its harness
     result, from one interpreter (the imports paid once)."""
     commands = [[script] for script in SCRIPTS] + [c for c, _ in REFUSED] + ACCEPTED
-    done = subprocess.run([sys.executable, '-c', HARNESS, json.dumps(commands)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
-    return {tuple(command): result for command, result in zip(commands, results)}
+    return {tuple(command): result for command, result in zip(commands, parse_results(commands))}
 
 
 def test_every_integer_option_of_every_benchmark_is_checked_by_the_shared_types(parsed):

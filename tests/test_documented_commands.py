@@ -4,46 +4,12 @@ CUDA commands run only on a lent GPU, whose minutes a misspelt option would wast
 command that fails to parse is a newcomer's first error. Parsed, not run: the scripts'
 ``parse_args`` stops them once their options are read."""
 import ast
-import json
 import re
 import shlex
 import subprocess
-import sys
 
+from parse_only import parse_results
 from sample_data import REPO
-
-#: runs each ``[script, *args]`` of argv[1] (JSON) up to its parsed options, in one interpreter;
-#: prints the failures (argparse's error line) as JSON
-HARNESS = r'''
-import argparse, contextlib, io, json, runpy, sys
-
-class Parsed(Exception):
-    pass
-
-parse = argparse.ArgumentParser.parse_args
-def parse_and_stop(self, args=None, namespace=None):
-    parse(self, args, namespace)
-    raise Parsed
-argparse.ArgumentParser.parse_args = parse_and_stop
-
-failed = []
-for script, *args in json.loads(sys.argv[1]):
-    saved, sys.argv = list(sys.path), [script, *args]
-    sys.path.insert(0, script.rsplit('/', 1)[0])
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            runpy.run_path(script, run_name='__main__')
-        failed.append([script, *args, 'ran without parsing its options'])
-    except Parsed:
-        pass
-    except SystemExit as exit_:
-        failed.append([script, *args, f'exit {exit_.code}: {err.getvalue().strip()[-300:]}'])
-    except Exception as exc:
-        failed.append([script, *args, repr(exc)])
-    sys.path[:] = saved
-print(json.dumps(failed))
-'''
 
 #: what a README's placeholder stands for where the parser checks it (config files must exist)
 MAIN_CONFIG = 'configs/mask2former/mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'
@@ -51,11 +17,11 @@ PLACEHOLDERS = {'CONFIG': MAIN_CONFIG, 'CFG.py': MAIN_CONFIG, 'cfg.py': MAIN_CON
 
 
 def parse_failures(commands):
-    """The commands (argv lists, script first) that their script's parser refuses."""
-    done = subprocess.run([sys.executable, '-c', HARNESS, json.dumps(commands)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """The commands (argv lists, script first) that their script's parser refuses, each with
+    its outcome (argparse's error line)."""
+    return [[*command, f"{result['outcome']}: {result.get('stderr', '')[-300:]}"]
+            for command, result in zip(commands, parse_results(commands))
+            if result['outcome'] != 'parsed']
 
 
 def suite_commands(quick: bool):
