@@ -33,6 +33,8 @@ def test_label_names_are_not_checked_against_classes_the_fix_replaces(tmp_path):
     """``LoadImageLevelLabels.classes`` that disagree with the dataset's are the one problem
     named: the label file's names (the dataset's) are not also called unknown."""
     (tmp_path / 'img').mkdir()
+    from PIL import Image
+    Image.new('RGB', (2, 2)).save(tmp_path / 'img' / 'a.jpg')  # a split of one image
     (tmp_path / 'labels.json').write_text(json.dumps({'a': ['person']}))
     dataset = dict(type='BaseSegDataset', data_root=str(tmp_path),
                    data_prefix=dict(img_path='img'), metainfo=dict(classes=['cat', 'person']),
