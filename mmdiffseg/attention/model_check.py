@@ -106,16 +106,16 @@ def folder_problems(folder: Path, variant: Optional[str] = None) -> List[str]:
                                       for name in ('vocab.json', 'tokenizer.json')):
         problems.append('its tokenizer/ has no vocab.json or tokenizer.json')
     weights = {c: _weights(folder, c) for c in WEIGHTED if c not in missing}
-    configs = {c: _json(folder / c / 'config.json') or {} for c in WEIGHTED}
     if weights and not any(weights.values()):  # configs alone (a tokenizer + configs download)
-        return problems + [
+        problems.append(
             f'it holds configs but no weights ({", ".join(c + "/" for c in weights)}: no '
             '*.safetensors or *.bin): pass a folder with the weights (a download, or a '
             "pipeline's save_pretrained), or, for random weights of this architecture (a smoke "
-            f'run), make one: python tools/build_tiny_sd.py {folder} --out DIR'] + \
-            config_problems(configs['unet'], configs['vae'], configs['text_encoder'])
-    lacking = _variant_problem(weights, variant)
-    problems += [lacking] if lacking else []
-    problems += [problem for c, files in weights.items() if not (lacking and files)
-                 for problem in [_weights_problem(folder, c, files, variant)] if problem]
+            f'run), make one: python tools/build_tiny_sd.py {folder} --out DIR')
+    else:
+        lacking = _variant_problem(weights, variant)
+        problems += [lacking] if lacking else []
+        problems += [problem for c, files in weights.items() if not (lacking and files)
+                     for problem in [_weights_problem(folder, c, files, variant)] if problem]
+    configs = {c: _json(folder / c / 'config.json') or {} for c in WEIGHTED}
     return problems + config_problems(configs['unet'], configs['vae'], configs['text_encoder'])

@@ -49,9 +49,8 @@ class DiffusionSegmentor(BaseSegmentor):
                  for image, sample in zip(data['inputs'], data['data_samples'])]
         # the preprocessor casts to float: a uint8 image goes back to uint8 (its values are
         # whole, no mean / std here), to be resized as every other route resizes it
-        return self.predict([one['inputs'][0].to(image.dtype) if image.dtype == torch.uint8
-                             else one['inputs'][0]
-                             for image, one in zip(data['inputs'], batch)],
+        return self.predict([one['inputs'][0].to(image.dtype) for image, one in
+                             zip(data['inputs'], batch)],
                             [one['data_samples'][0] for one in batch])
 
     def val_step(self, data: dict) -> List:
