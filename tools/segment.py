@@ -86,6 +86,9 @@ def main(argv=None):
     summary = segment(items, args.out, model, gen_cfg, names, batch_size=args.batch_size,
                       device=device, dtype=args.dtype, workers=args.workers,
                       compile_backend=args.compile, variant=args.variant)
+    from mmengine.dist import get_rank
+    if get_rank() != 0:  # rank 0 draws the sheet of every rank's items (all are written by now)
+        return cli.exit_status(summary, args.strict)
     sheet = Path(args.out) / SHEET_NAME  # drawn again: --cols, --thumb... may differ from before
     if summary.made or summary.already_done:
         write_contact_sheet(args.out, sheet, **sheet_args)

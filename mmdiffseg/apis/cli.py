@@ -3,21 +3,31 @@ without importing this package, so ``--help`` is instant): class sets, generator
 launcher, and known errors turned into one clear line and an exit status."""
 from __future__ import annotations
 
+import contextlib
 import difflib
+import logging
 import os
+import signal
 import sys
+import time
 from typing import Callable, List, Mapping, Optional, Sequence
 
 import torch
 from mmengine.dist import init_dist
 
 from .io import JobInterrupted, JobSummary, OutputWriteError, UserInputError
+from .progress import STOP_SIGNALS
 
 #: exit statuses
 EXIT_BAD_INPUT = 2
 EXIT_WRITE_FAILED = 3
 EXIT_ITEMS_FAILED = 4
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+#: a stop signal this soon after the one that stopped the tool is the same interruption (a
+#: Ctrl-C reaches a torchrun rank as SIGINT and at once SIGTERM); a later one is a second Ctrl-C
+#: (stop without waiting for the writes in flight)
+SAME_INTERRUPTION_SECONDS = 0.5
 
 
 #: the model each generator's release ran on (the tools' default ``--model`` for it)
@@ -64,7 +74,8 @@ def check_launcher(launcher: str, tool: str) -> None:
 
 def start_launcher(launcher: str, device: str) -> None:
     """Join the process group: mmengine's ``init_dist`` (NCCL) on GPUs; for CPU ranks under
-    torchrun, torch.distributed's gloo backend (mmengine's launcher would pick a GPU)."""
+    torchrun, torch.distributed's gloo backend (mmengine's launcher would pick a GPU). Then
+    only rank 0 logs warnings and information (:func:`quiet_other_ranks`)."""
     if launcher == 'none':
         return
     if launcher == 'pytorch' and not str(device).startswith('cuda'):
@@ -72,6 +83,24 @@ def start_launcher(launcher: str, device: str) -> None:
         dist.init_process_group('gloo')
     else:
         init_dist(launcher)
+    quiet_other_ranks()
+
+
+def quiet_other_ranks() -> None:
+    """On ranks other than 0, the current MMLogger's console handlers show errors only, so a
+    warning or note is printed once, not once per rank. mmengine sets a handler's level from the
+    rank when the logger is made, which the tools do before they join the process group: every
+    rank's logger was made as rank 0's."""
+    from mmengine.dist import get_rank
+    from mmengine.logging import MMLogger
+    if get_rank() == 0:
+        return
+    # the loggers made so far (one made later takes its level from the rank itself)
+    for logger in list(getattr(MMLogger, '_instance_dict', {}).values()):
+        for handler in logger.handlers:
+            if (isinstance(handler, logging.StreamHandler)
+                    and not isinstance(handler, logging.FileHandler)):
+                handler.setLevel(max(handler.level, logging.ERROR))
 
 
 def leave_process_group(barrier: bool = True) -> None:
@@ -142,9 +171,11 @@ def run_preflight(args, cfg, config: str, mode: str) -> bool:
 def run_cli(main: Callable, argv=None) -> int:
     """Run a tool's ``main`` and return its exit status (``main``'s int, else 0). Bad input,
     failed writes, a GPU out of memory and Ctrl-C print one clear line on stderr instead of a
-    traceback: statuses 2, 3, 3 and 130 (after the summary of what was made)."""
+    traceback: statuses 2, 3, 3 and 130 (after the summary of what was made). SIGTERM stops the
+    tool as Ctrl-C does (:func:`stop_signals`)."""
     try:
-        status = main(argv) or 0
+        with stop_signals():
+            status = main(argv) or 0
     except UserInputError as exc:
         status = _fail(exc, EXIT_BAD_INPUT)
     except OutputWriteError as exc:
@@ -160,6 +191,46 @@ def run_cli(main: Callable, argv=None) -> int:
                        EXIT_INTERRUPTED)
     leave_process_group(barrier=status == 0)  # a failed rank must not wait for the others
     return status
+
+
+class _StopHandler:
+    """SIGINT / SIGTERM handler: ``KeyboardInterrupt`` in the main process, once per
+    interruption (a signal within :data:`SAME_INTERRUPTION_SECONDS` of the last one raised is
+    the same interruption); nothing in a process forked from it (a loader or writer process:
+    the main process finishes the job)."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.raised_at: Optional[float] = None
+
+    def __call__(self, signum, frame) -> None:
+        if os.getpid() != self.pid:
+            return
+        now = time.monotonic()
+        if self.raised_at is not None and now - self.raised_at < SAME_INTERRUPTION_SECONDS:
+            return
+        self.raised_at = now
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """In the block, SIGINT and SIGTERM (:data:`STOP_SIGNALS`) raise ``KeyboardInterrupt``
+    once per interruption (:class:`_StopHandler`): the job finishes the writes in flight, prints
+    its summary and exits 130, whether Ctrl-C, torchrun (SIGINT then SIGTERM), ``kill`` or
+    SLURM's scancel stopped it. The previous handlers come back after the block. Nothing changes
+    outside the main thread (only it may set handlers)."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = _StopHandler()
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def _fail(message, status: int) -> int:

@@ -26,7 +26,7 @@ from typing import Iterator, Optional
 from mmengine.dist import broadcast_object_list, get_dist_info
 from mmengine.logging import print_log
 
-from .io import UserInputError
+from .io import UserInputError, collective
 
 LOCK_NAME = '.mmdiffseg-job.lock'
 
@@ -74,7 +74,7 @@ def job_lock(folder: Path) -> Iterator[None]:
         fd, holder = _try_lock(folder)
     if world_size > 1:
         shared = [holder]
-        broadcast_object_list(shared, src=0)
+        collective(broadcast_object_list, shared, src=0)
         holder = shared[0]
     if holder is not None:
         raise UserInputError(

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
@@ -48,6 +49,32 @@ class UserInputError(ValueError):
 
 class OutputWriteError(RuntimeError):
     """The output folder cannot be written (read-only, disk full, ...)."""
+
+
+#: seconds a rank whose collective failed waits before it stops (:func:`collective`)
+RANK_STOPPED_WAIT_S = 2
+
+
+class RankStopped(OutputWriteError):
+    """Another rank stopped with an error (printed by it), so this rank cannot finish the job
+    (exit status 3 like a failed write: finished items are kept)."""
+
+
+def collective(function, *args, **kwargs):
+    """``function(*args, **kwargs)``, a collective of every rank. A rank that stopped with an
+    error (printed by it) closes its connections: this rank then stops with one line, not the
+    backend's traceback (``DistBackendError`` is a ``RuntimeError``)."""
+    try:
+        return function(*args, **kwargs)
+    except RuntimeError as exc:
+        # stop a moment after the rank at fault, so that a launcher watching both (torchrun)
+        # names that one as the root cause (and then stops this one: the same message)
+        try:
+            time.sleep(RANK_STOPPED_WAIT_S)
+        except KeyboardInterrupt:
+            pass
+        raise RankStopped('another rank stopped (see its error above); finished items are kept: '
+                          'rerun the same command to resume') from exc
 
 
 class ItemFailed(Exception):
@@ -151,9 +178,10 @@ class Manifest:
         self.path = self.folder / name
 
     # -- reading ------------------------------------------------------------------------------
-    def _read(self, path: Path, repair: bool) -> List[Dict]:
-        """Records of one manifest file after checking its header; a torn last line (a kill
-        during the append) is dropped, and cut off the file when ``repair``."""
+    def _read(self, path: Path, repair: bool, since: int = 0) -> List[Dict]:
+        """Records of one manifest file (those of the lines from byte ``since`` on) after
+        checking its header; a torn last line (a kill during the append) is dropped, and cut off
+        the file when ``repair``."""
         raw = path.read_bytes()
         lines = raw.split(b'\n')
         good_end, records, header = 0, [], None
@@ -173,7 +201,7 @@ class Manifest:
             if header is None:
                 header = value
                 self._check_header(path, header)
-            else:
+            elif good_end >= since:  # good_end: where this line starts
                 records.append(value)
             good_end += len(line) + 1
         if header is None:
@@ -205,11 +233,13 @@ class Manifest:
 
     def load(self) -> Dict[str, Dict]:
         """id -> record of every finished item in the folder (all rank files), checking headers
-        and repairing this rank's torn last line."""
+        and repairing this rank's torn last line. ``start_size`` is then this rank's file's
+        size: this run's records follow it (:meth:`merge_ranks`)."""
         records: Dict[str, Dict] = {}
         for path in manifest_files(self.folder):
             for record in self._read(path, repair=(path == self.path)):
                 records[record['id']] = record
+        self.start_size = self.path.stat().st_size if self.path.exists() else 0
         return records
 
     # -- writing ------------------------------------------------------------------------------
@@ -232,10 +262,17 @@ class Manifest:
         except OSError as exc:
             raise write_error(self.path, exc) from exc
 
-    def merge_ranks(self, order: Sequence[str]) -> List[Dict]:
+    def merge_ranks(self, order: Sequence[str], fresh: Sequence = ()) -> List[Dict]:
         """Rank 0 after a distributed run: all records into ``manifest.jsonl`` (in ``order``),
-        written atomically; the rank files are removed after."""
+        written atomically; the rank files are removed after. ``fresh``: ``(file name, size)``
+        of each of this run's manifest files when it started (:meth:`load`): the records after
+        it were made by this run and win over the others of their id (an item redone after a
+        run with more or fewer ranks has its old record in a file read later)."""
         records = self.load()
+        for name, since in fresh:
+            path = self.folder / name
+            for record in self._read(path, repair=False, since=since) if path.exists() else []:
+                records[record['id']] = record
         rank = {item_id: i for i, item_id in enumerate(order)}
         merged = sorted(records.values(), key=lambda r: (rank.get(r['id'], len(rank)), r['id']))
         text = ''.join(json.dumps(r, sort_keys=True) + '\n' for r in [self.header] + merged)

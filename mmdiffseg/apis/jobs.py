@@ -21,6 +21,8 @@ name): a loader process records each item's source file fingerprint as it reads 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 import time
@@ -33,11 +35,12 @@ from mmengine.dist import all_gather_object, barrier, broadcast_object_list, get
 from mmengine.logging import print_log
 from torch.utils.data import DataLoader, Dataset
 
+from ..provenance import describe, setting_differences
 from .folder_lock import job_lock
 from .folders import foreign_folder_refusal
-from .io import (ItemFailed, ItemOutput, Manifest, UserInputError, WorkItem, atomic_write,
-                 check_unique_ids, manifest_files, output_folder, remove_stale_temp_files, shard,
-                 tmp_tag)
+from .io import (ItemFailed, ItemOutput, Manifest, UserInputError, WorkItem,
+                 atomic_write, check_unique_ids, collective, manifest_files, output_folder,
+                 remove_stale_temp_files, shard, tmp_tag)
 from .job_plan import file_fingerprint, is_done, plan_job
 from .output_writer import OutputWriter
 from .progress import (HoldInterrupt, JobInterrupted, JobSummary, ProgressLine, sigint_blocked,
@@ -173,14 +176,17 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         UserInputError: two items have the same id, ``out_dir`` is a file, another run is
             writing into it (:mod:`.folder_lock`), its manifest was made with other settings, or
             it has none but holds files the job would replace (a dataset's labels, a split file:
-            :func:`.folders.foreign_folder_refusal`).
+            :func:`.folders.foreign_folder_refusal`), or the ranks were started with other
+            settings or list other items (every rank, before any work).
         OutputWriteError: a write failed (read-only folder, full disk): the run stops.
+        RankStopped: another rank stopped with an error (one line, not the backend's).
         JobInterrupted: Ctrl-C; it carries the summary of what was made (all complete).
     """
     progress_file = sys.stdout if progress_file is None else progress_file
     rank, world_size = get_dist_info()
     check_unique_ids(items)
     with output_folder(out_dir) as folder, job_lock(folder):
+        _check_ranks_agree(header, items)
         _check_job_folder(folder, header, items, split_file)
         manifest = Manifest(folder, header, rank, world_size)
         done = manifest.load()
@@ -237,6 +243,34 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
     return _finish(folder, manifest, items, split_file, summary, done)
 
 
+def _check_ranks_agree(header: Dict[str, Any], items: Sequence[WorkItem]) -> None:
+    """Refuse, on every rank and before any work, ranks started with other settings (e.g.
+    another ``--classes`` on one node) or listing other items (a node's copy of the images
+    lacks a file): each rank would work on its share of its own list, and the merge would
+    refuse the other headers only at the end."""
+    rank, world_size = get_dist_info()
+    if world_size == 1:
+        return
+    ids = '\n'.join(it.id for it in items).encode()
+    mine = (json.loads(json.dumps(header)), hashlib.sha1(ids).hexdigest(), len(items))
+    ranks = collective(all_gather_object, mine)
+    (header0, digest0, count0), problems = ranks[0], []
+    for other, (theirs, digest, count) in enumerate(ranks):
+        differing = [f'{key}: rank 0 has {describe(want)}, rank {other} has {describe(have)}'
+                     for key, have, want in setting_differences(theirs, header0)]
+        if differing:
+            problems.append(f'rank {other} has other settings ({"; ".join(differing)})')
+        elif count != count0:
+            problems.append(f'rank {other} lists {count} items, rank 0 lists {count0}')
+        elif digest != digest0:
+            problems.append(f'rank {other} lists other items than rank 0 (or in another order)')
+    if problems:
+        raise UserInputError(
+            'the ranks of this run do not agree: ' + '; '.join(problems) + '. Start every rank '
+            'with the same command and the same inputs (the same files on every node); '
+            'nothing was written')
+
+
 def _check_job_folder(folder: Path, header: Dict[str, Any], items: Sequence[WorkItem],
                       split_file: Optional[str]) -> None:
     """Refuse a folder that is no job folder but holds files the job would replace
@@ -246,7 +280,7 @@ def _check_job_folder(folder: Path, header: Dict[str, Any], items: Sequence[Work
     refusal = [foreign_folder_refusal(folder, header.get('tool'), [it.id for it in items],
                                       split_file) if rank == 0 else None]
     if world_size > 1:
-        broadcast_object_list(refusal, src=0)
+        collective(broadcast_object_list, refusal, src=0)
     if refusal[0]:
         raise UserInputError(refusal[0])
 
@@ -257,19 +291,22 @@ def _finish(folder: Path, manifest: Manifest, items: Sequence[WorkItem],
     records loaded and made, is the manifest) and rewrites the split file (every finished item
     of ``items``, in their order) and prints the summary of all ranks (returned)."""
     rank, world_size = get_dist_info()
-    if world_size > 1:
-        barrier()
+    # every rank's summary and where its run's records start in its manifest (Manifest.load)
+    parts = [(summary, manifest.path.name, manifest.start_size)]
+    if world_size > 1:  # (after every rank's share)
+        parts = collective(all_gather_object, parts[0])
+        summary = total_summary([part[0] for part in parts])
     if rank == 0:
         rank_files = manifest_files(folder, ranks_only=True)
-        merged = (manifest.merge_ranks([it.id for it in items]) if rank_files else
-                  list(done.values()))
+        merged = (manifest.merge_ranks([it.id for it in items], [p[1:] for p in parts])
+                  if rank_files else list(done.values()))
         if split_file:  # this job's finished items (not those of inputs gone since)
             order = {it.id: i for i, it in enumerate(items)}
             ids = sorted((r['id'] for r in merged if r['id'] in order and is_done(folder, r)),
                          key=order.get)
             atomic_write(folder / split_file, ''.join(i + '\n' for i in ids).encode())
-    if world_size > 1:
-        summary = total_summary(all_gather_object(summary))
+    if world_size > 1:  # every rank returns once the folder is complete
+        collective(barrier)
     if rank == 0:
         print_log(f'summary: {summary.line()}', logger='current')
         for line in summary.details():

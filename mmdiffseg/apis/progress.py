@@ -169,25 +169,33 @@ class HoldInterrupt:
         return False
 
 
+#: what stops a job as Ctrl-C does (SIGTERM: torchrun's right after it forwards a Ctrl-C, and
+#: SLURM's scancel's and ``kill``'s; torchrun sends SIGKILL 30 s later, time enough to finish the
+#: writes in flight); they reach the worker processes too (torchrun signals a rank's process group)
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 @contextlib.contextmanager
 def sigint_blocked():
-    """SIGINT blocked in this thread while the block forks worker processes: they inherit the
-    mask and ignore SIGINT before unblocking it, so a Ctrl-C at that instant prints no traceback
-    in a half-started worker; the main process gets it right after the block."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    """SIGINT and SIGTERM blocked in this thread while the block forks worker processes: they
+    inherit the mask and ignore both before unblocking them, so a Ctrl-C at that instant prints
+    no traceback in a half-started worker; the main process gets it right after the block."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def start_worker(parent_pid: int, _worker_id: Optional[int] = None) -> None:
-    """First thing in every loader / writer process: Ctrl-C is left to the main process (no
-    traceback here; the process was forked with SIGINT blocked, so none slips in before this)
-    and the process dies with the main process (Linux). (OpenCV's thread count is left alone:
-    ``cv2.setNumThreads`` in a process forked after OpenCV started its threads never returns.)"""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    """First thing in every loader / writer process: Ctrl-C and SIGTERM are left to the main
+    process (no traceback here, and a loader does not die under it; the process was forked with
+    both blocked, so none slips in before this) and the process dies with the main process
+    (Linux). (OpenCV's thread count is left alone: ``cv2.setNumThreads`` in a process forked
+    after OpenCV started its threads never returns.)"""
+    for signum in STOP_SIGNALS:  # after torch's loader worker set its own SIGTERM handler
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     if sys.platform.startswith('linux'):
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent_pid:  # the main process died before the line above

@@ -126,6 +126,13 @@ def _atomic_write(path: Path, data: bytes, replace: bool = True) -> None:
             os.unlink(tmp)
 
 
+def _conflict(message: str) -> ValueError:
+    """A cache that this run must not write into, as the tools' bad-input error (a
+    ``ValueError``: an ``error:`` line and exit status 2 instead of a traceback)."""
+    from ..apis.io import UserInputError  # here: mmdiffseg.apis imports this module
+    return UserInputError(message)
+
+
 class LabelCache:
     """Labels of images by content, for one model and one generator config.
 
@@ -187,8 +194,10 @@ class LabelCache:
         """True when the folder was written with this signature, False when it has none yet.
 
         Raises:
-            ValueError: the folder holds labels of another model or generator config (the
-                message lists the settings that differ).
+            UserInputError: (a ``ValueError``; the tools' ``error:`` line, exit 2) the folder
+                holds labels of another model or generator config (the message lists the
+                settings that differ), or of another precision than ``writer_dtype`` (e.g. a
+                float32 and a bfloat16 prefill that both started on a new cache).
         """
         if self._signature_checked:
             return True
@@ -197,7 +206,7 @@ class LabelCache:
             return False
         differing = self.signature_differences(stored)
         if differing:
-            raise ValueError(
+            raise _conflict(
                 f'label cache {self.cache_dir} holds labels made with other settings:\n  '
                 + '\n  '.join(differing)
                 + '\nLabels of another model or generator config are never reused: give this '
@@ -206,7 +215,7 @@ class LabelCache:
         made_with = stored.get(WRITER_KEY, {})
         written = made_with.get('dtype')
         if self.writer_dtype is not None and written not in (None, self.writer_dtype):
-            raise ValueError(
+            raise _conflict(
                 f'label cache {self.cache_dir} holds labels made in {written}, and this run '
                 f'would add labels made in {self.writer_dtype}: set the engine precision '
                 f'to {written} (engine_dtype of the DiffusionLabelPreprocessor, --dtype of '

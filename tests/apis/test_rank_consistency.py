@@ -1,0 +1,161 @@
+"""Several ranks of one job (:func:`mmdiffseg.apis.jobs.run_job`): an item redone in a resume
+with another number of ranks keeps its new record (not the killed run's), ranks started with
+other settings or other inputs are refused on every rank before any work, and a rank whose
+partner stopped with an error stops with one line (not the backend's traceback)."""
+import datetime
+import json
+import multiprocessing
+import shutil
+
+import pytest
+
+from mmdiffseg.apis import folder_lock
+from mmdiffseg.apis import io as job_io
+from mmdiffseg.apis.io import ItemOutput, OutputWriteError, WorkItem
+from mmdiffseg.apis.jobs import run_job
+
+SPLIT = 'train.txt'
+
+
+def _run(folder, version=1, header=None, ids=('a', 'b'), fail=None):
+    """A job writing ``<id>.txt`` per item; ``version`` is item ``a``'s input (its file's size
+    follows it); an item named ``fail`` cannot be written."""
+    items = [WorkItem(i, inputs={'v': version if i == 'a' else 1}) for i in ids]
+    prepared = []
+
+    def compute(batch, _):
+        if any(it.id == fail for it in batch):
+            raise OutputWriteError(f'cannot write {fail}.txt: the disk is full')
+        return [ItemOutput({f'{it.id}.txt': b'x' * it.inputs['v']}) for it in batch]
+
+    def prepare():
+        prepared.append(1)
+        return compute
+    summary = run_job(items, None, None, folder, header or dict(tool='test'), split_file=SPLIT,
+                      workers=0, prepare=prepare)
+    return summary, prepared
+
+
+def _records(folder):
+    lines = (folder / 'manifest.jsonl').read_text().splitlines()[1:]
+    return {r['id']: r for r in map(json.loads, lines)}
+
+
+def test_an_item_redone_by_a_one_process_resume_keeps_its_new_record(tmp_path):
+    """A killed two-rank run left its records in the rank manifests; a one-process resume redoes
+    ``a`` (its input changed) into ``manifest.jsonl``, which is read before the rank files: the
+    merge keeps the new record, the split file lists both items and a rerun has nothing to do."""
+    folder = tmp_path / 'out'
+    _run(folder, version=1)
+    (folder / 'manifest.jsonl').rename(folder / 'manifest.rank0.jsonl')
+    summary, _ = _run(folder, version=2)
+    assert (summary.made, summary.redone, summary.already_done) == (1, 1, 1)
+    assert _records(folder)['a']['v'] == 2
+    assert (folder / SPLIT).read_text() == 'a\nb\n'
+    summary, prepared = _run(folder, version=2)
+    assert (summary.made, summary.already_done, prepared) == (0, 2, [])
+
+
+def _rank(rank, store, folder, results, kwargs):
+    """One of two gloo ranks running :func:`_run` with its ``kwargs``; what it ended with."""
+    import torch.distributed as dist
+    dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        summary, prepared = _run(folder, **kwargs[rank])
+        results.put((rank, f'made {summary.made}, prepared {len(prepared)}'))
+    except Exception as exc:  # noqa: B902  (the test names it)
+        results.put((rank, f'{type(exc).__name__}: {exc}'))
+    finally:
+        dist.destroy_process_group()
+
+
+def _two_ranks(tmp_path, folder, kwargs0=None, kwargs1=None):
+    """What each of two ranks ended with (a line), running ``_run(folder, **kwargs<rank>)``."""
+    context = multiprocessing.get_context('fork')
+    results = context.Queue()
+    store = tmp_path / f'store{len(list(tmp_path.glob("store*")))}'
+    ranks = [context.Process(target=_rank, args=(r, store, folder, results,
+                                                 [kwargs0 or {}, kwargs1 or {}]))
+             for r in (0, 1)]
+    for process in ranks:
+        process.start()
+    try:
+        found = dict(results.get(timeout=120) for _ in ranks)
+    finally:
+        for process in ranks:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+    return [found[0], found[1]]
+
+
+def test_an_item_redone_by_another_rank_keeps_its_new_record(tmp_path):
+    """The killed run's record of ``a`` is in ``manifest.rank1.jsonl`` (read after rank 0's, which
+    redoes ``a`` now): the merge keeps rank 0's new record."""
+    folder = tmp_path / 'out'
+    _run(folder, version=1)
+    (folder / 'manifest.jsonl').rename(folder / 'manifest.rank1.jsonl')
+    assert _two_ranks(tmp_path, folder, dict(version=2), dict(version=2)) == [
+        'made 1, prepared 1', 'made 1, prepared 0']
+    assert _records(folder)['a']['v'] == 2
+    assert (folder / SPLIT).read_text() == 'a\nb\n'
+    assert _two_ranks(tmp_path, folder, dict(version=2), dict(version=2)) == [
+        'made 0, prepared 0'] * 2
+
+
+@pytest.mark.parametrize('kwargs1, problem', [
+    (dict(header=dict(tool='test', classes=['cat'])),
+     'rank 1 has other settings (classes: rank 0 has <absent>, rank 1 has ["cat"])'),
+    (dict(ids=('a',)), 'rank 1 lists 1 items, rank 0 lists 2'),
+    (dict(ids=('a', 'c')), 'rank 1 lists other items than rank 0 (or in another order)'),
+    (dict(ids=('b', 'a')), 'rank 1 lists other items than rank 0 (or in another order)'),
+])
+def test_ranks_with_other_settings_or_items_are_refused_before_any_work(tmp_path, kwargs1,
+                                                                        problem):
+    """Each rank would label its share of its own list (half the images left out, exit 0), or
+    the merge would refuse the other header after all the work: both ranks stop at once, naming
+    what differs and the fix; no model is prepared, nothing is written."""
+    folder = tmp_path / 'new'
+    expected = (f'UserInputError: the ranks of this run do not agree: {problem}. Start every '
+                'rank with the same command and the same inputs (the same files on every '
+                'node); nothing was written')
+    assert _two_ranks(tmp_path, folder, {}, kwargs1) == [expected, expected]
+    assert not folder.exists() or not any(folder.iterdir())  # (which rank made it: a race)
+    (folder / 'keep').mkdir(parents=True)
+    assert _two_ranks(tmp_path, folder, {}, kwargs1) == [expected, expected]
+    assert [p.name for p in folder.iterdir()] == ['keep']
+    shutil.rmtree(folder)
+    assert _two_ranks(tmp_path, folder) == ['made 2, prepared 1'] * 2
+
+
+def test_a_rank_whose_partner_stopped_stops_with_one_line(tmp_path, monkeypatch):
+    """Rank 1 cannot write its item: it stops with its error; rank 0, which finished its share,
+    stops with one line (status 3, like a failed write) instead of the backend's error; the
+    finished item is kept and a rerun resumes."""
+    monkeypatch.setattr(job_io, 'RANK_STOPPED_WAIT_S', 0)
+    folder = tmp_path / 'out'
+    assert _two_ranks(tmp_path, folder, {}, dict(fail='b')) == [
+        'RankStopped: another rank stopped (see its error above); finished items are kept: '
+        'rerun the same command to resume',
+        'OutputWriteError: cannot write b.txt: the disk is full']
+    from mmdiffseg.apis.io import RankStopped
+    assert issubclass(RankStopped, OutputWriteError)  # the tools' exit status 3
+    assert _two_ranks(tmp_path, folder) == ['made 1, prepared 0', 'made 1, prepared 1']
+    assert (folder / SPLIT).read_text() == 'a\nb\n'
+
+
+def test_a_rank_waiting_for_the_folder_lock_of_a_failed_rank_0_stops_with_one_line(
+        tmp_path, monkeypatch):
+    """Rank 0 takes the folder's lock for every rank; when it cannot (here: the file system
+    refuses), rank 1, waiting to learn whether it could, stops with one line too."""
+    monkeypatch.setattr(job_io, 'RANK_STOPPED_WAIT_S', 0)
+
+    def refused(folder):
+        raise OutputWriteError(f'cannot lock {folder}: read-only file system')
+    monkeypatch.setattr(folder_lock, '_try_lock', refused)
+    folder = tmp_path / 'out'
+    assert _two_ranks(tmp_path, folder) == [
+        f'OutputWriteError: cannot lock {folder}: read-only file system',
+        'RankStopped: another rank stopped (see its error above); finished items are kept: '
+        'rerun the same command to resume']
