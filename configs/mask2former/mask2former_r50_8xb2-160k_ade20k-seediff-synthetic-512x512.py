@@ -9,5 +9,8 @@ _base_ = [
 custom_imports = dict(
     imports=['mmdiffseg', 'mmdet.models'],
     allow_failed_imports=False)
+# unsure (255) pixels leave the mask losses and matching costs instead of counting as negatives
+# (mmdiffseg.models.unsure_pixels_head); the stock head: model.decode_head.type=Mask2FormerHead
+model = dict(decode_head=dict(type='UnsurePixelsIgnoredMask2FormerHead'))
 
 train_dataloader = {{_base_.ade_synthetic_train_dataloader}}

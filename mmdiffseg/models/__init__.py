@@ -1,9 +1,11 @@
 """The GPU side inside training and testing (registered in mmseg ``MODELS``; the label
-pictures hook in ``HOOKS``)."""
+pictures hook in ``HOOKS``), and a Mask2Former head that ignores unsure pixels."""
 from .label_visualization_hook import ModelInputVisualizationHook, OnlineLabelVisualizationHook
 from .online_labeler import AttentionLabeler, OnlineLabeler
 from .preprocessor import DiffusionLabelPreprocessor
 from .segmentor import DiffusionSegmentor
+from .unsure_pixels_head import UnsurePixelsIgnoredMask2FormerHead
 
 __all__ = ['AttentionLabeler', 'OnlineLabeler', 'DiffusionLabelPreprocessor', 'DiffusionSegmentor',
-           'ModelInputVisualizationHook', 'OnlineLabelVisualizationHook']
+           'ModelInputVisualizationHook', 'OnlineLabelVisualizationHook',
+           'UnsurePixelsIgnoredMask2FormerHead']

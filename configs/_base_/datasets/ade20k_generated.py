@@ -7,8 +7,9 @@
 # LoadAnnotations() without reduce_zero_label in every pipeline (each sample carries its own).
 # Mask2Former and 255: mmseg's head leaves 255 out of the classes, but mmdet's mask and dice point
 # losses (and the matching costs) count a 255 pixel as a negative for every query's mask. ADE20K
-# has no background class, so a synthetic image is 255 outside its one object: its walls, floors,
-# sky are trained as belonging to no query's mask. A head ignoring them is not here yet.
+# has no background class, so a synthetic image is 255 outside its one object: the stock head
+# would train its walls, floors, sky as belonging to no query's mask. The ADE20K configs therefore
+# use UnsurePixelsIgnoredMask2FormerHead, which leaves 255 pixels out of those losses and costs.
 ade_crop_size = (512, 512)
 ade_generated_train_pipeline = [
     dict(type='LoadImageFromFile'),
