@@ -171,6 +171,9 @@ def main():
                         ['aeroplane', 'person', 'sheep'], **common)
             emit(row('segment', f'{iseg} + overlays', model_name, device, args.batch_size,
                      s.made, s.seconds))
+        if 'synthesize' in tools and not synth_model:
+            print('synthesize skipped: it runs on SD 1.4 (SeeDiff); give --synth-model with '
+                  '--model', flush=True)
         if 'synthesize' in tools and synth_model:
             cfg = dict(type='SeeDiff', steps=args.synth_steps, pamr_iter=args.pamr_iter)
             s = synthesize(['cat', 'dog'], work / 'synth', synth_model, cfg,
