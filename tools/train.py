@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import os.path as osp
+import sys
 from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
@@ -69,6 +70,17 @@ def load_config(args) -> Config:
     return cfg
 
 
+def test_only_problem(cfg: Config, config_path: str) -> Optional[str]:
+    """What makes ``cfg`` untrainable, with the fix: the training-free evaluation configs
+    (``DiffusionSegmentor``) have no training loop, data or optimizer."""
+    missing = [key for key in ('train_dataloader', 'train_cfg', 'optim_wrapper')
+               if cfg.get(key) is None]
+    if not missing:
+        return None
+    return (f'{config_path} has no {", ".join(missing)}: it evaluates a '
+            f'{cfg.model.get("type")} and trains nothing; run python tools/test.py {config_path}')
+
+
 def enable_amp(cfg: Config) -> None:
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper == 'AmpOptimWrapper':
@@ -107,6 +119,10 @@ def build_runner(cfg: Config):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args)
+    problem = test_only_problem(cfg, args.config)
+    if problem:
+        print(f'tools/train.py: error: {problem}', file=sys.stderr)
+        raise SystemExit(2)
     if args.amp:
         enable_amp(cfg)
     cfg.resume = args.resume

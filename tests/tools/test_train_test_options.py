@@ -110,3 +110,17 @@ def test_tta_of_a_training_free_config_stops_before_any_model(capsys):
     assert capsys.readouterr().err == (
         'tools/test.py: error: --tta: DiffusionSegmentor makes labels, not the logits that '
         'test-time augmentation merges; drop --tta\n')
+
+
+@pytest.mark.parametrize('options', [[], ['--amp'], ['--preflight-only']])
+def test_train_on_a_test_only_config_stops_before_anything_with_the_fix(capsys, options):
+    """The training-free evaluation configs passed the pre-flight ("can train here") and then
+    failed in mmengine (no train loop), or in --amp (None optimizer): now exit 2, naming test.py."""
+    config = osp.join(osp.dirname(str(TINY_ONLINE_CONFIG)),
+                      'diffseg-sd14_cityscapes27-unsupervised-512x512.py')
+    with pytest.raises(SystemExit) as stop:
+        load_tool('train').main([config, *options])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        f'tools/train.py: error: {config} has no train_dataloader, train_cfg, optim_wrapper: it '
+        f'evaluates a DiffusionSegmentor and trains nothing; run python tools/test.py {config}\n')
