@@ -155,7 +155,7 @@ def hub_id_like(model: str) -> bool:
     return model.count('/') == 1 and not model.startswith(('.', '/', '~'))
 
 
-def _model_folder(model: str) -> Optional[Path]:
+def model_config_folder(model: str) -> Optional[Path]:
     """The folder holding ``model``'s ``unet/config.json``: a local diffusers folder, or its
     snapshot in the Hugging Face cache; None where the config is not here."""
     from huggingface_hub import try_to_load_from_cache
@@ -173,7 +173,7 @@ def check_head_layout(generator: dict, model: str, where: str) -> List[Missing]:
     from .registry import MASK_GENERATORS
     built = MASK_GENERATORS.build(dict(generator))
     spec = getattr(built, 'capture_spec', None)
-    folder = _model_folder(model)
+    folder = model_config_folder(model)
     if folder is None or spec is None or all(r.heads is None for r in spec.requests):
         return []
     try:

@@ -72,13 +72,14 @@ def load_config(args) -> Config:
 
 def test_only_problem(cfg: Config, config_path: str) -> Optional[str]:
     """What makes ``cfg`` untrainable, with the fix: the training-free evaluation configs
-    (``DiffusionSegmentor``) have no training loop, data or optimizer."""
+    (``DiffusionSegmentor``) set their training loop, data and optimizer to None."""
     missing = [key for key in ('train_dataloader', 'train_cfg', 'optim_wrapper')
-               if cfg.get(key) is None]
+               if key in cfg and cfg[key] is None]
     if not missing:
         return None
-    return (f'{config_path} has no {", ".join(missing)}: it evaluates a '
-            f'{cfg.model.get("type")} and trains nothing; run python tools/test.py {config_path}')
+    model = (cfg.get('model') or {}).get('type', 'model')
+    return (f'{config_path} has no {", ".join(missing)}: it evaluates a {model} and trains '
+            f'nothing; run python tools/test.py {config_path}')
 
 
 def enable_amp(cfg: Config) -> None:

@@ -52,6 +52,23 @@ def check_model(model: str, variant: Optional[str] = None) -> str:
     return str(path.resolve())
 
 
+def _check_capture_before_loading(model: str, capture, image_size: int) -> None:
+    """:func:`load_engine`'s capture check on the U-Net config of a local folder or of a hub
+    snapshot already downloaded (the weights are not read); elsewhere the check after the load
+    says it, as it does for a config diffusers builds no U-Net from."""
+    from ..attention.unet_layers import check_capture_on_config
+    from ..preflight_options import model_config_folder
+    folder = model_config_folder(model)
+    if folder is None:
+        return
+    try:
+        check_capture_on_config(folder, capture, image_size)
+    except OSError:
+        return
+    except ValueError as exc:
+        raise UserInputError(f'the generator cannot run on {model!r}: {exc}') from exc
+
+
 def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture=None,
                 image_size: int = 512, generator=None, compile_backend: Optional[str] = None,
                 size_option: bool = False, variant: Optional[str] = None):
@@ -72,6 +89,8 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
             generator.check_device(torch.device(device))
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc
+    if capture is not None:  # on the U-Net's config where it is here: no wait for the weights
+        _check_capture_before_loading(model, capture, image_size)
     try:
         engine = DiffusionAttentionEngine.from_pretrained(
             model, dtype=DTYPES[dtype], device=device,

@@ -34,3 +34,19 @@ def test_a_spec_the_model_serves_passes_and_resolutions_are_checked(tiny_sd2):
                        r'grids.*image size\(s\) \[512\] only'):
         engine.extract(np.zeros((8, 8, 3), np.uint8), capture=diffseg.capture_spec,
                        image_size=256)
+
+
+def test_the_refusal_reads_the_unet_config_before_any_weight_loads(tiny_sd2, monkeypatch):
+    """The same message as the loaded engine's check, without the wait for the weights (the
+    tools refused only after the whole pipeline had loaded)."""
+    from mmdiffseg.attention.engine import DiffusionAttentionEngine
+    iseg = MASK_GENERATORS.build(dict(type='ISeg'))
+    with pytest.raises(ValueError) as after_load:
+        load_engine(tiny_sd2).check_capture(iseg.capture_spec, 512)
+
+    def no_load(*args, **kwargs):
+        raise AssertionError('the pipeline was loaded')
+    monkeypatch.setattr(DiffusionAttentionEngine, 'from_pretrained', no_load)
+    with pytest.raises(UserInputError) as before_load:
+        load_engine(tiny_sd2, capture=iseg.capture_spec, image_size=512)
+    assert str(before_load.value) == f'the generator cannot run on {tiny_sd2!r}: {after_load.value}'
