@@ -4,6 +4,7 @@ launcher, and known errors turned into one clear line and an exit status."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import difflib
 import logging
 import os
@@ -15,7 +16,8 @@ from typing import Callable, List, Mapping, Optional, Sequence
 import torch
 from mmengine.dist import init_dist
 
-from .io import JobInterrupted, JobSummary, OutputWriteError, UserInputError
+from .io import (PEER_TIMEOUT_HOURS, JobInterrupted, JobSummary, OutputWriteError, RankStopped,
+                 UserInputError, collective)
 from .progress import STOP_SIGNALS
 
 #: exit statuses
@@ -75,14 +77,16 @@ def check_launcher(launcher: str, tool: str) -> None:
 def start_launcher(launcher: str, device: str) -> None:
     """Join the process group: mmengine's ``init_dist`` (NCCL) on GPUs; for CPU ranks under
     torchrun, torch.distributed's gloo backend (mmengine's launcher would pick a GPU). Then
-    only rank 0 logs warnings and information (:func:`quiet_other_ranks`)."""
+    only rank 0 logs warnings and information (:func:`quiet_other_ranks`). The group's timeout
+    is :data:`.io.PEER_TIMEOUT_HOURS`: a rank that finished its share waits for the others."""
     if launcher == 'none':
         return
+    timeout = datetime.timedelta(hours=PEER_TIMEOUT_HOURS)
     if launcher == 'pytorch' and not str(device).startswith('cuda'):
         import torch.distributed as dist
-        dist.init_process_group('gloo')
+        dist.init_process_group('gloo', timeout=timeout)
     else:
-        init_dist(launcher)
+        init_dist(launcher, timeout=timeout)
     quiet_other_ranks()
 
 
@@ -117,9 +121,11 @@ def leave_process_group(barrier: bool = True) -> None:
     on a failure this rare is not shown)."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
-        if barrier:
-            dist.barrier()
-        dist.destroy_process_group()
+        try:
+            if barrier:
+                collective(dist.barrier)
+        finally:
+            dist.destroy_process_group()
 
 
 def start_runner_launcher(cfg, tool: str) -> None:
@@ -189,7 +195,10 @@ def run_cli(main: Callable, argv=None) -> int:
     except KeyboardInterrupt:
         status = _fail('interrupted before any item was made; rerun the same command to start',
                        EXIT_INTERRUPTED)
-    leave_process_group(barrier=status == 0)  # a failed rank must not wait for the others
+    try:
+        leave_process_group(barrier=status == 0)  # a failed rank must not wait for the others
+    except RankStopped as exc:  # one that failed after this rank's work (segment.py's sheet)
+        status = _fail(exc, EXIT_WRITE_FAILED)
     return status
 
 
@@ -218,8 +227,9 @@ def stop_signals():
     """In the block, SIGINT and SIGTERM (:data:`STOP_SIGNALS`) raise ``KeyboardInterrupt``
     once per interruption (:class:`_StopHandler`): the job finishes the writes in flight, prints
     its summary and exits 130, whether Ctrl-C, torchrun (SIGINT then SIGTERM), ``kill`` or
-    SLURM's scancel stopped it. The previous handlers come back after the block. Nothing changes
-    outside the main thread (only it may set handlers)."""
+    SLURM's scancel stopped it. The previous handlers come back after the block (after an
+    interruption, once a signal of it can no longer follow). Nothing changes outside the main
+    thread (only it may set handlers)."""
     import threading
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -229,6 +239,8 @@ def stop_signals():
     try:
         yield
     finally:
+        if handler.raised_at is not None:  # a signal of the same interruption may follow
+            time.sleep(max(0.0, handler.raised_at + SAME_INTERRUPTION_SECONDS - time.monotonic()))
         for signum, old in previous.items():
             signal.signal(signum, old)
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
 
+import torch
 from mmengine.dist import get_dist_info
 
 from ..generators.base import older_labels_note
@@ -53,6 +54,11 @@ class OutputWriteError(RuntimeError):
 
 #: seconds a rank whose collective failed waits before it stops (:func:`collective`)
 RANK_STOPPED_WAIT_S = 2
+#: the tools' process-group timeout: a rank that finished its share waits this long for the
+#: others (the shares of a resume can differ by hours of work)
+PEER_TIMEOUT_HOURS = 24
+#: what gloo says when a partner's connection is gone
+PEER_LOST = ('Connection closed by peer', 'Connection reset by peer', 'Broken pipe')
 
 
 class RankStopped(OutputWriteError):
@@ -61,20 +67,32 @@ class RankStopped(OutputWriteError):
 
 
 def collective(function, *args, **kwargs):
-    """``function(*args, **kwargs)``, a collective of every rank. A rank that stopped with an
-    error (printed by it) closes its connections: this rank then stops with one line, not the
-    backend's traceback (``DistBackendError`` is a ``RuntimeError``)."""
+    """``function(*args, **kwargs)``, a collective of every rank. Where it fails for want of a
+    partner, this rank stops with one line (:class:`RankStopped`), not the backend's traceback
+    (``DistBackendError`` is a ``RuntimeError``): a rank that stopped with an error (printed
+    by it) closed its connections, or a rank did not answer within the process group's
+    timeout; another failure keeps the backend's first line. A GPU out of memory passes."""
     try:
         return function(*args, **kwargs)
+    except torch.cuda.OutOfMemoryError:
+        raise
     except RuntimeError as exc:
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         # stop a moment after the rank at fault, so that a launcher watching both (torchrun)
         # names that one as the root cause (and then stops this one: the same message)
         try:
             time.sleep(RANK_STOPPED_WAIT_S)
         except KeyboardInterrupt:
             pass
-        raise RankStopped('another rank stopped (see its error above); finished items are kept: '
-                          'rerun the same command to resume') from exc
+        if 'timed out' in cause.lower() or 'timeout' in cause.lower():
+            what = ("another rank did not answer within the process group's timeout "
+                    f'({PEER_TIMEOUT_HOURS} h for the tools)')
+        elif any(lost in cause for lost in PEER_LOST):
+            what = 'another rank stopped (see its error above)'
+        else:
+            what = f'a collective of the ranks failed ({cause})'
+        raise RankStopped(f'{what}; finished items are kept: rerun the same command to '
+                          'resume') from exc
 
 
 class ItemFailed(Exception):

@@ -211,8 +211,7 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
                     (folder / rel).unlink(missing_ok=True)
             summary.failed.append((item.id, reason))
             bar.end_line()
-            print_log(f'failed {item.id}: {reason} (not made; counted as failed)',
-                      logger='current')
+            _log_failed(item.id, reason)
             bar.update()
 
         start = time.time()
@@ -285,6 +284,10 @@ def _check_job_folder(folder: Path, header: Dict[str, Any], items: Sequence[Work
         raise UserInputError(refusal[0])
 
 
+def _log_failed(item_id: str, reason: str) -> None:
+    print_log(f'failed {item_id}: {reason} (not made; counted as failed)', logger='current')
+
+
 def _finish(folder: Path, manifest: Manifest, items: Sequence[WorkItem],
             split_file: Optional[str], summary: JobSummary, done: Dict[str, Dict]) -> JobSummary:
     """After every rank's share: rank 0 merges the rank manifests (one process: ``done``, the
@@ -294,8 +297,15 @@ def _finish(folder: Path, manifest: Manifest, items: Sequence[WorkItem],
     # every rank's summary and where its run's records start in its manifest (Manifest.load)
     parts = [(summary, manifest.path.name, manifest.start_size)]
     if world_size > 1:  # (after every rank's share)
-        parts = collective(all_gather_object, parts[0])
+        try:
+            parts = collective(all_gather_object, parts[0])
+        except KeyboardInterrupt:  # waiting for the others: this rank's share is complete
+            raise JobInterrupted(summary) from None
         summary = total_summary([part[0] for part in parts])
+    if rank == 0:  # the other ranks' consoles show errors only (cli.quiet_other_ranks)
+        for other, part in enumerate(parts[1:], start=1):
+            for item_id, reason in part[0].failed:
+                _log_failed(item_id, f'{reason}, on rank {other}')
     if rank == 0:
         rank_files = manifest_files(folder, ranks_only=True)
         merged = (manifest.merge_ranks([it.id for it in items], [p[1:] for p in parts])

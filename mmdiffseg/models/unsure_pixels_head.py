@@ -23,10 +23,11 @@ class SurePointsLoss(nn.Module):
     """One of Mask2Former's point losses over the sure points only (targets NaN elsewhere).
 
     ``per_point``: a loss of flat points weighted each (mmdet's sigmoid ``CrossEntropyLoss``):
-    unsure points get weight 0 and the average runs over the sure ones, so a sure point weighs
-    what it weighs in the stock head. Otherwise a loss per mask of ``(masks, points)`` (mmdet's
-    ``DiceLoss``): unsure points leave its sums (prediction and target 0 there) and a mask
-    without a sure point gets weight 0. Targets without NaN reach the wrapped loss unchanged.
+    unsure points get weight 0 and the average runs over the batch's sure points (the stock head
+    averages all of them; a batch with few sure points weighs each more). Otherwise a loss per
+    mask of ``(masks, points)`` (mmdet's ``DiceLoss``): unsure points leave its sums (prediction
+    and target 0 there) and a mask without a sure point gets weight 0. Targets without NaN
+    reach the wrapped loss unchanged.
     """
 
     def __init__(self, loss: nn.Module, per_point: bool):

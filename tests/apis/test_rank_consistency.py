@@ -3,27 +3,37 @@ with another number of ranks keeps its new record (not the killed run's), ranks 
 other settings or other inputs are refused on every rank before any work, and a rank whose
 partner stopped with an error stops with one line (not the backend's traceback)."""
 import datetime
+import logging
 import json
 import multiprocessing
+import re
 import shutil
+import time
 
 import pytest
+from mmengine.logging import MMLogger
 
 from mmdiffseg.apis import folder_lock
 from mmdiffseg.apis import io as job_io
-from mmdiffseg.apis.io import ItemOutput, OutputWriteError, WorkItem
+from mmdiffseg.apis.io import ItemFailed, ItemOutput, OutputWriteError, WorkItem
 from mmdiffseg.apis.jobs import run_job
 
 SPLIT = 'train.txt'
 
 
-def _run(folder, version=1, header=None, ids=('a', 'b'), fail=None):
+def _run(folder, version=1, header=None, ids=('a', 'b'), fail=None, corrupt=(), slow=0):
     """A job writing ``<id>.txt`` per item; ``version`` is item ``a``'s input (its file's size
-    follows it); an item named ``fail`` cannot be written."""
+    follows it); an item named ``fail`` cannot be written, those in ``corrupt`` cannot be read;
+    each batch takes ``slow`` seconds."""
     items = [WorkItem(i, inputs={'v': version if i == 'a' else 1}) for i in ids]
     prepared = []
 
+    def load(item):
+        if item.id in corrupt:
+            raise ItemFailed(f'{item.id}.jpg is truncated')
+
     def compute(batch, _):
+        time.sleep(slow)
         if any(it.id == fail for it in batch):
             raise OutputWriteError(f'cannot write {fail}.txt: the disk is full')
         return [ItemOutput({f'{it.id}.txt': b'x' * it.inputs['v']}) for it in batch]
@@ -31,7 +41,7 @@ def _run(folder, version=1, header=None, ids=('a', 'b'), fail=None):
     def prepare():
         prepared.append(1)
         return compute
-    summary = run_job(items, None, None, folder, header or dict(tool='test'), split_file=SPLIT,
+    summary = run_job(items, load, None, folder, header or dict(tool='test'), split_file=SPLIT,
                       workers=0, prepare=prepare)
     return summary, prepared
 
@@ -56,11 +66,14 @@ def test_an_item_redone_by_a_one_process_resume_keeps_its_new_record(tmp_path):
     assert (summary.made, summary.already_done, prepared) == (0, 2, [])
 
 
-def _rank(rank, store, folder, results, kwargs):
-    """One of two gloo ranks running :func:`_run` with its ``kwargs``; what it ended with."""
+def _rank(rank, store, folder, results, kwargs, timeout=60):
+    """One of two gloo ranks running :func:`_run` with its ``kwargs``; what it ended with. Its
+    log lines also go to ``rank<rank>-of-<store>.log`` beside the store."""
     import torch.distributed as dist
     dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=2,
-                            timeout=datetime.timedelta(seconds=60))
+                            timeout=datetime.timedelta(seconds=timeout))
+    log = store.parent / f'rank{rank}-of-{store.name}.log'
+    MMLogger.get_current_instance().addHandler(logging.FileHandler(log))
     try:
         summary, prepared = _run(folder, **kwargs[rank])
         results.put((rank, f'made {summary.made}, prepared {len(prepared)}'))
@@ -70,13 +83,14 @@ def _rank(rank, store, folder, results, kwargs):
         dist.destroy_process_group()
 
 
-def _two_ranks(tmp_path, folder, kwargs0=None, kwargs1=None):
-    """What each of two ranks ended with (a line), running ``_run(folder, **kwargs<rank>)``."""
+def _two_ranks(tmp_path, folder, kwargs0=None, kwargs1=None, timeout=60):
+    """What each of two ranks ended with (a line), running ``_run(folder, **kwargs<rank>)``
+    in a process group of that ``timeout`` (seconds)."""
     context = multiprocessing.get_context('fork')
     results = context.Queue()
     store = tmp_path / f'store{len(list(tmp_path.glob("store*")))}'
     ranks = [context.Process(target=_rank, args=(r, store, folder, results,
-                                                 [kwargs0 or {}, kwargs1 or {}]))
+                                                 [kwargs0 or {}, kwargs1 or {}], timeout))
              for r in (0, 1)]
     for process in ranks:
         process.start()
@@ -159,3 +173,50 @@ def test_a_rank_waiting_for_the_folder_lock_of_a_failed_rank_0_stops_with_one_li
         f'OutputWriteError: cannot lock {folder}: read-only file system',
         'RankStopped: another rank stopped (see its error above); finished items are kept: '
         'rerun the same command to resume']
+
+
+def test_rank_0_names_the_items_another_rank_could_not_read(tmp_path):
+    """Only rank 0's console shows notes (cli.quiet_other_ranks): the other ranks' failed items
+    were named nowhere once the summary had listed its first ones."""
+    ids = ('a', 'b', 'c', 'd')
+    kwargs = dict(ids=ids, corrupt={'b', 'd'})  # rank 1's share: b, d
+    assert _two_ranks(tmp_path, tmp_path / 'out', kwargs, kwargs) == ['made 2, prepared 1'] * 2
+    log = (tmp_path / 'rank0-of-store0.log').read_text()
+    for item in 'bd':
+        assert log.count(f'failed {item}: {item}.jpg is truncated, on rank 1 (not made; '
+                         'counted as failed)') == 1, log
+
+
+def test_a_rank_that_waits_past_the_timeout_says_so(tmp_path, monkeypatch):
+    """Rank 0 finished its share; rank 1 is still working past the process group's timeout:
+    rank 0 names the timeout (not "another rank stopped"), rank 1 then finds rank 0 gone."""
+    monkeypatch.setattr(job_io, 'RANK_STOPPED_WAIT_S', 0)
+    assert _two_ranks(tmp_path, tmp_path / 'out', {}, dict(slow=6), timeout=2) == [
+        "RankStopped: another rank did not answer within the process group's timeout (24 h for "
+        'the tools); finished items are kept: rerun the same command to resume',
+        'RankStopped: another rank stopped (see its error above); finished items are kept: '
+        'rerun the same command to resume']
+
+
+@pytest.mark.parametrize('error, line', [
+    (RuntimeError('[pair.cc:561] Connection closed by peer [127.0.0.1]:1. GLHF'),
+     'another rank stopped (see its error above)'),
+    (RuntimeError('Timed out waiting 4000ms for send operation to complete'),
+     "another rank did not answer within the process group's timeout"),
+    (RuntimeError('Tensors must be contiguous\nmore detail'),
+     'a collective of the ranks failed (Tensors must be contiguous)'),
+])
+def test_a_failed_collective_names_its_cause(monkeypatch, error, line):
+    monkeypatch.setattr(job_io, 'RANK_STOPPED_WAIT_S', 0)
+
+    def collective_op():
+        raise error
+    with pytest.raises(job_io.RankStopped, match=re.escape(line)):
+        job_io.collective(collective_op)
+    import torch
+    oom = torch.cuda.OutOfMemoryError('CUDA out of memory')
+
+    def out_of_memory():
+        raise oom
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # the tools' own message for it
+        job_io.collective(out_of_memory)

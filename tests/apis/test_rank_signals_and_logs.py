@@ -2,6 +2,7 @@
 SLURM's scancel, ``kill``) stops a job as Ctrl-C does, and a signal that follows at once is the
 same interruption; a label cache of another precision is bad input (exit 2), not a traceback;
 warnings, notes and the contact sheet come from rank 0 only."""
+import datetime
 import logging
 import os
 import signal
@@ -19,28 +20,31 @@ from mmdiffseg.datasets import LabelCache
 from tool_modules import load_tool
 
 
-def _interrupt(tmp_path, *signals):
-    """SLOW_JOB stopped by ``signals``, sent to its whole process group one right after the
-    other (as torchrun sends its ranks SIGINT then SIGTERM) once two items are made."""
+def _interrupt(tmp_path, *signals, gap=0.0):
+    """SLOW_JOB stopped by ``signals``, sent to its whole process group ``gap`` seconds apart
+    (torchrun sends its ranks SIGINT then SIGTERM at once) once two items are made."""
     proc = _start(SLOW_JOB, tmp_path)
     manifest = tmp_path / 'manifest.jsonl'
     _wait_for(lambda: manifest.is_file() and len(manifest.read_text().splitlines()) >= 3)
     time.sleep(0.5)
-    for signum in signals:
+    for i, signum in enumerate(signals):
+        time.sleep(gap if i else 0)
         os.killpg(proc.pid, signum)
     output = proc.communicate(timeout=120)[0]
     return proc, output
 
 
-@pytest.mark.parametrize('signals', [(signal.SIGTERM,), (signal.SIGINT, signal.SIGTERM),
-                                     (signal.SIGTERM, signal.SIGINT)],
-                         ids=['SIGTERM', 'SIGINT+SIGTERM', 'SIGTERM+SIGINT'])
+@pytest.mark.parametrize('signals, gap', [
+    ((signal.SIGTERM,), 0), ((signal.SIGINT, signal.SIGTERM), 0),
+    ((signal.SIGTERM, signal.SIGINT), 0), ((signal.SIGINT, signal.SIGTERM), 0.3)],
+    ids=['SIGTERM', 'SIGINT+SIGTERM', 'SIGTERM+SIGINT', 'SIGINT, 0.3 s, SIGTERM'])
 def test_sigterm_and_a_signal_right_after_the_first_stop_the_job_as_one_ctrl_c(tmp_path,
-                                                                               signals):
+                                                                               signals, gap):
     """The main process finishes the writes handed over, prints the summary (not "without
-    waiting": the second signal is the same interruption) and exits 130; the loader and writer
-    processes, which got the signals too, neither die before it nor print a traceback."""
-    proc, output = _interrupt(tmp_path, *signals)
+    waiting": the second signal is the same interruption, even after the job stopped: 0.3 s
+    later was a kill, status -15) and exits 130; the loader and writer processes, which got the
+    signals too, neither die before it nor print a traceback."""
+    proc, output = _interrupt(tmp_path, *signals, gap=gap)
     assert proc.returncode == 130, output
     assert 'Traceback' not in output and 'KeyboardInterrupt' not in output, output
     assert 'error: interrupted: made 2, already done 0, failed 0' in output, output
@@ -168,3 +172,62 @@ def test_rank_0_alone_draws_and_announces_the_contact_sheet(rank_1, tmp_path, ca
     rank_1.setattr(mmengine.dist, 'get_rank', lambda *a, **k: 0)
     assert segment_tool.main(args) == 0
     assert len(drawn) == 1 and 'contact sheet: ' in capsys.readouterr().out
+
+
+def test_the_tools_wait_a_day_for_the_other_ranks(monkeypatch):
+    """A rank that finished its share waits for the others in the job's last collective: with
+    torch's default timeout (30 min) a resume whose shares differ by hours of work failed."""
+    import torch.distributed
+    joined = []
+    monkeypatch.setattr(torch.distributed, 'init_process_group',
+                        lambda *a, **k: joined.append((a, k)))
+    monkeypatch.setattr(cli, 'quiet_other_ranks', lambda: None)
+    cli.start_launcher('pytorch', 'cpu')
+    assert joined == [(('gloo',), dict(timeout=datetime.timedelta(hours=24)))]
+
+
+def test_a_rank_whose_partner_failed_after_the_job_stops_with_one_line(monkeypatch, capsys):
+    """segment.py: rank 0 draws the contact sheet while rank 1 leaves; a failed sheet left rank 1
+    with gloo's traceback in the barrier of leave_process_group."""
+    import torch.distributed as dist
+    from mmdiffseg.apis import io as job_io
+    monkeypatch.setattr(job_io, 'RANK_STOPPED_WAIT_S', 0)
+    destroyed = []
+    monkeypatch.setattr(dist, 'is_initialized', lambda: True)
+    monkeypatch.setattr(dist, 'destroy_process_group', lambda: destroyed.append(1))
+
+    def barrier():
+        raise RuntimeError('[pair.cc:561] Connection closed by peer [127.0.0.1]:1')
+    monkeypatch.setattr(dist, 'barrier', barrier)
+    assert cli.run_cli(lambda argv: 0) == cli.EXIT_WRITE_FAILED
+    assert capsys.readouterr().err == (
+        'error: another rank stopped (see its error above); finished items are kept: rerun the '
+        'same command to resume\n')
+    assert destroyed == [1]
+
+
+def test_ctrl_c_while_waiting_for_the_other_ranks_keeps_this_rank_s_summary(
+        tmp_path, monkeypatch):
+    """Rank 0 finished its share and waits for rank 1 when Ctrl-C comes: it said "interrupted
+    before any item was made"; its share is complete and counted."""
+    from mmdiffseg.apis import jobs
+    from mmdiffseg.apis.io import ItemOutput, JobInterrupted, WorkItem
+    gathered = []
+
+    def all_gather_object(obj):
+        gathered.append(obj)
+        if len(gathered) == 2:  # the job's end (the first: the ranks' settings)
+            raise KeyboardInterrupt
+        return [obj, obj]
+    monkeypatch.setattr(jobs, 'get_dist_info', lambda: (0, 2))
+    monkeypatch.setattr(jobs, 'all_gather_object', all_gather_object)
+    monkeypatch.setattr(jobs, 'broadcast_object_list', lambda objects, src: None)
+    monkeypatch.setattr('mmdiffseg.apis.folder_lock.get_dist_info', lambda: (0, 2))
+    monkeypatch.setattr('mmdiffseg.apis.folder_lock.broadcast_object_list',
+                        lambda objects, src: None)
+    items = [WorkItem(i) for i in 'abcd']
+    with pytest.raises(JobInterrupted) as stop:
+        jobs.run_job(items, None, lambda batch, data: [
+            ItemOutput({f'{it.id}.txt': b'x'}) for it in batch], tmp_path / 'out',
+            dict(tool='test'), workers=0)
+    assert stop.value.summary.made == 2  # a and c, rank 0's share
