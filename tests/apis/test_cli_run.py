@@ -1,5 +1,6 @@
 """What the tools' shared command-line layer does: the exit status and the one stderr line of
 each known failure, the launcher checks, the pre-flight switches and the model a preset names."""
+import datetime
 from argparse import Namespace
 
 import pytest
@@ -85,12 +86,16 @@ def test_a_launcher_names_each_variable_it_lacks_and_none_needs_nothing(monkeypa
     ('slurm', 'cpu', 'init_dist slurm'), ('none', 'cuda', None)])
 def test_cpu_ranks_under_torchrun_join_with_gloo_and_gpus_with_mmengine(
         launcher, device, joined, monkeypatch):
+    """A day's timeout: a rank that finished its share waits for the others in the job's last
+    collective (with torch's 30 min, a resume whose shares differ by hours of work failed)."""
     import torch.distributed as dist
     calls = []
-    monkeypatch.setattr(dist, 'init_process_group', lambda backend: calls.append(backend))
-    monkeypatch.setattr(cli, 'init_dist', lambda name: calls.append(f'init_dist {name}'))
+    monkeypatch.setattr(dist, 'init_process_group',
+                        lambda backend, timeout: calls.append((backend, timeout)))
+    monkeypatch.setattr(cli, 'init_dist',
+                        lambda name, timeout: calls.append((f'init_dist {name}', timeout)))
     cli.start_launcher(launcher, device)
-    assert calls == ([joined] if joined else [])
+    assert calls == ([(joined, datetime.timedelta(hours=24))] if joined else [])
 
 
 @pytest.mark.parametrize('launcher,wrapper,started', [

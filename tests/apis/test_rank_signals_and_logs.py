@@ -2,7 +2,6 @@
 SLURM's scancel, ``kill``) stops a job as Ctrl-C does, and a signal that follows at once is the
 same interruption; a label cache of another precision is bad input (exit 2), not a traceback;
 warnings, notes and the contact sheet come from rank 0 only."""
-import datetime
 import logging
 import os
 import signal
@@ -172,18 +171,6 @@ def test_rank_0_alone_draws_and_announces_the_contact_sheet(rank_1, tmp_path, ca
     rank_1.setattr(mmengine.dist, 'get_rank', lambda *a, **k: 0)
     assert segment_tool.main(args) == 0
     assert len(drawn) == 1 and 'contact sheet: ' in capsys.readouterr().out
-
-
-def test_the_tools_wait_a_day_for_the_other_ranks(monkeypatch):
-    """A rank that finished its share waits for the others in the job's last collective: with
-    torch's default timeout (30 min) a resume whose shares differ by hours of work failed."""
-    import torch.distributed
-    joined = []
-    monkeypatch.setattr(torch.distributed, 'init_process_group',
-                        lambda *a, **k: joined.append((a, k)))
-    monkeypatch.setattr(cli, 'quiet_other_ranks', lambda: None)
-    cli.start_launcher('pytorch', 'cpu')
-    assert joined == [(('gloo',), dict(timeout=datetime.timedelta(hours=24)))]
 
 
 def test_a_rank_whose_partner_failed_after_the_job_stops_with_one_line(monkeypatch, capsys):
