@@ -11,6 +11,7 @@ batch.
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, List, Optional, Set, Tuple
 
@@ -166,23 +167,40 @@ def model_config_folder(model: str) -> Optional[Path]:
     return Path(cached).parents[1] if isinstance(cached, str) else None
 
 
+def head_layout_error(model: str, capture, image_size: int = 512) -> Optional[ValueError]:
+    """The engine's refusal of head indices in ``capture`` that ``model``'s U-Net does not have
+    (iSeg's SD 2.1 head lists on SD 1.x), read from its config (no weights). None where the heads
+    fit, the config is not here, or something other than heads does not fit (a size, a layer,
+    another architecture: the engine's own check after the load names it)."""
+    from .attention.maps import as_capture_spec
+    from .attention.unet_layers import check_capture_on_config
+    folder = model_config_folder(model)
+    capture = as_capture_spec(capture)
+    if folder is None or all(r.heads is None for r in capture.requests):
+        return None
+    headless = replace(capture, requests=tuple(replace(r, heads=None) for r in capture.requests))
+    try:
+        check_capture_on_config(folder, headless, image_size)
+    except Exception:  # no head problem
+        return None
+    try:
+        check_capture_on_config(folder, capture, image_size)
+    except ValueError as err:
+        return err
+    return None
+
+
 def check_head_layout(generator: dict, model: str, where: str) -> List[Missing]:
     """Head indices of the generator's capture spec (``where``: its config key) that ``model``'s
-    U-Net does not have, checked as the engine does, on its config (no weights)."""
-    from .attention.unet_layers import check_capture_on_config
+    U-Net does not have (:func:`head_layout_error`)."""
     from .registry import MASK_GENERATORS
     built = MASK_GENERATORS.build(dict(generator))
     spec = getattr(built, 'capture_spec', None)
-    folder = model_config_folder(model)
-    if folder is None or spec is None or all(r.heads is None for r in spec.requests):
+    err = head_layout_error(model, spec) if spec is not None else None
+    if err is None:
         return []
-    try:
-        check_capture_on_config(folder, spec)
-    except ValueError as err:
-        fix = getattr(built, 'head_layout_fix', None)
-        return [Missing(f'{where} cannot run on {model!r}: {str(err).split("; fix: ")[0]}',
-                        fix(where) if fix else f'choose head indices {model!r} has in {where}',
-                        [where])]
-    except Exception:  # another architecture: the run's own checks name what does not fit
-        return []
+    fix = getattr(built, 'head_layout_fix', None)
+    return [Missing(f'{where} cannot run on {model!r}: {str(err).split("; fix: ")[0]}',
+                    fix(where) if fix else f'choose head indices {model!r} has in {where}',
+                    [where])]
     return []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -16,6 +15,7 @@ from ..attention.model_check import folder_problems
 from ..compat import config_fromfile
 from ..cuda_check import cuda_problem
 from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY
+from ..preflight_options import head_layout_error
 from ..provenance import model_path
 from ..registry import MASK_GENERATORS
 from .io import UserInputError
@@ -53,30 +53,6 @@ def check_model(model: str, variant: Optional[str] = None) -> str:
     return str(path.resolve())
 
 
-def _check_heads_before_loading(model: str, capture, image_size: int) -> None:
-    """:func:`load_engine`'s refusal of head indices the U-Net does not have (iSeg's SD 2.1
-    head lists on SD 1.x), read from the U-Net config of a local folder or of a hub snapshot
-    already downloaded (the weights are not read). Any other problem (a size, a layer, a config
-    diffusers builds no U-Net from) is left to the check after the load, which names the image
-    sizes that fit."""
-    from ..attention.maps import as_capture_spec
-    from ..attention.unet_layers import check_capture_on_config
-    from ..preflight_options import model_config_folder
-    folder = model_config_folder(model)
-    capture = as_capture_spec(capture)
-    if folder is None or all(r.heads is None for r in capture.requests):
-        return
-    headless = replace(capture, requests=tuple(replace(r, heads=None) for r in capture.requests))
-    try:
-        check_capture_on_config(folder, headless, image_size)
-    except (OSError, ValueError):  # no head problem
-        return
-    try:
-        check_capture_on_config(folder, capture, image_size)
-    except ValueError as exc:
-        raise UserInputError(f'the generator cannot run on {model!r}: {exc}') from exc
-
-
 def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture=None,
                 image_size: int = 512, generator=None, compile_backend: Optional[str] = None,
                 size_option: bool = False, variant: Optional[str] = None):
@@ -97,8 +73,10 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
             generator.check_device(torch.device(device))
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc
-    if capture is not None:  # on the U-Net's config where it is here: no wait for the weights
-        _check_heads_before_loading(model, capture, image_size)
+    # head lists the U-Net lacks, on its config where it is here: no wait for the weights
+    error = head_layout_error(model, capture, image_size) if capture is not None else None
+    if error is not None:
+        raise UserInputError(f'the generator cannot run on {model!r}: {error}') from error
     try:
         engine = DiffusionAttentionEngine.from_pretrained(
             model, dtype=DTYPES[dtype], device=device,

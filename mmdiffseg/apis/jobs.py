@@ -302,11 +302,10 @@ def _finish(folder: Path, manifest: Manifest, items: Sequence[WorkItem],
         except KeyboardInterrupt:  # waiting for the others: this rank's share is complete
             raise JobInterrupted(summary) from None
         summary = total_summary([part[0] for part in parts])
-    if rank == 0:  # the other ranks' consoles show errors only (cli.quiet_other_ranks)
-        for other, part in enumerate(parts[1:], start=1):
-            for item_id, reason in part[0].failed:
-                _log_failed(item_id, f'{reason}, on rank {other}')
     if rank == 0:
+        for other, part in enumerate(parts[1:], start=1):  # their consoles show errors only
+            for item_id, reason in part[0].failed:  # (cli.quiet_other_ranks)
+                _log_failed(item_id, f'{reason}, on rank {other}')
         rank_files = manifest_files(folder, ranks_only=True)
         merged = (manifest.merge_ranks([it.id for it in items], [p[1:] for p in parts])
                   if rank_files else list(done.values()))
