@@ -2,6 +2,7 @@
 SLURM's scancel, ``kill``) stops a job as Ctrl-C does, and a signal that follows at once is the
 same interruption; a label cache of another precision is bad input (exit 2), not a traceback;
 warnings, notes and the contact sheet come from rank 0 only."""
+import io
 import logging
 import os
 import signal
@@ -147,8 +148,15 @@ def test_after_joining_only_rank_0_prints_warnings(monkeypatch, tmp_path):
     cli.start_launcher('pytorch', 'cpu')
     assert [h.level for h in stream] == [logging.ERROR] * len(stream)
     assert [h.level for h in files] == file_levels
-    assert stream[0].filter(logging.LogRecord('x', logging.ERROR, '', 0, 'e', None, None))
-    print_log('a warning', logger=logger.instance_name, level=logging.WARNING)  # not shown
+    console = io.StringIO()
+    previous = stream[0].setStream(console)
+    try:
+        print_log('a warning', logger=logger.instance_name, level=logging.WARNING)
+        print_log('an error', logger=logger.instance_name, level=logging.ERROR)
+    finally:
+        stream[0].setStream(previous)
+    assert 'an error' in console.getvalue() and 'a warning' not in console.getvalue()
+    assert 'a warning' in (tmp_path / 'x.log').read_text()  # the file log keeps everything
 
 
 def test_rank_0_alone_draws_and_announces_the_contact_sheet(rank_1, tmp_path, capsys):
