@@ -40,8 +40,8 @@ from .preflight_cache import (check_cache_precision, check_cache_settings,
                               unlabelled_finder, writer_dtype)
 from .preflight_classes import (check_dataset_classes, check_model_classes,
                                 check_segment_scoring)
-from .preflight_data import (Missing, check_dataset, check_image_level_labels,
-                             check_listed_files, nearest)
+from .preflight_data import (Missing, check_dataset, check_image_decoding,
+                             check_image_level_labels, check_listed_files, nearest)
 from .preflight_options import (check_cache_keys, check_head_layout, check_options,
                                 generator_refusal, hub_id_like)
 from .provenance import MOVED_HUB_IDS, withdrawn_model
@@ -297,6 +297,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                 datasets.append((path, node))
                 problems = check_dataset(node, path)
                 missing += problems or check_listed_files(node, path)
+                missing += check_image_decoding(node, path)
                 if mode == 'train' and name == 'train_dataloader':
                     missing += check_label_mixing_transforms(node, path, unlabelled)
                 for index, step in enumerate(node['pipeline'] or []):

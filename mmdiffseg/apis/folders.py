@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-from ..attention.images import pil_rgb
+from ..attention.images import decode_rgb
 from .io import MANIFEST_NAME, ItemFailed, UserInputError, manifest_files
 
 IMAGE_DIR = 'JPEGImages'
@@ -94,23 +94,39 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
 
 
 def read_rgb(path) -> np.ndarray:
-    """An image file as ``(H, W, 3)`` uint8 RGB, as mmseg's ``LoadImageFromFile`` (mmcv / OpenCV,
-    ``'color'``) reads it for training, so labels line up with the trained image: EXIF
-    orientation applied, 16-bit samples scaled to 8 bits (their high byte), grey and palette
-    images as RGB, alpha dropped. :class:`ItemFailed` names a file that is missing, truncated
-    or not an image, or one OpenCV cannot read either (:func:`opencv_refusal`)."""
+    """An image file as ``(H, W, 3)`` uint8 RGB, decoded by the decoder of mmseg's
+    ``LoadImageFromFile`` (:func:`~mmdiffseg.attention.images.decode_rgb`), so labels line up
+    with the trained image whatever the file holds (EXIF or XMP orientation, alpha, CMYK...).
+    :class:`ItemFailed` names a file that is missing or that OpenCV cannot decode, and says why
+    for what Pillow's look at the header explains (:func:`opencv_refusal`, too many pixels). A
+    JPEG cut short in its data is decoded as far as it goes, as training reads it."""
     try:
         with open_image(path) as img:
             refusal = opencv_refusal(img)
-            if refusal:
-                raise ItemFailed(f'cannot read image {path}: {refusal}')
-            img.load()
-            ImageOps.exif_transpose(img, in_place=True)
-            return pil_rgb(img)
     except Image.DecompressionBombError as exc:
         raise ItemFailed(f'cannot read image {path}: {TOO_LARGE}') from exc
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, SyntaxError, ValueError):
+        refusal = None  # not Pillow's to judge: OpenCV decodes it or names it below
+    except OSError as exc:
         raise ItemFailed(f'cannot read image {path}: {exc}') from exc
+    if refusal:
+        raise ItemFailed(f'cannot read image {path}: {refusal}')
+    try:
+        return decode_rgb(Path(path).read_bytes(), path)
+    except OSError as exc:
+        raise ItemFailed(f'cannot read image {path}: {exc}') from exc
+    except ValueError as exc:
+        raise ItemFailed(f'{exc}{_pillow_reason(path)}') from exc
+
+
+def _pillow_reason(path) -> str:
+    """What Pillow says of a file OpenCV could not decode (e.g. "image file is truncated")."""
+    try:
+        with open_image(path) as img:
+            img.load()
+    except Exception as exc:  # noqa: B902  (any reason is worth naming)
+        return f' (Pillow: {exc})'
+    return ''
 
 
 #: why an image :func:`open_image` refuses cannot be read

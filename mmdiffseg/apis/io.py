@@ -312,10 +312,17 @@ def _describe(item: WorkItem) -> str:
     return item.source or ', '.join(f'{k}={v!r}' for k, v in item.payload.items())
 
 
-def check_unique_ids(items: Sequence[WorkItem]) -> None:
-    """Refuse two items with the same id (their outputs would overwrite each other)."""
+def check_item_ids(items: Sequence[WorkItem]) -> None:
+    """Refuse two items with the same id (their outputs would overwrite each other) and an id
+    that a split file cannot list: mmseg strips each line of ``train.txt``, so ``' x'`` would
+    be trained as ``x``, which does not exist."""
     seen: Dict[str, WorkItem] = {}
     for item in items:
+        if item.id != item.id.strip() or '\n' in item.id or '\r' in item.id:
+            raise UserInputError(f'{_describe(item)!r}: its id {item.id!r} begins or ends with a '
+                                 'space or holds a line break, which a split file (train.txt, '
+                                 'read line by line and stripped by mmseg) cannot list; rename '
+                                 'it')
         first = seen.setdefault(item.id, item)
         if first is not item:
             hint = (' (ids are file names without their extension): rename or move one of '

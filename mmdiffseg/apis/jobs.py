@@ -29,7 +29,8 @@ import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple,
+                    Union)
 
 from mmengine.dist import all_gather_object, barrier, broadcast_object_list, get_dist_info
 from mmengine.logging import print_log
@@ -39,7 +40,7 @@ from ..provenance import describe, setting_differences
 from .folder_lock import job_lock
 from .folders import foreign_folder_refusal
 from .io import (ItemFailed, ItemOutput, Manifest, UserInputError, WorkItem,
-                 atomic_write, check_unique_ids, collective, manifest_files, output_folder,
+                 atomic_write, check_item_ids, collective, manifest_files, output_folder,
                  remove_stale_temp_files, shard, tmp_tag)
 from .job_plan import file_fingerprint, is_done, plan_job
 from .output_writer import OutputWriter
@@ -130,7 +131,7 @@ class BatchLoader:
 
 # -- the job ------------------------------------------------------------------------------------
 LoadFn = Callable[[WorkItem], Any]
-ComputeFn = Callable[[List[WorkItem], Any], List[ItemOutput]]
+ComputeFn = Callable[[List[WorkItem], Any], List[Union[ItemOutput, ItemFailed]]]
 
 
 def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional[ComputeFn],
@@ -145,7 +146,8 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         load: reads one item's inputs in a loader process (``None``: the job reads nothing);
             raises :class:`ItemFailed` for an unusable input (named and counted, not fatal).
         compute: ``(items, collate(their loaded inputs))`` -> one :class:`ItemOutput` per item
-            (the GPU work, in this process).
+            (the GPU work, in this process), or an :class:`ItemFailed` for an item that cannot
+            be made (named and counted as failed, as an unreadable input).
         out_dir: output folder (created; must be writable).
         header: the settings that determine the output, recorded in and checked against the
             manifest header.
@@ -184,7 +186,7 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
     """
     progress_file = sys.stdout if progress_file is None else progress_file
     rank, world_size = get_dist_info()
-    check_unique_ids(items)
+    check_item_ids(items)
     with output_folder(out_dir) as folder, job_lock(folder):
         _check_ranks_agree(header, items)
         _check_job_folder(folder, header, items, split_file)
@@ -230,9 +232,14 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
                     writer.raise_error()
                     new = [it.id not in plan.finished for it in batch.items]
                     outputs = compute(batch.items, batch.data) if any(new) else []
-                    writer.submit([(it, out) for it, out, is_new in zip(batch.items, outputs, new)
-                                   if is_new], [(it, why) for it, why in batch.failed
-                                                if it.id not in plan.finished])
+                    mine = [(it, out) for it, out, is_new in zip(batch.items, outputs, new)
+                            if is_new]
+                    writer.submit([(it, out) for it, out in mine
+                                   if not isinstance(out, ItemFailed)],
+                                  [(it, why) for it, why in batch.failed
+                                   if it.id not in plan.finished]
+                                  + [(it, str(out)) for it, out in mine
+                                     if isinstance(out, ItemFailed)])
         except KeyboardInterrupt:
             summary.seconds = time.time() - start
             raise JobInterrupted(summary, abandoned=writer.abandoned) from None

@@ -17,14 +17,14 @@ import torch
 
 from ..attention.images import WORK_SIZE, resize_rgb
 from ..datasets.class_names import spelled_as
-from ..models.online_labeler import label_images
+from ..models.online_labeler import label_images, prompt_refusals
 from ..preflight_data import unknown_names
 from .builders import build_generator, check_model, job_header, load_engine
 from .eval_labels import GroundTruthFormat
 from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encode_label_png,
                       labelled_share, list_images, palette_for, read_rgb, record_path,
                       split_path)
-from .io import ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem, check_unique_ids
+from .io import ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem, check_item_ids
 from .jobs import BatchLoader, default_workers, run_job
 
 
@@ -96,7 +96,7 @@ def images_from_dataset_config(config: str, split: str = 'train'):
     (:class:`GroundTruthFormat`) of ``<split>_dataloader.dataset`` in an mmseg config, wrappers
     opened (:func:`inner_dataset_cfgs`); a missing or broken config, data that is not where it
     says, inner datasets of other classes or label formats, or one image id twice
-    (:func:`.io.check_unique_ids`) is a :class:`UserInputError`."""
+    (:func:`.io.check_item_ids`) is a :class:`UserInputError`."""
     from mmengine.registry import init_default_scope
 
     from .builders import read_config
@@ -120,7 +120,7 @@ def images_from_dataset_config(config: str, split: str = 'train'):
                     f'{expected}, {where} {value}; label them one at a time (a config whose '
                     f'{key}.dataset is one of them)')
         items += own
-    check_unique_ids(items)
+    check_item_ids(items)
     return items, classes, gt_format
 
 
@@ -265,9 +265,18 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
 
         def compute(batch, loaded):
             images, sizes = loaded
-            names = [image_labels[it.id] for it in batch] if image_labels is not None else None
-            labels = label_images(engine, generator, images, names, sizes)
-            return label_outputs(batch, labels, names, palette, out_dir)
+            if image_labels is None:
+                return label_outputs(batch, label_images(engine, generator, images, None, sizes),
+                                     None, palette, out_dir)
+            names = [image_labels[it.id] for it in batch]
+            refused = prompt_refusals(engine, generator, names)
+            keep = [i for i, why in enumerate(refused) if why is None]
+            if len(keep) < len(batch):  # those images fail (named, counted); the rest go on
+                images, sizes, names = images[keep], [sizes[i] for i in keep], \
+                    [names[i] for i in keep]
+            labels = label_images(engine, generator, images, names, sizes) if keep else []
+            made = iter(label_outputs([batch[i] for i in keep], labels, names, palette, out_dir))
+            return [ItemFailed(why) if why else next(made) for why in refused]
         return compute
 
     return run_job(items, partial(read_work_image, size=work_size), None, out_dir, header,

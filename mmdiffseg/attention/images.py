@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import List, Sequence, Tuple, Union
 
 import cv2
+import mmcv
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,22 @@ CHANNELS = (1, 3, 4)
 
 #: the side of the square the engine and the tools resize images to (the releases' 512)
 WORK_SIZE = 512
+
+
+def decode_rgb(image_bytes: bytes, path) -> np.ndarray:
+    """The bytes of the image file ``path`` decoded as mmseg's ``LoadImageFromFile`` decodes them
+    for training (its defaults: mmcv, OpenCV, ``'color'``: EXIF orientation applied, grey and
+    palette as RGB, alpha dropped, 16-bit samples to their high byte), as RGB uint8 ``HxWx3``:
+    the one decoder of the labels' images, so a label lines up with the image trained on. A file
+    OpenCV cannot decode is named (``ValueError``)."""
+    try:
+        image = mmcv.imfrombytes(image_bytes, flag='color', channel_order='bgr', backend='cv2')
+    except cv2.error:  # an empty file
+        image = None
+    if image is None:
+        raise ValueError(f'cannot read image {path}: OpenCV cannot decode it (not an image, or '
+                         'damaged): replace it, or remove it from the dataset\'s split')
+    return mmcv.bgr2rgb(image)
 
 
 def pil_rgb(image: Image.Image) -> np.ndarray:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-import mmcv
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,10 +23,28 @@ from mmengine.logging import MessageHub, print_log
 from mmengine.structures import PixelData
 
 from ..attention.loading import DTYPES
-from ..attention.images import WORK_SIZE, work_images
+from ..attention.images import WORK_SIZE, decode_rgb, work_images
 from ..datasets.label_cache import LabelCache, canonical_cache_spec
 from ..registry import MASK_GENERATORS
 from ..generators.base import IGNORE_INDEX, MaskGenerator
+
+
+def prompt_refusals(engine, generator: MaskGenerator,
+                    class_names: Sequence[Sequence[str]]) -> List[Optional[str]]:
+    """Per image, why the generator cannot read its class names off its prompt (a class past
+    the text encoder's 77 tokens: some 30 ADE20K names in one iSeg prompt), or None: one image's
+    long list must not stop its batch (:func:`label_images` raises for the whole batch)."""
+    refusals: List[Optional[str]] = []
+    for names in class_names:
+        try:
+            kwargs = generator.extract_kwargs([names])
+            if kwargs.get('class_names') is not None:
+                engine.class_token_positions(kwargs['prompts'], kwargs['class_names'])
+        except ValueError as exc:
+            refusals.append(str(exc))
+        else:
+            refusals.append(None)
+    return refusals
 
 
 @torch.no_grad()
@@ -89,16 +106,6 @@ def engine_dtype(name: str, owner: str) -> torch.dtype:
     if name not in DTYPES:
         raise ValueError(f'{owner}: dtype must be one of {sorted(DTYPES)}, got {name!r}')
     return DTYPES[name]
-
-
-def decode_rgb(image_bytes: bytes, path: str) -> np.ndarray:
-    """The bytes of the image file ``path`` as the labeler reads them (as ``LoadImageFromFile``'s
-    default OpenCV decode): RGB uint8 ``HxWx3``; a file OpenCV cannot decode is named."""
-    image = mmcv.imfrombytes(image_bytes, channel_order='bgr')
-    if image is None:
-        raise ValueError(f'cannot read image {path}: OpenCV cannot decode it (not an image, or '
-                         'damaged): replace it, or remove it from the dataset\'s split')
-    return mmcv.bgr2rgb(image)
 
 
 class AttentionLabeler:

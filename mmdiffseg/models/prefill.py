@@ -31,7 +31,8 @@ from ..datasets.label_cache import (canonical_cache_spec, label_key, label_path,
                                     read_label)
 from ..generators.base import IGNORE_INDEX
 from ..registry import config_type
-from .online_labeler import OnlineLabeler, decode_rgb
+from ..attention.images import decode_rgb
+from .online_labeler import OnlineLabeler
 
 #: pipeline steps kept for the prefill (what the labels depend on besides the image file)
 PREFILL_STEPS = ('LoadImageLevelLabels', )

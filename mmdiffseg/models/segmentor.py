@@ -11,11 +11,16 @@ from typing import Dict, List, Optional, Union
 import numpy as np
 import torch
 from mmengine.structures import PixelData
+from mmseg.models.data_preprocessor import SegDataPreProcessor
 from mmseg.models.segmentors import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from .online_labeler import AttentionLabeler
+
+
+#: the data preprocessor that gives the generator what it labels: RGB 0..255, unnormalised
+RGB_PREPROCESSOR = "dict(type='SegDataPreProcessor', bgr_to_rgb=True)"
 
 
 @MODELS.register_module()
@@ -28,15 +33,24 @@ class DiffusionSegmentor(BaseSegmentor):
         use_image_labels: give each image's ``image_labels`` (``LoadImageLevelLabels``) to the
             generator; False for unsupervised segment ids.
         engine_dtype, batch_size, engine_kwargs: :class:`AttentionLabeler` arguments.
-        data_preprocessor: must keep RGB in [0, 255] (``SegDataPreProcessor`` without mean/std,
-            ``bgr_to_rgb=True``).
+        data_preprocessor: must turn ``LoadImageFromFile``'s BGR into RGB and keep 0..255
+            (``SegDataPreProcessor`` with ``bgr_to_rgb=True``, no mean / std: the default); any
+            other is refused (the generator would label BGR or normalised images).
     """
 
     def __init__(self, sd_model: str, generator: Dict, use_image_labels: bool = False,
                  engine_dtype: str = 'float32', batch_size: int = 4,
                  engine_kwargs: Optional[Dict] = None, data_preprocessor: Optional[Dict] = None,
                  init_cfg=None):
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        super().__init__(data_preprocessor=data_preprocessor or dict(
+            type=SegDataPreProcessor, bgr_to_rgb=True), init_cfg=init_cfg)
+        given = self.data_preprocessor
+        if not getattr(given, 'channel_conversion', False) or \
+                getattr(given, '_enable_normalize', False):
+            raise ValueError(
+                f'DiffusionSegmentor: model.data_preprocessor={data_preprocessor} would give the '
+                'generator BGR or normalised images; it labels RGB 0..255: use '
+                f"{RGB_PREPROCESSOR} (no mean / std), or leave data_preprocessor out")
         self.labeler = AttentionLabeler(sd_model, generator, dtype=engine_dtype,
                                         batch_size=batch_size, engine_kwargs=engine_kwargs)
         self.use_image_labels = use_image_labels

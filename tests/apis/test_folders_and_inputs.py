@@ -3,7 +3,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from sample_data import png_header
 
 from mmdiffseg.apis.builders import check_model, parse_options
@@ -113,6 +113,22 @@ def _images_of_every_mode(folder):
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
     Image.fromarray(corner).save(folder / 'rotated.jpg', exif=exif.tobytes(), quality=95)
+    # files where Pillow and OpenCV disagree: an orientation in XMP only, or in ImageMagick's PNG
+    # text chunk (``convert photo.jpg photo.png``), which Pillow applies and OpenCV does not;
+    # RGBA TIFF (libtiff premultiplies the alpha), CMYK JPEG (another colour conversion)
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+           b'22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+           b'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    Image.fromarray(corner).save(folder / 'xmp_rotated.jpg', xmp=xmp, quality=95)
+    raw = exif.tobytes().hex()
+    lines = '\n'.join(raw[i:i + 72] for i in range(0, len(raw), 72))
+    text = f'\nexif\n{len(raw) // 2:8d}\n{lines}'
+    info = PngImagePlugin.PngInfo()
+    info.add_text('Raw profile type exif', text + '\n', zip=True)
+    Image.fromarray(corner).save(folder / 'magick_rotated.png', pnginfo=info)
+    rgba = rng.randint(0, 256, (6, 7, 4), np.uint8)
+    Image.fromarray(rgba, 'RGBA').save(folder / 'rgba.tif')
+    Image.fromarray(rgba[..., :3]).convert('CMYK').save(folder / 'cmyk.jpg', quality=90)
     return sorted(folder.iterdir())
 
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mmdiffseg.apis.io import (Manifest, UserInputError, WorkItem, check_unique_ids, item_seed,
+from mmdiffseg.apis.io import (Manifest, UserInputError, WorkItem, check_item_ids, item_seed,
                                manifest_files, remove_stale_temp_files)
 from mmdiffseg.apis.job_plan import file_fingerprint, inputs_match, is_done
 
@@ -111,7 +111,21 @@ def test_the_same_input_listed_twice_is_refused():
     """Two equal items (one image listed twice) would also write one output twice."""
     with pytest.raises(UserInputError, match=r"two inputs have the id 'x'.*imgs/x.jpg and "
                                              r"imgs/x.jpg"):
-        check_unique_ids([WorkItem('x', source='imgs/x.jpg'), WorkItem('x', source='imgs/x.jpg')])
+        check_item_ids([WorkItem('x', source='imgs/x.jpg'), WorkItem('x', source='imgs/x.jpg')])
+
+
+def test_an_id_a_split_file_cannot_list_is_refused():
+    """mmseg strips each line of a split file: an image ' lead.jpg' would be listed as 'lead'
+    and not found when training; refused before any work, naming the file."""
+    for name in (' lead', 'trail ', 'two\nlines'):
+        with pytest.raises(UserInputError) as error:
+            check_item_ids([WorkItem('ok', source='imgs/ok.jpg'),
+                            WorkItem(name, source=f'imgs/{name}.jpg')])
+        assert str(error.value) == (
+            f'{f"imgs/{name}.jpg"!r}: its id {name!r} begins or ends with a space or holds a line '
+            'break, which a split file (train.txt, read line by line and stripped by mmseg) '
+            'cannot list; rename it')
+    check_item_ids([WorkItem('with inner space', source='imgs/with inner space.jpg')])
 
 
 def test_a_header_without_a_tool_is_refused_by_its_settings_not_as_another_tools(tmp_path):
@@ -150,8 +164,8 @@ def test_an_output_file_longer_or_shorter_than_recorded_is_not_done(tmp_path):
 def test_items_without_a_source_are_named_by_their_payload_without_the_file_name_hint():
     """Synthesised items have no file: named by their payload, and no advice to rename files."""
     with pytest.raises(UserInputError) as error:
-        check_unique_ids([WorkItem('cat_0', dict(prompt='a cat', seed=1)),
-                          WorkItem('cat_0', dict(prompt='a cat', seed=2))])
+        check_item_ids([WorkItem('cat_0', dict(prompt='a cat', seed=1)),
+                        WorkItem('cat_0', dict(prompt='a cat', seed=2))])
     assert str(error.value) == (
         "two inputs have the id 'cat_0', so their outputs would overwrite each other: "
         "prompt='a cat', seed=1 and prompt='a cat', seed=2; item ids must be unique")

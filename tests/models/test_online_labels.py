@@ -207,7 +207,7 @@ def test_images_the_labeler_decodes_otherwise_than_the_pipeline_are_named(setup,
     labelled rotated. A file OpenCV cannot decode is named."""
     from PIL import Image
 
-    from mmdiffseg.models.online_labeler import decode_rgb
+    from mmdiffseg.attention.images import decode_rgb
     _, samples, pre, _, cache = setup
     photo = tmp_path / 'photo.jpg'
     exif = Image.Exif()

@@ -29,3 +29,24 @@ def test_the_training_and_tensor_modes_refuse_with_what_to_use_instead():
                       (lambda: model.encode_decode(image, [{}]), 'whole images; use predict')):
         with pytest.raises(RuntimeError, match=f'^DiffusionSegmentor (is|has|works on) .*{fix}$'):
             call()
+
+
+def test_a_preprocessor_that_would_pass_bgr_or_normalised_images_is_refused():
+    """The generator labels RGB 0..255: mmseg's default SegDataPreProcessor (BGR, as
+    LoadImageFromFile loads) and one with mean / std are refused at build time, naming
+    model.data_preprocessor and the fix; without one the model gets the RGB one."""
+    from mmengine.registry import init_default_scope
+    from mmseg.structures import SegDataSample
+    init_default_scope('mmseg')
+    mean_std = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
+    for given in (dict(type='SegDataPreProcessor'), dict(type='SegDataPreProcessor', **mean_std)):
+        with pytest.raises(ValueError, match=r"model\.data_preprocessor=.*BGR or normalised.* "
+                           r"use dict\(type='SegDataPreProcessor', bgr_to_rgb=True\)"):
+            DiffusionSegmentor('tiny', dict(type='ISeg'), data_preprocessor=given)
+    bgr = torch.arange(3 * 2 * 2, dtype=torch.uint8).reshape(3, 2, 2)
+    sample = SegDataSample(metainfo=dict(img_shape=(2, 2)))
+    for model in (DiffusionSegmentor('tiny', dict(type='ISeg')),
+                  DiffusionSegmentor('tiny', dict(type='ISeg'), data_preprocessor=dict(
+                      type='SegDataPreProcessor', bgr_to_rgb=True))):
+        seen = model.data_preprocessor(dict(inputs=[bgr], data_samples=[sample]), False)
+        torch.testing.assert_close(seen['inputs'][0], bgr.flip(0).float())

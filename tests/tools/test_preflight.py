@@ -128,6 +128,27 @@ def test_a_label_cache_folder_that_cannot_be_written_is_named(tmp_path, tiny_sd)
     assert not list(tmp_path.rglob('.mmdiffseg-write-test*')) and not (tmp_path / 'new').exists()
 
 
+def test_images_decoded_otherwise_than_for_the_labels_are_refused(tmp_path, tiny_sd):
+    """Online labels are made on images decoded as LoadImageFromFile's defaults decode them; a
+    pipeline that ignores the EXIF orientation (or decodes with Pillow) would train each label
+    against another picture of its image, silently for a square one."""
+    cfg = tiny_online_config(tmp_path, tiny_sd)
+    key = 'train_dataloader.dataset.pipeline.0'
+    assert cfg.train_dataloader.dataset.pipeline[0].type == 'LoadImageFromFile'
+    loading = cfg.train_dataloader.dataset.pipeline[0]
+    loading.update(color_type='color_ignore_orientation', imdecode_backend='pillow')
+    (item,) = preflight.check(cfg, 'train')
+    assert item.where == [key] and item.what.startswith(
+        f"{key} decodes images with {{'color_type': 'color_ignore_orientation', "
+        "'imdecode_backend': 'pillow'}, but the generated labels were made on images decoded")
+    assert item.fix == (f"leave color_type and imdecode_backend of {key} at the defaults "
+                        "(color_type='color', imdecode_backend='cv2')")
+    loading.update(color_type='color', imdecode_backend='cv2')
+    assert preflight.check(cfg, 'train') == []
+    cfg.test_dataloader.dataset.pipeline[0].update(imdecode_backend='pillow')  # real labels
+    assert preflight.check(cfg, 'test') == []
+
+
 def test_each_missing_piece_is_named_with_its_setting(tmp_path, tiny_sd):
     cfg = tiny_online_config(tmp_path, tiny_sd)
     root = tmp_path / 'voc'
