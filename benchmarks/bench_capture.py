@@ -51,10 +51,11 @@ from cli_args import positive_int  # noqa: E402
 import mmdiffseg.attention.capture as capture  # noqa: E402
 from mmdiffseg.attention import CaptureSpec, capture_attention, deferred_maps  # noqa: E402
 from mmdiffseg.attention.head_maps import default_chunk_bytes  # noqa: E402
+from mmdiffseg.attention.testing import shared_data_dir  # noqa: E402
 from results_table import append_row  # noqa: E402
 
 RESULTS = REPO / 'benchmarks' / 'results' / 'capture.md'
-SD_CONFIGS = REPO.parent / 'shared' / 'data' / 'sd_configs'
+SD_CONFIGS = shared_data_dir() / 'sd_configs'
 MODELS = ('stable-diffusion-2-1-base', 'stable-diffusion-v1-4')
 SD_CONFIG = SD_CONFIGS / MODELS[0]
 TABLE = ('| date (UTC) | device | threads | spec | batch | path | runs | s (median) | s (min) | '

@@ -38,10 +38,11 @@ from cli_args import non_negative_int, positive_int  # noqa: E402
 from mmdiffseg.attention import AttentionMaps  # noqa: E402
 from mmdiffseg.generators import DiffSeg  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
+from mmdiffseg.attention.testing import shared_data_dir  # noqa: E402
 from mmdiffseg.generators.transcriptions import (diffseg_aggregate, diffseg_masks,  # noqa: E402
                                                  matched_agreement)
 
-SAMPLES = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples' / 'SegmentationClass'
+SAMPLES = shared_data_dir() / 'voc2012_val_samples' / 'SegmentationClass'
 CASES = (('voc_val_582', 0.1), ('voc_val_0', 0.1), ('voc_val_582', 0.2), ('voc_val_0', 0.2))
 VOC_CLASSES = ['background', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
                'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',

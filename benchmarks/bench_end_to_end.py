@@ -41,11 +41,11 @@ sys.path.insert(0, str(REPO))  # this checkout, installed or not
 from cli_args import positive_int  # noqa: E402
 import mmdiffseg  # noqa: E402,F401  (registrations)
 from mmdiffseg.attention import CaptureSpec, DiffusionAttentionEngine  # noqa: E402
-from mmdiffseg.attention.testing import random_pipeline  # noqa: E402
+from mmdiffseg.attention.testing import random_pipeline, shared_data_dir  # noqa: E402
 from mmdiffseg.generators import DiffSeg, ISeg, SeeDiff  # noqa: E402
 from results_table import append_row  # noqa: E402
 
-SD_CONFIGS = REPO.parent / 'shared' / 'data' / 'sd_configs'
+SD_CONFIGS = shared_data_dir() / 'sd_configs'
 RESULTS = REPO / 'benchmarks' / 'results' / 'end_to_end.md'
 MODELS = {'diffseg': 'stable-diffusion-v1-4', 'iseg': 'stable-diffusion-2-1-base',
           'seediff': 'stable-diffusion-v1-4'}

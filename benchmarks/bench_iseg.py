@@ -36,9 +36,10 @@ from cli_args import non_negative_int, positive_int  # noqa: E402
 from mmdiffseg.generators import ISeg, kmeans  # noqa: E402
 from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
+from mmdiffseg.attention.testing import shared_data_dir  # noqa: E402
 from mmdiffseg.generators.transcriptions import iseg_postprocess  # noqa: E402
 
-SAMPLES = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples' / 'SegmentationClass'
+SAMPLES = shared_data_dir() / 'voc2012_val_samples' / 'SegmentationClass'
 IMAGES = ('voc_val_582', 'voc_val_0', 'voc_val_114')  # 2 classes, 1, 1
 RESULTS = REPO / 'benchmarks' / 'results' / 'iseg.md'
 HEADER = ('| method | ours s/img | released-formulation s/img | ratio | label agreement mean / min '

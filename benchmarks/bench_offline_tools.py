@@ -38,12 +38,13 @@ from mmdiffseg.apis.pseudo_label import (labels_from_ground_truth, pseudo_label,
                                          read_work_image, stack_work_images)
 from mmdiffseg.apis.segment import segment  # noqa: E402
 from mmdiffseg.apis.synthesize import synthesize  # noqa: E402
+from mmdiffseg.attention.testing import shared_data_dir  # noqa: E402
 from mmdiffseg.datasets.class_names import resolve_classes  # noqa: E402
 from mmdiffseg.models.online_labeler import label_images  # noqa: E402
 
 TOOLS = ('pseudo_label', 'segment', 'synthesize', 'eval_labels')
 METHODS = ('iseg', 'diffseg')
-SHARED = REPO.parent / 'shared' / 'data'
+SHARED = shared_data_dir()
 VOC = SHARED / 'voc2012_val_samples'
 RESULTS = REPO / 'benchmarks' / 'results' / 'offline_tools.md'
 INTRO = """# Offline tools: throughput

@@ -43,6 +43,7 @@ sys.path[:0] = [str(REPO / 'tests' / 'tools'), str(REPO / 'tests')]  # e2e_helpe
 import mmdiffseg  # noqa: E402,F401
 import mmdiffseg.datasets  # noqa: E402,F401
 import mmdiffseg.models  # noqa: E402,F401
+from mmdiffseg.attention.testing import shared_data_dir  # noqa: E402
 from cli_args import positive_int  # noqa: E402
 from e2e_helpers import (TINY_ONLINE_CONFIG, make_voc_root, set_label_cache,  # noqa: E402
                          set_voc_data)
@@ -132,9 +133,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--steps', type=positive_int, default=20,
                         help='iterations of the plain and warm-cache runs (at least 2)')
-    parser.add_argument('--sd-config', default=str(REPO.parent / 'shared' / 'data' / 'sd_configs'
+    parser.add_argument('--sd-config', default=str(shared_data_dir() / 'sd_configs'
                                                    / 'stable-diffusion-2-1-base'))
-    parser.add_argument('--voc', default=str(REPO.parent / 'shared' / 'data' /
+    parser.add_argument('--voc', default=str(shared_data_dir() /
                                              'voc2012_val_samples'))
     args = parser.parse_args(argv)
     if args.steps < 2:

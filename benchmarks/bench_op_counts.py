@@ -42,8 +42,9 @@ sys.path.append(str(REPO))  # after PYTHONPATH: another checkout given there win
 from op_counts import count_ops  # noqa: E402
 from cli_args import positive_int  # noqa: E402
 from results_table import append_section  # noqa: E402
+from mmdiffseg.attention.testing import shared_data_dir  # noqa: E402
 
-SAMPLES = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples' / 'SegmentationClass'
+SAMPLES = shared_data_dir() / 'voc2012_val_samples' / 'SegmentationClass'
 RESULTS = HERE / 'results' / 'op_counts.md'
 NOISE = 0.15
 #: rows of DiffSeg's first pass and iSeg's smoothing and Ent-Self replayed from CUDA graphs

@@ -41,9 +41,10 @@ from mmdiffseg.generators.class_names import VOC_CLASSES as VOC  # noqa: E402
 from mmdiffseg.generators.pamr import GRAPH_STEPS, PAMR, run_in_chunks  # noqa: E402
 from mmdiffseg.generators.seediff import CROSS_NAME, SEEDIFF_SELF_LAYERS  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
+from mmdiffseg.attention.testing import shared_data_dir  # noqa: E402
 from mmdiffseg.generators.transcriptions import ConvPAMR, seediff_mask  # noqa: E402
 
-SAMPLE = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples'
+SAMPLE = shared_data_dir() / 'voc2012_val_samples'
 
 
 # -- inputs and timing -----------------------------------------------------------------------------

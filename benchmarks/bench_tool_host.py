@@ -64,7 +64,9 @@ from cli_args import non_negative_int, positive_int
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-VOC = REPO.parent / 'shared' / 'data' / 'voc2012_val_samples'
+from mmdiffseg.attention.testing import shared_data_dir  # noqa: E402
+
+VOC = shared_data_dir() / 'voc2012_val_samples'
 RESULTS = REPO / 'benchmarks' / 'results' / 'tool_host.md'
 
 

@@ -39,8 +39,9 @@ if [ "$(cat "$dir/site/.kit" 2>/dev/null)" != "$kit" ]; then  # the kit changed:
   cp .devkit/sitecustomize.py "$dir/site/"
   echo "$kit" > "$dir/site/.kit"
 fi
-# ../shared as .devkit/setup.sh lays it on the GPU machine (the carried data only); a checkout
-# beside the workspace's own ../shared reads that one, which holds more than travels
+# only the sample data that travels: ../shared as .devkit/setup.sh lays it on the GPU machine,
+# and MMDIFFSEG_SHARED_DATA (read by the tests, the benchmarks and the pre-flight) pointing at
+# the carried copy, also beside the workspace's own ../shared, which holds more than travels
 [ -e ../shared ] || ln -s "$PWD/.devkit/shared" ../shared
 PATH="$dir/venv/bin:$PATH" PYTHONPATH="$dir/site:$PWD" PYTHONUNBUFFERED=1 MMCV_LITE_PURE_MSDA=1 \
-  "$@"
+  MMDIFFSEG_SHARED_DATA="$PWD/.devkit/shared/data" "$@"

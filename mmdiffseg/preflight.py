@@ -169,9 +169,8 @@ def check_sd_model(model: str, keys: List[str], variant: Optional[str] = None) -
 def tiny_sd_command(name: str = TINY_SD_BASE) -> str:
     """The command that writes a random-weights SD ``name`` (a folder of the workspace's sample
     configs, README "A first run on the CPU"; SD 2.1-base: what the tiny-cpu configs look for)."""
-    shared = os.environ.get('MMDIFFSEG_SHARED_DATA', Path(__file__).resolve().parents[2] /
-                            'shared' / 'data')
-    configs = Path(shared, 'sd_configs', name)
+    from .attention.testing import shared_data_dir
+    configs = shared_data_dir() / 'sd_configs' / name
     source = min(os.path.relpath(configs), str(configs), key=len) if configs.is_dir() else \
         f'SD_CONFIG_DIR (a diffusers folder of {name} configs + tokenizer, no weights)'
     return f'python tools/build_tiny_sd.py {source} --out work_dirs/tiny-{name}'

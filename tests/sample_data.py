@@ -2,15 +2,16 @@
 
 Several folders have a ``conftest.py``, so ``from sample_data import`` would be ambiguous.
 """
-import os
 import struct
 import zlib
 from pathlib import Path
 
 import pytest
 
+from mmdiffseg.attention.testing import shared_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get('MMDIFFSEG_SHARED_DATA', REPO.parent / 'shared' / 'data'))
+SHARED_DATA = shared_data_dir()
 
 
 def shared_path(*parts) -> Path:

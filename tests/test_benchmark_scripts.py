@@ -86,3 +86,18 @@ def test_the_device_stack_rehearsal_names_what_it_needs_before_building_anything
     done = run()
     assert done.returncode == 2 and done.stderr.startswith('usage: ')
     assert not (tmp_path / 'stack').exists()
+
+
+def test_the_benchmarks_read_the_sample_data_where_mmdiffseg_shared_data_says(tmp_path):
+    """As the tests and the pre-flight do: a rehearsal (or a machine with the data elsewhere)
+    points them at a copy, e.g. only what travels to the GPU machine (.devkit/shared/data)."""
+    probe = ('import runpy, sys; sys.path.insert(0, sys.argv[1]); '
+             'names = runpy.run_path(sys.argv[2]); '
+             'print(names["VOC"], names["RESULTS"].name)')
+    done = subprocess.run(
+        [sys.executable, '-c', probe, str(REPO / 'benchmarks'),
+         str(REPO / 'benchmarks' / 'bench_tool_host.py')], cwd=tmp_path,
+        env=dict(os.environ, MMDIFFSEG_SHARED_DATA=str(tmp_path / 'data')),
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(tmp_path / 'data' / 'voc2012_val_samples'), 'tool_host.md']

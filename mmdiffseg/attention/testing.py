@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,6 +30,14 @@ TINY_VAE_CHANNELS = (8, 8, 16, 16)
 TINY_VAE_GROUPS = 4
 TINY_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                  projection_dim=32)
+
+
+def shared_data_dir() -> Path:
+    """The workspace's sample data (``sd_configs``, the VOC / ADE20K / Cityscapes samples):
+    ``$MMDIFFSEG_SHARED_DATA``, else ``../shared/data`` beside this checkout (where the GPU
+    machine's ``.devkit/setup.sh`` lays the carried copy)."""
+    default = Path(__file__).resolve().parents[3] / 'shared' / 'data'
+    return Path(os.environ.get('MMDIFFSEG_SHARED_DATA', default))
 
 
 def _read_json(path: Path) -> dict:
