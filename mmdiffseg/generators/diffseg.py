@@ -85,8 +85,9 @@ class DiffSeg(MaskGenerator):
         cross_resolutions: cross-attention resolutions used to name segments (labelled mode).
         min_contrast: labelled mode: how many times its class's background level a segment's
             mean class attention must reach to be named (:mod:`.segment_naming`).
-        output_size: ``(H, W)`` of the labels; ``None`` = the images' size, else the maps'
-            image size.
+        output_size: ``(H, W)`` the labels are made at (``labels_at`` then resizes them to
+            each requested size, nearest); ``None`` = the proposals upsampled to each image's
+            own size (``forward``: the images', else the maps' image size), as released.
         timestep: U-Net timestep of the single forward pass (released: 300, no noise).
         classes: dataset class names for the labelled mode (class names required at every
             call); ``None`` = unsupervised mode (segment ids, class names ignored).

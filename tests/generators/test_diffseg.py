@@ -396,4 +396,5 @@ def test_configs_build_the_released_presets(name, thresholds, refine):
     assert config['kl_thresholds'] == thresholds and config['refine'] is refine
     assert config['num_points'] == 16 and config['timestep'] == 300
     assert config['merge_precision'] == 'float16'  # the released first merging pass
+    assert config['output_size'] is None  # proposals upsampled to each image's size, as released
     assert config['resolution_weights'] == pytest.approx([8 / 15, 4 / 15, 2 / 15, 1 / 15])
