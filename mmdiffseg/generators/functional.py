@@ -133,7 +133,8 @@ def otsu_threshold(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
     """Otsu's threshold of each map in a batch, as ``cv2.threshold(..., THRESH_OTSU)`` computes it.
 
     ``x``: ``(B, ...)`` with values in ``[0, 1]``; each map is quantised to ``bins`` integer levels
-    (``floor(x * (bins - 1))``, as the released SeeDiff does with ``uint8(x * 255)``).
+    (``floor(x * (bins - 1))``, as OpenCV quantises a map scaled to ``bins - 1``; SeeDiff's
+    ``uint16(x * 255)`` levels: :func:`.seediff.otsu_foreground`).
 
     Returns:
         ``(B,)`` thresholds in ``[0, 1]``: a value is foreground when its level is strictly

@@ -28,9 +28,11 @@ the launches drop from ~13 per step to ``1 / K``.
 
 Numerics: the sum runs over the neighbours in the PyTorch path's order, rounded as it rounds: the
 first product, then one fused multiply-add per neighbour (``tl.fma``; torch's CPU ``addcmul_`` is
-an FMA too), so under Triton's interpreter the result is bit-identical to the CPU path (tested).
-On a GPU, torch's CUDA ``addcmul_`` is contracted to an FMA by nvcc, so the two should again
-agree bit for bit; where a compiler rounds differently, each step's result differs by at most
+an FMA too). Triton's interpreter evaluates ``tl.fma`` as a product then a sum (two roundings),
+so on the CPU the two agree within the bound below (tested; a 2026-12-06 check: 1.8e-07 at
+most), not bit for bit. On a GPU, ``tl.fma`` is a hardware FMA and torch's CUDA ``addcmul_`` is
+contracted to one by nvcc, so the two should agree bit for bit; where a compiler rounds
+differently, each step's result differs by at most
 ``2 P u max|m|`` (``u = 2^-24``) and the steps are averages with weights summing to 1
 (non-expansive), so after ``n`` steps ``|fused - torch| <= 2 n P u max|m|`` (5000 SeeDiff steps on
 a 0/1 mask: 2.4e-3). ``benchmarks/bench_seediff.py`` reports the measured difference.

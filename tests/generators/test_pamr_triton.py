@@ -3,7 +3,8 @@
 The kernel runs in a child process with ``TRITON_INTERPRET=1`` (the variable must be set before
 Triton is imported); the PyTorch references run here. Expected agreement: the kernel rounds as
 the PyTorch path does (product, then FMAs in the same order), so the results match to within the
-documented bound ``2 n P 2^-24 max|m|`` (in practice bit for bit on an FMA CPU).
+documented bound ``2 n P 2^-24 max|m|`` (not bit for bit: the interpreter's ``tl.fma`` rounds
+the product and the sum separately).
 """
 import os
 import subprocess
