@@ -37,7 +37,7 @@ from .attention.model_check import folder_problems
 from .cuda_check import cuda_problem
 from .preflight_cache import (check_cache_precision, check_cache_settings,
                               check_cache_writable, check_label_mixing_transforms,
-                              unlabelled_finder, writer_dtype)
+                              check_prompt_fit, unlabelled_finder, writer_dtype)
 from .preflight_classes import (check_dataset_classes, check_model_classes,
                                 check_segment_scoring)
 from .preflight_data import (Missing, check_dataset, check_image_decoding,
@@ -297,6 +297,8 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                 problems = check_dataset(node, path)
                 missing += problems or check_listed_files(node, path)
                 missing += check_image_decoding(node, path)
+                if mode in ('train', 'prefill') and name == 'train_dataloader':
+                    missing += check_prompt_fit(node, path)
                 if mode == 'train' and name == 'train_dataloader':
                     missing += check_label_mixing_transforms(node, path, unlabelled)
                 for index, step in enumerate(node['pipeline'] or []):

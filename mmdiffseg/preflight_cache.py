@@ -144,3 +144,52 @@ def check_cache_settings(cache: Dict, where: str) -> List[Missing]:
         return []
     return [Missing(f'label cache {cache["cache_dir"]} holds labels made with other settings: '
                     + '; '.join(differing), fix, [f'{where}.cache_dir'])]
+
+
+def check_prompt_fit(dataset: dict, where: str) -> List[Missing]:
+    """Training images whose class names an online generator cannot read off their prompt (a
+    class past the text encoder's 77 tokens: some 30 ADE20K names in one iSeg prompt): training
+    or the prefill would stop at the first of them, hours in. Read from the
+    ``LoadImageLevelLabels`` file with the model's tokenizer where it is here (else the model
+    check names it); one tokenizer pass per distinct prompt, a closer look only at the long
+    ones."""
+    from mmseg.registry import TRANSFORMS
+    from transformers import CLIPTokenizer
+
+    from .models.online_labeler import prompt_refusals
+    from .preflight_data import split_images
+    from .registry import MASK_GENERATORS
+    steps = dataset.get('pipeline') or []
+    levels = [s for s in steps if config_type(s) == 'LoadImageLevelLabels' and s.get('ann_file')]
+    caches = [s.get('cache') for s in steps if config_type(s) == 'LoadPseudoLabel']
+    if not levels or not caches or not isinstance(caches[0], dict):
+        return []
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(caches[0]['model'], subfolder='tokenizer',
+                                                  local_files_only=True)
+        generator = MASK_GENERATORS.build(dict(caches[0]['generator']))
+        loader = TRANSFORMS.build(dict(levels[0]))
+        labels = loader._load_annotations()
+    except Exception:  # noqa: B902  (the model, generator and label checks name what is wrong)
+        return []
+    images = split_images(dataset)
+    refused: Dict[tuple, Optional[str]] = {}
+    found = []
+    for image in images if images is not None else list(labels):
+        names = tuple(n for n in labels.get(image, []) if n not in loader.exclude)
+        if names not in refused:
+            prompts = generator.extract_kwargs([list(names)]).get('prompts') or ['']
+            long = len(tokenizer(prompts[0].lower()).input_ids) > tokenizer.model_max_length
+            refused[names] = prompt_refusals(tokenizer, generator, [list(names)])[0] \
+                if long else None
+        if refused[names]:
+            found.append((image, refused[names]))
+    if not found:
+        return []
+    image, reason = found[0]
+    key = f'{where}.pipeline.{steps.index(levels[0])}'
+    return [Missing(
+        f'{len(found)} training image(s) name more classes than their prompt holds, e.g. '
+        f'{image}: {reason}', f'list fewer classes for them in {levels[0]["ann_file"]}, or '
+        'leave them out of the split (tools/pseudo_label.py names and skips such images)',
+        [key])]

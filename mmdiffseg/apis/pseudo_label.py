@@ -269,7 +269,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
                 return label_outputs(batch, label_images(engine, generator, images, None, sizes),
                                      None, palette, out_dir)
             names = [image_labels[it.id] for it in batch]
-            refused = prompt_refusals(engine, generator, names)
+            refused = prompt_refusals(engine.tokenizer, generator, names)
             keep = [i for i, why in enumerate(refused) if why is None]
             if len(keep) < len(batch):  # those images fail (named, counted); the rest go on
                 images, sizes, names = images[keep], [sizes[i] for i in keep], \

@@ -24,12 +24,13 @@ from mmengine.structures import PixelData
 
 from ..attention.loading import DTYPES
 from ..attention.images import WORK_SIZE, decode_rgb, work_images
+from ..attention.prompts import token_positions
 from ..datasets.label_cache import LabelCache, canonical_cache_spec
 from ..registry import MASK_GENERATORS
 from ..generators.base import IGNORE_INDEX, MaskGenerator
 
 
-def prompt_refusals(engine, generator: MaskGenerator,
+def prompt_refusals(tokenizer, generator: MaskGenerator,
                     class_names: Sequence[Sequence[str]]) -> List[Optional[str]]:
     """Per image, why the generator cannot read its class names off its prompt (a class past
     the text encoder's 77 tokens: some 30 ADE20K names in one iSeg prompt), or None: one image's
@@ -39,7 +40,7 @@ def prompt_refusals(engine, generator: MaskGenerator,
         try:
             kwargs = generator.extract_kwargs([names])
             if kwargs.get('class_names') is not None:
-                engine.class_token_positions(kwargs['prompts'], kwargs['class_names'])
+                token_positions(tokenizer, kwargs['prompts'][0], kwargs['class_names'][0])
         except ValueError as exc:
             refusals.append(str(exc))
         else:

@@ -149,6 +149,35 @@ def test_images_decoded_otherwise_than_for_the_labels_are_refused(tmp_path, tiny
     assert preflight.check(cfg, 'test') == []
 
 
+def test_training_images_with_more_classes_than_their_prompt_holds_are_named(tmp_path,
+                                                                             tiny_sd):
+    """An online generator reads each class off its prompt's first 77 tokens; an image naming
+    more classes than fit (some 30 ADE20K names in an iSeg prompt; here a long template) would
+    stop training or the prefill at that image, hours in: named before anything starts."""
+    import json
+
+    from e2e_helpers import VOC_IMAGES
+    cfg = tiny_online_config(tmp_path, tiny_sd)
+    labels = {name: ['aeroplane'] for name in VOC_IMAGES}
+    labels[VOC_IMAGES[1]] = ['bird', 'boat', 'bottle', 'bus', 'car', 'cat']
+    (tmp_path / 'labels.json').write_text(json.dumps(labels))
+    cfg.train_dataloader.dataset.pipeline[1].ann_file = str(tmp_path / 'labels.json')
+    cache = cfg.train_dataloader.dataset.pipeline[2].cache
+    generator = dict(cache.generator, prompt_template='very ' * 68 + 'a photograph of {classes} '
+                     'and {bg_context}')
+    set_label_cache(cfg, dict(cache, generator=generator))
+    for mode in ('train', 'prefill'):
+        (item,) = preflight.check(cfg, mode)
+        assert item.where == ['train_dataloader.dataset.pipeline.1']
+        assert item.what.startswith(
+            f"1 training image(s) name more classes than their prompt holds, e.g. {VOC_IMAGES[1]}: "
+            "class 'bottle' lies beyond the first 77 tokens of its prompt")
+        assert item.fix.startswith(f'list fewer classes for them in {tmp_path}/labels.json')
+    assert preflight.check(cfg, 'test') == []  # testing makes no label
+    set_label_cache(cfg, cache)  # the shipped template: six classes fit
+    assert preflight.check(cfg, 'train') == []
+
+
 def test_each_missing_piece_is_named_with_its_setting(tmp_path, tiny_sd):
     cfg = tiny_online_config(tmp_path, tiny_sd)
     root = tmp_path / 'voc'
