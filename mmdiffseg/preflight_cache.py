@@ -151,8 +151,8 @@ def check_prompt_fit(dataset: dict, where: str) -> List[Missing]:
     class past the text encoder's 77 tokens: some 30 ADE20K names in one iSeg prompt): training
     or the prefill would stop at the first of them, hours in. Read from the
     ``LoadImageLevelLabels`` file with the model's tokenizer where it is here (else the model
-    check names it); one tokenizer pass per distinct prompt, a closer look only at the long
-    ones."""
+    check names it), once per distinct class list
+    (:func:`.models.online_labeler.prompt_refusals`)."""
     from mmseg.registry import TRANSFORMS
     from transformers import CLIPTokenizer
 
@@ -178,10 +178,7 @@ def check_prompt_fit(dataset: dict, where: str) -> List[Missing]:
     for image in images if images is not None else list(labels):
         names = tuple(n for n in labels.get(image, []) if n not in loader.exclude)
         if names not in refused:
-            prompts = generator.extract_kwargs([list(names)]).get('prompts') or ['']
-            long = len(tokenizer(prompts[0].lower()).input_ids) > tokenizer.model_max_length
-            refused[names] = prompt_refusals(tokenizer, generator, [list(names)])[0] \
-                if long else None
+            refused[names] = prompt_refusals(tokenizer, generator, [list(names)])[0]
         if refused[names]:
             found.append((image, refused[names]))
     if not found:

@@ -203,4 +203,3 @@ def check_head_layout(generator: dict, model: str, where: str) -> List[Missing]:
     return [Missing(f'{where} cannot run on {model!r}: {str(err).split("; fix: ")[0]}',
                     fix(where) if fix else f'choose head indices {model!r} has in {where}',
                     [where])]
-    return []

@@ -178,15 +178,8 @@ class DiffusionAttentionEngine:
                              f'{self.vae_scale_factor}')
         return height // self.vae_scale_factor
 
-    def class_token_positions(self, prompts: Sequence[str],
-                              class_names: Optional[Sequence[Sequence[str]]]
-                              ) -> List[Dict[str, List[int]]]:
-        """Per prompt, each class name's token positions (:func:`.prompts.token_positions`).
-
-        Raises:
-            ValueError: a class of a prompt is not among its first 77 tokens (or not in it), or
-                ``class_names`` is not one list of names per prompt.
-        """
+    def _positions(self, prompts: Sequence[str],
+                   class_names: Optional[Sequence[Sequence[str]]]) -> List[Dict[str, List[int]]]:
         if class_names is None:
             return [{} for _ in prompts]
         if len(class_names) != len(prompts):
@@ -273,7 +266,7 @@ class DiffusionAttentionEngine:
         if len(prompts) != batch:
             raise ValueError(f'prompts: {len(prompts)} for {batch} images (one per image, or one '
                              'string for all)')
-        positions = self.class_token_positions(prompts, class_names)
+        positions = self._positions(prompts, class_names)
         latents = self._encode(pixels)
         t = torch.full((batch,), timestep, dtype=torch.long, device=self.device)
         if noise is not None:
@@ -336,7 +329,7 @@ class DiffusionAttentionEngine:
         latent_size, capture = self._latent_size(height, width), as_capture_spec(capture)
         self.check_capture(capture, height)
         self._check_capture_steps(capture, int(steps))
-        positions = self.class_token_positions(prompts, class_names)
+        positions = self._positions(prompts, class_names)
         generators = [torch.Generator().manual_seed(s) for s in seeds]
         with capture_attention(self.unet, capture, latent_size, len(prompts), steps=capture.steps,
                                chunk_bytes=self.chunk_bytes, map_backend=self.map_backend) as session:

@@ -34,13 +34,16 @@ def prompt_refusals(tokenizer, generator: MaskGenerator,
                     class_names: Sequence[Sequence[str]]) -> List[Optional[str]]:
     """Per image, why the generator cannot read its class names off its prompt (a class past
     the text encoder's 77 tokens: some 30 ADE20K names in one iSeg prompt), or None: one image's
-    long list must not stop its batch (:func:`label_images` raises for the whole batch)."""
+    long list must not stop its batch (:func:`label_images` raises for the whole batch). One
+    tokenizer pass per prompt; the classes are looked for only in a prompt longer than that."""
     refusals: List[Optional[str]] = []
     for names in class_names:
         try:
             kwargs = generator.extract_kwargs([names])
-            if kwargs.get('class_names') is not None:
-                token_positions(tokenizer, kwargs['prompts'][0], kwargs['class_names'][0])
+            prompt, placed = (kwargs.get('prompts') or [''])[0], kwargs.get('class_names')
+            if placed is not None and len(tokenizer(prompt.lower(), verbose=False).input_ids) \
+                    > tokenizer.model_max_length:
+                token_positions(tokenizer, prompt, placed[0])
         except ValueError as exc:
             refusals.append(str(exc))
         else:
