@@ -98,16 +98,22 @@ def _rank(rank, store, folder, tool, results):
 def _two_ranks(tmp_path, folder, tool):
     context = multiprocessing.get_context('fork')
     results = context.Queue()
-    store = tmp_path / f'store_{folder.name}'
+    # a new store file per run: a reused one can still hold the last run's rank addresses
+    run = tmp_path / f'ranks{len(list(tmp_path.glob("ranks*")))}'
+    run.mkdir()
+    store = run / 'store'
     ranks = [context.Process(target=_rank, args=(r, store, folder, tool, results))
              for r in (0, 1)]
     for process in ranks:
         process.start()
-    found = dict(results.get(timeout=120) for _ in ranks)
-    for process in ranks:
-        process.join(timeout=60)
-        if process.is_alive():
-            process.kill()
+    try:
+        found = dict(results.get(timeout=120) for _ in ranks)
+    finally:
+        for process in ranks:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+                process.join()
     return [found[0], found[1]]
 
 

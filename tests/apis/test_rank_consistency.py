@@ -88,7 +88,10 @@ def _two_ranks(tmp_path, folder, kwargs0=None, kwargs1=None, timeout=60):
     in a process group of that ``timeout`` (seconds)."""
     context = multiprocessing.get_context('fork')
     results = context.Queue()
-    store = tmp_path / f'store{len(list(tmp_path.glob("store*")))}'
+    # a new store file per run: a reused one can still hold the last run's rank addresses
+    run = tmp_path / f'ranks{len(list(tmp_path.glob("ranks*")))}'
+    run.mkdir()
+    store = run / 'store'
     ranks = [context.Process(target=_rank, args=(r, store, folder, results,
                                                  [kwargs0 or {}, kwargs1 or {}], timeout))
              for r in (0, 1)]
@@ -181,7 +184,7 @@ def test_rank_0_names_the_items_another_rank_could_not_read(tmp_path):
     ids = ('a', 'b', 'c', 'd')
     kwargs = dict(ids=ids, corrupt={'b', 'd'})  # rank 1's share: b, d
     assert _two_ranks(tmp_path, tmp_path / 'out', kwargs, kwargs) == ['made 2, prepared 1'] * 2
-    log = (tmp_path / 'rank0-of-store0.log').read_text()
+    log = (tmp_path / 'ranks0/rank0-of-store.log').read_text()
     for item in 'bd':
         assert log.count(f'failed {item}: {item}.jpg is truncated, on rank 1 (not made; '
                          'counted as failed)') == 1, log
