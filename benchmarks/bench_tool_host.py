@@ -222,10 +222,11 @@ def main(argv=None):
         parser.error(f'--images {args.images} gives no batch after the first (--batch-size '
                      f'{args.batch_size}), which the steady rate counts: pass more images')
     import mmdiffseg  # noqa: F401
-    from mmdiffseg.apis.folders import palette_for, read_label_png
+    from mmdiffseg.apis.folders import palette_for
     from mmdiffseg.apis.io import WorkItem
     from mmdiffseg.apis.pseudo_label import labels_from_ground_truth
     from mmdiffseg.datasets.class_names import resolve_classes
+    from mmdiffseg.datasets.transforms import read_label_map
 
     work = Path(tempfile.mkdtemp(prefix='bench-tool-host-', dir=args.work_dir))
     fsync_ms = fsync_latency_ms(work)
@@ -234,7 +235,7 @@ def main(argv=None):
     try:
         paths, sources = prepare_inputs(work, args.images)
         items = [WorkItem(p.stem, dict(image=str(p))) for p in paths]
-        truth = {name: read_label_png(VOC / 'SegmentationClass' / f'{name}.png')
+        truth = {name: read_label_map(str(VOC / 'SegmentationClass' / f'{name}.png'))
                  for name in set(sources)}
         labels = {it.id: truth[src] for it, src in zip(items, sources)}
         classes = resolve_classes('voc')

@@ -26,11 +26,11 @@ from PIL import UnidentifiedImageError
 
 from ..class_defaults import init_defaults
 from ..datasets.generated import read_manifest_header
-from ..datasets.transforms import mapped_labels, reduced_zero_label
+from ..datasets.transforms import read_label_map
 from ..datasets.unsupervised import (Cityscapes27Dataset, CityscapesHumanVehicleDataset,
                                      COCOStuff27Dataset)
 from ..evaluation import PseudoLabelMetric, match_segments
-from .folders import IGNORE_INDEX, MASK_DIR, read_label_png
+from .folders import IGNORE_INDEX, MASK_DIR
 from .io import UserInputError
 
 #: the mmseg dataset whose ground-truth files each class set of ``--classes`` names
@@ -112,11 +112,7 @@ class GroundTruthFormat:
     def read(self, path, classes: Sequence[str]) -> np.ndarray:
         """A ground-truth PNG as class indices (255 = ignore), as mmseg's ``LoadAnnotations``
         reads it; values outside ``classes`` (a wrong convention) are refused."""
-        label = read_label_map_file(path, 'ground truth')
-        if self.reduce_zero_label:
-            label = reduced_zero_label(label)
-        if self.label_map:
-            label = mapped_labels(label, self.label_map)
+        label = read_label_map_file(path, 'ground truth', self.reduce_zero_label, self.label_map)
         bad = _outside(label, len(classes))
         if bad:
             raise UserInputError(
@@ -147,12 +143,14 @@ def _outside(label: np.ndarray, count: int) -> List[int]:
     return [int(v) for v in values if v >= count and v != IGNORE_INDEX][:10]
 
 
-def read_label_map_file(path, what: str = 'label') -> np.ndarray:
-    """A class-index PNG; an unreadable, damaged or colour file is a :class:`UserInputError`
-    naming it and the fix."""
+def read_label_map_file(path, what: str = 'label', reduce_zero_label: bool = False,
+                        label_map: Optional[Dict[int, int]] = None) -> np.ndarray:
+    """A class-index PNG read as mmseg's ``LoadAnnotations`` reads it
+    (:func:`~mmdiffseg.datasets.transforms.read_label_map`); an unreadable, damaged or colour
+    file is a :class:`UserInputError` naming it and the fix."""
     try:
-        return read_label_png(path)
-    except ValueError as exc:  # read_label_png's refusal: colour image or values over 255
+        return read_label_map(str(path), reduce_zero_label, label_map)
+    except ValueError as exc:  # label_indices' refusal: colour image or values over 255
         raise UserInputError(
             f'{what} {path} is not a label map ({exc}): {what} files must be palette or grey '
             'PNGs of class indices (e.g. VOC\'s SegmentationClass, ADE20K\'s annotations, '
@@ -262,9 +260,7 @@ def _pairs(labels_dir, gt_dir, classes: Sequence[str], gt_format: GroundTruthFor
             gt = gt_format.read(path, classes)
             yield item_id, gt, gt
             continue
-        pred = read_label_map_file(path)
-        if labels_reduce_zero_label:
-            pred = reduced_zero_label(pred)
+        pred = read_label_map_file(path, reduce_zero_label=labels_reduce_zero_label)
         bad = _outside(pred, len(classes)) if check_labels else []
         if bad:
             raise UserInputError(

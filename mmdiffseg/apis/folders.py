@@ -150,14 +150,6 @@ def opencv_refusal(img: Image.Image) -> Optional[str]:
     return None
 
 
-def read_label_png(path) -> np.ndarray:
-    """A label PNG (palette or grey) as ``(H, W)`` uint8 indices."""
-    with open_image(path) as img:
-        if img.mode not in ('P', 'L', 'I', 'I;16'):
-            raise ValueError(f'{path}: a label map must be a palette or grey PNG, not {img.mode}')
-        return label_indices(np.asarray(img), path)
-
-
 def label_indices(labels: np.ndarray, path) -> np.ndarray:
     """Decoded label-map pixels as ``(H, W)`` uint8 indices; a ``ValueError`` naming ``path``
     for a colour image (several values per pixel) or values past 255 (a 16-bit file), which a

@@ -14,8 +14,9 @@ import torch
 from mmengine.structures import PixelData
 from mmseg.visualization import SegLocalVisualizer
 
+from ..datasets.transforms import read_label_map
 from .folders import (IGNORE_COLOR, IGNORE_INDEX, IMAGE_DIR, MASK_DIR, encode_jpeg, palette_for,
-                      read_label_png, read_rgb, resolve_record_path)
+                      read_rgb, resolve_record_path)
 from .io import MANIFEST_NAME, UserInputError, atomic_write
 
 _names = itertools.count()
@@ -100,7 +101,7 @@ def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64,
     sheet = np.zeros((rows * thumb, cols * thumb, 3), dtype=np.uint8)
     shown = set()
     for k, (item_id, image, mask) in enumerate(items):
-        rgb, labels = read_rgb(image), read_label_png(mask)
+        rgb, labels = read_rgb(image), read_label_map(str(mask))
         shown.update(np.unique(labels).tolist())
         if rgb.shape[:2] != labels.shape:
             rgb = cv2.resize(rgb, labels.shape[::-1], interpolation=cv2.INTER_LINEAR)

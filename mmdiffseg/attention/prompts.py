@@ -16,16 +16,6 @@ import torch
 
 from ..transfer import host_to_device
 
-PHOTO_TEMPLATE = 'a photo of a {}'
-
-
-def format_prompts(class_names: Sequence[str], template: str = PHOTO_TEMPLATE) -> List[str]:
-    """One prompt per class name, e.g. ``'a photo of a {}'`` -> ``'a photo of a cat'``."""
-    if '{}' not in template:
-        raise ValueError(f'prompt template {template!r} has no "{{}}" placeholder for the class name')
-    return [template.format(name) for name in class_names]
-
-
 def prompt_token_ids(tokenizer, prompt: str) -> List[int]:
     """The prompt's token ids as the U-Net sees them before padding (BOS ... EOS), truncated."""
     return tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids

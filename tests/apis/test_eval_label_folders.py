@@ -57,3 +57,19 @@ def test_a_damaged_manifest_header_is_one_line_naming_the_file(tmp_path, where):
         evaluate_labels(labels, tmp_path / 'gt', CLASSES)
     manifest.write_text('{"classes": ["background", "cat"]}\n')  # repaired: scored
     assert evaluate_labels(labels, tmp_path / 'gt', CLASSES)['images'] == 1
+
+
+@pytest.mark.parametrize('mode', ['1', 'L', 'P', 'I;16'])
+def test_ground_truth_is_read_as_mmseg_reads_it_for_training(tmp_path, mode):
+    """eval_labels scores against what LoadAnnotations gives training, for each PNG kind a
+    label map comes in (a 1-bit mask is classes 0 and 1 there, and was refused here)."""
+    from mmseg.datasets.transforms import LoadAnnotations
+    values = np.array([[0, 1], [1, 0]], np.uint8)
+    path = tmp_path / 'gt.png'
+    image = Image.fromarray(values.astype(bool) if mode == '1' else values)
+    (image.convert('P') if mode == 'P' else image if mode == '1' else
+     Image.fromarray(values.astype(np.uint16)) if mode == 'I;16' else image).save(path)
+    loaded = LoadAnnotations()(dict(seg_map_path=str(path), reduce_zero_label=False,
+                                    seg_fields=[]))['gt_seg_map']
+    np.testing.assert_array_equal(GroundTruthFormat().read(path, CLASSES), loaded)
+    np.testing.assert_array_equal(loaded, values)

@@ -8,13 +8,14 @@ from sample_data import png_header
 
 from mmdiffseg.apis.builders import check_model, parse_options
 from mmdiffseg.apis.folders import (IGNORE_COLOR, IMAGE_DIR, MASK_DIR, encode_jpeg,
-                                    encode_label_png, list_images, palette_for, read_label_png,
+                                    encode_label_png, list_images, palette_for,
                                     read_rgb)
 from mmdiffseg.apis.io import MANIFEST_NAME, ItemFailed, UserInputError
 from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
                                          labels_from_file, labels_from_ground_truth)
 from mmdiffseg.apis.synthesize import synth_items
 from mmdiffseg.apis.visualize import LEGEND_WIDTH, contact_sheet, legend_strip
+from mmdiffseg.datasets.transforms import read_label_map
 
 
 def test_label_png_keeps_indices_and_uses_the_voc_palette(tmp_path):
@@ -27,7 +28,7 @@ def test_label_png_keeps_indices_and_uses_the_voc_palette(tmp_path):
     palette = img.getpalette()
     assert palette[0:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]
     assert tuple(palette[3 * 255:3 * 256]) == IGNORE_COLOR
-    np.testing.assert_array_equal(read_label_png(path), labels)
+    np.testing.assert_array_equal(read_label_map(str(path)), labels)
     with pytest.raises(ValueError, match='0..255'):
         encode_label_png(np.array([[300]]), palette_for(classes))
 
@@ -328,9 +329,9 @@ def test_label_values_outside_a_byte_are_refused_not_wrapped(tmp_path):
     path = tmp_path / 'wide.png'
     Image.fromarray(np.array([[0, 256]], dtype=np.uint16)).save(path)
     with pytest.raises(ValueError, match='label values up to 256'):
-        read_label_png(path)
+        read_label_map(str(path))
     Image.fromarray(np.array([[0, 255]], dtype=np.uint16)).save(path)
-    assert read_label_png(path).tolist() == [[0, 255]]
+    assert read_label_map(str(path)).tolist() == [[0, 255]]
 
 
 def test_a_record_beside_the_folder_wins_over_one_from_the_working_directory(tmp_path,

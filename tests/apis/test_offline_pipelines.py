@@ -8,12 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from mmdiffseg.apis.folders import MASK_DIR, OVERLAY_DIR, palette_for, read_label_png
+from mmdiffseg.apis.folders import MASK_DIR, OVERLAY_DIR, palette_for
 from mmdiffseg.apis.io import UserInputError, WorkItem
 from mmdiffseg.apis.pseudo_label import images_from_folder, label_outputs
 from mmdiffseg.apis.segment import (overlay_jpeg, read_image_pair, segment_items,
                                     stack_image_pairs)
 from mmdiffseg.apis.synthesize import seediff_resolutions, synth_items
+from mmdiffseg.datasets.transforms import read_label_map
 
 synth_api = importlib.import_module('mmdiffseg.apis.synthesize')  # the package exports the
 pseudo_api = importlib.import_module('mmdiffseg.apis.pseudo_label')
@@ -153,7 +154,7 @@ def test_label_outputs_record_each_items_own_classes_path_and_labelled_share(tmp
     assert [list(o.files) for o in outputs] == [[f'{MASK_DIR}/a.png'], [f'{MASK_DIR}/b.png']]
     path = tmp_path / 'a.png'
     path.write_bytes(outputs[0].files[f'{MASK_DIR}/a.png']())
-    np.testing.assert_array_equal(read_label_png(path), labels[0])
+    np.testing.assert_array_equal(read_label_map(str(path)), labels[0])
     unnamed = label_outputs(items[:1], labels[:1], None, palette, tmp_path / 'out')
     assert unnamed[0].record['classes'] is None
 

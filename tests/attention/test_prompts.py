@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers import CLIPTokenizer
 
-from mmdiffseg.attention import enhance_class_tokens, format_prompts, token_positions
+from mmdiffseg.attention import enhance_class_tokens, token_positions
 from mmdiffseg.attention.prompts import prompt_token_ids
 
 
@@ -42,13 +42,6 @@ def test_missing_or_truncated_class_is_a_clear_error(tokenizer):
     long_prompt = 'a photo of ' + 'very ' * 80 + 'cat'  # 'cat' falls beyond the 77 tokens
     with pytest.raises(ValueError, match=r'beyond the first 77 tokens of its prompt \(8\d tokens'):
         token_positions(tokenizer, long_prompt, ['cat'])
-
-
-def test_format_prompts():
-    assert format_prompts(['cat', 'potted plant']) == ['a photo of a cat', 'a photo of a potted plant']
-    assert format_prompts(['dog'], 'a long shot of a {}') == ['a long shot of a dog']
-    with pytest.raises(ValueError, match='placeholder'):
-        format_prompts(['dog'], 'a photo')
 
 
 def test_enhance_class_tokens_scales_only_the_selected_tokens():
