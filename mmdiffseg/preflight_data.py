@@ -8,7 +8,6 @@ names. Cheap: the split is listed by the dataset class itself (``lazy_init``, no
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -340,6 +339,7 @@ def check_image_level_labels(step: dict, where: str,
     image of the split; first, a class set it names that is none (the transform would refuse it
     only once the run builds the dataset, after the model)."""
     from .datasets.class_names import DATASET_CLASSES, resolve_classes
+    from .datasets.transforms import read_image_level_labels
     option = step.get('classes')
     if isinstance(option, str) and option not in DATASET_CLASSES:
         return [Missing(f'{where}.classes {option!r} is no class set',
@@ -358,16 +358,9 @@ def check_image_level_labels(step: dict, where: str,
         shown = ann_file or "'' (an empty ann_file)"
         return [Missing(f'image-level labels {shown} not found', maker + ground_truth, [where])]
     try:
-        labels = json.loads(Path(ann_file).read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        return [Missing(f'image-level labels {ann_file} are not valid JSON ({err})',
-                        f'correct the file there, or remake it: {maker}', [where])]
-    if not isinstance(labels, dict) or not all(
-            isinstance(names, list) and all(isinstance(n, str) for n in names)
-            for names in labels.values()):
-        return [Missing(f'image-level labels {ann_file} are not a JSON object '
-                        '{"<image name>": ["<class name>", ...], ...}',
-                        f'remake it: {maker}', [where])]
+        labels = read_image_level_labels(ann_file)
+    except ValueError as err:
+        return [Missing(str(err), f'correct the file there, or remake it: {maker}', [where])]
     classes = resolve_classes(option)
     missing = _unknown_names(labels, classes, ann_file, option, maker, where)
     images = split_images(dataset) if dataset is not None else None

@@ -7,7 +7,6 @@ each image) from a JSON file ``{"<id>": ["cat", "dog"], ...}`` or from ground-tr
 """
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -17,6 +16,7 @@ import torch
 
 from ..attention.images import WORK_SIZE, resize_rgb
 from ..datasets.class_names import spelled_as
+from ..datasets.transforms import read_image_level_labels
 from ..models.online_labeler import label_images, prompt_refusals
 from ..preflight_data import unknown_names
 from .builders import build_generator, check_model, job_header, load_engine
@@ -127,12 +127,11 @@ def images_from_dataset_config(config: str, split: str = 'train'):
 def labels_from_file(path) -> Dict[str, List[str]]:
     """Image-level labels from JSON: id -> list of class names."""
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
+        return read_image_level_labels(path)
+    except OSError as exc:
         raise UserInputError(f'cannot read image-level labels {path}: {exc}') from exc
-    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-        raise UserInputError(f'{path}: expected {{"<image id>": ["class", ...], ...}}')
-    return {str(k): [str(n) for n in v] for k, v in data.items()}
+    except ValueError as exc:
+        raise UserInputError(str(exc)) from exc
 
 
 #: ground-truth maps per read task; fewer maps than this are read in this process

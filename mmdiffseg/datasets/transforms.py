@@ -91,6 +91,22 @@ def mapped_labels(label: np.ndarray, label_map: Dict[int, int]) -> np.ndarray:
     return table[label]
 
 
+def read_image_level_labels(path) -> Dict[str, List[str]]:
+    """An image-level label file: JSON ``{"<image name>": ["<class name>", ...], ...}``. Text
+    that is not that is a ``ValueError`` naming the file (``OSError`` where it cannot be read);
+    the class names are checked by their reader."""
+    try:
+        labels = json.loads(Path(path).read_text())
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise ValueError(f'image-level labels {path} are not valid JSON ({err})') from err
+    if not isinstance(labels, dict) or not all(
+            isinstance(names, list) and all(isinstance(n, str) for n in names)
+            for names in labels.values()):
+        raise ValueError(f'image-level labels {path} are not a JSON object '
+                         '{"<image name>": ["<class name>", ...], ...}')
+    return labels
+
+
 @TRANSFORMS.register_module()
 class LoadImageLevelLabels(BaseTransform):
     """Image-level class names -> ``results['image_labels']`` (list of names).
@@ -114,7 +130,7 @@ class LoadImageLevelLabels(BaseTransform):
             if not Path(self.ann_file).is_file():
                 raise FileNotFoundError(f'LoadImageLevelLabels: ann_file {self.ann_file!r} not '
                                         'found (None takes the labels from the ground truth)')
-            annotations = json.loads(Path(self.ann_file).read_text())
+            annotations = read_image_level_labels(self.ann_file)
             for image, names in annotations.items():
                 names = annotations[image] = spelled_as(names, self.classes)
                 unknown = [n for n in names if n not in self.classes]

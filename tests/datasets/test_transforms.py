@@ -159,6 +159,9 @@ def test_image_level_labels_from_file_and_errors(tmp_path):
     ann.write_text(json.dumps({'voc_val_0': ['cat', 'kitten']}))
     with pytest.raises(KeyError, match=r"unknown class name\(s\) \['kitten'\]"):
         LoadImageLevelLabels(classes='voc', ann_file=str(ann))(voc_sample('voc_val_0'))
+    ann.write_text(json.dumps(['cat']))  # a list, not {image: [names]}: named, no AttributeError
+    with pytest.raises(ValueError, match=f'image-level labels {ann} are not a JSON object'):
+        LoadImageLevelLabels(classes='voc', ann_file=str(ann))(voc_sample('voc_val_0'))
 
 
 # -- LabelCache and LoadPseudoLabel ---------------------------------------------------------------
