@@ -30,7 +30,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.dist import get_dist_info
@@ -184,6 +184,53 @@ def remove_stale_temp_files(folder: Path) -> int:
     return removed
 
 
+def read_manifest_file(path: Path) -> Tuple[Optional[Dict], List[Tuple[int, Dict]], int]:
+    """One manifest file as it is: its header (None without one), ``(byte offset, record)`` of
+    each finished item's line, and the end of its last complete line; a torn last line (a kill
+    during the append, or a line being appended now) is left out. A damaged line before others
+    is a :class:`UserInputError` naming the file."""
+    raw = path.read_bytes()
+    lines = raw.split(b'\n')
+    good_end, records, header = 0, [], None
+    for i, line in enumerate(lines):
+        if not line.strip():
+            good_end += len(line) + 1
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            if i < len(lines) - 1 and any(rest.strip() for rest in lines[i + 1:]):
+                raise UserInputError(f'{path}: line {i + 1} is not JSON; the manifest is '
+                                     'damaged (not by an interrupted append)') from None
+            break
+        if i == len(lines) - 1:   # complete JSON but no newline: torn before the '\n'
+            break
+        if header is None:
+            header = value
+        else:
+            records.append((good_end, value))  # good_end: where this line starts
+        good_end += len(line) + 1
+    return header, records, good_end
+
+
+def finished_records(folder) -> Tuple[Dict, Dict[str, Dict]]:
+    """A tool's output folder read, not resumed: the header of its manifest (or of a rank's,
+    when a distributed run was stopped before merging them) and id -> record of every finished
+    item of all its manifest files, the last record of an id winning as in a resume."""
+    paths = manifest_files(folder)
+    if not paths:
+        raise UserInputError(f'{folder} has no {MANIFEST_NAME}: not a folder written by '
+                             'synthesize / pseudo_label / segment')
+    header, records = None, {}
+    for path in paths:
+        found, lines, _ = read_manifest_file(path)
+        header = header or found
+        records.update((record['id'], record) for _, record in lines)
+    if header is None:
+        raise UserInputError(f'{paths[0]} is empty: no finished items to show')
+    return header, records
+
+
 class Manifest:
     """The JSON-lines manifest of an output folder: a header line, then one line per finished
     item (``{"id": ..., "files": [...], ...}``)."""
@@ -200,36 +247,16 @@ class Manifest:
         """Records of one manifest file (those of the lines from byte ``since`` on) after
         checking its header; a torn last line (a kill during the append) is dropped, and cut off
         the file when ``repair``."""
-        raw = path.read_bytes()
-        lines = raw.split(b'\n')
-        good_end, records, header = 0, [], None
-        for i, line in enumerate(lines):
-            if not line.strip():
-                good_end += len(line) + 1
-                continue
-            try:
-                value = json.loads(line)
-            except ValueError:
-                if i < len(lines) - 1 and any(rest.strip() for rest in lines[i + 1:]):
-                    raise UserInputError(f'{path}: line {i + 1} is not JSON; the manifest is '
-                                         'damaged (not by an interrupted append)') from None
-                break
-            if i == len(lines) - 1:   # complete JSON but no newline: torn before the '\n'
-                break
-            if header is None:
-                header = value
-                self._check_header(path, header)
-            elif good_end >= since:  # good_end: where this line starts
-                records.append(value)
-            good_end += len(line) + 1
+        header, lines, good_end = read_manifest_file(path)
         if header is None:
             raise UserInputError(f'{path} has no header line; remove the folder or pick another '
                                  '--out')
-        if repair and good_end < len(raw):
+        self._check_header(path, header)
+        if repair and good_end < path.stat().st_size:
             with open(path, 'r+b') as f:
                 f.truncate(good_end)
                 os.fsync(f.fileno())
-        return records
+        return [record for start, record in lines if start >= since]
 
     def _check_header(self, path: Path, found: Dict) -> None:
         """Refuse a folder made by another tool (said alone: its other settings differ anyway),

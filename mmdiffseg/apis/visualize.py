@@ -3,7 +3,6 @@ of overlay thumbnails) of a generated folder, to judge a dataset at a glance."""
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -17,7 +16,7 @@ from mmseg.visualization import SegLocalVisualizer
 from ..datasets.transforms import read_label_map
 from .folders import (IGNORE_COLOR, IGNORE_INDEX, IMAGE_DIR, MASK_DIR, encode_jpeg, palette_for,
                       read_rgb, resolve_record_path)
-from .io import MANIFEST_NAME, UserInputError, atomic_write
+from .io import UserInputError, atomic_write, finished_records
 
 _names = itertools.count()
 
@@ -52,29 +51,17 @@ class Overlayer:
 
 def _folder_items(folder: Path, limit: int):
     """(id, image path, mask path) of a tool's output folder, in manifest order (image paths
-    resolved from the folder, whatever the working directory)."""
-    manifest = folder / MANIFEST_NAME
-    if not manifest.is_file():
-        raise UserInputError(f'{folder} has no {MANIFEST_NAME}: not a folder written by '
-                             'synthesize / pseudo_label / segment')
-    lines = []
-    for line in manifest.read_text().splitlines():
-        try:
-            lines.append(json.loads(line))
-        except ValueError:  # a line being appended by a running job
-            break
-    if not lines:
-        raise UserInputError(f'{manifest} is empty: no finished items to show')
-    header, records = lines[0], lines[1:]
-    items, seen = [], set()
-    for record in records:
+    resolved from the folder, whatever the working directory); a stopped distributed run's rank
+    manifests are read too."""
+    header, records = finished_records(folder)
+    items = []
+    for record in records.values():
         mask = folder / MASK_DIR / f'{record["id"]}.png'
         image = folder / IMAGE_DIR / f'{record["id"]}.jpg'
         if not image.is_file() and record.get('image'):
             image = resolve_record_path(record['image'], folder)
-        if mask.is_file() and image.is_file() and record['id'] not in seen:
+        if mask.is_file() and image.is_file():
             items.append((record['id'], image, mask))
-            seen.add(record['id'])
         if len(items) == limit:
             break
     return header.get('classes'), items

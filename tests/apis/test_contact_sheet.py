@@ -41,6 +41,18 @@ def test_an_item_redone_is_shown_once(tmp_path):
     assert contact_sheet(folder, thumb=16, legend=False).shape == (16, 32, 3)
 
 
+def test_a_stopped_distributed_run_is_shown_from_its_rank_manifests(tmp_path):
+    """Ranks write manifest.rank<r>.jsonl, merged into manifest.jsonl when the run ends: a
+    folder of a stopped run was refused as 'not a folder written by' a tool."""
+    ones = np.ones((8, 8))
+    folder = _folder(tmp_path, dict(a=ones, b=ones, c=ones))
+    lines = (folder / MANIFEST_NAME).read_text().splitlines(keepends=True)
+    (folder / 'manifest.rank0.jsonl').write_text(''.join(lines[:2]))  # header, a
+    (folder / 'manifest.rank1.jsonl').write_text(lines[0] + ''.join(lines[2:]))  # header, b, c
+    (folder / MANIFEST_NAME).unlink()
+    assert contact_sheet(folder, thumb=16, legend=False).shape == (16, 48, 3)
+
+
 def test_images_outside_the_folder_are_found_through_their_record(tmp_path):
     """pseudo_label / segment folders hold no JPEGImages: the image is the recorded input path,
     relative to the folder."""
