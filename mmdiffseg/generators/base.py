@@ -86,6 +86,8 @@ class MaskGenerator(torch.nn.Module):
     # -- what the engine must do -------------------------------------------------------------
     @property
     def capture_spec(self) -> CaptureSpec:
+        """The attention the generator reads (layers, resolutions, heads, per-layer or mean), as
+        its release captures it; the engine captures nothing else."""
         raise self._undefined('capture_spec', 'return the CaptureSpec of the attention the '
                               'generator reads (the engine captures that only)')
 

@@ -165,6 +165,10 @@ class DiffSeg(MaskGenerator):
 
     @property
     def capture_spec(self) -> CaptureSpec:
+        """Self-attention of every layer at each of ``resolutions``, averaged over the layers
+        of a resolution and the heads (ALGORITHMS.md 1.1-1.2: all 16 SD 1.x self-attention
+        layers, as released); in labelled mode also the cross-attention at
+        ``cross_resolutions`` (the release's semantic-label demo)."""
         requests = [CaptureRequest('self', r) for r in self.resolutions]
         if self.classes is not None:
             requests += [CaptureRequest('cross', r) for r in self.cross_resolutions]
@@ -314,6 +318,11 @@ class DiffSeg(MaskGenerator):
 
     def forward(self, maps: AttentionMaps, images: Optional[torch.Tensor] = None,
                 class_names: Optional[Sequence[Sequence[str]]] = None) -> torch.Tensor:
+        """Labels ``(B, H, W)`` at ``output_size`` or the images' size. Unlabelled (as
+        released, ALGORITHMS.md 1.2-1.3): the segment ids of the merged proposals. Labelled
+        (``classes``; an extension after the release's demo): each segment named by the
+        cross-attention of the image's classes; an image naming no class is background, one
+        left without a proposal is ``ignore_index``."""
         maps.check_finite()
         size = self.output_size or (tuple(images.shape[-2:]) if images is not None
                                     else tuple(maps.image_size))

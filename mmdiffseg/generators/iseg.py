@@ -222,6 +222,8 @@ class ISeg(MaskGenerator):
     # -- what the engine must do -------------------------------------------------------------
     @property
     def capture_spec(self) -> CaptureSpec:
+        """ALGORITHMS.md 3.1: the released WSSS cross-attention layers of each resolution of
+        ``res_weights`` (``cross_heads``) and the 64x64 self-attention layer (``self_heads``)."""
         fix = (f"{head_layout_fix()} (the released head lists are SD 2.1-base's; in Python: "
                'ISeg(..., cross_heads=None, self_heads=None))')  # the engine's error names it
         requests = [CaptureRequest('cross', r, layers=CROSS_LAYERS[r],
@@ -256,6 +258,8 @@ class ISeg(MaskGenerator):
         return placed, offsets
 
     def extract_kwargs(self, class_names: Sequence[Sequence[str]]) -> Dict:
+        """Cat-Cross (ALGORITHMS.md 3.3): the prompt of the image's classes and ``bg_context``,
+        their selected tokens (scaled by ``token_enhance``), ``timestep`` and the seeded noise."""
         names = [self._foreground(ns) for ns in self.name_lists(class_names)]
         prompts = [self.prompt_template.format(classes=' and '.join(map(self.prompt_word, ns)),
                                                bg_context=self.bg_context) for ns in names]
@@ -268,6 +272,8 @@ class ISeg(MaskGenerator):
     # -- labels ------------------------------------------------------------------------------
     def forward(self, maps: AttentionMaps, images: Optional[torch.Tensor] = None,
                 class_names: Optional[Sequence[Sequence[str]]] = None) -> torch.Tensor:
+        """Labels ``(B, H, W)`` at the images' size: class maps (ALGORITHMS.md 3.2-3.4: aggregation,
+        k-means smoothing, Ent-Self), then ``cam_to_label`` (3.5)."""
         out_size = tuple(images.shape[-2:]) if images is not None else tuple(maps.image_size)
         cams, table, valid = self._class_maps(maps, class_names)
         if cams is None:

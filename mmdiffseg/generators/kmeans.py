@@ -121,7 +121,8 @@ def grid_seeds(side: int, num_clusters: int, device=None) -> torch.Tensor:
 
 def cluster_mean(values: torch.Tensor, clusters: torch.Tensor, num: int) -> torch.Tensor:
     """Each row of ``values`` ``(B, N, D)`` replaced by the mean over its cluster
-    (``clusters`` ``(B, N)`` in ``[0, num)``)."""
+    (``clusters`` ``(B, N)`` in ``[0, num)``): the last step of iSeg's cluster smoothing, where
+    ``DFC_KL`` gives each pixel's token vector its cluster's mean."""
     onehot = F.one_hot(clusters, num).to(values.dtype)
     means = onehot.transpose(1, 2) @ values / onehot.sum(1).clamp_min(1)[..., None]
     return means.gather(1, clusters[..., None].expand(-1, -1, values.shape[-1]))

@@ -176,7 +176,9 @@ class PAMR(torch.nn.Module):
         self.pad = max(self.dilations)
 
     def affinity(self, image: torch.Tensor) -> torch.Tensor:
-        """Neighbour weights ``(B, 1, P, H, W)`` (``P = 8 * len(dilations)``, sum 1 over P)."""
+        """Neighbour weights ``w_ij`` ``(B, 1, P, H, W)`` (``P = 8 * len(dilations)``, sum 1 over
+        P): the module docstring's ``a_ij`` with the released window standard deviation, mean
+        over the channels, softmax over the neighbours (PAMR Sec. 3.2)."""
         image = image.float()
         neighbours = _shifted_views(F.pad(image, [self.pad] * 4, mode='replicate'), self.pad,
                                     image.shape[-2:], self.offsets)

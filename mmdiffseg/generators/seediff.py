@@ -94,7 +94,9 @@ def self_name(resolution: int) -> str:
 
 
 def summed_cosine_similarity(rows: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-    """``S[b, c, j] = sum_s seeds[b, c, s] * cos(rows[b, j], rows[b, s])`` as two matrix products.
+    """``S[b, c, j] = sum_s seeds[b, c, s] * cos(rows[b, j], rows[b, s])`` as two matrix products:
+    the seeded expansion's similarity (ALGORITHMS.md 2.3 steps 2-4), which the release sums as
+    one cosine-similarity map per seed.
 
     Args:
         rows: ``(B, N, D)`` (self-attention rows).
@@ -215,6 +217,8 @@ class SeeDiff(MaskGenerator):
     # -- what the engine must do -------------------------------------------------------------
     @property
     def capture_spec(self) -> CaptureSpec:
+        """ALGORITHMS.md 2.1-2.2: the cross-attention at ``resolutions[0]`` per layer (each is
+        min-max normalised before the sum) and one self-attention layer per resolution."""
         requests = [CaptureRequest('cross', self.resolutions[0], per_layer=True, name=CROSS_NAME)]
         requests += [CaptureRequest('self', r, layers=(layer, ), name=self_name(r))
                      for r, layer in self.self_layers.items()]
@@ -337,6 +341,8 @@ class SeeDiff(MaskGenerator):
     # -- labels --------------------------------------------------------------------------------
     def forward(self, maps: AttentionMaps, images: Optional[torch.Tensor],
                 class_names: Optional[Sequence[Sequence[str]]]) -> torch.Tensor:
+        """Labels ``(B, H, W)`` (ALGORITHMS.md 2.3): the expansion map above ``threshold``, PAMR,
+        above ``final_threshold``; a pixel two classes keep (an extension) takes the higher map."""
         maps.check_finite()
         batch = maps.batch_size
         class_names = self.name_lists(class_names)
