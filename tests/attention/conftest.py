@@ -9,7 +9,7 @@ from collections import defaultdict
 import pytest
 import torch
 
-from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+from mmdiffseg.attention import testing
 
 SD1, SD2 = 'stable-diffusion-v1-4', 'stable-diffusion-2-1-base'
 _ENGINES = {}
@@ -17,15 +17,12 @@ _ENGINES = {}
 
 @pytest.fixture
 def tiny_engine(sd_config_dir):
-    """``tiny_engine(name, dtype=torch.float32)`` -> engine on the tiny pipeline of ``name``."""
-    from mmdiffseg.attention import DiffusionAttentionEngine
-
+    """``tiny_engine(name, dtype=torch.float32)`` -> engine on the tiny pipeline of ``name``,
+    one per name and dtype in this process."""
     def get(name=SD2, dtype=torch.float32):
-        key = (name, dtype)
-        if key not in _ENGINES:
-            folder = cached_tiny_pipeline_folder(sd_config_dir(name))
-            _ENGINES[key] = DiffusionAttentionEngine.from_pretrained(folder, dtype=dtype)
-        return _ENGINES[key]
+        if (name, dtype) not in _ENGINES:
+            _ENGINES[name, dtype] = testing.tiny_engine(sd_config_dir(name), dtype=dtype)
+        return _ENGINES[name, dtype]
     return get
 
 
