@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cli_args import non_negative_int, positive_int  # noqa: E402
+from results_table import kept_rows  # noqa: E402
 from mmdiffseg.attention import AttentionMaps  # noqa: E402
 from mmdiffseg.generators import DiffSeg  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
@@ -173,11 +174,7 @@ def main():
                         f'{100 * np.mean(agree):.2f}% / {100 * min(agree):.2f}% | - | {label} | '
                         f'{run} |')
             print(rows[-1], flush=True)
-    kept = []  # other devices' rows, and this device's rows of settings not measured now
-    measured = {row.split(' | ')[0] for row in rows}
-    if args.out.exists():
-        kept = [line for line in args.out.read_text().splitlines() if line.startswith('| float')
-                and (f'| {label} |' not in line or line.split(' | ')[0] not in measured)]
+    kept = kept_rows(args.out, '| float', label, rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     described = ', '.join(f'{n} at noise {s}' for n, s in CASES)
     args.out.write_text(

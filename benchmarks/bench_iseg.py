@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from bench_diffseg import batch_of, device_label, graph_memory, timed  # noqa: E402
 from cli_args import non_negative_int, positive_int  # noqa: E402
+from results_table import kept_rows  # noqa: E402
 from mmdiffseg.generators import ISeg, kmeans  # noqa: E402
 from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
@@ -154,11 +155,7 @@ def main():
                         f'{label} | {run} |')
             print(rows[-1], flush=True)
 
-    kept = []  # other devices' rows, and this device's rows of settings not measured now
-    measured = {row.split(' | ')[0] for row in rows}
-    if args.out.exists():
-        kept = [line for line in args.out.read_text().splitlines() if line.startswith('| iSeg')
-                and (f'| {label} |' not in line or line.split(' | ')[0] not in measured)]
+    kept = kept_rows(args.out, '| iSeg', label, rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         '# iSeg post-processing time per image (512x512 output)\n\n'

@@ -35,3 +35,12 @@ def append_row(out: Path, row: str, preamble: str, header: str) -> None:
         if not last.startswith('|'):
             f.write(('\n' if text or preamble else '') + header.rstrip('\n') + '\n')
         f.write(row + '\n')
+
+
+def kept_rows(out: Path, prefix: str, device: str, rows: Sequence[str]) -> list:
+    """The rows of ``out``'s table (lines starting ``prefix``) that a rerun keeps: other devices'
+    (no ``| device |`` cell), and this device's of settings (first cell) not in ``rows``."""
+    measured = {row.split(' | ')[0] for row in rows}
+    lines = out.read_text().splitlines() if out.exists() else []
+    return [line for line in lines if line.startswith(prefix)
+            and (f'| {device} |' not in line or line.split(' | ')[0] not in measured)]

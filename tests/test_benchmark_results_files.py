@@ -31,6 +31,19 @@ def test_append_row_writes_the_header_only_where_no_table_ends_the_file(tmp_path
         assert out.read_text() == after + '| 5 | 6 |\n', before
 
 
+def test_a_rerun_keeps_other_devices_rows_and_its_own_of_settings_not_measured(tmp_path):
+    """bench_diffseg / bench_iseg rewrite their table from the rows a rerun keeps: every row of
+    another device, and this device's rows of the settings it did not measure now."""
+    from results_table import kept_rows
+    out = tmp_path / 'iseg.md'
+    assert kept_rows(out, '| iSeg', 'cpu', ['| iSeg a | 1 | cpu | run |']) == []  # no file yet
+    lines = ['# t', '| iSeg a | 9 | cuda H200 | old |', '| iSeg a | 8 | cpu | old |',
+             '| iSeg b | 7 | cpu | old |', '| other | 1 | cpu | old |']
+    out.write_text('\n'.join(lines) + '\n')
+    assert kept_rows(out, '| iSeg', 'cpu', ['| iSeg a | 1 | cpu | new |']) == [
+        '| iSeg a | 9 | cuda H200 | old |', '| iSeg b | 7 | cpu | old |']
+
+
 def test_end_to_end_writes_no_header_before_its_first_row(tmp_path, monkeypatch):
     """Two runs that fail building the engine leave no file (before: a header each, stacked);
     on a file that such runs left (a header last, no rows) the rows go under that header; on a
