@@ -2,10 +2,10 @@
 none of the files the job would replace: a dataset's labels, images, overlays or split file stay
 as they were, the run stops before any work. Ground truth is an input like the images."""
 import json
-import multiprocessing
 import shutil
 
 import pytest
+from apis.gloo_ranks import two_ranks
 
 from mmdiffseg.apis.io import ItemOutput, UserInputError, WorkItem
 from mmdiffseg.apis.jobs import run_job
@@ -83,38 +83,14 @@ def test_a_job_folder_resumes_and_the_same_folder_without_its_manifest_is_refuse
         'pseudo_label'
 
 
-def _rank(rank, store, folder, tool, results):
-    """One of two gloo ranks running the job; what it ended with."""
-    import torch.distributed as dist
-    dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=2)
-    try:
-        results.put((rank, f'made {_run(folder, tool).made}'))
-    except UserInputError as exc:
-        results.put((rank, str(exc)))
-    finally:
-        dist.destroy_process_group()
-
-
 def _two_ranks(tmp_path, folder, tool):
-    context = multiprocessing.get_context('fork')
-    results = context.Queue()
-    # a new store file per run: a reused one can still hold the last run's rank addresses
-    run = tmp_path / f'ranks{len(list(tmp_path.glob("ranks*")))}'
-    run.mkdir()
-    store = run / 'store'
-    ranks = [context.Process(target=_rank, args=(r, store, folder, tool, results))
-             for r in (0, 1)]
-    for process in ranks:
-        process.start()
-    try:
-        found = dict(results.get(timeout=120) for _ in ranks)
-    finally:
-        for process in ranks:
-            process.join(timeout=60)
-            if process.is_alive():
-                process.kill()
-                process.join()
-    return [found[0], found[1]]
+    """What each of two gloo ranks running the job ended with."""
+    def work(rank, _):
+        try:
+            return f'made {_run(folder, tool).made}'
+        except UserInputError as exc:
+            return str(exc)
+    return two_ranks(tmp_path, work)
 
 
 def test_two_ranks_start_in_a_new_or_empty_folder_and_stop_together_in_a_dataset(tmp_path):

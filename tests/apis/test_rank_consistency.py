@@ -2,15 +2,14 @@
 with another number of ranks keeps its new record (not the killed run's), ranks started with
 other settings or other inputs are refused on every rank before any work, and a rank whose
 partner stopped with an error stops with one line (not the backend's traceback)."""
-import datetime
 import logging
 import json
-import multiprocessing
 import re
 import shutil
 import time
 
 import pytest
+from apis.gloo_ranks import two_ranks
 from mmengine.logging import MMLogger
 
 from mmdiffseg.apis import folder_lock
@@ -66,45 +65,16 @@ def test_an_item_redone_by_a_one_process_resume_keeps_its_new_record(tmp_path):
     assert (summary.made, summary.already_done, prepared) == (0, 2, [])
 
 
-def _rank(rank, store, folder, results, kwargs, timeout=60):
-    """One of two gloo ranks running :func:`_run` with its ``kwargs``; what it ended with. Its
-    log lines also go to ``rank<rank>-of-<store>.log`` beside the store."""
-    import torch.distributed as dist
-    dist.init_process_group('gloo', init_method=f'file://{store}', rank=rank, world_size=2,
-                            timeout=datetime.timedelta(seconds=timeout))
-    log = store.parent / f'rank{rank}-of-{store.name}.log'
-    MMLogger.get_current_instance().addHandler(logging.FileHandler(log))
-    try:
-        summary, prepared = _run(folder, **kwargs[rank])
-        results.put((rank, f'made {summary.made}, prepared {len(prepared)}'))
-    except Exception as exc:  # noqa: B902  (the test names it)
-        results.put((rank, f'{type(exc).__name__}: {exc}'))
-    finally:
-        dist.destroy_process_group()
-
-
 def _two_ranks(tmp_path, folder, kwargs0=None, kwargs1=None, timeout=60):
     """What each of two ranks ended with (a line), running ``_run(folder, **kwargs<rank>)``
-    in a process group of that ``timeout`` (seconds)."""
-    context = multiprocessing.get_context('fork')
-    results = context.Queue()
-    # a new store file per run: a reused one can still hold the last run's rank addresses
-    run = tmp_path / f'ranks{len(list(tmp_path.glob("ranks*")))}'
-    run.mkdir()
-    store = run / 'store'
-    ranks = [context.Process(target=_rank, args=(r, store, folder, results,
-                                                 [kwargs0 or {}, kwargs1 or {}], timeout))
-             for r in (0, 1)]
-    for process in ranks:
-        process.start()
-    try:
-        found = dict(results.get(timeout=120) for _ in ranks)
-    finally:
-        for process in ranks:
-            process.join(timeout=60)
-            if process.is_alive():
-                process.kill()
-    return [found[0], found[1]]
+    in a process group of that ``timeout`` (seconds). Their log lines also go to
+    ``rank<rank>.log`` beside the group's store (``tmp_path/ranks<n>``)."""
+    def work(rank, folder_of_run):
+        log = logging.FileHandler(folder_of_run / f'rank{rank}.log')
+        MMLogger.get_current_instance().addHandler(log)
+        summary, prepared = _run(folder, **[kwargs0 or {}, kwargs1 or {}][rank])
+        return f'made {summary.made}, prepared {len(prepared)}'
+    return two_ranks(tmp_path, work, timeout)
 
 
 def test_an_item_redone_by_another_rank_keeps_its_new_record(tmp_path):
@@ -184,7 +154,7 @@ def test_rank_0_names_the_items_another_rank_could_not_read(tmp_path):
     ids = ('a', 'b', 'c', 'd')
     kwargs = dict(ids=ids, corrupt={'b', 'd'})  # rank 1's share: b, d
     assert _two_ranks(tmp_path, tmp_path / 'out', kwargs, kwargs) == ['made 2, prepared 1'] * 2
-    log = (tmp_path / 'ranks0/rank0-of-store.log').read_text()
+    log = (tmp_path / 'ranks0/rank0.log').read_text()
     for item in 'bd':
         assert log.count(f'failed {item}: {item}.jpg is truncated, on rank 1 (not made; '
                          'counted as failed)') == 1, log

@@ -113,7 +113,7 @@ def labels_in(cache_dir):
 def torchrun(cwd, script, *args):
     """``script args`` as two CPU ranks under torchrun; what they printed."""
     command = [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2',
-               '--master-port', str(free_port()), str(script), *map(str, args)]
+               '--standalone', str(script), *map(str, args)]  # its own free port, no race
     result = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True,
                             timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
