@@ -22,7 +22,7 @@ import torch
 from mmengine.logging import print_log
 from mmseg.datasets import ADE20KDataset, CityscapesDataset, PascalVOCDataset
 from mmseg.evaluation import IoUMetric
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from ..class_defaults import init_defaults
 from ..datasets.generated import read_manifest_header
@@ -30,7 +30,7 @@ from ..datasets.transforms import read_label_map
 from ..datasets.unsupervised import (Cityscapes27Dataset, CityscapesHumanVehicleDataset,
                                      COCOStuff27Dataset)
 from ..evaluation import PseudoLabelMetric, match_segments
-from .folders import IGNORE_INDEX, MASK_DIR
+from .folders import IGNORE_INDEX, MASK_DIR, TOO_LARGE
 from .io import UserInputError
 
 #: the mmseg dataset whose ground-truth files each class set of ``--classes`` names
@@ -155,7 +155,12 @@ def read_label_map_file(path, what: str = 'label', reduce_zero_label: bool = Fal
             f'{what} {path} is not a label map ({exc}): {what} files must be palette or grey '
             'PNGs of class indices (e.g. VOC\'s SegmentationClass, ADE20K\'s annotations, '
             'Cityscapes\' *_gtFine_labelTrainIds.png), not colour images') from exc
-    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise UserInputError(f'cannot read {what} {path}: {TOO_LARGE}') from exc
+    except UnidentifiedImageError as exc:  # its message names a BytesIO, not the file
+        raise UserInputError(f'cannot read {what} {path} (not an image Pillow can identify): '
+                             'the file is damaged or not a PNG; replace it or remove it') from exc
+    except (OSError, SyntaxError) as exc:
         raise UserInputError(f'cannot read {what} {path} ({type(exc).__name__}: {exc}): the file '
                              'is damaged or not a PNG; replace it or remove it') from exc
 

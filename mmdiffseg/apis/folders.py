@@ -134,10 +134,15 @@ TOO_LARGE = (f'more than the {MAX_IMAGE_PIXELS} pixels OpenCV (so mmseg\'s '
              'LoadImageFromFile) reads; split or shrink it')
 
 
-def open_image(path) -> Image.Image:
-    """``Image.open`` up to :data:`MAX_IMAGE_PIXELS` (Pillow's own limit is lower); a larger
-    image raises ``Image.DecompressionBombError`` (:data:`TOO_LARGE`)."""
+def allow_opencv_sized_images() -> None:
+    """Let Pillow open images up to :data:`MAX_IMAGE_PIXELS` (its own limit is lower); a larger
+    one raises ``Image.DecompressionBombError`` (:data:`TOO_LARGE`)."""
     Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, MAX_IMAGE_PIXELS // 2)  # 2x: error
+
+
+def open_image(path) -> Image.Image:
+    """``Image.open`` up to :data:`MAX_IMAGE_PIXELS` (:func:`allow_opencv_sized_images`)."""
+    allow_opencv_sized_images()
     return Image.open(path)
 
 

@@ -184,11 +184,13 @@ def remove_stale_temp_files(folder: Path) -> int:
     return removed
 
 
-def read_manifest_file(path: Path) -> Tuple[Optional[Dict], List[Tuple[int, Dict]], int]:
-    """One manifest file as it is: its header (None without one), ``(byte offset, record)`` of
-    each finished item's line, and the end of its last complete line; a torn last line (a kill
-    during the append, or a line being appended now) is left out. A damaged line before others
-    is a :class:`UserInputError` naming the file."""
+def read_manifest_file(path: Path, check_header: Callable[[Path, Dict], None] = lambda *_: None
+                       ) -> Tuple[Optional[Dict], List[Tuple[int, Dict]], int]:
+    """One manifest file as it is: its header (None without one; ``check_header(path, header)``
+    is called on it first), ``(byte offset, record)`` of each finished item's line, and the end
+    of its last complete line; a torn last line (a kill during the append, or a line being
+    appended now) is left out. A damaged line before others is a :class:`UserInputError` naming
+    the file."""
     raw = path.read_bytes()
     lines = raw.split(b'\n')
     good_end, records, header = 0, [], None
@@ -207,28 +209,11 @@ def read_manifest_file(path: Path) -> Tuple[Optional[Dict], List[Tuple[int, Dict
             break
         if header is None:
             header = value
+            check_header(path, header)
         else:
             records.append((good_end, value))  # good_end: where this line starts
         good_end += len(line) + 1
     return header, records, good_end
-
-
-def finished_records(folder) -> Tuple[Dict, Dict[str, Dict]]:
-    """A tool's output folder read, not resumed: the header of its manifest (or of a rank's,
-    when a distributed run was stopped before merging them) and id -> record of every finished
-    item of all its manifest files, the last record of an id winning as in a resume."""
-    paths = manifest_files(folder)
-    if not paths:
-        raise UserInputError(f'{folder} has no {MANIFEST_NAME}: not a folder written by '
-                             'synthesize / pseudo_label / segment')
-    header, records = None, {}
-    for path in paths:
-        found, lines, _ = read_manifest_file(path)
-        header = header or found
-        records.update((record['id'], record) for _, record in lines)
-    if header is None:
-        raise UserInputError(f'{paths[0]} is empty: no finished items to show')
-    return header, records
 
 
 class Manifest:
@@ -247,11 +232,10 @@ class Manifest:
         """Records of one manifest file (those of the lines from byte ``since`` on) after
         checking its header; a torn last line (a kill during the append) is dropped, and cut off
         the file when ``repair``."""
-        header, lines, good_end = read_manifest_file(path)
+        header, lines, good_end = read_manifest_file(path, self._check_header)
         if header is None:
             raise UserInputError(f'{path} has no header line; remove the folder or pick another '
                                  '--out')
-        self._check_header(path, header)
         if repair and good_end < path.stat().st_size:
             with open(path, 'r+b') as f:
                 f.truncate(good_end)

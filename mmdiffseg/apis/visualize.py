@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -16,7 +16,8 @@ from mmseg.visualization import SegLocalVisualizer
 from ..datasets.transforms import read_label_map
 from .folders import (IGNORE_COLOR, IGNORE_INDEX, IMAGE_DIR, MASK_DIR, encode_jpeg, palette_for,
                       read_rgb, resolve_record_path)
-from .io import UserInputError, atomic_write, finished_records
+from .io import (MANIFEST_NAME, UserInputError, atomic_write, manifest_files,
+                 read_manifest_file)
 
 _names = itertools.count()
 
@@ -47,6 +48,32 @@ class Overlayer:
         seg = PixelData(data=torch.from_numpy(labels.astype(np.int64))[None])
         return self.visualizer._draw_sem_seg(rgb.astype(np.uint8), seg, self.classes,
                                              self.palette, with_labels)
+
+
+def finished_records(folder) -> Tuple[Dict, Dict[str, Dict]]:
+    """A tool's output folder read, not resumed: the header of its manifest (or of a rank's,
+    when a distributed run was stopped before merging them) and id -> record of every finished
+    item of all its manifest files, the last record of an id winning as in a resume."""
+    for _ in range(3):
+        paths = manifest_files(folder)
+        if not paths:
+            raise UserInputError(f'{folder} has no {MANIFEST_NAME}: not a folder written by '
+                                 'synthesize / pseudo_label / segment')
+        try:
+            files = [read_manifest_file(path) for path in paths]
+            break
+        except FileNotFoundError:  # the run merged its rank files meanwhile: list them again
+            continue
+    else:
+        raise UserInputError(f'the manifest files of {folder} kept changing while being read (a '
+                             'run merging its ranks\' files?): try again once it has ended')
+    header, records = None, {}
+    for found, lines, _ in files:
+        header = header or found
+        records.update((record['id'], record) for _, record in lines)
+    if header is None:
+        raise UserInputError(f'{paths[0]} is empty: no finished items to show')
+    return header, records
 
 
 def _folder_items(folder: Path, limit: int):

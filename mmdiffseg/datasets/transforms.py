@@ -67,7 +67,8 @@ def read_label_map(path: str, reduce_zero_label: bool = False,
                    label_map: Optional[Dict[int, int]] = None) -> np.ndarray:
     """A label PNG read as mmseg's ``LoadAnnotations`` does (reduce_zero_label, label_map); a
     colour or 16-bit file is refused, naming it (:func:`~..apis.folders.label_indices`)."""
-    from ..apis.folders import label_indices
+    from ..apis.folders import allow_opencv_sized_images, label_indices
+    allow_opencv_sized_images()  # Pillow decodes it: up to OpenCV's limit, as the images
     label = label_indices(mmcv.imfrombytes(fileio.get(path), flag='unchanged', backend='pillow'),
                           path)
     if reduce_zero_label:
@@ -99,11 +100,13 @@ def read_image_level_labels(path) -> Dict[str, List[str]]:
         labels = json.loads(Path(path).read_text())
     except ValueError as err:  # not JSON, or not UTF-8
         raise ValueError(f'image-level labels {path} are not valid JSON ({err})') from err
-    if not isinstance(labels, dict) or not all(
-            isinstance(names, list) and all(isinstance(n, str) for n in names)
-            for names in labels.values()):
-        raise ValueError(f'image-level labels {path} are not a JSON object '
-                         '{"<image name>": ["<class name>", ...], ...}')
+    shape = '{"<image name>": ["<class name>", ...], ...}'
+    if not isinstance(labels, dict):
+        raise ValueError(f'image-level labels {path} are not a JSON object {shape}')
+    for image, names in labels.items():
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f'image-level labels {path} list {names!r} for image {image!r}: '
+                             f'each image lists the names of its classes (not indices), {shape}')
     return labels
 
 

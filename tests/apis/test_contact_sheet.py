@@ -53,6 +53,20 @@ def test_a_stopped_distributed_run_is_shown_from_its_rank_manifests(tmp_path):
     assert contact_sheet(folder, thumb=16, legend=False).shape == (16, 48, 3)
 
 
+def test_a_sheet_drawn_while_the_ranks_manifests_are_merged_reads_the_merged_one(
+        tmp_path, monkeypatch):
+    """The run merges its rank files into manifest.jsonl, then removes them: a rank file
+    listed just before its removal is listed again, not a FileNotFoundError."""
+    from mmdiffseg.apis import visualize
+    ones = np.ones((8, 8))
+    folder = _folder(tmp_path, dict(a=ones, b=ones))
+    listings = [[folder / 'manifest.rank0.jsonl']]  # gone by the time it is read
+    real = visualize.manifest_files
+    monkeypatch.setattr(visualize, 'manifest_files',
+                        lambda path: listings.pop() if listings else real(path))
+    assert contact_sheet(folder, thumb=16, legend=False).shape == (16, 32, 3)
+
+
 def test_images_outside_the_folder_are_found_through_their_record(tmp_path):
     """pseudo_label / segment folders hold no JPEGImages: the image is the recorded input path,
     relative to the folder."""

@@ -73,3 +73,30 @@ def test_ground_truth_is_read_as_mmseg_reads_it_for_training(tmp_path, mode):
                                     seg_fields=[]))['gt_seg_map']
     np.testing.assert_array_equal(GroundTruthFormat().read(path, CLASSES), loaded)
     np.testing.assert_array_equal(loaded, values)
+
+
+def test_label_maps_are_read_up_to_opencvs_size_and_a_larger_one_is_named(tmp_path,
+                                                                          monkeypatch):
+    """Pillow's own limit (179M pixels) is below the images' (OpenCV's 2^30): a large ground
+    truth was a DecompressionBombError traceback; past 2^30 (here scaled down) a one-line
+    refusal naming the file."""
+    from mmdiffseg.apis import folders
+    path = tmp_path / 'gt.png'
+    Image.fromarray(np.ones((100, 100), np.uint8)).save(path)
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 16)  # as if 10,000 pixels were Pillow's 179M
+    assert GroundTruthFormat().read(path, CLASSES).shape == (100, 100)
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 16)
+    monkeypatch.setattr(folders, 'MAX_IMAGE_PIXELS', 64)  # and 64 OpenCV's 2^30
+    with pytest.raises(UserInputError, match=f'^cannot read ground truth {path}: more than the '):
+        GroundTruthFormat().read(path, CLASSES)
+
+
+def test_a_file_that_is_no_image_is_named_without_pillows_buffer(tmp_path):
+    """Pillow's message names the in-memory buffer the file was read into, not the file."""
+    path = tmp_path / 'gt.png'
+    path.write_text('not a png')
+    with pytest.raises(UserInputError) as error:
+        GroundTruthFormat().read(path, CLASSES)
+    assert str(error.value) == (f'cannot read ground truth {path} (not an image Pillow can '
+                                'identify): the file is damaged or not a PNG; replace it or '
+                                'remove it')

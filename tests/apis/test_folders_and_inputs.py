@@ -373,8 +373,9 @@ def test_contact_sheet_names_a_folder_it_cannot_show_and_stops_at_a_line_being_w
     (None, r'cannot read image-level labels .*labels.json: \[Errno 2\]'),
     ('{"a": ["cat"],}', r'image-level labels .*labels.json are not valid JSON \(Expecting'),
     ('[["cat"]]', r'labels.json are not a JSON object \{"<image name>": \["<class name>", '),
-    ('{"a": "cat"}', r'are not a JSON object \{"<image name>": \["<class name>", ...\], ...\}'),
-    ('{"a": [7, "cat"]}', 'are not a JSON object'),  # a class index, not its name
+    ('{"a": "cat"}', r"list 'cat' for image 'a': each image lists the names of its classes "
+                     r'\(not indices\), \{"<image name>": \["<class name>", ...\], ...\}'),
+    ('{"a": [7, "cat"]}', r"list \[7, 'cat'\] for image 'a'"),  # a class index, not its name
 ])
 def test_image_level_label_files_that_cannot_be_read_are_named(tmp_path, text, match):
     path = tmp_path / 'labels.json'

@@ -118,6 +118,10 @@ def test_damaged_middle_line_is_an_error(tmp_path):
         f.write(b'{"id": "a", \n{"id": "b", "files": []}\n')
     with pytest.raises(UserInputError, match='line 2 is not JSON'):
         m.load()
+    # made with other settings: that is the refusal to see (its fix: another --out)
+    with pytest.raises(UserInputError, match=r'different settings:\n  seed: folder has 0, '
+                                             r'this run has 1'):
+        Manifest(tmp_path, dict(HEADER, seed=1)).load()
 
 
 def test_item_seed_depends_only_on_seed_and_key():

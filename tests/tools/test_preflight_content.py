@@ -100,8 +100,11 @@ def test_malformed_label_files_are_reported(tmp_path, voc_root):
     labels = tmp_path / 'labels.json'
     for text, problem in (('{"voc_val_0": ["aeroplane"],}', 'are not valid JSON (Expecting'),
                           ('["aeroplane"]', 'are not a JSON object'),
-                          ('{"voc_val_0": "aeroplane"}', 'are not a JSON object'),
-                          ('{"voc_val_0": [1, 15]}', 'are not a JSON object')):  # indices
+                          ('{"voc_val_0": "aeroplane"}',
+                           "list 'aeroplane' for image 'voc_val_0': each image lists the names"),
+                          ('{"voc_val_0": [1, 15]}',  # indices
+                           "list [1, 15] for image 'voc_val_0': each image lists the names of its "
+                           'classes (not indices)')):
         labels.write_text(text)
         (item,) = preflight.check(voc_config(voc_root, str(labels)), 'train')
         assert problem in item.what and item.where == [LABELS_STEP] and 'voc_aug.py' in item.fix
