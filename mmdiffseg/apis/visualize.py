@@ -16,7 +16,7 @@ from mmseg.visualization import SegLocalVisualizer
 from ..datasets.transforms import read_label_map
 from .folders import (IGNORE_COLOR, IGNORE_INDEX, IMAGE_DIR, MASK_DIR, encode_jpeg, palette_for,
                       read_rgb, resolve_record_path)
-from .io import (MANIFEST_NAME, UserInputError, atomic_write, manifest_files,
+from .io import (MANIFEST_NAME, ItemFailed, UserInputError, atomic_write, manifest_files,
                  read_manifest_file)
 
 _names = itertools.count()
@@ -115,7 +115,12 @@ def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64,
     sheet = np.zeros((rows * thumb, cols * thumb, 3), dtype=np.uint8)
     shown = set()
     for k, (item_id, image, mask) in enumerate(items):
-        rgb, labels = read_rgb(image), read_label_map(str(mask))
+        try:
+            rgb, labels = read_rgb(image), read_label_map(str(mask))
+        except (ItemFailed, OSError, ValueError, SyntaxError) as exc:  # damaged since written
+            raise UserInputError(f'contact sheet of {folder}: cannot draw item {item_id!r} '
+                                 f'({exc}); remove its label {mask} and rerun the tool to remake '
+                                 'it') from exc
         shown.update(np.unique(labels).tolist())
         if rgb.shape[:2] != labels.shape:
             rgb = cv2.resize(rgb, labels.shape[::-1], interpolation=cv2.INTER_LINEAR)

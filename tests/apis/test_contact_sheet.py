@@ -7,7 +7,7 @@ import pytest
 
 from mmdiffseg.apis.folders import (IGNORE_COLOR, IMAGE_DIR, MASK_DIR, encode_jpeg,
                                     encode_label_png, palette_for)
-from mmdiffseg.apis.io import MANIFEST_NAME
+from mmdiffseg.apis.io import MANIFEST_NAME, UserInputError
 from mmdiffseg.apis.visualize import contact_sheet
 
 CLASSES = ['background', 'cat']
@@ -139,3 +139,21 @@ def test_a_legend_name_too_long_is_cut_inside_the_strip():
     strip = legend_strip([('m' * 200, [10, 200, 30])], 100)
     assert strip.shape == (18 + 4, 100, 3)
     assert (strip[:, -4:] == 32).all() and strip[:, 30:96].max() > 200
+
+
+@pytest.mark.parametrize('damage', ['label cut short', 'colour label', 'image cut short'])
+def test_an_item_damaged_since_it_was_written_is_named_with_the_fix(tmp_path, damage):
+    """A traceback before (OSError from the label, ItemFailed from the image); now the one-line
+    refusal the tools print, naming the item, its label and how to remake it."""
+    ones = np.ones((8, 8))
+    folder = _folder(tmp_path, dict(a=ones))
+    mask, image = folder / MASK_DIR / 'a.png', folder / IMAGE_DIR / 'a.jpg'
+    if damage == 'colour label':
+        mask.write_bytes(encode_jpeg(np.full((8, 8, 3), 9)))  # any RGB file under the name
+    else:
+        path = mask if damage == 'label cut short' else image
+        path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(UserInputError, match=(
+            rf"^contact sheet of {folder}: cannot draw item 'a' \(.+\); remove its label {mask} "
+            'and rerun the tool to remake it$')):
+        contact_sheet(folder, thumb=16, legend=False)
