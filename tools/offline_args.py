@@ -17,6 +17,8 @@ AUTO_BATCH = {'cuda': 16, 'cpu': 4}
 #: --compile: torch.compile backends (CUDA graphs, whose outputs a later replay overwrites, are not
 #: offered: a batch's maps are graph outputs)
 COMPILE_BACKENDS = ('inductor', 'aot_eager', 'eager')
+#: --dtype: the engine precisions of ``mmdiffseg.attention.loading.DTYPES`` (names only: no import)
+DTYPE_NAMES = ('float32', 'float16', 'bfloat16')
 
 #: the class sets of ``mmdiffseg.datasets.class_names.DATASET_CLASSES`` (names only: no import)
 DATASET_SETS = ('voc', 'cityscapes', 'ade20k', 'cityscapes27', 'cityscapes_human_vehicle',
@@ -166,7 +168,7 @@ def add_engine_args(parser: argparse.ArgumentParser, default_model: str = DEFAUL
     parser.add_argument('--device', default=AUTO,
                         help='cpu, cuda or cuda:N; auto = cuda when a GPU is present, else cpu')
     parser.add_argument('--dtype', default=AUTO,
-                        choices=[AUTO, 'float32', 'float16', 'bfloat16'],
+                        choices=[AUTO, *DTYPE_NAMES],
                         help='engine precision; auto = float16 on CUDA, float32 on the CPU')
     parser.add_argument('--batch-size', type=positive_int_or_auto, default=AUTO,
                         help=f'items per engine pass; auto = {AUTO_BATCH["cuda"]} on CUDA (lower '

@@ -14,7 +14,7 @@ labels and the Stable Diffusion weights is missing, with the fixes (exit status 
 import argparse
 import sys
 
-from offline_args import COMPILE_BACKENDS, config_file, count, positive_int
+from offline_args import COMPILE_BACKENDS, DTYPE_NAMES, config_file, count, positive_int
 
 
 def parse_args(argv=None):
@@ -28,7 +28,7 @@ def parse_args(argv=None):
     parser.add_argument('--batch-size', type=positive_int, default=None,
                         help='images per engine call (default: the preprocessor\'s '
                              'label_batch_size)')
-    parser.add_argument('--dtype', default=None, choices=['float32', 'float16', 'bfloat16'],
+    parser.add_argument('--dtype', default=None, choices=DTYPE_NAMES,
                         help='engine precision (default: the preprocessor\'s engine_dtype)')
     parser.add_argument('--device', default=None,
                         help='cpu, cuda or cuda:N (default: cuda when available, one GPU per '

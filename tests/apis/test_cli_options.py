@@ -51,6 +51,8 @@ def test_help_lists_every_class_set_and_synthesis_set():
     from mmdiffseg.datasets.class_names import DATASET_CLASSES
     opts = load_tool('pseudo_label').opts
     assert tuple(opts.DATASET_SETS) == tuple(DATASET_CLASSES)
+    from mmdiffseg.attention.loading import DTYPES
+    assert opts.DTYPE_NAMES == tuple(DTYPES)  # --dtype offers every engine precision
     synth = load_tool('synthesize')
     assert tuple(synth.SYNTH_SETS) == tuple(SYNTH_CLASS_SETS)
     parser_help = subprocess.run([sys.executable, str(REPO / 'tools/synthesize.py'), '--help'],
