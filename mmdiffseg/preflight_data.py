@@ -250,8 +250,10 @@ def check_image_decoding(dataset: dict, where: str) -> List[Missing]:
         return []
     found = []
     for index, step in enumerate(steps):
+        if config_type(step) != 'LoadImageFromFile':
+            continue
         other = {key: step[key] for key, default in LABELS_DECODING.items()
-                 if config_type(step) == 'LoadImageFromFile' and step.get(key, default) != default}
+                 if step.get(key, default) != default}
         if other:
             key = f'{where}.pipeline.{index}'
             found.append(Missing(
