@@ -43,8 +43,8 @@ from .preflight_classes import (check_dataset_classes, check_model_classes,
 from .preflight_data import (Missing, check_dataset, check_image_decoding,
                              check_image_level_labels, check_listed_files, nearest)
 from .preflight_options import (check_cache_keys, check_head_layout, check_options,
-                                generator_refusal, hub_id_like)
-from .provenance import MOVED_HUB_IDS, withdrawn_model
+                                generator_refusal, unknown_option_keys)
+from .provenance import MOVED_HUB_IDS, names_a_local_path, withdrawn_model
 from .registry import config_type
 
 TINY_SD_BASE = 'stable-diffusion-2-1-base'
@@ -151,18 +151,18 @@ def check_sd_model(model: str, keys: List[str], variant: Optional[str] = None) -
                         f'--cfg-options {" ".join(f"{k}={MOVED_HUB_IDS[model]}" for k in keys)}',
                         keys)]
     from huggingface_hub import constants, try_to_load_from_cache
-    hub_id = hub_id_like(model)
-    if hub_id and (isinstance(try_to_load_from_cache(model, 'model_index.json'), str) or
-                   reachable(f'{constants.ENDPOINT}/{model}/resolve/main/model_index.json')):
+    local = names_a_local_path(model)
+    if not local and (isinstance(try_to_load_from_cache(model, 'model_index.json'), str) or
+                      reachable(f'{constants.ENDPOINT}/{model}/resolve/main/model_index.json')):
         return []
-    local = (f'pass a local diffusers folder: --cfg-options {settings} '
-             f'({smoke_run_hint(model, keys)})')
-    if not hub_id or Path(model.split('/')[0]).expanduser().is_dir():  # a path, not a hub id
-        return [Missing(f'Stable Diffusion folder {model!r} not found', local, keys)]
+    use_folder = (f'pass a local diffusers folder: --cfg-options {settings} '
+                  f'({smoke_run_hint(model, keys)})')
+    if local:
+        return [Missing(f'Stable Diffusion folder {model!r} not found', use_folder, keys)]
     return [Missing(
         f'Stable Diffusion weights {model!r}: no such local folder, and not in the Hugging Face '
         f'cache {constants.HF_HUB_CACHE} ({"offline" if offline() else "not downloadable from here"})',
-        f'where there is network: hf download {model} (then copy the cache here); or {local}',
+        f'where there is network: hf download {model} (then copy the cache here); or {use_folder}',
         keys)]
 
 
@@ -193,7 +193,7 @@ def smoke_run_hint(model: str, settings: List[str]) -> str:
 def check_generator(generator: dict, where: str) -> List[Missing]:
     """A generator config (``MASK_GENERATORS``): known type and options, values its constructor
     accepts (built here: cheap, no model)."""
-    from .registry import MASK_GENERATORS, unknown_options
+    from .registry import MASK_GENERATORS
     kind = generator.get('type')
     cls = MASK_GENERATORS.get(kind) if isinstance(kind, str) else kind
     if cls is None:
@@ -203,19 +203,10 @@ def check_generator(generator: dict, where: str) -> List[Missing]:
                         (f' (did you mean {near!r}?)' if near else ''),
                         f'--cfg-options {where}.type={near or known[0]} (the generators: '
                         f'{", ".join(known)})', [where])]
-    params = inspect.signature(cls).parameters
-    options = [name for name in params if name not in generator]
-    found = []
-    for key in unknown_options(cls, generator):
-        near = nearest(key, options)
-        found.append(Missing(
-            f'{where}: unknown option {key!r}' + (f' (did you mean {near!r}?)' if near else ''),
-            f'set {where}.{near}={generator[key]!r} instead of {where}.{key} (in the config '
-            f'or --cfg-options)' if near else
-            f'remove {where}.{key} (the options of {cls.__name__}: {", ".join(params)})',
-            [where]))
+    found = unknown_option_keys(where, cls, generator)
     if found:
         return found
+    params = inspect.signature(cls).parameters
     try:
         MASK_GENERATORS.build(dict(generator)).config_dict()  # a custom one may lack it
     except (TypeError, ValueError, KeyError, AssertionError, NotImplementedError) as err:

@@ -13,30 +13,11 @@ from __future__ import annotations
 import inspect
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, List, Optional, Set, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from .preflight_data import Missing, nearest
-
-_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-
-
-def accepted_options(cls) -> Optional[Set[str]]:
-    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` up its base classes;
-    None where a class takes any (``**kwargs`` up to ``object``) or has no signature."""
-    names: Set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get('__init__')
-        if init is None:
-            continue
-        try:
-            params = inspect.signature(init).parameters
-        except (TypeError, ValueError):
-            return None
-        names |= {name for name, p in params.items() if p.kind in _NAMED} - {'self'}
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            return names
-    return None
-
+from .provenance import names_a_local_path
+from .registry import accepted_options, unknown_options
 
 #: entries of a model part that other builders make (norm and activation layers, weight
 #: initialisation, the assigners of ``train_cfg``): not options of a class in ``MODELS``
@@ -83,7 +64,8 @@ def _parts(cfg) -> Iterator[Tuple[str, dict, str]]:
 
 
 def _unknown_key(where: str, owner: str, key: str, options: List[str]) -> Missing:
-    """A key ``owner`` does not take, with the nearest of its ``options``."""
+    """A key ``owner`` does not take, with the nearest of its ``options`` (set or not: a
+    ``--cfg-options`` key misspelt beside the config's own is meant to change that one)."""
     near = nearest(key, options)
     return Missing(
         f'{where}: {owner} has no option {key!r}' + (f' (did you mean {near!r}?)' if near else ''),
@@ -111,6 +93,14 @@ def check_cache_keys(cache: dict, where: str) -> List[Missing]:
     return found
 
 
+def unknown_option_keys(where: str, cls, part: dict) -> List[Missing]:
+    """The keys of ``part`` (the config of ``cls`` at ``where``) that ``cls`` does not take, each
+    with its nearest option."""
+    options = list(accepted_options(cls) or ())
+    return [_unknown_key(where, cls.__name__, key, options)
+            for key in sorted(unknown_options(cls, part))]
+
+
 def check_options(cfg, sections: Tuple[str, ...]) -> List[Missing]:
     """Keys of the model, datasets and metrics (those under ``sections`` and the matching
     evaluators) that their class does not take."""
@@ -122,12 +112,8 @@ def check_options(cfg, sections: Tuple[str, ...]) -> List[Missing]:
             continue
         kind = part.get('type')
         cls = getattr(registry, registry_name).get(kind) if isinstance(kind, str) else kind
-        options = accepted_options(cls) if inspect.isclass(cls) else None
-        if options is None:
-            continue
-        found += [_unknown_key(where, cls.__name__, key, sorted(options))
-                  for key in sorted(part) if key != 'type' and key not in options
-                  and not (key.startswith('_') and key.endswith('_'))]  # _scope_
+        if inspect.isclass(cls):
+            found += unknown_option_keys(where, cls, part)
     return found
 
 
@@ -151,11 +137,6 @@ def generator_refusal(generator: dict, params, where: str, err: Exception) -> Mi
                    (f' (its default: {params[key].default!r})' if key else ''), [where])
 
 
-def hub_id_like(model: str) -> bool:
-    """Whether ``model`` can be a Hugging Face hub id (``org/name``) rather than only a path."""
-    return model.count('/') == 1 and not model.startswith(('.', '/', '~'))
-
-
 def model_config_folder(model: str) -> Optional[Path]:
     """The folder holding ``model``'s ``unet/config.json``: a local diffusers folder, or its
     snapshot in the Hugging Face cache; None where the config is not here."""
@@ -163,7 +144,8 @@ def model_config_folder(model: str) -> Optional[Path]:
     folder = Path(model).expanduser()
     if folder.is_dir():
         return folder if (folder / 'unet' / 'config.json').is_file() else None
-    cached = try_to_load_from_cache(model, 'unet/config.json') if hub_id_like(model) else None
+    cached = None if names_a_local_path(model) else \
+        try_to_load_from_cache(model, 'unet/config.json')
     return Path(cached).parents[1] if isinstance(cached, str) else None
 
 

@@ -101,6 +101,15 @@ def model_path(model: Union[str, Path]) -> Path:
                          f"folder here ({exc}); give the folder's full path") from exc
 
 
+def names_a_local_path(model: Union[str, Path]) -> bool:
+    """Whether ``model`` is meant as a local folder or file rather than a hub id (``org/name``):
+    it starts with ``.``, ``/`` or ``~``, has not exactly one ``/``, or the folder before its
+    ``/`` exists here."""
+    text = str(model)
+    return text.startswith(('.', '/', '~')) or text.count('/') != 1 or \
+        Path(text.split('/')[0]).is_dir()
+
+
 def sampler_settings(model: Union[str, Path]) -> Optional[Dict]:
     """The sampler of ``model`` (its scheduler's class and settings, which the model identity
     leaves out: extract's noise does not depend on them, ``generate``'s images do); None when

@@ -6,7 +6,7 @@ registries so stock configs with ``default_scope='mmseg'`` find them after
 ``custom_imports=dict(imports=['mmdiffseg'])``.
 """
 import inspect
-from typing import List, Mapping
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from mmengine.registry import DefaultScope, Registry, build_from_cfg
 from mmseg.registry import MODELS
@@ -21,19 +21,44 @@ def config_type(cfg) -> str:
     return kind.rsplit('.', 1)[-1] if isinstance(kind, str) else ''
 
 
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def accepted_options(cls) -> Optional[Tuple[str, ...]]:
+    """The keyword arguments ``cls(...)`` (a class or a function) takes, following ``**kwargs``
+    up its base classes, in signature order (the class's own first); None where it takes any
+    (``**kwargs`` up to ``object``) or has no signature."""
+    names: Dict[str, None] = {}
+    inits = [klass.__dict__.get('__init__') for klass in cls.__mro__] \
+        if inspect.isclass(cls) else [cls]
+    for init in inits:
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters
+        except (TypeError, ValueError):
+            return None
+        names.update((name, None) for name, p in params.items()
+                     if p.kind in _NAMED and name != 'self')
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return tuple(names)
+    return None
+
+
 def unknown_options(cls, options: Mapping) -> List[str]:
-    """The keys of ``options`` (``type`` aside) that ``cls`` does not take: none when it takes
-    ``**kwargs``."""
-    params = inspect.signature(cls).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    """The keys of ``options`` that ``cls`` does not take (``type`` and mmengine's ``_scope_``
+    aside): none when it takes any."""
+    accepted = accepted_options(cls)
+    if accepted is None:
         return []
-    return [key for key in options if key != 'type' and key not in params]
+    return [key for key in options if key != 'type' and key not in accepted
+            and not (key.startswith('_') and key.endswith('_'))]
 
 
 def unknown_options_error(cls, options: Mapping) -> TypeError:
     """The error of ``cls`` given ``options`` it does not take, each with its nearest option."""
     from .preflight_data import nearest
-    free = [name for name in inspect.signature(cls).parameters if name not in options]
+    free = [name for name in accepted_options(cls) or () if name not in options]
     named = []
     for key in unknown_options(cls, options):
         near = nearest(key, free)

@@ -16,7 +16,7 @@ from ..compat import config_fromfile
 from ..cuda_check import cuda_problem
 from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY
 from ..preflight_options import head_layout_error
-from ..provenance import model_path
+from ..provenance import model_path, names_a_local_path
 from ..registry import MASK_GENERATORS
 from .io import UserInputError
 
@@ -25,17 +25,14 @@ METHODS = {'iseg': 'ISeg', 'seediff': 'SeeDiff', 'diffseg': 'DiffSeg'}
 
 
 def check_model(model: str, variant: Optional[str] = None) -> str:
-    """A hub id or a diffusers folder; a name meant as a folder (it exists, starts with ``.``,
-    ``/`` or ``~``, has more than one ``/``, or its parent folder exists here) that does not hold
-    a pipeline the engine can run with the weights ``variant`` (``--variant``) stops the run here,
-    naming the path. Returns the id or the folder's absolute path."""
+    """A hub id or a diffusers folder; a name meant as a folder (``names_a_local_path``: not an
+    ``org/name`` id, or its ``org`` folder exists here) that does not hold a pipeline the engine
+    can run with the weights ``variant`` (``--variant``) stops the run here, naming the path. Returns the id or the folder's absolute path."""
     try:
         path = model_path(model)
     except ValueError as exc:  # a '~name' of no user: bad input, exit status 2
         raise UserInputError(str(exc)) from exc
-    looks_local = (path.exists() or model.startswith(('.', '/', '~')) or model.count('/') > 1
-                   or (model.count('/') == 1 and path.parent.is_dir()))
-    if not looks_local:
+    if not names_a_local_path(model):
         return model
     checkpoint = single_file_checkpoint(model)
     if checkpoint is not None:

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 
-from ..provenance import model_path
+from ..provenance import model_path, names_a_local_path
 
 
 def dtype_option(dtype: torch.dtype) -> Dict[str, torch.dtype]:
@@ -165,8 +165,7 @@ def hub_load_failure(source: str, err: Exception, cache_dir: Optional[str] = Non
     fix, without diffusers' pointer to a stack trace the tools do not print."""
     from huggingface_hub import constants, try_to_load_from_cache
 
-    from ..preflight_options import hub_id_like
-    if not hub_id_like(source):  # a path (no org/name id): the Hub has nothing to say on it
+    if names_a_local_path(source):  # the Hub has nothing to say on it
         return (f'cannot load Stable Diffusion model {source!r}: no such folder '
                 f'({model_path(source).resolve()} does not exist). Fix: check the path')
     try:

@@ -14,10 +14,27 @@ def test_a_path_like_name_is_a_missing_folder_not_a_hub_id(name, tmp_path, monke
         check_model(name)
 
 
-def test_a_plain_name_without_slash_is_a_hub_id(tmp_path, monkeypatch):
-    """A bare name that is no folder here is passed on unchanged."""
+def test_a_plain_name_without_slash_is_a_missing_folder_as_everywhere_else(tmp_path, monkeypatch):
+    """A bare name that is no folder here is no hub id (those are ``org/name``): refused as a
+    folder here, as the pre-flight and the engine's loader name it (it was passed on, for the
+    loader to refuse after the job had started)."""
+    from mmdiffseg.attention.loading import hub_load_failure
+    from mmdiffseg.preflight import check_sd_model
     monkeypatch.chdir(tmp_path)
-    assert check_model('sd21-local') == 'sd21-local'
+    with pytest.raises(UserInputError, match="model 'sd21-local' not found: expected a diffusers"):
+        check_model('sd21-local')
+    (item,) = check_sd_model('sd21-local', ['model.sd_model'])
+    assert item.what == "Stable Diffusion folder 'sd21-local' not found"
+    assert 'no such folder' in hub_load_failure('sd21-local', OSError('x'))
+
+
+def test_an_org_name_id_is_a_hub_id_unless_its_org_is_a_folder_here(tmp_path, monkeypatch):
+    """``org/name`` goes to the Hub; with a folder ``org`` here it is that folder's ``name``."""
+    monkeypatch.chdir(tmp_path)
+    assert check_model('org/sd21') == 'org/sd21'
+    (tmp_path / 'org').mkdir()
+    with pytest.raises(UserInputError, match="model 'org/sd21' not found: expected a diffusers"):
+        check_model('org/sd21')
 
 
 def test_a_tilde_name_of_no_user_is_a_named_input_error(tmp_path, monkeypatch):

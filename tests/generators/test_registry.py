@@ -8,8 +8,9 @@ from sample_data import REPO
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg.datasets import DATASET_CLASSES
-from mmdiffseg.generators import ISeg, MaskGenerator, SeeDiff
-from mmdiffseg.registry import MASK_GENERATORS, unknown_options, unknown_options_error
+from mmdiffseg.generators import DiffSeg, ISeg, MaskGenerator, SeeDiff
+from mmdiffseg.registry import (MASK_GENERATORS, accepted_options, unknown_options,
+                                unknown_options_error)
 
 
 @pytest.mark.parametrize('scope', [None, 'mmseg', 'mmdet'])
@@ -71,6 +72,53 @@ def test_the_error_lists_and_suggests_only_options_not_given():
     assert isinstance(err, TypeError)
     assert str(err) == ("_Closed: unknown option 'alphx' (did you mean 'alphb'?); its options: "
                         "alphb, gamma")
+
+
+def test_accepted_options_follow_kwargs_up_the_bases_without_self():
+    """Named and keyword-only arguments, up the bases while ``**kwargs`` passes them on; never
+    ``self`` nor ``*args``; the class's own first; None where ``**kwargs`` reaches ``object``."""
+    class Base:
+        def __init__(self, depth, *args, width=2):
+            pass
+
+    class Child(Base):
+        def __init__(self, name, *, scale=1.0, **kwargs):
+            super().__init__(**kwargs)
+
+    class Open:
+        def __init__(self, **kwargs):
+            pass
+
+    assert accepted_options(Child) == ('name', 'scale', 'depth', 'width')   # in signature order
+    assert accepted_options(Open) is None
+
+    class Opaque(Base):
+        __init__ = max   # a builtin without a signature: its options cannot be known
+
+    assert accepted_options(Opaque) is None
+
+
+class _Forwarding(_Closed):
+    def __init__(self, delta=4, **kwargs):
+        super().__init__(**kwargs)
+
+
+class _TunedDiffSeg(DiffSeg):
+    def __init__(self, note='', **kwargs):
+        super().__init__(**kwargs)
+
+
+def test_options_passed_on_by_kwargs_are_followed_up_the_bases():
+    """A subclass passing ``**kwargs`` to its base takes the base's options, no others: its
+    typo is named with the nearest option at build (it was the base's bare TypeError)."""
+    assert unknown_options(_Forwarding, dict(delta=1, alpha=0, alphx=5)) == ['alphx']
+    assert str(unknown_options_error(_Forwarding, dict(alpha=0, alphx=5))) == (
+        "_Forwarding: unknown option 'alphx' (did you mean 'alphb'?); its options: delta, alphb, "
+        "gamma")
+    with pytest.raises(TypeError, match=r"_TunedDiffSeg: unknown option 'kl_threshold' \(did you "
+                                        r"mean 'kl_thresholds'\?\)"):
+        MASK_GENERATORS.build(dict(type=_TunedDiffSeg, kl_threshold=0.9))
+    assert MASK_GENERATORS.build(dict(type=_TunedDiffSeg, kl_thresholds=(0.5,) * 3, note='x'))
 
 
 def test_build_passes_default_args():

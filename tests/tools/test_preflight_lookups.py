@@ -79,16 +79,17 @@ def test_a_model_named_like_a_sample_config_but_longer_gets_the_tiny_cpu_hint():
                         'c=work_dirs/tiny-stable-diffusion-v1-4')
 
 
-def test_an_unknown_option_is_not_pointed_at_one_already_set():
-    """``iter`` next to ``iters``: renaming it to iters would overwrite the set value, so the fix
-    is to remove it; alone, the fix renames it to the option it was meant to be."""
-    (item,) = preflight.check_generator(dict(type='ISeg', iters=2, iter=3), 'cache.generator')
-    assert item.what == "cache.generator: unknown option 'iter'"
-    assert item.fix.startswith('remove cache.generator.iter (the options of ISeg: classes, ')
-    (item,) = preflight.check_generator(dict(type='ISeg', iter=3), 'cache.generator')
-    assert item.what == "cache.generator: unknown option 'iter' (did you mean 'iters'?)"
-    assert item.fix == ('set cache.generator.iters=3 instead of cache.generator.iter (in the '
-                        'config or --cfg-options)')
+def test_an_unknown_option_is_pointed_at_the_one_meant_even_when_set():
+    """``iter`` next to ``iters`` (the config's ``iters``, ``--cfg-options ...iter=3``): iters is
+    the option meant, as for the model's and datasets' keys (the generator check pointed at
+    none); with no option near, the fix lists them in signature order."""
+    for generator in (dict(type='ISeg', iters=2, iter=3), dict(type='ISeg', iter=3)):
+        (item,) = preflight.check_generator(generator, 'cache.generator')
+        assert item.what == "cache.generator: ISeg has no option 'iter' (did you mean 'iters'?)"
+        assert item.fix == ('set cache.generator.iters instead of cache.generator.iter (in the '
+                            'config or --cfg-options)')
+    (item,) = preflight.check_generator(dict(type='ISeg', zzzz=3), 'cache.generator')
+    assert item.fix.startswith('remove cache.generator.zzzz (the options of ISeg: classes, ')
     (item,) = preflight.check_generator(dict(type='DifSeg'), 'g')
     assert item.what == "g.type: unknown generator 'DifSeg' (did you mean 'DiffSeg'?)"
     assert item.fix.startswith('--cfg-options g.type=DiffSeg (the generators: ')

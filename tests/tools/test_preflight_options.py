@@ -13,7 +13,7 @@ from sample_data import shared_path
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg import preflight
-from mmdiffseg.preflight_options import accepted_options, check_cache_keys, check_options
+from mmdiffseg.preflight_options import check_cache_keys, check_options
 
 SECTIONS = ('model', 'train_dataloader', 'val_dataloader', 'test_dataloader')
 MAIN_CONFIG = REPO / 'configs/mask2former/mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'
@@ -172,30 +172,6 @@ def test_dist_train_checks_once_before_any_rank_starts(tmp_path):
     assert checked.returncode == 0, checked.stderr
     assert f'Pre-flight check: {ready} can train here' in checked.stdout
     assert len(started) == 1 and 'torch.distributed.run' not in started[0]
-
-
-def test_accepted_options_follow_kwargs_up_the_bases_without_self():
-    """Named and keyword-only arguments, up the bases while ``**kwargs`` passes them on; never
-    ``self`` nor ``*args``; None where ``**kwargs`` reaches ``object``."""
-    class Base:
-        def __init__(self, depth, *args, width=2):
-            pass
-
-    class Child(Base):
-        def __init__(self, name, *, scale=1.0, **kwargs):
-            super().__init__(**kwargs)
-
-    class Open:
-        def __init__(self, **kwargs):
-            pass
-
-    assert accepted_options(Child) == {'name', 'scale', 'depth', 'width'}
-    assert accepted_options(Open) is None
-
-    class Opaque(Base):
-        __init__ = max   # a builtin without a signature: its options cannot be known
-
-    assert accepted_options(Opaque) is None
 
 
 def test_datasets_a_concat_dataset_wraps_are_checked_with_their_index():
