@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .registry import config_type
 
-DATA_GUIDE = 'README "Data layout"'
+DATA_GUIDE = 'docs/data.md'
 ELSEWHERE = '; or set data_root (and data_prefix) of the entries above to where yours is'
 VOC_PREPARE = ('python tools/dataset_converters/voc_aug.py {devkit} '
                '--sbd {devkit.parent}/benchmark_RELEASE')
@@ -31,7 +31,7 @@ COCOSTUFF_FIX = ('download http://images.cocodataset.org/zips/val2017.zip and '
                  'stuffthingmaps_trainval2017.zip, unzip them into {root}/images and '
                  '{root}/annotations, and put the curated list Coco164kFull_Stuff_Coarse_7.txt '
                  'of IIC / PiCIE / STEGO in {root}/curated/val2017 (' + DATA_GUIDE + ')')
-SYNTHETIC_FIX = 'python tools/synthesize.py ... --out {out} (README "Offline generation")'
+SYNTHETIC_FIX = 'python tools/synthesize.py ... --out {out} (docs/tools.md, "Offline generation")'
 PSEUDO_FIX = 'python tools/pseudo_label.py ... --out {out} (the command: ' + DATA_GUIDE + ')'
 OTHER_DATA_FIX = 'prepare it as ' + DATA_GUIDE + ' says'
 #: folders a data_root set one level too high holds

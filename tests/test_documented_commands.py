@@ -1,8 +1,8 @@
-"""Every command the GPU suite starts and every tool or benchmark command the READMEs show is
-accepted by its script's argument parser, option names, choices and values included. The suite's
-CUDA commands run only on a lent GPU, whose minutes a misspelt option would waste; a README
-command that fails to parse is a newcomer's first error. Parsed, not run: the scripts'
-``parse_args`` stops them once their options are read."""
+"""Every command the GPU suite starts and every tool or benchmark command the docs show
+(README.md, docs/*.md, benchmarks/README.md) is accepted by its script's argument parser, option
+names, choices and values included. The suite's CUDA commands run only on a lent GPU, whose minutes
+a misspelt option would waste; a documented command that fails to parse is a newcomer's first
+error. Parsed, not run: the scripts' ``parse_args`` stops them once their options are read."""
 import ast
 import re
 import shlex
@@ -10,8 +10,9 @@ import subprocess
 
 from parse_only import parse_results
 from sample_data import REPO
+from user_docs import user_doc_paths, user_docs_text
 
-#: what a README's placeholder stands for where the parser checks it (config files must exist)
+#: what a doc's placeholder stands for where the parser checks it (config files must exist)
 MAIN_CONFIG = 'configs/mask2former/mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'
 PLACEHOLDERS = {'CONFIG': MAIN_CONFIG, 'CFG.py': MAIN_CONFIG, 'cfg.py': MAIN_CONFIG}
 
@@ -40,10 +41,10 @@ def suite_commands(quick: bool):
             if line.startswith('python3 benchmarks/')]
 
 
-def readme_commands(readme: str):
-    """The commands of a README's code: fenced blocks (continued lines joined, comments too) and
+def doc_commands(path: str):
+    """The commands of a doc's code: fenced blocks (continued lines joined, comments too) and
     inline spans."""
-    text = (REPO / readme).read_text()
+    text = (REPO / path).read_text()
     blocks = re.findall(r'```\w*\n(.*?)```', text, re.S)
     prose = re.sub(r'```\w*\n.*?```', '', text, flags=re.S)
     return commands_in(blocks + [' '.join(span.replace('\\\n', ' ').split()) for span in
@@ -73,9 +74,9 @@ def commands_in(texts):
 
 
 def benchmark_table_commands():
-    """The README's Benchmarks table: each script with every ``[optional]`` part given (the
-    first of ``a|b`` alternatives)."""
-    text = (REPO / 'README.md').read_text().split('## Benchmarks', 1)[1].split('\n## ', 1)[0]
+    """The Benchmarks table of the docs (docs/benchmarks.md): each script with every
+    ``[optional]`` part given (the first of ``a|b`` alternatives)."""
+    text = user_docs_text()
     commands = []
     for cell in re.findall(r'^\| `((?:bench|check)_\w+\.py [^`]*)`', text, re.M):
         cell = re.sub(r'(\S+)\\\|\S+', r'\1', cell).replace('[', ' ').replace(']', ' ')
@@ -90,8 +91,10 @@ def test_every_gpu_suite_command_parses():
 
 
 def test_every_documented_tool_and_benchmark_command_parses():
-    commands = (readme_commands('README.md') + readme_commands('benchmarks/README.md')
-                + benchmark_table_commands() + tool_docstring_commands())
+    table = benchmark_table_commands()
+    assert len(table) >= 6     # the Benchmarks table's scripts with options, wherever it lives
+    commands = ([command for path in user_doc_paths() for command in doc_commands(path)]
+                + doc_commands('benchmarks/README.md') + table + tool_docstring_commands())
     scripts = {argv[0] for argv in commands}
     assert {'tools/pseudo_label.py', 'tools/synthesize.py', 'tools/train.py', 'tools/test.py',
             'tools/eval_labels.py', 'tools/segment.py', 'tools/prefill_labels.py',

@@ -229,6 +229,6 @@ if compiled and torch.version.cuda is not None:
               f"{torch.version.cuda} on PATH: {sys.executable} -m pip uninstall -y mmcv, then "
               f"FORCE_CUDA=1 PIP_NO_CACHE_DIR=1 MMCV_OPS=compiled bash tools/install.sh with "
               f"MMCV_WHEELS at a folder without a CPU-only mmcv wheel; or MMCV_OPS=lite bash "
-              f"tools/install.sh, whose PyTorch path runs on the GPU too (README: Install)")
+              f"tools/install.sh, whose PyTorch path runs on the GPU too (docs/install.md)")
 warn_if_gpu_unused(sys.stdout)
 EOF

@@ -6,7 +6,7 @@
 # map scored, SegmentationClassAug. For the XML object lists of the other VOC configs instead:
 # pipeline[2].ann_file=data/VOCdevkit/VOC2012/image_labels.json.
 # Data: data/VOCdevkit/VOC2012 with SegmentationClassAug (tools/dataset_converters/voc_aug.py;
-# README "Data layout"). Pictures: --show-dir DIR; the masks as PNGs: --out DIR.
+# docs/data.md). Pictures: --show-dir DIR; the masks as PNGs: --out DIR.
 _base_ = ['mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py']
 custom_imports = dict(imports=['mmdiffseg', 'mmdet.models'], allow_failed_imports=False)
 

@@ -1,6 +1,6 @@
 # ADE20K from iSeg pseudo labels of the training images (tools/pseudo_label.py), Mask2Former R50;
 # validated on real ADE20K val. Data: see configs/_base_/datasets/ade20k_generated.py; the labels:
-# tools/pseudo_label.py --classes ade20k --config configs/iseg/iseg_wsss_ade20k.py (README "Data layout").
+# tools/pseudo_label.py --classes ade20k --config configs/iseg/iseg_wsss_ade20k.py (docs/data.md).
 _base_ = [
     'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
     '../_base_/datasets/ade20k_generated.py',

@@ -5,7 +5,7 @@ filled with the class name, seed derived from the run seed and the id (:func:`.i
 with ``seed_per_image='index'`` the run seed plus the index (SeeDiff's release: image ``k`` of a
 class from seed ``200000 + k``). An item's initial noise does not depend on the batch, the shard
 or where a run was resumed (its pixels do, within the rounding of batched U-Net calls over the
-steps: byte-identical for the same batch size and ranks, README "Batch size"). The
+steps: byte-identical for the same batch size and ranks, docs/python_api.md "Batch size"). The
 engine samples the image with classifier-free guidance and records the attention; the generator
 (SeeDiff by default) turns it into the mask. Output: ``JPEGImages/<id>.jpg``,
 ``SegmentationClass/<id>.png`` (indices into the label set, 255 = unsure), split file, manifest.

@@ -106,9 +106,9 @@ def test_a_preset_gives_its_model_and_needs_a_generator_dict(tmp_path):
 
 
 def test_a_presets_token_offsets_of_classes_left_out_are_dropped_others_still_checked():
-    """The VOC SeeDiff preset run for ``--classes dog,`` (README: SeeDiff's released starting
-    noise) was refused for its pottedplant / tvmonitor / diningtable rules; those of classes
-    kept stay, and a key naming no preset class is still refused."""
+    """The VOC SeeDiff preset run for ``--classes dog,`` (docs/tools.md: SeeDiff's released
+    starting noise) was refused for its pottedplant / tvmonitor / diningtable rules; those of
+    classes kept stay, and a key naming no preset class is still refused."""
     gen_cfg = generator_config(None, str(REPO / 'configs/seediff/seediff_voc20_synth.py'))[0]
     assert list(build_generator(gen_cfg, ['background', 'dog']).classes) == ['background', 'dog']
     mine = dict(gen_cfg, token_offsets=dict(pottedplant=[2], tvmonitor=[1]))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from e2e_helpers import REPO
 from mmengine.config import Config
+from user_docs import user_docs_text
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg import preflight
@@ -190,8 +191,8 @@ def test_every_shipped_config_agrees_with_itself(config):
 
 
 def test_the_readme_custom_dataset_config_trains_on_the_tools_labels(tmp_path, monkeypatch):
-    """README "Your own images and classes": pseudo_label.py with a class list VOC lacks
-    ('couch'), then the README's config: its dataset reads the labels as written, and pre-flight
+    """docs/mmseg.md "Your own images and classes": pseudo_label.py with a class list VOC lacks
+    ('couch'), then the docs' config: its dataset reads the labels as written, and pre-flight
     finds no class list that disagrees once val/test get the classes as its comment says."""
     from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
     from mmseg.registry import DATASETS
@@ -199,8 +200,8 @@ def test_the_readme_custom_dataset_config_trains_on_the_tools_labels(tmp_path, m
     from sample_data import shared_path
     from test_offline_tools import ISEG_OPTIONS, run_in_process
 
-    readme = (REPO / 'README.md').read_text().split('**Your own images and classes.**')[1]
-    snippet = readme.split('```python\n')[1].split('```')[0]
+    docs = user_docs_text().split('**Your own images and classes.**')[1]
+    snippet = docs.split('```python\n')[1].split('```')[0]
     classes = ['background', 'person', 'horse', 'couch']
     assert f'classes = {classes}' in snippet
     monkeypatch.chdir(tmp_path)

@@ -72,7 +72,7 @@ def test_misspelt_keys_below_the_top_level_are_named_with_their_full_key():
 
 
 def test_the_label_cache_settings_are_checked_key_by_key(tmp_path):
-    """``--cfg-options ...cache.modle=...`` (the README's own key, misspelt) stopped the run with
+    """``--cfg-options ...cache.modle=...`` (the docs' own key, misspelt) stopped the run with
     a KeyError traceback; a missing setting is named too."""
     cfg = Config.fromfile(str(TINY_ONLINE_CONFIG))
     cache = dict(cache_dir=str(tmp_path), modle='x', generator=dict(type='ISeg'))

@@ -41,7 +41,7 @@ def test_a_label_cache_made_in_another_precision_is_named_before_training(tmp_pa
 
 def test_a_full_label_cache_made_in_another_precision_is_read(tmp_path, voc_root):
     """Training on a cache that holds every training image's label adds none, so it reads
-    labels of any precision (README); one missing label and it would add one: refused."""
+    labels of any precision (docs/mmseg.md); one missing label and it would add one: refused."""
     generator = dict(type='ISeg', vocabulary='voc')
     cfg = voc_config(voc_root, generator=generator)
     cache = cfg.train_dataloader.dataset.pipeline[2].cache

@@ -198,7 +198,7 @@ def test_unreadable_labels_and_ground_truth_are_named(bad_pngs, tmp_path):
 
 
 def test_a_dataset_config_that_is_missing_broken_or_without_its_data(tmp_path, monkeypatch):
-    """The README's VOC command run where the data is not: the missing folders and files are
+    """The VOC command of docs/data.md run where the data is not: the missing folders and files are
     named (it was a bare AssertionError)."""
     common = ['--labels-from-gt', '--model', NO_MODEL, '--device', 'cpu', '--out', tmp_path / 'o']
     err = run_in_process('pseudo_label', '--dataset-config', tmp_path / 'none.py', *common,
@@ -214,7 +214,7 @@ def test_a_dataset_config_that_is_missing_broken_or_without_its_data(tmp_path, m
                          '--labels', 'image_labels.json', '--classes', 'voc', *common[1:],
                          expect=2)
     assert 'the train data of' in err and 'is not there' in err
-    assert 'data root data/VOCdevkit/VOC2012 does not exist' in err and 'Data layout' in err
+    assert 'data root data/VOCdevkit/VOC2012 does not exist' in err and 'docs/data.md' in err
     err = run_in_process('pseudo_label', shared_path(*VOC, 'JPEGImages'), '--classes', 'voc',
                          *common, expect=2)
     assert '--labels-from-gt needs GT_DIR' in err

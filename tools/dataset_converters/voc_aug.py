@@ -47,7 +47,7 @@ PALETTE = palette_for(VOC_CLASSES)
 SPLITS = 'ImageSets/Segmentation'
 DOWNLOADS = ('VOC 2012: http://host.robots.ox.ac.uk/pascal/VOC/voc2012/'
              'VOCtrainval_11-May-2012.tar; SBD: http://www.eecs.berkeley.edu/Research/Projects/CS/'
-             'vision/grouping/semantic_contours/benchmark.tgz (README "Data layout")')
+             'vision/grouping/semantic_contours/benchmark.tgz (docs/data.md)')
 
 
 def read_split(path: Path) -> List[str]:

@@ -4,7 +4,7 @@
 # (float32, unrounded) / label nearest (half-pixel, as TF's) resize to 512x512.
 # Data: data/coco_stuff164k as in mmseg (images/val2017/*.jpg; annotations/val2017/*.png from
 # stuffthingmaps_trainval2017.zip, read as shipped), plus the curated list as
-# curated/val2017/Coco164kFull_Stuff_Coarse_7.txt (one image id per line): README "Data layout".
+# curated/val2017/Coco164kFull_Stuff_Coarse_7.txt (one image id per line): docs/data.md.
 cocostuff27_test_dataloader = dict(
     batch_size=1,
     num_workers=2,

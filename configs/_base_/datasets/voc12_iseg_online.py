@@ -1,6 +1,6 @@
 # PASCAL VOC 2012 + SBD (the 10,582-image aug split) with image-level labels only: pixel labels are
 # made online by iSeg (DiffusionLabelPreprocessor) and cached; validation on the real val masks.
-# Data (tools/dataset_converters/voc_aug.py writes what VOC + SBD lack; README "Data layout"):
+# Data (tools/dataset_converters/voc_aug.py writes what VOC + SBD lack; docs/data.md):
 # data/VOCdevkit/VOC2012/{JPEGImages, SegmentationClass, SegmentationClassAug,
 # ImageSets/Segmentation/{train,aug,val}.txt, image_labels.json}, the last
 # {"2007_000032": ["aeroplane", "person"], ...} (image-level class names, no 'background').

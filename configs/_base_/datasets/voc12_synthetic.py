@@ -38,7 +38,7 @@ voc_real_train_dataloader = dict(
         ann_file='ImageSets/Segmentation/aug.txt',
         pipeline=voc_train_pipeline))
 # VOC aug images with pixel labels made offline by tools/pseudo_label.py from image_labels.json
-# (iSeg; README "Data layout" has the command, which lists the images by the online config's aug
+# (iSeg; docs/data.md has the command, which lists the images by the online config's aug
 # split): data/pseudo_labels/voc12_iseg/{SegmentationClass/<id>.png, manifest.jsonl}
 voc_pseudo_train_dataloader = dict(
     dataset=dict(
