@@ -34,7 +34,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cli_args import non_negative_int, positive_int  # noqa: E402
+from cli_args import count, positive_int  # noqa: E402
 from results_table import kept_rows  # noqa: E402
 from mmdiffseg.attention import AttentionMaps  # noqa: E402
 from mmdiffseg.generators import DiffSeg  # noqa: E402
@@ -115,7 +115,7 @@ def main():
     parser.add_argument('--precisions', nargs='+', choices=list(PRECISIONS),
                         default=list(PRECISIONS), help='merge precisions to run')
     parser.add_argument('--out', type=Path, default=RESULTS)
-    parser.add_argument('--batch', type=non_negative_int, default=None,
+    parser.add_argument('--batch', type=count, default=None,
                         help='images per call of a batched row (default 16 on CUDA, 0 on CPU)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

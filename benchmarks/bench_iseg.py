@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench_diffseg import batch_of, device_label, graph_memory, timed  # noqa: E402
-from cli_args import non_negative_int, positive_int  # noqa: E402
+from cli_args import count, positive_int  # noqa: E402
 from results_table import kept_rows  # noqa: E402
 from mmdiffseg.generators import ISeg, kmeans  # noqa: E402
 from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names  # noqa: E402
@@ -92,7 +92,7 @@ def main():
     parser.add_argument('--repeats', type=positive_int, default=3)
     parser.add_argument('--threads', type=positive_int, default=1, help='torch CPU threads')
     parser.add_argument('--out', type=Path, default=RESULTS)
-    parser.add_argument('--batch', type=non_negative_int, default=None,
+    parser.add_argument('--batch', type=count, default=None,
                         help='images per call of the batched rows (default 16 on CUDA, 0 on CPU)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import mmdiffseg  # noqa: E402,F401
 from bench_tool_host import prepare_inputs  # noqa: E402
-from cli_args import comma_names, non_negative_int, positive_int  # noqa: E402
+from cli_args import comma_names, count, positive_int  # noqa: E402
 from mmdiffseg.apis.builders import build_generator, load_engine  # noqa: E402
 from mmdiffseg.apis.eval_labels import evaluate_labels  # noqa: E402
 from mmdiffseg.apis.io import WorkItem  # noqa: E402
@@ -103,12 +103,12 @@ def main():
     parser.add_argument('--synth-model', default=None, help='a real SD 1.4 folder for synthesize')
     parser.add_argument('--synth-steps', type=positive_int, default=5)
     parser.add_argument('--synth-items', type=positive_int, default=2)
-    parser.add_argument('--pamr-iter', type=non_negative_int, default=100,
+    parser.add_argument('--pamr-iter', type=count, default=100,
                         help='SeeDiff\'s PAMR iterations in synthesize (0: no PAMR)')
     parser.add_argument('--threads', type=positive_int, default=1)
     parser.add_argument('--images', type=positive_int, default=None,
                         help='images to label (default: 64 on CUDA, 10 on the CPU)')
-    parser.add_argument('--workers', type=non_negative_int, default=None,
+    parser.add_argument('--workers', type=count, default=None,
                         help='the tools\' --workers')
     parser.add_argument('--tools', type=comma_names(TOOLS), default=','.join(TOOLS),
                         help=f'comma-separated: {", ".join(TOOLS)}')
@@ -130,8 +130,8 @@ def main():
     tools = args.tools
     classes = resolve_classes('voc')
     (work / 'images').mkdir()
-    count = args.images if args.images is not None else 64 if cuda else 10
-    paths, sources = prepare_inputs(work / 'images', count)
+    n_images = args.images if args.images is not None else 64 if cuda else 10
+    paths, sources = prepare_inputs(work / 'images', n_images)
     items = [WorkItem(p.stem, dict(image=str(p))) for p in paths]
     present = labels_from_ground_truth(
         {name: VOC / 'SegmentationClass' / f'{name}.png' for name in set(sources)}, classes)

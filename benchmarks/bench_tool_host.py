@@ -60,7 +60,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from cli_args import non_negative_int, positive_int
+from cli_args import count, positive_int
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -203,7 +203,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--images', type=positive_int, default=320)
     parser.add_argument('--batch-size', type=positive_int, default=16)
-    parser.add_argument('--workers', type=non_negative_int, nargs='+', default=[0, 1, 2, 4, 8])
+    parser.add_argument('--workers', type=count, nargs='+', default=[0, 1, 2, 4, 8])
     parser.add_argument('--gpu-rate', type=float, default=70.0,
                         help='images/s of the GPU stand-in (iSeg in-process on an H200: 68-69)')
     parser.add_argument('--gil-share', type=float, default=0.25,

@@ -23,15 +23,15 @@ REFUSED = [
     ([TOOLS, '--tools', 'pseudo_label,evallabels'], ["unknown 'evallabels'"]),
     ([TOOLS, '--methods', 'isg'], ["argument --methods: unknown 'isg'", 'iseg, diffseg']),
     ([TOOLS, '--methods', ','], ['argument --methods: no name given']),
-    ([TOOLS, '--images', '0'], ["argument --images: '0': must be at least 1"]),
-    ([TOOLS, '--batch-size', '0'], ["argument --batch-size: '0': must be at least 1"]),
-    ([TOOLS, '--workers', '-1'], ["argument --workers: '-1': must be at least 0"]),
+    ([TOOLS, '--images', '0'], ["argument --images: expected a positive integer, got '0'"]),
+    ([TOOLS, '--batch-size', '0'], ["argument --batch-size: expected a positive integer, got '0'"]),
+    ([TOOLS, '--workers', '-1'], ["argument --workers: expected a non-negative integer, got '-1'"]),
     (['benchmarks/bench_iseg.py', '--repeats', '0'], ['argument --repeats']),
     (['benchmarks/bench_iseg.py', '--batch', '-2'], ['argument --batch']),
     (['benchmarks/bench_diffseg.py', '--repeats', '0'], ['argument --repeats']),
     (['benchmarks/bench_diffseg.py', '--cases', '0'], ['argument --cases']),
-    (['benchmarks/bench_diffseg.py', '--chunk', 'four'], ["argument --chunk: 'four' is not an "
-                                                          'integer']),
+    (['benchmarks/bench_diffseg.py', '--chunk', 'four'], ['argument --chunk: expected a positive '
+                                                          "integer, got 'four'"]),
     (['benchmarks/bench_capture.py', '--repeats', '0'], ['argument --repeats']),
     (['benchmarks/bench_capture.py', '--batch-size', '1', '0'], ['argument --batch-size']),
     (['benchmarks/bench_end_to_end.py', '--repeats', '0'], ['argument --repeats']),
@@ -62,8 +62,8 @@ def parsed():
 
 
 def test_every_integer_option_of_every_benchmark_is_checked_by_the_shared_types(parsed):
-    """No plain ``type=int`` left (options with ``choices`` aside): every count is
-    ``cli_args.positive_int``, the options where 0 means something ``non_negative_int``."""
+    """No plain ``type=int`` left (options with ``choices`` aside): every count is the offline
+    tools' ``positive_int``, the options where 0 means something their ``count``."""
     assert len(SCRIPTS) >= 14
     types = {}
     for script in SCRIPTS:
@@ -71,9 +71,9 @@ def test_every_integer_option_of_every_benchmark_is_checked_by_the_shared_types(
         types.update({(script, option): kind
                       for option, kind in parsed[script, ]['types'].items()})
     assert {kind for kind in types.values()} == {
-        'cli_args.positive_int', 'cli_args.non_negative_int',
+        'offline_args.positive_int', 'offline_args.count',
         'cli_args.comma_names.<locals>.parse'}, types  # no builtins.int
-    zero_allowed = {key for key, kind in types.items() if kind.endswith('non_negative_int')}
+    zero_allowed = {key for key, kind in types.items() if kind == 'offline_args.count'}
     assert zero_allowed == {(TOOLS, '--workers'), (TOOLS, '--pamr-iter'),
                             ('benchmarks/bench_tool_host.py', '--workers'),
                             ('benchmarks/bench_iseg.py', '--batch'),
@@ -81,7 +81,7 @@ def test_every_integer_option_of_every_benchmark_is_checked_by_the_shared_types(
     for script in ('bench_iseg', 'bench_diffseg', 'bench_capture', 'bench_end_to_end',
                    'bench_seediff', 'bench_tool_host', 'bench_online_training'):
         assert types[f'benchmarks/{script}.py', '--repeats' if script != 'bench_online_training'
-                     else '--steps'] == 'cli_args.positive_int'
+                     else '--steps'] == 'offline_args.positive_int'
 
 
 @pytest.mark.parametrize('command, says', REFUSED, ids=[' '.join(c)[11:] for c, _ in REFUSED])
