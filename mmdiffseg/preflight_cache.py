@@ -169,7 +169,7 @@ def check_prompt_fit(dataset: dict, where: str) -> List[Missing]:
                                                   local_files_only=True)
         generator = MASK_GENERATORS.build(dict(caches[0]['generator']))
         loader = TRANSFORMS.build(dict(levels[0]))
-        labels = loader._load_annotations()
+        labels = loader.annotations()
     except Exception:  # noqa: B902  (the model, generator and label checks name what is wrong)
         return []
     images = split_images(dataset)

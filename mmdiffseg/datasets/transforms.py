@@ -128,7 +128,9 @@ class LoadImageLevelLabels(BaseTransform):
         self.exclude = set(exclude)
         self._annotations: Optional[Dict[str, List[str]]] = None
 
-    def _load_annotations(self) -> Dict[str, List[str]]:
+    def annotations(self) -> Dict[str, List[str]]:
+        """``ann_file``'s labels, image name -> class names as ``classes`` spells them (read
+        once; a name outside ``classes`` is refused naming the image)."""
         if self._annotations is None:
             if not Path(self.ann_file).is_file():
                 raise FileNotFoundError(f'LoadImageLevelLabels: ann_file {self.ann_file!r} not '
@@ -163,7 +165,7 @@ class LoadImageLevelLabels(BaseTransform):
             names = self._from_ground_truth(results)
         else:
             image = Path(results['img_path']).stem
-            annotations = self._load_annotations()
+            annotations = self.annotations()
             if image not in annotations:
                 raise KeyError(f'LoadImageLevelLabels: image {image!r} ({results["img_path"]}) '
                                f'has no entry in {self.ann_file}')
