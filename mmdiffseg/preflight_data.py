@@ -68,6 +68,10 @@ def data_fix(dataset: dict, path: Path, key: str) -> str:
     if kind.startswith('PseudoLabel') and key == 'seg_map_path':
         out = path.parent if path.name == 'SegmentationClass' else path
         return PSEUDO_FIX.format(out=out) + ELSEWHERE
+    written_split = _holder(path, 'ImageSets') if key == 'ann_file' else None
+    if kind.startswith('PseudoLabel') and written_split is not None and \
+            _holder(path, 'VOC2012') is None:  # the split file the tool writes beside its labels
+        return PSEUDO_FIX.format(out=written_split) + ELSEWHERE
     if 'VOC2012' in path.parts or 'VOC' in kind:
         devkit = _holder(path, 'VOC2012') or Path('data/VOCdevkit')
         return VOC_FIX.format(devkit=devkit) + ELSEWHERE

@@ -93,19 +93,41 @@ def check_cache_keys(cache: dict, where: str) -> List[Missing]:
     return found
 
 
-def unknown_option_keys(where: str, cls, part: dict) -> List[Missing]:
+def unknown_option_keys(where: str, cls, part: dict, registry=None) -> List[Missing]:
     """The keys of ``part`` (the config of ``cls`` at ``where``) that ``cls`` does not take, each
-    with its nearest option."""
-    options = list(accepted_options(cls) or ())
-    return [_unknown_key(where, cls.__name__, key, options)
-            for key in sorted(unknown_options(cls, part))]
+    with its nearest option; the ``**kwargs`` a class passes to the class its ``*_type`` option
+    names in ``registry`` (mmcv's ``RandomResize`` to its ``resize_type``) are that one's."""
+    target = _forwarded_to(cls, part, registry)
+    if target is None:
+        options, keys = list(accepted_options(cls) or ()), unknown_options(cls, part)
+    else:
+        own = [name for name, p in inspect.signature(cls).parameters.items()
+               if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        options = own + [name for name in accepted_options(target) or () if name not in own]
+        keys = unknown_options(target, {k: v for k, v in part.items() if k not in own})
+    return [_unknown_key(where, cls.__name__, key, options) for key in sorted(keys)]
+
+
+def _forwarded_to(cls, part: dict, registry) -> Optional[type]:
+    """The class ``cls`` passes its ``**kwargs`` to: the one its single ``*_type`` option names
+    (given in ``part``, else its default); None for any other class."""
+    if registry is None or accepted_options(cls) is not None:
+        return None
+    params = inspect.signature(cls).parameters
+    kinds = [name for name in params if name.endswith('_type')]
+    if len(kinds) != 1:
+        return None
+    kind = part.get(kinds[0], params[kinds[0]].default)
+    target = registry.get(kind) if isinstance(kind, str) else kind
+    return target if inspect.isclass(target) else None
 
 
 def check_options(cfg, sections: Tuple[str, ...]) -> List[Missing]:
     """Keys of the model, datasets and metrics (those under ``sections`` and the matching
-    evaluators) that their class does not take."""
+    evaluators) that their class does not take; a transform's key that another step of its
+    pipeline takes is sent there (the step index is off)."""
     from mmseg import registry
-    found = []
+    found, classes = [], {}
     for where, part, registry_name in _parts(cfg):
         top = where.split('.')[0].replace('_evaluator', '_dataloader')
         if top not in sections:
@@ -113,8 +135,25 @@ def check_options(cfg, sections: Tuple[str, ...]) -> List[Missing]:
         kind = part.get('type')
         cls = getattr(registry, registry_name).get(kind) if isinstance(kind, str) else kind
         if inspect.isclass(cls):
-            found += unknown_option_keys(where, cls, part)
-    return found
+            classes[where] = cls
+            found += unknown_option_keys(where, cls, part, getattr(registry, registry_name))
+    return [_in_another_step(item, classes) for item in found]
+
+
+def _in_another_step(item: Missing, classes: dict) -> Missing:
+    """``item`` (an unknown key of pipeline step ``where``) sent to the one other step of its
+    pipeline that takes that key, if there is one."""
+    where, key = item.where[0].rsplit('.', 1)
+    pipeline, _, index = where.rpartition('.')
+    takers = [other for other, cls in classes.items() if other != where and index.isdigit()
+              and other.rpartition('.')[0] == pipeline and key in (accepted_options(cls) or ())]
+    if len(takers) != 1:
+        return item
+    (other,) = takers
+    return Missing(f'{where}: {classes[where].__name__} has no option {key!r}; step '
+                   f'{other.rpartition(".")[2]} ({classes[other].__name__}) has',
+                   f'set {other}.{key} instead of {where}.{key} (the step index is off; in the '
+                   'config or --cfg-options)', item.where)
 
 
 def generator_refusal(generator: dict, params, where: str, err: Exception) -> Missing:

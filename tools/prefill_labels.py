@@ -63,15 +63,15 @@ def main(argv=None):
     from mmengine.registry import init_default_scope
 
     from mmdiffseg.apis.builders import pick_device
-    from mmdiffseg.apis.cli import check_launcher, leave_process_group, start_launcher
+    from mmdiffseg.apis.cli import (check_launcher, leave_process_group, merge_cfg_options,
+                                    start_launcher)
     from mmdiffseg.compat import config_fromfile
     from mmdiffseg.cuda_check import auto_device
     from mmdiffseg.models.prefill import prefill
     from mmdiffseg.preflight import ensure_ready
 
     cfg = config_fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    merge_cfg_options(cfg, args.cfg_options)
     if args.compile:
         cfg.merge_from_dict({'model.data_preprocessor.engine_kwargs.compile_unet':
                              dict(backend=args.compile)})

@@ -116,7 +116,7 @@ def enable_tta(cfg: Config) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args)
+    cfg = load_config(args, 'tools/test.py')
     problem = checkpoint_problem(cfg, args.checkpoint)
     if problem:
         print(f'tools/test.py: error: {problem}', file=sys.stderr)

@@ -20,8 +20,9 @@ import sys
 from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
-from mmdiffseg.apis.cli import (add_preflight_options, leave_process_group, run_preflight,
-                                start_runner_launcher)
+from mmdiffseg.apis.cli import (add_preflight_options, leave_process_group, merge_cfg_options,
+                                run_preflight, start_runner_launcher)
+from mmdiffseg.apis.io import UserInputError
 from mmdiffseg.compat import config_fromfile, quiet_stock_notices
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
@@ -60,12 +61,16 @@ def work_dir_for(cfg: Config, config_path: str, work_dir=None) -> str:
     return osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
-def load_config(args) -> Config:
-    """The config with the command line's launcher, ``--cfg-options`` and work dir applied."""
+def load_config(args, tool: str = 'tools/train.py') -> Config:
+    """The config with the command line's launcher, ``--cfg-options`` and work dir applied; a
+    ``--cfg-options`` key nothing would read is refused (exit status 2)."""
     cfg = config_fromfile(args.config)
     cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    try:
+        merge_cfg_options(cfg, args.cfg_options)
+    except UserInputError as exc:
+        print(f'{tool}: error: {exc}', file=sys.stderr)
+        raise SystemExit(2) from None
     cfg.work_dir = work_dir_for(cfg, args.config, args.work_dir)
     return cfg
 

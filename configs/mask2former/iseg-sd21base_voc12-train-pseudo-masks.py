@@ -4,7 +4,7 @@
 # images) with mmseg's IoUMetric (released README: 75.5 mIoU). Predictions at each image's own size.
 # As released (wsss/iSeg.py, data/dataset.py): the image-level labels are the classes of the label
 # map scored, SegmentationClassAug. For the XML object lists of the other VOC configs instead:
-# pipeline[2].ann_file=data/VOCdevkit/VOC2012/image_labels.json.
+# --cfg-options test_dataloader.dataset.pipeline.2.ann_file=data/VOCdevkit/VOC2012/image_labels.json.
 # Data: data/VOCdevkit/VOC2012 with SegmentationClassAug (tools/dataset_converters/voc_aug.py;
 # docs/data.md). Pictures: --show-dir DIR; the masks as PNGs: --out DIR.
 _base_ = ['mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py']

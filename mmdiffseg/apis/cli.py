@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import datetime
 import difflib
+import inspect
 import logging
 import os
 import signal
 import sys
 import time
-from typing import Callable, List, Mapping, Optional, Sequence
+from typing import Callable, Iterator, List, Mapping, Optional, Sequence
 
 import torch
 from mmengine.dist import init_dist
@@ -172,6 +173,53 @@ def run_preflight(args, cfg, config: str, mode: str) -> bool:
     if args.preflight_only:
         print(f'Pre-flight check: {config} can {mode} here (nothing was started).', flush=True)
     return args.preflight_only
+
+
+#: top-level entries the runner reads that a config may leave out (besides ``Runner``'s arguments)
+RUNNER_READS = ('runner_type', 'compile', 'find_unused_parameters', 'model_wrapper_cfg',
+                'activation_checkpointing', 'efficient_conv_bn_eval', 'tta_model', 'tta_pipeline')
+
+
+def merge_cfg_options(cfg, options: Optional[Mapping]) -> None:
+    """``--cfg-options`` merged into ``cfg``. mmengine adds a key whose first part the config
+    lacks as a new entry that nothing reads, so a slip ran the config unchanged
+    (``pipeline[2].ann_file``, ``train_dataloder.batch_size``): such a key is refused, naming
+    the entries meant (those ending in its first part, else the nearest top-level one); a new
+    entry near none (one a custom hook reads) is merged."""
+    if not options:
+        return
+    from mmengine.runner import Runner
+    known = set(cfg) | set(inspect.signature(Runner.__init__).parameters) | set(RUNNER_READS)
+    for key in options:
+        top = key.split('.')[0]
+        name = top.split('[')[0]
+        if top in known:
+            continue
+        meant = list(_paths_ending_in(cfg.to_dict(), name)) or \
+            difflib.get_close_matches(name, list(cfg), n=1, cutoff=0.8)
+        if '[' not in top and not meant:
+            continue
+        index = top[len(name):].replace('[', '.').replace(']', '')  # '[2]' -> '.2'
+        tried = [f'{path}{index}{key[len(top):]}' for path in meant]
+        raise UserInputError(
+            f'--cfg-options {key}: the config has no entry {top!r} (mmengine would add it, and '
+            'nothing reads it)' + (f'; did you mean {" or ".join(tried)}?' if tried else '')
+            + (' (a list item is LIST.INDEX, not LIST[INDEX])' if '[' in top else ''))
+    cfg.merge_from_dict(options)
+
+
+def _paths_ending_in(node, name: str, path: str = '', depth: int = 4) -> Iterator[str]:
+    """The dotted paths below the top of ``node`` whose last part is ``name`` (list items by
+    index, as ``--cfg-options`` addresses them)."""
+    if depth == 0:
+        return
+    items = node.items() if isinstance(node, Mapping) else \
+        enumerate(node) if isinstance(node, (list, tuple)) else ()
+    for part, child in items:
+        child_path = f'{path}.{part}' if path else str(part)
+        if path and part == name:
+            yield child_path
+        yield from _paths_ending_in(child, name, child_path, depth - 1)
 
 
 def run_cli(main: Callable, argv=None) -> int:

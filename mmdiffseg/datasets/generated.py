@@ -154,7 +154,16 @@ class GeneratedLabelDataset(BaseSegDataset):
                 f'{type(self).__name__}: the label folder {label_dir} does not match the images: '
                 f'{len(missing)} of {len(data_list)} image(s) have no label, e.g. '
                 f'{[osp.basename(m) for m in missing[:3]]}; it holds {len(extra)} label(s) of '
-                f'other images, e.g. {extra[:3]}')
+                f'other images, e.g. {extra[:3]}' + self._written_split_hint(label_dir))
+
+    def _written_split_hint(self, label_dir: Path) -> str:
+        """The split files a tool wrote beside ``label_dir`` (the images it labelled: it leaves
+        out those it could not), as the ``ann_file`` to train on."""
+        given = osp.abspath(self.ann_file) if self.ann_file else None
+        splits = sorted(str(p) for p in (label_dir.parent / 'ImageSets' / 'Segmentation').glob(
+            '*.txt') if osp.abspath(p) != given)
+        return (f'; {" or ".join(splits)} lists the images the tool labelled (it leaves out those '
+                'it could not): set ann_file to it' if splits else '')
 
     def _check_manifest(self, label_dir: Path) -> bool:
         """Refuse a label folder whose manifest records other classes (or segment ids, or the

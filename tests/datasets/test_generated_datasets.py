@@ -1,5 +1,6 @@
 """Synthetic and pseudo-label folders: loading, ConcatDataset with real data, clear errors."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -80,6 +81,23 @@ def test_label_folder_that_does_not_match_images(tmp_path):
     with pytest.raises(FileNotFoundError, match=r'does not match the images: 1 of 3.*voc_val_1.*'
                        r'1 label\(s\) of other images.*other.png'):
         DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD))
+
+
+def test_labels_the_tool_could_not_make_point_at_the_split_file_it_wrote(tmp_path):
+    """A tool leaves an image it could not label out of its label folder and split file (an
+    ADE20K image naming more classes than a prompt holds): every image listed without a split
+    file, the refusal names the split file as the ann_file to train on, which then builds."""
+    root = make_synthetic(tmp_path)
+    (root / 'SegmentationClass' / 'voc_val_1.png').unlink()
+    split = root / 'ImageSets/Segmentation/train.txt'
+    split.write_text('voc_val_0\nvoc_val_20\n')
+    cfg = dict(type='PseudoLabelVOCDataset', pipeline=LOAD, data_prefix=dict(
+        img_path=str(root / 'JPEGImages'), seg_map_path=str(root / 'SegmentationClass')))
+    with pytest.raises(FileNotFoundError, match=r'1 of 3 image\(s\) have no label.*; '
+                       + re.escape(f'{split} lists the images the tool labelled (it leaves out '
+                                   'those it could not): set ann_file to it')):
+        DATASETS.build(cfg)
+    assert len(DATASETS.build(dict(cfg, ann_file=str(split)))) == 2
 
 
 def test_an_empty_split_file_is_named_not_the_full_image_folder(tmp_path):

@@ -182,7 +182,7 @@ def test_the_generators_own_refusal_and_an_unknown_type_are_reported(tmp_path, v
 
 # -- the fix for each missing data path ----------------------------------------------------------
 def test_pseudo_label_configs_send_real_data_to_its_download(tmp_path, monkeypatch):
-    """Only the pseudo-label folder comes from tools/pseudo_label.py; VOC's split file and images
+    """Only the pseudo-label folder and its split file come from tools/pseudo_label.py; VOC's
     and ADE20K's images are real data."""
     monkeypatch.chdir(tmp_path)            # nothing of the data is here
     fixes = {}
@@ -193,12 +193,16 @@ def test_pseudo_label_configs_send_real_data_to_its_download(tmp_path, monkeypat
     assert set(pseudo) == {
         'PseudoLabelVOCDataset folder data/pseudo_labels/voc12_iseg/SegmentationClass not found',
         'PseudoLabelADE20KDataset folder data/pseudo_labels/ade20k_iseg/SegmentationClass '
-        'not found'}
-    assert all('--out data/pseudo_labels/' in fix for fix in pseudo.values())
-    voc = ('PseudoLabelVOCDataset split file data/VOCdevkit/VOC2012/ImageSets/Segmentation/aug.txt '
-           'not found', 'PseudoLabelVOCDataset folder data/VOCdevkit/VOC2012/JPEGImages not found')
-    for what in voc:
-        assert 'voc_aug.py data/VOCdevkit --sbd data/benchmark_RELEASE' in fixes[what]
+        'not found',
+        'PseudoLabelVOCDataset split file data/pseudo_labels/voc12_iseg/ImageSets/Segmentation/'
+        'train.txt not found',   # the images the tool labelled
+        'PseudoLabelADE20KDataset split file data/pseudo_labels/ade20k_iseg/ImageSets/'
+        'Segmentation/train.txt not found'}
+    for what, fix in pseudo.items():
+        out = 'data/pseudo_labels/' + ('voc12_iseg' if 'VOC' in what else 'ade20k_iseg')
+        assert f'--out {out} ' in fix, (what, fix)
+    voc = 'PseudoLabelVOCDataset folder data/VOCdevkit/VOC2012/JPEGImages not found'
+    assert 'voc_aug.py data/VOCdevkit --sbd data/benchmark_RELEASE' in fixes[voc]
     ade = 'PseudoLabelADE20KDataset folder data/ade/ADEChallengeData2016/images/training not found'
     assert 'unzip ADEChallengeData2016.zip -d data/ade' in fixes[ade]
 

@@ -257,3 +257,25 @@ def test_a_unet_config_diffusers_refuses_is_not_blamed_on_the_head_lists(tmp_pat
     with pytest.raises(OSError, match=rf'{tmp_path}/unet/config.json: diffusers builds no U-Net '
                                       r'from it \(ValueError: Must provide the same number'):
         check_capture_on_config(tmp_path, ISeg.from_preset('wsss_voc').capture_spec)
+
+
+def test_a_key_one_pipeline_step_off_is_sent_to_the_step_that_takes_it():
+    """``pipeline.3.cache.model`` (the label cache is step 2): RandomResize passes ``**kwargs``
+    to its ``resize_type``, so the key passed the check and the run stopped with a traceback
+    naming no key. Now named, with the step that takes it; a misspelt resize option is named
+    with the nearest of RandomResize's and Resize's options."""
+    cfg = Config.fromfile(str(TINY_ONLINE_CONFIG))
+    where = 'train_dataloader.dataset.pipeline'
+    assert cfg.train_dataloader.dataset.pipeline[3].type == 'RandomResize'
+    cfg.merge_from_dict({f'{where}.3.cache.model': 'x', f'{where}.3.keep_ratoi': True})
+    cache, typo = check_options(cfg, SECTIONS)
+    assert cache.what == (f"{where}.3: RandomResize has no option 'cache'; step 2 "
+                          '(LoadPseudoLabel) has')
+    assert cache.fix.startswith(f'set {where}.2.cache instead of {where}.3.cache (the step '
+                                'index is off')
+    assert typo.what == f"{where}.3: RandomResize has no option 'keep_ratoi' (did you mean " \
+                        "'keep_ratio'?)"
+    cfg.train_dataloader.dataset.pipeline[3].pop('cache')
+    cfg.train_dataloader.dataset.pipeline[3].pop('keep_ratoi')
+    cfg.train_dataloader.dataset.pipeline[3].update(resize_type='Resize', interpolation='area')
+    assert check_options(cfg, SECTIONS) == []     # Resize's own options pass

@@ -144,12 +144,15 @@ def test_labels_from_masks_and_without_difficult(prepared):
 
 
 def test_pseudo_label_config_reads_a_pseudo_label_folder(prepared):
-    """The VOC config trained on offline labels lists the aug images and reads their labels."""
+    """The VOC config trained on offline labels lists the images of the tool's split file (the
+    aug images it labelled) and reads their labels."""
     folder = prepared.parents[1] / 'pseudo_labels/voc12_iseg'
     (folder / 'SegmentationClass').mkdir(parents=True)
     for image_id in AUG:
         (folder / 'SegmentationClass' / f'{image_id}.png').write_bytes(
             (prepared / 'SegmentationClassAug' / f'{image_id}.png').read_bytes())
+    (folder / 'ImageSets/Segmentation').mkdir(parents=True)
+    (folder / 'ImageSets/Segmentation/train.txt').write_text('\n'.join(AUG) + '\n')
     (folder / 'manifest.jsonl').write_text(json.dumps(dict(tool='pseudo_label',
                                                            classes=list(VOC))) + '\n')
     cfg = Config.fromfile(str(PSEUDO_CONFIG))

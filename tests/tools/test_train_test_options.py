@@ -124,3 +124,17 @@ def test_train_on_a_test_only_config_stops_before_anything_with_the_fix(capsys, 
     assert capsys.readouterr().err == (
         f'tools/train.py: error: {config} has no train_dataloader, train_cfg, optim_wrapper: it '
         f'evaluates a DiffusionSegmentor and trains nothing; run python tools/test.py {config}\n')
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_a_cfg_option_nothing_would_read_stops_the_tool_with_the_entry_meant(capsys, tool):
+    """``--cfg-options train_dataloder.batch_size=8`` was added beside the config and the run
+    went on unchanged; now exit 2 before the pre-flight, naming the entry meant."""
+    with pytest.raises(SystemExit) as stop:
+        load_tool(tool).main([str(TINY_ONLINE_CONFIG), *(['x.pth'] if tool == 'test' else []),
+                              '--cfg-options', 'train_dataloder.batch_size=8'])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (
+        f"tools/{tool}.py: error: --cfg-options train_dataloder.batch_size: the config has no "
+        "entry 'train_dataloder' (mmengine would add it, and nothing reads it); did you mean "
+        'train_dataloader.batch_size?\n')

@@ -1,7 +1,8 @@
 # ADE20K with generated labels (0-based class indices, 255 unsure, so reduce_zero_label=False,
 # unlike ADE20K's own annotations):
 # * pseudo labels of the real training images by tools/pseudo_label.py:
-#   data/pseudo_labels/ade20k_iseg/{SegmentationClass/ADE_train_*.png, manifest.jsonl}
+#   data/pseudo_labels/ade20k_iseg/{SegmentationClass/ADE_train_*.png, ImageSets/Segmentation/
+#   train.txt, manifest.jsonl}
 # * synthetic pairs by tools/synthesize.py: data/synthetic/ade20k_seediff (VOC layout).
 # To mix either with real ADE20K, use ConcatDataset(..., ignore_keys=['reduce_zero_label']) and
 # LoadAnnotations() without reduce_zero_label in every pipeline (each sample carries its own).
@@ -32,6 +33,9 @@ ade_pseudo_train_dataloader = dict(
         data_prefix=dict(
             img_path='data/ade/ADEChallengeData2016/images/training',
             seg_map_path='data/pseudo_labels/ade20k_iseg/SegmentationClass'),
+        # the images the tool labelled: it leaves out those it could not (e.g. an image naming
+        # more classes than the 77-token prompt holds)
+        ann_file='data/pseudo_labels/ade20k_iseg/ImageSets/Segmentation/train.txt',
         pipeline=ade_generated_train_pipeline))
 ade_synthetic_train_dataloader = dict(
     batch_size=2,

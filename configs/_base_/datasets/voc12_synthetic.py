@@ -39,7 +39,8 @@ voc_real_train_dataloader = dict(
         pipeline=voc_train_pipeline))
 # VOC aug images with pixel labels made offline by tools/pseudo_label.py from image_labels.json
 # (iSeg; docs/data.md has the command, which lists the images by the online config's aug
-# split): data/pseudo_labels/voc12_iseg/{SegmentationClass/<id>.png, manifest.jsonl}
+# split): data/pseudo_labels/voc12_iseg/{SegmentationClass/<id>.png, manifest.jsonl}; its split
+# file lists the images it labelled (an image it could not label is left out, not trained on)
 voc_pseudo_train_dataloader = dict(
     dataset=dict(
         _delete_=True,
@@ -47,5 +48,5 @@ voc_pseudo_train_dataloader = dict(
         data_root='',
         data_prefix=dict(img_path='data/VOCdevkit/VOC2012/JPEGImages',
                          seg_map_path='data/pseudo_labels/voc12_iseg/SegmentationClass'),
-        ann_file='data/VOCdevkit/VOC2012/ImageSets/Segmentation/aug.txt',
+        ann_file='data/pseudo_labels/voc12_iseg/ImageSets/Segmentation/train.txt',
         pipeline=voc_train_pipeline))

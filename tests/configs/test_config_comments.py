@@ -1,0 +1,74 @@
+"""The ``--cfg-options`` the configs' comments give reach the entry they mean, and a key
+nothing would read is refused (mmengine adds it beside the config: ``pipeline[2].ann_file`` ran
+the config unchanged)."""
+import re
+from pathlib import Path
+
+import pytest
+
+import mmdiffseg  # noqa: F401
+from mmdiffseg.apis.cli import merge_cfg_options
+from mmdiffseg.apis.io import UserInputError
+from mmdiffseg.compat import config_fromfile
+
+CONFIGS = Path(__file__).resolve().parents[2] / 'configs'
+FULL = sorted(p for p in CONFIGS.rglob('*.py') if '_base_' not in p.parts)
+
+
+def commented_options():
+    """``(config, key, value)`` of each ``--cfg-options key=value`` in a config's comments; one
+    in a ``_base_`` file is checked on the first config that inherits it."""
+    found = []
+    for path in sorted(CONFIGS.rglob('*.py')):
+        for line in path.read_text().splitlines():
+            if line.lstrip().startswith('#') and '--cfg-options' in line:
+                pairs = line.split('--cfg-options', 1)[1].split()
+                users = [path] if path in FULL else \
+                    [c for c in FULL if f'{path.parent.name}/{path.name}' in c.read_text()]
+                assert users, f'{path}: no config inherits it'
+                found += [(users[0], *pair.rstrip('.').split('=', 1))
+                          for pair in pairs if '=' in pair]
+    return found
+
+
+def entry(node, key: str):
+    for part in key.split('.'):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+@pytest.mark.parametrize('config, key, value', commented_options(),
+                         ids=lambda x: x.name if isinstance(x, Path) else str(x)[:40])
+def test_each_commented_option_changes_an_entry_the_config_has(config, key, value):
+    cfg = config_fromfile(str(config))
+    entry(cfg.to_dict(), key.rsplit('.', 1)[0])          # the entry it changes is there
+    merge_cfg_options(cfg, {key: value})
+    assert entry(cfg.to_dict(), key) == value
+
+
+def test_the_pseudo_mask_configs_labels_option_reaches_its_label_step():
+    """The iSeg pseudo-mask config's comment: the XML object lists instead of the ground truth's
+    classes, on the test pipeline's LoadImageLevelLabels."""
+    options = [o for o in commented_options() if o[1].endswith('.ann_file')]
+    assert options and all(o[0].name == 'iseg-sd21base_voc12-train-pseudo-masks.py' for o in options)
+    cfg = config_fromfile(str(options[0][0]))
+    merge_cfg_options(cfg, {options[0][1]: options[0][2]})
+    step = cfg.test_dataloader.dataset.pipeline[2]
+    assert step.type == 'LoadImageLevelLabels' and step.ann_file.endswith('image_labels.json')
+
+
+@pytest.mark.parametrize('key, meant', [
+    ('pipeline[2].ann_file', 'val_dataloader.dataset.pipeline.2.ann_file or '
+                             'test_dataloader.dataset.pipeline.2.ann_file'),
+    ('modle.data_preprocessor.batch_size', 'model.data_preprocessor.batch_size'),
+    ('test_dataloder.batch_size', 'test_dataloader.batch_size')])
+def test_a_key_nothing_would_read_is_refused_with_the_entry_meant(key, meant):
+    cfg = config_fromfile(str(CONFIGS / 'mask2former/iseg-sd21base_voc12-train-pseudo-masks.py'))
+    with pytest.raises(UserInputError, match=re.escape(
+            f"--cfg-options {key}: the config has no entry {key.split('.')[0]!r} (mmengine would "
+            f'add it, and nothing reads it); did you mean {meant}?')):
+        merge_cfg_options(cfg, {key: 1})
+    before = cfg.to_dict()
+    merge_cfg_options(cfg, {'randomness.seed': 3, 'my_hook_setting': 1})  # the runner's; new
+    assert cfg.randomness.seed == 3 and cfg.my_hook_setting == 1
+    assert set(cfg.to_dict()) - set(before) == {'randomness', 'my_hook_setting'}
