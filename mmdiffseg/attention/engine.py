@@ -86,11 +86,17 @@ class DiffusionAttentionEngine:
                 single-file checkpoint (the message gives the conversion into a folder).
         """
         from diffusers import StableDiffusionPipeline
+        if not isinstance(id_or_folder, (str, Path)):
+            raise TypeError(f'from_pretrained takes a hub id or a diffusers folder, not a '
+                            f'{type(id_or_folder).__name__}; for a pipeline already loaded: '
+                            'DiffusionAttentionEngine.from_pipeline(pipe, model_id)')
         check_engine_options(kwargs)
         dtype, device = torch_dtype(dtype), torch_device(device)
         options = dict(chunk_bytes=kwargs.pop('chunk_bytes', None),
                        map_backend=kwargs.pop('map_backend', 'auto'),
                        compile_unet=kwargs.pop('compile_unet', False))
+        kwargs.setdefault('safety_checker', None)  # the engine never runs one
+        kwargs.setdefault('requires_safety_checker', False)
         if importlib.util.find_spec('accelerate') is None:  # diffusers would only warn and fall back
             kwargs.setdefault('low_cpu_mem_usage', False)
         checkpoint = single_file_checkpoint(id_or_folder)
@@ -110,9 +116,8 @@ class DiffusionAttentionEngine:
         if withdrawn:
             raise OSError(f'cannot load Stable Diffusion model: {withdrawn}')
         try:
-            pipe = StableDiffusionPipeline.from_pretrained(
-                source, **dtype_option(dtype), safety_checker=None,
-                requires_safety_checker=False, **kwargs)
+            pipe = StableDiffusionPipeline.from_pretrained(source, **dtype_option(dtype),
+                                                           **kwargs)
         except (OSError, ValueError) as err:
             if is_folder:
                 raise OSError(f'cannot load the Stable Diffusion folder {source}: {err}') from err
@@ -315,6 +320,10 @@ class DiffusionAttentionEngine:
         if not prompts:
             raise ValueError(f'prompts={prompts}: generate needs at least one prompt (one image '
                              'per prompt): pass a string or a non-empty list of strings')
+        if seed is None:
+            raise ValueError('seed=None: generate takes an int seed (prompt i uses seed + i) or '
+                             'one per prompt, so that its images can be made again; for new '
+                             'ones pass another, e.g. seed=random.randrange(2**31)')
         seeds = [int(seed) + i for i in range(len(prompts))] if np.ndim(seed) == 0 \
             else [int(s) for s in seed]
         negative_prompt = '' if negative_prompt is None else negative_prompt

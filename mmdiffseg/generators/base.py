@@ -148,14 +148,16 @@ class MaskGenerator(torch.nn.Module):
     def __call__(self, maps: AttentionMaps, images: Optional[ImagesLike] = None,
                  class_names: Optional[Sequence[Sequence[str]]] = None
                  ) -> Union[torch.Tensor, List[torch.Tensor]]:
-        """:meth:`forward` on the images in any form ``engine.extract`` takes: a ``(B, 3, H, W)``
-        tensor (uint8 or float, 0..255) gives ``(B, H, W)`` labels; PIL images, ``HxWx3`` arrays
-        or ``(3, H, W)`` tensors, alone or in a list (grey and RGBA converted), give a list of
-        ``(H_b, W_b)`` labels, each at its image's size (images of one size are labelled
-        together)."""
+        """:meth:`forward` on the images in any form ``engine.extract`` takes: a ``(B, C, H, W)``
+        tensor (C = 3, or 1 / 4 converted; uint8 or float, 0..255) gives ``(B, H, W)`` labels;
+        PIL images, ``HxWx3`` arrays or ``(3, H, W)`` tensors, alone or in a list (grey and RGBA
+        converted), give a list of ``(H_b, W_b)`` labels, each at its image's size (images of
+        one size are labelled together)."""
         if images is None:
             return super().__call__(maps, None, class_names)
         if isinstance(images, torch.Tensor) and images.ndim == 4:  # the tools' batches: no sync
+            if images.shape[1] in (1, 4) and images.shape[0] == maps.batch_size:
+                images = torch.stack(image_list(images))  # grey / RGBA, as the engine took them
             if images.shape[1] != 3 or images.shape[0] != maps.batch_size:
                 raise ValueError(f'{type(self).__name__}: images must be (B, 3, H, W) RGB with '
                                  f'B={maps.batch_size} (the batch of the maps), got '

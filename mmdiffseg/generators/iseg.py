@@ -401,5 +401,7 @@ class ISeg(MaskGenerator):
                     **({} if self.class_order == self.classes else
                        dict(class_order=list(self.class_order))),
                     **({} if self.noise_draw == 'cpu' else dict(noise_draw=self.noise_draw)),
+                    **({} if self.ignore_index == IGNORE_INDEX else
+                       dict(ignore_index=self.ignore_index)),
                     **(dict(token_table=self.token_table)
                        if self.vocabulary in RELEASED_TOKEN_MISCOUNTS else {}))

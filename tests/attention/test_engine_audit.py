@@ -56,3 +56,28 @@ def test_generate_refuses_a_grid_the_size_lacks_before_the_unet_runs(tiny_engine
     finally:
         hook.remove()
     assert not calls
+
+
+def test_diffusers_safety_checker_options_load_and_a_pipeline_object_is_sent_to_from_pipeline(
+        sd_config_dir):
+    """``safety_checker=None`` / ``requires_safety_checker=False``, the usual diffusers loading
+    options, were a "got multiple values" TypeError (the engine passes them itself); a loaded
+    pipeline given to ``from_pretrained`` was pathlib's TypeError."""
+    from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+    folder = cached_tiny_pipeline_folder(sd_config_dir(SD2))
+    engine = DiffusionAttentionEngine.from_pretrained(folder, safety_checker=None,
+                                                      requires_safety_checker=False)
+    with pytest.raises(TypeError, match=r'^from_pretrained takes a hub id or a diffusers folder, '
+                       r'not a StableDiffusionPipeline; .*DiffusionAttentionEngine\.from_pipeline'
+                       r'\(pipe, model_id\)$'):
+        from diffusers import StableDiffusionPipeline
+        DiffusionAttentionEngine.from_pretrained(StableDiffusionPipeline(
+            engine.vae, engine.text_encoder, engine.tokenizer, engine.unet, engine.scheduler,
+            None, None, requires_safety_checker=False))
+
+
+def test_generate_refuses_a_seed_of_none_naming_how_to_draw_one(tiny_engine):
+    """diffusers' "no generator" convention was int(None)'s TypeError."""
+    with pytest.raises(ValueError, match=r'^seed=None: generate takes an int seed .*'
+                       r'seed=random\.randrange\(2\*\*31\)$'):
+        tiny_engine(SD2).generate(['a cat'], steps=1, capture=SPEC, seed=None)

@@ -52,6 +52,21 @@ def test_image_tensors_are_checked_against_the_maps(generator, two_images):
 
 
 @pytest.mark.parametrize('generator', generators(), ids=['DiffSeg', 'ISeg'])
+def test_grey_and_rgba_batch_tensors_are_labelled_as_the_engine_takes_them(generator, two_images):
+    """``(B, 1, H, W)`` and ``(B, 4, H, W)`` tensors, which the engine takes, were refused as
+    not ``(B, 3, H, W)``; now grey is spread to RGB, alpha dropped, and labels are ``(B, H, W)``."""
+    maps, names = two_images
+    rgb = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8,
+                        generator=torch.Generator().manual_seed(0))
+    rgba = torch.cat([rgb, torch.full((2, 1, 64, 64), 255, dtype=torch.uint8)], 1)
+    assert torch.equal(generator(maps, rgba, names), generator(maps, rgb, names))
+    grey = rgb[:, :1]
+    labels = generator(maps, grey, names)
+    assert labels.shape == (2, 64, 64)
+    assert torch.equal(labels, generator(maps, grey.expand(-1, 3, -1, -1), names))
+
+
+@pytest.mark.parametrize('generator', generators(), ids=['DiffSeg', 'ISeg'])
 def test_labels_at_takes_one_size_per_image(generator, two_images):
     """One size for two images dropped the second; three gave an all-255 third or an
     IndexError."""

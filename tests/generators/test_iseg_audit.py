@@ -87,6 +87,16 @@ def test_config_dict_records_each_option_that_changes_labels():
         'tokenizer'
 
 
+def test_config_dict_records_an_ignore_index_other_than_the_default():
+    """Without a class named background, background pixels take ``ignore_index``: generators
+    differing only in it had one signature, so a label cache or manifest of one served the
+    other; the default (255) is not recorded, so the signatures made before stay valid."""
+    options = dict(classes=['cat', 'dog'], vocabulary=None, cross_heads=None, self_heads=None)
+    default, other = ISeg(**options).config_dict(), ISeg(**options, ignore_index=200).config_dict()
+    assert 'ignore_index' not in default and other.pop('ignore_index') == 200
+    assert other == default
+
+
 def test_a_zero_weighted_resolution_is_neither_captured_nor_read():
     gen = ISeg(res_weights={16: 1.0, 32: 0.0}, cross_heads=None, use_cluster=False)
     assert [r.name for r in gen.capture_spec.requests] == ['iseg_cross16', 'iseg_self64']
