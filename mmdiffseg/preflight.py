@@ -44,7 +44,7 @@ from .preflight_data import (Missing, check_dataset, check_image_decoding,
                              check_image_level_labels, check_listed_files, nearest)
 from .preflight_options import (check_cache_keys, check_head_layout, check_options,
                                 generator_refusal, unknown_option_keys)
-from .provenance import MOVED_HUB_IDS, names_a_local_path, withdrawn_model
+from .provenance import MOVED_HUB_IDS, model_path, names_a_local_path, withdrawn_model
 from .registry import config_type
 
 TINY_SD_BASE = 'stable-diffusion-2-1-base'
@@ -130,8 +130,11 @@ def check_checkpoint(name: str, where: str) -> List[Missing]:
 def check_sd_model(model: str, keys: List[str], variant: Optional[str] = None) -> List[Missing]:
     """A local diffusers folder the engine can run (with the weights ``variant`` the engine
     loads, its ``engine_kwargs``), or a hub id in the Hugging Face cache or downloadable."""
-    folder = Path(model).expanduser()
     settings = ' '.join(f'{k}=/path/to/diffusers-folder' for k in keys)
+    try:
+        folder = model_path(model)
+    except ValueError as exc:  # '~name' of no user here
+        return [Missing(f'Stable Diffusion {exc}', f'--cfg-options {settings}', keys)]
     checkpoint = single_file_checkpoint(model)
     if checkpoint is not None:
         why, fix = single_file_problem(checkpoint)
@@ -203,14 +206,11 @@ def check_generator(generator: dict, where: str) -> List[Missing]:
                         (f' (did you mean {near!r}?)' if near else ''),
                         f'--cfg-options {where}.type={near or known[0]} (the generators: '
                         f'{", ".join(known)})', [where])]
-    found = unknown_option_keys(where, cls, generator)
-    if found:
-        return found
-    params = inspect.signature(cls).parameters
     try:
         MASK_GENERATORS.build(dict(generator)).config_dict()  # a custom one may lack it
     except (TypeError, ValueError, KeyError, AssertionError, NotImplementedError) as err:
-        return [generator_refusal(generator, params, where, err)]
+        return (isinstance(err, TypeError) and unknown_option_keys(where, cls, generator)) or \
+            [generator_refusal(generator, inspect.signature(cls).parameters, where, err)]
     return []
 
 

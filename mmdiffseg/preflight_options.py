@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 from .preflight_data import Missing, nearest
-from .provenance import names_a_local_path
+from .provenance import model_path, names_a_local_path
 from .registry import accepted_options, unknown_options
 
 #: entries of a model part that other builders make (norm and activation layers, weight
@@ -180,7 +180,10 @@ def model_config_folder(model: str) -> Optional[Path]:
     """The folder holding ``model``'s ``unet/config.json``: a local diffusers folder, or its
     snapshot in the Hugging Face cache; None where the config is not here."""
     from huggingface_hub import try_to_load_from_cache
-    folder = Path(model).expanduser()
+    try:
+        folder = model_path(model)
+    except ValueError:  # '~name' of no user here: the model check names it
+        return None
     if folder.is_dir():
         return folder if (folder / 'unet' / 'config.json').is_file() else None
     cached = None if names_a_local_path(model) else \

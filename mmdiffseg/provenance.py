@@ -103,11 +103,20 @@ def model_path(model: Union[str, Path]) -> Path:
 
 def names_a_local_path(model: Union[str, Path]) -> bool:
     """Whether ``model`` is meant as a local folder or file rather than a hub id (``org/name``):
-    it starts with ``.``, ``/`` or ``~``, has not exactly one ``/``, or the folder before its
-    ``/`` exists here."""
+    it exists here, starts with ``.``, ``/`` or ``~``, is no valid ``org/name`` id (``sd/``,
+    ``a/b/c``, a bare name), or the folder before its ``/`` exists here while the Hugging Face
+    cache has no such model (a cached id loads, as diffusers loads it)."""
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
     text = str(model)
-    return text.startswith(('.', '/', '~')) or text.count('/') != 1 or \
-        Path(text.split('/')[0]).is_dir()
+    if text.startswith(('.', '/', '~')) or text.count('/') != 1 or Path(text).exists():
+        return True
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return True
+    return Path(text.split('/')[0]).is_dir() and \
+        not isinstance(try_to_load_from_cache(text, 'model_index.json'), str)
 
 
 def sampler_settings(model: Union[str, Path]) -> Optional[Dict]:

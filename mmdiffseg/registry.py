@@ -70,14 +70,17 @@ def unknown_options_error(cls, options: Mapping) -> TypeError:
 def _build_in_own_scope(cfg, registry, default_args=None):
     """Build from ``registry`` whatever the current default scope is: inside an mmseg runner the
     default scope is ``'mmseg'``, which would send the lookup of ``type='ISeg'`` to mmseg's
-    ``MODELS`` instead of this child registry. An option the class does not take is named with
-    the nearest one it does."""
+    ``MODELS`` instead of this child registry. A build refused for an option the class does not
+    take names it with the nearest one it does."""
     with DefaultScope.overwrite_default_scope(registry.scope):
         kind = cfg.get('type')
         cls = registry.get(kind) if isinstance(kind, str) else kind
-        if inspect.isclass(cls) and unknown_options(cls, cfg):
-            raise unknown_options_error(cls, cfg)
-        return build_from_cfg(cfg, registry, default_args)
+        try:
+            return build_from_cfg(cfg, registry, default_args)
+        except TypeError as exc:  # a subclass may read its own options out of **kwargs
+            if inspect.isclass(cls) and unknown_options(cls, cfg):
+                raise unknown_options_error(cls, cfg) from exc
+            raise
 
 
 MASK_GENERATORS = Registry(

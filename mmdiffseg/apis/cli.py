@@ -184,18 +184,20 @@ def merge_cfg_options(cfg, options: Optional[Mapping]) -> None:
     """``--cfg-options`` merged into ``cfg``. mmengine adds a key whose first part the config
     lacks as a new entry that nothing reads, so a slip ran the config unchanged
     (``pipeline[2].ann_file``, ``train_dataloder.batch_size``): such a key is refused, naming
-    the entries meant (those ending in its first part, else the nearest top-level one); a new
-    entry near none (one a custom hook reads) is merged."""
+    the entries meant (those ending in its first part, the runner's first: a config's own
+    variables were read when it loaded; else the nearest top-level one); a new entry near none
+    (one a custom hook reads) is merged."""
     if not options:
         return
     from mmengine.runner import Runner
-    known = set(cfg) | set(inspect.signature(Runner.__init__).parameters) | set(RUNNER_READS)
+    read = set(inspect.signature(Runner.__init__).parameters) | set(RUNNER_READS)
     for key in options:
         top = key.split('.')[0]
         name = top.split('[')[0]
-        if top in known:
+        if top in read or top in cfg:
             continue
-        meant = list(_paths_ending_in(cfg.to_dict(), name)) or \
+        paths = list(_paths_ending_in(cfg.to_dict(), name))
+        meant = [p for p in paths if p.split('.')[0] in read] or paths or \
             difflib.get_close_matches(name, list(cfg), n=1, cutoff=0.8)
         if '[' not in top and not meant:
             continue
@@ -208,7 +210,7 @@ def merge_cfg_options(cfg, options: Optional[Mapping]) -> None:
     cfg.merge_from_dict(options)
 
 
-def _paths_ending_in(node, name: str, path: str = '', depth: int = 4) -> Iterator[str]:
+def _paths_ending_in(node, name: str, path: str = '', depth: int = 12) -> Iterator[str]:
     """The dotted paths below the top of ``node`` whose last part is ``name`` (list items by
     index, as ``--cfg-options`` addresses them)."""
     if depth == 0:

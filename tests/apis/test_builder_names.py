@@ -57,3 +57,32 @@ def test_a_tilde_name_of_no_user_is_named_by_the_api_and_the_model_identity_too(
         with pytest.raises(ValueError, match=f"model '{name}': '~no-such-user-sd21' is no user's "
                                              "home folder here.*give the folder's full path"):
             call(name)
+
+
+def test_names_no_hub_id_can_have_are_folders_and_a_cached_id_is_the_hub_model(
+        tmp_path, monkeypatch):
+    """``sd-folder/`` (one '/', no such folder) was passed on as a hub id, and the model check
+    stopped with huggingface_hub's validation traceback; an ``org/name`` id in the Hugging Face
+    cache is that model even where a folder ``org`` is here (diffusers loads it so)."""
+    import huggingface_hub
+
+    from mmdiffseg.preflight import check_sd_model
+    from mmdiffseg.provenance import names_a_local_path
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path / 'hub'))
+    for name in ('sd-folder/', 'org/..', 'org/a b'):
+        assert names_a_local_path(name), name
+    with pytest.raises(UserInputError, match="model 'sd-folder/' not found: expected a diffusers"):
+        check_model('sd-folder/')
+    snapshot = tmp_path / 'hub/models--org--sd/snapshots/abc'
+    snapshot.mkdir(parents=True)
+    (snapshot / 'model_index.json').write_text('{}')
+    (tmp_path / 'hub/models--org--sd/refs').mkdir()
+    (tmp_path / 'hub/models--org--sd/refs/main').write_text('abc')
+    (tmp_path / 'org').mkdir()
+    assert not names_a_local_path('org/sd') and check_model('org/sd') == 'org/sd'
+    assert names_a_local_path('org/other')
+    (item,) = check_sd_model('~no-such-user-sd21/model', ['model.sd_model'])
+    assert item.what.startswith("Stable Diffusion model '~no-such-user-sd21/model': "
+                                "'~no-such-user-sd21' is no user's home folder here")
+

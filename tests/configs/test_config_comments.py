@@ -72,3 +72,15 @@ def test_a_key_nothing_would_read_is_refused_with_the_entry_meant(key, meant):
     merge_cfg_options(cfg, {'randomness.seed': 3, 'my_hook_setting': 1})  # the runner's; new
     assert cfg.randomness.seed == 3 and cfg.my_hook_setting == 1
     assert set(cfg.to_dict()) - set(before) == {'randomness', 'my_hook_setting'}
+
+
+def test_the_entry_meant_is_one_the_runner_reads_however_deep():
+    """``cache.model`` on an online config: the label cache's model is 6 levels down; the
+    config's own variables ending in it (``train_pipeline.2.cache.model``) were read when it
+    loaded, so changing them changes nothing: not offered."""
+    cfg = config_fromfile(str(CONFIGS / 'mask2former/mask2former_tiny-cpu_voc12-iseg-online-'
+                                        '128x128.py'))
+    with pytest.raises(UserInputError, match=re.escape(
+            'did you mean train_dataloader.dataset.pipeline.2.cache.model?')):
+        merge_cfg_options(cfg, {'cache.model': 'x'})
+

@@ -108,6 +108,21 @@ class _TunedDiffSeg(DiffSeg):
         super().__init__(**kwargs)
 
 
+class _SmoothedDiffSeg(DiffSeg):
+    def __init__(self, **kwargs):
+        self.smooth = kwargs.pop('smooth', 0)
+        super().__init__(**kwargs)
+
+
+def test_a_subclass_reading_its_own_option_out_of_kwargs_builds():
+    """Its option is not in any signature: only a build its class refuses names unknown ones."""
+    assert MASK_GENERATORS.build(dict(type=_SmoothedDiffSeg, smooth=2)).smooth == 2
+    from mmdiffseg.preflight import check_generator
+    assert check_generator(dict(type=_SmoothedDiffSeg, smooth=2), 'g') == []
+    (item,) = check_generator(dict(type=_SmoothedDiffSeg, kl_threshold=0.9), 'g')
+    assert "has no option 'kl_threshold' (did you mean 'kl_thresholds'?)" in item.what
+
+
 def test_options_passed_on_by_kwargs_are_followed_up_the_bases():
     """A subclass passing ``**kwargs`` to its base takes the base's options, no others: its
     typo is named with the nearest option at build (it was the base's bare TypeError)."""
