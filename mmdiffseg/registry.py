@@ -58,9 +58,10 @@ def unknown_options(cls, options: Mapping) -> List[str]:
 def unknown_options_error(cls, options: Mapping) -> TypeError:
     """The error of ``cls`` given ``options`` it does not take, each with its nearest option."""
     from .preflight_data import nearest
-    free = [name for name in accepted_options(cls) or () if name not in options]
+    unknown = unknown_options(cls, options)
+    free = list(accepted_options(cls) or ())  # given or not: a preset sets many
     named = []
-    for key in unknown_options(cls, options):
+    for key in unknown:
         near = nearest(key, free)
         named.append(f'{key!r}' + (f' (did you mean {near!r}?)' if near else ''))
     return TypeError(f'{cls.__name__}: unknown option {", ".join(named)}; its options: '

@@ -200,6 +200,10 @@ def label_outputs(batch: Sequence[WorkItem], labels: Sequence[np.ndarray],
             for i, (it, lab) in enumerate(zip(batch, labels))]
 
 
+MISSING_LABELS_FIX = ('; give each an entry in the labels (--labels FILE: "<image name>": '
+                      '["<class>", ...], [] for background only), or leave those images out')
+
+
 def _keys_hint(missing: Sequence[str], image_labels: Dict[str, list]) -> str:
     """Why image ids are missing from image-level labels keyed another way (a file name)."""
     keyed = {Path(key).stem: key for key in image_labels if Path(key).suffix}
@@ -240,7 +244,8 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         missing = [it.id for it in items if it.id not in image_labels]
         if missing:
             raise UserInputError(f'{len(missing)} image(s) have no image-level labels, e.g. '
-                                 f'{missing[:5]}{_keys_hint(missing, image_labels)}')
+                                 f'{missing[:5]}' + (_keys_hint(missing, image_labels) or
+                                                     MISSING_LABELS_FIX))
         for it in items:
             image_labels[it.id] = spelled_as(image_labels[it.id], classes)
         unknown = unknown_names({it.id: image_labels[it.id] for it in items}, classes)

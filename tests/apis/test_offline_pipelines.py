@@ -189,7 +189,9 @@ def test_pseudo_label_refuses_labels_without_classes_or_keyed_by_file_name(tmp_p
         pseudo_api.pseudo_label(one_image, out, HUB_ID, dict(type='ISeg'), ['background', 'cat'],
                                 {'a.png': ['cat']})
     with pytest.raises(UserInputError, match=r"1 image\(s\) have no image-level labels, e.g. "
-                       r"\['a'\]$"):
+                       r"\['a'\]; give each an entry in the labels \(--labels FILE: \"<image "
+                       r"name>\": \[\"<class>\", ...\], \[\] for background only\), or leave "
+                       r"those images out$"):
         pseudo_api.pseudo_label(one_image, out, HUB_ID, dict(type='ISeg'), ['background', 'cat'],
                                 {'b': ['cat'], 'c': ['cat']})
     with pytest.raises(UserInputError, match=r"hold 1 unknown class name\(s\): .*'cta'.*"

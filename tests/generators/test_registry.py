@@ -65,13 +65,18 @@ def test_a_class_taking_kwargs_takes_every_option():
     assert unknown_options(_Closed, dict(type='x', beta=2, alpha=0)) == ['beta']
 
 
-def test_the_error_lists_and_suggests_only_options_not_given():
-    """The options already given are neither listed nor suggested: 'alphx' is nearest to 'alpha',
-    but 'alpha' is given, so 'alphb' is suggested."""
-    err = unknown_options_error(_Closed, dict(alpha=0, alphx=5))
+def test_the_error_lists_and_suggests_every_option_given_or_not():
+    """'gamme' next to a set 'gamma': still the option meant (a preset sets many options a
+    misspelt override is meant for; only the unset ones were listed and suggested)."""
+    err = unknown_options_error(_Closed, dict(gamma=0, gamme=5))
     assert isinstance(err, TypeError)
-    assert str(err) == ("_Closed: unknown option 'alphx' (did you mean 'alphb'?); its options: "
-                        "alphb, gamma")
+    assert str(err) == ("_Closed: unknown option 'gamme' (did you mean 'gamma'?); its options: "
+                        "alpha, alphb, gamma")
+    synth = SeeDiff(['background', 'cat']).config_dict()
+    with pytest.raises(TypeError, match=r"unknown option 'pamr_iters' \(did you mean "
+                                        r"'pamr_iter'\?\); its options: classes, .*pamr_iter"):
+        MASK_GENERATORS.build(dict(type='SeeDiff', classes=['background', 'cat'], pamr_iters=5,
+                                   pamr_iter=synth['pamr_iter']))
 
 
 def test_accepted_options_follow_kwargs_up_the_bases_without_self():
@@ -128,8 +133,8 @@ def test_options_passed_on_by_kwargs_are_followed_up_the_bases():
     typo is named with the nearest option at build (it was the base's bare TypeError)."""
     assert unknown_options(_Forwarding, dict(delta=1, alpha=0, alphx=5)) == ['alphx']
     assert str(unknown_options_error(_Forwarding, dict(alpha=0, alphx=5))) == (
-        "_Forwarding: unknown option 'alphx' (did you mean 'alphb'?); its options: delta, alphb, "
-        "gamma")
+        "_Forwarding: unknown option 'alphx' (did you mean 'alphb'?); its options: delta, alpha, "
+        "alphb, gamma")
     with pytest.raises(TypeError, match=r"_TunedDiffSeg: unknown option 'kl_threshold' \(did you "
                                         r"mean 'kl_thresholds'\?\)"):
         MASK_GENERATORS.build(dict(type=_TunedDiffSeg, kl_threshold=0.9))
