@@ -84,3 +84,23 @@ def test_the_entry_meant_is_one_the_runner_reads_however_deep():
             'did you mean train_dataloader.dataset.pipeline.2.cache.model?')):
         merge_cfg_options(cfg, {'cache.model': 'x'})
 
+
+def test_a_variable_read_at_load_is_refused_naming_the_entries_that_took_it():
+    """``crop_size=...`` merged into the config's variable and the run cropped as before: the
+    variable was read when the config loaded. The entries holding its name or value are named;
+    a variable no entry took (one a custom hook may read) is merged."""
+    cfg = config_fromfile(str(CONFIGS / 'mask2former/mask2former_tiny-cpu_voc12-iseg-online-'
+                                        '128x128.py'))
+    with pytest.raises(UserInputError, match=re.escape(
+            "--cfg-options crop_size: 'crop_size' is a variable of the config, read when it "
+            'loaded (changing it now changes nothing); set each entry that took it: '
+            'train_dataloader.dataset.pipeline.4.crop_size, model.data_preprocessor.size')):
+        merge_cfg_options(cfg, {'crop_size': (64, 64)})
+    with pytest.raises(UserInputError, match=re.escape(
+            'set the entry that took it: train_dataloader.dataset.pipeline.2.cache.model')):
+        merge_cfg_options(cfg, {'train_pipeline[2].cache.model': 'x'})
+    assert cfg.crop_size == cfg.model.data_preprocessor.size == (128, 128)
+    untaken = dict(cfg.label_cache)  # the base config's cache; the tiny one overrides it
+    assert untaken != cfg.train_dataloader.dataset.pipeline[2].cache
+    merge_cfg_options(cfg, {'label_cache.model': 'x'})
+    assert cfg.label_cache.model == 'x'
