@@ -36,12 +36,19 @@ class DiffusionSegmentor(BaseSegmentor):
         data_preprocessor: must turn ``LoadImageFromFile``'s BGR into RGB and keep 0..255
             (``SegDataPreProcessor`` with ``bgr_to_rgb=True``, no mean / std: the default); any
             other is refused (the generator would label BGR or normalised images).
+        pretrained, train_cfg: None (mmseg's ``init_model`` sets both); nothing else: the
+            weights are ``sd_model``'s and nothing trains.
     """
 
     def __init__(self, sd_model: str, generator: Dict, use_image_labels: bool = False,
                  engine_dtype: str = 'float32', batch_size: int = 4,
                  engine_kwargs: Optional[Dict] = None, data_preprocessor: Optional[Dict] = None,
-                 init_cfg=None):
+                 init_cfg=None, pretrained: Optional[str] = None,
+                 train_cfg: Optional[Dict] = None):
+        if pretrained is not None or train_cfg is not None:
+            raise ValueError(
+                f'DiffusionSegmentor: pretrained={pretrained!r}, train_cfg={train_cfg!r}: it is '
+                f'training-free and its weights are sd_model\'s ({sd_model}); leave both out')
         super().__init__(data_preprocessor=data_preprocessor or dict(
             type=SegDataPreProcessor, bgr_to_rgb=True), init_cfg=init_cfg)
         given = self.data_preprocessor
@@ -80,8 +87,9 @@ class DiffusionSegmentor(BaseSegmentor):
         tools, the online labels and the Python API resize it (OpenCV, as iSeg's release); a
         float one (a pipeline that resized in float: DiffSeg's evaluation,
         ``ResizeHalfPixelLabels(float_image=True)``, as TF's resize) as float32 0..255,
-        unrounded. Without ``data_samples`` each image gets a ``SegDataSample`` of its own (a
-        model with ``use_image_labels`` needs theirs)."""
+        unrounded. Each prediction comes at its ground truth's size, else at ``ori_shape``
+        (mmseg's: the image before the pipeline resized it). Without ``data_samples`` each image
+        gets a ``SegDataSample`` of its own (a model with ``use_image_labels`` needs theirs)."""
         data_samples = self._samples_for(inputs, data_samples)
         images = []
         for img, sample in zip(inputs, data_samples):
@@ -92,8 +100,11 @@ class DiffusionSegmentor(BaseSegmentor):
         names = None
         if self.use_image_labels:
             names = [list(s.metainfo['image_labels']) for s in data_samples]
-        sizes = [tuple(s.gt_sem_seg.shape) if 'gt_sem_seg' in s else image.shape[:2]
-                 for s, image in zip(data_samples, images)]  # scored at the ground truth's size
+        # at the ground truth's size, else the image's before the pipeline resized it (mmseg's
+        # segmentors predict at ``ori_shape``: what inference_model and the visualizer expect)
+        sizes = [tuple(s.gt_sem_seg.shape) if 'gt_sem_seg' in s else
+                 tuple(s.metainfo.get('ori_shape', image.shape[:2]))[:2]
+                 for s, image in zip(data_samples, images)]
         labels = self.labeler.generate(images, names, inputs[0].device, sizes)
         for sample, label in zip(data_samples, labels):
             sample.pred_sem_seg = PixelData(data=torch.from_numpy(label.astype(np.int64))[None])

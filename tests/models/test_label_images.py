@@ -204,6 +204,43 @@ def test_segmentor_predicts_without_data_samples_and_checks_the_ones_given(engin
         segmentor.predict(data['inputs'])
 
 
+def test_segmentor_predicts_at_the_original_size_without_ground_truth(engine):
+    """mmseg's segmentors predict at ``ori_shape``; without a ground truth (mmseg's
+    ``inference_model``, a test pipeline without LoadAnnotations) the prediction came at the
+    pipeline's resized size, so the visualizer drew it over the original image misplaced."""
+    from mmseg.structures import SegDataSample
+    segmentor, data = segmentor_batch(engine, [(40, 60)])
+    sample = SegDataSample(metainfo=dict(img_shape=(40, 60), ori_shape=(80, 120)))
+    [predicted] = segmentor.predict([data['inputs'][0].float()], [sample])
+    [expected] = label_images(engine, QuadrantLabels(7), [np.zeros((40, 60, 3), np.uint8)],
+                              None, [(80, 120)])
+    assert predicted.pred_sem_seg.data.shape == (1, 80, 120)
+    np.testing.assert_array_equal(predicted.pred_sem_seg.data[0].numpy(), expected)
+    assert expected[:40, :60].min() == 7 and expected[40:].max() == 0
+
+
+def test_mmsegs_init_model_and_inference_model_run_the_segmentor(engine):
+    """mmseg's ``init_model`` sets ``model.pretrained`` and ``model.train_cfg`` to None: a
+    TypeError ('unexpected keyword argument pretrained'); ``inference_model`` (its pipeline
+    resizes, no ground truth) then predicts at the image's own size."""
+    from mmengine import Config
+    from mmseg.apis import inference_model, init_model
+    from mmseg.registry import MODELS
+    cfg = Config(dict(
+        model=dict(type='DiffusionSegmentor', sd_model='tiny', generator=dict(type='DiffSeg')),
+        test_pipeline=[dict(type='LoadImageFromFile'),
+                       dict(type='Resize', scale=(64, 64), keep_ratio=True),
+                       dict(type='LoadAnnotations'), dict(type='PackSegInputs')]))
+    model = init_model(cfg, device='cpu')
+    model.labeler.engine, model.labeler.generator = engine, QuadrantLabels(7)
+    result = inference_model(model, np.zeros((30, 60, 3), np.uint8))
+    assert result.img_shape == (32, 64) and result.pred_sem_seg.data.shape == (1, 30, 60)
+    assert result.pred_sem_seg.data[0, :15, :30].min() == 7 == result.pred_sem_seg.data.max()
+    cfg.model.pretrained = 'weights.pth'
+    with pytest.raises(ValueError, match=r"pretrained='weights.pth'.*training-free.*leave both"):
+        MODELS.build(cfg.model)
+
+
 def test_grey_rgba_and_pil_images_are_labelled_as_their_rgb(engine):
     """label_images takes what the engine takes: a grey array, an RGBA array and a PIL image get
     the labels (attention and brightness) of the same picture given as RGB, at their sizes."""
