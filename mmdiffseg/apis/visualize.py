@@ -27,19 +27,26 @@ def segment_classes(count: int = 255) -> List[str]:
     return [str(i) for i in range(count)]
 
 
+def label_meta(classes: Optional[Sequence[str]]) -> Dict[str, list]:
+    """``dataset_meta`` (classes, palette: 256 entries) to draw labels of ``classes`` (None:
+    segment ids) with ``SegLocalVisualizer``: 255 (unsure) in the colour the label PNGs give
+    it, named ``'unsure'`` (mmseg leaves it undrawn, so it looks like black classes such as
+    VOC's background)."""
+    classes = list(classes) if classes is not None else segment_classes()
+    gap = IGNORE_INDEX - len(classes)
+    return dict(classes=classes + [''] * gap + ['unsure'],
+                palette=palette_for(classes) + [[0, 0, 0]] * gap + [list(IGNORE_COLOR)])
+
+
 class Overlayer:
-    """Draws label maps over images with ``SegLocalVisualizer``; 255 (unsure) in the colour the
-    label PNGs give it, named ``'unsure'`` (mmseg leaves it undrawn, so it looks like black
-    classes such as VOC's background)."""
+    """Draws label maps over images with ``SegLocalVisualizer`` (:func:`label_meta`)."""
 
     def __init__(self, classes: Optional[Sequence[str]], alpha: float = 0.5):
-        classes = list(classes) if classes is not None else segment_classes()
-        gap = IGNORE_INDEX - len(classes)
-        self.classes = classes + [''] * gap + ['unsure']
-        self.palette = palette_for(classes) + [[0, 0, 0]] * gap + [list(IGNORE_COLOR)]
+        meta = label_meta(classes)
+        self.classes, self.palette = meta['classes'], meta['palette']
         self.visualizer = SegLocalVisualizer(name=f'mmdiffseg-overlay-{next(_names)}',
                                              alpha=alpha)
-        self.visualizer.dataset_meta = dict(classes=self.classes, palette=self.palette)
+        self.visualizer.dataset_meta = meta
 
     def __call__(self, rgb: np.ndarray, labels: np.ndarray, with_labels: bool = True
                  ) -> np.ndarray:

@@ -16,6 +16,7 @@ from mmseg.models.segmentors import BaseSegmentor
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
+from ..apis.visualize import label_meta
 from .online_labeler import AttentionLabeler
 
 
@@ -61,6 +62,8 @@ class DiffusionSegmentor(BaseSegmentor):
         self.labeler = AttentionLabeler(sd_model, generator, dtype=engine_dtype,
                                         batch_size=batch_size, engine_kwargs=engine_kwargs)
         self.use_image_labels = use_image_labels
+        # what mmseg's show_result_pyplot / inferencer draw with (a checkpoint's, elsewhere)
+        self.dataset_meta = label_meta(self.labeler.generator.classes)
 
     def test_step(self, data: dict) -> List:
         """Each image through the data preprocessor alone, then the whole batch to

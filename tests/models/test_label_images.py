@@ -222,9 +222,11 @@ def test_segmentor_predicts_at_the_original_size_without_ground_truth(engine):
 def test_mmsegs_init_model_and_inference_model_run_the_segmentor(engine):
     """mmseg's ``init_model`` sets ``model.pretrained`` and ``model.train_cfg`` to None: a
     TypeError ('unexpected keyword argument pretrained'); ``inference_model`` (its pipeline
-    resizes, no ground truth) then predicts at the image's own size."""
+    resizes, no ground truth) then predicts at the image's own size, and ``show_result_pyplot``
+    draws it with the model's ``dataset_meta`` (an AttributeError: a segmentor without a
+    checkpoint has none)."""
     from mmengine import Config
-    from mmseg.apis import inference_model, init_model
+    from mmseg.apis import inference_model, init_model, show_result_pyplot
     from mmseg.registry import MODELS
     cfg = Config(dict(
         model=dict(type='DiffusionSegmentor', sd_model='tiny', generator=dict(type='DiffSeg')),
@@ -236,6 +238,10 @@ def test_mmsegs_init_model_and_inference_model_run_the_segmentor(engine):
     result = inference_model(model, np.zeros((30, 60, 3), np.uint8))
     assert result.img_shape == (32, 64) and result.pred_sem_seg.data.shape == (1, 30, 60)
     assert result.pred_sem_seg.data[0, :15, :30].min() == 7 == result.pred_sem_seg.data.max()
+    drawn = show_result_pyplot(model, np.zeros((30, 60, 3), np.uint8), result, opacity=1.0,
+                               show=False, with_labels=False)  # had no dataset_meta to draw with
+    palette = model.dataset_meta['palette']
+    assert list(drawn[0, 0]) == palette[7] and list(drawn[-1, -1]) == palette[0] != palette[7]
     cfg.model.pretrained = 'weights.pth'
     with pytest.raises(ValueError, match=r"pretrained='weights.pth'.*training-free.*leave both"):
         MODELS.build(cfg.model)
