@@ -35,7 +35,7 @@ from mmengine.config import Config
 from .attention.loading import single_file_checkpoint, single_file_problem
 from .attention.model_check import folder_problems
 from .cuda_check import cuda_problem
-from .preflight_cache import (check_cache_precision, check_cache_settings,
+from .preflight_cache import (check_cache_precision, check_cache_revision, check_cache_settings,
                               check_cache_writable, check_label_mixing_transforms,
                               check_prompt_fit, unlabelled_finder, writer_dtype)
 from .preflight_classes import (check_dataset_classes, check_model_classes,
@@ -308,6 +308,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                     found = check_head_layout(node['generator'], model, f'{path}.generator')
                 missing += found
                 if 'cache_dir' in node and mode != 'test':
+                    missing += check_cache_revision(cfg, node['cache_dir'], path)
                     missing += check_cache_writable(node['cache_dir'], path)
                     missing += check_cache_settings(node, path)
                     missing += check_cache_precision(

@@ -122,6 +122,16 @@ def check_cache_writable(cache_dir: str, where: str) -> List[Missing]:
     return []
 
 
+def check_cache_revision(cfg: Config, cache_dir: str, where: str) -> List[Missing]:
+    """A hub ``revision`` in the labeller's ``engine_kwargs``, which a label cache cannot tell
+    apart (:func:`~mmdiffseg.datasets.label_cache.revision_refusal`)."""
+    from .datasets.label_cache import revision_refusal
+    pre = (cfg.get('model') or {}).get('data_preprocessor') or {}
+    refusal = revision_refusal(pre.get('engine_kwargs'), cache_dir)
+    return [Missing(*refusal, [f'{where}.model', 'model.data_preprocessor.engine_kwargs.revision'])
+            ] if refusal else []
+
+
 def check_cache_settings(cache: Dict, where: str) -> List[Missing]:
     """A label cache made with another model, generator config or label computation
     (:data:`~mmdiffseg.generators.base.LABELS_VERSION`) than this run's:

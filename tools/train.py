@@ -20,9 +20,9 @@ import sys
 from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
-from mmdiffseg.apis.cli import (add_preflight_options, leave_process_group, merge_cfg_options,
-                                run_preflight, start_runner_launcher)
-from mmdiffseg.apis.io import UserInputError
+from mmdiffseg.apis.cli import (EXIT_WRITE_FAILED, add_preflight_options, leave_process_group,
+                                merge_cfg_options, run_preflight, start_runner_launcher)
+from mmdiffseg.apis.io import OutputWriteError, UserInputError
 from mmdiffseg.compat import config_fromfile, quiet_stock_notices
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
@@ -139,7 +139,12 @@ def main(argv=None):
     runner = build_runner(cfg)
     if fresh_start:
         print_log(fresh_start, logger='current', level=logging.WARNING)  # in the run's log
-    runner.train()
+    try:
+        runner.train()
+    except OutputWriteError as exc:  # the label cache's disk full, read-only...: one line
+        print(f'tools/train.py: error: {exc}; the checkpoints and labels written so far are '
+              f'kept: fix that, then rerun with --resume', file=sys.stderr)
+        raise SystemExit(EXIT_WRITE_FAILED) from None
     leave_process_group()
 
 

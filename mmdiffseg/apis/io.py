@@ -149,10 +149,12 @@ def tmp_tag() -> str:
     return f'.r{get_dist_info()[0]}{TMP_SUFFIX}'
 
 
-def atomic_write(path, data: bytes, tag: Optional[str] = None) -> None:
+def atomic_write(path, data: bytes, tag: Optional[str] = None, replace: bool = True) -> None:
     """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete: a temp file in
-    the same folder (suffix ``tag``, default this rank's :func:`tmp_tag`), fsync, ``os.replace``.
-    OSError becomes :class:`OutputWriteError`."""
+    the same folder (suffix ``tag``, default this rank's :func:`tmp_tag`), fsync, ``os.replace``
+    (``replace=False``: a hard link, so only where ``path`` does not exist yet, else
+    ``FileExistsError``; a replace where the file system has no hard links). Any other OSError
+    becomes :class:`OutputWriteError`."""
     path = Path(path)
     tmp = path.with_name(f'.{path.name}{tag or tmp_tag()}')
     try:
@@ -161,13 +163,27 @@ def atomic_write(path, data: bytes, tag: Optional[str] = None) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace or not _hard_linked(tmp, path):
+            os.replace(tmp, path)
     except OSError as exc:
-        try:
+        with contextlib.suppress(OSError):
             tmp.unlink()
-        except OSError:
-            pass
+        if isinstance(exc, FileExistsError):
+            raise
         raise write_error(path, exc) from exc
+
+
+def _hard_linked(tmp: Path, path: Path) -> bool:
+    """``tmp`` moved to ``path`` by a hard link (``FileExistsError`` where ``path`` exists);
+    False where the file system has none."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        return False
+    tmp.unlink()
+    return True
 
 
 def remove_stale_temp_files(folder: Path) -> int:

@@ -34,8 +34,8 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -104,26 +104,26 @@ def read_label(path: Path) -> Optional[np.ndarray]:
 
 
 def _atomic_write(path: Path, data: bytes, replace: bool = True) -> None:
-    """Write ``data`` to a temporary file, then move it to ``path`` (``replace=False``: only
-    if ``path`` does not exist yet, :class:`FileExistsError` otherwise, where the file system
-    has hard links)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.' + path.name, suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-        try:
-            if not replace:
-                os.link(tmp, path)
-        except FileExistsError:
-            raise
-        except OSError:   # no hard links here: plain replace
-            replace = True
-        if replace:
-            os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """:func:`~mmdiffseg.apis.io.atomic_write` under a temp name of this writer's own (the
+    processes sharing a cache may have the same rank)."""
+    from ..apis.io import atomic_write  # here: mmdiffseg.apis imports this module
+    atomic_write(path, data, tag=f'.{uuid.uuid4().hex}.tmp', replace=replace)
+
+
+def revision_refusal(engine_kwargs: Optional[Dict], cache_dir: str) -> Optional[Tuple[str, str]]:
+    """``(what, fix)`` where ``engine_kwargs`` name a hub ``revision``, which a label cache
+    cannot tell apart (None otherwise): the cache knows its model by name and files, and every
+    reader of it (the train pipeline's ``LoadPseudoLabel``) by the name alone, so labels of one
+    revision would be served to another."""
+    revision = (engine_kwargs or {}).get('revision')
+    if revision in (None, 'main'):
+        return None
+    return (f'model.data_preprocessor.engine_kwargs.revision={revision!r} with the label cache '
+            f'{cache_dir}, which knows its model by name and files, not by revision (labels of '
+            'one revision would be served to another)',
+            f'download that revision to a folder (hf download MODEL --revision {revision} '
+            "--local-dir FOLDER) and set the cache's model to FOLDER, without "
+            'engine_kwargs.revision')
 
 
 def _conflict(message: str) -> ValueError:
@@ -225,8 +225,12 @@ class LabelCache:
 
     def sign(self) -> None:
         """Write the signature if the folder has none (else check it), with the writer's
-        precision."""
+        precision, and the model's config hash where the model was not here when this cache
+        object was made (a hub model the first run downloads: its labels serve the same model
+        in a local folder later)."""
         if not self.check_signature():
+            if self.signature['model'].get('config_hash') is None:
+                self.signature['model'] = _canonical(model_identity(self.model))
             record = dict(self.signature)
             if self.writer_dtype is not None:
                 record[WRITER_KEY] = {'dtype': self.writer_dtype}
@@ -281,9 +285,13 @@ class LabelCache:
     def _try_claim(self, key: str) -> Optional[int]:
         """The open, exclusively locked lock file of ``key``, or None if another process holds
         it. The owner's host, pid and rank are written into it (for the timeout message)."""
+        from ..apis.io import write_error  # here: mmdiffseg.apis imports this module
         path = self._lock_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as err:   # a full disk, a read-only cache
+            raise write_error(path, err) from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -25,7 +25,7 @@ from mmengine.structures import PixelData
 from ..attention.loading import DTYPES
 from ..attention.images import WORK_SIZE, decode_rgb, work_images
 from ..attention.prompts import token_positions
-from ..datasets.label_cache import LabelCache, canonical_cache_spec
+from ..datasets.label_cache import LabelCache, canonical_cache_spec, revision_refusal
 from ..registry import MASK_GENERATORS
 from ..generators.base import IGNORE_INDEX, MaskGenerator
 
@@ -193,6 +193,10 @@ class OnlineLabeler:
         use; one labeler serves one cache."""
         spec = canonical_cache_spec(spec)
         if self.spec is None:
+            refusal = revision_refusal(self.options['engine_kwargs'], spec['cache_dir'])
+            if refusal:
+                from ..apis.io import UserInputError  # (mmdiffseg.apis imports this module)
+                raise UserInputError(': '.join(refusal))
             cache = LabelCache(**spec, writer_dtype=self.options['dtype'])
             cache.check_signature()
             self.labeler = AttentionLabeler(cache.model, cache.generator, **self.options)

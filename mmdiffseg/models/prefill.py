@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -24,7 +23,6 @@ from mmengine.config import Config
 from mmengine.dist import all_reduce, get_dist_info
 from mmengine.registry import DefaultScope
 
-from ..apis.io import WRITE_ERRORS, write_error
 from ..apis.progress import ProgressLine
 from ..apis.pseudo_label import inner_dataset_cfgs
 from ..datasets.label_cache import (canonical_cache_spec, label_key, label_path,
@@ -226,10 +224,6 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                        sum(int((label == IGNORE_INDEX).all()) for label in labels.values()))
         except KeyboardInterrupt:
             interrupted = True
-        except OSError as exc:  # a full disk, a read-only cache: one line (exit 3), the rest kept
-            if exc.errno not in WRITE_ERRORS:
-                raise
-            raise write_error(Path(exc.filename or labeler.cache.cache_dir), exc) from exc
     all_reduce(counts)
     images, made, cached, unsure = (int(c) for c in counts.tolist())
     return PrefillSummary(images, made, cached, seconds=time.perf_counter() - start,

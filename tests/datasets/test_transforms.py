@@ -17,6 +17,7 @@ from mmdiffseg.datasets.transforms import (decode_source_index, encode_source_in
                                            reduced_zero_label)
 from mmdiffseg.generators.base import MaskGenerator
 from mmdiffseg.registry import MASK_GENERATORS
+from mmdiffseg.provenance import model_identity
 
 init_default_scope('mmseg')
 
@@ -285,6 +286,40 @@ def test_models_compare_by_config_hash_not_by_path(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match='model: cache') as refused:
         LabelCache(**dict(cached, model=other)).check_signature()
     assert len(refusal_lines(refused)) == 1
+
+
+def test_a_hub_model_downloaded_by_the_first_run_is_recorded_with_its_hash(tmp_path,
+                                                                           monkeypatch):
+    """The README's main job with network: the cache object (and its model's identity) was made
+    before the first batch downloaded the model, so cache.json recorded no config hash, and the
+    same model in a local folder later (docs/mmseg.md) was refused: every label made again."""
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path / 'hub'))
+    cache = LabelCache(**dict(cache_cfg(tmp_path), model='org/sd21'))
+    repo = tmp_path / 'hub' / 'models--org--sd21'
+    sd_folder(repo / 'snapshots' / 'abc123')   # what the first load downloads
+    (repo / 'refs').mkdir()
+    (repo / 'refs' / 'main').write_text('abc123')
+    cache.save('ab' * 20, np.zeros((4, 4), np.uint8))
+    recorded = json.loads((tmp_path / 'cache' / 'cache.json').read_text())['model']
+    assert recorded == {'id': 'org/sd21', 'config_hash': model_identity('org/sd21')['config_hash']}
+    assert recorded['config_hash'] is not None
+    folder = sd_folder(tmp_path / 'models' / 'sd21')
+    assert LabelCache(**dict(cache_cfg(tmp_path), model=folder)).check_signature()
+
+
+def test_cache_files_take_the_umask_mode_as_every_other_output(tmp_path):
+    """The label cache wrote through mkstemp (mode 0600): a teammate's run reading a cache
+    prefilled by another user stopped at cache.json with a PermissionError."""
+    import os
+    umask = os.umask(0o022)
+    try:
+        path = LabelCache(**cache_cfg(tmp_path)).save('ab' * 20, np.zeros((4, 4), np.uint8))
+    finally:
+        os.umask(umask)
+    for written in (path, tmp_path / 'cache' / 'cache.json'):
+        assert written.stat().st_mode & 0o777 == 0o644, written
+    assert not list((tmp_path / 'cache').rglob('*.tmp'))
 
 
 def test_load_pseudo_label_miss_then_hit(tmp_path):

@@ -58,19 +58,24 @@ def test_prefill_refuses_a_config_without_online_labels():
 def test_a_cache_that_cannot_take_a_label_stops_the_prefill_with_one_line(
         tmp_path, tiny_sd, monkeypatch, errno_, reason):
     """A full disk or a read-only cache while labelling: the tools' write error (one line, exit
-    3), not the label cache's traceback; another OSError keeps its own (not called a write)."""
+    3), not the label cache's traceback, naming the file; another OSError keeps its own (not
+    called a write)."""
+    from mmdiffseg.apis import io
     from mmdiffseg.apis.io import OutputWriteError
-    from mmdiffseg.models.online_labeler import OnlineLabeler
+    from mmdiffseg.models.online_labeler import AttentionLabeler, OnlineLabeler
     from mmdiffseg.models.prefill import prefill
 
-    def cannot_write(self, todo, device):
-        raise OSError(errno_, os.strerror(errno_), str(tmp_path / 'cache' / 'ab' / 'x.png'))
-    monkeypatch.setattr(OnlineLabeler, 'labels', cannot_write)
+    def cannot_write(fd):
+        raise OSError(errno_, os.strerror(errno_))
+    monkeypatch.setattr(AttentionLabeler, 'generate',
+                        lambda self, images, *a: [np.zeros((4, 4), np.uint8) for _ in images])
+    monkeypatch.setattr(io.os, 'fsync', cannot_write)
     cfg = online_config(tmp_path, tiny_sd, names=['voc_val_0'])
     with DefaultScope.overwrite_default_scope('mmseg'):  # as the tool's
         with pytest.raises(OutputWriteError,
-                           match=f'cannot write {tmp_path}/cache/ab/x.png: {reason}'):
+                           match=f'cannot write {tmp_path}/cache/(cache.json|../.*png): {reason}'):
             prefill(cfg, 'cpu', progress=False)
+        assert not list((tmp_path / 'cache').rglob('*.tmp'))
         monkeypatch.setattr(OnlineLabeler, 'labels', lambda *a: (_ for _ in ()).throw(
             OSError(2, 'No such file or directory', 'model_index.json')))
         with pytest.raises(FileNotFoundError):

@@ -370,3 +370,27 @@ def test_misspelt_options_are_named_with_the_nearest_one(tmp_path):
                    'mask2former_r50_8xb2-20k_voc12-iseg-online-512x512.py'):
         cfg = Config.fromfile(str(REPO / 'configs/mask2former' / config))
         assert preflight.check_options(cfg, ('model', 'train_dataloader', 'test_dataloader')) == []
+
+
+def test_a_hub_revision_beside_a_label_cache_is_refused_with_the_folder_fix(tmp_path, tiny_sd):
+    """``engine_kwargs.revision`` loads other weights under the same name, and the label cache
+    (and its readers in the train pipeline) know the model by name and files: labels of one
+    revision were served to a run on another. The pre-flight and the labeller refuse it,
+    naming the download to a folder; 'main' is the default revision."""
+    from mmdiffseg.apis.io import UserInputError
+    from mmdiffseg.models.online_labeler import OnlineLabeler
+    cfg = tiny_online_config(tmp_path, tiny_sd)
+    cfg.model.data_preprocessor.engine_kwargs = dict(revision='main')
+    assert preflight.check(cfg, 'train') == []
+    cfg.model.data_preprocessor.engine_kwargs = dict(revision='v2')
+    [item] = preflight.check(cfg, 'train')
+    assert item.what.startswith("model.data_preprocessor.engine_kwargs.revision='v2' with the "
+                                f'label cache {tmp_path}/cache')
+    assert item.fix.startswith('download that revision to a folder (hf download MODEL '
+                               '--revision v2 --local-dir FOLDER)')
+    assert item.where == ['train_dataloader.dataset.pipeline.2.cache.model',
+                          'model.data_preprocessor.engine_kwargs.revision']
+    spec = cfg.train_dataloader.dataset.pipeline[2].cache
+    with pytest.raises(UserInputError, match="revision='v2'.*hf download MODEL --revision v2"):
+        OnlineLabeler(engine_kwargs=dict(revision='v2')).bind(spec.to_dict())
+    assert not (tmp_path / 'cache').exists()

@@ -1,6 +1,7 @@
 """What the thin tool scripts hand on to mmdiffseg.apis: each option's value (and each default)
 reaches the job function, with the job itself stubbed (no model is loaded)."""
 import importlib
+import os
 
 import numpy as np
 import pytest
@@ -232,3 +233,29 @@ def test_ground_truth_in_the_labels_folder_of_a_job_folder_is_refused(one_image,
             f'label PNGs (--out {out}): they would replace it') in err
     assert sorted(p.name for p in out.rglob('*')) == ['SegmentationClass', 'a.png',
                                                       'manifest.jsonl']
+
+
+def test_a_label_cache_that_cannot_be_written_stops_training_with_one_line(monkeypatch, tmp_path,
+                                                                           capsys):
+    """The label cache's disk filling mid-training: a bare OSError traceback (prefill gave one
+    line); now the cache's write error, what is kept and the fix, exit status 3."""
+    import errno
+    from mmdiffseg.apis import io
+    from mmdiffseg.datasets import LabelCache
+    train = load_tool('train')
+    cache = LabelCache(tmp_path / 'cache', 'org/sd', dict(type='DiffSeg'))
+    monkeypatch.setattr(io.os, 'fsync', lambda fd: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+
+    class Runner:
+        def train(self):
+            cache.save('ab' * 20, np.zeros((4, 4), np.uint8))
+    monkeypatch.setattr(train, 'build_runner', lambda cfg: Runner())
+    with pytest.raises(SystemExit) as stopped:
+        train.main([str(TINY_ONLINE_CONFIG), '--skip-preflight', '--work-dir', str(tmp_path)])
+    assert stopped.value.code == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f'tools/train.py: error: cannot write {tmp_path}/cache/cache.json: the disk is full')
+    assert err[0].endswith('the checkpoints and labels written so far are kept: fix that, then '
+                           'rerun with --resume')
