@@ -20,6 +20,7 @@ from typing import Optional
 
 import os.path as osp
 
+import cv2
 import numpy as np
 import torch
 from mmengine.dist import is_main_process
@@ -33,6 +34,15 @@ from ..evaluation.unsupervised_metric import HungarianMatchedIoU, matched_classe
 def _rgb(packed: torch.Tensor) -> np.ndarray:
     """``(H, W, 3)`` RGB uint8 of a packed ``(3, H, W)`` BGR image (``PackSegInputs``)."""
     return np.ascontiguousarray(packed.cpu().flip(0).permute(1, 2, 0).numpy())
+
+
+def _at_size(rgb: np.ndarray, size) -> np.ndarray:
+    """The model's input resized to the prediction's ``(H, W)`` where they differ (a pipeline
+    that resizes before ``LoadAnnotations``: DiffusionSegmentor predicts at the ground truth's
+    size, the image's own)."""
+    if rgb.shape[:2] == tuple(size):
+        return rgb
+    return cv2.resize(rgb, tuple(size)[::-1], interpolation=cv2.INTER_LINEAR)
 
 
 @HOOKS.register_module()
@@ -70,7 +80,7 @@ class OnlineLabelVisualizationHook(Hook):
 @HOOKS.register_module()
 class ModelInputVisualizationHook(Hook):
     """Draw test / validation predictions (beside the ground truth, where the sample has one) on
-    the image the model was given.
+    the image the model was given (resized to the prediction where the pipeline resized it).
 
     Unsupervised segment ids (a ``HungarianMatchedIoU`` evaluator) are drawn in the colour of the
     class each segment is matched to in its image, as the metric scores it; segments matched to no
@@ -112,7 +122,8 @@ class ModelInputVisualizationHook(Hook):
             if segments is not None:
                 sample = self._matched(sample, segments.num_classes, segments.ignore_index)
             runner.visualizer.add_datasample(
-                f'{mode}_{osp.basename(sample.img_path)}', _rgb(image), sample, show=self.show,
+                f'{mode}_{osp.basename(sample.img_path)}',
+                _at_size(_rgb(image), tuple(sample.pred_sem_seg.shape)), sample, show=self.show,
                 wait_time=self.wait_time, step=self._drawn,
                 with_labels=segments is None or 'gt_sem_seg' in sample)
 

@@ -6,7 +6,7 @@ from ``LoadImageLevelLabels`` (scored with ``IoUMetric`` / ``PseudoLabelMetric``
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -90,9 +90,10 @@ class DiffusionSegmentor(BaseSegmentor):
         tools, the online labels and the Python API resize it (OpenCV, as iSeg's release); a
         float one (a pipeline that resized in float: DiffSeg's evaluation,
         ``ResizeHalfPixelLabels(float_image=True)``, as TF's resize) as float32 0..255,
-        unrounded. Each prediction comes at its ground truth's size, else at ``ori_shape``
-        (mmseg's: the image before the pipeline resized it). Without ``data_samples`` each image
-        gets a ``SegDataSample`` of its own (a model with ``use_image_labels`` needs theirs)."""
+        unrounded. Each prediction comes at its ground truth's size, else at the size the
+        image had before the pipeline resized it (:func:`_prediction_size`). Without
+        ``data_samples`` each image gets a ``SegDataSample`` of its own (a model with
+        ``use_image_labels`` needs theirs)."""
         data_samples = self._samples_for(inputs, data_samples)
         images = []
         for img, sample in zip(inputs, data_samples):
@@ -103,11 +104,7 @@ class DiffusionSegmentor(BaseSegmentor):
         names = None
         if self.use_image_labels:
             names = [list(s.metainfo['image_labels']) for s in data_samples]
-        # at the ground truth's size, else the image's before the pipeline resized it (mmseg's
-        # segmentors predict at ``ori_shape``: what inference_model and the visualizer expect)
-        sizes = [tuple(s.gt_sem_seg.shape) if 'gt_sem_seg' in s else
-                 tuple(s.metainfo.get('ori_shape', image.shape[:2]))[:2]
-                 for s, image in zip(data_samples, images)]
+        sizes = [_prediction_size(s, image) for s, image in zip(data_samples, images)]
         labels = self.labeler.generate(images, names, inputs[0].device, sizes)
         for sample, label in zip(data_samples, labels):
             sample.pred_sem_seg = PixelData(data=torch.from_numpy(label.astype(np.int64))[None])
@@ -145,3 +142,17 @@ class DiffusionSegmentor(BaseSegmentor):
 
     def encode_decode(self, inputs, batch_img_metas):
         raise RuntimeError('DiffusionSegmentor works on whole images; use predict')
+
+
+def _prediction_size(sample, image: np.ndarray) -> Tuple[int, int]:
+    """The ground truth's size, else the image's before the pipeline's last resize
+    (``img_shape / scale_factor``): ``ori_shape`` where the pipeline only resizes, as mmseg's
+    segmentors predict (``inference_model``, the visualizer), and the crop's own size where it
+    crops first (``CenterSquareCrop``), never the crop stretched over the frame."""
+    if 'gt_sem_seg' in sample:
+        return tuple(sample.gt_sem_seg.shape)
+    height, width = image.shape[:2]
+    scale = sample.metainfo.get('scale_factor')
+    if scale is None:
+        return height, width
+    return round(height / scale[1]), round(width / scale[0])

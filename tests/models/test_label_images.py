@@ -204,19 +204,27 @@ def test_segmentor_predicts_without_data_samples_and_checks_the_ones_given(engin
         segmentor.predict(data['inputs'])
 
 
-def test_segmentor_predicts_at_the_original_size_without_ground_truth(engine):
+@pytest.mark.parametrize('steps, size', [
+    ([dict(type='Resize', scale=(64, 64), keep_ratio=True)], (30, 60)),    # the image's own
+    ([dict(type='CenterSquareCrop')], (30, 30)),                             # the crop
+    ([dict(type='CenterSquareCrop'),                                         # the crop, not the
+      dict(type='ResizeHalfPixelLabels', scale=(64, 64), keep_ratio=False)], (30, 30))])  # frame
+def test_segmentor_predicts_before_the_resize_without_ground_truth(engine, steps, size):
     """mmseg's segmentors predict at ``ori_shape``; without a ground truth (mmseg's
-    ``inference_model``, a test pipeline without LoadAnnotations) the prediction came at the
-    pipeline's resized size, so the visualizer drew it over the original image misplaced."""
-    from mmseg.structures import SegDataSample
-    segmentor, data = segmentor_batch(engine, [(40, 60)])
-    sample = SegDataSample(metainfo=dict(img_shape=(40, 60), ori_shape=(80, 120)))
-    [predicted] = segmentor.predict([data['inputs'][0].float()], [sample])
-    [expected] = label_images(engine, QuadrantLabels(7), [np.zeros((40, 60, 3), np.uint8)],
-                              None, [(80, 120)])
-    assert predicted.pred_sem_seg.data.shape == (1, 80, 120)
+    ``inference_model``, ``--out`` with ``format_only`` on unlabelled images) the prediction
+    came at the pipeline's resized size, misplaced under the visualizer. It comes at the size
+    before the resize: the image's where the pipeline only resizes, the crop's where it crops
+    (DiffSeg's protocol), never the crop stretched over the frame."""
+    from mmcv.transforms import Compose
+    from mmengine.registry import init_default_scope
+    init_default_scope('mmseg')
+    pipeline = Compose([dict(type='LoadImageFromNDArray'), *steps, dict(type='PackSegInputs')])
+    packed = pipeline(dict(img=np.zeros((30, 60, 3), np.uint8)))
+    segmentor, _ = segmentor_batch(engine, [(8, 8)])
+    [predicted] = segmentor.predict([packed['inputs'].flip(0).float()], [packed['data_samples']])
+    [expected] = label_images(engine, QuadrantLabels(7), [np.zeros((*size, 3), np.uint8)], None)
+    assert predicted.pred_sem_seg.data.shape == (1, *size)
     np.testing.assert_array_equal(predicted.pred_sem_seg.data[0].numpy(), expected)
-    assert expected[:40, :60].min() == 7 and expected[40:].max() == 0
 
 
 def test_mmsegs_init_model_and_inference_model_run_the_segmentor(engine):

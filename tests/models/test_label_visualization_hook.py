@@ -2,7 +2,7 @@
 image, in RGB, blended with its label's palette colour where the label has a class (with black
 where it is ignored, 255, as mmseg's visualizer draws); every ``interval`` iterations, at most
 ``max_images`` images, rank 0 only. ModelInputVisualizationHook draws test predictions on the
-same packed image (DiffusionSegmentor predicts at the pipeline's size)."""
+same packed image, resized to the prediction where the pipeline resized the image."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -165,3 +165,19 @@ def test_input_hook_reads_the_validation_evaluator_and_shows_when_asked(runner):
     [(name, _, picture)] = runner.drawn
     assert name == 'val_x_leftImg8bit.png' and np.array_equal(picture[:, :24], picture[:, 24:])
     assert shown == [('val_x_leftImg8bit.png', 2.0)]
+
+
+def test_input_hook_draws_a_prediction_made_before_the_pipelines_resize(runner):
+    """A test pipeline that resizes before LoadAnnotations (mmseg's own order): the prediction
+    comes at the ground truth's size, the image's, and mmseg's visualizer stopped with an
+    IndexError on the smaller model input; the input is drawn at the prediction's size."""
+    runner.test_evaluator = SimpleNamespace(metrics=[])
+    data, rgb = batch(1)
+    big = np.kron(halves(1, 0), np.ones((2, 2), np.int64))        # 32x48, as the image file
+    ModelInputVisualizationHook(draw=True).after_test_iter(runner, 0, data,
+                                                           [predicted(big, gt=big)])
+    picture = runner.drawn[0][2]
+    assert picture.shape == (32, 96, 3)
+    image = rgb[0, 0].astype(float)                                   # a uniform image
+    assert np.abs(picture[20:, 72:] - 0.5 * image).max() <= 1         # class 0: black
+    assert np.abs(picture[20:, 48:72] - (0.5 * image + 0.5 * np.array(PALETTE[1]))).max() <= 1
