@@ -222,9 +222,9 @@ def check_segment_scoring(model: dict, evaluators: Sequence[Tuple[str, object]])
                     f'{where} is {kind}, which scores class indices, but model.generator makes '
                     'unlabelled segment ids (segment k is not class k): its mIoU would mean '
                     'nothing', f'score segments after matching them to the ground truth: '
-                    f"{key}=dict(type='HungarianMatchedIoU', num_classes=<the dataset's class "
-                    'count>) (as configs/mask2former/diffseg-sd14_cityscapes27-unsupervised-'
-                    "512x512.py), or name the segments: model.generator.classes=[the dataset's "
+                    f"{key}=dict(type='HungarianMatchedIoU') (the dataset's class count; as "
+                    'configs/mask2former/diffseg-sd14_cityscapes27-unsupervised-512x512.py), '
+                    "or name the segments: model.generator.classes=[the dataset's "
                     'classes] with model.use_image_labels=True', [where]))
     return missing
 

@@ -24,6 +24,7 @@ from mmengine.logging import print_log
 from mmengine.utils import mkdir_or_exist
 from mmseg.registry import METRICS
 from PIL import Image
+from prettytable import PrettyTable
 from scipy.optimize import linear_sum_assignment
 
 #: the largest segment id scored: the confusion has a column per id up to the largest (released
@@ -46,8 +47,11 @@ def _matching(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: 
     labelled = gt != ignore_index
     gt, pred = gt[labelled].astype(np.int64), pred[labelled]
     if gt.size and (gt.min() < 0 or gt.max() >= num_classes):
-        raise ValueError(f'ground truth holds values outside 0..{num_classes - 1} '
-                         f'(and {ignore_index}): {np.unique(gt).tolist()}')
+        values = np.unique(gt)
+        bad = values[(values < 0) | (values >= num_classes)].tolist()
+        raise ValueError(f'ground truth holds values outside 0..{num_classes - 1} (and '
+                         f"{ignore_index}): {bad}; the dataset's label files and classes "
+                         'disagree (check its label_map / reduce_zero_label)')
     assigned = pred != ignore_index
     confusion = np.bincount(gt[assigned] * width + pred[assigned],
                             minlength=num_classes * width).reshape(num_classes, width)
@@ -91,7 +95,10 @@ class HungarianMatchedIoU(BaseMetric):
     ``gt_sem_seg`` the class indices.
 
     Args:
-        num_classes: number of ground-truth classes (27 for both benchmarks).
+        num_classes: number of ground-truth classes (27 for both benchmarks); None: the
+            dataset's (as mmseg's ``IoUMetric``), and a number the dataset's differs from is
+            refused (the per-class line would be cut short and the mIoU taken over classes the
+            dataset lacks).
         ignore_index: unlabelled ground truth / unassigned prediction.
         output_dir: folder for the predictions, ``<image name>.png`` holding the segment ids at
             the evaluated size (``tools/test.py --out``), as mmseg's ``IoUMetric`` writes them.
@@ -100,15 +107,28 @@ class HungarianMatchedIoU(BaseMetric):
 
     default_prefix = None
 
-    def __init__(self, num_classes: int = 27, ignore_index: int = 255,
+    def __init__(self, num_classes: Optional[int] = None, ignore_index: int = 255,
                  output_dir: Optional[str] = None, format_only: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.num_classes = num_classes
+        self._num_classes = num_classes
         self.ignore_index = ignore_index
         self.output_dir = output_dir
         if output_dir:
             mkdir_or_exist(output_dir)  # every rank writes its share of the images
         self.format_only = format_only
+
+    @property
+    def num_classes(self) -> int:
+        """``num_classes``, else the dataset's class count."""
+        classes = (self.dataset_meta or {}).get('classes')
+        if classes is not None and self._num_classes not in (None, len(classes)):
+            raise ValueError(f'HungarianMatchedIoU(num_classes={self._num_classes}), but the '
+                             f'dataset has {len(classes)} classes: set num_classes='
+                             f'{len(classes)}, or leave it out to take the dataset\'s')
+        if classes is None and self._num_classes is None:
+            raise ValueError('HungarianMatchedIoU: no num_classes and no dataset classes to take '
+                             'it from: set num_classes (27 for COCO-Stuff-27 and Cityscapes-27)')
+        return len(classes) if classes is not None else self._num_classes
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
@@ -121,7 +141,11 @@ class HungarianMatchedIoU(BaseMetric):
             if pred.shape != gt.shape:
                 raise ValueError(f'HungarianMatchedIoU: prediction {pred.shape} and ground truth '
                                  f'{gt.shape} differ in size ({sample.get("img_path")})')
-            self.results.append(match_segments(gt, pred, self.num_classes, self.ignore_index))
+            try:
+                self.results.append(match_segments(gt, pred, self.num_classes,
+                                                   self.ignore_index))
+            except ValueError as err:
+                raise ValueError(f'HungarianMatchedIoU: {sample.get("img_path")}: {err}') from err
 
     def save_prediction(self, pred: np.ndarray, img_path: str) -> None:
         if pred.max(initial=0) > 255:
@@ -140,7 +164,11 @@ class HungarianMatchedIoU(BaseMetric):
             iou = tp / (tp + fp + fn)
         acc = tp.sum() / max(labelled.sum(), 1)
         classes = self.dataset_meta.get('classes') if self.dataset_meta else None
-        if classes is not None:
-            rows = ', '.join(f'{c}: {100 * v:.1f}' for c, v in zip(classes, iou))
-            print_log(f'per-class IoU (Hungarian-matched): {rows}', logger='current')
+        table = PrettyTable(['Class', 'IoU', 'Acc'])
+        with np.errstate(invalid='ignore', divide='ignore'):
+            accs = tp / labelled
+        for name, value, class_acc in zip(classes or range(len(iou)), iou, accs):
+            table.add_row([name, f'{100 * value:.2f}', f'{100 * class_acc:.2f}'])
+        print_log('per-class results (Hungarian-matched):\n' + table.get_string(),
+                  logger='current')
         return {'ACC': round(100 * float(acc), 2), 'mIoU': round(100 * float(np.nanmean(iou)), 2)}
