@@ -3,6 +3,7 @@ of overlay thumbnails) of a generated folder, to judge a dataset at a glance."""
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -10,6 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
+from mmengine.logging import print_log
 from mmengine.structures import PixelData
 from mmseg.visualization import SegLocalVisualizer
 
@@ -85,10 +87,11 @@ def finished_records(folder) -> Tuple[Dict, Dict[str, Dict]]:
 
 def _folder_items(folder: Path, limit: int):
     """(id, image path, mask path) of a tool's output folder, in manifest order (image paths
-    resolved from the folder, whatever the working directory); a stopped distributed run's rank
+    resolved from the folder, whatever the working directory), and the images of finished items
+    that are not found (a folder moved away from its inputs); a stopped distributed run's rank
     manifests are read too."""
     header, records = finished_records(folder)
-    items = []
+    items, unfound = [], []
     for record in records.values():
         mask = folder / MASK_DIR / f'{record["id"]}.png'
         image = folder / IMAGE_DIR / f'{record["id"]}.jpg'
@@ -96,9 +99,11 @@ def _folder_items(folder: Path, limit: int):
             image = resolve_record_path(record['image'], folder)
         if mask.is_file() and image.is_file():
             items.append((record['id'], image, mask))
+        elif mask.is_file():
+            unfound.append(image)
         if len(items) == limit:
             break
-    return header.get('classes'), items
+    return header.get('classes'), items, unfound
 
 
 def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64,
@@ -113,7 +118,14 @@ def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64,
         if value < 1:
             raise UserInputError(f'contact_sheet: {name}={value}; pass {name} >= 1')
     folder = Path(folder)
-    classes, items = _folder_items(folder, max_items)
+    classes, items, unfound = _folder_items(folder, max_items)
+    if unfound:
+        where = (f'{len(unfound)} input image(s) of {folder} not found, e.g. {unfound[0]}: the '
+                 'manifest names them relative to the folder; keep it beside its inputs')
+        if not items:
+            raise UserInputError(f'{where} (nothing to draw)')
+        print_log(f'contact sheet: {where}; drawn without them', logger='current',
+                  level=logging.WARNING)
     if not items:
         raise UserInputError(f'{folder} holds no finished items to show')
     overlay = Overlayer(classes)
@@ -128,9 +140,16 @@ def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64,
             raise UserInputError(f'contact sheet of {folder}: cannot draw item {item_id!r} '
                                  f'({exc}); remove its label {mask} and rerun the tool to remake '
                                  'it') from exc
-        shown.update(np.unique(labels).tolist())
-        if rgb.shape[:2] != labels.shape:
+        (height, width), (rows_, cols_) = rgb.shape[:2], labels.shape
+        if abs(height * cols_ - width * rows_) > max(height, width):  # not one pixel's rounding
+            raise UserInputError(
+                f'contact sheet of {folder}: item {item_id!r}: its image {image} is '
+                f'{width}x{height} but its label {mask} {cols_}x{rows_}, another shape: the '
+                'image changed since it was labelled; remove the label and rerun the tool to '
+                'remake it')
+        if (height, width) != labels.shape:  # a label at a lower resolution
             rgb = cv2.resize(rgb, labels.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        shown.update(np.unique(labels).tolist())
         tile = _letterboxed(overlay(rgb, labels, with_labels=False), thumb)
         cv2.putText(tile, item_id[:24], (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255),
                     1, cv2.LINE_AA)

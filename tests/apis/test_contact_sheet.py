@@ -157,3 +157,36 @@ def test_an_item_damaged_since_it_was_written_is_named_with_the_fix(tmp_path, da
             rf"^contact sheet of {folder}: cannot draw item 'a' \(.+\); remove its label {mask} "
             'and rerun the tool to remake it$')):
         contact_sheet(folder, thumb=16, legend=False)
+
+
+def test_an_image_of_another_shape_than_its_label_is_named_not_stretched(tmp_path):
+    """An input image replaced since it was labelled (300x200 under a 513x513 label) was drawn
+    stretched under the old labels, silently."""
+    folder = _folder(tmp_path, dict(a=np.ones((16, 16))), image=(20, 30))
+    with pytest.raises(UserInputError, match=r"item 'a': its image .*a.jpg is 30x20 but its "
+                                             r'label .*a.png 16x16, another shape: the image '
+                                             'changed since it was labelled; remove the label'):
+        contact_sheet(folder, thumb=16, legend=False)
+
+
+def test_input_images_not_found_are_named_not_passed_over(tmp_path, monkeypatch):
+    """A pseudo_label folder moved away from its inputs was 'no finished items to show'; one
+    image missing left its item out silently."""
+    folder = _folder(tmp_path / 'out', dict(a=np.ones((8, 8)), b=np.ones((8, 8))),
+                     records=[dict(id='a', image='../inputs/a.png'),
+                              dict(id='b', image='../inputs/b.png')])
+    (tmp_path / 'inputs').mkdir()
+    (folder / IMAGE_DIR / 'a.jpg').unlink()
+    (folder / IMAGE_DIR / 'b.jpg').unlink()
+    with pytest.raises(UserInputError, match=r'2 input image\(s\) of .*out not found, e.g. '
+                                             r'.*inputs/a.png: the manifest names them relative '
+                                             r'to the folder; keep it beside its inputs'):
+        contact_sheet(folder, thumb=16, legend=False)
+    (tmp_path / 'inputs' / 'b.png').write_bytes(encode_jpeg(np.full((8, 8, 3), 255)))
+    from mmdiffseg.apis import visualize
+    logged = []
+    monkeypatch.setattr(visualize, 'print_log', lambda message, **_: logged.append(message))
+    assert contact_sheet(folder, thumb=16, legend=False).shape == (16, 16, 3)
+    assert len(logged) == 1 and logged[0].startswith('contact sheet: 1 input image(s) of')
+    assert logged[0].endswith('inputs/a.png: the manifest names them relative to the folder; '
+                              'keep it beside its inputs; drawn without them')
