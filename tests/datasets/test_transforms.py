@@ -17,7 +17,6 @@ from mmdiffseg.datasets.transforms import (decode_source_index, encode_source_in
                                            reduced_zero_label)
 from mmdiffseg.generators.base import MaskGenerator
 from mmdiffseg.registry import MASK_GENERATORS
-from mmdiffseg.provenance import model_identity
 
 init_default_scope('mmseg')
 
@@ -255,71 +254,6 @@ def test_a_cache_of_an_earlier_label_computation_is_refused_with_the_reason(tmp_
         LabelCache(**cache_cfg(tmp_path)).check_signature()
     assert refusal_lines(refused) == [f'labels_version: cache <absent>, this run {LABELS_VERSION}']
     assert 'its labels were made by an earlier mmdiffseg' in str(refused.value)
-
-
-def sd_folder(root, config='stable-diffusion-2-1-base'):
-    """A diffusers folder's configs (all a model's identity is computed from)."""
-    source = shared_path('sd_configs', config)
-    (root / 'unet').mkdir(parents=True)
-    for part in ('model_index.json', 'unet/config.json'):
-        (root / part).write_bytes((source / part).read_bytes())
-    return str(root)
-
-
-def test_models_compare_by_config_hash_not_by_path(tmp_path, monkeypatch):
-    cached = dict(cache_cfg(tmp_path), model=sd_folder(tmp_path / 'node-a' / 'sd21'))
-    LabelCache(**cached).sign()
-    moved = sd_folder(tmp_path / 'node-b' / 'stable-diffusion-2-1-base-copy')
-    assert LabelCache(**dict(cached, model=moved)).check_signature()
-    # a hub id whose configs are in the local Hugging Face cache is that model too
-    import huggingface_hub.constants
-    snapshot = tmp_path / 'hub' / 'models--org--sd21' / 'snapshots' / 'abc123'
-    sd_folder(snapshot)
-    (tmp_path / 'hub' / 'models--org--sd21' / 'refs').mkdir()
-    (tmp_path / 'hub' / 'models--org--sd21' / 'refs' / 'main').write_text('abc123')
-    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path / 'hub'))
-    assert LabelCache(**dict(cached, model='org/sd21')).check_signature()
-    with pytest.raises(ValueError) as refused:   # not cached: only its id is known
-        LabelCache(**dict(cached, model='org/other-sd')).check_signature()
-    assert len(refusal_lines(refused)) == 1
-    other = sd_folder(tmp_path / 'sd15', 'stable-diffusion-v1-5')
-    with pytest.raises(ValueError, match='model: cache') as refused:
-        LabelCache(**dict(cached, model=other)).check_signature()
-    assert len(refusal_lines(refused)) == 1
-
-
-def test_a_hub_model_downloaded_by_the_first_run_is_recorded_with_its_hash(tmp_path,
-                                                                           monkeypatch):
-    """The README's main job with network: the cache object (and its model's identity) was made
-    before the first batch downloaded the model, so cache.json recorded no config hash, and the
-    same model in a local folder later (docs/mmseg.md) was refused: every label made again."""
-    import huggingface_hub.constants
-    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path / 'hub'))
-    cache = LabelCache(**dict(cache_cfg(tmp_path), model='org/sd21'))
-    repo = tmp_path / 'hub' / 'models--org--sd21'
-    sd_folder(repo / 'snapshots' / 'abc123')   # what the first load downloads
-    (repo / 'refs').mkdir()
-    (repo / 'refs' / 'main').write_text('abc123')
-    cache.save('ab' * 20, np.zeros((4, 4), np.uint8))
-    recorded = json.loads((tmp_path / 'cache' / 'cache.json').read_text())['model']
-    assert recorded == {'id': 'org/sd21', 'config_hash': model_identity('org/sd21')['config_hash']}
-    assert recorded['config_hash'] is not None
-    folder = sd_folder(tmp_path / 'models' / 'sd21')
-    assert LabelCache(**dict(cache_cfg(tmp_path), model=folder)).check_signature()
-
-
-def test_cache_files_take_the_umask_mode_as_every_other_output(tmp_path):
-    """The label cache wrote through mkstemp (mode 0600): a teammate's run reading a cache
-    prefilled by another user stopped at cache.json with a PermissionError."""
-    import os
-    umask = os.umask(0o022)
-    try:
-        path = LabelCache(**cache_cfg(tmp_path)).save('ab' * 20, np.zeros((4, 4), np.uint8))
-    finally:
-        os.umask(umask)
-    for written in (path, tmp_path / 'cache' / 'cache.json'):
-        assert written.stat().st_mode & 0o777 == 0o644, written
-    assert not list((tmp_path / 'cache').rglob('*.tmp'))
 
 
 def test_load_pseudo_label_miss_then_hit(tmp_path):
