@@ -165,21 +165,26 @@ def atomic_write(path, data: bytes, tag: Optional[str] = None, replace: bool = T
             os.fsync(f.fileno())
         if replace or not _hard_linked(tmp, path):
             os.replace(tmp, path)
+    except _PathExists:
+        tmp.unlink()
+        raise FileExistsError(errno.EEXIST, 'File exists', str(path)) from None
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if isinstance(exc, FileExistsError):
-            raise
         raise write_error(path, exc) from exc
 
 
+class _PathExists(Exception):
+    """``atomic_write(replace=False)`` found ``path`` there already."""
+
+
 def _hard_linked(tmp: Path, path: Path) -> bool:
-    """``tmp`` moved to ``path`` by a hard link (``FileExistsError`` where ``path`` exists);
+    """``tmp`` moved to ``path`` by a hard link (:class:`_PathExists` where ``path`` exists);
     False where the file system has none."""
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise
+        raise _PathExists from None
     except OSError:
         return False
     tmp.unlink()

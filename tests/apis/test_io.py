@@ -151,6 +151,22 @@ def test_full_disk_is_reported_and_leaves_no_partial_file(full_dir):
     assert sorted(p.name for p in full_dir.iterdir()) == ['a.bin']
 
 
+def test_a_write_under_a_file_or_onto_an_existing_file_is_told_apart(tmp_path):
+    """A parent that is a file (``--out-json afile/x.json``) is a write error, as before the
+    hard-link mode; only ``replace=False`` onto an existing file is a FileExistsError, and
+    neither leaves a temp file."""
+    (tmp_path / 'afile').write_text('')
+    with pytest.raises(OutputWriteError, match=f'cannot write {tmp_path}/afile/x.json'):
+        atomic_write(tmp_path / 'afile' / 'x.json', b'{}')
+    atomic_write(tmp_path / 'once', b'first', replace=False)
+    with pytest.raises(FileExistsError):
+        atomic_write(tmp_path / 'once', b'second', replace=False)
+    assert (tmp_path / 'once').read_bytes() == b'first'
+    atomic_write(tmp_path / 'once', b'third')
+    assert (tmp_path / 'once').read_bytes() == b'third'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['afile', 'once']
+
+
 def test_full_disk_stops_the_job_with_a_clear_error(full_dir):
     items = [WorkItem(f'item{i}') for i in range(6)]
     blob = np.random.RandomState(0).bytes(20 * 1024)
