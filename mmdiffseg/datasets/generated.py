@@ -98,11 +98,24 @@ class GeneratedLabelDataset(BaseSegDataset):
                      if line.strip()]
             if self.img_suffix is None:
                 return [found.get(n, osp.join(img_dir, n)) for n in names]
-            return [osp.join(img_dir, n + self.img_suffix) for n in names]
+            paths = [osp.join(img_dir, n + self.img_suffix) for n in names]
+            if all(osp.isfile(p) for p in paths):  # mmseg's lines: ``aachen/aachen_000000_000019``
+                return paths
+            return self._by_tool_id(img_dir, names, paths)
         if self.img_suffix is None:
             return list(found.values())
         return sorted(osp.join(img_dir, p) for p in fileio.list_dir_or_file(
             img_dir, list_dir=False, suffix=self.img_suffix, recursive=True))
+
+    def _by_tool_id(self, img_dir: str, names: List[str], paths: List[str]) -> List[str]:
+        """Split lines the offline tools wrote: each image's file name without its extension
+        (``aachen_000000_000019_leftImg8bit``, the image in a city sub-folder), looked up in
+        ``img_dir`` and its sub-folders; a line found neither way keeps its mmseg path."""
+        by_id = {osp.splitext(osp.basename(p))[0]: osp.join(img_dir, p)
+                 for p in fileio.list_dir_or_file(img_dir, list_dir=False,
+                                                  suffix=self.img_suffix, recursive=True)}
+        return [path if osp.isfile(path) else by_id.get(name, path)
+                for name, path in zip(names, paths)]
 
     def _label_path(self, img_path: str) -> str:
         name = osp.basename(img_path)

@@ -405,6 +405,15 @@ def test_cityscapes_pseudo_labels_and_synthetic_ade20k_load_as_written(tmp_path)
                              pipeline=LOAD))
     assert len(ds) == 1 and ds[0]['img_path'].endswith(f'frankfurt/{frame}_leftImg8bit.png')
     assert np.array_equal(ds[0]['gt_seg_map'], np.array(Image.open(train_ids)))
+    # the split file the tool writes (file names without extension; the dataset's own hint
+    # names it) and mmseg's lines (city/frame) both list the frame: the first was not found
+    for line in (f'{frame}_leftImg8bit', f'frankfurt/{frame}'):
+        (tmp_path / 'train.txt').write_text(line + '\n')
+        listed = DATASETS.build(dict(
+            type='PseudoLabelCityscapesDataset', data_root=str(city), pipeline=LOAD,
+            ann_file=str(tmp_path / 'train.txt'),
+            data_prefix=dict(img_path='leftImg8bit/val', seg_map_path=str(labels))))
+        assert len(listed) == 1 and listed.get_data_info(0)['img_path'] == ds[0]['img_path']
 
     ade = np.arange(513 * 513).reshape(513, 513) % 150
     root = make_synthetic(tmp_path / 'ade', names=VOC_NAMES[:1], classes=DATASET_CLASSES['ade20k'],
