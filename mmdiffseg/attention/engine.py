@@ -152,8 +152,11 @@ class DiffusionAttentionEngine:
             CaptureSession(capture, layers, batch_size=1)
             self._served.add((capture, image_size))
         except ValueError as exc:
+            present = {(layer.kind, layer.resolution) for layer in layers}
+            if all((r.kind, r.resolution) in present for r in capture.requests):
+                raise  # every grid is there: the request's error (heads, layers) says why
             sizes = self._capture_sizes(capture)
-            if not sizes:  # no size serves it: the request's error (heads, layers) says why
+            if not sizes:  # no size serves it: the request's error says why
                 raise
             grids = '/'.join(map(str, sorted({r.resolution for r in capture.requests})))
             raise ValueError(

@@ -36,6 +36,19 @@ def test_a_request_no_image_size_serves_raises_its_own_error(tiny_engine):
     assert 'image size' not in message
 
 
+def test_a_request_whose_grid_is_there_raises_its_own_error_not_a_size_advice(tiny_engine):
+    """Per-layer maps of heads (0, 1) at the 2x2 grid of a 64 px image: one of its layers has
+    no such head (SD 2's head count per level), which another image size would serve with
+    another layer; the advice to use that size read another layer than meant."""
+    engine = tiny_engine(SD2)
+    request = CaptureRequest('self', 2, heads=(0, 1), per_layer=True, name='x')
+    with pytest.raises(ValueError) as info:
+        engine.check_capture(request, 64)
+    message = str(info.value)
+    assert message.startswith("CaptureRequest 'x': per_layer needs at least one head of layer")
+    assert 'image size' not in message
+
+
 def test_generate_refuses_a_class_name_list_per_prompt_mismatch_before_the_unet(tiny_engine):
     """One list of class names per prompt: a shorter list is refused, not zipped away."""
     engine = tiny_engine(SD1)
