@@ -304,8 +304,12 @@ class LabelCache:
                           'with locking)') from err
         owner = dict(host=socket.gethostname(), pid=os.getpid(), rank=os.environ.get('RANK'),
                      since=time.time())
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(owner).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(owner).encode())
+        except OSError as err:   # a disk that filled since the open
+            os.close(fd)
+            raise write_error(path, err) from err
         for stale in path.parent.glob(f'.{key}.png*.tmp'):   # left by a killed owner
             stale.unlink(missing_ok=True)
         return fd

@@ -331,3 +331,24 @@ def test_the_owner_of_a_claim_whose_lock_file_is_gone_is_unknown(tmp_path):
         os.close(fd)
     cache._lock_path('01key1').write_text('')
     assert cache._owner('01key1') == 'unknown'
+
+
+def test_a_claim_on_a_full_disk_is_the_write_error_and_releases_its_lock(tmp_path):
+    """The lock file opens on a full disk but its owner record cannot be written: the claim
+    fails with the one-line write error (the tools' exit 3), not a bare OSError, and leaves no
+    open file behind."""
+    from apis.unwritable import full_folder
+    from mmdiffseg.apis.io import OutputWriteError
+    with full_folder(tmp_path / 'full') as folder:
+        cache = LabelCache(**spec(folder))
+        (folder / 'cache' / '01').mkdir(parents=True)
+        with open(folder / 'filler', 'wb', buffering=0) as filler:
+            with pytest.raises(OSError):
+                while True:
+                    filler.write(b'\0' * 4096)
+        open_files = len(os.listdir('/proc/self/fd'))
+        with pytest.raises(OutputWriteError) as raised:
+            cache.fetch_or_make(['01key1'], lambda keys: [label_of(k) for k in keys])
+        assert str(raised.value).startswith(f'cannot write {cache._lock_path("01key1")}: ')
+        assert 'No space left on device' in str(raised.value)
+        assert len(os.listdir('/proc/self/fd')) == open_files
