@@ -63,8 +63,8 @@ def main(argv=None):
     from mmengine.registry import init_default_scope
 
     from mmdiffseg.apis.builders import pick_device
-    from mmdiffseg.apis.cli import (check_launcher, leave_process_group, merge_cfg_options,
-                                    start_launcher)
+    from mmdiffseg.apis.cfg_options import merge_cfg_options
+    from mmdiffseg.apis.cli import check_launcher, leave_process_group, start_launcher
     from mmdiffseg.compat import config_fromfile
     from mmdiffseg.cuda_check import auto_device
     from mmdiffseg.models.prefill import prefill

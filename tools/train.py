@@ -20,8 +20,9 @@ import sys
 from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
+from mmdiffseg.apis.cfg_options import merge_cfg_options
 from mmdiffseg.apis.cli import (EXIT_WRITE_FAILED, add_preflight_options, leave_process_group,
-                                merge_cfg_options, run_preflight, start_runner_launcher)
+                                run_preflight, start_runner_launcher)
 from mmdiffseg.apis.io import OutputWriteError, UserInputError
 from mmdiffseg.compat import config_fromfile, quiet_stock_notices
 from mmengine.config import Config, DictAction

@@ -6,13 +6,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import difflib
-import inspect
 import logging
 import os
 import signal
 import sys
 import time
-from typing import Callable, Iterator, List, Mapping, Optional, Sequence
+from typing import Callable, List, Mapping, Optional, Sequence
 
 import torch
 from mmengine.dist import init_dist
@@ -173,83 +172,6 @@ def run_preflight(args, cfg, config: str, mode: str) -> bool:
     if args.preflight_only:
         print(f'Pre-flight check: {config} can {mode} here (nothing was started).', flush=True)
     return args.preflight_only
-
-
-#: top-level entries the runner reads that a config may leave out (besides ``Runner``'s arguments)
-RUNNER_READS = ('runner_type', 'compile', 'find_unused_parameters', 'model_wrapper_cfg',
-                'activation_checkpointing', 'efficient_conv_bn_eval', 'tta_model', 'tta_pipeline')
-
-
-def merge_cfg_options(cfg, options: Optional[Mapping]) -> None:
-    """``--cfg-options`` merged into ``cfg``. mmengine adds a key whose first part the config
-    lacks as a new entry that nothing reads, so a slip ran the config unchanged
-    (``pipeline[2].ann_file``, ``train_dataloder.batch_size``): such a key is refused, naming
-    the entries meant (those ending in its first part, the runner's first: a config's own
-    variables were read when it loaded; else the nearest top-level one); a new entry near none
-    (one a custom hook reads) is merged. A change to a config variable (``crop_size``) is
-    refused likewise, naming the entries that took it (:func:`_entries_that_took`); one that
-    none took is merged."""
-    if not options:
-        return
-    from mmengine.runner import Runner
-    read = set(inspect.signature(Runner.__init__).parameters) | set(RUNNER_READS)
-    for key in options:
-        top = key.split('.')[0]
-        name = top.split('[')[0]
-        if top in read:
-            continue
-        index = top[len(name):].replace('[', '.').replace(']', '')  # '[2]' -> '.2'
-        if name in cfg:
-            took = _entries_that_took(cfg.to_dict(), name, read)
-            if took:
-                tried = [f'{path}{index}{key[len(top):]}' for path in took]
-                raise UserInputError(
-                    f'--cfg-options {key}: {name!r} is a variable of the config, read when it '
-                    'loaded (changing it now changes nothing); set '
-                    + ('each entry that took it: ' if len(tried) > 1 else 'the entry that took '
-                       'it: ') + ', '.join(tried))
-            if top == name:
-                continue
-        paths = list(_paths_ending_in(cfg.to_dict(), name))
-        meant = [p for p in paths if p.split('.')[0] in read] or paths or \
-            difflib.get_close_matches(name, list(cfg), n=1, cutoff=0.8)
-        if '[' not in top and not meant:
-            continue
-        tried = [f'{path}{index}{key[len(top):]}' for path in meant]
-        raise UserInputError(
-            f'--cfg-options {key}: the config has no entry {top!r} (mmengine would add it, and '
-            'nothing reads it)' + (f'; did you mean {" or ".join(tried)}?' if tried else '')
-            + (' (a list item is LIST.INDEX, not LIST[INDEX])' if '[' in top else ''))
-    cfg.merge_from_dict(options)
-
-
-def _entries_that_took(cfg: dict, name: str, read) -> List[str]:
-    """The entries the runner reads that a config variable ``name`` went into when the config
-    loaded: those ending in its name, then those holding its value (a string or container:
-    ``crop_size`` -> the crop step's ``crop_size`` and ``model.data_preprocessor.size``,
-    ``train_pipeline`` -> ``train_dataloader.dataset.pipeline``)."""
-    value = cfg[name]
-    took = [p for p in _paths_ending_in(cfg, name) if p.split('.')[0] in read]
-    if value and isinstance(value, (str, Mapping, list, tuple)):
-        took += [p for p in _paths_ending_in(cfg, name, value=value)
-                 if p.split('.')[0] in read and p not in took]
-    return took
-
-
-def _paths_ending_in(node, name: str, path: str = '', depth: int = 12,
-                     value=None) -> Iterator[str]:
-    """The dotted paths below the top of ``node`` whose last part is ``name`` (list items by
-    index, as ``--cfg-options`` addresses them); given ``value``, those holding it instead."""
-    if depth == 0:
-        return
-    items = node.items() if isinstance(node, Mapping) else \
-        enumerate(node) if isinstance(node, (list, tuple)) else ()
-    for part, child in items:
-        child_path = f'{path}.{part}' if path else str(part)
-        if path and (part == name if value is None else
-                     type(child) is type(value) and child == value):
-            yield child_path
-        yield from _paths_ending_in(child, name, child_path, depth - 1, value)
 
 
 def run_cli(main: Callable, argv=None) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import mmdiffseg  # noqa: F401
-from mmdiffseg.apis.cli import merge_cfg_options
+from mmdiffseg.apis.cfg_options import merge_cfg_options
 from mmdiffseg.apis.io import UserInputError
 from mmdiffseg.compat import config_fromfile
 
@@ -104,3 +104,27 @@ def test_a_variable_read_at_load_is_refused_naming_the_entries_that_took_it():
     assert untaken != cfg.train_dataloader.dataset.pipeline[2].cache
     merge_cfg_options(cfg, {'label_cache.model': 'x'})
     assert cfg.label_cache.model == 'x'
+
+
+def test_an_entry_of_the_variables_name_holding_another_value_did_not_take_it():
+    """Cityscapes' ``crop_size`` (512, 1024) beside a (512, 512) crop step and model input: no
+    entry took it, so the same-named entries are suggested, not named as having taken it; the
+    top-level ``data_preprocessor`` is read only where the model has none (mmengine), so a
+    change to it names the model's."""
+    cfg = config_fromfile(str(CONFIGS / 'mask2former/mask2former_r50_8xb2-90k_cityscapes-'
+                                        'seediff-synthetic-512x512.py'))
+    assert cfg.crop_size != cfg.train_dataloader.dataset.pipeline[3].crop_size
+    with pytest.raises(UserInputError) as refused:
+        merge_cfg_options(cfg, {'crop_size': (256, 256)})
+    assert str(refused.value) == (
+        "--cfg-options crop_size: 'crop_size' is a variable of the config, read when it loaded, "
+        'that no entry of the run took; did you mean '
+        'train_dataloader.dataset.pipeline.3.crop_size?')
+    with pytest.raises(UserInputError, match=re.escape(  # training reads synthetic images
+            'set each entry that took it: val_dataloader.dataset.data_root, '
+            'test_dataloader.dataset.data_root')):
+        merge_cfg_options(cfg, {'data_root': 'x'})
+    with pytest.raises(UserInputError, match=re.escape(
+            'did you mean model.data_preprocessor.size?')):
+        merge_cfg_options(cfg, {'data_preprocessor.size': (256, 256)})
+    assert cfg.crop_size == (512, 1024) and cfg.data_preprocessor.size == (512, 1024)
