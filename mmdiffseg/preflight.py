@@ -38,8 +38,8 @@ from .cuda_check import cuda_problem
 from .preflight_cache import (check_cache_precision, check_cache_revision, check_cache_settings,
                               check_cache_writable, check_label_mixing_transforms,
                               check_prompt_fit, unlabelled_finder, writer_dtype)
-from .preflight_classes import (check_dataset_classes, check_model_classes,
-                                check_segment_scoring)
+from .preflight_classes import (check_dataset_classes, check_matched_class_count,
+                                check_model_classes, check_segment_scoring)
 from .preflight_data import (Missing, check_dataset, check_image_decoding,
                              check_image_level_labels, check_listed_files, nearest)
 from .preflight_options import (check_cache_keys, check_head_layout, check_options,
@@ -324,9 +324,10 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                     sd_models.setdefault(node[key], []).append(f'{path}.{key}')
     missing += check_options(cfg, tuple(sections))
     missing += check_model_classes(sections.get('model') or {}, datasets)
-    missing += check_segment_scoring(sections.get('model') or {}, [
-        (key, cfg[key]) for key in EVALUATORS[mode] if cfg.get(key) and
-        (key != 'val_evaluator' or 'val_dataloader' in sections)])
+    evaluators = [(key, cfg[key]) for key in EVALUATORS[mode] if cfg.get(key) and
+                  (key != 'val_evaluator' or 'val_dataloader' in sections)]
+    missing += check_segment_scoring(sections.get('model') or {}, evaluators)
+    missing += check_matched_class_count(evaluators, datasets)
     engine_kwargs = ((cfg.get('model') or {}).get('data_preprocessor') or {}).get(
         'engine_kwargs') or {}
     for model, keys in sd_models.items():

@@ -229,6 +229,31 @@ def check_segment_scoring(model: dict, evaluators: Sequence[Tuple[str, object]])
     return missing
 
 
+def check_matched_class_count(evaluators: Sequence[Tuple[str, object]],
+                              datasets: List[Tuple[str, dict]]) -> List[Missing]:
+    """A ``HungarianMatchedIoU`` whose ``num_classes`` is not the class count of the dataset it
+    scores (``val_evaluator`` that of ``val_dataloader``): refused by the metric only after the
+    whole evaluation ran, so named before the run starts."""
+    missing = []
+    for key, evaluator in evaluators:
+        loader = key.replace('_evaluator', '_dataloader')
+        classes = next((found for where, dataset in datasets if where.startswith(loader)
+                        for found in [dataset_classes(dataset)] if found), None)
+        metrics = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
+        for i, metric in enumerate(metrics):
+            count = metric.get('num_classes') if isinstance(metric, dict) else None
+            if config_type(metric) != 'HungarianMatchedIoU' or not isinstance(count, int) or \
+                    not classes or count == len(classes):
+                continue
+            where = key if metrics is not evaluator else f'{key}.{i}'
+            missing.append(Missing(
+                f'{where}.num_classes is {count}, but {loader}\'s dataset has '
+                f'{describe(classes)}: the scores would be taken over another class count',
+                f'--cfg-options {where}.num_classes={len(classes)}, or leave it out to take the '
+                "dataset's", [f'{where}.num_classes']))
+    return missing
+
+
 def _online_preprocessor(model: dict, datasets: List[Tuple[str, dict]]) -> List[Missing]:
     """A pipeline's ``LoadPseudoLabel`` needs ``DiffusionLabelPreprocessor``, which makes the
     labels: under another preprocessor every target stays 255 and the loss 0, silently."""

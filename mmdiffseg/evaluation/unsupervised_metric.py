@@ -131,6 +131,7 @@ class HungarianMatchedIoU(BaseMetric):
         return len(classes) if classes is not None else self._num_classes
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
+        num_classes = None if self.format_only else self.num_classes
         for sample in data_samples:
             pred = sample['pred_sem_seg']['data'].squeeze().cpu().numpy()
             if self.output_dir is not None:
@@ -142,8 +143,7 @@ class HungarianMatchedIoU(BaseMetric):
                 raise ValueError(f'HungarianMatchedIoU: prediction {pred.shape} and ground truth '
                                  f'{gt.shape} differ in size ({sample.get("img_path")})')
             try:
-                self.results.append(match_segments(gt, pred, self.num_classes,
-                                                   self.ignore_index))
+                self.results.append(match_segments(gt, pred, num_classes, self.ignore_index))
             except ValueError as err:
                 raise ValueError(f'HungarianMatchedIoU: {sample.get("img_path")}: {err}') from err
 

@@ -319,8 +319,9 @@ def test_the_class_count_is_the_datasets_and_another_is_refused():
     assert metric.num_classes == 27
     metric = HungarianMatchedIoU(num_classes=27)
     metric.dataset_meta = dict(classes=('road', 'car', 'sky'))
-    with pytest.raises(ValueError, match=r'num_classes=27\), but the dataset has 3 classes: '
-                                         'set num_classes=3, or leave it out'):
+    with pytest.raises(ValueError, match=r'^HungarianMatchedIoU\(num_classes=27\), but the '
+                                         'dataset has 3 classes: set num_classes=3, or leave '
+                                         'it out'):  # the metric's setting, not the image's
         metric.process({}, [sample([[0, 1]], [[0, 1]])])
     metric = HungarianMatchedIoU()
     metric.dataset_meta = dict(classes=('road', 'car', 'sky'))

@@ -13,7 +13,8 @@ import mmdiffseg  # noqa: F401
 from mmdiffseg import preflight
 from mmdiffseg.datasets.class_names import DATASET_CLASSES
 from mmdiffseg.preflight_classes import (_first_difference, check_dataset_classes,
-                                         check_model_classes, check_segment_scoring, describe)
+                                         check_matched_class_count, check_model_classes,
+                                         check_segment_scoring, describe)
 
 TINY_ONLINE = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-iseg-online-128x128.py'
 MINE = ['background', 'person', 'horse', 'cat', 'couch', 'sheep']
@@ -169,6 +170,27 @@ def test_unlabelled_segments_scored_as_class_indices_are_named():
     assert check_segment_scoring(misspelt, [('test_evaluator', cfg.test_evaluator)]) == []
     found = {w for m in preflight.check(cfg, 'test') for w in m.where}
     assert 'test_evaluator' in found
+
+
+def test_a_matched_class_count_other_than_the_datasets_is_named_before_the_run():
+    """HungarianMatchedIoU refuses a num_classes its dataset's class count differs from, but
+    only once the evaluation ran: the pre-flight names it with the count to set, per entry of
+    an evaluator list, against the dataset of the same loader."""
+    cfg = Config.fromfile(str(REPO / 'configs/mask2former/'
+                              'diffseg-sd14_cityscapes27-unsupervised-512x512.py'))
+    assert not any('num_classes' in w for m in preflight.check(cfg, 'test') for w in m.where)
+    cfg.merge_from_dict({'test_evaluator.num_classes': 19})
+    [found] = [m for m in preflight.check(cfg, 'test') if 'test_evaluator.num_classes' in m.where]
+    assert found.what == ("test_evaluator.num_classes is 19, but test_dataloader's dataset has "
+                          "'cityscapes27' (27 classes): the scores would be taken over another "
+                          'class count')
+    assert found.fix.startswith('--cfg-options test_evaluator.num_classes=27')
+    three = [('train_dataloader.dataset', dict(metainfo=dict(classes=['a', 'b']))),
+             ('val_dataloader.dataset.datasets.0', dict(metainfo=dict(classes=['a', 'b', 'c'])))]
+    listed = [dict(type='IoUMetric'), dict(type='HungarianMatchedIoU', num_classes=2),
+              dict(type='HungarianMatchedIoU'), dict(type='HungarianMatchedIoU', num_classes=3)]
+    [found] = check_matched_class_count([('val_evaluator', listed)], three)
+    assert found.where == ['val_evaluator.1.num_classes']
 
 
 @pytest.mark.parametrize('config', sorted(p.name for p in (REPO / 'configs').rglob('*.py')
