@@ -46,7 +46,7 @@ def merge_cfg_options(cfg, options: Optional[Mapping]) -> None:
                     'loaded (changing it now changes nothing); set '
                     + ('each entry that took it: ' if len(tried) > 1 else 'the entry that took '
                        'it: ') + ', '.join(tried))
-            if not named:
+            if top == name and not named:
                 continue
         paths = named or _paths(cfg.to_dict(), lambda part, _: part == name)
         meant = paths or difflib.get_close_matches(name, list(cfg), n=1, cutoff=0.8)
@@ -56,8 +56,8 @@ def merge_cfg_options(cfg, options: Optional[Mapping]) -> None:
         raise UserInputError(
             f'--cfg-options {key}: '
             + (f'{name!r} is a variable of the config, read when it loaded, that no entry of the '
-               'run took' if name in cfg else f'the config has no entry {top!r} (mmengine would '
-               'add it, and nothing reads it)')
+               'run took' if top == name and name in cfg else f'the config has no entry {top!r} '
+               '(mmengine would add it, and nothing reads it)')
             + (f'; did you mean {" or ".join(tried)}?' if tried else '')
             + (' (a list item is LIST.INDEX, not LIST[INDEX])' if '[' in top else ''))
     cfg.merge_from_dict(options)

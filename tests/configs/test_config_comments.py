@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+from mmengine.config import Config
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg.apis.cfg_options import merge_cfg_options
@@ -128,3 +129,9 @@ def test_an_entry_of_the_variables_name_holding_another_value_did_not_take_it():
             'did you mean model.data_preprocessor.size?')):
         merge_cfg_options(cfg, {'data_preprocessor.size': (256, 256)})
     assert cfg.crop_size == (512, 1024) and cfg.data_preprocessor.size == (512, 1024)
+    with pytest.raises(UserInputError) as refused:  # a list variable no entry took, by [index]
+        merge_cfg_options(Config(dict(extra_steps=[dict(a=1)])), {'extra_steps[0].a': 2})
+    assert str(refused.value) == (
+        "--cfg-options extra_steps[0].a: the config has no entry 'extra_steps[0]' (mmengine "
+        'would add it, and nothing reads it); did you mean extra_steps.0.a? (a list item is '
+        'LIST.INDEX, not LIST[INDEX])')
