@@ -284,6 +284,23 @@ def nearest(name: str, classes: Sequence[str]) -> Optional[str]:
     return next((c for c in classes if c.lower() == close[0].lower()), None) if close else None
 
 
+def _shared_stems(dataset: dict, ann_file: str, where: str) -> List[Missing]:
+    """Images of the split in different sub-folders with one file name (``dog/001.jpg``,
+    ``cat/001.jpg``): ``LoadImageLevelLabels`` looks labels up by name without suffix, so
+    each would take the one entry's classes, silently."""
+    by_stem: Dict[str, List[str]] = {}
+    for info in _data_list(dataset) or []:
+        by_stem.setdefault(Path(info['img_path']).stem, []).append(info['img_path'])
+    shared = [paths for paths in by_stem.values() if len(set(paths)) > 1]
+    if not shared:
+        return []
+    return [Missing(
+        f'image-level labels {ann_file} are looked up by file name without suffix, but '
+        f'{len(shared)} name(s) of the split belong to several images (e.g. '
+        f'{" and ".join(shared[0][:2])}): each would take that one entry\'s classes',
+        'give the images distinct file names (and their entries in the label file)', [where])]
+
+
 def _examples(names: Sequence[str]) -> str:
     return ', '.join(map(repr, names[:EXAMPLES])) + (', ...' if len(names) > EXAMPLES else '')
 
@@ -370,6 +387,7 @@ def check_image_level_labels(step: dict, where: str,
     classes = resolve_classes(option)
     missing = _unknown_names(labels, classes, ann_file, option, maker, where)
     images = split_images(dataset) if dataset is not None else None
+    missing += _shared_stems(dataset, ann_file, where) if images else []
     absent = [image for image in images or [] if image not in labels]
     if absent:
         missing.append(Missing(

@@ -144,3 +144,27 @@ def test_an_empty_split_is_named_before_the_run_starts(tmp_path):
     assert item.fix.endswith('or set d.img_suffix to their suffix')
     Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(tmp_path / 'img' / 'a.jpg')
     assert check_listed_files(dataset, 'd') == []
+
+
+def test_two_images_of_one_name_in_sub_folders_are_named_against_image_level_labels(tmp_path):
+    """A class-folder layout (``dog/001.jpg``, ``cat/001.jpg``; mmseg's folder listing walks
+    sub-folders) under a label file keyed by name without suffix: both images would take the
+    one entry's classes (the cat trained as a dog), so the split is refused naming both."""
+    for folder in ('dog', 'cat'):
+        (tmp_path / 'img' / folder).mkdir(parents=True)
+        Image.new('RGB', (4, 3)).save(tmp_path / 'img' / folder / '001.jpg')
+    Image.new('RGB', (4, 3)).save(tmp_path / 'img' / '002.jpg')
+    labels = tmp_path / 'labels.json'
+    labels.write_text('{"001": ["dog"], "002": ["cat"]}')
+    dataset = dict(type='BaseSegDataset', data_root=str(tmp_path), img_suffix='.jpg',
+                   data_prefix=dict(img_path='img'), pipeline=[])
+    step = dict(type='LoadImageLevelLabels', ann_file=str(labels), classes='voc')
+    (item,) = check_image_level_labels(step, 'p.1', dataset)
+    pair = sorted(item.what.split('(e.g. ')[1].split(')')[0].split(' and '))
+    assert pair == [f'{tmp_path}/img/cat/001.jpg', f'{tmp_path}/img/dog/001.jpg']
+    assert item.what.startswith(f'image-level labels {labels} are looked up by file name '
+                                'without suffix, but 1 name(s) of the split belong to several')
+    assert item.where == ['p.1']
+    (tmp_path / 'img' / 'cat' / '001.jpg').rename(tmp_path / 'img' / 'cat' / '003.jpg')
+    labels.write_text('{"001": ["dog"], "002": ["cat"], "003": ["cat"]}')
+    assert check_image_level_labels(step, 'p.1', dataset) == []
