@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os.path as osp
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import mmengine
 import numpy as np
@@ -76,46 +76,59 @@ class GeneratedLabelDataset(BaseSegDataset):
 
     # -- listing ---------------------------------------------------------------------------
     def _image_paths(self) -> List[str]:
+        """The images ``ann_file`` lists (each line looked up by :meth:`_images_by_name`, all
+        the images of a name), else all under ``data_prefix['img_path']``."""
         img_dir = self.data_prefix.get('img_path', '')
-        if self.img_suffix is None:  # any image the tools read, by its name without suffix
-            from ..apis.folders import IMAGE_SUFFIXES
-            found = {}
-            for name in sorted(fileio.list_dir_or_file(img_dir, list_dir=False, recursive=True)):
-                stem, suffix = osp.splitext(name)
-                if suffix.lower() in IMAGE_SUFFIXES and not osp.basename(name).startswith('.'):
-                    if stem in found:  # one label file for two images: the tools refuse them too
-                        raise ValueError(
-                            f'{type(self).__name__}: two images are named {stem!r}: '
-                            f'{found[stem]} and {osp.join(img_dir, name)}, but one label file '
-                            f'{self._label_path(found[stem])} would stand for both; rename or '
-                            'move one, or set img_suffix to the suffix of the images to read')
-                    found[stem] = osp.join(img_dir, name)
+        by_name = self._images_by_name(img_dir)
         if self.ann_file and not osp.isdir(self.ann_file):
             if not osp.isfile(self.ann_file):
                 raise FileNotFoundError(f'{type(self).__name__}: ann_file {self.ann_file} '
                                         'not found')
             names = [line.strip() for line in mmengine.list_from_file(self.ann_file)
                      if line.strip()]
-            if self.img_suffix is None:
-                return [found.get(n, osp.join(img_dir, n)) for n in names]
-            paths = [osp.join(img_dir, n + self.img_suffix) for n in names]
-            if all(osp.isfile(p) for p in paths):  # mmseg's lines: ``aachen/aachen_000000_000019``
-                return paths
-            return self._by_tool_id(img_dir, names, paths)
-        if self.img_suffix is None:
-            return list(found.values())
-        return sorted(osp.join(img_dir, p) for p in fileio.list_dir_or_file(
-            img_dir, list_dir=False, suffix=self.img_suffix, recursive=True))
+            return [path for n in names for path in
+                    by_name.get(n, [osp.join(img_dir, n + (self.img_suffix or ''))])]
+        return sorted({path for paths in by_name.values() for path in paths})
 
-    def _by_tool_id(self, img_dir: str, names: List[str], paths: List[str]) -> List[str]:
-        """Split lines the offline tools wrote: each image's file name without its extension
-        (``aachen_000000_000019_leftImg8bit``, the image in a city sub-folder), looked up in
-        ``img_dir`` and its sub-folders; a line found neither way keeps its mmseg path."""
-        by_id = {osp.splitext(osp.basename(p))[0]: osp.join(img_dir, p)
-                 for p in fileio.list_dir_or_file(img_dir, list_dir=False,
-                                                  suffix=self.img_suffix, recursive=True)}
-        return [path if osp.isfile(path) else by_id.get(name, path)
-                for name, path in zip(names, paths)]
+    def _images_by_name(self, img_dir: str) -> Dict[str, List[str]]:
+        """The images in ``img_dir`` and its sub-folders (ending in ``img_suffix``; None: any
+        image the tools read), under each name a split line gives them: the path below
+        ``img_dir`` without the suffix (mmseg's lines: ``aachen/aachen_000000_000019``) and the
+        file name without its extension (the offline tools' lines:
+        ``aachen_000000_000019_leftImg8bit``). A name of several images lists them all."""
+        from ..apis.folders import IMAGE_SUFFIXES
+        by_name: Dict[str, List[str]] = {}
+        for name in sorted(fileio.list_dir_or_file(img_dir, list_dir=False, recursive=True)):
+            if osp.basename(name).startswith('.'):
+                continue
+            if self.img_suffix is None:
+                stem, suffix = osp.splitext(name)
+                if suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+            elif name.endswith(self.img_suffix):
+                stem = name[:-len(self.img_suffix)]
+            else:
+                continue
+            for key in {stem, osp.splitext(osp.basename(name))[0]}:
+                by_name.setdefault(key, []).append(osp.join(img_dir, name))
+        return by_name
+
+    def _check_one_label_each(self, images: List[str]) -> None:
+        """Two images whose labels are one file of the flat label folder (``x.jpg`` beside
+        ``x.png``, or ``a/x.jpg`` and ``b/x.jpg``; the tools refuse such a folder too): one
+        would train on the other's label, silently."""
+        owners: Dict[str, str] = {}
+        for path in images:
+            label = self._label_path(path)
+            other = owners.setdefault(label, path)
+            if other != path:
+                name = osp.splitext(osp.basename(path))[0]
+                beside = osp.splitext(other)[0] == osp.splitext(path)[0]
+                raise ValueError(
+                    f'{type(self).__name__}: two images are named {name!r}: {other} and {path}, '
+                    f'but one label file {label} would stand for both; rename or move one'
+                    + (', or set img_suffix to the suffix of the images to read'
+                       if beside and self.img_suffix is None else ''))
 
     def _label_path(self, img_path: str) -> str:
         name = osp.basename(img_path)
@@ -143,6 +156,7 @@ class GeneratedLabelDataset(BaseSegDataset):
                 f'{missing_images[:3]}' + (f'; the images are named {named.name!r}: set '
                                            f'img_suffix={named.suffix!r}, or img_suffix=None for '
                                            'any image suffix' if named else ''))
+        self._check_one_label_each(images)
         data_list = [dict(img_path=p, seg_map_path=self._label_path(p), label_map=self.label_map,
                           reduce_zero_label=self.reduce_zero_label, seg_fields=[])
                      for p in images]

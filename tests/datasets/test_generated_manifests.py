@@ -139,3 +139,35 @@ def test_a_data_prefix_without_the_label_folder_is_named(tmp_path):
         DATASETS.build(dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
                             metainfo=dict(classes=['background', 'cat']),
                             data_prefix=dict(img_path='JPEGImages')))
+
+
+def test_images_in_sub_folders_take_their_own_labels_or_are_refused(tmp_path):
+    """A flat label folder holds one ``<file name>.png`` per image: ``a/x.jpg`` and ``b/x.jpg``
+    would share one (b's image trained on a's label), so they are refused with any
+    ``img_suffix``; images of distinct names in sub-folders are found by the split lines the
+    tools write (the file name without extension) with ``img_suffix=None`` too."""
+    classes = ['background', 'cat']
+    root = make_synthetic(tmp_path, classes=classes, labels=one_value_labels(1))
+    images = root / 'JPEGImages'
+    for name, folder in zip(VOC_NAMES, ('city1', 'city2', 'city2')):
+        (images / folder).mkdir(exist_ok=True)
+        (images / f'{name}.jpg').rename(images / folder / f'{name}.jpg')
+    cfg = dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
+               metainfo=dict(classes=classes), ann_file='ImageSets/Segmentation/train.txt',
+               data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
+    for suffix in (None, '.jpg'):
+        ds = DATASETS.build(dict(cfg, img_suffix=suffix))
+        assert [Path(ds.get_data_info(i)['img_path']).relative_to(images).as_posix()
+                for i in range(len(ds))] == [
+            f'{folder}/{name}.jpg' for name, folder in zip(VOC_NAMES, ('city1', 'city2', 'city2'))]
+    (images / 'city1' / f'{VOC_NAMES[1]}.jpg').write_bytes(
+        (images / 'city2' / f'{VOC_NAMES[1]}.jpg').read_bytes())
+    for suffix in (None, '.jpg'):
+        for extra in (dict(), dict(ann_file=None)):
+            with pytest.raises(ValueError) as refused:
+                DATASETS.build(dict(cfg, img_suffix=suffix, **extra))
+            assert str(refused.value) == (
+                f"PseudoLabelDataset: two images are named '{VOC_NAMES[1]}': "
+                f'{images}/city1/{VOC_NAMES[1]}.jpg and {images}/city2/{VOC_NAMES[1]}.jpg, but '
+                f'one label file {root}/SegmentationClass/{VOC_NAMES[1]}.png would stand for '
+                'both; rename or move one')
