@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+from .preflight_images import unreadable_images
 from .registry import config_type
 
 DATA_GUIDE = 'docs/data.md'
@@ -197,8 +198,8 @@ def check_listed_files(dataset: dict, where: str) -> List[Missing]:
             f'{kind}: {len(absent)} of the {len(data_list)} '
             f'{"images" if key == "img_path" else "label maps"} of the split ({_listing(dataset)}) '
             f'are not there (e.g. {_examples(absent)})', fix, [where]))
-    unreadable = _unreadable(str(info['img_path']) for info in data_list
-                             if info.get('img_path') and Path(info['img_path']).is_file())
+    unreadable = unreadable_images(str(info['img_path']) for info in data_list
+                                   if info.get('img_path') and Path(info['img_path']).is_file())
     if unreadable:
         missing.append(Missing(
             f'{kind}: {len(unreadable)} of the {len(data_list)} images of the split '
@@ -207,25 +208,6 @@ def check_listed_files(dataset: dict, where: str) -> List[Missing]:
                 f' (their names from the split file {_listing(dataset)})'
                 if dataset.get('ann_file') else ''), [where]))
     return missing
-
-
-def _unreadable(paths: Iterable[str]) -> List[Tuple[str, str]]:
-    """(path, why) of the files that are no image OpenCV reads, by their headers (not decoded:
-    a truncated image is named by the run): not an image, 32-bit samples, too many pixels."""
-    from PIL import Image, UnidentifiedImageError
-    from .apis.folders import TOO_LARGE, open_image, opencv_refusal
-    found = []
-    for path in paths:
-        try:
-            with open_image(path) as img:
-                refusal = opencv_refusal(img)
-                if refusal:
-                    found.append((path, refusal))
-        except Image.DecompressionBombError:
-            found.append((path, TOO_LARGE))
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-            found.append((path, f'not an image ({type(err).__name__})'))
-    return found
 
 
 def reads_generated_labels(dataset: dict) -> bool:

@@ -99,7 +99,8 @@ def read_rgb(path) -> np.ndarray:
     with the trained image whatever the file holds (EXIF or XMP orientation, alpha, CMYK...).
     :class:`ItemFailed` names a file that is missing or that OpenCV cannot decode, and says why
     for what Pillow's look at the header explains (:func:`opencv_refusal`, too many pixels). A
-    JPEG cut short in its data is decoded as far as it goes, as training reads it."""
+    JPEG cut short in its data is what OpenCV makes of it, as in training (OpenCV 5: no image,
+    so a failed item; OpenCV 4: the part there)."""
     try:
         with open_image(path) as img:
             refusal = opencv_refusal(img)

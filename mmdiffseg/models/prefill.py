@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from mmengine.config import Config
 from mmengine.dist import all_reduce, get_dist_info
 from mmengine.registry import DefaultScope
 
+from ..apis.io import UserInputError
 from ..apis.progress import ProgressLine
 from ..apis.pseudo_label import inner_dataset_cfgs
 from ..datasets.label_cache import (canonical_cache_spec, label_key, label_path,
@@ -103,9 +104,15 @@ class _RankImages(torch.utils.data.Dataset):
         key = label_key(data, list(results['image_labels']))
         return results, data, key, read_label(label_path(self.cache_dir, key)) is not None
 
-    def __getitem__(self, item: int) -> Tuple[str, Optional[np.ndarray], List[str]]:
+    def __getitem__(self, item: int) -> Tuple[str, Union[np.ndarray, str, None], List[str]]:
+        """``(key, image, class names)``; the image is None when its label is cached, and the
+        error naming the file where OpenCV cannot decode it (raised by the main process: a
+        worker's exception would come with its traceback)."""
         results, data, key, cached = self.lookup(item)
-        image = None if cached else decode_rgb(data, results['img_path'])
+        try:
+            image = None if cached else decode_rgb(data, results['img_path'])
+        except ValueError as err:
+            image = str(err)
         return key, image, list(results['image_labels'])
 
 
@@ -162,6 +169,9 @@ def _full_batches(loader: torch.utils.data.DataLoader, batch_size: int,
     settled as they arrive (``settle(entries, cached, made)``)."""
     pending: list = []
     for batch in loader:
+        refused = [entry[1] for entry in batch if isinstance(entry[1], str)]
+        if refused:
+            raise UserInputError(refused[0])
         cached = [entry for entry in batch if entry[1] is None]
         settle(cached, len(cached), 0)
         pending += [entry for entry in batch if entry[1] is not None]

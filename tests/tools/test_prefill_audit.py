@@ -2,6 +2,7 @@
 DiffusionLabelPreprocessor unless the prefill's arguments give them; the summary is over all
 ranks."""
 import numpy as np
+import pytest
 import torch
 from e2e_helpers import online_config
 from mmengine.registry import DefaultScope
@@ -46,3 +47,26 @@ def test_the_summary_adds_up_the_counts_of_every_rank(tmp_path, tiny_sd, monkeyp
                                          workers=0, progress=False)
     assert (summary.images, summary.made, summary.cached, summary.unsure) == (7, 5, 2, 5)
     assert summary.cache_size == 4
+
+
+def test_an_image_opencv_cannot_decode_stops_the_prefill_naming_it(tmp_path, tiny_sd,
+                                                                   monkeypatch):
+    """A training image cut short (a copy that stopped): the prefill stops with the error that
+    names it and the fix (the tools' exit status 2), also when a loader process found it, whose
+    exception would come with its traceback; it was a ValueError traceback."""
+    from mmdiffseg.apis.io import UserInputError
+    cfg = online_config(tmp_path, tiny_sd)
+    image = sorted((tmp_path / 'voc' / 'JPEGImages').glob('*.png'))[1]
+    data = image.read_bytes()
+    image.unlink()  # a link to the shared sample: replaced, not written through
+    image.write_bytes(data[:len(data) // 3])
+    monkeypatch.setattr(OnlineLabeler, 'labels', lambda self, todo, device: {
+        key: np.zeros((4, 4), np.uint8) for key in todo})
+    for workers in (0, 1):
+        with DefaultScope.overwrite_default_scope('mmseg'):
+            with pytest.raises(UserInputError) as refused:
+                prefill_module.prefill(cfg, 'cpu', batch_size=2, workers=workers,
+                                       progress=False)
+        assert str(refused.value) == (
+            f'cannot read image {image}: OpenCV cannot decode it (not an image, or damaged): '
+            "replace it, or remove it from the dataset's split")

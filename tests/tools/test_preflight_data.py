@@ -168,3 +168,31 @@ def test_two_images_of_one_name_in_sub_folders_are_named_against_image_level_lab
     (tmp_path / 'img' / 'cat' / '001.jpg').rename(tmp_path / 'img' / 'cat' / '003.jpg')
     labels.write_text('{"001": ["dog"], "002": ["cat"], "003": ["cat"]}')
     assert check_image_level_labels(step, 'p.1', dataset) == []
+
+
+def test_images_cut_short_are_named_and_whole_ones_with_data_after_their_end_pass(tmp_path):
+    """A JPEG or PNG cut short stops training's LoadImageFromFile (OpenCV 5 decodes none),
+    so the split's check names it; one not ending as its format ends is decoded to be sure, so
+    a whole JPEG with bytes after its end (as some cameras write) passes."""
+    from mmdiffseg.preflight_images import unreadable_images
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8))
+    paths = {}
+    for name, suffix, extra in (('whole', 'jpg', b''), ('tail', 'jpg', b'camera data'),
+                                ('cut', 'jpg', None), ('whole_png', 'png', b''),
+                                ('cut_png', 'png', None)):
+        path = paths[name] = tmp_path / f'{name}.{suffix}'
+        rgb.save(path)
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2] if extra is None else data + extra)
+    assert unreadable_images(str(p) for p in paths.values()) == [
+        (str(paths['cut']), 'a JPEG cut short, which OpenCV cannot decode'),
+        (str(paths['cut_png']), 'a PNG cut short, which OpenCV cannot decode')]
+    (tmp_path / 'img').mkdir()
+    for path in paths.values():
+        path.rename(tmp_path / 'img' / path.name)
+    dataset = dict(type='BaseSegDataset', data_root=str(tmp_path), img_suffix='.jpg',
+                   data_prefix=dict(img_path='img'), pipeline=[])
+    (item,) = check_listed_files(dataset, 'd')
+    assert item.what == (f'BaseSegDataset: 1 of the 3 images of the split ({tmp_path}/img) are '
+                         f"no image OpenCV reads (e.g. '{tmp_path}/img/cut.jpg': a JPEG cut "
+                         'short, which OpenCV cannot decode)')
