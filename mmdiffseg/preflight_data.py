@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .preflight_images import unreadable_images
 from .registry import config_type
@@ -136,18 +136,34 @@ def check_dataset(dataset: dict, where: str) -> List[Missing]:
             for key, path in missing.items()]
 
 
-def _listed(dataset: dict) -> Tuple[Optional[List[dict]], Optional[Exception]]:
-    """The entries of ``dataset`` (``img_path``, ``seg_map_path``, ...) as the dataset class
-    itself lists them, no image read; or None and why it cannot list them."""
+def list_dataset(dataset: dict) -> Tuple[Any, Optional[List[dict]], Optional[Exception]]:
+    """The dataset (built lazily, no pipeline) and its entries (``img_path``, ``seg_map_path``,
+    ...) as the dataset class itself lists them, no image read; or why it cannot list them
+    (:func:`listing_problem` says it)."""
     from mmseg.registry import DATASETS
     try:
-        return DATASETS.build(dict(dataset, pipeline=[], lazy_init=True)).load_data_list(), None
-    except Exception as err:  # noqa: BLE001  (a stock dataset names its problem at the start)
-        return None, err
+        built = DATASETS.build(dict(dataset, pipeline=[], lazy_init=True))
+        return built, built.load_data_list(), None
+    except Exception as err:  # noqa: BLE001  (named with the dataset's key)
+        return None, None, err
+
+
+def listing_problem(dataset: dict, where: str, error: Exception) -> Missing:
+    """Why the dataset at ``where`` cannot list its images, with the fix: mmseg's VOC and
+    Context datasets assert a split file with no message."""
+    kind = dataset.get('type', 'dataset')
+    if isinstance(error, AssertionError) and not str(error):
+        return Missing(f'{kind} cannot list its images: it needs a split file (ann_file), and '
+                       f'{where}.ann_file is {dataset.get("ann_file")!r}',
+                       f'set {where}.ann_file to a file listing the image names, one per line '
+                       "(VOC's ImageSets/Segmentation/train.txt); for a folder without one, "
+                       "type='BaseSegDataset' with img_suffix and seg_map_suffix", [where])
+    return Missing(f'{kind} cannot list its images: {type(error).__name__}: {error}',
+                   f'correct the settings of {where} it names', [where])
 
 
 def _data_list(dataset: dict) -> Optional[List[dict]]:
-    return _listed(dataset)[0]
+    return list_dataset(dataset)[1]
 
 
 def split_images(dataset: dict) -> Optional[List[str]]:
@@ -163,12 +179,14 @@ def check_listed_files(dataset: dict, where: str) -> List[Missing]:
     traceback when it reaches that image, maybe hours in. Run once the folders are there
     (:func:`check_dataset`)."""
     from .apis.folders import same_name_image
-    data_list, error = _listed(dataset)
+    _, data_list, error = list_dataset(dataset)
     kind = dataset.get('type', 'dataset')
     if error is not None and reads_generated_labels(dataset):  # a folder the run would refuse
         return [Missing(str(error), f'correct what it names: {where}.data_prefix (img_path, '
                         'seg_map_path) or the label folder (made by tools/pseudo_label.py or '
                         'tools/synthesize.py with the classes of this dataset)', [where])]
+    if error is not None:
+        return [listing_problem(dataset, where, error)]
     if data_list == []:  # mmengine would stop at the first batch on an empty concatenation
         listing = Path(_listing(dataset))
         if dataset.get('ann_file'):

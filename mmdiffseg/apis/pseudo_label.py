@@ -59,9 +59,8 @@ def inner_dataset_cfgs(ds_cfg: dict, where: str) -> List[Tuple[str, dict]]:
 
 def _dataset_items(ds_cfg: dict, where: str, config: str, split: str):
     """Items, class names and ground-truth format of one (unwrapped) dataset config."""
-    from mmseg.registry import DATASETS
-
-    from ..preflight_data import check_dataset, reads_generated_labels
+    from ..preflight_data import (check_dataset, list_dataset, listing_problem,
+                                  reads_generated_labels)
     if reads_generated_labels(ds_cfg):
         images = (ds_cfg.get('data_prefix') or {}).get('img_path', '')
         raise UserInputError(
@@ -74,12 +73,11 @@ def _dataset_items(ds_cfg: dict, where: str, config: str, split: str):
         raise UserInputError(
             f'the {split} data of {config} (--dataset-config) is not there (paths relative to '
             f'{Path.cwd()}): ' + '; '.join(f'{p.what} (fix: {p.fix})' for p in problems))
-    try:
-        dataset = DATASETS.build(dict(ds_cfg, lazy_init=True, pipeline=[]))
-        data_list = dataset.load_data_list()
-    except (AssertionError, OSError, KeyError, TypeError, ValueError) as exc:
-        raise UserInputError(f'cannot list the {split} data of {config} (--dataset-config): '
-                             f'{type(exc).__name__}: {exc}') from exc
+    dataset, data_list, error = list_dataset(ds_cfg)
+    if error is not None:
+        problem = listing_problem(ds_cfg, where, error)
+        raise UserInputError(f'the {split} data of {config} (--dataset-config): {problem.what} '
+                             f'(fix: {problem.fix})') from error
     items = [WorkItem(Path(info['img_path']).stem,
                       dict(image=info['img_path'], gt=info.get('seg_map_path')),
                       source=info['img_path'])

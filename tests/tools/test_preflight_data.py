@@ -71,12 +71,21 @@ def test_a_split_file_must_be_a_file_and_an_image_folder_a_folder(tmp_path):
                      f'PascalVOCDataset folder {tmp_path}/JPEGImages not found']
 
 
-def test_a_stock_dataset_that_cannot_list_its_split_is_left_to_the_folder_check(tmp_path):
-    """Only mmdiffseg's generated-label datasets have their listing error reported here; a
-    stock dataset's (a missing split file) is what check_dataset names."""
-    dataset = dict(type='PascalVOCDataset', data_root=str(tmp_path), ann_file='none.txt',
+def test_a_stock_dataset_that_cannot_list_its_split_is_named_with_the_fix(tmp_path):
+    """PascalVOCDataset without a split file (``ann_file=''``: check_dataset has no path to
+    look for) stops the run with mmseg's bare AssertionError: named with the split file to
+    give, or the dataset for a folder without one; another listing error with its text."""
+    dataset = dict(type='PascalVOCDataset', data_root=str(tmp_path), ann_file='',
                    data_prefix=dict(img_path='.'))
-    assert check_listed_files(dataset, 'train_dataloader.dataset') == []
+    assert check_dataset(dataset, 'train_dataloader.dataset') == []
+    (item,) = check_listed_files(dataset, 'train_dataloader.dataset')
+    assert item.what == ('PascalVOCDataset cannot list its images: it needs a split file '
+                         "(ann_file), and train_dataloader.dataset.ann_file is ''")
+    assert item.fix.startswith('set train_dataloader.dataset.ann_file to a file listing the '
+                               'image names')
+    (tmp_path / 'split.txt').write_bytes(b'\xff\xfe names')
+    (item,) = check_listed_files(dict(dataset, type='BaseSegDataset', ann_file='split.txt'), 'd')
+    assert item.what.startswith('BaseSegDataset cannot list its images: UnicodeDecodeError: ')
 
 
 def test_unknown_class_names_are_listed_five_at_most_with_their_edits():
