@@ -214,13 +214,15 @@ def find_ground_truth(ids: Iterable[str], gt_dir, gt_format: GroundTruthFormat,
 
 
 def label_files(folder) -> Dict[str, Path]:
-    """id -> label PNG of a tool's output folder (``SegmentationClass/``) or a plain folder."""
+    """id -> label PNG of a tool's output folder (``SegmentationClass/``) or a plain folder
+    (``.png`` in any case; hidden files, such as macOS's ``._x.png``, left out)."""
     folder = Path(folder)
     if (folder / MASK_DIR).is_dir():
         folder = folder / MASK_DIR
     if not folder.is_dir():
         raise UserInputError(f'label folder {folder} not found')
-    files = {p.stem: p for p in sorted(folder.glob('*.png'))}
+    files = {p.stem: p for p in sorted(folder.iterdir())
+             if p.suffix.lower() == '.png' and not p.name.startswith('.') and p.is_file()}
     if not files:
         raise UserInputError(f'no label PNGs in {folder}')
     return files

@@ -97,7 +97,7 @@ def read_image_level_labels(path) -> Dict[str, List[str]]:
     that is not that is a ``ValueError`` naming the file (``OSError`` where it cannot be read);
     the class names are checked by their reader."""
     try:
-        labels = json.loads(Path(path).read_text())
+        labels = json.loads(Path(path).read_text(encoding='utf-8'))
     except ValueError as err:  # not JSON, or not UTF-8
         raise ValueError(f'image-level labels {path} are not valid JSON ({err})') from err
     shape = '{"<image name>": ["<class name>", ...], ...}'

@@ -42,6 +42,10 @@ def test_a_label_folder_that_is_not_there_or_holds_no_pngs_is_named(tmp_path):
     assert str(error.value) == f'no label PNGs in {tmp_path / "out" / MASK_DIR}'
     _label(tmp_path / 'out' / MASK_DIR / 'b.png')
     assert label_files(tmp_path / 'out') == {'b': tmp_path / 'out' / MASK_DIR / 'b.png'}
+    (tmp_path / 'out' / MASK_DIR / '._b.png').write_bytes(b'\0\5\26\7')  # macOS AppleDouble
+    _label(tmp_path / 'out' / MASK_DIR / 'C.PNG')  # a camera's or Windows' upper case
+    assert label_files(tmp_path / 'out') == {'C': tmp_path / 'out' / MASK_DIR / 'C.PNG',
+                                             'b': tmp_path / 'out' / MASK_DIR / 'b.png'}
 
 
 @pytest.mark.parametrize('where', ['.', MASK_DIR])

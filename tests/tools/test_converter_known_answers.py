@@ -106,6 +106,7 @@ def test_classes_present_sorted_by_id_background_and_255_left_out(tmp_path):
     root = tmp_path / 'maps'
     _png(root / 'a' / 'z.png', [[0, 8], [255, 8]])
     _png(root / 'b' / 'y.png', [[15, 1], [0, 0]])
+    (root / 'b' / '._y.png').write_bytes(b'\0\5\26\7')  # macOS's AppleDouble: no label map
     out = tmp_path / 'labels.json'
     load_converter('image_labels').main([str(root), '--classes', 'voc', '--out', str(out)])
     text = out.read_text()

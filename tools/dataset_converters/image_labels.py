@@ -75,6 +75,8 @@ def main(argv=None) -> None:
     suffix = gt_format.seg_map_suffix
     maps = {}
     for path in sorted(args.label_dir.rglob(f'*{suffix}')):
+        if path.name.startswith('.'):  # macOS's ._x.png beside x.png, not a label map
+            continue
         image_id = path.name[:-len(suffix)] + gt_format.id_suffix  # the image's stem
         if image_id in maps:
             raise UserInputError(f'{maps[image_id]} and {path} are label maps of one image id '
