@@ -64,7 +64,7 @@ def main(argv=None):
 
     from mmdiffseg.apis.builders import pick_device
     from mmdiffseg.apis.cfg_options import merge_cfg_options
-    from mmdiffseg.apis.cli import check_launcher, leave_process_group, start_launcher
+    from mmdiffseg.apis.cli import EXIT_INTERRUPTED, check_launcher, start_launcher
     from mmdiffseg.compat import config_fromfile
     from mmdiffseg.cuda_check import auto_device
     from mmdiffseg.models.prefill import prefill
@@ -84,12 +84,9 @@ def main(argv=None):
     summary = prefill(cfg, device, batch_size=args.batch_size, dtype=args.dtype,
                       workers=args.workers)
     from mmengine.dist import get_rank
-    first_rank = get_rank() == 0
-    leave_process_group()
-    if first_rank:
+    if get_rank() == 0 or summary.rank is not None:  # all ranks' counts, or this one's share
         print(summary, flush=True)
-    if summary.interrupted:
-        sys.exit(130)
+    return EXIT_INTERRUPTED if summary.interrupted else 0  # run_cli leaves the process group
 
 
 if __name__ == '__main__':

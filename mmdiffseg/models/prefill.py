@@ -23,7 +23,7 @@ from mmengine.config import Config
 from mmengine.dist import all_reduce, get_dist_info
 from mmengine.registry import DefaultScope
 
-from ..apis.io import UserInputError
+from ..apis.io import RankStopped, UserInputError, collective
 from ..apis.progress import ProgressLine
 from ..apis.pseudo_label import inner_dataset_cfgs
 from ..datasets.label_cache import (canonical_cache_spec, label_key, label_path,
@@ -57,7 +57,8 @@ def config_label_caches(cfg: Config) -> List[dict]:
 
 @dataclasses.dataclass
 class PrefillSummary:
-    """Counts over all ranks."""
+    """Counts over all ranks; those of rank ``rank``'s share alone where that rank did not
+    wait for the others (interrupted while they label on) or they stopped."""
     images: int = 0
     made: int = 0
     cached: int = 0
@@ -67,13 +68,18 @@ class PrefillSummary:
     interrupted: bool = False
     #: of the labels made (here or by another process): those all unsure (255 everywhere)
     unsure: int = 0
+    rank: Optional[int] = None
 
-    def __str__(self) -> str:
+    def line(self) -> str:
         elsewhere = self.images - self.made - self.cached
         rate = self.made / self.seconds if self.seconds > 0 else 0.0
-        text = (f'prefill: {self.images} images: made {self.made}, already cached {self.cached}, '
-                f'made by another process {elsewhere}; {self.seconds:.1f} s ({rate:.2f} labels/s); '
-                f'{self.cache_dir} holds {self.cache_size} labels')
+        share = '' if self.rank is None else f" (rank {self.rank}'s share)"
+        return (f'prefill{share}: {self.images} images: made {self.made}, already cached '
+                f'{self.cached}, made by another process {elsewhere}; {self.seconds:.1f} s '
+                f'({rate:.2f} labels/s); {self.cache_dir} holds {self.cache_size} labels')
+
+    def __str__(self) -> str:
+        text = self.line()
         if self.unsure:
             text += (f'\n{self.unsure} of the labels made (here or by another process) are all '
                      'unsure (255): the generator found nothing in those images, and training '
@@ -234,8 +240,20 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                        sum(int((label == IGNORE_INDEX).all()) for label in labels.values()))
         except KeyboardInterrupt:
             interrupted = True
-    all_reduce(counts)
-    images, made, cached, unsure = (int(c) for c in counts.tolist())
-    return PrefillSummary(images, made, cached, seconds=time.perf_counter() - start,
-                          cache_dir=str(labeler.cache.cache_dir), cache_size=len(labeler.cache),
-                          interrupted=interrupted, unsure=unsure)
+
+    def summary(share: bool) -> PrefillSummary:
+        images, made, cached, unsure = (int(c) for c in counts.tolist())
+        return PrefillSummary(images, made, cached, seconds=time.perf_counter() - start,
+                              cache_dir=str(labeler.cache.cache_dir),
+                              cache_size=len(labeler.cache), interrupted=interrupted,
+                              unsure=unsure, rank=rank if share else None)
+    if interrupted and world_size > 1:  # the others label on: this rank does not wait
+        return summary(share=True)
+    try:
+        collective(all_reduce, counts)
+    except KeyboardInterrupt:  # waiting for the others: this rank's share is complete
+        interrupted = True
+        return summary(share=True)
+    except RankStopped as exc:
+        raise RankStopped(f'{summary(share=True).line()}; {exc}') from exc
+    return summary(share=False)

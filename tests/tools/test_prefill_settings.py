@@ -122,3 +122,68 @@ def test_ctrl_c_keeps_the_counts_of_the_batches_done(tmp_path, tiny_sd, monkeypa
                                          workers=0, progress=False)
     assert (summary.images, summary.made, summary.unsure, summary.interrupted) == (2, 2, 1, True)
     assert summary.cache_size == 2
+
+
+def _label_first_batch_then(event):
+    """OnlineLabeler.labels that makes the first batch's labels, then raises ``event``."""
+    def label(self, todo, device):
+        if self.generated:
+            raise event
+        self.generated += len(todo)
+        labels = {key: np.zeros((4, 4), np.uint8) for key in todo}
+        for key, made in labels.items():
+            self.cache.save(key, made)
+        return labels
+    return label
+
+
+def test_an_interrupted_rank_of_several_stops_at_once_with_its_share(tmp_path, tiny_sd,
+                                                                    monkeypatch):
+    """Rank 1 of 2 interrupted (its own Ctrl-C or SIGTERM) while rank 0 labels on: it returns
+    at once with its share's counts (it waited in the all-reduce until rank 0 had labelled its
+    whole share, then printed nothing), and the tool prints them and returns 130."""
+    cfg = online_config(tmp_path, tiny_sd, names=[f'voc_val_{i}' for i in (
+        0, 1, 114, 166, 20, 23, 293, 417)])
+
+    def waits_for_rank_0(counts):
+        raise AssertionError('an interrupted rank waited for the others')
+    monkeypatch.setattr(OnlineLabeler, 'labels', _label_first_batch_then(KeyboardInterrupt))
+    monkeypatch.setattr(prefill_module, 'get_dist_info', lambda: (1, 2))
+    monkeypatch.setattr(prefill_module, 'all_reduce', waits_for_rank_0)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        summary = prefill_module.prefill(cfg, 'cpu', batch_size=2, workers=0, progress=False)
+    assert (summary.images, summary.made, summary.rank, summary.interrupted) == (2, 2, 1, True)
+    assert str(summary).startswith("prefill (rank 1's share): 2 images: made 2, already cached "
+                                   '0, made by another process 0; ')
+
+
+def test_a_rank_whose_peer_stopped_says_so_in_one_line_with_its_share(tmp_path, tiny_sd,
+                                                                     monkeypatch):
+    """Rank 0 finished its share; rank 1 was killed: the all-reduce fails (gloo: connection
+    closed by peer). Rank 0 stops with the tools' one line (exit 3) naming its share's counts,
+    not gloo's traceback; Ctrl-C while it waits there ends it as interrupted, with its share."""
+    import mmdiffseg.apis.io as io_module
+    from mmdiffseg.apis.io import RankStopped
+    cfg = online_config(tmp_path, tiny_sd)
+
+    def peer_killed(counts):
+        raise RuntimeError('[pair.cc:561] Connection closed by peer [127.0.0.1]:1234\nmore')
+    monkeypatch.setattr(OnlineLabeler, 'labels', _label_first_batch_then(AssertionError))
+    monkeypatch.setattr(prefill_module, 'get_dist_info', lambda: (0, 2))
+    monkeypatch.setattr(prefill_module, 'all_reduce', peer_killed)
+    monkeypatch.setattr(io_module, 'RANK_STOPPED_WAIT_S', 0)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        with pytest.raises(RankStopped) as stopped:
+            prefill_module.prefill(cfg, 'cpu', batch_size=2, workers=0, progress=False)
+    assert str(stopped.value).startswith(
+        "prefill (rank 0's share): 2 images: made 2, already cached 0, made by another process "
+        '0; ')
+    assert str(stopped.value).endswith('; another rank stopped (see its error above); finished '
+                                       'items are kept: rerun the same command to resume')
+
+    def ctrl_c(counts):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(prefill_module, 'all_reduce', ctrl_c)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        summary = prefill_module.prefill(cfg, 'cpu', batch_size=2, workers=0, progress=False)
+    assert (summary.images, summary.rank, summary.interrupted) == (2, 0, True)
