@@ -138,7 +138,7 @@ def _label_first_batch_then(event):
 
 
 def test_an_interrupted_rank_of_several_stops_at_once_with_its_share(tmp_path, tiny_sd,
-                                                                    monkeypatch):
+                                                                     monkeypatch):
     """Rank 1 of 2 interrupted (its own Ctrl-C or SIGTERM) while rank 0 labels on: it returns
     at once with its share's counts (it waited in the all-reduce until rank 0 had labelled its
     whole share, then printed nothing), and the tool prints them and returns 130."""
@@ -158,7 +158,7 @@ def test_an_interrupted_rank_of_several_stops_at_once_with_its_share(tmp_path, t
 
 
 def test_a_rank_whose_peer_stopped_says_so_in_one_line_with_its_share(tmp_path, tiny_sd,
-                                                                     monkeypatch):
+                                                                      monkeypatch):
     """Rank 0 finished its share; rank 1 was killed: the all-reduce fails (gloo: connection
     closed by peer). Rank 0 stops with the tools' one line (exit 3) naming its share's counts,
     not gloo's traceback; Ctrl-C while it waits there ends it as interrupted, with its share."""
