@@ -149,11 +149,18 @@ def open_image(path) -> Image.Image:
 
 def opencv_refusal(img: Image.Image) -> Optional[str]:
     """Why OpenCV, and so mmseg's ``LoadImageFromFile``, does not read the opened image ``img``
-    that Pillow reads (32-bit samples), with the fix; None when it does."""
-    if img.mode == 'F' or (img.mode == 'I' and img.format == 'TIFF'):
+    that Pillow reads (32-bit samples: Pillow's mode ``I`` holds signed 16-bit TIFFs too, which
+    OpenCV reads), with the fix; None when it does."""
+    if img.mode == 'F' or (img.mode == 'I' and img.format == 'TIFF' and _tiff_bits(img) > 16):
         return (f'32-bit samples ({img.mode}), which OpenCV and so mmseg\'s LoadImageFromFile do '
                 'not read; convert it to 8 or 16 bits per sample')
     return None
+
+
+def _tiff_bits(img: Image.Image) -> int:
+    """The bits per sample of an opened TIFF (its BitsPerSample tag; 32 where it has none)."""
+    bits = img.tag_v2.get(258, 32)
+    return max(bits) if isinstance(bits, tuple) else int(bits)
 
 
 def label_indices(labels: np.ndarray, path) -> np.ndarray:

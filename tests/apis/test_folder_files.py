@@ -45,6 +45,18 @@ def test_a_16_bit_netpbm_image_is_read_as_opencv_reads_it(tmp_path):
     np.testing.assert_array_equal(rgb[..., 0], grey >> 8)
 
 
+def test_a_signed_16_bit_tiff_is_read_as_opencv_reads_it(tmp_path):
+    """Pillow opens a signed 16-bit TIFF in its 32-bit mode 'I', but OpenCV, so training,
+    reads it: not refused as 32-bit (its BitsPerSample tag says 16), read as mmseg reads it."""
+    import cv2
+    import mmcv
+    scan = np.random.default_rng(0).integers(-30000, 30000, (4, 5)).astype(np.int16)
+    cv2.imwrite(str(tmp_path / 's.tif'), scan)
+    assert Image.open(tmp_path / 's.tif').mode == 'I'
+    np.testing.assert_array_equal(read_rgb(tmp_path / 's.tif'), mmcv.imread(
+        str(tmp_path / 's.tif'), flag='color', channel_order='rgb'))
+
+
 def test_a_recorded_path_found_nowhere_is_taken_beside_the_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_record_path('images/a.png', tmp_path / 'out') == tmp_path / 'out/images/a.png'
