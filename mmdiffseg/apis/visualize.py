@@ -53,7 +53,12 @@ class Overlayer:
     def __call__(self, rgb: np.ndarray, labels: np.ndarray, with_labels: bool = True
                  ) -> np.ndarray:
         """The overlay, on every rank: the visualizer's drawing step itself, since its
-        ``add_datasample`` and ``get_image`` draw on rank 0 only (a tool under torchrun)."""
+        ``add_datasample`` and ``get_image`` draw on rank 0 only (a tool under torchrun). A
+        one-pixel image is drawn twice side by side and cut back (mmseg's drawing indexes its
+        colours with a one-element mask, which numpy reads as the index 1)."""
+        if labels.size == 1:
+            pair = self(np.repeat(rgb, 2, axis=1), np.repeat(labels, 2, axis=1), with_labels)
+            return pair[:, :1]
         seg = PixelData(data=torch.from_numpy(labels.astype(np.int64))[None])
         return self.visualizer._draw_sem_seg(rgb.astype(np.uint8), seg, self.classes,
                                              self.palette, with_labels)

@@ -55,3 +55,16 @@ def test_an_item_whose_image_is_gone_is_left_out(tmp_path):
         json.dumps(line) + '\n' for line in (dict(classes=None), dict(id='a'), dict(id='b'))))
     (tmp_path / IMAGE_DIR / 'a.jpg').unlink()
     assert contact_sheet(tmp_path, thumb=16).shape == (16, 16, 3)
+
+
+def test_a_one_pixel_image_is_drawn_in_its_labels_colour():
+    """A 1x1 image stopped segment.py and the contact sheet (mmseg's drawing took its one-pixel
+    mask as the index 1): it is drawn, its pixel blended with its class's colour as a larger
+    image's pixels are."""
+    overlay = Overlayer(['background', 'cat'])
+    grey = np.full((2, 3, 3), 100, np.uint8)
+    wide = overlay(grey, np.ones((2, 3), np.uint8), with_labels=False)
+    one = overlay(grey[:1, :1], np.ones((1, 1), np.uint8), with_labels=False)
+    assert one.shape == (1, 1, 3)
+    np.testing.assert_array_equal(one[0, 0], wide[0, 0])
+    assert (one[0, 0] != 100).any()
