@@ -101,6 +101,9 @@ def read_rgb(path) -> np.ndarray:
     for what Pillow's look at the header explains (:func:`opencv_refusal`, too many pixels). A
     JPEG cut short in its data is what OpenCV makes of it, as in training (OpenCV 5: no image,
     so a failed item; OpenCV 4: the part there)."""
+    if Path(path).is_symlink() and not Path(path).exists():
+        raise ItemFailed(f'cannot read image {path}: it links to {os.readlink(path)}, which is '
+                         'not there (a drive not mounted, a folder moved?)')
     try:
         with open_image(path) as img:
             refusal = opencv_refusal(img)
@@ -194,10 +197,12 @@ def resolve_record_path(value: str, folder) -> Path:
 
 
 def list_images(folder, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> List[Path]:
-    """Image files directly in ``folder`` (sorted by name); hidden files (``.name``: macOS's
-    ``._IMG_0001.JPG`` beside each copied photo) are not images."""
+    """Image files directly in ``folder`` (sorted by name), and links to images whose target is
+    gone (an unmounted drive: named as failed items, not left out unsaid); hidden files
+    (``.name``: macOS's ``._IMG_0001.JPG`` beside each copied photo) are not images."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file()
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes
+                  and (p.is_file() or p.is_symlink() and not p.exists())
                   and not p.name.startswith('.'))
 
 

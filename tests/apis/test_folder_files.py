@@ -12,7 +12,7 @@ from PIL import Image
 from mmdiffseg.apis.folders import (MASK_DIR, check_inputs_outside_output, encode_jpeg,
                                     encode_label_png, labelled_share, list_images, read_rgb,
                                     resolve_record_path, same_name_image)
-from mmdiffseg.apis.io import UserInputError, WorkItem
+from mmdiffseg.apis.io import ItemFailed, UserInputError, WorkItem
 
 
 def test_image_files_are_listed_by_suffix_in_any_case_and_folders_are_not(tmp_path):
@@ -20,6 +20,21 @@ def test_image_files_are_listed_by_suffix_in_any_case_and_folders_are_not(tmp_pa
         (tmp_path / name).write_bytes(b'x')
     (tmp_path / 'album.jpg').mkdir()  # a folder named like an image
     assert [p.name for p in list_images(tmp_path)] == ['A.JPG', 'b.Png']
+
+
+def test_a_link_to_an_image_that_is_gone_is_listed_and_named_as_unreadable(tmp_path):
+    """A link whose target is gone (an unmounted drive) was left out unsaid ('made 1, failed
+    0' for three photos): listed, so the tools count it as failed, naming the target."""
+    Image.new('RGB', (3, 2)).save(tmp_path / 'here.png')
+    (tmp_path / 'gone.jpg').symlink_to(tmp_path / 'drive' / 'gone.jpg')
+    (tmp_path / 'linked.png').symlink_to(tmp_path / 'here.png')
+    assert [p.name for p in list_images(tmp_path)] == ['gone.jpg', 'here.png', 'linked.png']
+    with pytest.raises(ItemFailed) as failed:
+        read_rgb(tmp_path / 'gone.jpg')
+    assert str(failed.value) == (f'cannot read image {tmp_path}/gone.jpg: it links to '
+                                 f'{tmp_path}/drive/gone.jpg, which is not there (a drive not '
+                                 'mounted, a folder moved?)')
+    assert read_rgb(tmp_path / 'linked.png').shape == (2, 3, 3)
 
 
 def test_a_missing_image_is_matched_to_the_image_of_its_name_with_another_suffix(tmp_path):
