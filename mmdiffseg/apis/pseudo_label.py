@@ -7,12 +7,14 @@ each image) from a JSON file ``{"<id>": ["cat", "dog"], ...}`` or from ground-tr
 """
 from __future__ import annotations
 
+import logging
 from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from mmengine.logging import print_log
 
 from ..attention.images import WORK_SIZE, resize_rgb
 from ..datasets.class_names import spelled_as
@@ -37,11 +39,16 @@ def images_from_folder(folder, whole: str = ', or --dataset-config for the whole
     if not folder.is_dir():
         raise UserInputError(f'image folder {folder} not found')
     items = [WorkItem(p.stem, dict(image=str(p)), source=str(p)) for p in list_images(folder)]
+    nested = sorted(d.name for d in folder.iterdir() if d.is_dir() and list_images(d))
     if not items:
-        nested = sorted(d.name for d in folder.iterdir() if d.is_dir() and list_images(d))
         raise UserInputError(f'no images in {folder}' + (
             f'; its sub-folders {nested[:3]} hold images (Cityscapes\' cities): give one of '
             f'them{whole}' if nested else ''))
+    if nested:
+        print_log(f'the images in the sub-folders of {folder} ({", ".join(nested[:3])}'
+                  f'{", ..." if len(nested) > 3 else ""}) are not read: only those directly in '
+                  f'it; give each sub-folder its own run{whole}', logger='current',
+                  level=logging.WARNING)
     return items
 
 

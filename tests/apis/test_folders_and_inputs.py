@@ -206,6 +206,22 @@ def test_a_folder_of_city_folders_names_them(tmp_path):
     assert [it.id for it in images_from_folder(tmp_path / 'aachen')] == ['a_leftImg8bit']
 
 
+def test_images_in_sub_folders_beside_images_are_said_to_be_left_out(tmp_path, monkeypatch):
+    """Images at the top and in sub-folders: those of the top are read, and the sub-folders'
+    are said to be left out (they were, without a word)."""
+    import importlib
+    module = importlib.import_module('mmdiffseg.apis.pseudo_label')  # not the function
+    logged = []
+    monkeypatch.setattr(module, 'print_log', lambda msg, **kwargs: logged.append(msg))
+    for path in (tmp_path / 'top.png', tmp_path / 'more' / 'inner.png'):
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
+    assert [it.id for it in images_from_folder(tmp_path)] == ['top']
+    assert logged == [f'the images in the sub-folders of {tmp_path} (more) are not read: only '
+                      'those directly in it; give each sub-folder its own run, or '
+                      '--dataset-config for the whole split']
+
+
 def test_items_from_an_mmseg_dataset_config(tmp_path, shared_data):
     root = shared_data('voc2012_val_samples')
     split = tmp_path / 'val.txt'
