@@ -98,6 +98,8 @@ class GeneratedLabelDataset(BaseSegDataset):
         ``aachen_000000_000019_leftImg8bit``). A name of several images lists them all."""
         from ..apis.folders import IMAGE_SUFFIXES
         by_name: Dict[str, List[str]] = {}
+        if not osp.isdir(img_dir):  # named by load_data_list with the images it misses
+            return by_name
         for name in sorted(fileio.list_dir_or_file(img_dir, list_dir=False, recursive=True)):
             if osp.basename(name).startswith('.'):
                 continue
@@ -145,8 +147,13 @@ class GeneratedLabelDataset(BaseSegDataset):
             raise FileNotFoundError(f'{type(self).__name__}: the split file {self.ann_file} lists '
                                     'no images: write their names in it, one per line')
         if not images:
-            raise FileNotFoundError(f'{type(self).__name__}: no images ending in '
-                                    f'{self.img_suffix!r} in {self.data_prefix.get("img_path")}')
+            img_dir = self.data_prefix.get('img_path', '')
+            raise FileNotFoundError(
+                f'{type(self).__name__}: ' + (f'image folder {img_dir} not found'
+                                              if not osp.isdir(img_dir) else
+                                              f'no images ending in {self.img_suffix!r} in '
+                                              f'{img_dir}' if self.img_suffix else
+                                              f'no images in {img_dir}'))
         missing_images = [p for p in images if not osp.isfile(p)]
         if missing_images:
             from ..apis.folders import same_name_image

@@ -171,3 +171,21 @@ def test_images_in_sub_folders_take_their_own_labels_or_are_refused(tmp_path):
                 f'{images}/city1/{VOC_NAMES[1]}.jpg and {images}/city2/{VOC_NAMES[1]}.jpg, but '
                 f'one label file {root}/SegmentationClass/{VOC_NAMES[1]}.png would stand for '
                 'both; rename or move one')
+
+
+def test_an_image_folder_that_is_not_there_is_named(tmp_path):
+    """With or without a split file and image suffix: the folder is named (os.scandir's bare
+    FileNotFoundError before), or the listed images it would hold."""
+    cfg = dict(type='PseudoLabelDataset', data_root=str(tmp_path), pipeline=LOAD,
+               metainfo=dict(classes=['background', 'cat']),
+               data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
+    for suffix in (None, '.jpg'):
+        with pytest.raises(FileNotFoundError) as refused:
+            DATASETS.build(dict(cfg, img_suffix=suffix))
+        assert str(refused.value) == (f'PseudoLabelDataset: image folder {tmp_path}/JPEGImages '
+                                      'not found')
+    (tmp_path / 'train.txt').write_text('a\n')
+    with pytest.raises(FileNotFoundError) as refused:
+        DATASETS.build(dict(cfg, img_suffix='.jpg', ann_file='train.txt'))
+    assert str(refused.value) == (f"PseudoLabelDataset: 1 listed image(s) do not exist, e.g. "
+                                  f"['{tmp_path}/JPEGImages/a.jpg']")
