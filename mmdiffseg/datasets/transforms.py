@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -92,7 +93,28 @@ def mapped_labels(label: np.ndarray, label_map: Dict[int, int]) -> np.ndarray:
     return table[label]
 
 
-def read_image_level_labels(path) -> Dict[str, List[str]]:
+class ImageLabels(dict):
+    """Image name -> class names, the names in Unicode's composed form (NFC) and found in
+    either form: a file name copied from macOS is decomposed (NFD), and ``'café'`` of a label
+    file written elsewhere was "no entry" for an image named ``café.jpg`` there."""
+
+    def __init__(self, labels: Dict[str, List[str]]):
+        super().__init__((unicodedata.normalize('NFC', k), v) for k, v in labels.items())
+
+    def __missing__(self, image: str) -> List[str]:
+        composed = unicodedata.normalize('NFC', image)
+        if composed == image:
+            raise KeyError(image)
+        return self[composed]
+
+    def __contains__(self, image) -> bool:
+        return super().__contains__(unicodedata.normalize('NFC', image))
+
+    def get(self, image, default=None):
+        return self[image] if image in self else default
+
+
+def read_image_level_labels(path) -> ImageLabels:
     """An image-level label file: JSON ``{"<image name>": ["<class name>", ...], ...}``. Text
     that is not that is a ``ValueError`` naming the file (``OSError`` where it cannot be read);
     the class names are checked by their reader."""
@@ -107,7 +129,7 @@ def read_image_level_labels(path) -> Dict[str, List[str]]:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ValueError(f'image-level labels {path} list {names!r} for image {image!r}: '
                              f'each image lists the names of its classes (not indices), {shape}')
-    return labels
+    return ImageLabels(labels)
 
 
 @TRANSFORMS.register_module()

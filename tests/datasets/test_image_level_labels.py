@@ -48,6 +48,19 @@ def test_annotation_keys_are_file_names_without_the_last_extension(tmp_path):
     assert t(dict(img_path='/data/frame.001.png'))['image_labels'] == ['cat']
 
 
+def test_annotation_keys_match_names_in_either_unicode_form(tmp_path):
+    """A file copied from macOS is named in decomposed form (NFD: 'e' + combining accent), a
+    label file written elsewhere in composed form (NFC): they look alike and are one name;
+    'café' was 'no entry' for café.jpg."""
+    import unicodedata
+    ann = tmp_path / 'labels.json'
+    for written, named in (('NFC', 'NFD'), ('NFD', 'NFC')):
+        ann.write_text(json.dumps({unicodedata.normalize(written, 'café'): ['cat']}))
+        t = LoadImageLevelLabels(classes='voc', ann_file=str(ann))
+        image = f"/data/{unicodedata.normalize(named, 'café')}.jpg"
+        assert t(dict(img_path=image))['image_labels'] == ['cat']
+
+
 def test_annotation_names_written_without_mmseg_spaces_are_accepted(tmp_path):
     """ADE20K's class is spelled 'bed ' by mmseg; an annotation file saying 'bed' names it (the
     check of unknown names goes by that spelling) and the sample lists it as mmseg spells it."""
