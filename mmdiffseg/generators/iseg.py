@@ -54,7 +54,7 @@ from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention
 from .iseg_presets import (CROSS_LAYERS, ISEG_PRESETS, RELEASED_CLASS_ORDER,
                            SD21_VOC_HEADS, SELF_LAYER, VOC_BG_CONTEXT, WSSS_PROMPT,
                            applies_preset, check_cross_heads, check_res_weights,
-                           head_layout_fix, heads_at)
+                           head_layout_fix, heads_at, self_heads_note)
 from .iseg_tokens import RELEASED_TOKEN_MISCOUNTS, TOKEN_TABLES, token_names
 from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
 from .options import (check_flag, check_real, check_template, check_token_offsets, check_whole,
@@ -122,6 +122,9 @@ class ISeg(MaskGenerator):
     method = 'iseg'
     #: the fix pre-flight names when the head lists do not fit the model (``where``: config key)
     head_layout_fix = staticmethod(head_layout_fix)
+
+    def model_notes(self, layers: Sequence) -> List[str]:
+        return self_heads_note(self.self_heads, layers)
 
     @applies_preset
     def __init__(self,

@@ -76,11 +76,29 @@ ISEG_PRESETS: Dict[str, Dict] = {
 ISEG_PRESETS['wsss_ade20k'] = {**ISEG_PRESETS['wsss_coco'], 'vocabulary': 'ade20k',
                                'bg_context': ''}
 #: our adaptation to SD 1.x (8 heads in every layer), not released: the VOC tasks with the mean of
-#: all heads where the release picks SD 2.1-base's (the COCO / Context presets already average
-#: the cross-attention heads; their self-attention heads (1, 2) exist on SD 1.x as well).
+#: all heads where the release picks SD 2.1-base's (the COCO / Context presets average the
+#: cross-attention heads; their self-attention heads (1, 2) run on SD 1.x too, where they are two
+#: arbitrary heads of eight: :func:`self_heads_note`).
 SD1X_HEADS = dict(cross_heads=None, self_heads=None)
 ISEG_PRESETS.update({f'{task}_sd1x': {**ISEG_PRESETS[task], **SD1X_HEADS}
                      for task in ('wsss_voc', 'ovs_voc')})
+
+
+#: heads of SD 2.1-base's :data:`SELF_LAYER`, which the released ``self_heads`` were picked from
+SD21_SELF_LAYER_HEADS = 5
+
+
+def self_heads_note(self_heads, layers) -> list:
+    """The warning for hand-picked ``self_heads`` read on a U-Net whose :data:`SELF_LAYER` has
+    not SD 2.1-base's head count (``layers``: its attention layers): valid indices there, but of
+    other heads than the release picked; empty where they fit or all heads are averaged."""
+    heads = {layer.heads for layer in layers if layer.name == SELF_LAYER}
+    if self_heads is None or not heads or heads == {SD21_SELF_LAYER_HEADS}:
+        return []
+    return [f'ISeg: self_heads={tuple(self_heads)} are heads the release picked among the '
+            f'{SD21_SELF_LAYER_HEADS} of SD 2.1-base\'s {SELF_LAYER}; this U-Net\'s has '
+            f'{min(heads)}, where they are other heads: set self_heads=None (--cfg-options '
+            'self_heads=None) to average all heads, as the *_sd1x presets do']
 
 
 def head_layout_fix(where: str = '') -> str:

@@ -159,3 +159,24 @@ def test_the_head_layout_fix_names_the_keys_where_they_are_given():
     assert keyed.startswith('--cfg-options model.gen.cross_heads=None model.gen.self_heads=None '
                             '(the mean of all heads); for SD 1.x the presets')
     assert 'with the tools' not in keyed
+
+
+def test_released_self_heads_on_sd1x_are_noted_with_the_fix(tiny_sd15):
+    """The COCO / Context presets' self_heads (1, 2) were picked among SD 2.1-base's 5 heads of
+    the 64x64 layer; on SD 1.x (8 heads) they are valid indices of other heads, so they ran
+    without a word (the VOC presets' cross-head lists stop): a warning names self_heads=None.
+    SD 2.1-base's layout and averaged heads get none."""
+    from types import SimpleNamespace as Layer
+
+    from mmdiffseg.apis.builders import warn_model_notes
+    from mmdiffseg.attention.engine import DiffusionAttentionEngine
+    from mmdiffseg.generators.iseg import SELF_LAYER
+    engine = DiffusionAttentionEngine.from_pretrained(str(tiny_sd15))
+    for preset in ('wsss_coco', 'ovs_context', 'ovs_coco_object'):
+        [note] = warn_model_notes(engine, ISeg.from_preset(preset), 512)
+        assert note.startswith('ISeg: self_heads=(1, 2) are heads the release picked among the 5 '
+                               f"of SD 2.1-base's {SELF_LAYER}; this U-Net's has 8, where they "
+                               'are other heads: set self_heads=None')
+    assert warn_model_notes(engine, ISeg.from_preset('wsss_voc_sd1x'), 512) == []
+    sd21 = [Layer(name=SELF_LAYER, kind='self', resolution=64, heads=5)]
+    assert ISeg.from_preset('wsss_coco').model_notes(sd21) == []
