@@ -51,8 +51,10 @@ OVS_PROMPT = 'a photograph of {classes} and other object and background{bg_conte
 VOC_BG_CONTEXT = 'ground, land, grass, tree, building, wall, sky, lake, water'
 COCO_BG_CONTEXT = 'ground, land, grass, tree, building, wall, sky, lake, water, river, sea, railway, '
 
+#: the heads of :data:`SELF_LAYER` the release averages, picked among SD 2.1-base's 5 there
+RELEASED_SELF_HEADS = (1, 2)
 _COMMON = dict(timestep=100, noise_seed=1101, token_enhance=1.6, res_weights={16: 0.7, 32: 0.3},
-               self_heads=(1, 2), use_cluster=True, num_clusters=32, cluster_iters=20,
+               self_heads=RELEASED_SELF_HEADS, use_cluster=True, num_clusters=32, cluster_iters=20,
                kmeans_precision='float16', mask_size=512)
 #: the released settings per task (ALGORITHMS.md 3.6); ``configs/iseg/*.py`` hold the same.
 ISEG_PRESETS: Dict[str, Dict] = {
@@ -84,16 +86,17 @@ ISEG_PRESETS.update({f'{task}_sd1x': {**ISEG_PRESETS[task], **SD1X_HEADS}
                      for task in ('wsss_voc', 'ovs_voc')})
 
 
-#: heads of SD 2.1-base's :data:`SELF_LAYER`, which the released ``self_heads`` were picked from
+#: heads of SD 2.1-base's :data:`SELF_LAYER`, among which :data:`RELEASED_SELF_HEADS` were picked
 SD21_SELF_LAYER_HEADS = 5
 
 
 def self_heads_note(self_heads, layers) -> list:
-    """The warning for hand-picked ``self_heads`` read on a U-Net whose :data:`SELF_LAYER` has
+    """The warning for the released ``self_heads`` read on a U-Net whose :data:`SELF_LAYER` has
     not SD 2.1-base's head count (``layers``: its attention layers): valid indices there, but of
-    other heads than the release picked; empty where they fit or all heads are averaged."""
+    other heads than the release picked; empty where they fit, or for heads of the user's."""
     heads = {layer.heads for layer in layers if layer.name == SELF_LAYER}
-    if self_heads is None or not heads or heads == {SD21_SELF_LAYER_HEADS}:
+    if self_heads is None or tuple(self_heads) != RELEASED_SELF_HEADS or not heads or \
+            heads == {SD21_SELF_LAYER_HEADS}:
         return []
     return [f'ISeg: self_heads={tuple(self_heads)} are heads the release picked among the '
             f'{SD21_SELF_LAYER_HEADS} of SD 2.1-base\'s {SELF_LAYER}; this U-Net\'s has '

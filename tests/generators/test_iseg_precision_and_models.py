@@ -178,5 +178,7 @@ def test_released_self_heads_on_sd1x_are_noted_with_the_fix(tiny_sd15):
                                f"of SD 2.1-base's {SELF_LAYER}; this U-Net's has 8, where they "
                                'are other heads: set self_heads=None')
     assert warn_model_notes(engine, ISeg.from_preset('wsss_voc_sd1x'), 512) == []
+    chosen = ISeg.from_preset('wsss_coco', self_heads=(0, 3))  # the user's own heads
+    assert warn_model_notes(engine, chosen, 512) == []
     sd21 = [Layer(name=SELF_LAYER, kind='self', resolution=64, heads=5)]
     assert ISeg.from_preset('wsss_coco').model_notes(sd21) == []
