@@ -22,6 +22,9 @@ model = dict(
     data_preprocessor=dict(type='SegDataPreProcessor', bgr_to_rgb=True))
 test_dataloader = {{_base_.cityscapes27_test_dataloader}}
 val_dataloader = test_dataloader
+# what mmseg's inference_model reads (else the stock Cityscapes resize to 2048x1024); the COCO-Stuff
+# evaluation inherits it, its loader's pipeline being the same
+test_pipeline = {{_base_.diffseg_protocol_pipeline}}
 # replace the stock IoUMetric (each evaluator is its own dict: `_delete_` is used up by a merge)
 test_evaluator = dict(_delete_=True, type='HungarianMatchedIoU', num_classes=27)
 val_evaluator = dict(_delete_=True, type='HungarianMatchedIoU', num_classes=27)

@@ -21,6 +21,13 @@ model = dict(
     engine_dtype='float16',
     batch_size=1,
     data_preprocessor=dict(type='SegDataPreProcessor', bgr_to_rgb=True))
+# also what mmseg's inference_model reads (else the stock ADE20K resize to 2048x512)
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='LoadImageLevelLabels', classes='voc'),  # the label map's classes
+    dict(type='PackPseudoLabelInputs'),  # PackSegInputs + the image-level labels
+]
 test_dataloader = dict(
     batch_size=1,
     num_workers=2,
@@ -32,12 +39,7 @@ test_dataloader = dict(
         data_root=voc_data_root,
         data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
         ann_file='ImageSets/Segmentation/train.txt',
-        pipeline=[
-            dict(type='LoadImageFromFile'),
-            dict(type='LoadAnnotations'),
-            dict(type='LoadImageLevelLabels', classes='voc'),  # the label map's classes
-            dict(type='PackPseudoLabelInputs'),  # PackSegInputs + the image-level labels
-        ]))
+        pipeline=test_pipeline))
 val_dataloader = test_dataloader
 test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 val_evaluator = test_evaluator

@@ -169,6 +169,11 @@ class LoadImageLevelLabels(BaseTransform):
         return self._annotations
 
     def _from_ground_truth(self, results: dict) -> List[str]:
+        if not results.get('seg_map_path'):  # mmseg's inference_model: an image alone
+            raise ValueError(
+                f'LoadImageLevelLabels(ann_file=None) takes the classes from the ground truth, '
+                f'and {results.get("img_path", "this image")} has none (an image given for '
+                'inference): set ann_file to a JSON file {image name: [class names]}')
         label = read_label_map(results['seg_map_path'], results.get('reduce_zero_label', False),
                                results.get('label_map'))
         values = np.unique(label)

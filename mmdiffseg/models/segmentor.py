@@ -128,7 +128,8 @@ class DiffusionSegmentor(BaseSegmentor):
             raise ValueError(f'DiffusionSegmentor(use_image_labels=True): data_samples '
                              f'{unlabelled} have no image_labels in their metainfo: end the '
                              'test pipeline with LoadImageLevelLabels and PackPseudoLabelInputs '
-                             '(PackSegInputs drops them)')
+                             "(PackSegInputs drops them): the test dataloader's, and the "
+                             "config's test_pipeline, which mmseg's inference_model reads")
         return data_samples
 
     def loss(self, inputs, data_samples):

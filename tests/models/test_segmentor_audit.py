@@ -50,3 +50,46 @@ def test_a_preprocessor_that_would_pass_bgr_or_normalised_images_is_refused():
                       type='SegDataPreProcessor', bgr_to_rgb=True))):
         seen = model.data_preprocessor(dict(inputs=[bgr], data_samples=[sample]), False)
         torch.testing.assert_close(seen['inputs'][0], bgr.flip(0).float())
+
+
+SEGMENTOR_CONFIGS = ('diffseg-sd14_cityscapes27-unsupervised-512x512',
+                     'diffseg-sd14_cocostuff27-unsupervised-512x512',
+                     'iseg-sd21base_voc12-train-pseudo-masks')
+
+
+@pytest.mark.parametrize('name', SEGMENTOR_CONFIGS)
+def test_the_evaluation_configs_give_inference_their_test_pipeline(name):
+    """mmseg's inference_model reads the config's test_pipeline, which these configs inherited
+    from the stock Cityscapes / ADE20K configs (a resize to 2048x1024: DiffSeg segmented a COCO
+    image upscaled whole, not its centre square; iSeg lacked its image-level labels): it is the
+    test loader's pipeline, as in mmseg's configs."""
+    from mmengine.config import Config
+    from sample_data import REPO
+    cfg = Config.fromfile(str(REPO / 'configs' / 'mask2former' / f'{name}.py'))
+    assert cfg.model.type == 'DiffusionSegmentor'
+    assert cfg.test_pipeline == cfg.test_dataloader.dataset.pipeline
+
+
+def test_inference_with_the_diffseg_config_predicts_the_centre_square(tmp_path):
+    """The shipped DiffSeg protocol through mmseg's init_model / inference_model: the
+    prediction is the centre square of the image (the crop it segments), not the image
+    upscaled into the Cityscapes frame; an iSeg pipeline without a label file says so."""
+    import numpy as np
+    from mmengine.config import Config
+    from mmseg.apis import inference_model, init_model
+    from sample_data import REPO, shared_path
+
+    from mmdiffseg.attention.testing import tiny_engine
+    from mmdiffseg.datasets import LoadImageLevelLabels
+    cfg = Config.fromfile(str(REPO / 'configs/mask2former/'
+                              'diffseg-sd14_cocostuff27-unsupervised-512x512.py'))
+    model = init_model(cfg, device='cpu')
+    model.labeler.engine = tiny_engine(shared_path('sd_configs', 'stable-diffusion-v1-4'))
+    result = inference_model(model, np.zeros((30, 60, 3), np.uint8))
+    assert result.pred_sem_seg.data.shape == (1, 30, 30)
+    with pytest.raises(ValueError) as refused:
+        LoadImageLevelLabels(classes='voc')(dict(img_path='photo.jpg'))
+    assert str(refused.value) == (
+        'LoadImageLevelLabels(ann_file=None) takes the classes from the ground truth, and '
+        'photo.jpg has none (an image given for inference): set ann_file to a JSON file '
+        '{image name: [class names]}')
