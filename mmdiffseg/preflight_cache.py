@@ -167,7 +167,7 @@ def check_prompt_fit(dataset: dict, where: str) -> List[Missing]:
     from transformers import CLIPTokenizer
 
     from .models.online_labeler import prompt_refusals
-    from .preflight_data import split_images
+    from .preflight_data import image_names, split_image_paths
     from .registry import MASK_GENERATORS
     steps = dataset.get('pipeline') or []
     levels = [s for s in steps if config_type(s) == 'LoadImageLevelLabels' and s.get('ann_file')]
@@ -182,7 +182,7 @@ def check_prompt_fit(dataset: dict, where: str) -> List[Missing]:
         labels = loader.annotations()
     except Exception:  # noqa: B902  (the model, generator and label checks name what is wrong)
         return []
-    images = split_images(dataset)
+    images = image_names(split_image_paths(dataset))
     refused: Dict[tuple, Optional[str]] = {}
     found = []
     for image in images if images is not None else list(labels):

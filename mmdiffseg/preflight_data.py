@@ -162,15 +162,16 @@ def listing_problem(dataset: dict, where: str, error: Exception) -> Missing:
                    f'correct the settings of {where} it names', [where])
 
 
-def _data_list(dataset: dict) -> Optional[List[dict]]:
-    return list_dataset(dataset)[1]
+def split_image_paths(dataset: dict) -> Optional[List[str]]:
+    """The image paths ``dataset`` lists, by the dataset class itself; None where it cannot
+    list them."""
+    data_list = list_dataset(dataset)[1]
+    return None if data_list is None else [str(info['img_path']) for info in data_list]
 
 
-def split_images(dataset: dict) -> Optional[List[str]]:
-    """The names (file stems, as ``LoadImageLevelLabels`` looks them up) of the images
-    ``dataset`` lists, by the dataset class itself; None where it cannot list them."""
-    data_list = _data_list(dataset)
-    return None if data_list is None else [Path(info['img_path']).stem for info in data_list]
+def image_names(paths: Optional[List[str]]) -> Optional[List[str]]:
+    """The names of images (file stems), as ``LoadImageLevelLabels`` looks them up."""
+    return None if paths is None else [Path(path).stem for path in paths]
 
 
 def check_listed_files(dataset: dict, where: str) -> List[Missing]:
@@ -284,13 +285,13 @@ def nearest(name: str, classes: Sequence[str]) -> Optional[str]:
     return next((c for c in classes if c.lower() == close[0].lower()), None) if close else None
 
 
-def _shared_stems(dataset: dict, ann_file: str, where: str) -> List[Missing]:
-    """Images of the split in different sub-folders with one file name (``dog/001.jpg``,
-    ``cat/001.jpg``): ``LoadImageLevelLabels`` looks labels up by name without suffix, so
-    each would take the one entry's classes, silently."""
+def _shared_stems(paths: List[str], ann_file: str, where: str) -> List[Missing]:
+    """Images of the split (``paths``) in different sub-folders with one file name
+    (``dog/001.jpg``, ``cat/001.jpg``): ``LoadImageLevelLabels`` looks labels up by name
+    without suffix, so each would take the one entry's classes, silently."""
     by_stem: Dict[str, List[str]] = {}
-    for info in _data_list(dataset) or []:
-        by_stem.setdefault(Path(info['img_path']).stem, []).append(info['img_path'])
+    for path, stem in zip(paths, image_names(paths)):
+        by_stem.setdefault(stem, []).append(path)
     shared = [paths for paths in by_stem.values() if len(set(paths)) > 1]
     if not shared:
         return []
@@ -386,8 +387,9 @@ def check_image_level_labels(step: dict, where: str,
         return [Missing(str(err), f'correct the file there, or remake it: {maker}', [where])]
     classes = resolve_classes(option)
     missing = _unknown_names(labels, classes, ann_file, option, maker, where)
-    images = split_images(dataset) if dataset is not None else None
-    missing += _shared_stems(dataset, ann_file, where) if images else []
+    paths = split_image_paths(dataset) if dataset is not None else None  # listed once
+    images = image_names(paths)
+    missing += _shared_stems(paths, ann_file, where) if paths else []
     absent = [image for image in images or [] if image not in labels]
     if absent:
         missing.append(Missing(

@@ -29,16 +29,17 @@ def merge_cfg_options(cfg, options: Optional[Mapping]) -> None:
     read = set(inspect.signature(Runner.__init__).parameters) | set(RUNNER_READS)
     if 'data_preprocessor' in (cfg.get('model') or {}):
         read.discard('data_preprocessor')
+    tree = cfg.to_dict()
     for key in options:
         top = key.split('.')[0]
         name = top.split('[')[0]
         if top in read:
             continue
         index = top[len(name):].replace('[', '.').replace(']', '')  # '[2]' -> '.2'
-        named = [p for p in _paths(cfg.to_dict(), lambda part, _: part == name)
+        named = [p for p in _paths(tree, lambda part, _: part == name)
                  if p.split('.')[0] in read]
         if name in cfg:
-            took = _entries_that_took(cfg.to_dict(), name, read)
+            took = _entries_that_took(tree, name, read)
             if took:
                 tried = [f'{path}{index}{key[len(top):]}' for path in took]
                 raise UserInputError(
@@ -48,7 +49,7 @@ def merge_cfg_options(cfg, options: Optional[Mapping]) -> None:
                        'it: ') + ', '.join(tried))
             if top == name and not named:
                 continue
-        paths = named or _paths(cfg.to_dict(), lambda part, _: part == name)
+        paths = named or _paths(tree, lambda part, _: part == name)
         meant = paths or difflib.get_close_matches(name, list(cfg), n=1, cutoff=0.8)
         if '[' not in top and not meant:
             continue
