@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..attention.images import decode_rgb
-from .io import MANIFEST_NAME, ItemFailed, UserInputError, manifest_files
+from .io import ItemFailed, UserInputError
+from .manifest import MANIFEST_NAME, manifest_files
 
 IMAGE_DIR = 'JPEGImages'
 MASK_DIR = 'SegmentationClass'

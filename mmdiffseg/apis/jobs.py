@@ -39,10 +39,10 @@ from torch.utils.data import DataLoader, Dataset
 from ..provenance import describe, setting_differences
 from .folder_lock import job_lock
 from .folders import foreign_folder_refusal
-from .io import (ItemFailed, ItemOutput, Manifest, UserInputError, WorkItem,
-                 atomic_write, check_item_ids, collective, manifest_files, output_folder,
-                 remove_stale_temp_files, shard, tmp_tag)
+from .io import (ItemFailed, ItemOutput, UserInputError, WorkItem, atomic_write, check_item_ids,
+                 collective, output_folder, remove_stale_temp_files, shard, tmp_tag)
 from .job_plan import file_fingerprint, is_done, plan_job
+from .manifest import Manifest, manifest_files
 from .output_writer import OutputWriter
 from .progress import (HoldInterrupt, JobInterrupted, JobSummary, ProgressLine, sigint_blocked,
                        start_worker, total_summary)

@@ -14,7 +14,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from .io import ItemOutput, Manifest, WorkItem, atomic_write
+from .io import ItemOutput, WorkItem, atomic_write
+from .manifest import Manifest
 from .progress import sigint_blocked, start_worker
 
 __all__ = ['OutputWriter', 'PENDING_BATCHES']

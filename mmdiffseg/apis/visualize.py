@@ -18,8 +18,8 @@ from mmseg.visualization import SegLocalVisualizer
 from ..datasets.transforms import read_label_map
 from .folders import (IGNORE_COLOR, IGNORE_INDEX, IMAGE_DIR, MASK_DIR, encode_jpeg, palette_for,
                       read_rgb, resolve_record_path)
-from .io import (MANIFEST_NAME, ItemFailed, UserInputError, atomic_write, manifest_files,
-                 read_manifest_file)
+from .io import ItemFailed, UserInputError, atomic_write
+from .manifest import MANIFEST_NAME, manifest_files, read_manifest_file
 
 _names = itertools.count()
 

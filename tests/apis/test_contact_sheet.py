@@ -7,7 +7,8 @@ import pytest
 
 from mmdiffseg.apis.folders import (IGNORE_COLOR, IMAGE_DIR, MASK_DIR, encode_jpeg,
                                     encode_label_png, palette_for)
-from mmdiffseg.apis.io import MANIFEST_NAME, UserInputError
+from mmdiffseg.apis.io import UserInputError
+from mmdiffseg.apis.manifest import MANIFEST_NAME
 from mmdiffseg.apis.visualize import contact_sheet
 
 CLASSES = ['background', 'cat']

@@ -10,7 +10,8 @@ from mmdiffseg.apis.builders import check_model, parse_options
 from mmdiffseg.apis.folders import (IGNORE_COLOR, IMAGE_DIR, MASK_DIR, encode_jpeg,
                                     encode_label_png, list_images, palette_for,
                                     read_rgb)
-from mmdiffseg.apis.io import MANIFEST_NAME, ItemFailed, UserInputError
+from mmdiffseg.apis.io import ItemFailed, UserInputError
+from mmdiffseg.apis.manifest import MANIFEST_NAME
 from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
                                          labels_from_file, labels_from_ground_truth)
 from mmdiffseg.apis.synthesize import synth_items

@@ -6,11 +6,12 @@ import os
 import numpy as np
 import pytest
 
-from mmdiffseg.apis.io import (ItemOutput, ItemFailed, Manifest, OutputWriteError,
+from mmdiffseg.apis.io import (ItemOutput, ItemFailed, OutputWriteError,
                                UserInputError, WorkItem, atomic_write, item_seed,
                                remove_stale_temp_files, shard)
 from mmdiffseg.apis.job_plan import file_fingerprint, source_unchanged
 from mmdiffseg.apis.jobs import run_job
+from mmdiffseg.apis.manifest import Manifest
 from test_progress import Terminal
 from unwritable import full_folder, readonly_folder
 

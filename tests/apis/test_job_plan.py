@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from mmdiffseg.apis.io import (Manifest, UserInputError, WorkItem, check_item_ids, item_seed,
-                               manifest_files, remove_stale_temp_files)
+from mmdiffseg.apis.io import (UserInputError, WorkItem, check_item_ids, item_seed,
+                               remove_stale_temp_files)
 from mmdiffseg.apis.job_plan import file_fingerprint, inputs_match, is_done
+from mmdiffseg.apis.manifest import Manifest, manifest_files
 
 HEADER = dict(tool='test', model='tiny', seed=0)
 

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from mmdiffseg.apis.folders import palette_for
-from mmdiffseg.apis.io import ItemOutput, Manifest, WorkItem
+from mmdiffseg.apis.io import ItemOutput, WorkItem
+from mmdiffseg.apis.manifest import Manifest
 from mmdiffseg.apis.jobs import run_job
 from mmdiffseg.apis.pseudo_label import label_outputs, read_work_image, stack_work_images
 from sample_data import REPO, shared_path

@@ -5,7 +5,8 @@ import threading
 
 import pytest
 
-from mmdiffseg.apis.io import ItemOutput, Manifest, OutputWriteError, WorkItem
+from mmdiffseg.apis.io import ItemOutput, OutputWriteError, WorkItem
+from mmdiffseg.apis.manifest import Manifest
 from mmdiffseg.apis.output_writer import OutputWriter
 
 HEADER = dict(tool='test', model='tiny', seed=0)

@@ -42,7 +42,7 @@ def test_an_item_whose_image_is_gone_is_left_out(tmp_path):
     import json
 
     from mmdiffseg.apis.folders import IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png
-    from mmdiffseg.apis.io import MANIFEST_NAME
+    from mmdiffseg.apis.manifest import MANIFEST_NAME
     from mmdiffseg.apis.visualize import contact_sheet
     (tmp_path / IMAGE_DIR).mkdir()
     (tmp_path / MASK_DIR).mkdir()
