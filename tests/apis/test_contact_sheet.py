@@ -9,7 +9,7 @@ from mmdiffseg.apis.folders import (IGNORE_COLOR, IMAGE_DIR, MASK_DIR, encode_jp
                                     encode_label_png, palette_for)
 from mmdiffseg.apis.io import UserInputError
 from mmdiffseg.apis.manifest import MANIFEST_NAME
-from mmdiffseg.apis.visualize import contact_sheet
+from mmdiffseg.apis.visualize import LEGEND_WIDTH, contact_sheet, legend_strip
 
 CLASSES = ['background', 'cat']
 
@@ -191,3 +191,54 @@ def test_input_images_not_found_are_named_not_passed_over(tmp_path, monkeypatch)
     assert len(logged) == 1 and logged[0].startswith('contact sheet: 1 input image(s) of')
     assert logged[0].endswith('inputs/a.png: the manifest names them relative to the folder; '
                               'keep it beside its inputs; drawn without them')
+
+
+def test_contact_sheet_shows_max_items_and_refuses_sizes_below_one(tmp_path):
+    """As the tool's --max-items, --cols and --thumb: max_items=0 is refused, not 'all items'."""
+    classes = ['background', 'cat']
+    (tmp_path / IMAGE_DIR).mkdir()
+    (tmp_path / MASK_DIR).mkdir()
+    for name in ('a', 'b'):
+        (tmp_path / IMAGE_DIR / f'{name}.jpg').write_bytes(encode_jpeg(np.zeros((8, 8, 3))))
+        (tmp_path / MASK_DIR / f'{name}.png').write_bytes(
+            encode_label_png(np.ones((8, 8), np.uint8), palette_for(classes)))
+    (tmp_path / MANIFEST_NAME).write_text('{"classes": ["background", "cat"]}\n'
+                                          '{"id": "a"}\n{"id": "b"}\n')
+    assert contact_sheet(tmp_path, thumb=16, legend=False).shape == (16, 32, 3)
+    sheet = contact_sheet(tmp_path, thumb=16)  # a legend strip below, padded to LEGEND_WIDTH
+    assert sheet.shape == (16 + 22, LEGEND_WIDTH, 3) and (sheet[:16, 32:] == 0).all()
+    colors = {tuple(c) for c in sheet[16:].reshape(-1, 3)}
+    assert tuple(palette_for(classes)[1]) in colors  # the class shown: 'cat'
+    strip = legend_strip([('cat', [10, 200, 30]), ('a' * 200, [200, 10, 30])], 100)
+    assert strip.shape == (2 * 18 + 4, 100, 3)  # a name too long is cut to one row
+    assert (strip[18 + 5, 5] == [200, 10, 30]).all()
+    (tmp_path / IMAGE_DIR / 'a.jpg').write_bytes(encode_jpeg(np.full((8, 16, 3), 255)))
+    (tmp_path / MASK_DIR / 'a.png').write_bytes(
+        encode_label_png(np.ones((8, 16), np.uint8), palette_for(classes)))
+    wide = contact_sheet(tmp_path, thumb=16, max_items=1, legend=False)  # 2:1: bars above, below
+    assert (wide[:4] == 0).all() and (wide[12:, 12:] == 0).all() and (wide[5:11, 12:] > 60).all()
+    assert contact_sheet(tmp_path, thumb=16, max_items=1, legend=False).shape == (16, 16, 3)
+    for option in ('max_items', 'cols', 'thumb'):
+        with pytest.raises(ValueError, match=rf'contact_sheet: {option}=0; pass {option} >= 1'):
+            contact_sheet(tmp_path, **{option: 0})
+
+
+def test_contact_sheet_names_a_folder_it_cannot_show_and_stops_at_a_line_being_written(tmp_path):
+    with pytest.raises(UserInputError, match=r'has no manifest.jsonl: not a folder written by '
+                                             r'synthesize / pseudo_label / segment'):
+        contact_sheet(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_text('')
+    with pytest.raises(UserInputError, match=r'manifest.jsonl is empty: no finished items'):
+        contact_sheet(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_text('{"classes": null}\n{"id": "a"}\n')
+    with pytest.raises(UserInputError, match='holds no finished items to show'):  # no files
+        contact_sheet(tmp_path)
+    (tmp_path / IMAGE_DIR).mkdir()
+    (tmp_path / MASK_DIR).mkdir()
+    for name in ('a', 'b'):  # segment ids at half the image's size
+        (tmp_path / IMAGE_DIR / f'{name}.jpg').write_bytes(encode_jpeg(np.full((16, 16, 3), 255)))
+        (tmp_path / MASK_DIR / f'{name}.png').write_bytes(
+            encode_label_png(np.eye(8, dtype=np.uint8), palette_for(['0', '1'])))
+    (tmp_path / MANIFEST_NAME).write_text('{"classes": null}\n{"id": "a"}\n{"id": "b", "fi')
+    sheet = contact_sheet(tmp_path, thumb=16, legend=False)  # b's line is being appended
+    assert sheet.shape == (16, 16, 3) and sheet.max() > 200

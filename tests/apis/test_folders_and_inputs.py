@@ -7,15 +7,12 @@ from PIL import Image, PngImagePlugin
 from sample_data import png_header
 
 from mmdiffseg.apis.builders import check_model, parse_options
-from mmdiffseg.apis.folders import (IGNORE_COLOR, IMAGE_DIR, MASK_DIR, encode_jpeg,
-                                    encode_label_png, list_images, palette_for,
+from mmdiffseg.apis.folders import (IGNORE_COLOR, encode_label_png, list_images, palette_for,
                                     read_rgb)
 from mmdiffseg.apis.io import ItemFailed, UserInputError
-from mmdiffseg.apis.manifest import MANIFEST_NAME
 from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
                                          labels_from_file, labels_from_ground_truth)
 from mmdiffseg.apis.synthesize import synth_items
-from mmdiffseg.apis.visualize import LEGEND_WIDTH, contact_sheet, legend_strip
 from mmdiffseg.datasets.transforms import read_label_map
 
 
@@ -291,58 +288,6 @@ def test_model_and_option_checks(tmp_path):
         dict(iters=3, cross_heads=None, name='abc', heads=[0, 1])
 
 
-def test_contact_sheet_shows_max_items_and_refuses_sizes_below_one(tmp_path):
-    """As the tool's --max-items, --cols and --thumb: max_items=0 is refused, not 'all items'."""
-    classes = ['background', 'cat']
-    (tmp_path / IMAGE_DIR).mkdir()
-    (tmp_path / MASK_DIR).mkdir()
-    for name in ('a', 'b'):
-        (tmp_path / IMAGE_DIR / f'{name}.jpg').write_bytes(encode_jpeg(np.zeros((8, 8, 3))))
-        (tmp_path / MASK_DIR / f'{name}.png').write_bytes(
-            encode_label_png(np.ones((8, 8), np.uint8), palette_for(classes)))
-    (tmp_path / MANIFEST_NAME).write_text('{"classes": ["background", "cat"]}\n'
-                                          '{"id": "a"}\n{"id": "b"}\n')
-    assert contact_sheet(tmp_path, thumb=16, legend=False).shape == (16, 32, 3)
-    sheet = contact_sheet(tmp_path, thumb=16)  # a legend strip below, padded to LEGEND_WIDTH
-    assert sheet.shape == (16 + 22, LEGEND_WIDTH, 3) and (sheet[:16, 32:] == 0).all()
-    colors = {tuple(c) for c in sheet[16:].reshape(-1, 3)}
-    assert tuple(palette_for(classes)[1]) in colors  # the class shown: 'cat'
-    strip = legend_strip([('cat', [10, 200, 30]), ('a' * 200, [200, 10, 30])], 100)
-    assert strip.shape == (2 * 18 + 4, 100, 3)  # a name too long is cut to one row
-    assert (strip[18 + 5, 5] == [200, 10, 30]).all()
-    (tmp_path / IMAGE_DIR / 'a.jpg').write_bytes(encode_jpeg(np.full((8, 16, 3), 255)))
-    (tmp_path / MASK_DIR / 'a.png').write_bytes(
-        encode_label_png(np.ones((8, 16), np.uint8), palette_for(classes)))
-    wide = contact_sheet(tmp_path, thumb=16, max_items=1, legend=False)  # 2:1: bars above, below
-    assert (wide[:4] == 0).all() and (wide[12:, 12:] == 0).all() and (wide[5:11, 12:] > 60).all()
-    assert contact_sheet(tmp_path, thumb=16, max_items=1, legend=False).shape == (16, 16, 3)
-    for option in ('max_items', 'cols', 'thumb'):
-        with pytest.raises(ValueError, match=rf'contact_sheet: {option}=0; pass {option} >= 1'):
-            contact_sheet(tmp_path, **{option: 0})
-
-
-def test_overlays_are_drawn_on_every_rank(monkeypatch):
-    """segment.py under torchrun: mmseg's add_datasample / get_image draw on rank 0 only, so
-    rank 1 crashed on a None overlay; each rank draws the same picture."""
-    import mmengine.dist.utils
-    from mmdiffseg.apis.visualize import Overlayer
-    rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
-    labels = np.zeros((24, 32), np.int64)
-    labels[:12] = 1
-    labels[20:] = 255
-    overlayer = Overlayer(['background', 'cat'])
-    first = overlayer(rgb, labels, with_labels=False)
-    colours = np.zeros_like(rgb)  # each class in its palette colour, unsure (255) as in PNGs
-    colours[labels == 1] = overlayer.palette[1]
-    colours[labels == 0] = overlayer.palette[0]
-    colours[labels == 255] = IGNORE_COLOR  # mmseg leaves it black, like VOC's background
-    np.testing.assert_array_equal(first, (rgb * 0.5 + colours * 0.5).astype(np.uint8))
-    monkeypatch.setattr(mmengine.dist.utils, 'is_main_process', lambda: False)
-    np.testing.assert_array_equal(overlayer(rgb, labels, with_labels=False), first)
-    named = overlayer(rgb, labels)  # with the class names written on it, on this rank too
-    assert named.shape == rgb.shape and (named != first).any()
-
-
 def test_label_values_outside_a_byte_are_refused_not_wrapped(tmp_path):
     """Label PNGs hold 0..255: a negative label written as uint8 would become 255 (unsure), and a
     16-bit label map's 256 would be read as 0 (class 0); both are refused."""
@@ -368,27 +313,6 @@ def test_a_record_beside_the_folder_wins_over_one_from_the_working_directory(tmp
     monkeypatch.chdir(tmp_path / 'cwd')
     assert resolve_record_path('images/a.png', tmp_path / 'out').read_bytes() == b'out'
     assert resolve_record_path('images/a.png', tmp_path / 'elsewhere').read_bytes() == b'cwd'
-
-
-def test_contact_sheet_names_a_folder_it_cannot_show_and_stops_at_a_line_being_written(tmp_path):
-    with pytest.raises(UserInputError, match=r'has no manifest.jsonl: not a folder written by '
-                                             r'synthesize / pseudo_label / segment'):
-        contact_sheet(tmp_path)
-    (tmp_path / MANIFEST_NAME).write_text('')
-    with pytest.raises(UserInputError, match=r'manifest.jsonl is empty: no finished items'):
-        contact_sheet(tmp_path)
-    (tmp_path / MANIFEST_NAME).write_text('{"classes": null}\n{"id": "a"}\n')
-    with pytest.raises(UserInputError, match='holds no finished items to show'):  # no files
-        contact_sheet(tmp_path)
-    (tmp_path / IMAGE_DIR).mkdir()
-    (tmp_path / MASK_DIR).mkdir()
-    for name in ('a', 'b'):  # segment ids at half the image's size
-        (tmp_path / IMAGE_DIR / f'{name}.jpg').write_bytes(encode_jpeg(np.full((16, 16, 3), 255)))
-        (tmp_path / MASK_DIR / f'{name}.png').write_bytes(
-            encode_label_png(np.eye(8, dtype=np.uint8), palette_for(['0', '1'])))
-    (tmp_path / MANIFEST_NAME).write_text('{"classes": null}\n{"id": "a"}\n{"id": "b", "fi')
-    sheet = contact_sheet(tmp_path, thumb=16, legend=False)  # b's line is being appended
-    assert sheet.shape == (16, 16, 3) and sheet.max() > 200
 
 
 @pytest.mark.parametrize('text, match', [

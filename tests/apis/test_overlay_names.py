@@ -68,3 +68,24 @@ def test_a_one_pixel_image_is_drawn_in_its_labels_colour():
     assert one.shape == (1, 1, 3)
     np.testing.assert_array_equal(one[0, 0], wide[0, 0])
     assert (one[0, 0] != 100).any()
+
+
+def test_overlays_are_drawn_on_every_rank(monkeypatch):
+    """segment.py under torchrun: mmseg's add_datasample / get_image draw on rank 0 only, so
+    rank 1 crashed on a None overlay; each rank draws the same picture."""
+    import mmengine.dist.utils
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    labels = np.zeros((24, 32), np.int64)
+    labels[:12] = 1
+    labels[20:] = 255
+    overlayer = Overlayer(['background', 'cat'])
+    first = overlayer(rgb, labels, with_labels=False)
+    colours = np.zeros_like(rgb)  # each class in its palette colour, unsure (255) as in PNGs
+    colours[labels == 1] = overlayer.palette[1]
+    colours[labels == 0] = overlayer.palette[0]
+    colours[labels == 255] = IGNORE_COLOR  # mmseg leaves it black, like VOC's background
+    np.testing.assert_array_equal(first, (rgb * 0.5 + colours * 0.5).astype(np.uint8))
+    monkeypatch.setattr(mmengine.dist.utils, 'is_main_process', lambda: False)
+    np.testing.assert_array_equal(overlayer(rgb, labels, with_labels=False), first)
+    named = overlayer(rgb, labels)  # with the class names written on it, on this rank too
+    assert named.shape == rgb.shape and (named != first).any()

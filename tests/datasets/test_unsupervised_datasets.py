@@ -1,16 +1,21 @@
-"""The unsupervised-protocol datasets and transforms (``datasets.unsupervised``): Cityscapes'
-own colours for its non-train classes, SeeDiff's human / vehicle colours, a COCO-Stuff-27 class
-subset read through mmseg's label map, and label resizing that passes over an absent map."""
+"""The unsupervised-protocol datasets and transforms (``datasets.unsupervised``): their label
+maps (Cityscapes-27, human / vehicle, COCO-Stuff-27 from fine labels), Cityscapes' own colours for
+its non-train classes, SeeDiff's human / vehicle colours, a COCO-Stuff-27 class subset read through
+mmseg's label map, the centre square crop and the label resizing of the evaluation protocol."""
+import json
+
 import numpy as np
 import pytest
+from sample_data import shared_path
 from mmengine.registry import init_default_scope
 from mmseg.datasets import CityscapesDataset
 from mmseg.registry import DATASETS, TRANSFORMS
 from PIL import Image
 
-from mmdiffseg.datasets import COCOStuff27Dataset  # registers the datasets and transforms
+from mmdiffseg.datasets import DATASET_CLASSES, Cityscapes27Dataset, COCOStuff27Dataset  # registers
 
 init_default_scope('mmseg')
+LOAD = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')]
 
 
 def test_cityscapes27_draws_the_non_train_classes_in_cityscapes_colours():
@@ -95,3 +100,144 @@ def test_a_class_subset_follows_the_protocols_label_map(tmp_path, dataset, files
     built = DATASETS.build(dict(type=dataset, data_prefix=prefix, pipeline=[],
                                 metainfo=dict(classes=classes, palette=mine), **extra))
     assert built.metainfo['palette'] == mine
+
+
+def test_cityscapes_27_and_human_vehicle_label_maps():
+    root = shared_path('cityscapes_val_sample')
+    prefix = dict(img_path=str(root / 'leftImg8bit/val'), seg_map_path=str(root / 'gtFine/val'))
+    ids = np.array(Image.open(root / 'gtFine/val/frankfurt/'
+                                     'frankfurt_000000_000294_gtFine_labelIds.png'))
+    train = np.array(Image.open(root / 'gtFine/val/frankfurt/'
+                                       'frankfurt_000000_000294_gtFine_labelTrainIds.png'))
+    c27 = DATASETS.build(dict(type='Cityscapes27Dataset', data_prefix=prefix, pipeline=LOAD))[0]
+    expected = np.where((ids >= 7) & (ids <= 33), ids.astype(np.int64) - 7, 255)
+    assert np.array_equal(c27['gt_seg_map'], expected)
+    hv = DATASETS.build(dict(type='CityscapesHumanVehicleDataset', data_prefix=prefix,
+                             pipeline=LOAD))[0]['gt_seg_map']
+    assert np.array_equal(hv == 1, np.isin(train, [11, 12]))
+    assert np.array_equal(hv == 2, np.isin(train, [13, 14, 15, 16, 17, 18]))
+    assert np.array_equal(hv == 255, train == 255)
+
+
+def test_unsupervised_class_sets_are_drawn_in_visible_colours():
+    """Cityscapes-27 in Cityscapes' own colours (its train classes as mmseg draws them); no class
+    of either 27-class set is black, the colour mmseg's visualizer leaves ignored pixels."""
+    from mmseg.datasets import CityscapesDataset
+    c27 = DATASETS.get('Cityscapes27Dataset').METAINFO
+    train = dict(zip(CityscapesDataset.METAINFO['classes'], CityscapesDataset.METAINFO['palette']))
+    colors = dict(zip(c27['classes'], map(tuple, c27['palette'])))
+    assert all(colors[name] == tuple(color) for name, color in train.items())
+    assert colors['road'] == (128, 64, 128) and colors['caravan'] == (0, 0, 90)
+    for meta in (c27, DATASETS.get('COCOStuff27Dataset').METAINFO):
+        assert len(meta['palette']) == len(meta['classes']) == 27
+        assert [0, 0, 0] not in [list(c) for c in meta['palette']]
+
+
+def test_cocostuff_fine_ids_follow_the_supercategories():
+    """Every fine class in one coarse class; the COCO panoptic categories that keep their
+    COCO-Stuff id (every thing, unmerged stuff) agree with their supercategory."""
+    from mmdiffseg.datasets.class_names import COCOSTUFF27_CLASSES, COCOSTUFF27_FINE_IDS
+    coarse = {i: name for name, ids in COCOSTUFF27_FINE_IDS.items() for i in ids}
+    assert list(COCOSTUFF27_FINE_IDS) == list(COCOSTUFF27_CLASSES)
+    assert len(coarse) == sum(map(len, COCOSTUFF27_FINE_IDS.values())) == 80 + 91
+    assert sorted(coarse) == sorted(set(range(1, 183)) - {12, 26, 29, 30, 45, 66, 68, 69, 71,
+                                                          83, 91})
+    categories = json.loads(shared_path('coco_val_samples', 'panopticapi',
+                                        'panoptic_coco_categories.json').read_text())
+    checked = 0
+    for cat in categories:
+        if cat['id'] <= 182:
+            name = cat['supercategory']
+            if name in ('food', 'furniture'):
+                name += '-things' if cat['isthing'] else '-stuff'
+            assert coarse[cat['id']] == name, cat
+            checked += 1
+    assert checked >= 80 + 10
+
+
+def test_cocostuff27_reads_fine_labels_and_the_crop_is_square(tmp_path):
+    """fine_labels=True maps COCO-Stuff's PNG values (id - 1) to the 27 classes on loading,
+    'other' (183) and unlabelled to 255; CenterSquareCrop keeps the centred square."""
+    (tmp_path / 'img').mkdir()
+    (tmp_path / 'ann').mkdir()
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / 'img' / 'a.jpg')
+    fine = np.array([[0, 1, 71, 72, 91, 181],      # person, bicycle, tv, laptop, banner, wood
+                     [182, 255, 168, 170, 179, 11],  # other, unlabelled, tree, wall, window,
+                     #                                 a removed id (12)
+                     [0] * 6, [0] * 6], np.uint8)
+    Image.fromarray(fine).save(tmp_path / 'ann' / 'a.png')
+    prefix = dict(img_path=str(tmp_path / 'img'), seg_map_path=str(tmp_path / 'ann'))
+    pipeline = LOAD + [dict(type='CenterSquareCrop')]
+    sample = DATASETS.build(dict(type='COCOStuff27Dataset', data_prefix=prefix, fine_labels=True,
+                                 pipeline=pipeline))[0]
+    classes = DATASET_CLASSES['cocostuff27']
+    expected = [[classes.index(n) for n in ('vehicle', 'electronic', 'electronic', 'textile')],
+                [255] + [classes.index(n) for n in ('plant', 'wall', 'window')]]
+    assert sample['gt_seg_map'][:2].tolist() == expected          # columns 1..4 of 0..5
+    assert sample['img'].shape == (4, 4, 3)
+    as_is = DATASETS.build(dict(type='COCOStuff27Dataset', data_prefix=prefix, pipeline=LOAD))[0]
+    assert np.array_equal(as_is['gt_seg_map'], fine)
+    wide = DATASETS.build(dict(type='COCOStuff27Dataset', data_prefix=prefix, fine_labels=True,
+                               pipeline=LOAD))[0]['gt_seg_map']
+    assert wide[0, 0] == classes.index('person') and wide[1, 5] == wide[1, 0] == 255
+
+
+def test_center_square_crop_floors_the_offset_and_labels_resize_half_pixel():
+    """CenterSquareCrop: offset (h - side) // 2 as DiffSeg's process_image (mmcv's CenterCrop
+    rounds 1.5 to 2); ResizeHalfPixelLabels: label pixel d of the output reads source pixel
+    floor((d + 0.5) * in / out) (TF's / PIL's nearest), the image is mmseg's bilinear,
+    unrounded (``float_image=False``: mmseg's uint8 image)."""
+    img = np.arange(5 * 8 * 3, dtype=np.uint8).reshape(5, 8, 3)
+    label = np.arange(5 * 8, dtype=np.uint8).reshape(5, 8)
+    out = TRANSFORMS.build(dict(type='CenterSquareCrop')).transform(
+        dict(img=img, gt_seg_map=label, seg_fields=['gt_seg_map']))
+    assert np.array_equal(out['gt_seg_map'], label[:, 1:6])       # (8 - 5) // 2 = 1
+    assert np.array_equal(out['img'], img[:, 1:6]) and out['img_shape'] == (5, 5)
+
+    rng = np.random.default_rng(0)
+    resize = TRANSFORMS.build(dict(type='ResizeHalfPixelLabels', scale=(4, 3), keep_ratio=False))
+    for (h, w) in [(6, 8), (7, 5), (3, 4), (2, 2)]:
+        label = rng.integers(0, 27, (h, w), dtype=np.uint8)
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        out = resize.transform(dict(img=img.copy(), gt_seg_map=label, seg_fields=['gt_seg_map']))
+        rows = np.floor((np.arange(3) + 0.5) * h / 3).astype(int)
+        cols = np.floor((np.arange(4) + 0.5) * w / 4).astype(int)
+        assert np.array_equal(out['gt_seg_map'], label[rows][:, cols]), (h, w)
+        plain = TRANSFORMS.build(dict(type='Resize', scale=(4, 3), keep_ratio=False)).transform(
+            dict(img=img.copy(), gt_seg_map=label, seg_fields=['gt_seg_map']))
+        rounded = TRANSFORMS.build(dict(type='ResizeHalfPixelLabels', scale=(4, 3),
+                                        keep_ratio=False, float_image=False)).transform(
+            dict(img=img.copy(), gt_seg_map=label, seg_fields=['gt_seg_map']))
+        assert np.array_equal(rounded['img'], plain['img']) and plain['img'].dtype == np.uint8
+        assert out['img'].dtype == np.float32
+        np.testing.assert_allclose(out['img'], plain['img'], atol=0.75)
+
+
+def test_center_square_crop_of_a_portrait_image_keeps_the_middle_rows():
+    """A portrait image (COCO has many) is cropped in height: rows (h - side) // 2 on."""
+    img = np.arange(8 * 5 * 3, dtype=np.uint8).reshape(8, 5, 3)
+    label = np.arange(8 * 5, dtype=np.uint8).reshape(8, 5)
+    out = TRANSFORMS.build(dict(type='CenterSquareCrop')).transform(
+        dict(img=img, gt_seg_map=label, seg_fields=['gt_seg_map']))
+    assert np.array_equal(out['gt_seg_map'], label[1:6])           # (8 - 5) // 2 = 1
+    assert np.array_equal(out['img'], img[1:6]) and out['img_shape'] == (5, 5)
+
+
+def test_the_protocols_image_resize_keeps_tfs_unrounded_bilinear_values():
+    """TF's bilinear resize (half-pixel centres, edges clamped, no antialiasing) returns floats:
+    a row [0, 1] doubled in width samples the source at x = -0.25, 0.25, 0.75, 1.25, i.e.
+    [0, 0.25, 0.75, 1]; mmseg's uint8 resize rounds that to [0, 0, 1, 1]."""
+    img = np.zeros((1, 2, 3), dtype=np.uint8)
+    img[:, 1] = 1
+    want = np.repeat(np.array([0, 0.25, 0.75, 1], dtype=np.float32)[None, :, None], 3, axis=2)
+    kept = TRANSFORMS.build(dict(type='ResizeHalfPixelLabels', scale=(4, 1), keep_ratio=False))
+    np.testing.assert_allclose(kept.transform(dict(img=img.copy()))['img'], want, atol=1e-6)
+    rounded = TRANSFORMS.build(dict(type='ResizeHalfPixelLabels', scale=(4, 1), keep_ratio=False,
+                                    float_image=False))
+    assert rounded.transform(dict(img=img.copy()))['img'][0, :, 0].tolist() == [0, 0, 1, 1]
+
+
+def test_cityscapes_27_label_map_takes_label_ids_7_to_33_only():
+    """The 27 classes are labelIds 7..33 (class = labelId - 7); 6 and 34 are no class (255)."""
+    label_map = Cityscapes27Dataset.get_label_map()
+    assert [label_map[i] for i in (0, 6, 7, 8, 33, 34, 254)] == [255, 255, 0, 1, 26, 255, 255]
