@@ -6,8 +6,9 @@ Every ``interval`` training iterations, the first ``max_images`` images of the b
 with their training labels (made online by :class:`~.preprocessor.DiffusionLabelPreprocessor` or
 read from its cache, after the pipeline's augmentations: what the model is fitted to) by the
 runner's visualizer (mmseg's ``SegLocalVisualizer``), so they land wherever its ``vis_backends``
-write: ``<work_dir>/<timestamp>/vis_data/vis_image/online_label_<i>_<iter>.png`` with
-``LocalVisBackend``, TensorBoard or W&B with theirs. Rank 0 only.
+write: ``<work_dir>/<timestamp>/vis_data/vis_image/online_label_<image file name>_<iter>.png``
+with ``LocalVisBackend`` (``online_label_<i>`` for a sample without ``img_path``), TensorBoard or
+W&B with theirs. Rank 0 only.
 
 ``ModelInputVisualizationHook``: test / validation predictions of a model that predicts at the
 pipeline's size (:class:`~.segmentor.DiffusionSegmentor`: DiffSeg's protocol crops and resizes
@@ -73,7 +74,8 @@ class OnlineLabelVisualizationHook(Hook):
                 break
             if 'gt_sem_seg' not in sample:
                 continue
-            runner.visualizer.add_datasample(f'online_label_{i}', _rgb(image), sample.cpu(),
+            name = osp.basename(sample.img_path) if 'img_path' in sample else i
+            runner.visualizer.add_datasample(f'online_label_{name}', _rgb(image), sample.cpu(),
                                              draw_gt=True, draw_pred=False, step=runner.iter + 1)
 
 

@@ -42,13 +42,16 @@ def batch(images=3):
 
 
 def test_draws_the_rgb_image_tinted_where_labelled(runner):
+    """Each picture is named by its image file (a sample without a path: by its place)."""
     hook = OnlineLabelVisualizationHook(interval=2, max_images=2)
     data, rgb = batch()
+    data['data_samples'][0].set_metainfo(dict(img_path='/voc/JPEGImages/2007_000032.jpg'))
     for it in range(4):
         runner.iter = it
         hook.after_train_iter(runner, it, data)
     assert [(name, step) for name, step, _ in runner.drawn] == [
-        ('online_label_0', 2), ('online_label_1', 2), ('online_label_0', 4), ('online_label_1', 4)]
+        ('online_label_2007_000032.jpg', 2), ('online_label_1', 2),
+        ('online_label_2007_000032.jpg', 4), ('online_label_1', 4)]
     picture = runner.drawn[0][2]
     assert picture.shape == (16, 24, 3)
     image = rgb.astype(float)

@@ -64,9 +64,13 @@ def test_online_labels_are_made_once_cached_and_drawn(tmp_path, tiny_sd, monkeyp
 
 def check_label_pictures(work_dir, iters):
     """OnlineLabelVisualizationHook (interval 2, one image) drew a training crop (at most 128 px)
-    with its label every 2 iterations (what is drawn: tests/models)."""
-    pictures = sorted(work_dir.glob('*/vis_data/vis_image/online_label_0_*.png'))
+    with its label every 2 iterations, named by its image (what is drawn: tests/models)."""
+    pictures = sorted(work_dir.glob('*/vis_data/vis_image/online_label_*.png'),
+                      key=lambda p: int(p.stem.rsplit('_', 1)[1]))
     assert [int(p.stem.rsplit('_', 1)[1]) for p in pictures] == list(iters), pictures
+    for picture in pictures:
+        image = picture.stem[len('online_label_'):].rsplit('_', 1)[0]
+        assert re.fullmatch(r'voc_val_\d+\.png', image), picture.name
     for picture in pictures:
         assert 32 <= min(Image.open(picture).size) <= max(Image.open(picture).size) <= 128
 

@@ -60,6 +60,6 @@ voc_online_data_preprocessor = dict(
     engine_dtype='float16',
     label_batch_size=4)
 # pictures of the training labels (online or cached, after augmentation) every 1000 iterations:
-# <work_dir>/<timestamp>/vis_data/vis_image/online_label_<i>_<iter>.png; the online-label
-# configs set custom_hooks to it (a variable here: voc12_synthetic.py inherits this file)
+# <work_dir>/<timestamp>/vis_data/vis_image/online_label_<image file name>_<iter>.png; the
+# online-label configs set custom_hooks to it (a variable here: voc12_synthetic.py inherits this file)
 voc_online_custom_hooks = [dict(type='OnlineLabelVisualizationHook', interval=1000, max_images=2)]
