@@ -244,7 +244,8 @@ class DiffSeg(MaskGenerator):
         ``sizes[i]``: each pixel's winning proposal index, as released; ids of proposals that win
         nowhere unused; ``skip``: an id that would be ``skip`` or more is one more, and a sample
         with more than 255 proposals numbers the ids it uses ``0..n-1``, so that a uint8 map
-        holds them) and their proposal counts."""
+        holds them; a 256th used segment has no id left beside ``skip`` and is ``skip``) and
+        their proposal counts."""
         g = self.grid_size
         ids, counts, found = [], [], []
         for b, size, proposals, kept in zip(samples, sizes, *self.proposals(maps, samples)):
@@ -257,15 +258,23 @@ class DiffSeg(MaskGenerator):
                           logger='current', level=logging.WARNING)
                 continue
             segments = segments_from_proposals(proposals.view(-1, g, g), tuple(size), kept)
+            last = None  # the 256th used segment's pixels: no uint8 id left beside skip
             if skip is not None and len(proposals) > IGNORE_INDEX:  # ids up to len: no uint8
+                segments = compact_ids(segments[None], len(proposals))[0]
+                last = segments == IGNORE_INDEX
+                unsure = int(last.sum())  # a host sync, on this rare path only
                 print_log(f'DiffSeg: sample {b} has {len(proposals)} proposals, more ids than a '
                           f'uint8 label map holds beside ignore_index={skip}: its segment ids '
                           'are the used ones numbered 0..n-1 in proposal order (released: the '
-                          'proposal indices); fewer proposals: raise kl_thresholds',
+                          'proposal indices)'
+                          + (f'; 256 are used, so the last one (pixels: {unsure}) is left unsure '
+                             f'({skip})' if unsure else '')
+                          + '; fewer proposals: raise kl_thresholds',
                           logger='current', level=logging.WARNING)
-                segments = compact_ids(segments[None], len(proposals))[0]
             if skip is not None and len(proposals) > skip:  # ids < proposals
                 segments = segments + (segments >= skip).long()
+            if last is not None:
+                segments = segments.masked_fill(last, skip)
             ids.append(segments)
             counts.append(len(proposals))
             found.append(b)

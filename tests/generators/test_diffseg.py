@@ -321,16 +321,26 @@ def test_labels_at_file_sizes_take_the_argmax_at_each_size(shared_data):
         assert torch.equal(at_sizes[i], generator(maps[i], torch.zeros(1, 3, *size), None)[0])
 
 
-def test_segment_ids_never_use_the_ignore_index():
-    # every token an anchor peaked on itself, nothing merges (a threshold far below the maps'
-    # distances, float32 mode: each anchor matches only itself): 256 segments
+def test_segment_ids_never_use_the_ignore_index_and_fit_a_uint8_map(monkeypatch):
+    """Every token an anchor peaked on itself, nothing merges (a threshold far below the maps'
+    distances, float32 mode: each anchor matches only itself): 256 segments, one more than the
+    ids a uint8 map holds beside ignore_index 255 (a tool stopped on 'made label 256'): the last
+    one is unsure (255), with a warning that says so."""
     gen = torch.Generator().manual_seed(0)
     logits = 10 * torch.eye(256) + torch.randn(256, 256, generator=gen)
     maps = AttentionMaps({'self16': torch.softmax(logits, -1)[None]}, image_size=(16, 16))
-    pred = DiffSeg(kl_thresholds=(1e-3,), resolutions=(16,), num_points=16, **FLOAT32)(
-        maps, None, None)
-    ids = pred.unique()
-    assert len(ids) == 256 and 255 not in ids.tolist() and ids.max() == 256
+    diffseg = DiffSeg(kl_thresholds=(1e-3,), resolutions=(16,), num_points=16, **FLOAT32)
+    logged = []
+    monkeypatch.setattr('mmdiffseg.generators.diffseg.print_log',
+                        lambda msg, **kwargs: logged.append(msg))
+    pred = diffseg(maps, None, None)
+    assert pred.unique().tolist() == list(range(256))  # ids 0..254, and 255 = unsure
+    assert (pred == 255).sum() == 1 and pred.view(-1)[255] == 255  # the 256th segment's pixel
+    assert torch.equal(pred.view(-1)[:255], torch.arange(255))
+    assert '256 are used, so the last one (pixels: 1) is left unsure (255)' in logged[0]
+    ignore_0 = DiffSeg(kl_thresholds=(1e-3,), resolutions=(16,), num_points=16,
+                       ignore_index=0, **FLOAT32)(maps, None, None).view(-1)
+    assert ignore_0[255] == 0 and torch.equal(ignore_0[:255], torch.arange(1, 256))
 
 
 def test_more_proposals_than_a_uint8_map_holds_number_the_used_ones():
@@ -345,7 +355,7 @@ def test_more_proposals_than_a_uint8_map_holds_number_the_used_ones():
     [small] = diffseg.labels_at(maps, None, None, [(4, 4)])
     ids = small.unique()
     assert ids.tolist() == list(range(len(ids))) and len(ids) <= 16
-    assert big.max() == 256  # every proposal used: 0..254, then 256 past the ignore index
+    assert big.max() == 255 and (big == 255).sum() == 1  # every proposal used: one unsure
 
 
 def test_proposal_argmax_over_chunks_equals_one_argmax_and_ties_take_the_first():
