@@ -46,11 +46,15 @@ def older_labels_note(differing_keys) -> str:
 
 
 def check_class_names(owner: str, classes: Sequence[str]) -> List[str]:
-    """``classes`` as a list of distinct non-empty strings (a repeated name's second label could
-    never be given: names are looked up by their first index)."""
+    """``classes`` as a non-empty list of distinct non-empty strings (a repeated name's second
+    label could never be given: names are looked up by their first index; an empty list labels
+    every pixel unsure)."""
     if isinstance(classes, str) or not all(isinstance(c, str) and c.strip() for c in classes):
         raise ValueError(f'{owner}: classes must be a list of class names (non-empty strings), '
                          f'got {classes!r}')
+    if not len(classes):
+        raise ValueError(f'{owner}: classes is empty, so every label would be unsure: list the '
+                         "dataset's class names")
     repeated = sorted(c for c, n in Counter(classes).items() if n > 1)
     if repeated:
         raise ValueError(f'{owner}: classes names {repeated} more than once; each class needs '

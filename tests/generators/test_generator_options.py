@@ -61,6 +61,10 @@ VOC = ['background', 'cat', 'dog']
     (lambda: DiffSeg(classes='cat,dog'), r"classes must be a list of class names \(non-empty "
                                          r"strings\), got 'cat,dog'"),
     (lambda: DiffSeg(classes=['cat', ' ']), 'classes must be a list of class names'),
+    (lambda: DiffSeg(classes=[]), "DiffSeg: classes is empty, so every label would be unsure: "
+                                  "list the dataset's class names"),
+    (lambda: ISeg(classes=[], vocabulary=None), 'ISeg: classes is empty'),
+    (lambda: SeeDiff([]), 'SeeDiff: classes is empty'),
     (lambda: DiffSeg(output_size=(64, 64, 3)), r'output_size must be \[height, width\] or None'),
     (lambda: DiffSeg(timestep=-1), 'timestep must be a whole number >= 0, got -1'),
     (lambda: DiffSeg(resolutions=()), 'DiffSeg.resolutions must hold at least one resolution'),
