@@ -146,19 +146,37 @@ def _given_as_float(images: ImagesLike, count: int) -> List[bool]:
             for img in _as_list(images)]
 
 
+#: the highest float value read as 0..255 (clamped): a bicubic resize overshoots 255 by ~10%; a
+#: 16-bit image given as floats reaches thousands
+HIGHEST_8_BIT_FLOAT = 300.0
+#: a mean/std-normalised image (ImageNet's mean and std: about [-2.1, 2.6]) lies within these
+NORMALISED_RANGE = (-3.0, 3.0)
+
+
 def check_value_range(pixels: torch.Tensor, checked: Sequence[int]) -> None:
-    """Refuse float images in [0, 1] or [-1, 1] (diffusers' conventions): read as 0..255 they
-    would be black. Each image of ``(B, 3, H, W)`` ``pixels`` whose index is in ``checked`` is
-    judged on its own values (one host sync)."""
+    """Refuse float images the engine would misread as RGB in 0..255 (clamped to it): in
+    [0, 1] or [-1, 1] (diffusers' conventions: black), mean/std-normalised (a data preprocessor's
+    output: mostly black) or far above 255 (a 16-bit image as floats: white). Each image
+    of ``(B, 3, H, W)`` ``pixels`` whose index is in ``checked`` is judged on its own values (one
+    host sync)."""
     lows, highs = torch.stack(torch.aminmax(pixels.flatten(1), dim=1)).tolist()
     for i in checked:
         low, high = lows[i], highs[i]
+        values = f'images[{i}]: float values in [{low:.3g}, {high:.3g}]'
         if high <= 1 and (high > 0 or low < 0):
             scale = '[-1, 1]' if low < 0 else '[0, 1]'
             fix = '(images + 1) * 127.5' if low < 0 else 'images * 255'
-            raise ValueError(f'images[{i}]: float values in [{low:.3g}, {high:.3g}] look like a '
-                             f'{scale} image; the engine and generators read RGB in 0..255: pass '
-                             f'{fix} (or uint8 images)')
+            raise ValueError(f'{values} look like a {scale} image; the engine and generators '
+                             f'read RGB in 0..255: pass {fix} (or uint8 images)')
+        if NORMALISED_RANGE[0] <= low < -1 and high <= NORMALISED_RANGE[1]:
+            raise ValueError(f'{values} look like a mean/std-normalised image (a data '
+                             "preprocessor's output); the engine and generators read RGB in "
+                             '0..255: pass the image before normalisation (or images * std + '
+                             'mean)')
+        if high > HIGHEST_8_BIT_FLOAT:
+            raise ValueError(f'{values} go above 255, as a 16-bit image given as floats does; '
+                             'the engine and generators read RGB in 0..255: pass images / 257 '
+                             '(or the uint8 image)')
 
 
 def work_images(images: ImagesLike, image_size: int = WORK_SIZE

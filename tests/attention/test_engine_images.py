@@ -65,6 +65,27 @@ def test_float_images_in_diffusers_ranges_are_refused_with_the_fix(scale, fix):
     preprocess_images(torch.zeros(1, 3, 8, 8), 8)  # black is black in every range
 
 
+def test_normalised_and_16_bit_float_images_are_refused_with_the_fix():
+    """A mean/std-normalised image (mmseg's data preprocessor output) read as 0..255 is black, a
+    16-bit image given as floats white: refused, naming the conversion; a resize's overshoot of a
+    0..255 image (bicubic: about 10%) is clamped as before."""
+    rgb = torch.from_numpy(_image(6)).permute(2, 0, 1)[None].float()
+    mean = torch.tensor([123.675, 116.28, 103.53])[:, None, None]
+    std = torch.tensor([58.395, 57.12, 57.375])[:, None, None]
+    with pytest.raises(ValueError, match=r'images\[0\]: float values in \[-2\.\d+, 2\.\d+\] '
+                                         r'look like a mean/std-normalised image.*images \* std '
+                                         r'\+ mean'):
+        preprocess_images((rgb - mean) / std, 64)
+    with pytest.raises(ValueError, match=r'images\[0\]: .*go above 255, as a 16-bit image given '
+                                         r'as floats does.*pass images / 257'):
+        preprocess_images([rgb[0].permute(1, 2, 0).numpy() * 257], 64)
+    overshoot = rgb.clone()
+    overshoot[0, 0, 0, 0], overshoot[0, 1, 0, 0] = -25.0, 280.0
+    out = preprocess_images(overshoot, 64)
+    assert out[0, 0, 0, 0] == -1 and out[0, 1, 0, 0] == 1
+    torch.testing.assert_close(out[0, 2], rgb[0, 2] / 127.5 - 1)
+
+
 def test_each_float_image_is_range_checked_alone():
     """A [0, 1] image next to a 0..255 one (a uint8 array in a list, or another image of a float
     batch) is refused, naming it; a float 0..255 image next to a uint8 one is read as before."""
