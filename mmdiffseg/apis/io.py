@@ -58,6 +58,11 @@ class RankStopped(OutputWriteError):
     (exit status 3 like a failed write: finished items are kept)."""
 
 
+class LabelWaitTimeout(OutputWriteError):
+    """A label this process needs stayed claimed by another process for longer than the label
+    cache's ``wait_timeout`` (exit status 3 like a failed write: what was made is kept)."""
+
+
 def collective(function, *args, **kwargs):
     """``function(*args, **kwargs)``, a collective of every rank. Where it fails for want of a
     partner, this rank stops with one line (:class:`RankStopped`), not the backend's traceback

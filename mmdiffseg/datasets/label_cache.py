@@ -322,25 +322,33 @@ class LabelCache:
         os.close(fd)
 
     def _owner(self, key: str) -> str:
+        """Who holds the claim of ``key`` and for how long, as its lock file records it."""
         try:
-            return self._lock_path(key).read_text() or 'unknown'
-        except OSError:
-            return 'unknown'
+            owner = json.loads(self._lock_path(key).read_text())
+            held = f', for {time.time() - float(owner["since"]):.0f} s'
+            return (f'process {owner["pid"]} on {owner["host"]}'
+                    + ('' if owner.get('rank') is None else f' (rank {owner["rank"]})') + held)
+        except (OSError, ValueError, KeyError, TypeError):
+            return 'an unknown process'
 
     def fetch_or_make(self, keys: Sequence[str],
-                      make: Callable[[List[str]], Sequence[np.ndarray]]
+                      make: Callable[[List[str]], Sequence[np.ndarray]],
+                      prepare: Optional[Callable[[], None]] = None
                       ) -> Tuple[Dict[str, np.ndarray], List[str], List[str]]:
         """The label of every key, each made exactly once across processes.
 
         Cached labels are loaded; the missing ones this process can claim are made with one
         ``make(claimed keys)`` call per round and stored; labels other processes are making are
-        waited for (and made here if their owner died first).
+        waited for (and made here if their owner died first). ``prepare()`` runs once, at the
+        first missing label and before any claim: the slow set-up of ``make`` (loading the
+        model) must not hold claims that other processes wait on.
 
         Returns:
             ``(labels by key, keys made here, keys waited for)``.
 
         Raises:
-            TimeoutError: a label's owner held it longer than ``wait_timeout`` seconds.
+            LabelWaitTimeout: (an ``OutputWriteError``: the tools' one-line error, exit 3) a
+                label's owner held it longer than ``wait_timeout`` seconds.
         """
         labels: Dict[str, np.ndarray] = {}
         made: List[str] = []
@@ -351,6 +359,9 @@ class LabelCache:
             try:
                 for key in pending:
                     label = self.load(key)
+                    if label is None and prepare is not None:
+                        prepare()   # no claim is held here
+                        prepare = None
                     fd = None if label is not None else self._try_claim(key)
                     if fd is not None:
                         label = self.load(key)   # finished between the look and the claim
@@ -380,10 +391,14 @@ class LabelCache:
         return labels, made, [key for key in waited_since if key not in made]
 
     def _check_wait(self, pending: Sequence[str], waited_since: Dict[str, float]) -> None:
+        from ..apis.io import LabelWaitTimeout  # here: mmdiffseg.apis imports this module
         now = time.monotonic()
         for key in pending:
             if now - waited_since[key] > self.wait_timeout:
-                raise TimeoutError(
-                    f'label cache {self.cache_dir}: waited {self.wait_timeout:.0f} s for the '
-                    f'label of {key}, claimed by {self._owner(key)} ({self._lock_path(key)}). '
-                    'If that process hangs, stop it; a killed owner releases its claim.')
+                raise LabelWaitTimeout(
+                    f'label cache {self.cache_dir}: waited {self.wait_timeout:.0f} s '
+                    f'(wait_timeout) for the label of {key}, claimed by {self._owner(key)} '
+                    f'({self._lock_path(key)}). If that process is alive and slow (a first '
+                    "--compile, a loaded GPU), raise wait_timeout in the config's label cache "
+                    '(the `cache` of LoadPseudoLabel in the train pipeline); if it hangs, stop '
+                    'it: a stopped owner releases its claim.')

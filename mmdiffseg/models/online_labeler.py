@@ -198,7 +198,10 @@ class OnlineLabeler:
                 from ..apis.io import UserInputError  # (mmdiffseg.apis imports this module)
                 raise UserInputError(': '.join(refusal))
             cache = LabelCache(**spec, writer_dtype=self.options['dtype'])
-            cache.check_signature()
+            if cache.signature['model'].get('config_hash'):  # the model is here: sign now, so
+                cache.sign()  # the first job started sets the precision (else at the load)
+            else:
+                cache.check_signature()
             self.labeler = AttentionLabeler(cache.model, cache.generator, **self.options)
             self.spec, self.cache = spec, cache
         elif spec != self.spec:
@@ -215,7 +218,11 @@ class OnlineLabeler:
             return self.labeler.generate([items[k][0]() for k in keys],
                                          [list(items[k][1]) for k in keys], device)
 
-        labels, made, waited = self.cache.fetch_or_make(list(items), make)
+        def prepare() -> None:  # before any claim: other processes do not wait on the load
+            self.labeler.load_engine(device)
+            self.cache.sign()   # this run's precision, before it claims a label
+
+        labels, made, waited = self.cache.fetch_or_make(list(items), make, prepare)
         self.generated += len(made)
         self.waited += len(waited)
         return labels

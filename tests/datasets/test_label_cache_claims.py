@@ -5,6 +5,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import socket
 import time
@@ -14,6 +15,7 @@ import pytest
 
 import mmdiffseg  # noqa: F401
 import mmdiffseg.datasets.label_cache as label_cache
+from mmdiffseg.apis.io import LabelWaitTimeout, OutputWriteError
 from mmdiffseg.datasets import LabelCache
 from mmdiffseg.generators.base import MaskGenerator
 from mmdiffseg.registry import MASK_GENERATORS
@@ -179,18 +181,46 @@ def test_a_failed_owner_keeps_the_lock_file_so_two_makers_cannot_claim_at_once(t
 
 
 @pytest.mark.timeout(60)   # a wait that never ends (a timer restarted at each poll) fails here
-def test_waiting_for_a_hung_owner_times_out_naming_it(tmp_path):
+def test_waiting_for_a_hung_owner_times_out_naming_it_and_the_setting(tmp_path):
+    """The tools' one-line error (an OutputWriteError, exit 3): the owner, how long it has held
+    the claim, and the wait_timeout to raise for an owner that is alive and slow."""
     key = 'cd' + '0' * 37 + '3'
     owner = start_hung_owner(tmp_path, key)
     try:
         cache = LabelCache(**spec(tmp_path, wait_timeout=0.3))
         start = time.monotonic()
-        with pytest.raises(TimeoutError, match=f'"pid": {owner.pid}'):
+        with pytest.raises(LabelWaitTimeout) as caught:
             cache.fetch_or_make([key], lambda keys: pytest.fail('the owner is alive'))
         assert 0.3 <= time.monotonic() - start < 5.0   # after wait_timeout, not much later
+        assert isinstance(caught.value, OutputWriteError)
+        assert re.search(rf'waited 0 s \(wait_timeout\) for the label of {key}, claimed by '
+                         rf'process {owner.pid} on {socket.gethostname()}, for \d+ s \(',
+                         str(caught.value))
+        assert "raise wait_timeout in the config's label cache" in str(caught.value)
     finally:
         os.kill(owner.pid, signal.SIGKILL)
         owner.join()
+
+
+def test_the_set_up_of_making_runs_before_any_claim_and_only_for_a_missing_label(tmp_path):
+    """``prepare`` (the model load) runs once, at the first missing label, while this process
+    holds no claim (another process can claim every key then), and not at all when every label
+    is cached."""
+    keys = ['ef' + '0' * 37 + str(i) for i in range(3)]
+    cache, other = LabelCache(**spec(tmp_path)), LabelCache(**spec(tmp_path))
+    cache.save(keys[0], label_of(keys[0]))
+    calls = []
+
+    def prepare():
+        for key in keys[1:]:   # each free: no claim held by this process
+            fd = other._try_claim(key)
+            assert fd is not None
+            other._release(key, fd)
+        calls.append(len(calls))
+
+    labels, made, _ = cache.fetch_or_make(keys, lambda ks: [label_of(k) for k in ks], prepare)
+    assert calls == [0] and made == keys[1:] and len(labels) == 3
+    cache.fetch_or_make(keys, lambda ks: pytest.fail('all cached'), lambda: pytest.fail('cached'))
 
 
 def test_the_first_signature_wins_and_folders_without_hard_links_sign(tmp_path, monkeypatch):
@@ -260,8 +290,8 @@ def test_a_claim_overwrites_a_longer_record_of_an_earlier_owner(tmp_path):
     cache._lock_path(key).write_text(json.dumps(dict(host='h' * 200, pid=1, rank='7')))
     fd = cache._try_claim(key)
     try:
-        owner = json.loads(cache._owner(key))
-        assert owner['pid'] == os.getpid() and owner['host'] != 'h' * 200
+        assert re.fullmatch(rf'process {os.getpid()} on {socket.gethostname()}, for 0 s',
+                            cache._owner(key))
     finally:
         cache._release(key, fd)
 
@@ -322,15 +352,17 @@ def test_the_owner_of_a_claim_whose_lock_file_is_gone_is_unknown(tmp_path):
     """The timeout message names a claim's owner; a lock file already removed (or empty) names
     none; a held claim names this host and process."""
     cache = LabelCache(**spec(tmp_path))
-    assert cache._owner('01key1') == 'unknown'
+    assert cache._owner('01key1') == 'an unknown process'
     fd = cache._try_claim('01key1')
     try:
-        owner = json.loads(cache._owner('01key1'))
-        assert (owner['host'], owner['pid']) == (socket.gethostname(), os.getpid())
+        assert cache._owner('01key1').startswith(f'process {os.getpid()} on '
+                                                 f'{socket.gethostname()}, for ')
     finally:
         os.close(fd)
     cache._lock_path('01key1').write_text('')
-    assert cache._owner('01key1') == 'unknown'
+    assert cache._owner('01key1') == 'an unknown process'
+    cache._lock_path('01key1').write_text(json.dumps(dict(host='h', pid=5, rank='1', since=1)))
+    assert re.fullmatch(r'process 5 on h \(rank 1\), for \d+ s', cache._owner('01key1'))
 
 
 def test_a_claim_on_a_full_disk_is_the_write_error_and_releases_its_lock(tmp_path):

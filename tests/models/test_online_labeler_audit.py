@@ -2,6 +2,7 @@
 passed to the generator as given (None stays None)."""
 import copy
 import fcntl
+import json
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,53 @@ def test_a_gpu_out_of_memory_names_the_fixes_and_keeps_the_cache_usable(setup, m
     monkeypatch.setattr(engine, 'extract', extract)
     out = pre(data, training=True)
     assert all((s.gt_sem_seg.data != 255).any() for s in out['data_samples'])
+
+
+def test_the_model_loads_before_any_claim_and_the_precision_is_recorded_before_it(
+        setup, monkeypatch):
+    """A model load (a download, a slow disk) holds no label claim that another process or rank
+    would wait on until its wait_timeout; the cache records this run's precision before its
+    first claim, so a job in another precision started meanwhile is refused, not this one."""
+    from mmdiffseg.attention import DiffusionAttentionEngine
+    pipeline, samples, pre, engine, cache = setup
+    folder = Path(cache['cache_dir'])
+    loads, extract = [], engine.extract
+
+    def load(cls, model, **kwargs):
+        for lock in folder.rglob('*.lock'):   # none held while the model loads
+            with open(lock) as file:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        loads.append(model)
+        return engine
+
+    def signed_extract(*args, **kwargs):
+        assert json.loads((folder / 'cache.json').read_text())['made_with'] == dict(
+            dtype='float32')
+        assert list(folder.rglob('*.lock'))   # this batch's claims
+        return extract(*args, **kwargs)
+    monkeypatch.setattr(DiffusionAttentionEngine, 'from_pretrained', classmethod(load))
+    monkeypatch.setattr(engine, 'extract', signed_extract)
+    out = pre(pseudo_collate([unaugmented(cache)(copy.deepcopy(s)) for s in samples]),
+              training=True)
+    assert loads == ['fake/sd'] and engine.calls
+    assert all((s.gt_sem_seg.data != 255).any() for s in out['data_samples'])
+
+
+def test_a_job_whose_model_is_here_records_its_precision_when_it_starts(tmp_path):
+    """With the model's files here (a folder, a cached hub model), binding the cache signs it:
+    the first job started sets the precision, and a second job in another precision started
+    before any label was made is refused at its start (before, whichever saved first won)."""
+    from mmdiffseg.apis.io import UserInputError
+    from mmdiffseg.models.online_labeler import OnlineLabeler
+    model = tmp_path / 'sd'
+    model.mkdir()
+    (model / 'model_index.json').write_text('{"_class_name": "StableDiffusionPipeline"}')
+    spec = dict(cache_dir=str(tmp_path / 'cache'), model=str(model),
+                generator=dict(type='BrightnessGenerator', classes=['background', 'cat']))
+    OnlineLabeler(dtype='bfloat16').bind(spec)
+    made_with = json.loads((tmp_path / 'cache' / 'cache.json').read_text())['made_with']
+    assert made_with == dict(dtype='bfloat16')
+    with pytest.raises(UserInputError, match='holds labels made in bfloat16, and this run would '
+                                             'add labels made in float32'):
+        OnlineLabeler(dtype='float32').bind(spec)
+    OnlineLabeler(dtype='bfloat16').bind(spec)

@@ -69,6 +69,7 @@ def test_a_cache_that_cannot_take_a_label_stops_the_prefill_with_one_line(
         raise OSError(errno_, os.strerror(errno_))
     monkeypatch.setattr(AttentionLabeler, 'generate',
                         lambda self, images, *a: [np.zeros((4, 4), np.uint8) for _ in images])
+    real_fsync = io.os.fsync
     monkeypatch.setattr(io.os, 'fsync', cannot_write)
     cfg = online_config(tmp_path, tiny_sd, names=['voc_val_0'])
     with DefaultScope.overwrite_default_scope('mmseg'):  # as the tool's
@@ -76,6 +77,7 @@ def test_a_cache_that_cannot_take_a_label_stops_the_prefill_with_one_line(
                            match=f'cannot write {tmp_path}/cache/(cache.json|../.*png): {reason}'):
             prefill(cfg, 'cpu', progress=False)
         assert not list((tmp_path / 'cache').rglob('*.tmp'))
+        monkeypatch.setattr(io.os, 'fsync', real_fsync)
         monkeypatch.setattr(OnlineLabeler, 'labels', lambda *a: (_ for _ in ()).throw(
             OSError(2, 'No such file or directory', 'model_index.json')))
         with pytest.raises(FileNotFoundError):

@@ -21,7 +21,8 @@ def test_the_labeler_takes_dtype_batch_and_engine_kwargs_from_the_preprocessor(t
     [spec] = config_label_caches(cfg)
     with DefaultScope.overwrite_default_scope('mmseg'):
         given = _labeler(cfg, spec, None, None).options
-        overridden = _labeler(cfg, spec, 'bfloat16', 5).options
+        other_cache = dict(spec, cache_dir=str(tmp_path / 'bfloat16'))  # the first is float16
+        overridden = _labeler(cfg, other_cache, 'bfloat16', 5).options
     assert given == dict(dtype='float16', batch_size=3,
                          engine_kwargs=dict(attention_slicing=True))
     assert overridden == dict(given, dtype='bfloat16', batch_size=5)
