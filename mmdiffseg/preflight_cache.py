@@ -164,8 +164,8 @@ def check_prompt_fit(dataset: dict, where: str) -> List[Missing]:
     check names it), once per distinct class list
     (:func:`.models.online_labeler.prompt_refusals`)."""
     from mmseg.registry import TRANSFORMS
-    from transformers import CLIPTokenizer
 
+    from .apis.builders import local_tokenizer
     from .models.online_labeler import prompt_refusals
     from .preflight_data import image_names, split_image_paths
     from .registry import MASK_GENERATORS
@@ -174,9 +174,10 @@ def check_prompt_fit(dataset: dict, where: str) -> List[Missing]:
     caches = [s.get('cache') for s in steps if config_type(s) == 'LoadPseudoLabel']
     if not levels or not caches or not isinstance(caches[0], dict):
         return []
+    tokenizer = local_tokenizer(caches[0]['model'])
+    if tokenizer is None:
+        return []
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(caches[0]['model'], subfolder='tokenizer',
-                                                  local_files_only=True)
         generator = MASK_GENERATORS.build(dict(caches[0]['generator']))
         loader = TRANSFORMS.build(dict(levels[0]))
         labels = loader.annotations()

@@ -244,14 +244,20 @@ def withdrawn_model(model: Union[str, Path], cache_dir: Optional[str] = None) ->
             'authors): use that hub id, or a local diffusers folder')
 
 
+def model_folder(model: Union[str, Path]) -> Optional[Path]:
+    """The folder holding the model's files here: the local folder, or the hub cache's snapshot
+    of a hub id whose configs are cached; None when neither is here."""
+    folder = model_path(model)
+    return folder if folder.is_dir() else _hub_snapshot(str(model))
+
+
 def model_identity(model: Union[str, Path]) -> Dict[str, Optional[str]]:
     """``{'id': model_id_of(model), 'config_hash': ...}`` without loading the model; the config
-    hash is that of the folder holding the model's configs and weights (the hub cache's snapshot
-    for a hub id whose configs are cached), ``None`` when unknown."""
-    folder = model_path(model)
-    if folder.is_dir():
-        return _local_identity(folder)
-    folder = _hub_snapshot(str(model))
+    hash is that of the folder holding the model's configs and weights (:func:`model_folder`),
+    ``None`` when unknown."""
+    if model_path(model).is_dir():
+        return _local_identity(model_path(model))
+    folder = model_folder(model)
     return {'id': str(model), 'config_hash': _config_hash(folder) if folder else None}
 
 

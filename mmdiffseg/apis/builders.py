@@ -16,7 +16,7 @@ from ..compat import config_fromfile
 from ..cuda_check import cuda_problem
 from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY
 from ..preflight_options import head_layout_error
-from ..provenance import model_path, names_a_local_path
+from ..provenance import model_folder, model_path, names_a_local_path
 from ..registry import MASK_GENERATORS
 from .io import UserInputError
 
@@ -27,7 +27,8 @@ METHODS = {'iseg': 'ISeg', 'seediff': 'SeeDiff', 'diffseg': 'DiffSeg'}
 def check_model(model: str, variant: Optional[str] = None) -> str:
     """A hub id or a diffusers folder; a name meant as a folder (``names_a_local_path``: not an
     ``org/name`` id, or its ``org`` folder exists here) that does not hold a pipeline the engine
-    can run with the weights ``variant`` (``--variant``) stops the run here, naming the path. Returns the id or the folder's absolute path."""
+    can run with the weights ``variant`` (``--variant``) stops the run here, naming the path.
+    Returns the id or the folder's absolute path."""
     try:
         path = model_path(model)
     except ValueError as exc:  # a '~name' of no user: bad input, exit status 2
@@ -48,6 +49,18 @@ def check_model(model: str, variant: Optional[str] = None) -> str:
         raise UserInputError(f'cannot read the Stable Diffusion folder {path.resolve()}: '
                              + '; '.join(problems))
     return str(path.resolve())
+
+
+def local_tokenizer(model: str):
+    """The model's CLIP tokenizer where its files are here (a folder, the hub cache), else None:
+    read without loading the model, for the checks made before the load. (transformers 5
+    builds an empty-vocabulary tokenizer for a model that is not here instead of refusing.)"""
+    from transformers import CLIPTokenizer
+    folder = model_folder(model)
+    if folder is None or not any((folder / 'tokenizer' / name).is_file()
+                                 for name in ('vocab.json', 'tokenizer.json')):
+        return None
+    return CLIPTokenizer.from_pretrained(folder / 'tokenizer')
 
 
 def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture=None,

@@ -276,9 +276,10 @@ def resolve_class_arg(value: str, option: str = '--classes',
     close = [by_case[c] for c in difflib.get_close_matches(value.lower(), list(by_case), n=3,
                                                            cutoff=0.6)]
     hint = f'did you mean {" or ".join(repr(c) for c in close)}? ' if close else ''
+    one = f'{option} "{value},"' if value.strip() else f'{option} "cat,"'
     raise UserInputError(
         f'{option} {value!r} is not a class set; {hint}class sets: {", ".join(sets)}. A list of '
-        f'class names needs a comma (one class: {option} "{value},")')
+        f'class names needs a comma (one class: {one})')
 
 
 def class_list(value: str, option: str = '--classes') -> List[str]:

@@ -36,12 +36,22 @@ IGNORE_COLOR = (224, 224, 192)
 MAX_IMAGE_PIXELS = 2 ** 30
 
 
+def _share(count: int, size: int) -> float:
+    """``count / size`` as the manifest records shares: 4 decimals, and 0 only for none (a few
+    pixels give 0.0001)."""
+    return max(round(count / max(size, 1), 4), 0.0001) if count else 0.0
+
+
 def labelled_share(labels: np.ndarray) -> float:
     """The share of a label map's pixels that hold a label (not :data:`IGNORE_INDEX`), as the
-    manifest records it (``labelled``): 4 decimals, and 0 only for a label that is all unsure
-    (a few labelled pixels give 0.0001)."""
-    count = np.count_nonzero(labels != IGNORE_INDEX)
-    return max(round(count / max(labels.size, 1), 4), 0.0001) if count else 0.0
+    manifest records it (``labelled``; 0 only for a label that is all unsure)."""
+    return _share(np.count_nonzero(labels != IGNORE_INDEX), labels.size)
+
+
+def pixel_share(labels: np.ndarray, value: int) -> float:
+    """The share of a label map's pixels that hold ``value`` (a synthetic mask's own class:
+    ``class_share`` in the manifest; 0 for a mask without a pixel of it)."""
+    return _share(np.count_nonzero(labels == value), labels.size)
 
 
 def split_path(split: str = 'train') -> str:

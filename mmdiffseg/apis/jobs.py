@@ -205,6 +205,8 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
             summary.redone += item.id in plan.changed
             if record.get('labelled') == 0:
                 summary.unlabelled.append(item.id)
+            elif record.get('class_share') == 0:
+                summary.classless.append(item.id)
             bar.update()
 
         def failed(item: WorkItem, reason: str) -> None:

@@ -35,12 +35,17 @@ class JobSummary:
     unchecked: int = 0
     #: of ``made``: items whose label is all unsure (255), e.g. no proposal or seed was found
     unlabelled: List[str] = field(default_factory=list)
+    #: of ``made``, the others: synthetic masks without a pixel of their own class (no seed)
+    classless: List[str] = field(default_factory=list)
 
     def line(self) -> str:
         rate = self.made / self.seconds if self.seconds > 0 else 0.0
         notes = [f'redone {self.redone} (inputs changed)'] if self.redone else []
         if self.unlabelled:
             notes.append(f'{len(self.unlabelled)} of the labels made all unsure (255)')
+        if self.classless:
+            notes.append(f'{len(self.classless)} of the masks made without a pixel of their '
+                         'class')
         if self.unchecked:
             notes.append(f'{self.unchecked} of the already-done items not checked for changed '
                          'inputs (made by an older version)')
@@ -61,6 +66,12 @@ class JobSummary:
             lines.append('all unsure (255): ' + ', '.join(self.unlabelled[:SHOWN_IN_SUMMARY]) +
                          (f' and {more} more' if more > 0 else '') +
                          ' (the manifest records each label\'s labelled share as "labelled")')
+        if self.classless:
+            more = len(self.classless) - SHOWN_IN_SUMMARY
+            lines.append('no pixel of their class (trained as background where the label set '
+                         'has one): ' + ', '.join(self.classless[:SHOWN_IN_SUMMARY]) +
+                         (f' and {more} more' if more > 0 else '') +
+                         ' (the manifest records each mask\'s "class_share")')
         return lines
 
 
@@ -210,4 +221,5 @@ def total_summary(parts: List[JobSummary]) -> JobSummary:
                       seconds=max(p.seconds for p in parts),
                       redone=sum(p.redone for p in parts),
                       unchecked=sum(p.unchecked for p in parts),
-                      unlabelled=[u for p in parts for u in p.unlabelled])
+                      unlabelled=[u for p in parts for u in p.unlabelled],
+                      classless=[u for p in parts for u in p.classless])

@@ -19,13 +19,14 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..attention.prompts import token_positions
 from ..datasets.class_names import CITYSCAPES_HUMAN_VEHICLE_CLASSES, DATASET_CLASSES, spelled_as
 from ..generators.seediff import resolutions_for
 from ..provenance import sampler_settings
 from .builders import (build_generator, check_can_synthesise, check_model, job_header,
-                       load_engine)
+                       load_engine, local_tokenizer)
 from .folders import (IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, labelled_share,
-                      palette_for, split_path)
+                      palette_for, pixel_share, split_path)
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem, item_seed
 from .jobs import run_job
 
@@ -75,7 +76,7 @@ def synth_items(names: Sequence[str], images_per_class: int, seed: int,
             f'{high}; pass a --seed from {low} to {high - (images_per_class - 1)}')
     items, slugs = [], {}
     for name in names:
-        slug = re.sub(r'[^0-9A-Za-z]+', '-', name).strip('-').lower() or 'class'
+        slug = re.sub(r'[\W_]+', '-', name).strip('-').lower() or 'class'  # letters of any script
         if slug in slugs:
             raise UserInputError(f'--classes: {slugs[slug]!r} and {name!r} would both be written '
                                  f'as {slug}_*; give each class once, under distinct names')
@@ -85,6 +86,20 @@ def synth_items(names: Sequence[str], images_per_class: int, seed: int,
             own = item_seed(seed, item_id) if seed_per_image == 'hash' else int(seed) + index
             items.append(WorkItem(item_id, dict(name=name, index=index, seed=own)))
     return items
+
+
+def check_prompts(tokenizer, generator, names: Sequence[str]) -> None:
+    """Refuse a prompt template in which a class's tokens do not occur as the engine looks them
+    up (``'two {}s'``: ``cats`` is one token, not ``cat``), before any image is made: the
+    template of each image index, for every class."""
+    templates = generator.prompt_templates
+    for name in names:
+        for start, template in enumerate(templates):
+            kwargs = generator.generate_kwargs([name], start=start)
+            try:
+                token_positions(tokenizer, kwargs['prompts'][0], kwargs['class_names'][0])
+            except ValueError as exc:
+                raise UserInputError(f'prompt template {template!r}: {exc}') from None
 
 
 def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
@@ -142,6 +157,9 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
     model = check_model(model, variant)
     generator = build_generator(gen_cfg, label_set)
     items = synth_items(names, images_per_class, seed, seed_per_image)
+    tokenizer = local_tokenizer(model)
+    if tokenizer is not None:  # else right after the model load
+        check_prompts(tokenizer, generator, names)
     palette = palette_for(label_set)
     header = job_header('synthesize', model, dtype, generator, label_set, variant=variant,
                         size=size, seed=int(seed), sampler=sampler_settings(model),
@@ -153,6 +171,8 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
         engine = load_engine(model, device, dtype, generator.capture_spec, size,
                              generator=generator, compile_backend=compile_backend, variant=variant,
                              size_option=True)
+        if tokenizer is None:
+            check_prompts(engine.tokenizer, generator, names)
         generator.to(engine.device)
 
         def compute(batch: List[WorkItem], _loaded) -> List[ItemOutput]:
@@ -175,7 +195,9 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
                                     encode_label_png, lab.astype(np.uint8), palette)},
                                dict(prompt=p, seed=it.payload['seed'],
                                     class_name=it.payload['name'],
-                                    labelled=labelled_share(lab)))
+                                    labelled=labelled_share(lab),
+                                    class_share=pixel_share(
+                                        lab, label_set.index(it.payload['name']))))
                     for it, img, lab, p in zip(batch, rgb, labels, item_prompts)]
         return compute
 

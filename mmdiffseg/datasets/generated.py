@@ -223,7 +223,9 @@ class GeneratedLabelDataset(BaseSegDataset):
         if 'classes' in header and list(header['classes']) != classes:
             raise ValueError(f'{type(self).__name__}: the labels in {label_dir} index the classes '
                              f'{header["classes"]}, but this dataset has {classes}; regenerate '
-                             'them with this class list (e.g. --classes of the tool)')
+                             'them with this class list (--classes of the tool; masks of a '
+                             'subset of them: synthesize.py --label-set with the dataset\'s '
+                             'class set, e.g. --label-set voc)')
         written_rzl = bool(header.get('reduce_zero_label', False))
         if written_rzl != bool(self.reduce_zero_label):
             raise ValueError(

@@ -208,3 +208,18 @@ def test_a_preset_generator_without_a_type_is_refused_naming_the_types(tmp_path)
     assert str(error.value) == (f'the generator of {preset} (--config) has no type: write '
                                 "`generator = dict(type=..., ...)` with one of "
                                 "['DiffSeg', 'ISeg', 'SeeDiff']")
+
+
+def test_the_tokenizer_is_read_before_the_load_only_where_its_files_are_here(tmp_path, tiny_sd2):
+    """A folder's tokenizer (tokenizer.json as transformers 5 saves it, or vocab.json); None for
+    a hub id that is not downloaded or a folder without one, where transformers 5 builds an
+    empty-vocabulary tokenizer instead of refusing."""
+    from mmdiffseg.apis.builders import local_tokenizer
+    saved = local_tokenizer(str(tiny_sd2))
+    assert saved is not None
+    assert saved('a photo of a cat').input_ids[1:-1] == [320, 1125, 539, 320, 2368]
+    configs = local_tokenizer(str(shared_path('sd_configs', 'stable-diffusion-v1-4')))
+    assert configs.model_max_length == 77
+    (tmp_path / 'empty' / 'tokenizer').mkdir(parents=True)
+    assert local_tokenizer('test-org/not-downloaded') is None
+    assert local_tokenizer(str(tmp_path / 'empty')) is None

@@ -20,6 +20,9 @@ def test_a_misspelt_class_set_is_refused_with_the_nearest_names():
         cli.resolve_class_arg('vocc')
     with pytest.raises(UserInputError, match='not a class set; class sets: voc, cityscapes'):
         cli.resolve_class_arg('cat')  # no comma: a set name, never a one-class list
+    with pytest.raises(UserInputError, match=r"--classes '' is not a class set.*\(one class: "
+                                             r"--classes \"cat,\"\)"):
+        cli.resolve_class_arg('')  # not ',', which is refused as an empty name
     assert cli.resolve_class_arg('cat,') == ['cat']
     assert cli.resolve_class_arg(' cat , potted plant,') == ['cat', 'potted plant']
     assert len(cli.resolve_class_arg('voc')) == 21

@@ -35,6 +35,17 @@ def test_the_summary_line_adds_each_note_in_order():
         'changed inputs (made by an older version)')
 
 
+def test_synthetic_masks_without_a_pixel_of_their_class_are_counted_and_named():
+    """A mask with a background class and no seed is all background, not all unsure: counted
+    apart, and merged over ranks."""
+    ranks = [JobSummary(made=2, classless=['cat_00001']), JobSummary(made=1, classless=['dog_3'])]
+    summary = progress.total_summary(ranks)
+    assert summary.line().endswith('; 2 of the masks made without a pixel of their class')
+    assert summary.details() == ['no pixel of their class (trained as background where the label '
+                                 'set has one): cat_00001, dog_3 (the manifest records each '
+                                 'mask\'s "class_share")']
+
+
 def test_exactly_twenty_failures_and_unsure_labels_are_all_named_with_no_more_line():
     ids = [f'i{n}' for n in range(progress.SHOWN_IN_SUMMARY)]
     lines = JobSummary(failed=[(i, 'bad') for i in ids], unlabelled=ids).details()

@@ -5,6 +5,7 @@ import importlib
 import io
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -20,7 +21,7 @@ class Generator:
     255 where it is green, else 0."""
 
     capture_spec = None
-    templates = ['a {}', 'the {}']
+    templates = prompt_templates = ['a {}', 'the {}']
 
     def config_dict(self):
         return dict(prompt_templates=self.templates)
@@ -40,6 +41,7 @@ class Generator:
 
 class Engine:
     device = torch.device('cpu')
+    tokenizer = None  # the prompts' check after the load: a real tokenizer (sd_config_dir)
 
     def generate(self, prompts, seed, height, width, **kwargs):
         """Image 0: red top rows; image 1: all green (an all-unsure label)."""
@@ -49,10 +51,13 @@ class Engine:
         return images, None
 
 
-def test_each_item_of_a_batch_gets_its_own_record_image_and_label(tmp_path, monkeypatch):
+def test_each_item_of_a_batch_gets_its_own_record_image_and_label(
+        tmp_path, monkeypatch, sd_config_dir):
+    """Each record holds the share of the mask's pixels of its own class (``class_share``)."""
     captured = {}
     monkeypatch.setattr(synth_api, 'run_job', lambda items, *a, **kw: captured.update(
         items=items, **kw))
+    monkeypatch.setattr(Engine, 'tokenizer', tokenizer(sd_config_dir))
     monkeypatch.setattr(synth_api, 'load_engine', lambda *args, **kwargs: Engine())
     monkeypatch.setattr(synth_api, 'build_generator', lambda cfg, classes: Generator())
     synth_api.synthesize(['cat', 'dog'], tmp_path, HUB_ID, dict(type='SeeDiff'),
@@ -61,8 +66,8 @@ def test_each_item_of_a_batch_gets_its_own_record_image_and_label(tmp_path, monk
     batch = [items[1], items[2]]  # cat_00001, dog_00000
     outputs = captured['prepare']()(batch, None)
     assert [o.record for o in outputs] == [
-        dict(prompt='the cat', seed=101, class_name='cat', labelled=1.0),
-        dict(prompt='a dog', seed=100, class_name='dog', labelled=0.0)]
+        dict(prompt='the cat', seed=101, class_name='cat', labelled=1.0, class_share=0.25),
+        dict(prompt='a dog', seed=100, class_name='dog', labelled=0.0, class_share=0.0)]
     assert sorted(outputs[0].files) == [f'{IMAGE_DIR}/cat_00001.jpg', f'{MASK_DIR}/cat_00001.png']
     jpeg = np.asarray(Image.open(io.BytesIO(outputs[0].files[f'{IMAGE_DIR}/cat_00001.jpg']())))
     assert jpeg.shape == (SIZE, SIZE, 3)
@@ -75,10 +80,45 @@ def test_each_item_of_a_batch_gets_its_own_record_image_and_label(tmp_path, monk
     assert (png == 255).all()
 
 
-def test_a_run_of_separators_is_one_dash_in_an_id():
-    """Slugs collapse each run of characters outside [0-9A-Za-z] to one dash."""
-    items = synth_api.synth_items(['potted  plant / pot', 'a--b'], 1, seed=0)
-    assert [it.id for it in items] == ['potted-plant-pot_00000', 'a-b_00000']
+def test_a_run_of_separators_is_one_dash_in_an_id_and_letters_of_any_script_are_kept():
+    """Slugs collapse each run of characters other than letters and digits to one dash; letters
+    of any script are kept (every name outside A-Z was 'class': two were refused as the same)."""
+    items = synth_api.synth_items(['potted  plant / pot', 'a--b', 'traffic_light'], 1, seed=0)
+    assert [it.id for it in items] == ['potted-plant-pot_00000', 'a-b_00000',
+                                       'traffic-light_00000']
+    items = synth_api.synth_items(['猫', '犬', 'café', 'Straße'], 1, seed=0)
+    assert [it.id for it in items] == ['猫_00000', '犬_00000', 'café_00000', 'straße_00000']
+
+
+def tokenizer(sd_config_dir, name='stable-diffusion-v1-4'):
+    from transformers import CLIPTokenizer
+    return CLIPTokenizer.from_pretrained(sd_config_dir(name) / 'tokenizer')
+
+
+def test_a_template_that_changes_the_class_word_is_refused_before_the_model_loads(
+        tmp_path, monkeypatch, sd_config_dir):
+    """'two {}s' makes 'cats', one token that is not 'cat': refused naming the template, with
+    the model's own tokenizer before the load where its files are here, else right after the
+    load (it crashed at the first batch, leaving a folder the corrected command was refused
+    into); nothing is written either way."""
+    from mmdiffseg.apis.io import UserInputError
+    monkeypatch.setattr(synth_api, 'check_model', lambda model, variant: model)
+    monkeypatch.setattr(synth_api, 'run_job', lambda items, *a, prepare, **kw: prepare())
+    monkeypatch.setattr(synth_api, 'load_engine', lambda *a, **kw: pytest.fail('loaded'))
+    model = str(sd_config_dir('stable-diffusion-v1-4'))
+    fix = (r"prompt template 'a photo of two \{\}s': class '(cat|dog)' .* does not occur in "
+           r"prompt 'a photo of two (cats|dogs)'")
+    with pytest.raises(UserInputError, match=fix):
+        synth_api.synthesize(['dog', 'cat'], tmp_path / 'out', model, dict(type='SeeDiff'),
+                             prompts=['a photo of a {}', 'a photo of two {}s'])
+    monkeypatch.setattr(Engine, 'tokenizer', tokenizer(sd_config_dir))
+    monkeypatch.setattr(synth_api, 'load_engine', lambda *a, **kw: Engine())
+    with pytest.raises(UserInputError, match=fix):
+        synth_api.synthesize(['cat'], tmp_path / 'out', HUB_ID, dict(type='SeeDiff'),
+                             prompts=['a photo of two {}s'])
+    assert not (tmp_path / 'out').exists()
+    synth_api.synthesize(['cat'], tmp_path / 'out', model, dict(type='SeeDiff'),
+                         prompts=['a photo of one {}'])
 
 
 def test_seediff_grids_scale_below_the_released_size_and_a_configs_own_grids_are_kept(

@@ -35,13 +35,16 @@ def test_items_are_class_major_with_their_own_class_name(monkeypatch, tmp_path):
         ('cat', 0), ('cat', 1), ('dog', 0), ('dog', 1)]
 
 
-def test_each_item_of_a_batch_is_labelled_with_its_own_class(monkeypatch, tmp_path):
+def test_each_item_of_a_batch_is_labelled_with_its_own_class(monkeypatch, tmp_path,
+                                                             sd_config_dir):
     """A batch of a cat and a dog: the engine and the generator get ['cat'] and ['dog']."""
     import torch
+    from transformers import CLIPTokenizer
     seen = {}
 
     class Generator:
         capture_spec = None
+        prompt_templates = ['a {}']
 
         def config_dict(self):
             return dict(prompt_templates=['a {}'])
@@ -59,6 +62,8 @@ def test_each_item_of_a_batch_is_labelled_with_its_own_class(monkeypatch, tmp_pa
 
     class Engine:
         device = torch.device('cpu')
+        tokenizer = CLIPTokenizer.from_pretrained(
+            sd_config_dir('stable-diffusion-v1-4') / 'tokenizer')
 
         def generate(self, prompts, class_names, **kwargs):
             seen['engine'] = class_names
