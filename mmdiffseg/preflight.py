@@ -34,7 +34,6 @@ from mmengine.config import Config
 
 from .attention.loading import single_file_checkpoint, single_file_problem
 from .attention.model_check import folder_problems
-from .cuda_check import cuda_problem
 from .preflight_cache import (check_cache_precision, check_cache_revision, check_cache_settings,
                               check_cache_writable, check_label_mixing_transforms,
                               check_prompt_fit, unlabelled_finder, writer_dtype)
@@ -335,7 +334,8 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
     if cfg.get('load_from') and mode != 'prefill':
         missing += check_checkpoint(cfg.load_from, 'load_from')
     needs = _cuda_needs(cfg, mode, sections, dtype, device)
-    problem = cuda_problem() if needs else None
+    from .cuda_check import cuda_problem  # here: `python -m mmdiffseg.cuda_check` imports
+    problem = cuda_problem() if needs else None  # the package first
     if problem is not None:
         missing.append(Missing(f'a CUDA device (torch sees none: {problem.reason})',
                                f'{problem.fix}; or, to run without one, change what needs it: '

@@ -88,13 +88,26 @@ def enable_visualization(cfg: Config, show: bool, show_dir, wait_time: float,
         hook['interval'] = interval
     every = hook.get('interval', 50 if hook['type'] == 'SegVisualizationHook' else 1)
     if every > 1:
-        print(f'tools/test.py: drawing one test batch in {every} '
-              '(default_hooks.visualization.interval); --show-interval 1 draws them all')
+        print(f'tools/test.py: drawing one test batch in {every} (batches {every}, {2 * every}, '
+              '...: default_hooks.visualization.interval); --show-interval 1 draws them all')
     if show:
         hook['show'] = True
         hook['wait_time'] = wait_time
     if show_dir:
         cfg.visualizer['save_dir'] = show_dir
+
+
+def fit_drawing_interval(runner) -> None:
+    """A test set of fewer batches than the drawing hook's interval would be drawn nowhere
+    (mmengine draws batches ``interval``, ``2 * interval``, ...): its last batch is drawn."""
+    batches = len(runner.test_loop.dataloader)
+    for hook in runner.hooks:
+        interval = getattr(hook, 'interval', None)
+        if getattr(hook, 'draw', False) and interval and batches and interval > batches:
+            hook.interval = batches
+            print(f'tools/test.py: the test set has {batches} batch(es), fewer than the drawing '
+                  f'interval {interval}: drawing batch {batches} (--show-interval 1 draws them '
+                  'all)')
 
 
 def wrap_training_free(cfg: Config) -> None:
@@ -140,7 +153,10 @@ def main(argv=None):
         return
     wrap_training_free(cfg)
     start_runner_launcher(cfg, 'test')
-    build_runner(cfg).test()
+    runner = build_runner(cfg)
+    if args.show or args.show_dir:
+        fit_drawing_interval(runner)
+    runner.test()
     leave_process_group()
 
 

@@ -13,7 +13,6 @@ from mmengine.config import Config
 from ..attention.loading import DTYPES, single_file_checkpoint, single_file_problem
 from ..attention.model_check import folder_problems
 from ..compat import config_fromfile
-from ..cuda_check import cuda_problem
 from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY
 from ..preflight_options import head_layout_error
 from ..provenance import model_folder, model_path, names_a_local_path
@@ -272,7 +271,8 @@ def pick_device(device: Union[str, torch.device]) -> str:
     except RuntimeError as exc:
         raise UserInputError(f'--device {device!r} is not a device: use cpu, cuda, cuda:N or '
                              'auto') from exc
-    problem = cuda_problem() if device.startswith('cuda') else None
+    from ..cuda_check import cuda_problem  # here: `python -m mmdiffseg.cuda_check` imports
+    problem = cuda_problem() if device.startswith('cuda') else None  # the package first
     if problem is not None:
         raise UserInputError(f'--device {device} asked for but CUDA is not available: '
                              f'{problem.reason}; fix: {problem.fix}; or pass --device cpu')

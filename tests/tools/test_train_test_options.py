@@ -56,7 +56,7 @@ def test_test_options(capsys):
     assert cfg.test_dataloader.dataset.pipeline == [dict(type='TestTimeAug')]
     test.enable_visualization(cfg, show=False, show_dir='drawn', wait_time=2)
     assert cfg.default_hooks.visualization.draw and cfg.visualizer.save_dir == 'drawn'
-    assert 'one test batch in 50' in capsys.readouterr().out      # mmseg's default interval
+    assert 'one test batch in 50 (batches 50, 100, ...' in capsys.readouterr().out  # mmseg's
     test.enable_visualization(cfg, show=True, show_dir=None, wait_time=2, interval=1)
     assert cfg.default_hooks.visualization.interval == 1 and capsys.readouterr().out == ''
     # DiffusionSegmentor: drawn on the model's input, every image
@@ -138,3 +138,24 @@ def test_a_cfg_option_nothing_would_read_stops_the_tool_with_the_entry_meant(cap
         f"tools/{tool}.py: error: --cfg-options train_dataloder.batch_size: the config has no "
         "entry 'train_dataloder' (mmengine would add it, and nothing reads it); did you mean "
         'train_dataloader.batch_size?\n')
+
+
+def test_a_test_set_shorter_than_the_drawing_interval_has_its_last_batch_drawn(capsys):
+    """mmengine draws batches interval, 2 * interval, ...: 10 test batches and mmseg's interval
+    50 drew nothing (the README's first run got an empty vis_image/); the interval is lowered to
+    the batch count, naming it. A shorter interval, or a hook that does not draw, is left alone."""
+    from types import SimpleNamespace
+    from mmseg.engine.hooks import SegVisualizationHook
+    from mmseg.visualization import SegLocalVisualizer
+    test = load_tool('test')
+    SegLocalVisualizer.get_instance('drawing-interval-test')  # the hooks draw with it
+    drawing, idle, short = (SegVisualizationHook(draw=True, interval=50),
+                            SegVisualizationHook(draw=False, interval=50),
+                            SegVisualizationHook(draw=True, interval=4))
+    runner = SimpleNamespace(test_loop=SimpleNamespace(dataloader=[None] * 10),
+                             hooks=[drawing, idle, short, SimpleNamespace()])
+    test.fit_drawing_interval(runner)
+    assert (drawing.interval, idle.interval, short.interval) == (10, 50, 4)
+    assert capsys.readouterr().out == ('tools/test.py: the test set has 10 batch(es), fewer than '
+                                       'the drawing interval 50: drawing batch 10 (--show-interval '
+                                       '1 draws them all)\n')
