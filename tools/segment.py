@@ -51,7 +51,8 @@ def main(argv=None):
     from mmdiffseg.apis.builders import pick_device
     from mmdiffseg.apis.folders import SHEET_NAME
     from mmdiffseg.apis.io import UserInputError
-    from mmdiffseg.apis.segment import segment, segment_items
+    from mmdiffseg.apis.pseudo_label import path_items
+    from mmdiffseg.apis.segment import segment
     from mmdiffseg.apis.visualize import write_contact_sheet
     sheet_args = dict(cols=args.cols, thumb=args.thumb, max_items=args.max_items,
                       legend=args.legend)
@@ -74,7 +75,7 @@ def main(argv=None):
         raise UserInputError('give --out, the output folder')
     cli.check_launcher(args.launcher, 'segment')
     device = pick_device(args.device)
-    items = segment_items(args.input)
+    items = path_items(args.input)
     names = cli.resolve_class_arg(args.classes) if args.classes else None
     if names is not None and not [n for n in names if n != 'background']:
         raise UserInputError(f'--classes {args.classes!r} names no class to look for '

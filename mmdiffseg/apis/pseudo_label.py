@@ -8,6 +8,7 @@ each image) from a JSON file ``{"<id>": ["cat", "dog"], ...}`` or from ground-tr
 from __future__ import annotations
 
 import logging
+import os
 from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -50,6 +51,34 @@ def images_from_folder(folder, whole: str = ', or --dataset-config for the whole
                   f'it; give each sub-folder its own run{whole}', logger='current',
                   level=logging.WARNING)
     return items
+
+
+def path_items(path) -> List[WorkItem]:
+    """An image file or every image in a folder (:func:`images_from_folder`)."""
+    path = Path(path)
+    if path.is_file():
+        return [WorkItem(path.stem, dict(image=str(path)), source=str(path))]
+    if not path.exists():
+        raise UserInputError(f'{path}: no such image file or folder of images')
+    return images_from_folder(path, whole='')
+
+
+def image_items(images) -> List[WorkItem]:
+    """The work items of the offline jobs' ``images`` argument: an image file or a folder of
+    images (``str`` / ``Path``), a list of them, or work items as the tools make them
+    (:func:`path_items`, :func:`images_from_folder`, :func:`images_from_dataset_config`)."""
+    if isinstance(images, (str, os.PathLike)):
+        return path_items(images)
+    images = list(images)
+    if all(isinstance(image, WorkItem) for image in images):
+        return images
+    if all(isinstance(image, (str, os.PathLike)) for image in images):
+        return [item for image in images for item in path_items(image)]
+    kinds = sorted({type(image).__name__ for image in images})
+    raise UserInputError(f'images: expected an image file or folder path, a list of paths, or '
+                         f'WorkItems (mmdiffseg.apis.pseudo_label.images_from_folder), got a list '
+                         f'of {", ".join(kinds)}; arrays and tensors go to the engine and '
+                         'generators directly (docs/python_api.md)')
 
 
 def inner_dataset_cfgs(ds_cfg: dict, where: str) -> List[Tuple[str, dict]]:
@@ -226,9 +255,11 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
                  workers: Optional[int] = None,
                  compile_backend: Optional[str] = None,
                  variant: Optional[str] = None) -> JobSummary:
-    """Label ``items`` (payload ``image``) into ``out_dir``.
+    """Label ``items`` into ``out_dir``.
 
     Args:
+        items: the images (:func:`image_items`: an image file or folder, a list of them, or
+            work items, e.g. of :func:`images_from_dataset_config`).
         gen_cfg: generator config (``type`` + options); built with ``classes``.
         classes: the label set (indices of the PNGs); ``None`` only for unlabelled DiffSeg.
         image_labels: id -> class names present; ``None`` for unlabelled DiffSeg.
@@ -240,6 +271,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         UserInputError: before any work, for a missing model, an unknown class name, or an
             image without image-level labels.
     """
+    items = image_items(items)
     check_inputs_outside_output(items, out_dir, 'labels')
     model = check_model(model, variant)
     generator = build_generator(gen_cfg, classes)

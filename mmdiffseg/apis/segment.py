@@ -3,7 +3,6 @@ with the same class names for every image)."""
 from __future__ import annotations
 
 from functools import lru_cache, partial
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -15,20 +14,10 @@ from .builders import build_generator, check_model, job_header, load_engine
 from .folders import (MASK_DIR, OVERLAY_DIR, check_inputs_outside_output, encode_jpeg,
                       encode_label_png, labelled_share, palette_for, read_rgb,
                       record_path, split_path)
-from .io import ItemOutput, JobSummary, UserInputError, WorkItem
+from .io import ItemOutput, JobSummary, WorkItem
 from .jobs import run_job
-from .pseudo_label import images_from_folder, stack_work_images
+from .pseudo_label import image_items, stack_work_images
 from .visualize import Overlayer, segment_classes
-
-
-def segment_items(path) -> List[WorkItem]:
-    """An image file or every image in a folder (:func:`.pseudo_label.images_from_folder`)."""
-    path = Path(path)
-    if path.is_file():
-        return [WorkItem(path.stem, dict(image=str(path)), source=str(path))]
-    if not path.exists():
-        raise UserInputError(f'{path}: no such image file or folder of images')
-    return images_from_folder(path, whole='')
 
 
 def read_image_pair(item: WorkItem, size: int = WORK_SIZE):
@@ -59,10 +48,12 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
             dtype: str = 'float32', work_size: int = WORK_SIZE,
             workers: Optional[int] = None, compile_backend: Optional[str] = None,
             variant: Optional[str] = None) -> JobSummary:
-    """Label every image with the class names ``names`` (label set ``background`` + names;
-    ``None`` = unlabelled DiffSeg segments) and draw overlays (``Overlays/<id>.jpg``);
-    ``workers``: loader and writer processes (:func:`.jobs.run_job`); ``compile_backend``,
-    ``variant``: see :func:`.load_engine`."""
+    """Label every image of ``items`` (:func:`.pseudo_label.image_items`: an image file or
+    folder, a list of them, or work items) with the class names ``names`` (label set
+    ``background`` + names; ``None`` = unlabelled DiffSeg segments) and draw overlays
+    (``Overlays/<id>.jpg``); ``workers``: loader and writer processes (:func:`.jobs.run_job`);
+    ``compile_backend``, ``variant``: see :func:`.load_engine`."""
+    items = image_items(items)
     check_inputs_outside_output(items, out_dir, 'segments')
     model = check_model(model, variant)
     classes = None if names is None else ['background'] + [n for n in names if n != 'background']

@@ -183,6 +183,22 @@ class AttentionMaps:
                 raise ValueError(f'AttentionMaps[{name!r}] contains NaN or inf; check the model '
                                  'dtype (fp16 attention needs an upcast softmax) and the inputs')
 
+    def class_positions(self, b: int, name: str, owner: str = '') -> List[int]:
+        """The token positions of class ``name`` in sample ``b``'s prompt.
+
+        Raises:
+            KeyError: the class has none, naming the prompt; where no class has any, the fix:
+                the engine was not given the class names.
+        """
+        positions = self.token_positions[b] if b < len(self.token_positions) else {}
+        if name in positions:
+            return positions[name]
+        prompt = self.prompts[b] if b < len(self.prompts) else ''
+        fix = ('; no class was located in it: pass the class names to engine.extract / '
+               'engine.generate (class_names=...) as to the generator') if not positions else ''
+        raise KeyError(f'{owner}class {name!r} is not in the prompt of sample {b} ({prompt!r}); '
+                       f'prompt classes: {sorted(positions)}{fix}')
+
     def class_token_columns(self, name: str, class_names: Sequence[Sequence[str]],
                             token_offsets: Optional[Dict[str, Sequence[int]]] = None
                             ) -> List[torch.Tensor]:
@@ -201,15 +217,8 @@ class AttentionMaps:
                              f'{name!r} has shape {tuple(cross.shape)} (a per_layer request?)')
         columns = []
         for b, names in enumerate(class_names):
-            positions = self.token_positions[b] if b < len(self.token_positions) else {}
-            cols = []
-            for cls in names:
-                if cls not in positions:
-                    raise KeyError(f'class {cls!r} is not in the prompt of sample {b} '
-                                   f'({self.prompts[b] if b < len(self.prompts) else ""!r}); '
-                                   f'prompt classes: {sorted(positions)}')
-                cols.append(_token_mean(cross[b], selected_tokens(cls, positions[cls],
-                                                                  token_offsets)))
+            cols = [_token_mean(cross[b], selected_tokens(cls, self.class_positions(b, cls),
+                                                          token_offsets)) for cls in names]
             columns.append(torch.stack(cols, dim=-1) if cols else cross.new_zeros(cross.shape[1], 0))
         return columns
 

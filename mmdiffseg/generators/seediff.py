@@ -289,17 +289,14 @@ class SeeDiff(MaskGenerator):
         b, _, n, _ = cross.shape
         out = cross.new_zeros(b, max([len(c) for c in class_names] + [1]), n)
         for i, names in enumerate(class_names):
-            positions = maps.token_positions[i] if i < len(maps.token_positions) else {}
             for c, name in enumerate(names):
-                if name not in positions:
-                    raise KeyError(f'SeeDiff: class {name!r} is not in the prompt of sample {i}; '
-                                   f'prompt classes: {sorted(positions)}')
                 offsets = self.token_offsets.get(name, [0])
-                tokens = [positions[name][0] + o for o in offsets]
+                first = maps.class_positions(i, name, 'SeeDiff: ')[0]
+                tokens = [first + o for o in offsets]
                 if min(offsets) < 0 or max(tokens) >= cross.shape[-1]:
                     raise ValueError(f'SeeDiff: token_offsets[{name!r}] = {offsets} reads tokens '
                                      f'{tokens} of a {cross.shape[-1]}-token prompt (offsets '
-                                     f'count from the name\'s first token, at {positions[name][0]})')
+                                     f'count from the name\'s first token, at {first})')
                 # (L*k, N); selected one by one: a list index would be a host-to-device copy
                 layer_maps = torch.stack([cross[i][..., t] for t in tokens], 1).flatten(0, 1)
                 flat = (layer_maps * self.num_heads).var(dim=-1) <= self.flat_layer_var

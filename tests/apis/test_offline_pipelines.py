@@ -10,9 +10,8 @@ from PIL import Image
 
 from mmdiffseg.apis.folders import MASK_DIR, OVERLAY_DIR, palette_for
 from mmdiffseg.apis.io import UserInputError, WorkItem
-from mmdiffseg.apis.pseudo_label import images_from_folder, label_outputs
-from mmdiffseg.apis.segment import (overlay_jpeg, read_image_pair, segment_items,
-                                    stack_image_pairs)
+from mmdiffseg.apis.pseudo_label import images_from_folder, label_outputs, path_items
+from mmdiffseg.apis.segment import overlay_jpeg, read_image_pair, stack_image_pairs
 from mmdiffseg.apis.synthesize import seediff_resolutions, synth_items
 from mmdiffseg.datasets.transforms import read_label_map
 
@@ -113,30 +112,30 @@ def test_synthesize_refuses_no_templates_and_a_generator_that_cannot(tmp_path, j
     assert not job_args
 
 
-def test_segment_items_refuse_a_folder_without_images_naming_sub_folders_with_some(tmp_path):
+def test_path_items_refuse_a_folder_without_images_naming_sub_folders_with_some(tmp_path):
     """As pseudo_label's image folders, without pseudo_label's --dataset-config advice (a
     folder of COCO samples in sub-folders said only 'no image file or folder of images')."""
     with pytest.raises(UserInputError) as error:
-        segment_items(tmp_path)
+        path_items(tmp_path)
     assert str(error.value) == f'no images in {tmp_path}'
     (tmp_path / 'val2017').mkdir()
     Image.new('RGB', (4, 4)).save(tmp_path / 'val2017' / 'a.png')
     with pytest.raises(UserInputError) as error:
-        segment_items(tmp_path)
+        path_items(tmp_path)
     assert str(error.value) == (f"no images in {tmp_path}; its sub-folders ['val2017'] hold "
                                 "images (Cityscapes' cities): give one of them")
     with pytest.raises(UserInputError) as error:
-        segment_items(tmp_path / 'photo.jpg')
+        path_items(tmp_path / 'photo.jpg')
     assert str(error.value) == f'{tmp_path / "photo.jpg"}: no such image file or folder of images'
-    assert [it.id for it in segment_items(tmp_path / 'val2017')] == ['a']
-    assert [it.id for it in segment_items(tmp_path / 'val2017' / 'a.png')] == ['a']
+    assert [it.id for it in path_items(tmp_path / 'val2017')] == ['a']
+    assert [it.id for it in path_items(tmp_path / 'val2017' / 'a.png')] == ['a']
 
 
 def test_segment_puts_background_first_once(tmp_path, job_args):
     image = tmp_path / 'in' / 'a.png'
     image.parent.mkdir()
     Image.new('RGB', (4, 4)).save(image)
-    segment_api.segment(segment_items(image), tmp_path / 'out', HUB_ID, dict(type='ISeg'),
+    segment_api.segment(path_items(image), tmp_path / 'out', HUB_ID, dict(type='ISeg'),
                         ['cat', 'background', 'dog'])
     header = job_args['header']
     assert header['tool'] == 'segment' and header['classes'] == ['background', 'cat', 'dog']
@@ -214,7 +213,7 @@ def test_segment_asks_each_image_for_the_names_without_background(tmp_path, job_
                         lambda *args, **kwargs: SimpleNamespace(device=torch.device('cpu')))
     monkeypatch.setattr(segment_api, 'label_images', label_images)
     Image.new('RGB', (3, 2)).save(tmp_path / 'a.png')
-    items = segment_items(tmp_path)
+    items = path_items(tmp_path)
     segment_api.segment(items, tmp_path / 'out', HUB_ID, dict(type='ISeg'), ['cat', 'dog'])
     compute = job_args['prepare']()
     rgb = torch.zeros(2, 3, 3, dtype=torch.uint8)
@@ -230,7 +229,7 @@ def test_segment_asks_each_image_for_the_names_without_background(tmp_path, job_
 
 def test_segment_reads_each_image_at_the_work_size_and_keeps_its_own(tmp_path):
     Image.new('RGB', (5, 2), (10, 20, 30)).save(tmp_path / 'a.png')
-    loaded = [read_image_pair(item, size=8) for item in segment_items(tmp_path)]
+    loaded = [read_image_pair(item, size=8) for item in path_items(tmp_path)]
     images, sizes, rgbs = stack_image_pairs(loaded)
     assert images.shape == (1, 3, 8, 8) and images[0, :, 0, 0].tolist() == [10, 20, 30]
     assert sizes == [(2, 5)] and rgbs[0].shape == (2, 5, 3)
@@ -240,12 +239,15 @@ class Sampled(Exception):
     """Stops the stand-in engine once a batch's sampling arguments are recorded."""
 
 
-def test_synthesize_cycles_templates_by_image_index_and_seeds_each_image(tmp_path, job_args,
-                                                                         monkeypatch):
+def test_synthesize_cycles_templates_by_image_index_and_seeds_each_image(
+        tmp_path, job_args, monkeypatch, sd_config_dir):
+    from transformers import CLIPTokenizer
     calls = []
 
     class Engine:
         device = torch.device('cpu')
+        tokenizer = CLIPTokenizer.from_pretrained(  # the templates' check after the load
+            sd_config_dir('stable-diffusion-v1-4') / 'tokenizer')
 
         def generate(self, prompts, **kwargs):
             calls.append(dict(kwargs, prompts=prompts))

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from mmdiffseg.apis.folders import MASK_DIR, OVERLAY_DIR
-from mmdiffseg.apis.segment import overlay_jpeg, read_image_pair, segment_items, stack_image_pairs
+from mmdiffseg.apis.pseudo_label import path_items
+from mmdiffseg.apis.segment import overlay_jpeg, read_image_pair, stack_image_pairs
 
 segment_api = importlib.import_module('mmdiffseg.apis.segment')
 HUB_ID = 'test-org/not-downloaded'  # a hub id: checked and recorded, never loaded here
@@ -27,8 +28,8 @@ def _capture_job(monkeypatch):
 def test_one_image_is_one_item_named_by_its_stem(tmp_path):
     """As in a folder, the id (the output names) drops the suffix: photo.jpg -> photo.png."""
     Image.new('RGB', (4, 4)).save(tmp_path / 'photo.jpg')
-    items = segment_items(tmp_path / 'photo.jpg')
-    assert [it.id for it in items] == ['photo'] == [it.id for it in segment_items(tmp_path)]
+    items = path_items(tmp_path / 'photo.jpg')
+    assert [it.id for it in items] == ['photo'] == [it.id for it in path_items(tmp_path)]
     assert items[0].payload == dict(image=str(tmp_path / 'photo.jpg'))
 
 
@@ -37,7 +38,7 @@ def test_the_header_records_the_work_size(tmp_path, monkeypatch):
     Image.new('RGB', (4, 4)).save(tmp_path / 'a.png')
     headers = []
     for size in (256, 512):
-        segment_api.segment(segment_items(tmp_path), tmp_path / 'out', HUB_ID,
+        segment_api.segment(path_items(tmp_path), tmp_path / 'out', HUB_ID,
                             dict(type='ISeg'), ['cat'], work_size=size)
         headers.append(job['header'])
     assert [h['work_size'] for h in headers] == [256, 512]
@@ -51,7 +52,7 @@ def test_each_image_of_a_batch_gets_its_own_share_and_overlay_picture(tmp_path, 
     monkeypatch.setattr(segment_api, 'label_images', lambda *args: labels)
     Image.new('RGB', (3, 1), (200, 0, 0)).save(tmp_path / 'a.png')
     Image.new('RGB', (2, 2), (0, 0, 200)).save(tmp_path / 'b.png')
-    items = segment_items(tmp_path)
+    items = path_items(tmp_path)
     segment_api.segment(items, tmp_path / 'out', HUB_ID, dict(type='ISeg'), ['cat'])
     loaded = stack_image_pairs([read_image_pair(it, size=8) for it in items])
     assert loaded[1] == [(1, 3), (2, 2)] and [r.shape[:2] for r in loaded[2]] == [(1, 3), (2, 2)]
@@ -61,3 +62,28 @@ def test_each_image_of_a_batch_gets_its_own_share_and_overlay_picture(tmp_path, 
         assert list(out.files) == [f'{MASK_DIR}/{it.id}.png', f'{OVERLAY_DIR}/{it.id}.jpg']
         assert out.files[f'{OVERLAY_DIR}/{it.id}.jpg']() == overlay_jpeg(
             ('background', 'cat'), rgb.numpy(), lab)
+
+
+def test_the_offline_jobs_take_paths_from_python(tmp_path, monkeypatch):
+    """`segment` and `pseudo_label` as exported take an image file or folder, a list of them, or
+    work items (paths failed inside with "'str' object has no attribute 'payload'"); arrays are
+    refused, pointing at the engine."""
+    import pytest
+    from mmdiffseg.apis import UserInputError, pseudo_label
+    pseudo_api = importlib.import_module('mmdiffseg.apis.pseudo_label')
+    job = _capture_job(monkeypatch)
+    for name in ('a', 'b'):
+        Image.new('RGB', (4, 4)).save(tmp_path / f'{name}.png')
+    for images in (str(tmp_path), tmp_path / 'a.png', [tmp_path / 'a.png', str(tmp_path / 'b.png')],
+                   path_items(tmp_path)):
+        segment_api.segment(images, tmp_path / 'out', HUB_ID, dict(type='DiffSeg'), None)
+        expected = ['a'] if images == tmp_path / 'a.png' else ['a', 'b']
+        assert [it.id for it in job['items']] == expected
+    monkeypatch.setattr(pseudo_api, 'run_job', lambda items, *a, **kw: job.update(items=items))
+    pseudo_label(str(tmp_path), tmp_path / 'out', HUB_ID, dict(type='DiffSeg'), None, None)
+    assert [it.id for it in job['items']] == ['a', 'b']
+    with pytest.raises(UserInputError, match=r'images: expected an image file or folder path, a '
+                                             r'list of paths, or WorkItems .*got a list of '
+                                             r'ndarray; arrays and tensors go to the engine'):
+        segment_api.segment([np.zeros((4, 4, 3), np.uint8)], tmp_path / 'out', HUB_ID,
+                            dict(type='DiffSeg'), None)
