@@ -77,6 +77,12 @@ def _to_rgb(image: torch.Tensor, where: str, channels_last: bool = False) -> tor
         raise ValueError(f'{where}: {channels} channels in shape {shape}; only grayscale (1), '
                          f'RGB (3) and RGBA (4, alpha dropped) images are supported'
                          + _layout_hint(shape, channels_last))
+    if 0 in image.shape[1:]:
+        raise ValueError(f'{where}: an empty image (shape {tuple(image.shape)}, channels first)')
+    if image.dtype == torch.bool:
+        fix = 'image.astype(np.uint8) * 255' if channels_last else 'image.to(torch.uint8) * 255'
+        raise ValueError(f'{where}: dtype bool (a mask?); expected an RGB image, uint8 or float '
+                         f'in [0, 255]: a binary image as black and white is {fix}')
     if not image.is_floating_point() and image.dtype != torch.uint8:
         high, byte = (('(image >> 8).astype(np.uint8)', 'image.astype(np.uint8)') if channels_last
                       else ('(image.int() >> 8).to(torch.uint8)', 'image.to(torch.uint8)'))
@@ -106,6 +112,9 @@ def _as_list(images: ImagesLike) -> list:
     if single_array or isinstance(images, Image.Image):
         return [images]
     if isinstance(images, np.ndarray) and images.ndim == 4:
+        if images.shape[1] in CHANNELS and images.shape[-1] not in CHANNELS:
+            raise ValueError(f'images: a {images.shape} array looks like a BxCxHxW batch; arrays '
+                             'are HxWxC: pass images.transpose(0, 2, 3, 1)')
         return list(images)
     if not isinstance(images, (list, tuple)) or not len(images):
         raise ValueError(f'images: expected a (B,3,H,W) tensor, a PIL image, an HxWx3 uint8 array '

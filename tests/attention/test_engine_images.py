@@ -86,6 +86,22 @@ def test_normalised_and_16_bit_float_images_are_refused_with_the_fix():
     torch.testing.assert_close(out[0, 2], rgb[0, 2] / 127.5 - 1)
 
 
+def test_masks_empty_images_and_channel_first_array_batches_are_named():
+    """A bool array (a mask) was refused with advice for 16-bit images; a 0xW image failed in
+    OpenCV; a (B, 3, H, W) array got the per-image transpose."""
+    with pytest.raises(ValueError, match=r'images\[0\]: dtype bool \(a mask\?\).*'
+                                         r'image\.astype\(np\.uint8\) \* 255'):
+        preprocess_images([np.ones((8, 8), bool)], 8)
+    with pytest.raises(ValueError, match=r'images\[0\]: dtype bool.*image\.to\(torch\.uint8\)'):
+        preprocess_images(torch.ones(1, 3, 8, 8, dtype=torch.bool), 8)
+    with pytest.raises(ValueError, match=r'images\[0\]: an empty image \(shape \(3, 0, 5\)'):
+        preprocess_images([np.zeros((0, 5, 3), np.uint8)], 8)
+    with pytest.raises(ValueError, match=r'BxCxHxW batch; arrays are HxWxC: pass '
+                                         r'images\.transpose\(0, 2, 3, 1\)'):
+        preprocess_images(np.zeros((2, 3, 16, 16), np.uint8), 8)
+    assert preprocess_images(np.zeros((2, 16, 16, 3), np.uint8), 8).shape == (2, 3, 8, 8)
+
+
 def test_each_float_image_is_range_checked_alone():
     """A [0, 1] image next to a 0..255 one (a uint8 array in a list, or another image of a float
     batch) is refused, naming it; a float 0..255 image next to a uint8 one is read as before."""
