@@ -57,8 +57,9 @@ def main(argv=None):
     args = parse_args(argv)
     # the package (torch, mmengine, mmseg) only now: --help and usage errors need none of it
     from mmdiffseg.apis import cli
-    from mmdiffseg.apis.eval_labels import (GroundTruthFormat, evaluate_labels,
-                                            evaluate_segments, format_report, report_json)
+    from mmdiffseg.apis.eval_labels import (evaluate_labels, evaluate_segments, format_report,
+                                            report_json)
+    from mmdiffseg.apis.ground_truth import GroundTruthFormat
     from mmdiffseg.apis.io import atomic_write
     classes = cli.resolve_class_arg(args.classes)
     gt_format = GroundTruthFormat.of_class_set(args.classes, args.gt_suffix,

@@ -52,7 +52,7 @@ def main(argv=None):
     from mmdiffseg.apis import cli
     from mmdiffseg.apis.builders import pick_device
     from mmdiffseg.apis.io import UserInputError
-    from mmdiffseg.apis.eval_labels import GroundTruthFormat, find_ground_truth
+    from mmdiffseg.apis.ground_truth import GroundTruthFormat, find_ground_truth
     from mmdiffseg.apis.folders import check_ground_truth_outside_output
     from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
                                              labels_from_file, labels_from_ground_truth,

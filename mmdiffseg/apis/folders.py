@@ -64,7 +64,7 @@ def palette_for(classes: Sequence[str]) -> List[List[int]]:
     VOC, Cityscapes, ADE20K, ... that has every name but ``'background'``), else VOC's colour of
     a VOC name and a colour made from the name for the others; ``'background'`` is black where
     that dataset has none. Names compare without surrounding spaces (ADE20K's ``'bed '``)."""
-    from .eval_labels import CLASS_SET_DATASETS  # (imports this module)
+    from .ground_truth import CLASS_SET_DATASETS  # (imports this module)
     names = [str(name).strip() for name in classes]
     palettes = [{str(n).strip(): list(c) for n, c in zip(d.METAINFO['classes'],
                                                          d.METAINFO['palette'])}

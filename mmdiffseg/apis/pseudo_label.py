@@ -23,7 +23,7 @@ from ..datasets.transforms import read_image_level_labels
 from ..models.online_labeler import label_images, prompt_refusals
 from ..preflight_data import unknown_names
 from .builders import build_generator, check_model, job_header, load_engine
-from .eval_labels import GroundTruthFormat
+from .ground_truth import GroundTruthFormat
 from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encode_label_png,
                       labelled_share, list_images, palette_for, read_rgb, record_path,
                       split_path)

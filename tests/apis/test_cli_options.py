@@ -172,7 +172,7 @@ def test_a_preset_of_another_generator_than_method_is_refused():
 
 def test_ground_truth_formats_follow_the_mmseg_datasets():
     """Each class set reads ground truth as its mmseg dataset's defaults say."""
-    from mmdiffseg.apis.eval_labels import GroundTruthFormat
+    from mmdiffseg.apis.ground_truth import GroundTruthFormat
     ade = GroundTruthFormat.of_class_set('ade20k')
     assert ade.reduce_zero_label and ade.seg_map_suffix == '.png' and ade.label_map is None
     cityscapes = GroundTruthFormat.of_class_set('cityscapes')

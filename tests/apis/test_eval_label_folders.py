@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmdiffseg.apis.eval_labels import (GroundTruthFormat, evaluate_labels, find_ground_truth,
-                                        label_files)
+from mmdiffseg.apis.eval_labels import evaluate_labels, label_files
 from mmdiffseg.apis.folders import MASK_DIR
+from mmdiffseg.apis.ground_truth import GroundTruthFormat, find_ground_truth
 from mmdiffseg.apis.io import UserInputError
 
 CLASSES = ['background', 'cat']

@@ -195,7 +195,7 @@ def test_an_id_not_ending_in_the_image_suffix_keeps_its_whole_name(tmp_path):
     """Only an id ending in the dataset's image suffix (Cityscapes' _leftImg8bit) is looked up
     without it: 'a_flipped_v02' (as long as '_leftImg8bit') has no ground truth and is reported,
     not scored against a.png."""
-    from mmdiffseg.apis.eval_labels import GroundTruthFormat, find_ground_truth
+    from mmdiffseg.apis.ground_truth import GroundTruthFormat, find_ground_truth
     from mmdiffseg.apis.io import UserInputError
     _write_labels(tmp_path / 'gt', dict(a=[[0]]))
     fmt = GroundTruthFormat(id_suffix='_leftImg8bit')
@@ -209,7 +209,7 @@ def test_an_id_not_ending_in_the_image_suffix_keeps_its_whole_name(tmp_path):
 def test_ground_truth_is_reduced_before_its_label_map(tmp_path):
     """As mmseg's LoadAnnotations: reduce_zero_label (0 -> 255, k -> k - 1) first, then the
     label map on the reduced values."""
-    from mmdiffseg.apis.eval_labels import GroundTruthFormat
+    from mmdiffseg.apis.ground_truth import GroundTruthFormat
     _write_labels(tmp_path / 'gt', dict(a=[[1, 2, 0]]))
     fmt = GroundTruthFormat(reduce_zero_label=True, label_map={0: 1, 1: 0})
     assert fmt.read(tmp_path / 'gt' / 'a.png', ['x', 'y']).tolist() == [[1, 0, 255]]
@@ -218,7 +218,7 @@ def test_ground_truth_is_reduced_before_its_label_map(tmp_path):
 def test_only_a_value_equal_to_the_class_count_suggests_reduce_zero_label(tmp_path):
     """Value N with N classes is ADE20K's 1-based last class (--reduce-zero-label); a value past
     N is the wrong class list or convention."""
-    from mmdiffseg.apis.eval_labels import GroundTruthFormat
+    from mmdiffseg.apis.ground_truth import GroundTruthFormat
     from mmdiffseg.apis.io import UserInputError
     _write_labels(tmp_path / 'gt', dict(n=[[0, 2]], past=[[0, 7]]))
     with pytest.raises(UserInputError, match='holds values \\[2\\].*need --reduce-zero-label'):
@@ -230,7 +230,7 @@ def test_only_a_value_equal_to_the_class_count_suggests_reduce_zero_label(tmp_pa
 
 def test_two_ground_truth_files_of_one_name_in_sub_folders_are_refused(tmp_path):
     """gtFine/train/a/x.png and gtFine/val/b/x.png: which one scores x is not guessed."""
-    from mmdiffseg.apis.eval_labels import GroundTruthFormat, find_ground_truth
+    from mmdiffseg.apis.ground_truth import GroundTruthFormat, find_ground_truth
     from mmdiffseg.apis.io import UserInputError
     _write_labels(tmp_path / 'gt' / 'train' / 'a', dict(x=[[0]]))
     _write_labels(tmp_path / 'gt' / 'val' / 'b', dict(x=[[1]]))
@@ -279,7 +279,7 @@ def test_the_zero_label_note_is_only_for_labels_read_as_class_indices_without_ma
 def test_a_class_sets_ground_truth_settings_can_be_turned_off_by_an_option(tmp_path):
     """ADE20K's ground truth is read with reduce_zero_label unless False is given; a given
     suffix replaces the dataset's."""
-    from mmdiffseg.apis.eval_labels import GroundTruthFormat
+    from mmdiffseg.apis.ground_truth import GroundTruthFormat
     assert GroundTruthFormat.of_class_set('ade20k').reduce_zero_label is True
     fmt = GroundTruthFormat.of_class_set('ade20k', '.tif', reduce_zero_label=False)
     assert fmt.reduce_zero_label is False and fmt.seg_map_suffix == '.tif'
@@ -287,13 +287,13 @@ def test_a_class_sets_ground_truth_settings_can_be_turned_off_by_an_option(tmp_p
 
 
 def test_the_stem_suffix_keeps_all_but_the_last_extension():
-    from mmdiffseg.apis.eval_labels import stem_suffix
+    from mmdiffseg.apis.ground_truth import stem_suffix
     assert stem_suffix('_rgb.v2.png') == '_rgb.v2'
     assert stem_suffix('.jpg') == '' and stem_suffix(None) == '' and stem_suffix('_x') == '_x'
 
 
 def test_out_of_range_ground_truth_names_its_first_ten_values(tmp_path):
-    from mmdiffseg.apis.eval_labels import GroundTruthFormat
+    from mmdiffseg.apis.ground_truth import GroundTruthFormat
     from mmdiffseg.apis.io import UserInputError
     _write_labels(tmp_path / 'gt', dict(a=[list(range(14)) + [255]]))
     with pytest.raises(UserInputError) as error:
@@ -304,7 +304,7 @@ def test_out_of_range_ground_truth_names_its_first_ten_values(tmp_path):
 
 def test_a_missing_cityscapes_ground_truth_is_named_by_the_file_looked_for(tmp_path):
     """The example names the file without the image suffix, as Cityscapes' ground truth is."""
-    from mmdiffseg.apis.eval_labels import GroundTruthFormat, find_ground_truth
+    from mmdiffseg.apis.ground_truth import GroundTruthFormat, find_ground_truth
     from mmdiffseg.apis.io import UserInputError
     (tmp_path / 'gt').mkdir()
     fmt = GroundTruthFormat('_gtFine_labelTrainIds.png', id_suffix='_leftImg8bit')

@@ -31,7 +31,7 @@ from offline_args import (HelpFormatter, add_fine_labels_arg,  # noqa: E402
 
 import mmdiffseg  # noqa: F401,E402  (work-arounds + registration)
 from mmdiffseg.apis.cli import resolve_class_arg  # noqa: E402
-from mmdiffseg.apis.eval_labels import GroundTruthFormat  # noqa: E402
+from mmdiffseg.apis.ground_truth import GroundTruthFormat  # noqa: E402
 from mmdiffseg.apis.io import UserInputError, atomic_write  # noqa: E402
 from mmdiffseg.apis.pseudo_label import labels_from_ground_truth  # noqa: E402
 
