@@ -124,4 +124,7 @@ def enhance_class_tokens(embeddings: torch.Tensor, positions: Sequence[Mapping[s
     for b, sample in enumerate(positions):
         for name, idx in sample.items():
             scale[b, selected_tokens(name, idx, token_offsets)] = factor
-    return embeddings * host_to_device(scale, embeddings.device, embeddings.dtype)[..., None]
+    # in float32, rounded once to the embeddings' dtype, as the release's in-place `*= 1.6` on
+    # float16 embeddings (a float16 factor would be 1.599609375)
+    scale = host_to_device(scale, embeddings.device, torch.float32)[..., None]
+    return (embeddings.float() * scale).to(embeddings.dtype)
