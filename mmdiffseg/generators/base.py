@@ -32,7 +32,8 @@ IGNORE_INDEX = 255
 #: uint8 image to the working size as the tools' loaders do (OpenCV, uint8; the label cache's and
 #: the Python API's were resized by torch in float), and noise is added by DDPM's forward process
 #: whatever sampler the model's folder names. 4: iSeg's token enhancement multiplies float16
-#: embeddings by 1.6 in float32 (as released; the factor was rounded to float16, 1.599609375).
+#: embeddings by 1.6 in float32 (as released; the factor was rounded to float16, 1.599609375);
+#: DiffSeg's float16 first pass decides the pairs near the threshold with the release's sums.
 LABELS_VERSION = 4
 LABELS_VERSION_KEY = 'labels_version'
 

@@ -33,8 +33,9 @@ Merge precision (``merge_precision``), the one step where the two modes differ:
   (the release raises on the empty proposal list) gets ``ignore_index`` everywhere, with a warning;
   with a single threshold (no later pass) the empty proposals are dropped before the argmax.
   The float16 cast and the zero test are deterministic on any device; the distances are evaluated
-  from the float16-rounded maps as matrix products in float32 (the release sums float16 products;
-  they differ by float16 rounding, near the threshold only).
+  from the float16-rounded maps as matrix products in float32, and the 4096 pairs nearest the
+  threshold again term by term in float16 as the release sums them (the two forms differ by a few
+  float16 ulps, which decided some pairs near the threshold otherwise, nearly all as matches).
 * ``'float32'``: guarded logs (``log(max(x, 1e-8))``), every anchor kept, each matching itself.
 
 Labelled mode (``classes`` given; each image's class names then required): the prompt names the

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..cuda_graphs import GraphedSteps
 from ..transfer import host_to_device
-from .functional import float16_symmetric_kl, symmetric_kl
+from .functional import released_kl_near, symmetric_kl
 
 __all__ = ['FirstPass', 'FIRST_PASS_IMAGES', 'aggregate_self_attention', 'anchor_grid',
            'anchor_proposals', 'grid_side', 'images_of']
@@ -98,15 +98,16 @@ def anchor_proposals(attn: torch.Tensor, anchors: torch.Tensor, threshold: float
     symmetric KL ``threshold`` of the anchor's map. ``attn``: ``(..., N, D)`` (one image or a
     batch); returns ``(..., A, D)``.
 
-    ``precision='float16'`` (released): distances of :func:`float16_symmetric_kl`, NaN for an
-    anchor or pixel whose map has a float16 zero, so such an anchor matches nothing (its proposal
-    is all zeros, the release's ``0 / 0``) and such a pixel joins no proposal. ``'float32'``:
-    guarded logs, and every anchor matches itself.
+    ``precision='float16'`` (released): distances of :func:`released_kl_near` (the release's
+    float16 arithmetic near the threshold), NaN for an anchor or pixel whose map has a float16
+    zero, so such an anchor matches nothing (its proposal is all zeros, the release's ``0 / 0``)
+    and such a pixel joins no proposal. ``'float32'``: guarded logs, and every anchor matches
+    itself.
     """
     picked = attn.index_select(-2, anchors)
     if precision == 'float16':
         # NaN < threshold is false; the threshold is compared in float16, as released
-        return _mean_of_matched(float16_symmetric_kl(picked, attn) < threshold, attn)
+        return _mean_of_matched(released_kl_near(picked, attn, threshold) < threshold, attn)
     matched = (symmetric_kl(picked, attn) < threshold).float()
     # an anchor always matches itself (whatever the rounding); a scatter of a number, not an
     # indexed assignment, whose value is a CPU tensor copied to the GPU: a sync a CUDA graph
