@@ -28,6 +28,7 @@ from .ground_truth import (GroundTruthFormat, find_ground_truth, outside_classes
                            read_label_map_file)
 from .io import UserInputError
 
+
 def label_files(folder) -> Dict[str, Path]:
     """id -> label PNG of a tool's output folder (``SegmentationClass/``) or a plain folder
     (``.png`` in any case; hidden files, such as macOS's ``._x.png``, left out)."""
@@ -73,14 +74,22 @@ def check_label_classes(labels_dir, classes: Sequence[str],
     return True
 
 
-def _pairs(labels_dir, gt_dir, classes: Sequence[str], gt_format: GroundTruthFormat,
-           check_labels: bool, labels_reduce_zero_label: bool = False):
+def _matched_files(labels_dir, gt_dir, gt_format: GroundTruthFormat
+                   ) -> Tuple[Dict[str, Tuple[Path, Path]], List[str]]:
+    """id -> (label file, its ground truth) of the labels that have one, and the ids of those
+    that have none (left out of the scores)."""
     labels = label_files(labels_dir)
     gt_paths = find_ground_truth(labels, gt_dir, gt_format, allow_missing=True)
-    for item_id, path in labels.items():
-        if item_id not in gt_paths:  # counted by _unscored
-            continue
-        if os.path.samefile(path, gt_paths[item_id]):  # the ground truth scored against itself
+    return ({i: (path, gt_paths[i]) for i, path in labels.items() if i in gt_paths},
+            sorted(set(labels) - set(gt_paths)))
+
+
+def _pairs(files: Dict[str, Tuple[Path, Path]], classes: Sequence[str],
+           gt_format: GroundTruthFormat, check_labels: bool,
+           labels_reduce_zero_label: bool = False):
+    """``(id, label, ground truth)`` arrays of each of :func:`_matched_files`' pairs."""
+    for item_id, (path, gt_path) in files.items():
+        if os.path.samefile(path, gt_path):  # the ground truth scored against itself
             gt = gt_format.read(path, classes)
             yield item_id, gt, gt
             continue
@@ -95,10 +104,10 @@ def _pairs(labels_dir, gt_dir, classes: Sequence[str], gt_format: GroundTruthFor
                     'reduce_zero_label convention (0 = other, k = class k-1; tools/test.py --out '
                     'writes ADE20K predictions so) need --labels-reduce-zero-label'
                     if gt_format.reduce_zero_label and not labels_reduce_zero_label else ''))
-        gt = gt_format.read(gt_paths[item_id], classes)
+        gt = gt_format.read(gt_path, classes)
         if pred.shape != gt.shape:
             raise UserInputError(f'{path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth '
-                                 f'{gt_paths[item_id]} is {gt.shape[1]}x{gt.shape[0]}')
+                                 f'{gt_path} is {gt.shape[1]}x{gt.shape[0]}')
         yield item_id, pred, gt
 
 
@@ -119,12 +128,6 @@ def _classes_and_format(classes: Union[str, Sequence[str]],
     if isinstance(gt_format, GroundTruthFormat):
         return list(classes), gt_format
     return list(classes), GroundTruthFormat(seg_map_suffix=gt_format or '.png')
-
-
-def _unscored(labels_dir, gt_dir, gt_format: GroundTruthFormat) -> List[str]:
-    """Ids of the labels without ground truth (left out of the scores)."""
-    labels = label_files(labels_dir)
-    return sorted(set(labels) - set(find_ground_truth(labels, gt_dir, gt_format, allow_missing=True)))
 
 
 def evaluate_labels(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
@@ -154,8 +157,8 @@ def evaluate_labels(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
     metric = PseudoLabelMetric(ignore_index=IGNORE_INDEX, prefix='eval_labels')  # (unused: no notice)
     metric.dataset_meta = dict(classes=list(classes))
     count = 0
-    for _, pred, gt in _pairs(labels_dir, gt_dir, classes, gt_format, True,
-                              labels_reduce_zero_label):
+    files, unscored = _matched_files(labels_dir, gt_dir, gt_format)
+    for _, pred, gt in _pairs(files, classes, gt_format, True, labels_reduce_zero_label):
         metric.process({}, [dict(pred_sem_seg=dict(data=torch.from_numpy(pred).long()),
                                  gt_sem_seg=dict(data=torch.from_numpy(gt).long()))])
         count += 1
@@ -167,7 +170,7 @@ def evaluate_labels(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
                 mIoU=_pct(_mean(per_class)),
                 aAcc=_pct(_ratio(areas[0].sum(), areas[3].sum())),
                 coverage=_pct(covered / max(total, 1)),
-                unscored=_unscored(labels_dir, gt_dir, gt_format))
+                unscored=unscored)
 
 
 def evaluate_segments(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
@@ -176,7 +179,8 @@ def evaluate_segments(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
     (``classes``, ``gt_format`` and ``unscored`` as in :func:`evaluate_labels`)."""
     classes, gt_format = _classes_and_format(classes, gt_format)
     totals, count = np.zeros((3, len(classes)), dtype=np.int64), 0
-    for _, pred, gt in _pairs(labels_dir, gt_dir, classes, gt_format, False):
+    files, unscored = _matched_files(labels_dir, gt_dir, gt_format)
+    for _, pred, gt in _pairs(files, classes, gt_format, False):
         totals += match_segments(gt, pred, len(classes), IGNORE_INDEX)
         count += 1
     tp, fp, fn = totals.astype(np.float64)
@@ -184,7 +188,7 @@ def evaluate_segments(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
         iou = tp / (tp + fp + fn)
     return dict(images=count, per_class_iou=_per_class(classes, iou), mIoU=_pct(_mean(iou)),
                 ACC=_pct(_ratio(tp.sum(), (tp + fn).sum())),
-                unscored=_unscored(labels_dir, gt_dir, gt_format))
+                unscored=unscored)
 
 
 def _mean(iou) -> float:

@@ -185,8 +185,9 @@ def label_indices(labels: np.ndarray, path) -> np.ndarray:
         raise ValueError(f'{path}: a label map must be a palette or grey PNG (one class index '
                          f'per pixel), not an image of {labels.shape[-1]} channels')
     if labels.size and labels.max() > 255:
-        raise ValueError(f'{path}: label values up to {labels.max()}; label maps hold 0..255 '
-                         '(save it as an 8-bit grey or palette PNG)')
+        raise ValueError(f'{path}: label values up to {labels.max()}; label maps hold 0..255, '
+                         '255 = unsure (save an 8-bit grey or palette PNG; segment ids: renumber '
+                         'them below 255, np.unique(ids, return_inverse=True))')
     return labels.astype(np.uint8)
 
 

@@ -20,7 +20,7 @@ from .folders import IGNORE_INDEX, TOO_LARGE
 from .io import UserInputError
 
 #: Cityscapes' train-id ground truth (mmseg's converter writes it beside the labelIds files)
-CITYSCAPES_TRAIN_IDS = '_gtFine_labelTrainIds.png'
+CITYSCAPES_TRAIN_IDS = init_defaults(CityscapesDataset)['seg_map_suffix']
 
 #: the mmseg dataset whose ground-truth files each class set of ``--classes`` names
 CLASS_SET_DATASETS = {
@@ -141,11 +141,6 @@ def read_label_map_file(path, what: str = 'label', reduce_zero_label: bool = Fal
     try:
         return read_label_map(str(path), reduce_zero_label, label_map)
     except ValueError as exc:  # label_indices' refusal: colour image or values over 255
-        if 'label values up to' in str(exc):  # a 16-bit file
-            raise UserInputError(
-                f'{what} {path} is not a label map ({exc}): label files hold 0..255 (255 = '
-                'unsure); renumber more ids into fewer than 255 (np.unique(ids, '
-                'return_inverse=True) numbers them 0..n-1) and save 8-bit PNGs') from exc
         raise UserInputError(
             f'{what} {path} is not a label map ({exc}): {what} files must be palette or grey '
             'PNGs of class indices (e.g. VOC\'s SegmentationClass, ADE20K\'s annotations, '
@@ -165,7 +160,8 @@ def find_ground_truth(ids: Iterable[str], gt_dir, gt_format: GroundTruthFormat,
                       allow_missing: bool = False) -> Dict[str, Path]:
     """id -> ground-truth file ``<id><suffix>`` (or the id less ``id_suffix``), in ``gt_dir`` or,
     for files not found there, its sub-folders (Cityscapes' ``gtFine/val/<city>/``); with
-    ``allow_missing``, ids without one are left out (VOC's 10,582 aug labels against the 2,913 masks).
+    ``allow_missing``, ids without one are left out (VOC's 10,582 aug labels against the 2,913
+    masks).
 
     Raises:
         UserInputError: a missing folder, an id without ground truth (with ``allow_missing``: no
@@ -213,7 +209,7 @@ def find_ground_truth(ids: Iterable[str], gt_dir, gt_format: GroundTruthFormat,
 def _suffix_hint(gt_dir: Path, suffix: str) -> str:
     """The fix for ground truth not found under ``suffix``."""
     if suffix == CITYSCAPES_TRAIN_IDS and next(gt_dir.rglob('*_gtFine_labelIds.png'), None):
-        return ('The folder holds *_gtFine_labelIds.png but no *_gtFine_labelTrainIds.png: mmseg\'s '
-                'tools/dataset_converters/cityscapes.py writes them')
+        return (f'The folder holds *_gtFine_labelIds.png but no *{CITYSCAPES_TRAIN_IDS}: '
+                "mmseg's tools/dataset_converters/cityscapes.py writes them")
     return ('Pass the ground-truth folder, and --gt-suffix with the end of its file names (e.g. '
             f'{CITYSCAPES_TRAIN_IDS} for Cityscapes)')

@@ -71,7 +71,7 @@ def test_cityscapes_label_ids_without_train_ids_name_the_converter(tmp_path):
 def test_16_bit_segment_ids_name_the_renumbering(tmp_path):
     save(tmp_path / 'gt' / 'a.png', [[0, 1]])
     save(tmp_path / 'labels' / 'a.png', [[300, 2]], np.uint16)
-    with pytest.raises(UserInputError, match=r'label values up to 300.*label files hold 0\.\.255 '
-                                             r'\(255 = unsure\); renumber more ids into fewer '
-                                             r'than 255 \(np\.unique'):
+    with pytest.raises(UserInputError, match=r'label values up to 300; label maps hold 0\.\.255, '
+                                             r'255 = unsure \(.*segment ids: renumber them below '
+                                             r'255, np\.unique\(ids, return_inverse=True\)\)'):
         evaluate_segments(tmp_path / 'labels', tmp_path / 'gt', ['a', 'b'])
