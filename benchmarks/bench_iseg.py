@@ -2,15 +2,17 @@
 the released formulation (``mmdiffseg.generators.transcriptions.iseg_postprocess``:
 linsun449/iseg.code ``wsss/iSeg.py`` + ``featurecluster.DFC_KL`` + ``util/attn.kl_dis`` +
 ``util/cam.cam_to_label``), on the same synthetic attention built from VOC ground truth, in one run,
-with the k-means distance in float16 (released) and in float32, and with cluster smoothing off. The
-transcription keeps the released operations (elementwise KL over a ``(clusters, pixels, tokens)``
-tensor, a Python loop over clusters, the 4096x4096 co-membership matrix, the out-of-place Ent-Self
-ops); everything but the k-means distance runs in float32 (the released code runs fp16 on a GPU).
+with the k-means distance in float16 (released) and in float32, the maps in float16 (released:
+ISeg's ``map_precision``, the transcription given float16 maps, which it then processes in float16
+as released) and in float32, and with cluster smoothing off. The transcription keeps the released
+operations (elementwise KL over a ``(clusters, pixels, tokens)`` tensor, a Python loop over
+clusters, the 4096x4096 co-membership matrix, the out-of-place Ent-Self ops).
 
     python benchmarks/bench_iseg.py [--device cuda] [--repeats 3] [--threads 1]
 
-On CUDA an extra float16 row sums the k-means centres with the PyTorch emulation of the CPU's
-order instead of the Triton kernel (``ordered_sums``): what a GPU machine without Triton runs; two
+On CUDA an extra row (float32 maps, float16 distance: the centres summed in a CPU's order) sums
+them with the PyTorch emulation of that order instead of the Triton kernel (``ordered_sums``): what
+a GPU machine without Triton runs there; two
 extra rows (float16 clustering, and none) run the k-means smoothing and Ent-Self eagerly instead of
 from CUDA graphs (``iseg_graphs``); and
 each default setting also runs on a batch of ``--batch`` images (default 16 on CUDA, as the tools
@@ -101,14 +103,16 @@ def main():
     label = device_label(device, args.threads)
     run = f'{datetime.date.today()} ({args.repeats} repeat(s))'
     rows = []
-    runs = [(True, 'float16', ''), (True, 'float32', ''), (False, 'float32', '')]
+    # (cluster smoothing, k-means distance, map precision, variant)
+    runs = [(True, 'float16', 'float16', ''), (True, 'float16', 'float32', ''),
+            (True, 'float32', 'float16', ''), (False, 'float32', 'float16', '')]
     if torch.device(device).type == 'cuda':  # the fallbacks of the default path
-        runs[1:1] = [(True, 'float16', 'sums')]
-        runs[2:2] = [(True, 'float16', 'eager')]
-        runs.append((False, 'float32', 'eager'))
-    released = {}  # (cluster, precision, image) -> (seconds, labels): timed once per setting
-    for use_cluster, precision, variant in runs:
+        runs[2:2] = [(True, 'float16', 'float32', 'sums'), (True, 'float16', 'float16', 'eager')]
+        runs.append((False, 'float32', 'float16', 'eager'))
+    released = {}  # (cluster, precisions, image) -> (seconds, labels): timed once per setting
+    for use_cluster, precision, map_precision, variant in runs:
         gen = ISeg.from_preset('wsss_voc', use_cluster=use_cluster, kmeans_precision=precision,
+                               map_precision=map_precision,
                                postprocess_backend='torch' if variant == 'eager' else 'auto')
         gen = gen.to(device)
         sums = 'torch' if variant == 'sums' else ''
@@ -117,9 +121,10 @@ def main():
         for image, (maps, names) in enumerate(inputs):
             with sums_backend(sums):
                 t_ours, ours = timed(lambda: gen(maps, None, names)[0], args.repeats, device)
-            key = (use_cluster, precision, image)
+            key = (use_cluster, precision, map_precision, image)
             if key not in released:
-                ref_in = released_args(maps, names, gen)
+                *ref_maps, token_sel = released_args(maps, names, gen)
+                ref_in = [m.to(getattr(torch, map_precision)) for m in ref_maps] + [token_sel]
                 released[key] = timed(lambda: iseg_postprocess(
                     *ref_in, ent=gen.ent, iters=gen.iters, use_cluster=use_cluster,
                     kl_dtype=kl_dtype), args.repeats, device)
@@ -128,9 +133,11 @@ def main():
             agree.append((table[ref] == ours).float().mean().item())
             ours_t.append(t_ours)
             ref_t.append(t_ref)
+        released_maps = map_precision == 'float16'
         method = (f'iSeg wsss_voc, cluster on, k-means distance {precision}'
-                  f'{" (released, default)" if precision == "float16" else ""}'
+                  f'{" (released, default)" if precision == "float16" and released_maps else ""}'
                   if use_cluster else 'iSeg wsss_voc, cluster off')
+        method += '' if released_maps else f', maps {map_precision}'
         method += {'sums': ', centre sums in PyTorch (no Triton)',
                    'eager': ', eager steps (no CUDA graph)'}.get(variant, '')
         ours_m, ref_m = sum(ours_t) / len(ours_t), sum(ref_t) / len(ref_t)
@@ -146,7 +153,7 @@ def main():
             t_ours, ours = timed(lambda: gen(maps, None, names), args.repeats, device)
             agree = []
             for i, labels in enumerate(ours):
-                ref = released[(use_cluster, precision, i % len(inputs))][1]
+                ref = released[(use_cluster, precision, map_precision, i % len(inputs))][1]
                 table = torch.tensor([0] + sorted(gen.class_indices(names[i])), device=device)
                 agree.append((table[ref] == labels).float().mean().item())
             rows.append(f'| {method}, batch of {batch}, per image | {t_ours / batch:.3f} | '
@@ -162,11 +169,13 @@ def main():
         'Attention maps -> labels only (no U-Net). Inputs: synthetic attention from 3 VOC ground '
         'truths (`attention_from_labels`, noise 0.15; 64x64 self-attention, 16/32 '
         'cross-attention), WSSS VOC preset (10 Ent-Self iterations, k-means 36 seeds x 20 '
-        'steps), the k-means distance in the row\'s precision on both sides. "released '
+        'steps), the k-means distance and the maps (float16 unless the row says float32) in '
+        'the row\'s precision on both sides. "released '
         'formulation" = '
         '`mmdiffseg.generators.transcriptions.iseg_postprocess`, a transcription of the released '
         'operations; "label agreement" = pixels where both give the same label, mean / min over '
-        'the images. Mean of the repeats (date column) after one warm-up; CPU: process CPU '
+        'the images (rows dated before 2026-12-06: maps in float32, there was no map precision). '
+        'Mean of the repeats (date column) after one warm-up; CPU: process CPU '
         'seconds, CUDA: wall seconds. Written by `python benchmarks/bench_iseg.py` (`--device '
         'cuda` for a GPU). Ours is dominated by the 4096x4096 Ent-Self pass (column max, log, '
         '10 matrix '

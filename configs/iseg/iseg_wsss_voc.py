@@ -24,5 +24,8 @@ generator = dict(
     # as released: the k-means KL distance in float16 (util/attn.py kl_dis, + 1e-5); 'float32' for
     # guarded logs (clusters differ on a few pixels)
     kmeans_precision='float16',
+    # as released: the maps, their aggregation and the k-means means rounded to float16 where the
+    # release computes in float16; 'float32' keeps them in float32 (labels differ on a few pixels)
+    map_precision='float16',
     mask_size=512,
 )

@@ -12,9 +12,10 @@ Then, per image (all batched, float32):
    entropy-reduced self-attention of one 64x64 layer (``iSeg.get_att_map``, "Ent-Self");
 4. bilinear to 512, per-class min-max, background score, argmax (``util/cam.py:cam_to_label``).
 
-Deliberate differences from the released code: float32 instead of fp16 (except the k-means
-distance, below); divisions are guarded, so an all-zero or constant class column gives an all-zero
-map where the released code gives NaN. Token positions are the released table's by default,
+Deliberate differences from the released code: Ent-Self and the label assignment in float32
+from the release's float16 values (below); divisions are guarded, so an all-zero or constant class
+column, or a self-attention key column that float16 rounds to zeros, gives an all-zero map where
+the released code gives NaN (and labels the whole image background). Token positions are the released table's by default,
 miscount included (:mod:`.iseg_tokens`: COCO's 'fire hydrant' shifts every later class one token
 early); ``token_table='tokenizer'`` reads every word's own tokens. The noise (seed 1101) is drawn
 by a CPU generator, the same on every device; ``noise_draw='cuda_float16'`` draws the release's
@@ -28,11 +29,14 @@ layer at 16x16 and 10 at 32x32; self-attention: 1 and 2 of 5 at 64x64); ``cross_
 head list the model lacks stops the tools before any work, naming the fix
 (:meth:`DiffusionAttentionEngine.check_capture`).
 
-Precision: the k-means KL distance is float16 as released (``kmeans_precision='float16'``,
-:func:`~.kmeans.kl_kmeans`) or guarded float32. The release's maps, means and k-means inputs are
-float16, ours float32: on synthetic VOC maps at noise 0.15 clusters differ on 4-6% of pixels,
-labels on <= 0.2%; at noise 0.3-0.4 labels on 0.3-3.4%, nearly all from the cross-attention
-aggregated in float16 before the k-means (review of 2026-12-06; not an option here yet).
+Precision, both as released by default: the k-means KL distance in float16
+(``kmeans_precision='float16'``, :func:`~.kmeans.kl_kmeans`; ``'float32'``: guarded logs), and the
+maps, their aggregation, the k-means centres, cluster and sub-token means rounded to float16 where
+the release computes them in float16 (``map_precision='float16'``, :mod:`.iseg_aggregation`):
+the labels of a transcription of the release run on the same maps in float16, pixel for pixel,
+but for the guarded divisions above. ``map_precision='float32'`` keeps those steps in float32 (the
+default before 2026-12-06): on synthetic VOC maps, labels then differ from the release's on up to
+0.2% of an image's pixels at noise 0.3 and 1.5% at noise 0.4.
 """
 from __future__ import annotations
 
@@ -50,6 +54,7 @@ from ..transfer import host_to_device, padded_table
 from .base import IGNORE_INDEX, MaskGenerator, size_groups
 from .class_names import VOCABULARIES, prompt_name
 from .functional import minmax_normalize
+from .iseg_aggregation import MAP_PRECISIONS, aggregate_cross
 from .iseg_graphs import ISegSteps
 from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention,
                          refine_with_self_attention)
@@ -104,6 +109,9 @@ class ISeg(MaskGenerator):
         cluster_iters: k-means assignment steps.
         kmeans_precision: of the k-means distance (:func:`kl_kmeans`): ``'float16'`` as released
             (``util/attn.py:kl_dis``), ``'float32'`` with guarded logs.
+        map_precision: ``'float16'``: the maps, their aggregation, k-means centres, cluster
+            and sub-token means rounded to float16 where the release computes in float16
+            (:mod:`.iseg_aggregation`), the release's numbers; ``'float32'``: kept in float32.
         iters: Ent-Self refinement steps [``iter``].
         ent: entropy-reduction strength [``ent``].
         postprocess_backend: how k-means smoothing and Ent-Self run (same numbers): ``'torch'``
@@ -147,6 +155,7 @@ class ISeg(MaskGenerator):
                  num_clusters: int = 32,
                  cluster_iters: int = 20,
                  kmeans_precision: str = 'float16',
+                 map_precision: str = 'float16',
                  iters: int = 10,
                  ent: float = 0.015,
                  postprocess_backend: str = 'auto',
@@ -200,6 +209,11 @@ class ISeg(MaskGenerator):
                              f"('float16': the released k-means distance, 'float32': guarded "
                              f'logs), got {kmeans_precision!r}')
         self.kmeans_precision = kmeans_precision
+        if map_precision not in MAP_PRECISIONS:
+            raise ValueError(f'ISeg: map_precision must be one of {MAP_PRECISIONS} '
+                             f"('float16': rounded as the release's float16 run, 'float32': "
+                             f'every step before Ent-Self in float32), got {map_precision!r}')
+        self.map_precision = map_precision
         self.iters = check_whole('ISeg', 'iters', iters, low=0)
         self.ent = check_real('ISeg', 'ent', ent, low=0)
         self.steps = ISegSteps(postprocess_backend)
@@ -324,13 +338,14 @@ class ISeg(MaskGenerator):
             return None, table, valid
 
         side = math.isqrt(n)
-        cross = self._aggregate_cross(maps, b, side)
+        half = self.map_precision == 'float16'
+        cross = aggregate_cross(maps, self.res_weights, b, side, getattr(torch, self.map_precision))
         graphed = self.steps.graphed(self_attn)
         if self.use_cluster:
             seeds = grid_seeds(side, self.num_clusters, device=cross.device)
             cross = self.steps.smooth(cross, seeds, self.cluster_iters, self.kmeans_precision,
-                                      graphed)
-        columns = self._class_columns(maps, cross, names)
+                                      graphed, half)
+        columns = self._class_columns(maps, cross, names).float()
 
         refined = self.steps.ent_self(self_attn, columns.transpose(1, 2), self.ent, self.iters,
                                       graphed)
@@ -355,26 +370,8 @@ class ISeg(MaskGenerator):
         if sa.dim() != 3 or sa.shape[1] != n or math.isqrt(n) ** 2 != n:
             raise ValueError(f"ISeg: AttentionMaps['iseg_self64'] must be (B, N, N) over a square "
                              f'grid, got {tuple(sa.shape)}')
-        return sa.float()
-
-    def _aggregate_cross(self, maps: AttentionMaps, b: int, side: int) -> torch.Tensor:
-        """``(B, side*side, T)``: per resolution, token maps normalised to sum 1 over space,
-        bilinear to ``side``, weighted sum."""
-        total = None
-        for r, weight in sorted(self.res_weights.items()):
-            if weight == 0:
-                continue
-            name = f'iseg_cross{r}'
-            ca = maps[name].float()
-            if ca.dim() != 3 or ca.shape[:2] != (b, r * r):
-                raise ValueError(f'ISeg: AttentionMaps[{name!r}] must be ({b}, {r * r}, tokens), '
-                                 f'got {tuple(ca.shape)}')
-            ca = ca / ca.sum(dim=1, keepdim=True).clamp_min(_TINY)
-            grid = ca.transpose(1, 2).reshape(b, -1, r, r)
-            if r != side:
-                grid = F.interpolate(grid, size=(side, side), mode='bilinear', align_corners=False)
-            total = weight * grid if total is None else total.add_(grid, alpha=weight)
-        return total.flatten(2).transpose(1, 2)
+        # released: the float16 maps copied to float32 (Ent-Self runs in float32)
+        return sa.to(getattr(torch, self.map_precision)).float()
 
     def _class_columns(self, maps: AttentionMaps, cross: torch.Tensor,
                        names: List[List[str]]) -> torch.Tensor:
@@ -406,6 +403,9 @@ class ISeg(MaskGenerator):
                     **({} if self.class_order == self.classes else
                        dict(class_order=list(self.class_order))),
                     **({} if self.noise_draw == 'cpu' else dict(noise_draw=self.noise_draw)),
+                    # float32 maps give the labels of before the option: their caches stay
+                    **({} if self.map_precision == 'float32' else
+                       dict(map_precision=self.map_precision)),
                     **({} if self.ignore_index == IGNORE_INDEX else
                        dict(ignore_index=self.ignore_index)),
                     **(dict(token_table=self.token_table)

@@ -38,13 +38,14 @@ class ISegSteps(GraphedSteps):
         super().__init__(backend, 'ISeg')
 
     def smooth(self, cross: torch.Tensor, seeds: torch.Tensor, iters: int, precision: str,
-               graphed: bool) -> torch.Tensor:
+               graphed: bool, half: bool = False) -> torch.Tensor:
         """``DFC_KL``: each pixel's ``(B, N, T)`` cross-attention replaced by its k-means
-        cluster's mean (:func:`~.kmeans.kl_kmeans` from the ``seeds`` pixels)."""
+        cluster's mean (:func:`~.kmeans.kl_kmeans` from the ``seeds`` pixels; ``half``: centres
+        and means rounded to float16 as released)."""
         def steps(maps, seed_pixels):
-            clusters = kl_kmeans(maps, seed_pixels, iters, precision=precision)
-            return cluster_mean(maps, clusters, seed_pixels.numel())
-        return self.run(('smooth', iters, precision), steps, graphed, cross, seeds)
+            clusters = kl_kmeans(maps, seed_pixels, iters, precision=precision, half_centres=half)
+            return cluster_mean(maps, clusters, seed_pixels.numel(), half)
+        return self.run(('smooth', iters, precision, half), steps, graphed, cross, seeds)
 
     def ent_self(self, self_attn: torch.Tensor, class_maps: torch.Tensor, ent: float,
                  iters: int, graphed: bool) -> torch.Tensor:

@@ -55,7 +55,7 @@ COCO_BG_CONTEXT = 'ground, land, grass, tree, building, wall, sky, lake, water, 
 RELEASED_SELF_HEADS = (1, 2)
 _COMMON = dict(timestep=100, noise_seed=1101, token_enhance=1.6, res_weights={16: 0.7, 32: 0.3},
                self_heads=RELEASED_SELF_HEADS, use_cluster=True, num_clusters=32, cluster_iters=20,
-               kmeans_precision='float16', mask_size=512)
+               kmeans_precision='float16', map_precision='float16', mask_size=512)
 #: the released settings per task (ALGORITHMS.md 3.6); ``configs/iseg/*.py`` hold the same.
 ISEG_PRESETS: Dict[str, Dict] = {
     'wsss_voc': dict(vocabulary='voc', prompt_template=WSSS_PROMPT, bg_context=VOC_BG_CONTEXT,

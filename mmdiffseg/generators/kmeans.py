@@ -119,17 +119,25 @@ def grid_seeds(side: int, num_clusters: int, device=None) -> torch.Tensor:
     return (coords[:, None] * side + coords[None, :]).flatten()
 
 
-def cluster_mean(values: torch.Tensor, clusters: torch.Tensor, num: int) -> torch.Tensor:
+def cluster_mean(values: torch.Tensor, clusters: torch.Tensor, num: int,
+                 half: bool = False) -> torch.Tensor:
     """Each row of ``values`` ``(B, N, D)`` replaced by the mean over its cluster
     (``clusters`` ``(B, N)`` in ``[0, num)``): the last step of iSeg's cluster smoothing, where
-    ``DFC_KL`` gives each pixel's token vector its cluster's mean."""
-    onehot = F.one_hot(clusters, num).to(values.dtype)
-    means = onehot.transpose(1, 2) @ values / onehot.sum(1).clamp_min(1)[..., None]
+    ``DFC_KL`` gives each pixel's token vector its cluster's mean. ``half``: as the release's
+    float16 tensors, the cluster's sum and then the mean each rounded to float16 (a float16
+    result)."""
+    onehot = F.one_hot(clusters, num)
+    counts = onehot.sum(1).clamp_min(1)[..., None]
+    if half:  # float32 sums rounded, divided by the integer counts in float16
+        means = (onehot.transpose(1, 2).float() @ values.float()).to(torch.float16) / counts
+    else:
+        onehot = onehot.to(values.dtype)
+        means = onehot.transpose(1, 2) @ values / counts
     return means.gather(1, clusters[..., None].expand(-1, -1, values.shape[-1]))
 
 
 def kl_kmeans(features: torch.Tensor, seeds: torch.Tensor, iters: int, eps: float = 1e-5,
-              precision: str = 'float16') -> torch.Tensor:
+              precision: str = 'float16', half_centres: bool = False) -> torch.Tensor:
     """K-means with the symmetric KL distance of ``DFC_KL``: zeros set to 1e-6, ``eps`` added to
     both sides of each distance, ``iters`` assignment steps from the seed pixels' vectors; a
     cluster left empty is dropped for good (its distance is infinite from then on).
@@ -143,6 +151,9 @@ def kl_kmeans(features: torch.Tensor, seeds: torch.Tensor, iters: int, eps: floa
             per-cluster means sum float32 maps on a CPU (the clusters of
             :func:`~.transcriptions.iseg_clusters`, bit for bit; the release itself clusters
             float16 maps); ``'float32'``: matrix products with guarded logs.
+        half_centres: the release's float16 run: each centre a mean taken in float32, rounded
+            to float16 (with float16 ``features``, whose zeros become float16's 1e-6, the
+            release's centres).
 
     Returns:
         ``(B, N)`` cluster ids in ``[0, K)``.
@@ -156,23 +167,25 @@ def kl_kmeans(features: torch.Tensor, seeds: torch.Tensor, iters: int, eps: floa
         pixels = (pixels, pixels.log())
         block = x.shape[1] if x.is_cuda else _CPU_PIXEL_BLOCK
     else:
-        pixels = kl_side(x + eps)
+        pixels = kl_side(x.float() + eps)
     for step in range(iters):
         if precision == 'float16':
             ours = centres.to(torch.float16) + eps
             dist = elementwise_kl_terms(ours, ours.log(), *pixels, rows=k, cols=block)
         else:
-            dist = symmetric_kl(centres + eps, pixels)
+            dist = symmetric_kl(centres.float() + eps, pixels)
         # the release compares the live clusters only, in index order: ties go to the first
         clusters = dist.masked_fill(~alive, float('inf')).argmin(dim=1)
         if step + 1 < iters:
-            centres, alive = _cluster_centres(x, clusters, k, precision)
+            centres, alive = _cluster_centres(x, clusters, k, precision, half_centres)
     return clusters
 
 
-def _cluster_centres(x: torch.Tensor, clusters: torch.Tensor, k: int, precision: str):
+def _cluster_centres(x: torch.Tensor, clusters: torch.Tensor, k: int, precision: str,
+                     half_centres: bool = False):
     """Each cluster's mean ``(B, K, D)`` (zeros for an empty one) and which clusters have pixels
-    ``(B, K, 1)``.
+    ``(B, K, 1)``. ``half_centres``: a matrix product's means rounded to float16 (the rounding
+    hides the summation order but for means within a float32 ulp of a float16 rounding tie).
 
     ``'float16'``: each cluster's ``mean(0)`` summed as the release sums it on a CPU: the float16
     cast of the centres turns last-bit differences of another summation order (a matrix product)
@@ -183,7 +196,12 @@ def _cluster_centres(x: torch.Tensor, clusters: torch.Tensor, k: int, precision:
     float32 maps; the release's own run takes float16 means of float16 maps, whose clusters
     differ from these on 4-6% of the pixels of synthetic VOC maps, the matrix-product order's
     about as much."""
-    onehot = F.one_hot(clusters, k).to(x.dtype)
+    onehot = F.one_hot(clusters, k)
+    if half_centres:
+        counts = onehot.sum(1)[..., None]
+        means = onehot.transpose(1, 2).float() @ x.float() / counts.clamp_min(1)
+        return means.to(torch.float16).to(x.dtype), counts > 0
+    onehot = onehot.to(x.dtype)
     counts = onehot.sum(1)[..., None]
     if precision != 'float16':
         sums = onehot.transpose(1, 2) @ x

@@ -131,9 +131,9 @@ def test_cluster_iters_and_precision_reach_the_kmeans(monkeypatch):
     import mmdiffseg.generators.iseg_graphs as graphs
     calls = []
 
-    def spy(maps, seeds, iters, precision='float16'):
+    def spy(maps, seeds, iters, precision='float16', **kwargs):
         calls.append((seeds.numel(), iters, precision))
-        return real(maps, seeds, iters, precision=precision)
+        return real(maps, seeds, iters, precision=precision, **kwargs)
     real = graphs.kl_kmeans
     monkeypatch.setattr(graphs, 'kl_kmeans', spy)
     maps, names, _ = two_animals()

@@ -15,6 +15,7 @@ from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
 from mmdiffseg.attention.unet_layers import check_capture_on_config
 from mmdiffseg.generators import ISeg
 from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names
+from mmdiffseg.generators.iseg_aggregation import aggregate_cross
 from mmdiffseg.generators.kmeans import grid_seeds, kl_kmeans
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png
 from mmdiffseg.generators.transcriptions import iseg_clusters
@@ -32,7 +33,7 @@ def aggregated_cross(name, noise):
                                     cross_resolutions=(32, 16), seed=0)
     for r in (16, 32):
         maps.maps[f'iseg_cross{r}'] = maps.maps.pop(f'cross{r}')
-    return ISeg()._aggregate_cross(maps, 1, 64)
+    return aggregate_cross(maps, ISeg().res_weights, 1, 64)
 
 
 def test_float16_kmeans_reproduces_the_released_clusters():
@@ -58,6 +59,17 @@ def test_kmeans_precision_is_checked_and_recorded():
     assert ISeg().config_dict()['kmeans_precision'] == 'float16'
     with pytest.raises(ValueError, match=r"kmeans_precision.*'float16', 'float32'.*'half'"):
         ISeg(kmeans_precision='half')
+
+
+def test_map_precision_is_checked_and_recorded_where_it_changes_labels_of_before():
+    """The default float16 is recorded (its labels are new); float32, the labels made before the
+    option, is not, so caches and folders made then keep their signature."""
+    assert ISeg().config_dict()['map_precision'] == 'float16'
+    assert 'map_precision' not in ISeg(map_precision='float32').config_dict()
+    assert ISeg.from_preset('wsss_coco').map_precision == 'float16'
+    with pytest.raises(ValueError, match=r"map_precision must be one of .*'float16', 'float32'.*"
+                                         r"got 'half'"):
+        ISeg(map_precision='half')
 
 
 def test_noise_draw_is_checked_passed_to_the_engine_and_recorded_where_not_the_default():
