@@ -3,7 +3,7 @@ suffix, ``reduce_zero_label``, label map), found for each label by its id
 (:func:`find_ground_truth`), and label files read with the fix named for a bad one."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -48,6 +48,7 @@ class GroundTruthFormat:
         label_map: file value -> class index, applied after ``reduce_zero_label``.
         fine_labels: COCO-Stuff's own label maps, read through its fine-to-27 ``label_map``
             (``COCOStuff27Dataset(fine_labels=True)``); ``None``: the dataset has no such setting.
+        suffix_option: the tool's option that sets ``seg_map_suffix``, named by the fixes.
     """
 
     seg_map_suffix: str = '.png'
@@ -55,6 +56,7 @@ class GroundTruthFormat:
     reduce_zero_label: bool = False
     label_map: Optional[Dict[int, int]] = None
     fine_labels: Optional[bool] = None
+    suffix_option: str = field(default='--gt-suffix', compare=False)
 
     @classmethod
     def of_dataset(cls, dataset, **settings) -> 'GroundTruthFormat':
@@ -116,7 +118,8 @@ class GroundTruthFormat:
                     '1) need --fine-labels, which maps them to the 27 classes')
         if 'labelIds' in self.seg_map_suffix and not self.label_map:
             return ('Cityscapes labelIds are not train ids: score against '
-                    '*_gtFine_labelTrainIds.png (--gt-suffix _gtFine_labelTrainIds.png; mmseg\'s '
+                    f'*_gtFine_labelTrainIds.png ({self.suffix_option} _gtFine_labelTrainIds.png; '
+                    "mmseg's "
                     'tools/dataset_converters/cityscapes.py writes them), or use --classes '
                     'cityscapes27 for the 27 labelId classes')
         if not self.reduce_zero_label and max(bad) == count:
@@ -124,7 +127,7 @@ class GroundTruthFormat:
                     '--reduce-zero-label')
         return ('wrong --classes for this ground truth, or a convention to set: '
                 '--reduce-zero-label for annotations whose 0 is "other" (ADE20K), '
-                '*_gtFine_labelTrainIds.png (--gt-suffix) for Cityscapes\' 19 classes')
+                f"*_gtFine_labelTrainIds.png ({self.suffix_option}) for Cityscapes' 19 classes")
 
 
 def outside_classes(label: np.ndarray, count: int) -> List[int]:
@@ -202,14 +205,21 @@ def find_ground_truth(ids: Iterable[str], gt_dir, gt_format: GroundTruthFormat,
         raise UserInputError(
             f'no ground truth for {len(missing)} {what}, e.g. {missing[:5]}: looked in {gt_dir} '
             f'({option}) and its sub-folders for files such as {example!r}. '
-            + _suffix_hint(gt_dir, suffix))
+            + suffix_hint(gt_dir, gt_format))
     return found
 
 
-def _suffix_hint(gt_dir: Path, suffix: str) -> str:
-    """The fix for ground truth not found under ``suffix``."""
+def suffix_hint(gt_dir: Path, gt_format: GroundTruthFormat) -> str:
+    """The fix for ground truth not found under ``gt_format``'s suffix."""
+    suffix = gt_format.seg_map_suffix
+    other_case = next((p for p in gt_dir.rglob('*') if p.name.lower().endswith(suffix.lower())
+                       and not p.name.endswith(suffix)), None)
+    if other_case is not None:  # VOC's .PNG copied from another system
+        return (f'It holds {other_case.name}: pass {gt_format.suffix_option} '
+                f'{other_case.name[-len(suffix):]} (file names are case-sensitive)')
     if suffix == CITYSCAPES_TRAIN_IDS and next(gt_dir.rglob('*_gtFine_labelIds.png'), None):
         return (f'The folder holds *_gtFine_labelIds.png but no *{CITYSCAPES_TRAIN_IDS}: '
-                "mmseg's tools/dataset_converters/cityscapes.py writes them")
-    return ('Pass the ground-truth folder, and --gt-suffix with the end of its file names (e.g. '
-            f'{CITYSCAPES_TRAIN_IDS} for Cityscapes)')
+                "mmseg's tools/dataset_converters/cityscapes.py writes them (docs/data.md, "
+                'Cityscapes)')
+    return (f'Pass the ground-truth folder, and {gt_format.suffix_option} with the end of its file '
+            f'names (e.g. {CITYSCAPES_TRAIN_IDS} for Cityscapes)')

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -297,6 +298,20 @@ def _log_failed(item_id: str, reason: str) -> None:
     print_log(f'failed {item_id}: {reason} (not made; counted as failed)', logger='current')
 
 
+def _warn_unlisted(folder: Path, split_file: str, listed: int, unlisted: Sequence[str]) -> None:
+    """Name the finished outputs of earlier runs on other inputs, which ``split_file`` (this
+    run's inputs) leaves out: one folder filled by a run per Cityscapes city lists the last city
+    only."""
+    if unlisted:
+        print_log(f'{folder / split_file} lists the {listed} finished items of this run\'s '
+                  f'inputs; {len(unlisted)} made in {folder} by earlier runs on other inputs '
+                  f'({", ".join(unlisted[:3])}{", ..." if len(unlisted) > 3 else ""}) are not in '
+                  f'it, so a dataset reading that split leaves them out: give every input to one '
+                  f"run (pseudo_label.py: --dataset-config with the dataset's mmseg config, "
+                  f'--split train), or each run its own --out', logger='current',
+                  level=logging.WARNING)
+
+
 def _finish(folder: Path, manifest: Manifest, items: Sequence[WorkItem],
             split_file: Optional[str], summary: JobSummary, done: Dict[str, Dict]) -> JobSummary:
     """After every rank's share: rank 0 merges the rank manifests (one process: ``done``, the
@@ -320,9 +335,10 @@ def _finish(folder: Path, manifest: Manifest, items: Sequence[WorkItem],
                   if rank_files else list(done.values()))
         if split_file:  # this job's finished items (not those of inputs gone since)
             order = {it.id: i for i, it in enumerate(items)}
-            ids = sorted((r['id'] for r in merged if r['id'] in order and is_done(folder, r)),
-                         key=order.get)
+            finished = [r['id'] for r in merged if is_done(folder, r)]
+            ids = sorted((i for i in finished if i in order), key=order.get)
             atomic_write(folder / split_file, ''.join(i + '\n' for i in ids).encode())
+            _warn_unlisted(folder, split_file, len(ids), [i for i in finished if i not in order])
     if world_size > 1:  # every rank returns once the folder is complete
         collective(barrier)
     if rank == 0:

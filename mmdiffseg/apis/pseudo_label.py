@@ -29,18 +29,26 @@ from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encod
                       split_path)
 from .io import ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem, check_item_ids
 from .jobs import BatchLoader, default_workers, run_job
+from .manifest import MANIFEST_NAME
 
 
-def images_from_folder(folder, whole: str = ', or --dataset-config for the whole split'
+def images_from_folder(folder, whole: str = (' with its own --out, or all of them in one run: '
+                                             "--dataset-config with the dataset's mmseg config, "
+                                             '--split train')
                        ) -> List[WorkItem]:
     """One item per image file in ``folder``, id = file stem. A folder whose images are all in
     sub-folders (Cityscapes' cities) is refused naming them, and ``whole``: how to take them
     all."""
     folder = Path(folder)
+    if folder.is_file():
+        raise UserInputError(f'{folder} is a file: give the folder of images (or '
+                             '--dataset-config); tools/segment.py takes single images')
     if not folder.is_dir():
         raise UserInputError(f'image folder {folder} not found')
     items = [WorkItem(p.stem, dict(image=str(p)), source=str(p)) for p in list_images(folder)]
-    nested = sorted(d.name for d in folder.iterdir() if d.is_dir() and list_images(d))
+    # a tool's output folder inside (its manifest: contact sheets, overlays) holds no inputs
+    nested = sorted(d.name for d in folder.iterdir() if d.is_dir() and list_images(d)
+                    and not (d / MANIFEST_NAME).exists())
     if not items:
         raise UserInputError(f'no images in {folder}' + (
             f'; its sub-folders {nested[:3]} hold images (Cityscapes\' cities): give one of '

@@ -30,6 +30,17 @@ def test_a_ground_truth_folder_that_is_not_there_is_named_with_its_option(tmp_pa
     assert str(error.value) == f'ground-truth folder {missing} (--gt) not found'
 
 
+def test_ground_truth_whose_suffix_differs_in_case_names_the_suffix_to_pass(tmp_path):
+    """VOC masks copied as .PNG: the error said only that no 'x.png' was found."""
+    gt = tmp_path / 'gt'
+    gt.mkdir()
+    (gt / 'voc_val_0.PNG').write_bytes(b'')
+    with pytest.raises(UserInputError) as error:
+        find_ground_truth(['voc_val_0'], gt, GroundTruthFormat(), '--gt')
+    assert str(error.value).endswith('It holds voc_val_0.PNG: pass --gt-suffix .PNG (file names '
+                                     'are case-sensitive)')
+
+
 def test_a_label_folder_that_is_not_there_or_holds_no_pngs_is_named(tmp_path):
     """A tool's output folder is read in its SegmentationClass/, which the message names."""
     with pytest.raises(UserInputError) as error:

@@ -216,8 +216,37 @@ def test_images_in_sub_folders_beside_images_are_said_to_be_left_out(tmp_path, m
         Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
     assert [it.id for it in images_from_folder(tmp_path)] == ['top']
     assert logged == [f'the images in the sub-folders of {tmp_path} (more) are not read: only '
-                      'those directly in it; give each sub-folder its own run, or '
-                      '--dataset-config for the whole split']
+                      'those directly in it; give each sub-folder its own run with its own '
+                      "--out, or all of them in one run: --dataset-config with the dataset's "
+                      'mmseg config, --split train']
+
+
+def test_a_file_given_as_the_image_folder_is_named_as_a_file(tmp_path):
+    """pseudo_label.py given one image said 'image folder ... not found' of a file that exists."""
+    image = tmp_path / 'a.png'
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(image)
+    with pytest.raises(UserInputError) as error:
+        images_from_folder(image)
+    assert str(error.value) == (f'{image} is a file: give the folder of images (or '
+                                '--dataset-config); tools/segment.py takes single images')
+
+
+def test_a_tools_output_folder_inside_the_image_folder_is_not_said_to_be_left_out(
+        tmp_path, monkeypatch):
+    """segment.py IN --out IN/seg: each rerun warned that seg/'s images (its contact sheet) were
+    not read; a sub-folder holding a tool's manifest holds no inputs."""
+    import importlib
+    module = importlib.import_module('mmdiffseg.apis.pseudo_label')
+    logged = []
+    monkeypatch.setattr(module, 'print_log', lambda msg, **kwargs: logged.append(msg))
+    for path in (tmp_path / 'top.png', tmp_path / 'seg' / 'contact_sheet.jpg'):
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
+    (tmp_path / 'seg' / 'manifest.jsonl').write_text('{}\n')
+    assert [it.id for it in images_from_folder(tmp_path)] == ['top'] and logged == []
+    (tmp_path / 'seg' / 'manifest.jsonl').unlink()
+    images_from_folder(tmp_path)
+    assert len(logged) == 1
 
 
 def test_items_from_an_mmseg_dataset_config(tmp_path, shared_data):

@@ -131,6 +131,28 @@ def test_the_split_file_lists_this_jobs_items(tmp_path):
     assert (tmp_path / 'ids.txt').read_text().split() == ['item0', 'item1', 'item3', 'item4']
 
 
+def test_outputs_of_earlier_runs_on_other_inputs_left_out_of_the_split_are_named(tmp_path,
+                                                                                monkeypatch):
+    """One folder filled by a run per Cityscapes city: each run's split file listed its own
+    city only, without a word; the last run names the earlier runs' outputs it leaves out, and
+    the fix."""
+    import mmdiffseg.apis.jobs as jobs
+    logged = []
+    monkeypatch.setattr(jobs, 'print_log', lambda msg, **kwargs: logged.append(msg))
+    calls = []
+    items, compute = _job(calls)
+    run_job(items[:2], None, compute, tmp_path, HEADER, split_file='ids.txt')
+    assert not [m for m in logged if 'not in it' in m]
+    run_job(items[2:], None, compute, tmp_path, HEADER, split_file='ids.txt')
+    assert (tmp_path / 'ids.txt').read_text().split() == ['item2', 'item3', 'item4']
+    warned, = [m for m in logged if 'not in it' in m]
+    assert warned == (f"{tmp_path / 'ids.txt'} lists the 3 finished items of this run's inputs; "
+                      f'2 made in {tmp_path} by earlier runs on other inputs (item0, item1) are '
+                      'not in it, so a dataset reading that split leaves them out: give every '
+                      "input to one run (pseudo_label.py: --dataset-config with the dataset's "
+                      'mmseg config, --split train), or each run its own --out')
+
+
 def test_the_split_file_keeps_the_items_order_one_id_a_line(tmp_path):
     """The split file lists ids in the items' order (not sorted: item10 before item2), each line
     ended, as mmseg's ann_file reader expects."""

@@ -130,6 +130,23 @@ def test_one_id_twice_and_an_empty_folder_are_refused(tmp_path):
     assert not out.exists()
 
 
+def test_cityscapes_fixes_name_this_tools_suffix_option_and_the_converter(tmp_path):
+    """Cityscapes unzipped without mmseg's converter: the error named only --suffix, then, given
+    the labelIds suffix, told the user to pass --gt-suffix, an option of other tools."""
+    city = tmp_path / 'gtFine' / 'train' / 'aachen'
+    _png(city / 'aachen_000000_000019_gtFine_labelIds.png', [[7, 26]])
+    out, convert = tmp_path / 'labels.json', load_converter('image_labels').main
+    with pytest.raises(UserInputError) as error:
+        convert([str(tmp_path / 'gtFine' / 'train'), '--classes', 'cityscapes', '--out', str(out)])
+    assert "mmseg's tools/dataset_converters/cityscapes.py writes them (docs/data.md" in \
+        str(error.value)
+    with pytest.raises(UserInputError) as error:
+        convert([str(tmp_path / 'gtFine' / 'train'), '--classes', 'cityscapes', '--suffix',
+                 '_gtFine_labelIds.png', '--out', str(out)])
+    assert '(--suffix _gtFine_labelTrainIds.png;' in str(error.value)
+    assert '--gt-suffix' not in str(error.value) and not out.exists()
+
+
 def test_a_missing_label_folder_is_refused_as_not_found(tmp_path):
     """Not as a folder without maps, which sends the user to --suffix."""
     missing, out = tmp_path / 'no_such_maps', tmp_path / 'labels.json'

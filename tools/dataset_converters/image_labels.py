@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
 
@@ -31,7 +32,7 @@ from offline_args import (HelpFormatter, add_fine_labels_arg,  # noqa: E402
 
 import mmdiffseg  # noqa: F401,E402  (work-arounds + registration)
 from mmdiffseg.apis.cli import resolve_class_arg  # noqa: E402
-from mmdiffseg.apis.ground_truth import GroundTruthFormat  # noqa: E402
+from mmdiffseg.apis.ground_truth import GroundTruthFormat, suffix_hint  # noqa: E402
 from mmdiffseg.apis.io import UserInputError, atomic_write  # noqa: E402
 from mmdiffseg.apis.pseudo_label import labels_from_ground_truth  # noqa: E402
 
@@ -70,8 +71,9 @@ def main(argv=None) -> None:
         raise UserInputError(f'label map folder {args.label_dir} not found: give the folder that '
                              'holds the ground-truth label maps')
     classes = resolve_class_arg(args.classes)
-    gt_format = GroundTruthFormat.of_class_set(args.classes, args.suffix, args.reduce_zero_label,
-                                               args.fine_labels)
+    gt_format = replace(GroundTruthFormat.of_class_set(args.classes, args.suffix,
+                                                       args.reduce_zero_label, args.fine_labels),
+                        suffix_option='--suffix')
     suffix = gt_format.seg_map_suffix
     maps = {}
     for path in sorted(args.label_dir.rglob(f'*{suffix}')):
@@ -83,8 +85,8 @@ def main(argv=None) -> None:
                                  f'{image_id!r}; give a folder that holds one of them')
         maps[image_id] = path
     if not maps:
-        raise UserInputError(f'no *{suffix} label maps in {args.label_dir} or its sub-folders '
-                             '(--suffix names the ending)')
+        raise UserInputError(f'no *{suffix} label maps in {args.label_dir} or its sub-folders. '
+                             + suffix_hint(args.label_dir, gt_format))
     labels = labels_from_ground_truth({k: str(v) for k, v in maps.items()}, classes,
                                       gt_format=gt_format)
     write_image_labels(labels, args.out)
