@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
-from .io import ItemFailed, WorkItem
+from .io import ItemFailed, UserInputError, WorkItem
 
 
 def is_done(folder: Path, record: Optional[Dict]) -> bool:
@@ -37,13 +37,14 @@ def _sha1(path) -> Tuple[os.stat_result, str]:
 
 
 def file_fingerprint(path) -> Dict[str, Any]:
-    """``{size, mtime_ns, sha1}`` of a file (an item's ``source``, recorded as ``source``);
-    :class:`ItemFailed` when it cannot be read."""
+    """``{size, mtime_ns, sha1, path}`` of a file (an item's ``source``, recorded as
+    ``source``; ``path`` absolute); :class:`ItemFailed` when it cannot be read."""
     try:
         stat, digest = _sha1(path)
     except OSError as exc:
         raise ItemFailed(f'cannot read {path}: {exc}') from exc
-    return dict(size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha1=digest)
+    return dict(size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha1=digest,
+                path=os.path.abspath(path))
 
 
 def source_unchanged(path, recorded: Dict[str, Any]) -> bool:
@@ -58,6 +59,23 @@ def source_unchanged(path, recorded: Dict[str, Any]) -> bool:
                 or _sha1(path)[1] == recorded.get('sha1'))
     except OSError:  # gone or unreadable: not the recorded input
         return False
+
+
+def check_sources_distinct(done: Dict[str, Dict], items: List[WorkItem]) -> None:
+    """Refuse, before any work, an item whose id names finished outputs made from another file
+    that is still there as recorded (two cameras' ``IMG_0001.jpg`` labelled into one folder):
+    redoing it would overwrite them. The same file changed, or moved, is redone as before;
+    records older than the recorded path are not checked."""
+    for it in items:
+        recorded = (done.get(it.id) or {}).get('source') or {}
+        path = recorded.get('path')
+        if it.source is None or path is None or os.path.abspath(it.source) == path:
+            continue
+        if source_unchanged(path, recorded) and not source_unchanged(it.source, recorded):
+            raise UserInputError(
+                f'{it.source} has the id {it.id!r} of finished outputs in this folder made from '
+                f'another file, {path}, still there: outputs are named by the file name, so '
+                f'making it would overwrite them; give it another --out (or rename it)')
 
 
 def inputs_match(item: WorkItem, record: Dict) -> Optional[bool]:

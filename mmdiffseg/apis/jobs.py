@@ -16,8 +16,9 @@ With several ranks (mmengine / torch.distributed launchers) each rank takes
 
 Resuming leaves the finished items made from the same inputs as they are
 (:func:`.job_plan.plan_job`, decided before the model is built: a rerun of a finished job builds
-none) and redoes those whose inputs changed (a corrected label list, another image under the same
-name): a loader process records each item's source file fingerprint as it reads the file.
+none) and redoes those whose inputs changed (a corrected label list, an image edited in place): a
+loader process records each item's source file fingerprint and path as it reads the file; another
+file under a finished item's name is refused while the first is still there.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ from .folder_lock import job_lock
 from .folders import foreign_folder_refusal
 from .io import (ItemFailed, ItemOutput, UserInputError, WorkItem, atomic_write, check_item_ids,
                  collective, output_folder, remove_stale_temp_files, shard, tmp_tag)
-from .job_plan import file_fingerprint, is_done, plan_job
+from .job_plan import check_sources_distinct, file_fingerprint, is_done, plan_job
 from .manifest import Manifest, manifest_files
 from .output_writer import OutputWriter
 from .progress import (HoldInterrupt, JobInterrupted, JobSummary, ProgressLine, sigint_blocked,
@@ -179,8 +180,9 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         UserInputError: two items have the same id, ``out_dir`` is a file, another run is
             writing into it (:mod:`.folder_lock`), its manifest was made with other settings, or
             it has none but holds files the job would replace (a dataset's labels, a split file:
-            :func:`.folders.foreign_folder_refusal`), or the ranks were started with other
-            settings or list other items (every rank, before any work).
+            :func:`.folders.foreign_folder_refusal`), an item's id names outputs made from
+            another file (:func:`~.job_plan.check_sources_distinct`), or the ranks were started
+            with other settings or list other items (every rank, before any work).
         OutputWriteError: a write failed (read-only folder, full disk): the run stops.
         RankStopped: another rank stopped with an error (one line, not the backend's).
         JobInterrupted: Ctrl-C; it carries the summary of what was made (all complete).
@@ -193,6 +195,7 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         _check_job_folder(folder, header, items, split_file)
         manifest = Manifest(folder, header, rank, world_size)
         done = manifest.load()
+        check_sources_distinct(done, items)
         remove_stale_temp_files(folder)
         plan = plan_job(folder, done, shard(items, rank, world_size), batch_size)
         summary = JobSummary(already_done=len(plan.finished), unchecked=plan.unchecked)

@@ -383,6 +383,30 @@ def test_a_manifest_append_that_fails_is_a_write_error_naming_the_manifest(tmp_p
         manifest.append_many([dict(id='a')])
 
 
+def test_another_file_under_a_finished_items_name_is_refused_while_the_first_is_there(
+        tmp_path):
+    """Two cameras' IMG_0001 into one folder: the second overwrote the first's outputs ("redone,
+    inputs changed"). Now refused before any work, naming both files; once the first file is gone
+    (moved), the item is redone as a changed input."""
+    cam_a, cam_b, out, calls = tmp_path / 'camA', tmp_path / 'camB', tmp_path / 'out', []
+    for cam, text in ((cam_a, 'aaa'), (cam_b, 'bbbb')):
+        cam.mkdir()
+        (cam / 'IMG_0001.txt').write_text(text)
+    run_job(*_file_job(cam_a, calls, dict(IMG_0001=['x'])), out, HEADER)
+    with pytest.raises(UserInputError) as error:
+        run_job(*_file_job(cam_b, calls, dict(IMG_0001=['x'])), out, HEADER)
+    assert str(error.value) == (
+        f"{cam_b / 'IMG_0001.txt'} has the id 'IMG_0001' of finished outputs in this folder made "
+        f"from another file, {cam_a / 'IMG_0001.txt'}, still there: outputs are named by the file "
+        'name, so making it would overwrite them; give it another --out (or rename it)')
+    assert calls == ['IMG_0001'] and (out / 'out/IMG_0001.txt').read_text() == "aaa:['x']"
+    (cam_a / 'IMG_0001.txt').unlink()
+    summary = run_job(*_file_job(cam_b, calls, dict(IMG_0001=['x'])), out, HEADER)
+    assert (summary.made, summary.redone) == (1, 1)
+    # the same file again: finished
+    assert run_job(*_file_job(cam_b, calls, dict(IMG_0001=['x'])), out, HEADER).already_done == 1
+
+
 def test_a_source_that_cannot_be_read_fails_its_item_only(tmp_path):
     """The source is fingerprinted after the load (here a load that does not read it): one
     that is gone by then names the item as failed; the job goes on."""
