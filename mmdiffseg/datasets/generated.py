@@ -32,6 +32,7 @@ from mmseg.registry import DATASETS
 
 from ..generators.base import IGNORE_INDEX
 from ..registry import config_type
+from .class_names import DATASET_CLASSES
 from .transforms import read_label_map
 from .unsupervised import CityscapesHumanVehicleDataset
 
@@ -221,11 +222,12 @@ class GeneratedLabelDataset(BaseSegDataset):
             raise ValueError(f'{type(self).__name__}: the labels in {label_dir} are unlabelled '
                              'segment ids (made without class names), not classes')
         if 'classes' in header and list(header['classes']) != classes:
+            name = next((k for k, v in DATASET_CLASSES.items() if list(v) == classes), None)
+            given = name or f'"{",".join(classes)}"'
             raise ValueError(f'{type(self).__name__}: the labels in {label_dir} index the classes '
                              f'{header["classes"]}, but this dataset has {classes}; regenerate '
-                             'them with this class list (--classes of the tool; masks of a '
-                             'subset of them: synthesize.py --label-set with the dataset\'s '
-                             'class set, e.g. --label-set voc)')
+                             f'them with this class list (the tool\'s --classes {given}; masks '
+                             f'of a subset of them: synthesize.py --label-set {given})')
         written_rzl = bool(header.get('reduce_zero_label', False))
         if written_rzl != bool(self.reduce_zero_label):
             raise ValueError(

@@ -40,6 +40,20 @@ def test_segment_ids_and_classes_in_another_order_are_refused(tmp_path):
         DATASETS.build(cfg)
 
 
+@pytest.mark.parametrize('dataset, label_set', [
+    ('SyntheticADE20KDataset', 'ade20k'), ('SyntheticVOCDataset', 'voc'),
+    ('SyntheticCityscapesDataset', 'cityscapes_human_vehicle')])
+def test_other_classes_name_the_class_set_of_this_dataset(tmp_path, dataset, label_set):
+    """The fix named '--label-set voc' for ADE20K and Cityscapes datasets too: it names the
+    class set whose classes the dataset has."""
+    root = make_synthetic(tmp_path, classes=['background', 'bed', 'car'],
+                          labels=one_value_labels(1))
+    with pytest.raises(ValueError) as error:
+        DATASETS.build(dict(type=dataset, data_root=str(root), pipeline=LOAD))
+    assert str(error.value).endswith(f"(the tool's --classes {label_set}; masks of a subset of "
+                                     f'them: synthesize.py --label-set {label_set})')
+
+
 def test_a_header_without_classes_keeps_the_stock_label_map(tmp_path):
     """VOC-indexed labels (cat = 8) under a manifest that records no classes, read by a VOC
     dataset narrowed to (background, cat): mmseg's label map still takes 8 to 1."""
