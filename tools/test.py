@@ -2,8 +2,9 @@
 
 ``CHECKPOINT`` is omitted for the training-free :class:`mmdiffseg.models.DiffusionSegmentor`
 (e.g. DiffSeg's unsupervised evaluation), which has no weights to load: one given is refused, as
-is a missing one for any other model, which would be scored with its random initial weights
-(exit status 2).
+is a missing one for any other model, which would be scored with its random initial weights, and
+one whose weights do not fit the config's model (trained for another class count: mmengine would
+skip those weights and score the rest) (exit status 2).
 
     python tools/test.py CONFIG [CHECKPOINT] [--work-dir DIR] [--out DIR] [--show] [--show-dir DIR]
                          [--show-interval N] [--wait-time S] [--tta] [--cfg-options k=v ...]
@@ -14,6 +15,7 @@ The pre-flight check of ``tools/train.py`` runs first (data, weights, the checkp
 import argparse
 import os
 import os.path as osp
+import re
 import sys
 from typing import Optional
 
@@ -21,6 +23,8 @@ import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config 
 from mmdiffseg.apis.cli import (add_preflight_options, leave_process_group, run_preflight,
                                 start_runner_launcher)
 from mmengine.config import Config, DictAction
+from mmengine.model import is_model_wrapper
+from mmengine.runner.checkpoint import CheckpointLoader
 
 from offline_args import config_file
 from train import LAUNCHERS, build_runner, load_config
@@ -70,6 +74,22 @@ def checkpoint_problem(cfg: Config, checkpoint: Optional[str]) -> Optional[str]:
     if '://' not in checkpoint and not osp.isfile(checkpoint):  # URLs: the pre-flight check
         return f'CHECKPOINT {checkpoint}: file not found'
     return None
+
+
+def shape_problem(model, checkpoint: str) -> Optional[str]:
+    """The weights of ``checkpoint`` whose shapes differ from ``model``'s, or None (mmengine's
+    non-strict loading would log them and leave those weights random)."""
+    loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+    weights = {re.sub(r'^module\.', '', k): v for k, v in loaded.get('state_dict', loaded).items()}
+    own = (model.module if is_model_wrapper(model) else model).state_dict()
+    wrong = [f'{k} is {list(v.shape)} there, {list(own[k].shape)} in the model'
+             for k, v in weights.items() if k in own and v.shape != own[k].shape]
+    if not wrong:
+        return None
+    more = f' (and {len(wrong) - 1} more)' if len(wrong) > 1 else ''
+    return (f'CHECKPOINT {checkpoint} does not fit the model of CONFIG: {wrong[0]}{more}; it was '
+            'trained with another config (another class count?): give the config it was '
+            'trained with')
 
 
 def enable_visualization(cfg: Config, show: bool, show_dir, wait_time: float,
@@ -154,6 +174,10 @@ def main(argv=None):
     wrap_training_free(cfg)
     start_runner_launcher(cfg, 'test')
     runner = build_runner(cfg)
+    problem = args.checkpoint and shape_problem(runner.model, args.checkpoint)
+    if problem:
+        print(f'tools/test.py: error: {problem}', file=sys.stderr)
+        raise SystemExit(2)
     if args.show or args.show_dir:
         fit_drawing_interval(runner)
     runner.test()

@@ -37,7 +37,8 @@ def test_resume_reads_a_moved_work_dir_and_test_makes_its_out_folder(tmp_path, m
     assert cfg.resume and cfg.load_from == str(moved / 'iter_4.pth')
     test = load_tool('test')
     monkeypatch.setattr(test, 'build_runner', lambda cfg: type('Runner', (), dict(
-        test=lambda self: None))())
+        test=lambda self: None, model=None))())
+    monkeypatch.setattr(test, 'shape_problem', lambda model, checkpoint: None)  # b'w'
     out = tmp_path / 'preds' / 'voc'
     test.main([str(TINY_ONLINE_CONFIG), str(moved / 'iter_4.pth'), '--out', str(out),
                '--skip-preflight'])
@@ -159,3 +160,24 @@ def test_a_test_set_shorter_than_the_drawing_interval_has_its_last_batch_drawn(c
     assert capsys.readouterr().out == ('tools/test.py: the test set has 10 batch(es), fewer than '
                                        'the drawing interval 50: drawing batch 10 (--show-interval '
                                        '1 draws them all)\n')
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_the_model_is_named(tmp_path):
+    """A checkpoint trained for 151 classes tested with a 4-class config: mmengine skipped the
+    class embedding (a log line) and test.py scored the rest; now it names the weight and the
+    fix. A fitting checkpoint (``module.`` prefix, keys the model lacks) passes."""
+    import torch
+    from torch import nn
+    test = load_tool('test')
+    model = nn.Sequential(nn.Linear(32, 4), nn.Linear(4, 2))
+    fitting = tmp_path / 'fits.pth'
+    torch.save(dict(state_dict={'module.0.weight': torch.zeros(4, 32), 'extra': torch.zeros(1)}),
+               fitting)
+    assert test.shape_problem(model, str(fitting)) is None
+    other = tmp_path / 'ade20k.pth'
+    torch.save(dict(state_dict={'0.weight': torch.zeros(151, 32), '0.bias': torch.zeros(151),
+                                '1.weight': torch.zeros(2, 4)}), other)
+    assert test.shape_problem(model, str(other)) == (
+        f'CHECKPOINT {other} does not fit the model of CONFIG: 0.weight is [151, 32] there, '
+        '[4, 32] in the model (and 1 more); it was trained with another config (another class '
+        'count?): give the config it was trained with')
