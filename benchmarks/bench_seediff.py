@@ -202,8 +202,12 @@ def timing_rows(args, device, maps, names, rgb, image):
     rows, token = [], maps.token_positions[0][names[0][0]][0]
     released_pamr = ConvPAMR(args.pamr_iter).to(device)
     with torch.no_grad():
+        # the longest part on a CPU, and silent: a run cut short shows how far it got
+        print(f'timing the released formulation, PAMR {args.pamr_iter} steps, {args.repeats} '
+              'repeat(s) after a warm-up ...', flush=True)
         t_rel, rel_mask = timed(lambda: seediff_mask(maps, token, rgb, released_pamr),
                                 args.repeats, device)
+        print(f'released formulation: {t_rel:.3f} s an image', flush=True)
         for backend in backends(device):
             ours = SeeDiff(VOC, pamr_iter=args.pamr_iter, pamr_backend=backend).to(device)
             if device.type == 'cuda':
@@ -317,8 +321,9 @@ def main():
     device_name = (torch.cuda.get_device_name(device) if device.type == 'cuda'
                    else f'CPU, {args.threads} thread(s)')
     date = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
-    command = f'python benchmarks/bench_seediff.py --device {args.device}' + (
-        ' --quick' if args.quick else '') + f' --repeats {args.repeats}'
+    quick = ' --quick' if args.quick else ''
+    command = (f'python benchmarks/bench_seediff.py --device {args.device}{quick} --repeats '
+               f'{args.repeats} --pamr-iter {args.pamr_iter}')
     lines = [f'## Results: {device_name}', '',
              f'`{command}` on {date}; input: {source}; best of {args.repeats} run(s).', '',
              '| what | ours s/img | released-formulation s/img | ratio | notes |',

@@ -55,3 +55,20 @@ def test_capacity_that_falls_with_workers_and_a_slower_gpu_rate(tmp_path):
          '8.89x', 'met'),
         ('#9', 'host side scales with workers', 'tool_host: capacity, steady img/s',
          '200 (0 workers), 210 (1 workers), 150 (4 workers)', 'NOT met')]
+
+
+def test_each_run_is_judged_on_its_own_rows(tmp_path):
+    """Two runs that each fall with workers (100 -> 90 img/s with 8 workers, 10 -> 9 with 2) were
+    judged together as 10 (0), 9 (2), 90 (8): met. Each table is one run, judged alone."""
+    (tmp_path / 'one').mkdir(), (tmp_path / 'two').mkdir()  # write_table appends to its file
+    first = host_table(tmp_path / 'one', [('capacity', 0, 100.0, 100.0, None, 0.005, 0.0),
+                                          ('capacity', 8, 90.0, 90.0, None, 0.001, 0.019)])
+    second = host_table(tmp_path / 'two', [('capacity', 0, 10.0, 10.0, None, 0.005, 0.0),
+                                           ('capacity', 2, 9.0, 9.0, None, 0.001, 0.019)])
+    (tmp_path / 'a.md').write_text(first)
+    (tmp_path / 'b.md').write_text(second)
+    lines = targets.table([tmp_path / 'a.md', tmp_path / 'b.md']).splitlines()
+    scaling = [line for line in lines if 'scales with workers' in line]
+    assert len(scaling) == 2 and all(line.rstrip(' |').endswith('NOT met') for line in scaling)
+    assert '100 (0 workers), 90 (8 workers)' in scaling[0] and 'a.md' in scaling[0]
+    assert '10 (0 workers), 9 (2 workers)' in scaling[1] and 'b.md' in scaling[1]
