@@ -8,6 +8,8 @@ directly.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import Counter
 from dataclasses import replace
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -77,6 +79,37 @@ class MaskGenerator(torch.nn.Module):
 
     #: short name used in manifests and cache keys
     method: str = 'base'
+
+    def __init_subclass__(cls, **kwargs):
+        """A generator's options are checked, and some turned into helpers, in ``__init__``:
+        once the outermost ``__init__`` of an instance returns, :meth:`__setattr__` refuses to
+        change one (``iseg.iters = -1`` ran unchecked, ``iseg.postprocess_backend = 'graph'``
+        did nothing)."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get('__init__')
+        if init is None:  # the inherited one is wrapped already
+            return
+
+        @functools.wraps(init)
+        def init_then_settle(self, *args, **kw):
+            depth = self.__dict__.get('_init_depth', 0)
+            object.__setattr__(self, '_init_depth', depth + 1)
+            try:
+                init(self, *args, **kw)
+            finally:
+                object.__setattr__(self, '_init_depth', depth)
+            if depth == 0:
+                object.__setattr__(self, '_settled', True)
+        cls.__init__ = init_then_settle
+
+    def __setattr__(self, name: str, value) -> None:
+        if self.__dict__.get('_settled') and name in _option_names(type(self)):
+            owner = type(self).__name__
+            raise AttributeError(
+                f'{owner}.{name}: options are checked when the generator is built, so a change '
+                f'afterwards would go unchecked or unused; build another: {owner}(..., '
+                f'{name}={value!r}) (or the config entry of its type)')
+        super().__setattr__(name, value)
 
     def __init__(self, classes: Optional[Sequence[str]] = None, ignore_index: int = IGNORE_INDEX):
         super().__init__()
@@ -233,6 +266,14 @@ class MaskGenerator(torch.nn.Module):
             return ', '.join(f'{k}={v!r}' for k, v in self.config_dict().items())
         except NotImplementedError:
             return ''  # a generator under construction still prints
+
+
+@functools.lru_cache(maxsize=None)
+def _option_names(cls) -> frozenset:
+    """The named parameters of a generator class's ``__init__``."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(name for name, p in inspect.signature(cls.__init__).parameters.items()
+                     if p.kind in kinds and name != 'self')
 
 
 def size_groups(sizes: Sequence[Sequence[int]]) -> Dict[Tuple[int, int], List[int]]:

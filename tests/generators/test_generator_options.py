@@ -133,3 +133,21 @@ def test_a_real_option_given_as_an_int_is_kept_as_a_float():
     value = check_real('G', 'x', 3)
     assert value == 3.0 and type(value) is float
     assert [type(v) for v in check_reals('G', 'xs', [1, 2.5], '[1.0]')] == [float, float]
+
+
+@pytest.mark.parametrize('build, option, value', [
+    (ISeg, 'iters', -1), (ISeg, 'postprocess_backend', 'graph'), (DiffSeg, 'kl_thresholds', [1]),
+    (lambda: SeeDiff(['cat']), 'pamr_iter', 0), (lambda: ISeg(preset='wsss_coco'), 'ent', 0.2)])
+def test_an_option_changed_after_the_generator_is_built_is_refused(build, option, value):
+    """``iseg.iters = -1`` ran unchecked and ``iseg.postprocess_backend = 'graph'`` did nothing
+    (the backend became a helper in ``__init__``): now refused, naming how to build another;
+    other attributes stay settable, and a copy keeps the options."""
+    import copy
+    gen = build()
+    before = getattr(gen, option, None)
+    with pytest.raises(AttributeError, match=rf"\.{option}: options are checked when the "
+                                             rf'generator is built.*\(\.\.\., {option}='):
+        setattr(gen, option, value)
+    assert getattr(gen, option, None) == before
+    gen.note = 'mine'
+    assert copy.deepcopy(gen).note == 'mine'
