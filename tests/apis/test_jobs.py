@@ -87,7 +87,8 @@ def test_the_output_does_not_depend_on_the_number_of_workers(images, tmp_path):
     image = Path(next(it.source for it in images if it.id == 'img5'))
     assert records[5]['source'] == dict(size=image.stat().st_size,
                                         mtime_ns=image.stat().st_mtime_ns,
-                                        sha1=hashlib.sha1(image.read_bytes()).hexdigest())
+                                        sha1=hashlib.sha1(image.read_bytes()).hexdigest(),
+                                        path=os.path.abspath(image))
     assert not [p for p in Path(tmp_path).rglob('*.tmp')]
 
 
