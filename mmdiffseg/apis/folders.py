@@ -76,6 +76,26 @@ def palette_for(classes: Sequence[str]) -> List[List[int]]:
             for name in names]
 
 
+def label_palette(classes: Optional[Sequence[str]]) -> List[List[int]]:
+    """The colours of label values: :func:`palette_for` ``classes``, or for unlabelled segment
+    ids (``None``, DiffSeg) :func:`segment_palette`."""
+    return segment_palette() if classes is None else palette_for(classes)
+
+
+def segment_palette() -> List[List[int]]:
+    """Colours of segment ids 0..254, far apart (hashed names put ids 5 and 13 18 RGB units
+    apart): PASCAL VOC's bit-interleaved colour map from its colour 1 (its 0, black, is VOC's
+    background; its 255 is the unsure colour, so id 254 takes the black)."""
+    def pascal(index: int) -> List[int]:
+        rgb = [0, 0, 0]
+        for bit in range(7, -1, -1):
+            for channel in range(3):
+                rgb[channel] |= ((index >> channel) & 1) << bit
+            index >>= 3
+        return rgb
+    return [pascal(i) for i in range(1, IGNORE_INDEX)] + [pascal(0)]
+
+
 def _name_color(name: str) -> List[int]:
     """A colour made from a class name (the same in every process and list)."""
     return list(hashlib.sha1(name.encode()).digest()[:3])

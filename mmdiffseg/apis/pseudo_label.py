@@ -25,7 +25,7 @@ from ..preflight_data import unknown_names
 from .builders import build_generator, check_model, job_header, load_engine
 from .ground_truth import GroundTruthFormat
 from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encode_label_png,
-                      labelled_share, list_images, palette_for, read_rgb, record_path,
+                      label_palette, labelled_share, list_images, read_rgb, record_path,
                       split_path)
 from .io import ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem, check_item_ids
 from .jobs import BatchLoader, default_workers, run_job
@@ -301,7 +301,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         # an item is redone when its class names change (recorded as ``classes``)
         items = [WorkItem(it.id, it.payload, it.source,
                           dict(it.inputs, classes=image_labels[it.id])) for it in items]
-    palette = palette_for(classes if classes is not None else [str(i) for i in range(255)])
+    palette = label_palette(classes)
     header = job_header('pseudo_label', model, dtype, generator, classes, work_size=work_size,
                         variant=variant)
 

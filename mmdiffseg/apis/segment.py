@@ -12,12 +12,12 @@ from ..attention.images import WORK_SIZE, resize_rgb
 from ..models.online_labeler import label_images
 from .builders import build_generator, check_model, job_header, load_engine
 from .folders import (MASK_DIR, OVERLAY_DIR, check_inputs_outside_output, encode_jpeg,
-                      encode_label_png, labelled_share, palette_for, read_rgb,
+                      encode_label_png, label_palette, labelled_share, read_rgb,
                       record_path, split_path)
 from .io import ItemOutput, JobSummary, WorkItem
 from .jobs import run_job
 from .pseudo_label import image_items, stack_work_images
-from .visualize import Overlayer, segment_classes
+from .visualize import Overlayer
 
 
 def read_image_pair(item: WorkItem, size: int = WORK_SIZE):
@@ -59,7 +59,7 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
     classes = None if names is None else ['background'] + [n for n in names if n != 'background']
     generator = build_generator(gen_cfg, classes)
     present = None if classes is None else classes[1:]
-    palette = palette_for(classes if classes is not None else segment_classes())
+    palette = label_palette(classes)
     header = job_header('segment', model, dtype, generator, classes, work_size=work_size,
                         variant=variant)
     overlay_classes = tuple(classes) if classes is not None else None

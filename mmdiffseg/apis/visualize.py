@@ -16,7 +16,7 @@ from mmengine.structures import PixelData
 from mmseg.visualization import SegLocalVisualizer
 
 from ..datasets.transforms import read_label_map
-from .folders import (IGNORE_COLOR, IGNORE_INDEX, IMAGE_DIR, MASK_DIR, encode_jpeg, palette_for,
+from .folders import (IGNORE_COLOR, IGNORE_INDEX, IMAGE_DIR, MASK_DIR, encode_jpeg, label_palette,
                       read_rgb, resolve_record_path)
 from .io import ItemFailed, UserInputError, atomic_write
 from .manifest import MANIFEST_NAME, manifest_files, read_manifest_file
@@ -34,10 +34,17 @@ def label_meta(classes: Optional[Sequence[str]]) -> Dict[str, list]:
     segment ids) with ``SegLocalVisualizer``: 255 (unsure) in the colour the label PNGs give
     it, named ``'unsure'`` (mmseg leaves it undrawn, so it looks like black classes such as
     VOC's background)."""
-    classes = list(classes) if classes is not None else segment_classes()
+    names = list(classes) if classes is not None else segment_classes()
+    return with_unsure(dict(classes=names, palette=label_palette(classes)))
+
+
+def with_unsure(meta: Dict) -> Dict[str, list]:
+    """A ``dataset_meta`` padded to 256 entries: 255 (unsure) named ``'unsure'``, in the colour
+    the label PNGs give it (:func:`label_meta`)."""
+    classes, palette = list(meta['classes']), [list(c) for c in meta['palette']]
     gap = IGNORE_INDEX - len(classes)
-    return dict(classes=classes + [''] * gap + ['unsure'],
-                palette=palette_for(classes) + [[0, 0, 0]] * gap + [list(IGNORE_COLOR)])
+    return dict(meta, classes=classes + [''] * gap + ['unsure'],
+                palette=palette + [[0, 0, 0]] * gap + [list(IGNORE_COLOR)])
 
 
 class Overlayer:

@@ -8,7 +8,9 @@ read from its cache, after the pipeline's augmentations: what the model is fitte
 runner's visualizer (mmseg's ``SegLocalVisualizer``), so they land wherever its ``vis_backends``
 write: ``<work_dir>/<timestamp>/vis_data/vis_image/online_label_<image file name>_<iter>.png``
 with ``LocalVisBackend`` (``online_label_<i>`` for a sample without ``img_path``), TensorBoard or
-W&B with theirs. Rank 0 only.
+W&B with theirs. Rank 0 only. Unsure pixels (255) are drawn in the colour the tools' label PNGs
+and overlays give them, named ``'unsure'`` (mmseg's visualizer leaves them undrawn, like black
+classes such as VOC's background).
 
 ``ModelInputVisualizationHook``: test / validation predictions of a model that predicts at the
 pipeline's size (:class:`~.segmentor.DiffusionSegmentor`: DiffSeg's protocol crops and resizes
@@ -29,6 +31,7 @@ from mmengine.hooks import Hook
 from mmengine.structures import PixelData
 from mmseg.registry import HOOKS
 
+from ..apis.visualize import with_unsure
 from ..evaluation.unsupervised_metric import HungarianMatchedIoU, matched_classes
 
 
@@ -75,8 +78,13 @@ class OnlineLabelVisualizationHook(Hook):
             if 'gt_sem_seg' not in sample:
                 continue
             name = osp.basename(sample.img_path) if 'img_path' in sample else i
-            runner.visualizer.add_datasample(f'online_label_{name}', _rgb(image), sample.cpu(),
-                                             draw_gt=True, draw_pred=False, step=runner.iter + 1)
+            visualizer, meta = runner.visualizer, runner.visualizer.dataset_meta
+            visualizer.dataset_meta = with_unsure(meta)
+            try:
+                visualizer.add_datasample(f'online_label_{name}', _rgb(image), sample.cpu(),
+                                          draw_gt=True, draw_pred=False, step=runner.iter + 1)
+            finally:
+                visualizer.dataset_meta = meta
 
 
 @HOOKS.register_module()

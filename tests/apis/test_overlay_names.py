@@ -2,7 +2,7 @@
 its own, 255 is 'unsure'."""
 import numpy as np
 
-from mmdiffseg.apis.folders import IGNORE_COLOR, palette_for
+from mmdiffseg.apis.folders import IGNORE_COLOR, label_palette
 from mmdiffseg.apis.visualize import Overlayer, segment_classes
 
 
@@ -13,8 +13,20 @@ def test_segment_ids_0_to_254_are_named_and_255_is_unsure():
     assert len(names) == 255 and names[0] == '0' and names[-1] == '254'
     overlay = Overlayer(None)
     assert overlay.classes[:255] == names and overlay.classes[255] == 'unsure'
-    assert list(overlay.palette[254]) == list(palette_for(names)[254]) != [0, 0, 0]
+    assert list(overlay.palette[254]) == list(label_palette(None)[254])
     assert list(overlay.palette[255]) == list(IGNORE_COLOR)
+
+
+def test_segment_ids_are_coloured_far_apart():
+    """Hashed names coloured ids 5 and 13 18 RGB units apart (the same mauve at half alpha):
+    PASCAL's colour map from its colour 1 keeps every two of the 255 ids >= 32 apart, the ids a
+    DiffSeg image mostly has (0..15) >= 64, and none nearer the unsure colour than 32."""
+    palette = np.array(label_palette(None), dtype=float)
+    assert palette.shape == (255, 3)
+    assert palette[:3].tolist() == [[128, 0, 0], [0, 128, 0], [128, 128, 0]]
+    gaps = np.linalg.norm(palette[:, None] - palette[None], axis=-1) + np.eye(255) * 1e9
+    assert gaps.min() >= 32 and gaps[:16, :16].min() >= 64
+    assert np.linalg.norm(palette - np.array(IGNORE_COLOR), axis=1).min() >= 32
 
 
 def test_a_black_legend_swatch_has_a_light_frame():
@@ -50,7 +62,7 @@ def test_an_item_whose_image_is_gone_is_left_out(tmp_path):
         (tmp_path / IMAGE_DIR / f'{item_id}.jpg').write_bytes(
             encode_jpeg(np.full((8, 8, 3), 255)))
         (tmp_path / MASK_DIR / f'{item_id}.png').write_bytes(
-            encode_label_png(np.ones((8, 8), np.uint8), palette_for(['0', '1'])))
+            encode_label_png(np.ones((8, 8), np.uint8), label_palette(None)))
     (tmp_path / MANIFEST_NAME).write_text(''.join(
         json.dumps(line) + '\n' for line in (dict(classes=None), dict(id='a'), dict(id='b'))))
     (tmp_path / IMAGE_DIR / 'a.jpg').unlink()

@@ -1,6 +1,7 @@
 """OnlineLabelVisualizationHook draws what the model is trained on: the packed (BGR) training
-image, in RGB, blended with its label's palette colour where the label has a class (with black
-where it is ignored, 255, as mmseg's visualizer draws); every ``interval`` iterations, at most
+image, in RGB, blended with its label's palette colour where the label has a class, and with the
+tools' unsure colour where it is 255 (mmseg's visualizer left it dark, as VOC's black background);
+every ``interval`` iterations, at most
 ``max_images`` images, rank 0 only. ModelInputVisualizationHook draws test predictions on the
 same packed image, resized to the prediction where the pipeline resized the image."""
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 from mmseg.visualization import SegLocalVisualizer
 
+from mmdiffseg.apis.folders import IGNORE_COLOR
 from mmdiffseg.evaluation import HungarianMatchedIoU
 from mmdiffseg.models import ModelInputVisualizationHook, OnlineLabelVisualizationHook
 
@@ -55,9 +57,11 @@ def test_draws_the_rgb_image_tinted_where_labelled(runner):
     picture = runner.drawn[0][2]
     assert picture.shape == (16, 24, 3)
     image = rgb.astype(float)
-    assert np.abs(picture[:, :10] - 0.5 * image[:, :10]).max() <= 1   # ignored: darkened
+    unsure = 0.5 * image[:, :10] + 0.5 * np.array(IGNORE_COLOR)
+    assert np.abs(picture[2:6, :2] - unsure[2:6, :2]).max() <= 1   # 255: the unsure colour
     tinted = 0.5 * image[:, 14:] + 0.5 * np.array(PALETTE[1])
     assert np.abs(picture[2:6, 14:16] - tinted[2:6, :2]).max() <= 1   # away from the name box
+    assert runner.visualizer.dataset_meta['palette'] == PALETTE  # the run's meta is kept
 
 
 def test_off_without_labels_or_batch_and_checks_its_options(runner):
