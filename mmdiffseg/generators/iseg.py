@@ -2,7 +2,7 @@
 
 One conditional U-Net pass at t = 100 on the noised image; the prompt names the image's classes
 ("Cat-Cross") and the engine multiplies the selected class-token embeddings by ``token_enhance``.
-Then, per image (all batched, float32):
+Then, per image (all batched; float16 where the release computes in float16, ``map_precision``):
 
 1. cross-attention at 16 and 32 (a head subset or all heads), each token map normalised to sum 1
    over space, bilinear to 64, weighted 0.7 / 0.3 (``wsss/iSeg.py:process_cross_att``);
@@ -12,11 +12,10 @@ Then, per image (all batched, float32):
    entropy-reduced self-attention of one 64x64 layer (``iSeg.get_att_map``, "Ent-Self");
 4. bilinear to 512, per-class min-max, background score, argmax (``util/cam.py:cam_to_label``).
 
-Deliberate differences from the released code: Ent-Self and the label assignment in float32
-from the release's float16 values (below); divisions are guarded, so an all-zero or constant class
-column, or a self-attention key column that float16 rounds to zeros, gives an all-zero map where
-the released code gives NaN (and labels the whole image background). Token positions are the released table's by default,
-miscount included (:mod:`.iseg_tokens`: COCO's 'fire hydrant' shifts every later class one token
+Deliberate differences from the released code: divisions are guarded, so an all-zero or constant
+class column, or a self-attention key column that float16 rounds to zeros, gives an all-zero map
+where the released code gives NaN (and labels the whole image background). Token positions are the
+released table's by default, miscount included (:mod:`.iseg_tokens`: COCO's 'fire hydrant' shifts every later class one token
 early); ``token_table='tokenizer'`` reads every word's own tokens. The noise (seed 1101) is drawn
 by a CPU generator, the same on every device; ``noise_draw='cuda_float16'`` draws the release's
 (CUDA's generator, float16). The released k-means asks for 32 clusters but seeds a grid of step

@@ -9,8 +9,8 @@ kernels do on CUDA and on a CPU). ``map_precision='float16'`` (the default) runs
 float16 (the k-means sums as float32 matrix products rounded to float16: a float16 matrix product
 may accumulate in float16 on a GPU); ``'float32'`` keeps every step in float32 (the labels then
 differ from the release's operations run in float16 on the same maps on up to 0.2% of an image's
-pixels of synthetic VOC maps at noise 0.3, 1.5% at 0.4, none at 0.15; with ``'float16'``, on
-none).
+pixels of synthetic VOC maps at noise 0.3, 1.5% at 0.4, <= 0.01% at 0.15; with ``'float16'``, on
+none but the guarded divisions of :mod:`.iseg`).
 """
 from __future__ import annotations
 
