@@ -15,8 +15,9 @@ Then, per image (all batched; float16 where the release computes in float16, ``m
 Deliberate differences from the released code: divisions are guarded, so an all-zero or constant
 class column, or a self-attention key column that float16 rounds to zeros, gives an all-zero map
 where the released code gives NaN (and labels the whole image background). Token positions are the
-released table's by default, miscount included (:mod:`.iseg_tokens`: COCO's 'fire hydrant' shifts every later class one token
-early); ``token_table='tokenizer'`` reads every word's own tokens. The noise (seed 1101) is drawn
+released table's by default, miscount included (:mod:`.iseg_tokens`: COCO's 'fire hydrant'
+shifts every later class one token early); ``token_table='tokenizer'`` reads every word's own
+tokens. The noise (seed 1101) is drawn
 by a CPU generator, the same on every device; ``noise_draw='cuda_float16'`` draws the release's
 (CUDA's generator, float16). The released k-means asks for 32 clusters but seeds a grid of step
 ``64 // sqrt(32) = 11``, i.e. the 36 pixels ``{0, 11, 22, 33, 44, 55}^2``; that is what
