@@ -95,7 +95,7 @@ class Manifest:
             'different settings:\n'
             + '\n'.join(f'  {key}: folder has {describe(have)}, this run has {describe(want)}'
                          for key, have, want in differing)
-            + older_labels_note([key for key, _, _ in differing])
+            + older_labels_note(differing)
             + '\nUse another --out folder, or rerun with the same settings.')
 
     def load(self) -> Dict[str, Dict]:

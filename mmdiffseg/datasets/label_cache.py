@@ -186,7 +186,7 @@ class LabelCache:
             return None
         stored = {k: v for k, v in stored.items() if k != WRITER_KEY}
         differing = list(setting_differences(stored, self.signature))
-        note = older_labels_note([key for key, _, _ in differing]).strip()
+        note = older_labels_note(differing).strip()
         return [f'{key}: cache {describe(have)}, this run {describe(want)}'
                 for key, have, want in differing] + ([note] if note else [])
 

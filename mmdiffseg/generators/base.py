@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from ..attention.images import ImagesLike, image_list
 from ..attention.maps import AttentionMaps, CaptureSpec
 from ..preflight_data import nearest
+from ..provenance import ABSENT
 from .options import check_whole
 
 IGNORE_INDEX = 255
@@ -40,13 +41,22 @@ LABELS_VERSION = 4
 LABELS_VERSION_KEY = 'labels_version'
 
 
-def older_labels_note(differing_keys) -> str:
-    """A sentence for a refused folder whose labels come from another :data:`LABELS_VERSION`."""
-    if LABELS_VERSION_KEY not in differing_keys:
-        return ''
-    return (f'\n{LABELS_VERSION_KEY}: its labels were made by an earlier mmdiffseg, which computed '
-            f'them otherwise (mmdiffseg.generators.base.LABELS_VERSION), and are not mixed with '
-            f'version {LABELS_VERSION} labels.')
+def older_labels_note(differing: Sequence[Tuple[str, object, object]]) -> str:
+    """Sentences for a refused folder or cache whose labels an earlier mmdiffseg made, from its
+    differing settings ``(key, folder's value, this run's)``: another :data:`LABELS_VERSION`, or
+    iSeg labels of float32 maps from before ``map_precision`` (how to keep them)."""
+    notes = []
+    for key, have, _ in differing:
+        if key == LABELS_VERSION_KEY:
+            notes.append(f'\n{LABELS_VERSION_KEY}: its labels were made by an earlier mmdiffseg, '
+                         'which computed them otherwise (mmdiffseg.generators.base.'
+                         f'LABELS_VERSION), and are not mixed with version {LABELS_VERSION} '
+                         'labels.')
+        elif key.endswith('map_precision') and have == ABSENT:
+            notes.append(f'\n{key}: its labels are iSeg\'s of float32 maps, made before float16 '
+                         "maps (as released) became the default; to go on with them, set the "
+                         "generator's map_precision='float32'.")
+    return ''.join(notes)
 
 
 def check_class_names(owner: str, classes: Sequence[str]) -> List[str]:

@@ -252,10 +252,21 @@ def test_images_of_one_size_are_grouped_in_order_of_first_appearance():
 
 
 def test_the_older_labels_note_is_given_only_for_a_labels_version_difference():
-    assert older_labels_note(['timestep']) == ''
-    note = older_labels_note(['timestep', 'labels_version'])
+    assert older_labels_note([('timestep', 100, 50)]) == ''
+    note = older_labels_note([('timestep', 100, 50), ('labels_version', 3, LABELS_VERSION)])
     assert note.startswith('\nlabels_version: its labels were made by an earlier mmdiffseg')
     assert note.endswith(f'are not mixed with version {LABELS_VERSION} labels.')
+
+
+def test_isegs_labels_of_float32_maps_made_before_the_option_name_how_to_keep_them():
+    """A cache or folder of iSeg labels made before map_precision (float32 maps, not recorded)
+    was refused naming only 'generator.map_precision: <absent> / "float16"'."""
+    from mmdiffseg.provenance import ABSENT
+    note = older_labels_note([('generator.map_precision', ABSENT, 'float16')])
+    assert note == ("\ngenerator.map_precision: its labels are iSeg's of float32 maps, made before "
+                    'float16 maps (as released) became the default; to go on with them, set the '
+                    "generator's map_precision='float32'.")
+    assert older_labels_note([('generator.map_precision', 'float16', ABSENT)]) == ''
 
 
 def test_a_uint8_image_batch_reaches_forward_as_float():
