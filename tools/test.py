@@ -15,16 +15,14 @@ The pre-flight check of ``tools/train.py`` runs first (data, weights, the checkp
 import argparse
 import os
 import os.path as osp
-import re
 import sys
 from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
 from mmdiffseg.apis.cli import (add_preflight_options, leave_process_group, run_preflight,
                                 start_runner_launcher)
+from mmdiffseg.models import CheckpointMismatch
 from mmengine.config import Config, DictAction
-from mmengine.model import is_model_wrapper
-from mmengine.runner.checkpoint import CheckpointLoader
 
 from offline_args import config_file
 from train import LAUNCHERS, build_runner, load_config
@@ -74,22 +72,6 @@ def checkpoint_problem(cfg: Config, checkpoint: Optional[str]) -> Optional[str]:
     if '://' not in checkpoint and not osp.isfile(checkpoint):  # URLs: the pre-flight check
         return f'CHECKPOINT {checkpoint}: file not found'
     return None
-
-
-def shape_problem(model, checkpoint: str) -> Optional[str]:
-    """The weights of ``checkpoint`` whose shapes differ from ``model``'s, or None (mmengine's
-    non-strict loading would log them and leave those weights random)."""
-    loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-    weights = {re.sub(r'^module\.', '', k): v for k, v in loaded.get('state_dict', loaded).items()}
-    own = (model.module if is_model_wrapper(model) else model).state_dict()
-    wrong = [f'{k} is {list(v.shape)} there, {list(own[k].shape)} in the model'
-             for k, v in weights.items() if k in own and v.shape != own[k].shape]
-    if not wrong:
-        return None
-    more = f' (and {len(wrong) - 1} more)' if len(wrong) > 1 else ''
-    return (f'CHECKPOINT {checkpoint} does not fit the model of CONFIG: {wrong[0]}{more}; it was '
-            'trained with another config (another class count?): give the config it was '
-            'trained with')
 
 
 def enable_visualization(cfg: Config, show: bool, show_dir, wait_time: float,
@@ -172,15 +154,17 @@ def main(argv=None):
     if run_preflight(args, cfg, args.config, 'test'):
         return
     wrap_training_free(cfg)
+    if args.checkpoint:  # checked as mmengine loads it (one read)
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [dict(type='CheckpointFitHook')]
     start_runner_launcher(cfg, 'test')
     runner = build_runner(cfg)
-    problem = args.checkpoint and shape_problem(runner.model, args.checkpoint)
-    if problem:
-        print(f'tools/test.py: error: {problem}', file=sys.stderr)
-        raise SystemExit(2)
     if args.show or args.show_dir:
         fit_drawing_interval(runner)
-    runner.test()
+    try:
+        runner.test()
+    except CheckpointMismatch as exc:
+        print(f'tools/test.py: error: CHECKPOINT {args.checkpoint}: {exc}', file=sys.stderr)
+        raise SystemExit(2) from None
     leave_process_group()
 
 

@@ -119,8 +119,7 @@ class GroundTruthFormat:
         if 'labelIds' in self.seg_map_suffix and not self.label_map:
             return ('Cityscapes labelIds are not train ids: score against '
                     f'*_gtFine_labelTrainIds.png ({self.suffix_option} _gtFine_labelTrainIds.png; '
-                    "mmseg's "
-                    'tools/dataset_converters/cityscapes.py writes them), or use --classes '
+                    "mmseg's tools/dataset_converters/cityscapes.py writes them), or use --classes "
                     'cityscapes27 for the 27 labelId classes')
         if not self.reduce_zero_label and max(bad) == count:
             return ('annotations whose 0 means "other" and k class k-1 (ADE20K) need '

@@ -151,10 +151,8 @@ def test_a_folder_without_model_index_is_not_a_diffusers_folder(tmp_path):
 
 
 class RecordingRunner:
-    """Stands in for the runner: records the config it is built with (no model: the tools' checks
-    of a model, e.g. tools/test.py's ``shape_problem``, are stood in for where it is used)."""
+    """Stands in for the runner: records the config it is built with."""
     built = []
-    model = None
 
     def __init__(self, cfg):
         self.built.append(cfg)
@@ -177,7 +175,6 @@ def test_tools_stop_before_the_runner_unless_skipped(tmp_path, tiny_sd, monkeypa
     for name in ('test', 'train'):
         tool = load_tool(name)
         monkeypatch.setattr(tool, 'build_runner', RecordingRunner)
-        monkeypatch.setattr(tool, 'shape_problem', lambda model, path: None, raising=False)
         checkpoint = tmp_path / ('iter_4.pth' if name == 'test' else 'missing.pth')
         args = [str(config), str(checkpoint)] if name == 'test' else \
             [str(config), '--cfg-options', f'load_from={checkpoint}']
@@ -256,7 +253,6 @@ def test_testing_a_checkpoint_needs_no_init_weights_nor_the_labelers_gpu(tmp_pat
 
     tool = load_tool('test')                   # as tools/test.py calls it: the CHECKPOINT argument
     monkeypatch.setattr(tool, 'build_runner', RecordingRunner)
-    monkeypatch.setattr(tool, 'shape_problem', lambda model, path: None)  # b'w': no weights
     built = RecordingRunner.built = []
     tool.main([str(REPO / MAIN_CONFIG), cfg.load_from, '--work-dir', str(tmp_path / 'work'),
                '--cfg-options', f'test_dataloader.dataset.data_root={root}',

@@ -37,8 +37,7 @@ def test_resume_reads_a_moved_work_dir_and_test_makes_its_out_folder(tmp_path, m
     assert cfg.resume and cfg.load_from == str(moved / 'iter_4.pth')
     test = load_tool('test')
     monkeypatch.setattr(test, 'build_runner', lambda cfg: type('Runner', (), dict(
-        test=lambda self: None, model=None))())
-    monkeypatch.setattr(test, 'shape_problem', lambda model, checkpoint: None)  # b'w'
+        test=lambda self: None))())
     out = tmp_path / 'preds' / 'voc'
     test.main([str(TINY_ONLINE_CONFIG), str(moved / 'iter_4.pth'), '--out', str(out),
                '--skip-preflight'])
@@ -162,22 +161,47 @@ def test_a_test_set_shorter_than_the_drawing_interval_has_its_last_batch_drawn(c
                                        '1 draws them all)\n')
 
 
-def test_a_checkpoint_whose_weights_do_not_fit_the_model_is_named(tmp_path):
+def test_a_checkpoint_whose_weights_do_not_fit_the_model_is_named(tmp_path, monkeypatch,
+                                                                   capsys):
     """A checkpoint trained for 151 classes tested with a 4-class config: mmengine skipped the
-    class embedding (a log line) and test.py scored the rest; now it names the weight and the
-    fix. A fitting checkpoint (``module.`` prefix, keys the model lacks) passes."""
+    class embedding (a log line) and test.py scored the rest. test.py adds CheckpointFitHook,
+    which mmengine calls with the loaded checkpoint before its weights reach the model: a fitting
+    one (``module.`` prefix, keys the model lacks) passes, the other stops test.py (exit 2)
+    naming the weight, both shapes and the fix."""
     import torch
+    from mmseg.registry import HOOKS
     from torch import nn
     test = load_tool('test')
     model = nn.Sequential(nn.Linear(32, 4), nn.Linear(4, 2))
-    fitting = tmp_path / 'fits.pth'
-    torch.save(dict(state_dict={'module.0.weight': torch.zeros(4, 32), 'extra': torch.zeros(1)}),
-               fitting)
-    assert test.shape_problem(model, str(fitting)) is None
-    other = tmp_path / 'ade20k.pth'
-    torch.save(dict(state_dict={'0.weight': torch.zeros(151, 32), '0.bias': torch.zeros(151),
-                                '1.weight': torch.zeros(2, 4)}), other)
-    assert test.shape_problem(model, str(other)) == (
-        f'CHECKPOINT {other} does not fit the model of CONFIG: 0.weight is [151, 32] there, '
-        '[4, 32] in the model (and 1 more); it was trained with another config (another class '
-        'count?): give the config it was trained with')
+    fitting = dict(state_dict={'module.0.weight': torch.zeros(4, 32), 'extra': torch.zeros(1)})
+    other = dict(state_dict={'0.weight': torch.zeros(151, 32), '0.bias': torch.zeros(151),
+                             '1.weight': torch.zeros(2, 4)})
+    built = []
+
+    class LoadingRunner:  # what Runner.test does with the config's hooks and load_from
+        def __init__(self, cfg):
+            built.append(cfg)
+            self.model = model
+            self.hooks = [HOOKS.build(h) for h in cfg.custom_hooks]
+
+        def test(self):
+            for hook in self.hooks:
+                hook.after_load_checkpoint(self, loaded)
+
+    monkeypatch.setattr(test, 'build_runner', LoadingRunner)
+    monkeypatch.setattr(test, 'run_preflight', lambda *args: False)
+    monkeypatch.setattr(test, 'start_runner_launcher', lambda cfg, mode: None)
+    (tmp_path / 'iter_4.pth').write_bytes(b'w')
+    args = [str(TINY_ONLINE_CONFIG), str(tmp_path / 'iter_4.pth')]
+    loaded = fitting
+    test.main(args)
+    assert built[-1].custom_hooks[-1] == dict(type='CheckpointFitHook')
+    loaded = other
+    with pytest.raises(SystemExit) as exit_info:
+        test.main(args)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"tools/test.py: error: CHECKPOINT {tmp_path / 'iter_4.pth'}: the checkpoint's weights do "
+        'not fit the model of the config: 0.weight is [151, 32] there, [4, 32] in the model (and '
+        '1 more); it was trained with another config (another class count?): give the config it '
+        'was trained with\n')
