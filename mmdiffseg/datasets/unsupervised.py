@@ -23,10 +23,20 @@ class CenterSquareCrop(BaseTransform):
     """The largest centred square of the image and its label maps (side: the shorter image side),
     as DiffSeg's evaluation crops COCO-Stuff and Cityscapes before resizing to 512: offset
     ``(h - side) // 2`` as released (``process_image``; mmcv's ``CenterCrop`` rounds half to
-    even, one pixel further for a quarter of COCO's sizes)."""
+    even, one pixel further for a quarter of COCO's sizes). A label map of another shape than
+    its image is refused (the crop would cut it elsewhere)."""
 
     def transform(self, results: dict) -> dict:
         height, width = results['img'].shape[:2]
+        for key in results.get('seg_fields', []):
+            if results[key].shape[:2] != (height, width):
+                raise ValueError(
+                    f"{results.get('seg_map_path', key)} is {results[key].shape[1]}x"
+                    f"{results[key].shape[0]} but its image {results.get('img_path', '')} is "
+                    f'{width}x{height}: an image rotated by its EXIF orientation tag is loaded '
+                    "with dict(type='LoadImageFromFile', color_type='color_ignore_orientation') "
+                    '(as the DiffSeg protocol configs do, and the released code reads it); '
+                    'otherwise the label map does not belong to this image')
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2
         for key in ['img', *results.get('seg_fields', [])]:

@@ -241,3 +241,31 @@ def test_cityscapes_27_label_map_takes_label_ids_7_to_33_only():
     """The 27 classes are labelIds 7..33 (class = labelId - 7); 6 and 34 are no class (255)."""
     label_map = Cityscapes27Dataset.get_label_map()
     assert [label_map[i] for i in (0, 6, 7, 8, 33, 34, 254)] == [255, 255, 0, 1, 26, 255, 255]
+
+
+def test_protocol_configs_read_a_jpeg_as_stored_whatever_its_exif_orientation(tmp_path):
+    """A JPEG tagged "rotate 90" (EXIF orientation 6) is read as stored by the DiffSeg protocol
+    pipelines, as the released code's decode_jpeg does, so it keeps its label map's shape; loaded
+    rotated (mmcv's default), CenterSquareCrop refuses it, naming both files and the setting."""
+    from mmengine.config import Config
+    (tmp_path / 'images' / 'val2017').mkdir(parents=True)
+    (tmp_path / 'annotations' / 'val2017').mkdir(parents=True)
+    (tmp_path / 'curated' / 'val2017').mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.full((4, 6, 3), 90, np.uint8)).save(
+        tmp_path / 'images' / 'val2017' / 'a.jpg', exif=exif)
+    Image.fromarray(np.full((4, 6), 170, np.uint8)).save(tmp_path / 'annotations/val2017/a.png')
+    (tmp_path / 'curated/val2017/Coco164kFull_Stuff_Coarse_7.txt').write_text('a\n')
+    cfg = Config.fromfile('configs/_base_/datasets/cocostuff27_unsupervised.py')
+    dataset = dict(cfg.cocostuff27_test_dataloader.dataset, data_root=str(tmp_path))
+    dataset.pop('_delete_')
+    sample = DATASETS.build(dataset)[0]
+    assert sample['data_samples'].gt_sem_seg.data.shape[-2:] == (512, 512)
+    assert sample['inputs'].shape[-2:] == (512, 512)
+    assert (sample['data_samples'].gt_sem_seg.data == COCOStuff27Dataset.METAINFO['classes']
+            .index('wall')).all()                         # fine 170 = wall-concrete
+    rotated = dict(dataset, pipeline=LOAD + [dict(type='CenterSquareCrop')])
+    with pytest.raises(ValueError, match=r"a.png is 6x4 but its image .*a.jpg is 4x6: .*"
+                                         r"color_type='color_ignore_orientation'"):
+        DATASETS.build(rotated)[0]

@@ -18,7 +18,7 @@ cocostuff27_test_dataloader = dict(
         data_prefix=dict(img_path='images/val2017', seg_map_path='annotations/val2017'),
         ann_file='curated/val2017/Coco164kFull_Stuff_Coarse_7.txt',
         pipeline=[
-            dict(type='LoadImageFromFile'),
+            dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),  # as TF's decode
             dict(type='LoadAnnotations'),
             dict(type='CenterSquareCrop'),
             dict(type='ResizeHalfPixelLabels', scale=(512, 512), keep_ratio=False),
