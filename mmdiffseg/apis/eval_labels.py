@@ -22,7 +22,7 @@ from mmseg.evaluation import IoUMetric
 
 from ..datasets.class_names import DATASET_CLASSES
 from ..datasets.generated import read_manifest_header
-from ..evaluation import PseudoLabelMetric, match_segments
+from ..evaluation import PseudoLabelMetric, defined_mean, match_segments, matched_scores
 from .folders import IGNORE_INDEX, MASK_DIR
 from .ground_truth import (GroundTruthFormat, find_ground_truth, outside_classes,
                            read_label_map_file)
@@ -167,7 +167,7 @@ def evaluate_labels(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
     covered = sum(r[4] for r in metric.results)
     total = sum(r[5] for r in metric.results)
     return dict(images=count, per_class_iou=_per_class(classes, per_class),
-                mIoU=_pct(_mean(per_class)),
+                mIoU=_pct(defined_mean(per_class)),
                 aAcc=_pct(_ratio(areas[0].sum(), areas[3].sum())),
                 coverage=_pct(covered / max(total, 1)),
                 unscored=unscored)
@@ -183,18 +183,9 @@ def evaluate_segments(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
     for _, pred, gt in _pairs(files, classes, gt_format, False):
         totals += match_segments(gt, pred, len(classes), IGNORE_INDEX)
         count += 1
-    tp, fp, fn = totals.astype(np.float64)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        iou = tp / (tp + fp + fn)
-    return dict(images=count, per_class_iou=_per_class(classes, iou), mIoU=_pct(_mean(iou)),
-                ACC=_pct(_ratio(tp.sum(), (tp + fn).sum())),
-                unscored=unscored)
-
-
-def _mean(iou) -> float:
-    """The mean over the classes with an IoU; NaN (no warning) where none has one."""
-    iou = np.asarray(iou, dtype=np.float64)
-    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float('nan')
+    iou, _, acc = matched_scores(totals)
+    return dict(images=count, per_class_iou=_per_class(classes, iou),
+                mIoU=_pct(defined_mean(iou)), ACC=_pct(acc), unscored=unscored)
 
 
 def _ratio(part, whole) -> float:

@@ -71,6 +71,21 @@ def match_segments(gt: np.ndarray, pred: np.ndarray, num_classes: int,
     return np.stack([tp, fp, fn])
 
 
+def matched_scores(totals: np.ndarray):
+    """Per-class IoU and the ACC of summed ``(tp, fp, fn)`` counts (:func:`match_segments`'s rows):
+    NaN for a class without any pixel, and ACC NaN where no pixel is labelled (0 / 0, as
+    mmseg's ``IoUMetric``), without numpy's warnings."""
+    tp, fp, fn = np.asarray(totals, dtype=np.float64)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return tp / (tp + fp + fn), tp / (tp + fn), tp.sum() / (tp + fn).sum()
+
+
+def defined_mean(values) -> float:
+    """The mean over the values that are not NaN; NaN (no warning) where none is."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float('nan')
+
+
 def matched_classes(gt: np.ndarray, pred: np.ndarray, num_classes: int,
                     ignore_index: int = 255) -> np.ndarray:
     """``pred`` with each segment replaced by the class it is matched to in this image (the
@@ -158,17 +173,11 @@ class HungarianMatchedIoU(BaseMetric):
         if self.format_only:
             print_log(f'predictions are saved to {self.output_dir}', logger='current')
             return {}
-        tp, fp, fn = np.sum(results, axis=0).astype(np.float64)
-        labelled = tp + fn
-        with np.errstate(invalid='ignore', divide='ignore'):
-            iou = tp / (tp + fp + fn)
-        acc = tp.sum() / max(labelled.sum(), 1)
+        iou, accs, acc = matched_scores(np.sum(results, axis=0))
         classes = self.dataset_meta.get('classes') if self.dataset_meta else None
         table = PrettyTable(['Class', 'IoU', 'Acc'])
-        with np.errstate(invalid='ignore', divide='ignore'):
-            accs = tp / labelled
         for name, value, class_acc in zip(classes or range(len(iou)), iou, accs):
             table.add_row([name, f'{100 * value:.2f}', f'{100 * class_acc:.2f}'])
         print_log('per-class results (Hungarian-matched):\n' + table.get_string(),
                   logger='current')
-        return {'ACC': round(100 * float(acc), 2), 'mIoU': round(100 * float(np.nanmean(iou)), 2)}
+        return {'ACC': round(100 * float(acc), 2), 'mIoU': round(100 * defined_mean(iou), 2)}

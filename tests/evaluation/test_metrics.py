@@ -83,6 +83,17 @@ def test_a_class_absent_everywhere_is_left_out_of_the_mean():
     assert metric.evaluate(1)['mIoU'] == 100.0  # class 2 never appears: NaN, not 0
 
 
+def test_no_labelled_pixel_scores_nan_as_eval_labels_does(recwarn):
+    """Ground truth wholly ignored (255): ACC and mIoU are undefined (NaN, as evaluate_segments
+    and mmseg's IoUMetric give 0 / 0), not an ACC of 0, and numpy warns nothing."""
+    metric = METRICS.build(dict(type='HungarianMatchedIoU', num_classes=3))
+    metric.dataset_meta = dict(classes=('a', 'b', 'c'))
+    metric.process({}, [sample([[5, 5, 6, 6]], [[255, 255, 255, 255]])])
+    result = metric.evaluate(1)
+    assert np.isnan(result['ACC']) and np.isnan(result['mIoU'])
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
 def test_a_segment_seen_only_on_unlabelled_pixels_takes_no_class():
     """matched_classes paints a class only on segments the matching saw on labelled pixels: a
     segment lying wholly on ignored ground truth has no evidence and stays unassigned (255)."""
