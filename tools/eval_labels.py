@@ -19,8 +19,10 @@ them) need --labels-reduce-zero-label.
 When the folder has a manifest (folders written by the tools), the classes its labels index must
 be --classes (else the scores would compare unrelated indices); a plain folder of PNGs is taken
 as indexing --classes. --hungarian scores unlabelled segments (DiffSeg) after per-image Hungarian
-matching. --out-json writes the numbers as strict JSON: a class absent from both labels and
-ground truth has IoU null (n/a in the table).
+matching; predictions that tools/test.py --out saved with the DiffSeg protocol configs are of the
+512x512 centre crop: --center-crop-resize 512 reads the ground truth so. --out-json writes the
+numbers as strict JSON: a class absent from both labels and ground truth has IoU null (n/a in the
+table).
 """
 import sys
 
@@ -43,10 +45,17 @@ def parse_args(argv=None):
                         help='the label files hold 0 for "other" and k for class k-1 (mmseg\'s '
                              'predictions of a reduce_zero_label dataset, e.g. tools/test.py '
                              '--out on ADE20K); default: class indices, as the tools write them')
+    parser.add_argument('--center-crop-resize', type=int, metavar='SIZE', default=None,
+                        help='read the ground truth as the DiffSeg protocol configs score it: '
+                             'its centre square resized to SIZE x SIZE (labels nearest, '
+                             'half-pixel), for predictions tools/test.py --out saved with them '
+                             '(512); default: the ground truth as it is')
     parser.add_argument('--hungarian', action='store_true',
                         help='labels are unlabelled segment ids: Hungarian-match them per image')
     parser.add_argument('--out-json', help='also write the report as JSON here (default: none)')
     args = opts.parse(parser, argv)
+    if args.center_crop_resize is not None and args.center_crop_resize < 1:
+        parser.error(f'--center-crop-resize {args.center_crop_resize}: a side of at least 1 pixel')
     if args.hungarian and args.labels_reduce_zero_label:
         parser.error('--labels-reduce-zero-label reads class labels; --hungarian scores '
                      'unlabelled segment ids, which have no "other" value: give one of them')
@@ -63,7 +72,8 @@ def main(argv=None):
     from mmdiffseg.apis.io import atomic_write
     classes = cli.resolve_class_arg(args.classes)
     gt_format = GroundTruthFormat.of_class_set(args.classes, args.gt_suffix,
-                                               args.reduce_zero_label, args.fine_labels)
+                                               args.reduce_zero_label, args.fine_labels
+                                               ).with_options(crop_resize=args.center_crop_resize)
     if args.hungarian:
         report = evaluate_segments(args.labels, args.gt, classes, gt_format)
     else:

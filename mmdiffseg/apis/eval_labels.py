@@ -107,8 +107,20 @@ def _pairs(files: Dict[str, Tuple[Path, Path]], classes: Sequence[str],
         gt = gt_format.read(gt_path, classes)
         if pred.shape != gt.shape:
             raise UserInputError(f'{path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth '
-                                 f'{gt_path} is {gt.shape[1]}x{gt.shape[0]}')
+                                 f'{gt_path} is {gt.shape[1]}x{gt.shape[0]}' + (
+                                     _crop_hint(pred.shape) if not gt_format.crop_resize
+                                     else f' after --center-crop-resize {gt_format.crop_resize}'))
         yield item_id, pred, gt
+
+
+def _crop_hint(shape) -> str:
+    """The fix for square labels beside ground truth of another size: predictions that
+    tools/test.py --out saved at the size DiffSeg's protocol evaluates."""
+    if shape[0] != shape[1]:
+        return ''
+    return (f'; predictions that tools/test.py --out saved with the DiffSeg protocol configs are '
+            f'of the centre square resized to {shape[0]}x{shape[0]}: score them with '
+            f'--center-crop-resize {shape[0]}, which reads the ground truth so')
 
 
 def _classes_and_format(classes: Union[str, Sequence[str]],

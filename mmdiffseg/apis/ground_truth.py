@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from ..class_defaults import init_defaults
 from ..datasets.transforms import read_label_map
 from ..datasets.unsupervised import (Cityscapes27Dataset, CityscapesHumanVehicleDataset,
-                                     COCOStuff27Dataset)
+                                     COCOStuff27Dataset, protocol_label_view)
 from .folders import IGNORE_INDEX, TOO_LARGE
 from .io import UserInputError
 
@@ -49,6 +49,9 @@ class GroundTruthFormat:
         fine_labels: COCO-Stuff's own label maps, read through its fine-to-27 ``label_map``
             (``COCOStuff27Dataset(fine_labels=True)``); ``None``: the dataset has no such setting.
         suffix_option: the tool's option that sets ``seg_map_suffix``, named by the fixes.
+        crop_resize: read as DiffSeg's protocol configs score it: the centre square resized to
+            this side (:func:`~mmdiffseg.datasets.unsupervised.protocol_label_view`), to score
+            predictions saved at the evaluated size (``tools/test.py --out``).
     """
 
     seg_map_suffix: str = '.png'
@@ -57,6 +60,7 @@ class GroundTruthFormat:
     label_map: Optional[Dict[int, int]] = None
     fine_labels: Optional[bool] = None
     suffix_option: str = field(default='--gt-suffix', compare=False)
+    crop_resize: Optional[int] = None
 
     @classmethod
     def of_dataset(cls, dataset, **settings) -> 'GroundTruthFormat':
@@ -95,15 +99,19 @@ class GroundTruthFormat:
         return fmt.with_options(seg_map_suffix, reduce_zero_label)
 
     def with_options(self, seg_map_suffix: Optional[str] = None,
-                     reduce_zero_label: Optional[bool] = None) -> 'GroundTruthFormat':
+                     reduce_zero_label: Optional[bool] = None,
+                     crop_resize: Optional[int] = None) -> 'GroundTruthFormat':
         """This format with the settings that are not ``None`` replaced."""
-        changes = dict(seg_map_suffix=seg_map_suffix, reduce_zero_label=reduce_zero_label)
+        changes = dict(seg_map_suffix=seg_map_suffix, reduce_zero_label=reduce_zero_label,
+                       crop_resize=crop_resize)
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def read(self, path, classes: Sequence[str]) -> np.ndarray:
         """A ground-truth PNG as class indices (255 = ignore), as mmseg's ``LoadAnnotations``
         reads it; values outside ``classes`` (a wrong convention) are refused."""
         label = read_label_map_file(path, 'ground truth', self.reduce_zero_label, self.label_map)
+        if self.crop_resize:
+            label = protocol_label_view(label, self.crop_resize)
         bad = outside_classes(label, len(classes))
         if bad:
             raise UserInputError(
@@ -115,7 +123,8 @@ class GroundTruthFormat:
     def _hint(self, bad: List[int], count: int) -> str:
         if self.fine_labels is False:
             return ('COCO-Stuff\'s own label maps (stuffthingmaps_trainval2017: fine class id - '
-                    '1) need --fine-labels, which maps them to the 27 classes')
+                    '1) need --fine-labels, which maps them to the 27 classes (from Python: '
+                    "GroundTruthFormat.of_class_set('cocostuff27', fine_labels=True))")
         if 'labelIds' in self.seg_map_suffix and not self.label_map:
             return ('Cityscapes labelIds are not train ids: score against '
                     f'*_gtFine_labelTrainIds.png ({self.suffix_option} _gtFine_labelTrainIds.png; '

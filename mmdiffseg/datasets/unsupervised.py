@@ -18,6 +18,27 @@ from .class_names import (CITYSCAPES27_CLASSES, CITYSCAPES27_FIRST_LABEL_ID,
                           COCOSTUFF27_CLASSES, COCOSTUFF27_FINE_IDS)
 
 
+def center_square(array: np.ndarray) -> np.ndarray:
+    """The largest centred square of an image or label map, offset ``(h - side) // 2`` as
+    DiffSeg's released ``process_image``."""
+    height, width = array.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return array[top:top + side, left:left + side]
+
+
+def resize_label_map(label: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A label map resized as ``tf.image.resize(method='nearest')``: each output pixel takes the
+    source pixel under its centre (half-pixel, ``cv2.INTER_NEAREST_EXACT``)."""
+    return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+def protocol_label_view(label: np.ndarray, size: int) -> np.ndarray:
+    """A ground-truth map as DiffSeg's protocol configs score it: centre square, resized to
+    ``size`` x ``size`` (``CenterSquareCrop`` then ``ResizeHalfPixelLabels``)."""
+    return resize_label_map(center_square(label), size, size)
+
+
 @TRANSFORMS.register_module()
 class CenterSquareCrop(BaseTransform):
     """The largest centred square of the image and its label maps (side: the shorter image side),
@@ -37,11 +58,9 @@ class CenterSquareCrop(BaseTransform):
                     "with dict(type='LoadImageFromFile', color_type='color_ignore_orientation') "
                     '(as the DiffSeg protocol configs do, and the released code reads it); '
                     'otherwise the label map does not belong to this image')
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
         for key in ['img', *results.get('seg_fields', [])]:
-            results[key] = results[key][top:top + side, left:left + side]
-        results['img_shape'] = (side, side)
+            results[key] = center_square(results[key])
+        results['img_shape'] = results['img'].shape[:2]
         return results
 
 
@@ -72,8 +91,7 @@ class ResizeHalfPixelLabels(Resize):
         height, width = results['img_shape'][:2]  # the image is resized first
         for key in results.get('seg_fields', []):
             if results.get(key) is not None:
-                results[key] = cv2.resize(results[key], (width, height),
-                                          interpolation=cv2.INTER_NEAREST_EXACT)
+                results[key] = resize_label_map(results[key], width, height)
 
 
 #: Cityscapes' own colours of the labelIds that are not train classes (its ``labels.py``)

@@ -3,6 +3,7 @@ refusal of label folders made for other classes."""
 import json
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -323,3 +324,52 @@ def test_labels_of_the_same_classes_in_another_order_are_refused(tmp_path):
     with pytest.raises(UserInputError, match=r"index the classes \['a', 'b'\] \(their manifest\), "
                                              r"but the ground truth is scored as \['b', 'a'\]"):
         check_label_classes(tmp_path, ['b', 'a'])
+
+
+def test_predictions_at_the_protocols_crop_are_scored_as_the_test_run_scores_them(tmp_path):
+    """Segments saved at DiffSeg's evaluated size (a 512x512 centre crop of a 2:1 Cityscapes
+    frame, as tools/test.py --out writes them) against the uncropped ground truth: refused with
+    the option named; with --center-crop-resize 512 they score as HungarianMatchedIoU scores them
+    on the Cityscapes-27 config's own pipeline (here: its ground truth with ids permuted, noise)."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+
+    from mmdiffseg.evaluation import HungarianMatchedIoU
+    init_default_scope('mmseg')
+    rng = np.random.default_rng(0)
+    root = tmp_path / 'cityscapes'
+    (root / 'leftImg8bit/val/x').mkdir(parents=True)
+    (root / 'gtFine/val/x').mkdir(parents=True)
+    for name in ('x_0_1', 'x_0_2'):
+        ids = np.repeat(np.repeat(rng.integers(5, 36, (6, 12)), 5, 0), 5, 1).astype(np.uint8)
+        Image.fromarray(ids).save(root / f'gtFine/val/x/{name}_gtFine_labelIds.png')
+        Image.fromarray(np.zeros((30, 60, 3), np.uint8)).save(
+            root / f'leftImg8bit/val/x/{name}_leftImg8bit.png')
+    cfg = Config.fromfile('configs/_base_/datasets/cityscapes27_unsupervised.py')
+    dataset = dict(cfg.cityscapes27_test_dataloader.dataset, data_root=str(root))
+    dataset.pop('_delete_')
+    metric = HungarianMatchedIoU(num_classes=27)
+    metric.dataset_meta = dict(classes=[str(i) for i in range(27)])
+    preds = {}
+    for sample in DATASETS.build(dataset):
+        gt = sample['data_samples'].gt_sem_seg.data[0].numpy()
+        pred = np.where(gt == 255, 3, (gt * 7 + 11) % 256).astype(np.uint8)
+        noise = rng.random(pred.shape) < 0.2
+        pred[noise] = rng.integers(0, 40, noise.sum())
+        name = sample['data_samples'].img_path.split('/')[-1].replace('_leftImg8bit.png', '')
+        preds[f'{name}_leftImg8bit'] = pred
+        metric.process({}, [dict(pred_sem_seg=dict(data=torch.from_numpy(pred)[None]),
+                                 gt_sem_seg=dict(data=torch.from_numpy(gt)[None]))])
+    expected = metric.evaluate(2)
+    _write_labels(tmp_path / 'out', preds)
+    args = (tmp_path / 'out', '--gt', root / 'gtFine/val', '--classes', 'cityscapes27',
+            '--hungarian')
+    refused = run_in_process('eval_labels', *args, expect=2)
+    assert 'is 512x512 but its ground truth' in refused
+    assert '--center-crop-resize 512' in refused
+    run_in_process('eval_labels', *args, '--center-crop-resize', '512',
+                   '--out-json', tmp_path / 'r.json')
+    report = json.loads((tmp_path / 'r.json').read_text())
+    assert report['images'] == 2 and 40 < report['ACC'] < 100
+    assert (report['ACC'], report['mIoU']) == (expected['ACC'], expected['mIoU'])
