@@ -15,7 +15,8 @@ from PIL import Image, UnidentifiedImageError
 from ..class_defaults import init_defaults
 from ..datasets.transforms import read_label_map
 from ..datasets.unsupervised import (Cityscapes27Dataset, CityscapesHumanVehicleDataset,
-                                     COCOStuff27Dataset, protocol_label_view)
+                                     COCOStuff27Dataset, coarse_looking_maps,
+                                     protocol_label_view)
 from .folders import IGNORE_INDEX, TOO_LARGE
 from .io import UserInputError
 
@@ -120,6 +121,14 @@ class GroundTruthFormat:
                 f'{self.reduce_zero_label}): {self._hint(bad, len(classes))}')
         return label
 
+    def check_fine_labels(self, paths: Sequence[str]) -> None:
+        """With ``fine_labels``, refuse maps that hold the 27 classes already
+        (:func:`~mmdiffseg.datasets.unsupervised.coarse_looking_maps`)."""
+        problem = coarse_looking_maps(sorted(paths)) if self.fine_labels else None
+        if problem:
+            raise UserInputError(f'--fine-labels: {problem}; leave out --fine-labels to read '
+                                 'them as they are')
+
     def _hint(self, bad: List[int], count: int) -> str:
         if self.fine_labels is False:
             return ('COCO-Stuff\'s own label maps (stuffthingmaps_trainval2017: fine class id - '
@@ -207,6 +216,7 @@ def find_ground_truth(ids: Iterable[str], gt_dir, gt_format: GroundTruthFormat,
                 path = next((nested[k] for k in keys(item_id) if k in nested), None)
                 if path is not None:
                     found[item_id] = path
+    gt_format.check_fine_labels([str(path) for path in found.values()])
     missing = [i for i in ids if i not in found]
     if missing and not (allow_missing and found):
         example = keys(missing[0])[-1] + suffix

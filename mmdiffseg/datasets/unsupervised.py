@@ -3,7 +3,7 @@ protocol (PiCIE / STEGO convention) and SeeDiff's background / human / vehicle s
 protocol's centre square crop and label resize."""
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -11,6 +11,7 @@ from mmcv.transforms import BaseTransform
 from mmseg.datasets import BaseSegDataset, CityscapesDataset
 from mmseg.datasets.transforms import Resize
 from mmseg.registry import DATASETS, TRANSFORMS
+from PIL import Image
 
 from ..generators.base import IGNORE_INDEX
 from .class_names import (CITYSCAPES27_CLASSES, CITYSCAPES27_FIRST_LABEL_ID,
@@ -167,6 +168,18 @@ class COCOStuff27Dataset(ColoursByClassName, BaseSegDataset):
         self.fine_labels = bool(fine_labels)  # read by get_label_map in the base __init__
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix, **kwargs)
 
+    def load_data_list(self) -> list:
+        """mmseg's listing; with ``fine_labels``, maps that look coarse already are refused
+        (:func:`coarse_looking_maps`)."""
+        data_list = super().load_data_list()
+        if self.fine_labels:
+            problem = coarse_looking_maps([info['seg_map_path'] for info in data_list
+                                           if info.get('seg_map_path')])
+            if problem:
+                raise ValueError(f'COCOStuff27Dataset(fine_labels=True): {problem}: set '
+                                 'fine_labels=False to read them as they are')
+        return data_list
+
     def get_label_map(self, new_classes=None):
         """Fine PNG value -> coarse class (every value, unlabelled ones to 255) with
         ``fine_labels``; then a ``metainfo`` class subset's renumbering (None: neither)."""
@@ -175,6 +188,24 @@ class COCOStuff27Dataset(ColoursByClassName, BaseSegDataset):
         protocol = ({value: coarse.get(value, IGNORE_INDEX) for value in range(IGNORE_INDEX)}
                     if self.fine_labels else None)
         return with_class_subset(protocol, super().get_label_map(new_classes))
+
+
+def coarse_looking_maps(paths: Sequence[str], samples: int = 8) -> Optional[str]:
+    """Why COCO-Stuff label maps given as its own (fine) maps look like the 27 coarse classes
+    already: every one of up to ``samples`` maps, spread over ``paths``, holds only values
+    0..26 and 255 (a fine map of a curated image holds stuff, 91..181); ``None`` otherwise."""
+    if not paths:
+        return None
+    picked = [paths[i * len(paths) // min(samples, len(paths))]
+              for i in range(min(samples, len(paths)))]
+    for path in picked:
+        values = np.unique(np.asarray(Image.open(path)))
+        if ((values >= len(COCOSTUFF27_CLASSES)) & (values != IGNORE_INDEX)).any():
+            return None
+    return (f'the {len(picked)} label maps read of {len(paths)} (e.g. {picked[0]}) hold only '
+            f'values 0..{len(COCOSTUFF27_CLASSES) - 1} and {IGNORE_INDEX}: they look like maps of '
+            "the 27 classes already, not COCO-Stuff's own (stuffthingmaps: fine id - 1, stuff "
+            '91..181), which fine_labels maps to the 27 classes and would turn into other classes')
 
 
 @DATASETS.register_module()

@@ -269,3 +269,25 @@ def test_protocol_configs_read_a_jpeg_as_stored_whatever_its_exif_orientation(tm
     with pytest.raises(ValueError, match=r"a.png is 6x4 but its image .*a.jpg is 4x6: .*"
                                          r"color_type='color_ignore_orientation'"):
         DATASETS.build(rotated)[0]
+
+
+def test_fine_labels_refuse_maps_that_hold_the_27_classes_already(tmp_path):
+    """27-class maps (person 9 ... sky 23) read with fine_labels=True would become other classes
+    (fine ids 10 and 24 are outdoor and animal things): the dataset refuses them when listing,
+    naming the setting, and the preflight shows it; one map with stuff (>= 91) is fine."""
+    from mmdiffseg.preflight_data import check_listed_files
+    (tmp_path / 'img').mkdir()
+    (tmp_path / 'ann').mkdir()
+    for name, values in (('a', [9, 10, 255]), ('b', [22, 23, 0])):
+        Image.fromarray(np.zeros((2, 3, 3), np.uint8)).save(tmp_path / 'img' / f'{name}.jpg')
+        Image.fromarray(np.array([values, values], np.uint8)).save(tmp_path / 'ann' / f'{name}.png')
+    prefix = dict(img_path=str(tmp_path / 'img'), seg_map_path=str(tmp_path / 'ann'))
+    config = dict(type='COCOStuff27Dataset', data_prefix=prefix, fine_labels=True, pipeline=LOAD)
+    with pytest.raises(ValueError, match=r'fine_labels=True\): the 2 label maps read of 2 .* hold '
+                                         r'only values 0\.\.26 and 255.*set fine_labels=False'):
+        DATASETS.build(config)
+    problems = check_listed_files(config, 'test_dataloader.dataset')
+    assert len(problems) == 1 and 'set fine_labels=False' in str(problems[0])
+    assert len(DATASETS.build(dict(config, fine_labels=False))) == 2
+    Image.fromarray(np.array([[9, 91, 255]], np.uint8)).save(tmp_path / 'ann' / 'b.png')
+    assert len(DATASETS.build(config)) == 2

@@ -23,7 +23,8 @@ def test_fine_labels_map_fine_ids_to_the_27_classes(tmp_path):
     9 -> id 10 outdoor, 16 -> id 17 animal, 105 -> id 106 sky, 170 -> id 171 wall,
     179 -> id 180 window; 11 (id 12), 65 (id 66) are unused COCO ids, 182 is id 183 'other'
     and 255 unlabelled: none is a class. Map 'c' holds only values below 27, which read
-    without --fine-labels would be electronic, person, vehicle, raw-material instead."""
+    without --fine-labels would be electronic, person, vehicle, raw-material instead; alone, it
+    looks like a 27-class map, and --fine-labels is refused."""
     root = tmp_path / 'stuffthingmaps'
     _png(root / 'a.png', [[0, 16], [105, 182], [255, 0]])
     _png(root / 'b.png', [[170, 179], [65, 11]])
@@ -39,6 +40,13 @@ def test_fine_labels_map_fine_ids_to_the_27_classes(tmp_path):
     load_converter('image_labels').main([str(root), '--classes', 'cocostuff27', '--out', str(out)])
     assert json.loads(out.read_text()) == {
         'c': ['electronic', 'person', 'vehicle', 'raw-material']}
+    # only maps of values 0..26 (27-class maps, as 'c' reads without --fine-labels): refused
+    with pytest.raises(UserInputError, match=r'--fine-labels: the 1 label maps read of 1 .*c\.png'
+                                             r'.* hold only values 0\.\.26 and 255.*leave out '
+                                             '--fine-labels'):
+        load_converter('image_labels').main([str(root), '--classes', 'cocostuff27',
+                                             '--fine-labels', '--out', str(tmp_path / 'x.json')])
+    assert not (tmp_path / 'x.json').exists()
 
 
 def _sbd_mat(path, segmentation):

@@ -87,6 +87,7 @@ def main(argv=None) -> None:
     if not maps:
         raise UserInputError(f'no *{suffix} label maps in {args.label_dir} or its sub-folders. '
                              + suffix_hint(args.label_dir, gt_format))
+    gt_format.check_fine_labels([str(path) for path in maps.values()])
     labels = labels_from_ground_truth({k: str(v) for k, v in maps.items()}, classes,
                                       gt_format=gt_format)
     write_image_labels(labels, args.out)
