@@ -180,8 +180,12 @@ def check_listed_files(dataset: dict, where: str) -> List[Missing]:
     traceback when it reaches that image, maybe hours in. Run once the folders are there
     (:func:`check_dataset`)."""
     from .apis.folders import same_name_image
+    from .datasets.generated import UnfinishedJobFolder
     _, data_list, error = list_dataset(dataset)
     kind = dataset.get('type', 'dataset')
+    if isinstance(error, UnfinishedJobFolder):
+        return [Missing(str(error), "finish the tool's run (the same command resumes it)",
+                        [where])]
     if error is not None and reads_generated_labels(dataset):  # a folder the run would refuse
         return [Missing(str(error), f'correct what it names: {where}.data_prefix (img_path, '
                         'seg_map_path) or the label folder (made by tools/pseudo_label.py or '

@@ -6,17 +6,17 @@ generator that synthesises; iSeg and DiffSeg label real images: tools/pseudo_lab
         --prompt "a long shot of a {}" --out work_dirs/synth_cs
     python tools/synthesize.py --classes cat,dog --label-set voc --out DIR   # VOC indices
 
-Writes JPEGImages/, SegmentationClass/ (palette PNG, 255 = unsure),
-ImageSets/Segmentation/<split>.txt and manifest.jsonl (model, generator config, prompt and seed of
-every item). Deterministic for a --seed; resumable (rerun the same command). Several GPUs:
-``torchrun --nproc-per-node N tools/synthesize.py ... --launcher pytorch``.
+Writes JPEGImages/, SegmentationClass/ (palette PNG; 255 = unsure only without a background class,
+e.g. ADE20K's), ImageSets/Segmentation/<split>.txt and manifest.jsonl (model, generator config,
+prompt and seed of every item). Deterministic for a --seed; resumable (rerun the same command).
+Several GPUs: ``torchrun --nproc-per-node N tools/synthesize.py ... --launcher pytorch``.
 """
 import sys
 
 import offline_args as opts
 
 SD14 = 'CompVis/stable-diffusion-v1-4'
-#: the names of ``mmdiffseg.apis.synthesize.SYNTH_CLASS_SETS``
+#: the names of ``mmdiffseg.datasets.class_names.SYNTH_CLASS_SETS``
 SYNTH_SETS = ('voc', 'cityscapes', 'ade20k')
 
 
@@ -28,8 +28,9 @@ def parse_args(argv=None):
                                                '150 classes)', SYNTH_SETS))
     parser.add_argument('--label-set', default=None,
                         help=opts.classes_help('mask indices', default='the set itself for '
-                                               '--classes voc or ade20k, else background + the '
-                                               'classes'))
+                                               '--classes voc or ade20k; else the --config '
+                                               "preset's classes where they hold every class; "
+                                               'else background + the classes'))
     parser.add_argument('--prompt', action='append', default=None,
                         help='prompt template with exactly one {} for the class, repeatable, '
                              'cycled per image (default: the --config preset\'s, else '
@@ -59,12 +60,13 @@ def main(argv=None):
     from mmdiffseg.apis import cli
     from mmdiffseg.apis.builders import (check_can_synthesise, check_prompt_templates,
                                          pick_device)
-    from mmdiffseg.apis.synthesize import OWN_LABEL_SETS, SYNTH_CLASS_SETS, synthesize
+    from mmdiffseg.apis.synthesize import synthesize
+    from mmdiffseg.datasets.class_names import SYNTH_CLASS_SETS, synthesis_label_set
     cli.check_launcher(args.launcher, 'synthesize')
     device = pick_device(args.device)
     names = cli.resolve_class_arg(args.classes, sets=SYNTH_CLASS_SETS)
-    label_set = args.label_set or (args.classes if args.classes in OWN_LABEL_SETS else None)
-    label_set = cli.resolve_class_arg(label_set, '--label-set') if label_set else None
+    label_set = (cli.resolve_class_arg(args.label_set, '--label-set') if args.label_set else
+                 synthesis_label_set(args.classes) if args.classes in SYNTH_CLASS_SETS else None)
     gen_cfg, model = cli.generator_and_model(args, 'seediff', SD14)
     check_can_synthesise(gen_cfg, f'the preset {args.config}' if args.config else '--method')
     if args.prompt is not None:

@@ -311,7 +311,8 @@ def _warn_unlisted(folder: Path, split_file: str, listed: int, unlisted: Sequenc
                   f'({", ".join(unlisted[:3])}{", ..." if len(unlisted) > 3 else ""}) are not in '
                   f'it, so a dataset reading that split leaves them out: give every input to one '
                   f"run (pseudo_label.py: --dataset-config with the dataset's mmseg config, "
-                  f'--split train), or each run its own --out', logger='current',
+                  f'--split train; synthesize.py: --classes and --images-per-class that cover '
+                  f'them), or each run its own --out', logger='current',
                   level=logging.WARNING)
 
 

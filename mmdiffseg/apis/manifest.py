@@ -54,6 +54,15 @@ def read_manifest_file(path: Path, check_header: Callable[[Path, Dict], None] = 
     return header, records, good_end
 
 
+def _more_classes_note(tool: Optional[str], differing) -> str:
+    """How synthesize.py folders take more classes later: masks indexing a fixed label set."""
+    if tool != 'synthesize' or 'classes' not in [key for key, _, _ in differing]:
+        return ''
+    return ('\nclasses: synthesize.py\'s masks index background + its --classes unless '
+            '--label-set fixes the indices; a folder made with a --label-set holding every class '
+            'to come (e.g. --label-set voc) takes later runs of other --classes within it.')
+
+
 class Manifest:
     """The JSON-lines manifest of an output folder: a header line, then one line per finished
     item (``{"id": ..., "files": [...], ...}``)."""
@@ -96,6 +105,7 @@ class Manifest:
             + '\n'.join(f'  {key}: folder has {describe(have)}, this run has {describe(want)}'
                          for key, have, want in differing)
             + older_labels_note(differing)
+            + _more_classes_note(this_tool, differing)
             + '\nUse another --out folder, or rerun with the same settings.')
 
     def load(self) -> Dict[str, Dict]:

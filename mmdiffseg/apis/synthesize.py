@@ -8,7 +8,8 @@ or where a run was resumed (its pixels do, within the rounding of batched U-Net 
 steps: byte-identical for the same batch size and ranks, docs/python_api.md "Batch size"). The
 engine samples the image with classifier-free guidance and records the attention; the generator
 (SeeDiff by default) turns it into the mask. Output: ``JPEGImages/<id>.jpg``,
-``SegmentationClass/<id>.png`` (indices into the label set, 255 = unsure), split file, manifest.
+``SegmentationClass/<id>.png`` (indices into the label set; 255 = unsure, only without a
+background class), split file, manifest.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from ..attention.prompts import token_positions
-from ..datasets.class_names import CITYSCAPES_HUMAN_VEHICLE_CLASSES, DATASET_CLASSES, spelled_as
+from ..datasets.class_names import spelled_as
 from ..generators.seediff import resolutions_for
 from ..provenance import sampler_settings
 from .builders import (build_generator, check_can_synthesise, check_model, job_header,
@@ -30,14 +31,6 @@ from .folders import (IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, labell
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem, item_seed
 from .jobs import run_job
 
-#: class sets to synthesise, by name (SeeDiff's VOC and Cityscapes settings; ADE20K's 150)
-SYNTH_CLASS_SETS = {
-    'voc': DATASET_CLASSES['voc'][1:],  # the 20 object classes
-    'cityscapes': CITYSCAPES_HUMAN_VEHICLE_CLASSES[1:],  # human, vehicle
-    'ade20k': DATASET_CLASSES['ade20k'],  # no background class: other pixels are 255
-}
-#: the class sets whose masks index their dataset's own classes (else background + the names)
-OWN_LABEL_SETS = ('voc', 'ade20k')
 DEFAULT_TEMPLATE = 'a photo of a {}'
 #: SeeDiff's image size (its 16 / 32 / 64 token grids); other sizes scale the grids
 RELEASED_SIZE = 512
@@ -112,12 +105,14 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
     """Synthesise ``images_per_class`` image/mask pairs per class name into ``out_dir``.
 
     Args:
-        names: the classes to synthesise.
+        names: the classes to synthesise (a string: one class); ``'background'`` is none: it
+            is the masks' class 0 of the default label set.
         gen_cfg: generator config (SeeDiff-like: ``generate_kwargs``).
         prompts: prompt templates (``{}`` = class name), cycled per image; ``None`` keeps the
             config's ``prompt_templates`` (else :data:`DEFAULT_TEMPLATE`).
-        label_set: the mask indices (e.g. VOC's 21 classes); every name must be in it. Default
-            ``['background', *names]``.
+        label_set: the mask indices (e.g. VOC's 21 classes); every name must be in it. Default:
+            ``gen_cfg``'s ``classes`` where they hold every name (a preset's, e.g. VOC's 21),
+            else ``['background', *names]``.
         size: image side in pixels; SeeDiff's token grids scale with it
             (:func:`seediff_resolutions`) unless ``gen_cfg`` sets ``resolutions``.
         workers: writer processes encoding the JPEGs and PNGs (:func:`.jobs.run_job`).
@@ -130,10 +125,18 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
         UserInputError: before any work, for an unknown class name, a bad template or a
             missing model.
     """
-    names = list(names)
+    names = [names] if isinstance(names, str) else list(names)
     if not names:
         raise UserInputError('no classes to synthesise')
-    if label_set is None:
+    if any(name.strip().lower() == 'background' for name in names):
+        raise UserInputError(
+            f'--classes {names} holds "background": it is not a class to synthesise (its '
+            'prompt makes no object), but class 0 of the masks, where no class is; leave it out '
+            '(the default label set adds it; --label-set voc keeps it as class 0)')
+    preset = list(gen_cfg.get('classes') or ()) if isinstance(gen_cfg, dict) else []
+    if label_set is None and preset and all(n in preset for n in spelled_as(names, preset)):
+        label_set, names = preset, spelled_as(names, preset)
+    elif label_set is None:
         label_set = ['background'] + names
     else:
         label_set = list(label_set)
@@ -146,6 +149,7 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
                 '--label-set that holds them')
     check_can_synthesise(gen_cfg, 'gen_cfg')  # before the templates it would not take
     if prompts is not None:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         bad = [p for p in prompts if '{}' not in p]
         if bad or not prompts:
             raise UserInputError(f'prompt template(s) {bad} have no "{{}}" for the class name')

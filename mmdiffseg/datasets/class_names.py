@@ -63,6 +63,34 @@ DATASET_CLASSES = {
     'cocostuff27': COCOSTUFF27_CLASSES,
 }
 
+#: class sets to synthesise (``tools/synthesize.py --classes``), by name: SeeDiff's VOC and
+#: Cityscapes settings, ADE20K's 150
+SYNTH_CLASS_SETS = {
+    'voc': DATASET_CLASSES['voc'][1:],  # the 20 object classes
+    'cityscapes': CITYSCAPES_HUMAN_VEHICLE_CLASSES[1:],  # human, vehicle
+    'ade20k': DATASET_CLASSES['ade20k'],  # no background class: other pixels are 255
+}
+#: the class sets whose masks index their dataset's own classes (else background + the names)
+OWN_LABEL_SETS = ('voc', 'ade20k')
+
+
+def synthesis_label_set(name: str) -> List[str]:
+    """The mask indices of synthesising the class set ``name`` (:data:`SYNTH_CLASS_SETS`)."""
+    names = list(SYNTH_CLASS_SETS[name])
+    return list(DATASET_CLASSES[name]) if name in OWN_LABEL_SETS else ['background', *names]
+
+
+def synthesize_options(classes: Sequence[str]) -> str:
+    """``tools/synthesize.py``'s options whose masks index ``classes``: a class set's name, else
+    the names (background is added as class 0), with ``--label-set`` where there is none."""
+    classes = list(classes)
+    name = next((n for n in SYNTH_CLASS_SETS if synthesis_label_set(n) == classes), None)
+    if name:
+        return f'--classes {name}'
+    if classes[:1] == ['background']:
+        return f'--classes "{",".join(classes[1:])},"'
+    return f'--classes "{",".join(classes)}," --label-set "{",".join(classes)},"'
+
 
 def resolve_classes(classes: Union[str, Sequence[str]]) -> List[str]:
     """A class list given as a list, or by dataset name (one of :data:`DATASET_CLASSES`)."""

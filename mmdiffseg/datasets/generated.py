@@ -32,7 +32,7 @@ from mmseg.registry import DATASETS
 
 from ..generators.base import IGNORE_INDEX
 from ..registry import config_type
-from .class_names import DATASET_CLASSES
+from .class_names import DATASET_CLASSES, synthesize_options
 from .transforms import read_label_map
 from .unsupervised import CityscapesHumanVehicleDataset
 
@@ -52,6 +52,10 @@ def read_manifest_header(folder: Path) -> Optional[dict]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f'{path}: the manifest header is not JSON ({exc})') from None
     return None
+
+
+class UnfinishedJobFolder(FileNotFoundError):
+    """A tool's output folder without its split file: the run that makes it has not ended."""
 
 
 class GeneratedLabelDataset(BaseSegDataset):
@@ -83,6 +87,7 @@ class GeneratedLabelDataset(BaseSegDataset):
         by_name = self._images_by_name(img_dir)
         if self.ann_file and not osp.isdir(self.ann_file):
             if not osp.isfile(self.ann_file):
+                self._refuse_unfinished()
                 raise FileNotFoundError(f'{type(self).__name__}: ann_file {self.ann_file} '
                                         'not found')
             names = [line.strip() for line in mmengine.list_from_file(self.ann_file)
@@ -90,6 +95,19 @@ class GeneratedLabelDataset(BaseSegDataset):
             return [path for n in names for path in
                     by_name.get(n, [osp.join(img_dir, n + (self.img_suffix or ''))])]
         return sorted({path for paths in by_name.values() for path in paths})
+
+    def _refuse_unfinished(self) -> None:
+        """The missing split file of a folder a tool is making (a manifest beside the labels):
+        the tool writes it last, so its run was stopped or is still going."""
+        folder = Path(self.data_prefix.get('seg_map_path', '')).parent
+        header = read_manifest_header(folder)
+        if header is not None:
+            tool = f'tools/{header.get("tool", "synthesize")}.py'
+            raise UnfinishedJobFolder(
+                f'{type(self).__name__}: ann_file {self.ann_file} not found, but {folder} holds '
+                f'the manifest of a {tool} run: that run has not finished (the split file is '
+                'written when it ends); rerun its command, which resumes where it stopped, '
+                'or wait for it to end')
 
     def _images_by_name(self, img_dir: str) -> Dict[str, List[str]]:
         """The images in ``img_dir`` and its sub-folders (ending in ``img_suffix``; None: any
@@ -223,11 +241,12 @@ class GeneratedLabelDataset(BaseSegDataset):
                              'segment ids (made without class names), not classes')
         if 'classes' in header and list(header['classes']) != classes:
             name = next((k for k, v in DATASET_CLASSES.items() if list(v) == classes), None)
-            given = name or f'"{",".join(classes)}"'
+            given = name or f'"{",".join(classes)},"'
             raise ValueError(f'{type(self).__name__}: the labels in {label_dir} index the classes '
                              f'{header["classes"]}, but this dataset has {classes}; regenerate '
-                             f'them with this class list (the tool\'s --classes {given}; masks '
-                             f'of a subset of them: synthesize.py --label-set {given})')
+                             f'them with this class list (pseudo_label.py --classes {given}; '
+                             f'synthesize.py {synthesize_options(classes)}; masks of a subset '
+                             f'of them: synthesize.py --classes "A,B," --label-set {given})')
         written_rzl = bool(header.get('reduce_zero_label', False))
         if written_rzl != bool(self.reduce_zero_label):
             raise ValueError(

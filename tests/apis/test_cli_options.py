@@ -50,8 +50,8 @@ def test_a_class_list_with_an_empty_name_is_refused_naming_its_position():
 
 
 def test_help_lists_every_class_set_and_synthesis_set():
-    from mmdiffseg.apis.synthesize import DEFAULT_TEMPLATE, SYNTH_CLASS_SETS
-    from mmdiffseg.datasets.class_names import DATASET_CLASSES
+    from mmdiffseg.apis.synthesize import DEFAULT_TEMPLATE
+    from mmdiffseg.datasets.class_names import DATASET_CLASSES, SYNTH_CLASS_SETS
     opts = load_tool('pseudo_label').opts
     assert tuple(opts.DATASET_SETS) == tuple(DATASET_CLASSES)
     from mmdiffseg.attention.loading import DTYPES

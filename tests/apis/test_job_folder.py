@@ -150,7 +150,8 @@ def test_outputs_of_earlier_runs_on_other_inputs_left_out_of_the_split_are_named
                       f'2 made in {tmp_path} by earlier runs on other inputs (item0, item1) are '
                       'not in it, so a dataset reading that split leaves them out: give every '
                       "input to one run (pseudo_label.py: --dataset-config with the dataset's "
-                      'mmseg config, --split train), or each run its own --out')
+                      'mmseg config, --split train; synthesize.py: --classes and '
+                      '--images-per-class that cover them), or each run its own --out')
 
 
 def test_the_split_file_keeps_the_items_order_one_id_a_line(tmp_path):

@@ -35,8 +35,15 @@ def test_a_folder_made_by_another_tool_is_refused_for_that_alone(tmp_path):
         run_job(items, load, compute, out, dict(HEADER, tool='segment', classes=['b'], size=8))
     assert str(error.value) == (f'--out {out} was made by pseudo_label.py, not segment.py: '
                                 'choose another --out (or rerun pseudo_label.py to resume it)')
-    with pytest.raises(UserInputError, match=r'different settings:\n  classes: folder has '):
+    with pytest.raises(UserInputError, match=r'different settings:\n  classes: folder has ') as e:
         run_job(items, load, compute, out, dict(HEADER, tool='pseudo_label', classes=['b']))
+    assert '--label-set' not in str(e.value)
+    synth = tmp_path / 'synth'
+    run_job(items[:1], load, compute, synth, dict(HEADER, tool='synthesize', classes=['a']))
+    with pytest.raises(UserInputError, match=r"classes: folder has .*\nclasses: synthesize.py's "
+                                             r'masks index background \+ its --classes unless '
+                                             r'--label-set fixes .* \(e.g. --label-set voc\)'):
+        run_job(items, load, compute, synth, dict(HEADER, tool='synthesize', classes=['a', 'b']))
 
 
 def test_a_folder_of_an_earlier_label_computation_is_refused_with_the_reason(tmp_path):

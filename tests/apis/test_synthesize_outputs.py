@@ -134,3 +134,32 @@ def test_seediff_grids_scale_below_the_released_size_and_a_configs_own_grids_are
     assert synth_api.seediff_resolutions(448) == [14, 28, 56]
     assert sorted(headers[0]['generator']['self_layers']) == [14, 28, 56]
     assert sorted(headers[1]['generator']['self_layers']) == [16, 32, 64]
+
+
+def test_a_presets_classes_index_the_masks_and_background_is_no_class_to_synthesise(
+        tmp_path, monkeypatch):
+    """The VOC preset run for cat and dog writes masks in VOC's 21-class order (dog = 12), as its
+    header says; without a preset the masks index background + the names. A string is one class
+    name (and one template), not its letters; "background" asked for is refused with the fix."""
+    from mmengine.config import Config
+
+    from mmdiffseg.apis.io import UserInputError
+    from mmdiffseg.datasets.class_names import DATASET_CLASSES
+    runs = []
+    monkeypatch.setattr(synth_api, 'run_job', lambda items, r, c, out, header, **kw:
+                        runs.append((header, [it.id for it in items])))
+    preset = Config.fromfile('configs/seediff/seediff_voc20_synth.py').generator.to_dict()
+    synth_api.synthesize(['cat', 'dog'], tmp_path / 'a', HUB_ID, preset)
+    assert runs[-1][0]['classes'] == list(DATASET_CLASSES['voc'])
+    assert runs[-1][0]['classes'].index('dog') == 12
+    synth_api.synthesize(['cat', 'horse'], tmp_path / 'b', HUB_ID, dict(type='SeeDiff'))
+    assert runs[-1][0]['classes'] == ['background', 'cat', 'horse']
+    synth_api.synthesize('dog', tmp_path / 'c', HUB_ID, dict(type='SeeDiff'),
+                         prompts='a photo of a {}')
+    assert runs[-1][0]['classes'] == ['background', 'dog'] and runs[-1][1] == ['dog_00000']
+    assert runs[-1][0]['generator']['prompt_templates'] == ['a photo of a {}']
+    for names in (['background', 'cat'], ['Background']):
+        with pytest.raises(UserInputError, match=r'holds "background": it is not a class to '
+                                                 r'synthesise .* leave it out'):
+            synth_api.synthesize(names, tmp_path / 'd', HUB_ID, dict(type='SeeDiff'))
+    assert len(runs) == 3 and not (tmp_path / 'd').exists()

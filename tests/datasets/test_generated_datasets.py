@@ -111,7 +111,7 @@ def test_an_empty_split_file_is_named_not_the_full_image_folder(tmp_path):
 def test_manifest_with_other_classes(tmp_path):
     root = make_synthetic(tmp_path, classes=['background', 'cat'])
     with pytest.raises(ValueError, match="index the classes \\['background', 'cat'\\].*"
-                                         "synthesize.py --label-set voc"):
+                                         "synthesize.py --classes voc"):
         DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD))
 
 

@@ -1,6 +1,7 @@
 """The manifest header of a generated label folder: a pretty-printed ``manifest.json``, segment
 ids, class order, and a header without classes (the stock label map then still applies)."""
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -40,18 +41,35 @@ def test_segment_ids_and_classes_in_another_order_are_refused(tmp_path):
         DATASETS.build(cfg)
 
 
-@pytest.mark.parametrize('dataset, label_set', [
-    ('SyntheticADE20KDataset', 'ade20k'), ('SyntheticVOCDataset', 'voc'),
-    ('SyntheticCityscapesDataset', 'cityscapes_human_vehicle')])
-def test_other_classes_name_the_class_set_of_this_dataset(tmp_path, dataset, label_set):
-    """The fix named '--label-set voc' for ADE20K and Cityscapes datasets too: it names the
-    class set whose classes the dataset has."""
+@pytest.mark.parametrize('dataset, label_set, synthesize', [
+    ('SyntheticADE20KDataset', 'ade20k', '--classes ade20k'),
+    ('SyntheticVOCDataset', 'voc', '--classes voc'),
+    ('SyntheticCityscapesDataset', 'cityscapes_human_vehicle', '--classes cityscapes'),
+    (dict(type='SyntheticDataset', metainfo=dict(classes=['background', 'traffic light'])),
+     '"background,traffic light,"', '--classes "traffic light,"'),
+    (dict(type='SyntheticDataset', metainfo=dict(classes=['wall', 'sky'])),
+     '"wall,sky,"', '--classes "wall,sky," --label-set "wall,sky,"')])
+def test_other_classes_name_the_options_that_make_this_datasets(tmp_path, dataset, label_set,
+                                                                  synthesize):
+    """The fix names each tool's options that make labels of the dataset's classes, as the
+    tools take them (synthesize.py's class sets and its background, added as class 0)."""
     root = make_synthetic(tmp_path, classes=['background', 'bed', 'car'],
                           labels=one_value_labels(1))
+    dataset = dataset if isinstance(dataset, dict) else dict(type=dataset)
     with pytest.raises(ValueError) as error:
-        DATASETS.build(dict(type=dataset, data_root=str(root), pipeline=LOAD))
-    assert str(error.value).endswith(f"(the tool's --classes {label_set}; masks of a subset of "
-                                     f'them: synthesize.py --label-set {label_set})')
+        DATASETS.build(dict(dataset, data_root=str(root), pipeline=LOAD))
+    assert str(error.value).endswith(
+        f'(pseudo_label.py --classes {label_set}; synthesize.py {synthesize}; masks of a subset '
+        f'of them: synthesize.py --classes "A,B," --label-set {label_set})')
+    from mmdiffseg.apis.cli import resolve_class_arg
+    from mmdiffseg.datasets.class_names import SYNTH_CLASS_SETS, synthesis_label_set
+    words = shlex.split(synthesize)
+    names = resolve_class_arg(words[1], sets=SYNTH_CLASS_SETS)
+    made = (resolve_class_arg(words[3], '--label-set') if len(words) > 2 else
+            synthesis_label_set(words[1]) if words[1] in SYNTH_CLASS_SETS else
+            ['background', *names])                  # as tools/synthesize.py takes them
+    assert made == list(DATASETS.get(dataset['type']).METAINFO['classes'] if 'metainfo' not in
+                        dataset else dataset['metainfo']['classes'])
 
 
 def test_a_header_without_classes_keeps_the_stock_label_map(tmp_path):
@@ -203,3 +221,24 @@ def test_an_image_folder_that_is_not_there_is_named(tmp_path):
         DATASETS.build(dict(cfg, img_suffix='.jpg', ann_file='train.txt'))
     assert str(refused.value) == (f"PseudoLabelDataset: 1 listed image(s) do not exist, e.g. "
                                   f"['{tmp_path}/JPEGImages/a.jpg']")
+
+
+def test_a_folder_whose_tool_run_has_not_ended_says_so_and_the_preflight_names_the_fix(tmp_path):
+    """A tool writes the split file when its run ends: a folder with its manifest but without it
+    (an interrupted synthesize.py) is named as unfinished, with the command to resume, not as a
+    wrong data_prefix."""
+    from mmdiffseg.datasets.generated import UnfinishedJobFolder
+    from mmdiffseg.preflight_data import check_listed_files
+    root = make_synthetic(tmp_path)
+    (root / 'ImageSets/Segmentation/train.txt').unlink()
+    config = dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD)
+    with pytest.raises(UnfinishedJobFolder, match=r'train.txt not found, but .* holds the '
+                                                  r'manifest of a tools/.*\.py run: that run has '
+                                                  r'not finished .* rerun its command'):
+        DATASETS.build(config)
+    problems = check_listed_files(config, 'train_dataloader.dataset')
+    assert len(problems) == 1 and "finish the tool's run" in str(problems[0])
+    (root / 'manifest.jsonl').unlink()
+    with pytest.raises(FileNotFoundError) as error:
+        DATASETS.build(config)
+    assert not isinstance(error.value, UnfinishedJobFolder)

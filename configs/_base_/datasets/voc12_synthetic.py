@@ -1,5 +1,5 @@
 # Synthetic VOC image-mask pairs written by tools/synthesize.py (SeeDiff):
-# data/synthetic/voc12_seediff/{JPEGImages/*.jpg, SegmentationClass/*.png (palette, 255 unsure),
+# data/synthetic/voc12_seediff/{JPEGImages/*.jpg, SegmentationClass/*.png (palette),
 # ImageSets/Segmentation/train.txt, manifest.jsonl}; validation on real VOC 2012 val
 # (data/VOCdevkit/VOC2012).
 _base_ = ['./voc12_iseg_online.py']
