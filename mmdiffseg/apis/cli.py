@@ -65,7 +65,15 @@ LAUNCHER_ENV = {
 
 def check_launcher(launcher: str, tool: str) -> None:
     """Refuse a ``--launcher`` whose rank variables are not set (the tool was not started by
-    torchrun / srun / mpirun), naming how to start it; ``none`` needs nothing."""
+    torchrun / srun / mpirun), naming how to start it; and ``none`` in one of several processes
+    torchrun or mpirun started (each would run the whole job, all but one refused by the folder
+    lock, after the model load)."""
+    for size, name in (('WORLD_SIZE', 'pytorch'), ('OMPI_COMM_WORLD_SIZE', 'mpi')):
+        ranks = os.environ.get(size, '1')
+        if launcher == 'none' and ranks.isdigit() and int(ranks) > 1:
+            raise UserInputError(f'{size}={ranks}: this process is one of {ranks} ranks a '
+                                 f'launcher started, but --launcher is none: add --launcher '
+                                 f'{name} to share the work between them')
     names, fix = LAUNCHER_ENV.get(launcher, ((), ''))
     unset = [name for name in names if name not in os.environ]
     if unset:

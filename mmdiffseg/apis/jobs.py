@@ -252,7 +252,8 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         summary.seconds = time.time() - start
         if interrupt.caught:
             raise JobInterrupted(summary) from None
-    return _finish(folder, manifest, items, split_file, summary, done)
+        # under the lock: rank 0 waits there for the other ranks' shares, then merges
+        return _finish(folder, manifest, items, split_file, summary, done)
 
 
 def _check_ranks_agree(header: Dict[str, Any], items: Sequence[WorkItem]) -> None:

@@ -127,10 +127,13 @@ class Manifest:
 
     def append_many(self, records: Sequence[Dict]) -> None:
         """One line per record, in one write and one ``fsync`` (a kill tears at most the last
-        line, which :meth:`load` drops)."""
+        line, which :meth:`load` drops); after the header where the file was removed meanwhile
+        (a file of records alone would be refused by every resume)."""
         if not records:
             return
-        line = ''.join(json.dumps(r, sort_keys=True) + '\n' for r in records).encode()
+        header = [] if self.path.exists() else [self.header]
+        line = ''.join(json.dumps(r, sort_keys=True) + '\n' for r in header + list(records)
+                       ).encode()
         try:
             with open(self.path, 'ab') as f:
                 f.write(line)

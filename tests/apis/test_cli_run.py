@@ -169,3 +169,21 @@ def test_a_runner_tool_not_started_by_its_launcher_stops_with_how_to_start_it(
     assert capsys.readouterr().err.startswith(
         'error: --launcher pytorch but RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT not '
         f'set: start it with torchrun: torchrun --nproc-per-node N tools/{tool}.py')
+
+
+def test_one_of_several_launched_ranks_without_a_launcher_is_told_to_add_it(monkeypatch):
+    """torchrun (or mpirun) without --launcher: each rank would run the whole job, its siblings
+    refused by the folder lock as "another run"; each is told the option instead."""
+    for name in RANK_VARS + ('OMPI_COMM_WORLD_SIZE',):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv('WORLD_SIZE', '1')
+    cli.check_launcher('none', 'segment')
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    with pytest.raises(UserInputError, match=r'^WORLD_SIZE=2: this process is one of 2 ranks a '
+                                             r'launcher started, but --launcher is none: add '
+                                             r'--launcher pytorch'):
+        cli.check_launcher('none', 'segment')
+    monkeypatch.delenv('WORLD_SIZE')
+    monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '4')
+    with pytest.raises(UserInputError, match='add --launcher mpi'):
+        cli.check_launcher('none', 'pseudo_label')

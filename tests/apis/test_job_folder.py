@@ -190,3 +190,39 @@ def test_the_holder_is_named_without_what_the_lock_file_held_before(tmp_path):
                                                  r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\): two'):
             with job_lock(tmp_path):
                 pass
+
+
+def test_the_lock_is_held_until_the_split_and_the_merge_are_written(tmp_path, monkeypatch):
+    """Rank 0 waits in the finish for the other ranks' shares, then merges their manifests: a
+    second run let in meanwhile would redo their work and remove their files. Another process
+    trying the lock while the split file is written is refused."""
+    import subprocess
+    import sys
+
+    from mmdiffseg.apis import jobs
+    tried = []
+
+    def write_and_try(path, data):
+        probe = ('import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR)\n'
+                 'try:\n    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print("locked")\n'
+                 'except OSError:\n    print("refused")')
+        tried.append(subprocess.run([sys.executable, '-c', probe, str(tmp_path / LOCK_NAME)],
+                                    capture_output=True, text=True).stdout.strip())
+        return atomic_write(path, data)
+    atomic_write = jobs.atomic_write
+    monkeypatch.setattr(jobs, 'atomic_write', write_and_try)
+    items, compute = _job([])
+    run_job(items, None, compute, tmp_path, HEADER, split_file='ids.txt')
+    assert tried == ['refused'] and not (tmp_path / LOCK_NAME).exists()
+
+
+def test_records_for_a_manifest_removed_meanwhile_follow_its_header(tmp_path):
+    """A rank's manifest removed under it (by hand): its next records start a file with the
+    header, which a resume reads, not a file of records that every resume refuses."""
+    from mmdiffseg.apis.manifest import Manifest
+    manifest = Manifest(tmp_path, HEADER)
+    manifest.start()
+    manifest.append_many([dict(id='a', files=[])])
+    manifest.path.unlink()
+    manifest.append_many([dict(id='b', files=[])])
+    assert list(Manifest(tmp_path, HEADER).load()) == ['b']
