@@ -153,6 +153,8 @@ def start_runner_launcher(cfg, tool: str) -> None:
     if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
         return
     start_launcher('pytorch', 'cpu')
+    cfg.env_cfg = dict(cfg.get('env_cfg') or {})  # the runtime log names the backend joined
+    cfg.env_cfg['dist_cfg'] = dict(cfg.env_cfg.get('dist_cfg') or {}, backend='gloo')
     if cfg.get('model_wrapper_cfg') is None:
         cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
 

@@ -27,6 +27,17 @@ def dtype_option(dtype: torch.dtype) -> Dict[str, torch.dtype]:
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
+def loading_bars_on_rank_0_only() -> None:
+    """diffusers' and transformers' loading progress bars off in a process that is not rank 0
+    (each rank loads the model: one bar, not one per rank, with their lines interleaved)."""
+    from mmengine.dist import get_rank
+    if get_rank() != 0:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+
+
 def torch_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:
     """``dtype`` as a torch floating dtype (also by name: ``'float16'``)."""
     if isinstance(dtype, torch.dtype) and dtype.is_floating_point:

@@ -109,12 +109,34 @@ def test_a_runner_joins_with_gloo_only_under_torchrun_without_cuda(
     monkeypatch.setattr(cli, 'start_launcher', lambda *args: calls.append(args))
     for name in cli.LAUNCHER_ENV.get(launcher, ((), ''))[0]:  # started by torchrun / srun
         monkeypatch.setenv(name, '0')
-    cfg = Config(dict(launcher=launcher, model_wrapper_cfg=wrapper))
+    cfg = Config(dict(launcher=launcher, model_wrapper_cfg=wrapper,
+                      env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend='nccl'))))
     cli.start_runner_launcher(cfg, 'train')
     assert calls == ([('pytorch', 'cpu')] if started else [])
     expected = wrapper or (dict(type='MMDistributedDataParallel', device_ids=None)
                            if started else None)
     assert cfg.model_wrapper_cfg == expected
+    # the runtime environment logged names the backend the ranks joined with
+    assert cfg.env_cfg == dict(cudnn_benchmark=False,
+                               dist_cfg=dict(backend='gloo' if started else 'nccl'))
+
+
+def test_loading_bars_are_shown_by_rank_0_only(monkeypatch):
+    """Every rank loads the model: diffusers' and transformers' bars stay on rank 0 only."""
+    import mmengine.dist
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from mmdiffseg.attention.loading import loading_bars_on_rank_0_only
+    for rank, shown in ((0, True), (1, False)):
+        diffusers_logging.enable_progress_bar()
+        transformers_logging.enable_progress_bar()
+        monkeypatch.setattr(mmengine.dist, 'get_rank', lambda: rank)
+        loading_bars_on_rank_0_only()
+        assert diffusers_logging.is_progress_bar_enabled() is shown
+        assert transformers_logging.is_progress_bar_enabled() is shown
+    diffusers_logging.enable_progress_bar()
+    transformers_logging.enable_progress_bar()
 
 
 def test_preflight_runs_unless_skipped_and_preflight_only_ends_the_tool(monkeypatch, capsys):
