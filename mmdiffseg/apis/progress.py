@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime
 import os
 import signal
 import sys
@@ -98,6 +99,11 @@ LOG_SECONDS = 30.0
 PR_SET_PDEATHSIG = 1
 
 
+def clock_time(seconds: float) -> str:
+    """A duration as ``h:mm:ss`` (``7:31:30``; days as ``1 day, 2:00:00``)."""
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
 class ProgressLine:
     """Progress of ``total`` items (none when 0), from :meth:`start`. On a terminal: mmengine's
     ``ProgressBar``, redrawn at most every :data:`REDRAW_SECONDS`, on a line of its own
@@ -140,10 +146,10 @@ class ProgressLine:
         else:
             elapsed = now - self.started
             rate = self.done / elapsed if elapsed > 0 else 0.0
-            eta = f'{(self.total - self.done) / rate:.0f} s' if rate > 0 else '-'
+            eta = clock_time((self.total - self.done) / rate) if rate > 0 else '-'
             self.file.write(f'progress: {self.done}/{self.total} '
                             f'({100 * self.done / self.total:.1f}%), {rate:.2f} items/s, '
-                            f'elapsed {elapsed:.0f} s, ETA {eta}\n')
+                            f'elapsed {clock_time(elapsed)}, ETA {eta}\n')
             self.file.flush()
         self.pending, self.shown = 0, now
 

@@ -256,7 +256,7 @@ def test_progress_is_a_throttled_bar_on_a_terminal_and_timed_lines_in_a_log(term
         lines = text.splitlines()
         assert [line.split()[1] for line in lines] == ['0/1000', '240/1000', '480/1000',
                                                        '720/1000', '960/1000', '1000/1000']
-        assert lines[1] == 'progress: 240/1000 (24.0%), 8.00 items/s, elapsed 30 s, ETA 95 s'
+        assert lines[1] == 'progress: 240/1000 (24.0%), 8.00 items/s, elapsed 0:00:30, ETA 0:01:35'
 
 
 def test_an_error_during_the_job_starts_on_a_fresh_line(full_dir):

@@ -94,8 +94,8 @@ def test_a_log_stopped_part_way_ends_on_its_last_timed_line(monkeypatch):
             bar.update()
     assert log.getvalue() == (
         'progress: 0/10\n'
-        'progress: 2/10 (20.0%), 1.00 items/s, elapsed 2 s, ETA 8 s\n'
-        'progress: 4/10 (40.0%), 1.00 items/s, elapsed 4 s, ETA 6 s\n')
+        'progress: 2/10 (20.0%), 1.00 items/s, elapsed 0:00:02, ETA 0:00:08\n'
+        'progress: 4/10 (40.0%), 1.00 items/s, elapsed 0:00:04, ETA 0:00:06\n')
 
 
 def test_a_terminal_bar_stopped_part_way_shows_every_item_done(monkeypatch):
@@ -183,3 +183,18 @@ def test_a_worker_whose_parent_is_already_gone_exits_at_once():
     """The main process died before the worker asked for the SIGKILL: its parent is another
     process now, so it exits (status 1) instead of running on as an orphan."""
     assert _in_worker(-1) == (1, '')
+
+
+def test_a_long_jobs_log_gives_elapsed_time_and_eta_as_hours_minutes_seconds(monkeypatch):
+    """2 million items at 74 a second: the ETA is 7:13:47 (h:mm:ss), not 26027 s."""
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, 'monotonic', lambda: clock[0])
+    log = io.StringIO()
+    with ProgressLine(2_000_000, log, log_seconds=100.0) as bar:
+        bar.start()
+        for _ in range(73_999):
+            bar.update()
+        clock[0] = 1000.0
+        bar.update()
+    assert log.getvalue().splitlines()[-1] == (
+        'progress: 74000/2000000 (3.7%), 74.00 items/s, elapsed 0:16:40, ETA 7:13:47')
