@@ -7,7 +7,7 @@ from .generated import (GeneratedLabelDataset, PseudoLabelADE20KDataset,
 from .label_cache import LabelCache, label_key
 from .transforms import LoadImageLevelLabels, LoadPseudoLabel, PackPseudoLabelInputs
 from .unsupervised import (CenterSquareCrop, Cityscapes27Dataset, CityscapesHumanVehicleDataset,
-                           COCOStuff27Dataset, ResizeHalfPixelLabels)
+                           COCOStuff27Dataset, LoadImageTFDecode, ResizeHalfPixelLabels)
 
 __all__ = [
     'DATASET_CLASSES', 'resolve_classes', 'GeneratedLabelDataset', 'PseudoLabelADE20KDataset',
@@ -15,5 +15,5 @@ __all__ = [
     'SyntheticADE20KDataset', 'SyntheticCityscapesDataset', 'SyntheticDataset',
     'SyntheticVOCDataset', 'LabelCache', 'label_key', 'LoadImageLevelLabels', 'LoadPseudoLabel',
     'PackPseudoLabelInputs', 'Cityscapes27Dataset', 'CityscapesHumanVehicleDataset',
-    'COCOStuff27Dataset', 'CenterSquareCrop', 'ResizeHalfPixelLabels'
+    'COCOStuff27Dataset', 'CenterSquareCrop', 'ResizeHalfPixelLabels', 'LoadImageTFDecode'
 ]

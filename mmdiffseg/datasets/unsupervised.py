@@ -1,13 +1,14 @@
 """Cityscapes and COCO-Stuff with other class sets: the 27 classes of DiffSeg's unsupervised
 protocol (PiCIE / STEGO convention) and SeeDiff's background / human / vehicle setting; the
-protocol's centre square crop and label resize."""
+protocol's JPEG decoding, centre square crop and label resize."""
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
 
 import cv2
 import numpy as np
-from mmcv.transforms import BaseTransform
+from mmcv.transforms import BaseTransform, LoadImageFromFile
+from mmengine import fileio
 from mmseg.datasets import BaseSegDataset, CityscapesDataset
 from mmseg.datasets.transforms import Resize
 from mmseg.registry import DATASETS, TRANSFORMS
@@ -17,6 +18,9 @@ from ..generators.base import IGNORE_INDEX
 from .class_names import (CITYSCAPES27_CLASSES, CITYSCAPES27_FIRST_LABEL_ID,
                           CITYSCAPES_GROUPS, CITYSCAPES_HUMAN_VEHICLE_CLASSES,
                           COCOSTUFF27_CLASSES, COCOSTUFF27_FINE_IDS)
+
+#: the first bytes of every JPEG file (its SOI marker)
+JPEG_MAGIC = b'\xff\xd8'
 
 
 def center_square(array: np.ndarray) -> np.ndarray:
@@ -38,6 +42,35 @@ def protocol_label_view(label: np.ndarray, size: int) -> np.ndarray:
     """A ground-truth map as DiffSeg's protocol configs score it: centre square, resized to
     ``size`` x ``size`` (``CenterSquareCrop`` then ``ResizeHalfPixelLabels``)."""
     return resize_label_map(center_square(label), size, size)
+
+
+@TRANSFORMS.register_module()
+class LoadImageTFDecode(LoadImageFromFile):
+    """mmcv's ``LoadImageFromFile`` (BGR, as mmseg expects) decoding a JPEG as DiffSeg's
+    release reads COCO (``tf.io.decode_jpeg(image, 3)``'s defaults): libjpeg-turbo's fast integer
+    IDCT (``JDCT_IFAST``) with fancy upsampling, EXIF orientation ignored, through ``simplejpeg``
+    (bit-exact to TensorFlow 2.21's decode on the COCO and ADE20K samples: baseline, progressive,
+    grey, 4:4:4 / 4:2:2 / 4:2:0). OpenCV's accurate IDCT differs from it by 0.8-1.7 grey levels
+    on average, up to 20, on those images. Other files: ``color_type``, by default
+    ``'color_ignore_orientation'``."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault('color_type', 'color_ignore_orientation')
+        super().__init__(**kwargs)
+
+    def transform(self, results: dict) -> Optional[dict]:
+        data = fileio.get(results['img_path'], backend_args=self.backend_args)
+        if data[:2] != JPEG_MAGIC:
+            return super().transform(results)
+        try:
+            import simplejpeg
+        except ImportError as exc:
+            raise ImportError('LoadImageTFDecode decodes JPEGs with simplejpeg: pip install '
+                              'simplejpeg (tools/install.sh installs it)') from exc
+        img = simplejpeg.decode_jpeg(data, colorspace='BGR', fastdct=True, fastupsample=False)
+        img = img.astype(np.float32) if self.to_float32 else img
+        results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2])
+        return results
 
 
 @TRANSFORMS.register_module()

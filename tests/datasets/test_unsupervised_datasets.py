@@ -291,3 +291,43 @@ def test_fine_labels_refuse_maps_that_hold_the_27_classes_already(tmp_path):
     assert len(DATASETS.build(dict(config, fine_labels=False))) == 2
     Image.fromarray(np.array([[9, 91, 255]], np.uint8)).save(tmp_path / 'ann' / 'b.png')
     assert len(DATASETS.build(config)) == 2
+
+
+#: sha256 (first 16 hex digits) of ``tf.io.decode_jpeg(data, 3)`` (TensorFlow 2.21.0, RGB) of the
+#: shared samples: DiffSeg's release decodes COCO so
+TF_DECODED = {
+    'coco_val_samples/panopticapi/input_images/000000142238.jpg': '4500b5880606f8bf',
+    'coco_val_samples/panopticapi/input_images/000000439180.jpg': 'a7179e0656944268',
+    'ade20k_val_samples/images/ADE_val_00000001.jpg': '7903e59bc8a62b70',
+    'ade20k_val_samples/images/ADE_val_00000002.jpg': '0d20510283265fad',
+    'ade20k_val_samples/images/ADE_val_00000003.jpg': '32f03af5be634fea'}
+
+
+@pytest.mark.parametrize('name', sorted(TF_DECODED))
+def test_jpegs_decode_as_tensorflow_decodes_them_and_opencv_does_not(name):
+    """LoadImageTFDecode (the COCO-Stuff protocol config's loader) gives TensorFlow's pixels
+    (BGR, as mmseg's loaders); OpenCV's accurate IDCT does not."""
+    import hashlib
+
+    from mmengine.config import Config
+    path = shared_path(*name.split('/'))
+    cfg = Config.fromfile('configs/_base_/datasets/cocostuff27_unsupervised.py')
+    load = TRANSFORMS.build(cfg.cocostuff27_test_dataloader.dataset.pipeline[0])
+    img = load.transform(dict(img_path=str(path)))['img']
+
+    def digest(rgb):
+        return hashlib.sha256(np.ascontiguousarray(rgb).tobytes()).hexdigest()[:16]
+    assert img.dtype == np.uint8 and digest(img[..., ::-1]) == TF_DECODED[name]
+    opencv = TRANSFORMS.build(dict(type='LoadImageFromFile')).transform(
+        dict(img_path=str(path)))['img']
+    assert opencv.shape == img.shape and digest(opencv[..., ::-1]) != TF_DECODED[name]
+
+
+def test_other_files_load_as_mmcv_loads_them_without_exif_rotation(tmp_path):
+    """A PNG (Cityscapes' images) goes through mmcv's decoding; float32 on request."""
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / 'a.png')
+    out = TRANSFORMS.build(dict(type='LoadImageTFDecode', to_float32=True)).transform(
+        dict(img_path=str(tmp_path / 'a.png')))
+    assert out['img'].dtype == np.float32 and np.array_equal(out['img'][..., ::-1], rgb)
+    assert out['img_shape'] == out['ori_shape'] == (5, 7)

@@ -3,7 +3,7 @@
 # nearest (half-pixel, as TF's) resize to 512x512.
 # Data: data/cityscapes as in mmseg (leftImg8bit/val, gtFine/val with *_gtFine_labelIds.png).
 diffseg_protocol_pipeline = [
-    dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),  # as TF's decode
+    dict(type='LoadImageFromFile', color_type='color_ignore_orientation'),  # PNGs, as TF's
     dict(type='LoadAnnotations'),
     dict(type='CenterSquareCrop'),  # 1024x1024 of a 2048x1024 frame
     dict(type='ResizeHalfPixelLabels', scale=(512, 512), keep_ratio=False),
