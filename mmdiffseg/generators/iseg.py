@@ -123,8 +123,9 @@ class ISeg(MaskGenerator):
             given (``ISeg(preset='wsss_coco')``, ``dict(type='ISeg', preset='wsss_coco')``).
         class_order: order of an image's classes in its prompt and in the argmax (ties go to the
             first); names not listed follow in ``classes`` order. Default: the vocabulary's
-            released label order where it is not the dataset's (:data:`RELEASED_CLASS_ORDER`:
-            Context 59), else ``classes`` order.
+            released label order (:data:`RELEASED_CLASS_ORDER` for Context 59, else the
+            vocabulary's class list, the released ids' order) whatever the order of
+            ``classes``; without a vocabulary, ``classes`` order.
         token_table: ``'released'``: the sub-tokens the released table points at, miscounts
             included (:mod:`.iseg_tokens`); ``'tokenizer'``: each word's own tokens.
     """
@@ -224,7 +225,7 @@ class ISeg(MaskGenerator):
         if unknown:
             raise ValueError(f'ISeg: class_order names {unknown}, which are not in `classes`')
         order = list(class_order if class_order is not None else
-                     RELEASED_CLASS_ORDER.get(vocabulary, self.classes))
+                     RELEASED_CLASS_ORDER.get(vocabulary, vocab.get('classes', self.classes)))
         rank = {name: i for i, name in enumerate(dict.fromkeys(order))}
         self._rank = {name: rank.get(name, len(rank) + i) for i, name in enumerate(self.classes)}
         self.class_order = sorted(self.classes, key=self._rank.get)

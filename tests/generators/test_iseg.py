@@ -181,6 +181,18 @@ def test_context_classes_follow_the_released_label_order_in_prompt_and_ties():
         'table', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train',
         'tvmonitor']
     assert 'class_order' not in ISeg.from_preset('wsss_voc').config_dict()  # dataset order
+    # a class list in another order (a hand-written COCO list) keeps the released id order:
+    # the prompt and the argmax ties do not follow the list
+    coco = ISeg.from_preset('ovs_coco_object')
+    shuffled = ISeg.from_preset('ovs_coco_object', classes=sorted(coco.classes))
+    voc = ISeg.from_preset('wsss_voc', classes=list(reversed(VOC_CLASSES)))
+    for listed, names in ((shuffled, ['person', 'horse', 'truck']), (voc, ['dog', 'cat', 'bird'])):
+        reference = coco if listed is shuffled else ISeg.from_preset('wsss_voc')
+        assert listed.extract_kwargs([names])['prompts'] == reference.extract_kwargs([names])[
+            'prompts']
+        assert listed.class_order == reference.class_order != listed.classes
+    assert shuffled.extract_kwargs([['truck', 'horse', 'person']])['prompts'][0].startswith(
+        'a photograph of people and truck and horse and other')  # COCO ids 1, 8, 19
     # a given order: the classes it lists first, the others after in dataset order
     assert ISeg(class_order=['dog', 'cat']).extract_kwargs([['bird', 'cat', 'dog']])['prompts'][
         0].startswith('a photograph of dog and cat and bird and other')
