@@ -22,7 +22,7 @@ DTYPE_NAMES = ('float32', 'float16', 'bfloat16')
 
 #: the class sets of ``mmdiffseg.datasets.class_names.DATASET_CLASSES`` (names only: no import)
 DATASET_SETS = ('voc', 'cityscapes', 'ade20k', 'cityscapes27', 'cityscapes_human_vehicle',
-                'cocostuff27')
+                'cocostuff27', 'coco_object', 'context59')
 CLASSES_RULE = ('a dataset name ({sets}) or a comma-separated list of class names; a value '
                 'without a comma must be a dataset name (one class: end it with a comma, '
                 '"cat,")')

@@ -26,7 +26,9 @@ def parse_args(argv=None):
                              'the split file written')
     parser.add_argument('--classes', default=None,
                         help=opts.classes_help('label set of the output PNGs',
-                                               default="the --dataset-config's classes"))
+                                               default="the --dataset-config's classes, else "
+                                               "the --config preset's (configs/iseg: its "
+                                               'vocabulary, e.g. coco_object)'))
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument('--labels', help='JSON {"<id>": ["class", ...]}: image-level labels')
     labels.add_argument('--labels-from-gt', nargs='?', const='', default=None, metavar='GT_DIR',
@@ -50,7 +52,7 @@ def main(argv=None):
     # the package (torch, mmengine, mmseg) only now: --help and usage errors need none of it
     import mmdiffseg  # noqa: F401  (registers the generators)
     from mmdiffseg.apis import cli
-    from mmdiffseg.apis.builders import pick_device
+    from mmdiffseg.apis.builders import generator_classes, pick_device
     from mmdiffseg.apis.io import UserInputError
     from mmdiffseg.apis.ground_truth import GroundTruthFormat, find_ground_truth
     from mmdiffseg.apis.folders import check_ground_truth_outside_output
@@ -73,6 +75,8 @@ def main(argv=None):
     if args.classes:
         classes = cli.resolve_class_arg(args.classes)
     gen_cfg, model = cli.generator_and_model(args, 'iseg', opts.DEFAULT_MODEL)
+    if classes is None:  # an iSeg preset's vocabulary (COCO-Object, Context 59, ...)
+        classes = generator_classes(gen_cfg)
     unlabelled = gen_cfg['type'] == 'DiffSeg' and classes is None
     if args.labels:
         image_labels = labels_from_file(args.labels)

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
-from mmseg.datasets import ADE20KDataset, CityscapesDataset, PascalVOCDataset
+from mmseg.datasets import (ADE20KDataset, CityscapesDataset, PascalContextDataset59,
+                            PascalVOCDataset)
 from PIL import Image, UnidentifiedImageError
 
 from ..class_defaults import init_defaults
@@ -27,7 +28,7 @@ CITYSCAPES_TRAIN_IDS = init_defaults(CityscapesDataset)['seg_map_suffix']
 CLASS_SET_DATASETS = {
     'voc': PascalVOCDataset, 'cityscapes': CityscapesDataset, 'ade20k': ADE20KDataset,
     'cityscapes27': Cityscapes27Dataset, 'cityscapes_human_vehicle': CityscapesHumanVehicleDataset,
-    'cocostuff27': COCOStuff27Dataset}
+    'cocostuff27': COCOStuff27Dataset, 'context59': PascalContextDataset59}
 
 
 def stem_suffix(img_suffix: Optional[str]) -> str:

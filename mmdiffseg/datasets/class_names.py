@@ -1,13 +1,16 @@
 """Class lists of the datasets mmdiffseg labels, resolved by name or given as a list.
 
 The lists are mmseg's own ``METAINFO`` (so labels index the same classes as the stock datasets),
-plus the 27-class sets of DiffSeg's unsupervised protocol.
+plus the 27-class sets of DiffSeg's unsupervised protocol and iSeg's COCO-Object and Context 59
+vocabularies.
 """
 from __future__ import annotations
 
 from typing import List, Sequence, Union
 
 from mmseg.datasets import ADE20KDataset, CityscapesDataset, PascalVOCDataset
+
+from ..generators.class_names import COCO_OBJECT_CLASSES, CONTEXT59_CLASSES
 
 #: Cityscapes labelIds 7..33 in order (the 27 classes of the unsupervised protocol, PiCIE / DiffSeg)
 CITYSCAPES27_CLASSES = (
@@ -61,6 +64,8 @@ DATASET_CLASSES = {
     'cityscapes27': CITYSCAPES27_CLASSES,
     'cityscapes_human_vehicle': CITYSCAPES_HUMAN_VEHICLE_CLASSES,
     'cocostuff27': COCOSTUFF27_CLASSES,
+    'coco_object': COCO_OBJECT_CLASSES,  # iSeg's COCO tasks: background + COCO's 80 objects
+    'context59': CONTEXT59_CLASSES,
 }
 
 #: class sets to synthesise (``tools/synthesize.py --classes``), by name: SeeDiff's VOC and

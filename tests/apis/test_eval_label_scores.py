@@ -33,6 +33,14 @@ def test_a_class_set_name_reads_its_datasets_ground_truth(tmp_path):
     plain = evaluate_labels(tmp_path / 'labels', tmp_path / 'gt', names)
     assert plain['per_class_iou']['wall'] == 0.0  # ground truth 1 read as building
 
+    # PASCAL Context 59 (iSeg's OVS task) reads mmseg's annotations as its dataset: 0 is
+    # background, ignored; k is class k-1 (aeroplane 1 -> 0, bag 2 -> 1: mmseg's order)
+    save(tmp_path / 'ctx_gt' / 'a.png', [[0, 1], [2, 2]])
+    save(tmp_path / 'ctx' / 'a.png', [[7, 0], [1, 0]])
+    context = evaluate_labels(tmp_path / 'ctx', tmp_path / 'ctx_gt', 'context59')
+    assert context['per_class_iou']['aeroplane'] == context['per_class_iou']['bag'] == 50.0
+    assert len(context['per_class_iou']) == 59
+
 
 def test_labels_without_ground_truth_are_left_out_and_listed(tmp_path):
     """VOC's 10,582 aug labels against the 2,913 masks of SegmentationClass: the labels that

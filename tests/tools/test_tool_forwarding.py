@@ -77,6 +77,24 @@ def test_pseudo_label_without_classes_is_refused_for_a_labelled_generator(one_im
     assert 'give --classes' in err
 
 
+@pytest.mark.parametrize('args, vocabulary', [
+    (['--config', 'configs/iseg/iseg_wsss_coco.py'], 'coco_object'),
+    (['--config', 'configs/iseg/iseg_ovs_context.py'], 'context59'),
+    (['--config', 'configs/iseg/iseg_ovs_coco_object.py', '--classes', 'coco_object'],
+     'coco_object'),
+    (['--method', 'iseg', '--classes', 'context59'], 'context59')])
+def test_an_iseg_presets_vocabulary_is_its_label_set_and_a_class_set(
+        monkeypatch, one_image, tmp_path, args, vocabulary):
+    """The COCO and Context presets run by name: their vocabulary's classes (COCO-Object's
+    background + 80, Context's 59) are the label set without --classes, and class sets of it."""
+    from mmdiffseg.generators.class_names import VOCABULARIES
+    folder, labels = one_image
+    seen = capture(monkeypatch, 'mmdiffseg.apis.pseudo_label', 'pseudo_label')
+    load_tool('pseudo_label').main([str(folder), '--labels', str(labels), *args,
+                                    '--device', 'cpu', '--out', str(tmp_path / 'o')])
+    assert seen['args'][4] == list(VOCABULARIES[vocabulary]['classes'])
+
+
 def test_segment_sheet_settings_and_where_the_sheet_goes(monkeypatch, tmp_path):
     """The sheet of --contact-sheet FOLDER goes to <--out>/contact_sheet.jpg when --out is
     given, drawn with the sheet options (defaults: 8 columns, legend on)."""
