@@ -34,13 +34,14 @@ from mmengine.config import Config
 
 from .attention.loading import single_file_checkpoint, single_file_problem
 from .attention.model_check import folder_problems
+from .names import nearest
 from .preflight_cache import (check_cache_precision, check_cache_revision, check_cache_settings,
                               check_cache_writable, check_label_mixing_transforms,
                               check_prompt_fit, unlabelled_finder, writer_dtype)
 from .preflight_classes import (check_dataset_classes, check_matched_class_count,
                                 check_model_classes, check_segment_scoring)
 from .preflight_data import (Missing, check_dataset, check_image_decoding,
-                             check_image_level_labels, check_listed_files, nearest)
+                             check_image_level_labels, check_listed_files)
 from .preflight_options import (check_cache_keys, check_head_layout, check_options,
                                 generator_refusal, unknown_option_keys)
 from .provenance import MOVED_HUB_IDS, model_path, names_a_local_path, withdrawn_model

@@ -7,11 +7,11 @@ names. Cheap: the split is listed by the dataset class itself (``lazy_init``, no
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .names import nearest
 from .preflight_images import unreadable_images
 from .registry import config_type
 
@@ -282,13 +282,6 @@ def _listing(dataset: dict) -> str:
     return str(_join(root, (dataset.get('data_prefix') or {}).get('img_path', '')))
 
 
-def nearest(name: str, classes: Sequence[str]) -> Optional[str]:
-    """The entry of ``classes`` closest to ``name`` (difflib; case ignored as a second try)."""
-    close = difflib.get_close_matches(name, classes, n=1) or \
-        difflib.get_close_matches(name.lower(), [c.lower() for c in classes], n=1)
-    return next((c for c in classes if c.lower() == close[0].lower()), None) if close else None
-
-
 def _shared_stems(paths: List[str], ann_file: str, where: str) -> List[Missing]:
     """Images of the split (``paths``) in different sub-folders with one file name
     (``dog/001.jpg``, ``cat/001.jpg``): ``LoadImageLevelLabels`` looks labels up by name
@@ -327,8 +320,9 @@ def unknown_names(labels: Dict[str, list], classes: Sequence[str]
     listed = '; '.join(
         f'{name!r} ({len(unknown[name])} image(s), e.g. {_examples(unknown[name])})' +
         (f', did you mean {near[name]!r}?' if near[name] else '') for name in shown)
-    edits = ', '.join(f'{name!r} -> {near[name]!r}' if near[name] else f'drop {name!r}'
-                      for name in shown)
+    edits = ', '.join(f'{name!r} -> {near[name]!r}' if near[name] else f'drop {name!r}' + (
+        ' (no class here: pixels of no listed class are its own)'
+        if name.strip().lower() == 'background' else '') for name in shown)
     if len(unknown) > len(shown):
         listed, edits = f'{listed}; and {len(unknown) - len(shown)} more', f'{edits}, ...'
     return len(unknown), listed, edits

@@ -15,7 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
-from .preflight_data import Missing, nearest
+from .names import nearest
+from .preflight_data import Missing
 from .provenance import model_path, names_a_local_path
 from .registry import accepted_options, unknown_options
 

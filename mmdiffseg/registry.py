@@ -57,7 +57,7 @@ def unknown_options(cls, options: Mapping) -> List[str]:
 
 def unknown_options_error(cls, options: Mapping) -> TypeError:
     """The error of ``cls`` given ``options`` it does not take, each with its nearest option."""
-    from .preflight_data import nearest
+    from .names import nearest
     unknown = unknown_options(cls, options)
     free = list(accepted_options(cls) or ())  # given or not: a preset sets many
     named = []

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..attention.images import ImagesLike, image_list
 from ..attention.maps import AttentionMaps, CaptureSpec
-from ..preflight_data import nearest
+from ..names import nearest
 from ..provenance import ABSENT
 from .options import check_whole
 

@@ -18,7 +18,7 @@ from mmseg.datasets import (ADE20KDataset, COCOStuffDataset, PascalContextDatase
 __all__ = [
     'VOC_CLASSES', 'COCO_OBJECT_CLASSES', 'CONTEXT59_CLASSES', 'ADE20K_CLASSES', 'READABLE_NAMES',
     'VOCABULARIES',
-    'prompt_name', 'prompt_names'
+    'prompt_name', 'prompt_names', 'other_spellings'
 ]
 
 #: mmseg's class lists, so labels index the same classes as the stock datasets.
@@ -63,6 +63,22 @@ VOCABULARIES: Dict[str, Dict] = {
     # not released (iSeg has no ADE20K task): mmseg's names as the words, every token read
     'ade20k': dict(classes=ADE20K_CLASSES, prompt_names={}, token_offsets={}),
 }
+
+
+def other_spellings(name: str) -> List[str]:
+    """The names other datasets give ``name``'s class, linked through the released prompt words
+    of :data:`VOCABULARIES` and :data:`READABLE_NAMES` (``'tvmonitor'``: ``'tv monitor'``,
+    ``'tv'``, ``'monitor'``; ``'sofa'``: ``'couch'``), for a label file written with another
+    dataset's names."""
+    pairs = [*READABLE_NAMES.items()]
+    for vocabulary in VOCABULARIES.values():
+        pairs += vocabulary['prompt_names'].items()
+    group, grown = {name}, True
+    while grown:
+        linked = {b if a in group else a for a, b in pairs if a in group or b in group}
+        grown = not linked <= group
+        group |= linked
+    return sorted(group - {name})
 
 
 def prompt_name(dataset_name: str, vocabulary: Optional[str] = None) -> str:

@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..preflight_data import nearest
+from ..names import nearest
 
 __all__ = ['check_flag', 'check_real', 'check_reals', 'check_template', 'check_token_offsets',
            'check_whole', 'check_wholes', 'template_problem']

@@ -102,6 +102,19 @@ def test_unknown_class_names_are_listed_five_at_most_with_their_edits():
     assert unknown_names({'i1': ['cat']}, ['cat']) is None
 
 
+def test_another_datasets_names_are_fixed_to_this_ones_and_background_is_not_a_look_alike():
+    """VOC's names in a COCO label file map to COCO's (tvmonitor -> tv, sofa -> couch,
+    aeroplane -> airplane), not dropped or a look-alike; 'background', no class of Context 59,
+    is dropped with why, not turned into 'ground' (a real class)."""
+    from mmdiffseg.generators.class_names import COCO_OBJECT_CLASSES, CONTEXT59_CLASSES
+    _, listed, edits = unknown_names({'i1': ['tvmonitor', 'sofa', 'aeroplane']},
+                                     COCO_OBJECT_CLASSES)
+    assert edits == "'tvmonitor' -> 'tv', 'sofa' -> 'couch', 'aeroplane' -> 'airplane'"
+    _, _, edits = unknown_names({'i1': ['background', 'tv', 'diningtable']}, CONTEXT59_CLASSES)
+    assert edits == ("drop 'background' (no class here: pixels of no listed class are its own), "
+                     "'tv' -> 'tvmonitor', 'diningtable' -> 'table'")
+
+
 def test_an_image_of_32_bit_samples_is_named_with_the_folder_the_split_lists(tmp_path):
     """A float TIFF (Pillow reads it, OpenCV does not) in a split listed by its image folder (no
     split file): named with that folder, and the fix names no split file."""

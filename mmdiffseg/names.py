@@ -1,0 +1,22 @@
+"""The name a user most likely meant, for the "did you mean" of a fix: another dataset's word
+for the same class, else the closest spelling."""
+from __future__ import annotations
+
+import difflib
+from typing import Optional, Sequence
+
+
+def nearest(name: str, classes: Sequence[str]) -> Optional[str]:
+    """The entry of ``classes`` naming ``name``'s class in another dataset's words
+    (:func:`~mmdiffseg.generators.class_names.other_spellings`: 'tvmonitor' -> 'tv'), else the
+    closest (difflib; case ignored as a second try); none for 'background', which is no class
+    where ``classes`` lack it (its pixels are those of no listed class)."""
+    from .generators.class_names import other_spellings
+    if name.strip().lower() == 'background':
+        return None
+    same = [c for c in other_spellings(name) if c in classes]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(name, classes, n=1) or \
+        difflib.get_close_matches(name.lower(), [c.lower() for c in classes], n=1)
+    return next((c for c in classes if c.lower() == close[0].lower()), None) if close else None
