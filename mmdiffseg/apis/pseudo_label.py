@@ -20,9 +20,9 @@ from mmengine.logging import print_log
 from ..attention.images import WORK_SIZE, resize_rgb
 from ..datasets.class_names import spelled_as
 from ..datasets.transforms import read_image_level_labels
-from ..models.online_labeler import label_images, prompt_refusals
+from ..models.online_labeler import label_images, long_prompts, prompt_refusals
 from ..preflight_data import unknown_names
-from .builders import build_generator, check_model, job_header, load_engine
+from .builders import build_generator, check_model, job_header, load_engine, local_tokenizer
 from .ground_truth import GroundTruthFormat
 from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encode_label_png,
                       label_palette, labelled_share, list_images, read_rgb, record_path,
@@ -256,6 +256,22 @@ def _keys_hint(missing: Sequence[str], image_labels: Dict[str, list]) -> str:
             f'name without its extension ({Path(found[0]).stem!r})')
 
 
+def _warn_long_prompts(tokenizer, generator, class_names: Dict[str, List[str]]) -> None:
+    """Say before the work which images' prompts the text encoder reads cut (the model's
+    tokenizer is here), and how many of them lose a class (they will fail)."""
+    long = long_prompts(tokenizer, generator, class_names) if tokenizer is not None else []
+    if not long:
+        return
+    failing = sum(why is not None for why in prompt_refusals(
+        tokenizer, generator, [class_names[image_id] for image_id, _ in long]))
+    print_log(f'{len(long)} image(s) have prompts longer than the {tokenizer.model_max_length} '
+              f'tokens the text encoder reads (e.g. {long[0][0]}: {long[0][1]} tokens): what '
+              f'follows is cut, as the released code truncates; {failing} of them lose a class '
+              "and fail, the others lose the template's end (its words after the classes). "
+              'Name fewer classes per image or use a shorter prompt_template to keep them whole',
+              logger='current', level=logging.WARNING)
+
+
 def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
                  classes: Optional[Sequence[str]], image_labels: Optional[Dict[str, List[str]]],
                  batch_size: int = 4, device: str = 'cpu', dtype: str = 'float32',
@@ -298,6 +314,8 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
             raise UserInputError(f'the image-level labels hold {unknown[0]} unknown class '
                                  f'name(s): {unknown[1]}. Fix: correct them ({unknown[2]}), or '
                                  f'pass the --classes they name; the classes: {list(classes)}')
+        _warn_long_prompts(local_tokenizer(model), generator,
+                           {it.id: image_labels[it.id] for it in items})
         # an item is redone when its class names change (recorded as ``classes``)
         items = [WorkItem(it.id, it.payload, it.source,
                           dict(it.inputs, classes=image_labels[it.id])) for it in items]

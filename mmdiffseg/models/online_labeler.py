@@ -13,7 +13,7 @@ labelled once across epochs, runs and training ranks (claims in :class:`LabelCac
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -49,6 +49,20 @@ def prompt_refusals(tokenizer, generator: MaskGenerator,
         else:
             refusals.append(None)
     return refusals
+
+
+def long_prompts(tokenizer, generator: MaskGenerator,
+                 class_names: Mapping[str, Sequence[str]]) -> List[Tuple[str, int]]:
+    """``(image id, token count)`` of the images whose prompt is longer than the text encoder
+    reads (``model_max_length``, 77): the tokens past it are cut, as the released code's
+    ``truncation=True`` cuts them (:func:`prompt_refusals`: those that lose a class)."""
+    limit, found = tokenizer.model_max_length, []
+    for image_id, names in class_names.items():
+        prompt = (generator.extract_kwargs([list(names)]).get('prompts') or [''])[0]
+        count = len(tokenizer(prompt.lower(), verbose=False).input_ids)
+        if count > limit:
+            found.append((image_id, count))
+    return found
 
 
 @torch.no_grad()

@@ -33,6 +33,8 @@ def test_an_image_with_too_many_classes_fails_alone_and_the_job_goes_on(
     out = tmp_path / 'out'
     log = label(tiny_model, copy_images(voc_images, tmp_path / 'all', sorted(labels)), labels,
                 out)
+    assert ("1 image(s) have prompts longer than the 77 tokens the text encoder reads (e.g. "
+            "voc_val_1: ") in log and '1 of them lose a class and fail' in log
     assert 'made 2, already done 0, failed 1' in log
     assert "failed: voc_val_1: class 'railing' lies beyond the first 77 tokens" in log
     split = (out / 'ImageSets/Segmentation/train.txt').read_text().split()
@@ -41,3 +43,35 @@ def test_an_image_with_too_many_classes_fails_alone_and_the_job_goes_on(
     alone = tmp_path / 'alone'
     label(tiny_model, copy_images(voc_images, tmp_path / 'few', sorted(FEW)), FEW, alone)
     assert masks(out) == masks(alone) and len(masks(out)) == 2
+
+
+def test_prompts_cut_past_77_tokens_are_counted_before_the_work(sd_config_dir, monkeypatch):
+    """35 ADE20K classes fit, but the template's end ('and other object and background') is
+    cut: said before any work, with how many images lose a class (40 classes: 'railing')."""
+    import importlib
+    import logging
+
+    from transformers import CLIPTokenizer
+
+    from mmdiffseg.apis.pseudo_label import _warn_long_prompts
+    from mmdiffseg.generators import ISeg
+    from mmdiffseg.models.online_labeler import long_prompts
+    tokenizer = CLIPTokenizer.from_pretrained(
+        sd_config_dir('stable-diffusion-2-1-base') / 'tokenizer')
+    generator = ISeg.from_preset('wsss_ade20k', cross_heads=None, self_heads=None)
+    ade = list(DATASET_CLASSES['ade20k'])
+    names = dict(a=ade[:3], b=ade[:35], c=ade[:40])
+    long = dict(long_prompts(tokenizer, generator, names))
+    assert sorted(long) == ['b', 'c'] and all(count > 77 for count in long.values())
+    prompt = generator.extract_kwargs([ade[:35]])['prompts'][0]
+    assert 'background' not in tokenizer.decode(tokenizer(prompt.lower(), truncation=True,
+                                                          max_length=77).input_ids)
+    api = importlib.import_module('mmdiffseg.apis.pseudo_label')
+    logged = []
+    monkeypatch.setattr(api, 'print_log', lambda msg, **kw: logged.append((msg, kw['level'])))
+    _warn_long_prompts(tokenizer, generator, names)
+    _warn_long_prompts(None, generator, names)      # no tokenizer here: nothing said
+    _warn_long_prompts(tokenizer, generator, dict(a=ade[:3]))
+    said = [msg for msg, level in logged if level == logging.WARNING]
+    assert len(said) == len(logged) == 1 and said[0].startswith('2 image(s) have prompts longer')
+    assert '1 of them lose a class and fail' in said[0]
