@@ -256,6 +256,16 @@ def _keys_hint(missing: Sequence[str], image_labels: Dict[str, list]) -> str:
             f'name without its extension ({Path(found[0]).stem!r})')
 
 
+def _warn_no_classes(empty: List[str], classes: Sequence[str]) -> None:
+    """Name the images whose image-level labels list no class: nothing to find in them, so
+    their labels are background everywhere (unsure, 255, without a background class)."""
+    if empty:
+        made = 'background' if 'background' in classes else f'unsure ({IGNORE_INDEX})'
+        print_log(f'{len(empty)} image(s) have image-level labels without any class (e.g. '
+                  f'{", ".join(empty[:3])}): their labels will be {made} everywhere; list their '
+                  'classes, or leave them out', logger='current', level=logging.WARNING)
+
+
 def _warn_long_prompts(tokenizer, generator, class_names: Dict[str, List[str]]) -> None:
     """Say before the work which images' prompts the text encoder reads cut (the model's
     tokenizer is here), and how many of them lose a class (they will fail)."""
@@ -314,6 +324,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
             raise UserInputError(f'the image-level labels hold {unknown[0]} unknown class '
                                  f'name(s): {unknown[1]}. Fix: correct them ({unknown[2]}), or '
                                  f'pass the --classes they name; the classes: {list(classes)}')
+        _warn_no_classes([it.id for it in items if not image_labels[it.id]], classes)
         _warn_long_prompts(local_tokenizer(model), generator,
                            {it.id: image_labels[it.id] for it in items})
         # an item is redone when its class names change (recorded as ``classes``)

@@ -75,3 +75,30 @@ def test_prompts_cut_past_77_tokens_are_counted_before_the_work(sd_config_dir, m
     said = [msg for msg, level in logged if level == logging.WARNING]
     assert len(said) == len(logged) == 1 and said[0].startswith('2 image(s) have prompts longer')
     assert '1 of them lose a class and fail' in said[0]
+
+
+def test_images_whose_labels_list_no_class_are_named_before_the_work(tmp_path, monkeypatch):
+    """An empty class list (a tagger that found nothing) labels background everywhere, or 255
+    without a background class: named before the work, not silently all background."""
+    import importlib
+    import logging
+
+    from PIL import Image
+    api = importlib.import_module('mmdiffseg.apis.pseudo_label')
+    logged, jobs = [], []
+    monkeypatch.setattr(api, 'print_log', lambda msg, **kw: logged.append((msg, kw.get('level'))))
+    monkeypatch.setattr(api, 'run_job', lambda items, *args, **kwargs: jobs.append(items))
+    for name in ('a', 'b'):
+        Image.new('RGB', (8, 8)).save(tmp_path / f'{name}.png')
+    gen = dict(type='ISeg', cross_heads=None, self_heads=None)
+    api.pseudo_label(tmp_path, tmp_path / 'o1', 'org/not-here', gen, ['background', 'cat'],
+                     dict(a=[], b=['cat']))
+    api.pseudo_label(tmp_path, tmp_path / 'o2', 'org/not-here', dict(gen, vocabulary=None),
+                     ['cat', 'dog'], dict(a=[], b=[]))
+    warned = [msg for msg, level in logged if level == logging.WARNING]
+    assert warned == [
+        "1 image(s) have image-level labels without any class (e.g. a): their labels will be "
+        'background everywhere; list their classes, or leave them out',
+        '2 image(s) have image-level labels without any class (e.g. a, b): their labels will be '
+        'unsure (255) everywhere; list their classes, or leave them out']
+    assert len(jobs) == 2
