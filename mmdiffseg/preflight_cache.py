@@ -13,6 +13,7 @@ from typing import Callable, Dict, List, Optional
 from mmengine.config import Config
 
 from .preflight_data import Missing
+from .provenance import missing_model_refusal
 from .registry import config_type
 
 #: mmseg transforms a cold cache's source-index map cannot pass (the map is a 4-byte code of
@@ -152,6 +153,10 @@ def check_cache_settings(cache: Dict, where: str) -> List[Missing]:
         return [Missing(str(err), fix, [f'{where}.cache_dir'])]
     if not differing:
         return []
+    missing = missing_model_refusal(cache['model'], cache['cache_dir'])
+    if missing:
+        return [Missing(missing, f'restore the folder, or set {where}.model to where it is now',
+                        [f'{where}.model'])]
     return [Missing(f'label cache {cache["cache_dir"]} holds labels made with other settings: '
                     + '; '.join(differing), fix, [f'{where}.cache_dir'])]
 

@@ -20,7 +20,7 @@ from typing import Dict, Iterator, Optional, Tuple, Union
 from .class_defaults import init_defaults
 
 __all__ = ['MOVED_HUB_IDS', 'withdrawn_model', 'model_id_of', 'model_identity', 'same_model',
-           'sampler_settings', 'setting_differences']
+           'missing_model_refusal', 'sampler_settings', 'setting_differences']
 
 #: the files whose settings make a model's config hash
 CONFIG_FILES = ('model_index.json', 'unet/config.json', 'vae/config.json',
@@ -268,6 +268,17 @@ def _as_identity(model) -> Dict[str, Optional[str]]:
     if isinstance(model, str) and Path(model).is_absolute() and Path(model).is_dir():
         return model_identity(model)
     return {'id': model, 'config_hash': None}
+
+
+def missing_model_refusal(model: Union[str, Path], labels_dir) -> Optional[str]:
+    """Why labels in ``labels_dir`` cannot be matched to ``model``: a local folder that is not
+    here, whose configs identify the model (the labels are not at fault); None otherwise."""
+    if model_path(model).exists() or not names_a_local_path(model):
+        return None
+    return (f'the Stable Diffusion folder {model} is not here, so this run cannot tell whether '
+            f'the labels in {labels_dir} are its model\'s: restore the folder, or set the '
+            'model to where it is now (the labels are kept; they need its configs, not its '
+            'weights)')
 
 
 def same_model(a, b) -> bool:

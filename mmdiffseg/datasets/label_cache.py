@@ -44,7 +44,8 @@ import numpy as np
 from mmengine.logging import print_log
 
 from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY, MaskGenerator, older_labels_note
-from ..provenance import describe, model_identity, setting_differences
+from ..provenance import (describe, missing_model_refusal, model_identity,
+                          setting_differences)
 from ..registry import MASK_GENERATORS
 
 SIGNATURE_FILE = 'cache.json'
@@ -206,12 +207,12 @@ class LabelCache:
             return False
         differing = self.signature_differences(stored)
         if differing:
-            raise _conflict(
+            raise _conflict(missing_model_refusal(self.model, self.cache_dir) or (
                 f'label cache {self.cache_dir} holds labels made with other settings:\n  '
                 + '\n  '.join(differing)
                 + '\nLabels of another model or generator config are never reused: give this '
                 'config another cache_dir (the `cache` of LoadPseudoLabel in the train pipeline) '
-                'or delete the folder.')
+                'or delete the folder.'))
         made_with = stored.get(WRITER_KEY, {})
         written = made_with.get('dtype')
         if self.writer_dtype is not None and written not in (None, self.writer_dtype):

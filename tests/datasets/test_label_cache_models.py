@@ -85,3 +85,29 @@ def test_cache_files_take_the_umask_mode_as_every_other_output(tmp_path):
     for written in (path, tmp_path / 'cache' / 'cache.json'):
         assert written.stat().st_mode & 0o777 == 0o644, written
     assert not list((tmp_path / 'cache').rglob('*.tmp'))
+
+
+def test_a_model_folder_that_is_gone_is_named_not_the_labels(tmp_path):
+    """The folder a cache's labels were made with, moved away (a warm start on another
+    machine): the run is told the folder is not here, never to delete the labels, at start and
+    by the pre-flight."""
+    import shutil
+
+    from mmdiffseg.preflight_cache import check_cache_settings
+    folder = sd_folder(tmp_path / 'models' / 'sd21')
+    cached = dict(cache_cfg(tmp_path), model=folder)
+    LabelCache(**cached).sign()
+    shutil.rmtree(folder)
+    with pytest.raises(ValueError) as refused:
+        LabelCache(**cached).check_signature()
+    assert str(refused.value).startswith(f'the Stable Diffusion folder {folder} is not here, so '
+                                         'this run cannot tell whether the labels in ')
+    assert 'delete' not in str(refused.value) and 'the labels are kept' in str(refused.value)
+    problem, = check_cache_settings(cached, 'train_dataloader.dataset.pipeline.2.cache')
+    assert 'is not here' in problem.what and 'delete' not in problem.fix
+    assert problem.fix == ('restore the folder, or set '
+                           'train_dataloader.dataset.pipeline.2.cache.model to where it is now')
+    # another model that is here is still refused as other settings
+    other = dict(cached, model=sd_folder(tmp_path / 'sd14', 'stable-diffusion-v1-4'))
+    with pytest.raises(ValueError, match='holds labels made with other settings'):
+        LabelCache(**other).check_signature()
