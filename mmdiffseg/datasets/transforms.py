@@ -190,6 +190,13 @@ class LoadImageLevelLabels(BaseTransform):
     def transform(self, results: dict) -> dict:
         if self.ann_file is None:
             names = self._from_ground_truth(results)
+        elif results.get('img_path') is None:  # mmseg's LoadImageFromNDArray: no file name
+            raise ValueError(
+                f'LoadImageLevelLabels looks an image\'s classes up in {self.ann_file} by its '
+                'file name, and an image given as an array has none: give its path '
+                "(inference_model(model, 'x.jpg')), or label arrays with the Python API "
+                '(engine.extract, then the generator with their class names: '
+                'docs/python_api.md)')
         else:
             image = Path(results['img_path']).stem
             annotations = self.annotations()

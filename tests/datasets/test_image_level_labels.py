@@ -48,6 +48,18 @@ def test_annotation_keys_are_file_names_without_the_last_extension(tmp_path):
     assert t(dict(img_path='/data/frame.001.png'))['image_labels'] == ['cat']
 
 
+def test_an_image_given_as_an_array_is_refused_with_what_to_give_instead(tmp_path):
+    """mmseg's inference_model / MMSegInferencer on an array load it with
+    LoadImageFromNDArray (img_path None): no name to look its classes up by."""
+    ann = tmp_path / 'labels.json'
+    ann.write_text(json.dumps({'frame': ['dog']}))
+    array = dict(img=np.zeros((4, 4, 3), np.uint8), img_path=None)
+    with pytest.raises(ValueError, match=r"looks an image's classes up in .*labels.json by its "
+                                         r"file name, and an image given as an array has none: "
+                                         r"give its path \(inference_model"):
+        LoadImageLevelLabels(classes='voc', ann_file=str(ann))(array)
+
+
 def test_annotation_keys_match_names_in_either_unicode_form(tmp_path):
     """A file copied from macOS is named in decomposed form (NFD: 'e' + combining accent), a
     label file written elsewhere in composed form (NFC): they look alike and are one name;
