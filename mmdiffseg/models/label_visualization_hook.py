@@ -19,9 +19,9 @@ own size. ``tools/test.py --show / --show-dir`` puts it in place of mmseg's hook
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import os.path as osp
+from contextlib import contextmanager, nullcontext
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -33,6 +33,18 @@ from mmseg.registry import HOOKS
 
 from ..apis.visualize import with_unsure
 from ..evaluation.unsupervised_metric import HungarianMatchedIoU, matched_classes
+
+
+@contextmanager
+def unsure_drawn(visualizer):
+    """The visualizer draws 255 (unsure) in its colour, named (:func:`with_unsure`), for the
+    ``with`` block; mmseg's leaves it undrawn, which looks like VOC's black background."""
+    meta = visualizer.dataset_meta
+    visualizer.dataset_meta = with_unsure(meta)
+    try:
+        yield
+    finally:
+        visualizer.dataset_meta = meta
 
 
 def _rgb(packed: torch.Tensor) -> np.ndarray:
@@ -78,13 +90,10 @@ class OnlineLabelVisualizationHook(Hook):
             if 'gt_sem_seg' not in sample:
                 continue
             name = osp.basename(sample.img_path) if 'img_path' in sample else i
-            visualizer, meta = runner.visualizer, runner.visualizer.dataset_meta
-            visualizer.dataset_meta = with_unsure(meta)
-            try:
-                visualizer.add_datasample(f'online_label_{name}', _rgb(image), sample.cpu(),
-                                          draw_gt=True, draw_pred=False, step=runner.iter + 1)
-            finally:
-                visualizer.dataset_meta = meta
+            with unsure_drawn(runner.visualizer):
+                runner.visualizer.add_datasample(
+                    f'online_label_{name}', _rgb(image), sample.cpu(), draw_gt=True,
+                    draw_pred=False, step=runner.iter + 1)
 
 
 @HOOKS.register_module()
@@ -131,11 +140,13 @@ class ModelInputVisualizationHook(Hook):
             sample = sample.cpu()
             if segments is not None:
                 sample = self._matched(sample, segments.num_classes, segments.ignore_index)
-            runner.visualizer.add_datasample(
-                f'{mode}_{osp.basename(sample.img_path)}',
-                _at_size(_rgb(image), tuple(sample.pred_sem_seg.shape)), sample, show=self.show,
-                wait_time=self.wait_time, step=self._drawn,
-                with_labels=segments is None or 'gt_sem_seg' in sample)
+            # class labels: 255 (unsure) in its colour; unmatched segments stay undrawn
+            with unsure_drawn(runner.visualizer) if segments is None else nullcontext():
+                runner.visualizer.add_datasample(
+                    f'{mode}_{osp.basename(sample.img_path)}',
+                    _at_size(_rgb(image), tuple(sample.pred_sem_seg.shape)), sample,
+                    show=self.show, wait_time=self.wait_time, step=self._drawn,
+                    with_labels=segments is None or 'gt_sem_seg' in sample)
 
     @staticmethod
     def _matched(sample, num_classes: int, ignore_index: int):

@@ -130,6 +130,22 @@ def test_input_hook_draws_classes_as_predicted_and_segments_without_truth(runner
     assert np.abs(picture[:, 12:] - (0.5 * image[:, 12:] + 0.5 * np.array(PALETTE[1]))).max() <= 1
 
 
+def test_input_hook_draws_unsure_class_labels_in_their_colour_not_as_background(runner):
+    """A class prediction's 255 (iSeg's unsure pixels) is drawn in the unsure colour, as the
+    online-label pictures and the tools' overlays draw it, not left undrawn like background
+    (black at alpha 0.5); the run's meta is kept."""
+    runner.test_evaluator = SimpleNamespace(metrics=[])
+    data, rgb = batch(1)
+    ModelInputVisualizationHook(draw=True).after_test_iter(
+        runner, 0, data, [predicted(halves(0, 255))])
+    picture = runner.drawn[0][2].astype(float)
+    image = rgb.astype(float)
+    assert np.abs(picture[4:, :12] - 0.5 * image[4:, :12]).max() <= 1      # background: black
+    unsure = 0.5 * image[4:, 12:] + 0.5 * np.array(IGNORE_COLOR)
+    assert np.abs(picture[4:, 14:] - unsure[:, 2:]).max() <= 1
+    assert runner.visualizer.dataset_meta['palette'] == PALETTE
+
+
 def test_input_hook_interval_and_switches(runner):
     runner.test_evaluator = runner.val_evaluator = SimpleNamespace(metrics=[])
     data, _ = batch(1)
