@@ -17,6 +17,8 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from ..apis.visualize import label_meta
+from ..datasets.unsupervised import center_square
+from ..generators.base import IGNORE_INDEX
 from .online_labeler import AttentionLabeler
 
 
@@ -107,6 +109,8 @@ class DiffusionSegmentor(BaseSegmentor):
         sizes = [_prediction_size(s, image) for s, image in zip(data_samples, images)]
         labels = self.labeler.generate(images, names, inputs[0].device, sizes)
         for sample, label in zip(data_samples, labels):
+            if 'gt_sem_seg' not in sample:
+                label = _in_frame(label, sample.metainfo.get('ori_shape'))
             sample.pred_sem_seg = PixelData(data=torch.from_numpy(label.astype(np.int64))[None])
         return data_samples
 
@@ -157,3 +161,19 @@ def _prediction_size(sample, image: np.ndarray) -> Tuple[int, int]:
     if scale is None:
         return height, width
     return round(height / scale[1]), round(width / scale[0])
+
+
+def _in_frame(label: np.ndarray, frame) -> np.ndarray:
+    """A prediction of the centre square (``CenterSquareCrop``: a square of the frame's shorter
+    side) put in place in its whole frame (``ori_shape``), 255 around it, so mmseg's
+    ``show_result_pyplot`` and ``MMSegInferencer`` draw it on the image they were given; any
+    other prediction as it is."""
+    if frame is None:
+        return label
+    height, width = frame[:2]
+    side = min(height, width)
+    if (height, width) == label.shape or label.shape != (side, side):
+        return label
+    framed = np.full((height, width), IGNORE_INDEX, dtype=label.dtype)
+    center_square(framed)[...] = label  # a view: the crop's place in the frame
+    return framed

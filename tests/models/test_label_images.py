@@ -213,8 +213,9 @@ def test_segmentor_predicts_before_the_resize_without_ground_truth(engine, steps
     """mmseg's segmentors predict at ``ori_shape``; without a ground truth (mmseg's
     ``inference_model``, ``--out`` with ``format_only`` on unlabelled images) the prediction
     came at the pipeline's resized size, misplaced under the visualizer. It comes at the size
-    before the resize: the image's where the pipeline only resizes, the crop's where it crops
-    (DiffSeg's protocol), never the crop stretched over the frame."""
+    before the resize: the image's where the pipeline only resizes; where it crops (DiffSeg's
+    protocol) the crop's labels, never the crop stretched over the frame, put in place in the
+    frame with 255 around, so mmseg's visualizer and inferencer draw it on the image."""
     from mmcv.transforms import Compose
     from mmengine.registry import init_default_scope
     init_default_scope('mmseg')
@@ -223,8 +224,11 @@ def test_segmentor_predicts_before_the_resize_without_ground_truth(engine, steps
     segmentor, _ = segmentor_batch(engine, [(8, 8)])
     [predicted] = segmentor.predict([packed['inputs'].flip(0).float()], [packed['data_samples']])
     [expected] = label_images(engine, QuadrantLabels(7), [np.zeros((*size, 3), np.uint8)], None)
-    assert predicted.pred_sem_seg.data.shape == (1, *size)
-    np.testing.assert_array_equal(predicted.pred_sem_seg.data[0].numpy(), expected)
+    assert predicted.pred_sem_seg.data.shape == (1, 30, 60)
+    prediction = predicted.pred_sem_seg.data[0].numpy()
+    left = (60 - size[1]) // 2
+    np.testing.assert_array_equal(prediction[:, left:left + size[1]], expected)
+    assert (prediction[:, :left] == 255).all() and (prediction[:, left + size[1]:] == 255).all()
 
 
 def test_mmsegs_init_model_and_inference_model_run_the_segmentor(engine):
@@ -253,6 +257,28 @@ def test_mmsegs_init_model_and_inference_model_run_the_segmentor(engine):
     cfg.model.pretrained = 'weights.pth'
     with pytest.raises(ValueError, match=r"pretrained='weights.pth'.*training-free.*leave both"):
         MODELS.build(cfg.model)
+
+
+def test_mmsegs_visualizer_draws_the_protocols_crop_on_a_non_square_image(engine):
+    """DiffSeg's protocol pipeline crops the centre square: show_result_pyplot on the image
+    given to inference_model (an IndexError before: a 30x30 prediction on a 30x60 image) draws
+    the crop's labels in place and the sides (255) in the unsure colour."""
+    from mmdiffseg.apis.folders import IGNORE_COLOR
+    from mmengine import Config
+    from mmseg.apis import inference_model, init_model, show_result_pyplot
+    cfg = Config(dict(
+        model=dict(type='DiffusionSegmentor', sd_model='tiny', generator=dict(type='DiffSeg')),
+        test_pipeline=[dict(type='LoadImageFromFile'), dict(type='CenterSquareCrop'),
+                       dict(type='ResizeHalfPixelLabels', scale=(64, 64), keep_ratio=False),
+                       dict(type='PackSegInputs')]))
+    model = init_model(cfg, device='cpu')
+    model.labeler.engine, model.labeler.generator = engine, QuadrantLabels(7)
+    image = np.full((30, 60, 3), 100, np.uint8)
+    result = inference_model(model, image)
+    assert result.pred_sem_seg.data.shape == (1, 30, 60)
+    drawn = show_result_pyplot(model, image, result, opacity=1.0, show=False, with_labels=False)
+    palette = model.dataset_meta['palette']
+    assert list(drawn[0, 15]) == palette[7] and list(drawn[0, 0]) == list(IGNORE_COLOR)
 
 
 def test_grey_rgba_and_pil_images_are_labelled_as_their_rgb(engine):
