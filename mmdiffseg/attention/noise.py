@@ -39,8 +39,10 @@ def check_noise_draw(draw: str, device: Optional[torch.device] = None) -> None:
     if draw == 'cuda_float16' and device is not None and torch.device(device).type != 'cuda':
         raise ValueError(
             f"noise_draw='cuda_float16' (the released iSeg's noise, drawn by CUDA's generator) "
-            f'needs the engine on a CUDA device, this one is on {device}: run on a GPU '
-            f"(--device cuda), or draw the noise on the CPU (noise_draw='cpu', the default)")
+            f'needs the engine on a CUDA device, this one is on {device}: run on a GPU (the '
+            "tools' --device cuda, init_model(..., device='cuda')), or draw the noise on the "
+            "CPU (the generator's noise_draw='cpu', the default; a config's "
+            "model.generator.noise_draw)")
 
 
 def shared_noise(noise: Union[int, torch.Tensor], latents: torch.Tensor,

@@ -231,7 +231,9 @@ def test_extract_arguments_are_checked_before_the_model_runs(tiny_engine):
             engine.extract(image, capture=CaptureRequest('self', 64), image_size=64)
         with pytest.raises(ValueError, match=r"noise_draw='cuda_float16' \(the released iSeg's "
                            r"noise.*needs the engine on a CUDA device, this one is on cpu: run on "
-                           r"a GPU \(--device cuda\), or draw the noise on the CPU \(noise_draw='cpu'"):
+                           r"a GPU \(the tools' --device cuda, init_model\(\.\.\., "
+                           r"device='cuda'\)\), or draw the noise on the CPU \(the generator's noise_draw='cpu'.*"
+                           r"model\.generator\.noise_draw\)"):
             engine.extract(image, noise=1101, noise_draw='cuda_float16', capture=SPEC,
                            image_size=64)
         with pytest.raises(ValueError, match=r"noise_draw='gpu': one of \('cpu', 'cuda_float16'\)"):
