@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import platform
 import statistics
 import sys
 import time
@@ -52,7 +51,7 @@ import mmdiffseg.attention.capture as capture  # noqa: E402
 from mmdiffseg.attention import CaptureSpec, capture_attention, deferred_maps  # noqa: E402
 from mmdiffseg.attention.head_maps import default_chunk_bytes  # noqa: E402
 from mmdiffseg.attention.testing import shared_data_dir  # noqa: E402
-from results_table import append_row  # noqa: E402
+from results_table import append_row, device_description  # noqa: E402
 
 RESULTS = REPO / 'benchmarks' / 'results' / 'capture.md'
 SD_CONFIGS = shared_data_dir() / 'sd_configs'
@@ -247,10 +246,9 @@ def main(argv=None):
     meter = CudaMeter() if cuda else CpuMeter()
     unet = build_unet(args.device, dtype, args.quick, args.model)
     specs = generator_specs(full_size=not args.quick)
-    name = (torch.cuda.get_device_name(args.device) if cuda
-            else platform.processor() or platform.machine())
     chunk = 'from free memory' if cuda else f'{default_chunk_bytes(args.device) / 2 ** 20:g} MiB'
-    device = (f'{args.device} {name} {args.dtype}, torch-path chunk {chunk}'
+    device = (f'{device_description(args.device, args.threads)}, {args.dtype}, '
+              f'torch-path chunk {chunk}'
               + (f', {args.model} U-Net' if args.model != MODELS[0] else '')
               + (' (tiny U-Net)' if args.quick else ''))
     mib = 2 ** 20

@@ -34,9 +34,8 @@ sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent))  # after PYTHONPATH: another checkout given there wins
 
 import mmdiffseg  # noqa: E402,F401  (first: bench_tool_host puts this checkout on sys.path)
-from bench_tool_host import hardware  # noqa: E402
 from cli_args import positive_int  # noqa: E402
-from results_table import append_section  # noqa: E402
+from results_table import append_section, host_description  # noqa: E402
 
 
 class _NoLaunch:
@@ -95,7 +94,7 @@ def main(argv=None):
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     append_section(args.out, 'Captured layer: host time above diffusers\' processor',
                    __doc__.split('\n\n')[0].replace('\n', ' '),
-                   f'{stamp}: {hardware()}, torch {torch.__version__}, 1 thread, median of '
+                   f'{stamp}: {host_description()}, torch {torch.__version__}, 1 thread, median of '
                    f'{args.repeats} rounds',
                    ('maps', 'code', 'diffusers processor us', 'capture extra us'), rows)
 

@@ -27,9 +27,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_capture import SD_CONFIG, generator_specs  # noqa: E402
-from bench_tool_host import hardware  # noqa: E402
 from cli_args import positive_int  # noqa: E402
-from results_table import append_section  # noqa: E402
+from results_table import append_section, host_description  # noqa: E402
 from mmdiffseg.attention import capture, unet_attention_layers  # noqa: E402
 
 
@@ -82,7 +81,7 @@ def main(argv=None):
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     append_section(args.out, 'Capture session: host time to open and close',
                    __doc__.split('\n\n')[0].replace('\n', ' '),
-                   f'{stamp}: {hardware()}, torch {torch.__version__}, 1 thread, median of '
+                   f'{stamp}: {host_description()}, torch {torch.__version__}, 1 thread, median of '
                    f'{args.repeats}', ('spec', 'ours ms', 'walking the U-Net ms', 'ratio'), rows)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout, installed or not
 
 from cli_args import positive_int  # noqa: E402
+from results_table import device_description  # noqa: E402
 import mmdiffseg  # noqa: E402,F401  (mmcv.ops importable without compiled kernels)
 from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,  # noqa: E402
                                               multi_scale_deformable_attn_pytorch)
@@ -77,15 +77,6 @@ def seconds_per_call(path, args, device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
-def cpu_name() -> str:
-    cpuinfo = Path('/proc/cpuinfo')
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu')
@@ -99,10 +90,9 @@ def main() -> None:
         kernel = f'{seconds_per_call(kernel_path, data, device, args.repeats) * 1000:.1f} ms'
     except RuntimeError as err:   # no compiled ops, or no kernel for this device
         kernel = f'n/a ({str(err).splitlines()[0].split(", ")[0]})'   # its first clause
-    hardware = torch.cuda.get_device_name(0) if device == 'cuda' else \
-        f'{cpu_name()}, {torch.get_num_threads()} thread(s) of {os.cpu_count()} cores'
     table = [
-        f'\n## {datetime.date.today()} {device}: {hardware}; torch {torch.__version__}, mmcv ops '
+        f'\n## {datetime.date.today()} {device_description(args.device, torch.get_num_threads())}'
+        f'; {os.cpu_count()} CPUs; mmcv ops '
         f'{"compiled" if mmcv_has_compiled_ops() else "lite"}; crop {args.crop}, batch {BATCH}\n',
         '| path | forward + backward per call | per training step (x6 layers) |',
         '|---|---|---|',

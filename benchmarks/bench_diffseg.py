@@ -23,7 +23,6 @@ synchronisation.
 """
 import argparse
 import datetime
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cli_args import count, positive_int  # noqa: E402
-from results_table import kept_rows  # noqa: E402
+from results_table import device_description, hardware, kept_rows  # noqa: E402
 from mmdiffseg.attention import AttentionMaps  # noqa: E402
 from mmdiffseg.generators import DiffSeg  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
@@ -53,8 +52,8 @@ THRESHOLDS = (1.1, 1.1, 1.1)
 PRECISIONS = {'float16': torch.float16, 'float32': torch.float32}
 RESULTS = REPO / 'benchmarks' / 'results' / 'diffseg.md'
 HEADER = ('| merge precision | ours s/img | released-formulation s/img | ratio | segment agreement '
-          'mean / min | segments ours / released (per case) | device | date |\n'
-          '|---|---|---|---|---|---|---|---|\n')
+          'mean / min | segments ours / released (per case) | CUDA graphs keep MiB | device | '
+          'date |\n' + '|---' * 9 + '|\n')
 
 
 def timed(fn, repeats, device):
@@ -81,26 +80,15 @@ def batch_of(maps, size: int) -> AttentionMaps:
 
 
 def graph_memory(steps, device) -> str:
-    """``', CUDA graphs keep N MiB'`` on CUDA: the input buffers of ``steps``' graphs
+    """The ``CUDA graphs keep MiB`` cell: on CUDA the input buffers of ``steps``' graphs
     (:class:`mmdiffseg.cuda_graphs.GraphedSteps`) and every private graph memory pool of the
-    process (the caller keeps one graphed generator alive); ``''`` elsewhere or without graphs."""
+    process (the caller keeps one graphed generator alive); ``'-'`` elsewhere or without graphs
+    (a cell of its own: the setting cell keys the row, :func:`results_table.kept_rows`)."""
     if not device.startswith('cuda') or not steps.buffer_bytes():
-        return ''
+        return '-'
     pools = sum(s['total_size'] for s in torch.cuda.memory_snapshot()
                 if tuple(s.get('segment_pool_id', (0, 0))) != (0, 0))
-    return f', CUDA graphs keep {(steps.buffer_bytes() + pools) / 2 ** 20:.0f} MiB'
-
-
-def device_label(device, threads):
-    if device.startswith('cuda'):
-        return f'{device} ({torch.cuda.get_device_name(0)})'
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path('/proc/cpuinfo')
-    if cpuinfo.is_file():
-        names = [line.split(':', 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith('model name')]
-        cpu = names[0] if names else cpu
-    return f'cpu ({cpu}), {threads} thread(s)'
+    return f'{(steps.buffer_bytes() + pools) / 2 ** 20:.0f}'
 
 
 def main():
@@ -120,9 +108,10 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = args.device
-    label = device_label(device, args.threads)
+    label = device_description(device, args.threads)
     cases = CASES[:args.cases]
-    run = f'{datetime.date.today()} ({len(cases)} case(s), {args.repeats} repeat(s))'
+    workload = f'({len(cases)} case(s)'  # a run of fewer cases replaces no row of all of them
+    run = f'{datetime.date.today()} {workload}, {args.repeats} repeat(s))'
     inputs = []
     for name, noise in cases:
         gt = load_label_png(SAMPLES / f'{name}.png')[None]
@@ -155,11 +144,11 @@ def main():
                       f'{ref_t[i]:.3f} s, segments {counts[-1]}, agreement '
                       f'{100 * agree[-1]:.2f}%', flush=True)
             method = precision + (' (released, default)' if precision == 'float16' else '') + \
-                (', eager first pass (no CUDA graph)' if backend == 'torch' else
-                 graph_memory(generator.first_pass, device))
+                (', eager first pass (no CUDA graph)' if backend == 'torch' else '')
+            kept = graph_memory(generator.first_pass, device) if backend != 'torch' else '-'
             rows.append(f'| {method} | {np.mean(ours_t):.3f} | {np.mean(ref_t):.3f} | '
                         f'{np.mean(ref_t) / np.mean(ours_t):.1f}x | {100 * np.mean(agree):.2f}% / '
-                        f'{100 * min(agree):.2f}% | {", ".join(counts)} | {label} | '
+                        f'{100 * min(agree):.2f}% | {", ".join(counts)} | {kept} | {label} | '
                         f'{run} |')
             print(rows[-1], flush=True)
         generator = DiffSeg(kl_thresholds=THRESHOLDS, output_size=(512, 512),
@@ -171,10 +160,10 @@ def main():
             agree = [matched_agreement(o, refs[i % len(refs)]) for i, o in enumerate(ours)]
             rows.append(f'| {precision}, batch of {batch}, per image | {t_ours / batch:.3f} | '
                         f'{np.mean(ref_t):.3f} | {np.mean(ref_t) * batch / t_ours:.1f}x | '
-                        f'{100 * np.mean(agree):.2f}% / {100 * min(agree):.2f}% | - | {label} | '
-                        f'{run} |')
+                        f'{100 * np.mean(agree):.2f}% / {100 * min(agree):.2f}% | - | - | '
+                        f'{label} | {run} |')
             print(rows[-1], flush=True)
-    kept = kept_rows(args.out, '| float', label, rows)
+    kept = kept_rows(args.out, '| float', hardware(device, args.threads), workload, rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     described = ', '.join(f'{n} at noise {s}' for n, s in CASES)
     args.out.write_text(

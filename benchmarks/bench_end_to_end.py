@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import sys
 import time
@@ -43,7 +42,7 @@ import mmdiffseg  # noqa: E402,F401  (registrations)
 from mmdiffseg.attention import CaptureSpec, DiffusionAttentionEngine  # noqa: E402
 from mmdiffseg.attention.testing import random_pipeline, shared_data_dir  # noqa: E402
 from mmdiffseg.generators import DiffSeg, ISeg, SeeDiff  # noqa: E402
-from results_table import append_row  # noqa: E402
+from results_table import append_row, device_description  # noqa: E402
 
 SD_CONFIGS = shared_data_dir() / 'sd_configs'
 RESULTS = REPO / 'benchmarks' / 'results' / 'end_to_end.md'
@@ -123,11 +122,10 @@ def bench_method(method: str, engine, batch: int, args, cuda: bool, backend: str
     diff = (f'{(images.float() - plain_images.float()).abs().max().item():.0f}'
             if method == 'seediff' else '-')  # generated images; extract's are the inputs
     steps = args.steps if method == 'seediff' else 1
-    name = (torch.cuda.get_device_name(args.device) if cuda
-            else platform.processor() or platform.machine())
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')
     model = ('tiny ' if args.quick else 'random full-size ') + MODELS[method]
-    return (f'| {stamp} | {args.device} {name} {args.dtype} | {method} | {model} | {batch} '
+    device = f'{device_description(args.device, args.threads)}, {args.dtype}'
+    return (f'| {stamp} | {device} | {method} | {model} | {batch} '
             f'| {steps} | {backend} | {"yes" if args.compile else "no"} | {batch / plain_s:.2f} | '
             f'{batch / capture_s:.2f} | {batch / method_s:.2f} | {1000 * post_s / batch:.1f} | '
             f'{capture_s / plain_s:.3f} | {diff} |')

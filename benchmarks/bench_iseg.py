@@ -33,9 +33,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_diffseg import batch_of, device_label, graph_memory, timed  # noqa: E402
+from bench_diffseg import batch_of, graph_memory, timed  # noqa: E402
 from cli_args import count, positive_int  # noqa: E402
-from results_table import kept_rows  # noqa: E402
+from results_table import device_description, hardware, kept_rows  # noqa: E402
 from mmdiffseg.generators import ISeg, kmeans  # noqa: E402
 from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
@@ -46,7 +46,7 @@ SAMPLES = shared_data_dir() / 'voc2012_val_samples' / 'SegmentationClass'
 IMAGES = ('voc_val_582', 'voc_val_0', 'voc_val_114')  # 2 classes, 1, 1
 RESULTS = REPO / 'benchmarks' / 'results' / 'iseg.md'
 HEADER = ('| method | ours s/img | released-formulation s/img | ratio | label agreement mean / min '
-          '| device | date |\n|---|---|---|---|---|---|---|\n')
+          '| CUDA graphs keep MiB | device | date |\n' + '|---' * 8 + '|\n')
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ def main():
     torch.set_num_threads(args.threads)
     device = args.device
     inputs = build_inputs(device)
-    label = device_label(device, args.threads)
+    label = device_description(device, args.threads)
     run = f'{datetime.date.today()} ({args.repeats} repeat(s))'
     rows = []
     # (cluster smoothing, k-means distance, map precision, variant)
@@ -141,10 +141,10 @@ def main():
         method += {'sums': ', centre sums in PyTorch (no Triton)',
                    'eager': ', eager steps (no CUDA graph)'}.get(variant, '')
         ours_m, ref_m = sum(ours_t) / len(ours_t), sum(ref_t) / len(ref_t)
-        kept = graph_memory(gen.steps, device) if not variant else ''
-        rows.append(f'| {method}{kept} | {ours_m:.3f} | {ref_m:.3f} | {ref_m / ours_m:.2f}x | '
-                    f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | {label} | '
-                    f'{run} |')
+        kept = graph_memory(gen.steps, device) if not variant else '-'
+        rows.append(f'| {method} | {ours_m:.3f} | {ref_m:.3f} | {ref_m / ours_m:.2f}x | '
+                    f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | {kept} | '
+                    f'{label} | {run} |')
         print(rows[-1], flush=True)
         batch = args.batch if args.batch is not None else 16 * (torch.device(device).type == 'cuda')
         if batch and not variant:
@@ -158,11 +158,12 @@ def main():
                 agree.append((table[ref] == labels).float().mean().item())
             rows.append(f'| {method}, batch of {batch}, per image | {t_ours / batch:.3f} | '
                         f'{ref_m:.3f} | {ref_m * batch / t_ours:.2f}x | '
-                        f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | '
+                        f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | - | '
                         f'{label} | {run} |')
             print(rows[-1], flush=True)
 
-    kept = kept_rows(args.out, '| iSeg', label, rows)
+    # one workload (the 3 images): every run replaces its device's rows of the settings it ran
+    kept = kept_rows(args.out, '| iSeg', hardware(device, args.threads), '', rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         '# iSeg post-processing time per image (512x512 output)\n\n'

@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import mmdiffseg  # noqa: E402,F401
 from bench_tool_host import prepare_inputs  # noqa: E402
+from results_table import device_description  # noqa: E402
 from cli_args import comma_names, count, positive_int  # noqa: E402
 from mmdiffseg.apis.builders import build_generator, load_engine  # noqa: E402
 from mmdiffseg.apis.eval_labels import evaluate_labels  # noqa: E402
@@ -124,8 +125,7 @@ def main():
     synth_model = args.synth_model or (model if not real else None)
     model_name = 'real weights' if real else ('full-size random' if args.full_size else 'tiny')
     cuda = args.device.startswith('cuda')
-    device = (f'{args.device} {torch.cuda.get_device_name()}' if cuda else
-              f'cpu ({args.threads} thread)')
+    device = device_description(args.device, args.threads)
     dtype = 'float16' if cuda else 'float32'
     tools = args.tools
     classes = resolve_classes('voc')
@@ -186,8 +186,8 @@ def main():
             start = time.time()
             report = evaluate_labels(VOC / 'SegmentationClass', VOC / 'SegmentationClass', classes)
             seconds = time.time() - start
-            emit(f'| eval_labels | GT vs GT | - | cpu | - | {report["images"]} | '
-                 f'{seconds:.1f} | {report["images"] / seconds:.3f} | '
+            emit(f'| eval_labels | GT vs GT | - | {device_description("cpu", args.threads)} | - | '
+                 f'{report["images"]} | {seconds:.1f} | {report["images"] / seconds:.3f} | '
                  f'{datetime.date.today()} |')
     finally:
         shutil.rmtree(work, ignore_errors=True)

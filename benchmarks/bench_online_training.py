@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import sys
 import tempfile
@@ -45,6 +44,7 @@ import mmdiffseg.datasets  # noqa: E402,F401
 import mmdiffseg.models  # noqa: E402,F401
 from mmdiffseg.attention.testing import shared_data_dir  # noqa: E402
 from cli_args import positive_int  # noqa: E402
+from results_table import device_description, host_description  # noqa: E402
 from e2e_helpers import (TINY_ONLINE_CONFIG, make_voc_root, set_label_cache,  # noqa: E402
                          set_voc_data)
 from mmengine.config import Config  # noqa: E402
@@ -162,10 +162,9 @@ def main(argv=None):
     header = ('| run | steps (batches) timed | CPU s each (median) | ratio to plain |\n'
               '|---|---|---|---|')
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
-    where = (f'{torch.cuda.get_device_name(0)} (training and labelling), host '
-             if DEVICE == 'cuda' else '')
-    block = (f'\n### {stamp}, {where}{platform.processor() or platform.machine()}, torch '
-             f'{torch.__version__}, 1 thread, batch 2\n\n{header}\n' + '\n'.join(rows) + '\n')
+    where = (f'{device_description(DEVICE, 1)} (training and labelling), host '
+             f'{host_description()}' if DEVICE == 'cuda' else device_description(DEVICE, 1))
+    block = (f'\n### {stamp}, {where}, batch 2\n\n{header}\n' + '\n'.join(rows) + '\n')
     if not RESULTS.exists():
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         intro = __doc__.split('\n\n    python')[0]

@@ -16,8 +16,9 @@ come first; every row is printed as it is made.
     python benchmarks/bench_seediff.py [--device cuda] [--quick] [--repeats 1] [--pamr-iter 5000]
 
 ``--quick``: 500 PAMR steps and fewer kernel settings (a smoke run; the targets need 5000).
-Writes benchmarks/results/seediff.md: one section per device; a run replaces its device's section
-and keeps the others and the notes.
+Writes benchmarks/results/seediff.md: one section per device and workload (PAMR steps, ``--quick``);
+a run replaces the section of its device and workload and keeps the others and the notes (a
+``--quick`` run replaces no section of a full one).
 """
 import argparse
 import datetime
@@ -36,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cli_args import positive_int  # noqa: E402
+from results_table import device_description, hardware  # noqa: E402
 from mmdiffseg.generators import SeeDiff  # noqa: E402
 from mmdiffseg.generators.class_names import VOC_CLASSES as VOC  # noqa: E402
 from mmdiffseg.generators.pamr import GRAPH_STEPS, PAMR, run_in_chunks  # noqa: E402
@@ -283,9 +285,8 @@ def batch_rows(args, device, t_released):
 
 
 # -- results file ---------------------------------------------------------------------------------
-def write_section(path, device_name, text):
-    """Replace this device's ``## Results: ...`` section of ``path`` (keep all others)."""
-    title = f'## Results: {device_name}'
+def write_section(path, title, text):
+    """Replace the ``title`` section (``## Results: ...``) of ``path`` (keep all others)."""
     old = path.read_text() if path.exists() else '# SeeDiff post-processing benchmark\n'
     parts = re.split(r'(?m)^(?=## )', old)
     kept = [p for p in parts if not p.startswith(title + '\n')]
@@ -318,14 +319,14 @@ def main():
     launches = launch_rows(device, image, args.pamr_iter)
     print(*launches, sep='\n', flush=True)
 
-    device_name = (torch.cuda.get_device_name(device) if device.type == 'cuda'
-                   else f'CPU, {args.threads} thread(s)')
-    date = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     quick = ' --quick' if args.quick else ''
+    # one section per device and workload: a smoke run replaces no full run's section
+    title = f'## Results: {hardware(args.device, args.threads)}, PAMR {args.pamr_iter} steps{quick}'
+    date = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     command = (f'python benchmarks/bench_seediff.py --device {args.device}{quick} --repeats '
                f'{args.repeats} --pamr-iter {args.pamr_iter}')
-    lines = [f'## Results: {device_name}', '',
-             f'`{command}` on {date}; input: {source}; best of {args.repeats} run(s).', '',
+    lines = [title, '', f'`{command}` on {date}, {device_description(args.device, args.threads)}; '
+             f'input: {source}; best of {args.repeats} run(s).', '',
              '| what | ours s/img | released-formulation s/img | ratio | notes |',
              '|---|---|---|---|---|']
     lines += [table_row(*r) for r in rows]
@@ -334,7 +335,7 @@ def main():
     lines += [f'| {path} | {host:,.0f} | {kernels:,.0f} | {how} |'
               for path, host, kernels, how in launches]
     text = '\n'.join(lines) + '\n'
-    write_section(Path(args.out), device_name, text)
+    write_section(Path(args.out), title, text)
     print(text)
 
 

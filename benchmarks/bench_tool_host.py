@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -61,6 +60,7 @@ from typing import Dict, List
 import numpy as np
 
 from cli_args import count, positive_int
+from results_table import host_description
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -152,19 +152,6 @@ def cpu_seconds():
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
-
-
-def hardware() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                model = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    return f'{model}, {cpus} CPUs'
 
 
 def run_tool_job(items, standin, names, palette, out_dir, batch_size, workers):
@@ -273,7 +260,7 @@ def main(argv=None):
                 print(rows[-1], flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    write_table(args, rows, hardware(), load, fsync_ms)
+    write_table(args, rows, host_description(), load, fsync_ms)
 
 
 def write_table(args, rows, machine: str, load: float, fsync_ms: float) -> None:

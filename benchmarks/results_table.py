@@ -1,8 +1,42 @@
 """Results files of the benchmarks: one markdown file per benchmark, one section per run."""
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 from typing import Sequence
+
+
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform`` says only ``x86_64``)."""
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_description() -> str:
+    """The host for the benchmarks of host work: ``'AMD EPYC, 2 CPUs'``."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    return f'{cpu_model()}, {cpus} CPUs'
+
+
+def hardware(device: str, threads: int) -> str:
+    """What ran a benchmark: ``'cuda (NVIDIA H200)'``, ``'cpu (AMD EPYC), 1 thread(s)'``; the
+    rows of one hardware replace each other (:func:`kept_rows`), whatever the torch version."""
+    import torch
+    if torch.device(device).type == 'cuda':
+        return f'{device} ({torch.cuda.get_device_name(device)})'
+    return f'cpu ({cpu_model()}), {threads} thread(s)'
+
+
+def device_description(device: str, threads: int) -> str:
+    """:func:`hardware` and the torch version: every benchmark's device cell or heading."""
+    import torch
+    return f'{hardware(device, threads)}, torch {torch.__version__}'
 
 
 def append_section(out: Path, title: str, intro: str, heading: str, columns: Sequence[str],
@@ -37,10 +71,15 @@ def append_row(out: Path, row: str, preamble: str, header: str) -> None:
         f.write(row + '\n')
 
 
-def kept_rows(out: Path, prefix: str, device: str, rows: Sequence[str]) -> list:
+def kept_rows(out: Path, prefix: str, device: str, workload: str, rows: Sequence[str]) -> list:
     """The rows of ``out``'s table (lines starting ``prefix``) that a rerun keeps: other devices'
-    (no ``| device |`` cell), and this device's of settings (first cell) not in ``rows``."""
+    (no ``| device |`` or ``| device, torch ...`` cell: ``device`` is :func:`hardware`), this
+    device's of settings (first cell) not in ``rows``, and this device's of another workload (a
+    row without ``workload`` in it: a smoke run with fewer cases replaces no full run's row)."""
     measured = {row.split(' | ')[0] for row in rows}
+
+    def replaced(line: str) -> bool:
+        ours = f'| {device} |' in line or f'| {device}, torch ' in line
+        return ours and line.split(' | ')[0] in measured and workload in line
     lines = out.read_text().splitlines() if out.exists() else []
-    return [line for line in lines if line.startswith(prefix)
-            and (f'| {device} |' not in line or line.split(' | ')[0] not in measured)]
+    return [line for line in lines if line.startswith(prefix) and not replaced(line)]

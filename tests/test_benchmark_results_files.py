@@ -33,15 +33,46 @@ def test_append_row_writes_the_header_only_where_no_table_ends_the_file(tmp_path
 
 def test_a_rerun_keeps_other_devices_rows_and_its_own_of_settings_not_measured(tmp_path):
     """bench_diffseg / bench_iseg rewrite their table from the rows a rerun keeps: every row of
-    another device, and this device's rows of the settings it did not measure now."""
+    another device, and this device's rows of the settings it did not measure now, whatever the
+    torch version in the device cell."""
     from results_table import kept_rows
     out = tmp_path / 'iseg.md'
-    assert kept_rows(out, '| iSeg', 'cpu', ['| iSeg a | 1 | cpu | run |']) == []  # no file yet
+    assert kept_rows(out, '| iSeg', 'cpu', '', ['| iSeg a | 1 | cpu | run |']) == []  # no file
     lines = ['# t', '| iSeg a | 9 | cuda H200 | old |', '| iSeg a | 8 | cpu | old |',
-             '| iSeg b | 7 | cpu | old |', '| other | 1 | cpu | old |']
+             '| iSeg a | 8 | cpu, torch 2.1 | old |', '| iSeg b | 7 | cpu, torch 2.1 | old |',
+             '| other | 1 | cpu | old |']
     out.write_text('\n'.join(lines) + '\n')
-    assert kept_rows(out, '| iSeg', 'cpu', ['| iSeg a | 1 | cpu | new |']) == [
-        '| iSeg a | 9 | cuda H200 | old |', '| iSeg b | 7 | cpu | old |']
+    assert kept_rows(out, '| iSeg', 'cpu', '', ['| iSeg a | 1 | cpu, torch 2.2 | new |']) == [
+        '| iSeg a | 9 | cuda H200 | old |', '| iSeg b | 7 | cpu, torch 2.1 | old |']
+
+
+def test_a_smoke_run_replaces_no_row_of_another_workload(tmp_path):
+    """A run of 1 case keeps the 4-case rows of its device and setting, and replaces its own."""
+    from results_table import kept_rows
+    out = tmp_path / 'diffseg.md'
+    full, smoke = '| float16 | 1.0 | cpu | d (4 case(s), 3 repeat(s)) |', \
+        '| float16 | 2.0 | cpu | d (1 case(s), 1 repeat(s)) |'
+    out.write_text(f'{full}\n{smoke}\n')
+    rerun = ['| float16 | 3.0 | cpu | e (1 case(s), 1 repeat(s)) |']
+    assert kept_rows(out, '| float', 'cpu', '(1 case(s)', rerun) == [full]
+
+
+def test_a_rerun_replaces_the_row_whose_graph_memory_changed(tmp_path, monkeypatch):
+    """The memory CUDA graphs keep has a cell of its own: a rerun's row replaces the old one of
+    its setting however much memory either measured (it was part of the setting cell)."""
+    import bench_diffseg
+    from results_table import kept_rows
+
+    class Steps:
+        def buffer_bytes(self):
+            return 2 ** 20
+    monkeypatch.setattr(bench_diffseg.torch.cuda, 'memory_snapshot', lambda: [])
+    cell = bench_diffseg.graph_memory(Steps(), 'cuda')
+    assert cell == '1'
+    out = tmp_path / 'diffseg.md'
+    out.write_text('| float32 | 1 | 5 | cuda (H200) | d (4 case(s)) |\n')
+    rerun = [f'| float32 | 1 | {cell} | cuda (H200), torch 2 | e (4 case(s)) |']
+    assert kept_rows(out, '| float', 'cuda (H200)', '(4 case(s)', rerun) == []
 
 
 def test_end_to_end_writes_no_header_before_its_first_row(tmp_path, monkeypatch):
