@@ -33,9 +33,12 @@ Per worker count, three rows (``--modes``):
 ``img/s (job)`` counts as the tool's summary does: from the end of ``prepare`` (in the tool, the
 model load, while the loader and writer processes start; here nothing) to the last manifest line.
 ``img/s (steady)`` counts the images after the first batch, from the end of the first batch's GPU
-work to the end of the job (every file and manifest line written): the rate of a dataset-scale
-run, without the start (the first batch read while nothing else runs). ``tool / GPU`` = the
-steady rate over the stand-in's own rate, measured alone just before each run (same machine
+work to the end of the last batch's: the rate of a dataset-scale run between the start (the first
+batch read while nothing else runs) and the drain (the last batch's files written while nothing
+else runs); between two ends lie one batch's GPU work and host work (before 2026-12-07 the
+window ran to the end of the job: the first batch's writes fell inside it uncounted, and the
+steady rate of 0 workers came out below the job's). ``tool / GPU`` = the steady rate over the
+stand-in's own rate, measured alone just before each run (same machine
 load); medians over ``--repeats``.
 
 Appends a table to ``--out`` naming the hardware. The 8-core figure is an extrapolation, not a
@@ -156,16 +159,19 @@ def cpu_seconds():
 
 def run_tool_job(items, standin, names, palette, out_dir, batch_size, workers):
     """The pseudo_label job with ``standin`` as the GPU work: (summary, steady images/s: the
-    images after the first batch over the time from the end of its GPU work to the end of the
-    job, every file and manifest line written)."""
+    images after the first batch over the time from the end of the first batch's GPU work to the
+    end of the last's). Each image counted has its GPU work in that window, and the host work of
+    one batch (load, encode, write, manifest: the writes of the batch before it) lies between
+    two ends; the first batch's fill and the last batch's writes (the drain) lie outside, where
+    the job's rate counts them."""
     from mmdiffseg.apis.jobs import run_job
     from mmdiffseg.apis.pseudo_label import label_outputs, read_work_image, stack_work_images
-    first = []
+    ends = []
 
     def compute(batch, loaded):
         images, sizes = loaded
         labels = standin(batch)
-        first.append((time.perf_counter(), len(batch)))
+        ends.append((time.perf_counter(), len(batch)))
         assert [lab.shape for lab in labels] == [tuple(hw) for hw in sizes]
         return label_outputs(batch, labels, [names[it.id] for it in batch], palette, out_dir)
 
@@ -174,8 +180,7 @@ def run_tool_job(items, standin, names, palette, out_dir, batch_size, workers):
         summary = run_job(items, read_work_image, None, out_dir, dict(tool='bench'),
                           batch_size=batch_size, workers=workers, collate=stack_work_images,
                           prepare=lambda: compute, progress_file=quiet)
-    end = time.perf_counter()
-    return summary, (len(items) - first[0][1]) / (end - first[0][0])
+    return summary, (len(items) - ends[0][1]) / (ends[-1][0] - ends[0][0])
 
 
 def standin_alone(standin, items, batch_size) -> float:

@@ -23,7 +23,8 @@ Targets (issue #8: attention capture; #9: dataset-scale labelling):
 * #9, ``offline_tools``: ``pseudo_label`` at least 90% of the in-process rate at the same batch.
 * #9, ``tool_host`` (host work only, so judged on whatever machine ran it; not an ``EXPECTED``
   row, as the suite's second call runs it): the 8-core capacity at least 4x the GPU rate, and the
-  capacity growing with the loader workers (the most workers faster than none).
+  capacity growing with the loader workers (the most workers faster than none; no margin is
+  stated, so any gain is met and the gain is printed beside the rates).
 * ``end_to_end_compile`` (optional): no target; the map backend that captures faster in a compiled
   U-Net, the one ``'auto'`` should take there.
 * ``seediff``'s sweep of the fused PAMR's launch settings: no target; the fastest ``(K, T)``
@@ -228,9 +229,12 @@ def _host_side(rows: Rows) -> Iterator[Check]:
         if len(steady) > 1 and None not in steady.values():
             fewest, most = min(steady), max(steady)
             where = '' if len(runs) == 1 else f' ({source}, table at line {table + 1})'
+            # the target names no margin: any gain is met, and the gain is shown to be judged
+            gain = f'{100 * (steady[most] / steady[fewest] - 1):+.1f}%' if steady[fewest] else '-'
             yield ('#9', 'host side scales with workers',
                    f'tool_host: capacity, steady img/s{where}',
-                   ', '.join(f'{steady[w]:g} ({w} workers)' for w in sorted(steady)),
+                   ', '.join(f'{steady[w]:g} ({w} workers)' for w in sorted(steady))
+                   + f'; {most} vs {fewest} workers {gain}',
                    'met' if steady[most] > steady[fewest] else 'NOT met')
 
 

@@ -38,7 +38,7 @@ def test_host_capacity_is_judged_against_four_times_the_gpu_rate(tmp_path):
         ('#9', 'host side on 8 cores >= 4x the GPU rate', 'tool_host: capacity, 8 workers',
          '3.99x', 'NOT met'),
         ('#9', 'host side scales with workers', 'tool_host: capacity, steady img/s',
-         '147 (0 workers), 159 (2 workers), 169 (8 workers)', 'met')]
+         '147 (0 workers), 159 (2 workers), 169 (8 workers); 8 vs 0 workers +15.0%', 'met')]
 
 
 def test_capacity_that_falls_with_workers_and_a_slower_gpu_rate(tmp_path):
@@ -54,7 +54,7 @@ def test_capacity_that_falls_with_workers_and_a_slower_gpu_rate(tmp_path):
         ('#9', 'host side on 8 cores >= 4x the GPU rate', 'tool_host: capacity, 4 workers',
          '8.89x', 'met'),
         ('#9', 'host side scales with workers', 'tool_host: capacity, steady img/s',
-         '200 (0 workers), 210 (1 workers), 150 (4 workers)', 'NOT met')]
+         '200 (0 workers), 210 (1 workers), 150 (4 workers); 4 vs 0 workers -25.0%', 'NOT met')]
 
 
 def test_each_run_is_judged_on_its_own_rows(tmp_path):
