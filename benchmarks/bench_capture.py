@@ -51,7 +51,7 @@ import mmdiffseg.attention.capture as capture  # noqa: E402
 from mmdiffseg.attention import CaptureSpec, capture_attention, deferred_maps  # noqa: E402
 from mmdiffseg.attention.head_maps import default_chunk_bytes  # noqa: E402
 from mmdiffseg.attention.testing import shared_data_dir  # noqa: E402
-from results_table import append_row, device_description  # noqa: E402
+from results_table import append_row, device_description, directed  # noqa: E402
 
 RESULTS = REPO / 'benchmarks' / 'results' / 'capture.md'
 SD_CONFIGS = shared_data_dir() / 'sd_configs'
@@ -265,14 +265,15 @@ def main(argv=None):
             for path, r in result.items():
                 buffers = sum(m.numel() * m.element_size() for m in r['maps'].values())
                 extra = r['peak'] - plain['peak']
-                share = f'{extra / buffers:.2f}' if buffers else '-'
+                share = directed(extra / buffers, 2, up=True) if buffers else '-'
                 out_diff = (r['out'].float() - plain['out'].float()).abs().max().item()
                 map_diff = (f"{max_diff(r['maps'], result['new']['maps']):.1e}"
                             if buffers and 'new' in result else '-')
                 stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M')
                 row = (f"| {stamp} | {device} | {args.threads} | {spec_name} | {batch} | {path} | "
                        f"{args.repeats} | {r['seconds']:.3f} | {r['best']:.3f} | "
-                       f"{r['seconds'] / plain['seconds']:.3f} | {r['best'] / plain['best']:.3f} | "
+                       f"{directed(r['seconds'] / plain['seconds'], 3, up=True)} | "
+                       f"{r['best'] / plain['best']:.3f} | "
                        f"{r['peak'] / mib:.0f} | {extra / mib:.0f} | {buffers / mib:.1f} | "
                        f"{share} | {out_diff:.1e} | {map_diff} |")
                 print(row, flush=True)

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cli_args import count, positive_int  # noqa: E402
-from results_table import device_description, hardware, kept_rows  # noqa: E402
+from results_table import device_description, directed, hardware, kept_rows  # noqa: E402
 from mmdiffseg.attention import AttentionMaps  # noqa: E402
 from mmdiffseg.generators import DiffSeg  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
@@ -147,7 +147,8 @@ def main():
                 (', eager first pass (no CUDA graph)' if backend == 'torch' else '')
             kept = graph_memory(generator.first_pass, device) if backend != 'torch' else '-'
             rows.append(f'| {method} | {np.mean(ours_t):.3f} | {np.mean(ref_t):.3f} | '
-                        f'{np.mean(ref_t) / np.mean(ours_t):.1f}x | {100 * np.mean(agree):.2f}% / '
+                        f'{directed(np.mean(ref_t) / np.mean(ours_t), 1, up=False)}x | '
+                        f'{100 * np.mean(agree):.2f}% / '
                         f'{100 * min(agree):.2f}% | {", ".join(counts)} | {kept} | {label} | '
                         f'{run} |')
             print(rows[-1], flush=True)
@@ -159,7 +160,8 @@ def main():
             t_ours, ours = timed(lambda: generator(batched, None, None), args.repeats, device)
             agree = [matched_agreement(o, refs[i % len(refs)]) for i, o in enumerate(ours)]
             rows.append(f'| {precision}, batch of {batch}, per image | {t_ours / batch:.3f} | '
-                        f'{np.mean(ref_t):.3f} | {np.mean(ref_t) * batch / t_ours:.1f}x | '
+                        f'{np.mean(ref_t):.3f} | '
+                        f'{directed(np.mean(ref_t) * batch / t_ours, 1, up=False)}x | '
                         f'{100 * np.mean(agree):.2f}% / {100 * min(agree):.2f}% | - | - | '
                         f'{label} | {run} |')
             print(rows[-1], flush=True)

@@ -42,7 +42,7 @@ import mmdiffseg  # noqa: E402,F401  (registrations)
 from mmdiffseg.attention import CaptureSpec, DiffusionAttentionEngine  # noqa: E402
 from mmdiffseg.attention.testing import random_pipeline, shared_data_dir  # noqa: E402
 from mmdiffseg.generators import DiffSeg, ISeg, SeeDiff  # noqa: E402
-from results_table import append_row, device_description  # noqa: E402
+from results_table import append_row, device_description, directed  # noqa: E402
 
 SD_CONFIGS = shared_data_dir() / 'sd_configs'
 RESULTS = REPO / 'benchmarks' / 'results' / 'end_to_end.md'
@@ -128,7 +128,7 @@ def bench_method(method: str, engine, batch: int, args, cuda: bool, backend: str
     return (f'| {stamp} | {device} | {method} | {model} | {batch} '
             f'| {steps} | {backend} | {"yes" if args.compile else "no"} | {batch / plain_s:.2f} | '
             f'{batch / capture_s:.2f} | {batch / method_s:.2f} | {1000 * post_s / batch:.1f} | '
-            f'{capture_s / plain_s:.3f} | {diff} |')
+            f'{directed(capture_s / plain_s, 3, up=True)} | {diff} |')
 
 
 def main(argv=None):

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from bench_diffseg import batch_of, graph_memory, timed  # noqa: E402
 from cli_args import count, positive_int  # noqa: E402
-from results_table import device_description, hardware, kept_rows  # noqa: E402
+from results_table import device_description, directed, hardware, kept_rows  # noqa: E402
 from mmdiffseg.generators import ISeg, kmeans  # noqa: E402
 from mmdiffseg.generators.class_names import VOC_CLASSES, prompt_names  # noqa: E402
 from mmdiffseg.generators.testing import attention_from_labels, load_label_png  # noqa: E402
@@ -142,7 +142,8 @@ def main():
                    'eager': ', eager steps (no CUDA graph)'}.get(variant, '')
         ours_m, ref_m = sum(ours_t) / len(ours_t), sum(ref_t) / len(ref_t)
         kept = graph_memory(gen.steps, device) if not variant else '-'
-        rows.append(f'| {method} | {ours_m:.3f} | {ref_m:.3f} | {ref_m / ours_m:.2f}x | '
+        rows.append(f'| {method} | {ours_m:.3f} | {ref_m:.3f} | '
+                    f'{directed(ref_m / ours_m, 2, up=False)}x | '
                     f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | {kept} | '
                     f'{label} | {run} |')
         print(rows[-1], flush=True)
@@ -157,7 +158,7 @@ def main():
                 table = torch.tensor([0] + sorted(gen.class_indices(names[i])), device=device)
                 agree.append((table[ref] == labels).float().mean().item())
             rows.append(f'| {method}, batch of {batch}, per image | {t_ours / batch:.3f} | '
-                        f'{ref_m:.3f} | {ref_m * batch / t_ours:.2f}x | '
+                        f'{ref_m:.3f} | {directed(ref_m * batch / t_ours, 2, up=False)}x | '
                         f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | - | '
                         f'{label} | {run} |')
             print(rows[-1], flush=True)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import mmdiffseg  # noqa: E402,F401
 from bench_tool_host import prepare_inputs  # noqa: E402
-from results_table import device_description  # noqa: E402
+from results_table import device_description, directed  # noqa: E402
 from cli_args import comma_names, count, positive_int  # noqa: E402
 from mmdiffseg.apis.builders import build_generator, load_engine  # noqa: E402
 from mmdiffseg.apis.eval_labels import evaluate_labels  # noqa: E402
@@ -164,7 +164,8 @@ def main():
                 s = pseudo_label(items, work / f'pl_{gen_cfg["type"]}', model, gen_cfg,
                                  label_set, image_labels, **common)
                 share = (s.made / s.seconds) / (len(items) / seconds)
-                emit(row('pseudo_label', f'{name} ({share:.0%} of in-process)',
+                emit(row('pseudo_label',
+                         f'{name} ({directed(100 * share, 1, up=False)}% of in-process)',
                          model_name, device, args.batch_size, s.made, s.seconds))
             del engine
         if 'segment' in tools:

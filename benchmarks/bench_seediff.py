@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cli_args import positive_int  # noqa: E402
-from results_table import device_description, hardware  # noqa: E402
+from results_table import device_description, directed, hardware, significant  # noqa: E402
 from mmdiffseg.generators import SeeDiff  # noqa: E402
 from mmdiffseg.generators.class_names import VOC_CLASSES as VOC  # noqa: E402
 from mmdiffseg.generators.pamr import GRAPH_STEPS, PAMR, run_in_chunks  # noqa: E402
@@ -249,8 +249,10 @@ def timing_rows(args, device, maps, names, rgb, image):
 
 def table_row(what: str, ours: float, released: float, notes: str) -> str:
     """A row of the results table (printed as it is made: a run cut short keeps its rows in
-    the log, as the table would have them)."""
-    return f'| {what} | {ours:.4g} | {released:.4g} | {released / ours:.1f}x | {notes} |'
+    the log, as the table would have them); ours rounded up and the ratio down, the figures the
+    targets read (``results_table.directed``)."""
+    return (f'| {what} | {significant(ours, 4, up=True)} | {released:.4g} | '
+            f'{directed(released / ours, 1, up=False)}x | {notes} |')
 
 
 def kernel_setting_rows(args, weights, mask, t_conv, device):

@@ -63,7 +63,7 @@ from typing import Dict, List
 import numpy as np
 
 from cli_args import count, positive_int
-from results_table import host_description
+from results_table import directed, host_description
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -281,7 +281,8 @@ def write_table(args, rows, machine: str, load: float, fsync_ms: float) -> None:
         total = main_cpu + kids_cpu
         # 8 cores: the CPU seconds spread over 8 cores, the main process on at most one
         capacity = min(8 / total, 1 / main_cpu)
-        extra = (f'{capacity:.0f} img/s ({capacity / args.gpu_rate:.2f}x the GPU rate)'
+        extra = (f'{capacity:.0f} img/s ({directed(capacity / args.gpu_rate, 2, up=False)}x the '
+                 'GPU rate)'
                  if mode == 'capacity' and workers else '-')
         lines.append(f'| {mode} | {workers} | {rate:.1f} | {steady:.1f} | '
                      f'{f"{share:.0%}" if share is not None else "-"} | {1e3 * main_cpu:.1f} | '

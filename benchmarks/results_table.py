@@ -1,8 +1,10 @@
 """Results files of the benchmarks: one markdown file per benchmark, one section per run."""
 from __future__ import annotations
 
+import math
 import os
 import platform
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Sequence
 
@@ -37,6 +39,25 @@ def device_description(device: str, threads: int) -> str:
     """:func:`hardware` and the torch version: every benchmark's device cell or heading."""
     import torch
     return f'{hardware(device, threads)}, torch {torch.__version__}'
+
+
+def directed(value: float, decimals: int, up: bool) -> str:
+    """``value`` with ``decimals`` decimals, rounded up (``up``) or down instead of to the nearest:
+    a figure that a target reads (``targets.py``) is rounded towards missing it (a speed-up
+    down, a cost up), so that rounding never meets a target that the measurement missed (19.96x
+    printed as 20.0x met '>= 20x'); a limit with no more decimals is met or missed as measured."""
+    if not math.isfinite(value):
+        return str(value)
+    step = Decimal(1).scaleb(-decimals)
+    rounding = ROUND_CEILING if up else ROUND_FLOOR
+    return str(Decimal(repr(float(value))).quantize(step, rounding=rounding))  # numpy too
+
+
+def significant(value: float, digits: int, up: bool) -> str:
+    """``value`` to ``digits`` significant digits, rounded as :func:`directed` rounds."""
+    if not math.isfinite(value) or not value:
+        return directed(value, digits - 1, up)
+    return directed(value, max(0, digits - 1 - math.floor(math.log10(abs(value)))), up)
 
 
 def append_section(out: Path, title: str, intro: str, heading: str, columns: Sequence[str],

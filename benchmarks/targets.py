@@ -198,11 +198,11 @@ def checks(rows: Rows) -> Iterator[Check]:
                 yield ('#9', 'PAMR 5000 steps <= 0.2 s an image', row[column], f'{seconds} s',
                        _verdict(seconds, 0.2, True))
     for row in _having(rows, 'offline_tools', 'tool', 'generator / settings'):
-        share = re.search(r'\((\d+)% of in-process\)', row['generator / settings'])
+        share = re.search(r'\(([\d.]+)% of in-process\)', row['generator / settings'])
         if row['tool'] == 'pseudo_label' and share:
             value = float(share.group(1))
             yield ('#9', 'pseudo_label >= 90% of in-process', row['generator / settings'],
-                   f'{value:.0f}%', _verdict(value, 90.0, False))
+                   f'{value:g}%', _verdict(value, 90.0, False))
     yield from _host_side(rows)
     yield from _compiled_backends(rows)
     yield from _pamr_launch_settings(rows)

@@ -3,6 +3,7 @@ a run that fails before measuring anything (``--device cuda`` where there is no 
 file as it was, and a header that an earlier run left without rows is not stacked on."""
 import sys
 
+import numpy as np
 import pytest
 
 from sample_data import REPO
@@ -106,3 +107,25 @@ def test_end_to_end_writes_no_header_before_its_first_row(tmp_path, monkeypatch)
     assert text.startswith('# End-to-end images per second\n\nPer method, on random-weights')
     assert text.endswith('\n\n' + bench_end_to_end.TABLE + rows)
     assert text.count('| date (UTC) |') == 1
+
+
+def test_figures_a_target_reads_are_rounded_towards_missing_it():
+    """A speed-up or share is rounded down and a cost up, so that rounding cannot meet a target
+    the measurement missed (19.96x was printed 20.0x and met '>= 20x', 89.5% was 90%); figures
+    at a limit stay there (0.29 is not pushed down by its float error)."""
+    from results_table import directed, significant
+    assert [directed(19.96, 1, up=False), directed(20.0, 1, up=False),
+            directed(100 * 0.895, 1, up=False), directed(0.999, 2, up=False),
+            directed(0.29, 2, up=False), directed(np.float64(36.37), 1, up=False)] == [
+                '19.9', '20.0', '89.5', '0.99', '0.29', '36.3']
+    assert [directed(1.1001, 3, up=True), directed(1.1, 3, up=True),
+            directed(2.001, 2, up=True)] == ['1.101', '1.100', '2.01']
+    assert [significant(0.20001, 4, up=True), significant(4.2541e-06, 4, up=True),
+            significant(1239.2, 4, up=True)] == ['0.2001', '0.000004255', '1240']
+
+
+def test_seediff_rows_round_the_pamr_time_up_and_the_ratio_down():
+    """The PAMR target (<= 0.2 s) and the ratio target (>= 1x) read these cells."""
+    import bench_seediff
+    row = bench_seediff.table_row('PAMR, 5000 steps', 0.20001, 0.19999, '')
+    assert row == '| PAMR, 5000 steps | 0.2001 | 0.2 | 0.9x |  |'
