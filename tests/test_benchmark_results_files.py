@@ -129,3 +129,15 @@ def test_seediff_rows_round_the_pamr_time_up_and_the_ratio_down():
     import bench_seediff
     row = bench_seediff.table_row('PAMR, 5000 steps', 0.20001, 0.19999, '')
     assert row == '| PAMR, 5000 steps | 0.2001 | 0.2 | 0.9x |  |'
+
+
+def test_seediff_times_each_side_after_the_same_warm_up_on_cuda(monkeypatch):
+    """One untimed call before the timed ones on CUDA, for whichever side ``timed`` times (the
+    released side was timed cold while ours had a warm-up); none on a CPU."""
+    import bench_seediff
+    import torch
+    monkeypatch.setattr(bench_seediff.torch.cuda, 'synchronize', lambda: None)
+    for device, calls in (('cuda', 3), ('cpu', 2)):
+        made = []
+        bench_seediff.timed(lambda: made.append(1), 2, torch.device(device))
+        assert len(made) == calls, device
