@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import statistics
 import sys
 import time
@@ -198,13 +199,24 @@ def run_once(unet, inputs, meter, path, spec, map_backend):
     return seconds, meter.peak() - base, out, maps
 
 
+def alternated(calls: dict, repeats: int, measure) -> tuple:
+    """Each call once (its warm-up), then ``repeats`` rounds of every call in turn, so that load
+    from other processes hits all alike: ``(name -> warm-up result, name -> [measure(result) of
+    each round]``); a round's result is dropped once measured, so it holds no memory in the
+    next call."""
+    first = {name: call() for name, call in calls.items()}
+    runs = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            runs[name].append(measure(call()))
+    return first, runs
+
+
 def bench(unet, inputs, meter, spec, paths, repeats, map_backend):
     """Per path: median and min seconds, max peak, output and maps of its warm-up run."""
-    runs = {p: [] for p in ('plain',) + tuple(paths)}
-    first = {p: run_once(unet, inputs, meter, p, spec, map_backend) for p in runs}
-    for _ in range(repeats):  # alternate, so load from other processes hits every path alike
-        for path in runs:
-            runs[path].append(run_once(unet, inputs, meter, path, spec, map_backend)[:2])
+    first, runs = alternated(
+        {p: functools.partial(run_once, unet, inputs, meter, p, spec, map_backend)
+         for p in ('plain',) + tuple(paths)}, repeats, lambda result: result[:2])
     return {p: dict(seconds=statistics.median(r[0] for r in runs[p]),
                     best=min(r[0] for r in runs[p]), peak=max(r[1] for r in runs[p]),
                     out=first[p][2], maps=first[p][3]) for p in runs}

@@ -12,8 +12,10 @@ Per method, on random-weights Stable Diffusion built in memory from ``../shared/
 
 DiffSeg (SD 1.4, ``extract`` at t=300, empty prompt) and iSeg (SD 2.1-base, ``extract`` at t=100
 with its prompt, Cat-Cross and noise) take ``--batch-size`` random 512x512 images; SeeDiff (SD 1.4)
-generates ``--seediff-batch`` images with ``--steps`` PNDM steps and CFG 7. Times: median of
-``--repeats`` after a warm-up; CUDA wall seconds after synchronisation, CPU process seconds.
+generates ``--seediff-batch`` images with ``--steps`` PNDM steps and CFG 7. Times: a warm-up of
+each of plain, capture and method, then ``--repeats`` rounds of the three in turn (so load from
+other processes hits all alike, as in ``bench_capture.py``), the median of each; CUDA wall
+seconds after synchronisation, CPU process seconds.
 ``--compile`` compiles the U-Net (``nn.Module.compile``) for all three runs: an opt-in speed-up,
 not bit-exact against eager (with ``--map-backend triton torch``: the Triton kernels as graph
 operators against the PyTorch path compiled with the U-Net, one capture graph each). Appends rows
@@ -42,6 +44,7 @@ import mmdiffseg  # noqa: E402,F401  (registrations)
 from mmdiffseg.attention import CaptureSpec, DiffusionAttentionEngine  # noqa: E402
 from mmdiffseg.attention.testing import random_pipeline, shared_data_dir  # noqa: E402
 from mmdiffseg.generators import DiffSeg, ISeg, SeeDiff  # noqa: E402
+from bench_capture import alternated  # noqa: E402
 from results_table import append_row, device_description, directed  # noqa: E402
 
 SD_CONFIGS = shared_data_dir() / 'sd_configs'
@@ -54,20 +57,28 @@ TABLE = ('| date (UTC) | device | method | model | batch | steps | map backend |
          '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n')
 
 
-def timed(fn, repeats: int, cuda: bool):
-    """(median seconds after one warm-up, result of the warm-up)."""
+def clocked(fn, cuda: bool):
+    """``fn`` as a call that returns ``(seconds, result)``: wall seconds after synchronisation on
+    CUDA, process CPU seconds on a CPU."""
     def clock():
         if cuda:
             torch.cuda.synchronize()
             return time.perf_counter()
         return time.process_time()
-    result = fn()
-    times = []
-    for _ in range(repeats):
+
+    def call():
         start = clock()
-        fn()
-        times.append(clock() - start)
-    return statistics.median(times), result
+        result = fn()
+        return clock() - start, result
+    return call
+
+
+def timed(calls: dict, repeats: int, cuda: bool) -> dict:
+    """name -> (median seconds of ``repeats`` rounds after one warm-up, the warm-up's result),
+    the calls alternating (:func:`bench_capture.alternated`)."""
+    first, runs = alternated({name: clocked(fn, cuda) for name, fn in calls.items()}, repeats,
+                             lambda result: result[0])
+    return {name: (statistics.median(runs[name]), first[name][1]) for name in calls}
 
 
 def build_engine(model: str, args) -> DiffusionAttentionEngine:
@@ -115,10 +126,11 @@ def method_calls(method: str, engine, batch: int, args):
 def bench_method(method: str, engine, batch: int, args, cuda: bool, backend: str) -> str:
     engine.map_backend = backend
     run, post, spec = method_calls(method, engine, batch, args)
-    plain_s, (plain_images, _) = timed(lambda: run(CaptureSpec()), args.repeats, cuda)
-    capture_s, (images, maps) = timed(lambda: run(spec), args.repeats, cuda)
-    method_s, _ = timed(lambda: post(*run(spec)), args.repeats, cuda)
-    post_s, _ = timed(lambda: post(images, maps), max(args.repeats, 3), cuda)
+    measured = timed({'plain': lambda: run(CaptureSpec()), 'capture': lambda: run(spec),
+                      'method': lambda: post(*run(spec))}, args.repeats, cuda)
+    (plain_s, (plain_images, _)), (capture_s, (images, maps)), (method_s, _) = (
+        measured[name] for name in ('plain', 'capture', 'method'))
+    post_s = timed({'post': lambda: post(images, maps)}, max(args.repeats, 3), cuda)['post'][0]
     diff = (f'{(images.float() - plain_images.float()).abs().max().item():.0f}'
             if method == 'seediff' else '-')  # generated images; extract's are the inputs
     steps = args.steps if method == 'seediff' else 1

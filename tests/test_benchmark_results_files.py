@@ -141,3 +141,14 @@ def test_seediff_times_each_side_after_the_same_warm_up_on_cuda(monkeypatch):
         made = []
         bench_seediff.timed(lambda: made.append(1), 2, torch.device(device))
         assert len(made) == calls, device
+
+
+def test_end_to_end_alternates_its_timed_calls_after_a_warm_up_of_each():
+    """plain, capture and method were timed each as a block (a load change hit one of them):
+    now one warm-up each, then rounds of all in turn, the median of each."""
+    order = []
+    measured = bench_end_to_end.timed({name: (lambda name=name: order.append(name) or name)
+                                       for name in ('plain', 'capture', 'method')}, 2, cuda=False)
+    assert order == ['plain', 'capture', 'method'] * 3
+    assert {name: result for name, (_, result) in measured.items()} == {
+        'plain': 'plain', 'capture': 'capture', 'method': 'method'}
