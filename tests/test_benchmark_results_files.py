@@ -152,3 +152,16 @@ def test_end_to_end_alternates_its_timed_calls_after_a_warm_up_of_each():
     assert order == ['plain', 'capture', 'method'] * 3
     assert {name: result for name, (_, result) in measured.items()} == {
         'plain': 'plain', 'capture': 'capture', 'method': 'method'}
+
+
+def test_online_training_times_cuda_steps_in_wall_seconds_after_synchronisation(monkeypatch):
+    """Process CPU time misses the GPU's work: on CUDA a step is wall time after a sync."""
+    import bench_online_training as bench
+    synced, clocks = [], iter([1.0, 3.5])
+    monkeypatch.setattr(bench, 'DEVICE', 'cuda')
+    monkeypatch.setattr(bench.torch.cuda, 'synchronize', lambda: synced.append(1))
+    monkeypatch.setattr(bench.time, 'perf_counter', lambda: next(clocks))
+    hook = bench.StepTime()
+    hook.before_train_iter(None, 0)
+    hook.after_train_iter(None, 0)
+    assert hook.steps == [2.5] and len(synced) == 2
