@@ -55,6 +55,9 @@ from mmdiffseg.attention.testing import shared_data_dir  # noqa: E402
 from results_table import append_row, device_description, directed  # noqa: E402
 
 RESULTS = REPO / 'benchmarks' / 'results' / 'capture.md'
+PREAMBLE = ('# Attention capture cost\n\n"ratio to plain" = the path\'s time / the plain '
+            'forward\'s (a slowdown: 1.10 is 10% slower); "extra / buffers" = extra peak memory '
+            '/ the maps returned.\n')
 SD_CONFIGS = shared_data_dir() / 'sd_configs'
 MODELS = ('stable-diffusion-2-1-base', 'stable-diffusion-v1-4')
 SD_CONFIG = SD_CONFIGS / MODELS[0]
@@ -289,7 +292,7 @@ def main(argv=None):
                        f"{r['peak'] / mib:.0f} | {extra / mib:.0f} | {buffers / mib:.1f} | "
                        f"{share} | {out_diff:.1e} | {map_diff} |")
                 print(row, flush=True)
-                append_row(args.out, row, '# Attention capture cost\n', TABLE)
+                append_row(args.out, row, PREAMBLE, TABLE)
             del result
 
 

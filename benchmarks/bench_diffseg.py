@@ -181,7 +181,8 @@ def main():
         f'{args.chunk} x 4096 x 4096 chunks in the row\'s precision, Python merge loops). '
         '"segment agreement" = pixels on which both agree once segments are matched one to one '
         '(Hungarian), mean / min over the cases; "segments" lists the segment counts per case in '
-        'the order above. Mean of the repeats (date column) after one warm-up; CPU: process CPU '
+        'the order above. "ratio" = released-formulation time / ours (a speed-up: above 1x ours '
+        'is faster). Mean of the repeats (date column) after one warm-up; CPU: process CPU '
         'seconds, CUDA: wall seconds. Written by `python benchmarks/bench_diffseg.py` '
         '(`--device cuda` for a GPU).\n\n' + HEADER + '\n'.join(kept + rows) + '\n')
 

@@ -329,7 +329,8 @@ def main():
     command = (f'python benchmarks/bench_seediff.py --device {args.device}{quick} --repeats '
                f'{args.repeats} --pamr-iter {args.pamr_iter}')
     lines = [title, '', f'`{command}` on {date}, {device_description(args.device, args.threads)}; '
-             f'input: {source}; best of {args.repeats} run(s) a side'
+             f'input: {source}; ratio = released / ours (a speed-up); best of {args.repeats} '
+             f'run(s) a side'
              f'{", each after an untimed warm-up call" if device.type == "cuda" else ""}.', '',
              '| what | ours s/img | released-formulation s/img | ratio | notes |',
              '|---|---|---|---|---|']
