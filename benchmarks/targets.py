@@ -3,10 +3,12 @@
 Reads one or more ``results.md`` files written by ``gpu_suite.sh`` (each step's rows under
 ``### <step>``, with their table's header) and prints one table: issue, target, the row it reads,
 the measured figure, and whether the target is met. Rows of fallback paths (the PyTorch or CUDA
-graph paths where Triton runs, eager steps where CUDA graphs run, tile sweeps) are listed as
-such, not judged. The suite appends
-this table to ``results.md`` when its last step has run; for two calls (or a call cut short),
-run it on the files fetched:
+graph paths where Triton runs, eager steps where CUDA graphs run) are listed as such, not judged;
+so are the rows of the fused PAMR's sweep other than ``fused_propagate``'s default setting (the
+default's row is judged). The verdicts on a quick run's rows (``quick=1`` in its heading: tiny
+models on a CPU, a smoke run) say that they judge smoke figures, not the targets' measurements.
+The suite appends this table to ``results.md`` when its last step has run; for two calls (or a
+call cut short), run it on the files fetched:
 
     python benchmarks/targets.py call1/results.md call2/results.md
 
@@ -58,9 +60,9 @@ class Row(dict):
     (:class:`ResultsError`) where a target reads it, not as a ``KeyError``."""
 
     def __init__(self, cells: Dict[str, str], source: str = 'results', step: str = '?',
-                 table: int = 0):
+                 table: int = 0, smoke: bool = False):
         super().__init__(cells)
-        self.source, self.step, self.table = source, step, table
+        self.source, self.step, self.table, self.smoke = source, step, table, smoke
 
     def where(self) -> str:
         return f"{self.source}: step {self.step}'s table ({' | '.join(self)})"
@@ -81,7 +83,12 @@ Rows = Dict[str, List[Row]]
 #: issue, target, row, measured, verdict
 Check = Tuple[str, str, str, str, str]
 
-FALLBACK = re.compile(r'\[(torch|graph)\]|no Triton|no CUDA graph|triton K=')
+FALLBACK = re.compile(r'\[(torch|graph)\]|no Triton|no CUDA graph')
+#: a row of the fused PAMR's sweep of launch settings: ``K`` steps a launch on ``T``-pixel tiles
+SWEEP = re.compile(r'triton K=(\d+) T=(\d+)')
+#: the suite's heading of a quick run (``GPU_SUITE_QUICK=1``: tiny models on a CPU)
+SMOKE_RUN = re.compile(r'^# GPU suite results \(.*quick=1\)', re.M)
+SMOKE = ' (smoke figures: quick=1, tiny models on a CPU)'
 #: the suite's steps, whose ``### <step>`` headings start its sections (other ``###`` headings are
 #: a step's own rows)
 SUITE_STEPS = frozenset(re.findall(r'^(?:.* && )?step (\w+) ', (Path(__file__).parent /
@@ -124,6 +131,7 @@ def step_rows(text: str, source: str = 'results') -> Rows:
     is there has a key, with no rows if it wrote none. ``source`` names the text in errors."""
     rows: Rows = {}
     step, header, table = None, None, 0
+    smoke = SMOKE_RUN.search(text) is not None
     lines = text.splitlines()
     for number, (line, after) in enumerate(zip(lines, lines[1:] + [''])):
         heading = line[4:].split(':')[0].strip() if line.startswith('### ') else None
@@ -136,7 +144,7 @@ def step_rows(text: str, source: str = 'results') -> Rows:
             header, table = _cells(line), number
         elif header is not None and len(_cells(line)) == len(header):
             rows.setdefault(step, []).append(Row(dict(zip(header, _cells(line))), source, step,
-                                                 table))
+                                                 table, smoke))
     return rows
 
 
@@ -149,10 +157,15 @@ def _number(text: str) -> Optional[float]:
     return float(match.group()) if match else None
 
 
-def _verdict(value: Optional[float], limit: float, at_most: bool) -> str:
+def _verdict(value: Optional[float], limit: float, at_most: bool, row: Row) -> str:
     if value is None:
-        return 'unreadable'
-    return 'met' if (value <= limit if at_most else value >= limit) else 'NOT met'
+        return _marked('unreadable', row)
+    return _marked('met' if (value <= limit if at_most else value >= limit) else 'NOT met', row)
+
+
+def _marked(verdict: str, row: Row) -> str:
+    """``verdict``, said to judge smoke figures where ``row`` is a quick run's."""
+    return verdict + (SMOKE if row.smoke else '')
 
 
 def _having(rows: Rows, step: str, *columns: str) -> Iterator[Dict[str, str]]:
@@ -168,41 +181,47 @@ def checks(rows: Rows) -> Iterator[Check]:
                 continue
             what = f"{step}: {row['spec']} batch {row['batch']}, {row['device']}"
             ratio = _number(row['ratio to plain (median)'])
-            yield '#8', 'capture <= 1.10x plain', what, f'{ratio}x', _verdict(ratio, 1.10, True)
+            yield ('#8', 'capture <= 1.10x plain', what, f'{ratio}x',
+                   _verdict(ratio, 1.10, True, row))
             memory = _number(row['extra / buffers'])
             yield ('#8', 'extra peak memory <= 2x buffers', what, f'{memory}x',
-                   _verdict(memory, 2.0, True))
+                   _verdict(memory, 2.0, True, row))
     for row in _having(rows, 'end_to_end', 'method', 'capture / plain time'):
         limit = 1.05 if row['method'] == 'seediff' else 1.10
         ratio = _number(row['capture / plain time'])
         yield ('#8', f'end to end capture <= {limit:.2f}x plain',
                f"{row['method']} batch {row['batch']}, {row['steps']} step(s), {row['device']}",
-               f'{ratio}x', _verdict(ratio, limit, True))
+               f'{ratio}x', _verdict(ratio, limit, True, row))
     for row in _having(rows, 'diffseg', 'merge precision', 'ratio'):
         limit = 20.0 if row['merge precision'].startswith('float16') else 1.0
         ratio = _number(row['ratio'])
         verdict = 'fallback path' if FALLBACK.search(row['merge precision']) \
-            else _verdict(ratio, limit, False)
+            else _verdict(ratio, limit, False, row)
         yield ('#9', f'DiffSeg post-processing >= {limit:g}x released',
                f"{row['merge precision']}, {row['device']}", f'{ratio}x', verdict)
     for step, column in (('iseg', 'method'), ('seediff', 'what')):
         for row in _having(rows, step, column, 'ratio'):
             ratio = _number(row['ratio'])
-            verdict = 'fallback path' if FALLBACK.search(row[column]) \
-                else _verdict(ratio, 1.0, False)
+            sweep = SWEEP.search(row[column])
+            if FALLBACK.search(row[column]):
+                verdict = 'fallback path'
+            elif sweep and sweep.groups() != PAMR_DEFAULT:
+                verdict = 'sweep setting (not the default; compared below)'
+            else:
+                verdict = _verdict(ratio, 1.0, False, row)
             what = row[column] + (f", {row['device']}" if 'device' in row else '')
             yield '#9', f'{step} post-processing >= 1x released', what, f'{ratio}x', verdict
             if step == 'seediff' and row[column].startswith('PAMR, 5000 steps') \
                     and '[triton]' in row[column]:
                 seconds = _number(row['ours s/img'])
                 yield ('#9', 'PAMR 5000 steps <= 0.2 s an image', row[column], f'{seconds} s',
-                       _verdict(seconds, 0.2, True))
+                       _verdict(seconds, 0.2, True, row))
     for row in _having(rows, 'offline_tools', 'tool', 'generator / settings'):
         share = re.search(r'\(([\d.]+)% of in-process\)', row['generator / settings'])
         if row['tool'] == 'pseudo_label' and share:
             value = float(share.group(1))
             yield ('#9', 'pseudo_label >= 90% of in-process', row['generator / settings'],
-                   f'{value:g}%', _verdict(value, 90.0, False))
+                   f'{value:g}%', _verdict(value, 90.0, False, row))
     yield from _host_side(rows)
     yield from _compiled_backends(rows)
     yield from _pamr_launch_settings(rows)
@@ -220,11 +239,13 @@ def _host_side(rows: Rows) -> Iterator[Check]:
             value = float(ratio.group(1))
             yield ('#9', 'host side on 8 cores >= 4x the GPU rate',
                    f"tool_host: capacity, {row['workers']} workers", f'{value:g}x',
-                   _verdict(value, 4.0, False))
+                   _verdict(value, 4.0, False, row))
     runs: Dict[Tuple[str, int], Dict[int, Optional[float]]] = {}  # one table: one run
+    last: Dict[Tuple[str, int], Row] = {}
     for row in capacity:
         runs.setdefault((row.source, row.table), {})[row.integer('workers')] = \
             _number(row['img/s (steady)'])
+        last[row.source, row.table] = row
     for (source, table), steady in runs.items():
         if len(steady) > 1 and None not in steady.values():
             fewest, most = min(steady), max(steady)
@@ -235,7 +256,8 @@ def _host_side(rows: Rows) -> Iterator[Check]:
                    f'tool_host: capacity, steady img/s{where}',
                    ', '.join(f'{steady[w]:g} ({w} workers)' for w in sorted(steady))
                    + f'; {most} vs {fewest} workers {gain}',
-                   'met' if steady[most] > steady[fewest] else 'NOT met')
+                   _marked('met' if steady[most] > steady[fewest] else 'NOT met',
+                           last[source, table]))
 
 
 def _compiled_backends(rows: Rows) -> Iterator[Check]:

@@ -144,7 +144,8 @@ def test_each_target_is_judged_on_the_rows_that_measure_it(tmp_path):
         ('#9', 'seediff post-processing >= 1x released',
          'PAMR, 5000 steps at 512x512 (1 mask) [torch]', '0.4x', 'fallback path'),
         ('#9', 'seediff post-processing >= 1x released',
-         'PAMR, 5000 steps at 512x512, triton K=4 T=32', '8.0x', 'fallback path'),
+         'PAMR, 5000 steps at 512x512, triton K=4 T=32', '8.0x',
+         'sweep setting (not the default; compared below)'),
         ('#9', 'pseudo_label >= 90% of in-process',
          'DiffSeg unlabelled (defaults) (85% of in-process)', '85%', 'NOT met'),
         ('#9', 'pseudo_label >= 90% of in-process', 'iSeg WSSS VOC (95% of in-process)', '95%', 'met'),
@@ -341,8 +342,8 @@ PAMR_SWEEP = """### seediff
 
 
 def test_the_pamr_sweep_names_its_fastest_setting_beside_the_default():
-    """The sweep's rows (fallback rows, not judged as targets) are compared: the fastest setting is
-    named with ``fused_propagate``'s default; an unreadable time never wins."""
+    """The sweep's rows (judged as targets at the default setting only) are compared: the fastest
+    setting is named with ``fused_propagate``'s default; an unreadable time never wins."""
     import inspect
     from mmdiffseg.generators.pamr_triton import fused_propagate
     defaults = inspect.signature(fused_propagate).parameters
@@ -356,6 +357,36 @@ def test_the_pamr_sweep_names_its_fastest_setting_beside_the_default():
                                                   else '') + 'K=4 T=32 0.04 s',
             f'{fastest} (comparison; default K={defaults["steps_per_launch"].default} '
             f'T={defaults["tile"].default})')]
+
+
+def test_the_default_sweep_setting_is_judged_and_the_others_named_sweep_settings():
+    """Every sweep row was a 'fallback path', the default ``K=8 T=64`` (the shipped path) too."""
+    checks = [c for c in targets.checks(targets.step_rows(PAMR_SWEEP % '0.011'))
+              if c[1] == 'seediff post-processing >= 1x released']
+    assert [(c[2], c[4]) for c in checks] == [
+        ('PAMR, 5000 steps at 512x512 (1 mask) [triton]', 'met'),
+        ('PAMR, 5000 steps at 512x512, triton K=8 T=64', 'met'),
+        ('PAMR, 5000 steps at 512x512, triton K=16 T=128',
+         'sweep setting (not the default; compared below)'),
+        ('PAMR, 5000 steps at 512x512, triton K=4 T=32',
+         'sweep setting (not the default; compared below)')]
+
+
+def test_a_quick_runs_verdicts_say_they_judge_smoke_figures(tmp_path):
+    """A quick suite's tiny CPU rows were 'NOT met' like a GPU run's; its heading says quick=1,
+    and each verdict on its rows now says so, the host side's scaling too."""
+    quick = '# GPU suite results (2026-12-06 10:00 UTC, quick=1)\n\n'
+    text = '### iseg\n' + ISEG.replace('2.0x', '0.5x') % 'cluster off'
+    host = ('\n### tool_host\n\n| mode | workers | img/s (steady) |\n|---|---|---|\n'
+            '| capacity | 0 | 10 |\n| capacity | 2 | 12 |\n')
+    got = judged(tmp_path, quick + text + host)
+    smoke = ' (smoke figures: quick=1, tiny models on a CPU)'
+    assert got[('iseg post-processing >= 1x released', 'iSeg cluster off, gpu')] == (
+        '0.5x', 'NOT met' + smoke)
+    assert got[('host side scales with workers', 'tool_host: capacity, steady img/s')][1] == \
+        'met' + smoke
+    assert judged(tmp_path, text)[('iseg post-processing >= 1x released',
+                                   'iSeg cluster off, gpu')] == ('0.5x', 'NOT met')
 
 
 def test_main_prints_the_table_and_names_every_missing_file(tmp_path, capsys):
