@@ -153,7 +153,7 @@ def check_cache_settings(cache: Dict, where: str) -> List[Missing]:
         return [Missing(str(err), fix, [f'{where}.cache_dir'])]
     if not differing:
         return []
-    missing = missing_model_refusal(cache['model'], cache['cache_dir'])
+    missing = missing_model_refusal(cache['model'], cache['cache_dir'], differing)
     if missing:
         return [Missing(missing, f'restore the folder, or set {where}.model to where it is now',
                         [f'{where}.model'])]

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple, Union
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 from .class_defaults import init_defaults
 
@@ -270,10 +270,13 @@ def _as_identity(model) -> Dict[str, Optional[str]]:
     return {'id': model, 'config_hash': None}
 
 
-def missing_model_refusal(model: Union[str, Path], labels_dir) -> Optional[str]:
-    """Why labels in ``labels_dir`` cannot be matched to ``model``: a local folder that is not
-    here, whose configs identify the model (the labels are not at fault); None otherwise."""
-    if model_path(model).exists() or not names_a_local_path(model):
+def missing_model_refusal(model: Union[str, Path], labels_dir,
+                          differing: Sequence[str]) -> Optional[str]:
+    """Why labels in ``labels_dir`` cannot be matched to ``model`` when only the model differs
+    (``differing``: the ``'key: ...'`` lines of the settings that do): a local folder that is
+    not here, whose configs identify the model (the labels are not at fault); None otherwise."""
+    if not all(line.startswith('model') for line in differing) or \
+            model_path(model).exists() or not names_a_local_path(model):
         return None
     return (f'the Stable Diffusion folder {model} is not here, so this run cannot tell whether '
             f'the labels in {labels_dir} are its model\'s: restore the folder, or set the '

@@ -10,3 +10,6 @@ _base_ = [
 model = dict(generator=dict(kl_thresholds=(1.1, 1.1, 1.1)))
 test_dataloader = {{_base_.cocostuff27_test_dataloader}}
 val_dataloader = test_dataloader
+# mmseg's inference_model reads it (JPEGs decoded as TensorFlow decodes them; MMSegInferencer
+# looks for a LoadImageFromFile step: use init_model / inference_model with this config)
+test_pipeline = {{_base_.cocostuff27_protocol_pipeline}}

@@ -207,7 +207,7 @@ class LabelCache:
             return False
         differing = self.signature_differences(stored)
         if differing:
-            raise _conflict(missing_model_refusal(self.model, self.cache_dir) or (
+            raise _conflict(missing_model_refusal(self.model, self.cache_dir, differing) or (
                 f'label cache {self.cache_dir} holds labels made with other settings:\n  '
                 + '\n  '.join(differing)
                 + '\nLabels of another model or generator config are never reused: give this '

@@ -107,6 +107,10 @@ def test_a_model_folder_that_is_gone_is_named_not_the_labels(tmp_path):
     assert 'is not here' in problem.what and 'delete' not in problem.fix
     assert problem.fix == ('restore the folder, or set '
                            'train_dataloader.dataset.pipeline.2.cache.model to where it is now')
+    # a generator of other settings too: those are named, the labels are of other settings
+    with pytest.raises(ValueError, match='holds labels made with other settings'):
+        LabelCache(**dict(cached, generator=dict(type='DiffSeg', kl_thresholds=(0.5,) * 3))
+                   ).check_signature()
     # another model that is here is still refused as other settings
     other = dict(cached, model=sd_folder(tmp_path / 'sd14', 'stable-diffusion-v1-4'))
     with pytest.raises(ValueError, match='holds labels made with other settings'):

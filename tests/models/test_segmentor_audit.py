@@ -73,7 +73,8 @@ def test_the_evaluation_configs_give_inference_their_test_pipeline(name):
 def test_inference_with_the_diffseg_config_predicts_the_centre_square(tmp_path):
     """The shipped DiffSeg protocol through mmseg's init_model / inference_model: the
     prediction is the centre square of the image (the crop it segments), not the image
-    upscaled into the Cityscapes frame; an iSeg pipeline without a label file says so."""
+    upscaled into the Cityscapes frame, in place in the image with 255 around; an iSeg
+    pipeline without a label file says so."""
     import numpy as np
     from mmengine.config import Config
     from mmseg.apis import inference_model, init_model
@@ -86,7 +87,9 @@ def test_inference_with_the_diffseg_config_predicts_the_centre_square(tmp_path):
     model = init_model(cfg, device='cpu')
     model.labeler.engine = tiny_engine(shared_path('sd_configs', 'stable-diffusion-v1-4'))
     result = inference_model(model, np.zeros((30, 60, 3), np.uint8))
-    assert result.pred_sem_seg.data.shape == (1, 30, 30)
+    prediction = result.pred_sem_seg.data[0]
+    assert prediction.shape == (30, 60) and (prediction[:, 15:45] != 255).all()
+    assert (prediction[:, :15] == 255).all() and (prediction[:, 45:] == 255).all()
     with pytest.raises(ValueError) as refused:
         LoadImageLevelLabels(classes='voc')(dict(img_path='photo.jpg'))
     assert str(refused.value) == (
