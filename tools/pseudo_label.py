@@ -52,7 +52,7 @@ def main(argv=None):
     # the package (torch, mmengine, mmseg) only now: --help and usage errors need none of it
     import mmdiffseg  # noqa: F401  (registers the generators)
     from mmdiffseg.apis import cli
-    from mmdiffseg.apis.builders import generator_classes, pick_device
+    from mmdiffseg.apis.builders import generator_vocabulary, pick_device
     from mmdiffseg.apis.io import UserInputError
     from mmdiffseg.apis.ground_truth import GroundTruthFormat, find_ground_truth
     from mmdiffseg.apis.folders import check_ground_truth_outside_output
@@ -63,6 +63,10 @@ def main(argv=None):
         raise UserInputError('give an image folder or --dataset-config (one of them)')
     cli.check_launcher(args.launcher, 'pseudo_label')
     device = pick_device(args.device)
+    gen_cfg, model = cli.generator_and_model(args, 'iseg', opts.DEFAULT_MODEL)
+    # the label set: --classes, else an iSeg preset's vocabulary (COCO-Object, Context 59, ...),
+    # whose dataset's ground-truth format is read too (ADE20K's, Context's reduce_zero_label)
+    class_set = args.classes or (None if args.dataset_config else generator_vocabulary(gen_cfg))
     if args.dataset_config:
         if args.fine_labels:
             raise UserInputError(f'--fine-labels is for a ground-truth folder: the dataset of '
@@ -71,12 +75,9 @@ def main(argv=None):
         items, classes, gt_format = images_from_dataset_config(args.dataset_config, args.split)
     else:
         items, classes = images_from_folder(args.images), None
-        gt_format = GroundTruthFormat.of_class_set(args.classes, fine_labels=args.fine_labels)
-    if args.classes:
-        classes = cli.resolve_class_arg(args.classes)
-    gen_cfg, model = cli.generator_and_model(args, 'iseg', opts.DEFAULT_MODEL)
-    if classes is None:  # an iSeg preset's vocabulary (COCO-Object, Context 59, ...)
-        classes = generator_classes(gen_cfg)
+        gt_format = GroundTruthFormat.of_class_set(class_set, fine_labels=args.fine_labels)
+    if class_set:
+        classes = cli.resolve_class_arg(class_set)
     unlabelled = gen_cfg['type'] == 'DiffSeg' and classes is None
     if args.labels:
         image_labels = labels_from_file(args.labels)

@@ -176,16 +176,14 @@ def generator_config(method: Optional[str] = None, config: Optional[str] = None,
     return gen_cfg, model_id
 
 
-def generator_classes(gen_cfg: Dict) -> Optional[List[str]]:
-    """The label set a generator config names: its ``classes``, else the class list of the iSeg
-    vocabulary it names (its own or its preset's: ``configs/iseg/*.py``); ``None`` for neither
-    (``--method iseg`` alone, DiffSeg's unlabelled segments)."""
+def generator_vocabulary(gen_cfg: Dict) -> Optional[str]:
+    """The iSeg vocabulary a generator config names (its own or its preset's:
+    ``configs/iseg/*.py``), a class set of the tools (``coco_object``, ``context59``...); None
+    for none (``--method iseg`` alone, DiffSeg's unlabelled segments)."""
     from ..generators.class_names import VOCABULARIES
     from ..generators.iseg_presets import ISEG_PRESETS
-    if gen_cfg.get('classes'):
-        return list(gen_cfg['classes'])
     vocabulary = {**ISEG_PRESETS.get(gen_cfg.get('preset'), {}), **gen_cfg}.get('vocabulary')
-    return list(VOCABULARIES[vocabulary]['classes']) if vocabulary in VOCABULARIES else None
+    return vocabulary if vocabulary in VOCABULARIES else None
 
 
 def generator_class(gen_cfg: Dict, where: str) -> type:

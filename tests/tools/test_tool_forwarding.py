@@ -95,6 +95,23 @@ def test_an_iseg_presets_vocabulary_is_its_label_set_and_a_class_set(
     assert seen['args'][4] == list(VOCABULARIES[vocabulary]['classes'])
 
 
+def test_a_presets_ground_truth_is_read_as_its_class_sets_dataset_reads_it(monkeypatch, tmp_path):
+    """ADE20K's preset without --classes reads ADE20K's annotations as --classes ade20k does
+    (0 = other, k = class k-1): the same image-level labels, not classes one off."""
+    from sample_data import shared_path
+    ade = shared_path('ade20k_val_samples')
+    seen = capture(monkeypatch, 'mmdiffseg.apis.pseudo_label', 'pseudo_label')
+    runs = []
+    for extra in ([], ['--classes', 'ade20k']):
+        load_tool('pseudo_label').main([str(ade / 'images'), '--labels-from-gt',
+                                        str(ade / 'annotations'), '--config',
+                                        'configs/iseg/iseg_wsss_ade20k.py', *extra,
+                                        '--device', 'cpu', '--out', str(tmp_path / 'o')])
+        runs.append(seen['args'][5])
+    assert runs[0] == runs[1] and len(runs[0]) == 3
+    assert 'wall' in runs[0]['ADE_val_00000001']
+
+
 def test_segment_sheet_settings_and_where_the_sheet_goes(monkeypatch, tmp_path):
     """The sheet of --contact-sheet FOLDER goes to <--out>/contact_sheet.jpg when --out is
     given, drawn with the sheet options (defaults: 8 columns, legend on)."""
