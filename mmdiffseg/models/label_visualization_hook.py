@@ -32,6 +32,8 @@ from mmengine.structures import PixelData
 from mmseg.registry import HOOKS
 
 from ..apis.visualize import with_unsure
+from ..datasets.unsupervised import center_square
+from .segmentor import size_before_resize
 from ..evaluation.unsupervised_metric import HungarianMatchedIoU, matched_classes
 
 
@@ -45,6 +47,21 @@ def unsure_drawn(visualizer):
         yield
     finally:
         visualizer.dataset_meta = meta
+
+
+def _on_input(sample, image: torch.Tensor):
+    """``sample`` with a prediction that matches the model's input: a centre square's (the
+    input, before its resize, is the square of the frame's shorter side), put in its whole frame
+    without ground truth (``DiffusionSegmentor``, for mmseg's drawing on the image file), cut
+    back to that square."""
+    pred = sample.pred_sem_seg.data[0]
+    before = size_before_resize(sample.metainfo, image.shape[-2:])
+    if 'gt_sem_seg' in sample or before == tuple(pred.shape) or \
+            before != (min(pred.shape),) * 2:
+        return sample
+    sample = sample.clone()
+    sample.pred_sem_seg = PixelData(data=torch.from_numpy(center_square(pred.numpy()).copy())[None])
+    return sample
 
 
 def _rgb(packed: torch.Tensor) -> np.ndarray:
@@ -137,7 +154,7 @@ class ModelInputVisualizationHook(Hook):
         segments = next((m for m in evaluator.metrics if isinstance(m, HungarianMatchedIoU)), None)
         for image, sample in zip(data_batch['inputs'], outputs):
             self._drawn += 1
-            sample = sample.cpu()
+            sample = _on_input(sample.cpu(), image)
             if segments is not None:
                 sample = self._matched(sample, segments.num_classes, segments.ignore_index)
             # class labels: 255 (unsure) in its colour; unmatched segments stay undrawn

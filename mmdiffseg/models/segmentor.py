@@ -156,8 +156,14 @@ def _prediction_size(sample, image: np.ndarray) -> Tuple[int, int]:
     crops first (``CenterSquareCrop``), never the crop stretched over the frame."""
     if 'gt_sem_seg' in sample:
         return tuple(sample.gt_sem_seg.shape)
-    height, width = image.shape[:2]
-    scale = sample.metainfo.get('scale_factor')
+    return size_before_resize(sample.metainfo, image.shape[:2])
+
+
+def size_before_resize(metainfo: dict, shape) -> Tuple[int, int]:
+    """The ``(H, W)`` an image of ``shape`` had before the pipeline's resize
+    (``shape / scale_factor``; ``shape`` without one)."""
+    height, width = shape[:2]
+    scale = metainfo.get('scale_factor')
     if scale is None:
         return height, width
     return round(height / scale[1]), round(width / scale[0])

@@ -146,6 +146,31 @@ def test_input_hook_draws_unsure_class_labels_in_their_colour_not_as_background(
     assert runner.visualizer.dataset_meta['palette'] == PALETTE
 
 
+def test_input_hook_draws_a_framed_centre_square_on_the_square_it_shows(runner):
+    """Without ground truth the DiffSeg protocol's prediction comes in its 16x32 frame, 255
+    around the 16x16 centre square the input (resized to 32x32) shows: drawn over that square
+    (the square's labels, not the frame squeezed onto it); a prediction of a whole image
+    resized without keeping its ratio is drawn as it is."""
+    runner.test_evaluator = SimpleNamespace(metrics=[])
+    square = torch.zeros(3, 32, 32, dtype=torch.uint8)
+    framed = np.full((16, 32), 255)
+    framed[:, 8:24] = np.concatenate([np.zeros((16, 8)), np.ones((16, 8))], 1)
+    sample = SegDataSample(metainfo=dict(img_shape=(32, 32), scale_factor=(2.0, 2.0),
+                                         ori_shape=(16, 32), img_path='/data/x.jpg'))
+    sample.pred_sem_seg = PixelData(data=torch.tensor(framed)[None])
+    hook = ModelInputVisualizationHook(draw=True)
+    hook.after_test_iter(runner, 0, dict(inputs=[square]), [sample])
+    picture = runner.drawn[0][2].astype(float)
+    assert picture.shape == (16, 16, 3)
+    assert np.abs(picture[8:, 10:] - 0.5 * np.array(PALETTE[1])).max() <= 1    # class 1
+    assert np.abs(picture[8:, :6]).max() <= 1                                   # class 0
+    assert sample.pred_sem_seg.shape == (16, 32)                                # output kept
+    whole = sample.clone()
+    whole.set_metainfo(dict(scale_factor=(1.0, 2.0)))        # 16x32 resized to 32x32
+    hook.after_test_iter(runner, 1, dict(inputs=[square]), [whole])
+    assert runner.drawn[1][2].shape == (16, 32, 3)
+
+
 def test_input_hook_interval_and_switches(runner):
     runner.test_evaluator = runner.val_evaluator = SimpleNamespace(metrics=[])
     data, _ = batch(1)
