@@ -88,8 +88,9 @@ class GeneratedLabelDataset(BaseSegDataset):
         if self.ann_file and not osp.isdir(self.ann_file):
             if not osp.isfile(self.ann_file):
                 self._refuse_unfinished()
-                raise FileNotFoundError(f'{type(self).__name__}: ann_file {self.ann_file} '
-                                        'not found')
+                raise FileNotFoundError(
+                    f'{type(self).__name__}: ann_file {self.ann_file} not found' +
+                    self._written_split_hint(Path(self.data_prefix.get('seg_map_path', ''))))
             names = [line.strip() for line in mmengine.list_from_file(self.ann_file)
                      if line.strip()]
             return [path for n in names for path in
@@ -101,7 +102,8 @@ class GeneratedLabelDataset(BaseSegDataset):
         the tool writes it last, so its run was stopped or is still going."""
         folder = Path(self.data_prefix.get('seg_map_path', '')).parent
         header = read_manifest_header(folder)
-        if header is not None:
+        written = list((folder / 'ImageSets' / 'Segmentation').glob('*.txt'))
+        if header is not None and not written:  # else finished, with another split's file
             tool = f'tools/{header.get("tool", "synthesize")}.py'
             raise UnfinishedJobFolder(
                 f'{type(self).__name__}: ann_file {self.ann_file} not found, but {folder} holds '

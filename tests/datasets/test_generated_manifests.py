@@ -238,6 +238,14 @@ def test_a_folder_whose_tool_run_has_not_ended_says_so_and_the_preflight_names_t
         DATASETS.build(config)
     problems = check_listed_files(config, 'train_dataloader.dataset')
     assert len(problems) == 1 and "finish the tool's run" in str(problems[0])
+    # finished with another split's file (--split aug): named, not called unfinished
+    (root / 'ImageSets/Segmentation/aug.txt').write_text('\n'.join(VOC_NAMES) + '\n')
+    with pytest.raises(FileNotFoundError) as error:
+        DATASETS.build(config)
+    assert not isinstance(error.value, UnfinishedJobFolder)
+    assert str(error.value).endswith("aug.txt lists the images the tool labelled (it leaves out "
+                                     "those it could not): set ann_file to it")
+    (root / 'ImageSets/Segmentation/aug.txt').unlink()
     (root / 'manifest.jsonl').unlink()
     with pytest.raises(FileNotFoundError) as error:
         DATASETS.build(config)
