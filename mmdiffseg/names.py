@@ -12,7 +12,7 @@ def nearest(name: str, classes: Sequence[str]) -> Optional[str]:
     closest (difflib; case ignored as a second try); none for 'background', which is no class
     where ``classes`` lack it (its pixels are those of no listed class)."""
     from .generators.class_names import other_spellings
-    if name.strip().lower() == 'background':
+    if name.strip().lower() == 'background' and 'background' not in map(str.lower, classes):
         return None
     same = [c for c in other_spellings(name) if c in classes]
     if same:

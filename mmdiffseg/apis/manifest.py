@@ -55,12 +55,16 @@ def read_manifest_file(path: Path, check_header: Callable[[Path, Dict], None] = 
 
 
 def _more_classes_note(tool: Optional[str], differing) -> str:
-    """How synthesize.py folders take more classes later: masks indexing a fixed label set."""
-    if tool != 'synthesize' or 'classes' not in [key for key, _, _ in differing]:
+    """How a synthesize.py folder is resumed and takes more classes: its mask indices given as
+    the ``--label-set``."""
+    have = next((have for key, have, _ in differing if key == 'classes'), None)
+    if tool != 'synthesize' or not isinstance(have, list):
         return ''
-    return ('\nclasses: synthesize.py\'s masks index background + its --classes unless '
-            '--label-set fixes the indices; a folder made with a --label-set holding every class '
-            'to come (e.g. --label-set voc) takes later runs of other --classes within it.')
+    return ('\nclasses: synthesize.py\'s masks index the --label-set, else the --config '
+            "preset's classes where they hold every --classes name, else background + the "
+            f'--classes; this folder\'s: --label-set "{",".join(have)}," resumes it with any '
+            '--classes among them (a folder made with a --label-set holding every class to '
+            'come, e.g. --label-set voc, takes later runs of other --classes).')
 
 
 class Manifest:

@@ -13,12 +13,14 @@ background class), split file, manifest.
 """
 from __future__ import annotations
 
+import logging
 import re
 from functools import partial
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from mmengine.logging import print_log
 
 from ..attention.prompts import token_positions
 from ..datasets.class_names import spelled_as
@@ -134,10 +136,15 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
             'prompt makes no object), but class 0 of the masks, where no class is; leave it out '
             '(the default label set adds it; --label-set voc keeps it as class 0)')
     preset = list(gen_cfg.get('classes') or ()) if isinstance(gen_cfg, dict) else []
-    if label_set is None and preset and all(n in preset for n in spelled_as(names, preset)):
+    outside_preset = [n for n in spelled_as(names, preset) if n not in preset]
+    if label_set is None and preset and not outside_preset:
         label_set, names = preset, spelled_as(names, preset)
     elif label_set is None:
         label_set = ['background'] + names
+        if preset:
+            print_log(f'{outside_preset} are not classes of the generator config, so the masks '
+                      f'index background + the classes ({label_set}), not its classes; '
+                      '--label-set sets the indices', logger='current', level=logging.WARNING)
     else:
         label_set = list(label_set)
         names = spelled_as(names, label_set)
@@ -145,8 +152,9 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
         if outside:
             raise UserInputError(
                 f'--classes {outside} not in --label-set (the mask indices: {label_set}); '
-                'leave --label-set out for masks of background + the --classes, or give a '
-                '--label-set that holds them')
+                'leave --label-set out for masks of background + the --classes (or of the '
+                "--config preset's classes, where they hold them all), or give a --label-set "
+                'that holds them')
     check_can_synthesise(gen_cfg, 'gen_cfg')  # before the templates it would not take
     if prompts is not None:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)

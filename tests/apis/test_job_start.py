@@ -41,8 +41,9 @@ def test_a_folder_made_by_another_tool_is_refused_for_that_alone(tmp_path):
     synth = tmp_path / 'synth'
     run_job(items[:1], load, compute, synth, dict(HEADER, tool='synthesize', classes=['a']))
     with pytest.raises(UserInputError, match=r"classes: folder has .*\nclasses: synthesize.py's "
-                                             r'masks index background \+ its --classes unless '
-                                             r'--label-set fixes .* \(e.g. --label-set voc\)'):
+                                             r'masks index the --label-set, else .*this '
+                                             r'folder\'s: --label-set "a," resumes it .* \(a '
+                                             r'folder .* e.g. --label-set voc, takes later'):
         run_job(items, load, compute, synth, dict(HEADER, tool='synthesize', classes=['a', 'b']))
 
 

@@ -154,6 +154,13 @@ def test_a_presets_classes_index_the_masks_and_background_is_no_class_to_synthes
     assert runs[-1][0]['classes'].index('dog') == 12
     synth_api.synthesize(['cat', 'horse'], tmp_path / 'b', HUB_ID, dict(type='SeeDiff'))
     assert runs[-1][0]['classes'] == ['background', 'cat', 'horse']
+    logged = []
+    monkeypatch.setattr(synth_api, 'print_log', lambda msg, **kw: logged.append(msg))
+    synth_api.synthesize(['cat', 'tiger'], tmp_path / 'e', HUB_ID, preset)  # tiger: no VOC class
+    assert runs[-1][0]['classes'] == ['background', 'cat', 'tiger']
+    assert logged == ["['tiger'] are not classes of the generator config, so the masks index "
+                      "background + the classes (['background', 'cat', 'tiger']), not its "
+                      'classes; --label-set sets the indices']
     synth_api.synthesize('dog', tmp_path / 'c', HUB_ID, dict(type='SeeDiff'),
                          prompts='a photo of a {}')
     assert runs[-1][0]['classes'] == ['background', 'dog'] and runs[-1][1] == ['dog_00000']
@@ -162,4 +169,4 @@ def test_a_presets_classes_index_the_masks_and_background_is_no_class_to_synthes
         with pytest.raises(UserInputError, match=r'holds "background": it is not a class to '
                                                  r'synthesise .* leave it out'):
             synth_api.synthesize(names, tmp_path / 'd', HUB_ID, dict(type='SeeDiff'))
-    assert len(runs) == 3 and not (tmp_path / 'd').exists()
+    assert len(runs) == 4 and not (tmp_path / 'd').exists()

@@ -110,6 +110,8 @@ def test_another_datasets_names_are_fixed_to_this_ones_and_background_is_not_a_l
     _, listed, edits = unknown_names({'i1': ['tvmonitor', 'sofa', 'aeroplane']},
                                      COCO_OBJECT_CLASSES)
     assert edits == "'tvmonitor' -> 'tv', 'sofa' -> 'couch', 'aeroplane' -> 'airplane'"
+    _, _, edits = unknown_names({'i1': ['Background']}, COCO_OBJECT_CLASSES)
+    assert edits == "'Background' -> 'background'"    # a class of this set: its spelling
     _, _, edits = unknown_names({'i1': ['background', 'tv', 'diningtable']}, CONTEXT59_CLASSES)
     assert edits == ("drop 'background' (no class here: pixels of no listed class are its own), "
                      "'tv' -> 'tvmonitor', 'diningtable' -> 'table'")
