@@ -59,7 +59,12 @@ class LoadImageTFDecode(LoadImageFromFile):
         super().__init__(**kwargs)
 
     def transform(self, results: dict) -> Optional[dict]:
-        data = fileio.get(results['img_path'], backend_args=self.backend_args)
+        try:
+            data = fileio.get(results['img_path'], backend_args=self.backend_args)
+        except Exception:  # noqa: BLE001  (as mmcv's loader: None for a missing file, or raise)
+            if self.ignore_empty:
+                return None
+            raise
         if data[:2] != JPEG_MAGIC:
             return super().transform(results)
         try:
@@ -67,7 +72,14 @@ class LoadImageTFDecode(LoadImageFromFile):
         except ImportError as exc:
             raise ImportError('LoadImageTFDecode decodes JPEGs with simplejpeg: pip install '
                               'simplejpeg (tools/install.sh installs it)') from exc
-        img = simplejpeg.decode_jpeg(data, colorspace='BGR', fastdct=True, fastupsample=False)
+        try:
+            img = simplejpeg.decode_jpeg(data, colorspace='BGR', fastdct=True,
+                                         fastupsample=False)
+        except ValueError as exc:  # a damaged file: named, as mmcv's loader names it
+            if self.ignore_empty:
+                return None
+            raise ValueError(f'LoadImageTFDecode: cannot decode {results["img_path"]}: '
+                             f'{exc}') from exc
         img = img.astype(np.float32) if self.to_float32 else img
         results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2])
         return results

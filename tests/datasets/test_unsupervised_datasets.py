@@ -331,3 +331,12 @@ def test_other_files_load_as_mmcv_loads_them_without_exif_rotation(tmp_path):
         dict(img_path=str(tmp_path / 'a.png')))
     assert out['img'].dtype == np.float32 and np.array_equal(out['img'][..., ::-1], rgb)
     assert out['img_shape'] == out['ori_shape'] == (5, 7)
+    # a damaged JPEG is named; with ignore_empty it and a missing file give None, as mmcv's
+    path = shared_path('coco_val_samples', 'panopticapi', 'input_images', '000000142238.jpg')
+    (tmp_path / 'cut.jpg').write_bytes(path.read_bytes()[:5000])
+    load = TRANSFORMS.build(dict(type='LoadImageTFDecode'))
+    with pytest.raises(ValueError, match=r'LoadImageTFDecode: cannot decode .*cut\.jpg: '):
+        load.transform(dict(img_path=str(tmp_path / 'cut.jpg')))
+    lenient = TRANSFORMS.build(dict(type='LoadImageTFDecode', ignore_empty=True))
+    for name in ('cut.jpg', 'gone.jpg'):
+        assert lenient.transform(dict(img_path=str(tmp_path / name))) is None
