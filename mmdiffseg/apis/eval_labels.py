@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
 
@@ -107,20 +108,25 @@ def _pairs(files: Dict[str, Tuple[Path, Path]], classes: Sequence[str],
         gt = gt_format.read(gt_path, classes)
         if pred.shape != gt.shape:
             raise UserInputError(f'{path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth '
-                                 f'{gt_path} is {gt.shape[1]}x{gt.shape[0]}' + (
-                                     _crop_hint(pred.shape) if not gt_format.crop_resize
-                                     else f' after --center-crop-resize {gt_format.crop_resize}'))
+                                 f'{gt_path} is {gt.shape[1]}x{gt.shape[0]}'
+                                 + _crop_hint(pred.shape, gt_format, gt_path, classes))
         yield item_id, pred, gt
 
 
-def _crop_hint(shape) -> str:
-    """The fix for square labels beside ground truth of another size: predictions that
-    tools/test.py --out saved at the size DiffSeg's protocol evaluates."""
-    if shape[0] != shape[1]:
-        return ''
-    return (f'; predictions that tools/test.py --out saved with the DiffSeg protocol configs are '
-            f'of the centre square resized to {shape[0]}x{shape[0]}: score them with '
-            f'--center-crop-resize {shape[0]}, which reads the ground truth so')
+def _crop_hint(shape, gt_format: GroundTruthFormat, gt_path, classes) -> str:
+    """The fix for labels beside ground truth of another size: predictions that tools/test.py
+    --out saved at the size DiffSeg's protocol evaluates need ``--center-crop-resize`` of their
+    side; labels of the ground truth's own size need none."""
+    crop = gt_format.crop_resize
+    if crop and shape == replace(gt_format, crop_resize=None).read(gt_path, classes).shape:
+        return (f' after --center-crop-resize {crop}; the labels are of the ground truth\'s own '
+                'size: leave the option out')
+    if shape[0] != shape[1] or crop == shape[0]:
+        return f' after --center-crop-resize {crop}' if crop else ''
+    return (f'{f" after --center-crop-resize {crop}" if crop else ""}; predictions that '
+            f'tools/test.py --out saved with the DiffSeg protocol configs are of the centre '
+            f'square resized to {shape[0]}x{shape[0]}: score them with --center-crop-resize '
+            f'{shape[0]}, which reads the ground truth so')
 
 
 def _classes_and_format(classes: Union[str, Sequence[str]],

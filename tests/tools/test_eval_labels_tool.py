@@ -373,3 +373,12 @@ def test_predictions_at_the_protocols_crop_are_scored_as_the_test_run_scores_the
     report = json.loads((tmp_path / 'r.json').read_text())
     assert report['images'] == 2 and 40 < report['ACC'] < 100
     assert (report['ACC'], report['mIoU']) == (expected['ACC'], expected['mIoU'])
+    # another side: its own named; labels of the ground truth's size: the option left out
+    refused = run_in_process('eval_labels', *args, '--center-crop-resize', '256', expect=2)
+    assert 'after --center-crop-resize 256; ' in refused
+    assert 'score them with --center-crop-resize 512' in refused
+    _write_labels(tmp_path / 'full', {name: np.zeros((30, 60)) for name in preds})
+    refused = run_in_process('eval_labels', tmp_path / 'full', *args[1:],
+                             '--center-crop-resize', '512', expect=2)
+    assert ("after --center-crop-resize 512; the labels are of the ground truth's own size: "
+            'leave the option out') in refused
