@@ -3,6 +3,7 @@ protocol (PiCIE / STEGO convention) and SeeDiff's background / human / vehicle s
 protocol's JPEG decoding, centre square crop and label resize."""
 from __future__ import annotations
 
+import io
 from typing import Dict, Optional, Sequence
 
 import cv2
@@ -219,7 +220,8 @@ class COCOStuff27Dataset(ColoursByClassName, BaseSegDataset):
         data_list = super().load_data_list()
         if self.fine_labels:
             problem = coarse_looking_maps([info['seg_map_path'] for info in data_list
-                                           if info.get('seg_map_path')])
+                                           if info.get('seg_map_path')],
+                                          backend_args=self.backend_args)
             if problem:
                 raise ValueError(f'COCOStuff27Dataset(fine_labels=True): {problem}: set '
                                  'fine_labels=False to read them as they are')
@@ -235,16 +237,19 @@ class COCOStuff27Dataset(ColoursByClassName, BaseSegDataset):
         return with_class_subset(protocol, super().get_label_map(new_classes))
 
 
-def coarse_looking_maps(paths: Sequence[str], samples: int = 8) -> Optional[str]:
+def coarse_looking_maps(paths: Sequence[str], samples: int = 8,
+                        backend_args: Optional[dict] = None) -> Optional[str]:
     """Why COCO-Stuff label maps given as its own (fine) maps look like the 27 coarse classes
-    already: every one of up to ``samples`` maps, spread over ``paths``, holds only values
-    0..26 and 255 (a fine map of a curated image holds stuff, 91..181); ``None`` otherwise."""
+    already: every one of up to ``samples`` maps, spread over ``paths`` (read through mmengine's
+    file backends), holds only values 0..26 and 255 (a fine map of a curated image holds stuff,
+    91..181); ``None`` otherwise."""
     if not paths:
         return None
     picked = [paths[i * len(paths) // min(samples, len(paths))]
               for i in range(min(samples, len(paths)))]
     for path in picked:
-        values = np.unique(np.asarray(Image.open(path)))
+        data = fileio.get(path, backend_args=backend_args)
+        values = np.unique(np.asarray(Image.open(io.BytesIO(data))))
         if ((values >= len(COCOSTUFF27_CLASSES)) & (values != IGNORE_INDEX)).any():
             return None
     return (f'the {len(picked)} label maps read of {len(paths)} (e.g. {picked[0]}) hold only '

@@ -340,3 +340,35 @@ def test_other_files_load_as_mmcv_loads_them_without_exif_rotation(tmp_path):
     lenient = TRANSFORMS.build(dict(type='LoadImageTFDecode', ignore_empty=True))
     for name in ('cut.jpg', 'gone.jpg'):
         assert lenient.transform(dict(img_path=str(tmp_path / name))) is None
+
+
+def test_the_coarse_maps_check_reads_through_the_datasets_file_backend():
+    """Label maps on another storage (mmengine's file backends, as the dataset's backend_args
+    name it) are read there, not opened as local files."""
+    import io
+
+    from mmengine.fileio import BaseStorageBackend, register_backend
+
+    from mmdiffseg.datasets.unsupervised import coarse_looking_maps
+
+    def png(values):
+        buffer = io.BytesIO()
+        Image.fromarray(np.array([values], np.uint8)).save(buffer, 'PNG')
+        return buffer.getvalue()
+    stored = {'mem://a.png': png([9, 23]), 'mem://b.png': png([0, 91])}
+
+    class InMemory(BaseStorageBackend):
+        def __init__(self, **kwargs):
+            pass
+
+        def get(self, filepath):
+            return stored[str(filepath)]
+
+        def get_text(self, filepath, encoding='utf-8'):
+            return stored[str(filepath)].decode(encoding)
+
+    register_backend('mmdiffseg_test_memory', InMemory, force=True)
+    args = dict(backend='mmdiffseg_test_memory')
+    assert 'look like maps of the 27 classes' in coarse_looking_maps(['mem://a.png'],
+                                                                     backend_args=args)
+    assert coarse_looking_maps(['mem://a.png', 'mem://b.png'], backend_args=args) is None
