@@ -43,6 +43,16 @@ RELEASED_CLASS_ORDER = {
         'wall', 'water', 'window', 'wood'),
 }
 
+
+def released_index_order(vocabulary: str) -> tuple:
+    """The classes the release's 0-based class indices name (its TagCLIP predictions for the OVS
+    tasks, ``ovs/tagCLIP/clip_text.py``), background excluded: VOC's 20 and COCO's 80 in their
+    datasets' order, Context's 59 in :data:`RELEASED_CLASS_ORDER`; in mmseg's names."""
+    from .class_names import VOCABULARIES
+    return RELEASED_CLASS_ORDER.get(vocabulary) or tuple(
+        name for name in VOCABULARIES[vocabulary]['classes'] if name != 'background')
+
+
 WSSS_PROMPT = 'a photograph of {classes} and other object and background, {bg_context}'
 #: the OVS script drops the ', ' before the context words (kept: it is what was evaluated).
 OVS_PROMPT = 'a photograph of {classes} and other object and background{bg_context}'

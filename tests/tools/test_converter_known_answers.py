@@ -179,3 +179,30 @@ def test_voc_xml_labels_in_class_order_and_unknown_names_refused(tmp_path):
     xml.write_text('<annotation><object><name>unicorn</name></object></annotation>')
     with pytest.raises(UserInputError, match="unknown class 'unicorn'"):
         voc_aug.xml_labels(xml)
+
+
+def test_the_releases_tagclip_indices_become_class_names_in_its_order(tmp_path):
+    """The iSeg release's OVS image labels (ovs/tagCLIP/output/*_tagclip.txt: 0-based indices,
+    background excluded, the release's class order): its Context line '2008_000002 10 19 26 27
+    38 44 57' is table, tvmonitor, ceiling, cloth, light, plate, window (mmseg's alphabetical
+    order would read building, cow, ...); COCO's index 0 is person (not background), 62 tv; an
+    index past the classes is refused, naming the line."""
+    (tmp_path / 'ctx.txt').write_text('2008_000002 10 19 26 27 38 44 57\n2008_000003 14\n')
+    load_converter('image_labels').main([str(tmp_path / 'ctx.txt'), '--classes', 'context59',
+                                         '--out', str(tmp_path / 'ctx.json')])
+    assert json.loads((tmp_path / 'ctx.json').read_text()) == {
+        '2008_000002': ['table', 'tvmonitor', 'ceiling', 'cloth', 'light', 'plate', 'window'],
+        '2008_000003': ['person']}
+    (tmp_path / 'coco.txt').write_text('COCO_val2014_000000000042 0 62 16\n')
+    load_converter('image_labels').main([str(tmp_path / 'coco.txt'), '--classes', 'coco_object',
+                                         '--out', str(tmp_path / 'coco.json')])
+    assert json.loads((tmp_path / 'coco.json').read_text()) == {
+        'COCO_val2014_000000000042': ['person', 'tv', 'dog']}
+    (tmp_path / 'voc.txt').write_text('a 0 19\nb 20\n')
+    with pytest.raises(UserInputError, match=r"voc.txt:2: \['20'\] are no class index of voc "
+                                             r"\(0\.\.19 in the release's order\)"):
+        load_converter('image_labels').main([str(tmp_path / 'voc.txt'), '--classes', 'voc',
+                                             '--out', str(tmp_path / 'voc.json')])
+    with pytest.raises(UserInputError, match='--classes must name its order'):
+        load_converter('image_labels').main([str(tmp_path / 'voc.txt'), '--classes', 'ade20k',
+                                             '--out', str(tmp_path / 'x.json')])

@@ -16,6 +16,13 @@ from the masks.
 
 Sub-folders are read too; ids are the images' file stems, as the datasets look them up
 (Cityscapes: ``<frame>_leftImg8bit`` for ``<frame>_gtFine_labelTrainIds.png``).
+
+A text file instead of the folder: the iSeg release's TagCLIP predictions for its OVS tasks
+(``ovs/tagCLIP/output/*_tagclip.txt``: ``<image id> <class index> ...``, 0-based, background
+excluded, in the release's class order) for ``--classes voc``, ``coco_object`` or ``context59``:
+
+    python tools/dataset_converters/image_labels.py voc_context_val_tagclip.txt \
+        --classes context59 --out data/VOCdevkit/VOC2010/tagclip_labels.json
 """
 from __future__ import annotations
 
@@ -36,6 +43,8 @@ from mmdiffseg.apis.ground_truth import GroundTruthFormat, suffix_hint  # noqa: 
 from mmdiffseg.apis.io import UserInputError, atomic_write  # noqa: E402
 from mmdiffseg.apis.pseudo_label import labels_from_ground_truth  # noqa: E402
 
+#: the class sets of the iSeg release's index files (its OVS tasks' TagCLIP predictions)
+RELEASED_INDEX_SETS = ('voc', 'coco_object', 'context59')
 EPILOG = '''exit status:
   0    done
   2    bad input, found before any write
@@ -53,7 +62,8 @@ def parse_args(argv=None):
         description='image_labels.json from ground-truth label maps (the classes present)',
         epilog=EPILOG, formatter_class=HelpFormatter)
     parser.add_argument('label_dir', type=Path,
-                        help='folder of label maps, sub-folders included (Cityscapes\' cities)')
+                        help='folder of label maps, sub-folders included (Cityscapes\' cities), '
+                             "or a text file of the iSeg release's class indices (TagCLIP)")
     parser.add_argument('--classes', required=True,
                         help=classes_help('the classes of the label maps'))
     add_reduce_zero_label_arg(parser)
@@ -65,8 +75,33 @@ def parse_args(argv=None):
     return parse(parser, argv)
 
 
+def released_indices(path: Path, class_set: str) -> Dict[str, List[str]]:
+    """The class names of a file of the iSeg release's 0-based class indices, a line per image
+    (:func:`~mmdiffseg.generators.iseg_presets.released_index_order`)."""
+    from mmdiffseg.generators.iseg_presets import released_index_order
+    if class_set not in RELEASED_INDEX_SETS:
+        raise UserInputError(f'{path} holds class indices of the iSeg release: --classes must '
+                             f'name its order, one of {", ".join(RELEASED_INDEX_SETS)}')
+    order = released_index_order(class_set)
+    labels = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        image_id, *indices = line.split()
+        bad = [i for i in indices if not i.isdigit() or int(i) >= len(order)]
+        if bad:
+            raise UserInputError(f'{path}:{number}: {bad} are no class index of {class_set} '
+                                 f'(0..{len(order) - 1} in the release\'s order)')
+        labels[image_id] = [order[int(i)] for i in dict.fromkeys(indices)]
+    return labels
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.label_dir.is_file():
+        labels = released_indices(args.label_dir, args.classes)
+        write_image_labels(labels, args.out)
+        print(f'{args.out}: image-level labels of {len(labels)} images (the release\'s class '
+              f'indices, {args.classes} order)')
+        return
     if not args.label_dir.is_dir():
         raise UserInputError(f'label map folder {args.label_dir} not found: give the folder that '
                              'holds the ground-truth label maps')
