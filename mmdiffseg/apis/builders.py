@@ -179,9 +179,12 @@ def generator_config(method: Optional[str] = None, config: Optional[str] = None,
 def generator_vocabulary(gen_cfg: Dict) -> Optional[str]:
     """The iSeg vocabulary a generator config names (its own or its preset's:
     ``configs/iseg/*.py``), a class set of the tools (``coco_object``, ``context59``...); None
-    for none (``--method iseg`` alone, DiffSeg's unlabelled segments)."""
+    for none (``--method iseg`` alone, DiffSeg's unlabelled segments) and for a config that
+    lists its own ``classes`` (not replaced by its vocabulary's)."""
     from ..generators.class_names import VOCABULARIES
     from ..generators.iseg_presets import ISEG_PRESETS
+    if gen_cfg.get('classes'):
+        return None
     vocabulary = {**ISEG_PRESETS.get(gen_cfg.get('preset'), {}), **gen_cfg}.get('vocabulary')
     return vocabulary if vocabulary in VOCABULARIES else None
 

@@ -95,6 +95,19 @@ def test_an_iseg_presets_vocabulary_is_its_label_set_and_a_class_set(
     assert seen['args'][4] == list(VOCABULARIES[vocabulary]['classes'])
 
 
+def test_a_generator_config_with_its_own_classes_is_not_given_its_vocabularys(
+        one_image, tmp_path):
+    """A config listing classes beside its vocabulary: those are no class set, so --classes is
+    asked for, not the vocabulary's classes silently put in their place."""
+    from test_offline_tools import run_in_process
+    folder, labels = one_image
+    err = run_in_process('pseudo_label', folder, '--labels', labels, '--config',
+                         'configs/iseg/iseg_wsss_coco.py', '--cfg-options',
+                         "classes=['background','person']", '--device', 'cpu',
+                         '--out', tmp_path / 'o', expect=2)
+    assert 'give --classes' in err
+
+
 def test_a_presets_ground_truth_is_read_as_its_class_sets_dataset_reads_it(monkeypatch, tmp_path):
     """ADE20K's preset without --classes reads ADE20K's annotations as --classes ade20k does
     (0 = other, k = class k-1): the same image-level labels, not classes one off."""
