@@ -125,8 +125,8 @@ def check_cache_writable(cache_dir: str, where: str) -> List[Missing]:
 
 def check_cache_revision(cfg: Config, cache_dir: str, where: str) -> List[Missing]:
     """A hub ``revision`` in the labeller's ``engine_kwargs``, which a label cache cannot tell
-    apart (:func:`~mmdiffseg.datasets.label_cache.revision_refusal`)."""
-    from .datasets.label_cache import revision_refusal
+    apart (:func:`~mmdiffseg.datasets.cache_settings.revision_refusal`)."""
+    from .datasets.cache_settings import revision_refusal
     pre = (cfg.get('model') or {}).get('data_preprocessor') or {}
     refusal = revision_refusal(pre.get('engine_kwargs'), cache_dir)
     return [Missing(*refusal, [f'{where}.model', 'model.data_preprocessor.engine_kwargs.revision'])
@@ -138,15 +138,17 @@ def check_cache_settings(cache: Dict, where: str) -> List[Missing]:
     (:data:`~mmdiffseg.generators.base.LABELS_VERSION`) than this run's:
     :class:`~mmdiffseg.datasets.LabelCache` refuses it at the first batch, once the model and
     the data are built."""
-    from .datasets.label_cache import SIGNATURE_FILE, LabelCache
-    if not (Path(cache['cache_dir']) / SIGNATURE_FILE).is_file() or \
-            not isinstance(cache.get('model'), str):
+    from .datasets.label_cache import SIGNATURE_FILE, LabelCache, unsigned_labels
+    fix = f'--cfg-options {where}.cache_dir=<another folder>, or delete {cache["cache_dir"]}'
+    if not (Path(cache['cache_dir']) / SIGNATURE_FILE).is_file():
+        unsigned = unsigned_labels(cache['cache_dir'])
+        return [Missing(unsigned, fix, [f'{where}.cache_dir'])] if unsigned else []
+    if not isinstance(cache.get('model'), str):
         return []
     try:
         label_cache = LabelCache(cache['cache_dir'], cache['model'], cache['generator'])
     except (KeyError, TypeError, ValueError):
         return []   # the generator's options: check_generator names them
-    fix = f'--cfg-options {where}.cache_dir=<another folder>, or delete {cache["cache_dir"]}'
     try:
         differing = label_cache.signature_differences()
     except ValueError as err:   # an unreadable signature, named as LabelCache names it

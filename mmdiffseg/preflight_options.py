@@ -78,7 +78,7 @@ def _unknown_key(where: str, owner: str, key: str, options: List[str]) -> Missin
 def check_cache_keys(cache: dict, where: str) -> List[Missing]:
     """The keys of a label cache's settings (``LoadPseudoLabel(cache=...)``): unknown ones with
     the nearest key, missing required ones."""
-    from .datasets.label_cache import CACHE_KEYS
+    from .datasets.cache_settings import CACHE_KEYS
     found = [_unknown_key(where, 'the label cache', key, list(CACHE_KEYS))
              for key in sorted(cache) if key not in CACHE_KEYS]
     for key in CACHE_KEYS[:3]:

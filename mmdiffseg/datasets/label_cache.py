@@ -1,4 +1,4 @@
-"""Disk cache of generated labels: one label per image content and class names, per model and generator config.
+"""Disk cache of generated labels, one per image content + class names, model and generator config.
 
 Layout: ``cache_dir/cache.json`` holds the signature (the model's identity + the generator's
 ``config_dict()`` + :data:`~mmdiffseg.generators.base.LABELS_VERSION`) the cache was written
@@ -47,6 +47,7 @@ from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY, MaskGenerator,
 from ..provenance import (describe, missing_model_refusal, model_identity,
                           setting_differences)
 from ..registry import MASK_GENERATORS
+from .cache_settings import canonical_json
 
 SIGNATURE_FILE = 'cache.json'
 #: the signature's record of how the labels were computed, checked against writers only
@@ -72,31 +73,6 @@ def label_path(cache_dir: Union[str, Path], key: str) -> Path:
     return Path(cache_dir) / key[:2] / f'{key}.png'
 
 
-def _canonical(value) -> object:
-    """JSON round trip, so tuples / numpy scalars compare equal to what was stored."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-#: the keys of a label cache's settings (``LoadPseudoLabel(cache=...)``), the first three required
-CACHE_KEYS = ('cache_dir', 'model', 'generator', 'wait_timeout')
-
-
-def canonical_cache_spec(cache: dict) -> dict:
-    """The :class:`LabelCache` arguments as plain JSON values (comparable, cheap to pickle).
-
-    Raises:
-        KeyError: ``cache_dir``, ``model`` or ``generator`` is missing, or a key is unknown.
-    """
-    spec = _canonical(dict(cache))
-    missing = [k for k in CACHE_KEYS[:3] if k not in spec]
-    unknown = sorted(set(spec) - set(CACHE_KEYS))
-    if missing or unknown:
-        raise KeyError(f'label cache settings {spec}: missing {missing}, unknown {unknown}; '
-                       'expected dict(cache_dir=..., model=<hub id or diffusers folder>, '
-                       'generator=dict(type=...)[, wait_timeout=seconds])')
-    return spec
-
-
 def read_label(path: Path) -> Optional[np.ndarray]:
     """The ``(H, W)`` label stored at ``path``, or None if the file is missing, unreadable or not
     single-channel (labels are written whole, so only outside damage makes one unreadable)."""
@@ -104,27 +80,20 @@ def read_label(path: Path) -> Optional[np.ndarray]:
     return label if label is not None and label.ndim == 2 else None
 
 
+def unsigned_labels(cache_dir: Union[str, Path]) -> Optional[str]:
+    """What is wrong with a folder that holds labels but no signature (deleted while a run
+    wrote into it), or None: such labels are of unknown origin and never reused."""
+    if next(Path(cache_dir).glob('??/*.png'), None) is None:
+        return None
+    return (f'label cache {cache_dir} holds labels but no {SIGNATURE_FILE} (deleted while a run '
+            'wrote into it?): labels of unknown origin are never reused')
+
+
 def _atomic_write(path: Path, data: bytes, replace: bool = True) -> None:
     """:func:`~mmdiffseg.apis.io.atomic_write` under a temp name of this writer's own (the
     processes sharing a cache may have the same rank)."""
     from ..apis.io import atomic_write  # here: mmdiffseg.apis imports this module
     atomic_write(path, data, tag=f'.{uuid.uuid4().hex}.tmp', replace=replace)
-
-
-def revision_refusal(engine_kwargs: Optional[Dict], cache_dir: str) -> Optional[Tuple[str, str]]:
-    """``(what, fix)`` where ``engine_kwargs`` name a hub ``revision``, which a label cache
-    cannot tell apart (None otherwise): the cache knows its model by name and files, and every
-    reader of it (the train pipeline's ``LoadPseudoLabel``) by the name alone, so labels of one
-    revision would be served to another."""
-    revision = (engine_kwargs or {}).get('revision')
-    if revision in (None, 'main'):
-        return None
-    return (f'model.data_preprocessor.engine_kwargs.revision={revision!r} with the label cache '
-            f'{cache_dir}, which knows its model by name and files, not by revision (labels of '
-            'one revision would be served to another)',
-            f'download that revision to a folder (hf download MODEL --revision {revision} '
-            "--local-dir FOLDER) and set the cache's model to FOLDER, without "
-            'engine_kwargs.revision')
 
 
 def _conflict(message: str) -> ValueError:
@@ -154,10 +123,10 @@ class LabelCache:
             generator = MASK_GENERATORS.build(generator)
         self.generator = generator
         self.model = str(model)
-        self.signature = _canonical({'model': model_identity(self.model),
-                                     'generator': generator.config_dict(),
-                                     'label_key': KEY_SCHEME,
-                                     LABELS_VERSION_KEY: LABELS_VERSION})
+        self.signature = canonical_json({'model': model_identity(self.model),
+                                         'generator': generator.config_dict(),
+                                         'label_key': KEY_SCHEME,
+                                         LABELS_VERSION_KEY: LABELS_VERSION})
         self.writer_dtype = writer_dtype
         self.wait_timeout = float(wait_timeout)
         self._signature_checked = False
@@ -200,8 +169,9 @@ class LabelCache:
                 settings that differ), or of another precision than ``writer_dtype`` (e.g. a
                 float32 and a bfloat16 prefill that both started on a new cache).
         """
-        if self._signature_checked:
+        if self._signature_checked and (self.cache_dir / SIGNATURE_FILE).exists():
             return True
+        self._signature_checked = False   # the folder or its signature was deleted meanwhile
         stored = self._stored_signature()
         if stored is None:
             return False
@@ -212,7 +182,7 @@ class LabelCache:
                 + '\n  '.join(differing)
                 + '\nLabels of another model or generator config are never reused: give this '
                 'config another cache_dir (the `cache` of LoadPseudoLabel in the train pipeline) '
-                'or delete the folder.'))
+                'or delete the folder once no run writes into it.'))
         made_with = stored.get(WRITER_KEY, {})
         written = made_with.get('dtype')
         if self.writer_dtype is not None and written not in (None, self.writer_dtype):
@@ -228,10 +198,19 @@ class LabelCache:
         """Write the signature if the folder has none (else check it), with the writer's
         precision, and the model's config hash where the model was not here when this cache
         object was made (a hub model the first run downloads: its labels serve the same model
-        in a local folder later)."""
+        in a local folder later).
+
+        Raises:
+            UserInputError: the folder holds labels but no signature (deleted while a run wrote
+                into it): labels of unknown origin are never taken over.
+        """
         if not self.check_signature():
+            unsigned = unsigned_labels(self.cache_dir)
+            if unsigned and self._stored_signature() is None:   # (else signed meanwhile)
+                raise _conflict(f'{unsigned}; delete the folder once no run writes into it, or '
+                                'give this config another cache_dir')
             if self.signature['model'].get('config_hash') is None:
-                self.signature['model'] = _canonical(model_identity(self.model))
+                self.signature['model'] = canonical_json(model_identity(self.model))
             record = dict(self.signature)
             if self.writer_dtype is not None:
                 record[WRITER_KEY] = {'dtype': self.writer_dtype}

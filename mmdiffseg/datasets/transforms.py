@@ -36,7 +36,8 @@ from mmseg.registry import TRANSFORMS
 
 from ..generators.base import IGNORE_INDEX
 from .class_names import resolve_classes, spelled_as
-from .label_cache import LabelCache, canonical_cache_spec, label_key
+from .cache_settings import canonical_cache_spec
+from .label_cache import LabelCache, label_key
 
 #: largest image (pixels) whose source indices fit the 31-bit encoding (OpenCV reads up to 2^30)
 MAX_SOURCE_PIXELS = 1 << 31

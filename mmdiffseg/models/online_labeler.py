@@ -25,7 +25,8 @@ from mmengine.structures import PixelData
 from ..attention.loading import DTYPES
 from ..attention.images import WORK_SIZE, decode_rgb, work_images
 from ..attention.prompts import token_positions
-from ..datasets.label_cache import LabelCache, canonical_cache_spec, revision_refusal
+from ..datasets.cache_settings import canonical_cache_spec, revision_refusal
+from ..datasets.label_cache import LabelCache
 from ..registry import MASK_GENERATORS
 from ..generators.base import IGNORE_INDEX, MaskGenerator
 

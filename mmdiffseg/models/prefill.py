@@ -26,8 +26,8 @@ from mmengine.registry import DefaultScope
 from ..apis.io import RankStopped, UserInputError, collective
 from ..apis.progress import ProgressLine
 from ..apis.pseudo_label import inner_dataset_cfgs
-from ..datasets.label_cache import (canonical_cache_spec, label_key, label_path,
-                                    read_label)
+from ..datasets.cache_settings import canonical_cache_spec
+from ..datasets.label_cache import label_key, label_path, read_label
 from ..generators.base import IGNORE_INDEX
 from ..registry import config_type
 from ..attention.images import decode_rgb

@@ -10,7 +10,7 @@ from mmengine.registry import init_default_scope
 from PIL import Image
 
 from mmdiffseg.datasets import LabelCache, label_key
-from mmdiffseg.datasets.label_cache import canonical_cache_spec
+from mmdiffseg.datasets.cache_settings import canonical_cache_spec
 from mmdiffseg.generators.base import MaskGenerator
 from mmdiffseg.registry import MASK_GENERATORS
 

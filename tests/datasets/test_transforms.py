@@ -181,7 +181,7 @@ def test_label_cache_round_trip_and_signature(tmp_path):
 def test_cache_settings_name_missing_and_unknown_keys():
     """LoadPseudoLabel(cache=...) needs cache_dir, model and generator; a misspelt key (here
     wait_timout) is refused, not silently dropped with the default timeout."""
-    from mmdiffseg.datasets.label_cache import canonical_cache_spec
+    from mmdiffseg.datasets.cache_settings import canonical_cache_spec
     full = dict(cache_dir='c', model='m', generator=dict(type='FixedConfigGenerator'))
     assert canonical_cache_spec(dict(full, wait_timeout=5))['wait_timeout'] == 5
     # plain JSON values: a config's tuple and a Path compare equal to the stored list and str

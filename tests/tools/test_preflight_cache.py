@@ -51,3 +51,16 @@ def test_settings_are_compared_only_for_a_signed_cache_of_a_model_name(tmp_path)
     assert check_cache_settings(dict(cache, model=['org/sd']), 'x.cache') == []
     assert check_cache_settings(dict(cache, generator=dict(GENERATOR, iters=-1)),
                                 'x.cache') == []
+
+
+def test_labels_without_a_signature_are_named_before_the_run(tmp_path):
+    """A folder whose cache.json was deleted while labels stayed: the labels' settings are
+    unknown, so the pre-flight names the folder and the fix (the cache would refuse it at the
+    first label it writes)."""
+    cache = dict(cache_dir=str(tmp_path), model='org/sd', generator=GENERATOR)
+    (tmp_path / 'ab').mkdir()
+    assert check_cache_settings(cache, 'x.cache') == []
+    (tmp_path / 'ab' / ('ab' + '0' * 38 + '.png')).write_bytes(b'')
+    (item,) = check_cache_settings(cache, 'x.cache')
+    assert item.what.startswith(f'label cache {tmp_path} holds labels but no cache.json')
+    assert item.fix == f'--cfg-options x.cache.cache_dir=<another folder>, or delete {tmp_path}'

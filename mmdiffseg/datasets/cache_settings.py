@@ -1,0 +1,45 @@
+"""The settings of a label cache (``LoadPseudoLabel(cache=...)``) as plain, comparable values, and
+the settings a cache cannot honour."""
+import json
+from typing import Dict, Optional, Tuple
+
+
+def canonical_json(value) -> object:
+    """JSON round trip, so tuples / numpy scalars compare equal to what was stored."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+#: the keys of a label cache's settings (``LoadPseudoLabel(cache=...)``), the first three required
+CACHE_KEYS = ('cache_dir', 'model', 'generator', 'wait_timeout')
+
+
+def canonical_cache_spec(cache: dict) -> dict:
+    """The :class:`LabelCache` arguments as plain JSON values (comparable, cheap to pickle).
+
+    Raises:
+        KeyError: ``cache_dir``, ``model`` or ``generator`` is missing, or a key is unknown.
+    """
+    spec = canonical_json(dict(cache))
+    missing = [k for k in CACHE_KEYS[:3] if k not in spec]
+    unknown = sorted(set(spec) - set(CACHE_KEYS))
+    if missing or unknown:
+        raise KeyError(f'label cache settings {spec}: missing {missing}, unknown {unknown}; '
+                       'expected dict(cache_dir=..., model=<hub id or diffusers folder>, '
+                       'generator=dict(type=...)[, wait_timeout=seconds])')
+    return spec
+
+
+def revision_refusal(engine_kwargs: Optional[Dict], cache_dir: str) -> Optional[Tuple[str, str]]:
+    """``(what, fix)`` where ``engine_kwargs`` name a hub ``revision``, which a label cache
+    cannot tell apart (None otherwise): the cache knows its model by name and files, and every
+    reader of it (the train pipeline's ``LoadPseudoLabel``) by the name alone, so labels of one
+    revision would be served to another."""
+    revision = (engine_kwargs or {}).get('revision')
+    if revision in (None, 'main'):
+        return None
+    return (f'model.data_preprocessor.engine_kwargs.revision={revision!r} with the label cache '
+            f'{cache_dir}, which knows its model by name and files, not by revision (labels of '
+            'one revision would be served to another)',
+            f'download that revision to a folder (hf download MODEL --revision {revision} '
+            "--local-dir FOLDER) and set the cache's model to FOLDER, without "
+            'engine_kwargs.revision')
