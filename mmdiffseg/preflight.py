@@ -309,7 +309,8 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                 missing += found
                 if 'cache_dir' in node and mode != 'test':
                     missing += check_cache_revision(cfg, node['cache_dir'], path)
-                    missing += check_cache_writable(node['cache_dir'], path)
+                    missing += check_cache_writable(node['cache_dir'], path,
+                                                    unlabelled if mode == 'train' else None)
                     missing += check_cache_settings(node, path)
                     missing += check_cache_precision(
                         node['cache_dir'], path, writer_dtype(cfg, mode, dtype),

@@ -100,11 +100,15 @@ def check_label_mixing_transforms(dataset: dict, where: str,
     return []
 
 
-def check_cache_writable(cache_dir: str, where: str) -> List[Missing]:
+def check_cache_writable(cache_dir: str, where: str,
+                         unlabelled: Optional[Callable[[str], Optional[str]]] = None
+                         ) -> List[Missing]:
     """A label cache folder the run cannot write (a read-only mount, no permission, a file in
     its place): training and the prefill would stop at their first label, after the model
     loaded. Probed with a temporary file in the folder or, where it is still to be made, in
-    the nearest folder above it."""
+    the nearest folder above it. ``unlabelled`` (:func:`unlabelled_finder`): for a run that
+    only adds the labels the cache lacks (training), which reads a full cache it cannot write
+    (a teammate's prefill)."""
     from .apis.io import WRITE_ERRORS
     folder = Path(cache_dir).expanduser().absolute()
     existing = next(p for p in (folder, *folder.parents) if p.exists())
@@ -115,9 +119,13 @@ def check_cache_writable(cache_dir: str, where: str) -> List[Missing]:
     try:
         handle, probe = tempfile.mkstemp(dir=existing, prefix='.mmdiffseg-write-test')
     except OSError as exc:
+        image = unlabelled(cache_dir) if unlabelled is not None else ''
+        if image is None:
+            return []
         reason = WRITE_ERRORS.get(exc.errno, exc.strerror or str(exc))
+        example = f'; {image} has no label there yet' if image else ''
         return [Missing(f'label cache folder {cache_dir} cannot be written ({existing}: '
-                        f'{reason})', fix, [f'{where}.cache_dir'])]
+                        f'{reason}{example})', fix, [f'{where}.cache_dir'])]
     os.close(handle)
     os.unlink(probe)
     return []

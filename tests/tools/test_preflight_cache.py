@@ -64,3 +64,14 @@ def test_labels_without_a_signature_are_named_before_the_run(tmp_path):
     (item,) = check_cache_settings(cache, 'x.cache')
     assert item.what.startswith(f'label cache {tmp_path} holds labels but no cache.json')
     assert item.fix == f'--cfg-options x.cache.cache_dir=<another folder>, or delete {tmp_path}'
+
+
+def test_a_full_cache_training_cannot_write_is_read_without_complaint(tmp_path):
+    """Training adds only the labels a cache lacks: a teammate's full prefill on a read-only
+    folder passes; one with a training image unlabelled is named with that image."""
+    with readonly_folder(tmp_path / 'ro') as folder:
+        assert check_cache_writable(str(folder), 'x.cache', lambda cache_dir: None) == []
+        (item,) = check_cache_writable(str(folder), 'x.cache', lambda cache_dir: 'a.jpg')
+        assert item.what.endswith('; a.jpg has no label there yet)')
+        (item,) = check_cache_writable(str(folder), 'x.cache')   # a prefill writes
+        assert 'cannot be written' in item.what
