@@ -1,7 +1,8 @@
 """``CheckpointFitHook``: a checkpoint whose weights do not fit the model is refused as mmengine
 loads it, before its weights reach the model. mmengine's loading is non-strict: a weight of
-another shape (a checkpoint trained for another class count) is logged and left at its random
-initial value, and the run scores the rest. ``tools/test.py`` adds this hook when it is given a
+another shape (a checkpoint trained for another class count) or one the checkpoint lacks (another
+model's, or its keys named otherwise) is logged and left at its random initial value, and the run
+scores the rest. ``tools/test.py`` adds this hook when it is given a
 CHECKPOINT; a config may list it in ``custom_hooks`` for its own runs.
 """
 from __future__ import annotations
@@ -18,15 +19,22 @@ class CheckpointMismatch(ValueError):
     """A checkpoint whose weights do not fit the model (the message names one and both shapes)."""
 
 
-def shape_problem(model, checkpoint: dict) -> Optional[str]:
-    """The weights of a loaded ``checkpoint`` whose shapes differ from ``model``'s (the first,
-    and how many more), or None. Keys as mmengine revises them (``module.`` dropped); weights
-    only one side has are mmengine's to report."""
+def fit_problem(model, checkpoint: dict) -> Optional[str]:
+    """The weights of a loaded ``checkpoint`` whose shapes differ from ``model``'s, or else the
+    model's parameters it lacks (the first, and how many more), or None. Keys as mmengine
+    revises them (``module.`` dropped); weights only the checkpoint has, and buffers it lacks
+    (an older checkpoint's BatchNorm counters), are mmengine's to report."""
     weights = {re.sub(r'^module\.', '', k): v
                for k, v in checkpoint.get('state_dict', checkpoint).items()}
-    own = (model.module if is_model_wrapper(model) else model).state_dict()
+    model = model.module if is_model_wrapper(model) else model
+    own = model.state_dict()
     wrong = [f'{k} is {list(v.shape)} there, {list(own[k].shape)} in the model'
              for k, v in weights.items() if k in own and v.shape != own[k].shape]
+    if not wrong:
+        params = [k for k, _ in model.named_parameters() if k in own]
+        wrong = [f'it lacks {k}' for k in params if k not in weights]
+        if wrong:
+            wrong[0] += f', of the {len(params)} parameters of the model'
     if not wrong:
         return None
     return wrong[0] + (f' (and {len(wrong) - 1} more)' if len(wrong) > 1 else '')
@@ -39,9 +47,9 @@ class CheckpointFitHook(Hook):
     priority = 'VERY_HIGH'
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        problem = shape_problem(runner.model, checkpoint)
+        problem = fit_problem(runner.model, checkpoint)
         if problem:
             raise CheckpointMismatch(
                 f"the checkpoint's weights do not fit the model of the config: {problem}; it was "
-                'trained with another config (another class count?): give the config it was '
-                'trained with')
+                'trained with another config (another class count, another model?), or is no '
+                'whole checkpoint of this one: give the config it was trained with')

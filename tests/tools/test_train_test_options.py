@@ -167,13 +167,16 @@ def test_a_checkpoint_whose_weights_do_not_fit_the_model_is_named(tmp_path, monk
     class embedding (a log line) and test.py scored the rest. test.py adds CheckpointFitHook,
     which mmengine calls with the loaded checkpoint before its weights reach the model: a fitting
     one (``module.`` prefix, keys the model lacks) passes, the other stops test.py (exit 2)
-    naming the weight, both shapes and the fix."""
+    naming the weight, both shapes and the fix; so does one that lacks parameters of the model
+    (mmengine would leave them random)."""
     import torch
     from mmseg.registry import HOOKS
     from torch import nn
     test = load_tool('test')
     model = nn.Sequential(nn.Linear(32, 4), nn.Linear(4, 2))
-    fitting = dict(state_dict={'module.0.weight': torch.zeros(4, 32), 'extra': torch.zeros(1)})
+    fitting = dict(state_dict={'module.0.weight': torch.zeros(4, 32), 'extra': torch.zeros(1),
+                               '0.bias': torch.zeros(4), '1.weight': torch.zeros(2, 4),
+                               '1.bias': torch.zeros(2)})
     other = dict(state_dict={'0.weight': torch.zeros(151, 32), '0.bias': torch.zeros(151),
                              '1.weight': torch.zeros(2, 4)})
     built = []
@@ -203,5 +206,10 @@ def test_a_checkpoint_whose_weights_do_not_fit_the_model_is_named(tmp_path, monk
     assert capsys.readouterr().err == (
         f"tools/test.py: error: CHECKPOINT {tmp_path / 'iter_4.pth'}: the checkpoint's weights do "
         'not fit the model of the config: 0.weight is [151, 32] there, [4, 32] in the model (and '
-        '1 more); it was trained with another config (another class count?): give the config it '
-        'was trained with\n')
+        '1 more); it was trained with another config (another class count, another model?), or '
+        'is no whole checkpoint of this one: give the config it was trained with\n')
+    loaded = dict(state_dict={'0.bias': torch.zeros(4), '1.weight': torch.zeros(2, 4)})
+    with pytest.raises(SystemExit):
+        test.main(args)
+    assert ("do not fit the model of the config: it lacks 0.weight, of the 4 parameters of the "
+            'model (and 1 more); ' in capsys.readouterr().err)
