@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import os.path as osp
+import re
 import sys
 from typing import Optional
 
@@ -99,22 +100,42 @@ def enable_amp(cfg: Config) -> None:
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
 
+#: the names of the checkpoints mmengine's CheckpointHook saves, with their iteration or epoch
+NUMBERED_CHECKPOINT = re.compile(r'(?:iter|epoch)_(\d+)\.pth$')
+
+
+def latest_in_work_dir(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` continues from: the one mmengine's ``last_checkpoint`` names,
+    read in the work dir itself (it records the path the run had: another folder once the work
+    dir was moved or copied), else the work dir's highest numbered one (the named one deleted),
+    else the named one where it is (outside the work dir), else None."""
+    recorded = find_latest_checkpoint(work_dir)
+    if recorded is not None and osp.isfile(osp.join(work_dir, osp.basename(recorded))):
+        return osp.join(work_dir, osp.basename(recorded))
+    numbered = sorted((int(m.group(1)), name)
+                      for name in (os.listdir(work_dir) if osp.isdir(work_dir) else [])
+                      for m in [NUMBERED_CHECKPOINT.fullmatch(name)] if m)
+    if numbered:
+        return osp.join(work_dir, numbered[-1][1])
+    return recorded if recorded is not None and osp.isfile(recorded) else None
+
+
 def resume_from_work_dir(cfg: Config) -> Optional[str]:
-    """``--resume``: continue the run in the work dir. mmengine resumes from ``load_from`` when a
-    config sets it (the fine-tune configs: the synthetic run's last checkpoint, the start weights),
-    so ``load_from`` becomes the work dir's latest checkpoint (read in the work dir itself:
-    mmengine's ``last_checkpoint`` records the path the run had, another folder once the work
-    dir was moved or copied). With none there yet, a new run starts (from ``load_from``'s
-    weights only); the returned line says so, None when resuming."""
-    latest = find_latest_checkpoint(cfg.work_dir)
-    if latest is not None and osp.isfile(osp.join(cfg.work_dir, osp.basename(latest))):
-        latest = osp.join(cfg.work_dir, osp.basename(latest))  # a moved or copied work dir
+    """``--resume``: continue the run in the work dir, from :func:`latest_in_work_dir`. mmengine
+    resumes from ``load_from`` when a config sets it (the fine-tune configs: the synthetic run's
+    last checkpoint, the start weights), so ``load_from`` becomes that checkpoint. With none, a
+    new run starts (from ``load_from``'s weights only). The returned line, for the run's log,
+    says so, or names a checkpoint outside the work dir; None otherwise."""
+    latest = latest_in_work_dir(cfg.work_dir)
     cfg.resume = latest is not None
-    if cfg.resume:
-        cfg.load_from = latest
-        return None
-    start = f"load_from's weights ({cfg.load_from})" if cfg.get('load_from') else 'scratch'
-    return f'--resume: no checkpoint in {cfg.work_dir} yet; a new run starts from {start}'
+    if not cfg.resume:
+        start = f"load_from's weights ({cfg.load_from})" if cfg.get('load_from') else 'scratch'
+        return f'--resume: no checkpoint in {cfg.work_dir} yet; a new run starts from {start}'
+    cfg.load_from = latest
+    if osp.dirname(osp.abspath(latest)) != osp.abspath(cfg.work_dir):
+        return (f'--resume: {cfg.work_dir} holds no checkpoint; its last_checkpoint names '
+                f'{latest}, which the run resumes from')
+    return None
 
 
 def build_runner(cfg: Config):
@@ -132,14 +153,14 @@ def main(argv=None):
         raise SystemExit(2)
     if args.amp:
         enable_amp(cfg)
-    cfg.resume = args.resume
-    fresh_start = resume_from_work_dir(cfg) if args.resume else None
+    cfg.resume = bool(args.resume or cfg.get('resume'))  # mmengine's resume=True counts too
+    resume_note = resume_from_work_dir(cfg) if args.resume else None
     if run_preflight(args, cfg, args.config, 'train'):
         return
     start_runner_launcher(cfg, 'train')
     runner = build_runner(cfg)
-    if fresh_start:
-        print_log(fresh_start, logger='current', level=logging.WARNING)  # in the run's log
+    if resume_note:
+        print_log(resume_note, logger='current', level=logging.WARNING)  # in the run's log
     try:
         runner.train()
     except OutputWriteError as exc:  # the label cache's disk full, read-only...: one line

@@ -44,6 +44,38 @@ def test_resume_reads_a_moved_work_dir_and_test_makes_its_out_folder(tmp_path, m
     assert out.is_dir()
 
 
+def test_resume_takes_the_work_dirs_newest_checkpoint_when_the_named_one_is_gone(
+        tmp_path, monkeypatch):
+    """last_checkpoint names a deleted file: --resume continues from the work dir's highest
+    numbered checkpoint (iter_10 after iter_3), not the same name in the folder the work dir was
+    copied from; with no checkpoint of its own, from the named one where it is, and the run's log
+    says so. resume=True set in the config or by --cfg-options is not dropped."""
+    train = load_tool('train')
+    original, copy = tmp_path / 'original', tmp_path / 'copy'
+    for folder, names in ((original, ['iter_12.pth']), (copy, ['iter_3.pth', 'iter_10.pth'])):
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_bytes(b'w')
+        (folder / 'last_checkpoint').write_text(str(original / 'iter_12.pth'))
+    cfg = Config(dict(work_dir=str(copy)))
+    assert train.resume_from_work_dir(cfg) is None
+    assert cfg.resume and cfg.load_from == str(copy / 'iter_10.pth')
+    for name in ('iter_3.pth', 'iter_10.pth'):
+        (copy / name).unlink()
+    cfg = Config(dict(work_dir=str(copy)))
+    assert train.resume_from_work_dir(cfg) == (
+        f'--resume: {copy} holds no checkpoint; its last_checkpoint names '
+        f"{original / 'iter_12.pth'}, which the run resumes from")
+    assert cfg.load_from == str(original / 'iter_12.pth')
+    seen = []
+    monkeypatch.setattr(train, 'run_preflight', lambda args, cfg, *_: seen.append(cfg) or True)
+    train.main([str(TINY_ONLINE_CONFIG), '--cfg-options', 'resume=True',
+                f"load_from={original / 'iter_12.pth'}"])
+    train.main([str(TINY_ONLINE_CONFIG)])
+    assert seen[0].resume is True and seen[0].load_from == str(original / 'iter_12.pth')
+    assert seen[1].resume is False
+
+
 def test_test_options(capsys):
     test = load_tool('test')
     cfg = Config(dict(
