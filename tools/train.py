@@ -22,8 +22,9 @@ from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
 from mmdiffseg.apis.cfg_options import merge_cfg_options
-from mmdiffseg.apis.cli import (EXIT_WRITE_FAILED, add_preflight_options, leave_process_group,
-                                run_preflight, start_runner_launcher)
+from mmdiffseg.apis.cli import (EXIT_BAD_INPUT, EXIT_WRITE_FAILED, add_preflight_options,
+                                leave_process_group, own_message, run_preflight,
+                                start_runner_launcher)
 from mmdiffseg.apis.io import OutputWriteError, UserInputError
 from mmdiffseg.compat import config_fromfile, quiet_stock_notices
 from mmengine.config import Config, DictAction
@@ -163,9 +164,12 @@ def main(argv=None):
         print_log(resume_note, logger='current', level=logging.WARNING)  # in the run's log
     try:
         runner.train()
+    except UserInputError as exc:  # a label cache refused mid-run (no pre-flight, a race)
+        print(f'tools/train.py: error: {own_message(exc)}', file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
     except OutputWriteError as exc:  # the label cache's disk full, read-only...: one line
-        print(f'tools/train.py: error: {exc}; the checkpoints and labels written so far are '
-              f'kept: fix that, then rerun with --resume', file=sys.stderr)
+        print(f'tools/train.py: error: {own_message(exc)}; the checkpoints and labels written so '
+              f'far are kept: fix that, then rerun with --resume', file=sys.stderr)
         raise SystemExit(EXIT_WRITE_FAILED) from None
     leave_process_group()
 

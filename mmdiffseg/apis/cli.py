@@ -255,6 +255,17 @@ def stop_signals():
             signal.signal(signum, old)
 
 
+def own_message(exc: BaseException) -> str:
+    """``exc``'s message without the traceback torch's DataLoader puts before it when it raises
+    a worker process's exception again in the main process (``Caught X in DataLoader worker
+    process 0. Original Traceback ...``)."""
+    message = str(exc)
+    if not message.startswith(f'Caught {type(exc).__name__} '):
+        return message
+    name = f'{type(exc).__module__}.{type(exc).__qualname__}: '
+    return message[message.rfind(name) + len(name):].strip() if name in message else message
+
+
 def _fail(message, status: int) -> int:
     sys.stdout.flush()  # a half-written stdout line (progress) must not take the message
     print(f'error: {message}', file=sys.stderr)

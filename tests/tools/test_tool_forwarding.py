@@ -306,3 +306,34 @@ def test_a_label_cache_that_cannot_be_written_stops_training_with_one_line(monke
         f'tools/train.py: error: cannot write {tmp_path}/cache/cache.json: the disk is full')
     assert err[0].endswith('the checkpoints and labels written so far are kept: fix that, then '
                            'rerun with --resume')
+
+
+def test_a_label_cache_refused_mid_training_in_a_loader_worker_is_one_error(monkeypatch, tmp_path,
+                                                                            capsys):
+    """A cache holding another config's labels found during training (pre-flight skipped, or two
+    runs signing a new cache at once), in a DataLoader worker process: the cache's message
+    without torch's worker traceback, exit status 2 (a traceback and status 1 before)."""
+    import torch
+    from mmdiffseg.datasets import LabelCache
+    train = load_tool('train')
+    cache_dir = tmp_path / 'cache'
+    LabelCache(cache_dir, 'org/sd', dict(type='DiffSeg', kl_thresholds=(0.9,) * 3)).sign()
+
+    class Labels(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, index):
+            return LabelCache(cache_dir, 'org/sd', dict(type='DiffSeg')).load('ab' * 20)
+
+    class Runner:
+        def train(self):
+            list(torch.utils.data.DataLoader(Labels(), num_workers=1))
+    monkeypatch.setattr(train, 'build_runner', lambda cfg: Runner())
+    with pytest.raises(SystemExit) as stopped:
+        train.main([str(TINY_ONLINE_CONFIG), '--skip-preflight', '--work-dir', str(tmp_path)])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'tools/train.py: error: label cache {cache_dir} holds labels made '
+                          'with other settings:\n  generator.kl_thresholds: cache [0.9, 0.9, 0.9]')
+    assert 'Traceback' not in err and 'worker' not in err
