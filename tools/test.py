@@ -140,6 +140,10 @@ def main(argv=None):
     if args.show_interval is not None and args.show_interval < 1:
         print('tools/test.py: error: --show-interval must be >= 1', file=sys.stderr)
         raise SystemExit(2)
+    if args.out is not None and os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(f'tools/test.py: error: --out {args.out} is a file; --out takes the folder the '
+              'predictions are saved in', file=sys.stderr)
+        raise SystemExit(2)
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time, args.show_interval)
     if args.tta and cfg.model.get('type') == TRAINING_FREE:

@@ -76,6 +76,20 @@ def test_resume_takes_the_work_dirs_newest_checkpoint_when_the_named_one_is_gone
     assert seen[1].resume is False
 
 
+def test_an_out_that_is_a_file_is_refused_before_the_run(tmp_path, capsys):
+    """--out naming an existing file: one error line and exit 2 (a FileExistsError traceback
+    before), the file untouched."""
+    (tmp_path / 'iter_1.pth').write_bytes(b'w')
+    (tmp_path / 'afile').write_text('kept')
+    with pytest.raises(SystemExit) as stopped:
+        load_tool('test').main([str(TINY_ONLINE_CONFIG), str(tmp_path / 'iter_1.pth'),
+                                '--out', str(tmp_path / 'afile')])
+    assert stopped.value.code == 2 and (tmp_path / 'afile').read_text() == 'kept'
+    assert capsys.readouterr().err == (
+        f"tools/test.py: error: --out {tmp_path / 'afile'} is a file; --out takes the folder the "
+        'predictions are saved in\n')
+
+
 def test_test_options(capsys):
     test = load_tool('test')
     cfg = Config(dict(
