@@ -306,6 +306,8 @@ class OnlineLabeler:
         hub.update_scalar('train/label_seconds', elapsed)
         hub.update_scalar('train/label_generated', float(self.generated - generated_before))
         hub.update_scalar('train/label_waited', float(self.waited - waited_before))
+        # the log shows the logged iteration's values only (every 50th by default)
+        hub.update_scalar('train/label_generated_total', float(self.generated))
         self._announce(data_samples)
         if generated_before == 0 and self.generated:
             print_log(f'online labels: making labels with {self.cache.model} '

@@ -57,6 +57,8 @@ def test_online_labels_are_made_once_cached_and_drawn(tmp_path, tiny_sd, monkeyp
     assert len(rows) == 4 and rows[0]['label_generated'] == 2   # cold: the batch of 2
     assert all('label_coverage' in r and 'label_seconds' in r for r in rows)
     assert rows[-1]['label_generated'] < rows[0]['label_generated']  # epoch 2 reads the cache
+    assert [r['label_generated_total'] for r in rows] == list(
+        np.cumsum([r['label_generated'] for r in rows]))   # the run's total, at every log
     check_label_pictures(tmp_path / 'run1', iters=(2, 4))
     # a second run on the full cache generates nothing (test_prefill_and_ranks.py), and the
     # checkpoint's mIoU through tools/test.py is the README's smoke path (test_readme_smoke.py)
