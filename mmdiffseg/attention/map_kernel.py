@@ -81,8 +81,9 @@ def _head_map_kernel(q_ptr, k_ptr, lse_ptr, out_ptr, heads_ptr, n_heads, n_query
                      REST_D: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_ALIGN: tl.constexpr,
                      ACCUMULATE: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     b = tl.program_id(2).to(tl.int64)
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    # int64 offsets: a map of 2**31 elements and more (46k tokens, ~1728 px images) wraps int32
+    rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    cols = (tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     row_ok, col_ok = rows < n_query, cols < n_key
     q_rows = q_ptr + b * sq_b + rows[:, None] * sq_n
     k_cols = k_ptr + b * sk_b + cols[None, :] * sk_n  # K^T
@@ -112,7 +113,7 @@ def _row_lse_kernel(q_ptr, k_ptr, lse_ptr, n_query, n_key, qk_scale,
                     UPCAST: tl.constexpr, PRECISION: tl.constexpr):
     h = tl.program_id(1).to(tl.int64)
     b = tl.program_id(2).to(tl.int64)
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = (tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
     row_ok = rows < n_query
     q, q_rest = _load_query(q_ptr + b * sq_b + h * sq_h * HEAD_ALIGN + rows[:, None] * sq_n, sq_d,
                             row_ok, HEAD_DIM, BLOCK_D, REST_D, UPCAST)

@@ -311,3 +311,17 @@ def test_columns_past_the_head_dim_never_enter_the_product(head_dim):
     lse = torch.logsumexp(q.double() @ k.double().transpose(-1, -2) / math.sqrt(head_dim), -1)
     got = _maps(q, k, lse.float(), [0, 2])
     torch.testing.assert_close(got.double(), _probs(q, k)[:, [0, 2]].sum(1), atol=ATOL, rtol=RTOL)
+
+
+def test_maps_past_two_to_the_31_elements_are_indexed_in_int64():
+    """A map row starting past element 2**31 (a layer of 46k tokens, ~1728 px images): the
+    kernel's int32 row offsets wrapped and wrote elsewhere (a segmentation fault here). The rows
+    of a (33, 16) map 2**26 elements apart reach past it; only their pages are touched."""
+    n_query, n_key, row_stride = 33, 16, 2 ** 26
+    q, k = _qk(1, 2, n_query, n_key, 64, torch.float32, seed=3)
+    far = torch.empty(n_query * row_stride).as_strided((1, n_query, n_key), (0, row_stride, 1))
+    for row in range(n_query):
+        far[0, row].zero_()
+    lse = torch.logsumexp(q.double() @ k.double().transpose(-1, -2) / 8, -1).float()
+    got = _maps(q, k, lse, [0, 1], weight=0.5, buffer=far)
+    torch.testing.assert_close(got.double(), _probs(q, k).mean(1), atol=ATOL, rtol=RTOL)
