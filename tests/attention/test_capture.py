@@ -261,3 +261,39 @@ def test_latent_of_another_size_than_declared_is_refused(tiny_engine):
         with torch.no_grad(), capture_attention(unet, CaptureSpec([CaptureRequest('self', 8)]),
                                                 LATENT, batch_size=1):
             unet(torch.zeros(1, 4, 16, 16), 10, encoder_hidden_states=torch.zeros(1, 77, 32))
+
+
+def test_a_layer_of_no_plain_attention_or_already_captured_is_refused(tiny_engine):
+    """A captured step runs plain SDPA in place of the layer's processor: an IP-Adapter's or an
+    attention edit's would change the output (it did, silently), and an inner session took the
+    outer one's layers over (its maps came out short). Both are refused naming the layer and the
+    fix, before any processor changes; diffusers' classic AttnProcessor is plain attention."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    class Halved(AttnProcessor2_0):
+        def __call__(self, attn, hidden_states, *args, **kwargs):
+            return 0.5 * super().__call__(attn, hidden_states, *args, **kwargs)
+
+    unet = tiny_engine(SD2).unet
+    spec = CaptureSpec([CaptureRequest('self', 8)])
+    first, second = [layer.name for layer in _layers(tiny_engine(SD2), 'self', 8)][:2]
+    edited = unet.get_submodule(second)
+    kept = edited.processor
+    try:
+        edited.set_processor(Halved())
+        with pytest.raises(ValueError, match=rf'^{second} runs Halved, not plain attention: .*'
+                                             r'\(unet.set_default_attn_processor\(\)\)$'):
+            with capture_attention(unet, spec, LATENT, batch_size=1):
+                pass
+        assert not isinstance(unet.get_submodule(first).processor, CaptureProcessor)
+        edited.set_processor(AttnProcessor())
+        with capture_attention(unet, spec, LATENT, batch_size=1):
+            with pytest.raises(ValueError, match=rf'^{first} is captured by another '
+                                                 r'capture_attention session already; capture '
+                                                 r'once, with merge_specs\(\[outer, inner\]\)$'):
+                inner = CaptureSpec([CaptureRequest('self', 8, layers=[first])])
+                with capture_attention(unet, inner, LATENT, batch_size=1):
+                    pass
+            assert isinstance(unet.get_submodule(first).processor, CaptureProcessor)
+    finally:
+        edited.set_processor(kept)
