@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from mmengine.config import Config
 
+from .datasets.cache_settings import cache_folder
 from .preflight_data import Missing
 from .provenance import missing_model_refusal
 from .registry import config_type
@@ -56,7 +56,8 @@ def check_cache_precision(cache_dir: str, where: str, dtype: str,
     the labels the cache lacks (training); a full cache is read in any precision."""
     from .datasets.label_cache import SIGNATURE_FILE, WRITER_KEY
     try:
-        made = json.loads((Path(cache_dir) / SIGNATURE_FILE).read_text()).get(WRITER_KEY, {})
+        made = json.loads((cache_folder(cache_dir) / SIGNATURE_FILE).read_text()).get(
+            WRITER_KEY, {})
     except (OSError, ValueError, AttributeError):
         return []   # no folder or signature yet (an unreadable one is named at first use)
     if made.get('dtype') in (None, dtype):
@@ -110,7 +111,7 @@ def check_cache_writable(cache_dir: str, where: str,
     only adds the labels the cache lacks (training), which reads a full cache it cannot write
     (a teammate's prefill)."""
     from .apis.io import WRITE_ERRORS
-    folder = Path(cache_dir).expanduser().absolute()
+    folder = cache_folder(cache_dir).absolute()
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     fix = f'--cfg-options {where}.cache_dir=<a folder you can write>'
     if not existing.is_dir():
@@ -148,7 +149,7 @@ def check_cache_settings(cache: Dict, where: str) -> List[Missing]:
     the data are built."""
     from .datasets.label_cache import SIGNATURE_FILE, LabelCache, unsigned_labels
     fix = f'--cfg-options {where}.cache_dir=<another folder>, or delete {cache["cache_dir"]}'
-    if not (Path(cache['cache_dir']) / SIGNATURE_FILE).is_file():
+    if not (cache_folder(cache['cache_dir']) / SIGNATURE_FILE).is_file():
         unsigned = unsigned_labels(cache['cache_dir'])
         return [Missing(unsigned, fix, [f'{where}.cache_dir'])] if unsigned else []
     if not isinstance(cache.get('model'), str):

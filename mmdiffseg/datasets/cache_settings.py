@@ -1,7 +1,14 @@
 """The settings of a label cache (``LoadPseudoLabel(cache=...)``) as plain, comparable values, and
 the settings a cache cannot honour."""
 import json
-from typing import Dict, Optional, Tuple
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
+
+
+def cache_folder(cache_dir: Union[str, Path]) -> Path:
+    """The folder ``cache_dir`` names, ``~`` expanded (else ``'~/labels'`` is a folder named
+    ``~`` in the working directory)."""
+    return Path(cache_dir).expanduser()
 
 
 def canonical_json(value) -> object:

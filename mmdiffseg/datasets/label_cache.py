@@ -47,7 +47,7 @@ from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY, MaskGenerator,
 from ..provenance import (describe, missing_model_refusal, model_identity,
                           setting_differences)
 from ..registry import MASK_GENERATORS
-from .cache_settings import canonical_json
+from .cache_settings import cache_folder, canonical_json
 
 SIGNATURE_FILE = 'cache.json'
 #: the signature's record of how the labels were computed, checked against writers only
@@ -70,7 +70,7 @@ def label_key(image_bytes: bytes, class_names: Sequence[str]) -> str:
 
 def label_path(cache_dir: Union[str, Path], key: str) -> Path:
     """Where the label of content key ``key`` lives in ``cache_dir``."""
-    return Path(cache_dir) / key[:2] / f'{key}.png'
+    return cache_folder(cache_dir) / key[:2] / f'{key}.png'
 
 
 def read_label(path: Path) -> Optional[np.ndarray]:
@@ -83,7 +83,7 @@ def read_label(path: Path) -> Optional[np.ndarray]:
 def unsigned_labels(cache_dir: Union[str, Path]) -> Optional[str]:
     """What is wrong with a folder that holds labels but no signature (deleted while a run
     wrote into it), or None: such labels are of unknown origin and never reused."""
-    if next(Path(cache_dir).glob('??/*.png'), None) is None:
+    if next(cache_folder(cache_dir).glob('??/*.png'), None) is None:
         return None
     return (f'label cache {cache_dir} holds labels but no {SIGNATURE_FILE} (deleted while a run '
             'wrote into it?): labels of unknown origin are never reused')
@@ -118,7 +118,7 @@ class LabelCache:
     def __init__(self, cache_dir: Union[str, Path], model: str,
                  generator: Union[Dict, MaskGenerator], wait_timeout: float = 600.0,
                  writer_dtype: Optional[str] = None):
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir = cache_folder(cache_dir)
         if not isinstance(generator, MaskGenerator):
             generator = MASK_GENERATORS.build(generator)
         self.generator = generator
