@@ -78,7 +78,8 @@ class CaptureSpec:
     """The set of :class:`CaptureRequest` a generator needs from one U-Net pass (or denoising run).
 
     Args:
-        requests: the tensors to capture; names must be unique.
+        requests: the tensors to capture; names must be unique (a request listed twice is
+            kept once: each copy would add its maps into the same buffer).
         steps: for ``generate``: indices of the denoising steps to average over (``None`` = all).
     """
 
@@ -86,8 +87,8 @@ class CaptureSpec:
     steps: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self):
-        reqs = tuple(r if isinstance(r, CaptureRequest) else CaptureRequest(**r)
-                     for r in self.requests)
+        reqs = tuple(dict.fromkeys(r if isinstance(r, CaptureRequest) else CaptureRequest(**r)
+                                   for r in self.requests))
         object.__setattr__(self, 'requests', reqs)
         if self.steps is not None:
             object.__setattr__(self, 'steps', tuple(int(s) for s in self.steps))

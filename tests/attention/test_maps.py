@@ -180,11 +180,15 @@ def test_layers_heads_and_steps_given_as_lists_or_tensors_make_the_same_spec():
     assert merged == spec and merged.steps == (0, 1) and hash(merged) == hash(spec)
 
 
-def test_a_request_listed_twice_is_kept_and_merges_keep_the_steps():
-    """Two equal requests under one name are one request, not a clash; a merge keeps the
-    (equal) step selection of both specs; merging no spec gives the empty spec."""
+def test_a_request_listed_twice_is_kept_once_and_merges_keep_the_steps(tiny_engine):
+    """Two equal requests under one name are one request, not a clash, and captured once (each
+    copy added its maps into the same buffer: rows summing to 2, SeeDiff's masks changed); a
+    merge keeps the (equal) step selection of both specs; merging no spec gives the empty spec."""
     request = CaptureRequest('self', 32)
-    assert CaptureSpec((request, CaptureRequest('self', 32))).names == ['self32', 'self32']
+    assert CaptureSpec((request, CaptureRequest('self', 32))).names == ['self32']
+    images = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    maps = tiny_engine(SD2).extract(images, capture=[request, CaptureRequest('self', 8), request])
+    torch.testing.assert_close(maps['self32'].sum(-1), torch.ones(1, 1024))
     a = CaptureSpec((request,), steps=(3, 5))
     b = CaptureSpec((CaptureRequest('cross', 16),), steps=(3, 5))
     merged = merge_specs([a, b])
