@@ -123,8 +123,17 @@ def _as_list(images: ImagesLike) -> list:
     return list(images)
 
 
+def _refuse_an_empty_batch(images: ImagesLike) -> None:
+    """A batch tensor or array of no image, named as an empty list is (the U-Net and the
+    resizing failed on it with errors about reshapes and stacks)."""
+    if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4 and not len(images):
+        raise ValueError(f'images: an empty batch (shape {tuple(images.shape)}); give at least '
+                         'one image')
+
+
 def image_list(images: ImagesLike) -> List[torch.Tensor]:
     """Split the accepted image inputs into a list of float ``(3, H, W)`` RGB tensors."""
+    _refuse_an_empty_batch(images)
     if isinstance(images, torch.Tensor):
         if images.ndim == 3:
             images = images[None]
@@ -213,6 +222,7 @@ def preprocess_images(images: ImagesLike, image_size: int) -> torch.Tensor:
     iSeg's ``cv2.resize``; DiffSeg's release crops the centre square first, as the evaluation
     configs do with ``CenterSquareCrop``), then ``x / 127.5 - 1``. Every image given as floats
     goes through :func:`check_value_range`."""
+    _refuse_an_empty_batch(images)
     if isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[1] == 3 and \
             tuple(images.shape[-2:]) == (image_size, image_size) and \
             (images.dtype == torch.uint8 or images.is_floating_point()):

@@ -1,5 +1,7 @@
 """Images given to the engine (:func:`preprocess_images`): known values after conversion and
 resizing, PIL / numpy / tensor forms, and bad input refused with the reason and the fix."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ import torch
 from test_engine import _image
 
 from mmdiffseg.attention import preprocess_images
+from mmdiffseg.attention.images import image_list
 
 
 def test_preprocess_known_values_and_conversions():
@@ -163,6 +166,18 @@ def test_an_empty_image_list_is_refused_as_empty(empty):
     with pytest.raises(ValueError, match=rf'non-empty list of them, got {type(empty).__name__} '
                                          r'\(empty\)$'):
         preprocess_images(empty, 64)
+
+
+@pytest.mark.parametrize('empty', [torch.empty(0, 3, 64, 64, dtype=torch.uint8),
+                                   torch.empty(0, 3, 100, 100),
+                                   np.empty((0, 100, 100, 3), np.uint8)])
+def test_an_empty_batch_tensor_or_array_is_refused_as_empty(empty):
+    """At the working size (the U-Net failed on a reshape) or another (a stack of nothing)."""
+    for call in (lambda: preprocess_images(empty, 64), lambda: image_list(empty)):
+        with pytest.raises(ValueError, match=rf'^images: an empty batch \(shape '
+                                             rf'{re.escape(str(tuple(empty.shape)))}\); give at '
+                                             r'least one image$'):
+            call()
 
 
 def test_a_single_chw_tensor_is_a_batch_of_one():
