@@ -2,7 +2,8 @@
 
 The kernels (attention maps, PAMR, iSeg's cluster sums) run on CUDA GPUs of compute capability 8.0
 or newer (A100, RTX 30xx / 40xx, A10, L4, L40S, H100 / H200, Blackwell), the architectures CI
-compiles them for (``tests/test_triton_kernels_compile.py``: sm_80, sm_89, sm_90). Older GPUs
+compiles them for (``tests/test_triton_kernels_compile.py``: sm_80, sm_89, sm_90); AMD GPUs under
+ROCm torch (seen as ``cuda`` devices) are not among them. Older GPUs
 (T4, V100: sm_75 / sm_70) get the PyTorch paths: there the map kernels' tiles for SD 1's widest
 heads need 128 KiB of shared memory, more than such a GPU has, and bfloat16 has no tensor cores.
 On the CPU, Triton's interpreter (``TRITON_INTERPRET=1``) runs them, for tests.
@@ -44,6 +45,9 @@ def triton_problem(device: Union[str, torch.device]) -> Optional[str]:
     if device.type != 'cuda':
         return None if interpreting() else (f'Triton kernels need a CUDA device (or '
                                             f'TRITON_INTERPRET=1 on the CPU), got {device}')
+    if torch.version.hip is not None:
+        return (f'{device} is an AMD GPU (ROCm torch {torch.version.hip}): the Triton kernels are '
+                'compiled and checked for NVIDIA GPUs only; the PyTorch paths run there')
     index = device.index if device.index is not None else torch.cuda.current_device()
     major, minor = _capability(index)
     if (major, minor) < MIN_CAPABILITY:

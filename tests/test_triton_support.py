@@ -53,6 +53,17 @@ def test_older_gpus_take_the_pytorch_paths_and_refuse_triton_with_the_fix(capabi
         ordered_sums._resolve('triton', GPU)
 
 
+def test_amd_gpus_under_rocm_take_the_pytorch_paths(capability, monkeypatch):
+    """ROCm torch shows AMD GPUs as cuda devices with their gfx version as the capability
+    (9.4 for an MI300X): 'auto' took kernels compiled and checked for NVIDIA GPUs only."""
+    capability(9, 4)
+    monkeypatch.setattr(torch.version, 'hip', '6.4.43482')
+    assert triton_support.triton_problem(GPU).startswith('cuda:0 is an AMD GPU (ROCm torch 6.4')
+    assert resolve_backend('auto', GPU, masked=False) == 'torch'
+    assert PAMR(backend='auto').backend_for(GPU) == 'graph'
+    assert ordered_sums._resolve('auto', GPU) == 'torch'
+
+
 def test_the_cpu_runs_kernels_only_interpreted(monkeypatch):
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
     assert 'TRITON_INTERPRET=1' in triton_support.triton_problem('cpu')

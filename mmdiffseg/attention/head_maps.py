@@ -38,29 +38,39 @@ Target = Tuple[torch.Tensor, List[Tuple[torch.Tensor, float]]]
 
 
 def default_chunk_bytes(device) -> int:
-    """Chunk budget of the torch path: fixed on CPU; on CUDA from the free memory (the driver's
-    free memory plus what PyTorch's allocator holds unused)."""
+    """Chunk budget of the torch path: fixed on CPU; on CUDA a quarter of the free memory (the
+    driver's free memory plus what PyTorch's allocator holds unused), rounded down to a power of
+    two, within :data:`CUDA_CHUNK_BOUNDS`."""
     device = torch.device(device)
     if device.type != 'cuda':
         return CPU_CHUNK_BYTES
     free, _ = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     low, high = CUDA_CHUNK_BOUNDS
-    return int(min(high, max(low, free // 4)))
+    budget = int(min(high, max(low, free // 4)))
+    # a power of two: a compiled U-Net guards on the budget, and recompiled at every other value
+    return 1 << (budget.bit_length() - 1)
 
 
-#: ``'module'`` -> :mod:`.map_kernel`, or None without triton, once looked up
+#: ``'module'`` -> :mod:`.map_kernel`, or None without triton, once looked up; ``'problem'``:
+#: why there is none
 _MAP_KERNEL: dict = {}
 
 
 def _map_kernel():
-    """The kernel module (imported at its first use), or None without triton. A plain lookup
-    after the first call: a U-Net under ``torch.compile`` calls it in its traced forward."""
+    """The kernel module (imported at its first use), or None without triton (or with one that
+    fails to import). A plain lookup after the first call: a U-Net under ``torch.compile`` calls
+    it in its traced forward."""
     if 'module' not in _MAP_KERNEL:
         try:
             from . import map_kernel
         except ImportError:
             map_kernel = None
+            _MAP_KERNEL['problem'] = 'the triton package is not installed (pip install triton)'
+        except Exception as err:  # noqa: BLE001  a triton broken on import: no kernel
+            map_kernel = None
+            _MAP_KERNEL['problem'] = (f'the Triton kernels fail to import ({type(err).__name__}: '
+                                      f'{err}); reinstall triton')
         _MAP_KERNEL['module'] = map_kernel
     return _MAP_KERNEL['module']
 
@@ -75,14 +85,15 @@ def resolve_backend(backend: str, device, masked: bool) -> str:
     """
     if backend not in BACKENDS:
         raise ValueError(f'map_backend must be one of {BACKENDS}, got {backend!r}')
-    if masked or backend == 'torch':
-        return 'torch'
+    cuda = device is not None and torch.device(device).type == 'cuda'
+    if masked or backend == 'torch' or (backend == 'auto' and device is not None and not cuda):
+        return 'torch'   # (no kernel import on the CPU: a broken triton costs nothing there)
     if _map_kernel() is None:
-        problem = 'the triton package is not installed (pip install triton)'
+        problem = _MAP_KERNEL.get('problem', 'the triton package is not installed '
+                                  '(pip install triton)')
     else:
         problem = None if device is None else triton_problem(device)
     if backend == 'auto':
-        cuda = device is not None and torch.device(device).type == 'cuda'
         return 'triton' if cuda and problem is None else 'torch'
     if problem is not None:
         raise ValueError(f"map_backend='triton' cannot run here: {problem}; use "

@@ -106,7 +106,9 @@ def test_cuda_chunk_is_sized_from_free_memory(monkeypatch):
     monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda device: (free['driver'], 80 * gib))
     monkeypatch.setattr(torch.cuda, 'memory_reserved', lambda device: free['reserved'])
     monkeypatch.setattr(torch.cuda, 'memory_allocated', lambda device: free['allocated'])
-    assert head_maps.default_chunk_bytes('cuda:0') == (2 * gib + gib // 2) // 4
+    assert head_maps.default_chunk_bytes('cuda:0') == gib // 2   # a quarter of 2.5, rounded
+    free['driver'] = 2 * gib + 12345
+    assert head_maps.default_chunk_bytes('cuda:0') == gib // 2  # one value: no recompile
     free['driver'] = 60 * gib
     assert head_maps.default_chunk_bytes('cuda') == gib  # capped
     free.update(driver=0, reserved=0, allocated=0)

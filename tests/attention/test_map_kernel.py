@@ -43,9 +43,35 @@ def test_a_kernel_module_that_cannot_be_imported_is_no_kernel(monkeypatch):
     monkeypatch.setitem(sys.modules, 'mmdiffseg.attention.map_kernel', None)  # import fails
     monkeypatch.delattr(mmdiffseg.attention, 'map_kernel', raising=False)
     monkeypatch.setattr(head_maps, '_MAP_KERNEL', {})
-    assert head_maps._map_kernel() is None and head_maps._MAP_KERNEL == {'module': None}
+    assert head_maps._map_kernel() is None and head_maps._MAP_KERNEL['module'] is None
     assert head_maps.resolve_backend('auto', 'cuda', masked=False) == 'torch'
     with pytest.raises(ValueError, match=r'triton package is not installed \(pip install triton\)'):
+        head_maps.resolve_backend('triton', 'cuda', masked=False)
+
+
+def test_a_triton_that_breaks_on_import_is_named_and_not_imported_on_the_cpu(monkeypatch):
+    """A triton that raises something else than ImportError on import: 'auto' on the CPU does
+    not import it (it raised there), on a GPU it takes the torch path, and 'triton' is refused
+    naming the error and the fix."""
+    import builtins
+
+    import mmdiffseg.attention
+    real_import = builtins.__import__
+
+    def broken(name, *args, **kwargs):
+        if 'map_kernel' in (args[2] if len(args) > 2 and args[2] else ()):
+            raise RuntimeError('triton: libcuda.so not found')
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delattr(mmdiffseg.attention, 'map_kernel', raising=False)
+    monkeypatch.setattr(head_maps, '_MAP_KERNEL', {})
+    monkeypatch.setattr(builtins, '__import__', broken)
+    assert head_maps.resolve_backend('auto', 'cpu', masked=False) == 'torch'
+    assert head_maps._MAP_KERNEL == {}   # not looked up
+    assert head_maps.resolve_backend('auto', 'cuda', masked=False) == 'torch'
+    with pytest.raises(ValueError, match=r"cannot run here: the Triton kernels fail to import "
+                                         r"\(RuntimeError: triton: libcuda.so not found\); "
+                                         r'reinstall triton; use'):
         head_maps.resolve_backend('triton', 'cuda', masked=False)
 
 
