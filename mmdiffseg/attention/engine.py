@@ -123,7 +123,8 @@ class DiffusionAttentionEngine:
         except (OSError, ValueError) as err:
             if is_folder:
                 raise OSError(f'cannot load the Stable Diffusion folder {source}: {err}') from err
-            raise OSError(hub_load_failure(source, err, kwargs.get('cache_dir'))) from err
+            raise OSError(hub_load_failure(source, err, kwargs.get('cache_dir'),
+                                           kwargs.get('variant'))) from err
         problems = [] if is_folder else config_problems(  # a hub id: configs known once loaded
             pipe.unet.config, pipe.vae.config, pipe.text_encoder.config.to_dict())
         if problems:

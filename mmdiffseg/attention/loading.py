@@ -170,20 +170,28 @@ def hub_reason(source: str, err: Exception) -> Tuple[str, str]:
     return f'loading it failed ({type(err).__name__}: {err})', folder
 
 
-def hub_load_failure(source: str, err: Exception, cache_dir: Optional[str] = None) -> str:
+def hub_load_failure(source: str, err: Exception, cache_dir: Optional[str] = None,
+                     variant: Optional[str] = None) -> str:
     """The error of a model name that is no folder here and did not load as a hub id: each
     reason once (not a folder, not in the local Hugging Face cache, what the Hub said) and the
-    fix, without diffusers' pointer to a stack trace the tools do not print."""
+    fix, without diffusers' pointer to a stack trace the tools do not print. A cached snapshot
+    with every component, whose weights do not fit ``variant`` (only fp16-variant files
+    downloaded, say), is named as a local folder's would be."""
     from huggingface_hub import constants, try_to_load_from_cache
 
+    from .model_check import folder_problems
     if names_a_local_path(source):  # the Hub has nothing to say on it
         return (f'cannot load Stable Diffusion model {source!r}: no such folder '
                 f'({model_path(source).resolve()} does not exist). Fix: check the path')
     try:
-        cached = isinstance(try_to_load_from_cache(source, 'model_index.json',
-                                                   cache_dir=cache_dir), str)
+        index = try_to_load_from_cache(source, 'model_index.json', cache_dir=cache_dir)
     except ValueError:  # not a valid hub id
-        cached = False
+        index = None
+    cached = isinstance(index, str)
+    problems = folder_problems(Path(index).parent, variant) if cached else []
+    if problems and not any(problem.startswith('it has no ') for problem in problems):
+        return (f'cannot load Stable Diffusion model {source!r} from the local Hugging Face '
+                f'cache ({Path(index).parent}): ' + '; '.join(problems))
     reason, fix = hub_reason(source, err)
     cache = f'the local Hugging Face cache ({cache_dir or constants.HF_HUB_CACHE})'
     return (f'cannot load Stable Diffusion model {source!r}: it is not a folder here '

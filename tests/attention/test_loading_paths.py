@@ -79,3 +79,30 @@ def test_a_variant_no_component_has_is_refused_before_loading(sd_config_dir):
                        'drop the variant (tools: leave out --variant; Python: '
                        'from_pretrained(..., variant=None); configs: '
                        'model.data_preprocessor.engine_kwargs.variant=None)')
+
+
+@pytest.mark.parametrize('stored, asked', [('fp16', None), (None, 'fp16')])
+def test_a_hub_id_whose_cached_weights_are_of_another_variant_is_named_as_a_folder(
+        tmp_path, monkeypatch, sd_config_dir, stored, asked):
+    """A hub id whose local Hugging Face cache holds every component, but weights of another
+    variant than asked for (a download with variant='fp16', loaded without it, or the reverse):
+    named as a local folder would be, with the variant fix, not as "only partly" cached with a
+    re-download advised."""
+    import shutil
+    plain = cached_tiny_pipeline_folder(sd_config_dir('stable-diffusion-2-1-base'))
+    repo = tmp_path / 'hub' / 'models--someone--sd21'
+    snapshot = repo / 'snapshots' / ('b' * 40)
+    shutil.copytree(plain, snapshot)
+    if stored:
+        for weights in snapshot.glob('*/*.safetensors'):
+            weights.rename(weights.with_name(f'{weights.stem}.{stored}.safetensors'))
+    (repo / 'refs').mkdir()
+    (repo / 'refs' / 'main').write_text('b' * 40)
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    message = _refusal('someone/sd21', cache_dir=str(tmp_path / 'hub'),
+                       **({'variant': asked} if asked else {}))
+    assert message.startswith("cannot load Stable Diffusion model 'someone/sd21' from the local "
+                              f'Hugging Face cache ({snapshot}): ')
+    assert ("holds only fp16-variant weights" if stored else
+            "has variant 'fp16' weights (found: plain): drop the variant") in message
+    assert 'only partly' not in message and 'hf download' not in message
