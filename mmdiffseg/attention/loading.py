@@ -121,10 +121,10 @@ READS_FOLDERS = ('mmdiffseg reads diffusers folders (their configs identify the 
 
 def single_file_problem(checkpoint: Path) -> Tuple[str, str]:
     """(why the path :func:`single_file_checkpoint` gave is not loaded as it is, the fix): the
-    diffusers folder to pass instead of a part of it; else for a single-file checkpoint (or a
-    folder of several) the one-off conversion into a diffusers folder by diffusers'
-    ``from_single_file``, which offline needs ``config``, the diffusers folder or cached hub id
-    of the model the checkpoint was trained from."""
+    diffusers folder to pass instead of a part of it (or of a component folder copied out of
+    one); else for a single-file checkpoint (or a folder of several) the one-off conversion
+    into a diffusers folder by diffusers' ``from_single_file``, which offline needs ``config``,
+    the diffusers folder or cached hub id of the model the checkpoint was trained from."""
     root = _diffusers_root(checkpoint)
     if root is not None:
         part = checkpoint.relative_to(root).as_posix()
@@ -137,6 +137,11 @@ def single_file_problem(checkpoint: Path) -> Tuple[str, str]:
         return (f'{checkpoint} has no model_index.json but {len(files)} single-file checkpoints '
                 f'({", ".join(f.name for f in files)}), and {READS_FOLDERS}',
                 _conversion(files[0], f'one of them (e.g. {files[0].name})'))
+    if (checkpoint.parent / 'config.json').is_file():   # a copied unet/, text_encoder/, ...
+        return (f'{checkpoint.parent} is one component of a diffusers pipeline (config.json + '
+                f'{checkpoint.name}), not a whole Stable Diffusion model',
+                'pass the pipeline folder it came from (model_index.json, unet/, vae/, '
+                'text_encoder/, tokenizer/, scheduler/)')
     if checkpoint.suffix not in SINGLE_FILE_SUFFIXES:
         return (f'{checkpoint} is a file, neither a diffusers folder nor a single-file checkpoint '
                 f'({", ".join("*" + s for s in SINGLE_FILE_SUFFIXES)})',

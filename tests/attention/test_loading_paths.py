@@ -51,6 +51,22 @@ def test_several_checkpoints_are_each_named_with_a_conversion(tmp_path):
             f"import StableDiffusionPipeline as P; P.from_single_file('{checkpoint}'" in message)
 
 
+@pytest.mark.parametrize('given', ['folder', 'file'])
+def test_a_component_folder_copied_out_of_a_pipeline_is_named_as_one(tmp_path, given):
+    """A text_encoder/ (config.json + model.safetensors) copied out of its pipeline is no
+    single-file checkpoint to convert: its pipeline folder is the fix."""
+    component = tmp_path / 'clip'
+    component.mkdir()
+    (component / 'config.json').write_text('{}')
+    (component / 'model.safetensors').write_bytes(b'')
+    path = component if given == 'folder' else component / 'model.safetensors'
+    assert _refusal(path) == (
+        f"cannot load Stable Diffusion model '{path}': {component} is one component of a "
+        'diffusers pipeline (config.json + model.safetensors), not a whole Stable Diffusion '
+        'model. Fix: pass the pipeline folder it came from (model_index.json, unet/, vae/, '
+        'text_encoder/, tokenizer/, scheduler/)')
+
+
 def test_a_file_of_another_suffix_is_no_checkpoint(tmp_path):
     (tmp_path / 'model.yaml').write_text('model: {}')
     message = _refusal(tmp_path / 'model.yaml')
