@@ -139,6 +139,17 @@ class ProgressLine:
         if now - self.shown >= every or self.done == self.total:
             self._show(now)
 
+    def skip(self) -> None:
+        """An item found done already (a resumed prefill's cached label): out of the total, so
+        the rate and ETA are those of the items still to make."""
+        if self.started is None:
+            return
+        self.total -= 1
+        if self.terminal:
+            self.bar.task_num -= 1
+        if self.done == self.total and self.total:
+            self._show(time.monotonic())
+
     def _show(self, now: float) -> None:
         if self.terminal:
             self.bar.update(self.pending)

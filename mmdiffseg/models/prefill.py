@@ -228,8 +228,8 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
 
         def settle(entries: list, cached: int, made: int, unsure: int = 0) -> None:
             counts.add_(torch.tensor([len(entries), made, cached, unsure], dtype=torch.float64))
-            for _ in entries:
-                bar.update()
+            for _ in entries:   # a cached label leaves the bar: its ETA is of labels to make
+                bar.skip() if cached else bar.update()
 
         try:
             for entries in _full_batches(loader, labeler.options['batch_size'], settle):

@@ -98,6 +98,25 @@ def test_a_log_stopped_part_way_ends_on_its_last_timed_line(monkeypatch):
         'progress: 4/10 (40.0%), 1.00 items/s, elapsed 0:00:04, ETA 0:00:06\n')
 
 
+@pytest.mark.parametrize('screen', [Terminal, io.StringIO])
+def test_items_found_done_leave_the_total_so_the_eta_is_of_the_rest(monkeypatch, screen):
+    """A resumed prefill finds its first labels cached in no time: they leave the total (the
+    rate counted them as made, an ETA of 2 min for 6 left)."""
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, 'monotonic', lambda: clock[0])
+    file = screen()
+    with ProgressLine(10, file, log_seconds=2.0) as bar:
+        bar.start()
+        for _ in range(6):
+            bar.skip()
+        for _ in range(2):
+            clock[0] += 1.0
+            bar.update()
+    last = file.getvalue().replace('\r', '\n').strip().splitlines()[-1]
+    assert ('2/4 (50.0%), 1.00 items/s, elapsed 0:00:02, ETA 0:00:02' in last if
+            screen is io.StringIO else '] 2/4, ' in last), last   # (mmengine's bar: its clock)
+
+
 def test_a_terminal_bar_stopped_part_way_shows_every_item_done(monkeypatch):
     """Items done since the last redraw are drawn before the line ends (e.g. on an error)."""
     clock = [0.0]
