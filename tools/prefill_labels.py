@@ -2,8 +2,9 @@
 start): the training run then loads every label and generates none.
 
     python tools/prefill_labels.py CONFIG [--cfg-options k=v ...] [--batch-size N]
-        [--dtype float16] [--device cuda] [--workers N] [--compile [BACKEND]] [--skip-preflight]
-    torchrun --nproc-per-node 8 tools/prefill_labels.py CONFIG --launcher pytorch
+        [--dtype float16] [--device cuda] [--workers N] [--compile [BACKEND]]
+        [--skip-preflight | --preflight-only]
+    bash tools/dist_prefill.sh CONFIG 8 [options]   # the check once, then one share per GPU
 
 Uses the config's train dataset, its label cache (``LoadPseudoLabel(cache=...)``), its
 ``DiffusionLabelPreprocessor`` engine settings and the same labelling code as training. Each rank
@@ -41,9 +42,14 @@ def parse_args(argv=None):
                         help='torch.compile the U-Net, as the offline tools\' --compile (sets '
                              'model.data_preprocessor.engine_kwargs.compile_unet; default: the '
                              'config\'s)')
-    parser.add_argument('--skip-preflight', action='store_true',
-                        help='skip the check that the training data, its image-level labels and '
-                             'the Stable Diffusion weights are here (mmdiffseg.preflight)')
+    check = parser.add_mutually_exclusive_group()
+    check.add_argument('--skip-preflight', action='store_true',
+                       help='skip the check that the training data, its image-level labels and '
+                            'the Stable Diffusion weights are here (mmdiffseg.preflight)')
+    check.add_argument('--preflight-only', action='store_true',
+                       help='only check, then exit: 0 when everything is there, 2 with the list '
+                            'of what to fix (tools/dist_prefill.sh runs this once before torchrun '
+                            'starts the ranks)')
     parser.add_argument('--launcher', default='none', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='several GPUs: torchrun --nproc-per-node N ... --launcher pytorch '
                              '(default: none)')
@@ -78,6 +84,10 @@ def main(argv=None):
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     if not args.skip_preflight:
         ensure_ready(cfg, args.config, 'prefill', dtype=args.dtype, device=args.device)
+    if args.preflight_only:
+        print(f'Pre-flight check: {args.config} can prefill here (nothing was started).',
+              flush=True)
+        return 0
     device = pick_device(args.device or auto_device())
     check_launcher(args.launcher, 'prefill_labels')
     start_launcher(args.launcher, device)

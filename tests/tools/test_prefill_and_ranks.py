@@ -1,8 +1,9 @@
 """Warm start and several training ranks, end to end on CPU (tiny Mask2Former, tiny random-weights
 SD 2.1-base + iSeg, VOC samples):
 
-1. tools/prefill_labels.py fills the online label cache (two ranks under torchrun, then resumed
-   in one process), and training then generates no label: the training log's counters say so.
+1. tools/prefill_labels.py fills the online label cache (two ranks by tools/dist_prefill.sh, then
+   resumed in one process), and training then generates no label: the training log's counters
+   say so.
 2. Two training ranks (torchrun, gloo) meet the same image in their first batches: each image is
    labelled once across ranks and the cache holds one valid file per image.
 """
@@ -117,16 +118,6 @@ def labels_in(cache_dir):
     return sorted(cache_dir.glob('??/*.png'))
 
 
-def torchrun(cwd, script, *args):
-    """``script args`` as two CPU ranks under torchrun; what they printed."""
-    command = [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', '2',
-               '--standalone', str(script), *map(str, args)]  # its own free port, no race
-    result = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True,
-                            timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-    return result.stdout + result.stderr
-
-
 @pytest.mark.slow
 def test_prefill_resumes_then_training_generates_no_label(tmp_path, tiny_sd, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -135,9 +126,14 @@ def test_prefill_resumes_then_training_generates_no_label(tmp_path, tiny_sd, mon
     cache = tmp_path / 'cache'
     assert config_label_caches(cfg)[0]['cache_dir'] == str(cache)
 
-    out = torchrun(tmp_path, REPO / 'tools' / 'prefill_labels.py', config, '--batch-size', '2',
-                   '--launcher', 'pytorch')            # two CPU ranks, one summary
-    assert out.count('prefill:') == 1
+    result = subprocess.run(       # the user's command: the check once, two CPU ranks (gloo)
+        ['bash', str(REPO / 'tools' / 'dist_prefill.sh'), str(config), '2', '--batch-size', '2'],
+        cwd=tmp_path, env=dict(ENV, PYTHON=sys.executable, PORT=str(free_port())),
+        capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert out.count(f'Pre-flight check: {config} can prefill here') == 1
+    assert out.count('prefill:') == 1                  # one summary
     assert 'prefill: 4 images: made 4, already cached 0, made by another process 0' in out
     labels = labels_in(cache)
     assert len(labels) == 4 and not list(cache.rglob('*.lock')) and not list(cache.rglob('*.tmp'))

@@ -145,10 +145,11 @@ def test_distributed_ranks_print_the_report_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_dist_train_checks_once_before_any_rank_starts(tmp_path):
-    """tools/dist_train.sh runs the check once (--preflight-only) before torchrun: a config that
-    cannot train stops there, its report printed once, exit 2, and torchrun never starts; with
-    --preflight-only only the check runs, and a ready config exits 0."""
+@pytest.mark.parametrize('script', ['dist_train', 'dist_prefill'])
+def test_dist_scripts_check_once_before_any_rank_starts(tmp_path, script):
+    """tools/dist_train.sh and dist_prefill.sh run the check once (--preflight-only) before
+    torchrun: a config that cannot run stops there, its report printed once, exit 2, and torchrun
+    never starts; with --preflight-only only the check runs, and a ready config exits 0."""
     calls = tmp_path / 'calls.txt'
     python = tmp_path / 'python'  # the interpreter the script runs, noting each start
     python.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {sys.executable} "$@"\n')
@@ -157,7 +158,7 @@ def test_dist_train_checks_once_before_any_rank_starts(tmp_path):
 
     def dist_train(config, *options):
         calls.write_text('')
-        done = subprocess.run(['bash', str(REPO / 'tools/dist_train.sh'), str(config), '2',
+        done = subprocess.run(['bash', str(REPO / f'tools/{script}.sh'), str(config), '2',
                                *options], cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=300)
         return done, calls.read_text().splitlines()
@@ -166,6 +167,8 @@ def test_dist_train_checks_once_before_any_rank_starts(tmp_path):
     assert failed.returncode == 2 and failed.stderr.count('Pre-flight check:') == 1, failed.stderr
     assert 'data root' in failed.stderr and 'Traceback' not in failed.stderr
     assert len(started) == 1 and started[0].endswith('--launcher pytorch --preflight-only')
+    if script == 'dist_prefill':   # a config ready to prefill: test_prefill_and_ranks.py
+        return
     ready = tmp_path / 'ready.py'
     ready.write_text('work_dir = "w"\n')
     checked, started = dist_train(ready, '--preflight-only')
