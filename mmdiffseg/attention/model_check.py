@@ -70,22 +70,33 @@ def _variant_setting(variant: Optional[str]) -> str:
             f'model.data_preprocessor.engine_kwargs.variant={variant})')
 
 
-def _weights_problem(folder: Path, component: str, files: List[str],
-                     variant: Optional[str]) -> Optional[str]:
-    variants = sorted({weights_variant(name) for name in files} - {None})
-    plain = [name for name in files if weights_variant(name) is None]
-    # where another component has the variant's weights, diffusers takes this one's plain ones
-    if plain or variant in variants:
-        return None
-    if variant is not None:
-        return f"{component}/ has no weights of variant {variant!r} (found: {files or 'none'})"
-    if variants:
-        return (f'{component}/ holds only {"/".join(variants)}-variant weights ({files[0]}): '
-                f'load with variant={variants[0]!r} {_variant_setting(variants[0])}, or save a '
-                f"plain copy once: python -c \"from diffusers import "
-                f"StableDiffusionPipeline as P; P.from_pretrained('{folder}', variant="
-                f"'{variants[0]}').save_pretrained('FOLDER')\" and pass FOLDER")
-    return f'{component}/ has no weights (*.safetensors or *.bin)'
+def _weights_problems(folder: Path, weights: Dict[str, List[str]],
+                      variant: Optional[str]) -> List[str]:
+    """Components of ``weights`` (file names by component) without weights diffusers would
+    load for ``variant``; those holding only another variant's, named together with one fix."""
+    problems, only = [], {}
+    for component, files in weights.items():
+        variants = tuple(sorted({weights_variant(name) for name in files} - {None}))
+        plain = [name for name in files if weights_variant(name) is None]
+        # where another component has the variant's weights, diffusers takes this one's plain
+        if plain or variant in variants:
+            continue
+        if variant is not None:
+            problems.append(f"{component}/ has no weights of variant {variant!r} (found: "
+                            f"{files or 'none'})")
+        elif variants:
+            only.setdefault(variants, []).append((component, files[0]))
+        else:
+            problems.append(f'{component}/ has no weights (*.safetensors or *.bin)')
+    for variants, found in only.items():
+        names = ', '.join(component + '/' for component, _ in found)
+        problems.append(
+            f'{names} {"holds" if len(found) == 1 else "hold"} only {"/".join(variants)}-variant '
+            f'weights ({found[0][1]}): load with variant={variants[0]!r} '
+            f'{_variant_setting(variants[0])}, or save a plain copy once: python -c "from '
+            "diffusers import StableDiffusionPipeline as P; P.from_pretrained("
+            f"'{folder}', variant='{variants[0]}').save_pretrained('FOLDER')\" and pass FOLDER")
+    return problems
 
 
 def folder_problems(folder: Path, variant: Optional[str] = None) -> List[str]:
@@ -115,7 +126,8 @@ def folder_problems(folder: Path, variant: Optional[str] = None) -> List[str]:
     else:
         lacking = _variant_problem(weights, variant)
         problems += [lacking] if lacking else []
-        problems += [problem for c, files in weights.items() if not (lacking and files)
-                     for problem in [_weights_problem(folder, c, files, variant)] if problem]
+        problems += _weights_problems(
+            folder, {c: files for c, files in weights.items() if not (lacking and files)},
+            variant)
     configs = {c: _json(folder / c / 'config.json') or {} for c in WEIGHTED}
     return problems + config_problems(configs['unet'], configs['vae'], configs['text_encoder'])

@@ -119,6 +119,6 @@ def test_a_hub_id_whose_cached_weights_are_of_another_variant_is_named_as_a_fold
                        **({'variant': asked} if asked else {}))
     assert message.startswith("cannot load Stable Diffusion model 'someone/sd21' from the local "
                               f'Hugging Face cache ({snapshot}): ')
-    assert ("holds only fp16-variant weights" if stored else
+    assert ("hold only fp16-variant weights" if stored else
             "has variant 'fp16' weights (found: plain): drop the variant") in message
     assert 'only partly' not in message and 'hf download' not in message

@@ -40,7 +40,8 @@ VARIANTS = {
     'empty_tokenizer': (lambda f: [(f / 'tokenizer' / name).unlink(missing_ok=True)
                                    for name in ('vocab.json', 'tokenizer.json')],
                         'its tokenizer/ has no vocab.json or tokenizer.json'),  # 4.x saves both
-    'fp16_only': (_fp16_only, "unet/ holds only fp16-variant weights (diffusion_pytorch_model."
+    'fp16_only': (_fp16_only, "unet/, vae/, text_encoder/ hold only fp16-variant weights ("
+                              "diffusion_pytorch_model."
                               "fp16.safetensors): load with variant='fp16'"),
 }
 

@@ -31,7 +31,7 @@ def test_the_tools_load_variant_weights_with_variant(tmp_path, sd_config_dir):
             '--out', out, *ISEG_OPTIONS]
 
     err = run_in_process('segment', *args, expect=2)
-    assert "holds only fp16-variant weights" in err and '(tools: --variant fp16;' in err
+    assert "hold only fp16-variant weights" in err and '(tools: --variant fp16;' in err
     err = run_in_process('segment', *args, '--variant', 'bf16', expect=2)
     assert "has no weights of variant 'bf16'" in err
     assert not out.exists()  # refused before anything is written

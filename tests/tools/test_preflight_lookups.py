@@ -251,13 +251,14 @@ def diffusers_folder(folder, weights: str):
 
 def test_variant_only_weights_pass_where_the_labeler_loads_that_variant(tmp_path):
     """fp16-only weights are refused unless ``engine_kwargs.variant='fp16'``, which the engine
-    passes to from_pretrained."""
+    passes to from_pretrained; the components are named together, with one fix."""
     folder = diffusers_folder(tmp_path / 'sd', 'diffusion_pytorch_model.fp16.safetensors')
     cfg = Config(dict(model=dict(data_preprocessor=dict(sd_model=str(folder)))))
-    found = preflight.check(cfg, 'test')
-    assert [m.what.split(': ', 1)[1][:40] for m in found] == [
-        'unet/ holds only fp16-variant weights (d', 'vae/ holds only fp16-variant weights (di',
-        'text_encoder/ holds only fp16-variant we']
+    (found,) = preflight.check(cfg, 'test')
+    assert found.what.split(': ', 1)[1].startswith(
+        'unet/, vae/, text_encoder/ hold only fp16-variant weights '
+        "(diffusion_pytorch_model.fp16.safetensors): load with variant='fp16'")
+    assert found.what.count('load with') == 1 and found.what.count('save_pretrained') == 1
     cfg.model.data_preprocessor.engine_kwargs = dict(variant='fp16')
     assert preflight.check(cfg, 'test') == []
 
