@@ -165,10 +165,11 @@ def test_pseudo_label_config_reads_a_pseudo_label_folder(prepared):
     assert item['gt_seg_map'].shape == item['img'].shape[:2]
 
 
-def test_sbd_masks_replace_voc_ones_and_stay_on_a_rerun_without(tmp_path, monkeypatch):
-    """SBD's mask wins where both exist, whichever run came first: a rerun with --sbd replaces
-    the VOC masks a run without it wrote, a rerun without keeps SBD's, and a rerun with --sbd
-    after that rewrites nothing."""
+def test_sbd_masks_replace_voc_ones_and_a_rerun_without_is_refused(tmp_path, monkeypatch):
+    """SBD's mask wins where both exist: a rerun with --sbd replaces the VOC masks a run without
+    it wrote; a rerun without --sbd after that is refused, naming the fix, and changes nothing
+    (it rewrote aug.txt as VOC train alone: 10,582 -> 1,464 images with the full data, exit 0);
+    a rerun with --sbd rewrites nothing."""
     monkeypatch.chdir(tmp_path)
     voc = build_release(tmp_path)
     voc_aug = load_converter('voc_aug')
@@ -185,15 +186,44 @@ def test_sbd_masks_replace_voc_ones_and_stay_on_a_rerun_without(tmp_path, monkey
     voc_aug.main(['data/VOCdevkit', '--sbd', 'data/benchmark_RELEASE'])
     check(both)
     written = {i: p.stat().st_mtime_ns for i, p in masks.items()}
-    voc_aug.main(['data/VOCdevkit'])
+    split = voc / 'ImageSets/Segmentation/aug.txt'
+    made = split.read_text()
+    dropped = sorted(set(SBD_TRAIN + SBD_VAL) - set(VOC_TRAIN) - set(VOC_VAL))
+    with pytest.raises(UserInputError, match=rf"aug.txt lists {len(dropped)} images this run "
+                                             r'would drop from the aug split \(SBD.s, e.g. '
+                                             rf'{dropped[0]}\): rerun with --sbd as the run'):
+        voc_aug.main(['data/VOCdevkit', '--labels-from', 'gt'])
+    assert split.read_text() == made
     voc_aug.main(['data/VOCdevkit', '--sbd', 'data/benchmark_RELEASE'])
     check(both)
     assert {i: p.stat().st_mtime_ns for i, p in masks.items()} == written
 
 
-def test_missing_release_files_are_named(tmp_path):
+def test_missing_release_files_are_named(tmp_path, monkeypatch):
+    """No release, the VOC2012 folder given for the devkit, an SBD folder without cls/, an SBD
+    mask cut short (named, not scipy's traceback; a rerun keeps the masks made)."""
     with pytest.raises(UserInputError, match=r'split file .*train.txt not found \(VOC 2012: http'):
         load_converter('voc_aug').main([str(tmp_path / 'VOCdevkit')])
+    monkeypatch.chdir(tmp_path)
+    voc = build_release(tmp_path)
+    voc_aug = load_converter('voc_aug')
+    with pytest.raises(UserInputError, match=rf'^{voc} is the VOC2012 folder itself: give the '
+                                             rf'VOCdevkit folder that holds it \({voc.parent}\)'):
+        voc_aug.main([str(voc)])
+    sbd = tmp_path / 'data/benchmark_RELEASE/dataset'
+    (sbd / 'cls').rename(sbd / 'masks')
+    with pytest.raises(UserInputError, match=r'dataset has no cls/ \(the SBD class masks\)'):
+        voc_aug.main(['data/VOCdevkit', '--sbd', 'data/benchmark_RELEASE'])
+    (sbd / 'masks').rename(sbd / 'cls')
+    cut = sbd / 'cls' / f'{SBD_TRAIN[-1]}.mat'
+    whole = cut.read_bytes()
+    cut.write_bytes(whole[:300])
+    with pytest.raises(UserInputError, match=rf'^{cut.relative_to(tmp_path)} is no readable SBD '
+                                             r'mask \(.*re-extract '
+                                             r'benchmark.tgz, then rerun'):
+        voc_aug.main(['data/VOCdevkit', '--sbd', 'data/benchmark_RELEASE'])
+    cut.write_bytes(whole)
+    voc_aug.main(['data/VOCdevkit', '--sbd', 'data/benchmark_RELEASE'])
 
 
 def test_sample_folder_becomes_a_devkit_and_refuses_another(tmp_path):

@@ -68,8 +68,13 @@ def aug_split(sbd_ids: Sequence[str], voc_train: Sequence[str],
 
 def sbd_mask(path: Path) -> np.ndarray:
     """The class-index mask of an SBD ``cls/<id>.mat`` (``GTcls.Segmentation``)."""
-    return np.asarray(loadmat(str(path), squeeze_me=True, struct_as_record=False)
-                      ['GTcls'].Segmentation, dtype=np.uint8)
+    try:
+        return np.asarray(loadmat(str(path), squeeze_me=True, struct_as_record=False)
+                          ['GTcls'].Segmentation, dtype=np.uint8)
+    except Exception as err:  # noqa: BLE001  scipy's errors of a cut or foreign file vary
+        raise UserInputError(f'{path} is no readable SBD mask ({type(err).__name__}: {err}); '
+                             're-extract benchmark.tgz, then rerun (finished masks are kept)'
+                             ) from None
 
 
 def xml_labels(path: Path, exclude_difficult: bool = False) -> List[str]:
@@ -132,18 +137,32 @@ def prepare_voc(devkit: Path, sbd: Path = None, labels_from: str = 'xml',
                 exclude_difficult: bool = False) -> Dict[str, List[str]]:
     """Aug split, ``SegmentationClassAug`` and ``image_labels.json`` in ``devkit/VOC2012``."""
     voc = devkit / 'VOC2012'
+    if not voc.is_dir() and (devkit / SPLITS).is_dir():
+        raise UserInputError(f'{devkit} is the VOC2012 folder itself: give the VOCdevkit folder '
+                             f'that holds it ({devkit.parent}); nothing was written')
     train, val = read_split(voc / SPLITS / 'train.txt'), read_split(voc / SPLITS / 'val.txt')
     sbd_ids, sbd_cls = [], None
     if sbd is not None:
         dataset = sbd / 'dataset' if (sbd / 'dataset').is_dir() else sbd
         sbd_ids = read_split(dataset / 'train.txt') + read_split(dataset / 'val.txt')
         sbd_cls = dataset / 'cls'
+        if not sbd_cls.is_dir():
+            raise UserInputError(f'{dataset} has no cls/ (the SBD class masks): give the '
+                                 'benchmark_RELEASE folder of a whole benchmark.tgz; nothing was '
+                                 'written')
     aug = aug_split(sbd_ids, train, val)
     if not aug:
         raise UserInputError(
             f'the aug split would be empty: every image of {voc}/{SPLITS}/train.txt is in val.txt'
             + ('' if sbd else ' and no --sbd was given') + ' (a devkit made with --from-samples '
             'already has its aug split); nothing was written')
+    before = voc / SPLITS / 'aug.txt'
+    dropped = set(read_split(before)) - set(aug) - set(val) if before.is_file() and not sbd else ()
+    if dropped:
+        raise UserInputError(
+            f'{before} lists {len(dropped)} images this run would drop from the aug split (SBD\'s, '
+            f'e.g. {sorted(dropped)[0]}): rerun with --sbd as the run that made it (the aug split '
+            'without SBD is VOC train alone); nothing was written')
     missing = [i for i in aug if not (voc / 'JPEGImages' / f'{i}.jpg').is_file()]
     if missing:
         raise UserInputError(f'{len(missing)} images of the aug split are not in '
