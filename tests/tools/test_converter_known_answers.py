@@ -186,8 +186,9 @@ def test_the_releases_tagclip_indices_become_class_names_in_its_order(tmp_path):
     background excluded, the release's class order): its Context line '2008_000002 10 19 26 27
     38 44 57' is table, tvmonitor, ceiling, cloth, light, plate, window (mmseg's alphabetical
     order would read building, cow, ...); COCO's index 0 is person (not background), 62 tv; an
-    index past the classes is refused, naming the line."""
-    (tmp_path / 'ctx.txt').write_text('2008_000002 10 19 26 27 38 44 57\n2008_000003 14\n')
+    index past the classes is refused, naming the line; blank lines are skipped, and a label map
+    given as the file is named as no text."""
+    (tmp_path / 'ctx.txt').write_text('2008_000002 10 19 26 27 38 44 57\n\n2008_000003 14\n\n')
     load_converter('image_labels').main([str(tmp_path / 'ctx.txt'), '--classes', 'context59',
                                          '--out', str(tmp_path / 'ctx.json')])
     assert json.loads((tmp_path / 'ctx.json').read_text()) == {
@@ -205,4 +206,10 @@ def test_the_releases_tagclip_indices_become_class_names_in_its_order(tmp_path):
                                              '--out', str(tmp_path / 'voc.json')])
     with pytest.raises(UserInputError, match='--classes must name its order'):
         load_converter('image_labels').main([str(tmp_path / 'voc.txt'), '--classes', 'ade20k',
+                                             '--out', str(tmp_path / 'x.json')])
+    label_map = tmp_path / 'voc_val_0.png'
+    Image.fromarray(np.full((4, 4), 15, np.uint8)).save(label_map)
+    with pytest.raises(UserInputError, match=r'voc_val_0.png is no text file: give the folder '
+                                             r'that holds the label maps, or a TagCLIP .txt'):
+        load_converter('image_labels').main([str(label_map), '--classes', 'voc',
                                              '--out', str(tmp_path / 'x.json')])

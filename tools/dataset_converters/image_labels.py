@@ -79,12 +79,19 @@ def released_indices(path: Path, class_set: str) -> Dict[str, List[str]]:
     """The class names of a file of the iSeg release's 0-based class indices, a line per image
     (:func:`~mmdiffseg.generators.iseg_presets.released_index_order`)."""
     from mmdiffseg.generators.iseg_presets import released_index_order
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise UserInputError(f'{path} is no text file: give the folder that holds the label maps, '
+                             "or a TagCLIP .txt of the release's class indices") from None
     if class_set not in RELEASED_INDEX_SETS:
         raise UserInputError(f'{path} holds class indices of the iSeg release: --classes must '
                              f'name its order, one of {", ".join(RELEASED_INDEX_SETS)}')
     order = released_index_order(class_set)
     labels = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():   # a blank line (files joined or edited by hand)
+            continue
         image_id, *indices = line.split()
         bad = [i for i in indices if not i.isdigit() or int(i) >= len(order)]
         if bad:
