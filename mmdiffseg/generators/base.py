@@ -62,7 +62,8 @@ def older_labels_note(differing: Sequence[Tuple[str, object, object]]) -> str:
 def check_class_names(owner: str, classes: Sequence[str]) -> List[str]:
     """``classes`` as a non-empty list of distinct non-empty strings (a repeated name's second
     label could never be given: names are looked up by their first index; an empty list labels
-    every pixel unsure)."""
+    every pixel unsure; ``'Background'`` would be prompted as an object, not be the class of
+    pixels of none)."""
     if isinstance(classes, str) or not all(isinstance(c, str) and c.strip() for c in classes):
         raise ValueError(f'{owner}: classes must be a list of class names (non-empty strings), '
                          f'got {classes!r}')
@@ -73,6 +74,11 @@ def check_class_names(owner: str, classes: Sequence[str]) -> List[str]:
     if repeated:
         raise ValueError(f'{owner}: classes names {repeated} more than once; each class needs '
                          'one name (its label is its index in the list)')
+    other = [c for c in classes if c.strip().lower() == 'background' and c != 'background']
+    if other:
+        raise ValueError(f"{owner}: class {other[0]!r} is not spelled 'background', the class of "
+                         "pixels of no object (else it is prompted as an object): write "
+                         "'background'")
     return list(classes)
 
 

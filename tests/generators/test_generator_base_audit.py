@@ -80,6 +80,16 @@ def test_a_name_given_twice_or_blank_is_refused_and_three_times_too():
         Recorder(['cat', ''])
 
 
+@pytest.mark.parametrize('name', ['Background', 'BACKGROUND', ' background'])
+def test_background_spelled_otherwise_is_refused(name):
+    """'Background' was an ordinary class: prompted as an object, no pixel of class 0 (training
+    learnt no background), silently."""
+    with pytest.raises(ValueError, match=rf"Recorder: class {name!r} is not spelled 'background'"
+                                         r".*write 'background'$"):
+        Recorder([name, 'plane'])
+    assert Recorder(['background', 'plane']).background_index == 0
+
+
 def test_class_names_as_one_string_are_refused_naming_the_list_form():
     generator = Recorder(['cat', 'dog'])
     with pytest.raises(ValueError, match="is a string; class names are one list per image"):
