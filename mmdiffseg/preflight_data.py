@@ -390,9 +390,11 @@ def check_image_level_labels(step: dict, where: str,
     missing += _shared_stems(paths, ann_file, where) if paths else []
     absent = [image for image in images or [] if image not in labels]
     if absent:
+        from .apis.pseudo_label import file_name_keys
         missing.append(Missing(
             f'image-level labels {ann_file}: {len(absent)} of the {len(images)} images of the '
             f'split ({_listing(dataset)}) have no entry (e.g. {_examples(absent)}); '
             'training would stop with a KeyError when it reaches one',
+            file_name_keys(absent, labels) or
             f'remake the file for this split: {maker}{ground_truth}', [where]))
     return missing

@@ -246,13 +246,14 @@ MISSING_LABELS_FIX = ('; give each an entry in the labels (--labels FILE: "<imag
                       '["<class>", ...], [] for background only), or leave those images out')
 
 
-def _keys_hint(missing: Sequence[str], image_labels: Dict[str, list]) -> str:
-    """Why image ids are missing from image-level labels keyed another way (a file name)."""
+def file_name_keys(missing: Sequence[str], image_labels: Dict[str, list]) -> Optional[str]:
+    """Why image ids are missing from image-level labels keyed another way (a file name), with
+    the fix; None where that is not why."""
     keyed = {Path(key).stem: key for key in image_labels if Path(key).suffix}
     found = [keyed[i] for i in missing if i in keyed]
     if not found:
-        return ''
-    return (f'; the labels are keyed by file names (e.g. {found[0]!r}): key them by the image '
+        return None
+    return (f'the labels are keyed by file names (e.g. {found[0]!r}): key them by the image '
             f'name without its extension ({Path(found[0]).stem!r})')
 
 
@@ -314,9 +315,9 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
             raise UserInputError('image-level labels need --classes (the label set)')
         missing = [it.id for it in items if it.id not in image_labels]
         if missing:
+            keyed = file_name_keys(missing, image_labels)
             raise UserInputError(f'{len(missing)} image(s) have no image-level labels, e.g. '
-                                 f'{missing[:5]}' + (_keys_hint(missing, image_labels) or
-                                                     MISSING_LABELS_FIX))
+                                 f'{missing[:5]}' + (f'; {keyed}' if keyed else MISSING_LABELS_FIX))
         for it in items:
             image_labels[it.id] = spelled_as(image_labels[it.id], classes)
         unknown = unknown_names({it.id: image_labels[it.id] for it in items}, classes)

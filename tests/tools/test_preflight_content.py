@@ -86,6 +86,16 @@ def test_images_without_an_entry_and_unknown_names_are_found_with_their_fix(tmp_
     assert all(transform_error(labels, name) is None for name in VOC_IMAGES)
 
 
+def test_labels_keyed_by_file_names_are_named_with_that_fix(tmp_path, voc_root):
+    """Entries keyed 'voc_val_0.png': the fix is to key them by the image name (it was to remake
+    the file from ground truth, which a user of their own images does not have)."""
+    labels = tmp_path / 'labels.json'
+    labels.write_text(json.dumps({f'{name}.png': ['aeroplane'] for name in VOC_IMAGES}))
+    (absent,) = items(voc_config(voc_root, str(labels)), 'prefill').values()
+    assert absent.fix == (f"the labels are keyed by file names (e.g. '{VOC_IMAGES[0]}.png'): key "
+                          f"them by the image name without its extension ('{VOC_IMAGES[0]}')")
+
+
 def test_an_image_listed_with_no_class_is_covered(tmp_path, voc_root):
     """``[]`` (background only) is an entry, as the transform reads it: not a missing one."""
     labels = tmp_path / 'labels.json'
