@@ -66,8 +66,16 @@ def work_dir_for(cfg: Config, config_path: str, work_dir=None) -> str:
 
 def load_config(args, tool: str = 'tools/train.py') -> Config:
     """The config with the command line's launcher, ``--cfg-options`` and work dir applied; a
-    ``--cfg-options`` key nothing would read is refused (exit status 2)."""
+    ``--cfg-options`` key nothing would read, and a config of no model (a generator config of
+    the offline tools), are refused (exit status 2)."""
     cfg = config_fromfile(args.config)
+    if 'model' not in cfg:
+        what = ('a generator config, for the offline tools (tools/pseudo_label.py, segment.py and '
+                'synthesize.py --config)' if 'generator' in cfg else 'no model config')
+        print(f'{tool}: error: {args.config} is {what}: it has no `model`; give a model config '
+              '(configs/mask2former/: e.g. diffseg-sd14_cocostuff27-unsupervised-512x512.py or '
+              'iseg-sd21base_voc12-train-pseudo-masks.py to evaluate a generator)', file=sys.stderr)
+        raise SystemExit(2)
     cfg.launcher = args.launcher
     try:
         merge_cfg_options(cfg, args.cfg_options)

@@ -125,7 +125,8 @@ def test_a_missing_folder_is_not_sent_to_the_hub(tmp_path, monkeypatch):
 
 def config_without_data(tmp_path):
     config = tmp_path / 'cfg.py'
-    config.write_text("train_dataloader = dict(dataset=dict(type='PascalVOCDataset', "
+    config.write_text("model = dict(type='EncoderDecoder')\n"
+                      "train_dataloader = dict(dataset=dict(type='PascalVOCDataset', "
                       f"data_root={json.dumps(str(tmp_path / 'none'))}, pipeline=[]))\n")
     return config
 
@@ -170,7 +171,7 @@ def test_dist_scripts_check_once_before_any_rank_starts(tmp_path, script):
     if script == 'dist_prefill':   # a config ready to prefill: test_prefill_and_ranks.py
         return
     ready = tmp_path / 'ready.py'
-    ready.write_text('work_dir = "w"\n')
+    ready.write_text('model = dict(type="EncoderDecoder")\nwork_dir = "w"\n')
     checked, started = dist_train(ready, '--preflight-only')
     assert checked.returncode == 0, checked.stderr
     assert f'Pre-flight check: {ready} can train here' in checked.stdout

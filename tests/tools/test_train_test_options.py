@@ -4,7 +4,7 @@ import logging
 import os.path as osp
 
 import pytest
-from e2e_helpers import TINY_ONLINE_CONFIG, load_tool
+from e2e_helpers import REPO, TINY_ONLINE_CONFIG, load_tool
 from mmengine.config import Config
 
 
@@ -88,6 +88,19 @@ def test_an_out_that_is_a_file_is_refused_before_the_run(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"tools/test.py: error: --out {tmp_path / 'afile'} is a file; --out takes the folder the "
         'predictions are saved in\n')
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_a_generator_config_is_refused_naming_the_tools_that_take_it(tool, capsys):
+    """configs/diffseg/*.py hold a generator for the offline tools, no model: test.py stopped on
+    an AttributeError, and train.py's pre-flight said it could train."""
+    config = str(REPO / 'configs/diffseg/diffseg_sd14_coco-stuff-27.py')
+    with pytest.raises(SystemExit) as stopped:
+        load_tool(tool).main([config, '--preflight-only'])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.startswith(
+        f'tools/{tool}.py: error: {config} is a generator config, for the offline tools '
+        '(tools/pseudo_label.py, segment.py and synthesize.py --config): it has no `model`')
 
 
 def test_test_options(capsys):
