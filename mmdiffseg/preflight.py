@@ -37,7 +37,8 @@ from .attention.model_check import folder_problems
 from .names import nearest
 from .preflight_cache import (check_cache_precision, check_cache_revision, check_cache_settings,
                               check_cache_writable, check_label_mixing_transforms,
-                              check_prompt_fit, unlabelled_finder, writer_dtype)
+                              check_prompt_fit, check_steps_before_labels,
+                              unlabelled_finder, writer_dtype)
 from .preflight_classes import (check_dataset_classes, check_matched_class_count,
                                 check_model_classes, check_segment_scoring)
 from .preflight_data import (Missing, check_dataset, check_image_decoding,
@@ -292,6 +293,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                     missing += check_prompt_fit(node, path)
                 if mode == 'train' and name == 'train_dataloader':
                     missing += check_label_mixing_transforms(node, path, unlabelled)
+                    missing += check_steps_before_labels(node, path)
                 for index, step in enumerate(node['pipeline'] or []):
                     key = f'{path}.pipeline.{index}'
                     if any(key + '.classes' in m.where for m in disagree):

@@ -101,6 +101,25 @@ def check_label_mixing_transforms(dataset: dict, where: str,
     return []
 
 
+def check_steps_before_labels(dataset: dict, where: str) -> List[Missing]:
+    """A train pipeline with a transform other than a loader before ``LoadPseudoLabel`` (its own
+    or a wrapped dataset's): the label is made from the image file, so a flip or a rotation
+    there (same size: nothing else tells) trains on labels mirrored or turned against their
+    images."""
+    from .models.prefill import online_dataset_cfgs
+    for inner in online_dataset_cfgs(dataset):
+        kinds = [config_type(step) for step in inner['pipeline']]
+        before = kinds[:kinds.index('LoadPseudoLabel')]
+        moved = [kind for kind in before if not str(kind).startswith('Load')]
+        if moved:
+            return [Missing(
+                f'{where}.pipeline has {moved[0]} before LoadPseudoLabel: the label is made from '
+                'the image file, so the image would be transformed and its label not',
+                'put LoadPseudoLabel right after LoadImageFromFile and LoadImageLevelLabels, '
+                f'before {moved[0]}', [f'{where}.pipeline'])]
+    return []
+
+
 def check_cache_writable(cache_dir: str, where: str,
                          unlabelled: Optional[Callable[[str], Optional[str]]] = None
                          ) -> List[Missing]:

@@ -246,6 +246,11 @@ class LoadPseudoLabel(BaseTransform):
                            f'(the label of {results["img_path"]} is made from its class names)')
         height, width = results['img'].shape[:2]
         loaded = tuple(results.get('ori_shape', (height, width)))[:2]
+        if results.get('flip'):   # a flip keeps the size: the label would be of the unflipped
+            raise ValueError(
+                f'LoadPseudoLabel: the image {results["img_path"]} was flipped before it: put '
+                'LoadPseudoLabel right after LoadImageFromFile / LoadImageLevelLabels, before '
+                'RandomFlip (the label is made on the image as loaded)')
         if loaded != (height, width):  # the label is made at the file's size, then moved
             raise ValueError(
                 f'LoadPseudoLabel: the image {results["img_path"]} is {(width, height)} here but '

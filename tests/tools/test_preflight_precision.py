@@ -102,6 +102,28 @@ def test_transforms_that_mix_labels_need_every_label_cached(tmp_path, voc_root):
                            'images: a label made during training cannot pass it')
 
 
+def test_a_flip_before_the_labels_is_refused_by_the_check_and_the_transform(tmp_path, voc_root):
+    """The label is made from the image file: a RandomFlip before LoadPseudoLabel trained on
+    mirrored labels, silently (same size: nothing else tells). The pre-flight names the step and
+    where LoadPseudoLabel goes; LoadPseudoLabel refuses a flipped image too."""
+    from mmseg.registry import TRANSFORMS
+    cfg = voc_config(voc_root, generator=dict(type='ISeg', vocabulary='voc'))
+    cache = cfg.train_dataloader.dataset.pipeline[2].cache
+    cache.cache_dir, cache.model = str(tmp_path / 'cache'), str(tmp_path / 'sd')
+    cfg.model = dict(data_preprocessor=dict(type='DiffusionLabelPreprocessor'))
+    assert not [i for i in preflight.check(cfg, 'train') if 'before LoadPseudoLabel' in i.what]
+    cfg.train_dataloader.dataset.pipeline.insert(1, dict(type='RandomFlip', prob=1.0))
+    (item,) = [i for i in preflight.check(cfg, 'train') if 'before LoadPseudoLabel' in i.what]
+    assert item.what == ('train_dataloader.dataset.pipeline has RandomFlip before LoadPseudoLabel: '
+                         'the label is made from the image file, so the image would be '
+                         'transformed and its label not')
+    assert item.fix.startswith('put LoadPseudoLabel right after LoadImageFromFile')
+    load = TRANSFORMS.build(cfg.train_dataloader.dataset.pipeline[3])
+    with pytest.raises(ValueError, match=r'was flipped before it: put LoadPseudoLabel right '):
+        load.transform(dict(img=np.zeros((4, 6, 3), np.uint8), img_path='x.png', flip=True,
+                            image_labels=['cat'], ori_shape=(4, 6)))
+
+
 def test_the_training_images_are_read_once_for_both_checks(tmp_path, voc_root, monkeypatch):
     """A cache of another precision and a RandomRotFlip both ask whether a label is missing:
     both are named, from one look through the training images (each read and hashed)."""
