@@ -137,8 +137,28 @@ def check_options(cfg, sections: Tuple[str, ...]) -> List[Missing]:
         cls = getattr(registry, registry_name).get(kind) if isinstance(kind, str) else kind
         if inspect.isclass(cls):
             classes[where] = cls
-            found += unknown_option_keys(where, cls, part, getattr(registry, registry_name))
+            unknown = unknown_option_keys(where, cls, part, getattr(registry, registry_name))
+            found += unknown or (transform_refusal(where, cls, part)
+                                 if registry_name == 'TRANSFORMS' else [])
     return [_in_another_step(item, classes) for item in found]
+
+
+def transform_refusal(where: str, cls, step: dict) -> List[Missing]:
+    """An mmseg / mmcv transform whose constructor refuses its settings (``crop_size=[96, 96]``,
+    a list where mmseg asserts a tuple): the runner would stop building the dataloader, with a
+    traceback. Built once here (cheap); this package's own transforms have checks of their
+    own."""
+    from mmseg.registry import TRANSFORMS
+    if cls.__module__.startswith('mmdiffseg'):
+        return []
+    try:
+        TRANSFORMS.build(step)
+    except Exception as err:  # noqa: BLE001  each transform asserts in its own way
+        reason = str(err).strip() or type(err).__name__
+        return [Missing(f'{where}: {cls.__name__} refuses its settings ({reason})',
+                        f'correct {where} (in the config or --cfg-options; a tuple is written '
+                        '(H,W) there, [H,W] is a list)', [where])]
+    return []
 
 
 def _in_another_step(item: Missing, classes: dict) -> Missing:

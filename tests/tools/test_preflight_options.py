@@ -71,6 +71,19 @@ def test_misspelt_keys_below_the_top_level_are_named_with_their_full_key():
         assert found[key].fix.startswith(f'set {where}.{near} instead of {key}')
 
 
+def test_a_transform_that_refuses_its_settings_is_named_before_the_run():
+    """--cfg-options ...crop_size=[100,100] (a list: mmseg asserts a tuple) passed, then the
+    runner stopped building the dataloader with an AssertionError traceback."""
+    cfg = Config.fromfile(str(TINY_ONLINE_CONFIG))
+    cfg.merge_from_dict({'train_dataloader.dataset.pipeline.4.crop_size': [100, 100]})
+    (item,) = check_options(cfg, SECTIONS)
+    assert item.what == ('train_dataloader.dataset.pipeline.4: RandomCrop refuses its settings '
+                         '(The expected crop_size is an integer, or a tuple containing two)')
+    assert '(H,W)' in item.fix
+    cfg.merge_from_dict({'train_dataloader.dataset.pipeline.4.crop_size': (100, 100)})
+    assert check_options(cfg, SECTIONS) == []
+
+
 def test_the_label_cache_settings_are_checked_key_by_key(tmp_path):
     """``--cfg-options ...cache.modle=...`` (the docs' own key, misspelt) stopped the run with
     a KeyError traceback; a missing setting is named too."""
