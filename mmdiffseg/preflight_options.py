@@ -212,39 +212,40 @@ def model_config_folder(model: str) -> Optional[Path]:
     return Path(cached).parents[1] if isinstance(cached, str) else None
 
 
-def head_layout_error(model: str, capture, image_size: int = 512) -> Optional[ValueError]:
-    """The engine's refusal of head indices in ``capture`` that ``model``'s U-Net does not have
-    (iSeg's SD 2.1 head lists on SD 1.x), read from its config (no weights). None where the heads
-    fit, the config is not here, or something other than heads does not fit (a size, a layer,
-    another architecture: the engine's own check after the load names it)."""
+def capture_fit_error(model: str, capture, image_size: int = 512) -> Optional[ValueError]:
+    """The engine's refusal of a ``capture`` spec ``model``'s U-Net cannot serve at
+    ``image_size`` (resolutions or layers it lacks, head indices past its heads: iSeg's SD 2.1
+    head lists on SD 1.x), read from its config (no weights). None where it fits, or where the
+    config is not here or is of no U-Net the check reads (the engine names it after the load)."""
     from .attention.maps import as_capture_spec
     from .attention.unet_layers import check_capture_on_config
     folder = model_config_folder(model)
-    capture = as_capture_spec(capture)
-    if folder is None or all(r.heads is None for r in capture.requests):
-        return None
-    headless = replace(capture, requests=tuple(replace(r, heads=None) for r in capture.requests))
-    try:
-        check_capture_on_config(folder, headless, image_size)
-    except Exception:  # no head problem
+    if folder is None:
         return None
     try:
-        check_capture_on_config(folder, capture, image_size)
+        check_capture_on_config(folder, as_capture_spec(capture), image_size)
     except ValueError as err:
         return err
+    except Exception:  # noqa: BLE001  another architecture: the engine's load names it
+        return None
     return None
 
 
 def check_head_layout(generator: dict, model: str, where: str) -> List[Missing]:
-    """Head indices of the generator's capture spec (``where``: its config key) that ``model``'s
-    U-Net does not have (:func:`head_layout_error`)."""
+    """What of the generator's capture spec (``where``: its config key) ``model``'s U-Net lacks
+    (:func:`capture_fit_error`): head indices, with the generator's fix; resolutions or
+    layers."""
     from .registry import MASK_GENERATORS
     built = MASK_GENERATORS.build(dict(generator))
     spec = getattr(built, 'capture_spec', None)
-    err = head_layout_error(model, spec) if spec is not None else None
+    err = capture_fit_error(model, spec) if spec is not None else None
     if err is None:
         return []
-    fix = getattr(built, 'head_layout_fix', None)
-    return [Missing(f'{where} cannot run on {model!r}: {str(err).split("; fix: ")[0]}',
-                    fix(where) if fix else f'choose head indices {model!r} has in {where}',
+    headless = replace(spec, requests=tuple(replace(r, heads=None) for r in spec.requests))
+    head_fix = getattr(built, 'head_layout_fix', None)
+    if capture_fit_error(model, headless) is not None:   # not (only) the heads
+        fix = f'choose in {where} what {model!r} has (the resolutions or layers named)'
+    else:
+        fix = head_fix(where) if head_fix else f'choose head indices {model!r} has in {where}'
+    return [Missing(f'{where} cannot run on {model!r}: {str(err).split("; fix: ")[0]}', fix,
                     [where])]

@@ -14,7 +14,7 @@ from ..attention.loading import DTYPES, single_file_checkpoint, single_file_prob
 from ..attention.model_check import folder_problems
 from ..compat import config_fromfile
 from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY
-from ..preflight_options import head_layout_error
+from ..preflight_options import capture_fit_error
 from ..provenance import model_folder, model_path, names_a_local_path
 from ..registry import MASK_GENERATORS
 from .io import UserInputError
@@ -82,8 +82,8 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
             generator.check_device(torch.device(device))
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc
-    # head lists the U-Net lacks, on its config where it is here: no wait for the weights
-    error = head_layout_error(model, capture, image_size) if capture is not None else None
+    # what the U-Net lacks (heads, layers), on its config where it is here: no wait for weights
+    error = capture_fit_error(model, capture, image_size) if capture is not None else None
     if error is not None:
         raise UserInputError(f'the generator cannot run on {model!r}: {error}') from error
     try:

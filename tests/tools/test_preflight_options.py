@@ -121,6 +121,21 @@ def test_head_lists_the_model_lacks_are_named_with_the_generators_key(sd):
     assert [m for m in preflight.check(cfg, 'train') if m.where == [where]] == []
 
 
+def test_resolutions_the_model_lacks_are_named_before_the_load():
+    """A DiffSeg resolution SD 1.4 has no layer at (128): the check found the engine's refusal
+    from the config and dropped it; the run stopped after loading the weights."""
+    cfg = Config.fromfile(str(REPO / 'configs/mask2former/'
+                              'diffseg-sd14_cityscapes27-unsupervised-512x512.py'))
+    cfg.merge_from_dict({'model.sd_model': str(shared_path('sd_configs', 'stable-diffusion-v1-4')),
+                         'model.generator.resolutions': [128]})
+    (item,) = [m for m in preflight.check(cfg, 'test') if m.where == ['model.generator']]
+    assert item.what.endswith("no self-attention layer at resolution 128 for this input; valid "
+                              'resolutions: [64, 32, 16, 8]')
+    assert item.fix.startswith("choose in model.generator what '")
+    cfg.merge_from_dict({'model.generator.resolutions': [64]})
+    assert [m for m in preflight.check(cfg, 'test') if m.where == ['model.generator']] == []
+
+
 def test_a_missing_folder_is_not_sent_to_the_hub(tmp_path, monkeypatch):
     """A path (or a name whose first part is a local folder) gets the folder wording; only a
     name that can be a hub id gets ``hf download``."""
