@@ -134,7 +134,7 @@ def check_model_classes(model: dict, datasets: List[Tuple[str, dict]]) -> List[M
     online labels where a pipeline asks for them (``LoadPseudoLabel``)."""
     missing, seen = _online_preprocessor(model, datasets), []
     if config_type(model) == 'DiffusionSegmentor':
-        missing += check_engine_kwargs(model, 'model')
+        missing += _labeller_options(model, 'model', 'batch_size')
     for where, dataset in datasets:
         classes = dataset_classes(dataset)
         if not classes or any(_same(classes, other) for _, other in seen):
@@ -273,23 +273,23 @@ def _online_preprocessor(model: dict, datasets: List[Tuple[str, dict]]) -> List[
             if config_type(step) == 'LoadPseudoLabel'][:1]
 
 
-def _labeller_options(preprocessor: dict) -> List[Missing]:
-    """``DiffusionLabelPreprocessor``'s own values that its labeller refuses only once the
-    diffusion model has loaded."""
+def _labeller_options(owner: dict, where: str = 'model.data_preprocessor',
+                      batch_key: str = 'label_batch_size') -> List[Missing]:
+    """The labeller's values a ``DiffusionLabelPreprocessor`` (or, ``where='model'``,
+    ``batch_key='batch_size'``, a ``DiffusionSegmentor``) holds, which it refuses only once the
+    runner builds it, or the diffusion model has loaded."""
     from .attention.loading import DTYPES
     missing = []
-    dtype, batch = preprocessor.get('engine_dtype'), preprocessor.get('label_batch_size')
+    dtype, batch = owner.get('engine_dtype'), owner.get(batch_key)
     if dtype is not None and dtype not in DTYPES:
-        missing.append(Missing(f'model.data_preprocessor.engine_dtype is {dtype!r}',
+        missing.append(Missing(f'{where}.engine_dtype is {dtype!r}',
                                f'one of {sorted(DTYPES)} (--cfg-options '
-                               'model.data_preprocessor.engine_dtype=float16)',
-                               ['model.data_preprocessor.engine_dtype']))
-    if batch is not None and (not isinstance(batch, int) or batch < 1):
-        missing.append(Missing(f'model.data_preprocessor.label_batch_size is {batch!r}',
+                               f'{where}.engine_dtype=float16)', [f'{where}.engine_dtype']))
+    if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+        missing.append(Missing(f'{where}.{batch_key} is {batch!r}',
                                'a whole number of images, at least 1 (--cfg-options '
-                               'model.data_preprocessor.label_batch_size=4)',
-                               ['model.data_preprocessor.label_batch_size']))
-    return missing + check_engine_kwargs(preprocessor, 'model.data_preprocessor')
+                               f'{where}.{batch_key}=4)', [f'{where}.{batch_key}']))
+    return missing + check_engine_kwargs(owner, where)
 
 
 def check_engine_kwargs(owner: dict, key: str) -> List[Missing]:

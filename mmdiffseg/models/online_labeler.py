@@ -145,7 +145,12 @@ class AttentionLabeler:
         self.generator = generator if isinstance(generator, MaskGenerator) else \
             MASK_GENERATORS.build(generator)
         self.dtype = engine_dtype(dtype, type(self).__name__)
-        self.batch_size = int(batch_size)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f'{type(self).__name__}: batch_size (images per engine call: '
+                             "DiffusionSegmentor's batch_size, the preprocessor's "
+                             f'label_batch_size) must be a whole number, at least 1, got '
+                             f'{batch_size!r}')
+        self.batch_size = batch_size
         self.engine_kwargs = dict(engine_kwargs or {})
         self.engine = None
 

@@ -97,13 +97,18 @@ def test_a_cache_signed_with_the_runs_own_settings_passes(tmp_path):
     assert item.what.startswith(f'label cache {tmp_path} holds labels made with other settings: ')
 
 
-def test_a_generator_without_head_indices_is_not_checked_at_a_guessed_input_size(sd_config_dir):
-    """Only head indices are checked on the model's config (built for 512-pixel input): DiffSeg's
-    resolutions 32..4 fit a 256-pixel run on SD 2.1-base and are not refused."""
-    from mmdiffseg.preflight_options import check_head_layout
+def test_a_generators_resolutions_are_checked_at_the_size_it_runs_at(sd_config_dir):
+    """A config's generator runs at 512 pixels (the labeller and DiffusionSegmentor extract
+    there): DiffSeg's resolutions 32..4 are refused on SD 2.1-base, naming the ones it has; the
+    tools check at their own --size, where 256 pixels serve them."""
+    from mmdiffseg.preflight_options import capture_fit_error, check_head_layout
+    from mmdiffseg.registry import MASK_GENERATORS
     folder = str(sd_config_dir('stable-diffusion-2-1-base'))
     generator = dict(type='DiffSeg', resolutions=(32, 16, 8, 4), num_points=4)
-    assert check_head_layout(generator, folder, 'model.generator') == []
+    (item,) = check_head_layout(generator, folder, 'model.generator')
+    assert item.what.endswith('valid resolutions: [64, 32, 16, 8]')
+    spec = MASK_GENERATORS.build(generator).capture_spec
+    assert capture_fit_error(folder, spec, 256) is None
 
 
 def test_a_scoped_label_preprocessor_type_makes_online_labels_and_has_its_values_checked():

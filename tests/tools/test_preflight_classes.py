@@ -103,6 +103,22 @@ def test_mask_classification_heads_weigh_the_no_object_class_too(head):
     assert check_model_classes(model([1.0] * 3 + [0.1]), dataset) == []
 
 
+@pytest.mark.parametrize('batch', [0, -1, 2.5, True])
+def test_a_training_free_segmentors_batch_and_dtype_are_checked_before_the_run(batch):
+    """DiffusionSegmentor's batch_size 0 stopped the test run at its first batch ('range() arg 3
+    must not be zero'), -1 in the metric (KeyError 'pred_sem_seg'): named by the pre-flight, and
+    refused by the labeller as the runner builds it."""
+    from mmdiffseg.models.online_labeler import AttentionLabeler
+    from mmdiffseg.preflight_classes import check_model_classes
+    model = dict(type='DiffusionSegmentor', batch_size=batch, engine_dtype='fp32')
+    found = {m.where[0]: m for m in check_model_classes(model, [])}
+    assert found['model.batch_size'].what == f'model.batch_size is {batch!r}'
+    assert found['model.batch_size'].fix.endswith('(--cfg-options model.batch_size=4)')
+    assert found['model.engine_dtype'].fix.endswith('(--cfg-options model.engine_dtype=float16)')
+    with pytest.raises(ValueError, match=r'AttentionLabeler: batch_size .* at least 1, got '):
+        AttentionLabeler('some/model', dict(type='DiffSeg'), batch_size=batch)
+
+
 def test_what_makes_online_labels_and_what_reads_them_is_checked():
     """A stock SegDataPreProcessor under an online pipeline (every target 255, the loss 0),
     unlabelled DiffSeg segments as online labels, an FCN-style loss_decode class_weight, and
