@@ -128,7 +128,7 @@ def check_options(cfg, sections: Tuple[str, ...]) -> List[Missing]:
     evaluators) that their class does not take; a transform's key that another step of its
     pipeline takes is sent there (the step index is off)."""
     from mmseg import registry
-    found, classes = [], {}
+    found, classes = dataloader_problems(cfg, sections), {}
     for where, part, registry_name in _parts(cfg):
         top = where.split('.')[0].replace('_evaluator', '_dataloader')
         if top not in sections:
@@ -159,6 +159,33 @@ def transform_refusal(where: str, cls, step: dict) -> List[Missing]:
                         f'correct {where} (in the config or --cfg-options; a tuple is written '
                         '(H,W) there, [H,W] is a list)', [where])]
     return []
+
+
+#: the keys mmengine's Runner.build_dataloader reads itself, beside torch's DataLoader options
+_RUNNER_DATALOADER_KEYS = ('num_batch_per_epoch', 'disable_subprocess_warning')
+
+
+def dataloader_problems(cfg, sections: Tuple[str, ...]) -> List[Missing]:
+    """Keys of the dataloaders in ``sections`` that neither torch's ``DataLoader`` nor mmengine
+    takes (``batchsize``: a TypeError once the runner builds it), and ``persistent_workers``
+    without workers (torch's ValueError)."""
+    import torch
+    options = [name for name in inspect.signature(torch.utils.data.DataLoader).parameters
+               if name != 'self'] + list(_RUNNER_DATALOADER_KEYS)
+    found = []
+    for name in sections:
+        loader = cfg.get(name)
+        if not isinstance(loader, dict) or not name.endswith('_dataloader'):
+            continue
+        found += [_unknown_key(name, "torch's DataLoader", key, options)
+                  for key in loader if key not in options]
+        if loader.get('persistent_workers') and not loader.get('num_workers'):
+            found.append(Missing(
+                f'{name}: persistent_workers=True with num_workers={loader.get("num_workers")!r} '
+                '(torch keeps workers only where there are some)',
+                f'--cfg-options {name}.persistent_workers=False with {name}.num_workers=0',
+                [f'{name}.persistent_workers']))
+    return found
 
 
 def _in_another_step(item: Missing, classes: dict) -> Missing:

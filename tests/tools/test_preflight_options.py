@@ -84,6 +84,21 @@ def test_a_transform_that_refuses_its_settings_is_named_before_the_run():
     assert check_options(cfg, SECTIONS) == []
 
 
+def test_dataloader_keys_and_workers_are_checked_before_the_run():
+    """train_dataloader.batchsize (torch's TypeError once the runner builds it) is named with the
+    nearest key; persistent_workers without workers (torch's ValueError) with the fix."""
+    cfg = Config.fromfile(str(MAIN_CONFIG))
+    cfg.merge_from_dict({'train_dataloader.batchsize': 8, 'train_dataloader.num_workers': 0})
+    found = {m.where[0]: m for m in check_options(cfg, SECTIONS)}
+    assert found['train_dataloader.batchsize'].what == (
+        "train_dataloader: torch's DataLoader has no option 'batchsize' (did you mean "
+        "'batch_size'?)")
+    assert found['train_dataloader.persistent_workers'].fix == (
+        '--cfg-options train_dataloader.persistent_workers=False with '
+        'train_dataloader.num_workers=0')
+    assert len(found) == 2
+
+
 def test_the_label_cache_settings_are_checked_key_by_key(tmp_path):
     """``--cfg-options ...cache.modle=...`` (the docs' own key, misspelt) stopped the run with
     a KeyError traceback; a missing setting is named too."""
