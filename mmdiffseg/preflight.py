@@ -282,6 +282,8 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
     datasets: List[Tuple[str, dict]] = []  # (config key, dataset config)
     for name, section in sections.items():
         for path, node in walk(section, name):
+            if path.endswith('data_preprocessor.label_cache'):
+                continue  # a retired option, named by check_options
             if 'pipeline' in node and name != 'model':
                 disagree = check_dataset_classes(node, path)
                 missing += disagree

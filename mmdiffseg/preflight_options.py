@@ -106,7 +106,11 @@ def unknown_option_keys(where: str, cls, part: dict, registry=None) -> List[Miss
                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         options = own + [name for name in accepted_options(target) or () if name not in own]
         keys = unknown_options(target, {k: v for k, v in part.items() if k not in own})
-    return [_unknown_key(where, cls.__name__, key, options) for key in sorted(keys)]
+    retired = getattr(cls, 'RETIRED_OPTIONS', {})
+    return [Missing(f'{where}: {cls.__name__} no longer takes {key!r}',
+                    f'remove {where}.{key}: {retired[key]}', [f'{where}.{key}'])
+            if key in retired else _unknown_key(where, cls.__name__, key, options)
+            for key in sorted(keys)]
 
 
 def _forwarded_to(cls, part: dict, registry) -> Optional[type]:

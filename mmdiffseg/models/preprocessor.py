@@ -31,12 +31,15 @@ class DiffusionLabelPreprocessor(SegDataPreProcessor):
         Other arguments: :class:`mmseg.models.SegDataPreProcessor`.
     """
 
+    #: options of earlier versions, with where their settings went (the pre-flight names them)
+    RETIRED_OPTIONS = {'label_cache': 'the label cache, model and generator are set once, in '
+                                      'LoadPseudoLabel(cache=...) of the train pipeline'}
+
     def __init__(self, engine_dtype: str = 'float32', label_batch_size: int = 4,
                  engine_kwargs: Optional[Dict] = None, **kwargs):
-        if 'label_cache' in kwargs:
-            raise TypeError('DiffusionLabelPreprocessor: label_cache is no longer an argument; '
-                            'the label cache, model and generator are set once, in '
-                            'LoadPseudoLabel(cache=...) of the train pipeline')
+        for key in set(kwargs) & set(self.RETIRED_OPTIONS):
+            raise TypeError(f'DiffusionLabelPreprocessor: {key} is no longer an argument; '
+                            f'{self.RETIRED_OPTIONS[key]}')
         super().__init__(**kwargs)
         self.labeler = OnlineLabeler(dtype=engine_dtype, batch_size=label_batch_size,
                                      engine_kwargs=engine_kwargs)

@@ -99,6 +99,24 @@ def test_dataloader_keys_and_workers_are_checked_before_the_run():
     assert len(found) == 2
 
 
+def test_an_old_configs_label_cache_on_the_preprocessor_is_named_with_where_it_went():
+    """model.data_preprocessor.label_cache (an earlier version's place): 'did you mean
+    label_batch_size?' was the fix, beside checks of the unused entry's model and heads; now one
+    item saying where the settings went, as the preprocessor's own error does."""
+    from mmdiffseg.models.preprocessor import DiffusionLabelPreprocessor
+    cfg = Config.fromfile(str(TINY_ONLINE_CONFIG))
+    old = dict(cache_dir='x', model='/nowhere/sd', generator=dict(type='ISeg', vocabulary='voc'))
+    cfg.merge_from_dict({'model.data_preprocessor.label_cache': old})
+    key = 'model.data_preprocessor.label_cache'
+    named = [m for m in preflight.check(cfg, 'train') if any(w.startswith(key) for w in m.where)]
+    assert [m.where for m in named] == [[key]]
+    assert named[0].what == ("model.data_preprocessor: DiffusionLabelPreprocessor no longer "
+                             "takes 'label_cache'")
+    assert named[0].fix.endswith('set once, in LoadPseudoLabel(cache=...) of the train pipeline')
+    with pytest.raises(TypeError, match='label_cache is no longer an argument; the label cache'):
+        DiffusionLabelPreprocessor(label_cache=old)
+
+
 def test_the_label_cache_settings_are_checked_key_by_key(tmp_path):
     """``--cfg-options ...cache.modle=...`` (the docs' own key, misspelt) stopped the run with
     a KeyError traceback; a missing setting is named too."""
