@@ -243,22 +243,28 @@ def model_config_folder(model: str) -> Optional[Path]:
     return Path(cached).parents[1] if isinstance(cached, str) else None
 
 
-def capture_fit_error(model: str, capture, image_size: int = 512) -> Optional[ValueError]:
+def capture_fit_error(model: str, capture, image_size: int = 512,
+                      heads_only: bool = False) -> Optional[ValueError]:
     """The engine's refusal of a ``capture`` spec ``model``'s U-Net cannot serve at
     ``image_size`` (resolutions or layers it lacks, head indices past its heads: iSeg's SD 2.1
-    head lists on SD 1.x), read from its config (no weights). None where it fits, or where the
-    config is not here or is of no U-Net the check reads (the engine names it after the load)."""
+    head lists on SD 1.x), read from its config (no weights). None where it fits, where the
+    config is not here or is of no U-Net the check reads (the engine names it after the load),
+    and, ``heads_only``, where more than heads does not fit (the engine's check then names the
+    image sizes that serve it)."""
     from .attention.maps import as_capture_spec
     from .attention.unet_layers import check_capture_on_config
     folder = model_config_folder(model)
     if folder is None:
         return None
-    try:
-        check_capture_on_config(folder, as_capture_spec(capture), image_size)
-    except ValueError as err:
-        return err
-    except Exception:  # noqa: BLE001  another architecture: the engine's load names it
-        return None
+    capture = as_capture_spec(capture)
+    headless = replace(capture, requests=tuple(replace(r, heads=None) for r in capture.requests))
+    for spec in ([headless] if heads_only else []) + [capture]:
+        try:
+            check_capture_on_config(folder, spec, image_size)
+        except ValueError as err:
+            return None if spec is headless else err
+        except Exception:  # noqa: BLE001  another architecture: the engine's load names it
+            return None
     return None
 
 

@@ -82,8 +82,9 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
             generator.check_device(torch.device(device))
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc
-    # what the U-Net lacks (heads, layers), on its config where it is here: no wait for weights
-    error = capture_fit_error(model, capture, image_size) if capture is not None else None
+    # head lists the U-Net lacks, on its config where it is here: no wait for the weights
+    error = capture_fit_error(model, capture, image_size, heads_only=True) \
+        if capture is not None else None
     if error is not None:
         raise UserInputError(f'the generator cannot run on {model!r}: {error}') from error
     try:

@@ -127,7 +127,7 @@ def test_cached_weights_count_offline(tmp_path, monkeypatch):
     url = 'https://download.example.org/weights/resnet-abc123.pth'
     cfg = Config(dict(model=dict(
         backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=url)),
-        data_preprocessor=dict(label_cache=dict(cache_dir='c', model='org/sd-model')))))
+        data_preprocessor=dict(sd_model='org/sd-model'))))
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'hf'))
     missing = [m.what for m in preflight.check(cfg, 'test')]

@@ -284,8 +284,9 @@ def test_a_test_run_does_not_write_the_training_label_cache(tmp_path):
     (tmp_path / 'file').write_text('')
     cache = dict(cache_dir=str(tmp_path / 'file' / 'cache'), model=str(tmp_path),
                  generator=dict(type='ISeg'))
-    cfg = Config(dict(model=dict(data_preprocessor=dict(label_cache=cache))))
-    key = 'model.data_preprocessor.label_cache.cache_dir'
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(pipeline=[
+        dict(type='LoadPseudoLabel', cache=cache)]))))
+    key = 'train_dataloader.dataset.pipeline.0.cache.cache_dir'
     assert [m.what for m in preflight.check(cfg, 'train') if key in m.where] == [
         f'label cache folder {tmp_path}/file/cache: {tmp_path}/file is a file']
     assert not [m for m in preflight.check(cfg, 'test') if key in m.where]
