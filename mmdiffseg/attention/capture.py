@@ -30,7 +30,8 @@ from . import deferred_maps
 from .head_maps import add_resolved, default_chunk_bytes, resolve_backend
 from .maps import CaptureRequest, CaptureSpec
 from .sdpa_lse import sdpa_with_lse
-from .unet_layers import AttentionLayer, attention_modules, compiled, unet_attention_layers
+from .unet_layers import (AttentionLayer, attention_modules, compiled, replaceable_processor,
+                          unet_attention_layers)
 
 
 @dataclass
@@ -346,25 +347,6 @@ class CaptureProcessor:
         return out
 
 
-#: diffusers' processors of plain attention (softmax(QK^T/sqrt(d)) V), which a captured step's
-#: SDPA call reproduces; any other (an IP-Adapter's, an attention edit's) computes something else
-PLAIN_PROCESSORS = ('AttnProcessor', 'AttnProcessor2_0', 'XFormersAttnProcessor')
-
-
-def replaceable_processor(name: str, processor) -> None:
-    """Raise a ``ValueError`` naming the fix for a processor a capture must not replace: another
-    session's (an inner session leaves the outer one's maps short) or one of no plain attention."""
-    kind = type(processor).__name__
-    if isinstance(processor, CaptureProcessor):
-        raise ValueError(f'{name} is captured by another capture_attention session already; '
-                         'capture once, with merge_specs([outer, inner])')
-    if kind not in PLAIN_PROCESSORS:
-        raise ValueError(f'{name} runs {kind}, not plain attention: a captured step would run '
-                         'plain SDPA there (another U-Net output, maps of another computation); '
-                         'capture a U-Net with its default processors '
-                         '(unet.set_default_attn_processor())')
-
-
 @contextlib.contextmanager
 def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int,
                       steps: Optional[Sequence[int]] = None,
@@ -385,11 +367,11 @@ def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int
         session.traced_backend = resolve_backend(map_backend, unet.device, masked=False)
     by_name = {layer.name: layer for layer in layers}
     modules = {name: module for _, name, module in attention_modules(unet)}
+    for name in session.layer_sinks:   # before anything changes on the U-Net
+        replaceable_processor(name, modules[name].processor)
     original = {}
     hooks = (unet.register_forward_pre_hook(lambda module, args: session.begin_step()),
              unet.register_forward_hook(lambda module, args, output: session.end_step()))
-    for name in session.layer_sinks:
-        replaceable_processor(name, modules[name].processor)
     try:  # only the captured modules change processor, and only they are restored
         for name, sinks in session.layer_sinks.items():
             original[name] = modules[name].processor

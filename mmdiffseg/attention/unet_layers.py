@@ -122,3 +122,25 @@ def check_capture_on_config(sd_folder: Union[str, Path], capture, image_size: in
                       f'({type(err).__name__}: {err})') from err
     CaptureSession(as_capture_spec(capture), unet_attention_layers(unet, image_size // 8),
                    batch_size=1)
+
+
+#: diffusers' processors of plain attention (softmax(QK^T/sqrt(d)) V: whole, in head slices,
+#: or from fused QKV weights, whose to_q / to_k / to_v stay), which a captured step's SDPA call
+#: reproduces; any other (an IP-Adapter's, an attention edit's) computes something else
+PLAIN_PROCESSORS = ('AttnProcessor', 'AttnProcessor2_0', 'XFormersAttnProcessor',
+                    'SlicedAttnProcessor', 'FusedAttnProcessor2_0')
+
+
+def replaceable_processor(name: str, processor) -> None:
+    """Raise a ``ValueError`` naming the fix for a processor a capture must not replace: another
+    session's (an inner session leaves the outer one's maps short) or one of no plain attention."""
+    from .capture import CaptureProcessor  # (it imports this module)
+    kind = type(processor).__name__
+    if isinstance(processor, CaptureProcessor):
+        raise ValueError(f'{name} is captured by another capture_attention session already; '
+                         'capture once, with merge_specs([outer, inner])')
+    if kind not in PLAIN_PROCESSORS:
+        raise ValueError(f'{name} runs {kind}, not plain attention: a captured step would run '
+                         'plain SDPA there (another U-Net output, maps of another computation); '
+                         'capture a U-Net with its default processors '
+                         '(unet.set_default_attn_processor())')

@@ -267,8 +267,10 @@ def test_a_layer_of_no_plain_attention_or_already_captured_is_refused(tiny_engin
     """A captured step runs plain SDPA in place of the layer's processor: an IP-Adapter's or an
     attention edit's would change the output (it did, silently), and an inner session took the
     outer one's layers over (its maps came out short). Both are refused naming the layer and the
-    fix, before any processor changes; diffusers' classic AttnProcessor is plain attention."""
-    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+    fix, before anything on the U-Net changes (no hook left); diffusers' classic, sliced and
+    fused-QKV processors are plain attention, their maps those of the default processor."""
+    from diffusers.models.attention_processor import (AttnProcessor, AttnProcessor2_0,
+                                                      SlicedAttnProcessor)
 
     class Halved(AttnProcessor2_0):
         def __call__(self, attn, hidden_states, *args, **kwargs):
@@ -279,6 +281,7 @@ def test_a_layer_of_no_plain_attention_or_already_captured_is_refused(tiny_engin
     first, second = [layer.name for layer in _layers(tiny_engine(SD2), 'self', 8)][:2]
     edited = unet.get_submodule(second)
     kept = edited.processor
+    hooks = (len(unet._forward_pre_hooks), len(unet._forward_hooks))
     try:
         edited.set_processor(Halved())
         with pytest.raises(ValueError, match=rf'^{second} runs Halved, not plain attention: .*'
@@ -286,6 +289,21 @@ def test_a_layer_of_no_plain_attention_or_already_captured_is_refused(tiny_engin
             with capture_attention(unet, spec, LATENT, batch_size=1):
                 pass
         assert not isinstance(unet.get_submodule(first).processor, CaptureProcessor)
+        assert (len(unet._forward_pre_hooks), len(unet._forward_hooks)) == hooks
+        latents = torch.randn(1, 4, LATENT, LATENT)
+        context = torch.randn(1, 77, unet.config.cross_attention_dim)
+        maps = {}
+        for name, variant in (('default', lambda: edited.set_processor(kept)),
+                              ('sliced', lambda: edited.set_processor(SlicedAttnProcessor(1))),
+                              ('fused', unet.fuse_qkv_projections)):
+            variant()
+            with torch.no_grad(), capture_attention(unet, spec, LATENT, batch_size=1) as session:
+                unet(latents, 10, encoder_hidden_states=context)
+            maps[name] = session.results()['self8']
+            if name == 'fused':
+                unet.unfuse_qkv_projections()
+        torch.testing.assert_close(maps['sliced'], maps['default'], atol=1e-6, rtol=0)
+        torch.testing.assert_close(maps['fused'], maps['default'], atol=1e-6, rtol=0)
         edited.set_processor(AttnProcessor())
         with capture_attention(unet, spec, LATENT, batch_size=1):
             with pytest.raises(ValueError, match=rf'^{first} is captured by another '
