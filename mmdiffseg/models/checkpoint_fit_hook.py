@@ -11,7 +11,7 @@ import re
 from typing import Optional
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmseg.registry import HOOKS
 
 
@@ -27,6 +27,8 @@ def fit_problem(model, checkpoint: dict) -> Optional[str]:
     weights = {re.sub(r'^module\.', '', k): v
                for k, v in checkpoint.get('state_dict', checkpoint).items()}
     model = model.module if is_model_wrapper(model) else model
+    # --tta's SegTTAModel holds the model as ``module``: mmengine loads into that one too
+    model = model.module if isinstance(model, BaseTTAModel) else model
     own = model.state_dict()
     wrong = [f'{k} is {list(v.shape)} there, {list(own[k].shape)} in the model'
              for k, v in weights.items() if k in own and v.shape != own[k].shape]

@@ -272,3 +272,20 @@ def test_a_checkpoint_whose_weights_do_not_fit_the_model_is_named(tmp_path, monk
         test.main(args)
     assert ("do not fit the model of the config: it lacks 0.weight, of the 4 parameters of the "
             'model (and 1 more); ' in capsys.readouterr().err)
+
+
+def test_a_fitting_checkpoint_fits_the_test_time_augmented_model():
+    """--tta: the runner's model is SegTTAModel(module=model), into whose module mmengine loads;
+    its own keys (module.backbone...) made every parameter look missing, refusing every model
+    config's own checkpoint."""
+    from mmseg.models import SegTTAModel
+    from torch import nn
+
+    from mmdiffseg.models.checkpoint_fit_hook import fit_problem
+    class Net(nn.Sequential):
+        def test_step(self, data):   # what SegTTAModel asks of its module
+            return data
+    net = Net(nn.Linear(3, 4), nn.Linear(4, 2))
+    assert fit_problem(SegTTAModel(module=net), dict(state_dict=net.state_dict())) is None
+    part = dict(state_dict={'0.weight': net[0].weight})
+    assert fit_problem(SegTTAModel(module=net), part).startswith('it lacks 0.bias, of the 4 ')
