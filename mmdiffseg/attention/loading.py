@@ -184,7 +184,7 @@ def hub_load_failure(source: str, err: Exception, cache_dir: Optional[str] = Non
     downloaded, say), is named as a local folder's would be."""
     from huggingface_hub import constants, try_to_load_from_cache
 
-    from .model_check import folder_problems
+    from .model_check import folder_problems, holds_every_weight_file
     if names_a_local_path(source):  # the Hub has nothing to say on it
         return (f'cannot load Stable Diffusion model {source!r}: no such folder '
                 f'({model_path(source).resolve()} does not exist). Fix: check the path')
@@ -193,8 +193,9 @@ def hub_load_failure(source: str, err: Exception, cache_dir: Optional[str] = Non
     except ValueError:  # not a valid hub id
         index = None
     cached = isinstance(index, str)
-    problems = folder_problems(Path(index).parent, variant) if cached else []
-    if problems and not any(problem.startswith('it has no ') for problem in problems):
+    complete = cached and holds_every_weight_file(Path(index).parent)  # else partly cached
+    problems = folder_problems(Path(index).parent, variant) if complete else []
+    if problems:
         return (f'cannot load Stable Diffusion model {source!r} from the local Hugging Face '
                 f'cache ({Path(index).parent}): ' + '; '.join(problems))
     reason, fix = hub_reason(source, err)

@@ -51,6 +51,12 @@ def _weights(folder: Path, component: str) -> List[str]:
     return sorted(f.name for f in (folder / component).iterdir() if f.suffix in WEIGHT_SUFFIXES)
 
 
+def holds_every_weight_file(folder: Path) -> bool:
+    """Whether every weighted component of ``folder`` has weight files (of some variant): else
+    a download was cut short."""
+    return all((folder / c).is_dir() and _weights(folder, c) for c in WEIGHTED)
+
+
 def _variant_problem(weights: Dict[str, List[str]], variant: Optional[str]) -> Optional[str]:
     """The ``variant`` asked for where no component of ``weights`` (file names by component)
     has it but plain weights are there: diffusers then refuses the folder ("no such modeling

@@ -122,3 +122,8 @@ def test_a_hub_id_whose_cached_weights_are_of_another_variant_is_named_as_a_fold
     assert ("hold only fp16-variant weights" if stored else
             "has variant 'fp16' weights (found: plain): drop the variant") in message
     assert 'only partly' not in message and 'hf download' not in message
+    for weights in snapshot.glob('unet/*.safetensors'):   # a download cut short: fetch it again
+        weights.unlink()
+    message = _refusal('someone/sd21', cache_dir=str(tmp_path / 'hub'),
+                       **({'variant': asked} if asked else {}))
+    assert 'only partly in the local Hugging Face cache' in message and 'hf download' in message
