@@ -162,7 +162,8 @@ def prepare_voc(devkit: Path, sbd: Path = None, labels_from: str = 'xml',
         raise UserInputError(
             f'{before} lists {len(dropped)} images this run would drop from the aug split (SBD\'s, '
             f'e.g. {sorted(dropped)[0]}): rerun with --sbd as the run that made it (the aug split '
-            'without SBD is VOC train alone); nothing was written')
+            'without SBD is VOC train alone), or, where it came with a pre-built '
+            'SegmentationClassAug and SBD is not here, move it aside; nothing was written')
     missing = [i for i in aug if not (voc / 'JPEGImages' / f'{i}.jpg').is_file()]
     if missing:
         raise UserInputError(f'{len(missing)} images of the aug split are not in '
