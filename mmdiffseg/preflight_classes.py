@@ -46,14 +46,21 @@ def describe(classes: Sequence[str]) -> str:
     return f'{shown} ({len(classes)} classes)'
 
 
+def _name(name) -> str:
+    """A class name as compared: without surrounding spaces (mmseg's ADE20K ``'bed '``), and
+    ``'Background'`` (mmseg's LIP) as the ``'background'`` the generators require."""
+    name = str(name).strip()
+    return 'background' if name.lower() == 'background' else name
+
+
 def _same(a: Sequence[str], b: Sequence[str]) -> bool:
-    """Equal lists, names compared without surrounding spaces (mmseg's ADE20K ``'bed '``)."""
-    return [str(n).strip() for n in a] == [str(n).strip() for n in b]
+    """Equal lists of names (:func:`_name`)."""
+    return [_name(n) for n in a] == [_name(n) for n in b]
 
 
 def _first_difference(found: Sequence[str], expected: Sequence[str]) -> str:
     for index, (a, b) in enumerate(zip(found, expected)):
-        if a.strip() != b.strip():
+        if _name(a) != _name(b):
             return f'; index {index} is {a!r} there but {b!r} in the dataset'
     return ''
 

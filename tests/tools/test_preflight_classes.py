@@ -119,6 +119,22 @@ def test_a_training_free_segmentors_batch_and_dtype_are_checked_before_the_run(b
         AttentionLabeler('some/model', dict(type='DiffSeg'), batch_size=batch)
 
 
+def test_a_dataset_spelling_background_with_a_capital_takes_the_generators_background():
+    """mmseg's LIPDataset names class 0 'Background', which a generator refuses (it would be
+    prompted as an object): the generator's 'background' matches it, so LIP runs at all."""
+    from mmseg.datasets import LIPDataset
+    lip = list(LIPDataset.METAINFO['classes'])
+    assert lip[0] == 'Background'
+    generator = dict(type='ISeg', classes=['background', *lip[1:]], vocabulary=None,
+                     cross_heads=None, self_heads=None)
+    dataset = dict(type='LIPDataset', pipeline=[dict(type='LoadPseudoLabel', cache=dict(
+        cache_dir='c', model='m', generator=generator))])
+    assert check_dataset_classes(dataset, 'train_dataloader.dataset') == []
+    generator['classes'] = ['background', *lip[2:]]
+    (item,) = check_dataset_classes(dataset, 'train_dataloader.dataset')
+    assert f"index 1 is {lip[2]!r} there but {lip[1]!r} in the dataset" in item.what
+
+
 def test_what_makes_online_labels_and_what_reads_them_is_checked():
     """A stock SegDataPreProcessor under an online pipeline (every target 255, the loss 0),
     unlabelled DiffSeg segments as online labels, an FCN-style loss_decode class_weight, and
