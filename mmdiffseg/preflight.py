@@ -314,11 +314,11 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                 if 'cache_dir' in node and mode != 'test':
                     missing += check_cache_revision(cfg, node['cache_dir'], path)
                     missing += check_cache_writable(node['cache_dir'], path,
-                                                    unlabelled if mode == 'train' else None)
+                                                    unlabelled if mode != 'test' else None)
                     missing += check_cache_settings(node, path)
                     missing += check_cache_precision(
                         node['cache_dir'], path, writer_dtype(cfg, mode, dtype),
-                        unlabelled if mode == 'train' else None)
+                        unlabelled if mode != 'test' else None)
             if init_weights and node.get('type') == 'Pretrained' and \
                     isinstance(node.get('checkpoint'), str):
                 missing += check_checkpoint(node['checkpoint'], f'{path}.checkpoint')

@@ -258,8 +258,9 @@ class SeeDiff(MaskGenerator):
                 f'{self.resolutions[0]} cross-attention layers of this U-Net have '
                 f'{"/".join(map(str, heads))} heads, so the flat-layer test (flat_layer_var, '
                 f'tuned on the sum of SD 1.4\'s 8 heads) reads another scale; set '
-                f'num_heads={heads[0]} (--cfg-options num_heads={heads[0]}) to sum this model\'s '
-                'heads as released']
+                f'the generator\'s num_heads={heads[0]} (the offline tools: --cfg-options '
+                f'num_heads={heads[0]}; a training config: its generator entry\'s num_heads) to '
+                'sum this model\'s heads as released']
 
     def extract_kwargs(self, class_names: Sequence[Sequence[str]]) -> Dict:
         """``engine.extract`` arguments for real images (an extension: one pass at ``timestep``

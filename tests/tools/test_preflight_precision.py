@@ -30,18 +30,19 @@ def test_a_label_cache_made_in_another_precision_is_named_before_training(tmp_pa
                                                 engine_dtype=engine_dtype or 'float16'))
         (item,) = [i for i in preflight.check(cfg, mode, dtype=dtype)
                    if 'holds labels made in' in i.what]
-        # training names an image it would label (the first of the split); a prefill adds labels
+        # training and a prefill name an image they would label (the first of the split)
         example = f' (for {voc_root}/JPEGImages/{VOC_IMAGES[0]}.png, which has no label there)'
         assert item.what.endswith('holds labels made in float16, this run would add labels in '
-                                  'float32' + (example if mode == 'train' else ''))
+                                  'float32' + example)
         assert 'engine_dtype=float16' in item.fix and 'cache_dir=<another folder>' in item.fix
     cfg.model.data_preprocessor.engine_dtype = 'float16'
     assert not [i for i in preflight.check(cfg, 'train') if 'holds labels made in' in i.what]
 
 
 def test_a_full_label_cache_made_in_another_precision_is_read(tmp_path, voc_root):
-    """Training on a cache that holds every training image's label adds none, so it reads
-    labels of any precision (docs/mmseg.md); one missing label and it would add one: refused."""
+    """Training (or a prefill) on a cache that holds every training image's label adds none,
+    so it reads labels of any precision (docs/mmseg.md; the prefill was refused as one that
+    "would add" labels); one missing label and it would add one: refused."""
     generator = dict(type='ISeg', vocabulary='voc')
     cfg = voc_config(voc_root, generator=generator)
     cache = cfg.train_dataloader.dataset.pipeline[2].cache
@@ -61,9 +62,10 @@ def test_a_full_label_cache_made_in_another_precision_is_read(tmp_path, voc_root
     assert refusals() == [f'label cache {cache.cache_dir} holds labels made in bfloat16, this run '
                           f'would add labels in float32 (for {keys[-1][0]}, which has no label '
                           'there)']
+    assert len(refusals('prefill', dtype='float32')) == 1
     store.save(keys[-1][1], np.zeros((4, 4), np.uint8))
     assert refusals() == []
-    assert len(refusals('prefill', dtype='float32')) == 1  # a prefill in float32 adds labels
+    assert refusals('prefill', dtype='float32') == []   # nothing left to add
 
 
 def test_transforms_that_mix_labels_need_every_label_cached(tmp_path, voc_root):
