@@ -43,8 +43,8 @@ from .preflight_classes import (check_dataset_classes, check_matched_class_count
                                 check_model_classes, check_segment_scoring)
 from .preflight_data import (Missing, check_dataset, check_image_decoding,
                              check_image_level_labels, check_listed_files)
-from .preflight_options import (check_cache_keys, check_head_layout, check_options,
-                                generator_refusal, unknown_option_keys)
+from .preflight_options import (check_cache_keys, check_generator_entry, check_head_layout,
+                                check_options, generator_refusal, unknown_option_keys)
 from .provenance import MOVED_HUB_IDS, model_path, names_a_local_path, withdrawn_model
 from .registry import config_type
 
@@ -303,6 +303,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                     if config_type(step) == 'LoadImageLevelLabels':
                         missing += check_image_level_labels(
                             step, key, None if problems else node)
+            missing += check_generator_entry(node, path)
             if isinstance(node.get('generator'), dict) and 'type' in node['generator']:
                 if 'type' not in node:  # a label cache's settings (LoadPseudoLabel's cache)
                     missing += check_cache_keys(node, path)

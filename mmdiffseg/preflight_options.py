@@ -18,7 +18,7 @@ from typing import Iterator, List, Optional, Tuple
 from .names import nearest
 from .preflight_data import Missing
 from .provenance import model_path, names_a_local_path
-from .registry import accepted_options, unknown_options
+from .registry import accepted_options, config_type, unknown_options
 
 #: entries of a model part that other builders make (norm and activation layers, weight
 #: initialisation, the assigners of ``train_cfg``): not options of a class in ``MODELS``
@@ -73,6 +73,20 @@ def _unknown_key(where: str, owner: str, key: str, options: List[str]) -> Missin
         (f'set {where}.{near} instead of {where}.{key} (in the config or --cfg-options)'
          if near else f'remove {where}.{key} (the options of {owner}: {", ".join(options)})'),
         [f'{where}.{key}'])
+
+
+def check_generator_entry(node: dict, where: str) -> List[Missing]:
+    """A ``generator`` entry (a label cache's, ``DiffusionSegmentor``'s) that is no generator
+    config: ``--cfg-options ...generator="dict(type='DiffSeg')"`` gives a string, which
+    passed every check and stopped the run at its first batch (an AttributeError)."""
+    value = node.get('generator', {})
+    owner = 'cache_dir' in node or config_type(node) == 'DiffusionSegmentor'
+    if not owner or 'generator' not in node or (isinstance(value, dict) and 'type' in value):
+        return []
+    return [Missing(f'{where}.generator is {value!r}, no generator config (a dict with a type)',
+                    f'set its keys one by one (--cfg-options {where}.generator.type=DiffSeg ...: '
+                    '--cfg-options reads dict(...) as a string), or give a derived config '
+                    "generator=dict(_delete_=True, type='DiffSeg', ...)", [f'{where}.generator'])]
 
 
 def check_cache_keys(cache: dict, where: str) -> List[Missing]:

@@ -117,6 +117,22 @@ def test_an_old_configs_label_cache_on_the_preprocessor_is_named_with_where_it_w
         DiffusionLabelPreprocessor(label_cache=old)
 
 
+@pytest.mark.parametrize('key', [f'{CACHE}.generator', 'model.generator'])
+def test_a_generator_given_as_a_string_is_named_with_how_to_set_it(key):
+    """--cfg-options ...generator="dict(type='DiffSeg')" gives a string (mmengine reads no
+    dict(...)): every check passed it and the run stopped at its first batch, an AttributeError
+    in the registry."""
+    config = TINY_ONLINE_CONFIG if key.startswith(CACHE) else \
+        REPO / 'configs/mask2former/diffseg-sd14_cocostuff27-unsupervised-512x512.py'
+    cfg = Config.fromfile(str(config))
+    cfg.merge_from_dict({key: "dict(type='DiffSeg')"})
+    (item,) = [m for m in preflight.check(cfg, 'train' if key.startswith(CACHE) else 'test')
+               if m.where == [key]]
+    assert item.what == (f'{key} is "dict(type=\'DiffSeg\')", no generator config (a dict '
+                         'with a type)')
+    assert item.fix.startswith(f'set its keys one by one (--cfg-options {key}.type=DiffSeg')
+
+
 def test_the_label_cache_settings_are_checked_key_by_key(tmp_path):
     """``--cfg-options ...cache.modle=...`` (the docs' own key, misspelt) stopped the run with
     a KeyError traceback; a missing setting is named too."""
