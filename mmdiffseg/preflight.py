@@ -40,7 +40,8 @@ from .preflight_cache import (check_cache_precision, check_cache_revision, check
                               check_prompt_fit, check_steps_before_labels,
                               unlabelled_finder, writer_dtype)
 from .preflight_classes import (check_dataset_classes, check_matched_class_count,
-                                check_model_classes, check_segment_scoring)
+                                check_model_classes, check_prefill_labeller,
+                                check_segment_scoring)
 from .preflight_data import (Missing, check_dataset, check_image_decoding,
                              check_image_level_labels, check_listed_files)
 from .preflight_options import (check_cache_keys, check_generator_entry, check_head_layout,
@@ -330,6 +331,8 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                     sd_models.setdefault(node[key], []).append(f'{path}.{key}')
     missing += check_options(cfg, tuple(sections))
     missing += check_model_classes(sections.get('model') or {}, datasets)
+    if mode == 'prefill':   # it reads the preprocessor's labeller options, not the model
+        missing += check_prefill_labeller(cfg, dtype)
     evaluators = [(key, cfg[key]) for key in EVALUATORS[mode] if cfg.get(key) and
                   (key != 'val_evaluator' or 'val_dataloader' in sections)]
     missing += check_segment_scoring(sections.get('model') or {}, evaluators)

@@ -280,6 +280,17 @@ def _online_preprocessor(model: dict, datasets: List[Tuple[str, dict]]) -> List[
             if config_type(step) == 'LoadPseudoLabel'][:1]
 
 
+def check_prefill_labeller(cfg, dtype: Optional[str]) -> List[Missing]:
+    """The preprocessor's labeller options a prefill reads (``--dtype`` replaces its
+    ``engine_dtype``): its labeller refused them with a traceback."""
+    pre = dict(((cfg.get('model') or {}).get('data_preprocessor')) or {})
+    if config_type(pre) != 'DiffusionLabelPreprocessor':
+        return []
+    if dtype is not None:
+        pre.pop('engine_dtype', None)
+    return _labeller_options(pre)
+
+
 def _labeller_options(owner: dict, where: str = 'model.data_preprocessor',
                       batch_key: str = 'label_batch_size') -> List[Missing]:
     """The labeller's values a ``DiffusionLabelPreprocessor`` (or, ``where='model'``,

@@ -135,6 +135,19 @@ def test_a_dataset_spelling_background_with_a_capital_takes_the_generators_backg
     assert f"index 1 is {lip[2]!r} there but {lip[1]!r} in the dataset" in item.what
 
 
+def test_a_prefill_checks_the_preprocessors_labeller_options(tmp_path):
+    """prefill_labels.py reads label_batch_size and engine_dtype of the preprocessor: 0 and
+    'half' ended in a traceback (its check read only the training data); --dtype replaces
+    engine_dtype."""
+    cfg = Config(dict(model=dict(data_preprocessor=dict(
+        type='DiffusionLabelPreprocessor', label_batch_size=0, engine_dtype='half'))))
+    found = {m.where[0] for m in preflight.check(cfg, 'prefill')}
+    assert {'model.data_preprocessor.label_batch_size',
+            'model.data_preprocessor.engine_dtype'} <= found
+    found = {m.where[0] for m in preflight.check(cfg, 'prefill', dtype='float32')}
+    assert 'model.data_preprocessor.engine_dtype' not in found
+
+
 def test_what_makes_online_labels_and_what_reads_them_is_checked():
     """A stock SegDataPreProcessor under an online pipeline (every target 255, the loss 0),
     unlabelled DiffSeg segments as online labels, an FCN-style loss_decode class_weight, and
