@@ -71,7 +71,9 @@ def _unknown_key(where: str, owner: str, key: str, options: List[str]) -> Missin
     return Missing(
         f'{where}: {owner} has no option {key!r}' + (f' (did you mean {near!r}?)' if near else ''),
         (f'set {where}.{near} instead of {where}.{key} (in the config or --cfg-options)'
-         if near else f'remove {where}.{key} (the options of {owner}: {", ".join(options)})'),
+         if near else f'remove {where}.{key} (the options of {owner}: {", ".join(options)}; '
+         '--cfg-options cannot remove a key: in a derived config, give the entry whole with '
+         '_delete_=True, e.g. after switching its type)'),
         [f'{where}.{key}'])
 
 

@@ -90,6 +90,8 @@ def test_an_unknown_option_is_pointed_at_the_one_meant_even_when_set():
                             'config or --cfg-options)')
     (item,) = preflight.check_generator(dict(type='ISeg', zzzz=3), 'cache.generator')
     assert item.fix.startswith('remove cache.generator.zzzz (the options of ISeg: classes, ')
+    assert item.fix.endswith('--cfg-options cannot remove a key: in a derived config, give the '
+                             'entry whole with _delete_=True, e.g. after switching its type)')
     (item,) = preflight.check_generator(dict(type='DifSeg'), 'g')
     assert item.what == "g.type: unknown generator 'DifSeg' (did you mean 'DiffSeg'?)"
     assert item.fix.startswith('--cfg-options g.type=DiffSeg (the generators: ')
