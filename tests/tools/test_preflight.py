@@ -104,7 +104,8 @@ def test_each_missing_piece_is_named_with_its_setting(tmp_path, tiny_sd):
     root = tmp_path / 'voc'
     (root / 'ImageSets/Segmentation/aug.txt').unlink()
     cfg.train_dataloader.dataset.pipeline[1].ann_file = str(tmp_path / 'labels.json')
-    set_label_cache(cfg, dict(cache_dir='c', model=str(tmp_path / 'no-sd'), generator={}))
+    set_label_cache(cfg, dict(cache_dir='c', model=str(tmp_path / 'no-sd'),
+                              generator=dict(type='ISeg', vocabulary='voc')))
     cfg.load_from = str(tmp_path / 'iter_4.pth')
     missing = {m.what: m for m in preflight.check(cfg, 'train')}
     assert set(missing) == {
