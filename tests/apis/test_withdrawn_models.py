@@ -60,11 +60,10 @@ def test_an_uncached_withdrawn_id_names_its_new_home(hub_cache):
 
 
 def test_preflight_gives_the_setting_with_the_new_id(hub_cache):
-    cfg = Config(dict(model=dict(data_preprocessor=dict(
-        label_cache=dict(cache_dir='c', model=OLD)))))
-    (item,) = preflight.check(cfg, 'test')
-    assert 'withdrawn' in item.what
-    assert item.fix == f'--cfg-options model.data_preprocessor.label_cache.model={NEW}'
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(pipeline=[dict(
+        type='LoadPseudoLabel', cache=dict(cache_dir='c', model=OLD))]))))
+    (item,) = [m for m in preflight.check(cfg, 'prefill') if 'withdrawn' in m.what]
+    assert item.fix == f'--cfg-options train_dataloader.dataset.pipeline.0.cache.model={NEW}'
 
 
 def test_a_cached_withdrawn_id_still_loads_offline(hub_cache, sd_config_dir):
