@@ -26,3 +26,18 @@ dist_launch() {
         --master_port="${PORT:-29500}" \
         "$root/tools/$tool.py" "$@" --skip-preflight
 }
+
+# dist_config_gpus TOOL CONFIG GPUS [ARGS...]: dist_launch TOOL on GPUS processes with CONFIG,
+# --launcher pytorch and ARGS (tools/dist_train.sh, dist_prefill.sh); a GPUS that is no positive
+# integer is refused with the script's usage line (exit status 2).
+dist_config_gpus() {
+    local tool=$1 script="tools/dist_${1%_labels}.sh"
+    if [[ $# -lt 3 || ! $3 =~ ^[1-9][0-9]*$ ]]; then
+        echo "$script: GPUS (the number of processes) must be a positive integer, got '${3:-}'" >&2
+        echo "usage: bash $script CONFIG GPUS [$tool.py options]" >&2
+        exit 2
+    fi
+    local config=$2 gpus=$3
+    shift 3
+    dist_launch "$tool" "$gpus" "$config" --launcher pytorch "$@"
+}

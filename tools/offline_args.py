@@ -211,3 +211,16 @@ def add_run_args(parser: argparse.ArgumentParser, out_help: str = 'output folder
                         help='exit with status 4 when any item failed (unreadable image...); '
                              'by default failed items are named in the summary and the exit '
                              'status is 0')
+
+
+def add_preflight_options(parser) -> None:
+    """``--skip-preflight`` or ``--preflight-only`` for a tool that checks what its config needs
+    before it starts (``tools/train.py``, ``test.py``, ``prefill_labels.py``)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument('--skip-preflight', action='store_true',
+                       help='start without first checking that the data, weights and devices '
+                            'the config needs are there')
+    group.add_argument('--preflight-only', action='store_true',
+                       help='only check, then exit: 0 when everything is there, 2 with the list '
+                            'of what to fix (tools/dist_*.sh run this once a machine before '
+                            'torchrun starts the ranks)')

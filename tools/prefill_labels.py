@@ -15,7 +15,8 @@ labels and the Stable Diffusion weights is missing, with the fixes (exit status 
 import argparse
 import sys
 
-from offline_args import COMPILE_BACKENDS, DTYPE_NAMES, config_file, count, positive_int
+from offline_args import (COMPILE_BACKENDS, DTYPE_NAMES, add_preflight_options, config_file, count,
+                          positive_int)
 
 
 def parse_args(argv=None):
@@ -42,14 +43,7 @@ def parse_args(argv=None):
                         help='torch.compile the U-Net, as the offline tools\' --compile (sets '
                              'model.data_preprocessor.engine_kwargs.compile_unet; default: the '
                              'config\'s)')
-    check = parser.add_mutually_exclusive_group()
-    check.add_argument('--skip-preflight', action='store_true',
-                       help='skip the check that the training data, its image-level labels and '
-                            'the Stable Diffusion weights are here (mmdiffseg.preflight)')
-    check.add_argument('--preflight-only', action='store_true',
-                       help='only check, then exit: 0 when everything is there, 2 with the list '
-                            'of what to fix (tools/dist_prefill.sh runs this once before torchrun '
-                            'starts the ranks)')
+    add_preflight_options(parser)
     parser.add_argument('--launcher', default='none', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='several GPUs: torchrun --nproc-per-node N ... --launcher pytorch '
                              '(default: none)')

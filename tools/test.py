@@ -19,12 +19,11 @@ import sys
 from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
-from mmdiffseg.apis.cli import (add_preflight_options, leave_process_group, run_preflight,
-                                start_runner_launcher)
+from mmdiffseg.apis.cli import leave_process_group, run_preflight, start_runner_launcher
 from mmdiffseg.models import CheckpointMismatch
 from mmengine.config import Config, DictAction
 
-from offline_args import config_file
+from offline_args import add_preflight_options, config_file
 from train import LAUNCHERS, build_runner, load_config
 
 

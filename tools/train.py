@@ -22,16 +22,15 @@ from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
 from mmdiffseg.apis.cfg_options import merge_cfg_options
-from mmdiffseg.apis.cli import (EXIT_BAD_INPUT, EXIT_WRITE_FAILED, add_preflight_options,
-                                leave_process_group, own_message, run_preflight,
-                                start_runner_launcher)
+from mmdiffseg.apis.cli import (EXIT_BAD_INPUT, EXIT_WRITE_FAILED, leave_process_group,
+                                own_message, run_preflight, start_runner_launcher)
 from mmdiffseg.apis.io import OutputWriteError, UserInputError
 from mmdiffseg.compat import config_fromfile, quiet_stock_notices
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
 from mmseg.registry import RUNNERS
-from offline_args import config_file
+from offline_args import add_preflight_options, config_file
 
 LAUNCHERS = ['none', 'pytorch', 'slurm', 'mpi']
 

@@ -159,19 +159,6 @@ def start_runner_launcher(cfg, tool: str) -> None:
         cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
 
 
-def add_preflight_options(parser) -> None:
-    """``--skip-preflight`` or ``--preflight-only`` for a runner tool (``tools/train.py``,
-    ``tools/test.py``), which checks what its config needs before it starts."""
-    group = parser.add_mutually_exclusive_group()
-    group.add_argument('--skip-preflight', action='store_true',
-                       help='start without first checking that the data, weights and devices '
-                            'the config needs are there')
-    group.add_argument('--preflight-only', action='store_true',
-                       help='only check, then exit: 0 when everything is there, 2 with the list '
-                            'of what to fix (tools/dist_*.sh run this once a machine before '
-                            'torchrun starts the ranks)')
-
-
 def run_preflight(args, cfg, config: str, mode: str) -> bool:
     """The pre-flight check (:func:`mmdiffseg.preflight.ensure_ready`: exit 2 with its report)
     unless ``--skip-preflight``; True when ``--preflight-only`` ends the tool here."""
