@@ -291,4 +291,4 @@ def test_no_note_when_no_cross_layer_is_at_the_seed_grid():
     assert generator.model_notes([Layer(kind='self', resolution=16, heads=5),
                                   Layer(kind='cross', resolution=32, heads=5)]) == []
     [note] = generator.model_notes([Layer(kind='cross', resolution=16, heads=5)])
-    assert 'num_heads=8' in note and 'set num_heads=5' in note
+    assert 'num_heads=8' in note and "set the generator's num_heads=5" in note
