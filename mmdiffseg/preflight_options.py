@@ -291,14 +291,16 @@ def check_head_layout(generator: dict, model: str, where: str) -> List[Missing]:
     from .registry import MASK_GENERATORS
     built = MASK_GENERATORS.build(dict(generator))
     spec = getattr(built, 'capture_spec', None)
-    err = capture_fit_error(model, spec) if spec is not None else None
-    if err is None:
+    if spec is None:
         return []
-    headless = replace(spec, requests=tuple(replace(r, heads=None) for r in spec.requests))
-    head_fix = getattr(built, 'head_layout_fix', None)
-    if capture_fit_error(model, headless) is not None:   # not (only) the heads
-        fix = f'choose in {where} what {model!r} has (the resolutions or layers named)'
-    else:
+    err = capture_fit_error(model, spec, heads_only=True)
+    if err is not None:
+        head_fix = getattr(built, 'head_layout_fix', None)
         fix = head_fix(where) if head_fix else f'choose head indices {model!r} has in {where}'
+    else:
+        err = capture_fit_error(model, spec)
+        if err is None:
+            return []
+        fix = f'choose in {where} what {model!r} has (the resolutions or layers named)'
     return [Missing(f'{where} cannot run on {model!r}: {str(err).split("; fix: ")[0]}', fix,
                     [where])]
