@@ -63,7 +63,7 @@ from .diffseg_first_pass import (FIRST_PASS_IMAGES, FirstPass, aggregate_self_at
                                  anchor_grid, anchor_proposals, grid_side, images_of)
 from .diffseg_masks import compact_ids, segments_from_proposals
 from .diffseg_merge import keep_matched, merge_pass, merge_proposals, refine_proposals
-from .options import check_flag, check_real, check_reals, check_whole, check_wholes
+from .options import check_choice, check_flag, check_real, check_reals, check_whole, check_wholes
 from .segment_naming import batch_segment_classes
 
 __all__ = ['DiffSeg', 'aggregate_self_attention', 'anchor_grid', 'anchor_proposals',
@@ -112,11 +112,9 @@ class DiffSeg(MaskGenerator):
                  merge_precision: str = 'float16', postprocess_backend: str = 'auto',
                  ignore_index: int = 255):
         super().__init__(classes=classes, ignore_index=ignore_index)
-        if merge_precision not in MERGE_PRECISIONS:
-            raise ValueError(f'DiffSeg.merge_precision must be one of {MERGE_PRECISIONS} '
-                             f"('float16': the released first merging pass, 'float32': guarded "
-                             f'logs), got {merge_precision!r}')
-        self.merge_precision = merge_precision
+        self.merge_precision = check_choice(
+            'DiffSeg', 'merge_precision', merge_precision, MERGE_PRECISIONS,
+            "'float16': the released first merging pass, 'float32': guarded logs")
         self.first_pass = FirstPass(postprocess_backend)
         owner = 'DiffSeg'
         self.kl_thresholds = check_reals(owner, 'kl_thresholds', kl_thresholds, '[1.1,1.1,1.1]',

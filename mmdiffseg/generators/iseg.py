@@ -30,13 +30,9 @@ head list the model lacks stops the tools before any work, naming the fix
 (:meth:`DiffusionAttentionEngine.check_capture`).
 
 Precision, both as released by default: the k-means KL distance in float16
-(``kmeans_precision='float16'``, :func:`~.kmeans.kl_kmeans`; ``'float32'``: guarded logs), and the
-maps, their aggregation, the k-means centres, cluster and sub-token means rounded to float16 where
-the release computes them in float16 (``map_precision='float16'``, :mod:`.iseg_aggregation`):
-the labels of a transcription of the release run on the same maps in float16, pixel for pixel,
-but for the guarded divisions above. ``map_precision='float32'`` keeps those steps in float32 (the
-default before 2026-12-06): on synthetic VOC maps, labels then differ from the release's on up to
-0.2% of an image's pixels at noise 0.3 and 1.5% at noise 0.4.
+(``kmeans_precision``, :func:`~.kmeans.kl_kmeans`) and the maps, their aggregation, the k-means
+centres, cluster and sub-token means rounded to float16 where the release computes them in float16
+(``map_precision``, :mod:`.iseg_aggregation`, which gives how far ``'float32'`` moves the labels).
 """
 from __future__ import annotations
 
@@ -64,8 +60,8 @@ from .iseg_presets import (CROSS_LAYERS, ISEG_PRESETS, RELEASED_CLASS_ORDER,
                            head_layout_fix, heads_at, self_heads_note)
 from .iseg_tokens import RELEASED_TOKEN_MISCOUNTS, TOKEN_TABLES, token_names
 from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
-from .options import (check_flag, check_real, check_template, check_token_offsets, check_whole,
-                      check_wholes)
+from .options import (check_choice, check_flag, check_real, check_template, check_token_offsets,
+                      check_whole, check_wholes)
 
 __all__ = [
     'ISeg', 'ISEG_PRESETS', 'CROSS_LAYERS', 'SELF_LAYER', 'SD21_VOC_HEADS',
@@ -167,7 +163,8 @@ class ISeg(MaskGenerator):
                  token_table: str = 'released',
                  ignore_index: int = IGNORE_INDEX):
         if vocabulary is not None and vocabulary not in VOCABULARIES:
-            raise KeyError(f'ISeg: unknown vocabulary {vocabulary!r}; known: {sorted(VOCABULARIES)}')
+            raise KeyError(f'ISeg: unknown vocabulary {vocabulary!r}; '
+                           f'known: {sorted(VOCABULARIES)}')
         vocab = VOCABULARIES.get(vocabulary, {}) if vocabulary else {}
         if classes is None:
             if not vocab:
@@ -176,10 +173,9 @@ class ISeg(MaskGenerator):
         super().__init__(classes=classes, ignore_index=ignore_index)
         self.vocabulary = vocabulary
         self.prompt_names = {**vocab.get('prompt_names', {}), **dict(prompt_names or {})}
-        if token_table not in TOKEN_TABLES:
-            raise ValueError(f'ISeg: token_table must be one of {TOKEN_TABLES}, got {token_table!r}')
-        self.token_table = token_table
-        miscounts = RELEASED_TOKEN_MISCOUNTS.get(vocabulary, {}) if token_table == 'released' else {}
+        self.token_table = check_choice('ISeg', 'token_table', token_table, TOKEN_TABLES)
+        released = token_table == 'released'
+        miscounts = RELEASED_TOKEN_MISCOUNTS.get(vocabulary, {}) if released else {}
         self._miscounted = tuple(miscounts)
         words = [self.prompt_word(c) for c in self.classes]
         self.token_offsets = {k: [int(o) for o in v] for k, v in
@@ -205,16 +201,13 @@ class ISeg(MaskGenerator):
         self.use_cluster = check_flag('ISeg', 'use_cluster', use_cluster)
         self.num_clusters = check_whole('ISeg', 'num_clusters', num_clusters, low=1)
         self.cluster_iters = check_whole('ISeg', 'cluster_iters', cluster_iters, low=1)
-        if kmeans_precision not in KMEANS_PRECISIONS:
-            raise ValueError(f'ISeg: kmeans_precision must be one of {KMEANS_PRECISIONS} '
-                             f"('float16': the released k-means distance, 'float32': guarded "
-                             f'logs), got {kmeans_precision!r}')
-        self.kmeans_precision = kmeans_precision
-        if map_precision not in MAP_PRECISIONS:
-            raise ValueError(f'ISeg: map_precision must be one of {MAP_PRECISIONS} '
-                             f"('float16': rounded as the release's float16 run, 'float32': "
-                             f'every step before Ent-Self in float32), got {map_precision!r}')
-        self.map_precision = map_precision
+        self.kmeans_precision = check_choice(
+            'ISeg', 'kmeans_precision', kmeans_precision, KMEANS_PRECISIONS,
+            "'float16': the released k-means distance, 'float32': guarded logs")
+        self.map_precision = check_choice(
+            'ISeg', 'map_precision', map_precision, MAP_PRECISIONS,
+            "'float16': rounded as the release's float16 run, 'float32': every step before "
+            'Ent-Self in float32')
         self.iters = check_whole('ISeg', 'iters', iters, low=0)
         self.ent = check_real('ISeg', 'ent', ent, low=0)
         self.steps = ISegSteps(postprocess_backend)

@@ -91,6 +91,14 @@ def check_wholes(owner: str, name: str, values, example: str, **bounds) -> Tuple
                  for i, v in enumerate(_sequence(owner, name, values, example)))
 
 
+def check_choice(owner: str, name: str, value, choices: Sequence, meanings: str = ''):
+    """``value`` if it is one of ``choices``; ``meanings`` (what each does) joins the error."""
+    if value in choices:
+        return value
+    raise ValueError(f'{owner}: {name} must be one of {tuple(choices)}'
+                     f"{f' ({meanings})' if meanings else ''}, got {value!r}")
+
+
 def check_flag(owner: str, name: str, value) -> bool:
     """A bool (``True``/``False``, numpy's, or 0/1): ``bool('false')`` would be True."""
     value = _plain(value)

@@ -42,7 +42,8 @@ from ..registry import MASK_GENERATORS
 from ..transfer import padded_table
 from .base import MaskGenerator
 from .functional import minmax_normalize, otsu_threshold
-from .options import check_real, check_template, check_token_offsets, check_whole, check_wholes
+from .options import (check_choice, check_real, check_template, check_token_offsets, check_whole,
+                      check_wholes)
 from .pamr import PAMR
 
 __all__ = ['SeeDiff', 'SEEDIFF_SELF_LAYERS', 'RELEASED_RESOLUTIONS', 'RELEASED_TOKEN_OFFSETS',
@@ -181,8 +182,7 @@ class SeeDiff(MaskGenerator):
         super().__init__(classes, ignore_index)
         if classes is None:
             raise ValueError('SeeDiff needs `classes` (its labels are class indices)')
-        if seed_rule not in SEED_RULES:
-            raise ValueError(f'SeeDiff: seed_rule must be one of {SEED_RULES}, got {seed_rule!r}')
+        check_choice('SeeDiff', 'seed_rule', seed_rule, SEED_RULES)
         if isinstance(prompt_templates, str):
             prompt_templates = (prompt_templates, )
         if not prompt_templates or isinstance(prompt_templates, dict):
