@@ -342,3 +342,23 @@ def test_a_release_missing_images_or_masks_and_an_empty_sample_folder_are_named(
     (tmp_path / 'samples/JPEGImages').mkdir(parents=True)
     with pytest.raises(UserInputError, match=rf'no image with a mask in {tmp_path}/samples '):
         voc_aug.main([str(tmp_path / 'devkit'), '--from-samples', str(tmp_path / 'samples')])
+
+
+def test_sample_folder_with_colour_masks_writes_nothing(tmp_path):
+    """A sample folder whose masks are RGB renderings (not VOC's indexed PNGs) is refused naming
+    the mask before any image, mask or split is written into the devkit."""
+    voc_aug = load_converter('voc_aug')
+    source = shared_path('voc2012_val_samples')
+    samples = tmp_path / 'samples'
+    (samples / 'SegmentationClass').mkdir(parents=True)
+    (samples / 'JPEGImages').mkdir()
+    ids = sorted(p.stem for p in (source / 'SegmentationClass').glob('*.png'))[:3]
+    for image_id in ids:
+        image = next((source / 'JPEGImages').glob(f'{image_id}.*'))
+        (samples / 'JPEGImages' / image.name).write_bytes(image.read_bytes())
+        mask = Image.open(source / 'SegmentationClass' / f'{image_id}.png')
+        target = samples / 'SegmentationClass' / f'{image_id}.png'
+        (mask.convert('RGB') if image_id == ids[-1] else mask).save(target)
+    with pytest.raises(UserInputError, match=ids[-1]):
+        voc_aug.main([str(tmp_path / 'devkit'), '--from-samples', str(samples)])
+    assert not (tmp_path / 'devkit').exists()

@@ -192,6 +192,8 @@ def prepare_samples(samples: Path, devkit: Path) -> List[str]:
     if split.is_file() and read_split(split) != ids:
         raise UserInputError(f'{voc} already holds another dataset ({split}); '
                              'choose another folder')
+    # the masks are read (and an RGB one refused) before any write
+    labels = labels_from_ground_truth({i: str(masks[i]) for i in ids}, VOC_CLASSES)
     for image_id in ids:
         image = voc / 'JPEGImages' / f'{image_id}.jpg'
         if not image.is_file():
@@ -200,7 +202,7 @@ def prepare_samples(samples: Path, devkit: Path) -> List[str]:
             atomic_write(voc / folder / f'{image_id}.png', masks[image_id].read_bytes())
     for name in ('train', 'val', 'aug'):
         write_split(voc, name, ids)
-    write_image_labels(image_labels(voc, ids, 'gt', False), voc / 'image_labels.json')
+    write_image_labels(labels, voc / 'image_labels.json')
     return ids
 
 
