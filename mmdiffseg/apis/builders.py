@@ -239,7 +239,7 @@ def job_header(tool: str, model: str, dtype: str, generator, classes: Optional[S
 def check_prompt_templates(templates: Sequence[str], where: str) -> None:
     """Refuse a prompt template without exactly one ``{}`` (the class name) before any work;
     literal braces are written ``{{`` and ``}}``."""
-    from ..generators.options import template_problem
+    from ..options import template_problem
     for template in templates:
         problem = template_problem(template)
         if problem:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from mmengine.logging import print_log
 
+from ..options import check_whole, check_wholes
 from ..provenance import model_id_of, model_path, withdrawn_model
 from .capture import CaptureSession, capture_attention
 from .images import ImagesLike, preprocess_images
@@ -204,10 +205,11 @@ class DiffusionAttentionEngine:
     def check_timestep(self, timestep: int) -> int:
         """``timestep`` checked against the scheduler's training range."""
         steps = self.scheduler.config.num_train_timesteps
-        if not 0 <= int(timestep) < steps:
+        whole = check_whole('the engine', 'timestep', timestep)  # 100.5 refused, not truncated
+        if not 0 <= whole < steps:
             raise ValueError(f'timestep={timestep}: the scheduler was trained on timesteps 0..'
                              f'{steps - 1}; pass one of those (DiffSeg 300, iSeg 100)')
-        return int(timestep)
+        return whole
 
     def _encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """VAE posterior mean x ``scaling_factor`` of images given to :func:`preprocess_images`,
@@ -264,6 +266,8 @@ class DiffusionAttentionEngine:
         capture, timestep = as_capture_spec(capture), self.check_timestep(timestep)
         self.check_capture(capture, image_size)
         check_noise_draw(noise_draw, self.device)
+        if noise is not None and not isinstance(noise, torch.Tensor):
+            noise = check_whole('the engine', 'noise (a seed)', noise)
         pixels = preprocess_images(images, image_size)
         batch = pixels.shape[0]
         if class_names is not None and len(class_names) != batch:
@@ -330,8 +334,8 @@ class DiffusionAttentionEngine:
             raise ValueError('seed=None: generate takes an int seed (prompt i uses seed + i) or '
                              'one per prompt, so that its images can be made again; for new '
                              'ones pass another, e.g. seed=random.randrange(2**31)')
-        seeds = [int(seed) + i for i in range(len(prompts))] if np.ndim(seed) == 0 \
-            else [int(s) for s in seed]
+        seeds = [check_whole('generate', 'seed', seed) + i for i in range(len(prompts))] \
+            if np.ndim(seed) == 0 else list(check_wholes('generate', 'seed', seed, '[0, 1]'))
         negative_prompt = '' if negative_prompt is None else negative_prompt
         negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) \
             else list(negative_prompt)

@@ -22,7 +22,7 @@ from ..attention.images import ImagesLike, image_list
 from ..attention.maps import AttentionMaps, CaptureSpec
 from ..names import nearest
 from ..provenance import ABSENT
-from .options import check_whole
+from ..options import check_whole
 
 IGNORE_INDEX = 255
 

@@ -63,7 +63,7 @@ from .diffseg_first_pass import (FIRST_PASS_IMAGES, FirstPass, aggregate_self_at
                                  anchor_grid, anchor_proposals, grid_side, images_of)
 from .diffseg_masks import compact_ids, segments_from_proposals
 from .diffseg_merge import keep_matched, merge_pass, merge_proposals, refine_proposals
-from .options import check_choice, check_flag, check_real, check_reals, check_whole, check_wholes
+from ..options import check_choice, check_flag, check_real, check_reals, check_whole, check_wholes
 from .segment_naming import batch_segment_classes
 
 __all__ = ['DiffSeg', 'aggregate_self_attention', 'anchor_grid', 'anchor_proposals',

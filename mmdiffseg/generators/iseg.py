@@ -60,7 +60,7 @@ from .iseg_presets import (CROSS_LAYERS, ISEG_PRESETS, RELEASED_CLASS_ORDER,
                            head_layout_fix, heads_at, self_heads_note)
 from .iseg_tokens import RELEASED_TOKEN_MISCOUNTS, TOKEN_TABLES, token_names
 from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
-from .options import (check_choice, check_flag, check_real, check_template, check_token_offsets,
+from ..options import (check_choice, check_flag, check_real, check_template, check_token_offsets,
                       check_whole, check_wholes)
 
 __all__ = [

@@ -5,7 +5,7 @@ import inspect
 from typing import Dict, Mapping, Optional
 
 from ..registry import unknown_options, unknown_options_error
-from .options import check_real
+from ..options import check_real
 
 #: cross-attention layers read at each resolution, in forward order (``wsss/arguments.py``).
 CROSS_LAYERS = {

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..cuda_graphs import record_graph
 from ..triton_support import on_device_of, triton_problem
-from .options import check_real, check_whole, check_wholes
+from ..options import check_real, check_whole, check_wholes
 
 __all__ = ['PAMR', 'ORIGINAL_PAMR', 'BACKENDS', 'run_in_chunks']
 

@@ -42,7 +42,7 @@ from ..registry import MASK_GENERATORS
 from ..transfer import padded_table
 from .base import MaskGenerator
 from .functional import minmax_normalize, otsu_threshold
-from .options import (check_choice, check_real, check_template, check_token_offsets, check_whole,
+from ..options import (check_choice, check_real, check_template, check_token_offsets, check_whole,
                       check_wholes)
 from .pamr import PAMR
 

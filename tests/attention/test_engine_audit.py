@@ -81,3 +81,22 @@ def test_generate_refuses_a_seed_of_none_naming_how_to_draw_one(tiny_engine):
     with pytest.raises(ValueError, match=r'^seed=None: generate takes an int seed .*'
                        r'seed=random\.randrange\(2\*\*31\)$'):
         tiny_engine(SD2).generate(['a cat'], steps=1, capture=SPEC, seed=None)
+
+
+def test_fractional_timestep_seed_and_noise_are_refused_not_truncated(tiny_engine):
+    """300.7 ran at timestep 300 and seed 1.5 as seed 1 (int() truncates): the labels of
+    another setting than the one written down. Whole floats (from configs) stay accepted."""
+    engine = tiny_engine(SD2)
+    image = torch.rand(1, 3, 64, 64) * 255
+    with pytest.raises(ValueError, match=r'timestep must be a whole number .*got 300\.7'):
+        engine.extract(image, timestep=300.7, noise=0, capture=SPEC, image_size=64)
+    with pytest.raises(ValueError, match=r'noise \(a seed\) must be a whole number .*got 1\.5'):
+        engine.extract(image, timestep=300, noise=1.5, capture=SPEC, image_size=64)
+    with pytest.raises(ValueError, match=r'seed must be a whole number .*got 1\.5'):
+        engine.generate(['a cat'], steps=1, capture=SPEC, seed=1.5)
+    with pytest.raises(ValueError, match=r'seed\[1\] must be a whole number .*got 2\.5'):
+        engine.generate(['a cat', 'a dog'], steps=1, capture=SPEC, seed=[1, 2.5])
+    whole = engine.extract(image, timestep=300.0, noise=7.0, capture=SPEC, image_size=64)
+    exact = engine.extract(image, timestep=300, noise=7, capture=SPEC, image_size=64)
+    for name in exact.maps:
+        torch.testing.assert_close(whole[name], exact[name], rtol=0, atol=0)

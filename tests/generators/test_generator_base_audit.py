@@ -101,7 +101,7 @@ def test_class_names_as_one_string_are_refused_naming_the_list_form():
 
 # -- options: the messages a config author reads --------------------------------------------------
 def test_a_template_that_is_no_string_or_has_a_stray_brace_is_refused_with_the_fix():
-    from mmdiffseg.generators.options import check_template
+    from mmdiffseg.options import check_template
     with pytest.raises(ValueError, match=r"it is a list, not a string with \{\} for the class"):
         check_template('G', 't', ['a {}'], '')
     with pytest.raises(ValueError, match=r"'a \{': .*; write literal braces as \{\{ and \}\}"):
@@ -111,7 +111,7 @@ def test_a_template_that_is_no_string_or_has_a_stray_brace_is_refused_with_the_f
 def test_token_offsets_of_none_are_none_and_an_unmatched_name_lists_the_choices():
     """``token_offsets=None`` (the configs' default) reads as no offsets; a name nothing is near
     gets the list of the names instead of a guess."""
-    from mmdiffseg.generators.options import check_token_offsets
+    from mmdiffseg.options import check_token_offsets
     assert check_token_offsets('G', None, ['cat', 'dog'], 'classes') == {}
     with pytest.raises(ValueError, match=r"names 'zzzzzz', which is not one of the classes: "
                                          r"cat, dog$"):
@@ -119,7 +119,7 @@ def test_token_offsets_of_none_are_none_and_an_unmatched_name_lists_the_choices(
 
 
 def test_an_unbounded_real_refuses_nan_saying_it_must_be_finite():
-    from mmdiffseg.generators.options import check_real
+    from mmdiffseg.options import check_real
     with pytest.raises(ValueError, match=r'^G: x must be a number \(finite\), got nan$'):
         check_real('G', 'x', float('nan'))
 

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from mmdiffseg.generators import DiffSeg, ISeg, SeeDiff
-from mmdiffseg.generators.options import check_flag, check_template, check_whole
+from mmdiffseg.options import check_flag, check_template, check_whole
 
 VOC = ['background', 'cat', 'dog']
 
@@ -115,7 +115,7 @@ def test_the_checks_keep_good_values_in_their_types():
 def test_a_bound_is_applied_and_written_as_open_or_closed():
     """The boundary value passes a closed bound and fails an open one; the message writes the
     bound the check applied."""
-    from mmdiffseg.generators.options import check_real
+    from mmdiffseg.options import check_real
     assert check_real('G', 'x', 1, high=1) == 1.0 and check_real('G', 'x', 0, low=0) == 0.0
     with pytest.raises(ValueError, match=r'^G: x must be a number < 1, got 1$'):
         check_real('G', 'x', 1, high=1, high_open=True)
@@ -129,7 +129,7 @@ def test_a_bound_is_applied_and_written_as_open_or_closed():
 def test_a_real_option_given_as_an_int_is_kept_as_a_float():
     """``--cfg-options alpha=1`` gives an int: the option holds the float (cache keys and
     manifests record it as 1.0, as a config writing 1.0 does)."""
-    from mmdiffseg.generators.options import check_real, check_reals
+    from mmdiffseg.options import check_real, check_reals
     value = check_real('G', 'x', 3)
     assert value == 3.0 and type(value) is float
     assert [type(v) for v in check_reals('G', 'xs', [1, 2.5], '[1.0]')] == [float, float]

@@ -1,4 +1,5 @@
-"""Generator options read strictly: each constructor argument is checked once, where it is given.
+"""Options read strictly: each argument of a generator or the engine is checked once, where it is
+given.
 
 Configs and ``--cfg-options`` hand the constructors strings, floats and lists; a value that would
 run but mean nothing (a NaN threshold, ``use_cluster='no'``, 36.9 clusters, a KL threshold of 0)
@@ -14,9 +15,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..names import nearest
+from .names import nearest
 
-__all__ = ['check_flag', 'check_real', 'check_reals', 'check_template', 'check_token_offsets',
+__all__ = ['check_choice', 'check_flag', 'check_real', 'check_reals', 'check_template', 'check_token_offsets',
            'check_whole', 'check_wholes', 'template_problem']
 
 
