@@ -42,8 +42,9 @@ from .preflight_cache import (check_cache_precision, check_cache_revision, check
 from .preflight_classes import (check_dataset_classes, check_matched_class_count,
                                 check_model_classes, check_prefill_labeller,
                                 check_segment_scoring)
-from .preflight_data import (Missing, check_dataset, check_image_decoding,
-                             check_image_level_labels, check_listed_files)
+from .preflight_data import (Missing, check_dataset, check_image_level_labels,
+                             check_listed_files)
+from .preflight_decoding import check_image_decoding
 from .preflight_options import (check_cache_keys, check_generator_entry, check_head_layout,
                                 check_options, generator_refusal, unknown_option_keys)
 from .provenance import MOVED_HUB_IDS, model_path, names_a_local_path, withdrawn_model

@@ -243,38 +243,6 @@ def reads_generated_labels(dataset: dict) -> bool:
     return isinstance(cls, type) and issubclass(cls, GeneratedLabelDataset)
 
 
-#: how the labels' images are decoded (the tools, prefill and online labels:
-#: :func:`~mmdiffseg.attention.images.decode_rgb`): ``LoadImageFromFile``'s defaults
-LABELS_DECODING = dict(color_type='color', imdecode_backend='cv2')
-
-
-def check_image_decoding(dataset: dict, where: str) -> List[Missing]:
-    """A pipeline over generated labels (a generated-label dataset, or ``LoadPseudoLabel``) whose
-    ``LoadImageFromFile`` decodes images otherwise than the labels' images were decoded: the
-    labels would not line up (an orientation applied on one side only; a square image passes
-    every size check)."""
-    steps = dataset.get('pipeline') or []
-    if not (reads_generated_labels(dataset) or
-            any(config_type(step) == 'LoadPseudoLabel' for step in steps)):
-        return []
-    found = []
-    for index, step in enumerate(steps):
-        if config_type(step) != 'LoadImageFromFile':
-            continue
-        other = {key: step[key] for key, default in LABELS_DECODING.items()
-                 if step.get(key, default) != default}
-        if other:
-            key = f'{where}.pipeline.{index}'
-            found.append(Missing(
-                f'{key} decodes images with {other}, but the generated labels were made on '
-                "images decoded as LoadImageFromFile's defaults decode them (OpenCV, 'color': "
-                'EXIF orientation applied), so they would not line up with these',
-                f'leave {" and ".join(other)} of {key} at the defaults '
-                f'({", ".join(f"{k}={v!r}" for k, v in LABELS_DECODING.items() if k in other)})',
-                [key]))
-    return found
-
-
 def _listing(dataset: dict) -> str:
     root = dataset.get('data_root') or ''
     if dataset.get('ann_file'):

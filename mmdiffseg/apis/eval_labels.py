@@ -109,8 +109,17 @@ def _pairs(files: Dict[str, Tuple[Path, Path]], classes: Sequence[str],
         if pred.shape != gt.shape:
             raise UserInputError(f'{path} is {pred.shape[1]}x{pred.shape[0]} but its ground truth '
                                  f'{gt_path} is {gt.shape[1]}x{gt.shape[0]}'
-                                 + _crop_hint(pred.shape, gt_format, gt_path, classes))
+                                 + (_EXIF_HINT if pred.shape == gt.shape[::-1] else
+                                    _crop_hint(pred.shape, gt_format, gt_path, classes)))
         yield item_id, pred, gt
+
+
+#: labels of the ground truth's size turned a quarter: an image with an EXIF orientation tag
+_EXIF_HINT = ('; the label is the ground truth\'s size turned a quarter: its image likely has '
+              'an EXIF orientation tag, which the tools apply when decoding (as '
+              'LoadImageFromFile\'s defaults do) and which ground truth stored in the file\'s '
+              'own orientation does not follow: label that image re-saved without the tag, or '
+              'leave it out')
 
 
 def _crop_hint(shape, gt_format: GroundTruthFormat, gt_path, classes) -> str:

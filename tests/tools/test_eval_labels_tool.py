@@ -245,8 +245,13 @@ def test_a_label_of_another_size_than_its_ground_truth_is_refused(tmp_path):
     _write_labels(tmp_path / 'gt', dict(a=np.zeros((2, 3))))
     _write_labels(tmp_path / 'pred', dict(a=np.zeros((3, 2))))
     for evaluate in (evaluate_labels, evaluate_segments):
-        with pytest.raises(UserInputError, match=r'a.png is 2x3 but its ground truth .* is 3x2'):
+        with pytest.raises(UserInputError, match=r'a.png is 2x3 but its ground truth .* is 3x2; '
+                           'the label is the ground truth\'s size turned a quarter: its image '
+                           'likely has an EXIF orientation tag'):
             evaluate(tmp_path / 'pred', tmp_path / 'gt', ['x', 'y'])
+    _write_labels(tmp_path / 'wider', dict(a=np.zeros((2, 4))))
+    with pytest.raises(UserInputError, match=r'a.png is 4x2 but its ground truth .* is 3x2$'):
+        evaluate_labels(tmp_path / 'wider', tmp_path / 'gt', ['x', 'y'])
 
 
 def test_hungarian_iou_counts_the_pixels_a_segment_takes_from_another_class(tmp_path):

@@ -56,6 +56,24 @@ def test_images_decoded_otherwise_than_for_the_labels_are_refused(tmp_path, tiny
     assert preflight.check(cfg, 'test') == []
 
 
+def test_loaders_derived_from_load_image_from_file_are_checked_too(tmp_path, tiny_sd):
+    """LoadImageTFDecode (DiffSeg's COCO decoding: EXIF orientation ignored) passed the check,
+    which read only steps typed LoadImageFromFile: an upside-down (EXIF 3) image was labelled
+    the other way up, with no size check to catch it. Derived loaders are read as well."""
+    cfg = tiny_online_config(tmp_path, tiny_sd)
+    key = 'train_dataloader.dataset.pipeline.0'
+    cfg.train_dataloader.dataset.pipeline[0] = dict(type='LoadImageTFDecode')
+    (item,) = preflight.check(cfg, 'train')
+    assert item.where == [key] and item.what.startswith(
+        f"{key} is LoadImageTFDecode, which decodes JPEGs as DiffSeg's release read COCO (EXIF "
+        'orientation ignored')
+    assert item.fix.startswith(f"load with dict(type='LoadImageFromFile') at {key}")
+    cfg.train_dataloader.dataset.pipeline[0] = dict(type='LoadImageFromNDArray',
+                                                    color_type='unchanged')
+    (item,) = preflight.check(cfg, 'train')
+    assert item.what.startswith(f"{key} decodes images with {{'color_type': 'unchanged'}}")
+
+
 def test_training_images_with_more_classes_than_their_prompt_holds_are_named(tmp_path,
                                                                              tiny_sd):
     """An online generator reads each class off its prompt's first 77 tokens; an image naming
