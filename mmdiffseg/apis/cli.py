@@ -293,7 +293,8 @@ def resolve_class_arg(value: str, option: str = '--classes',
 def class_list(value: str, option: str = '--classes') -> List[str]:
     """The names of a comma-separated class list, stripped; one trailing comma ends the list
     (``"cat,"`` is one class). An empty or blank name anywhere else (``cat,,dog``, ``,cat``,
-    ``cat,,``) is refused, naming its position: it would otherwise be dropped unseen."""
+    ``cat,,``) is refused, naming its position: it would otherwise be dropped unseen; so is a
+    name given twice."""
     parts = value.split(',')
     if len(parts) > 1 and not parts[-1].strip():
         parts.pop()
@@ -303,4 +304,9 @@ def class_list(value: str, option: str = '--classes') -> List[str]:
             raise UserInputError(f'{option} {value!r}: name {position} is {what}; separate '
                                  f'names with single commas, e.g. {option} cat,dog (one class: '
                                  f'{option} cat,)')
-    return [part.strip() for part in parts]
+    names = [part.strip() for part in parts]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:  # class i is the i-th name: a repeat would shift or merge classes
+        raise UserInputError(f'{option} {value!r} names {", ".join(repeated)} more than once; '
+                             'each class is one name, in the order of its label value')
+    return names

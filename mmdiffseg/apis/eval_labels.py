@@ -76,13 +76,22 @@ def check_label_classes(labels_dir, classes: Sequence[str],
 
 
 def _matched_files(labels_dir, gt_dir, gt_format: GroundTruthFormat
-                   ) -> Tuple[Dict[str, Tuple[Path, Path]], List[str]]:
-    """id -> (label file, its ground truth) of the labels that have one, and the ids of those
-    that have none (left out of the scores)."""
+                   ) -> Tuple[Dict[str, Tuple[Path, Path]], Dict[str, List[str]]]:
+    """id -> (label file, its ground truth) of the labels that have one, and what is left out
+    of the scores: ``unscored``, the ids of labels without ground truth; ``unlabelled``, the
+    ground-truth files under ``gt_dir`` without a label; ``own_ground_truth``, the ids of label
+    files that are their ground truth file (``--gt`` holds the labels)."""
     labels = label_files(labels_dir)
     gt_paths = find_ground_truth(labels, gt_dir, gt_format, allow_missing=True)
-    return ({i: (path, gt_paths[i]) for i, path in labels.items() if i in gt_paths},
-            sorted(set(labels) - set(gt_paths)))
+    matched = {i: (path, gt_paths[i]) for i, path in labels.items() if i in gt_paths}
+    used = {path.resolve() for path in gt_paths.values()}
+    return matched, dict(
+        unscored=sorted(set(labels) - set(gt_paths)),
+        unlabelled=sorted(str(p.relative_to(gt_dir)) for p in
+                          Path(gt_dir).rglob(f'*{gt_format.seg_map_suffix}')
+                          if p.resolve() not in used),
+        own_ground_truth=sorted(i for i, (path, gt) in matched.items()
+                                if os.path.samefile(path, gt)))
 
 
 def _pairs(files: Dict[str, Tuple[Path, Path]], classes: Sequence[str],
@@ -162,7 +171,8 @@ def evaluate_labels(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
                     labels_reduce_zero_label: bool = False) -> Dict:
     """Per-class IoU (%), mIoU, aAcc and coverage of class labels (255 = unsure); NaN for a
     class absent from labels and ground truth, and aAcc NaN where no pixel is labelled. Labels
-    without ground truth are left out (``unscored``: their ids). ``classes``: the names, or a
+    without ground truth are left out (``unscored``: their ids), as are ground-truth files
+    without a label (``unlabelled``); ``own_ground_truth``: labels scored against themselves. ``classes``: the names, or a
     class set's name (``'voc'``, ``'ade20k'``...: its dataset's ground-truth format, as
     ``tools/eval_labels.py --classes``). ``gt_format``: how the ground truth holds the classes (a
     string: its file suffix; default with a list of names: plain ``.png`` class indices).
@@ -184,7 +194,7 @@ def evaluate_labels(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
     metric = PseudoLabelMetric(ignore_index=IGNORE_INDEX, prefix='eval_labels')  # (unused: no notice)
     metric.dataset_meta = dict(classes=list(classes))
     count = 0
-    files, unscored = _matched_files(labels_dir, gt_dir, gt_format)
+    files, left_out = _matched_files(labels_dir, gt_dir, gt_format)
     for _, pred, gt in _pairs(files, classes, gt_format, True, labels_reduce_zero_label):
         metric.process({}, [dict(pred_sem_seg=dict(data=torch.from_numpy(pred).long()),
                                  gt_sem_seg=dict(data=torch.from_numpy(gt).long()))])
@@ -196,8 +206,7 @@ def evaluate_labels(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
     return dict(images=count, per_class_iou=_per_class(classes, per_class),
                 mIoU=_pct(defined_mean(per_class)),
                 aAcc=_pct(_ratio(areas[0].sum(), areas[3].sum())),
-                coverage=_pct(covered / max(total, 1)),
-                unscored=unscored)
+                coverage=_pct(covered / max(total, 1)), **left_out)
 
 
 def evaluate_segments(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
@@ -206,13 +215,13 @@ def evaluate_segments(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
     (``classes``, ``gt_format`` and ``unscored`` as in :func:`evaluate_labels`)."""
     classes, gt_format = _classes_and_format(classes, gt_format)
     totals, count = np.zeros((3, len(classes)), dtype=np.int64), 0
-    files, unscored = _matched_files(labels_dir, gt_dir, gt_format)
+    files, left_out = _matched_files(labels_dir, gt_dir, gt_format)
     for _, pred, gt in _pairs(files, classes, gt_format, False):
         totals += match_segments(gt, pred, len(classes), IGNORE_INDEX)
         count += 1
     iou, _, acc = matched_scores(totals)
     return dict(images=count, per_class_iou=_per_class(classes, iou),
-                mIoU=_pct(defined_mean(iou)), ACC=_pct(acc), unscored=unscored)
+                mIoU=_pct(defined_mean(iou)), ACC=_pct(acc), **left_out)
 
 
 def _ratio(part, whole) -> float:
@@ -244,7 +253,11 @@ def format_report(report: Dict) -> str:
               for name, v in report['per_class_iou'].items()]
     summary: List[str] = [f'images: {report["images"]}']
     summary += [f'{k}: {report[k]:.2f}' for k in ('mIoU', 'aAcc', 'ACC', 'coverage') if k in report]
-    unscored = report.get('unscored') or []
-    note = (f'\nnot scored: {len(unscored)} label(s) without ground truth, e.g. '
-            f'{", ".join(unscored[:5])}' if unscored else '')
-    return '\n'.join(lines) + '\n\n' + ', '.join(summary) + note
+    notes = [f'{what}: {len(report[key])} {unit}, e.g. {", ".join(report[key][:5])}'
+             for key, what, unit in (
+                 ('unscored', 'not scored', 'label(s) without ground truth'),
+                 ('unlabelled', 'not scored', 'ground-truth file(s) under --gt without a label'),
+                 ('own_ground_truth', 'scored against themselves',
+                  'label file(s) that are their ground truth (--gt holds the labels)'))
+             if report.get(key)]
+    return '\n'.join([*lines, '', ', '.join(summary), *notes])

@@ -211,3 +211,11 @@ def test_cfg_options_read_true_false_none_as_mmengine_does_and_a_bad_flag_is_nam
     assert build_generator(dict(type='ISeg', use_cluster=False), None).use_cluster is False
     with pytest.raises(UserInputError, match="use_cluster must be True or False, got 'no'"):
         build_generator(dict(type='ISeg', use_cluster='no'), None)
+
+
+def test_a_class_list_naming_a_class_twice_is_refused():
+    """``--classes a,a,b``: eval_labels' table and JSON keyed the IoU of classes 0 and 1 under
+    one name (class 0's lost, each shown value another index's)."""
+    with pytest.raises(UserInputError, match=r"^--classes 'a, a,b,b' names a, b more than once"):
+        cli.resolve_class_arg('a, a,b,b')
+    assert cli.resolve_class_arg('a,A') == ['a', 'A']

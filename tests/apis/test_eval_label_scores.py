@@ -83,3 +83,24 @@ def test_16_bit_segment_ids_name_the_renumbering(tmp_path):
                                              r'255 = unsure \(.*segment ids: renumber them below '
                                              r'255, np\.unique\(ids, return_inverse=True\)\)'):
         evaluate_segments(tmp_path / 'labels', tmp_path / 'gt', ['a', 'b'])
+
+
+def test_ground_truth_without_a_label_and_labels_scored_against_themselves_are_named(tmp_path):
+    """A pseudo-label run whose failed images wrote no label scored the rest silently (mIoU of
+    2 of 3 images, nothing said); a --gt that holds the labels themselves gave 100%, silently."""
+    for name in ('a', 'b', 'c'):
+        save(tmp_path / 'gt' / 'val' / f'{name}.png', [[0, 1]])
+    for name in ('a', 'b'):
+        save(tmp_path / 'labels' / f'{name}.png', [[0, 0]])
+    report = evaluate_labels(tmp_path / 'labels', tmp_path / 'gt', ['background', 'cat'])
+    assert report['images'] == 2 and report['unlabelled'] == ['val/c.png']
+    assert report['unscored'] == report['own_ground_truth'] == []
+    assert format_report(report).endswith(
+        '\nnot scored: 1 ground-truth file(s) under --gt without a label, e.g. val/c.png')
+    assert evaluate_segments(tmp_path / 'labels', tmp_path / 'gt',
+                             ['background', 'cat'])['unlabelled'] == ['val/c.png']
+    itself = evaluate_labels(tmp_path / 'labels', tmp_path / 'labels', ['background', 'cat'])
+    assert itself['mIoU'] == 100.0 and itself['own_ground_truth'] == ['a', 'b']
+    assert format_report(itself).endswith(
+        '\nscored against themselves: 2 label file(s) that are their ground truth (--gt holds '
+        'the labels), e.g. a, b')
