@@ -91,6 +91,31 @@ def graph_memory(steps, device) -> str:
     return f'{(steps.buffer_bytes() + pools) / 2 ** 20:.0f}'
 
 
+def save(args, device, workload, rows) -> None:
+    """Writes the table with ``rows`` so far (each row as it is made: a run cut short keeps
+    them); a run of fewer cases (``workload``) replaces no row of all of them."""
+    kept = kept_rows(args.out, '| float', hardware(device, args.threads), workload, rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    described = ', '.join(f'{n} at noise {s}' for n, s in CASES)
+    args.out.write_text(
+        '# DiffSeg post-processing per image (512x512 output), both merge precisions\n\n'
+        'Attention maps -> segment ids only (no U-Net). Inputs: synthetic self-attention at '
+        f'64/32/16/8 (`attention_from_labels`, seed 0) for the first cases (the date column '
+        f'says how many) of {described}; tau 1.1 x3, refinement '
+        'off. '
+        '"ours" = `DiffSeg(merge_precision=...)` (KL as two matrix products; float16: the released '
+        'first pass, anchors and pixels whose maps have a float16 zero dropped; float32: guarded '
+        'logs); "released formulation" = `mmdiffseg.generators.transcriptions.diffseg_masks`, a '
+        'transcription of google/diffseg (float64 aggregate, elementwise KL over '
+        f'{args.chunk} x 4096 x 4096 chunks in the row\'s precision, Python merge loops). '
+        '"segment agreement" = pixels on which both agree once segments are matched one to one '
+        '(Hungarian), mean / min over the cases; "segments" lists the segment counts per case in '
+        'the order above. "ratio" = released-formulation time / ours (a speed-up: above 1x ours '
+        'is faster). Mean of the repeats (date column) after one warm-up; CPU: process CPU '
+        'seconds, CUDA: wall seconds. Written by `python benchmarks/bench_diffseg.py` '
+        '(`--device cuda` for a GPU).\n\n' + HEADER + '\n'.join(kept + rows) + '\n')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu')
@@ -152,6 +177,7 @@ def main():
                         f'{100 * min(agree):.2f}% | {", ".join(counts)} | {kept} | {label} | '
                         f'{run} |')
             print(rows[-1], flush=True)
+            save(args, device, workload, rows)
         generator = DiffSeg(kl_thresholds=THRESHOLDS, output_size=(512, 512),
                             merge_precision=precision).to(device)
         batch = args.batch if args.batch is not None else 16 * (torch.device(device).type == 'cuda')
@@ -165,26 +191,7 @@ def main():
                         f'{100 * np.mean(agree):.2f}% / {100 * min(agree):.2f}% | - | - | '
                         f'{label} | {run} |')
             print(rows[-1], flush=True)
-    kept = kept_rows(args.out, '| float', hardware(device, args.threads), workload, rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    described = ', '.join(f'{n} at noise {s}' for n, s in CASES)
-    args.out.write_text(
-        '# DiffSeg post-processing per image (512x512 output), both merge precisions\n\n'
-        'Attention maps -> segment ids only (no U-Net). Inputs: synthetic self-attention at '
-        f'64/32/16/8 (`attention_from_labels`, seed 0) for the first cases (the date column '
-        f'says how many) of {described}; tau 1.1 x3, refinement '
-        'off. '
-        '"ours" = `DiffSeg(merge_precision=...)` (KL as two matrix products; float16: the released '
-        'first pass, anchors and pixels whose maps have a float16 zero dropped; float32: guarded '
-        'logs); "released formulation" = `mmdiffseg.generators.transcriptions.diffseg_masks`, a '
-        'transcription of google/diffseg (float64 aggregate, elementwise KL over '
-        f'{args.chunk} x 4096 x 4096 chunks in the row\'s precision, Python merge loops). '
-        '"segment agreement" = pixels on which both agree once segments are matched one to one '
-        '(Hungarian), mean / min over the cases; "segments" lists the segment counts per case in '
-        'the order above. "ratio" = released-formulation time / ours (a speed-up: above 1x ours '
-        'is faster). Mean of the repeats (date column) after one warm-up; CPU: process CPU '
-        'seconds, CUDA: wall seconds. Written by `python benchmarks/bench_diffseg.py` '
-        '(`--device cuda` for a GPU).\n\n' + HEADER + '\n'.join(kept + rows) + '\n')
+            save(args, device, workload, rows)
 
 
 if __name__ == '__main__':

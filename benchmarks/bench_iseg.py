@@ -88,6 +88,34 @@ def sums_backend(backend: str):
         kmeans.cpu_order_cluster_sums = chosen
 
 
+def save(args, device, rows) -> None:
+    """Writes the table with ``rows`` so far (each row as it is made: a run cut short keeps
+    them)."""
+    # one workload (the 3 images): every run replaces its device's rows of the settings it ran
+    kept = kept_rows(args.out, '| iSeg', hardware(device, args.threads), '', rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        '# iSeg post-processing time per image (512x512 output)\n\n'
+        'Attention maps -> labels only (no U-Net). Inputs: synthetic attention from 3 VOC ground '
+        'truths (`attention_from_labels`, noise 0.15; 64x64 self-attention, 16/32 '
+        'cross-attention), WSSS VOC preset (10 Ent-Self iterations, k-means 36 seeds x 20 '
+        'steps), the k-means distance and the maps (float16 unless the row says float32) in '
+        'the row\'s precision on both sides. "released '
+        'formulation" = '
+        '`mmdiffseg.generators.transcriptions.iseg_postprocess`, a transcription of the released '
+        'operations; "label agreement" = pixels where both give the same label, mean / min over '
+        'the images (rows dated before 2026-12-06: maps in float32, there was no map precision); '
+        '"ratio" = released-formulation time / ours (a speed-up: above 1x ours is faster). '
+        'Mean of the repeats (date column) after one warm-up; CPU: process CPU '
+        'seconds, CUDA: wall seconds. Written by `python benchmarks/bench_iseg.py` (`--device '
+        'cuda` for a GPU). Ours is dominated by the 4096x4096 Ent-Self pass (column max, log, '
+        '10 matrix '
+        'products) and, in float16, by the k-means distance evaluated term by term as released '
+        '(a (36, 4096, 77) float16 tensor per step, slow on CPU); the released k-means also pays '
+        'for per-cluster Python means and a 4096x4096 int64 co-membership matrix.\n\n'
+        + HEADER + '\n'.join(kept + rows) + '\n')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu')
@@ -147,6 +175,7 @@ def main():
                     f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | {kept} | '
                     f'{label} | {run} |')
         print(rows[-1], flush=True)
+        save(args, device, rows)
         batch = args.batch if args.batch is not None else 16 * (torch.device(device).type == 'cuda')
         if batch and not variant:
             maps = batch_of([m for m, _ in inputs], batch)
@@ -162,30 +191,7 @@ def main():
                         f'{100 * sum(agree) / len(agree):.2f}% / {100 * min(agree):.2f}% | - | '
                         f'{label} | {run} |')
             print(rows[-1], flush=True)
-
-    # one workload (the 3 images): every run replaces its device's rows of the settings it ran
-    kept = kept_rows(args.out, '| iSeg', hardware(device, args.threads), '', rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        '# iSeg post-processing time per image (512x512 output)\n\n'
-        'Attention maps -> labels only (no U-Net). Inputs: synthetic attention from 3 VOC ground '
-        'truths (`attention_from_labels`, noise 0.15; 64x64 self-attention, 16/32 '
-        'cross-attention), WSSS VOC preset (10 Ent-Self iterations, k-means 36 seeds x 20 '
-        'steps), the k-means distance and the maps (float16 unless the row says float32) in '
-        'the row\'s precision on both sides. "released '
-        'formulation" = '
-        '`mmdiffseg.generators.transcriptions.iseg_postprocess`, a transcription of the released '
-        'operations; "label agreement" = pixels where both give the same label, mean / min over '
-        'the images (rows dated before 2026-12-06: maps in float32, there was no map precision); '
-        '"ratio" = released-formulation time / ours (a speed-up: above 1x ours is faster). '
-        'Mean of the repeats (date column) after one warm-up; CPU: process CPU '
-        'seconds, CUDA: wall seconds. Written by `python benchmarks/bench_iseg.py` (`--device '
-        'cuda` for a GPU). Ours is dominated by the 4096x4096 Ent-Self pass (column max, log, '
-        '10 matrix '
-        'products) and, in float16, by the k-means distance evaluated term by term as released '
-        '(a (36, 4096, 77) float16 tensor per step, slow on CPU); the released k-means also pays '
-        'for per-cluster Python means and a 4096x4096 int64 co-membership matrix.\n\n'
-        + HEADER + '\n'.join(kept + rows) + '\n')
+            save(args, device, rows)
 
 
 if __name__ == '__main__':

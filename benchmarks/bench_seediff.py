@@ -204,9 +204,9 @@ def launch_rows(device, image, steps):
 
 
 # -- timing rows -----------------------------------------------------------------------------------
-def timing_rows(args, device, maps, names, rgb, image):
-    """Rows ``(what, ours s, released s, extra)``."""
-    rows, token = [], maps.token_positions[0][names[0][0]][0]
+def timing_rows(args, device, maps, names, rgb, image, record):
+    """Rows ``(what, ours s, released s, extra)``, each handed to ``record`` as it is made."""
+    token = maps.token_positions[0][names[0][0]][0]
     released_pamr = ConvPAMR(args.pamr_iter).to(device)
     with torch.no_grad():
         # the longest part on a CPU, and silent: a run cut short shows how far it got
@@ -220,9 +220,8 @@ def timing_rows(args, device, maps, names, rgb, image):
             ours = SeeDiff(VOC, pamr_iter=args.pamr_iter, pamr_backend=backend).to(device)
             t_ours, labels = timed(lambda: ours(maps, image, names), args.repeats, device)
             agree = ((labels[0] != 0).cpu() == rel_mask).float().mean().item()
-            rows.append((f'SeeDiff post-processing, 512x512, PAMR {args.pamr_iter} steps '
-                         f'[{backend}]', t_ours, t_rel, f'mask agreement {agree * 100:.2f}%'))
-            print(table_row(*rows[-1]), flush=True)
+            record((f'SeeDiff post-processing, 512x512, PAMR {args.pamr_iter} steps '
+                    f'[{backend}]', t_ours, t_rel, f'mask agreement {agree * 100:.2f}%'))
 
         step_iter = args.pamr_iter if device.type == 'cuda' else 50
         weights = PAMR().affinity(image.float())
@@ -235,32 +234,27 @@ def timing_rows(args, device, maps, names, rgb, image):
             t, out = timed(lambda: pamr.propagate(weights, mask), args.repeats, device)
             reference = out if reference is None else reference
             diff = (out - reference).abs().max().item()
-            rows.append((f'PAMR, one step at 512x512 (1 mask) [{backend}]', t / step_iter,
-                         t_conv / step_iter, f'{step_iter} steps timed; max diff to '
-                         f'{backends(device)[0]} {diff:.1e}, to released '
-                         f'{(out - conv_out).abs().max().item():.1e}'))
-            print(table_row(*rows[-1]), flush=True)
+            record((f'PAMR, one step at 512x512 (1 mask) [{backend}]', t / step_iter,
+                    t_conv / step_iter, f'{step_iter} steps timed; max diff to '
+                    f'{backends(device)[0]} {diff:.1e}, to released '
+                    f'{(out - conv_out).abs().max().item():.1e}'))
             if device.type == 'cuda':
-                rows.append((f'PAMR, {step_iter} steps at 512x512 (1 mask) [{backend}]', t,
-                             t_conv, ''))
-                print(table_row(*rows[-1]), flush=True)
+                record((f'PAMR, {step_iter} steps at 512x512 (1 mask) [{backend}]', t, t_conv,
+                        ''))
         if device.type == 'cuda' and 'triton' in backends(device):
-            rows += kernel_setting_rows(args, weights, mask, t_conv, device)
-            rows += batch_rows(args, device, t_rel)
-    return rows
+            kernel_setting_rows(args, weights, mask, t_conv, device, record)
+            batch_rows(args, device, t_rel, record)
 
 
 def table_row(what: str, ours: float, released: float, notes: str) -> str:
-    """A row of the results table (printed as it is made: a run cut short keeps its rows in
-    the log, as the table would have them); ours rounded up and the ratio down, the figures the
-    targets read (``results_table.directed``)."""
+    """A row of the results table; ours rounded up and the ratio down, the figures the targets
+    read (``results_table.directed``)."""
     return (f'| {what} | {significant(ours, 4, up=True)} | {released:.4g} | '
             f'{directed(released / ours, 1, up=False)}x | {notes} |')
 
 
-def kernel_setting_rows(args, weights, mask, t_conv, device):
+def kernel_setting_rows(args, weights, mask, t_conv, device, record):
     from mmdiffseg.generators.pamr_triton import fused_propagate
-    rows = []
     settings = [(8, 64), (16, 64)] if args.quick else [(4, 32), (8, 32), (4, 64), (8, 64),
                                                        (16, 64), (16, 128), (32, 128)]
     for steps, tile in settings:
@@ -268,23 +262,19 @@ def kernel_setting_rows(args, weights, mask, t_conv, device):
             return fused_propagate(weights.flatten(1, 2), mask, (1, ), args.pamr_iter,
                                    steps_per_launch=steps, tile=tile)
         t, _ = timed(run, args.repeats, device)
-        rows.append((f'PAMR, {args.pamr_iter} steps at 512x512, triton K={steps} T={tile}', t,
-                     t_conv, ''))
-        print(table_row(*rows[-1]), flush=True)  # a step cut short keeps what it printed
-    return rows
+        record((f'PAMR, {args.pamr_iter} steps at 512x512, triton K={steps} T={tile}', t,
+                t_conv, ''))
 
 
-def batch_rows(args, device, t_released):
+def batch_rows(args, device, t_released, record):
     if args.quick:
-        return []
+        return
     maps, names, rgb, _ = sample_inputs(device, batch=8)
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None].expand(8, -1, -1, -1).to(device)
     ours = SeeDiff(VOC, pamr_iter=args.pamr_iter).to(device)
     t, _ = timed(lambda: ours(maps, image, names), args.repeats, device)
-    row = (f'SeeDiff post-processing, batch of 8, per image, PAMR {args.pamr_iter} steps [auto]',
-           t / 8, t_released, 'released: one image at a time')
-    print(table_row(*row), flush=True)
-    return [row]
+    record((f'SeeDiff post-processing, batch of 8, per image, PAMR {args.pamr_iter} steps [auto]',
+            t / 8, t_released, 'released: one image at a time'))
 
 
 # -- results file ---------------------------------------------------------------------------------
@@ -318,23 +308,30 @@ def main():
     torch.set_num_threads(args.threads)
     maps, names, rgb, source = sample_inputs(device)
     image = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(device)
-    rows = timing_rows(args, device, maps, names, rgb, image)   # the targets first (printed)
-    launches = launch_rows(device, image, args.pamr_iter)
-    print(*launches, sep='\n', flush=True)
-
     quick = ' --quick' if args.quick else ''
     # one section per device and workload: a smoke run replaces no full run's section
     title = f'## Results: {hardware(args.device, args.threads)}, PAMR {args.pamr_iter} steps{quick}'
     date = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
     command = (f'python benchmarks/bench_seediff.py --device {args.device}{quick} --repeats '
                f'{args.repeats} --pamr-iter {args.pamr_iter}')
-    lines = [title, '', f'`{command}` on {date}, {device_description(args.device, args.threads)}; '
-             f'input: {source}; ratio = released / ours (a speed-up); best of {args.repeats} '
-             f'run(s) a side'
-             f'{", each after an untimed warm-up call" if device.type == "cuda" else ""}.', '',
-             '| what | ours s/img | released-formulation s/img | ratio | notes |',
-             '|---|---|---|---|---|']
-    lines += [table_row(*r) for r in rows]
+    head = [title, '', f'`{command}` on {date}, {device_description(args.device, args.threads)}; '
+            f'input: {source}; ratio = released / ours (a speed-up); best of {args.repeats} '
+            f'run(s) a side'
+            f'{", each after an untimed warm-up call" if device.type == "cuda" else ""}.', '',
+            '| what | ours s/img | released-formulation s/img | ratio | notes |',
+            '|---|---|---|---|---|']
+    rows = []
+
+    def record(row):
+        """Prints ``row`` and rewrites the section with it: a run cut short keeps its rows."""
+        rows.append(row)
+        print(table_row(*row), flush=True)
+        write_section(Path(args.out), title, '\n'.join(head + [table_row(*r) for r in rows]) + '\n')
+
+    timing_rows(args, device, maps, names, rgb, image, record)   # the targets first
+    launches = launch_rows(device, image, args.pamr_iter)
+    print(*launches, sep='\n', flush=True)
+    lines = head + [table_row(*r) for r in rows]
     lines += ['', f'Kernel launches per {args.pamr_iter}-step PAMR run (512x512, 1 mask):', '',
               '| path | host launches | GPU kernels | counted by |', '|---|---|---|---|']
     lines += [f'| {path} | {host:,.0f} | {kernels:,.0f} | {how} |'

@@ -279,19 +279,20 @@ def _pamr_launch_settings(rows: Rows) -> Iterator[Check]:
     """#9's PAMR sweep (``seediff`` on CUDA): the fastest launch setting, ``K`` steps a launch on
     ``T``-pixel tiles, against ``fused_propagate``'s default; no target, a comparison (a faster
     setting should become the default)."""
-    times: Dict[Tuple[str, str], Dict[Tuple[str, str], float]] = {}
+    times: Dict[Tuple[str, str, int], Dict[Tuple[str, str], float]] = {}
     for row in _having(rows, 'seediff', 'what', 'ours s/img'):
         found = re.search(r'^PAMR, (\d+) steps .*triton K=(\d+) T=(\d+)', row['what'])
         seconds = _number(row['ours s/img'])
-        if found and seconds is not None:
-            key = (found.group(1), row.get('device', ''))
+        if found and seconds is not None:  # one table: one run on one GPU
+            key = (found.group(1), row.source, row.table)
             times.setdefault(key, {})[found.group(2, 3)] = seconds
-    for (steps, device), by_setting in times.items():
+    for (steps, source, table), by_setting in times.items():
         if len(by_setting) > 1:
             best = min(by_setting, key=by_setting.get)
             measured = ', '.join(f'K={k} T={t} {s:g} s' for (k, t), s in by_setting.items())
-            yield ('#9', 'PAMR launch setting: the fastest (K, T)',
-                   f'{steps} steps' + (f', {device}' if device else ''), measured,
+            where = '' if len(times) == 1 else f' ({source}, table at line {table + 1})'
+            yield ('#9', 'PAMR launch setting: the fastest (K, T)', f'{steps} steps{where}',
+                   measured,
                    f'K={best[0]} T={best[1]} (comparison; default K={PAMR_DEFAULT[0]} '
                    f'T={PAMR_DEFAULT[1]})')
 

@@ -359,6 +359,19 @@ def test_the_pamr_sweep_names_its_fastest_setting_beside_the_default():
             f'T={defaults["tile"].default})')]
 
 
+def test_pamr_sweeps_of_two_results_files_are_compared_each_on_its_own(tmp_path):
+    """Two GPUs' sweeps (an H100 call, an H200 call): each file's fastest setting is named with
+    its file; the second file's times overwrote the first's and its GPU was not named."""
+    (tmp_path / 'h100.md').write_text(PAMR_SWEEP % '0.011')
+    (tmp_path / 'h200.md').write_text(PAMR_SWEEP % '0.5')
+    rows = [tuple(cell.strip() for cell in line.strip('|').split('|'))
+            for line in targets.table([tmp_path / 'h100.md', tmp_path / 'h200.md']).splitlines()
+            if 'the fastest (K, T)' in line]
+    assert [(r[2], r[4].split(' (')[0]) for r in rows] == [
+        (f'5000 steps ({tmp_path}/h100.md, table at line 3)', 'K=16 T=128'),
+        (f'5000 steps ({tmp_path}/h200.md, table at line 3)', 'K=8 T=64')]
+
+
 def test_the_default_sweep_setting_is_judged_and_the_others_named_sweep_settings():
     """Every sweep row was a 'fallback path', the default ``K=8 T=64`` (the shipped path) too."""
     checks = [c for c in targets.checks(targets.step_rows(PAMR_SWEEP % '0.011'))
