@@ -9,12 +9,12 @@ import numpy as np
 import torch
 
 from ..attention.images import WORK_SIZE, resize_rgb
-from ..models.online_labeler import label_images
-from .builders import build_generator, check_model, job_header, load_engine
+from ..models.online_labeler import label_images, prompt_refusals
+from .builders import build_generator, check_model, job_header, load_engine, local_tokenizer
 from .folders import (MASK_DIR, OVERLAY_DIR, check_inputs_outside_output, encode_jpeg,
                       encode_label_png, label_palette, labelled_share, read_rgb,
                       record_path, split_path)
-from .io import ItemOutput, JobSummary, WorkItem
+from .io import ItemOutput, JobSummary, UserInputError, WorkItem
 from .jobs import run_job
 from .pseudo_label import image_items, stack_work_images
 from .visualize import Overlayer
@@ -59,6 +59,12 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
     classes = None if names is None else ['background'] + [n for n in names if n != 'background']
     generator = build_generator(gen_cfg, classes)
     present = None if classes is None else classes[1:]
+    tokenizer = local_tokenizer(model) if present else None
+    refusal = prompt_refusals(tokenizer, generator, [present])[0] if tokenizer else None
+    if refusal:  # every image's prompt names every class: each would fail, after the load
+        raise UserInputError(f'{refusal}: every image is prompted with all the classes given; '
+                             'name fewer (--classes) or use a shorter prompt_template (nothing '
+                             'was written)')
     palette = label_palette(classes)
     header = job_header('segment', model, dtype, generator, classes, work_size=work_size,
                         variant=variant)

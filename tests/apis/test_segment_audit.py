@@ -5,6 +5,7 @@ import importlib
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -87,3 +88,27 @@ def test_the_offline_jobs_take_paths_from_python(tmp_path, monkeypatch):
                                              r'ndarray; arrays and tensors go to the engine'):
         segment_api.segment([np.zeros((4, 4, 3), np.uint8)], tmp_path / 'out', HUB_ID,
                             dict(type='DiffSeg'), None)
+
+
+def test_classes_that_do_not_fit_the_prompt_are_refused_before_any_work(tmp_path, monkeypatch):
+    """Every image's prompt names all the classes: ADE20K's 150 in one iSeg prompt put most past
+    the text encoder's 77 tokens, which stopped the run after the model load with a traceback
+    and left an --out folder that refused the corrected rerun."""
+    from sample_data import shared_path
+
+    from mmdiffseg.apis.io import UserInputError
+    from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
+    from mmdiffseg.datasets import DATASET_CLASSES
+    job = _capture_job(monkeypatch)
+    model = str(cached_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-2-1-base')))
+    Image.new('RGB', (4, 4)).save(tmp_path / 'a.png')
+    names = [c for c in DATASET_CLASSES['ade20k']]
+    with pytest.raises(UserInputError, match=r"^class '.*' lies beyond the first 77 tokens .*: "
+                                             r'every image is prompted with all the classes given; '
+                                             r'name fewer \(--classes\)'):
+        segment_api.segment(path_items(tmp_path), tmp_path / 'out', model,
+                            dict(type='ISeg', cross_heads=None, self_heads=None), names)
+    assert not job and not (tmp_path / 'out').exists()
+    segment_api.segment(path_items(tmp_path), tmp_path / 'out', model,
+                        dict(type='ISeg', cross_heads=None, self_heads=None), names[:20])
+    assert job['header']['classes'][1:] == names[:20]
