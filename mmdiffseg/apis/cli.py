@@ -89,12 +89,11 @@ def start_launcher(launcher: str, device: str) -> None:
     is :data:`.io.PEER_TIMEOUT_HOURS`: a rank that finished its share waits for the others."""
     if launcher == 'none':
         return
-    timeout = datetime.timedelta(hours=PEER_TIMEOUT_HOURS)
     if launcher == 'pytorch' and not str(device).startswith('cuda'):
         import torch.distributed as dist
-        dist.init_process_group('gloo', timeout=timeout)
-    else:
-        init_dist(launcher, timeout=timeout)
+        dist.init_process_group('gloo', timeout=datetime.timedelta(hours=PEER_TIMEOUT_HOURS))
+    else:  # mmengine takes seconds (it refuses a timedelta)
+        init_dist(launcher, timeout=PEER_TIMEOUT_HOURS * 3600)
     quiet_other_ranks()
 
 

@@ -95,7 +95,25 @@ def test_cpu_ranks_under_torchrun_join_with_gloo_and_gpus_with_mmengine(
     monkeypatch.setattr(cli, 'init_dist',
                         lambda name, timeout: calls.append((f'init_dist {name}', timeout)))
     cli.start_launcher(launcher, device)
-    assert calls == ([(joined, datetime.timedelta(hours=24))] if joined else [])
+    day = 24 * 3600 if joined and joined.startswith('init_dist') else datetime.timedelta(hours=24)
+    assert calls == ([(joined, day)] if joined else [])
+
+
+def test_gpu_ranks_join_through_mmengines_own_init_dist(monkeypatch):
+    """mmengine's init_dist takes the timeout in seconds: a timedelta was a TypeError before any
+    work on GPUs under torchrun (every multi-GPU tool run, dist_prefill.sh) and under slurm.
+    Here its real code runs down to torch's init_process_group."""
+    import torch
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    calls = []
+    monkeypatch.setattr(dist, 'init_process_group', lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda index: calls.append(index))
+    monkeypatch.setattr(mp, 'get_start_method', lambda allow_none=False: 'fork')
+    for name, value in (('RANK', '0'), ('LOCAL_RANK', '0'), ('WORLD_SIZE', '1')):
+        monkeypatch.setenv(name, value)
+    cli.start_launcher('pytorch', 'cuda:0')
+    assert calls == [0, dict(backend='nccl', timeout=datetime.timedelta(hours=24))]
 
 
 @pytest.mark.parametrize('launcher,wrapper,started', [
