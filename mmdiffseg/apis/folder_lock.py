@@ -1,4 +1,5 @@
-"""One job at a time in an output folder: an exclusive lock held by rank 0 for the whole job.
+"""One job at a time in an output folder: an exclusive lock held by rank 0 for the whole job; the
+ranks of a job see rank 0's lock file, so they write into one folder.
 
 Two runs writing into one ``--out`` would do the work twice, and a run with other settings could
 write its labels under the first run's manifest header (the header is written once the model has
@@ -23,7 +24,7 @@ import socket
 from pathlib import Path
 from typing import Iterator, Optional
 
-from mmengine.dist import broadcast_object_list, get_dist_info
+from mmengine.dist import all_gather_object, broadcast_object_list, get_dist_info
 from mmengine.logging import print_log
 
 from .io import UserInputError, collective
@@ -59,6 +60,27 @@ def _try_lock(folder: Path) -> tuple:
     return fd, None
 
 
+def _read_mark(folder: Path) -> Optional[str]:
+    try:
+        return (folder / LOCK_NAME).read_text(errors='replace')
+    except OSError:
+        return None
+
+
+def _check_one_folder(folder: Path, mark: str) -> None:
+    """Refuse, on every rank, ranks whose ``folder`` is not rank 0's (node-local disks: each
+    node its own ``--out``): rank 0's lock file, which names its process, is not there. Their
+    labels would stay on their nodes and their manifests out of the merge, with exit 0."""
+    seen = collective(all_gather_object, _read_mark(folder) == mark)
+    apart = [rank for rank, same in enumerate(seen) if not same]
+    if apart:
+        raise UserInputError(
+            f'rank(s) {", ".join(map(str, apart))} do not see the folder rank 0 writes into '
+            f'({folder}: its lock file is not there; a node-local disk?): their labels would '
+            "stay apart from rank 0's and out of its manifest; give every rank one --out on a "
+            'file system that all nodes share (nothing was written)')
+
+
 @contextlib.contextmanager
 def job_lock(folder: Path) -> Iterator[None]:
     """Hold ``folder``'s job lock for the ``with`` block (rank 0 takes it; every rank learns
@@ -69,19 +91,22 @@ def job_lock(folder: Path) -> Iterator[None]:
     """
     rank, world_size = get_dist_info()
     fd: Optional[int] = None
-    holder = None
+    holder = mark = None
     if rank == 0:
         fd, holder = _try_lock(folder)
+        mark = None if fd is None else _read_mark(folder)
     if world_size > 1:
-        shared = [holder]
+        shared = [holder, mark]
         collective(broadcast_object_list, shared, src=0)
-        holder = shared[0]
+        holder, mark = shared
     if holder is not None:
         raise UserInputError(
             f'another run is writing into {folder} ({holder}): two runs in one folder would do '
             'the work twice; wait for it to end (or stop it), then rerun to resume, or give '
             'this run another --out')
     try:
+        if world_size > 1 and mark is not None:
+            _check_one_folder(folder, mark)
         yield
     finally:
         if fd is not None:

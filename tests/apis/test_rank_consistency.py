@@ -193,3 +193,18 @@ def test_a_failed_collective_names_its_cause(monkeypatch, error, line):
         raise oom
     with pytest.raises(torch.cuda.OutOfMemoryError):  # the tools' own message for it
         job_io.collective(out_of_memory)
+
+
+def test_ranks_that_write_into_different_folders_are_refused_before_any_work(tmp_path):
+    """Two nodes with node-local disks (each rank its own --out): rank 0 said 'made 2' and
+    exited 0, its folder held its share alone and rank 1's labels and manifest stayed on rank
+    1's node, out of the merge. Both ranks stop, naming the rank apart; nothing is written."""
+    def work(rank, _):
+        summary, prepared = _run(tmp_path / f'node{rank}' / 'out')
+        return f'made {summary.made}, prepared {len(prepared)}'
+    for rank, ended in enumerate(two_ranks(tmp_path, work)):
+        assert ended.startswith(f'UserInputError: rank(s) 1 do not see the folder rank 0 writes '
+                                f'into ({tmp_path}/node{rank}/out: its lock file is not there')
+        assert 'give every rank one --out on a file system that all nodes share' in ended
+    assert not list(tmp_path.glob('node*/out'))
+    assert _two_ranks(tmp_path, tmp_path / 'shared') == ['made 2, prepared 1'] * 2
