@@ -21,6 +21,7 @@ import fcntl
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -30,6 +31,9 @@ from mmengine.logging import print_log
 from .io import UserInputError, collective
 
 LOCK_NAME = '.mmdiffseg-job.lock'
+#: how long a rank looks for rank 0's lock file: NFS clients cache a folder's listing for up to a
+#: minute (``acdirmax``), so another node may see a new file that late
+SHARED_FOLDER_WAIT_S = 60
 
 
 def _try_lock(folder: Path) -> tuple:
@@ -57,6 +61,7 @@ def _try_lock(folder: Path) -> tuple:
     started = datetime.datetime.now().isoformat(timespec='seconds')
     os.ftruncate(fd, 0)
     os.pwrite(fd, f'pid {os.getpid()} on {socket.gethostname()}, started {started}'.encode(), 0)
+    os.fsync(fd)  # the other nodes' ranks read it (:func:`_check_one_folder`)
     return fd, None
 
 
@@ -71,6 +76,9 @@ def _check_one_folder(folder: Path, mark: str) -> None:
     """Refuse, on every rank, ranks whose ``folder`` is not rank 0's (node-local disks: each
     node its own ``--out``): rank 0's lock file, which names its process, is not there. Their
     labels would stay on their nodes and their manifests out of the merge, with exit 0."""
+    deadline = time.monotonic() + SHARED_FOLDER_WAIT_S
+    while _read_mark(folder) != mark and time.monotonic() < deadline:
+        time.sleep(1)
     seen = collective(all_gather_object, _read_mark(folder) == mark)
     apart = [rank for rank, same in enumerate(seen) if not same]
     if apart:

@@ -195,10 +195,13 @@ def test_a_failed_collective_names_its_cause(monkeypatch, error, line):
         job_io.collective(out_of_memory)
 
 
-def test_ranks_that_write_into_different_folders_are_refused_before_any_work(tmp_path):
+def test_ranks_that_write_into_different_folders_are_refused_before_any_work(tmp_path,
+                                                                             monkeypatch):
     """Two nodes with node-local disks (each rank its own --out): rank 0 said 'made 2' and
     exited 0, its folder held its share alone and rank 1's labels and manifest stayed on rank
     1's node, out of the merge. Both ranks stop, naming the rank apart; nothing is written."""
+    monkeypatch.setattr(folder_lock, 'SHARED_FOLDER_WAIT_S', 2)  # (a minute, for NFS)
+
     def work(rank, _):
         summary, prepared = _run(tmp_path / f'node{rank}' / 'out')
         return f'made {summary.made}, prepared {len(prepared)}'
