@@ -231,6 +231,9 @@ def check_engine_options(options: Dict) -> None:
     if not isinstance(compile_unet, (bool, dict)):
         raise ValueError(f'compile_unet must be True, False or a dict of torch.compile options '
                          f"(e.g. dict(backend='eager')), got {compile_unet!r}")
+    problem = compile_problem(compile_unet) if isinstance(compile_unet, dict) else None
+    if problem:
+        raise ValueError(f'compile_unet={compile_unet!r}: {problem}')
     for key in sorted(set(options) - set(ENGINE_OPTIONS)):
         if key in ('torch_dtype', 'dtype'):
             raise ValueError(f'{key} is not a loading option here: the engine loads in its own '
@@ -241,3 +244,35 @@ def check_engine_options(options: Dict) -> None:
             raise ValueError(f'unknown engine option {key!r}: did you mean {near[0]!r}? (engine '
                              f'options: {", ".join(ENGINE_OPTIONS)}; others go to diffusers\' '
                              'StableDiffusionPipeline.from_pretrained)')
+
+
+#: torch.compile modes whose graphs are replayed as CUDA graphs
+CUDA_GRAPH_MODES = ('reduce-overhead', 'max-autotune')
+
+
+def compile_problem(options: Dict) -> Optional[str]:
+    """Why ``torch.compile(unet, **options)`` cannot serve the engine, or None: an unknown key
+    (``bakend``: a TypeError after the model load), mode or backend, or CUDA graphs (a batch's
+    maps are outputs of the compiled graph, which the next replay overwrites)."""
+    import inspect
+    known = [name for name in inspect.signature(torch.compile).parameters if name != 'model']
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], known, n=1)
+        return (f'{unknown[0]!r} is no torch.compile option'
+                + (f' (did you mean {near[0]!r}?)' if near else '') + '; they are: '
+                + ', '.join(known))
+    mode, backend = options.get('mode'), options.get('backend', 'inductor')
+    if mode in CUDA_GRAPH_MODES or backend == 'cudagraphs' or \
+            (options.get('options') or {}).get('triton.cudagraphs'):
+        return ("CUDA graphs: a batch's maps are outputs of the compiled graph, which the next "
+                "replay overwrites; use mode='max-autotune-no-cudagraphs' or 'default'")
+    if mode not in (None, 'default', 'max-autotune-no-cudagraphs'):
+        return f"mode {mode!r}: torch.compile's modes here are 'default' and " \
+               "'max-autotune-no-cudagraphs'"
+    if isinstance(backend, str):
+        from torch._dynamo import list_backends
+        if backend not in list_backends(exclude_tags=()):
+            return (f'backend {backend!r} is no torch.compile backend (e.g. inductor, '
+                    'aot_eager, eager)')
+    return None

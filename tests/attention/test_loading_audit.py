@@ -61,3 +61,22 @@ def test_known_and_far_off_loading_keys_pass():
     as does a key near none (it goes to diffusers)."""
     loading.check_engine_options({key: None for key in loading.LOADING_OPTIONS})
     loading.check_engine_options(dict(safety_checker=None, compile_unet=dict(backend='eager')))
+
+
+@pytest.mark.parametrize('options, problem', [
+    (dict(bakend='eager'), r"'bakend' is no torch.compile option \(did you mean 'backend'\?\)"),
+    (dict(mode='bogus'), r"mode 'bogus': torch.compile's modes here are 'default' and "),
+    (dict(backend='nope'), r"backend 'nope' is no torch.compile backend"),
+    (dict(mode='reduce-overhead'), r"CUDA graphs: .*use mode='max-autotune-no-cudagraphs'"),
+    (dict(mode='max-autotune'), r'CUDA graphs: '),
+    (dict(backend='cudagraphs'), r'CUDA graphs: '),
+    (dict(options={'triton.cudagraphs': True}), r'CUDA graphs: '),
+])
+def test_compile_options_are_checked_before_the_model_loads(options, problem):
+    """A misspelt key was a TypeError from unet.compile after the load (the pre-flight passed
+    it); CUDA graphs, which the docs rule out (the next replay overwrites a batch's maps), ran."""
+    with pytest.raises(ValueError, match=rf'^compile_unet=.*: {problem}'):
+        loading.check_engine_options(dict(compile_unet=options))
+    for fine in (dict(backend='aot_eager', dynamic=True), dict(mode='max-autotune-no-cudagraphs'),
+                 dict(mode='default', fullgraph=False)):
+        loading.check_engine_options(dict(compile_unet=fine))
