@@ -156,15 +156,14 @@ def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64,
         if abs(height * cols_ - width * rows_) > max(height, width):  # not one pixel's rounding
             raise UserInputError(
                 f'contact sheet of {folder}: item {item_id!r}: its image {image} is '
-                f'{width}x{height} but its label {mask} {cols_}x{rows_}, another shape: the '
-                'image changed since it was labelled; remove the label and rerun the tool to '
+                f'{width}x{height} but its label {mask} {cols_}x{rows_}, another shape: one of '
+                'them changed since the label was made; remove the label and rerun the tool to '
                 'remake it')
         if (height, width) != labels.shape:  # a label at a lower resolution
             rgb = cv2.resize(rgb, labels.shape[::-1], interpolation=cv2.INTER_LINEAR)
         shown.update(np.unique(labels).tolist())
         tile = _letterboxed(overlay(rgb, labels, with_labels=False), thumb)
-        cv2.putText(tile, item_id[:24], (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255),
-                    1, cv2.LINE_AA)
+        _caption(tile, item_id)
         r, c = divmod(k, cols)
         sheet[r * thumb:(r + 1) * thumb, c * thumb:(c + 1) * thumb] = tile
     if not legend or classes is None:  # unlabelled segment ids: a colour names no class
@@ -175,6 +174,18 @@ def contact_sheet(folder, cols: int = 8, thumb: int = 160, max_items: int = 64,
     if strip.shape[1] > sheet.shape[1]:
         sheet = np.pad(sheet, ((0, 0), (0, strip.shape[1] - sheet.shape[1]), (0, 0)))
     return np.concatenate([sheet, strip])
+
+
+#: the longest caption of a tile (characters of the Hershey font at 0.35)
+CAPTION_CHARS = 24
+
+
+def _caption(tile: np.ndarray, item_id: str) -> None:
+    """``item_id`` at the tile's top; a long id keeps its end, where the names of a series differ
+    (``holiday_2024_beach_0007``)."""
+    text = item_id if len(item_id) <= CAPTION_CHARS else '..' + item_id[2 - CAPTION_CHARS:]
+    cv2.putText(tile, text, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 255), 1,
+                cv2.LINE_AA)
 
 
 #: the narrowest legend strip (px): a one-thumbnail sheet still names its classes legibly

@@ -165,8 +165,9 @@ def test_an_image_of_another_shape_than_its_label_is_named_not_stretched(tmp_pat
     stretched under the old labels, silently."""
     folder = _folder(tmp_path, dict(a=np.ones((16, 16))), image=(20, 30))
     with pytest.raises(UserInputError, match=r"item 'a': its image .*a.jpg is 30x20 but its "
-                                             r'label .*a.png 16x16, another shape: the image '
-                                             'changed since it was labelled; remove the label'):
+                                             r'label .*a.png 16x16, another shape: one of them '
+                                             'changed since the label was made; remove the '
+                                             'label'):
         contact_sheet(folder, thumb=16, legend=False)
 
 
@@ -242,3 +243,13 @@ def test_contact_sheet_names_a_folder_it_cannot_show_and_stops_at_a_line_being_w
     (tmp_path / MANIFEST_NAME).write_text('{"classes": null}\n{"id": "a"}\n{"id": "b", "fi')
     sheet = contact_sheet(tmp_path, thumb=16, legend=False)  # b's line is being appended
     assert sheet.shape == (16, 16, 3) and sheet.max() > 200
+
+
+def test_long_ids_of_a_series_get_captions_that_tell_them_apart(tmp_path):
+    """Captions kept an id's first 24 characters: a series (holiday_2024_beach_0000...0001)
+    showed the same caption on every tile. The end is kept."""
+    ones = np.ones((8, 8))
+    names = ['summer_holiday_2024_beach_0000', 'summer_holiday_2024_beach_0001']
+    sheet = contact_sheet(_folder(tmp_path, {n: ones for n in names}), thumb=160, legend=False)
+    first, second = sheet[:16, :160], sheet[:16, 160:]
+    assert (first != second).any()   # the captions differ
