@@ -66,12 +66,15 @@ def check_label_classes(labels_dir, classes: Sequence[str],
         raise UserInputError(f'the labels in {folder} are unlabelled segment ids (made without '
                              'class names): score them with --hungarian')
     if list(header['classes']) != list(classes):
+        named = [name for name, names in DATASET_CLASSES.items()
+                 if list(names) == list(header['classes'])]
         raise UserInputError(
             f'the labels in {folder} index the classes {header["classes"]} (their manifest), '
             f'but the ground truth is scored as {list(classes)} (--classes): the scores would '
-            'compare unrelated indices. Pass --classes with the labels\' classes (in their order) '
-            'and ground truth in that order, or regenerate the labels with the ground truth\'s '
-            'classes')
+            'compare unrelated indices. Pass --classes with the labels\' classes (in their order'
+            + (f': --classes {named[0]}, which reads its dataset\'s ground truth' if named else '')
+            + ') and ground truth in that order, or regenerate the labels with the ground '
+            'truth\'s classes')
     return True
 
 

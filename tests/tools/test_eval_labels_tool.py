@@ -329,6 +329,13 @@ def test_labels_of_the_same_classes_in_another_order_are_refused(tmp_path):
     with pytest.raises(UserInputError, match=r"index the classes \['a', 'b'\] \(their manifest\), "
                                              r"but the ground truth is scored as \['b', 'a'\]"):
         check_label_classes(tmp_path, ['b', 'a'])
+    from mmdiffseg.datasets import DATASET_CLASSES
+    humans = list(DATASET_CLASSES['cityscapes_human_vehicle'])
+    tmp_path.joinpath('manifest.jsonl').write_text(json.dumps(dict(tool='x', classes=humans)))
+    with pytest.raises(UserInputError, match=r'\(in their order: --classes '
+                                             r"cityscapes_human_vehicle, which reads its dataset's "
+                                             r'ground truth\)'):
+        check_label_classes(tmp_path, list(DATASET_CLASSES['cityscapes']))
 
 
 def test_predictions_at_the_protocols_crop_are_scored_as_the_test_run_scores_them(tmp_path):
