@@ -72,14 +72,15 @@ def _read_mark(folder: Path) -> Optional[str]:
         return None
 
 
-def _check_one_folder(folder: Path, mark: str) -> None:
+def _check_one_folder(folder: Path, mark: str, holds: bool) -> None:
     """Refuse, on every rank, ranks whose ``folder`` is not rank 0's (node-local disks: each
     node its own ``--out``): rank 0's lock file, which names its process, is not there. Their
-    labels would stay on their nodes and their manifests out of the merge, with exit 0."""
+    labels would stay on their nodes and their manifests out of the merge, with exit 0. The
+    rank that ``holds`` the lock does not open the file (that would release the lock)."""
     deadline = time.monotonic() + SHARED_FOLDER_WAIT_S
-    while _read_mark(folder) != mark and time.monotonic() < deadline:
+    while not holds and _read_mark(folder) != mark and time.monotonic() < deadline:
         time.sleep(1)
-    seen = collective(all_gather_object, _read_mark(folder) == mark)
+    seen = collective(all_gather_object, holds or _read_mark(folder) == mark)
     apart = [rank for rank, same in enumerate(seen) if not same]
     if apart:
         raise UserInputError(
@@ -102,7 +103,8 @@ def job_lock(folder: Path) -> Iterator[None]:
     holder = mark = None
     if rank == 0:
         fd, holder = _try_lock(folder)
-        mark = None if fd is None else _read_mark(folder)
+        # read through the held descriptor: closing any other one of this file drops the lock
+        mark = None if fd is None else os.pread(fd, 200, 0).decode(errors='replace')
     if world_size > 1:
         shared = [holder, mark]
         collective(broadcast_object_list, shared, src=0)
@@ -114,7 +116,7 @@ def job_lock(folder: Path) -> Iterator[None]:
             'this run another --out')
     try:
         if world_size > 1 and mark is not None:
-            _check_one_folder(folder, mark)
+            _check_one_folder(folder, mark, holds=fd is not None)
         yield
     finally:
         if fd is not None:

@@ -156,9 +156,11 @@ class DiffusionAttentionEngine:
             CaptureSession(capture, layers, batch_size=1)
             self._served.add((capture, image_size))
         except ValueError as exc:
-            present = {(layer.kind, layer.resolution) for layer in layers}
-            if all((r.kind, r.resolution) in present for r in capture.requests):
-                raise  # every grid is there: the request's error (heads, layers) says why
+            present = {(layer.kind, layer.resolution, layer.name) for layer in layers}
+            if all(any(p[:2] == (r.kind, r.resolution) for p in present) and
+                   all((r.kind, r.resolution, name) in present for name in r.layers or ())
+                   for r in capture.requests):
+                raise  # every grid and named layer is here: the request's error (heads) says why
             sizes = self._capture_sizes(capture)
             if not sizes:  # no size serves it: the request's error says why
                 raise

@@ -100,3 +100,17 @@ def test_fractional_timestep_seed_and_noise_are_refused_not_truncated(tiny_engin
     exact = engine.extract(image, timestep=300, noise=7, capture=SPEC, image_size=64)
     for name in exact.maps:
         torch.testing.assert_close(whole[name], exact[name], rtol=0, atol=0)
+
+
+def test_named_layers_of_another_size_get_the_sizes_that_have_them(tiny_engine):
+    """SeeDiff's 16/32/64 layers are named at 512: at 1024 every grid exists, at other levels,
+    and the refusal was the bare 'unknown layer(s)' without the sizes that serve the spec."""
+    from mmdiffseg.generators import SeeDiff
+    engine = tiny_engine(SD2)
+    spec = SeeDiff(['background', 'cat'], resolutions=[16, 32, 64]).capture_spec
+    with pytest.raises(ValueError, match=r'^image size 1024 cannot be used: the capture spec '
+                                         r'reads attention at 16/32/64 token grids, which this '
+                                         r'model has at image size\(s\) \[512\] only.* At 1024: '
+                                         r"CaptureRequest 'seediff_self16': unknown layer"):
+        engine.check_capture(spec, 1024)
+    engine.check_capture(spec, 512)
