@@ -18,6 +18,7 @@ import torch
 from mmengine.logging import print_log
 
 from ..attention.images import WORK_SIZE, resize_rgb
+from ..attention.maps import NonFiniteMaps
 from ..datasets.class_names import spelled_as
 from ..datasets.transforms import read_image_level_labels
 from ..models.online_labeler import label_images, long_prompts, prompt_refusals
@@ -233,13 +234,29 @@ def stack_work_images(loaded: List[Tuple[np.ndarray, Tuple[int, int]]]):
     return images.permute(0, 3, 1, 2).contiguous(), [hw for _, hw in loaded]
 
 
-def label_outputs(batch: Sequence[WorkItem], labels: Sequence[np.ndarray],
-                  names: Optional[List[List[str]]], palette, out_dir) -> List[ItemOutput]:
-    """The label PNG (encoded in a writer process) and manifest record of each item."""
-    return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette)},
+def label_outputs(batch: Sequence[WorkItem], labels: Sequence, names: Optional[List[List[str]]],
+                  palette, out_dir) -> List:
+    """The label PNG (encoded in a writer process) and manifest record of each item (an
+    :class:`ItemFailed` of :func:`labels_or_failures` as it is)."""
+    return [lab if isinstance(lab, ItemFailed) else
+            ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette)},
                        dict(image=record_path(it.payload['image'], out_dir),
                             classes=names[i] if names else None, labelled=labelled_share(lab)))
             for i, (it, lab) in enumerate(zip(batch, labels))]
+
+
+def labels_or_failures(engine, generator, images: torch.Tensor, names, sizes) -> List:
+    """:func:`label_images` of a loaded batch; where its maps hold NaN or inf (a float16
+    overflow on one image), each image alone: those whose own maps do are failed items (named,
+    counted), the others labelled. One such image stopped the job, and every resume at it."""
+    try:
+        return label_images(engine, generator, images, names, sizes)
+    except NonFiniteMaps as exc:
+        if len(images) == 1:
+            return [ItemFailed(str(exc))]
+    return [labels_or_failures(engine, generator, images[i:i + 1],
+                               None if names is None else names[i:i + 1], sizes[i:i + 1])[0]
+            for i in range(len(images))]
 
 
 MISSING_LABELS_FIX = ('; give each an entry in the labels (--labels FILE: "<image name>": '
@@ -345,15 +362,15 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         def compute(batch, loaded):
             images, sizes = loaded
             if image_labels is None:
-                return label_outputs(batch, label_images(engine, generator, images, None, sizes),
-                                     None, palette, out_dir)
+                return label_outputs(batch, labels_or_failures(engine, generator, images, None,
+                                                               sizes), None, palette, out_dir)
             names = [image_labels[it.id] for it in batch]
             refused = prompt_refusals(engine.tokenizer, generator, names)
             keep = [i for i, why in enumerate(refused) if why is None]
             if len(keep) < len(batch):  # those images fail (named, counted); the rest go on
                 images, sizes, names = images[keep], [sizes[i] for i in keep], \
                     [names[i] for i in keep]
-            labels = label_images(engine, generator, images, names, sizes) if keep else []
+            labels = labels_or_failures(engine, generator, images, names, sizes) if keep else []
             made = iter(label_outputs([batch[i] for i in keep], labels, names, palette, out_dir))
             return [ItemFailed(why) if why else next(made) for why in refused]
         return compute

@@ -9,14 +9,14 @@ import numpy as np
 import torch
 
 from ..attention.images import WORK_SIZE, resize_rgb
-from ..models.online_labeler import label_images, prompt_refusals
+from ..models.online_labeler import prompt_refusals
 from .builders import build_generator, check_model, job_header, load_engine, local_tokenizer
 from .folders import (MASK_DIR, OVERLAY_DIR, check_inputs_outside_output, encode_jpeg,
                       encode_label_png, label_palette, labelled_share, read_rgb,
                       record_path, split_path)
-from .io import ItemOutput, JobSummary, UserInputError, WorkItem
+from .io import ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem
 from .jobs import run_job
-from .pseudo_label import image_items, stack_work_images
+from .pseudo_label import image_items, labels_or_failures, stack_work_images
 from .visualize import Overlayer
 
 
@@ -79,10 +79,11 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
 
         def compute(batch, loaded):
             images, sizes, rgbs = loaded
-            labels = label_images(engine, generator, images,
-                                  [list(present) for _ in batch] if present else None, sizes)
-            return [ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab,
-                                                                    palette),
+            labels = labels_or_failures(engine, generator, images,
+                                        [list(present) for _ in batch] if present else None,
+                                        sizes)
+            return [lab if isinstance(lab, ItemFailed) else
+                    ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette),
                                 f'{OVERLAY_DIR}/{it.id}.jpg': partial(
                                     overlay_jpeg, overlay_classes, rgb.numpy(), lab)},
                                dict(image=record_path(it.payload['image'], out_dir),

@@ -8,6 +8,7 @@ tools' loaders resize them (:func:`resize_rgb`), so every route gives the same U
 """
 from __future__ import annotations
 
+import math
 from typing import List, Sequence, Tuple, Union
 
 import cv2
@@ -45,6 +46,8 @@ def pil_rgb(image: Image.Image) -> np.ndarray:
     """``HxWx3`` uint8 RGB of a PIL image as OpenCV (so mmseg's ``LoadImageFromFile``) reads its
     file: 16-bit grey (``'I;16'``, ``'I'``) scaled to its high byte, where ``convert('RGB')``
     would clip it to 255; grey, palette and RGBA as RGB."""
+    if image.mode == 'F':  # 32-bit floats: judged as a float array (a [0, 1] image refused)
+        return np.asarray(image)
     if image.mode.startswith('I'):
         grey = np.asarray(image).astype(np.int64).clip(0, 65535) >> 8
         return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
@@ -160,7 +163,8 @@ def _given_as_float(images: ImagesLike, count: int) -> List[bool]:
     if isinstance(images, torch.Tensor):
         return [images.is_floating_point()] * count
     return [img.is_floating_point() if isinstance(img, torch.Tensor)
-            else isinstance(img, np.ndarray) and np.issubdtype(img.dtype, np.floating)
+            else isinstance(img, Image.Image) and img.mode == 'F'
+            or isinstance(img, np.ndarray) and np.issubdtype(img.dtype, np.floating)
             for img in _as_list(images)]
 
 
@@ -181,6 +185,9 @@ def check_value_range(pixels: torch.Tensor, checked: Sequence[int]) -> None:
     for i in checked:
         low, high = lows[i], highs[i]
         values = f'images[{i}]: float values in [{low:.3g}, {high:.3g}]'
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError(f'images[{i}] holds NaN or inf values: the engine reads RGB in '
+                             '0..255; replace them (e.g. torch.nan_to_num) or pass uint8 images')
         if high <= 1 and (high > 0 or low < 0):
             scale = '[-1, 1]' if low < 0 else '[0, 1]'
             fix = '(images + 1) * 127.5' if low < 0 else 'images * 255'

@@ -125,6 +125,10 @@ def as_capture_spec(capture) -> CaptureSpec:
                     f'CaptureRequest or a list of them, got {type(capture).__name__}')
 
 
+class NonFiniteMaps(ValueError):
+    """Maps holding NaN or inf (:meth:`AttentionMaps.check_finite`)."""
+
+
 @dataclass
 class AttentionMaps:
     """Averaged attention captured from one batch.
@@ -181,8 +185,9 @@ class AttentionMaps:
         sums = sums.tolist()
         for name, total in zip(self.maps, sums):
             if not math.isfinite(total):
-                raise ValueError(f'AttentionMaps[{name!r}] contains NaN or inf; check the model '
-                                 'dtype (fp16 attention needs an upcast softmax) and the inputs')
+                raise NonFiniteMaps(f'AttentionMaps[{name!r}] contains NaN or inf: the U-Net '
+                                    'overflowed (float16: run in float32 or bfloat16), or an '
+                                    'input held NaN')
 
     def class_positions(self, b: int, name: str, owner: str = '') -> List[int]:
         """The token positions of class ``name`` in sample ``b``'s prompt.

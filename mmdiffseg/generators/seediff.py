@@ -75,7 +75,8 @@ RELEASED_TOKEN_OFFSETS = {'pottedplant': (0, 2), 'tvmonitor': (0, 2), 'cell phon
 ALWAYS_RECORDED_TOKEN_RULES = ('pottedplant', 'tvmonitor', 'diningtable')
 #: ``SeeDiff.pamr_flat``'s default: a PAMR output whose spread is at most this times its values
 #: has converged to a constant (a flat image, a small synthesis); the release min-max stretches its
-#: float32 rounding into a mask (IoU 0.001 on a flat grey image with known-answer maps)
+#: float32 rounding into a mask (IoU 0.001 on a flat grey image with known-answer maps); a spread
+#: left above it (5e-5 on a 64x64 flat image, an off-centre object) is stretched as released
 FLAT_PAMR_OUTPUT = 1e-5
 #: Otsu histogram levels of :func:`otsu_foreground` (released: ``uint16``, 65536)
 OTSU_LEVELS = 1024

@@ -50,7 +50,7 @@ def test_each_image_of_a_batch_gets_its_own_share_and_overlay_picture(tmp_path, 
     labels = [np.array([[1, 255, 255]], np.uint8), np.array([[255, 255], [255, 1]], np.uint8)]
     monkeypatch.setattr(segment_api, 'load_engine',
                         lambda *args, **kwargs: SimpleNamespace(device=torch.device('cpu')))
-    monkeypatch.setattr(segment_api, 'label_images', lambda *args: labels)
+    monkeypatch.setattr(segment_api, 'labels_or_failures', lambda *args: labels)
     Image.new('RGB', (3, 1), (200, 0, 0)).save(tmp_path / 'a.png')
     Image.new('RGB', (2, 2), (0, 0, 200)).save(tmp_path / 'b.png')
     items = path_items(tmp_path)

@@ -248,3 +248,24 @@ def test_an_int64_image_is_refused_naming_the_conversion_of_values_in_0_to_255(i
     with pytest.raises(ValueError, match=r'^images\[0\]: dtype torch\.int64; .*an integer '
                                          rf'image in 0\.\.255 as {fix}$'):
         preprocess_images([image], 64)
+
+
+def test_float_pil_images_and_nan_pixels_are_judged_as_float_images():
+    """A PIL mode 'F' image in [0, 1] went through convert('RGB') (black, silently) and one in
+    0..1000 wrapped modulo 256; a NaN pixel passed the range check and was refused after the
+    U-Net, as an overflow. Both are refused before any work, naming the fix."""
+    from PIL import Image
+
+    from mmdiffseg.attention.images import preprocess_images
+    unit = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    with pytest.raises(ValueError, match=r'look like a \[0, 1\] image.*images \* 255'):
+        preprocess_images([Image.fromarray(unit, 'F')], 64)
+    with pytest.raises(ValueError, match=r'go above 255'):
+        preprocess_images([Image.fromarray(unit * 1000, 'F')], 64)
+    grey = preprocess_images([Image.fromarray(unit * 255, 'F')], 64)
+    expected = preprocess_images([np.repeat((unit * 255)[..., None], 3, axis=2)], 64)
+    torch.testing.assert_close(grey, expected)
+    rgb = np.full((64, 64, 3), 128, np.float32)
+    rgb[3, 4, 1] = np.nan
+    with pytest.raises(ValueError, match=r'^images\[0\] holds NaN or inf values'):
+        preprocess_images([rgb], 64)

@@ -1,0 +1,43 @@
+"""An image whose attention maps hold NaN or inf (a float16 overflow in the U-Net) fails alone,
+named and counted: it stopped the whole offline job, and every resume stopped at it again."""
+from dataclasses import replace
+
+import numpy as np
+import torch
+from sample_data import shared_path
+
+from mmdiffseg.apis.io import ItemFailed
+from mmdiffseg.apis.pseudo_label import labels_or_failures
+from mmdiffseg.attention.testing import tiny_engine
+from mmdiffseg.generators import DiffSeg
+
+
+def _overflowing(engine, monkeypatch):
+    """``engine`` whose maps are inf for every all-black image of a batch."""
+    extract = engine.extract
+
+    def extract_overflowing(images, **kwargs):
+        maps = extract(images, **kwargs)
+        black = images.flatten(1).float().amax(1) == 0
+        return replace(maps, maps={k: torch.where(black.view(-1, *[1] * (v.dim() - 1)),
+                                                  torch.inf, v) for k, v in maps.maps.items()})
+    monkeypatch.setattr(engine, 'extract', extract_overflowing)
+
+
+def test_an_image_with_overflowing_maps_fails_alone_and_the_rest_are_labelled(monkeypatch):
+    torch.set_num_threads(1)
+    engine = tiny_engine(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
+    generator = DiffSeg(kl_thresholds=[1.1] * 4)
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.integers(1, 255, (3, 3, 512, 512), dtype=np.uint8))
+    images[1] = 0
+    sizes = [(20, 30), (20, 30), (16, 16)]
+    alone = [labels_or_failures(engine, generator, images[i:i + 1], None, sizes[i:i + 1])[0]
+             for i in (0, 2)]
+    _overflowing(engine, monkeypatch)
+    got = labels_or_failures(engine, generator, images, None, sizes)
+    assert isinstance(got[1], ItemFailed) and str(got[1]).startswith(
+        "AttentionMaps['self64'] contains NaN or inf: the U-Net overflowed (float16: run in "
+        'float32 or bfloat16)')
+    for label, expected in zip((got[0], got[2]), alone):
+        np.testing.assert_array_equal(label, expected)
