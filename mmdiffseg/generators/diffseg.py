@@ -316,8 +316,10 @@ class DiffSeg(MaskGenerator):
         class_ids, valid = padded_table([self.class_indices(named[b]) for b in found],
                                         segments.device)
         most = class_ids.shape[1]
+        # float32 whatever the maps' dtype (stored half-precision maps): the segment means'
+        # pixel counts and min-max floor vanish in float16
         columns = [images_of(maps.class_token_matrix(f'cross{r}', named), found)[..., :most]
-                   for r in self.cross_resolutions]
+                   .float() for r in self.cross_resolutions]
         counts = (segments.flatten(1).amax(1) + 1).tolist()  # one host sync for the batch
         which = batch_segment_classes(segments, self.class_scores(columns, size), counts,
                                       self.min_contrast, valid)

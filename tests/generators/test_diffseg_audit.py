@@ -106,3 +106,19 @@ def test_labelled_mode_names_segments_whose_proposal_ids_have_gaps():
     assert DiffSeg(**options)(maps, None, None)[0].tolist() == [[0, 0], [2, 2]]
     generator = DiffSeg(classes=['background', 'cat', 'dog'], cross_resolutions=(2, ), **options)
     assert generator(maps, None, [['cat', 'dog']])[0].tolist() == [[2, 2], [1, 1]]
+
+
+def test_labelled_mode_names_segments_of_half_precision_maps_as_of_float32_ones():
+    """Stored float16 maps: one segment's min-max floor (1e-8) is 0 in float16, its 0/0 a NaN,
+    whose .long() indexed far out of bounds (a RuntimeError); the names are taken in float32."""
+    maps = AttentionMaps({'self2': torch.full((1, 4, 4), 0.25)}, image_size=(2, 2))
+    cross = torch.full((1, 4, 77), 0.01)
+    cross[0, :, 4] = 0.2
+    maps.maps['cross2'] = cross / cross.sum(-1, keepdim=True)
+    maps.prompts, maps.token_positions = ['a photo of cat'], [{'cat': [4]}]
+    generator = DiffSeg(classes=['background', 'cat'], resolutions=(2, ), cross_resolutions=(2, ),
+                        num_points=2, kl_thresholds=(1.1, ), merge_precision='float32')
+    full = generator(maps, None, [['cat']])
+    half = AttentionMaps({k: v.half() for k, v in maps.maps.items()}, maps.prompts,
+                         maps.token_positions, maps.image_size)
+    assert torch.equal(generator(half, None, [['cat']]), full)
