@@ -135,6 +135,11 @@ def leave_process_group(barrier: bool = True) -> None:
             dist.destroy_process_group()
 
 
+#: the training ranks' process-group timeout (``env_cfg.dist_cfg.timeout`` where a config sets
+#: none): above a first compile and the label cache's claim wait (``wait_timeout``, 600 s)
+TRAINING_TIMEOUT_S = 3 * 3600
+
+
 def start_runner_launcher(cfg, tool: str) -> None:
     """Let an mmengine Runner start under ``torchrun`` on CPU-only machines (tests, CPU clusters).
 
@@ -142,18 +147,27 @@ def start_runner_launcher(cfg, tool: str) -> None:
     it (:func:`check_launcher`, exit 2; after the pre-flight, which ``tools/dist_launch.sh`` runs
     outside torchrun). mmengine's pytorch launcher calls ``torch.cuda.set_device``, so without a
     GPU the process group is joined here with gloo (the Runner then skips its own ``init_dist``)
-    and the model is wrapped by DDP without device ids. Nothing changes where CUDA is available
-    or without a launcher."""
+    and the model is wrapped by DDP without device ids. On GPUs the Runner joins with the
+    config's ``env_cfg.dist_cfg``, whose timeout (seconds) defaults to :data:`TRAINING_TIMEOUT_S`.
+    Nothing changes without a launcher."""
     import torch
     try:
         check_launcher(cfg.get('launcher', 'none'), tool)
     except UserInputError as exc:
         sys.exit(_fail(exc, EXIT_BAD_INPUT))
-    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
+    launcher = cfg.get('launcher', 'none')
+    if launcher == 'none':
+        return
+    cfg.env_cfg = dict(cfg.get('env_cfg') or {})  # the runtime log names the backend joined
+    dist_cfg = dict(cfg.env_cfg.get('dist_cfg') or {})
+    if launcher != 'pytorch' or torch.cuda.is_available():
+        # NCCL's default is 10 minutes: a rank's first --compile, or its wait for a label claim
+        # (the cache's wait_timeout), would stop every rank with a collective's timeout
+        cfg.env_cfg['dist_cfg'] = dict(dist_cfg, timeout=dist_cfg.get('timeout',
+                                                                      TRAINING_TIMEOUT_S))
         return
     start_launcher('pytorch', 'cpu')
-    cfg.env_cfg = dict(cfg.get('env_cfg') or {})  # the runtime log names the backend joined
-    cfg.env_cfg['dist_cfg'] = dict(cfg.env_cfg.get('dist_cfg') or {}, backend='gloo')
+    cfg.env_cfg['dist_cfg'] = dict(dist_cfg, backend='gloo')
     if cfg.get('model_wrapper_cfg') is None:
         cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
 

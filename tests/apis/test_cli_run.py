@@ -135,8 +135,24 @@ def test_a_runner_joins_with_gloo_only_under_torchrun_without_cuda(
                            if started else None)
     assert cfg.model_wrapper_cfg == expected
     # the runtime environment logged names the backend the ranks joined with
+    nccl = dict(backend='nccl', **({} if launcher == 'none' else dict(timeout=3 * 3600)))
     assert cfg.env_cfg == dict(cudnn_benchmark=False,
-                               dist_cfg=dict(backend='gloo' if started else 'nccl'))
+                               dist_cfg=dict(backend='gloo') if started else nccl)
+
+
+@pytest.mark.parametrize('given', [None, 600])
+def test_gpu_training_ranks_wait_longer_than_the_nccl_default(given, monkeypatch):
+    """NCCL's default timeout is 10 minutes: one rank's first compile, or its wait for a label
+    another rank makes (the cache's wait_timeout, 600 s), stopped every rank with a collective's
+    timeout that named neither. The Runner's dist_cfg gets 3 h unless the config sets one."""
+    from mmengine.config import Config
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    for name in cli.LAUNCHER_ENV['pytorch'][0]:
+        monkeypatch.setenv(name, '0')
+    dist_cfg = dict(backend='nccl', **({} if given is None else dict(timeout=given)))
+    cfg = Config(dict(launcher='pytorch', env_cfg=dict(dist_cfg=dist_cfg)))
+    cli.start_runner_launcher(cfg, 'train')
+    assert cfg.env_cfg.dist_cfg == dict(backend='nccl', timeout=given or 3 * 3600)
 
 
 def test_loading_bars_are_shown_by_rank_0_only(monkeypatch):
