@@ -265,3 +265,20 @@ def test_the_automatic_device_is_cuda_where_torch_can_use_it_else_the_cpu_with_t
     err = capsys.readouterr().err
     assert err.startswith('warning: this machine has an NVIDIA GPU but torch cannot use it, so '
                           'the CPU is used: the driver is too old')
+
+
+def test_a_gpu_given_by_index_under_a_launcher_of_several_ranks_is_refused(monkeypatch):
+    """--device cuda:0 under torchrun put every rank on GPU 0 (init_dist had made each rank's
+    current device its LOCAL_RANK, the compute stayed on cuda:0): out of memory, or N times
+    slower, silently. One rank per node keeps the index."""
+    monkeypatch.setattr('mmdiffseg.cuda_check.cuda_problem', lambda: None)
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda device: None)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    monkeypatch.setenv('LOCAL_RANK', '1')
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '2')
+    with pytest.raises(UserInputError, match=r'^--device cuda:0 under a launcher of 2 ranks would '
+                                             r'put every rank on that one GPU: pass --device cuda'):
+        pick_device('cuda:0')
+    assert pick_device('cuda') == 'cuda:1'
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '1')
+    assert pick_device('cuda:0') == 'cuda:0'

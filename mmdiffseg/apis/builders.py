@@ -299,6 +299,11 @@ def pick_device(device: Union[str, torch.device]) -> str:
                                  f'node (torchrun --nproc-per-node {count}), or pass --device cpu')
         return f'cuda:{rank}'
     if device.startswith('cuda:'):
+        ranks = os.environ.get('LOCAL_WORLD_SIZE', os.environ.get('WORLD_SIZE', '1'))
+        if ranks.isdigit() and int(ranks) > 1:
+            raise UserInputError(f'--device {device} under a launcher of {ranks} ranks would put '
+                                 f'every rank on that one GPU: pass --device cuda (each rank '
+                                 'takes cuda:LOCAL_RANK; CUDA_VISIBLE_DEVICES picks the GPUs)')
         if torch.device(device).index >= count:
             raise UserInputError(f'--device {device}: this machine has {count} GPU(s), cuda:0 to '
                                  f'cuda:{count - 1}; pass one of them')
