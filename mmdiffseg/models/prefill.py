@@ -12,8 +12,10 @@ label is cached are skipped.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
+from functools import partial
 from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
@@ -24,7 +26,7 @@ from mmengine.dist import all_reduce, get_dist_info
 from mmengine.registry import DefaultScope
 
 from ..apis.io import RankStopped, UserInputError, collective
-from ..apis.progress import ProgressLine
+from ..apis.progress import ProgressLine, start_worker
 from ..apis.pseudo_label import inner_dataset_cfgs
 from ..datasets.cache_settings import canonical_cache_spec
 from ..datasets.label_cache import label_key, label_path, read_label
@@ -219,8 +221,10 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                          world_size)
     if workers is None:
         workers = cfg.train_dataloader.get('num_workers', 0)
+    # the workers die with this process, however it ends (kill -9 left them waiting forever)
     loader = torch.utils.data.DataLoader(images, batch_size=labeler.options['batch_size'],
-                                         num_workers=workers, collate_fn=list)
+                                         num_workers=workers, collate_fn=list,
+                                         worker_init_fn=partial(start_worker, os.getpid()))
     counts = torch.zeros(4, dtype=torch.float64)   # images, made, cached, all unsure
     start, interrupted = time.perf_counter(), False
     with ProgressLine(len(images) if progress and rank == 0 else 0, sys.stdout) as bar:

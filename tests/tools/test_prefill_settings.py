@@ -188,3 +188,44 @@ def test_a_rank_whose_peer_stopped_says_so_in_one_line_with_its_share(tmp_path, 
     with DefaultScope.overwrite_default_scope('mmseg'):
         summary = prefill_module.prefill(cfg, 'cpu', batch_size=2, workers=0, progress=False)
     assert (summary.images, summary.rank, summary.interrupted) == (2, 0, True)
+
+
+KILLED_PREFILL = '''
+import os, signal, sys
+from pathlib import Path
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from mmdiffseg.models import prefill
+from mmdiffseg.models.online_labeler import OnlineLabeler
+
+def label(self, todo, device):  # the loader's workers are up: note them, then die as kill -9
+    children = Path(f'/proc/{os.getpid()}/task/{os.getpid()}/children').read_text().split()
+    Path(sys.argv[2]).write_text(' '.join(children))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+OnlineLabeler.labels = label
+with DefaultScope.overwrite_default_scope('mmseg'):
+    prefill.prefill(Config.fromfile(sys.argv[1]), 'cpu', batch_size=1, workers=2, progress=False)
+'''
+
+
+def test_the_loader_workers_die_with_a_killed_prefill(tmp_path, tiny_sd):
+    """kill -9 (the OOM killer, a scheduler's time limit) left the prefill's loader processes
+    waiting forever, ~600 MB each: they die with it, as the offline tools' loaders do."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from e2e_helpers import write_config
+    config = write_config(online_config(tmp_path, tiny_sd), tmp_path / 'online.py')
+    (tmp_path / 'killed.py').write_text(KILLED_PREFILL)
+    pids = tmp_path / 'workers.txt'
+    done = subprocess.run([sys.executable, str(tmp_path / 'killed.py'), str(config), str(pids)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr
+    workers = [int(p) for p in pids.read_text().split()]
+    assert len(workers) == 2
+    deadline = time.monotonic() + 20
+    while any(os.path.exists(f'/proc/{p}') for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in workers if os.path.exists(f'/proc/{p}')]
