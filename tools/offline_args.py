@@ -42,7 +42,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
 EXIT_STATUSES = '''exit status:
   0    done (failed items, if any, are named in the summary)
   2    bad input, found before any work (nothing written)
-  3    the output cannot be written (read-only, disk full) or the GPU ran out of memory
+  3    the output cannot be written (read-only, disk full), a loader or writer process died
+       (killed: out of memory?), or the GPU ran out of memory
   4    some items failed (with --strict)
   130  interrupted (Ctrl-C): rerun the same command to resume'''
 

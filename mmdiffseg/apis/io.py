@@ -53,6 +53,20 @@ PEER_TIMEOUT_HOURS = 24
 PEER_LOST = ('Connection closed by peer', 'Connection reset by peer', 'Broken pipe')
 
 
+class JobStopped(OutputWriteError):
+    """An error stopped :func:`.jobs.run_job` (a write failed, a loader or writer process was
+    killed, another rank stopped): ``why``, and ``summary`` counting the items made, which are
+    complete and recorded (exit status 3); rerunning the same job resumes."""
+
+    def __init__(self, why: str, summary: JobSummary):
+        super().__init__(why)
+        self.why, self.summary = why, summary
+
+    def __str__(self) -> str:
+        return (f'{self.why}; so far: {self.summary.line()}; finished items are kept: rerun the '
+                'same command to resume')
+
+
 class RankStopped(OutputWriteError):
     """Another rank stopped with an error (printed by it), so this rank cannot finish the job
     (exit status 3 like a failed write: finished items are kept)."""

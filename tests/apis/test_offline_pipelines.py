@@ -211,7 +211,7 @@ def test_segment_asks_each_image_for_the_names_without_background(tmp_path, job_
         return [np.ones(hw, np.uint8) for hw in sizes]
     monkeypatch.setattr(segment_api, 'load_engine',
                         lambda *args, **kwargs: SimpleNamespace(device=torch.device('cpu')))
-    monkeypatch.setattr(segment_api, 'label_images', label_images)
+    monkeypatch.setattr(pseudo_api, 'label_images', label_images)  # under labels_or_failures
     Image.new('RGB', (3, 2)).save(tmp_path / 'a.png')
     items = path_items(tmp_path)
     segment_api.segment(items, tmp_path / 'out', HUB_ID, dict(type='ISeg'), ['cat', 'dog'])

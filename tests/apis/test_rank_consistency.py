@@ -122,10 +122,13 @@ def test_a_rank_whose_partner_stopped_stops_with_one_line(tmp_path, monkeypatch)
     finished item is kept and a rerun resumes."""
     monkeypatch.setattr(job_io, 'RANK_STOPPED_WAIT_S', 0)
     folder = tmp_path / 'out'
-    assert _two_ranks(tmp_path, folder, {}, dict(fail='b')) == [
-        'RankStopped: another rank stopped (see its error above); finished items are kept: '
-        'rerun the same command to resume',
-        'OutputWriteError: cannot write b.txt: the disk is full']
+    stopped, failed = _two_ranks(tmp_path, folder, {}, dict(fail='b'))
+    assert stopped == ('RankStopped: another rank stopped (see its error above); finished items '
+                       'are kept: rerun the same command to resume')
+    # the failed write with what the run made (it said neither what was kept nor how to resume)
+    assert re.fullmatch(r'JobStopped: cannot write b.txt: the disk is full; so far: made 0, '
+                        r'already done 0, failed 0, [\d.]+ s \([\d.]+ items/s\); finished items '
+                        r'are kept: rerun the same command to resume', failed), failed
     from mmdiffseg.apis.io import RankStopped
     assert issubclass(RankStopped, OutputWriteError)  # the tools' exit status 3
     assert _two_ranks(tmp_path, folder) == ['made 1, prepared 0', 'made 1, prepared 1']
