@@ -368,6 +368,12 @@ def _finish(folder: Path, manifest: Manifest, items: Sequence[WorkItem],
             ids = sorted((i for i in finished if i in order), key=order.get)
             atomic_write(folder / split_file, ''.join(i + '\n' for i in ids).encode())
             _warn_unlisted(folder, split_file, len(ids), [i for i in finished if i not in order])
+            lost = summary.made + summary.already_done - len(ids)
+            if lost > 0:  # the folder (or files in it) deleted or moved while the run wrote
+                print_log(f'{lost} of the items counted below as made or done have lost their '
+                          f'files in {folder} since (the folder deleted or moved during the '
+                          f'run?): {folder / split_file} leaves them out; rerun the same command '
+                          'to make them again', logger='current', level=logging.WARNING)
     if world_size > 1:  # every rank returns once the folder is complete
         collective(barrier)
     if rank == 0:
