@@ -24,6 +24,7 @@ import hashlib
 import os
 import re
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
@@ -65,6 +66,22 @@ class JobStopped(OutputWriteError):
     def __str__(self) -> str:
         return (f'{self.why}; so far: {self.summary.line()}; finished items are kept: rerun the '
                 'same command to resume')
+
+
+def stop_reason(exc: BaseException) -> Optional[str]:
+    """What stopped a job or the prefill, said for its user (with the counts,
+    :class:`JobStopped`): a failed write or another rank's stop as they say it, a killed loader
+    or writer process (the out-of-memory killer); None for other errors (raised as they are)."""
+    if isinstance(exc, JobStopped):
+        return None
+    if isinstance(exc, OutputWriteError):
+        return str(exc)
+    if isinstance(exc, BrokenProcessPool):
+        return 'a writer process died (killed, e.g. by the out-of-memory killer)'
+    first = (str(exc).splitlines() or [''])[0]
+    if first.startswith('DataLoader worker (pid'):
+        return f'a loader process died ({first}; e.g. the out-of-memory killer)'
+    return None
 
 
 class RankStopped(OutputWriteError):

@@ -28,7 +28,6 @@ import logging
 import os
 import sys
 import time
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -42,9 +41,9 @@ from torch.utils.data import DataLoader, Dataset
 from ..provenance import describe, setting_differences
 from .folder_lock import job_lock
 from .folders import foreign_folder_refusal
-from .io import (ItemFailed, ItemOutput, JobStopped, OutputWriteError, UserInputError, WorkItem,
-                 atomic_write, check_item_ids, collective, output_folder, remove_stale_temp_files,
-                 shard, tmp_tag)
+from .io import (ItemFailed, ItemOutput, JobStopped, UserInputError, WorkItem, atomic_write,
+                 check_item_ids, collective, output_folder, remove_stale_temp_files, shard,
+                 stop_reason, tmp_tag)
 from .job_plan import check_sources_distinct, file_fingerprint, is_done, plan_job
 from .manifest import Manifest, manifest_files
 from .output_writer import OutputWriter
@@ -251,8 +250,8 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         except KeyboardInterrupt:
             summary.seconds = time.time() - start
             raise JobInterrupted(summary, abandoned=writer.abandoned) from None
-        except (OutputWriteError, BrokenProcessPool, RuntimeError) as exc:
-            why = _stopped_by(exc)
+        except RuntimeError as exc:  # OutputWriteError and BrokenProcessPool are RuntimeErrors
+            why = stop_reason(exc)
             if why is None:
                 raise
             summary.seconds = time.time() - start
@@ -262,22 +261,6 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
             raise JobInterrupted(summary) from None
         # under the lock: rank 0 waits there for the other ranks' shares, then merges
         return _finish(folder, manifest, items, split_file, summary, done)
-
-
-def _stopped_by(exc: BaseException) -> Optional[str]:
-    """What stopped a job, said for its user (with the counts, :class:`~.io.JobStopped`): a
-    failed write or another rank's stop as they say it, a killed loader or writer process (the
-    out-of-memory killer); None for other errors (raised as they are)."""
-    if isinstance(exc, JobStopped):
-        return None
-    if isinstance(exc, OutputWriteError):
-        return str(exc)
-    if isinstance(exc, BrokenProcessPool):
-        return 'a writer process died (killed, e.g. by the out-of-memory killer)'
-    first = (str(exc).splitlines() or [''])[0]
-    if first.startswith('DataLoader worker (pid'):
-        return f'a loader process died ({first}; e.g. the out-of-memory killer)'
-    return None
 
 
 def _check_ranks_agree(header: Dict[str, Any], items: Sequence[WorkItem]) -> None:

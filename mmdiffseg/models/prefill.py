@@ -25,7 +25,7 @@ from mmengine.config import Config
 from mmengine.dist import all_reduce, get_dist_info
 from mmengine.registry import DefaultScope
 
-from ..apis.io import RankStopped, UserInputError, collective
+from ..apis.io import OutputWriteError, RankStopped, UserInputError, collective, stop_reason
 from ..apis.progress import ProgressLine, start_worker
 from ..apis.pseudo_label import inner_dataset_cfgs
 from ..datasets.cache_settings import canonical_cache_spec
@@ -226,7 +226,7 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                                          num_workers=workers, collate_fn=list,
                                          worker_init_fn=partial(start_worker, os.getpid()))
     counts = torch.zeros(4, dtype=torch.float64)   # images, made, cached, all unsure
-    start, interrupted = time.perf_counter(), False
+    start, interrupted, stopped = time.perf_counter(), False, None
     with ProgressLine(len(images) if progress and rank == 0 else 0, sys.stdout) as bar:
         bar.start()
 
@@ -244,6 +244,10 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                        sum(int((label == IGNORE_INDEX).all()) for label in labels.values()))
         except KeyboardInterrupt:
             interrupted = True
+        except RuntimeError as exc:  # a full disk, a killed loader process: with the counts
+            stopped = (stop_reason(exc), exc)
+            if stopped[0] is None:
+                raise
 
     def summary(share: bool) -> PrefillSummary:
         images, made, cached, unsure = (int(c) for c in counts.tolist())
@@ -251,6 +255,10 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                               cache_dir=str(labeler.cache.cache_dir),
                               cache_size=len(labeler.cache), interrupted=interrupted,
                               unsure=unsure, rank=rank if share else None)
+    if stopped is not None:  # (the other ranks stop at their next collective)
+        raise OutputWriteError(f'{stopped[0]}; so far: {summary(share=world_size > 1).line()}; '
+                               'the labels made are kept: rerun the same command to resume'
+                               ) from stopped[1]
     if interrupted and world_size > 1:  # the others label on: this rank does not wait
         return summary(share=True)
     try:

@@ -8,6 +8,7 @@ SD 2.1-base + iSeg, VOC samples):
    labelled once across ranks and the cache holds one valid file per image.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -83,6 +84,32 @@ def test_a_cache_that_cannot_take_a_label_stops_the_prefill_with_one_line(
             OSError(2, 'No such file or directory', 'model_index.json')))
         with pytest.raises(FileNotFoundError):
             prefill(cfg, 'cpu', progress=False)
+
+
+def test_a_label_write_that_fails_stops_the_prefill_with_the_counts(tmp_path, tiny_sd,
+                                                                    monkeypatch):
+    """The disk fills after the cache was signed: one line naming the file, what was made and
+    how to resume (it said neither)."""
+    from mmdiffseg.apis import io
+    from mmdiffseg.apis.io import OutputWriteError
+    from mmdiffseg.models.online_labeler import AttentionLabeler
+    from mmdiffseg.models.prefill import prefill
+    real_fsync, calls = io.os.fsync, []
+
+    def fills_up(fd):
+        calls.append(fd)
+        if len(calls) > 2:
+            raise OSError(28, os.strerror(28))
+        real_fsync(fd)
+    monkeypatch.setattr(AttentionLabeler, 'generate',
+                        lambda self, images, *a: [np.zeros((4, 4), np.uint8) for _ in images])
+    monkeypatch.setattr(io.os, 'fsync', fills_up)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        with pytest.raises(OutputWriteError) as stopped:
+            prefill(online_config(tmp_path, tiny_sd), 'cpu', batch_size=1, progress=False)
+    assert re.fullmatch(rf'cannot write {tmp_path}/cache/.*png: the disk is full .*; so far: '
+                        r'prefill: \d+ images: made \d+, .*; the labels made are kept: rerun the '
+                        r'same command to resume', str(stopped.value)), str(stopped.value)
 
 
 def test_a_resumed_prefill_runs_the_engine_at_full_batches(tmp_path, tiny_sd, monkeypatch):
