@@ -203,7 +203,8 @@ def run_cli(main: Callable, argv=None) -> int:
     except JobInterrupted as exc:
         status = _fail(exc, EXIT_INTERRUPTED)
     except KeyboardInterrupt:
-        status = _fail('interrupted before any item was made; rerun the same command to start',
+        status = _fail('interrupted before this run made any item; rerun the same command to '
+                       'start (or resume: what earlier runs made is kept)',
                        EXIT_INTERRUPTED)
     try:
         leave_process_group(barrier=status == 0)  # a failed rank must not wait for the others

@@ -32,8 +32,9 @@ def test_ctrl_c_before_any_item_exits_130_with_one_line_on_stderr(capsys):
     assert cli.run_cli(raising(KeyboardInterrupt())) == cli.EXIT_INTERRUPTED == 130
     out, err = capsys.readouterr()
     assert out == ''
-    assert err == ('error: interrupted before any item was made; rerun the same command to '
-                   'start\n')
+    # (a resume stopped while it starts up has items of earlier runs: they are kept)
+    assert err == ('error: interrupted before this run made any item; rerun the same command to '
+                   'start (or resume: what earlier runs made is kept)\n')
 
 
 def test_a_tool_that_returns_nothing_exits_0_and_bad_input_goes_to_stderr(capsys):

@@ -79,7 +79,7 @@ def test_run_cli_turns_sigterm_into_the_interruption_and_restores_the_handlers(c
         pytest.fail('SIGTERM did not stop the tool')
 
     assert cli.run_cli(tool) == cli.EXIT_INTERRUPTED
-    assert 'error: interrupted before any item was made' in capsys.readouterr().err
+    assert 'error: interrupted before this run made any item' in capsys.readouterr().err
     assert {s: signal.getsignal(s) for s in cli.STOP_SIGNALS} == before
 
 
