@@ -12,17 +12,17 @@ dist_launch() {
     shift 2
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
     export PYTHONPATH="$root:${PYTHONPATH:-}"
-    if [[ "${NNODES:-1}" != 1 && -z "${MASTER_ADDR:-}" ]]; then
-        # each node would wait for a master on itself (127.0.0.1), silently, until timed out
-        echo "tools/dist_${tool%_labels}.sh: NNODES=$NNODES but MASTER_ADDR is not set: set it" \
-            "on every node to the address of the node with NODE_RANK=0" >&2
-        exit 2
-    fi
     if [[ " $* " == *" --preflight-only "* ]]; then
         exec "${PYTHON:-python}" "$root/tools/$tool.py" "$@"
     fi
     if [[ " $* " != *" --skip-preflight "* ]]; then
         "${PYTHON:-python}" "$root/tools/$tool.py" "$@" --preflight-only || exit $?
+    fi
+    if [[ "${NNODES:-1}" != 1 && -z "${MASTER_ADDR:-}" ]]; then
+        # each node would wait for a master on itself (127.0.0.1), silently, until timed out
+        echo "tools/dist_${tool%_labels}.sh: NNODES=$NNODES but MASTER_ADDR is not set: set it" \
+            "on every node to the address of the node with NODE_RANK=0" >&2
+        exit 2
     fi
     "${PYTHON:-python}" -m torch.distributed.run \
         --nnodes="${NNODES:-1}" \

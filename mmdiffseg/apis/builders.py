@@ -299,7 +299,7 @@ def pick_device(device: Union[str, torch.device]) -> str:
                                  f'node (torchrun --nproc-per-node {count}), or pass --device cpu')
         return f'cuda:{rank}'
     if device.startswith('cuda:'):
-        ranks = os.environ.get('LOCAL_WORLD_SIZE', os.environ.get('WORLD_SIZE', '1'))
+        ranks = os.environ.get('LOCAL_WORLD_SIZE', '1')  # torchrun's ranks on this node
         if ranks.isdigit() and int(ranks) > 1:
             raise UserInputError(f'--device {device} under a launcher of {ranks} ranks would put '
                                  f'every rank on that one GPU: pass --device cuda (each rank '

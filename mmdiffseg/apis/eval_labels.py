@@ -164,6 +164,10 @@ def _classes_and_format(classes: Union[str, Sequence[str]],
         fmt = gt_format if isinstance(gt_format, GroundTruthFormat) else \
             GroundTruthFormat.of_class_set(classes, gt_format)
         return list(DATASET_CLASSES[classes]), fmt
+    repeated = sorted({name for name in classes if list(classes).count(name) > 1})
+    if repeated:  # the report keys each IoU by its class name
+        raise UserInputError(f'classes names {", ".join(repeated)} more than once; each class is '
+                             'one name, in the order of its label value')
     if isinstance(gt_format, GroundTruthFormat):
         return list(classes), gt_format
     return list(classes), GroundTruthFormat(seg_map_suffix=gt_format or '.png')

@@ -72,8 +72,6 @@ def stop_reason(exc: BaseException) -> Optional[str]:
     """What stopped a job or the prefill, said for its user (with the counts,
     :class:`JobStopped`): a failed write or another rank's stop as they say it, a killed loader
     or writer process (the out-of-memory killer); None for other errors (raised as they are)."""
-    if isinstance(exc, JobStopped):
-        return None
     if isinstance(exc, OutputWriteError):
         return str(exc)
     if isinstance(exc, BrokenProcessPool):
@@ -82,6 +80,27 @@ def stop_reason(exc: BaseException) -> Optional[str]:
     if first.startswith('DataLoader worker (pid'):
         return f'a loader process died ({first}; e.g. the out-of-memory killer)'
     return None
+
+
+def each_alone_on_overflow(run: Callable[[List[int]], List], count: int) -> List:
+    """``run(indices)`` of a batch's ``count`` items; where its maps overflow (NaN / inf:
+    :class:`~mmdiffseg.attention.maps.NonFiniteMaps`), each item alone: those that overflow alone
+    are failed items (named, counted), the others made. One such image stopped a dataset's job,
+    and every resume at it. Every item of several overflowing alone is a setting's, not an
+    image's: the run stops, naming it."""
+    from ..attention.maps import NonFiniteMaps
+    try:
+        return run(list(range(count)))
+    except NonFiniteMaps as exc:
+        if count == 1:
+            return [ItemFailed(str(exc))]
+        first = exc
+    made = [each_alone_on_overflow(lambda _, i=i: run([i]), 1)[0] for i in range(count)]
+    if all(isinstance(one, ItemFailed) for one in made):
+        raise UserInputError(f'{first}, for every image of a batch of {count}: the setting, not '
+                             'an image (float16 on this model?): run in float32 (--dtype '
+                             'float32)')
+    return made
 
 
 class RankStopped(OutputWriteError):

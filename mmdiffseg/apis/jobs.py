@@ -184,7 +184,9 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
             :func:`.folders.foreign_folder_refusal`), an item's id names outputs made from
             another file (:func:`~.job_plan.check_sources_distinct`), or the ranks were started
             with other settings or list other items (every rank, before any work).
-        OutputWriteError: a write failed (read-only folder, full disk): the run stops.
+        JobStopped: (an ``OutputWriteError``) a write failed (read-only folder, full disk), a
+            loader or writer process died, another rank stopped: the run stops; its ``summary``
+            counts what was made.
         RankStopped: another rank stopped with an error (one line, not the backend's).
         JobInterrupted: Ctrl-C; it carries the summary of what was made (all complete).
     """

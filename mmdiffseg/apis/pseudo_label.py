@@ -18,7 +18,6 @@ import torch
 from mmengine.logging import print_log
 
 from ..attention.images import WORK_SIZE, resize_rgb
-from ..attention.maps import NonFiniteMaps
 from ..datasets.class_names import spelled_as
 from ..datasets.transforms import read_image_level_labels
 from ..models.online_labeler import label_images, long_prompts, prompt_refusals
@@ -28,7 +27,8 @@ from .ground_truth import GroundTruthFormat
 from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encode_label_png,
                       label_palette, labelled_share, list_images, read_rgb, record_path,
                       split_path)
-from .io import ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem, check_item_ids
+from .io import (ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem, check_item_ids,
+                 each_alone_on_overflow)
 from .jobs import BatchLoader, default_workers, run_job
 from .manifest import MANIFEST_NAME
 
@@ -246,17 +246,13 @@ def label_outputs(batch: Sequence[WorkItem], labels: Sequence, names: Optional[L
 
 
 def labels_or_failures(engine, generator, images: torch.Tensor, names, sizes) -> List:
-    """:func:`label_images` of a loaded batch; where its maps hold NaN or inf (a float16
-    overflow on one image), each image alone: those whose own maps do are failed items (named,
-    counted), the others labelled. One such image stopped the job, and every resume at it."""
-    try:
-        return label_images(engine, generator, images, names, sizes)
-    except NonFiniteMaps as exc:
-        if len(images) == 1:
-            return [ItemFailed(str(exc))]
-    return [labels_or_failures(engine, generator, images[i:i + 1],
-                               None if names is None else names[i:i + 1], sizes[i:i + 1])[0]
-            for i in range(len(images))]
+    """:func:`label_images` of a loaded batch, an image whose maps overflow failing alone
+    (:func:`~.io.each_alone_on_overflow`)."""
+    def run(index: List[int]) -> List:
+        return label_images(engine, generator, images[index],
+                            None if names is None else [names[i] for i in index],
+                            [sizes[i] for i in index])
+    return each_alone_on_overflow(run, len(images))
 
 
 MISSING_LABELS_FIX = ('; give each an entry in the labels (--labels FILE: "<image name>": '

@@ -62,9 +62,8 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
     tokenizer = local_tokenizer(model) if present else None
     refusal = prompt_refusals(tokenizer, generator, [present])[0] if tokenizer else None
     if refusal:  # every image's prompt names every class: each would fail, after the load
-        raise UserInputError(f'{refusal}: every image is prompted with all the classes given; '
-                             'name fewer (--classes) or use a shorter prompt_template (nothing '
-                             'was written)')
+        raise UserInputError(f'{refusal} (segment.py prompts every image with all the classes '
+                             'given: --classes; nothing was written)')
     palette = label_palette(classes)
     header = job_header('segment', model, dtype, generator, classes, work_size=work_size,
                         variant=variant)

@@ -30,7 +30,7 @@ from .builders import (build_generator, check_can_synthesise, check_model, job_h
                        load_engine, local_tokenizer)
 from .folders import (IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, labelled_share,
                       palette_for, pixel_share, split_path)
-from .io import ItemOutput, JobSummary, UserInputError, WorkItem, item_seed
+from .io import ItemOutput, JobSummary, UserInputError, WorkItem, each_alone_on_overflow, item_seed
 from .jobs import run_job
 
 DEFAULT_TEMPLATE = 'a photo of a {}'
@@ -187,7 +187,11 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
             check_prompts(engine.tokenizer, generator, names)
         generator.to(engine.device)
 
-        def compute(batch: List[WorkItem], _loaded) -> List[ItemOutput]:
+        def compute(batch: List[WorkItem], _loaded) -> List:
+            return each_alone_on_overflow(lambda index: make([batch[i] for i in index]),
+                                          len(batch))
+
+        def make(batch: List[WorkItem]) -> List[ItemOutput]:
             per_item = [generator.generate_kwargs([it.payload['name']],
                                                   start=it.payload['index']) for it in batch]
             first = per_item[0]

@@ -104,3 +104,13 @@ def test_ground_truth_without_a_label_and_labels_scored_against_themselves_are_n
     assert format_report(itself).endswith(
         '\nscored against themselves: 2 label file(s) that are their ground truth (--gt holds '
         'the labels), e.g. a, b')
+
+
+def test_the_python_api_refuses_a_class_named_twice(tmp_path):
+    """evaluate_labels(..., classes=[...]) keyed two classes' IoU under one name (21 names, 20
+    IoUs), as --classes a,a,b did in the tool."""
+    save(tmp_path / 'gt' / 'a.png', [[0, 1]])
+    save(tmp_path / 'labels' / 'a.png', [[0, 1]])
+    for evaluate in (evaluate_labels, evaluate_segments):
+        with pytest.raises(UserInputError, match=r'^classes names cat more than once'):
+            evaluate(tmp_path / 'labels', tmp_path / 'gt', ['background', 'cat', 'cat'])

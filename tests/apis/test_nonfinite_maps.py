@@ -41,3 +41,27 @@ def test_an_image_with_overflowing_maps_fails_alone_and_the_rest_are_labelled(mo
         'float32 or bfloat16)')
     for label, expected in zip((got[0], got[2]), alone):
         np.testing.assert_array_equal(label, expected)
+
+
+def test_items_are_redone_alone_and_a_batch_overflowing_on_every_image_stops_the_run():
+    """synthesize.py (float16 by default on CUDA) stopped at an overflowing item, a traceback,
+    and at it again on every resume: the tools share one rule. Every item of a batch overflowing
+    alone is the setting's doing (float16 on this model): the run stops, naming the fix."""
+    import pytest
+
+    from mmdiffseg.apis.io import UserInputError, each_alone_on_overflow
+    from mmdiffseg.attention.maps import NonFiniteMaps
+    calls = []
+
+    def run(index, bad=(1,)):
+        calls.append(index)
+        if any(i in bad for i in index):
+            raise NonFiniteMaps("AttentionMaps['cross16'] contains NaN or inf")
+        return [f'label {i}' for i in index]
+    got = each_alone_on_overflow(run, 3)
+    assert got[0::2] == ['label 0', 'label 2'] and isinstance(got[1], ItemFailed)
+    assert calls == [[0, 1, 2], [0], [1], [2]]
+    assert each_alone_on_overflow(run, 1) == ['label 0']
+    with pytest.raises(UserInputError, match=r"contains NaN or inf, for every image of a batch of "
+                                             r'2: the setting, not an image .*--dtype float32'):
+        each_alone_on_overflow(lambda index: run(index, bad=(0, 1)), 2)

@@ -103,9 +103,10 @@ def test_classes_that_do_not_fit_the_prompt_are_refused_before_any_work(tmp_path
     model = str(cached_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-2-1-base')))
     Image.new('RGB', (4, 4)).save(tmp_path / 'a.png')
     names = [c for c in DATASET_CLASSES['ade20k']]
-    with pytest.raises(UserInputError, match=r"^class '.*' lies beyond the first 77 tokens .*: "
-                                             r'every image is prompted with all the classes given; '
-                                             r'name fewer \(--classes\)'):
+    with pytest.raises(UserInputError, match=r"^class '.*' lies beyond the first 77 tokens .*; "
+                                             r'name fewer classes .* \(segment.py prompts every '
+                                             r'image with all the classes given: --classes; '
+                                             r'nothing was written\)$'):
         segment_api.segment(path_items(tmp_path), tmp_path / 'out', model,
                             dict(type='ISeg', cross_heads=None, self_heads=None), names)
     assert not job and not (tmp_path / 'out').exists()

@@ -260,12 +260,17 @@ def test_dist_scripts_refuse_several_nodes_without_a_master_address(tmp_path, sc
     """NNODES=2 without MASTER_ADDR: every node waited for a master on itself (127.0.0.1),
     printing nothing, until torchrun's rendezvous timed out."""
     env = {k: v for k, v in os.environ.items() if k != 'MASTER_ADDR'}
-    done = subprocess.run(['bash', str(REPO / f'tools/{script}.sh'), 'x.py', '2'], cwd=tmp_path,
-                          env={**env, 'NNODES': '2', 'NODE_RANK': '1', 'PYTHON': 'false'},
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and done.stderr == (
-        f'tools/{script}.sh: NNODES=2 but MASTER_ADDR is not set: set it on every node to the '
-        'address of the node with NODE_RANK=0\n')
+    env.update(NNODES='2', NODE_RANK='1', PYTHON='true')  # a pre-flight that passes
+
+    def dist(*options):
+        return subprocess.run(['bash', str(REPO / f'tools/{script}.sh'), 'x.py', '2', *options],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    for options in ((), ('--skip-preflight',)):
+        done = dist(*options)
+        assert done.returncode == 2 and done.stderr == (
+            f'tools/{script}.sh: NNODES=2 but MASTER_ADDR is not set: set it on every node to '
+            'the address of the node with NODE_RANK=0\n')
+    assert dist('--preflight-only').returncode == 0  # a check alone needs no master
 
 
 def test_datasets_a_concat_dataset_wraps_are_checked_with_their_index():
