@@ -12,6 +12,7 @@ labelled once across epochs, runs and training ranks (claims in :class:`LabelCac
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -175,14 +176,27 @@ class AttentionLabeler:
 
         Runs outside any autocast region (``--amp`` wraps the preprocessor in one): the engine
         keeps its own dtype and the generator gets float32 maps."""
+        from ..apis.io import ItemFailed, each_alone_on_overflow
         engine = self.load_engine(device)
+
+        def pick(values, index):
+            return None if values is None else [values[i] for i in index]
         with torch.autocast(device_type=torch.device(device).type, enabled=False):
             labels = []
             for start in range(0, len(images), self.batch_size):
-                batch = slice(start, start + self.batch_size)
-                labels += label_images(engine, self.generator, images[batch],
-                                       None if class_names is None else class_names[batch],
-                                       None if out_sizes is None else out_sizes[batch])
+                part = list(range(start, min(start + self.batch_size, len(images))))
+
+                def run(index: List[int], part=part) -> List[np.ndarray]:
+                    chosen = pick(part, index)
+                    return label_images(engine, self.generator, pick(images, chosen),
+                                        pick(class_names, chosen), pick(out_sizes, chosen))
+                for i, made in zip(part, each_alone_on_overflow(run, len(part))):
+                    if isinstance(made, ItemFailed):  # trained as unsure: no pixel's loss
+                        print_log(f'{made}: image {i} of the batch gets an all-unsure label (255)',
+                                  logger='current', level=logging.WARNING)
+                        size = out_sizes[i] if out_sizes is not None else np.shape(images[i])[:2]
+                        made = np.full(tuple(size), IGNORE_INDEX, np.uint8)
+                    labels.append(made)
             return labels
 
 

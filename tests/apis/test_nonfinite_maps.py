@@ -65,3 +65,22 @@ def test_items_are_redone_alone_and_a_batch_overflowing_on_every_image_stops_the
     with pytest.raises(UserInputError, match=r"contains NaN or inf, for every image of a batch of "
                                              r'2: the setting, not an image .*--dtype float32'):
         each_alone_on_overflow(lambda index: run(index, bad=(0, 1)), 2)
+
+
+def test_online_labels_of_an_overflowing_image_are_unsure_and_the_others_made(monkeypatch):
+    """Training with online labels stopped at such an image, hours in: its label is all unsure
+    (255: no pixel's loss), the other images' labels as made alone."""
+    from mmdiffseg.models.online_labeler import AttentionLabeler
+    torch.set_num_threads(1)
+    engine = tiny_engine(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
+    labeler = AttentionLabeler('tiny', DiffSeg(kl_thresholds=[1.1] * 4), batch_size=3)
+    monkeypatch.setattr(labeler, 'load_engine', lambda device: engine)
+    rng = np.random.default_rng(1)
+    images = [rng.integers(1, 255, (24, 40, 3), dtype=np.uint8) for _ in range(3)]
+    images[1] = np.zeros((20, 30, 3), np.uint8)
+    alone = [labeler.generate([images[i]], None, 'cpu')[0] for i in (0, 2)]
+    _overflowing(engine, monkeypatch)
+    labels = labeler.generate(images, None, 'cpu')
+    assert labels[1].shape == (20, 30) and (labels[1] == 255).all()
+    for label, expected in zip((labels[0], labels[2]), alone):
+        np.testing.assert_array_equal(label, expected)
