@@ -89,6 +89,10 @@ def start_launcher(launcher: str, device: str) -> None:
     is :data:`.io.PEER_TIMEOUT_HOURS`: a rank that finished its share waits for the others."""
     if launcher == 'none':
         return
+    if launcher != 'pytorch' and not str(device).startswith('cuda'):
+        raise UserInputError(f'--launcher {launcher} joins the ranks through mmengine, which '
+                             f'gives each rank a GPU, but --device is {device}: for CPU ranks '
+                             'start them with torchrun and --launcher pytorch')
     if launcher == 'pytorch' and not str(device).startswith('cuda'):
         import torch.distributed as dist
         dist.init_process_group('gloo', timeout=datetime.timedelta(hours=PEER_TIMEOUT_HOURS))

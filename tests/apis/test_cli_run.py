@@ -84,7 +84,7 @@ def test_a_launcher_names_each_variable_it_lacks_and_none_needs_nothing(monkeypa
 
 @pytest.mark.parametrize('launcher,device,joined', [
     ('pytorch', 'cpu', 'gloo'), ('pytorch', 'cuda:0', 'init_dist pytorch'),
-    ('slurm', 'cpu', 'init_dist slurm'), ('none', 'cuda', None)])
+    ('slurm', 'cuda', 'init_dist slurm'), ('none', 'cuda', None)])
 def test_cpu_ranks_under_torchrun_join_with_gloo_and_gpus_with_mmengine(
         launcher, device, joined, monkeypatch):
     """A day's timeout: a rank that finished its share waits for the others in the job's last
@@ -98,6 +98,16 @@ def test_cpu_ranks_under_torchrun_join_with_gloo_and_gpus_with_mmengine(
     cli.start_launcher(launcher, device)
     day = 24 * 3600 if joined and joined.startswith('init_dist') else datetime.timedelta(hours=24)
     assert calls == ([(joined, day)] if joined else [])
+
+
+@pytest.mark.parametrize('launcher', ['slurm', 'mpi'])
+def test_cpu_ranks_under_slurm_or_mpi_are_refused_naming_torchrun(launcher):
+    """mmengine's slurm and mpi set-ups give each rank a GPU: with --device cpu they ended in
+    'Found no NVIDIA driver' (a traceback, exit 1)."""
+    with pytest.raises(UserInputError, match=rf'^--launcher {launcher} joins the ranks through '
+                                             r'mmengine, which gives each rank a GPU, but '
+                                             r'--device is cpu: .*torchrun and --launcher pytorch'):
+        cli.start_launcher(launcher, 'cpu')
 
 
 def test_gpu_ranks_join_through_mmengines_own_init_dist(monkeypatch):
