@@ -3,7 +3,8 @@ for the same class, else the closest spelling."""
 from __future__ import annotations
 
 import difflib
-from typing import Optional, Sequence
+from collections import Counter
+from typing import List, Optional, Sequence
 
 
 def nearest(name: str, classes: Sequence[str]) -> Optional[str]:
@@ -20,3 +21,9 @@ def nearest(name: str, classes: Sequence[str]) -> Optional[str]:
     close = difflib.get_close_matches(name, classes, n=1) or \
         difflib.get_close_matches(name.lower(), [c.lower() for c in classes], n=1)
     return next((c for c in classes if c.lower() == close[0].lower()), None) if close else None
+
+
+def repeated_names(names: Sequence[str]) -> List[str]:
+    """The names given more than once (sorted): class ``i`` is the ``i``-th name, so a repeat
+    would merge two classes under one name or shift the others."""
+    return sorted(name for name, count in Counter(list(names)).items() if count > 1)

@@ -16,6 +16,7 @@ from typing import Callable, List, Mapping, Optional, Sequence
 import torch
 from mmengine.dist import init_dist
 
+from ..names import repeated_names
 from .io import (PEER_TIMEOUT_HOURS, JobInterrupted, JobSummary, OutputWriteError, RankStopped,
                  UserInputError, collective)
 from .progress import STOP_SIGNALS
@@ -323,8 +324,8 @@ def class_list(value: str, option: str = '--classes') -> List[str]:
                                  f'names with single commas, e.g. {option} cat,dog (one class: '
                                  f'{option} cat,)')
     names = [part.strip() for part in parts]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:  # class i is the i-th name: a repeat would shift or merge classes
+    repeated = repeated_names(names)
+    if repeated:
         raise UserInputError(f'{option} {value!r} names {", ".join(repeated)} more than once; '
                              'each class is one name, in the order of its label value')
     return names

@@ -24,6 +24,7 @@ from mmseg.evaluation import IoUMetric
 from ..datasets.class_names import DATASET_CLASSES
 from ..datasets.generated import read_manifest_header
 from ..evaluation import PseudoLabelMetric, defined_mean, match_segments, matched_scores
+from ..names import repeated_names
 from .folders import IGNORE_INDEX, MASK_DIR
 from .ground_truth import (GroundTruthFormat, find_ground_truth, outside_classes,
                            read_label_map_file)
@@ -164,7 +165,7 @@ def _classes_and_format(classes: Union[str, Sequence[str]],
         fmt = gt_format if isinstance(gt_format, GroundTruthFormat) else \
             GroundTruthFormat.of_class_set(classes, gt_format)
         return list(DATASET_CLASSES[classes]), fmt
-    repeated = sorted({name for name in classes if list(classes).count(name) > 1})
+    repeated = repeated_names(classes)
     if repeated:  # the report keys each IoU by its class name
         raise UserInputError(f'classes names {", ".join(repeated)} more than once; each class is '
                              'one name, in the order of its label value')
@@ -179,8 +180,8 @@ def evaluate_labels(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
     """Per-class IoU (%), mIoU, aAcc and coverage of class labels (255 = unsure); NaN for a
     class absent from labels and ground truth, and aAcc NaN where no pixel is labelled. Labels
     without ground truth are left out (``unscored``: their ids), as are ground-truth files
-    without a label (``unlabelled``); ``own_ground_truth``: labels scored against themselves. ``classes``: the names, or a
-    class set's name (``'voc'``, ``'ade20k'``...: its dataset's ground-truth format, as
+    without a label (``unlabelled``); ``own_ground_truth``: labels scored against themselves.
+    ``classes``: the names, or a class set's name (``'voc'``, ``'ade20k'``...: its dataset's ground-truth format, as
     ``tools/eval_labels.py --classes``). ``gt_format``: how the ground truth holds the classes (a
     string: its file suffix; default with a list of names: plain ``.png`` class indices).
     ``labels_reduce_zero_label``: the label files hold 0 for "other" and ``k`` for class

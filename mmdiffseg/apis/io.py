@@ -55,11 +55,12 @@ PEER_LOST = ('Connection closed by peer', 'Connection reset by peer', 'Broken pi
 
 
 class JobStopped(OutputWriteError):
-    """An error stopped :func:`.jobs.run_job` (a write failed, a loader or writer process was
-    killed, another rank stopped): ``why``, and ``summary`` counting the items made, which are
-    complete and recorded (exit status 3); rerunning the same job resumes."""
+    """An error stopped :func:`.jobs.run_job` or the prefill (a write failed, a loader or writer
+    process was killed, another rank stopped): ``why``, and ``summary`` (a :class:`JobSummary`,
+    or the prefill's) counting the items made, which are complete and recorded (exit status 3);
+    rerunning the same job resumes."""
 
-    def __init__(self, why: str, summary: JobSummary):
+    def __init__(self, why: str, summary):
         super().__init__(why)
         self.why, self.summary = why, summary
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections import Counter
 from dataclasses import replace
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -20,9 +19,9 @@ import torch.nn.functional as F
 
 from ..attention.images import ImagesLike, image_list
 from ..attention.maps import AttentionMaps, CaptureSpec
-from ..names import nearest
-from ..provenance import ABSENT
+from ..names import nearest, repeated_names
 from ..options import check_whole
+from ..provenance import ABSENT
 
 IGNORE_INDEX = 255
 
@@ -70,7 +69,7 @@ def check_class_names(owner: str, classes: Sequence[str]) -> List[str]:
     if not len(classes):
         raise ValueError(f'{owner}: classes is empty, so every label would be unsure: list the '
                          "dataset's class names")
-    repeated = sorted(c for c, n in Counter(classes).items() if n > 1)
+    repeated = repeated_names(classes)
     if repeated:
         raise ValueError(f'{owner}: classes names {repeated} more than once; each class needs '
                          'one name (its label is its index in the list)')

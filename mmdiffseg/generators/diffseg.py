@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
+from ..options import check_choice, check_flag, check_real, check_reals, check_whole, check_wholes
 from ..registry import MASK_GENERATORS
 from ..transfer import host_to_device, padded_table
 from .base import IGNORE_INDEX, MaskGenerator
@@ -63,7 +64,6 @@ from .diffseg_first_pass import (FIRST_PASS_IMAGES, FirstPass, aggregate_self_at
                                  anchor_grid, anchor_proposals, grid_side, images_of)
 from .diffseg_masks import compact_ids, segments_from_proposals
 from .diffseg_merge import keep_matched, merge_pass, merge_proposals, refine_proposals
-from ..options import check_choice, check_flag, check_real, check_reals, check_whole, check_wholes
 from .segment_naming import batch_segment_classes
 
 __all__ = ['DiffSeg', 'aggregate_self_attention', 'anchor_grid', 'anchor_proposals',

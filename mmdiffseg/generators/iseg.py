@@ -45,6 +45,8 @@ import torch.nn.functional as F
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..attention.noise import check_noise_draw
+from ..options import (check_choice, check_flag, check_real, check_template, check_token_offsets,
+                       check_whole, check_wholes)
 from ..registry import MASK_GENERATORS
 from ..transfer import host_to_device, padded_table
 from .base import IGNORE_INDEX, MaskGenerator, size_groups
@@ -60,8 +62,6 @@ from .iseg_presets import (CROSS_LAYERS, ISEG_PRESETS, RELEASED_CLASS_ORDER,
                            head_layout_fix, heads_at, self_heads_note)
 from .iseg_tokens import RELEASED_TOKEN_MISCOUNTS, TOKEN_TABLES, token_names
 from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
-from ..options import (check_choice, check_flag, check_real, check_template, check_token_offsets,
-                      check_whole, check_wholes)
 
 __all__ = [
     'ISeg', 'ISEG_PRESETS', 'CROSS_LAYERS', 'SELF_LAYER', 'SD21_VOC_HEADS',

@@ -4,8 +4,8 @@ import functools
 import inspect
 from typing import Dict, Mapping, Optional
 
-from ..registry import unknown_options, unknown_options_error
 from ..options import check_real
+from ..registry import unknown_options, unknown_options_error
 
 #: cross-attention layers read at each resolution, in forward order (``wsss/arguments.py``).
 CROSS_LAYERS = {

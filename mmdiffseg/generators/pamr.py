@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from ..cuda_graphs import record_graph
-from ..triton_support import on_device_of, triton_problem
 from ..options import check_real, check_whole, check_wholes
+from ..triton_support import on_device_of, triton_problem
 
 __all__ = ['PAMR', 'ORIGINAL_PAMR', 'BACKENDS', 'run_in_chunks']
 

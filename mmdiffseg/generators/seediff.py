@@ -38,12 +38,12 @@ import torch
 import torch.nn.functional as F
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
+from ..options import (check_choice, check_real, check_template, check_token_offsets, check_whole,
+                       check_wholes)
 from ..registry import MASK_GENERATORS
 from ..transfer import padded_table
 from .base import MaskGenerator
 from .functional import minmax_normalize, otsu_threshold
-from ..options import (check_choice, check_real, check_template, check_token_offsets, check_whole,
-                      check_wholes)
 from .pamr import PAMR
 
 __all__ = ['SeeDiff', 'SEEDIFF_SELF_LAYERS', 'RELEASED_RESOLUTIONS', 'RELEASED_TOKEN_OFFSETS',

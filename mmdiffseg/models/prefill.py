@@ -25,7 +25,7 @@ from mmengine.config import Config
 from mmengine.dist import all_reduce, get_dist_info
 from mmengine.registry import DefaultScope
 
-from ..apis.io import OutputWriteError, RankStopped, UserInputError, collective, stop_reason
+from ..apis.io import JobStopped, RankStopped, UserInputError, collective, stop_reason
 from ..apis.progress import ProgressLine, start_worker
 from ..apis.pseudo_label import inner_dataset_cfgs
 from ..datasets.cache_settings import canonical_cache_spec
@@ -256,9 +256,7 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                               cache_size=len(labeler.cache), interrupted=interrupted,
                               unsure=unsure, rank=rank if share else None)
     if stopped is not None:  # (the other ranks stop at their next collective)
-        raise OutputWriteError(f'{stopped[0]}; so far: {summary(share=world_size > 1).line()}; '
-                               'the labels made are kept: rerun the same command to resume'
-                               ) from stopped[1]
+        raise JobStopped(stopped[0], summary(share=world_size > 1)) from stopped[1]
     if interrupted and world_size > 1:  # the others label on: this rank does not wait
         return summary(share=True)
     try:

@@ -108,7 +108,7 @@ def test_a_label_write_that_fails_stops_the_prefill_with_the_counts(tmp_path, ti
         with pytest.raises(OutputWriteError) as stopped:
             prefill(online_config(tmp_path, tiny_sd), 'cpu', batch_size=1, progress=False)
     assert re.fullmatch(rf'cannot write {tmp_path}/cache/.*png: the disk is full .*; so far: '
-                        r'prefill: \d+ images: made \d+, .*; the labels made are kept: rerun the '
+                        r'prefill: \d+ images: made \d+, .*; finished items are kept: rerun the '
                         r'same command to resume', str(stopped.value)), str(stopped.value)
 
 
