@@ -6,6 +6,8 @@ compiles them for (``tests/test_triton_kernels_compile.py``: sm_80, sm_89, sm_90
 ROCm torch (seen as ``cuda`` devices) are not among them. Older GPUs
 (T4, V100: sm_75 / sm_70) get the PyTorch paths: there the map kernels' tiles for SD 1's widest
 heads need 128 KiB of shared memory, more than such a GPU has, and bfloat16 has no tensor cores.
+So does a machine where Triton cannot build its kernel launchers (it compiles them with a C compiler
+against Python's headers at first use): a slim CUDA container without gcc or ``Python.h``.
 On the CPU, Triton's interpreter (``TRITON_INTERPRET=1``) runs them, for tests.
 """
 from __future__ import annotations
@@ -13,10 +15,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import logging
 import os
+import shutil
+import sys
+import sysconfig
 from typing import Optional, Union
 
 import torch
+from mmengine.logging import print_log
 
 #: oldest CUDA compute capability the kernels are compiled and checked for
 MIN_CAPABILITY = (8, 0)
@@ -37,6 +44,27 @@ def _capability(index: int):
     return torch.cuda.get_device_capability(index)
 
 
+@functools.lru_cache(maxsize=None)
+def _build_tools_problem() -> Optional[str]:
+    """Why Triton cannot build its launchers here (None where it can): it looks for a C compiler
+    as ``$CC``, ``gcc`` or ``clang`` and includes ``Python.h`` from the interpreter's scheme
+    (``triton.runtime.build``), unless ``triton.knobs.build.impl`` builds them another way."""
+    import triton
+    if getattr(getattr(getattr(triton, 'knobs', None), 'build', None), 'impl', None):
+        return None
+    if not (os.environ.get('CC') or shutil.which('gcc') or shutil.which('clang')):
+        return ('Triton finds no C compiler to build its kernel launchers with (install gcc, '
+                'e.g. apt-get install gcc, or set CC)')
+    scheme = sysconfig.get_default_scheme()
+    scheme = 'posix_prefix' if scheme == 'posix_local' else scheme
+    include = sysconfig.get_paths(scheme=scheme)['include']
+    if not os.path.isfile(os.path.join(include, 'Python.h')):
+        version = f'{sys.version_info[0]}.{sys.version_info[1]}'
+        return (f'Triton builds its kernel launchers against Python.h, which is not in {include} '
+                f'(install the Python headers, e.g. apt-get install python{version}-dev)')
+    return None
+
+
 def triton_problem(device: Union[str, torch.device]) -> Optional[str]:
     """None where the Triton kernels can run on ``device``; else why not (for error messages)."""
     if not _installed():
@@ -53,7 +81,25 @@ def triton_problem(device: Union[str, torch.device]) -> Optional[str]:
     if (major, minor) < MIN_CAPABILITY:
         return (f'cuda:{index} is sm_{major}{minor}; the Triton kernels need compute capability '
                 f'{MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} or newer (A100, RTX 30xx and later)')
-    return None
+    return _build_tools_problem()
+
+
+def auto_takes_triton(device: Union[str, torch.device]) -> bool:
+    """Whether ``backend='auto'`` takes the Triton kernels on ``device``; the first time a CUDA
+    device cannot (:func:`triton_problem`), one warning says why and that the slower PyTorch
+    paths run."""
+    problem = triton_problem(device)
+    if problem is not None and torch.device(device).type == 'cuda':
+        note_kernels_unused(problem)
+    return problem is None
+
+
+@functools.lru_cache(maxsize=None)
+def note_kernels_unused(problem: str) -> None:
+    """Log once per ``problem`` that a GPU runs the PyTorch paths instead of the kernels."""
+    print_log(f'The Triton kernels do not run here, the slower PyTorch paths do: {problem} '
+              '(python -m mmdiffseg.cuda_check shows this for each GPU)', logger='current',
+              level=logging.WARNING)
 
 
 def on_device_of(tensor: torch.Tensor):

@@ -14,6 +14,7 @@ from mmdiffseg.generators.pamr import PAMR
 pytestmark = pytest.mark.skipif(importlib.util.find_spec('triton') is None,
                                 reason='triton is not installed (a test extra)')
 GPU = torch.device('cuda', 0)
+BUILD_TOOLS_PROBLEM = triton_support._build_tools_problem  # (the capability fixture replaces it)
 
 
 @pytest.fixture
@@ -21,6 +22,7 @@ def capability(monkeypatch):
     def set_capability(major, minor):
         monkeypatch.setattr(triton_support, '_capability', lambda index: (major, minor))
     monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    monkeypatch.setattr(triton_support, '_build_tools_problem', lambda: None)  # (this machine's)
     return set_capability
 
 
@@ -129,3 +131,69 @@ def test_devices_other_than_cuda_and_cpu_are_refused_by_name(monkeypatch, device
                         lambda index: pytest.fail('capability asked of a non-CUDA device'))
     assert triton_support.triton_problem(device) == (
         f'Triton kernels need a CUDA device (or TRITON_INTERPRET=1 on the CPU), got {device}')
+
+
+@pytest.fixture
+def build_tools(monkeypatch, tmp_path):
+    """This machine's compilers and headers, as a slim CUDA container would have them: no
+    ``$CC``, ``gcc`` or ``clang`` on the path unless named, ``Python.h`` where the test says."""
+    import shutil
+    import sysconfig
+
+    import triton
+    monkeypatch.delenv('CC', raising=False)
+    knobs = getattr(triton, 'knobs', None)
+    if knobs is not None and hasattr(knobs, 'build'):
+        monkeypatch.setattr(knobs.build, 'impl', None)
+
+    def set_tools(compilers=(), headers=True):
+        include = tmp_path / 'include'
+        include.mkdir(exist_ok=True)
+        header = include / 'Python.h'
+        header.write_text('') if headers else header.unlink(missing_ok=True)
+        monkeypatch.setattr(shutil, 'which', lambda name: f'/usr/bin/{name}'
+                            if name in compilers else None)
+        monkeypatch.setattr(sysconfig, 'get_paths', lambda scheme=None: {'include': str(include)})
+        monkeypatch.setattr(triton_support, '_build_tools_problem', BUILD_TOOLS_PROBLEM)
+        BUILD_TOOLS_PROBLEM.cache_clear()
+    yield set_tools
+    BUILD_TOOLS_PROBLEM.cache_clear()
+
+
+def test_a_machine_without_a_c_compiler_takes_the_pytorch_paths_and_says_so(
+        capability, build_tools, monkeypatch):
+    """Triton compiles its launchers with a C compiler at the first launch: on a slim CUDA image
+    without one, every capture stopped with Triton's RuntimeError; 'auto' takes the PyTorch
+    paths now, with one logged line saying why, and 'triton' is refused naming the fix."""
+    capability(9, 0)
+    logged = []
+    monkeypatch.setattr(triton_support, 'print_log', lambda msg, **kw: logged.append(msg))
+    triton_support.note_kernels_unused.cache_clear()
+    build_tools(compilers=())
+    problem = triton_support.triton_problem(GPU)
+    assert 'no C compiler' in problem and 'apt-get install gcc, or set CC' in problem
+    assert resolve_backend('auto', GPU, masked=False) == 'torch'
+    assert PAMR(backend='auto').backend_for(GPU) == 'graph'
+    assert ordered_sums._resolve('auto', GPU) == 'torch'
+    assert len(logged) == 1 and 'slower PyTorch paths' in logged[0] and 'gcc' in logged[0]
+    with pytest.raises(ValueError, match=r"map_backend='triton' cannot run here: .*install gcc"):
+        resolve_backend('triton', GPU, masked=False)
+    for tools, env in ((('gcc',), {}), (('clang',), {}), ((), {'CC': '/opt/cc'})):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        build_tools(compilers=tools)
+        assert triton_support.triton_problem(GPU) is None, (tools, env)
+    monkeypatch.delenv('CC')
+    build_tools(compilers=('gcc',), headers=False)
+    assert 'Python.h, which is not in ' in triton_support.triton_problem(GPU)
+    assert '-dev)' in triton_support.triton_problem(GPU)
+
+
+def test_a_gpu_that_takes_the_kernels_logs_nothing(capability, monkeypatch):
+    capability(8, 0)
+    logged = []
+    monkeypatch.setattr(triton_support, 'print_log', lambda msg, **kw: logged.append(msg))
+    triton_support.note_kernels_unused.cache_clear()
+    assert PAMR(backend='auto').backend_for(GPU) == 'triton'
+    assert resolve_backend('auto', GPU, masked=False) == 'triton'
+    assert ordered_sums._resolve('auto', 'cpu') == 'torch' and not logged

@@ -21,7 +21,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..triton_support import triton_problem
+from ..triton_support import note_kernels_unused, triton_problem
 
 LOG2E = 1.4426950408889634
 BACKENDS = ('auto', 'torch', 'triton')
@@ -94,6 +94,8 @@ def resolve_backend(backend: str, device, masked: bool) -> str:
     else:
         problem = None if device is None else triton_problem(device)
     if backend == 'auto':
+        if cuda and problem is not None:
+            note_kernels_unused(problem)
         return 'triton' if cuda and problem is None else 'torch'
     if problem is not None:
         raise ValueError(f"map_backend='triton' cannot run here: {problem}; use "

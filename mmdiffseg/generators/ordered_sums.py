@@ -47,7 +47,7 @@ import functools
 
 import torch
 
-from ..triton_support import triton_problem
+from ..triton_support import auto_takes_triton, triton_problem
 
 __all__ = ['cpu_order_cluster_sums', 'column_split', 'BACKENDS']
 
@@ -157,9 +157,9 @@ def _resolve(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f'cpu_order_cluster_sums: backend must be one of {BACKENDS}, '
                          f'got {backend!r}')
-    problem = triton_problem(device)
     if backend == 'auto':
-        return 'triton' if problem is None else 'torch'
+        return 'triton' if auto_takes_triton(device) else 'torch'
+    problem = triton_problem(device)
     if backend == 'triton' and problem is not None:
         raise ValueError(f"cpu_order_cluster_sums(backend='triton') cannot run here: {problem}; "
                          "use backend='auto' or 'torch'")

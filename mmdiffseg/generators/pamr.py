@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ..cuda_graphs import record_graph
 from ..options import check_real, check_whole, check_wholes
-from ..triton_support import on_device_of, triton_problem
+from ..triton_support import auto_takes_triton, on_device_of, triton_problem
 
 __all__ = ['PAMR', 'ORIGINAL_PAMR', 'BACKENDS', 'run_in_chunks']
 
@@ -192,11 +192,11 @@ class PAMR(torch.nn.Module):
     def backend_for(self, device: torch.device) -> str:
         """The backend that runs on ``device`` (resolves ``'auto'``; a clear error for a backend
         that cannot run there)."""
-        problem = triton_problem(device)
         if self.backend == 'auto':
             if device.type != 'cuda':
                 return 'torch'
-            return 'triton' if problem is None else 'graph'
+            return 'triton' if auto_takes_triton(device) else 'graph'
+        problem = triton_problem(device)
         if self.backend == 'triton' and problem is not None:
             raise ValueError(f"PAMR(backend='triton') cannot run here: {problem}; use "
                              "backend='auto' or 'torch'")
