@@ -27,6 +27,7 @@ import torch
 
 from ..transfer import host_to_device
 from . import deferred_maps
+from .capture_threads import captured_by_this_thread
 from .head_maps import add_resolved, default_chunk_bytes, resolve_backend
 from .maps import CaptureRequest, CaptureSpec
 from .sdpa_lse import sdpa_with_lse
@@ -357,8 +358,18 @@ def capture_attention(unet, spec: CaptureSpec, latent_size: int, batch_size: int
     Every U-Net forward inside the block is one step; ``steps`` selects which are captured. Read
     the maps with ``session.results()`` after the U-Net calls; it refuses them where a captured
     step's forward raised midway and the error was caught inside the block (some of its layers
-    were added). The original processors are restored on exit, also on errors.
+    were added). The original processors are restored on exit, also on errors. One thread at a
+    time captures a U-Net (:mod:`.capture_threads`).
     """
+    with captured_by_this_thread(unet), _processors_installed(
+            unet, spec, latent_size, batch_size, steps, chunk_bytes, map_backend) as session:
+        yield session
+
+
+@contextlib.contextmanager
+def _processors_installed(unet, spec: CaptureSpec, latent_size: int, batch_size: int,
+                          steps: Optional[Sequence[int]], chunk_bytes: Optional[int],
+                          map_backend: str) -> Iterator[CaptureSession]:
     layers = unet_attention_layers(unet, latent_size)
     session = CaptureSession(spec, layers, batch_size, steps, chunk_bytes, map_backend)
     if spec.requests and compiled(unet):

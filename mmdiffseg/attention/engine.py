@@ -135,7 +135,23 @@ class DiffusionAttentionEngine:
 
     @classmethod
     def from_pipeline(cls, pipe, model_id: str, **kwargs) -> 'DiffusionAttentionEngine':
-        """An engine on the components of a built diffusers ``StableDiffusionPipeline``."""
+        """An engine on the components of a built diffusers ``StableDiffusionPipeline``, shared
+        with it: on the pipeline's device and in its U-Net's dtype unless ``device`` / ``dtype``
+        say otherwise (which moves or casts the pipeline's own modules).
+
+        Raises:
+            ValueError: the pipeline offloads its models to the CPU (accelerate's hooks).
+        """
+        offloaded = [name for name in ('unet', 'vae', 'text_encoder') if any(
+            hasattr(module, '_hf_hook') for module in getattr(pipe, name).modules())]
+        if offloaded:
+            raise ValueError(f'the pipeline offloads its {", ".join(offloaded)} to the CPU '
+                             '(enable_model_cpu_offload / enable_sequential_cpu_offload), which '
+                             'the engine does not support: it keeps every model on its device. '
+                             'Call pipe.remove_all_hooks() first, or build the engine from a '
+                             'pipeline without offload')
+        kwargs.setdefault('device', pipe.unet.device)
+        kwargs.setdefault('dtype', pipe.unet.dtype)
         return cls(pipe.vae, pipe.unet, pipe.text_encoder, pipe.tokenizer, pipe.scheduler,
                    model_id=model_id, **kwargs)
 
@@ -184,6 +200,22 @@ class DiffusionAttentionEngine:
         return sizes
 
     # -- helpers ----------------------------------------------------------------------------
+    def _check_placement(self) -> None:
+        """Refuse to run on models moved or cast since the engine placed them (they are a
+        pipeline's: ``pipe.to(...)``, or another engine built on it with another device or
+        dtype), which stopped deep in the VAE with a dtype mismatch."""
+        for name in ('vae', 'unet', 'text_encoder'):
+            module = getattr(self, name)
+            device = module.device   # (cuda:0 where the engine says cuda: the same device)
+            if module.dtype != self.dtype or device.type != self.device.type or \
+                    self.device.index not in (None, device.index):
+                raise RuntimeError(
+                    f'the engine runs in {self.dtype} on {self.device}, but its {name} is in '
+                    f'{module.dtype} on {module.device} now: its models are the pipeline\'s, and '
+                    'something moved or cast them since (pipe.to(...), or another engine built '
+                    'from the same pipeline with another device or dtype); build each engine '
+                    'from its own pipeline')
+
     def _latent_size(self, height: int, width: int) -> int:
         if height != width:
             raise ValueError(f'attention capture needs a square image, got {height}x{width}')
@@ -264,6 +296,7 @@ class DiffusionAttentionEngine:
             capture: what to capture.
             image_size: side of the square the images are resized to.
         """
+        self._check_placement()
         latent_size = self._latent_size(image_size, image_size)
         capture, timestep = as_capture_spec(capture), self.check_timestep(timestep)
         self.check_capture(capture, image_size)
@@ -347,6 +380,7 @@ class DiffusionAttentionEngine:
                                  'prompt, or a single one)')
         if int(steps) < 1:
             raise ValueError(f'steps={steps}: at least one denoising step')
+        self._check_placement()
         latent_size, capture = self._latent_size(height, width), as_capture_spec(capture)
         self.check_capture(capture, height)
         self._check_capture_steps(capture, int(steps))

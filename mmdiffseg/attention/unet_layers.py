@@ -135,11 +135,16 @@ def replaceable_processor(name: str, processor) -> None:
     """Raise a ``ValueError`` naming the fix for a processor a capture must not replace: another
     session's (an inner session leaves the outer one's maps short) or one of no plain attention."""
     from .capture import CaptureProcessor  # (it imports this module)
-    kind = type(processor).__name__
+    from diffusers.models import attention_processor
     if isinstance(processor, CaptureProcessor):
         raise ValueError(f'{name} is captured by another capture_attention session already; '
                          'capture once, with merge_specs([outer, inner])')
-    if kind not in PLAIN_PROCESSORS:
+    # the classes themselves: a user's subclass or namesake may compute something else
+    if not any(type(processor) is getattr(attention_processor, plain, None)
+               for plain in PLAIN_PROCESSORS):
+        kind = type(processor).__name__
+        if not type(processor).__module__.startswith('diffusers.'):
+            kind = f'{type(processor).__module__}.{kind}'
         raise ValueError(f'{name} runs {kind}, not plain attention: a captured step would run '
                          'plain SDPA there (another U-Net output, maps of another computation); '
                          'capture a U-Net with its default processors '
