@@ -37,7 +37,7 @@ from .attention.model_check import folder_problems
 from .names import nearest
 from .preflight_cache import (check_cache_precision, check_cache_revision, check_cache_settings,
                               check_cache_writable, check_label_mixing_transforms,
-                              check_prompt_fit, check_steps_before_labels,
+                              check_label_step_order, check_one_label_cache, check_prompt_fit,
                               unlabelled_finder, writer_dtype)
 from .preflight_classes import (check_dataset_classes, check_matched_class_count,
                                 check_model_classes, check_prefill_labeller,
@@ -286,7 +286,11 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
         for path, node in walk(section, name):
             if path.endswith('data_preprocessor.label_cache'):
                 continue  # a retired option, named by check_options
-            if 'pipeline' in node and name != 'model':
+            if 'pipeline' in node and name != 'model' and \
+                    ('dataset' in node or 'datasets' in node):  # MultiImageMixDataset
+                if mode == 'train' and name == 'train_dataloader':  # (its datasets: below)
+                    missing += check_label_mixing_transforms(node, path, unlabelled)
+            elif 'pipeline' in node and name != 'model':
                 disagree = check_dataset_classes(node, path)
                 missing += disagree
                 datasets.append((path, node))
@@ -297,7 +301,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                     missing += check_prompt_fit(node, path)
                 if mode == 'train' and name == 'train_dataloader':
                     missing += check_label_mixing_transforms(node, path, unlabelled)
-                    missing += check_steps_before_labels(node, path)
+                    missing += check_label_step_order(node, path)
                 for index, step in enumerate(node['pipeline'] or []):
                     key = f'{path}.pipeline.{index}'
                     if any(key + '.classes' in m.where for m in disagree):
@@ -331,6 +335,8 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                 if isinstance(node.get(key), str) and (key == 'sd_model' or 'cache_dir' in node):
                     sd_models.setdefault(node[key], []).append(f'{path}.{key}')
     missing += check_options(cfg, tuple(sections))
+    if mode == 'train':
+        missing += check_one_label_cache(cfg)
     missing += check_model_classes(sections.get('model') or {}, datasets)
     if mode == 'prefill':   # it reads the preprocessor's labeller options, not the model
         missing += check_prefill_labeller(cfg, dtype)

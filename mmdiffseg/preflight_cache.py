@@ -101,22 +101,50 @@ def check_label_mixing_transforms(dataset: dict, where: str,
     return []
 
 
-def check_steps_before_labels(dataset: dict, where: str) -> List[Missing]:
-    """A train pipeline with a transform other than a loader before ``LoadPseudoLabel`` (its own
-    or a wrapped dataset's): the label is made from the image file, so a flip or a rotation
-    there (same size: nothing else tells) trains on labels mirrored or turned against their
-    images."""
+def check_label_step_order(dataset: dict, where: str) -> List[Missing]:
+    """Where ``LoadPseudoLabel`` sits in a train pipeline (its own or a wrapped dataset's): once,
+    after the image loader, after nothing but loaders (the label is made from the image file: a
+    flip or a rotation before it, same size, nothing else tells, trains on labels mirrored or
+    turned against their images), and before no annotation loader (``LoadAnnotations`` after it
+    replaced every generated label by the ground truth, silently)."""
     from .models.prefill import online_dataset_cfgs
+    fix = 'put LoadPseudoLabel right after LoadImageFromFile and LoadImageLevelLabels'
     for inner in online_dataset_cfgs(dataset):
-        kinds = [config_type(step) for step in inner['pipeline']]
-        before = kinds[:kinds.index('LoadPseudoLabel')]
-        moved = [kind for kind in before if not str(kind).startswith('Load')]
-        if moved:
-            return [Missing(
-                f'{where}.pipeline has {moved[0]} before LoadPseudoLabel: the label is made from '
-                'the image file, so the image would be transformed and its label not',
-                'put LoadPseudoLabel right after LoadImageFromFile and LoadImageLevelLabels, '
-                f'before {moved[0]}', [f'{where}.pipeline'])]
+        kinds = [str(config_type(step)) for step in inner['pipeline']]
+        at = kinds.index('LoadPseudoLabel')
+        before, after = kinds[:at], kinds[at + 1:]
+        moved = [kind for kind in before if not kind.startswith('Load')]
+        problem = None
+        if 'LoadPseudoLabel' in after:
+            problem = ('has LoadPseudoLabel twice: the second would make the label of an image '
+                       'already transformed', f'keep the first; {fix}')
+        elif not any(k.startswith('LoadImage') and k != 'LoadImageLevelLabels' for k in before):
+            problem = ('has no image loader before LoadPseudoLabel: the label is made from the '
+                       'loaded image', fix)
+        elif moved:
+            problem = (f'has {moved[0]} before LoadPseudoLabel: the label is made from the image '
+                       'file, so the image would be transformed and its label not',
+                       f'{fix}, before {moved[0]}')
+        else:
+            loaders = [kind for kind in after if kind.startswith('Load') and 'Annotation' in kind]
+            if loaders:
+                problem = (f'has {loaders[0]} after LoadPseudoLabel: it replaces the generated '
+                           'label by the dataset\'s ground truth (a weakly supervised run '
+                           'trained fully supervised)', f'leave {loaders[0]} out of this pipeline')
+        if problem:
+            return [Missing(f'{where}.pipeline {problem[0]}', problem[1], [f'{where}.pipeline'])]
+    return []
+
+
+def check_one_label_cache(cfg) -> List[Missing]:
+    """Train datasets naming several label caches (``ConcatDataset`` parts with different
+    ``cache`` settings): one preprocessor serves one, and the first batch mixing them stopped."""
+    from .models.prefill import one_label_cache
+    try:
+        one_label_cache(cfg, 'training')
+    except ValueError as exc:
+        return [Missing(str(exc), 'give every LoadPseudoLabel of the train datasets the same '
+                        'cache settings', ['train_dataloader.dataset'])]
     return []
 
 

@@ -57,6 +57,20 @@ def config_label_caches(cfg: Config) -> List[dict]:
             for step in dataset['pipeline'] if config_type(step) == 'LoadPseudoLabel']
 
 
+def one_label_cache(cfg: Config, who: str) -> Optional[dict]:
+    """The one label cache of ``cfg``'s train datasets (None: no online labels).
+
+    Raises:
+        ValueError: they name several (one preprocessor serves one).
+    """
+    specs = config_label_caches(cfg)
+    if any(spec != specs[0] for spec in specs):
+        raise ValueError(f'{who}: the train datasets use several label caches '
+                         f'{[spec["cache_dir"] for spec in specs]} (or one with other settings); '
+                         'the preprocessor serves one')
+    return specs[0] if specs else None
+
+
 @dataclasses.dataclass
 class PrefillSummary:
     """Counts over all ranks; those of rank ``rank``'s share alone where that rank did not
@@ -207,14 +221,11 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
     Returns:
         The summary over all ranks (also after Ctrl-C: what was made is kept).
     """
-    specs = config_label_caches(cfg)
-    if not specs:
+    spec = one_label_cache(cfg, 'prefill')
+    if spec is None:
         raise ValueError('prefill: the train pipeline has no LoadPseudoLabel step: nothing is '
                          'labelled online in this config')
-    if any(spec != specs[0] for spec in specs):
-        raise ValueError(f'prefill: the train datasets use several label caches {specs}; the '
-                         'preprocessor serves one')
-    labeler = _labeler(cfg, specs[0], dtype, batch_size)
+    labeler = _labeler(cfg, spec, dtype, batch_size)
     rank, world_size = get_dist_info()
     dataset_cfgs = online_dataset_cfgs(cfg.train_dataloader.dataset)
     images = _RankImages(_build_datasets(dataset_cfgs), str(labeler.cache.cache_dir), rank,
