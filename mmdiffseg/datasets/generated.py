@@ -208,8 +208,9 @@ class GeneratedLabelDataset(BaseSegDataset):
             raise FileNotFoundError(
                 f'{type(self).__name__}: the label folder {label_dir} does not match the images: '
                 f'{len(missing)} of {len(data_list)} image(s) have no label, e.g. '
-                f'{[osp.basename(m) for m in missing[:3]]}; it holds {len(extra)} label(s) of '
-                f'other images, e.g. {extra[:3]}' + self._written_split_hint(label_dir))
+                f'{[osp.basename(m) for m in missing[:3]]}'
+                + (f'; it holds {len(extra)} label(s) of other images, e.g. {extra[:3]}'
+                   if extra else '') + self._written_split_hint(label_dir))
 
     def _written_split_hint(self, label_dir: Path) -> str:
         """The split files a tool wrote beside ``label_dir`` (the images it labelled: it leaves
@@ -258,6 +259,9 @@ class GeneratedLabelDataset(BaseSegDataset):
         return 'classes' in header
 
     def _check_label_values(self, data_list: List[dict]) -> None:
+        """The first labels hold class indices and have their images' sizes (a label folder of
+        other images, or resized, gave misaligned crops, then a size error mid-run)."""
+        from ..attention.images import decode_rgb
         num_classes = len(self.metainfo['classes'])
         for info in data_list:
             label = read_label_map(info['seg_map_path'], self.reduce_zero_label, self.label_map)
@@ -269,6 +273,14 @@ class GeneratedLabelDataset(BaseSegDataset):
                     f'outside the {num_classes} classes (reduce_zero_label='
                     f'{self.reduce_zero_label}); wrong label convention? (Cityscapes labels must '
                     'be trainIds, generated labels 0-based class indices)')
+            image = decode_rgb(Path(info['img_path']).read_bytes(), info['img_path'])
+            if label.shape != image.shape[:2]:
+                raise ValueError(
+                    f'{type(self).__name__}: the label {info["seg_map_path"]} is '
+                    f'{label.shape[1]}x{label.shape[0]} but its image {info["img_path"]} is '
+                    f'{image.shape[1]}x{image.shape[0]} (as training decodes it): the labels in '
+                    f'{Path(info["seg_map_path"]).parent} were not made from these images '
+                    '(each label has its image\'s size); label these images again')
 
     @classmethod
     def _check_pipeline_convention(cls, pipeline, reduce_zero_label: bool) -> None:

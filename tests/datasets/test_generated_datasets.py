@@ -36,10 +36,11 @@ def make_synthetic(root, names=VOC_NAMES, classes=DATASET_CLASSES['voc'], labels
     (root / 'SegmentationClass').mkdir()
     (root / 'ImageSets/Segmentation').mkdir(parents=True)
     for name in names:
-        Image.open(voc / 'JPEGImages' / f'{name}.png').convert('RGB').save(
-            root / 'JPEGImages' / f'{name}.jpg')
+        image = Image.open(voc / 'JPEGImages' / f'{name}.png').convert('RGB')
+        image.save(root / 'JPEGImages' / f'{name}.jpg')
         label = labels(name) if labels else Image.open(voc / 'SegmentationClass' / f'{name}.png')
-        label.save(root / 'SegmentationClass' / f'{name}.png')
+        # (small label patterns stretched to their image's size, as the tools write labels)
+        label.resize(image.size, Image.NEAREST).save(root / 'SegmentationClass' / f'{name}.png')
     (root / 'ImageSets/Segmentation/train.txt').write_text('\n'.join(names) + '\n')
     write_manifest(root, classes)
     return root
@@ -81,6 +82,25 @@ def test_label_folder_that_does_not_match_images(tmp_path):
     with pytest.raises(FileNotFoundError, match=r'does not match the images: 1 of 3.*voc_val_1.*'
                        r'1 label\(s\) of other images.*other.png'):
         DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD))
+    (root / 'SegmentationClass' / 'other.png').unlink()
+    with pytest.raises(FileNotFoundError) as missing:  # (no 'holds 0 label(s) ..., e.g. []')
+        DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD))
+    assert str(missing.value).endswith("have no label, e.g. ['voc_val_1.png']")
+
+
+def test_labels_of_another_size_than_their_images_are_refused(tmp_path):
+    """Labels resized (or of other images) passed: RandomCrop cut them against their images,
+    then Mask2Former stopped mid-run on a size mismatch. The start-up check names the label,
+    both sizes and the folder."""
+    root = make_synthetic(tmp_path)
+    label = root / 'SegmentationClass' / 'voc_val_20.png'
+    Image.open(label).resize((513, 600), Image.NEAREST).save(label)
+    with pytest.raises(ValueError, match=rf'^SyntheticVOCDataset: the label {label} is 513x600 '
+                       rf'but its image .*voc_val_20.jpg is 513x513 \(as training decodes it\): '
+                       rf'the labels in {label.parent} were not made from these images'):
+        DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD))
+    DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD,
+                        check_files=2))   # (the start-up check reads the first labels only)
 
 
 def test_labels_the_tool_could_not_make_point_at_the_split_file_it_wrote(tmp_path):
