@@ -51,10 +51,15 @@ args = sys.argv[1:]
 if args[:2] == ['-m', 'pip']:
     pip = args[2:]
     seen = ' '.join(f'{k}={os.environ.get(k, "")}' for k in
-                    ('FORCE_CUDA', 'TORCH_CUDA_ARCH_LIST', 'MMCV_WITH_OPS', 'PIP_FIND_LINKS'))
+                    ('FORCE_CUDA', 'TORCH_CUDA_ARCH_LIST', 'MMCV_WITH_OPS', 'PIP_NO_CACHE_DIR'))
     with open(os.environ['FAKE_LOG'], 'a') as log:
         log.write(' '.join(pip) + ' | ' + seen + '\n')
-    if pip[0] == 'freeze':
+    if pip[0] == '--version':
+        print(f"pip {os.environ.get('FAKE_PIP_VERSION', '25.0')} from /site/pip (python 3.11)")
+    elif pip[0] == 'freeze':  # torch installed from wheel files
+        print('torch @ file:///wheels/torch-2.14.1-cp311-cp311-linux_x86_64.whl\n'
+              'torchvision @ file:///wheels/torchvision-0.29.1-cp311-cp311-linux_x86_64.whl')
+    elif pip[:2] == ['list', '--format=freeze']:
         print('torch==2.14.1\ntorchvision==0.29.1')
     elif pip[0] == 'show':
         sys.exit(0 if pip[-1] in os.environ.get('FAKE_INSTALLED', '').split() else 1)
@@ -82,6 +87,9 @@ if args[:2] == ['-m', 'pip']:
 if args[0] == '-m':  # mmdiffseg_mmcv_ops --write-pth / --remove-pth
     sys.exit(0)
 code = args[1] if args[0] == '-c' else sys.stdin.read()
+if 'version_info[:2]' in code and os.environ.get('FAKE_PY_VERSION'):
+    print(os.environ['FAKE_PY_VERSION'])
+    sys.exit(0)
 sys.argv = [args[0], *args[2 if args[0] == '-c' else 1:]]
 sys.path[0] = SITE
 exec(compile(code, args[0], 'exec'), {'__name__': '__main__'})
@@ -102,6 +110,9 @@ def fake_modules(site, torch, cuda, compiled, compiling, cxx20=False):
         'mmdiffseg/compat.py': f'def mmcv_has_compiled_ops():\n    return {compiled!r}',
         'mmdiffseg/cuda_check.py': 'def warn_if_gpu_unused(stream=None):\n    pass',
     }
+    if compiled:
+        files['mmcv/_ext.py'] = ''
+    files['pip/__init__.py'] = f"__version__ = {os.environ.get('FAKE_PIP_VERSION', '25.0')!r}"
     if torch is not None:
         files.update({
             'torch/__init__.py': 'from . import cuda, version\n__version__ = version.__version__',
@@ -120,11 +131,15 @@ def fake_modules(site, torch, cuda, compiled, compiling, cxx20=False):
 
 def run_fake(tmp_path, torch='2.14.1+cu130', cuda='13.0', nvcc=None, compiled=True,
              compiling='not available', installed='', python=None,
-             script=REPO / 'tools/install.sh', cxx20=False, **env):
+             script=REPO / 'tools/install.sh', cxx20=False, driver=None, **env):
     """Run the script with the fake PYTHON (``bin/python``), ``nvcc`` reporting CUDA ``nvcc``
-    (None: none on PATH); returns the finished run and the fake pip's log lines."""
+    (None: none on PATH), ``nvidia-smi`` NVIDIA driver ``driver`` (None: none on PATH); returns
+    the finished run and the fake pip's log lines."""
     bin_, site, log = tmp_path / 'bin', tmp_path / 'site', tmp_path / 'pip.log'
     bin_.mkdir()
+    if driver is not None:
+        (bin_ / 'nvidia-smi').write_text(f'#!/bin/sh\necho "{driver}"\n')
+        (bin_ / 'nvidia-smi').chmod(0o755)
     fake_modules(site, torch, cuda, compiled, compiling, cxx20)
     shim = bin_ / 'python'
     shim.write_text(FAKE_PYTHON.replace('EXE', sys.executable).replace('SITE', repr(str(site))))
@@ -186,7 +201,7 @@ def test_relative_paths_are_the_callers(tmp_path):
     (tmp_path / 'wheels').mkdir()
     done, log = run_fake(tmp_path, python='bin/python', MMCV_OPS='compiled', MMCV_WHEELS='wheels')
     assert done.returncode == 0, done.stderr
-    assert mmcv_build_env(log)['PIP_FIND_LINKS'].startswith(f'{tmp_path / "wheels"} ')
+    assert f' --find-links {tmp_path / "wheels"} mmcv==2.1.0 |' in mmcv_install(log)
 
 
 @pytest.mark.parametrize('wheels', ['missing', 'mmcv-2.1.0-cp311-cp311-linux_x86_64.whl'])
@@ -207,11 +222,12 @@ def test_without_the_default_wheel_folder_mmcv_is_built(tmp_path):
     mmcv = [line.split(' | ')[0].split() for line in log if 'mmcv==' in line]
     assert len(mmcv) == 1 and mmcv[0][0] == 'install' and mmcv[0][-1] == 'mmcv==2.1.0'
     assert '--no-build-isolation' in mmcv[0]
-    assert mmcv_build_env(log)['PIP_FIND_LINKS'] == ''  # no wheel folder added
+    assert '--find-links' not in mmcv_install(log)  # no wheel folder added
 
 
 @pytest.mark.parametrize('ops, other, spec, wheel', [
-    ('compiled', 'mmcv-lite', '--no-build-isolation mmcv==2.1.0', 'mmcv-2.1.0-py3-none-any.whl'),
+    ('compiled', 'mmcv-lite', '--no-build-isolation --find-links {wheels} mmcv==2.1.0',
+     'mmcv-2.1.0-py3-none-any.whl'),
     ('lite', 'mmcv', 'mmcv-lite==2.1.0', 'mmcv_lite-2.1.0-py3-none-any.whl'),
 ])
 def test_a_switch_removes_the_other_build_only_once_the_new_wheel_is_made(
@@ -221,6 +237,7 @@ def test_a_switch_removes_the_other_build_only_once_the_new_wheel_is_made(
     assert done.returncode == 0, done.stderr
     steps = [line for line in log if line.split()[0] in ('wheel', 'uninstall')
              or line.startswith('install') and 'mmcv' in line.split(' | ')[0]]
+    spec = spec.format(wheels=tmp_path)
     assert steps[0].startswith('wheel -q --no-deps -w ') and f' {spec} |' in steps[0]
     built = steps[0].split()[4]
     assert steps[1].startswith(f'uninstall -qq -y {other} ')
@@ -243,14 +260,18 @@ def test_a_rerun_installs_in_place(tmp_path):
 
 
 def mmcv_build_env(log):
-    """FORCE_CUDA, TORCH_CUDA_ARCH_LIST, MMCV_WITH_OPS and PIP_FIND_LINKS as mmcv's install saw
-    them."""
-    seen = [line for line in log if 'mmcv==2.1.0 |' in line][0].split(' | ')[1]
-    names = ('FORCE_CUDA', 'TORCH_CUDA_ARCH_LIST', 'MMCV_WITH_OPS', 'PIP_FIND_LINKS')
+    """FORCE_CUDA, TORCH_CUDA_ARCH_LIST, MMCV_WITH_OPS and PIP_NO_CACHE_DIR as mmcv's install
+    saw them."""
+    seen = mmcv_install(log).split(' | ')[1]
+    names = ('FORCE_CUDA', 'TORCH_CUDA_ARCH_LIST', 'MMCV_WITH_OPS', 'PIP_NO_CACHE_DIR')
     starts = [seen.index(f'{name}=') for name in names] + [len(seen)]
-    return {name: seen[start + len(name) + 1:end].rstrip(' ') if name != 'PIP_FIND_LINKS'
-            else seen[start + len(name) + 1:end] for name, start, end in
+    return {name: seen[start + len(name) + 1:end].rstrip(' ') for name, start, end in
             zip(names, starts, starts[1:])}
+
+
+def mmcv_install(log):
+    """The fake pip's log line of mmcv's install."""
+    return [line for line in log if 'mmcv==2.1.0 |' in line][0]
 
 
 def test_a_cuda_torch_with_its_nvcc_builds_the_cuda_kernels(tmp_path):
@@ -318,3 +339,71 @@ def test_mmcvs_source_is_built_as_cxx20_for_a_torch_whose_headers_need_it(
         assert 'building its source as C++20 for torch 2.14.1+cu130' in done.stdout
     else:
         assert install.endswith(' mmcv==2.1.0') and not any('setup.py' in line for line in log)
+
+
+def test_a_torch_installed_from_wheel_files_is_held_as_it_is(tmp_path):
+    """pip freeze writes a torch installed from a wheel file (an offline machine, a cluster's
+    wheel store) as 'torch @ file:...': the script stopped silently after [1/4]."""
+    done, log = run_fake(tmp_path)
+    assert done.returncode == 0 and '[4/4]' in done.stdout, done.stderr
+    assert calls(log, 'list') and not calls(log, 'freeze')
+
+
+def test_a_wheel_folder_whose_path_has_a_space_is_searched(tmp_path):
+    """PIP_FIND_LINKS is split at spaces: the shared wheel was never found, and mmcv compiled
+    for 12-25 min instead."""
+    (tmp_path / 'my wheels').mkdir()
+    done, log = run_fake(tmp_path, MMCV_OPS='compiled', MMCV_WHEELS=str(tmp_path / 'my wheels'))
+    assert done.returncode == 0, done.stderr
+    assert f' --find-links {tmp_path / "my wheels"} mmcv==2.1.0 |' in mmcv_install(log)
+
+
+def test_compiled_ops_that_do_not_load_are_installed_again(tmp_path):
+    """The warning for compiled ops that do not load (mmcv built for another torch) names
+    MMCV_OPS=compiled bash tools/install.sh, which found mmcv installed and rebuilt nothing;
+    the broken build is removed now and installed again without pip's wheel cache."""
+    done, log = run_fake(tmp_path, installed='mmcv', compiled=False, MMCV_OPS='compiled')
+    assert "the installed mmcv's compiled ops do not load" in done.stdout
+    steps = [line.split(' | ') for line in log if line.startswith(('uninstall', 'install'))
+             and 'mmcv' in line.split(' | ')[0]]
+    assert steps[0][0] == 'uninstall -qq -y mmcv'
+    assert steps[1][0].endswith(' mmcv==2.1.0') and 'PIP_NO_CACHE_DIR=1' in steps[1][1]
+    (tmp_path / 'loads').mkdir()
+    done, log = run_fake(tmp_path / 'loads', installed='mmcv', MMCV_OPS='compiled')
+    assert not calls(log, 'uninstall') and 'PIP_NO_CACHE_DIR= ' in mmcv_install(log) + ' '
+
+
+def test_sh_is_told_to_use_bash(tmp_path):
+    done = subprocess.run(['sh', str(REPO / 'tools/install.sh')], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, PYTHON='false'))
+    assert done.returncode == 2
+    assert done.stderr.strip() == 'install.sh: run it with bash: bash tools/install.sh'
+
+
+def test_python_older_than_3_10_stops_with_the_fix(tmp_path):
+    done, log = run_fake(tmp_path, FAKE_PY_VERSION='3.9')
+    assert done.returncode == 2 and not calls(log, 'install')
+    assert 'is Python 3.9; torch==2.14.1 needs Python 3.10 or newer' in done.stderr
+
+
+def test_a_pip_too_old_for_editable_installs_is_upgraded_first(tmp_path, monkeypatch):
+    """pip 21.2 stopped at step 3 ('File "setup.py" or "setup.cfg" not found')."""
+    monkeypatch.setenv('FAKE_PIP_VERSION', '21.2.4')
+    done, log = run_fake(tmp_path)
+    assert 'pip 21.2.4 is older than 21.3: upgrading it' in done.stdout
+    assert calls(log, 'install')[0].startswith('install -q pip>=21.3 |')
+    monkeypatch.setenv('FAKE_PIP_VERSION', '21.3')
+    (tmp_path / 'new').mkdir()
+    done, log = run_fake(tmp_path / 'new')
+    assert 'upgrading' not in done.stdout and 'pip>=21.3' not in ' '.join(log)
+
+
+@pytest.mark.parametrize('torch, cuda, stops', [('2.14.1+cu126', '12.6', False),
+                                               ('2.14.1+cu130', '13.0', True),
+                                               ('2.13.0+cu126', '12.6', True)])
+def test_the_old_driver_fix_can_be_rerun(tmp_path, torch, cuda, stops):
+    """The driver check looked only at TORCH_INDEX_URL: after its fix (torch built for CUDA 12),
+    the README's command, rerun without it, was stopped again."""
+    done, _ = run_fake(tmp_path, torch=torch, cuda=cuda, driver='550.54.15')
+    assert (done.returncode == 2) == stops, done.stderr
+    assert ("NVIDIA driver is 550.54.15" in done.stderr) == stops

@@ -6,7 +6,7 @@
 #               compiler, any torch, CPU or GPU. mmdiffseg.compat makes mmcv.ops import without
 #               compiled kernels and runs Mask2Former's deformable attention in PyTorch.
 #     compiled  mmcv 2.1.0 with its compiled kernels: a matching wheel from MMCV_WHEELS (pip's
-#               PIP_FIND_LINKS) if there is one, else a source build (12-25 min on 2 cores for the
+#               --find-links) if there is one, else a source build (12-25 min on 2 cores for the
 #               CPU kernels, longer with CUDA; as C++20 for torch 2.14+, see step 2). mmcv builds its CUDA kernels only where torch sees a
 #               GPU or FORCE_CUDA=1: this script sets FORCE_CUDA=1 when torch is a CUDA build and
 #               nvcc on PATH has its CUDA major version (and, where torch sees no GPU, a
@@ -31,6 +31,10 @@
 #   MMCV_WHEELS       folder of prebuilt mmcv wheels for MMCV_OPS=compiled (default:
 #                     ../shared/wheels beside the repo, if there; a relative path is the caller's)
 #   FORCE_CUDA        1 / 0: build mmcv's CUDA kernels or not (default: see compiled above)
+if [ -z "${BASH_VERSION:-}" ]; then  # sh stopped at 'set: Illegal option -o pipefail'
+  echo "install.sh: run it with bash: bash tools/install.sh" >&2
+  exit 2
+fi
 set -euo pipefail
 # relative paths the caller gives are the caller's: resolve them before moving to the repo root
 PY=${PYTHON:-python3}
@@ -76,9 +80,24 @@ if [ "$MMCV_OPS" = compiled ] && [ -n "$user_wheels" ] && [ ! -d "$user_wheels" 
   exit 2
 fi
 
+# torch 2.14 is built for Python 3.10 and newer: pip's bare ResolutionImpossible otherwise
+python_version=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)
+if [ "$TORCH_SPEC" = "$DEFAULT_TORCH_SPEC" ] && [[ "$python_version" =~ ^3\.[0-9]$ ]]; then
+  echo "install.sh: $PY is Python $python_version; $TORCH_SPEC needs Python 3.10 or newer:" \
+       "run it with PYTHON=python3.11 (or another 3.10+ interpreter, e.g. in a new venv)" >&2
+  exit 2
+fi
+
 # the default torch from PyPI is a CUDA 13 build, which needs NVIDIA driver 580 or newer: on an
 # older driver it installs (2.7 GB) but never sees the GPU, so stop before and name the fix
-if [ -z "${TORCH_INDEX_URL:-}" ] && [ "$TORCH_SPEC" = "$DEFAULT_TORCH_SPEC" ] && command -v nvidia-smi >/dev/null; then
+# (unless the torch installed is that version built for CUDA 12: the fix's rerun keeps it)
+kept=$(torch_build)
+kept_cuda=${kept#* }
+if [ "${kept%%+*}" = "${DEFAULT_TORCH_SPEC#torch==}" ] && [[ "$kept_cuda" =~ ^(1[0-2])\. ]]; then
+  kept=cuda12
+fi
+if [ -z "${TORCH_INDEX_URL:-}" ] && [ "$TORCH_SPEC" = "$DEFAULT_TORCH_SPEC" ] &&
+   [ "$kept" != cuda12 ] && command -v nvidia-smi >/dev/null; then
   driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' ' || true)
   if [[ "$driver" =~ ^[0-9]+ ]] && [ "${driver%%.*}" -lt 580 ]; then
     echo "install.sh: this machine's NVIDIA driver is $driver; PyPI's $TORCH_SPEC is a CUDA 13 build," \
@@ -95,6 +114,13 @@ built=$(mktemp -d)
 trap 'rm -rf "$held" "$built"' EXIT
 
 echo "[1/4] $TORCH_SPEC $TORCHVISION_SPEC"
+# pip before 21.3 cannot install a pyproject.toml package in editable mode (step 3)
+if [ "$("$PY" -c 'import pip, sys
+print("old" if tuple(map(int, pip.__version__.split(".")[:2])) < (21, 3) else "")' \
+      2>/dev/null || true)" = old ]; then
+  echo "install.sh: pip $("$PY" -m pip --version | cut -d ' ' -f 2) is older than 21.3: upgrading it"
+  install "pip>=21.3"
+fi
 # an installed torch meeting TORCH_SPEC satisfies pip whatever its build, so pip would never ask
 # the index for another one: replace torch and torchvision when the index names another build
 # (its last path part: cpu, cu126, rocm6.4, xpu), or, without an index, a CPU-only one
@@ -124,13 +150,24 @@ fi
 # (after a replacement, this fetches the new build's own dependencies, e.g. its CUDA libraries)
 install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_SPEC" "$TORCHVISION_SPEC"
 install "setuptools>=77,<82" wheel
-"$PY" -m pip freeze | grep -iE '^(torch|torchvision)==' > "$held"
+# (pip list, not freeze: freeze writes a torch installed from a wheel file as 'torch @ file:...')
+"$PY" -m pip list --format=freeze | grep -iE '^(torch|torchvision)==' > "$held"
 
 echo "[2/4] $mmcv 2.1.0 (MMCV_OPS=$MMCV_OPS)"
+find_links=()
 if [ "$MMCV_OPS" = compiled ]; then
   install ninja psutil
-  if [ -d "$MMCV_WHEELS" ]; then
-    export PIP_FIND_LINKS="$(cd "$MMCV_WHEELS" && pwd) ${PIP_FIND_LINKS:-}"
+  if [ -d "$MMCV_WHEELS" ]; then  # (an option, not PIP_FIND_LINKS, which pip splits at spaces)
+    find_links=(--find-links "$(cd "$MMCV_WHEELS" && pwd)")
+  fi
+  # compiled ops that do not load (mmcv built for another torch): the rerun that the warning
+  # names rebuilt nothing, mmcv being installed; remove it, and build without pip's wheel cache
+  if "$PY" -m pip show -q mmcv >/dev/null 2>&1 &&
+     ! "$PY" -c 'import importlib; importlib.import_module("mmcv._ext")' >/dev/null 2>&1; then
+    echo "install.sh: the installed mmcv's compiled ops do not load (built for another torch?):" \
+         "removing it to install them again"
+    "$PY" -m pip uninstall -qq -y mmcv
+    export PIP_NO_CACHE_DIR=1
   fi
   # mmcv's setup.py builds its CUDA kernels only where torch sees a GPU or FORCE_CUDA=1: so a build
   # without a GPU in sight (a container build stage, a login node) gets them too
@@ -163,13 +200,13 @@ if torch.cuda.device_count() == 0:
     fi
   fi
   export MMCV_WITH_OPS=1
-  spec=(--no-build-isolation mmcv==2.1.0)
+  spec=(--no-build-isolation "${find_links[@]}" mmcv==2.1.0)
   # mmcv 2.1.0's setup.py compiles as C++17, and torch 2.14's headers stop at "C++20 or later
   # compatible compiler is required": where no wheel is at hand (and none is installed), build its
   # source with the standard raised (its sources compile as C++20)
   if ! "$PY" -m pip show -q mmcv >/dev/null 2>&1 && torch_needs_cxx20 &&
-     ! "$PY" -m pip download -q --no-deps --only-binary :all: -d "$built/found" mmcv==2.1.0 \
-       >/dev/null 2>&1; then
+     ! "$PY" -m pip download -q --no-deps --only-binary :all: "${find_links[@]}" \
+       -d "$built/found" mmcv==2.1.0 >/dev/null 2>&1; then
     "$PY" -m pip download -q --no-deps --no-binary :all: -d "$built/source" mmcv==2.1.0
     tar -xzf "$built"/source/mmcv-2.1.0.tar.gz -C "$built/source"
     sed -i 's/-std=c++1[47]/-std=c++20/g; s#/std:c++1[47]#/std:c++20#g' \
