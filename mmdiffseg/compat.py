@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import sysconfig
 import warnings
 from importlib.util import find_spec
@@ -155,11 +156,27 @@ def quiet_stock_notices(logger: logging.Logger) -> None:
         logger.addFilter(_StockNotices())
 
 
+#: the packages importing mmdiffseg needs (tools/install.sh installs them, mmcv in either build)
+STACK = ('mmengine', 'mmcv', 'mmseg', 'mmdet', 'diffusers', 'transformers')
+
+
+def check_stack() -> None:
+    """Name the packages of :data:`STACK` missing here, with the install command (a bare
+    ``ModuleNotFoundError`` came from deep in the imports, the fix unnamed)."""
+    missing = [name for name in STACK if find_spec(name) is None]
+    if missing:
+        raise ModuleNotFoundError(
+            f'mmdiffseg needs {", ".join(missing)}, not installed for {sys.executable}: run '
+            'bash tools/install.sh in the mmdiffseg checkout with this Python (PYTHON=... bash '
+            'tools/install.sh for another one; docs/install.md)', name=missing[0])
+
+
 def apply() -> None:
-    """Apply every work-around once (idempotent)."""
+    """Apply every work-around once (idempotent), after :func:`check_stack`."""
     global _APPLIED
     if _APPLIED:
         return
+    check_stack()
     for message in ('pkg_resources is deprecated', ) + STOCK_WARNINGS:
         warnings.filterwarnings('ignore', message=message, category=UserWarning)
     _patch_mmcv_ops_without_kernels()

@@ -352,3 +352,30 @@ def test_without_mmcv_the_error_names_the_install(monkeypatch):
     monkeypatch.setattr(compat, 'find_spec', lambda name: None)
     with pytest.raises(ImportError, match=r'mmcv is not installed: bash tools/install\.sh'):
         compat.mmcv_has_compiled_ops()
+
+
+MISSING_SCRIPT = '''
+import sys
+sys.modules[sys.argv[1]] = None  # as if not installed (find_spec raises ValueError for None)
+import importlib.util
+real = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name == sys.argv[1] else real(name, *a)
+try:
+    import mmdiffseg
+except ModuleNotFoundError as err:
+    print(err.name, '|', err)
+'''
+
+
+@pytest.mark.parametrize('package', ['mmcv', 'mmseg', 'mmengine'])
+def test_importing_without_a_package_of_the_stack_names_the_install(tmp_path, package):
+    """A bare "No module named 'mmcv'" came from deep in the imports (and the tools' -h, and
+    python -m mmdiffseg.cuda_check), the fix unnamed."""
+    env = dict(os.environ, PYTHONPATH=f'{REPO}{os.pathsep}{os.environ.get("PYTHONPATH", "")}')
+    done = subprocess.run([sys.executable, '-c', MISSING_SCRIPT, package], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    name, message = done.stdout.strip().split(' | ')
+    assert name == package, done.stderr[-2000:]
+    assert message == (f'mmdiffseg needs {package}, not installed for {sys.executable}: run bash '
+                       'tools/install.sh in the mmdiffseg checkout with this Python (PYTHON=... '
+                       'bash tools/install.sh for another one; docs/install.md)')
