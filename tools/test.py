@@ -20,7 +20,7 @@ from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
 from mmdiffseg.apis.cli import leave_process_group, run_preflight, start_runner_launcher
-from mmdiffseg.models import CheckpointMismatch
+from mmdiffseg.models import CheckpointMismatch, ModelInputVisualizationHook
 from mmengine.config import Config, DictAction
 
 from offline_args import add_preflight_options, config_file
@@ -73,13 +73,23 @@ def checkpoint_problem(cfg: Config, checkpoint: Optional[str]) -> Optional[str]:
     return None
 
 
+def draw_on_model_input(cfg: Config) -> None:
+    """DiffusionSegmentor predicts at the size of the test pipeline's label (DiffSeg's protocol
+    crops and resizes), so its predictions are drawn on the model's input
+    (``ModelInputVisualizationHook``): mmseg's ``SegVisualizationHook`` draws on the image file,
+    and stopped on the size mismatch (``default_hooks.visualization.draw=True``). Its ``draw``,
+    ``interval``, ``show`` and ``wait_time`` carry over."""
+    hook = (cfg.get('default_hooks') or {}).get('visualization')
+    if cfg.model.get('type') == TRAINING_FREE and hook and \
+            hook.get('type') == 'SegVisualizationHook':
+        kept = ('draw', 'interval', 'show', 'wait_time')
+        cfg.default_hooks['visualization'] = dict(
+            type='ModelInputVisualizationHook', **{k: hook[k] for k in kept if k in hook})
+
+
 def enable_visualization(cfg: Config, show: bool, show_dir, wait_time: float,
                          interval: Optional[int] = None) -> None:
-    """Turn the visualization hook on. DiffusionSegmentor predicts at the size of the test
-    pipeline's label (DiffSeg's protocol crops and resizes), so its predictions are drawn on the
-    model's input (``ModelInputVisualizationHook``) instead of the image file."""
-    if cfg.model.get('type') == TRAINING_FREE:
-        cfg.default_hooks['visualization'] = dict(type='ModelInputVisualizationHook')
+    """Turn the visualization hook on (:func:`draw_on_model_input` has chosen it)."""
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
         raise RuntimeError('--show / --show-dir need default_hooks.visualization '
@@ -101,8 +111,11 @@ def enable_visualization(cfg: Config, show: bool, show_dir, wait_time: float,
 def fit_drawing_interval(runner) -> None:
     """A test set of fewer batches than the drawing hook's interval would be drawn nowhere
     (mmengine draws batches ``interval``, ``2 * interval``, ...): its last batch is drawn."""
+    from mmseg.engine.hooks import SegVisualizationHook
     batches = len(runner.test_loop.dataloader)
-    for hook in runner.hooks:
+    for hook in runner.hooks:   # (the test's drawing hooks, not a training one's interval)
+        if not isinstance(hook, (SegVisualizationHook, ModelInputVisualizationHook)):
+            continue
         interval = getattr(hook, 'interval', None)
         if getattr(hook, 'draw', False) and interval and batches and interval > batches:
             hook.interval = batches
@@ -143,6 +156,7 @@ def main(argv=None):
         print(f'tools/test.py: error: --out {args.out} is a file; --out takes the folder the '
               'predictions are saved in', file=sys.stderr)
         raise SystemExit(2)
+    draw_on_model_input(cfg)
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show, args.show_dir, args.wait_time, args.show_interval)
     if args.tta and cfg.model.get('type') == TRAINING_FREE:

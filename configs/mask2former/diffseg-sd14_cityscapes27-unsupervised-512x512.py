@@ -28,6 +28,9 @@ test_pipeline = {{_base_.diffseg_protocol_pipeline}}
 # replace the stock IoUMetric (each evaluator is its own dict: `_delete_` is used up by a merge)
 test_evaluator = dict(_delete_=True, type='HungarianMatchedIoU', num_classes=27)
 val_evaluator = dict(_delete_=True, type='HungarianMatchedIoU', num_classes=27)
+# predictions at the model input's size (a crop, a resize), drawn on that input: mmseg's
+# SegVisualizationHook draws on the image file (default_hooks.visualization.draw=True stopped there)
+default_hooks = dict(visualization=dict(_delete_=True, type='ModelInputVisualizationHook'))
 # test only: without the inherited Cityscapes training (data, 90k iterations, optimizer), nothing
 # (e.g. a hook reading runner.iter) builds a train loader that needs leftImg8bit/train
 train_dataloader = None

@@ -43,6 +43,9 @@ test_dataloader = dict(
 val_dataloader = test_dataloader
 test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 val_evaluator = test_evaluator
+# predictions at the model input's size (a crop, a resize), drawn on that input: mmseg's
+# SegVisualizationHook draws on the image file (default_hooks.visualization.draw=True stopped there)
+default_hooks = dict(visualization=dict(_delete_=True, type='ModelInputVisualizationHook'))
 # test only: nothing of the inherited ADE20K training (data, iterations, optimizer) is built
 train_dataloader = None
 train_cfg = None

@@ -153,6 +153,12 @@ class HungarianMatchedIoU(BaseMetric):
                 self.save_prediction(pred, sample['img_path'])
             if self.format_only:
                 continue
+            if 'gt_sem_seg' not in sample:
+                raise ValueError(
+                    f'HungarianMatchedIoU: {sample.get("img_path")} has no ground truth to match '
+                    'segments against (no LoadAnnotations in the test pipeline): for predictions '
+                    'only, test_evaluator.format_only=True with --out DIR (or output_dir); to '
+                    'score, add LoadAnnotations')
             gt = sample['gt_sem_seg']['data'].squeeze().cpu().numpy()
             if pred.shape != gt.shape:
                 raise ValueError(f'HungarianMatchedIoU: prediction {pred.shape} and ground truth '

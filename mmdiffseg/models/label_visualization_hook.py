@@ -32,6 +32,7 @@ from mmengine.structures import PixelData
 from mmseg.registry import HOOKS
 
 from ..apis.visualize import with_unsure
+from ..generators.base import IGNORE_INDEX
 from ..datasets.unsupervised import center_square
 from .segmentor import size_before_resize
 from ..evaluation.unsupervised_metric import HungarianMatchedIoU, matched_classes
@@ -157,7 +158,12 @@ class ModelInputVisualizationHook(Hook):
             sample = _on_input(sample.cpu(), image)
             if segments is not None:
                 sample = self._matched(sample, segments.num_classes, segments.ignore_index)
-            # class labels: 255 (unsure) in its colour; unmatched segments stay undrawn
+            elif 'gt_sem_seg' in sample:  # the ground truth's 255 is ignored, not unsure
+                sample = sample.clone()
+                gt = sample.gt_sem_seg.data.clone()
+                gt[gt == IGNORE_INDEX] = IGNORE_INDEX + 1   # past the classes drawn: undrawn
+                sample.gt_sem_seg = PixelData(data=gt)
+            # class labels: a prediction's 255 (unsure) in its colour; unmatched segments undrawn
             with unsure_drawn(runner.visualizer) if segments is None else nullcontext():
                 runner.visualizer.add_datasample(
                     f'{mode}_{osp.basename(sample.img_path)}',

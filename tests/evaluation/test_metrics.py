@@ -214,6 +214,17 @@ def test_saved_predictions_refuse_ids_past_255(tmp_path):
     assert np.array(Image.open(tmp_path / 'b.png')).tolist() == [[0, 255], [3, 3]]
 
 
+def test_scoring_images_without_ground_truth_names_format_only():
+    """A test pipeline without LoadAnnotations: a bare KeyError 'gt_sem_seg' after the model ran;
+    format_only writes the predictions and scores nothing."""
+    metric = METRICS.build(dict(type='HungarianMatchedIoU', num_classes=2))
+    unlabelled = sample([[0, 1]], [[0, 1]])
+    del unlabelled['gt_sem_seg']
+    with pytest.raises(ValueError, match=r'^HungarianMatchedIoU: a.jpg has no ground truth to '
+                                         r'match segments against .*format_only=True'):
+        metric.process({}, [dict(unlabelled, img_path='a.jpg')])
+
+
 def test_pseudo_label_coverage_adds_up_over_batches():
     """Coverage is counted for every image of every batch (process called once per batch, as the
     evaluator and tools/eval_labels.py do), not only the first batch's."""

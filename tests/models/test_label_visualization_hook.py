@@ -146,6 +146,22 @@ def test_input_hook_draws_unsure_class_labels_in_their_colour_not_as_background(
     assert runner.visualizer.dataset_meta['palette'] == PALETTE
 
 
+def test_input_hook_leaves_the_ground_truths_ignored_pixels_undrawn(runner):
+    """The ground truth's 255 (VOC's object boundaries) is ignored, not unsure: it was drawn
+    and named 'unsure' beside the prediction; the prediction's 255 still is, and the sample the
+    metric reads keeps its ground truth."""
+    runner.test_evaluator = SimpleNamespace(metrics=[])
+    data, rgb = batch(1)
+    sample = predicted(halves(255, 255), gt=halves(0, 255))
+    ModelInputVisualizationHook(draw=True).after_test_iter(runner, 0, data, [sample])
+    picture = runner.drawn[0][2].astype(float)
+    image = rgb.astype(float)
+    assert np.abs(picture[4:, 14:24] - 0.5 * image[4:, 14:]).max() <= 1   # gt 255: undrawn
+    unsure = 0.5 * image[4:, 14:] + 0.5 * np.array(IGNORE_COLOR)
+    assert np.abs(picture[4:, 38:] - unsure).max() <= 1                   # prediction 255
+    assert sample.gt_sem_seg.data.unique().tolist() == [0, 255]
+
+
 def test_input_hook_draws_a_framed_centre_square_on_the_square_it_shows(runner):
     """Without ground truth the DiffSeg protocol's prediction comes in its 16x32 frame, 255
     around the 16x16 centre square the input (resized to 32x32) shows: drawn over that square

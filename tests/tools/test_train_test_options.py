@@ -118,11 +118,22 @@ def test_test_options(capsys):
     assert 'one test batch in 50 (batches 50, 100, ...' in capsys.readouterr().out  # mmseg's
     test.enable_visualization(cfg, show=True, show_dir=None, wait_time=2, interval=1)
     assert cfg.default_hooks.visualization.interval == 1 and capsys.readouterr().out == ''
-    # DiffusionSegmentor: drawn on the model's input, every image
+    # DiffusionSegmentor: drawn on the model's input, every image, also without --show-dir
+    # (default_hooks.visualization.draw=True stopped mmseg's hook on the size mismatch)
     cfg = Config(dict(model=dict(type='DiffusionSegmentor'), visualizer=dict(),
                       default_hooks=dict(visualization=dict(type='SegVisualizationHook'))))
+    test.draw_on_model_input(cfg)
     test.enable_visualization(cfg, show=False, show_dir='drawn', wait_time=2)
     assert cfg.default_hooks.visualization == dict(type='ModelInputVisualizationHook', draw=True)
+    cfg.default_hooks.visualization = dict(type='SegVisualizationHook', draw=True, interval=3)
+    test.draw_on_model_input(cfg)   # the user's settings carry over
+    assert cfg.default_hooks.visualization == dict(type='ModelInputVisualizationHook', draw=True,
+                                                   interval=3)
+    for config in ('diffseg-sd14_cityscapes27-unsupervised-512x512.py',
+                   'diffseg-sd14_cocostuff27-unsupervised-512x512.py',
+                   'iseg-sd21base_voc12-train-pseudo-masks.py'):   # (mmseg's API reads them too)
+        shipped = Config.fromfile(REPO / 'configs/mask2former' / config)
+        assert shipped.default_hooks.visualization == dict(type='ModelInputVisualizationHook')
     with pytest.raises(RuntimeError, match='--tta needs tta_pipeline'):
         test.enable_tta(Config(dict(model=dict(type='EncoderDecoder'))))
     assert test.parse_args([str(TINY_ONLINE_CONFIG)]).checkpoint is None
@@ -211,10 +222,13 @@ def test_a_test_set_shorter_than_the_drawing_interval_has_its_last_batch_drawn(c
     drawing, idle, short = (SegVisualizationHook(draw=True, interval=50),
                             SegVisualizationHook(draw=False, interval=50),
                             SegVisualizationHook(draw=True, interval=4))
+    from mmdiffseg.models import OnlineLabelVisualizationHook
+    training = OnlineLabelVisualizationHook(interval=1000)   # (a training hook: not named)
     runner = SimpleNamespace(test_loop=SimpleNamespace(dataloader=[None] * 10),
-                             hooks=[drawing, idle, short, SimpleNamespace()])
+                             hooks=[drawing, idle, short, SimpleNamespace(), training])
     test.fit_drawing_interval(runner)
     assert (drawing.interval, idle.interval, short.interval) == (10, 50, 4)
+    assert training.interval == 1000
     assert capsys.readouterr().out == ('tools/test.py: the test set has 10 batch(es), fewer than '
                                        'the drawing interval 50: drawing batch 10 (--show-interval '
                                        '1 draws them all)\n')
