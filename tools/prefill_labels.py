@@ -20,11 +20,11 @@ from offline_args import (COMPILE_BACKENDS, DTYPE_NAMES, add_preflight_options, 
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
+    from mmdiffseg.apis.cfg_options import CfgOptionsAction
     parser = argparse.ArgumentParser(
         description='Fill the online label cache of a training config (warm start)')
     parser.add_argument('config', type=config_file, help='training config with online labels')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, default=None,
                         help='override config entries, key=value (give the same as to train.py, '
                              'so that the cache and model are the training run\'s; default: none)')
     parser.add_argument('--batch-size', type=positive_int, default=None,

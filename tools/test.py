@@ -19,9 +19,10 @@ import sys
 from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
+from mmdiffseg.apis.cfg_options import CfgOptionsAction
 from mmdiffseg.apis.cli import leave_process_group, run_preflight, start_runner_launcher
 from mmdiffseg.models import CheckpointMismatch, ModelInputVisualizationHook
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 
 from offline_args import add_preflight_options, config_file
 from train import LAUNCHERS, build_runner, load_config
@@ -42,7 +43,7 @@ def parse_args(argv=None):
                         help="draw every N-th test batch (default: the config's hook interval, "
                              "mmseg's 50; 1 for DiffusionSegmentor)")
     parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help='override config entries, key=value (lists: key="[a,b]")')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     add_preflight_options(parser)

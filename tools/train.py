@@ -21,12 +21,12 @@ import sys
 from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
-from mmdiffseg.apis.cfg_options import merge_cfg_options
+from mmdiffseg.apis.cfg_options import CfgOptionsAction, merge_cfg_options
 from mmdiffseg.apis.cli import (EXIT_BAD_INPUT, EXIT_WRITE_FAILED, leave_process_group,
                                 own_message, run_preflight, start_runner_launcher)
 from mmdiffseg.apis.io import OutputWriteError, UserInputError
 from mmdiffseg.compat import config_fromfile, quiet_stock_notices
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
 from mmseg.registry import RUNNERS
@@ -44,7 +44,7 @@ def parse_args(argv=None):
                              'a new run, from the config\'s load_from weights if it sets them)')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision (AmpOptimWrapper)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help='override config entries, key=value (lists: key="[a,b]")')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     add_preflight_options(parser)

@@ -6,9 +6,33 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from typing import Callable, List, Mapping, Optional
 
+from mmengine.config import DictAction
+
 from .io import UserInputError
+
+#: a space between two characters of one value, which mmengine's DictAction removes
+_JOINED = re.compile(r'[^\s,\[\]()]\s+[^\s,\[\]()]')
+
+
+class CfgOptionsAction(DictAction):
+    """mmengine's ``--cfg-options`` parsing, refusing a value with a space inside: mmengine
+    removes every space (``cache_dir=/data/my labels`` became ``/data/mylabels``, a new folder
+    the run wrote to in silence; a class name ``potted plant``, ``pottedplant``). Spaces around
+    a list's commas and brackets are mmengine's separators and pass."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        for pair in values or []:
+            key, _, value = pair.partition('=')
+            if _JOINED.search(value.strip('\'"')):
+                parser.error(
+                    f'--cfg-options {pair}: mmengine removes the spaces inside a value (it would '
+                    f'read {value.strip(chr(39) + chr(34)).replace(" ", "")!r}); set {key} in a '
+                    "config file that inherits this one (_base_ = ['<this config>']), or give a "
+                    'path without spaces (e.g. through a symlink)')
+        super().__call__(parser, namespace, values, option_string)
 
 #: top-level entries the runner reads that a config may leave out (besides ``Runner``'s arguments)
 RUNNER_READS = ('runner_type', 'compile', 'find_unused_parameters', 'model_wrapper_cfg',

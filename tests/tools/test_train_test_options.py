@@ -303,3 +303,22 @@ def test_a_fitting_checkpoint_fits_the_test_time_augmented_model():
     assert fit_problem(SegTTAModel(module=net), dict(state_dict=net.state_dict())) is None
     part = dict(state_dict={'0.weight': net[0].weight})
     assert fit_problem(SegTTAModel(module=net), part).startswith('it lacks 0.bias, of the 4 ')
+
+
+@pytest.mark.parametrize('tool', ['train', 'test', 'prefill_labels'])
+def test_a_cfg_option_value_with_a_space_is_refused(tool, capsys):
+    """mmengine removes the spaces of a --cfg-options value: a cache folder '/data/my labels'
+    became '/data/mylabels', a new folder the run labelled into in silence. Spaces that
+    separate a list's items pass."""
+    module = load_tool(tool)
+    spaced = 'train_dataloader.dataset.pipeline.2.cache.cache_dir=/data/my labels'
+    with pytest.raises(SystemExit) as stop:
+        module.parse_args([str(TINY_ONLINE_CONFIG), '--cfg-options', spaced])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--cfg-options {spaced}: mmengine removes the spaces inside a value (it would read " \
+           "'/data/mylabels'); set train_dataloader.dataset.pipeline.2.cache.cache_dir in a " \
+           "config file that inherits this one" in err
+    args = module.parse_args([str(TINY_ONLINE_CONFIG), '--cfg-options', 'a=[1, 2]', 'b=(x, y)',
+                              "c='/data/labels'"])
+    assert args.cfg_options == {'a': [1, 2], 'b': ('x', 'y'), 'c': '/data/labels'}
