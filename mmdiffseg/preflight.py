@@ -46,7 +46,8 @@ from .preflight_data import (Missing, check_dataset, check_image_level_labels,
                              check_listed_files)
 from .preflight_decoding import check_image_decoding
 from .preflight_options import (check_cache_keys, check_generator_entry, check_head_layout,
-                                check_options, generator_refusal, unknown_option_keys)
+                                check_options, check_schedule, generator_refusal,
+                                unknown_option_keys)
 from .provenance import MOVED_HUB_IDS, model_path, names_a_local_path, withdrawn_model
 from .registry import config_type
 
@@ -336,7 +337,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                     sd_models.setdefault(node[key], []).append(f'{path}.{key}')
     missing += check_options(cfg, tuple(sections))
     if mode == 'train':
-        missing += check_one_label_cache(cfg)
+        missing += check_one_label_cache(cfg) + check_schedule(cfg)
     missing += check_model_classes(sections.get('model') or {}, datasets)
     if mode == 'prefill':   # it reads the preprocessor's labeller options, not the model
         missing += check_prefill_labeller(cfg, dtype)

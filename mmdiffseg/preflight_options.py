@@ -304,3 +304,27 @@ def check_head_layout(generator: dict, model: str, where: str) -> List[Missing]:
         fix = f'choose in {where} what {model!r} has (the resolutions or layers named)'
     return [Missing(f'{where} cannot run on {model!r}: {str(err).split("; fix: ")[0]}', fix,
                     [where])]
+
+
+def check_schedule(cfg) -> List[Missing]:
+    """An iteration-based run longer than its learning-rate decay: past the last ``PolyLR`` with
+    ``eta_min=0`` the rate is 0, and every further iteration is spent learning nothing (a
+    ``train_cfg.max_iters`` raised without ``param_scheduler``'s ``end``: mmengine says
+    nothing)."""
+    train_cfg = cfg.get('train_cfg') or {}
+    max_iters, schedulers = train_cfg.get('max_iters'), cfg.get('param_scheduler') or []
+    schedulers = [schedulers] if isinstance(schedulers, dict) else list(schedulers)
+    timed = [(i, s) for i, s in enumerate(schedulers)
+             if isinstance(s, dict) and not s.get('by_epoch', True)]
+    if not isinstance(max_iters, int) or not timed:
+        return []
+    index, last = max(timed, key=lambda pair: pair[1].get('end', float('inf')))
+    end = last.get('end', float('inf'))
+    if end >= max_iters or last.get('type') != 'PolyLR' or last.get('eta_min', 0) != 0:
+        return []
+    return [Missing(f'train_cfg.max_iters is {max_iters}, but param_scheduler.{index} (PolyLR, '
+                    f'eta_min 0) ends at iteration {end}: the iterations after it would train at '
+                    'learning rate 0',
+                    f'--cfg-options param_scheduler.{index}.end={max_iters} (with train_cfg.'
+                    f'max_iters={max_iters}); for a shorter run, max_iters={end}',
+                    [f'param_scheduler.{index}.end', 'train_cfg.max_iters'])]
