@@ -54,7 +54,7 @@ def check_cache_precision(cache_dir: str, where: str, dtype: str,
     (:class:`~mmdiffseg.datasets.LabelCache` refuses such a writer at its first label, maybe
     hours into training). ``unlabelled`` (:func:`unlabelled_finder`): for a run that only adds
     the labels the cache lacks (training); a full cache is read in any precision."""
-    from .datasets.label_cache import SIGNATURE_FILE, WRITER_KEY
+    from .datasets.label_cache import SIGNATURE_FILE, WRITER_KEY, empty_cache_note
     try:
         made = json.loads((cache_folder(cache_dir) / SIGNATURE_FILE).read_text()).get(
             WRITER_KEY, {})
@@ -70,8 +70,8 @@ def check_cache_precision(cache_dir: str, where: str, dtype: str,
                     f'would add labels in {dtype}{example}',
                     f'make labels in {made["dtype"]} (--cfg-options model.data_preprocessor.'
                     f'engine_dtype={made["dtype"]}, or --dtype {made["dtype"]} for '
-                    f'prefill_labels.py), or --cfg-options {where}.cache_dir=<another folder>',
-                    [f'{where}.cache_dir'])]
+                    f'prefill_labels.py), or --cfg-options {where}.cache_dir=<another folder>.'
+                    + empty_cache_note(cache_folder(cache_dir)), [f'{where}.cache_dir'])]
 
 
 def check_label_mixing_transforms(dataset: dict, where: str,

@@ -28,6 +28,7 @@ emulates it with POSIX locks).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -87,6 +88,15 @@ def unsigned_labels(cache_dir: Union[str, Path]) -> Optional[str]:
         return None
     return (f'label cache {cache_dir} holds labels but no {SIGNATURE_FILE} (deleted while a run '
             'wrote into it?): labels of unknown origin are never reused')
+
+
+def empty_cache_note(cache_dir: Union[str, Path]) -> str:
+    """A refusal's note where a signed folder holds no label yet (a run stopped before its
+    first label signed it): deleting it loses nothing."""
+    if any(Path(cache_dir).glob('??/*.png')):
+        return ''
+    return (f' It holds no label yet (signed by a run stopped before its first): deleting it '
+            f'(rm -r {cache_dir}) loses nothing, once no run is starting into it.')
 
 
 def _atomic_write(path: Path, data: bytes, replace: bool = True) -> None:
@@ -182,7 +192,7 @@ class LabelCache:
                 + '\n  '.join(differing)
                 + '\nLabels of another model or generator config are never reused: give this '
                 'config another cache_dir (the `cache` of LoadPseudoLabel in the train pipeline) '
-                'or delete the folder once no run writes into it.'))
+                'or delete the folder once no run writes into it.' + empty_cache_note(self.cache_dir)))
         made_with = stored.get(WRITER_KEY, {})
         written = made_with.get('dtype')
         if self.writer_dtype is not None and written not in (None, self.writer_dtype):
@@ -190,7 +200,7 @@ class LabelCache:
                 f'label cache {self.cache_dir} holds labels made in {written}, and this run '
                 f'would add labels made in {self.writer_dtype}: set the engine precision '
                 f'to {written} (engine_dtype of the DiffusionLabelPreprocessor, --dtype of '
-                'prefill_labels.py), or give this config another cache_dir.')
+                'prefill_labels.py), or give this config another cache_dir.' + empty_cache_note(self.cache_dir))
         self._signature_checked = True
         return True
 
@@ -269,7 +279,10 @@ class LabelCache:
         path = self._lock_path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # 0o666 less the umask, as the labels: a teammate's run can claim it after this one
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except PermissionError as err:   # a teammate's lock file left by a stopped run
+            fd = self._open_to_lock(path, err)
         except OSError as err:   # a full disk, a read-only cache
             raise write_error(path, err) from err
         try:
@@ -288,11 +301,21 @@ class LabelCache:
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps(owner).encode())
         except OSError as err:   # a disk that filled since the open
-            os.close(fd)
-            raise write_error(path, err) from err
+            if err.errno not in (errno.EBADF, errno.EINVAL):  # (else opened read-only: no owner)
+                os.close(fd)
+                raise write_error(path, err) from err
         for stale in path.parent.glob(f'.{key}.png*.tmp'):   # left by a killed owner
             stale.unlink(missing_ok=True)
         return fd
+
+    @staticmethod
+    def _open_to_lock(path: Path, refused: OSError) -> int:
+        """A lock file this user may not write, opened read-only (a lock needs no more)."""
+        from ..apis.io import write_error
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            raise write_error(path, refused) from refused
 
     def _release(self, key: str, fd: int) -> None:
         """Unlock ``key``; its lock file goes once the label exists (never before: a waiter

@@ -35,6 +35,10 @@ def test_a_label_cache_made_in_another_precision_is_named_before_training(tmp_pa
         assert item.what.endswith('holds labels made in float16, this run would add labels in '
                                   'float32' + example)
         assert 'engine_dtype=float16' in item.fix and 'cache_dir=<another folder>' in item.fix
+        # signed by a run stopped before its first label: deleting the folder loses nothing
+        assert item.fix.endswith(f'It holds no label yet (signed by a run stopped before its '
+                                 f'first): deleting it (rm -r {cache.cache_dir}) loses nothing, '
+                                 'once no run is starting into it.')
     cfg.model.data_preprocessor.engine_dtype = 'float16'
     assert not [i for i in preflight.check(cfg, 'train') if 'holds labels made in' in i.what]
 
