@@ -203,6 +203,25 @@ def generator_class(gen_cfg: Dict, where: str) -> type:
     return found
 
 
+def class_list_arg(value: Union[str, Sequence[str], None], what: str) -> Optional[List[str]]:
+    """A class list given to the Python API, read as the tools read ``--classes``: a string is a
+    class set's name (``'voc'``) or names with a comma (``'cat,dog'``); its characters were
+    taken for class names (labels of 'c', 'a', 't', silently)."""
+    if isinstance(value, str):
+        from .cli import resolve_class_arg
+        return resolve_class_arg(value, what)
+    return None if value is None else list(value)
+
+
+def check_names_given(generator, given, what: str) -> None:
+    """A generator of classes (all but DiffSeg without ``classes``) needs ``what``: refused
+    before the model loads (it stopped in the first batch, leaving a folder its rerun refused)."""
+    if given is None and generator.classes is not None:
+        raise UserInputError(
+            f'{type(generator).__name__} labels classes and needs {what}; for unlabelled '
+            "segments use dict(type='DiffSeg') without classes")
+
+
 def build_generator(gen_cfg: Dict, classes: Optional[Sequence[str]]):
     """Build the generator with ``classes`` (the label indices of the output). A preset's
     ``token_offsets`` for its own classes that ``classes`` leaves out are dropped (the VOC

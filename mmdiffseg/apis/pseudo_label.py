@@ -11,7 +11,7 @@ import logging
 import os
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -22,7 +22,8 @@ from ..datasets.class_names import spelled_as
 from ..datasets.transforms import read_image_level_labels
 from ..models.online_labeler import label_images, long_prompts, prompt_refusals
 from ..preflight_data import unknown_names
-from .builders import build_generator, check_model, job_header, load_engine, local_tokenizer
+from .builders import (build_generator, check_model, check_names_given, class_list_arg, job_header,
+                       load_engine, local_tokenizer)
 from .ground_truth import GroundTruthFormat
 from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encode_label_png,
                       label_palette, labelled_share, list_images, read_rgb, record_path,
@@ -297,7 +298,8 @@ def _warn_long_prompts(tokenizer, generator, class_names: Dict[str, List[str]]) 
 
 
 def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
-                 classes: Optional[Sequence[str]], image_labels: Optional[Dict[str, List[str]]],
+                 classes: Union[str, Sequence[str], None],
+                 image_labels: Optional[Dict[str, List[str]]],
                  batch_size: int = 4, device: str = 'cpu', dtype: str = 'float32',
                  split: str = 'train', work_size: int = WORK_SIZE,
                  workers: Optional[int] = None,
@@ -309,7 +311,8 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         items: the images (:func:`image_items`: an image file or folder, a list of them, or
             work items, e.g. of :func:`images_from_dataset_config`).
         gen_cfg: generator config (``type`` + options); built with ``classes``.
-        classes: the label set (indices of the PNGs); ``None`` only for unlabelled DiffSeg.
+        classes: the label set (indices of the PNGs): names, or a string as ``--classes``
+            takes it (``'voc'``, ``'cat,dog'``); ``None`` only for unlabelled DiffSeg.
         image_labels: id -> class names present; ``None`` for unlabelled DiffSeg.
         workers: loader and writer processes (:func:`.jobs.run_job`; ``None``: the default).
         compile_backend, variant: the U-Net's ``torch.compile`` backend and the weights variant
@@ -322,7 +325,9 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
     items = image_items(items)
     check_inputs_outside_output(items, out_dir, 'labels')
     model = check_model(model, variant)
+    classes = class_list_arg(classes, 'classes')
     generator = build_generator(gen_cfg, classes)
+    check_names_given(generator, image_labels, 'image_labels (image id -> the class names in it)')
     if image_labels is not None:
         if classes is None:
             raise UserInputError('image-level labels need --classes (the label set)')

@@ -3,14 +3,15 @@ with the same class names for every image)."""
 from __future__ import annotations
 
 from functools import lru_cache, partial
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..attention.images import WORK_SIZE, resize_rgb
 from ..models.online_labeler import prompt_refusals
-from .builders import build_generator, check_model, job_header, load_engine, local_tokenizer
+from .builders import (build_generator, check_model, check_names_given, class_list_arg, job_header,
+                       load_engine, local_tokenizer)
 from .folders import (MASK_DIR, OVERLAY_DIR, check_inputs_outside_output, encode_jpeg,
                       encode_label_png, label_palette, labelled_share, read_rgb,
                       record_path, split_path)
@@ -44,20 +45,24 @@ def overlay_jpeg(classes: Optional[Tuple[str, ...]], rgb: np.ndarray, labels: np
 
 
 def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
-            names: Optional[Sequence[str]], batch_size: int = 4, device: str = 'cpu',
+            names: Union[str, Sequence[str], None], batch_size: int = 4, device: str = 'cpu',
             dtype: str = 'float32', work_size: int = WORK_SIZE,
             workers: Optional[int] = None, compile_backend: Optional[str] = None,
             variant: Optional[str] = None) -> JobSummary:
     """Label every image of ``items`` (:func:`.pseudo_label.image_items`: an image file or
     folder, a list of them, or work items) with the class names ``names`` (label set
-    ``background`` + names; ``None`` = unlabelled DiffSeg segments) and draw overlays
+    ``background`` + names; a string as ``--classes`` takes it, ``'voc'`` or ``'cat,dog'``;
+    ``None`` = unlabelled DiffSeg segments) and draw overlays
     (``Overlays/<id>.jpg``); ``workers``: loader and writer processes (:func:`.jobs.run_job`);
     ``compile_backend``, ``variant``: see :func:`.load_engine`."""
     items = image_items(items)
     check_inputs_outside_output(items, out_dir, 'segments')
     model = check_model(model, variant)
+    names = class_list_arg(names, 'names')
     classes = None if names is None else ['background'] + [n for n in names if n != 'background']
     generator = build_generator(gen_cfg, classes)
+    check_names_given(generator, names, "names (the classes to find, e.g. ['cat', 'dog'] or "
+                      "'voc')")
     present = None if classes is None else classes[1:]
     tokenizer = local_tokenizer(model) if present else None
     refusal = prompt_refusals(tokenizer, generator, [present])[0] if tokenizer else None

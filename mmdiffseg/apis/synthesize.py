@@ -26,8 +26,8 @@ from ..attention.prompts import token_positions
 from ..datasets.class_names import spelled_as
 from ..generators.seediff import resolutions_for
 from ..provenance import sampler_settings
-from .builders import (build_generator, check_can_synthesise, check_model, job_header,
-                       load_engine, local_tokenizer)
+from .builders import (build_generator, check_can_synthesise, check_model, class_list_arg,
+                       job_header, load_engine, local_tokenizer)
 from .folders import (IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, labelled_share,
                       palette_for, pixel_share, split_path)
 from .io import ItemOutput, JobSummary, UserInputError, WorkItem, each_alone_on_overflow, item_seed
@@ -128,6 +128,7 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
             missing model.
     """
     names = [names] if isinstance(names, str) else list(names)
+    label_set = class_list_arg(label_set, 'label_set')
     if not names:
         raise UserInputError('no classes to synthesise')
     if any(name.strip().lower() == 'background' for name in names):

@@ -56,10 +56,11 @@ def shared_noise(noise: Union[int, torch.Tensor], latents: torch.Tensor,
     if isinstance(noise, torch.Tensor):
         one = tuple(latents.shape[1:])
         if tuple(noise.shape) not in (one, (1, *one), tuple(latents.shape)):
+            per_image = (f' or {tuple(latents.shape)} (one per image)'
+                         if latents.shape[0] > 1 else '')   # (at batch 1: the same shape)
             raise ValueError(f'noise shape {tuple(noise.shape)} does not match the latents '
                              f'{tuple(latents.shape)}: pass a noise of shape {one} or '
-                             f'{(1, *one)} (one for every image) or {tuple(latents.shape)} '
-                             '(one per image)')
+                             f'{(1, *one)} (one for every image){per_image}')
         return noise.to(latents.device, latents.dtype).expand_as(latents)
     if draw == 'cuda_float16':
         generator = torch.Generator(latents.device).manual_seed(int(noise))

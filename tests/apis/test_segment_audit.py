@@ -113,3 +113,47 @@ def test_classes_that_do_not_fit_the_prompt_are_refused_before_any_work(tmp_path
     segment_api.segment(path_items(tmp_path), tmp_path / 'out', model,
                         dict(type='ISeg', cross_heads=None, self_heads=None), names[:20])
     assert job['header']['classes'][1:] == names[:20]
+
+
+def test_class_lists_given_as_strings_are_read_as_the_tools_read_them(tmp_path, monkeypatch):
+    """segment(..., 'cat,dog') labelled the classes 'c', 'a', 't', ',', 'd', 'o', 'g' (the
+    string's characters) without a word; pseudo_label(classes='voc') made ['v', 'o', 'c'];
+    synthesize(label_set='voc') too. A string is a class set's name or names with a comma, as
+    --classes; anything else is refused before any work."""
+    from mmdiffseg.apis import pseudo_label, synthesize
+    from mmdiffseg.apis.io import UserInputError
+    pseudo_api = importlib.import_module('mmdiffseg.apis.pseudo_label')
+    synthesize_api = importlib.import_module('mmdiffseg.apis.synthesize')
+    job = _capture_job(monkeypatch)
+    for module in (pseudo_api, synthesize_api):
+        monkeypatch.setattr(module, 'run_job', lambda items, read, _, out, header, **kw:
+                            job.update(header=header))
+    Image.new('RGB', (4, 4)).save(tmp_path / 'a.png')
+    items = path_items(tmp_path)
+    segment_api.segment(items, tmp_path / 'out', HUB_ID, dict(type='ISeg'), 'cat,dog')
+    assert job['header']['classes'] == ['background', 'cat', 'dog']
+    pseudo_label(items, tmp_path / 'out2', HUB_ID, dict(type='ISeg'), 'voc', {'a': ['cat']})
+    assert job['header']['classes'][:3] == ['background', 'aeroplane', 'bicycle']
+    synthesize(['dog'], tmp_path / 'out3', HUB_ID, dict(type='SeeDiff'), label_set='voc')
+    assert job['header']['classes'][12] == 'dog'
+    with pytest.raises(UserInputError, match=r"^names 'cat' is not a class set; .*needs a comma "
+                                             r'\(one class: names "cat,"\)'):
+        segment_api.segment(items, tmp_path / 'out4', HUB_ID, dict(type='ISeg'), 'cat')
+
+
+def test_a_generator_of_classes_without_names_is_refused_before_any_work(tmp_path, monkeypatch):
+    """ISeg without names (segment) or image-level labels (pseudo_label) stopped in the first
+    batch, after the model load, leaving a folder whose rerun with names was refused."""
+    from mmdiffseg.apis import pseudo_label
+    from mmdiffseg.apis.io import UserInputError
+    job = _capture_job(monkeypatch)
+    Image.new('RGB', (4, 4)).save(tmp_path / 'a.png')
+    items = path_items(tmp_path)
+    with pytest.raises(UserInputError, match=r"^ISeg labels classes and needs names \(the classes "
+                                             r"to find, .*dict\(type='DiffSeg'\) without classes"):
+        segment_api.segment(items, tmp_path / 'out', HUB_ID, dict(type='ISeg'), None)
+    with pytest.raises(UserInputError, match=r'^ISeg labels classes and needs image_labels'):
+        pseudo_label(items, tmp_path / 'out2', HUB_ID, dict(type='ISeg'), 'voc', None)
+    assert not job and not (tmp_path / 'out').exists() and not (tmp_path / 'out2').exists()
+    segment_api.segment(items, tmp_path / 'out', HUB_ID, dict(type='DiffSeg'), None)
+    assert job['header']['classes'] is None

@@ -25,6 +25,9 @@ def test_a_noise_tensor_is_shared_and_its_shape_checked():
     for bad in (torch.randn(1, 3, 8, 8), torch.randn(4, 8, 9)):
         with pytest.raises(ValueError, match='noise shape .* does not match the latents'):
             shared_noise(bad, latents)
+    with pytest.raises(ValueError, match=r'pass a noise of shape \(4, 8, 8\) or \(1, 4, 8, 8\) '
+                                         r'\(one for every image\)$'):   # (batch 1: said once)
+        shared_noise(torch.randn(2, 4, 8, 8), latents[:1])
 
 
 def test_the_cuda_draw_is_refused_off_cuda_and_unknown_draws_by_name():
