@@ -85,12 +85,15 @@ class PrefillSummary:
     #: of the labels made (here or by another process): those all unsure (255 everywhere)
     unsure: int = 0
     rank: Optional[int] = None
+    #: the images to go through (fewer were when interrupted or stopped); None: ``images``
+    total: Optional[int] = None
 
     def line(self) -> str:
         elsewhere = self.images - self.made - self.cached
         rate = self.made / self.seconds if self.seconds > 0 else 0.0
         share = '' if self.rank is None else f" (rank {self.rank}'s share)"
-        return (f'prefill{share}: {self.images} images: made {self.made}, already cached '
+        of = '' if self.total in (None, self.images) else f' of {self.total}'
+        return (f'prefill{share}: {self.images}{of} images: made {self.made}, already cached '
                 f'{self.cached}, made by another process {elsewhere}; {self.seconds:.1f} s '
                 f'({rate:.2f} labels/s); {self.cache_dir} holds {self.cache_size} labels')
 
@@ -236,13 +239,15 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
     loader = torch.utils.data.DataLoader(images, batch_size=labeler.options['batch_size'],
                                          num_workers=workers, collate_fn=list,
                                          worker_init_fn=partial(start_worker, os.getpid()))
-    counts = torch.zeros(4, dtype=torch.float64)   # images, made, cached, all unsure
+    # images, made, cached, all unsure; then the images to go through
+    counts = torch.tensor([0, 0, 0, 0, len(images)], dtype=torch.float64)
     start, interrupted, stopped = time.perf_counter(), False, None
     with ProgressLine(len(images) if progress and rank == 0 else 0, sys.stdout) as bar:
         bar.start()
 
         def settle(entries: list, cached: int, made: int, unsure: int = 0) -> None:
-            counts.add_(torch.tensor([len(entries), made, cached, unsure], dtype=torch.float64))
+            counts[:4].add_(torch.tensor([len(entries), made, cached, unsure],
+                                         dtype=torch.float64))
             for _ in entries:   # a cached label leaves the bar: its ETA is of labels to make
                 bar.skip() if cached else bar.update()
 
@@ -261,8 +266,9 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                 raise
 
     def summary(share: bool) -> PrefillSummary:
-        images, made, cached, unsure = (int(c) for c in counts.tolist())
+        images, made, cached, unsure, total = (int(c) for c in counts.tolist())
         return PrefillSummary(images, made, cached, seconds=time.perf_counter() - start,
+                              total=total,
                               cache_dir=str(labeler.cache.cache_dir),
                               cache_size=len(labeler.cache), interrupted=interrupted,
                               unsure=unsure, rank=rank if share else None)

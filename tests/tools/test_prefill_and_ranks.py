@@ -108,8 +108,8 @@ def test_a_label_write_that_fails_stops_the_prefill_with_the_counts(tmp_path, ti
         with pytest.raises(OutputWriteError) as stopped:
             prefill(online_config(tmp_path, tiny_sd), 'cpu', batch_size=1, progress=False)
     assert re.fullmatch(rf'cannot write {tmp_path}/cache/.*png: the disk is full .*; so far: '
-                        r'prefill: \d+ images: made \d+, .*; finished items are kept: rerun the '
-                        r'same command to resume', str(stopped.value)), str(stopped.value)
+                        r'prefill: \d+ of 4 images: made \d+, .*; finished items are kept: rerun '
+                        r'the same command to resume', str(stopped.value)), str(stopped.value)
 
 
 def test_a_resumed_prefill_runs_the_engine_at_full_batches(tmp_path, tiny_sd, monkeypatch):

@@ -39,14 +39,15 @@ def test_the_summary_adds_up_the_counts_of_every_rank(tmp_path, tiny_sd, monkeyp
             self.cache.save(key, made)
         return labels
 
-    def other_rank(counts):
-        counts.add_(torch.tensor([3, 1, 2, 1], dtype=counts.dtype))
+    def other_rank(counts):   # (its 3 images of a share of 3: a whole share gone through)
+        counts.add_(torch.tensor([3, 1, 2, 1, 3], dtype=counts.dtype))
     monkeypatch.setattr(OnlineLabeler, 'labels', label)
     monkeypatch.setattr(prefill_module, 'all_reduce', other_rank)
     with DefaultScope.overwrite_default_scope('mmseg'):
         summary = prefill_module.prefill(online_config(tmp_path, tiny_sd), 'cpu', batch_size=2,
                                          workers=0, progress=False)
     assert (summary.images, summary.made, summary.cached, summary.unsure) == (7, 5, 2, 5)
+    assert summary.total == 7 and summary.line().startswith('prefill: 7 images: made 5')
     assert summary.cache_size == 4
 
 

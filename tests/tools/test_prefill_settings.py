@@ -23,6 +23,8 @@ def test_the_summary_counts_rate_and_notes():
     assert len(lines) == 3 and lines[1].startswith('3 of the labels made (here or by another ')
     assert lines[2] == ('interrupted: rerun the same command to resume (cached images are '
                         'skipped)')
+    summary.total = 25   # interrupted: 10 of the 25 images gone through (not a 10-image set)
+    assert summary.line().startswith('prefill: 10 of 25 images: made 4, already cached 5')
 
 
 def test_a_full_batch_is_labelled_before_the_loader_reads_on():
@@ -154,8 +156,8 @@ def test_an_interrupted_rank_of_several_stops_at_once_with_its_share(tmp_path, t
     with DefaultScope.overwrite_default_scope('mmseg'):
         summary = prefill_module.prefill(cfg, 'cpu', batch_size=2, workers=0, progress=False)
     assert (summary.images, summary.made, summary.rank, summary.interrupted) == (2, 2, 1, True)
-    assert str(summary).startswith("prefill (rank 1's share): 2 images: made 2, already cached "
-                                   '0, made by another process 0; ')
+    assert str(summary).startswith("prefill (rank 1's share): 2 of 4 images: made 2, already "
+                                   'cached 0, made by another process 0; ')
 
 
 def test_a_rank_whose_peer_stopped_says_so_in_one_line_with_its_share(tmp_path, tiny_sd,
