@@ -220,6 +220,7 @@ class OnlineLabeler:
         self.labeler: Optional[AttentionLabeler] = None
         self.generated = 0
         self.waited = 0
+        self.read = 0   # labels the pipeline read from the cache (the batches' samples)
         self.announced = False
 
     def bind(self, spec: Dict) -> LabelCache:
@@ -327,6 +328,8 @@ class OnlineLabeler:
         hub.update_scalar('train/label_waited', float(self.waited - waited_before))
         # the log shows the logged iteration's values only (every 50th by default)
         hub.update_scalar('train/label_generated_total', float(self.generated))
+        self.read += sum(bool(s.metainfo.get('pseudo_label_cached')) for s in data_samples)
+        hub.update_scalar('train/label_read_total', float(self.read))
         self._announce(data_samples)
         if generated_before == 0 and self.generated:
             print_log(f'online labels: making labels with {self.cache.model} '

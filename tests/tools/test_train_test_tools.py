@@ -59,6 +59,10 @@ def test_online_labels_are_made_once_cached_and_drawn(tmp_path, tiny_sd, monkeyp
     assert rows[-1]['label_generated'] < rows[0]['label_generated']  # epoch 2 reads the cache
     assert [r['label_generated_total'] for r in rows] == list(
         np.cumsum([r['label_generated'] for r in rows]))   # the run's total, at every log
+    # and the labels read from the cache: the rest of each batch of 2 (none waited for)
+    assert [r['label_read_total'] for r in rows] == [
+        2 * (i + 1) - r['label_generated_total'] for i, r in enumerate(rows)]
+    assert rows[-1]['label_read_total'] > 0
     check_label_pictures(tmp_path / 'run1', iters=(2, 4))
     # a second run on the full cache generates nothing (test_prefill_and_ranks.py), and the
     # checkpoint's mIoU through tools/test.py is the README's smoke path (test_readme_smoke.py)
