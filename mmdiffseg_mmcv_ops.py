@@ -20,6 +20,7 @@ takes mmcv's own PyTorch path on every device (its forward calls the CUDA kernel
 """
 import importlib
 import importlib.abc
+import importlib.util
 import sys
 import sysconfig
 import types
@@ -106,16 +107,26 @@ def install() -> None:
             patch_module(name, sys.modules[name])
 
 
+def site_folder() -> Path:
+    """The site folder that holds mmcv (the user site where pip fell back to a user install,
+    whose site-packages this user may not write), else this interpreter's site-packages."""
+    spec = importlib.util.find_spec('mmcv')
+    if spec is not None and spec.origin:
+        return Path(spec.origin).parent.parent
+    return Path(sysconfig.get_paths()['purelib'])
+
+
 def write_pth(folder=None) -> Path:
-    """The ``.pth`` that runs :func:`install` at interpreter start, in ``folder`` (default this
-    interpreter's site-packages)."""
-    path = Path(folder or sysconfig.get_paths()['purelib']) / PTH_NAME
+    """The ``.pth`` that runs :func:`install` at interpreter start, in ``folder`` (default
+    :func:`site_folder`)."""
+    path = Path(folder or site_folder()) / PTH_NAME
     path.write_text(PTH_LINE)
     return path
 
 
 def remove_pth(folder=None) -> None:
-    (Path(folder or sysconfig.get_paths()['purelib']) / PTH_NAME).unlink(missing_ok=True)
+    for where in [folder] if folder else {site_folder(), Path(sysconfig.get_paths()['purelib'])}:
+        (Path(where) / PTH_NAME).unlink(missing_ok=True)
 
 
 if __name__ == '__main__':

@@ -169,6 +169,28 @@ def test_mmseg_imported_before_mmdiffseg_works_with_the_pth_file(tmp_path):
     assert not pth.exists()
 
 
+def test_the_pth_file_goes_beside_mmcv(tmp_path, monkeypatch):
+    """A user without a venv whose pip fell back to a user install: the .pth was written into
+    the system site-packages (PermissionError, the install stopped at step 3); it goes into the
+    site folder that holds mmcv, and the removal looks there and in site-packages."""
+    import importlib.util
+    import sysconfig
+    user_site, system_site = tmp_path / 'user', tmp_path / 'system'
+    (user_site / 'mmcv').mkdir(parents=True)
+    (user_site / 'mmcv' / '__init__.py').write_text('')
+    system_site.mkdir()
+    real = importlib.util.find_spec
+    mmcv = importlib.machinery.ModuleSpec('mmcv', None,
+                                          origin=str(user_site / 'mmcv' / '__init__.py'))
+    monkeypatch.setattr(importlib.util, 'find_spec',
+                        lambda name, *a: mmcv if name == 'mmcv' else real(name, *a))
+    monkeypatch.setattr(sysconfig, 'get_paths', lambda *a, **k: {'purelib': str(system_site)})
+    assert mmdiffseg_mmcv_ops.write_pth() == user_site / mmdiffseg_mmcv_ops.PTH_NAME
+    (system_site / mmdiffseg_mmcv_ops.PTH_NAME).write_text('')   # an older install's
+    mmdiffseg_mmcv_ops.remove_pth()
+    assert not list(user_site.glob('*.pth')) and not list(system_site.glob('*.pth'))
+
+
 # --- mmcv with compiled kernels (MMCV_OPS=compiled) ---------------------------------------------
 
 def _compiled_ops() -> bool:
