@@ -39,6 +39,8 @@ OTHER_DATA_FIX = 'prepare it as ' + DATA_GUIDE + ' says'
 DATASET_FOLDERS = ('VOC2012', 'ADEChallengeData2016')
 WHAT = {'ann_file': 'split file', 'img_path': 'folder', 'seg_map_path': 'folder'}
 EXAMPLES = 3
+#: unreadable images named in full (each costs a rerun of the check to find otherwise)
+UNREADABLE_NAMED = 50
 
 
 @dataclass
@@ -224,10 +226,15 @@ def check_listed_files(dataset: dict, where: str) -> List[Missing]:
     unreadable = unreadable_images(str(info['img_path']) for info in data_list
                                    if info.get('img_path') and Path(info['img_path']).is_file())
     if unreadable:
+        names = [Path(path).name for path, _ in unreadable[:UNREADABLE_NAMED]]
+        more = len(unreadable) - len(names)
         missing.append(Missing(
             f'{kind}: {len(unreadable)} of the {len(data_list)} images of the split '
             f'({_listing(dataset)}) are no image OpenCV reads (e.g. {unreadable[0][0]!r}: '
-            f'{unreadable[0][1]})', 'replace them with the images, or remove them' + (
+            f'{unreadable[0][1]})' + (f'; they are {", ".join(names)}'
+                                      + (f' and {more} more' if more > 0 else '')
+                                      if len(unreadable) > 1 else ''),
+            'replace them with the images, or remove them' + (
                 f' (their names from the split file {_listing(dataset)})'
                 if dataset.get('ann_file') else ''), [where]))
     return missing

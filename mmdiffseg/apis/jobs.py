@@ -308,7 +308,8 @@ def _check_job_folder(folder: Path, header: Dict[str, Any], items: Sequence[Work
 
 
 def _log_failed(item_id: str, reason: str) -> None:
-    print_log(f'failed {item_id}: {reason} (not made; counted as failed)', logger='current')
+    print_log(f'failed {item_id}: {reason} (not made; counted as failed)', logger='current',
+              level=logging.WARNING)   # (a log searched for warnings finds it)
 
 
 def _warn_unlisted(folder: Path, split_file: str, listed: int, unlisted: Sequence[str]) -> None:

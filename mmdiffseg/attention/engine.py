@@ -24,7 +24,7 @@ from ..provenance import model_id_of, model_path, withdrawn_model
 from .capture import CaptureSession, capture_attention
 from .images import ImagesLike, preprocess_images
 from .loading import (check_engine_options, dtype_option, hub_load_failure,
-                      loading_bars_on_rank_0_only, placed, single_file_checkpoint,
+                      loading_bars_where_read, placed, single_file_checkpoint,
                       single_file_problem, torch_device, torch_dtype)
 from .maps import AttentionMaps, CaptureSpec, as_capture_spec
 from .model_check import config_problems, folder_problems
@@ -117,7 +117,7 @@ class DiffusionAttentionEngine:
         withdrawn = None if is_folder else withdrawn_model(source, kwargs.get('cache_dir'))
         if withdrawn:
             raise OSError(f'cannot load Stable Diffusion model: {withdrawn}')
-        loading_bars_on_rank_0_only()
+        loading_bars_where_read()
         try:
             pipe = StableDiffusionPipeline.from_pretrained(source, **dtype_option(dtype),
                                                            **kwargs)

@@ -5,6 +5,7 @@ single-file checkpoint given where a diffusers folder is read."""
 from __future__ import annotations
 
 import difflib
+import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -27,11 +28,13 @@ def dtype_option(dtype: torch.dtype) -> Dict[str, torch.dtype]:
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
-def loading_bars_on_rank_0_only() -> None:
+def loading_bars_where_read() -> None:
     """diffusers' and transformers' loading progress bars off in a process that is not rank 0
-    (each rank loads the model: one bar, not one per rank, with their lines interleaved)."""
+    (each rank loads the model: one bar, not one per rank, with their lines interleaved) and
+    where stderr is no terminal (a log file got their carriage-return redraws and cursor
+    codes)."""
     from mmengine.dist import get_rank
-    if get_rank() != 0:
+    if get_rank() != 0 or not sys.stderr.isatty():
         from diffusers.utils import logging as diffusers_logging
         from transformers.utils import logging as transformers_logging
         diffusers_logging.disable_progress_bar()

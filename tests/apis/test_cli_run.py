@@ -1,6 +1,7 @@
 """What the tools' shared command-line layer does: the exit status and the one stderr line of
 each known failure, the launcher checks, the pre-flight switches and the model a preset names."""
 import datetime
+import sys
 from argparse import Namespace
 
 import pytest
@@ -166,18 +167,20 @@ def test_gpu_training_ranks_wait_longer_than_the_nccl_default(given, monkeypatch
     assert cfg.env_cfg.dist_cfg == dict(backend='nccl', timeout=given or 3 * 3600)
 
 
-def test_loading_bars_are_shown_by_rank_0_only(monkeypatch):
-    """Every rank loads the model: diffusers' and transformers' bars stay on rank 0 only."""
+def test_loading_bars_are_shown_by_rank_0_only_on_a_terminal(monkeypatch):
+    """Every rank loads the model: diffusers' and transformers' bars stay on rank 0 only, and
+    off where stderr is a log file (their carriage-return redraws and cursor codes)."""
     import mmengine.dist
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from mmdiffseg.attention.loading import loading_bars_on_rank_0_only
-    for rank, shown in ((0, True), (1, False)):
+    from mmdiffseg.attention.loading import loading_bars_where_read
+    for rank, terminal, shown in ((0, True, True), (1, True, False), (0, False, False)):
         diffusers_logging.enable_progress_bar()
         transformers_logging.enable_progress_bar()
         monkeypatch.setattr(mmengine.dist, 'get_rank', lambda: rank)
-        loading_bars_on_rank_0_only()
+        monkeypatch.setattr(sys.stderr, 'isatty', lambda: terminal)
+        loading_bars_where_read()
         assert diffusers_logging.is_progress_bar_enabled() is shown
         assert transformers_logging.is_progress_bar_enabled() is shown
     diffusers_logging.enable_progress_bar()

@@ -1,5 +1,7 @@
 """What a job decides around its work: inputs refused before any work, the folder a stopped run
 made, a finished job that builds no model, an unreadable item counted as failed."""
+import logging
+
 import pytest
 
 from mmdiffseg.apis.io import UserInputError, WorkItem
@@ -115,10 +117,16 @@ def test_a_finished_job_is_not_prepared_again(tmp_path):
 def test_an_unreadable_item_is_logged_and_counted_as_failed(tmp_path, monkeypatch):
     from mmdiffseg.apis import jobs
     logged = []
-    monkeypatch.setattr(jobs, 'print_log', lambda message, logger=None: logged.append(message))
+    levels = {}
+
+    def log(message, logger=None, level=logging.INFO):
+        logged.append(message)
+        levels[message] = level
+    monkeypatch.setattr(jobs, 'print_log', log)
     items, load, compute = _job([])
     run_job(items, load, compute, tmp_path, HEADER, batch_size=3)
-    assert 'failed item3: item3 is corrupt (not made; counted as failed)' in logged
+    failed = 'failed item3: item3 is corrupt (not made; counted as failed)'
+    assert failed in logged and levels[failed] == logging.WARNING   # (found with the warnings)
     assert logged[-2].startswith('summary: made 6, already done 0, failed 1, ')
     logged.clear()
     run_job(items, load, compute, tmp_path, HEADER, batch_size=3)

@@ -130,6 +130,12 @@ def test_an_image_of_32_bit_samples_is_named_with_the_folder_the_split_lists(tmp
                                 f"are no image OpenCV reads (e.g. '{image}': 32-bit samples (F)")
     assert item.what.endswith('convert it to 8 or 16 bits per sample)')
     assert item.fix == 'replace them with the images, or remove them' and item.where == ['d']
+    for index in range(1, 53):   # many: each named (one per rerun of the check otherwise)
+        (tmp_path / 'img' / f'b{index:02d}.tif').write_bytes(b'not an image')
+    (item,) = check_listed_files(dataset, 'd')
+    assert item.what.startswith('BaseSegDataset: 53 of the 53 images')
+    assert item.what.endswith('; they are a.tif, b01.tif, b02.tif, ' + ''.join(
+        f'b{i:02d}.tif, ' for i in range(3, 49)) + 'b49.tif and 3 more')
 
 
 def test_an_unknown_class_set_is_named_before_its_label_file_is_read(tmp_path):
