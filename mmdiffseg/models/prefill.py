@@ -260,6 +260,10 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                        sum(int((label == IGNORE_INDEX).all()) for label in labels.values()))
         except KeyboardInterrupt:
             interrupted = True
+        except UserInputError as exc:  # an image that cannot be read: with what was made so far
+            if not counts[0]:
+                raise
+            stopped = (str(exc), exc)
         except RuntimeError as exc:  # a full disk, a killed loader process: with the counts
             stopped = (stop_reason(exc), exc)
             if stopped[0] is None:

@@ -72,3 +72,30 @@ def test_an_image_opencv_cannot_decode_stops_the_prefill_naming_it(tmp_path, tin
         assert str(refused.value) == (
             f'cannot read image {image}: OpenCV cannot decode it (not an image, or damaged): '
             "replace it, or remove it from the dataset's split")
+
+
+def test_an_image_that_cannot_be_read_after_labels_were_made_stops_with_the_counts(
+        tmp_path, tiny_sd, monkeypatch):
+    """Found after a batch was labelled (a file damaged during a long prefill, or the pre-flight
+    skipped): exit status 2 said 'nothing done' and the log named no label made; the prefill
+    stops with the counts (JobStopped, exit 3), the labels made kept."""
+    from mmdiffseg.apis.io import JobStopped
+
+    def label(self, todo, device):
+        self.generated += len(todo)
+        labels = {key: np.zeros((4, 4), np.uint8) for key in todo}
+        for key, made in labels.items():
+            self.cache.save(key, made)
+        return labels
+    cfg = online_config(tmp_path, tiny_sd)
+    image = sorted((tmp_path / 'voc' / 'JPEGImages').glob('*.png'))[3]
+    data = image.read_bytes()
+    image.unlink()
+    image.write_bytes(data[:len(data) // 3])
+    monkeypatch.setattr(OnlineLabeler, 'labels', label)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        with pytest.raises(JobStopped) as stopped:
+            prefill_module.prefill(cfg, 'cpu', batch_size=2, workers=0, progress=False)
+    assert str(stopped.value).startswith(f'cannot read image {image}: OpenCV cannot decode it')
+    assert '; so far: prefill: 2 of 4 images: made 2, already cached 0' in str(stopped.value)
+    assert len(list((tmp_path / 'cache').glob('??/*.png'))) == 2
