@@ -75,10 +75,10 @@ def main(argv=None):
                                                args.reduce_zero_label, args.fine_labels
                                                ).with_options(crop_resize=args.center_crop_resize)
     if args.hungarian:
-        report = evaluate_segments(args.labels, args.gt, classes, gt_format)
+        report = evaluate_segments(args.labels, args.gt, classes, gt_format, progress=True)
     else:
         report = evaluate_labels(args.labels, args.gt, classes, gt_format,
-                                 args.labels_reduce_zero_label)
+                                 args.labels_reduce_zero_label, progress=True)
     print(format_report(report))
     if args.out_json:
         atomic_write(args.out_json, report_json(report).encode())

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
@@ -29,6 +30,7 @@ from .folders import IGNORE_INDEX, MASK_DIR
 from .ground_truth import (GroundTruthFormat, find_ground_truth, outside_classes,
                            read_label_map_file)
 from .io import UserInputError
+from .progress import ProgressLine
 
 
 def label_files(folder) -> Dict[str, Path]:
@@ -100,8 +102,20 @@ def _matched_files(labels_dir, gt_dir, gt_format: GroundTruthFormat
 
 def _pairs(files: Dict[str, Tuple[Path, Path]], classes: Sequence[str],
            gt_format: GroundTruthFormat, check_labels: bool,
-           labels_reduce_zero_label: bool = False):
-    """``(id, label, ground truth)`` arrays of each of :func:`_matched_files`' pairs."""
+           labels_reduce_zero_label: bool = False, progress: bool = False):
+    """``(id, label, ground truth)`` arrays of each of :func:`_matched_files`' pairs; with
+    ``progress``, a progress line on stdout (minutes of silence for 10k images otherwise)."""
+    with ProgressLine(len(files) if progress else 0, sys.stdout) as bar:
+        bar.start()
+        for pair in _read_pairs(files, classes, gt_format, check_labels,
+                                labels_reduce_zero_label):
+            yield pair
+            bar.update()
+
+
+def _read_pairs(files: Dict[str, Tuple[Path, Path]], classes: Sequence[str],
+                gt_format: GroundTruthFormat, check_labels: bool,
+                labels_reduce_zero_label: bool):
     for item_id, (path, gt_path) in files.items():
         if os.path.samefile(path, gt_path):  # the ground truth scored against itself
             gt = gt_format.read(path, classes)
@@ -176,7 +190,7 @@ def _classes_and_format(classes: Union[str, Sequence[str]],
 
 def evaluate_labels(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
                     gt_format: Union[GroundTruthFormat, str, None] = None,
-                    labels_reduce_zero_label: bool = False) -> Dict:
+                    labels_reduce_zero_label: bool = False, progress: bool = False) -> Dict:
     """Per-class IoU (%), mIoU, aAcc and coverage of class labels (255 = unsure); NaN for a
     class absent from labels and ground truth, and aAcc NaN where no pixel is labelled. Labels
     without ground truth are left out (``unscored``: their ids), as are ground-truth files
@@ -187,6 +201,7 @@ def evaluate_labels(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
     ``labels_reduce_zero_label``: the label files hold 0 for "other" and ``k`` for class
     ``k - 1``, as mmseg's ``IoUMetric`` writes predictions of a ``reduce_zero_label`` dataset
     (``tools/test.py --out`` on ADE20K); default: class indices, as the tools write them.
+    ``progress``: a progress line on stdout, as the tool shows.
 
     Raises:
         UserInputError: the folder's manifest names other classes (:func:`check_label_classes`),
@@ -203,7 +218,8 @@ def evaluate_labels(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
     metric.dataset_meta = dict(classes=list(classes))
     count = 0
     files, left_out = _matched_files(labels_dir, gt_dir, gt_format)
-    for _, pred, gt in _pairs(files, classes, gt_format, True, labels_reduce_zero_label):
+    for _, pred, gt in _pairs(files, classes, gt_format, True, labels_reduce_zero_label,
+                              progress):
         metric.process({}, [dict(pred_sem_seg=dict(data=torch.from_numpy(pred).long()),
                                  gt_sem_seg=dict(data=torch.from_numpy(gt).long()))])
         count += 1
@@ -218,13 +234,14 @@ def evaluate_labels(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
 
 
 def evaluate_segments(labels_dir, gt_dir, classes: Union[str, Sequence[str]],
-                      gt_format: Union[GroundTruthFormat, str, None] = None) -> Dict:
+                      gt_format: Union[GroundTruthFormat, str, None] = None,
+                      progress: bool = False) -> Dict:
     """Hungarian-matched per-class IoU (%), mIoU and ACC of unlabelled segment ids
-    (``classes``, ``gt_format`` and ``unscored`` as in :func:`evaluate_labels`)."""
+    (``classes``, ``gt_format``, ``unscored`` and ``progress`` as in :func:`evaluate_labels`)."""
     classes, gt_format = _classes_and_format(classes, gt_format)
     totals, count = np.zeros((3, len(classes)), dtype=np.int64), 0
     files, left_out = _matched_files(labels_dir, gt_dir, gt_format)
-    for _, pred, gt in _pairs(files, classes, gt_format, False):
+    for _, pred, gt in _pairs(files, classes, gt_format, False, progress=progress):
         totals += match_segments(gt, pred, len(classes), IGNORE_INDEX)
         count += 1
     iou, _, acc = matched_scores(totals)

@@ -29,6 +29,9 @@ def test_eval_labels_on_voc_ground_truth_and_hand_computed_case(tmp_path):
     assert 'prefix is not set' not in result.stdout + result.stderr  # mmengine's notice, each run
     assert report['per_class_iou']['sheep'] == 100.0 and report['per_class_iou']['sofa'] is None
     assert '| sheep | 100.00 |' in result.stdout and '| sofa | n/a |' in result.stdout
+    # a progress line (a log file: its first and last lines), not minutes of silence
+    assert result.stdout.startswith('progress: 0/10\n')
+    assert '\nprogress: 10/10 (100.0%)' in result.stdout
 
     def refuse_nan(name):
         raise ValueError(f'{name} is not JSON')
