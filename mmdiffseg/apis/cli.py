@@ -274,8 +274,20 @@ def own_message(exc: BaseException) -> str:
 
 def _fail(message, status: int) -> int:
     sys.stdout.flush()  # a half-written stdout line (progress) must not take the message
-    print(f'error: {message}', file=sys.stderr)
+    print(f'error: {_rank_named()}{message}', file=sys.stderr)
     return status
+
+
+def _rank_named() -> str:
+    """``'rank R: '`` in a process group of several ranks (each prints its own line, the same
+    words but for its counts), else nothing."""
+    import torch.distributed as dist
+    try:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return f'rank {dist.get_rank()}: '
+    except (RuntimeError, ValueError):   # a group torn down meanwhile
+        pass
+    return ''
 
 
 def exit_status(summary: JobSummary, strict: bool) -> int:

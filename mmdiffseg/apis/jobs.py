@@ -203,7 +203,7 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         plan = plan_job(folder, done, shard(items, rank, world_size), batch_size)
         summary = JobSummary(already_done=len(plan.finished), unchecked=plan.unchecked)
         bar = ProgressLine(len(plan.mine) - len(plan.finished) if rank == 0 else 0,
-                           progress_file)
+                           progress_file, ranks=world_size)
         workers = default_workers() if workers is None else workers
 
         def made(item: WorkItem, record: Dict) -> None:

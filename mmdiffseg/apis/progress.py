@@ -110,10 +110,12 @@ class ProgressLine:
     (:meth:`end_line` before any other output, e.g. a failed item, and on leaving the ``with``
     block: the summary, an error). Elsewhere (``file`` is not a terminal): a plain line at the
     start, every ``log_seconds`` and at the last item (done/total, rate, elapsed, ETA), so a log
-    holds lines, not one line of carriage returns per item."""
+    holds lines, not one line of carriage returns per item. ``ranks``: the process group's
+    size, where it is more than one: the first line says the progress is rank 0's share."""
 
-    def __init__(self, total: int, file, log_seconds: float = LOG_SECONDS):
+    def __init__(self, total: int, file, log_seconds: float = LOG_SECONDS, ranks: int = 1):
         self.file, self.total, self.log_seconds = file, total, log_seconds
+        self.ranks = ranks
         self.terminal = bool(getattr(file, 'isatty', lambda: False)())
         self.bar, self.open = None, False
         self.done = self.pending = 0
@@ -122,6 +124,9 @@ class ProgressLine:
     def start(self) -> None:
         if self.total:
             self.started = self.shown = time.monotonic()
+            if self.ranks > 1:
+                self.file.write(f"progress of rank 0's share (the job has {self.ranks} ranks; "
+                                'the others go at about its pace):\n')
             if self.terminal:
                 self.bar = ProgressBar(self.total, file=self.file)
                 self.open = True

@@ -242,7 +242,8 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
     # images, made, cached, all unsure; then the images to go through
     counts = torch.tensor([0, 0, 0, 0, len(images)], dtype=torch.float64)
     start, interrupted, stopped = time.perf_counter(), False, None
-    with ProgressLine(len(images) if progress and rank == 0 else 0, sys.stdout) as bar:
+    with ProgressLine(len(images) if progress and rank == 0 else 0, sys.stdout,
+                      ranks=world_size) as bar:
         bar.start()
 
         def settle(entries: list, cached: int, made: int, unsure: int = 0) -> None:

@@ -257,3 +257,20 @@ def test_one_of_several_launched_ranks_without_a_launcher_is_told_to_add_it(monk
     monkeypatch.setenv('OMPI_COMM_WORLD_SIZE', '4')
     with pytest.raises(UserInputError, match='add --launcher mpi'):
         cli.check_launcher('none', 'pseudo_label')
+
+
+def test_each_ranks_error_line_names_its_rank(monkeypatch, capsys):
+    """Under torchrun every rank prints its own stop line, the same words but for its counts
+    ('error: interrupted: made 0, ...' twice): each names its rank; one process's does not."""
+    import torch.distributed as dist
+    monkeypatch.setattr(dist, 'is_initialized', lambda: True)
+    monkeypatch.setattr(dist, 'get_rank', lambda: 1)
+    monkeypatch.setattr(cli, 'leave_process_group', lambda barrier: None)
+
+    def refused(argv):
+        raise UserInputError('no such folder')
+    for world_size, line in ((2, 'error: rank 1: no such folder\n'),
+                             (1, 'error: no such folder\n')):
+        monkeypatch.setattr(dist, 'get_world_size', lambda: world_size)
+        assert cli.run_cli(refused) == cli.EXIT_BAD_INPUT
+        assert capsys.readouterr().err == line

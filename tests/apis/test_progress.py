@@ -217,3 +217,18 @@ def test_a_long_jobs_log_gives_elapsed_time_and_eta_as_hours_minutes_seconds(mon
         bar.update()
     assert log.getvalue().splitlines()[-1] == (
         'progress: 74000/2000000 (3.7%), 74.00 items/s, elapsed 0:16:40, ETA 7:13:47')
+
+
+@pytest.mark.parametrize('screen', [Terminal, io.StringIO])
+def test_the_progress_of_several_ranks_says_it_is_rank_0s_share(screen):
+    """Under torchrun the progress line counts rank 0's share (8 of 15 items) and did not say
+    so; one line says it first. A single process's progress is as before."""
+    for ranks, first in ((2, "progress of rank 0's share (the job has 2 ranks; the others go at "
+                          'about its pace):\n'), (1, '')):
+        file = screen()
+        with ProgressLine(8, file, ranks=ranks) as bar:
+            bar.start()
+        assert file.getvalue().startswith(first) and (
+            ranks == 1 or file.getvalue().count("rank 0's share") == 1)
+        if ranks == 1:
+            assert "share" not in file.getvalue()
