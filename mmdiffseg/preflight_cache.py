@@ -54,7 +54,8 @@ def check_cache_precision(cache_dir: str, where: str, dtype: str,
     (:class:`~mmdiffseg.datasets.LabelCache` refuses such a writer at its first label, maybe
     hours into training). ``unlabelled`` (:func:`unlabelled_finder`): for a run that only adds
     the labels the cache lacks (training); a full cache is read in any precision."""
-    from .datasets.label_cache import SIGNATURE_FILE, WRITER_KEY, empty_cache_note
+    from .datasets.cache_settings import empty_cache_note
+    from .datasets.label_cache import SIGNATURE_FILE, WRITER_KEY
     try:
         made = json.loads((cache_folder(cache_dir) / SIGNATURE_FILE).read_text()).get(
             WRITER_KEY, {})

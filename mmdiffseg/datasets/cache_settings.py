@@ -50,3 +50,12 @@ def revision_refusal(engine_kwargs: Optional[Dict], cache_dir: str) -> Optional[
             f'download that revision to a folder (hf download MODEL --revision {revision} '
             "--local-dir FOLDER) and set the cache's model to FOLDER, without "
             'engine_kwargs.revision')
+
+
+def empty_cache_note(cache_dir: Union[str, Path]) -> str:
+    """A refusal's note where a signed folder holds no label yet (a run stopped before its
+    first label signed it): deleting it loses nothing."""
+    if any(Path(cache_dir).glob('??/*.png')):
+        return ''
+    return (f' It holds no label yet (signed by a run stopped before its first): deleting it '
+            f'(rm -r {cache_dir}) loses nothing, once no run is starting into it.')

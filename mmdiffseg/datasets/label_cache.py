@@ -48,7 +48,7 @@ from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY, MaskGenerator,
 from ..provenance import (describe, missing_model_refusal, model_identity,
                           setting_differences)
 from ..registry import MASK_GENERATORS
-from .cache_settings import cache_folder, canonical_json
+from .cache_settings import cache_folder, canonical_json, empty_cache_note
 
 SIGNATURE_FILE = 'cache.json'
 #: the signature's record of how the labels were computed, checked against writers only
@@ -88,15 +88,6 @@ def unsigned_labels(cache_dir: Union[str, Path]) -> Optional[str]:
         return None
     return (f'label cache {cache_dir} holds labels but no {SIGNATURE_FILE} (deleted while a run '
             'wrote into it?): labels of unknown origin are never reused')
-
-
-def empty_cache_note(cache_dir: Union[str, Path]) -> str:
-    """A refusal's note where a signed folder holds no label yet (a run stopped before its
-    first label signed it): deleting it loses nothing."""
-    if any(Path(cache_dir).glob('??/*.png')):
-        return ''
-    return (f' It holds no label yet (signed by a run stopped before its first): deleting it '
-            f'(rm -r {cache_dir}) loses nothing, once no run is starting into it.')
 
 
 def _atomic_write(path: Path, data: bytes, replace: bool = True) -> None:
@@ -192,7 +183,8 @@ class LabelCache:
                 + '\n  '.join(differing)
                 + '\nLabels of another model or generator config are never reused: give this '
                 'config another cache_dir (the `cache` of LoadPseudoLabel in the train pipeline) '
-                'or delete the folder once no run writes into it.' + empty_cache_note(self.cache_dir)))
+                'or delete the folder once no run writes into it.'
+                + empty_cache_note(self.cache_dir)))
         made_with = stored.get(WRITER_KEY, {})
         written = made_with.get('dtype')
         if self.writer_dtype is not None and written not in (None, self.writer_dtype):
@@ -200,7 +192,8 @@ class LabelCache:
                 f'label cache {self.cache_dir} holds labels made in {written}, and this run '
                 f'would add labels made in {self.writer_dtype}: set the engine precision '
                 f'to {written} (engine_dtype of the DiffusionLabelPreprocessor, --dtype of '
-                'prefill_labels.py), or give this config another cache_dir.' + empty_cache_note(self.cache_dir))
+                'prefill_labels.py), or give this config another cache_dir.'
+                + empty_cache_note(self.cache_dir))
         self._signature_checked = True
         return True
 
