@@ -339,4 +339,3 @@ def test_mmcvs_source_is_built_as_cxx20_for_a_torch_whose_headers_need_it(
         assert 'building its source as C++20 for torch 2.14.1+cu130' in done.stdout
     else:
         assert install.endswith(' mmcv==2.1.0') and not any('setup.py' in line for line in log)
-

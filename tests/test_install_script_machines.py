@@ -67,9 +67,9 @@ def test_a_pip_too_old_for_editable_installs_is_upgraded_first(tmp_path, monkeyp
     assert 'upgrading' not in done.stdout and 'pip>=21.3' not in ' '.join(log)
 
 
-@pytest.mark.parametrize('torch, cuda, stops', [('2.14.1+cu126', '12.6', False),
-                                                 ('2.14.1+cu130', '13.0', True),
-                                                 ('2.13.0+cu126', '12.6', True)])
+@pytest.mark.parametrize('torch, cuda, stops', [
+    ('2.14.1+cu126', '12.6', False), ('2.14.1+cu130', '13.0', True),
+    ('2.13.0+cu126', '12.6', True)])
 def test_the_old_driver_fix_can_be_rerun(tmp_path, torch, cuda, stops):
     """The driver check looked only at TORCH_INDEX_URL: after its fix (torch built for CUDA 12),
     the README's command, rerun without it, was stopped again."""
