@@ -82,6 +82,23 @@ def test_merging_rank_manifests_keeps_the_job_order_and_removes_only_the_rank_fi
     assert list(Manifest(tmp_path, HEADER).load()) == ['x0', 'x1', 'x2', 'x3', 'old']
 
 
+def test_a_merge_that_cannot_write_keeps_the_rank_manifests(tmp_path, monkeypatch):
+    """The rank files go only once manifest.jsonl holds their records: removed first, a full
+    disk at the merge lost every rank's records (the next run redid the whole job)."""
+    import mmdiffseg.apis.manifest as manifest_module
+    r0, r1 = (Manifest(tmp_path, HEADER, rank=r, world_size=2) for r in (0, 1))
+    _records(r0, 'x0')
+    _records(r1, 'x1')
+
+    def full_disk(path, data):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(manifest_module, 'atomic_write', full_disk)
+    with pytest.raises(OSError):
+        r0.merge_ranks(['x0', 'x1'])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['manifest.rank0.jsonl',
+                                                         'manifest.rank1.jsonl']
+
+
 def test_a_source_of_another_size_is_changed_even_at_the_recorded_time(tmp_path):
     """The size is compared first: a file rewritten with other content of another size and its
     old modification time set back (a copy that keeps times) is a changed input."""

@@ -62,3 +62,42 @@ def test_outputs_deleted_during_the_run_are_named_after_the_summary(tmp_path, mo
     assert re.search(rf'2 of the items counted below as made or done have lost their files in '
                      rf'{folder} since \(the folder deleted or moved during the run\?\)',
                      '\n'.join(logged)), logged
+
+
+def test_a_bug_in_load_or_compute_propagates_as_it_is(tmp_path):
+    """Only ItemFailed fails an item and only the stop reasons (a failed write, a dead process)
+    stop the job with 'rerun to resume': a bug's KeyError in load, or a RuntimeError in compute
+    (a CUDA error), must reach the user with its traceback, not as every item failed (exit 0)
+    or as 'finished items are kept: rerun the same command' (which meets it again)."""
+    def load(item):
+        raise KeyError('payload')
+    with pytest.raises(KeyError, match='payload'):
+        _job(tmp_path / 'load', load, workers=0)
+    items = [WorkItem(i) for i in ('a', 'b')]
+
+    def compute(batch, _):
+        raise RuntimeError('CUDA error: an illegal memory access was encountered')
+    with pytest.raises(RuntimeError, match='illegal memory access') as raised:
+        run_job(items, lambda item: None, compute, tmp_path / 'compute', dict(tool='test'),
+                batch_size=1, workers=0)
+    assert not isinstance(raised.value, JobStopped)
+
+
+def test_a_manifest_append_that_fails_leaves_its_items_uncounted(tmp_path, monkeypatch):
+    """An item is made only once its files and its manifest line are written: a full disk at
+    the second append stops the job saying 'made N' with N the records the manifest holds (the
+    item of the failed append is redone by the resume, not counted)."""
+    from mmdiffseg.apis.manifest import Manifest
+    real, appends = Manifest.append_many, []
+
+    def full_at_second(self, records):
+        appends.append(len(records))
+        if len(appends) == 2:
+            raise OutputWriteError('cannot write manifest.jsonl: the disk is full')
+        real(self, records)
+    monkeypatch.setattr(Manifest, 'append_many', full_at_second)
+    with pytest.raises(JobStopped) as stopped:
+        _job(tmp_path / 'out', lambda item: None, workers=0)
+    records = (tmp_path / 'out' / 'manifest.jsonl').read_text().splitlines()[1:]
+    assert stopped.value.summary.made == len(records) == 3   # (b's append failed)
+    assert '"id": "b"' not in ''.join(records)

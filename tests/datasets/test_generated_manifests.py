@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from mmseg.registry import DATASETS
 from PIL import Image
-from test_generated_datasets import LOAD, VOC_NAMES, make_synthetic
+from test_generated_datasets import LOAD, VOC_NAMES, make_synthetic, write_manifest
 
 from mmdiffseg.datasets.generated import read_manifest_header
 
@@ -250,3 +250,15 @@ def test_a_folder_whose_tool_run_has_not_ended_says_so_and_the_preflight_names_t
     with pytest.raises(FileNotFoundError) as error:
         DATASETS.build(config)
     assert not isinstance(error.value, UnfinishedJobFolder)
+
+
+def test_a_label_folders_own_manifest_is_read_before_its_parents(tmp_path):
+    """A label folder with its own manifest inside a folder whose manifest names other classes:
+    the label folder's is the one that describes its labels (read after the parent's, a cat
+    folder in a dog job folder was refused, and the reverse taken silently)."""
+    root = make_synthetic(tmp_path, classes=['background', 'dog'], labels=one_value_labels(1))
+    write_manifest(root / 'SegmentationClass', ['background', 'cat'])
+    cfg = dict(type='SyntheticDataset', data_root=str(root), pipeline=LOAD)
+    DATASETS.build(dict(cfg, metainfo=dict(classes=['background', 'cat'])))
+    with pytest.raises(ValueError, match=r"index the classes \['background', 'cat'\]"):
+        DATASETS.build(dict(cfg, metainfo=dict(classes=['background', 'dog'])))
