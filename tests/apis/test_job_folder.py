@@ -152,6 +152,10 @@ def test_outputs_of_earlier_runs_on_other_inputs_left_out_of_the_split_are_named
                       "input to one run (pseudo_label.py: --dataset-config with the dataset's "
                       'mmseg config, --split train; synthesize.py: --classes and '
                       '--images-per-class that cover them), or each run its own --out')
+    run_job(items[1:], None, compute, tmp_path, HEADER, split_file='ids.txt')  # one left out
+    assert [m for m in logged if 'not in it' in m][-1].startswith(
+        f"{tmp_path / 'ids.txt'} lists the 4 finished items of this run's inputs; 1 made in "
+        f'{tmp_path} by earlier runs on other inputs (item0) are not in it')
 
 
 def test_the_split_file_keeps_the_items_order_one_id_a_line(tmp_path):
