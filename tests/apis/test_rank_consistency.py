@@ -77,11 +77,15 @@ def _two_ranks(tmp_path, folder, kwargs0=None, kwargs1=None, timeout=60):
     return two_ranks(tmp_path, work, timeout)
 
 
-def test_an_item_redone_by_another_rank_keeps_its_new_record(tmp_path):
+@pytest.mark.parametrize('rank0_file', [False, True])
+def test_an_item_redone_by_another_rank_keeps_its_new_record(tmp_path, rank0_file):
     """The killed run's record of ``a`` is in ``manifest.rank1.jsonl`` (read after rank 0's, which
-    redoes ``a`` now): the merge keeps rank 0's new record."""
+    redoes ``a`` now): the merge keeps rank 0's new record, also where rank 0's file was there
+    already (its first new line starts where the file ended)."""
     folder = tmp_path / 'out'
     _run(folder, version=1)
+    if rank0_file:
+        shutil.copy(folder / 'manifest.jsonl', folder / 'manifest.rank0.jsonl')
     (folder / 'manifest.jsonl').rename(folder / 'manifest.rank1.jsonl')
     assert _two_ranks(tmp_path, folder, dict(version=2), dict(version=2)) == [
         'made 1, prepared 1', 'made 1, prepared 0']
