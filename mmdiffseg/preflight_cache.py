@@ -119,7 +119,8 @@ def check_label_step_order(dataset: dict, where: str) -> List[Missing]:
         if 'LoadPseudoLabel' in after:
             problem = ('has LoadPseudoLabel twice: the second would make the label of an image '
                        'already transformed', f'keep the first; {fix}')
-        elif not any(k.startswith('LoadImage') and k != 'LoadImageLevelLabels' for k in before):
+        elif not any(k.startswith('Load') and k != 'LoadImageLevelLabels' and
+                     'Annotation' not in k for k in before):   # (any loader: a user's too)
             problem = ('has no image loader before LoadPseudoLabel: the label is made from the '
                        'loaded image', fix)
         elif moved:

@@ -39,6 +39,8 @@ def pipeline_items(cfg, mode='train'):
 
 def test_the_stock_order_passes(online):
     assert pipeline_items(online) == []
+    online.train_dataloader.dataset.pipeline[0] = dict(type='LoadSingleRSImageFromFile')
+    assert not [what for what, _ in pipeline_items(online) if 'no image loader' in what]
 
 
 @pytest.mark.parametrize('edit, what, fix', [
