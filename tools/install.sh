@@ -91,13 +91,14 @@ fi
 # the default torch from PyPI is a CUDA 13 build, which needs NVIDIA driver 580 or newer: on an
 # older driver it installs (2.7 GB) but never sees the GPU, so stop before and name the fix
 # (unless the torch installed is that version built for CUDA 12: the fix's rerun keeps it)
-kept=$(torch_build)
-kept_cuda=${kept#* }
-if [ "${kept%%+*}" = "${DEFAULT_TORCH_SPEC#torch==}" ] && [[ "$kept_cuda" =~ ^(1[0-2])\. ]]; then
-  kept=cuda12
+installed_torch=$(torch_build)   # "2.14.1+cu126 12.6"; nothing without torch
+cuda12_torch=
+if [ "${installed_torch%%+*}" = "${DEFAULT_TORCH_SPEC#torch==}" ] &&
+   [[ "${installed_torch#* }" =~ ^1[0-2]\. ]]; then
+  cuda12_torch=1
 fi
 if [ -z "${TORCH_INDEX_URL:-}" ] && [ "$TORCH_SPEC" = "$DEFAULT_TORCH_SPEC" ] &&
-   [ "$kept" != cuda12 ] && command -v nvidia-smi >/dev/null; then
+   [ -z "$cuda12_torch" ] && command -v nvidia-smi >/dev/null; then
   driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' ' || true)
   if [[ "$driver" =~ ^[0-9]+ ]] && [ "${driver%%.*}" -lt 580 ]; then
     echo "install.sh: this machine's NVIDIA driver is $driver; PyPI's $TORCH_SPEC is a CUDA 13 build," \
@@ -124,8 +125,7 @@ fi
 # an installed torch meeting TORCH_SPEC satisfies pip whatever its build, so pip would never ask
 # the index for another one: replace torch and torchvision when the index names another build
 # (its last path part: cpu, cu126, rocm6.4, xpu), or, without an index, a CPU-only one
-installed=$(torch_build)
-installed=${installed%% *}
+installed=${installed_torch%% *}
 if [ -n "$installed" ]; then
   tag=; case "$installed" in *+*) tag=${installed#*+} ;; esac
   index=${TORCH_INDEX_URL:-}
