@@ -87,15 +87,20 @@ class PrefillSummary:
     rank: Optional[int] = None
     #: the images to go through (fewer were when interrupted or stopped); None: ``images``
     total: Optional[int] = None
+    #: images listed again (the same file twice in the datasets, e.g. overlapping splits of a
+    #: ConcatDataset): labelled once, at their first listing
+    repeated: int = 0
 
     def line(self) -> str:
-        elsewhere = self.images - self.made - self.cached
+        elsewhere = self.images - self.made - self.cached - self.repeated
         rate = self.made / self.seconds if self.seconds > 0 else 0.0
         share = '' if self.rank is None else f" (rank {self.rank}'s share)"
         of = '' if self.total in (None, self.images) else f' of {self.total}'
+        again = f', listed again {self.repeated}' if self.repeated else ''
         return (f'prefill{share}: {self.images}{of} images: made {self.made}, already cached '
-                f'{self.cached}, made by another process {elsewhere}; {self.seconds:.1f} s '
-                f'({rate:.2f} labels/s); {self.cache_dir} holds {self.cache_size} labels')
+                f'{self.cached}{again}, made by another process {elsewhere}; '
+                f'{self.seconds:.1f} s ({rate:.2f} labels/s); {self.cache_dir} holds '
+                f'{self.cache_size} labels')
 
     def __str__(self) -> str:
         text = self.line()
@@ -239,15 +244,19 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
     loader = torch.utils.data.DataLoader(images, batch_size=labeler.options['batch_size'],
                                          num_workers=workers, collate_fn=list,
                                          worker_init_fn=partial(start_worker, os.getpid()))
-    # images, made, cached, all unsure; then the images to go through
-    counts = torch.tensor([0, 0, 0, 0, len(images)], dtype=torch.float64)
-    start, interrupted, stopped = time.perf_counter(), False, None
+    # images, made, cached, all unsure, listed again; then the images to go through
+    counts = torch.tensor([0, 0, 0, 0, 0, len(images)], dtype=torch.float64)
+    start, interrupted, stopped, seen = time.perf_counter(), False, None, set()
     with ProgressLine(len(images) if progress and rank == 0 else 0, sys.stdout,
                       ranks=world_size) as bar:
         bar.start()
 
         def settle(entries: list, cached: int, made: int, unsure: int = 0) -> None:
-            counts[:4].add_(torch.tensor([len(entries), made, cached, unsure],
+            keys = [entry[0] for entry in entries]
+            repeated = len(keys) - len(set(keys) - seen)
+            seen.update(keys)
+            cached = max(cached - repeated, 0)  # a repeat found cached: made at its first listing
+            counts[:5].add_(torch.tensor([len(entries), made, cached, unsure, repeated],
                                          dtype=torch.float64))
             for _ in entries:   # a cached label leaves the bar: its ETA is of labels to make
                 bar.skip() if cached else bar.update()
@@ -271,9 +280,9 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                 raise
 
     def summary(share: bool) -> PrefillSummary:
-        images, made, cached, unsure, total = (int(c) for c in counts.tolist())
+        images, made, cached, unsure, repeated, total = (int(c) for c in counts.tolist())
         return PrefillSummary(images, made, cached, seconds=time.perf_counter() - start,
-                              total=total,
+                              total=total, repeated=repeated,
                               cache_dir=str(labeler.cache.cache_dir),
                               cache_size=len(labeler.cache), interrupted=interrupted,
                               unsure=unsure, rank=rank if share else None)

@@ -262,6 +262,38 @@ def test_images_labelled_by_another_process_are_not_counted_as_made(tmp_path, ti
     assert 'made 2, already cached 0, made by another process 2' in str(summary)
 
 
+def test_an_image_listed_twice_is_labelled_once_and_counted_as_listed_again(tmp_path, tiny_sd,
+                                                                            monkeypatch):
+    """A ConcatDataset whose splits overlap (VOC train inside an aug list): each image is
+    labelled once; its second listing, in the same engine batch or a later one, is counted as
+    listed again, not as made by another process (there is none)."""
+    from mmdiffseg.models import prefill as prefill_module
+    from mmdiffseg.models.online_labeler import OnlineLabeler
+    made = set()
+
+    def label(self, todo, device):
+        self.generated += len(set(todo) - made)
+        made.update(todo)
+        return {key: np.zeros((4, 4), np.uint8) for key in todo}
+    monkeypatch.setattr(OnlineLabeler, 'labels', label)
+    monkeypatch.setattr(prefill_module, 'read_label', lambda path: None)
+    cfg = online_config(tmp_path, tiny_sd)
+    split = cfg.train_dataloader.dataset
+    cfg.train_dataloader.dataset = dict(type='ConcatDataset', datasets=[split, split])
+    for batch_size in (3, 8):   # the repeats in later batches; all in one batch
+        made.clear()
+        with DefaultScope.overwrite_default_scope('mmseg'):
+            summary = prefill_module.prefill(cfg, 'cpu', batch_size=batch_size, workers=0,
+                                             progress=False)
+        assert (summary.images, summary.made, summary.cached, summary.repeated) == (8, 4, 0, 4)
+        assert ('made 4, already cached 0, listed again 4, made by another process 0'
+                in str(summary))
+    monkeypatch.setattr(prefill_module, 'read_label', lambda path: 'cached')
+    with DefaultScope.overwrite_default_scope('mmseg'):   # all cached before the run
+        summary = prefill_module.prefill(cfg, 'cpu', batch_size=3, workers=0, progress=False)
+    assert (summary.images, summary.made, summary.cached, summary.repeated) == (8, 0, 4, 4)
+
+
 def test_a_cache_of_other_settings_is_refused_even_when_every_image_is_in_it(
         tmp_path, tiny_sd, monkeypatch):
     """The workers skip cached images by their files alone: the cache's record is checked when
