@@ -9,6 +9,8 @@ heads need 128 KiB of shared memory, more than such a GPU has, and bfloat16 has 
 So does a machine where Triton cannot build its kernel launchers (it compiles them with a C compiler
 against Python's headers at first use): a slim CUDA container without gcc or ``Python.h``.
 On the CPU, Triton's interpreter (``TRITON_INTERPRET=1``) runs them, for tests.
+``MMDIFFSEG_KERNELS=torch`` in the environment makes every ``'auto'`` take the PyTorch paths (the
+way around a kernel that Triton fails to compile on a GPU, named in that failure's error).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import os
 import shutil
 import sys
 import sysconfig
+import traceback
 from typing import Optional, Union
 
 import torch
@@ -27,6 +30,8 @@ from mmengine.logging import print_log
 
 #: oldest CUDA compute capability the kernels are compiled and checked for
 MIN_CAPABILITY = (8, 0)
+#: the environment variable that turns the kernels off: ``torch`` (else ``auto``, the default)
+KERNELS_ENV = 'MMDIFFSEG_KERNELS'
 
 
 def interpreting() -> bool:
@@ -67,6 +72,12 @@ def _build_tools_problem() -> Optional[str]:
 
 def triton_problem(device: Union[str, torch.device]) -> Optional[str]:
     """None where the Triton kernels can run on ``device``; else why not (for error messages)."""
+    chosen = os.environ.get(KERNELS_ENV, 'auto')
+    if chosen not in ('auto', 'torch'):
+        raise ValueError(f"{KERNELS_ENV}={chosen!r}: set it to 'torch' (the PyTorch paths "
+                         "everywhere) or 'auto', or unset it")
+    if chosen == 'torch':
+        return f'{KERNELS_ENV}=torch is set'
     if not _installed():
         return 'the triton package is not installed (pip install triton)'
     device = torch.device(device)
@@ -108,6 +119,35 @@ def on_device_of(tensor: torch.Tensor):
     for CPU tensors (the interpreter)."""
     cuda = tensor.device.type == 'cuda'
     return torch.cuda.device(tensor.device) if cuda else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def kernel_launch(tensor: torch.Tensor, kernel: str):
+    """Launch the Triton kernel ``kernel`` on ``tensor``'s device (:func:`on_device_of`). Where
+    Triton fails to compile or launch it (its compiler, ``ptxas``, the launcher build: the error
+    comes from Triton's code), the error names the way around it, the PyTorch paths."""
+    with on_device_of(tensor):
+        try:
+            yield
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:
+            if not _raised_by_triton(exc):
+                raise
+            raise RuntimeError(
+                f"Triton failed to compile or launch mmdiffseg's {kernel} kernel on "
+                f'{tensor.device} ({type(exc).__name__}: {exc}); the PyTorch paths run '
+                f"everywhere: set {KERNELS_ENV}=torch in the environment (or pass "
+                "backend='torch' / map_backend='torch'), and report it with the output of "
+                'python -m mmdiffseg.cuda_check') from exc
+
+
+def _raised_by_triton(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of Triton's or was raised in Triton's (or its build's) code."""
+    if type(exc).__module__.split('.')[0] == 'triton':
+        return True
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and f'{os.sep}triton{os.sep}' in frames[-1].filename
 
 
 def ceil_div(a: int, b: int) -> int:

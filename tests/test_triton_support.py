@@ -197,3 +197,62 @@ def test_a_gpu_that_takes_the_kernels_logs_nothing(capability, monkeypatch):
     assert PAMR(backend='auto').backend_for(GPU) == 'triton'
     assert resolve_backend('auto', GPU, masked=False) == 'triton'
     assert ordered_sums._resolve('auto', 'cpu') == 'torch' and not logged
+
+
+def test_mmdiffseg_kernels_torch_turns_every_kernel_off(capability, monkeypatch):
+    """The way around a kernel Triton fails to compile on a user's GPU, for the tools too (they
+    have no backend option): every 'auto' takes the PyTorch paths, 'triton' is refused naming
+    the variable, and another value is refused naming the two it takes."""
+    capability(9, 0)
+    monkeypatch.setenv('MMDIFFSEG_KERNELS', 'torch')
+    assert triton_support.triton_problem(GPU) == 'MMDIFFSEG_KERNELS=torch is set'
+    assert resolve_backend('auto', GPU, masked=False) == 'torch'
+    assert PAMR(backend='auto').backend_for(GPU) == 'graph'
+    assert ordered_sums._resolve('auto', GPU) == 'torch'
+    with pytest.raises(ValueError, match="map_backend='triton' cannot run here: "
+                                         "MMDIFFSEG_KERNELS=torch is set"):
+        resolve_backend('triton', GPU, masked=False)
+    monkeypatch.setenv('MMDIFFSEG_KERNELS', 'auto')
+    assert triton_support.triton_problem(GPU) is None
+    monkeypatch.setenv('MMDIFFSEG_KERNELS', 'off')
+    with pytest.raises(ValueError, match=r"MMDIFFSEG_KERNELS='off': set it to 'torch' .* or "
+                                         r"'auto', or unset it"):
+        triton_support.triton_problem(GPU)
+
+
+def _raise_in(filename: str, exc: BaseException):
+    """Raise ``exc`` from code that reads as ``filename``'s."""
+    exec(compile('raise exc', filename, 'exec'), {'exc': exc})
+
+
+@pytest.mark.parametrize('where', ['class', 'frame'])
+def test_a_kernel_triton_fails_to_build_names_the_way_around_it(where):
+    """Triton's errors (its classes, or raised in its code: the launcher build's RuntimeError,
+    ptxas' CalledProcessError) become one naming the kernel, the device and MMDIFFSEG_KERNELS;
+    the original is chained."""
+    tensor = torch.zeros(2)
+    if where == 'class':
+        error = type('CompilationError', (Exception,), {'__module__': 'triton.compiler.errors'})
+        filename, raised = __file__, error('at 12:4: unsupported')
+    else:
+        filename = '/venv/site-packages/triton/runtime/build.py'
+        raised = RuntimeError('Failed to find C compiler')
+    with pytest.raises(RuntimeError, match=r"Triton failed to compile or launch mmdiffseg's PAMR "
+                                           r"steps kernel on cpu \((CompilationError: at 12:4|"
+                                           r"RuntimeError: Failed to find C).*set "
+                                           r"MMDIFFSEG_KERNELS=torch") as failed:
+        with triton_support.kernel_launch(tensor, 'PAMR steps'):
+            _raise_in(filename, raised)
+    assert failed.value.__cause__ is not None
+
+
+@pytest.mark.parametrize('error, filename', [
+    (ValueError('ours'), __file__),
+    (torch.OutOfMemoryError('CUDA out of memory'), '/venv/site-packages/triton/runtime/jit.py')])
+def test_other_errors_at_a_launch_pass_unchanged(error, filename):
+    """Errors of our own code, and running out of memory (even in Triton's code: the jobs
+    explain it), are not Triton's to explain."""
+    with pytest.raises(type(error)) as failed:
+        with triton_support.kernel_launch(torch.zeros(2), 'PAMR steps'):
+            _raise_in(filename, error)
+    assert failed.value is error

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from triton.runtime.interpreter import InterpretedFunction
 
-from ..triton_support import ceil_div, next_power_of_2, on_device_of
+from ..triton_support import ceil_div, kernel_launch, next_power_of_2
 
 LOG2E = 1.4426950408889634
 
@@ -215,7 +215,7 @@ def _launch_row_lse(query: torch.Tensor, key: torch.Tensor, scale: float) -> tor
     tiles = _tiles(n_query, key.shape[2], head_dim, query.element_size())
     grid = (ceil_div(n_query, tiles['BLOCK_M']), heads, batch)
     strides, layout = _head_layout(query, key)
-    with on_device_of(query):
+    with kernel_launch(query, 'row log-sum-exp'):
         _row_lse_kernel[grid](query, key, lse, n_query, key.shape[2], scale * LOG2E, *strides,
                               lse.stride(0), lse.stride(1), **tiles, **layout,
                               **_dot_options(query))
@@ -276,7 +276,7 @@ def _launch_head_map(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor,
     tiles = tiles or _tiles(n_query, n_key, head_dim, query.element_size())
     grid = (ceil_div(n_query, tiles['BLOCK_M']), ceil_div(n_key, tiles['BLOCK_N']), batch)
     strides, layout = _head_layout(query, key)
-    with on_device_of(query):
+    with kernel_launch(query, 'attention map'):
         _head_map_kernel[grid](query, key, lse, out, heads, heads.numel(), n_query, n_key,
                                scale * LOG2E, weight, *strides, *lse.stride(), *out.stride(),
                                ACCUMULATE=accumulate, **tiles, **layout, **_dot_options(query))

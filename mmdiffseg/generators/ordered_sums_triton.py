@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..triton_support import ceil_div, next_power_of_2, on_device_of
+from ..triton_support import ceil_div, kernel_launch, next_power_of_2
 
 __all__ = ['triton_cluster_sums', 'kernel_config']
 
@@ -100,6 +100,6 @@ def triton_cluster_sums(rows: torch.Tensor, counts: torch.Tensor, ranges) -> tor
         if high > low:
             config = kernel_config(high - low, interleaved)
             grid = (len(counts), ceil_div(high - low, config['BLOCK_D']))
-            with on_device_of(rows):
+            with kernel_launch(rows, 'cluster sums'):
                 _cluster_sums_kernel[grid](rows, starts, counts, out, low, high, d, **config)
     return out

@@ -45,7 +45,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..triton_support import ceil_div, next_power_of_2, on_device_of
+from ..triton_support import ceil_div, kernel_launch, next_power_of_2
 from .pamr import run_in_chunks
 
 __all__ = ['fused_propagate', 'launch_plan', 'kernel_config']
@@ -203,7 +203,7 @@ def fused_propagate(weights: torch.Tensor, mask: torch.Tensor, dilations: Sequen
     grid = (ceil_div(h, out_size) * tiles_x, b * c)
     config = kernel_config(pad, steps, size)
     packed = mask.new_empty(b * grid[0] * weights.shape[1] * size * size, dtype=torch.float32)
-    with on_device_of(mask):
+    with kernel_launch(mask, 'PAMR weight packing'):
         _pack_weights_kernel[grid[0], b](weights.float().contiguous(), packed, h, w, tiles_x,
                                          NUM_TAPS=weights.shape[1], **config)
     state = [mask.float().contiguous().clone(), torch.empty_like(mask, dtype=torch.float32)]
@@ -211,7 +211,7 @@ def fused_propagate(weights: torch.Tensor, mask: torch.Tensor, dilations: Sequen
     change = state[0].new_empty(grid[0] * grid[1])
 
     def advance(n: int, measure: bool) -> Optional[torch.Tensor]:
-        with on_device_of(mask):
+        with kernel_launch(mask, 'PAMR steps'):
             _pamr_steps_kernel[grid](state[0], state[1], packed, scratch, change, n, c, h, w,
                                      tiles_x, DILATIONS=tuple(dilations), PAD=pad, num_stages=1,
                                      **config)

@@ -325,3 +325,16 @@ def test_maps_past_two_to_the_31_elements_are_indexed_in_int64():
     lse = torch.logsumexp(q.double() @ k.double().transpose(-1, -2) / 8, -1).float()
     got = _maps(q, k, lse, [0, 1], weight=0.5, buffer=far)
     torch.testing.assert_close(got.double(), _probs(q, k).mean(1), atol=ATOL, rtol=RTOL)
+
+
+def test_a_kernel_triton_fails_to_compile_names_the_pytorch_paths(monkeypatch):
+    """Triton's own error at a launch (here: a tile that is not a power of two, as a compiler
+    bug or an unsupported GPU would fail) says which kernel failed and how to run without it."""
+    tiles = map_kernel._tiles
+    monkeypatch.setattr(map_kernel, '_tiles', lambda *args: dict(tiles(*args), BLOCK_M=24))
+    q, k = _qk(1, 2, 24, 16, 64, torch.float32)
+    with pytest.raises(RuntimeError, match=r"Triton failed to compile or launch mmdiffseg's row "
+                                           r"log-sum-exp kernel on cpu \(.*MMDIFFSEG_KERNELS=torch"
+                       ) as failed:
+        map_kernel.row_lse(q, k, 0.125)
+    assert type(failed.value.__cause__).__module__.startswith('triton.')  # (the original kept)
