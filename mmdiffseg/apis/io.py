@@ -83,25 +83,52 @@ def stop_reason(exc: BaseException) -> Optional[str]:
     return None
 
 
-def each_alone_on_overflow(run: Callable[[List[int]], List], count: int) -> List:
+#: a run's first items that may all overflow alone, none made, before it stops: the setting's
+SETTING_OVERFLOW_ITEMS = 4
+
+
+def each_alone_on_overflow(run: Callable[[List[int]], List], count: int,
+                           fix: str = '--dtype float32') -> List:
     """``run(indices)`` of a batch's ``count`` items; where its maps overflow (NaN / inf:
     :class:`~mmdiffseg.attention.maps.NonFiniteMaps`), each item alone: those that overflow alone
     are failed items (named, counted), the others made. One such image stopped a dataset's job,
     and every resume at it. Every item of several overflowing alone is a setting's, not an
-    image's: the run stops, naming it."""
+    image's: the run stops, naming ``fix`` (the option that runs in float32)."""
     from ..attention.maps import NonFiniteMaps
     try:
         return run(list(range(count)))
     except NonFiniteMaps as exc:
         if count == 1:
-            return [ItemFailed(str(exc))]
+            failed = ItemFailed(f'{exc}; in float32: {fix}')
+            failed.__cause__ = exc
+            return [failed]
         first = exc
-    made = [each_alone_on_overflow(lambda _, i=i: run([i]), 1)[0] for i in range(count)]
+    made = [each_alone_on_overflow(lambda _, i=i: run([i]), 1, fix)[0] for i in range(count)]
     if all(isinstance(one, ItemFailed) for one in made):
         raise UserInputError(f'{first}, for every image of a batch of {count}: the setting, not '
-                             'an image (float16 on this model?): run in float32 (--dtype '
-                             'float32)')
+                             f'an image (float16 on this model?): run in float32 ({fix})')
     return made
+
+
+class OverflowGuard:
+    """:func:`each_alone_on_overflow` over a run's batches: where the run's first
+    :data:`SETTING_OVERFLOW_ITEMS` items all overflowed alone and none was made, it stops,
+    naming ``fix``. Batches of one never show that every image overflows (float16 on this
+    model): each was a failed item, or an all-unsure training label, to the end."""
+
+    def __init__(self, fix: str = '--dtype float32'):
+        self.fix, self.made, self.failed = fix, 0, 0
+
+    def __call__(self, run: Callable[[List[int]], List], count: int) -> List:
+        results = each_alone_on_overflow(run, count, self.fix)
+        failed = [one for one in results if isinstance(one, ItemFailed)]
+        self.failed += len(failed)
+        self.made += count - len(failed)
+        if not self.made and self.failed >= SETTING_OVERFLOW_ITEMS:
+            raise UserInputError(f'{failed[0].__cause__}, for each of the first {self.failed} '
+                                 'images of this run: the setting, not an image (float16 on '
+                                 f'this model?): run in float32 ({self.fix})')
+        return results
 
 
 class RankStopped(OutputWriteError):

@@ -29,7 +29,7 @@ from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encod
                       label_palette, labelled_share, list_images, read_rgb, record_path,
                       split_path)
 from .io import (ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem, check_item_ids,
-                 each_alone_on_overflow)
+                 OverflowGuard)
 from .jobs import BatchLoader, default_workers, run_job
 from .manifest import MANIFEST_NAME
 
@@ -246,14 +246,15 @@ def label_outputs(batch: Sequence[WorkItem], labels: Sequence, names: Optional[L
             for i, (it, lab) in enumerate(zip(batch, labels))]
 
 
-def labels_or_failures(engine, generator, images: torch.Tensor, names, sizes) -> List:
+def labels_or_failures(engine, generator, images: torch.Tensor, names, sizes,
+                       guard: OverflowGuard) -> List:
     """:func:`label_images` of a loaded batch, an image whose maps overflow failing alone
-    (:func:`~.io.each_alone_on_overflow`)."""
+    (``guard``: the run's :class:`~.io.OverflowGuard`)."""
     def run(index: List[int]) -> List:
         return label_images(engine, generator, images[index],
                             None if names is None else [names[i] for i in index],
                             [sizes[i] for i in index])
-    return each_alone_on_overflow(run, len(images))
+    return guard(run, len(images))
 
 
 MISSING_LABELS_FIX = ('; give each an entry in the labels (--labels FILE: "<image name>": '
@@ -359,19 +360,22 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         engine = load_engine(model, device, dtype, generator.capture_spec, work_size,
                              generator=generator, compile_backend=compile_backend, variant=variant)
         generator.to(engine.device)
+        guard = OverflowGuard()
 
         def compute(batch, loaded):
             images, sizes = loaded
             if image_labels is None:
                 return label_outputs(batch, labels_or_failures(engine, generator, images, None,
-                                                               sizes), None, palette, out_dir)
+                                                               sizes, guard),
+                                     None, palette, out_dir)
             names = [image_labels[it.id] for it in batch]
             refused = prompt_refusals(engine.tokenizer, generator, names)
             keep = [i for i, why in enumerate(refused) if why is None]
             if len(keep) < len(batch):  # those images fail (named, counted); the rest go on
                 images, sizes, names = images[keep], [sizes[i] for i in keep], \
                     [names[i] for i in keep]
-            labels = labels_or_failures(engine, generator, images, names, sizes) if keep else []
+            labels = labels_or_failures(engine, generator, images, names, sizes, guard) \
+                if keep else []
             made = iter(label_outputs([batch[i] for i in keep], labels, names, palette, out_dir))
             return [ItemFailed(why) if why else next(made) for why in refused]
         return compute

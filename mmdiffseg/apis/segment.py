@@ -15,7 +15,7 @@ from .builders import (build_generator, check_model, check_names_given, class_li
 from .folders import (MASK_DIR, OVERLAY_DIR, check_inputs_outside_output, encode_jpeg,
                       encode_label_png, label_palette, labelled_share, read_rgb,
                       record_path, split_path)
-from .io import ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem
+from .io import ItemFailed, ItemOutput, JobSummary, OverflowGuard, UserInputError, WorkItem
 from .jobs import run_job
 from .pseudo_label import image_items, labels_or_failures, stack_work_images
 from .visualize import Overlayer
@@ -80,12 +80,13 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         engine = load_engine(model, device, dtype, generator.capture_spec, work_size,
                              generator=generator, compile_backend=compile_backend, variant=variant)
         generator.to(engine.device)
+        guard = OverflowGuard()
 
         def compute(batch, loaded):
             images, sizes, rgbs = loaded
             labels = labels_or_failures(engine, generator, images,
                                         [list(present) for _ in batch] if present else None,
-                                        sizes)
+                                        sizes, guard)
             return [lab if isinstance(lab, ItemFailed) else
                     ItemOutput({f'{MASK_DIR}/{it.id}.png': partial(encode_label_png, lab, palette),
                                 f'{OVERLAY_DIR}/{it.id}.jpg': partial(

@@ -30,7 +30,7 @@ from .builders import (build_generator, check_can_synthesise, check_model, class
                        job_header, load_engine, local_tokenizer)
 from .folders import (IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, labelled_share,
                       palette_for, pixel_share, split_path)
-from .io import ItemOutput, JobSummary, UserInputError, WorkItem, each_alone_on_overflow, item_seed
+from .io import ItemOutput, JobSummary, OverflowGuard, UserInputError, WorkItem, item_seed
 from .jobs import run_job
 
 DEFAULT_TEMPLATE = 'a photo of a {}'
@@ -187,10 +187,10 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
         if tokenizer is None:
             check_prompts(engine.tokenizer, generator, names)
         generator.to(engine.device)
+        guard = OverflowGuard()
 
         def compute(batch: List[WorkItem], _loaded) -> List:
-            return each_alone_on_overflow(lambda index: make([batch[i] for i in index]),
-                                          len(batch))
+            return guard(lambda index: make([batch[i] for i in index]), len(batch))
 
         def make(batch: List[WorkItem]) -> List[ItemOutput]:
             per_item = [generator.generate_kwargs([it.payload['name']],
@@ -204,8 +204,7 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
                 seed=[it.payload['seed'] for it in batch], capture=generator.capture_spec,
                 height=size, width=size)
             with torch.no_grad():
-                labels = generator(maps, images.float().to(engine.device),
-                                   class_names).cpu().numpy()
+                labels = generator(maps, images.to(engine.device), class_names).cpu().numpy()
             rgb = images.permute(0, 2, 3, 1).numpy()
             return [ItemOutput({f'{IMAGE_DIR}/{it.id}.jpg': partial(encode_jpeg, img),
                                 f'{MASK_DIR}/{it.id}.png': partial(

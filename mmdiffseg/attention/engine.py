@@ -26,7 +26,7 @@ from .images import ImagesLike, preprocess_images
 from .loading import (check_engine_options, dtype_option, hub_load_failure,
                       loading_bars_where_read, placed, single_file_checkpoint,
                       single_file_problem, torch_device, torch_dtype)
-from .maps import AttentionMaps, CaptureSpec, as_capture_spec
+from .maps import AttentionMaps, CaptureSpec, NonFiniteMaps, as_capture_spec
 from .model_check import config_problems, folder_problems
 from .noise import check_noise_draw, shared_noise, training_noiser
 from .prompts import encode_prompts, enhance_class_tokens, token_positions
@@ -360,6 +360,9 @@ class DiffusionAttentionEngine:
 
         Returns:
             ``(images, maps)``: uint8 ``(B, 3, height, width)`` RGB on the CPU and the maps.
+
+        Raises:
+            NonFiniteMaps: the decoded images hold NaN or inf (an overflow).
         """
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
@@ -392,6 +395,9 @@ class DiffusionAttentionEngine:
                 prompts, height=height, width=width, num_inference_steps=steps,
                 guidance_scale=guidance_scale, negative_prompt=negatives,
                 generator=generators, output_type='pt').images
+        if not bool(torch.isfinite(images).all()):  # uint8 would make NaN black, silently
+            raise NonFiniteMaps('the generated images hold NaN or inf: the VAE or the U-Net '
+                                'overflowed (float16: run in float32 or bfloat16)')
         # truncated to uint8 as SeeDiff's release (ptp_utils.latent2image: (x * 255).astype(uint8));
         # diffusers' PIL output rounds, one level brighter on half the pixels, which PAMR feels
         images = (images.float().clamp(0, 1) * 255).floor().to(torch.uint8).cpu()

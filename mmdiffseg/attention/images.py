@@ -9,7 +9,7 @@ tools' loaders resize them (:func:`resize_rgb`), so every route gives the same U
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import cv2
 import mmcv
@@ -157,7 +157,7 @@ def image_list(images: ImagesLike) -> List[torch.Tensor]:
     return out
 
 
-def _given_as_float(images: ImagesLike, count: int) -> List[bool]:
+def given_as_float(images: ImagesLike, count: int) -> List[bool]:
     """Per image of :func:`image_list`'s ``count``, whether it was given as floats (uint8 and
     PIL images are 0..255 by construction)."""
     if isinstance(images, torch.Tensor):
@@ -175,15 +175,16 @@ HIGHEST_8_BIT_FLOAT = 300.0
 NORMALISED_RANGE = (-3.0, 3.0)
 
 
-def check_value_range(pixels: torch.Tensor, checked: Sequence[int]) -> None:
+def check_value_range(pixels: torch.Tensor, checked: Sequence[int],
+                      numbers: Optional[Sequence[int]] = None) -> None:
     """Refuse float images the engine would misread as RGB in 0..255 (clamped to it): in
     [0, 1] or [-1, 1] (diffusers' conventions: black), mean/std-normalised (a data preprocessor's
     output: mostly black) or far above 255 (a 16-bit image as floats: white). Each image
     of ``(B, 3, H, W)`` ``pixels`` whose index is in ``checked`` is judged on its own values (one
-    host sync)."""
+    host sync); ``numbers``: the images' numbers in the caller's list (default their indices)."""
     lows, highs = torch.stack(torch.aminmax(pixels.flatten(1), dim=1)).tolist()
-    for i in checked:
-        low, high = lows[i], highs[i]
+    for at in checked:
+        low, high, i = lows[at], highs[at], at if numbers is None else numbers[at]
         values = f'images[{i}]: float values in [{low:.3g}, {high:.3g}]'
         if not (math.isfinite(low) and math.isfinite(high)):
             raise ValueError(f'images[{i}] holds NaN or inf values: the engine reads RGB in '
@@ -210,7 +211,7 @@ def work_images(images: ImagesLike, image_size: int = WORK_SIZE
     on the host through :func:`resize_rgb` (uint8), any other (float, or on a GPU) by torch's
     bilinear (``align_corners=False``, float); one already ``S x S`` as it is."""
     rgb = image_list(images)
-    given_float = _given_as_float(images, len(rgb))
+    given_float = given_as_float(images, len(rgb))
     out = []
     for i, img in enumerate(rgb):
         if tuple(img.shape[-2:]) == (image_size, image_size):
@@ -236,7 +237,7 @@ def preprocess_images(images: ImagesLike, image_size: int) -> torch.Tensor:
         resized = images.float()  # a batch at the size (the tools'): one conversion
     else:
         resized = torch.stack([img.float() for img in work_images(images, image_size)[0]])
-    floats = [i for i, is_float in enumerate(_given_as_float(images, len(resized))) if is_float]
+    floats = [i for i, is_float in enumerate(given_as_float(images, len(resized))) if is_float]
     if floats:
         check_value_range(resized, floats)
     return resized.clamp(0, 255) / 127.5 - 1.0

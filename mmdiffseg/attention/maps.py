@@ -126,7 +126,8 @@ def as_capture_spec(capture) -> CaptureSpec:
 
 
 class NonFiniteMaps(ValueError):
-    """Maps holding NaN or inf (:meth:`AttentionMaps.check_finite`)."""
+    """Maps holding NaN or inf (:meth:`AttentionMaps.check_finite`), or images generated with
+    them (``DiffusionAttentionEngine.generate``): an overflow."""
 
 
 @dataclass

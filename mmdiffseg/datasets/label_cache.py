@@ -337,7 +337,10 @@ class LabelCache:
         ``make(claimed keys)`` call per round and stored; labels other processes are making are
         waited for (and made here if their owner died first). ``prepare()`` runs once, at the
         first missing label and before any claim: the slow set-up of ``make`` (loading the
-        model) must not hold claims that other processes wait on.
+        model) must not hold claims that other processes wait on. What ``make`` gives for a
+        key that is not an array (a failed item, :class:`~mmdiffseg.apis.io.ItemFailed`: its
+        maps overflowed) is returned as it is, neither stored nor counted made: made again on
+        the key's next use.
 
         Returns:
             ``(labels by key, keys made here, keys waited for)``.
@@ -374,9 +377,10 @@ class LabelCache:
                     if len(new) != len(claimed):
                         raise RuntimeError(f'made {len(new)} labels for {len(claimed)} images')
                     for key, label in zip(claimed, new):
-                        self.save(key, label)
+                        if isinstance(label, np.ndarray):
+                            self.save(key, label)
+                            made.append(key)
                         labels[key] = label
-                        made.append(key)
             finally:
                 for key, fd in claimed.items():
                     self._release(key, fd)

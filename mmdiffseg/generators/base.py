@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..attention.images import ImagesLike, image_list
+from ..attention.images import ImagesLike, check_value_range, given_as_float, image_list
 from ..attention.maps import AttentionMaps, CaptureSpec
 from ..names import nearest, repeated_names
 from ..options import check_whole
@@ -206,7 +206,8 @@ class MaskGenerator(torch.nn.Module):
         tensor (C = 3, or 1 / 4 converted; uint8 or float, 0..255) gives ``(B, H, W)`` labels;
         PIL images, ``HxWx3`` arrays or ``(3, H, W)`` tensors, alone or in a list (grey and RGBA
         converted), give a list of ``(H_b, W_b)`` labels, each at its image's size (images of
-        one size are labelled together)."""
+        one size are labelled together). Images given as floats are checked as the engine checks
+        them (NaN, [0, 1] or normalised values refused: one host sync)."""
         if images is None:
             return super().__call__(maps, None, class_names)
         if isinstance(images, torch.Tensor) and images.ndim == 4:  # the tools' batches: no sync
@@ -218,17 +219,23 @@ class MaskGenerator(torch.nn.Module):
                                  f'{tuple(images.shape)}' + (
                                      '; for (B, H, W, 3) pass images.permute(0, 3, 1, 2)'
                                      if images.shape[-1] == 3 else ''))
-            return super().__call__(maps, images if images.is_floating_point() else
-                                    images.float(), class_names)
+            if images.is_floating_point():
+                check_value_range(images, range(len(images)))
+                return super().__call__(maps, images, class_names)
+            return super().__call__(maps, images.float(), class_names)
         rgb = image_list(images)
         if len(rgb) != maps.batch_size:
             raise ValueError(f'{type(self).__name__}: {len(rgb)} images for attention maps of '
                              f'{maps.batch_size}')
         device = next(iter(maps.maps.values())).device
+        given_float = given_as_float(images, len(rgb))
         labels: List[Optional[torch.Tensor]] = [None] * len(rgb)
         for members in size_groups([image.shape[-2:] for image in rgb]).values():
             names = None if class_names is None else [class_names[i] for i in members]
             batch = torch.stack([rgb[i] for i in members]).to(device)
+            floats = [at for at, i in enumerate(members) if given_float[i]]
+            if floats:
+                check_value_range(batch, floats, members)
             for i, label in zip(members, super().__call__(_samples(maps, members), batch, names)):
                 labels[i] = label
         return labels

@@ -138,10 +138,14 @@ class AttentionLabeler:
         dtype: engine precision (``'float32'``, ``'float16'``, ``'bfloat16'``).
         batch_size: images per engine call.
         engine_kwargs: extra ``DiffusionAttentionEngine.from_pretrained`` arguments.
+        overflow_fix: the option that runs the engine in float32, named where the maps of
+            every image overflow (:class:`~mmdiffseg.apis.io.OverflowGuard`).
     """
 
     def __init__(self, model: str, generator, dtype: str = 'float32', batch_size: int = 4,
-                 engine_kwargs: Optional[Dict] = None):
+                 engine_kwargs: Optional[Dict] = None,
+                 overflow_fix: str = '--cfg-options model.engine_dtype=float32'):
+        from ..apis.io import OverflowGuard  # (mmdiffseg.apis imports this module)
         self.model = str(model)
         self.generator = generator if isinstance(generator, MaskGenerator) else \
             MASK_GENERATORS.build(generator)
@@ -154,6 +158,7 @@ class AttentionLabeler:
         self.batch_size = batch_size
         self.engine_kwargs = dict(engine_kwargs or {})
         self.engine = None
+        self.overflow = OverflowGuard(overflow_fix)
 
     def load_engine(self, device: torch.device):
         """The engine on ``device`` (loaded on first use)."""
@@ -170,13 +175,13 @@ class AttentionLabeler:
     @torch.no_grad()
     def generate(self, images: List[np.ndarray], class_names: Optional[List[List[str]]],
                  device: torch.device,
-                 out_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[np.ndarray]:
+                 out_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List:
         """Labels (uint8, each at ``out_sizes[i]``, default its image's size) of RGB ``HxWx3``
-        images (uint8, or float 0..255).
+        images (uint8, or float 0..255); an :class:`~mmdiffseg.apis.io.ItemFailed` for an image
+        whose maps overflow alone (NaN / inf; :func:`unsure_label` stands for it).
 
         Runs outside any autocast region (``--amp`` wraps the preprocessor in one): the engine
         keeps its own dtype and the generator gets float32 maps."""
-        from ..apis.io import ItemFailed, each_alone_on_overflow
         engine = self.load_engine(device)
 
         def pick(values, index):
@@ -190,14 +195,17 @@ class AttentionLabeler:
                     chosen = pick(part, index)
                     return label_images(engine, self.generator, pick(images, chosen),
                                         pick(class_names, chosen), pick(out_sizes, chosen))
-                for i, made in zip(part, each_alone_on_overflow(run, len(part))):
-                    if isinstance(made, ItemFailed):  # trained as unsure: no pixel's loss
-                        print_log(f'{made}: image {i} of the batch gets an all-unsure label (255)',
-                                  logger='current', level=logging.WARNING)
-                        size = out_sizes[i] if out_sizes is not None else np.shape(images[i])[:2]
-                        made = np.full(tuple(size), IGNORE_INDEX, np.uint8)
-                    labels.append(made)
+                labels += self.overflow(run, len(part))
             return labels
+
+
+def unsure_label(failed: Exception, size: Sequence[int], image: str, note: str = '') -> np.ndarray:
+    """The all-unsure label (255: no pixel's loss) standing for ``image``, whose maps
+    overflowed (``failed``), logged with its name: mmengine drops a warning repeated word for
+    word."""
+    print_log(f'{image}: {failed}: it gets an all-unsure label (255){note}', logger='current',
+              level=logging.WARNING)
+    return np.full(tuple(size[:2]), IGNORE_INDEX, np.uint8)
 
 
 class OnlineLabeler:
@@ -208,13 +216,16 @@ class OnlineLabeler:
     ``cache``: folder, Stable Diffusion model, generator), so a config names them once.
 
     Args:
-        dtype, batch_size, engine_kwargs: :class:`AttentionLabeler` arguments.
+        dtype, batch_size, engine_kwargs, overflow_fix: :class:`AttentionLabeler` arguments.
     """
 
     def __init__(self, dtype: str = 'float32', batch_size: int = 4,
-                 engine_kwargs: Optional[Dict] = None):
+                 engine_kwargs: Optional[Dict] = None,
+                 overflow_fix: str = ('--cfg-options '
+                                      'model.data_preprocessor.engine_dtype=float32')):
         engine_dtype(dtype, type(self).__name__)
-        self.options = dict(dtype=dtype, batch_size=batch_size, engine_kwargs=engine_kwargs)
+        self.options = dict(dtype=dtype, batch_size=batch_size, engine_kwargs=engine_kwargs,
+                            overflow_fix=overflow_fix)
         self.spec: Optional[dict] = None
         self.cache: Optional[LabelCache] = None
         self.labeler: Optional[AttentionLabeler] = None
@@ -247,7 +258,8 @@ class OnlineLabeler:
     def labels(self, items: Dict[str, Tuple[Callable[[], np.ndarray], List[str]]],
                device: torch.device) -> Dict[str, np.ndarray]:
         """key -> label of each item ``(reader of its RGB uint8 image, its class names)``:
-        loaded from the cache, made here (batched) or waited for while another process makes it.
+        loaded from the cache, made here (batched) or waited for while another process makes it;
+        an :class:`~mmdiffseg.apis.io.ItemFailed` where the image's maps overflowed (not cached).
         """
         def make(keys: List[str]) -> List[np.ndarray]:
             return self.labeler.generate([items[k][0]() for k in keys],
@@ -300,6 +312,11 @@ class OnlineLabeler:
         for sample in uncached:
             index = sample.pseudo_label_index.data
             label = labels[sample.metainfo['pseudo_label_key']]
+            if not isinstance(label, np.ndarray):  # maps overflowed: every target pixel 255
+                label = unsure_label(label, sample.metainfo.get('ori_shape', (1, 1)),
+                                     sample.metainfo['img_path'],
+                                     ' in this batch; not cached: made again on its next use')
+                index = torch.full_like(index, -1)
             loaded = tuple(sample.metainfo.get('ori_shape', label.shape))[:2]
             if label.shape != loaded:
                 raise ValueError(

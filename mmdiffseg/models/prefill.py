@@ -12,6 +12,7 @@ label is cached are skipped.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sys
 import time
@@ -23,6 +24,7 @@ import torch
 from mmengine import fileio
 from mmengine.config import Config
 from mmengine.dist import all_reduce, get_dist_info
+from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
 
 from ..apis.io import JobStopped, RankStopped, UserInputError, collective, stop_reason
@@ -90,15 +92,18 @@ class PrefillSummary:
     #: images listed again (the same file twice in the datasets, e.g. overlapping splits of a
     #: ConcatDataset): labelled once, at their first listing
     repeated: int = 0
+    #: images whose attention maps overflowed (NaN / inf), so not labelled
+    failed: int = 0
 
     def line(self) -> str:
-        elsewhere = self.images - self.made - self.cached - self.repeated
+        elsewhere = self.images - self.made - self.cached - self.repeated - self.failed
         rate = self.made / self.seconds if self.seconds > 0 else 0.0
         share = '' if self.rank is None else f" (rank {self.rank}'s share)"
         of = '' if self.total in (None, self.images) else f' of {self.total}'
         again = f', listed again {self.repeated}' if self.repeated else ''
+        failed = f', failed {self.failed}' if self.failed else ''
         return (f'prefill{share}: {self.images}{of} images: made {self.made}, already cached '
-                f'{self.cached}{again}, made by another process {elsewhere}; '
+                f'{self.cached}{again}{failed}, made by another process {elsewhere}; '
                 f'{self.seconds:.1f} s ({rate:.2f} labels/s); {self.cache_dir} holds '
                 f'{self.cache_size} labels')
 
@@ -108,6 +113,10 @@ class PrefillSummary:
             text += (f'\n{self.unsure} of the labels made (here or by another process) are all '
                      'unsure (255): the generator found nothing in those images, and training '
                      'learns nothing from them')
+        if self.failed:
+            text += (f'\n{self.failed} images failed: their attention maps overflowed (NaN or '
+                     'inf; the warnings name them), so they have no label: training makes them '
+                     'when it meets them; rerun in float32 (--dtype float32) to make them now')
         if self.interrupted:
             text += '\ninterrupted: rerun the same command to resume (cached images are skipped)'
         return text
@@ -115,7 +124,7 @@ class PrefillSummary:
 
 class _RankImages(torch.utils.data.Dataset):
     """This rank's share of the datasets' images as ``(key, RGB image or None when its label is
-    cached, class names)`` (run in dataloader workers)."""
+    cached, class names, path)`` (run in dataloader workers)."""
 
     def __init__(self, datasets: List, cache_dir: str, rank: int, world_size: int):
         self.datasets, self.cache_dir = datasets, cache_dir
@@ -134,8 +143,8 @@ class _RankImages(torch.utils.data.Dataset):
         key = label_key(data, list(results['image_labels']))
         return results, data, key, read_label(label_path(self.cache_dir, key)) is not None
 
-    def __getitem__(self, item: int) -> Tuple[str, Union[np.ndarray, str, None], List[str]]:
-        """``(key, image, class names)``; the image is None when its label is cached, and the
+    def __getitem__(self, item: int) -> Tuple[str, Union[np.ndarray, str, None], List[str], str]:
+        """``(key, image, class names, path)``; the image is None when its label is cached, the
         error naming the file where OpenCV cannot decode it (raised by the main process: a
         worker's exception would come with its traceback)."""
         results, data, key, cached = self.lookup(item)
@@ -143,7 +152,7 @@ class _RankImages(torch.utils.data.Dataset):
             image = None if cached else decode_rgb(data, results['img_path'])
         except ValueError as err:
             image = str(err)
-        return key, image, list(results['image_labels'])
+        return key, image, list(results['image_labels']), results['img_path']
 
 
 def training_label_keys(cfg: Config, cache_dir: str) -> Iterator[Tuple[str, str, bool]]:
@@ -187,7 +196,8 @@ def _labeler(cfg: Config, spec: dict, dtype: Optional[str],
                          'the config does not train on online labels')
     labeler = OnlineLabeler(dtype=dtype or pre.get('engine_dtype', 'float32'),
                             batch_size=batch_size or pre.get('label_batch_size', 4),
-                            engine_kwargs=pre.get('engine_kwargs'))
+                            engine_kwargs=pre.get('engine_kwargs'),
+                            overflow_fix='--dtype float32')
     labeler.bind(spec)
     return labeler
 
@@ -244,30 +254,37 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
     loader = torch.utils.data.DataLoader(images, batch_size=labeler.options['batch_size'],
                                          num_workers=workers, collate_fn=list,
                                          worker_init_fn=partial(start_worker, os.getpid()))
-    # images, made, cached, all unsure, listed again; then the images to go through
-    counts = torch.tensor([0, 0, 0, 0, 0, len(images)], dtype=torch.float64)
+    # images, made, cached, all unsure, listed again, failed; then the images to go through
+    counts = torch.tensor([0, 0, 0, 0, 0, 0, len(images)], dtype=torch.float64)
     start, interrupted, stopped, seen = time.perf_counter(), False, None, set()
     with ProgressLine(len(images) if progress and rank == 0 else 0, sys.stdout,
                       ranks=world_size) as bar:
         bar.start()
 
-        def settle(entries: list, cached: int, made: int, unsure: int = 0) -> None:
+        def settle(entries: list, cached: int, made: int, unsure: int = 0,
+                   failed: int = 0) -> None:
             keys = [entry[0] for entry in entries]
             repeated = len(keys) - len(set(keys) - seen)
             seen.update(keys)
             cached = max(cached - repeated, 0)  # a repeat found cached: made at its first listing
-            counts[:5].add_(torch.tensor([len(entries), made, cached, unsure, repeated],
+            counts[:6].add_(torch.tensor([len(entries), made, cached, unsure, repeated, failed],
                                          dtype=torch.float64))
             for _ in entries:   # a cached label leaves the bar: its ETA is of labels to make
                 bar.skip() if cached else bar.update()
 
         try:
             for entries in _full_batches(loader, labeler.options['batch_size'], settle):
-                todo = {key: (lambda image=image: image, names) for key, image, names in entries}
+                todo = {key: (lambda image=image: image, names) for key, image, names, _ in entries}
                 made_before = labeler.generated
                 labels = labeler.labels(todo, device)
+                failed = {key: path for key, _, _, path in entries
+                          if not isinstance(labels[key], np.ndarray)}
+                for key, path in failed.items():
+                    print_log(f'{path}: {labels[key]}: not labelled', logger='current',
+                              level=logging.WARNING)
                 settle(entries, 0, labeler.generated - made_before,
-                       sum(int((label == IGNORE_INDEX).all()) for label in labels.values()))
+                       sum(int((labels[key] == IGNORE_INDEX).all()) for key in labels
+                           if key not in failed), len(failed))
         except KeyboardInterrupt:
             interrupted = True
         except UserInputError as exc:  # an image that cannot be read: with what was made so far
@@ -280,9 +297,10 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                 raise
 
     def summary(share: bool) -> PrefillSummary:
-        images, made, cached, unsure, repeated, total = (int(c) for c in counts.tolist())
+        images, made, cached, unsure, repeated, failed, total = (int(c) for c in
+                                                                 counts.tolist())
         return PrefillSummary(images, made, cached, seconds=time.perf_counter() - start,
-                              total=total, repeated=repeated,
+                              total=total, repeated=repeated, failed=failed,
                               cache_dir=str(labeler.cache.cache_dir),
                               cache_size=len(labeler.cache), interrupted=interrupted,
                               unsure=unsure, rank=rank if share else None)

@@ -19,7 +19,7 @@ from mmseg.structures import SegDataSample
 from ..apis.visualize import label_meta
 from ..datasets.unsupervised import center_square
 from ..generators.base import IGNORE_INDEX
-from .online_labeler import AttentionLabeler
+from .online_labeler import AttentionLabeler, unsure_label
 
 
 #: the data preprocessor that gives the generator what it labels: RGB 0..255, unnormalised
@@ -108,7 +108,9 @@ class DiffusionSegmentor(BaseSegmentor):
             names = [list(s.metainfo['image_labels']) for s in data_samples]
         sizes = [_prediction_size(s, image) for s, image in zip(data_samples, images)]
         labels = self.labeler.generate(images, names, inputs[0].device, sizes)
-        for sample, label in zip(data_samples, labels):
+        for sample, label, size in zip(data_samples, labels, sizes):
+            if not isinstance(label, np.ndarray):
+                label = unsure_label(label, size, sample.metainfo.get('img_path', 'an image'))
             if 'gt_sem_seg' not in sample:
                 label = _in_frame(label, sample.metainfo.get('ori_shape'))
             sample.pred_sem_seg = PixelData(data=torch.from_numpy(label.astype(np.int64))[None])

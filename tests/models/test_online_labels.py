@@ -346,3 +346,50 @@ def test_validation_batches_are_not_labelled(setup):
     images_only = Compose([dict(type='LoadImageFromFile'), dict(type='PackSegInputs')])
     out = pre(pseudo_collate([images_only(copy.deepcopy(samples[0]))]), training=False)
     assert engine.calls == [] and 'gt_sem_seg' not in out['data_samples'][0]
+
+
+def test_an_overflowing_image_trains_unsure_in_its_batch_and_is_made_again_later(
+        setup, monkeypatch):
+    """Its maps overflow (NaN): the sample's target is all 255 in this batch, with a warning
+    naming the image (a repeated warning is dropped by mmengine, so each names its own); its
+    label is not cached, so the next batch makes it when the maps are finite. It was cached
+    as all 255, read for the rest of training and every later run, without a word."""
+    import importlib
+    online_labeler = importlib.import_module('mmdiffseg.models.online_labeler')
+    pipeline, samples, pre, engine, cache = setup
+    extract, nan_for = engine.extract, {1}
+
+    def overflowing(images, capture, class_names):
+        maps = extract(images, capture, class_names)
+        for i, image in enumerate(images):
+            if int(image[0, 0, 0]) in nan_for:
+                maps.maps['none'][i] = float('nan')
+        return maps
+    marks = []
+    for sample in samples[:2]:   # mark the second image by its first pixel: red 1
+        rgb = mmcv.imread(sample['img_path'], channel_order='rgb')
+        marks.append(int(rgb[0, 0, 0]))
+    nan_for = {marks[1]} - {marks[0]}
+    assert nan_for, 'the two images share their first pixel'
+    monkeypatch.setattr(engine, 'extract', overflowing)
+    monkeypatch.setattr(BrightnessGenerator, 'forward',
+                        lambda self, maps, images, names, forward=BrightnessGenerator.forward: (
+                            maps.check_finite(), forward(self, maps, images, names))[1])
+    warned = []
+    monkeypatch.setattr(online_labeler, 'print_log',
+                        lambda message, **kwargs: warned.append(message)
+                        if kwargs.get('level') else None)
+    out = pre(batch(pipeline, samples[:2], seed=0), training=True)
+    first, second = (s.gt_sem_seg.data for s in out['data_samples'])
+    assert (second == 255).all() and (first != 255).any()
+    assert len(warned) == 1 and warned[0].startswith(
+        f"{samples[1]['img_path']}: AttentionMaps['none'] contains NaN or inf") and \
+        warned[0].endswith('it gets an all-unsure label (255) in this batch; not cached: made '
+                           'again on its next use')
+    hub = MessageHub.get_current_instance()
+    assert hub.get_scalar('train/label_generated').current() == 1
+    assert len(LabelCache(**cache)) == 1
+    nan_for = set()
+    out = pre(batch(pipeline, samples[:2], seed=0), training=True)
+    assert (out['data_samples'][1].gt_sem_seg.data != 255).any()
+    assert hub.get_scalar('train/label_generated').current() == 1 and len(LabelCache(**cache)) == 2

@@ -294,6 +294,35 @@ def test_an_image_listed_twice_is_labelled_once_and_counted_as_listed_again(tmp_
     assert (summary.images, summary.made, summary.cached, summary.repeated) == (8, 0, 4, 4)
 
 
+def test_images_whose_maps_overflow_are_counted_failed_not_unsure(tmp_path, tiny_sd,
+                                                                   monkeypatch):
+    """An image whose maps overflowed has no label (training makes it when it meets it): the
+    summary counted it as all unsure, 'the generator found nothing in those images'."""
+    from mmdiffseg.apis.io import ItemFailed
+    from mmdiffseg.models import prefill as prefill_module
+    from mmdiffseg.models.online_labeler import OnlineLabeler
+
+    def label(self, todo, device):   # the first of each batch overflows; the other is made
+        self.generated += len(todo) - 1
+        return {key: ItemFailed('NaN') if i == 0 else np.zeros((4, 4), np.uint8)
+                for i, key in enumerate(todo)}
+    monkeypatch.setattr(OnlineLabeler, 'labels', label)
+    monkeypatch.setattr(prefill_module, 'read_label', lambda path: None)
+    warned = []
+    monkeypatch.setattr(prefill_module, 'print_log', lambda message, **_: warned.append(message))
+    cfg = online_config(tmp_path, tiny_sd)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        summary = prefill_module.prefill(cfg, 'cpu', batch_size=2, workers=0, progress=False)
+    assert (summary.images, summary.made, summary.failed, summary.unsure) == (4, 2, 2, 0)
+    assert len(warned) == 2 and all(re.fullmatch(rf'{tmp_path}/voc/.*: NaN: not labelled', line)
+                                    for line in warned), warned
+    lines = str(summary).splitlines()
+    assert 'made 2, already cached 0, failed 2, made by another process 0' in lines[0]
+    assert lines[1] == ('2 images failed: their attention maps overflowed (NaN or inf; the '
+                        'warnings name them), so they have no label: training makes them when '
+                        'it meets them; rerun in float32 (--dtype float32) to make them now')
+
+
 def test_a_cache_of_other_settings_is_refused_even_when_every_image_is_in_it(
         tmp_path, tiny_sd, monkeypatch):
     """The workers skip cached images by their files alone: the cache's record is checked when
