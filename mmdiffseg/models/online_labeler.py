@@ -200,9 +200,9 @@ class AttentionLabeler:
 
 
 def unsure_label(failed: Exception, size: Sequence[int], image: str, note: str = '') -> np.ndarray:
-    """The all-unsure label (255: no pixel's loss) standing for ``image``, whose maps
-    overflowed (``failed``), logged with its name: mmengine drops a warning repeated word for
-    word."""
+    """The all-unsure label (255: no pixel's loss, though Mask2Former's classifier still sees an
+    image without objects) standing for ``image``, whose maps overflowed (``failed``), logged
+    with its name: mmengine drops a warning repeated word for word."""
     print_log(f'{image}: {failed}: it gets an all-unsure label (255){note}', logger='current',
               level=logging.WARNING)
     return np.full(tuple(size[:2]), IGNORE_INDEX, np.uint8)
