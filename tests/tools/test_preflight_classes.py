@@ -13,8 +13,8 @@ import mmdiffseg  # noqa: F401
 from mmdiffseg import preflight
 from mmdiffseg.datasets.class_names import DATASET_CLASSES
 from mmdiffseg.preflight_classes import (_first_difference, check_dataset_classes,
-                                         check_matched_class_count, check_model_classes,
-                                         check_segment_scoring, describe)
+                                         check_label_convention, check_matched_class_count,
+                                         check_model_classes, check_segment_scoring, describe)
 
 TINY_ONLINE = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-iseg-online-128x128.py'
 MINE = ['background', 'person', 'horse', 'cat', 'couch', 'sheep']
@@ -241,7 +241,8 @@ def test_a_matched_class_count_other_than_the_datasets_is_named_before_the_run()
 @pytest.mark.parametrize('config', sorted(p.name for p in (REPO / 'configs').rglob('*.py')
                                           if '_base_' not in p.parts))
 def test_every_shipped_config_agrees_with_itself(config):
-    """No shipped config has a class list that disagrees (ADE20K's 'bed ' included)."""
+    """No shipped config has a class list that disagrees (ADE20K's 'bed ' included), nor a
+    pipeline forcing the other zero-label convention."""
     [path] = (REPO / 'configs').rglob(config)
     cfg = Config.fromfile(str(path)).to_dict()
     datasets, missing = [], []
@@ -249,6 +250,7 @@ def test_every_shipped_config_agrees_with_itself(config):
         for where, node in preflight.walk(cfg.get(name) or {}, name):
             if 'pipeline' in node:
                 missing += check_dataset_classes(node, where)
+                missing += check_label_convention(node, where)
                 datasets.append((where, node))
     if isinstance(cfg.get('model'), dict):
         missing += check_model_classes(cfg['model'], datasets)
@@ -378,3 +380,34 @@ def test_a_segmentors_generator_of_other_classes_than_the_dataset_is_named():
                         '(model.generator.classes=[...])')
     dataset['metainfo']['classes'] = DATASET_CLASSES['voc']
     assert check_model_classes(segmentor, [('t', dataset)]) == []
+
+
+def test_a_pipeline_forcing_the_other_zero_label_convention_is_named_before_the_run():
+    """The ADE20K generated-label config inherited for one's own masks (BaseSegDataset) kept
+    LoadAnnotations(reduce_zero_label=True): the pre-flight passed, training ran to its first
+    validation and mmseg's assertion stopped it there; its fix, the dataset's
+    reduce_zero_label=True, would score class k + 1 as k. Each dataset's own or its class's
+    default convention is compared; a step that leaves it to the dataset is not."""
+    forced = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True)]
+    (item,) = check_label_convention(dict(type='BaseSegDataset', pipeline=forced), 'val.dataset')
+    assert item.what == ('val.dataset.pipeline.1 (LoadAnnotations) reads the masks with '
+                         'reduce_zero_label=True, but the dataset (BaseSegDataset) with '
+                         'reduce_zero_label=False: mmseg stops at the first mask it loads')
+    assert item.fix.startswith('remove val.dataset.pipeline.1.reduce_zero_label (the dataset '
+                               'applies its own)')
+    assert item.where == ['val.dataset.pipeline.1.reduce_zero_label']
+    assert check_label_convention(dict(type='ADE20KDataset', pipeline=forced), 'v') == []
+    assert check_label_convention(dict(type='PascalVOCDataset', reduce_zero_label=True,
+                                       pipeline=forced), 'v') == []
+    (item,) = check_label_convention(dict(type='ADE20KDataset', pipeline=[
+        dict(type='LoadAnnotations', reduce_zero_label=False)]), 'v')
+    assert 'reduce_zero_label=False, but the dataset (ADE20KDataset) with reduce_zero_label=True' \
+        in item.what
+    for kind in ('BaseSegDataset', 'ADE20KDataset', 'PseudoLabelDataset'):
+        assert check_label_convention(dict(type=kind, pipeline=[dict(type='LoadAnnotations')]),
+                                      'v') == []
+    cfg = Config.fromfile(str(TINY_ONLINE))   # where the whole check reads val sets
+    cfg.val_dataloader.dataset.pipeline.insert(
+        1, dict(type='LoadAnnotations', reduce_zero_label=True))
+    assert [m.where for m in preflight.check(cfg, 'train') if 'reduce_zero_label' in m.what] == [
+        ['val_dataloader.dataset.pipeline.1.reduce_zero_label']]
