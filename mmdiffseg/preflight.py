@@ -41,7 +41,8 @@ from .preflight_cache import (check_cache_precision, check_cache_revision, check
                               unlabelled_finder, writer_dtype)
 from .preflight_classes import (check_dataset_classes, check_label_convention,
                                 check_matched_class_count, check_model_classes,
-                                check_prefill_labeller, check_segment_scoring)
+                                check_prefill_labeller, check_segment_scoring,
+                                checkpoint_classes)
 from .preflight_data import (Missing, check_dataset, check_image_level_labels,
                              check_listed_files)
 from .preflight_decoding import check_image_decoding
@@ -338,6 +339,13 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
     missing += check_options(cfg, tuple(sections))
     if mode == 'train':
         missing += check_one_label_cache(cfg) + check_schedule(cfg)
+    trained = checkpoint_classes(cfg.get('load_from')) if mode == 'test' else None
+    if trained:   # what the model learnt: the test set is compared with it
+        datasets.insert(0, (f"load_from ({cfg.load_from}: the classes it was trained on)",
+                            dict(metainfo=dict(classes=trained))))
+    elif mode == 'train':   # the test set the trained model meets, read as the model learns
+        datasets += [(path, node) for path, node in walk(cfg.get('test_dataloader') or {},
+                                                         'test_dataloader') if 'pipeline' in node]
     missing += check_model_classes(sections.get('model') or {}, datasets)
     if mode == 'prefill':   # it reads the preprocessor's labeller options, not the model
         missing += check_prefill_labeller(cfg, dtype)

@@ -14,6 +14,7 @@ labels a ``DiffusionSegmentor`` generator of classes reads.
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from .preflight_data import Missing
@@ -168,6 +169,24 @@ def check_label_convention(dataset: dict, where: str) -> List[Missing]:
                 "whose 0 is no class (ADE20K's), False where 0 is a class (generated labels, "
                 "VOC's background)", [f'{key}.reduce_zero_label']))
     return missing
+
+
+def checkpoint_classes(path) -> Optional[List[str]]:
+    """The classes a checkpoint was trained on (mmengine's ``meta.dataset_meta``), read without
+    its weights (memory-mapped); None where it records none or cannot be read here (the
+    checkpoint check names a missing file)."""
+    import torch
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return None
+    try:
+        try:
+            state = torch.load(path, map_location='cpu', mmap=True, weights_only=False)
+        except RuntimeError:   # saved in the legacy format, which cannot be memory-mapped
+            state = torch.load(path, map_location='cpu', weights_only=False)
+        classes = ((state.get('meta') or {}).get('dataset_meta') or {}).get('classes')
+    except Exception:  # noqa: BLE001  (the runner's load says why)
+        return None
+    return list(classes) if classes else None
 
 
 def check_model_classes(model: dict, datasets: List[Tuple[str, dict]]) -> List[Missing]:

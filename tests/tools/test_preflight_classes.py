@@ -411,3 +411,40 @@ def test_a_pipeline_forcing_the_other_zero_label_convention_is_named_before_the_
         1, dict(type='LoadAnnotations', reduce_zero_label=True))
     assert [m.where for m in preflight.check(cfg, 'train') if 'reduce_zero_label' in m.what] == [
         ['val_dataloader.dataset.pipeline.1.reduce_zero_label']]
+
+
+@pytest.mark.parametrize('legacy', [False, True])
+def test_a_test_set_in_another_order_than_the_checkpoints_classes_is_named(tmp_path, legacy):
+    """tools/test.py on a test set whose classes are those of training in another order
+    passed, and scored each class's IoU under another's name: the checkpoint records what it
+    learnt (mmengine's meta.dataset_meta), read here without its weights, in either format."""
+    import torch
+    voc = list(DATASET_CLASSES['voc'])
+    swapped = [voc[0], voc[2], voc[1], *voc[3:]]
+    checkpoint = tmp_path / 'iter_2.pth'
+    torch.save(dict(meta=dict(dataset_meta=dict(classes=voc)), state_dict={}), checkpoint,
+               _use_new_zipfile_serialization=not legacy)
+    cfg = Config.fromfile(str(TINY_ONLINE))
+    cfg.load_from = str(checkpoint)
+    cfg.test_dataloader.dataset.metainfo = dict(classes=swapped)
+    found = {w: m for m in preflight.check(cfg, 'test') for w in m.where}
+    item = found['test_dataloader.dataset.metainfo']
+    assert item.what.startswith(
+        "test_dataloader.dataset has the classes ['background', 'bicycle', 'aeroplane', 'bird', "
+        f"'boat', 'bottle', '...'] (21 classes), but load_from ({checkpoint}: the classes it was "
+        "trained on), which the model learns, has 'voc' (21 classes); index 1 is 'bicycle' there "
+        "but 'aeroplane' in the dataset")
+    cfg.test_dataloader.dataset.metainfo = dict(classes=voc)
+    assert not [m for m in preflight.check(cfg, 'test') if 'metainfo' in str(m.where)]
+
+
+def test_training_names_a_test_set_of_other_classes_than_it_learns():
+    """The test set is what the trained model meets: training compared only its val set."""
+    voc = list(DATASET_CLASSES['voc'])
+    cfg = Config.fromfile(str(TINY_ONLINE))
+    cfg.test_dataloader = dict(cfg.val_dataloader, dataset=dict(
+        cfg.val_dataloader.dataset, metainfo=dict(classes=[voc[0], voc[2], voc[1], *voc[3:]])))
+    found = {w: m for m in preflight.check(cfg, 'train') for w in m.where}
+    assert found['test_dataloader.dataset.metainfo'].what.startswith(
+        "test_dataloader.dataset has the classes ['background', 'bicycle'")
+    assert 'val_dataloader.dataset.metainfo' not in found
