@@ -39,13 +39,13 @@ from .preflight_cache import (check_cache_precision, check_cache_revision, check
                               check_cache_writable, check_label_mixing_transforms,
                               check_label_step_order, check_one_label_cache, check_prompt_fit,
                               unlabelled_finder, writer_dtype)
-from .preflight_classes import (check_dataset_classes, check_label_convention,
-                                check_matched_class_count, check_model_classes,
-                                check_prefill_labeller, check_segment_scoring,
-                                checkpoint_classes)
+from .preflight_classes import (check_dataset_classes, check_matched_class_count,
+                                check_model_classes, check_prefill_labeller,
+                                check_segment_scoring, checkpoint_classes)
 from .preflight_data import (Missing, check_dataset, check_image_level_labels,
                              check_listed_files)
 from .preflight_decoding import check_image_decoding
+from .preflight_label_files import check_label_convention, check_tool_label_folder
 from .preflight_options import (check_cache_keys, check_generator_entry, check_head_layout,
                                 check_options, check_schedule, generator_refusal,
                                 unknown_option_keys)
@@ -295,6 +295,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
             elif 'pipeline' in node and name != 'model':
                 disagree = check_dataset_classes(node, path)
                 missing += disagree + check_label_convention(node, path)
+                missing += check_tool_label_folder(node, path)
                 datasets.append((path, node))
                 problems = check_dataset(node, path)
                 missing += problems or check_listed_files(node, path)

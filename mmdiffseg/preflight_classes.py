@@ -13,7 +13,6 @@ labels a ``DiffusionSegmentor`` generator of classes reads.
 """
 from __future__ import annotations
 
-import inspect
 import os
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -132,42 +131,6 @@ def check_dataset_classes(dataset: dict, where: str) -> List[Missing]:
                 f"({key}.cache.generator.classes=[...]; iSeg: also vocabulary=None for names "
                 "outside its vocabulary), or the dataset the generator's (metainfo=dict("
                 'classes=[...]))'))
-    return missing
-
-
-def _reduces_zero_label(dataset: dict) -> Optional[bool]:
-    """The ``reduce_zero_label`` a dataset config reads its masks with: its own, else its class's
-    default (ADE20KDataset's True; mmseg's BaseSegDataset's False); None for an unknown type."""
-    from mmseg.registry import DATASETS
-    if 'reduce_zero_label' in dataset:
-        return bool(dataset['reduce_zero_label'])
-    kind = dataset.get('type')
-    cls = DATASETS.get(kind) if isinstance(kind, str) else kind if isinstance(kind, type) else None
-    for klass in getattr(cls, '__mro__', ()):
-        param = inspect.signature(klass.__init__).parameters.get('reduce_zero_label')
-        if param is not None and param.default is not inspect.Parameter.empty:
-            return bool(param.default)
-    return None
-
-
-def check_label_convention(dataset: dict, where: str) -> List[Missing]:
-    """A ``LoadAnnotations(reduce_zero_label=...)`` of the pipeline against the dataset's: mmseg
-    stops at the first mask it loads (at the first validation, hours in, for a val set), and
-    following its message's fix for the dataset would read class k + 1 as k."""
-    own = _reduces_zero_label(dataset)
-    missing = []
-    for index, step in enumerate(dataset.get('pipeline') or []):
-        forced = step.get('reduce_zero_label') if isinstance(step, dict) and \
-            config_type(step) == 'LoadAnnotations' else None
-        if own is not None and forced is not None and bool(forced) != own:
-            key = f'{where}.pipeline.{index}'
-            missing.append(Missing(
-                f'{key} (LoadAnnotations) reads the masks with reduce_zero_label={forced}, but '
-                f"the dataset ({dataset.get('type')}) with reduce_zero_label={own}: mmseg stops "
-                'at the first mask it loads', f'remove {key}.reduce_zero_label (the dataset '
-                f"applies its own); the dataset's ({where}.reduce_zero_label) is True for masks "
-                "whose 0 is no class (ADE20K's), False where 0 is a class (generated labels, "
-                "VOC's background)", [f'{key}.reduce_zero_label']))
     return missing
 
 

@@ -13,8 +13,9 @@ import mmdiffseg  # noqa: F401
 from mmdiffseg import preflight
 from mmdiffseg.datasets.class_names import DATASET_CLASSES
 from mmdiffseg.preflight_classes import (_first_difference, check_dataset_classes,
-                                         check_label_convention, check_matched_class_count,
-                                         check_model_classes, check_segment_scoring, describe)
+                                         check_matched_class_count, check_model_classes,
+                                         check_segment_scoring, describe)
+from mmdiffseg.preflight_label_files import check_label_convention
 
 TINY_ONLINE = REPO / 'configs/mask2former/mask2former_tiny-cpu_voc12-iseg-online-128x128.py'
 MINE = ['background', 'person', 'horse', 'cat', 'couch', 'sheep']

@@ -1,0 +1,53 @@
+"""Pre-flight: a plain mask dataset pointed at a folder a tool wrote is read as the classes the
+folder's manifest records (mmdiffseg.preflight_label_files)."""
+import json
+
+from mmdiffseg.datasets.class_names import DATASET_CLASSES
+from mmdiffseg.preflight_label_files import check_tool_label_folder
+
+MINE = ['background', 'aeroplane', 'bird', 'sheep', 'cow', 'motorbike', 'person']
+STEPS = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')]
+
+
+def dataset(root, kind='BaseSegDataset', classes=MINE, **kwargs):
+    return dict(type=kind, data_root=str(root), metainfo=dict(classes=classes),
+                data_prefix=dict(img_path='images', seg_map_path='labels/SegmentationClass'),
+                pipeline=STEPS, **kwargs)
+
+
+def write_manifest(folder, header):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / 'manifest.jsonl').write_text(json.dumps(header) + '\n{"id": "a"}\n')
+
+
+def test_a_folder_labelled_with_other_classes_is_named_with_the_dataset_that_checks_it(tmp_path):
+    """pseudo_label.py --classes voc, read by a 7-class BaseSegDataset: VOC's bird (3) trained
+    as the dataset's sheep, and VOC's 17 stopped the run in mmdet's matching cost."""
+    write_manifest(tmp_path / 'labels', dict(tool='pseudo_label', classes=list(
+        DATASET_CLASSES['voc'])))
+    (item,) = check_tool_label_folder(dataset(tmp_path), 'train_dataloader.dataset')
+    assert item.what == (
+        f"train_dataloader.dataset (BaseSegDataset) reads {tmp_path}/labels/SegmentationClass, "
+        "whose manifest records the classes 'voc' (21 classes), as its classes ['background', "
+        "'aeroplane', 'bird', 'sheep', 'cow', 'motorbike', 'person'] (7 classes): a label would "
+        'train or score as another class')
+    assert item.fix.startswith("read a tool's folder with type='PseudoLabelDataset'")
+    assert item.where == ['train_dataloader.dataset.type']
+
+
+def test_segment_ids_are_named_and_agreeing_or_foreign_folders_pass(tmp_path):
+    write_manifest(tmp_path / 'labels' / 'SegmentationClass', dict(tool='segment', classes=None))
+    (item,) = check_tool_label_folder(dataset(tmp_path), 'd')
+    assert 'whose manifest records unlabelled segment ids (made without class names)' in item.what
+    write_manifest(tmp_path / 'labels' / 'SegmentationClass', dict(classes=MINE))
+    assert check_tool_label_folder(dataset(tmp_path), 'd') == []
+    # the generated-label datasets check their manifest themselves; a dataset that reads no
+    # masks, a manifest of another program or none at all: nothing to compare
+    write_manifest(tmp_path / 'labels' / 'SegmentationClass', dict(classes=['x']))
+    assert check_tool_label_folder(dataset(tmp_path, 'PseudoLabelDataset'), 'd') == []
+    assert check_tool_label_folder(dict(dataset(tmp_path), pipeline=STEPS[:1]), 'd') == []
+    (tmp_path / 'labels' / 'SegmentationClass' / 'manifest.jsonl').write_text('not json\n')
+    assert check_tool_label_folder(dataset(tmp_path), 'd') == []
+    (tmp_path / 'labels' / 'SegmentationClass' / 'manifest.jsonl').write_text('[1, 2]\n')
+    assert check_tool_label_folder(dataset(tmp_path), 'd') == []
+    assert check_tool_label_folder(dataset(tmp_path / 'elsewhere'), 'd') == []
