@@ -49,6 +49,12 @@ def check_label_convention(dataset: dict, where: str) -> List[Missing]:
     return missing
 
 
+def _stock_classes(dataset: dict) -> Optional[List[str]]:
+    """The classes of a dataset config's registered class (``METAINFO``), which mmseg maps
+    masks from where ``metainfo`` gives others (its ``label_map``)."""
+    return dataset_classes(dict(type=dataset.get('type')))
+
+
 def check_tool_label_folder(dataset: dict, where: str) -> List[Missing]:
     """A mask dataset whose label folder (or its parent) holds a tool's manifest of other classes
     than the dataset's (or of unlabelled segment ids): label k would train or score as the
@@ -67,14 +73,17 @@ def check_tool_label_folder(dataset: dict, where: str) -> List[Missing]:
         return []
     if not isinstance(header, dict) or 'classes' not in header:
         return []
-    written = header['classes']
-    if written is not None and _same(written, classes):
+    written, stock = header['classes'], _stock_classes(dataset)
+    remapped = stock is not None and not _same(stock, classes)   # mmseg's label_map
+    if written is not None and _same(written, classes) and not remapped:
         return []
     what = ('unlabelled segment ids (made without class names)' if written is None else
             f'the classes {describe(written)}')
+    how = (f"through mmseg's label_map from {dataset.get('type')}'s own classes" if remapped
+           else f'as its classes {describe(classes)}')
     return [Missing(
-        f"{where} ({dataset.get('type')}) reads {folder}, whose manifest records {what}, as "
-        f'its classes {describe(classes)}: a label would train or score as another class',
+        f"{where} ({dataset.get('type')}) reads {folder}, whose manifest records {what}, {how}"
+        ': a label would train or score as another class',
         "read a tool's folder with type='PseudoLabelDataset' (SyntheticDataset for "
         "synthesize.py's), which checks its manifest, given the classes it records "
         f'({where}.metainfo=dict(classes=[...])), or label the images again with the '

@@ -51,3 +51,18 @@ def test_segment_ids_are_named_and_agreeing_or_foreign_folders_pass(tmp_path):
     (tmp_path / 'labels' / 'SegmentationClass' / 'manifest.jsonl').write_text('[1, 2]\n')
     assert check_tool_label_folder(dataset(tmp_path), 'd') == []
     assert check_tool_label_folder(dataset(tmp_path / 'elsewhere'), 'd') == []
+
+
+def test_a_stock_dataset_would_remap_a_folder_of_its_own_classes(tmp_path):
+    """PascalVOCDataset given the folder's classes maps the files as VOC indices (mmseg's
+    label_map: VOC's bird 3 -> 2), which these files are not."""
+    write_manifest(tmp_path / 'labels', dict(tool='pseudo_label', classes=MINE))
+    assert check_tool_label_folder(dataset(tmp_path), 'd') == []
+    (item,) = check_tool_label_folder(dataset(tmp_path, 'PascalVOCDataset'), 'd')
+    assert item.what.endswith("whose manifest records the classes ['background', 'aeroplane', "
+                              "'bird', 'sheep', 'cow', 'motorbike', 'person'] (7 classes), "
+                              "through mmseg's label_map from PascalVOCDataset's own classes: "
+                              'a label would train or score as another class')
+    write_manifest(tmp_path / 'labels', dict(classes=list(DATASET_CLASSES['voc'])))
+    assert check_tool_label_folder(dataset(tmp_path, 'PascalVOCDataset',
+                                           classes=list(DATASET_CLASSES['voc'])), 'd') == []
