@@ -103,9 +103,10 @@ def test_segment_ids_get_no_legend(tmp_path):
 
 
 def test_the_legend_names_the_classes_of_every_item_and_unsure(tmp_path):
-    """'cat' only in the first item, unsure (255) only in the second: both in the legend."""
+    """'cat' only in the first item, unsure (255) only in the second, below its first rows:
+    both in the legend."""
     first, second = np.ones((8, 8)), np.zeros((8, 8))
-    second[:2] = 255
+    second[-2:] = 255
     strip = contact_sheet(_folder(tmp_path, dict(a=first, b=second)), thumb=16)[16:]
     assert tuple(palette_for(CLASSES)[1]) in _colours(strip)
     assert IGNORE_COLOR in _colours(strip)

@@ -76,6 +76,11 @@ def test_each_item_of_a_batch_gets_its_own_record_image_and_label(
     expected = np.zeros((SIZE, SIZE), np.uint8)
     expected[:SIZE // 4] = 1
     assert np.array_equal(png, expected)
+    # each class in its own colour (the label set's, background first): a shifted palette drew
+    # every class in the next one's
+    from mmdiffseg.apis.folders import palette_for
+    mask = Image.open(io.BytesIO(outputs[0].files[f'{MASK_DIR}/cat_00001.png']()))
+    assert mask.getpalette()[:9] == sum(palette_for(['background', 'cat', 'dog']), [])
     png = np.asarray(Image.open(io.BytesIO(outputs[1].files[f'{MASK_DIR}/dog_00000.png']())))
     assert (png == 255).all()
 

@@ -45,3 +45,16 @@ def test_cityscapes_27_names_the_class_of_each_label_id():
     for label_id, name in named.items():
         if label_id >= CITYSCAPES27_FIRST_LABEL_ID:
             assert CITYSCAPES27_CLASSES[label_id - CITYSCAPES27_FIRST_LABEL_ID] == name
+
+
+def test_the_class_sets_to_synthesise_are_their_datasets_objects():
+    """synthesize.py --classes voc is VOC's 20 object classes (a set shifted by one refused
+    background as a user's class, or left aeroplane out silently), Cityscapes' SeeDiff set
+    human and vehicle, ADE20K's all 150."""
+    from mmdiffseg.datasets.class_names import (CITYSCAPES_HUMAN_VEHICLE_CLASSES,
+                                                DATASET_CLASSES, SYNTH_CLASS_SETS)
+    assert list(SYNTH_CLASS_SETS['voc']) == list(DATASET_CLASSES['voc'][1:])
+    assert 'background' not in SYNTH_CLASS_SETS['voc'] and len(SYNTH_CLASS_SETS['voc']) == 20
+    assert list(SYNTH_CLASS_SETS['cityscapes']) == ['human', 'vehicle'] == list(
+        CITYSCAPES_HUMAN_VEHICLE_CLASSES[1:])
+    assert list(SYNTH_CLASS_SETS['ade20k']) == list(DATASET_CLASSES['ade20k'])

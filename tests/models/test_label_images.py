@@ -206,6 +206,7 @@ def test_segmentor_predicts_without_data_samples_and_checks_the_ones_given(engin
 
 @pytest.mark.parametrize('steps, size', [
     ([dict(type='Resize', scale=(64, 64), keep_ratio=True)], (30, 60)),    # the image's own
+    ([dict(type='Resize', scale=(64, 64), keep_ratio=False)], (30, 60)),   # (w, h) factors
     ([dict(type='CenterSquareCrop')], (30, 30)),                             # the crop
     ([dict(type='CenterSquareCrop'),                                         # the crop, not the
       dict(type='ResizeHalfPixelLabels', scale=(64, 64), keep_ratio=False)], (30, 30))])  # frame

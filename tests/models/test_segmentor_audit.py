@@ -96,3 +96,36 @@ def test_inference_with_the_diffseg_config_predicts_the_centre_square(tmp_path):
         'LoadImageLevelLabels(ann_file=None) takes the classes from the ground truth, and '
         'photo.jpg has none (an image given for inference): set ann_file to a JSON file '
         '{image name: [class names]}')
+
+
+def test_the_models_dataset_meta_names_and_colours_the_generators_classes():
+    """show_result_pyplot and the inferencer draw with the model's dataset_meta: iSeg / SeeDiff
+    class labels in the label PNGs' colours under their names (segment-id colours named '0',
+    '1', ... otherwise), 255 as unsure."""
+    from mmdiffseg.apis.folders import palette_for
+    from mmdiffseg.datasets.class_names import DATASET_CLASSES
+    voc = list(DATASET_CLASSES['voc'])
+    meta = DiffusionSegmentor('tiny', dict(type='SeeDiff', classes=voc)).dataset_meta
+    assert meta['classes'][:21] == voc and meta['palette'][:21] == palette_for(voc)
+    assert meta['classes'][255] == 'unsure'
+
+
+def test_a_prediction_with_ground_truth_comes_at_its_size_after_a_crop():
+    """With ground truth (cropped with the image: DiffSeg's protocol without a resize) the
+    prediction is the ground truth's size; only without one is it put back in the frame."""
+    import numpy as np
+    from mmcv.transforms import Compose
+    from mmengine.registry import init_default_scope
+    from mmdiffseg.attention.testing import tiny_engine
+    from sample_data import shared_path
+    from test_label_images import QuadrantLabels
+    init_default_scope('mmseg')
+    pipeline = Compose([dict(type='LoadImageFromNDArray'), dict(type='CenterSquareCrop'),
+                        dict(type='PackSegInputs')])
+    packed = pipeline(dict(img=np.zeros((30, 60, 3), np.uint8), seg_fields=['gt_seg_map'],
+                           gt_seg_map=np.zeros((30, 60), np.uint8)))
+    model = DiffusionSegmentor('tiny', dict(type='DiffSeg'))
+    model.labeler.engine = tiny_engine(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
+    model.labeler.generator = QuadrantLabels(7)
+    [predicted] = model.predict([packed['inputs'].float()], [packed['data_samples']])
+    assert predicted.gt_sem_seg.data.shape == predicted.pred_sem_seg.data.shape == (1, 30, 30)
