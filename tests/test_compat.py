@@ -401,3 +401,15 @@ def test_importing_without_a_package_of_the_stack_names_the_install(tmp_path, pa
     assert message == (f'mmdiffseg needs {package}, not installed for {sys.executable}: run bash '
                        'tools/install.sh in the mmdiffseg checkout with this Python (PYTHON=... '
                        'bash tools/install.sh for another one; docs/install.md)')
+
+
+def test_every_missing_package_is_named_at_once(monkeypatch):
+    """Two packages missing: both named, so one install fixes both (naming the first alone
+    meant a rerun stopped at the next)."""
+    real = compat.find_spec
+    monkeypatch.setattr(compat, 'find_spec',
+                        lambda name: None if name in ('mmdet', 'diffusers') else real(name))
+    with pytest.raises(ModuleNotFoundError, match=r'^mmdiffseg needs mmdet, diffusers, not '
+                                                  r'installed for ') as refused:
+        compat.check_stack()
+    assert refused.value.name == 'mmdet'

@@ -135,3 +135,21 @@ def test_an_entry_of_the_variables_name_holding_another_value_did_not_take_it():
         "--cfg-options extra_steps[0].a: the config has no entry 'extra_steps[0]' (mmengine "
         'would add it, and nothing reads it); did you mean extra_steps.0.a? (a list item is '
         'LIST.INDEX, not LIST[INDEX])')
+
+
+def test_list_item_syntax_is_refused_for_a_name_the_config_lacks_and_types_must_match():
+    """LIST[INDEX] of a name nowhere in the config was added as a literal key nothing reads;
+    an entry holding 1.0 did not take a variable of 1 (nor True), so it is suggested, not
+    named as the entry to set."""
+    with pytest.raises(UserInputError) as refused:
+        merge_cfg_options(Config(dict(model=dict(type='X'))), {'custom_steps[0].a': 1})
+    assert str(refused.value) == (
+        "--cfg-options custom_steps[0].a: the config has no entry 'custom_steps[0]' (mmengine "
+        'would add it, and nothing reads it) (a list item is LIST.INDEX, not LIST[INDEX])')
+    for value in (1.0, True):
+        cfg = Config(dict(lr=1, optim_wrapper=dict(optimizer=dict(type='SGD', lr=value))))
+        with pytest.raises(UserInputError) as refused:
+            merge_cfg_options(cfg, {'lr': 2})
+        assert str(refused.value) == (
+            "--cfg-options lr: 'lr' is a variable of the config, read when it loaded, that no "
+            'entry of the run took; did you mean optim_wrapper.optimizer.lr?')

@@ -101,3 +101,16 @@ def test_training_images_with_more_classes_than_their_prompt_holds_are_named(tmp
     assert preflight.check(cfg, 'test') == []  # testing makes no label
     set_label_cache(cfg, cache)  # the shipped template: six classes fit
     assert preflight.check(cfg, 'train') == []
+
+
+def test_offline_generated_label_datasets_have_their_decoding_checked_too():
+    """Labels made by pseudo_label.py / synthesize.py were made on images decoded with
+    LoadImageFromFile's defaults: a generated-label dataset (no LoadPseudoLabel step) loading
+    its images otherwise is named as an online one is; a dataset of real masks is not."""
+    from mmdiffseg.preflight_decoding import check_image_decoding
+    for loader in (dict(type='LoadImageTFDecode'),
+                   dict(type='LoadImageFromFile', imdecode_backend='pillow')):
+        steps = [loader, dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
+        (item,) = check_image_decoding(dict(type='PseudoLabelVOCDataset', pipeline=steps), 'd')
+        assert item.where == ['d.pipeline.0']
+        assert check_image_decoding(dict(type='PascalVOCDataset', pipeline=steps), 'd') == []

@@ -97,6 +97,11 @@ def test_dataloader_keys_and_workers_are_checked_before_the_run():
         '--cfg-options train_dataloader.persistent_workers=False with '
         'train_dataloader.num_workers=0')
     assert len(found) == 2
+    # mmengine's runner takes these two itself (a short debugging epoch, a warning switched off)
+    cfg = Config.fromfile(str(MAIN_CONFIG))
+    cfg.merge_from_dict({'train_dataloader.num_batch_per_epoch': 2,
+                         'val_dataloader.disable_subprocess_warning': True})
+    assert check_options(cfg, SECTIONS) == []
 
 
 def test_an_old_configs_label_cache_on_the_preprocessor_is_named_with_where_it_went():

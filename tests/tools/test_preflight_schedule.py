@@ -30,6 +30,7 @@ def test_a_run_past_the_polys_end_is_named_with_the_fix(cfg):
     dict(type='PolyLR', eta_min=0, power=0.9, begin=0, by_epoch=False),            # no end
     dict(type='LinearLR', start_factor=0.1, begin=0, end=4, by_epoch=False),       # warm-up
     dict(type='PolyLR', eta_min=0, power=0.9, begin=0, end=4, by_epoch=True),      # epochs
+    dict(type='PolyLR', eta_min=0, power=0.9, begin=0, end=4),      # epochs: mmengine's default
 ])
 def test_other_schedules_are_left_alone(cfg, scheduler):
     cfg.train_cfg.max_iters = 7
@@ -38,3 +39,13 @@ def test_other_schedules_are_left_alone(cfg, scheduler):
     cfg.param_scheduler = [scheduler, dict(type='PolyLR', eta_min=0, begin=4, end=7,
                                            by_epoch=False)]
     assert check_schedule(cfg) == []   # a later PolyLR goes on to the end
+
+
+def test_the_training_pre_flight_runs_the_schedule_check(cfg, monkeypatch):
+    """The check is part of training's pre-flight (not of testing's, which runs no schedule)."""
+    from mmdiffseg import preflight
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    cfg.train_cfg.max_iters = 7
+    assert [m.where for m in preflight.check(cfg, 'train') if 'learning rate 0' in m.what] == [
+        ['param_scheduler.0.end', 'train_cfg.max_iters']]
+    assert not [m for m in preflight.check(cfg, 'test') if 'learning rate 0' in m.what]
