@@ -24,14 +24,16 @@ def test_the_labeler_takes_dtype_batch_and_engine_kwargs_from_the_preprocessor(t
         other_cache = dict(spec, cache_dir=str(tmp_path / 'bfloat16'))  # the first is float16
         overridden = _labeler(cfg, other_cache, 'bfloat16', 5).options
     assert given == dict(dtype='float16', batch_size=3,
-                         engine_kwargs=dict(attention_slicing=True))
+                         engine_kwargs=dict(attention_slicing=True),
+                         overflow_fix='--dtype float32')   # (the prefill's option)
     assert overridden == dict(given, dtype='bfloat16', batch_size=5)
 
 
 def test_the_summary_adds_up_the_counts_of_every_rank(tmp_path, tiny_sd, monkeypatch):
-    """The counts (images, made, cached, all unsure) are summed over the ranks (all_reduce)
-    before the summary: another rank's 3 images (1 made, 2 cached, 1 all unsure) are added to
-    this rank's 4 images, all made and all unsure."""
+    """The counts (images, made, cached, all unsure, listed again, failed) are summed over the
+    ranks (all_reduce) before the summary: another rank's 4 images (1 made, all unsure, 1
+    cached, 1 listed again, 1 failed) are added to this rank's 4 images, all made and all
+    unsure."""
     def label(self, todo, device):
         self.generated += len(todo)
         labels = {key: np.full((4, 4), 255, np.uint8) for key in todo}
@@ -39,15 +41,18 @@ def test_the_summary_adds_up_the_counts_of_every_rank(tmp_path, tiny_sd, monkeyp
             self.cache.save(key, made)
         return labels
 
-    def other_rank(counts):   # (its 3 images of a share of 3: a whole share gone through)
-        counts.add_(torch.tensor([3, 1, 2, 1, 3], dtype=counts.dtype))
+    def other_rank(counts):   # (its 4 images of a share of 4: a whole share gone through)
+        counts.add_(torch.tensor([4, 1, 1, 1, 1, 1, 4], dtype=counts.dtype))
     monkeypatch.setattr(OnlineLabeler, 'labels', label)
     monkeypatch.setattr(prefill_module, 'all_reduce', other_rank)
     with DefaultScope.overwrite_default_scope('mmseg'):
         summary = prefill_module.prefill(online_config(tmp_path, tiny_sd), 'cpu', batch_size=2,
                                          workers=0, progress=False)
-    assert (summary.images, summary.made, summary.cached, summary.unsure) == (7, 5, 2, 5)
-    assert summary.total == 7 and summary.line().startswith('prefill: 7 images: made 5')
+    assert (summary.images, summary.made, summary.cached, summary.unsure, summary.repeated,
+            summary.failed) == (8, 5, 1, 5, 1, 1)
+    assert summary.total == 8 and summary.line().startswith(
+        'prefill: 8 images: made 5, already cached 1, listed again 1, failed 1, made by another '
+        'process 0')
     assert summary.cache_size == 4
 
 
