@@ -247,9 +247,11 @@ class MaskGenerator(torch.nn.Module):
         ``images``' size (the tools: images at the working size, labels at their files' sizes).
         Here each label is resized by the nearest pixel centre (``'nearest-exact'``);
         :class:`~.iseg.ISeg` and unsupervised :class:`~.diffseg.DiffSeg` resize their score maps
-        before the argmax instead, as released."""
+        before the argmax instead, as released. The images are taken as they are: the
+        labelling paths' own, checked by the engine when given as floats (a dark uint8 photo
+        made float is no [0, 1] image)."""
         self.check_sizes(maps, sizes)
-        labels = self(maps, images, class_names)
+        labels = super().__call__(maps, images, class_names)
         return [label if tuple(label.shape) == tuple(size) else
                 F.interpolate(label[None, None].float(), size=tuple(size),
                               mode='nearest-exact')[0, 0].long()

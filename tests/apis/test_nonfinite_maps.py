@@ -155,3 +155,18 @@ def test_generators_refuse_float_images_holding_nan_as_the_engine_does():
     with pytest.raises(ValueError, match=r'^images\[1\] holds NaN or inf values'):
         generator(maps, [images[0, :, :, :30], images[1]], [['cat'], ['cat']])
     assert generator(maps, made, [['cat'], ['cat']]).shape == (2, 64, 64)
+
+
+def test_a_dark_uint8_photo_is_labelled_not_taken_for_a_0_1_image():
+    """A night photo whose brightest pixel is 1 (uint8), made float by the labelling path, was
+    refused as a [0, 1] image by the generators' float check: the job stopped with a traceback
+    naming no file, and again on every resume. Only images given as floats are checked."""
+    from mmdiffseg.generators import SeeDiff
+    from mmdiffseg.models.online_labeler import label_images
+    torch.set_num_threads(1)
+    engine = tiny_engine(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
+    dark = np.zeros((40, 60, 3), np.uint8)
+    dark[5:10, 5:10] = 1
+    generator = SeeDiff(classes=['background', 'cat'], pamr_iter=2)
+    [label] = label_images(engine, generator, [dark], [['cat']])
+    assert label.shape == (40, 60)
