@@ -147,9 +147,10 @@ def checkpoint_classes(path) -> Optional[List[str]]:
         except RuntimeError:   # saved in the legacy format, which cannot be memory-mapped
             state = torch.load(path, map_location='cpu', weights_only=False)
         classes = ((state.get('meta') or {}).get('dataset_meta') or {}).get('classes')
-    except Exception:  # noqa: BLE001  (the runner's load says why)
+        classes = [] if classes is None else [str(name) for name in classes]  # (numpy too)
+    except Exception:  # noqa: BLE001  (the runner's load says why; classes of another form)
         return None
-    return list(classes) if classes else None
+    return classes or None
 
 
 def check_model_classes(model: dict, datasets: List[Tuple[str, dict]]) -> List[Missing]:

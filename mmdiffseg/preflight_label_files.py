@@ -57,8 +57,9 @@ def _stock_classes(dataset: dict) -> Optional[List[str]]:
 
 def check_tool_label_folder(dataset: dict, where: str) -> List[Missing]:
     """A mask dataset whose label folder (or its parent) holds a tool's manifest of other classes
-    than the dataset's (or of unlabelled segment ids): label k would train or score as the
-    dataset's class k, and a value past its classes stop the run in the loss."""
+    than the dataset's (or of unlabelled segment ids), or that the dataset would read through
+    mmseg's label_map or the other zero-label convention: label k would train or score as
+    another class, and a value past the classes stop the run in the loss."""
     from .datasets.generated import read_manifest_header
     seg_dir = (dataset.get('data_prefix') or {}).get('seg_map_path')
     classes = dataset_classes(dataset)
@@ -71,15 +72,20 @@ def check_tool_label_folder(dataset: dict, where: str) -> List[Missing]:
         header = next((h for h in map(read_manifest_header, (folder, folder.parent)) if h), None)
     except ValueError:   # a file of that name that is not a tool's manifest
         return []
-    if not isinstance(header, dict) or 'classes' not in header:
+    if not isinstance(header, dict) or header.get('manifest') != 'mmdiffseg' or \
+            'classes' not in header:   # (another program's manifest: nothing known)
         return []
     written, stock = header['classes'], _stock_classes(dataset)
     remapped = stock is not None and not _same(stock, classes)   # mmseg's label_map
-    if written is not None and _same(written, classes) and not remapped:
+    reduced, written_reduced = _reduces_zero_label(dataset), bool(header.get('reduce_zero_label'))
+    shifted = reduced is not None and reduced != written_reduced
+    if written is not None and _same(written, classes) and not remapped and not shifted:
         return []
     what = ('unlabelled segment ids (made without class names)' if written is None else
             f'the classes {describe(written)}')
     how = (f"through mmseg's label_map from {dataset.get('type')}'s own classes" if remapped
+           else f'with reduce_zero_label={reduced} (the files: {written_reduced}; class k read '
+           f'as k {"- 1" if reduced else "+ 1"})' if shifted
            else f'as its classes {describe(classes)}')
     return [Missing(
         f"{where} ({dataset.get('type')}) reads {folder}, whose manifest records {what}, {how}"

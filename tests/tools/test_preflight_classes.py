@@ -449,3 +449,17 @@ def test_training_names_a_test_set_of_other_classes_than_it_learns():
     assert found['test_dataloader.dataset.metainfo'].what.startswith(
         "test_dataloader.dataset has the classes ['background', 'bicycle'")
     assert 'val_dataloader.dataset.metainfo' not in found
+
+
+def test_checkpoint_classes_of_any_sequence_or_none(tmp_path):
+    """Classes stored as a numpy array crashed the test pre-flight (its truth value); a
+    checkpoint without them, or not a file, gives None (nothing compared)."""
+    import torch
+    from mmdiffseg.preflight_classes import checkpoint_classes
+    path = tmp_path / 'c.pth'
+    torch.save(dict(meta=dict(dataset_meta=dict(classes=np.array(['a', 'b'])))), path)
+    assert checkpoint_classes(str(path)) == ['a', 'b']
+    torch.save(dict(state_dict={}), path)
+    assert checkpoint_classes(str(path)) is None
+    assert checkpoint_classes(str(tmp_path / 'none.pth')) is None
+    assert checkpoint_classes('https://example.com/c.pth') is None

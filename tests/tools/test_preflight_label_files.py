@@ -16,8 +16,10 @@ def dataset(root, kind='BaseSegDataset', classes=MINE, **kwargs):
 
 
 def write_manifest(folder, header):
+    """A manifest as the tools write it (their mark: manifest='mmdiffseg')."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / 'manifest.jsonl').write_text(json.dumps(header) + '\n{"id": "a"}\n')
+    (folder / 'manifest.jsonl').write_text(json.dumps(dict(header, manifest='mmdiffseg'))
+                                           + '\n{"id": "a"}\n')
 
 
 def test_a_folder_labelled_with_other_classes_is_named_with_the_dataset_that_checks_it(tmp_path):
@@ -66,3 +68,25 @@ def test_a_stock_dataset_would_remap_a_folder_of_its_own_classes(tmp_path):
     write_manifest(tmp_path / 'labels', dict(classes=list(DATASET_CLASSES['voc'])))
     assert check_tool_label_folder(dataset(tmp_path, 'PascalVOCDataset',
                                            classes=list(DATASET_CLASSES['voc'])), 'd') == []
+
+
+def test_another_programs_manifest_is_not_read_as_a_tools(tmp_path):
+    """A labelling program's own manifest.json with a 'classes' entry (of dicts) beside the
+    masks refused a legitimate dataset: only the tools' manifests (their mark) are read."""
+    folder = tmp_path / 'labels'
+    folder.mkdir()
+    (folder / 'manifest.json').write_text(json.dumps(dict(
+        classes=[dict(id=0, name='background')], exported_by='labelling-tool')))
+    assert check_tool_label_folder(dataset(tmp_path), 'd') == []
+
+
+def test_a_folder_of_0_based_labels_read_with_reduce_zero_label_is_named(tmp_path):
+    """pseudo_label.py --classes ade20k writes 0-based labels; ADE20KDataset reads masks with
+    reduce_zero_label=True: wall (0) dropped, floor (3) trained as sky (2)."""
+    ade = list(DATASET_CLASSES['ade20k'])
+    write_manifest(tmp_path / 'labels', dict(tool='pseudo_label', classes=ade))
+    (item,) = check_tool_label_folder(dataset(tmp_path, 'ADE20KDataset', classes=ade), 'd')
+    assert 'with reduce_zero_label=True (the files: False; class k read as k - 1): a label ' \
+        'would train or score as another class' in item.what
+    assert check_tool_label_folder(dataset(tmp_path, 'ADE20KDataset', classes=ade,
+                                           reduce_zero_label=False), 'd') == []
