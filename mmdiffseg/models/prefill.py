@@ -16,8 +16,9 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from functools import partial
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Collection, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -202,18 +203,48 @@ def _labeler(cfg: Config, spec: dict, dtype: Optional[str],
     return labeler
 
 
+class _Listings:
+    """Each listing of an image counted once: made, cached, listed again (an image labelled or
+    found earlier in this run, or twice in a batch), failed (its maps overflowed: no label) or,
+    the rest, made by another process. An image that failed and is made at a later listing
+    counts the earlier one as listed again."""
+
+    def __init__(self):
+        self.seen: set = set()
+        self.unlabelled: set = set()
+
+    def count(self, keys: List[str], cached: bool,
+              failed: Collection[str] = ()) -> Tuple[int, int, int]:
+        """``(cached, listed again, failed)`` of a batch's listings ``keys``."""
+        found = again = lost = 0
+        for key, listed in Counter(keys).items():
+            again += listed - 1
+            if key in self.seen:
+                again += 1
+            elif key in failed:
+                again += key in self.unlabelled
+                lost += key not in self.unlabelled
+                self.unlabelled.add(key)
+            else:
+                self.seen.add(key)
+                if key in self.unlabelled:  # made now: its failed listing becomes a repeat
+                    self.unlabelled.discard(key)
+                    lost, again = lost - 1, again + 1
+                found += cached
+        return found, again, lost
+
+
 def _full_batches(loader: torch.utils.data.DataLoader, batch_size: int,
-                  settle: Callable[[list, int, int], None]) -> Iterator[list]:
+                  settle: Callable[[list, bool], None]) -> Iterator[list]:
     """The loader's uncached images regrouped into batches of ``batch_size`` (the last one
     shorter), so that a resumed prefill runs the engine at full batches; cached images are
-    settled as they arrive (``settle(entries, cached, made)``)."""
+    settled as they arrive (``settle(entries, True)``)."""
     pending: list = []
     for batch in loader:
         refused = [entry[1] for entry in batch if isinstance(entry[1], str)]
         if refused:
             raise UserInputError(refused[0])
-        cached = [entry for entry in batch if entry[1] is None]
-        settle(cached, len(cached), 0)
+        settle([entry for entry in batch if entry[1] is None], True)
         pending += [entry for entry in batch if entry[1] is not None]
         while len(pending) >= batch_size:
             yield pending[:batch_size]
@@ -256,18 +287,15 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                                          worker_init_fn=partial(start_worker, os.getpid()))
     # images, made, cached, all unsure, listed again, failed; then the images to go through
     counts = torch.tensor([0, 0, 0, 0, 0, 0, len(images)], dtype=torch.float64)
-    start, interrupted, stopped, seen = time.perf_counter(), False, None, set()
+    start, interrupted, stopped, listings = time.perf_counter(), False, None, _Listings()
     with ProgressLine(len(images) if progress and rank == 0 else 0, sys.stdout,
                       ranks=world_size) as bar:
         bar.start()
 
-        def settle(entries: list, cached: int, made: int, unsure: int = 0,
-                   failed: int = 0) -> None:
-            keys = [entry[0] for entry in entries]
-            repeated = len(keys) - len(set(keys) - seen)
-            seen.update(keys)
-            cached = max(cached - repeated, 0)  # a repeat found cached: made at its first listing
-            counts[:6].add_(torch.tensor([len(entries), made, cached, unsure, repeated, failed],
+        def settle(entries: list, cached: bool, made: int = 0, unsure: int = 0,
+                   failed: Collection[str] = ()) -> None:
+            found, again, lost = listings.count([entry[0] for entry in entries], cached, failed)
+            counts[:6].add_(torch.tensor([len(entries), made, found, unsure, again, lost],
                                          dtype=torch.float64))
             for _ in entries:   # a cached label leaves the bar: its ETA is of labels to make
                 bar.skip() if cached else bar.update()
@@ -282,9 +310,9 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
                 for key, path in failed.items():
                     print_log(f'{path}: {labels[key]}: not labelled', logger='current',
                               level=logging.WARNING)
-                settle(entries, 0, labeler.generated - made_before,
+                settle(entries, False, labeler.generated - made_before,
                        sum(int((labels[key] == IGNORE_INDEX).all()) for key in labels
-                           if key not in failed), len(failed))
+                           if key not in failed), set(failed))
         except KeyboardInterrupt:
             interrupted = True
         except UserInputError as exc:  # an image that cannot be read: with what was made so far

@@ -323,6 +323,38 @@ def test_images_whose_maps_overflow_are_counted_failed_not_unsure(tmp_path, tiny
                         'it meets them; rerun in float32 (--dtype float32) to make them now')
 
 
+@pytest.mark.parametrize('second', ['made', 'failed'])
+def test_an_image_failing_at_one_listing_is_counted_once(tmp_path, tiny_sd, monkeypatch,
+                                                           second):
+    """Each image listed twice (overlapping splits), its maps overflowing at its first listing:
+    made at the second, it is made and listed again (it was 'failed 4, made by another process
+    -4' and 'so they have no label'); failing again, it is failed once and listed again."""
+    from mmdiffseg.apis.io import ItemFailed
+    from mmdiffseg.models import prefill as prefill_module
+    from mmdiffseg.models.online_labeler import OnlineLabeler
+    tried = set()
+
+    def label(self, todo, device):
+        fails = {key for key in todo if key not in tried or second == 'failed'}
+        tried.update(todo)
+        self.generated += len(todo) - len(fails)
+        return {key: ItemFailed('NaN') if key in fails else np.zeros((4, 4), np.uint8)
+                for key in todo}
+    monkeypatch.setattr(OnlineLabeler, 'labels', label)
+    monkeypatch.setattr(prefill_module, 'read_label', lambda path: None)
+    monkeypatch.setattr(prefill_module, 'print_log', lambda *args, **kwargs: None)
+    cfg = online_config(tmp_path, tiny_sd)
+    split = cfg.train_dataloader.dataset
+    cfg.train_dataloader.dataset = dict(type='ConcatDataset', datasets=[split, split])
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        summary = prefill_module.prefill(cfg, 'cpu', batch_size=2, workers=0, progress=False)
+    made = 4 if second == 'made' else 0
+    assert (summary.images, summary.made, summary.repeated, summary.failed) == (
+        8, made, 4, 4 - made)
+    assert 'made by another process 0' in summary.line()
+    assert ('images failed' in str(summary)) == (second == 'failed')
+
+
 def test_a_cache_of_other_settings_is_refused_even_when_every_image_is_in_it(
         tmp_path, tiny_sd, monkeypatch):
     """The workers skip cached images by their files alone: the cache's record is checked when
