@@ -122,10 +122,11 @@ def on_device_of(tensor: torch.Tensor):
 
 
 @contextlib.contextmanager
-def kernel_launch(tensor: torch.Tensor, kernel: str):
+def kernel_launch(tensor: torch.Tensor, kernel: str, option: str = ''):
     """Launch the Triton kernel ``kernel`` on ``tensor``'s device (:func:`on_device_of`). Where
     Triton fails to compile or launch it (its compiler, ``ptxas``, the launcher build: the error
-    comes from Triton's code), the error names the way around it, the PyTorch paths."""
+    comes from Triton's code), the error names the way around it, the PyTorch paths: the
+    environment variable, and ``option`` (the one that picks them for this kernel, if any)."""
     with on_device_of(tensor):
         try:
             yield
@@ -137,9 +138,9 @@ def kernel_launch(tensor: torch.Tensor, kernel: str):
             raise RuntimeError(
                 f"Triton failed to compile or launch mmdiffseg's {kernel} kernel on "
                 f'{tensor.device} ({type(exc).__name__}: {exc}); the PyTorch paths run '
-                f"everywhere: set {KERNELS_ENV}=torch in the environment (or pass "
-                "backend='torch' / map_backend='torch'), and report it with the output of "
-                'python -m mmdiffseg.cuda_check') from exc
+                f'everywhere: set {KERNELS_ENV}=torch in the environment'
+                + (f' (or pass {option})' if option else '') + ', and report it with the '
+                'output of python -m mmdiffseg.cuda_check') from exc
 
 
 def _raised_by_triton(exc: BaseException) -> bool:

@@ -228,8 +228,9 @@ def _raise_in(filename: str, exc: BaseException):
 @pytest.mark.parametrize('where', ['class', 'frame'])
 def test_a_kernel_triton_fails_to_build_names_the_way_around_it(where):
     """Triton's errors (its classes, or raised in its code: the launcher build's RuntimeError,
-    ptxas' CalledProcessError) become one naming the kernel, the device and MMDIFFSEG_KERNELS;
-    the original is chained."""
+    ptxas' CalledProcessError) become one naming the kernel, the device, MMDIFFSEG_KERNELS and
+    the kernel's own option where it has one; the original is chained."""
+    from mmdiffseg.generators.pamr_triton import PAMR_OPTION
     tensor = torch.zeros(2)
     if where == 'class':
         error = type('CompilationError', (Exception,), {'__module__': 'triton.compiler.errors'})
@@ -240,10 +241,16 @@ def test_a_kernel_triton_fails_to_build_names_the_way_around_it(where):
     with pytest.raises(RuntimeError, match=r"Triton failed to compile or launch mmdiffseg's PAMR "
                                            r"steps kernel on cpu \((CompilationError: at 12:4|"
                                            r"RuntimeError: Failed to find C).*set "
-                                           r"MMDIFFSEG_KERNELS=torch") as failed:
-        with triton_support.kernel_launch(tensor, 'PAMR steps'):
+                                           r"MMDIFFSEG_KERNELS=torch in the environment \(or "
+                                           r"pass pamr_backend='torch' \(SeeDiff's\), or "
+                                           r"PAMR\(backend='torch'\)\), and report") as failed:
+        with triton_support.kernel_launch(tensor, 'PAMR steps', PAMR_OPTION):
             _raise_in(filename, raised)
     assert failed.value.__cause__ is not None
+    with pytest.raises(RuntimeError, match=r'set MMDIFFSEG_KERNELS=torch in the environment, '
+                                           'and report'):   # the cluster sums: no option
+        with triton_support.kernel_launch(tensor, 'cluster sums'):
+            _raise_in(filename, raised)
 
 
 @pytest.mark.parametrize('error, filename', [

@@ -27,6 +27,8 @@ from triton.runtime.interpreter import InterpretedFunction
 from ..triton_support import ceil_div, kernel_launch, next_power_of_2
 
 LOG2E = 1.4426950408889634
+#: the option that runs these maps without the kernels (named where Triton fails to build them)
+MAP_OPTION = "map_backend='torch' (DiffusionAttentionEngine's)"
 
 
 @triton.jit
@@ -215,7 +217,7 @@ def _launch_row_lse(query: torch.Tensor, key: torch.Tensor, scale: float) -> tor
     tiles = _tiles(n_query, key.shape[2], head_dim, query.element_size())
     grid = (ceil_div(n_query, tiles['BLOCK_M']), heads, batch)
     strides, layout = _head_layout(query, key)
-    with kernel_launch(query, 'row log-sum-exp'):
+    with kernel_launch(query, 'row log-sum-exp', MAP_OPTION):
         _row_lse_kernel[grid](query, key, lse, n_query, key.shape[2], scale * LOG2E, *strides,
                               lse.stride(0), lse.stride(1), **tiles, **layout,
                               **_dot_options(query))
@@ -276,7 +278,7 @@ def _launch_head_map(query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor,
     tiles = tiles or _tiles(n_query, n_key, head_dim, query.element_size())
     grid = (ceil_div(n_query, tiles['BLOCK_M']), ceil_div(n_key, tiles['BLOCK_N']), batch)
     strides, layout = _head_layout(query, key)
-    with kernel_launch(query, 'attention map'):
+    with kernel_launch(query, 'attention map', MAP_OPTION):
         _head_map_kernel[grid](query, key, lse, out, heads, heads.numel(), n_query, n_key,
                                scale * LOG2E, weight, *strides, *lse.stride(), *out.stride(),
                                ACCUMULATE=accumulate, **tiles, **layout, **_dot_options(query))

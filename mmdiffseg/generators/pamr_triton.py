@@ -50,6 +50,9 @@ from .pamr import run_in_chunks
 
 __all__ = ['fused_propagate', 'launch_plan', 'kernel_config']
 
+#: the options that run PAMR without the kernel (named where Triton fails to build it)
+PAMR_OPTION = "pamr_backend='torch' (SeeDiff's), or PAMR(backend='torch')"
+
 
 @triton.jit
 def _clamp(index, low, high):
@@ -203,7 +206,7 @@ def fused_propagate(weights: torch.Tensor, mask: torch.Tensor, dilations: Sequen
     grid = (ceil_div(h, out_size) * tiles_x, b * c)
     config = kernel_config(pad, steps, size)
     packed = mask.new_empty(b * grid[0] * weights.shape[1] * size * size, dtype=torch.float32)
-    with kernel_launch(mask, 'PAMR weight packing'):
+    with kernel_launch(mask, 'PAMR weight packing', PAMR_OPTION):
         _pack_weights_kernel[grid[0], b](weights.float().contiguous(), packed, h, w, tiles_x,
                                          NUM_TAPS=weights.shape[1], **config)
     state = [mask.float().contiguous().clone(), torch.empty_like(mask, dtype=torch.float32)]
@@ -211,7 +214,7 @@ def fused_propagate(weights: torch.Tensor, mask: torch.Tensor, dilations: Sequen
     change = state[0].new_empty(grid[0] * grid[1])
 
     def advance(n: int, measure: bool) -> Optional[torch.Tensor]:
-        with kernel_launch(mask, 'PAMR steps'):
+        with kernel_launch(mask, 'PAMR steps', PAMR_OPTION):
             _pamr_steps_kernel[grid](state[0], state[1], packed, scratch, change, n, c, h, w,
                                      tiles_x, DILATIONS=tuple(dilations), PAD=pad, num_stages=1,
                                      **config)

@@ -335,6 +335,7 @@ def test_a_kernel_triton_fails_to_compile_names_the_pytorch_paths(monkeypatch):
     q, k = _qk(1, 2, 24, 16, 64, torch.float32)
     with pytest.raises(RuntimeError, match=r"Triton failed to compile or launch mmdiffseg's row "
                                            r"log-sum-exp kernel on cpu \(.*MMDIFFSEG_KERNELS=torch"
-                       ) as failed:
+                                           r" in the environment \(or pass map_backend='torch' "
+                                           r"\(DiffusionAttentionEngine's\)\)") as failed:
         map_kernel.row_lse(q, k, 0.125)
     assert type(failed.value.__cause__).__module__.startswith('triton.')  # (the original kept)
