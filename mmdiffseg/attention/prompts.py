@@ -50,7 +50,8 @@ def token_positions(tokenizer, prompt: str, class_names: Sequence[str]) -> Dict[
 
     Raises:
         ValueError: a class name is empty or its tokens do not occur in the (possibly truncated)
-            prompt; the message names the class and the prompt.
+            prompt, or only within a longer name's there while the whole prompt has them past
+            the token limit; the message names the class and the prompt.
     """
     ids = prompt_token_ids(tokenizer, prompt.lower())
     patterns = {name: tokenizer(name.lower(), add_special_tokens=False).input_ids
@@ -67,6 +68,11 @@ def token_positions(tokenizer, prompt: str, class_names: Sequence[str]) -> Dict[
             raise _missing_class(tokenizer, prompt, name, list(pattern), ids)
         taken = {i for idx in placed.values() for i in idx}
         free = [s for s in starts if taken.isdisjoint(range(s, s + len(pattern)))]
+        if not free and len(_occurrences(tokenizer(prompt.lower(), verbose=False).input_ids,
+                                         pattern)) > len(starts):
+            # its own words were cut off at the token limit: not a longer name's ('screen' of
+            # 'screen door')
+            raise _missing_class(tokenizer, prompt, name, list(pattern), ids)
         placed[pattern] = list(range((free or starts)[0], (free or starts)[0] + len(pattern)))
     return {name: list(placed[tuple(pattern)]) for name, pattern in patterns.items()}
 

@@ -44,6 +44,17 @@ def test_missing_or_truncated_class_is_a_clear_error(tokenizer):
         token_positions(tokenizer, long_prompt, ['cat'])
 
 
+def test_a_class_cut_off_is_not_read_off_a_longer_names_words(tokenizer):
+    """ADE20K lists 'screen door' before 'screen': with 'screen' past the 77 tokens, it read
+    the 'screen' of 'screen door' and the image was labelled as fine. Within the tokens, a name
+    found only inside a longer one is still read there (nothing of its own was cut off)."""
+    prompt = 'a photo of a screen door and ' + 'very ' * 80 + 'screen'
+    with pytest.raises(ValueError, match=r"class 'screen' lies beyond the first 77 tokens"):
+        token_positions(tokenizer, prompt, ['screen door', 'screen'])
+    assert token_positions(tokenizer, 'a photo of a screen door', ['screen door', 'screen']) == {
+        'screen door': [5, 6], 'screen': [5]}
+
+
 def test_enhance_class_tokens_scales_only_the_selected_tokens():
     emb = torch.arange(2 * 6 * 2, dtype=torch.float32).view(2, 6, 2)
     positions = [{'cat': [2], 'potted plant': [4, 5]}, {'dining table': [1, 2]}]
