@@ -43,8 +43,8 @@ def prompt_refusals(tokenizer, generator: MaskGenerator,
         try:
             kwargs = generator.extract_kwargs([names])
             prompt, placed = (kwargs.get('prompts') or [''])[0], kwargs.get('class_names')
-            if placed is not None and len(tokenizer(prompt.lower(), verbose=False).input_ids) \
-                    > tokenizer.model_max_length:
+            if placed is not None and prompt and len(tokenizer(
+                    prompt.lower(), verbose=False).input_ids) > tokenizer.model_max_length:
                 token_positions(tokenizer, prompt, placed[0])
         except ValueError as exc:
             refusals.append(str(exc))
@@ -178,31 +178,38 @@ class AttentionLabeler:
                  out_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List:
         """Labels (uint8, each at ``out_sizes[i]``, default its image's size) of RGB ``HxWx3``
         images (uint8, or float 0..255); an :class:`~mmdiffseg.apis.io.ItemFailed` for an image
-        whose maps overflow alone (NaN / inf; :func:`unsure_label` stands for it).
+        whose maps overflow alone (NaN / inf) or whose class names its prompt cannot hold
+        (:func:`prompt_refusals`; :func:`unsure_label` stands for either).
 
         Runs outside any autocast region (``--amp`` wraps the preprocessor in one): the engine
         keeps its own dtype and the generator gets float32 maps."""
+        from ..apis.io import ItemFailed
         engine = self.load_engine(device)
+        refused = [None] * len(images) if class_names is None else \
+            prompt_refusals(engine.tokenizer, self.generator, class_names)
 
         def pick(values, index):
             return None if values is None else [values[i] for i in index]
         with torch.autocast(device_type=torch.device(device).type, enabled=False):
-            labels = []
-            for start in range(0, len(images), self.batch_size):
-                part = list(range(start, min(start + self.batch_size, len(images))))
+            labels: List = [ItemFailed(why) if why else None for why in refused]
+            kept = [i for i, why in enumerate(refused) if why is None]
+            for start in range(0, len(kept), self.batch_size):
+                part = kept[start:start + self.batch_size]
 
                 def run(index: List[int], part=part) -> List[np.ndarray]:
                     chosen = pick(part, index)
                     return label_images(engine, self.generator, pick(images, chosen),
                                         pick(class_names, chosen), pick(out_sizes, chosen))
-                labels += self.overflow(run, len(part))
+                for i, made in zip(part, self.overflow(run, len(part))):
+                    labels[i] = made
             return labels
 
 
 def unsure_label(failed: Exception, size: Sequence[int], image: str, note: str = '') -> np.ndarray:
     """The all-unsure label (255: no pixel's loss, though Mask2Former's classifier still sees an
-    image without objects) standing for ``image``, whose maps overflowed (``failed``), logged
-    with its name: mmengine drops a warning repeated word for word."""
+    image without objects) standing for ``image``, which failed (``failed``: its maps
+    overflowed, or its prompt cannot hold its classes), logged with its name: mmengine drops a
+    warning repeated word for word."""
     print_log(f'{image}: {failed}: it gets an all-unsure label (255){note}', logger='current',
               level=logging.WARNING)
     return np.full(tuple(size[:2]), IGNORE_INDEX, np.uint8)
@@ -315,7 +322,7 @@ class OnlineLabeler:
             if not isinstance(label, np.ndarray):  # maps overflowed: every target pixel 255
                 label = unsure_label(label, sample.metainfo.get('ori_shape', (1, 1)),
                                      sample.metainfo['img_path'],
-                                     ' in this batch; not cached: made again on its next use')
+                                     ' in this batch (not cached)')
                 index = torch.full_like(index, -1)
             loaded = tuple(sample.metainfo.get('ori_shape', label.shape))[:2]
             if label.shape != loaded:

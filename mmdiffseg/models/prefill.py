@@ -93,7 +93,7 @@ class PrefillSummary:
     #: images listed again (the same file twice in the datasets, e.g. overlapping splits of a
     #: ConcatDataset): labelled once, at their first listing
     repeated: int = 0
-    #: images whose attention maps overflowed (NaN / inf), so not labelled
+    #: images that failed (attention maps that overflowed, a prompt too long), so not labelled
     failed: int = 0
 
     def line(self) -> str:
@@ -115,9 +115,10 @@ class PrefillSummary:
                      'unsure (255): the generator found nothing in those images, and training '
                      'learns nothing from them')
         if self.failed:
-            text += (f'\n{self.failed} images failed: their attention maps overflowed (NaN or '
-                     'inf; the warnings name them), so they have no label: training makes them '
-                     'when it meets them; rerun in float32 (--dtype float32) to make them now')
+            text += (f'\n{self.failed} images failed (the warnings name each and why), so they '
+                     'have no label: training trains them as all unsure until one is made; '
+                     'maps that overflowed (NaN or inf in float16) are made in float32 (--dtype '
+                     'float32), a prompt past its 77 tokens with fewer classes per image')
         if self.interrupted:
             text += '\ninterrupted: rerun the same command to resume (cached images are skipped)'
         return text

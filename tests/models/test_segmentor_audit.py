@@ -1,4 +1,5 @@
 """Mutation audit of segmentor.py: DiffusionSegmentor's engine settings reach its labeler."""
+import numpy as np
 import pytest
 import torch
 
@@ -75,7 +76,6 @@ def test_inference_with_the_diffseg_config_predicts_the_centre_square(tmp_path):
     prediction is the centre square of the image (the crop it segments), not the image
     upscaled into the Cityscapes frame, in place in the image with 255 around; an iSeg
     pipeline without a label file says so."""
-    import numpy as np
     from mmengine.config import Config
     from mmseg.apis import inference_model, init_model
     from sample_data import REPO, shared_path
@@ -113,7 +113,6 @@ def test_the_models_dataset_meta_names_and_colours_the_generators_classes():
 def test_a_prediction_with_ground_truth_comes_at_its_size_after_a_crop():
     """With ground truth (cropped with the image: DiffSeg's protocol without a resize) the
     prediction is the ground truth's size; only without one is it put back in the frame."""
-    import numpy as np
     from mmcv.transforms import Compose
     from mmengine.registry import init_default_scope
     from mmdiffseg.attention.testing import tiny_engine
@@ -129,3 +128,32 @@ def test_a_prediction_with_ground_truth_comes_at_its_size_after_a_crop():
     model.labeler.generator = QuadrantLabels(7)
     [predicted] = model.predict([packed['inputs'].float()], [packed['data_samples']])
     assert predicted.gt_sem_seg.data.shape == predicted.pred_sem_seg.data.shape == (1, 30, 30)
+
+
+def test_an_image_whose_classes_overflow_the_prompt_is_predicted_unsure_and_named(monkeypatch):
+    """tools/test.py with an iSeg config stopped at the first image whose classes do not fit
+    the 77-token prompt (ADE20K's, read off the ground truth), with a traceback naming no
+    image; pseudo_label.py counts such an image failed. Its prediction is all unsure (255),
+    with a warning naming it; the others are labelled."""
+    from mmseg.structures import SegDataSample
+    from mmdiffseg.attention.testing import tiny_engine
+    from mmdiffseg.datasets.class_names import DATASET_CLASSES
+    from mmdiffseg.models import online_labeler
+    from sample_data import shared_path
+    ade = [name.strip() for name in DATASET_CLASSES['ade20k']]
+    model = DiffusionSegmentor('tiny', dict(type='ISeg', classes=ade, vocabulary=None,
+                                            cross_heads=None, self_heads=None, iters=1,
+                                            cluster_iters=1), use_image_labels=True)
+    model.labeler.engine = tiny_engine(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
+    warned = []
+    monkeypatch.setattr(online_labeler, 'print_log',
+                        lambda message, **kwargs: warned.append(message))
+    samples = [SegDataSample(metainfo=dict(img_shape=(32, 48), ori_shape=(32, 48),
+                                           img_path=f'/data/{name}.jpg', image_labels=labels))
+               for name, labels in (('many', ade[:40]), ('few', ['wall', 'floor']))]
+    images = [torch.full((3, 32, 48), 90, dtype=torch.uint8)] * 2
+    many, few = model.predict(images, samples)
+    assert (many.pred_sem_seg.data == 255).all() and many.pred_sem_seg.shape == (32, 48)
+    assert (few.pred_sem_seg.data != 255).any()
+    assert len(warned) == 1 and warned[0].startswith('/data/many.jpg: class ') and \
+        'lies beyond the first 77 tokens' in warned[0]
