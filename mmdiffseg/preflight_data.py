@@ -283,10 +283,11 @@ def unknown_names(labels: Dict[str, list], classes: Sequence[str]
     """The class names of image-level ``labels`` (image -> names) not in ``classes``: (how many,
     each with its images and the nearest class, the edits that correct them); None when all
     are known."""
+    from .datasets.class_names import spelled_as
     unknown: Dict[str, List[str]] = {}
     for image, names in labels.items():
-        for name in names:
-            if name not in classes:
+        for name, spelled in zip(names, spelled_as(names, classes)):  # 'bed' is ADE20K's 'bed '
+            if spelled not in classes:
                 unknown.setdefault(name, []).append(image)
     if not unknown:
         return None
