@@ -15,6 +15,7 @@ summed over the dataset: ``ACC = sum TP / labelled pixels``,
 """
 from __future__ import annotations
 
+import json
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
@@ -116,7 +117,9 @@ class HungarianMatchedIoU(BaseMetric):
             dataset lacks).
         ignore_index: unlabelled ground truth / unassigned prediction.
         output_dir: folder for the predictions, ``<image name>.png`` holding the segment ids at
-            the evaluated size (``tools/test.py --out``), as mmseg's ``IoUMetric`` writes them.
+            the evaluated size (``tools/test.py --out``), as mmseg's ``IoUMetric`` writes them,
+            and a ``manifest.json`` saying they are segment ids (``classes: null``), so that
+            ``tools/eval_labels.py`` and the generated-label datasets refuse them as classes.
         format_only: only write the predictions (images without ground truth), no scores.
     """
 
@@ -128,8 +131,14 @@ class HungarianMatchedIoU(BaseMetric):
         self._num_classes = num_classes
         self.ignore_index = ignore_index
         self.output_dir = output_dir
-        if output_dir:
-            mkdir_or_exist(output_dir)  # every rank writes its share of the images
+        if output_dir:  # every rank writes its share of the images, and the same header
+            from ..apis.io import atomic_write
+            from ..apis.manifest import MANIFEST_VERSION
+            mkdir_or_exist(output_dir)
+            header = dict(manifest='mmdiffseg', version=MANIFEST_VERSION, classes=None,
+                          tool='HungarianMatchedIoU')
+            atomic_write(osp.join(output_dir, 'manifest.json'),
+                         json.dumps(header, sort_keys=True).encode())
         self.format_only = format_only
 
     @property

@@ -286,6 +286,25 @@ def test_hungarian_metric_writes_predictions_and_scores(tmp_path):
     assert metric.evaluate(1) == dict(ACC=100.0, mIoU=100.0)
 
 
+def test_hungarian_predictions_are_refused_when_scored_as_classes(tmp_path):
+    """tools/test.py --out of segment ids, scored by eval_labels.py without --hungarian, were
+    read as class indices (mIoU 0.20 on ADE20K, and a hint about the zero-label convention):
+    the folder says what it holds, so they are refused with the fix."""
+    from mmdiffseg.apis.eval_labels import evaluate_labels, evaluate_segments
+    from mmdiffseg.apis.io import UserInputError
+    preds, gt = tmp_path / 'preds', tmp_path / 'gt'
+    metric = METRICS.build(dict(type='HungarianMatchedIoU', num_classes=2, output_dir=str(preds),
+                                format_only=True))
+    metric.process({}, [dict(pred_sem_seg=dict(data=torch.tensor([[[9, 4], [9, 4]]])),
+                             img_path='d/x.jpg')])
+    gt.mkdir()
+    Image.fromarray(np.array([[1, 0], [1, 0]], np.uint8)).save(gt / 'x.png')
+    with pytest.raises(UserInputError, match='unlabelled segment ids .*score them with '
+                                             '--hungarian'):
+        evaluate_labels(preds, gt, ['a', 'b'])
+    assert evaluate_segments(preds, gt, ['a', 'b'])['mIoU'] == 100.0   # as segments: scored
+
+
 def test_pseudo_label_coverage_follows_ignore_index_and_rounds():
     """Coverage counts the pixels that are not the metric's ignore_index (here 254, so 255 is
     a class value), as a percentage to 2 decimals."""
