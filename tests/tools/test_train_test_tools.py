@@ -178,7 +178,9 @@ def test_diffseg_unsupervised_evaluation_without_checkpoint(tmp_path, tiny_sd, m
     # --out: the scored segment ids, at the evaluated size (the label after crop and resize)
     samples = [s['data_samples'] for s in DATASETS.build(cfg.test_dataloader.dataset)]
     names = [osp.splitext(osp.basename(s.img_path))[0] + '.png' for s in samples]
-    assert sorted(p.name for p in (tmp_path / 'preds').iterdir()) == sorted(names)
+    # (and the manifest saying they are segment ids, which eval_labels.py reads)
+    assert sorted(p.name for p in (tmp_path / 'preds').iterdir()) == sorted(
+        names + ['manifest.json'])
     scores = []
     for sample, name in zip(samples, names):
         gt = sample.gt_sem_seg.data.squeeze().numpy()
@@ -244,7 +246,7 @@ def test_dist_test_runs_a_training_free_config_on_two_ranks(tmp_path, tiny_sd):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     scores = re.findall(r'ACC: ([0-9.]+)  mIoU: ([0-9.]+)', done.stdout + done.stderr)
-    assert len(sorted((tmp_path / 'preds').iterdir())) == 2
+    assert len(sorted((tmp_path / 'preds').glob('*.png'))) == 2
     one = run_tool('test', config, '--work-dir', tmp_path / 'one')
     assert scores and scores[-1] == re.findall(r'ACC: ([0-9.]+)  mIoU: ([0-9.]+)', one)[-1]
 
