@@ -39,6 +39,10 @@ def parse_args(argv=None):
     parser.add_argument('--gt-suffix', default=None,
                         help="ground-truth file name = label id + this (default: the --classes "
                              "dataset's, e.g. _gtFine_labelTrainIds.png for cityscapes, else .png)")
+    parser.add_argument('--id-suffix', default=None,
+                        help="the end of a label id that its ground truth's name lacks (x_img.png "
+                             'scored against x_mask.png: --id-suffix _img --gt-suffix _mask.png; '
+                             "default: the --classes dataset's image suffix, e.g. _leftImg8bit)")
     opts.add_reduce_zero_label_arg(parser)
     opts.add_fine_labels_arg(parser)
     parser.add_argument('--labels-reduce-zero-label', action='store_true',
@@ -73,7 +77,8 @@ def main(argv=None):
     classes = cli.resolve_class_arg(args.classes)
     gt_format = GroundTruthFormat.of_class_set(args.classes, args.gt_suffix,
                                                args.reduce_zero_label, args.fine_labels
-                                               ).with_options(crop_resize=args.center_crop_resize)
+                                               ).with_options(crop_resize=args.center_crop_resize,
+                                                              id_suffix=args.id_suffix)
     if args.hungarian:
         report = evaluate_segments(args.labels, args.gt, classes, gt_format, progress=True)
     else:

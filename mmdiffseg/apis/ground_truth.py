@@ -102,10 +102,11 @@ class GroundTruthFormat:
 
     def with_options(self, seg_map_suffix: Optional[str] = None,
                      reduce_zero_label: Optional[bool] = None,
-                     crop_resize: Optional[int] = None) -> 'GroundTruthFormat':
+                     crop_resize: Optional[int] = None,
+                     id_suffix: Optional[str] = None) -> 'GroundTruthFormat':
         """This format with the settings that are not ``None`` replaced."""
         changes = dict(seg_map_suffix=seg_map_suffix, reduce_zero_label=reduce_zero_label,
-                       crop_resize=crop_resize)
+                       crop_resize=crop_resize, id_suffix=id_suffix)
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def read(self, path, classes: Sequence[str]) -> np.ndarray:

@@ -397,3 +397,13 @@ def test_predictions_at_the_protocols_crop_are_scored_as_the_test_run_scores_the
                              '--center-crop-resize', '512', expect=2)
     assert ("after --center-crop-resize 512; the labels are of the ground truth's own size: "
             'leave the option out') in refused
+
+
+def test_labels_named_otherwise_than_their_ground_truth_pair_with_id_suffix(tmp_path):
+    """x_img.jpg labelled as x_img.png, its mask x_mask.png: the tool could not pair them (the
+    Python API could, with GroundTruthFormat(id_suffix=...)); --id-suffix does."""
+    _write_labels(tmp_path / 'gt', {'x_mask': [[0, 1]]})
+    _write_labels(tmp_path / 'pred', {'x_img': [[0, 1]]})
+    out = run_in_process('eval_labels', tmp_path / 'pred', '--gt', tmp_path / 'gt', '--classes',
+                         'a,b', '--gt-suffix', '_mask.png', '--id-suffix', '_img')
+    assert 'images: 1' in out and 'mIoU: 100.00' in out, out
