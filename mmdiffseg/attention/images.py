@@ -176,12 +176,13 @@ NORMALISED_RANGE = (-3.0, 3.0)
 
 
 def check_value_range(pixels: torch.Tensor, checked: Sequence[int],
-                      numbers: Optional[Sequence[int]] = None) -> None:
+                      numbers: Optional[Sequence[int]] = None, finite_only: bool = False) -> None:
     """Refuse float images the engine would misread as RGB in 0..255 (clamped to it): in
     [0, 1] or [-1, 1] (diffusers' conventions: black), mean/std-normalised (a data preprocessor's
     output: mostly black) or far above 255 (a 16-bit image as floats: white). Each image
     of ``(B, 3, H, W)`` ``pixels`` whose index is in ``checked`` is judged on its own values (one
-    host sync); ``numbers``: the images' numbers in the caller's list (default their indices)."""
+    host sync); ``numbers``: the images' numbers in the caller's list (default their indices);
+    ``finite_only``: NaN and inf only."""
     lows, highs = torch.stack(torch.aminmax(pixels.flatten(1), dim=1)).tolist()
     for at in checked:
         low, high, i = lows[at], highs[at], at if numbers is None else numbers[at]
@@ -189,6 +190,8 @@ def check_value_range(pixels: torch.Tensor, checked: Sequence[int],
         if not (math.isfinite(low) and math.isfinite(high)):
             raise ValueError(f'images[{i}] holds NaN or inf values: the engine reads RGB in '
                              '0..255; replace them (e.g. torch.nan_to_num) or pass uint8 images')
+        if finite_only:
+            continue
         if high <= 1 and (high > 0 or low < 0):
             scale = '[-1, 1]' if low < 0 else '[0, 1]'
             fix = '(images + 1) * 127.5' if low < 0 else 'images * 255'

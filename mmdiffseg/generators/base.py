@@ -206,8 +206,9 @@ class MaskGenerator(torch.nn.Module):
         tensor (C = 3, or 1 / 4 converted; uint8 or float, 0..255) gives ``(B, H, W)`` labels;
         PIL images, ``HxWx3`` arrays or ``(3, H, W)`` tensors, alone or in a list (grey and RGBA
         converted), give a list of ``(H_b, W_b)`` labels, each at its image's size (images of
-        one size are labelled together). Images given as floats are checked as the engine checks
-        them (NaN, [0, 1] or normalised values refused: one host sync)."""
+        one size are labelled together). Images given as floats holding NaN or inf are refused,
+        as the engine refuses them (one host sync; their range is the engine's to judge: the
+        labelling paths give a dark uint8 photo here as floats)."""
         if images is None:
             return super().__call__(maps, None, class_names)
         if isinstance(images, torch.Tensor) and images.ndim == 4:  # the tools' batches: no sync
@@ -220,7 +221,7 @@ class MaskGenerator(torch.nn.Module):
                                      '; for (B, H, W, 3) pass images.permute(0, 3, 1, 2)'
                                      if images.shape[-1] == 3 else ''))
             if images.is_floating_point():
-                check_value_range(images, range(len(images)))
+                check_value_range(images, range(len(images)), finite_only=True)
                 return super().__call__(maps, images, class_names)
             return super().__call__(maps, images.float(), class_names)
         rgb = image_list(images)
@@ -235,7 +236,7 @@ class MaskGenerator(torch.nn.Module):
             batch = torch.stack([rgb[i] for i in members]).to(device)
             floats = [at for at, i in enumerate(members) if given_float[i]]
             if floats:
-                check_value_range(batch, floats, members)
+                check_value_range(batch, floats, members, finite_only=True)
             for i, label in zip(members, super().__call__(_samples(maps, members), batch, names)):
                 labels[i] = label
         return labels
@@ -247,11 +248,9 @@ class MaskGenerator(torch.nn.Module):
         ``images``' size (the tools: images at the working size, labels at their files' sizes).
         Here each label is resized by the nearest pixel centre (``'nearest-exact'``);
         :class:`~.iseg.ISeg` and unsupervised :class:`~.diffseg.DiffSeg` resize their score maps
-        before the argmax instead, as released. The images are taken as they are: the
-        labelling paths' own, checked by the engine when given as floats (a dark uint8 photo
-        made float is no [0, 1] image)."""
+        before the argmax instead, as released."""
         self.check_sizes(maps, sizes)
-        labels = super().__call__(maps, images, class_names)
+        labels = self(maps, images, class_names)
         return [label if tuple(label.shape) == tuple(size) else
                 F.interpolate(label[None, None].float(), size=tuple(size),
                               mode='nearest-exact')[0, 0].long()
