@@ -21,7 +21,9 @@ from typing import Optional
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
 from mmdiffseg.apis.cfg_options import CfgOptionsAction
 from mmdiffseg.apis.cli import leave_process_group, run_preflight, start_runner_launcher
+from mmdiffseg.evaluation.unsupervised_metric import SEGMENT_IDS_TOOL, forget_segment_ids
 from mmdiffseg.models import CheckpointMismatch, ModelInputVisualizationHook
+from mmdiffseg.registry import config_type
 from mmengine.config import Config
 
 from offline_args import add_preflight_options, config_file
@@ -169,6 +171,8 @@ def main(argv=None):
     if args.out is not None:  # made on every rank: mmseg's IoUMetric makes it on rank 0 only
         os.makedirs(args.out, exist_ok=True)
         cfg.test_evaluator['output_dir'] = args.out
+        if config_type(cfg.test_evaluator) != SEGMENT_IDS_TOOL:   # class labels into it now
+            forget_segment_ids(args.out)
     if run_preflight(args, cfg, args.config, 'test'):
         return
     wrap_training_free(cfg)

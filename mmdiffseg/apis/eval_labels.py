@@ -25,6 +25,7 @@ from mmseg.evaluation import IoUMetric
 from ..datasets.class_names import DATASET_CLASSES
 from ..datasets.generated import read_manifest_header
 from ..evaluation import PseudoLabelMetric, defined_mean, match_segments, matched_scores
+from ..evaluation.unsupervised_metric import SEGMENT_IDS_TOOL
 from ..names import repeated_names
 from .folders import IGNORE_INDEX, MASK_DIR
 from .ground_truth import (GroundTruthFormat, find_ground_truth, outside_classes,
@@ -56,7 +57,10 @@ def check_label_classes(labels_dir, classes: Sequence[str],
     without a manifest is not checked. Returns whether the folder has a manifest."""
     folder = Path(labels_dir)
     try:
-        header = read_manifest_header(folder) or read_manifest_header(folder.parent)
+        header = read_manifest_header(folder)
+        if header is None:   # a tool's folder; a segment-id folder's header is its own only
+            header = read_manifest_header(folder.parent)
+            header = None if (header or {}).get('tool') == SEGMENT_IDS_TOOL else header
     except ValueError as exc:
         raise UserInputError(str(exc)) from exc
     if header is None or 'classes' not in header:

@@ -16,6 +16,7 @@ summed over the dataset: ``ACC = sum TP / labelled pixels``,
 from __future__ import annotations
 
 import json
+import os
 import os.path as osp
 from typing import Dict, List, Optional, Sequence
 
@@ -102,6 +103,26 @@ def matched_classes(gt: np.ndarray, pred: np.ndarray, num_classes: int,
     return out
 
 
+#: the ``tool`` of the manifest of a folder of segment-id predictions (``output_dir``)
+SEGMENT_IDS_TOOL = 'HungarianMatchedIoU'
+
+
+def forget_segment_ids(folder: str) -> None:
+    """Remove the segment-id manifest of ``folder`` (another metric writes class labels into it
+    now: the manifest would call them segment ids)."""
+    path = osp.join(folder, 'manifest.json')
+    try:
+        with open(path) as f:
+            stale = json.load(f).get('tool') == SEGMENT_IDS_TOOL
+    except (OSError, ValueError, AttributeError):
+        return
+    if stale:
+        try:
+            os.remove(path)
+        except FileNotFoundError:   # (another rank's)
+            pass
+
+
 @METRICS.register_module()
 class HungarianMatchedIoU(BaseMetric):
     """ACC and mIoU of unlabelled segments after per-image Hungarian matching (COCO-Stuff-27,
@@ -136,7 +157,7 @@ class HungarianMatchedIoU(BaseMetric):
             from ..apis.manifest import MANIFEST_VERSION
             mkdir_or_exist(output_dir)
             header = dict(manifest='mmdiffseg', version=MANIFEST_VERSION, classes=None,
-                          tool='HungarianMatchedIoU')
+                          tool=SEGMENT_IDS_TOOL)
             atomic_write(osp.join(output_dir, 'manifest.json'),
                          json.dumps(header, sort_keys=True).encode())
         self.format_only = format_only

@@ -303,6 +303,32 @@ def test_hungarian_predictions_are_refused_when_scored_as_classes(tmp_path):
                                              '--hungarian'):
         evaluate_labels(preds, gt, ['a', 'b'])
     assert evaluate_segments(preds, gt, ['a', 'b'])['mIoU'] == 100.0   # as segments: scored
+    # class labels in a sub-folder of it are not its segment ids
+    (preds / 'classes').mkdir()
+    Image.fromarray(np.array([[1, 0], [1, 0]], np.uint8)).save(preds / 'classes' / 'x.png')
+    assert evaluate_labels(preds / 'classes', gt, ['a', 'b'])['mIoU'] == 100.0
+
+
+def test_a_later_class_metric_in_the_same_folder_forgets_the_segment_ids(tmp_path):
+    """tools/test.py --out with a class metric (mmseg's IoUMetric) into a folder a Hungarian run
+    wrote: its manifest would call the class labels segment ids, and the refusal's fix
+    (--hungarian) would score them optimistically. The manifest goes; another's stays."""
+    import json
+    from mmdiffseg.apis.eval_labels import evaluate_labels
+    from mmdiffseg.evaluation.unsupervised_metric import forget_segment_ids
+    preds, gt = tmp_path / 'preds', tmp_path / 'gt'
+    METRICS.build(dict(type='HungarianMatchedIoU', num_classes=2, output_dir=str(preds)))
+    forget_segment_ids(str(preds))
+    assert not (preds / 'manifest.json').exists()
+    gt.mkdir()
+    for folder in (preds, gt):
+        Image.fromarray(np.array([[1, 0]], np.uint8)).save(folder / 'x.png')
+    assert evaluate_labels(preds, gt, ['a', 'b'])['mIoU'] == 100.0
+    other = dict(manifest='mmdiffseg', tool='segment', classes=None)
+    (preds / 'manifest.json').write_text(json.dumps(other))
+    forget_segment_ids(str(preds))
+    assert json.loads((preds / 'manifest.json').read_text()) == other
+    forget_segment_ids(str(tmp_path / 'nowhere'))
 
 
 def test_pseudo_label_coverage_follows_ignore_index_and_rounds():
