@@ -226,7 +226,8 @@ def check_cache_settings(cache: Dict, where: str) -> List[Missing]:
 def check_prompt_fit(dataset: dict, where: str) -> List[Missing]:
     """Training images whose class names an online generator cannot read off their prompt (a
     class past the text encoder's 77 tokens: some 30 ADE20K names in one iSeg prompt): training
-    or the prefill would stop at the first of them, hours in. Read from the
+    would train each of them as all unsure (no label can be made for it), with a warning at each
+    use. Read from the
     ``LoadImageLevelLabels`` file with the model's tokenizer where it is here (else the model
     check names it), once per distinct class list
     (:func:`.models.online_labeler.prompt_refusals`)."""

@@ -25,6 +25,7 @@ numbers as strict JSON: a class absent from both labels and ground truth has IoU
 table).
 """
 import sys
+from dataclasses import replace
 
 import offline_args as opts
 
@@ -79,6 +80,7 @@ def main(argv=None):
                                                args.reduce_zero_label, args.fine_labels
                                                ).with_options(crop_resize=args.center_crop_resize,
                                                               id_suffix=args.id_suffix)
+    gt_format = replace(gt_format, id_option='--id-suffix')   # (named where nothing pairs)
     if args.hungarian:
         report = evaluate_segments(args.labels, args.gt, classes, gt_format, progress=True)
     else:

@@ -51,6 +51,7 @@ class GroundTruthFormat:
         fine_labels: COCO-Stuff's own label maps, read through its fine-to-27 ``label_map``
             (``COCOStuff27Dataset(fine_labels=True)``); ``None``: the dataset has no such setting.
         suffix_option: the tool's option that sets ``seg_map_suffix``, named by the fixes.
+        id_option: the tool's option that sets ``id_suffix``, if it has one (named too).
         crop_resize: read as DiffSeg's protocol configs score it: the centre square resized to
             this side (:func:`~mmdiffseg.datasets.unsupervised.protocol_label_view`), to score
             predictions saved at the evaluated size (``tools/test.py --out``).
@@ -62,6 +63,7 @@ class GroundTruthFormat:
     label_map: Optional[Dict[int, int]] = None
     fine_labels: Optional[bool] = None
     suffix_option: str = field(default='--gt-suffix', compare=False)
+    id_option: Optional[str] = field(default=None, compare=False)
     crop_resize: Optional[int] = None
 
     @classmethod
@@ -242,4 +244,7 @@ def suffix_hint(gt_dir: Path, gt_format: GroundTruthFormat) -> str:
                 "mmseg's tools/dataset_converters/cityscapes.py writes them (docs/data.md, "
                 'Cityscapes)')
     return (f'Pass the ground-truth folder, and {gt_format.suffix_option} with the end of its file '
-            f'names (e.g. {CITYSCAPES_TRAIN_IDS} for Cityscapes)')
+            f'names (e.g. {CITYSCAPES_TRAIN_IDS} for Cityscapes)'
+            + (f', and {gt_format.id_option} with the end of the label names that its names '
+               f'lack (x_img against x_mask.png: {gt_format.id_option} _img '
+               f'{gt_format.suffix_option} _mask.png)' if gt_format.id_option else ''))

@@ -116,9 +116,9 @@ class PrefillSummary:
                      'learns nothing from them')
         if self.failed:
             text += (f'\n{self.failed} images failed (the warnings name each and why), so they '
-                     'have no label: training trains them as all unsure until one is made; '
-                     'maps that overflowed (NaN or inf in float16) are made in float32 (--dtype '
-                     'float32), a prompt past its 77 tokens with fewer classes per image')
+                     'have no label: training trains them as all unsure; maps that overflowed '
+                     '(NaN or inf in float16) are made in float32 (--dtype float32), an image '
+                     'whose classes do not fit its prompt\'s 77 tokens with fewer classes listed')
         if self.interrupted:
             text += '\ninterrupted: rerun the same command to resume (cached images are skipped)'
         return text

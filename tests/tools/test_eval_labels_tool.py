@@ -407,3 +407,6 @@ def test_labels_named_otherwise_than_their_ground_truth_pair_with_id_suffix(tmp_
     out = run_in_process('eval_labels', tmp_path / 'pred', '--gt', tmp_path / 'gt', '--classes',
                          'a,b', '--gt-suffix', '_mask.png', '--id-suffix', '_img')
     assert 'images: 1' in out and 'mIoU: 100.00' in out, out
+    out = run_in_process('eval_labels', tmp_path / 'pred', '--gt', tmp_path / 'gt', '--classes',
+                         'a,b', '--gt-suffix', '_mask.png', expect=2)   # the refusal names it
+    assert ', and --id-suffix with the end of the label names that its names lack' in out, out

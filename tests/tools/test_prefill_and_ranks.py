@@ -319,9 +319,9 @@ def test_images_whose_maps_overflow_are_counted_failed_not_unsure(tmp_path, tiny
     lines = str(summary).splitlines()
     assert 'made 2, already cached 0, failed 2, made by another process 0' in lines[0]
     assert lines[1].startswith('2 images failed (the warnings name each and why), so they have '
-                               'no label: training trains them as all unsure until one is made; '
-                               'maps that overflowed (NaN or inf in float16) are made in float32 '
-                               '(--dtype float32)')
+                               'no label: training trains them as all unsure; maps that '
+                               'overflowed (NaN or inf in float16) are made in float32 (--dtype '
+                               'float32)')
 
 
 @pytest.mark.parametrize('second', ['made', 'failed'])
