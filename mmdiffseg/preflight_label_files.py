@@ -1,7 +1,8 @@
 """Pre-flight: how a dataset reads its label files. Its ``LoadAnnotations`` must not force the other
 zero-label convention than the dataset's, and a plain mask dataset (not one of the
 generated-label datasets, which check this themselves) pointed at a folder the tools wrote must
-have the classes its manifest records."""
+read it as written: the classes its manifest records, without mmseg's ``label_map`` and in its
+zero-label convention."""
 from __future__ import annotations
 
 import inspect

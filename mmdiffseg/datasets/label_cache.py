@@ -339,8 +339,8 @@ class LabelCache:
         first missing label and before any claim: the slow set-up of ``make`` (loading the
         model) must not hold claims that other processes wait on. What ``make`` gives for a
         key that is not an array (a failed item, :class:`~mmdiffseg.apis.io.ItemFailed`: its
-        maps overflowed) is returned as it is, neither stored nor counted made: made again on
-        the key's next use.
+        maps overflowed, or its prompt cannot hold its classes) is returned as it is, neither
+        stored nor counted made: tried again on the key's next use.
 
         Returns:
             ``(labels by key, keys made here, keys waited for)``.

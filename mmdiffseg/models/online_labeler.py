@@ -266,7 +266,7 @@ class OnlineLabeler:
                device: torch.device) -> Dict[str, np.ndarray]:
         """key -> label of each item ``(reader of its RGB uint8 image, its class names)``:
         loaded from the cache, made here (batched) or waited for while another process makes it;
-        an :class:`~mmdiffseg.apis.io.ItemFailed` where the image's maps overflowed (not cached).
+        an :class:`~mmdiffseg.apis.io.ItemFailed` where the image failed (not cached).
         """
         def make(keys: List[str]) -> List[np.ndarray]:
             return self.labeler.generate([items[k][0]() for k in keys],
@@ -319,7 +319,7 @@ class OnlineLabeler:
         for sample in uncached:
             index = sample.pseudo_label_index.data
             label = labels[sample.metainfo['pseudo_label_key']]
-            if not isinstance(label, np.ndarray):  # maps overflowed: every target pixel 255
+            if not isinstance(label, np.ndarray):  # the image failed: every target pixel 255
                 label = unsure_label(label, sample.metainfo.get('ori_shape', (1, 1)),
                                      sample.metainfo['img_path'],
                                      ' in this batch (not cached)')
