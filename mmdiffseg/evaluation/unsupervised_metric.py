@@ -16,8 +16,8 @@ summed over the dataset: ``ACC = sum TP / labelled pixels``,
 from __future__ import annotations
 
 import json
-import os
 import os.path as osp
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -110,17 +110,13 @@ SEGMENT_IDS_TOOL = 'HungarianMatchedIoU'
 def forget_segment_ids(folder: str) -> None:
     """Remove the segment-id manifest of ``folder`` (another metric writes class labels into it
     now: the manifest would call them segment ids)."""
-    path = osp.join(folder, 'manifest.json')
+    from ..datasets.generated import read_manifest_header
     try:
-        with open(path) as f:
-            stale = json.load(f).get('tool') == SEGMENT_IDS_TOOL
-    except (OSError, ValueError, AttributeError):
+        header = read_manifest_header(Path(folder))
+    except ValueError:   # not a manifest of ours
         return
-    if stale:
-        try:
-            os.remove(path)
-        except FileNotFoundError:   # (another rank's)
-            pass
+    if isinstance(header, dict) and header.get('tool') == SEGMENT_IDS_TOOL:
+        Path(folder, 'manifest.json').unlink(missing_ok=True)   # (or another rank's, gone)
 
 
 @METRICS.register_module()
