@@ -7,6 +7,7 @@ import io
 from typing import Dict, Optional, Sequence
 
 import cv2
+import mmcv
 import numpy as np
 from mmcv.transforms import BaseTransform, LoadImageFromFile
 from mmengine import fileio
@@ -66,16 +67,8 @@ class LoadImageTFDecode(LoadImageFromFile):
             if self.ignore_empty:
                 return None
             raise
-        if data[:2] != JPEG_MAGIC:
-            return super().transform(results)
         try:
-            import simplejpeg
-        except ImportError as exc:
-            raise ImportError('LoadImageTFDecode decodes JPEGs with simplejpeg: pip install '
-                              'simplejpeg (tools/install.sh installs it)') from exc
-        try:
-            img = simplejpeg.decode_jpeg(data, colorspace='BGR', fastdct=True,
-                                         fastupsample=False)
+            img = self._decode(data)
         except ValueError as exc:  # a damaged file: named, as mmcv's loader names it
             if self.ignore_empty:
                 return None
@@ -84,6 +77,21 @@ class LoadImageTFDecode(LoadImageFromFile):
         img = img.astype(np.float32) if self.to_float32 else img
         results.update(img=img, img_shape=img.shape[:2], ori_shape=img.shape[:2])
         return results
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        """The file's bytes (read once) as a BGR image: simplejpeg for a JPEG, mmcv's decoding
+        with ``color_type`` for any other file."""
+        if data[:2] != JPEG_MAGIC:
+            img = mmcv.imfrombytes(data, flag=self.color_type, backend=self.imdecode_backend)
+            if img is None:
+                raise ValueError(f'{self.imdecode_backend} cannot read it as an image')
+            return img
+        try:
+            import simplejpeg
+        except ImportError as exc:
+            raise ImportError('LoadImageTFDecode decodes JPEGs with simplejpeg: pip install '
+                              'simplejpeg (tools/install.sh installs it)') from exc
+        return simplejpeg.decode_jpeg(data, colorspace='BGR', fastdct=True, fastupsample=False)
 
 
 @TRANSFORMS.register_module()

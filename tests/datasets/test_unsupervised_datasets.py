@@ -342,6 +342,27 @@ def test_other_files_load_as_mmcv_loads_them_without_exif_rotation(tmp_path):
         assert lenient.transform(dict(img_path=str(tmp_path / name))) is None
 
 
+def test_other_files_are_read_once_and_a_damaged_one_is_named(tmp_path, monkeypatch):
+    """A PNG's bytes are fetched once (Cityscapes' images come from the dataset's file backend,
+    possibly remote), then decoded by mmcv; bytes no decoder reads are named, or None with
+    ignore_empty."""
+    from mmdiffseg.datasets import unsupervised
+    rgb = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / 'a.png')
+    (tmp_path / 'b.png').write_bytes(b'\x89PNG not really')
+    fetched = []
+    real_get = unsupervised.fileio.get
+    monkeypatch.setattr(unsupervised.fileio, 'get',
+                        lambda path, **kw: fetched.append(path) or real_get(path, **kw))
+    load = TRANSFORMS.build(dict(type='LoadImageTFDecode'))
+    out = load.transform(dict(img_path=str(tmp_path / 'a.png')))
+    assert fetched == [str(tmp_path / 'a.png')] and np.array_equal(out['img'][..., ::-1], rgb)
+    with pytest.raises(ValueError, match=r'LoadImageTFDecode: cannot decode .*b\.png: '):
+        load.transform(dict(img_path=str(tmp_path / 'b.png')))
+    lenient = TRANSFORMS.build(dict(type='LoadImageTFDecode', ignore_empty=True))
+    assert lenient.transform(dict(img_path=str(tmp_path / 'b.png'))) is None
+
+
 def test_the_coarse_maps_check_reads_through_the_datasets_file_backend():
     """Label maps on another storage (mmengine's file backends, as the dataset's backend_args
     name it) are read there, not opened as local files."""
