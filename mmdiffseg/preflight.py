@@ -39,9 +39,10 @@ from .preflight_cache import (check_cache_precision, check_cache_revision, check
                               check_cache_writable, check_label_mixing_transforms,
                               check_label_step_order, check_one_label_cache, check_prompt_fit,
                               unlabelled_finder, writer_dtype)
+from .preflight_checkpoints import check_resumed_run, check_start_weights, checkpoint_classes
 from .preflight_classes import (check_dataset_classes, check_matched_class_count,
                                 check_model_classes, check_prefill_labeller,
-                                check_segment_scoring, checkpoint_classes)
+                                check_segment_scoring)
 from .preflight_data import (Missing, check_dataset, check_image_level_labels,
                              check_listed_files)
 from .preflight_decoding import check_image_decoding
@@ -340,8 +341,11 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
     missing += check_options(cfg, tuple(sections))
     if mode == 'train':
         missing += check_one_label_cache(cfg) + check_schedule(cfg)
-    trained = checkpoint_classes(cfg.get('load_from')) if mode == 'test' else None
-    if trained:   # what the model learnt: the test set is compared with it
+    trained = checkpoint_classes(cfg.get('load_from')) if mode != 'prefill' else None
+    if mode == 'train':   # a fine-tune's start weights, or the run resumed
+        missing += check_resumed_run(cfg) if cfg.get('resume') else \
+            check_start_weights(cfg.load_from, trained, datasets) if trained else []
+    if mode == 'test' and trained:   # what the model learnt: the test set is compared with it
         datasets.insert(0, (f"load_from ({cfg.load_from}: the classes it was trained on)",
                             dict(metainfo=dict(classes=trained))))
     elif mode == 'train':   # the test set the trained model meets, read as the model learns

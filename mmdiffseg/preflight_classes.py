@@ -13,7 +13,6 @@ labels a ``DiffusionSegmentor`` generator of classes reads.
 """
 from __future__ import annotations
 
-import os
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from .preflight_data import Missing
@@ -59,10 +58,12 @@ def _same(a: Sequence[str], b: Sequence[str]) -> bool:
     return [_name(n) for n in a] == [_name(n) for n in b]
 
 
-def _first_difference(found: Sequence[str], expected: Sequence[str]) -> str:
+def _first_difference(found: Sequence[str], expected: Sequence[str], found_in: str = 'there',
+                      expected_in: str = 'in the dataset') -> str:
+    """The first index whose names differ, as a clause naming where each list is."""
     for index, (a, b) in enumerate(zip(found, expected)):
         if _name(a) != _name(b):
-            return f'; index {index} is {a!r} there but {b!r} in the dataset'
+            return f'; index {index} is {a!r} {found_in} but {b!r} {expected_in}'
     return ''
 
 
@@ -134,25 +135,6 @@ def check_dataset_classes(dataset: dict, where: str) -> List[Missing]:
     return missing
 
 
-def checkpoint_classes(path) -> Optional[List[str]]:
-    """The classes a checkpoint was trained on (mmengine's ``meta.dataset_meta``), read without
-    its weights (memory-mapped); None where it records none or cannot be read here (the
-    checkpoint check names a missing file)."""
-    import torch
-    if not isinstance(path, str) or not os.path.isfile(path):
-        return None
-    try:
-        try:
-            state = torch.load(path, map_location='cpu', mmap=True, weights_only=False)
-        except RuntimeError:   # saved in the legacy format, which cannot be memory-mapped
-            state = torch.load(path, map_location='cpu', weights_only=False)
-        classes = ((state.get('meta') or {}).get('dataset_meta') or {}).get('classes')
-        classes = [] if classes is None else [str(name) for name in classes]  # (numpy too)
-    except Exception:  # noqa: BLE001  (the runner's load says why; classes of another form)
-        return None
-    return classes or None
-
-
 def check_model_classes(model: dict, datasets: List[Tuple[str, dict]]) -> List[Missing]:
     """What the model needs of the datasets (config key, dataset config) it reads: the heads'
     ``num_classes`` and class weights (Mask2Former's ``loss_cls``: one more, the no-object
@@ -168,10 +150,12 @@ def check_model_classes(model: dict, datasets: List[Tuple[str, dict]]) -> List[M
             continue
         if seen:  # the first one (training's) is what the model learns: a later one differs
             first, expected = seen[0]
+            difference = _first_difference(classes, expected, f'in {where}',
+                                           'in ' + first.split(' (')[0])
             missing.append(Missing(
                 f'{where} has the classes {describe(classes)}, but {first}, which the model '
-                f'learns, has {describe(expected)}{_first_difference(classes, expected)}: its '
-                'scores would compare another class with each prediction',
+                f'learns, has {describe(expected)}{difference}: its scores would compare '
+                'another class with each prediction',
                 f'give {where} the classes of {first}, in their order '
                 f'({where}.metainfo=dict(classes=[...]))', [f'{where}.metainfo']))
             continue

@@ -176,8 +176,9 @@ def main(argv=None):
     if run_preflight(args, cfg, args.config, 'test'):
         return
     wrap_training_free(cfg)
-    if args.checkpoint:  # checked as mmengine loads it (one read)
-        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [dict(type='CheckpointFitHook')]
+    hooks = list(cfg.get('custom_hooks') or [])
+    if args.checkpoint and dict(type='CheckpointFitHook') not in hooks:  # checked as mmengine
+        cfg.custom_hooks = hooks + [dict(type='CheckpointFitHook')]       # loads it (one read)
     start_runner_launcher(cfg, 'test')
     runner = build_runner(cfg)
     if args.show or args.show_dir:

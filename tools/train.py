@@ -26,6 +26,7 @@ from mmdiffseg.apis.cli import (EXIT_BAD_INPUT, EXIT_WRITE_FAILED, leave_process
                                 own_message, run_preflight, start_runner_launcher)
 from mmdiffseg.apis.io import OutputWriteError, UserInputError
 from mmdiffseg.compat import config_fromfile, quiet_stock_notices
+from mmdiffseg.models import CheckpointMismatch
 from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
@@ -146,6 +147,21 @@ def resume_from_work_dir(cfg: Config) -> Optional[str]:
     return None
 
 
+def start_weights_note(cfg: Config) -> Optional[str]:
+    """A new run's ``load_from`` that is not the last checkpoint of the run that saved it (that
+    folder's ``last_checkpoint`` names another, e.g. after a longer synthetic schedule than the
+    fine-tune config's ``iter_20000.pth``): a line for the run's log, else None."""
+    if cfg.resume or not isinstance(cfg.get('load_from'), str) or \
+            not osp.isfile(cfg.load_from):
+        return None
+    last = latest_in_work_dir(osp.dirname(osp.abspath(cfg.load_from)))
+    if last is None or osp.basename(last) == osp.basename(cfg.load_from):
+        return None
+    return (f'load_from is {cfg.load_from}, but the run that saved it went on to {last} (its '
+            f'last_checkpoint): this run starts from the earlier weights; to start from the '
+            f'last, --cfg-options load_from={last}')
+
+
 def build_runner(cfg: Config):
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     quiet_stock_notices(runner.logger)
@@ -162,15 +178,18 @@ def main(argv=None):
     if args.amp:
         enable_amp(cfg)
     cfg.resume = bool(args.resume or cfg.get('resume'))  # mmengine's resume=True counts too
-    resume_note = resume_from_work_dir(cfg) if args.resume else None
+    notes = [resume_from_work_dir(cfg) if args.resume else None, start_weights_note(cfg)]
     if run_preflight(args, cfg, args.config, 'train'):
         return
     start_runner_launcher(cfg, 'train')
     runner = build_runner(cfg)
-    if resume_note:
-        print_log(resume_note, logger='current', level=logging.WARNING)  # in the run's log
+    for note in filter(None, notes):
+        print_log(note, logger='current', level=logging.WARNING)  # in the run's log
     try:
         runner.train()
+    except CheckpointMismatch as exc:  # a config listing CheckpointFitHook (the fine-tunes)
+        print(f'tools/train.py: error: load_from {cfg.load_from}: {exc}', file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT) from None
     except UserInputError as exc:  # a label cache refused mid-run (no pre-flight, a race)
         print(f'tools/train.py: error: {own_message(exc)}', file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT) from None

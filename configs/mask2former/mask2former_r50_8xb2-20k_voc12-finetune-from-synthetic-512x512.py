@@ -6,3 +6,6 @@ _base_ = ['./mask2former_r50_8xb2-20k_voc12-seediff-synthetic-512x512.py']
 train_dataloader = {{_base_.voc_real_train_dataloader}}
 load_from = ('work_dirs/mask2former_r50_8xb2-20k_voc12-seediff-synthetic-512x512/'
              'iter_20000.pth')
+# its weights must fit this model and classes: another backbone's, or another class count's, is
+# refused as it loads (mmengine would leave those weights random and train on)
+custom_hooks = [dict(type='CheckpointFitHook')]

@@ -10,3 +10,6 @@ train_dataloader = dict(
         ann_file='ImageSets/Segmentation/train.txt',
         pipeline={{_base_.train_pipeline}}))
 load_from = 'work_dirs/mask2former_tiny-cpu_voc12-seediff-synthetic-128x128/iter_4.pth'
+# its weights must fit this model and classes: another backbone's, or another class count's, is
+# refused as it loads (mmengine would leave those weights random and train on)
+custom_hooks = [dict(type='CheckpointFitHook')]

@@ -3,7 +3,8 @@ loads it, before its weights reach the model. mmengine's loading is non-strict: 
 another shape (a checkpoint trained for another class count) or one the checkpoint lacks (another
 model's, or its keys named otherwise) is logged and left at its random initial value, and the run
 scores the rest. ``tools/test.py`` adds this hook when it is given a
-CHECKPOINT; a config may list it in ``custom_hooks`` for its own runs.
+CHECKPOINT; the fine-tune configs list it in ``custom_hooks`` (their ``load_from``), as may any
+config for its own runs.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Optional
 
 from mmengine.hooks import Hook
 from mmengine.model import BaseTTAModel, is_model_wrapper
+from mmengine.runner import BaseLoop
 from mmseg.registry import HOOKS
 
 
@@ -44,14 +46,24 @@ def fit_problem(model, checkpoint: dict) -> Optional[str]:
 
 @HOOKS.register_module()
 class CheckpointFitHook(Hook):
-    """Raise :class:`CheckpointMismatch` for a loaded checkpoint that does not fit the model."""
+    """Raise :class:`CheckpointMismatch` for a loaded checkpoint that does not fit the model: in
+    a test, the checkpoint to score; in training, the start weights (``load_from``, as the
+    fine-tune configs list this hook) or the checkpoint resumed."""
 
     priority = 'VERY_HIGH'
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         problem = fit_problem(runner.model, checkpoint)
-        if problem:
-            raise CheckpointMismatch(
-                f"the checkpoint's weights do not fit the model of the config: {problem}; it was "
-                'trained with another config (another class count, another model?), or is no '
-                'whole checkpoint of this one: give the config it was trained with')
+        if not problem:
+            return
+        if isinstance(getattr(runner, '_train_loop', None), BaseLoop):  # Runner.train built it
+            fix = ('load_from a checkpoint of this model trained on its classes (a fine-tune: '
+                   'the synthetic-only run of the same config family), or, to keep only the '
+                   'weights that fit (the rest random), remove CheckpointFitHook from '
+                   'custom_hooks')
+        else:
+            fix = 'give the config it was trained with'
+        raise CheckpointMismatch(
+            f"the checkpoint's weights do not fit the model of the config: {problem}; it was "
+            'trained with another config (another class count, another model?), or is no '
+            f'whole checkpoint of this one: {fix}')

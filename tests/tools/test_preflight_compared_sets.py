@@ -69,8 +69,8 @@ def test_a_test_set_in_another_order_than_the_checkpoints_classes_is_named(tmp_p
     assert item.what.startswith(
         "test_dataloader.dataset has the classes ['background', 'bicycle', 'aeroplane', 'bird', "
         f"'boat', 'bottle', '...'] (21 classes), but load_from ({checkpoint}: the classes it was "
-        "trained on), which the model learns, has 'voc' (21 classes); index 1 is 'bicycle' there "
-        "but 'aeroplane' in the dataset")
+        "trained on), which the model learns, has 'voc' (21 classes); index 1 is 'bicycle' in "
+        "test_dataloader.dataset but 'aeroplane' in load_from")
     cfg.test_dataloader.dataset.metainfo = dict(classes=voc)
     assert not [m for m in preflight.check(cfg, 'test') if 'metainfo' in str(m.where)]
 
@@ -91,7 +91,7 @@ def test_checkpoint_classes_of_any_sequence_or_none(tmp_path):
     """Classes stored as a numpy array crashed the test pre-flight (its truth value); a
     checkpoint without them, or not a file, gives None (nothing compared)."""
     import torch
-    from mmdiffseg.preflight_classes import checkpoint_classes
+    from mmdiffseg.preflight_checkpoints import checkpoint_classes
     path = tmp_path / 'c.pth'
     torch.save(dict(meta=dict(dataset_meta=dict(classes=np.array(['a', 'b'])))), path)
     assert checkpoint_classes(str(path)) == ['a', 'b']

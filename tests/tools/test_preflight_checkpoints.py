@@ -1,0 +1,104 @@
+"""Pre-flight: the checkpoint a training run starts from. A fine-tune's load_from trained on
+the same number of classes in another order (or other ones) loaded each classifier row onto
+another class without a word; resume=True on a fine-tune config resumed the synthetic run's
+finished checkpoint and ended at once, nothing trained, exit 0."""
+import pytest
+import torch
+from e2e_helpers import REPO
+from mmengine.config import Config
+
+from mmdiffseg import preflight
+from mmdiffseg.datasets.class_names import DATASET_CLASSES
+from mmdiffseg.preflight_checkpoints import check_resumed_run, checkpoint_meta
+
+TINY_FINETUNE = (REPO / 'configs/mask2former/'
+                 'mask2former_tiny-cpu_voc12-finetune-from-synthetic-128x128.py')
+VOC = list(DATASET_CLASSES['voc'])
+SWAPPED = [VOC[0], VOC[8], *VOC[2:8], VOC[1], *VOC[9:]]   # aeroplane and cat swapped
+
+
+@pytest.fixture(autouse=True)
+def no_network_probes(monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    preflight.reachable.cache_clear()
+
+
+def save_checkpoint(path, classes=VOC, iteration=4):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(dict(meta=dict(iter=iteration, dataset_meta=dict(classes=classes)),
+                    state_dict={}), path)
+    return str(path)
+
+
+def found(cfg, where):
+    return [m for m in preflight.check(cfg, 'train') if where in m.where]
+
+
+def test_start_weights_of_the_same_classes_in_another_order_are_refused(tmp_path):
+    """Equal class counts, other lists: mmengine loads the classifier as it is. Another count
+    is a transfer mmengine handles (the classifier's weights skipped; CheckpointFitHook, which
+    the fine-tune configs list, refuses it as it loads); a resumed run is not a fine-tune."""
+    cfg = Config.fromfile(str(TINY_FINETUNE))
+    cfg.load_from = save_checkpoint(tmp_path / 'synthetic' / 'iter_4.pth', SWAPPED)
+    (item,) = found(cfg, 'load_from')
+    assert item.what == (
+        f"load_from ({cfg.load_from}) was trained on the classes ['background', 'cat', 'bicycle', "
+        "'bird', 'boat', 'bottle', '...'] (21 classes), but train_dataloader.dataset has 'voc' "
+        "(21 classes); index 1 is 'aeroplane' in train_dataloader.dataset but 'cat' in load_from: "
+        "each row of its classifier would start as another class's")
+    assert item.fix.startswith('fine-tune from a checkpoint trained on the classes of '
+                               'train_dataloader.dataset, in their order')
+    cfg.train_dataloader.dataset.metainfo = dict(classes=SWAPPED)   # the fix's other way
+    assert found(cfg, 'load_from') == []
+    del cfg.train_dataloader.dataset.metainfo
+    for classes in (VOC, VOC[:3]):
+        cfg.load_from = save_checkpoint(tmp_path / 'synthetic' / 'iter_4.pth', classes)
+        assert found(cfg, 'load_from') == []
+    cfg.load_from = save_checkpoint(tmp_path / 'synthetic' / 'iter_4.pth', SWAPPED, iteration=1)
+    cfg.resume = True
+    assert found(cfg, 'load_from') == []
+
+
+def test_resume_true_of_another_runs_finished_checkpoint_is_refused(tmp_path):
+    """resume=True resumes load_from (mmengine): another folder's checkpoint at max_iters
+    trains nothing; one short of it, or the work dir's own, is resumed as mmengine does."""
+    cfg = Config.fromfile(str(TINY_FINETUNE))
+    cfg.work_dir = str(tmp_path / 'finetune')
+    cfg.resume = True
+    max_iters = cfg.train_cfg.max_iters
+    cfg.load_from = save_checkpoint(tmp_path / 'synthetic' / 'iter_4.pth', iteration=max_iters)
+    (item,) = check_resumed_run(cfg)
+    assert item.what == (
+        f"resume=True resumes load_from ({cfg.load_from}), another run's checkpoint, at "
+        f'iteration {max_iters}, but train_cfg.max_iters is {max_iters}: the run would end at '
+        'once with nothing trained')
+    assert item.fix.startswith('to start a new run from its weights (a fine-tune), '
+                               'resume=False; to continue the run of the work dir, '
+                               'tools/train.py --resume')
+    assert [m.where for m in found(cfg, 'resume')] == [['resume', 'load_from']]
+    cfg.resume = False
+    assert check_resumed_run(cfg) == []
+    cfg.resume = True
+    save_checkpoint(tmp_path / 'synthetic' / 'iter_4.pth', iteration=max_iters - 1)
+    assert check_resumed_run(cfg) == []
+    cfg.load_from = save_checkpoint(tmp_path / 'finetune' / 'iter_4.pth', iteration=max_iters)
+    assert check_resumed_run(cfg) == []   # this run's own, finished: nothing to do
+
+
+def test_checkpoint_meta_is_empty_for_what_records_none(tmp_path):
+    (tmp_path / 'w.pth').write_bytes(b'not a checkpoint')
+    torch.save([1, 2], tmp_path / 'list.pth')
+    torch.save(dict(meta='x'), tmp_path / 'str.pth')
+    for name in ('w.pth', 'list.pth', 'str.pth', 'gone.pth'):
+        assert checkpoint_meta(str(tmp_path / name)) == {}
+    assert checkpoint_meta(save_checkpoint(tmp_path / 'c.pth'))['iter'] == 4
+
+
+def test_a_validation_set_in_another_order_names_each_side():
+    """'index 8 is X there but Y in the dataset' read the other way round for a validation set
+    compared with the training set: each side is named."""
+    cfg = Config.fromfile(str(TINY_FINETUNE))
+    cfg.val_dataloader.dataset.metainfo = dict(classes=SWAPPED)
+    (item,) = found(cfg, 'val_dataloader.dataset.metainfo')
+    assert "; index 1 is 'cat' in val_dataloader.dataset but 'aeroplane' in " \
+           'train_dataloader.dataset: ' in item.what
