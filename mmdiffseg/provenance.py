@@ -311,11 +311,15 @@ def _flatten(value, prefix: str = '') -> Dict[str, object]:
 def setting_differences(found: dict, expected: dict) -> Iterator[Tuple[str, object, object]]:
     """``(dotted key, found value, expected value)`` for every setting that differs; the
     ``model`` entries compare with :func:`same_model`, nested settings (a generator's) by their
-    dotted names, so only the options that differ are named. A missing key reads ``<absent>``."""
+    dotted names, so only the options that differ are named. A missing key reads ``<absent>``;
+    a ``sampler`` of ``None`` on either side is unknown (the hub model's configs were not here
+    yet: the job compares it again once the model is loaded), not a difference."""
     if not same_model(found.get('model'), expected.get('model')):
         yield 'model', found.get('model'), expected.get('model')
-    old = _flatten({k: v for k, v in found.items() if k != 'model'})
-    new = _flatten({k: v for k, v in expected.items() if k != 'model'})
+    unknown = {'model'} | ({'sampler'} if found.get('sampler') is None or
+                           expected.get('sampler') is None else set())
+    old = _flatten({k: v for k, v in found.items() if k not in unknown})
+    new = _flatten({k: v for k, v in expected.items() if k not in unknown})
     for key in sorted(set(old) | set(new)):
         have, want = old.get(key, ABSENT), new.get(key, ABSENT)
         if have != want:

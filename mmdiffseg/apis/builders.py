@@ -62,6 +62,11 @@ def local_tokenizer(model: str):
     return CLIPTokenizer.from_pretrained(folder / 'tokenizer')
 
 
+def dtype_name(dtype: Union[str, torch.dtype]) -> str:
+    """The tools' ``--dtype`` name of ``dtype`` (the Python API takes a torch dtype too)."""
+    return str(dtype).replace('torch.', '')
+
+
 def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture=None,
                 image_size: int = 512, generator=None, compile_backend: Optional[str] = None,
                 size_option: bool = False, variant: Optional[str] = None):
@@ -75,6 +80,7 @@ def load_engine(model: str, device: str = 'cpu', dtype: str = 'float32', capture
     which the warning for a model trained at another size names. ``variant``: the weights
     variant to load (``--variant``, diffusers' ``variant=``); None: the plain weights."""
     from ..attention.engine import DiffusionAttentionEngine
+    dtype = dtype_name(dtype)
     if dtype not in DTYPES:
         raise UserInputError(f'unknown --dtype {dtype!r}; choose from {sorted(DTYPES)}')
     try:  # e.g. iSeg's noise_draw='cuda_float16' off CUDA: said before the model loads
@@ -248,11 +254,23 @@ def job_header(tool: str, model: str, dtype: str, generator, classes: Optional[S
     hash), so the same model in another folder or on another node resumes the folder; a
     weights ``variant`` (``--variant``) is recorded when one is loaded."""
     from ..provenance import model_identity
-    return dict(tool=tool, model=model_identity(model), dtype=dtype,
+    return dict(tool=tool, model=model_identity(model), dtype=dtype_name(dtype),
                 **{LABELS_VERSION_KEY: LABELS_VERSION},
                 generator=dict(type=type(generator).__name__, **generator.config_dict()),
                 classes=list(classes) if classes is not None else None,
                 **({'variant': variant} if variant else {}), **settings)
+
+
+def complete_model_settings(header: Dict, model: str) -> None:
+    """Fill in what :func:`job_header` could not know before a hub model's first download (its
+    load puts the configs in the cache): the model's config hash and, where recorded, its
+    sampler; the job then checks the folder with them and writes them (so the same weights in
+    a local folder resume it)."""
+    from ..provenance import model_identity, sampler_settings
+    if header['model'].get('config_hash') is None:
+        header['model'] = model_identity(model)
+    if 'sampler' in header and header['sampler'] is None:
+        header['sampler'] = sampler_settings(model)
 
 
 def check_prompt_templates(templates: Sequence[str], where: str) -> None:

@@ -165,7 +165,9 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
             writer processes run and before anything is written: the tools load the model here,
             so the processes start from a process without it and the first batches are read
             meanwhile; not called when every item is done (no model is built). An error there
-            leaves the folder as it was (one this run created is removed again).
+            leaves the folder as it was (one this run created is removed again). It may
+            complete ``header`` (:func:`~.builders.complete_model_settings`): the folder is
+            checked again with it, and it is what the manifest records.
 
     Resuming leaves an item as it is (counted as ``already_done``) only when its record was made
     from the item's current ``source`` and ``inputs`` (:func:`plan_job`); an item whose inputs
@@ -234,6 +236,7 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
                                           pin_memory) as loaded, HoldInterrupt() as interrupt:
                 if prepare is not None and plan.todo:  # nothing to compute: no model is built
                     compute = prepare()
+                    manifest.complete(header)
                     start = time.time()
                 manifest.start()
                 bar.start()

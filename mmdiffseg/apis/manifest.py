@@ -73,10 +73,26 @@ class Manifest:
 
     def __init__(self, folder, header: Dict[str, Any], rank: int = 0, world_size: int = 1):
         self.folder = Path(folder)
-        self.header = json.loads(json.dumps(
-            dict(header, manifest='mmdiffseg', version=MANIFEST_VERSION), sort_keys=True))
+        self.header = self._recorded(header)
         name = MANIFEST_NAME if world_size == 1 else f'manifest.rank{rank}.jsonl'
         self.path = self.folder / name
+
+    @staticmethod
+    def _recorded(header: Dict[str, Any]) -> Dict[str, Any]:
+        """``header`` as the manifest records it (JSON values, with the manifest's own keys)."""
+        return json.loads(json.dumps(
+            dict(header, manifest='mmdiffseg', version=MANIFEST_VERSION), sort_keys=True))
+
+    def complete(self, header: Dict[str, Any]) -> None:
+        """Take ``header`` completed once the model is loaded (a hub model's config hash and
+        sampler, unknown before its first download): :meth:`start` writes it, and the folder's
+        manifests are checked against it again."""
+        completed = self._recorded(header)
+        if completed == self.header:
+            return
+        self.header = completed
+        for path in manifest_files(self.folder):
+            read_manifest_file(path, self._check_header)
 
     # -- reading ------------------------------------------------------------------------------
     def _read(self, path: Path, repair: bool, since: int = 0) -> List[Dict]:

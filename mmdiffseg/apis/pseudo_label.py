@@ -22,8 +22,8 @@ from ..datasets.class_names import spelled_as
 from ..datasets.transforms import read_image_level_labels
 from ..models.online_labeler import label_images, long_prompts, prompt_refusals
 from ..preflight_data import unknown_names
-from .builders import (build_generator, check_model, check_names_given, class_list_arg, job_header,
-                       load_engine, local_tokenizer)
+from .builders import (build_generator, check_model, check_names_given, class_list_arg,
+                       complete_model_settings, job_header, load_engine, local_tokenizer)
 from .ground_truth import GroundTruthFormat
 from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encode_label_png,
                       label_palette, labelled_share, list_images, read_rgb, record_path,
@@ -359,6 +359,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         work."""
         engine = load_engine(model, device, dtype, generator.capture_spec, work_size,
                              generator=generator, compile_backend=compile_backend, variant=variant)
+        complete_model_settings(header, model)
         generator.to(engine.device)
         guard = OverflowGuard()
 

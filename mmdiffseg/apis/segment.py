@@ -10,8 +10,8 @@ import torch
 
 from ..attention.images import WORK_SIZE, resize_rgb
 from ..models.online_labeler import prompt_refusals
-from .builders import (build_generator, check_model, check_names_given, class_list_arg, job_header,
-                       load_engine, local_tokenizer)
+from .builders import (build_generator, check_model, check_names_given, class_list_arg,
+                       complete_model_settings, job_header, load_engine, local_tokenizer)
 from .folders import (MASK_DIR, OVERLAY_DIR, check_inputs_outside_output, encode_jpeg,
                       encode_label_png, label_palette, labelled_share, read_rgb,
                       record_path, split_path)
@@ -79,6 +79,7 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         work; masks and overlays are encoded in the writer processes."""
         engine = load_engine(model, device, dtype, generator.capture_spec, work_size,
                              generator=generator, compile_backend=compile_backend, variant=variant)
+        complete_model_settings(header, model)
         generator.to(engine.device)
         guard = OverflowGuard()
 

@@ -27,7 +27,7 @@ from ..datasets.class_names import spelled_as
 from ..generators.seediff import resolutions_for
 from ..provenance import sampler_settings
 from .builders import (build_generator, check_can_synthesise, check_model, class_list_arg,
-                       job_header, load_engine, local_tokenizer)
+                       complete_model_settings, job_header, load_engine, local_tokenizer)
 from .folders import (IMAGE_DIR, MASK_DIR, encode_jpeg, encode_label_png, labelled_share,
                       palette_for, pixel_share, split_path)
 from .io import ItemOutput, JobSummary, OverflowGuard, UserInputError, WorkItem, item_seed
@@ -184,6 +184,7 @@ def synthesize(names: Sequence[str], out_dir, model: str, gen_cfg: Dict,
         engine = load_engine(model, device, dtype, generator.capture_spec, size,
                              generator=generator, compile_backend=compile_backend, variant=variant,
                              size_option=True)
+        complete_model_settings(header, model)
         if tokenizer is None:
             check_prompts(engine.tokenizer, generator, names)
         generator.to(engine.device)
