@@ -38,7 +38,7 @@ from .names import nearest
 from .preflight_cache import (check_cache_precision, check_cache_revision, check_cache_settings,
                               check_cache_writable, check_label_mixing_transforms,
                               check_label_step_order, check_one_label_cache, check_prompt_fit,
-                              unlabelled_finder, writer_dtype)
+                              unlabelled_finder, writer_settings)
 from .preflight_checkpoints import check_resumed_run, check_start_weights, checkpoint_classes
 from .preflight_classes import (check_dataset_classes, check_matched_class_count,
                                 check_model_classes, check_prefill_labeller,
@@ -328,7 +328,7 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                                                     unlabelled if mode != 'test' else None)
                     missing += check_cache_settings(node, path)
                     missing += check_cache_precision(
-                        node['cache_dir'], path, writer_dtype(cfg, mode, dtype),
+                        node['cache_dir'], path, writer_settings(cfg, mode, dtype),
                         unlabelled if mode != 'test' else None)
             if init_weights and node.get('type') == 'Pretrained' and \
                     isinstance(node.get('checkpoint'), str):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from mmengine.config import Config
 
@@ -23,10 +23,12 @@ LABEL_MIXING_TRANSFORMS = {'RandomRotFlip': 'rotates the seg maps bilinearly',
                            'RandomMosaic': 'mixes four images'}
 
 
-def writer_dtype(cfg: Config, mode: str, dtype: Optional[str]) -> str:
-    """The precision labels are made in: a prefill's ``--dtype``, else the preprocessor's."""
+def writer_settings(cfg: Config, mode: str, dtype: Optional[str]) -> Tuple[str, Optional[str]]:
+    """The precision labels are made in (a prefill's ``--dtype``, else the preprocessor's) and
+    the weights variant they are made from (the preprocessor's ``engine_kwargs.variant``)."""
     pre = (cfg.get('model') or {}).get('data_preprocessor') or {}
-    return (dtype if mode == 'prefill' else None) or pre.get('engine_dtype', 'float32')
+    return ((dtype if mode == 'prefill' else None) or pre.get('engine_dtype', 'float32'),
+            (pre.get('engine_kwargs') or {}).get('variant'))
 
 
 def unlabelled_finder(cfg: Config) -> Callable[[str], Optional[str]]:
@@ -47,26 +49,33 @@ def unlabelled_finder(cfg: Config) -> Callable[[str], Optional[str]]:
     return first_unlabelled
 
 
-def check_cache_precision(cache_dir: str, where: str, dtype: str,
+def check_cache_precision(cache_dir: str, where: str, writer: Tuple[str, Optional[str]],
                           unlabelled: Optional[Callable[[str], Optional[str]]] = None
                           ) -> List[Missing]:
-    """A label cache whose labels were made in another precision than this run would add
-    (:class:`~mmdiffseg.datasets.LabelCache` refuses such a writer at its first label, maybe
+    """A label cache whose labels were made in another precision, or from another weights
+    variant, than this run would add (``writer``: :func:`writer_settings`;
+    :class:`~mmdiffseg.datasets.LabelCache` refuses such a writer at its first label, maybe
     hours into training). ``unlabelled`` (:func:`unlabelled_finder`): for a run that only adds
     the labels the cache lacks (training); a full cache is read in any precision."""
-    from .datasets.cache_settings import empty_cache_note
+    from .datasets.cache_settings import empty_cache_note, variant_conflict
+    dtype, variant = writer
     from .datasets.label_cache import SIGNATURE_FILE, WRITER_KEY
     try:
         made = json.loads((cache_folder(cache_dir) / SIGNATURE_FILE).read_text()).get(
             WRITER_KEY, {})
     except (OSError, ValueError, AttributeError):
         return []   # no folder or signature yet (an unreadable one is named at first use)
-    if made.get('dtype') in (None, dtype):
+    conflict = variant_conflict(made, variant) if made.get('dtype') else None
+    if made.get('dtype') in (None, dtype) and not conflict:
         return []
     image = unlabelled(cache_dir) if unlabelled is not None else ''
     if image is None:
         return []
     example = f' (for {image}, which has no label there)' if image else ''
+    if made['dtype'] == dtype:
+        return [Missing(f'label cache {cache_dir} holds {conflict[0]}{example}',
+                        f'{conflict[1]}, or --cfg-options {where}.cache_dir=<another folder>.'
+                        + empty_cache_note(cache_folder(cache_dir)), [f'{where}.cache_dir'])]
     return [Missing(f'label cache {cache_dir} holds labels made in {made["dtype"]}, this run '
                     f'would add labels in {dtype}{example}',
                     f'make labels in {made["dtype"]} (--cfg-options model.data_preprocessor.'

@@ -59,3 +59,39 @@ def empty_cache_note(cache_dir: Union[str, Path]) -> str:
         return ''
     return (f' It holds no label yet (signed by a run stopped before its first): deleting it '
             f'(rm -r {cache_dir}) loses nothing, once no run is starting into it.')
+
+
+def _weights(variant: Optional[str]) -> str:
+    return f'the {variant!r} weights variant' if variant else 'the plain weights'
+
+
+def variant_conflict(made_with: Dict, variant: Optional[str]) -> Optional[Tuple[str, str]]:
+    """``(what, fix)`` where a label cache's first writer recorded another weights variant
+    (``engine_kwargs.variant``, e.g. ``'fp16'``: the weights cast, labels a few percent of
+    pixels apart) than this writer's ``variant``; None where they agree, or where the cache
+    recorded none (made before the variant was recorded)."""
+    if 'variant' not in made_with or made_with['variant'] == variant:
+        return None
+    recorded = made_with['variant']
+    load = (f"model.data_preprocessor.engine_kwargs.variant='{recorded}'" if recorded else
+            'model.data_preprocessor.engine_kwargs without variant')
+    return (f'labels made from {_weights(recorded)} of its model, and this run would add labels '
+            f'made from {_weights(variant)}', f'load the weights they were made from ({load})')
+
+
+def writer_refusal(cache_dir: Path, made_with: Dict, dtype: str,
+                   variant: Optional[str]) -> Optional[str]:
+    """Why a process making labels in ``dtype`` from the ``variant`` weights must not add them
+    to a cache whose first writer recorded ``made_with`` (another precision, or another weights
+    variant: :func:`variant_conflict`); None where it may."""
+    written = made_with.get('dtype')
+    if written not in (None, dtype):
+        return (f'label cache {cache_dir} holds labels made in {written}, and this run would add '
+                f'labels made in {dtype}: set the engine precision to {written} (engine_dtype of '
+                'the DiffusionLabelPreprocessor, --dtype of prefill_labels.py), or give this '
+                'config another cache_dir.' + empty_cache_note(cache_dir))
+    conflict = variant_conflict(made_with, variant) if written else None
+    if conflict:
+        return (f'label cache {cache_dir} holds {conflict[0]}: {conflict[1]}, or give this '
+                'config another cache_dir.' + empty_cache_note(cache_dir))
+    return None

@@ -48,7 +48,7 @@ from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY, MaskGenerator,
 from ..provenance import (describe, missing_model_refusal, model_identity,
                           setting_differences)
 from ..registry import MASK_GENERATORS
-from .cache_settings import cache_folder, canonical_json, empty_cache_note
+from .cache_settings import cache_folder, canonical_json, empty_cache_note, writer_refusal
 
 SIGNATURE_FILE = 'cache.json'
 #: the signature's record of how the labels were computed, checked against writers only
@@ -114,11 +114,13 @@ class LabelCache:
         wait_timeout: seconds to wait for a label another process is making before giving up.
         writer_dtype: the engine precision of a process that makes labels (``None``: this one
             only reads); recorded by the first writer, and another writer's is refused.
+        writer_variant: the weights variant such a process loads (``engine_kwargs.variant``;
+            None: the plain weights); recorded and refused as ``writer_dtype``.
     """
 
     def __init__(self, cache_dir: Union[str, Path], model: str,
                  generator: Union[Dict, MaskGenerator], wait_timeout: float = 600.0,
-                 writer_dtype: Optional[str] = None):
+                 writer_dtype: Optional[str] = None, writer_variant: Optional[str] = None):
         self.cache_dir = cache_folder(cache_dir)
         if not isinstance(generator, MaskGenerator):
             generator = MASK_GENERATORS.build(generator)
@@ -128,7 +130,7 @@ class LabelCache:
                                          'generator': generator.config_dict(),
                                          'label_key': KEY_SCHEME,
                                          LABELS_VERSION_KEY: LABELS_VERSION})
-        self.writer_dtype = writer_dtype
+        self.writer_dtype, self.writer_variant = writer_dtype, writer_variant
         self.wait_timeout = float(wait_timeout)
         self._signature_checked = False
         self._damaged: set = set()   # damaged label files already logged
@@ -185,15 +187,10 @@ class LabelCache:
                 'config another cache_dir (the `cache` of LoadPseudoLabel in the train pipeline) '
                 'or delete the folder once no run writes into it.'
                 + empty_cache_note(self.cache_dir)))
-        made_with = stored.get(WRITER_KEY, {})
-        written = made_with.get('dtype')
-        if self.writer_dtype is not None and written not in (None, self.writer_dtype):
-            raise _conflict(
-                f'label cache {self.cache_dir} holds labels made in {written}, and this run '
-                f'would add labels made in {self.writer_dtype}: set the engine precision '
-                f'to {written} (engine_dtype of the DiffusionLabelPreprocessor, --dtype of '
-                'prefill_labels.py), or give this config another cache_dir.'
-                + empty_cache_note(self.cache_dir))
+        refusal = writer_refusal(self.cache_dir, stored.get(WRITER_KEY, {}), self.writer_dtype,
+                                 self.writer_variant) if self.writer_dtype is not None else None
+        if refusal:
+            raise _conflict(refusal)
         self._signature_checked = True
         return True
 
@@ -216,7 +213,7 @@ class LabelCache:
                 self.signature['model'] = canonical_json(model_identity(self.model))
             record = dict(self.signature)
             if self.writer_dtype is not None:
-                record[WRITER_KEY] = {'dtype': self.writer_dtype}
+                record[WRITER_KEY] = {'dtype': self.writer_dtype, 'variant': self.writer_variant}
             try:
                 _atomic_write(self.cache_dir / SIGNATURE_FILE,
                               json.dumps(record, indent=1, sort_keys=True).encode(),

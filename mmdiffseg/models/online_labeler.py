@@ -250,7 +250,8 @@ class OnlineLabeler:
             if refusal:
                 from ..apis.io import UserInputError  # (mmdiffseg.apis imports this module)
                 raise UserInputError(': '.join(refusal))
-            cache = LabelCache(**spec, writer_dtype=self.options['dtype'])
+            cache = LabelCache(**spec, writer_dtype=self.options['dtype'], writer_variant=(
+                self.options['engine_kwargs'] or {}).get('variant'))
             if cache.signature['model'].get('config_hash'):  # the model is here: sign now, so
                 cache.sign()  # the first job started sets the precision (else at the load)
             else:

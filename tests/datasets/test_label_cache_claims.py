@@ -247,7 +247,8 @@ def test_the_first_signature_wins_and_folders_without_hard_links_sign(tmp_path, 
     monkeypatch.setattr(label_cache.os, 'link', no_links)
     other = tmp_path / 'other'
     LabelCache(**dict(spec(tmp_path), cache_dir=str(other)), writer_dtype='float16').sign()
-    assert json.loads((other / 'cache.json').read_text())['made_with'] == {'dtype': 'float16'}
+    assert json.loads((other / 'cache.json').read_text())['made_with'] == {
+        'dtype': 'float16', 'variant': None}
     assert sorted(p.name for p in other.iterdir()) == ['cache.json']
 
 

@@ -90,7 +90,7 @@ def test_a_cache_keyed_by_image_bytes_alone_is_refused(tmp_path):
 def test_the_first_writer_records_its_precision_and_another_writer_is_refused(tmp_path):
     LabelCache(**cache_cfg(tmp_path), writer_dtype='float16').save('ab' * 20, np.zeros((2, 2)))
     assert json.loads((tmp_path / 'cache' / 'cache.json').read_text())['made_with'] == {
-        'dtype': 'float16'}
+        'dtype': 'float16', 'variant': None}
     assert LabelCache(**cache_cfg(tmp_path)).check_signature()          # a reader: any precision
     assert LabelCache(**cache_cfg(tmp_path), writer_dtype='float16').check_signature()
     with pytest.raises(ValueError, match='made in float16, and this run would add labels made '

@@ -114,7 +114,7 @@ def test_the_model_loads_before_any_claim_and_the_precision_is_recorded_before_i
 
     def signed_extract(*args, **kwargs):
         assert json.loads((folder / 'cache.json').read_text())['made_with'] == dict(
-            dtype='float32')
+            dtype='float32', variant=None)
         assert list(folder.rglob('*.lock'))   # this batch's claims
         return extract(*args, **kwargs)
     monkeypatch.setattr(DiffusionAttentionEngine, 'from_pretrained', classmethod(load))
@@ -138,7 +138,7 @@ def test_a_job_whose_model_is_here_records_its_precision_when_it_starts(tmp_path
                 generator=dict(type='BrightnessGenerator', classes=['background', 'cat']))
     OnlineLabeler(dtype='bfloat16').bind(spec)
     made_with = json.loads((tmp_path / 'cache' / 'cache.json').read_text())['made_with']
-    assert made_with == dict(dtype='bfloat16')
+    assert made_with == dict(dtype='bfloat16', variant=None)
     with pytest.raises(UserInputError, match='holds labels made in bfloat16, and this run would '
                                              'add labels made in float32'):
         OnlineLabeler(dtype='float32').bind(spec)

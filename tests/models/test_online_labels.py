@@ -302,11 +302,16 @@ def test_the_labelers_precision_is_recorded_and_another_is_refused(setup):
                              mean=[0, 0, 0], std=[1, 1, 1], bgr_to_rgb=True, size=(96, 96)))
     half(batch(pipeline, samples[:1], seed=0), training=True)
     record = json.loads((LabelCache(**cache).cache_dir / 'cache.json').read_text())
-    assert record['made_with'] == {'dtype': 'float16'}
+    assert record['made_with'] == {'dtype': 'float16', 'variant': None}
     full = MODELS.build(dict(type='DiffusionLabelPreprocessor', engine_dtype='float32',
                              mean=[0, 0, 0], std=[1, 1, 1], bgr_to_rgb=True, size=(96, 96)))
     with pytest.raises(ValueError, match='set the engine precision to float16'):
         full(batch(pipeline, samples[1:2], seed=0), training=True)
+    variant = MODELS.build(dict(type='DiffusionLabelPreprocessor', engine_dtype='float16',
+                                engine_kwargs=dict(variant='fp16'), mean=[0, 0, 0],
+                                std=[1, 1, 1], bgr_to_rgb=True, size=(96, 96)))
+    with pytest.raises(ValueError, match=r"from the 'fp16' weights variant: load the weights"):
+        variant(batch(pipeline, samples[1:2], seed=0), training=True)
     assert engine.calls == [1]
 
 

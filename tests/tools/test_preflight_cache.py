@@ -6,27 +6,68 @@ from mmengine.config import Config
 
 from mmdiffseg.datasets import LabelCache
 from mmdiffseg.preflight_cache import (check_cache_precision, check_cache_settings,
-                                       check_cache_writable, writer_dtype)
+                                       check_cache_writable, writer_settings)
 
 GENERATOR = dict(type='ISeg', vocabulary='voc')
 
 
 def test_the_writer_precision_is_the_prefills_dtype_else_the_preprocessors():
-    """``--dtype`` counts only for a prefill; else the preprocessor's, float32 by default."""
+    """``--dtype`` counts only for a prefill; else the preprocessor's, float32 by default; the
+    weights variant is the preprocessor's engine_kwargs.variant."""
     cfg = Config(dict(model=dict(data_preprocessor=dict(engine_dtype='bfloat16'))))
-    assert writer_dtype(cfg, 'prefill', 'float16') == 'float16'
-    assert writer_dtype(cfg, 'train', 'float16') == 'bfloat16'
-    assert writer_dtype(cfg, 'prefill', None) == 'bfloat16'
-    assert writer_dtype(Config(dict(model=dict())), 'train', None) == 'float32'
-    assert writer_dtype(Config(dict()), 'prefill', None) == 'float32'
+    assert writer_settings(cfg, 'prefill', 'float16') == ('float16', None)
+    assert writer_settings(cfg, 'train', 'float16') == ('bfloat16', None)
+    assert writer_settings(cfg, 'prefill', None) == ('bfloat16', None)
+    assert writer_settings(Config(dict(model=dict())), 'train', None) == ('float32', None)
+    assert writer_settings(Config(dict()), 'prefill', None) == ('float32', None)
+    cfg.model.data_preprocessor.engine_kwargs = dict(variant='fp16')
+    assert writer_settings(cfg, 'prefill', None) == ('bfloat16', 'fp16')
+
+
+def test_labels_of_another_weights_variant_are_refused_before_and_at_the_first_label(tmp_path):
+    """A cache made from the plain weights took labels from the 'fp16' variant (cast weights,
+    labels a few percent of pixels apart) without a word, and the reverse: the first writer
+    records its variant; another writer is refused by the pre-flight for a cache that lacks
+    labels, and by the cache itself; a cache recorded before variants were is unknown."""
+    import json
+
+    import pytest
+    plain = tmp_path / 'plain'
+    LabelCache(str(plain), 'org/sd', GENERATOR, writer_dtype='float32').sign()
+    assert json.loads((plain / 'cache.json').read_text())['made_with'] == {
+        'dtype': 'float32', 'variant': None}
+    (item,) = check_cache_precision(str(plain), 'x.cache', ('float32', 'fp16'))
+    assert item.what == (f'label cache {plain} holds labels made from the plain weights of its '
+                         "model, and this run would add labels made from the 'fp16' weights "
+                         'variant')
+    assert item.fix.startswith('load the weights they were made from (model.data_preprocessor.'
+                               'engine_kwargs without variant), or --cfg-options x.cache.'
+                               'cache_dir=<another folder>.')
+    assert item.where == ['x.cache.cache_dir']
+    assert check_cache_precision(str(plain), 'x.cache', ('float32', 'fp16'), lambda d: None) == []
+    with pytest.raises(ValueError, match=r"holds labels made from the plain weights of its model, "
+                       r"and this run would add labels made from the 'fp16' weights variant: "
+                       r'load the weights'):
+        LabelCache(str(plain), 'org/sd', GENERATOR, writer_dtype='float32',
+                   writer_variant='fp16').check_signature()
+    half = tmp_path / 'half'
+    LabelCache(str(half), 'org/sd', GENERATOR, writer_dtype='float32', writer_variant='fp16').sign()
+    (item,) = check_cache_precision(str(half), 'x.cache', ('float32', None))
+    assert "engine_kwargs.variant='fp16')" in item.fix
+    assert LabelCache(str(half), 'org/sd', GENERATOR).check_signature()   # a reader
+    signature = json.loads((half / 'cache.json').read_text())
+    signature['made_with'] = {'dtype': 'float32'}    # recorded before variants were
+    (half / 'cache.json').write_text(json.dumps(signature))
+    assert check_cache_precision(str(half), 'x.cache', ('float32', None)) == []
+    assert LabelCache(str(half), 'org/sd', GENERATOR, writer_dtype='float32').check_signature()
 
 
 def test_a_signature_that_is_no_json_object_is_left_to_the_first_use(tmp_path):
     """A ``cache.json`` holding a list is no signature: not read as one here (the cache names
     it when it first reads it)."""
     (tmp_path / 'cache.json').write_text('["made_with"]')
-    assert check_cache_precision(str(tmp_path), 'x.cache', 'float32') == []
-    assert check_cache_precision(str(tmp_path / 'none'), 'x.cache', 'float32') == []
+    assert check_cache_precision(str(tmp_path), 'x.cache', ('float32', None)) == []
+    assert check_cache_precision(str(tmp_path / 'none'), 'x.cache', ('float32', None)) == []
 
 
 def test_an_existing_cache_folder_that_cannot_be_written_is_named_with_the_reason(tmp_path):
