@@ -263,3 +263,21 @@ def test_other_errors_at_a_launch_pass_unchanged(error, filename):
         with triton_support.kernel_launch(torch.zeros(2), 'PAMR steps'):
             _raise_in(filename, error)
     assert failed.value is error
+
+
+def test_a_launch_runs_in_its_tensors_device_context(monkeypatch):
+    """Triton launches on the current CUDA device: ``--device cuda:1`` without
+    ``torch.cuda.set_device`` launched on cuda:0 with pointers on cuda:1; each launch enters
+    :func:`on_device_of` its tensor."""
+    import contextlib
+    entered, tensor = [], torch.zeros(2)
+
+    @contextlib.contextmanager
+    def recording(of):
+        entered.append(of)
+        yield
+        entered.append('left')
+    monkeypatch.setattr(triton_support, 'on_device_of', recording)
+    with triton_support.kernel_launch(tensor, 'PAMR steps'):
+        assert entered == [tensor]
+    assert entered == [tensor, 'left']

@@ -320,6 +320,8 @@ def test_generate_seeds_negative_prompts_and_steps(tiny_engine):
         torch.testing.assert_close(engine.generate(**run, seed=seed)[0], images)
     for none in (['', ''], None):  # None: the empty prompt, as diffusers
         torch.testing.assert_close(engine.generate(**run, seed=3, negative_prompt=none)[0], images)
+    blurry = engine.generate(**run, seed=3, negative_prompt=['blurry', 'blurry'])[0]
+    assert not torch.equal(blurry, images)   # the unconditional half is the negative prompt's
     with pytest.raises(ValueError, match='negative_prompt: 1 for 2 prompts'):
         engine.generate(**run, negative_prompt=['blurry'])
     with pytest.raises(ValueError, match='steps=0'):

@@ -110,3 +110,37 @@ def test_a_second_thread_capturing_the_same_unet_is_refused(pipeline):
     assert 'its own engine built from its own pipeline' in errors[0]
     second()   # free again
     assert len(errors) == 1
+
+
+def test_a_thread_capturing_the_unet_under_its_compile_wrapper_holds_the_unet(pipeline):
+    """``torch.compile(unet)`` (the engine's --compile) is a wrapper around the same U-Net: a
+    thread capturing through it holds the U-Net itself against another thread."""
+    from mmdiffseg.attention.capture_threads import captured_by_this_thread
+    compiled = torch.compile(pipeline.unet)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold():
+        with captured_by_this_thread(compiled):
+            inside.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert inside.wait(60)
+    try:
+        with pytest.raises(RuntimeError, match='another thread is capturing attention'):
+            with captured_by_this_thread(pipeline.unet):
+                pass
+    finally:
+        release.set()
+        holder.join(60)
+
+
+def test_models_moved_to_another_device_type_under_an_engine_are_refused(pipeline):
+    """``pipe.to('cuda')`` under a CPU engine (here: the meta device) stopped deep in the VAE
+    with a device mismatch; the engine names what moved."""
+    engine = DiffusionAttentionEngine.from_pipeline(pipeline, 'mine')
+    pipeline.vae.to('meta')
+    with pytest.raises(RuntimeError, match=r'^the engine runs in torch.float32 on cpu, but its '
+                                           r'vae is in torch.float32 on meta now'):
+        engine.extract(IMAGE, capture=SPEC, image_size=64)

@@ -62,6 +62,8 @@ def test_placed_casts_to_the_dtype_and_sets_eval_mode():
     assert out.weight.dtype == torch.float16 and not out.training
     same = loading.placed(out, torch.device('cpu'), torch.float16)
     assert same.weight.dtype == torch.float16
+    moved = loading.placed(_Module(2, 2), torch.device('meta'), torch.float32)  # (as to CUDA)
+    assert moved.weight.device.type == 'meta'
 
 
 def test_a_hub_id_with_only_its_index_cached_is_called_partly_cached(tmp_path):

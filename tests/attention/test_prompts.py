@@ -153,3 +153,28 @@ def test_an_empty_class_name_is_refused(tokenizer):
     """An empty name has no tokens: refused by name, never placed at no position."""
     with pytest.raises(ValueError, match=r"class name '' has no tokens"):
         token_positions(tokenizer, 'a photo of a cat', ['cat', ''])
+
+
+@pytest.mark.parametrize('name', ['stable-diffusion-v1-4', 'stable-diffusion-2-1-base'])
+def test_a_prompt_past_77_tokens_is_encoded_as_its_first_77(tiny_engine, name):
+    """As diffusers' pipelines: the tokens past the encoder's 77 positions are cut off (the text
+    encoder has no position for them), so prompts differing only there encode alike."""
+    from mmdiffseg.attention import encode_prompts
+    engine = tiny_engine(name)
+    words = ' '.join(['cat'] * 80)
+    encoded = encode_prompts(engine.tokenizer, engine.text_encoder,
+                             [f'{words} dog', f'{words} car', 'a dog'])
+    assert encoded.shape[:2] == (3, 77)
+    torch.testing.assert_close(encoded[0], encoded[1], rtol=0, atol=0)
+    assert not torch.equal(encoded[0], encoded[2])
+
+
+def test_token_offsets_outside_a_class_are_refused():
+    """A negative offset would count back from the class's last token (another word's token
+    enhanced without a word)."""
+    from mmdiffseg.attention.prompts import selected_tokens
+    assert selected_tokens('potted plant', [5, 6], {'potted plant': [1]}) == [6]
+    for offsets in ([-1], [2]):
+        with pytest.raises(ValueError, match=r"token_offsets\['potted plant'\] = .* pass offsets "
+                                             r'in 0\.\.1'):
+            selected_tokens('potted plant', [5, 6], {'potted plant': offsets})
