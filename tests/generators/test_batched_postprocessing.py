@@ -93,6 +93,22 @@ def test_cluster_sums_in_cpu_order_equal_the_per_cluster_sums_bit_for_bit(thread
         cpu_order_cluster_sums(torch.rand(1, 10, 1), torch.zeros(1, 10, dtype=torch.long), 2)
 
 
+def test_cluster_sums_take_the_thread_count_torch_runs_with_by_default():
+    """Without ``threads``: torch's own thread count (68 columns: 16 threads split off the last
+    4, one does not)."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(1, 1100, 68, generator=gen) * torch.rand(1, 1100, 1, generator=gen) ** 4
+    labels = torch.zeros(1, 1100, dtype=torch.long)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(16)
+        default = cpu_order_cluster_sums(x, labels, 2)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(default, cpu_order_cluster_sums(x, labels, 2, threads=16))
+    assert not torch.equal(default, cpu_order_cluster_sums(x, labels, 2, threads=1))
+
+
 def test_cluster_sums_past_one_run_of_16_cubed_rows_keep_the_cpu_order():
     """A cluster of more than 16 ** 3 rows: ATen's third accumulator level (runs of 16 groups of
     16 blocks) shapes the bits (a cascade of two levels differs here)."""

@@ -63,6 +63,9 @@ def test_a_class_taking_kwargs_takes_every_option():
     """``**kwargs`` takes any key, so none is unknown; a closed signature names its strangers."""
     assert unknown_options(_Open, dict(type='x', beta=2, gamma=3)) == []
     assert unknown_options(_Closed, dict(type='x', beta=2, alpha=0)) == ['beta']
+    # mmengine's own keys (_scope_) aside, a stray underscore is a typo to name
+    assert unknown_options(_Closed, dict(alpha_=1, _alpha=1, _scope_='mmseg')) == [
+        'alpha_', '_alpha']
 
 
 def test_the_error_lists_and_suggests_every_option_given_or_not():

@@ -305,6 +305,18 @@ def test_a_fitting_checkpoint_fits_the_test_time_augmented_model():
     assert fit_problem(SegTTAModel(module=net), part).startswith('it lacks 0.bias, of the 4 ')
 
 
+def test_a_checkpoint_without_batchnorm_counters_fits():
+    """An older or converted checkpoint lacks BatchNorm's num_batches_tracked buffers: mmengine
+    reports those, the model's parameters are all there."""
+    from torch import nn
+
+    from mmdiffseg.models.checkpoint_fit_hook import fit_problem
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    weights = {k: v for k, v in net.state_dict().items() if 'num_batches_tracked' not in k}
+    assert len(weights) < len(net.state_dict())
+    assert fit_problem(net, dict(state_dict=weights)) is None
+
+
 @pytest.mark.parametrize('tool', ['train', 'test', 'prefill_labels'])
 def test_a_cfg_option_value_with_a_space_is_refused(tool, capsys):
     """mmengine removes the spaces of a --cfg-options value: a cache folder '/data/my labels'
