@@ -61,16 +61,30 @@ def check_start_weights(load_from: str, trained: List[str],
         f'load_from in their order ({where}.metainfo=dict(classes=[...]))', ['load_from'])]
 
 
+def _of_work_dir(checkpoint: str, work_dir) -> bool:
+    """Whether ``checkpoint`` is the work dir's run's: in it, or the one its
+    ``last_checkpoint`` names (a run whose checkpoints are elsewhere, which ``--resume``
+    continues)."""
+    if not isinstance(work_dir, str):
+        return False
+    try:
+        named = open(os.path.join(work_dir, 'last_checkpoint')).read().strip()
+    except OSError:
+        named = ''
+    path = os.path.abspath(checkpoint)
+    return os.path.dirname(path) == os.path.abspath(work_dir) or \
+        bool(named) and os.path.abspath(named) == path
+
+
 def check_resumed_run(cfg) -> List[Missing]:
-    """``resume=True`` with a ``load_from`` of another folder than the work dir that is at
+    """``resume=True`` with a ``load_from`` of another run than the work dir's that is at
     ``train_cfg.max_iters`` already: mmengine resumes that run and ends at once, nothing
     trained, exit 0 (a fine-tune config's synthetic checkpoint, where ``resume=True`` was meant
     to continue the fine-tune)."""
     load_from, work_dir = cfg.get('load_from'), cfg.get('work_dir')
     max_iters = (cfg.get('train_cfg') or {}).get('max_iters')
     if not cfg.get('resume') or not isinstance(load_from, str) or \
-            not isinstance(max_iters, int) or isinstance(work_dir, str) and \
-            os.path.dirname(os.path.abspath(load_from)) == os.path.abspath(work_dir):
+            not isinstance(max_iters, int) or _of_work_dir(load_from, work_dir):
         return []
     done = checkpoint_meta(load_from).get('iter')
     if not isinstance(done, int) or done < max_iters:

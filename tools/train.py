@@ -148,14 +148,16 @@ def resume_from_work_dir(cfg: Config) -> Optional[str]:
 
 
 def start_weights_note(cfg: Config) -> Optional[str]:
-    """A new run's ``load_from`` that is not the last checkpoint of the run that saved it (that
-    folder's ``last_checkpoint`` names another, e.g. after a longer synthetic schedule than the
-    fine-tune config's ``iter_20000.pth``): a line for the run's log, else None."""
+    """A new run's ``load_from`` that is an earlier numbered checkpoint of the run that saved it
+    than the one that folder's ``last_checkpoint`` names (e.g. after a longer synthetic schedule
+    than the fine-tune config's ``iter_20000.pth``): a line for the run's log, else None."""
     if cfg.resume or not isinstance(cfg.get('load_from'), str) or \
             not osp.isfile(cfg.load_from):
         return None
     last = latest_in_work_dir(osp.dirname(osp.abspath(cfg.load_from)))
-    if last is None or osp.basename(last) == osp.basename(cfg.load_from):
+    numbered = [NUMBERED_CHECKPOINT.fullmatch(osp.basename(path or '')) for path in
+                (cfg.load_from, last)]   # (a best_*.pth is a choice, not left behind)
+    if not all(numbered) or int(numbered[0].group(1)) >= int(numbered[1].group(1)):
         return None
     return (f'load_from is {cfg.load_from}, but the run that saved it went on to {last} (its '
             f'last_checkpoint): this run starts from the earlier weights; to start from the '

@@ -94,6 +94,17 @@ class Manifest:
         for path in manifest_files(self.folder):
             read_manifest_file(path, self._check_header)
 
+    def _take_known(self, found: Dict[str, Any]) -> None:
+        """What an agreeing folder header knows and this run does not yet (the model's config
+        hash, the sampler: a hub model not downloaded here; a rank that computes nothing never
+        learns them) is taken, so this run's records and the merged manifest keep it."""
+        if self.header.get('model', {}).get('config_hash') is None and \
+                (found.get('model') or {}).get('config_hash') and \
+                found['model'].get('id') == self.header.get('model', {}).get('id'):
+            self.header['model'] = found['model']
+        if 'sampler' in self.header and self.header['sampler'] is None:
+            self.header['sampler'] = found.get('sampler')
+
     # -- reading ------------------------------------------------------------------------------
     def _read(self, path: Path, repair: bool, since: int = 0) -> List[Dict]:
         """Records of one manifest file (those of the lines from byte ``since`` on) after
@@ -118,6 +129,7 @@ class Manifest:
                                  f'choose another --out (or rerun {tool}.py to resume it)')
         differing = list(setting_differences(found, self.header))
         if not differing:
+            self._take_known(found)
             return
         raise UserInputError(
             f'refusing to resume into {self.folder}: its manifest ({path.name}) was made with '

@@ -68,9 +68,12 @@ def _weights(variant: Optional[str]) -> str:
 def variant_conflict(made_with: Dict, variant: Optional[str]) -> Optional[Tuple[str, str]]:
     """``(what, fix)`` where a label cache's first writer recorded another weights variant
     (``engine_kwargs.variant``, e.g. ``'fp16'``: the weights cast, labels a few percent of
-    pixels apart) than this writer's ``variant``; None where they agree, or where the cache
-    recorded none (made before the variant was recorded)."""
-    if 'variant' not in made_with or made_with['variant'] == variant:
+    pixels apart) than this writer's ``variant``; None where they agree, where the cache
+    recorded none (made before the variant was recorded), or where both load the same float16
+    tensors (the ``'fp16'`` files are the plain weights cast, as on the hub)."""
+    if 'variant' not in made_with or made_with['variant'] == variant or \
+            made_with.get('dtype') == 'float16' and {made_with['variant'], variant} <= {
+                None, 'fp16'}:
         return None
     recorded = made_with['variant']
     load = (f"model.data_preprocessor.engine_kwargs.variant='{recorded}'" if recorded else

@@ -69,7 +69,9 @@ class LoadImageTFDecode(LoadImageFromFile):
             raise
         try:
             img = self._decode(data)
-        except ValueError as exc:  # a damaged file: named, as mmcv's loader names it
+        except ImportError:
+            raise
+        except Exception as exc:  # noqa: BLE001  a damaged or empty file (cv2.error, PIL's...)
             if self.ignore_empty:
                 return None
             raise ValueError(f'LoadImageTFDecode: cannot decode {results["img_path"]}: '

@@ -56,13 +56,16 @@ class CheckpointFitHook(Hook):
         problem = fit_problem(runner.model, checkpoint)
         if not problem:
             return
-        if isinstance(getattr(runner, '_train_loop', None), BaseLoop):  # Runner.train built it
+        if not isinstance(getattr(runner, '_train_loop', None), BaseLoop):  # Runner.train's
+            fix = 'give the config it was trained with'
+        elif getattr(runner, '_resume', False):  # its optimizer state cannot fit either
+            fix = ('resume a run of this config (its work dir), or start a new run (without '
+                   '--resume or resume=True)')
+        else:
             fix = ('load_from a checkpoint of this model trained on its classes (a fine-tune: '
                    'the synthetic-only run of the same config family), or, to keep only the '
                    'weights that fit (the rest random), remove CheckpointFitHook from '
                    'custom_hooks')
-        else:
-            fix = 'give the config it was trained with'
         raise CheckpointMismatch(
             f"the checkpoint's weights do not fit the model of the config: {problem}; it was "
             'trained with another config (another class count, another model?), or is no '

@@ -105,3 +105,23 @@ def test_an_unknown_sampler_is_no_difference():
     assert list(setting_differences({'sampler': sampler}, {'sampler': None})) == []
     assert list(setting_differences({'sampler': sampler}, {'sampler': dict(
         sampler, beta_end=0.02)})) == [('sampler.beta_end', 0.012, 0.02)]
+
+
+def test_a_rank_that_learns_nothing_keeps_what_the_folder_knows(tmp_path):
+    """A rank with nothing to compute (no model load) has an incomplete header where the hub
+    model is not downloaded on its node: its rank file and the merged manifest kept it, erasing
+    the folder's config hash and sampler, and a later run with another sampler was taken."""
+    from mmdiffseg.apis.io import UserInputError
+    from mmdiffseg.apis.manifest import Manifest
+    sampler = {'_class_name': 'DDIMScheduler', 'beta_end': 0.012}
+    known = dict(tool='synthesize', model={'id': HUB_ID, 'config_hash': 'abc'}, sampler=sampler)
+    Manifest(tmp_path, known).start()
+    unknown = dict(known, model={'id': HUB_ID, 'config_hash': None}, sampler=None)
+    rank = Manifest(tmp_path, unknown, rank=0, world_size=2)
+    rank.load()
+    rank.start()
+    rank.merge_ranks([], [])
+    assert header(tmp_path)['model']['config_hash'] == 'abc'
+    assert header(tmp_path)['sampler'] == sampler
+    with pytest.raises(UserInputError, match=r'sampler\.beta_end: folder has 0\.012'):
+        Manifest(tmp_path, dict(known, sampler=dict(sampler, beta_end=0.02))).load()

@@ -357,10 +357,15 @@ def test_other_files_are_read_once_and_a_damaged_one_is_named(tmp_path, monkeypa
     load = TRANSFORMS.build(dict(type='LoadImageTFDecode'))
     out = load.transform(dict(img_path=str(tmp_path / 'a.png')))
     assert fetched == [str(tmp_path / 'a.png')] and np.array_equal(out['img'][..., ::-1], rgb)
-    with pytest.raises(ValueError, match=r'LoadImageTFDecode: cannot decode .*b\.png: '):
-        load.transform(dict(img_path=str(tmp_path / 'b.png')))
-    lenient = TRANSFORMS.build(dict(type='LoadImageTFDecode', ignore_empty=True))
-    assert lenient.transform(dict(img_path=str(tmp_path / 'b.png'))) is None
+    (tmp_path / 'empty.png').write_bytes(b'')   # cv2.error, not a ValueError
+    for backend in ('cv2', 'pillow'):            # pillow: UnidentifiedImageError
+        load = TRANSFORMS.build(dict(type='LoadImageTFDecode', imdecode_backend=backend))
+        for name in ('b.png', 'empty.png'):
+            with pytest.raises(ValueError, match=rf'LoadImageTFDecode: cannot decode .*{name}: '):
+                load.transform(dict(img_path=str(tmp_path / name)))
+            lenient = TRANSFORMS.build(dict(type='LoadImageTFDecode', ignore_empty=True,
+                                            imdecode_backend=backend))
+            assert lenient.transform(dict(img_path=str(tmp_path / name))) is None
 
 
 def test_the_coarse_maps_check_reads_through_the_datasets_file_backend():

@@ -17,7 +17,7 @@ class Loop(BaseLoop):
         pass
 
 
-def loading_runner(built, loaded, training):
+def loading_runner(built, loaded, training, resume=False):
     """What Runner.train / Runner.test do with the config's hooks and load_from: the train loop
     is built before the checkpoint loads."""
     from mmseg.registry import HOOKS
@@ -28,6 +28,7 @@ def loading_runner(built, loaded, training):
             self.model = nn.Linear(32, 4)
             self.hooks = [HOOKS.build(h) for h in cfg.custom_hooks]
             self._train_loop = Loop(self, []) if training else cfg.get('train_cfg')
+            self._resume = resume
 
         def load(self):
             for hook in self.hooks:
@@ -61,6 +62,14 @@ def test_a_fine_tune_from_weights_that_do_not_fit_stops_naming_load_from(tmp_pat
         'checkpoint of this one: load_from a checkpoint of this model trained on its classes (a '
         'fine-tune: the synthetic-only run of the same config family), or, to keep only the '
         'weights that fit (the rest random), remove CheckpointFitHook from custom_hooks\n')
+    # a resumed run: the optimizer state cannot fit either; no hook to remove
+    monkeypatch.setattr(train, 'build_runner', loading_runner(built, other, True, resume=True))
+    with pytest.raises(SystemExit):
+        train.main([str(TINY_FINETUNE), '--work-dir', str(tmp_path / 'run'), '--cfg-options',
+                    f'load_from={checkpoint}', 'resume=True'])
+    assert capsys.readouterr().err.endswith(
+        'whole checkpoint of this one: resume a run of this config (its work dir), or start a '
+        'new run (without --resume or resume=True)\n')
     monkeypatch.setattr(test, 'build_runner', loading_runner(built, other, training=False))
     with pytest.raises(SystemExit):
         test.main([str(TINY_FINETUNE), str(checkpoint)])
@@ -83,7 +92,9 @@ def test_a_load_from_before_its_runs_last_checkpoint_is_named_in_the_log(tmp_pat
         f"load_from is {synthetic / 'iter_4.pth'}, but the run that saved it went on to "
         f"{synthetic / 'iter_8.pth'} (its last_checkpoint): this run starts from the earlier "
         f"weights; to start from the last, --cfg-options load_from={synthetic / 'iter_8.pth'}")
+    (synthetic / 'best_mIoU_iter_4.pth').write_bytes(b'w')   # chosen, not left behind
     for load_from, resume in ((synthetic / 'iter_8.pth', False), (synthetic / 'iter_4.pth', True),
-                              (tmp_path / 'gone.pth', False)):
+                              (tmp_path / 'gone.pth', False),
+                              (synthetic / 'best_mIoU_iter_4.pth', False)):
         assert train.start_weights_note(Config(dict(load_from=str(load_from),
                                                     resume=resume))) is None

@@ -55,6 +55,13 @@ def test_labels_of_another_weights_variant_are_refused_before_and_at_the_first_l
     (item,) = check_cache_precision(str(half), 'x.cache', ('float32', None))
     assert "engine_kwargs.variant='fp16')" in item.fix
     assert LabelCache(str(half), 'org/sd', GENERATOR).check_signature()   # a reader
+    # in float16 the 'fp16' files and the plain weights load the same tensors
+    float16 = tmp_path / 'float16'
+    LabelCache(str(float16), 'org/sd', GENERATOR, writer_dtype='float16',
+               writer_variant='fp16').sign()
+    assert check_cache_precision(str(float16), 'x.cache', ('float16', None)) == []
+    assert LabelCache(str(float16), 'org/sd', GENERATOR, writer_dtype='float16').check_signature()
+    assert len(check_cache_precision(str(float16), 'x.cache', ('float16', 'other'))) == 1
     signature = json.loads((half / 'cache.json').read_text())
     signature['made_with'] = {'dtype': 'float32'}    # recorded before variants were
     (half / 'cache.json').write_text(json.dumps(signature))

@@ -83,6 +83,11 @@ def test_resume_true_of_another_runs_finished_checkpoint_is_refused(tmp_path):
     assert check_resumed_run(cfg) == []
     cfg.load_from = save_checkpoint(tmp_path / 'finetune' / 'iter_4.pth', iteration=max_iters)
     assert check_resumed_run(cfg) == []   # this run's own, finished: nothing to do
+    # a work dir whose last_checkpoint names one elsewhere (--resume continues that run)
+    cfg.load_from = save_checkpoint(tmp_path / 'moved' / 'iter_4.pth', iteration=max_iters)
+    assert len(check_resumed_run(cfg)) == 1
+    (tmp_path / 'finetune' / 'last_checkpoint').write_text(cfg.load_from)
+    assert check_resumed_run(cfg) == []
 
 
 def test_checkpoint_meta_is_empty_for_what_records_none(tmp_path):
