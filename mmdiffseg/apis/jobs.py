@@ -137,6 +137,18 @@ LoadFn = Callable[[WorkItem], Any]
 ComputeFn = Callable[[List[WorkItem], Any], List[Union[ItemOutput, ItemFailed]]]
 
 
+def check_job_sizes(batch_size, workers) -> None:
+    """Refuse a batch size below 1 and a negative worker count before any work (they failed in
+    the job's plan or its process pool, in words of their own)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserInputError(f'batch_size (--batch-size) must be an integer of 1 or more, got '
+                             f'{batch_size!r}')
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 0):
+        raise UserInputError(f'workers (--workers) must be None (the default), 0 (load and '
+                             f'write in this process) or more, got {workers!r}')
+
+
 def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional[ComputeFn],
             out_dir, header: Dict[str, Any], batch_size: int = 1,
             split_file: Optional[str] = None, workers: Optional[int] = None,
@@ -180,7 +192,8 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         counts from the end of ``prepare``.
 
     Raises:
-        UserInputError: two items have the same id, ``out_dir`` is a file, another run is
+        UserInputError: ``batch_size`` or ``workers`` out of range, two items have the same
+            id, ``out_dir`` is a file, another run is
             writing into it (:mod:`.folder_lock`), its manifest was made with other settings, or
             it has none but holds files the job would replace (a dataset's labels, a split file:
             :func:`.folders.foreign_folder_refusal`), an item's id names outputs made from
@@ -193,6 +206,7 @@ def run_job(items: Sequence[WorkItem], load: Optional[LoadFn], compute: Optional
         JobInterrupted: Ctrl-C; it carries the summary of what was made (all complete).
     """
     progress_file = sys.stdout if progress_file is None else progress_file
+    check_job_sizes(batch_size, workers)
     rank, world_size = get_dist_info()
     check_item_ids(items)
     with output_folder(out_dir) as folder, job_lock(folder):

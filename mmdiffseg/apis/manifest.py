@@ -98,10 +98,10 @@ class Manifest:
         """What an agreeing folder header knows and this run does not yet (the model's config
         hash, the sampler: a hub model not downloaded here; a rank that computes nothing never
         learns them) is taken, so this run's records and the merged manifest keep it."""
-        if self.header.get('model', {}).get('config_hash') is None and \
-                (found.get('model') or {}).get('config_hash') and \
-                found['model'].get('id') == self.header.get('model', {}).get('id'):
-            self.header['model'] = found['model']
+        own, theirs = self.header.get('model'), found.get('model')
+        if isinstance(own, dict) and isinstance(theirs, dict) and own.get('config_hash') is None \
+                and theirs.get('config_hash') and theirs.get('id') == own.get('id'):
+            self.header['model'] = theirs
         if 'sampler' in self.header and self.header['sampler'] is None:
             self.header['sampler'] = found.get('sampler')
 

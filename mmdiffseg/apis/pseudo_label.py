@@ -11,7 +11,7 @@ import logging
 import os
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -329,6 +329,9 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
     classes = class_list_arg(classes, 'classes')
     generator = build_generator(gen_cfg, classes)
     check_names_given(generator, image_labels, 'image_labels (image id -> the class names in it)')
+    if image_labels is not None and not isinstance(image_labels, Mapping):
+        raise UserInputError(f'image_labels: expected a dict of image id -> the class names in '
+                             f'it, got a {type(image_labels).__name__}')
     if image_labels is not None:
         if classes is None:
             raise UserInputError('image-level labels need --classes (the label set)')

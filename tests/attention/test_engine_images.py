@@ -79,6 +79,11 @@ def test_normalised_and_16_bit_float_images_are_refused_with_the_fix():
                                          r'look like a mean/std-normalised image.*images \* std '
                                          r'\+ mean'):
         preprocess_images((rgb - mean) / std, 64)
+    bright = ((rgb * 0.5 + 120) - mean) / std   # every value above -1: read as 0..255, black
+    assert bright.min() > -1
+    with pytest.raises(ValueError, match=r'images\[0\]: float values in \[-0\.\d+, 2\.\d+\] '
+                                         r'look like a mean/std-normalised image'):
+        preprocess_images(bright, 64)
     with pytest.raises(ValueError, match=r'images\[0\]: .*go above 255, as a 16-bit image given '
                                          r'as floats does.*pass images / 257'):
         preprocess_images([rgb[0].permute(1, 2, 0).numpy() * 257], 64)
