@@ -39,7 +39,7 @@ from .preflight_cache import (check_cache_precision, check_cache_revision, check
                               check_cache_writable, check_label_mixing_transforms,
                               check_label_step_order, check_one_label_cache, check_prompt_fit,
                               unlabelled_finder, writer_settings)
-from .preflight_checkpoints import check_resumed_run, check_start_weights, checkpoint_classes
+from .preflight_checkpoints import check_run_start, checkpoint_classes
 from .preflight_classes import (check_dataset_classes, check_matched_class_count,
                                 check_model_classes, check_prefill_labeller,
                                 check_segment_scoring)
@@ -48,7 +48,7 @@ from .preflight_data import (Missing, check_dataset, check_image_level_labels,
 from .preflight_decoding import check_image_decoding
 from .preflight_label_files import check_label_convention, check_tool_label_folder
 from .preflight_options import (check_cache_keys, check_generator_entry, check_head_layout,
-                                check_options, check_schedule, generator_refusal,
+                                check_options, generator_refusal,
                                 unknown_option_keys)
 from .provenance import MOVED_HUB_IDS, model_path, names_a_local_path, withdrawn_model
 from .registry import config_type
@@ -339,12 +339,9 @@ def check(cfg: Config, mode: str = 'train', dtype: Optional[str] = None,
                 if isinstance(node.get(key), str) and (key == 'sd_model' or 'cache_dir' in node):
                     sd_models.setdefault(node[key], []).append(f'{path}.{key}')
     missing += check_options(cfg, tuple(sections))
-    if mode == 'train':
-        missing += check_one_label_cache(cfg) + check_schedule(cfg)
     trained = checkpoint_classes(cfg.get('load_from')) if mode != 'prefill' else None
-    if mode == 'train':   # a fine-tune's start weights, or the run resumed
-        missing += check_resumed_run(cfg) if cfg.get('resume') else \
-            check_start_weights(cfg.load_from, trained, datasets) if trained else []
+    if mode == 'train':   # and a fine-tune's start weights, or the run resumed
+        missing += check_one_label_cache(cfg) + check_run_start(cfg, trained, datasets)
     if mode == 'test' and trained:   # what the model learnt: the test set is compared with it
         datasets.insert(0, (f"load_from ({cfg.load_from}: the classes it was trained on)",
                             dict(metainfo=dict(classes=trained))))

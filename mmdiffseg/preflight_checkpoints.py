@@ -9,23 +9,29 @@ from typing import List, Optional, Tuple
 
 from .preflight_classes import _first_difference, _same, dataset_classes, describe
 from .preflight_data import Missing
+from .preflight_options import check_schedule
 
 
-def checkpoint_meta(path) -> dict:
-    """mmengine's ``meta`` of a checkpoint file (its iteration, ``dataset_meta``...); ``{}``
-    where it records none or cannot be read here (the checkpoint check names a missing file,
-    the runner's load an unreadable one)."""
+def checkpoint_entry(path, key: str):
+    """Entry ``key`` of a checkpoint file (``meta``: its iteration, ``dataset_meta``...;
+    ``param_schedulers``), read without its weights; None where it has none or cannot be read
+    here (the checkpoint check names a missing file, the runner's load an unreadable one)."""
     import torch
     if not isinstance(path, str) or not os.path.isfile(path):
-        return {}
+        return None
     try:
         try:
             state = torch.load(path, map_location='cpu', mmap=True, weights_only=False)
         except RuntimeError:   # saved in the legacy format, which cannot be memory-mapped
             state = torch.load(path, map_location='cpu', weights_only=False)
-        meta = state.get('meta')
+        return state.get(key)
     except Exception:  # noqa: BLE001  (the runner's load says why)
-        return {}
+        return None
+
+
+def checkpoint_meta(path) -> dict:
+    """mmengine's ``meta`` of a checkpoint file, ``{}`` where there is none."""
+    meta = checkpoint_entry(path, 'meta')
     return meta if isinstance(meta, dict) else {}
 
 
@@ -96,3 +102,43 @@ def check_resumed_run(cfg) -> List[Missing]:
         'to start a new run from its weights (a fine-tune), resume=False; to continue the run '
         "of the work dir, tools/train.py --resume (it resumes the work dir's latest checkpoint)",
         ['resume', 'load_from'])]
+
+
+def check_resumed_schedule(cfg) -> List[Missing]:
+    """A resumed run longer than the learning-rate decay its checkpoint records: mmengine
+    restores each scheduler's ``end`` from the checkpoint, whatever the config says, so past the
+    last ``PolyLR`` with ``eta_min`` 0 every iteration trains at learning rate 0 (a raised
+    ``train_cfg.max_iters`` with ``--resume``, ``param_scheduler``'s ``end`` raised too)."""
+    max_iters = (cfg.get('train_cfg') or {}).get('max_iters')
+    load_from = cfg.get('load_from')
+    if not cfg.get('resume') or not isinstance(max_iters, int):
+        return []
+    schedulers = checkpoint_entry(load_from, 'param_schedulers')
+    ends = [s['end'] for s in schedulers if isinstance(s, dict) and 'power' in s and
+            s.get('eta_min') == 0 and not s.get('by_epoch', True)
+            and isinstance(s.get('end'), int)] if isinstance(schedulers, list) else []
+    done = checkpoint_meta(load_from).get('iter')
+    if not ends or max(ends) >= max_iters or not isinstance(done, int) or done >= max_iters:
+        return []
+    return [Missing(
+        f'the run resumed from {load_from} keeps its learning-rate schedule, whose PolyLR '
+        f'(eta_min 0) ends at iteration {max(ends)}: its iterations {max(ends) + 1} to '
+        f'train_cfg.max_iters {max_iters} would train at learning rate 0 (mmengine restores the '
+        "schedule's end from the checkpoint, not the config's)",
+        f'to train longer, start a new run from its weights: --cfg-options load_from={load_from} '
+        f'train_cfg.max_iters={max_iters} param_scheduler.0.end={max_iters}, without --resume '
+        'or resume=True; or resume with max_iters at most ' + str(max(ends)),
+        ['train_cfg.max_iters', 'resume'])]
+
+
+def check_run_start(cfg, trained: Optional[List[str]],
+                    datasets: List[Tuple[str, dict]]) -> List[Missing]:
+    """What a training run starts from: a resumed run's checkpoint (another run's finished one,
+    the schedule it keeps) or else the config's schedule and a fine-tune's start weights
+    (``trained``: the classes ``load_from`` was trained on)."""
+    if cfg.get('resume') and checkpoint_entry(cfg.get('load_from'), 'param_schedulers'):
+        return check_resumed_run(cfg) + check_resumed_schedule(cfg)
+    missing = check_schedule(cfg) + (check_resumed_run(cfg) if cfg.get('resume') else [])
+    if trained and not cfg.get('resume'):
+        missing += check_start_weights(cfg.load_from, trained, datasets)
+    return missing

@@ -199,7 +199,8 @@ def add_generator_args(parser: argparse.ArgumentParser, default_method: str,
                              '--method, the preset must be of that generator (default: none, the '
                              '--method defaults)')
     parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
-                        help='override generator options, e.g. pamr_iter=10 (default: none)')
+                        help="override generator options, e.g. SeeDiff's pamr_iter=10, iSeg's "
+                             'use_cluster=false (default: none)')
 
 
 def add_run_args(parser: argparse.ArgumentParser, out_help: str = 'output folder (created; '

@@ -27,6 +27,7 @@ from mmdiffseg.apis.cli import (EXIT_BAD_INPUT, EXIT_WRITE_FAILED, leave_process
 from mmdiffseg.apis.io import OutputWriteError, UserInputError
 from mmdiffseg.compat import config_fromfile, quiet_stock_notices
 from mmdiffseg.models import CheckpointMismatch
+from mmdiffseg.preflight_checkpoints import checkpoint_meta
 from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
@@ -164,6 +165,18 @@ def start_weights_note(cfg: Config) -> Optional[str]:
             f'last, --cfg-options load_from={last}')
 
 
+def finished_run_note(cfg: Config) -> Optional[str]:
+    """A resumed checkpoint at ``train_cfg.max_iters`` already (a rerun of a finished run):
+    mmengine trains nothing and says nothing; a line for the run's log, else None."""
+    done = checkpoint_meta(cfg.load_from).get('iter') if cfg.resume else None
+    max_iters = (cfg.get('train_cfg') or {}).get('max_iters')
+    if not isinstance(done, int) or not isinstance(max_iters, int) or done < max_iters:
+        return None
+    return (f'{cfg.load_from} is at iteration {done}, train_cfg.max_iters is {max_iters}: the run '
+            'is finished, nothing to train (to train longer, start a new run from its weights: '
+            f'--cfg-options load_from={cfg.load_from} with a longer schedule, without --resume)')
+
+
 def build_runner(cfg: Config):
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     quiet_stock_notices(runner.logger)
@@ -181,6 +194,7 @@ def main(argv=None):
         enable_amp(cfg)
     cfg.resume = bool(args.resume or cfg.get('resume'))  # mmengine's resume=True counts too
     notes = [resume_from_work_dir(cfg) if args.resume else None, start_weights_note(cfg)]
+    notes.append(finished_run_note(cfg))
     if run_preflight(args, cfg, args.config, 'train'):
         return
     start_runner_launcher(cfg, 'train')

@@ -98,3 +98,18 @@ def test_a_load_from_before_its_runs_last_checkpoint_is_named_in_the_log(tmp_pat
                               (synthetic / 'best_mIoU_iter_4.pth', False)):
         assert train.start_weights_note(Config(dict(load_from=str(load_from),
                                                     resume=resume))) is None
+
+
+def test_a_rerun_of_a_finished_run_says_there_is_nothing_to_train(tmp_path):
+    """--resume of a run at max_iters: mmengine ended at once, exit 0, without a word."""
+    from mmengine.config import Config
+    train = load_tool('train')
+    checkpoint = tmp_path / 'iter_4.pth'
+    torch.save(dict(meta=dict(iter=4), state_dict={}), checkpoint)
+    cfg = Config(dict(load_from=str(checkpoint), resume=True, train_cfg=dict(max_iters=4)))
+    assert train.finished_run_note(cfg) == (
+        f'{checkpoint} is at iteration 4, train_cfg.max_iters is 4: the run is finished, nothing '
+        'to train (to train longer, start a new run from its weights: --cfg-options load_from='
+        f'{checkpoint} with a longer schedule, without --resume)')
+    for changed in (dict(train_cfg=dict(max_iters=8)), dict(resume=False)):
+        assert train.finished_run_note(Config(dict(cfg.to_dict(), **changed))) is None

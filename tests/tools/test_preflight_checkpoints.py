@@ -107,3 +107,33 @@ def test_a_validation_set_in_another_order_names_each_side():
     (item,) = found(cfg, 'val_dataloader.dataset.metainfo')
     assert "; index 1 is 'cat' in val_dataloader.dataset but 'aeroplane' in " \
            'train_dataloader.dataset: ' in item.what
+
+
+def test_a_resumed_run_past_its_checkpoints_schedule_is_refused(tmp_path):
+    """--resume with a raised max_iters: the pre-flight named param_scheduler.0.end to raise;
+    doing so passed, and the resumed run trained its new iterations at learning rate 0
+    (mmengine restores the schedule's end from the checkpoint)."""
+    cfg = Config.fromfile(str(TINY_FINETUNE))
+    cfg.work_dir = str(tmp_path / 'run')
+    cfg.resume = True
+    end = cfg.train_cfg.max_iters
+    poly = dict(eta_min=0, power=0.9, begin=0, end=end, by_epoch=False)
+    cfg.load_from = str(tmp_path / 'run' / 'iter_2.pth')
+    (tmp_path / 'run').mkdir()
+    torch.save(dict(meta=dict(iter=2), param_schedulers=[poly], state_dict={}), cfg.load_from)
+    assert found(cfg, 'train_cfg.max_iters') == []
+    for config_end in (end, 2 * end):   # the config's end: the checkpoint's counts
+        cfg.train_cfg.max_iters = 2 * end
+        cfg.param_scheduler[0].end = config_end
+        (item,) = found(cfg, 'train_cfg.max_iters')
+        assert item.what.startswith(
+            f'the run resumed from {cfg.load_from} keeps its learning-rate schedule, whose PolyLR '
+            f'(eta_min 0) ends at iteration {end}: its iterations {end + 1} to '
+            f'train_cfg.max_iters {2 * end} would train at learning rate 0')
+        assert item.fix.startswith(f'to train longer, start a new run from its weights: '
+                                   f'--cfg-options load_from={cfg.load_from} train_cfg.max_iters='
+                                   f'{2 * end} param_scheduler.0.end={2 * end}, without --resume')
+    cfg.resume = False   # a new run: the config's schedule is checked
+    cfg.param_scheduler[0].end = end
+    (item,) = found(cfg, 'train_cfg.max_iters')
+    assert item.what.startswith(f'train_cfg.max_iters is {2 * end}, but param_scheduler.0')
