@@ -41,6 +41,11 @@ class UserInputError(ValueError):
     """Bad arguments or inputs found before any work (unknown class, missing model, ...)."""
 
 
+class SettingsRefused(UserInputError):
+    """A run's settings refused where its work meets them (a label cache of another precision):
+    rerunning the same command cannot get further."""
+
+
 class OutputWriteError(RuntimeError):
     """The output folder cannot be written (read-only, disk full, ...)."""
 

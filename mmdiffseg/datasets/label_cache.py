@@ -100,8 +100,8 @@ def _atomic_write(path: Path, data: bytes, replace: bool = True) -> None:
 def _conflict(message: str) -> ValueError:
     """A cache that this run must not write into, as the tools' bad-input error (a
     ``ValueError``: an ``error:`` line and exit status 2 instead of a traceback)."""
-    from ..apis.io import UserInputError  # here: mmdiffseg.apis imports this module
-    return UserInputError(message)
+    from ..apis.io import SettingsRefused  # here: mmdiffseg.apis imports this module
+    return SettingsRefused(message)
 
 
 class LabelCache:
@@ -132,7 +132,7 @@ class LabelCache:
                                          LABELS_VERSION_KEY: LABELS_VERSION})
         self.writer_dtype, self.writer_variant = writer_dtype, writer_variant
         self.wait_timeout = float(wait_timeout)
-        self._signature_checked = False
+        self._signature_checked = self._writer_checked = False
         self._damaged: set = set()   # damaged label files already logged
 
     # -- signature ---------------------------------------------------------------------------
@@ -163,21 +163,34 @@ class LabelCache:
         return [f'{key}: cache {describe(have)}, this run {describe(want)}'
                 for key, have, want in differing] + ([note] if note else [])
 
-    def check_signature(self) -> bool:
+    def check_signature(self, writer: bool = True) -> bool:
         """True when the folder was written with this signature, False when it has none yet.
+        ``writer=False``: reading only (labels of any precision and weights variant are read).
 
         Raises:
             UserInputError: (a ``ValueError``; the tools' ``error:`` line, exit 2) the folder
                 holds labels of another model or generator config (the message lists the
-                settings that differ), or of another precision than ``writer_dtype`` (e.g. a
-                float32 and a bfloat16 prefill that both started on a new cache).
+                settings that differ), or, for a writer, of another precision or weights variant
+                than ``writer_dtype`` / ``writer_variant`` (e.g. a float32 and a bfloat16 prefill
+                that both started on a new cache).
         """
         if self._signature_checked and (self.cache_dir / SIGNATURE_FILE).exists():
-            return True
-        self._signature_checked = False   # the folder or its signature was deleted meanwhile
-        stored = self._stored_signature()
-        if stored is None:
-            return False
+            stored = None if self._writer_checked or not writer else self._stored_signature()
+        else:   # not checked yet, or the folder or its signature was deleted meanwhile
+            self._signature_checked = self._writer_checked = False
+            stored = self._stored_signature()
+            if stored is None:
+                return False
+            self._check_settings(stored)
+        if stored is not None and writer and self.writer_dtype is not None:
+            refusal = writer_refusal(self.cache_dir, stored.get(WRITER_KEY, {}),
+                                     self.writer_dtype, self.writer_variant)
+            if refusal:
+                raise _conflict(refusal)
+            self._writer_checked = True
+        return True
+
+    def _check_settings(self, stored: dict) -> None:
         differing = self.signature_differences(stored)
         if differing:
             raise _conflict(missing_model_refusal(self.model, self.cache_dir, differing) or (
@@ -187,12 +200,7 @@ class LabelCache:
                 'config another cache_dir (the `cache` of LoadPseudoLabel in the train pipeline) '
                 'or delete the folder once no run writes into it.'
                 + empty_cache_note(self.cache_dir)))
-        refusal = writer_refusal(self.cache_dir, stored.get(WRITER_KEY, {}), self.writer_dtype,
-                                 self.writer_variant) if self.writer_dtype is not None else None
-        if refusal:
-            raise _conflict(refusal)
         self._signature_checked = True
-        return True
 
     def sign(self) -> None:
         """Write the signature if the folder has none (else check it), with the writer's
@@ -230,7 +238,7 @@ class LabelCache:
         """The cached ``(H, W)`` uint8 label of the image with content key ``key``, or None when
         there is none or its file is damaged (logged once; :meth:`fetch_or_make` makes it
         again and replaces the file)."""
-        if not self.check_signature():
+        if not self.check_signature(writer=False):
             return None
         path = self.path(key)
         label = read_label(path)

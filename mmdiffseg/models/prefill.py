@@ -28,7 +28,8 @@ from mmengine.dist import all_reduce, get_dist_info
 from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
 
-from ..apis.io import JobStopped, RankStopped, UserInputError, collective, stop_reason
+from ..apis.io import (JobStopped, RankStopped, SettingsRefused, UserInputError, collective,
+                       stop_reason)
 from ..apis.progress import ProgressLine, start_worker
 from ..apis.pseudo_label import inner_dataset_cfgs
 from ..datasets.cache_settings import canonical_cache_spec
@@ -200,7 +201,7 @@ def _labeler(cfg: Config, spec: dict, dtype: Optional[str],
                             batch_size=batch_size or pre.get('label_batch_size', 4),
                             engine_kwargs=pre.get('engine_kwargs'),
                             overflow_fix='--dtype float32')
-    labeler.bind(spec)
+    labeler.bind(spec, check_writer=False)   # a full cache is read in any precision
     return labeler
 
 
@@ -318,7 +319,7 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
         except KeyboardInterrupt:
             interrupted = True
         except UserInputError as exc:  # an image that cannot be read: with what was made so far
-            if not counts[0]:
+            if not counts[0] or isinstance(exc, SettingsRefused):   # (a rerun would stop too)
                 raise
             stopped = (str(exc), exc)
         except RuntimeError as exc:  # a full disk, a killed loader process: with the counts

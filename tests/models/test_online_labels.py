@@ -308,9 +308,9 @@ def test_the_labelers_precision_is_recorded_and_another_is_refused(setup):
     with pytest.raises(ValueError, match='set the engine precision to float16'):
         full(batch(pipeline, samples[1:2], seed=0), training=True)
     variant = MODELS.build(dict(type='DiffusionLabelPreprocessor', engine_dtype='float16',
-                                engine_kwargs=dict(variant='fp16'), mean=[0, 0, 0],
+                                engine_kwargs=dict(variant='non_ema'), mean=[0, 0, 0],
                                 std=[1, 1, 1], bgr_to_rgb=True, size=(96, 96)))
-    with pytest.raises(ValueError, match=r"from the 'fp16' weights variant: load the weights"):
+    with pytest.raises(ValueError, match=r"from the 'non_ema' weights variant: load the weights"):
         variant(batch(pipeline, samples[1:2], seed=0), training=True)
     assert engine.calls == [1]
 

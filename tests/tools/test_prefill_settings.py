@@ -86,7 +86,7 @@ def test_arguments_override_the_preprocessor_and_ranks_share_quietly(
     cfg.train_dataloader.num_workers = 3
     with DefaultScope.overwrite_default_scope('mmseg'):
         summary = prefill_module.prefill(cfg, 'cpu', batch_size=4, dtype='float16')
-        (tmp_path / 'cache' / 'cache.json').unlink()  # signed float16 (no label was saved)
+        (tmp_path / 'cache' / 'cache.json').unlink(missing_ok=True)  # (no label was saved)
         prefill_module.prefill(cfg, 'cpu', batch_size=4, workers=1, progress=False)
         [dataset] = prefill_module._build_datasets(
             online_dataset_cfgs(cfg.train_dataloader.dataset))
@@ -231,3 +231,19 @@ def test_the_loader_workers_die_with_a_killed_prefill(tmp_path, tiny_sd):
     while any(os.path.exists(f'/proc/{p}') for p in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not [p for p in workers if os.path.exists(f'/proc/{p}')]
+
+
+def test_a_full_cache_is_prefilled_in_another_precision_without_a_refusal(tmp_path, tiny_sd):
+    """Every label cached in float32: a bfloat16 prefill adds nothing and was refused at its
+    start ('would add labels made in bfloat16'); it reads the cache (all cached), while one
+    with a label to make is refused before its first claim."""
+    cfg = online_config(tmp_path, tiny_sd)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        made = prefill_module.prefill(cfg, 'cpu', batch_size=4, dtype='float32', progress=False)
+        again = prefill_module.prefill(cfg, 'cpu', batch_size=4, dtype='bfloat16',
+                                       progress=False)
+        assert again.made == 0 and again.cached == made.made > 0
+        next((tmp_path / 'cache').glob('??/*.png')).unlink()
+        with pytest.raises(ValueError, match='holds labels made in float32, and this run would '
+                                             'add labels made in bfloat16'):
+            prefill_module.prefill(cfg, 'cpu', batch_size=4, dtype='bfloat16', progress=False)
