@@ -8,10 +8,10 @@ class names whose SHA-1 is ``k`` (:func:`label_key`), at the image's original si
 + generator config, so the effective key is image content + class names + model + generator
 config; opening a folder written with another signature is an error naming the settings that
 differ (never silently reused labels). Models compare by the hash of their diffusers configs, so
-the same model under another folder, node or hub id is the same model. The engine's precision is
-not part of the key: it is the numerics of one method, like the GPU model or the batch size (float16
-and float32 labels differ on a few percent of pixels); the writer that made the folder's labels
-records it and a writer with another precision is refused (:meth:`LabelCache.check_signature`).
+the same model under another folder, node or hub id is the same model. The engine's precision and
+weights variant are not part of the key (the numerics of one method, like the GPU model; float16
+and float32 labels differ on a few percent of pixels): the folder's first writer records them and
+another writer's are refused (:meth:`LabelCache.check_signature`).
 
 Exactly once across processes (training ranks, dataloader prefetch, a prefill job running beside
 a training run): a label is made only by the process that holds the claim of its key, an
@@ -165,14 +165,12 @@ class LabelCache:
 
     def check_signature(self, writer: bool = True) -> bool:
         """True when the folder was written with this signature, False when it has none yet.
-        ``writer=False``: reading only (labels of any precision and weights variant are read).
 
         Raises:
-            UserInputError: (a ``ValueError``; the tools' ``error:`` line, exit 2) the folder
-                holds labels of another model or generator config (the message lists the
-                settings that differ), or, for a writer, of another precision or weights variant
-                than ``writer_dtype`` / ``writer_variant`` (e.g. a float32 and a bfloat16 prefill
-                that both started on a new cache).
+            SettingsRefused: (a ``UserInputError``: the tools' ``error:`` line, exit 2) the folder
+                holds labels of another model or generator config (the settings that differ
+                are named), or, with ``writer`` (else reading only), of another precision or
+                weights variant than ``writer_dtype`` / ``writer_variant``.
         """
         if self._signature_checked and (self.cache_dir / SIGNATURE_FILE).exists():
             stored = None if self._writer_checked or not writer else self._stored_signature()
