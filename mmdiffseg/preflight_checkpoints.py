@@ -114,20 +114,22 @@ def check_resumed_schedule(cfg) -> List[Missing]:
     if not cfg.get('resume') or not isinstance(max_iters, int):
         return []
     schedulers = checkpoint_entry(load_from, 'param_schedulers')
-    ends = [s['end'] for s in schedulers if isinstance(s, dict) and 'power' in s and
-            s.get('eta_min') == 0 and not s.get('by_epoch', True)
-            and isinstance(s.get('end'), int)] if isinstance(schedulers, list) else []
+    decays = [(s['end'], i) for i, s in enumerate(schedulers) if isinstance(s, dict) and
+              'power' in s and s.get('eta_min') == 0 and not s.get('by_epoch', True)
+              and isinstance(s.get('end'), int)] if isinstance(schedulers, list) else []
     done = checkpoint_meta(load_from).get('iter')
-    if not ends or max(ends) >= max_iters or not isinstance(done, int) or done >= max_iters:
+    if not decays or max(decays)[0] >= max_iters or not isinstance(done, int) or \
+            done >= max_iters:
         return []
+    end, index = max(decays)
     return [Missing(
         f'the run resumed from {load_from} keeps its learning-rate schedule, whose PolyLR '
-        f'(eta_min 0) ends at iteration {max(ends)}: its iterations {max(ends) + 1} to '
+        f'(eta_min 0) ends at iteration {end}: its iterations {end + 1} to '
         f'train_cfg.max_iters {max_iters} would train at learning rate 0 (mmengine restores the '
         "schedule's end from the checkpoint, not the config's)",
         f'to train longer, start a new run from its weights: --cfg-options load_from={load_from} '
-        f'train_cfg.max_iters={max_iters} param_scheduler.0.end={max_iters}, without --resume '
-        'or resume=True; or resume with max_iters at most ' + str(max(ends)),
+        f'train_cfg.max_iters={max_iters} param_scheduler.{index}.end={max_iters}, without '
+        f'--resume or resume=True; or resume with max_iters at most {end}',
         ['train_cfg.max_iters', 'resume'])]
 
 

@@ -314,13 +314,14 @@ def check_schedule(cfg) -> List[Missing]:
     train_cfg = cfg.get('train_cfg') or {}
     max_iters, schedulers = train_cfg.get('max_iters'), cfg.get('param_scheduler') or []
     schedulers = [schedulers] if isinstance(schedulers, dict) else list(schedulers)
-    timed = [(i, s) for i, s in enumerate(schedulers)
-             if isinstance(s, dict) and not s.get('by_epoch', True)]
-    if not isinstance(max_iters, int) or not timed:
+    decays = [(i, s) for i, s in enumerate(schedulers)   # (a warm-up's end is not the decay's)
+              if isinstance(s, dict) and not s.get('by_epoch', True) and
+              s.get('type') == 'PolyLR' and s.get('eta_min', 0) == 0]
+    if not isinstance(max_iters, int) or not decays:
         return []
-    index, last = max(timed, key=lambda pair: pair[1].get('end', float('inf')))
+    index, last = max(decays, key=lambda pair: pair[1].get('end', float('inf')))
     end = last.get('end', float('inf'))
-    if end >= max_iters or last.get('type') != 'PolyLR' or last.get('eta_min', 0) != 0:
+    if end >= max_iters:
         return []
     return [Missing(f'train_cfg.max_iters is {max_iters}, but param_scheduler.{index} (PolyLR, '
                     f'eta_min 0) ends at iteration {end}: the iterations after it would train at '

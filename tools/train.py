@@ -167,7 +167,7 @@ def start_weights_note(cfg: Config) -> Optional[str]:
 
 def finished_run_note(cfg: Config) -> Optional[str]:
     """A resumed checkpoint at ``train_cfg.max_iters`` already (a rerun of a finished run):
-    mmengine trains nothing and says nothing; a line for the run's log, else None."""
+    mmengine trains nothing and says nothing; the line the tool ends with, else None."""
     done = checkpoint_meta(cfg.load_from).get('iter') if cfg.resume else None
     max_iters = (cfg.get('train_cfg') or {}).get('max_iters')
     if not isinstance(done, int) or not isinstance(max_iters, int) or done < max_iters:
@@ -194,8 +194,11 @@ def main(argv=None):
         enable_amp(cfg)
     cfg.resume = bool(args.resume or cfg.get('resume'))  # mmengine's resume=True counts too
     notes = [resume_from_work_dir(cfg) if args.resume else None, start_weights_note(cfg)]
-    notes.append(finished_run_note(cfg))
+    finished = finished_run_note(cfg)
     if run_preflight(args, cfg, args.config, 'train'):
+        return
+    if finished:   # mmengine would walk the data loader through every iteration done, then stop
+        print_log(finished, logger='current', level=logging.WARNING)
         return
     start_runner_launcher(cfg, 'train')
     runner = build_runner(cfg)

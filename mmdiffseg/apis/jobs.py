@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import numbers
 import os
 import sys
 import time
@@ -140,11 +141,12 @@ ComputeFn = Callable[[List[WorkItem], Any], List[Union[ItemOutput, ItemFailed]]]
 def check_job_sizes(batch_size, workers) -> None:
     """Refuse a batch size below 1 and a negative worker count before any work (they failed in
     the job's plan or its process pool, in words of their own)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or \
+            batch_size < 1:
         raise UserInputError(f'batch_size (--batch-size) must be an integer of 1 or more, got '
                              f'{batch_size!r}')
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 0):
+    if workers is not None and (not isinstance(workers, numbers.Integral) or
+                                isinstance(workers, bool) or workers < 0):
         raise UserInputError(f'workers (--workers) must be None (the default), 0 (load and '
                              f'write in this process) or more, got {workers!r}')
 

@@ -179,10 +179,11 @@ def check_value_range(pixels: torch.Tensor, checked: Sequence[int],
                       numbers: Optional[Sequence[int]] = None, finite_only: bool = False) -> None:
     """Refuse float images the engine would misread as RGB in 0..255 (clamped to it): in
     [0, 1] or [-1, 1] (diffusers' conventions: black), mean/std-normalised (a data preprocessor's
-    output, within [-3, 3], a bright photo's all above -1: black) or far above 255 (a 16-bit
-    image as floats: white). Each image of ``(B, 3, H, W)`` ``pixels`` whose index is in
-    ``checked`` is judged on its own values (one host sync); ``numbers``: the images' numbers
-    in the caller's list (default their indices); ``finite_only``: NaN and inf only."""
+    output, within [-3, 3], some values below 0, a bright photo's all above -1: black) or far
+    above 255 (a 16-bit image as floats: white). Each image of ``(B, 3, H, W)`` ``pixels``
+    whose index is in ``checked`` is judged on its own values (one host sync); ``numbers``: the
+    images' numbers in the caller's list (default their indices); ``finite_only``: NaN and inf
+    only."""
     lows, highs = torch.stack(torch.aminmax(pixels.flatten(1), dim=1)).tolist()
     for at in checked:
         low, high, i = lows[at], highs[at], at if numbers is None else numbers[at]
@@ -197,11 +198,13 @@ def check_value_range(pixels: torch.Tensor, checked: Sequence[int],
             fix = '(images + 1) * 127.5' if low < 0 else 'images * 255'
             raise ValueError(f'{values} look like a {scale} image; the engine and generators '
                              f'read RGB in 0..255: pass {fix} (or uint8 images)')
-        if NORMALISED_RANGE[0] <= low and high <= NORMALISED_RANGE[1] and (low < -1 or high > 1):
+        if NORMALISED_RANGE[0] <= low and high <= NORMALISED_RANGE[1] and (
+                low < -1 or low < 0 and high > 1):   # (a dark 0..255 image has no negatives)
             raise ValueError(f'{values} look like a mean/std-normalised image (a data '
                              "preprocessor's output; as RGB in 0..255 it is black); the engine "
                              'and generators read RGB in 0..255: pass the image before '
-                             'normalisation (or images * std + mean)')
+                             'normalisation (or images * std + mean; a [0, 1] image resized '
+                             'with overshoot: images * 255)')
         if high > HIGHEST_8_BIT_FLOAT:
             raise ValueError(f'{values} go above 255, as a 16-bit image given as floats does; '
                              'the engine and generators read RGB in 0..255: pass images / 257 '

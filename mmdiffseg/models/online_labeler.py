@@ -244,8 +244,8 @@ class OnlineLabeler:
     def bind(self, spec: Dict, check_writer: bool = True) -> LabelCache:
         """The label cache of ``spec`` (``LabelCache`` arguments), built and checked on first
         use; one labeler serves one cache. ``check_writer=False``: this process's precision and
-        weights variant are checked before the first label it makes, not now (a prefill of a
-        full cache reads it in any precision)."""
+        weights variant are checked against a signed folder's before the first label it makes,
+        not now (a prefill of a full cache reads it in any precision)."""
         spec = canonical_cache_spec(spec)
         if self.spec is None:
             refusal = revision_refusal(self.options['engine_kwargs'], spec['cache_dir'])
@@ -254,10 +254,11 @@ class OnlineLabeler:
                 raise UserInputError(': '.join(refusal))
             cache = LabelCache(**spec, writer_dtype=self.options['dtype'], writer_variant=(
                 self.options['engine_kwargs'] or {}).get('variant'))
-            if cache.signature['model'].get('config_hash') and check_writer:  # the model is
-                cache.sign()  # here: sign now, so the first job started sets the precision
-            else:             # (else at the load)
-                cache.check_signature(writer=check_writer)
+            # a new folder whose model is here is signed now, so the first job started sets the
+            # precision (else at the load)
+            if not cache.check_signature(writer=check_writer) and \
+                    cache.signature['model'].get('config_hash'):
+                cache.sign()
             self.labeler = AttentionLabeler(cache.model, cache.generator, **self.options)
             self.spec, self.cache = spec, cache
         elif spec != self.spec:

@@ -125,3 +125,18 @@ def test_a_rank_that_learns_nothing_keeps_what_the_folder_knows(tmp_path):
     assert header(tmp_path)['sampler'] == sampler
     with pytest.raises(UserInputError, match=r'sampler\.beta_end: folder has 0\.012'):
         Manifest(tmp_path, dict(known, sampler=dict(sampler, beta_end=0.02))).load()
+
+
+def test_image_labels_in_a_read_only_mapping_are_taken_and_left_as_given(tmp_path):
+    """A MappingProxyType passed the mapping check, then failed where the job wrote the
+    spelled names back into it (the caller's dict was changed, too)."""
+    import types
+    folder = cached_tiny_pipeline_folder(shared_path('sd_configs', 'stable-diffusion-2-1-base'))
+    image = tmp_path / 'voc_val_0.png'
+    image.symlink_to(shared_path('voc2012_val_samples', 'JPEGImages', 'voc_val_0.png'))
+    given = {'voc_val_0': ['cat']}
+    made = label_api.pseudo_label(str(image), tmp_path / 'out', str(folder),
+                                  dict(type='ISeg', preset='wsss_voc', cross_heads=None,
+                                       self_heads=None), 'voc',   # (tiny model: all heads)
+                                  types.MappingProxyType(given), workers=0, batch_size=1)
+    assert made.made == 1 and given == {'voc_val_0': ['cat']}

@@ -32,6 +32,14 @@ def test_a_batch_size_or_worker_count_out_of_range_is_bad_input(tmp_path, sizes,
     assert not (tmp_path / 'out').exists()
 
 
+def test_numpy_integers_are_sizes_too():
+    import numpy as np
+
+    from mmdiffseg.apis.jobs import check_job_sizes
+    check_job_sizes(np.int64(4), np.int64(0))
+    check_job_sizes(4, None)
+
+
 def test_image_labels_that_are_no_mapping_are_bad_input(tmp_path):
     from PIL import Image
 

@@ -113,3 +113,22 @@ def test_a_rerun_of_a_finished_run_says_there_is_nothing_to_train(tmp_path):
         f'{checkpoint} with a longer schedule, without --resume)')
     for changed in (dict(train_cfg=dict(max_iters=8)), dict(resume=False)):
         assert train.finished_run_note(Config(dict(cfg.to_dict(), **changed))) is None
+
+
+def test_a_finished_run_resumed_ends_before_its_runner_is_built(tmp_path, monkeypatch):
+    """mmengine walked the data loader through every iteration done before ending."""
+    train = load_tool('train')
+    work = tmp_path / 'run'
+    work.mkdir()
+    torch.save(dict(meta=dict(iter=4), state_dict={}), work / 'iter_4.pth')
+    (work / 'last_checkpoint').write_text(str(work / 'iter_4.pth'))
+    monkeypatch.setattr(train, 'run_preflight', lambda *args: False)
+
+    def never(cfg):
+        raise AssertionError('the runner was built')
+    monkeypatch.setattr(train, 'build_runner', never)
+    logged = []
+    monkeypatch.setattr(train, 'print_log', lambda line, **kwargs: logged.append(line))
+    train.main([str(TINY_FINETUNE), '--work-dir', str(work), '--resume', '--cfg-options',
+                'train_cfg.max_iters=4'])
+    assert [line for line in logged if 'the run is finished, nothing to train' in line]

@@ -247,3 +247,14 @@ def test_a_full_cache_is_prefilled_in_another_precision_without_a_refusal(tmp_pa
         with pytest.raises(ValueError, match='holds labels made in float32, and this run would '
                                              'add labels made in bfloat16'):
             prefill_module.prefill(cfg, 'cpu', batch_size=4, dtype='bfloat16', progress=False)
+
+
+def test_a_prefill_started_on_a_new_cache_records_its_precision_at_once(tmp_path, tiny_sd):
+    """Its writer check waits for its first label, not its signing: a later job in another
+    precision meets the prefill's record (it took the cache over before)."""
+    spec = dict(cache_dir=str(tmp_path / 'cache'), model=str(tiny_sd),
+                generator=dict(type='DiffSeg'))
+    OnlineLabeler(dtype='float32').bind(spec, check_writer=False)
+    import json
+    assert json.loads((tmp_path / 'cache' / 'cache.json').read_text())['made_with'] == {
+        'dtype': 'float32', 'variant': None}

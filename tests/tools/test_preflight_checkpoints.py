@@ -137,3 +137,27 @@ def test_a_resumed_run_past_its_checkpoints_schedule_is_refused(tmp_path):
     cfg.param_scheduler[0].end = end
     (item,) = found(cfg, 'train_cfg.max_iters')
     assert item.what.startswith(f'train_cfg.max_iters is {2 * end}, but param_scheduler.0')
+
+
+def test_the_decay_after_a_warm_up_is_the_schedule_judged(tmp_path):
+    """LinearLR warm-up, then PolyLR: the fix named param_scheduler.0 (the warm-up); raising its
+    end passed, and the run trained from the PolyLR's end at learning rate 0."""
+    from mmdiffseg.preflight_options import check_schedule
+    warm = dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500)
+    poly = dict(type='PolyLR', eta_min=0, power=0.9, by_epoch=False, begin=1500, end=20000)
+    cfg = Config(dict(train_cfg=dict(max_iters=40000), param_scheduler=[warm, poly]))
+    (item,) = check_schedule(cfg)
+    assert item.fix.startswith('--cfg-options param_scheduler.1.end=40000')
+    cfg.param_scheduler[0].end = 40000   # the wrong one raised
+    assert len(check_schedule(cfg)) == 1
+    cfg.param_scheduler[1].end = 40000
+    assert check_schedule(cfg) == []
+    checkpoint = tmp_path / 'run' / 'iter_8.pth'
+    checkpoint.parent.mkdir()
+    torch.save(dict(meta=dict(iter=8), state_dict={}, param_schedulers=[
+        dict(warm, start_factor=1e-6), dict(poly)]), checkpoint)
+    cfg = Config(dict(train_cfg=dict(max_iters=40000), resume=True, load_from=str(checkpoint),
+                      work_dir=str(tmp_path / 'run')))
+    from mmdiffseg.preflight_checkpoints import check_resumed_schedule
+    (item,) = check_resumed_schedule(cfg)
+    assert 'param_scheduler.1.end=40000, without --resume' in item.fix
