@@ -5,6 +5,7 @@ Checkpoints are read without their weights (memory-mapped)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 from .preflight_classes import _first_difference, _same, dataset_classes, describe
@@ -74,7 +75,7 @@ def _of_work_dir(checkpoint: str, work_dir) -> bool:
     if not isinstance(work_dir, str):
         return False
     try:
-        named = open(os.path.join(work_dir, 'last_checkpoint')).read().strip()
+        named = Path(work_dir, 'last_checkpoint').read_text().strip()
     except OSError:
         named = ''
     path = os.path.abspath(checkpoint)
