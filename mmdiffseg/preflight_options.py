@@ -314,15 +314,16 @@ def check_schedule(cfg) -> List[Missing]:
     train_cfg = cfg.get('train_cfg') or {}
     max_iters, schedulers = train_cfg.get('max_iters'), cfg.get('param_scheduler') or []
     schedulers = [schedulers] if isinstance(schedulers, dict) else list(schedulers)
-    decays = [(i, s) for i, s in enumerate(schedulers)   # (a warm-up's end is not the decay's)
-              if isinstance(s, dict) and not s.get('by_epoch', True) and
-              s.get('type') == 'PolyLR' and s.get('eta_min', 0) == 0]
+    timed = [(i, s) for i, s in enumerate(schedulers)
+             if isinstance(s, dict) and not s.get('by_epoch', True)]
+    decays = [(i, s) for i, s in timed   # (a warm-up's end is not the decay's)
+              if s.get('type') == 'PolyLR' and s.get('eta_min', 0) == 0]
     if not isinstance(max_iters, int) or not decays:
         return []
     index, last = max(decays, key=lambda pair: pair[1].get('end', float('inf')))
     end = last.get('end', float('inf'))
-    if end >= max_iters:
-        return []
+    if end >= max_iters or any(s.get('begin', 0) >= end for _, s in timed):
+        return []   # (a scheduler after the decay sets the rate again)
     return [Missing(f'train_cfg.max_iters is {max_iters}, but param_scheduler.{index} (PolyLR, '
                     f'eta_min 0) ends at iteration {end}: the iterations after it would train at '
                     'learning rate 0',

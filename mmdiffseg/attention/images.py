@@ -175,12 +175,19 @@ HIGHEST_8_BIT_FLOAT = 300.0
 NORMALISED_RANGE = (-3.0, 3.0)
 
 
+def _whole(image: torch.Tensor) -> bool:
+    """Whether every value is a whole number: a 0..255 image cast to float (a dark one lies in
+    the range of a bright photo normalised by mean/std, which is not whole)."""
+    return bool(torch.equal(image, image.round()))
+
+
 def check_value_range(pixels: torch.Tensor, checked: Sequence[int],
                       numbers: Optional[Sequence[int]] = None, finite_only: bool = False) -> None:
     """Refuse float images the engine would misread as RGB in 0..255 (clamped to it): in
     [0, 1] or [-1, 1] (diffusers' conventions: black), mean/std-normalised (a data preprocessor's
-    output, within [-3, 3], some values below 0, a bright photo's all above -1: black) or far
-    above 255 (a 16-bit image as floats: white). Each image of ``(B, 3, H, W)`` ``pixels``
+    output, within [-3, 3] with values below 0, or above 1 and not whole numbers, which tells a
+    bright photo's from a dark 0..255 image cast to float: black) or far above 255 (a 16-bit
+    image as floats: white). Each image of ``(B, 3, H, W)`` ``pixels``
     whose index is in ``checked`` is judged on its own values (one host sync); ``numbers``: the
     images' numbers in the caller's list (default their indices); ``finite_only``: NaN and inf
     only."""
@@ -199,7 +206,7 @@ def check_value_range(pixels: torch.Tensor, checked: Sequence[int],
             raise ValueError(f'{values} look like a {scale} image; the engine and generators '
                              f'read RGB in 0..255: pass {fix} (or uint8 images)')
         if NORMALISED_RANGE[0] <= low and high <= NORMALISED_RANGE[1] and (
-                low < -1 or low < 0 and high > 1):   # (a dark 0..255 image has no negatives)
+                low < -1 or high > 1 and (low < 0 or not _whole(pixels[at]))):
             raise ValueError(f'{values} look like a mean/std-normalised image (a data '
                              "preprocessor's output; as RGB in 0..255 it is black); the engine "
                              'and generators read RGB in 0..255: pass the image before '

@@ -84,8 +84,12 @@ def test_normalised_and_16_bit_float_images_are_refused_with_the_fix():
     with pytest.raises(ValueError, match=r'images\[0\]: float values in \[-0\.\d+, 2\.\d+\] '
                                          r'look like a mean/std-normalised image'):
         preprocess_images(bright, 64)
-    for dark in (rgb / 100, torch.full_like(rgb, 2.0)):   # 0..255 images darker than 3: no
-        preprocess_images(dark, 64)                      # negatives, read as they are
+    for dark in (rgb // 100, torch.full_like(rgb, 2.0)):  # 0..255 images darker than 3, cast
+        preprocess_images(dark, 64)                      # to float: whole numbers, read
+    snow = ((rgb * 0.5 + 128) - mean) / std   # every value above the mean: none below 0
+    assert snow.min() > 0
+    with pytest.raises(ValueError, match=r'look like a mean/std-normalised image'):
+        preprocess_images(snow, 64)
     with pytest.raises(ValueError, match=r'a \[0, 1\] image resized with overshoot: images \* 255'):
         preprocess_images(rgb / 255 * 1.2 - 0.1, 64)
     with pytest.raises(ValueError, match=r'images\[0\]: .*go above 255, as a 16-bit image given '

@@ -152,6 +152,10 @@ def test_the_decay_after_a_warm_up_is_the_schedule_judged(tmp_path):
     assert len(check_schedule(cfg)) == 1
     cfg.param_scheduler[1].end = 40000
     assert check_schedule(cfg) == []
+    # a scheduler after the decay sets the rate again: no refusal
+    cosine = dict(type='CosineAnnealingLR', eta_min=1e-3, by_epoch=False, begin=20000, end=40000)
+    cfg.param_scheduler = [warm, poly, cosine]
+    assert check_schedule(cfg) == []
     checkpoint = tmp_path / 'run' / 'iter_8.pth'
     checkpoint.parent.mkdir()
     torch.save(dict(meta=dict(iter=8), state_dict={}, param_schedulers=[
