@@ -57,30 +57,20 @@ def check_cache_precision(cache_dir: str, where: str, writer: Tuple[str, Optiona
     :class:`~mmdiffseg.datasets.LabelCache` refuses such a writer at its first label, maybe
     hours into training). ``unlabelled`` (:func:`unlabelled_finder`): for a run that only adds
     the labels the cache lacks (training); a full cache is read in any precision."""
-    from .datasets.cache_settings import empty_cache_note, variant_conflict
-    dtype, variant = writer
+    from .datasets.cache_settings import empty_cache_note, writer_difference
     from .datasets.label_cache import SIGNATURE_FILE, WRITER_KEY
     try:
         made = json.loads((cache_folder(cache_dir) / SIGNATURE_FILE).read_text()).get(
             WRITER_KEY, {})
     except (OSError, ValueError, AttributeError):
         return []   # no folder or signature yet (an unreadable one is named at first use)
-    conflict = variant_conflict(made, variant) if made.get('dtype') else None
-    if made.get('dtype') in (None, dtype) and not conflict:
-        return []
-    image = unlabelled(cache_dir) if unlabelled is not None else ''
-    if image is None:
+    differs = writer_difference(made, *writer)
+    image = unlabelled(cache_dir) if differs and unlabelled is not None else ''
+    if not differs or image is None:
         return []
     example = f' (for {image}, which has no label there)' if image else ''
-    if made['dtype'] == dtype:
-        return [Missing(f'label cache {cache_dir} holds {conflict[0]}{example}',
-                        f'{conflict[1]}, or --cfg-options {where}.cache_dir=<another folder>.'
-                        + empty_cache_note(cache_folder(cache_dir)), [f'{where}.cache_dir'])]
-    return [Missing(f'label cache {cache_dir} holds labels made in {made["dtype"]}, this run '
-                    f'would add labels in {dtype}{example}',
-                    f'make labels in {made["dtype"]} (--cfg-options model.data_preprocessor.'
-                    f'engine_dtype={made["dtype"]}, or --dtype {made["dtype"]} for '
-                    f'prefill_labels.py), or --cfg-options {where}.cache_dir=<another folder>.'
+    return [Missing(f'label cache {cache_dir} holds {differs[0]}{example}',
+                    f'{differs[1]}, or --cfg-options {where}.cache_dir=<another folder>.'
                     + empty_cache_note(cache_folder(cache_dir)), [f'{where}.cache_dir'])]
 
 

@@ -65,36 +65,25 @@ def _weights(variant: Optional[str]) -> str:
     return f'the {variant!r} weights variant' if variant else 'the plain weights'
 
 
-def variant_conflict(made_with: Dict, variant: Optional[str]) -> Optional[Tuple[str, str]]:
-    """``(what, fix)`` where a label cache's first writer recorded another weights variant
-    (``engine_kwargs.variant``, e.g. ``'fp16'``: the weights cast, labels a few percent of
-    pixels apart) than this writer's ``variant``; None where they agree, where the cache
-    recorded none (made before the variant was recorded), or where both load the same float16
-    tensors (the ``'fp16'`` files are the plain weights cast, as on the hub)."""
-    if 'variant' not in made_with or made_with['variant'] == variant or \
-            made_with.get('dtype') == 'float16' and {made_with['variant'], variant} <= {
-                None, 'fp16'}:
+def writer_difference(made_with: Dict, dtype: str,
+                      variant: Optional[str]) -> Optional[Tuple[str, str]]:
+    """``(what the cache holds, the settings that make more of it)`` where a process making
+    labels in ``dtype`` from the ``variant`` weights (``engine_kwargs.variant``, e.g. ``'fp16'``)
+    differs from what a label cache's first writer recorded in ``made_with`` (float16 and
+    float32 labels, or those of cast weights, differ on a few percent of pixels); None where
+    they agree, where the cache recorded nothing (a variant: made before variants were
+    recorded), or where both load the same float16 tensors (the ``'fp16'`` files are the plain
+    weights cast, as on the hub)."""
+    written = made_with.get('dtype')
+    if written not in (None, dtype):
+        return (f'labels made in {written}, and this run would add labels made in {dtype}',
+                f'set the engine precision to {written} (--cfg-options model.data_preprocessor.'
+                f'engine_dtype={written}, or --dtype {written} for prefill_labels.py)')
+    if not written or 'variant' not in made_with or made_with['variant'] == variant or \
+            written == 'float16' and {made_with['variant'], variant} <= {None, 'fp16'}:
         return None
     recorded = made_with['variant']
     load = (f"model.data_preprocessor.engine_kwargs.variant='{recorded}'" if recorded else
             'model.data_preprocessor.engine_kwargs without variant')
     return (f'labels made from {_weights(recorded)} of its model, and this run would add labels '
             f'made from {_weights(variant)}', f'load the weights they were made from ({load})')
-
-
-def writer_refusal(cache_dir: Path, made_with: Dict, dtype: str,
-                   variant: Optional[str]) -> Optional[str]:
-    """Why a process making labels in ``dtype`` from the ``variant`` weights must not add them
-    to a cache whose first writer recorded ``made_with`` (another precision, or another weights
-    variant: :func:`variant_conflict`); None where it may."""
-    written = made_with.get('dtype')
-    if written not in (None, dtype):
-        return (f'label cache {cache_dir} holds labels made in {written}, and this run would add '
-                f'labels made in {dtype}: set the engine precision to {written} (engine_dtype of '
-                'the DiffusionLabelPreprocessor, --dtype of prefill_labels.py), or give this '
-                'config another cache_dir.' + empty_cache_note(cache_dir))
-    conflict = variant_conflict(made_with, variant) if written else None
-    if conflict:
-        return (f'label cache {cache_dir} holds {conflict[0]}: {conflict[1]}, or give this '
-                'config another cache_dir.' + empty_cache_note(cache_dir))
-    return None

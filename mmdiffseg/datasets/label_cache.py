@@ -48,7 +48,7 @@ from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY, MaskGenerator,
 from ..provenance import (describe, missing_model_refusal, model_identity,
                           setting_differences)
 from ..registry import MASK_GENERATORS
-from .cache_settings import cache_folder, canonical_json, empty_cache_note, writer_refusal
+from .cache_settings import cache_folder, canonical_json, empty_cache_note, writer_difference
 
 SIGNATURE_FILE = 'cache.json'
 #: the signature's record of how the labels were computed, checked against writers only
@@ -181,10 +181,12 @@ class LabelCache:
                 return False
             self._check_settings(stored)
         if stored is not None and writer and self.writer_dtype is not None:
-            refusal = writer_refusal(self.cache_dir, stored.get(WRITER_KEY, {}),
-                                     self.writer_dtype, self.writer_variant)
-            if refusal:
-                raise _conflict(refusal)
+            differs = writer_difference(stored.get(WRITER_KEY, {}), self.writer_dtype,
+                                        self.writer_variant)
+            if differs:
+                raise _conflict(f'label cache {self.cache_dir} holds {differs[0]}: {differs[1]}, '
+                                'or give this config another cache_dir.'
+                                + empty_cache_note(self.cache_dir))
             self._writer_checked = True
         return True
 

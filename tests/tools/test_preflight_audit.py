@@ -55,8 +55,8 @@ def test_a_cache_is_refused_only_for_a_recorded_other_precision(tmp_path):
         assert check_cache_precision(str(tmp_path), 'x.cache', ('float32', None)) == []
     signature.write_text(json.dumps({'made_with': {'dtype': 'float16'}}))
     (item,) = check_cache_precision(str(tmp_path), 'x.cache', ('float32', None))
-    assert item.what == (f'label cache {tmp_path} holds labels made in float16, this run would '
-                         'add labels in float32')
+    assert item.what == (f'label cache {tmp_path} holds labels made in float16, and this run '
+                         'would add labels made in float32')
     assert 'engine_dtype=float16' in item.fix and '--dtype float16' in item.fix
     assert item.where == ['x.cache.cache_dir']
 

@@ -32,8 +32,8 @@ def test_a_label_cache_made_in_another_precision_is_named_before_training(tmp_pa
                    if 'holds labels made in' in i.what]
         # training and a prefill name an image they would label (the first of the split)
         example = f' (for {voc_root}/JPEGImages/{VOC_IMAGES[0]}.png, which has no label there)'
-        assert item.what.endswith('holds labels made in float16, this run would add labels in '
-                                  'float32' + example)
+        assert item.what.endswith('holds labels made in float16, and this run would add labels '
+                                  'made in float32' + example)
         assert 'engine_dtype=float16' in item.fix and 'cache_dir=<another folder>' in item.fix
         # signed by a run stopped before its first label: deleting the folder loses nothing
         assert item.fix.endswith(f'It holds no label yet (signed by a run stopped before its '
@@ -63,9 +63,9 @@ def test_a_full_label_cache_made_in_another_precision_is_read(tmp_path, voc_root
     def refusals(mode='train', **kwargs):
         return [i.what for i in preflight.check(cfg, mode, **kwargs)
                 if 'holds labels made in' in i.what]
-    assert refusals() == [f'label cache {cache.cache_dir} holds labels made in bfloat16, this run '
-                          f'would add labels in float32 (for {keys[-1][0]}, which has no label '
-                          'there)']
+    assert refusals() == [f'label cache {cache.cache_dir} holds labels made in bfloat16, and this '
+                          f'run would add labels made in float32 (for {keys[-1][0]}, which has '
+                          'no label there)']
     assert len(refusals('prefill', dtype='float32')) == 1
     store.save(keys[-1][1], np.zeros((4, 4), np.uint8))
     assert refusals() == []
