@@ -332,8 +332,8 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
     if image_labels is not None and not isinstance(image_labels, Mapping):
         raise UserInputError(f'image_labels: expected a dict of image id -> the class names in '
                              f'it, got a {type(image_labels).__name__}')
-    image_labels = None if image_labels is None else dict(image_labels)  # (the caller's kept)
     if image_labels is not None:
+        image_labels = dict(image_labels)   # (names are respelled below; the caller's kept)
         if classes is None:
             raise UserInputError('image-level labels need --classes (the label set)')
         missing = [it.id for it in items if it.id not in image_labels]

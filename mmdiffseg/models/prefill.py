@@ -208,9 +208,8 @@ def _labeler(cfg: Config, spec: dict, dtype: Optional[str],
 class _Listings:
     """Each listing of an image counted once: made, cached, listed again (an image labelled or
     found earlier in this run, or twice in a batch), failed (no label: its maps overflowed, or its
-    prompt cannot hold its classes) or,
-    the rest, made by another process. An image that failed and is made at a later listing
-    counts the earlier one as listed again."""
+    prompt cannot hold its classes) or, the rest, made by another process. An image that failed
+    and is made at a later listing counts the earlier one as listed again."""
 
     def __init__(self):
         self.seen: set = set()
