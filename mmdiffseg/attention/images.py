@@ -187,10 +187,9 @@ def check_value_range(pixels: torch.Tensor, checked: Sequence[int],
     [0, 1] or [-1, 1] (diffusers' conventions: black), mean/std-normalised (a data preprocessor's
     output, within [-3, 3] with values below 0, or above 1 and not whole numbers, which tells a
     bright photo's from a dark 0..255 image cast to float: black) or far above 255 (a 16-bit
-    image as floats: white). Each image of ``(B, 3, H, W)`` ``pixels``
-    whose index is in ``checked`` is judged on its own values (one host sync); ``numbers``: the
-    images' numbers in the caller's list (default their indices); ``finite_only``: NaN and inf
-    only."""
+    image as floats: white). Each image of ``(B, 3, H, W)`` ``pixels`` whose index is in
+    ``checked`` is judged on its own values (one host sync); ``numbers``: the images' numbers in
+    the caller's list (default their indices); ``finite_only``: NaN and inf only."""
     lows, highs = torch.stack(torch.aminmax(pixels.flatten(1), dim=1)).tolist()
     for at in checked:
         low, high, i = lows[at], highs[at], at if numbers is None else numbers[at]
