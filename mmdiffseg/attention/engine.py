@@ -140,8 +140,12 @@ class DiffusionAttentionEngine:
         say otherwise (which moves or casts the pipeline's own modules).
 
         Raises:
+            TypeError: an option the engine does not take, with its nearest spelling.
             ValueError: the pipeline offloads its models to the CPU (accelerate's hooks).
         """
+        from ..registry import unknown_options, unknown_options_error
+        if unknown_options(cls, kwargs):
+            raise unknown_options_error(cls, kwargs)
         offloaded = [name for name in ('unet', 'vae', 'text_encoder') if any(
             hasattr(module, '_hf_hook') for module in getattr(pipe, name).modules())]
         if offloaded:

@@ -59,6 +59,17 @@ def test_a_pipeline_offloading_to_the_cpu_is_refused_naming_the_fix(pipeline):
     DiffusionAttentionEngine.from_pipeline(pipeline, 'mine')
 
 
+def test_a_misspelt_engine_option_is_named_with_its_nearest_spelling(pipeline):
+    """``from_pipeline(pipe, id, chunk_byte=...)`` raised Python's bare 'unexpected keyword
+    argument' from the engine's constructor, where ``from_pretrained`` names the option meant."""
+    with pytest.raises(TypeError, match=r"^DiffusionAttentionEngine: unknown option 'chunk_byte' "
+                                        r"\(did you mean 'chunk_bytes'\?\); its options: .*"
+                                        r"map_backend"):
+        DiffusionAttentionEngine.from_pipeline(pipeline, 'mine', chunk_byte=2 ** 20)
+    assert DiffusionAttentionEngine.from_pipeline(pipeline, 'mine', chunk_bytes=2 ** 20
+                                                  ).chunk_bytes == 2 ** 20
+
+
 def test_a_processor_named_like_diffusers_but_not_its_class_is_refused(pipeline):
     """The check went by class name: a user's ``AttnProcessor`` (here halving the output) passed,
     and captured steps ran plain SDPA in its place, changing the images and maps silently."""
