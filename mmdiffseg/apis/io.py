@@ -35,6 +35,8 @@ from mmengine.dist import get_dist_info
 from .progress import JobInterrupted, JobSummary  # noqa: F401  (part of this module's API)
 
 TMP_SUFFIX = '.tmp'
+#: the longest file name, in bytes, on common file systems (ext4, XFS, Btrfs)
+NAME_MAX = 255
 
 
 class UserInputError(ValueError):
@@ -236,7 +238,7 @@ def atomic_write(path, data: bytes, tag: Optional[str] = None, replace: bool = T
     ``FileExistsError``; a replace where the file system has no hard links). Any other OSError
     becomes :class:`OutputWriteError`."""
     path = Path(path)
-    tmp = path.with_name(f'.{path.name}{tag or tmp_tag()}')
+    tmp = temp_path(path, tag or tmp_tag())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, 'wb') as f:
@@ -252,6 +254,15 @@ def atomic_write(path, data: bytes, tag: Optional[str] = None, replace: bool = T
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise write_error(path, exc) from exc
+
+
+def temp_path(path: Path, tag: str) -> Path:
+    """``.<name><tag>`` beside ``path``; where that is longer than a file name may be (255 bytes
+    on common file systems: an image named with 82 CJK characters), ``.<hash of name><tag>``."""
+    name = f'.{path.name}{tag}'
+    if len(os.fsencode(name)) > NAME_MAX:
+        name = f'.{hashlib.sha1(os.fsencode(path.name)).hexdigest()[:16]}{tag}'
+    return path.with_name(name)
 
 
 class _PathExists(Exception):

@@ -152,6 +152,25 @@ def test_full_disk_is_reported_and_leaves_no_partial_file(full_dir):
     assert sorted(p.name for p in full_dir.iterdir()) == ['a.bin']
 
 
+def test_a_file_named_up_to_the_longest_name_is_written_and_resumed(tmp_path, monkeypatch):
+    """The temp file beside an output is 8 bytes longer than its name: an image named with 82 CJK
+    characters (a 248-byte label name) failed its write on every rerun ('File name too long')."""
+    import mmdiffseg.apis.io as io
+    long = '猫' * 82                       # 246 bytes in UTF-8
+    items = [WorkItem(long, dict(value=3)), WorkItem('short', dict(value=2))]
+    summary = run_job(items, lambda item: item.payload['value'],
+                      lambda batch, values: [ItemOutput({f'{it.id}.png': bytes([v])}, {})
+                                             for it, v in zip(batch, values)],
+                      tmp_path, HEADER, batch_size=2)
+    assert (summary.made, summary.failed) == (2, [])
+    assert (tmp_path / f'{long}.png').read_bytes() == b'\x03'
+    left = io.temp_path(tmp_path / f'{long}.png', io.tmp_tag())   # as a kill would leave it
+    left.write_bytes(b'x')
+    assert len(os.fsencode(left.name)) <= io.NAME_MAX
+    monkeypatch.setattr(io, 'get_dist_info', lambda: (0, 1))
+    assert remove_stale_temp_files(tmp_path) == 1 and not left.exists()
+
+
 def test_a_write_under_a_file_or_onto_an_existing_file_is_told_apart(tmp_path):
     """A parent that is a file (``--out-json afile/x.json``) is a write error, as before the
     hard-link mode; only ``replace=False`` onto an existing file is a FileExistsError, and
