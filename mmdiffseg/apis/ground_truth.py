@@ -3,6 +3,7 @@ suffix, ``reduce_zero_label``, label map), found for each label by its id
 (:func:`find_ground_truth`), and label files read with the fix named for a bad one."""
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -207,9 +208,9 @@ def find_ground_truth(ids: Iterable[str], gt_dir, gt_format: GroundTruthFormat,
         if path is not None:
             found[item_id] = path
     if len(found) < len(ids):
-        nested: Dict[str, Path] = {}
+        nested: Dict[str, Path] = {}   # by the names' composed form (macOS copies decompose)
         for path in sorted(gt_dir.rglob(f'*{suffix}')):
-            key = path.name[:-len(suffix)]
+            key = unicodedata.normalize('NFC', path.name[:-len(suffix)])
             if key in nested:
                 raise UserInputError(f'two ground-truth files named {path.name} under {gt_dir}: '
                                      f'{nested[key]} and {path}; pass the folder of one split '
@@ -217,7 +218,8 @@ def find_ground_truth(ids: Iterable[str], gt_dir, gt_format: GroundTruthFormat,
             nested[key] = path
         for item_id in ids:
             if item_id not in found:
-                path = next((nested[k] for k in keys(item_id) if k in nested), None)
+                path = next((nested[k] for k in map(partial(unicodedata.normalize, 'NFC'),
+                                                    keys(item_id)) if k in nested), None)
                 if path is not None:
                     found[item_id] = path
     gt_format.check_fine_labels([str(path) for path in found.values()])

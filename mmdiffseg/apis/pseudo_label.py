@@ -19,7 +19,7 @@ from mmengine.logging import print_log
 
 from ..attention.images import WORK_SIZE, resize_rgb
 from ..datasets.class_names import spelled_as
-from ..datasets.transforms import read_image_level_labels
+from ..datasets.transforms import ImageLabels, read_image_level_labels
 from ..models.online_labeler import label_images, long_prompts, prompt_refusals
 from ..preflight_data import unknown_names
 from .builders import (build_generator, check_model, check_names_given, class_list_arg,
@@ -333,7 +333,7 @@ def pseudo_label(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
         raise UserInputError(f'image_labels: expected a dict of image id -> the class names in '
                              f'it, got a {type(image_labels).__name__}')
     if image_labels is not None:
-        image_labels = dict(image_labels)   # (names are respelled below; the caller's kept)
+        image_labels = ImageLabels(image_labels)   # (respelled below; the caller's kept)
         if classes is None:
             raise UserInputError('image-level labels need --classes (the label set)')
         missing = [it.id for it in items if it.id not in image_labels]

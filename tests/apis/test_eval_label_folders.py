@@ -30,6 +30,18 @@ def test_a_ground_truth_folder_that_is_not_there_is_named_with_its_option(tmp_pa
     assert str(error.value) == f'ground-truth folder {missing} (--gt) not found'
 
 
+@pytest.mark.parametrize('label_form, gt_form', [('NFD', 'NFC'), ('NFC', 'NFD')])
+def test_ground_truth_is_found_under_a_name_in_the_other_unicode_form(tmp_path, label_form,
+                                                                       gt_form):
+    """Files copied from macOS are named in decomposed form (NFD): 'café' of a label was 'no
+    ground truth' beside a ground truth 'café.png' that printed alike."""
+    import unicodedata
+    gt = tmp_path / 'gt'
+    _label(gt / f"{unicodedata.normalize(gt_form, 'café')}.png")
+    found = find_ground_truth([unicodedata.normalize(label_form, 'café')], gt, GroundTruthFormat())
+    assert list(found.values()) == [gt / f"{unicodedata.normalize(gt_form, 'café')}.png"]
+
+
 def test_ground_truth_whose_suffix_differs_in_case_names_the_suffix_to_pass(tmp_path):
     """VOC masks copied as .PNG: the error said only that no 'x.png' was found."""
     gt = tmp_path / 'gt'

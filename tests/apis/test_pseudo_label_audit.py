@@ -18,3 +18,20 @@ def test_the_header_records_the_work_size(tmp_path, monkeypatch):
                                       ['background', 'cat'], {'a': ['cat']}, work_size=size)
     assert [h['work_size'] for h in headers] == [256, 512]
     assert headers[0]['tool'] == 'pseudo_label'
+
+
+def test_image_labels_name_an_image_in_either_unicode_form(tmp_path, monkeypatch):
+    """An image copied from macOS is named in decomposed form (NFD): its labels, keyed in either
+    form, were 'no image-level labels' for it (the names print alike); training's reader finds
+    them in either form."""
+    import unicodedata
+    runs = []
+    monkeypatch.setattr(pseudo_label_api, 'run_job',
+                        lambda items, *_, **__: runs.append([it.inputs['classes'] for it in items]))
+    name = unicodedata.normalize('NFD', 'café')
+    items = [WorkItem(name, dict(image=str(tmp_path / 'in' / f'{name}.png')))]
+    for form in ('NFC', 'NFD'):
+        pseudo_label_api.pseudo_label(items, tmp_path / form, HUB_ID, dict(type='ISeg'),
+                                      ['background', 'cat'],
+                                      {unicodedata.normalize(form, 'café'): ['cat']})
+    assert runs == [[['cat']], [['cat']]]
