@@ -31,8 +31,8 @@ def test_a_ground_truth_folder_that_is_not_there_is_named_with_its_option(tmp_pa
 
 
 @pytest.mark.parametrize('label_form, gt_form', [('NFD', 'NFC'), ('NFC', 'NFD')])
-def test_ground_truth_is_found_under_a_name_in_the_other_unicode_form(tmp_path, label_form,
-                                                                       gt_form):
+def test_ground_truth_is_found_under_a_name_in_the_other_unicode_form(
+        tmp_path, label_form, gt_form):
     """Files copied from macOS are named in decomposed form (NFD): 'café' of a label was 'no
     ground truth' beside a ground truth 'café.png' that printed alike."""
     import unicodedata
