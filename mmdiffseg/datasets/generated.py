@@ -116,13 +116,17 @@ class GeneratedLabelDataset(BaseSegDataset):
         image the tools read), under each name a split line gives them: the path below
         ``img_dir`` without the suffix (mmseg's lines: ``aachen/aachen_000000_000019``) and the
         file name without its extension (the offline tools' lines:
-        ``aachen_000000_000019_leftImg8bit``). A name of several images lists them all."""
+        ``aachen_000000_000019_leftImg8bit``). A name of several images lists them all. A
+        sub-folder holding a manifest is a tool's ``--out`` (labels, overlays), not images."""
         from ..apis.folders import IMAGE_SUFFIXES
         by_name: Dict[str, List[str]] = {}
         if not osp.isdir(img_dir):  # named by load_data_list with the images it misses
             return by_name
-        for name in sorted(fileio.list_dir_or_file(img_dir, list_dir=False, recursive=True)):
-            if osp.basename(name).startswith('.'):
+        names = sorted(fileio.list_dir_or_file(img_dir, list_dir=False, recursive=True))
+        outputs = tuple(osp.dirname(name) + '/' for name in names
+                        if osp.basename(name) in MANIFEST_NAMES and osp.dirname(name))
+        for name in names:
+            if osp.basename(name).startswith('.') or name.startswith(outputs):
                 continue
             if self.img_suffix is None:
                 stem, suffix = osp.splitext(name)

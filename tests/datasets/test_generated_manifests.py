@@ -129,6 +129,25 @@ def test_pseudo_labels_of_a_whole_folder_skip_hidden_files_and_blank_list_lines(
         str(root / 'JPEGImages' / f'{name}.jpg') for name in (VOC_NAMES[2], VOC_NAMES[0])]
 
 
+def test_a_tools_output_folder_inside_the_image_folder_is_not_read_as_images(tmp_path):
+    """``tools/pseudo_label.py IMAGES --out IMAGES/labels`` (or segment.py's overlays there): the
+    dataset walked into it and refused the images as 'two images are named x' (an image and its
+    own label), naming the wrong fix (rename or move one)."""
+    classes = ['background', 'cat']
+    root = make_synthetic(tmp_path, classes=classes, labels=one_value_labels(1))
+    out = root / 'JPEGImages' / 'labels'
+    (out / 'SegmentationClass').mkdir(parents=True)
+    for name in VOC_NAMES:
+        one_value_labels(1)(name).save(out / 'SegmentationClass' / f'{name}.png')
+    (out / 'manifest.jsonl').write_text(json.dumps(dict(tool='pseudo_label')) + '\n')
+    cfg = dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
+               metainfo=dict(classes=classes),
+               data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
+    ds = DATASETS.build(cfg)
+    assert [ds.get_data_info(i)['img_path'] for i in range(len(ds))] == [
+        str(root / 'JPEGImages' / f'{name}.jpg') for name in sorted(VOC_NAMES)]
+
+
 def test_two_images_of_one_name_are_refused_unless_a_suffix_picks_one(tmp_path):
     """x.jpg and x.png beside each other would share the label x.png (the tools refuse such a
     folder too): refused naming both files and the label, whether a list names x or not; with
