@@ -28,7 +28,7 @@ OVERLAY_DIR = 'Overlays'
 #: ``tools/segment.py``'s contact sheet in its ``--out``
 SHEET_NAME = 'contact_sheet.jpg'
 IGNORE_INDEX = 255
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.jpe', '.jfif', '.png', '.bmp', '.webp', '.tif', '.tiff')
 #: colour of unsure pixels, as in VOC's own PNGs
 IGNORE_COLOR = (224, 224, 192)
 #: the largest image read, in pixels: OpenCV's (``CV_IO_MAX_IMAGE_PIXELS``), which mmseg's

@@ -25,9 +25,9 @@ from ..preflight_data import unknown_names
 from .builders import (build_generator, check_model, check_names_given, class_list_arg,
                        complete_model_settings, job_header, load_engine, local_tokenizer)
 from .ground_truth import GroundTruthFormat
-from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encode_label_png,
-                      label_palette, labelled_share, list_images, read_rgb, record_path,
-                      split_path)
+from .folders import (IGNORE_INDEX, IMAGE_SUFFIXES, MASK_DIR, check_inputs_outside_output,
+                      encode_label_png, label_palette, labelled_share, list_images, read_rgb,
+                      record_path, split_path)
 from .io import (ItemFailed, ItemOutput, JobSummary, UserInputError, WorkItem, check_item_ids,
                  OverflowGuard)
 from .jobs import BatchLoader, default_workers, run_job
@@ -55,6 +55,11 @@ def images_from_folder(folder, whole: str = (' with its own --out, or all of the
         raise UserInputError(f'no images in {folder}' + (
             f'; its sub-folders {nested[:3]} hold images (Cityscapes\' cities): give one of '
             f'them{whole}' if nested else ''))
+    others = sorted({p.suffix.lower() or '(no ending)' for p in folder.iterdir()
+                     if p.is_file() and not p.name.startswith('.')} - set(IMAGE_SUFFIXES))
+    if others:
+        print_log(f'the files of {folder} ending in {", ".join(others)} are not read: the '
+                  f'tools read images ending in {", ".join(IMAGE_SUFFIXES)}', logger='current')
     if nested:
         print_log(f'the images in the sub-folders of {folder} ({", ".join(nested[:3])}'
                   f'{", ..." if len(nested) > 3 else ""}) are not read: only those directly in '

@@ -221,6 +221,24 @@ def test_images_in_sub_folders_beside_images_are_said_to_be_left_out(tmp_path, m
                       'mmseg config, --split train']
 
 
+def test_files_of_the_image_folder_that_are_not_read_are_named_by_their_endings(
+        tmp_path, monkeypatch):
+    """A folder of a.jpg, b.jfif, c.jpe, d.gif, a PNG without an ending, a README and a hidden
+    file labelled a.jpg alone, without a word on the others: JPEG's other endings are read, and
+    the endings left out are named (hidden files are no images: macOS's '._' copies)."""
+    import importlib
+    module = importlib.import_module('mmdiffseg.apis.pseudo_label')
+    logged = []
+    monkeypatch.setattr(module, 'print_log', lambda msg, **kwargs: logged.append(msg))
+    for name in ('a.jpg', 'b.jfif', 'c.jpe', 'd.gif', 'noext', '.hidden.jpg'):
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / name, format='PNG')
+    (tmp_path / 'README.TXT').write_text('photos')
+    assert [it.id for it in images_from_folder(tmp_path)] == ['a', 'b', 'c']
+    assert logged == [f'the files of {tmp_path} ending in (no ending), .gif, .txt are not read: '
+                      'the tools read images ending in .jpg, .jpeg, .jpe, .jfif, .png, .bmp, '
+                      '.webp, .tif, .tiff']
+
+
 def test_a_file_given_as_the_image_folder_is_named_as_a_file(tmp_path):
     """pseudo_label.py given one image said 'image folder ... not found' of a file that exists."""
     image = tmp_path / 'a.png'
