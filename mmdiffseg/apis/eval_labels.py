@@ -42,8 +42,13 @@ def label_files(folder) -> Dict[str, Path]:
         folder = folder / MASK_DIR
     if not folder.is_dir():
         raise UserInputError(f'label folder {folder} not found')
-    files = {p.stem: p for p in sorted(folder.iterdir())
-             if p.suffix.lower() == '.png' and not p.name.startswith('.') and p.is_file()}
+    files: Dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() == '.png' and not path.name.startswith('.') and path.is_file():
+            other = files.setdefault(path.stem, path)
+            if other != path:   # x.png and x.PNG: one would be scored, the other dropped
+                raise UserInputError(f'two labels of image {path.stem!r} in {folder}: '
+                                     f'{other.name} and {path.name}; remove one')
     if not files:
         raise UserInputError(f'no label PNGs in {folder}')
     return files

@@ -69,6 +69,11 @@ def test_a_label_folder_that_is_not_there_or_holds_no_pngs_is_named(tmp_path):
     _label(tmp_path / 'out' / MASK_DIR / 'C.PNG')  # a camera's or Windows' upper case
     assert label_files(tmp_path / 'out') == {'C': tmp_path / 'out' / MASK_DIR / 'C.PNG',
                                              'b': tmp_path / 'out' / MASK_DIR / 'b.png'}
+    _label(tmp_path / 'out' / MASK_DIR / 'b.PNG')   # one was scored, the other dropped unsaid
+    with pytest.raises(UserInputError) as error:
+        label_files(tmp_path / 'out')
+    assert str(error.value) == (f"two labels of image 'b' in {tmp_path / 'out' / MASK_DIR}: "
+                                'b.PNG and b.png; remove one')
 
 
 @pytest.mark.parametrize('where', ['.', MASK_DIR])
