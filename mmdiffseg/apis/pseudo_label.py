@@ -267,14 +267,19 @@ MISSING_LABELS_FIX = ('; give each an entry in the labels (--labels FILE: "<imag
 
 
 def file_name_keys(missing: Sequence[str], image_labels: Dict[str, list]) -> Optional[str]:
-    """Why image ids are missing from image-level labels keyed another way (a file name), with
-    the fix; None where that is not why."""
-    keyed = {Path(key).stem: key for key in image_labels if Path(key).suffix}
+    """Why image ids are missing from image-level labels keyed another way (a file name or
+    path), with the fix; None where that is not why."""
+    keyed = {Path(key).stem: key for key in image_labels
+             if Path(key).suffix or Path(key).name != key}
     found = [keyed[i] for i in missing if i in keyed]
     if not found:
         return None
-    return (f'the labels are keyed by file names (e.g. {found[0]!r}): key them by the image '
-            f'name without its extension ({Path(found[0]).stem!r})')
+    key = found[0]
+    if Path(key).name != key:
+        return (f'the labels are keyed by file paths (e.g. {key!r}): key them by the image name '
+                f'alone, without its folder or extension ({Path(key).stem!r})')
+    return (f'the labels are keyed by file names (e.g. {key!r}): key them by the image '
+            f'name without its extension ({Path(key).stem!r})')
 
 
 def _warn_no_classes(empty: List[str], classes: Sequence[str]) -> None:

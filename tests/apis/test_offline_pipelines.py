@@ -187,6 +187,11 @@ def test_pseudo_label_refuses_labels_without_classes_or_keyed_by_file_name(tmp_p
                        r"by the image name without its extension \('a'\)"):
         pseudo_api.pseudo_label(one_image, out, HUB_ID, dict(type='ISeg'), ['background', 'cat'],
                                 {'a.png': ['cat']})
+    with pytest.raises(UserInputError, match=r"the labels are keyed by file paths \(e.g. "
+                       r"'photos/a'\): key them by the image name alone, without its folder or "
+                       r"extension \('a'\)$"):
+        pseudo_api.pseudo_label(one_image, out, HUB_ID, dict(type='ISeg'), ['background', 'cat'],
+                                {'photos/a': ['cat']})
     with pytest.raises(UserInputError, match=r"1 image\(s\) have no image-level labels, e.g. "
                        r"\['a'\]; give each an entry in the labels \(--labels FILE: \"<image "
                        r"name>\": \[\"<class>\", ...\], \[\] for background only\), or leave "
