@@ -285,6 +285,8 @@ def test_a_cuda_torch_with_its_nvcc_builds_the_cuda_kernels(tmp_path):
 
 @pytest.mark.parametrize('torch, cuda, nvcc, env, expected', [
     ('2.14.1+cu130', '13.0', '13.0', {'TORCH_CUDA_ARCH_LIST': '9.0'}, ('1', '9.0')),
+    # the docs' rebuild command sets FORCE_CUDA=1: torch would fail on no GPU in sight
+    ('2.14.1+cu130', '13.0', '13.0', {'FORCE_CUDA': '1'}, ('1', '8.0;9.0+PTX')),
     ('2.14.1+cu130', '13.0', '13.0', {'FORCE_CUDA': '0'}, ('0', '')),   # the user's choice
     ('2.14.1+cu130', '13.0', None, {}, ('', '')),                        # no nvcc
     ('2.14.1+cu130', '13.0', '12.8', {}, ('', '')),                      # torch would refuse it

@@ -173,6 +173,7 @@ if [ "$MMCV_OPS" = compiled ]; then
   # without a GPU in sight (a container build stage, a login node) gets them too
   torch_cuda=$(torch_build)
   torch_cuda=${torch_cuda#* }
+  why=
   if [ -z "${FORCE_CUDA+set}" ] && [ -n "$torch_cuda" ] && [ "$torch_cuda" != None ] &&
      command -v nvcc >/dev/null; then
     nvcc_cuda=$(nvcc --version 2>/dev/null | sed -n 's/.*release \([0-9][0-9.]*\),.*/\1/p' |
@@ -180,23 +181,28 @@ if [ "$MMCV_OPS" = compiled ]; then
     # torch refuses to build with an nvcc of another CUDA major version
     if [ -n "$nvcc_cuda" ] && [ "${nvcc_cuda%%.*}" = "${torch_cuda%%.*}" ]; then
       export FORCE_CUDA=1
-      archs=
-      if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
-        # torch builds for the GPUs it sees and fails with none: then for every one it was built for
-        archs=$("$PY" -c 'import torch
+      why="torch is a CUDA $torch_cuda build and nvcc is CUDA $nvcc_cuda, so a"
+    fi
+  fi
+  if [ "${FORCE_CUDA:-}" = 1 ]; then   # the script's choice or the user's
+    archs=
+    if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+      # torch builds for the GPUs it sees and fails with none: then for every one it was built for
+      archs=$("$PY" -c 'import torch
 if torch.cuda.device_count() == 0:
     archs = [a[3:-1] + "." + a[-1] for a in torch.cuda.get_arch_list()
              if a.startswith("sm_") and a[3:].isdigit()]
     print(";".join(archs) + "+PTX" if archs else "")' 2>/dev/null || true)
-      fi
-      note=
-      if [ -n "$archs" ]; then
-        export TORCH_CUDA_ARCH_LIST="$archs"
-        note="; torch sees no GPU, so for each architecture torch has:"
-        note="$note TORCH_CUDA_ARCH_LIST=$archs (set it to your GPU's, e.g. 9.0, to build fewer)"
-      fi
-      echo "install.sh: torch is a CUDA $torch_cuda build and nvcc is CUDA $nvcc_cuda, so a" \
-           "source build of mmcv gets CUDA kernels too (FORCE_CUDA=1$note)"
+    fi
+    note=
+    if [ -n "$archs" ]; then
+      export TORCH_CUDA_ARCH_LIST="$archs"
+      note="; torch sees no GPU, so for each architecture torch has:"
+      note="$note TORCH_CUDA_ARCH_LIST=$archs (set it to your GPU's, e.g. 9.0, to build fewer)"
+    fi
+    if [ -n "$why$note" ]; then
+      echo "install.sh: ${why:-FORCE_CUDA=1 is set, so a} source build of mmcv gets CUDA" \
+           "kernels too (FORCE_CUDA=1$note)"
     fi
   fi
   export MMCV_WITH_OPS=1
