@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark with a CUDA mode, about 10 minutes on one H200 (per-step timeouts): run it as two
+# Every benchmark with a CUDA mode, about 9 minutes on one H200 (per-step timeouts): run it as two
 # device calls of GPU_SUITE_STEPS each (benchmarks/README.md), one call may last 600 s.
 #
 #   source .devkit/setup.sh && bash benchmarks/gpu_suite.sh       # on the GPU machine (see README)
