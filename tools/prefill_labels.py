@@ -62,16 +62,16 @@ def main(argv=None):
     import mmdiffseg  # noqa: F401  (work-arounds + registrations)
     from mmengine.registry import init_default_scope
 
-    from mmdiffseg.apis.builders import pick_device
+    from mmdiffseg.apis.builders import pick_device, read_config
     from mmdiffseg.apis.cfg_options import merge_cfg_options
     from mmdiffseg.apis.cli import EXIT_INTERRUPTED, check_launcher, start_launcher
-    from mmdiffseg.compat import config_fromfile
     from mmdiffseg.cuda_check import auto_device
-    from mmdiffseg.models.prefill import prefill
+    from mmdiffseg.models.prefill import prefill, prefill_cache
     from mmdiffseg.preflight import ensure_ready
 
-    cfg = config_fromfile(args.config)
+    cfg = read_config(args.config, 'config', 'CONFIG')
     merge_cfg_options(cfg, args.cfg_options)
+    prefill_cache(cfg, args.config)   # before the pre-flight checks what it would not read
     if args.compile:
         cfg.merge_from_dict({'model.data_preprocessor.engine_kwargs.compile_unet':
                              dict(backend=args.compile)})

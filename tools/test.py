@@ -21,6 +21,7 @@ from typing import Optional
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
 from mmdiffseg.apis.cfg_options import CfgOptionsAction
 from mmdiffseg.apis.cli import leave_process_group, run_preflight, start_runner_launcher
+from mmdiffseg.apis.io import UserInputError
 from mmdiffseg.evaluation.unsupervised_metric import SEGMENT_IDS_TOOL, forget_segment_ids
 from mmdiffseg.models import CheckpointMismatch, ModelInputVisualizationHook
 from mmdiffseg.registry import config_type
@@ -95,8 +96,9 @@ def enable_visualization(cfg: Config, show: bool, show_dir, wait_time: float,
     """Turn the visualization hook on (:func:`draw_on_model_input` has chosen it)."""
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
-        raise RuntimeError('--show / --show-dir need default_hooks.visualization '
-                           "(dict(type='SegVisualizationHook'))")
+        raise UserInputError("--show / --show-dir draw with default_hooks.visualization, which "
+                             "the config lacks: add default_hooks = dict(visualization=dict("
+                             "type='SegVisualizationHook')) to it")
     hook['draw'] = True
     if interval is not None:
         hook['interval'] = interval
@@ -137,8 +139,11 @@ def wrap_training_free(cfg: Config) -> None:
 
 
 def enable_tta(cfg: Config) -> None:
-    if 'tta_pipeline' not in cfg or 'tta_model' not in cfg:
-        raise RuntimeError('--tta needs tta_pipeline and tta_model in the config')
+    lacking = [name for name in ('tta_pipeline', 'tta_model') if name not in cfg]
+    if lacking:
+        raise UserInputError(f'--tta needs tta_pipeline and tta_model in the config, which lacks '
+                             f'{" and ".join(lacking)}: define them as mmseg\'s dataset configs '
+                             "do (mmseg::_base_/datasets/pascal_voc12.py), or drop --tta")
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     cfg.tta_model.module = cfg.model
     cfg.model = cfg.tta_model
@@ -160,14 +165,19 @@ def main(argv=None):
               'predictions are saved in', file=sys.stderr)
         raise SystemExit(2)
     draw_on_model_input(cfg)
-    if args.show or args.show_dir:
-        enable_visualization(cfg, args.show, args.show_dir, args.wait_time, args.show_interval)
     if args.tta and cfg.model.get('type') == TRAINING_FREE:
         print(f'tools/test.py: error: --tta: {TRAINING_FREE} makes labels, not the logits that '
               'test-time augmentation merges; drop --tta', file=sys.stderr)
         raise SystemExit(2)
-    if args.tta:
-        enable_tta(cfg)
+    try:
+        if args.show or args.show_dir:
+            enable_visualization(cfg, args.show, args.show_dir, args.wait_time,
+                                 args.show_interval)
+        if args.tta:
+            enable_tta(cfg)
+    except UserInputError as exc:
+        print(f'tools/test.py: error: {exc}', file=sys.stderr)
+        raise SystemExit(2) from None
     if args.out is not None:  # made on every rank: mmseg's IoUMetric makes it on rank 0 only
         os.makedirs(args.out, exist_ok=True)
         cfg.test_evaluator['output_dir'] = args.out

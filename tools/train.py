@@ -21,11 +21,12 @@ import sys
 from typing import Optional
 
 import mmdiffseg  # noqa: F401  (work-arounds + registration, before any config is read)
+from mmdiffseg.apis.builders import read_config
 from mmdiffseg.apis.cfg_options import CfgOptionsAction, merge_cfg_options
 from mmdiffseg.apis.cli import (EXIT_BAD_INPUT, EXIT_WRITE_FAILED, leave_process_group,
                                 own_message, run_preflight, start_runner_launcher)
 from mmdiffseg.apis.io import OutputWriteError, UserInputError
-from mmdiffseg.compat import config_fromfile, quiet_stock_notices
+from mmdiffseg.compat import quiet_stock_notices
 from mmdiffseg.models import CheckpointMismatch
 from mmdiffseg.preflight_checkpoints import checkpoint_meta
 from mmengine.config import Config
@@ -69,7 +70,11 @@ def load_config(args, tool: str = 'tools/train.py') -> Config:
     """The config with the command line's launcher, ``--cfg-options`` and work dir applied; a
     ``--cfg-options`` key nothing would read, and a config of no model (a generator config of
     the offline tools), are refused (exit status 2)."""
-    cfg = config_fromfile(args.config)
+    try:
+        cfg = read_config(args.config, 'config', 'CONFIG')
+    except UserInputError as exc:   # a syntax error, a missing _base_ (mmengine's traceback)
+        print(f'{tool}: error: {exc}', file=sys.stderr)
+        raise SystemExit(2) from None
     if 'model' not in cfg:
         what = ('a generator config, for the offline tools (tools/pseudo_label.py, segment.py and '
                 'synthesize.py --config)' if 'generator' in cfg else 'no model config')

@@ -65,14 +65,28 @@ def one_label_cache(cfg: Config, who: str) -> Optional[dict]:
     """The one label cache of ``cfg``'s train datasets (None: no online labels).
 
     Raises:
-        ValueError: they name several (one preprocessor serves one).
+        UserInputError: they name several (one preprocessor serves one).
     """
     specs = config_label_caches(cfg)
     if any(spec != specs[0] for spec in specs):
-        raise ValueError(f'{who}: the train datasets use several label caches '
-                         f'{[spec["cache_dir"] for spec in specs]} (or one with other settings); '
-                         'the preprocessor serves one')
+        raise UserInputError(f'{who}: the train datasets use several label caches '
+                             f'{[spec["cache_dir"] for spec in specs]} (or one with other '
+                             'settings); the preprocessor serves one')
     return specs[0] if specs else None
+
+
+def prefill_cache(cfg: Config, config: str = 'the config') -> dict:
+    """The label cache a prefill of ``cfg`` (file ``config``) fills.
+
+    Raises:
+        UserInputError: ``cfg`` labels nothing online, or in several caches.
+    """
+    spec = one_label_cache(cfg, 'prefill')
+    if spec is None:
+        raise UserInputError(f'{config} labels nothing online (its train pipeline has no '
+                             'LoadPseudoLabel step): nothing to prefill; train it with '
+                             'tools/train.py')
+    return spec
 
 
 @dataclasses.dataclass
@@ -272,10 +286,7 @@ def prefill(cfg: Config, device: str, batch_size: Optional[int] = None,
     Returns:
         The summary over all ranks (also after Ctrl-C: what was made is kept).
     """
-    spec = one_label_cache(cfg, 'prefill')
-    if spec is None:
-        raise ValueError('prefill: the train pipeline has no LoadPseudoLabel step: nothing is '
-                         'labelled online in this config')
+    spec = prefill_cache(cfg)
     labeler = _labeler(cfg, spec, dtype, batch_size)
     rank, world_size = get_dist_info()
     dataset_cfgs = online_dataset_cfgs(cfg.train_dataloader.dataset)

@@ -21,6 +21,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmdiffseg  # noqa: F401
+from mmdiffseg.apis.io import UserInputError
 from mmdiffseg.models.prefill import config_label_caches
 
 # CPU ranks, also on a machine with GPUs (two ranks on one GPU's machine would ask for cuda:1)
@@ -45,11 +46,20 @@ def test_one_key_sets_the_model_of_a_config():
 
 
 def test_prefill_refuses_a_config_without_online_labels():
+    """The tool ended in a ValueError traceback (exit 1), after its pre-flight had named the
+    synthetic folder to make (which did not help): one line, exit 2, before the pre-flight."""
+    from test_offline_tools import run_in_process
+
     from mmdiffseg.models.prefill import prefill
-    cfg = Config.fromfile(str(REPO / 'configs/mask2former/'
-                              'mask2former_tiny-cpu_voc12-seediff-synthetic-128x128.py'))
-    with pytest.raises(ValueError, match='no LoadPseudoLabel step'):
+    config = str(REPO / 'configs/mask2former'
+                 / 'mask2former_tiny-cpu_voc12-seediff-synthetic-128x128.py')
+    cfg = Config.fromfile(config)
+    with pytest.raises(UserInputError, match='no LoadPseudoLabel step'):
         prefill(cfg, 'cpu')
+    err = run_in_process('prefill_labels', config, expect=2)
+    assert err.strip() == (f'error: {config} labels nothing online (its train pipeline has no '
+                           'LoadPseudoLabel step): nothing to prefill; train it with '
+                           'tools/train.py')
     # a test-only config (no train_dataloader) is refused the same way, not with AttributeError
     with pytest.raises(ValueError, match='no LoadPseudoLabel step'):
         prefill(Config(dict(model=cfg.model.to_dict())), 'cpu')

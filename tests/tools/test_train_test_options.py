@@ -134,7 +134,8 @@ def test_test_options(capsys):
                    'iseg-sd21base_voc12-train-pseudo-masks.py'):   # (mmseg's API reads them too)
         shipped = Config.fromfile(REPO / 'configs/mask2former' / config)
         assert shipped.default_hooks.visualization == dict(type='ModelInputVisualizationHook')
-    with pytest.raises(RuntimeError, match='--tta needs tta_pipeline'):
+    with pytest.raises(ValueError, match='--tta needs tta_pipeline and tta_model in the config, '
+                                         'which lacks tta_pipeline and tta_model'):
         test.enable_tta(Config(dict(model=dict(type='EncoderDecoder'))))
     assert test.parse_args([str(TINY_ONLINE_CONFIG)]).checkpoint is None
 
@@ -142,7 +143,8 @@ def test_test_options(capsys):
 def test_amp_and_tta_reach_the_config_the_run_is_built_from(tmp_path, monkeypatch):
     """``train.py --amp`` and ``test.py --tta`` change the config handed to the run (seen at the
     pre-flight step, which then stops the tool); a config already on AMP is left as it is, with a
-    warning; ``--show`` without a visualization hook is refused naming the hook to add."""
+    warning (a config without the hook or the TTA entries: test_drawing_or_tta_with_a_config_
+    lacking_their_entries_is_one_line)."""
     train, test = load_tool('train'), load_tool('test')
     seen = []
     for tool in (train, test):
@@ -158,10 +160,6 @@ def test_amp_and_tta_reach_the_config_the_run_is_built_from(tmp_path, monkeypatc
     train.enable_amp(on_amp)
     assert on_amp.optim_wrapper == dict(type='AmpOptimWrapper', loss_scale=512.0)
     assert warned == [('AMP is already enabled in the config', logging.WARNING)]
-    cfg = Config(dict(model=dict(type='EncoderDecoder'), default_hooks=dict()))
-    with pytest.raises(RuntimeError, match=r"--show / --show-dir need default_hooks.visualization "
-                                           r"\(dict\(type='SegVisualizationHook'\)\)"):
-        test.enable_visualization(cfg, show=True, show_dir=None, wait_time=1)
     monkeypatch.setattr(test, 'enable_tta', lambda cfg: cfg.merge_from_dict(dict(tta_seen=True)))
     (tmp_path / 'iter_1.pth').write_bytes(b'w')
     for extra in (['--tta'], []):
@@ -334,3 +332,43 @@ def test_a_cfg_option_value_with_a_space_is_refused(tool, capsys):
     args = module.parse_args([str(TINY_ONLINE_CONFIG), '--cfg-options', 'a=[1, 2]', 'b=(x, y)',
                               "c='/data/labels'"])
     assert args.cfg_options == {'a': [1, 2], 'b': ('x', 'y'), 'c': '/data/labels'}
+
+
+@pytest.mark.parametrize('tool', ['train', 'test', 'prefill_labels'])
+def test_a_config_that_fails_to_run_is_one_line_naming_it(tool, tmp_path, capsys):
+    """A syntax error or a missing ``_base_`` ended train.py, test.py and prefill_labels.py in
+    mmengine's traceback (exit 1), where the offline tools named the config."""
+    config = tmp_path / 'mine.py'
+    config.write_text("_base_ = ['./not_there.py']\n")
+    argv = [str(config)] + ([str(tmp_path / 'iter_1.pth')] if tool == 'test' else [])
+    if tool == 'prefill_labels':
+        from test_offline_tools import run_in_process
+        err = run_in_process(tool, *argv, expect=2)
+    else:
+        with pytest.raises(SystemExit) as stop:
+            load_tool(tool).main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+    assert f'error: cannot read config {config} (CONFIG): FileNotFoundError: ' in err
+    assert 'not_there.py' in err and 'Traceback' not in err
+
+
+@pytest.mark.parametrize('option, lacking, message', [
+    (['--show-dir', 'pics'], 'visualization',
+     "--show / --show-dir draw with default_hooks.visualization, which the config lacks: add "
+     "default_hooks = dict(visualization=dict(type='SegVisualizationHook')) to it"),
+    (['--tta'], 'tta_model',
+     "--tta needs tta_pipeline and tta_model in the config, which lacks tta_model: define them "
+     "as mmseg's dataset configs do (mmseg::_base_/datasets/pascal_voc12.py), or drop --tta")])
+def test_drawing_or_tta_with_a_config_lacking_their_entries_is_one_line(
+        option, lacking, message, tmp_path, capsys):
+    """A user's config without them: RuntimeError tracebacks (exit 1) from tools/test.py."""
+    cfg = Config.fromfile(str(TINY_ONLINE_CONFIG))
+    (cfg.default_hooks if lacking == 'visualization' else cfg).pop(lacking)
+    config = tmp_path / 'mine.py'
+    cfg.dump(str(config))
+    (tmp_path / 'iter_1.pth').write_bytes(b'w')
+    with pytest.raises(SystemExit) as stop:
+        load_tool('test').main([str(config), str(tmp_path / 'iter_1.pth'), *option])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f'tools/test.py: error: {message}\n'
