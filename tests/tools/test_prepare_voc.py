@@ -240,6 +240,11 @@ def test_sample_folder_becomes_a_devkit_and_refuses_another(tmp_path):
     (voc / 'ImageSets/Segmentation/train.txt').write_text('2007_000032\n')
     with pytest.raises(UserInputError, match='already holds another dataset'):
         voc_aug.main([str(tmp_path / 'devkit'), '--from-samples', str(samples)])
+    # the VOC2012 folder given as the devkit: VOC2012/VOC2012 was made without a word
+    with pytest.raises(UserInputError, match=rf'^{voc} is the VOC2012 folder itself: give the '
+                                             rf'VOCdevkit folder that holds it'):
+        voc_aug.main([str(voc), '--from-samples', str(samples)])
+    assert not (voc / 'VOC2012').exists()
 
 
 def test_a_split_that_cannot_be_made_writes_nothing(tmp_path, monkeypatch):

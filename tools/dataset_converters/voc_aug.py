@@ -133,13 +133,18 @@ def image_labels(voc: Path, ids: Sequence[str], labels_from: str,
     return labels_from_ground_truth(maps, VOC_CLASSES)
 
 
+def check_devkit(devkit: Path) -> None:
+    """Refuse the VOC2012 folder given as the VOCdevkit (``VOC2012/VOC2012`` would be made)."""
+    if not (devkit / 'VOC2012').is_dir() and (devkit / SPLITS).is_dir():
+        raise UserInputError(f'{devkit} is the VOC2012 folder itself: give the VOCdevkit folder '
+                             f'that holds it ({devkit.parent}); nothing was written')
+
+
 def prepare_voc(devkit: Path, sbd: Path = None, labels_from: str = 'xml',
                 exclude_difficult: bool = False) -> Dict[str, List[str]]:
     """Aug split, ``SegmentationClassAug`` and ``image_labels.json`` in ``devkit/VOC2012``."""
     voc = devkit / 'VOC2012'
-    if not voc.is_dir() and (devkit / SPLITS).is_dir():
-        raise UserInputError(f'{devkit} is the VOC2012 folder itself: give the VOCdevkit folder '
-                             f'that holds it ({devkit.parent}); nothing was written')
+    check_devkit(devkit)
     train, val = read_split(voc / SPLITS / 'train.txt'), read_split(voc / SPLITS / 'val.txt')
     sbd_ids, sbd_cls = [], None
     if sbd is not None:
@@ -187,6 +192,7 @@ def prepare_samples(samples: Path, devkit: Path) -> List[str]:
     if not ids:
         raise UserInputError(f'no image with a mask in {samples} (JPEGImages/*, '
                              'SegmentationClass/*.png)')
+    check_devkit(devkit)
     voc = devkit / 'VOC2012'
     split = voc / SPLITS / 'train.txt'
     if split.is_file() and read_split(split) != ids:
