@@ -149,8 +149,9 @@ def check_sd_model(model: str, keys: List[str], variant: Optional[str] = None) -
     if folder.is_dir():
         if (folder / 'model_index.json').is_file():
             return [Missing(f'Stable Diffusion folder {model}: {problem}',
-                            f'pass a Stable Diffusion 1.x / 2.x diffusers folder: --cfg-options '
-                            f'{settings}', keys) for problem in folder_problems(folder, variant)]
+                            'where the problem names no fix of its own: another Stable '
+                            f'Diffusion 1.x / 2.x diffusers folder, --cfg-options {settings}',
+                            keys) for problem in folder_problems(folder, variant)]
         return [Missing(f'Stable Diffusion folder {model} has no model_index.json (not a diffusers '
                         'folder)', f'save the pipeline there with save_pretrained, or '
                         f'--cfg-options {settings}', keys)]

@@ -261,6 +261,9 @@ def test_variant_only_weights_pass_where_the_labeler_loads_that_variant(tmp_path
         'unet/, vae/, text_encoder/ hold only fp16-variant weights '
         "(diffusion_pytorch_model.fp16.safetensors): load with variant='fp16'")
     assert found.what.count('load with') == 1 and found.what.count('save_pretrained') == 1
+    # the fix line said only 'pass a Stable Diffusion 1.x / 2.x diffusers folder' (it is one)
+    assert found.fix.startswith('where the problem names no fix of its own: another Stable '
+                                'Diffusion 1.x / 2.x diffusers folder, --cfg-options ')
     cfg.model.data_preprocessor.engine_kwargs = dict(variant='fp16')
     assert preflight.check(cfg, 'test') == []
 
