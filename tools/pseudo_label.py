@@ -56,8 +56,8 @@ def main(argv=None):
     from mmdiffseg.apis.io import UserInputError
     from mmdiffseg.apis.ground_truth import GroundTruthFormat, find_ground_truth
     from mmdiffseg.apis.folders import check_ground_truth_outside_output
-    from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
-                                             labels_from_file, labels_from_ground_truth,
+    from mmdiffseg.apis.image_inputs import images_from_dataset_config, images_from_folder
+    from mmdiffseg.apis.pseudo_label import (labels_from_file, labels_from_ground_truth,
                                              pseudo_label)
     if bool(args.images) == bool(args.dataset_config):
         raise UserInputError('give an image folder or --dataset-config (one of them)')

@@ -51,7 +51,7 @@ def main(argv=None):
     from mmdiffseg.apis.builders import pick_device
     from mmdiffseg.apis.folders import SHEET_NAME
     from mmdiffseg.apis.io import UserInputError
-    from mmdiffseg.apis.pseudo_label import path_items
+    from mmdiffseg.apis.image_inputs import path_items
     from mmdiffseg.apis.segment import segment
     from mmdiffseg.apis.visualize import write_contact_sheet
     sheet_args = dict(cols=args.cols, thumb=args.thumb, max_items=args.max_items,

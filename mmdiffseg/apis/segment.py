@@ -17,7 +17,8 @@ from .folders import (MASK_DIR, OVERLAY_DIR, check_inputs_outside_output, encode
                       record_path, split_path)
 from .io import ItemFailed, ItemOutput, JobSummary, OverflowGuard, UserInputError, WorkItem
 from .jobs import run_job
-from .pseudo_label import image_items, labels_or_failures, stack_work_images
+from .image_inputs import image_items
+from .pseudo_label import labels_or_failures, stack_work_images
 from .visualize import Overlayer
 
 
@@ -49,7 +50,7 @@ def segment(items: Sequence[WorkItem], out_dir, model: str, gen_cfg: Dict,
             dtype: str = 'float32', work_size: int = WORK_SIZE,
             workers: Optional[int] = None, compile_backend: Optional[str] = None,
             variant: Optional[str] = None) -> JobSummary:
-    """Label every image of ``items`` (:func:`.pseudo_label.image_items`: an image file or
+    """Label every image of ``items`` (:func:`.image_inputs.image_items`: an image file or
     folder, a list of them, or work items) with the class names ``names`` (label set
     ``background`` + names; a string as ``--classes`` takes it, ``'voc'`` or ``'cat,dog'``;
     ``None`` = unlabelled DiffSeg segments) and draw overlays

@@ -31,7 +31,7 @@ from mmengine.registry import DefaultScope
 from ..apis.io import (JobStopped, RankStopped, SettingsRefused, UserInputError, collective,
                        stop_reason)
 from ..apis.progress import ProgressLine, start_worker
-from ..apis.pseudo_label import inner_dataset_cfgs
+from ..apis.image_inputs import inner_dataset_cfgs
 from ..datasets.cache_settings import canonical_cache_spec
 from ..datasets.label_cache import label_key, label_path, read_label
 from ..generators.base import IGNORE_INDEX

@@ -3,7 +3,7 @@ mmseg's pascal_voc12_aug config): the inner datasets' images, in order (no model
 import pytest
 
 from mmdiffseg.apis.io import UserInputError
-from mmdiffseg.apis.pseudo_label import images_from_dataset_config, inner_dataset_cfgs
+from mmdiffseg.apis.image_inputs import images_from_dataset_config, inner_dataset_cfgs
 
 VOC = ("dict(type='PascalVOCDataset', data_root=%r, img_suffix='.png', ann_file=%r, "
        "data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'), pipeline=[])")

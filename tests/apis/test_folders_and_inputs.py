@@ -10,8 +10,8 @@ from mmdiffseg.apis.builders import check_model, parse_options
 from mmdiffseg.apis.folders import (IGNORE_COLOR, encode_label_png, list_images, palette_for,
                                     read_rgb)
 from mmdiffseg.apis.io import ItemFailed, UserInputError
-from mmdiffseg.apis.pseudo_label import (images_from_dataset_config, images_from_folder,
-                                         labels_from_file, labels_from_ground_truth)
+from mmdiffseg.apis.image_inputs import images_from_dataset_config, images_from_folder
+from mmdiffseg.apis.pseudo_label import labels_from_file, labels_from_ground_truth
 from mmdiffseg.apis.synthesize import synth_items
 from mmdiffseg.datasets.transforms import read_label_map
 
@@ -208,7 +208,7 @@ def test_images_in_sub_folders_beside_images_are_said_to_be_left_out(tmp_path, m
     """Images at the top and in sub-folders: those of the top are read, and the sub-folders'
     are said to be left out (they were, without a word)."""
     import importlib
-    module = importlib.import_module('mmdiffseg.apis.pseudo_label')  # not the function
+    module = importlib.import_module('mmdiffseg.apis.image_inputs')
     logged = []
     monkeypatch.setattr(module, 'print_log', lambda msg, **kwargs: logged.append(msg))
     for path in (tmp_path / 'top.png', tmp_path / 'more' / 'inner.png'):
@@ -227,7 +227,7 @@ def test_files_of_the_image_folder_that_are_not_read_are_named_by_their_endings(
     file labelled a.jpg alone, without a word on the others: JPEG's other endings are read, and
     the endings left out are named (hidden files are no images: macOS's '._' copies)."""
     import importlib
-    module = importlib.import_module('mmdiffseg.apis.pseudo_label')
+    module = importlib.import_module('mmdiffseg.apis.image_inputs')
     logged = []
     monkeypatch.setattr(module, 'print_log', lambda msg, **kwargs: logged.append(msg))
     for name in ('a.jpg', 'b.jfif', 'c.jpe', 'd.gif', 'noext', '.hidden.jpg'):
@@ -254,7 +254,7 @@ def test_a_tools_output_folder_inside_the_image_folder_is_not_said_to_be_left_ou
     """segment.py IN --out IN/seg: each rerun warned that seg/'s images (its contact sheet) were
     not read; a sub-folder holding a tool's manifest holds no inputs."""
     import importlib
-    module = importlib.import_module('mmdiffseg.apis.pseudo_label')
+    module = importlib.import_module('mmdiffseg.apis.image_inputs')
     logged = []
     monkeypatch.setattr(module, 'print_log', lambda msg, **kwargs: logged.append(msg))
     for path in (tmp_path / 'top.png', tmp_path / 'seg' / 'contact_sheet.jpg'):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from sample_data import shared_path
 
+from mmdiffseg.apis.image_inputs import image_items
 from mmdiffseg.apis.manifest import MANIFEST_NAME
 from mmdiffseg.attention.testing import cached_tiny_pipeline_folder
 from mmdiffseg.provenance import model_identity, sampler_settings, setting_differences
@@ -88,7 +89,7 @@ def test_pseudo_labels_of_a_downloaded_model_resume_with_its_local_folder(
     for name in ('voc_val_582.png', 'voc_val_0.png'):
         (images / name).symlink_to(shared_path('voc2012_val_samples', 'JPEGImages', name))
     out = tmp_path / 'labels'
-    items = label_api.image_items(images)
+    items = image_items(images)
     first = label_api.pseudo_label(items[:1], out, HUB_ID, dict(type='DiffSeg'), None, None,
                                    workers=0, dtype=torch.float32)
     assert first.made == 1 and header(out)['dtype'] == 'float32'

@@ -10,7 +10,8 @@ from PIL import Image
 
 from mmdiffseg.apis.folders import MASK_DIR, OVERLAY_DIR, palette_for
 from mmdiffseg.apis.io import UserInputError, WorkItem
-from mmdiffseg.apis.pseudo_label import images_from_folder, label_outputs, path_items
+from mmdiffseg.apis.image_inputs import images_from_folder, path_items
+from mmdiffseg.apis.pseudo_label import label_outputs
 from mmdiffseg.apis.segment import overlay_jpeg, read_image_pair, stack_image_pairs
 from mmdiffseg.apis.synthesize import seediff_resolutions, synth_items
 from mmdiffseg.datasets.transforms import read_label_map

@@ -167,7 +167,7 @@ def test_rank_0_alone_draws_and_announces_the_contact_sheet(rank_1, tmp_path, ca
     visualize = sys.modules['mmdiffseg.apis.visualize']
     drawn = []
     rank_1.setattr(api_segment, 'segment', lambda *a, **k: JobSummary(made=2))
-    rank_1.setattr(sys.modules['mmdiffseg.apis.pseudo_label'], 'path_items', lambda *a, **k: [])
+    rank_1.setattr(sys.modules['mmdiffseg.apis.image_inputs'], 'path_items', lambda *a, **k: [])
     rank_1.setattr(visualize, 'write_contact_sheet', lambda *a, **k: drawn.append(a))
     args = [str(tmp_path / 'images'), '--classes', 'cat,', '--model', str(tmp_path), '--out',
             str(tmp_path / 'out'), '--launcher', 'pytorch']

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from mmdiffseg.apis.folders import MASK_DIR, OVERLAY_DIR
-from mmdiffseg.apis.pseudo_label import path_items
+from mmdiffseg.apis.image_inputs import path_items
 from mmdiffseg.apis.segment import overlay_jpeg, read_image_pair, stack_image_pairs
 
 segment_api = importlib.import_module('mmdiffseg.apis.segment')

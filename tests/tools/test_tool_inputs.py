@@ -215,6 +215,10 @@ def test_a_dataset_config_that_is_missing_broken_or_without_its_data(tmp_path, m
                          expect=2)
     assert 'the train data of' in err and 'is not there' in err
     assert 'data root data/VOCdevkit/VOC2012 does not exist' in err and 'docs/data.md' in err
+    # the pre-flight's 'of the entries above' named no entry here, and this tool's --cfg-options
+    # are the generator's: the entry and the file to edit are named
+    assert (f'; or set data_root (and data_prefix) of train_dataloader.dataset to where yours is, '
+            f'in {config} or a config that inherits it)') in err and 'entries above' not in err
     err = run_in_process('pseudo_label', shared_path(*VOC, 'JPEGImages'), '--classes', 'voc',
                          *common, expect=2)
     assert '--labels-from-gt needs GT_DIR' in err
