@@ -86,9 +86,11 @@ def check_generator_entry(node: dict, where: str) -> List[Missing]:
     if not owner or 'generator' not in node or (isinstance(value, dict) and 'type' in value):
         return []
     return [Missing(f'{where}.generator is {value!r}, no generator config (a dict with a type)',
-                    f'set its keys one by one (--cfg-options {where}.generator.type=DiffSeg ...: '
-                    '--cfg-options reads dict(...) as a string), or give a derived config '
-                    "generator=dict(_delete_=True, type='DiffSeg', ...)", [f'{where}.generator'])]
+                    f'set its options one by one (--cfg-options {where}.generator.OPTION=VALUE: '
+                    '--cfg-options reads dict(...) as a string); for another generator type, a '
+                    "derived config with generator=dict(_delete_=True, type='DiffSeg', ...) "
+                    "(--cfg-options cannot remove the first type's options)",
+                    [f'{where}.generator'])]
 
 
 def check_cache_keys(cache: dict, where: str) -> List[Missing]:

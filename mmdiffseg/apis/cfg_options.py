@@ -27,12 +27,17 @@ class CfgOptionsAction(DictAction):
         for pair in values or []:
             key, _, value = pair.partition('=')
             if _JOINED.search(value.strip('\'"')):
+                parts = key.split('.')
+                listed = next((i for i, part in enumerate(parts) if part.isdigit()), None)
+                where = (f'redefine {".".join(parts[:listed])} whole (a derived config cannot '
+                         'set one item of a list)' if listed else f'set {key}')
                 parser.error(
                     f'--cfg-options {pair}: mmengine removes the spaces inside a value (it would '
-                    f'read {value.strip(chr(39) + chr(34)).replace(" ", "")!r}); set {key} in a '
+                    f'read {value.strip(chr(39) + chr(34)).replace(" ", "")!r}); {where} in a '
                     "config file that inherits this one (_base_ = ['<this config>']), or give a "
                     'path without spaces (e.g. through a symlink)')
         super().__call__(parser, namespace, values, option_string)
+
 
 #: top-level entries the runner reads that a config may leave out (besides ``Runner``'s arguments)
 RUNNER_READS = ('runner_type', 'compile', 'find_unused_parameters', 'model_wrapper_cfg',

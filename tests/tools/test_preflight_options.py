@@ -135,7 +135,11 @@ def test_a_generator_given_as_a_string_is_named_with_how_to_set_it(key):
                if m.where == [key]]
     assert item.what == (f'{key} is "dict(type=\'DiffSeg\')", no generator config (a dict '
                          'with a type)')
-    assert item.fix.startswith(f'set its keys one by one (--cfg-options {key}.type=DiffSeg')
+    # setting .type=DiffSeg key by key (the advice before) kept the first type's options, each
+    # then refused; another type takes a derived config
+    assert item.fix.startswith(f'set its options one by one (--cfg-options {key}.OPTION=VALUE')
+    assert "for another generator type, a derived config with generator=dict(_delete_=True, " \
+           "type='DiffSeg', ...)" in item.fix
 
 
 def test_the_label_cache_settings_are_checked_key_by_key(tmp_path):

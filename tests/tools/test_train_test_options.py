@@ -326,9 +326,13 @@ def test_a_cfg_option_value_with_a_space_is_refused(tool, capsys):
         module.parse_args([str(TINY_ONLINE_CONFIG), '--cfg-options', spaced])
     assert stop.value.code == 2
     err = capsys.readouterr().err
+    # (a derived config cannot set pipeline item 2 alone: the advice to set the key there failed)
     assert f"--cfg-options {spaced}: mmengine removes the spaces inside a value (it would read " \
-           "'/data/mylabels'); set train_dataloader.dataset.pipeline.2.cache.cache_dir in a " \
-           "config file that inherits this one" in err
+           "'/data/mylabels'); redefine train_dataloader.dataset.pipeline whole (a derived " \
+           "config cannot set one item of a list) in a config file that inherits this one" in err
+    with pytest.raises(SystemExit):
+        module.parse_args([str(TINY_ONLINE_CONFIG), '--cfg-options', 'work_dir=/my runs/a'])
+    assert "; set work_dir in a config file that inherits this one" in capsys.readouterr().err
     args = module.parse_args([str(TINY_ONLINE_CONFIG), '--cfg-options', 'a=[1, 2]', 'b=(x, y)',
                               "c='/data/labels'"])
     assert args.cfg_options == {'a': [1, 2], 'b': ('x', 'y'), 'c': '/data/labels'}
