@@ -295,7 +295,7 @@ def unknown_names(labels: Dict[str, list], classes: Sequence[str]
     near = {name: nearest(name, classes) for name in shown}
     listed = '; '.join(
         f'{name!r} ({len(unknown[name])} image(s), e.g. {_examples(unknown[name])})' +
-        (f', did you mean {near[name]!r}?' if near[name] else '') for name in shown)
+        (f' (did you mean {near[name]!r}?)' if near[name] else '') for name in shown)
     edits = ', '.join(f'{name!r} -> {near[name]!r}' if near[name] else f'drop {name!r}' + (
         ' (no class here: pixels of no listed class are its own)'
         if name.strip().lower() == 'background' else '') for name in shown)

@@ -38,7 +38,8 @@ def decode_rgb(image_bytes: bytes, path) -> np.ndarray:
         image = None
     if image is None:
         raise ValueError(f'cannot read image {path}: OpenCV cannot decode it (not an image, or '
-                         'damaged): replace it, or remove it from the dataset\'s split')
+                         'damaged): replace it, or leave it out (remove the file, or its line in '
+                         'the split file that lists it)')
     return mmcv.bgr2rgb(image)
 
 

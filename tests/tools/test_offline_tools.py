@@ -264,7 +264,9 @@ def test_bad_input_stops_before_any_work(tiny_model, voc_images, tmp_path):
     result = run_tool('pseudo_label', voc_images, '--labels', labels, '--classes', 'voc',
                       '--model', tiny_model, '--out', out, expect=2)
     assert 'the image-level labels hold 2 unknown class name(s): ' in result.stderr  # all at once
-    assert "'sheeep' (1 image(s), e.g. 'voc_val_23'), did you mean 'sheep'?" in result.stderr
+    # (the message read "did you mean 'sheep'?. Fix:")
+    assert "'sheeep' (1 image(s), e.g. 'voc_val_23') (did you mean 'sheep'?). Fix:" in \
+        result.stderr
     assert "'unicorn' (1 image(s), e.g. 'broken')" in result.stderr
     assert "Fix: correct them (" in result.stderr and "'sheeep' -> 'sheep'" in result.stderr
     labels.write_text(json.dumps({f'voc_val_{i}.png': ['cat'] for i in (0, 1, 20, 23)} |

@@ -76,7 +76,8 @@ def test_an_image_opencv_cannot_decode_stops_the_prefill_naming_it(tmp_path, tin
                                        progress=False)
         assert str(refused.value) == (
             f'cannot read image {image}: OpenCV cannot decode it (not an image, or damaged): '
-            "replace it, or remove it from the dataset's split")
+            'replace it, or leave it out (remove the file, or its line in the split file that '
+            'lists it)')
 
 
 def test_an_image_that_cannot_be_read_after_labels_were_made_stops_with_the_counts(

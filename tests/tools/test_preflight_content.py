@@ -70,8 +70,8 @@ def test_images_without_an_entry_and_unknown_names_are_found_with_their_fix(tmp_
     found = list(items(voc_config(voc_root, str(labels)), 'prefill').values())
     assert len(found) == 2 and all(item.where == [LABELS_STEP] for item in found)
     names, absent = found
-    assert "'aeroplan' (1 image(s), e.g. 'voc_val_1'), did you mean 'aeroplane'?" in names.what
-    assert "'Sheep' (1 image(s), e.g. 'not_in_the_split'), did you mean 'sheep'?" in names.what
+    assert "'aeroplan' (1 image(s), e.g. 'voc_val_1') (did you mean 'aeroplane'?)" in names.what
+    assert "'Sheep' (1 image(s), e.g. 'not_in_the_split') (did you mean 'sheep'?)" in names.what
     assert (f'1 of the {len(VOC_IMAGES)} images of the split '
             f'({voc_root}/ImageSets/Segmentation/aug.txt) have no entry') in absent.what
     assert repr(VOC_IMAGES[0]) in absent.what and 'aeroplan' not in absent.what

@@ -95,7 +95,7 @@ def test_unknown_class_names_are_listed_five_at_most_with_their_edits():
               'i5': ['u2'], 'i6': ['u3'], 'i7': ['u4']}
     count, listed, edits = unknown_names(labels, ['cat', 'dog', 'person'])
     assert count == 6
-    assert listed == ("'PERSON' (1 image(s), e.g. 'i1'), did you mean 'person'?; "
+    assert listed == ("'PERSON' (1 image(s), e.g. 'i1') (did you mean 'person'?); "
                       "'qqqq' (3 image(s), e.g. 'i1', 'i2', 'i3'); 'u1' (1 image(s), e.g. 'i4'); "
                       "'u2' (1 image(s), e.g. 'i5'); 'u3' (1 image(s), e.g. 'i6'); and 1 more")
     assert edits == "'PERSON' -> 'person', drop 'qqqq', drop 'u1', drop 'u2', drop 'u3', ..."
