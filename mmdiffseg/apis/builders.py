@@ -16,7 +16,7 @@ from ..compat import config_fromfile
 from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY
 from ..preflight_options import capture_fit_error
 from ..provenance import model_folder, model_path, names_a_local_path
-from ..registry import MASK_GENERATORS
+from ..registry import MASK_GENERATORS, accepted_options
 from .io import UserInputError
 
 #: ``--method`` -> registered generator type
@@ -180,7 +180,24 @@ def generator_config(method: Optional[str] = None, config: Optional[str] = None,
     else:
         raise UserInputError('give a generator: --method or --config')
     gen_cfg.update(options or {})
+    _refuse_tool_options(gen_cfg, options or {})
     return gen_cfg, model_id
+
+
+#: the offline tools' own options, which ``--cfg-options`` (the generator's) does not set
+TOOL_OPTIONS = ('model', 'variant', 'device', 'dtype', 'batch_size', 'workers', 'out')
+
+
+def _refuse_tool_options(gen_cfg: Dict, options: Dict) -> None:
+    """Name the tool's option for a ``--cfg-options`` key that is one (``dtype=float16``: it
+    was 'unknown option' of the generator, without the flag meant)."""
+    accepted = accepted_options(generator_class(gen_cfg, '--method / --config')) or ()
+    misplaced = [key for key in options if key in TOOL_OPTIONS and key not in accepted]
+    if misplaced:
+        key = misplaced[0]
+        raise UserInputError(f'--cfg-options {key}=... sets a generator option, and '
+                             f'{gen_cfg["type"]} has none named {key!r}: give the tool\'s own '
+                             f'--{key.replace("_", "-")} instead')
 
 
 def generator_vocabulary(gen_cfg: Dict) -> Optional[str]:

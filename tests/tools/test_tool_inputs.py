@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from e2e_helpers import load_tool
-from mmdiffseg.apis.io import JobSummary
+from mmdiffseg.apis.io import JobSummary, UserInputError
 from sample_data import REPO, shared_path
 from test_offline_tools import VOC, run_in_process
 
@@ -387,3 +387,21 @@ def test_synthesize_takes_ade20ks_150_classes_into_its_own_label_set(monkeypatch
                                   '--out', str(tmp_path / 'o')])
     from mmdiffseg.datasets.class_names import DATASET_CLASSES
     assert seen['names'] == seen['label_set'] == list(DATASET_CLASSES['ade20k'])
+
+
+def test_a_tool_option_given_as_a_generator_option_names_the_flag(tmp_path):
+    """``--cfg-options dtype=float16`` (the generator's options) was 'unknown option' of iSeg,
+    without the flag meant; an option a generator has under such a name stays its own."""
+    from mmdiffseg.apis.builders import generator_config
+    for key, value in (('dtype', 'float16'), ('batch_size', 4)):
+        with pytest.raises(UserInputError) as refused:
+            generator_config('iseg', None, {key: value})
+        flag = key.replace('_', '-')
+        assert str(refused.value) == (f"--cfg-options {key}=... sets a generator option, and ISeg "
+                                      f"has none named {key!r}: give the tool's own --{flag} "
+                                      'instead')
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / 'a.png')
+    err = run_in_process('segment', tmp_path, '--method', 'diffseg', '--cfg-options',
+                         'dtype=float16', '--out', tmp_path / 'out', expect=2)
+    assert "DiffSeg has none named 'dtype': give the tool's own --dtype instead" in err
+    assert generator_config('seediff', None, {'num_heads': 8})[0]['num_heads'] == 8
