@@ -58,7 +58,8 @@ def check_cache_precision(cache_dir: str, where: str, writer: Tuple[str, Optiona
     hours into training). ``unlabelled`` (:func:`unlabelled_finder`): for a run that only adds
     the labels the cache lacks (training); a full cache is read in any precision."""
     from .datasets.cache_settings import empty_cache_note, writer_difference
-    from .datasets.label_cache import SIGNATURE_FILE, WRITER_KEY
+    from .datasets.label_cache import WRITER_KEY
+    from .datasets.label_files import SIGNATURE_FILE
     try:
         made = json.loads((cache_folder(cache_dir) / SIGNATURE_FILE).read_text()).get(
             WRITER_KEY, {})
@@ -197,7 +198,8 @@ def check_cache_settings(cache: Dict, where: str) -> List[Missing]:
     (:data:`~mmdiffseg.generators.base.LABELS_VERSION`) than this run's:
     :class:`~mmdiffseg.datasets.LabelCache` refuses it at the first batch, once the model and
     the data are built."""
-    from .datasets.label_cache import SIGNATURE_FILE, LabelCache, unsigned_labels
+    from .datasets.label_cache import LabelCache
+    from .datasets.label_files import SIGNATURE_FILE, unsigned_labels
     fix = f'--cfg-options {where}.cache_dir=<another folder>, or delete {cache["cache_dir"]}'
     if not (cache_folder(cache['cache_dir']) / SIGNATURE_FILE).is_file():
         unsigned = unsigned_labels(cache['cache_dir'])

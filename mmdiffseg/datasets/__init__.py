@@ -4,7 +4,8 @@ from .generated import (GeneratedLabelDataset, PseudoLabelADE20KDataset,
                         PseudoLabelCityscapesDataset, PseudoLabelDataset, PseudoLabelVOCDataset,
                         SyntheticADE20KDataset, SyntheticCityscapesDataset, SyntheticDataset,
                         SyntheticVOCDataset)
-from .label_cache import LabelCache, label_key
+from .label_cache import LabelCache
+from .label_files import label_key
 from .transforms import LoadImageLevelLabels, LoadPseudoLabel, PackPseudoLabelInputs
 from .unsupervised import (CenterSquareCrop, Cityscapes27Dataset, CityscapesHumanVehicleDataset,
                            COCOStuff27Dataset, LoadImageTFDecode, ResizeHalfPixelLabels)

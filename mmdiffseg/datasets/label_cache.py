@@ -3,7 +3,7 @@
 Layout: ``cache_dir/cache.json`` holds the signature (the model's identity + the generator's
 ``config_dict()`` + :data:`~mmdiffseg.generators.base.LABELS_VERSION`) the cache was written
 with; ``cache_dir/<k[:2]>/<k>.png`` holds the label made from the image file and the image-level
-class names whose SHA-1 is ``k`` (:func:`label_key`), at the image's original size (uint8,
+class names whose SHA-1 is ``k`` (:func:`~.label_files.label_key`), at the image's original size (uint8,
 255 = unsure). The signature pins the whole folder to one model
 + generator config, so the effective key is image content + class names + model + generator
 config; opening a folder written with another signature is an error naming the settings that
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -49,45 +48,12 @@ from ..provenance import (describe, missing_model_refusal, model_identity,
                           setting_differences)
 from ..registry import MASK_GENERATORS
 from .cache_settings import cache_folder, canonical_json, empty_cache_note, writer_difference
+from .label_files import KEY_SCHEME, SIGNATURE_FILE, label_path, read_label, unsigned_labels
 
-SIGNATURE_FILE = 'cache.json'
 #: the signature's record of how the labels were computed, checked against writers only
 WRITER_KEY = 'made_with'
 #: seconds between two looks at a label another process is making
 POLL_SECONDS = 0.05
-
-
-#: what a label's key is a hash of (recorded in the signature: a folder keyed otherwise is refused)
-KEY_SCHEME = 'sha1(image file bytes, image-level class names in order)'
-
-
-def label_key(image_bytes: bytes, class_names: Sequence[str]) -> str:
-    """The key of the label made from an image file and its image-level class names: iSeg,
-    SeeDiff and labelled DiffSeg prompt with the names, so another list is another label."""
-    digest = hashlib.sha1(image_bytes)
-    digest.update(b'\0' + json.dumps(list(class_names)).encode())
-    return digest.hexdigest()
-
-
-def label_path(cache_dir: Union[str, Path], key: str) -> Path:
-    """Where the label of content key ``key`` lives in ``cache_dir``."""
-    return cache_folder(cache_dir) / key[:2] / f'{key}.png'
-
-
-def read_label(path: Path) -> Optional[np.ndarray]:
-    """The ``(H, W)`` label stored at ``path``, or None if the file is missing, unreadable or not
-    single-channel (labels are written whole, so only outside damage makes one unreadable)."""
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.exists() else None
-    return label if label is not None and label.ndim == 2 else None
-
-
-def unsigned_labels(cache_dir: Union[str, Path]) -> Optional[str]:
-    """What is wrong with a folder that holds labels but no signature (deleted while a run
-    wrote into it), or None: such labels are of unknown origin and never reused."""
-    if next(cache_folder(cache_dir).glob('??/*.png'), None) is None:
-        return None
-    return (f'label cache {cache_dir} holds labels but no {SIGNATURE_FILE} (deleted while a run '
-            'wrote into it?): labels of unknown origin are never reused')
 
 
 def _atomic_write(path: Path, data: bytes, replace: bool = True) -> None:
@@ -132,10 +98,20 @@ class LabelCache:
                                          LABELS_VERSION_KEY: LABELS_VERSION})
         self.writer_dtype, self.writer_variant = writer_dtype, writer_variant
         self.wait_timeout = float(wait_timeout)
-        self._signature_checked = self._writer_checked = False
+        self._checked: Optional[tuple] = None   # the signature file checked (_signature_stamp)
+        self._writer_checked = False
         self._damaged: set = set()   # damaged label files already logged
 
     # -- signature ---------------------------------------------------------------------------
+    def _signature_stamp(self) -> Optional[tuple]:
+        """The signature file's identity (inode, modification time; None without one): a folder
+        deleted and signed again by another run holds another file."""
+        try:
+            stat = (self.cache_dir / SIGNATURE_FILE).stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns
+
     def _stored_signature(self) -> Optional[dict]:
         path = self.cache_dir / SIGNATURE_FILE
         if not path.exists():
@@ -172,14 +148,16 @@ class LabelCache:
                 are named), or, with ``writer`` (else reading only), of another precision or
                 weights variant than ``writer_dtype`` / ``writer_variant``.
         """
-        if self._signature_checked and (self.cache_dir / SIGNATURE_FILE).exists():
+        stamp = self._signature_stamp()
+        if stamp is not None and stamp == self._checked:
             stored = None if self._writer_checked or not writer else self._stored_signature()
-        else:   # not checked yet, or the folder or its signature was deleted meanwhile
-            self._signature_checked = self._writer_checked = False
+        else:   # not checked yet, or the signature was deleted or written anew meanwhile
+            self._checked, self._writer_checked = None, False
             stored = self._stored_signature()
             if stored is None:
                 return False
             self._check_settings(stored)
+            self._checked = stamp
         if stored is not None and writer and self.writer_dtype is not None:
             differs = writer_difference(stored.get(WRITER_KEY, {}), self.writer_dtype,
                                         self.writer_variant)
@@ -200,7 +178,6 @@ class LabelCache:
                 'config another cache_dir (the `cache` of LoadPseudoLabel in the train pipeline) '
                 'or delete the folder once no run writes into it.'
                 + empty_cache_note(self.cache_dir)))
-        self._signature_checked = True
 
     def sign(self) -> None:
         """Write the signature if the folder has none (else check it), with the writer's

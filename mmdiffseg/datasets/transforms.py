@@ -37,7 +37,8 @@ from mmseg.registry import TRANSFORMS
 from ..generators.base import IGNORE_INDEX
 from .class_names import resolve_classes, spelled_as
 from .cache_settings import canonical_cache_spec
-from .label_cache import LabelCache, label_key
+from .label_cache import LabelCache
+from .label_files import label_key
 
 #: largest image (pixels) whose source indices fit the 31-bit encoding (OpenCV reads up to 2^30)
 MAX_SOURCE_PIXELS = 1 << 31
@@ -217,7 +218,7 @@ class LoadImageLevelLabels(BaseTransform):
 class LoadPseudoLabel(BaseTransform):
     """The cached generated label of the image as ``gt_seg_map`` (see the module docstring).
 
-    Adds ``pseudo_label_key`` (:func:`~.label_cache.label_key` of the image file and its
+    Adds ``pseudo_label_key`` (:func:`~.label_files.label_key` of the image file and its
     image-level class names, from :class:`LoadImageLevelLabels`), ``pseudo_label_cached`` and
     ``pseudo_label_cache`` (the label-cache settings, from which the preprocessor labels the
     misses: the config holds them once, here). On a cache miss ``gt_seg_map`` is the

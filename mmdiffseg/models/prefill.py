@@ -33,7 +33,7 @@ from ..apis.io import (JobStopped, RankStopped, SettingsRefused, UserInputError,
 from ..apis.progress import ProgressLine, start_worker
 from ..apis.image_inputs import inner_dataset_cfgs
 from ..datasets.cache_settings import canonical_cache_spec
-from ..datasets.label_cache import label_key, label_path, read_label
+from ..datasets.label_files import label_key, label_path, read_label
 from ..generators.base import IGNORE_INDEX
 from ..registry import config_type
 from ..attention.images import decode_rgb

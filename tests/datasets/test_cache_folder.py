@@ -5,7 +5,7 @@ import numpy as np
 
 import mmdiffseg  # noqa: F401
 from mmdiffseg.datasets import LabelCache
-from mmdiffseg.datasets.label_cache import label_path, read_label
+from mmdiffseg.datasets.label_files import label_path, read_label
 from mmdiffseg.preflight_cache import check_cache_settings
 
 GENERATOR = dict(type='ISeg', vocabulary='voc')

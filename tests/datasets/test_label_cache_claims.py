@@ -15,6 +15,7 @@ import pytest
 
 import mmdiffseg  # noqa: F401
 import mmdiffseg.datasets.label_cache as label_cache
+from mmdiffseg.datasets.label_files import read_label
 from mmdiffseg.apis.io import LabelWaitTimeout, OutputWriteError
 from mmdiffseg.datasets import LabelCache
 from mmdiffseg.generators.base import MaskGenerator
@@ -132,10 +133,10 @@ def test_a_damaged_label_is_made_again_and_replaced(tmp_path, damage, monkeypatc
         path.write_bytes(path.read_bytes()[:30])
     else:
         cv2.imwrite(str(path), np.zeros((3, 4, 3), np.uint8))
-    assert cache.load(key) is None and label_cache.read_label(path) is None
+    assert cache.load(key) is None and read_label(path) is None
     labels, made, _ = cache.fetch_or_make([key], lambda keys: [label_of(k) for k in keys])
     assert made == [key] and np.array_equal(labels[key], label_of(key))
-    assert np.array_equal(label_cache.read_label(path), label_of(key))
+    assert np.array_equal(read_label(path), label_of(key))
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
     [(message, level)] = logged   # once, as a warning
     assert f'label cache file {path} is damaged' in message and level == logging.WARNING

@@ -47,6 +47,19 @@ def test_a_cache_deleted_during_a_run_is_signed_again_by_its_next_label(tmp_path
         cache_of(tmp_path, iters=3).load(KEYS[1])
 
 
+def test_a_run_whose_cache_was_signed_anew_by_another_run_is_refused(tmp_path):
+    """The folder deleted, then signed by a run of other settings: the first run went on adding
+    its labels to it (it checked only that a signature was there), mixing two settings' labels
+    under one signature; its next label is refused, as a new run of its settings would be."""
+    first = cache_of(tmp_path, iters=10)
+    first.save(KEYS[0], LABEL)
+    shutil.rmtree(tmp_path / 'cache')
+    cache_of(tmp_path, iters=3).save(KEYS[1], LABEL)
+    with pytest.raises(UserInputError, match=r'generator.iters: cache 3, this run 10'):
+        first.save(KEYS[0], LABEL)
+    assert not (tmp_path / 'cache' / KEYS[0][:2]).exists()
+
+
 @pytest.mark.parametrize('who', ['the same run', 'another run'])
 def test_labels_whose_signature_is_gone_are_not_taken_over(tmp_path, who):
     """Only cache.json deleted: neither the run that signed the folder nor another one adopts
