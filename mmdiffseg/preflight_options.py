@@ -315,7 +315,8 @@ def check_schedule(cfg) -> List[Missing]:
     nothing)."""
     train_cfg = cfg.get('train_cfg') or {}
     max_iters, schedulers = train_cfg.get('max_iters'), cfg.get('param_scheduler') or []
-    schedulers = [schedulers] if isinstance(schedulers, dict) else list(schedulers)
+    alone = isinstance(schedulers, dict)   # mmengine takes one scheduler without a list
+    schedulers = [schedulers] if alone else list(schedulers)
     timed = [(i, s) for i, s in enumerate(schedulers)
              if isinstance(s, dict) and not s.get('by_epoch', True)]
     decays = [(i, s) for i, s in timed   # (a warm-up's end is not the decay's)
@@ -326,9 +327,9 @@ def check_schedule(cfg) -> List[Missing]:
     end = last.get('end', float('inf'))
     if end >= max_iters or any(s.get('begin', 0) >= end for _, s in timed):
         return []   # (a scheduler after the decay sets the rate again)
-    return [Missing(f'train_cfg.max_iters is {max_iters}, but param_scheduler.{index} (PolyLR, '
-                    f'eta_min 0) ends at iteration {end}: the iterations after it would train at '
-                    'learning rate 0',
-                    f'--cfg-options param_scheduler.{index}.end={max_iters} (with train_cfg.'
-                    f'max_iters={max_iters}); for a shorter run, max_iters={end}',
-                    [f'param_scheduler.{index}.end', 'train_cfg.max_iters'])]
+    name = 'param_scheduler' if alone else f'param_scheduler.{index}'
+    return [Missing(f'train_cfg.max_iters is {max_iters}, but {name} (PolyLR, eta_min 0) ends at '
+                    f'iteration {end}: the iterations after it would train at learning rate 0',
+                    f'--cfg-options {name}.end={max_iters} (with train_cfg.max_iters='
+                    f'{max_iters}); for a shorter run, max_iters={end}',
+                    [f'{name}.end', 'train_cfg.max_iters'])]

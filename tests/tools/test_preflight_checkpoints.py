@@ -165,3 +165,24 @@ def test_the_decay_after_a_warm_up_is_the_schedule_judged(tmp_path):
     from mmdiffseg.preflight_checkpoints import check_resumed_schedule
     (item,) = check_resumed_schedule(cfg)
     assert 'param_scheduler.1.end=40000, without --resume' in item.fix
+
+
+def test_a_resumed_schedule_is_refused_only_where_it_would_train_at_rate_0(tmp_path):
+    """A checkpoint's PolyLR with a floor (eta_min > 0) trains on past its end; a finished run
+    (at max_iters) trains nothing more: neither is refused. A resumed run without a checkpoint
+    yet (the first start of a resume=True config) is judged on the config's schedule."""
+    from mmdiffseg.preflight_checkpoints import check_resumed_schedule, check_run_start
+    poly = dict(eta_min=0, power=0.9, begin=0, end=20, by_epoch=False)
+    checkpoint = tmp_path / 'run' / 'iter_8.pth'
+    checkpoint.parent.mkdir()
+    cfg = Config(dict(train_cfg=dict(max_iters=40), resume=True, load_from=str(checkpoint),
+                      work_dir=str(tmp_path / 'run')))
+    for iteration, schedule, refused in ((8, poly, True), (8, dict(poly, eta_min=1e-4), False),
+                                         (40, poly, False)):
+        torch.save(dict(meta=dict(iter=iteration), state_dict={}, param_schedulers=[schedule]),
+                   checkpoint)
+        assert len(check_resumed_schedule(cfg)) == refused, (iteration, schedule)
+    cfg.load_from = None
+    cfg.param_scheduler = [dict(poly, type='PolyLR')]
+    (item,) = check_run_start(cfg, None, [])
+    assert item.where == ['param_scheduler.0.end', 'train_cfg.max_iters']

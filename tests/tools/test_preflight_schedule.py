@@ -41,6 +41,22 @@ def test_other_schedules_are_left_alone(cfg, scheduler):
     assert check_schedule(cfg) == []   # a later PolyLR goes on to the end
 
 
+def test_the_decay_is_found_in_each_form_mmengine_takes(cfg):
+    """A PolyLR without eta_min (mmengine's default is 0), one scheduler given without a list
+    (named without an index: param_scheduler.0 does not address a dict), and a second decay
+    phase after a first (the last one ends the rate) are judged as the list form is."""
+    cfg.train_cfg.max_iters = 7
+    cfg.param_scheduler = dict(type='PolyLR', power=0.9, begin=0, end=4, by_epoch=False)
+    (item,) = check_schedule(cfg)
+    assert item.what.startswith('train_cfg.max_iters is 7, but param_scheduler (PolyLR, eta_min '
+                                '0) ends at iteration 4')
+    assert item.fix.startswith('--cfg-options param_scheduler.end=7 ')
+    cfg.param_scheduler = [dict(type='PolyLR', eta_min=0, begin=0, end=2, by_epoch=False),
+                           dict(type='PolyLR', eta_min=0, begin=2, end=5, by_epoch=False)]
+    (item,) = check_schedule(cfg)
+    assert item.where == ['param_scheduler.1.end', 'train_cfg.max_iters']
+
+
 def test_the_training_pre_flight_runs_the_schedule_check(cfg, monkeypatch):
     """The check is part of training's pre-flight (not of testing's, which runs no schedule)."""
     from mmdiffseg import preflight
