@@ -22,7 +22,9 @@ def test_two_items_with_one_id_are_refused_before_any_work(tmp_path):
 @pytest.mark.parametrize('sizes, match', [
     (dict(batch_size=0), r'batch_size \(--batch-size\) must be an integer of 1 or more, got 0'),
     (dict(batch_size=2.0), r'batch_size .* got 2\.0'),
-    (dict(workers=-1), r'workers \(--workers\) must be None \(the default\), 0 .* got -1')])
+    (dict(workers=-1), r'workers \(--workers\) must be None \(the default\), 0 .* got -1'),
+    (dict(batch_size=True), r'batch_size .* got True'),   # (a bool is an int to Python)
+    (dict(workers=True), r'workers .* got True')])
 def test_a_batch_size_or_worker_count_out_of_range_is_bad_input(tmp_path, sizes, match):
     """The Python API's batch_size=0 stopped in the job's plan ('range() arg 3 must not be
     zero'), workers=-1 in its process pool, both after the folder was made."""
@@ -45,10 +47,12 @@ def test_image_labels_that_are_no_mapping_are_bad_input(tmp_path):
 
     from mmdiffseg.apis import pseudo_label
     Image.new('RGB', (8, 8)).save(tmp_path / 'x.png')
-    with pytest.raises(UserInputError, match=r'image_labels: expected a dict of image id -> '
-                                             r'the class names in it, got a list'):
-        pseudo_label(str(tmp_path / 'x.png'), tmp_path / 'out', 'org/sd',
-                     dict(type='ISeg', preset='wsss_voc'), 'voc', [['cat']])
+    for labels in ([['cat']], (['x', ['cat']],)):   # (a tuple of pairs would make a dict)
+        with pytest.raises(UserInputError, match=r'image_labels: expected a dict of image id -> '
+                                                 rf'the class names in it, got a '
+                                                 rf'{type(labels).__name__}'):
+            pseudo_label(str(tmp_path / 'x.png'), tmp_path / 'out', 'org/sd',
+                         dict(type='ISeg', preset='wsss_voc'), 'voc', labels)
     assert not (tmp_path / 'out').exists()
 
 

@@ -62,6 +62,9 @@ def test_float_images_in_diffusers_ranges_are_refused_with_the_fix(scale, fix):
         preprocess_images(image, 64)
     with pytest.raises(ValueError, match=fix):
         preprocess_images([image[0].permute(1, 2, 0).numpy()], 64)
+    if scale > 1 / 255:   # a dark [-1, 1] image that reaches neither end is [-1, 1] too
+        with pytest.raises(ValueError, match=fix):
+            preprocess_images(image * 0.2 - 0.1, 64)   # in [-0.3, 0.1]
     undershoot = rgb.clone()
     undershoot[0, 0, 0, 0] = -3.0  # a bicubic resize's undershoot of a 0..255 image
     preprocess_images(undershoot, 64)
@@ -278,7 +281,8 @@ def test_float_pil_images_and_nan_pixels_are_judged_as_float_images():
     grey = preprocess_images([Image.fromarray(unit * 255, 'F')], 64)
     expected = preprocess_images([np.repeat((unit * 255)[..., None], 3, axis=2)], 64)
     torch.testing.assert_close(grey, expected)
-    rgb = np.full((64, 64, 3), 128, np.float32)
-    rgb[3, 4, 1] = np.nan
-    with pytest.raises(ValueError, match=r'^images\[0\] holds NaN or inf values'):
-        preprocess_images([rgb], 64)
+    for bad in (np.nan, np.inf):   # (+inf alone was read as a 16-bit image's white)
+        rgb = np.full((64, 64, 3), 128, np.float32)
+        rgb[3, 4, 1] = bad
+        with pytest.raises(ValueError, match=r'^images\[0\] holds NaN or inf values'):
+            preprocess_images([rgb], 64)

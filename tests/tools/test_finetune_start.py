@@ -79,21 +79,22 @@ def test_a_fine_tune_from_weights_that_do_not_fit_stops_naming_load_from(tmp_pat
 
 def test_a_load_from_before_its_runs_last_checkpoint_is_named_in_the_log(tmp_path):
     """The fine-tune configs name iter_20000.pth, the synthetic config's last; a longer
-    synthetic run keeps it (every checkpoint is kept) and saves later ones."""
+    synthetic run keeps it (every checkpoint is kept) and saves later ones (numbers compared as
+    numbers: iter_8 is before iter_16)."""
     from mmengine.config import Config
     train = load_tool('train')
     synthetic = tmp_path / 'synthetic'
     synthetic.mkdir()
-    for name in ('iter_4.pth', 'iter_8.pth'):
+    for name in ('iter_8.pth', 'iter_16.pth'):
         (synthetic / name).write_bytes(b'w')
-    (synthetic / 'last_checkpoint').write_text(str(synthetic / 'iter_8.pth'))
-    cfg = Config(dict(load_from=str(synthetic / 'iter_4.pth'), resume=False))
+    (synthetic / 'last_checkpoint').write_text(str(synthetic / 'iter_16.pth'))
+    cfg = Config(dict(load_from=str(synthetic / 'iter_8.pth'), resume=False))
     assert train.start_weights_note(cfg) == (
-        f"load_from is {synthetic / 'iter_4.pth'}, but the run that saved it went on to "
-        f"{synthetic / 'iter_8.pth'} (its last_checkpoint): this run starts from the earlier "
-        f"weights; to start from the last, --cfg-options load_from={synthetic / 'iter_8.pth'}")
+        f"load_from is {synthetic / 'iter_8.pth'}, but the run that saved it went on to "
+        f"{synthetic / 'iter_16.pth'} (its last_checkpoint): this run starts from the earlier "
+        f"weights; to start from the last, --cfg-options load_from={synthetic / 'iter_16.pth'}")
     (synthetic / 'best_mIoU_iter_4.pth').write_bytes(b'w')   # chosen, not left behind
-    for load_from, resume in ((synthetic / 'iter_8.pth', False), (synthetic / 'iter_4.pth', True),
+    for load_from, resume in ((synthetic / 'iter_16.pth', False), (synthetic / 'iter_8.pth', True),
                               (tmp_path / 'gone.pth', False),
                               (synthetic / 'best_mIoU_iter_4.pth', False)):
         assert train.start_weights_note(Config(dict(load_from=str(load_from),
