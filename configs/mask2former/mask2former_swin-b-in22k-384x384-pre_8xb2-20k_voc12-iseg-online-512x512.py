@@ -19,6 +19,8 @@ train_dataloader = {{_base_.voc_online_train_dataloader}}
 custom_hooks = {{_base_.voc_online_custom_hooks}}
 val_dataloader = {{_base_.voc_val_dataloader}}
 test_dataloader = val_dataloader
+# mmseg's inference_model / init_model read the top-level test_pipeline (not the dataloader's)
+test_pipeline = {{_base_.voc_test_pipeline}}
 train_cfg = dict(max_iters=20000, val_interval=2000)
 param_scheduler = [dict(type='PolyLR', eta_min=0, power=0.9, begin=0, end=20000, by_epoch=False)]
 default_hooks = dict(checkpoint=dict(interval=2000))

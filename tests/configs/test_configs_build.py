@@ -37,6 +37,13 @@ def test_config_builds(path):
     for loader in LOADERS:
         if cfg.get(loader) and cfg[loader].get('dataset'):   # test-only configs: no train
             Compose(cfg[loader].dataset.pipeline)
+    if cfg.get('test_dataloader'):
+        # mmseg's inference_model reads the top-level test_pipeline: the Swin-B VOC configs
+        # inherited ADE20K's (640x640), predicting at another scale than tools/test.py scores
+        def steps(pipeline):
+            return [{k: v for k, v in step.items() if k != '_scope_'} for step in pipeline
+                    if step['type'] != 'LoadAnnotations']
+        assert steps(cfg.test_pipeline) == steps(cfg.test_dataloader.dataset.pipeline)
     for key in ('val_evaluator', 'test_evaluator'):
         if cfg.get(key):
             METRICS.build(cfg[key])
