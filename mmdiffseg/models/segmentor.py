@@ -67,6 +67,17 @@ class DiffusionSegmentor(BaseSegmentor):
         # what mmseg's show_result_pyplot / inferencer draw with (a checkpoint's, elsewhere)
         self.dataset_meta = label_meta(self.labeler.generator.classes)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        """Refuse trained weights (``init_model(config, checkpoint)``): nothing here takes
+        them, and mmseg would then name the labels with the checkpoint's classes."""
+        given = [key for key in state_dict if key.startswith(prefix)]
+        if given:
+            raise ValueError(f'{type(self).__name__} is training-free: a checkpoint of '
+                             f'{len(given)} weights (e.g. {given[0]!r}) has nothing to load into '
+                             f'it (its weights are sd_model\'s); build it without a checkpoint, '
+                             'or give the config the checkpoint was trained with')
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def test_step(self, data: dict) -> List:
         """Each image through the data preprocessor alone, then the whole batch to
         :meth:`predict`: mmseg's ``SegDataPreProcessor`` refuses a test batch of images of

@@ -98,6 +98,24 @@ def test_inference_with_the_diffseg_config_predicts_the_centre_square(tmp_path):
         '{image name: [class names]}')
 
 
+def test_a_checkpoint_given_to_init_model_is_refused(tmp_path):
+    """init_model(<DiffSeg config>, <a Mask2Former checkpoint>) loaded nothing (a warning of
+    mmengine's) and took the checkpoint's VOC class names for DiffSeg's segment ids."""
+    import torch
+    from mmseg.apis import init_model
+    from sample_data import REPO
+    checkpoint = tmp_path / 'iter_4.pth'
+    torch.save(dict(state_dict={'decode_head.conv_seg.weight': torch.zeros(2, 1)},
+                    meta=dict(dataset_meta=dict(classes=('background', 'aeroplane')))),
+               checkpoint)
+    config = str(REPO / 'configs/mask2former/diffseg-sd14_cocostuff27-unsupervised-512x512.py')
+    with pytest.raises(ValueError, match=r"^DiffusionSegmentor is training-free: a checkpoint of "
+                                         r"1 weights \(e.g. 'decode_head.conv_seg.weight'\) has "
+                                         r"nothing to load into it"):
+        init_model(config, str(checkpoint), device='cpu')
+    assert init_model(config, device='cpu').dataset_meta['classes'][0] == '0'
+
+
 def test_the_models_dataset_meta_names_and_colours_the_generators_classes():
     """show_result_pyplot and the inferencer draw with the model's dataset_meta: iSeg / SeeDiff
     class labels in the label PNGs' colours under their names (segment-id colours named '0',
