@@ -50,13 +50,17 @@ def test_annotation_keys_are_file_names_without_the_last_extension(tmp_path):
 
 def test_an_image_given_as_an_array_is_refused_with_what_to_give_instead(tmp_path):
     """mmseg's inference_model / MMSegInferencer on an array load it with
-    LoadImageFromNDArray (img_path None): no name to look its classes up by."""
+    LoadImageFromNDArray (img_path None): no name to look its classes up by; mmseg has changed
+    the model's test_pipeline to read arrays, so a path given to the same model failed (KeyError
+    'img'): the advice builds it anew."""
     ann = tmp_path / 'labels.json'
     ann.write_text(json.dumps({'frame': ['dog']}))
     array = dict(img=np.zeros((4, 4, 3), np.uint8), img_path=None)
     with pytest.raises(ValueError, match=r"looks an image's classes up in .*labels.json by its "
                                          r"file name, and an image given as an array has none: "
-                                         r"give its path \(inference_model"):
+                                         r"give its path \(inference_model\(model, 'x.jpg'\) "
+                                         r"with a model built anew by init_model: mmseg has set "
+                                         r"this one to read arrays\)"):
         LoadImageLevelLabels(classes='voc', ann_file=str(ann))(array)
 
 
