@@ -54,6 +54,16 @@ def read_manifest_header(folder: Path) -> Optional[dict]:
     return None
 
 
+def _tool_output(folder: Path) -> bool:
+    """Whether ``folder`` is an mmdiffseg tool's output (its manifest's header says so; another
+    program's ``manifest.json`` beside images does not)."""
+    try:
+        header = read_manifest_header(folder)
+    except (ValueError, OSError):
+        return False
+    return isinstance(header, dict) and header.get('manifest') == 'mmdiffseg'
+
+
 class UnfinishedJobFolder(FileNotFoundError):
     """A tool's output folder without its split file: the run that makes it has not ended."""
 
@@ -123,8 +133,9 @@ class GeneratedLabelDataset(BaseSegDataset):
         if not osp.isdir(img_dir):  # named by load_data_list with the images it misses
             return by_name
         names = sorted(fileio.list_dir_or_file(img_dir, list_dir=False, recursive=True))
-        outputs = tuple(osp.dirname(name) + '/' for name in names
-                        if osp.basename(name) in MANIFEST_NAMES and osp.dirname(name))
+        outputs = tuple(osp.dirname(name) + '/' for name in names if osp.dirname(name) and
+                        osp.basename(name) in MANIFEST_NAMES and
+                        _tool_output(Path(img_dir, osp.dirname(name))))
         for name in names:
             if osp.basename(name).startswith('.') or name.startswith(outputs):
                 continue

@@ -139,13 +139,22 @@ def test_a_tools_output_folder_inside_the_image_folder_is_not_read_as_images(tmp
     (out / 'SegmentationClass').mkdir(parents=True)
     for name in VOC_NAMES:
         one_value_labels(1)(name).save(out / 'SegmentationClass' / f'{name}.png')
-    (out / 'manifest.jsonl').write_text(json.dumps(dict(tool='pseudo_label')) + '\n')
+    (out / 'manifest.jsonl').write_text(json.dumps(dict(tool='pseudo_label', manifest='mmdiffseg',
+                                                        version=1)) + '\n')
     cfg = dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
                metainfo=dict(classes=classes),
                data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
     ds = DATASETS.build(cfg)
     assert [ds.get_data_info(i)['img_path'] for i in range(len(ds))] == [
         str(root / 'JPEGImages' / f'{name}.jpg') for name in sorted(VOC_NAMES)]
+    # another program's manifest beside images (an export's): those images are read
+    extra = root / 'JPEGImages' / 'export'
+    extra.mkdir()
+    (root / 'JPEGImages' / f'{VOC_NAMES[0]}.jpg').rename(extra / f'{VOC_NAMES[0]}.jpg')
+    (extra / 'manifest.json').write_text(json.dumps(dict(exported_by='a labelling tool')))
+    ds = DATASETS.build(cfg)
+    assert str(extra / f'{VOC_NAMES[0]}.jpg') in [ds.get_data_info(i)['img_path']
+                                                  for i in range(len(ds))]
 
 
 def test_two_images_of_one_name_are_refused_unless_a_suffix_picks_one(tmp_path):
