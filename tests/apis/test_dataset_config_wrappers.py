@@ -70,3 +70,15 @@ def test_inner_datasets_sharing_an_image_or_of_other_classes_are_refused(write_c
                                              r"train_dataloader.dataset.datasets.1 \['background', "
                                              r"'cat'\]; label them one at a time"):
         images_from_dataset_config(config, 'train')
+
+
+def test_the_listing_functions_import_from_their_documented_former_module():
+    """Scripts written to the docs before the listing moved to apis/image_inputs.py import it
+    from apis/pseudo_label.py (ImportError after the move)."""
+    import importlib
+
+    from mmdiffseg.apis import image_inputs
+    former = importlib.import_module('mmdiffseg.apis.pseudo_label')
+    for name in ('images_from_dataset_config', 'images_from_folder', 'image_items',
+                 'inner_dataset_cfgs', 'path_items'):
+        assert getattr(former, name) is getattr(image_inputs, name)
