@@ -2,8 +2,9 @@
 
 Images come from a folder or from an mmseg dataset config (:mod:`.image_inputs`); image-level
 labels (the class names in each image) from a JSON file ``{"<id>": ["cat", "dog"], ...}`` or from
-ground-truth label maps (benchmarks). DiffSeg without classes makes unlabelled segment ids. Output: the VOC folder layout of
-:mod:`.folders` (``SegmentationClass/<id>.png``, split file, ``manifest.jsonl``).
+ground-truth label maps (benchmarks). DiffSeg without classes makes unlabelled segment ids.
+Output: the VOC folder layout of :mod:`.folders` (``SegmentationClass/<id>.png``, split file,
+``manifest.jsonl``).
 """
 from __future__ import annotations
 
