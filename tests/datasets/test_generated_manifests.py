@@ -110,6 +110,17 @@ def test_the_start_up_check_reads_values_with_reduce_zero_label(tmp_path):
         DATASETS.build(cfg)
 
 
+def folder_dataset(root, classes) -> dict:
+    """A PseudoLabelDataset of the images in ``root/JPEGImages`` and the labels beside them."""
+    return dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
+                metainfo=dict(classes=classes),
+                data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
+
+
+def image_paths(dataset) -> list:
+    return [dataset.get_data_info(i)['img_path'] for i in range(len(dataset))]
+
+
 def test_pseudo_labels_of_a_whole_folder_skip_hidden_files_and_blank_list_lines(tmp_path):
     """Without ann_file (data_root joined to '' is a folder, not a list) every image of the
     folder is read, but not hidden files such as macOS's '._' copies; a list with a blank line
@@ -117,15 +128,13 @@ def test_pseudo_labels_of_a_whole_folder_skip_hidden_files_and_blank_list_lines(
     classes = ['background', 'cat']
     root = make_synthetic(tmp_path, classes=classes, labels=one_value_labels(1))
     (root / 'JPEGImages' / f'._{VOC_NAMES[0]}.jpg').write_bytes(b'\0\0')
-    cfg = dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
-               metainfo=dict(classes=classes),
-               data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
+    cfg = folder_dataset(root, classes)
     ds = DATASETS.build(cfg)
-    assert [ds.get_data_info(i)['img_path'] for i in range(len(ds))] == [
+    assert image_paths(ds) == [
         str(root / 'JPEGImages' / f'{name}.jpg') for name in sorted(VOC_NAMES)]
     (root / 'list.txt').write_text(f'{VOC_NAMES[2]}\n\n{VOC_NAMES[0]}\n')
     ds = DATASETS.build(dict(cfg, ann_file='list.txt'))
-    assert [ds.get_data_info(i)['img_path'] for i in range(len(ds))] == [
+    assert image_paths(ds) == [
         str(root / 'JPEGImages' / f'{name}.jpg') for name in (VOC_NAMES[2], VOC_NAMES[0])]
 
 
@@ -141,11 +150,9 @@ def test_a_tools_output_folder_inside_the_image_folder_is_not_read_as_images(tmp
         one_value_labels(1)(name).save(out / 'SegmentationClass' / f'{name}.png')
     (out / 'manifest.jsonl').write_text(json.dumps(dict(tool='pseudo_label', manifest='mmdiffseg',
                                                         version=1)) + '\n')
-    cfg = dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
-               metainfo=dict(classes=classes),
-               data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
+    cfg = folder_dataset(root, classes)
     ds = DATASETS.build(cfg)
-    assert [ds.get_data_info(i)['img_path'] for i in range(len(ds))] == [
+    assert image_paths(ds) == [
         str(root / 'JPEGImages' / f'{name}.jpg') for name in sorted(VOC_NAMES)]
     # another program's manifest beside images (an export's): those images are read
     extra = root / 'JPEGImages' / 'export'
@@ -153,8 +160,7 @@ def test_a_tools_output_folder_inside_the_image_folder_is_not_read_as_images(tmp
     (root / 'JPEGImages' / f'{VOC_NAMES[0]}.jpg').rename(extra / f'{VOC_NAMES[0]}.jpg')
     (extra / 'manifest.json').write_text(json.dumps(dict(exported_by='a labelling tool')))
     ds = DATASETS.build(cfg)
-    assert str(extra / f'{VOC_NAMES[0]}.jpg') in [ds.get_data_info(i)['img_path']
-                                                  for i in range(len(ds))]
+    assert str(extra / f'{VOC_NAMES[0]}.jpg') in image_paths(ds)
 
 
 def test_two_images_of_one_name_are_refused_unless_a_suffix_picks_one(tmp_path):
@@ -165,9 +171,7 @@ def test_two_images_of_one_name_are_refused_unless_a_suffix_picks_one(tmp_path):
     root = make_synthetic(tmp_path, classes=classes, labels=one_value_labels(1))
     (root / 'JPEGImages' / f'{VOC_NAMES[1]}.png').write_bytes(
         (root / 'JPEGImages' / f'{VOC_NAMES[1]}.jpg').read_bytes())
-    cfg = dict(type='PseudoLabelDataset', data_root=str(root), pipeline=LOAD,
-               metainfo=dict(classes=classes),
-               data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'))
+    cfg = folder_dataset(root, classes)
     for extra in (dict(), dict(ann_file='ImageSets/Segmentation/train.txt')):
         with pytest.raises(ValueError) as refused:
             DATASETS.build(dict(cfg, **extra))
@@ -189,7 +193,7 @@ def test_synthetic_datasets_read_the_train_list_by_default(tmp_path):
     root = make_synthetic(tmp_path)
     (root / 'ImageSets/Segmentation/train.txt').write_text(f'{VOC_NAMES[2]}\n{VOC_NAMES[1]}\n')
     ds = DATASETS.build(dict(type='SyntheticVOCDataset', data_root=str(root), pipeline=LOAD))
-    assert [ds.get_data_info(i)['img_path'] for i in range(len(ds))] == [
+    assert image_paths(ds) == [
         str(root / 'JPEGImages' / f'{name}.jpg') for name in (VOC_NAMES[2], VOC_NAMES[1])]
 
 
