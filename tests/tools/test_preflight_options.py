@@ -209,11 +209,12 @@ def test_a_missing_folder_is_not_sent_to_the_hub(tmp_path, monkeypatch):
     assert missing.fix.startswith('where there is network: hf download someorg/sd21')
 
 
-def config_without_data(tmp_path):
+def config_without_data(tmp_path, pipeline=()):
     config = tmp_path / 'cfg.py'
     config.write_text("model = dict(type='EncoderDecoder')\n"
                       "train_dataloader = dict(dataset=dict(type='PascalVOCDataset', "
-                      f"data_root={json.dumps(str(tmp_path / 'none'))}, pipeline=[]))\n")
+                      f"data_root={json.dumps(str(tmp_path / 'none'))}, "
+                      f"pipeline={list(pipeline)!r}))\n")
     return config
 
 
@@ -250,7 +251,10 @@ def test_dist_scripts_check_once_before_any_rank_starts(tmp_path, script):
                               timeout=300)
         return done, calls.read_text().splitlines()
 
-    failed, started = dist_train(config_without_data(tmp_path))
+    online = [dict(type='LoadPseudoLabel', cache=dict(  # (else: nothing to prefill)
+        cache_dir=str(tmp_path / 'cache'), model=str(tmp_path / 'sd'),
+        generator=dict(type='DiffSeg')))] if script == 'dist_prefill' else []
+    failed, started = dist_train(config_without_data(tmp_path, online))
     assert failed.returncode == 2 and failed.stderr.count('Pre-flight check:') == 1, failed.stderr
     assert 'data root' in failed.stderr and 'Traceback' not in failed.stderr
     assert len(started) == 1 and started[0].endswith('--launcher pytorch --preflight-only')
