@@ -196,8 +196,9 @@ class LoadImageLevelLabels(BaseTransform):
             raise ValueError(
                 f'LoadImageLevelLabels looks an image\'s classes up in {self.ann_file} by its '
                 'file name, and an image given as an array has none: give its path '
-                "(inference_model(model, 'x.jpg') with a model built anew by init_model: mmseg "
-                'has set this one to read arrays), or label arrays with the Python API '
+                "(inference_model(model, 'x.jpg') with a model built anew by init_model from the "
+                'config file or a fresh Config: mmseg has set the config of this one to read '
+                'arrays), or label arrays with the Python API '
                 '(engine.extract, then the generator with their class names: '
                 'docs/python_api.md)')
         else:

@@ -59,7 +59,8 @@ def test_an_image_given_as_an_array_is_refused_with_what_to_give_instead(tmp_pat
     with pytest.raises(ValueError, match=r"looks an image's classes up in .*labels.json by its "
                                          r"file name, and an image given as an array has none: "
                                          r"give its path \(inference_model\(model, 'x.jpg'\) "
-                                         r"with a model built anew by init_model: mmseg has set "
+                                         r"with a model built anew by init_model from the config "
+                                         r"file or a fresh Config: mmseg has set the config of "
                                          r"this one to read arrays\)"):
         LoadImageLevelLabels(classes='voc', ann_file=str(ann))(array)
 

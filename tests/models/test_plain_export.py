@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.logging import HistoryBuffer
@@ -26,9 +27,12 @@ def documented_snippet() -> str:
     return textwrap.dedent(block[1])
 
 
-def test_the_documented_plain_copy_loads_in_plain_mmseg(tmp_path):
+@pytest.mark.parametrize('head', ['Mask2FormerHead', 'UnsurePixelsIgnoredMask2FormerHead'])
+def test_the_documented_plain_copy_loads_in_plain_mmseg(tmp_path, head):
+    """(The ADE20K configs' head is mmdiffseg's: the copy names mmseg's.)"""
     image = shared_path('voc2012_val_samples', 'JPEGImages', 'voc_val_0.png')
     cfg = Config.fromfile(str(TINY))
+    cfg.model.decode_head.type = head
     init_default_scope('mmseg')
     model = MODELS.build(cfg.model)
     run = tmp_path / 'work_dirs' / 'RUN'
