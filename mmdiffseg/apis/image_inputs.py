@@ -9,10 +9,10 @@ from typing import List, Tuple
 
 from mmengine.logging import print_log
 
+from ..datasets.generated import is_tool_output
 from .folders import IMAGE_SUFFIXES, list_images
 from .ground_truth import GroundTruthFormat
 from .io import UserInputError, WorkItem, check_item_ids
-from .manifest import MANIFEST_NAME
 
 
 def images_from_folder(folder, whole: str = (' with its own --out, or all of them in one run: '
@@ -29,9 +29,9 @@ def images_from_folder(folder, whole: str = (' with its own --out, or all of the
     if not folder.is_dir():
         raise UserInputError(f'image folder {folder} not found')
     items = [WorkItem(p.stem, dict(image=str(p)), source=str(p)) for p in list_images(folder)]
-    # a tool's output folder inside (its manifest: contact sheets, overlays) holds no inputs
+    # a tool's output folder inside (contact sheets, overlays) holds no inputs
     nested = sorted(d.name for d in folder.iterdir() if d.is_dir() and list_images(d)
-                    and not (d / MANIFEST_NAME).exists())
+                    and not is_tool_output(d))
     if not items:
         raise UserInputError(f'no images in {folder}' + (
             f'; its sub-folders {nested[:3]} hold images (Cityscapes\' cities): give one of '

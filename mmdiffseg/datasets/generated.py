@@ -54,7 +54,7 @@ def read_manifest_header(folder: Path) -> Optional[dict]:
     return None
 
 
-def _tool_output(folder: Path) -> bool:
+def is_tool_output(folder: Path) -> bool:
     """Whether ``folder`` is an mmdiffseg tool's output (its manifest's header says so; another
     program's ``manifest.json`` beside images does not)."""
     try:
@@ -135,7 +135,7 @@ class GeneratedLabelDataset(BaseSegDataset):
         names = sorted(fileio.list_dir_or_file(img_dir, list_dir=False, recursive=True))
         outputs = tuple(osp.dirname(name) + '/' for name in names if osp.dirname(name) and
                         osp.basename(name) in MANIFEST_NAMES and
-                        _tool_output(Path(img_dir, osp.dirname(name))))
+                        is_tool_output(Path(img_dir, osp.dirname(name))))
         for name in names:
             if osp.basename(name).startswith('.') or name.startswith(outputs):
                 continue

@@ -260,7 +260,8 @@ def test_a_tools_output_folder_inside_the_image_folder_is_not_said_to_be_left_ou
     for path in (tmp_path / 'top.png', tmp_path / 'seg' / 'contact_sheet.jpg'):
         path.parent.mkdir(exist_ok=True)
         Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(path)
-    (tmp_path / 'seg' / 'manifest.jsonl').write_text('{}\n')
+    (tmp_path / 'seg' / 'manifest.jsonl').write_text('{"manifest": "mmdiffseg", "tool": '
+                                                     '"segment"}\n')
     assert [it.id for it in images_from_folder(tmp_path)] == ['top'] and logged == []
     (tmp_path / 'seg' / 'manifest.jsonl').unlink()
     images_from_folder(tmp_path)
