@@ -27,10 +27,9 @@ from .builders import (build_generator, check_model, check_names_given, class_li
 from .ground_truth import GroundTruthFormat
 from .folders import (IGNORE_INDEX, MASK_DIR, check_inputs_outside_output, encode_label_png,
                       label_palette, labelled_share, read_rgb, record_path, split_path)
-from .image_inputs import image_items
-# (their import path before they moved to .image_inputs, which scripts written to the docs use)
-from .image_inputs import (images_from_dataset_config, images_from_folder,  # noqa: F401
-                           inner_dataset_cfgs, path_items)
+# (all but image_items imported here for scripts written to the docs before they moved)
+from .image_inputs import (image_items, images_from_dataset_config,  # noqa: F401
+                           images_from_folder, inner_dataset_cfgs, path_items)
 from .io import ItemFailed, ItemOutput, JobSummary, OverflowGuard, UserInputError, WorkItem
 from .jobs import BatchLoader, default_workers, run_job
 
