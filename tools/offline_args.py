@@ -1,8 +1,8 @@
 """Command-line options shared by the offline tools (pseudo_label, synthesize, segment and
 eval_labels), and the config argument of train, test and prefill_labels.
 
-Only ``argparse`` here: a tool parses its arguments before it imports mmdiffseg (torch, mmengine,
-mmseg, diffusers), so ``--help`` and usage errors answer at once. ``auto`` engine options are
+Only ``argparse`` here: an offline tool parses its arguments before it imports mmdiffseg (torch,
+mmengine, mmseg, diffusers), so ``--help`` and usage errors answer at once. ``auto`` engine options are
 resolved right after parsing (:func:`resolve_auto`); class sets, generators and exit statuses are
 interpreted by :mod:`mmdiffseg.apis.cli`.
 """
@@ -131,6 +131,16 @@ def config_file(value: str) -> str:
     raise argparse.ArgumentTypeError(f'config file {value} not found{hint}')
 
 
+def key_value(value: str) -> str:
+    """One ``--cfg-options`` pair; anything else is refused naming why it is most likely
+    there: argparse gives ``--cfg-options`` every word after it, an input path included."""
+    if '=' not in value:
+        raise argparse.ArgumentTypeError(
+            f'takes KEY=VALUE pairs, got {value!r} (a word after --cfg-options is read as one '
+            'of its pairs: give inputs before --cfg-options)')
+    return value
+
+
 def positive_int_or_auto(value: str):
     return int_or_auto(value, 1)
 
@@ -199,6 +209,7 @@ def add_generator_args(parser: argparse.ArgumentParser, default_method: str,
                              '--method, the preset must be of that generator (default: none, the '
                              '--method defaults)')
     parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
+                        type=key_value,
                         help="override generator options, e.g. SeeDiff's pamr_iter=10, iSeg's "
                              'use_cluster=false (default: none)')
 

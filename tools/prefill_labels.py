@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from offline_args import (COMPILE_BACKENDS, DTYPE_NAMES, add_preflight_options, config_file, count,
-                          positive_int)
+                          key_value, positive_int)
 
 
 def parse_args(argv=None):
@@ -25,6 +25,7 @@ def parse_args(argv=None):
         description='Fill the online label cache of a training config (warm start)')
     parser.add_argument('config', type=config_file, help='training config with online labels')
     parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, default=None,
+                        type=key_value,
                         help='override config entries, key=value (give the same as to train.py, '
                              'so that the cache and model are the training run\'s; default: none)')
     parser.add_argument('--batch-size', type=positive_int, default=None,
@@ -94,6 +95,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    parse_args()  # --help and usage errors answer before the package's imports
+    parse_args()  # --help and usage errors answer before any config, data or model is read
     from mmdiffseg.apis.cli import run_cli
     sys.exit(run_cli(main))

@@ -60,7 +60,9 @@ def main(argv=None):
     from mmdiffseg.apis.pseudo_label import (labels_from_file, labels_from_ground_truth,
                                              pseudo_label)
     if bool(args.images) == bool(args.dataset_config):
-        raise UserInputError('give an image folder or --dataset-config (one of them)')
+        took = (f' (--labels-from-gt took {args.labels_from_gt} as its GT_DIR: give the image '
+                'folder first)' if not args.images and args.labels_from_gt else '')
+        raise UserInputError(f'give an image folder or --dataset-config (one of them){took}')
     cli.check_launcher(args.launcher, 'pseudo_label')
     device = pick_device(args.device)
     gen_cfg, model = cli.generator_and_model(args, 'iseg', opts.DEFAULT_MODEL)

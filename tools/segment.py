@@ -39,7 +39,8 @@ def parse_args(argv=None):
     opts.add_engine_args(parser)
     opts.add_run_args(parser, out_required=False,
                       out_help='output folder, created; rerun the same command to resume '
-                               '(default: none; with --contact-sheet, FOLDER itself)')
+                               '(required to segment; with --contact-sheet, default: FOLDER '
+                               'itself)')
     return opts.parse(parser, argv)
 
 

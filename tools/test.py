@@ -27,7 +27,7 @@ from mmdiffseg.models import CheckpointMismatch, ModelInputVisualizationHook
 from mmdiffseg.registry import config_type
 from mmengine.config import Config
 
-from offline_args import add_preflight_options, config_file
+from offline_args import add_preflight_options, config_file, key_value
 from train import LAUNCHERS, build_runner, load_config
 
 
@@ -43,10 +43,11 @@ def parse_args(argv=None):
     parser.add_argument('--show', action='store_true', help='show the predictions')
     parser.add_argument('--show-dir', help='folder to save drawn predictions')
     parser.add_argument('--show-interval', type=int, default=None,
-                        help="draw every N-th test batch (default: the config's hook interval, "
-                             "mmseg's 50; 1 for DiffusionSegmentor)")
-    parser.add_argument('--wait-time', type=float, default=2, help='seconds per shown image')
-    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
+                        help="with --show / --show-dir, draw every N-th test batch (default: the "
+                             "config's hook interval, mmseg's 50; 1 for DiffusionSegmentor)")
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='seconds per shown image, with --show (default: 2)')
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, type=key_value,
                         help='override config entries, key=value (lists: key="[a,b]")')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     add_preflight_options(parser)

@@ -33,7 +33,7 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.runner import Runner, find_latest_checkpoint
 from mmseg.registry import RUNNERS
-from offline_args import add_preflight_options, config_file
+from offline_args import add_preflight_options, config_file, key_value
 
 LAUNCHERS = ['none', 'pytorch', 'slurm', 'mpi']
 
@@ -47,7 +47,7 @@ def parse_args(argv=None):
                              'a new run, from the config\'s load_from weights if it sets them)')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision (AmpOptimWrapper)')
-    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, type=key_value,
                         help='override config entries, key=value (lists: key="[a,b]")')
     parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     add_preflight_options(parser)

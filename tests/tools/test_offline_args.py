@@ -69,3 +69,21 @@ def test_help_keeps_worded_defaults():
     text = ' '.join(_engine_parser().format_help().split())
     assert '(default: None)' not in text
     assert "(default: auto)" in text
+
+
+@pytest.mark.parametrize('tool, before', [('pseudo_label', ['--method', 'diffseg']),
+                                          ('segment', ['--classes', 'cat,']),
+                                          ('train', ['configs/mask2former/diffseg-sd14_cocostuff27'
+                                                     '-unsupervised-512x512.py'])])
+def test_an_input_written_after_cfg_options_is_named_as_such(tool, before, capsys, monkeypatch):
+    """argparse gives --cfg-options every word after it: the image folder was taken as a pair,
+    and the tool said to give the folder the user had given (train.py: a ValueError traceback
+    from mmengine's parser)."""
+    from sample_data import REPO
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit) as stop:
+        load_tool(tool).parse_args([*before, '--cfg-options', 'iters=3', 'photos/', '--out', 'o'])
+    assert stop.value.code == 2
+    assert ("argument --cfg-options: takes KEY=VALUE pairs, got 'photos/' (a word after "
+            '--cfg-options is read as one of its pairs: give inputs before --cfg-options)'
+            ) in capsys.readouterr().err

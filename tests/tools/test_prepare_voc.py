@@ -245,6 +245,11 @@ def test_sample_folder_becomes_a_devkit_and_refuses_another(tmp_path):
                                              rf'VOCdevkit folder that holds it'):
         voc_aug.main([str(voc), '--from-samples', str(samples)])
     assert not (voc / 'VOC2012').exists()
+    # the release's options, ignored with --from-samples (a --sbd that does not exist passed)
+    with pytest.raises(SystemExit) as stop:
+        voc_aug.main([str(tmp_path / 'other'), '--from-samples', str(samples), '--sbd', 'none',
+                      '--exclude-difficult'])
+    assert stop.value.code == 2 and not (tmp_path / 'other').exists()
 
 
 def test_a_split_that_cannot_be_made_writes_nothing(tmp_path, monkeypatch):

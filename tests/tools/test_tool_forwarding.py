@@ -231,6 +231,11 @@ def test_pseudo_label_and_segment_refuse_contradicting_inputs(one_image, tmp_pat
     err = run_in_process('pseudo_label', folder, '--labels-from-gt', '--classes', 'voc', *out,
                          expect=2)
     assert 'error: --labels-from-gt needs GT_DIR, the ground-truth folder' in err
+    # the folder written after --labels-from-gt is its GT_DIR: no image folder was given
+    err = run_in_process('pseudo_label', '--labels-from-gt', folder, '--classes', 'voc', *out,
+                         expect=2)
+    assert (f'error: give an image folder or --dataset-config (one of them) (--labels-from-gt '
+            f'took {folder} as its GT_DIR: give the image folder first)') in err
     err = run_in_process('segment', '--device', 'cpu', expect=2)
     assert 'error: give an image or folder to segment, or --contact-sheet FOLDER' in err
     err = run_in_process('segment', folder, '--classes', 'voc', '--device', 'cpu', expect=2)

@@ -226,8 +226,16 @@ def parse_args(argv=None):
                         help='leave objects marked difficult out of the XML labels')
     parser.add_argument('--from-samples', type=Path, default=None, metavar='DIR',
                         help='build devkit from a folder of images + masks (JPEGImages, '
-                             'SegmentationClass) instead')
-    return parser.parse_args(argv)
+                             'SegmentationClass) instead; its image-level labels are read off '
+                             'the masks (not with --sbd, --labels-from, --exclude-difficult)')
+    args = parser.parse_args(argv)
+    ignored = [name for name, given in (('--sbd', args.sbd is not None),
+                                        ('--labels-from', args.labels_from != 'xml'),
+                                        ('--exclude-difficult', args.exclude_difficult)) if given]
+    if args.from_samples is not None and ignored:
+        parser.error(f'--from-samples builds the devkit from the masks alone: '
+                     f'{", ".join(ignored)} would be ignored; leave them out')
+    return args
 
 
 def main(argv=None) -> None:
