@@ -312,13 +312,12 @@ def check_can_synthesise(gen_cfg: Dict, where: str) -> None:
 
 def parse_options(pairs: Optional[List[str]]) -> Dict:
     """``key=value`` overrides (values as Python literals where they parse, ``true``, ``false``
-    and ``none`` in any case as mmengine's ``--cfg-options`` reads them, else strings)."""
+    and ``none`` in any case as mmengine's ``--cfg-options`` reads them, else strings); the tools'
+    argument parser has refused a pair without ``=`` (``offline_args.key_value``)."""
     import ast
     words = {'true': True, 'false': False, 'none': None}
     options = {}
     for pair in pairs or []:
-        if '=' not in pair:
-            raise UserInputError(f'--cfg-options takes key=value, got {pair!r}')
         key, value = pair.split('=', 1)
         try:
             options[key] = words[value.lower()] if value.lower() in words else \

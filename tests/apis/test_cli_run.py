@@ -217,12 +217,10 @@ def test_a_misspelt_class_set_lists_every_near_name():
         cli.resolve_class_arg('cityscape')
 
 
-def test_cfg_options_split_at_the_first_equals_and_a_pair_without_one_is_named():
+def test_cfg_options_split_at_the_first_equals():
+    """(A pair without one: tests/tools/test_offline_args.py, refused by the tools' parser.)"""
     from mmdiffseg.apis.builders import parse_options
     assert parse_options(['prompt=a {} = b', 'n=[1, 2]']) == {'prompt': 'a {} = b', 'n': [1, 2]}
-    with pytest.raises(UserInputError) as error:
-        parse_options(['iters=3', 'use_cluster'])
-    assert str(error.value) == "--cfg-options takes key=value, got 'use_cluster'"
 
 
 @pytest.mark.parametrize('tool', ['train', 'test'])
