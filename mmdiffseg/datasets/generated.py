@@ -40,13 +40,14 @@ MANIFEST_NAMES = ('manifest.jsonl', 'manifest.json')
 
 
 def read_manifest_header(folder: Path) -> Optional[dict]:
-    """The header of the manifest in ``folder`` (first line of ``manifest.jsonl``, or the object
-    in ``manifest.json``); None when there is none."""
+    """The header of the manifest in ``folder`` (first line of ``manifest.jsonl``, read alone:
+    a dataset's manifest holds a line per image, or the object in ``manifest.json``); None when
+    there is none."""
     for name in MANIFEST_NAMES:
         path = folder / name
         if path.is_file():
-            text = path.read_text()
-            first = text.splitlines()[0] if name.endswith('.jsonl') and text else text
+            with path.open() as manifest:
+                first = manifest.readline() if name.endswith('.jsonl') else manifest.read()
             try:
                 return json.loads(first)
             except json.JSONDecodeError as exc:
