@@ -25,7 +25,6 @@ from typing import Dict, List, Optional
 
 import mmengine
 import numpy as np
-from mmengine import fileio
 from mmseg.datasets import (ADE20KDataset, BaseSegDataset, CityscapesDataset,
                             PascalVOCDataset)
 from mmseg.registry import DATASETS
@@ -33,6 +32,7 @@ from mmseg.registry import DATASETS
 from ..generators.base import IGNORE_INDEX
 from ..registry import config_type
 from .class_names import DATASET_CLASSES, synthesize_options
+from .file_listing import files_below
 from .transforms import read_label_map
 from .unsupervised import CityscapesHumanVehicleDataset
 
@@ -133,7 +133,7 @@ class GeneratedLabelDataset(BaseSegDataset):
         by_name: Dict[str, List[str]] = {}
         if not osp.isdir(img_dir):  # named by load_data_list with the images it misses
             return by_name
-        names = sorted(fileio.list_dir_or_file(img_dir, list_dir=False, recursive=True))
+        names = files_below(img_dir)
         outputs = tuple(osp.dirname(name) + '/' for name in names if osp.dirname(name) and
                         osp.basename(name) in MANIFEST_NAMES and
                         is_tool_output(Path(img_dir, osp.dirname(name))))

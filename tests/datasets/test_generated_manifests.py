@@ -163,6 +163,25 @@ def test_a_tools_output_folder_inside_the_image_folder_is_not_read_as_images(tmp
     assert str(extra / f'{VOC_NAMES[0]}.jpg') in image_paths(ds)
 
 
+def test_linked_folders_are_read_once_and_a_link_to_a_parent_does_not_loop(tmp_path):
+    """A link inside the image folder to a parent folder made the recursive listing walk the
+    tree again and again until "Too many levels of symbolic links" (OSError); a linked folder
+    of images elsewhere is read, each folder once, and a broken link is left out."""
+    classes = ['background', 'cat']
+    root = make_synthetic(tmp_path, classes=classes, labels=one_value_labels(1))
+    images = root / 'JPEGImages'
+    elsewhere = tmp_path / 'more_images'
+    elsewhere.mkdir()
+    (images / f'{VOC_NAMES[0]}.jpg').rename(elsewhere / f'{VOC_NAMES[0]}.jpg')
+    (images / 'more').symlink_to(elsewhere, target_is_directory=True)
+    (images / 'more' / 'back').symlink_to(images, target_is_directory=True)
+    (images / 'gone.jpg').symlink_to(tmp_path / 'missing.jpg')
+    ds = DATASETS.build(folder_dataset(root, classes))
+    assert image_paths(ds) == sorted(
+        [str(images / 'more' / f'{VOC_NAMES[0]}.jpg')]
+        + [str(images / f'{name}.jpg') for name in VOC_NAMES[1:]])
+
+
 def test_two_images_of_one_name_are_refused_unless_a_suffix_picks_one(tmp_path):
     """x.jpg and x.png beside each other would share the label x.png (the tools refuse such a
     folder too): refused naming both files and the label, whether a list names x or not; with
