@@ -11,13 +11,15 @@ configs' label-cache ``model``). Its labels are meaningless: it checks that a pi
 import argparse
 from pathlib import Path
 
+from offline_args import HelpFormatter
+
 from mmdiffseg.attention.testing import build_tiny_pipeline_folder
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='random-weights Stable Diffusion pipeline folder from a model\'s configs',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     parser.add_argument('sd_config_dir', type=Path,
                         help='diffusers folder of configs + tokenizer (model_index.json, unet/, '
                              'vae/, text_encoder/, tokenizer/, scheduler/); weights not needed')

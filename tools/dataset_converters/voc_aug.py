@@ -34,8 +34,9 @@ import numpy as np
 from mmengine.utils import track_progress
 from scipy.io import loadmat
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parents[i]) for i in (0, 1)]  # image_labels, tools/
 from image_labels import write_image_labels  # noqa: E402
+from offline_args import HelpFormatter  # noqa: E402
 
 from mmdiffseg.apis.folders import encode_jpeg, encode_label_png, palette_for, read_rgb  # noqa: E402
 from mmdiffseg.apis.io import UserInputError, atomic_write  # noqa: E402
@@ -215,7 +216,7 @@ def prepare_samples(samples: Path, devkit: Path) -> List[str]:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='PASCAL VOC 2012 (+ SBD) -> aug split, SegmentationClassAug, image_labels.json',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter, epilog=DOWNLOADS)
+        formatter_class=HelpFormatter, epilog=DOWNLOADS)
     parser.add_argument('devkit', type=Path, help='the VOCdevkit folder (holds VOC2012/)')
     parser.add_argument('--sbd', type=Path, default=None,
                         help='the SBD release (benchmark_RELEASE, holding dataset/cls, train.txt, '
