@@ -31,11 +31,10 @@ CLASSES_RULE = ('a dataset name ({sets}) or a comma-separated list of class name
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
                     argparse.RawDescriptionHelpFormatter):
     """The description as written (its example commands) and every option's default; an option
-    whose help explains its default in words keeps its words, a required one or one without a
-    default (``None``: the option is off) has none."""
+    whose help explains its default in words keeps its words, a required one has none."""
 
     def _get_help_string(self, action):
-        if action.required or action.default is None or 'default' in (action.help or ''):
+        if action.required or 'default' in (action.help or ''):
             return action.help
         return super()._get_help_string(action)
 

@@ -20,7 +20,8 @@ def parse_args(argv=None):
     parser = opts.parser_for(__doc__)
     parser.add_argument('images', nargs='?', help='folder of images, id = file stem (or give '
                         '--dataset-config; default: none)')
-    parser.add_argument('--dataset-config', help='an mmseg config whose dataset lists the images')
+    parser.add_argument('--dataset-config', help='an mmseg config whose dataset lists the images '
+                        '(instead of an image folder; default: none)')
     parser.add_argument('--split', default='train',
                         help='which <split>_dataloader of --dataset-config; also the name of '
                              'the split file written')
@@ -30,7 +31,8 @@ def parse_args(argv=None):
                                                "the --config preset's (configs/iseg: its "
                                                'vocabulary, e.g. coco_object)'))
     labels = parser.add_mutually_exclusive_group()
-    labels.add_argument('--labels', help='JSON {"<id>": ["class", ...]}: image-level labels')
+    labels.add_argument('--labels', help='JSON {"<id>": ["class", ...]}: image-level labels '
+                        '(default: none)')
     labels.add_argument('--labels-from-gt', nargs='?', const='', default=None, metavar='GT_DIR',
                         help='read image-level labels off ground-truth PNGs (GT_DIR, or the '
                              'dataset config\'s seg maps; default: off)')

@@ -77,8 +77,8 @@ def test_help_keeps_worded_defaults():
                                   'dataset_converters/image_labels'])
 def test_no_tool_help_prints_a_default_of_none(tool, capsys):
     """'(default: None)' after an option that is off unless given (pseudo_label's --labels,
-    voc_aug's --sbd, build_tiny_sd's required --out) told nothing; voc_aug's download links were
-    wrapped inside a word, so a copied link failed."""
+    voc_aug's --sbd) told nothing, as after build_tiny_sd's required --out; their defaults are
+    worded now. voc_aug's download links were wrapped inside a word, so a copied link failed."""
     with pytest.raises(SystemExit) as stop:
         load_tool(tool).parse_args(['--help'])
     assert stop.value.code == 0

@@ -220,7 +220,7 @@ def parse_args(argv=None):
     parser.add_argument('devkit', type=Path, help='the VOCdevkit folder (holds VOC2012/)')
     parser.add_argument('--sbd', type=Path, default=None,
                         help='the SBD release (benchmark_RELEASE, holding dataset/cls, train.txt, '
-                             'val.txt); without it the aug split is VOC train')
+                             'val.txt); default: none, the aug split is then VOC train')
     parser.add_argument('--labels-from', choices=('xml', 'gt'), default='xml',
                         help="image-level labels from VOC's XML annotations or from the masks")
     parser.add_argument('--exclude-difficult', action='store_true',
@@ -228,7 +228,8 @@ def parse_args(argv=None):
     parser.add_argument('--from-samples', type=Path, default=None, metavar='DIR',
                         help='build devkit from a folder of images + masks (JPEGImages, '
                              'SegmentationClass) instead; its image-level labels are read off '
-                             'the masks (not with --sbd, --labels-from, --exclude-difficult)')
+                             'the masks (not with --sbd, --labels-from, --exclude-difficult; '
+                             "default: off, the devkit's own VOC2012)")
     args = parser.parse_args(argv)
     ignored = [name for name, given in (('--sbd', args.sbd is not None),
                                         ('--labels-from', args.labels_from != 'xml'),
