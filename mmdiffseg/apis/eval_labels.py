@@ -28,8 +28,8 @@ from ..evaluation import PseudoLabelMetric, defined_mean, match_segments, matche
 from ..evaluation.unsupervised_metric import SEGMENT_IDS_TOOL
 from ..names import repeated_names
 from .folders import IGNORE_INDEX, MASK_DIR
-from .ground_truth import (GroundTruthFormat, find_ground_truth, outside_classes,
-                           read_label_map_file)
+from .ground_truth import (GroundTruthFormat, find_ground_truth, other_case_file,
+                           outside_classes, read_label_map_file)
 from .io import UserInputError
 from .progress import ProgressLine
 
@@ -100,8 +100,17 @@ def _matched_files(labels_dir, gt_dir, gt_format: GroundTruthFormat
     gt_paths = find_ground_truth(labels, gt_dir, gt_format, allow_missing=True)
     matched = {i: (path, gt_paths[i]) for i, path in labels.items() if i in gt_paths}
     used = {path.resolve() for path in gt_paths.values()}
+    unscored = sorted(set(labels) - set(gt_paths))
+    suffix = gt_format.seg_map_suffix
+    other_case = other_case_file(gt_dir, suffix) if unscored else None
+    if other_case is not None:  # (none found at all: find_ground_truth refused with the hint)
+        print_log(f'note: {len(unscored)} label(s) have no ground truth ending in {suffix!r} '
+                  f'under {gt_dir}, which holds {other_case.name} (file names are '
+                  f'case-sensitive): give the ground-truth files one ending, e.g. rename it '
+                  f'{other_case.name[:-len(suffix)]}{suffix}', logger='current',
+                  level=logging.WARNING)
     return matched, dict(
-        unscored=sorted(set(labels) - set(gt_paths)),
+        unscored=unscored,
         unlabelled=sorted(str(p.relative_to(gt_dir)) for p in
                           Path(gt_dir).rglob(f'*{gt_format.seg_map_suffix}')
                           if p.resolve() not in used),

@@ -233,12 +233,18 @@ def find_ground_truth(ids: Iterable[str], gt_dir, gt_format: GroundTruthFormat,
     return found
 
 
+def other_case_file(gt_dir: Path, suffix: str) -> Optional[Path]:
+    """A file under ``gt_dir`` whose name ends in ``suffix`` in another case (VOC's ``.PNG``
+    copied from another system), else None."""
+    return next((p for p in Path(gt_dir).rglob('*') if p.name.lower().endswith(suffix.lower())
+                 and not p.name.endswith(suffix)), None)
+
+
 def suffix_hint(gt_dir: Path, gt_format: GroundTruthFormat) -> str:
     """The fix for ground truth not found under ``gt_format``'s suffix."""
     suffix = gt_format.seg_map_suffix
-    other_case = next((p for p in gt_dir.rglob('*') if p.name.lower().endswith(suffix.lower())
-                       and not p.name.endswith(suffix)), None)
-    if other_case is not None:  # VOC's .PNG copied from another system
+    other_case = other_case_file(gt_dir, suffix)
+    if other_case is not None:
         return (f'It holds {other_case.name}: pass {gt_format.suffix_option} '
                 f'{other_case.name[-len(suffix):]} (file names are case-sensitive)')
     if suffix == CITYSCAPES_TRAIN_IDS and next(gt_dir.rglob('*_gtFine_labelIds.png'), None):

@@ -53,6 +53,28 @@ def test_ground_truth_whose_suffix_differs_in_case_names_the_suffix_to_pass(tmp_
                                      'are case-sensitive)')
 
 
+def test_labels_unscored_beside_ground_truth_of_another_suffix_case_are_explained(
+        tmp_path, monkeypatch):
+    """Ground truth partly .png, partly .PNG: the .PNG ones' labels were counted 'not scored'
+    without why (the case hint came only when no ground truth was found at all)."""
+    import mmdiffseg.apis.eval_labels as module
+    logged = []
+    monkeypatch.setattr(module, 'print_log', lambda msg, **kwargs: logged.append(msg))
+    for name in ('a', 'b'):
+        _label(tmp_path / 'labels' / f'{name}.png')
+    _label(tmp_path / 'gt' / 'a.png')
+    _label(tmp_path / 'gt' / 'b.PNG')
+    report = evaluate_labels(tmp_path / 'labels', tmp_path / 'gt', CLASSES)
+    assert (report['images'], report['unscored']) == (1, ['b'])
+    assert logged == [f"note: 1 label(s) have no ground truth ending in '.png' under "
+                      f"{tmp_path / 'gt'}, which holds b.PNG (file names are case-sensitive): "
+                      'give the ground-truth files one ending, e.g. rename it b.png']
+    (tmp_path / 'gt' / 'b.PNG').rename(tmp_path / 'gt' / 'b.png')
+    logged.clear()
+    assert evaluate_labels(tmp_path / 'labels', tmp_path / 'gt', CLASSES)['images'] == 2
+    assert logged == []
+
+
 def test_a_label_folder_that_is_not_there_or_holds_no_pngs_is_named(tmp_path):
     """A tool's output folder is read in its SegmentationClass/, which the message names."""
     with pytest.raises(UserInputError) as error:
