@@ -17,8 +17,8 @@ import numpy as np
 
 from .names import nearest
 
-__all__ = ['check_choice', 'check_flag', 'check_real', 'check_reals', 'check_template', 'check_token_offsets',
-           'check_whole', 'check_wholes', 'template_problem']
+__all__ = ['check_choice', 'check_flag', 'check_real', 'check_reals', 'check_seed', 'check_template',
+           'check_token_offsets', 'check_whole', 'check_wholes', 'template_problem']
 
 
 def _range_text(low, high, low_open: bool, high_open: bool) -> str:
@@ -70,6 +70,16 @@ def check_whole(owner: str, name: str, value, low: Optional[int] = None,
         raise ValueError(f'{owner}: {name} must be a whole number '
                          f'{_range_text(low, high, False, False)}, got {value!r}')
     return int(value)
+
+
+def check_seed(owner: str, name: str, value) -> int:
+    """A random seed: a whole number in [0, 2**64 - 1], the seeds ``torch.Generator.manual_seed``
+    takes (a larger one failed at the first draw, after the model had loaded)."""
+    seed = check_whole(owner, name, value, low=0)
+    if seed >= 2 ** 64:
+        raise ValueError(f'{owner}: {name} must be a whole number in [0, 2**64 - 1] (a seed of '
+                         f'torch.Generator), got {value!r}')
+    return seed
 
 
 def _sequence(owner: str, name: str, values, example: str) -> List:

@@ -60,6 +60,7 @@ def main(argv=None):
     from mmdiffseg.apis import cli
     from mmdiffseg.apis.builders import (check_can_synthesise, check_prompt_templates,
                                          pick_device)
+    from mmdiffseg.apis.io import UserInputError
     from mmdiffseg.apis.synthesize import synthesize
     from mmdiffseg.datasets.class_names import SYNTH_CLASS_SETS, synthesis_label_set
     cli.check_launcher(args.launcher, 'synthesize')
@@ -71,6 +72,9 @@ def main(argv=None):
     check_can_synthesise(gen_cfg, f'the preset {args.config}' if args.config else '--method')
     if args.prompt is not None:
         check_prompt_templates(args.prompt, '--prompt')
+        if any(pair.split('=', 1)[0] == 'prompt_templates' for pair in args.cfg_options or ()):
+            raise UserInputError('--prompt and --cfg-options prompt_templates=... both set the '
+                                 'prompt templates: give them once (--prompt, repeated)')
     elif 'prompt_templates' in gen_cfg:
         templates = gen_cfg['prompt_templates']
         check_prompt_templates([templates] if isinstance(templates, str) else templates,

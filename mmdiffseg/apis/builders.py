@@ -179,9 +179,24 @@ def generator_config(method: Optional[str] = None, config: Optional[str] = None,
         gen_cfg = dict(type=METHODS[method.lower()])
     else:
         raise UserInputError('give a generator: --method or --config')
+    _refuse_preset_over_config(gen_cfg, options or {}, config)
     gen_cfg.update(options or {})
     _refuse_tool_options(gen_cfg, options or {})
     return gen_cfg, model_id
+
+
+def _refuse_preset_over_config(gen_cfg: Dict, options: Dict, config: Optional[str]) -> None:
+    """``--cfg-options preset=NAME`` over a ``--config`` file: a preset fills only the options
+    not given, and the configs/iseg files give them all, so NAME's settings were not used."""
+    from ..generators.iseg_presets import ISEG_PRESETS
+    kept = sorted(key for key in ISEG_PRESETS.get(options.get('preset'), {})
+                  if key in gen_cfg and key not in options and config is not None)
+    if kept:
+        raise UserInputError(
+            f"--cfg-options preset={options['preset']} fills only the options that --config "
+            f'{config} does not set, and it sets {", ".join(kept)}: pass that preset\'s own '
+            f'config file as --config (configs/iseg/iseg_{options["preset"]}.py), or drop '
+            f'--config: --method iseg --cfg-options preset={options["preset"]}')
 
 
 #: the offline tools' own options, which ``--cfg-options`` (the generator's) does not set

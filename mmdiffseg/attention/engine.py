@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from mmengine.logging import print_log
 
-from ..options import check_whole, check_wholes
+from ..options import check_seed, check_whole, check_wholes
 from ..provenance import model_id_of, model_path, withdrawn_model
 from .capture import CaptureSession, capture_attention
 from .images import ImagesLike, preprocess_images
@@ -306,7 +306,7 @@ class DiffusionAttentionEngine:
         self.check_capture(capture, image_size)
         check_noise_draw(noise_draw, self.device)
         if noise is not None and not isinstance(noise, torch.Tensor):
-            noise = check_whole('the engine', 'noise (a seed)', noise)
+            noise = check_seed('the engine', 'noise (a seed)', noise)
         pixels = preprocess_images(images, image_size)
         batch = pixels.shape[0]
         if class_names is not None and len(class_names) != batch:
@@ -376,7 +376,7 @@ class DiffusionAttentionEngine:
             raise ValueError('seed=None: generate takes an int seed (prompt i uses seed + i) or '
                              'one per prompt, so that its images can be made again; for new '
                              'ones pass another, e.g. seed=random.randrange(2**31)')
-        seeds = [check_whole('generate', 'seed', seed) + i for i in range(len(prompts))] \
+        seeds = [check_seed('generate', 'seed', seed) + i for i in range(len(prompts))] \
             if np.ndim(seed) == 0 else list(check_wholes('generate', 'seed', seed, '[0, 1]'))
         negative_prompt = '' if negative_prompt is None else negative_prompt
         negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) \

@@ -82,7 +82,8 @@ class DiffSeg(MaskGenerator):
         num_points: anchors per side of the grid (16 -> 256 anchors).
         refine: k-means refinement of the proposals (released demo: True, benchmarks: False).
         resolutions: self-attention resolutions to aggregate; the largest is the merging grid.
-        resolution_weights: aggregation weights; ``None`` = ``r / sum(r)`` as released.
+        resolution_weights: aggregation weights, summing to 1; ``None`` = ``r / sum(r)`` as
+            released.
         cross_resolutions: cross-attention resolutions used to name segments (labelled mode).
         min_contrast: labelled mode: how many times its class's background level a segment's
             mean class attention must reach to be named (:mod:`.segment_naming`).
@@ -157,6 +158,13 @@ class DiffSeg(MaskGenerator):
         if not any(self.resolution_weights):
             raise ValueError('DiffSeg: resolution_weights are all 0, so no map is aggregated; '
                              'weight at least one resolution (None: r / sum(r), as released)')
+        total = sum(self.resolution_weights)
+        if abs(total - 1) > 1e-6:  # the KL of maps scaled by s is s x theirs: thresholds / s
+            scaled = ','.join(f'{w / total:.4g}' for w in self.resolution_weights)
+            raise ValueError(f'DiffSeg: resolution_weights must sum to 1, so that the aggregated '
+                             f'maps are distributions, whose KL distances kl_thresholds measure; '
+                             f'got {list(resolution_weights)} (sum {total:g}): pass '
+                             f'resolution_weights=[{scaled}]')
 
     # -- what the engine must do -------------------------------------------------------------
     def check_device(self, device: torch.device) -> None:

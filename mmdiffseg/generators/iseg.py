@@ -45,8 +45,8 @@ import torch.nn.functional as F
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
 from ..attention.noise import check_noise_draw
-from ..options import (check_choice, check_flag, check_real, check_template, check_token_offsets,
-                       check_whole, check_wholes)
+from ..options import (check_choice, check_flag, check_real, check_seed, check_template,
+                       check_token_offsets, check_whole, check_wholes)
 from ..registry import MASK_GENERATORS
 from ..transfer import host_to_device, padded_table
 from .base import IGNORE_INDEX, MaskGenerator, size_groups
@@ -57,9 +57,9 @@ from .iseg_graphs import ISegSteps
 from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention,
                          refine_with_self_attention)
 from .iseg_presets import (CROSS_LAYERS, ISEG_PRESETS, RELEASED_CLASS_ORDER,
-                           SD21_VOC_HEADS, SELF_LAYER, VOC_BG_CONTEXT, WSSS_PROMPT,
-                           applies_preset, check_cross_heads, check_res_weights,
-                           head_layout_fix, heads_at, self_heads_note)
+                           SD21_VOC_HEADS, SELF_LAYER, SELF_RESOLUTION, VOC_BG_CONTEXT,
+                           WSSS_PROMPT, applies_preset, check_cross_heads, check_prompt_names,
+                           check_res_weights, head_layout_fix, heads_at, self_heads_note)
 from .iseg_tokens import RELEASED_TOKEN_MISCOUNTS, TOKEN_TABLES, token_names
 from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
 
@@ -172,7 +172,8 @@ class ISeg(MaskGenerator):
             classes = vocab['classes']
         super().__init__(classes=classes, ignore_index=ignore_index)
         self.vocabulary = vocabulary
-        self.prompt_names = {**vocab.get('prompt_names', {}), **dict(prompt_names or {})}
+        self.prompt_names = {**vocab.get('prompt_names', {}),
+                             **check_prompt_names(prompt_names, self.classes)}
         self.token_table = check_choice('ISeg', 'token_table', token_table, TOKEN_TABLES)
         released = token_table == 'released'
         miscounts = RELEASED_TOKEN_MISCOUNTS.get(vocabulary, {}) if released else {}
@@ -184,10 +185,13 @@ class ISeg(MaskGenerator):
                                                       "classes' prompt words"))
         self.prompt_template = check_template('ISeg', 'prompt_template', prompt_template,
                                               'classes', optional=('bg_context',))
+        if not isinstance(bg_context, str):
+            raise ValueError(f"ISeg: bg_context must be a string (the prompt's context words; '' "
+                             f'for none), got {bg_context!r}')
         self.bg_context = bg_context
         self.timestep = check_whole('ISeg', 'timestep', timestep, low=0)
-        self.noise_seed = None if noise_seed is None else check_whole('ISeg', 'noise_seed',
-                                                                      noise_seed)
+        self.noise_seed = None if noise_seed is None else check_seed('ISeg', 'noise_seed',
+                                                                     noise_seed)
         check_noise_draw(noise_draw)
         self.noise_draw = noise_draw
         self.token_enhance = check_real('ISeg', 'token_enhance', token_enhance, low=0,
@@ -199,7 +203,8 @@ class ISeg(MaskGenerator):
         if self.self_heads == ():
             raise ValueError('ISeg: self_heads must name at least one head (None = all heads)')
         self.use_cluster = check_flag('ISeg', 'use_cluster', use_cluster)
-        self.num_clusters = check_whole('ISeg', 'num_clusters', num_clusters, low=1)
+        self.num_clusters = check_whole('ISeg', 'num_clusters', num_clusters, 1,
+                                        SELF_RESOLUTION ** 2)  # (k-means of the grid's pixels)
         self.cluster_iters = check_whole('ISeg', 'cluster_iters', cluster_iters, low=1)
         self.kmeans_precision = check_choice(
             'ISeg', 'kmeans_precision', kmeans_precision, KMEANS_PRECISIONS,
@@ -243,7 +248,7 @@ class ISeg(MaskGenerator):
                                    heads=heads_at(self.cross_heads, r), name=f'iseg_cross{r}',
                                    heads_fix=fix)
                     for r, w in sorted(self.res_weights.items()) if w > 0]
-        requests.append(CaptureRequest('self', 64, layers=(SELF_LAYER,), heads=self.self_heads,
+        requests.append(CaptureRequest('self', SELF_RESOLUTION, layers=(SELF_LAYER,), heads=self.self_heads,
                                        name='iseg_self64', heads_fix=fix))
         return CaptureSpec(tuple(requests))
 

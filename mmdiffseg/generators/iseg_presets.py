@@ -4,7 +4,8 @@ import functools
 import inspect
 from typing import Dict, Mapping, Optional
 
-from ..options import check_real
+from ..names import nearest
+from ..options import check_real, check_wholes
 from ..registry import unknown_options, unknown_options_error
 
 #: cross-attention layers read at each resolution, in forward order (``wsss/arguments.py``).
@@ -19,6 +20,8 @@ CROSS_LAYERS = {
          'up_blocks.2.attentions.1.transformer_blocks.0.attn2'),
 }
 SELF_LAYER = 'up_blocks.3.attentions.1.transformer_blocks.0.attn1'
+#: its token grid (512 px images): the k-means clusters its pixels
+SELF_RESOLUTION = 64
 
 #: the VOC presets' hand-picked heads, indices into the layer-major concatenation of the heads of
 #: :data:`CROSS_LAYERS` (``wsss/iSeg.py``); they assume SD 2.1-base's head counts (20 per layer at
@@ -152,7 +155,12 @@ def check_cross_heads(cross_heads):
     if cross_heads is None or cross_heads == 'voc':
         return cross_heads
     if isinstance(cross_heads, Mapping):
-        heads = {int(r): tuple(int(h) for h in v) for r, v in cross_heads.items()}
+        heads = {int(r): check_wholes('ISeg', f'cross_heads[{r}]', v, '[0,3]', low=0)
+                 for r, v in cross_heads.items()}
+        empty = sorted(r for r, v in heads.items() if not v)
+        if empty:
+            raise ValueError(f'ISeg: cross_heads[{empty[0]}] is empty; name the heads to average '
+                             'at that resolution, or leave it out (None: all heads)')
         if set(heads) - set(CROSS_LAYERS):
             raise ValueError(f'ISeg: cross_heads has resolutions {sorted(heads)}; only '
                              f'{sorted(CROSS_LAYERS)} are read')
@@ -161,9 +169,28 @@ def check_cross_heads(cross_heads):
                      f'got {cross_heads!r}')
 
 
+def check_prompt_names(prompt_names, classes) -> Dict[str, str]:
+    """``ISeg.prompt_names`` checked: ``{class: the word(s) the prompt says for it}``, each key
+    one of ``classes`` (a misspelt key would leave its class at its own name, unsaid)."""
+    names = dict(prompt_names or {})
+    for name, word in names.items():
+        if name not in classes:
+            near = nearest(str(name), list(classes))
+            raise ValueError(f'ISeg: prompt_names names {name!r}, which is not one of the '
+                             'classes' + (f' (did you mean {near!r}?)' if near else
+                                          f': {", ".join(classes)}'))
+        if not isinstance(word, str) or not word.strip():
+            raise ValueError(f'ISeg: prompt_names[{name!r}] must be the words the prompt says '
+                             f'for that class, got {word!r}')
+    return names
+
+
 def check_res_weights(res_weights) -> Dict[int, float]:
     """``ISeg.res_weights`` checked: ``{resolution: weight}`` over :data:`CROSS_LAYERS`'
     resolutions, non-negative, not all zero (``None``: the released 0.7 / 0.3, step 1)."""
+    if res_weights is not None and not isinstance(res_weights, Mapping):
+        raise ValueError(f'ISeg: res_weights must be {{resolution: weight}}, e.g. '
+                         f'{{16: 0.7, 32: 0.3}} (released), got {res_weights!r}')
     weights = {int(r): check_real('ISeg', f'res_weights[{r}]', w) for r, w in
                (res_weights if res_weights is not None else {16: 0.7, 32: 0.3}).items()}
     if (set(weights) - set(CROSS_LAYERS) or not any(w > 0 for w in weights.values())

@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from ..attention.maps import AttentionMaps, CaptureRequest, CaptureSpec
-from ..options import (check_choice, check_real, check_template, check_token_offsets, check_whole,
-                       check_wholes)
+from ..options import (check_choice, check_real, check_seed, check_template, check_token_offsets,
+                       check_whole, check_wholes)
 from ..registry import MASK_GENERATORS
 from ..transfer import padded_table
 from .base import MaskGenerator
@@ -192,7 +192,8 @@ class SeeDiff(MaskGenerator):
         self.prompt_templates = [check_template('SeeDiff', 'prompt_templates', t, '')
                                  for t in prompt_templates]
         self.seed_rule = seed_rule
-        self.alpha = check_real('SeeDiff', 'alpha', alpha, 0, 1, low_open=True)
+        self.alpha = check_real('SeeDiff', 'alpha', alpha, 0, 1, low_open=True,
+                                high_open=True)  # (CA16 is min-max normalised: CA16^2 <= 1)
         self.threshold = check_real('SeeDiff', 'threshold', threshold, 0, 1, low_open=True,
                                     high_open=True)
         self.final_threshold = check_real('SeeDiff', 'final_threshold', final_threshold, 0, 1,
@@ -208,7 +209,8 @@ class SeeDiff(MaskGenerator):
         self.steps = check_whole('SeeDiff', 'steps', steps, low=1)
         self.guidance_scale = check_real('SeeDiff', 'guidance_scale', guidance_scale, low=0)
         self.timestep = check_whole('SeeDiff', 'timestep', timestep, low=0)
-        self.noise = noise
+        self.noise = noise if noise is None or isinstance(noise, torch.Tensor) else \
+            check_seed('SeeDiff', 'noise (a seed)', noise)
         self.resolutions = check_wholes('SeeDiff', 'resolutions', resolutions, '[16,32,64]')
         seed, middle, top = (self.resolutions + (0, 0, 0))[:3]
         if len(self.resolutions) != 3 or not 0 < seed < middle < top:

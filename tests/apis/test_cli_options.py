@@ -170,6 +170,29 @@ def test_a_preset_of_another_generator_than_method_is_refused():
     assert generator_config(None, preset)[0]['type'] == 'ISeg'
 
 
+def test_a_preset_option_over_a_config_that_sets_its_options_is_refused(tmp_path):
+    """--config iseg_wsss_voc.py --cfg-options preset=wsss_coco built VOC's settings under the
+    name wsss_coco (a preset fills only the options not given); over a config that sets none of
+    them it applies, and without --config it is the way to a preset."""
+    from mmdiffseg.apis.builders import generator_config
+    from mmdiffseg.generators import ISeg
+    preset = str(REPO / 'configs/iseg/iseg_wsss_voc.py')
+    with pytest.raises(UserInputError) as refused:
+        generator_config(None, preset, {'preset': 'wsss_coco'})
+    message = str(refused.value)
+    assert message.startswith(f'--cfg-options preset=wsss_coco fills only the options that '
+                              f'--config {preset} does not set, and it sets ')
+    assert message.endswith('pass that preset\'s own config file as --config '
+                            '(configs/iseg/iseg_wsss_coco.py), or drop --config: --method iseg '
+                            '--cfg-options preset=wsss_coco')
+    assert (REPO / 'configs/iseg/iseg_wsss_coco.py').is_file()
+    bare = tmp_path / 'bare.py'
+    bare.write_text("generator = dict(type='ISeg')\n")
+    gen_cfg, _ = generator_config(None, str(bare), {'preset': 'wsss_coco'})
+    assert ISeg(**{k: v for k, v in gen_cfg.items() if k != 'type'}).vocabulary == 'coco_object'
+    assert generator_config('iseg', None, {'preset': 'wsss_coco'})[0]['preset'] == 'wsss_coco'
+
+
 def test_ground_truth_formats_follow_the_mmseg_datasets():
     """Each class set reads ground truth as its mmseg dataset's defaults say."""
     from mmdiffseg.apis.ground_truth import GroundTruthFormat

@@ -23,7 +23,31 @@ VOC = ['background', 'cat', 'dog']
     (lambda: DiffSeg(resolutions=(64, -32)), r'resolutions\[1\] must be a whole number >= 1'),
     (lambda: SeeDiff(VOC, threshold=-1), r'threshold must be a number in \(0, 1\)'),
     (lambda: SeeDiff(VOC, final_threshold=math.nan), 'final_threshold must be a number in'),
-    (lambda: SeeDiff(VOC, alpha=0), r'alpha must be a number in \(0, 1\]'),
+    (lambda: SeeDiff(VOC, alpha=0), r'alpha must be a number in \(0, 1\)'),
+    # CA16 is min-max normalised, so CA16^2 > 1 is no pixel: every mask was empty, exit 0
+    (lambda: SeeDiff(VOC, alpha=1.0), r'alpha must be a number in \(0, 1\), got 1.0'),
+    (lambda: SeeDiff(VOC, noise='abc'), r"noise \(a seed\) must be a whole number >= 0"),
+    # the seed failed torch.Generator after the model load
+    (lambda: ISeg(noise_seed=2 ** 70), r'noise_seed must be a whole number in \[0, 2\*\*64 - 1\]'),
+    (lambda: ISeg(noise_seed=-1), 'noise_seed must be a whole number >= 0'),
+    # the k-means failed after the model load: it clusters the 64x64 self-attention grid
+    (lambda: ISeg(num_clusters=5000), r'num_clusters must be a whole number in \[1, 4096\]'),
+    # a None or a list was written into the prompt ('..., None')
+    (lambda: ISeg(bg_context=None), "bg_context must be a string .*'' for none.*got None"),
+    (lambda: ISeg(bg_context=['sky']), r"bg_context must be a string .*got \['sky'\]"),
+    # a misspelt key left its class at its own name, unsaid
+    (lambda: ISeg(prompt_names={'dgo': 'puppy'}), "prompt_names names 'dgo'.*did you mean 'dog'"),
+    (lambda: ISeg(prompt_names={'dog': ''}), r"prompt_names\['dog'\] must be the words"),
+    # head numbers were truncated (1.5 -> 1), an int was "'int' object is not iterable"
+    (lambda: ISeg(cross_heads={16: [1.5]}), r'cross_heads\[16\]\[0\] must be a whole number'),
+    (lambda: ISeg(cross_heads={16: 3}), r'cross_heads\[16\] must be a list \(e.g.'),
+    (lambda: ISeg(cross_heads={16: []}), r'cross_heads\[16\] is empty'),
+    (lambda: ISeg(res_weights=[0.7, 0.3]), r"res_weights must be \{resolution: weight\}, e.g. "
+                                           r"\{16: 0.7, 32: 0.3\}"),
+    # their sum scaled the KL distances: [8,4,2,1] (the default's ratios) gave 256 segments
+    (lambda: DiffSeg(resolution_weights=(8, 4, 2, 1)),
+     r'resolution_weights must sum to 1.*got \[8, 4, 2, 1\] \(sum 15\): pass '
+     r'resolution_weights=\[0.5333,0.2667,0.1333,0.06667\]'),
     (lambda: SeeDiff(VOC, steps=0), 'steps must be a whole number >= 1'),
     (lambda: SeeDiff(VOC, prompt_templates=['a {x} {}']),
      r"prompt_templates 'a {x} {}': it must hold exactly one {} \(the class names\), it has 2"),
@@ -72,7 +96,7 @@ VOC = ['background', 'cat', 'dog']
     (lambda: SeeDiff(VOC, threshold=1), r'threshold must be a number in \(0, 1\), got 1'),
     (lambda: SeeDiff(VOC, final_threshold=1), r'final_threshold must be a number in \(0, 1\)'),
     (lambda: ISeg(timestep=-1), 'timestep must be a whole number >= 0'),
-    (lambda: ISeg(num_clusters=0), 'num_clusters must be a whole number >= 1'),
+    (lambda: ISeg(num_clusters=0), r'num_clusters must be a whole number in \[1, 4096\]'),
     (lambda: ISeg(cluster_iters=0), 'cluster_iters must be a whole number >= 1'),
     (lambda: ISeg(iters=-1), 'iters must be a whole number >= 0'),
     (lambda: ISeg(cam_bg_thr=1.0), r'cam_bg_thr must be a number in \[0, 1\)'),
@@ -103,7 +127,10 @@ def test_the_checks_keep_good_values_in_their_types():
     assert check_template('G', 't', 'a {{x}} {}', '') == 'a {{x}} {}'  # escaped braces
     gen = ISeg(classes=VOC, vocabulary=None, token_offsets={'cat': [0.0]}, num_clusters=36.0)
     assert gen.token_offsets['cat'] == [0] and gen.num_clusters == 36
-    assert SeeDiff(VOC, alpha=1.0, threshold=0.5).threshold == 0.5
+    assert SeeDiff(VOC, alpha=0.99, threshold=0.5).threshold == 0.5
+    assert ISeg(noise_seed=2 ** 64 - 1).noise_seed == 2 ** 64 - 1
+    thirds = DiffSeg(resolution_weights=[1 / 3] * 3, resolutions=[64, 32, 16])  # sum 1 - 1e-16
+    assert thirds.resolution_weights == (1 / 3,) * 3
     import numpy as np
     import torch
     from_arrays = DiffSeg(kl_thresholds=np.full(3, 1.1), resolutions=torch.tensor([64, 32, 16, 8]),

@@ -282,6 +282,11 @@ def test_synthesize_refuses_bad_templates_and_generators_that_cannot_synthesise(
     assert 'ISeg (the preset' in err and 'cannot synthesise' in err and 'SeeDiff' in err
     err = run_in_process('synthesize', *common, '--prompt', 'a {} in the {{snow}}', expect=2)
     assert NO_MODEL in err  # literal braces pass
+    # both: --prompt won without a word
+    err = run_in_process('synthesize', *common, '--prompt', 'a {}', '--cfg-options',
+                         "prompt_templates=['a drawing of a {}']", expect=2)
+    assert ('--prompt and --cfg-options prompt_templates=... both set the prompt templates: give '
+            'them once (--prompt, repeated)') in err and NO_MODEL not in err
     with pytest.raises(SystemExit) as exit_info:
         load_tool('synthesize').parse_args(['--method', 'iseg', '--out', 'o'])
     assert exit_info.value.code == 2 and "choose from 'seediff'" in capsys.readouterr().err
