@@ -16,7 +16,7 @@ import mmcv
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
 ImagesLike = Union[torch.Tensor, np.ndarray, Image.Image,
                    Sequence[Union[np.ndarray, torch.Tensor, Image.Image]]]
@@ -43,12 +43,21 @@ def decode_rgb(image_bytes: bytes, path) -> np.ndarray:
     return mmcv.bgr2rgb(image)
 
 
+#: the EXIF tag of a photo's rotation (phones store the pixels unrotated)
+EXIF_ORIENTATION = 0x0112
+
+
 def pil_rgb(image: Image.Image) -> np.ndarray:
     """``HxWx3`` uint8 RGB of a PIL image as OpenCV (so mmseg's ``LoadImageFromFile``) reads its
-    file: 16-bit grey (``'I;16'``, ``'I'``) scaled to its high byte, where ``convert('RGB')``
-    would clip it to 255; grey, palette and RGBA as RGB."""
-    if image.mode == 'F':  # 32-bit floats: judged as a float array (a [0, 1] image refused)
+    file: its EXIF orientation applied (``Image.open`` leaves a phone photo's pixels unrotated:
+    the label would be rotated against the image trained on), 16-bit grey (``'I;16'``, and
+    ``'I'`` read from a file) scaled to its high byte, where ``convert('RGB')`` would clip it to
+    255; grey, palette and RGBA as RGB. A ``'I'`` image made in memory (``Image.fromarray`` of
+    int32 values) and ``'F'`` floats are judged as the arrays they hold."""
+    if image.mode == 'F' or (image.mode == 'I' and image.format is None):
         return np.asarray(image)
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)
     if image.mode.startswith('I'):
         grey = np.asarray(image).astype(np.int64).clip(0, 65535) >> 8
         return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)

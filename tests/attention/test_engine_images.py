@@ -256,6 +256,45 @@ def test_a_16_bit_array_is_refused_naming_the_high_byte_its_pil_image_reads_as()
                                preprocess_images(Image.fromarray(wide), 64))
 
 
+def test_a_32_bit_pil_image_made_in_memory_is_judged_as_its_array_and_one_read_from_a_file_not(
+        tmp_path):
+    """``Image.fromarray(int32 grey in 0..255)`` (mode 'I') was shifted as 16-bit data: black,
+    silently. It is refused as the int32 array is; a 16-bit PNG that an older Pillow opens as
+    'I' is still read as its high byte, as OpenCV reads the file."""
+    from PIL import Image
+    grey = np.random.default_rng(0).integers(0, 256, (64, 64)).astype(np.int32)
+    with pytest.raises(ValueError, match=r'^images\[0\]: dtype torch\.int32; .*an integer '
+                                         r'image in 0\.\.255 as image\.astype\(np\.uint8\)$'):
+        preprocess_images(Image.fromarray(grey), 64)
+    wide = (grey * 256).astype(np.uint16)
+    Image.fromarray(wide).save(tmp_path / 'wide.png')
+    as_i = Image.open(tmp_path / 'wide.png').convert('I')
+    as_i.format = 'PNG'  # (how Pillow before 10.? opened it)
+    torch.testing.assert_close(preprocess_images(as_i, 64),
+                               preprocess_images(grey.astype(np.uint8), 64))
+
+
+@pytest.mark.parametrize('orientation', [3, 6, 8])
+def test_a_photos_exif_rotation_is_applied_as_opencv_and_the_tools_apply_it(tmp_path,
+                                                                           orientation):
+    """A phone photo's pixels are stored unrotated with an EXIF orientation; a PIL image of it
+    was read unrotated, so a label made in Python was rotated against the image mmseg trains on
+    (and the tools' label of the same file)."""
+    from PIL import Image
+
+    from mmdiffseg.attention.images import decode_rgb
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:, :10] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / 'photo.png'
+    Image.fromarray(pixels).save(path, exif=exif.tobytes())
+    read = decode_rgb(path.read_bytes(), path)
+    assert read.shape[:2] == ((40, 60) if orientation == 3 else (60, 40))
+    torch.testing.assert_close(preprocess_images(Image.open(path), 32),
+                               preprocess_images(read, 32))
+
+
 @pytest.mark.parametrize('image, fix', [
     (np.full((64, 64, 3), 200, np.int64), r'image\.astype\(np\.uint8\)'),
     (torch.full((3, 64, 64), 200, dtype=torch.int64), r'image\.to\(torch\.uint8\)'),
