@@ -117,10 +117,10 @@ class DiffusionAttentionEngine:
         withdrawn = None if is_folder else withdrawn_model(source, kwargs.get('cache_dir'))
         if withdrawn:
             raise OSError(f'cannot load Stable Diffusion model: {withdrawn}')
-        loading_bars_where_read()
         try:
-            pipe = StableDiffusionPipeline.from_pretrained(source, **dtype_option(dtype),
-                                                           **kwargs)
+            with loading_bars_where_read():
+                pipe = StableDiffusionPipeline.from_pretrained(source, **dtype_option(dtype),
+                                                               **kwargs)
         except (OSError, ValueError) as err:
             if is_folder:
                 raise OSError(f'cannot load the Stable Diffusion folder {source}: {err}') from err

@@ -4,8 +4,10 @@ error of a model that neither is a folder here nor loads from the Hugging Face H
 single-file checkpoint given where a diffusers folder is read."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 import sys
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -28,17 +30,42 @@ def dtype_option(dtype: torch.dtype) -> Dict[str, torch.dtype]:
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 
 
-def loading_bars_where_read() -> None:
-    """diffusers' and transformers' loading progress bars off in a process that is not rank 0
-    (each rank loads the model: one bar, not one per rank, with their lines interleaved) and
-    where stderr is no terminal (a log file got their carriage-return redraws and cursor
-    codes)."""
+def _shows_bars(stream) -> bool:
+    """Whether ``stream`` shows progress bars: a terminal, or a Jupyter kernel's (which renders
+    them, but is no tty)."""
+    return stream.isatty() or type(stream).__module__.split('.')[0] == 'ipykernel'
+
+
+@contextlib.contextmanager
+def loading_bars_where_read():
+    """For a model load: diffusers' and transformers' (and so huggingface_hub's download)
+    progress bars off in a process that is not rank 0 (each rank loads the model: one bar, not
+    one per rank, with their lines interleaved) and where stderr is a log file (it got their
+    carriage-return redraws and cursor codes); as they were after it (a notebook's or script's
+    own downloads keep the bars it had)."""
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub import utils as hub_utils
     from mmengine.dist import get_rank
-    if get_rank() != 0 or not sys.stderr.isatty():
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
+    from transformers.utils import logging as transformers_logging
+    switches = ((diffusers_logging.enable_progress_bar, diffusers_logging.disable_progress_bar),
+                (transformers_logging.enable_progress_bar,
+                 transformers_logging.disable_progress_bar),
+                (hub_utils.enable_progress_bars, hub_utils.disable_progress_bars))
+    shown = (diffusers_logging.is_progress_bar_enabled(),
+             transformers_logging.is_progress_bar_enabled(),
+             not hub_utils.are_progress_bars_disabled())
+    hidden = get_rank() != 0 or not _shows_bars(sys.stderr)
+    if hidden:
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if hidden:
+            with warnings.catch_warnings():  # HF_HUB_DISABLE_PROGRESS_BARS=1 refuses, warning
+                warnings.simplefilter('ignore')
+                for was_shown, (enable, disable) in zip(shown, switches):
+                    (enable if was_shown else disable)()
 
 
 def torch_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:

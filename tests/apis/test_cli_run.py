@@ -174,17 +174,36 @@ def test_loading_bars_are_shown_by_rank_0_only_on_a_terminal(monkeypatch):
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+
     from mmdiffseg.attention.loading import loading_bars_where_read
     for rank, terminal, shown in ((0, True, True), (1, True, False), (0, False, False)):
         diffusers_logging.enable_progress_bar()
         transformers_logging.enable_progress_bar()
         monkeypatch.setattr(mmengine.dist, 'get_rank', lambda: rank)
         monkeypatch.setattr(sys.stderr, 'isatty', lambda: terminal)
-        loading_bars_where_read()
-        assert diffusers_logging.is_progress_bar_enabled() is shown
-        assert transformers_logging.is_progress_bar_enabled() is shown
-    diffusers_logging.enable_progress_bar()
+        with loading_bars_where_read():
+            assert diffusers_logging.is_progress_bar_enabled() is shown
+            assert transformers_logging.is_progress_bar_enabled() is shown
+            assert are_progress_bars_disabled() is not shown
+        # after the load, as before it: they stayed off for the process (a notebook's later
+        # downloads had no bars)
+        assert diffusers_logging.is_progress_bar_enabled()
+        assert transformers_logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
+    disable_progress_bars()  # the user's own choice is kept too
+    with loading_bars_where_read():
+        pass
+    assert are_progress_bars_disabled() and transformers_logging.is_progress_bar_enabled()
     transformers_logging.enable_progress_bar()
+
+
+def test_a_jupyter_kernels_output_shows_loading_bars():
+    """A notebook's stderr is no tty, but it renders the bars (of a multi-GB download)."""
+    from mmdiffseg.attention.loading import _shows_bars
+    kernel_stream = type('OutStream', (), {'__module__': 'ipykernel.iostream',
+                                           'isatty': lambda self: False})()
+    log_file = type('TextIOWrapper', (), {'__module__': 'io', 'isatty': lambda self: False})()
+    assert _shows_bars(kernel_stream) and not _shows_bars(log_file)
 
 
 def test_preflight_runs_unless_skipped_and_preflight_only_ends_the_tool(monkeypatch, capsys):
