@@ -141,11 +141,18 @@ class DiffusionAttentionEngine:
 
         Raises:
             TypeError: an option the engine does not take, with its nearest spelling.
-            ValueError: the pipeline offloads its models to the CPU (accelerate's hooks).
+            ValueError: the pipeline offloads its models to the CPU (accelerate's hooks), or
+                its models are not a Stable Diffusion 1.x / 2.x text-to-image model's (SDXL,
+                inpainting: :func:`~.model_check.config_problems`, as ``from_pretrained``).
         """
         from ..registry import unknown_options, unknown_options_error
         if unknown_options(cls, kwargs):
             raise unknown_options_error(cls, kwargs)
+        problems = config_problems(pipe.unet.config, pipe.vae.config,
+                                   pipe.text_encoder.config.to_dict())
+        if problems:
+            raise ValueError(f'cannot build the engine on this {type(pipe).__name__}: '
+                             + '; '.join(problems))
         offloaded = [name for name in ('unet', 'vae', 'text_encoder') if any(
             hasattr(module, '_hf_hook') for module in getattr(pipe, name).modules())]
         if offloaded:

@@ -112,6 +112,22 @@ def test_a_hub_id_the_engine_cannot_run_is_refused_once_loaded(
         DiffusionAttentionEngine.from_pretrained('org/inpainting', cache_dir=str(tmp_path))
 
 
+def test_an_engine_on_a_loaded_pipeline_it_cannot_run_is_refused(sd_config_dir):
+    """from_pipeline skipped the checks from_pretrained runs: an inpainting pipeline built an
+    engine whose first extract failed deep in the U-Net ('expected input ... to have 9
+    channels'), an SDXL one inside diffusers' added embeddings."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    pipe = StableDiffusionPipeline.from_pretrained(
+        cached_tiny_pipeline_folder(sd_config_dir('stable-diffusion-v1-4')))
+    with torch.random.fork_rng():
+        pipe.unet = UNet2DConditionModel.from_config(dict(pipe.unet.config, in_channels=9))
+    with pytest.raises(ValueError, match=r'^cannot build the engine on this '
+                                         r'StableDiffusionPipeline: the U-Net takes 9 input '
+                                         r'channels where the VAE makes 4 \(an inpainting'):
+        DiffusionAttentionEngine.from_pipeline(pipe, 'inpainting')
+
+
 @pytest.mark.parametrize('broken', ['empty', 'index_not_json'])
 def test_a_folder_diffusers_cannot_load_is_named_with_its_error(tmp_path, sd_config_dir, broken):
     """An empty folder, or a model folder whose model_index.json is not JSON, is named as the
