@@ -59,7 +59,8 @@ from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention
 from .iseg_presets import (CROSS_LAYERS, ISEG_PRESETS, RELEASED_CLASS_ORDER,
                            SD21_VOC_HEADS, SELF_LAYER, SELF_RESOLUTION, VOC_BG_CONTEXT,
                            WSSS_PROMPT, applies_preset, check_cross_heads, check_prompt_names,
-                           check_res_weights, head_layout_fix, heads_at, self_heads_note)
+                           check_bg_context, check_res_weights, head_layout_fix, heads_at,
+                           self_heads_note)
 from .iseg_tokens import RELEASED_TOKEN_MISCOUNTS, TOKEN_TABLES, token_names
 from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
 
@@ -185,10 +186,7 @@ class ISeg(MaskGenerator):
                                                       "classes' prompt words"))
         self.prompt_template = check_template('ISeg', 'prompt_template', prompt_template,
                                               'classes', optional=('bg_context',))
-        if not isinstance(bg_context, str):
-            raise ValueError(f"ISeg: bg_context must be a string (the prompt's context words; '' "
-                             f'for none), got {bg_context!r}')
-        self.bg_context = bg_context
+        self.bg_context = check_bg_context(bg_context, words)
         self.timestep = check_whole('ISeg', 'timestep', timestep, low=0)
         self.noise_seed = None if noise_seed is None else check_seed('ISeg', 'noise_seed',
                                                                      noise_seed)

@@ -2,7 +2,10 @@
 3.1-3.6), and our SD 1.x adaptation of the VOC tasks."""
 import functools
 import inspect
-from typing import Dict, Mapping, Optional
+import logging
+from typing import Dict, Mapping, Optional, Sequence
+
+from mmengine.logging import print_log
 
 from ..names import nearest
 from ..options import check_real, check_wholes
@@ -183,6 +186,24 @@ def check_prompt_names(prompt_names, classes) -> Dict[str, str]:
             raise ValueError(f'ISeg: prompt_names[{name!r}] must be the words the prompt says '
                              f'for that class, got {word!r}')
     return names
+
+
+def check_bg_context(bg_context, words: Sequence[str]) -> str:
+    """``ISeg.bg_context`` checked: a string; a warning names its comma-separated words that
+    name a class (``words``: the classes' prompt words), which, prompted as background, draw
+    that class's attention (VOC's context words on Cityscapes: building, wall, sky)."""
+    if not isinstance(bg_context, str):
+        raise ValueError(f"ISeg: bg_context must be a string (the prompt's context words; '' "
+                         f'for none), got {bg_context!r}')
+    named = {word.lower() for word in words}
+    shared = [word.strip() for word in bg_context.split(',') if word.strip().lower() in named]
+    if shared:
+        print_log(f'ISeg: the background-context words {", ".join(shared)} (bg_context) name '
+                  'classes of this label set: prompted as background they draw those classes\' '
+                  "attention (the presets' words suit VOC's and COCO's classes); set "
+                  "bg_context='' (--cfg-options bg_context=''), as configs/iseg/"
+                  'iseg_wsss_ade20k.py does for ADE20K', logger='current', level=logging.WARNING)
+    return bg_context
 
 
 def check_res_weights(res_weights) -> Dict[int, float]:

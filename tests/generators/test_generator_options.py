@@ -178,3 +178,25 @@ def test_an_option_changed_after_the_generator_is_built_is_refused(build, option
     assert getattr(gen, option, None) == before
     gen.note = 'mine'
     assert copy.deepcopy(gen).note == 'mine'
+
+
+def test_background_context_words_that_name_classes_are_warned_of(monkeypatch):
+    """iSeg on Cityscapes with the VOC settings (no Cityscapes preset) prompted building, wall
+    and sky as background words as well as classes, without a word; the presets' own words name
+    none of their classes."""
+    from mmdiffseg.datasets.class_names import DATASET_CLASSES
+    from mmdiffseg.generators import iseg_presets
+    logged = []
+    monkeypatch.setattr(iseg_presets, 'print_log', lambda msg, **kwargs: logged.append(msg))
+    ISeg(classes=list(DATASET_CLASSES['cityscapes']), vocabulary=None, cross_heads=None)
+    assert logged == ["ISeg: the background-context words building, wall, sky (bg_context) name "
+                      "classes of this label set: prompted as background they draw those "
+                      "classes' attention (the presets' words suit VOC's and COCO's classes); "
+                      "set bg_context='' (--cfg-options bg_context=''), as "
+                      'configs/iseg/iseg_wsss_ade20k.py does for ADE20K']
+    logged.clear()
+    ISeg(classes=list(DATASET_CLASSES['cityscapes']), vocabulary=None, cross_heads=None,
+         bg_context='')
+    for preset in iseg_presets.ISEG_PRESETS:
+        ISeg(preset=preset)
+    assert logged == []
