@@ -265,10 +265,14 @@ def test_no_seed_gives_all_background(column):
     assert (no_bg == 255).all()
 
 
-def test_no_pixel_above_a_fixed_seed_threshold(voc_moderate):
+def test_the_highest_fixed_seed_threshold_still_seeds_each_class_at_its_peak(voc_moderate):
+    """CA16 is min-max normalised, so alpha=1 (now refused) seeded no pixel: empty masks; any
+    alpha below 1 seeds at least the class map's peak."""
     _, _, image, maps, names = voc_moderate[0]
-    labels = SeeDiff(VOC, seed_rule='alpha', alpha=1.0, pamr_iter=5)(maps, image, names)
-    assert (labels == 0).all()
+    gen = SeeDiff(VOC, seed_rule='alpha', alpha=0.9999, pamr_iter=5)
+    assert bool(gen.seeds(gen.class_cross_attention(maps, names)).any(-1).all())
+    with pytest.raises(ValueError, match=r'alpha must be a number in \(0, 1\)'):
+        SeeDiff(VOC, seed_rule='alpha', alpha=1.0)
 
 
 def test_nan_is_reported_with_the_map_name():
