@@ -13,7 +13,7 @@ from mmengine.config import Config
 from ..attention.loading import DTYPES, single_file_checkpoint, single_file_problem
 from ..attention.model_check import folder_problems
 from ..compat import config_fromfile
-from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY
+from ..generators.base import LABELS_VERSION, LABELS_VERSION_KEY, MaskGenerator
 from ..preflight_options import capture_fit_error
 from ..provenance import model_folder, model_path, names_a_local_path
 from ..registry import MASK_GENERATORS, accepted_options
@@ -28,6 +28,9 @@ def check_model(model: str, variant: Optional[str] = None) -> str:
     ``org/name`` id, or its ``org`` folder exists here) that does not hold a pipeline the engine
     can run with the weights ``variant`` (``--variant``) stops the run here, naming the path.
     Returns the id or the folder's absolute path."""
+    if not isinstance(model, (str, os.PathLike)):  # an engine, a pipeline: the jobs load their own
+        raise UserInputError(f'model: a hub id or a diffusers folder (the jobs load the model in '
+                             f'each process), got a {type(model).__name__}')
     try:
         path = model_path(model)
     except ValueError as exc:  # a '~name' of no user: bad input, exit status 2
@@ -232,6 +235,10 @@ def generator_class(gen_cfg: Dict, where: str) -> type:
     """The registered class of a generator config's ``type``; a config without one (a Python
     API caller's dict: the tools' presets are checked in :func:`generator_config`) is refused
     naming the registered ones."""
+    if isinstance(gen_cfg, MaskGenerator):
+        raise UserInputError(f'the generator ({where}) is a built {type(gen_cfg).__name__}; give '
+                             'its config (the jobs build it in each process): dict(type='
+                             f"'{type(gen_cfg).__name__}', ...) with the options it was built with")
     kind = gen_cfg.get('type') if isinstance(gen_cfg, dict) else None
     found = MASK_GENERATORS.get(kind) if isinstance(kind, str) else None
     if found is None:

@@ -65,16 +65,18 @@ def image_items(images) -> List[WorkItem]:
     (:func:`path_items`, :func:`images_from_folder`, :func:`images_from_dataset_config`)."""
     if isinstance(images, (str, os.PathLike)):
         return path_items(images)
-    images = list(images)
+    listed = isinstance(images, (list, tuple))  # not a PIL image's or an array's own items
+    images = list(images) if listed else [images]
     if all(isinstance(image, WorkItem) for image in images):
         return images
     if all(isinstance(image, (str, os.PathLike)) for image in images):
         return [item for image in images for item in path_items(image)]
-    kinds = sorted({type(image).__name__ for image in images})
+    kinds = ', '.join(sorted({type(image).__name__ for image in images}))
     raise UserInputError(f'images: expected an image file or folder path, a list of paths, or '
-                         f'WorkItems (mmdiffseg.apis.image_inputs.images_from_folder), got a list '
-                         f'of {", ".join(kinds)}; arrays and tensors go to the engine and '
-                         'generators directly (docs/python_api.md)')
+                         f'WorkItems (mmdiffseg.apis.image_inputs.images_from_folder), got '
+                         f'{"a list of " if listed else "a "}{kinds}; images in memory (arrays, '
+                         'tensors, PIL images) go to the engine and generators directly '
+                         '(docs/python_api.md)')
 
 
 def inner_dataset_cfgs(ds_cfg: dict, where: str) -> List[Tuple[str, dict]]:

@@ -111,7 +111,10 @@ def _array_to_rgb(image, where: str) -> torch.Tensor:
     """A PIL image or an ``HxWxC`` / ``HxW`` array -> float ``(3, H, W)``."""
     if isinstance(image, Image.Image):
         image = pil_rgb(image)
-    arr = torch.from_numpy(np.ascontiguousarray(image))
+    image = np.ascontiguousarray(image)
+    if not image.flags.writeable:  # np.asarray(a PIL image): torch.from_numpy would warn
+        image = image.copy()
+    arr = torch.from_numpy(image)
     if arr.ndim == 2:  # grayscale
         arr = arr[..., None]
     if arr.ndim != 3:

@@ -85,9 +85,34 @@ def test_the_offline_jobs_take_paths_from_python(tmp_path, monkeypatch):
     assert [it.id for it in job['items']] == ['a', 'b']
     with pytest.raises(UserInputError, match=r'images: expected an image file or folder path, a '
                                              r'list of paths, or WorkItems .*got a list of '
-                                             r'ndarray; arrays and tensors go to the engine'):
+                                             r'ndarray; images in memory \(arrays, tensors, '
+                                             r'PIL images\) go to the engine'):
         segment_api.segment([np.zeros((4, 4, 3), np.uint8)], tmp_path / 'out', HUB_ID,
                             dict(type='DiffSeg'), None)
+    # a single PIL image: "'PngImageFile' object is not iterable"
+    with pytest.raises(UserInputError, match=r'WorkItems .*got a PngImageFile; images in memory'):
+        segment_api.segment(Image.open(tmp_path / 'a.png'), tmp_path / 'out', HUB_ID,
+                            dict(type='DiffSeg'), None)
+
+
+def test_a_loaded_engine_or_a_built_generator_is_refused_naming_what_the_jobs_take(tmp_path):
+    """A notebook's engine as ``model``: a TypeError from os.fspath; a built generator as
+    ``gen_cfg``: 'has no type', which misled."""
+    import pytest
+
+    from mmdiffseg.apis import UserInputError
+    from mmdiffseg.attention import DiffusionAttentionEngine
+    from mmdiffseg.generators import DiffSeg
+    Image.new('RGB', (4, 4)).save(tmp_path / 'a.png')
+    engine = object.__new__(DiffusionAttentionEngine)
+    with pytest.raises(UserInputError, match=r'^model: a hub id or a diffusers folder \(the jobs '
+                                             r'load the model in each process\), got a '
+                                             r'DiffusionAttentionEngine$'):
+        segment_api.segment(str(tmp_path), tmp_path / 'out', engine, dict(type='DiffSeg'), None)
+    with pytest.raises(UserInputError, match=r"is a built DiffSeg; give its config \(the jobs "
+                                             r"build it in each process\): dict\(type='DiffSeg'"):
+        segment_api.segment(str(tmp_path), tmp_path / 'out', HUB_ID, DiffSeg(), None)
+    assert not (tmp_path / 'out').exists()
 
 
 def test_classes_that_do_not_fit_the_prompt_are_refused_before_any_work(tmp_path, monkeypatch):

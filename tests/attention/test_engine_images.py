@@ -325,3 +325,18 @@ def test_float_pil_images_and_nan_pixels_are_judged_as_float_images():
         rgb[3, 4, 1] = bad
         with pytest.raises(ValueError, match=r'^images\[0\] holds NaN or inf values'):
             preprocess_images([rgb], 64)
+
+
+def test_a_read_only_array_of_a_pil_image_is_taken_without_torchs_warning(tmp_path):
+    """``np.asarray(Image.open(path))``, the commonest notebook input, is read-only: torch warned
+    'The given NumPy array is not writable' at every call."""
+    import warnings
+
+    from PIL import Image
+    Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(tmp_path / 'a.png')
+    array = np.asarray(Image.open(tmp_path / 'a.png'))
+    assert not array.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        out = preprocess_images([array], 8)
+    torch.testing.assert_close(out, torch.full((1, 3, 8, 8), 7 / 127.5 - 1))
