@@ -49,14 +49,15 @@ def images_from_folder(folder, whole: str = (' with its own --out, or all of the
     return items
 
 
-def path_items(path) -> List[WorkItem]:
-    """An image file or every image in a folder (:func:`images_from_folder`)."""
+def path_items(path, whole: str = '') -> List[WorkItem]:
+    """An image file or every image in a folder (:func:`images_from_folder`, ``whole`` as
+    there)."""
     path = Path(path)
     if path.is_file():
         return [WorkItem(path.stem, dict(image=str(path)), source=str(path))]
     if not path.exists():
         raise UserInputError(f'{path}: no such image file or folder of images')
-    return images_from_folder(path, whole='')
+    return images_from_folder(path, whole=whole)
 
 
 def image_items(images) -> List[WorkItem]:

@@ -293,6 +293,19 @@ def test_synthesize_refuses_bad_templates_and_generators_that_cannot_synthesise(
     assert not (tmp_path / 'o').exists()
 
 
+def test_segment_on_a_split_of_city_folders_says_how_to_take_them_all(tmp_path):
+    """``segment.py leftImg8bit/val``: 'give one of them', without a way to label the split
+    (segment.py has no --dataset-config)."""
+    for city in ('frankfurt', 'lindau'):
+        (tmp_path / 'val' / city).mkdir(parents=True)
+        Image.new('RGB', (4, 4)).save(tmp_path / 'val' / city / f'{city}_0_leftImg8bit.png')
+    err = run_in_process('segment', tmp_path / 'val', '--method', 'diffseg', '--model', NO_MODEL,
+                         '--device', 'cpu', '--out', tmp_path / 'o', expect=2)
+    assert ("its sub-folders ['frankfurt', 'lindau'] hold images (Cityscapes' cities): give one "
+            'of them (one run per sub-folder with the same --out labels them all; '
+            'eval_labels.py scores them together)') in err
+
+
 def test_segment_refuses_empty_class_lists_sheet_sizes_and_input_with_a_sheet(tmp_path, capsys):
     image = shared_path(*VOC, 'JPEGImages', 'voc_val_0.png')
     err = run_in_process('segment', image, '--classes', 'background,', '--model', NO_MODEL,
