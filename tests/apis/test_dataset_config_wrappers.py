@@ -82,3 +82,22 @@ def test_the_listing_functions_import_from_their_documented_former_module():
     for name in ('images_from_dataset_config', 'images_from_folder', 'image_items',
                  'inner_dataset_cfgs', 'path_items'):
         assert getattr(former, name) is getattr(image_inputs, name)
+
+
+def test_inner_datasets_of_other_label_formats_are_refused(write_config):
+    """A ConcatDataset of VOC and VOC with reduce_zero_label: one dataset's ground truth would be
+    read in the other's convention (image-level labels off by one class)."""
+    config = write_config("dict(type='ConcatDataset', datasets=[{0}, dict({1}, "
+                          "reduce_zero_label=True)])", ['voc_val_0'], ['voc_val_1'])
+    with pytest.raises(UserInputError, match=r'^the train datasets of .* differ in their label '
+                                             r'format: train_dataloader.dataset.datasets.0 has '):
+        images_from_dataset_config(config, 'train')
+
+
+def test_a_repeat_of_a_concat_lists_the_concats_datasets(write_config):
+    """RepeatDataset(ConcatDataset(...)) opens down to the datasets (only the other nesting was
+    listed by a test)."""
+    config = write_config("dict(type='RepeatDataset', times=2, dataset=dict(type='ConcatDataset', "
+                          "datasets=[{0}, {1}]))", ['voc_val_0'], ['voc_val_1'])
+    assert [it.id for it in images_from_dataset_config(config, 'train')[0]] == [
+        'voc_val_0', 'voc_val_1']

@@ -42,6 +42,15 @@ def test_ground_truth_is_found_under_a_name_in_the_other_unicode_form(
     assert list(found.values()) == [gt / f"{unicodedata.normalize(gt_form, 'café')}.png"]
 
 
+def test_ground_truth_in_the_folder_and_in_its_sub_folders_is_all_found(tmp_path):
+    """Some ground truth at the top, some in a city's sub-folder: those below are looked up
+    too, not only when none is at the top."""
+    _label(tmp_path / 'gt' / 'a.png')
+    _label(tmp_path / 'gt' / 'city' / 'b.png')
+    found = find_ground_truth(['a', 'b'], tmp_path / 'gt', GroundTruthFormat(), allow_missing=True)
+    assert found == {'a': tmp_path / 'gt' / 'a.png', 'b': tmp_path / 'gt' / 'city' / 'b.png'}
+
+
 def test_ground_truth_whose_suffix_differs_in_case_names_the_suffix_to_pass(tmp_path):
     """VOC masks copied as .PNG: the error said only that no 'x.png' was found."""
     gt = tmp_path / 'gt'
@@ -88,6 +97,7 @@ def test_a_label_folder_that_is_not_there_or_holds_no_pngs_is_named(tmp_path):
     _label(tmp_path / 'out' / MASK_DIR / 'b.png')
     assert label_files(tmp_path / 'out') == {'b': tmp_path / 'out' / MASK_DIR / 'b.png'}
     (tmp_path / 'out' / MASK_DIR / '._b.png').write_bytes(b'\0\5\26\7')  # macOS AppleDouble
+    (tmp_path / 'out' / MASK_DIR / 'd.png').mkdir(parents=True)  # a folder is no label
     _label(tmp_path / 'out' / MASK_DIR / 'C.PNG')  # a camera's or Windows' upper case
     assert label_files(tmp_path / 'out') == {'C': tmp_path / 'out' / MASK_DIR / 'C.PNG',
                                              'b': tmp_path / 'out' / MASK_DIR / 'b.png'}

@@ -237,6 +237,11 @@ def test_files_of_the_image_folder_that_are_not_read_are_named_by_their_endings(
     assert logged == [f'the files of {tmp_path} ending in (no ending), .gif, .txt are not read: '
                       'the tools read images ending in .jpg, .jpeg, .jpe, .jfif, .png, .bmp, '
                       '.webp, .tif, .tiff']
+    logged.clear()   # a hidden file (macOS's .DS_Store) is no file of the user's to name
+    (tmp_path / 'clean').mkdir()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / 'clean' / 'a.png')
+    (tmp_path / 'clean' / '.DS_Store').write_bytes(b'x')
+    assert [it.id for it in images_from_folder(tmp_path / 'clean')] == ['a'] and logged == []
 
 
 def test_a_file_given_as_the_image_folder_is_named_as_a_file(tmp_path):

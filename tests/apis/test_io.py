@@ -169,6 +169,10 @@ def test_a_file_named_up_to_the_longest_name_is_written_and_resumed(tmp_path, mo
     assert len(os.fsencode(left.name)) <= io.NAME_MAX
     monkeypatch.setattr(io, 'get_dist_info', lambda: (0, 1))
     assert remove_stale_temp_files(tmp_path) == 1 and not left.exists()
+    # two long names alike but for their ends: one temp file each (writers run in parallel)
+    tag = io.tmp_tag()
+    assert io.temp_path(tmp_path / f'{long}a.png', tag) != io.temp_path(tmp_path / f'{long}b.png',
+                                                                       tag)
 
 
 def test_a_write_under_a_file_or_onto_an_existing_file_is_told_apart(tmp_path):

@@ -163,6 +163,29 @@ def test_a_tools_output_folder_inside_the_image_folder_is_not_read_as_images(tmp
     assert str(extra / f'{VOC_NAMES[0]}.jpg') in image_paths(ds)
 
 
+def test_only_the_tools_output_folder_itself_is_skipped(tmp_path):
+    """Beside a tool's output 'vis/', a folder 'vis2/' and an image 'visit.jpg' (names that begin
+    with it) are images; so is a folder whose manifest.json is not JSON (another program's)."""
+    classes = ['background', 'cat']
+    root = make_synthetic(tmp_path, classes=classes, labels=one_value_labels(1))
+    images = root / 'JPEGImages'
+    (images / 'vis').mkdir()
+    (images / 'vis' / 'manifest.jsonl').write_text(json.dumps(dict(
+        tool='segment', manifest='mmdiffseg', version=1)) + '\n')
+    (images / 'vis' / 'overlay.jpg').write_bytes((images / f'{VOC_NAMES[0]}.jpg').read_bytes())
+    moved = {'visit.jpg': VOC_NAMES[0], f'vis2/{VOC_NAMES[1]}.jpg': VOC_NAMES[1],
+             f'photos/{VOC_NAMES[2]}.jpg': VOC_NAMES[2]}
+    for rel, name in moved.items():
+        (images / rel).parent.mkdir(exist_ok=True)
+        (images / f'{name}.jpg').rename(images / rel)
+    (root / 'SegmentationClass' / f'{VOC_NAMES[0]}.png').rename(
+        root / 'SegmentationClass' / 'visit.png')
+    (images / 'photos' / 'manifest.json').write_text('')
+    found = {Path(p).relative_to(images).as_posix()
+             for p in image_paths(DATASETS.build(folder_dataset(root, classes)))}
+    assert set(moved) <= found and 'vis/overlay.jpg' not in found
+
+
 def test_linked_folders_are_read_once_and_a_link_to_a_parent_does_not_loop(tmp_path):
     """A link inside the image folder to a parent folder made the recursive listing walk the
     tree again and again until "Too many levels of symbolic links" (OSError); a linked folder

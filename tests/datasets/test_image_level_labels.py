@@ -76,6 +76,11 @@ def test_annotation_keys_match_names_in_either_unicode_form(tmp_path):
         t = LoadImageLevelLabels(classes='voc', ann_file=str(ann))
         image = f"/data/{unicodedata.normalize(named, 'café')}.jpg"
         assert t(dict(img_path=image))['image_labels'] == ['cat']
+    # as the prompt-length pre-flight and pseudo_label look them up
+    from mmdiffseg.datasets.transforms import ImageLabels
+    labels = ImageLabels({unicodedata.normalize('NFC', 'café'): ['cat']})
+    assert labels.get(unicodedata.normalize('NFD', 'café'), []) == ['cat']
+    assert labels.get('tea', []) == [] and unicodedata.normalize('NFD', 'café') in labels
 
 
 def test_annotation_names_written_without_mmseg_spaces_are_accepted(tmp_path):

@@ -60,6 +60,23 @@ def test_a_run_whose_cache_was_signed_anew_by_another_run_is_refused(tmp_path):
     assert not (tmp_path / 'cache' / KEYS[0][:2]).exists()
 
 
+def test_a_precision_resigned_cache_read_first_is_still_refused_at_the_next_save(tmp_path):
+    """A float32 run's cache deleted and signed by a float16 run: the first run reads from it
+    (a training step's lookup, not a writer's check), then saves; the read must not mark the
+    folder checked for writing, or float32 labels go into the float16 cache."""
+    def run(dtype):
+        return LabelCache(cache_dir=str(tmp_path / 'cache'), model='some/model',
+                          generator=dict(type='SignatureTestGenerator', iters=10),
+                          writer_dtype=dtype)
+    first = run('float32')
+    first.save(KEYS[0], LABEL)
+    shutil.rmtree(tmp_path / 'cache')
+    run('float16').save(KEYS[1], LABEL)
+    assert first.load(KEYS[1]) is not None
+    with pytest.raises(UserInputError):
+        first.save(KEYS[0], LABEL)
+
+
 @pytest.mark.parametrize('who', ['the same run', 'another run'])
 def test_labels_whose_signature_is_gone_are_not_taken_over(tmp_path, who):
     """Only cache.json deleted: neither the run that signed the folder nor another one adopts

@@ -104,3 +104,9 @@ def test_an_input_written_after_cfg_options_is_named_as_such(tool, before, capsy
     assert ("argument --cfg-options: takes KEY=VALUE pairs, got 'photos/' (a word after "
             '--cfg-options is read as one of its pairs: give inputs before --cfg-options)'
             ) in capsys.readouterr().err
+
+
+def test_a_pair_whose_value_holds_an_equals_sign_or_nothing_is_taken():
+    """``data_root=data/run=2`` and ``prompt_template=`` (empty) are pairs."""
+    assert opts.key_value('data_root=data/run=2') == 'data_root=data/run=2'
+    assert opts.key_value('generator.bg_context=') == 'generator.bg_context='

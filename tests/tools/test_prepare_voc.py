@@ -250,6 +250,10 @@ def test_sample_folder_becomes_a_devkit_and_refuses_another(tmp_path):
         voc_aug.main([str(tmp_path / 'other'), '--from-samples', str(samples), '--sbd', 'none',
                       '--exclude-difficult'])
     assert stop.value.code == 2 and not (tmp_path / 'other').exists()
+    for alone in (['--labels-from', 'gt'], ['--exclude-difficult']):  # each refused on its own
+        with pytest.raises(SystemExit) as stop:
+            voc_aug.main([str(tmp_path / 'other'), '--from-samples', str(samples), *alone])
+        assert stop.value.code == 2 and not (tmp_path / 'other').exists()
 
 
 def test_a_split_that_cannot_be_made_writes_nothing(tmp_path, monkeypatch):

@@ -410,10 +410,12 @@ def test_synthesize_takes_ade20ks_150_classes_into_its_own_label_set(monkeypatch
 def test_a_tool_option_given_as_a_generator_option_names_the_flag(tmp_path):
     """``--cfg-options dtype=float16`` (the generator's options) was 'unknown option' of iSeg,
     without the flag meant; an option a generator has under such a name stays its own."""
-    from mmdiffseg.apis.builders import generator_config
-    for key, value in (('dtype', 'float16'), ('batch_size', 4)):
+    from mmdiffseg.apis.builders import TOOL_OPTIONS, generator_config
+    assert set(TOOL_OPTIONS) >= {'model', 'variant', 'device', 'dtype', 'batch_size', 'workers',
+                                 'out'}
+    for key in TOOL_OPTIONS:
         with pytest.raises(UserInputError) as refused:
-            generator_config('iseg', None, {key: value})
+            generator_config('iseg', None, {key: 'x'})
         flag = key.replace('_', '-')
         assert str(refused.value) == (f"--cfg-options {key}=... sets a generator option, and ISeg "
                                       f"has none named {key!r}: give the tool's own --{flag} "
