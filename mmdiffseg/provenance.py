@@ -27,6 +27,10 @@ CONFIG_FILES = ('model_index.json', 'unet/config.json', 'vae/config.json',
                 'text_encoder/config.json', 'scheduler/scheduler_config.json')
 #: the components whose weights are fingerprinted
 WEIGHTED = ('unet', 'vae', 'text_encoder')
+#: the pipeline index entries that make the labels (the sampler, a safety checker, a feature
+#: extractor do not: their classes left the identity in session 56, ``legacy_hash`` keeps the
+#: hash with them for folders and caches made before)
+INDEX_COMPONENTS = ('unet', 'vae', 'text_encoder', 'tokenizer')
 #: what of the text encoder's (transformers) config is its architecture; the rest is bookkeeping
 #: that another transformers version writes otherwise (its weights tell fine-tunes apart)
 TEXT_ENCODER_KEYS = ('architectures', 'hidden_size', 'intermediate_size', 'num_hidden_layers',
@@ -57,12 +61,14 @@ def _init_defaults(class_name) -> Dict[str, object]:
             for name, default in init_defaults(cls).items()}
 
 
-def _settings(part: str, text: str) -> object:
-    """What of a config file makes the model: for the pipeline index its class and each
-    component's class; for a component config the settings that differ from its class's
-    defaults. Bookkeeping (``_name_or_path``, ``_diffusers_version``) and defaults written out by
-    another diffusers version's ``save_pretrained`` drop out, so a saved copy of a hub model
-    hashes as the hub model. Text that is not a JSON object is taken as it is."""
+def _settings(part: str, text: str, legacy: bool = False) -> object:
+    """What of a config file makes the model: for the pipeline index its class and the classes
+    of :data:`INDEX_COMPONENTS` (``legacy``: of every component, as hashed before); for a
+    component config the settings that differ from its class's defaults. Bookkeeping
+    (``_name_or_path``, ``_diffusers_version``) and defaults written out by another diffusers
+    version's ``save_pretrained`` drop out, so a saved copy of a hub model hashes as the hub
+    model, with or without its safety checker. Text that is not a JSON object is taken as it
+    is."""
     try:
         config = json.loads(text)
     except ValueError:
@@ -71,7 +77,8 @@ def _settings(part: str, text: str) -> object:
         return text
     if part == 'model_index.json':
         return dict({name: value[1] for name, value in config.items()
-                     if isinstance(value, list) and len(value) == 2 and value[1]},
+                     if isinstance(value, list) and len(value) == 2 and value[1]
+                     and (legacy or name in INDEX_COMPONENTS)},
                     _class_name=config.get('_class_name'))
     if part.startswith('text_encoder/'):  # an absent key is its default (a saved copy writes it)
         defaults = _text_encoder_defaults(config.get('model_type'))
@@ -191,15 +198,23 @@ def _first_rows(paths) -> Iterator[bytes]:
                        + first.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
 
 
-def _config_hash(folder: Path) -> str:
-    digest = hashlib.sha1()
+def _hashed(folder: Path) -> Dict[str, str]:
+    """``config_hash`` of ``folder``, and ``legacy_hash`` where the hash before session 56 (with
+    every component's class of the pipeline index) differs: records made before match it."""
+    digests = {False: hashlib.sha1(), True: hashlib.sha1()}
     for part in CONFIG_FILES:
         path = folder / part
-        settings = _settings(part, path.read_text()) if path.is_file() else None
-        digest.update(json.dumps(settings, sort_keys=True).encode() + b'\0')
+        text = path.read_text() if path.is_file() else None
+        for legacy, digest in digests.items():
+            settings = None if text is None else _settings(part, text, legacy)
+            digest.update(json.dumps(settings, sort_keys=True).encode() + b'\0')
     for component in WEIGHTED:
-        digest.update(str(_weights_fingerprint(folder, component)).encode())
-    return digest.hexdigest()[:8]
+        fingerprint = str(_weights_fingerprint(folder, component)).encode()
+        for digest in digests.values():
+            digest.update(fingerprint)
+    config_hash, legacy_hash = (digests[legacy].hexdigest()[:8] for legacy in (False, True))
+    return dict(config_hash=config_hash,
+                **({'legacy_hash': legacy_hash} if legacy_hash != config_hash else {}))
 
 
 def model_id_of(model: Union[str, Path]) -> str:
@@ -213,8 +228,8 @@ def model_id_of(model: Union[str, Path]) -> str:
 
 def _local_identity(folder: Path) -> Dict[str, str]:
     folder = folder.resolve()
-    config_hash = _config_hash(folder)
-    return {'id': f'{folder.name}-{config_hash}', 'config_hash': config_hash}
+    hashed = _hashed(folder)
+    return dict(hashed, id=f'{folder.name}-{hashed["config_hash"]}')
 
 
 def _hub_snapshot(hub_id: str, cache_dir: Optional[str] = None) -> Optional[Path]:
@@ -258,7 +273,7 @@ def model_identity(model: Union[str, Path]) -> Dict[str, Optional[str]]:
     if model_path(model).is_dir():
         return _local_identity(model_path(model))
     folder = model_folder(model)
-    return {'id': str(model), 'config_hash': _config_hash(folder) if folder else None}
+    return dict(_hashed(folder) if folder else {'config_hash': None}, id=str(model))
 
 
 def _as_identity(model) -> Dict[str, Optional[str]]:
@@ -284,12 +299,18 @@ def missing_model_refusal(model: Union[str, Path], labels_dir,
             'weights)')
 
 
+def _hashes(identity: Dict) -> set:
+    """An identity's config hash and, where it differs, the hash it had before session 56."""
+    return {identity['config_hash'], identity.get('legacy_hash', identity['config_hash'])}
+
+
 def same_model(a, b) -> bool:
-    """Same model: equal config hashes when both are known, else equal ids (a withdrawn id equals
-    its new home's)."""
+    """Same model: a config hash in common when both are known (a record made before session 56
+    holds the hash another run's identity keeps as ``legacy_hash``), else equal ids (a withdrawn
+    id equals its new home's)."""
     a, b = _as_identity(a), _as_identity(b)
     if a.get('config_hash') and b.get('config_hash'):
-        return a['config_hash'] == b['config_hash']
+        return bool(_hashes(a) & _hashes(b))
     return _current_id(a.get('id')) == _current_id(b.get('id'))
 
 

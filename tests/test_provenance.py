@@ -106,6 +106,39 @@ def test_models_compare_by_hash_when_both_are_known_else_by_id():
     assert same_model(hashed, {'id': 'copy-abcd1234', 'config_hash': 'abcd1234'})
 
 
+def test_the_sampler_and_safety_checker_classes_leave_the_model_identity(tmp_path):
+    """A fine-tune's copy with another sampler in scheduler/, or saved without its safety
+    checker, has the same weights and gives the same maps: its hash differed (its resume and
+    label cache were refused). A record made before (the hash with every component's class)
+    still matches the same folder; another U-Net class does not."""
+    import json
+    from mmdiffseg.provenance import _settings, model_identity, same_model
+    index = {'_class_name': 'StableDiffusionPipeline', 'unet': ['diffusers', 'UNet2DConditionModel'],
+             'vae': ['diffusers', 'AutoencoderKL'], 'text_encoder': ['transformers', 'CLIPTextModel'],
+             'tokenizer': ['transformers', 'CLIPTokenizer'],
+             'scheduler': ['diffusers', 'PNDMScheduler'],
+             'safety_checker': ['stable_diffusion', 'StableDiffusionSafetyChecker'],
+             'feature_extractor': ['transformers', 'CLIPImageProcessor']}
+    variants = {'hub': index,
+                'dpm': dict(index, scheduler=['diffusers', 'DPMSolverMultistepScheduler']),
+                'bare': {k: v for k, v in index.items()
+                         if k not in ('safety_checker', 'feature_extractor')},
+                'other_unet': dict(index, unet=['diffusers', 'UNetSpatioTemporalConditionModel'])}
+    identities = {}
+    for name, content in variants.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / 'model_index.json').write_text(json.dumps(content))
+        identities[name] = model_identity(tmp_path / name)
+    assert identities['hub']['config_hash'] == identities['dpm']['config_hash'] == \
+        identities['bare']['config_hash'] != identities['other_unet']['config_hash']
+    assert same_model(identities['hub'], identities['dpm'])
+    assert not same_model(identities['hub'], identities['other_unet'])
+    before = {'id': 'hub-old', 'config_hash': identities['hub']['legacy_hash']}
+    assert same_model(before, identities['hub']) and same_model(identities['hub'], before)
+    assert not same_model(before, identities['dpm'])   # as before: the sampler differed then
+    assert 'scheduler' in _settings('model_index.json', json.dumps(index), legacy=True)
+
+
 def test_an_empty_nested_setting_differs_from_an_absent_one():
     from mmdiffseg.provenance import setting_differences
     found = {'model': 'org/sd', 'generator': {'type': 'ISeg', 'kwargs': {}}}
@@ -133,8 +166,8 @@ def test_a_folder_reached_through_dot_dot_is_named_by_its_own_name(tmp_path):
 
 
 def test_the_pipeline_index_counts_each_components_class():
-    """Of ``model_index.json``: the pipeline class and each present component's class (not its
-    library); absent components and bookkeeping drop out."""
+    """Of ``model_index.json``: the pipeline class and each present model component's class (not
+    its library); absent components and bookkeeping drop out."""
     import json
     from mmdiffseg.provenance import _settings
     index = {'_class_name': 'StableDiffusionPipeline', '_diffusers_version': '0.30.0',

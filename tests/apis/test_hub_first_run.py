@@ -56,8 +56,7 @@ def test_synthesize_records_the_downloaded_models_identity_and_resumes(
                                  batch_size=1, workers=0)
     assert first.made == 1
     recorded = header(out)
-    assert recorded['model'] == {'id': HUB_ID, 'config_hash': model_identity(folder)[
-        'config_hash']}
+    assert recorded['model'] == dict(model_identity(folder), id=HUB_ID)
     assert recorded['sampler'] == sampler_settings(folder) is not None
     more = synth_api.synthesize(['cat'], out, HUB_ID, SEEDIFF, images_per_class=2,
                                 batch_size=1, workers=0)
