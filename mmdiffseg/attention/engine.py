@@ -121,6 +121,10 @@ class DiffusionAttentionEngine:
             with loading_bars_where_read():
                 pipe = StableDiffusionPipeline.from_pretrained(source, **dtype_option(dtype),
                                                                **kwargs)
+        except (ImportError, RuntimeError) as err:  # a sampler's missing package; weights that do
+            # not fit their config (a config edited: 'size mismatch for ...')
+            where = 'folder' if is_folder else 'model'
+            raise OSError(f'cannot load the Stable Diffusion {where} {source}: {err}') from err
         except (OSError, ValueError) as err:
             if is_folder:
                 raise OSError(f'cannot load the Stable Diffusion folder {source}: {err}') from err

@@ -112,6 +112,30 @@ def test_a_hub_id_the_engine_cannot_run_is_refused_once_loaded(
         DiffusionAttentionEngine.from_pretrained('org/inpainting', cache_dir=str(tmp_path))
 
 
+def test_weights_that_do_not_fit_their_edited_config_are_named_as_the_folders_problem(
+        tmp_path, sd_config_dir, monkeypatch):
+    """A U-Net config edited after saving (use_linear_projection flipped): diffusers' RuntimeError
+    ('size mismatch') escaped the tools' handling (a traceback, exit status 1, where bad input is
+    a line and 2); so did a sampler's missing package (an ImportError)."""
+    import json as json_module
+    folder = tmp_path / 'edited'
+    shutil.copytree(cached_tiny_pipeline_folder(sd_config_dir('stable-diffusion-v1-4')), folder)
+    config = json_module.loads((folder / 'unet' / 'config.json').read_text())
+    _edit(folder / 'unet' / 'config.json',
+          use_linear_projection=not config.get('use_linear_projection', False))
+    with pytest.raises(OSError, match=f'(?s)^cannot load the Stable Diffusion folder {folder}: '
+                                      '.*size mismatch'):
+        DiffusionAttentionEngine.from_pretrained(folder)
+    from diffusers import StableDiffusionPipeline
+
+    def needs_torchsde(*args, **kwargs):
+        raise ImportError('DPMSolverSDEScheduler requires the torchsde library')
+    monkeypatch.setattr(StableDiffusionPipeline, 'from_pretrained', needs_torchsde)
+    with pytest.raises(OSError, match=f'^cannot load the Stable Diffusion folder {folder}: '
+                                      'DPMSolverSDEScheduler requires the torchsde library'):
+        DiffusionAttentionEngine.from_pretrained(folder)
+
+
 def test_an_engine_on_a_loaded_pipeline_it_cannot_run_is_refused(sd_config_dir):
     """from_pipeline skipped the checks from_pretrained runs: an inpainting pipeline built an
     engine whose first extract failed deep in the U-Net ('expected input ... to have 9
