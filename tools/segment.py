@@ -76,8 +76,7 @@ def main(argv=None):
         raise UserInputError('give --out, the output folder')
     cli.check_launcher(args.launcher, 'segment')
     device = pick_device(args.device)
-    items = path_items(args.input, whole=' (one run per sub-folder with the same --out labels '
-                       'them all; eval_labels.py scores them together)')
+    items = path_items(args.input, whole=' (one run per sub-folder, each with its own --out)')
     names = cli.resolve_class_arg(args.classes) if args.classes else None
     if names is not None and not [n for n in names if n != 'background']:
         raise UserInputError(f'--classes {args.classes!r} names no class to look for '

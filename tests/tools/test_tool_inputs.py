@@ -302,8 +302,7 @@ def test_segment_on_a_split_of_city_folders_says_how_to_take_them_all(tmp_path):
     err = run_in_process('segment', tmp_path / 'val', '--method', 'diffseg', '--model', NO_MODEL,
                          '--device', 'cpu', '--out', tmp_path / 'o', expect=2)
     assert ("its sub-folders ['frankfurt', 'lindau'] hold images (Cityscapes' cities): give one "
-            'of them (one run per sub-folder with the same --out labels them all; '
-            'eval_labels.py scores them together)') in err
+            'of them (one run per sub-folder, each with its own --out)') in err
 
 
 def test_segment_refuses_empty_class_lists_sheet_sizes_and_input_with_a_sheet(tmp_path, capsys):
