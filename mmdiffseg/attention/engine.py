@@ -196,11 +196,15 @@ class DiffusionAttentionEngine:
             if not sizes:  # no size serves it: the request's error says why
                 raise
             grids = '/'.join(map(str, sorted({r.resolution for r in capture.requests})))
+            own = '/'.join(map(str, sorted({layer.resolution for layer in layers})))
             raise ValueError(
                 f'image size {image_size} cannot be used: the capture spec reads attention at '
                 f'{grids} token grids, which this model has at image size(s) {sizes} only '
                 f'(latent = image size / {self.vae_scale_factor}, halved per U-Net level); use '
-                f'one of those sizes. At {image_size}: {exc}') from exc
+                f'one of those sizes, or read the grids {image_size} has ({own}: e.g. '
+                'DiffSeg(resolutions=..., cross_resolutions=...), SeeDiff(resolutions='
+                f'resolutions_for({image_size // self.vae_scale_factor})); iSeg reads fixed '
+                f'layers). At {image_size}: {exc}') from exc
 
     def _capture_sizes(self, capture: CaptureSpec, largest: int = 2048) -> List[int]:
         """The image sizes up to ``largest`` at which the U-Net serves ``capture``."""

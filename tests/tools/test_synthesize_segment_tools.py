@@ -143,6 +143,10 @@ def test_synthesize_scales_seediff_grids_with_the_size(tiny_model, tmp_path):
                          'resolutions=[16,32,64]', expect=2)
     assert ('image size 768 cannot be used: the capture spec reads attention at 16/32/64 token '
             'grids, which this model has at image size(s) [512] only') in err
+    # a 768 px model: the generators can read its own grids (the refusal named 512 alone)
+    assert ('or read the grids 768 has (12/24/48/96: e.g. DiffSeg(resolutions=..., '
+            'cross_resolutions=...), SeeDiff(resolutions=resolutions_for(96)); iSeg reads fixed '
+            'layers)') in err
     assert not (tmp_path / 'b' / 'manifest.jsonl').exists()
 
 
