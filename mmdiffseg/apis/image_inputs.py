@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import List, Tuple
+from typing import Iterable, List, Tuple
 
 from mmengine.logging import print_log
 
@@ -66,7 +66,8 @@ def image_items(images) -> List[WorkItem]:
     (:func:`path_items`, :func:`images_from_folder`, :func:`images_from_dataset_config`)."""
     if isinstance(images, (str, os.PathLike)):
         return path_items(images)
-    listed = isinstance(images, (list, tuple))  # not a PIL image's or an array's own items
+    # a PIL image is not iterable, an array's or a tensor's rows are no items
+    listed = isinstance(images, Iterable) and not hasattr(images, 'shape')
     images = list(images) if listed else [images]
     if all(isinstance(image, WorkItem) for image in images):
         return images

@@ -93,6 +93,12 @@ def test_the_offline_jobs_take_paths_from_python(tmp_path, monkeypatch):
     with pytest.raises(UserInputError, match=r'WorkItems .*got a PngImageFile; images in memory'):
         segment_api.segment(Image.open(tmp_path / 'a.png'), tmp_path / 'out', HUB_ID,
                             dict(type='DiffSeg'), None)
+    segment_api.segment(tmp_path.glob('*.png'), tmp_path / 'out', HUB_ID, dict(type='DiffSeg'),
+                        None)   # any iterable of paths
+    assert sorted(it.id for it in job['items']) == ['a', 'b']
+    with pytest.raises(UserInputError, match=r'WorkItems .*got a ndarray; images in memory'):
+        segment_api.segment(np.zeros((4, 4, 3), np.uint8), tmp_path / 'out', HUB_ID,
+                            dict(type='DiffSeg'), None)
     # work items and paths mixed: "'str' object has no attribute 'payload'" inside the job
     with pytest.raises(UserInputError, match=r'got a list of WorkItem, str; '):
         segment_api.segment([path_items(tmp_path)[0], str(tmp_path / 'b.png')], tmp_path / 'out',
