@@ -17,8 +17,9 @@ import numpy as np
 
 from .names import nearest
 
-__all__ = ['check_choice', 'check_flag', 'check_real', 'check_reals', 'check_seed', 'check_template',
-           'check_token_offsets', 'check_whole', 'check_wholes', 'template_problem']
+__all__ = ['check_choice', 'check_flag', 'check_real', 'check_reals', 'check_seed',
+           'check_template', 'check_token_offsets', 'check_whole', 'check_wholes',
+           'template_problem']
 
 
 def _range_text(low, high, low_open: bool, high_open: bool) -> str:

@@ -192,8 +192,10 @@ def _refuse_preset_over_config(gen_cfg: Dict, options: Dict, config: Optional[st
     """``--cfg-options preset=NAME`` over a ``--config`` file: a preset fills only the options
     not given, and the configs/iseg files give them all, so NAME's settings were not used."""
     from ..generators.iseg_presets import ISEG_PRESETS
+    if config is None:
+        return
     kept = sorted(key for key in ISEG_PRESETS.get(options.get('preset'), {})
-                  if key in gen_cfg and key not in options and config is not None)
+                  if key in gen_cfg and key not in options)
     if kept:
         raise UserInputError(
             f"--cfg-options preset={options['preset']} fills only the options that --config "

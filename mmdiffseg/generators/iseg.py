@@ -58,8 +58,8 @@ from .iseg_steps import (assign_labels, cam_normalize, entropy_reduced_attention
                          refine_with_self_attention)
 from .iseg_presets import (CROSS_LAYERS, ISEG_PRESETS, RELEASED_CLASS_ORDER,
                            SD21_VOC_HEADS, SELF_LAYER, SELF_RESOLUTION, VOC_BG_CONTEXT,
-                           WSSS_PROMPT, applies_preset, check_cross_heads, check_prompt_names,
-                           check_bg_context, check_res_weights, head_layout_fix, heads_at,
+                           WSSS_PROMPT, applies_preset, check_bg_context, check_cross_heads,
+                           check_prompt_names, check_res_weights, head_layout_fix, heads_at,
                            self_heads_note)
 from .iseg_tokens import RELEASED_TOKEN_MISCOUNTS, TOKEN_TABLES, token_names
 from .kmeans import KMEANS_PRECISIONS, cluster_mean, grid_seeds, kl_kmeans
@@ -246,8 +246,8 @@ class ISeg(MaskGenerator):
                                    heads=heads_at(self.cross_heads, r), name=f'iseg_cross{r}',
                                    heads_fix=fix)
                     for r, w in sorted(self.res_weights.items()) if w > 0]
-        requests.append(CaptureRequest('self', SELF_RESOLUTION, layers=(SELF_LAYER,), heads=self.self_heads,
-                                       name='iseg_self64', heads_fix=fix))
+        requests.append(CaptureRequest('self', SELF_RESOLUTION, layers=(SELF_LAYER,),
+                                       heads=self.self_heads, name='iseg_self64', heads_fix=fix))
         return CaptureSpec(tuple(requests))
 
     def prompt_word(self, name: str) -> str:
