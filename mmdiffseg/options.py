@@ -74,12 +74,13 @@ def check_whole(owner: str, name: str, value, low: Optional[int] = None,
 
 
 def check_seed(owner: str, name: str, value) -> int:
-    """A random seed: a whole number in [0, 2**64 - 1], the seeds ``torch.Generator.manual_seed``
-    takes (a larger one failed at the first draw, after the model had loaded)."""
-    seed = check_whole(owner, name, value, low=0)
-    if seed >= 2 ** 64:
-        raise ValueError(f'{owner}: {name} must be a whole number in [0, 2**64 - 1] (a seed of '
-                         f'torch.Generator), got {value!r}')
+    """A random seed: a whole number in [-2**63, 2**64 - 1], the seeds
+    ``torch.Generator.manual_seed`` takes (a larger one failed at the first draw, after the model
+    had loaded)."""
+    seed = check_whole(owner, name, value)
+    if not -2 ** 63 <= seed < 2 ** 64:
+        raise ValueError(f'{owner}: {name} must be a whole number in [-2**63, 2**64 - 1] (a seed '
+                         f'of torch.Generator), got {value!r}')
     return seed
 
 

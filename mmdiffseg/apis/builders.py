@@ -2,6 +2,7 @@
 work: the model exists, the generator config is valid, every class name is known."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -190,12 +191,14 @@ def generator_config(method: Optional[str] = None, config: Optional[str] = None,
 
 def _refuse_preset_over_config(gen_cfg: Dict, options: Dict, config: Optional[str]) -> None:
     """``--cfg-options preset=NAME`` over a ``--config`` file: a preset fills only the options
-    not given, and the configs/iseg files give them all, so NAME's settings were not used."""
+    not given, and the configs/iseg files give them all, so NAME's settings (where they differ
+    from the file's) were not used."""
     from ..generators.iseg_presets import ISEG_PRESETS
     if config is None:
         return
-    kept = sorted(key for key in ISEG_PRESETS.get(options.get('preset'), {})
-                  if key in gen_cfg and key not in options)
+    preset = json.loads(json.dumps(ISEG_PRESETS.get(options.get('preset'), {})))
+    kept = sorted(key for key, value in preset.items() if key in gen_cfg and key not in options
+                  and json.loads(json.dumps(gen_cfg[key])) != value)
     if kept:
         raise UserInputError(
             f"--cfg-options preset={options['preset']} fills only the options that --config "

@@ -66,8 +66,9 @@ def image_items(images) -> List[WorkItem]:
     (:func:`path_items`, :func:`images_from_folder`, :func:`images_from_dataset_config`)."""
     if isinstance(images, (str, os.PathLike)):
         return path_items(images)
-    # a PIL image is not iterable, an array's or a tensor's rows are no items
-    listed = isinstance(images, Iterable) and not hasattr(images, 'shape')
+    # a PIL image is not iterable, an image array's or a tensor's rows are no items
+    listed = isinstance(images, Iterable) and not (
+        hasattr(images, 'shape') and getattr(images.dtype, 'kind', 'f') not in 'USO')
     images = list(images) if listed else [images]
     if all(isinstance(image, WorkItem) for image in images):
         return images

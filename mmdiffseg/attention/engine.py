@@ -391,8 +391,9 @@ class DiffusionAttentionEngine:
             raise ValueError('seed=None: generate takes an int seed (prompt i uses seed + i) or '
                              'one per prompt, so that its images can be made again; for new '
                              'ones pass another, e.g. seed=random.randrange(2**31)')
-        seeds = [check_seed('generate', 'seed', seed) + i for i in range(len(prompts))] \
+        seeds = [check_whole('generate', 'seed', seed) + i for i in range(len(prompts))] \
             if np.ndim(seed) == 0 else list(check_wholes('generate', 'seed', seed, '[0, 1]'))
+        seeds = [check_seed('generate', f'seed of prompt {i}', s) for i, s in enumerate(seeds)]
         negative_prompt = '' if negative_prompt is None else negative_prompt
         negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) \
             else list(negative_prompt)

@@ -49,14 +49,17 @@ EXIF_ORIENTATION = 0x0112
 
 def pil_rgb(image: Image.Image) -> np.ndarray:
     """``HxWx3`` uint8 RGB of a PIL image as OpenCV (so mmseg's ``LoadImageFromFile``) reads its
-    file: its EXIF orientation applied (``Image.open`` leaves a phone photo's pixels unrotated:
-    the label would be rotated against the image trained on), 16-bit grey (``'I;16'``, and
-    ``'I'`` read from a file) scaled to its high byte, where ``convert('RGB')`` would clip it to
-    255; grey, palette and RGBA as RGB. A ``'I'`` image made in memory (``Image.fromarray`` of
-    int32 values) and ``'F'`` floats are judged as the arrays they hold."""
-    if image.mode == 'F' or (image.mode == 'I' and image.format is None):
+    file: the EXIF orientation of an image as opened applied (``Image.open`` leaves a phone
+    photo's pixels unrotated: the label would be rotated against the image trained on; an image
+    the user rotated or cropped keeps the tag, and its pixels are taken as they are), 16-bit
+    grey (``'I;16'``, ``'I'``) scaled to its high byte, where ``convert('RGB')`` would clip it to
+    255; grey, palette and RGBA as RGB. ``'F'`` floats, and a ``'I'`` image made in memory whose
+    values fit 8 bits (``Image.fromarray`` of int32 0..255), are judged as the arrays they
+    hold."""
+    if image.mode == 'F' or (image.mode == 'I' and image.format is None and
+                             np.asarray(image).max(initial=0) <= 255):
         return np.asarray(image)
-    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+    if image.format is not None and image.getexif().get(EXIF_ORIENTATION, 1) != 1:
         image = ImageOps.exif_transpose(image)
     if image.mode.startswith('I'):
         grey = np.asarray(image).astype(np.int64).clip(0, 65535) >> 8

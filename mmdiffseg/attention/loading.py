@@ -43,17 +43,20 @@ def loading_bars_where_read():
     one per rank, with their lines interleaved) and where stderr is a log file (it got their
     carriage-return redraws and cursor codes); as they were after it (a notebook's or script's
     own downloads keep the bars it had)."""
+    import inspect
+
     from diffusers.utils import logging as diffusers_logging
     from huggingface_hub import utils as hub_utils
     from mmengine.dist import get_rank
     from transformers.utils import logging as transformers_logging
     switches = ((diffusers_logging.enable_progress_bar, diffusers_logging.disable_progress_bar),
                 (transformers_logging.enable_progress_bar,
-                 transformers_logging.disable_progress_bar),
-                (hub_utils.enable_progress_bars, hub_utils.disable_progress_bars))
+                 transformers_logging.disable_progress_bar))
     shown = (diffusers_logging.is_progress_bar_enabled(),
-             transformers_logging.is_progress_bar_enabled(),
-             not hub_utils.are_progress_bars_disabled())
+             transformers_logging.is_progress_bar_enabled())
+    # the hub's settings per group (transformers' switches set them globally)
+    hub_states = inspect.getmodule(hub_utils.enable_progress_bars).progress_bar_states
+    hub_before = dict(hub_states)
     hidden = get_rank() != 0 or not _shows_bars(sys.stderr)
     if hidden:
         diffusers_logging.disable_progress_bar()
@@ -66,6 +69,8 @@ def loading_bars_where_read():
                 warnings.simplefilter('ignore')
                 for was_shown, (enable, disable) in zip(shown, switches):
                     (enable if was_shown else disable)()
+            hub_states.clear()
+            hub_states.update(hub_before)
 
 
 def torch_dtype(dtype: Union[str, torch.dtype]) -> torch.dtype:

@@ -159,7 +159,7 @@ class DiffSeg(MaskGenerator):
             raise ValueError('DiffSeg: resolution_weights are all 0, so no map is aggregated; '
                              'weight at least one resolution (None: r / sum(r), as released)')
         total = sum(self.resolution_weights)
-        if abs(total - 1) > 1e-6:  # the KL of maps scaled by s is s x theirs: thresholds / s
+        if abs(total - 1) > 1e-3:  # the KL of maps scaled by s is s x theirs: thresholds / s
             scaled = ','.join(f'{w / total:.4g}' for w in self.resolution_weights)
             raise ValueError(f'DiffSeg: resolution_weights must sum to 1, so that the aggregated '
                              f'maps are distributions, whose KL distances kl_thresholds measure; '

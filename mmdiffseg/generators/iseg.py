@@ -173,8 +173,8 @@ class ISeg(MaskGenerator):
             classes = vocab['classes']
         super().__init__(classes=classes, ignore_index=ignore_index)
         self.vocabulary = vocabulary
-        self.prompt_names = {**vocab.get('prompt_names', {}),
-                             **check_prompt_names(prompt_names, self.classes)}
+        self.prompt_names = {**vocab.get('prompt_names', {}), **check_prompt_names(
+            prompt_names, [*self.classes, *vocab.get('classes', ())])}
         self.token_table = check_choice('ISeg', 'token_table', token_table, TOKEN_TABLES)
         released = token_table == 'released'
         miscounts = RELEASED_TOKEN_MISCOUNTS.get(vocabulary, {}) if released else {}

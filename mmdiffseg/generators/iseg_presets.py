@@ -174,7 +174,8 @@ def check_cross_heads(cross_heads):
 
 def check_prompt_names(prompt_names, classes) -> Dict[str, str]:
     """``ISeg.prompt_names`` checked: ``{class: the word(s) the prompt says for it}``, each key
-    one of ``classes`` (a misspelt key would leave its class at its own name, unsaid)."""
+    one of ``classes`` (a misspelt key would leave its class at its own name, unsaid; the
+    vocabulary's classes count: a recorded config holds its words for all of them)."""
     names = dict(prompt_names or {})
     for name, word in names.items():
         if name not in classes:

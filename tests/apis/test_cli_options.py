@@ -176,6 +176,7 @@ def test_a_preset_option_over_a_config_that_sets_its_options_is_refused(tmp_path
     them it applies, and without --config it is the way to a preset."""
     from mmdiffseg.apis.builders import generator_config
     from mmdiffseg.generators import ISeg
+    from mmdiffseg.generators.iseg_presets import ISEG_PRESETS
     preset = str(REPO / 'configs/iseg/iseg_wsss_voc.py')
     with pytest.raises(UserInputError) as refused:
         generator_config(None, preset, {'preset': 'wsss_coco'})
@@ -191,6 +192,8 @@ def test_a_preset_option_over_a_config_that_sets_its_options_is_refused(tmp_path
     gen_cfg, _ = generator_config(None, str(bare), {'preset': 'wsss_coco'})
     assert ISeg(**{k: v for k, v in gen_cfg.items() if k != 'type'}).vocabulary == 'coco_object'
     assert generator_config('iseg', None, {'preset': 'wsss_coco'})[0]['preset'] == 'wsss_coco'
+    for name in ISEG_PRESETS:   # each config file with its own preset named again: no change
+        generator_config(None, str(REPO / f'configs/iseg/iseg_{name}.py'), {'preset': name})
 
 
 def test_ground_truth_formats_follow_the_mmseg_datasets():

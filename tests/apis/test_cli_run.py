@@ -195,6 +195,11 @@ def test_loading_bars_are_shown_by_rank_0_only_on_a_terminal(monkeypatch):
         pass
     assert are_progress_bars_disabled() and transformers_logging.is_progress_bar_enabled()
     transformers_logging.enable_progress_bar()
+    disable_progress_bars('huggingface_hub.http')   # and one group's
+    with loading_bars_where_read():
+        pass
+    assert are_progress_bars_disabled('huggingface_hub.http') and not are_progress_bars_disabled()
+    transformers_logging.enable_progress_bar()
 
 
 def test_a_jupyter_kernels_output_shows_loading_bars():

@@ -96,6 +96,9 @@ def test_the_offline_jobs_take_paths_from_python(tmp_path, monkeypatch):
     segment_api.segment(tmp_path.glob('*.png'), tmp_path / 'out', HUB_ID, dict(type='DiffSeg'),
                         None)   # any iterable of paths
     assert sorted(it.id for it in job['items']) == ['a', 'b']
+    segment_api.segment(np.array([str(tmp_path / 'a.png')]), tmp_path / 'out', HUB_ID,
+                        dict(type='DiffSeg'), None)   # an array of paths
+    assert [it.id for it in job['items']] == ['a']
     with pytest.raises(UserInputError, match=r'WorkItems .*got a ndarray; images in memory'):
         segment_api.segment(np.zeros((4, 4, 3), np.uint8), tmp_path / 'out', HUB_ID,
                             dict(type='DiffSeg'), None)

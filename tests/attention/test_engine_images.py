@@ -268,7 +268,9 @@ def test_a_32_bit_pil_image_made_in_memory_is_judged_as_its_array_and_one_read_f
         preprocess_images(Image.fromarray(grey), 64)
     wide = (grey * 256).astype(np.uint16)
     Image.fromarray(wide).save(tmp_path / 'wide.png')
-    as_i = Image.open(tmp_path / 'wide.png').convert('I')
+    as_i = Image.open(tmp_path / 'wide.png').convert('I')  # (its format dropped, as a crop's)
+    torch.testing.assert_close(preprocess_images(as_i, 64),
+                               preprocess_images(grey.astype(np.uint8), 64))
     as_i.format = 'PNG'  # (how Pillow before 10.? opened it)
     torch.testing.assert_close(preprocess_images(as_i, 64),
                                preprocess_images(grey.astype(np.uint8), 64))
@@ -293,6 +295,10 @@ def test_a_photos_exif_rotation_is_applied_as_opencv_and_the_tools_apply_it(tmp_
     assert read.shape[:2] == ((40, 60) if orientation == 3 else (60, 40))
     torch.testing.assert_close(preprocess_images(Image.open(path), 32),
                                preprocess_images(read, 32))
+    # a photo the user rotated keeps the tag: its pixels are taken as they are, not turned again
+    turned = Image.open(path).rotate(90, expand=True)
+    torch.testing.assert_close(preprocess_images(turned, 32),
+                               preprocess_images(np.asarray(turned.convert('RGB')), 32))
 
 
 @pytest.mark.parametrize('image, fix', [

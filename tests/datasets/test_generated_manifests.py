@@ -186,10 +186,11 @@ def test_only_the_tools_output_folder_itself_is_skipped(tmp_path):
     assert set(moved) <= found and 'vis/overlay.jpg' not in found
 
 
-def test_linked_folders_are_read_once_and_a_link_to_a_parent_does_not_loop(tmp_path):
+def test_linked_folders_are_read_and_a_link_to_a_parent_does_not_loop(tmp_path):
     """A link inside the image folder to a parent folder made the recursive listing walk the
     tree again and again until "Too many levels of symbolic links" (OSError); a linked folder
-    of images elsewhere is read, each folder once, and a broken link is left out."""
+    of images elsewhere is read, and a broken link is left out. A folder reached by two names
+    is listed under both (a split file may name either)."""
     classes = ['background', 'cat']
     root = make_synthetic(tmp_path, classes=classes, labels=one_value_labels(1))
     images = root / 'JPEGImages'
@@ -203,6 +204,14 @@ def test_linked_folders_are_read_once_and_a_link_to_a_parent_does_not_loop(tmp_p
     assert image_paths(ds) == sorted(
         [str(images / 'more' / f'{VOC_NAMES[0]}.jpg')]
         + [str(images / f'{name}.jpg') for name in VOC_NAMES[1:]])
+    from mmdiffseg.datasets.file_listing import files_below
+    (tmp_path / 'cycle' / 'a').mkdir(parents=True)   # two links that lead into each other
+    (tmp_path / 'cycle' / 'c').mkdir()
+    (tmp_path / 'cycle' / 'a' / 'x.png').write_bytes(b'')
+    (tmp_path / 'cycle' / 'a' / 'to_c').symlink_to(tmp_path / 'cycle' / 'c')
+    (tmp_path / 'cycle' / 'c' / 'to_a').symlink_to(tmp_path / 'cycle' / 'a')
+    (tmp_path / 'cycle' / 'alias').symlink_to(tmp_path / 'cycle' / 'a')
+    assert files_below(str(tmp_path / 'cycle')) == ['a/x.png', 'alias/x.png', 'c/to_a/x.png']
 
 
 def test_two_images_of_one_name_are_refused_unless_a_suffix_picks_one(tmp_path):

@@ -26,10 +26,10 @@ VOC = ['background', 'cat', 'dog']
     (lambda: SeeDiff(VOC, alpha=0), r'alpha must be a number in \(0, 1\)'),
     # CA16 is min-max normalised, so CA16^2 > 1 is no pixel: every mask was empty, exit 0
     (lambda: SeeDiff(VOC, alpha=1.0), r'alpha must be a number in \(0, 1\), got 1.0'),
-    (lambda: SeeDiff(VOC, noise='abc'), r"noise \(a seed\) must be a whole number >= 0"),
+    (lambda: SeeDiff(VOC, noise='abc'), r"noise \(a seed\) must be a whole number \(finite\)"),
     # the seed failed torch.Generator after the model load
-    (lambda: ISeg(noise_seed=2 ** 70), r'noise_seed must be a whole number in \[0, 2\*\*64 - 1\]'),
-    (lambda: ISeg(noise_seed=-1), 'noise_seed must be a whole number >= 0'),
+    (lambda: ISeg(noise_seed=2 ** 70), r'noise_seed must be a whole number in \[-2\*\*63, '
+                                       r'2\*\*64 - 1\]'),
     # the k-means failed after the model load: it clusters the 64x64 self-attention grid
     (lambda: ISeg(num_clusters=5000), r'num_clusters must be a whole number in \[1, 4096\]'),
     # a None or a list was written into the prompt ('..., None')
@@ -129,8 +129,18 @@ def test_the_checks_keep_good_values_in_their_types():
     assert gen.token_offsets['cat'] == [0] and gen.num_clusters == 36
     assert SeeDiff(VOC, alpha=0.99, threshold=0.5).threshold == 0.5
     assert ISeg(noise_seed=2 ** 64 - 1).noise_seed == 2 ** 64 - 1
+    assert ISeg(noise_seed=-1).noise_seed == -1   # torch takes it (as 2**64 - 1); so did we
     thirds = DiffSeg(resolution_weights=[1 / 3] * 3, resolutions=[64, 32, 16])  # sum 1 - 1e-16
     assert thirds.resolution_weights == (1 / 3,) * 3
+    # the weights the refusal suggests, as printed (4 digits), are taken
+    DiffSeg(resolution_weights=[0.5333, 0.2667, 0.1333, 0.06667])
+    DiffSeg(resolution_weights=[0.3333] * 3, resolutions=[64, 32, 16])
+    # a recorded config's prompt words (the vocabulary's, for all its classes) are taken
+    subset = ISeg(vocabulary='voc', classes=['background', 'cat', 'dog'])
+    recorded = subset.config_dict()['prompt_names']
+    assert 'pottedplant' in recorded
+    assert ISeg(vocabulary='voc', classes=['background', 'cat', 'dog'],
+                prompt_names=recorded).prompt_names == subset.prompt_names
     import numpy as np
     import torch
     from_arrays = DiffSeg(kl_thresholds=np.full(3, 1.1), resolutions=torch.tensor([64, 32, 16, 8]),
