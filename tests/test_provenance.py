@@ -113,8 +113,9 @@ def test_the_sampler_and_safety_checker_classes_leave_the_model_identity(tmp_pat
     still matches the same folder; another U-Net class does not."""
     import json
     from mmdiffseg.provenance import _settings, model_identity, same_model
-    index = {'_class_name': 'StableDiffusionPipeline', 'unet': ['diffusers', 'UNet2DConditionModel'],
-             'vae': ['diffusers', 'AutoencoderKL'], 'text_encoder': ['transformers', 'CLIPTextModel'],
+    index = {'_class_name': 'StableDiffusionPipeline',
+             'unet': ['diffusers', 'UNet2DConditionModel'], 'vae': ['diffusers', 'AutoencoderKL'],
+             'text_encoder': ['transformers', 'CLIPTextModel'],
              'tokenizer': ['transformers', 'CLIPTokenizer'],
              'scheduler': ['diffusers', 'PNDMScheduler'],
              'safety_checker': ['stable_diffusion', 'StableDiffusionSafetyChecker'],
