@@ -27,7 +27,8 @@ def test_a_spec_the_model_serves_passes_and_resolutions_are_checked(tiny_sd2):
     # at 256 px the layers iSeg names sit at half the resolutions it asks for
     with pytest.raises(ValueError, match=r"image size 256 cannot be used: .*16/32/64 token grids, "
                        r"which this model has at image size\(s\) \[512\] only.*use one of those "
-                       r"sizes\. At 256: .*iseg_cross16': unknown layer.*resolution 16; valid"):
+                       r"sizes, or read the grids 256 has \(4/8/16/32: .*\)\. At 256: "
+                       r".*iseg_cross16': unknown layer.*resolution 16; valid"):
         engine.check_capture(iseg.capture_spec, image_size=256)
     diffseg = MASK_GENERATORS.build(dict(type='DiffSeg'))  # 64x64 self-attention: 32x32 at 256
     with pytest.raises(ValueError, match=r'image size 256 cannot be used: .*8/16/32/64 token '
