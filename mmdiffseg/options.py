@@ -17,8 +17,8 @@ import numpy as np
 
 from .names import nearest
 
-__all__ = ['check_choice', 'check_flag', 'check_real', 'check_reals', 'check_seed',
-           'check_template', 'check_token_offsets', 'check_whole', 'check_wholes',
+__all__ = ['check_choice', 'check_flag', 'check_key_among', 'check_real', 'check_reals',
+           'check_seed', 'check_template', 'check_token_offsets', 'check_whole', 'check_wholes',
            'template_problem']
 
 
@@ -147,17 +147,22 @@ def check_template(owner: str, name: str, value, field: str, optional: Sequence[
     return value
 
 
+def check_key_among(owner: str, option: str, key, names: Sequence[str], what: str) -> None:
+    """Refuse a key of the mapping ``option`` that is not among ``names`` (``what`` they are),
+    naming the nearest: a misspelt key would silently leave its class at its default."""
+    if key not in names:
+        near = nearest(str(key), list(names))
+        raise ValueError(f'{owner}: {option} names {key!r}, which is not one of the {what}'
+                         + (f' (did you mean {near!r}?)' if near else f': {", ".join(names)}'))
+
+
 def check_token_offsets(owner: str, offsets, names: Sequence[str], what: str) -> dict:
     """``{name: [offsets]}`` with each name among ``names`` (``what`` they are, for the error:
     a misspelt key would silently leave that class at its default tokens) and each list of
     offsets non-empty and non-negative."""
     checked = {}
     for name, values in dict(offsets or {}).items():
-        if name not in names:
-            near = nearest(str(name), list(names))
-            raise ValueError(f'{owner}: token_offsets names {name!r}, which is not one of the '
-                             f'{what}' + (f' (did you mean {near!r}?)' if near else
-                                          f': {", ".join(names)}'))
+        check_key_among(owner, 'token_offsets', name, names, what)
         checked[name] = list(check_wholes(owner, f'token_offsets[{name!r}]', values, '[0]',
                                           low=0))
         if not checked[name]:

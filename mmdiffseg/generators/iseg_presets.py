@@ -7,8 +7,7 @@ from typing import Dict, Mapping, Optional, Sequence
 
 from mmengine.logging import print_log
 
-from ..names import nearest
-from ..options import check_real, check_wholes
+from ..options import check_key_among, check_real, check_wholes
 from ..registry import unknown_options, unknown_options_error
 
 #: cross-attention layers read at each resolution, in forward order (``wsss/arguments.py``).
@@ -178,11 +177,7 @@ def check_prompt_names(prompt_names, classes) -> Dict[str, str]:
     vocabulary's classes count: a recorded config holds its words for all of them)."""
     names = dict(prompt_names or {})
     for name, word in names.items():
-        if name not in classes:
-            near = nearest(str(name), list(classes))
-            raise ValueError(f'ISeg: prompt_names names {name!r}, which is not one of the '
-                             'classes' + (f' (did you mean {near!r}?)' if near else
-                                          f': {", ".join(classes)}'))
+        check_key_among('ISeg', 'prompt_names', name, classes, 'classes')
         if not isinstance(word, str) or not word.strip():
             raise ValueError(f'ISeg: prompt_names[{name!r}] must be the words the prompt says '
                              f'for that class, got {word!r}')
